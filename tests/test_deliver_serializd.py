@@ -1515,6 +1515,128 @@ async def test_a_links_removal_of_a_tick_keeps_it_for_a_webhook_play_of_ours_log
     assert skipped_total(runtime) == 1
 
 
+async def logged_twice_by_us(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> tuple[Review, Review, float]:
+    """Behind 5 pages of old history, s1e4 watched in Plex a month ago and again yesterday:
+    two diary entries of ours and the tick, 10 minutes ago. Those entries, and when the second
+    was watched."""
+    clock.now = fake.now()
+    old_history(fake, 100)  # 5 pages
+    again_at = clock() - DAY
+    enqueue(runtime, "play", episode(4), clock() - 30 * DAY, progress=98.0)
+    enqueue(runtime, "play", episode(4), again_at, progress=98.0)
+    await drain(worker, runtime, clock, passes=3)
+    first, again = [e for e in fake.diary() if e.show_id == SHOW]
+    assert fake.ticks() == {(SHOW, SEASON_1, 4)}
+    clock.advance(600)
+    fake.advance(600)
+    return first, again, again_at
+
+
+def ledger_plays(runtime: Runtime) -> dict[str, Any]:
+    return runtime.store.mirror_get("serializd", "me", "plays")
+
+
+@pytest.mark.parametrize(
+    "in_the_app", ["deleted-the-other", "kept-the-other", "deleted-it-and-logged-a-rewatch"]
+)
+async def test_a_links_removal_of_our_entry_unticks_once_the_user_deleted_our_other_one(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    fake: FakeSerializd,
+    clock: FakeClock,
+    in_the_app: str,
+) -> None:
+    """s1e4 logged twice by us; the user deletes the older entry in the Serializd app (the
+    tick stays: two systems, §6), then removes yesterday's play on Trakt: the link deletes its
+    entry, and as no entry of ours of the episode is left, unticks it, although the ledger
+    still named the deleted one (forgotten now). Proving an entry gone costs the whole diary
+    once (no read by show or entry, §5.1); one still there, the pages until it shows, and it
+    keeps the tick. A rewatch the user logged since the read keeps it too (before any look)."""
+    first, again, again_at = await logged_twice_by_us(runtime, worker, fake, clock)
+    if in_the_app != "kept-the-other":
+        fake.delete_entry(first)
+    read_at = clock()
+    clock.advance(120)
+    fake.advance(120)
+    if in_the_app == "deleted-it-and-logged-a-rewatch":
+        fake.log_entry(None, SHOW, 1, 4, is_rewatch=True)
+    pages_before = fake.count("GET", DIARY_PAGE)
+    enqueue(runtime, "remove_play", episode(4), again_at, record=str(again.id), link="ts",
+            read_at=read_at)  # fmt: skip
+    await drain(worker, runtime, clock, passes=2)
+    removal = waiting(runtime)[-1]
+    assert removal["status"] == "done"
+    pages = fake.count("GET", DIARY_PAGE) - pages_before
+    if in_the_app == "deleted-the-other":
+        assert fake.ticks() == set() and again not in fake.diary()
+        assert removal["last_error"] is None
+        assert all(v.get("removed") for v in ledger_plays(runtime).values())
+        assert pages == 2 + 5  # the look at what is new since the read, then the whole diary
+    elif in_the_app == "kept-the-other":
+        assert fake.ticks() == {(SHOW, SEASON_1, 4)} and again not in fake.diary()
+        assert first in fake.diary() and removal["last_error"] is None
+        assert pages == 2 + 1  # our other entry is on the first page
+    else:
+        assert fake.ticks() == {(SHOW, SEASON_1, 4)} and again in fake.diary()
+        assert removal["last_error"].startswith("skipped: not removed: the episode was logged")
+
+
+async def test_a_links_removal_of_a_tick_unticks_once_the_user_deleted_our_entries_of_it(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    """s1e4 logged twice by us; the user deletes both entries in the app, leaving the tick,
+    which the link's read takes for a play of unknown date. Removed on Trakt: unticked,
+    although the ledger still named our entries (forgotten now)."""
+    first, again, _ = await logged_twice_by_us(runtime, worker, fake, clock)
+    fake.delete_entry(first)
+    fake.delete_entry(again)
+    read_at = clock()
+    clock.advance(120)
+    fake.advance(120)
+    enqueue(runtime, "remove_play", episode(4), UNDATED, record="tick:1396:1:4", link="ts",
+            read_at=read_at)  # fmt: skip
+    await drain(worker, runtime, clock, passes=2)
+    assert fake.ticks() == set()
+    removal = waiting(runtime)[-1]
+    assert removal["status"] == "done" and removal["last_error"] is None
+    assert all(v.get("removed") for v in ledger_plays(runtime).values())
+
+
+@pytest.mark.parametrize("failure", ["503", "changed-while-read"])
+async def test_a_removal_whose_look_for_our_other_entry_fails_waits_and_unticks_nothing(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock, failure: str
+) -> None:
+    """As above, but the diary cannot be read whole while the delivery looks for our other
+    entry (an outage, or the user deleting an entry meanwhile, which shifts the pages): not
+    seen is not gone. The tick and the ledger stay, the removal waits without being dropped,
+    and once the diary reads, the episode is unticked."""
+    first, again, again_at = await logged_twice_by_us(runtime, worker, fake, clock)
+    fake.delete_entry(first)
+    read_at = clock()
+    clock.advance(120)
+    fake.advance(120)
+    if failure == "503":
+        fake.delay_next(2, 0.0, route=DIARY_PAGE)  # the look at what is new since the read
+        fake.fail_next(2, 503, route=DIARY_PAGE)  # past the inline retry
+    else:
+        old = next(e for e in fake.diary() if e.show_id != SHOW)
+        fake.deleted_before_page = (3, old)  # a page only the whole read reaches
+    enqueue(runtime, "remove_play", episode(4), again_at, record=str(again.id), link="ts",
+            read_at=read_at)  # fmt: skip
+    await drain(worker, runtime, clock, passes=2)
+    assert fake.ticks() == {(SHOW, SEASON_1, 4)}
+    assert [r["status"] for r in waiting(runtime)][-1] == "pending"
+    standing = {v.get("review_id") for v in ledger_plays(runtime).values() if not v.get("removed")}
+    assert first.id in standing  # not forgotten on a read that failed
+    clock.advance(3600)
+    fake.advance(3600)
+    await drain(worker, runtime, clock, passes=2)
+    assert fake.ticks() == set()
+    assert waiting(runtime)[-1]["status"] == "done"
+
+
 async def test_an_undated_play_queued_again_after_a_links_untick_ticks_again(
     runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
 ) -> None:

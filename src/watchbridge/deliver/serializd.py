@@ -10,6 +10,9 @@ dropped connection, a gateway error, a crash) comes back marked `unknown outcome
 for in the diary before it is added again. While diary rows it cannot read (Serializd changed
 its answers) may hold what that look must see, the row is held without spending its tries (an
 alert if it lasts), looked at again hourly, and goes by itself once the diary reads.
+The ledger knows what we wrote, not what the user deleted in the app since: before another
+play of ours keeps an episode ticked that a removal would untick, the diary must still list
+its entry (`_still_listed`).
 """
 
 from __future__ import annotations
@@ -454,8 +457,9 @@ class SerializdTarget:
         mine = [k for k, v in plays.items() if v.get("review_id") == int(record)]
         gone = {k: {"review_id": None, "removed": True} for k in mine}
         await self._record(ledger, PLAYS, gone)
-        others = [k for k, v in plays.items() if k not in gone and not v.get("removed")]
-        if others:
+        others = {k: v for k, v in plays.items() if k not in gone and not v.get("removed")}
+        standing = await self._still_listed(ledger, row, _entries_of(others))
+        if standing or any(not isinstance(v.get("review_id"), int) for v in others.values()):
             return Delivered("diary entry deleted; other plays keep the episode ticked")
         await self.client.unlog_episodes(
             ledger.profile, place.show_id, place.season_id, [place.episode_number]
@@ -467,10 +471,11 @@ class SerializdTarget:
     ) -> Outcome:
         """A play read as the episode's tick removed: the tick goes, unless a diary entry of
         ours of the episode stands (the tick is the episode's, not that play's alone: a
-        webhook play we logged after the link read Serializd would read as unwatched)."""
+        webhook play we logged after the link read Serializd would read as unwatched), one
+        Serializd still lists: the user may have deleted it in the app since."""
         prefix = f"{place.ref.key()}@"
         await self._load(ledger, PLAYS, prefix)
-        if _logged_by_us(ledger.plays, place.ref):
+        if await self._still_listed(ledger, row, _logged_by_us(ledger.plays, place.ref)):
             log.info(
                 "removing a play from Serializd: not unticked, a play watchbridge logged of "
                 "the episode keeps it ticked",
@@ -488,6 +493,35 @@ class SerializdTarget:
         if undated:
             await self._record(ledger, PLAYS, undated)
         return Delivered("unticked")
+
+    async def _still_listed(
+        self, ledger: Ledger, row: OutboxItem, entries: dict[str, int]
+    ) -> set[str]:
+        """Which of our diary entries `entries` (ledger key -> review id) Serializd still
+        lists. The ledger knows what we wrote, not what the user deleted in the app since:
+        an entry deleted there is forgotten (marked removed), and keeps no tick. Free without
+        entries to look for, or when the batch read the diary whole and saw them; else the
+        diary's pages until each is seen, all of them for one deleted (`diary_lists`: no
+        cheaper read proves an entry gone, §5.1). A diary that cannot be read raises: the row
+        waits, the tick and the ledger as they are."""
+        if not entries:
+            return set()
+        wanted = set(entries.values())
+        listed: set[int] = set()
+        if ledger.diary is not None:  # read before this batch's own adds: proves presence only
+            listed = wanted & ({e.id for e in ledger.diary} | ledger.unreadable)
+        if wanted - listed:
+            listed |= await self.client.diary_lists(ledger.profile, wanted - listed)
+        deleted = {key for key, review in entries.items() if review not in listed}
+        if deleted:
+            log.info(
+                "serializd diary entries watchbridge logged were deleted on Serializd since: "
+                "forgotten, they keep the episode ticked no longer",
+                extra={"profile": row.profile, "row": row.id, "entries": len(deleted)},
+            )
+            gone = {key: {"review_id": None, "removed": True} for key in deleted}
+            await self._record(ledger, PLAYS, gone)
+        return set(entries) - deleted
 
     async def _logged_since(
         self, ledger: Ledger, row: OutboxItem, place: Place, record: str
@@ -979,17 +1013,26 @@ def _near(plays: dict[str, Any], ref: MediaRef, at: float) -> tuple[str, dict[st
     return None
 
 
-def _logged_by_us(plays: dict[str, Any], ref: MediaRef) -> bool:
-    """Whether the ledger holds a diary entry of ours of this episode not removed since (an
-    undated play of ours is the tick itself, no entry of its own)."""
+def _logged_by_us(plays: dict[str, Any], ref: MediaRef) -> dict[str, int]:
+    """The diary entries of ours of this episode the ledger holds, not removed since (ledger
+    key -> review id; an undated play of ours is the tick itself, no entry of its own)."""
     prefix = f"{ref.key()}@"
-    return any(
-        isinstance(value, dict)
-        and isinstance(value.get("review_id"), int)
-        and not value.get("removed")
-        for key, value in plays.items()
-        if key.startswith(prefix)
+    return _entries_of(
+        {
+            key: value
+            for key, value in plays.items()
+            if key.startswith(prefix) and isinstance(value, dict) and not value.get("removed")
+        }
     )
+
+
+def _entries_of(plays: dict[str, Any]) -> dict[str, int]:
+    """Ledger key -> review id of the plays among `plays` that made a diary entry."""
+    return {
+        key: value["review_id"]
+        for key, value in plays.items()
+        if isinstance(value.get("review_id"), int)
+    }
 
 
 def _watched_before(plays: dict[str, Any], ref: MediaRef, at: float) -> bool:

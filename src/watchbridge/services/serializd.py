@@ -25,7 +25,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -1132,6 +1132,18 @@ class SerializdClient:
         )
         return DiaryRead(entries, frozenset(i for i in unread if i is not None))
 
+    async def diary_lists(self, profile: str, ids: Collection[int]) -> frozenset[int]:
+        """Which of the diary entries `ids` Serializd still lists (a row it lists but
+        watchbridge cannot read counts: it is there). The diary has no read by show or by
+        entry (§5.1): pages are read from the first until every one has been seen (the order
+        is not reliable, yet a row seen is there); one never seen is known gone only once the
+        whole diary is read, with `diary_read`'s checks (a diary changed while read, or a
+        list cut short, raises SerializdUnavailable: nothing is taken as gone on a guess)."""
+        sought = frozenset(ids)
+        unread: list[int | None] = []
+        entries = await self._diary_pages(profile, unread, sought=sought)
+        return sought & ({e.id for e in entries} | {i for i in unread if i is not None})
+
     async def diary_until(self, profile: str, known_ids: set[int]) -> list[DiaryEntry]:
         """The entries whose ids are not in `known_ids`, reading pages from the first and
         stopping after the first page that holds nothing new (pages are not reliably sorted,
@@ -1169,10 +1181,12 @@ class SerializdClient:
         new: Callable[[DiaryEntry], bool] | None = None,
         kept: Callable[[DiaryEntry], bool] | None = None,
         old_pages: int = 1,
+        sought: frozenset[int] = frozenset(),
     ) -> list[DiaryEntry]:
         """The entries read, and the ids of the rows that could not be read added to `unread`
         (None: a row without an id, which fails a whole read: it cannot be told from any
-        other, nor its play kept). None `new`: the whole diary. Else the entries `kept` (by
+        other, nor its play kept). None `new`: the whole diary, or (`sought`) its pages until
+        every row of those ids has been seen. Else the entries `kept` (by
         default those `new`), reading until `old_pages` pages in a row hold none `new` (see
         `diary_until`; the reference, §5.1, advises going on past two such pages, as the
         pages are not reliably sorted)."""
@@ -1198,6 +1212,8 @@ class SerializdClient:
             before = len(found)
             for entry in fresh:
                 found.setdefault(entry.id, entry)
+            if sought and sought <= found.keys() | {i for i in unread if i is not None}:
+                return list(found.values())  # every one seen: the rest cannot unsee them
             if not entries or last_page(page, total_pages, len(found) > before):
                 break
             if new is not None:
