@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import sqlite3
 import time
+import unicodedata
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -263,5 +265,41 @@ def test_a_jellyfin_user_listed_by_id_whose_id_changed_keeps_their_own_plays(
         assert shown["profile"] == "bob" and shown["message"] == told
         assert shown["account_id"] == new and shown["was"] == old and shown["name"] == "bob"
         assert f"replace it with {new}" in httpx.get(f"{service.url}/").text
+    finally:
+        service.kill()
+
+
+def test_a_jellyfin_name_with_accents_matches_whatever_its_case_and_unicode_form(
+    tmp_path: Path, trakt: FakeTrakt
+) -> None:
+    """Bob is listed by names typed on a PC ("José", "Jörg Straße": one character per accented
+    letter). Jellyfin sends them in capitals, from a Mac as "E" plus a combining accent, with
+    "ß" written "SS", as raw UTF-8 or as \\u escapes: each play is still Bob's, not the default
+    person's."""
+    profiles = """
+  alice:
+    default: true
+    users: {jellyfin: [alice]}
+    accounts: {trakt: {}}
+  bob:
+    users: {jellyfin: ["José", "Jörg Straße"]}
+    accounts: {trakt: {}}
+"""
+    decomposed = unicodedata.normalize("NFD", "JOSÉ")
+    assert decomposed != "JOSÉ" and len(decomposed) == 5
+    service = household(tmp_path, trakt, profiles).start()
+    try:
+        assert post_jellyfin(service, "1" * 32, decomposed, 14) == 202
+        payload = sample_json("jellyfin", "playback_stop_episode_completed.json")
+        payload |= {"UserId": "2" * 32, "NotificationUsername": "JÖRG STRASSE"}
+        payload |= {"EpisodeNumber": 15, "Provider_tvdb": "4000015", "ItemId": f"{15:032x}"}
+        payload |= {"Provider_imdb": "", "Provider_tmdb": ""}
+        escaped = json.dumps(payload, ensure_ascii=True).encode()
+        assert b"\\u00d6" in escaped
+        url = f"{service.url}/webhooks/jellyfin/{SECRET}"
+        assert httpx.post(url, content=escaped).status_code == 202
+        wait_for(lambda: len(trakt.history("bob")) == 2)
+        wait_for(lambda: settled(service))
+        assert trakt.history() == []  # nothing on the default profile's Trakt
     finally:
         service.kill()

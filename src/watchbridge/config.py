@@ -17,6 +17,7 @@ import json
 import os
 import re
 import types
+import unicodedata
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -796,7 +797,7 @@ def fits_in_url(secret: str) -> bool:
 
 @functools.lru_cache(maxsize=1024)  # every webhook asks, of a few names
 def same_account(name: str) -> str:
-    """A media-server account as webhooks match it: user names case-insensitively, Jellyfin
+    """A media-server account as webhooks match it: user names as `same_name`, Jellyfin
     and Emby ids (32 hex digits) with or without dashes; a "server:account" entry part by part.
     A name keeps its dashes: "mary-jane" is not "maryjane"."""
     return ":".join(_same_account_part(part) for part in name.split(":"))
@@ -805,8 +806,15 @@ def same_account(name: str) -> str:
 _GUID = re.compile(r"[0-9a-f]{32}")
 
 
+def same_name(name: str) -> str:
+    """A person's or library's name as it is compared with a server's: without case (`casefold`:
+    "STRASSE" is "straße"), and one "é" whether typed as one character or as "e" and an accent
+    (macOS and iOS may send the latter). Pure."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFD", name).casefold())
+
+
 def _same_account_part(part: str) -> str:
-    folded = part.lower()
+    folded = same_name(part)
     bare = folded.replace("-", "")
     return bare if _GUID.fullmatch(bare) else folded
 

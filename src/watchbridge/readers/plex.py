@@ -65,7 +65,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from watchbridge import ratings
 from watchbridge.accounts import SERVER_PART, identity_of
 from watchbridge.anime import SERVER_ORDER, Unmatched
-from watchbridge.config import Config, Link, PlexConfig, Profile, link_profiles
+from watchbridge.config import Config, Link, PlexConfig, Profile, link_profiles, same_name
 from watchbridge.episode_numbers import (
     EpisodeNumbering,
     EpisodeNumbers,
@@ -1161,24 +1161,24 @@ def choose_sections(
     usable = [s for s in sections if s.type in ("movie", "show")]
     if not names:
         return usable
-    by_title = {s.title.casefold(): s for s in usable}
+    by_title = {same_name(s.title): s for s in usable}
     server = usable if owner else [s for s in on_server or () if s.type in ("movie", "show")]
     if owner or on_server is not None:
-        known = {s.title.casefold() for s in server}
-        unknown = [n for n in names if n.casefold() not in known]
+        known = {same_name(s.title) for s in server}
+        unknown = [n for n in names if same_name(n) not in known]
         if unknown:
             seen = ", ".join(s.title for s in server) or "none"
             raise ConfigError(
                 f"services.plex.libraries: the Plex server has no movie or show library named "
                 f"{', '.join(repr(n) for n in unknown)} (libraries: {seen})"
             )
-    unshared = [n for n in names if n.casefold() not in by_title]
+    unshared = [n for n in names if same_name(n) not in by_title]
     if unshared:
         log.warning(
             "plex libraries not shared with this person are left out for them",
             extra={"profile": profile, "libraries": ", ".join(unshared)},
         )
-    return [by_title[n.casefold()] for n in names if n.casefold() in by_title]
+    return [by_title[same_name(n)] for n in names if same_name(n) in by_title]
 
 
 # --------------------------------------------------------------------------- who is reading
@@ -1704,7 +1704,7 @@ def found_by_name(profile: str) -> tuple[str, str]:
 def same_named(accounts: Mapping[str, str], matching: Sequence[str]) -> list[str]:
     """The accounts of `matching` (ids) whose name, ignoring case, another of them has too.
     Pure."""
-    names = [accounts[n].casefold() for n in matching]
+    names = [same_name(accounts[n]) for n in matching]
     return [n for n, name in zip(matching, names, strict=True) if names.count(name) > 1]
 
 
@@ -1969,7 +1969,7 @@ class PlexReader:
         refused (PlexAuthError) saying which ids to write instead."""
         person = self.config.profiles.get(profile)
         configured = [*this_servers(person, machine), str(signed_in_as or "")]
-        names = sorted({n.strip().casefold() for n in configured if n.strip()})
+        names = sorted({same_name(n.strip()) for n in configured if n.strip()})
         if not names or not self.client.token:
             return ByName(None)
         lookup = f"{found_by_name(profile)[1]}{','.join(names)}"
@@ -1985,7 +1985,7 @@ class PlexReader:
             except PlexAuthError as refused:  # the server's own token, not the profile's
                 raise await self.tokens.refused(profile, None, refused) from None
         accounts = self._server_accounts
-        matching = [n for n, name in accounts.items() if name.casefold() in names]
+        matching = [n for n, name in accounts.items() if same_name(name) in names]
         if signed_in_id in matching:
             matching = [signed_in_id]
         # Several names may each find their own account (one person's two accounts, as a
@@ -2317,8 +2317,8 @@ class PlexReader:
         sections = await self.client.sections(token)
         # A library this person does not see may exist unshared: the server's own token tells
         # (without it, a name is taken to exist).
-        seen = {s.title.casefold() for s in sections}
-        unseen = any(n.casefold() not in seen for n in names)
+        seen = {same_name(s.title) for s in sections}
+        unseen = any(same_name(n) not in seen for n in names)
         owner = token is None
         ask = not owner and unseen and self.client.token is not None
         on_server = await self.client.sections(None) if ask else None

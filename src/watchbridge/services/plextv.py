@@ -25,7 +25,7 @@ from urllib.parse import quote, urlencode, urlsplit
 import httpx
 
 from watchbridge import __version__
-from watchbridge.config import PlexConfig, Secret
+from watchbridge.config import PlexConfig, Secret, same_name
 from watchbridge.http import HttpClient, ServiceError
 from watchbridge.ingest.common import epoch, flag, integer, number, obj, text
 from watchbridge.ingest.plex import metadata_ref
@@ -290,13 +290,13 @@ class PlexTvClient:
     ) -> HomeUser:
         """Sign a profile in as a member of the owner's Plex Home (managed users have no
         plex.tv login of their own): switch to them with the owner's token, store their token."""
-        wanted = user.strip().lower()
+        wanted = same_name(user.strip())
         members = await self.home_users(owner_token)
         member = next(
             (
                 m
                 for m in members
-                if wanted in (str(m.id), m.title.lower(), m.username.lower()) and not m.admin
+                if wanted in (str(m.id), same_name(m.title), same_name(m.username)) and not m.admin
             ),
             None,
         )
@@ -459,10 +459,10 @@ class PlexTvClient:
         A friend's comes from the owner's shared-servers list; a home user's from switching to
         them and asking plex.tv for their resources.
         """
-        wanted = user.strip().lower()
+        wanted = same_name(user.strip())
 
         def named(user_id: int, *names: str) -> bool:
-            return wanted == str(user_id) or wanted in {n.lower() for n in names if n}
+            return wanted == str(user_id) or wanted in {same_name(n) for n in names if n}
 
         for share in await self.shared_servers(owner_token, machine_id):
             if named(share.user_id, share.username):
