@@ -1607,3 +1607,41 @@ def test_deadletters_on_a_full_disk_say_so_without_a_traceback(tmp_path: Path) -
     assert result.returncode == 1, result.stderr
     assert result.stderr.startswith("error: the database (storage.path) could not be written")
     assert "check the disk that holds it" in result.stderr
+
+
+def test_commands_show_names_a_latin_1_terminal_cannot_hold_without_crashing(
+    tmp_path: Path,
+) -> None:
+    """On a terminal whose encoding is Latin-1 (an old NAS's locale; Windows' cp1252 when the
+    output is redirected), "山田" and "進撃の巨人" cannot be written as they are: they come out
+    as escapes, "Pokémon" as it is, and each command ends as it would anyway."""
+    path = write_config(
+        tmp_path,
+        "services: {trakt: {client_id: abc}}\n"
+        "profiles: {me: {users: {jellyfin: [山田, Zoë]}, accounts: {trakt: {}}}}\n",
+    )
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        items = [{"kind": "movie", "title": title} for title in ("進撃の巨人", "Pokémon")]
+        store.enqueue(
+            [NewOutboxRow("trakt", "me", "play", {"item": item}, f"k{n}", f"i{n}")
+             for n, item in enumerate(items)],
+            1.0,
+        )  # fmt: skip
+        dead, waiting = store.claim("w", 2.0)
+        store.mark_dead(dead.id, 3.0, "gave up after 12 attempts: Trakt knows no 進撃の巨人")
+        store.retry_later(waiting.id, 3.0, 9.0, "unmatched: Trakt knows no Pokémon")
+    for command in (("check-config",), ("deadletters", "list"), ("unmatched",), ("status",)):
+        result = subprocess.run(
+            [sys.executable, "-m", "watchbridge", *command, "--config", str(path)],
+            capture_output=True,
+            timeout=60,
+            env={**os.environ, "PYTHONIOENCODING": "latin-1"},
+        )
+        assert result.returncode == 0, result.stderr.decode("latin-1")
+        shown = result.stdout.decode("latin-1")
+        if command == ("check-config",):
+            assert "jellyfin: \\u5c71\\u7530, Zoë" in shown
+        if command == ("deadletters", "list"):
+            assert "Trakt knows no \\u9032\\u6483\\u306e\\u5de8\\u4eba" in shown
+        if command == ("unmatched",):
+            assert "play Pokémon" in shown

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import errno
+import io
 import ipaddress
 import os
 import re
@@ -1921,6 +1923,7 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning expected errors into one clear line and an exit code."""
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args or debug_from_environment()
+    _output_any_terminal_can_take()
     try:
         cli.main(args=args, prog_name="watchbridge", standalone_mode=False)
     except click.exceptions.Abort as exc:
@@ -1957,6 +1960,18 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(1)
         _say_error(f"unexpected error: {type(exc).__name__}: {exc} (run with --debug for details)")
         sys.exit(70)
+
+
+def _output_any_terminal_can_take() -> None:
+    """A name or title its output encoding cannot hold ("山田" on a Latin-1 terminal, Windows'
+    cp1252 when redirected to a file) is written as a `\\u5c71` escape, not a crash of the
+    command (Python's UTF-8 mode covers LANG=C and POSIX, not these locales)."""
+    for stream in (sys.stdout, sys.stderr):
+        if not isinstance(stream, io.TextIOWrapper):
+            continue  # replaced (a test's capture): its owner chose how it encodes
+        with contextlib.suppress(LookupError):
+            if codecs.lookup(stream.encoding).name != "utf-8":
+                stream.reconfigure(errors="backslashreplace")
 
 
 def _say_error(line: str) -> None:
