@@ -303,3 +303,37 @@ def test_a_jellyfin_name_with_accents_matches_whatever_its_case_and_unicode_form
         assert trakt.history() == []  # nothing on the default profile's Trakt
     finally:
         service.kill()
+
+
+def test_a_latin_1_body_that_does_not_say_so_still_names_its_person(
+    tmp_path: Path, trakt: FakeTrakt
+) -> None:
+    """A script posting Latin-1 without a charset in its Content-Type (Windows PowerShell 5.1
+    does) was refused as "not valid UTF-8", and the play lost: "Jörg" is read as he is and his
+    play reaches his own Trakt."""
+    profiles = """
+  alice:
+    default: true
+    users: {generic: [alice]}
+    accounts: {trakt: {}}
+  bob:
+    users: {generic: ["Jörg"]}
+    accounts: {trakt: {}}
+"""
+    episode = {"type": "episode", "season": 5, "number": 14, "show": {"ids": {"tvdb": 81189}}}
+    body = {"event": "played", "user": "Jörg", "item": episode}
+    latin_1 = json.dumps(body, ensure_ascii=False).encode("latin-1")
+    assert b"J\xf6rg" in latin_1
+    service = household(tmp_path, trakt, profiles).start()
+    try:
+        response = httpx.post(
+            f"{service.url}/webhooks/generic/{SECRET}",
+            content=latin_1,
+            headers={"content-type": "application/json"},
+        )
+        assert response.status_code == 202, response.text
+        wait_for(lambda: len(trakt.history("bob")) == 1)
+        wait_for(lambda: settled(service))
+        assert trakt.history() == []
+    finally:
+        service.kill()

@@ -55,6 +55,23 @@ _FAST_REFUSED = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 _JSON_START = re.compile(rb"[ \t\n\r\x0b\x0c]*\{")  # body.lstrip().startswith(b"{"), no copy
 
 
+def _windows_1252_byte(error: UnicodeError) -> tuple[str, int]:
+    """A byte that is no UTF-8, read as Windows-1252 (as Latin-1 where that has no character):
+    a script that sends Latin-1 without saying so (Windows PowerShell 5.1 without a charset in
+    its Content-Type) names "Jörg" or "Pokémon" so. Bytes that are UTF-8 stay UTF-8."""
+    if not isinstance(error, UnicodeDecodeError):
+        raise error
+    byte = error.object[error.start : error.start + 1]
+    try:
+        return byte.decode("cp1252"), error.start + 1
+    except UnicodeDecodeError:
+        return byte.decode("latin-1"), error.start + 1
+
+
+WINDOWS_1252_FALLBACK = "watchbridge.windows-1252-fallback"
+codecs.register_error(WINDOWS_1252_FALLBACK, _windows_1252_byte)
+
+
 @dataclass(frozen=True)
 class Part:
     """One part of a multipart body."""
@@ -296,12 +313,13 @@ def _payload_part(body: bytes, boundary: str) -> tuple[str, int, int] | tuple[()
 def _from_form(body: bytes, charset: str = "utf-8") -> dict[str, object] | Rejected:
     """A form with a JSON `payload`/`data` field, or plain fields (Tautulli's form mode);
     `charset`: what its escapes encode."""
+    errors = WINDOWS_1252_FALLBACK if charset == "utf-8" else "replace"
     fields = dict(
         parse_qsl(
-            body.decode(charset, "replace"),
+            body.decode(charset, errors),
             keep_blank_values=True,
             encoding=charset,
-            errors="replace",
+            errors=errors,
         )
     )
     for name in PAYLOAD_NAMES:
@@ -327,7 +345,13 @@ def decode_json(raw: bytes, what: str) -> dict[str, object] | Rejected:
 
 def _decode_json_leniently(raw: bytes, what: str) -> dict[str, object] | Rejected:
     try:
-        text = raw.decode(json.detect_encoding(raw), "surrogatepass")
+        encoding = json.detect_encoding(raw)
+        try:
+            text = raw.decode(encoding, "surrogatepass")
+        except UnicodeDecodeError:
+            if encoding != "utf-8":
+                raise
+            text = raw.decode(encoding, WINDOWS_1252_FALLBACK)
         decoded = _loads_or_rescue(text)
         if _MAY_HOLD_SURROGATES.search(text):
             decoded = _without_lone_surrogates(decoded)
