@@ -152,6 +152,39 @@ def test_a_finished_rewatch_counts_the_whole_pass() -> None:
     assert second["126661:r1:11"] == UPDATED + 100 and second["126661:r1:12"] == UPDATED + 200
 
 
+# How a rewatch the last read saw at progress 0 can be there: set Rewatching (at 0), set
+# Rewatching and then Watching at 0, or set aside (paused) before an episode of it was logged.
+REWATCHES_AT_0 = {
+    "rewatching": [entry(status="REPEATING", progress=0, updated_at=UPDATED + 100)],
+    "set-to-watching": [
+        entry(status="REPEATING", progress=5, updated_at=UPDATED + 100),
+        entry(progress=0, updated_at=UPDATED + 150),
+    ],
+    "paused": [entry(status="PAUSED", progress=0, updated_at=UPDATED + 100)],
+}
+
+
+@pytest.mark.parametrize("counted", [0, 1], ids=["repeat-kept", "repeat-counted"])
+@pytest.mark.parametrize("route", sorted(REWATCHES_AT_0))
+def test_a_rewatch_completed_straight_from_0_counts_its_pass_once(route: str, counted: int) -> None:
+    """Completed on AniList with nothing of the rewatch logged: a list app that counts the
+    rewatch (`repeat` + 1) or the website's status menu, which leaves `repeat` as it was
+    (anilist.md §7: clients count it, AniList does not). Either way one whole pass, dated
+    when it was completed, and no more once the count is set by hand."""
+    last = anilist_side([entry(status="COMPLETED", progress=12)], {}, None, table)
+    for step in REWATCHES_AT_0[route]:
+        last = read_on([step], last)
+    done = entry(status="COMPLETED", progress=12, repeat=counted, updated_at=UPDATED + 200)
+    finished = read_on([done], last)
+    again = sorted((p.item, p.at) for p in finished.side.plays if ":r1:" in p.record)
+    assert again == [(key(n), UPDATED + 200) for n in range(1, 13)]
+    assert len(finished.side.plays) == 12 + 12
+    counted_later = entry(status="COMPLETED", progress=12, repeat=1, updated_at=UPDATED + 300)
+    for later in (done, counted_later):  # read on, and once the rewatch is counted by hand
+        finished = read_on([later], finished)
+        assert len(finished.side.plays) == 12 + 12
+
+
 def test_rewatches_finished_before_the_first_sync_are_not_invented() -> None:
     side = anilist_side([entry(status="COMPLETED", progress=12, repeat=2)], {}, None, table).side
     assert len(side.plays) == 12
