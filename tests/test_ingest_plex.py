@@ -9,7 +9,7 @@ import pytest
 
 from tests.ingest_samples import only_event, raw_request, sample_json
 from watchbridge.ingest import parse as parse_request
-from watchbridge.ingest.plex import Guid, parse, parse_guid
+from watchbridge.ingest.plex import Guid, hama_mode, parse, parse_guid
 from watchbridge.model import (
     Accepted,
     Account,
@@ -421,6 +421,22 @@ def test_missing_account_server_and_player_give_empty_values() -> None:
 )
 def test_guid_forms_are_parsed(raw: str, expected: Guid) -> None:
     assert parse_guid(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "mode"),
+    [
+        ("com.plexapp.agents.hama://anidb-12345/1/7?lang=en", "anidb"),
+        ("com.plexapp.agents.hama://12345/1/71?lang=en", "anidb"),  # a bare number: AniDB
+        ("com.plexapp.agents.hama://anidb2-12345?lang=en", "anidb2"),
+        ("com.plexapp.agents.hama://tvdb-81189/2/3", "tvdb"),
+        ("com.plexapp.agents.hama://tvdb4-81797/2?lang=en", "tvdb4"),
+        ("com.plexapp.agents.thetvdb://81189/5/16?lang=en", None),
+        ("plex://episode/5d9c0b7f", None),
+    ],
+)
+def test_the_hama_mode_of_a_guid_is_read(raw: str, mode: str | None) -> None:
+    assert hama_mode(raw) == mode
 
 
 @pytest.mark.parametrize(

@@ -131,7 +131,8 @@ class Unmatched:
     known show no range maps: settled, not retried), seasons (`PENDING`: an absolute
     number needs the show's season list, which could not be read yet: tried again next run),
     server-order (`SERVER_ORDER`: the media server numbers the show its own way, and the
-    episode is not among its numbers).
+    episode is not among its numbers), hama-mode (`HAMA_MODE`: a HAMA agent mode whose
+    numbering is not known).
     """
 
     reason: str
@@ -145,6 +146,9 @@ PARTIAL = "partial"  # Unmatched code: part of a movie or a longer episode (its 
 # Unmatched code: an episode of a show the media server numbers its own way (a TheTVDB
 # ordering), which nothing renumbers; reported by the media server's side of the link
 SERVER_ORDER = "server-order"
+# Unmatched code: a Plex show the HAMA agent matched in a mode whose episode numbers are not
+# known here (`anidb2-`..`anidb4-`); reported by the media server's side of the link
+HAMA_MODE = "hama-mode"
 
 
 class DatasetError(ValueError):

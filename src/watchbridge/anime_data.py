@@ -28,6 +28,7 @@ from urllib.parse import urljoin
 
 from watchbridge.anime import (
     DATASETS,
+    HAMA_MODE,
     SERVER_ORDER,
     AnimeIndex,
     DatasetError,
@@ -689,6 +690,10 @@ _FIXES = {
     "unknown": f"wait for a dataset refresh (it is tried again after each), or {_OVERRIDE}",
     "new-season": f"wait for a dataset refresh (it is tried again after each), or {_OVERRIDE}",
     "outside": f"wait for a dataset refresh (it is tried again after each), or {_OVERRIDE}",
+    HAMA_MODE: (
+        "match the show in HAMA's `anidb-` mode or one of its `tvdb-` modes (or with the Plex "
+        "TV Series agent)"
+    ),
     SERVER_ORDER: (
         "set the show to The Movie Database ordering in Plex (Edit > Advanced > Episode "
         "ordering), or set services.trakt or services.serializd (no link with it is needed): the "

@@ -419,6 +419,19 @@ def _hama_guid(path: str) -> Guid | None:
     )
 
 
+def hama_mode(raw: str) -> str | None:
+    """The HAMA anime agent's mode a guid is in (`anidb`, `anidb2`, `tvdb`, `tvdb3`, ...: how
+    it numbers episodes, reference plex.md), None for another agent's guid."""
+    scheme, sep, rest = raw.strip().partition("://")
+    if not sep or _provider(scheme) != "hama":
+        return None
+    match = _HAMA.fullmatch(rest.split("?", 1)[0])
+    if match is None:
+        return None
+    source, variant = match.group(1) or "anidb", match.group(2) or ""
+    return f"{source}{variant}"
+
+
 def _nfo_guid(path: str) -> Guid | None:
     """Plex NFO agents: `movie/tmdb_383498`; a last segment without `<provider>_` names nothing."""
     provider, sep, value = path.rsplit("/", 1)[-1].partition("_")

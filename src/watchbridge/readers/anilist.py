@@ -275,7 +275,7 @@ def _day_time(entry: ListEntry, day: FuzzyDate) -> float | None:
     return min(at, entry.updated_at)
 
 
-def _keys(forward: Forward, episode: int, total: int | None) -> list[str] | Unmatched:
+def play_keys(forward: Forward, episode: int, total: int | None) -> list[str] | Unmatched:
     """Item keys for one mapped AniList episode (of an entry of `total` episodes); none when
     it is no play on its own: part of a movie or of a longer episode (its last part counts),
     a movie for a TV-only side, or a movie before the entry's last episode."""
@@ -370,7 +370,7 @@ def entry_plays(
         nonlocal problem
         if episode not in cache:
             forward = mapper(entry.media_id, episode, entry.episodes)
-            cache[episode] = _keys(forward, episode, entry.episodes)
+            cache[episode] = play_keys(forward, episode, entry.episodes)
         keys = cache[episode]
         if isinstance(keys, Unmatched):
             problem = problem or keys

@@ -62,9 +62,9 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
-from watchbridge import ratings
+from watchbridge import hama, ratings
 from watchbridge.accounts import SERVER_PART, identity_of
-from watchbridge.anime import SERVER_ORDER, Unmatched
+from watchbridge.anime import SERVER_ORDER, Forward, Unmatched
 from watchbridge.config import Config, Link, PlexConfig, Profile, link_profiles, same_name
 from watchbridge.episode_numbers import (
     EpisodeNumbering,
@@ -187,24 +187,29 @@ def episode_key(show_ids: Ids, season: int | None, number: int | None) -> str | 
     return f"episode:tmdb:{show_ids.tmdb}:s{season}e{number}"
 
 
-def legacy_titles(library: Library) -> list[str]:
-    """Movies and shows known by IMDb or TVDB ids only (Plex's legacy agents): not linked."""
+def legacy_titles(library: Library, anime_placed: bool = False) -> list[str]:
+    """Movies and shows known by IMDb or TVDB ids only (Plex's legacy agents): not linked.
+    `anime_placed`: HAMA's shows are linked through the anime mapping (an AniList link)."""
     return [
         item.title or item.rating_key
         for item in [*library.movies, *library.shows]
-        if not item.ids.tmdb and (item.ids.imdb or item.ids.tvdb)
+        if not item.ids.tmdb
+        and (item.ids.imdb or item.ids.tvdb)
+        and not (anime_placed and item.hama)
     ]
 
 
-def unmatched_titles(library: Library) -> list[str]:
+def unmatched_titles(library: Library, anime_placed: bool = False) -> list[str]:
     """Movies and shows with no TMDB, IMDb or TheTVDB id (unmatched in Plex, a `local://`
     guid, or an agent that gives none of them), outside libraries of personal media, whose
-    items never have one: not linked."""
+    items never have one: not linked. `anime_placed`: as for `legacy_titles` (HAMA's AniDB
+    ids)."""
     return [
         item.title or item.rating_key
         for item in [*library.movies, *library.shows]
         if not (item.ids.tmdb or item.ids.imdb or item.ids.tvdb)
         and item.rating_key not in library.personal
+        and not (anime_placed and item.hama)
     ]
 
 
@@ -234,10 +239,13 @@ class Library:
 
 
 def item_keys(
-    library: Library, renumbered: Mapping[str, tuple[int, int]] | None = None
+    library: Library,
+    renumbered: Mapping[str, tuple[int, int]] | None = None,
+    placed: Mapping[str, str] | None = None,
 ) -> dict[str, tuple[str, LibraryItem]]:
     """ratingKey -> (canonical key, item) for every item that can be linked; `renumbered`:
-    episodes keyed by the other side's (season, number) rather than Plex's."""
+    episodes keyed by the other side's (season, number) rather than Plex's; `placed`:
+    episodes keyed by the anime mapping (HAMA's, which have no TMDB id)."""
     shows = {s.rating_key: s for s in library.shows}
     keyed: dict[str, tuple[str, LibraryItem]] = {}
     for movie in library.movies:
@@ -254,7 +262,8 @@ def item_keys(
         season_number, number = (renumbered or {}).get(
             episode.rating_key, (episode.season, episode.number)
         )
-        if key := episode_key(_show_ids(episode, shows), season_number, number):
+        key = episode_key(_show_ids(episode, shows), season_number, number)
+        if key := key or (placed or {}).get(episode.rating_key):
             keyed[episode.rating_key] = (key, episode)
     return keyed
 
@@ -285,11 +294,15 @@ class Renumbering:
     before: an episode once found keeps its numbers while no other episode is found there).
     `since`: when each was first found. `withheld`: episodes not found whose Plex numbers name
     another episode there (one with an id of the same kind and another value); they are not
-    linked until found. The other episodes keep Plex's numbers."""
+    linked until found. `placed`: HAMA episodes, keyed through the anime mapping. The other
+    episodes keep Plex's numbers."""
 
     numbers: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     since: Mapping[str, float] = field(default_factory=dict)
     withheld: frozenset[str] = frozenset()
+    # ratingKey -> item key: episodes of shows the HAMA anime agent names by AniDB or TheTVDB
+    # id only, placed through the anime mapping for an AniList link (`watchbridge.hama`)
+    placed: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -757,7 +770,7 @@ def build_side(
     all were waiting): a write whose outcome is unknown is settled once its row is not
     (`settle_pending`)."""
     renumbering, last = renumbering or Renumbering(), last or LastRead()
-    keyed = item_keys(library, renumbering.numbers)
+    keyed = item_keys(library, renumbering.numbers, renumbering.placed)
     keys_before, record_items = last.items_by_key(), last.items()
     # A rescan that re-added an item (a replaced file) gave it a new ratingKey: what we knew
     # by the old one is the new one's.
@@ -778,8 +791,9 @@ def build_side(
         if old not in keyed and old not in moved and item in listed_items
     }
     # Episodes not keyed by Plex's numbers now: their plays may have been keyed otherwise
-    # before (by Plex's numbers then, which may have been other numbers than today's).
-    renumbered = {*renumbering.numbers, *renumbering.withheld} & set(keyed)
+    # before (by Plex's numbers then, which may have been other numbers than today's; a
+    # HAMA episode by what the anime mapping said then).
+    renumbered = {*renumbering.numbers, *renumbering.withheld, *renumbering.placed} & set(keyed)
     plex_numbered = _plex_numbered(library, renumbered)
     watched = {rk for rk, (_, item) in keyed.items() if item.view_count > 0}
     # Only unwatching undoes a write of ours: an item unmatched in Plex (listed, no TMDB id)
@@ -950,7 +964,8 @@ def _forget(
         return written
     if now[0] == written.item:
         return replace(written, forgotten=False) if written.forgotten else written
-    if rk in renumbering.numbers and not written.forgotten:
+    moved = rk in renumbering.numbers or rk in renumbering.placed
+    if moved and not written.forgotten:
         return replace(written, forgotten=True)
     return written
 
@@ -2130,7 +2145,10 @@ class PlexReader:
                 raise await self.tokens.refused(profile, tried, again) from None
         await self.tokens.taken(profile, access.token)
         numbered = await self._renumbered(profile, library, full)
-        legacy = legacy_titles(library)
+        anime_placed = "anilist" in self.link.services
+        if anime_placed:
+            numbered = replace(numbered, placed=await self._anime_placed(profile, library))
+        legacy = legacy_titles(library, anime_placed)
         if full and legacy:
             log.warning(
                 "plex titles known by IMDb or TheTVDB ids only (Plex's legacy agents) are not "
@@ -2138,7 +2156,7 @@ class PlexReader:
                 "refresh their metadata (their plays still go out by webhook)",
                 extra={"profile": profile, "titles": len(legacy), "first": ", ".join(legacy[:5])},
             )
-        unmatched = unmatched_titles(library)
+        unmatched = unmatched_titles(library, anime_placed)
         if full and unmatched:
             log.warning(
                 "plex titles without a TMDB, IMDb or TheTVDB id (unmatched) are not synced: "
@@ -2303,6 +2321,67 @@ class PlexReader:
             own_orders(library), frozenset(withheld_keys), frozenset(watched)
         )
         return Renumbering(withheld=withheld)
+
+    async def _anime_placed(self, profile: str, library: Library) -> dict[str, str]:
+        """The episodes the HAMA agent names by AniDB or TheTVDB id, keyed where this AniList
+        link's AniList side keys the plays of their entries' episodes (`watchbridge.hama`:
+        through the anime mapping, absolute numbers placed on the season list AniList's side
+        uses); the watched ones that go nowhere are listed (`watchbridge anime unmatched`),
+        those listed before and placed now forgotten. With no HAMA episode, no dataset is
+        loaded."""
+        from watchbridge import anime_data
+        from watchbridge.anime_seasons import for_link, forward_wants, placed
+        from watchbridge.deliver.anilist import index_reverse
+        from watchbridge.readers.anilist import play_keys, tv_only
+
+        episodes = hama.hama_episodes(library.shows, library.episodes)
+        found = hama.Placed()
+        if episodes:
+            data = anime_data.from_config(self.config)
+            try:
+                index = await data.index()
+            finally:
+                await data.aclose()
+            entries = await asyncio.to_thread(hama.entry_episodes, episodes, index_reverse(index))
+            hits = [hit for hit in entries.values() if isinstance(hit, tuple)]
+
+            def raw(media: int, number: int, total: int | None) -> Forward:
+                return index.episode_for(media, number, "tmdb", total)
+
+            seasons = for_link(self.config, self.store, self.link, self.clock, self.metrics)
+            try:
+                if seasons is not None:
+                    wants = forward_wants(raw, [(m, n, index.episode_count(m)) for m, n in hits])
+                    if wants:
+                        await seasons.prepare(wants)
+                mapper = placed(raw, seasons)
+                mapper = mapper if self.link.movies else tv_only(mapper)
+
+                def forward(media: int, number: int) -> list[str] | Unmatched:
+                    total = index.episode_count(media)
+                    return play_keys(mapper(media, number, total), number, total)
+
+                watched = [e.rating_key for e in library.episodes if e.view_count > 0]
+                found = await asyncio.to_thread(hama.place, episodes, entries, forward, watched)
+            finally:
+                if seasons is not None:
+                    await seasons.aclose()
+        await asyncio.to_thread(self._report_unplaced, profile, found)
+        return dict(found.keys)
+
+    def _report_unplaced(self, profile: str, found: hama.Placed) -> None:
+        """HAMA's watched episodes this link cannot place, for `watchbridge anime unmatched`:
+        all of them, each run (those placed since are forgotten)."""
+        from watchbridge.anime_data import UnmatchedRecord, link_source, replace_unmatched
+
+        now, source = self.clock(), link_source(SERVICE, "anime ids")
+        records = [
+            UnmatchedRecord(
+                profile, ref.key(), why.reason, why.code, ref.show_title, None, now, source
+            )
+            for ref, why in sorted(found.unplaced.values(), key=lambda pair: pair[0].key())
+        ]
+        replace_unmatched(self.store, profile, source, records, now, lambda *_: False)
 
     # ------------------------------------------------------------------ reads
 

@@ -40,7 +40,13 @@ from watchbridge.http import (
     problems_said,
 )
 from watchbridge.ingest.common import epoch, integer, number, obj, text
-from watchbridge.ingest.plex import guid_array_ids, guid_ids, metadata_ref, parse_guid
+from watchbridge.ingest.plex import (
+    guid_array_ids,
+    guid_ids,
+    hama_mode,
+    metadata_ref,
+    parse_guid,
+)
 from watchbridge.logs import Redactor
 from watchbridge.metrics import Metrics
 from watchbridge.model import Ids
@@ -128,6 +134,10 @@ class LibraryItem:
     # A show's own episode ordering (`showOrdering`: tmdbAiring, aired, dvd, absolute);
     # None: the library's default.
     ordering: str | None = None
+    # An episode numbered absolutely (HAMA's tvdb3/tvdb4 modes): its number, `number` None.
+    absolute: int | None = None
+    # The HAMA anime agent's mode of the item's guid (`anidb`, `tvdb3`, ...); None: another agent.
+    hama: str | None = None
 
 
 @dataclass(frozen=True)
@@ -147,10 +157,12 @@ def library_item(metadata: Mapping[str, object]) -> LibraryItem | None:
     if rating_key is None:
         return None
     ref = metadata_ref(metadata, [])
+    absolute = None
     if ref is not None:
         ids, show_ids = ref.ids, ref.show_ids
-        # Absolute numbers (HAMA tvdb3/tvdb4) are no season numbering: left unkeyed.
-        season, number_ = ref.season, ref.number
+        # Absolute numbers (HAMA tvdb3/tvdb4) are no season numbering: left unkeyed (an
+        # AniList link places them by the anime mapping, `watchbridge.hama`).
+        season, number_, absolute = ref.season, ref.number, ref.absolute
     else:  # a season: its own guid, its index
         ids = guid_array_ids(metadata.get("Guid"), []).merged(
             guid_ids(parse_guid(text(metadata.get("guid")) or ""))
@@ -172,6 +184,8 @@ def library_item(metadata: Mapping[str, object]) -> LibraryItem | None:
         user_rating=rating if rating is not None and rating > 0 else None,
         last_rated_at=epoch(metadata.get("lastRatedAt")),
         ordering=text(metadata.get("showOrdering")) if kind == "show" else None,
+        absolute=absolute,
+        hama=hama_mode(text(metadata.get("guid")) or ""),
     )
 
 

@@ -1,0 +1,137 @@
+"""Plex episodes matched by the HAMA anime agent, placed where an AniList link reads them. Pure.
+
+HAMA names a show by its AniDB id (`anidb-`, or a bare number) or its TheTVDB id (`tvdb-` ..
+`tvdb5-`), never by TMDB, and numbers episodes the way its mode does (reference plex.md, "HAMA
+numbers depend on the mode"): `anidb-` in AniDB's own numbering (season 1 the regular
+episodes, 0 the specials), `tvdb-` and `tvdb2-` by TheTVDB's seasons, `tvdb3-` and `tvdb4-`
+(and `tvdb5-`, as the webhook parser reads it) by absolute number within any season. An
+AniList link keys its plays by TMDB episode, through the anime mapping, so an episode of such
+a show is placed the same way: to the AniList entry and episode its ids and numbers name (the
+resolver deliveries use), then on to the TMDB episode AniList's plays of it are keyed by.
+
+An episode with no such place (a special no dataset maps, an AniDB id the datasets do not
+know yet, one AniList episode that is several TMDB episodes, a mode whose numbering
+watchbridge does not know) is never keyed by a guess: it is not linked, and its plays are
+listed by `watchbridge anime unmatched` with the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from watchbridge.anime import HAMA_MODE, PARTIAL, Unmatched
+from watchbridge.model import MediaRef
+from watchbridge.services.plex import LibraryItem
+
+# The modes whose numbers are known: AniDB's own, TheTVDB's seasons, or absolute.
+PLACED_MODES = frozenset({"anidb", "tvdb", "tvdb2", "tvdb3", "tvdb4", "tvdb5"})
+
+# an episode -> (AniList id, AniList episode), as the delivery target maps it
+Reverse = Callable[[MediaRef], tuple[int, int] | Unmatched]
+# (AniList id, AniList episode) -> the item keys AniList's plays of that episode have
+Forward = Callable[[int, int], list[str] | Unmatched]
+
+
+@dataclass(frozen=True)
+class Placed:
+    """Where a read's HAMA episodes go: `keys` by ratingKey; `unplaced`: the watched ones
+    that go nowhere, by ratingKey, with the episode and why."""
+
+    keys: Mapping[str, str] = field(default_factory=dict)
+    unplaced: Mapping[str, tuple[MediaRef, Unmatched]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HamaEpisode:
+    mode: str  # the HAMA mode of its guid: `anidb`, `tvdb3`, ...
+    ref: MediaRef  # the episode its guid names: the show's anime ids, its numbers
+
+
+def hama_episodes(
+    shows: Iterable[LibraryItem], episodes: Iterable[LibraryItem]
+) -> dict[str, HamaEpisode]:
+    """The episodes HAMA matched by an AniDB or TheTVDB id, by ratingKey, as their guids name
+    them: the show's ids (the show's listing first), the season and the number, or the
+    absolute number in the absolute modes. (HAMA's `tmdb-` mode gives TMDB ids: such an
+    episode is keyed as any other.)"""
+    by_key = {show.rating_key: show for show in shows}
+    found: dict[str, HamaEpisode] = {}
+    for episode in episodes:
+        mode = episode.hama or ""
+        if not mode.startswith(("anidb", "tvdb")):
+            continue
+        show = by_key.get(episode.grandparent_rating_key or "")
+        show_ids = show.ids.merged(episode.show_ids) if show is not None else episode.show_ids
+        ref = MediaRef(
+            "episode",
+            title=episode.title,
+            show_ids=show_ids,
+            show_title=show.title if show is not None else None,
+            season=episode.season,
+            number=episode.number,
+            absolute=episode.absolute,
+            source_key=episode.rating_key,
+        )
+        found[episode.rating_key] = HamaEpisode(mode, ref)
+    return found
+
+
+def entry_episodes(
+    episodes: Mapping[str, HamaEpisode], reverse: Reverse
+) -> dict[str, tuple[int, int] | Unmatched]:
+    """The AniList entry and episode of each episode, by ratingKey."""
+    found: dict[str, tuple[int, int] | Unmatched] = {}
+    for rating_key, episode in episodes.items():
+        ref, mode = episode.ref, episode.mode
+        if mode not in PLACED_MODES:
+            found[rating_key] = Unmatched(
+                f"{ref.describe()} is matched by HAMA's `{mode}-` mode, whose episode numbers "
+                "watchbridge does not know (it knows `anidb-` and `tvdb-` to `tvdb5-`): its plays "
+                "are not linked",
+                HAMA_MODE,
+            )
+            continue
+        hit = reverse(ref)
+        if isinstance(hit, Unmatched) and hit.code == "unknown":
+            hit = Unmatched(
+                f"{ref.describe()} (HAMA's `{mode}-` mode) is in no mapping dataset range: new "
+                "titles reach the datasets days or weeks after they air",
+                "unknown",
+            )
+        found[rating_key] = hit
+    return found
+
+
+def place(
+    episodes: Mapping[str, HamaEpisode],
+    entries: Mapping[str, tuple[int, int] | Unmatched],
+    forward: Forward,
+    watched: Iterable[str],
+) -> Placed:
+    """Each episode keyed where AniList's play of its entry's episode is; the `watched` ones
+    (ratingKeys) with no such key, with why. A part of a longer AniList episode is no play on
+    its own (its last part counts it), as on AniList's side: unkeyed, not listed."""
+    keys: dict[str, str] = {}
+    why: dict[str, Unmatched] = {}
+    for rating_key, hit in entries.items():
+        if isinstance(hit, Unmatched):
+            why[rating_key] = hit
+            continue
+        media, number = hit
+        found = forward(media, number)
+        if isinstance(found, Unmatched):
+            why[rating_key] = found
+        elif len(found) == 1:
+            keys[rating_key] = found[0]
+        elif found:
+            why[rating_key] = Unmatched(
+                f"{episodes[rating_key].ref.describe()} is AniList {media} episode {number}, which "
+                f"is {len(found)} TMDB episodes: one Plex episode cannot be linked to all of "
+                "them; an override with one TMDB episode per AniList episode links it",
+                "unmapped",
+            )
+    unplaced = {
+        rk: (episodes[rk].ref, why[rk]) for rk in watched if rk in why and why[rk].code != PARTIAL
+    }
+    return Placed(keys, unplaced)

@@ -1,0 +1,137 @@
+"""Plex ⇄ AniList for shows the HAMA anime agent matched (no TMDB id: an AniDB or TheTVDB id,
+numbered the way HAMA's mode numbers them): episodes are placed through the anime mapping on
+the AniList entry and episode they are, both ways; what cannot be placed is listed."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes.anilist import FakeAniList
+from tests.fakes.plex import FakePlex
+from tests.fakes.serializd import ALICE, FakeSerializd
+from tests.test_link_plex_anilist import DAY, OP, OP_SEASONS, fakes, link_config, run
+
+HAMA = "com.plexapp.agents.hama://"
+RE_ZERO_P2, ANIDB_P2 = 119661, 15593  # Re:Zero S2 Part 2: AniDB 15593, TheTVDB 305089 S2E14-25
+
+
+def hama_show(plex: FakePlex, key: str, guid: str, episodes: dict[str, str]) -> None:
+    """A HAMA-matched show: its guid, and episodes by ratingKey -> their guid's path
+    (`anidb-15593/1/3`), numbered as the path numbers them (as HAMA's scanner files them)."""
+    plex.add_show(key, "Re:ZERO", 2016, guid=f"{HAMA}{guid}?lang=en")
+    for rating_key, path in episodes.items():
+        season, number = (int(part) for part in path.split("/")[1:3])
+        plex.add_episode(rating_key, key, season, number, guid=f"{HAMA}{path}?lang=en")
+
+
+def re_zero(
+    tmp_path: Path, start_fake: Any, progress: int, guid: str, episodes: dict[str, str]
+) -> tuple[Path, FakePlex, FakeAniList]:
+    plex, anilist, datasets = fakes(start_fake)
+    anilist.add_media(RE_ZERO_P2, episodes=12)
+    anilist.add_entry(
+        RE_ZERO_P2,
+        episodes=12,
+        status="CURRENT",
+        progress=progress,
+        updated_at=int(time.time() - 3 * DAY),
+    )
+    hama_show(plex, "100", guid, episodes)
+    return link_config(tmp_path, plex, anilist, datasets), plex, anilist
+
+
+def anidb_episodes(prefix: str = "anidb-") -> dict[str, str]:
+    return {str(1000 + n): f"{prefix}{ANIDB_P2}/1/{n}" for n in range(1, 13)}
+
+
+@pytest.mark.parametrize("prefix", ["anidb-", ""], ids=["anidb", "bare-number"])
+def test_a_hama_anidb_episode_watched_in_plex_raises_its_entrys_progress(
+    tmp_path: Path, start_fake: Any, prefix: str
+) -> None:
+    path, plex, anilist = re_zero(
+        tmp_path, start_fake, 2, f"{prefix}{ANIDB_P2}", anidb_episodes(prefix)
+    )
+    run(path, "sync", "--link", "plex-anilist")
+    plex.watch("1003", time.time() - 3600)  # AniDB episode 3: the entry's episode 3
+    run(path, "sync", "--link", "plex-anilist")
+    assert anilist.snapshot()[RE_ZERO_P2]["progress"] == 3
+
+
+def test_anilist_progress_marks_the_hama_anidb_episodes_watched_in_plex(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    path, plex, _ = re_zero(tmp_path, start_fake, 5, f"anidb-{ANIDB_P2}", anidb_episodes())
+    run(path, "sync", "--link", "plex-anilist")
+    watched = [n for n in range(1, 13) if plex.user_state(str(1000 + n)).get("viewCount")]
+    assert watched == [1, 2, 3, 4, 5]
+
+
+def test_a_hama_tvdb_episode_counts_by_thetvdb_season_numbers(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    # `tvdb-` mode: TheTVDB's S2E14-25 are Part 2's episodes 1-12 (TMDB: S1E39-50).
+    episodes = {str(2000 + n): f"tvdb-305089/2/{n}" for n in range(14, 26)}
+    path, plex, anilist = re_zero(tmp_path, start_fake, 2, "tvdb-305089", episodes)
+    run(path, "sync", "--link", "plex-anilist")
+    plex.watch("2016", time.time() - 3600)  # TheTVDB S2E16
+    run(path, "sync", "--link", "plex-anilist")
+    assert anilist.snapshot()[RE_ZERO_P2]["progress"] == 3
+
+
+def test_a_hama_tvdb3_episode_counts_by_its_absolute_number(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    """`tvdb3-`: TheTVDB's season, One Piece's absolute number: episode 1100, placed on
+    TMDB's seasons by Serializd's season list as AniList's side places it."""
+    plex, anilist, datasets = fakes(start_fake)
+    anilist.add_media(OP, episodes=None)
+    anilist.add_entry(
+        OP, episodes=None, status="CURRENT", progress=1099, updated_at=int(time.time() - 3 * DAY)
+    )
+    plex.add_show("400", "One Piece", 1999, guid=f"{HAMA}tvdb3-81797?lang=en")
+    plex.add_episode("4100", "400", 22, 1100, guid=f"{HAMA}tvdb3-81797/22/1100?lang=en")
+    serializd = start_fake(FakeSerializd())
+    serializd.add_show(37854, "One Piece", OP_SEASONS)
+    path = link_config(
+        tmp_path,
+        plex,
+        anilist,
+        datasets,
+        f'\n  serializd: {{api_url: "{serializd.url}"}}',
+        f'\n      serializd: {{email: {ALICE[0]}, password: "{ALICE[1]}"}}',
+    )
+    run(path, "sync", "--link", "plex-anilist")
+    plex.watch("4100", time.time() - 3600)
+    run(path, "sync", "--link", "plex-anilist")
+    assert anilist.snapshot()[OP]["progress"] == 1100
+
+
+def test_a_watched_hama_special_no_dataset_maps_is_listed_not_written(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    specials = {"1901": f"anidb-{ANIDB_P2}/0/1"}
+    path, plex, anilist = re_zero(
+        tmp_path, start_fake, 2, f"anidb-{ANIDB_P2}", anidb_episodes() | specials
+    )
+    plex.watch("1901", time.time() - 3600)
+    run(path, "sync", "--link", "plex-anilist")
+    listed = run(path, "anime", "unmatched")
+    assert f"episode:anidb:{ANIDB_P2}:s0e1 'Re:ZERO'  [unmapped]" in listed
+    assert anilist.snapshot()[RE_ZERO_P2]["progress"] == 2
+
+
+def test_a_hama_mode_of_unknown_numbering_is_listed_not_guessed(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    # `anidb2-`: an AniDB id with numbers the reference does not define as AniDB's own.
+    episodes = {str(3000 + n): f"anidb2-{ANIDB_P2}/1/{n}" for n in range(1, 13)}
+    path, plex, anilist = re_zero(tmp_path, start_fake, 2, f"anidb2-{ANIDB_P2}", episodes)
+    plex.watch("3003", time.time() - 3600)
+    run(path, "sync", "--link", "plex-anilist")
+    assert "[hama-mode]" in run(path, "anime", "unmatched")
+    assert anilist.snapshot()[RE_ZERO_P2]["progress"] == 2
+    assert not plex.user_state("3001").get("viewCount")  # nor written from AniList
