@@ -168,9 +168,9 @@ REWATCHES_AT_0 = {
 @pytest.mark.parametrize("route", sorted(REWATCHES_AT_0))
 def test_a_rewatch_completed_straight_from_0_counts_its_pass_once(route: str, counted: int) -> None:
     """Completed on AniList with nothing of the rewatch logged: a list app that counts the
-    rewatch (`repeat` + 1) or the website's status menu, which leaves `repeat` as it was
-    (anilist.md §7: clients count it, AniList does not). Either way one whole pass, dated
-    when it was completed, and no more once the count is set by hand."""
+    rewatch (`repeat` + 1) or a plain status change, which may leave `repeat` as it was
+    (anilist.md §7: clients usually count it; AniList keeps what they set). Either way one
+    whole pass, dated when it was completed, and no more once the count is set by hand."""
     last = anilist_side([entry(status="COMPLETED", progress=12)], {}, None, table)
     for step in REWATCHES_AT_0[route]:
         last = read_on([step], last)

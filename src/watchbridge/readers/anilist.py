@@ -217,10 +217,11 @@ def rewatch_set_aside(entry: ListEntry, before: EntryState | None) -> bool:
 def rewatch_completed(entry: ListEntry, before: EntryState | None) -> bool:
     """Whether `entry`, completed now, completed the rewatch the last read saw going on
     (rewatching, or set aside: paused, dropped or set to watching) with its rewatch count
-    left as it was: the website's status menu leaves `repeat` alone, only list apps count
-    the pass (anilist.md §7). The pass went through every episode, as one counted does, also
-    when the last read saw none of it logged (at 0). Not a rewatch begun by setting the entry
-    back to watching (`relogged`: its plays are its own). Pure."""
+    left as it was: AniList counts a rewatch only as the client sets `repeat` (anilist.md §7:
+    clients usually add one; a plain status change may not). The pass went through every
+    episode, as one counted does, also when the last read saw none of it logged (at 0). Not a
+    rewatch begun by setting the entry back to watching (`relogged`: its plays are its own).
+    Pure."""
     if before is None or entry.status != "COMPLETED" or entry.repeat != before.repeat:
         return False
     return (before.status == "REPEATING" or before.set_aside) and not before.relogging
