@@ -173,6 +173,7 @@ def test_the_alert_kinds_the_config_takes_are_those_the_readme_names() -> None:
 def test_every_watchbridge_metric_is_in_the_readme() -> None:
     metrics = Metrics()  # with the collectors the service adds, which read the store
     metrics.watch_queue(dict, ["trakt"], time.time)
+    metrics.watch_holds(set, ["trakt"], [("trakt", "me")])
     metrics.watch_links(dict, [])
     metrics.watch_sign_ins(lambda: [("trakt", "me", 0.0, True)], time.time)
     names = {
@@ -282,6 +283,7 @@ def test_every_command_and_flag_in_the_readme_commands_table_exists() -> None:
 def test_every_watchbridge_metric_the_readme_names_exists() -> None:
     metrics = Metrics()
     metrics.watch_queue(dict, ["trakt"], time.time)
+    metrics.watch_holds(set, ["trakt"], [("trakt", "me")])
     metrics.watch_links(dict, [])
     metrics.watch_sign_ins(lambda: [("trakt", "me", 0.0, True)], time.time)
     names = {m.name + ("_total" if m.type == "counter" else "") for m in metrics.registry.collect()}

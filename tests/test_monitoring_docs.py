@@ -186,12 +186,26 @@ def test_the_alert_rules_cover_what_a_user_must_act_on() -> None:
     assert {
         "watchbridge_build_info",
         "watchbridge_target_held",
+        "watchbridge_profile_held",
         "watchbridge_outbox_oldest_pending_age_seconds",
         "watchbridge_dead_letters",
         "watchbridge_sign_in_ok",
         "watchbridge_sync_last_success_timestamp_seconds",
         "watchbridge_alerts_owed",
     } <= used
+
+
+def test_the_dashboard_shows_the_holds_a_user_must_act_on(served: dict[str, set[str]]) -> None:
+    # A target held as a whole, and one profile's deliveries held (its sign-in, its limits):
+    # each by the labels that say which, series a fresh start serves (at 0 while none is).
+    used = [uses(expr) for expr in dashboard_exprs()]
+    for metric, labels in (
+        ("watchbridge_target_held", {"target"}),
+        ("watchbridge_profile_held", {"target", "profile"}),
+    ):
+        assert labels <= served[metric]
+        grouped = [{label for _, label in u.labels} for u in used if metric in u.metrics]
+        assert any(labels <= names for names in grouped), metric
 
 
 def test_the_checks_catch_a_name_or_label_the_service_does_not_serve(

@@ -50,6 +50,7 @@ from watchbridge.config import (
     Accounts,
     Config,
     Profile,
+    delivered_profiles,
     delivery_targets,
     fits_in_url,
     is_trusted_proxy,
@@ -167,6 +168,7 @@ class Runtime:
                 self.plex_servers.knew(profile, plex_server_of(identity))
         targets = delivery_targets(self.config)
         self.metrics.watch_queue(store.queue_gauges, targets, lambda: self.clock())
+        self.metrics.watch_holds(store.holds, targets, delivered_profiles(self.config))
         self.metrics.watch_links(store.last_successes, list(self.config.links))
         from watchbridge.signins import gauges  # the services' modules import much
 

@@ -570,6 +570,16 @@ def delivery_targets(config: Config) -> list[str]:
     return [name for name, service in configured.items() if service is not None]
 
 
+def delivered_profiles(config: Config) -> list[tuple[str, str]]:
+    """Each (target, profile) this config delivers to: a profile's rows that can go out."""
+    return [
+        (target, profile)
+        for target in delivery_targets(config)
+        for profile in config.profiles
+        if undeliverable(config, target, profile) is None
+    ]
+
+
 def undeliverable(
     config: Config, target: str, profile_name: str, link: str | None = None, action: str = ""
 ) -> str | None:

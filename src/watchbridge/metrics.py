@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import platform
 import sqlite3
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import (
@@ -22,7 +22,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from watchbridge import __version__
-from watchbridge.store import TargetQueue
+from watchbridge.store import HELD_PROFILE, HELD_TARGET, TargetQueue
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -84,6 +84,47 @@ class QueueCollector(Collector):
             at = queue.oldest_pending_at
             oldest.add_metric([target], 0.0 if at is None else max(0.0, now - at))
         yield from (depth, dead, unmatched, sign_in, oldest)
+
+
+class HoldCollector(Collector):
+    """Whether each configured target is held as a whole, and each configured profile's
+    deliveries to it, read from the store at scrape time (the rows keep what holds them): so
+    from a restart's first scrape, and as soon as a command beside the service ends a hold.
+    Every configured one has its series (at 0), as QueueCollector's."""
+
+    def __init__(
+        self,
+        holds: Callable[[], Collection[tuple[str, str, str]]],
+        targets: Sequence[str],
+        profiles: Sequence[tuple[str, str]],
+    ) -> None:
+        self.holds, self.targets, self.profiles = holds, targets, profiles
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            holds = self.holds()
+        except sqlite3.Error:  # as QueueCollector
+            return
+        target = GaugeMetricFamily(
+            "watchbridge_target_held",
+            "1 while deliveries to the target are held as a whole (it is down, rate-limits or "
+            "fails), until one gets through or none of the rows it held is left to try; else 0",
+            labels=["target"],
+        )
+        profile = GaugeMetricFamily(
+            "watchbridge_profile_held",
+            "1 while the profile's deliveries to the target are held (its sign-in lost, an "
+            "account limit, its own rate limit) until none of the rows it held waits; else 0",
+            labels=["target", "profile"],
+        )
+        for name in self.targets:
+            held = any(t == name and how == HELD_TARGET for t, _, how in holds)
+            target.add_metric([name], 1.0 if held else 0.0)
+        for name, whose in self.profiles:
+            held = (name, whose, HELD_PROFILE) in holds
+            profile.add_metric([name, whose], 1.0 if held else 0.0)
+        yield target
+        yield profile
 
 
 class LinkCollector(Collector):
@@ -244,13 +285,6 @@ class Metrics:
             ["link", "result"],
             registry=self.registry,
         )
-        self.target_held = Gauge(
-            "watchbridge_target_held",
-            "1 while deliveries to the target are held as a whole (it is down, rate-limits or "
-            "fails), until one gets through or none is left to try; else 0",
-            ["target"],
-            registry=self.registry,
-        )
         self.background_errors = Counter(
             "watchbridge_background_task_errors",
             "Unexpected errors in background tasks",
@@ -278,6 +312,14 @@ class Metrics:
         clock: Callable[[], float],
     ) -> None:
         self.registry.register(QueueCollector(counts, targets, clock))
+
+    def watch_holds(
+        self,
+        holds: Callable[[], Collection[tuple[str, str, str]]],
+        targets: Sequence[str],
+        profiles: Sequence[tuple[str, str]],
+    ) -> None:
+        self.registry.register(HoldCollector(holds, targets, profiles))
 
     def watch_links(self, last_ok: Callable[[], dict[str, float]], links: Sequence[str]) -> None:
         self.registry.register(LinkCollector(last_ok, links))

@@ -121,6 +121,9 @@ DIED = (
 )
 WAITING_SHOWN = 5  # reasons rows are held for, shown by `status` and the page
 KEEP_MARKS = 400 * 86400.0  # an item's last completion (marks session) stays over a year
+# What holds a row back (outbox.held): its target as a whole (down, rate-limits, fails), or
+# its profile's deliveries to it (a lost sign-in, an account limit, the profile rate-limited).
+HELD_TARGET, HELD_PROFILE = "target", "profile"
 _HELD_BY = "status = 'inflight' AND claimed_by = ?"  # rows a worker has claimed and holds
 CLAIM_LEASE = 30 * 60.0  # seconds a claimed row may stay in flight before others take it back
 # Seconds a claim stays the sign of a worker still delivering (renewed every 5 minutes while it
@@ -583,6 +586,16 @@ def m023_mirror_replaced_in_parts(db: sqlite_utils.Database) -> None:
     # writing the collection, until its last part: not whole meanwhile, nor after a crash
     # halfway. NULL: whole.
     db.execute("ALTER TABLE mirror_versions ADD COLUMN replacing INTEGER")
+
+
+@migrations()
+def m024_outbox_held(db: sqlite_utils.Database) -> None:
+    # What holds a pending row back (HELD_TARGET, HELD_PROFILE; NULL: nothing), kept with
+    # the row so that /metrics says it from a restart's first scrape and as soon as a command
+    # beside the service (`watchbridge auth`, `deadletters retry`) ends it. Only held rows
+    # are in the index: every scrape reads them, never the queue.
+    db.execute("ALTER TABLE outbox ADD COLUMN held TEXT")
+    db.execute("CREATE INDEX outbox_held ON outbox(target, profile) WHERE held IS NOT NULL")
 
 
 @dataclass(frozen=True)
@@ -1444,6 +1457,7 @@ class Settlement:
     error: str | None = None
     spend_attempt: bool = True
     waits_for_sign_in: bool = False  # held for a sign-in or key a changed config may give
+    held: str | None = None  # HELD_TARGET or HELD_PROFILE: what holds it (None: nothing)
 
 
 @dataclass(frozen=True)
@@ -2639,7 +2653,7 @@ class Store:
             conn.executemany(
                 """UPDATE outbox SET status = ?, attempts = attempts + ?, updated_at = ?,
                    next_attempt_at = COALESCE(?, next_attempt_at), last_error = ?,
-                   claimed_by = NULL, waits_for_sign_in = ?,
+                   claimed_by = NULL, waits_for_sign_in = ?, held = ?,
                    failing_since = CASE WHEN ? THEN COALESCE(failing_since, ?)
                                    WHEN ? THEN NULL ELSE failing_since END
                    WHERE id = ?""",
@@ -2651,6 +2665,7 @@ class Store:
                         s.next_attempt_at,
                         s.error,
                         int(s.waits_for_sign_in),
+                        s.held if s.status == "pending" else None,
                         s.spend_attempt and s.status != "done",
                         now,
                         # Held (the target, not the row, failed): its failing is over.
@@ -2788,10 +2803,11 @@ class Store:
     def resume_after_sign_in(self, target: str, profile: str, now: float) -> int:
         """Make the rows of `profile` that wait for a sign-in to `target` due now: it was just
         signed in again. Those are the rows whose reason asks for `watchbridge auth TARGET`;
-        the others keep their waits (a rate limit's, a retry's backoff). How many."""
+        the others keep their waits (a rate limit's, a retry's backoff). They are held no
+        more (`holds`): the next try says whether they still are. How many."""
         with self.transaction() as conn:
             cursor = conn.execute(
-                "UPDATE outbox SET next_attempt_at = ?"
+                "UPDATE outbox SET next_attempt_at = ?, held = NULL"
                 " WHERE status = 'pending' AND target = ? AND profile = ? AND next_attempt_at > ?"
                 " AND instr(last_error, ?) > 0",
                 (now, target, profile, now, f"watchbridge auth {target}"),
@@ -3090,7 +3106,7 @@ class Store:
             # why it gave up; a row whose send may have landed keeps that mark in front.
             queued = conn.execute(
                 "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = ?,"
-                " updated_at = ?, failing_since = NULL, told_at = NULL,"
+                " updated_at = ?, failing_since = NULL, told_at = NULL, held = NULL,"
                 f" last_error = CASE WHEN {_MARKED} THEN ? ELSE ? END WHERE {where}",
                 (now, now, f"{UNKNOWN_OUTCOME}: {QUEUED_AGAIN}", QUEUED_AGAIN, *params),
             ).rowcount
@@ -3141,7 +3157,7 @@ class Store:
             params += [link, action or ""]
         with self.transaction() as conn:
             return conn.execute(
-                "UPDATE outbox SET status = 'dead', updated_at = ?,"
+                "UPDATE outbox SET status = 'dead', updated_at = ?, held = NULL,"
                 f" last_error = CASE WHEN {_MARKED} THEN ? ELSE ? END WHERE {where}",
                 (now, marked, reason, *params),
             ).rowcount
@@ -3311,6 +3327,27 @@ class Store:
                 one["waiting_for_sign_in"] = int(row["sign_in"])
                 one["oldest_pending_at"] = row["oldest"]
         return {target: TargetQueue(**one) for target, one in counts.items()}
+
+    def holds(self) -> set[tuple[str, str, str]]:
+        """(target, profile, HELD_TARGET or HELD_PROFILE) for each hold keeping rows waiting
+        or in flight (a try of a held row under way is no end of its hold): what /metrics
+        says is held, across restarts and whichever process held them."""
+        rows = self._overview(
+            "SELECT DISTINCT target, profile, held FROM outbox"
+            " WHERE held IS NOT NULL AND status IN ('pending', 'inflight')"
+        )
+        return {(row["target"], row["profile"], row["held"]) for row in rows}
+
+    def unhold_target(self, target: str) -> int:
+        """The target took a delivery: its rows a hold of the whole target kept are held no
+        more (they go at their next try, as they were due). How many; no write when none."""
+        where = "target = ? AND held = ? AND status IN ('pending', 'inflight')"
+        if not self._query(f"SELECT 1 FROM outbox WHERE {where} LIMIT 1", (target, HELD_TARGET)):
+            return 0
+        with self.transaction() as conn:
+            return conn.execute(
+                f"UPDATE outbox SET held = NULL WHERE {where}", (target, HELD_TARGET)
+            ).rowcount
 
     # ------------------------------------------------------------------ cursors, cache, tokens
 

@@ -31,7 +31,15 @@ from watchbridge.logs import Repeating
 from watchbridge.model import MediaRef
 from watchbridge.offloop import in_thread, to_the_end
 from watchbridge.stopping import unless_stopped
-from watchbridge.store import UNKNOWN_OUTCOME, OutboxItem, Settlement, Store, Untold
+from watchbridge.store import (
+    HELD_PROFILE,
+    HELD_TARGET,
+    UNKNOWN_OUTCOME,
+    OutboxItem,
+    Settlement,
+    Store,
+    Untold,
+)
 
 log = logging.getLogger(__name__)
 
@@ -241,6 +249,15 @@ SERVICE_ROLE = "service"
 ENDING = ":ending"  # the `credentials` key of a sign-in that works but cannot be renewed
 # The alerts a profile's held deliveries raise (see Hold.alert).
 PROFILE_ALERTS = ("credentials", "account_limit", "service_unreachable")
+
+
+def held_as(hold: Hold) -> str | None:
+    """What a row `hold` keeps waiting is held by, as /metrics tells it (outbox.held): the
+    target as a whole, or the profile's deliveries to it for what its pause alert tells of.
+    None for a hold of the row alone (its play's media server down, ids not read yet)."""
+    if hold.target_wide:
+        return HELD_TARGET
+    return HELD_PROFILE if hold.alert in PROFILE_ALERTS else None
 
 
 def _dead_letter_line(row: OutboxItem) -> str:
@@ -608,8 +625,6 @@ class DeliveryWorker:
 
     async def run(self, runtime: Runtime, stop: asyncio.Event) -> None:
         self.targets = {t.name: t for t in self.make_targets(runtime)}
-        for name in self.targets:  # a series from the start: "not held" is a value too
-            runtime.metrics.target_held.labels(name).set(0)
         self._stop = stop
         try:
             await self._loop(runtime, stop)
@@ -773,8 +788,6 @@ class DeliveryWorker:
                 store.claim, self.worker_id, now, target.batch_size, [name]
             )
             if not items:
-                if name in self.holds:
-                    await self._held_for_nothing(runtime, name)
                 continue
             claimed_any = True
             # A row a crash cut short at its last attempt keeps taking the process down: it
@@ -903,6 +916,7 @@ class DeliveryWorker:
                         outcome.reason,
                         outcome.spends,
                         outcome.sign_in,
+                        held_as(outcome),
                     )
                 )
                 if outcome.alert not in ("", "service_unreachable"):  # that one: see `paused`
@@ -954,8 +968,6 @@ class DeliveryWorker:
                 # outage.
                 held = self.holds[target.name] = TargetHold(now, hold.reason, now)
                 self._held_log.forget(target.name)
-            # Again on each hold of one outage: a scrape may have been told it held nothing.
-            runtime.metrics.target_held.labels(target.name).set(1)
             # Probe a target that stays down less and less often, up to every 5 minutes.
             held.streak += 1
             first = max(hold.after, TARGET_PROBE_MIN)  # a Retry-After of 0 is no reason to spin
@@ -1112,18 +1124,10 @@ class DeliveryWorker:
         )
         return unreachable_alert(target, _told(hold.reason), held.since, now, now + hold.after)
 
-    async def _held_for_nothing(self, runtime: Runtime, name: str) -> None:
-        """A held target whose hold ran out with no row left to try (its last one became a
-        dead letter on the service's answer, or was discarded) is no longer held for a scrape:
-        else it would say so until the next play, perhaps days later. The hold itself stays,
-        so a failure soon after is the same outage."""
-        if await asyncio.to_thread(runtime.store.next_due, [name]) is None:
-            runtime.metrics.target_held.labels(name).set(0)
-
     async def _reachable(self, runtime: Runtime, target: Target) -> None:
         """The target took a delivery: forget its outage and say it is over."""
         self.holds.pop(target.name, None)
-        runtime.metrics.target_held.labels(target.name).set(0)
+        await asyncio.to_thread(runtime.store.unhold_target, target.name)  # for /metrics
         self._held_log.over(
             target.name, "deliveries flowing again", runtime.clock(), target=target.name
         )
