@@ -40,11 +40,12 @@ from litestar.types import (
 )
 from litestar.utils.path import normalize_path
 
-from watchbridge import __version__
+from watchbridge import __version__, clocksteps
 from watchbridge.account_ids import AccountIds, Key, Learnt
 from watchbridge.accounts import plex_server_of
 from watchbridge.alerts import FAILED, SUPPRESSED, Notifier
 from watchbridge.backoff import doubled
+from watchbridge.clocksteps import ClockWatch
 from watchbridge.config import (
     SECRET_IN_HEADER_ONLY,
     Accounts,
@@ -115,6 +116,9 @@ class Runtime:
     metrics: Metrics
     notifier: Notifier
     clock: Clock = time.time
+    # Seconds on a clock no one sets (clocksteps.uptime), beside `clock` to see it step. None:
+    # the machine's for time.time, else `clock` itself (a clock moved by hand never steps).
+    uptime: Clock | None = None
     store_factory: Callable[[Config], Store] = field(
         default=lambda c: Store.open(c.storage.path, c.storage.durability, c.storage.busy_timeout)
     )
@@ -138,6 +142,12 @@ class Runtime:
     _stop_noted: asyncio.Future[None] | None = None  # see note_stopping
     _background_stop: asyncio.Event | None = None  # see background_stop
     _stop_began: float | None = None  # time.monotonic() when it was set
+    clock_watch: ClockWatch = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.uptime is None:
+            self.uptime = clocksteps.uptime if self.clock is time.time else lambda: self.clock()
+        self.clock_watch = ClockWatch(lambda: self.clock(), self.uptime)
 
     @property
     def store(self) -> Store:

@@ -28,6 +28,7 @@ import msgspec
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
+from watchbridge.clocksteps import Step
 from watchbridge.errors import StoreError
 from watchbridge.model import ref_from_dict
 from watchbridge.playback import (
@@ -2766,6 +2767,25 @@ class Store:
                 "UPDATE outbox SET next_attempt_at = MAX(?, next_attempt_at - ?)"
                 " WHERE status = 'pending' AND next_attempt_at > ?",
                 (now, step, now),
+            )
+            return cursor.rowcount
+
+    def restamp(self, step: Step) -> int:
+        """Move the times the clock stamped in `step.frame` by the step (clocksteps): the
+        plays' `at` (then of the frame the step began) and, of rows failing since within that
+        frame, their failing_since (delivery.max_age counts from it). How many plays moved."""
+        with self.transaction() as conn:
+            cursor = conn.execute(
+                "UPDATE outbox SET payload = json_set(payload,"
+                " '$.at', CAST(json_extract(payload, '$.at') AS REAL) + ?, '$.frame', ?)"
+                " WHERE status IN ('pending', 'inflight')"
+                " AND json_extract(payload, '$.frame') = ?",
+                (step.seconds, step.into, step.frame),
+            )
+            conn.execute(
+                "UPDATE outbox SET failing_since = failing_since + ?"
+                " WHERE status IN ('pending', 'inflight') AND failing_since BETWEEN ? AND ?",
+                (step.seconds, step.began, step.last),
             )
             return cursor.rowcount
 

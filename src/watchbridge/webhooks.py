@@ -735,11 +735,12 @@ def ingest_job(
     record = event_record(event, item)
     profile = runtime.config.profiles[profile_name]
     targets = targets_for(runtime.config, profile)
+    frame = runtime.clock_watch.look()
     now = runtime.clock()
     at = now
-    if event.source == "generic":
-        at = event.occurred_at or now
-    else:
+    if event.source == "generic" and event.occurred_at:
+        at, frame = event.occurred_at, ""  # the sender's time: no step of ours moves it
+    elif event.source != "generic":
         # Media servers post as it happens; their timestamps (Plex lastViewedAt) can describe
         # an earlier viewing. Only our generic schema may carry an explicit time.
         record["occurred_at"] = None
@@ -752,7 +753,11 @@ def ingest_job(
         session: Session | None, marks: Session | None
     ) -> tuple[Session | None, list[NewOutboxRow]]:
         new_session, intents = decide(session, event, threshold, now, marks, at=at, key=own_key)
-        return new_session, rows_for(profile_name, targets, event, intents, item, item_key)
+        rows = rows_for(profile_name, targets, event, intents, item, item_key)
+        if frame:  # a step of this clock moves `at` (clocksteps)
+            for row in rows:
+                row.payload["frame"] = frame
+        return new_session, rows
 
     return IngestJob(
         source=event.source,

@@ -249,6 +249,7 @@ def build_runtime(
     clock: Callable[[], float] = time.time,
     notifier: Notifier | None = None,
     backup_on_stop: bool = False,
+    uptime: Callable[[], float] | None = None,
 ) -> Runtime:
     metrics = Metrics()
     if notifier is None:
@@ -263,6 +264,7 @@ def build_runtime(
         metrics=metrics,
         notifier=notifier,
         clock=clock,
+        uptime=uptime,
         backup_on_stop=backup_on_stop,
     )
 

@@ -614,6 +614,7 @@ class DeliveryWorker:
         # every 15: the log tells each once, then hourly, and when it is over.
         self._held_log = Repeating(log)
         self._latest_now = 0.0  # the latest time the clock said: a step back is seen
+        self._restamping = asyncio.Lock()  # one target loop moves the stamps of a step
         self.claim_renew_every = CLAIM_RENEW_EVERY
         # When to look for dead letters no alert told of (any process's): at once at start.
         self._look_for_untold_at = 0.0
@@ -750,6 +751,21 @@ class DeliveryWorker:
             extra={"seconds": round(step), "rows": moved},
         )
 
+    async def _restamp(self, runtime: Runtime) -> None:
+        """Date the plays received before a step of the clock by the clock as it is now
+        (clocksteps), before any is claimed: a play received while a Raspberry Pi's clock
+        still said 1970 is not sent as a play of 1970, nor one received a day before a
+        forward step sent as a day late."""
+        async with self._restamping:
+            for step in runtime.clock_watch.unhandled():
+                moved = await asyncio.to_thread(runtime.store.restamp, step)
+                runtime.clock_watch.handled(step)
+                if moved:
+                    log.info(
+                        "plays received before the clock jumped dated by the clock as it is now",
+                        extra={"seconds": round(step.seconds), "rows": moved},
+                    )
+
     def _open_targets(self, now: float, names: Sequence[str]) -> list[str]:
         return [name for name in names if name not in self.holds or self.holds[name].until <= now]
 
@@ -778,6 +794,7 @@ class DeliveryWorker:
 
     async def _pass(self, runtime: Runtime, names: Sequence[str]) -> bool:
         """One batch for each of the targets `names` that is open; True if any was claimed."""
+        await self._restamp(runtime)
         await self._after_a_step_back(runtime)
         store, now = runtime.store, runtime.clock()
         await self._still_held(runtime, now, names)

@@ -1,0 +1,111 @@
+"""Steps of the wall clock, seen against the machine's uptime.
+
+A home server's clock can be wrong when watchbridge starts and be set while it runs: a
+Raspberry Pi without a real-time clock boots with the last time it saved (or 1970) until NTP
+answers, a VM resumes with the time it was paused at, someone fixes a wrong time by hand. The
+time of a webhook's play is this clock's as the webhook came (media servers send no usable
+time), so a play received before the step carries a time off by the step: sent as it is, it
+would sit in Trakt's, Serializd's or AniList's history days (or decades) off, for good.
+
+`ClockWatch` compares the wall clock with the uptime (which no one sets) at each look; a
+change of their difference by more than STEP is a step. Each stretch between steps is a frame;
+what this process stamps with the wall clock names the frame it was stamped in, so a step
+moves the stamps of the frame it ends by its size (`Store.restamp`): that is when they
+happened, by the clock as it is now. Stamps of an earlier process (its frame ended with it)
+cannot be told apart, and are left as they are.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+# The wall clock moved this much more (or less) than the uptime between two looks: a step, not
+# the slow slewing of time sync (at most 0.5 ms a second) or a look that waited for its thread.
+STEP = 60.0
+# A wall clock before this (2020-01-01) was never set: a board without a real-time clock
+# booting at 1970, or at a time saved long ago.
+UNSET_BEFORE = 1_577_836_800.0
+
+
+def uptime() -> float:
+    """Seconds since boot, suspended time included (a suspended host is no step), on a clock
+    no one sets."""
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    return time.monotonic() if boottime is None else time.clock_gettime(boottime)
+
+
+@dataclass(frozen=True)
+class Step:
+    """The wall clock moved `seconds` (forward when positive) beside the uptime, ending the
+    frame `frame` (which began at `began` and was last seen at `last`, by its own clock) and
+    beginning the frame `into`."""
+
+    frame: str
+    into: str
+    seconds: float
+    began: float
+    last: float
+
+
+class ClockWatch:
+    """The current frame of one process's wall clock, and the steps that ended earlier ones
+    and are not handled yet (the delivery worker restamps by them)."""
+
+    def __init__(self, clock: Callable[[], float], uptime: Callable[[], float]) -> None:
+        self.clock, self.uptime = clock, uptime
+        self._process = uuid.uuid4().hex[:12]
+        self._frames = 0
+        self._offset: float | None = None  # wall clock minus uptime, at the last look
+        self._began = self._last = 0.0
+        self._steps: list[Step] = []
+        self._unset_told = False
+
+    @property
+    def frame(self) -> str:
+        return f"{self._process}:{self._frames}"
+
+    def look(self) -> str:
+        """The current frame, after noting a step since the last look."""
+        wall, up = self.clock(), self.uptime()
+        offset = wall - up
+        if self._offset is None:
+            self._began = wall
+        elif abs(offset - self._offset) > STEP:
+            left = self.frame
+            self._frames += 1
+            step = Step(left, self.frame, offset - self._offset, self._began, self._last)
+            self._steps.append(step)
+            self._began = wall
+            self._unset_told = False
+            log.warning(
+                "the clock jumped %s: plays received before keep the time they happened",
+                "forward" if step.seconds > 0 else "back",
+                extra={"seconds": round(step.seconds)},
+            )
+        # Taken at every look: time sync's slewing adds up to a step over weeks, never between
+        # two looks (the worker looks at least every few minutes).
+        self._offset = offset
+        self._last = wall
+        if wall < UNSET_BEFORE and not self._unset_told:
+            self._unset_told = True
+            log.warning(
+                "this machine's clock is not set (it says %s): plays received now are dated "
+                "once time sync sets it, if watchbridge keeps running until then; turn on time "
+                "sync (NTP)",
+                time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(max(wall, 0.0))),
+            )
+        return self.frame
+
+    def unhandled(self) -> list[Step]:
+        """The steps seen and not `handled` yet, oldest first."""
+        self.look()
+        return list(self._steps)
+
+    def handled(self, step: Step) -> None:
+        self._steps.remove(step)

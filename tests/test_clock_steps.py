@@ -1,0 +1,164 @@
+"""The wall clock stepping while watchbridge runs, or between a stop and a start: a Raspberry
+Pi without a real-time clock booting behind until NTP answers, a VM resumed, a time fixed by
+hand. The uptime (clocksteps.uptime) is a second hand-moved clock here: it is what no one sets.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.base import FakeServer
+from tests.fakes.receiver import AlertReceiver, FakeClock
+from tests.fakes.trakt import CLIENT_ID, FakeTrakt
+from tests.harness import sign_in_trakt
+from tests.test_delivery import (
+    close_targets,
+    drain,
+    play_a_movie_trakt_does_not_know,
+    webhook,
+    worker_for,
+)
+from watchbridge.app import Runtime
+from watchbridge.clocksteps import STEP, ClockWatch
+from watchbridge.config import parse_config
+from watchbridge.deliver.worker import DeliveryWorker
+from watchbridge.services.trakt import parse_iso
+from watchbridge.wiring import build_runtime
+
+pytestmark = pytest.mark.anyio
+
+DAY = 86400.0
+
+
+@pytest.fixture
+def trakt(start_fake: Callable[[FakeServer], FakeServer]) -> FakeTrakt:
+    fake = start_fake(FakeTrakt())
+    assert isinstance(fake, FakeTrakt)
+    fake.add_movie("Arrival", 2016, imdb="tt2543164", tmdb=329865)
+    return fake
+
+
+@pytest.fixture
+def uptime() -> FakeClock:
+    return FakeClock(1_000.0)
+
+
+@pytest.fixture
+def runtime(
+    tmp_path: Path, trakt: FakeTrakt, receiver: AlertReceiver, clock: FakeClock, uptime: FakeClock
+) -> Iterator[Runtime]:
+    runtime = _runtime(tmp_path, trakt, receiver, clock, uptime)
+    yield runtime
+    runtime.close()
+
+
+def _runtime(
+    tmp_path: Path, trakt: FakeTrakt, receiver: AlertReceiver, clock: FakeClock, uptime: FakeClock
+) -> Runtime:
+    config = parse_config(
+        f"""
+storage: {{path: {tmp_path / "wb.db"}}}
+alerts: {{urls: ["{receiver.apprise_url}"]}}
+delivery: {{max_attempts: 10}}
+services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+  plex: {{url: "http://127.0.0.1:9", token: plex-owner-token}}
+profiles:
+  me: {{users: {{plex: ["1"]}}, accounts: {{trakt: {{}}, plex: {{}}}}}}
+""",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    runtime = build_runtime(config, clock=clock, uptime=uptime)
+    runtime.open()
+    if runtime.store.get_token("trakt", "me") is None:
+        sign_in_trakt(runtime.store, trakt, "me", now=clock())
+    return runtime
+
+
+@pytest.fixture
+async def worker(runtime: Runtime) -> AsyncIterator[DeliveryWorker]:
+    worker = worker_for(runtime)
+    yield worker
+    await close_targets(worker)
+
+
+def step(clock: FakeClock, uptime: FakeClock, trakt: FakeTrakt, seconds: float) -> None:
+    """Time sync sets the clock `seconds` ahead, a minute after it was last read; Trakt's
+    clock is right all along."""
+    clock.advance(60.0 + seconds)
+    uptime.advance(60.0)
+    trakt.advance(clock() - trakt.now())
+
+
+async def test_a_play_received_before_the_clock_is_set_forward_is_dated_by_the_clock_as_set(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    uptime: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A Pi booted with the time it saved 3 days ago; Trakt is not reachable yet (the router
+    # boots too). The film ends: its play waits.
+    trakt.fail_next(1, 503)
+    webhook(runtime, "movie_media_scrobble.json")
+    await worker.pass_once(runtime)
+    assert trakt.history() == []
+    with caplog.at_level(logging.INFO):
+        step(clock, uptime, trakt, 3 * DAY)
+        await drain(worker, runtime, clock, passes=3, step=301)
+    (play,) = trakt.history()
+    assert play.item.title == "Arrival"
+    assert play.watched_at is not None
+    # Ended a minute before the step (and 15 minutes of passes ago), not 3 days earlier.
+    assert abs(parse_iso(play.watched_at) - (clock() - 3 * 301 - 60)) <= 120
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("the clock jumped forward") for m in messages)
+
+
+async def test_a_clock_set_forward_by_days_does_not_make_a_failing_play_a_dead_letter(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    uptime: FakeClock,
+) -> None:
+    # delivery.max_age (7 days) counts from a row's first failure: a clock 8 days behind,
+    # set right an hour after the play first failed, is not 8 days of failing.
+    play_a_movie_trakt_does_not_know(runtime)
+    await worker.pass_once(runtime)
+    assert runtime.store.outbox_counts()["pending"] == 1
+    clock.advance(3600)
+    uptime.advance(3600)
+    step(clock, uptime, trakt, 8 * DAY)
+    await drain(worker, runtime, clock, passes=2, step=3601)
+    counts = runtime.store.outbox_counts()
+    assert counts.get("dead", 0) == 0 and counts["pending"] == 1
+
+
+def test_a_step_is_seen_either_way_and_time_syncs_slewing_is_not_one() -> None:
+    wall, up = FakeClock(1_800_000_000.0), FakeClock(50.0)
+    watch = ClockWatch(wall, up)
+    first = watch.look()
+    for _ in range(100):  # 100 looks 5 minutes apart, the clock slewed 0.5 ms a second
+        wall.advance(300.15)
+        up.advance(300.0)
+        assert watch.look() == first
+    assert watch.unhandled() == []
+    wall.advance(-STEP - 1)
+    back = watch.look()
+    wall.advance(2 * DAY)
+    ahead = watch.look()
+    assert len({first, back, ahead}) == 3
+    steps = watch.unhandled()
+    assert [(s.frame, s.into, round(s.seconds)) for s in steps] == [
+        (first, back, -STEP - 1),
+        (back, ahead, 2 * DAY),
+    ]
+    watch.handled(steps[0])
+    assert watch.unhandled() == steps[1:]
