@@ -16,6 +16,7 @@ from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import sign_in_trakt
 from tests.test_delivery import (
+    _lift_the_pacer,
     close_targets,
     drain,
     play_a_movie_trakt_does_not_know,
@@ -119,6 +120,32 @@ async def test_a_play_received_before_the_clock_is_set_forward_is_dated_by_the_c
     assert abs(parse_iso(play.watched_at) - (clock() - 3 * 301 - 60)) <= 120
     messages = [r.getMessage() for r in caplog.records]
     assert any(m.startswith("the clock jumped forward") for m in messages)
+
+
+async def test_a_clock_set_forward_while_trakt_holds_a_profile_raises_no_alert_of_a_days_long_hold(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    receiver: AlertReceiver,
+    clock: FakeClock,
+    uptime: FakeClock,
+) -> None:
+    # Booted 3 days behind; Trakt's rate limit holds the profile's deliveries.
+    trakt.throttle_next(10**6, retry_after=0)
+    webhook(runtime, "movie_media_scrobble.json")
+    await worker.pass_once(runtime)
+    step(clock, uptime, trakt, 3 * DAY)
+    for _ in range(5):  # held 6 minutes in all, by the clock as set
+        clock.advance(60)
+        uptime.advance(60)
+        _lift_the_pacer(worker)
+        await worker.pass_once(runtime)
+    assert receiver.titles() == []
+    trakt.clear_knobs()
+    _lift_the_pacer(worker)
+    await drain(worker, runtime, clock, passes=2, step=301)
+    assert [h.item.title for h in trakt.history()] == ["Arrival"]
+    assert receiver.titles() == []
 
 
 async def test_a_clock_set_forward_by_days_does_not_make_a_failing_play_a_dead_letter(

@@ -442,19 +442,19 @@ def kept_in_store(store: Store, key: str, now: float) -> ProfileHold | None:
     return kept
 
 
-def moved_back_in_store(
+def moved_in_store(
     store: Store, key: str, since: float, step: float, now: float
 ) -> ProfileHold | None:
-    """The profile hold `key` begun `step` seconds earlier (the clock was set back that far),
-    if it still begins at `since`, as this process knew it: else another process moved it
-    already (both saw the clock step), or a new hold began."""
+    """The profile hold `key` begun `step` seconds later (the clock stepped that far: back
+    when negative), if it still begins at `since`, as this process knew it: else another
+    process moved it already (both saw the clock step), or a new hold began."""
 
     def change(value: Any) -> tuple[Any, float, ProfileHold | None]:
         hold = ProfileHold.from_json(value)
         if hold is None:
             return None, 0.0, None
         if hold.since == since:
-            hold.since -= step
+            hold.since += step
         return hold.to_json(), PROFILE_HOLD_KEEP, hold
 
     moved: ProfileHold | None = store.cache_update(PROFILE_HOLDS, key, now, change)
@@ -736,29 +736,39 @@ class DeliveryWorker:
             self._latest_now = max(self._latest_now, now)
             return
         self._latest_now = now
-        for held in self.holds.values():
-            held.until, held.since = held.until - step, held.since - step
-        for key, paused in list(self._paused.items()):
-            self._mirror(
-                key,
-                await asyncio.to_thread(
-                    moved_back_in_store, runtime.store, key, paused.since, step, now
-                ),
-            )
+        await self._move_holds(runtime, -step)
         moved = await asyncio.to_thread(runtime.store.bring_forward, step, now)
         log.warning(
             "the clock went back: deliveries waiting keep their waits",
             extra={"seconds": round(step), "rows": moved},
         )
 
+    async def _move_holds(self, runtime: Runtime, step: float) -> None:
+        """Move the holds here (until when, since when) and the starts of the profile holds
+        (their alerts count from them) by a step of the clock (`step`: back when negative)."""
+        for held in self.holds.values():
+            held.until, held.since = held.until + step, held.since + step
+        now = runtime.clock()
+        for key, paused in list(self._paused.items()):
+            self._mirror(
+                key,
+                await asyncio.to_thread(
+                    moved_in_store, runtime.store, key, paused.since, step, now
+                ),
+            )
+
     async def _restamp(self, runtime: Runtime) -> None:
         """Date the plays received before a step of the clock by the clock as it is now
         (clocksteps), before any is claimed: a play received while a Raspberry Pi's clock
         still said 1970 is not sent as a play of 1970, nor one received a day before a
-        forward step sent as a day late."""
+        forward step sent as a day late. A forward step also moves the holds (a step back
+        moves them once `_after_a_step_back` sees it, also across a restart): an outage of
+        minutes is not told as one of days."""
         async with self._restamping:
             for step in runtime.clock_watch.unhandled():
                 moved = await asyncio.to_thread(runtime.store.restamp, step)
+                if step.seconds > 0:
+                    await self._move_holds(runtime, step.seconds)
                 runtime.clock_watch.handled(step)
                 if moved:
                     log.info(
