@@ -16,6 +16,7 @@ from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import sign_in_trakt
 from tests.test_delivery import (
+    UNKNOWN_GUID,
     _lift_the_pacer,
     close_targets,
     drain,
@@ -166,6 +167,33 @@ async def test_a_clock_set_forward_by_days_does_not_make_a_failing_play_a_dead_l
     await drain(worker, runtime, clock, passes=2, step=3601)
     counts = runtime.store.outbox_counts()
     assert counts.get("dead", 0) == 0 and counts["pending"] == 1
+
+
+async def test_a_clock_set_back_between_a_stop_and_a_start_does_not_hold_deliveries_that_long(
+    tmp_path: Path,
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    receiver: AlertReceiver,
+    clock: FakeClock,
+    uptime: FakeClock,
+) -> None:
+    play_a_movie_trakt_does_not_know(runtime)
+    await worker.pass_once(runtime)  # unmatched: tried again in an hour
+    runtime.note_alive()  # as the service does every 5 minutes, and as it stops
+    await close_targets(worker)
+    runtime.close()
+    # The clock ran a day fast; the machine restarts with it set right.
+    clock.advance(-DAY)
+    trakt.add_movie("Nobody Knows", 2020, imdb=UNKNOWN_GUID.split("//")[1].split("?")[0])
+    again = _runtime(tmp_path, trakt, receiver, clock, uptime)
+    restarted = worker_for(again)
+    try:
+        await drain(restarted, again, clock, passes=3, step=1801)
+        assert [h.item.title for h in trakt.history()] == ["Nobody Knows"]
+    finally:
+        await close_targets(restarted)
+        again.close()
 
 
 def test_a_step_is_seen_either_way_and_time_syncs_slewing_is_not_one() -> None:

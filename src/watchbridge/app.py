@@ -143,6 +143,8 @@ class Runtime:
     _background_stop: asyncio.Event | None = None  # see background_stop
     _stop_began: float | None = None  # time.monotonic() when it was set
     clock_watch: ClockWatch = field(init=False)
+    # The service's last note that it was alive (downtime.py), as `open` found it.
+    alive_before: float | None = None
 
     def __post_init__(self) -> None:
         if self.uptime is None:
@@ -167,6 +169,7 @@ class Runtime:
         process using the database (a quick synchronous read of them, at start); the
         `service`'s start also takes back the alerts its previous run was sending."""
         self._store = self.store_factory(self.config)
+        self.alive_before = self._store.alive_at()  # before this run notes itself alive
         self.notifier.remember_in(self._store, service=service)
         self.metrics.alerts_owed.set_function(self.notifier.owed_count)
         self._store.checkpoint_apart()

@@ -613,7 +613,9 @@ class DeliveryWorker:
         # A target down for weeks is probed every 5 minutes, a lost sign-in's rows come back
         # every 15: the log tells each once, then hourly, and when it is over.
         self._held_log = Repeating(log)
-        self._latest_now = 0.0  # the latest time the clock said: a step back is seen
+        # The latest time the clock said (at first, the service's last note that it was
+        # alive: a clock set back across a restart): a step back is seen.
+        self._latest_now: float | None = None
         self._restamping = asyncio.Lock()  # one target loop moves the stamps of a step
         self.claim_renew_every = CLAIM_RENEW_EVERY
         # When to look for dead letters no alert told of (any process's): at once at start.
@@ -731,6 +733,8 @@ class DeliveryWorker:
         holds here, the rows' next tries in the store) back as much, and the starts of the
         target-wide and profile holds (their alerts count from them)."""
         now = runtime.clock()
+        if self._latest_now is None:
+            self._latest_now = runtime.alive_before or 0.0
         step = self._latest_now - now
         if step <= CLOCK_STEP_BACK:
             self._latest_now = max(self._latest_now, now)
