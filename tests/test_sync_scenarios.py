@@ -906,6 +906,20 @@ async def test_a_hold_settled_by_hand_on_the_other_side_is_over_within_hours(
     assert result.held == ()
 
 
+async def test_a_clock_set_back_does_not_put_off_the_full_read_that_ends_a_hold_settled_by_hand(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    # As above, with the clock set back two days since the last full read (it ran fast): that
+    # read's age is unknown, not "recent" for two days more.
+    await three_of_four_removals_held(rig, trakt, serializd, app)
+    await rig.sync_and_deliver()  # settled
+    for number in (1, 2, 3):
+        unlog(serializd, review(serializd, number))
+    earlier = time.time() - 2 * 86400
+    result = await run_link(rig.runtime.config, rig.store, LINK, yes=True, clock=lambda: earlier)
+    assert result.held == ()
+
+
 async def test_a_hold_is_not_told_again_once_the_link_no_longer_syncs_plays(
     make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
 ) -> None:

@@ -532,12 +532,14 @@ async def _plan_profile(
     # wait, a run reads in full once anything changed (or the reason they wait is not known).
     holding = await asyncio.to_thread(is_holding, store, name, profile, saved[ENGINE])
     told = held_reason(saved[ENGINE], link) if holding else ""
-    recent = clock() - full_at < HOLD_FULL_READ_EVERY
+    # A full read "ahead" of now: the clock was set back since, and the read's age is unknown.
+    since_full = clock() - full_at
+    recent = 0.0 <= since_full < HOLD_FULL_READ_EVERY
     unread = any(state != READ_EMPTY for state in owed.values())  # no full read held none yet
     synced = await asyncio.to_thread(synced_kinds, store, name, profile, services, saved[ENGINE])
     # A kind taken into the link since: nothing may have changed, but it has all to sync.
     adding = frozenset(link.kinds) & PLANNED_KINDS - synced
-    full = full or clock() - full_at >= FULL_READ_EVERY or unread or (bool(owed) and not recent)
+    full = full or not 0.0 <= since_full < FULL_READ_EVERY or unread or (bool(owed) and not recent)
     full = full or bool(adding)
     full = full or (holding and not (told and recent))
     if not full:
