@@ -6,7 +6,7 @@ import copy
 import json
 import re
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -303,4 +303,35 @@ def test_a_day_ahead_where_watchbridge_runs_is_refused_naming_its_zone(
     assert refused.reason == (
         "watched_at: 2025-03-15 has not begun where watchbridge runs (UTC): set TZ to your time"
         " zone, or send a time with its zone (e.g. 2025-03-14T21:48:02+01:00)"
+    )
+
+
+def test_a_time_sent_while_this_machines_clock_is_not_set_stands() -> None:
+    # A Raspberry Pi without a real-time clock, booted at 1970 until time sync answers: its
+    # clock cannot judge the sender's time, and refusing would lose the play (senders do not
+    # send again).
+    result = parse_request(
+        "generic",
+        json.dumps(changed(MOVIE, watched_at="2025-03-14T20:48:02Z")).encode(),
+        "application/json",
+    )
+    assert isinstance(result, Accepted)
+    kept = dated(result, 1_000.0)
+    assert isinstance(kept, Accepted)
+    assert kept.events[0].occurred_at == datetime(2025, 3, 14, 20, 48, 2, tzinfo=UTC).timestamp()
+
+
+def test_a_time_days_ahead_is_refused_as_a_wrong_clock_not_a_zone_left_out() -> None:
+    now = datetime(2025, 3, 12, 20, tzinfo=UTC).timestamp()
+    result = parse_request(
+        "generic",
+        json.dumps(changed(MOVIE, watched_at="2025-03-14T20:48:02Z")).encode(),
+        "application/json",
+    )
+    assert isinstance(result, Accepted)
+    refused = dated(result, now)
+    assert isinstance(refused, Rejected)
+    assert refused.reason == (
+        "watched_at: 2.0 days ahead of this server's clock, further than a time zone can be: set"
+        " the clock of this machine, or of the sender, right (time sync, NTP)"
     )

@@ -33,6 +33,7 @@ import re
 from dataclasses import replace
 from datetime import date, datetime
 
+from watchbridge.clocksteps import UNSET_BEFORE
 from watchbridge.ingest.common import (
     EARLIEST,
     LATEST,
@@ -69,6 +70,7 @@ ACTIONS: dict[str, Action] = {
 KINDS: dict[str, MediaKind] = {"movie": "movie", "episode": "episode"}
 ID_NAMES = ("trakt", "imdb", "tmdb", "tvdb", "anilist", "mal", "anidb", "slug")
 FUTURE_SLACK = 600.0  # two clocks may differ; a zone left out is hours
+ZONES_APART = 14 * 3600.0  # no time zone is further from UTC (Kiribati, UTC+14)
 # What a template renders for a missing value: Home Assistant's None, and its entity states.
 PLACEHOLDERS = frozenset({"none", "null", "unknown", "unavailable"})
 
@@ -182,8 +184,15 @@ def dated(result: Accepted, now: float) -> Accepted | Rejected:
         ]
         result = replace(result, events=events)
     ahead = max((e.occurred_at - now for e in result.events if e.occurred_at), default=0.0)
-    if ahead <= FUTURE_SLACK:
+    # A clock never set (a board booted at 1970) cannot judge: the sender's time stands.
+    if ahead <= FUTURE_SLACK or now < UNSET_BEFORE:
         return result
+    if ahead > ZONES_APART:  # not a zone left out: one of the two clocks is wrong
+        return Rejected(
+            f"watched_at: {ahead / 86400:.1f} days ahead of this server's clock, further than"
+            " a time zone can be: set the clock of this machine, or of the sender, right"
+            " (time sync, NTP)"
+        )
     if day is not None:
         zone = datetime.fromtimestamp(now).astimezone().tzname()
         return Rejected(
