@@ -219,7 +219,8 @@ async def test_a_link_failing_for_weeks_is_told_with_every_failed_run_and_since_
     assert await report_run(store, Notifier(config.alerts), "ts", "serializd: 404") == 30
     store.close()
     (body,) = [m["message"] for m in receiver.messages]
-    assert body.startswith("30 runs in a row failed (since 1970-01-01 00:00 UTC)")
+    # The reason, which carries the fix, first: a phone shows the start.
+    assert body == "serializd: 404\n(30 runs in a row failed since 1970-01-01 00:00 UTC)"
 
 
 async def test_a_run_meeting_a_database_another_process_holds_logs_one_line(
@@ -651,6 +652,23 @@ async def test_an_unforeseen_failure_logs_its_traceback_once_per_streak(
     failed = [r for r in caplog.records if r.getMessage() == "sync run failed"]
     assert len(failed) >= 3 and "JSONDecodeError" in failed[0].reason  # type: ignore[attr-defined]
     assert [r.exc_info is not None for r in failed[:3]] == [True, False, False]
+
+
+async def test_a_link_failing_on_a_bug_alerts_that_it_is_one_and_where_its_traceback_is(
+    tmp_path: Path, fakes: tuple[FakeTrakt, FakeSerializd, AlertReceiver]
+) -> None:
+    trakt, serializd, receiver = fakes
+    runtime = runtime_for(tmp_path, trakt, serializd, receiver, interval=0.05)
+    runtime.store.set_cursor("trakt", "me", "link:ts", "{damaged", time.time())  # not JSON
+    async with scheduled(runtime):
+        await until(lambda: any("keeps failing" in t for t in receiver.titles()))
+    (body,) = [m["message"] for m in receiver.messages if "keeps failing" in m["title"]]
+    # What it is and what to do within what a phone shows; the bug's text only in the log.
+    assert body[:100] == (
+        "an unexpected error in watchbridge (JSONDecodeError), a bug: the log's `sync run failed`"
+        " line has it"
+    )
+    assert "please report it" in body and "Expecting" not in body
 
 
 async def test_a_bug_in_a_streak_of_failures_keeps_its_traceback(

@@ -32,6 +32,7 @@ from watchbridge.sync import (
     review_wait,
     run_link,
     syncable,
+    unforeseen_failure,
 )
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,9 @@ class SyncScheduler:
                 continue
             except Exception as exc:
                 runs.labels(name, "failed").inc()
-                message = getattr(exc, "message", f"{type(exc).__name__}: {exc}")
+                message = getattr(exc, "message", None)
+                if not isinstance(message, str):
+                    message = unforeseen_failure(exc)
                 if locked := locked_by_another(exc):
                     message = LOCKED_BY_ANOTHER
                 told = await reported(

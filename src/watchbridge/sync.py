@@ -1394,14 +1394,25 @@ async def report_run(store: Store, alerts: Alerts, name: str, error: str | None)
     if failures >= FAILURES_BEFORE_ALERT:
         began = ""
         if since is not None:
-            began = f" (since {datetime.fromtimestamp(since, UTC).strftime('%Y-%m-%d %H:%M UTC')})"
+            began = f" since {datetime.fromtimestamp(since, UTC).strftime('%Y-%m-%d %H:%M UTC')}"
+        # Why first: a phone shows the first line or so, and the reason carries the fix.
         await alerts.notify(
             "sync_failing",
             f"watchbridge: link {name} keeps failing",
-            f"{failures} runs in a row failed{began}; the last one: {error}",
+            f"{error}\n({failures} runs in a row failed{began})",
             key=name,
         )
     return failures
+
+
+def unforeseen_failure(exc: BaseException) -> str:
+    """What a run that failed on an error watchbridge did not foresee (a bug) tells, in its
+    alert and log line: that it is a bug, where its traceback is, what to do. The error's text
+    stays in the log's traceback: it may quote whatever the bug met (a body, a row)."""
+    return (
+        f"an unexpected error in watchbridge ({type(exc).__name__}), a bug: the log's `sync run"
+        " failed` line has its traceback; please report it. The link tries again at each run"
+    )
 
 
 async def report_deaths(store: Store, alerts: Alerts | None, name: str) -> None:
