@@ -38,7 +38,7 @@ from watchbridge.scheduler import (
 from watchbridge.services.serializd import REFUSED
 from watchbridge.store import KeptOff, NewOutboxRow, Store, ordering_key
 from watchbridge.sync import outbox_rows
-from watchbridge.webhooks import DOUBLING_TITLE
+from watchbridge.webhooks import doubling_title
 from watchbridge.wiring import build_runtime
 
 ARRIVAL = "movie:tmdb:329865"
@@ -845,7 +845,7 @@ def test_rename_profile_keeps_the_old_names_open_alerts_open_under_the_new(
         path,
         [
             ("credentials", "trakt:me", MY_TRAKT_PAUSED, "sign in again"),
-            ("reported_twice", "me", DOUBLING_TITLE, "both webhooks report me's plays"),
+            ("reported_twice", "me", doubling_title("me"), "both webhooks report me's plays"),
         ],
     )
     path.write_text(text.replace("  me: {", "  myself: {"), encoding="utf-8")
@@ -855,7 +855,7 @@ def test_rename_profile_keeps_the_old_names_open_alerts_open_under_the_new(
     assert said.returncode == 0, said.stderr
     assert kept_after_a_start(path, "credentials") == ["trakt:myself"]
     assert kept_after_a_start(path, "reported_twice") == ["myself"]
-    assert receiver.titles() == [MY_TRAKT_PAUSED, DOUBLING_TITLE]  # nothing "Resolved"
+    assert receiver.titles() == [MY_TRAKT_PAUSED, doubling_title("me")]  # nothing "Resolved"
     with Store.open(tmp_path / "wb.db") as store:
         # Told once (a sign-in Trakt refused to renew), the rows a full list holds, and those
         # a rate limit holds.

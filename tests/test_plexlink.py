@@ -389,7 +389,7 @@ async def test_a_limit_raised_while_the_watchlist_is_full_again_sends_no_resolve
     trakt_add(link, "Heat")
     plex_add(link, "Arrival", "Batman Begins")
     await link.watchlist(alerts=notifier)
-    assert receiver.titles() == ["Trakt watchlist full for me"]
+    assert receiver.titles() == ["watchbridge: Trakt watchlist of profile me is full"]
 
     link.trakt.set_limits(limits={"watchlist": {"item_count": 2}})  # Trakt raised it ...
     trakt_add(link, "Arrival")  # ... and the person filled it on Trakt's site meanwhile
@@ -402,7 +402,7 @@ async def test_a_limit_raised_while_the_watchlist_is_full_again_sends_no_resolve
     link.trakt.set_limits(limits={"watchlist": {"item_count": 10}})
     third = await link.watchlist(alerts=notifier)
     assert third.limit is not None and not third.limit.paused and third.limit.resolved
-    assert receiver.titles()[-1] == "Resolved: Trakt watchlist full for me"
+    assert receiver.titles()[-1] == "Resolved: watchbridge: Trakt watchlist of profile me is full"
 
 
 async def test_a_watchlist_404_alerts_at_once_and_recovers(
@@ -412,11 +412,11 @@ async def test_a_watchlist_404_alerts_at_once_and_recovers(
     with pytest.raises(WatchlistUnavailable):
         await link.watchlist(alerts=notifier)
     (alert,) = receiver.messages
-    assert alert["title"] == "Plex watchlist not found"
+    assert alert["title"] == "watchbridge: Plex watchlist not found"
     assert "services.plex.discover_url" in alert["message"]
     link.plextv.watchlist_moved = False
     await link.watchlist(alerts=notifier)
-    assert receiver.titles()[-1] == "Resolved: Plex watchlist not found"
+    assert receiver.titles()[-1] == "Resolved: watchbridge: Plex watchlist not found"
 
 
 async def test_a_420_from_trakt_pauses_with_its_upgrade_url(

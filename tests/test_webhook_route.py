@@ -30,7 +30,7 @@ from watchbridge.ingest import parse
 from watchbridge.model import Accepted, ref_to_dict
 from watchbridge.playback import Session
 from watchbridge.store import IngestJob, IngestWriter, NewOutboxRow, Store
-from watchbridge.webhooks import DOUBLING_TITLE, event_record
+from watchbridge.webhooks import doubling_title, event_record
 from watchbridge.wiring import build_app, build_runtime
 
 SECRET = "route-secret-123"
@@ -374,7 +374,8 @@ def test_plex_and_tautulli_reporting_one_server_alert_only_once_a_viewing_counts
         while (webhooks._alerting or not receiver.messages) and time.monotonic() < deadline:
             time.sleep(0.05)
     # One alert, of the viewing that counts twice (the notifier would hold back a second).
-    assert receiver.titles() == [DOUBLING_TITLE]
+    # Which profile, within what a phone shows (one alert per profile: two could be doubled).
+    assert receiver.titles() == ["watchbridge: profile me's viewings count twice"]
     said = str(receiver.messages[0]["message"])
     # The profile's one Plex server (its Plex webhook's) stands in for the server the
     # template leaves out: only the player's line is lacking for the reports to pair.
@@ -419,7 +420,7 @@ def test_a_tautulli_template_without_machine_id_pairs_by_name_or_the_alert_asks_
     assert paired["counted_twice"] is False
     assert unpaired["counted_twice"] is True
     assert '"machine_id": "{machine_id}"' in unpaired["message"]
-    assert receiver.titles() == [DOUBLING_TITLE]
+    assert receiver.titles() == [doubling_title("me")]
     assert '"machine_id": "{machine_id}"' in str(receiver.messages[0]["message"])
 
 
@@ -456,7 +457,7 @@ def test_a_tautulli_template_without_server_machine_id_pairs_while_the_plex_serv
     assert (paired["server"], paired["counted_twice"]) == (PLEX_SERVER, False)
     assert unpaired["counted_twice"] is True
     assert '"server_machine_id": "{server_machine_id}"' in unpaired["message"]
-    assert receiver.titles() == [DOUBLING_TITLE]
+    assert receiver.titles() == [doubling_title("me")]
     assert "server_machine_id" in str(receiver.messages[0]["message"])
 
 
@@ -517,7 +518,7 @@ def test_a_profile_doubled_on_many_servers_gets_one_alert_naming_the_latest(
         deadline = time.monotonic() + 10
         while (webhooks._alerting or not receiver.messages) and time.monotonic() < deadline:
             time.sleep(0.05)
-    assert receiver.titles() == [DOUBLING_TITLE]
+    assert receiver.titles() == [doubling_title("me")]
     assert "Plex server server-0" in str(receiver.messages[0]["message"])
 
 

@@ -319,7 +319,7 @@ async def _tell_once(
     return await _alert_once(runtime, profile, once, key, title, body)
 
 
-DATASETS_TITLE = "Anime mapping datasets out of date"
+DATASETS_TITLE = "watchbridge: anime mapping datasets out of date"
 
 
 async def check_anime_datasets(runtime: Runtime) -> None:

@@ -522,7 +522,7 @@ class Room(Generic[T]):
             save_pause(store, profile, kind, decision.pause, now)
             key = f"trakt:{profile}:{kind}"
             if alerts is not None and decision.alert:
-                title = f"Trakt {kind} full for {profile}"
+                title = f"watchbridge: Trakt {kind} of profile {profile} is full"
                 await alerts.notify(ALERT_KIND, title, decision.alert, key)
             if alerts is not None and decision.resolved:
                 await alerts.resolve(ALERT_KIND, decision.resolved, key)
@@ -729,7 +729,7 @@ async def sync_watchlist(
         plex_items, unidentified = await _plex_watchlist(plextv, store, profile, now)
     except WatchlistUnavailable as exc:
         if exc.moved and alerts is not None:  # a moved endpoint needs a human now
-            title = "Plex watchlist not found"
+            title = "watchbridge: Plex watchlist not found"
             await alerts.notify(UNREACHABLE, title, exc.message, WATCHLIST_ALERT_KEY)
         raise
     if alerts is not None:

@@ -696,7 +696,9 @@ def _unmapped(runtime: Runtime, event: MediaEvent) -> None:
         )
 
 
-DOUBLING_TITLE = "watchbridge hears viewings twice"
+def doubling_title(profile: str) -> str:
+    """The `reported_twice` alert's title: one per profile, so it names the profile."""
+    return f"watchbridge: profile {profile}'s viewings count twice"
 
 
 def _tell_doubling(runtime: Runtime, doubling: Doubling) -> None:
@@ -717,7 +719,7 @@ def _tell_doubling(runtime: Runtime, doubling: Doubling) -> None:
     # a new one each time raise an alert apiece, each kept open (none is resolved) for a year.
     key = doubling.profile
     body = f"{doubling.message}. What to do: {doubling.fix}."
-    _after_answering(runtime.notifier.notify("reported_twice", DOUBLING_TITLE, body, key=key))
+    _after_answering(runtime.notifier.notify("reported_twice", doubling_title(key), body, key=key))
 
 
 def ingest_job(
