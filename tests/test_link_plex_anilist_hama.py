@@ -17,6 +17,7 @@ from tests.test_link_plex_anilist import DAY, OP, OP_SEASONS, fakes, link_config
 
 HAMA = "com.plexapp.agents.hama://"
 RE_ZERO_P2, ANIDB_P2 = 119661, 15593  # Re:Zero S2 Part 2: AniDB 15593, TheTVDB 305089 S2E14-25
+RE_ZERO_S1 = 21355  # TheTVDB 305089 S1E1-25
 
 
 def hama_show(plex: FakePlex, key: str, guid: str, episodes: dict[str, str]) -> None:
@@ -135,3 +136,18 @@ def test_a_hama_mode_of_unknown_numbering_is_listed_not_guessed(
     assert "[hama-mode]" in run(path, "anime", "unmatched")
     assert anilist.snapshot()[RE_ZERO_P2]["progress"] == 2
     assert not plex.user_state("3001").get("viewCount")  # nor written from AniList
+
+
+def test_an_episode_hama_matched_otherwise_than_its_show_is_listed_not_guessed(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    """The show re-matched (`tvdb-`) while its episodes still carry the old match (`anidb-`,
+    AniDB's numbers): Part 2's AniDB episode 3 is no TheTVDB S1E3 (Re:Zero's first season).
+    Which numbering the episode has is not known until Plex matches both alike."""
+    path, plex, anilist = re_zero(tmp_path, start_fake, 2, "tvdb-305089", anidb_episodes())
+    anilist.add_media(RE_ZERO_S1, episodes=25)
+    plex.watch("1003", time.time() - 3600)
+    run(path, "sync", "--link", "plex-anilist")
+    assert RE_ZERO_S1 not in anilist.snapshot()
+    assert anilist.snapshot()[RE_ZERO_P2]["progress"] == 2
+    assert "[hama-mixed]" in run(path, "anime", "unmatched")

@@ -132,7 +132,8 @@ class Unmatched:
     number needs the show's season list, which could not be read yet: tried again next run),
     server-order (`SERVER_ORDER`: the media server numbers the show its own way, and the
     episode is not among its numbers), hama-mode (`HAMA_MODE`: a HAMA agent mode whose
-    numbering is not known).
+    numbering is not known), hama-mixed (`HAMA_MIXED`: a HAMA episode whose guid and its
+    show's disagree).
     """
 
     reason: str
@@ -149,6 +150,9 @@ SERVER_ORDER = "server-order"
 # Unmatched code: a Plex show the HAMA agent matched in a mode whose episode numbers are not
 # known here (`anidb2-`..`anidb4-`); reported by the media server's side of the link
 HAMA_MODE = "hama-mode"
+# Unmatched code: a Plex episode whose HAMA guid names another mode or id than its show's (a
+# show matched again, its episodes not yet); reported by the media server's side of the link
+HAMA_MIXED = "hama-mixed"
 
 
 class DatasetError(ValueError):

@@ -28,6 +28,7 @@ from urllib.parse import urljoin
 
 from watchbridge.anime import (
     DATASETS,
+    HAMA_MIXED,
     HAMA_MODE,
     SERVER_ORDER,
     AnimeIndex,
@@ -693,6 +694,10 @@ _FIXES = {
     HAMA_MODE: (
         "match the show in HAMA's `anidb-` mode or one of its `tvdb-` modes (or with the Plex "
         "TV Series agent)"
+    ),
+    HAMA_MIXED: (
+        "refresh the show's metadata in Plex (its ... menu > Refresh Metadata), so that its "
+        "episodes are matched as the show is"
     ),
     SERVER_ORDER: (
         "set the show to The Movie Database ordering in Plex (Edit > Advanced > Episode "

@@ -20,8 +20,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from watchbridge.anime import HAMA_MODE, PARTIAL, Unmatched
-from watchbridge.model import MediaRef
+from watchbridge.anime import HAMA_MIXED, HAMA_MODE, PARTIAL, Unmatched
+from watchbridge.model import Ids, MediaRef
 from watchbridge.services.plex import LibraryItem
 
 # The modes whose numbers are known: AniDB's own, TheTVDB's seasons, or absolute.
@@ -46,6 +46,9 @@ class Placed:
 class HamaEpisode:
     mode: str  # the HAMA mode of its guid: `anidb`, `tvdb3`, ...
     ref: MediaRef  # the episode its guid names: the show's anime ids, its numbers
+    # How its guid and its show's disagree (`_matched_apart`); None when they name one show
+    # in one mode.
+    apart: str | None = None
 
 
 def hama_episodes(
@@ -63,6 +66,7 @@ def hama_episodes(
             continue
         show = by_key.get(episode.grandparent_rating_key or "")
         show_ids = show.ids.merged(episode.show_ids) if show is not None else episode.show_ids
+        apart = _matched_apart(mode, episode.show_ids, show)
         ref = MediaRef(
             "episode",
             title=episode.title,
@@ -73,8 +77,32 @@ def hama_episodes(
             absolute=episode.absolute,
             source_key=episode.rating_key,
         )
-        found[episode.rating_key] = HamaEpisode(mode, ref)
+        found[episode.rating_key] = HamaEpisode(mode, ref, apart)
     return found
+
+
+_SHOW_IDS = ("anidb", "tvdb", "tmdb", "imdb")
+
+
+def _named(ids: Ids) -> set[tuple[str, str]]:
+    return {(name, value) for name in _SHOW_IDS if (value := getattr(ids, name))}
+
+
+def _matched_apart(mode: str, episode_ids: Ids, show: LibraryItem | None) -> str | None:
+    """How the guids of an episode (`episode_ids`: its guid's show id and its
+    `grandparentGuid`'s) and of its show disagree, when they do: a show matched again
+    (another mode or id) whose episodes Plex has not matched again yet. Their numbers are in
+    their own guid's mode, which no longer names the show's numbering: which one they are in
+    is not known. None when all name one show in one mode."""
+    source = "anidb" if mode.startswith("anidb") else "tvdb"
+    own = _named(episode_ids)
+    show_named = _named(show.ids) if show is not None else own
+    show_mode = show.hama if show is not None else mode
+    if show_mode == mode and own == show_named and {name for name, _ in own} == {source}:
+        return None
+    modes = sorted({f"`{m}-`" for m in (mode, show_mode) if m})
+    ids = sorted(own | show_named)
+    return f"{' and '.join(modes)}, {', '.join(f'{name} {value}' for name, value in ids)}"
 
 
 def entry_episodes(
@@ -84,6 +112,15 @@ def entry_episodes(
     found: dict[str, tuple[int, int] | Unmatched] = {}
     for rating_key, episode in episodes.items():
         ref, mode = episode.ref, episode.mode
+        if episode.apart is not None:
+            found[rating_key] = Unmatched(
+                f"{ref.describe()}: HAMA's guids of the episode and of its show disagree "
+                f"({episode.apart}), as after a show is matched again: which numbering the "
+                "episode's numbers are in is not known until Plex matches its episodes alike, "
+                "so its plays are not linked",
+                HAMA_MIXED,
+            )
+            continue
         if mode not in PLACED_MODES:
             found[rating_key] = Unmatched(
                 f"{ref.describe()} is matched by HAMA's `{mode}-` mode, whose episode numbers "
