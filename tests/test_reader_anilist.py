@@ -166,23 +166,29 @@ REWATCHES_AT_0 = {
 
 @pytest.mark.parametrize("counted", [0, 1], ids=["repeat-kept", "repeat-counted"])
 @pytest.mark.parametrize("route", sorted(REWATCHES_AT_0))
-def test_a_rewatch_completed_straight_from_0_counts_its_pass_once(route: str, counted: int) -> None:
-    """Completed on AniList with nothing of the rewatch logged: a list app that counts the
-    rewatch (`repeat` + 1) or a plain status change, which may leave `repeat` as it was
-    (anilist.md §7: clients usually count it; AniList keeps what they set). Either way one
-    whole pass, dated when it was completed, and no more once the count is set by hand."""
+def test_a_rewatch_at_0_completed_is_a_pass_once_it_is_counted(route: str, counted: int) -> None:
+    """Completed again with nothing of the rewatch logged. AniList knows a finished rewatch
+    by its count: clients add one to `repeat` when a rewatch finishes (anilist.md §7). With
+    the count left as it was, it reads as a mis-click (Rewatching, then Completed again):
+    no pass is made up for episodes nobody logged, the first viewing stays. Counted, then or
+    later by hand, it is one whole pass, dated when it was counted, and no more."""
     last = anilist_side([entry(status="COMPLETED", progress=12)], {}, None, table)
     for step in REWATCHES_AT_0[route]:
         last = read_on([step], last)
     done = entry(status="COMPLETED", progress=12, repeat=counted, updated_at=UPDATED + 200)
     finished = read_on([done], last)
+    if not counted:
+        assert sorted(p.item for p in finished.side.plays) == [key(n) for n in range(1, 13)]
+        finished = read_on([done], finished)  # read on: still no pass
+        assert len(finished.side.plays) == 12
+    counted_at = UPDATED + (200 if counted else 300)
+    counted_now = entry(status="COMPLETED", progress=12, repeat=1, updated_at=counted_at)
+    finished = read_on([counted_now], finished)
     again = sorted((p.item, p.at) for p in finished.side.plays if ":r1:" in p.record)
-    assert again == [(key(n), UPDATED + 200) for n in range(1, 13)]
+    assert again == [(key(n), counted_at) for n in range(1, 13)]
     assert len(finished.side.plays) == 12 + 12
-    counted_later = entry(status="COMPLETED", progress=12, repeat=1, updated_at=UPDATED + 300)
-    for later in (done, counted_later):  # read on, and once the rewatch is counted by hand
-        finished = read_on([later], finished)
-        assert len(finished.side.plays) == 12 + 12
+    finished = read_on([counted_now], finished)  # read on: the one pass
+    assert len(finished.side.plays) == 12 + 12
 
 
 def test_rewatches_finished_before_the_first_sync_are_not_invented() -> None:

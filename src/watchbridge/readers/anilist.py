@@ -13,8 +13,9 @@ were watched or when (reference anilist.md §7). So the side is made up from lis
   between two reads (last read completed, now paused or dropped with a lower progress:
   `rewatch_set_aside`) is one too: the first viewing stays, the progress is the rewatch's,
   also once it is set to watching again (at a lower progress, 0 included: restarted), as is
-  a rewatch set from rewatching straight to watching. Completed, any of these is the whole
-  pass, its count raised or not (`rewatch_completed`), from 0 too.
+  a rewatch set from rewatching straight to watching. Completed with nothing of it logged
+  and its count left as it was, it is no pass: AniList counts a finished rewatch by `repeat`
+  (reference anilist.md §7), and a mis-click (Rewatching, then Completed) reads the same.
   So is a finished entry set back to watching at a lower progress (`relogged`: how AniList
   users begin a rewatch or reset an entry), except that the lowering itself watched nothing:
   only the episodes logged after it are the rewatch's plays (`<entry id>:w<pass>:<episode>`).
@@ -214,19 +215,6 @@ def rewatch_set_aside(entry: ListEntry, before: EntryState | None) -> bool:
     return before.status in FINISHED_STATUSES and entry.progress < counted
 
 
-def rewatch_completed(entry: ListEntry, before: EntryState | None) -> bool:
-    """Whether `entry`, completed now, completed the rewatch the last read saw going on
-    (rewatching, or set aside: paused, dropped or set to watching) with its rewatch count
-    left as it was: AniList counts a rewatch only as the client sets `repeat` (anilist.md §7:
-    clients usually add one; a plain status change may not). The pass went through every
-    episode, as one counted does, also when the last read saw none of it logged (at 0). Not a
-    rewatch begun by setting the entry back to watching (`relogged`: its plays are its own).
-    Pure."""
-    if before is None or entry.status != "COMPLETED" or entry.repeat != before.repeat:
-        return False
-    return (before.status == "REPEATING" or before.set_aside) and not before.relogging
-
-
 def relogged(entry: ListEntry, before: EntryState | None) -> tuple[tuple[int, ...], bool]:
     """The rewatches `entry` (as read now; `before`: what the last read saw of the same entry
     id) was set back to watching for, each by the progress it was set back to, and whether the
@@ -423,13 +411,8 @@ def entry_plays(
         for episode in range(1, entry.progress + 1):
             step = before is not None and episode > again
             add(f"{entry.id}:r{n}:{episode}", episode, _date(entry, episode, entry.progress, step))
-    elif (
-        set_aside
-        or rewatch_completed(entry, before)
-        or any(r.startswith(f"{entry.id}:r{entry.repeat + 1}:") for r in known)
-    ):
+    elif set_aside or any(r.startswith(f"{entry.id}:r{entry.repeat + 1}:") for r in known):
         # A rewatch paused or dropped: AniList keeps its progress, and what it watched stays.
-        # Completed with its count left as it was, it is the whole pass (kept by its plays).
         for episode in range(1, entry.progress + 1):
             add(f"{entry.id}:r{entry.repeat + 1}:{episode}", episode, entry.updated_at or UNDATED)
     return plays, problem
