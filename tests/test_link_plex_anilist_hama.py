@@ -83,18 +83,16 @@ def test_a_hama_tvdb_episode_counts_by_thetvdb_season_numbers(
     assert anilist.snapshot()[RE_ZERO_P2]["progress"] == 3
 
 
-def test_a_hama_tvdb3_episode_counts_by_its_absolute_number(
-    tmp_path: Path, start_fake: Any
-) -> None:
-    """`tvdb3-`: TheTVDB's season, One Piece's absolute number: episode 1100, placed on
-    TMDB's seasons by Serializd's season list as AniList's side places it."""
+def one_piece_watched(tmp_path: Path, start_fake: Any, mode: str) -> tuple[Path, FakeAniList]:
+    """One Piece at progress 1099, HAMA-matched in `mode` (`tvdb3`): its episode filed as
+    S22E1100 watched in Plex, with Serializd's season list to place absolute numbers on."""
     plex, anilist, datasets = fakes(start_fake)
     anilist.add_media(OP, episodes=None)
     anilist.add_entry(
         OP, episodes=None, status="CURRENT", progress=1099, updated_at=int(time.time() - 3 * DAY)
     )
-    plex.add_show("400", "One Piece", 1999, guid=f"{HAMA}tvdb3-81797?lang=en")
-    plex.add_episode("4100", "400", 22, 1100, guid=f"{HAMA}tvdb3-81797/22/1100?lang=en")
+    plex.add_show("400", "One Piece", 1999, guid=f"{HAMA}{mode}-81797?lang=en")
+    plex.add_episode("4100", "400", 22, 1100, guid=f"{HAMA}{mode}-81797/22/1100?lang=en")
     serializd = start_fake(FakeSerializd())
     serializd.add_show(37854, "One Piece", OP_SEASONS)
     path = link_config(
@@ -108,7 +106,25 @@ def test_a_hama_tvdb3_episode_counts_by_its_absolute_number(
     run(path, "sync", "--link", "plex-anilist")
     plex.watch("4100", time.time() - 3600)
     run(path, "sync", "--link", "plex-anilist")
+    return path, anilist
+
+
+def test_a_hama_tvdb3_episode_counts_by_its_absolute_number(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    """`tvdb3-`: TheTVDB's season, One Piece's absolute number: episode 1100, placed on
+    TMDB's seasons by Serializd's season list as AniList's side places it."""
+    _, anilist = one_piece_watched(tmp_path, start_fake, "tvdb3")
     assert anilist.snapshot()[OP]["progress"] == 1100
+
+
+def test_a_hama_tvdb5_episode_is_listed_not_guessed(tmp_path: Path, start_fake: Any) -> None:
+    """`tvdb5-`: the reference (plex.md, "HAMA numbers depend on the mode") names the prefix
+    but not how it numbers episodes; as for `anidb2-`, its number is not taken for an
+    absolute one."""
+    path, anilist = one_piece_watched(tmp_path, start_fake, "tvdb5")
+    assert anilist.snapshot()[OP]["progress"] == 1099
+    assert "[hama-mode]" in run(path, "anime", "unmatched")
 
 
 def test_a_watched_hama_special_no_dataset_maps_is_listed_not_written(

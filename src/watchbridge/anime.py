@@ -148,7 +148,7 @@ PARTIAL = "partial"  # Unmatched code: part of a movie or a longer episode (its 
 # ordering), which nothing renumbers; reported by the media server's side of the link
 SERVER_ORDER = "server-order"
 # Unmatched code: a Plex show the HAMA agent matched in a mode whose episode numbers are not
-# known here (`anidb2-`..`anidb4-`); reported by the media server's side of the link
+# known here (`anidb2-`..`anidb4-`, `tvdb5-`); reported by the media server's side of the link
 HAMA_MODE = "hama-mode"
 # Unmatched code: a Plex episode whose HAMA guid names another mode or id than its show's (a
 # show matched again, its episodes not yet); reported by the media server's side of the link

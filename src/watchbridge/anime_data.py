@@ -692,8 +692,8 @@ _FIXES = {
     "new-season": f"wait for a dataset refresh (it is tried again after each), or {_OVERRIDE}",
     "outside": f"wait for a dataset refresh (it is tried again after each), or {_OVERRIDE}",
     HAMA_MODE: (
-        "match the show in HAMA's `anidb-` mode or one of its `tvdb-` modes (or with the Plex "
-        "TV Series agent)"
+        "match the show in HAMA's `anidb-` mode or one of its `tvdb-` to `tvdb4-` modes (or with "
+        "the Plex TV Series agent)"
     ),
     HAMA_MIXED: (
         "refresh the show's metadata in Plex (its ... menu > Refresh Metadata), so that its "

@@ -4,7 +4,8 @@ HAMA names a show by its AniDB id (`anidb-`, or a bare number) or its TheTVDB id
 `tvdb5-`), never by TMDB, and numbers episodes the way its mode does (reference plex.md, "HAMA
 numbers depend on the mode"): `anidb-` in AniDB's own numbering (season 1 the regular
 episodes, 0 the specials), `tvdb-` and `tvdb2-` by TheTVDB's seasons, `tvdb3-` and `tvdb4-`
-(and `tvdb5-`, as the webhook parser reads it) by absolute number within any season. An
+by absolute number within any season. The reference names `tvdb5-` (and `anidb2-` ..
+`anidb4-`) but not their numbering: those are not placed. An
 AniList link keys its plays by TMDB episode, through the anime mapping, so an episode of such
 a show is placed the same way: to the AniList entry and episode its ids and numbers name (the
 resolver deliveries use), then on to the TMDB episode AniList's plays of it are keyed by.
@@ -25,7 +26,7 @@ from watchbridge.model import Ids, MediaRef
 from watchbridge.services.plex import LibraryItem
 
 # The modes whose numbers are known: AniDB's own, TheTVDB's seasons, or absolute.
-PLACED_MODES = frozenset({"anidb", "tvdb", "tvdb2", "tvdb3", "tvdb4", "tvdb5"})
+PLACED_MODES = frozenset({"anidb", "tvdb", "tvdb2", "tvdb3", "tvdb4"})
 
 # an episode -> (AniList id, AniList episode), as the delivery target maps it
 Reverse = Callable[[MediaRef], tuple[int, int] | Unmatched]
@@ -124,7 +125,7 @@ def entry_episodes(
         if mode not in PLACED_MODES:
             found[rating_key] = Unmatched(
                 f"{ref.describe()} is matched by HAMA's `{mode}-` mode, whose episode numbers "
-                "watchbridge does not know (it knows `anidb-` and `tvdb-` to `tvdb5-`): its plays "
+                "watchbridge does not know (it knows `anidb-` and `tvdb-` to `tvdb4-`): its plays "
                 "are not linked",
                 HAMA_MODE,
             )
