@@ -331,6 +331,36 @@ async def test_a_rewatch_begun_and_paused_on_anilist_between_two_reads_unwatches
     assert status_of(anilist, AOT_P2) == ("PAUSED", progress, 0)  # nothing written back
 
 
+async def test_a_rewatch_begun_after_one_completed_uncounted_unwatches_nothing_of_it(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    await completed_on_both(rig, trakt, anilist)
+    entry = anilist.user().by_media(AOT_P2)
+    assert entry is not None
+
+    async def logged(status: str, progress: int, repeat: int, plays: int) -> None:
+        anilist.advance(3600)
+        entry.status, entry.progress, entry.repeat = status, progress, repeat
+        entry.updated_at = int(anilist.now())
+        for full in (False, True):  # confirmed: no guard would stop a removal
+            result = await rig.sync_and_deliver(full=full, confirm_removals=True)
+            assert [k for k, _ in actions_for(result, "trakt") if k.startswith("remove")] == []
+        assert trakt.count("POST", "/sync/history/remove") == 0
+        assert len(trakt_plays(trakt, AOT)) == plays
+
+    # A rewatch logged to 5 and completed with its count left at 0 (a client that does not
+    # raise it): a pass of 12. Started again, it must not take that pass back, and its
+    # episodes are plays of their own.
+    await logged("REPEATING", 5, 0, 17)
+    await logged("COMPLETED", 12, 0, 24)
+    await logged("REPEATING", 0, 0, 24)
+    await logged("REPEATING", 2, 0, 26)
+    await logged("COMPLETED", 12, 1, 36)  # finished and counted this time
+    await logged("COMPLETED", 12, 2, 36)  # the first one counted by hand later: no more
+    await logged("REPEATING", 1, 2, 37)
+    assert status_of(anilist, AOT_P2) == ("REPEATING", 1, 2)  # nothing written back
+
+
 async def test_the_last_two_episodes_unwatched_on_trakt_lower_a_completed_entry_twice(
     rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
 ) -> None:

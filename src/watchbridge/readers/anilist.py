@@ -16,6 +16,8 @@ were watched or when (reference anilist.md §7). So the side is made up from lis
   a rewatch set from rewatching straight to watching. Completed with nothing of it logged
   and its count left as it was, it is no pass: AniList counts a finished rewatch by `repeat`
   (reference anilist.md §7), and a mis-click (Rewatching, then Completed) reads the same.
+  Completed with episodes of it logged, it is a whole pass, its count raised or not, and it
+  stays one (`finished_passes`): a rewatch begun after it is the next pass.
   So is a finished entry set back to watching at a lower progress (`relogged`: how AniList
   users begin a rewatch or reset an entry), except that the lowering itself watched nothing:
   only the episodes logged after it are the rewatch's plays (`<entry id>:w<pass>:<episode>`).
@@ -124,7 +126,7 @@ class EntryState:
     dropped, or set to watching (`rewatch_set_aside`): its progress is the rewatch's,
     the first viewing finished.
     `again_from`/`relogging`: rewatches begun by setting the entry back to watching
-    (`relogged`)."""
+    (`relogged`). `uncounted`: see `finished_passes`."""
 
     progress: int
     repeat: int
@@ -139,6 +141,9 @@ class EntryState:
     # not logged again, so they are no plays); the last one goes on while `relogging`.
     again_from: tuple[int, ...] = ()
     relogging: bool = False
+    # Rewatches logged and completed past `repeat`, the count left as it was (`uncounted`):
+    # their plays stay, and the next rewatch is a pass of its own.
+    uncounted: int = 0
 
 
 @dataclass(frozen=True)
@@ -241,6 +246,36 @@ def relogged(entry: ListEntry, before: EntryState | None) -> tuple[tuple[int, ..
     return bases, False
 
 
+def finished_passes(entry: ListEntry, before: EntryState | None) -> int:
+    """How many rewatch passes of `entry` were over by the last read: those AniList counts
+    (`repeat`), and those a read saw completed with episodes of them logged while the count
+    stayed (`uncounted`: a client that does not raise it). Their plays are kept; the rewatch
+    going on now is the pass after them. A count lowered by hand is the user's word: the
+    passes past it go. Pure."""
+    if before is None or entry.repeat < before.repeat:
+        return entry.repeat
+    return max(entry.repeat, before.repeat + before.uncounted)
+
+
+def _pass_logged(entry: ListEntry, number: int, known: Iterable[str]) -> bool:
+    return any(r.startswith(f"{entry.id}:r{number}:") for r in known)
+
+
+def uncounted(
+    entry: ListEntry,
+    before: EntryState | None,
+    known: Iterable[str],
+    relog: tuple[tuple[int, ...], bool],
+) -> int:
+    """The passes over after this read that `repeat` does not count: the earlier ones, and
+    the rewatch going on at the last read if it is completed now without its count raised
+    (its plays are kept as a pass: `entry_plays`). Pure."""
+    over = finished_passes(entry, before)
+    if entry.status == "COMPLETED" and not relog[1] and _pass_logged(entry, over + 1, known):
+        over += 1
+    return over - entry.repeat
+
+
 def _date(entry: ListEntry, episode: int, last: int, observed: bool) -> float:
     """When an episode counts as watched: a step seen between reads happened by `updatedAt`;
     on a first read only the last episode has a date."""
@@ -316,6 +351,7 @@ def entry_state(
     before: EntryState | None,
     set_aside: bool = False,
     again: tuple[tuple[int, ...], bool] = ((), False),
+    passes_uncounted: int = 0,
 ) -> EntryState:
     return EntryState(
         entry.progress,
@@ -327,6 +363,7 @@ def entry_state(
         score_date(entry, before) if entry.score > 0 else 0.0,
         set_aside,
         *again,
+        passes_uncounted,
     )
 
 
@@ -394,27 +431,35 @@ def entry_plays(
     # are the ones above, not a pass of its own.
     ended = before is not None and before.relogging and not relogging
     for n in range(1, entry.repeat + 1):  # finished rewatches
-        seen = any(r.startswith(f"{entry.id}:r{n}:") for r in known)
+        seen = _pass_logged(entry, n, known)
         if not seen and (before is None or n <= before.repeat):
             continue  # finished before we were watching: no dates to give
         if not seen and ended and before is not None and n == before.repeat + 1:
             continue
         for episode in range(1, (entry.episodes or entry.progress) + 1):
             add(f"{entry.id}:r{n}:{episode}", episode, entry.updated_at or UNDATED)
+    over = finished_passes(entry, before)
+    for n in range(entry.repeat + 1, over + 1):  # finished, not counted: as they were
+        head = f"{entry.id}:r{n}:"
+        logged = {int(r.removeprefix(head).split(".")[0]) for r in known if r.startswith(head)}
+        for episode in sorted(logged):
+            add(f"{head}{episode}", episode, entry.updated_at or UNDATED)
+    current_pass = over + 1  # the rewatch going on, if any
     if relogging:
         pass  # the rewatch goes on as set back to watching (above), whatever the status
     elif entry.status == "REPEATING":
-        n = entry.repeat + 1
+        n = current_pass
         again = 0
         if before is not None and before.status == "REPEATING" and before.repeat == entry.repeat:
             again = before.progress
         for episode in range(1, entry.progress + 1):
             step = before is not None and episode > again
             add(f"{entry.id}:r{n}:{episode}", episode, _date(entry, episode, entry.progress, step))
-    elif set_aside or any(r.startswith(f"{entry.id}:r{entry.repeat + 1}:") for r in known):
+    elif set_aside or _pass_logged(entry, current_pass, known):
         # A rewatch paused or dropped: AniList keeps its progress, and what it watched stays.
+        # Completed with its count unchanged, it is a pass all the same (`uncounted`).
         for episode in range(1, entry.progress + 1):
-            add(f"{entry.id}:r{entry.repeat + 1}:{episode}", episode, entry.updated_at or UNDATED)
+            add(f"{entry.id}:r{current_pass}:{episode}", episode, entry.updated_at or UNDATED)
     return plays, problem
 
 
@@ -486,9 +531,11 @@ def anilist_side(
         prior = before.get(entry.id) or before.get(was.get(entry.id, 0))
         set_aside = rewatch_set_aside(entry, before.get(entry.id))
         relog = relogged(entry, before.get(entry.id))
-        states[entry.id] = entry_state(entry, prior, set_aside, relog)
+        logged = known.get(entry.id, {})
+        over = uncounted(entry, prior, logged, relog)
+        states[entry.id] = entry_state(entry, prior, set_aside, relog, over)
         made, problem = entry_plays(
-            entry, prior, known.get(entry.id, {}), mapper, claims, times, used, set_aside, relog
+            entry, prior, logged, mapper, claims, times, used, set_aside, relog
         )
         plays += made
         if problem is not None:
@@ -588,6 +635,8 @@ def _state_json(s: EntryState) -> list[object]:
     # entries read the same in earlier releases.
     head: list[object] = [s.progress, s.repeat, s.status, s.media, s.episodes, s.score]
     head.append(s.score_at)
+    if s.uncounted:
+        return [*head, s.set_aside, list(s.again_from), s.relogging, s.uncounted]
     if s.again_from:
         return [*head, s.set_aside, list(s.again_from), s.relogging]
     return head + ([True] if s.set_aside else [])
@@ -606,7 +655,7 @@ def states_from(cursors: Mapping[str, str]) -> dict[int, EntryState]:
         return {}
     states = {}
     for key, value in raw.items() if isinstance(raw, dict) else ():
-        if not key.isdigit() or not isinstance(value, list) or len(value) not in (3, 7, 8, 10):
+        if not key.isdigit() or not isinstance(value, list) or len(value) not in (3, 7, 8, 10, 11):
             continue
         try:
             head = EntryState(int(value[0]), int(value[1]), str(value[2]))
@@ -620,10 +669,12 @@ def states_from(cursors: Mapping[str, str]) -> dict[int, EntryState]:
                     score_at=float(value[6]),
                     set_aside=len(value) >= 8 and value[7] is True,
                 )
-            if len(value) == 10:
+            if len(value) >= 10:
                 bases = value[8] if isinstance(value[8], list) else []
                 again = tuple(int(b) for b in bases)
                 head = replace(head, again_from=again, relogging=value[9] is True and bool(again))
+            if len(value) == 11:
+                head = replace(head, uncounted=max(0, int(value[10])))
         except (TypeError, ValueError):
             continue
         states[int(key)] = head
