@@ -8,12 +8,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.fakes.anilist import FakeAniList
 from tests.fakes.plex import FakePlex
 from tests.fakes.serializd import ALICE, FakeSerializd
+from tests.harness import ServiceProcess, free_port
 from tests.test_link_plex_anilist import DAY, OP, OP_SEASONS, fakes, link_config, run
+from tests.test_webhooks_e2e import SECRET, plex_multipart, wait_for
+from tests.test_without_trakt import settled
 
 HAMA = "com.plexapp.agents.hama://"
 RE_ZERO_P2, ANIDB_P2 = 119661, 15593  # Re:Zero S2 Part 2: AniDB 15593, TheTVDB 305089 S2E14-25
@@ -167,3 +171,96 @@ def test_an_episode_hama_matched_otherwise_than_its_show_is_listed_not_guessed(
     assert RE_ZERO_S1 not in anilist.snapshot()
     assert anilist.snapshot()[RE_ZERO_P2]["progress"] == 2
     assert "[hama-mixed]" in run(path, "anime", "unmatched")
+
+
+# --------------------------------------------------------------------------- the webhook path
+
+
+def hama_scrobble(key: str, title: str, guid: str, show_guid: str) -> dict[str, Any]:
+    """A Plex webhook's scrobble of an episode HAMA matched: its guid and its show's."""
+    season, number = (int(part) for part in guid.split("/")[1:3])
+    return {
+        "event": "media.scrobble",
+        "user": True,
+        "owner": True,
+        "Account": {"id": 1, "title": "alex"},
+        "Server": {"title": "Basement", "uuid": "d" * 40},
+        "Player": {"local": True, "title": "TV", "uuid": "player-1"},
+        "Metadata": {
+            "librarySectionType": "show",
+            "type": "episode",
+            "ratingKey": key,
+            "grandparentRatingKey": f"{key}0",
+            "guid": f"{HAMA}{guid}?lang=en",
+            "grandparentGuid": f"{HAMA}{show_guid}?lang=en",
+            "grandparentTitle": title,
+            "parentIndex": season,
+            "index": number,
+            "duration": 1_440_000,
+        },
+    }
+
+
+def test_hama_webhook_plays_reach_anilist_only_where_the_link_would_place_them(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    """The webhook path decides as the link does (`watchbridge.hama`): an episode whose guid
+    disagrees with its show's (`hama-mixed`), or in a mode whose numbering is not known
+    (`tvdb5-`, `anidb2-`), is listed, never written to a guessed AniList episode."""
+    _, anilist, datasets = fakes(start_fake)
+    for media, episodes, progress in ((RE_ZERO_P2, 12, 2), (OP, None, 1099)):
+        anilist.add_media(media, episodes=episodes)
+        anilist.add_entry(
+            media,
+            episodes=episodes,
+            status="CURRENT",
+            progress=progress,
+            updated_at=int(time.time() - 3 * DAY),
+        )
+    anilist.add_media(RE_ZERO_S1, episodes=25)
+    port = free_port()
+    urls = "\n".join(f'      {k}: "{v}"' for k, v in datasets.urls().items())
+    path = tmp_path / "watchbridge.yaml"
+    path.write_text(
+        f"""server: {{host: 127.0.0.1, port: {port}, webhook_secret: {SECRET}}}
+storage: {{path: {tmp_path / "wb.db"}}}
+services:
+  anilist:
+    api_url: "{anilist.url}"
+    auth_url: "{anilist.auth_url}"
+    mapping_urls:
+{urls}
+profiles:
+  alex:
+    users: {{plex: ["1"]}}
+    accounts:
+      anilist: {{token: "{anilist.issue_token()}"}}
+""",
+        encoding="utf-8",
+    )
+    plays = [
+        # Re:Zero S2 Part 2's AniDB episode 3 in a show matched again as TheTVDB's: no S1E3
+        hama_scrobble("11", "Re:ZERO", f"anidb-{ANIDB_P2}/1/3", "tvdb-305089"),
+        # `anidb2-`: an AniDB id, with numbers the reference does not define
+        hama_scrobble("12", "Re:ZERO", f"anidb2-{ANIDB_P2}/1/5", f"anidb2-{ANIDB_P2}"),
+        # `tvdb5-`: the same, for TheTVDB (One Piece at 1099)
+        hama_scrobble("13", "One Piece", "tvdb5-81797/22/1100", "tvdb5-81797"),
+        # and one placed as the link places it: AniDB's own numbering, episode 4
+        hama_scrobble("14", "Re:ZERO", f"anidb-{ANIDB_P2}/1/4", f"anidb-{ANIDB_P2}"),
+    ]
+    service = ServiceProcess(path, port).start()
+    try:
+        for play in plays:
+            body, content_type = plex_multipart(play)
+            url = f"{service.url}/webhooks/plex/{SECRET}"
+            answer = httpx.post(url, content=body, headers={"Content-Type": content_type})
+            assert answer.status_code == 202, answer.text
+        wait_for(lambda: settled(tmp_path), timeout=30)
+    finally:
+        service.kill()
+    snapshot = anilist.snapshot()
+    assert RE_ZERO_S1 not in snapshot  # TheTVDB S1E3 never watched
+    assert snapshot[RE_ZERO_P2]["progress"] == 4  # not 5 (`anidb2-` guessed)
+    assert snapshot[OP]["progress"] == 1099  # not 1100 (`tvdb5-` guessed absolute)
+    listed = run(path, "anime", "unmatched")
+    assert listed.count("[hama-mixed]") == 1 and listed.count("[hama-mode]") == 2, listed

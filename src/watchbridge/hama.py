@@ -14,16 +14,24 @@ An episode with no such place (a special no dataset maps, an AniDB id the datase
 know yet, one AniList episode that is several TMDB episodes, a mode whose numbering
 watchbridge does not know) is never keyed by a guess: it is not linked, and its plays are
 listed by `watchbridge anime unmatched` with the reason.
+
+Whether an episode's numbers can be placed at all is decided here for both paths: the link's
+read of the library (`hama_episodes`) and a Plex webhook's episode (`ingest.plex`) note it in
+the episode's `MediaRef.unplaced` (`numbering_unknown`), and the reverse mapping answers such
+an episode with why (`unplaced`), for the link and the AniList delivery target alike.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from watchbridge.anime import HAMA_MIXED, HAMA_MODE, PARTIAL, Unmatched
 from watchbridge.model import Ids, MediaRef
-from watchbridge.services.plex import LibraryItem
+
+if TYPE_CHECKING:  # services.plex parses guids with ingest.plex, which asks this module
+    from watchbridge.services.plex import LibraryItem
 
 # The modes whose numbers are known: AniDB's own, TheTVDB's seasons, or absolute.
 PLACED_MODES = frozenset({"anidb", "tvdb", "tvdb2", "tvdb3", "tvdb4"})
@@ -46,10 +54,9 @@ class Placed:
 @dataclass(frozen=True)
 class HamaEpisode:
     mode: str  # the HAMA mode of its guid: `anidb`, `tvdb3`, ...
-    ref: MediaRef  # the episode its guid names: the show's anime ids, its numbers
-    # How its guid and its show's disagree (`_matched_apart`); None when they name one show
-    # in one mode.
-    apart: str | None = None
+    # The episode its guid names: the show's anime ids, its numbers (`unplaced` where they
+    # place nothing: `numbering_unknown`).
+    ref: MediaRef
 
 
 def hama_episodes(
@@ -67,7 +74,10 @@ def hama_episodes(
             continue
         show = by_key.get(episode.grandparent_rating_key or "")
         show_ids = show.ids.merged(episode.show_ids) if show is not None else episode.show_ids
-        apart = _matched_apart(mode, episode.show_ids, show)
+        if show is None:
+            unknown = numbering_unknown(mode, episode.show_ids, mode, episode.show_ids)
+        else:
+            unknown = numbering_unknown(mode, episode.show_ids, show.hama, show.ids)
         ref = MediaRef(
             "episode",
             title=episode.title,
@@ -77,8 +87,9 @@ def hama_episodes(
             number=episode.number,
             absolute=episode.absolute,
             source_key=episode.rating_key,
+            unplaced=unknown,
         )
-        found[episode.rating_key] = HamaEpisode(mode, ref, apart)
+        found[episode.rating_key] = HamaEpisode(mode, ref)
     return found
 
 
@@ -89,16 +100,16 @@ def _named(ids: Ids) -> set[tuple[str, str]]:
     return {(name, value) for name in _SHOW_IDS if (value := getattr(ids, name))}
 
 
-def _matched_apart(mode: str, episode_ids: Ids, show: LibraryItem | None) -> str | None:
+def _matched_apart(mode: str, episode_ids: Ids, show_mode: str | None, show_ids: Ids) -> str | None:
     """How the guids of an episode (`episode_ids`: its guid's show id and its
-    `grandparentGuid`'s) and of its show disagree, when they do: a show matched again
-    (another mode or id) whose episodes Plex has not matched again yet. Their numbers are in
-    their own guid's mode, which no longer names the show's numbering: which one they are in
-    is not known. None when all name one show in one mode."""
+    `grandparentGuid`'s) and of its show (its mode, None for another agent's, and ids)
+    disagree, when they do: a show matched again (another mode or id) whose episodes Plex
+    has not matched again yet. Their numbers are in their own guid's mode, which no longer
+    names the show's numbering: which one they are in is not known. None when all name one
+    show in one mode."""
     source = "anidb" if mode.startswith("anidb") else "tvdb"
     own = _named(episode_ids)
-    show_named = _named(show.ids) if show is not None else own
-    show_mode = show.hama if show is not None else mode
+    show_named = _named(show_ids)
     if show_mode == mode and own == show_named and {name for name, _ in own} == {source}:
         return None
     modes = sorted({f"`{m}-`" for m in (mode, show_mode) if m})
@@ -106,31 +117,50 @@ def _matched_apart(mode: str, episode_ids: Ids, show: LibraryItem | None) -> str
     return f"{' and '.join(modes)}, {', '.join(f'{name} {value}' for name, value in ids)}"
 
 
+def numbering_unknown(
+    mode: str, episode_ids: Ids, show_mode: str | None, show_ids: Ids
+) -> str | None:
+    """Why the numbers of an episode HAMA matched in `mode` (an `anidb` or `tvdb` one) place
+    nothing, as `MediaRef.unplaced` notes it (`unplaced` reads it): its guids and its show's
+    disagree (`_matched_apart`), or its mode's numbering is not known. None when they are
+    AniDB's own, TheTVDB's seasons or absolute (`PLACED_MODES`)."""
+    apart = _matched_apart(mode, episode_ids, show_mode, show_ids)
+    if apart is not None:
+        return f"{HAMA_MIXED}: {apart}"
+    return None if mode in PLACED_MODES else f"{HAMA_MODE}: {mode}"
+
+
+def unplaced(ref: MediaRef) -> Unmatched | None:
+    """Why a HAMA episode's numbers place nothing (`numbering_unknown`), for the user; None
+    for any other item."""
+    code, _, detail = (ref.unplaced or "").partition(": ")
+    if code == HAMA_MIXED:
+        return Unmatched(
+            f"{ref.describe()}: HAMA's guids of the episode and of its show disagree "
+            f"({detail}), as after a show is matched again: which numbering the "
+            "episode's numbers are in is not known until Plex matches its episodes alike, "
+            "so its plays are not linked",
+            HAMA_MIXED,
+        )
+    if code == HAMA_MODE:
+        return Unmatched(
+            f"{ref.describe()} is matched by HAMA's `{detail}-` mode, whose episode numbers "
+            "watchbridge does not know (it knows `anidb-` and `tvdb-` to `tvdb4-`): its plays "
+            "are not linked",
+            HAMA_MODE,
+        )
+    return None
+
+
 def entry_episodes(
     episodes: Mapping[str, HamaEpisode], reverse: Reverse
 ) -> dict[str, tuple[int, int] | Unmatched]:
-    """The AniList entry and episode of each episode, by ratingKey."""
+    """The AniList entry and episode of each episode, by ratingKey (`reverse` answers one
+    whose numbers place nothing with why: `unplaced`)."""
     found: dict[str, tuple[int, int] | Unmatched] = {}
     for rating_key, episode in episodes.items():
         ref, mode = episode.ref, episode.mode
-        if episode.apart is not None:
-            found[rating_key] = Unmatched(
-                f"{ref.describe()}: HAMA's guids of the episode and of its show disagree "
-                f"({episode.apart}), as after a show is matched again: which numbering the "
-                "episode's numbers are in is not known until Plex matches its episodes alike, "
-                "so its plays are not linked",
-                HAMA_MIXED,
-            )
-            continue
-        if mode not in PLACED_MODES:
-            found[rating_key] = Unmatched(
-                f"{ref.describe()} is matched by HAMA's `{mode}-` mode, whose episode numbers "
-                "watchbridge does not know (it knows `anidb-` and `tvdb-` to `tvdb4-`): its plays "
-                "are not linked",
-                HAMA_MODE,
-            )
-            continue
-        hit = reverse(ref)
+        hit = unplaced(ref) or reverse(ref)
         if isinstance(hit, Unmatched) and hit.code == "unknown":
             hit = Unmatched(
                 f"{ref.describe()} (HAMA's `{mode}-` mode) is in no mapping dataset range: new "

@@ -85,6 +85,9 @@ class MediaRef:
     source_key: str | None = None
     show_source_key: str | None = None
     aired: str | None = None
+    # Why the numbers place no episode on AniList (a Plex HAMA episode in a mode whose
+    # numbering is not known, or whose guid and its show's disagree: `hama.numbering_unknown`).
+    unplaced: str | None = None
 
     @property
     def _numbered(self) -> bool:

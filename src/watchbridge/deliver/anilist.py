@@ -87,7 +87,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeGuard
 
-from watchbridge import ratings
+from watchbridge import hama, ratings
 from watchbridge.accounts import AccountNotes, user_named
 from watchbridge.anime import PARTIAL, PENDING, SCHEMES, AnimeIndex, Unmatched
 from watchbridge.anime_seasons import AbsoluteSeasons, SeasonSources, Want
@@ -590,6 +590,9 @@ class IndexReverse:
         return self.index.anilist_for(show, None, absolute)
 
     def __call__(self, item: MediaRef) -> tuple[int, int] | Unmatched:
+        unknown = hama.unplaced(item)  # a HAMA episode numbered in a way not known
+        if unknown is not None:
+            return unknown
         if item.kind == "movie":
             tmdb, imdb = item.ids.tmdb, item.ids.imdb
             tmdb_id = int(tmdb) if tmdb and tmdb.isdigit() else None

@@ -31,6 +31,7 @@ import functools
 import re
 from dataclasses import dataclass
 
+from watchbridge import hama
 from watchbridge.ingest.common import (
     LIBRARY_EVENT,
     LIVE_TV,
@@ -311,7 +312,21 @@ def _episode_ref(
         source_key=text(metadata.get("ratingKey")),
         show_source_key=text(metadata.get("grandparentRatingKey")),
         aired=_air_day(metadata.get("originallyAvailableAt")),
+        unplaced=_hama_unplaced(metadata, show_ids),
     )
+
+
+def _hama_unplaced(metadata: Payload, show_ids: Ids) -> str | None:
+    """Whether a HAMA episode's numbers place nothing, as the link decides it
+    (`hama.numbering_unknown`): its show's guid here is the `grandparentGuid` (none sent: the
+    episode's own stands for it)."""
+    mode = hama_mode(text(metadata.get("guid")) or "")
+    if mode is None or not mode.startswith(("anidb", "tvdb")):
+        return None
+    raw = text(metadata.get("grandparentGuid"))
+    if raw is None:
+        return hama.numbering_unknown(mode, show_ids, mode, show_ids)
+    return hama.numbering_unknown(mode, show_ids, hama_mode(raw), guid_ids(parse_guid(raw)))
 
 
 def _air_day(value: object) -> str | None:
