@@ -26,6 +26,7 @@ from watchbridge.app import Runtime
 from watchbridge.config import Duration, parse_config
 from watchbridge.deliver.worker import DeliveryWorker
 from watchbridge.guard import BEFORE_CONFIRMING
+from watchbridge.maintenance import refresh_trakt_sign_ins
 from watchbridge.scheduler import REPORT_GRACE, SyncScheduler
 from watchbridge.store import RUN_LEASE, Store, SyncRun
 from watchbridge.sync import (
@@ -780,3 +781,81 @@ async def test_a_link_failing_run_after_run_logs_a_line_as_it_begins_and_one_as_
             )
     (over,) = [r for r in caplog.records if r.getMessage() == "sync runs work again"]
     assert over.times >= 5  # type: ignore[attr-defined]
+
+
+TRAKT_SIGN_IN_PAUSED = "watchbridge: trakt deliveries paused for profile me"
+TOKEN_LIFE = 7 * 86400.0  # what FakeTrakt gives
+
+
+def two_trakt_links(
+    tmp_path: Path, trakt: FakeTrakt, serializd: FakeSerializd, receiver: AlertReceiver
+) -> Runtime:
+    """`me`'s history and ratings synced by a link each (`ts`, `tr`), both reading Trakt; its
+    Trakt sign-in run out (an idle week), so the housekeeping renews it."""
+    config = parse_config(
+        f"""
+storage: {{path: {tmp_path / "wb.db"}}}
+alerts: {{urls: ["{receiver.apprise_url}"]}}
+services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+  serializd: {{api_url: "{serializd.url}"}}
+profiles:
+  me:
+    accounts:
+      trakt: {{}}
+      serializd: {{email: {ALICE[0]}, password: "{ALICE[1]}"}}
+links:
+  ts: {{services: [trakt, serializd], first_run: apply, kinds: [history]}}
+  tr: {{services: [trakt, serializd], first_run: apply, kinds: [ratings]}}
+""",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    links = {n: dataclasses.replace(ln, interval=Duration(0.05)) for n, ln in config.links.items()}
+    runtime = build_runtime(quick_refresh_race(dataclasses.replace(config, links=links)))
+    runtime.open()
+    sign_in_trakt(runtime.store, trakt, "me", now=time.time() - TOKEN_LIFE - 3600)
+    return runtime
+
+
+def runs_of(runtime: Runtime, link: str, outcome: str) -> int:
+    return sum(run.outcome == outcome for run in runtime.store.recent_runs(link, 100))
+
+
+async def test_a_revoked_sign_in_failing_two_links_is_one_alert_and_one_resolved(
+    tmp_path: Path, fakes: tuple[FakeTrakt, FakeSerializd, AlertReceiver]
+) -> None:
+    trakt, serializd, receiver = fakes
+    runtime = two_trakt_links(tmp_path, trakt, serializd, receiver)
+    trakt.revoke_tokens()  # the user removed the app on Trakt
+    await refresh_trakt_sign_ins(runtime)  # the housekeeping tells of it
+    assert receiver.titles() == [TRAKT_SIGN_IN_PAUSED]
+    async with scheduled(runtime):
+        # Each link fails on the same sign-in, past the runs a "keeps failing" alert waits for.
+        await until(
+            lambda: all(
+                runs_of(runtime, link, "failed") > FAILURES_BEFORE_ALERT for link in ("ts", "tr")
+            )
+        )
+        assert receiver.titles() == [TRAKT_SIGN_IN_PAUSED]  # not once more per link
+        sign_in_trakt(runtime.store, trakt, "me", now=time.time())  # `watchbridge auth trakt`
+        await until(lambda: all(runs_of(runtime, link, "ok") for link in ("ts", "tr")))
+        await refresh_trakt_sign_ins(runtime)  # the next housekeeping round
+    assert receiver.titles() == [TRAKT_SIGN_IN_PAUSED, f"Resolved: {TRAKT_SIGN_IN_PAUSED}"]
+
+
+async def test_a_link_failing_for_another_cause_than_an_open_alert_tells_its_own(
+    tmp_path: Path, fakes: tuple[FakeTrakt, FakeSerializd, AlertReceiver]
+) -> None:
+    trakt, serializd, receiver = fakes
+    runtime = two_trakt_links(tmp_path, trakt, serializd, receiver)
+    trakt.revoke_tokens()
+    await refresh_trakt_sign_ins(runtime)
+    # Signed in again, the housekeeping not round yet: its alert is still open, while
+    # Serializd now refuses every request.
+    sign_in_trakt(runtime.store, trakt, "me", now=time.time())
+    serializd.fail_next(100_000, 400)
+    async with scheduled(runtime):
+        await until(lambda: "watchbridge: link ts keeps failing" in receiver.titles())
+        await until(lambda: "watchbridge: link tr keeps failing" in receiver.titles())
+    assert receiver.titles()[0] == TRAKT_SIGN_IN_PAUSED

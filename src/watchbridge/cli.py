@@ -1188,6 +1188,7 @@ def sync(
     from watchbridge.scheduler import resolve_removed
     from watchbridge.sync import (
         LinkBusy,
+        causes_of,
         failure_of,
         link_named,
         report_run,
@@ -1223,8 +1224,8 @@ def sync(
                     asyncio.run(report_run(runtime.store, runtime.notifier, name, None))
             except WatchbridgeError as exc:
                 if not isinstance(exc, LinkBusy):  # another run's outcome is that run's to say
-                    failure = failure_of(exc)
-                    asyncio.run(report_run(runtime.store, runtime.notifier, name, failure))
+                    failure, causes = failure_of(exc), causes_of(exc)
+                    asyncio.run(report_run(runtime.store, runtime.notifier, name, failure, causes))
                 if len(names) == 1:
                     raise
                 if isinstance(exc, LinkBusy):  # the service (or another sync) runs it now
@@ -1429,14 +1430,18 @@ def _held_removals(runtime: Any, name: str, held: Sequence[str], resolve: bool) 
 
 def _parts_failed(name: str, result: Any) -> None:
     """Fail a run that went through for some of the link's profiles or parts, saying which not."""
+    from watchbridge.sync import PartsFailed
+
     if result.errors:
-        raise WatchbridgeError(
-            f"links.{name}: done for the other profiles, but not for {'; '.join(result.errors)}"
+        raise PartsFailed(
+            f"links.{name}: done for the other profiles, but not for {'; '.join(result.errors)}",
+            result.failure_causes,
         )
     if result.lists.errors:
-        raise WatchbridgeError(
+        raise PartsFailed(
             f"links.{name}: history and ratings are done, but not the watchlist or collection "
-            f"of {'; '.join(result.lists.errors)}"
+            f"of {'; '.join(result.lists.errors)}",
+            result.failure_causes,
         )
 
 

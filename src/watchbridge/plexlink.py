@@ -99,6 +99,8 @@ class Alerts(Protocol):
 
     def condition_keys(self, kind: str) -> list[str]: ...
 
+    def raised(self, kind: str, key: str = "") -> bool: ...
+
 
 @dataclass(frozen=True)
 class LimitState:

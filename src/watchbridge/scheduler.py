@@ -26,6 +26,8 @@ from watchbridge.store import LOCKED_BY_ANOTHER, locked_by_another
 from watchbridge.sync import (
     LinkBusy,
     NeedsReview,
+    PartsFailed,
+    causes_of,
     failure_of,
     report_held,
     report_run,
@@ -101,7 +103,7 @@ class SyncScheduler:
                     held = report_held(runtime.notifier, name, result.held, not result.held_unread)
                     if await reported(stop, held) is None:
                         return
-                    raise WatchbridgeError("; ".join(result.failures))
+                    raise PartsFailed("; ".join(result.failures), result.failure_causes)
             except LinkBusy as busy:
                 runs.labels(name, "busy").inc()
                 # A long `watchbridge sync` (a first backfill) holds the link: not a failure.
@@ -132,7 +134,7 @@ class SyncScheduler:
                     ),
                     report_held(runtime.notifier, name, exc.held, not exc.held_unread),
                     # Someone else's side could not be read meanwhile, or all went through.
-                    report_run(runtime.store, runtime.notifier, name, failure_of(exc)),
+                    report_run(runtime.store, runtime.notifier, name, failure_of(exc), exc.causes),
                 )
                 if told is None:
                     return
@@ -145,7 +147,7 @@ class SyncScheduler:
                 if locked := locked_by_another(exc):
                     message = LOCKED_BY_ANOTHER
                 told = await reported(
-                    stop, report_run(runtime.store, runtime.notifier, name, message)
+                    stop, report_run(runtime.store, runtime.notifier, name, message, causes_of(exc))
                 )
                 # A failure we did not foresee (a bug) keeps its traceback, once per streak,
                 # also when the streak began with a foreseen one (a service down) told lately.

@@ -32,6 +32,7 @@ from watchbridge.accounts import (
     start_over_unrecognised,
     unrecognised,
 )
+from watchbridge.causes import Cause, cause_of, told_elsewhere
 from watchbridge.config import Config, Link, link_profiles
 from watchbridge.errors import WatchbridgeError, naming_profile
 from watchbridge.guard import BEFORE_CONFIRMING, for_link
@@ -391,7 +392,7 @@ async def plan_link(
     progress: SyncProgress | None = None,
     narrowing: Narrowing | None = None,
     metrics: Metrics | None = None,
-    failures: dict[str, str] | None = None,
+    failures: dict[str, WatchbridgeError] | None = None,
 ) -> tuple[list[ProfilePlan], int]:
     """Read both sides for every profile of link `name` and plan, writing nothing.
 
@@ -402,7 +403,8 @@ async def plan_link(
     (`two-way` or `A-to-B`); `narrowing` plans only the items of some AniList entries.
     With `failures`, a profile that cannot be read (its sign-in, its account, its password)
     is left out and named there with why, so the household's others still sync; when no
-    profile could be read, the first one's error is raised."""
+    profile could be read, the first one's error is raised (as PartsFailed, with every
+    profile's cause)."""
     link = with_direction(link_named(config, name), name, direction)
     profiles = link_profiles(config, link)
     if not profiles:
@@ -431,9 +433,10 @@ async def plan_link(
                 if failures is None:
                     raise
                 first_error = first_error or exc
-                failures[profile] = exc.message
-        if first_error is not None and not plans:
-            raise first_error
+                failures[profile] = exc
+        if failures and first_error is not None and not plans:
+            causes = tuple(cause_of(exc, profile) for profile, exc in failures.items())
+            raise PartsFailed(first_error.message, causes, first_error.exit_code) from first_error
         return plans, sum(reader.requests_sent for reader in readers)
     finally:
         for reader in readers:
@@ -1095,12 +1098,30 @@ class NeedsReview(WatchbridgeError):
         failures: tuple[str, ...] = (),
         held_unread: bool = False,
         waiting: Mapping[str, frozenset[str]] | None = None,
+        causes: tuple[Cause | None, ...] = (),
     ) -> None:
         super().__init__(message)
         self.waiting = dict(waiting or {})
         self.held = held
         self.failures = failures  # "profile: why" of profiles whose sides could not be read
+        self.causes = causes  # theirs, one each (see PartsFailed)
         self.held_unread = held_unread  # as RunResult's
+
+
+class PartsFailed(WatchbridgeError):
+    """A run that failed for some or all of the link's profiles (or parts): `causes`, one per
+    failed part, names the alerts of its own each has (None: none but the link's), so that
+    `report_run` leaves one cause to its own alert."""
+
+    def __init__(self, message: str, causes: tuple[Cause | None, ...], exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.causes = causes
+        self.exit_code = exit_code
+
+
+def causes_of(exc: BaseException) -> tuple[Cause | None, ...]:
+    """The causes of a failed run's parts, for `report_run` (none known: the link tells)."""
+    return exc.causes if isinstance(exc, PartsFailed | NeedsReview) else ()
 
 
 def failure_of(exc: WatchbridgeError) -> str | None:
@@ -1132,11 +1153,17 @@ class RunResult:
     errors: tuple[str, ...] = ()  # "profile: why" of profiles whose sides could not be read
     # A profile not read, or waiting for its review, held removals: their alert is not over.
     held_unread: bool = False
+    causes: tuple[Cause | None, ...] = ()  # of `errors`, one each (see PartsFailed)
 
     @property
     def failures(self) -> tuple[str, ...]:
         """What failed in a run that went through for the others, "profile: why" each."""
         return (*self.errors, *self.lists.errors)
+
+    @property
+    def failure_causes(self) -> tuple[Cause | None, ...]:
+        """The causes of `failures`, one each: a watchlist or collection part has none known."""
+        return (*self.causes, *(None for _ in self.lists.errors))
 
     @property
     def outcome(self) -> str:
@@ -1207,7 +1234,7 @@ async def run_link(
         await report_deaths(store, alerts, name)  # no end of theirs can tell them
         # Removals held by an earlier run may have been found by a full read only.
         full = full or confirm_removals
-        failures: dict[str, str] = {}
+        failures: dict[str, WatchbridgeError] = {}
         plans, calls = await plan_link(
             config,
             store,
@@ -1222,7 +1249,8 @@ async def run_link(
         )
         if alerts is not None:  # a side that answered as another account started over
             await send_account_alerts(store, alerts)
-        unread = tuple(naming_profile(profile, why) for profile, why in failures.items())
+        unread = tuple(naming_profile(profile, exc.message) for profile, exc in failures.items())
+        causes = tuple(cause_of(exc, profile) for profile, exc in failures.items())
         link = with_direction(config.links[name], name, direction)
         # A profile's first run may wait for a review; the link's other profiles go on.
         waiting = {} if dry_run else awaiting_review(link, plans, yes)
@@ -1254,7 +1282,7 @@ async def run_link(
         if dry_run:
             counts = await asyncio.to_thread(plan_counts, plans, confirm_removals)
             await asyncio.to_thread(store.finish_run, run_id, clock(), "dry-run", counts, calls)
-            return RunResult(plans, calls, lists=await lists(), errors=unread)
+            return RunResult(plans, calls, lists=await lists(), errors=unread, causes=causes)
         queued, skipped, held = 0, 0, []
         for result in applying:
             recorder.doing("writing", result.profile)  # queueing the plan's writes
@@ -1285,8 +1313,10 @@ async def run_link(
                 calls,
                 "; ".join([message, *unread]),
             )
-            raise NeedsReview(message, tuple(held), unread, held_unread, waiting)
-        outcome = RunResult(plans, calls, queued, tuple(held), skipped, listed, unread, held_unread)
+            raise NeedsReview(message, tuple(held), unread, held_unread, waiting, causes)
+        outcome = RunResult(
+            plans, calls, queued, tuple(held), skipped, listed, unread, held_unread, causes
+        )
         # What failed, and what waits for the user (held removals, with the command).
         error = "; ".join([*outcome.failures, *held]) or None
         counts = await asyncio.to_thread(plan_counts, plans, confirm_removals)
@@ -1378,11 +1408,20 @@ async def _failure_streak(store: Store, name: str) -> tuple[int, float | None]:
         limit *= 4
 
 
-async def report_run(store: Store, alerts: Alerts, name: str, error: str | None) -> int:
+async def report_run(
+    store: Store,
+    alerts: Alerts,
+    name: str,
+    error: str | None,
+    causes: Sequence[Cause | None] = (),
+) -> int:
     """After a run of link `name` (`error`: why it failed; None: it went through): alert once
     the run history shows FAILURES_BEFORE_ALERT failures in a row, across restarts and for
     `watchbridge sync` runs from cron alike; resolve that alert when a run goes through.
-    Returns the failures in a row."""
+    Not while every failed part's root cause (`causes`, one each) has an alert of its own
+    open (a revoked sign-in, a service down): one cause reaches the phone once, not once more
+    per link; the failures count all the same, and the link tells once that alert is over
+    (or a part fails for something else). Returns the failures in a row."""
     if error is None:
         await alerts.resolve("sync_failing", f"link {name} syncs again", key=name)
         return 0
@@ -1391,7 +1430,7 @@ async def report_run(store: Store, alerts: Alerts, name: str, error: str | None)
     except sqlite3.Error:  # the database may be what failed: counted once it answers
         failures, since = 0, None
     failures = max(1, failures)
-    if failures >= FAILURES_BEFORE_ALERT:
+    if failures >= FAILURES_BEFORE_ALERT and not told_elsewhere(causes, alerts.raised):
         began = ""
         if since is not None:
             began = f" since {datetime.fromtimestamp(since, UTC).strftime('%Y-%m-%d %H:%M UTC')}"
