@@ -2018,3 +2018,19 @@ async def test_one_piece_numbered_absolutely_in_its_season_counts_without_trakt_
     assert fake.snapshot().get(21, {}).get("progress") == 1071
     assert runtime.store.outbox_counts()["done"] == 1
     assert unmatched_records(runtime.store, ["me"]) == []
+
+
+async def test_a_row_that_cannot_be_read_is_a_dead_letter_told_as_a_bug_to_report(
+    runtime: Runtime, worker: DeliveryWorker, clock: FakeClock
+) -> None:
+    damaged = {"item": {"show_title": "Re:Zero", "season": 2, "number": 40}, "at": clock()}
+    row = NewOutboxRow("anilist", "me", "play", damaged, "me:anilist:damaged", "me:damaged")
+    assert runtime.store.enqueue([row], clock()) == 1
+    await drain(worker, runtime)
+    (dead,) = runtime.store.dead_letters()
+    assert dead.last_error is not None
+    assert dead.last_error.startswith(
+        "an unexpected error in watchbridge, a bug: its play row for AniList cannot be read"
+        " (TypeError: "
+    )
+    assert dead.last_error.endswith("please report it (a retry fails the same way)")

@@ -673,3 +673,15 @@ async def test_a_webhook_is_recorded_while_a_read_weighs_its_maps_against_the_st
         writer.close()
     assert store.db.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 1
     assert store.mirror_get("plex", "alex", "keys")[ARRIVAL] == unwatched
+
+
+async def test_a_row_that_cannot_be_read_is_a_dead_letter_told_as_a_bug_to_report(
+    target: PlexTarget, reader: PlexReader, store: Store
+) -> None:
+    await plays(reader)
+    outcome = await deliver(target, store, "rating", ARRIVAL, T0, rating="seven")
+    assert outcome == Dead(
+        "an unexpected error in watchbridge, a bug: its rating row for Plex cannot be read"
+        " (ValueError: invalid literal for int() with base 10: 'seven'); please report it"
+        " (a retry fails the same way)"
+    )

@@ -1655,3 +1655,17 @@ async def test_an_undated_play_queued_again_after_a_links_untick_ticks_again(
     enqueue(runtime, "play", episode(6), UNDATED, link="ts", read_at=clock(), source="again")
     await drain(worker, runtime, clock, passes=2)
     assert fake.ticks() == {(SHOW, SEASON_1, 6)} and fake.diary() == []
+
+
+async def test_a_row_that_cannot_be_read_is_a_dead_letter_told_as_a_bug_to_report(
+    runtime: Runtime, worker: DeliveryWorker, receiver: AlertReceiver, clock: FakeClock
+) -> None:
+    enqueue(runtime, "rating", episode(4), clock() - 3600)  # damaged: no "rating" in it
+    await drain(worker, runtime, clock)
+    (dead,) = runtime.store.dead_letters()
+    assert dead.last_error == (
+        "an unexpected error in watchbridge, a bug: its rating row for Serializd cannot be read"
+        " (KeyError 'rating'); please report it (a retry fails the same way)"
+    )
+    (told,) = [m["message"] for m in receiver.messages if "gave up" in m["title"]]
+    assert f"#{dead.id} rating of Breaking Bad S01E04 for profile me: an unexpected error" in told

@@ -106,6 +106,7 @@ from watchbridge.deliver.worker import (
     for_the_account,
     per_profile,
     service_hold,
+    unreadable_row,
 )
 from watchbridge.http import Unavailable
 from watchbridge.ids import ANIME, Enricher, own_anime_ids
@@ -1525,7 +1526,7 @@ def _decode(row: OutboxItem) -> MediaRef | Outcome:
     try:
         return ref_from_dict(row.payload["item"])
     except (KeyError, TypeError, ValueError) as exc:
-        return Dead(f"unreadable {row.action} row for AniList: {exc!r}")
+        return unreadable_row(row, "AniList", exc)
 
 
 class EntryGone(Exception):

@@ -74,6 +74,7 @@ from watchbridge.deliver.worker import (
     Skipped,
     per_profile,
     shows_an_answer,
+    unreadable_row,
 )
 from watchbridge.errors import naming_profile
 from watchbridge.http import Unavailable
@@ -334,7 +335,7 @@ class PlexTarget:
             at = float(row.payload.get("at") or 0.0)
             value = int(row.payload["rating"]) if row.action == "rating" else None
         except (KeyError, TypeError, ValueError) as exc:
-            return Dead(f"unreadable {row.action} row for Plex: {exc!r}")
+            return unreadable_row(row, "Plex", exc)
         if not person.keys:
             return Retry(
                 "the Plex libraries of this profile have not been read yet", NOT_READ_RETRY

@@ -48,6 +48,7 @@ from watchbridge.deliver.worker import (
     for_the_account,
     per_profile,
     service_hold,
+    unreadable_row,
     unsure,
 )
 from watchbridge.http import Unavailable
@@ -310,7 +311,7 @@ class SerializdTarget:
             at = float(row.payload["at"])
             rating = int(row.payload["rating"]) if row.action == "rating" else None
         except (KeyError, TypeError, ValueError) as exc:
-            return Dead(f"unreadable {row.action} row for Serializd: {exc!r}")
+            return unreadable_row(row, "Serializd", exc)
         if row.action == "watching":  # queued by versions that sent live state to every target
             return Skipped("Serializd logs finished episodes only")
         if row.action not in ("play", "rating", "remove_play", "remove_rating"):

@@ -119,6 +119,18 @@ class Dead:
     spends: bool = True
 
 
+def unreadable_row(row: OutboxItem, target: str, exc: Exception) -> Dead:
+    """The dead letter of a row whose stored payload this release cannot read (a field gone,
+    or of a type it does not take): no doing of the service nor of the user, so told as the
+    bug it is, with what was wrong for the report. Trying again fails the same way."""
+    found = f"KeyError {exc.args[0]!r}" if isinstance(exc, KeyError) and exc.args else None
+    found = found or f"{type(exc).__name__}: {exc}"
+    return Dead(
+        f"an unexpected error in watchbridge, a bug: its {row.action} row for {target} cannot "
+        f"be read ({found}); please report it (a retry fails the same way)"
+    )
+
+
 @dataclass(frozen=True)
 class Hold:
     """The target as a whole cannot take anything now (down, rate-limited, sign-in lost).
