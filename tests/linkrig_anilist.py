@@ -88,6 +88,7 @@ def make_reader(
         reverse=sample_reverse,
         seasons=seasons,
         movies=link.movies,
+        other=next((name for name in link.services if name != "anilist"), "trakt"),  # as built
     )
 
 
