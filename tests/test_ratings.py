@@ -73,3 +73,20 @@ def test_a_rating_and_what_it_became_on_a_coarser_side_are_one_rating() -> None:
     assert ratings.same_on_both("plex", 75, "trakt", 80)  # Plex's 7.5 is 8 on Trakt
     assert ratings.same_on_both("trakt", 80, "plex", 75)
     assert not ratings.same_on_both("plex", 85, "trakt", 80)
+
+
+@pytest.mark.parametrize(
+    ("coarse", "fine", "rounded"),
+    [
+        (80, 75, True),  # AniList's 75 (or Plex's 7.5) as Trakt keeps it
+        (40, 35, True),
+        (10, 1, True),
+        (80, 80, False),  # the same rating, not a rounding
+        (70, 75, False),
+        (75, 80, False),
+    ],
+)
+def test_a_whole_point_is_known_as_the_rounding_of_a_finer_rating(
+    coarse: int, fine: int, rounded: bool
+) -> None:
+    assert ratings.rounded_from(coarse, fine) is rounded

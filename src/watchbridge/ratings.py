@@ -134,6 +134,18 @@ def kept_by(service: str, internal: int) -> int:
     return keep(internal) if keep is not None else internal
 
 
+def whole_point(internal: int) -> int:
+    """`internal` as the whole-point services (Trakt, Serializd) keep it: 75 is 80."""
+    return to_trakt(internal) * 10
+
+
+def rounded_from(coarse: int, fine: int) -> bool:
+    """Whether `coarse` is `fine` (another value) as the whole-point services keep it: what a
+    finer rating (AniList's 75, Plex's 7.5) becomes on its way round a household through
+    Trakt or Serializd (Trakt's 8, then 8.0 on the Plex of a Plex-Trakt link)."""
+    return coarse != fine and whole_point(fine) == coarse
+
+
 def same_on_both(a: str, value_a: int, b: str, value_b: int) -> bool:
     """Whether two sides' ratings are one rating: equal, or one is what the other became on a
     coarser side (Plex's 7.5 is 8 on Trakt; writing 8 back to Plex would change the user's)."""

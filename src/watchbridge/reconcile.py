@@ -1121,8 +1121,8 @@ def _rating_decision(
         if ratings.same_on_both(a, ra.value, b, rb.value):
             return None
         winner, why = _winner(link, item, current, baseline, copying)
-        if unread and why == NEWER:
-            return None  # a date unread cannot tell which is newer: it waits
+        if unread and (why == NEWER or why.startswith(FINER)):
+            return None  # a date (or value) unread cannot tell which is newer: it waits
         loser = b if winner == a else a
         return winner, loser, "set_rating", f"ratings differ: {winner} wins ({why})"
     present, missing = (a, b) if ra is not None else (b, a)
@@ -1136,6 +1136,7 @@ def _rating_decision(
 
 
 NEWER = "newer"  # why a rating wins by its date alone
+FINER = "the finer rating"  # why it wins over its own whole point (`_winner`)
 
 
 def _winner(
@@ -1151,10 +1152,19 @@ def _winner(
     changed since the last run (each compared with its own baseline, `_changed`) wins, whatever
     the dates: its change is the newest event. Dates alone mislead (an older rating showing
     again once a newer one is deleted is a change dated long ago). Both changed, or either
-    side's baseline lacks the item (a first run, a kind new to the link): the newer date.
-    Neither changed: the copy one side won and still waits for (`copying`: target, item,
-    value of the link's rating copies not delivered yet, dead letters too) keeps winning, or
-    the next run would undo the last one's choice by the dates; else the newer date."""
+    side's baseline lacks the item (a first run, a kind new to the link): the newer date, but
+    for a whole point (below). Neither changed: the copy one side won and still waits for
+    (`copying`: target, item, value of the link's rating copies not delivered yet, dead
+    letters too) keeps winning, or the next run would undo the last one's choice by the
+    dates; else the newer date.
+
+    Both changed, or the link meets both ratings first: against its own whole point
+    (`ratings.rounded_from`) the finer rating wins, not the newer. A rating goes round a
+    household through Trakt or Serializd and reaches two fine sides (Plex, AniList) both as
+    itself and as its whole point, the latter dated when it arrived: the newer date would
+    overwrite the user's 75 with the 80 it became. (Not when neither changed: a side's
+    baseline is what the run read before its copy landed, so a whole point the user gives
+    again there reads as no change, and its date tells it.)"""
     a, b = link.services[0], link.services[1]
     if link.direction == "one-way":
         return a, "the link's source"
@@ -1163,6 +1173,7 @@ def _winner(
     ra, rb = current[a].ratings[item], current[b].ratings[item]
     before_a = baseline.get(a, Side()).ratings.get(item)
     before_b = baseline.get(b, Side()).ratings.get(item)
+    newer = (a if ra.at >= rb.at else b), NEWER
     if before_a is not None and before_b is not None:
         changed_a, changed_b = _changed(ra, before_a), _changed(rb, before_b)
         if changed_a != changed_b:
@@ -1171,7 +1182,13 @@ def _winner(
             won_a, won_b = (b, item, ra.value) in copying, (a, item, rb.value) in copying
             if won_a != won_b:
                 return (a if won_a else b), "its copy still waits"
-    return (a if ra.at >= rb.at else b), NEWER
+            return newer
+    elif before_a is not None or before_b is not None:
+        return newer
+    for finer, coarser, rated, whole in ((a, b, ra, rb), (b, a, rb, ra)):
+        if ratings.rounded_from(whole.value, rated.value):
+            return finer, f"{FINER}: {coarser}'s is its whole point"
+    return newer
 
 
 def _mass_removal(
