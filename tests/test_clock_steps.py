@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from tests.fakes.base import FakeServer
 from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import sign_in_trakt
+from tests.playback_rig import running_rig
 from tests.test_delivery import (
     UNKNOWN_GUID,
     _lift_the_pacer,
@@ -25,7 +27,7 @@ from tests.test_delivery import (
     worker_for,
 )
 from watchbridge.app import Runtime
-from watchbridge.clocksteps import STEP, ClockWatch
+from watchbridge.clocksteps import STEP, ClockWatch, sent_at
 from watchbridge.config import parse_config
 from watchbridge.deliver.worker import DeliveryWorker
 from watchbridge.services.trakt import parse_iso
@@ -34,6 +36,7 @@ from watchbridge.wiring import build_runtime
 pytestmark = pytest.mark.anyio
 
 DAY = 86400.0
+HEAT_BY_IMDB = {"type": "movie", "ids": {"imdb": "tt0113277"}}
 
 
 @pytest.fixture
@@ -194,6 +197,72 @@ async def test_a_clock_set_back_between_a_stop_and_a_start_does_not_hold_deliver
     finally:
         await close_targets(restarted)
         again.close()
+
+
+async def test_a_play_stamped_while_the_clock_ran_ahead_goes_out_dated_no_later_than_now(
+    tmp_path: Path,
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    receiver: AlertReceiver,
+    clock: FakeClock,
+    uptime: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The clock runs a day fast; the film ends and is rated while Trakt answers 503, and the
+    # service stops. (A single stop goes out live, dated by Trakt; a rating, a mark or a burst
+    # of plays carries our time.)
+    trakt.advance(clock() - DAY - trakt.now())  # Trakt's clock is right all along
+    trakt.fail_next(1, 503)
+    webhook(runtime, "movie_media_scrobble.json")
+    rated_at = clock()
+    webhook(runtime, "movie_media_rate.json")
+    await worker.pass_once(runtime)
+    assert trakt.history() == [] and trakt.ratings() == []
+    runtime.note_alive()
+    await close_targets(worker)
+    runtime.close()
+    # Restarted with the clock set right (the day it ran fast taken back), minutes later.
+    clock.advance(-DAY + 300)
+    uptime.advance(300)
+    trakt.advance(clock() - trakt.now())
+    again = _runtime(tmp_path, trakt, receiver, clock, uptime)
+    restarted = worker_for(again)
+    try:
+        with caplog.at_level(logging.WARNING):
+            await drain(restarted, again, clock, passes=3, step=301)
+    finally:
+        await close_targets(restarted)
+        again.close()
+    (play,) = trakt.history()
+    (rating,) = trakt.ratings()
+    assert play.watched_at is not None
+    # Not the day ahead it was stamped: the time the restarted service first looked.
+    assert parse_iso(play.watched_at) <= clock() and parse_iso(rating.rated_at) <= clock()
+    assert abs(parse_iso(play.watched_at) - (rated_at - DAY + 300)) <= 60
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("plays dated ahead of this clock") for m in messages)
+
+
+def test_a_generic_play_dated_minutes_ahead_of_this_clock_is_dated_now(tmp_path: Path) -> None:
+    # Accepted as two clocks a little apart (generic.dated): sent as it came, a play would end
+    # in Trakt's history after the time it reached watchbridge.
+    with running_rig(tmp_path) as rig:
+        ahead = datetime.fromtimestamp(rig.clock() + 240, UTC).isoformat()
+        rig.post(
+            "generic",
+            {"event": "played", "user": "alex", "item": HEAT_BY_IMDB} | {"watched_at": ahead},
+        )
+        (play,) = rig.plays()
+        assert play["payload"]["at"] == rig.clock()
+
+
+def test_a_time_goes_out_no_later_than_now_unless_the_clock_is_not_set() -> None:
+    now = 1_800_000_000.0
+    assert sent_at(now - 60, now) == now - 60
+    assert sent_at(now + DAY, now) == now
+    # A board booted at 1970 cannot judge a sender's time: it stands.
+    assert sent_at(now, 86400.0) == now
 
 
 def test_a_step_is_seen_either_way_and_time_syncs_slewing_is_not_one() -> None:

@@ -33,6 +33,14 @@ STEP = 60.0
 UNSET_BEFORE = 1_577_836_800.0
 
 
+def sent_at(at: float, now: float) -> float:
+    """The time a play (or rating) stamped `at` goes out as to any target, at `now`: never
+    after now. A time ahead was stamped by a clock that ran ahead (an earlier process's, set
+    back across the restart; a sender's): no viewing ends in the future, and Trakt, Serializd
+    and AniList would keep it so for good. A clock not set yet (before 2020) cannot judge."""
+    return at if at <= now or now < UNSET_BEFORE else now
+
+
 def uptime() -> float:
     """Seconds since boot, suspended time included (a suspended host is no step), on a clock
     no one sets."""

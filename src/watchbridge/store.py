@@ -2789,6 +2789,24 @@ class Store:
             )
             return cursor.rowcount
 
+    def redate_ahead(self, now: float, sent_at: Callable[[float, float], float]) -> int:
+        """Date the pending rows whose `at` is ahead of `now` as `sent_at(at, now)` says
+        (clocksteps.sent_at), once, so every try of a row sends one time. A link's rows keep
+        the time their source service holds (its copy must match it). How many moved."""
+        with self.transaction() as conn:
+            ahead = conn.execute(
+                "SELECT id, CAST(json_extract(payload, '$.at') AS REAL) AS at FROM outbox"
+                " WHERE status = 'pending' AND json_extract(payload, '$.link') IS NULL"
+                " AND CAST(json_extract(payload, '$.at') AS REAL) > ?",
+                (now,),
+            ).fetchall()
+            dated = ((sent_at(row["at"], now), row) for row in ahead)
+            moved = [(at, row["id"]) for at, row in dated if at != row["at"]]
+            conn.executemany(
+                "UPDATE outbox SET payload = json_set(payload, '$.at', ?) WHERE id = ?", moved
+            )
+            return len(moved)
+
     def due_after_config_change(self, fingerprint: str, now: float) -> int | None:
         """When `fingerprint` (`Config.delivery_fingerprint`) differs from the last start's,
         make the pending rows a config can unblock due now and keep the new one: those held

@@ -24,6 +24,7 @@ from litestar.types import Receive, Scope, Send
 
 from watchbridge.account_ids import KEPT, Key, Learnt, NameKey, NewId, Renamed, name_key
 from watchbridge.app import BEFORE_ROUTER, Runtime
+from watchbridge.clocksteps import sent_at
 from watchbridge.config import TV_ONLY, Config, same_account, targets_for
 from watchbridge.errors import StoreError
 from watchbridge.ingest import generic, parse
@@ -741,7 +742,9 @@ def ingest_job(
     now = runtime.clock()
     at = now
     if event.source == "generic" and event.occurred_at:
-        at, frame = event.occurred_at, ""  # the sender's time: no step of ours moves it
+        # The sender's time (no step of ours moves it), never after now: a sender's clock
+        # ahead by a few minutes passes the check of its time (generic.dated).
+        at, frame = sent_at(event.occurred_at, now), ""
     elif event.source != "generic":
         # Media servers post as it happens; their timestamps (Plex lastViewedAt) can describe
         # an earlier viewing. Only our generic schema may carry an explicit time.

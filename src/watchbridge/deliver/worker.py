@@ -23,6 +23,7 @@ from watchbridge.accounts import AccountNotes, for_the_old_account
 from watchbridge.alerts import SENT, UNREACHABLE_ALERT_AFTER, format_span
 from watchbridge.app import Runtime
 from watchbridge.backoff import doubled
+from watchbridge.clocksteps import sent_at
 from watchbridge.config import DeliveryConfig, undeliverable, unwanted_by_link
 from watchbridge.errors import names_profile
 from watchbridge.http import Unavailable, changed_answer
@@ -629,6 +630,9 @@ class DeliveryWorker:
         # alive: a clock set back across a restart): a step back is seen.
         self._latest_now: float | None = None
         self._restamping = asyncio.Lock()  # one target loop moves the stamps of a step
+        # Rows dated ahead of the clock are looked for at the first pass and after each step:
+        # only an earlier process's stamps (its clock ahead, set back since) can be.
+        self._ahead_looked = False
         self.claim_renew_every = CLAIM_RENEW_EVERY
         # When to look for dead letters no alert told of (any process's): at once at start.
         self._look_for_untold_at = 0.0
@@ -781,7 +785,8 @@ class DeliveryWorker:
         moves them once `_after_a_step_back` sees it, also across a restart): an outage of
         minutes is not told as one of days."""
         async with self._restamping:
-            for step in runtime.clock_watch.unhandled():
+            steps = runtime.clock_watch.unhandled()
+            for step in steps:
                 moved = await asyncio.to_thread(runtime.store.restamp, step)
                 if step.seconds > 0:
                     await self._move_holds(runtime, step.seconds)
@@ -790,6 +795,16 @@ class DeliveryWorker:
                     log.info(
                         "plays received before the clock jumped dated by the clock as it is now",
                         extra={"seconds": round(step.seconds), "rows": moved},
+                    )
+            if not self._ahead_looked or steps:
+                self._ahead_looked = True
+                now = runtime.clock()
+                ahead = await asyncio.to_thread(runtime.store.redate_ahead, now, sent_at)
+                if ahead:
+                    log.warning(
+                        "plays dated ahead of this clock (stamped while a clock ran ahead, set "
+                        "back since) go out dated now: no target is sent a time in the future",
+                        extra={"rows": ahead},
                     )
 
     def _open_targets(self, now: float, names: Sequence[str]) -> list[str]:
