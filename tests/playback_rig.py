@@ -110,15 +110,19 @@ def _superseded(row: dict[str, Any]) -> bool:
 
 
 @contextmanager
-def running_rig(tmp_path: Path) -> Iterator[Rig]:
+def running_rig(
+    tmp_path: Path, clock: FakeClock | None = None, uptime: FakeClock | None = None
+) -> Iterator[Rig]:
+    """The rig, on `clock` (else a FakeClock of its own); `uptime`: the machine's, else the
+    clock is its own uptime (it never steps)."""
     db = tmp_path / "wb.db"
     config = parse_config(
         CONFIG.format(secret=SECRET, db=db, client_id=CLIENT_ID, dead=free_port()),
         Path("watchbridge.yaml"),
         {},
     )
-    clock = FakeClock()
-    runtime = build_runtime(config, clock=clock)
+    clock = FakeClock() if clock is None else clock
+    runtime = build_runtime(config, clock=clock, uptime=uptime)
     app = create_app(runtime, tasks=[], extra_routes=[*webhooks.ROUTES])
     with AppThread(app) as thread:
         yield Rig(thread, clock, db, runtime)

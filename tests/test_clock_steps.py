@@ -5,6 +5,7 @@ hand. The uptime (clocksteps.uptime) is a second hand-moved clock here: it is wh
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
@@ -16,7 +17,7 @@ from tests.fakes.base import FakeServer
 from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import sign_in_trakt
-from tests.playback_rig import running_rig
+from tests.playback_rig import jellyfin, jellyfin_progress, running_rig
 from tests.test_delivery import (
     UNKNOWN_GUID,
     _lift_the_pacer,
@@ -30,6 +31,7 @@ from watchbridge.app import Runtime
 from watchbridge.clocksteps import STEP, ClockWatch, sent_at
 from watchbridge.config import parse_config
 from watchbridge.deliver.worker import DeliveryWorker
+from watchbridge.maintenance import housekeeping
 from watchbridge.services.trakt import parse_iso
 from watchbridge.wiring import build_runtime
 
@@ -255,6 +257,38 @@ def test_a_generic_play_dated_minutes_ahead_of_this_clock_is_dated_now(tmp_path:
         )
         (play,) = rig.plays()
         assert play["payload"]["at"] == rig.clock()
+
+
+def test_a_viewing_ended_before_the_clock_is_set_by_years_is_not_played_again_when_it_wakes(
+    tmp_path: Path,
+) -> None:
+    # A board without a real-time clock booted at 1970; its Jellyfin TV finishes an episode
+    # and is left paused on the credits. NTP then sets the clock, 54 years forward. Sessions
+    # are forgotten after 400 days: by the clock as stamped, this one would be at once.
+    clock, uptime = FakeClock(2 * DAY), FakeClock(30.0)
+    with running_rig(tmp_path, clock, uptime) as rig:
+
+        def later(seconds: float) -> None:
+            clock.advance(seconds)
+            uptime.advance(seconds)
+
+        rig.post("jellyfin", jellyfin("playback_start_episode.json"))
+        later(46 * 60)
+        rig.post("jellyfin", jellyfin_progress(97, paused=True))
+        later(1.5 * 3600)
+        rig.post("jellyfin", jellyfin("playback_stop_episode_completed.json"))
+        later(60)
+        clock.advance(1_700_000_000 - clock())  # time sync answers
+        asyncio.run(housekeeping(rig.runtime))  # the hourly round, before the worker's pass
+        worker = DeliveryWorker(lambda _: [], rig.runtime.config.delivery)
+        asyncio.run(worker.pass_once(rig.runtime))
+        later(2 * DAY)
+        rig.housekeeping()
+        # The TV wakes and reports that viewing again.
+        rig.post("jellyfin", jellyfin_progress(97, paused=True))
+        later(60)
+        rig.post("jellyfin", jellyfin("playback_stop_episode_completed.json"))
+        assert len(rig.plays()) == 1, rig.live()
 
 
 def test_a_time_goes_out_no_later_than_now_unless_the_clock_is_not_set() -> None:

@@ -52,13 +52,15 @@ def uptime() -> float:
 class Step:
     """The wall clock moved `seconds` (forward when positive) beside the uptime, ending the
     frame `frame` (which began at `began` and was last seen at `last`, by its own clock) and
-    beginning the frame `into`."""
+    beginning the frame `into`. `seen`: when the step was seen, by the ended frame's clock;
+    nothing was stamped in that frame later (every stamp looks first)."""
 
     frame: str
     into: str
     seconds: float
     began: float
     last: float
+    seen: float = 0.0
 
 
 class ClockWatch:
@@ -87,7 +89,8 @@ class ClockWatch:
         elif abs(offset - self._offset) > STEP:
             left = self.frame
             self._frames += 1
-            step = Step(left, self.frame, offset - self._offset, self._began, self._last)
+            seconds = offset - self._offset
+            step = Step(left, self.frame, seconds, self._began, self._last, wall - seconds)
             self._steps.append(step)
             self._began = wall
             self._unset_told = False

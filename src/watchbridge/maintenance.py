@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import time
 from typing import TYPE_CHECKING
 
@@ -108,11 +109,15 @@ async def housekeeping(
     from watchbridge.scheduler import reported
 
     carried = {(plex.SERVICE, plex.WRITTEN_BEFORE): plex.KEEP_WRITTEN_BEFORE}
+    # A step of the clock the delivery worker has not handled yet (it moves the sessions'
+    # times at its next pass): their ages are off by it, so none is forgotten this round.
+    stepped = bool(runtime.clock_watch.unhandled())
     pruned = await asyncio.to_thread(
         runtime.store.prune,
         runtime.clock(),
         KEEP_DONE,
-        KEEP_SESSIONS,
+        math.inf if stepped else KEEP_SESSIONS,
+        keep_marks=math.inf if stepped else KEEP_MARKS,
         keep_carried=carried,
     )
     if any(pruned.values()):

@@ -2772,8 +2772,9 @@ class Store:
 
     def restamp(self, step: Step) -> int:
         """Move the times the clock stamped in `step.frame` by the step (clocksteps): the
-        plays' `at` (then of the frame the step began) and, of rows failing since within that
-        frame, their failing_since (delivery.max_age counts from it). How many plays moved."""
+        plays' `at` (then of the frame the step began), of rows failing since within that
+        frame their failing_since (delivery.max_age counts from it), and of a forward step the
+        playback sessions' times within it. How many plays moved."""
         with self.transaction() as conn:
             cursor = conn.execute(
                 "UPDATE outbox SET payload = json_set(payload,"
@@ -2787,7 +2788,26 @@ class Store:
                 " WHERE status IN ('pending', 'inflight') AND failing_since BETWEEN ? AND ?",
                 (step.seconds, step.began, step.last),
             )
+            if step.seconds > 0:
+                self._restamp_sessions(conn, step)
             return cursor.rowcount
+
+    @staticmethod
+    def _restamp_sessions(conn: sqlite3.Connection, step: Step) -> None:
+        """Move the playback sessions' times stamped within the frame a forward step ended:
+        a viewing's later events are judged against them (hours idle is a new viewing), and
+        housekeeping forgets them by age (a board booted at 1970, set to now, would forget
+        every session of its first hour). Not back: a session stamped after a step back (by a
+        webhook before the worker's next pass) can fall within the ended frame's times."""
+        columns = ("updated_at", "began_at", "rest_ended_at", "completed_at")
+        within = {c: f"{c} BETWEEN :began AND :seen" for c in columns}
+        moved = ", ".join(
+            f"{c} = CASE WHEN {within[c]} THEN {c} + :seconds ELSE {c} END" for c in columns
+        )
+        conn.execute(
+            f"UPDATE playback_sessions SET {moved} WHERE {' OR '.join(within.values())}",
+            {"began": step.began, "seen": step.seen, "seconds": step.seconds},
+        )
 
     def redate_ahead(self, now: float, sent_at: Callable[[float, float], float]) -> int:
         """Date the pending rows whose `at` is ahead of `now` as `sent_at(at, now)` says
