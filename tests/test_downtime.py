@@ -15,8 +15,10 @@ from typing import Any
 
 import httpx
 
-from tests.fakes.receiver import AlertReceiver
+from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.harness import ServiceProcess, free_port, put_back, write_config
+from tests.playback_rig import running_rig
+from watchbridge.clocksteps import Reading
 from watchbridge.config import parse_config
 from watchbridge.downtime import (
     DOWNTIME_TITLE,
@@ -290,3 +292,55 @@ def test_a_kill_while_a_stop_drains_its_connections_is_no_absence(
     assert "was not running" not in service.output()
     assert status["downtime"] is None
     assert receiver.titles() == []
+
+
+# --------------------------------------------------------------------------- the clock moved
+# between a stop and a start: the uptime (clocksteps) times the absence on one boot
+
+
+def restarted_after(tmp_path: Path, up: float, clock_set: float) -> str | None:
+    """The downtime a start tells `up` seconds (of uptime) after a service stopped on the same
+    boot (its plays sent by a generic webhook), its clock set `clock_set` seconds forward
+    (back when negative) meanwhile; in process, on hand-moved clocks."""
+    clock, uptime = FakeClock(1_700_000_000.0), FakeClock(5_000.0)
+    with running_rig(tmp_path, clock, uptime) as rig:
+        rig.post("generic", {"event": "played", "user": "alex", "item": HEAT})
+    uptime.advance(up)
+    clock.advance(up + clock_set)
+    with running_rig(tmp_path, clock, uptime) as rig:
+        return rig.runtime.downtime
+
+
+HEAT = {"type": "movie", "ids": {"imdb": "tt0113277"}}
+DAY = 86400.0
+
+
+def test_a_clock_fixed_before_a_restart_is_no_absence_of_days(tmp_path: Path) -> None:
+    # The clock was 3 days behind (a board booted with an old saved time, no time sync
+    # reached); fixed by hand, and the service restarted a minute later.
+    assert restarted_after(tmp_path, 60, clock_set=3 * DAY) is None
+
+
+def test_an_absence_hidden_by_a_clock_set_back_is_told_timed_by_the_uptime(
+    tmp_path: Path,
+) -> None:
+    # The clock ran a day fast; the service was down 3 hours, and the clock set right meanwhile.
+    notice = restarted_after(tmp_path, 3 * 3600, clock_set=-DAY)
+    assert notice is not None
+    assert notice.startswith("watchbridge was not running for about 3 h (since ")
+    assert "timed by the uptime: the clock was set meanwhile" in notice
+
+
+def test_a_note_the_clocks_cannot_time_across_a_reboot_claims_no_length() -> None:
+    now = Reading(1_700_000_000.0, 90.0, "boot-2")
+    # Noted by a clock never set (a board booted at 1970), then a reboot.
+    never_set = downtime_notice(Reading(3600.0, 3000.0, "boot-1"), now, ["jellyfin"])
+    assert never_set is not None
+    assert "not running for a time the clocks cannot tell" in never_set
+    assert "days" not in never_set
+    # Noted after this boot began, by a clock that ran ahead.
+    ahead = downtime_notice(Reading(1_700_000_600.0, 3000.0, "boot-1"), now, ["jellyfin"])
+    assert ahead is not None and "a time the clocks cannot tell" in ahead
+    # Across a reboot, clocks that agree with it time it as they say.
+    rebooted = downtime_notice(Reading(1_699_990_000.0, 3000.0, "boot-1"), now, ["jellyfin"])
+    assert rebooted is not None and "for about 2 h (since 2023-11-14 19:26 UTC)" in rebooted

@@ -145,6 +145,8 @@ class Runtime:
     clock_watch: ClockWatch = field(init=False)
     # The service's last note that it was alive (downtime.py), as `open` found it.
     alive_before: float | None = None
+    # The boot `uptime` counts from (clocksteps.boot_id); None: not known.
+    boot: str | None = field(default_factory=clocksteps.boot_id)
 
     def __post_init__(self) -> None:
         if self.uptime is None:
@@ -234,11 +236,17 @@ class Runtime:
         if self._stop_noted is not None:
             await to_the_end(self._stop_noted)
 
+    def reading(self) -> clocksteps.Reading:
+        """The clock now, beside the uptime and its boot (downtime.py compares two)."""
+        assert self.uptime is not None  # set by __post_init__
+        return clocksteps.Reading(self.clock(), self.uptime(), self.boot)
+
     def note_alive(self) -> None:
         """Note the service alive now (downtime.py); a database that fails it only makes the
         next start tell less."""
         with contextlib.suppress(sqlite3.Error, StoreError):
-            self.store.note_alive(self.clock())
+            reading = self.reading()
+            self.store.note_alive(reading.wall, reading)
 
     def store_status(self) -> StoreStatus:
         """The store's status as the page and the API show it (error texts redacted)."""
@@ -745,8 +753,9 @@ def _lifespan(runtime: Runtime, tasks: Sequence[BackgroundTask]) -> Callable[[Li
         runtime.open(service=True)
         # Read before the maintenance task notes this start as alive (a quick read).
         sources = unread_sources(runtime.config, runtime.store.recent_sources())
-        alive_at = runtime.store.alive_at()
-        runtime.downtime = downtime_notice(alive_at, runtime.clock(), sources)
+        last = runtime.store.alive_reading()
+        alive_at = None if last is None else last.wall
+        runtime.downtime = downtime_notice(last, runtime.reading(), sources)
         absence = f"{alive_at or 0:.0f}"
         # A backup copy put back: the copy's alive note is as old as the copy, but the
         # service ran after it, so "was not running" would be untrue (and marking plays

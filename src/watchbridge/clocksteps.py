@@ -41,6 +41,26 @@ def sent_at(at: float, now: float) -> float:
     return at if at <= now or now < UNSET_BEFORE else now
 
 
+@dataclass(frozen=True)
+class Reading:
+    """The wall clock (`wall`) read beside the uptime and the boot it counts from (`boot`,
+    None: not known): two readings of one boot tell the time between them, whatever the wall
+    clock did meanwhile."""
+
+    wall: float
+    uptime: float | None = None
+    boot: str | None = None
+
+
+def boot_id() -> str | None:
+    """This boot's id (Linux's, also seen inside a container), None where there is none."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as found:
+            return found.read().strip() or None
+    except OSError:
+        return None
+
+
 def uptime() -> float:
     """Seconds since boot, suspended time included (a suspended host is no step), on a clock
     no one sets."""

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import dataclass
 
+from watchbridge.clocksteps import STEP, UNSET_BEFORE, Reading
 from watchbridge.config import Config
 
 ALIVE_EVERY = 300.0
@@ -31,17 +33,59 @@ def unread_sources(config: Config, seen: set[str]) -> list[str]:
     return sorted(s for s in seen if READ_BY_LINKS.get(s) not in linked)
 
 
-def downtime_notice(alive_at: float | None, now: float, sources: list[str]) -> str | None:
-    """What to tell of an absence since `alive_at` (None: a first start), or None."""
-    if alive_at is None or not sources or now - alive_at < WORTH_TELLING:
+@dataclass(frozen=True)
+class Away:
+    """How long the service was away, as far as the clocks tell: `seconds` (None: they cannot
+    tell), timed by the uptime when the wall clock `moved` meanwhile."""
+
+    seconds: float | None
+    moved: bool = False
+
+
+def away(last: Reading, now: Reading) -> Away:
+    """The absence since the note `last`, read `now`. One boot: by the uptime, which no one
+    sets (a clock fixed before this start is no absence of days, nor a clock that ran fast a
+    short one). Across a reboot only the wall clocks can tell, unless they say what cannot
+    be: a note by a clock never set (before 2020), or one later than this boot began."""
+    wall = now.wall - last.wall
+    if now.uptime is not None and last.uptime is not None and last.boot and last.boot == now.boot:
+        seconds = now.uptime - last.uptime
+        return Away(seconds, moved=abs(wall - seconds) > STEP)
+    if last.wall < UNSET_BEFORE <= now.wall:
+        return Away(None, moved=True)
+    rebooted = bool(last.boot and now.boot and last.boot != now.boot)
+    if rebooted and now.uptime is not None and wall < now.uptime - STEP:
+        return Away(None, moved=True)
+    return Away(wall)
+
+
+def downtime_notice(
+    last: Reading | float | None, now: Reading | float, sources: list[str]
+) -> str | None:
+    """What to tell of an absence since the service's last note that it was alive (`last`;
+    None: a first start), read `now` (a float: the wall clock alone), or None."""
+    if last is None or not sources:
         return None
-    since = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(alive_at))
+    last = last if isinstance(last, Reading) else Reading(last)
+    now = now if isinstance(now, Reading) else Reading(now)
+    gone = away(last, now)
+    if gone.seconds is None:
+        noted = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(max(last.wall, 0.0)))
+        length = (
+            f"a time the clocks cannot tell (its last note that it ran says {noted}, by a "
+            "clock that was not set or ran ahead, and the machine restarted since)"
+        )
+    elif gone.seconds < WORTH_TELLING:
+        return None
+    else:
+        since = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(now.wall - gone.seconds))
+        moved = "; timed by the uptime: the clock was set meanwhile" if gone.moved else ""
+        length = f"about {_span(gone.seconds)} (since {since}{moved})"
     return (
-        f"watchbridge was not running for about {_span(now - alive_at)} (since {since}): media "
-        f"servers do not send a webhook again, so what finished meanwhile on "
-        f"{', '.join(sources)} reached no service (no link reads it back); mark those items "
-        "watched again there to send them (an item the server shows played already: mark it "
-        "unplayed, then played)"
+        f"watchbridge was not running for {length}: media servers do not send a webhook "
+        f"again, so what finished meanwhile on {', '.join(sources)} reached no service (no "
+        "link reads it back); mark those items watched again there to send them (an item the "
+        "server shows played already: mark it unplayed, then played)"
     )
 
 

@@ -62,7 +62,8 @@ class Maintenance:
                 if noted_at is None or time.monotonic() - noted_at >= ALIVE_EVERY:
                     # What the next start compares with (downtime.py): a write every few minutes.
                     noted_at = time.monotonic()
-                    await asyncio.to_thread(runtime.store.note_alive, runtime.clock())
+                    reading = runtime.reading()
+                    await asyncio.to_thread(runtime.store.note_alive, reading.wall, reading)
                 if kept_at is None or time.monotonic() - kept_at >= EVERY:
                     kept_at = time.monotonic()
                     await housekeeping(runtime, trakt, stop)  # sends the alerts owed too

@@ -28,7 +28,7 @@ import msgspec
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
-from watchbridge.clocksteps import Step
+from watchbridge.clocksteps import Reading, Step
 from watchbridge.errors import StoreError
 from watchbridge.model import ref_from_dict
 from watchbridge.playback import (
@@ -121,6 +121,8 @@ DIED = (
     "system's log for the out-of-memory killer and give the container more memory"
 )
 WAITING_SHOWN = 5  # reasons rows are held for, shown by `status` and the page
+# The uptime and boot of the service's last note that it was alive (`note_alive`).
+ALIVE_CLOCK = "alive_clock"
 KEEP_MARKS = 400 * 86400.0  # an item's last completion (marks session) stays over a year
 # What holds a row back (outbox.held): its target as a whole (down, rate-limits, fails), or
 # its profile's deliveries to it (a lost sign-in, an account limit, the profile rate-limited).
@@ -3738,13 +3740,33 @@ class Store:
         found = self._query("SELECT value FROM settings WHERE name = 'alive_at'")
         return float(found[0]["value"]) if found else None
 
-    def note_alive(self, now: float) -> None:
+    def alive_reading(self) -> Reading | None:
+        """The service's last note that it was running, with the uptime and boot it was
+        noted in when the note of them is of that very note (not one an older release, or a
+        hand, left behind)."""
+        alive_at = self.alive_at()
+        if alive_at is None:
+            return None
+        with contextlib.suppress(TypeError, ValueError, KeyError):
+            noted = json.loads(self.known_setting(ALIVE_CLOCK) or "null")
+            if float(noted["wall"]) == alive_at:
+                return Reading(alive_at, float(noted["uptime"]), str(noted["boot"]))
+        return Reading(alive_at)
+
+    def note_alive(self, now: float, reading: Reading | None = None) -> None:
+        """Note the service alive at `now`; `reading`: the uptime and boot of the note."""
         with self.transaction() as conn:
             conn.execute(
                 "INSERT OR REPLACE INTO settings (name, value, updated_at)"
                 " VALUES ('alive_at', ?, ?)",
                 (repr(now), now),
             )
+            if reading is not None and reading.uptime is not None and reading.boot:
+                clock = {"wall": now, "uptime": reading.uptime, "boot": reading.boot}
+                conn.execute(
+                    "INSERT OR REPLACE INTO settings (name, value, updated_at) VALUES (?, ?, ?)",
+                    (ALIVE_CLOCK, json.dumps(clock), now),
+                )
 
     # ------------------------------------------------------------------ mirrors
 
