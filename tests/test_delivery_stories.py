@@ -183,7 +183,7 @@ async def test_a_429_on_the_ratings_of_a_batch_keeps_its_plays_and_sends_the_rat
 async def test_a_batch_cloudflare_answered_502_after_trakt_wrote_it_lands_once(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:
-    times = {n: to_minute(clock() - 5 * 3600 + n * EPISODE) for n in range(1, 9)}
+    times = {n: to_minute(clock() - 7 * 3600 + n * EPISODE) for n in range(1, 9)}
     runtime.store.enqueue([late_episode(n, at, f"p{n}") for n, at in times.items()], clock())
     trakt.fail_next(
         1, 502, body=cloudflare_page(502), route="POST /sync/history", after_handler=True
