@@ -123,6 +123,30 @@ async def test_a_play_marks_the_item_watched(
     assert plex.user_state("100") == {"viewCount": 1, "lastViewedAt": NOW}
 
 
+async def test_maps_a_read_left_cut_short_are_never_written_by(
+    target: PlexTarget, reader: PlexReader, plex: FakePlex, store: Store
+) -> None:
+    # A read writes its maps back in parts; killed between two, they are a mix of two reads'
+    # (ratingKeys and plays), which a write could go by to the wrong item, or take a play for
+    # one there already. The rows wait (no attempt spent) until a read writes them whole.
+    await plays(reader)
+    plex.watch("202", T0)
+    store.db.execute(
+        "CREATE TRIGGER cut BEFORE INSERT ON mirror WHEN NEW.collection = 'plays'"
+        " BEGIN SELECT RAISE(ABORT, 'killed'); END"
+    )
+    with pytest.raises(Exception, match="killed"):
+        await plays(reader)
+    store.db.execute("DROP TRIGGER cut")
+    item = row(store, "play", ARRIVAL, T0)
+    held = (await target.deliver([item], NOW))[item.id]
+    assert isinstance(held, Hold) and "cut short" in held.reason and not held.target_wide
+    assert plex.user_state("100").get("viewCount", 0) == 0
+    await plays(reader)
+    assert (await target.deliver([item], NOW))[item.id] == Delivered("marked watched")
+    assert plex.user_state("100") == {"viewCount": 1, "lastViewedAt": NOW}
+
+
 async def test_a_removed_profiles_play_is_never_written_to_the_owners_account(
     reader: PlexReader, plex: FakePlex, config: Config, store: Store, clock: FakeClock
 ) -> None:

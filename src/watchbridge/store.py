@@ -621,6 +621,9 @@ class MirrorCopy:
     profile: str
     collections: dict[str, dict[str, Any]]
     versions: dict[str, int]
+    # Those a write in parts was writing (`Store.mirror_change_in_parts`), or left cut short:
+    # a mix of its rows and those before it, never to be taken for a whole copy.
+    partial: set[str] = field(default_factory=set)
 
     def following(self, collection: str) -> int | None:
         """The version of `collection` this copy holds, taken away until a write of ours
@@ -651,6 +654,77 @@ def _mirror_written(
         (service, profile, collection),
     ).fetchone()
     return MirrorWritten(None if before is None else int(before[0]), int(after[0]))
+
+
+@dataclass(frozen=True)
+class MirrorChange:
+    """Entries to write to a mirror collection, encoded (key, JSON text), and keys to take
+    out of it."""
+
+    put: Sequence[tuple[str, str]] = ()
+    taken: Sequence[str] = ()
+
+
+def _parts(changes: Mapping[str, MirrorChange], part: int) -> Iterator[dict[str, MirrorChange]]:
+    """`changes` cut in parts of at most `part` entries, one collection's puts or keys taken
+    each."""
+    for collection, change in sorted(changes.items()):
+        for start in range(0, len(change.put), part):
+            yield {collection: MirrorChange(change.put[start : start + part])}
+        for start in range(0, len(change.taken), part):
+            yield {collection: MirrorChange((), change.taken[start : start + part])}
+
+
+def _version_of(
+    conn: sqlite3.Connection, service: str, profile: str, collection: str
+) -> int | None:
+    row = conn.execute(
+        "SELECT version FROM mirror_versions WHERE service = ? AND profile = ? AND collection = ?",
+        (service, profile, collection),
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def _mark_replacing(
+    conn: sqlite3.Connection, service: str, profile: str, collection: str, mine: int
+) -> int:
+    """Mark a collection as written in parts by `mine` (a new version); that version."""
+    written = _mirror_written(conn, service, profile, collection)
+    conn.execute(
+        "UPDATE mirror_versions SET replacing = ? WHERE service = ? AND profile = ?"
+        " AND collection = ?",
+        (mine, service, profile, collection),
+    )
+    return written.after
+
+
+def _whole_again(
+    conn: sqlite3.Connection, service: str, profile: str, collections: Sequence[str]
+) -> None:
+    """Take the not-whole marks off collections just written whole (each a new version)."""
+    for collection in collections:
+        _mirror_written(conn, service, profile, collection)
+        conn.execute(
+            "UPDATE mirror_versions SET replacing = NULL WHERE service = ? AND profile = ?"
+            " AND collection = ?",
+            (service, profile, collection),
+        )
+
+
+def _still_mine(
+    conn: sqlite3.Connection, service: str, profile: str, expected: Mapping[str, int], mine: int
+) -> bool:
+    """Whether each collection is still at the version our last write of it left, and marked
+    ours: nothing else wrote it since."""
+    for collection, version in expected.items():
+        row = conn.execute(
+            "SELECT version, replacing FROM mirror_versions WHERE service = ? AND profile = ?"
+            " AND collection = ?",
+            (service, profile, collection),
+        ).fetchone()
+        if row is None or row[0] != version or row[1] != mine:
+            return False
+    return True
 
 
 def _replacing(
@@ -4037,15 +4111,18 @@ class Store:
         collections: Sequence[str],
         kept: MirrorCopy | None,
     ) -> MirrorCopy:
-        versions = {
-            str(collection): int(version)
-            for collection, version in conn.execute(
-                "SELECT collection, version FROM mirror_versions WHERE service = ? AND profile = ?",
-                (service, profile),
-            )
-            if collection in collections
-        }
-        copy = MirrorCopy(service, profile, {}, {})
+        versions: dict[str, int] = {}
+        partial: set[str] = set()
+        for collection, version, replacing in conn.execute(
+            "SELECT collection, version, replacing FROM mirror_versions"
+            " WHERE service = ? AND profile = ?",
+            (service, profile),
+        ):
+            if collection in collections:
+                versions[str(collection)] = int(version)
+                if replacing is not None:
+                    partial.add(str(collection))
+        copy = MirrorCopy(service, profile, {}, {}, partial)
         for collection in collections:
             version = versions.get(collection)
             if version is not None:
@@ -4190,6 +4267,110 @@ class Store:
                 self.mirror_remove(service, profile, collection, parts[-1])
                 conn.execute(f"UPDATE mirror_versions SET replacing = NULL WHERE {where}", names)
             return True
+
+    def mirror_change_in_parts(
+        self,
+        service: str,
+        profile: str,
+        changes: Mapping[str, MirrorChange],
+        was: Mapping[str, int | None],
+        then: Callable[[sqlite3.Connection], None],
+        now: float,
+        part: int = REPLACE_PART,
+    ) -> bool:
+        """Write `changes` to mirror collections in transactions of `part` rows, then run
+        `then` and end the write in one more: a webhook's record waits for one of them, not
+        for all (a Plex read's maps at a big library are ~86,000 rows, ~0.5 s of the store's
+        lock in one). From the first to the last, the collections are marked not whole
+        (`MirrorCopy.partial`, `mirror_get_if_whole`), for a reader meanwhile and after a
+        crash halfway alike. `was`: the versions the changes were worked out from; False
+        (nothing more written, the marks left in place) as soon as another write of one of
+        them is found (at the start, or between two parts: a deliverer writing as it goes, a
+        replace by another process taking a mark over): the caller works the changes out
+        again from what the store holds then. Inside a transaction: one transaction, the
+        changes worked out in it: the collections whole again, whoever's marks they had."""
+        names = sorted(changes)
+        if self._held_here():
+            with self.transaction() as conn:
+                self._change(conn, service, profile, changes, now)
+                then(conn)
+                _whole_again(conn, service, profile, names)
+            return True
+        mine = random.getrandbits(62)
+        with contextlib.ExitStack() as replaces:
+            for collection in names:  # one order: two of them never wait for each other
+                replaces.enter_context(self._replace_of(service, profile, collection))
+            with self.transaction() as conn:
+                if any(_version_of(conn, service, profile, c) != was.get(c) for c in names):
+                    return False
+                expected = {c: _mark_replacing(conn, service, profile, c, mine) for c in names}
+            for chunk in _parts(changes, part):
+                # Not waiting for the disk: a power cut takes the last commits (WAL), never
+                # one before them, so a part lost leaves the marks in place.
+                with self._sync_level(False), self.transaction() as conn:
+                    if not _still_mine(conn, service, profile, expected, mine):
+                        return False
+                    expected |= self._change(conn, service, profile, chunk, now)
+            with self.transaction() as conn:
+                if not _still_mine(conn, service, profile, expected, mine):
+                    return False
+                then(conn)
+                _whole_again(conn, service, profile, names)
+            return True
+
+    @staticmethod
+    def _change(
+        conn: sqlite3.Connection,
+        service: str,
+        profile: str,
+        changes: Mapping[str, MirrorChange],
+        now: float,
+    ) -> dict[str, int]:
+        """Write `changes`; each collection's new version."""
+        versions: dict[str, int] = {}
+        for collection, change in changes.items():
+            conn.executemany(
+                "INSERT OR REPLACE INTO mirror (service, profile, collection, item_key, data,"
+                " updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                [(service, profile, collection, key, data, now) for key, data in change.put],
+            )
+            conn.executemany(
+                "DELETE FROM mirror WHERE service = ? AND profile = ? AND collection = ?"
+                " AND item_key = ?",
+                [(service, profile, collection, key) for key in change.taken],
+            )
+            versions[collection] = _mirror_written(conn, service, profile, collection).after
+        return versions
+
+    def mirror_drop_part(
+        self, service: str, profile: str, collection: str, part: int = REPLACE_PART
+    ) -> bool:
+        """Take up to `part` rows of a mirror collection out (one transaction, not waiting
+        for the disk); the last one takes its version too. Whether it is gone."""
+        with self._sync_level(False), self.transaction() as conn:
+            taken = conn.execute(
+                "DELETE FROM mirror WHERE rowid IN (SELECT rowid FROM mirror WHERE service = ?"
+                " AND profile = ? AND collection = ? LIMIT ?)",
+                (service, profile, collection, part),
+            ).rowcount
+            if taken < part:
+                conn.execute(
+                    "DELETE FROM mirror_versions WHERE service = ? AND profile = ?"
+                    " AND collection = ?",
+                    (service, profile, collection),
+                )
+                return True
+            return False
+
+    def mirror_collections(self, service: str, profile: str, prefix: str) -> list[str]:
+        """The collections of a service and profile whose names start with `prefix` that
+        were ever written through the store (those with a version: `mirror_versions`)."""
+        rows = self._query(
+            "SELECT collection FROM mirror_versions WHERE service = ? AND profile = ?"
+            " AND collection >= ? AND collection < ?",
+            (service, profile, prefix, prefix + "\U0010ffff"),
+        )
+        return [str(r["collection"]) for r in rows]
 
     @contextmanager
     def _replace_of(self, service: str, profile: str, collection: str) -> Iterator[None]:

@@ -117,6 +117,13 @@ log = logging.getLogger(__name__)
 NAME = SERVICE
 AUTH_HOLD = 1800.0
 NOT_READ_RETRY = 1800.0
+# The maps found not whole (`PlexReader._remember` writes them in parts): a write in parts
+# ends within seconds, one cut short (a crash) at the link's next read.
+PARTIAL_RETRY = 60.0
+PARTIAL_MAPS = (
+    "a link's read of Plex is writing what it read (or was cut short writing it): written "
+    "once it is written whole"
+)
 GONE_RETRY = 3600.0
 ACTIONS = frozenset({"play", "remove_play", "rating", "remove_rating"})
 # record -> {"at", "row"}: when a removal first unwatched its item (our clock), kept for its
@@ -233,6 +240,12 @@ class PlexTarget:
         token = await self.tokens.token(profile, self._machine)
         await self._refuse_pasted(profile, token)
         person = await asyncio.to_thread(self._person, profile, token)
+        if person is None:
+            # A mix of two reads' ratingKeys and plays: a write by it could go to the wrong
+            # item, or take a play for one already there. Not the rows' fault: they wait.
+            wait = Hold(PARTIAL_MAPS, PARTIAL_RETRY, target_wide=False)
+            outcomes.update((row.id, wait) for row in rows)
+            return
         person.to_check = _copies_to_check(person, rows, self.clock())
         for row in rows:
             try:
@@ -304,13 +317,18 @@ class PlexTarget:
             "written once the link's next run has read its libraries"
         )
 
-    def _person(self, profile: str, token: str | None) -> Person:
+    def _person(self, profile: str, token: str | None) -> Person | None:
+        """The profile's maps, or None while a link's read writes them in parts (or left
+        them cut short): not whole."""
         # Read beside the store's lock: at a big library these are ~100,000 rows, which
         # webhooks recorded meanwhile would wait for; and read again only where written
         # since the last batch (by the reader, another process, or a write of ours cut
         # short): decoding them all for every batch of 200 rows took most of a CPU.
         kept = self._kept.get(profile)
         copy = self.store.mirror_copy(SERVICE, profile, KEPT, kept.copy if kept else None)
+        if copy.partial:
+            self._kept.pop(profile, None)
+            return None
         decoded = copy.collections[WRITTEN]
         if kept is None or kept.decoded is not decoded:
             written = {r: Written.from_dict(v) for r, v in decoded.items()}

@@ -96,7 +96,7 @@ from watchbridge.services.plex import (
 from watchbridge.services.plextv import TOKEN_SERVICE as SIGN_IN
 from watchbridge.services.plextv import PlexTvError
 from watchbridge.services.refusals import SERVICE_WIDE, note_refused, note_taken
-from watchbridge.store import Store
+from watchbridge.store import MirrorChange, Store
 
 if TYPE_CHECKING:
     from watchbridge.services.plextv import PlexTvClient
@@ -731,6 +731,9 @@ class Mirrored:
 
     keys: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     plays: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # Those found not whole (a write of them cut short), loaded as empty: the last read's
+    # record is not known.
+    partial: frozenset[str] = frozenset()
 
     def last_read(self) -> LastRead:
         listed = {str(rk) for v in self.keys.values() for rk in v.get("rating_keys", [])}
@@ -2606,8 +2609,10 @@ class PlexReader:
         return PlayRows(frozenset(waiting), frozenset(dead), tuple(maybe_sent))
 
     def _mirrored(self, profile: str) -> Mirrored:
-        get = self.store.mirror_get
-        return Mirrored(get(SERVICE, profile, KEYS), get(SERVICE, profile, PLAYS))
+        get = self.store.mirror_get_if_whole
+        keys, plays = get(SERVICE, profile, KEYS), get(SERVICE, profile, PLAYS)
+        partial = {c for c, got in ((KEYS, keys), (PLAYS, plays)) if got is None}
+        return Mirrored(keys or {}, plays or {}, frozenset(partial))
 
     def _remember(
         self,
@@ -2623,53 +2628,70 @@ class PlexReader:
         run asked (`account`); `history_account`: the account whose history was read, if
         any."""
         now, store, memory = self.clock(), self.store, built.memory
+        synthetic = [(record, json.dumps(v)) for record, v in memory.synthetic.items()]
+
+        def the_rest(changes: Mapping[str, MirrorChange]) -> Callable[[object], None]:
+            """What goes with the maps' last part, in its transaction: a write cut before it
+            leaves the maps marked not whole, never this read's server id and small maps
+            beside the last read's plays, which the next run reads against."""
+
+            def write(_: object) -> None:
+                if machine is None:
+                    store.forget_cursor(SERVICE, profile, KEYS_FROM)
+                else:
+                    store.set_cursor(SERVICE, profile, KEYS_FROM, machine, now)
+                if history_account is None:
+                    store.forget_cursor(SERVICE, profile, HISTORY_ACCOUNT)
+                else:
+                    store.set_cursor(SERVICE, profile, HISTORY_ACCOUNT, history_account, now)
+                store.mirror_replace_encoded(SERVICE, profile, SYNTHETIC, synthetic, now)
+                store.mirror_put(SERVICE, profile, RETIRED, {h: {} for h in memory.retired}, now)
+                # Each written, if with nothing (as always): that gives it a version, and the
+                # deliverer's kept copy of one never versioned is read again for every batch.
+                for collection in (WRITTEN, WRITTEN_BEFORE):
+                    store.mirror_put_encoded(
+                        SERVICE, profile, collection, changes[collection].put, now
+                    )
+                    store.mirror_remove(SERVICE, profile, collection, changes[collection].taken)
+
+            return write
+
         # Worked out and encoded beside the store's lock, from its maps as they are now (read
         # on a connection of their own): at 40,000 plays decoding and comparing them took
-        # most of a second, which every webhook's record waited for behind the lock.
-        stored = store.mirror_copy(SERVICE, profile, _REMEMBERED)
-        writes = _remembered(stored.collections, built, mirrored, loaded)
-        synthetic = [(record, json.dumps(v)) for record, v in memory.synthetic.items()]
-        # One transaction: a write cut halfway (a stop no longer waits for a run, and the
-        # store closes; a failing disk) would leave this read's server id and maps beside
-        # the last read's plays, which the next run reads against.
-        with store.transaction():
-            versions = store.mirror_versions(SERVICE, profile)
-            if any(
-                stored.versions.get(c) is None or versions.get(c) != stored.versions[c]
-                for c in _REMEMBERED
+        # most of a second, which every webhook's record waited for behind the lock. The
+        # big maps go in parts (`Store.mirror_change_in_parts`); one written meanwhile by
+        # another (the deliverer writes as it goes, also while a run reads) has what is left
+        # worked out again from what the store holds then: `read_back` leaves what we wrote
+        # already as it is.
+        for _ in range(WRITE_BACK_TRIES):
+            stored = store.mirror_copy(SERVICE, profile, _REMEMBERED)
+            changes = _remembered(stored.collections, built, mirrored, loaded)
+            in_parts = {c: changes[c] for c in _IN_PARTS}
+            was = {c: stored.versions.get(c) for c in _REMEMBERED}
+            with_them = {c: changes[c] for c in _REMEMBERED if c not in _IN_PARTS}
+            if store.mirror_change_in_parts(
+                SERVICE, profile, in_parts, was, the_rest(with_them), now
             ):
-                # Written since (the deliverer writes as it goes, also while a run reads):
-                # what the store holds now decides, in this transaction.
-                now_held = {c: store.mirror_get(SERVICE, profile, c) for c in _REMEMBERED}
-                writes = _remembered(now_held, built, mirrored, loaded)
-            if machine is None:
-                store.forget_cursor(SERVICE, profile, KEYS_FROM)
-            else:
-                store.set_cursor(SERVICE, profile, KEYS_FROM, machine, now)
-            if history_account is None:
-                store.forget_cursor(SERVICE, profile, HISTORY_ACCOUNT)
-            else:
-                store.set_cursor(SERVICE, profile, HISTORY_ACCOUNT, history_account, now)
-            store.mirror_replace_encoded(SERVICE, profile, SYNTHETIC, synthetic, now)
-            store.mirror_put(SERVICE, profile, RETIRED, {h: {} for h in memory.retired}, now)
-            # Each written, if with nothing (as always): that gives it a version, and the
-            # deliverer's kept copy of one never versioned is read again for every batch.
-            for collection, changes in writes.items():
-                store.mirror_put_encoded(SERVICE, profile, collection, changes.put, now)
-                store.mirror_remove(SERVICE, profile, collection, changes.taken)
+                return
+        # Written again and again meanwhile: what the store holds decides, in one transaction.
+        with store.transaction():
+            now_held = {c: store.mirror_get(SERVICE, profile, c) for c in _REMEMBERED}
+            changes = _remembered(now_held, built, mirrored, loaded)
+            store.mirror_change_in_parts(
+                SERVICE,
+                profile,
+                {c: changes[c] for c in _IN_PARTS},
+                {},
+                the_rest(changes),
+                now,
+            )
 
 
-# The maps a read writes back over what the store holds (`PlexReader._remember`).
+# The maps a read writes back over what the store holds (`PlexReader._remember`), and those
+# of them written in parts (the big ones: an entry per item and per play).
 _REMEMBERED = (KEYS, PLAYS, WRITTEN, WRITTEN_BEFORE)
-
-
-@dataclass(frozen=True)
-class Encoded:
-    """The entries a read writes to a mirror collection, encoded (key, JSON text), and
-    those it takes out."""
-
-    put: list[tuple[str, str]]
-    taken: list[str]
+_IN_PARTS = (KEYS, PLAYS)
+WRITE_BACK_TRIES = 3  # writes in parts cut by another's write, before one transaction does it
 
 
 def _remembered(
@@ -2677,7 +2699,7 @@ def _remembered(
     built: Built,
     mirrored: Mirrored,
     loaded: Mapping[str, Written],
-) -> dict[str, Encoded]:
+) -> dict[str, MirrorChange]:
     """What a read writes to the maps of `_REMEMBERED`, given what the store holds of them
     (`stored`): `read_back` of the maps the deliverer writes too, as the read `loaded` them
     (`mirrored`, our writes); the records of written-before the read's memory no longer
@@ -2687,19 +2709,22 @@ def _remembered(
     def encoded(items: Mapping[str, Any]) -> list[tuple[str, str]]:
         return [(key, json.dumps(value)) for key, value in items.items()]
 
-    writes: dict[str, Encoded] = {}
+    writes: dict[str, MirrorChange] = {}
     for collection, loaded_map, read in (
         (KEYS, mirrored.keys, built.keys),
         (PLAYS, mirrored.plays, built.plays),
     ):
-        changes = read_back(loaded_map, read, stored[collection])
-        writes[collection] = Encoded(encoded(changes.put), changes.taken)
+        # A map loaded not whole (a write of it cut short) is no record of what the last
+        # read kept: the read's map replaces it whole.
+        as_loaded = stored[collection] if collection in mirrored.partial else loaded_map
+        changes = read_back(as_loaded, read, stored[collection])
+        writes[collection] = MirrorChange(encoded(changes.put), changes.taken)
     held = {r: Written.from_dict(v) for r, v in stored[WRITTEN].items()}
     back = written_back(loaded, built.memory.written, held)
-    writes[WRITTEN] = Encoded(encoded({r: w.to_dict() for r, w in back.items()}), [])
+    writes[WRITTEN] = MirrorChange(encoded({r: w.to_dict() for r, w in back.items()}))
     before = built.memory.before
-    writes[WRITTEN_BEFORE] = Encoded(
-        [], [record for record in stored[WRITTEN_BEFORE] if record not in before]
+    writes[WRITTEN_BEFORE] = MirrorChange(
+        (), [record for record in stored[WRITTEN_BEFORE] if record not in before]
     )
     return writes
 
