@@ -2579,15 +2579,18 @@ class Store:
 
     def _expected_link_adds(self, before: float) -> list[int]:
         """Ids of the link adds delivered before `before` whose plays their link's baseline
-        still expects (`reconcile.expect`: mirror `link:NAME:plays`, records `expect:...`
-        with the item and time). One pass over each table, not one per row."""
+        still expects (`reconcile.expect`: mirror `link:NAME:plays`, of any generation,
+        records `expect:...` with the item and time). One pass over each table, not one per row."""
         expected: dict[tuple[str, str, str, float], list[str]] = {}
         for row in self._query(
             "SELECT service, profile, collection, data FROM mirror WHERE item_key >= 'expect:'"
-            " AND item_key < 'expect;' AND collection LIKE 'link:%:plays'"
+            " AND item_key < 'expect;'"
+            " AND (collection LIKE 'link:%:plays' OR collection LIKE 'link:%:plays@%')"
         ):
             data = json.loads(row["data"])
-            link = row["collection"][len("link:") : -len(":plays")]
+            # `link:NAME:plays`, or of a generation: `link:NAME:plays@...` (sync.GENERATIONS)
+            collection = str(row["collection"])
+            link = collection[len("link:") : collection.rindex(":plays")]
             where = (row["service"], row["profile"], link, data.get("at"))
             expected.setdefault(where, []).append(str(data.get("item")))
         if not expected:
