@@ -166,8 +166,10 @@ def _collection(
     return {key: json.loads(data) for key, data in fetched}
 
 
-# Rows a transaction of `Store.mirror_replace_in_parts` writes: ~40 ms of the store's lock.
-REPLACE_PART = 5_000
+# Rows a transaction of a write in parts (`Store.mirror_replace_in_parts`,
+# `Store.mirror_change_in_parts`, `sync.applying`) writes: ~10 ms of the store's lock on a
+# quiet machine; on a loaded one, each row's step waits for the GIL, and 5,000 took 100-300 ms.
+REPLACE_PART = 1_000
 # SQL: a run alive, its heartbeat younger than the lease (parameter: now - lease).
 _ALIVE = "outcome = 'running' AND COALESCE(heartbeat_at, started_at) > ?"
 

@@ -70,6 +70,7 @@ from watchbridge.store import (
     DIED,
     DISCARDED_BEFORE,
     READ_AT,
+    REPLACE_PART,
     KeptOff,
     NewOutboxRow,
     OutboxItem,
@@ -159,8 +160,8 @@ def _collection(link: str, what: str) -> str:
 # (`applying`), so that a crash halfway leaves the last whole one in use, never a mix.
 # The generations in use: mirror (ENGINE, profile, `link:NAME:generations`), service -> suffix.
 GENERATIONS = "generations"
-QUEUE_PART = 2_000  # outbox rows an applied run queues per transaction
-BASELINE_PART = 5_000  # baseline rows an applied run writes (or takes out) per transaction
+QUEUE_PART = REPLACE_PART  # outbox rows an applied run queues per transaction
+BASELINE_PART = REPLACE_PART  # baseline rows an applied run writes (or takes out) per one
 
 
 def _baseline_collection(link: str, what: str, generation: str) -> str:
