@@ -974,7 +974,7 @@ def applying(
     queue_part: int = QUEUE_PART,
     baseline_part: int = BASELINE_PART,
 ) -> Iterator[int]:
-    """Apply a run's plan (not narrowed) in transactions of a few thousand rows, a webhook's
+    """Apply a run's plan (not narrowed) in transactions of `REPLACE_PART` rows, a webhook's
     record waiting for one of them, not for all (a first run of 60,000 Trakt plays beside
     43,000 Plex plays: 17,000 rows queued, 100,000 baseline rows, 0.6 s and more of the
     store's lock in one); yields after each, the rows queued so far. Killed between two:
