@@ -26,10 +26,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin
 
+from watchbridge import hama
 from watchbridge.anime import (
     DATASETS,
-    HAMA_MIXED,
-    HAMA_MODE,
     SERVER_ORDER,
     AnimeIndex,
     DatasetError,
@@ -691,14 +690,7 @@ _FIXES = {
     "unknown": f"wait for a dataset refresh (it is tried again after each), or {_OVERRIDE}",
     "new-season": f"wait for a dataset refresh (it is tried again after each), or {_OVERRIDE}",
     "outside": f"wait for a dataset refresh (it is tried again after each), or {_OVERRIDE}",
-    HAMA_MODE: (
-        "match the show in HAMA's `anidb-` mode or one of its `tvdb-` to `tvdb4-` modes (or with "
-        "the Plex TV Series agent)"
-    ),
-    HAMA_MIXED: (
-        "refresh the show's metadata in Plex (its ... menu > Refresh Metadata), so that its "
-        "episodes are matched as the show is"
-    ),
+    **hama.FIXES,
     SERVER_ORDER: (
         "set the show to The Movie Database ordering in Plex (Edit > Advanced > Episode "
         "ordering), or set services.trakt or services.serializd (no link with it is needed): the "

@@ -36,6 +36,18 @@ if TYPE_CHECKING:  # services.plex parses guids with ingest.plex, which asks thi
 # The modes whose numbers are known: AniDB's own, TheTVDB's seasons, or absolute.
 PLACED_MODES = frozenset({"anidb", "tvdb", "tvdb2", "tvdb3", "tvdb4"})
 
+# What the user can do about an episode `unplaced` answers, by its code.
+FIXES = {
+    HAMA_MODE: (
+        "match the show in HAMA's `anidb-` mode or one of its `tvdb-` to `tvdb4-` modes (or with "
+        "the Plex TV Series agent)"
+    ),
+    HAMA_MIXED: (
+        "refresh the show's metadata in Plex (its ... menu > Refresh Metadata), so that its "
+        "episodes are matched as the show is"
+    ),
+}
+
 # an episode -> (AniList id, AniList episode), as the delivery target maps it
 Reverse = Callable[[MediaRef], tuple[int, int] | Unmatched]
 # (AniList id, AniList episode) -> the item keys AniList's plays of that episode have
@@ -131,22 +143,22 @@ def numbering_unknown(
 
 
 def unplaced(ref: MediaRef) -> Unmatched | None:
-    """Why a HAMA episode's numbers place nothing (`numbering_unknown`), for the user; None
-    for any other item."""
+    """Why a HAMA episode's numbers place nothing (`numbering_unknown`), for the user (what
+    to do about it: `FIXES`); None for any other item."""
     code, _, detail = (ref.unplaced or "").partition(": ")
     if code == HAMA_MIXED:
         return Unmatched(
             f"{ref.describe()}: HAMA's guids of the episode and of its show disagree "
             f"({detail}), as after a show is matched again: which numbering the "
             "episode's numbers are in is not known until Plex matches its episodes alike, "
-            "so its plays are not linked",
+            "so no episode is guessed from them",
             HAMA_MIXED,
         )
     if code == HAMA_MODE:
         return Unmatched(
             f"{ref.describe()} is matched by HAMA's `{detail}-` mode, whose episode numbers "
-            "watchbridge does not know (it knows `anidb-` and `tvdb-` to `tvdb4-`): its plays "
-            "are not linked",
+            "watchbridge does not know (it knows `anidb-` and `tvdb-` to `tvdb4-`): no episode "
+            "is guessed from them",
             HAMA_MODE,
         )
     return None

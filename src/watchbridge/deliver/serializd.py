@@ -48,6 +48,7 @@ from watchbridge.deliver.worker import (
     for_the_account,
     per_profile,
     service_hold,
+    unplaced_episode,
     unreadable_row,
     unsure,
 )
@@ -320,6 +321,8 @@ class SerializdTarget:
             return Skipped(TV_ONLY)
         if row.action in ("play", "remove_play") and item.kind != "episode":
             return Dead(f"a play of a whole {item.kind} cannot be logged on Serializd")
+        if (unplaced := unplaced_episode(item, row.action, UNMATCHED_RETRY)) is not None:
+            return unplaced
         item, waiting = await enriched(
             self.enricher,
             item,

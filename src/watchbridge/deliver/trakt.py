@@ -32,6 +32,7 @@ from watchbridge.deliver.worker import (
     rate_limit_hold,
     service_hold,
     shows_an_answer,
+    unplaced_episode,
     unsure,
     waiting_on,
 )
@@ -461,6 +462,9 @@ class TraktTarget:
         resolved: list[Row] = []
         for outbox in rows:
             item = ref_from_dict(outbox.payload["item"])
+            if (unplaced := unplaced_episode(item, outbox.action, UNMATCHED_RETRY)) is not None:
+                outcomes[outbox.id] = unplaced
+                continue
             if item.kind in ("show", "season"):
                 # Ratings of a whole show or season (reconcile plans them, Plex's webhook
                 # sends them), by the show's ids.

@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeGuard
 
+from watchbridge import hama
 from watchbridge.accounts import AccountNotes, for_the_old_account
 from watchbridge.alerts import SENT, UNREACHABLE_ALERT_AFTER, format_span
 from watchbridge.app import Runtime
@@ -241,6 +242,20 @@ async def enriched(
     if found.problem is None:
         return found.item, None
     return found.item, waiting_on(found.problem, credentials_hold, unmatched_retry, why)
+
+
+def unplaced_episode(item: MediaRef, action: str, unmatched_retry: float) -> Outcome | None:
+    """A HAMA episode whose numbers place nothing (`hama.unplaced`: its show's mode numbers
+    them in a way not known, or its guid and its show's disagree) waits as unmatched, with why
+    and what to do: sent by those numbers, it would be a play of another episode. Its live
+    status is skipped (it would never be sent; each start and pause would end a dead letter).
+    None for any other item: a `tvdb-` episode, say, goes by its numbers as before."""
+    why = hama.unplaced(item)
+    if why is None:
+        return None
+    if action == "watching":
+        return Skipped(f"not shown as watching: {why.reason}")
+    return Retry(f"unmatched: {why.reason}; to fix: {hama.FIXES[why.code]}", unmatched_retry)
 
 
 def waiting_on(

@@ -1,0 +1,171 @@
+"""Plex webhooks of episodes the HAMA anime agent matched, through the running app to the fake
+Trakt and Serializd: an episode whose numbers place nothing (its show's mode numbers them in a
+way not known, or its guid and its show's disagree) waits as unmatched with why and what to
+do, never sent by those numbers; one HAMA numbers in a known mode goes as before."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.fakes.serializd import ALICE, FakeSerializd
+from tests.fakes.trakt import CLIENT_ID, FakeTrakt
+from tests.harness import AppThread, sign_in_trakt
+from watchbridge.config import parse_config
+from watchbridge.wiring import build_app, build_runtime
+
+SECRET = "hama-webhooks-secret-0123"
+HAMA = "com.plexapp.agents.hama://"
+RE_ZERO_TVDB, RE_ZERO_TMDB, RE_ZERO_ANIDB_P2 = 305089, 65942, 15593
+ONE_PIECE_TVDB, ONE_PIECE_TMDB = 81797, 37854
+
+
+def scrobble(key: str, title: str, guid: str, show_guid: str) -> dict[str, Any]:
+    """A Plex webhook's scrobble of an episode: its guid's path (HAMA's `tvdb-305089/1/4`)
+    and its show's guid (`grandparentGuid`), numbered as the path numbers it."""
+    season, number = (int(part) for part in guid.split("/")[1:3])
+    return {
+        "event": "media.scrobble",
+        "user": True,
+        "owner": True,
+        "Account": {"id": 1, "title": "alex"},
+        "Server": {"title": "Basement", "uuid": "d" * 40},
+        "Player": {"local": True, "title": "TV", "uuid": "player-1"},
+        "Metadata": {
+            "librarySectionType": "show",
+            "type": "episode",
+            "ratingKey": key,
+            "grandparentRatingKey": f"{key}0",
+            "guid": f"{HAMA}{guid}?lang=en",
+            "grandparentGuid": show_guid,
+            "grandparentTitle": title,
+            "parentIndex": season,
+            "index": number,
+            "duration": 1_440_000,
+        },
+    }
+
+
+MIXED = f"anidb-{RE_ZERO_ANIDB_P2}/1/3"  # Re:Zero S2 Part 2's episode 3 in AniDB's numbers
+TVDB5 = f"tvdb5-{ONE_PIECE_TVDB}/22/1100"  # a numbering the reference does not define
+PLACED = f"tvdb-{RE_ZERO_TVDB}/1/4"  # TheTVDB's seasons: placed as it always was
+PLAYS = [
+    # in a show matched again by TheTVDB: its numbers are no S1E3
+    scrobble("11", "Re:ZERO", MIXED, f"{HAMA}tvdb-{RE_ZERO_TVDB}"),
+    scrobble("12", "One Piece", TVDB5, f"{HAMA}tvdb5-{ONE_PIECE_TVDB}"),
+    scrobble("13", "Re:ZERO", PLACED, f"{HAMA}tvdb-{RE_ZERO_TVDB}"),
+]
+
+
+def trakt_fake(start_fake: Callable[[Any], Any]) -> FakeTrakt:
+    trakt = start_fake(FakeTrakt())
+    re_zero = trakt.add_show("Re:ZERO", 2016, tvdb=RE_ZERO_TVDB, tmdb=RE_ZERO_TMDB)
+    for number in range(1, 26):
+        trakt.add_episode(re_zero, 1, number)
+    one_piece = trakt.add_show("One Piece", 1999, tvdb=ONE_PIECE_TVDB, tmdb=ONE_PIECE_TMDB)
+    trakt.add_episode(one_piece, 21, 208, number_abs=1100)
+    assert isinstance(trakt, FakeTrakt)
+    return trakt
+
+
+def settled(db: Path) -> bool:
+    """Every row queued was tried: delivered, or waiting to be tried again."""
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        (queued,) = conn.execute("SELECT COUNT(*) FROM outbox").fetchone()
+        (untried,) = conn.execute(
+            "SELECT COUNT(*) FROM outbox WHERE status = 'inflight'"
+            " OR (status = 'pending' AND attempts = 0)"
+        ).fetchone()
+    return bool(queued) and not untried
+
+
+@contextlib.contextmanager
+def scrobbled(
+    tmp_path: Path, config: str, plays: list[dict[str, Any]], trakt: FakeTrakt | None = None
+) -> Iterator[AppThread]:
+    """The app (`config`: its services and profiles), once every one of `plays` went through
+    its webhook and every row it queued was tried."""
+    db = tmp_path / "wb.db"
+    head = f"server: {{webhook_secret: {SECRET}}}\nstorage: {{path: {db}}}\n"
+    runtime = build_runtime(parse_config(head + config, Path("watchbridge.yaml"), {}))
+    with AppThread(build_app(runtime)) as app:
+        if trakt is not None:
+            sign_in_trakt(runtime.store, trakt, now=time.time())
+        for play in plays:
+            files = {"payload": json.dumps(play)}
+            answer = httpx.post(f"{app.url}/webhooks/plex/{SECRET}", files=files)
+            assert answer.status_code == 202, answer.text
+        deadline = time.monotonic() + 20
+        while not settled(db) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert settled(db)
+        yield app
+
+
+def waiting(db: Path, target: str) -> list[str]:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        rows = conn.execute(
+            "SELECT last_error FROM outbox WHERE target = ? AND status = 'pending' ORDER BY id",
+            (target,),
+        ).fetchall()
+    return [error for (error,) in rows]
+
+
+def assert_listed_with_why_and_fix(mixed: str, mode: str) -> None:
+    assert mixed.startswith("unmatched: ") and "guids of the episode and of its show" in mixed
+    assert "Refresh Metadata" in mixed
+    assert mode.startswith("unmatched: ") and "`tvdb5-` mode" in mode
+    assert "match the show in HAMA's `anidb-` mode" in mode
+
+
+def test_trakt_gets_no_guessed_hama_episode(tmp_path: Path, start_fake: Any) -> None:
+    # Before: Trakt got Re:Zero S1E3 (the mixed guids' numbers read as TheTVDB's) and One
+    # Piece's absolute 1100 (`tvdb5-` read as absolute): two plays never watched.
+    trakt = trakt_fake(start_fake)
+    config = f"""services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+profiles:
+  me: {{users: {{plex: ['1']}}, accounts: {{trakt: {{}}}}}}
+"""
+    with scrobbled(tmp_path, config, PLAYS, trakt) as app:
+        listed = httpx.get(f"{app.url}/api/status").json()["unmatched"]
+    played = [(e.item.season, e.item.number) for e in trakt.history()]  # type: ignore[union-attr]
+    assert played == [(1, 4)]
+    assert_listed_with_why_and_fix(*waiting(tmp_path / "wb.db", "trakt"))
+    assert listed == 2
+
+
+def test_serializd_gets_no_guessed_hama_episode(tmp_path: Path, start_fake: Any) -> None:
+    # A HAMA show names no TMDB id (Serializd's key): its episodes reach Serializd only when
+    # the show was matched again by an agent that does, here the legacy TMDB agent, while
+    # its episodes are not yet. Before: Serializd logged Re:Zero S1E3, never watched.
+    serializd = start_fake(FakeSerializd())
+    serializd.add_show(RE_ZERO_TMDB, "Re:ZERO", {1: 25, 2: 25})
+    matched_again = f"com.plexapp.agents.themoviedb://{RE_ZERO_TMDB}?lang=en"
+    plays = [
+        scrobble("11", "Re:ZERO", MIXED, matched_again),
+        scrobble("12", "One Piece", TVDB5, f"{HAMA}tvdb5-{ONE_PIECE_TVDB}"),
+        scrobble("13", "Re:ZERO", PLACED, f"{HAMA}tvdb-{RE_ZERO_TVDB}"),
+    ]
+    config = f"""services:
+  serializd: {{api_url: "{serializd.url}"}}
+profiles:
+  me:
+    users: {{plex: ['1']}}
+    accounts: {{serializd: {{email: "{ALICE[0]}", password: "{ALICE[1]}"}}}}
+"""
+    with scrobbled(tmp_path, config, plays):
+        pass
+    assert serializd.diary() == [] and serializd.ticks() == set()
+    mixed, mode, placed = waiting(tmp_path / "wb.db", "serializd")
+    assert_listed_with_why_and_fix(mixed, mode)
+    assert "tmdb 65942" in mixed  # the id the show was matched again by
+    # a `tvdb-` episode waits as it always did: for its show's TMDB id
+    assert placed.startswith("unmatched: ") and "TMDB id" in placed and "HAMA" not in placed
