@@ -18,6 +18,7 @@ import httpx
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import AppThread, sign_in_trakt
+from tests.ingest_samples import sample_json
 from watchbridge.config import parse_config
 from watchbridge.wiring import build_app, build_runtime
 
@@ -90,8 +91,8 @@ def settled(db: Path) -> bool:
 def scrobbled(
     tmp_path: Path, config: str, plays: list[dict[str, Any]], trakt: FakeTrakt | None = None
 ) -> Iterator[AppThread]:
-    """The app (`config`: its services and profiles), once every one of `plays` went through
-    its webhook and every row it queued was tried."""
+    """The app (`config`: its services and profiles), once every one of `plays` (Plex's, or
+    Tautulli's bodies) went through its webhook and every row it queued was tried."""
     db = tmp_path / "wb.db"
     head = f"server: {{webhook_secret: {SECRET}}}\nstorage: {{path: {db}}}\n"
     runtime = build_runtime(parse_config(head + config, Path("watchbridge.yaml"), {}))
@@ -99,8 +100,11 @@ def scrobbled(
         if trakt is not None:
             sign_in_trakt(runtime.store, trakt, now=time.time())
         for play in plays:
-            files = {"payload": json.dumps(play)}
-            answer = httpx.post(f"{app.url}/webhooks/plex/{SECRET}", files=files)
+            if play.get("source") == "tautulli":
+                answer = httpx.post(f"{app.url}/webhooks/tautulli/{SECRET}", json=play)
+            else:
+                files = {"payload": json.dumps(play)}
+                answer = httpx.post(f"{app.url}/webhooks/plex/{SECRET}", files=files)
             assert answer.status_code == 202, answer.text
         deadline = time.monotonic() + 20
         while not settled(db) and time.monotonic() < deadline:
@@ -169,3 +173,33 @@ profiles:
     assert "tmdb 65942" in mixed  # the id the show was matched again by
     # a `tvdb-` episode waits as it always did: for its show's TMDB id
     assert placed.startswith("unmatched: ") and "TMDB id" in placed and "HAMA" not in placed
+
+
+def test_tautulli_sends_serializd_no_guessed_hama_episode(tmp_path: Path, start_fake: Any) -> None:
+    # Tautulli sends no show guid, but its TMDB id for an episode is its show's (from the
+    # show's `Guid[]`, which a HAMA show has none of): the show was matched again by another
+    # agent, its episodes not yet. Before: Serializd logged Re:Zero S1E3, never watched.
+    serializd = start_fake(FakeSerializd())
+    serializd.add_show(RE_ZERO_TMDB, "Re:ZERO", {1: 25, 2: 25})
+    watched = sample_json("tautulli", "watched_episode.json") | {
+        "user_id": "27160034",
+        "guid": f"{HAMA}{MIXED}?lang=en",
+        "show_name": "Re:ZERO",
+        "season_num": "1",
+        "episode_num": "3",
+        "imdb_id": "",
+        "themoviedb_id": str(RE_ZERO_TMDB),
+        "thetvdb_id": "",
+    }
+    config = f"""services:
+  serializd: {{api_url: "{serializd.url}"}}
+profiles:
+  me:
+    users: {{tautulli: ["27160034"]}}
+    accounts: {{serializd: {{email: "{ALICE[0]}", password: "{ALICE[1]}"}}}}
+"""
+    with scrobbled(tmp_path, config, [watched]):
+        pass
+    assert serializd.diary() == [] and serializd.ticks() == set()
+    (mixed,) = waiting(tmp_path / "wb.db", "serializd")
+    assert mixed.startswith("unmatched: ") and "guids of the episode and of its show" in mixed

@@ -185,6 +185,45 @@ def test_a_hama_guid_numbers_an_episode_tautulli_left_unnumbered() -> None:
     assert (item.season, item.number, item.absolute) == (2, None, 100)
 
 
+HAMA = "com.plexapp.agents.hama://"
+NO_SHOW_IDS = {"imdb_id": "", "themoviedb_id": "", "thetvdb_id": ""}  # a HAMA show: no Guid[]
+
+
+@pytest.mark.parametrize(
+    ("guid", "show_ids", "unplaced"),
+    [
+        # the modes whose numbers are known: placed by them, as before
+        ("tvdb3-81797/2/100", {}, None),
+        ("tvdb-305089/1/4", {}, None),
+        ("anidb-15593/1/3", {}, None),
+        # numbered in a way not known: listed, as a Plex webhook's (hama.numbering_unknown)
+        ("tvdb5-81797/22/1100", {}, "hama-mode: tvdb5"),
+        ("anidb2-15593/1/5", {}, "hama-mode: anidb2"),
+        # show ids from the show's Guid[]: its show was matched again by another agent
+        (
+            "anidb-15593/1/3",
+            {"themoviedb_id": "65942"},
+            "hama-mixed: `anidb-`, anidb 15593, tmdb 65942",
+        ),
+    ],
+)
+def test_a_hama_episode_is_unplaced_as_a_plex_webhooks_is(
+    guid: str, show_ids: dict[str, str], unplaced: str | None
+) -> None:
+    payload = sample("watched_episode.json", guid=f"{HAMA}{guid}?lang=en", **NO_SHOW_IDS)
+    item = only_event(parse(payload | show_ids)).item
+    assert item.unplaced == unplaced
+
+
+def test_tautullis_anidb_id_of_a_hama_tvdb_guid_is_no_anidb_id() -> None:
+    # Tautulli takes the number after any HAMA mode's dash for `anidb_id`: here TheTVDB's.
+    payload = sample(
+        "watched_episode.json", guid=f"{HAMA}tvdb-305089/1/4?lang=en", anidb_id="305089"
+    )
+    item = only_event(parse(payload | NO_SHOW_IDS)).item
+    assert item.show_ids == Ids(tvdb="305089") and item.unplaced is None
+
+
 @pytest.mark.parametrize(
     "changes",
     [{"guid": "tv.plex.xmltv://episode/5f2c1e0a9b8c7d6e5f4a3b2c"}, {"live": "1"}],

@@ -317,16 +317,23 @@ def _episode_ref(
 
 
 def _hama_unplaced(metadata: Payload, show_ids: Ids) -> str | None:
-    """Whether a HAMA episode's numbers place nothing, as the link decides it
-    (`hama.numbering_unknown`): its show's guid here is the `grandparentGuid` (none sent: the
-    episode's own stands for it)."""
-    mode = hama_mode(text(metadata.get("guid")) or "")
+    """Whether a HAMA episode's numbers place nothing (`hama_unplaced`): its show's guid here
+    is the `grandparentGuid`."""
+    raw = text(metadata.get("grandparentGuid"))
+    show = None if raw is None else (hama_mode(raw), guid_ids(parse_guid(raw)))
+    return hama_unplaced(text(metadata.get("guid")) or "", show_ids, show)
+
+
+def hama_unplaced(guid: str, show_ids: Ids, show: tuple[str | None, Ids] | None) -> str | None:
+    """Whether the numbers of an episode (its `guid`, raw; `show_ids`: all the ids a payload
+    gives its show) place nothing, as the link decides it (`hama.numbering_unknown`); None for
+    another agent's episode. `show`: its show's HAMA mode (None: another agent's) and ids, as
+    a payload names them; None when it names no show (the episode's own guid stands for it)."""
+    mode = hama_mode(guid)
     if mode is None or not mode.startswith(("anidb", "tvdb")):
         return None
-    raw = text(metadata.get("grandparentGuid"))
-    if raw is None:
-        return hama.numbering_unknown(mode, show_ids, mode, show_ids)
-    return hama.numbering_unknown(mode, show_ids, hama_mode(raw), guid_ids(parse_guid(raw)))
+    show_mode, ids = show if show is not None else (mode, show_ids)
+    return hama.numbering_unknown(mode, show_ids, show_mode, ids)
 
 
 def _air_day(value: object) -> str | None:

@@ -11,7 +11,9 @@ Ids: for an episode, imdb_id/themoviedb_id/thetvdb_id are the **show's** (Tautul
 from the grandparent) → show_ids; a new-agent `guid` adds the episode's plex_guid, and
 `rating_key` / `grandparent_rating_key` → source_key / show_source_key let delivery read the
 episode's own ids from the Plex server (services.plex), as for Plex's webhooks. For a movie
-they are the movie's. `user_id` is the plex.tv account id, for the owner too, so it differs
+they are the movie's. A HAMA `guid` is decided as Plex's webhook's (`ingest.plex.hama_unplaced`,
+`MediaRef.unplaced`) with no show guid to compare: Tautulli has none. `user_id` is the
+plex.tv account id, for the owner too, so it differs
 from the owner's Account.id 1 in Plex's own webhooks. `user_rating` (0-10) is carried as the
 user's current rating on every event that has it; Tautulli has no rating trigger.
 `machine_id` is the player's id (Plex's webhook: Player.uuid), `player` its name (Player.title);
@@ -24,6 +26,7 @@ where that is sure (senders.ProfileServers).
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 from watchbridge.ingest.common import (
     LIBRARY_EVENT,
@@ -44,7 +47,13 @@ from watchbridge.ingest.common import (
     text,
     wrong_url_hint,
 )
-from watchbridge.ingest.plex import episode_numbers, guid_ids, parse_guid
+from watchbridge.ingest.plex import (
+    episode_numbers,
+    guid_ids,
+    hama_mode,
+    hama_unplaced,
+    parse_guid,
+)
 from watchbridge.model import (
     Account,
     Action,
@@ -159,7 +168,12 @@ def _position_and_duration(fields: Payload, warnings: list[str]) -> tuple[int | 
 
 def _media_ref(fields: Payload, kind: MediaKind, warnings: list[str]) -> MediaRef:
     external = make_ids({name: fields.get(key) for name, key in ID_FIELDS.items()}, warnings)
-    guid = parse_guid(text(fields.get("guid")) or "")
+    raw_guid = text(fields.get("guid")) or ""
+    guid = parse_guid(raw_guid)
+    if hama_mode(raw_guid) is not None:
+        # Tautulli reads `anidb_id` off the item's own HAMA guid whatever its mode (a `tvdb-`
+        # guid's TheTVDB id): the guid says it, rightly named.
+        external = replace(external, anidb=None)
     if kind == "movie":
         return MediaRef(
             kind="movie",
@@ -174,16 +188,21 @@ def _media_ref(fields: Payload, kind: MediaKind, warnings: list[str]) -> MediaRe
         integer(fields.get("season_num")),
         integer(fields.get("episode_num")),
     )
+    show_ids = external if is_episode_guid else external.merged(guid_ids(guid))
     return MediaRef(
         kind="episode",
         ids=guid_ids(guid) if is_episode_guid else Ids(),
         title=text(fields.get("episode_name")),
         year=integer(fields.get("show_year")),
-        show_ids=external if is_episode_guid else external.merged(guid_ids(guid)),
+        show_ids=show_ids,
         show_title=text(fields.get("show_name")),
         season=season,
         number=number_,
         absolute=absolute,
         source_key=text(fields.get("rating_key")),
         show_source_key=text(fields.get("grandparent_rating_key")),
+        # Tautulli sends no show guid: the show's ids it sends come from the show's `Guid[]`,
+        # which a HAMA show has none of, so a HAMA episode with any is one of a show matched
+        # again by another agent; with none, its own guid stands for its show's.
+        unplaced=hama_unplaced(raw_guid, show_ids, (None, external) if external else None),
     )
