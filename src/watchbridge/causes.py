@@ -68,3 +68,19 @@ def told_elsewhere(causes: Sequence[Cause | None], raised: Callable[[str, str], 
         cause is not None and any(raised(kind, key) for kind, key in cause.conditions)
         for cause in causes
     )
+
+
+_CARRIED = "_watchbridge_causes"
+
+
+def with_causes(error: WatchbridgeError, causes: tuple[Cause | None, ...]) -> WatchbridgeError:
+    """`error`, carrying the causes of every part of the run that failed with it (a run no
+    profile of which could be read raises its first profile's error as it is)."""
+    setattr(error, _CARRIED, causes)
+    return error
+
+
+def carried_causes(error: BaseException) -> tuple[Cause | None, ...]:
+    """What `with_causes` gave `error`; none for any other error."""
+    causes: tuple[Cause | None, ...] = getattr(error, _CARRIED, ())
+    return causes

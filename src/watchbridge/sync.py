@@ -33,7 +33,7 @@ from watchbridge.accounts import (
     start_over_unrecognised,
     unrecognised,
 )
-from watchbridge.causes import Cause, cause_of, told_elsewhere
+from watchbridge.causes import Cause, carried_causes, cause_of, told_elsewhere, with_causes
 from watchbridge.config import Config, Link, link_profiles
 from watchbridge.errors import WatchbridgeError, naming_profile
 from watchbridge.guard import BEFORE_CONFIRMING, for_link
@@ -434,8 +434,8 @@ async def plan_link(
     (`two-way` or `A-to-B`); `narrowing` plans only the items of some AniList entries.
     With `failures`, a profile that cannot be read (its sign-in, its account, its password)
     is left out and named there with why, so the household's others still sync; when no
-    profile could be read, the first one's error is raised (as PartsFailed, with every
-    profile's cause)."""
+    profile could be read, the first one's error is raised (carrying every profile's cause:
+    `causes_of`)."""
     link = with_direction(link_named(config, name), name, direction)
     profiles = link_profiles(config, link)
     if not profiles:
@@ -466,8 +466,10 @@ async def plan_link(
                 first_error = first_error or exc
                 failures[profile] = exc
         if failures and first_error is not None and not plans:
+            # Raised as itself (callers tell a service's errors apart by their type), carrying
+            # every profile's cause for `report_run`.
             causes = tuple(cause_of(exc, profile) for profile, exc in failures.items())
-            raise PartsFailed(first_error.message, causes, first_error.exit_code) from first_error
+            raise with_causes(first_error, causes)
         return plans, sum(reader.requests_sent for reader in readers)
     finally:
         for reader in readers:
@@ -1234,7 +1236,9 @@ class PartsFailed(WatchbridgeError):
 
 def causes_of(exc: BaseException) -> tuple[Cause | None, ...]:
     """The causes of a failed run's parts, for `report_run` (none known: the link tells)."""
-    return exc.causes if isinstance(exc, PartsFailed | NeedsReview) else ()
+    if isinstance(exc, PartsFailed | NeedsReview):
+        return exc.causes
+    return carried_causes(exc)
 
 
 def failure_of(exc: WatchbridgeError) -> str | None:
