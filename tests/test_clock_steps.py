@@ -174,6 +174,34 @@ async def test_a_clock_set_forward_by_days_does_not_make_a_failing_play_a_dead_l
     assert counts.get("dead", 0) == 0 and counts["pending"] == 1
 
 
+async def test_a_vm_frozen_by_its_host_keeps_the_time_of_a_play_received_before_the_freeze(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    uptime: FakeClock,
+) -> None:
+    # The clock is right: Trakt's (its Date header) agrees with it.
+    trakt.advance(clock() - trakt.now())
+    play_a_movie_trakt_does_not_know(runtime)
+    played = clock()
+    await worker.pass_once(runtime)  # unmatched: tried again in an hour
+    # The host sleeps 8 hours: the VM counts neither its wall clock nor its uptime meanwhile,
+    # and time sync steps its wall clock forward on waking. The play was dated right.
+    clock.advance(8 * 3600)
+    trakt.advance(8 * 3600)
+    trakt.add_movie("Nobody Knows", 2020, imdb=UNKNOWN_GUID.split("//")[1].split("?")[0])
+    for _ in range(2):
+        clock.advance(60)
+        uptime.advance(60)
+        trakt.advance(60)
+        _lift_the_pacer(worker)
+        await worker.pass_once(runtime)
+    (play,) = trakt.history()
+    assert play.watched_at is not None
+    assert abs(parse_iso(play.watched_at) - played) <= 60
+
+
 async def test_a_clock_set_back_between_a_stop_and_a_start_does_not_hold_deliveries_that_long(
     tmp_path: Path,
     runtime: Runtime,

@@ -152,6 +152,7 @@ class Runtime:
         if self.uptime is None:
             self.uptime = clocksteps.uptime if self.clock is time.time else lambda: self.clock()
         self.clock_watch = ClockWatch(lambda: self.clock(), self.uptime)
+        self.metrics.clocks_agree = self.clock_watch.agreed
 
     @property
     def store(self) -> Store:

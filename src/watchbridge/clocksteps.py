@@ -13,11 +13,17 @@ what this process stamps with the wall clock names the frame it was stamped in, 
 moves the stamps of the frame it ends by its size (`Store.restamp`): that is when they
 happened, by the clock as it is now. Stamps of an earlier process (its frame ended with it)
 cannot be told apart, and are left as they are.
+
+A frame's clock was not wrong all along when an internet service's clock (its Date header)
+agreed with it: a VM frozen by its host (paused, or a laptop host asleep) counts neither wall
+clock nor uptime meanwhile, and its wall clock steps forward on waking. The stamps up to the
+last agreement were right, and only later ones move.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable
@@ -73,7 +79,9 @@ class Step:
     """The wall clock moved `seconds` (forward when positive) beside the uptime, ending the
     frame `frame` (which began at `began` and was last seen at `last`, by its own clock) and
     beginning the frame `into`. `seen`: when the step was seen, by the ended frame's clock;
-    nothing was stamped in that frame later (every stamp looks first)."""
+    nothing was stamped in that frame later (every stamp looks first). `right_until`: an
+    outside clock agreed with the frame's at that time (`ClockWatch.agreed`), so stamps until
+    then were right and stay."""
 
     frame: str
     into: str
@@ -81,6 +89,7 @@ class Step:
     began: float
     last: float
     seen: float = 0.0
+    right_until: float = -math.inf
 
 
 class ClockWatch:
@@ -95,6 +104,7 @@ class ClockWatch:
         self._began = self._last = 0.0
         self._steps: list[Step] = []
         self._unset_told = False
+        self._right_until = -math.inf  # this frame's last look an outside clock agreed with
 
     @property
     def frame(self) -> str:
@@ -110,9 +120,18 @@ class ClockWatch:
             left = self.frame
             self._frames += 1
             seconds = offset - self._offset
-            step = Step(left, self.frame, seconds, self._began, self._last, wall - seconds)
+            step = Step(
+                left,
+                self.frame,
+                seconds,
+                self._began,
+                self._last,
+                wall - seconds,
+                self._right_until,
+            )
             self._steps.append(step)
             self._began = wall
+            self._right_until = -math.inf
             self._unset_told = False
             log.warning(
                 "the clock jumped %s: plays received before keep the time they happened",
@@ -132,6 +151,12 @@ class ClockWatch:
                 time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(max(wall, 0.0))),
             )
         return self.frame
+
+    def agreed(self) -> None:
+        """An internet service's clock agrees with this one now (within STEP): what this
+        frame stamped until now was stamped right, and a step ending the frame leaves it."""
+        self.look()
+        self._right_until = self._last
 
     def unhandled(self) -> list[Step]:
         """The steps seen and not `handled` yet, oldest first."""

@@ -898,7 +898,7 @@ class HttpClient:
         now = self.clock()
         self.clock_skew = said - now
         if self.metrics is not None:
-            self.metrics.note_clock(self.service, self.clock_skew)
+            self.metrics.note_clock(self.service, self.clock_skew, outside=not self.setting)
         key, ahead = (self.service, self.base_url), round(self.clock_skew)
         if abs(self.clock_skew) <= CLOCK_WARNING:
             self._skew_noted_at = None

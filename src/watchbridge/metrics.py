@@ -22,6 +22,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from watchbridge import __version__
+from watchbridge.clocksteps import STEP
 from watchbridge.store import HELD_PROFILE, HELD_TARGET, TargetQueue
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -252,6 +253,9 @@ class Metrics:
             registry=self.registry,
         )
         self.clocks: dict[str, float] = {}  # the same, for the status page
+        # Told when an internet service's clock agrees with this machine's (the runtime's
+        # ClockWatch.agreed): a later step of the clock moves no stamp made before.
+        self.clocks_agree: Callable[[], None] | None = None
         self.plex_foreign_rows = Counter(
             "watchbridge_plex_history_foreign_rows",
             "Plex history rows of other accounts the server sent though asked for one "
@@ -301,9 +305,13 @@ class Metrics:
         """A read of `profile`'s Plex history got their rows alone."""
         self.unfiltered.pop(profile, None)
 
-    def note_clock(self, service: str, skew: float) -> None:
+    def note_clock(self, service: str, skew: float, outside: bool = False) -> None:
+        """`service`'s clock is `skew` seconds ahead of this machine's; `outside`: an internet
+        service's (a server on the user's network may share this machine's wrong clock)."""
         self.clock_skew.labels(service).set(round(skew))
         self.clocks[service] = skew
+        if outside and abs(skew) <= STEP and self.clocks_agree is not None:
+            self.clocks_agree()
 
     def watch_queue(
         self,

@@ -2855,19 +2855,22 @@ class Store:
         """Move the times the clock stamped in `step.frame` by the step (clocksteps): the
         plays' `at` (then of the frame the step began), of rows failing since within that
         frame their failing_since (delivery.max_age counts from it), and of a forward step the
-        playback sessions' times within it. How many plays moved."""
+        playback sessions' times within it; none stamped by `step.right_until` (an outside
+        clock agreed then: they were right). How many plays moved."""
         with self.transaction() as conn:
             cursor = conn.execute(
                 "UPDATE outbox SET payload = json_set(payload,"
                 " '$.at', CAST(json_extract(payload, '$.at') AS REAL) + ?, '$.frame', ?)"
                 " WHERE status IN ('pending', 'inflight')"
-                " AND json_extract(payload, '$.frame') = ?",
-                (step.seconds, step.into, step.frame),
+                " AND json_extract(payload, '$.frame') = ?"
+                " AND CAST(json_extract(payload, '$.at') AS REAL) > ?",
+                (step.seconds, step.into, step.frame, step.right_until),
             )
             conn.execute(
                 "UPDATE outbox SET failing_since = failing_since + ?"
-                " WHERE status IN ('pending', 'inflight') AND failing_since BETWEEN ? AND ?",
-                (step.seconds, step.began, step.last),
+                " WHERE status IN ('pending', 'inflight') AND failing_since BETWEEN ? AND ?"
+                " AND failing_since > ?",
+                (step.seconds, step.began, step.last, step.right_until),
             )
             if step.seconds > 0:
                 self._restamp_sessions(conn, step)
@@ -2881,13 +2884,18 @@ class Store:
         every session of its first hour). Not back: a session stamped after a step back (by a
         webhook before the worker's next pass) can fall within the ended frame's times."""
         columns = ("updated_at", "began_at", "rest_ended_at", "completed_at")
-        within = {c: f"{c} BETWEEN :began AND :seen" for c in columns}
+        within = {c: f"({c} BETWEEN :began AND :seen AND {c} > :right)" for c in columns}
         moved = ", ".join(
             f"{c} = CASE WHEN {within[c]} THEN {c} + :seconds ELSE {c} END" for c in columns
         )
         conn.execute(
             f"UPDATE playback_sessions SET {moved} WHERE {' OR '.join(within.values())}",
-            {"began": step.began, "seen": step.seen, "seconds": step.seconds},
+            {
+                "began": step.began,
+                "seen": step.seen,
+                "seconds": step.seconds,
+                "right": step.right_until,
+            },
         )
 
     def redate_ahead(self, now: float, sent_at: Callable[[float, float], float]) -> int:
