@@ -28,6 +28,7 @@ from watchbridge.deliver.worker import DeliveryWorker
 from watchbridge.guard import BEFORE_CONFIRMING
 from watchbridge.maintenance import refresh_trakt_sign_ins
 from watchbridge.scheduler import REPORT_GRACE, SyncScheduler
+from watchbridge.services.serializd import REFUSED as SERIALIZD_REFUSED
 from watchbridge.store import RUN_LEASE, Store, SyncRun
 from watchbridge.sync import (
     FAILURES_BEFORE_ALERT,
@@ -859,3 +860,46 @@ async def test_a_link_failing_for_another_cause_than_an_open_alert_tells_its_own
         await until(lambda: "watchbridge: link ts keeps failing" in receiver.titles())
         await until(lambda: "watchbridge: link tr keeps failing" in receiver.titles())
     assert receiver.titles()[0] == TRAKT_SIGN_IN_PAUSED
+
+
+async def test_a_revoked_sign_in_met_first_by_links_raises_its_one_alert_and_one_resolved(
+    tmp_path: Path, fakes: tuple[FakeTrakt, FakeSerializd, AlertReceiver]
+) -> None:
+    trakt, serializd, receiver = fakes
+    runtime = two_trakt_links(tmp_path, trakt, serializd, receiver)
+    # No delivery waits and no housekeeping round came yet: the links meet the cause first.
+    trakt.revoke_tokens()
+    async with scheduled(runtime):
+        await until(
+            lambda: all(
+                runs_of(runtime, link, "failed") > FAILURES_BEFORE_ALERT for link in ("ts", "tr")
+            )
+        )
+        assert receiver.titles() == [TRAKT_SIGN_IN_PAUSED]  # the delivery's alert, raised once
+        (told,) = receiver.messages
+        assert told["message"].endswith("run `watchbridge auth trakt --profile me`")  # the fix
+        sign_in_trakt(runtime.store, trakt, "me", now=time.time())  # `watchbridge auth trakt`
+        await until(lambda: all(runs_of(runtime, link, "ok") for link in ("ts", "tr")))
+        await refresh_trakt_sign_ins(runtime)  # the next housekeeping round: nothing left to say
+    assert receiver.titles() == [TRAKT_SIGN_IN_PAUSED, f"Resolved: {TRAKT_SIGN_IN_PAUSED}"]
+
+
+async def test_a_sign_in_a_link_raised_is_over_once_a_run_reads_with_it_again(
+    tmp_path: Path, fakes: tuple[FakeTrakt, FakeSerializd, AlertReceiver]
+) -> None:
+    trakt, serializd, receiver = fakes
+    runtime = two_trakt_links(tmp_path, trakt, serializd, receiver)
+    sign_in_trakt(runtime.store, trakt, "me", now=time.time())
+    paused = "watchbridge: serializd deliveries paused for profile me"
+    user = serializd.users[ALICE[0].lower()]
+    user.password = "changed on the website"
+    serializd.expire_tokens()
+    async with scheduled(runtime):
+        # No play is delivered to Serializd, and no housekeeping signs it in: the links'
+        # runs are the only ones to end the alert they raised.
+        await until(lambda: receiver.titles() == [paused])
+        user.password = ALICE[1]  # made right again on the website ...
+        runtime.store.cache_forget(SERIALIZD_REFUSED)  # ... and its refusal's hours are over
+        await until(lambda: receiver.titles() == [paused, f"Resolved: {paused}"])
+        await until(lambda: all(runs_of(runtime, link, "ok") for link in ("ts", "tr")))
+    assert receiver.titles() == [paused, f"Resolved: {paused}"]

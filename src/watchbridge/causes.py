@@ -2,8 +2,10 @@
 
 A link whose run fails on one of them (a revoked Trakt sign-in fails every link reading
 Trakt for that profile) is told of by that alert while it is open: its `sync_failing` alert
-would say the same thing again, once per link. Pure: which alert conditions tell of a failure,
-and whether every failed part of a run is told so.
+would say the same thing again, once per link. A person's sign-in refused is raised by
+whoever meets it first, a held delivery or a link's read, as the one alert (`paused_alert`).
+Pure: which alert conditions tell of a failure, the alert it raises, and whether every failed
+part of a run is told so.
 """
 
 from __future__ import annotations
@@ -31,15 +33,49 @@ PERSON_SIGN_IN = (
 # The server's own key refused, whoever's library was read: the lookups' alert (ids.py).
 SERVER_KEY = (ServerTokenRefused, MediaServerAuthError)
 
+# plex.tv's sign-in is read by the watchlist parts only, and no delivery goes there: no
+# "deliveries paused" alert to raise, the link tells of it.
+NO_DELIVERIES = ("plextv",)
+
 Condition = tuple[str, str]  # an alert's (kind, key)
+
+
+@dataclass(frozen=True)
+class Alert:
+    """An alert as it is raised: its condition (`kind`, `key`), title and text."""
+
+    kind: str
+    key: str
+    title: str
+    body: str
+
+
+def paused_title(target: str, profile: str | None = None) -> str:
+    """The title of the alerts that say a target's deliveries (one profile's) are paused."""
+    whose = f" for profile {profile}" if profile else ""
+    return f"watchbridge: {target} deliveries paused{whose}"
+
+
+def paused_alert(kind: str, target: str, profile: str | None, reason: str) -> Alert:
+    """The alert that `target`'s deliveries (`profile`'s; None: everyone's) are paused, of
+    `kind` (`credentials`: the person's sign-in refused), for `reason`."""
+    key = f"{target}:{profile}" if profile else target
+    return Alert(kind, key, paused_title(target, profile), reason)
+
+
+def sign_in_works(service: str, profile: str) -> str:
+    """The recovery notice of `profile`'s sign-in to `service` once it is accepted again."""
+    return f"the {service} sign-in of profile {profile} works again"
 
 
 @dataclass(frozen=True)
 class Cause:
     """Why one part of a run failed, as the alerts that tell of it: any one of `conditions`
-    open tells the human of it."""
+    open tells the human of it; `raises`, the alert the run raises itself when it meets the
+    cause before anyone else did (a person's sign-in refused)."""
 
     conditions: tuple[Condition, ...]
+    raises: Alert | None = None
 
 
 def cause_of(error: WatchbridgeError, profile: str) -> Cause | None:
@@ -51,7 +87,10 @@ def cause_of(error: WatchbridgeError, profile: str) -> Cause | None:
     if isinstance(error, SERVER_KEY):
         return Cause((("credentials", f"server:{service}"),))
     if isinstance(error, PERSON_SIGN_IN):
-        return Cause((("credentials", f"{service}:{profile}"),))
+        if service in NO_DELIVERIES:
+            return Cause((("credentials", f"{service}:{profile}"),))
+        alert = paused_alert("credentials", service, profile, error.message)
+        return Cause(((alert.kind, alert.key),), alert)
     if isinstance(error, Unavailable):
         # The service's outage as its deliveries tell it (or a media server's lookups), or
         # this profile's own pause (a rate limit, its sign-in host down).

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 from watchbridge.accounts import send_account_alerts
 from watchbridge.alerts import DISABLED, SENT
 from watchbridge.app import Runtime
-from watchbridge.deliver.worker import ENDING, SERVICE_ROLE, ending_title, paused_title
+from watchbridge.causes import paused_title, sign_in_works
+from watchbridge.deliver.worker import ENDING, SERVICE_ROLE, ending_title
 from watchbridge.downtime import ALIVE_EVERY
 from watchbridge.http import Unavailable
 from watchbridge.store import CLAIM_LEASE, KEEP_MARKS
@@ -307,8 +308,7 @@ async def _works_again(runtime: Runtime, client: TraktClient, profile: str, key:
         return
     if await asyncio.to_thread(runtime.store.waits_for_sign_in, SERVICE, profile):
         return
-    works = f"the trakt sign-in of profile {profile} works again"
-    await runtime.notifier.resolve("credentials", works, key=key)
+    await runtime.notifier.resolve("credentials", sign_in_works(SERVICE, profile), key=key)
 
 
 async def _tell_once(

@@ -33,7 +33,14 @@ from watchbridge.accounts import (
     start_over_unrecognised,
     unrecognised,
 )
-from watchbridge.causes import Cause, carried_causes, cause_of, told_elsewhere, with_causes
+from watchbridge.causes import (
+    Cause,
+    carried_causes,
+    cause_of,
+    sign_in_works,
+    told_elsewhere,
+    with_causes,
+)
 from watchbridge.config import Config, Link, link_profiles
 from watchbridge.errors import WatchbridgeError, naming_profile
 from watchbridge.guard import BEFORE_CONFIRMING, for_link
@@ -1366,6 +1373,8 @@ async def run_link(
         )
         if alerts is not None:  # a side that answered as another account started over
             await send_account_alerts(store, alerts)
+            read = [plan.profile for plan in plans]
+            await report_sign_ins_read(store, alerts, config.links[name].services, read)
         unread = tuple(naming_profile(profile, exc.message) for profile, exc in failures.items())
         causes = tuple(cause_of(exc, profile) for profile, exc in failures.items())
         link = with_direction(config.links[name], name, direction)
@@ -1538,7 +1547,8 @@ async def report_run(
     Not while every failed part's root cause (`causes`, one each) has an alert of its own
     open (a revoked sign-in, a service down): one cause reaches the phone once, not once more
     per link; the failures count all the same, and the link tells once that alert is over
-    (or a part fails for something else). Returns the failures in a row."""
+    (or a part fails for something else); a person's sign-in refused raises its alert at
+    once (`Cause.raises`). Returns the failures in a row."""
     if error is None:
         await alerts.resolve("sync_failing", f"link {name} syncs again", key=name)
         return 0
@@ -1547,6 +1557,11 @@ async def report_run(
     except sqlite3.Error:  # the database may be what failed: counted once it answers
         failures, since = 0, None
     failures = max(1, failures)
+    # A person's sign-in refused is told at once, by whoever meets it first: this run, or a
+    # held delivery (the same alert; reported again, it is a throttled reminder).
+    raising = {cause.raises for cause in causes if cause is not None and cause.raises}
+    for alert in sorted(raising, key=lambda alert: alert.key):
+        await alerts.notify(alert.kind, alert.title, alert.body, key=alert.key)
     if failures >= FAILURES_BEFORE_ALERT and not told_elsewhere(causes, alerts.raised):
         began = ""
         if since is not None:
@@ -1559,6 +1574,23 @@ async def report_run(
             key=name,
         )
     return failures
+
+
+async def report_sign_ins_read(
+    store: Store, alerts: Alerts, services: Sequence[str], profiles: Collection[str]
+) -> None:
+    """The sign-ins of `profiles` to `services` that a run just read with: an alert that one
+    was refused (raised by a link or a delivery) is over, unless deliveries of that profile
+    still wait for a sign-in (those end it as they go through). Without this, no one would end
+    the alert a link raised for a service no play is delivered to meanwhile."""
+    for profile in profiles:
+        for service in services:
+            key = f"{service}:{profile}"
+            if not alerts.raised("credentials", key):
+                continue
+            if await asyncio.to_thread(store.waits_for_sign_in, service, profile):
+                continue
+            await alerts.resolve("credentials", sign_in_works(service, profile), key=key)
 
 
 def unforeseen_failure(exc: BaseException) -> str:

@@ -24,6 +24,7 @@ from watchbridge.accounts import AccountNotes, for_the_old_account
 from watchbridge.alerts import SENT, UNREACHABLE_ALERT_AFTER, format_span
 from watchbridge.app import Runtime
 from watchbridge.backoff import doubled
+from watchbridge.causes import paused_alert, paused_title
 from watchbridge.clocksteps import sent_at
 from watchbridge.config import DeliveryConfig, undeliverable, unwanted_by_link
 from watchbridge.errors import names_profile
@@ -532,12 +533,6 @@ def dead_letter_alert(target: str, untold: Untold) -> tuple[str, str]:
         lines.insert(0, f"... and {count - len(rows)} more, the latest:")
     lines.append("See `watchbridge deadletters list`; retry with `watchbridge deadletters retry`.")
     return f"watchbridge: {what} gave up", "\n".join(lines)
-
-
-def paused_title(target: str, profile: str | None = None) -> str:
-    """The title of the alerts that say a target's deliveries (one profile's) are paused."""
-    whose = f" for profile {profile}" if profile else ""
-    return f"watchbridge: {target} deliveries paused{whose}"
 
 
 def ending_title(target: str, profile: str) -> str:
@@ -1059,8 +1054,8 @@ class DeliveryWorker:
             if text is not None:
                 alerts[("service_unreachable", target.name, None)] = text
         for (kind, key, profile), reason in alerts.items():
-            title = paused_title(target.name, profile)
-            sent = await runtime.notifier.notify(kind, title, reason, key=key) == SENT
+            alert = paused_alert(kind, target.name, profile, reason)
+            sent = await runtime.notifier.notify(kind, alert.title, alert.body, alert.key) == SENT
             extra: dict[str, Any] = {"target": target.name, "key": key, "reason": reason}
             outage = self.holds.get(target.name) if profile is None else None
             if outage is None:
