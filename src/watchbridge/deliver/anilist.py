@@ -163,6 +163,13 @@ REWATCH_SET_ASIDE = "anilist-rewatch-set-aside"  # kept as long as the item's ma
 # completed entry back to watching (the other side unwatched its last episode). A read seeing
 # it so is no rewatch begun by the user (`note_set_aside`): further removals still lower it.
 LOWERED = "anilist-lowered-by-us"  # kept as long as the item's marks
+# By profile and media: {"saved": the entry's `updatedAt` after a save of ours, "at": when the
+# viewing it shows was watched}. AniList dates an entry by its last change, and our save (a
+# score, another link's play of days ago) is one: while the entry still shows "saved", a link
+# reading it dates its viewing by "at" (`readers.anilist`), as the user watched it, so every
+# link gives that viewing one date (else a link reading it after our save dated it now, and
+# the other services' copies of it, days apart, were copied again as a second viewing).
+VIEWED = "anilist-viewed-at"  # kept as long as the item's marks
 # No rewatch begins with a manual mark this soon after the play that finished the entry: marks
 # received together (Jellyfin's "mark season played" posts each episode, in no order) are one
 # viewing.
@@ -411,6 +418,26 @@ def note_set_aside(
             if ours == {"id": entry.id, "at": entry.updated_at}:
                 continue  # set back to watching by our removal, not by the user
         store.cache_put(REWATCH_SET_ASIDE, key, entry.id if told else None, now, KEEP_MARKS)
+
+
+def viewed_at(entry: ListEntry, noted: Any) -> float:
+    """When the viewing `entry` shows was watched: its `updatedAt`, unless that is a save of
+    ours (`noted`, as VIEWED keeps it) that dated it anew. Pure."""
+    if isinstance(noted, dict) and noted.get("saved") == entry.updated_at:
+        at = noted.get("at")
+        if isinstance(at, int | float) and at > UNDATED:
+            return float(at)
+    return entry.updated_at
+
+
+def viewed_marks(store: Store, profile: str, now: float) -> dict[int, Any]:
+    """VIEWED's notes of `profile`'s entries, by media id (for `viewed_at`)."""
+    head = f"{profile}:"
+    return {
+        int(key.removeprefix(head)): noted
+        for key, noted in store.cache_items(VIEWED, now)
+        if key.startswith(head) and key.removeprefix(head).isdigit()
+    }
 
 
 def _stopped_since(entry: ListEntry, at: float, changed_at: float | None = None) -> bool:
@@ -1146,13 +1173,15 @@ class AniListTarget:
                 )
             await self._note_sent(row, write)
             try:
-                saved = await self._save(profile, write, current, entries, recreate=False)
+                saved = await self._save(
+                    profile, write, current, entries, viewing=at, recreate=False
+                )
             except EntryGone:  # deleted on AniList since: a first viewing of a new entry
                 current = None
                 _, write = await self._play(profile, row, current, target, at, whole)
                 assert write is not None  # a play always adds to a missing entry
                 await self._note_sent(row, write)
-                saved = await self._save(profile, write, current, entries)
+                saved = await self._save(profile, write, current, entries, viewing=at)
             finish = finish_write(saved, at) if current is None else None
             saved = await self._finished(profile, row, saved, finish, at, entries)
             await self._clear_unmatched(profile, row)
@@ -1179,14 +1208,16 @@ class AniListTarget:
                     " or first read by watchbridge, after this rating was given): it stands",
                     answered=True,
                 )
-            await self._save(profile, write, current, entries)
+            await self._save(profile, write, current, entries, viewing=None)
             return Delivered("score removed" if value is None else "scored")
         if row.action == "remove_play":
             set_aside = await self._rewatch_set_aside(profile, current)
             write = removal_write(current, episode, set_aside)
             if write is None:
                 return Delivered("AniList keeps only the highest episode: nothing to remove")
-            saved = await self._save(profile, write, current, entries, allow_lower=True)
+            saved = await self._save(
+                profile, write, current, entries, viewing=UNDATED, allow_lower=True
+            )
             if write.status == "CURRENT":
                 await self._note_lowered(profile, saved)
             return Delivered(f"progress lowered to {episode - 1}")
@@ -1247,7 +1278,7 @@ class AniListTarget:
         leaves the entry completed is noted as the one that finished it."""
         if finish is not None:
             await self._note_sent(row, finish)
-            saved = await self._save(profile, finish, saved, entries)
+            saved = await self._save(profile, finish, saved, entries, viewing=at)
         if saved.status == "COMPLETED":
             await self._note_finished(profile, saved.media_id, at)
         return saved
@@ -1370,6 +1401,18 @@ class AniListTarget:
         key = f"{profile}:{saved.media_id}"
         await asyncio.to_thread(self.store.cache_put, STOPPED, key, noted, self.clock(), KEEP_MARKS)
 
+    async def _note_viewed(
+        self, profile: str, current: ListEntry | None, saved: ListEntry, viewing: float | None
+    ) -> None:
+        """Note when the viewing `saved` shows was watched (see VIEWED, `_save`'s `viewing`)."""
+        if viewing is None and current is not None:
+            viewing = viewed_at(current, await self._noted(VIEWED, profile, current.media_id))
+        if viewing is None or viewing <= UNDATED:
+            return  # its `updatedAt` is the best date there is, as before
+        key = f"{profile}:{saved.media_id}"
+        noted = {"saved": saved.updated_at, "at": viewing}
+        await asyncio.to_thread(self.store.cache_put, VIEWED, key, noted, self.clock(), KEEP_MARKS)
+
     async def _note_sent(self, row: OutboxItem, write: EntryWrite) -> None:
         noted = {
             "media_id": write.media_id,
@@ -1406,11 +1449,15 @@ class AniListTarget:
         write: EntryWrite,
         current: ListEntry | None,
         entries: dict[int, ListEntry],
+        *,
+        viewing: float | None,
         allow_lower: bool = False,
         recreate: bool = True,
     ) -> ListEntry:
         """Save `write`; when the entry was deleted on AniList since we last saw it, create it
-        again with the same write (`recreate`), or raise EntryGone for the caller to decide."""
+        again with the same write (`recreate`), or raise EntryGone for the caller to decide.
+        `viewing`: when the play it saves was watched (UNDATED: unknown, or a removal); None:
+        it saves no viewing (a score), so the entry's viewing keeps its date (VIEWED)."""
         try:
             saved = await self.client.save_entry(
                 profile, write, current=current, allow_lower=allow_lower
@@ -1424,6 +1471,7 @@ class AniListTarget:
             saved = await self.client.save_entry(profile, write, current=None)
         assert saved is not None
         await self._note_stopped(profile, current, saved)
+        await self._note_viewed(profile, current, saved, viewing)
         entries[saved.media_id] = saved
         await asyncio.to_thread(
             self.store.mirror_put,

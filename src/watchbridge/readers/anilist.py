@@ -8,6 +8,9 @@ were watched or when (reference anilist.md §7). So the side is made up from lis
 - On the first read of an entry, its last episode is dated (`completedAt` when completed, else
   `updatedAt`) and the earlier ones are *undated* ("watched, date unknown"): the planner pairs
   them with any play of the same episode on the other side instead of inventing a date.
+  Where the entry's `updatedAt` is a save of ours (a score, another link's play), it dates
+  no viewing: the date noted with that save does (`deliver.anilist.VIEWED`), so every link
+  gives one viewing one date.
 - A rewatch (REPEATING) adds a second pass of plays; passes completed before the first sync
   are not invented (AniList keeps a count, not dates). A rewatch begun and paused or dropped
   between two reads (last read completed, now paused or dropped with a lower progress:
@@ -503,9 +506,11 @@ def anilist_side(
     baseline: Side | None,
     mapper: Mapper,
     dated: Mapping[str, list[tuple[float, str]]] | None = None,
+    viewed: Mapping[int, float] | None = None,
 ) -> Converted:
     """The side for `entries`, keeping records and dates of `baseline` plays (`dated`: see
-    `entry_plays`)."""
+    `entry_plays`). `viewed`: by media id, when the viewing an entry shows was watched, where
+    its `updatedAt` is a save of ours (`deliver.anilist.VIEWED`): its plays are dated so."""
     known: dict[int, dict[str, Play]] = {}
     claims: dict[str, list[Play]] = {}
     renewed = replaced_entries(entries, before)
@@ -534,8 +539,10 @@ def anilist_side(
         logged = known.get(entry.id, {})
         over = uncounted(entry, prior, logged, relog)
         states[entry.id] = entry_state(entry, prior, set_aside, relog, over)
+        watched = (viewed or {}).get(entry.media_id)
+        dating = entry if watched is None else replace(entry, updated_at=watched)
         made, problem = entry_plays(
-            entry, prior, logged, mapper, claims, times, used, set_aside, relog
+            dating, prior, logged, mapper, claims, times, used, set_aside, relog
         )
         plays += made
         if problem is not None:
@@ -868,8 +875,9 @@ class AniListReader:
         await self._prepare(raw, entries, before)
         spent = set(json.loads(cursors.get(DATED_BY) or "[]"))
         dated, kept = await asyncio.to_thread(self._webhook_times, profile, spent)
+        viewed = await asyncio.to_thread(self._viewed, profile, entries)
         converted = await self._settled(
-            lambda: anilist_side(entries, before, baseline, mapper, dated)
+            lambda: anilist_side(entries, before, baseline, mapper, dated, viewed)
         )
         if self.store is not None:
             await asyncio.to_thread(self._note_set_aside, profile, entries, before)
@@ -969,6 +977,16 @@ class AniListReader:
             if key is not None:
                 times.setdefault(key, []).append((at, row))
         return times, kept
+
+    def _viewed(self, profile: str, entries: Iterable[ListEntry]) -> dict[int, float]:
+        """When the viewings entries show were watched, for those a save of ours dated anew
+        (`deliver.anilist.VIEWED`)."""
+        if self.store is None:
+            return {}
+        from watchbridge.deliver.anilist import viewed_at, viewed_marks
+
+        marks = viewed_marks(self.store, profile, self.clock())
+        return {e.media_id: viewed_at(e, marks[e.media_id]) for e in entries if e.media_id in marks}
 
     def _delivered(self, profile: str) -> Callable[[Play], bool]:
         """Whether the row of a play we queued for AniList is done (all are without a store)."""
