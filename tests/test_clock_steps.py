@@ -6,7 +6,9 @@ hand. The uptime (clocksteps.uptime) is a second hand-moved clock here: it is wh
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +32,7 @@ from tests.test_delivery import (
 from watchbridge.app import Runtime
 from watchbridge.clocksteps import STEP, ClockWatch, sent_at
 from watchbridge.config import parse_config
-from watchbridge.deliver.worker import DeliveryWorker
+from watchbridge.deliver.worker import PROFILE_HOLDS, DeliveryWorker
 from watchbridge.maintenance import housekeeping
 from watchbridge.services.trakt import parse_iso
 from watchbridge.wiring import build_runtime
@@ -348,3 +350,47 @@ def test_a_step_is_seen_either_way_and_time_syncs_slewing_is_not_one() -> None:
     ]
     watch.handled(steps[0])
     assert watch.unhandled() == steps[1:]
+
+
+def _failing_since(runtime: Runtime) -> list[float]:
+    with contextlib.closing(sqlite3.connect(runtime.config.storage.path)) as conn:
+        found = conn.execute("SELECT failing_since FROM outbox WHERE failing_since IS NOT NULL")
+        return [since for (since,) in found]
+
+
+async def test_a_step_whose_handling_fails_midway_moves_no_time_twice_when_tried_again(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    uptime: FakeClock,
+) -> None:
+    # A play Trakt does not know fails since now; half an hour later a rate limit holds the
+    # profile. Time sync then sets the clock 2 minutes forward.
+    play_a_movie_trakt_does_not_know(runtime)
+    await worker.pass_once(runtime)
+    (failing_since,) = _failing_since(runtime)
+    clock.advance(1800)
+    uptime.advance(1800)
+    trakt.throttle_next(10**6, retry_after=0)
+    webhook(runtime, "movie_media_scrobble.json")
+    await worker.pass_once(runtime)
+    ((_, hold),) = runtime.store.cache_items(PROFILE_HOLDS, clock())
+    step(clock, uptime, trakt, 120)
+    # The worker's pass after the step fails on the database (another process holding it,
+    # a full disk) once the plays are restamped: the supervisor starts it again.
+    with contextlib.closing(sqlite3.connect(runtime.config.storage.path)) as conn:
+        conn.execute(
+            "CREATE TRIGGER full_disk BEFORE INSERT ON id_cache"
+            " BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+        conn.commit()
+        with pytest.raises(sqlite3.DatabaseError):
+            await worker.pass_once(runtime)
+        conn.execute("DROP TRIGGER full_disk")
+        conn.commit()
+    _lift_the_pacer(worker)
+    await worker.pass_once(runtime)
+    assert _failing_since(runtime) == [failing_since + 120]
+    ((_, moved),) = runtime.store.cache_items(PROFILE_HOLDS, clock())
+    assert moved["since"] == hold["since"] + 120

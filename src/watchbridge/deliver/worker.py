@@ -25,7 +25,7 @@ from watchbridge.alerts import SENT, UNREACHABLE_ALERT_AFTER, format_span
 from watchbridge.app import Runtime
 from watchbridge.backoff import doubled
 from watchbridge.causes import paused_alert, paused_title
-from watchbridge.clocksteps import sent_at
+from watchbridge.clocksteps import Step, sent_at
 from watchbridge.config import DeliveryConfig, undeliverable, unwanted_by_link
 from watchbridge.errors import names_profile
 from watchbridge.http import Unavailable, changed_answer
@@ -490,6 +490,16 @@ def moved_in_store(
     return moved
 
 
+def restamped(runtime: Runtime, step: Step) -> int:
+    """Move the stamps of `step` (Store.restamp) and mark it handled as soon as that is
+    committed, in one go: a failure or a cancelled wait after it cannot move them twice (a
+    second restamp moves the failing_since and sessions' times still within the frame).
+    How many plays moved."""
+    moved = runtime.store.restamp(step)
+    runtime.clock_watch.handled(step)
+    return moved
+
+
 LIMITED_ROWS = "account-limit"  # cache namespace: _LimitedRows, by alert key `target:profile`
 
 
@@ -640,6 +650,9 @@ class DeliveryWorker:
         # alive: a clock set back across a restart): a step back is seen.
         self._latest_now: float | None = None
         self._restamping = asyncio.Lock()  # one target loop moves the stamps of a step
+        # "target:profile" -> (its hold's start as this process knew it when the clock stepped,
+        # how far to move it): moves decided and not yet in the store, tried until they are.
+        self._owed_moves: dict[str, tuple[float, float]] = {}
         # Rows dated ahead of the clock are looked for at the first pass and after each step:
         # only an earlier process's stamps (its clock ahead, set back since) can be.
         self._ahead_looked = False
@@ -766,26 +779,33 @@ class DeliveryWorker:
             self._latest_now = max(self._latest_now, now)
             return
         self._latest_now = now
-        await self._move_holds(runtime, -step)
+        self._move_holds(-step)
+        await self._pay_owed_moves(runtime)
         moved = await asyncio.to_thread(runtime.store.bring_forward, step, now)
         log.warning(
             "the clock went back: deliveries waiting keep their waits",
             extra={"seconds": round(step), "rows": moved},
         )
 
-    async def _move_holds(self, runtime: Runtime, step: float) -> None:
-        """Move the holds here (until when, since when) and the starts of the profile holds
-        (their alerts count from them) by a step of the clock (`step`: back when negative)."""
+    def _move_holds(self, step: float) -> None:
+        """Move the holds here (until when, since when) by a step of the clock (`step`: back
+        when negative), and owe the profile holds' starts (their alerts count from them) the
+        same move: decided at once, without waiting, so a failure after it cannot move any
+        twice (`_pay_owed_moves` writes them)."""
         for held in self.holds.values():
             held.until, held.since = held.until + step, held.since + step
+        for key, paused in self._paused.items():
+            since, owed = self._owed_moves.get(key, (paused.since, 0.0))
+            self._owed_moves[key] = (since, owed + step)
+
+    async def _pay_owed_moves(self, runtime: Runtime) -> None:
+        """Write the profile holds' moves owed (`_move_holds`), each once: the store moves a
+        hold only if it still begins where it did when the move was decided."""
         now = runtime.clock()
-        for key, paused in list(self._paused.items()):
-            self._mirror(
-                key,
-                await asyncio.to_thread(
-                    moved_in_store, runtime.store, key, paused.since, step, now
-                ),
-            )
+        for key, (since, step) in list(self._owed_moves.items()):
+            moved = await asyncio.to_thread(moved_in_store, runtime.store, key, since, step, now)
+            del self._owed_moves[key]
+            self._mirror(key, moved)
 
     async def _restamp(self, runtime: Runtime) -> None:
         """Date the plays received before a step of the clock by the clock as it is now
@@ -797,15 +817,15 @@ class DeliveryWorker:
         async with self._restamping:
             steps = runtime.clock_watch.unhandled()
             for step in steps:
-                moved = await asyncio.to_thread(runtime.store.restamp, step)
+                moved = await asyncio.to_thread(restamped, runtime, step)
                 if step.seconds > 0:
-                    await self._move_holds(runtime, step.seconds)
-                runtime.clock_watch.handled(step)
+                    self._move_holds(step.seconds)
                 if moved:
                     log.info(
                         "plays received before the clock jumped dated by the clock as it is now",
                         extra={"seconds": round(step.seconds), "rows": moved},
                     )
+            await self._pay_owed_moves(runtime)
             if not self._ahead_looked or steps:
                 self._ahead_looked = True
                 now = runtime.clock()
