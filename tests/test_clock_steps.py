@@ -394,3 +394,27 @@ async def test_a_step_whose_handling_fails_midway_moves_no_time_twice_when_tried
     assert _failing_since(runtime) == [failing_since + 120]
     ((_, moved),) = runtime.store.cache_items(PROFILE_HOLDS, clock())
     assert moved["since"] == hold["since"] + 120
+
+
+async def test_a_play_whose_answer_was_lost_before_the_clock_is_set_is_not_played_twice(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    uptime: FakeClock,
+) -> None:
+    # A Pi booted 3 days behind; a film ends, and its play goes out late, dated by that clock:
+    # Trakt takes it and the answer is lost.
+    webhook(runtime, "movie_media_scrobble.json")
+    clock.advance(900)
+    uptime.advance(900)
+    trakt.drop_next(1, route="POST /sync/history", after_handler=True)
+    await worker.pass_once(runtime)
+    (sent,) = trakt.history()
+    # Time sync sets the clock; the play's time moves with it, but Trakt holds the one sent.
+    step(clock, uptime, trakt, 3 * DAY)
+    _lift_the_pacer(worker)
+    await drain(worker, runtime, clock, passes=3, step=301)
+    assert trakt.history() == [sent]
+    counts = runtime.store.outbox_counts()
+    assert counts["done"] == 1 and counts["pending"] == 0

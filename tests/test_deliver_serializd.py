@@ -68,8 +68,19 @@ def durability() -> str:
 
 
 @pytest.fixture
+def uptime() -> FakeClock | None:
+    """The machine's uptime beside `clock` (None: it follows the clock, which never steps)."""
+    return None
+
+
+@pytest.fixture
 async def runtime(
-    tmp_path: Path, fake: FakeSerializd, receiver: AlertReceiver, clock: FakeClock, durability: str
+    tmp_path: Path,
+    fake: FakeSerializd,
+    receiver: AlertReceiver,
+    clock: FakeClock,
+    durability: str,
+    uptime: FakeClock | None,
 ) -> AsyncIterator[Runtime]:
     config = parse_config(
         f"""
@@ -94,7 +105,7 @@ links:  # what queued the tests' link rows (the service gives up those no link a
         Path("watchbridge.yaml"),
         {},
     )
-    runtime = build_runtime(config, clock=clock)
+    runtime = build_runtime(config, clock=clock, uptime=uptime)
     runtime.open()
     yield runtime
     runtime.close()
@@ -1669,3 +1680,22 @@ async def test_a_row_that_cannot_be_read_is_a_dead_letter_told_as_a_bug_to_repor
     )
     (told,) = [m["message"] for m in receiver.messages if "gave up" in m["title"]]
     assert f"#{dead.id} rating of Breaking Bad S01E04 for profile me: an unexpected error" in told
+
+
+@pytest.mark.parametrize("uptime", [FakeClock(1_000.0)])
+async def test_an_entry_whose_answer_was_lost_before_the_clock_is_set_is_not_added_twice(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    # Stamped while the clock ran 3 days behind; the diary entry dated so lands, the answer
+    # is lost. Time sync then sets the clock (the uptime, which no one sets, stands): the
+    # play's time moves by the step, the entry stays where it was sent.
+    at = clock() - 3600
+    enqueue(runtime, "play", episode(4), at, frame=runtime.clock_watch.look())
+    fake.drop_next(1, route=f"POST {REVIEWS_ADD}", after_handler=True)
+    await drain(worker, runtime, clock, passes=1)
+    (entry,) = fake.diary()
+    clock.advance(3 * DAY)
+    await drain(worker, runtime, clock, passes=3, step=120)
+    assert fake.diary() == [entry]
+    assert fake.count("POST", REVIEWS_ADD) == 1
+    assert runtime.store.outbox_counts()["done"] == 1

@@ -26,8 +26,9 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,21 @@ def sent_at(at: float, now: float) -> float:
     back across the restart; a sender's): no viewing ends in the future, and Trakt, Serializd
     and AniList would keep it so for good. A clock not set yet (before 2020) cannot judge."""
     return at if at <= now or now < UNSET_BEFORE else now
+
+
+# Payload key: the time a row's last send went out as. A send whose answer was lost may
+# have landed at that time, and a step since moves the row's `at` away from it.
+SENT_AT = "sent_at"
+
+
+def sent_before(payload: Mapping[str, Any], at: float) -> float | None:
+    """The time a row (`payload`, now dated `at`) last went out as, when a step of the clock
+    has moved it since (Store.restamp, redate_ahead); None when it went out as `at`, or was
+    never sent."""
+    sent = payload.get(SENT_AT)
+    if isinstance(sent, bool) or not isinstance(sent, int | float) or sent == at:
+        return None
+    return float(sent)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from watchbridge.catalogue import (
     season_map,
     tmdb_numbered,
 )
+from watchbridge.clocksteps import SENT_AT, sent_before
 from watchbridge.config import DeliveryConfig
 from watchbridge.deliver.trakt import nearby_keys, play_key, still_fresh
 from watchbridge.deliver.worker import (
@@ -373,7 +374,7 @@ class SerializdTarget:
         await self._load(ledger, PLAYS, f"{place.ref.key()}@")
         known = _near(ledger.plays, place.ref, at)
         if known is None and row.may_have_landed:
-            entry = await self._find_in_diary(ledger, place, at, is_log=True)
+            entry = await self._find_in_diary(ledger, place, _sent(row.payload, at), is_log=True)
             if entry is not None:
                 known = key, {"review_id": entry.id, "ticked": False}
                 await self._record(ledger, PLAYS, {key: known[1]})
@@ -622,7 +623,7 @@ class SerializdTarget:
             # The send may be what the ledger holds for the item: its entry is not another's.
             own = (ledger.rated.get(key) or {}).get("review_id")
             entry = await self._find_in_diary(
-                ledger, place, at, is_log=False, rating=value, own=own
+                ledger, place, _sent(row.payload, at), is_log=False, rating=value, own=own
             )
             if entry is not None:
                 await self._record(ledger, RATINGS, {key: {"rating": value, "review_id": entry.id}})
@@ -700,7 +701,8 @@ class SerializdTarget:
                 value, at = ratings.to_serializd(int(payload["rating"])), float(payload["at"])
             except (KeyError, TypeError, ValueError):
                 continue  # never sent: its delivery made a dead letter of it
-            entry = await self._find_in_diary(ledger, place, at, is_log=False, rating=value)
+            sent = _sent(payload, at)
+            entry = await self._find_in_diary(ledger, place, sent, is_log=False, rating=value)
             if entry is not None:
                 await self._record(ledger, RATINGS, {key: {"rating": value, "review_id": entry.id}})
                 await self._rated_row(ledger.profile, entry.id, key)
@@ -731,7 +733,7 @@ class SerializdTarget:
         placed = {} if rating is None else {PLACED: ref_to_dict(place.named())}
         await asyncio.to_thread(
             self.store.note_resolved,
-            {row.id: placed},
+            {row.id: placed | {SENT_AT: at}},
             f"{UNKNOWN_OUTCOME}: diary entry sent",
             self.clock(),
         )
@@ -875,12 +877,14 @@ class SerializdTarget:
         self,
         ledger: Ledger,
         place: Place,
-        at: float,
+        times: Sequence[float],
         *,
         is_log: bool,
         rating: int | None = None,
         own: object = None,
     ) -> DiaryEntry | None:
+        """The diary entry an earlier send (of a play, or of `rating`) may have added, at
+        one of `times` (`_sent`); None when none is seen."""
         diary = await self._diary(ledger)
         # An entry already accounted for is another play of the same item (whose ledger
         # entries the caller loaded).
@@ -890,7 +894,7 @@ class SerializdTarget:
             if (
                 place.holds(entry)
                 and entry.is_log == is_log
-                and abs(entry.watched_at - at) <= DIARY_WINDOW
+                and any(abs(entry.watched_at - at) <= DIARY_WINDOW for at in times)
                 and (rating is None or entry.rating == rating)
                 and entry.id not in taken
             ):
@@ -992,6 +996,13 @@ class SerializdTarget:
             await asyncio.to_thread(
                 self.store.cache_put, SEASONS_CACHE, tmdb, None, self.clock(), 0.0
             )
+
+
+def _sent(payload: dict[str, Any], at: float) -> tuple[float, ...]:
+    """The times a row dated `at` may have gone out as: `at`, and the time its last send
+    went out as, when a step of the clock has moved it since (clocksteps.sent_before)."""
+    before = sent_before(payload, at)
+    return (at,) if before is None else (at, before)
 
 
 def _unread_may_hold(unread: frozenset[int], what: str, then: str) -> None:

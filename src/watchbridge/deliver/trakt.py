@@ -18,6 +18,7 @@ from typing import Any
 
 from watchbridge import ratings
 from watchbridge.accounts import AccountNotes, account_named, for_the_old_account
+from watchbridge.clocksteps import SENT_AT, sent_before
 from watchbridge.config import DeliveryConfig
 from watchbridge.deliver.worker import (
     Dead,
@@ -679,9 +680,14 @@ class TraktTarget:
             # it goes (`_note_sending`, taken back only for a refusal: `_sent_nothing`).
             unsure_dated = [r for r in dated if r.outbox.may_have_landed]
             unread = await self._learn_history(profile, unsure_dated) if unsure_dated else {}
+            # A step of the clock since moved their times: looked for as they went out too,
+            # in a read of its own (not one spanning the step, days or decades).
+            as_sent = [a for a in map(_as_sent, unsure_dated) if a is not None]
+            if as_sent:
+                unread |= await self._learn_history(profile, as_sent)
             # All of them against the mirror: a row whose play went out with its twin (the
             # same play within the duplicate window, `one_per_play`) is not marked itself.
-            confirmed_ids = await self._known_on_trakt(profile, dated)
+            confirmed_ids = await self._known_on_trakt(profile, dated + as_sent)
             landed, untold = await self._undated_on_trakt(profile, fresh)
             confirmed_ids |= landed
             confirmed = [r for r in fresh if r.outbox.id in confirmed_ids]
@@ -1115,9 +1121,11 @@ class TraktTarget:
 
     async def _note_sending(self, rows: Sequence[Row]) -> None:
         """If we crash before Trakt's answer is recorded, these rows come back marked, and are
-        checked against Trakt's history before being sent again."""
-        ids = [r.outbox.id for r in rows]
-        await asyncio.to_thread(self.store.note, ids, f"{UNKNOWN_OUTCOME}: sent", self.clock())
+        checked against Trakt's history before being sent again: at the time each went out as
+        (SENT_AT) too, which a step of the clock can take its `at` away from."""
+        sent = {r.outbox.id: {SENT_AT: r.at} for r in rows}
+        message = f"{UNKNOWN_OUTCOME}: sent"
+        await asyncio.to_thread(self.store.note_resolved, sent, message, self.clock())
 
     async def _note_removing(self, found: dict[int, int]) -> None:
         """Pin the Trakt history ids just looked up for removals (outbox id -> history id) to
@@ -1254,6 +1262,15 @@ class TraktTarget:
             }
         await self._remember(profile, seen)
         return seen, unread
+
+
+def _as_sent(row: Row) -> Row | None:
+    """`row` dated as its last send went out (SENT_AT), when a step of the clock has moved
+    its time since (Store.restamp, redate_ahead); None when it has not."""
+    sent = sent_before(row.payload, row.at)
+    if sent is None or UNDATED in (sent, row.at):
+        return None
+    return replace(row, at=sent)
 
 
 def plays_in(
