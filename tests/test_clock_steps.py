@@ -29,8 +29,9 @@ from tests.test_delivery import (
     webhook,
     worker_for,
 )
+from watchbridge import clocksteps
 from watchbridge.app import Runtime
-from watchbridge.clocksteps import STEP, ClockWatch, sent_at
+from watchbridge.clocksteps import STEP, ClockWatch, sent_at, uptime_clock
 from watchbridge.config import parse_config
 from watchbridge.deliver.worker import PROFILE_HOLDS, DeliveryWorker
 from watchbridge.maintenance import housekeeping
@@ -418,3 +419,12 @@ async def test_a_play_whose_answer_was_lost_before_the_clock_is_set_is_not_playe
     assert trakt.history() == [sent]
     counts = runtime.store.outbox_counts()
     assert counts["done"] == 1 and counts["pending"] == 0
+
+
+def test_the_uptime_counts_suspended_time_on_linux_and_on_macos() -> None:
+    # Linux's CLOCK_MONOTONIC stops while suspended; macOS's counts sleep, its time.monotonic
+    # does not (a Mac woken from sleep would see a step of the clock).
+    assert uptime_clock("linux") == "CLOCK_BOOTTIME"
+    assert uptime_clock("darwin") == "CLOCK_MONOTONIC"
+    assert uptime_clock("win32") is None
+    assert clocksteps.uptime() > 0  # the clock chosen here reads

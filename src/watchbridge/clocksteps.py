@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -83,11 +84,25 @@ def boot_id() -> str | None:
         return None
 
 
+def uptime_clock(platform: str) -> str | None:
+    """The name of the `time` clock that counts the uptime on `platform` (`sys.platform`),
+    suspended time included; None: `time.monotonic`. Linux's CLOCK_MONOTONIC stops while
+    suspended, its CLOCK_BOOTTIME does not; macOS has no CLOCK_BOOTTIME, and its
+    CLOCK_MONOTONIC counts sleep (Apple's clock_gettime(3)) where `time.monotonic` does
+    not: a Mac woken from sleep would see a step and move times that were right."""
+    if platform.startswith("linux"):
+        return "CLOCK_BOOTTIME"
+    if platform == "darwin":
+        return "CLOCK_MONOTONIC"
+    return None
+
+
 def uptime() -> float:
     """Seconds since boot, suspended time included (a suspended host is no step), on a clock
     no one sets."""
-    boottime = getattr(time, "CLOCK_BOOTTIME", None)
-    return time.monotonic() if boottime is None else time.clock_gettime(boottime)
+    name = uptime_clock(sys.platform)
+    clock = None if name is None else getattr(time, name, None)
+    return time.monotonic() if clock is None else time.clock_gettime(clock)
 
 
 @dataclass(frozen=True)
