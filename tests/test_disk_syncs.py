@@ -22,7 +22,7 @@ from tests.fakes.serializd import FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.fakes.trakt import iso as trakt_iso
 from tests.harness import sign_in_trakt
-from tests.linkrig import open_rig, use_fast_readers
+from tests.linkrig import PROFILE, open_rig, use_fast_readers
 from tests.test_plex_reader import JAMIE, JAMIE_TOKEN, make_config
 from watchbridge.config import Link, parse_config
 from watchbridge.deliver.plex import PlexTarget
@@ -217,6 +217,95 @@ async def test_plays_written_to_plex_wait_for_the_disk_once_each(
     finally:
         await target.aclose()
     assert all(plex.user_state(str(1000 + n))["viewCount"] == 1 for n in range(plays))
+
+
+# A link runs every 30 minutes (or every minute) for months, nearly always finding nothing
+# new. On a Pi's SD card each write wears the card and each commit waits 5-50 ms for it: a run
+# with nothing to do writes its record, and no cursor, mirror row or version again unchanged.
+
+
+async def test_a_link_run_that_finds_nothing_new_writes_only_its_record(
+    tmp_path: Path,
+    start_fake: Callable[[FakeServer], FakeServer],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    use_fast_readers(monkeypatch)
+    trakt = start_fake(FakeTrakt())
+    serializd = start_fake(FakeSerializd())
+    assert isinstance(trakt, FakeTrakt) and isinstance(serializd, FakeSerializd)
+    start = time.time() - 40 * 86400
+    for n in range(3):
+        show = trakt.add_show(f"Show {n}", 2000, tmdb=100_000 + n, seasons={1: 5})
+        serializd.add_show(100_000 + n, f"Show {n}", {1: 5})
+        for e in (1, 2):
+            trakt.add_history(show.seasons[1].episodes[e], trakt_iso(start + (n * 10 + e) * 3600))
+    kinds = ", first_run: apply, kinds: [history, ratings, watchlist]"
+    rig = open_rig(tmp_path, trakt, serializd, kinds)
+    try:
+        assert (await rig.sync_and_deliver()).queued == 6
+        await rig.sync_and_deliver()  # reads back what the first one wrote
+        conn = rig.store._conn
+        versions = rig.store.mirror_versions("link:trakt-serializd", PROFILE)
+        changes, syncs = conn.total_changes, DiskSyncs(conn)
+        assert (await rig.sync()).queued == 0
+        # Its record's start and end; before, also its watchlist's mirror and two cursors.
+        assert syncs.stop() == 2
+        assert conn.total_changes - changes == 2
+        assert rig.store.mirror_versions("link:trakt-serializd", PROFILE) == versions
+    finally:
+        await rig.aclose()
+
+
+async def test_a_plex_read_that_finds_nothing_new_writes_nothing(
+    start_fake: Callable[[FakeServer], FakeServer], store: Store
+) -> None:
+    plex = start_fake(FakePlex())
+    assert isinstance(plex, FakePlex)
+    for n in range(20):
+        plex.add_movie(str(1000 + n), f"Movie {n}", 2000, [f"tmdb://{5000 + n}"])
+        if n % 2:
+            plex.watch(str(1000 + n), T0 + n * 100)
+    plex.clock = lambda: NOW
+    clock = FakeClock(NOW)
+    reader = make_reader(make_config(plex), store, Link(["plex", "trakt"]), ["alex"], clock)
+    try:
+        first = await reader.read("alex", {}, None, True)
+        changes, syncs = store._conn.total_changes, DiskSyncs(store._conn)
+        again = await reader.read("alex", first.cursors, first.side, False)
+        assert again.side.plays == first.side.plays
+        assert syncs.stop() == 0  # was 2, rewriting each history row and cursor as it was
+        assert store._conn.total_changes == changes
+        # The daily full read marks the history cache not whole while it replaces it in parts.
+        syncs = DiskSyncs(store._conn)
+        await reader.read("alex", again.cursors, again.side, True)
+        assert syncs.stop() <= 2  # was 3
+    finally:
+        await reader.aclose()
+
+
+def test_a_mirror_written_as_it_is_keeps_its_version_and_only_changed_rows_are_written(
+    store: Store,
+) -> None:
+    items = {f"k{n}": {"n": n} for n in range(50)}
+    store.mirror_replace("plex", "alex", "plays", items, 1.0)
+    store.mirror_put("plex", "alex", "keys", {}, 1.0)  # nothing, but a version all the same
+    versions = store.mirror_versions("plex", "alex")
+    assert set(versions) == {"plays", "keys"}
+    changes = store._conn.total_changes
+    store.mirror_replace("plex", "alex", "plays", dict(items), 2.0)
+    store.mirror_put("plex", "alex", "plays", {"k1": {"n": 1}}, 2.0)
+    store.mirror_remove("plex", "alex", "plays", ["gone"])
+    store.mirror_put("plex", "alex", "keys", {}, 2.0)
+    store.set_cursor("plex", "alex", "keys_from", "m1", 2.0)
+    store.set_cursor("plex", "alex", "keys_from", "m1", 3.0)
+    assert store._conn.total_changes == changes + 1  # the cursor's first write alone
+    assert store.mirror_versions("plex", "alex") == versions
+    changed = {**items, "k3": {"n": -3}, "new": {}}
+    del changed["k4"]
+    written = store.mirror_replace("plex", "alex", "plays", changed, 3.0)
+    assert store._conn.total_changes == changes + 1 + 3 + 1  # 3 rows and the version
+    assert written.before == versions["plays"] != written.after
+    assert store.mirror_get("plex", "alex", "plays") == changed
 
 
 def test_a_record_not_waiting_for_the_disk_leaves_the_durability_setting_as_it_was(

@@ -34,6 +34,7 @@ from watchbridge.store import (
     Checkpointer,
     IngestJob,
     IngestWriter,
+    MirrorChange,
     NewOutboxRow,
     OutboxItem,
     Retried,
@@ -1993,6 +1994,43 @@ def test_a_collection_replaced_in_parts_is_whole_only_once_its_last_part_is_writ
         writer.close()
     assert store.mirror_get_if_whole("plex", "me", "history") == new
     assert store.db.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 1
+
+
+def test_a_write_in_parts_with_nothing_left_to_change_still_ends_the_marks_of_one_cut_short(
+    store: Store,
+) -> None:
+    # A read that finds nothing new writes nothing back and keeps its maps' versions; but one
+    # after a write cut short (here its last transaction failed, every part written) has
+    # nothing left to change either: writing nothing then would leave the maps marked not
+    # whole for good, the Plex deliverer holding the profile's rows.
+    store.mirror_put("plex", "me", "keys", {"a": 1}, 1.0)
+    was = store.mirror_versions("plex", "me")
+
+    def cut(conn: sqlite3.Connection) -> None:
+        raise sqlite3.OperationalError("stands in for a crash")
+
+    with pytest.raises(sqlite3.OperationalError, match="stands in for a crash"):
+        store.mirror_change_in_parts(
+            "plex", "me", {"keys": MirrorChange([("b", "2")])}, was, cut, 2.0
+        )
+    cut_short = store.mirror_copy("plex", "me", ["keys"])
+    assert cut_short.partial == {"keys"}
+    assert cut_short.collections["keys"] == {"a": 1, "b": 2}
+
+    nothing = {"keys": MirrorChange()}
+
+    assert store.mirror_change_in_parts(
+        "plex", "me", nothing, cut_short.versions, lambda _: None, 3.0
+    )
+    whole = store.mirror_copy("plex", "me", ["keys"], cut_short)
+    assert whole.partial == set()
+    assert whole.versions["keys"] != cut_short.versions["keys"]
+    assert store.mirror_get_if_whole("plex", "me", "keys") == {"a": 1, "b": 2}
+    # Then, marks gone, nothing to change writes nothing.
+    changes = store._conn.total_changes
+    assert store.mirror_change_in_parts("plex", "me", nothing, whole.versions, lambda _: None, 4.0)
+    assert store._conn.total_changes == changes
+    assert store.mirror_versions("plex", "me") == whole.versions
 
 
 def test_a_history_replace_cut_halfway_is_still_no_whole_copy_once_its_profile_is_renamed(

@@ -166,6 +166,14 @@ def _collection(
     return {key: json.loads(data) for key, data in fetched}
 
 
+# SQL: a mirror row put, written only where it is new or its value differs (an unchanged
+# row's updated_at stays: only the rows a start over carried are pruned by it, never put).
+_MIRROR_UPSERT = (
+    "INSERT INTO mirror (service, profile, collection, item_key, data, updated_at)"
+    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (service, profile, collection, item_key)"
+    " DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at"
+    " WHERE data IS NOT excluded.data"
+)
 # Rows a transaction of a write in parts (`Store.mirror_replace_in_parts`,
 # `Store.mirror_change_in_parts`, `sync.applying`) writes: ~10 ms of the store's lock on a
 # quiet machine; on a loaded one, each row's step waits for the GIL, and 5,000 took 100-300 ms.
@@ -713,6 +721,16 @@ def _whole_again(
         )
 
 
+def _marked(conn: sqlite3.Connection, service: str, profile: str, collection: str) -> bool:
+    """Whether a write in parts is writing the collection, or left it cut short."""
+    row = conn.execute(
+        "SELECT replacing FROM mirror_versions WHERE service = ? AND profile = ?"
+        " AND collection = ?",
+        (service, profile, collection),
+    ).fetchone()
+    return row is not None and row[0] is not None
+
+
 def _still_mine(
     conn: sqlite3.Connection, service: str, profile: str, expected: Mapping[str, int], mine: int
 ) -> bool:
@@ -727,6 +745,24 @@ def _still_mine(
         if row is None or row[0] != version or row[1] != mine:
             return False
     return True
+
+
+def _mirror_written_if(
+    conn: sqlite3.Connection, service: str, profile: str, collection: str, changed: bool
+) -> MirrorWritten:
+    """`_mirror_written` for a write in this transaction that `changed` rows; one that
+    changed none keeps the version the collection has (a copy kept at it is still right), so
+    a run finding nothing new writes nothing. A collection never versioned gets one all the
+    same: a copy of it is read again until it has one."""
+    if not changed:
+        row = conn.execute(
+            "SELECT version FROM mirror_versions WHERE service = ? AND profile = ?"
+            " AND collection = ?",
+            (service, profile, collection),
+        ).fetchone()
+        if row is not None:
+            return MirrorWritten(int(row[0]), int(row[0]))
+    return _mirror_written(conn, service, profile, collection)
 
 
 def _replacing(
@@ -3510,7 +3546,8 @@ class Store:
             conn.execute(
                 "INSERT INTO cursors (service, profile, name, value, updated_at)"
                 " VALUES (?, ?, ?, ?, ?) ON CONFLICT (service, profile, name)"
-                " DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                " DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"
+                " WHERE value IS NOT excluded.value",  # the same value again writes nothing
                 (service, profile, name, value, now),
             )
 
@@ -3888,12 +3925,12 @@ class Store:
         """`mirror_put` with the items already encoded: (key, its value as JSON text), so
         that a caller inside a bigger transaction encodes them before it takes the lock."""
         with self._sync_level(synced), self.transaction() as conn:
+            changes = conn.total_changes
             conn.executemany(
-                "INSERT OR REPLACE INTO mirror (service, profile, collection, item_key, data,"
-                " updated_at) VALUES (?, ?, ?, ?, ?, ?)",
-                [(service, profile, collection, key, data, now) for key, data in items],
+                _MIRROR_UPSERT, [(service, profile, collection, *i, now) for i in items]
             )
-            return _mirror_written(conn, service, profile, collection)
+            changed = conn.total_changes != changes
+            return _mirror_written_if(conn, service, profile, collection, changed)
 
     def profiles_with_state(self) -> set[str]:
         """The profiles the database keeps sign-ins, sync state or records of writes for."""
@@ -4211,17 +4248,21 @@ class Store:
     ) -> MirrorWritten:
         """`mirror_replace` with the items already encoded: (key, its value as JSON text), so
         that a caller inside a bigger transaction encodes them before it takes the lock."""
+        # Only the rows that differ are written: a run that read what the last one did
+        # rewrote whole collections, each commit a wait for the disk and wear on an SD card.
+        keys = json.dumps([key for key, _ in items])
         with self.transaction() as conn:
+            changes = conn.total_changes
             conn.execute(
-                "DELETE FROM mirror WHERE service = ? AND profile = ? AND collection = ?",
-                (service, profile, collection),
+                "DELETE FROM mirror WHERE service = ? AND profile = ? AND collection = ?"
+                " AND item_key NOT IN (SELECT value FROM json_each(?))",
+                (service, profile, collection, keys),
             )
             conn.executemany(
-                "INSERT INTO mirror (service, profile, collection, item_key, data, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                [(service, profile, collection, k, data, now) for k, data in items],
+                _MIRROR_UPSERT, [(service, profile, collection, *i, now) for i in items]
             )
-            return _mirror_written(conn, service, profile, collection)
+            changed = conn.total_changes != changes
+            return _mirror_written_if(conn, service, profile, collection, changed)
 
     def mirror_replace_in_parts(
         self,
@@ -4300,8 +4341,9 @@ class Store:
         (nothing more written, the marks left in place) as soon as another write of one of
         them is found (at the start, or between two parts: a deliverer writing as it goes, a
         replace by another process taking a mark over): the caller works the changes out
-        again from what the store holds then. Inside a transaction: one transaction, the
-        changes worked out in it: the collections whole again, whoever's marks they had."""
+        again from what the store holds then. Nothing to change and no marks: `then` alone,
+        the versions kept. Inside a transaction: one transaction, the changes worked out in
+        it: the collections whole again, whoever's marks they had."""
         names = sorted(changes)
         if self._held_here():
             with self.transaction() as conn:
@@ -4316,6 +4358,12 @@ class Store:
             with self.transaction() as conn:
                 if any(_version_of(conn, service, profile, c) != was.get(c) for c in names):
                     return False
+                # Nothing to change (a read finding nothing new) writes nothing and keeps the
+                # versions, unless a write cut short left marks: those go with new versions.
+                unchanged = not any(c.put or c.taken for c in changes.values())
+                if unchanged and not any(_marked(conn, service, profile, c) for c in names):
+                    then(conn)
+                    return True
                 expected = {c: _mark_replacing(conn, service, profile, c, mine) for c in names}
             for chunk in _parts(changes, part):
                 # Not waiting for the disk: a power cut takes the last commits (WAL), never
@@ -4404,12 +4452,14 @@ class Store:
         self, service: str, profile: str, collection: str, keys: Sequence[str]
     ) -> MirrorWritten:
         with self.transaction() as conn:
+            changes = conn.total_changes
             conn.executemany(
                 "DELETE FROM mirror WHERE service = ? AND profile = ? AND collection = ?"
                 " AND item_key = ?",
                 [(service, profile, collection, key) for key in keys],
             )
-            return _mirror_written(conn, service, profile, collection)
+            changed = conn.total_changes != changes
+            return _mirror_written_if(conn, service, profile, collection, changed)
 
     def start_over(
         self, change: AccountChange, now: float, carried: Mapping[str, str] | None = None
