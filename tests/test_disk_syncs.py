@@ -308,6 +308,15 @@ def test_a_mirror_written_as_it_is_keeps_its_version_and_only_changed_rows_are_w
     assert store.mirror_get("plex", "alex", "plays") == changed
 
 
+def test_the_alive_note_of_an_idle_service_does_not_wait_for_the_disk(store: Store) -> None:
+    syncs = DiskSyncs(store._conn)
+    store.note_alive(NOW)
+    store.note_alive(NOW + 300)
+    assert syncs.stop() == 0  # was one each, 12 an hour
+    assert store.alive_at() == NOW + 300
+    assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again
+
+
 def test_a_record_not_waiting_for_the_disk_leaves_the_durability_setting_as_it_was(
     tmp_path: Path,
 ) -> None:
