@@ -885,6 +885,37 @@ def test_plays_a_first_run_took_for_one_viewing_stay_one_on_later_runs() -> None
     assert later.paired == first.paired  # still remembered
 
 
+def test_copies_other_links_made_of_plays_a_first_run_took_for_one_viewing_are_not_new() -> None:
+    # Trakt's day 0 and Serializd's day 4 were taken for one viewing; the household's other
+    # links (through a third service) copied each to the other side at its own time. Copied
+    # back, each was set a few minutes apart there and went round the other links again.
+    before = {
+        "trakt": side(Play(EP1, WATCHED, "t1")),
+        "serializd": side(Play(EP1, WATCHED + 4 * DAY, "s1")),
+    }
+    paired = plan(TWO_WAY, before, {}, first_run=True).paired
+    current = {
+        "trakt": side(Play(EP1, WATCHED, "t1"), Play(EP1, WATCHED + 4 * DAY + 30, "t2")),
+        "serializd": side(Play(EP1, WATCHED + 4 * DAY, "s1"), Play(EP1, WATCHED - 20, "s2")),
+    }
+    assert plan(TWO_WAY, current, before, paired=paired).actions == ()
+    # Not pairs of their own: a rewatch a day later is still a second viewing.
+    rewatch = Play(EP1, WATCHED + 5 * DAY, "t3")
+    current["trakt"] = replace(current["trakt"], plays=(*current["trakt"].plays, rewatch))
+    result = plan(TWO_WAY, current, before, paired=paired)
+    assert [(a.kind, a.target, a.at) for a in result.actions] == [
+        ("add_play", "serializd", WATCHED + 5 * DAY)
+    ]
+
+
+def test_two_viewings_logged_with_one_time_are_still_copied_as_two() -> None:
+    current = {
+        "trakt": side(Play(EP1, WATCHED, "t1"), Play(EP1, WATCHED, "t2")),
+        "serializd": side(Play(EP1, WATCHED, "s1")),
+    }
+    assert kinds(plan(TWO_WAY, current, current)) == [("add_play", "serializd", EP1)]
+
+
 def test_a_play_removed_after_a_first_run_took_it_for_one_viewing_takes_its_partner() -> None:
     before = {
         "trakt": side(Play(EP1, WATCHED, "t1")),
@@ -909,7 +940,9 @@ def test_a_remembered_pair_keeps_its_partner_from_an_earlier_play_logged_beside_
     beside = Play("episode:tmdb:1:s1e1", 1_700_000_000.0 + 30, "s-beside")
     pairs, ours, theirs = match_plays([logged_later, beside], [trakt], known={"s-catch-up": "t1"})
     assert pairs == [(logged_later, trakt)]
-    assert (ours, theirs) == ([beside], [])
+    # Dated as Trakt's play, it is that viewing too (another link's copy of it, or the user's
+    # backdated log): not a new play to copy to Trakt.
+    assert (ours, theirs) == ([], [])
 
 
 @pytest.mark.parametrize(

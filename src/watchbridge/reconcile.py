@@ -214,7 +214,9 @@ def match_plays(
     viewing, copied), then the rest within MATCH_WINDOW, nearest first in time order; then
     undated plays with what is left of the same item (earliest first). Without the
     SAME_VIEWING step, a viewing added later a few hours before one already on both sides
-    would take that one's partner, and look copied while the other looked new.
+    would take that one's partner, and look copied while the other looked new. A play left
+    over that is dated as the partner of a `known` pair days apart is a copy of that viewing
+    (another link's): in no pair, and not left without one either.
 
     Returns (pairs, ours without a partner, theirs without a partner).
     """
@@ -234,6 +236,7 @@ def match_plays(
         else:
             used.add(id(partner))
             pairs.append((play, partner))
+    known_pairs = len(pairs)
     for play in unknown:
         if play.at == UNDATED:
             undated_ours.append(play)
@@ -274,7 +277,33 @@ def match_plays(
         used.add(id(partner))
         pairs.append((play, partner))
     lonely_theirs = [p for group in by_item.values() for p in group if id(p) not in used]
+    # A first run's pair days apart is this link's alone: the household's other links (and
+    # webhooks) copy each of its two plays as a viewing of its own, so each side comes to
+    # hold the other's play too, at its time. Such a copy is that viewing, not a new one:
+    # copied back, it was set a few minutes apart there and went round the other links again,
+    # every run without end.
+    far_ours, far_theirs = _days_apart(pairs[:known_pairs])
+    still_lonely = [p for p in still_lonely if not _copy_of(p, far_theirs)]
+    lonely_theirs = [p for p in lonely_theirs if not _copy_of(p, far_ours)]
     return pairs, still_lonely, lonely_theirs
+
+
+def _days_apart(pairs: Iterable[tuple[Play, Play]]) -> tuple[list[Play], list[Play]]:
+    """The plays of `pairs` (ours, theirs) whose partner is not dated as they are."""
+    apart = [(o, t) for o, t in pairs if UNDATED not in (o.at, t.at) and not _same_time(o, t)]
+    return [o for o, _ in apart], [t for _, t in apart]
+
+
+def _copy_of(play: Play, days_apart: Iterable[Play]) -> bool:
+    """Whether `play` is dated as one of `days_apart` of its item (within SAME_VIEWING: a
+    copy carries its source's time, to the minute the target keeps)."""
+    return play.at != UNDATED and any(
+        other.item == play.item and _same_time(play, other) for other in days_apart
+    )
+
+
+def _same_time(play: Play, other: Play) -> bool:
+    return abs(play.at - other.at) < SAME_VIEWING
 
 
 def _known_partner(

@@ -1,0 +1,166 @@
+"""Three links in a triangle: Plex ⇄ Serializd, Trakt ⇄ Serializd and Plex ⇄ Trakt, each run
+in turn against the fakes, its rows delivered before the next runs (as the scheduler may order
+them). Every link must take a viewing another link copied for that viewing: after the first
+rounds' copies, further rounds add nothing to any service."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes.plex import TOKEN, FakePlex
+from tests.fakes.serializd import ALICE, FakeSerializd
+from tests.fakes.trakt import CLIENT_ID, FakeTrakt, iso
+from tests.harness import sign_in_trakt
+from tests.linkrig import fast_serializd, fast_trakt
+from watchbridge import readers
+from watchbridge.app import Runtime
+from watchbridge.config import Config, parse_config
+from watchbridge.deliver.plex import PlexTarget
+from watchbridge.deliver.serializd import SerializdTarget
+from watchbridge.deliver.trakt import TraktTarget
+from watchbridge.deliver.worker import DeliveryWorker
+from watchbridge.sync import run_link
+from watchbridge.wiring import build_runtime, plex_client
+
+pytestmark = pytest.mark.anyio
+
+SHOW = 90000  # TMDB id
+DAY = 86400.0
+LINKS = ("plex-serializd", "trakt-serializd", "plex-trakt")
+EPISODE_1 = "1000"  # Plex ratingKeys: show "100", season "100001"
+
+
+class Household:
+    def __init__(self, config: Config, runtime: Runtime, fakes: dict[str, Any]) -> None:
+        self.config, self.runtime, self.fakes = config, runtime, fakes
+        store = runtime.store
+        self.targets = {
+            "trakt": TraktTarget(fast_trakt(config, store), store, config.delivery, time.time),
+            "serializd": SerializdTarget(
+                fast_serializd(config, store), store, config.delivery, time.time
+            ),
+            "plex": PlexTarget(plex_client(config, runtime), config, store, time.time),
+        }
+
+    async def round(self, links: Sequence[str], deliver_between: bool = True) -> None:
+        """Each link run once, its rows delivered before the next runs (or, not
+        `deliver_between`, all of them after the last run, as runs due together do)."""
+        for n, link in enumerate(links):
+            await run_link(self.config, self.runtime.store, link, yes=True)
+            if deliver_between or n == len(links) - 1:
+                await self.deliver()
+
+    async def deliver(self) -> None:
+        worker = DeliveryWorker(lambda _: list(self.targets.values()), self.config.delivery)
+        worker.targets = dict(self.targets)
+        for _ in range(20):
+            if not await worker.pass_once(self.runtime):
+                break
+
+    def plays(self) -> tuple[int, int, int]:
+        """Plays of S1E1 on Plex, Serializd (diary entries) and Trakt."""
+        plex, serializd, trakt = self.fakes["plex"], self.fakes["serializd"], self.fakes["trakt"]
+        season = serializd.shows[SHOW].seasons[1].id
+        diary = [r for r in serializd.diary() if (r.season_id, r.episode_number) == (season, 1)]
+        history = [e for e in trakt.history() if (e.item.season, e.item.number) == (1, 1)]
+        return len(plex.history_of(EPISODE_1)), len(diary), len(history)
+
+
+@pytest.fixture
+def fakes(start_fake: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    monkeypatch.setitem(readers.READERS, "trakt", "tests.linkrig_trakt")
+    monkeypatch.setitem(readers.READERS, "serializd", "tests.linkrig_serializd")
+    plex, trakt = start_fake(FakePlex()), start_fake(FakeTrakt())
+    serializd = start_fake(FakeSerializd())
+    plex.clock = time.time  # a play we add to Plex is dated when written, as PMS does
+    plex.add_show("100", "Show", 2010, [f"tmdb://{SHOW}"])
+    for n in range(1, 4):
+        plex.add_episode(str(999 + n), "100", 1, n)
+    trakt.add_show("Show", 2010, tmdb=SHOW, seasons={1: 3})
+    serializd.add_show(SHOW, "Show", {1: 3})
+    return {"plex": plex, "trakt": trakt, "serializd": serializd}
+
+
+@pytest.fixture
+async def household(tmp_path: Path, fakes: dict[str, Any]) -> AsyncIterator[Household]:
+    plex, trakt, serializd = fakes["plex"], fakes["trakt"], fakes["serializd"]
+    links = "\n".join(
+        f"  {name}: {{services: [{name.replace('-', ', ')}], first_run: apply}}" for name in LINKS
+    )
+    text = f"""
+storage: {{path: {tmp_path / "wb.db"}}}
+services:
+  plex: {{url: "{plex.url}", token: "{TOKEN}"}}
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+  serializd: {{api_url: "{serializd.url}"}}
+profiles:
+  me:
+    accounts:
+      plex: {{}}
+      trakt: {{}}
+      serializd: {{email: {ALICE[0]}, password: "{ALICE[1]}"}}
+links:
+{links}
+"""
+    config = parse_config(text, tmp_path / "watchbridge.yaml", {})
+    runtime = build_runtime(config)
+    runtime.open()
+    sign_in_trakt(runtime.store, trakt, "me", now=time.time())
+    house = Household(config, runtime, fakes)
+    yield house
+    for target in house.targets.values():
+        await target.aclose()
+    runtime.close()
+
+
+ORDERS = [LINKS, ("plex-trakt", "plex-serializd", "trakt-serializd")]
+
+
+@pytest.mark.parametrize("order", ORDERS, ids=["serializd-links-first", "plex-trakt-first"])
+async def test_a_play_on_plex_goes_round_the_triangle_once(
+    household: Household, fakes: dict[str, Any], order: Sequence[str]
+) -> None:
+    fakes["plex"].watch(EPISODE_1, time.time() - 3 * DAY)
+    counts = []
+    for _ in range(4):
+        await household.round(order)
+        counts.append(household.plays())
+    assert counts == [(1, 1, 1)] * 4
+
+
+@pytest.mark.parametrize("order", ORDERS, ids=["serializd-links-first", "plex-trakt-first"])
+@pytest.mark.parametrize(
+    ("together", "settled"),
+    # Both viewings on Serializd and Trakt; Plex keeps its one view (a play older than its
+    # last view would only add a view dated today: it counts as there). One link at a time,
+    # the pair is taken for one viewing by each link in turn.
+    [(True, (1, 2, 2)), (False, (1, 1, 1))],
+    ids=["first-runs-together", "first-runs-one-at-a-time"],
+)
+async def test_two_viewings_weeks_apart_on_plex_and_trakt_settle_after_the_first_copies(
+    household: Household,
+    fakes: dict[str, Any],
+    order: Sequence[str],
+    together: bool,
+    settled: tuple[int, int, int],
+) -> None:
+    # The reviewer's household: S1E1 watched on Plex three days ago, logged on Trakt 27 days
+    # before that. With the first runs due together (their rows delivered after the last),
+    # Plex ⇄ Trakt took the two for one viewing logged days apart, the Serializd links copied
+    # both; then Plex ⇄ Trakt copied each back to the other side, set a few minutes apart
+    # there, the Serializd links carried those round, and so on every round:
+    # [(1, 2, 1), (2, 2, 3), (2, 3, 4), (2, 4, 5), (2, 5, 6)].
+    now = time.time()
+    fakes["plex"].watch(EPISODE_1, now - 3 * DAY)
+    show = next(s for s in fakes["trakt"].shows if s.tmdb == SHOW)
+    fakes["trakt"].add_history(show.episode(1, 1), iso(now - 30 * DAY))
+    counts = []
+    for n in range(5):
+        await household.round(order, deliver_between=n > 0 or not together)
+        counts.append(household.plays())
+    assert counts[1:] == [settled] * 4, counts
