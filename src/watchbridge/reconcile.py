@@ -283,22 +283,30 @@ def match_plays(
     # copied back, it was set a few minutes apart there and went round the other links again,
     # every run without end.
     far_ours, far_theirs = _days_apart(pairs[:known_pairs])
-    still_lonely = [p for p in still_lonely if not _copy_of(p, far_theirs)]
-    lonely_theirs = [p for p in lonely_theirs if not _copy_of(p, far_ours)]
+    if far_ours:
+        still_lonely = [p for p in still_lonely if not _copy_of(p, far_theirs)]
+        lonely_theirs = [p for p in lonely_theirs if not _copy_of(p, far_ours)]
     return pairs, still_lonely, lonely_theirs
 
 
-def _days_apart(pairs: Iterable[tuple[Play, Play]]) -> tuple[list[Play], list[Play]]:
-    """The plays of `pairs` (ours, theirs) whose partner is not dated as they are."""
-    apart = [(o, t) for o, t in pairs if UNDATED not in (o.at, t.at) and not _same_time(o, t)]
-    return [o for o, _ in apart], [t for _, t in apart]
+def _days_apart(
+    pairs: Iterable[tuple[Play, Play]],
+) -> tuple[dict[str, list[Play]], dict[str, list[Play]]]:
+    """The plays of `pairs` (ours, theirs) whose partner is not dated as they are, by item."""
+    ours: dict[str, list[Play]] = {}
+    theirs: dict[str, list[Play]] = {}
+    for o, t in pairs:
+        if UNDATED not in (o.at, t.at) and not _same_time(o, t):
+            ours.setdefault(o.item, []).append(o)
+            theirs.setdefault(t.item, []).append(t)
+    return ours, theirs
 
 
-def _copy_of(play: Play, days_apart: Iterable[Play]) -> bool:
+def _copy_of(play: Play, days_apart: Mapping[str, list[Play]]) -> bool:
     """Whether `play` is dated as one of `days_apart` of its item (within SAME_VIEWING: a
     copy carries its source's time, to the minute the target keeps)."""
     return play.at != UNDATED and any(
-        other.item == play.item and _same_time(play, other) for other in days_apart
+        _same_time(play, other) for other in days_apart.get(play.item, ())
     )
 
 
