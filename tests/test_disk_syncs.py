@@ -256,6 +256,40 @@ async def test_a_link_run_that_finds_nothing_new_writes_only_its_record(
         await rig.aclose()
 
 
+async def test_a_daily_full_read_that_finds_nothing_new_writes_no_baseline_again(
+    tmp_path: Path,
+    start_fake: Callable[[FakeServer], FakeServer],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    use_fast_readers(monkeypatch)
+    trakt = start_fake(FakeTrakt())
+    serializd = start_fake(FakeSerializd())
+    assert isinstance(trakt, FakeTrakt) and isinstance(serializd, FakeSerializd)
+    start = time.time() - 40 * 86400
+    for n in range(10):
+        show = trakt.add_show(f"Show {n}", 2000, tmdb=100_000 + n, seasons={1: 5})
+        serializd.add_show(100_000 + n, f"Show {n}", {1: 5})
+        for e in range(1, 6):
+            trakt.add_history(show.seasons[1].episodes[e], trakt_iso(start + (n * 10 + e) * 3600))
+    rig = open_rig(tmp_path, trakt, serializd, ", first_run: apply")
+    try:
+        assert (await rig.sync_and_deliver()).queued == 50
+        await rig.sync_and_deliver(full=True)  # reads back what the first one wrote
+        conn = rig.store._conn
+        sides = ("trakt", "serializd")
+        versions = {s: rig.store.mirror_versions(s, PROFILE) for s in sides}
+        changes, syncs = conn.total_changes, DiskSyncs(conn)
+        assert (await rig.sync(full=True)).queued == 0
+        assert {s: rig.store.mirror_versions(s, PROFILE) for s in sides} == versions
+        # Its record's start and end, and the cursors saying when the sides were read in full
+        # (the switch's one commit); before, also each side's 50 plays written under a new
+        # generation and the last one's taken out: 200 rows more, a commit per part.
+        assert conn.total_changes - changes <= 4
+        assert syncs.stop() <= 3
+    finally:
+        await rig.aclose()
+
+
 async def test_a_plex_read_that_finds_nothing_new_writes_nothing(
     start_fake: Callable[[FakeServer], FakeServer], store: Store
 ) -> None:

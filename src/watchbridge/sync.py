@@ -79,6 +79,7 @@ from watchbridge.store import (
     READ_AT,
     REPLACE_PART,
     KeptOff,
+    MirrorChange,
     NewOutboxRow,
     OutboxItem,
     Store,
@@ -164,7 +165,8 @@ def _collection(link: str, what: str) -> str:
 
 # Each side's baseline is kept under a generation of its own (`_baseline_collection`): an
 # applied run writes the next one in parts beside it and switches to it in one transaction
-# (`applying`), so that a crash halfway leaves the last whole one in use, never a mix.
+# (`applying`), so that a crash halfway leaves the last whole one in use, never a mix; one
+# changing a few rows only writes them in place, in that transaction.
 # The generations in use: mirror (ENGINE, profile, `link:NAME:generations`), service -> suffix.
 GENERATIONS = "generations"
 QUEUE_PART = REPLACE_PART  # outbox rows an applied run queues per transaction
@@ -994,20 +996,35 @@ def applying(
       taken into use with the tombstones, cursors and the rest in one transaction: killed
       before it, the next run reads the last whole baseline with its tombstones (never part
       of one: a play missing from it is taken for a new one and copied back), and what was
-      written of the next one is taken out; after it, the last one is taken out in parts."""
+      written of the next one is taken out; after it, the last one is taken out in parts;
+    - but a side whose next baseline differs from the one in use by one part of rows at most
+      (a daily full read finding nothing new: by none) keeps its generation, those rows
+      written in place in that one transaction: rewriting a whole baseline wrote 4 rows a
+      play a day, and on an SD card each is wear for nothing."""
     profile = result.profile
+    before = baseline_generations(store, name, profile)
+    # Compared before the rows are queued (reads, beside the lock): the switch writes them
+    # only if nothing wrote the baseline in use since (`_write_in_place`).
+    in_place: dict[str, list[InPlace]] = {}
+    budget = baseline_part  # the switch's transaction writes one part of baseline rows at most
+    for service, saved in kept.baseline.items():
+        changes = _in_place(store, name, profile, service, before.get(service, ""), saved)
+        size = sum(len(c.change.put) + len(c.change.taken) for c in changes or ())
+        if changes is not None and size <= budget:
+            in_place[service], budget = changes, budget - size
+    moved = [service for service in kept.baseline if service not in in_place]
     queued = 0
     for start in range(0, len(rows), queue_part):
         queued += store.enqueue(rows[start : start + queue_part], now)
         yield queued
-    before = baseline_generations(store, name, profile)
     for service in kept.baseline:
         for collection in _left_over(store, name, profile, service, before.get(service, "")):
             while not store.mirror_drop_part(service, profile, collection, baseline_part):
                 yield queued
             yield queued
     generation = f"@{random.getrandbits(48):012x}"
-    for service, (plays, ratings) in kept.baseline.items():
+    for service in moved:
+        plays, ratings = kept.baseline[service]
         for what, items in (("plays", plays), ("ratings", ratings)):
             collection = _baseline_collection(name, what, generation)
             for start in range(0, len(items), baseline_part):
@@ -1017,27 +1034,89 @@ def applying(
                 store.mirror_put_encoded(service, profile, collection, part, now, synced=False)
                 yield queued
     with store.transaction():
-        now_in_use = {**before, **dict.fromkeys(kept.baseline, generation)}
+        now_in_use = {**before, **dict.fromkeys(moved, generation)}
         store.mirror_replace(ENGINE, profile, _collection(name, GENERATIONS), now_in_use, now)
+        for service, changes in in_place.items():
+            _write_in_place(store, service, profile, changes, now)
         _kept_beside(store, link, name, result, held, now, kept)
     yield queued
-    for service in kept.baseline:
+    for service in moved:
         for what in ("plays", "ratings"):
             collection = _baseline_collection(name, what, before.get(service, ""))
             while not store.mirror_drop_part(service, profile, collection, baseline_part):
                 yield queued
 
 
+@dataclass(frozen=True)
+class InPlace:
+    """A baseline collection in use (`collection`), the rows to hold (`rows`), what makes it
+    hold them (`change`), worked out from what it held at `version`."""
+
+    collection: str
+    rows: list[tuple[str, str]]
+    change: MirrorChange
+    version: int | None
+
+
+def rows_change(stored: Mapping[str, str], rows: Sequence[tuple[str, str]]) -> MirrorChange:
+    """What makes a collection holding `stored` (key -> JSON text) hold exactly `rows`.
+    Pure."""
+    wanted = dict(rows)
+    put = [(key, data) for key, data in wanted.items() if stored.get(key) != data]
+    return MirrorChange(put, [key for key in stored if key not in wanted])
+
+
+def _in_place(
+    store: Store,
+    link: str,
+    profile: str,
+    service: str,
+    generation: str,
+    rows: tuple[list[tuple[str, str]], list[tuple[str, str]]],
+) -> list[InPlace] | None:
+    """What makes a side's baseline in use (of `generation`) hold `rows` (plays, ratings);
+    None for one kept by a release before collections had versions: a write to it before the
+    switch could not be told, and making it whole there may take the store's lock for long."""
+    found = []
+    for what, items in zip(("plays", "ratings"), rows, strict=True):
+        collection = _baseline_collection(link, what, generation)
+        stored = store.mirror_encoded(service, profile, collection)
+        if stored.version is None and stored.rows:
+            return None
+        found.append(InPlace(collection, items, rows_change(stored.rows, items), stored.version))
+    return found
+
+
+def _write_in_place(
+    store: Store, service: str, profile: str, changes: list[InPlace], now: float
+) -> None:
+    """Write `changes` (in the caller's transaction). A collection written since they were
+    worked out (a start over by another process took the link's state out), or never
+    versioned (empty then: nothing would tell), is made to hold its rows here whole: the
+    change alone would leave a mix of it and whatever that write left."""
+    versions = store.mirror_versions(service, profile)
+    for c in changes:
+        if c.version is None or versions.get(c.collection) != c.version:
+            store.mirror_replace_encoded(service, profile, c.collection, c.rows, now)
+            continue
+        if c.change.put:
+            store.mirror_put_encoded(service, profile, c.collection, c.change.put, now)
+        if c.change.taken:
+            store.mirror_remove(service, profile, c.collection, c.change.taken)
+
+
 def _left_over(store: Store, link: str, profile: str, service: str, in_use: str) -> list[str]:
-    """The baseline collections of a side an apply cut short before its switch wrote (any
-    generation but the one in use)."""
+    """The baseline collections of a side an apply cut short wrote (any generation but the
+    one in use): the next one before its switch, or the last one left after it. That may be
+    the first generation (""): a side written in place keeps it until its baseline changes
+    by more than a part."""
     found = []
     for what in ("plays", "ratings"):
         start = _collection(link, what)
         found += [
             c
             for c in store.mirror_collections(service, profile, start)
-            if c.startswith(f"{start}@") and c != f"{start}{in_use}"
+            if (c == start or c.startswith(f"{start}@")) and c != f"{start}{in_use}"
         ]
     return found
 
