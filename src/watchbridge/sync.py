@@ -1109,7 +1109,8 @@ def _left_over(store: Store, link: str, profile: str, service: str, in_use: str)
     """The baseline collections of a side an apply cut short wrote (any generation but the
     one in use): the next one before its switch, or the last one left after it. That may be
     the first generation (""): a side written in place keeps it until its baseline changes
-    by more than a part."""
+    by more than a part. A first generation kept by a release before collection versions
+    has no version to be found by: it is looked for in the mirror itself."""
     found = []
     for what in ("plays", "ratings"):
         start = _collection(link, what)
@@ -1118,6 +1119,8 @@ def _left_over(store: Store, link: str, profile: str, service: str, in_use: str)
             for c in store.mirror_collections(service, profile, start)
             if (c == start or c.startswith(f"{start}@")) and c != f"{start}{in_use}"
         ]
+        if in_use and start not in found and store.mirror_any(service, profile, start):
+            found.append(start)
     return found
 
 
