@@ -14,11 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from click.testing import CliRunner
 
+from tests.fakes.plex import TOKEN as PLEX_TOKEN
+from tests.fakes.plex import FakePlex
+from tests.fakes.receiver import AlertReceiver
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import AppThread, sign_in_trakt
 from tests.ingest_samples import sample_json
+from watchbridge.cli import cli
 from watchbridge.config import parse_config
 from watchbridge.wiring import build_app, build_runtime
 
@@ -70,6 +75,7 @@ def trakt_fake(start_fake: Callable[[Any], Any]) -> FakeTrakt:
     re_zero = trakt.add_show("Re:ZERO", 2016, tvdb=RE_ZERO_TVDB, tmdb=RE_ZERO_TMDB)
     for number in range(1, 26):
         trakt.add_episode(re_zero, 1, number)
+    trakt.add_episode(re_zero, 2, 16)  # where TheTVDB places S2 Part 2's episode 3
     one_piece = trakt.add_show("One Piece", 1999, tvdb=ONE_PIECE_TVDB, tmdb=ONE_PIECE_TMDB)
     trakt.add_episode(one_piece, 21, 208, number_abs=1100)
     assert isinstance(trakt, FakeTrakt)
@@ -80,9 +86,10 @@ def settled(db: Path) -> bool:
     """Every row queued was tried: delivered, or waiting to be tried again."""
     with contextlib.closing(sqlite3.connect(db)) as conn:
         (queued,) = conn.execute("SELECT COUNT(*) FROM outbox").fetchone()
+        # A row waiting without spending a try (an unplaced HAMA episode) says why.
         (untried,) = conn.execute(
             "SELECT COUNT(*) FROM outbox WHERE status = 'inflight'"
-            " OR (status = 'pending' AND attempts = 0)"
+            " OR (status = 'pending' AND attempts = 0 AND last_error IS NULL)"
         ).fetchone()
     return bool(queued) and not untried
 
@@ -111,6 +118,11 @@ def scrobbled(
             time.sleep(0.05)
         assert settled(db)
         yield app
+
+
+def statuses(db: Path) -> list[str]:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return [status for (status,) in conn.execute("SELECT status FROM outbox ORDER BY id")]
 
 
 def waiting(db: Path, target: str) -> list[str]:
@@ -203,3 +215,63 @@ profiles:
     assert serializd.diary() == [] and serializd.ticks() == set()
     (mixed,) = waiting(tmp_path / "wb.db", "serializd")
     assert mixed.startswith("unmatched: ") and "guids of the episode and of its show" in mixed
+
+
+def test_unplaced_waits_listed_never_a_dead_letter(tmp_path: Path, start_fake: Any) -> None:
+    # Before: its one try (max_attempts 1) made each a dead letter, and an alert told of them,
+    # though a retry could never place them and the unmatched listing had told the user.
+    trakt = trakt_fake(start_fake)
+    receiver = start_fake(AlertReceiver())
+    config = f"""services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+delivery: {{max_attempts: 1}}
+alerts: {{urls: ["{receiver.apprise_url}"]}}
+profiles:
+  me: {{users: {{plex: ['1']}}, accounts: {{trakt: {{}}}}}}
+"""
+    with scrobbled(tmp_path, config, PLAYS[:2], trakt):
+        pass
+    db = tmp_path / "wb.db"
+    assert statuses(db) == ["pending", "pending"]
+    assert_listed_with_why_and_fix(*waiting(db, "trakt"))
+    (tmp_path / "watchbridge.yaml").write_text(
+        f"server: {{webhook_secret: {SECRET}}}\nstorage: {{path: {db}}}\n{config}"
+    )
+    listed = CliRunner().invoke(cli, ["unmatched", "--config", str(tmp_path / "watchbridge.yaml")])
+    assert listed.exit_code == 0, listed.output
+    assert "Refresh Metadata" in listed.output and "`tvdb5-` mode" in listed.output
+    assert "only the plays after the fix go out" in listed.output  # services.plex not set
+    assert receiver.messages == [] and trakt.history() == []
+
+
+def test_unplaced_goes_out_once_plex_places_it(tmp_path: Path, start_fake: Any) -> None:
+    # With services.plex, the waiting play is read again from Plex: once the user refreshed
+    # the show's metadata, its episode is TheTVDB's S2E16 and goes out as that. Before: it kept
+    # the webhook's guids and never went out.
+    trakt = trakt_fake(start_fake)
+    plex = start_fake(FakePlex(machine_id="d" * 40))
+    plex.add_show("110", "Re:ZERO", guid=f"{HAMA}tvdb-{RE_ZERO_TVDB}?lang=en")
+    episode = plex.add_episode("11", "110", 1, 3, guid=f"{HAMA}{MIXED}?lang=en")
+    config = f"""services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+  plex: {{url: "{plex.url}", token: "{PLEX_TOKEN}"}}
+profiles:
+  me: {{users: {{plex: ['1']}}, accounts: {{trakt: {{}}}}}}
+"""
+    db = tmp_path / "wb.db"
+    with scrobbled(tmp_path, config, PLAYS[:1], trakt):
+        pass
+    (mixed,) = waiting(db, "trakt")
+    assert "Refresh Metadata" in mixed and "read again hourly" in mixed
+    assert trakt.history() == []
+    # The user refreshes the show's metadata: Plex matches the episode as the show is.
+    episode |= {"guid": f"{HAMA}tvdb-{RE_ZERO_TVDB}/2/16?lang=en", "parentIndex": 2, "index": 16}
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute("UPDATE outbox SET next_attempt_at = 0")  # its hour is over
+    with scrobbled(tmp_path, config, [], trakt):
+        deadline = time.monotonic() + 20
+        while statuses(db) != ["done"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert statuses(db) == ["done"]
+    played = [(e.item.season, e.item.number) for e in trakt.history()]  # type: ignore[union-attr]
+    assert played == [(2, 16)]

@@ -1171,6 +1171,45 @@ class Enricher:
             self._plex_machine_asked[named] = (now, PLEX_IDENTITY_AGAIN, "")
         return mine
 
+    async def plex_now(
+        self, item: MediaRef, source: str | None, from_server: str | None
+    ) -> MediaRef | Problem | None:
+        """A Plex play's episode as services.plex.url holds it now, read past the cache: a
+        metadata refresh or a new match since the play gives it other guids and numbers
+        (`MediaRef.unplaced` decided on them again), its ids and numbers replacing the play's.
+        A Problem when the server could not be asked; None when it cannot tell: not configured,
+        the play came from another server, or the key holds no episode of the play's show
+        any more (deleted, or reused after a rebuild)."""
+        key = item.source_key
+        if self.plex is None or source not in ("plex", "tautulli") or not key:
+            return None
+        elsewhere = await self._elsewhere(from_server)
+        if isinstance(elsewhere, str):  # which server it is cannot be asked now
+            return identity_unknown(item, elsewhere)
+        if elsewhere:
+            return None
+        try:
+            found = await self.plex.metadata(key)
+        except ServiceError as exc:
+            problem = problem_from("plex", exc)
+            said = f"Plex could not be asked how it matches {item.describe()} now: {exc.message}"
+            return replace(problem, message=problem.message if problem.credentials else said)
+        if found is None or found.type != "episode":
+            return None
+        if found.grandparent_rating_key != item.show_source_key:
+            return None
+        return replace(
+            item,
+            ids=found.ids,
+            show_ids=found.show_ids,
+            title=found.title or item.title,
+            show_title=found.show_title or item.show_title,
+            season=found.season,
+            number=found.number,
+            absolute=found.absolute,
+            unplaced=found.unplaced,
+        )
+
     async def episode_tmdb(self, item: MediaRef) -> int | None:
         """An episode's own TMDB id: from the item, else (best effort, cached) from the Plex
         server it came from (Tautulli's ids are the show's), else from Trakt's id search by

@@ -322,7 +322,8 @@ class SerializdTarget:
             return Skipped(TV_ONLY)
         if row.action in ("play", "remove_play") and item.kind != "episode":
             return Dead(f"a play of a whole {item.kind} cannot be logged on Serializd")
-        if (unplaced := unplaced_episode(item, row.action, UNMATCHED_RETRY)) is not None:
+        item, unplaced = await unplaced_episode(self.enricher, row, item, self.clock())
+        if unplaced is not None:
             return unplaced
         item, waiting = await enriched(
             self.enricher,

@@ -463,7 +463,8 @@ class TraktTarget:
         resolved: list[Row] = []
         for outbox in rows:
             item = ref_from_dict(outbox.payload["item"])
-            if (unplaced := unplaced_episode(item, outbox.action, UNMATCHED_RETRY)) is not None:
+            item, unplaced = await unplaced_episode(self.enricher, outbox, item, now)
+            if unplaced is not None:
                 outcomes[outbox.id] = unplaced
                 continue
             if item.kind in ("show", "season"):

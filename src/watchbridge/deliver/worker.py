@@ -245,18 +245,51 @@ async def enriched(
     return found.item, waiting_on(found.problem, credentials_hold, unmatched_retry, why)
 
 
-def unplaced_episode(item: MediaRef, action: str, unmatched_retry: float) -> Outcome | None:
+# A HAMA play whose numbers place nothing waits without end (spending no attempts: no dead
+# letter, no alert; `watchbridge unmatched` lists it with the fix). Read again from Plex hourly
+# on its first day (the user refreshes metadata once told), daily after; a play that cannot be
+# read again is only looked at daily (services.plex may be set meanwhile).
+UNPLACED_REREAD = 3600.0
+UNPLACED_WAIT = 86400.0
+
+
+async def unplaced_episode(
+    enricher: Enricher | None, row: OutboxItem, item: MediaRef, now: float
+) -> tuple[MediaRef, Outcome | None]:
     """A HAMA episode whose numbers place nothing (`hama.unplaced`: its show's mode numbers
-    them in a way not known, or its guid and its show's disagree) waits as unmatched, with why
-    and what to do: sent by those numbers, it would be a play of another episode. Its live
-    status is skipped (it would never be sent; each start and pause would end a dead letter).
-    None for any other item: a `tvdb-` episode, say, goes by its numbers as before."""
+    them in a way not known, or its guid and its show's disagree): sent by those numbers, it
+    would be a play of another episode. Where services.plex can read it again, the episode
+    as Plex holds it now (after the user's refresh or new match) goes out in its place once
+    it is placed; until then the row waits as unmatched, with why and what to do, for good
+    rather than as a dead letter and its alert (a retry cannot place it; the user is told by
+    the listing). Its live status is skipped (it would never be sent). Any other item comes
+    back as it is, with no outcome: a `tvdb-` episode, say, goes by its numbers as before."""
     why = hama.unplaced(item)
     if why is None:
-        return None
-    if action == "watching":
-        return Skipped(f"not shown as watching: {why.reason}")
-    return Retry(f"unmatched: {why.reason}; to fix: {hama.FIXES[why.code]}", unmatched_retry)
+        return item, None
+    if row.action == "watching":
+        return item, Skipped(f"not shown as watching: {why.reason}")
+    source, server = row.payload.get("source"), row.payload.get("server")
+    now_held = None if enricher is None else await enricher.plex_now(item, source, server)
+    if isinstance(now_held, Problem):  # Plex down or refusing: asked again soon, no try spent
+        wait = now_held.retry_after or SERVER_OUTAGE_PAUSE
+        return item, Hold(now_held.message, wait, "", False, sign_in=now_held.credentials)
+    if now_held is not None:
+        again = hama.unplaced(now_held)
+        if again is None:
+            return now_held, None
+        why = again
+        young = now - row.created_at < UNPLACED_WAIT
+        after = UNPLACED_REREAD if young else UNPLACED_WAIT
+        then = "it goes out once Plex's metadata places it (read again hourly, daily after a day)"
+    else:
+        after = UNPLACED_WAIT
+        then = (
+            "this play cannot be read again from Plex (services.plex not set, or played on "
+            "another server), so only the plays after the fix go out"
+        )
+    told = f"unmatched: {why.reason}; to fix: {hama.FIXES[why.code]}; {then}"
+    return item, Hold(told, after, "", target_wide=False)
 
 
 def waiting_on(

@@ -271,6 +271,8 @@ class PlexItem:
     number: int | None = None
     absolute: int | None = None
     grandparent_rating_key: str | None = None
+    # A HAMA episode whose numbers place nothing, as `MediaRef.unplaced` says it.
+    unplaced: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data (for the id cache); Ids as their present values."""
@@ -287,6 +289,7 @@ class PlexItem:
             "number": self.number,
             "absolute": self.absolute,
             "grandparent_rating_key": self.grandparent_rating_key,
+            "unplaced": self.unplaced,
         }
 
     @classmethod
@@ -325,6 +328,7 @@ def item_from_metadata(rating_key: str, metadata: Mapping[str, object]) -> PlexI
         number=ref.number,
         absolute=ref.absolute,
         grandparent_rating_key=ref.show_source_key,
+        unplaced=ref.unplaced,
     )
 
 
