@@ -13,51 +13,32 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.anilist import FakeAniList
-from tests.fakes.serializd import ALICE, FakeSerializd
-from tests.fakes.trakt import CLIENT_ID, FakeTrakt, parse_iso
-from tests.harness import sign_in_trakt
-from tests.linkrig import fast_serializd, fast_trakt
-from tests.linkrig_anilist import anilist_target, iso
+from tests.fakes.serializd import FakeSerializd
+from tests.fakes.trakt import FakeTrakt, parse_iso
+from tests.household import (
+    AOT,
+    AOT_P2,
+    DAY,
+    HouseholdRig,
+    open_household,
+    start_anilist_with_aot_part_2,
+    use_fast_readers,
+)
+from tests.linkrig_anilist import iso
 from tests.test_link_anilist import rate_on_trakt, trakt_plays
-from watchbridge import readers
-from watchbridge.app import Runtime
-from watchbridge.config import Config, parse_config
-from watchbridge.deliver.serializd import SerializdTarget
-from watchbridge.deliver.trakt import TraktTarget
-from watchbridge.deliver.worker import DeliveryWorker
-from watchbridge.sync import run_link
-from watchbridge.wiring import build_runtime
 
 pytestmark = pytest.mark.anyio
 
-AOT, AOT_P2 = 1429, 131681  # TMDB show; AniList: Final Season Part 2 = TMDB S4E17-28
 FIRST = 16  # TMDB S4 number before Part 2's episode 1
-DAY = 86400.0
 LINKS = ("trakt-serializd", "anilist-trakt", "anilist-serializd")
 
 
-class Household:
-    def __init__(self, config: Config, runtime: Runtime, fakes: dict[str, Any]) -> None:
-        self.config, self.runtime, self.fakes = config, runtime, fakes
-        store = runtime.store
-        self.targets = {
-            "trakt": TraktTarget(fast_trakt(config, store), store, config.delivery, time.time),
-            "serializd": SerializdTarget(
-                fast_serializd(config, store), store, config.delivery, time.time
-            ),
-            "anilist": anilist_target(config, store, "anilist-trakt"),
-        }
+class Household(HouseholdRig):
+    TARGETS = ("trakt", "serializd", "anilist")
 
     async def round(self, links: Sequence[str] = LINKS) -> None:
         """Each link run once, its rows delivered before the next runs."""
-        for link in links:
-            await run_link(self.config, self.runtime.store, link, yes=True)
-            worker = DeliveryWorker(lambda _: list(self.targets.values()), self.config.delivery)
-            worker.targets = dict(self.targets)
-            for _ in range(20):
-                if not await worker.pass_once(self.runtime):
-                    break
+        await self.run_in_turn(links)
 
     def diary_entries(self, episode: int) -> int:
         """Serializd diary entries of AniList episode `episode` of Part 2."""
@@ -78,13 +59,9 @@ class Household:
 
 @pytest.fixture
 def fakes(start_fake: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    monkeypatch.setitem(readers.READERS, "anilist", "tests.linkrig_anilist")
-    monkeypatch.setitem(readers.READERS, "trakt", "tests.linkrig_trakt")
-    monkeypatch.setitem(readers.READERS, "serializd", "tests.linkrig_serializd")
+    use_fast_readers(monkeypatch, ("anilist", "trakt", "serializd"))
     trakt, serializd = start_fake(FakeTrakt()), start_fake(FakeSerializd())
-    anilist = start_fake(FakeAniList())
-    anilist.limit = anilist.burst_limit = 100_000
-    anilist.add_media(AOT_P2, episodes=12)
+    anilist = start_anilist_with_aot_part_2(start_fake)
     trakt.add_show("Attack on Titan", 2013, tmdb=AOT, seasons={4: 30})
     serializd.add_show(AOT, "Attack on Titan", {4: 30})
     return {"trakt": trakt, "serializd": serializd, "anilist": anilist}
@@ -92,34 +69,8 @@ def fakes(start_fake: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
 @pytest.fixture
 async def household(tmp_path: Path, fakes: dict[str, Any]) -> AsyncIterator[Household]:
-    trakt, serializd, anilist = fakes["trakt"], fakes["serializd"], fakes["anilist"]
-    links = "\n".join(
-        f"  {name}: {{services: [{name.replace('-', ', ')}], first_run: apply}}" for name in LINKS
-    )
-    text = f"""
-storage: {{path: {tmp_path / "wb.db"}}}
-services:
-  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
-  serializd: {{api_url: "{serializd.url}"}}
-  anilist: {{api_url: "{anilist.url}", auth_url: "{anilist.auth_url}"}}
-profiles:
-  me:
-    accounts:
-      trakt: {{}}
-      serializd: {{email: {ALICE[0]}, password: "{ALICE[1]}"}}
-      anilist: {{token: "{anilist.issue_token()}"}}
-links:
-{links}
-"""
-    config = parse_config(text, tmp_path / "watchbridge.yaml", {})
-    runtime = build_runtime(config)
-    runtime.open()
-    sign_in_trakt(runtime.store, trakt, "me", now=time.time())
-    house = Household(config, runtime, fakes)
-    yield house
-    for target in house.targets.values():
-        await target.aclose()
-    runtime.close()
+    async with open_household(Household, tmp_path, fakes, LINKS) as house:
+        yield house
 
 
 async def test_a_score_we_write_to_anilist_does_not_redate_its_last_episode(

@@ -13,48 +13,31 @@ from typing import Any
 import pytest
 
 from tests.fakes.anilist import FakeAniList
-from tests.fakes.plex import TOKEN, FakePlex
-from tests.fakes.trakt import CLIENT_ID, FakeTrakt
-from tests.harness import sign_in_trakt
-from tests.linkrig import fast_trakt
-from tests.linkrig_anilist import anilist_target
-from watchbridge import readers
-from watchbridge.app import Runtime
-from watchbridge.config import Config, parse_config
-from watchbridge.deliver.plex import PlexTarget
-from watchbridge.deliver.trakt import TraktTarget
-from watchbridge.deliver.worker import DeliveryWorker
-from watchbridge.sync import run_link
-from watchbridge.wiring import build_runtime, plex_client
+from tests.fakes.plex import FakePlex
+from tests.fakes.trakt import FakeTrakt
+from tests.household import (
+    AOT,
+    AOT_P2,
+    DAY,
+    HouseholdRig,
+    open_household,
+    start_anilist_with_aot_part_2,
+    use_fast_readers,
+)
 
 pytestmark = pytest.mark.anyio
 
-AOT, AOT_P2 = 1429, 131681  # TMDB show; AniList: Final Season Part 2, TMDB S4E17-
 SEASON_4 = "300004"  # the Plex season's ratingKey (FakePlex: show key + season number)
-DAY = 86400.0
 LINKS = ("anilist-trakt", "plex-trakt", "plex-anilist")
 
 
-class Household:
-    def __init__(self, config: Config, runtime: Runtime, fakes: dict[str, Any]) -> None:
-        self.config, self.runtime, self.fakes = config, runtime, fakes
-        store = runtime.store
-        self.targets = {
-            "trakt": TraktTarget(fast_trakt(config, store), store, config.delivery, time.time),
-            "anilist": anilist_target(config, store, "anilist-trakt"),
-            "plex": PlexTarget(plex_client(config, runtime), config, store, time.time),
-        }
+class Household(HouseholdRig):
+    TARGETS = ("trakt", "anilist", "plex")
 
     async def round(self, links: Sequence[str], full: bool = False) -> int:
         """Each link run once, its rows delivered before the next runs: the rating writes."""
         before = self.rating_writes()
-        for link in links:
-            await run_link(self.config, self.runtime.store, link, yes=True, full=full)
-            worker = DeliveryWorker(lambda _: list(self.targets.values()), self.config.delivery)
-            worker.targets = dict(self.targets)
-            for _ in range(20):
-                if not await worker.pass_once(self.runtime):
-                    break
+        await self.run_in_turn(links, full=full)
         return self.rating_writes() - before
 
     def rating_writes(self) -> int:
@@ -75,12 +58,9 @@ class Household:
 
 @pytest.fixture
 def fakes(start_fake: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    monkeypatch.setitem(readers.READERS, "anilist", "tests.linkrig_anilist")
-    monkeypatch.setitem(readers.READERS, "trakt", "tests.linkrig_trakt")
+    use_fast_readers(monkeypatch, ("anilist", "trakt"))
     plex, trakt = start_fake(FakePlex()), start_fake(FakeTrakt())
-    anilist = start_fake(FakeAniList())
-    anilist.limit = anilist.burst_limit = 100_000
-    anilist.add_media(AOT_P2, episodes=12)
+    anilist = start_anilist_with_aot_part_2(start_fake)
     trakt.add_show("Attack on Titan", 2013, tmdb=AOT, seasons={4: 30})
     plex.add_show("300", "Attack on Titan", 2013, [f"tmdb://{AOT}"])
     for n in range(1, 31):
@@ -90,34 +70,8 @@ def fakes(start_fake: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
 @pytest.fixture
 async def household(tmp_path: Path, fakes: dict[str, Any]) -> AsyncIterator[Household]:
-    plex, trakt, anilist = fakes["plex"], fakes["trakt"], fakes["anilist"]
-    links = "\n".join(
-        f"  {name}: {{services: [{name.replace('-', ', ')}], first_run: apply}}" for name in LINKS
-    )
-    text = f"""
-storage: {{path: {tmp_path / "wb.db"}}}
-services:
-  plex: {{url: "{plex.url}", token: "{TOKEN}"}}
-  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
-  anilist: {{api_url: "{anilist.url}", auth_url: "{anilist.auth_url}"}}
-profiles:
-  me:
-    accounts:
-      plex: {{}}
-      trakt: {{}}
-      anilist: {{token: "{anilist.issue_token()}"}}
-links:
-{links}
-"""
-    config = parse_config(text, tmp_path / "watchbridge.yaml", {})
-    runtime = build_runtime(config)
-    runtime.open()
-    sign_in_trakt(runtime.store, trakt, "me", now=time.time())
-    house = Household(config, runtime, fakes)
-    yield house
-    for target in house.targets.values():
-        await target.aclose()
-    runtime.close()
+    async with open_household(Household, tmp_path, fakes, LINKS) as house:
+        yield house
 
 
 def scored_entry(anilist: FakeAniList, score: int, score_format: str) -> Any:
