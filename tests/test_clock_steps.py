@@ -10,6 +10,8 @@ import contextlib
 import logging
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -97,12 +99,69 @@ async def worker(runtime: Runtime) -> AsyncIterator[DeliveryWorker]:
     await close_targets(worker)
 
 
-def step(clock: FakeClock, uptime: FakeClock, trakt: FakeTrakt, seconds: float) -> None:
-    """Time sync sets the clock `seconds` ahead, a minute after it was last read; Trakt's
-    clock is right all along."""
-    clock.advance(60.0 + seconds)
-    uptime.advance(60.0)
-    trakt.advance(clock() - trakt.now())
+@dataclass
+class Clocks:
+    """The wall clock, the uptime no one sets, and Trakt's clock."""
+
+    clock: FakeClock
+    uptime: FakeClock
+    trakt: FakeTrakt
+
+    def later(self, seconds: float) -> None:
+        """`seconds` pass with no step: the clock and the uptime move together."""
+        self.clock.advance(seconds)
+        self.uptime.advance(seconds)
+
+    def step(self, seconds: float) -> None:
+        """Time sync sets the clock `seconds` ahead, a minute after it was last read; Trakt's
+        clock is right all along."""
+        self.later(60.0)
+        self.clock.advance(seconds)
+        self.trakt.advance(self.clock() - self.trakt.now())
+
+
+@pytest.fixture
+def clocks(clock: FakeClock, uptime: FakeClock, trakt: FakeTrakt) -> Clocks:
+    return Clocks(clock, uptime, trakt)
+
+
+Restart = Callable[[], AbstractAsyncContextManager[tuple[Runtime, DeliveryWorker]]]
+
+
+async def stop(runtime: Runtime, worker: DeliveryWorker) -> None:
+    runtime.note_alive()  # as the service does every 5 minutes, and as it stops
+    await close_targets(worker)
+    runtime.close()
+
+
+@pytest.fixture
+def restart(
+    tmp_path: Path, trakt: FakeTrakt, receiver: AlertReceiver, clock: FakeClock, uptime: FakeClock
+) -> Restart:
+    """The service started again (after `stop`) on the same database, by the clocks as they
+    are now: its runtime and delivery worker, closed on leaving."""
+
+    @contextlib.asynccontextmanager
+    async def started() -> AsyncIterator[tuple[Runtime, DeliveryWorker]]:
+        again = _runtime(tmp_path, trakt, receiver, clock, uptime)
+        restarted = worker_for(again)
+        try:
+            yield again, restarted
+        finally:
+            await close_targets(restarted)
+            again.close()
+
+    return started
+
+
+async def pass_unpaced(worker: DeliveryWorker, runtime: Runtime) -> None:
+    """A pass at once, not waiting out the pacer a 429 paused in real time."""
+    _lift_the_pacer(worker)
+    await worker.pass_once(runtime)
+
+
+def trakt_learns_the_unknown_movie(trakt: FakeTrakt) -> None:
+    trakt.add_movie("Nobody Knows", 2020, imdb=UNKNOWN_GUID.split("//")[1].split("?")[0])
 
 
 async def test_a_play_received_before_the_clock_is_set_forward_is_dated_by_the_clock_as_set(
@@ -110,7 +169,7 @@ async def test_a_play_received_before_the_clock_is_set_forward_is_dated_by_the_c
     worker: DeliveryWorker,
     trakt: FakeTrakt,
     clock: FakeClock,
-    uptime: FakeClock,
+    clocks: Clocks,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # A Pi booted with the time it saved 3 days ago; Trakt is not reachable yet (the router
@@ -120,7 +179,7 @@ async def test_a_play_received_before_the_clock_is_set_forward_is_dated_by_the_c
     await worker.pass_once(runtime)
     assert trakt.history() == []
     with caplog.at_level(logging.INFO):
-        step(clock, uptime, trakt, 3 * DAY)
+        clocks.step(3 * DAY)
         await drain(worker, runtime, clock, passes=3, step=301)
     (play,) = trakt.history()
     assert play.item.title == "Arrival"
@@ -137,18 +196,16 @@ async def test_a_clock_set_forward_while_trakt_holds_a_profile_raises_no_alert_o
     trakt: FakeTrakt,
     receiver: AlertReceiver,
     clock: FakeClock,
-    uptime: FakeClock,
+    clocks: Clocks,
 ) -> None:
     # Booted 3 days behind; Trakt's rate limit holds the profile's deliveries.
     trakt.throttle_next(10**6, retry_after=0)
     webhook(runtime, "movie_media_scrobble.json")
     await worker.pass_once(runtime)
-    step(clock, uptime, trakt, 3 * DAY)
+    clocks.step(3 * DAY)
     for _ in range(5):  # held 6 minutes in all, by the clock as set
-        clock.advance(60)
-        uptime.advance(60)
-        _lift_the_pacer(worker)
-        await worker.pass_once(runtime)
+        clocks.later(60)
+        await pass_unpaced(worker, runtime)
     assert receiver.titles() == []
     trakt.clear_knobs()
     _lift_the_pacer(worker)
@@ -160,18 +217,16 @@ async def test_a_clock_set_forward_while_trakt_holds_a_profile_raises_no_alert_o
 async def test_a_clock_set_forward_by_days_does_not_make_a_failing_play_a_dead_letter(
     runtime: Runtime,
     worker: DeliveryWorker,
-    trakt: FakeTrakt,
     clock: FakeClock,
-    uptime: FakeClock,
+    clocks: Clocks,
 ) -> None:
     # delivery.max_age (7 days) counts from a row's first failure: a clock 8 days behind,
     # set right an hour after the play first failed, is not 8 days of failing.
     play_a_movie_trakt_does_not_know(runtime)
     await worker.pass_once(runtime)
     assert runtime.store.outbox_counts()["pending"] == 1
-    clock.advance(3600)
-    uptime.advance(3600)
-    step(clock, uptime, trakt, 8 * DAY)
+    clocks.later(3600)
+    clocks.step(8 * DAY)
     await drain(worker, runtime, clock, passes=2, step=3601)
     counts = runtime.store.outbox_counts()
     assert counts.get("dead", 0) == 0 and counts["pending"] == 1
@@ -182,7 +237,7 @@ async def test_a_vm_frozen_by_its_host_keeps_the_time_of_a_play_received_before_
     worker: DeliveryWorker,
     trakt: FakeTrakt,
     clock: FakeClock,
-    uptime: FakeClock,
+    clocks: Clocks,
 ) -> None:
     # The clock is right: Trakt's (its Date header) agrees with it.
     trakt.advance(clock() - trakt.now())
@@ -193,53 +248,41 @@ async def test_a_vm_frozen_by_its_host_keeps_the_time_of_a_play_received_before_
     # and time sync steps its wall clock forward on waking. The play was dated right.
     clock.advance(8 * 3600)
     trakt.advance(8 * 3600)
-    trakt.add_movie("Nobody Knows", 2020, imdb=UNKNOWN_GUID.split("//")[1].split("?")[0])
+    trakt_learns_the_unknown_movie(trakt)
     for _ in range(2):
-        clock.advance(60)
-        uptime.advance(60)
+        clocks.later(60)
         trakt.advance(60)
-        _lift_the_pacer(worker)
-        await worker.pass_once(runtime)
+        await pass_unpaced(worker, runtime)
     (play,) = trakt.history()
     assert play.watched_at is not None
     assert abs(parse_iso(play.watched_at) - played) <= 60
 
 
 async def test_a_clock_set_back_between_a_stop_and_a_start_does_not_hold_deliveries_that_long(
-    tmp_path: Path,
     runtime: Runtime,
     worker: DeliveryWorker,
     trakt: FakeTrakt,
-    receiver: AlertReceiver,
     clock: FakeClock,
-    uptime: FakeClock,
+    restart: Restart,
 ) -> None:
     play_a_movie_trakt_does_not_know(runtime)
     await worker.pass_once(runtime)  # unmatched: tried again in an hour
-    runtime.note_alive()  # as the service does every 5 minutes, and as it stops
-    await close_targets(worker)
-    runtime.close()
+    await stop(runtime, worker)
     # The clock ran a day fast; the machine restarts with it set right.
     clock.advance(-DAY)
-    trakt.add_movie("Nobody Knows", 2020, imdb=UNKNOWN_GUID.split("//")[1].split("?")[0])
-    again = _runtime(tmp_path, trakt, receiver, clock, uptime)
-    restarted = worker_for(again)
-    try:
+    trakt_learns_the_unknown_movie(trakt)
+    async with restart() as (again, restarted):
         await drain(restarted, again, clock, passes=3, step=1801)
         assert [h.item.title for h in trakt.history()] == ["Nobody Knows"]
-    finally:
-        await close_targets(restarted)
-        again.close()
 
 
 async def test_a_play_stamped_while_the_clock_ran_ahead_goes_out_dated_no_later_than_now(
-    tmp_path: Path,
     runtime: Runtime,
     worker: DeliveryWorker,
     trakt: FakeTrakt,
-    receiver: AlertReceiver,
     clock: FakeClock,
     uptime: FakeClock,
+    restart: Restart,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # The clock runs a day fast; the film ends and is rated while Trakt answers 503, and the
@@ -252,21 +295,14 @@ async def test_a_play_stamped_while_the_clock_ran_ahead_goes_out_dated_no_later_
     webhook(runtime, "movie_media_rate.json")
     await worker.pass_once(runtime)
     assert trakt.history() == [] and trakt.ratings() == []
-    runtime.note_alive()
-    await close_targets(worker)
-    runtime.close()
+    await stop(runtime, worker)
     # Restarted with the clock set right (the day it ran fast taken back), minutes later.
     clock.advance(-DAY + 300)
     uptime.advance(300)
     trakt.advance(clock() - trakt.now())
-    again = _runtime(tmp_path, trakt, receiver, clock, uptime)
-    restarted = worker_for(again)
-    try:
+    async with restart() as (again, restarted):
         with caplog.at_level(logging.WARNING):
             await drain(restarted, again, clock, passes=3, step=301)
-    finally:
-        await close_targets(restarted)
-        again.close()
     (play,) = trakt.history()
     (rating,) = trakt.ratings()
     assert play.watched_at is not None
@@ -364,20 +400,19 @@ async def test_a_step_whose_handling_fails_midway_moves_no_time_twice_when_tried
     worker: DeliveryWorker,
     trakt: FakeTrakt,
     clock: FakeClock,
-    uptime: FakeClock,
+    clocks: Clocks,
 ) -> None:
     # A play Trakt does not know fails since now; half an hour later a rate limit holds the
     # profile. Time sync then sets the clock 2 minutes forward.
     play_a_movie_trakt_does_not_know(runtime)
     await worker.pass_once(runtime)
     (failing_since,) = _failing_since(runtime)
-    clock.advance(1800)
-    uptime.advance(1800)
+    clocks.later(1800)
     trakt.throttle_next(10**6, retry_after=0)
     webhook(runtime, "movie_media_scrobble.json")
     await worker.pass_once(runtime)
     ((_, hold),) = runtime.store.cache_items(PROFILE_HOLDS, clock())
-    step(clock, uptime, trakt, 120)
+    clocks.step(120)
     # The worker's pass after the step fails on the database (another process holding it,
     # a full disk) once the plays are restamped: the supervisor starts it again.
     with contextlib.closing(sqlite3.connect(runtime.config.storage.path)) as conn:
@@ -390,8 +425,7 @@ async def test_a_step_whose_handling_fails_midway_moves_no_time_twice_when_tried
             await worker.pass_once(runtime)
         conn.execute("DROP TRIGGER full_disk")
         conn.commit()
-    _lift_the_pacer(worker)
-    await worker.pass_once(runtime)
+    await pass_unpaced(worker, runtime)
     assert _failing_since(runtime) == [failing_since + 120]
     ((_, moved),) = runtime.store.cache_items(PROFILE_HOLDS, clock())
     assert moved["since"] == hold["since"] + 120
@@ -402,18 +436,17 @@ async def test_a_play_whose_answer_was_lost_before_the_clock_is_set_is_not_playe
     worker: DeliveryWorker,
     trakt: FakeTrakt,
     clock: FakeClock,
-    uptime: FakeClock,
+    clocks: Clocks,
 ) -> None:
     # A Pi booted 3 days behind; a film ends, and its play goes out late, dated by that clock:
     # Trakt takes it and the answer is lost.
     webhook(runtime, "movie_media_scrobble.json")
-    clock.advance(900)
-    uptime.advance(900)
+    clocks.later(900)
     trakt.drop_next(1, route="POST /sync/history", after_handler=True)
     await worker.pass_once(runtime)
     (sent,) = trakt.history()
     # Time sync sets the clock; the play's time moves with it, but Trakt holds the one sent.
-    step(clock, uptime, trakt, 3 * DAY)
+    clocks.step(3 * DAY)
     _lift_the_pacer(worker)
     await drain(worker, runtime, clock, passes=3, step=301)
     assert trakt.history() == [sent]
