@@ -39,6 +39,15 @@ async def two_people(
 
 
 TRAKT_HELD = 'watchbridge_target_held{target="trakt"} 1.0'
+PLAY, RATING = "movie_media_scrobble.json", "movie_media_rate.json"
+
+
+async def sent_once(
+    runtime: Runtime, worker: DeliveryWorker, clock: FakeClock, sample: str, profile: str = "me"
+) -> None:
+    """The Plex webhook `sample` for `profile`, then one delivery pass that tries it."""
+    webhook(runtime, sample, profile=profile)
+    await drain(worker, runtime, clock, passes=1)
 
 
 def scraped_after_a_restart(runtime: Runtime, clock: FakeClock) -> str:
@@ -54,8 +63,7 @@ async def test_a_target_held_before_a_restart_is_said_held_from_the_first_scrape
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:
     trakt.fail_next(3, 503)
-    webhook(runtime, "movie_media_scrobble.json")
-    await drain(worker, runtime, clock, passes=1)
+    await sent_once(runtime, worker, clock, PLAY)
     assert TRAKT_HELD in runtime.metrics.render().decode()
     await close_targets(worker)
     assert TRAKT_HELD in scraped_after_a_restart(runtime, clock)
@@ -84,9 +92,8 @@ async def test_a_profile_held_before_a_restart_is_said_held_from_the_first_scrap
     runtime, worker = two_people
     assert profile_held(runtime, "you") == 0.0  # a series before anything was held
     trakt.revoke_tokens("bob")  # your sign-in is lost; mine works
-    webhook(runtime, "movie_media_scrobble.json", profile="you")
-    webhook(runtime, "movie_media_rate.json", profile="me")
-    await drain(worker, runtime, clock, passes=1)
+    webhook(runtime, PLAY, profile="you")
+    await sent_once(runtime, worker, clock, RATING, profile="me")
     assert profile_held(runtime, "you") == 1.0
     await close_targets(worker)
     text = scraped_after_a_restart(runtime, clock)
@@ -101,8 +108,7 @@ async def test_a_profile_is_no_longer_held_once_it_is_signed_in_again(
 ) -> None:
     runtime, worker = two_people
     trakt.revoke_tokens("bob")
-    webhook(runtime, "movie_media_scrobble.json", profile="you")
-    await drain(worker, runtime, clock, passes=1)
+    await sent_once(runtime, worker, clock, PLAY, profile="you")
     assert profile_held(runtime, "you") == 1.0
     # `watchbridge auth trakt --profile you`, in a process of its own: the first scrape after
     # it says so, before the service tries the play again.
@@ -119,11 +125,9 @@ async def test_a_profile_held_by_a_locked_account_is_no_longer_held_once_it_goes
 ) -> None:
     runtime, worker = two_people
     trakt.lock_account("bob")  # 423: tried again hourly
-    webhook(runtime, "movie_media_scrobble.json", profile="you")
-    await drain(worker, runtime, clock, passes=1)
+    await sent_once(runtime, worker, clock, PLAY, profile="you")
     assert profile_held(runtime, "you") == 1.0
-    webhook(runtime, "movie_media_rate.json", profile="me")  # mine go on meanwhile
-    await drain(worker, runtime, clock, passes=1)
+    await sent_once(runtime, worker, clock, RATING, profile="me")  # mine go on meanwhile
     assert len(trakt.ratings()) == 1
     assert profile_held(runtime, "you") == 1.0
     assert profile_held(runtime, "me") == 0.0
@@ -139,8 +143,7 @@ async def test_a_hold_ends_for_metrics_when_its_rows_are_given_up_and_stays_ende
 ) -> None:
     runtime, worker = two_people
     trakt.revoke_tokens("bob")
-    webhook(runtime, "movie_media_scrobble.json", profile="you")
-    await drain(worker, runtime, clock, passes=1)
+    await sent_once(runtime, worker, clock, PLAY, profile="you")
     assert profile_held(runtime, "you") == 1.0
     config = runtime.config
     without_you = replace(config, profiles={"me": config.profiles["me"]})
@@ -166,14 +169,12 @@ async def test_a_target_held_is_no_longer_held_once_it_takes_a_delivery_after_a_
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:
     trakt.fail_next(1, 503)
-    webhook(runtime, "movie_media_scrobble.json")
-    await drain(worker, runtime, clock, passes=1)
+    await sent_once(runtime, worker, clock, PLAY)
     async with restarted(runtime, worker, clock) as (again, started):
         assert gauge(again, "watchbridge_target_held", target="trakt") == 1.0
         # A rating given after the restart goes out at once, before the held play is due:
         # Trakt takes deliveries again, so it is no longer held.
-        webhook(again, "movie_media_rate.json")
-        await drain(started, again, clock, passes=1)
+        await sent_once(again, started, clock, RATING)
         assert len(trakt.ratings()) == 1 and trakt.history() == []
         assert gauge(again, "watchbridge_target_held", target="trakt") == 0.0
         clock.advance(600)
@@ -186,8 +187,7 @@ async def test_a_target_removed_from_the_config_is_not_said_held(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:
     trakt.fail_next(1, 503)
-    webhook(runtime, "movie_media_scrobble.json")
-    await drain(worker, runtime, clock, passes=1)
+    await sent_once(runtime, worker, clock, PLAY)
     config = runtime.config
     without_trakt = replace(config, services=replace(config.services, trakt=None))
     async with restarted(runtime, worker, clock, without_trakt) as (again, started):
