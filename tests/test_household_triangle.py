@@ -6,7 +6,7 @@ rounds' copies, further rounds add nothing to any service."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt, iso
 from tests.harness import sign_in_trakt
 from tests.linkrig import fast_serializd, fast_trakt
+from tests.test_sync_scenarios import TraktApp
 from watchbridge import readers
 from watchbridge.app import Runtime
 from watchbridge.config import Config, parse_config
@@ -47,11 +48,14 @@ class Household:
             "plex": PlexTarget(plex_client(config, runtime), config, store, time.time),
         }
 
-    async def round(self, links: Sequence[str], deliver_between: bool = True) -> None:
+    async def round(
+        self, links: Sequence[str], deliver_between: bool = True, full: bool = False
+    ) -> None:
         """Each link run once, its rows delivered before the next runs (or, not
-        `deliver_between`, all of them after the last run, as runs due together do)."""
+        `deliver_between`, all of them after the last run, as runs due together do);
+        `full`: each reads everything (the daily full read)."""
         for n, link in enumerate(links):
-            await run_link(self.config, self.runtime.store, link, yes=True)
+            await run_link(self.config, self.runtime.store, link, yes=True, full=full)
             if deliver_between or n == len(links) - 1:
                 await self.deliver()
 
@@ -86,13 +90,23 @@ def fakes(start_fake: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     return {"plex": plex, "trakt": trakt, "serializd": serializd}
 
 
+HouseholdFactory = Callable[..., Household]
+
+
 @pytest.fixture
-async def household(tmp_path: Path, fakes: dict[str, Any]) -> AsyncIterator[Household]:
+async def make_household(tmp_path: Path, fakes: dict[str, Any]) -> AsyncIterator[HouseholdFactory]:
+    """`make_household(links, removals)`: the household with those links (default: the
+    triangle), `removals` their `max_removal_share`."""
     plex, trakt, serializd = fakes["plex"], fakes["trakt"], fakes["serializd"]
-    links = "\n".join(
-        f"  {name}: {{services: [{name.replace('-', ', ')}], first_run: apply}}" for name in LINKS
-    )
-    text = f"""
+    made: list[Household] = []
+
+    def make(links: Sequence[str] = LINKS, removals: float = 0.10) -> Household:
+        listed = "\n".join(
+            f"  {name}: {{services: [{name.replace('-', ', ')}], first_run: apply, "
+            f"max_removal_share: {removals}}}"
+            for name in links
+        )
+        text = f"""
 storage: {{path: {tmp_path / "wb.db"}}}
 services:
   plex: {{url: "{plex.url}", token: "{TOKEN}"}}
@@ -105,17 +119,25 @@ profiles:
       trakt: {{}}
       serializd: {{email: {ALICE[0]}, password: "{ALICE[1]}"}}
 links:
-{links}
+{listed}
 """
-    config = parse_config(text, tmp_path / "watchbridge.yaml", {})
-    runtime = build_runtime(config)
-    runtime.open()
-    sign_in_trakt(runtime.store, trakt, "me", now=time.time())
-    house = Household(config, runtime, fakes)
-    yield house
-    for target in house.targets.values():
-        await target.aclose()
-    runtime.close()
+        config = parse_config(text, tmp_path / "watchbridge.yaml", {})
+        runtime = build_runtime(config)
+        runtime.open()
+        sign_in_trakt(runtime.store, trakt, "me", now=time.time())
+        made.append(Household(config, runtime, fakes))
+        return made[-1]
+
+    yield make
+    for house in made:
+        for target in house.targets.values():
+            await target.aclose()
+        house.runtime.close()
+
+
+@pytest.fixture
+def household(make_household: HouseholdFactory) -> Household:
+    return make_household()
 
 
 ORDERS = [LINKS, ("plex-trakt", "plex-serializd", "trakt-serializd")]
@@ -164,3 +186,54 @@ async def test_two_viewings_weeks_apart_on_plex_and_trakt_settle_after_the_first
         await household.round(order, deliver_between=n > 0 or not together)
         counts.append(household.plays())
     assert counts[1:] == [settled] * 4, counts
+
+
+@pytest.mark.parametrize("order", ORDERS, ids=["serializd-links-first", "plex-trakt-first"])
+@pytest.mark.parametrize(
+    ("together", "removed", "settled"),
+    [
+        # Each service held both viewings (Plex its newer one): the user takes the older off
+        # Trakt, and every service keeps the newer one alone.
+        (True, "older", (1, 1, 1)),
+        # ...or the newer: Plex's view goes with it (Plex cannot hold the older one's date).
+        (True, "newer", (0, 1, 1)),
+        # One viewing everywhere, paired days apart: it goes from every service.
+        (False, "older", (0, 0, 0)),
+    ],
+    ids=["both-viewings-older-removed", "both-viewings-newer-removed", "one-viewing-removed"],
+)
+async def test_a_play_removed_on_trakt_after_the_household_settled_is_removed_once(
+    make_household: HouseholdFactory,
+    fakes: dict[str, Any],
+    order: Sequence[str],
+    together: bool,
+    removed: str,
+    settled: tuple[int, int, int],
+) -> None:
+    # The household of the test above, settled; then the user removes one of Trakt's plays
+    # of S1E1. Before, with both viewings on every service, the older's removal on Trakt
+    # took Plex's newer view (its remembered partner), so Plex's record of the older
+    # viewing was left alone and copied back to Trakt, and the newer viewing went from Plex
+    # and Serializd while Trakt kept both: [(0, 1, 2), (0, 0, 2), ...].
+    household = make_household(removals=1.0)
+    trakt = fakes["trakt"]
+    now = time.time()
+    fakes["plex"].watch(EPISODE_1, now - 3 * DAY)
+    show = next(s for s in trakt.shows if s.tmdb == SHOW)
+    trakt.add_history(show.episode(1, 1), iso(now - 30 * DAY))
+    for n in range(3):
+        await household.round(order, deliver_between=n > 0 or not together)
+    entries = sorted(trakt.history(), key=lambda e: e.watched_at)
+    gone = entries[0] if removed == "older" else entries[-1]
+    app = TraktApp(trakt)
+    app.unwatch(gone)
+    app.http.close()
+    counts, on_trakt = [], []
+    for n in range(4):
+        # The first reads everything (Trakt's removal of a play older than a week shows
+        # only in a full read, as the daily one).
+        await household.round(order, full=n == 0)
+        counts.append(household.plays())
+        on_trakt += [e.watched_at for e in trakt.history()]
+    assert counts == [settled] * 4, counts
+    assert gone.watched_at not in on_trakt  # never copied back

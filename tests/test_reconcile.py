@@ -945,6 +945,43 @@ def test_a_remembered_pair_keeps_its_partner_from_an_earlier_play_logged_beside_
     assert (ours, theirs) == ([], [])
 
 
+def test_a_play_removed_after_a_first_run_paired_it_takes_another_links_copy_of_it_too() -> None:
+    # Trakt's day-0 viewing, paired with Serializd's catch-up log (day 4); another link since
+    # wrote Serializd a copy of the day-0 viewing, dated as Trakt's play. The user removes the
+    # viewing on Trakt: both go. Before, the copy stayed, and was copied back to Trakt.
+    trakt, catch_up = Play(EP1, WATCHED, "t1"), Play(EP1, WATCHED + 4 * DAY, "s1")
+    paired = plan(
+        TWO_WAY, {"trakt": side(trakt), "serializd": side(catch_up)}, {}, first_run=True
+    ).paired
+    copy = Play(EP1, WATCHED + 30, "s-copy")
+    before = {"trakt": side(trakt), "serializd": side(catch_up, copy)}
+    current = {"trakt": side(), "serializd": before["serializd"]}
+    result = plan(TWO_WAY, current, before, paired=paired)
+    assert sorted((a.kind, a.target, a.record) for a in result.actions) == [
+        ("remove_play", "serializd", "s-copy"),
+        ("remove_play", "serializd", "s1"),
+    ]
+
+
+def test_a_pair_days_apart_held_as_two_viewings_on_each_side_is_taken_as_two() -> None:
+    # Other links copied each play of the pair to the other side: Serializd holds a copy of
+    # Trakt's day-0 play, Trakt one of Serializd's day-4. Removing Trakt's day-0 play removes
+    # its copy on Serializd, not the day-4 play Trakt still holds a copy of.
+    trakt, catch_up = Play(EP1, WATCHED, "t1"), Play(EP1, WATCHED + 4 * DAY, "s1")
+    paired = plan(
+        TWO_WAY, {"trakt": side(trakt), "serializd": side(catch_up)}, {}, first_run=True
+    ).paired
+    on_trakt = Play(EP1, catch_up.at, "t-copy")
+    on_serializd = Play(EP1, trakt.at, "s-copy")
+    before = {"trakt": side(trakt, on_trakt), "serializd": side(catch_up, on_serializd)}
+    assert plan(TWO_WAY, before, before, paired=paired).actions == ()
+    current = {"trakt": side(on_trakt), "serializd": before["serializd"]}
+    result = plan(TWO_WAY, current, before, paired=paired)
+    assert [(a.kind, a.target, a.record) for a in result.actions] == [
+        ("remove_play", "serializd", "s-copy")
+    ]
+
+
 @pytest.mark.parametrize(
     ("stones", "planned"),
     [

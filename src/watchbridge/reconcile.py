@@ -491,14 +491,47 @@ class _History:
     first_run: bool
     taken: list[SameViewing]
 
-    def known(self, source: str, target: str) -> dict[str, str]:
-        """Source record -> target record of the remembered pairs."""
+    def known(
+        self, source: str, target: str, sides: Mapping[str, Side] | None = None
+    ) -> dict[str, str]:
+        """Source record -> target record of the remembered pairs; with `sides` (the two as
+        read), not those each side holds a copy of the other's play beside (`_outgrown`)."""
         known: dict[str, str] = {}
+        by_item: dict[str, dict[str, list[Play]]] = {}
+        if sides is not None and self.paired:
+            by_item = {service: _by_item(sides[service].plays) for service in (source, target)}
         for pair in self.paired:
             mine, theirs = pair.plays.get(source), pair.plays.get(target)
-            if mine is not None and theirs is not None:
-                known[mine.record] = theirs.record
+            if mine is None or theirs is None:
+                continue
+            if by_item and _outgrown(mine, theirs, by_item[source], by_item[target]):
+                continue
+            known[mine.record] = theirs.record
         return known
+
+
+def _by_item(plays: Iterable[Play]) -> dict[str, list[Play]]:
+    grouped: dict[str, list[Play]] = defaultdict(list)
+    for play in plays:
+        grouped[play.item].append(play)
+    return grouped
+
+
+def _outgrown(
+    mine: Play,
+    theirs: Play,
+    my_side: Mapping[str, list[Play]],
+    their_side: Mapping[str, list[Play]],
+) -> bool:
+    """Whether a pair days apart is held as two viewings now: each side (its plays by item)
+    holds a play dated as the other's play of the pair (other links copied each as a viewing
+    of its own). Each play is then the viewing its copy is: kept as one, a removal of one took
+    the other's viewing along and left its own copy behind, to be copied back."""
+
+    def beside(play: Play, side: Mapping[str, list[Play]], own: Play) -> bool:
+        return any(p.record != own.record and _same_time(p, play) for p in side.get(play.item, ()))
+
+    return beside(theirs, my_side, mine) and beside(mine, their_side, theirs)
 
 
 def _still_known(
@@ -632,7 +665,9 @@ def _plan_history(
         renumbered_now = current[source].renumbered
         moved_now = redated(baseline.get(source, Side()).plays, current[source])
         gone_plays = [p for p in removed[source] if p.record not in renumbered_now]
-        pairs, _, _ = match_plays(gone_plays, current[target].plays, history.known(source, target))
+        known = history.known(source, target, current)
+        pairs, _, _ = match_plays(gone_plays, current[target].plays, known)
+        pairs += _copies_going_along(pairs, current[source].plays, current[target].plays, known)
         pairs += _unwatched_partners(gone_plays, current[target].plays, pairs)
         copies = _copies_of_renumbered(
             [p for p in removed[source] if p.record in renumbered_now],
@@ -690,7 +725,9 @@ def _plan_history(
             stone in tombstones and (stone not in done_at or given_once(play.record))
         )
 
-    _, only_a, only_b = match_plays(current[a].plays, current[b].plays, history.known(a, b))
+    _, only_a, only_b = match_plays(
+        current[a].plays, current[b].plays, history.known(a, b, current)
+    )
     if history.first_run:
         days_apart, _, _ = first_run_pairs(
             [p for p in only_a if not gone_or_removed(a, p)],
@@ -737,6 +774,34 @@ def _plan_history(
                 )
             )
     return actions
+
+
+def _copies_going_along(
+    pairs: Sequence[tuple[Play, Play]],
+    present: Iterable[Play],
+    target: Iterable[Play],
+    known: Mapping[str, str],
+) -> list[tuple[Play, Play]]:
+    """(gone play, copy) for the plays of `target` dated as a gone play whose remembered
+    partner days apart goes with it: copies of that viewing another link made (`match_plays`
+    counts them neither new nor paired). Left behind, each was copied back to the side the
+    user removed the viewing from. Not those a play still on the gone play's side stands
+    for."""
+    far = [(g, p) for g, p in pairs if known.get(g.record) == p.record and not _same_time(g, p)]
+    if not far:
+        return []
+    items = {gone.item for gone, _ in far}
+    taken = {p.record for _, p in pairs}
+    target = [p for p in target if p.item in items and p.record not in taken]
+    _, _, unclaimed = match_plays([p for p in present if p.item in items], target, known)
+    free = {p.record for p in unclaimed}
+    copies: list[tuple[Play, Play]] = []
+    for gone, _ in far:
+        for copy in target:
+            if copy.item == gone.item and copy.record in free and _same_time(copy, gone):
+                free.discard(copy.record)
+                copies.append((gone, copy))
+    return copies
 
 
 def apart_from(at: float, taken: Sequence[float]) -> float:
