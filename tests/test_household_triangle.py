@@ -237,3 +237,59 @@ async def test_a_play_removed_on_trakt_after_the_household_settled_is_removed_on
         on_trakt += [e.watched_at for e in trakt.history()]
     assert counts == [settled] * 4, counts
     assert gone.watched_at not in on_trakt  # never copied back
+
+
+CHAIN = ("plex-trakt", "trakt-serializd")
+HOURS = 3600.0
+
+
+@pytest.mark.parametrize("order", [CHAIN, CHAIN[::-1]], ids=["plex-trakt-first", "plex-last"])
+@pytest.mark.parametrize("together", [True, False], ids=["first-runs-together", "one-at-a-time"])
+@pytest.mark.parametrize("apart", [27 * DAY, 20 * HOURS], ids=["days-apart", "hours-apart"])
+async def test_a_chain_takes_one_viewing_logged_apart_for_one_on_every_service(
+    make_household: HouseholdFactory,
+    fakes: dict[str, Any],
+    order: Sequence[str],
+    together: bool,
+    apart: float,
+) -> None:
+    # Plex ⇄ Trakt ⇄ Serializd: Serializd hears of Plex's play only through Trakt, where
+    # Plex ⇄ Trakt took it for Trakt's (a first run's pair days apart, or one within 36
+    # hours): Serializd gets Trakt's play, and no link copies anything after.
+    household = make_household(links=CHAIN)
+    now = time.time()
+    fakes["plex"].watch(EPISODE_1, now - 3 * DAY)
+    show = next(s for s in fakes["trakt"].shows if s.tmdb == SHOW)
+    fakes["trakt"].add_history(show.episode(1, 1), iso(now - 3 * DAY - apart))
+    counts = []
+    for n in range(4):
+        await household.round(order, deliver_between=n > 0 or not together)
+        counts.append(household.plays())
+    assert counts == [(1, 1, 1)] * 4, counts
+
+
+@pytest.mark.parametrize("order", ORDERS, ids=["serializd-links-first", "plex-trakt-first"])
+@pytest.mark.parametrize(
+    ("together", "settled"),
+    # As with a pair days apart: the Serializd links' first runs at once copy both plays.
+    [(True, (1, 2, 2)), (False, (1, 1, 1))],
+    ids=["first-runs-together", "first-runs-one-at-a-time"],
+)
+async def test_the_triangle_settles_on_one_viewing_logged_hours_apart(
+    household: Household,
+    fakes: dict[str, Any],
+    order: Sequence[str],
+    together: bool,
+    settled: tuple[int, int, int],
+) -> None:
+    # Within 36 hours, every link pairs the two plays as one viewing by the matching of every
+    # run, with nothing remembered: Plex's three days ago, Trakt's 20 hours before it.
+    now = time.time()
+    fakes["plex"].watch(EPISODE_1, now - 3 * DAY)
+    show = next(s for s in fakes["trakt"].shows if s.tmdb == SHOW)
+    fakes["trakt"].add_history(show.episode(1, 1), iso(now - 3 * DAY - 20 * HOURS))
+    counts = []
+    for n in range(5):
+        await household.round(order, deliver_between=n > 0 or not together)
+        counts.append(household.plays())
+    assert counts[1:] == [settled] * 4, counts
