@@ -293,13 +293,8 @@ def _days_apart(
     pairs: Iterable[tuple[Play, Play]],
 ) -> tuple[dict[str, list[Play]], dict[str, list[Play]]]:
     """The plays of `pairs` (ours, theirs) whose partner is not dated as they are, by item."""
-    ours: dict[str, list[Play]] = {}
-    theirs: dict[str, list[Play]] = {}
-    for o, t in pairs:
-        if UNDATED not in (o.at, t.at) and not _same_time(o, t):
-            ours.setdefault(o.item, []).append(o)
-            theirs.setdefault(t.item, []).append(t)
-    return ours, theirs
+    apart = [(o, t) for o, t in pairs if UNDATED not in (o.at, t.at) and not _same_time(o, t)]
+    return _by_item(o for o, _ in apart), _by_item(t for _, t in apart)
 
 
 def _copy_of(play: Play, days_apart: Mapping[str, list[Play]]) -> bool:

@@ -662,17 +662,14 @@ def _mirror_written(
     conn: sqlite3.Connection, service: str, profile: str, collection: str
 ) -> MirrorWritten:
     """A new version of a mirror collection, for a write to it in this transaction."""
-    where = "service = ? AND profile = ? AND collection = ?"
-    before = conn.execute(
-        f"SELECT version FROM mirror_versions WHERE {where}", (service, profile, collection)
-    ).fetchone()
+    before = _version_of(conn, service, profile, collection)
     after = conn.execute(
         "INSERT INTO mirror_versions (service, profile, collection, version)"
         " VALUES (?, ?, ?, random()) ON CONFLICT DO UPDATE SET version = excluded.version"
         " RETURNING version",
         (service, profile, collection),
     ).fetchone()
-    return MirrorWritten(None if before is None else int(before[0]), int(after[0]))
+    return MirrorWritten(before, int(after[0]))
 
 
 @dataclass(frozen=True)
@@ -763,14 +760,8 @@ def _mirror_written_if(
     changed none keeps the version the collection has (a copy kept at it is still right), so
     a run finding nothing new writes nothing. A collection never versioned gets one all the
     same: a copy of it is read again until it has one."""
-    if not changed:
-        row = conn.execute(
-            "SELECT version FROM mirror_versions WHERE service = ? AND profile = ?"
-            " AND collection = ?",
-            (service, profile, collection),
-        ).fetchone()
-        if row is not None:
-            return MirrorWritten(int(row[0]), int(row[0]))
+    if not changed and (kept := _version_of(conn, service, profile, collection)) is not None:
+        return MirrorWritten(kept, kept)
     return _mirror_written(conn, service, profile, collection)
 
 
