@@ -318,10 +318,13 @@ def _episode_ref(
 
 def _hama_unplaced(metadata: Payload, show_ids: Ids) -> str | None:
     """Whether a HAMA episode's numbers place nothing (`hama_unplaced`): its show's guid here
-    is the `grandparentGuid`."""
+    is the `grandparentGuid`, parsed only for a HAMA episode (on every Plex webhook's path)."""
+    guid = text(metadata.get("guid")) or ""
+    if hama_mode(guid) is None:
+        return None
     raw = text(metadata.get("grandparentGuid"))
     show = None if raw is None else (hama_mode(raw), guid_ids(parse_guid(raw)))
-    return hama_unplaced(text(metadata.get("guid")) or "", show_ids, show)
+    return hama_unplaced(guid, show_ids, show)
 
 
 def hama_unplaced(guid: str, show_ids: Ids, show: tuple[str | None, Ids] | None) -> str | None:
