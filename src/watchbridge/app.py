@@ -72,6 +72,7 @@ from watchbridge.ids import SERVER_NAMES, SERVER_SETTINGS
 from watchbridge.logs import Redactor, mask_also, mask_renewed
 from watchbridge.metrics import CONTENT_TYPE, Metrics
 from watchbridge.offloop import in_thread, to_the_end
+from watchbridge.pagesignin import PageSignIns
 from watchbridge.redaction import WEBHOOK_SECRET, mask_tokens_stored, secret_values
 from watchbridge.refused import RefusedWebhooks
 from watchbridge.senders import ProfileServers, Senders
@@ -135,6 +136,8 @@ class Runtime:
     # webhooks' (for Tautulli templates that name none).
     plex_servers: ProfileServers = field(default_factory=ProfileServers)
     downtime: str | None = None  # what this start told of the time the service was away
+    # Sign-ins started from the status page (no terminal needed): their codes and outcomes.
+    page_sign_ins: PageSignIns = field(default_factory=PageSignIns)
     backup_on_stop: bool = False  # refresh the database's .backup copy at a clean stop
     # What the log masks (redaction.secret_values, secret-shaped text): every display of
     # stored error text goes through it, as log lines do.
@@ -830,6 +833,7 @@ def _lifespan(runtime: Runtime, tasks: Sequence[BackgroundTask]) -> Callable[[Li
                     )
                     pending.cancel()
                 await asyncio.gather(*late, return_exceptions=True)
+            await runtime.page_sign_ins.close()
             await runtime.stop_noted()
             runtime.note_alive()  # alive to the stop's end: noted again, later
             if runtime.backup_on_stop:

@@ -871,9 +871,8 @@ def auth() -> None:
 )
 def auth_trakt(config_path: str | None, profile_name: str | None) -> None:
     """Sign in to Trakt with a code shown here (OAuth device flow); tokens stay in the database."""
-    from watchbridge.accounts import account_named, note_account, shown
-    from watchbridge.services.trakt import DeviceCode, TraktClient
-    from watchbridge.store import ACCOUNT_CURSOR
+    from watchbridge.services.trakt import DeviceCode
+    from watchbridge.trakt_signin import sign_in
 
     config = _load(config_path)
     if config.services.trakt is None:
@@ -888,62 +887,12 @@ def auth_trakt(config_path: str | None, profile_name: str | None) -> None:
         click.echo(f"(the code is valid for {int(code.expires_in // 60)} minutes; waiting...)")
 
     with _open_store(config, create=True) as store:
-        client = TraktClient(config.services.trakt, store)
-
-        async def whose() -> str | None:
-            """The account signed in now, if Trakt says (else the next link run asks)."""
-            with contextlib.suppress(WatchbridgeError):
-                if account := await client.account(name):
-                    return account_named(account)
-            return None
-
-        async def sign_in() -> tuple[str | None, str | None]:
-            try:
-                # A sign-in of an older release: whose it was, so that another's is noticed.
-                known = store.get_cursor("trakt", name, ACCOUNT_CURSOR) is not None
-                earlier = not known and store.get_token("trakt", name) is not None
-                before = await whose() if earlier else None
-                await client.sign_in(name, show)
-                after = await whose()
-                # One Trakt no longer answers for (usually the same person signing in again)
-                # stays unknown: the next run compares what it reads with what was kept.
-                return before, None if earlier and before is None else after
-            finally:
-                await client.aclose()
-
-        before, after = asyncio.run(sign_in())
+        done = asyncio.run(sign_in(config, store, name, show))
         click.echo(f"profile {name} is signed in to Trakt")
-        _resume_waiting(store, "trakt", "Trakt", name)
-        for seen in (before, after):
-            change = note_account(store, config, "trakt", name, seen or "", time.time())
-            if change is not None:
-                click.echo(change.message())
-        if after and (twin := _signed_in_elsewhere(store, config, "trakt", name, after)):
-            click.echo(
-                f"warning: profile {name} is signed in to the same Trakt account as profile "
-                f"{twin} ({shown(after)}): {name}'s plays would land on {twin}'s Trakt. If "
-                f"that is not meant, sign in on trakt.tv as {name}'s account (or sign out "
-                f"there) and run `watchbridge auth trakt --profile {name}` again",
-                err=True,
-            )
-
-
-def _signed_in_elsewhere(
-    store: Store, config: Config, service: str, profile: str, account: str
-) -> str | None:
-    """Another profile whose sign-in to `service` is the account `account` (an identity, as
-    accounts.note_account keeps it): a household member who approved the code where another
-    was signed in gets their plays written to that person's account."""
-    from watchbridge.accounts import SEP
-    from watchbridge.store import ACCOUNT_CURSOR
-
-    for other in config.profiles:
-        if other == profile or store.get_token(service, other) is None:
-            continue
-        kept = store.get_cursor(service, other, ACCOUNT_CURSOR)
-        if kept and kept.strip(SEP) and kept == account:
-            return other
-    return None
+        for note in done.notes:
+            click.echo(note)
+        if done.warning:
+            click.echo(f"warning: {done.warning}", err=True)
 
 
 @auth.command("plex")
@@ -1091,14 +1040,10 @@ def auth_anilist(config_path: str | None, profile_name: str | None, pasted: str 
 def _resume_waiting(store: Store, target: str, service: str, profile: str) -> None:
     """After a sign-in: the profile's rows a missing or refused sign-in to `target` held (for
     up to half an hour) become due now."""
-    from watchbridge.deliver.worker import IDLE_WAKE_SECONDS
+    from watchbridge.signins import waited_for_sign_in
 
     if resumed := store.resume_after_sign_in(target, profile, time.time()):
-        minutes = int(IDLE_WAKE_SECONDS // 60)
-        click.echo(
-            f"{resumed} deliveries of profile {profile} to {service} waited for this sign-in:"
-            f" the service sends them within {minutes} minutes"
-        )
+        click.echo(waited_for_sign_in(resumed, profile, service))
 
 
 def _pick_profile(config: Config, wanted: str | None, service: str) -> str:

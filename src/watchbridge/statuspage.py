@@ -1,7 +1,9 @@
 """The status page at `/` (the Home Assistant sidebar, Unraid's WebUI): what `watchbridge status`
 says, as one small HTML page. Pure: state in, HTML out. No secret is ever on it.
 
-Links are relative, so the page works behind Home Assistant's ingress path.
+Links, the form and its redirect are relative, so the page works behind Home Assistant's
+ingress path. Its one form starts a profile's Trakt sign-in (pagesignin.py) and shows the code:
+the app's users have no terminal for `watchbridge auth trakt`.
 """
 
 from __future__ import annotations
@@ -9,11 +11,16 @@ from __future__ import annotations
 import asyncio
 import html
 import time
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from litestar import MediaType, get
+from litestar import MediaType, Response, get, post
+from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
+from litestar.exceptions import PermissionDeniedException, ValidationException
+from litestar.handlers.base import BaseRouteHandler
+from litestar.params import FromQuery
 
 from watchbridge import __version__
 from watchbridge.account_ids import NewId, NewIdSighting, Renamed, RenameSighting
@@ -22,6 +29,7 @@ from watchbridge.app import Leftover, Runtime, leftovers, require_api_token
 from watchbridge.config import Config, copied_nowhere
 from watchbridge.http import CLOCK_WARNING
 from watchbridge.metrics import UnfilteredHistory
+from watchbridge.pagesignin import PageSignIn, Show
 from watchbridge.refused import Refusal, sentence
 from watchbridge.senders import Doubling
 from watchbridge.signins import STATE_WORDS, SignIn, current_sign_ins
@@ -56,10 +64,48 @@ async def status_page(runtime: NamedDependency[Runtime]) -> str:
         renamed,
         new_ids,
         list(runtime.metrics.unfiltered.values()),
+        runtime.page_sign_ins.recent(now),
     )
 
 
-ROUTES: list[Any] = [status_page]
+def from_this_site(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """A form another web site posts here (the user's browser sends it) starts nothing: with
+    no api_token, the token guard lets it through. Browsers name the site that sent it."""
+    if connection.headers.get("sec-fetch-site") in ("cross-site", "same-site"):
+        raise PermissionDeniedException("sign-ins start from watchbridge's own status page only")
+
+
+@post("/signin/trakt", guards=[require_api_token, from_this_site], status_code=303)
+async def sign_in_to_trakt(
+    runtime: NamedDependency[Runtime], profile: FromQuery[str]
+) -> Response[str]:
+    """Start `profile`'s Trakt sign-in; back to the page, which shows the code to enter."""
+    config = runtime.config
+    if config.services.trakt is None:
+        raise ValidationException("services.trakt is not configured (trakt_client_id)")
+    chosen = config.profiles.get(profile)
+    if chosen is None or chosen.accounts.trakt is None:
+        raise ValidationException(f"profile {profile!r} has no Trakt account to sign in")
+
+    async def flow(show: Show) -> list[str]:
+        from watchbridge.services.trakt import DeviceCode
+        from watchbridge.trakt_signin import sign_in
+
+        def shown(code: DeviceCode) -> None:
+            show(code.user_code, code.verification_url, code.expires_in)
+
+        done = await sign_in(config, runtime.store, profile, shown, runtime.clock)
+        if done.resumed:
+            for wake in runtime.on_enqueued:  # the deliveries that waited go out now
+                wake()
+        return [*done.notes, *([f"Warning: {done.warning}"] if done.warning else [])]
+
+    runtime.page_sign_ins.start("trakt", profile, flow, runtime.clock)
+    # Relative: from .../signin/trakt back to the page, behind any ingress prefix.
+    return Response("", status_code=303, headers={"location": "../"})
+
+
+ROUTES: list[Any] = [status_page, sign_in_to_trakt]
 
 _STYLE = (
     "body{font-family:system-ui,sans-serif;margin:1.5rem;max-width:52rem;color:#222}"
@@ -84,6 +130,7 @@ def render(
     renamed: Sequence[RenameSighting] = (),
     new_ids: Sequence[NewIdSighting] = (),
     unfiltered: Sequence[UnfilteredHistory] = (),
+    signing_in: Sequence[PageSignIn] = (),
 ) -> str:
     """The whole page for one moment (`sign_ins`: each profile's Trakt, AniList and Serializd
     sign-in; `unmapped`: accounts whose webhooks no profile takes, since the start; `downtime`: what
@@ -95,7 +142,7 @@ def render(
     by the id remembered for the name a profile lists, since the start; `new_ids`: accounts
     made again with a new id, whose webhooks went by the name remembered for the id a profile
     lists, since the start; `unfiltered`: profiles whose last Plex history read got rows of
-    other accounts)."""
+    other accounts; `signing_in`: sign-ins started from the page, running or just over)."""
     now = time.time() if now is None else now
     outbox = status.outbox
     rows = [
@@ -140,7 +187,10 @@ def render(
         + _links(config, status.last_runs, status.last_success_at, now)
         + "".join(f'<p class="bad">{_e(u.message)} ({_age(u.at, now)}).</p>' for u in unfiltered)
         + _kept(kept, "link"),
-        "<h2>Profiles</h2>" + _profiles(config) + _sign_ins(sign_ins, now) + _kept(kept, "profile"),
+        "<h2>Profiles</h2>"
+        + _profiles(config)
+        + _sign_ins(sign_ins, now, signing_in)
+        + _kept(kept, "profile"),
         "<h2>Webhooks</h2>"
         + "<p>Post to <code>/webhooks/SOURCE/SECRET</code> on port "
         + str(config.server.webhook_port or config.server.port)
@@ -153,10 +203,13 @@ def render(
         + _new_ids(new_ids, now)
         + _unmapped(unmapped, now),
     ]
+    # While a code waits to be entered, the page looks again by itself to tell when it was.
+    waiting = any(one.running for one in signing_in)
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
-        f"<title>watchbridge</title><style>{_STYLE}</style></head><body>"
+        + ('<meta http-equiv="refresh" content="10">' if waiting else "")
+        + f"<title>watchbridge</title><style>{_STYLE}</style></head><body>"
         f"<h1>watchbridge <small>{html.escape(__version__)}</small></h1>"
         + "".join(sections)
         + '<p><a href="api/status">api/status</a> · <a href="metrics">metrics</a></p>'
@@ -277,12 +330,14 @@ def _alerts(health: Health, now: float) -> str:
     return "".join(lines)
 
 
-def _sign_ins(sign_ins: Sequence[SignIn], now: float) -> str:
+def _sign_ins(sign_ins: Sequence[SignIn], now: float, signing_in: Sequence[PageSignIn]) -> str:
     """Each sign-in that ends (Trakt, AniList, Serializd), and a refused Plex token (the
     server's own on a "(server)" row): one that needs the user is in red (not one that was
-    not tried yet)."""
+    not tried yet). A Trakt one that needs the user has a button that signs in here; one
+    started so shows its code to enter, then what it came to."""
     if not sign_ins:
         return ""
+    started = {(one.service, one.profile): one for one in signing_in}
     rows = []
     for one in sign_ins:
         state = _e(STATE_WORDS.get(one.state, one.state))
@@ -293,9 +348,38 @@ def _sign_ins(sign_ins: Sequence[SignIn], now: float) -> str:
                 f'<span class="bad">{state}</span>',
                 f'<span class="bad">{message}</span>',
             )
+        here = started.get((one.service, one.profile))
+        if here is not None:
+            message += _page_sign_in(here, now)
+        if one.service == "trakt" and one.needs_you and (here is None or not here.running):
+            message += _sign_in_button(one.profile)
         whose = "(server)" if one.service_wide else _e(one.profile)
         rows.append((whose, _e(one.service), state, expires, message))
     return "<p>Sign-ins:</p>" + _table(("profile", "service", "state", "expires", ""), rows)
+
+
+def _sign_in_button(profile: str) -> str:
+    """A form that starts `profile`'s Trakt sign-in (relative: it works behind ingress)."""
+    action = "signin/trakt?" + urllib.parse.urlencode({"profile": profile})
+    return (
+        f'<form method="post" action="{_e(action)}">'
+        f"<button>Sign in to Trakt here</button> (shows the code to enter on trakt.tv)</form>"
+    )
+
+
+def _page_sign_in(one: PageSignIn, now: float) -> str:
+    if one.running and one.code is None:
+        return "<p>Asking Trakt for a code…</p>"
+    if one.running:
+        left = "" if one.expires_at is None else f" (it expires {_until(one.expires_at, now)})"
+        url = _e(one.url or "")
+        return (
+            f'<p>Open <a href="{url}" target="_blank" rel="noopener noreferrer">{url}</a> '
+            f"and enter the code <strong><code>{_e(one.code)}</code></strong>{left}. This "
+            "page looks again every 10 seconds and tells when it is done.</p>"
+        )
+    marked = ' class="bad"' if one.failed else ""
+    return f"<p{marked}>{_e(one.outcome)}</p>"
 
 
 def _expires(timestamp: float, now: float) -> str:
