@@ -1155,3 +1155,18 @@ def test_the_image_and_the_systemd_install_use_the_constraints() -> None:
     assert "!constraints.txt" in (REPO / ".dockerignore").read_text().splitlines()
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     assert "/opt/watchbridge/.venv/bin/pip install -c constraints.txt ." in readme
+
+
+def test_options_name_an_alert_url_apprise_does_not_take_by_its_entry_in_alert_urls() -> None:
+    # The service says alerts.urls[1], a key of the generated file the user never saw.
+    options = {**FULL_OPTIONS, "alert_urls": ["ntfys://ntfy.sh/my-topic", "ntfy.sh/my-topic"]}
+    (warning,) = option_warnings(options)
+    assert warning.startswith("alert_urls entry 2: not an Apprise URL; expected schema://")
+    assert "Configuration tab" in warning and "ntfy.sh/my-topic" not in warning
+    unknown = {**FULL_OPTIONS, "alert_urls": ["nfty://ntfy.sh/my-topic"]}
+    assert option_warnings(unknown)[0].startswith("alert_urls entry 1: unknown Apprise service")
+
+
+def test_options_say_a_webhook_secret_with_a_slash_cannot_go_in_plex_urls() -> None:
+    (warning,) = option_warnings({**FULL_OPTIONS, "webhook_secret": "abc/def-ghi-jkl-mno"})
+    assert warning.startswith("webhook_secret is set, but it holds '/'")

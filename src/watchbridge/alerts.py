@@ -949,6 +949,14 @@ def _build_apprise(urls: list[Secret], timeout: float) -> tuple[apprise.Apprise,
     return notifier, problems
 
 
+def url_problem(url: str) -> str | None:
+    """What is wrong with one alert URL (never its text), or None when Apprise takes it: the
+    check the notifier makes of each `alerts.urls` entry, for one written elsewhere (the Home
+    Assistant app's options)."""
+    with _apprise_logging_muted():
+        return _add_url(apprise.Apprise(), url, tag=f"{_TAG_PREFIX}check")
+
+
 def _add_url(notifier: apprise.Apprise, url: str, tag: str) -> str | None:
     """Load one URL; None when it loaded, else what is wrong, naming at most its schema."""
     if not url.strip():

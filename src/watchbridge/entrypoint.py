@@ -197,7 +197,12 @@ def options_env(options: Mapping[str, Any], api_token: str) -> dict[str, str]:
 
 def option_warnings(options: Mapping[str, Any]) -> list[str]:
     """Options that are set but cannot take effect, or left empty where the user needs one."""
-    warnings = []
+    from watchbridge.config import SECRET_IN_HEADER_ONLY, fits_in_url
+
+    warnings = [*_alert_url_warnings(options)]
+    secret = _text(options, "webhook_secret")
+    if secret and not fits_in_url(secret):
+        warnings.append(f"webhook_secret is set, but {SECRET_IN_HEADER_ONLY}")
     if _text(options, "trakt_client_secret") and not _text(options, "trakt_client_id"):
         warnings.append("trakt_client_secret is set without trakt_client_id; Trakt is left out")
     if not _texts(options, "media_users"):
@@ -224,6 +229,22 @@ def option_warnings(options: Mapping[str, Any]) -> list[str]:
             "webhook URLs"
         )
     return warnings
+
+
+def _alert_url_warnings(options: Mapping[str, Any]) -> list[str]:
+    """Each alert_urls entry Apprise does not take, by its place in the option's list: the
+    service names it alerts.urls[N], a key of a file the user never wrote."""
+    from watchbridge.alerts import url_problem
+
+    entries = options.get("alert_urls") or []
+    return [
+        f"alert_urls entry {number}: {problem} (URL hidden: it may hold secrets); alerts are "
+        "not sent to it, fix it in the app's Configuration tab"
+        for number, entry in enumerate(entries if isinstance(entries, list) else [entries], 1)
+        if entry is not None
+        and str(entry).strip()
+        and (problem := url_problem(str(entry).strip())) is not None
+    ]
 
 
 def render_config(config: Mapping[str, Any]) -> str:
