@@ -314,7 +314,7 @@ async def test_a_server_on_the_network_behind_a_proxy_that_does_not_answer_point
         )
     message = await failure(client)
     assert message == (
-        "plex: connection failed (ConnectError) after 2 attempt(s): the request went through "
+        "plex: the connection was refused after 2 attempt(s): the request went through "
         f"the proxy http://127.0.0.1:{port} (HTTP_PROXY), which may not reach 127.0.0.1 on "
         "your network: add 127.0.0.1 to NO_PROXY"
     )

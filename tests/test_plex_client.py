@@ -194,9 +194,9 @@ async def test_nothing_listening_at_the_url_names_the_setting_to_check() -> None
             await client.identity()
     finally:
         await client.aclose()
-    assert raised.value.message.endswith(
-        f"nothing answers at {url} (services.plex.url); is the server running, or did its "
-        "address or port change?"
+    assert raised.value.message == (
+        f"plex: the connection was refused after 2 attempt(s): nothing answers at {url} "
+        "(services.plex.url); is the server running, or did its address or port change?"
     )
 
 

@@ -106,6 +106,44 @@ async def test_plex_down_is_one_alert_for_its_lookups_and_its_deliveries(
         runtime.close()
 
 
+async def test_plex_dropping_every_connection_is_told_in_plain_words_in_the_alert(
+    tmp_path: Path,
+    start_fake: Callable[[FakeServer], FakeServer],
+    receiver: AlertReceiver,
+) -> None:
+    plex, trakt, config = yuma_world(tmp_path, start_fake, receiver)
+    clock = FakeClock(1_750_000_000.0)
+    runtime = build_runtime(config, clock=clock)
+    runtime.open()
+    worker = DeliveryWorker(make_targets, runtime.config.delivery)
+    worker.targets = {t.name: t for t in make_targets(runtime)}
+    worker.targets["plex"].client.http.retry = RetryPolicy(attempts=1)  # type: ignore[attr-defined]
+    try:
+        sign_in_trakt(runtime.store, trakt, "me", now=clock())
+        reader = make_reader(config, runtime.store, config.links["plex-trakt"], ["me"], clock)
+        await reader.read("me", {}, None, True)  # the link read the libraries
+        await reader.aclose()
+        plex.drop_next(100_000)  # a reverse proxy in front of it closes every connection
+        item = ref_for_key("movie:tmdb:14168")
+        assert item is not None
+        row = {"item": ref_to_dict(item), "at": clock() - 60, "link": "plex-trakt"}
+        runtime.store.enqueue([NewOutboxRow("plex", "me", "play", row, "k", "i")], clock())
+        for _ in range(10):  # 20 minutes, the worker looking every two minutes
+            await worker.pass_once(runtime)
+            clock.advance(120)
+        (alert,) = receiver.messages
+        assert (
+            "plex: the server closed the connection without answering after 1 attempt(s): if it "
+            "keeps happening, look at the server's log, and at what sits on the way (a reverse "
+            "proxy, a firewall, a VPN)." in str(alert["message"])
+        )
+        assert "RemoteProtocolError" not in str(alert["message"])
+    finally:
+        for target in worker.targets.values():
+            await target.aclose()
+        runtime.close()
+
+
 async def test_a_plex_alert_an_earlier_release_raised_under_its_old_key_is_resolved(
     tmp_path: Path,
     start_fake: Callable[[FakeServer], FakeServer],

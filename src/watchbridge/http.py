@@ -413,10 +413,10 @@ def connect_problem(error: BaseException, host: str) -> ConnectProblem | None:
 NO_IPV6_ERRNOS = frozenset({errno.ENETUNREACH, errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT})
 
 
-def no_route(error: BaseException) -> bool:
-    """Whether every connection `error` holds (its causes, the tries of each address) failed
-    for want of a route or an address to send from, as a machine without IPv6 fails."""
-    found: set[int] = set()
+def causes(error: BaseException) -> list[BaseException]:
+    """`error` and everything behind it: its causes, and each error of a group (the tries of
+    each address of a name)."""
+    found: list[BaseException] = []
     seen: set[int] = set()
     pending: list[BaseException] = [error]
     while pending:
@@ -424,12 +424,168 @@ def no_route(error: BaseException) -> bool:
         if id(cause) in seen:
             continue
         seen.add(id(cause))
+        found.append(cause)
         if isinstance(cause, BaseExceptionGroup):
             pending.extend(cause.exceptions)
-        elif isinstance(cause, OSError) and cause.errno is not None:
-            found.add(cause.errno)
         pending.extend(c for c in (cause.__cause__, cause.__context__) if c is not None)
+    return found
+
+
+def _errnos(error: BaseException) -> set[int]:
+    return {c.errno for c in causes(error) if isinstance(c, OSError) and c.errno is not None}
+
+
+def no_route(error: BaseException) -> bool:
+    """Whether every connection `error` holds (its causes, the tries of each address) failed
+    for want of a route or an address to send from, as a machine without IPv6 fails."""
+    found = _errnos(error)
     return bool(found) and found <= NO_IPV6_ERRNOS
+
+
+@dataclass(frozen=True)
+class RequestFailure:
+    """A request that got no answer watchbridge could read, in words a user can act on:
+    `what` happened, and `check`, what to look at when nothing more is known (a media
+    server's setting, a proxy, a name the DNS does not know say more, and say it instead)."""
+
+    what: str
+    check: str
+
+
+DROPPED_CHECK = (
+    "if it keeps happening, look at the server's log, and at what sits on the way (a reverse "
+    "proxy, a firewall, a VPN)"
+)
+CONNECT_CHECK = "is the address right, the server on, and no firewall dropping the connection?"
+REFUSED = RequestFailure(
+    "the connection was refused",
+    "nothing listens at that address and port: is the service running, and its address right?",
+)
+DROPPED = RequestFailure("the server closed the connection without answering", DROPPED_CHECK)
+# Each timeout by the phase it ends (httpx's name for it in a request's `timeout`): what
+# timed out, what did not happen within the time allowed, and what to check.
+_TIMEOUTS: dict[type[httpx.TimeoutException], tuple[str, str, str, str]] = {
+    httpx.ConnectTimeout: ("connect", "connecting timed out", "no connection", CONNECT_CHECK),
+    httpx.ReadTimeout: (
+        "read",
+        "the answer timed out",
+        "none came",
+        "the service is slow or busy (a library scan, an overloaded server): if it keeps "
+        "happening, look at its load and its log",
+    ),
+    httpx.WriteTimeout: (
+        "write",
+        "sending the request timed out",
+        "not taken",
+        "the network to the service is stalled or very slow",
+    ),
+    httpx.PoolTimeout: (
+        "pool",
+        "waiting for a free connection timed out",
+        "none was free",
+        "the service answers too slowly for the requests waiting for it",
+    ),
+}
+_UNREACHABLE_HOST = frozenset({errno.EHOSTUNREACH, errno.EHOSTDOWN})
+
+
+def request_failure(error: httpx.RequestError) -> RequestFailure:
+    """What `error` (a request that failed below HTTP, or an answer that could not be
+    decoded) means for a user, from its kind and what caused it. Never its class name nor
+    its text, which may quote a URL or what the server sent: those are for the debug log."""
+    if isinstance(error, httpx.TimeoutException):
+        phase, what, missed, check = next(
+            (said for kind, said in _TIMEOUTS.items() if isinstance(error, kind)),
+            ("", "the request timed out", "no answer", CONNECT_CHECK),
+        )
+        seconds = _timeout_of(error, phase)
+        return RequestFailure(f"{what} ({missed} within {seconds:g} s)" if seconds else what, check)
+    found = causes(error)
+    numbers = _errnos(error)
+    if isinstance(error, httpx.ConnectError):
+        if any(isinstance(c, socket.gaierror) for c in found):
+            return RequestFailure(
+                "the name could not be looked up (DNS)",
+                "is the name right, and does the DNS this machine (or its container) uses answer?",
+            )
+        if errno.ECONNREFUSED in numbers:
+            return REFUSED
+        if numbers & _UNREACHABLE_HOST:
+            return RequestFailure("no route to the server", CONNECT_CHECK)
+        if numbers & NO_IPV6_ERRNOS:
+            return RequestFailure(
+                "this machine has no route to that network",
+                "check the network settings of this machine (or its container)",
+            )
+        if errno.ETIMEDOUT in numbers:
+            return RequestFailure("connecting timed out", CONNECT_CHECK)
+        if any(isinstance(c, ssl.SSLCertVerificationError) for c in found):
+            return RequestFailure(
+                "the TLS certificate of the server was refused",
+                "see Certificates, DNS and proxies in the README",
+            )
+        if any(isinstance(c, ssl.SSLError) for c in found):
+            return RequestFailure(
+                "the secure (TLS) connection could not be set up",
+                "does that address speak TLS, and does nothing on the way (a proxy, a filter "
+                "that reads secure connections) break it?",
+            )
+        if errno.ECONNRESET in numbers:
+            return DROPPED
+        return RequestFailure("the connection could not be made", CONNECT_CHECK)
+    if isinstance(error, httpx.ReadError):
+        return DROPPED
+    if isinstance(error, httpx.RemoteProtocolError):
+        # httpcore's own words for a connection closed before any answer; any other is the
+        # HTTP parser refusing what came.
+        if "disconnected" in str(error).lower():
+            return DROPPED
+        return RequestFailure(
+            "the answer was not HTTP",
+            "something else answers at that address and port (another program, a proxy): is "
+            "the address right?",
+        )
+    if isinstance(error, httpx.WriteError):
+        return RequestFailure("the connection broke while the request was sent", DROPPED_CHECK)
+    if isinstance(error, httpx.ProxyError):
+        return RequestFailure(
+            "the proxy did not connect to the service",
+            "check HTTP_PROXY, HTTPS_PROXY and ALL_PROXY in the environment of this machine "
+            "(or its container)",
+        )
+    if isinstance(error, httpx.UnsupportedProtocol):
+        return RequestFailure(
+            "the URL does not start with http:// or https://",
+            "check the service's URL in the config",
+        )
+    if isinstance(error, httpx.DecodingError):
+        return RequestFailure(
+            "the answer could not be decoded (its compression or character set is broken)",
+            "if it keeps happening, check what sits on the way (a proxy, a filter) that may "
+            "change answers",
+        )
+    return RequestFailure("the connection failed", CONNECT_CHECK)
+
+
+def _timeout_of(error: httpx.RequestError, phase: str) -> float | None:
+    """The seconds `error`'s request allowed for `phase` ("read", ...); None when unknown."""
+    try:
+        timeouts = error.request.extensions.get("timeout") or {}
+    except RuntimeError:  # an error made without its request
+        return None
+    seconds = timeouts.get(phase)
+    return float(seconds) if isinstance(seconds, int | float) and seconds > 0 else None
+
+
+def failure_detail(error: BaseException) -> str:
+    """`error` as a maintainer reads it: its class and what caused it, outermost first
+    ("ConnectError: All connection attempts failed <- ConnectionRefusedError: ...")."""
+    said = (
+        f"{type(c).__name__}: {c}" if str(c) else type(c).__name__
+        for c in causes(error)
+        if not isinstance(c, asyncio.CancelledError)  # the timeout's own machinery
+    )
+    return " <- ".join(dict.fromkeys(said))  # httpx repeats httpcore's words
 
 
 async def ipv6_only(host: str, port: int) -> list[str] | None:
@@ -616,6 +772,7 @@ class HttpClient:
         url = f"{base_url.rstrip('/')}{path}" if base_url else path
         last_problem = "no attempt made"
         problem: ConnectProblem | None = None  # the last try's, when it was one
+        check = ""  # what to look at for the last try's failure, when nothing says more
         unknown = False
         unreached = False  # the last try found nothing listening at the address
         maybe_written = False  # some try may have reached the service, whatever came after
@@ -637,7 +794,7 @@ class HttpClient:
             started = time.monotonic()
             self.requests_sent += 1
             retry_after: float | None = None
-            answered, status, unreached, problem = False, None, False, None
+            answered, status, unreached, problem, check = False, None, False, None, ""
             try:
                 response = await self._client.request(
                     method, url, json=json, params=params, headers=headers
@@ -650,12 +807,12 @@ class HttpClient:
                 raise Unsendable(self.service, UNSENDABLE) from None
             except httpx.TimeoutException as exc:
                 self._count(method, "timeout", started)
-                last_problem = "timed out"
+                last_problem, check = self._failed(method, path, attempt, exc)
                 unknown = not isinstance(exc, httpx.ConnectTimeout)
                 unreached = isinstance(exc, httpx.ConnectTimeout)
             except httpx.TransportError as exc:
                 self._count(method, "error", started)
-                last_problem = f"connection failed ({type(exc).__name__})"
+                last_problem, check = self._failed(method, path, attempt, exc)
                 unknown = not isinstance(exc, httpx.ConnectError)
                 unreached = isinstance(exc, httpx.ConnectError)
                 host = httpx.URL(url).host or httpx.URL(self.base_url).host
@@ -674,7 +831,7 @@ class HttpClient:
                         break
             except httpx.RequestError as exc:  # e.g. an answer whose body cannot be decoded
                 self._count(method, "error", started)
-                last_problem = f"unreadable answer ({type(exc).__name__})"
+                last_problem, check = self._failed(method, path, attempt, exc)
                 unknown = True  # the service answered: a write may have happened
             else:
                 unknown, answered, status = False, True, response.status_code
@@ -733,7 +890,7 @@ class HttpClient:
             if attempt < self.retry.attempts:
                 pause = jittered(doubled(self.retry.backoff, attempt - 1))
                 await asyncio.sleep(max(pause, retry_after or 0.0))
-        hint = self._unreached(base_url, unreached, problem)
+        hint = self._unreached(base_url, unreached, problem) or (f": {check}" if check else "")
         if proxy and (status is None or status in DOWN_STATUS):  # a gateway's answer
             hint = f": {proxy}"
         _FAILING.warning(
@@ -752,6 +909,25 @@ class HttpClient:
             answered=answered and write,
             status=status,
         )
+
+    def _failed(
+        self, method: str, path: str, attempt: int, error: httpx.RequestError
+    ) -> tuple[str, str]:
+        """`request_failure`'s words for a try that failed; its class and causes go to the
+        debug log, for whoever looks into it."""
+        log.debug(
+            "request try failed",
+            extra={
+                "service": self.service,
+                "method": method,
+                "path": self.redact(path),
+                "attempt": attempt,
+                "error": type(error).__name__,
+                "detail": self.redact(failure_detail(error)),
+            },
+        )
+        failure = request_failure(error)
+        return failure.what, failure.check
 
     def _target(self, url: str) -> httpx.URL:
         """Where a request for `url` (a path under `base_url`, or a whole URL) goes."""
