@@ -116,3 +116,29 @@ async def test_a_play_of_another_link_we_write_to_anilist_keeps_its_date(
     assert fakes["anilist"].snapshot()[AOT_P2]["progress"] == 6
     assert (household.diary_entries(6), household.trakt_plays(6)) == (1, 1)
     assert household.diary_dates(6) == [pytest.approx(time.time() - 2 * DAY, abs=120)]
+
+
+@pytest.mark.parametrize("runs", [1, 2], ids=["written-together", "written-runs-apart"])
+async def test_several_plays_we_write_to_anilist_keep_each_its_own_date(
+    household: Household, fakes: dict[str, Any], runs: int
+) -> None:
+    # Episodes 6 and 7, watched two days and one day ago, logged on Trakt: AniList ⇄ Trakt
+    # raises the entry's progress to 6, then 7. AniList ⇄ Serializd, reading the step 5 -> 7
+    # at once, dated both episodes by the last save's viewing: episode 6 a day late.
+    fakes["anilist"].add_entry(
+        AOT_P2, status="CURRENT", progress=5, updated_at=int(time.time() - 3 * DAY)
+    )
+    await household.round()
+    show = next(s for s in fakes["trakt"].shows if s.tmdb == AOT)
+    watched = {6: time.time() - 2 * DAY, 7: time.time() - DAY}
+    for episodes in ([6, 7],) if runs == 1 else ([6], [7]):
+        for episode in episodes:
+            fakes["trakt"].log_play(show.episode(4, FIRST + episode), iso(watched[episode]))
+        await household.round(("anilist-trakt",))
+        fakes["anilist"].advance(60)  # a later run's save is dated later
+    assert fakes["anilist"].snapshot()[AOT_P2]["progress"] == 7
+    for _ in range(2):
+        await household.round(("anilist-serializd", "trakt-serializd", "anilist-trakt"))
+    for episode, at in watched.items():
+        assert household.diary_dates(episode) == [pytest.approx(at, abs=120)], episode
+        assert household.trakt_plays(episode) == 1, episode

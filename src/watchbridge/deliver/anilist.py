@@ -89,6 +89,13 @@ from typing import Any, Protocol, TypeGuard
 
 from watchbridge import hama, ratings
 from watchbridge.accounts import AccountNotes, user_named
+from watchbridge.anilist_viewings import (
+    SaveNote,
+    noted,
+    notes_from_json,
+    notes_to_json,
+    save_note,
+)
 from watchbridge.anime import PARTIAL, PENDING, SCHEMES, AnimeIndex, Unmatched
 from watchbridge.anime_seasons import AbsoluteSeasons, SeasonSources, Want
 from watchbridge.catalogue import file_first
@@ -163,12 +170,13 @@ REWATCH_SET_ASIDE = "anilist-rewatch-set-aside"  # kept as long as the item's ma
 # completed entry back to watching (the other side unwatched its last episode). A read seeing
 # it so is no rewatch begun by the user (`note_set_aside`): further removals still lower it.
 LOWERED = "anilist-lowered-by-us"  # kept as long as the item's marks
-# By profile and media: {"saved": the entry's `updatedAt` after a save of ours, "at": when the
-# viewing it shows was watched}. AniList dates an entry by its last change, and our save (a
-# score, another link's play of days ago) is one: while the entry still shows "saved", a link
-# reading it dates its viewing by "at" (`readers.anilist`), as the user watched it, so every
-# link gives that viewing one date (else a link reading it after our save dated it now, and
-# the other services' copies of it, days apart, were copied again as a second viewing).
+# By profile and media: our saves in a row, each with the entry's `updatedAt` and progress
+# before and after it and when the viewing it saved was watched (`anilist_viewings`). AniList
+# dates an entry by its last change, and our save (a score, another link's play of days ago, a
+# removal) is one: a link reading the entry walks the saves back from what it reads and dates
+# each episode as the user watched it (`readers.anilist`), so every link gives a viewing one
+# date (else a link reading it after our save dated it now, and the other services' copies of
+# it, days apart, were copied again as a second viewing).
 VIEWED = "anilist-viewed-at"  # kept as long as the item's marks
 # No rewatch begins with a manual mark this soon after the play that finished the entry: marks
 # received together (Jellyfin's "mark season played" posts each episode, in no order) are one
@@ -420,21 +428,11 @@ def note_set_aside(
         store.cache_put(REWATCH_SET_ASIDE, key, entry.id if told else None, now, KEEP_MARKS)
 
 
-def viewed_at(entry: ListEntry, noted: Any) -> float:
-    """When the viewing `entry` shows was watched: its `updatedAt`, unless that is a save of
-    ours (`noted`, as VIEWED keeps it) that dated it anew. Pure."""
-    if isinstance(noted, dict) and noted.get("saved") == entry.updated_at:
-        at = noted.get("at")
-        if isinstance(at, int | float) and at > UNDATED:
-            return float(at)
-    return entry.updated_at
-
-
-def viewed_marks(store: Store, profile: str, now: float) -> dict[int, Any]:
-    """VIEWED's notes of `profile`'s entries, by media id (for `viewed_at`)."""
+def viewed_marks(store: Store, profile: str, now: float) -> dict[int, list[SaveNote]]:
+    """VIEWED's notes of `profile`'s entries, by media id (for `anilist_viewings`)."""
     head = f"{profile}:"
     return {
-        int(key.removeprefix(head)): noted
+        int(key.removeprefix(head)): notes_from_json(noted)
         for key, noted in store.cache_items(VIEWED, now)
         if key.startswith(head) and key.removeprefix(head).isdigit()
     }
@@ -1402,16 +1400,23 @@ class AniListTarget:
         await asyncio.to_thread(self.store.cache_put, STOPPED, key, noted, self.clock(), KEEP_MARKS)
 
     async def _note_viewed(
-        self, profile: str, current: ListEntry | None, saved: ListEntry, viewing: float | None
+        self,
+        profile: str,
+        current: ListEntry | None,
+        saved: ListEntry,
+        viewing: float | None,
+        lowered: bool,
     ) -> None:
-        """Note when the viewing `saved` shows was watched (see VIEWED, `_save`'s `viewing`)."""
-        if viewing is None and current is not None:
-            viewing = viewed_at(current, await self._noted(VIEWED, profile, current.media_id))
-        if viewing is None or viewing <= UNDATED:
-            return  # its `updatedAt` is the best date there is, as before
+        """Note what `saved` shows and when its viewing was watched (see VIEWED, `_save`)."""
+        if lowered:
+            return  # a removal notes nothing: the entry is dated by it
         key = f"{profile}:{saved.media_id}"
-        noted = {"saved": saved.updated_at, "at": viewing}
-        await asyncio.to_thread(self.store.cache_put, VIEWED, key, noted, self.clock(), KEEP_MARKS)
+        notes = notes_from_json(await self._noted(VIEWED, profile, saved.media_id))
+        kept = noted(notes, save_note(current, saved, viewing, lowered))
+        now = self.clock()
+        await asyncio.to_thread(
+            self.store.cache_put, VIEWED, key, notes_to_json(kept), now, KEEP_MARKS
+        )
 
     async def _note_sent(self, row: OutboxItem, write: EntryWrite) -> None:
         noted = {
@@ -1457,7 +1462,8 @@ class AniListTarget:
         """Save `write`; when the entry was deleted on AniList since we last saw it, create it
         again with the same write (`recreate`), or raise EntryGone for the caller to decide.
         `viewing`: when the play it saves was watched (UNDATED: unknown, or a removal); None:
-        it saves no viewing (a score), so the entry's viewing keeps its date (VIEWED)."""
+        it saves no viewing (a score), so the entry's viewings keep their dates (VIEWED)."""
+        added = False  # deleted on AniList since: added again
         try:
             saved = await self.client.save_entry(
                 profile, write, current=current, allow_lower=allow_lower
@@ -1469,9 +1475,11 @@ class AniListTarget:
                 entries.pop(write.media_id, None)
                 raise EntryGone from None
             saved = await self.client.save_entry(profile, write, current=None)
+            added = True
         assert saved is not None
         await self._note_stopped(profile, current, saved)
-        await self._note_viewed(profile, current, saved, viewing)
+        before = None if added else current
+        await self._note_viewed(profile, before, saved, viewing, allow_lower)
         entries[saved.media_id] = saved
         await asyncio.to_thread(
             self.store.mirror_put,

@@ -9,8 +9,9 @@ were watched or when (reference anilist.md §7). So the side is made up from lis
   `updatedAt`) and the earlier ones are *undated* ("watched, date unknown"): the planner pairs
   them with any play of the same episode on the other side instead of inventing a date.
   Where the entry's `updatedAt` is a save of ours (a score, another link's play), it dates
-  no viewing: the date noted with that save does (`deliver.anilist.VIEWED`), so every link
-  gives one viewing one date.
+  no viewing: the dates noted with our saves do (`deliver.anilist.VIEWED`), each episode the
+  one of the save that raised the progress past it (`anilist_viewings`), so every link gives
+  one viewing one date, also for several episodes read in one step.
 - A rewatch (REPEATING) adds a second pass of plays; passes completed before the first sync
   are not invented (AniList keeps a count, not dates). A rewatch begun and paused or dropped
   between two reads (last read completed, now paused or dropped with a lower progress:
@@ -79,6 +80,7 @@ from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from watchbridge.accounts import user_named
+from watchbridge.anilist_viewings import Viewings, episode_dates
 from watchbridge.anime import (
     PARTIAL,
     PENDING,
@@ -174,12 +176,18 @@ def first_pass_count(entry: ListEntry, known: Iterable[str], set_aside: bool = F
     see `rewatch_set_aside`; its progress is then the rewatch's) means the first viewing was
     finished."""
     known = list(known)
-    rewatched = entry.status == "REPEATING" or entry.repeat > 0 or set_aside
-    if rewatched or any(":r" in r for r in known):
+    if _rewatched(entry, known, set_aside):
         # A rewatch means the first viewing was finished.
         seen = [int(r.rsplit(":", 1)[1].split(".")[0]) for r in known if _first_pass(r)]
         return entry.episodes or max([entry.progress, *seen])
     return entry.progress
+
+
+def _rewatched(entry: ListEntry, known: Iterable[str], set_aside: bool) -> bool:
+    """Whether the entry was rewatched (see `first_pass_count`): its progress is then a
+    rewatch's, not the first viewing's."""
+    rewatched = entry.status == "REPEATING" or entry.repeat > 0 or set_aside
+    return rewatched or any(":r" in r for r in known)
 
 
 def _first_pass(record: str) -> bool:
@@ -279,9 +287,14 @@ def uncounted(
     return over - entry.repeat
 
 
-def _date(entry: ListEntry, episode: int, last: int, observed: bool) -> float:
-    """When an episode counts as watched: a step seen between reads happened by `updatedAt`;
-    on a first read only the last episode has a date."""
+def _date(
+    entry: ListEntry, episode: int, last: int, observed: bool, when: float | None = None
+) -> float:
+    """When an episode counts as watched: a step seen between reads happened by `updatedAt`
+    (`when`: the episode's own date, where saves of ours tell it); on a first read only the
+    last episode has a date."""
+    if when is not None:
+        entry = replace(entry, updated_at=when)
     if observed:
         return entry.updated_at or UNDATED
     if episode < last:
@@ -380,10 +393,13 @@ def entry_plays(
     used: set[str] | None = None,
     set_aside: bool = False,
     relog: tuple[tuple[int, ...], bool] = ((), False),
+    viewings: Viewings | None = None,
 ) -> tuple[list[Play], Unmatched | None]:
     """One entry's plays: `known` are its plays from the last read, by record. `set_aside`:
     the entry is a rewatch paused or dropped (`rewatch_set_aside`). `relog`: the rewatches it
     was set back to watching for (`relogged`), whose plays are `<entry id>:w<pass>:<episode>`.
+    `viewings`: when the episodes of the pass its progress counts were watched, where saves of
+    ours tell (`anilist_viewings`): each keeps its own date, not the last save's.
 
     `claims` are plays we queued for AniList (by item, oldest first): a new play of such an
     item is that write read back, so it takes the queued play's date (and uses the claim up);
@@ -418,18 +434,25 @@ def entry_plays(
                     used.add(row)
             plays.append(Play(key, when, full))
 
+    def watched(episode: int) -> float:
+        """The date of an episode of the pass the progress counts."""
+        return entry.updated_at if viewings is None else viewings.date(episode, entry.updated_at)
+
     bases, relogging = relog
     first = first_pass_count(entry, known, set_aside or bool(bases))
+    counts_first = not _rewatched(entry, known, set_aside or bool(bases))
     # What the last read had already counted: episodes past it are a step seen happening.
     counted = _counted(before, entry.episodes)
     for episode in range(1, first + 1):
         step = counted is not None and episode > counted
-        add(f"{entry.id}:{episode}", episode, _date(entry, episode, first, step))
+        when = watched(episode) if counts_first else None
+        add(f"{entry.id}:{episode}", episode, _date(entry, episode, first, step, when))
     for k, base in enumerate(bases, 1):  # rewatches begun by setting it back to watching
         going = relogging and k == len(bases)
         top = entry.progress if going else (entry.episodes or entry.progress)
         for episode in range(base + 1, top + 1):
-            add(f"{entry.id}:w{k}:{episode}", episode, entry.updated_at or UNDATED)
+            at = watched(episode) if going else entry.updated_at
+            add(f"{entry.id}:w{k}:{episode}", episode, at or UNDATED)
     # Such a rewatch finished as a counted one (set rewatching, then completed): its plays
     # are the ones above, not a pass of its own.
     ended = before is not None and before.relogging and not relogging
@@ -457,7 +480,8 @@ def entry_plays(
             again = before.progress
         for episode in range(1, entry.progress + 1):
             step = before is not None and episode > again
-            add(f"{entry.id}:r{n}:{episode}", episode, _date(entry, episode, entry.progress, step))
+            at = _date(entry, episode, entry.progress, step, watched(episode))
+            add(f"{entry.id}:r{n}:{episode}", episode, at)
     elif set_aside or _pass_logged(entry, current_pass, known):
         # A rewatch paused or dropped: AniList keeps its progress, and what it watched stays.
         # Completed with its count unchanged, it is a pass all the same (`uncounted`).
@@ -506,10 +530,10 @@ def anilist_side(
     baseline: Side | None,
     mapper: Mapper,
     dated: Mapping[str, list[tuple[float, str]]] | None = None,
-    viewed: Mapping[int, float] | None = None,
+    viewed: Mapping[int, Viewings] | None = None,
 ) -> Converted:
     """The side for `entries`, keeping records and dates of `baseline` plays (`dated`: see
-    `entry_plays`). `viewed`: by media id, when the viewing an entry shows was watched, where
+    `entry_plays`). `viewed`: by media id, when the episodes an entry shows were watched, where
     its `updatedAt` is a save of ours (`deliver.anilist.VIEWED`): its plays are dated so."""
     known: dict[int, dict[str, Play]] = {}
     claims: dict[str, list[Play]] = {}
@@ -540,9 +564,10 @@ def anilist_side(
         over = uncounted(entry, prior, logged, relog)
         states[entry.id] = entry_state(entry, prior, set_aside, relog, over)
         watched = (viewed or {}).get(entry.media_id)
-        dating = entry if watched is None else replace(entry, updated_at=watched)
+        last = None if watched is None else watched.date(entry.progress, entry.updated_at)
+        dating = entry if last is None else replace(entry, updated_at=last)
         made, problem = entry_plays(
-            dating, prior, logged, mapper, claims, times, used, set_aside, relog
+            dating, prior, logged, mapper, claims, times, used, set_aside, relog, watched
         )
         plays += made
         if problem is not None:
@@ -978,15 +1003,16 @@ class AniListReader:
                 times.setdefault(key, []).append((at, row))
         return times, kept
 
-    def _viewed(self, profile: str, entries: Iterable[ListEntry]) -> dict[int, float]:
-        """When the viewings entries show were watched, for those a save of ours dated anew
+    def _viewed(self, profile: str, entries: Iterable[ListEntry]) -> dict[int, Viewings]:
+        """When the episodes entries show were watched, for those saves of ours dated anew
         (`deliver.anilist.VIEWED`)."""
         if self.store is None:
             return {}
-        from watchbridge.deliver.anilist import viewed_at, viewed_marks
+        from watchbridge.deliver.anilist import viewed_marks
 
         marks = viewed_marks(self.store, profile, self.clock())
-        return {e.media_id: viewed_at(e, marks[e.media_id]) for e in entries if e.media_id in marks}
+        found = {e.media_id: episode_dates(e, marks.get(e.media_id, ())) for e in entries}
+        return {media: viewings for media, viewings in found.items() if viewings is not None}
 
     def _delivered(self, profile: str) -> Callable[[Play], bool]:
         """Whether the row of a play we queued for AniList is done (all are without a store)."""

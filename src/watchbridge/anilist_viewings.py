@@ -1,0 +1,169 @@
+"""When the episodes our own saves put on an AniList entry were watched.
+
+AniList dates an entry by its last change only (reference anilist.md §7), and every save of
+ours is one. So with each save the AniList target notes the entry's `updatedAt` and progress
+before and after it, and when the viewing it saved was watched (the play's own date; none
+known: the save's own time). Several saves in a row chain up: each one's "before" is the
+previous one's "after". A link reading the entry walks that chain back from what it reads
+(`episode_dates`), so each episode keeps the date of the save that raised the progress past
+it: a step of several episodes read at once, or the new last episode after a removal of ours
+lowered the progress, is not dated by the last save. Where the chain ends (a change the user
+made on AniList), the episodes below it are dated by that change. Pure: the target keeps the
+notes in the store, `deliver.anilist.VIEWED`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from watchbridge.reconcile import UNDATED
+from watchbridge.services.anilist import ListEntry
+
+RAISE = "raise"  # watched the episodes past the progress before
+PASS = "pass"  # began a viewing of its own (a rewatch, a new entry): its episodes from 1
+OTHER = "other"  # watched nothing: a score, a removal lowering the progress
+KINDS = (RAISE, PASS, OTHER)
+# Enough for every save between two reads of a link; past it, the oldest episodes of a long
+# run of saves are dated by the oldest save kept (the time we wrote it).
+MAX_NOTES = 100
+
+
+@dataclass(frozen=True)
+class SaveNote:
+    """One save of ours: the entry's `updatedAt` and progress after it (`saved`, `progress`)
+    and before it (`before` None: the save added the entry), what it watched (`kind`), and
+    when (`at`; None: no date known). `progress` None: a note of an older release, which
+    kept the date of the viewing the entry showed only."""
+
+    saved: float
+    progress: int | None
+    kind: str
+    at: float | None = None
+    before: float | None = None
+    progress_before: int = 0
+
+    @property
+    def when(self) -> float:
+        """When its viewing was watched: its date, else the time we wrote it."""
+        return self.at if self.at is not None and self.at > UNDATED else self.saved
+
+
+@dataclass(frozen=True)
+class Viewings:
+    """When the episodes of the pass an entry's progress counts were watched, as far as the
+    notes tell: `dates` by episode, and `below`, the date of the episodes up to `floor` (the
+    change the chain of our saves started from)."""
+
+    dates: Mapping[int, float] = field(default_factory=dict)
+    floor: int = 0
+    below: float = UNDATED
+
+    def date(self, episode: int, otherwise: float) -> float:
+        if episode in self.dates:
+            return self.dates[episode]
+        return self.below if episode <= self.floor else otherwise
+
+
+def save_note(
+    before: ListEntry | None, saved: ListEntry, viewing: float | None, lowered: bool
+) -> SaveNote:
+    """The note of one save (`before`: the entry as it was, None when the save added it;
+    `viewing`: when the play it saved was watched, None for a save of no play; `lowered`: a
+    removal)."""
+    at = viewing if viewing is not None and viewing > UNDATED else None
+    if before is None:
+        return SaveNote(saved.updated_at, saved.progress, PASS, at)
+    kind = OTHER
+    if viewing is not None and not lowered:
+        counted = saved.repeat > before.repeat and saved.progress <= before.progress
+        if saved.progress < before.progress or counted:
+            kind = PASS  # a rewatch begun (or a one-episode one counted)
+        elif saved.progress > before.progress:
+            kind = RAISE
+    return SaveNote(saved.updated_at, saved.progress, kind, at, before.updated_at, before.progress)
+
+
+def noted(notes: Sequence[SaveNote], note: SaveNote) -> list[SaveNote]:
+    """`notes` with `note` after them: only those it chains on to (a change made on AniList
+    in between, or a viewing of its own, ends what a walk back can reach)."""
+    last = notes[-1] if notes else None
+    chained = last is not None and last.saved == note.before
+    chained = chained and last is not None and last.progress in (None, note.progress_before)
+    kept = list(notes) if chained and note.kind != PASS else []
+    return [*kept, note][-MAX_NOTES:]
+
+
+def episode_dates(entry: ListEntry, notes: Sequence[SaveNote]) -> Viewings | None:
+    """When the episodes `entry` shows (as read now) were watched, walking our saves back
+    from it (see the module doc); None when its last change is not a save of ours."""
+    dates: dict[int, float] = {}
+    at, progress, ceiling = entry.updated_at, entry.progress, entry.progress
+    matched = False
+    for note in reversed(notes):
+        if note.saved != at or note.progress not in (None, progress):
+            break
+        matched = True
+        if note.progress is None:  # an older release's note: one date for the viewing
+            return Viewings(dates, ceiling, note.when)
+        if note.kind != OTHER:
+            start = 0 if note.kind == PASS else note.progress_before
+            for episode in range(start + 1, min(note.progress, ceiling) + 1):
+                dates.setdefault(episode, note.when)
+        ceiling = min(ceiling, note.progress)
+        if note.kind == PASS or note.before is None:
+            return Viewings(dates)
+        at, progress = note.before, note.progress_before
+    if not matched:
+        return None
+    return Viewings(dates, min(progress, ceiling), at)
+
+
+def notes_to_json(notes: Sequence[SaveNote]) -> list[dict[str, Any]]:
+    return [
+        {
+            "saved": n.saved,
+            "progress": n.progress,
+            "kind": n.kind,
+            "at": n.at,
+            "before": n.before,
+            "from": n.progress_before,
+        }
+        for n in notes
+    ]
+
+
+def notes_from_json(raw: Any) -> list[SaveNote]:
+    """The notes as stored; an older release's one note (`{"saved", "at"}`) as a note that
+    dates the whole viewing; anything unreadable as none."""
+    if isinstance(raw, dict):
+        saved, at = raw.get("saved"), raw.get("at")
+        if isinstance(saved, int | float) and isinstance(at, int | float):
+            return [SaveNote(float(saved), None, PASS, float(at))]
+        return []
+    notes: list[SaveNote] = []
+    for item in raw if isinstance(raw, list) else ():
+        try:
+            saved, before, at = item["saved"], item.get("before"), item.get("at")
+            progress, start, kind = item["progress"], item.get("from", 0), item["kind"]
+            readable = progress is None or isinstance(progress, int)
+            if not _number(saved) or kind not in KINDS or not readable:
+                return []
+            notes.append(
+                SaveNote(
+                    float(saved),
+                    progress,
+                    kind,
+                    float(at) if _number(at) else None,
+                    float(before) if _number(before) else None,
+                    int(start),
+                )
+            )
+        except (AttributeError, KeyError, TypeError, ValueError):
+            return []
+    return notes
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -1,0 +1,93 @@
+"""When the episodes our saves put on an AniList entry were watched (`anilist_viewings`): the
+chain of saves a link walks back from what it reads. The links over the fakes are in
+test_household_plays.py; these are the cases the household does not reach."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from watchbridge.anilist_viewings import (
+    SaveNote,
+    episode_dates,
+    noted,
+    notes_from_json,
+    notes_to_json,
+    save_note,
+)
+from watchbridge.reconcile import UNDATED
+from watchbridge.services.anilist import ListEntry
+
+DAY = 86400.0
+T = 1_800_000_000.0
+
+
+def entry(progress: int, updated_at: float, **fields: object) -> ListEntry:
+    return replace(ListEntry(1, 10, "CURRENT", progress, updated_at=updated_at), **fields)
+
+
+def saves(start: ListEntry, *steps: tuple[ListEntry, float | None, bool]) -> list[SaveNote]:
+    """The notes of saves in a row from `start`: each (entry after it, viewing, lowered)."""
+    notes: list[SaveNote] = []
+    current = start
+    for after, viewing, lowered in steps:
+        notes = noted(notes, save_note(current, after, viewing, lowered))
+        current = after
+    return notes
+
+
+def test_each_episode_of_a_step_keeps_its_save_and_the_rest_the_users_change() -> None:
+    users = entry(6, T - 5 * DAY)  # the user ticked up to 6 on AniList
+    notes = saves(
+        users,
+        (entry(7, T), T - 3 * DAY, False),
+        (entry(8, T + 60), UNDATED, False),  # a play of no known date: when we wrote it
+        (entry(8, T + 120, score=80), None, False),  # a score watches nothing
+    )
+    viewings = episode_dates(entry(8, T + 120, score=80), notes)
+    assert viewings is not None
+    dates = [viewings.date(n, -1.0) for n in (5, 6, 7, 8)]
+    assert dates == [T - 5 * DAY, T - 5 * DAY, T - 3 * DAY, T + 60]
+
+
+def test_an_entry_changed_on_anilist_since_our_last_save_is_dated_by_anilist() -> None:
+    notes = saves(entry(6, T - 5 * DAY), (entry(7, T), T - 3 * DAY, False))
+    assert episode_dates(entry(8, T + 60), notes) is None
+
+
+def test_a_change_on_anilist_between_two_saves_ends_the_chain() -> None:
+    notes = saves(entry(6, T - 5 * DAY), (entry(7, T), T - 3 * DAY, False))
+    notes = noted(notes, save_note(entry(8, T + 60), entry(9, T + 120), T - DAY, False))
+    assert len(notes) == 1
+    viewings = episode_dates(entry(9, T + 120), notes)
+    assert viewings is not None
+    assert [viewings.date(n, -1.0) for n in (7, 8, 9)] == [T + 60, T + 60, T - DAY]
+
+
+def test_a_rewatch_we_begin_dates_its_own_episodes_only() -> None:
+    completed = entry(12, T - 9 * DAY, status="COMPLETED", episodes=12)
+    rewatching = replace(completed, status="REPEATING", progress=1, updated_at=T)
+    notes = saves(
+        completed,
+        (rewatching, T - 2 * DAY, False),
+        (replace(rewatching, progress=2, updated_at=T + 60), T - DAY, False),
+    )
+    viewings = episode_dates(replace(rewatching, progress=2, updated_at=T + 60), notes)
+    assert viewings is not None
+    assert dict(viewings.dates) == {1: T - 2 * DAY, 2: T - DAY}
+    assert viewings.date(3, -1.0) == -1.0  # of no pass our saves began
+
+
+def test_a_note_of_an_older_release_dates_the_whole_viewing() -> None:
+    notes = notes_from_json({"saved": T, "at": T - 2 * DAY})
+    viewings = episode_dates(entry(5, T), notes)
+    assert viewings is not None
+    assert [viewings.date(n, -1.0) for n in (1, 5)] == [T - 2 * DAY, T - 2 * DAY]
+    later = noted(notes, save_note(entry(5, T), entry(6, T + 60), T - DAY, False))
+    viewings = episode_dates(entry(6, T + 60), notes_from_json(notes_to_json(later)))
+    assert viewings is not None
+    assert [viewings.date(n, -1.0) for n in (5, 6)] == [T - 2 * DAY, T - DAY]
+
+
+def test_unreadable_notes_are_none() -> None:
+    assert notes_from_json([{"saved": "x"}]) == []
+    assert notes_from_json("nonsense") == []
