@@ -91,3 +91,19 @@ def test_a_note_of_an_older_release_dates_the_whole_viewing() -> None:
 def test_unreadable_notes_are_none() -> None:
     assert notes_from_json([{"saved": "x"}]) == []
     assert notes_from_json("nonsense") == []
+
+
+def test_a_removal_of_ours_leaves_each_episode_below_it_its_date() -> None:
+    notes = saves(
+        entry(9, T - 5 * DAY),
+        (entry(10, T), T - 3 * DAY, False),
+        (entry(11, T + 60), T - 2 * DAY, False),
+        (entry(10, T + 120), UNDATED, True),  # episode 11 unwatched on the other side
+    )
+    viewings = episode_dates(entry(10, T + 120), notes)
+    assert viewings is not None
+    assert [viewings.date(n, -1.0) for n in (9, 10, 11)] == [T - 5 * DAY, T - 3 * DAY, -1.0]
+    notes = noted(notes, save_note(entry(10, T + 120), entry(11, T + 180), T - DAY, False))
+    viewings = episode_dates(entry(11, T + 180), notes)
+    assert viewings is not None
+    assert [viewings.date(n, -1.0) for n in (10, 11)] == [T - 3 * DAY, T - DAY]

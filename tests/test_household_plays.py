@@ -26,6 +26,7 @@ from tests.household import (
 )
 from tests.linkrig_anilist import iso
 from tests.test_link_anilist import rate_on_trakt, trakt_plays
+from tests.test_sync_scenarios import TraktApp
 
 pytestmark = pytest.mark.anyio
 
@@ -142,3 +143,37 @@ async def test_several_plays_we_write_to_anilist_keep_each_its_own_date(
     for episode, at in watched.items():
         assert household.diary_dates(episode) == [pytest.approx(at, abs=120)], episode
         assert household.trakt_plays(episode) == 1, episode
+
+
+async def test_a_progress_drop_we_write_leaves_the_new_last_episode_its_date(
+    household: Household, fakes: dict[str, Any]
+) -> None:
+    # Episodes 10 and 11, watched two days and one day ago, logged on Trakt and written to
+    # AniList; episode 11 then removed on Trakt, so AniList ⇄ Trakt lowers the progress to
+    # 10 (one play of eleven: no mass removal).
+    # AniList ⇄ Serializd, reading the entry for the first time after that drop, dated its
+    # new last episode by the drop: now, not when episode 10 was watched.
+    fakes["anilist"].add_entry(
+        AOT_P2, status="CURRENT", progress=9, updated_at=int(time.time() - 3 * DAY)
+    )
+    await household.round(("anilist-trakt",))
+    show = next(s for s in fakes["trakt"].shows if s.tmdb == AOT)
+    watched = {10: time.time() - 2 * DAY, 11: time.time() - DAY}
+    plays = {
+        n: fakes["trakt"].log_play(show.episode(4, FIRST + n), iso(at)) for n, at in watched.items()
+    }
+    await household.round(("anilist-trakt",))
+    app = TraktApp(fakes["trakt"])
+    app.unwatch(plays[11])
+    app.http.close()
+    fakes["anilist"].advance(60)  # the drop is saved later than the plays
+    await household.round(("anilist-trakt",))
+    assert fakes["anilist"].snapshot()[AOT_P2]["progress"] == 10
+    for _ in range(2):
+        await household.round(("anilist-serializd", "trakt-serializd", "anilist-trakt"))
+    assert household.diary_dates(10) == [pytest.approx(watched[10], abs=120)]
+    assert (household.trakt_plays(10), household.diary_entries(11), household.trakt_plays(11)) == (
+        1,
+        0,
+        0,
+    )

@@ -1408,8 +1408,6 @@ class AniListTarget:
         lowered: bool,
     ) -> None:
         """Note what `saved` shows and when its viewing was watched (see VIEWED, `_save`)."""
-        if lowered:
-            return  # a removal notes nothing: the entry is dated by it
         key = f"{profile}:{saved.media_id}"
         notes = notes_from_json(await self._noted(VIEWED, profile, saved.media_id))
         kept = noted(notes, save_note(current, saved, viewing, lowered))
