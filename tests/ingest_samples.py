@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -51,3 +52,12 @@ def only_event(result: ParseResult) -> MediaEvent:
     assert isinstance(result, Accepted), result
     assert len(result.events) == 1
     return result.events[0]
+
+
+def plex_scrobble_now(name: str, viewed_at: float | None = None) -> dict[str, Any]:
+    """A Plex `media.scrobble` sample as the server sends it at `viewed_at` (None: now): its
+    `lastViewedAt` counts the view it reports (reference/plex.md), while the sample's is the
+    capture's, which a replay today would take for a view synced late (`playback.synced_late`)."""
+    payload = sample_json("plex", name)
+    payload["Metadata"]["lastViewedAt"] = int(time.time() if viewed_at is None else viewed_at)
+    return payload

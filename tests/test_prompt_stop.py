@@ -16,7 +16,7 @@ from typing import Any
 from tests.fakes.receiver import AlertReceiver
 from tests.fakes.trakt import FakeTrakt
 from tests.harness import ServiceProcess, free_port
-from tests.ingest_samples import sample_json
+from tests.ingest_samples import plex_scrobble_now
 from tests.test_downtime import away_for, generic_sender_setup, wait_for_alerts
 from tests.test_webhooks_e2e import post_plex, seeded, service_for, wait_for
 from watchbridge.downtime import DOWNTIME_TITLE
@@ -43,7 +43,7 @@ def test_a_stop_during_a_delivery_to_a_slow_trakt_ends_promptly_and_keeps_the_pl
     answering = trakt.hold_next(route="POST /scrobble/stop")
     service.start()
     try:
-        payload = sample_json("plex", "movie_legacy_imdb_media_scrobble.json")
+        payload = plex_scrobble_now("movie_legacy_imdb_media_scrobble.json")
         assert post_plex(service, payload).status_code == 202
         wait_for(lambda: trakt.count("POST", "/scrobble/stop") == 1)  # its answer held
         stopping = time.monotonic()

@@ -27,7 +27,7 @@ from tests.fakes.serializd import ALICE as SERIALIZD_USER
 from tests.fakes.serializd import FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt, parse_iso
 from tests.harness import ServiceProcess, free_port, sign_in_trakt
-from tests.ingest_samples import sample_json
+from tests.ingest_samples import plex_scrobble_now, sample_json
 from tests.test_link_anilist import a_zone_where_it_is_morning
 from tests.test_plex_enrichment import add_baki_hanma
 from watchbridge.store import Store
@@ -503,7 +503,7 @@ def test_late_completion_is_added_to_history_with_its_real_time(
     try:
         trakt.fail_next(6, 503)  # Trakt is down for the first tries
         posted = time.time()
-        payload = sample_json("plex", "movie_legacy_imdb_media_scrobble.json")
+        payload = plex_scrobble_now("movie_legacy_imdb_media_scrobble.json", posted)
         assert post_plex(service, payload).status_code == 202
         wait_for(lambda: titles(trakt) == ["Heat"], timeout=20)
         assert abs(parse_iso(trakt.history()[0].watched_at) - posted) < 120

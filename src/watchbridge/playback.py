@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal, NamedTuple
 
 from watchbridge.model import MediaEvent
+from watchbridge.reconcile import MATCH_WINDOW
 from watchbridge.senders import PAIR, TOGETHER_WITHIN
 
 # `restarting`: completed, then a start without a position; the next position decides.
@@ -543,6 +544,24 @@ def _earlier_viewing(session: Session | None, event: MediaEvent, at: float) -> b
     if session is None or event.action != "played":
         return False
     return at <= min(session.updated_at, _completion(session)) - REWATCH_AFTER_IDLE
+
+
+def synced_late(event: MediaEvent, session: Session | None, now: float) -> float | None:
+    """When a Plex view happened that the server learnt of more than MATCH_WINDOW after it
+    (a phone's downloads watched offline, synced days later): its scrobble's `lastViewedAt`,
+    which already counts that view. None: the play is dated `now`, as media servers' reports
+    are otherwise (a server clock hours off must not move them). Not while the same player's
+    session of the item had an event within that window (a live viewing). Pure.
+
+    Dated `now`, such a view stood days from the server's history row of it: a Plex link
+    paired neither and copied each to the other side, two plays everywhere."""
+    if event.source != "plex" or not event.played or event.occurred_at is None:
+        return None
+    if now - event.occurred_at <= MATCH_WINDOW:
+        return None
+    if session is not None and now - session.updated_at <= MATCH_WINDOW:
+        return None
+    return event.occurred_at
 
 
 def shortest_viewing(duration: float | None) -> float:

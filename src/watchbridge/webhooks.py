@@ -39,6 +39,7 @@ from watchbridge.playback import (
     remembers_rating,
     report_of,
     session_key,
+    synced_late,
 )
 from watchbridge.readers.plex import found_by_name
 from watchbridge.refused import OVER_AFTER, REFUSALS, lost, lost_earlier, sentence
@@ -757,9 +758,11 @@ def ingest_job(
     def plan(
         session: Session | None, marks: Session | None
     ) -> tuple[Session | None, list[NewOutboxRow]]:
-        new_session, intents = decide(session, event, threshold, now, marks, at=at, key=own_key)
+        late = synced_late(event, session, now)
+        when = at if late is None else late
+        new_session, intents = decide(session, event, threshold, now, marks, at=when, key=own_key)
         rows = rows_for(profile_name, targets, event, intents, item, item_key)
-        if frame:  # a step of this clock moves `at` (clocksteps)
+        if frame and late is None:  # a step of this clock moves `at` (clocksteps)
             for row in rows:
                 row.payload["frame"] = frame
         return new_session, rows
