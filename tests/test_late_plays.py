@@ -104,3 +104,18 @@ async def test_a_live_scrobble_from_a_server_clock_hours_off_is_dated_now(
     household.plex_scrobble(time.time() - 20 * 3600)
     await household.deliver()
     assert household.trakt_arrival() == [pytest.approx(time.time(), abs=120)]
+
+
+async def test_a_trakt_play_added_backdated_past_a_week_reaches_plex_at_the_daily_full_read(
+    household: Household, fakes: dict[str, Any]
+) -> None:
+    # Added in a phone app today, dated ten days back: past the week a delta read of Trakt
+    # looks back over (it asks for plays by their date), so only the daily full read sees it.
+    trakt: FakeTrakt = fakes["trakt"]
+    arrival = next(m for m in trakt.movies if m.title == "Arrival")
+    trakt.log_play(arrival, iso(time.time() - 10 * DAY))
+    await household.run_in_turn(("plex-trakt",))
+    await household.run_in_turn(("plex-trakt",), full=True)
+    assert fakes["plex"].user_state(ARRIVAL)["viewCount"] == 1
+    await household.run_in_turn(("plex-trakt",), full=True)
+    assert household.trakt_arrival() == [pytest.approx(time.time() - 10 * DAY, abs=120)]
