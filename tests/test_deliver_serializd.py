@@ -1532,17 +1532,35 @@ async def logged_twice_by_us(
     """Behind 5 pages of old history, s1e4 watched in Plex a month ago and again yesterday:
     two diary entries of ours and the tick, 10 minutes ago. Those entries, and when the second
     was watched."""
+    return (await each_logged_twice_by_us(runtime, worker, fake, clock, [4]))[4]
+
+
+async def each_logged_twice_by_us(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    fake: FakeSerializd,
+    clock: FakeClock,
+    numbers: list[int],
+    history: int = 100,
+) -> dict[int, tuple[Review, Review, float]]:
+    """`logged_twice_by_us` for each episode of season 1 in `numbers`, behind `history` old
+    entries: episode number -> its two entries and when the second was watched."""
     clock.now = fake.now()
-    old_history(fake, 100)  # 5 pages
+    old_history(fake, history)
     again_at = clock() - DAY
-    enqueue(runtime, "play", episode(4), clock() - 30 * DAY, progress=98.0)
-    enqueue(runtime, "play", episode(4), again_at, progress=98.0)
+    for number in numbers:
+        enqueue(runtime, "play", episode(number), clock() - 30 * DAY, progress=98.0)
+        enqueue(runtime, "play", episode(number), again_at, progress=98.0)
     await drain(worker, runtime, clock, passes=3)
-    first, again = [e for e in fake.diary() if e.show_id == SHOW]
-    assert fake.ticks() == {(SHOW, SEASON_1, 4)}
+    ours = [e for e in fake.diary() if e.show_id == SHOW]
+    assert fake.ticks() == {(SHOW, SEASON_1, n) for n in numbers}
     clock.advance(600)
     fake.advance(600)
-    return first, again, again_at
+    found = {}
+    for number in numbers:
+        first, again = [e for e in ours if e.episode_number == number]
+        found[number] = (first, again, again_at)
+    return found
 
 
 def ledger_plays(runtime: Runtime) -> dict[str, Any]:
@@ -1563,8 +1581,9 @@ async def test_a_links_removal_of_our_entry_unticks_once_the_user_deleted_our_ot
     tick stays: two systems, §6), then removes yesterday's play on Trakt: the link deletes its
     entry, and as no entry of ours of the episode is left, unticks it, although the ledger
     still named the deleted one (forgotten now). Proving an entry gone costs the whole diary
-    once (no read by show or entry, §5.1); one still there, the pages until it shows, and it
-    keeps the tick. A rewatch the user logged since the read keeps it too (before any look)."""
+    once (no read by show or entry, §5.1); one still there, the pages until it shows (here
+    those the look at what is new since the read saw), and it keeps the tick. A rewatch the
+    user logged since the read keeps it too (before any look)."""
     first, again, again_at = await logged_twice_by_us(runtime, worker, fake, clock)
     if in_the_app != "kept-the-other":
         fake.delete_entry(first)
@@ -1588,7 +1607,7 @@ async def test_a_links_removal_of_our_entry_unticks_once_the_user_deleted_our_ot
     elif in_the_app == "kept-the-other":
         assert fake.ticks() == {(SHOW, SEASON_1, 4)} and again not in fake.diary()
         assert first in fake.diary() and removal["last_error"] is None
-        assert pages == 2 + 1  # our other entry is on the first page
+        assert pages == 2  # the look at what is new since the read saw our other entry
     else:
         assert fake.ticks() == {(SHOW, SEASON_1, 4)} and again in fake.diary()
         assert removal["last_error"].startswith("skipped: not removed: the episode was logged")
@@ -1646,6 +1665,128 @@ async def test_a_removal_whose_look_for_our_other_entry_fails_waits_and_unticks_
     await drain(worker, runtime, clock, passes=2)
     assert fake.ticks() == set()
     assert waiting(runtime)[-1]["status"] == "done"
+
+
+def removals_planned(
+    runtime: Runtime, ours: dict[int, tuple[Review, Review, float]], read_at: float
+) -> None:
+    """A link's run that read Serializd at `read_at` removes the second play of each."""
+    for _, again, again_at in ours.values():
+        enqueue(runtime, "remove_play", episode(again.episode_number), again_at,
+                record=str(again.id), link="ts", read_at=read_at)  # fmt: skip
+
+
+async def test_a_runs_removals_share_one_read_of_the_diary_to_find_our_entries_gone(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    """s1e4-e7 each logged twice by us behind 5 pages of old history; in the app the user
+    deletes the older entry of e4, e5 and e6 (not e7's); a link's run removes the other play
+    of each. Proving the three gone costs the whole diary once for the run, not once each
+    (before: 2 + 3 x 5 pages, and one more page for e7's); e7's older entry, on the newest
+    pages the look at what is new since the read just read, costs nothing more."""
+    ours = await each_logged_twice_by_us(runtime, worker, fake, clock, [7, 4, 5, 6])
+    for number in (4, 5, 6):
+        fake.delete_entry(ours[number][0])
+    read_at = clock()
+    clock.advance(120)
+    fake.advance(120)
+    pages_before = fake.count("GET", DIARY_PAGE)
+    removals_planned(runtime, ours, read_at)
+    await drain(worker, runtime, clock, passes=2)
+    assert [r["status"] for r in waiting(runtime)[-4:]] == ["done"] * 4
+    assert fake.ticks() == {(SHOW, SEASON_1, 7)}
+    assert fake.diary() == [e for e in fake.diary() if e.show_id != SHOW] + [ours[7][0]]
+    pages = fake.count("GET", DIARY_PAGE) - pages_before
+    assert pages == 2 + 5  # the look at what is new since the read, then the whole diary once
+
+
+@pytest.mark.parametrize("in_the_app", ["deleted-the-other", "kept-the-other"])
+async def test_a_removal_on_a_big_diary_reads_it_whole_only_to_find_our_entry_gone(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    fake: FakeSerializd,
+    clock: FakeClock,
+    in_the_app: str,
+) -> None:
+    """A diary of 2,400 entries (100 pages): one removal whose other entry of ours the user
+    deleted costs the look at what is new since the read and the whole diary once (pages are
+    not reliably newest first, §5.1: no page but the last proves an entry gone); one whose
+    other entry stands costs only the look, which saw it (before: one page more)."""
+    ours = await each_logged_twice_by_us(runtime, worker, fake, clock, [4], history=2400)
+    first = ours[4][0]
+    if in_the_app == "deleted-the-other":
+        fake.delete_entry(first)
+    read_at = clock()
+    clock.advance(120)
+    fake.advance(120)
+    pages_before = fake.count("GET", DIARY_PAGE)
+    removals_planned(runtime, ours, read_at)
+    await drain(worker, runtime, clock, passes=2)
+    assert waiting(runtime)[-1]["status"] == "done"
+    pages = fake.count("GET", DIARY_PAGE) - pages_before
+    if in_the_app == "deleted-the-other":
+        assert fake.ticks() == set()
+        assert pages == 2 + 100  # our entries deleted: 2,400 left, 100 pages of 24
+    else:
+        assert fake.ticks() == {(SHOW, SEASON_1, 4)} and first in fake.diary()
+        assert pages == 2
+
+
+async def test_an_entry_we_add_after_the_runs_whole_read_still_keeps_its_episode_ticked(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    """The run's whole read (for s1e4's removal) did not list the entry a webhook play of s1e7
+    adds after it: when a removal of e7 then asks which of our entries of it stand, that entry
+    is there (we just added it), not gone for missing from the read, and keeps the tick; the
+    other one, deleted in the app before the read, is forgotten. No second read."""
+    ours = await each_logged_twice_by_us(runtime, worker, fake, clock, [4, 7])
+    fake.delete_entry(ours[4][0])
+    fake.delete_entry(ours[7][1])
+    read_at = clock()
+    clock.advance(120)
+    fake.advance(120)
+    pages_before = fake.count("GET", DIARY_PAGE)
+    removals_planned(runtime, {4: ours[4]}, read_at)
+    enqueue(runtime, "play", episode(7), clock() - 60, progress=98.0)
+    first_7, first_7_at = ours[7][0], ours[7][2] - 29 * DAY  # a month ago, the other yesterday
+    enqueue(runtime, "remove_play", episode(7), first_7_at, record=str(first_7.id), link="ts",
+            read_at=read_at)  # fmt: skip
+    await drain(worker, runtime, clock, passes=3)
+    assert [r["status"] for r in waiting(runtime)[-3:]] == ["done"] * 3
+    (webhook_play,) = [e for e in fake.diary() if e.show_id == SHOW]
+    assert webhook_play.episode_number == 7
+    assert fake.ticks() == {(SHOW, SEASON_1, 7)}
+    standing = {v.get("review_id") for v in ledger_plays(runtime).values() if not v.get("removed")}
+    assert standing == {webhook_play.id}
+    assert fake.count("GET", DIARY_PAGE) - pages_before == 2 + 5
+
+
+async def test_a_runs_read_does_not_serve_a_removal_planned_after_it(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    """A run's whole read saw our older entry of s1e7; the user deletes it in the app, then a
+    second run (a minute later, within the 5 minutes a read is kept) removes e7's other play:
+    what the first run read predates that plan, so the diary is read again, and e7 unticked."""
+    ours = await each_logged_twice_by_us(runtime, worker, fake, clock, [4, 7])
+    fake.delete_entry(ours[4][0])
+    read_at = clock()
+    clock.advance(60)
+    fake.advance(60)
+    removals_planned(runtime, {4: ours[4]}, read_at)
+    await drain(worker, runtime, clock, passes=2)
+    assert fake.ticks() == {(SHOW, SEASON_1, 7)}
+    fake.delete_entry(ours[7][0])
+    clock.advance(30)
+    fake.advance(30)
+    read_again_at = clock()
+    clock.advance(30)
+    fake.advance(30)
+    pages_before = fake.count("GET", DIARY_PAGE)
+    removals_planned(runtime, {7: ours[7]}, read_again_at)
+    await drain(worker, runtime, clock, passes=2)
+    assert waiting(runtime)[-1]["status"] == "done"
+    assert fake.ticks() == set()
+    assert fake.count("GET", DIARY_PAGE) - pages_before == 2 + 5
 
 
 async def test_an_undated_play_queued_again_after_a_links_untick_ticks_again(

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -36,6 +36,7 @@ from watchbridge.catalogue import (
 )
 from watchbridge.clocksteps import SENT_AT, sent_before
 from watchbridge.config import DeliveryConfig
+from watchbridge.deliver.diary_listing import Listing, merged, noted, serves, standing
 from watchbridge.deliver.trakt import nearby_keys, play_key, still_fresh
 from watchbridge.deliver.worker import (
     Dead,
@@ -61,6 +62,7 @@ from watchbridge.reconcile import EXPECTED, UNDATED
 from watchbridge.services.serializd import (
     DEFAULT_TAG,
     DiaryEntry,
+    DiaryListing,
     DiaryRead,
     SerializdAuthError,
     SerializdClient,
@@ -88,6 +90,7 @@ TICK_RECORD = "tick:"  # a play the reader made of a ticked episode (readers/ser
 MARK_RECORD = "mark:"  # ... of an episode in a season marked watched
 # Seconds a look at the diary's newest entries (`diary_added_since`) serves the batches of a
 # drain: a link's removals and ratings each ask what changed since its run read Serializd.
+# What the diary was seen to list (`diary_listing`) serves as long.
 ADDED_READ_KEEP = 300.0
 LOGGED_SINCE = (
     "not removed: the episode was logged on Serializd since the link read it (a rewatch): "
@@ -197,6 +200,10 @@ class SerializdTarget:
         # Per profile: (since, read at) of the last look at the diary's newest entries, and
         # what it found (`_added_since`).
         self._added: dict[str, tuple[float, float, DiaryRead]] = {}
+        # Per profile: which diary entries the reads of the run saw listed (`_listed`), and
+        # how many entries we have added (a read one was added during proves nothing gone).
+        self._listings: dict[str, Listing] = {}
+        self._adds: Counter[str] = Counter()
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -506,18 +513,11 @@ class SerializdTarget:
         """Which of our diary entries `entries` (ledger key -> review id) Serializd still
         lists. The ledger knows what we wrote, not what the user deleted in the app since:
         an entry deleted there is forgotten (marked removed), and keeps no tick. Free without
-        entries to look for, or when the batch read the diary whole and saw them; else the
-        diary's pages until each is seen, all of them for one deleted (`diary_lists`: no
-        cheaper read proves an entry gone, §5.1). A diary that cannot be read raises: the row
+        entries to look for; else see `_listed`. A diary that cannot be read raises: the row
         waits, the tick and the ledger as they are."""
         if not entries:
             return set()
-        wanted = set(entries.values())
-        listed: set[int] = set()
-        if ledger.diary is not None:  # read before this batch's own adds: proves presence only
-            listed = wanted & ({e.id for e in ledger.diary} | ledger.unreadable)
-        if wanted - listed:
-            listed |= await self.client.diary_lists(ledger.profile, wanted - listed)
+        listed = await self._listed(ledger.profile, row, set(entries.values()))
         deleted = {key for key, review in entries.items() if review not in listed}
         if deleted:
             log.info(
@@ -528,6 +528,40 @@ class SerializdTarget:
             gone = {key: {"review_id": None, "removed": True} for key in deleted}
             await self._record(ledger, PLAYS, gone)
         return set(entries) - deleted
+
+    async def _listed(self, profile: str, row: OutboxItem, wanted: set[int]) -> set[int]:
+        """Which of the diary entries `wanted` Serializd lists, from what the run's reads saw
+        (`diary_listing`) when they settle it: free once the diary was read whole in the run,
+        or when they saw every one (the look at the newest pages often did). Else the pages
+        until each is seen, all of them for one deleted (`diary_lists`: no cheaper read
+        proves an entry gone, §5.1), kept for the checks after it."""
+        since = max(row.planned_from, row.next_attempt_at)
+        kept = self._listings.get(profile)
+        listed: frozenset[int] = frozenset()
+        if kept is not None and serves(kept, since, self.clock(), ADDED_READ_KEEP):
+            listed, settled = standing(kept, wanted)
+            if settled:
+                return set(listed)
+        started, adds = self.clock(), self._adds[profile]
+        read = await self.client.diary_lists(profile, wanted - listed)
+        self._note_listing(profile, started, adds, read)
+        return set(wanted & (listed | read.ids))
+
+    def _note_listing(self, profile: str, started: float, adds: int, read: DiaryListing) -> None:
+        """Keep what a read begun at `started` (after `adds` entries of ours) saw listed."""
+        whole = read.whole and self._adds[profile] == adds
+        seen = Listing(started, read.ids, whole)
+        self._listings[profile] = merged(
+            self._listings.get(profile), seen, self.clock(), ADDED_READ_KEEP
+        )
+
+    def _note_ours(
+        self, profile: str, *, added: int | None = None, deleted: int | None = None
+    ) -> None:
+        """A diary entry of ours added (there since) or deleted, in what the run saw listed."""
+        kept = self._listings.get(profile)
+        if kept is not None:
+            self._listings[profile] = noted(kept, added=added, deleted=deleted)
 
     async def _logged_since(
         self, ledger: Ledger, row: OutboxItem, place: Place, record: str
@@ -576,8 +610,10 @@ class SerializdTarget:
                 and still_fresh(read_at, now, ADDED_READ_KEEP)
             ):
                 return read
+        adds = self._adds[profile]
         read = await self.client.diary_added_since(profile, since)
         self._added[profile] = (since, now, read)
+        self._note_listing(profile, now, adds, DiaryListing(read.listed, whole=False))
         return read
 
     async def _written_for(self, ledger: Ledger, place: Place, expected: str) -> str:
@@ -599,11 +635,12 @@ class SerializdTarget:
         try:
             await self.client.delete_review(profile, review)
         except SerializdItemError:
-            return True  # already gone
+            pass  # already gone
         except SerializdError as exc:
             if "is not a Serializd endpoint" in exc.message:
                 return False
             raise
+        self._note_ours(profile, deleted=review)
         return True
 
     # ------------------------------------------------------------------ ratings
@@ -738,6 +775,7 @@ class SerializdTarget:
             f"{UNKNOWN_OUTCOME}: diary entry sent",
             self.clock(),
         )
+        self._adds[ledger.profile] += 1
         try:
             review = await self.client.add_diary_entry(
                 ledger.profile,
@@ -761,6 +799,7 @@ class SerializdTarget:
                     self.store.note, [row.id], row.last_error or "", self.clock()
                 )
             raise
+        self._note_ours(ledger.profile, added=review)
         collection, key = into
         value = {"ticked": False} if rating is None else {"rating": rating}
         try:
@@ -909,8 +948,10 @@ class SerializdTarget:
         """The account's diary, read once per batch (with the ids of the rows it could not
         read, in `ledger.unreadable`)."""
         if ledger.diary is None:
+            started, adds = self.clock(), self._adds[ledger.profile]
             read = await self.client.diary_read(ledger.profile)
             ledger.diary, ledger.unreadable = read.entries, read.unreadable
+            self._note_listing(ledger.profile, started, adds, DiaryListing(read.listed, True))
         return ledger.diary
 
     async def _place(self, item: MediaRef) -> Place | Retry:

@@ -439,10 +439,23 @@ def unread_diary_rows(data: Any) -> list[int | None]:
 
 @dataclass(frozen=True)
 class DiaryRead:
-    """A whole diary as read: its entries, and the ids of the rows it could not read."""
+    """A diary as read: its entries (every one, or those a read of the newest pages keeps),
+    the ids of the rows it could not read, and the ids of every row on the pages read
+    (readable or not, kept or not)."""
 
     entries: list[DiaryEntry]
     unreadable: frozenset[int] = frozenset()
+    listed: frozenset[int] = frozenset()
+
+
+@dataclass(frozen=True)
+class DiaryListing:
+    """The ids of the diary rows a read saw (readable or not), and whether it read every page
+    with a whole read's checks (`whole_read`, the diary unchanged while read): only then is
+    an id it did not see gone, whatever order the pages came in."""
+
+    ids: frozenset[int]
+    whole: bool
 
 
 def _rows_by_show(rows: list[Any], what: str) -> list[tuple[int, dict[str, Any]]]:
@@ -1117,7 +1130,8 @@ class SerializdClient:
         """`diary`, with the ids of the rows that could not be read."""
         unread: list[int | None] = []
         entries = await self._diary_pages(profile, unread)
-        return DiaryRead(entries, frozenset(i for i in unread if i is not None))
+        unreadable = frozenset(i for i in unread if i is not None)
+        return DiaryRead(entries, unreadable, unreadable | {e.id for e in entries})
 
     async def diary_added_since(self, profile: str, since: float) -> DiaryRead:
         """The entries added after `since` (`dateAdded`, Serializd's clock), ours included,
@@ -1127,22 +1141,27 @@ class SerializdClient:
         ours, and a removal would untick a rewatch. With the ids of the rows that could not
         be read on the pages read (they may be any entry)."""
         unread: list[int | None] = []
+        seen: set[int] = set()
         entries = await self._diary_pages(
-            profile, unread, new=lambda entry: entry.date_added > since, old_pages=2
+            profile, unread, new=lambda entry: entry.date_added > since, old_pages=2, seen=seen
         )
-        return DiaryRead(entries, frozenset(i for i in unread if i is not None))
+        unreadable = frozenset(i for i in unread if i is not None)
+        return DiaryRead(entries, unreadable, unreadable | seen)
 
-    async def diary_lists(self, profile: str, ids: Collection[int]) -> frozenset[int]:
-        """Which of the diary entries `ids` Serializd still lists (a row it lists but
-        watchbridge cannot read counts: it is there). The diary has no read by show or by
-        entry (§5.1): pages are read from the first until every one has been seen (the order
-        is not reliable, yet a row seen is there); one never seen is known gone only once the
-        whole diary is read, with `diary_read`'s checks (a diary changed while read, or a
-        list cut short, raises SerializdUnavailable: nothing is taken as gone on a guess)."""
+    async def diary_lists(self, profile: str, ids: Collection[int]) -> DiaryListing:
+        """What the diary lists, read for whether the entries `ids` still stand (a row it
+        lists but watchbridge cannot read counts: it is there). The diary has no read by show
+        or by entry (§5.1): pages are read from the first until every one has been seen (the
+        order is not reliable, yet a row seen is there: a partial listing); one never seen is
+        known gone only once the whole diary is read, with `diary_read`'s checks (a diary
+        changed while read, or a list cut short, raises SerializdUnavailable: nothing is taken
+        as gone on a guess). The listing holds every id seen, `ids` or not: callers share it."""
         sought = frozenset(ids)
         unread: list[int | None] = []
         entries = await self._diary_pages(profile, unread, sought=sought)
-        return sought & ({e.id for e in entries} | {i for i in unread if i is not None})
+        seen = {e.id for e in entries} | {i for i in unread if i is not None}
+        # The read stops early only once every one was seen; else it read every page.
+        return DiaryListing(frozenset(seen), whole=not (sought and sought <= seen))
 
     async def diary_until(self, profile: str, known_ids: set[int]) -> list[DiaryEntry]:
         """The entries whose ids are not in `known_ids`, reading pages from the first and
@@ -1182,6 +1201,7 @@ class SerializdClient:
         kept: Callable[[DiaryEntry], bool] | None = None,
         old_pages: int = 1,
         sought: frozenset[int] = frozenset(),
+        seen: set[int] | None = None,
     ) -> list[DiaryEntry]:
         """The entries read, and the ids of the rows that could not be read added to `unread`
         (None: a row without an id, which fails a whole read: it cannot be told from any
@@ -1189,7 +1209,7 @@ class SerializdClient:
         every row of those ids has been seen. Else the entries `kept` (by
         default those `new`), reading until `old_pages` pages in a row hold none `new` (see
         `diary_until`; the reference, §5.1, advises going on past two such pages, as the
-        pages are not reliably sorted)."""
+        pages are not reliably sorted). `seen` gets the id of every readable row read."""
         all_of_it = new is None
         keep = kept or new
         found: dict[int, DiaryEntry] = {}
@@ -1208,6 +1228,8 @@ class SerializdClient:
             totals.append(whole(data.get("totalReviews")))
             if all_of_it:
                 whole_read(page, total_pages, [e.id for e in entries], previous, what)
+            if seen is not None:
+                seen.update(e.id for e in entries)
             fresh = [e for e in entries if keep is None or keep(e)]
             before = len(found)
             for entry in fresh:

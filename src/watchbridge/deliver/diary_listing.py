@@ -1,0 +1,69 @@
+"""What Serializd's diary was seen to list, shared by the checks of one delivery run.
+
+A removal keeps an episode ticked while another diary entry of ours of it stands, and the
+user may have deleted that entry in the app. The diary cannot be read by show or by entry,
+and its pages are not reliably newest first (reference §5.1): an entry seen on any page is
+there, but only a read of every page proves one gone. That costs a request per 24 entries, so
+the reads of a run (the look at its newest pages, a whole read, the pages read until our
+entries showed) are kept here, per profile, and serve every later check they can answer:
+
+- an entry seen by any read is there (a read the user deleted it after leaves it standing
+  until the next run reads: the tick is kept, never taken);
+- an entry not seen is gone only when a whole read is among them, and only if it was listed
+  when that read began: entries we add afterwards are noted as there (`noted`), and a read
+  during which we added one counts as a partial read;
+- a listing serves a row only when read after the row was planned from its link's read
+  (and after its last try), and for `keep` seconds: what the user changed before the plan
+  is in it;
+- a read that fails proves nothing: nothing of it is kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from watchbridge.deliver.trakt import still_fresh
+
+
+@dataclass(frozen=True)
+class Listing:
+    """The ids of the diary rows seen listed by reads begun at `read_at` or later (our
+    clock), and whether one of them read the whole diary (then an id not among them is gone,
+    if it was listed at `read_at`)."""
+
+    read_at: float
+    ids: frozenset[int]
+    whole: bool
+
+
+def serves(listing: Listing | None, since: float, now: float, keep: float) -> bool:
+    """Whether `listing` may answer for a row planned (or last tried) at `since`."""
+    return (
+        listing is not None and listing.read_at >= since and still_fresh(listing.read_at, now, keep)
+    )
+
+
+def standing(listing: Listing, wanted: Collection[int]) -> tuple[frozenset[int], bool]:
+    """Which of the entries `wanted` the listing shows, and whether that settles the rest
+    (gone: a whole read did not see them; or none is left to settle)."""
+    listed = frozenset(wanted) & listing.ids
+    return listed, listing.whole or listed == frozenset(wanted)
+
+
+def merged(kept: Listing | None, read: Listing, now: float, keep: float) -> Listing:
+    """`kept` with a newer `read` added. A whole read replaces what was kept (it is newer);
+    a partial one adds what it saw to a listing still fresh, dated by the older read."""
+    if read.whole or kept is None or not still_fresh(kept.read_at, now, keep):
+        return read
+    return Listing(min(kept.read_at, read.read_at), kept.ids | read.ids, kept.whole)
+
+
+def noted(listing: Listing, *, added: int | None = None, deleted: int | None = None) -> Listing:
+    """`listing` after a diary entry of ours was added (it is there) or deleted (gone)."""
+    ids = set(listing.ids)
+    if added is not None:
+        ids.add(added)
+    if deleted is not None:
+        ids.discard(deleted)
+    return Listing(listing.read_at, frozenset(ids), listing.whole)
