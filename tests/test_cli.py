@@ -891,6 +891,7 @@ def test_status_says_what_pending_deliveries_wait_behind_an_unmatched_one(
     assert listed.endswith(
         "and 1 more waiting behind these: later deliveries of the same items, which go out "
         "in order once these are delivered or given up\n"
+        "to give one up (it is never sent): `watchbridge deadletters discard ID`\n"
     )
 
 

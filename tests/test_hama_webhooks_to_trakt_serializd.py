@@ -275,3 +275,61 @@ profiles:
     assert statuses(db) == ["done"]
     played = [(e.item.season, e.item.number) for e in trakt.history()]  # type: ignore[union-attr]
     assert played == [(2, 16)]
+
+
+def unmatched_gauge(app: AppThread, target: str) -> float:
+    line = f'watchbridge_unmatched{{target="{target}"}} '
+    text = httpx.get(f"{app.url}/metrics").text
+    (value,) = [row.removeprefix(line) for row in text.splitlines() if row.startswith(line)]
+    return float(value)
+
+
+def test_a_waiting_unplaced_play_can_be_given_up_by_its_id(tmp_path: Path, start_fake: Any) -> None:
+    # Before: `deadletters discard` refused the id (`not a dead letter`), and nothing else
+    # dismissed it: the play waited, counted, for as long as the user never fixed the match.
+    trakt = trakt_fake(start_fake)
+    config = f"""services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+profiles:
+  me: {{users: {{plex: ['1']}}, accounts: {{trakt: {{}}}}}}
+"""
+    db, path = tmp_path / "wb.db", tmp_path / "watchbridge.yaml"
+    path.write_text(f"server: {{webhook_secret: {SECRET}}}\nstorage: {{path: {db}}}\n{config}")
+
+    def watchbridge(*args: str) -> Any:
+        return CliRunner().invoke(cli, [*args, "--config", str(path)])
+
+    with scrobbled(tmp_path, config, PLAYS[:2], trakt) as app:
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            mixed, mode = (row for (row,) in conn.execute("SELECT id FROM outbox ORDER BY id"))
+        listed = watchbridge("unmatched").output
+        assert f"#{mixed} " in listed and f"#{mode} " in listed
+        assert "to give one up (it is never sent): `watchbridge deadletters discard ID`" in listed
+        assert unmatched_gauge(app, "trakt") == 2
+        # A webhook's play is no link's to keep off: left waiting, and the command says so.
+        kept = watchbridge("deadletters", "discard", str(mode), "--for-good")
+        assert kept.exit_code == 1
+        assert f"no link's copy of a play: #{mode} (discard them without --for-good)" in kept.output
+        # `--all` is the dead letters only: what waits goes by its id.
+        assert "0 dead letter(s) discarded" in watchbridge("deadletters", "discard", "--all").output
+        assert statuses(db) == ["pending", "pending"]
+
+        given_up = watchbridge("deadletters", "discard", f"#{mode}")
+        assert given_up.exit_code == 0, given_up.output
+        assert "1 delivery(ies) waiting for ids discarded: never sent" in given_up.output
+        assert unmatched_gauge(app, "trakt") == 1
+        status = watchbridge("status").output
+        assert "unmatched:     1 waiting" in status and "deadletters discard ID" in status
+        listed = watchbridge("unmatched").output
+        assert f"#{mixed} " in listed and f"#{mode} " not in listed
+        assert httpx.get(f"{app.url}/api/status").json()["unmatched"] == 1
+
+        # Given up already: no longer a row it takes.
+        again = watchbridge("deadletters", "discard", str(mode))
+        assert again.exit_code == 1
+        refused = str(again.exception)
+        assert f"not a dead letter: {mode}" in refused and "`watchbridge unmatched`" in refused
+        assert watchbridge("deadletters", "discard", str(mixed)).exit_code == 0
+        assert unmatched_gauge(app, "trakt") == 0
+    assert statuses(db) == [] and trakt.history() == []
+    assert "nothing unmatched" in watchbridge("unmatched").output

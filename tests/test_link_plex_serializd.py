@@ -405,6 +405,33 @@ def test_an_add_discarded_for_good_is_not_copied_again_until_allowed(
     assert deadletters(path, "list", "--for-good").strip() == "no plays kept off"
 
 
+def test_a_links_play_waiting_for_ids_is_kept_off_for_good_by_its_id(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    # A season Serializd does not list: the link's copy waits as unmatched (hourly at first,
+    # for weeks). Before: `discard` took dead letters only ("not a dead letter").
+    plex, serializd = plex_and_serializd(start_fake)
+    plex.add_episode("191", "20", 9, 1)
+    plex.watch("191", time.time() - 39 * HOUR)
+    path = link_config(tmp_path, plex, serializd)
+    sync(path)
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        (row,) = [entry.item.id for entry in store.unmatched()]
+    listed = watchbridge("unmatched", "--config", str(path)).stdout
+    assert f"#{row}  " in listed and "Serializd has no season 9" in listed, listed
+
+    said = deadletters(path, "discard", f"#{row}", "--for-good")
+
+    assert "1 delivery(ies) waiting for ids discarded: never sent" in said, said
+    assert "1 play(s) kept off" in said, said
+    assert "nothing unmatched" in watchbridge("unmatched", "--config", str(path)).stdout
+    assert "unmatched:" not in watchbridge("status", "--config", str(path)).stdout
+    assert f"#{row}  " in deadletters(path, "list", "--for-good")
+    assert "add_play" not in sync(path)  # the next full read: not copied again
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        assert store.unmatched() == [] and store.dead_letters() == []
+
+
 # --------------------------------------------------------------------------- the user edits
 # the diary in the Serializd app: the daily full read (`--full`) sees it
 

@@ -507,7 +507,8 @@ def status(config_path: str | None) -> None:
     if state.unmatched:
         click.echo(
             f"unmatched:     {state.unmatched} waiting for ids a service can use "
-            "(retried, hourly at first; `watchbridge unmatched` lists them)"
+            "(retried, hourly at first; `watchbridge unmatched` lists them, "
+            "`watchbridge deadletters discard ID` gives one up)"
         )
     if state.behind:
         click.echo(f"behind:        {state.behind} {BEHIND}")
@@ -1519,6 +1520,7 @@ def unmatched(config_path: str | None, payload: bool) -> None:
             f"and {behind} more waiting behind these: later deliveries of the same items, "
             "which go out in order once these are delivered or given up"
         )
+    click.echo("to give one up (it is never sent): `watchbridge deadletters discard ID`")
 
 
 class _RowId(click.ParamType[int]):
@@ -1646,8 +1648,9 @@ def deadletters_retry(config_path: str | None, ids: tuple[int, ...], every: bool
 def deadletters_discard(
     config_path: str | None, ids: tuple[int, ...], every: bool, for_good: bool
 ) -> None:
-    """Delete dead letters (by id, or --all). A play a link copied is copied again at the
-    link's next full read while the other side lacks it, unless discarded --for-good."""
+    """Delete dead letters (by id, or --all), or by id deliveries `watchbridge unmatched`
+    lists (never sent). A play a link copied is copied again at the link's next full read
+    while the other side lacks it, unless discarded --for-good."""
     from watchbridge.sync import kept_off_of
 
     config = _load(config_path)
@@ -1655,17 +1658,20 @@ def deadletters_discard(
     now = time.time()
     with _open_store(config) as store:
         dead = store.dead_letters()
-        unknown = _not_dead_letters(dead, ids)
-        chosen = dead if every else [item for item in dead if item.id in ids]
+        # `--all` is the dead letters: what still waits to go out is given up by id only.
+        waiting = [] if every else [e.item for e in store.unmatched() if e.item.id in ids]
+        unknown = _not_dead_letters(dead + waiting, ids)
+        chosen = (dead if every else [item for item in dead if item.id in ids]) + waiting
         plays = [k for item in chosen if (k := kept_off_of(item, now)) is not None]
         if for_good:
             count = store.keep_off(plays)
         else:
             count = store.discard_dead(None if every else list(ids))
-    click.echo(f"{count} dead letter(s) discarded")
+            count += store.discard_unmatched([item.id for item in waiting])
+    click.echo(_discarded(count, waiting, len(chosen) - len(waiting)))
     if for_good:
         copied = {entry.row for entry in plays}
-        others = [item.id for item in chosen if item.id not in copied]
+        others = [item for item in chosen if item.id not in copied]
         if count:
             click.echo(
                 f"{count} play(s) kept off: their links do not copy them there again "
@@ -1673,9 +1679,10 @@ def deadletters_discard(
                 "allow ID`)"
             )
         if others:
-            listed = ", ".join(f"#{i}" for i in others[:10]) + (", ..." if others[10:] else "")
+            listed = ", ".join(f"#{i.id}" for i in others[:10]) + (", ..." if others[10:] else "")
+            left = "as dead letter(s)" if all(i.status == "dead" for i in others) else "as is"
             click.echo(
-                f"{len(others)} left as dead letter(s), no link's copy of a play: {listed} "
+                f"{len(others)} left {left}, no link's copy of a play: {listed} "
                 "(discard them without --for-good)"
             )
         if others and not every:
@@ -1686,7 +1693,20 @@ def deadletters_discard(
             "next full read while the other side lacks it (to keep one off, discard it with "
             "--for-good)"
         )
-    _refuse_unknown(unknown)
+    if unknown:
+        raise WatchbridgeError(
+            f"not a dead letter: {', '.join(str(i) for i in unknown)} (see `watchbridge "
+            "deadletters list`), nor a delivery waiting for ids (see `watchbridge unmatched`)"
+        )
+
+
+def _discarded(count: int, waiting: Sequence[OutboxItem], dead: int) -> str:
+    """How many rows `deadletters discard` deleted, named by what they were."""
+    if not waiting:
+        return f"{count} dead letter(s) discarded"
+    if not dead:
+        return f"{count} delivery(ies) waiting for ids discarded: never sent"
+    return f"{count} dead letter(s) and deliveries waiting for ids discarded (those never sent)"
 
 
 @deadletters.command("allow")

@@ -153,7 +153,8 @@ def render(
             "waiting for ids",
             _flag(
                 status.unmatched,
-                "retried, hourly at first; <code>watchbridge unmatched</code> lists them",
+                "retried, hourly at first; <code>watchbridge unmatched</code> lists them, "
+                "<code>watchbridge deadletters discard ID</code> gives one up",
             ),
         ),
         *([("waiting behind", f"{status.behind} {_e(BEHIND)}")] if status.behind else []),

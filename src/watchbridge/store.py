@@ -108,6 +108,10 @@ RESTORE_TOLD = "restore_told"
 _MARKED = f"substr(COALESCE(last_error, ''), 1, {len(UNKNOWN_OUTCOME)}) = '{UNKNOWN_OUTCOME}'"
 # Rows waiting for ids a target can use, also those whose earlier send may have landed.
 _UNMATCHED = f"(last_error LIKE 'unmatched:%' OR last_error LIKE '{UNKNOWN_OUTCOME}: unmatched:%')"
+# Rows `deadletters discard` takes by id: dead letters, and queued rows waiting for ids
+# (`_UNMATCHED`), which the user may give up rather than wait for (an unplaced HAMA episode waits
+# so without end). Not in flight: a try under way settles the row as it ends.
+_DISCARDABLE = f"(status = 'dead' OR (status = 'pending' AND {_UNMATCHED}))"
 # Pruned rows leave free pages in the file; once this many (16 MB of 4 KB pages) and half the
 # file, housekeeping gives them back (`Store.reclaim_space`).
 RECLAIM_MIN_PAGES = 4096
@@ -994,7 +998,7 @@ class KeptOff:
     """A play a link must not copy to `target` again: its dead letter was discarded with
     `watchbridge deadletters discard --for-good`."""
 
-    row: int  # the id of the dead letter discarded, as `deadletters list` showed it
+    row: int  # the id of the row discarded, as `deadletters list` (or `unmatched`) showed it
     link: str
     profile: str
     target: str
@@ -3389,6 +3393,20 @@ class Store:
             self._forget_ended_rows(conn)
             return discarded
 
+    def discard_unmatched(self, item_ids: Sequence[int]) -> int:
+        """Delete the rows of `item_ids` still waiting for ids (`unmatched`): never sent. A
+        row that has ended meanwhile (delivered, given up) or is being tried is left. Later
+        deliveries of the same items waiting behind one go out in their turn. How many."""
+        ids = json.dumps(list(item_ids))
+        with self.transaction() as conn:
+            discarded = conn.execute(
+                f"DELETE FROM outbox WHERE status = 'pending' AND {_UNMATCHED}"
+                " AND id IN (SELECT value FROM json_each(?))",
+                (ids,),
+            ).rowcount
+            self._forget_ended_rows(conn)
+            return discarded
+
     @staticmethod
     def _forget_ended_rows(conn: sqlite3.Connection) -> None:
         """Forget the entries of ROW_ENTRIES whose row has ended: delivered or settled, or
@@ -3404,14 +3422,15 @@ class Store:
                 _mirrors_changed(conn, "service = ? AND collection = ?", (service, collection))
 
     def keep_off(self, kept: Sequence[KeptOff]) -> int:
-        """Discard the dead letters `kept` names (by row id) and remember each as a play its
-        link keeps off its target (`KEPT_OFF`), in one transaction; returns how many. A row no
-        longer a dead letter (retried or discarded meanwhile) is left, and not remembered."""
+        """Discard the dead letters (or rows waiting for ids: `discard_unmatched`) `kept`
+        names (by row id) and remember each as a play its link keeps off its target
+        (`KEPT_OFF`), in one transaction; returns how many. A row neither (retried, discarded
+        or delivered meanwhile) is left, and not remembered."""
         done = 0
         with self.transaction() as conn:
             for entry in kept:
                 gone = conn.execute(
-                    "DELETE FROM outbox WHERE id = ? AND status = 'dead'", (entry.row,)
+                    f"DELETE FROM outbox WHERE id = ? AND {_DISCARDABLE}", (entry.row,)
                 ).rowcount
                 if not gone:
                     continue
