@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.fakes.anilist import FakeAniList
-from tests.fakes.plex import FakePlex
+from tests.fakes.plex import FakePlex, guid_list
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.harness import ServiceProcess, free_port
 from tests.test_link_plex_anilist import DAY, OP, OP_SEASONS, fakes, link_config, run
@@ -264,3 +264,34 @@ profiles:
     assert snapshot[OP]["progress"] == 1099  # not 1100 (`tvdb5-` guessed absolute)
     listed = run(path, "anime", "unmatched")
     assert listed.count("[hama-mixed]") == 1 and listed.count("[hama-mode]") == 2, listed
+
+
+# --------------------------------------------------------------------------- Fix Match
+
+
+def test_a_fix_match_away_from_hama_does_not_move_the_plays_we_wrote(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    """AniList's Part 2 episodes 1-5, written to the HAMA episodes `anidb-15593/1/1-5`; then
+    a Fix Match to the Plex TV Series agent: the files keep their ratingKeys and HAMA's
+    numbers, S1E1-5, which TMDB's show names Re:Zero's first season's. The plays we wrote
+    copied Part 2's: they are no plays of S1E1-5."""
+    path, plex, anilist = re_zero(tmp_path, start_fake, 5, f"anidb-{ANIDB_P2}", anidb_episodes())
+    anilist.add_media(RE_ZERO_S1, episodes=25)
+    run(path, "sync", "--link", "plex-anilist")
+    written = [n for n in range(1, 13) if plex.user_state(str(1000 + n)).get("viewCount")]
+    assert written == [1, 2, 3, 4, 5]
+    run(path, "sync", "--link", "plex-anilist")  # reads back what it wrote
+
+    show = "plex://show/5d9c086c46115600200aa2fe"
+    plex.items["100"] |= {"guid": show, "Guid": guid_list(["tmdb://65942", "tvdb://305089"])}
+    for n in range(1, 13):
+        plex.items[str(1000 + n)] |= {
+            "guid": f"plex://episode/{1000 + n:0>24}",
+            "grandparentGuid": show,
+        }
+    said = run(path, "sync", "--link", "plex-anilist", "--full")
+
+    assert RE_ZERO_S1 not in anilist.snapshot(), said
+    assert anilist.snapshot()[RE_ZERO_P2]["progress"] == 5, said
+    assert "remove" not in said, said

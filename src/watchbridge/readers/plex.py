@@ -954,11 +954,14 @@ def _unsure_ratings(episodes: Iterable[LibraryItem], since: Mapping[str, float])
 def _forget(
     written: Written, keyed: Mapping[str, tuple[str, LibraryItem]], renumbering: Renumbering
 ) -> Written:
-    """A write of ours to an episode renumbered since it was made (it names another item than
-    the episode's key now, or the episode is withheld) copied the other side's play of
-    another episode: it is no play of this episode, and is left out from then on, even if the
-    show goes back to Plex's numbers (not read as removed: the play it copied is added again,
-    to the right episode). A forgotten write naming the episode's key again is its play."""
+    """A write of ours to an item keyed otherwise since it was made (it names another item
+    than the item's key now: an episode renumbered, a HAMA episode placed elsewhere or matched
+    away from HAMA by a Fix Match, any title matched again; or the episode is withheld)
+    copied the other side's play of another item: it is no play of this one, and is left out
+    from then on, even if the item goes back to its old key's numbers (not read as removed:
+    the play it copied is added again, to the right item). Never re-keyed: a play we wrote
+    stays the play of the item it was written for. A forgotten write naming the item's key
+    again is its play."""
     rk = written.rating_key
     if rk in renumbering.withheld:
         return written if written.forgotten else replace(written, forgotten=True)
@@ -967,10 +970,7 @@ def _forget(
         return written
     if now[0] == written.item:
         return replace(written, forgotten=False) if written.forgotten else written
-    moved = rk in renumbering.numbers or rk in renumbering.placed
-    if moved and not written.forgotten:
-        return replace(written, forgotten=True)
-    return written
+    return written if written.forgotten else replace(written, forgotten=True)
 
 
 def _unwatched(written: Written, unwatched: AbstractSet[str], settled: float) -> bool:
