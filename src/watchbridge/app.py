@@ -76,6 +76,7 @@ from watchbridge.pagesignin import PageSignIns
 from watchbridge.redaction import WEBHOOK_SECRET, mask_tokens_stored, secret_values
 from watchbridge.refused import RefusedWebhooks
 from watchbridge.senders import ProfileServers, Senders
+from watchbridge.storagefault import StorageFault, fault_of
 from watchbridge.store import (
     ACCOUNT_CURSOR,
     KEPT_OFF_FIX,
@@ -125,6 +126,10 @@ class Runtime:
     )
     task_restart_delay: float = 5.0
     on_enqueued: list[Callable[[], None]] = field(default_factory=list)
+    # Woken when a write of the database failed on its disk (storagewatch.StorageWatch).
+    on_storage_trouble: list[Callable[[], None]] = field(default_factory=list)
+    # Why the database cannot be written, as the storage watch last found it; None: it can.
+    storage_fault: StorageFault | None = None
     _store: Store | None = None
     _writer: IngestWriter | None = None
     webhook_secret: str = ""
@@ -252,6 +257,15 @@ class Runtime:
             reading = self.reading()
             self.store.note_alive(reading.wall, reading)
 
+    def storage_trouble(self, exc: BaseException) -> StorageFault | None:
+        """A write failed with `exc`: if on the disk's account (full, read-only, locked),
+        the storage watch tries a write and alerts; that fault, None for any other error."""
+        fault = fault_of(exc, str(self.config.storage.path))
+        if fault is not None:
+            for wake in self.on_storage_trouble:
+                wake()
+        return fault
+
     def store_status(self) -> StoreStatus:
         """The store's status as the page and the API show it (error texts redacted)."""
         return self.store.status().shown(self.redact)
@@ -311,10 +325,16 @@ async def _supervise(task: BackgroundTask, runtime: Runtime, stop: asyncio.Event
         except Exception as exc:
             crashes = 1 if time.monotonic() - started >= HEALTHY_RUN else crashes + 1
             runtime.metrics.background_errors.labels(task.name).inc()
+            fault = runtime.storage_trouble(exc)
             if locked_by_another(exc):  # no fault of ours: the log says what, not where
                 log.warning(
                     f"{LOCKED_BY_ANOTHER}; restarting",
                     extra={"task": task.name, "crashes": crashes},
+                )
+            elif fault is not None:  # the disk's trouble, not a bug: no traceback
+                log.warning(
+                    f"{fault.title}; restarting",
+                    extra={"task": task.name, "crashes": crashes, "problem": fault.problem},
                 )
             elif crashes == 1:
                 log.exception("background task crashed; restarting", extra={"task": task.name})
@@ -323,7 +343,10 @@ async def _supervise(task: BackgroundTask, runtime: Runtime, stop: asyncio.Event
                     "background task crashed again; restarting",
                     extra={"task": task.name, "crashes": crashes, "error": type(exc).__name__},
                 )
-            if crashes >= CRASHES_BEFORE_ALERT:
+            # The storage alert tells of a fault of the disk while it is open: one cause, one
+            # alert (a write this task needs may fail where the watch's small one works).
+            told = fault is not None and runtime.storage_fault is not None
+            if crashes >= CRASHES_BEFORE_ALERT and not told:
                 error = f"{type(exc).__name__}: {exc}"
                 alerted = await _tell(runtime, task.name, error, crashes)
             delay = min(doubled(runtime.task_restart_delay, crashes - 1), MAX_RESTART_DELAY)
@@ -1018,6 +1041,15 @@ async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
             }
             for n in runtime.account_ids.recent_new_ids()
         ],
+        # Why the database cannot be written (its disk full, read-only, locked), while so.
+        "storage": None
+        if runtime.storage_fault is None
+        else {
+            "kind": runtime.storage_fault.kind,
+            "problem": runtime.storage_fault.problem,
+            "error": runtime.storage_fault.said,
+            "fix": runtime.storage_fault.fix,
+        },
         "refused_webhooks": [
             {
                 "source": r.source,

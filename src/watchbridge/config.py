@@ -45,6 +45,7 @@ AlertKind = Literal[
     "webhook_rejects",
     "service_unreachable",
     "internal_error",
+    "storage",
     "downtime",
     "reported_twice",
     "account_changed",

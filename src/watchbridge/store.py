@@ -2360,7 +2360,7 @@ class Store:
                         (now,),
                     )
         except sqlite3.Error as exc:
-            raise StoreError(f"database not writable ({exc})") from None
+            raise StoreError(f"database not writable ({exc})") from exc
 
     # ------------------------------------------------------------------ events + outbox
 

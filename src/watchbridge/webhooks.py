@@ -370,6 +370,9 @@ def _json(status: int, document: dict[str, Any]) -> tuple[int, bytes]:
     return status, msgspec.json.encode(document)
 
 
+# A 503's: a full disk freed, a lock let go, takes about this long.
+RETRY_AFTER_SECONDS = 60
+RETRY_AFTER = (b"retry-after", b"%d" % RETRY_AFTER_SECONDS)
 _NOT_FOUND = _json(404, {"error": "Not Found", "status": 404})
 _NOT_ALLOWED = _json(405, {"error": "Method Not Allowed", "status": 405})
 _INTERNAL_ERROR = _json(500, {"error": "internal error, see the watchbridge log", "status": 500})
@@ -424,10 +427,11 @@ async def _answer(
     outcome: str,
     status: int,
     started: float,
+    headers: Sequence[tuple[bytes, bytes]] = (),
     **body: Any,
 ) -> None:
     _count(runtime, source, outcome, started)
-    await _send(send, _json(status, {"status": outcome, **body}))
+    await _send(send, _json(status, {"status": outcome, **body}), headers)
     if outcome in REFUSALS:
         _refused(runtime, source, outcome, status, str(body.get("error", "")))
 
@@ -628,9 +632,20 @@ async def _webhook(
             if doubling is not None:
                 _tell_doubling(runtime, doubling)
     except (sqlite3.Error, StoreError) as exc:
-        # 503, not 500: the request was fine and nothing was acknowledged.
-        reason = f"could not store the event ({_one_line(exc)})"
-        await _answer(runtime, send, source, "store_error", 503, started, error=reason)
+        # 503, not 500: the request was fine and nothing was acknowledged. Retry-After for
+        # the senders that try again (a generic one, a proxy's queue).
+        fault = runtime.storage_trouble(exc)
+        said = f" ({_one_line(exc)})" + (f": {fault.problem}" if fault is not None else "")
+        await _answer(
+            runtime,
+            send,
+            source,
+            "store_error",
+            503,
+            started,
+            (RETRY_AFTER,),
+            error=f"could not store the event{said}",
+        )
         return
     if unmapped:  # one webhook, however many episodes its file holds
         _unmapped(runtime, result.events[0])

@@ -36,6 +36,7 @@ from watchbridge.services.plextv import SERVICE as PLEXTV
 from watchbridge.services.plextv import PlexTvAuthError, PlexTvClient
 from watchbridge.services.serializd import SerializdClient
 from watchbridge.services.trakt import TokenStore, TraktClient
+from watchbridge.storagewatch import StorageWatch
 
 
 def seeded_trakt_tokens(config: Config) -> dict[str, Secret]:
@@ -273,5 +274,5 @@ def build_app(runtime: Runtime) -> Litestar:
     """The whole service: webhook routes plus the delivery worker."""
     worker = DeliveryWorker(make_targets, runtime.config.delivery)
     runtime.on_enqueued.append(worker.notify)
-    tasks: list[BackgroundTask] = [worker, Maintenance(), SyncScheduler()]
+    tasks: list[BackgroundTask] = [worker, Maintenance(), SyncScheduler(), StorageWatch()]
     return create_app(runtime, tasks=tasks, extra_routes=[*webhooks.ROUTES, *statuspage.ROUTES])

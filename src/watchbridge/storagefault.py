@@ -1,0 +1,146 @@
+"""Why the database cannot be written, in words a user can act on: its disk full, the file or
+its folder read-only, another program holding it locked, its pages damaged, the disk failing.
+
+Pure: an exception and the database's path in, a `StorageFault` (or None: not the disk's
+fault, such as our own SQL) out.
+"""
+
+from __future__ import annotations
+
+import errno
+import sqlite3
+from dataclasses import dataclass
+from typing import Literal
+
+FaultKind = Literal["full", "read_only", "locked", "damaged", "failing"]
+
+# SQLite's primary result codes (the low byte of an extended one).
+_BY_SQLITE_CODE: dict[int, FaultKind] = {
+    5: "locked",  # SQLITE_BUSY: another connection holds the write lock
+    8: "read_only",  # SQLITE_READONLY
+    10: "failing",  # SQLITE_IOERR
+    11: "damaged",  # SQLITE_CORRUPT
+    13: "full",  # SQLITE_FULL
+    14: "failing",  # SQLITE_CANTOPEN: its -wal or -shm cannot be made
+    26: "damaged",  # SQLITE_NOTADB
+}
+# Where SQLite gave no code (an error raised again by hand), its words.
+_BY_SQLITE_WORDS: tuple[tuple[str, FaultKind], ...] = (
+    ("database or disk is full", "full"),
+    ("readonly database", "read_only"),
+    ("database is locked", "locked"),
+    ("database is busy", "locked"),
+    ("disk image is malformed", "damaged"),
+    ("file is not a database", "damaged"),
+    ("disk i/o error", "failing"),
+    ("unable to open database file", "failing"),
+)
+_BY_ERRNO: dict[int, FaultKind] = {
+    errno.ENOSPC: "full",
+    errno.EDQUOT: "full",
+    errno.EROFS: "read_only",
+    errno.EACCES: "read_only",
+    errno.EPERM: "read_only",
+    errno.EIO: "failing",
+}
+
+_SHORT: dict[FaultKind, str] = {
+    "full": "the disk is full",
+    "read_only": "it is read-only",
+    "locked": "another program holds it locked",
+    "damaged": "the file is damaged",
+    "failing": "the disk fails to write",
+}
+# Said of every kind but a damaged file: nothing is lost meanwhile, nothing needs a restart.
+_MEANWHILE = (
+    "Meanwhile webhooks are answered 503 (their plays are not recorded) and nothing is "
+    "delivered or synced; what was queued before waits and is not lost. Once a write works "
+    "again watchbridge goes on by itself, no restart needed."
+)
+
+
+@dataclass(frozen=True)
+class StorageFault:
+    """What keeps the database at `path` from taking writes, and what to do about it."""
+
+    kind: FaultKind
+    problem: str  # a sentence's body: "the disk holding /data/watchbridge.db is full"
+    fix: str
+    said: str  # the error as SQLite (or the system) worded it: "database or disk is full"
+
+    @property
+    def title(self) -> str:
+        """The alert's title."""
+        return f"watchbridge cannot write its database: {_SHORT[self.kind]}"
+
+    @property
+    def message(self) -> str:
+        """The alert's text: what is wrong, what to do, what happens meanwhile."""
+        told = f"{self.problem[0].upper()}{self.problem[1:]} ({self.said}). {self.fix}"
+        return told if self.kind == "damaged" else f"{told} {_MEANWHILE}"
+
+
+def fault_kind(exc: BaseException) -> FaultKind | None:
+    """Which fault of the disk or the database file `exc` is, None for any other error."""
+    if isinstance(exc, sqlite3.IntegrityError | sqlite3.ProgrammingError):
+        return None  # our own SQL or use of the connection, not the disk
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        if isinstance(code, int) and (code & 0xFF) in _BY_SQLITE_CODE:
+            return _BY_SQLITE_CODE[code & 0xFF]
+        words = str(exc).lower()
+        return next((kind for text, kind in _BY_SQLITE_WORDS if text in words), None)
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return _BY_ERRNO.get(exc.errno)
+    return None
+
+
+def fault_of(exc: BaseException, database: str) -> StorageFault | None:
+    """`exc`, met writing the database at `database`, as a fault a user can mend; None when
+    it is not one (a bug: the caller tells of it as such)."""
+    kind = fault_kind(exc)
+    if kind is None:
+        return None
+    said = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if kind == "full":
+        return StorageFault(
+            kind,
+            f"the disk holding {database} is full",
+            "Free some space on it (old backups, logs, media), or move storage.path to a disk "
+            "with room.",
+            said,
+        )
+    if kind == "read_only":
+        return StorageFault(
+            kind,
+            f"the database {database} or its folder is read-only",
+            "A disk remounts itself read-only after an I/O error: check it (`dmesg`, `mount`) "
+            "and mount it read-write again; after a restore or a copy as root, give the folder "
+            "and the files in it (the database, its -wal and -shm) to the user watchbridge "
+            "runs as (`chown`, 1000 in the image, 99:100 on Unraid).",
+            said,
+        )
+    if kind == "locked":
+        return StorageFault(
+            kind,
+            f"another program holds the database {database} locked for longer than "
+            f"storage.busy_timeout",
+            "Close it: a sqlite3 shell or database browser left open in the middle of a "
+            "write, a backup tool copying the file, a long `watchbridge sync`.",
+            said,
+        )
+    if kind == "damaged":
+        return StorageFault(
+            kind,
+            f"the database {database} is damaged",
+            "Check the disk (a failing SD card loses pages); stop watchbridge and move the "
+            "file aside: the next start begins from the `watchbridge backup` copy beside it.",
+            said,
+        )
+    return StorageFault(
+        kind,
+        f"the disk holding {database} fails to write",
+        "Check that it is mounted, has space and is healthy (`dmesg`, `df -h`): a failing SD "
+        "card or a disk unplugged does this.",
+        said,
+    )

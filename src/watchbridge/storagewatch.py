@@ -1,0 +1,82 @@
+"""The `storage` alert: the database cannot be written (its disk full, read-only, locked by
+another program), said plainly with what to do, and resolved once a write works again.
+
+Woken by whoever meets the fault first (a webhook refused 503, a background task failing), and
+every CHECK_EVERY, it tries a real write (`Store.check_writable`): a failure nothing retries
+(an idle service, no webhook coming) still ends in a "Resolved" notice once space is freed.
+The alert goes out even though the database cannot record it (the notifier keeps it in memory
+meanwhile).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from watchbridge.errors import StoreError
+from watchbridge.storagefault import StorageFault, fault_of
+
+if TYPE_CHECKING:
+    from watchbridge.app import Runtime
+
+log = logging.getLogger(__name__)
+
+STORAGE = "storage"  # the alert kind
+KEY = "database"
+CHECK_EVERY = 30.0  # seconds between tries while the database failed or its alert is open
+RESOLVED = "the database takes writes again"
+
+
+class StorageWatch:
+    name = "storage-watch"
+
+    async def run(self, runtime: Runtime, stop: asyncio.Event) -> None:
+        woken = asyncio.Event()
+        runtime.on_storage_trouble.append(woken.set)
+        try:
+            while not stop.is_set():
+                await check(runtime)
+                await _woken(stop, woken, CHECK_EVERY)
+                woken.clear()
+        finally:
+            runtime.on_storage_trouble.remove(woken.set)
+
+
+async def check(runtime: Runtime) -> StorageFault | None:
+    """Try a write if the last one failed or the alert is open: alert (the notifier throttles
+    and reminds) while it fails, resolve once it works; the fault found, if any."""
+    store = runtime.store
+    if store.write_error is None and not _open(runtime):
+        return None
+    try:
+        await asyncio.to_thread(store.check_writable, runtime.clock())
+    except StoreError as exc:
+        fault = fault_of(exc.__cause__ or exc, str(store.path))
+        if fault is None:  # not the disk's: the part that met it tells of it as a bug
+            return None
+        if fault != runtime.storage_fault:
+            log.warning(fault.title, extra={"problem": fault.problem, "fix": fault.fix})
+        runtime.storage_fault = fault
+        await runtime.notifier.notify(STORAGE, fault.title, fault.message, KEY)
+        return fault
+    if runtime.storage_fault is not None:
+        log.info(RESOLVED)
+    runtime.storage_fault = None
+    if runtime.notifier.raised(STORAGE, KEY):
+        await runtime.notifier.resolve(STORAGE, RESOLVED, KEY)
+    return None
+
+
+def _open(runtime: Runtime) -> bool:
+    return runtime.storage_fault is not None or runtime.notifier.raised(STORAGE, KEY)
+
+
+async def _woken(stop: asyncio.Event, woken: asyncio.Event, timeout: float) -> None:
+    """Wait until the stop, a wake-up, or `timeout` seconds."""
+    waits = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(woken.wait())}
+    try:
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiting in waits:
+            waiting.cancel()

@@ -1,0 +1,176 @@
+"""The database cannot be written (its disk full, read-only, locked by another program): a
+webhook is never acknowledged unless stored, the alert says what is wrong and resolves itself
+once a write works again. A full disk is SQLite's own: `PRAGMA max_page_count` on the
+service's connection, so that the test needs no small file system of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import sqlite3
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.fakes.receiver import AlertReceiver
+from tests.harness import AppThread
+from tests.ingest_samples import sample_bytes
+from tests.test_app import jellyfin_config, runtime_for, wait_until
+from watchbridge import storagewatch, webhooks
+from watchbridge.app import Runtime, create_app
+from watchbridge.storagefault import fault_kind, fault_of
+from watchbridge.storagewatch import StorageWatch
+
+HOOK = "/webhooks/jellyfin/s3cret-hook"
+FULL_TITLE = "watchbridge cannot write its database: the disk is full"
+
+
+def sqlite_error(words: str, code: int) -> sqlite3.OperationalError:
+    error = sqlite3.OperationalError(words)
+    error.sqlite_errorcode = code  # type: ignore[attr-defined]
+    return error
+
+
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        (sqlite_error("database or disk is full", sqlite3.SQLITE_FULL), "full"),
+        (
+            sqlite_error("attempt to write a readonly database", sqlite3.SQLITE_READONLY),
+            "read_only",
+        ),
+        (sqlite_error("database is locked", sqlite3.SQLITE_BUSY), "locked"),
+        (sqlite_error("database disk image is malformed", sqlite3.SQLITE_CORRUPT), "damaged"),
+        (sqlite_error("disk I/O error", 10 | (3 << 8)), "failing"),  # SQLITE_IOERR_WRITE
+        (sqlite3.OperationalError("database or disk is full"), "full"),  # no code: its words
+        (OSError(errno.ENOSPC, "No space left on device"), "full"),
+        (OSError(errno.EROFS, "Read-only file system"), "read_only"),
+        (sqlite3.IntegrityError("UNIQUE constraint failed: outbox.id"), None),  # our SQL
+        (sqlite3.OperationalError("no such column: x"), None),
+        (OSError("database or disk is full"), None),  # no errno: not the disk's
+    ],
+)
+def test_each_fault_of_the_disk_is_named_as_such(error: BaseException, kind: str | None) -> None:
+    assert fault_kind(error) == kind
+
+
+def test_a_full_disk_is_said_plainly_with_what_to_do() -> None:
+    error = sqlite_error("database or disk is full", sqlite3.SQLITE_FULL)
+    fault = fault_of(error, "/data/watchbridge.db")
+    assert fault is not None
+    assert fault.title == FULL_TITLE
+    assert "The disk holding /data/watchbridge.db is full" in fault.message
+    assert "Free some space" in fault.message and "not lost" in fault.message
+
+
+def hold_the_lock(tmp_path: Path) -> sqlite3.Connection:
+    """A sqlite3 shell in the middle of a write (another program holding the database)."""
+    shell = sqlite3.connect(tmp_path / "watchbridge.db", isolation_level=None)
+    shell.execute("BEGIN IMMEDIATE")
+    return shell
+
+
+def quick_lock_runtime(tmp_path: Path, receiver: AlertReceiver) -> Runtime:
+    path = jellyfin_config(tmp_path, receiver)
+    path.write_text(path.read_text().replace("storage:\n", "storage:\n  busy_timeout: 0.2s\n"))
+    return runtime_for(path)
+
+
+def post(app: AppThread) -> httpx.Response:
+    body = sample_bytes("jellyfin", "playback_stop_episode_completed.json")
+    return httpx.post(f"{app.url}{HOOK}", content=body)
+
+
+def test_a_webhook_the_database_cannot_take_is_503_with_retry_after_and_says_why(
+    tmp_path: Path, receiver: AlertReceiver
+) -> None:
+    with AppThread(
+        create_app(quick_lock_runtime(tmp_path, receiver), extra_routes=webhooks.ROUTES)
+    ) as app:
+        shell = hold_the_lock(tmp_path)
+        refused = post(app)
+        shell.close()
+        again = post(app)
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"] == "60"
+    error = refused.json()["error"]
+    assert f"another program holds the database {tmp_path / 'watchbridge.db'} locked" in error
+    assert again.status_code == 202
+
+
+LOCKED_TITLE = "watchbridge cannot write its database: another program holds it locked"
+
+
+def test_the_database_held_by_another_program_is_alerted_shown_and_resolved_once_let_go(
+    tmp_path: Path, receiver: AlertReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(storagewatch, "CHECK_EVERY", 0.1)
+    runtime = quick_lock_runtime(tmp_path, receiver)
+    served = create_app(runtime, tasks=[StorageWatch()], extra_routes=webhooks.ROUTES)
+    with AppThread(served) as app:
+        shell = hold_the_lock(tmp_path)
+        post(app)
+        wait_until(lambda: LOCKED_TITLE in receiver.titles())
+        storage = httpx.get(f"{app.url}/api/status").json()["storage"]
+        shell.close()
+        wait_until(lambda: f"Resolved: {LOCKED_TITLE}" in receiver.titles())
+        after = httpx.get(f"{app.url}/api/status").json()["storage"]
+    alert = next(m["message"] for m in receiver.messages if m["title"] == LOCKED_TITLE)
+    assert "sqlite3 shell" in alert and "no restart needed" in alert
+    assert storage["kind"] == "locked" and "storage.busy_timeout" in storage["problem"]
+    assert after is None
+
+
+class WritesTheDatabase:
+    """A background task (delivery's name) that writes the database every 50 ms."""
+
+    name = "delivery"
+
+    def __init__(self) -> None:
+        self.runs = 0
+
+    async def run(self, runtime: Runtime, stop: asyncio.Event) -> None:
+        self.runs += 1
+        while not stop.is_set():
+            await asyncio.to_thread(runtime.store.note_alive, runtime.clock())
+            await asyncio.sleep(0.05)
+
+
+def test_a_task_failing_on_the_database_is_the_storage_alert_not_a_crash_alert(
+    tmp_path: Path, receiver: AlertReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(storagewatch, "CHECK_EVERY", 0.1)
+    runtime = quick_lock_runtime(tmp_path, receiver)
+    runtime.task_restart_delay = 0.05
+    task = WritesTheDatabase()
+    with AppThread(create_app(runtime, tasks=[task, StorageWatch()])):
+        shell = hold_the_lock(tmp_path)
+        wait_until(lambda: task.runs >= 4 and LOCKED_TITLE in receiver.titles())
+        shell.close()
+        wait_until(lambda: f"Resolved: {LOCKED_TITLE}" in receiver.titles())
+    assert task.runs >= 4
+    assert "watchbridge: its delivery keeps failing" not in receiver.titles()
+
+
+class FailsOnAFullDisk:
+    """A background task whose writes fail: the disk is full."""
+
+    name = "delivery"
+
+    async def run(self, runtime: Runtime, stop: asyncio.Event) -> None:
+        raise sqlite_error("database or disk is full", sqlite3.SQLITE_FULL)
+
+
+def test_a_task_failing_on_a_full_disk_logs_it_plainly_without_a_traceback(
+    tmp_path: Path, receiver: AlertReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    runtime = runtime_for(jellyfin_config(tmp_path, receiver))
+    runtime.task_restart_delay = 10.0
+    served = create_app(runtime, tasks=[FailsOnAFullDisk()])
+    with caplog.at_level(logging.WARNING, logger="watchbridge.app"), AppThread(served):
+        wait_until(lambda: any("restarting" in r.getMessage() for r in caplog.records))
+    told = [r for r in caplog.records if "restarting" in r.getMessage()]
+    assert told[0].getMessage() == f"{FULL_TITLE}; restarting"
+    assert told[0].exc_info is None
