@@ -8,10 +8,12 @@ nothing writes no log, and in WAL mode a NORMAL commit does not sync)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -369,6 +371,23 @@ def test_a_record_not_waiting_for_the_disk_leaves_the_durability_setting_as_it_w
 # before a send the service cannot tell from a repeat: the next try looks there instead.
 
 
+async def cut_while_answered(
+    work: Coroutine[Any, Any, object], fake: FakeServer, method: str, path: str
+) -> None:
+    """Run `work` until `fake` has taken its request to `path`, then stop it there (the
+    answer is held back): what a power cut at that moment leaves. Waits on the request, not a
+    timer, so a busy machine changes nothing."""
+    task = asyncio.ensure_future(work)
+    deadline = time.monotonic() + 30
+    while fake.count(method, path) == 0 and not task.done():
+        assert time.monotonic() < deadline, f"{method} {path} never reached the fake"
+        await asyncio.sleep(0.01)
+    assert not task.done(), "the work ended before its request was answered"
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 async def test_under_normal_durability_the_note_before_a_plex_scrobble_waits_for_the_disk(
     tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
 ) -> None:
@@ -391,9 +410,10 @@ async def test_under_normal_durability_the_note_before_a_plex_scrobble_waits_for
     try:
         rows = store.claim("worker", NOW, target.batch_size, ["plex"])
         cut = UnsyncedWrites(store._conn)
-        plex.delay_next(1, 2.0, route="GET /:/scrobble")  # Plex took it; the answer is slow
-        with pytest.raises(TimeoutError):  # the power goes while the scrobble is answered
-            await asyncio.wait_for(target.deliver(rows, NOW), 0.5)
+        released = plex.hold_next(route="GET /:/scrobble")  # Plex took it; no answer yet
+        # The power goes while the scrobble is answered.
+        await cut_while_answered(target.deliver(rows, NOW), plex, "GET", "/:/scrobble")
+        released.set()
         assert plex.user_state("1000")["viewCount"] == 1
         # Nothing a cut now takes: the pending record of the scrobble went to the disk first.
         assert cut.stop() == []
@@ -433,9 +453,10 @@ profiles:
         )
         worker.targets = {t.name: t for t in make_targets(runtime)}
         cut = UnsyncedWrites(runtime.store._conn)
-        trakt.delay_next(1, 2.0, route="POST /sync/history")  # Trakt took it; the answer is slow
-        with pytest.raises(TimeoutError):  # the power goes while the play is answered
-            await asyncio.wait_for(worker.pass_once(runtime), 0.5)
+        released = trakt.hold_next(route="POST /sync/history")  # Trakt took it; no answer yet
+        # The power goes while the play is answered.
+        await cut_while_answered(worker.pass_once(runtime), trakt, "POST", "/sync/history")
+        released.set()
         assert len(trakt.history()) == 1
         # Nothing a cut now takes: the note that the play was sent went to the disk first.
         assert cut.stop() == []
