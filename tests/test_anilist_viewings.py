@@ -13,9 +13,13 @@ from watchbridge.anilist_viewings import (
     notes_from_json,
     notes_to_json,
     save_note,
+    sent_from_json,
+    sent_save,
+    sent_to_json,
+    settled,
 )
 from watchbridge.reconcile import UNDATED
-from watchbridge.services.anilist import ListEntry
+from watchbridge.services.anilist import EntryWrite, ListEntry
 
 DAY = 86400.0
 T = 1_800_000_000.0
@@ -107,3 +111,15 @@ def test_a_removal_of_ours_leaves_each_episode_below_it_its_date() -> None:
     viewings = episode_dates(entry(11, T + 180), notes)
     assert viewings is not None
     assert [viewings.date(n, -1.0) for n in (10, 11)] == [T - 3 * DAY, T - DAY]
+
+
+def test_a_save_whose_answer_was_lost_is_noted_once_a_read_shows_it_landed() -> None:
+    notes = saves(entry(6, T - 5 * DAY), (entry(7, T), T - 3 * DAY, False))
+    sent = sent_save(entry(7, T), EntryWrite(10, progress=8), T - 2 * DAY, False)
+    sent = sent_from_json(sent_to_json(sent))
+    assert sent is not None
+    assert settled(notes, sent, entry(7, T)) == notes  # it did not land
+    assert settled(notes, sent, entry(9, T + 60)) == notes  # the user's change, not ours
+    viewings = episode_dates(entry(8, T + 60), settled(notes, sent, entry(8, T + 60)))
+    assert viewings is not None
+    assert [viewings.date(n, -1.0) for n in (6, 7, 8)] == [T - 5 * DAY, T - 3 * DAY, T - 2 * DAY]

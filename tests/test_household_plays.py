@@ -27,6 +27,7 @@ from tests.household import (
 from tests.linkrig_anilist import iso
 from tests.test_link_anilist import rate_on_trakt, trakt_plays
 from tests.test_sync_scenarios import TraktApp
+from watchbridge.http import RetryPolicy
 
 pytestmark = pytest.mark.anyio
 
@@ -177,3 +178,54 @@ async def test_a_progress_drop_we_write_leaves_the_new_last_episode_its_date(
         0,
         0,
     )
+
+
+async def test_a_play_whose_anilist_answer_was_lost_keeps_its_date(
+    household: Household, fakes: dict[str, Any]
+) -> None:
+    # Episode 6, watched two days ago, logged on Trakt: AniList ⇄ Trakt's save lands on
+    # AniList but its answer never comes (every try of the run), so the row is tried again
+    # later and finds the entry already showing it. Nothing noted that save: AniList ⇄
+    # Serializd dated episode 6 by its `updatedAt`, today, two days from Trakt's play.
+    fakes["anilist"].add_entry(
+        AOT_P2, status="CURRENT", progress=5, updated_at=int(time.time() - 3 * DAY)
+    )
+    await household.round()
+    show = next(s for s in fakes["trakt"].shows if s.tmdb == AOT)
+    watched = time.time() - 2 * DAY
+    fakes["trakt"].log_play(show.episode(4, FIRST + 6), iso(watched))
+    household.targets["anilist"].client.http.retry = RetryPolicy(attempts=3, backoff=0.0)
+    fakes["anilist"].lose_answers("SaveMediaListEntry", 3)
+    await household.round(("anilist-trakt",))
+    assert fakes["anilist"].snapshot()[AOT_P2]["progress"] == 6  # saved, never heard of
+    household.runtime.store.db.execute("UPDATE outbox SET next_attempt_at = 0")
+    await household.deliver()
+    assert household.runtime.store.outbox_counts()["done"] >= 1
+    for _ in range(2):
+        await household.round(("anilist-serializd", "trakt-serializd", "anilist-trakt"))
+    assert household.diary_dates(6) == [pytest.approx(watched, abs=120)]
+    assert household.trakt_plays(6) == 1
+
+
+async def test_a_score_whose_anilist_answer_was_lost_does_not_redate_its_last_episode(
+    household: Household, fakes: dict[str, Any]
+) -> None:
+    # As test_a_score_we_write_to_anilist_does_not_redate_its_last_episode, but the score's
+    # save lands without an answer: tried again, AniList already shows it and nothing is saved
+    # or noted, so its `updatedAt` dated episode 5 today.
+    await household.round(("trakt-serializd",))
+    fakes["anilist"].add_entry(
+        AOT_P2, status="CURRENT", progress=5, updated_at=int(time.time() - 3 * DAY)
+    )
+    season = next(s for s in fakes["trakt"].shows if s.tmdb == AOT).seasons[4]
+    rate_on_trakt(fakes["trakt"], season, 8, ago=DAY)
+    household.targets["anilist"].client.http.retry = RetryPolicy(attempts=3, backoff=0.0)
+    fakes["anilist"].lose_answers("SaveMediaListEntry", 3)
+    await household.round(("anilist-trakt",))
+    assert fakes["anilist"].snapshot()[AOT_P2]["score"] == 80  # saved, never heard of
+    household.runtime.store.db.execute("UPDATE outbox SET next_attempt_at = 0")
+    await household.deliver()
+    for _ in range(2):
+        await household.round(("anilist-serializd", "trakt-serializd", "anilist-trakt"))
+    assert (household.diary_entries(5), household.trakt_plays(5)) == (1, 1)
+    assert household.diary_dates(5) == [pytest.approx(time.time() - 3 * DAY, abs=120)]

@@ -8,18 +8,19 @@ previous one's "after". A link reading the entry walks that chain back from what
 (`episode_dates`), so each episode keeps the date of the save that raised the progress past
 it: a step of several episodes read at once, or the new last episode after a removal of ours
 lowered the progress, is not dated by the last save. Where the chain ends (a change the user
-made on AniList), the episodes below it are dated by that change. Pure: the target keeps the
-notes in the store, `deliver.anilist.VIEWED`.
+made on AniList), the episodes below it are dated by that change. A save whose answer never
+came (a timeout, a crash) is noted once an entry read shows it landed (`SentSave`, `settled`).
+Pure: the target keeps the notes in the store, `deliver.anilist.VIEWED` and `VIEWED_SENT`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from watchbridge.reconcile import UNDATED
-from watchbridge.services.anilist import ListEntry
+from watchbridge.services.anilist import EntryWrite, ListEntry
 
 RAISE = "raise"  # watched the episodes past the progress before
 PASS = "pass"  # began a viewing of its own (a rewatch, a new entry): its episodes from 1
@@ -118,6 +119,71 @@ def episode_dates(entry: ListEntry, notes: Sequence[SaveNote]) -> Viewings | Non
     if not matched:
         return None
     return Viewings(dates, min(progress, ceiling), at)
+
+
+@dataclass(frozen=True)
+class SentSave:
+    """A save of ours sent to AniList whose answer has not come (yet): its note, but for the
+    entry's `updatedAt` after it, and what it set (None: a field it did not send)."""
+
+    note: SaveNote
+    status: str | None = None
+    progress: int | None = None
+    repeat: int | None = None
+    score: int | None = None
+
+    def shown_by(self, entry: ListEntry) -> bool:
+        """Whether `entry` holds every value this save set."""
+        pairs = (
+            (self.status, entry.status),
+            (self.progress, entry.progress),
+            (self.repeat, entry.repeat),
+            (self.score, entry.score),
+        )
+        return all(wanted is None or wanted == held for wanted, held in pairs)
+
+
+def sent_save(
+    before: ListEntry | None, sent: EntryWrite, viewing: float | None, lowered: bool
+) -> SentSave:
+    """A save about to send `sent` (only what differs from `before`; see `save_note`)."""
+    start = before or ListEntry(0, sent.media_id, sent.status or "CURRENT")
+    after = replace(
+        start,
+        status=sent.status or start.status,
+        progress=start.progress if sent.progress is None else sent.progress,
+        repeat=start.repeat if sent.repeat is None else sent.repeat,
+    )
+    note = save_note(before, after, viewing, lowered)
+    return SentSave(note, sent.status, sent.progress, sent.repeat, sent.score_raw)
+
+
+def settled(notes: Sequence[SaveNote], sent: SentSave | None, entry: ListEntry) -> list[SaveNote]:
+    """`notes` with the save `sent` noted where `entry`, as read, shows it landed: its answer
+    was lost, but its `updatedAt` is ours all the same and dates no viewing."""
+    if sent is None or not sent.shown_by(entry) or entry.updated_at == sent.note.before:
+        return list(notes)
+    if notes and notes[-1].saved == entry.updated_at:
+        return list(notes)  # its answer came after all: noted
+    return noted(notes, replace(sent.note, saved=entry.updated_at))
+
+
+def sent_to_json(sent: SentSave) -> dict[str, Any]:
+    fields = ("status", "progress", "repeat", "score")
+    return {"note": notes_to_json([sent.note])[0], **{f: getattr(sent, f) for f in fields}}
+
+
+def sent_from_json(raw: Any) -> SentSave | None:
+    """A save as `sent_to_json` keeps it; anything unreadable as none."""
+    if not isinstance(raw, dict):
+        return None
+    notes = notes_from_json([raw.get("note")])
+    status, score = raw.get("status"), raw.get("score")
+    progress, repeat = raw.get("progress"), raw.get("repeat")
+    counts = all(v is None or _number(v) for v in (progress, repeat, score))
+    if len(notes) != 1 or not counts or not (status is None or isinstance(status, str)):
+        return None
+    return SentSave(notes[0], status, progress, repeat, score)
 
 
 def notes_to_json(notes: Sequence[SaveNote]) -> list[dict[str, Any]]:

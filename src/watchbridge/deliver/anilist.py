@@ -95,6 +95,10 @@ from watchbridge.anilist_viewings import (
     notes_from_json,
     notes_to_json,
     save_note,
+    sent_from_json,
+    sent_save,
+    sent_to_json,
+    settled,
 )
 from watchbridge.anime import PARTIAL, PENDING, SCHEMES, AnimeIndex, Unmatched
 from watchbridge.anime_seasons import AbsoluteSeasons, SeasonSources, Want
@@ -134,6 +138,7 @@ from watchbridge.services.anilist import (
     UnreadEntry,
     entry_from_dict,
     entry_to_dict,
+    guard_progress,
 )
 from watchbridge.services.anilist import NAME as SERVICE_NAME
 from watchbridge.store import KEEP_MARKS, NewOutboxRow, OutboxItem, Store
@@ -178,6 +183,10 @@ LOWERED = "anilist-lowered-by-us"  # kept as long as the item's marks
 # date (else a link reading it after our save dated it now, and the other services' copies of
 # it, days apart, were copied again as a second viewing).
 VIEWED = "anilist-viewed-at"  # kept as long as the item's marks
+# By profile and media: the save of ours on its way (`anilist_viewings.SentSave`). Its answer
+# lost (a timeout, a crash), the retry finds the entry already showing it and saves nothing:
+# the next read that sees it landed notes it in VIEWED (else its `updatedAt` dated a viewing).
+VIEWED_SENT = "anilist-viewed-sent"  # kept as long as the item's marks
 # No rewatch begins with a manual mark this soon after the play that finished the entry: marks
 # received together (Jellyfin's "mark season played" posts each episode, in no order) are one
 # viewing.
@@ -428,14 +437,31 @@ def note_set_aside(
         store.cache_put(REWATCH_SET_ASIDE, key, entry.id if told else None, now, KEEP_MARKS)
 
 
-def viewed_marks(store: Store, profile: str, now: float) -> dict[int, list[SaveNote]]:
-    """VIEWED's notes of `profile`'s entries, by media id (for `anilist_viewings`)."""
-    head = f"{profile}:"
-    return {
-        int(key.removeprefix(head)): notes_from_json(noted)
-        for key, noted in store.cache_items(VIEWED, now)
-        if key.startswith(head) and key.removeprefix(head).isdigit()
+def viewed_marks(
+    store: Store, profile: str, entries: Iterable[ListEntry], now: float
+) -> dict[int, list[SaveNote]]:
+    """VIEWED's notes of `profile`'s entries, by media id (for `anilist_viewings`), with a
+    save whose answer was lost noted where an entry read shows it (VIEWED_SENT)."""
+    notes = {media: notes_from_json(noted) for media, noted in _marks(store, VIEWED, profile, now)}
+    sent = {
+        media: sent_from_json(noted) for media, noted in _marks(store, VIEWED_SENT, profile, now)
     }
+    for entry in entries:
+        if entry.media_id in sent:
+            notes[entry.media_id] = settled(
+                notes.get(entry.media_id, []), sent[entry.media_id], entry
+            )
+    return notes
+
+
+def _marks(store: Store, kind: str, profile: str, now: float) -> list[tuple[int, Any]]:
+    """What `kind` keeps of `profile`'s entries, by media id."""
+    head = f"{profile}:"
+    return [
+        (int(key.removeprefix(head)), noted)
+        for key, noted in store.cache_items(kind, now)
+        if key.startswith(head) and key.removeprefix(head).isdigit() and noted is not None
+    ]
 
 
 def _stopped_since(entry: ListEntry, at: float, changed_at: float | None = None) -> bool:
@@ -1320,6 +1346,20 @@ class AniListTarget:
             seen.append((before if same else None, entry))
         self.store.cache_put_many(SCORED, scored, now, KEEP_MARKS)
         note_set_aside(self.store, profile, seen, now)
+        self._settle_sent(profile, fresh, now)
+
+    def _settle_sent(self, profile: str, fresh: Iterable[ListEntry], now: float) -> None:
+        """Note the saves of ours whose answers were lost that entries read now show landed
+        (VIEWED_SENT), and forget every save on its way to an entry read since."""
+        sent = dict(_marks(self.store, VIEWED_SENT, profile, now))
+        read = [entry for entry in fresh if entry.media_id in sent]
+        if not read:
+            return
+        notes = viewed_marks(self.store, profile, read, now)
+        keys = {entry.media_id: f"{profile}:{entry.media_id}" for entry in read}
+        kept = {keys[media]: notes_to_json(notes[media]) for media in keys if media in notes}
+        self.store.cache_put_many(VIEWED, kept, now, KEEP_MARKS)
+        self.store.cache_put_many(VIEWED_SENT, dict.fromkeys(keys.values()), now, KEEP_MARKS)
 
     async def _note_lowered(self, profile: str, saved: ListEntry) -> None:
         """A removal of ours set a completed entry back to watching (see LOWERED)."""
@@ -1407,7 +1447,8 @@ class AniListTarget:
         viewing: float | None,
         lowered: bool,
     ) -> None:
-        """Note what `saved` shows and when its viewing was watched (see VIEWED, `_save`)."""
+        """Note what `saved` shows and when its viewing was watched (see VIEWED, `_save`), and
+        that no save is on its way to it any more (VIEWED_SENT)."""
         key = f"{profile}:{saved.media_id}"
         notes = notes_from_json(await self._noted(VIEWED, profile, saved.media_id))
         kept = noted(notes, save_note(current, saved, viewing, lowered))
@@ -1415,6 +1456,24 @@ class AniListTarget:
         await asyncio.to_thread(
             self.store.cache_put, VIEWED, key, notes_to_json(kept), now, KEEP_MARKS
         )
+        await asyncio.to_thread(self.store.cache_put, VIEWED_SENT, key, None, now, KEEP_MARKS)
+
+    async def _note_sending(
+        self,
+        profile: str,
+        current: ListEntry | None,
+        write: EntryWrite,
+        viewing: float | None,
+        allow_lower: bool,
+    ) -> None:
+        """Note the save of `write` about to go to `current`'s entry (see VIEWED_SENT)."""
+        sent = guard_progress(write, current, allow_lower).changes(current)
+        if sent is None:
+            return  # nothing to send: `save_entry` answers `current`
+        noted = sent_to_json(sent_save(current, sent, viewing, allow_lower))
+        key = f"{profile}:{write.media_id}"
+        now = self.clock()
+        await asyncio.to_thread(self.store.cache_put, VIEWED_SENT, key, noted, now, KEEP_MARKS)
 
     async def _note_sent(self, row: OutboxItem, write: EntryWrite) -> None:
         noted = {
@@ -1462,6 +1521,7 @@ class AniListTarget:
         `viewing`: when the play it saves was watched (UNDATED: unknown, or a removal); None:
         it saves no viewing (a score), so the entry's viewings keep their dates (VIEWED)."""
         added = False  # deleted on AniList since: added again
+        await self._note_sending(profile, current, write, viewing, allow_lower)
         try:
             saved = await self.client.save_entry(
                 profile, write, current=current, allow_lower=allow_lower
@@ -1472,6 +1532,7 @@ class AniListTarget:
             if not recreate:
                 entries.pop(write.media_id, None)
                 raise EntryGone from None
+            await self._note_sending(profile, None, write, viewing, allow_lower)
             saved = await self.client.save_entry(profile, write, current=None)
             added = True
         assert saved is not None

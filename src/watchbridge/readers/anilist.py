@@ -1010,7 +1010,8 @@ class AniListReader:
             return {}
         from watchbridge.deliver.anilist import viewed_marks
 
-        marks = viewed_marks(self.store, profile, self.clock())
+        entries = list(entries)
+        marks = viewed_marks(self.store, profile, entries, self.clock())
         found = {e.media_id: episode_dates(e, marks.get(e.media_id, ())) for e in entries}
         return {media: viewings for media, viewings in found.items() if viewings is not None}
 
