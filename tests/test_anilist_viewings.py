@@ -4,9 +4,11 @@ test_household_plays.py; these are the cases the household does not reach."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 from watchbridge.anilist_viewings import (
+    MAX_NOTES,
     SaveNote,
     episode_dates,
     noted,
@@ -123,3 +125,18 @@ def test_a_save_whose_answer_was_lost_is_noted_once_a_read_shows_it_landed() -> 
     viewings = episode_dates(entry(8, T + 60), settled(notes, sent, entry(8, T + 60)))
     assert viewings is not None
     assert [viewings.date(n, -1.0) for n in (6, 7, 8)] == [T - 5 * DAY, T - 3 * DAY, T - 2 * DAY]
+
+
+def test_episodes_past_the_notes_kept_are_undated_and_the_notes_stay_small() -> None:
+    # One Piece written one episode a day for 150 days between two reads of a link.
+    start = entry(0, T - 200 * DAY, episodes=1100)
+    steps = [
+        (entry(n, T + n * DAY, episodes=1100), T + n * DAY - 600, False) for n in range(1, 151)
+    ]
+    notes = notes_from_json(notes_to_json(saves(start, *steps)))
+    assert len(notes) == MAX_NOTES
+    viewings = episode_dates(entry(150, T + 150 * DAY, episodes=1100), notes)
+    assert viewings is not None
+    assert [viewings.date(n, -1.0) for n in (1, 50)] == [UNDATED, UNDATED]
+    assert viewings.date(51, -1.0) == T + 51 * DAY - 600
+    assert len(json.dumps(notes_to_json(notes))) < 130 * MAX_NOTES

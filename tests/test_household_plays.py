@@ -27,6 +27,7 @@ from tests.household import (
 from tests.linkrig_anilist import iso
 from tests.test_link_anilist import rate_on_trakt, trakt_plays
 from tests.test_sync_scenarios import TraktApp
+from watchbridge import anilist_viewings
 from watchbridge.http import RetryPolicy
 
 pytestmark = pytest.mark.anyio
@@ -229,3 +230,30 @@ async def test_a_score_whose_anilist_answer_was_lost_does_not_redate_its_last_ep
         await household.round(("anilist-serializd", "trakt-serializd", "anilist-trakt"))
     assert (household.diary_entries(5), household.trakt_plays(5)) == (1, 1)
     assert household.diary_dates(5) == [pytest.approx(time.time() - 3 * DAY, abs=120)]
+
+
+async def test_plays_past_the_notes_kept_are_undated_not_dated_by_our_save(
+    household: Household, fakes: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A long run of our saves between two reads of a link (One Piece written over weeks while
+    # AniList ⇄ Serializd was off) keeps its last MAX_NOTES notes (2 here, for four saves).
+    # The episodes below them were dated by the oldest save kept's predecessor, a save of
+    # ours: the time we wrote it, not when they were watched, so AniList ⇄ Serializd logged
+    # them a second time next to Trakt ⇄ Serializd's copies.
+    monkeypatch.setattr(anilist_viewings, "MAX_NOTES", 2)
+    fakes["anilist"].add_entry(
+        AOT_P2, status="CURRENT", progress=5, updated_at=int(time.time() - 9 * DAY)
+    )
+    await household.round()
+    show = next(s for s in fakes["trakt"].shows if s.tmdb == AOT)
+    watched = {n: time.time() - (10 - n) * DAY for n in (6, 7, 8, 9)}
+    for episode, at in watched.items():
+        fakes["trakt"].log_play(show.episode(4, FIRST + episode), iso(at))
+        await household.round(("anilist-trakt",))
+        fakes["anilist"].advance(3600)
+    assert fakes["anilist"].snapshot()[AOT_P2]["progress"] == 9
+    for _ in range(2):
+        await household.round(("trakt-serializd", "anilist-serializd", "anilist-trakt"))
+    for episode, at in watched.items():
+        assert household.diary_dates(episode) == [pytest.approx(at, abs=120)], episode
+        assert household.trakt_plays(episode) == 1, episode

@@ -27,7 +27,7 @@ PASS = "pass"  # began a viewing of its own (a rewatch, a new entry): its episod
 OTHER = "other"  # watched nothing: a score, a removal lowering the progress
 KINDS = (RAISE, PASS, OTHER)
 # Enough for every save between two reads of a link; past it, the oldest episodes of a long
-# run of saves are dated by the oldest save kept (the time we wrote it).
+# run of saves are undated (`SaveNote.cut`). About 125 bytes a note as stored.
 MAX_NOTES = 100
 
 
@@ -36,7 +36,8 @@ class SaveNote:
     """One save of ours: the entry's `updatedAt` and progress after it (`saved`, `progress`)
     and before it (`before` None: the save added the entry), what it watched (`kind`), and
     when (`at`; None: no date known). `progress` None: a note of an older release, which
-    kept the date of the viewing the entry showed only."""
+    kept the date of the viewing the entry showed only. `cut`: the notes before it were
+    dropped (MAX_NOTES), so its `before` is a save of ours, which dates no episode."""
 
     saved: float
     progress: int | None
@@ -44,6 +45,7 @@ class SaveNote:
     at: float | None = None
     before: float | None = None
     progress_before: int = 0
+    cut: bool = False
 
     @property
     def when(self) -> float:
@@ -93,7 +95,11 @@ def noted(notes: Sequence[SaveNote], note: SaveNote) -> list[SaveNote]:
     chained = last is not None and last.saved == note.before
     chained = chained and last is not None and last.progress in (None, note.progress_before)
     kept = list(notes) if chained and note.kind != PASS else []
-    return [*kept, note][-MAX_NOTES:]
+    chain = [*kept, note]
+    if len(chain) <= MAX_NOTES:
+        return chain
+    oldest, *rest = chain[-MAX_NOTES:]
+    return [replace(oldest, cut=True), *rest]
 
 
 def episode_dates(entry: ListEntry, notes: Sequence[SaveNote]) -> Viewings | None:
@@ -115,6 +121,8 @@ def episode_dates(entry: ListEntry, notes: Sequence[SaveNote]) -> Viewings | Non
         ceiling = min(ceiling, note.progress)
         if note.kind == PASS or note.before is None:
             return Viewings(dates)
+        if note.cut:  # below it, saves of ours no note is kept of: when, nothing tells
+            return Viewings(dates, min(note.progress_before, ceiling), UNDATED)
         at, progress = note.before, note.progress_before
     if not matched:
         return None
@@ -195,6 +203,7 @@ def notes_to_json(notes: Sequence[SaveNote]) -> list[dict[str, Any]]:
             "at": n.at,
             "before": n.before,
             "from": n.progress_before,
+            **({"cut": True} if n.cut else {}),  # on one note of a hundred: kept out otherwise
         }
         for n in notes
     ]
@@ -224,6 +233,7 @@ def notes_from_json(raw: Any) -> list[SaveNote]:
                     float(at) if _number(at) else None,
                     float(before) if _number(before) else None,
                     int(start),
+                    item.get("cut") is True,
                 )
             )
         except (AttributeError, KeyError, TypeError, ValueError):
