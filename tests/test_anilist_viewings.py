@@ -10,6 +10,7 @@ from dataclasses import replace
 from watchbridge.anilist_viewings import (
     MAX_NOTES,
     SaveNote,
+    bridged,
     episode_dates,
     noted,
     notes_from_json,
@@ -140,3 +141,14 @@ def test_episodes_past_the_notes_kept_are_undated_and_the_notes_stay_small() -> 
     assert [viewings.date(n, -1.0) for n in (1, 50)] == [UNDATED, UNDATED]
     assert viewings.date(51, -1.0) == T + 51 * DAY - 600
     assert len(json.dumps(notes_to_json(notes))) < 130 * MAX_NOTES
+
+
+def test_a_users_tick_between_two_saves_keeps_the_chain_a_rewatch_of_theirs_ends_it() -> None:
+    notes = saves(entry(5, T - 9 * DAY), (entry(6, T), T - 3 * DAY, False))
+    ticked = entry(7, T)  # in the same second as our save
+    chain = noted(bridged(notes, ticked), save_note(ticked, entry(8, T + 60), T - DAY, False))
+    viewings = episode_dates(entry(8, T + 60), chain)
+    assert viewings is not None
+    assert [viewings.date(n, -1.0) for n in (5, 6, 7, 8)] == [T - 9 * DAY, T - 3 * DAY, T, T - DAY]
+    rewatching = entry(7, T + 30, status="REPEATING", repeat=1)
+    assert bridged(notes, rewatching) == notes

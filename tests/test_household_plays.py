@@ -257,3 +257,30 @@ async def test_plays_past_the_notes_kept_are_undated_not_dated_by_our_save(
     for episode, at in watched.items():
         assert household.diary_dates(episode) == [pytest.approx(at, abs=120)], episode
         assert household.trakt_plays(episode) == 1, episode
+
+
+async def test_a_users_tick_between_our_saves_leaves_our_earlier_episode_its_date(
+    household: Household, fakes: dict[str, Any]
+) -> None:
+    # AniList ⇄ Trakt writes episode 6 (watched three days ago), the user ticks 7 on AniList,
+    # AniList ⇄ Trakt writes 8. The user's tick ended the chain of our saves, so AniList ⇄
+    # Serializd, reading 5 -> 8 at once, dated episode 6 by the tick, not by its play.
+    fakes["anilist"].add_entry(
+        AOT_P2, status="CURRENT", progress=5, updated_at=int(time.time() - 9 * DAY)
+    )
+    await household.round()
+    show = next(s for s in fakes["trakt"].shows if s.tmdb == AOT)
+    fakes["trakt"].log_play(show.episode(4, FIRST + 6), iso(time.time() - 3 * DAY))
+    await household.round(("anilist-trakt",))
+    fakes["anilist"].advance(3600)
+    entry = fakes["anilist"].viewer.by_media(AOT_P2)
+    entry.progress, entry.updated_at = 7, int(fakes["anilist"].now())  # ticked on AniList
+    fakes["anilist"].advance(3600)
+    fakes["trakt"].log_play(show.episode(4, FIRST + 8), iso(time.time() - DAY))
+    await household.round(("anilist-trakt",))
+    assert fakes["anilist"].snapshot()[AOT_P2]["progress"] == 8
+    for _ in range(2):
+        await household.round(("anilist-serializd", "trakt-serializd", "anilist-trakt"))
+    for episode in (6, 7, 8):
+        assert (household.diary_entries(episode), household.trakt_plays(episode)) == (1, 1)
+    assert household.diary_dates(6) == [pytest.approx(time.time() - 3 * DAY, abs=120)]

@@ -102,6 +102,23 @@ def noted(notes: Sequence[SaveNote], note: SaveNote) -> list[SaveNote]:
     return [replace(oldest, cut=True), *rest]
 
 
+def bridged(notes: Sequence[SaveNote], before: ListEntry | None) -> list[SaveNote]:
+    """`notes` with the user's own change between our last save and the next one (`before`:
+    the entry as that one found it) where it only ticked more episodes of the same viewing:
+    noted as watched when they made it, so the chain goes on to the episodes we wrote before
+    it (else the whole chain ended there and they took the user's date). Any other change of
+    theirs (a rewatch, a lower progress) still ends the chain (`noted`)."""
+    last = notes[-1] if notes else None
+    if last is None or last.progress is None or before is None or before.status != "CURRENT":
+        return list(notes)
+    if before.updated_at < last.saved or before.progress <= last.progress:
+        return list(notes)  # ours (`noted` chains it on), or not a tick of later episodes
+    users = SaveNote(
+        before.updated_at, before.progress, RAISE, before.updated_at, last.saved, last.progress
+    )
+    return noted(notes, users)
+
+
 def episode_dates(entry: ListEntry, notes: Sequence[SaveNote]) -> Viewings | None:
     """When the episodes `entry` shows (as read now) were watched, walking our saves back
     from it (see the module doc); None when its last change is not a save of ours."""

@@ -91,6 +91,7 @@ from watchbridge import hama, ratings
 from watchbridge.accounts import AccountNotes, user_named
 from watchbridge.anilist_viewings import (
     SaveNote,
+    bridged,
     noted,
     notes_from_json,
     notes_to_json,
@@ -1451,7 +1452,7 @@ class AniListTarget:
         that no save is on its way to it any more (VIEWED_SENT)."""
         key = f"{profile}:{saved.media_id}"
         notes = notes_from_json(await self._noted(VIEWED, profile, saved.media_id))
-        kept = noted(notes, save_note(current, saved, viewing, lowered))
+        kept = noted(bridged(notes, current), save_note(current, saved, viewing, lowered))
         now = self.clock()
         await asyncio.to_thread(
             self.store.cache_put, VIEWED, key, notes_to_json(kept), now, KEEP_MARKS
