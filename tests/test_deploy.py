@@ -38,6 +38,7 @@ from watchbridge.entrypoint import (
     translate_options,
     write_private,
 )
+from watchbridge.homeassistant import APP_ENV, HomeAssistantApp, app_from_environment
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "config" / "watchbridge.example.yaml"
@@ -322,6 +323,19 @@ def test_user_config_picks_up_options_through_its_references(tmp_path: Path) -> 
     assert config.logging.level == "debug"
     assert [u.reveal() for u in config.alerts.urls] == ["discord://id/token"]
     assert config.services.trakt is not None and config.services.trakt.client_id == "trakt-id"
+
+
+def test_the_service_is_marked_as_the_app_with_where_its_config_came_from(tmp_path: Path) -> None:
+    paths = _paths(tmp_path)
+    from_options = plan_start([], paths, FULL_OPTIONS, TOKEN)
+    a_command = plan_start(["deadletters", "list"], paths, FULL_OPTIONS, TOKEN)
+    own = {**FULL_OPTIONS, "config_file": "watchbridge.yaml"}
+    own_yaml = plan_start([], paths, own, TOKEN, is_file=lambda _: True)
+    plain = plan_start([], paths, None, TOKEN, is_file=lambda _: True)
+    assert app_from_environment(from_options.env) == HomeAssistantApp(options_form=True)
+    assert app_from_environment(a_command.env) == HomeAssistantApp(options_form=True)
+    assert app_from_environment(own_yaml.env) == HomeAssistantApp(options_form=False)
+    assert APP_ENV not in plain.env and app_from_environment(plain.env) is None
 
 
 def test_options_env_leaves_unset_options_out() -> None:

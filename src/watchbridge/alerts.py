@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import apprise
 
 from watchbridge.config import AlertsConfig, Secret
+from watchbridge.homeassistant import with_commands_help
 from watchbridge.logs import Redactor, Repeating
 from watchbridge.store import Store
 
@@ -560,8 +561,11 @@ class Notifier:
         *,
         timeout: float = DEFAULT_TIMEOUT,
         secrets: Iterable[str] = (),
+        commands_help: bool = False,
     ) -> None:
         self.config = config
+        # The Home Assistant app: an alert naming a command says where running one is told.
+        self._commands_help = commands_help
         # Alert texts quote services' error messages: mask the config's secrets and anything
         # shaped like a credential, as the logs do.
         self._redact = Redactor(secrets)
@@ -649,6 +653,8 @@ class Notifier:
         if not self.config.wants(kind) or not self._can_send(kind):
             return self._count(kind, DISABLED)
         self._send_unsent_soon(skip=(kind, key))
+        if self._commands_help:
+            body = with_commands_help(body)
         return await self._notify(kind, title, body, key, retry_failed)
 
     def sends(self, kind: str) -> bool:

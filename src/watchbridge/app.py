@@ -68,6 +68,7 @@ from watchbridge.downtime import (
 )
 from watchbridge.errors import StoreError
 from watchbridge.filesystems import read_mountinfo, shared_filesystem_warning
+from watchbridge.homeassistant import HomeAssistantApp
 from watchbridge.ids import SERVER_NAMES, SERVER_SETTINGS
 from watchbridge.logs import Redactor, mask_also, mask_renewed
 from watchbridge.metrics import CONTENT_TYPE, Metrics
@@ -144,6 +145,7 @@ class Runtime:
     # Sign-ins started from the status page (no terminal needed): their codes and outcomes.
     page_sign_ins: PageSignIns = field(default_factory=PageSignIns)
     backup_on_stop: bool = False  # refresh the database's .backup copy at a clean stop
+    home_assistant: HomeAssistantApp | None = None  # runs as the Home Assistant app
     # What the log masks (redaction.secret_values, secret-shaped text): every display of
     # stored error text goes through it, as log lines do.
     redact: Redactor = field(default_factory=Redactor)

@@ -34,6 +34,7 @@ from watchbridge.config import (
     undeliverable,
 )
 from watchbridge.errors import ConfigError, StoreError, WatchbridgeError
+from watchbridge.homeassistant import HomeAssistantApp, app_from_environment
 from watchbridge.logs import redact_error_line
 from watchbridge.narrow import ANILIST_STATUSES, Narrowing
 from watchbridge.redaction import mask_tokens_stored, redactor, secret_values
@@ -197,6 +198,11 @@ def debug_from_environment() -> bool:
     return value not in {"", "0", "false", "f", "no", "n", "off"}
 
 
+def _home_assistant() -> HomeAssistantApp | None:
+    """The Home Assistant app, as its entrypoint marked it; None elsewhere."""
+    return app_from_environment(os.environ)
+
+
 @cli.command()
 @config_option
 @click.option(
@@ -230,7 +236,9 @@ def serve(ctx: click.Context, config_path: str | None, backup_on_stop: bool) -> 
         # take no generated webhook secret: one line, no traceback. Later starts only read it.
         with _open_store(config, create=True) as store:
             webhook_secret(config, store, time.time())
-        runtime = build_runtime(config, backup_on_stop=backup_on_stop)
+        runtime = build_runtime(
+            config, backup_on_stop=backup_on_stop, home_assistant=_home_assistant()
+        )
         # Noted alive as the stop begins: a kill before it ends is no absence at the next start.
         run_server(build_app(runtime), config, on_stopping=runtime.note_stopping)
 
@@ -1155,7 +1163,7 @@ def sync(
     for name in names:  # a mistyped name (or direction) makes no database
         with_direction(link_named(config, name), name, direction)
     _database(config, create=True)  # says so when the database is new
-    runtime = build_runtime(config)
+    runtime = build_runtime(config, home_assistant=_home_assistant())
     runtime.open()  # alerts and recoveries shared with the service's (alerts.SharedConditions)
     _storage_warnings_once(runtime)
     failed = []

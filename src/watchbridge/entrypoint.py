@@ -1,7 +1,9 @@
 """Container entrypoint: choose and prepare the config file, then exec `watchbridge`.
 
 - Home Assistant (an options file exists, normally /data/options.json): write a config from the
-  app options, or use the user's own YAML named by the `config_file` option.
+  app options, or use the user's own YAML named by the `config_file` option. Either way the
+  command runs with $WATCHBRIDGE_HOME_ASSISTANT set (homeassistant.py): its page and alerts
+  then speak to a user without a terminal.
 - Any other container: on first start copy the shipped example to $WATCHBRIDGE_CONFIG.
 
 Arguments pass through: `docker run IMAGE check-config` runs `watchbridge check-config` on the
@@ -25,6 +27,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import yaml
+
+from watchbridge.homeassistant import APP_ENV, FROM_OPTIONS, FROM_OWN_YAML, alert_urls_entry
 
 HA_INGRESS_PORT = 8099
 HA_WEBHOOK_PORT = 8765
@@ -238,7 +242,7 @@ def _alert_url_warnings(options: Mapping[str, Any]) -> list[str]:
 
     entries = options.get("alert_urls") or []
     return [
-        f"alert_urls entry {number}: {problem} (URL hidden: it may hold secrets); alerts are "
+        f"{alert_urls_entry(number)}: {problem} (URL hidden: it may hold secrets); alerts are "
         "not sent to it, fix it in the app's Configuration tab"
         for number, entry in enumerate(entries if isinstance(entries, list) else [entries], 1)
         if entry is not None
@@ -301,7 +305,11 @@ def _plan_home_assistant(
     if user_config is not None and is_file(user_config):
         return StartPlan(
             argv=_command(args, user_config, home_assistant=True),
-            env={**options_env(options, api_token), **_config_env(user_config)},
+            env={
+                **options_env(options, api_token),
+                **_config_env(user_config),
+                APP_ENV: FROM_OWN_YAML,
+            },
             run_as=SERVICE_USER,
             own_config=user_config,
             notes=[f"Home Assistant: using {user_config} as written"],
@@ -317,7 +325,7 @@ def _plan_home_assistant(
         raise StartError("the app options: " + "; ".join(problems))
     return StartPlan(
         argv=_command(args, generated, home_assistant=True),
-        env=_config_env(generated),
+        env={**_config_env(generated), APP_ENV: FROM_OPTIONS},
         generated_config=(generated, text),
         run_as=SERVICE_USER,
         notes=notes,

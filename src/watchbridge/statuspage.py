@@ -27,6 +27,12 @@ from watchbridge.account_ids import NewId, NewIdSighting, Renamed, RenameSightin
 from watchbridge.alerts import Health
 from watchbridge.app import Leftover, Runtime, leftovers, require_api_token
 from watchbridge.config import Config, copied_nowhere
+from watchbridge.homeassistant import (
+    COMMANDS_HELP,
+    HomeAssistantApp,
+    as_option_entries,
+    names_a_command,
+)
 from watchbridge.http import CLOCK_WARNING
 from watchbridge.metrics import UnfilteredHistory
 from watchbridge.pagesignin import PageSignIn, Show
@@ -65,6 +71,7 @@ async def status_page(runtime: NamedDependency[Runtime]) -> str:
         new_ids,
         list(runtime.metrics.unfiltered.values()),
         runtime.page_sign_ins.recent(now),
+        runtime.home_assistant,
     )
 
 
@@ -131,6 +138,7 @@ def render(
     new_ids: Sequence[NewIdSighting] = (),
     unfiltered: Sequence[UnfilteredHistory] = (),
     signing_in: Sequence[PageSignIn] = (),
+    home_assistant: HomeAssistantApp | None = None,
 ) -> str:
     """The whole page for one moment (`sign_ins`: each profile's Trakt, AniList and Serializd
     sign-in; `unmapped`: accounts whose webhooks no profile takes, since the start; `downtime`: what
@@ -142,7 +150,8 @@ def render(
     by the id remembered for the name a profile lists, since the start; `new_ids`: accounts
     made again with a new id, whose webhooks went by the name remembered for the id a profile
     lists, since the start; `unfiltered`: profiles whose last Plex history read got rows of
-    other accounts; `signing_in`: sign-ins started from the page, running or just over)."""
+    other accounts; `signing_in`: sign-ins started from the page, running or just over;
+    `home_assistant`: the app it runs as, whose user may have no terminal)."""
     now = time.time() if now is None else now
     outbox = status.outbox
     rows = [
@@ -183,7 +192,11 @@ def render(
     ]
     sections = [
         "<h2>Deliveries</h2>" + _table(("", ""), rows) + _clocks(clocks or {}),
-        *([] if alerts is None else ["<h2>Alerts</h2>" + _alerts(alerts, now)]),
+        *(
+            []
+            if alerts is None
+            else ["<h2>Alerts</h2>" + _alerts(alerts, now, _from_options_form(home_assistant))]
+        ),
         "<h2>Links</h2>"
         + _links(config, status.last_runs, status.last_success_at, now)
         + "".join(f'<p class="bad">{_e(u.message)} ({_age(u.at, now)}).</p>' for u in unfiltered)
@@ -206,12 +219,18 @@ def render(
     ]
     # While a code waits to be entered, the page looks again by itself to tell when it was.
     waiting = any(one.running for one in signing_in)
+    commands_help = (
+        f"<p>{_e(COMMANDS_HELP)}</p>"
+        if home_assistant is not None and names_a_command("".join(sections))
+        else ""
+    )
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
         + ('<meta http-equiv="refresh" content="10">' if waiting else "")
         + f"<title>watchbridge</title><style>{_STYLE}</style></head><body>"
         f"<h1>watchbridge <small>{html.escape(__version__)}</small></h1>"
+        + commands_help
         + "".join(sections)
         + '<p><a href="api/status">api/status</a> · <a href="metrics">metrics</a></p>'
         "</body></html>"
@@ -306,26 +325,38 @@ def _clocks(clocks: Mapping[str, float]) -> str:
     )
 
 
-def _alerts(health: Health, now: float) -> str:
+def _from_options_form(app: HomeAssistantApp | None) -> bool:
+    return app is not None and app.options_form
+
+
+def _alerts(health: Health, now: float, options_form: bool = False) -> str:
     """Alert destinations that did not load, or do not take what is sent: only here (and in the
-    log) can the user learn that alerts do not reach them."""
+    log) can the user learn that alerts do not reach them. From the Home Assistant options
+    form, each is named as that form lists it (`alert_urls` entry N, counted from 1)."""
+    named = as_option_entries if options_form else str
+    fix = (
+        "fix it in the app's Configuration tab and restart the app"
+        if options_form
+        else "fix it and restart (<code>watchbridge check-config</code> checks it)"
+    )
     lines = [
-        f'<p class="bad">Alerts are not sent to {_e(problem)}: fix it and restart '
-        "(<code>watchbridge check-config</code> checks it).</p>"
+        f'<p class="bad">Alerts are not sent to {_e(named(problem))}: {fix}.</p>'
         for problem in health.problems
     ]
     failing = health.failing
     if failing is not None:
         lines.append(
-            f'<p class="bad">Alerts did not get through to {_e(failing.to)}: {failing.sends} '
+            f'<p class="bad">Alerts did not get through to {_e(named(failing.to))}: '
+            f"{failing.sends} "
             f"failed since {_age(failing.since, now)}; each is sent again, at most once a "
             "minute. <code>watchbridge test-alert</code> tries the destinations.</p>"
         )
     elif health.destinations:
         lines.append(f"<p>Sent to {health.destinations} destination(s).</p>")
     if not health.destinations and not health.problems:
+        empty = "alert_urls" if options_form else "alerts.urls"
         lines.append(
-            "<p>None sent: <code>alerts.urls</code> is empty, so problems show only here and in "
+            f"<p>None sent: <code>{empty}</code> is empty, so problems show only here and in "
             "the log.</p>"
         )
     return "".join(lines)

@@ -22,6 +22,7 @@ from watchbridge.deliver.plex import PlexTarget
 from watchbridge.deliver.serializd import SerializdTarget
 from watchbridge.deliver.trakt import TraktTarget
 from watchbridge.deliver.worker import DeliveryWorker, Target
+from watchbridge.homeassistant import HomeAssistantApp
 from watchbridge.ids import Enricher, PlexCatalogue
 from watchbridge.maintenance import Maintenance
 from watchbridge.metrics import Metrics
@@ -251,6 +252,7 @@ def build_runtime(
     notifier: Notifier | None = None,
     backup_on_stop: bool = False,
     uptime: Callable[[], float] | None = None,
+    home_assistant: HomeAssistantApp | None = None,
 ) -> Runtime:
     metrics = Metrics()
     if notifier is None:
@@ -259,8 +261,10 @@ def build_runtime(
             clock=clock,
             on_sent=lambda kind, result: metrics.alerts.labels(kind, result).inc(),
             secrets=secret_values(config),
+            commands_help=home_assistant is not None,
         )
     return Runtime(
+        home_assistant=home_assistant,
         config=config,
         metrics=metrics,
         notifier=notifier,

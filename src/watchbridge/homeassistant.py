@@ -1,0 +1,75 @@
+"""Running as the Home Assistant app, whose user has the sidebar page, the Log tab and the
+alerts, often no terminal: the entrypoint says so in APP_ENV, naming where the config came
+from. A page or alert that names a `watchbridge ...` command then says where the app's
+documentation tells how to run one there; and with a config written from the options form,
+the page names an alert URL by its place in the `alert_urls` option, as the user counts it,
+not by the key of a file the user never wrote. Pure: the caller reads the environment.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+APP_ENV = "WATCHBRIDGE_HOME_ASSISTANT"
+FROM_OPTIONS = "options"  # the config is written from the options form at each start
+FROM_OWN_YAML = "own-yaml"  # the user's own YAML (the config_file option), used as written
+
+COMMANDS_HELP = (
+    "Home Assistant: how to run a watchbridge command named here is in the app's "
+    'Documentation tab, section "Signing in and other commands".'
+)
+# The CLI's top-level commands (tests/test_cli.py checks them against its click group).
+COMMANDS = (
+    "anime",
+    "auth",
+    "backup",
+    "check-config",
+    "deadletters",
+    "rename-profile",
+    "reset-state",
+    "serve",
+    "status",
+    "sync",
+    "test-alert",
+    "unmatched",
+    "webhook-urls",
+)
+_COMMAND = re.compile(r"\bwatchbridge (?:" + "|".join(map(re.escape, COMMANDS)) + r")(?![\w-])")
+_ALERT_URL_ENTRY = re.compile(r"\balerts\.urls\[(\d+)\]")
+
+
+@dataclass(frozen=True)
+class HomeAssistantApp:
+    """The service runs as the Home Assistant app."""
+
+    options_form: bool  # its config is the one written from the options form
+
+
+def app_from_environment(environ: Mapping[str, str]) -> HomeAssistantApp | None:
+    """The app as the entrypoint marked it in APP_ENV; None outside Home Assistant."""
+    source = environ.get(APP_ENV, "").strip()
+    if not source:
+        return None
+    return HomeAssistantApp(options_form=source == FROM_OPTIONS)
+
+
+def names_a_command(text: str) -> bool:
+    """True when `text` tells of a `watchbridge ...` command (plain, backquoted or in HTML)."""
+    return _COMMAND.search(text) is not None
+
+
+def with_commands_help(text: str) -> str:
+    """An alert's text, with the line on running commands when it names one."""
+    return f"{text}\n\n{COMMANDS_HELP}" if names_a_command(text) else text
+
+
+def alert_urls_entry(number: int) -> str:
+    """An `alert_urls` option's entry, counted from 1 as the options form lists them."""
+    return f"alert_urls entry {number}"
+
+
+def as_option_entries(text: str) -> str:
+    """`alerts.urls[N]` (the config's key, counted from 0) as the option's entry N+1."""
+    return _ALERT_URL_ENTRY.sub(lambda found: alert_urls_entry(int(found[1]) + 1), text)

@@ -1,0 +1,123 @@
+"""The Home Assistant app's user has the sidebar page, the Log tab and the alerts, often no
+terminal: where the page or an alert names a `watchbridge ...` command, it says where the app's
+documentation tells how to run one; an alert URL written in the options form is named as that
+form lists it. Outside Home Assistant, nothing of it."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.fakes.receiver import AlertReceiver
+from tests.harness import AppThread, ServiceProcess, write_config
+from watchbridge.app import Runtime, create_app
+from watchbridge.cli import cli
+from watchbridge.config import load_config
+from watchbridge.deliver.worker import dead_letter_alert
+from watchbridge.entrypoint import Paths, plan_start
+from watchbridge.homeassistant import (
+    APP_ENV,
+    COMMANDS,
+    COMMANDS_HELP,
+    HomeAssistantApp,
+    app_from_environment,
+)
+from watchbridge.statuspage import ROUTES
+from watchbridge.store import Untold
+from watchbridge.wiring import build_runtime
+
+HELP_ON_PAGE = html.escape(COMMANDS_HELP)
+# The second entry has no schema: Apprise does not take it.
+ALERTS = "alerts:\n  urls: ['json://127.0.0.1:9/hook', 'ntfy.sh/my-topic']\n"
+OPTIONS = {"alert_urls": ["json://127.0.0.1:9/hook", "ntfy.sh/my-topic"], "media_users": ["1"]}
+
+
+def entrypoint_env(tmp_path: Path, options: dict[str, object]) -> dict[str, str]:
+    """What the app's entrypoint marks the service with, for these options."""
+    paths = Paths(
+        config=tmp_path / "config" / "watchbridge.yaml",
+        data=tmp_path / "data",
+        ha_options=tmp_path / "data" / "options.json",
+        example=tmp_path / "example.yaml",
+    )
+    plan = plan_start([], paths, options, "token", is_file=lambda path: path.name == "mine.yaml")
+    return {APP_ENV: plan.env[APP_ENV]}
+
+
+def page(runtime: Runtime) -> str:
+    with AppThread(create_app(runtime, extra_routes=ROUTES)) as app:
+        return httpx.get(f"{app.url}/").text
+
+
+def test_the_commands_named_are_the_clis() -> None:
+    assert sorted(COMMANDS) == sorted(cli.commands)
+
+
+def test_the_apps_page_says_where_commands_are_told_and_names_alert_urls_as_the_options(
+    tmp_path: Path,
+) -> None:
+    # As the app runs it: the entrypoint's mark, read by `watchbridge serve`.
+    config = write_config(tmp_path, ALERTS)
+    env = entrypoint_env(tmp_path, OPTIONS)
+    service = ServiceProcess(config, load_config(config, {}).server.port, env=env).start()
+    try:
+        shown = httpx.get(f"{service.url}/").text
+    finally:
+        service.terminate()
+    assert f"<p>{HELP_ON_PAGE}</p>" in shown
+    assert "Alerts are not sent to alert_urls entry 2: not an Apprise URL" in shown
+    assert "fix it in the app's Configuration tab and restart the app." in shown
+    assert "alerts.urls[" not in shown
+
+
+def test_with_its_own_yaml_the_app_names_alert_urls_as_the_yaml_does(tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path, ALERTS), {})
+    app = app_from_environment(entrypoint_env(tmp_path, {"config_file": "mine.yaml"}))
+    assert app == HomeAssistantApp(options_form=False)
+    shown = page(build_runtime(config, home_assistant=app))
+    assert f"<p>{HELP_ON_PAGE}</p>" in shown
+    assert "Alerts are not sent to alerts.urls[1]: not an Apprise URL" in shown
+    assert "alert_urls entry" not in shown
+
+
+def test_outside_home_assistant_the_page_is_as_before(tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path, ALERTS), {})
+    assert app_from_environment({}) is None
+    shown = page(build_runtime(config, home_assistant=app_from_environment({})))
+    assert "Home Assistant" not in shown and "Documentation tab" not in shown
+    assert "Alerts are not sent to alerts.urls[1]: not an Apprise URL" in shown
+    assert "(<code>watchbridge check-config</code> checks it)" in shown
+
+
+def alert_text(tmp_path: Path, receiver: AlertReceiver, app: HomeAssistantApp | None) -> list[str]:
+    """What reaches the user of the dead-letter alert and of one that names no command."""
+    path = write_config(tmp_path, f"alerts:\n  urls: ['{receiver.apprise_url}']\n")
+    runtime = build_runtime(load_config(path, {}), home_assistant=app)
+    title, body = dead_letter_alert("trakt", Untold(1, [], time.time()))
+
+    async def send() -> None:
+        await runtime.notifier.notify("dead_letter", title, body, "trakt")
+        await runtime.notifier.notify("credentials", "Trakt is down", "nothing to run", "t")
+
+    asyncio.run(send())
+    return [str(message["message"]) for message in receiver.messages]
+
+
+def test_the_apps_alerts_that_name_a_command_say_where_commands_are_told(
+    tmp_path: Path, receiver: AlertReceiver
+) -> None:
+    app = app_from_environment(entrypoint_env(tmp_path, OPTIONS))
+    dead, other = alert_text(tmp_path, receiver, app)
+    assert dead.endswith("`watchbridge deadletters retry`.\n\n" + COMMANDS_HELP)
+    assert other == "nothing to run"
+
+
+def test_outside_home_assistant_alerts_are_as_before(
+    tmp_path: Path, receiver: AlertReceiver
+) -> None:
+    dead, other = alert_text(tmp_path, receiver, None)
+    assert dead.endswith("`watchbridge deadletters retry`.") and other == "nothing to run"
