@@ -146,6 +146,8 @@ class Runtime:
     page_sign_ins: PageSignIns = field(default_factory=PageSignIns)
     backup_on_stop: bool = False  # refresh the database's .backup copy at a clean stop
     home_assistant: HomeAssistantApp | None = None  # runs as the Home Assistant app
+    # The last retry of the dead letters from the status page: when, and what it told.
+    page_retried: tuple[float, list[str]] | None = None
     # What the log masks (redaction.secret_values, secret-shaped text): every display of
     # stored error text goes through it, as log lines do.
     redact: Redactor = field(default_factory=Redactor)

@@ -14,7 +14,7 @@ import sqlite3
 import sys
 import time
 import urllib.parse
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +31,6 @@ from watchbridge.config import (
     find_config,
     fits_in_url,
     load_config,
-    undeliverable,
 )
 from watchbridge.errors import ConfigError, StoreError, WatchbridgeError
 from watchbridge.homeassistant import HomeAssistantApp, app_from_environment
@@ -1598,49 +1597,17 @@ def _list_kept_off(kept: list[KeptOff]) -> None:
 @click.option("--all", "every", is_flag=True, help="Retry every dead letter.")
 def deadletters_retry(config_path: str | None, ids: tuple[int, ...], every: bool) -> None:
     """Queue dead letters again (by id, or --all); the running service picks them up."""
-    from watchbridge.accounts import NOT_SENT
+    from watchbridge.deadletters import retry_dead_letters
+    from watchbridge.deliver.worker import IDLE_WAKE_SECONDS
 
     config = _load(config_path)
     _require_selection(ids, every)
     with _open_store(config) as store:
-        dead = store.dead_letters()
-        unknown = _not_dead_letters(dead, ids)
-        chosen = dead if every else [item for item in dead if item.id in ids]
-        # Removals meant for an account the profile used before would remove from its new one.
-        old = [item.id for item in chosen if NOT_SENT in (item.last_error or "")]
-        chosen = [item for item in chosen if item.id not in old]
-        # Queued again, rows the config cannot deliver would only die again at the service's
-        # next start, held meanwhile with a sign-in alert whose command refuses the profile;
-        # those a link queued that it no longer asks for would write what the user took out.
-        why = {
-            item.id: undeliverable(
-                config, item.target, item.profile, item.payload.get("link"), item.action
-            )
-            for item in chosen
-        }
-        stuck = Counter(reason for reason in why.values() if reason is not None)
-        ready = [item_id for item_id, reason in why.items() if reason is None]
-        # By id even for --all: a row that died since the list was read was not looked at.
-        retried = store.retry_dead(ready, time.time())
-    from watchbridge.deliver.worker import IDLE_WAKE_SECONDS
-
+        outcome = retry_dead_letters(config, store, None if every else ids, time.time())
     within = f": the service sends them within {int(IDLE_WAKE_SECONDS // 60)} minutes"
-    click.echo(f"{retried.queued} dead letter(s) queued again{within if retried.queued else ''}")
-    if retried.superseded:
-        click.echo(
-            f"{retried.superseded} rating(s) not sent again: the item was rated (or its rating"
-            " removed) since"
-        )
-    for reason, count in stuck.items():
-        click.echo(
-            f"{count} left as dead letter(s): {reason} (configure it again, or discard them)"
-        )
-    if old:
-        click.echo(
-            f"{len(old)} left as dead letter(s): removals meant for an account the profile "
-            "used before, which would remove from the one used now (discard them)"
-        )
-    _refuse_unknown(unknown)
+    for line in outcome.lines(within):
+        click.echo(line)
+    _refuse_unknown(outcome.unknown)
 
 
 @deadletters.command("discard")

@@ -1,9 +1,10 @@
 """The status page at `/` (the Home Assistant sidebar, Unraid's WebUI): what `watchbridge status`
 says, as one small HTML page. Pure: state in, HTML out. No secret is ever on it.
 
-Links, the form and its redirect are relative, so the page works behind Home Assistant's
-ingress path. Its one form starts a profile's Trakt sign-in (pagesignin.py) and shows the code:
-the app's users have no terminal for `watchbridge auth trakt`.
+Links, the forms and their redirects are relative, so the page works behind Home Assistant's
+ingress path. Its forms start a profile's Trakt sign-in (pagesignin.py) and show the code, and
+queue every dead letter again: the app's users have no terminal for `watchbridge auth trakt` or
+`watchbridge deadletters retry --all`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from watchbridge.account_ids import NewId, NewIdSighting, Renamed, RenameSightin
 from watchbridge.alerts import Health
 from watchbridge.app import Leftover, Runtime, leftovers, require_api_token
 from watchbridge.config import Config, copied_nowhere
+from watchbridge.deadletters import retry_dead_letters
 from watchbridge.homeassistant import (
     COMMANDS_HELP,
     HomeAssistantApp,
@@ -72,14 +74,15 @@ async def status_page(runtime: NamedDependency[Runtime]) -> str:
         list(runtime.metrics.unfiltered.values()),
         runtime.page_sign_ins.recent(now),
         runtime.home_assistant,
+        runtime.page_retried,
     )
 
 
 def from_this_site(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """A form another web site posts here (the user's browser sends it) starts nothing: with
+    """A form another web site posts here (the user's browser sends it) does nothing: with
     no api_token, the token guard lets it through. Browsers name the site that sent it."""
     if connection.headers.get("sec-fetch-site") in ("cross-site", "same-site"):
-        raise PermissionDeniedException("sign-ins start from watchbridge's own status page only")
+        raise PermissionDeniedException("only watchbridge's own status page posts its forms")
 
 
 @post("/signin/trakt", guards=[require_api_token, from_this_site], status_code=303)
@@ -112,7 +115,22 @@ async def sign_in_to_trakt(
     return Response("", status_code=303, headers={"location": "../"})
 
 
-ROUTES: list[Any] = [status_page, sign_in_to_trakt]
+@post("/deadletters/retry", guards=[require_api_token, from_this_site], status_code=303)
+async def retry_dead_letters_here(runtime: NamedDependency[Runtime]) -> Response[str]:
+    """`deadletters retry --all`: every dead letter the config can deliver is queued again
+    and sent now; back to the page, which tells what was done."""
+    now = runtime.clock()
+    outcome = await asyncio.to_thread(retry_dead_letters, runtime.config, runtime.store, None, now)
+    if outcome.queued:
+        for wake in runtime.on_enqueued:
+            wake()
+    runtime.page_retried = (now, outcome.lines(": the service sends them now"))
+    return Response("", status_code=303, headers={"location": "../"})
+
+
+ROUTES: list[Any] = [status_page, sign_in_to_trakt, retry_dead_letters_here]
+# How long the page tells what its last retry of the dead letters did.
+RETRIED_SHOWN = 900.0
 
 _STYLE = (
     "body{font-family:system-ui,sans-serif;margin:1.5rem;max-width:52rem;color:#222}"
@@ -139,6 +157,7 @@ def render(
     unfiltered: Sequence[UnfilteredHistory] = (),
     signing_in: Sequence[PageSignIn] = (),
     home_assistant: HomeAssistantApp | None = None,
+    retried: tuple[float, list[str]] | None = None,
 ) -> str:
     """The whole page for one moment (`sign_ins`: each profile's Trakt, AniList and Serializd
     sign-in; `unmapped`: accounts whose webhooks no profile takes, since the start; `downtime`: what
@@ -151,7 +170,8 @@ def render(
     made again with a new id, whose webhooks went by the name remembered for the id a profile
     lists, since the start; `unfiltered`: profiles whose last Plex history read got rows of
     other accounts; `signing_in`: sign-ins started from the page, running or just over;
-    `home_assistant`: the app it runs as, whose user may have no terminal)."""
+    `home_assistant`: the app it runs as, whose user may have no terminal; `retried`: when
+    the page's button last queued the dead letters again, and what it told)."""
     now = time.time() if now is None else now
     outbox = status.outbox
     rows = [
@@ -186,7 +206,9 @@ def render(
                 status.dead_letters,
                 "<code>watchbridge deadletters list</code>, then <code>retry</code> or "
                 "<code>discard</code>",
-            ),
+            )
+            + (_RETRY_BUTTON if status.dead_letters else "")
+            + _retried(retried, now),
         ),
         *_kept_off(status.kept_off),
     ]
@@ -388,6 +410,20 @@ def _sign_ins(sign_ins: Sequence[SignIn], now: float, signing_in: Sequence[PageS
         whose = "(server)" if one.service_wide else _e(one.profile)
         rows.append((whose, _e(one.service), state, expires, message))
     return "<p>Sign-ins:</p>" + _table(("profile", "service", "state", "expires", ""), rows)
+
+
+# Relative: it works behind ingress.
+_RETRY_BUTTON = (
+    '<form method="post" action="deadletters/retry"><button>Retry all dead letters here'
+    "</button> (those the config can still deliver)</form>"
+)
+
+
+def _retried(retried: tuple[float, list[str]] | None, now: float) -> str:
+    if retried is None or now - retried[0] > RETRIED_SHOWN:
+        return ""
+    at, lines = retried
+    return f"<p>Retried from this page {_age(at, now)}: {_e('; '.join(lines))}.</p>"
 
 
 def _sign_in_button(profile: str) -> str:
