@@ -16,7 +16,7 @@ import httpx
 from tests.fakes.base import FakeServer
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import AppThread, free_port, sign_in_trakt
-from tests.ingest_samples import sample_json
+from tests.ingest_samples import plex_scrobble_now
 from watchbridge.config import load_config
 from watchbridge.store import Store
 from watchbridge.wiring import build_app, build_runtime
@@ -44,7 +44,7 @@ def app_with_a_dead_letter(tmp_path: Path, trakt: FakeTrakt) -> Iterator[AppThre
         sign_in_trakt(store, trakt, "me")
     trakt.fail_next(1, 400, route="POST /scrobble/stop")
     with AppThread(build_app(build_runtime(load_config(path, {})))) as app:
-        payload = sample_json("plex", "movie_legacy_imdb_media_scrobble.json")
+        payload = plex_scrobble_now("movie_legacy_imdb_media_scrobble.json")
         answer = httpx.post(
             f"{app.url}/webhooks/plex/{SECRET}", files={"payload": (None, json.dumps(payload))}
         )
