@@ -1761,6 +1761,49 @@ async def test_an_entry_we_add_after_the_runs_whole_read_still_keeps_its_episode
     assert fake.count("GET", DIARY_PAGE) - pages_before == 2 + 5
 
 
+async def test_an_entry_another_process_adds_after_the_runs_whole_read_keeps_its_tick(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    target: SerializdTarget,
+    fake: FakeSerializd,
+    clock: FakeClock,
+) -> None:
+    """A link's run removes the second play of s1e4 and of s1e7 (the user deleted the older
+    entry of each in the app); the service delivers them a batch apart. Between the batches a
+    `watchbridge sync` beside it (another process: its own target, the same database) logs a
+    webhook play of e7. The service's whole read, made for e4's removal, could not list that
+    entry, and the service never noted it: the entry is not gone for missing from a read begun
+    before it was written. e7's removal reads the diary again and the entry keeps the tick."""
+    ours = await each_logged_twice_by_us(runtime, worker, fake, clock, [4, 7])
+    fake.delete_entry(ours[4][0])
+    fake.delete_entry(ours[7][0])
+    read_at = clock()
+    clock.advance(120)
+    fake.advance(120)
+    target.batch_size = 1  # a run's rows go out in batches: here, one row each
+    removals_planned(runtime, {4: ours[4]}, read_at)
+    enqueue(runtime, "play", episode(7), clock() - 60, progress=98.0)  # a webhook's
+    removals_planned(runtime, {7: ours[7]}, read_at)
+    await drain(worker, runtime, clock, passes=1)  # e4's removal: the whole diary read
+    assert fake.ticks() == {(SHOW, SEASON_1, 7)}
+
+    beside = SerializdTarget(target.client, runtime.store, runtime.config.delivery, clock)
+    beside.batch_size = 1
+    cli = DeliveryWorker(lambda _: [beside], runtime.config.delivery, role="cli")
+    cli.targets = {beside.name: beside}
+    await drain(cli, runtime, clock, passes=1)  # the webhook's play of e7
+    (added,) = [e for e in fake.diary() if e.show_id == SHOW and e.id != ours[7][1].id]
+
+    pages_before = fake.count("GET", DIARY_PAGE)
+    await drain(worker, runtime, clock, passes=1)  # e7's removal
+    assert [r["status"] for r in waiting(runtime)[-3:]] == ["done"] * 3
+    assert [e for e in fake.diary() if e.show_id == SHOW] == [added]
+    assert fake.ticks() == {(SHOW, SEASON_1, 7)}
+    standing = {v.get("review_id") for v in ledger_plays(runtime).values() if not v.get("removed")}
+    assert standing == {added.id}
+    assert fake.count("GET", DIARY_PAGE) - pages_before >= 1  # read again: it showed
+
+
 async def test_a_runs_read_does_not_serve_a_removal_planned_after_it(
     runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
 ) -> None:

@@ -4261,6 +4261,18 @@ class Store:
         )
         return {r["item_key"]: json.loads(r["data"]) for r in rows}
 
+    def mirror_get_prefixed_dated(
+        self, service: str, profile: str, collection: str, prefix: str
+    ) -> dict[str, tuple[Any, float]]:
+        """`mirror_get_prefixed`, each entry with when it was last written (`updated_at`: the
+        clock of the process that wrote it, this one or another beside it)."""
+        rows = self._query(
+            "SELECT item_key, data, updated_at FROM mirror WHERE service = ? AND profile = ?"
+            " AND collection = ? AND item_key >= ? AND item_key < ?",
+            (service, profile, collection, prefix, prefix + "\U0010ffff"),
+        )
+        return {r["item_key"]: (json.loads(r["data"]), float(r["updated_at"])) for r in rows}
+
     def mirror_has(
         self, service: str, profile: str, collection: str, keys: Sequence[str]
     ) -> set[str]:

@@ -10,8 +10,10 @@ entries showed) are kept here, per profile, and serve every later check they can
 - an entry seen by any read is there (a read the user deleted it after leaves it standing
   until the next run reads: the tick is kept, never taken);
 - an entry not seen is gone only when a whole read is among them, and only if it was listed
-  when that read began: entries we add afterwards are noted as there (`noted`), and a read
-  during which we added one counts as a partial read;
+  when that read began: entries we add afterwards are noted as there (`noted`), a read
+  during which we added one counts as a partial read, and one our ledger recorded after the
+  read began (a `watchbridge sync` beside the service adds entries too, never noted here)
+  is not proven gone by it (`proven_gone`);
 - a listing serves a row only when read after the row was planned from its link's read
   (and after its last try), and for `keep` seconds: what the user changed before the plan
   is in it;
@@ -20,7 +22,7 @@ entries showed) are kept here, per profile, and serve every later check they can
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from watchbridge.deliver.trakt import still_fresh
@@ -44,11 +46,24 @@ def serves(listing: Listing | None, since: float, now: float, keep: float) -> bo
     )
 
 
-def standing(listing: Listing, wanted: Collection[int]) -> tuple[frozenset[int], bool]:
-    """Which of the entries `wanted` the listing shows, and whether that settles the rest
-    (gone: a whole read did not see them; or none is left to settle)."""
+def proven_gone(listing: Listing, wanted: Mapping[int, float]) -> frozenset[int]:
+    """The entries of ours `wanted` (review id -> when our ledger recorded it, our clock)
+    that the listing proves gone: a whole read, begun after they were recorded, did not list
+    them. One recorded since may have been added after the read began."""
+    if not listing.whole:
+        return frozenset()
+    return frozenset(
+        review
+        for review, recorded in wanted.items()
+        if review not in listing.ids and recorded < listing.read_at
+    )
+
+
+def standing(listing: Listing, wanted: Mapping[int, float]) -> tuple[frozenset[int], bool]:
+    """Which of the entries `wanted` (as for `proven_gone`) the listing shows, and whether that
+    settles the rest (each one `proven_gone`; or none is left to settle)."""
     listed = frozenset(wanted) & listing.ids
-    return listed, listing.whole or listed == frozenset(wanted)
+    return listed, listed | proven_gone(listing, wanted) == frozenset(wanted)
 
 
 def merged(kept: Listing | None, read: Listing, now: float, keep: float) -> Listing:

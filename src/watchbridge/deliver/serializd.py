@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -36,7 +37,14 @@ from watchbridge.catalogue import (
 )
 from watchbridge.clocksteps import SENT_AT, sent_before
 from watchbridge.config import DeliveryConfig
-from watchbridge.deliver.diary_listing import Listing, merged, noted, serves, standing
+from watchbridge.deliver.diary_listing import (
+    Listing,
+    merged,
+    noted,
+    proven_gone,
+    serves,
+    standing,
+)
 from watchbridge.deliver.trakt import nearby_keys, play_key, still_fresh
 from watchbridge.deliver.worker import (
     Dead,
@@ -140,6 +148,9 @@ class Ledger:
     plays: dict[str, Any] = field(default_factory=dict)
     rated: dict[str, Any] = field(default_factory=dict)
     loaded: set[tuple[str, str]] = field(default_factory=set)  # (collection, key prefix)
+    # When each play's record was last written (our clock; by this process or another beside
+    # it): a read begun before cannot prove its entry gone (`diary_listing.proven_gone`).
+    recorded: dict[str, float] = field(default_factory=dict)
     diary: list[DiaryEntry] | None = None  # read only when a row's outcome is unknown
     unreadable: frozenset[int] = frozenset()  # ids of the diary's rows it could not read
 
@@ -517,7 +528,11 @@ class SerializdTarget:
         waits, the tick and the ledger as they are."""
         if not entries:
             return set()
-        listed = await self._listed(ledger.profile, row, set(entries.values()))
+        # Review id -> when its record was written (the latest, should two keys name it).
+        wanted: dict[int, float] = {}
+        for key, review in entries.items():
+            wanted[review] = max(wanted.get(review, 0.0), ledger.recorded.get(key, math.inf))
+        listed = await self._listed(ledger.profile, row, wanted)
         deleted = {key for key, review in entries.items() if review not in listed}
         if deleted:
             log.info(
@@ -529,12 +544,13 @@ class SerializdTarget:
             await self._record(ledger, PLAYS, gone)
         return set(entries) - deleted
 
-    async def _listed(self, profile: str, row: OutboxItem, wanted: set[int]) -> set[int]:
-        """Which of the diary entries `wanted` Serializd lists, from what the run's reads saw
-        (`diary_listing`) when they settle it: free once the diary was read whole in the run,
-        or when they saw every one (the look at the newest pages often did). Else the pages
-        until each is seen, all of them for one deleted (`diary_lists`: no cheaper read
-        proves an entry gone, §5.1), kept for the checks after it."""
+    async def _listed(self, profile: str, row: OutboxItem, wanted: Mapping[int, float]) -> set[int]:
+        """Which of the diary entries `wanted` (review id -> when our ledger recorded it)
+        still stand, from what the run's reads saw (`diary_listing`) when they settle it:
+        free once the diary was read whole in the run, or when they saw every one (the look
+        at the newest pages often did). Else the pages until each is seen, all of them for
+        one deleted (`diary_lists`: no cheaper read proves an entry gone, §5.1), kept for the
+        checks after it. One no read proves gone stands."""
         since = max(row.planned_from, row.next_attempt_at)
         kept = self._listings.get(profile)
         listed: frozenset[int] = frozenset()
@@ -542,18 +558,21 @@ class SerializdTarget:
             listed, settled = standing(kept, wanted)
             if settled:
                 return set(listed)
+        rest = {review: at for review, at in wanted.items() if review not in listed}
         started, adds = self.clock(), self._adds[profile]
-        read = await self.client.diary_lists(profile, wanted - listed)
-        self._note_listing(profile, started, adds, read)
-        return set(wanted & (listed | read.ids))
+        read = await self.client.diary_lists(profile, set(rest))
+        seen = self._note_listing(profile, started, adds, read)
+        return set(wanted) - proven_gone(seen, rest)
 
-    def _note_listing(self, profile: str, started: float, adds: int, read: DiaryListing) -> None:
-        """Keep what a read begun at `started` (after `adds` entries of ours) saw listed."""
+    def _note_listing(self, profile: str, started: float, adds: int, read: DiaryListing) -> Listing:
+        """Keep what a read begun at `started` (after `adds` entries of ours) saw listed;
+        that read's listing."""
         whole = read.whole and self._adds[profile] == adds
         seen = Listing(started, read.ids, whole)
         self._listings[profile] = merged(
             self._listings.get(profile), seen, self.clock(), ADDED_READ_KEEP
         )
+        return seen
 
     def _note_ours(
         self, profile: str, *, added: int | None = None, deleted: int | None = None
@@ -830,12 +849,17 @@ class SerializdTarget:
         if (collection, prefix) in ledger.loaded:
             return
         found = await asyncio.to_thread(
-            self.store.mirror_get_prefixed, NAME, ledger.profile, collection, prefix
+            self.store.mirror_get_prefixed_dated, NAME, ledger.profile, collection, prefix
         )
         if collection == RATINGS:
             found = {k: v for k, v in found.items() if k == prefix}
-        for key, value in found.items():
-            (ledger.plays if collection == PLAYS else ledger.rated).setdefault(key, value)
+        for key, (value, written_at) in found.items():
+            if collection == PLAYS:
+                if key not in ledger.plays:
+                    ledger.plays[key] = value
+                    ledger.recorded[key] = written_at
+            else:
+                ledger.rated.setdefault(key, value)
         ledger.loaded.add((collection, prefix))
 
     async def _record(
@@ -850,6 +874,8 @@ class SerializdTarget:
             self.clock(),
             synced=synced,
         )
+        if collection == PLAYS:
+            ledger.recorded.update(dict.fromkeys(values, self.clock()))
         (ledger.plays if collection == PLAYS else ledger.rated).update(values)
 
     async def _rated_since(
