@@ -174,3 +174,27 @@ def test_a_task_failing_on_a_full_disk_logs_it_plainly_without_a_traceback(
     told = [r for r in caplog.records if "restarting" in r.getMessage()]
     assert told[0].getMessage() == f"{FULL_TITLE}; restarting"
     assert told[0].exc_info is None
+
+
+def test_with_storage_left_out_of_alerts_kinds_a_task_failing_on_the_database_still_alerts(
+    tmp_path: Path, receiver: AlertReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # alerts.kinds written before `storage` existed: the crash alert it always got is not
+    # held back for a storage alert that is never sent.
+    monkeypatch.setattr(storagewatch, "CHECK_EVERY", 0.1)
+    path = jellyfin_config(tmp_path, receiver)
+    path.write_text(
+        path.read_text()
+        .replace("storage:\n", "storage:\n  busy_timeout: 0.2s\n")
+        .replace("alerts: {urls:", "alerts: {kinds: [internal_error], urls:")
+    )
+    runtime = runtime_for(path)
+    runtime.task_restart_delay = 0.05
+    task = WritesTheDatabase()
+    with AppThread(create_app(runtime, tasks=[task, StorageWatch()])):
+        shell = hold_the_lock(tmp_path)
+        wait_until(lambda: "watchbridge: its delivery keeps failing" in receiver.titles())
+        shell.close()
+    assert task.runs >= 3
+    assert "watchbridge: its delivery keeps failing" in receiver.titles()
+    assert LOCKED_TITLE not in receiver.titles()

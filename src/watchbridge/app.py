@@ -77,7 +77,7 @@ from watchbridge.pagesignin import PageSignIns
 from watchbridge.redaction import WEBHOOK_SECRET, mask_tokens_stored, secret_values
 from watchbridge.refused import RefusedWebhooks
 from watchbridge.senders import ProfileServers, Senders
-from watchbridge.storagefault import StorageFault, fault_of
+from watchbridge.storagefault import STORAGE_ALERT, StorageFault, fault_of
 from watchbridge.store import (
     ACCOUNT_CURSOR,
     KEPT_OFF_FIX,
@@ -348,8 +348,13 @@ async def _supervise(task: BackgroundTask, runtime: Runtime, stop: asyncio.Event
                     extra={"task": task.name, "crashes": crashes, "error": type(exc).__name__},
                 )
             # The storage alert tells of a fault of the disk while it is open: one cause, one
-            # alert (a write this task needs may fail where the watch's small one works).
-            told = fault is not None and runtime.storage_fault is not None
+            # alert (a write this task needs may fail where the watch's small one works). Not
+            # when alerts.kinds leaves `storage` out: then this one is all the user gets.
+            told = (
+                fault is not None
+                and runtime.storage_fault is not None
+                and runtime.notifier.sends(STORAGE_ALERT)
+            )
             if crashes >= CRASHES_BEFORE_ALERT and not told:
                 error = f"{type(exc).__name__}: {exc}"
                 alerted = await _tell(runtime, task.name, error, crashes)

@@ -12,6 +12,8 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Literal
 
+STORAGE_ALERT = "storage"  # the alert kind that tells of these faults (storagewatch)
+
 FaultKind = Literal["full", "read_only", "locked", "damaged", "failing"]
 
 # SQLite's primary result codes (the low byte of an extended one).

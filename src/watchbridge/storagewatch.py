@@ -15,14 +15,14 @@ import logging
 from typing import TYPE_CHECKING
 
 from watchbridge.errors import StoreError
-from watchbridge.storagefault import StorageFault, fault_of
+from watchbridge.storagefault import STORAGE_ALERT, StorageFault, fault_of
 
 if TYPE_CHECKING:
     from watchbridge.app import Runtime
 
 log = logging.getLogger(__name__)
 
-STORAGE = "storage"  # the alert kind
+STORAGE = STORAGE_ALERT
 KEY = "database"
 CHECK_EVERY = 30.0  # seconds between tries while the database failed or its alert is open
 RESOLVED = "the database takes writes again"
