@@ -18,7 +18,7 @@ from tests.fakes.receiver import AlertReceiver
 from tests.harness import AppThread
 from tests.ingest_samples import sample_bytes
 from tests.test_app import jellyfin_config, runtime_for, wait_until
-from watchbridge import storagewatch, webhooks
+from watchbridge import statuspage, storagewatch, webhooks
 from watchbridge.app import Runtime, create_app
 from watchbridge.storagefault import fault_kind, fault_of
 from watchbridge.storagewatch import StorageWatch
@@ -108,19 +108,24 @@ def test_the_database_held_by_another_program_is_alerted_shown_and_resolved_once
 ) -> None:
     monkeypatch.setattr(storagewatch, "CHECK_EVERY", 0.1)
     runtime = quick_lock_runtime(tmp_path, receiver)
-    served = create_app(runtime, tasks=[StorageWatch()], extra_routes=webhooks.ROUTES)
+    routes = [*webhooks.ROUTES, *statuspage.ROUTES]
+    served = create_app(runtime, tasks=[StorageWatch()], extra_routes=routes)
     with AppThread(served) as app:
         shell = hold_the_lock(tmp_path)
         post(app)
         wait_until(lambda: LOCKED_TITLE in receiver.titles())
         storage = httpx.get(f"{app.url}/api/status").json()["storage"]
+        page = httpx.get(f"{app.url}/").text  # a Home Assistant user reads only the page
         shell.close()
         wait_until(lambda: f"Resolved: {LOCKED_TITLE}" in receiver.titles())
         after = httpx.get(f"{app.url}/api/status").json()["storage"]
+        page_after = httpx.get(f"{app.url}/").text
     alert = next(m["message"] for m in receiver.messages if m["title"] == LOCKED_TITLE)
     assert "sqlite3 shell" in alert and "no restart needed" in alert
     assert storage["kind"] == "locked" and "storage.busy_timeout" in storage["problem"]
     assert after is None
+    assert "cannot write its database" in page and "a sqlite3 shell" in page
+    assert "cannot write its database" not in page_after
 
 
 class WritesTheDatabase:

@@ -41,6 +41,7 @@ from watchbridge.pagesignin import PageSignIn, Show
 from watchbridge.refused import Refusal, sentence
 from watchbridge.senders import Doubling
 from watchbridge.signins import STATE_WORDS, SignIn, current_sign_ins
+from watchbridge.storagefault import StorageFault
 from watchbridge.store import BEHIND, KEPT_OFF_FIX, KeptOffCount, StoreStatus, SyncRun
 from watchbridge.unmapped import Sighting
 from watchbridge.webhooks import SOURCES
@@ -75,6 +76,7 @@ async def status_page(runtime: NamedDependency[Runtime]) -> str:
         runtime.page_sign_ins.recent(now),
         runtime.home_assistant,
         runtime.page_retried,
+        runtime.storage_fault,
     )
 
 
@@ -158,6 +160,7 @@ def render(
     signing_in: Sequence[PageSignIn] = (),
     home_assistant: HomeAssistantApp | None = None,
     retried: tuple[float, list[str]] | None = None,
+    storage: StorageFault | None = None,
 ) -> str:
     """The whole page for one moment (`sign_ins`: each profile's Trakt, AniList and Serializd
     sign-in; `unmapped`: accounts whose webhooks no profile takes, since the start; `downtime`: what
@@ -171,7 +174,8 @@ def render(
     lists, since the start; `unfiltered`: profiles whose last Plex history read got rows of
     other accounts; `signing_in`: sign-ins started from the page, running or just over;
     `home_assistant`: the app it runs as, whose user may have no terminal; `retried`: when
-    the page's button last queued the dead letters again, and what it told)."""
+    the page's button last queued the dead letters again, and what it told; `storage`: why
+    the database cannot be written, while so)."""
     now = time.time() if now is None else now
     outbox = status.outbox
     rows = [
@@ -213,6 +217,12 @@ def render(
         *_kept_off(status.kept_off),
     ]
     sections = [
+        # First: while it lasts nothing is recorded, delivered or synced.
+        *(
+            []
+            if storage is None
+            else [f'<p class="bad">{_e(storage.title)}. {_e(storage.message)}</p>']
+        ),
         "<h2>Deliveries</h2>" + _table(("", ""), rows) + _clocks(clocks or {}),
         *(
             []
