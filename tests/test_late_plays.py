@@ -15,7 +15,7 @@ import pytest
 from tests.fakes.plex import FakePlex
 from tests.fakes.trakt import FakeTrakt, parse_iso
 from tests.household import DAY, HouseholdRig, open_household
-from tests.ingest_samples import plex_scrobble_now
+from tests.ingest_samples import plex_scrobble_now, sample_json
 from tests.linkrig_anilist import iso
 from watchbridge.ingest import parse
 from watchbridge.model import Accepted
@@ -104,6 +104,29 @@ async def test_a_live_scrobble_from_a_server_clock_hours_off_is_dated_now(
     household.plex_scrobble(time.time() - 20 * 3600)
     await household.deliver()
     assert household.trakt_arrival() == [pytest.approx(time.time(), abs=120)]
+
+
+async def test_without_a_plex_link_a_scrobble_is_dated_now_whatever_its_last_viewed_at(
+    tmp_path: Path, fakes: dict[str, Any]
+) -> None:
+    # Webhooks only: no Plex link pairs a view with its history row, so dating a scrobble by
+    # `lastViewedAt` wins nothing, and were that the previous view (a rewatch whose media.play
+    # was lost, the service down meanwhile), the rewatch would go to Trakt dated then, be
+    # taken for the play Trakt holds of it, and be lost: nothing reads Plex's history back.
+    async with open_household(Household, tmp_path, fakes, ()) as house:
+        body = sample_json("plex", "movie_legacy_imdb_media_scrobble.json")  # Heat, a rewatch
+        body["Metadata"]["lastViewedAt"] = int(time.time() - 200 * DAY)  # the earlier view
+        parsed = parse("plex", json.dumps(body).encode(), "application/json")
+        assert isinstance(parsed, Accepted)
+        for event in parsed.events:
+            assert house.runtime.store.ingest(ingest_job(house.runtime, "me", event))
+        await house.deliver()
+    trakt: FakeTrakt = fakes["trakt"]
+    heat = sorted(parse_iso(h.watched_at) for h in trakt.history() if h.item.title == "Heat")
+    assert heat == [
+        pytest.approx(time.time() - 200 * DAY, abs=120),
+        pytest.approx(time.time(), abs=120),
+    ]
 
 
 async def test_a_trakt_play_added_backdated_past_a_week_reaches_plex_at_the_daily_full_read(

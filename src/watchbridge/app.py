@@ -141,6 +141,8 @@ class Runtime:
     # Each profile's Plex server where sure: services.plex's as read at start, then its Plex
     # webhooks' (for Tautulli templates that name none).
     plex_servers: ProfileServers = field(default_factory=ProfileServers)
+    # The Plex server each profile's Plex link read, as it recorded it (at start).
+    linked_plex_servers: dict[str, str] = field(default_factory=dict)
     downtime: str | None = None  # what this start told of the time the service was away
     # Sign-ins started from the status page (no terminal needed): their codes and outcomes.
     page_sign_ins: PageSignIns = field(default_factory=PageSignIns)
@@ -194,6 +196,8 @@ class Runtime:
         for profile, name, identity in store.cursors_named("plex", ACCOUNT_CURSOR):  # its reader
             if name == ACCOUNT_CURSOR:  # services.plex's server, as the profile's link read it
                 self.plex_servers.knew(profile, plex_server_of(identity))
+                if server := plex_server_of(identity):
+                    self.linked_plex_servers[profile] = server
         targets = delivery_targets(self.config)
         self.metrics.watch_queue(store.queue_gauges, targets, lambda: self.clock())
         self.metrics.watch_holds(store.holds, targets, delivered_profiles(self.config))

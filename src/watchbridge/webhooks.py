@@ -25,7 +25,7 @@ from litestar.types import Receive, Scope, Send
 from watchbridge.account_ids import KEPT, Key, Learnt, NameKey, NewId, Renamed, name_key
 from watchbridge.app import BEFORE_ROUTER, Runtime
 from watchbridge.clocksteps import sent_at
-from watchbridge.config import TV_ONLY, Config, same_account, targets_for
+from watchbridge.config import TV_ONLY, Config, link_profiles, same_account, targets_for
 from watchbridge.errors import StoreError
 from watchbridge.ingest import generic, parse
 from watchbridge.model import Accepted, Account, Ignored, MediaEvent, ref_to_dict
@@ -670,6 +670,23 @@ async def _webhook(
     _resolve_refused(runtime, source)
 
 
+def _plex_history_read(runtime: Runtime, profile: str, server: str) -> bool:
+    """Whether a Plex link reads `profile`'s history from `server` (one it has not read yet:
+    any). Only there is a scrobble dated by its `lastViewedAt` (playback.synced_late): the
+    link would pair it with its history row, and should that `lastViewedAt` be an earlier
+    view, the link's read of the new one still brings it; with no link that reading would
+    take a rewatch for its earlier view, lost."""
+    config = runtime.config
+    linked = any(
+        "plex" in link.services
+        and "history" in link.kinds
+        and profile in link_profiles(config, link)
+        for link in config.links.values()
+    )
+    read = runtime.linked_plex_servers.get(profile)
+    return linked and (read is None or not server or read == server)
+
+
 def _plex_server(runtime: Runtime, profile: str, event: MediaEvent) -> str:
     """The server the event names (a Plex webhook's is noted as one of the profile's); for a
     Tautulli template that names none, the profile's one Plex server where that is sure
@@ -770,10 +787,16 @@ def ingest_job(
     item_key = event.item.key()
     own_key = session_key(event, item_key)
 
+    paired_by_a_link = (
+        event.source == "plex"
+        and event.occurred_at is not None
+        and _plex_history_read(runtime, profile_name, event.server)
+    )
+
     def plan(
         session: Session | None, marks: Session | None
     ) -> tuple[Session | None, list[NewOutboxRow]]:
-        late = synced_late(event, session, now)
+        late = synced_late(event, session, now) if paired_by_a_link else None
         when = at if late is None else late
         new_session, intents = decide(session, event, threshold, now, marks, at=when, key=own_key)
         rows = rows_for(profile_name, targets, event, intents, item, item_key)
