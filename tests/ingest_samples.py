@@ -57,7 +57,7 @@ def only_event(result: ParseResult) -> MediaEvent:
 def plex_scrobble_now(name: str, viewed_at: float | None = None) -> dict[str, Any]:
     """A Plex `media.scrobble` sample as the server sends it at `viewed_at` (None: now): its
     `lastViewedAt` counts the view it reports (reference/plex.md), while the sample's is the
-    capture's, which a replay today would take for a view synced late (`playback.synced_late`)."""
+    capture's, which a replay today would take for a view synced late (`playback.reported_late`)."""
     payload = sample_json("plex", name)
     payload["Metadata"]["lastViewedAt"] = int(time.time() if viewed_at is None else viewed_at)
     return payload

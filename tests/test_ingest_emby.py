@@ -80,6 +80,7 @@ def test_mark_played_is_a_played_mark_dated_by_last_played_date() -> None:
     assert (event.item.source_key, event.item.show_source_key) == ("40127", None)
     assert event.account == ALEX
     assert event.occurred_at == 1742029964
+    assert event.sent_at == pytest.approx(1742029964.33, abs=0.01)  # its Date: both the server's
 
 
 def test_mark_unplayed_is_unplayed() -> None:

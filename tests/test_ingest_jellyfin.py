@@ -148,6 +148,7 @@ def test_toggle_played_is_a_manual_played_mark_dated_by_last_played_date() -> No
     assert event.item.ids == Ids(imdb="tt2543164", tmdb="329865")
     assert (event.item.title, event.item.year) == ("Arrival", 2016)
     assert event.occurred_at == pytest.approx(1742029964.20, abs=0.01)
+    assert event.sent_at == pytest.approx(1742029964.20, abs=0.01)  # its UtcTimestamp
     assert event.position_ms is None
     assert (event.item.source_key, event.item.show_source_key) == (
         "0d9c8b7a6f5e4d3c2b1a09f8e7d6c5b4",

@@ -191,6 +191,10 @@ class MediaEvent:
     # beside `player`, its id ("" when a Tautulli template names no {machine_id}): the two
     # senders' reports of one viewing are paired by name when one names no id.
     player_name: str = ""
+    # When the server sent it, by the server's own clock (Jellyfin's UtcTimestamp, Emby's
+    # Date): against `occurred_at` on that clock, how long after a play it was reported,
+    # whatever that clock's error (playback.reported_late).
+    sent_at: float | None = None
 
     @property
     def progress(self) -> float | None:

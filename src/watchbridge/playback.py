@@ -546,22 +546,61 @@ def _earlier_viewing(session: Session | None, event: MediaEvent, at: float) -> b
     return at <= min(session.updated_at, _completion(session)) - REWATCH_AFTER_IDLE
 
 
-def synced_late(event: MediaEvent, session: Session | None, now: float) -> float | None:
-    """When a Plex view happened that the server learnt of more than MATCH_WINDOW after it
-    (a phone's downloads watched offline, synced days later): its scrobble's `lastViewedAt`,
-    which already counts that view. None: the play is dated `now`, as media servers' reports
-    are otherwise (a server clock hours off must not move them). Not while the same player's
-    session of the item had an event within that window (a live viewing). Pure.
+class Late(NamedTuple):
+    """When a viewing reported late happened (`reported_late`)."""
 
-    Dated `now`, such a view stood days from the server's history row of it: a Plex link
-    paired neither and copied each to the other side, two plays everywhere."""
-    if event.source != "plex" or not event.played or event.occurred_at is None:
+    at: float
+    # Timed from this machine's clock (now, less how late the server says it reported): a step
+    # of that clock moves it as it moves plays dated now. False: the server's own time (Plex's).
+    ours: bool
+
+
+# Sources whose played marks carry their send time beside the date of the play they record
+# (LastPlayedDate), both by the server's clock.
+MARKS_SENT_WITH_THEIR_DATE = frozenset({"jellyfin", "emby"})
+
+
+def reported_late(event: MediaEvent, session: Session | None, now: float) -> Late | None:
+    """When a viewing happened that the media server reported more than MATCH_WINDOW after it;
+    None: the play is dated `now`, as media servers' reports are otherwise (a server clock
+    hours off must not move them). Pure.
+
+    - Plex: a scrobble whose `lastViewedAt` is that old (a phone's downloads watched offline,
+      synced days later; it counts that view): then, by the server's clock, which is all Plex
+      names (no send time).
+    - Jellyfin, Emby: a played mark whose date (LastPlayedDate) is that much older than its
+      send time (an app's offline viewing reported as it syncs, a mark given a date): that
+      long before now, measured on the server's clock alone, so one days off moves nothing.
+      Their playback events name no time but the send time: a late one is dated now.
+
+    Not while the session it joins (the player's; a mark's: the item's marks) had an event
+    within that window (a live viewing); nor for a re-mark of an item that session holds a
+    viewing of ("mark played" of several items keeps each one's last play date): no new play
+    (decide), and its old date, a long viewing's start, must not make it an earlier viewing.
+
+    Dated `now`, a late Plex view stood days from the server's history row of it (a Plex link
+    paired neither and copied each to the other side: two plays everywhere), and Trakt,
+    Serializd and AniList showed an offline viewing watched the day it was synced."""
+    if not event.played or event.occurred_at is None:
         return None
-    if now - event.occurred_at <= MATCH_WINDOW:
+    if event.source == "plex":
+        late = Late(event.occurred_at, ours=False)
+    elif (
+        event.source in MARKS_SENT_WITH_THEIR_DATE
+        and event.action == "played"
+        and event.sent_at is not None
+    ):
+        late = Late(now - (event.sent_at - event.occurred_at), ours=True)
+    else:
         return None
-    if session is not None and now - session.updated_at <= MATCH_WINDOW:
+    if now - late.at <= MATCH_WINDOW:
         return None
-    return event.occurred_at
+    if session is not None:
+        if now - session.updated_at <= MATCH_WINDOW:
+            return None
+        if event.remark and session.state in AFTER_COMPLETION:
+            return None
+    return late
 
 
 def shortest_viewing(duration: float | None) -> float:

@@ -38,8 +38,8 @@ from watchbridge.playback import (
     marks_itself,
     remembers_rating,
     report_of,
+    reported_late,
     session_key,
-    synced_late,
 )
 from watchbridge.readers.plex import found_by_name
 from watchbridge.refused import OVER_AFTER, REFUSALS, lost, lost_earlier, sentence
@@ -672,7 +672,7 @@ async def _webhook(
 
 def _plex_history_read(runtime: Runtime, profile: str, server: str) -> bool:
     """Whether a Plex link reads `profile`'s history from `server` (one it has not read yet:
-    any). Only there is a scrobble dated by its `lastViewedAt` (playback.synced_late): the
+    any). Only there is a scrobble dated by its `lastViewedAt` (playback.reported_late): the
     link would pair it with its history row, and should that `lastViewedAt` be an earlier
     view, the link's read of the new one still brings it; with no link that reading would
     take a rewatch for its earlier view, lost."""
@@ -780,15 +780,17 @@ def ingest_job(
         at, frame = sent_at(event.occurred_at, now), ""
     elif event.source != "generic":
         # Media servers post as it happens; their timestamps (Plex lastViewedAt) can describe
-        # an earlier viewing. Only our generic schema may carry an explicit time.
+        # an earlier viewing. Only our generic schema may carry an explicit time, and a
+        # server's report of a viewing days before (`reported_late`, in `plan`) its own.
         record["occurred_at"] = None
     threshold = float(profile.completion_threshold)
     # Each worked out once: the decision and the rows would otherwise again.
     item_key = event.item.key()
     own_key = session_key(event, item_key)
 
+    plex = event.source == "plex"
     paired_by_a_link = (
-        event.source == "plex"
+        plex
         and event.occurred_at is not None
         and _plex_history_read(runtime, profile_name, event.server)
     )
@@ -796,11 +798,13 @@ def ingest_job(
     def plan(
         session: Session | None, marks: Session | None
     ) -> tuple[Session | None, list[NewOutboxRow]]:
-        late = synced_late(event, session, now) if paired_by_a_link else None
-        when = at if late is None else late
+        # A Plex scrobble only where a Plex link reads that history: were its lastViewedAt the
+        # item's earlier view, that link reads the rewatch back.
+        late = reported_late(event, session, now) if paired_by_a_link or not plex else None
+        when = at if late is None else late.at
         new_session, intents = decide(session, event, threshold, now, marks, at=when, key=own_key)
         rows = rows_for(profile_name, targets, event, intents, item, item_key)
-        if frame and late is None:  # a step of this clock moves `at` (clocksteps)
+        if frame and (late is None or late.ours):  # a step of this clock moves `at` (clocksteps)
             for row in rows:
                 row.payload["frame"] = frame
         return new_session, rows

@@ -107,10 +107,9 @@ def _event(
     user = obj(data.get("User"))
     user_data = obj(item.get("UserData"))
     action = ACTIONS[event]
+    sent = iso_time(data.get("Date"))
     remark = action == "played" and may_be_a_remark(
-        integer(user_data.get("PlayCount")),
-        iso_time(user_data.get("LastPlayedDate")),
-        iso_time(data.get("Date")),
+        integer(user_data.get("PlayCount")), iso_time(user_data.get("LastPlayedDate")), sent
     )
     return MediaEvent(
         source="emby",
@@ -123,9 +122,10 @@ def _event(
         duration_ms=ticks_to_ms(item.get("RunTimeTicks")) or None,
         played=_played(event, playback),
         rating=rating,
-        occurred_at=_occurred_at(data, item, action),
+        occurred_at=_occurred_at(item, action, sent),
         session_id=text(session.get("Id")) or "",
         remark=remark,
+        sent_at=sent,
     )
 
 
@@ -147,13 +147,14 @@ def _player(session: Payload) -> str:
     return ""
 
 
-def _occurred_at(data: Payload, item: Payload, action: Action) -> float | None:
-    """A manual mark is dated by the play it records; everything else by the event's Date."""
+def _occurred_at(item: Payload, action: Action, sent: float | None) -> float | None:
+    """A manual mark is dated by the play it records; everything else by the event's Date
+    (`sent`)."""
     if action == "played":
         marked = iso_time(obj(item.get("UserData")).get("LastPlayedDate"))
         if marked is not None:
             return marked
-    return iso_time(data.get("Date"))
+    return sent
 
 
 def _media_ref(item: Payload, kind: MediaKind, warnings: list[str]) -> MediaRef:

@@ -118,7 +118,6 @@ def _playback(data: Payload, notification: str, kind: MediaKind) -> ParseResult:
         _media_ref(data, kind, warnings),
         position_ms=ticks_to_ms(data.get("PlaybackPositionTicks")),
         played=notification == "playbackstop" and flag(data.get("PlayedToCompletion")) is True,
-        occurred_at=_timestamp(data),
     )
     return accept(event, warnings, integer(data.get("EpisodeNumberEnd")))
 
@@ -146,7 +145,7 @@ def _toggle_played(data: Payload, kind: MediaKind) -> ParseResult:
         "played" if played else "unplayed",
         _media_ref(data, kind, warnings),
         played=played,
-        occurred_at=(last_played if played else None) or sent,
+        occurred_at=last_played if played else None,
         remark=played and may_be_a_remark(integer(data.get("PlayCount")), last_played, sent),
     )
     return accept(event, warnings, integer(data.get("EpisodeNumberEnd")))
@@ -158,7 +157,7 @@ def _rating(data: Payload, kind: MediaKind) -> ParseResult:
         return Ignored(NO_RATING)
     warnings: list[str] = []
     item = _media_ref(data, kind, warnings)
-    event = _event(data, "rate", item, rating=rating, occurred_at=_timestamp(data))
+    event = _event(data, "rate", item, rating=rating)
     return accept(event, warnings)
 
 
@@ -173,6 +172,9 @@ def _event(
     occurred_at: float | None = None,
     remark: bool = False,
 ) -> MediaEvent:
+    """`occurred_at`: when the event names a time of its own (a mark's LastPlayedDate), else
+    None: its send time."""
+    sent = _timestamp(data)
     return MediaEvent(
         source="jellyfin",
         action=action,
@@ -186,9 +188,10 @@ def _event(
         duration_ms=ticks_to_ms(data.get("RunTimeTicks")) or None,
         played=played,
         rating=rating,
-        occurred_at=occurred_at,
+        occurred_at=sent if occurred_at is None else occurred_at,
         session_id=text(data.get("Id")) or "",
         remark=remark,
+        sent_at=sent,
     )
 
 
