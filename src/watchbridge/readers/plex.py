@@ -44,7 +44,10 @@ mark-watched without history do not show there; they arrive with the engine's da
 library scans, not with a person's watching. A person read without history (no account id,
 or no server token) is asked the server's identity and, per library read, how many of their
 movies or episodes were viewed after the newest view read (`watched_cursor`): a run with
-nothing new reads no listing for them either.
+nothing new reads no listing for them either. A view the server learns of late (offline
+downloads synced days later) dated before that newest view is not counted: it waits for the
+next read (the daily full one at the latest); telling it would take one more count per
+library each run (watched items, `viewCount>>=0`) kept beside the cursor.
 """
 
 from __future__ import annotations
