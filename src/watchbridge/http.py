@@ -295,14 +295,16 @@ def ratelimit_until_seconds(headers: Mapping[str, str], now: float) -> float | N
     return _service_wait(moment.timestamp() - now)
 
 
-def _rate_limited(service: str, wait: float, maybe_written: bool) -> Unavailable:
+def _rate_limited(service: str, wait: float, maybe_written: bool, write: bool) -> RateLimited:
     """The error for a rate limit that asks for `wait` seconds: to wait a second more, never
-    more than MAX_RETRY_AFTER; one whose earlier try may have landed says so."""
+    more than MAX_RETRY_AFTER; one whose earlier try may have landed says so (a write's, in
+    its message too). A rate limit still, whatever came before it: a service limiting each
+    account (Trakt) holds that account's deliveries only, not everyone's as an outage would."""
     after = min(wait + 1, MAX_RETRY_AFTER)
-    if maybe_written:
-        message = f"rate limited for {wait:.0f}s after a try that may have landed"
-        return Unavailable(service, message, after, True, status=429)
-    return RateLimited(service, f"rate limited for {wait:.0f}s", after, status=429)
+    landed = " after a try that may have landed" if maybe_written and write else ""
+    return RateLimited(
+        service, f"rate limited for {wait:.0f}s{landed}", after, maybe_written, status=429
+    )
 
 
 def _service_wait(seconds: float) -> float | None:
@@ -789,7 +791,9 @@ class HttpClient:
                     # `block` adds to a wait this request takes inline.
                     await pacer.acquire(bucket, self.retry.max_inline_wait + 1)
                 except Paused as paused:
-                    raise _rate_limited(self.service, paused.seconds, maybe_written) from None
+                    raise _rate_limited(
+                        self.service, paused.seconds, maybe_written, write
+                    ) from None
                 self._waited(time.monotonic() - paced)
             started = time.monotonic()
             self.requests_sent += 1
@@ -863,7 +867,7 @@ class HttpClient:
                     if pacer is not None:
                         pacer.block(wait + 1)
                     if wait > self.retry.max_inline_wait or attempt == self.retry.attempts:
-                        raise _rate_limited(self.service, wait, maybe_written)
+                        raise _rate_limited(self.service, wait, maybe_written, write)
                     last_problem = "rate limited"
                     if pacer is None:
                         await asyncio.sleep(wait)

@@ -1,0 +1,143 @@
+"""A household on one watchbridge: one person's trouble (a rate limit, a locked account, a
+first link run's backlog) holds only that person's deliveries, and the others' plays go out
+promptly; `status` names everyone held."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.base import FakeServer
+from tests.fakes.receiver import AlertReceiver, FakeClock
+from tests.fakes.trakt import CLIENT_ID, FakeTrakt
+from tests.harness import sign_in_trakt
+from tests.test_delivery import INLINE_RETRIES, close_targets, webhook, worker_for
+from watchbridge.app import Runtime
+from watchbridge.config import parse_config
+from watchbridge.deliver.worker import DeliveryWorker
+from watchbridge.http import Pacer
+from watchbridge.model import Ids, MediaRef, ref_to_dict
+from watchbridge.store import NewOutboxRow
+from watchbridge.wiring import build_runtime
+
+pytestmark = pytest.mark.anyio
+
+PEOPLE = {"me": "sean", "you": "bob", "kid": "kim"}  # profile: their own Trakt account
+
+
+@pytest.fixture
+def trakt(start_fake: Callable[[FakeServer], FakeServer]) -> FakeTrakt:
+    fake = start_fake(FakeTrakt())
+    assert isinstance(fake, FakeTrakt)
+    fake.add_movie("Heat", 1995, imdb="tt0113277", tmdb=949)
+    for account in PEOPLE.values():
+        if account not in fake.users:
+            fake.add_user(account)
+    return fake
+
+
+@contextlib.asynccontextmanager
+async def household(
+    tmp_path: Path, trakt: FakeTrakt, receiver: AlertReceiver, clock: Callable[[], float]
+) -> AsyncIterator[Runtime]:
+    """Three people (Plex accounts 1-3), each signed in to a Trakt account of their own, and
+    the link whose first run queues a backlog."""
+    profiles = "".join(
+        f'  {name}: {{users: {{plex: ["{n}"]}}, accounts: {{trakt: {{}}, plex: {{}}}}}}\n'
+        for n, name in enumerate(PEOPLE, 1)
+    )
+    config = parse_config(
+        f"""
+storage: {{path: {tmp_path / "wb.db"}}}
+alerts: {{urls: ["{receiver.apprise_url}"]}}
+services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+  plex: {{url: "http://127.0.0.1:9", token: plex-owner-token}}
+profiles:
+{profiles}links:
+  plex-trakt: {{services: [plex, trakt]}}
+""",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    runtime = build_runtime(config, clock=clock)
+    runtime.open()
+    for profile, account in PEOPLE.items():
+        sign_in_trakt(runtime.store, trakt, profile, now=clock(), user=account)
+    try:
+        yield runtime
+    finally:
+        runtime.close()
+
+
+@contextlib.asynccontextmanager
+async def by_hand(
+    tmp_path: Path, trakt: FakeTrakt, receiver: AlertReceiver, clock: FakeClock
+) -> AsyncIterator[tuple[Runtime, DeliveryWorker]]:
+    """The household and a worker driven pass by pass, Trakt's pacing lifted (the hand-moved
+    clock times it)."""
+    async with household(tmp_path, trakt, receiver, clock) as runtime:
+        worker = worker_for(runtime)
+        worker.targets["trakt"].client.http.retry = INLINE_RETRIES  # type: ignore[attr-defined]
+        lift_the_pacers(worker)
+        try:
+            yield runtime, worker
+        finally:
+            await close_targets(worker)
+
+
+def lift_the_pacers(worker: DeliveryWorker) -> None:
+    """Fresh pacers: a 429 pauses one in real time, which the hand-moved clock has passed."""
+    for profile in PEOPLE:
+        worker.targets["trakt"].client.http.pacers[profile] = Pacer()  # type: ignore[attr-defined]
+
+
+def first_link_run(trakt: FakeTrakt, runtime: Runtime, profile: str, plays: int) -> None:
+    """The backlog a first run of the link queues for `profile`: a play a day of films
+    Trakt knows."""
+    now = runtime.clock()
+    rows = []
+    for n in range(plays):
+        imdb = f"tt{5_000_000 + n}"
+        trakt.add_movie(f"Film {n}", 2000, imdb=imdb)
+        item = MediaRef("movie", Ids(imdb=imdb), title=f"Film {n}", year=2000)
+        at = now - 86400 * (plays - n)
+        key = f"{profile}:trakt:{item.key()}"
+        payload = {"item": ref_to_dict(item), "at": at, "source": "plex", "link": "plex-trakt"}
+        rows.append(NewOutboxRow("trakt", profile, "play", payload, key, f"link:{key}:{at}"))
+    runtime.store.enqueue(rows, now)
+
+
+def waited_play(profile: str, item: MediaRef, at: float) -> NewOutboxRow:
+    """A play a webhook queued that waited: looked for in the person's Trakt history first."""
+    payload = {"item": ref_to_dict(item), "at": at, "source": "plex", "progress": 95.0}
+    key = f"{profile}:trakt:{item.key()}"
+    return NewOutboxRow("trakt", profile, "play", payload, key, f"{key}:{at}")
+
+
+HEAT = MediaRef("movie", Ids(imdb="tt0113277"), title="Heat", year=1995)
+
+
+async def test_a_rate_limit_met_after_a_lost_read_holds_only_that_persons_deliveries(
+    tmp_path: Path, trakt: FakeTrakt, receiver: AlertReceiver, clock: FakeClock
+) -> None:
+    async with by_hand(tmp_path, trakt, receiver, clock) as (runtime, worker):
+        # My play waited; its look at my Trakt history loses its answer, then Trakt
+        # limits my account for 5 minutes. A read lands nothing: a rate limit, no outage.
+        runtime.store.enqueue([waited_play("me", HEAT, clock() - 3600)], clock())
+        trakt.drop_next(1, route="GET /sync/history/movies")
+        trakt.throttle_next(1, retry_after=300, route="GET /sync/history/movies")
+        await worker.pass_once(runtime)
+        clock.advance(5)
+        webhook(runtime, "movie_media_play.json", profile="you")
+        await worker.pass_once(runtime)
+        assert trakt.count("POST", "/scrobble/start") == 1
+        (held,) = [w for w in runtime.store.status().waiting if w.profile == "me"]
+        assert held.reason.startswith("rate limited until")  # not "may have landed"
+        clock.advance(301)
+        lift_the_pacers(worker)
+        await worker.pass_once(runtime)
+        assert [h.item.title for h in trakt.history("sean")] == ["Heat"]
