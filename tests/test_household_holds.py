@@ -141,3 +141,23 @@ async def test_a_rate_limit_met_after_a_lost_read_holds_only_that_persons_delive
         lift_the_pacers(worker)
         await worker.pass_once(runtime)
         assert [h.item.title for h in trakt.history("sean")] == ["Heat"]
+
+
+async def test_status_names_each_held_person_before_anothers_further_reasons(
+    tmp_path: Path, trakt: FakeTrakt, receiver: AlertReceiver, clock: FakeClock
+) -> None:
+    async with by_hand(tmp_path, trakt, receiver, clock) as (runtime, worker):
+        trakt.revoke_tokens("bob")
+        webhook(runtime, "movie_media_play.json", profile="you")
+        await worker.pass_once(runtime)
+        # My backlog, rate limited minute after minute: each hold says its own "until".
+        trakt.throttle_next(1, retry_after=600)
+        for n in range(6):
+            film = MediaRef("movie", Ids(imdb=f"tt{7_000_000 + n}"), title=f"F{n}", year=1995)
+            runtime.store.enqueue([waited_play("me", film, clock() - 3600)], clock())
+            await worker.pass_once(runtime)
+            clock.advance(61)
+        status = runtime.store.status()
+        shown = [(w.profile, w.reason.split(":")[0]) for w in status.waiting]
+        assert ("you", "trakt") in shown  # "trakt: Trakt no longer accepts the sign-in ..."
+        assert [p for p, _ in shown[:2]] == ["me", "you"] and status.waiting_left_out == 2

@@ -4676,12 +4676,18 @@ class Store:
             for r in self._overview("SELECT * FROM cursors ORDER BY service, profile, name")
         ]
         counts = self.outbox_counts()
-        # Holds first (a lost sign-in, an outage: a hold clears failing_since), then most rows.
+        # Each held profile's first reason before any's second: one person's reasons (a
+        # backlog rate-limited minute after minute, each its own "until") must not crowd out
+        # another's lost sign-in. Holds first (a lost sign-in, an outage: a hold clears
+        # failing_since), then most rows.
         reasons = self._overview(
-            "SELECT target, profile, last_error, COUNT(*) AS n, MIN(next_attempt_at) AS t"
+            "SELECT target, profile, last_error, n, t FROM ("
+            " SELECT target, profile, last_error, COUNT(*) AS n, MIN(next_attempt_at) AS t,"
+            " MAX(failing_since IS NOT NULL) AS failing"
             " FROM outbox WHERE status = 'pending' AND last_error IS NOT NULL"
-            f" AND NOT {_UNMATCHED} GROUP BY target, profile, last_error"
-            " ORDER BY MAX(failing_since IS NOT NULL), n DESC, target, profile"
+            f" AND NOT {_UNMATCHED} GROUP BY target, profile, last_error)"
+            " ORDER BY ROW_NUMBER() OVER (PARTITION BY target, profile ORDER BY failing, n DESC,"
+            " t), failing, n DESC, target, profile"
         )
         waiting = reasons[:WAITING_SHOWN]
         return StoreStatus(
