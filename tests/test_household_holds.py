@@ -4,7 +4,9 @@ promptly; `status` names everyone held."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import pytest
 from tests.fakes.base import FakeServer
 from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
-from tests.harness import sign_in_trakt
+from tests.harness import sign_in_trakt, until
 from tests.test_delivery import INLINE_RETRIES, close_targets, webhook, worker_for
 from watchbridge.app import Runtime
 from watchbridge.config import parse_config
@@ -21,7 +23,7 @@ from watchbridge.deliver.worker import DeliveryWorker
 from watchbridge.http import Pacer
 from watchbridge.model import Ids, MediaRef, ref_to_dict
 from watchbridge.store import NewOutboxRow
-from watchbridge.wiring import build_runtime
+from watchbridge.wiring import build_runtime, make_targets
 
 pytestmark = pytest.mark.anyio
 
@@ -161,3 +163,49 @@ async def test_status_names_each_held_person_before_anothers_further_reasons(
         shown = [(w.profile, w.reason.split(":")[0]) for w in status.waiting]
         assert ("you", "trakt") in shown  # "trakt: Trakt no longer accepts the sign-in ..."
         assert [p for p, _ in shown[:2]] == ["me", "you"] and status.waiting_left_out == 2
+
+
+def posts(trakt: FakeTrakt) -> list[str]:
+    return [r.path for r in trakt.requests if r.method == "POST"]
+
+
+async def test_a_live_scrobble_goes_before_the_rest_of_anothers_first_run_backlog(
+    tmp_path: Path, trakt: FakeTrakt, receiver: AlertReceiver, clock: FakeClock
+) -> None:
+    async with by_hand(tmp_path, trakt, receiver, clock) as (runtime, worker):
+        first_link_run(trakt, runtime, "me", 300)  # two batches
+        await worker.pass_once(runtime)
+        assert posts(trakt) == ["/sync/history"]
+        webhook(runtime, "movie_media_play.json", profile="you")  # you press play meanwhile
+        await worker.pass_once(runtime)  # your start and the rest of my backlog
+        assert posts(trakt) == ["/sync/history", "/scrobble/start", "/sync/history"]
+        assert len(trakt.history("sean")) == 300
+
+
+# Trakt takes seconds over a history add of 200 plays (its cost grows with the items, §9).
+SLOW_ADD = 2.0
+
+
+async def test_anothers_first_run_backlog_delays_a_live_scrobble_by_one_batch_at_most(
+    tmp_path: Path, trakt: FakeTrakt, receiver: AlertReceiver
+) -> None:
+    # The service as it runs: its own loops, Trakt's real pacing, the real clock.
+    async with household(tmp_path, trakt, receiver, time.time) as runtime:
+        first_link_run(trakt, runtime, "me", 400)  # two batches of 200
+        trakt.delay_next(2, SLOW_ADD, route="POST /sync/history")
+        worker = DeliveryWorker(make_targets, runtime.config.delivery)
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(runtime, stop))
+        try:
+            await until(lambda: trakt.count("POST", "/sync/history") == 1)  # a batch under way
+            pressed = time.monotonic()
+            webhook(runtime, "movie_media_play.json", profile="you")
+            worker.notify()  # as the webhook route does
+            await until(lambda: trakt.count("POST", "/scrobble/start") == 1, timeout=30)
+            waited = time.monotonic() - pressed
+            # The batch under way, then the scrobble: not the rest of the backlog first.
+            assert waited < SLOW_ADD + 1.5, f"the live scrobble waited {waited:.1f}s"
+            await until(lambda: len(trakt.history("sean")) == 400, timeout=30)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)

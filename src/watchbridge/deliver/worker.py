@@ -203,13 +203,21 @@ async def per_profile(
     by_profile: dict[str, list[OutboxItem]] = defaultdict(list)
     for item in items:
         by_profile[item.profile].append(item)
-    for profile, rows in by_profile.items():
+    for profile, rows in sorted(by_profile.items(), key=lambda pair: _turn(pair[1])):
         try:
             await deliver_profile(profile, rows, outcomes)
         except Exception as exc:
             rest = [row for row in rows if row.id not in outcomes]
             outcomes |= await undecided(store, rest, hold_for(exc, profile))
     return outcomes
+
+
+def _turn(rows: Sequence[OutboxItem]) -> tuple[bool, int]:
+    """A profile's turn in a batch: one with a webhook's row (someone watching now) before
+    those with only a link's, then the fewest rows first. One person's first link run fills
+    the batches that another's live scrobble is claimed into (webhooks' rows first,
+    `Store.claim`); their rows are independent, so the scrobble need not wait behind it."""
+    return all("link" in row.payload for row in rows), len(rows)
 
 
 async def undecided(
