@@ -209,3 +209,22 @@ async def test_anothers_first_run_backlog_delays_a_live_scrobble_by_one_batch_at
         finally:
             stop.set()
             await asyncio.wait_for(task, 10)
+
+
+async def test_one_persons_locked_account_holds_only_their_plays_until_it_is_unlocked(
+    tmp_path: Path, trakt: FakeTrakt, receiver: AlertReceiver, clock: FakeClock
+) -> None:
+    async with by_hand(tmp_path, trakt, receiver, clock) as (runtime, worker):
+        trakt.lock_account("sean")
+        for profile in PEOPLE:
+            runtime.store.enqueue([waited_play(profile, HEAT, clock() - 3600)], clock())
+        await worker.pass_once(runtime)
+        assert [len(trakt.history(account)) for account in PEOPLE.values()] == [0, 1, 1]
+        (held,) = [w for w in runtime.store.status().waiting if w.profile == "me"]
+        assert "locked" in held.reason and runtime.store.outbox_counts()["dead"] == 0
+        await until(lambda: bool(receiver.titles()))
+        assert receiver.titles() == ["watchbridge: trakt deliveries paused for profile me"]
+        trakt.unlock_account("sean")
+        clock.advance(3601)  # tried again hourly
+        await worker.pass_once(runtime)
+        assert [len(trakt.history(account)) for account in PEOPLE.values()] == [1, 1, 1]
