@@ -27,7 +27,8 @@ LINK, PROFILE = "plex-trakt", "jamie"
 JAMIE, JAMIE_TOKEN = 48151623, "managed-user-token-5d4c3b2a"
 KID, KID_TOKEN = 77, "another-managed-user-token-9f8e"
 HISTORY = "/sync/history/episodes"  # Trakt's, read by a full read
-IDLE_PLEX = ["/identity", "/library/sections/1/all", "/library/sections/2/all"]
+# The server's identity, then per library a count of views since and one of watched items.
+IDLE_PLEX = ["/identity", *["/library/sections/1/all"] * 2, *["/library/sections/2/all"] * 2]
 
 
 def plex_with_jamies_plays(start_fake: Callable[[Any], Any]) -> FakePlex:

@@ -9,7 +9,8 @@ Follows ``shared/reference/plex.md`` §2-3. Everything answers ``{"MediaContaine
   ``Media[].Part[].Stream[]``; ``{k1,k2,...}`` (comma-separated) answers every item.
 - ``GET /library/sections``: ``Directory[]`` with ``key``, ``type``, ``title``, ``agent``, ``uuid``.
 - ``GET /library/sections/{key}/all?type=1|2|3|4``: movies, shows, seasons or episodes of a
-  section (with ``lastViewedAt>>=<epoch>``: only those the calling account viewed after it);
+  section (with ``lastViewedAt>>=<epoch>``: only those the calling account viewed after it;
+  with ``viewCount>>=<n>``: only those it viewed more than n times);
   ``Guid[]`` only with ``includeGuids=1``; ``Media`` and ``Part`` without ``Stream`` (streams,
   where HDR and audio details live, only in the item's own answer). Paged by
   ``X-Plex-Container-Start`` / ``X-Plex-Container-Size`` (headers or query); the container
@@ -434,10 +435,13 @@ class FakePlex(FakeServer):
         if kind is None:
             return html_response(BAD_REQUEST, 400)
         keys = self._listing.get((section["key"], kind), [])
-        if "lastViewedAt>>" in req.query:  # `lastViewedAt>>=<epoch>`: viewed after it
-            since = int(req.query["lastViewedAt>>"])
-            viewed = {k: self.state.get((account, k), {}).get("lastViewedAt") for k in keys}
-            keys = [k for k in keys if (viewed[k] or 0) > since]
+        # Filters name the operator in the field (`lastViewedAt>>=<epoch>`: after it;
+        # `viewCount>>=<n>`: more than n, as plexapi's `viewCount>>=0` for watched items).
+        for field in ("lastViewedAt", "viewCount"):
+            if f"{field}>>" in req.query:
+                above = int(req.query[f"{field}>>"])
+                state = {k: self.state.get((account, k), {}).get(field) for k in keys}
+                keys = [k for k in keys if (state[k] or 0) > above]
         start, size = _paging(req, len(keys))
         guids = req.query.get("includeGuids") == "1"
         page = [

@@ -45,9 +45,9 @@ library scans, not with a person's watching. A person read without history (no a
 or no server token) is asked the server's identity and, per library read, how many of their
 movies or episodes were viewed after the newest view read (`watched_cursor`): a run with
 nothing new reads no listing for them either. A view the server learns of late (offline
-downloads synced days later) dated before that newest view is not counted: it waits for the
-next read (the daily full one at the latest); telling it would take one more count per
-library each run (watched items, `viewCount>>=0`) kept beside the cursor.
+downloads synced days later) dated before that newest view is in no such count: a second
+count per library, of their watched items (`viewCount>>=0`), kept beside the cursor as the
+listing read counted them (`watched_in`), tells it (and unwatching).
 """
 
 from __future__ import annotations
@@ -228,6 +228,16 @@ def key_for_ref(ref: MediaRef) -> str | None:
 
 
 @dataclass(frozen=True)
+class Listed:
+    """One listing a person's movies or episodes came from, and how many of its items they
+    have watched (`viewCount` above 0) as it was read."""
+
+    section: str
+    kind: str  # "movie" or "episode"
+    watched: int
+
+
+@dataclass(frozen=True)
 class Library:
     """The listings of one person's chosen libraries."""
 
@@ -235,8 +245,8 @@ class Library:
     shows: Sequence[LibraryItem] = ()
     seasons: Sequence[LibraryItem] = ()
     episodes: Sequence[LibraryItem] = ()
-    # (section key, "movie" or "episode"): the listings its movies and episodes came from
-    listed: tuple[tuple[str, str], ...] = ()
+    # the listings its movies and episodes came from
+    listed: tuple[Listed, ...] = ()
     # ratingKeys listed from libraries of personal media (`Section.matches_nothing`)
     personal: frozenset[str] = frozenset()
 
@@ -2099,9 +2109,11 @@ class PlexReader:
 
     async def _watched_unchanged(self, profile: str, access: Access, cursor: str) -> bool:
         """The cheap check of a person read without history: whether the server is the one
-        read last (`/identity`) and none of the listings their plays came from holds an item
-        they viewed after the newest view read then (one request each, counting, no rows).
-        Like the history's, it sees new plays and marks, not unwatching or ratings."""
+        read last (`/identity`) and, in each listing their plays came from, none of its items
+        was viewed after the newest view read then and as many are watched as then (two
+        requests each, counting, no rows). The second sees a view the server learns of late
+        dated before that newest view (a phone's downloads watched offline), and unwatching;
+        not ratings, nor an unwatch and such a late view in one library between two runs."""
         watched = parse_watched_cursor(cursor)
         if watched is None:
             return False
@@ -2109,15 +2121,17 @@ class PlexReader:
         if await self._identity() != machine:
             return False  # another server at this address: the read notes it
         token = access.token
-        for section, kind in listed:
+        for entry in listed:
+            section, kind = entry.section, entry.kind
             try:
-                viewed = await self.client.viewed_since(section, kind, since, token)
+                if await self.client.viewed_since(section, kind, since, token) != 0:
+                    return False
+                if await self.client.watched_count(section, kind, token) != entry.watched:
+                    return False
             except PlexAuthError as refused:
                 if token is None:  # the server's own token
                     raise await self.tokens.refused(profile, None, refused) from None
                 return False  # the read asks plex.tv for the person's token again, or says
-            if viewed != 0:
-                return False
         if token is None:
             await self.tokens.server_taken()
         return True
@@ -2411,6 +2425,7 @@ class PlexReader:
         rows: dict[str, list[Mapping[str, object]]] = defaultdict(list)
         items: dict[str, list[LibraryItem]] = defaultdict(list)
         personal: set[str] = set()
+        listed: list[Listed] = []
         for section in chosen:
             kinds = ["movie"] if section.type == "movie" else ["show", "episode"]
             if section.type == "show" and "ratings" in self.link.kinds:
@@ -2427,15 +2442,14 @@ class PlexReader:
                 items[kind] += found
                 if section.matches_nothing:
                     personal |= {item.rating_key for item in found if item.rating_key}
-        listed = tuple(
-            (section.key, "movie" if section.type == "movie" else "episode") for section in chosen
-        )
+                if kind in ("movie", "episode"):
+                    listed.append(Listed(section.key, kind, watched_in(found)))
         library = Library(
             items["movie"],
             items["show"],
             items["season"],
             items["episode"],
-            listed,
+            tuple(listed),
             frozenset(personal),
         )
         return library, rows
@@ -2794,26 +2808,38 @@ def arrivals(page: HistoryPage, cursor: str) -> list[HistoryRow] | None:
 def watched_cursor(machine: str, library: Library) -> str:
     """What the cheap check of a person read without history asks about: the server, the
     newest view of their movies and episodes (the server's `lastViewedAt`; 0: none), and
-    the listings they came from ("MACHINE SINCE 1/movie 2/episode"). Pure."""
+    the listings they came from with how many of their items were watched
+    ("MACHINE SINCE 1/movie:3 2/episode:40"). Pure."""
     viewed = [
         int(item.last_viewed_at)
         for item in (*library.movies, *library.episodes)
         if item.view_count > 0 and item.last_viewed_at
     ]
-    listed = " ".join(f"{section}/{kind}" for section, kind in library.listed)
+    listed = " ".join(f"{entry.section}/{entry.kind}:{entry.watched}" for entry in library.listed)
     return f"{machine} {max(viewed, default=0)} {listed}".strip()
 
 
-def parse_watched_cursor(cursor: str) -> tuple[str, int, list[tuple[str, str]]] | None:
+def watched_in(listing: Iterable[LibraryItem]) -> int:
+    """How many items of one listing are watched: what the server counts for `viewCount>>=0`
+    (`PlexClient.watched_count`), so an idle server agrees with the cursor. Pure."""
+    return sum(1 for item in listing if item.view_count > 0)
+
+
+def parse_watched_cursor(cursor: str) -> tuple[str, int, list[Listed]] | None:
     """`watched_cursor`'s parts; None when it names no listing to ask (or is not one: "",
-    as a link run by a version before this check left it). Pure."""
-    machine, since, *listed = [*cursor.split(" "), ""]
-    parts = [entry.partition("/") for entry in listed if entry]
-    if not machine or not since.isdigit() or not parts:
+    as a link run by a version before this check left it, or one without the watched
+    counts, which a version before them left). Pure."""
+    machine, since, *entries = [*cursor.split(" "), ""]
+    listed: list[Listed] = []
+    for entry in filter(None, entries):
+        section, _, counted = entry.partition("/")
+        kind, _, watched = counted.partition(":")
+        if not section or kind not in ("movie", "episode") or not watched.isdigit():
+            return None
+        listed.append(Listed(section, kind, int(watched)))
+    if not machine or not since.isdigit() or not listed:
         return None
-    if any(kind not in ("movie", "episode") or not section for section, _, kind in parts):
-        return None
-    return machine, int(since), [(section, kind) for section, _, kind in parts]
+    return machine, int(since), listed
 
 
 def make_reader(

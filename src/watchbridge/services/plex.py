@@ -609,9 +609,21 @@ class PlexClient:
         after `since` (epoch seconds, the server's `lastViewedAt`): one request answering a
         count and no rows (`lastViewedAt>>=`, container size 0, as plexapi's `totalViewSize`
         asks). None when it cannot tell: the section is gone (404), or no count came."""
-        path = f"/library/sections/{quote(section, safe='')}/all"
         # plexapi sends `lastViewedAt>>=<epoch>` ("after"): the field name carries the operator.
-        params = {"type": LISTING_TYPES[kind], "lastViewedAt>>": int(since)}
+        return await self._counted(section, kind, {"lastViewedAt>>": int(since)}, token)
+
+    async def watched_count(self, section: str, kind: str, token: str | None = None) -> int | None:
+        """How many movies or episodes (`kind`) of one section the token's account has
+        watched, whenever (`viewCount>>=0`, plexapi's filter for watched items): the count
+        of the section's listing whose `viewCount` is above 0. One request, no rows; None as
+        `viewed_since`."""
+        return await self._counted(section, kind, {"viewCount>>": 0}, token)
+
+    async def _counted(
+        self, section: str, kind: str, where: Mapping[str, int], token: str | None
+    ) -> int | None:
+        path = f"/library/sections/{quote(section, safe='')}/all"
+        params = {"type": LISTING_TYPES[kind], **where}
         paging = {"x-plex-container-start": "0", "x-plex-container-size": "0"}
         headers = {**(self._headers(token) or {}), **paging}
         response = await self.http.request("GET", path, params=params, headers=headers)
