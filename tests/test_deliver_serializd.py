@@ -1526,6 +1526,31 @@ async def test_a_links_removal_of_a_tick_keeps_it_for_a_webhook_play_of_ours_log
     assert skipped_total(runtime) == 1
 
 
+async def test_a_links_removal_of_a_tick_keeps_it_for_our_entry_answered_without_its_id(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    """A webhook play of s1e6 logged by us, the add answered with only a message (no id to
+    look for in the diary); a link's run read the tick and queues its removal: our entry
+    stands, so the tick stays (unticked, that play would read as unwatched), as a removal of
+    a play of ours does for one without an id."""
+    clock.now = fake.now()
+    fake.reviews_add_answer = "message"
+    enqueue(runtime, "play", episode(6), clock() - 60, progress=98.0)  # the webhook's
+    await drain(worker, runtime, clock, passes=2)
+    (ours,) = fake.diary()
+    assert fake.ticks() == {(SHOW, SEASON_1, 6)}
+    read_at = clock()
+    clock.advance(120)
+    fake.advance(120)
+    enqueue(runtime, "remove_play", episode(6), UNDATED, record="tick:1396:1:6",
+            link="ts", read_at=read_at)  # fmt: skip
+    await drain(worker, runtime, clock, passes=2)
+    assert fake.ticks() == {(SHOW, SEASON_1, 6)} and fake.diary() == [ours]
+    removal = waiting(runtime)[-1]
+    assert removal["status"] == "done"
+    assert removal["last_error"].startswith("skipped: not unticked: a play of the episode")
+
+
 async def logged_twice_by_us(
     runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
 ) -> tuple[Review, Review, float]:

@@ -496,10 +496,13 @@ class SerializdTarget:
         """A play read as the episode's tick removed: the tick goes, unless a diary entry of
         ours of the episode stands (the tick is the episode's, not that play's alone: a
         webhook play we logged after the link read Serializd would read as unwatched), one
-        Serializd still lists: the user may have deleted it in the app since."""
+        Serializd still lists: the user may have deleted it in the app since. One whose id
+        the add's answer left out cannot be looked for, and keeps the tick."""
         prefix = f"{place.ref.key()}@"
         await self._load(ledger, PLAYS, prefix)
-        if await self._still_listed(ledger, row, _logged_by_us(ledger.plays, place.ref)):
+        if _without_id(ledger.plays, place.ref) or await self._still_listed(
+            ledger, row, _logged_by_us(ledger.plays, place.ref)
+        ):
             log.info(
                 "removing a play from Serializd: not unticked, a play watchbridge logged of "
                 "the episode keeps it ticked",
@@ -1106,6 +1109,20 @@ def _logged_by_us(plays: dict[str, Any], ref: MediaRef) -> dict[str, int]:
             for key, value in plays.items()
             if key.startswith(prefix) and isinstance(value, dict) and not value.get("removed")
         }
+    )
+
+
+def _without_id(plays: dict[str, Any], ref: MediaRef) -> bool:
+    """Whether the ledger holds a dated play of ours of this episode, not removed since, whose
+    diary entry's id the add's answer left out (an undated play is the tick itself)."""
+    prefix = f"{ref.key()}@"
+    return any(
+        key.startswith(prefix)
+        and key != play_key(ref, UNDATED)
+        and isinstance(value, dict)
+        and not value.get("removed")
+        and not isinstance(value.get("review_id"), int)
+        for key, value in plays.items()
     )
 
 
