@@ -256,9 +256,10 @@ class FakeSerializd(FakeServer):
     Inspect: ``diary(user)``, ``ticks(user)``, ``season_marks(user)``, ``watchlisted(user)``
     (plus the base's ``requests``/``calls``/``count``).
     Misbehave: ``expire_tokens``, ``checkpoint_next``, ``require_origin_referer``,
-    ``diary_order``, ``flag_spelling``, ``season_row_keys``, ``show_episode_counts``,
-    ``reviews_add_answer``, ``accept_null_rating``, ``watchlist_clears_watched`` (plus the
-    base's ``fail_next``/``delay_next``/``drop_next``).
+    ``diary_order``, ``diary_total_reviews``, ``deleted_before_page``, ``flag_spelling``,
+    ``season_row_keys``, ``show_episode_counts``, ``reviews_add_answer``,
+    ``accept_null_rating``, ``watchlist_clears_watched`` (plus the base's
+    ``fail_next``/``delay_next``/``drop_next``).
     Clock: ``now``, ``advance``.
     """
 
@@ -274,6 +275,8 @@ class FakeSerializd(FakeServer):
         self.diary_ignores_page = False
         # The user deletes this entry in the app just before this diary page is answered.
         self.deleted_before_page: tuple[int, Review] | None = None
+        # §5.1: `totalReviews` is an int or null ("null": every diary page answers null).
+        self.diary_total_reviews: Literal["count", "null"] = "count"
         # Diary rows answered with a `showSeasons` list lacking their own season (TMDB
         # re-keyed it): the row cannot be placed.
         self.rows_without_their_season: set[int] = set()
@@ -740,7 +743,7 @@ class FakeSerializd(FakeServer):
         return {
             "reviews": [self._review_json(r) for r in shown],
             "totalPages": max(1, math.ceil(len(rows) / size)),
-            "totalReviews": len(rows),
+            "totalReviews": len(rows) if self.diary_total_reviews == "count" else None,
         }
 
     def _diary_order(self, reviews: list[Review]) -> list[Review]:

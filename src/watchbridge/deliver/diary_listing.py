@@ -9,11 +9,18 @@ entries showed) are kept here, per profile, and serve every later check they can
 
 - an entry seen by any read is there (a read the user deleted it after leaves it standing
   until the next run reads: the tick is kept, never taken);
-- an entry not seen is gone only when a whole read is among them, and only if it was listed
-  when that read began: entries we add afterwards are noted as there (`noted`), a read
-  during which we added one counts as a partial read, and one our ledger recorded after the
-  read began (a `watchbridge sync` beside the service adds entries too, never noted here)
-  is not proven gone by it (`proven_gone`);
+- an entry not seen is missed only by a whole read, and only if it was listed when that
+  read began: entries we add afterwards are noted as there (`noted`), a read during which we
+  added one counts as a partial read, and one our ledger recorded after the read began (a
+  `watchbridge sync` beside the service adds entries too, never noted here) is not missed by
+  it (`missed`);
+- one whole read can miss an entry that is there: an entry deleted and another added while
+  its pages are read keep the count it checks, and Serializd may answer no count at all,
+  and either moves the rows after them onto a page already read. So an entry is gone only
+  when a second whole read, begun after the first one that missed it ended, misses it too
+  (`judged`); when that first read ended is kept in the store by the caller (`judged`'s
+  `first_misses`), so that the proof outlives a restart, and forgotten once any read lists
+  the entry;
 - a listing serves a row only when read after the row was planned from its link's read
   (and after its last try), and for `keep` seconds: what the user changed before the plan
   is in it;
@@ -23,7 +30,7 @@ entries showed) are kept here, per profile, and serve every later check they can
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from watchbridge.deliver.trakt import still_fresh
 
@@ -31,12 +38,28 @@ from watchbridge.deliver.trakt import still_fresh
 @dataclass(frozen=True)
 class Listing:
     """The ids of the diary rows seen listed by reads begun at `read_at` or later (our
-    clock), and whether one of them read the whole diary (then an id not among them is gone,
-    if it was listed at `read_at`)."""
+    clock), and whether one of them read the whole diary (then an id not among them, if it
+    was listed at `read_at`, was missed by that read, which ended at `ended_at`)."""
 
     read_at: float
     ids: frozenset[int]
     whole: bool
+    ended_at: float
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a listing says of the entries of ours asked about (review ids)."""
+
+    listed: frozenset[int]  # seen: they stand
+    gone: frozenset[int]  # missed by it and by a whole read that ended before it began
+    missed_once: frozenset[int]  # missed by it, by no whole read before it: not gone yet
+    unread: frozenset[int]  # neither seen nor missed: a read made later may tell
+
+    @property
+    def settled(self) -> bool:
+        """Whether no read made now could tell more of them (none `unread`)."""
+        return not self.unread
 
 
 def serves(listing: Listing | None, since: float, now: float, keep: float) -> bool:
@@ -46,9 +69,9 @@ def serves(listing: Listing | None, since: float, now: float, keep: float) -> bo
     )
 
 
-def proven_gone(listing: Listing, wanted: Mapping[int, float]) -> frozenset[int]:
+def missed(listing: Listing, wanted: Mapping[int, float]) -> frozenset[int]:
     """The entries of ours `wanted` (review id -> when our ledger recorded it, our clock)
-    that the listing proves gone: a whole read, begun after they were recorded, did not list
+    that the listing missed: a whole read, begun after they were recorded, did not list
     them. One recorded since may have been added after the read began."""
     if not listing.whole:
         return frozenset()
@@ -59,11 +82,30 @@ def proven_gone(listing: Listing, wanted: Mapping[int, float]) -> frozenset[int]
     )
 
 
-def standing(listing: Listing, wanted: Mapping[int, float]) -> tuple[frozenset[int], bool]:
-    """Which of the entries `wanted` (as for `proven_gone`) the listing shows, and whether that
-    settles the rest (each one `proven_gone`; or none is left to settle)."""
+def judged(
+    listing: Listing, wanted: Mapping[int, float], first_misses: Mapping[int, float]
+) -> Verdict:
+    """What the listing says of the entries `wanted` (as for `missed`), given when the first
+    whole read that missed each of them ended (`first_misses`, review id -> our clock): one
+    it misses is gone when that read ended before this one began."""
     listed = frozenset(wanted) & listing.ids
-    return listed, listed | proven_gone(listing, wanted) == frozenset(wanted)
+    not_there = missed(listing, wanted)
+    gone = frozenset(
+        review
+        for review in not_there
+        if review in first_misses and first_misses[review] < listing.read_at
+    )
+    return Verdict(listed, gone, not_there - gone, frozenset(wanted) - listed - not_there)
+
+
+def first_missed(
+    listing: Listing, verdict: Verdict, first_misses: Mapping[int, float]
+) -> dict[int, float]:
+    """The entries the listing was the first whole read to miss (`verdict.missed_once`, none
+    remembered yet), each with when that read ended: what the store keeps of them."""
+    return {
+        review: listing.ended_at for review in verdict.missed_once if review not in first_misses
+    }
 
 
 def merged(kept: Listing | None, read: Listing, now: float, keep: float) -> Listing:
@@ -71,7 +113,7 @@ def merged(kept: Listing | None, read: Listing, now: float, keep: float) -> List
     a partial one adds what it saw to a listing still fresh, dated by the older read."""
     if read.whole or kept is None or not still_fresh(kept.read_at, now, keep):
         return read
-    return Listing(min(kept.read_at, read.read_at), kept.ids | read.ids, kept.whole)
+    return Listing(min(kept.read_at, read.read_at), kept.ids | read.ids, kept.whole, kept.ended_at)
 
 
 def noted(listing: Listing, *, added: int | None = None, deleted: int | None = None) -> Listing:
@@ -81,4 +123,4 @@ def noted(listing: Listing, *, added: int | None = None, deleted: int | None = N
         ids.add(added)
     if deleted is not None:
         ids.discard(deleted)
-    return Listing(listing.read_at, frozenset(ids), listing.whole)
+    return replace(listing, ids=frozenset(ids))

@@ -39,11 +39,12 @@ from watchbridge.clocksteps import SENT_AT, sent_before
 from watchbridge.config import DeliveryConfig
 from watchbridge.deliver.diary_listing import (
     Listing,
+    Verdict,
+    first_missed,
+    judged,
     merged,
     noted,
-    proven_gone,
     serves,
-    standing,
 )
 from watchbridge.deliver.trakt import nearby_keys, play_key, still_fresh
 from watchbridge.deliver.worker import (
@@ -90,6 +91,9 @@ TICKS_UNREADABLE = "serializd season ticks unreadable; the play is logged as a f
 PLAYS = "plays"  # ledger: episode key @ minute -> {"review_id", "ticked"} of entries we made
 RATINGS = "ratings"  # ledger: item key -> {"rating", "review_id"} of the last rating we sent
 RATED_ROWS = "rated-rows"  # ledger: review id -> item key, of every rating row we added
+# Review id -> when the first whole read of the diary that did not list that entry of ours
+# ended (our clock): a second one begun after it proves the entry gone (`diary_listing`).
+FIRST_MISSES = "first-misses"
 DIARY_WINDOW = 120.0  # seconds: a diary entry this close to a play is that play
 UNMATCHED_RETRY = 3600.0
 AUTH_HOLD = 1800.0
@@ -107,6 +111,15 @@ LOGGED_SINCE = (
 OURS_KEEP_TICK = (
     "not unticked: a play of the episode that watchbridge logged on Serializd (a diary entry) "
     "keeps it ticked"
+)
+# A removal waiting for a second whole read of the diary comes back this much later: the read
+# that missed an entry serves no longer, and the removals of that drain share the next one.
+SECOND_READ_AFTER = ADDED_READ_KEEP
+MISSED_ONCE = (
+    "one read of the Serializd diary did not list a diary entry watchbridge logged of the "
+    "episode; a read can miss an entry that is there (entries deleted or added while it "
+    "reads), so the entry counts as deleted only if the next read misses it too: the episode "
+    "stays ticked until then"
 )
 CANNOT_DELETE = (
     "Serializd answered that it has no endpoint for deleting diary entries (reviews/delete "
@@ -153,6 +166,15 @@ class Ledger:
     recorded: dict[str, float] = field(default_factory=dict)
     diary: list[DiaryEntry] | None = None  # read only when a row's outcome is unknown
     unreadable: frozenset[int] = frozenset()  # ids of the diary's rows it could not read
+
+
+@dataclass(frozen=True)
+class Standing:
+    """Which of our diary entries (ledger keys) Serializd still lists, and whether any other
+    is not proven gone yet (one whole read missed it, or no whole read was made after it)."""
+
+    keys: set[str]
+    unproven: bool
 
 
 class DiaryUnread(Exception):
@@ -483,8 +505,10 @@ class SerializdTarget:
         await self._record(ledger, PLAYS, gone)
         others = {k: v for k, v in plays.items() if k not in gone and not v.get("removed")}
         standing = await self._still_listed(ledger, row, _entries_of(others))
-        if standing or any(not isinstance(v.get("review_id"), int) for v in others.values()):
+        if standing.keys or any(not isinstance(v.get("review_id"), int) for v in others.values()):
             return Delivered("diary entry deleted; other plays keep the episode ticked")
+        if standing.unproven:
+            return Hold(f"diary entry deleted; {MISSED_ONCE}", SECOND_READ_AFTER, target_wide=False)
         await self.client.unlog_episodes(
             ledger.profile, place.show_id, place.season_id, [place.episode_number]
         )
@@ -500,15 +524,18 @@ class SerializdTarget:
         the add's answer left out cannot be looked for, and keeps the tick."""
         prefix = f"{place.ref.key()}@"
         await self._load(ledger, PLAYS, prefix)
-        if _without_id(ledger.plays, place.ref) or await self._still_listed(
-            ledger, row, _logged_by_us(ledger.plays, place.ref)
-        ):
+        standing = None
+        if not _without_id(ledger.plays, place.ref):
+            standing = await self._still_listed(ledger, row, _logged_by_us(ledger.plays, place.ref))
+        if standing is None or standing.keys:
             log.info(
                 "removing a play from Serializd: not unticked, a play watchbridge logged of "
                 "the episode keeps it ticked",
                 extra={"profile": row.profile, "item": place.ref.describe(), "row": row.id},
             )
             return Skipped(OURS_KEEP_TICK, answered=True)
+        if standing.unproven:
+            return Hold(f"not unticked yet: {MISSED_ONCE}", SECOND_READ_AFTER, target_wide=False)
         await self.client.unlog_episodes(ledger.profile, place.show_id, season_id, [number])
         # Undated plays of ours were that tick: gone with it, so that one queued again ticks
         # again instead of reading as already on Serializd.
@@ -523,20 +550,20 @@ class SerializdTarget:
 
     async def _still_listed(
         self, ledger: Ledger, row: OutboxItem, entries: dict[str, int]
-    ) -> set[str]:
+    ) -> Standing:
         """Which of our diary entries `entries` (ledger key -> review id) Serializd still
         lists. The ledger knows what we wrote, not what the user deleted in the app since:
-        an entry deleted there is forgotten (marked removed), and keeps no tick. Free without
-        entries to look for; else see `_listed`. A diary that cannot be read raises: the row
-        waits, the tick and the ledger as they are."""
+        an entry proven deleted there is forgotten (marked removed), and keeps no tick. Free
+        without entries to look for; else see `_listed`. A diary that cannot be read raises:
+        the row waits, the tick and the ledger as they are."""
         if not entries:
-            return set()
+            return Standing(set(), unproven=False)
         # Review id -> when its record was written (the latest, should two keys name it).
         wanted: dict[int, float] = {}
         for key, review in entries.items():
             wanted[review] = max(wanted.get(review, 0.0), ledger.recorded.get(key, math.inf))
-        listed = await self._listed(ledger.profile, row, wanted)
-        deleted = {key for key, review in entries.items() if review not in listed}
+        verdict = await self._listed(ledger.profile, row, wanted)
+        deleted = {key for key, review in entries.items() if review in verdict.gone}
         if deleted:
             log.info(
                 "serializd diary entries watchbridge logged were deleted on Serializd since: "
@@ -545,36 +572,84 @@ class SerializdTarget:
             )
             gone = {key: {"review_id": None, "removed": True} for key in deleted}
             await self._record(ledger, PLAYS, gone)
-        return set(entries) - deleted
+        listed = {key for key, review in entries.items() if review in verdict.listed}
+        return Standing(listed, unproven=bool(verdict.missed_once | verdict.unread))
 
-    async def _listed(self, profile: str, row: OutboxItem, wanted: Mapping[int, float]) -> set[int]:
-        """Which of the diary entries `wanted` (review id -> when our ledger recorded it)
-        still stand, from what the run's reads saw (`diary_listing`) when they settle it:
-        free once the diary was read whole in the run, or when they saw every one (the look
-        at the newest pages often did). Else the pages until each is seen, all of them for
-        one deleted (`diary_lists`: no cheaper read proves an entry gone, §5.1), kept for the
-        checks after it. One no read proves gone stands."""
+    async def _listed(self, profile: str, row: OutboxItem, wanted: Mapping[int, float]) -> Verdict:
+        """What the run's reads (`diary_listing`) say of the diary entries `wanted` (review id
+        -> when our ledger recorded it), when they settle it: free once the diary was read
+        whole in the run, or when they saw every one (the look at the newest pages often
+        did). Else the pages until each is seen, all of them for one deleted (`diary_lists`:
+        no cheaper read proves an entry gone, §5.1), kept for the checks after it. An entry
+        a whole read misses is gone only once a second one, begun after it, misses it too."""
         since = max(row.planned_from, row.next_attempt_at)
         kept = self._listings.get(profile)
         listed: frozenset[int] = frozenset()
         if kept is not None and serves(kept, since, self.clock(), ADDED_READ_KEEP):
-            listed, settled = standing(kept, wanted)
-            if settled:
-                return set(listed)
+            misses = await self._first_misses(profile)
+            verdict = judged(kept, wanted, misses)
+            if verdict.settled:
+                return await self._remember(profile, kept, verdict, misses)
+            listed = verdict.listed
         rest = {review: at for review, at in wanted.items() if review not in listed}
         started, adds = self.clock(), self._adds[profile]
         read = await self.client.diary_lists(profile, set(rest))
-        seen = self._note_listing(profile, started, adds, read)
-        return set(wanted) - proven_gone(seen, rest)
+        seen = await self._note_listing(profile, started, adds, read)
+        misses = await self._first_misses(profile)
+        verdict = await self._remember(profile, seen, judged(seen, rest, misses), misses)
+        return replace(verdict, listed=verdict.listed | listed)
 
-    def _note_listing(self, profile: str, started: float, adds: int, read: DiaryListing) -> Listing:
-        """Keep what a read begun at `started` (after `adds` entries of ours) saw listed;
-        that read's listing."""
+    async def _first_misses(self, profile: str) -> dict[int, float]:
+        """When the first whole read that missed each entry of ours ended (FIRST_MISSES)."""
+        kept = await asyncio.to_thread(self.store.mirror_get, NAME, profile, FIRST_MISSES)
+        return {
+            int(review): float(at)
+            for review, at in kept.items()
+            if review.isdigit() and isinstance(at, int | float)
+        }
+
+    async def _remember(
+        self, profile: str, listing: Listing, verdict: Verdict, misses: Mapping[int, float]
+    ) -> Verdict:
+        """Keep when `listing` ended for the entries it was the first whole read to miss (none
+        in `misses`, as `_first_misses` read them), and forget those it proved gone;
+        `verdict` as given."""
+        first = first_missed(listing, verdict, misses)
+        if first:
+            log.info(
+                "serializd diary entries watchbridge logged were not listed by a read of the "
+                "whole diary: they count as deleted only if the next read misses them too",
+                extra={"profile": profile, "entries": len(first)},
+            )
+            values = {str(review): at for review, at in first.items()}
+            await asyncio.to_thread(
+                self.store.mirror_put, NAME, profile, FIRST_MISSES, values, self.clock()
+            )
+        if verdict.gone:
+            await asyncio.to_thread(
+                self.store.mirror_remove,
+                NAME,
+                profile,
+                FIRST_MISSES,
+                [str(review) for review in sorted(verdict.gone)],
+            )
+        return verdict
+
+    async def _note_listing(
+        self, profile: str, started: float, adds: int, read: DiaryListing
+    ) -> Listing:
+        """Keep what a read begun at `started` (after `adds` entries of ours) saw listed, and
+        forget the first misses of the entries it lists (they were there); that read's
+        listing."""
         whole = read.whole and self._adds[profile] == adds
-        seen = Listing(started, read.ids, whole)
+        seen = Listing(started, read.ids, whole, self.clock())
         self._listings[profile] = merged(
             self._listings.get(profile), seen, self.clock(), ADDED_READ_KEEP
         )
+        missed_before = await self._first_misses(profile)
+        listed = [str(review) for review in sorted(missed_before.keys() & read.ids)]
+        if listed:
+            await asyncio.to_thread(self.store.mirror_remove, NAME, profile, FIRST_MISSES, listed)
         return seen
 
     def _note_ours(
@@ -635,7 +710,7 @@ class SerializdTarget:
         adds = self._adds[profile]
         read = await self.client.diary_added_since(profile, since)
         self._added[profile] = (since, now, read)
-        self._note_listing(profile, now, adds, DiaryListing(read.listed, whole=False))
+        await self._note_listing(profile, now, adds, DiaryListing(read.listed, whole=False))
         return read
 
     async def _written_for(self, ledger: Ledger, place: Place, expected: str) -> str:
@@ -980,7 +1055,8 @@ class SerializdTarget:
             started, adds = self.clock(), self._adds[ledger.profile]
             read = await self.client.diary_read(ledger.profile)
             ledger.diary, ledger.unreadable = read.entries, read.unreadable
-            self._note_listing(ledger.profile, started, adds, DiaryListing(read.listed, True))
+            listing = DiaryListing(read.listed, True)
+            await self._note_listing(ledger.profile, started, adds, listing)
         return ledger.diary
 
     async def _place(self, item: MediaRef) -> Place | Retry:
