@@ -18,6 +18,7 @@ import pytest
 
 from watchbridge.cli import cli
 from watchbridge.config import NOT_A_KEY, AlertKind, Config, Duration, load_config, parse_config
+from watchbridge.deliver.serializd import SECOND_READ_AFTER
 from watchbridge.deliver.worker import STOP_GRACE
 from watchbridge.errors import ConfigError
 from watchbridge.http import PLAIN_AT_HTTPS_PORT
@@ -318,6 +319,7 @@ def test_the_readme_quotes_every_answer_of_a_proxy_at_its_https_port() -> None:
         (f"open connections get their {CONNECTION_DRAIN_SECONDS} s", README),
         (f"A delivery under way gets {STOP_GRACE:g} s for its answer", README),
         (f"its own tries at most every {OWED_AT_MOST_EVERY:g} s", README),
+        (f"The second is the removal's next try, {SECOND_READ_AFTER / 60:g} minutes later", README),
         (
             f"A server Tautulli has not reported for {TAUTULLI_SERVER_LAPSES / 86400:g} days",
             WEBHOOKS,
