@@ -22,7 +22,7 @@ from watchbridge.metrics import Metrics
 from watchbridge.readers.plex import unfiltered_history
 from watchbridge.refused import OVER_AFTER, RefusedWebhooks
 from watchbridge.signins import Facts, sign_in_states
-from watchbridge.statuspage import ROUTES, render
+from watchbridge.statuspage import ROUTES, PageState, render
 from watchbridge.store import NewOutboxRow, Store
 
 SECRETS = ("hook-secret-9137", "api-token-5521", "trakt-secret-7731")
@@ -50,7 +50,7 @@ LINK_A = (
 
 
 def page(config: Config, store: Store) -> str:
-    return render(config, store.status(), now=10_000.0)
+    return render(PageState(config, store.status()), 10_000.0)
 
 
 def test_the_page_shows_the_queue_and_dead_letters_with_what_to_do(tmp_path: Path) -> None:
@@ -200,7 +200,7 @@ def test_a_link_failing_longer_than_runs_are_kept_still_says_when_it_went_throug
             assert run is not None
             store.finish_run(run, started + 100.0, outcome, {}, 1, "trakt: 503")
         assert store.prune(40 * day + 200.0, 7 * day, 7 * day)["sync_runs"] == 1
-        html = render(config, store.status(), now=40 * day + 200.0)
+        html = render(PageState(config, store.status()), 40 * day + 200.0)
     assert '<span class="bad">failed</span>: trakt: 503; last went through 40 d ago' in html
 
 
@@ -218,7 +218,7 @@ def test_the_page_names_an_anilist_sign_in_to_renew(tmp_path: Path) -> None:
     config = config_for(tmp_path)
     sign_ins = sign_in_states([Facts("me", "anilist", None)], 10_000.0)
     with Store.open(tmp_path / "watchbridge.db") as store:
-        html = render(config, store.status(), 10_000.0, sign_ins)
+        html = render(PageState(config, store.status(), sign_ins), 10_000.0)
     assert (
         '<td>me</td><td>anilist</td><td><span class="bad">not signed in</span></td><td>-</td>'
         '<td><span class="bad">not signed in: run `watchbridge auth anilist --profile me`'
@@ -290,7 +290,8 @@ def test_the_page_and_api_say_when_alerts_cannot_reach_anyone(tmp_path: Path) ->
 def test_the_page_says_when_this_machines_clock_is_far_off_a_services(tmp_path: Path) -> None:
     config = config_for(tmp_path)
     with Store.open(tmp_path / "watchbridge.db") as store:
-        html = render(config, store.status(), 10_000.0, clocks={"trakt": 1200.0, "plex": 3.0})
+        clocks = {"trakt": 1200.0, "plex": 3.0}
+        html = render(PageState(config, store.status(), clocks=clocks), 10_000.0)
     assert "The clocks of this machine and of trakt differ by 20 minute(s)" in html
     assert "NTP" in html
     assert "of plex" not in html  # seconds apart: nothing to say
@@ -322,7 +323,8 @@ def test_refused_webhooks_taken_again_since_are_no_longer_shown_as_a_problem(
     refused.taken("tautulli", 1_100.0)  # its secret was fixed; Jellyfin's setup was not
     config = config_for(tmp_path)
     with Store.open(tmp_path / "watchbridge.db") as store:
-        html = render(config, store.status(), 1_000.0 + OVER_AFTER, refused=refused.recent())
+        state = PageState(config, store.status(), refused=refused.recent())
+        html = render(state, 1_000.0 + OVER_AFTER)
     going_on, _, over = html.partition("taken again since")
     assert '<span class="bad">400 malformed</span>' in going_on
     assert "<td>tautulli</td>" not in going_on and "<td>tautulli</td>" in over
@@ -339,7 +341,8 @@ def test_refused_webhooks_taken_again_still_say_their_plays_were_not_recorded(
     refused.taken("tautulli", 1_100.0)
     config = config_for(tmp_path)
     with Store.open(tmp_path / "watchbridge.db") as store:
-        html = render(config, store.status(), 30 * 86400.0, refused=refused.recent())
+        state = PageState(config, store.status(), refused=refused.recent())
+        html = render(state, 30 * 86400.0)
     _, _, over = html.partition("taken again since")
     assert "were not recorded" in over and "only a Plex link&#x27;s sync" in over
     assert '"bad"' not in over  # told, not in red: the refusals are over

@@ -1,5 +1,6 @@
 """The status page at `/` (the Home Assistant sidebar, Unraid's WebUI): what `watchbridge status`
-says, as one small HTML page. Pure: state in, HTML out. No secret is ever on it.
+says, as one small HTML page. `page_state` reads what it shows from the Runtime at one
+moment; `render` is pure: that state in, HTML out. No secret is ever on it.
 
 Links, the forms and their redirects are relative, so the page works behind Home Assistant's
 ingress path. Its forms start a profile's Trakt sign-in (pagesignin.py) and show the code, and
@@ -11,9 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import html
-import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from litestar import MediaType, Response, get, post
@@ -47,37 +48,78 @@ from watchbridge.unmapped import Sighting
 from watchbridge.webhooks import SOURCES
 
 
+@dataclass(frozen=True)
+class PageState:
+    """Everything the page shows, as read at one moment (`page_state`); `render` makes the
+    HTML of it."""
+
+    config: Config
+    status: StoreStatus
+    # Each profile's Trakt, AniList and Serializd sign-in.
+    sign_ins: Sequence[SignIn] = ()
+    # Accounts whose webhooks no profile takes, since the start.
+    unmapped: Sequence[Sighting] = ()
+    # What this start told of the time the service was away.
+    downtime: str | None = None
+    # Plex servers reported twice to a profile.
+    doublings: Sequence[Doubling] = ()
+    # Webhooks refused since the start, by source and kind.
+    refused: Sequence[Refusal] = ()
+    # Whether alerts reach anyone, which they cannot tell themselves.
+    alerts: Health | None = None
+    # How far each service's clock is ahead of ours.
+    clocks: Mapping[str, float] = field(default_factory=dict)
+    # State kept for profiles and links the config no longer has.
+    kept: Sequence[Leftover] = ()
+    # Accounts renamed on a media server whose webhooks went by the id remembered for the
+    # name a profile lists, since the start.
+    renamed: Sequence[RenameSighting] = ()
+    # Accounts made again with a new id, whose webhooks went by the name remembered for the
+    # id a profile lists, since the start.
+    new_ids: Sequence[NewIdSighting] = ()
+    # Profiles whose last Plex history read got rows of other accounts.
+    unfiltered: Sequence[UnfilteredHistory] = ()
+    # Sign-ins started from the page, running or just over.
+    signing_in: Sequence[PageSignIn] = ()
+    # The app it runs as, whose user may have no terminal.
+    home_assistant: HomeAssistantApp | None = None
+    # When the page's button last queued the dead letters again, and what it told.
+    retried: tuple[float, list[str]] | None = None
+    # Why the database cannot be written, while so.
+    storage: StorageFault | None = None
+
+
+async def page_state(runtime: Runtime, now: float) -> PageState:
+    """What the page shows, read from the runtime and its store (the store off the loop)."""
+    config = runtime.config
+    status = await asyncio.to_thread(runtime.store_status)
+    sign_ins = await asyncio.to_thread(current_sign_ins, config, runtime.store, now)
+    kept = await asyncio.to_thread(leftovers, config, runtime.store)
+    return PageState(
+        config=config,
+        status=status,
+        sign_ins=sign_ins,
+        unmapped=runtime.unmapped.recent(),
+        downtime=runtime.downtime,
+        doublings=runtime.senders.recent(now),
+        refused=runtime.refused.recent(),
+        alerts=runtime.notifier.health(),
+        clocks=dict(runtime.metrics.clocks),
+        kept=kept,
+        renamed=runtime.account_ids.recent(),
+        new_ids=runtime.account_ids.recent_new_ids(),
+        unfiltered=list(runtime.metrics.unfiltered.values()),
+        signing_in=runtime.page_sign_ins.recent(now),
+        home_assistant=runtime.home_assistant,
+        retried=runtime.page_retried,
+        storage=runtime.storage_fault,
+    )
+
+
 @get("/", guards=[require_api_token], media_type=MediaType.HTML)
 async def status_page(runtime: NamedDependency[Runtime]) -> str:
-    status = await asyncio.to_thread(runtime.store_status)
     now = runtime.clock()
-    sign_ins = await asyncio.to_thread(current_sign_ins, runtime.config, runtime.store, now)
-    unmapped = runtime.unmapped.recent()
-    renamed = runtime.account_ids.recent()
-    new_ids = runtime.account_ids.recent_new_ids()
-    doublings = runtime.senders.recent(now)
-    refused = runtime.refused.recent()
-    kept = await asyncio.to_thread(leftovers, runtime.config, runtime.store)
-    return render(
-        runtime.config,
-        status,
-        now,
-        sign_ins,
-        unmapped,
-        runtime.downtime,
-        doublings,
-        refused,
-        runtime.notifier.health(),
-        runtime.metrics.clocks,
-        kept,
-        renamed,
-        new_ids,
-        list(runtime.metrics.unfiltered.values()),
-        runtime.page_sign_ins.recent(now),
-        runtime.home_assistant,
-        runtime.page_retried,
-        runtime.storage_fault,
-    )
+    return render(await page_state(runtime, now), now)
 
 
 def from_this_site(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
@@ -142,41 +184,9 @@ _STYLE = (
 )
 
 
-def render(
-    config: Config,
-    status: StoreStatus,
-    now: float | None = None,
-    sign_ins: Sequence[SignIn] = (),
-    unmapped: Sequence[Sighting] = (),
-    downtime: str | None = None,
-    doublings: Sequence[Doubling] = (),
-    refused: Sequence[Refusal] = (),
-    alerts: Health | None = None,
-    clocks: Mapping[str, float] | None = None,
-    kept: Sequence[Leftover] = (),
-    renamed: Sequence[RenameSighting] = (),
-    new_ids: Sequence[NewIdSighting] = (),
-    unfiltered: Sequence[UnfilteredHistory] = (),
-    signing_in: Sequence[PageSignIn] = (),
-    home_assistant: HomeAssistantApp | None = None,
-    retried: tuple[float, list[str]] | None = None,
-    storage: StorageFault | None = None,
-) -> str:
-    """The whole page for one moment (`sign_ins`: each profile's Trakt, AniList and Serializd
-    sign-in; `unmapped`: accounts whose webhooks no profile takes, since the start; `downtime`: what
-    this start told of the time the service was away; `doublings`: Plex servers reported
-    twice to a profile; `refused`: webhooks refused since the start, by source and kind;
-    `alerts`: whether alerts reach anyone, which they cannot tell themselves; `clocks`: how
-    far each service's clock is ahead of ours; `kept`: state kept for profiles and links the
-    config no longer has; `renamed`: accounts renamed on a media server whose webhooks went
-    by the id remembered for the name a profile lists, since the start; `new_ids`: accounts
-    made again with a new id, whose webhooks went by the name remembered for the id a profile
-    lists, since the start; `unfiltered`: profiles whose last Plex history read got rows of
-    other accounts; `signing_in`: sign-ins started from the page, running or just over;
-    `home_assistant`: the app it runs as, whose user may have no terminal; `retried`: when
-    the page's button last queued the dead letters again, and what it told; `storage`: why
-    the database cannot be written, while so)."""
-    now = time.time() if now is None else now
+def render(state: PageState, now: float) -> str:
+    """The whole page for one moment (pure)."""
+    status = state.status
     outbox = status.outbox
     rows = [
         ("queued", f"{outbox['pending']} pending, {outbox['inflight']} in flight"),
@@ -212,7 +222,7 @@ def render(
                 "<code>discard</code>",
             )
             + (_RETRY_BUTTON if status.dead_letters else "")
-            + _retried(retried, now),
+            + _retried(state.retried, now),
         ),
         *_kept_off(status.kept_off),
     ]
@@ -220,40 +230,45 @@ def render(
         # First: while it lasts nothing is recorded, delivered or synced.
         *(
             []
-            if storage is None
-            else [f'<p class="bad">{_e(storage.title)}. {_e(storage.message)}</p>']
+            if state.storage is None
+            else [f'<p class="bad">{_e(state.storage.title)}. {_e(state.storage.message)}</p>']
         ),
-        "<h2>Deliveries</h2>" + _table(("", ""), rows) + _clocks(clocks or {}),
+        "<h2>Deliveries</h2>" + _table(("", ""), rows) + _clocks(state.clocks),
         *(
             []
-            if alerts is None
-            else ["<h2>Alerts</h2>" + _alerts(alerts, now, _from_options_form(home_assistant))]
+            if state.alerts is None
+            else [
+                "<h2>Alerts</h2>"
+                + _alerts(state.alerts, now, _from_options_form(state.home_assistant))
+            ]
         ),
         "<h2>Links</h2>"
-        + _links(config, status.last_runs, status.last_success_at, now)
-        + "".join(f'<p class="bad">{_e(u.message)} ({_age(u.at, now)}).</p>' for u in unfiltered)
-        + _kept(kept, "link"),
+        + _links(state.config, status.last_runs, status.last_success_at, now)
+        + "".join(
+            f'<p class="bad">{_e(u.message)} ({_age(u.at, now)}).</p>' for u in state.unfiltered
+        )
+        + _kept(state.kept, "link"),
         "<h2>Profiles</h2>"
-        + _profiles(config)
-        + _sign_ins(sign_ins, now, signing_in)
-        + _kept(kept, "profile"),
+        + _profiles(state.config)
+        + _sign_ins(state.sign_ins, now, state.signing_in)
+        + _kept(state.kept, "profile"),
         "<h2>Webhooks</h2>"
         + "<p>Post to <code>/webhooks/SOURCE/SECRET</code> on port "
-        + str(config.server.webhook_port or config.server.port)
+        + str(state.config.server.webhook_port or state.config.server.port)
         + f" (sources: {', '.join(SOURCES)}). The secret is not shown here: "
         "<code>watchbridge webhook-urls</code> prints the full URLs.</p>"
-        + (f'<p class="bad">{_e(downtime)}</p>' if downtime else "")
-        + "".join(_doubling(d) for d in doublings)
-        + _refused(refused, now)
-        + _renamed(renamed, now)
-        + _new_ids(new_ids, now)
-        + _unmapped(unmapped, now),
+        + (f'<p class="bad">{_e(state.downtime)}</p>' if state.downtime else "")
+        + "".join(_doubling(d) for d in state.doublings)
+        + _refused(state.refused, now)
+        + _renamed(state.renamed, now)
+        + _new_ids(state.new_ids, now)
+        + _unmapped(state.unmapped, now),
     ]
     # While a code waits to be entered, the page looks again by itself to tell when it was.
-    waiting = any(one.running for one in signing_in)
+    waiting = any(one.running for one in state.signing_in)
     commands_help = (
         f"<p>{_e(COMMANDS_HELP)}</p>"
-        if home_assistant is not None and names_a_command("".join(sections))
+        if state.home_assistant is not None and names_a_command("".join(sections))
         else ""
     )
     return (
