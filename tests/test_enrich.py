@@ -48,6 +48,7 @@ from watchbridge.http import Pacer, RetryPolicy
 from watchbridge.ids import (
     ANIME,
     PLEX_IDENTITY_RETRY,
+    RETRY_LOOKUP_SPACING,
     SERIES_MISSING_TTL,
     SERVER_OUTAGE_PAUSE,
     SHOW_TMDB,
@@ -1646,3 +1647,34 @@ async def test_a_media_server_down_for_hours_logs_its_lookups_hourly_not_each_mi
     assert 1 <= len(warnings_of(caplog, "series lookup failed")) <= 3
     assert 1 <= len(warnings_of(caplog, "request failed")) <= 3
     assert [r.getMessage() for r in caplog.records].count("series lookups work again") == 1
+
+
+async def test_unmatched_rows_of_one_round_are_tried_again_each_at_a_moment_of_their_own(
+    start_fake: Callable[[FakeServer], FakeServer], store: Store, clock: FakeClock
+) -> None:
+    # Serializd's rows of episodes Trakt's id search does not know (their TMDB ids only), all
+    # tried at once: their next tries, and so their searches, come RETRY_LOOKUP_SPACING apart.
+    trakt = start_fake(FakeTrakt())
+    assert isinstance(trakt, FakeTrakt)
+    client = TraktClient(TraktConfig(CLIENT_ID, api_url=trakt.url, auth_url=trakt.url), store)
+    client.http.pacers[""] = Pacer()  # Trakt's read pacing runs on the real clock
+    enricher = Enricher(store, clock, search=client.search)
+    try:
+        waits = []
+        for n in range(3):
+            episode = MediaRef("episode", Ids(tmdb=str(8_000_000 + n)), season=1, number=n + 1)
+            _, waiting = await waiting_for_ids(
+                enricher,
+                episode,
+                SHOW_TMDB,
+                "generic",
+                credentials_hold=900,
+                unmatched_retry=3600,
+                why="Serializd keys shows by TMDB id",
+            )
+            assert isinstance(waiting, Retry) and waiting.reason.startswith("unmatched:")
+            waits.append(waiting.after)
+    finally:
+        await client.aclose()
+    assert trakt.count("GET", "/search/{id_type}/{id}") == 3
+    assert waits == [3600, 3600 + RETRY_LOOKUP_SPACING, 3600 + 2 * RETRY_LOOKUP_SPACING]

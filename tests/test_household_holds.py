@@ -21,8 +21,9 @@ from watchbridge.app import Runtime
 from watchbridge.config import parse_config
 from watchbridge.deliver.worker import DeliveryWorker
 from watchbridge.http import Pacer
+from watchbridge.ids import RETRY_LOOKUP_SPACING
 from watchbridge.model import Ids, MediaRef, ref_to_dict
-from watchbridge.store import NewOutboxRow
+from watchbridge.store import NewOutboxRow, Store
 from watchbridge.wiring import build_runtime, make_targets
 
 pytestmark = pytest.mark.anyio
@@ -228,3 +229,54 @@ async def test_one_persons_locked_account_holds_only_their_plays_until_it_is_unl
         clock.advance(3601)  # tried again hourly
         await worker.pass_once(runtime)
         assert [len(trakt.history(account)) for account in PEOPLE.values()] == [1, 1, 1]
+
+
+def unmatched_jellyfin_plays(runtime: Runtime, profile: str, count: int) -> None:
+    """`count` plays Jellyfin's webhooks queued for `profile` (services.jellyfin not set), of
+    episodes known by their TMDB id only, which Trakt's id search does not know: each waits as
+    unmatched and is tried again, hourly at first."""
+    now = runtime.clock()
+    with runtime.store.transaction() as conn:
+        for n in range(count):
+            item = MediaRef("episode", Ids(tmdb=str(9_000_000 + n)), season=1, number=n + 1)
+            payload = {"item": ref_to_dict(item), "at": now - 60, "source": "jellyfin"}
+            key = f"{profile}:trakt:{item.key()}"
+            event = conn.execute(
+                "INSERT INTO events (received_at, source, kind, profile, payload)"
+                " VALUES (?, 'jellyfin', 'scrobble', ?, '{}')",
+                (now, profile),
+            ).lastrowid
+            row = NewOutboxRow("trakt", profile, "play", payload, key, f"{key}:{now}")
+            Store._insert_outbox(conn, [row], now, event)
+
+
+def searches(trakt: FakeTrakt) -> int:
+    return sum(1 for r in trakt.requests if r.method == "GET" and r.path.startswith("/search/"))
+
+
+async def test_one_persons_unmatched_retries_spend_trakts_lookups_apart_from_a_live_scrobble(
+    tmp_path: Path, trakt: FakeTrakt, receiver: AlertReceiver, clock: FakeClock
+) -> None:
+    async with by_hand(tmp_path, trakt, receiver, clock) as (runtime, worker):
+        # The app's lookups share one bucket (unsigned): its pacing lifted, searches counted.
+        worker.targets["trakt"].client.http.pacers[""] = Pacer()  # type: ignore[attr-defined]
+        unmatched_jellyfin_plays(runtime, "me", 300)
+        await worker.pass_once(runtime)
+        await worker.pass_once(runtime)
+        assert searches(trakt) == 300 and runtime.store.unmatched_count() == 300
+        clock.advance(3601)  # my hourly retries come round; you press play just then
+        webhook(runtime, "movie_media_play.json", profile="you")
+        sent = len(trakt.requests)
+        await worker.pass_once(runtime)
+        assert trakt.count("POST", "/scrobble/start") == 1
+        # Not 200 searches first (a batch of my retries: two minutes of Trakt's pacing).
+        assert searches(trakt) - 300 <= 2, [r.path for r in trakt.requests[sent:]]
+        per_pass = []
+        for _ in range(25):  # my round, spread over its ten minutes
+            before = searches(trakt)
+            clock.advance(30)
+            await worker.pass_once(runtime)
+            per_pass.append(searches(trakt) - before)
+        assert searches(trakt) == 600  # one search per item and round
+        assert max(per_pass) <= 30 / RETRY_LOOKUP_SPACING + 1
+        assert runtime.store.unmatched_count() == 300

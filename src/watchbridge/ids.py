@@ -32,6 +32,11 @@ FOUND_TTL = 30 * 86400.0
 # Under the hourly retry of an unmatched row: each retry asks again (a fresh episode may be
 # added on Trakt an hour after it aired).
 MISSING_TTL = 3000.0
+# Trakt's lookups without a sign-in (id search, season lists) share one bucket per app and
+# address: 500 per 5 minutes (reference §3). The retries of unmatched rows take at most 150 of
+# them, one every RETRY_LOOKUP_SPACING seconds (see RetrySlots): the rest stays free for the
+# lookups of plays going out now and for link runs.
+RETRY_LOOKUP_SPACING = 2.0
 PLEX_FOUND_TTL = 7 * 86400.0
 PLEX_MISSING_TTL = 3600.0  # PMS may still be matching a freshly added file
 SERIES_FOUND_TTL = 7 * 86400.0
@@ -332,6 +337,25 @@ def _first(rows: Sequence[Sequence[Any]], wanted: Callable[[ListedRow], bool]) -
 
 
 SEARCH_FAILED = "trakt id search failed"
+
+
+@dataclass
+class RetrySlots:
+    """Moments for unmatched rows to be tried again, one after the other: a row that made
+    `lookups` requests now keeps that many RETRY_LOOKUP_SPACINGs of its next round to itself.
+    Rows that went unmatched together (one person's backlog, all retried hourly) would come
+    back together, and their lookups would hold up every delivery behind them. Pure: times are
+    passed in."""
+
+    next_free: float = 0.0
+
+    def take(self, earliest: float, lookups: int) -> float:
+        """The moment, not before `earliest`, for a row that made `lookups` requests now."""
+        at = max(earliest, self.next_free)
+        self.next_free = at + max(1, lookups) * RETRY_LOOKUP_SPACING
+        return at
+
+
 LOOKUP = "lookup"  # the one problem a media server's lookups log (see logs.Repeating)
 
 
@@ -347,13 +371,23 @@ class TraktResolver:
         cache: IdCache,
         clock: Callable[[], float],
         title_search: TitleSearch | None = None,
+        retry_slots: RetrySlots | None = None,
     ) -> None:
         self.search = search
         self.title_search = title_search
         self.cache = cache
         self.clock = clock
+        # Shared by every resolver asking the same Trakt app (the targets' and the enricher's).
+        self.retry_slots = retry_slots if retry_slots is not None else RetrySlots()
+        self.asked = 0  # searches sent (not answered from the cache)
         # Searched for each queued row: through an outage, a line once, then hourly.
         self._failing = Repeating(log)
+
+    def retry_after(self, asked_before: int, wait: float) -> float:
+        """Seconds until an unmatched row is tried again, at least `wait`, at a moment of its
+        own (RetrySlots); `asked_before`: `asked` as its lookups began."""
+        now = self.clock()
+        return self.retry_slots.take(now + wait, self.asked - asked_before) - now
 
     async def resolve(self, item: MediaRef, source: str | None = None) -> MediaRef | None:
         """The item with the Trakt ids its other ids find, or (for a row of a webhook source
@@ -396,6 +430,7 @@ class TraktResolver:
         for id_type, value, kind in lookups(item):
 
             async def ask(id_type: str = id_type, value: str = value, kind: str = kind) -> Any:
+                self.asked += 1
                 results = await self.search(id_type, value, kind)
                 return [r for r in results if r.get("type") == kind]
 
@@ -415,6 +450,7 @@ class TraktResolver:
         search = self.title_search
 
         async def ask() -> Any:
+            self.asked += 1
             return title_match(await search(kind, title, year), kind, title, year)
 
         lookup = f"title:{kind}:{title_key(title)}:{year or ''}"
@@ -1023,6 +1059,16 @@ class Enricher:
         self.notifier = notifier
         self._refused: set[str] = set()  # servers whose key or token was refused (alerted)
         self._failing = Repeating(log)  # Plex's catalogue down: a line once, then hourly
+
+    @property
+    def asked(self) -> int:
+        """Trakt id searches sent so far (TraktResolver.asked)."""
+        return self.trakt.asked if self.trakt is not None else 0
+
+    def retry_after(self, asked_before: int, wait: float) -> float:
+        """Seconds until an unmatched row is tried again (TraktResolver.retry_after): `wait`
+        where Trakt is not searched."""
+        return wait if self.trakt is None else self.trakt.retry_after(asked_before, wait)
 
     def asks(self, item: MediaRef, source: str | None) -> bool:
         """Whether the media server `item` came from can be asked about it (configured)."""

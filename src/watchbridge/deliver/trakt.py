@@ -29,6 +29,7 @@ from watchbridge.deliver.worker import (
     Skipped,
     changed_hold,
     for_the_account,
+    is_unmatched,
     per_profile,
     rate_limit_hold,
     service_hold,
@@ -368,7 +369,10 @@ class TraktTarget:
         self.store = store
         self.config = config
         self.clock = clock
-        self.resolver = TraktResolver(client.search, store, clock, client.search_title)
+        # The enricher's resolver asks the same Trakt app: both space their retries together.
+        shared = enricher.trakt if enricher is not None else None
+        slots = shared.retry_slots if shared is not None else None
+        self.resolver = TraktResolver(client.search, store, clock, client.search_title, slots)
         self.episodes = TraktEpisodes(trakt_listing(client), store, clock)
         # (profile, kind) -> (read at, Trakt's ratings): one read serves a backlog's batches.
         self._ratings_read: dict[tuple[str, str], tuple[float, list[dict[str, Any]]]] = {}
@@ -434,6 +438,13 @@ class TraktTarget:
         season, number = following or (season, number + steps)
         return replace(item, show_ids=item.show_ids.merged(show_ids), season=season, number=number)
 
+    def _at_its_own_moment(self, outcome: Outcome, asked: int) -> Outcome:
+        """An unmatched row tried again at a moment of its own (`asked`: the resolver's count
+        of searches as its lookups began), not with the rest of its round (ids.RetrySlots)."""
+        if not is_unmatched(outcome):
+            return outcome
+        return replace(outcome, after=self.resolver.retry_after(asked, UNMATCHED_RETRY))
+
     def _hold_for(self, exc: Exception, profile: str = "") -> Outcome:
         if isinstance(exc, TraktAuthError):
             return Hold(exc.message, 900, "credentials", target_wide=False, sign_in=True)
@@ -462,6 +473,7 @@ class TraktTarget:
             )
         resolved: list[Row] = []
         for outbox in rows:
+            searched = self.resolver.asked
             item = ref_from_dict(outbox.payload["item"])
             item, unplaced = await unplaced_episode(self.enricher, outbox, item, now)
             if unplaced is not None:
@@ -487,7 +499,8 @@ class TraktTarget:
                 if can_rate(item):
                     resolved.append(Row(outbox, item, float(outbox.payload["at"])))
                 elif held is not None:
-                    outcomes[outbox.id] = _unmatched(item, outbox.payload.get("source"), held)
+                    waiting = _unmatched(item, outbox.payload.get("source"), held)
+                    outcomes[outbox.id] = self._at_its_own_moment(waiting, searched)
                 else:
                     outcomes[outbox.id] = Dead(f"no Trakt-usable id for {item.key()}")
                 continue
@@ -518,7 +531,8 @@ class TraktTarget:
                 source = outbox.payload.get("source")
                 found = await self.resolver.resolve(item, source)
                 if found is None or not can_send(found):
-                    outcomes[outbox.id] = _unmatched(item, source, problem)
+                    waiting = _unmatched(item, source, problem)
+                    outcomes[outbox.id] = self._at_its_own_moment(waiting, searched)
                     continue
                 item = found
             resolved.append(Row(outbox, item, float(outbox.payload["at"]), placed))

@@ -247,10 +247,19 @@ async def enriched(
     as unmatched with the enricher's actionable reason (`why`: what the target keys items by)."""
     if enricher is None or need.met(item):
         return item, None
+    asked = enricher.asked
     found = await enricher.enrich(item, need, source, from_server=from_server)
     if found.problem is None:
         return found.item, None
-    return found.item, waiting_on(found.problem, credentials_hold, unmatched_retry, why)
+    outcome = waiting_on(found.problem, credentials_hold, unmatched_retry, why)
+    if is_unmatched(outcome):
+        outcome = replace(outcome, after=enricher.retry_after(asked, unmatched_retry))
+    return found.item, outcome
+
+
+def is_unmatched(outcome: Outcome) -> TypeGuard[Retry]:
+    """Whether the row waits for ids a service can use (`watchbridge unmatched` lists it)."""
+    return isinstance(outcome, Retry) and outcome.reason.startswith("unmatched:")
 
 
 # A HAMA play whose numbers place nothing waits without end (spending no attempts: no dead
