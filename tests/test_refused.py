@@ -3,7 +3,14 @@ in a while, kept small."""
 
 from __future__ import annotations
 
-from watchbridge.refused import LOG_EVERY, OVER_AFTER, REASON_CHARS, REFUSALS, RefusedWebhooks
+from watchbridge.refused import (
+    LOG_EVERY,
+    OVER_AFTER,
+    REASON_CHARS,
+    REFUSALS,
+    RefusedMeanwhile,
+    RefusedWebhooks,
+)
 from watchbridge.webhooks import SOURCES
 
 
@@ -57,3 +64,19 @@ def test_a_refusal_after_the_last_accepted_webhook_goes_on() -> None:
     refused.saw("tautulli", "unauthorized", 401, "wrong secret", 100.0)
     refused.taken("plex", 200.0)  # another source's webhooks say nothing of Tautulli's
     assert not refused.recent()[0].over(100.0 + OVER_AFTER)
+
+
+def test_webhooks_refused_for_a_cause_with_an_alert_are_said_per_source_with_cost() -> None:
+    refused = RefusedMeanwhile()
+    assert refused.told() == "" and refused.told_over() == ""
+    refused.saw("plex", 0.0)
+    refused.saw("generic", 60.0)
+    refused.saw("generic", 120.0)
+    told = refused.told()
+    assert "So far 1 plex webhook was refused (at 1970-01-01 00:00 UTC): " in told
+    assert "unless a Plex link's sync" in told
+    assert "So far 2 generic webhooks were refused (from 1970-01-01 00:01 UTC to" in told
+    assert "unless its sender sends it again" in told
+    assert "2 generic webhooks were refused meanwhile" in refused.told_over()
+    refused.clear()
+    assert refused.told() == ""

@@ -203,3 +203,54 @@ def test_with_storage_left_out_of_alerts_kinds_a_task_failing_on_the_database_st
     assert task.runs >= 3
     assert "watchbridge: its delivery keeps failing" in receiver.titles()
     assert LOCKED_TITLE not in receiver.titles()
+
+
+REFUSING_JELLYFIN = "watchbridge is refusing jellyfin webhooks"
+
+
+def test_webhooks_refused_for_the_database_are_told_by_the_storage_alert_alone(
+    tmp_path: Path, receiver: AlertReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One cause, one alert: the storage alert says which webhooks were refused, how many,
+    # that their plays are lost, and what brings them back; no `webhook_rejects` beside it.
+    monkeypatch.setattr(storagewatch, "CHECK_EVERY", 0.1)
+    runtime = quick_lock_runtime(tmp_path, receiver)
+    served = create_app(runtime, tasks=[StorageWatch()], extra_routes=webhooks.ROUTES)
+    with AppThread(served) as app:
+        shell = hold_the_lock(tmp_path)
+        first = post(app).status_code
+        wait_until(lambda: LOCKED_TITLE in receiver.titles())
+        refused = [first, post(app).status_code]  # told in the "Resolved" notice
+        shell.close()
+        wait_until(lambda: f"Resolved: {LOCKED_TITLE}" in receiver.titles())
+        wait_until(lambda: not webhooks._alerting)  # the refusals' own alerts, if any, sent
+    assert refused == [503, 503]
+    assert REFUSING_JELLYFIN not in receiver.titles()
+    alert = next(m["message"] for m in receiver.messages if m["title"] == LOCKED_TITLE)
+    assert "So far 1 jellyfin webhook was refused" in alert
+    assert "mark what was watched meanwhile watched again in Jellyfin" in alert
+    assert "refused_webhooks" in alert  # where to find them
+    resolved = next(m["message"] for m in receiver.messages if m["title"].startswith("Resolved"))
+    assert "2 jellyfin webhooks were refused" in resolved
+    assert "watched again in Jellyfin" in resolved
+
+
+def test_with_storage_left_out_of_alerts_kinds_webhooks_refused_for_it_are_still_alerted(
+    tmp_path: Path, receiver: AlertReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(storagewatch, "CHECK_EVERY", 0.1)
+    path = jellyfin_config(tmp_path, receiver)
+    path.write_text(
+        path.read_text()
+        .replace("storage:\n", "storage:\n  busy_timeout: 0.2s\n")
+        .replace("alerts: {urls:", "alerts: {kinds: [webhook_rejects], urls:")
+    )
+    served = create_app(runtime_for(path), tasks=[StorageWatch()], extra_routes=webhooks.ROUTES)
+    with AppThread(served) as app:
+        shell = hold_the_lock(tmp_path)
+        refused = post(app)
+        wait_until(lambda: REFUSING_JELLYFIN in receiver.titles())
+        shell.close()
+    assert refused.status_code == 503
+    alert = next(m["message"] for m in receiver.messages if m["title"] == REFUSING_JELLYFIN)
+    assert "another program holds the database" in alert

@@ -390,13 +390,18 @@ def test_a_webhook_the_database_cannot_take_is_503_counted_and_alerted(
         assert response.status_code == 503
         assert "could not store" in response.json()["error"]
         assert httpx.get(f"{service.url}/readyz").status_code == 503
+        # One cause, one alert: the storage alert tells of the refused webhook too.
+        locked = "watchbridge cannot write its database: another program holds it locked"
+        wait_for(lambda: locked in receiver.titles())
         blocker.execute("ROLLBACK")
         assert httpx.get(f"{service.url}/readyz").status_code == 200
         metrics = httpx.get(f"{service.url}/metrics").text
         assert (
             'watchbridge_webhook_events_total{outcome="store_error",source="plex"} 1.0' in metrics
         )
-        wait_for(lambda: "watchbridge is refusing plex webhooks" in receiver.titles())
+        alert = next(m["message"] for m in receiver.messages if m["title"] == locked)
+        assert "So far 1 plex webhook was refused" in alert
+        assert "watchbridge is refusing plex webhooks" not in receiver.titles()
     finally:
         blocker.close()
         service.kill()

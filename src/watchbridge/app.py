@@ -75,7 +75,7 @@ from watchbridge.metrics import CONTENT_TYPE, Metrics
 from watchbridge.offloop import in_thread, to_the_end
 from watchbridge.pagesignin import PageSignIns
 from watchbridge.redaction import WEBHOOK_SECRET, mask_tokens_stored, secret_values
-from watchbridge.refused import RefusedWebhooks
+from watchbridge.refused import RefusedMeanwhile, RefusedWebhooks
 from watchbridge.senders import ProfileServers, Senders
 from watchbridge.storagefault import STORAGE_ALERT, StorageFault, fault_of
 from watchbridge.store import (
@@ -131,6 +131,10 @@ class Runtime:
     on_storage_trouble: list[Callable[[], None]] = field(default_factory=list)
     # Why the database cannot be written, as the storage watch last found it; None: it can.
     storage_fault: StorageFault | None = None
+    # The storage watch's write under way, if any: whoever asks meanwhile waits for that one.
+    storage_check: asyncio.Task[StorageFault | None] | None = None
+    # Webhooks refused for the database while the `storage` alert tells of them (storagewatch).
+    storage_refused: RefusedMeanwhile = field(default_factory=RefusedMeanwhile)
     _store: Store | None = None
     _writer: IngestWriter | None = None
     webhook_secret: str = ""

@@ -11,6 +11,7 @@ sources times the kinds of REFUSALS. Pure bookkeeping: the caller passes the tim
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 # What to tell a human about each kind of refusal.
@@ -136,3 +137,71 @@ class RefusedWebhooks:
     def recent(self) -> list[Refusal]:
         """The kinds of refusal seen, the most recently refused first."""
         return sorted(self.seen.values(), key=lambda r: -r.last_at)
+
+
+@dataclass
+class Spell:
+    """One source's webhooks refused during one spell of a cause: how many, first and last."""
+
+    webhooks: int
+    first_at: float
+    last_at: float
+
+
+def _utc(at: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(max(at, 0.0)))
+
+
+def _span(spell: Spell) -> str:
+    if spell.webhooks == 1:
+        return f"at {_utc(spell.last_at)}"
+    return f"from {_utc(spell.first_at)} to {_utc(spell.last_at)}"
+
+
+def _were(spell: Spell) -> str:
+    return "was" if spell.webhooks == 1 else "were"
+
+
+def _webhooks(count: int, source: str) -> str:
+    return f"{count} {source} webhook{'' if count == 1 else 's'}"
+
+
+@dataclass
+class RefusedMeanwhile:
+    """Webhooks refused for a cause whose own alert tells of them while it lasts (the database
+    that cannot be written: the `storage` alert), by source: one alert for one cause, which
+    must still say what a `webhook_rejects` alert would have said of them. Pure bookkeeping:
+    the caller passes the time, and clears it once that alert is over."""
+
+    spells: dict[str, Spell] = field(default_factory=dict)
+
+    def saw(self, source: str, now: float) -> None:
+        """A webhook of `source` was refused for the cause."""
+        spell = self.spells.get(source)
+        if spell is None:
+            self.spells[source] = Spell(1, now, now)
+        else:
+            spell.webhooks, spell.last_at = spell.webhooks + 1, now
+
+    def told(self) -> str:
+        """What the cause's alert says of them while it lasts ("" when none was refused)."""
+        if not self.spells:
+            return ""
+        refused = " ".join(
+            f"So far {_webhooks(spell.webhooks, source)} {_were(spell)} refused ({_span(spell)}):"
+            f" {lost(source)}."
+            for source, spell in self.spells.items()
+        )
+        return f"{refused} The status page and /api/status (refused_webhooks) list them."
+
+    def told_over(self) -> str:
+        """What the cause's "Resolved" notice says of them ("" when none was refused)."""
+        return " ".join(
+            f"{_webhooks(spell.webhooks, source)} {_were(spell)} refused meanwhile"
+            f" ({_span(spell)}): {lost_earlier(source)}."
+            for source, spell in self.spells.items()
+        )
+
+    def clear(self) -> None:
+        """The cause's alert is over (or never went out): a new spell counts from nothing."""
+        self.spells.clear()

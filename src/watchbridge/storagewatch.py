@@ -5,7 +5,9 @@ Woken by whoever meets the fault first (a webhook refused 503, a background task
 every CHECK_EVERY, it tries a real write (`Store.check_writable`): a failure nothing retries
 (an idle service, no webhook coming) still ends in a "Resolved" notice once space is freed.
 The alert goes out even though the database cannot record it (the notifier keeps it in memory
-meanwhile).
+meanwhile). Webhooks refused for the fault are told by this alert alone once it is out (one
+cause, one alert; webhooks.py): its text says which source's, how many and what they cost, and
+so does its "Resolved" notice.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from watchbridge.alerts import FAILED, SUPPRESSED
 from watchbridge.errors import StoreError
+from watchbridge.refused import RefusedMeanwhile
 from watchbridge.storagefault import STORAGE_ALERT, StorageFault, fault_of
 
 if TYPE_CHECKING:
@@ -36,18 +40,33 @@ class StorageWatch:
         runtime.on_storage_trouble.append(woken.set)
         try:
             while not stop.is_set():
-                await check(runtime)
+                await checked(runtime)
                 await _woken(stop, woken, CHECK_EVERY)
                 woken.clear()
         finally:
             runtime.on_storage_trouble.remove(woken.set)
 
 
+async def checked(runtime: Runtime) -> StorageFault | None:
+    """`check`, one at a time: whoever asks while one runs (the watch, a burst of webhooks
+    refused) waits for that one, rather than each waiting out the lock with a write of its own."""
+    if runtime.storage_check is None or runtime.storage_check.done():
+        runtime.storage_check = asyncio.ensure_future(check(runtime))
+    return await runtime.storage_check
+
+
+def told_by_storage(runtime: Runtime) -> bool:
+    """True while the `storage` alert tells the human of the fault: found, and its last alert
+    reached them (a send that failed, or alerts.kinds without `storage`, tells nothing)."""
+    return runtime.storage_fault is not None and runtime.notifier.alerted(STORAGE, KEY)
+
+
 async def check(runtime: Runtime) -> StorageFault | None:
     """Try a write if the last one failed or the alert is open: alert (the notifier throttles
     and reminds) while it fails, resolve once it works; the fault found, if any."""
-    store = runtime.store
+    store, refused = runtime.store, runtime.storage_refused
     if store.write_error is None and not _open(runtime):
+        refused.clear()  # no storage alert went out for them: each had its own
         return None
     try:
         await asyncio.to_thread(store.check_writable, runtime.clock())
@@ -58,14 +77,23 @@ async def check(runtime: Runtime) -> StorageFault | None:
         if fault != runtime.storage_fault:
             log.warning(fault.title, extra={"problem": fault.problem, "fix": fault.fix})
         runtime.storage_fault = fault
-        await runtime.notifier.notify(STORAGE, fault.title, fault.message, KEY)
+        told = f"{fault.message} {refused.told()}".strip()
+        await runtime.notifier.notify(STORAGE, fault.title, told, KEY)
         return fault
     if runtime.storage_fault is not None:
         log.info(RESOLVED)
     runtime.storage_fault = None
     if runtime.notifier.raised(STORAGE, KEY):
-        await runtime.notifier.resolve(STORAGE, RESOLVED, KEY)
+        result = await runtime.notifier.resolve(STORAGE, resolved(refused), KEY)
+        if result in (FAILED, SUPPRESSED):
+            return None  # the notice, with the webhooks refused, goes out at a later check
+    refused.clear()
     return None
+
+
+def resolved(refused: RefusedMeanwhile) -> str:
+    """The "Resolved" notice's text: the webhooks refused meanwhile are not recorded."""
+    return f"{RESOLVED}. {refused.told_over()}".strip() if refused.spells else RESOLVED
 
 
 def _open(runtime: Runtime) -> bool:

@@ -22,6 +22,7 @@ from litestar import asgi
 from litestar.enums import ScopeType
 from litestar.types import Receive, Scope, Send
 
+from watchbridge import storagewatch
 from watchbridge.account_ids import KEPT, Key, Learnt, NameKey, NewId, Renamed, name_key
 from watchbridge.app import BEFORE_ROUTER, Runtime
 from watchbridge.clocksteps import sent_at
@@ -44,6 +45,7 @@ from watchbridge.playback import (
 from watchbridge.readers.plex import found_by_name
 from watchbridge.refused import OVER_AFTER, REFUSALS, lost, lost_earlier, sentence
 from watchbridge.senders import Doubling, Viewing
+from watchbridge.storagefault import STORAGE_ALERT, StorageFault
 from watchbridge.store import AccountLearnt, IngestJob, NewOutboxRow, ordering_key
 from watchbridge.unmapped import account_label, unmapped_fix
 
@@ -428,17 +430,26 @@ async def _answer(
     status: int,
     started: float,
     headers: Sequence[tuple[bytes, bytes]] = (),
+    fault: StorageFault | None = None,
     **body: Any,
 ) -> None:
     _count(runtime, source, outcome, started)
     await _send(send, _json(status, {"status": outcome, **body}), headers)
     if outcome in REFUSALS:
-        _refused(runtime, source, outcome, status, str(body.get("error", "")))
+        _refused(runtime, source, outcome, status, str(body.get("error", "")), fault)
 
 
-def _refused(runtime: Runtime, source: str, outcome: str, status: int, reason: str) -> None:
-    """Note a refused webhook (`reason`: our own one-line message) on the status, in the log
-    (once in a while: runtime.refused) and as an alert."""
+def _refused(
+    runtime: Runtime,
+    source: str,
+    outcome: str,
+    status: int,
+    reason: str,
+    fault: StorageFault | None = None,
+) -> None:
+    """Note a refused webhook (`reason`: our own one-line message; `fault`: the disk's, when
+    the database could not take it) on the status, in the log (once in a while:
+    runtime.refused) and as an alert."""
     # Not runtime.clock: the internal-error path must survive its bugs.
     untold = runtime.refused.saw(source, outcome, status, reason, time.time())
     if untold is not None:
@@ -448,7 +459,25 @@ def _refused(runtime: Runtime, source: str, outcome: str, status: int, reason: s
         log.warning("webhook refused", extra=extra)
     elif log.isEnabledFor(logging.DEBUG):
         log.debug("webhook refused", extra={"source": source, "reason": reason})
+    if fault is not None and runtime.notifier.sends(STORAGE_ALERT):
+        runtime.storage_refused.saw(source, time.time())  # told by the storage alert's texts
+        if not storagewatch.told_by_storage(runtime):
+            _in_background(_alert_refused_unless_storage(runtime, source, outcome, reason))
+        return
     _alert_refused(runtime, source, outcome, reason)
+
+
+async def _alert_refused_unless_storage(
+    runtime: Runtime, source: str, outcome: str, reason: str
+) -> None:
+    """A webhook refused for the disk's fault before the `storage` alert is out: told by that
+    alert alone if the storage watch's write finds the fault too and the alert gets through
+    (its text says which webhooks, how many, what they cost); else by its own
+    `webhook_rejects` alert, as any refusal (the watch's small write may work where the
+    webhook's failed, or the fault be over already)."""
+    await storagewatch.checked(runtime)
+    if not storagewatch.told_by_storage(runtime):
+        _alert_refused(runtime, source, outcome, reason)
 
 
 _alerting: set[asyncio.Task[object]] = set()  # alerts being sent (and more), referenced until done
@@ -644,6 +673,7 @@ async def _webhook(
             503,
             started,
             (RETRY_AFTER,),
+            fault,
             error=f"could not store the event{said}",
         )
         return
