@@ -215,11 +215,14 @@ def test_webhooks_refused_for_the_database_are_told_by_the_storage_alert_alone(
     # that their plays are lost, and what brings them back; no `webhook_rejects` beside it.
     monkeypatch.setattr(storagewatch, "CHECK_EVERY", 0.1)
     runtime = quick_lock_runtime(tmp_path, receiver)
-    served = create_app(runtime, tasks=[StorageWatch()], extra_routes=webhooks.ROUTES)
+    served = create_app(
+        runtime, tasks=[StorageWatch()], extra_routes=[*webhooks.ROUTES, *statuspage.ROUTES]
+    )
     with AppThread(served) as app:
         shell = hold_the_lock(tmp_path)
         first = post(app).status_code
         wait_until(lambda: LOCKED_TITLE in receiver.titles())
+        page = httpx.get(f"{app.url}/").text  # the page says it too (an app user reads only it)
         refused = [first, post(app).status_code]  # told in the "Resolved" notice
         shell.close()
         wait_until(lambda: f"Resolved: {LOCKED_TITLE}" in receiver.titles())
@@ -230,6 +233,7 @@ def test_webhooks_refused_for_the_database_are_told_by_the_storage_alert_alone(
     assert "So far 1 jellyfin webhook was refused" in alert
     assert "mark what was watched meanwhile watched again in Jellyfin" in alert
     assert "refused_webhooks" in alert  # where to find them
+    assert "So far 1 jellyfin webhook was refused" in page
     resolved = next(m["message"] for m in receiver.messages if m["title"].startswith("Resolved"))
     assert "2 jellyfin webhooks were refused" in resolved
     assert "watched again in Jellyfin" in resolved

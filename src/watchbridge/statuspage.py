@@ -87,6 +87,8 @@ class PageState:
     retried: tuple[float, list[str]] | None = None
     # Why the database cannot be written, while so.
     storage: StorageFault | None = None
+    # What the storage alert says of the webhooks refused meanwhile ("" when none was).
+    storage_refused: str = ""
 
 
 async def page_state(runtime: Runtime, now: float) -> PageState:
@@ -113,6 +115,7 @@ async def page_state(runtime: Runtime, now: float) -> PageState:
         home_assistant=runtime.home_assistant,
         retried=runtime.page_retried,
         storage=runtime.storage_fault,
+        storage_refused=runtime.storage_refused.told(),
     )
 
 
@@ -231,7 +234,11 @@ def render(state: PageState, now: float) -> str:
         *(
             []
             if state.storage is None
-            else [f'<p class="bad">{_e(state.storage.title)}. {_e(state.storage.message)}</p>']
+            else [
+                f'<p class="bad">{_e(state.storage.title)}. {_e(state.storage.message)}'
+                + (f" {_e(state.storage_refused)}" if state.storage_refused else "")
+                + "</p>"
+            ]
         ),
         "<h2>Deliveries</h2>" + _table(("", ""), rows) + _clocks(state.clocks),
         *(
