@@ -1147,6 +1147,8 @@ class DeliveryWorker:
         await self._accepted(runtime, target, delivered_for - held_for, set(ending))
         for profile in {item.profile for item, _ in dead}:
             await self._gave_up(runtime, target, profile, now)
+        if dead and not wide:
+            await self._outage_holds_nothing(runtime, target)
         for key, (profile, went_out) in over.items():  # unless a delivery or dead letter did
             await self._pause_over(runtime, target, key, profile, went_out, now)
         for item, reason in dead:
@@ -1323,6 +1325,27 @@ class DeliveryWorker:
                 " it held went out or gave up (dead letters, told of in their own alert)"
             )
             await runtime.notifier.resolve("service_unreachable", over, key=key)
+
+    async def _outage_holds_nothing(self, runtime: Runtime, target: Target) -> None:
+        """Rows became dead letters: once none of the target's rows waits any more (those its
+        outage held all gave up, spending their tries on its server errors), the outage holds
+        nothing. Its alert would stay open without a word (no reminder, no "Resolved" until a
+        later delivery gets through), and still stand for the service's outage, which keeps
+        the links' own alerts of one unsent (causes.told_elsewhere). A later delivery the
+        service still fails is a new outage, told again."""
+        raised = runtime.notifier.raised("service_unreachable", target.name)
+        if target.name not in self.holds and not raised:
+            return
+        if await asyncio.to_thread(runtime.store.waits_to_go, target.name):
+            return
+        self.holds.pop(target.name, None)
+        self._held_log.forget(target.name)  # "delivery gave up" tells
+        if raised:
+            over = (
+                f"no {target.name} delivery waits on this any more: those it held gave up"
+                " (dead letters, told of in their own alert)"
+            )
+            await runtime.notifier.resolve("service_unreachable", over, key=target.name)
 
     async def _pause_over(
         self, runtime: Runtime, target: Target, key: str, profile: str, went_out: bool, now: float
