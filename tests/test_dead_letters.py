@@ -5,6 +5,7 @@ clock."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -150,3 +151,22 @@ async def test_discard_for_good_keeps_off_only_a_links_copy_of_a_play(
     )
     assert [row.id for row in runtime.store.dead_letters()] == [dead.id]
     assert "no plays kept off" in deadletters(config_path, "list", "--for-good")
+
+
+async def test_the_dead_letter_alert_names_a_retry_command_that_works_as_written(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+    config_path: Path,
+) -> None:
+    # After a long outage the alert is what the user acts on: its command, pasted as it is,
+    # must queue the dead letters again (`deadletters retry` alone only asks for ids).
+    play_a_movie_trakt_does_not_know(runtime)
+    await worker.pass_once(runtime)
+    clock.advance(runtime.config.delivery.max_age + 1)
+    await worker.pass_once(runtime)
+    (alert,) = [m["message"] for m in receiver.messages if "gave up" in m["title"]]
+    (command,) = re.findall(r"`(watchbridge deadletters retry[^`]*)`", alert)
+    args = command.split()[2:]  # after `watchbridge deadletters`
+    assert "1 dead letter(s) queued again" in deadletters(config_path, *args)

@@ -591,8 +591,17 @@ def dead_letter_alert(target: str, untold: Untold) -> tuple[str, str]:
     lines = [_dead_letter_line(row) for row in rows]
     if count > len(rows):
         lines.insert(0, f"... and {count - len(rows)} more, the latest:")
-    lines.append("See `watchbridge deadletters list`; retry with `watchbridge deadletters retry`.")
+    lines.append(f"See `watchbridge deadletters list`; send again with {_retry_command(untold)}.")
     return f"watchbridge: {what} gave up", "\n".join(lines)
+
+
+def _retry_command(untold: Untold) -> str:
+    """The command that queues the alert's dead letters again, as it can be pasted: by their
+    ids while the alert names them all, else every dead letter (the rest are not named)."""
+    if untold.count > len(untold.latest[-DEAD_LETTERS_LISTED:]):
+        return "`watchbridge deadletters retry --all` (every dead letter)"
+    ids = " ".join(str(row.id) for row in untold.latest[-DEAD_LETTERS_LISTED:])
+    return f"`watchbridge deadletters retry {ids}`"
 
 
 def ending_title(target: str, profile: str) -> str:
