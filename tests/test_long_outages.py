@@ -162,3 +162,21 @@ async def test_plays_that_gave_up_on_an_outage_leave_no_outage_alert_open(
     assert not runtime.notifier.raised("service_unreachable", "serializd")
     assert receiver.titles().count(f"Resolved: {PAUSED}") == 1
     assert 'watchbridge_target_held{target="serializd"} 0.0' in runtime.metrics.render().decode()
+
+
+async def test_the_outage_alert_of_writes_failing_says_they_will_give_up_not_that_nothing_is_lost(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    clock: FakeClock,
+    fake: FakeSerializd,
+    receiver: AlertReceiver,
+) -> None:
+    # Writes answered 502 spend their tries: "Nothing is lost; queued deliveries go out when
+    # it is back" would be a promise the dead letters break 14 hours later.
+    await backlog_after_a_first_play(runtime, worker, clock, fake)
+    for route in (f"POST {REVIEWS_ADD}", f"POST {EPISODE_LOG_ADD}"):
+        fake.fail_next(100_000, 502, route=route)
+    await serve_for(worker, runtime, clock, fake, HOUR)
+    (alert, *_) = [m["message"] for m in receiver.messages if m["title"] == PAUSED]
+    assert "Nothing is lost" not in alert
+    assert "dead letters after delivery.max_attempts" in alert

@@ -392,12 +392,13 @@ def rate_limit_hold(wait: float, now: float) -> Hold:
 
 
 def unreachable_alert(
-    target: str, reason: str, since: float, now: float, until: float
+    target: str, reason: str, since: float, now: float, until: float, spends: bool = False
 ) -> str | None:
     """The `service_unreachable` alert's text for a target held since `since` and known to be
     held until `until` (what the service asked for; `now` when nothing more is known), or None
     while it is not due: once deliveries have been held UNREACHABLE_ALERT_AFTER, or as soon as a
-    hold known to last that long begins (a long Retry-After), saying until when."""
+    hold known to last that long begins (a long Retry-After), saying until when. `spends`: the
+    service answers writes with errors (Hold.spends), so they give up in time, and it says so."""
     if max(now, until) - since < UNREACHABLE_ALERT_AFTER:
         return None
     at = datetime.fromtimestamp(until, UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -411,6 +412,13 @@ def unreachable_alert(
         text = f"{target} cannot take deliveries until {at} (in {wait}): {reason}."
     # A media server's lookups share its outage's alert (ids.outage_key): told here too.
     also = f" (and plays that need {target} to name their show)" if target in DELIVERED_TO else ""
+    if spends:
+        return (
+            f"{text} It answers writes with server errors, which may be their own fault: those"
+            " it keeps failing spend their tries and become dead letters after"
+            " delivery.max_attempts (about 14 hours with the defaults), told with the command"
+            f" that sends them again; the other queued deliveries{also} go out when it is back."
+        )
     return f"{text} Nothing is lost; queued deliveries{also} go out when it is back."
 
 
@@ -425,6 +433,7 @@ class TargetHold:
     since: float
     streak: int = 0
     told: bool = False
+    spends: bool = False  # its last hold spent tries (the service answers writes with errors)
 
 
 PROFILE_HOLDS = "profile-hold"  # cache namespace: ProfileHold, by alert key `target:profile`
@@ -1120,6 +1129,7 @@ class DeliveryWorker:
             first = max(hold.after, TARGET_PROBE_MIN)  # a Retry-After of 0 is no reason to spin
             pause = max(first, min(TARGET_PROBE_MAX, doubled(first, held.streak - 1)))
             held.until, held.reason = now + pause, hold.reason
+            held.spends = any(h.spends for h in wide)
             self._held_log.warning(
                 target.name,
                 "deliveries held",
@@ -1129,7 +1139,8 @@ class DeliveryWorker:
                 seconds=round(pause),
             )
             told = _told(hold.reason)
-            text = unreachable_alert(target.name, told, held.since, now, now + hold.after)
+            until = now + hold.after
+            text = unreachable_alert(target.name, told, held.since, now, until, held.spends)
             if text is not None:
                 alerts[("service_unreachable", target.name, None)] = text
         for (kind, key, profile), reason in alerts.items():
@@ -1242,7 +1253,7 @@ class DeliveryWorker:
         for name, held in list(self.holds.items()):
             if name not in names or held.until <= now:
                 continue
-            text = unreachable_alert(name, held.reason, held.since, now, now)
+            text = unreachable_alert(name, held.reason, held.since, now, now, held.spends)
             if text is None:
                 continue
             title = paused_title(name)
