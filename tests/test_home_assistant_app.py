@@ -112,7 +112,9 @@ def test_the_apps_alerts_that_name_a_command_say_where_commands_are_told(
 ) -> None:
     app = app_from_environment(entrypoint_env(tmp_path, OPTIONS))
     dead, other = alert_text(tmp_path, receiver, app)
-    assert dead.endswith("`watchbridge deadletters retry`.\n\n" + COMMANDS_HELP)
+    assert dead.endswith(
+        "`watchbridge deadletters retry --all` (every dead letter).\n\n" + COMMANDS_HELP
+    )
     assert other == "nothing to run"
 
 
@@ -120,4 +122,5 @@ def test_outside_home_assistant_alerts_are_as_before(
     tmp_path: Path, receiver: AlertReceiver
 ) -> None:
     dead, other = alert_text(tmp_path, receiver, None)
-    assert dead.endswith("`watchbridge deadletters retry`.") and other == "nothing to run"
+    assert dead.endswith("`watchbridge deadletters retry --all` (every dead letter).")
+    assert other == "nothing to run"
