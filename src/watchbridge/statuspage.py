@@ -125,11 +125,47 @@ async def status_page(runtime: NamedDependency[Runtime]) -> str:
     return render(await page_state(runtime, now), now)
 
 
+def posted_from_elsewhere(headers: Mapping[str, str]) -> bool:
+    """Whether a browser says another site (another port of this host too) sent this form.
+    Browsers since 2023 say so in Sec-Fetch-Site; older ones (an iPad on iOS 15) only in
+    Origin, the scheme, host and port of the page that posted it, which must then be the host
+    the request went to (as the browser named it: Host, or X-Forwarded-Host from a reverse
+    proxy; a form cannot set either). Neither header (curl, a script): no browser to abuse.
+    Pure."""
+    site = headers.get("sec-fetch-site")
+    if site is not None:
+        return site in ("cross-site", "same-site")
+    origin = headers.get("origin")
+    if origin is None:
+        return False
+    posted_by = _authority(origin)
+    if posted_by is None:  # "null": a sandboxed frame, a data: or file: page
+        return True
+    hosts = [headers.get("host", ""), *headers.get("x-forwarded-host", "").split(",")]
+    scheme = urllib.parse.urlsplit(origin).scheme
+    return all(_authority(f"{scheme}://{host.strip()}") != posted_by for host in hosts)
+
+
+def _authority(url: str) -> tuple[str, int] | None:
+    """(host, port) of an http(s) URL, the default port filled in; None if it has none."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:  # a port that is no number
+        return None
+    if not parts.hostname or port is None:
+        return None
+    return parts.hostname.lower(), port
+
+
 def from_this_site(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """A form another web site posts here (the user's browser sends it) does nothing: with
-    no api_token, the token guard lets it through. Browsers name the site that sent it."""
-    if connection.headers.get("sec-fetch-site") in ("cross-site", "same-site"):
-        raise PermissionDeniedException("only watchbridge's own status page posts its forms")
+    no api_token, the token guard lets it through."""
+    if posted_from_elsewhere(connection.headers):
+        raise PermissionDeniedException(
+            "only watchbridge's own status page posts its forms (this one came from another "
+            "site; behind a reverse proxy, have it pass the Host header on)"
+        )
 
 
 @post("/signin/trakt", guards=[require_api_token, from_this_site], status_code=303)

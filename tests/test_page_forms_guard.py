@@ -1,0 +1,80 @@
+"""The status page's forms (sign in to Trakt, retry the dead letters) change state, and with no
+api_token the token guard lets any request through: a form another web site posts through the
+user's browser must do nothing, from browsers old and new, while the page's own forms work
+directly, behind Home Assistant's ingress and behind a reverse proxy."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.fakes.base import FakeServer
+from tests.fakes.trakt import FakeTrakt
+from tests.harness import AppThread
+from tests.test_page_sign_in import household
+from watchbridge.app import create_app
+from watchbridge.statuspage import ROUTES
+
+SIGN_IN = "signin/trakt?profile=household"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        # A browser from before Sec-Fetch-* (Safari before 16.4): only Origin names the poster.
+        {"origin": "http://evil.example"},
+        # Another service on the same machine, another port: the same site, not the same origin.
+        {"origin": "http://127.0.0.1:9"},
+        # A sandboxed frame or a data: page.
+        {"origin": "null"},
+        # The same port on another host name a proxy forwarded for: still another site.
+        {"origin": "http://evil.example", "x-forwarded-host": "wb.home.example"},
+    ],
+)
+def test_a_form_an_old_browser_posts_from_another_site_starts_nothing(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer], headers: dict[str, str]
+) -> None:
+    trakt = start_fake(FakeTrakt())
+    assert isinstance(trakt, FakeTrakt)
+    with AppThread(create_app(household(tmp_path, trakt), extra_routes=ROUTES)) as app:
+        answer = httpx.post(f"{app.url}/{SIGN_IN}", headers=headers)
+        retry = httpx.post(f"{app.url}/deadletters/retry", headers=headers)
+        page = httpx.get(f"{app.url}/").text
+    assert answer.status_code == 403, answer.text
+    assert "only watchbridge's own status page posts its forms" in answer.json()["error"]
+    assert retry.status_code == 403
+    assert "Asking Trakt for a code" not in page and not trakt.calls("POST", "/oauth/device/code")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {
+            "sec-fetch-site": "same-origin",
+            "sec-fetch-mode": "navigate",
+            "sec-fetch-dest": "document",
+        },
+        {},  # curl
+        {"origin": "{url}"},  # an old browser on the page itself
+        # An old browser through Home Assistant's ingress or a reverse proxy naming the host.
+        {
+            "origin": "http://homeassistant.local:8123",
+            "x-forwarded-host": "homeassistant.local:8123",
+        },
+        {"origin": "https://wb.home.example", "x-forwarded-host": "wb.home.example"},
+    ],
+)
+def test_the_pages_own_form_starts_the_sign_in(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer], headers: dict[str, str]
+) -> None:
+    trakt = start_fake(FakeTrakt())
+    assert isinstance(trakt, FakeTrakt)
+    with AppThread(create_app(household(tmp_path, trakt), extra_routes=ROUTES)) as app:
+        sent = {name: value.format(url=app.url) for name, value in headers.items()}
+        answer = httpx.post(f"{app.url}/{SIGN_IN}", headers=sent, follow_redirects=False)
+        assert answer.status_code == 303, answer.text
+        retry = httpx.post(f"{app.url}/deadletters/retry", headers=sent, follow_redirects=False)
+        assert retry.status_code == 303, retry.text
