@@ -13,10 +13,11 @@ import pytest
 
 from tests.fakes.base import FakeServer
 from tests.fakes.trakt import FakeTrakt
-from tests.harness import AppThread
+from tests.harness import AppThread, sign_in_trakt
 from tests.test_page_sign_in import household
 from watchbridge.app import create_app
 from watchbridge.statuspage import ROUTES
+from watchbridge.store import Store
 
 SIGN_IN = "signin/trakt?profile=household"
 
@@ -78,3 +79,25 @@ def test_the_pages_own_form_starts_the_sign_in(
         assert answer.status_code == 303, answer.text
         retry = httpx.post(f"{app.url}/deadletters/retry", headers=sent, follow_redirects=False)
         assert retry.status_code == 303, retry.text
+
+
+def test_a_working_sign_in_is_not_started_again_from_a_post(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
+) -> None:
+    # The page shows no button then; a post anyway (DNS rebinding, anyone on the network with
+    # no api_token) would show a code whose approval swaps the account the plays go to.
+    trakt = start_fake(FakeTrakt())
+    assert isinstance(trakt, FakeTrakt)
+    runtime = household(tmp_path, trakt)
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        sign_in_trakt(store, trakt, "household")
+    with AppThread(create_app(runtime, extra_routes=ROUTES)) as app:
+        assert f'action="{SIGN_IN}"' not in httpx.get(f"{app.url}/").text
+        answer = httpx.post(f"{app.url}/{SIGN_IN}")
+        page = httpx.get(f"{app.url}/").text
+    assert answer.status_code == 409
+    assert answer.json()["error"] == (
+        "profile household's Trakt sign-in works, so the page does not sign it in again; to "
+        "sign in to another Trakt account, run `watchbridge auth trakt --profile household`"
+    )
+    assert "Asking Trakt for a code" not in page and not trakt.calls("POST", "/oauth/device/code")

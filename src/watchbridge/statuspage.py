@@ -20,7 +20,7 @@ from typing import Any
 from litestar import MediaType, Response, get, post
 from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
-from litestar.exceptions import PermissionDeniedException, ValidationException
+from litestar.exceptions import HTTPException, PermissionDeniedException, ValidationException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromQuery
 
@@ -179,6 +179,18 @@ async def sign_in_to_trakt(
     chosen = config.profiles.get(profile)
     if chosen is None or chosen.accounts.trakt is None:
         raise ValidationException(f"profile {profile!r} has no Trakt account to sign in")
+    # The page offers the button only to a sign-in that needs the user. Another post (another
+    # page under our host name, DNS rebinding; anyone who reaches the port without api_token)
+    # could otherwise swap a working sign-in for an account whose owner approves the code.
+    now = runtime.clock()
+    sign_ins = await asyncio.to_thread(current_sign_ins, config, runtime.store, now)
+    if any(s.service == "trakt" and s.profile == profile and not s.needs_you for s in sign_ins):
+        raise HTTPException(
+            status_code=409,
+            detail=f"profile {profile}'s Trakt sign-in works, so the page does not sign it in "
+            f"again; to sign in to another Trakt account, run `watchbridge auth trakt --profile "
+            f"{profile}`",
+        )
 
     async def flow(show: Show) -> list[str]:
         from watchbridge.services.trakt import DeviceCode
