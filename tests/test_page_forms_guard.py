@@ -14,7 +14,7 @@ import pytest
 from tests.fakes.base import FakeServer
 from tests.fakes.trakt import FakeTrakt
 from tests.harness import AppThread, sign_in_trakt
-from tests.test_page_sign_in import household
+from tests.test_page_sign_in import household, page_until
 from watchbridge.app import create_app
 from watchbridge.statuspage import ROUTES
 from watchbridge.store import Store
@@ -101,3 +101,23 @@ def test_a_working_sign_in_is_not_started_again_from_a_post(
         "sign in to another Trakt account, run `watchbridge auth trakt --profile household`"
     )
     assert "Asking Trakt for a code" not in page and not trakt.calls("POST", "/oauth/device/code")
+
+
+def test_presses_while_trakt_asks_for_a_pause_ask_trakt_nothing(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
+) -> None:
+    # A 429 with a Retry-After longer than a request waits inline ends the sign-in at once;
+    # each press asked Trakt again, and tripping its limits blocks every call for minutes.
+    trakt = start_fake(FakeTrakt())
+    assert isinstance(trakt, FakeTrakt)
+    trakt.fail_next(5, 429, {"retry-after": "300"}, route="POST /oauth/device/code")
+    with AppThread(create_app(household(tmp_path, trakt), extra_routes=ROUTES)) as app:
+        httpx.post(f"{app.url}/{SIGN_IN}")
+        page = page_until(f"{app.url}/", "not signed in: trakt: rate limited")
+        assert "the button is back in 4 min" in page or "the button is back in 5 min" in page
+        assert f'action="{SIGN_IN}"' not in page
+        for _ in range(3):
+            assert httpx.post(f"{app.url}/{SIGN_IN}", follow_redirects=False).status_code == 303
+        page = httpx.get(f"{app.url}/").text
+    assert len(trakt.calls("POST", "/oauth/device/code")) == 1
+    assert "not signed in: trakt: rate limited" in page and "the button is back in" in page

@@ -37,6 +37,8 @@ class PageSignIn:
     outcome: str | None = None  # once over: what it came to, in words
     failed: bool = False
     finished_at: float | None = None
+    # Until when the service asked (429, Retry-After) that no sign-in be started again.
+    retry_at: float | None = None
 
     @property
     def running(self) -> bool:
@@ -49,6 +51,8 @@ class PageSignIns:
     def __init__(self) -> None:
         self._shown: dict[tuple[str, str], PageSignIn] = {}
         self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
+        # By service: Trakt limits the app's code requests by app and address, not by profile.
+        self._paused_until: dict[str, float] = {}
 
     def start(
         self,
@@ -58,12 +62,22 @@ class PageSignIns:
         clock: Callable[[], float],
     ) -> PageSignIn:
         """Start `flow` (it shows the code, then returns what to tell of the sign-in, or
-        raises its error) unless that profile's sign-in to `service` runs already."""
+        raises its error) unless that profile's sign-in to `service` runs already, or the
+        service asked for a pause that lasts yet (presses then ask it nothing)."""
         key = (service, profile)
         running = self._shown.get(key)
         if running is not None and running.running:
             return running
-        one = PageSignIn(profile, service, clock())
+        now, paused_until = clock(), self._paused_until.get(service, 0.0)
+        if now < paused_until:
+            if running is not None and running.retry_at == paused_until:
+                return running
+            paused = PageSignIn(profile, service, now, failed=True, finished_at=now)
+            paused.outcome = f"not signed in: {service} asked for a pause in sign-ins"
+            paused.retry_at = paused_until
+            self._shown[key] = paused
+            return paused
+        one = PageSignIn(profile, service, now)
 
         def show(code: str, url: str, valid_for: float) -> None:
             one.code, one.url, one.expires_at = code, url, clock() + valid_for
@@ -83,6 +97,10 @@ class PageSignIns:
                 message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
                 one.outcome, one.failed = f"not signed in: {message}", True
                 log.warning(f"{service} sign-in of profile {profile} failed: {message}")
+                if retry_after := getattr(exc, "retry_after", None):
+                    one.retry_at = clock() + retry_after
+                    paused = max(self._paused_until.get(service, 0.0), one.retry_at)
+                    self._paused_until[service] = paused
             else:
                 one.outcome = " ".join([f"profile {profile} is signed in.", *notes])
                 log.info(f"profile {profile} is signed in to {service} (from the status page)")

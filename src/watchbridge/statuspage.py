@@ -485,7 +485,7 @@ def _sign_ins(sign_ins: Sequence[SignIn], now: float, signing_in: Sequence[PageS
         here = started.get((one.service, one.profile))
         if here is not None:
             message += _page_sign_in(here, now)
-        if one.service == "trakt" and one.needs_you and (here is None or not here.running):
+        if one.service == "trakt" and one.needs_you and (here is None or _may_press(here, now)):
             message += _sign_in_button(one.profile)
         whose = "(server)" if one.service_wide else _e(one.profile)
         rows.append((whose, _e(one.service), state, expires, message))
@@ -515,6 +515,12 @@ def _sign_in_button(profile: str) -> str:
     )
 
 
+def _may_press(one: PageSignIn, now: float) -> bool:
+    """Whether the button is offered again: not while it runs, nor while Trakt asked for a
+    pause (a press would only be answered 429 again)."""
+    return not one.running and (one.retry_at is None or one.retry_at <= now)
+
+
 def _page_sign_in(one: PageSignIn, now: float) -> str:
     if one.running and one.code is None:
         return "<p>Asking Trakt for a code…</p>"
@@ -527,7 +533,12 @@ def _page_sign_in(one: PageSignIn, now: float) -> str:
             "page looks again every 10 seconds and tells when it is done.</p>"
         )
     marked = ' class="bad"' if one.failed else ""
-    return f"<p{marked}>{_e(one.outcome)}</p>"
+    pause = (
+        f" It asks for a pause: the button is back {_until(one.retry_at, now)}."
+        if one.retry_at is not None and one.retry_at > now
+        else ""
+    )
+    return f"<p{marked}>{_e(one.outcome)}{pause}</p>"
 
 
 def _expires(timestamp: float, now: float) -> str:
