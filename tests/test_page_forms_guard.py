@@ -121,3 +121,16 @@ def test_presses_while_trakt_asks_for_a_pause_ask_trakt_nothing(
         page = httpx.get(f"{app.url}/").text
     assert len(trakt.calls("POST", "/oauth/device/code")) == 1
     assert "not signed in: trakt: rate limited" in page and "the button is back in" in page
+
+
+def test_a_verification_url_that_is_no_web_address_is_shown_but_not_linked(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
+) -> None:
+    trakt = start_fake(FakeTrakt())
+    assert isinstance(trakt, FakeTrakt)
+    trakt.verification_url = "javascript:alert(document.domain)"
+    with AppThread(create_app(household(tmp_path, trakt), extra_routes=ROUTES)) as app:
+        httpx.post(f"{app.url}/{SIGN_IN}")
+        page = page_until(f"{app.url}/", "enter the code")
+    assert "Open javascript:alert(document.domain) and enter the code" in page
+    assert 'href="javascript:' not in page

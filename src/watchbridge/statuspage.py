@@ -527,8 +527,12 @@ def _page_sign_in(one: PageSignIn, now: float) -> str:
     if one.running:
         left = "" if one.expires_at is None else f" (it expires {_until(one.expires_at, now)})"
         url = _e(one.url or "")
+        # Only a web address becomes a link: a javascript: one from a service (or whatever
+        # answers at services.trakt.auth_url) would run in this page when clicked.
+        if urllib.parse.urlsplit(one.url or "").scheme in ("http", "https"):
+            url = f'<a href="{url}" target="_blank" rel="noopener noreferrer">{url}</a>'
         return (
-            f'<p>Open <a href="{url}" target="_blank" rel="noopener noreferrer">{url}</a> '
+            f"<p>Open {url} "
             f"and enter the code <strong><code>{_e(one.code)}</code></strong>{left}. This "
             "page looks again every 10 seconds and tells when it is done.</p>"
         )
