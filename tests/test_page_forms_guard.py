@@ -15,7 +15,10 @@ from tests.fakes.base import FakeServer
 from tests.fakes.trakt import FakeTrakt
 from tests.harness import AppThread, sign_in_trakt
 from tests.test_page_sign_in import household, page_until
-from watchbridge.app import create_app
+from watchbridge.alerts import Notifier
+from watchbridge.app import Runtime, create_app
+from watchbridge.config import load_config
+from watchbridge.metrics import Metrics
 from watchbridge.statuspage import ROUTES
 from watchbridge.store import Store
 
@@ -134,3 +137,36 @@ def test_a_verification_url_that_is_no_web_address_is_shown_but_not_linked(
         page = page_until(f"{app.url}/", "enter the code")
     assert "Open javascript:alert(document.domain) and enter the code" in page
     assert 'href="javascript:' not in page
+
+
+def test_behind_the_ingress_proxy_the_form_works_and_other_sites_stay_out(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
+) -> None:
+    # The Home Assistant app: a token nobody knows, the ingress proxy trusted. The page sits
+    # in a frame of Home Assistant's own origin; trusting the proxy skips the token only.
+    trakt = start_fake(FakeTrakt())
+    assert isinstance(trakt, FakeTrakt)
+    household(tmp_path, trakt)  # writes the config
+    path = tmp_path / "watchbridge.yaml"
+    path.write_text(
+        path.read_text(encoding="utf-8").replace(
+            "server:\n", "server:\n  api_token: tok-123456\n  trusted_proxies: [127.0.0.1]\n"
+        ),
+        encoding="utf-8",
+    )
+    config = load_config(path, {})
+    runtime = Runtime(config=config, metrics=Metrics(), notifier=Notifier(config.alerts))
+    framed = {"sec-fetch-site": "same-origin", "sec-fetch-mode": "navigate"}
+    with AppThread(create_app(runtime, extra_routes=ROUTES)) as app:
+        other = httpx.post(
+            f"{app.url}/{SIGN_IN}", headers={**framed, "sec-fetch-site": "cross-site"}
+        )
+        answer = httpx.post(
+            f"{app.url}/{SIGN_IN}",
+            headers={**framed, "sec-fetch-dest": "iframe"},
+            follow_redirects=False,
+        )
+        page = page_until(f"{app.url}/", "enter the code")
+    assert other.status_code == 403
+    assert answer.status_code == 303 and answer.headers["location"] == "../"
+    assert "enter the code" in page
