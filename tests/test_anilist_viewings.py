@@ -20,6 +20,7 @@ from watchbridge.anilist_viewings import (
     sent_save,
     sent_to_json,
     settled,
+    viewed_to_json,
 )
 from watchbridge.reconcile import UNDATED
 from watchbridge.services.anilist import EntryWrite, ListEntry
@@ -93,6 +94,37 @@ def test_a_note_of_an_older_release_dates_the_whole_viewing() -> None:
     viewings = episode_dates(entry(6, T + 60), notes_from_json(notes_to_json(later)))
     assert viewings is not None
     assert [viewings.date(n, -1.0) for n in (5, 6)] == [T - 2 * DAY, T - DAY]
+
+
+def as_the_release_before_the_chains_reads(entry: ListEntry, kept: object) -> float:
+    """When the viewing `entry` shows was watched, read from VIEWED as the release before the
+    chains (stop 50) read it: one note `{"saved", "at"}` dates it when `saved` is the entry's
+    `updatedAt`; anything else (a bare chain) is no note, and `updatedAt` dates it."""
+    if isinstance(kept, dict) and kept.get("saved") == entry.updated_at:
+        at = kept.get("at")
+        if isinstance(at, int | float) and at > UNDATED:
+            return float(at)
+    return entry.updated_at
+
+
+def test_the_release_before_the_chains_reads_the_kept_notes_as_its_one_note() -> None:
+    # A rollback: that release reads VIEWED after our saves and must date the viewing each
+    # entry shows (its last episode) as watched, not by the last save.
+    users = entry(5, T - 9 * DAY)
+    raised = saves(users, (entry(6, T), T - 3 * DAY, False), (entry(7, T + 60), T - DAY, False))
+    scored = noted(raised, save_note(entry(7, T + 60), entry(7, T + 120, score=80), None, False))
+    lowered = noted(raised, save_note(entry(7, T + 60), entry(6, T + 120), UNDATED, True))
+    undated = saves(users, (entry(6, T), UNDATED, False))
+    cases = [
+        (entry(7, T + 60), raised, T - DAY),
+        (entry(7, T + 120, score=80), scored, T - DAY),  # a score keeps the viewing's date
+        (entry(6, T + 120), lowered, T - 3 * DAY),  # a removal: the new last episode's
+        (entry(6, T), undated, T),  # no date known: the save's, as that release had it
+    ]
+    for read, notes, watched in cases:
+        kept = json.loads(json.dumps(viewed_to_json(notes)))
+        assert as_the_release_before_the_chains_reads(read, kept) == watched
+        assert notes_from_json(kept) == notes_from_json(notes_to_json(notes))  # and this one
 
 
 def test_unreadable_notes_are_none() -> None:

@@ -25,10 +25,13 @@ from tests.household import (
     use_fast_readers,
 )
 from tests.linkrig_anilist import iso
+from tests.test_anilist_viewings import as_the_release_before_the_chains_reads
 from tests.test_link_anilist import rate_on_trakt, trakt_plays
 from tests.test_sync_scenarios import TraktApp
 from watchbridge import anilist_viewings
+from watchbridge.deliver.anilist import VIEWED
 from watchbridge.http import RetryPolicy
+from watchbridge.services.anilist import ListEntry
 
 pytestmark = pytest.mark.anyio
 
@@ -119,6 +122,30 @@ async def test_a_play_of_another_link_we_write_to_anilist_keeps_its_date(
     assert fakes["anilist"].snapshot()[AOT_P2]["progress"] == 6
     assert (household.diary_entries(6), household.trakt_plays(6)) == (1, 1)
     assert household.diary_dates(6) == [pytest.approx(time.time() - 2 * DAY, abs=120)]
+
+
+async def test_a_play_we_write_to_anilist_is_dated_by_the_release_before_too(
+    household: Household, fakes: dict[str, Any]
+) -> None:
+    # Rolled back after AniList ⇄ Trakt saved episode 6 (watched two days ago), the release
+    # before the chains of notes reads what this one kept: it must date the viewing the entry
+    # shows two days ago too, or its AniList ⇄ Serializd copies episode 6 dated today and its
+    # Trakt ⇄ Serializd a second viewing both ways (seen over the fakes with 9fe78ca).
+    fakes["anilist"].add_entry(
+        AOT_P2, status="CURRENT", progress=5, updated_at=int(time.time() - 3 * DAY)
+    )
+    await household.round()
+    show = next(s for s in fakes["trakt"].shows if s.tmdb == AOT)
+    watched = time.time() - 2 * DAY
+    fakes["trakt"].log_play(show.episode(4, FIRST + 6), iso(watched))
+    await household.round(("anilist-trakt",))
+    shown = fakes["anilist"].snapshot()[AOT_P2]
+    assert shown["progress"] == 6
+    read = ListEntry(1, AOT_P2, shown["status"], 6, updated_at=float(shown["updatedAt"]))
+    kept = household.runtime.store.cache_items(VIEWED, time.time())
+    assert [key for key, _ in kept] == [f"me:{AOT_P2}"]
+    dated = as_the_release_before_the_chains_reads(read, kept[0][1])
+    assert dated == pytest.approx(watched, abs=120)
 
 
 @pytest.mark.parametrize("runs", [1, 2], ids=["written-together", "written-runs-apart"])

@@ -11,6 +11,11 @@ lowered the progress, is not dated by the last save. Where the chain ends (a cha
 made on AniList), the episodes below it are dated by that change. A save whose answer never
 came (a timeout, a crash) is noted once an entry read shows it landed (`SentSave`, `settled`).
 Pure: the target keeps the notes in the store, `deliver.anilist.VIEWED` and `VIEWED_SENT`.
+
+The release before the chains kept one note per entry, `{"saved", "at"}`, and reads nothing
+else: the chain is kept beside that note (`viewed_to_json`), so that release, run again after a
+rollback, still dates the viewing the entry shows as watched (without it, it dated our save's
+viewing by the save, and a household's other links copied it again as a second viewing).
 """
 
 from __future__ import annotations
@@ -122,8 +127,13 @@ def bridged(notes: Sequence[SaveNote], before: ListEntry | None) -> list[SaveNot
 def episode_dates(entry: ListEntry, notes: Sequence[SaveNote]) -> Viewings | None:
     """When the episodes `entry` shows (as read now) were watched, walking our saves back
     from it (see the module doc); None when its last change is not a save of ours."""
+    return _walk(entry.updated_at, entry.progress, notes)
+
+
+def _walk(at: float, progress: int, notes: Sequence[SaveNote]) -> Viewings | None:
+    """`episode_dates` of an entry last changed at `at` that shows `progress`."""
     dates: dict[int, float] = {}
-    at, progress, ceiling = entry.updated_at, entry.progress, entry.progress
+    ceiling = progress
     matched = False
     for note in reversed(notes):
         if note.saved != at or note.progress not in (None, progress):
@@ -226,9 +236,30 @@ def notes_to_json(notes: Sequence[SaveNote]) -> list[dict[str, Any]]:
     ]
 
 
+def viewed_to_json(notes: Sequence[SaveNote]) -> dict[str, Any]:
+    """The notes as VIEWED keeps them: the chain, and beside it the one note the release
+    before the chains reads (see the module doc): the entry's `updatedAt` after our last save
+    and when the viewing it shows (its last episode) was watched, left out when not known
+    (that release then dates it by `updatedAt`, as it did itself)."""
+    kept: dict[str, Any] = {"notes": notes_to_json(notes)}
+    if not notes:
+        return kept
+    last = notes[-1]
+    if last.progress is None:  # that release's own note, carried over: as it was
+        return kept | {"saved": last.saved, "at": last.when}
+    viewings = _walk(last.saved, last.progress, notes)
+    at = UNDATED if viewings is None else viewings.date(last.progress, UNDATED)
+    if at <= UNDATED:
+        return kept
+    return kept | {"saved": last.saved, "at": at}
+
+
 def notes_from_json(raw: Any) -> list[SaveNote]:
-    """The notes as stored; an older release's one note (`{"saved", "at"}`) as a note that
-    dates the whole viewing; anything unreadable as none."""
+    """The notes as stored (`viewed_to_json`, or a bare chain); an older release's one note
+    (`{"saved", "at"}`, no chain) as a note that dates the whole viewing; anything unreadable
+    as none."""
+    if isinstance(raw, dict) and "notes" in raw:
+        raw = raw["notes"]
     if isinstance(raw, dict):
         saved, at = raw.get("saved"), raw.get("at")
         if isinstance(saved, int | float) and isinstance(at, int | float):

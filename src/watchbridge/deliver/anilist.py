@@ -94,12 +94,12 @@ from watchbridge.anilist_viewings import (
     bridged,
     noted,
     notes_from_json,
-    notes_to_json,
     save_note,
     sent_from_json,
     sent_save,
     sent_to_json,
     settled,
+    viewed_to_json,
 )
 from watchbridge.anime import PARTIAL, PENDING, SCHEMES, AnimeIndex, Unmatched
 from watchbridge.anime_seasons import AbsoluteSeasons, SeasonSources, Want
@@ -182,7 +182,9 @@ LOWERED = "anilist-lowered-by-us"  # kept as long as the item's marks
 # removal) is one: a link reading the entry walks the saves back from what it reads and dates
 # each episode as the user watched it (`readers.anilist`), so every link gives a viewing one
 # date (else a link reading it after our save dated it now, and the other services' copies of
-# it, days apart, were copied again as a second viewing).
+# it, days apart, were copied again as a second viewing). Kept with the one note the release
+# before the chains reads beside them (`anilist_viewings.viewed_to_json`): a rollback to it
+# still dates the viewing each entry shows.
 VIEWED = "anilist-viewed-at"  # kept as long as the item's marks
 # By profile and media: the save of ours on its way (`anilist_viewings.SentSave`). Its answer
 # lost (a timeout, a crash), the retry finds the entry already showing it and saves nothing:
@@ -1358,7 +1360,7 @@ class AniListTarget:
             return
         notes = viewed_marks(self.store, profile, read, now)
         keys = {entry.media_id: f"{profile}:{entry.media_id}" for entry in read}
-        kept = {keys[media]: notes_to_json(notes[media]) for media in keys if media in notes}
+        kept = {keys[media]: viewed_to_json(notes[media]) for media in keys if media in notes}
         self.store.cache_put_many(VIEWED, kept, now, KEEP_MARKS)
         self.store.cache_put_many(VIEWED_SENT, dict.fromkeys(keys.values()), now, KEEP_MARKS)
 
@@ -1455,7 +1457,7 @@ class AniListTarget:
         kept = noted(bridged(notes, current), save_note(current, saved, viewing, lowered))
         now = self.clock()
         await asyncio.to_thread(
-            self.store.cache_put, VIEWED, key, notes_to_json(kept), now, KEEP_MARKS
+            self.store.cache_put, VIEWED, key, viewed_to_json(kept), now, KEEP_MARKS
         )
         await asyncio.to_thread(self.store.cache_put, VIEWED_SENT, key, None, now, KEEP_MARKS)
 
