@@ -29,10 +29,16 @@ entries showed) are kept here, per profile, and serve every later check they can
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from watchbridge.deliver.trakt import still_fresh
+
+# A first miss older than this proves nothing with a second read: a second read normally
+# follows within minutes, and a release before this one (rolled back to, then upgraded from)
+# may have seen the entry listed since without forgetting the miss.
+FIRST_MISS_KEPT = 6 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -87,13 +93,14 @@ def judged(
 ) -> Verdict:
     """What the listing says of the entries `wanted` (as for `missed`), given when the first
     whole read that missed each of them ended (`first_misses`, review id -> our clock): one
-    it misses is gone when that read ended before this one began."""
+    it misses is gone when that read ended before this one began, within FIRST_MISS_KEPT."""
     listed = frozenset(wanted) & listing.ids
     not_there = missed(listing, wanted)
     gone = frozenset(
         review
         for review in not_there
-        if review in first_misses and first_misses[review] < listing.read_at
+        if review in first_misses
+        and listing.read_at - FIRST_MISS_KEPT <= first_misses[review] < listing.read_at
     )
     return Verdict(listed, gone, not_there - gone, frozenset(wanted) - listed - not_there)
 
@@ -102,9 +109,12 @@ def first_missed(
     listing: Listing, verdict: Verdict, first_misses: Mapping[int, float]
 ) -> dict[int, float]:
     """The entries the listing was the first whole read to miss (`verdict.missed_once`, none
-    remembered yet), each with when that read ended: what the store keeps of them."""
+    remembered yet, or one older than FIRST_MISS_KEPT), each with when that read ended: what
+    the store keeps of them."""
     return {
-        review: listing.ended_at for review in verdict.missed_once if review not in first_misses
+        review: listing.ended_at
+        for review in verdict.missed_once
+        if first_misses.get(review, -math.inf) < listing.read_at - FIRST_MISS_KEPT
     }
 
 

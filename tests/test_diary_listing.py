@@ -1,0 +1,40 @@
+"""When whole reads of a Serializd diary prove an entry of ours gone (deliver/diary_listing):
+two whole reads must miss it, the second begun after the first ended, and not hours apart."""
+
+from __future__ import annotations
+
+from watchbridge.deliver.diary_listing import FIRST_MISS_KEPT, Listing, first_missed, judged
+
+ENTRY = 7
+RECORDED = 1_000.0  # when our ledger recorded the entry
+
+
+def whole_read(at: float, ids: frozenset[int] = frozenset()) -> Listing:
+    return Listing(read_at=at, ids=ids, whole=True, ended_at=at + 50)
+
+
+def test_an_entry_one_whole_read_misses_is_missed_once_and_remembered() -> None:
+    listing = whole_read(2_000.0)
+    verdict = judged(listing, {ENTRY: RECORDED}, {})
+    assert verdict.missed_once == {ENTRY} and not verdict.gone
+    assert first_missed(listing, verdict, {}) == {ENTRY: 2_050.0}
+
+
+def test_a_second_whole_read_begun_after_the_first_ended_proves_it_gone() -> None:
+    verdict = judged(whole_read(2_400.0), {ENTRY: RECORDED}, {ENTRY: 2_050.0})
+    assert verdict.gone == {ENTRY}
+
+
+def test_a_listed_entry_stands_whatever_was_missed_before() -> None:
+    verdict = judged(whole_read(2_400.0, frozenset({ENTRY})), {ENTRY: RECORDED}, {ENTRY: 2_050.0})
+    assert verdict.listed == {ENTRY} and not verdict.gone
+
+
+def test_a_first_miss_older_than_it_is_kept_for_proves_nothing_and_is_taken_again() -> None:
+    # A release before this one may have read the entry listed since, without forgetting the
+    # miss (a rollback, then this release again): the miss is hours old, so it starts over.
+    now = 2_050.0 + FIRST_MISS_KEPT + 1
+    listing = whole_read(now)
+    verdict = judged(listing, {ENTRY: RECORDED}, {ENTRY: 2_050.0})
+    assert verdict.missed_once == {ENTRY} and not verdict.gone
+    assert first_missed(listing, verdict, {ENTRY: 2_050.0}) == {ENTRY: now + 50}
