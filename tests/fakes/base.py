@@ -205,12 +205,14 @@ class _Knob:
     after_handler: bool = False
     change: Callable[[Any], Any] | None = None
     released: threading.Event | None = None
+    when: Callable[[Request], bool] | None = None  # only requests it says yes to
 
     def applies(self, req: Request) -> bool:
-        if self.route is None:
-            return True
-        method, _, path = self.route.rpartition(" ")
-        return method.upper() in ("", req.method) and path in (req.path, req.route)
+        if self.route is not None:
+            method, _, path = self.route.rpartition(" ")
+            if method.upper() not in ("", req.method) or path not in (req.path, req.route):
+                return False
+        return self.when is None or self.when(req)
 
 
 class FakeServer:
@@ -314,12 +316,14 @@ class FakeServer:
         content_type: str | None = None,
         *,
         after_handler: bool = False,
+        when: Callable[[Request], bool] | None = None,
     ) -> None:
         """Answer the next ``n`` requests with ``status`` instead of running the handler.
 
         ``body``: dict/list are sent as JSON, str as HTML, bytes as is, None as empty.
         ``route``: ``"/path"``, ``"/pattern/{x}"`` or ``"POST /path"``; None means any request.
         ``after_handler``: run the handler first (the service did the work, then failed).
+        ``when``: only requests it says yes to (one item's write the service always fails).
         """
         if isinstance(body, dict | list):
             resp = json_response(body, status)
@@ -330,7 +334,7 @@ class FakeServer:
         if content_type is not None:
             resp.headers["Content-Type"] = content_type
         resp.headers.update(headers or {})
-        self._queue(_Knob("fail", n, route, response=resp, after_handler=after_handler))
+        self._queue(_Knob("fail", n, route, response=resp, after_handler=after_handler, when=when))
 
     def delay_next(self, n: int, seconds: float, route: str | None = None) -> None:
         """Hold back the answer of the next ``n`` requests (the handler already ran)."""
