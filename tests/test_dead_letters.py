@@ -91,6 +91,17 @@ def play_a_movie_trakt_does_not_know(runtime: Runtime) -> None:
         runtime.store.ingest(ingest_job(runtime, "me", event, result.document))
 
 
+def play_heat(runtime: Runtime) -> None:
+    result = parse(
+        "plex",
+        json.dumps(sample_json("plex", "movie_legacy_imdb_media_scrobble.json")).encode(),
+        "application/json",
+    )
+    assert isinstance(result, Accepted)
+    for event in result.events:
+        runtime.store.ingest(ingest_job(runtime, "me", event, result.document))
+
+
 def deadletters(config_path: Path, *args: str) -> str:
     result = CliRunner().invoke(cli, ["deadletters", *args, "--config", str(config_path)])
     return result.output
@@ -170,3 +181,26 @@ async def test_the_dead_letter_alert_names_a_retry_command_that_works_as_written
     (command,) = re.findall(r"`(watchbridge deadletters retry[^`]*)`", alert)
     args = command.split()[2:]  # after `watchbridge deadletters`
     assert "1 dead letter(s) queued again" in deadletters(config_path, *args)
+
+
+async def test_a_dead_letter_the_service_refused_does_not_go_again_when_another_play_gets_through(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+    trakt: FakeTrakt,
+) -> None:
+    # Only the dead letters of the service's own failures go again by themselves: one it
+    # answered "not found" for a week would only fail the same way.
+    play_a_movie_trakt_does_not_know(runtime)
+    await worker.pass_once(runtime)
+    clock.advance(runtime.config.delivery.max_age + 1)
+    await worker.pass_once(runtime)
+    (dead,) = runtime.store.dead_letters()
+    play_heat(runtime)
+    await worker.pass_once(runtime)
+    await worker.pass_once(runtime)
+    assert len(trakt.history()) == 1  # Heat went in
+    assert [row.id for row in runtime.store.dead_letters()] == [dead.id]
+    (alert,) = [m["message"] for m in receiver.messages if "gave up" in m["title"]]
+    assert "once more by itself" not in alert

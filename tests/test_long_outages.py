@@ -13,10 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes.base import FakeServer
+from tests.fakes.base import FakeServer, Request
 from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.fakes.serializd import ALICE, FakeSerializd
-from tests.test_deliver_serializd import EPISODE_LOG_ADD, REVIEWS_ADD, enqueue, episode
+from tests.test_deliver_serializd import (
+    EPISODE_LOG_ADD,
+    REVIEWS_ADD,
+    SEASON_1,
+    enqueue,
+    episode,
+)
 from watchbridge.app import Runtime
 from watchbridge.config import Secret, SerializdAccount, parse_config
 from watchbridge.deliver.serializd import SerializdTarget
@@ -30,6 +36,7 @@ pytestmark = pytest.mark.anyio
 EMAIL, PASSWORD, _ = ALICE
 HOUR, DAY = 3600.0, 86400.0
 PAUSED = "watchbridge: serializd deliveries paused"
+PLAY_GAVE_UP = "watchbridge: a serializd delivery gave up"
 
 
 @pytest.fixture
@@ -180,3 +187,77 @@ async def test_the_outage_alert_of_writes_failing_says_they_will_give_up_not_tha
     (alert, *_) = [m["message"] for m in receiver.messages if m["title"] == PAUSED]
     assert "Nothing is lost" not in alert
     assert "dead letters after delivery.max_attempts" in alert
+
+
+@pytest.mark.parametrize("wrote", [False, True], ids=["unwritten", "written-then-502"])
+async def test_plays_that_gave_up_on_an_outage_go_again_by_themselves_once_it_is_back(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    clock: FakeClock,
+    fake: FakeSerializd,
+    receiver: AlertReceiver,
+    wrote: bool,
+) -> None:
+    # Three days of 502 to its writes while its reads work: the plays give up after ~14 h.
+    # Someone who never looks at the alerts still gets them all, once Serializd takes a
+    # write again (the next play watched), with no command. `wrote`: its gateway answered
+    # 502 after the diary entry was made; the play going again must not make a second one.
+    await backlog_after_a_first_play(runtime, worker, clock, fake)
+    fake.fail_next(100_000, 502, route=f"POST {REVIEWS_ADD}", after_handler=wrote)
+    fake.fail_next(100_000, 502, route=f"POST {EPISODE_LOG_ADD}")
+    await serve_for(worker, runtime, clock, fake, 3 * DAY)
+    assert len(runtime.store.dead_letters()) == 5
+    gave_up = [m["message"] for m in receiver.messages if "gave up" in m["title"]]
+    assert gave_up  # as they died, in a few alerts
+    assert all(
+        "once more by itself when serializd takes" in m
+        or "once more by themselves when serializd takes" in m
+        for m in gave_up
+    )
+    fake.clear_knobs()
+    enqueue(runtime, "play", episode(7), clock() - 60)
+    await serve_for(worker, runtime, clock, fake, HOUR)
+    logged = [entry.episode_number for entry in fake.diary()]
+    assert sorted(logged) == [1, 2, 3, 4, 5, 7, 9]  # each play once
+    assert {number for *_, number in fake.ticks()} == {1, 2, 3, 4, 5, 7, 9}
+    assert runtime.store.dead_letters() == []
+    (over,) = [
+        m["message"]
+        for m in receiver.messages
+        if m["title"].startswith("Resolved: ") and "gave up" in m["title"]
+    ]
+    assert "5 serializd dead letter(s) queued again by themselves, once" in over
+
+
+async def test_a_write_the_service_always_fails_goes_once_more_by_itself_then_stays_dead(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    clock: FakeClock,
+    fake: FakeSerializd,
+    receiver: AlertReceiver,
+) -> None:
+    # One play Serializd answers 500 every time (its own fault, or the request's): it gives
+    # up, goes once more by itself when other plays get through, gives up again, and stays.
+    def poisoned(req: Request) -> bool:
+        body = req.json()
+        return bool(body.get("season_id") == SEASON_1 and body.get("episode_number") == 3)
+
+    fake.advance(clock() - fake.now())
+    fake.fail_next(100_000, 500, route=f"POST {REVIEWS_ADD}", when=poisoned)
+    enqueue(runtime, "play", episode(3), clock() - HOUR)
+    for number in range(1, 13):  # the household watches an episode every six hours
+        await serve_for(worker, runtime, clock, fake, 6 * HOUR)
+        enqueue(runtime, "play", episode(number, season=2), clock() - 60)
+    await serve_for(worker, runtime, clock, fake, 6 * HOUR)
+    tries = [r for r in fake.requests if r.route == REVIEWS_ADD and poisoned(r)]
+    max_attempts = runtime.config.delivery.max_attempts
+    assert len(tries) == 2 * max_attempts
+    (dead,) = runtime.store.dead_letters()
+    assert dead.payload["item"]["number"] == 3
+    assert len(fake.diary()) == 12  # every other play went in
+    told = [m["message"] for m in receiver.messages if m["title"] == PLAY_GAVE_UP]
+    (first, last) = told
+    assert "It failed on serializd's own server errors" in first
+    assert "it goes once more by itself when serializd takes a delivery again" in first
+    assert "it gave up again after going once more by itself: it stays a dead letter" in last
+    assert "once more by itself when" not in last

@@ -1797,8 +1797,9 @@ def test_the_outbox_of_the_last_release_keeps_its_rows_and_hands_out_no_gone_id(
     old.close()
     with Store.open(path) as store:
         assert [m.name for m in migrations.pending(store.db)] == []
-        # Those of the last release, and what later migrations added (m024: `held`).
-        assert [c.name for c in store.db["outbox"].columns] == [*columns, "held"]
+        # Those of the last release, and what later migrations added (m024: `held`, m025:
+        # `once_more`).
+        assert [c.name for c in store.db["outbox"].columns] == [*columns, "held", "once_more"]
         kept = ", ".join(columns)
         after = store.db.execute(f"SELECT {kept} FROM outbox ORDER BY id").fetchall()
         assert [tuple(r) for r in after] == before

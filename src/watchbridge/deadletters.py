@@ -46,9 +46,10 @@ class RetryOutcome:
 
 
 def retry_dead_letters(
-    config: Config, store: Store, ids: Sequence[int] | None, now: float
+    config: Config, store: Store, ids: Sequence[int] | None, now: float, *, by_itself: bool = False
 ) -> RetryOutcome:
-    """Queue again the dead letters `ids` (all when None) the config can still deliver."""
+    """Queue again the dead letters `ids` (all when None) the config can still deliver;
+    `by_itself`: once, after the service's own failure (see Store.retry_dead)."""
     dead = store.dead_letters()
     known = {item.id for item in dead}
     unknown = [] if ids is None else [i for i in ids if i not in known]
@@ -68,5 +69,5 @@ def retry_dead_letters(
     stuck = Counter(reason for reason in why.values() if reason is not None)
     ready = [item_id for item_id, reason in why.items() if reason is None]
     # By id even for all: a row that died since the list was read was not looked at.
-    retried = store.retry_dead(ready, now)
+    retried = store.retry_dead(ready, now, by_itself=by_itself)
     return RetryOutcome(retried.queued, retried.superseded, dict(stuck), len(old), unknown)

@@ -83,6 +83,12 @@ WAL_RESTART_FRAMES = 8192  # a log this long (32 MB of 4 KB pages) must start ov
 # against the service before it is ever sent again.
 UNKNOWN_OUTCOME = "unknown outcome"
 QUEUED_AGAIN = "queued again by `watchbridge deadletters retry`"  # a retried dead letter's reason
+# A dead letter of the service's own failure (a server error answered to its write, a dropped
+# connection), queued again by itself once the service took a delivery again: its reason.
+QUEUED_ONCE_MORE = "queued again by itself, once: the service took a delivery again"
+# outbox.once_more: a dead letter of the service's own failure waits to be queued again by
+# itself (ONCE_MORE_DUE); one queued so (ONCE_MORE_SPENT) is final if it gives up again.
+ONCE_MORE_DUE, ONCE_MORE_SPENT = "due", "spent"
 # In a rating's payload: the item as its send named it (a Serializd send: by the show's TMDB
 # id, which the queued item may lack), added when the send goes (`Store.note_resolved`).
 PLACED = "placed"
@@ -615,6 +621,15 @@ def m024_outbox_held(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX outbox_held ON outbox(target, profile) WHERE held IS NOT NULL")
 
 
+@migrations()
+def m025_outbox_once_more(db: sqlite_utils.Database) -> None:
+    # Dead letters of the service's own failure are queued again by themselves once it takes
+    # a delivery again (ONCE_MORE_DUE), and only once (ONCE_MORE_SPENT). Every pass that
+    # delivers looks for those due: only they are in the index.
+    db.execute("ALTER TABLE outbox ADD COLUMN once_more TEXT")
+    db.execute("CREATE INDEX outbox_once_more ON outbox(target) WHERE once_more = 'due'")
+
+
 @dataclass(frozen=True)
 class MirrorWritten:
     """A write's mark on a mirror collection: its version before the write (None: never
@@ -870,6 +885,7 @@ class OutboxItem:
     created_at: float = 0.0
     updated_at: float = 0.0
     failing_since: float | None = None  # first real failure since its last hold (max_age)
+    once_more: str | None = None  # ONCE_MORE_DUE, ONCE_MORE_SPENT or None (see m025)
 
     @property
     def may_have_landed(self) -> bool:
@@ -946,6 +962,7 @@ class OutboxItem:
             created_at=row["created_at"],
             updated_at=row["updated_at"],
             failing_since=row["failing_since"],
+            once_more=row["once_more"],
         )
 
 
@@ -956,6 +973,7 @@ class Untold:
     count: int
     latest: list[OutboxItem]  # the last few, oldest first
     read_at: float
+    once_more: int = 0  # of `count`, those to be queued again by themselves (ONCE_MORE_DUE)
 
 
 @dataclass(frozen=True)
@@ -1577,6 +1595,9 @@ class Settlement:
     spend_attempt: bool = True
     waits_for_sign_in: bool = False  # held for a sign-in or key a changed config may give
     held: str | None = None  # HELD_TARGET or HELD_PROFILE: what holds it (None: nothing)
+    # Dead of the service's own failure: queued again by itself once (ONCE_MORE_DUE), unless
+    # it was already.
+    once_more: bool = False
 
 
 @dataclass(frozen=True)
@@ -2777,7 +2798,8 @@ class Store:
                    next_attempt_at = COALESCE(?, next_attempt_at), last_error = ?,
                    claimed_by = NULL, waits_for_sign_in = ?, held = ?,
                    failing_since = CASE WHEN ? THEN COALESCE(failing_since, ?)
-                                   WHEN ? THEN NULL ELSE failing_since END
+                                   WHEN ? THEN NULL ELSE failing_since END,
+                   once_more = CASE WHEN ? AND once_more IS NULL THEN ? ELSE once_more END
                    WHERE id = ?""",
                 [
                     (
@@ -2792,6 +2814,8 @@ class Store:
                         now,
                         # Held (the target, not the row, failed): its failing is over.
                         not s.spend_attempt and s.status == "pending",
+                        s.once_more and s.status == "dead",
+                        ONCE_MORE_DUE,
                         s.item_id,
                     )
                     for s in settlements
@@ -3279,12 +3303,19 @@ class Store:
         rows = self._query("SELECT * FROM outbox WHERE status = 'dead' ORDER BY id")
         return [OutboxItem.from_row(r) for r in rows]
 
-    def retry_dead(self, item_ids: Sequence[int] | None, now: float) -> Retried:
+    def retry_dead(
+        self, item_ids: Sequence[int] | None, now: float, *, by_itself: bool = False
+    ) -> Retried:
         """Put dead rows (all when `item_ids` is None) back in the queue with fresh attempts
         (and a fresh delivery.max_age);
         a rating a newer one of its item followed is settled as superseded instead (left by
-        versions that let such rows die)."""
+        versions that let such rows die). `by_itself`: queued again once after the service's
+        own failure (ONCE_MORE_SPENT: a death after it is final); by the user, a row starts
+        afresh."""
         where, params = self._dead_filter(item_ids)
+        reason, once_more = (
+            (QUEUED_ONCE_MORE, ONCE_MORE_SPENT) if by_itself else (QUEUED_AGAIN, None)
+        )
         with self.transaction() as conn:
             superseded = conn.execute(
                 f"{_SUPERSEDE_DEAD_RATINGS} AND {where}", (now, *params)
@@ -3294,10 +3325,21 @@ class Store:
             queued = conn.execute(
                 "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = ?,"
                 " updated_at = ?, failing_since = NULL, told_at = NULL, held = NULL,"
-                f" last_error = CASE WHEN {_MARKED} THEN ? ELSE ? END WHERE {where}",
-                (now, now, f"{UNKNOWN_OUTCOME}: {QUEUED_AGAIN}", QUEUED_AGAIN, *params),
+                f" once_more = ?, last_error = CASE WHEN {_MARKED} THEN ? ELSE ? END"
+                f" WHERE {where}",
+                (now, now, once_more, f"{UNKNOWN_OUTCOME}: {reason}", reason, *params),
             ).rowcount
         return Retried(queued, superseded)
+
+    def once_more_due(self, target: str) -> list[int]:
+        """The dead letters of `target` that died of the service's own failure and wait to be
+        queued again by themselves (ONCE_MORE_DUE), oldest first."""
+        rows = self._query(
+            "SELECT id FROM outbox WHERE target = ? AND once_more = ? AND status = 'dead'"
+            " ORDER BY id",
+            (target, ONCE_MORE_DUE),
+        )
+        return [int(row["id"]) for row in rows]
 
     def waiting_for(self) -> list[tuple[str, str]]:
         """The (target, profile) pairs with rows waiting to go out."""
@@ -3354,9 +3396,13 @@ class Store:
         many, and the `latest` of them, oldest first (never all: a removed profile's backlog
         may be 50,000 rows)."""
         untold = "FROM outbox WHERE status = 'dead' AND target = ? AND told_at IS NULL"
-        (count,) = self._query(f"SELECT COUNT(*) {untold}", (target,))[0]
+        count, again = self._query(
+            f"SELECT COUNT(*), COUNT(*) FILTER (WHERE once_more = ?) {untold}",
+            (ONCE_MORE_DUE, target),
+        )[0]
         rows = self._query(f"SELECT * {untold} ORDER BY id DESC LIMIT ?", (target, latest))
-        return Untold(int(count), [OutboxItem.from_row(r) for r in reversed(rows)], now)
+        latest_rows = [OutboxItem.from_row(r) for r in reversed(rows)]
+        return Untold(int(count), latest_rows, now, int(again))
 
     def untold_dead_targets(self) -> list[str]:
         """The targets with dead rows no dead-letter alert has told of yet."""

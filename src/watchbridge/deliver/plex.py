@@ -252,7 +252,7 @@ class PlexTarget:
                 outcomes[row.id] = await self._row(person, row)
             except Unavailable as exc:
                 if exc.answered:  # Plex failed this row's write: it spends, the rest wait
-                    outcomes[row.id] = Retry(exc.message)
+                    outcomes[row.id] = Retry(exc.message, service_failed=True)
                 raise
             except PlexAuthError as refused:
                 # The server's own token (a history row goes with it) is no fault of theirs.

@@ -298,7 +298,7 @@ class SerializdTarget:
                 ):
                     # A dropped connection says nothing about the service: go on.
                     reason = f"{UNKNOWN_OUTCOME}: {cause.message}"
-                    outcomes[row.id] = Retry(reason, cause.retry_after)
+                    outcomes[row.id] = Retry(reason, cause.retry_after, service_failed=True)
                     continue
                 outcomes[row.id] = unsure(self._hold_for(cause))
                 if isinstance(cause, Unavailable):

@@ -119,7 +119,7 @@ def _may_have_landed(exc: Unavailable) -> Outcome:
     reason = f"{UNKNOWN_OUTCOME}: {exc.message}"
     if exc.retry_after is not None:
         return Hold(reason, exc.retry_after)
-    return Retry(reason)
+    return Retry(reason, service_failed=True)
 
 
 def play_key(item: MediaRef, watched_at: float) -> str:

@@ -27,6 +27,7 @@ from watchbridge.backoff import doubled
 from watchbridge.causes import paused_alert, paused_title
 from watchbridge.clocksteps import Step, sent_at
 from watchbridge.config import DeliveryConfig, undeliverable, unwanted_by_link
+from watchbridge.deadletters import retry_dead_letters
 from watchbridge.errors import names_profile
 from watchbridge.http import Unavailable, changed_answer
 from watchbridge.ids import DELIVERED_TO, SERVER_OUTAGE_PAUSE, Enricher, Need, Problem
@@ -37,6 +38,7 @@ from watchbridge.stopping import unless_stopped
 from watchbridge.store import (
     HELD_PROFILE,
     HELD_TARGET,
+    ONCE_MORE_SPENT,
     UNKNOWN_OUTCOME,
     OutboxItem,
     Settlement,
@@ -107,10 +109,14 @@ def shows_an_answer(outcome: Outcome | None) -> TypeGuard[Delivered | Skipped]:
 
 @dataclass(frozen=True)
 class Retry:
-    """This row failed; try it again later (after `after` seconds if the service said so)."""
+    """This row failed; try it again later (after `after` seconds if the service said so).
+    `service_failed`: the service failed this row's write (a server error, a dropped
+    connection), it did not refuse it: as a dead letter, it is queued again by itself once
+    the service takes a delivery again (as one a spending Hold ends)."""
 
     reason: str
     after: float | None = None
+    service_failed: bool = False
 
 
 @dataclass(frozen=True)
@@ -345,6 +351,8 @@ def _dead_letter_line(row: OutboxItem) -> str:
     told = _told(row.last_error or "gave up")
     whose = "" if names_profile(row.profile, told) else f" for profile {row.profile}"
     again = f" ({row.discarded_before()})" if row.discarded_before() else ""
+    if row.once_more == ONCE_MORE_SPENT:
+        again += " (it gave up again after going once more by itself: it stays a dead letter)"
     return f"#{row.id} {row.action} of {row.describe()}{whose}: {told}{again}"
 
 
@@ -416,8 +424,9 @@ def unreachable_alert(
         return (
             f"{text} It answers writes with server errors, which may be their own fault: those"
             " it keeps failing spend their tries and become dead letters after"
-            " delivery.max_attempts (about 14 hours with the defaults), told with the command"
-            f" that sends them again; the other queued deliveries{also} go out when it is back."
+            " delivery.max_attempts (about 14 hours with the defaults), which go again by"
+            " themselves, once, when it takes a delivery again; the other queued"
+            f" deliveries{also} go out when it is back."
         )
     return f"{text} Nothing is lost; queued deliveries{also} go out when it is back."
 
@@ -600,6 +609,15 @@ def dead_letter_alert(target: str, untold: Untold) -> tuple[str, str]:
     lines = [_dead_letter_line(row) for row in rows]
     if count > len(rows):
         lines.insert(0, f"... and {count - len(rows)} more, the latest:")
+    if untold.once_more:
+        which = "It" if count == 1 else f"{untold.once_more} of them"
+        lines.append(
+            f"{which} failed on {target}'s own server errors or dropped connections, so"
+            f" {'it goes' if untold.once_more == 1 else 'they go'} once more by"
+            f" {'itself' if untold.once_more == 1 else 'themselves'} when {target} takes a"
+            " delivery again (a new play, a link's run); one that gives up again stays a"
+            " dead letter."
+        )
     lines.append(f"See `watchbridge deadletters list`; send again with {_retry_command(untold)}.")
     return f"watchbridge: {what} gave up", "\n".join(lines)
 
@@ -1085,7 +1103,10 @@ class DeliveryWorker:
                 else:
                     by_age = self._failing_too_long(item, now)
                     reason, spends = _gave_up(item.attempts + 1, outcome.reason, by_age), True
-                settled.append(Settlement(item.id, "dead", None, reason, spends))
+                once_more = spent_hold or (isinstance(outcome, Retry) and outcome.service_failed)
+                settled.append(
+                    Settlement(item.id, "dead", None, reason, spends, once_more=once_more)
+                )
                 dead.append((item, reason))
             else:
                 wait = backoff(item.attempts + 1, self.config, outcome.after)
@@ -1164,6 +1185,9 @@ class DeliveryWorker:
             await runtime.notifier.notify("credentials", title, reason, key=key + ENDING)
         if delivered_for and not wide:  # a row through beside a held one: still held
             await self._reachable(runtime, target)
+        wrote = any(isinstance(outcomes.get(item.id), Delivered) for item in items)
+        if wrote and not wide:
+            await self._once_more(runtime, target, {item.id for item, _ in dead})
         await self._accepted(runtime, target, delivered_for - held_for, set(ending))
         for profile in {item.profile for item, _ in dead}:
             await self._gave_up(runtime, target, profile, now)
@@ -1346,6 +1370,37 @@ class DeliveryWorker:
             )
             await runtime.notifier.resolve("service_unreachable", over, key=key)
 
+    async def _once_more(self, runtime: Runtime, target: Target, just_died: set[int]) -> None:
+        """The target took a write: the dead letters of its own failures (server errors
+        answered to their writes, dropped connections: an outage outlasting their tries, or a
+        write it keeps failing) go again by themselves, once: a user who never looks loses
+        nothing to an outage of days, and one that dies again stays a dead letter (no loop).
+        Not those dying in this very pass: the service just took another write beside them.
+        Those marked `unknown outcome` are looked for on the service before they are sent, as
+        after `watchbridge deadletters retry`. The dead-letter alert's "Resolved" (when none
+        is left) says how many."""
+        due = await asyncio.to_thread(runtime.store.once_more_due, target.name)
+        due = [item_id for item_id in due if item_id not in just_died]
+        if not due:
+            return
+        now = runtime.clock()
+        retried = await asyncio.to_thread(
+            retry_dead_letters, runtime.config, runtime.store, due, now, by_itself=True
+        )
+        if not retried.queued:
+            return
+        log.info(
+            "dead letters of the service's own failures queued again once",
+            extra={"target": target.name, "rows": retried.queued},
+        )
+        left = await asyncio.to_thread(runtime.store.dead_targets)
+        if target.name not in left and runtime.notifier.raised("dead_letter", target.name):
+            over = (
+                f"{retried.queued} {target.name} dead letter(s) queued again by themselves, once:"
+                f" {target.name} takes deliveries again"
+            )
+            await runtime.notifier.resolve("dead_letter", over, key=target.name)
+
     async def _outage_holds_nothing(self, runtime: Runtime, target: Target) -> None:
         """Rows became dead letters: once none of the target's rows waits any more (those its
         outage held all gave up, spending their tries on its server errors), the outage holds
@@ -1363,7 +1418,8 @@ class DeliveryWorker:
         if raised:
             over = (
                 f"no {target.name} delivery waits on this any more: those it held gave up"
-                " (dead letters, told of in their own alert)"
+                " (dead letters, told of in their own alert; they go again by themselves, once,"
+                f" when {target.name} takes a delivery again)"
             )
             await runtime.notifier.resolve("service_unreachable", over, key=target.name)
 
