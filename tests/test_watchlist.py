@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from watchbridge.model import Ids
-from watchbridge.watchlist import WatchItem, aliases, baseline_entry, plan_watchlist, watch_key
+from watchbridge.model import Ids, MediaRef
+from watchbridge.watchlist import (
+    WatchItem,
+    aliases,
+    baseline_entry,
+    baseline_row,
+    plan_watchlist,
+    relisted_titles,
+    watch_key,
+)
 
 ARRIVAL = Ids(tmdb="329865", imdb="tt2543164")
 HEAT = Ids(tmdb="949", imdb="tt0113277")
@@ -146,3 +154,44 @@ def test_the_titles_of_a_side_whose_account_is_unchecked_wait_with_its_removals(
         "confirm with `watchbridge sync --confirm-removals`"
     )
     assert len(confirmed.add_to_plex) == 2 and not confirmed.held
+
+
+LISTED = 1_800_000_000.0  # when the titles below were listed on the peer
+
+
+def episode_of(show: Ids) -> MediaRef:
+    return MediaRef("episode", show_ids=Ids(imdb=show.imdb), season=1, number=1)
+
+
+@pytest.mark.parametrize(
+    ("played", "listed", "put_back"),
+    [
+        ([LISTED - 86400 * 400], LISTED, True),  # a viewing from before the listing
+        ([LISTED - 86400 * 400, LISTED + 60], LISTED, False),  # ...and one since: watched
+        ([LISTED + 60], LISTED, False),  # watched since it was listed
+        ([LISTED - 86400 * 400], None, False),  # listed at no known time
+    ],
+    ids=["old-play", "old-and-new-play", "new-play", "listing-unknown"],
+)
+def test_a_title_trakt_dropped_for_a_play_older_than_its_listing_goes_back_on_trakt(
+    played: list[float], listed: float | None, put_back: bool
+) -> None:
+    on_peer = WatchItem("show", GOT, listed_at=listed)
+    stored = {key: {"aliases": keys} for key, keys in base(trakt(GOT, "show")).items()}
+    plays = [(episode_of(GOT), at) for at in played]
+    relisted = relisted_titles([on_peer, plex(HEAT)], [trakt(HEAT)], stored, plays)
+    assert relisted == ({on_peer.key} if put_back else set())
+    plan = plan_watchlist([on_peer], [], base(trakt(GOT, "show")), relisted=relisted)
+    assert (plan.add_to_trakt, plan.remove_from_peer) == (
+        ((on_peer,), ()) if put_back else ((), (on_peer,))
+    )
+
+
+def test_the_earliest_listing_either_side_knew_decides() -> None:
+    """Listed on Trakt a year ago, copied to the peer today: a play from half a year ago is a
+    viewing since the listing, and Trakt's removal is carried on."""
+    on_peer = WatchItem("show", GOT, listed_at=LISTED)
+    on_trakt = WatchItem("show", GOT, listed_at=LISTED - 86400 * 365)
+    stored = dict([baseline_row(on_peer, on_trakt)])
+    plays = [(episode_of(GOT), LISTED - 86400 * 180)]
+    assert relisted_titles([on_peer], [], stored, plays) == frozenset()

@@ -307,6 +307,35 @@ async def test_a_show_watched_on_trakt_leaves_every_watchlist_and_is_not_put_bac
     await settled(house, order)
 
 
+@pytest.mark.parametrize(
+    ("side", "order"),
+    # (Serializd's listing with Plex ⇄ Trakt first: the old play is on Trakt before the show.)
+    [("plex", ORDERS[0]), ("plex", ORDERS[1]), ("serializd", ORDERS[1])],
+    ids=["plex-plex-trakt-first", "plex-trakt-serializd-first", "serializd"],
+)
+async def test_a_viewing_older_than_the_listing_takes_no_title_off_a_watchlist(
+    house: WatchlistHouse, order: Sequence[str], side: str
+) -> None:
+    """Severance watched a year ago, listed again to watch on: the first run copies that old
+    play to Trakt, which takes the show off its watchlist as it takes any play (§12). That
+    removal is no viewing since the listing: the show goes back on Trakt's watchlist, and stays
+    on every other. Before, the links carried it on and took it off the user's Plex and
+    Serializd watchlists."""
+    house.plex.watch(SEVERANCE_S1E1, time.time() - 400 * DAY)
+    getattr(house, f"{side}_add")("Severance")
+    house.trakt_add("Andor")
+    for _ in range(3):
+        await house.round(order)
+    assert [e.item.show.title for e in house.trakt.history()] == ["Severance"]
+    both = {"Severance", "Andor"}
+    assert house.everywhere() == (both, both, both)
+    await settled(house, order)
+    house.trakt_remove("Severance")  # the user's own removal, later, is carried on as ever
+    for _ in range(2):
+        await house.round(order)
+    assert house.everywhere() == ({"Andor"}, {"Andor"}, {"Andor"})
+
+
 # --------------------------------------------------------------------------- what waits
 
 

@@ -53,7 +53,7 @@ from watchbridge.ids import TRAKT_ID_NAMES
 from watchbridge.ingest.common import integer, iso_time, obj, text
 from watchbridge.limits import AccountLimits, Decision, LimitHit, Pause
 from watchbridge.metrics import Metrics
-from watchbridge.model import Ids, MediaRef
+from watchbridge.model import Ids, MediaRef, ref_from_dict
 from watchbridge.services.plex import PlexAuthError, PlexClient
 from watchbridge.services.plextv import (
     DiscoverItem,
@@ -67,9 +67,10 @@ from watchbridge.store import Store
 from watchbridge.watchlist import (
     WatchItem,
     WatchlistPlan,
-    baseline_entry,
+    baseline_row,
     kept_rows,
     plan_watchlist,
+    relisted_titles,
 )
 
 if TYPE_CHECKING:
@@ -596,8 +597,8 @@ def baseline_before_writes(
         forgotten = set(plan.forgotten)
         new_baseline = {k: {"aliases": v} for k, v in baseline.items() if k not in forgotten}
     for peer_item, trakt_item in plan.on_both:
-        key, keys = baseline_entry(peer_item, trakt_item)
-        new_baseline[key] = {"aliases": keys}
+        key, row = baseline_row(peer_item, trakt_item)
+        new_baseline[key] = row
     return new_baseline
 
 
@@ -637,8 +638,8 @@ async def add_to_trakt_watchlist(
         if id(ref) in missing:
             unknown.append(f"{item.describe()} (Trakt does not know it)")
             continue
-        key, keys = baseline_entry(item)
-        baseline[key] = {"aliases": keys}
+        key, row = baseline_row(item)
+        baseline[key] = row
     return TraktAdded(len(room.items) - len(unknown), baseline, unknown, room)
 
 
@@ -760,6 +761,7 @@ async def sync_watchlist(
         holding=watchlist_holding(store, link, profile),
         hold=hold,
         unchecked=unchecked,
+        relisted=relisted_on_peer(store, link, profile, plex_items, trakt_items, stored),
     )
     room = await watchlist_room(trakt, store, profile, plan, len(trakt_rows), now)
     if dry_run:
@@ -798,12 +800,13 @@ async def sync_watchlist(
         except ServiceError as exc:
             unresolved.append(f"{item.describe()} (not added to Plex: {exc.message})")
             continue
-        key, keys = baseline_entry(item)
-        new_baseline[key] = {"aliases": keys}
+        key, row = baseline_row(item)
+        new_baseline[key] = row
         added_plex += 1
 
     store.mirror_replace(_baseline_store(link), profile, "watchlist", new_baseline, now)
     hold_watchlist(store, link, profile, plan.held, now)
+    note_watchlist_run(store, link, profile, now)
     if activities is not None:
         wrote = added_plex or added_trakt or removed_plex or removed_trakt
         # Held removals and titles a side could not take are worth a full look next run; so
@@ -985,6 +988,30 @@ def hold_watchlist(store: Store, link: str, profile: str, held: str, now: float)
     store.set_cursor("trakt", profile, list_cursor("watchlist_held", link), held, now)
 
 
+def note_watchlist_run(store: Store, link: str, profile: str, now: float) -> None:
+    """Remember when this run of `link`'s watchlist part began (`relisted_on_peer`)."""
+    store.set_cursor("trakt", profile, list_cursor("watchlist_run", link), repr(now), now)
+
+
+def relisted_on_peer(
+    store: Store,
+    link: str,
+    profile: str,
+    peer: Sequence[WatchItem],
+    trakt: Sequence[WatchItem],
+    stored: Mapping[str, Mapping[str, Any]],
+) -> frozenset[str]:
+    """The peer's titles that go back on Trakt's watchlist (`watchlist.relisted_titles`),
+    judged by the plays delivered to Trakt since the last run of `link`'s watchlist part
+    began: any link's or webhook's, as Trakt drops a title for each."""
+    last_run = store.get_cursor("trakt", profile, list_cursor("watchlist_run", link))
+    if not last_run or not stored:
+        return frozenset()
+    plays = store.plays_delivered_since(profile, "trakt", float(last_run))
+    refs = [(ref_from_dict(item), at) for item, at in plays]
+    return relisted_titles(peer, trakt, stored, refs)
+
+
 def lists_still_held(
     store: Store, link: str, part: str, unplanned: Iterable[str], keeping: bool, now: float
 ) -> list[str]:
@@ -1004,7 +1031,13 @@ def lists_still_held(
 
 
 # Cursors a link's watchlist and collection parts keep under the profile's Trakt account.
-LIST_CURSORS = ("watchlist_check", "collection_check", "collection_held", "watchlist_held")
+LIST_CURSORS = (
+    "watchlist_check",
+    "collection_check",
+    "collection_held",
+    "watchlist_held",
+    "watchlist_run",
+)
 
 
 def list_cursor(kind: str, link: str) -> str:

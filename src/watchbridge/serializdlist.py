@@ -43,6 +43,8 @@ from watchbridge.plexlink import (
     hold_watchlist,
     lists_hold,
     lists_still_held,
+    note_watchlist_run,
+    relisted_on_peer,
     remove_from_trakt_watchlist,
     trakt_watch_items,
     unchecked_sides,
@@ -61,7 +63,7 @@ from watchbridge.store import Store
 from watchbridge.watchlist import (
     WatchItem,
     WatchlistPlan,
-    baseline_entry,
+    baseline_row,
     kept_rows,
     plan_watchlist,
 )
@@ -307,6 +309,7 @@ async def sync_serializd_watchlist(
         holding=watchlist_holding(store, link, profile),
         hold=hold,
         unchecked=unchecked,
+        relisted=relisted_on_peer(store, link, profile, serializd_items, trakt_items, stored),
     )
     found = await _serializd_additions(serializd, store, profile, plan.add_to_peer, clock)
     additions, kept_off = found.additions, found.kept_off
@@ -355,12 +358,13 @@ async def sync_serializd_watchlist(
             name = addition.item.describe()
             unresolved.append(f"{name} (not added to Serializd: {exc.message})")
             continue
-        key, keys = baseline_entry(addition.item)
-        new_baseline[key] = {"aliases": keys}
+        key, row = baseline_row(addition.item)
+        new_baseline[key] = row
         added_serializd += 1
 
     store.mirror_replace(_baseline_store(link), profile, "watchlist", new_baseline, now)
     hold_watchlist(store, link, profile, plan.held, now)
+    note_watchlist_run(store, link, profile, now)
     limit = await added.room.settle(store, alerts, now, dry_run=False)
     await tell_unreadable_marks(alerts, link, profile, found.unreadable)
     return SerializdWatchlistResult(

@@ -3207,6 +3207,24 @@ class Store:
             "idempotency_key", "profile = ? AND target = ? AND status = 'done'", (profile, target)
         )
 
+    def plays_delivered_since(
+        self, profile: str, target: str, since: float
+    ) -> list[tuple[dict[str, Any], float]]:
+        """(item, watched at) of the plays delivered to `target` for `profile` at or after
+        `since` (delivered rows are kept a week, see maintenance), webhooks' and links' alike."""
+        rows = self._query(
+            "SELECT payload FROM outbox WHERE target = ? AND profile = ? AND action = 'play'"
+            " AND status = 'done' AND updated_at >= ?",
+            (target, profile, since),
+        )
+        plays = []
+        for row in rows:
+            payload = json.loads(row["payload"])
+            item, at = payload.get("item"), payload.get("at")
+            if isinstance(item, dict) and isinstance(at, int | float):
+                plays.append((item, float(at)))
+        return plays
+
     def plays_not_given_up(self, target: str, profile: str) -> list[QueuedPlay]:
         """The plays queued for `profile` on `target` that may still be sent: pending, in
         flight, or dead letters (which `deadletters retry` sends)."""

@@ -3,6 +3,10 @@
 A baseline holds the titles that were on both watchlists after the last run. Then:
 - on one side only, not in the baseline: it was added there -> add it to the other side;
 - on one side only, in the baseline: it was removed from the other side -> remove it here too;
+  except a title Trakt dropped for a play sent to it since the last run that is dated before
+  the title was listed (`relisted_titles`): Trakt takes a title off its watchlist for any play
+  it is given, also a viewing from before the listing (a first run copying old plays, a
+  viewing synced late); that is no viewing since, and the title goes back on Trakt's list;
 - on both sides: nothing to do. Titles need no library presence: a watchlist is account-wide.
 
 Titles are matched by any shared external id (`aliases`), since one side may lack the TMDB id
@@ -20,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from watchbridge.guard import CONFIRM, LIST_MIN_HELD, removals_held
-from watchbridge.model import Ids
+from watchbridge.model import Ids, MediaRef
 
 WatchKind = Literal["movie", "show"]
 KEY_IDS = ("tmdb", "imdb", "tvdb")  # canonical key preference (tmdb first, as sides.py)
@@ -116,6 +120,7 @@ def plan_watchlist(
     holding: bool = False,
     hold: str = "",
     unchecked: Collection[str] = (),
+    relisted: Collection[str] = (),
 ) -> WatchlistPlan:
     """The plan for one person. `plex`: the peer's items (Plex's, or those of the service
     named by `peer`). `baseline`: key -> aliases of the titles on both sides last run.
@@ -129,6 +134,8 @@ def plan_watchlist(
     titles only on the sides it names (`unchecked`: "trakt" or the peer's name) wait with
     them, for the same reason: that account may be another person's, and its watchlist is no
     more the user's additions than its empty history is the user's removals.
+    `relisted`: keys of the peer's titles gone from Trakt that go back on it rather than leave
+    the peer (`relisted_titles`).
     """
     if only_to not in (None, "trakt", peer):
         raise ValueError(f"only_to must be 'trakt' or {peer!r}, got {only_to!r}")
@@ -143,6 +150,8 @@ def plan_watchlist(
         if match is not None:
             matched_trakt.add(id(match))
             on_both.append((item, match))
+        elif item.key in relisted:
+            add_to_trakt.append(item)
         elif item.aliases & known:
             remove_from_plex.append(item)
         else:
@@ -211,6 +220,49 @@ def baseline_entry(*items: WatchItem) -> tuple[str, list[str]]:
     """A baseline row for a title now on both sides: its key and every alias either side knows."""
     keys = sorted({a for item in items for a in item.aliases})
     return items[0].key, keys
+
+
+def baseline_row(*items: WatchItem) -> tuple[str, dict[str, Any]]:
+    """`baseline_entry` as stored: with `listed`, the earliest either side listed it (if known),
+    which tells a play from before the listing (`relisted_titles`)."""
+    key, keys = baseline_entry(*items)
+    listed = [item.listed_at for item in items if item.listed_at is not None]
+    return key, {"aliases": keys, **({"listed": min(listed)} if listed else {})}
+
+
+def relisted_titles(
+    peer: Sequence[WatchItem],
+    trakt: Sequence[WatchItem],
+    baseline: Mapping[str, Mapping[str, Any]],
+    plays: Iterable[tuple[MediaRef, float]],
+) -> frozenset[str]:
+    """Keys of the peer's titles that were on both sides after the last run (`baseline`: the
+    stored rows), are gone from Trakt now, and whose newest play sent to Trakt since that run
+    (`plays`: item and when it was watched) is dated before the title was listed: Trakt took
+    it off its watchlist for that play (§12), which is a viewing from before the listing, not
+    one since. A title listed at no known time is not among them."""
+    viewed: dict[str, float] = {}  # alias -> the newest play of it
+    for ref, at in plays:
+        kind, ids = ("movie", ref.ids) if ref.kind == "movie" else ("show", ref.show_ids)
+        for alias in aliases(kind, ids):
+            viewed[alias] = max(at, viewed.get(alias, at))
+    if not viewed:
+        return frozenset()
+    on_trakt = {alias for item in trakt for alias in item.aliases}
+    rows = [({key, *row.get("aliases", ())}, row.get("listed")) for key, row in baseline.items()]
+    found = set()
+    for item in peer:
+        if item.aliases & on_trakt:
+            continue
+        row = next((row for row in rows if item.aliases & row[0]), None)
+        if row is None:
+            continue
+        known, row_listed = row
+        dates = [at for at in (row_listed, item.listed_at) if isinstance(at, int | float)]
+        newest = max((viewed[a] for a in known | item.aliases if a in viewed), default=None)
+        if dates and newest is not None and newest < min(dates):
+            found.add(item.key)
+    return frozenset(found)
 
 
 def kept_rows(baseline: Mapping[str, Sequence[str]], item: WatchItem) -> dict[str, Any]:
