@@ -2104,3 +2104,21 @@ def test_a_history_replace_another_process_took_over_stops_and_leaves_the_collec
         replacing.join(10)
     assert store.mirror_get_if_whole("plex", "me", "history") == second
     assert finished == [True, False]  # the second replace ended whole; the first stopped
+
+
+def test_a_dead_letter_goes_once_more_by_itself_only_once_though_two_processes_ask(
+    store: Store,
+) -> None:
+    # The service and a `watchbridge sync` both see a write go through and read the rows due
+    # to go once more; one queues the row, it gives up again, then the other (suspended since
+    # its read) asks for the same id: a second death is final, whatever list it read.
+    store.enqueue([row("play", action="play")], 1.0)
+    (claimed,) = store.claim("w", 2.0)
+    store.settle(3.0, [Settlement(claimed.id, "dead", None, "gave up: 502", once_more=True)])
+    stale = store.once_more_due("trakt")
+    assert stale == [claimed.id]
+    assert store.retry_dead(stale, 4.0, by_itself=True).queued == 1
+    (again,) = store.claim("w", 5.0)
+    store.settle(6.0, [Settlement(again.id, "dead", None, "gave up: 502", once_more=True)])
+    assert store.retry_dead(stale, 7.0, by_itself=True).queued == 0
+    assert [r.id for r in store.dead_letters()] == [claimed.id]

@@ -3334,6 +3334,9 @@ class Store:
         reason, once_more = (
             (QUEUED_ONCE_MORE, ONCE_MORE_SPENT) if by_itself else (QUEUED_AGAIN, None)
         )
+        if by_itself:
+            # Checked in the write: another process may have sent it once more meanwhile.
+            where = f"{where} AND once_more = '{ONCE_MORE_DUE}'"
         with self.transaction() as conn:
             superseded = conn.execute(
                 f"{_SUPERSEDE_DEAD_RATINGS} AND {where}", (now, *params)
