@@ -4710,3 +4710,54 @@ async def test_metrics_say_a_target_is_no_longer_held_once_nothing_is_left_to_tr
     webhook(runtime, "episode_legacy_media_scrobble.json")
     await drain(worker, runtime, clock, passes=1)
     assert 'watchbridge_target_held{target="trakt"} 1.0' in runtime.metrics.render().decode()
+
+
+async def test_a_play_given_up_on_trakts_errors_does_not_go_again_once_its_removal_went_through(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # A link's play Trakt answered 502 on every try, the last after it took it: a dead letter
+    # due to go once more by itself. The user removes the play on Plex, and the link carries
+    # the removal to Trakt: that write going through must not send the removed play again.
+    trakt.advance(clock() - trakt.now())
+    at = clock() - 3600
+    tries = runtime.config.delivery.max_attempts
+    trakt.fail_next(tries - 1, 502, route="POST /sync/history")
+    trakt.fail_next(1, 502, route="POST /sync/history", after_handler=True)
+    play = Action("add_play", "trakt", HEAT_BY_TMDB.key(), "played on plex", at, source="p1")
+    runtime.store.enqueue(outbox_rows("plex-trakt", "me", (play,))[0], clock())
+    await drain(worker, runtime, clock, passes=2 * tries, step=3600)
+    (dead,) = runtime.store.dead_letters()
+    assert dead.once_more == "due"
+    (landed,) = trakt.history()
+    removal = Action(
+        "remove_play", "trakt", HEAT_BY_TMDB.key(), "removed on plex", at, None, str(landed.id)
+    )
+    runtime.store.enqueue(outbox_rows("plex-trakt", "me", (removal,))[0], clock())
+    await drain(worker, runtime, clock, passes=4, step=3600)
+    assert trakt.history() == []
+    assert runtime.store.dead_letters() == []  # settled: the user's latest word stands
+
+
+async def test_a_play_given_up_on_trakts_errors_goes_again_when_another_viewing_was_removed(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # The removal that went through took an earlier viewing of the item, not this play: it
+    # goes once more by itself, as any other.
+    trakt.advance(clock() - trakt.now())
+    at = clock() - 3600
+    heat = next(m for m in trakt.movies if m.title == "Heat")
+    earlier = trakt.add_history(heat, iso(at - 2 * 86400))
+    tries = runtime.config.delivery.max_attempts
+    trakt.fail_next(tries, 502, route="POST /sync/history")
+    play = Action("add_play", "trakt", HEAT_BY_TMDB.key(), "played on plex", at, source="p1")
+    runtime.store.enqueue(outbox_rows("plex-trakt", "me", (play,))[0], clock())
+    await drain(worker, runtime, clock, passes=2 * tries, step=3600)
+    assert len(runtime.store.dead_letters()) == 1
+    removal = Action(
+        "remove_play", "trakt", HEAT_BY_TMDB.key(), "removed on plex", at - 2 * 86400, None,
+        str(earlier.id),
+    )  # fmt: skip
+    runtime.store.enqueue(outbox_rows("plex-trakt", "me", (removal,))[0], clock())
+    await drain(worker, runtime, clock, passes=4, step=3600)
+    assert [h.watched_at for h in trakt.history()] == [iso(at // 60 * 60)]  # to the minute
+    assert runtime.store.dead_letters() == []

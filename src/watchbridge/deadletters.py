@@ -19,6 +19,7 @@ class RetryOutcome:
     stuck: dict[str, int] = field(default_factory=dict)  # left dead, by why they cannot go
     old_account: int = 0  # removals meant for an account the profile used before
     unknown: list[int] = field(default_factory=list)  # ids asked for that are no dead letters
+    removed: int = 0  # by itself: plays not sent again, removed since (store.REMOVED_SINCE)
 
     def lines(self, sent_when: str) -> list[str]:
         """What to tell; `sent_when` says when the service sends those queued."""
@@ -70,4 +71,6 @@ def retry_dead_letters(
     ready = [item_id for item_id, reason in why.items() if reason is None]
     # By id even for all: a row that died since the list was read was not looked at.
     retried = store.retry_dead(ready, now, by_itself=by_itself)
-    return RetryOutcome(retried.queued, retried.superseded, dict(stuck), len(old), unknown)
+    return RetryOutcome(
+        retried.queued, retried.superseded, dict(stuck), len(old), unknown, retried.removed
+    )

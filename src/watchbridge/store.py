@@ -996,6 +996,7 @@ class Retried:
 
     queued: int
     superseded: int
+    removed: int = 0  # plays not sent again by themselves: removed since (REMOVED_SINCE)
 
 
 # In the payload of a link's add queued again after its earlier row, a dead letter, was
@@ -1105,6 +1106,20 @@ _SUPERSEDE_DEAD_RATINGS = (
     f" WHERE status = 'dead' AND action IN {_RATINGS_SQL} AND EXISTS (SELECT 1"
     " FROM outbox AS newer WHERE newer.ordering_key = outbox.ordering_key"
     f" AND newer.id > outbox.id AND newer.action IN {_RATINGS_SQL})"
+)
+
+# A dead play whose very play (its item, at its minute) a newer removal took off the service
+# since: going by itself after that removal went through, it would put back a play the user
+# removed (the removal was the write that set it going). Applied to the dead letters going
+# once more by themselves; callers add `AND <their filter>`.
+REMOVED_SINCE = "not sent again: a removal of this play went through after it gave up"
+_SETTLE_DEAD_PLAYS_REMOVED_SINCE = (
+    "UPDATE outbox SET status = 'done', updated_at = ?, last_error = ?"
+    " WHERE status = 'dead' AND action = 'play' AND EXISTS (SELECT 1 FROM outbox AS removal"
+    " WHERE removal.ordering_key = outbox.ordering_key AND removal.id > outbox.id"
+    " AND removal.action = 'remove_play' AND removal.status = 'done'"
+    " AND CAST(json_extract(removal.payload, '$.at') / 60 AS INTEGER)"
+    " = CAST(json_extract(outbox.payload, '$.at') / 60 AS INTEGER))"
 )
 
 # A waiting rating (or removal) that a newer one of the same item follows is settled at once:
@@ -3329,7 +3344,7 @@ class Store:
         a rating a newer one of its item followed is settled as superseded instead (left by
         versions that let such rows die). `by_itself`: queued again once after the service's
         own failure (ONCE_MORE_SPENT: a death after it is final); by the user, a row starts
-        afresh."""
+        afresh, and a play the user removed since is settled instead (REMOVED_SINCE)."""
         where, params = self._dead_filter(item_ids)
         reason, once_more = (
             (QUEUED_ONCE_MORE, ONCE_MORE_SPENT) if by_itself else (QUEUED_AGAIN, None)
@@ -3337,7 +3352,13 @@ class Store:
         if by_itself:
             # Checked in the write: another process may have sent it once more meanwhile.
             where = f"{where} AND once_more = '{ONCE_MORE_DUE}'"
+        removed = 0
         with self.transaction() as conn:
+            if by_itself:
+                removed = conn.execute(
+                    f"{_SETTLE_DEAD_PLAYS_REMOVED_SINCE} AND {where}",
+                    (now, REMOVED_SINCE, *params),
+                ).rowcount
             superseded = conn.execute(
                 f"{_SUPERSEDE_DEAD_RATINGS} AND {where}", (now, *params)
             ).rowcount
@@ -3350,7 +3371,7 @@ class Store:
                 f" WHERE {where}",
                 (now, now, once_more, f"{UNKNOWN_OUTCOME}: {reason}", reason, *params),
             ).rowcount
-        return Retried(queued, superseded)
+        return Retried(queued, superseded, removed)
 
     def once_more_due(self, target: str) -> list[int]:
         """The dead letters of `target` that died of the service's own failure and wait to be

@@ -1387,11 +1387,11 @@ class DeliveryWorker:
         retried = await asyncio.to_thread(
             retry_dead_letters, runtime.config, runtime.store, due, now, by_itself=True
         )
-        if not retried.queued:
+        if not retried.queued and not retried.removed:
             return
         log.info(
             "dead letters of the service's own failures queued again once",
-            extra={"target": target.name, "rows": retried.queued},
+            extra={"target": target.name, "rows": retried.queued, "removed": retried.removed},
         )
         left = await asyncio.to_thread(runtime.store.dead_targets)
         if target.name not in left and runtime.notifier.raised("dead_letter", target.name):
@@ -1399,6 +1399,11 @@ class DeliveryWorker:
                 f"{retried.queued} {target.name} dead letter(s) queued again by themselves, once:"
                 f" {target.name} takes deliveries again"
             )
+            if retried.removed:
+                over += (
+                    f"; {retried.removed} play(s) not sent again: removed since, by a removal"
+                    " that went through after they gave up"
+                )
             await runtime.notifier.resolve("dead_letter", over, key=target.name)
 
     async def _outage_holds_nothing(self, runtime: Runtime, target: Target) -> None:
