@@ -535,6 +535,14 @@ def test_dead_rows_are_listed_retried_and_discarded(store: Store) -> None:
     assert again.id == a.id and again.attempts == 0
 
 
+def test_dead_letters_asked_for_by_id_are_those_alone(store: Store) -> None:
+    store.enqueue([row("a"), row("b", ordering="k2"), row("c", ordering="k3")], 1.0)
+    a, b, c = store.claim("w", 2.0)
+    for item in (a, b, c):
+        store.mark_dead(item.id, 3.0, "gave up")
+    assert [d.id for d in store.dead_letters([c.id, a.id, 999])] == [a.id, c.id]
+
+
 def dead_row(store: Store, key: str, action: str) -> None:
     """A row of `action` that gave up (at t=1..3)."""
     store.enqueue([row(key, action=action)], 1.0)

@@ -51,10 +51,11 @@ def retry_dead_letters(
 ) -> RetryOutcome:
     """Queue again the dead letters `ids` (all when None) the config can still deliver;
     `by_itself`: once, after the service's own failure (see Store.retry_dead)."""
-    dead = store.dead_letters()
-    known = {item.id for item in dead}
+    # Only those asked for: a worker re-queues a few after each write that went through,
+    # however many other dead letters wait.
+    chosen = store.dead_letters(ids)
+    known = {item.id for item in chosen}
     unknown = [] if ids is None else [i for i in ids if i not in known]
-    chosen = dead if ids is None else [item for item in dead if item.id in ids]
     # Removals meant for an account the profile used before would remove from its new one.
     old = [item.id for item in chosen if NOT_SENT in (item.last_error or "")]
     chosen = [item for item in chosen if item.id not in old]

@@ -3332,8 +3332,10 @@ class Store:
         )
         return [Unmatched(OutboxItem.from_row(r), r["event_payload"], r["event_raw"]) for r in rows]
 
-    def dead_letters(self) -> list[OutboxItem]:
-        rows = self._query("SELECT * FROM outbox WHERE status = 'dead' ORDER BY id")
+    def dead_letters(self, item_ids: Sequence[int] | None = None) -> list[OutboxItem]:
+        """The dead rows (those of `item_ids` only, when given), oldest first."""
+        where, params = self._dead_filter(item_ids)
+        rows = self._query(f"SELECT * FROM outbox WHERE {where} ORDER BY id", params)
         return [OutboxItem.from_row(r) for r in rows]
 
     def retry_dead(
