@@ -989,8 +989,14 @@ def hold_watchlist(store: Store, link: str, profile: str, held: str, now: float)
 
 
 def note_watchlist_run(store: Store, link: str, profile: str, now: float) -> None:
-    """Remember when this run of `link`'s watchlist part began (`relisted_on_peer`)."""
-    store.set_cursor("trakt", profile, list_cursor("watchlist_run", link), repr(now), now)
+    """Remember when this run of `link`'s watchlist part began (`relisted_on_peer`). Not when
+    no play went to Trakt since the last run began: the plays since either are the same (one
+    delivered meanwhile was delivered after this run began), and an idle run writes nothing."""
+    name = list_cursor("watchlist_run", link)
+    last_run = store.get_cursor("trakt", profile, name)
+    if last_run and not store.plays_delivered_since(profile, "trakt", float(last_run)):
+        return
+    store.set_cursor("trakt", profile, name, repr(now), now)
 
 
 def relisted_on_peer(
