@@ -819,8 +819,10 @@ def ingest_job(
     own_key = session_key(event, item_key)
 
     plex = event.source == "plex"
+    # Looked up only for a scrobble that names a time: no other can be a late report.
     paired_by_a_link = (
         plex
+        and event.played
         and event.occurred_at is not None
         and _plex_history_read(runtime, profile_name, event.server)
     )

@@ -618,17 +618,17 @@ def dead_letter_alert(target: str, untold: Untold) -> tuple[str, str]:
             " delivery again (a new play, a link's run); one that gives up again stays a"
             " dead letter."
         )
-    lines.append(f"See `watchbridge deadletters list`; send again with {_retry_command(untold)}.")
+    again = _retry_command(count, rows)
+    lines.append(f"See `watchbridge deadletters list`; send again with {again}.")
     return f"watchbridge: {what} gave up", "\n".join(lines)
 
 
-def _retry_command(untold: Untold) -> str:
-    """The command that queues the alert's dead letters again, as it can be pasted: by their
-    ids while the alert names them all, else every dead letter (the rest are not named)."""
-    if untold.count > len(untold.latest[-DEAD_LETTERS_LISTED:]):
+def _retry_command(count: int, listed: Sequence[OutboxItem]) -> str:
+    """The command that queues the alert's `count` dead letters again, as it can be pasted:
+    by their ids while the alert lists them all, else every dead letter (the rest unnamed)."""
+    if count > len(listed):
         return "`watchbridge deadletters retry --all` (every dead letter)"
-    ids = " ".join(str(row.id) for row in untold.latest[-DEAD_LETTERS_LISTED:])
-    return f"`watchbridge deadletters retry {ids}`"
+    return f"`watchbridge deadletters retry {' '.join(str(row.id) for row in listed)}`"
 
 
 def ending_title(target: str, profile: str) -> str:
