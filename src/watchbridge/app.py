@@ -953,12 +953,12 @@ def require_api_token(
 @get("/api/status", guards=[require_api_token])
 async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
     """Queue, dead letters, last sync runs and sign-ins (as the page has them)."""
-    from watchbridge.signins import current_sign_ins
+    from watchbridge.statuspage import page_state
 
-    status = await asyncio.to_thread(runtime.store_status)
     now = runtime.clock()
-    health = await asyncio.to_thread(current_sign_ins, runtime.config, runtime.store, now)
-    kept = await asyncio.to_thread(leftovers, runtime.config, runtime.store)
+    # The page's reads of the store, shaped for scripts here.
+    page = await page_state(runtime, now)
+    status, health, kept = page.status, page.sign_ins, page.kept
     apart = await asyncio.to_thread(numbered_apart, runtime.config, runtime.store)
     # The AniList lines of `sign_ins`, in the shape kept for scripts (PROFILE: in words).
     anilist = [f"{one.profile}: {one.message}" for one in health if one.service == "anilist"]
