@@ -196,3 +196,12 @@ def test_a_server_url_that_misses_the_api_names_the_url_not_the_show(
         reason = unmatched_reason(tmp_path / "wb.db")
     assert f"services.{flavour}.url" in reason, reason
     assert "identify it there" not in reason
+
+
+def test_an_emby_star_rating_lands_in_trakts_ratings(app: AppThread, trakt: FakeTrakt) -> None:
+    # Issue 3: ratings reach POST /sync/ratings from Emby's rating events too, not only Plex's.
+    arrival = trakt.add_movie("Arrival", 2016, imdb="tt2543164", tmdb=329865)
+    rated = emby("item_rate_favorite_movie.json")
+    rated["Item"]["UserData"] |= {"Rating": 7, "IsFavorite": False}  # 7 of Emby's 10
+    assert httpx.post(f"{app.url}/webhooks/emby/{SECRET}", json=rated).status_code == 202
+    wait_for(lambda: [(r.item, r.rating) for r in trakt.ratings()] == [(arrival, 7)])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import select
+import socket
 import sqlite3
 import threading
 import time
@@ -311,6 +313,21 @@ def test_unmapped_account_is_acknowledged_and_ignored(quiet_service: ServiceProc
     assert (response.status_code, response.json()["status"]) == (200, "ignored_unmapped_account")
 
 
+def test_an_unmapped_accounts_webhook_is_counted_and_queues_nothing(
+    service: ServiceProcess, trakt: FakeTrakt
+) -> None:
+    # Issue 3: "Unmapped accounts: 2xx, counted, ignored". Its own service: the count is exact.
+    friend = sample_json("plex", "episode_new_agent_friend_media_scrobble.json")
+    for _ in range(2):
+        assert post_plex(service, friend).status_code == 200
+    metrics = httpx.get(f"{service.url}/metrics").text
+    counted = 'watchbridge_webhook_events_total{outcome="ignored_unmapped_account",source="plex"}'
+    assert f"{counted} 2.0" in metrics
+    with contextlib.closing(sqlite3.connect(service.config.parent / "wb.db")) as db:
+        assert db.execute("SELECT COUNT(*) FROM outbox").fetchone() == (0,)
+    assert trakt.history() == [] and trakt.count("POST", "/scrobble/stop") == 0
+
+
 def test_secret_in_header_is_accepted(service: ServiceProcess) -> None:
     body, content_type = plex_multipart(sample_json("plex", "movie_media_play.json"))
     response = httpx.post(
@@ -342,6 +359,69 @@ def test_body_over_the_limit_is_413(quiet_service: ServiceProcess) -> None:
         f"{quiet_service.url}/webhooks/plex/{SECRET}", content=b"x" * (6 * 1024 * 1024)
     )
     assert response.status_code == 413
+
+
+def _peak_memory_kib(pid: int) -> int:
+    """The process's peak resident memory so far (VmHWM), in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM in /proc/PID/status")
+
+
+def _post_chunked_until_answered(
+    service: ServiceProcess, path: str, head: bytes, filler: bytes, total: int
+) -> tuple[bytes, int]:
+    """POST `head` then `filler` repeated up to `total` bytes, chunked (no Content-Length to
+    refuse early), stopping as soon as the service answers: its answer and the bytes sent."""
+    sock = socket.create_connection(("127.0.0.1", service.port), timeout=10)
+    sent, answer = 0, b""
+    try:
+        boundary = head.split(b"\r\n", 1)[0][2:].decode()
+        sock.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n".encode()
+        )
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            for piece in [head] + [filler] * (total // len(filler)):
+                if select.select([sock], [], [], 0)[0]:
+                    break  # answered before the body ended
+                sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+                sent += len(piece)
+            else:
+                sock.sendall(b"0\r\n\r\n")
+        with contextlib.suppress(ConnectionResetError):
+            while b"\r\n" not in answer and (more := sock.recv(65536)):
+                answer += more
+    finally:
+        sock.close()
+    return answer, sent
+
+
+def test_a_plex_thumb_far_over_the_limit_is_refused_unread_not_buffered(
+    service: ServiceProcess, trakt: FakeTrakt
+) -> None:
+    # Issue 3: the thumb part "is never buffered beyond a limit". A 64 MB poster after a good
+    # payload: 413 once server.max_webhook_bytes (5 MB) is passed, long before the poster ends,
+    # and the service's peak memory stays far below the poster's size.
+    assert service.proc is not None
+    payload, _ = plex_multipart(sample_json("plex", "movie_media_play.json"), thumb=False)
+    head = payload.removesuffix(b"--wbboundary--\r\n") + (
+        b'--wbboundary\r\nContent-Disposition: form-data; name="thumb"; filename="t.jpg"\r\n'
+        b"Content-Type: image/jpeg\r\n\r\n"
+    )
+    poster = 64 * 1024 * 1024
+    before = _peak_memory_kib(service.proc.pid)
+    answer, sent = _post_chunked_until_answered(
+        service, f"/webhooks/plex/{SECRET}", head, THUMB[:65536] * 4, poster
+    )
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert sent < poster // 2, f"the service read {sent} bytes before answering"
+    grown_mib = (_peak_memory_kib(service.proc.pid) - before) / 1024
+    assert grown_mib < 24, f"peak memory grew by {grown_mib:.0f} MiB for a 64 MiB poster"
+    metrics = httpx.get(f"{service.url}/metrics").text
+    assert 'watchbridge_webhook_events_total{outcome="too_large",source="plex"} 1.0' in metrics
+    assert trakt.watching() is None and trakt.count("POST", "/scrobble/start") == 0
 
 
 def test_unknown_source_is_404(quiet_service: ServiceProcess) -> None:
