@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sqlite3
 from collections.abc import AsyncIterator, Callable
@@ -1791,6 +1792,98 @@ async def test_an_entry_of_ours_a_whole_read_misses_as_the_diary_shifts_keeps_it
     assert removal["status"] == "done"
     assert removal["last_error"].startswith("skipped: not unticked: a play of the episode")
     assert first_misses(runtime) == set()  # listed: forgotten
+
+
+async def links_read(runtime: Runtime, clock: FakeClock, fake: FakeSerializd, how: str) -> None:
+    """The link's reader reads Serializd for `me`: the whole diary (`full`), or a delta read
+    (`delta`: the pages from the first until one holds nothing new)."""
+    reader = SerializdReader(client_at(runtime, clock, 1000), runtime.store, clock)
+    try:
+        if how == "full":
+            await reader.read("me", {}, None, full=True)
+        else:
+            ids = json.dumps(sorted(e.id for e in fake.diary()))
+            await reader.read("me", {"diary_ids": ids}, Side(), full=False)
+    finally:
+        await reader.aclose()
+
+
+def first_on_page_3(fake: FakeSerializd, ours: Review) -> list[Review]:
+    """Move our entry to the first row of the diary's page 3; the other rows, in order."""
+    others = [r for r in fake._diary_order(fake.diary()) if r.id != ours.id]
+    ours.date_added = others[48].date_added  # ours sorts right before it (a newer id)
+    assert [r.id for r in fake._diary_order(fake.diary())].index(ours.id) == 48
+    return others
+
+
+@pytest.mark.parametrize("read", ["full", "delta"])
+async def test_a_first_miss_of_an_entry_the_links_read_lists_is_forgotten(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock, read: str
+) -> None:
+    """As above, a whole read for the removal of s1e4's tick misses our entry as the diary
+    shifts: missed once. Then the link's reader reads Serializd (its daily full read, or a
+    delta read whose first page holds the entry, the user having edited it): it lists our
+    entry, so that miss is forgotten. The next run's whole read misses it again as the diary
+    shifts once more: missed once again, not proven gone: the tick stays. (A miss the
+    reader's sight left standing made that second miss a proof: our entry taken for deleted
+    in the app and the episode unticked under it.)"""
+    clock.now = fake.now()
+    old_history(fake, 100)  # 5 pages of 24
+    enqueue(runtime, "play", episode(4), clock() - 3600, progress=98.0)
+    await drain(worker, runtime, clock, passes=2)
+    (ours,) = [e for e in fake.diary() if e.show_id == SHOW]
+    newest = ours.date_added
+    others = first_on_page_3(fake, ours)
+    read_at = clock()
+    clock.advance(120)
+    fake.advance(120)
+    fake.diary_total_reviews = "null"
+    fake.deleted_before_page = (3, others[0])
+    enqueue(runtime, "remove_play", episode(4), UNDATED, record="tick:1396:1:4", link="ts",
+            read_at=read_at)  # fmt: skip
+    await drain(worker, runtime, clock, passes=2)
+    assert fake.deleted_before_page is None
+    assert first_misses(runtime) == {ours.id}
+    ours.date_added = newest  # on page 1 again
+    await links_read(runtime, clock, fake, read)
+    assert first_misses(runtime) == set()
+    fake.deleted_before_page = (3, first_on_page_3(fake, ours)[0])
+    await next_run(worker, runtime, clock, fake)
+    assert fake.deleted_before_page is None  # the whole read missed it again
+    assert fake.ticks() == {(SHOW, SEASON_1, 4)} and ours in fake.diary()
+    assert not any(v.get("removed") for v in ledger_plays(runtime).values())
+    assert first_misses(runtime) == {ours.id}
+    assert waiting(runtime)[-1]["status"] == "pending"
+
+
+async def test_the_links_whole_read_missing_our_entry_is_no_miss_of_a_proof(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    """The user deletes our entry of s1e4 in the app; the link's daily full read does not list
+    it. That read counts as no miss: it cannot tell our adds in flight while it read (the
+    delivery's reads can), and no removal waits on it. The removal of the tick it planned
+    then reads the whole diary itself: one miss, not a proof; the next run's read proves it."""
+    clock.now = fake.now()
+    old_history(fake, 30)
+    enqueue(runtime, "play", episode(4), clock() - 3600, progress=98.0)
+    await drain(worker, runtime, clock, passes=2)
+    (ours,) = [e for e in fake.diary() if e.show_id == SHOW]
+    fake.delete_entry(ours)
+    clock.advance(600)
+    fake.advance(600)
+    read_at = clock()
+    await links_read(runtime, clock, fake, "full")
+    assert first_misses(runtime) == set()
+    clock.advance(120)
+    fake.advance(120)
+    enqueue(runtime, "remove_play", episode(4), UNDATED, record="tick:1396:1:4", link="ts",
+            read_at=read_at)  # fmt: skip
+    await drain(worker, runtime, clock, passes=2)
+    assert fake.ticks() == {(SHOW, SEASON_1, 4)}
+    assert first_misses(runtime) == {ours.id}
+    await next_run(worker, runtime, clock, fake)
+    assert fake.ticks() == set()
+    assert waiting(runtime)[-1]["status"] == "done"
 
 
 def removals_planned(

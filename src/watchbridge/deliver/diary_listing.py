@@ -20,7 +20,13 @@ entries showed) are kept here, per profile, and serve every later check they can
   when a second whole read, begun after the first one that missed it ended, misses it too
   (`judged`); when that first read ended is kept in the store by the caller (`judged`'s
   `first_misses`), so that the proof outlives a restart, and forgotten once any read lists
-  the entry;
+  the entry, the link reader's included (`forget_first_misses`): else a later miss would
+  complete a proof against an entry seen since;
+- the link reader's whole reads (the daily full read) count as no miss, first or second: a
+  miss is judged against what was added while the read ran (`noted`, the adds a read
+  overlapped), which only the delivery knows, and it proves nothing unless a removal waits,
+  whose own next read comes minutes later (SECOND_READ_AFTER) and is one whole read more at
+  most, in a case (a whole read missing an entry) that is rare;
 - a listing serves a row only when read after the row was planned from its link's read
   (and after its last try), and for `keep` seconds: what the user changed before the plan
   is in it;

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import math
 from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -125,6 +125,16 @@ CANNOT_DELETE = (
     "Serializd answered that it has no endpoint for deleting diary entries (reviews/delete "
     "is unconfirmed): delete the entry on serializd.com"
 )
+
+
+def forget_first_misses(store: Store, profile: str, listed: Collection[int]) -> None:
+    """Forget the first misses (FIRST_MISSES) of the entries of ours a read saw `listed`: they
+    were there after that miss, which is then no half of a proof that they are gone. Every
+    read of the diary calls it, the link reader's too (`readers/serializd.py`)."""
+    missed = store.mirror_get(NAME, profile, FIRST_MISSES)
+    seen = [str(review) for review in sorted(listed) if str(review) in missed]
+    if seen:
+        store.mirror_remove(NAME, profile, FIRST_MISSES, seen)
 
 
 @dataclass(frozen=True)
@@ -646,10 +656,7 @@ class SerializdTarget:
         self._listings[profile] = merged(
             self._listings.get(profile), seen, self.clock(), ADDED_READ_KEEP
         )
-        missed_before = await self._first_misses(profile)
-        listed = [str(review) for review in sorted(missed_before.keys() & read.ids)]
-        if listed:
-            await asyncio.to_thread(self.store.mirror_remove, NAME, profile, FIRST_MISSES, listed)
+        await asyncio.to_thread(forget_first_misses, self.store, profile, read.ids)
         return seen
 
     def _note_ours(

@@ -42,6 +42,7 @@ from watchbridge.deliver.serializd import (
     RATED_ROWS,
     RATINGS,
     TICK_RECORD,
+    forget_first_misses,
 )
 from watchbridge.http import changed_answer
 from watchbridge.metrics import Metrics
@@ -448,7 +449,9 @@ class SerializdReader:
         if profile not in self._fresh:
             written = await self._written(profile)
             known = known_ids(cursors) | set(written.values())
-            self._fresh[profile] = await self.client.diary_until(profile, known)
+            listed: set[int] = set()
+            self._fresh[profile] = await self.client.diary_until(profile, known, listed)
+            await asyncio.to_thread(forget_first_misses, self.store, profile, listed)
         return self._fresh[profile]
 
     async def _written(self, profile: str) -> dict[str, int]:
@@ -540,6 +543,7 @@ class SerializdReader:
         ours = await self._rated(profile)
         if full:
             whole_diary = await self.client.diary_read(profile)
+            await asyncio.to_thread(forget_first_misses, self.store, profile, whole_diary.listed)
             diary = whole_diary.entries
             ids = {e.id for e in diary} | whole_diary.unreadable
             read = serializd_side(diary, ours | await self._unanswered(profile, diary))

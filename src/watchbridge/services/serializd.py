@@ -1163,16 +1163,22 @@ class SerializdClient:
         # The read stops early only once every one was seen; else it read every page.
         return DiaryListing(frozenset(seen), whole=not (sought and sought <= seen))
 
-    async def diary_until(self, profile: str, known_ids: set[int]) -> list[DiaryEntry]:
+    async def diary_until(
+        self, profile: str, known_ids: set[int], listed: set[int] | None = None
+    ) -> list[DiaryEntry]:
         """The entries whose ids are not in `known_ids`, reading pages from the first and
         stopping after the first page that holds nothing new (pages are not reliably sorted,
         so an old entry on a page never ends the scan by itself). Rows that cannot be read
         are left out, with one warning for the read: a delta read only adds to what the last
-        full read found, so leaving them out removes nothing."""
+        full read found, so leaving them out removes nothing. `listed` gets the id of every
+        row on the pages read, known or new, readable or not (each is there)."""
         unread: list[int | None] = []
+        seen: set[int] = set()
         entries = await self._diary_pages(
-            profile, unread, new=lambda entry: entry.id not in known_ids
+            profile, unread, new=lambda entry: entry.id not in known_ids, seen=seen
         )
+        if listed is not None:
+            listed |= seen | {i for i in unread if i is not None}
         if unread:
             ids = {i for i in unread if i is not None}
             without_id = unread.count(None)
