@@ -90,6 +90,23 @@ def test_confirmed_removals_are_not_held() -> None:
     assert not plan.held and len(plan.remove_from_plex) == 3
 
 
+def test_titles_another_link_took_off_trakt_are_not_weighed_again() -> None:
+    """Another link of ours took them off Trakt (past its guard, or confirmed there): their
+    removal from the peer goes without a second hold; the rest are weighed as ever, and a
+    reason every removal waits (an unchecked account read empty) still holds them all."""
+    titles = [ARRIVAL, HEAT, DUNE, Ids(tmdb="1"), Ids(tmdb="2")]
+    peer, baseline = [plex(i) for i in titles], base(*[trakt(i) for i in titles])
+    ours = {a for i in titles[:4] for a in aliases("movie", i)}
+    plan = plan_watchlist(peer, [trakt(titles[4])], baseline, taken_off_trakt=ours)
+    assert not plan.held and len(plan.remove_from_plex) == 4
+    two = {a for i in titles[:2] for a in aliases("movie", i)}
+    plan = plan_watchlist(peer, [], baseline, taken_off_trakt=two)
+    assert "3 of 5" in plan.held and not plan.remove_from_plex
+    why = "trakt read empty, its account unchecked"
+    held = plan_watchlist(peer, [], baseline, taken_off_trakt=ours, hold=why)
+    assert why in held.held and not held.remove_from_plex
+
+
 def test_removing_one_title_from_a_short_list_is_ordinary() -> None:
     plan = plan_watchlist([plex(ARRIVAL), plex(HEAT)], [trakt(HEAT)], base(plex(ARRIVAL)))
     assert not plan.held and len(plan.remove_from_plex) == 1

@@ -346,6 +346,41 @@ async def test_a_viewing_older_than_the_listing_takes_no_title_off_a_watchlist(
     assert house.everywhere() == ({"Andor"}, {"Andor"}, {"Andor"})
 
 
+def watchlists_held(results: Sequence[RunResult]) -> list[str]:
+    """The watchlist holds those link runs said."""
+    return [r.plan.held for run in results for r in run.lists.results if r.plan.held]
+
+
+@pytest.mark.parametrize(
+    ("removed", "confirmed"),
+    [("plex", "plex-trakt"), ("serializd", "trakt-serializd")],
+    ids=["on-plex", "on-serializd"],
+)
+async def test_removals_confirmed_on_one_link_are_not_held_again_by_the_next(
+    make_house: HouseFactory, removed: str, confirmed: str
+) -> None:
+    """Three of four shows taken off one watchlist: the link that sees it holds them (more
+    than max_removal_share, a broken read looks like this), and the user confirms that link
+    as the hold says (`--link NAME --confirm-removals`). The shows leave Trakt; the other link
+    then finds them gone from Trakt and carries that on, without holding the same removal a
+    second time and asking for a second confirmation of it."""
+    house = make_house("")  # max_removal_share as by default (10 %)
+    house.plex_add("Severance", "The Bear", "Andor", "Shogun")
+    order = (*(link for link in LINKS if link != confirmed), confirmed)
+    await house.round(order)
+    await house.round(order)
+    getattr(house, f"{removed}_remove")("Andor", "Shogun", "The Bear")
+    await house.round(order)
+    assert watchlists_held(house.results[-2:]) != []
+    await house.round((confirmed,), confirm_removals=True)
+    assert house.on_trakt() == {"Severance"}
+    await house.round(order)
+    assert watchlists_held(house.results[-2:]) == []
+    one = {"Severance"}
+    assert house.everywhere() == (one, one, one)
+    await settled(house, order)
+
+
 # --------------------------------------------------------------------------- what waits
 
 

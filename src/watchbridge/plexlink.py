@@ -85,6 +85,10 @@ ALERT_KIND = "account_limit"
 MEDIA = "media"  # mirror ("plex", profile): ratingKey -> {"stamp", "metadata"} from item details
 UNREACHABLE = "service_unreachable"
 WATCHLIST_ALERT_KEY = "plextv:watchlist"
+# Mirror ("trakt", profile): alias -> when a link's run took that title off Trakt's watchlist
+# (`taken_off_trakt`). A week covers the other links' runs after it, however far apart.
+TAKEN_OFF = "watchlist_taken_off"
+TAKEN_OFF_KEPT = 7 * 86400.0
 
 
 class Alerts(Protocol):
@@ -602,12 +606,37 @@ def baseline_before_writes(
     return new_baseline
 
 
-async def remove_from_trakt_watchlist(trakt: TraktClient, profile: str, plan: WatchlistPlan) -> int:
-    """The plan's removals from Trakt's watchlist, in one request: how many Trakt deleted."""
+async def remove_from_trakt_watchlist(
+    trakt: TraktClient, store: Store, profile: str, plan: WatchlistPlan, now: float
+) -> int:
+    """The plan's removals from Trakt's watchlist, in one request: how many Trakt deleted.
+    Each is noted as taken off by us (`taken_off_trakt`)."""
     if not plan.remove_from_trakt:
         return 0
     result = await trakt.remove_watchlist(profile, [watch_ref(i) for i in plan.remove_from_trakt])
+    noted = {alias: now for item in plan.remove_from_trakt for alias in item.aliases}
+    store.mirror_put(TRAKT, profile, TAKEN_OFF, noted, now)
     return result.deleted
+
+
+def taken_off_trakt(
+    store: Store, profile: str, trakt: Sequence[WatchItem], now: float, *, dry_run: bool = False
+) -> frozenset[str]:
+    """Aliases of the titles a link's run took off Trakt's watchlist (any link of the
+    profile's), within TAKEN_OFF_KEPT and not listed there since (`trakt`: the watchlist as
+    read now): the other links that carry Trakt's watchlist to a peer weigh their removal
+    there no more (`watchlist.plan_watchlist`). Those listed again or older are forgotten
+    (not by a dry run, which writes nothing)."""
+    noted = store.mirror_get(TRAKT, profile, TAKEN_OFF)
+    listed = {alias for item in trakt for alias in item.aliases}
+    stale = [
+        alias
+        for alias, at in noted.items()
+        if alias in listed or not isinstance(at, int | float) or at < now - TAKEN_OFF_KEPT
+    ]
+    if stale and not dry_run:
+        store.mirror_remove(TRAKT, profile, TAKEN_OFF, stale)
+    return frozenset(noted.keys() - set(stale))
 
 
 @dataclass(frozen=True)
@@ -762,6 +791,7 @@ async def sync_watchlist(
         hold=hold,
         unchecked=unchecked,
         relisted=relisted_on_peer(store, link, profile, plex_items, trakt_items, stored),
+        taken_off_trakt=taken_off_trakt(store, profile, trakt_items, now, dry_run=dry_run),
     )
     room = await watchlist_room(trakt, store, profile, plan, len(trakt_rows), now)
     if dry_run:
@@ -770,7 +800,7 @@ async def sync_watchlist(
 
     unresolved = [f"{name} (Plex knows no external id for it)" for name in unidentified]
     new_baseline = baseline_before_writes(plan, baseline)
-    removed_trakt = await remove_from_trakt_watchlist(trakt, profile, plan)
+    removed_trakt = await remove_from_trakt_watchlist(trakt, store, profile, plan, now)
     removed_plex = 0
     for item in plan.remove_from_plex:
         try:

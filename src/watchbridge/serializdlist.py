@@ -46,6 +46,7 @@ from watchbridge.plexlink import (
     note_watchlist_run,
     relisted_on_peer,
     remove_from_trakt_watchlist,
+    taken_off_trakt,
     trakt_watch_items,
     unchecked_sides,
     watchlist_holding,
@@ -310,6 +311,7 @@ async def sync_serializd_watchlist(
         hold=hold,
         unchecked=unchecked,
         relisted=relisted_on_peer(store, link, profile, serializd_items, trakt_items, stored),
+        taken_off_trakt=taken_off_trakt(store, profile, trakt_items, now, dry_run=dry_run),
     )
     found = await _serializd_additions(serializd, store, profile, plan.add_to_peer, clock)
     additions, kept_off = found.additions, found.kept_off
@@ -329,7 +331,7 @@ async def sync_serializd_watchlist(
         )
 
     new_baseline = baseline_before_writes(plan, baseline)
-    removed_trakt = await remove_from_trakt_watchlist(trakt, profile, plan)
+    removed_trakt = await remove_from_trakt_watchlist(trakt, store, profile, plan, now)
     removed_serializd = 0
     for item in plan.remove_from_peer:
         show_id = int(str(item.ids.tmdb))

@@ -121,6 +121,7 @@ def plan_watchlist(
     hold: str = "",
     unchecked: Collection[str] = (),
     relisted: Collection[str] = (),
+    taken_off_trakt: Collection[str] = (),
 ) -> WatchlistPlan:
     """The plan for one person. `plex`: the peer's items (Plex's, or those of the service
     named by `peer`). `baseline`: key -> aliases of the titles on both sides last run.
@@ -136,6 +137,11 @@ def plan_watchlist(
     more the user's additions than its empty history is the user's removals.
     `relisted`: keys of the peer's titles gone from Trakt that go back on it rather than leave
     the peer (`relisted_titles`).
+    `taken_off_trakt`: aliases of titles a link of ours took off Trakt's watchlist (another
+    link: Plex ⇄ Trakt beside Trakt ⇄ Serializd). Their removal from the peer is not weighed
+    by the guard again: it passed that link's guard, or the user confirmed it there, and
+    Trakt lacks them because we removed them, not because its read is broken. (`hold` still
+    holds them: that account's reads are in doubt.)
     """
     if only_to not in (None, "trakt", peer):
         raise ValueError(f"only_to must be 'trakt' or {peer!r}, got {only_to!r}")
@@ -171,9 +177,11 @@ def plan_watchlist(
     present = {a for item in (*plex, *trakt) for a in item.aliases}
     forgotten = tuple(key for key, keys in baseline.items() if not ({key, *keys} & present))
     held = ""
+    ours = frozenset(() if hold else taken_off_trakt)
+    weighed = [item for item in remove_from_plex if not item.aliases & ours]
     if not confirm_removals:
         for side, removals, size in (
-            (PEER_NAMES.get(peer, peer), len(remove_from_plex), len(plex)),
+            (PEER_NAMES.get(peer, peer), len(weighed), len(plex)),
             ("Trakt", len(remove_from_trakt), len(trakt)),
         ):
             what, minimum = f"watchlist titles on {side}", 1 if hold else LIST_MIN_HELD
