@@ -6,22 +6,29 @@ service's connection, so that the test needs no small file system of its own."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
+import os
+import shutil
 import sqlite3
+import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.fakes.receiver import AlertReceiver
-from tests.harness import AppThread
+from tests.harness import AppThread, watchbridge, write_config
 from tests.ingest_samples import sample_bytes
 from tests.test_app import jellyfin_config, runtime_for, wait_until
 from watchbridge import statuspage, storagewatch, webhooks
 from watchbridge.app import Runtime, create_app
 from watchbridge.storagefault import fault_kind, fault_of
 from watchbridge.storagewatch import StorageWatch
+from watchbridge.store import Store
 
 HOOK = "/webhooks/jellyfin/s3cret-hook"
 FULL_TITLE = "watchbridge cannot write its database: the disk is full"
@@ -258,3 +265,105 @@ def test_with_storage_left_out_of_alerts_kinds_webhooks_refused_for_it_are_still
     assert refused.status_code == 503
     alert = next(m["message"] for m in receiver.messages if m["title"] == REFUSING_JELLYFIN)
     assert "another program holds the database" in alert
+
+
+# `watchbridge status` runs in a process of its own, without the service's runtime: it tries
+# the database itself, leaving nothing behind.
+
+READ_ONLY_TITLE = "watchbridge cannot write its database: it is read-only"
+
+
+def status_of(folder: Path) -> subprocess.CompletedProcess[str]:
+    return watchbridge("status", "--config", str(folder / "watchbridge.yaml"))
+
+
+@contextlib.contextmanager
+def small_disk(folder: Path) -> Iterator[Path]:
+    """A disk of 1 MB of its own at `folder` (a tmpfs), unmounted afterwards; skips where
+    this machine does not let the test mount one (not root, no CAP_SYS_ADMIN)."""
+    folder.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounts a small disk")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)])
+    if mounted.returncode != 0:
+        pytest.skip("this machine does not let the test mount a disk")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def fill(disk: Path) -> Path:
+    """Take the disk's last byte (a backup copy, logs, media), as a file one can delete."""
+    ballast = disk / "ballast"
+    fd = os.open(ballast, os.O_WRONLY | os.O_CREAT)
+    try:
+        with contextlib.suppress(OSError):
+            while True:
+                os.write(fd, bytes(4096))
+    finally:
+        os.close(fd)
+    return ballast
+
+
+def test_status_says_the_disk_is_full_and_what_to_do_without_writing_anything(
+    tmp_path: Path,
+) -> None:
+    with small_disk(tmp_path / "data") as disk:
+        write_config(disk)
+        service = Store.open(disk / "watchbridge.db")  # the running service, its log open
+        try:
+            ballast = fill(disk)
+            with pytest.raises(sqlite3.OperationalError, match="database or disk is full"):
+                for _ in range(100):  # as the service's next writes fail
+                    service.note_alive(time.time())
+            files = sorted(os.listdir(disk))
+            full = status_of(disk)
+            left = sorted(os.listdir(disk))
+            ballast.unlink()
+            freed = status_of(disk)
+        finally:
+            service.close()
+    assert full.returncode == 0, full.stderr
+    line = next(s for s in full.stdout.splitlines() if s.startswith("storage:"))
+    assert line.startswith(f"storage:       {FULL_TITLE}. The disk holding {disk}")
+    assert "Free some space on it" in line
+    assert "queue:" in full.stdout  # the rest of the status as ever
+    assert left == files
+    assert freed.returncode == 0 and "storage:" not in freed.stdout
+
+
+def test_status_says_another_program_holds_the_database_locked_without_waiting_on_it(
+    tmp_path: Path,
+) -> None:
+    write_config(tmp_path, "  busy_timeout: 0.2\n")
+    Store.open(tmp_path / "watchbridge.db").close()
+    shell = hold_the_lock(tmp_path)
+    try:
+        started = time.monotonic()
+        locked = status_of(tmp_path)
+        took = time.monotonic() - started
+    finally:
+        shell.close()
+    let_go = status_of(tmp_path)
+    assert locked.returncode == 0, locked.stderr
+    assert f"storage:       {LOCKED_TITLE}. Another program holds the database" in locked.stdout
+    assert "a sqlite3 shell" in locked.stdout
+    assert took < 5
+    assert let_go.returncode == 0 and "storage:" not in let_go.stdout
+    with sqlite3.connect(tmp_path / "watchbridge.db") as look:  # the try was rolled back
+        assert look.execute("SELECT 1 FROM settings WHERE name = 'write_check'").fetchall() == []
+
+
+def test_status_on_a_read_only_disk_says_so_plainly_with_what_to_do(tmp_path: Path) -> None:
+    with small_disk(tmp_path / "data") as disk:
+        write_config(disk)
+        Store.open(disk / "watchbridge.db").close()
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        result = status_of(disk)
+    assert result.returncode == 1  # nothing to show: SQLite cannot open it read-only here
+    line = result.stderr.strip()
+    assert line.startswith(f"error: storage.path {disk / 'watchbridge.db'}: cannot open the ")
+    assert f"the database {disk / 'watchbridge.db'} or its folder is read-only" in line
+    assert "its filesystem is mounted read-only" in line and "mount it read-write again" in line
+    assert "Traceback" not in result.stderr

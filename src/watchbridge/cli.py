@@ -488,11 +488,12 @@ def _summary(config: Config) -> str:
 @cli.command()
 @config_option
 def status(config_path: str | None) -> None:
-    """Queue depth, dead letters, sign-ins, whose account each service is, and the last run
-    of each link with its cursors."""
+    """Whether the database takes writes, queue depth, dead letters, sign-ins, whose account
+    each service is, and the last run of each link with its cursors."""
     from watchbridge.app import leftovers, storage_warnings
     from watchbridge.filesystems import read_mountinfo
     from watchbridge.signins import STATE_WORDS, current_sign_ins
+    from watchbridge.writecheck import write_fault
 
     config = _load(config_path)
     with _look_at_store(config) as store:
@@ -502,8 +503,12 @@ def status(config_path: str | None) -> None:
         storage = storage_warnings(config, store, read_mountinfo())
         datasets = _datasets_failing(config, store)
         apart = _numbered_apart(config, store)
+        # The service's own finding lives in its memory: this process tries for itself.
+        fault = write_fault(store)
     outbox = state.outbox
     click.echo(f"database:      {config.storage.path}")
+    if fault is not None:
+        click.echo(f"storage:       {fault.title}. {fault.message}")
     for warning in storage:  # a sync from cron says them once: here every time
         click.echo(f"warning:       {warning}")
     click.echo(

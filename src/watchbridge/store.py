@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import math
@@ -48,6 +49,7 @@ from watchbridge.playback import (
     report_keys,
 )
 from watchbridge.senders import TOGETHER_WITHIN
+from watchbridge.storagefault import fault_of
 
 OutboxStatus = Literal["pending", "inflight", "done", "dead"]
 
@@ -1858,10 +1860,33 @@ def _cannot_open(database: Path, exc: OSError | sqlite3.Error) -> str:
     """Why the database at `database` could not be opened, and what to check."""
     if locked_by_another(exc):
         return f"storage.path {database}: cannot open the database: {LOCKED_BY_ANOTHER}"
+    fault = fault_of(exc, str(database))
+    if fault is not None and fault.kind in ("read_only", "full"):  # the others are guesses
+        return (
+            f"storage.path {database}: cannot open the database: {fault.problem} "
+            f"({fault.said}). {fault.fix}"
+        )
+    if _on_read_only_disk(database):  # SQLite can only say it cannot make its -shm there
+        fault = fault_of(OSError(errno.EROFS, "read-only"), str(database))
+        assert fault is not None
+        return (
+            f"storage.path {database}: cannot open the database ({exc}): {fault.problem} "
+            f"(its filesystem is mounted read-only). {fault.fix}"
+        )
     return (
         f"storage.path {database}: cannot open the database ({exc}): check that its folder "
         "exists, that the user watchbridge runs as can write there, and that the disk is not full"
     )
+
+
+def _on_read_only_disk(database: Path) -> bool:
+    """Whether the filesystem holding `database` (its nearest folder that exists) is mounted
+    read-only."""
+    existing = next((p for p in database.absolute().parents if p.exists()), None)
+    try:
+        return existing is not None and bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def _damage(database: sqlite3.Connection) -> str | None:
@@ -2029,6 +2054,12 @@ def journal_warning(path: Path, journal_mode: str) -> str | None:
         "database, with the files beside it, to a local disk of this machine (ext4, xfs, "
         "btrfs, zfs), then point storage.path (or the container's data folder) there"
     )
+
+
+# The row a check of the store's writes writes (or writes and rolls back).
+_WRITE_CHECK = (
+    "INSERT OR REPLACE INTO settings (name, value, updated_at) VALUES ('write_check', '', ?)"
+)
 
 
 def locked_by_another(exc: BaseException) -> bool:
@@ -2390,13 +2421,24 @@ class Store:
         try:
             with self.transaction() as conn:
                 if self.write_error is not None:
-                    conn.execute(
-                        "INSERT OR REPLACE INTO settings (name, value, updated_at)"
-                        " VALUES ('write_check', '', ?)",
-                        (now,),
-                    )
+                    conn.execute(_WRITE_CHECK, (now,))
         except sqlite3.Error as exc:
             raise StoreError(f"database not writable ({exc})") from exc
+
+    def try_write(self) -> None:
+        """Raise StoreError unless a write would be taken now: the write lock within
+        storage.busy_timeout and a row written, then rolled back, so nothing lasts (another
+        process's look, `watchbridge status`; a full disk shows only at a commit)."""
+        with self._locked():
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    self._conn.execute(_WRITE_CHECK, (0.0,))
+                finally:
+                    if self._conn.in_transaction:  # SQLite may have rolled it back itself
+                        self._conn.execute("ROLLBACK")
+            except sqlite3.Error as exc:
+                raise StoreError(f"database not writable ({exc})") from exc
 
     # ------------------------------------------------------------------ events + outbox
 
