@@ -19,7 +19,8 @@ from tests.fakes.jellyfin import API_KEY, sample_server
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt, Rating, iso, key_of
 from tests.harness import AppThread, sign_in_trakt
 from tests.ingest_samples import sample_json
-from watchbridge.config import parse_config
+from watchbridge.app import Runtime
+from watchbridge.config import Config, parse_config
 from watchbridge.wiring import build_app, build_runtime
 
 SECRET = "media-servers-to-trakt-secret"
@@ -32,10 +33,9 @@ def trakt(start_fake: Callable[[FakeServer], FakeServer]) -> FakeTrakt:
     return fake
 
 
-@contextlib.contextmanager
-def running_app(tmp_path: Path, trakt: FakeTrakt, servers: str = "") -> Iterator[AppThread]:
-    """The app delivering to the fake Trakt; `servers`: more lines under `services`."""
-    config = parse_config(
+def media_servers_config(tmp_path: Path, trakt: FakeTrakt, servers: str = "") -> Config:
+    """Jellyfin's and Emby's alex to the fake Trakt; `servers`: more lines under `services`."""
+    return parse_config(
         f"""
 server: {{webhook_secret: {SECRET}}}
 storage: {{path: {tmp_path / "wb.db"}}}
@@ -48,7 +48,12 @@ profiles:
         Path("watchbridge.yaml"),
         {},
     )
-    runtime = build_runtime(config)
+
+
+@contextlib.contextmanager
+def running_app(tmp_path: Path, trakt: FakeTrakt, servers: str = "") -> Iterator[AppThread]:
+    """The app delivering to the fake Trakt; `servers`: more lines under `services`."""
+    runtime = build_runtime(media_servers_config(tmp_path, trakt, servers))
     with AppThread(build_app(runtime)) as thread:
         sign_in_trakt(runtime.store, trakt, now=time.time())
         yield thread
@@ -205,3 +210,57 @@ def test_an_emby_star_rating_lands_in_trakts_ratings(app: AppThread, trakt: Fake
     rated["Item"]["UserData"] |= {"Rating": 7, "IsFavorite": False}  # 7 of Emby's 10
     assert httpx.post(f"{app.url}/webhooks/emby/{SECRET}", json=rated).status_code == 202
     wait_for(lambda: [(r.item, r.rating) for r in trakt.ratings()] == [(arrival, 7)])
+
+
+@contextlib.contextmanager
+def full_after_the_first_event(runtime: Runtime, db: Path) -> Iterator[None]:
+    """The disk fills up as the next webhook's second event is written (a 1 MB write the
+    database cannot take: SQLite's own limit on the service's connection), and has room
+    again afterwards."""
+    conn = runtime.store._conn
+    with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as look:
+        (events,) = look.execute("SELECT COUNT(*) FROM events").fetchone()
+        look.execute("CREATE TABLE ballast (filler BLOB)")
+        look.execute(
+            "CREATE TRIGGER fills_the_disk BEFORE INSERT ON events"
+            f" WHEN (SELECT COUNT(*) FROM events) > {events}"
+            " BEGIN INSERT INTO ballast VALUES (zeroblob(1048576)); END"
+        )
+        (pages,) = conn.execute("PRAGMA page_count").fetchone()
+        (room,) = conn.execute("PRAGMA max_page_count").fetchone()
+        conn.execute(f"PRAGMA max_page_count = {pages + 64}")
+        try:
+            yield
+        finally:
+            look.execute("DROP TRIGGER fills_the_disk")
+            conn.execute(f"PRAGMA max_page_count = {room}")
+
+
+def test_a_double_episode_webhook_refused_halfway_by_a_full_disk_is_recorded_once_sent_again(
+    tmp_path: Path, trakt: FakeTrakt
+) -> None:
+    # Jellyfin sends nothing again by itself; a proxy or a user does, on the 503's Retry-After.
+    # Its first episode stored before the disk filled would then be stored a second time.
+    show = trakt.add_show("Breaking Bad", 2008, tvdb=81189, imdb="tt0903747", tmdb=1396)
+    for number in (14, 15):
+        trakt.add_episode(show, 5, number, tvdb=4000000 + number)
+    body = sample_json("jellyfin", "playback_stop_episode_completed.json")
+    body |= {"NotificationUsername": "alex", "EpisodeNumberEnd": 15}  # S05E14-E15 in one file
+    body |= {"Provider_tvdb": "4000014", "Provider_imdb": "", "Provider_tmdb": ""}
+    db = tmp_path / "wb.db"
+    runtime = build_runtime(media_servers_config(tmp_path, trakt))
+    with AppThread(build_app(runtime)) as app:
+        sign_in_trakt(runtime.store, trakt, now=time.time())
+        url = f"{app.url}/webhooks/jellyfin/{SECRET}"
+        with full_after_the_first_event(runtime, db):
+            refused = httpx.post(url, json=body)
+        again = httpx.post(url, json=body)
+        wait_for(lambda: len(trakt.history()) == 2 and nothing_waits(db))
+    assert refused.status_code == 503, refused.text
+    assert refused.headers["retry-after"] == "60"
+    assert "is full" in refused.json()["error"]
+    assert again.json() == {"status": "accepted", "queued": 2}
+    with contextlib.closing(sqlite3.connect(db)) as look:
+        stored = look.execute("SELECT json_extract(payload, '$.item.number') FROM events")
+        assert sorted(number for (number,) in stored) == [14, 15]
+    assert sorted((h.item.season, h.item.number) for h in trakt.history()) == [(5, 14), (5, 15)]

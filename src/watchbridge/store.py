@@ -1185,7 +1185,8 @@ class IngestJob:
     report: Report | None = None
 
 
-Waiter = tuple[IngestJob, "asyncio.Future[int]", asyncio.AbstractEventLoop]
+# One webhook's events (recorded all or none), who waits for their rows, and on which loop.
+Waiter = tuple[Sequence[IngestJob], "asyncio.Future[int]", asyncio.AbstractEventLoop]
 
 
 class _Group:
@@ -1229,13 +1230,19 @@ class IngestWriter:
         self._thread.start()
 
     async def write(self, job: IngestJob) -> int:
-        """Record one webhook event; returns the outbox rows added, once they are durable."""
+        """Record a webhook's one event; returns the outbox rows added, once they are durable."""
+        return await self.write_all((job,))
+
+    async def write_all(self, jobs: Sequence[IngestJob]) -> int:
+        """Record a webhook's events (a file of several episodes), all or none: a webhook
+        refused halfway and sent again must not record its first events twice. Returns the
+        outbox rows added, once they are durable."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[int] = loop.create_future()
         with self._lock:
             if self._closing:
                 raise StoreError("the store is closing")
-            self._pending.append((job, done, loop))
+            self._pending.append((jobs, done, loop))
         if not self._wake.is_set():
             self._wake.set()
         return await done
@@ -1321,8 +1328,8 @@ class IngestWriter:
         if not self._claim(group):
             return
         try:
-            jobs = [job for job, _, _ in group.waiters]
-            group.results = self.store.ingest_jobs(self.store._conn, jobs)
+            webhooks = [jobs for jobs, _, _ in group.waiters]
+            group.results = self.store.ingest_webhooks(self.store._conn, webhooks)
         except Exception as exc:
             group.error = exc
         finally:
@@ -2494,17 +2501,27 @@ class Store:
     def ingest_jobs(
         self, conn: sqlite3.Connection, jobs: Sequence[IngestJob]
     ) -> list[int | Exception]:
-        """`ingest_many`'s work inside a transaction the caller holds (see IngestWriter)."""
+        """`ingest_many`'s work inside a transaction the caller holds: each job a webhook."""
+        return self.ingest_webhooks(conn, [(job,) for job in jobs])
+
+    def ingest_webhooks(
+        self, conn: sqlite3.Connection, webhooks: Sequence[Sequence[IngestJob]]
+    ) -> list[int | Exception]:
+        """Each webhook's events, all or none, inside a transaction the caller holds (see
+        IngestWriter): the outbox rows each added, or why it recorded nothing."""
         results: list[int | Exception] = []
-        for job in jobs:
+        for jobs in webhooks:
             conn.execute("SAVEPOINT job")
             try:
-                results.append(self._ingest_one(conn, job))
+                added = 0
+                for job in jobs:
+                    added += self._ingest_one(conn, job)
+                results.append(added)
             except Exception as exc:
                 conn.execute("ROLLBACK TO SAVEPOINT job")
                 results.append(exc)
                 if isinstance(exc, sqlite3.DatabaseError) and storage_fault(exc):
-                    self.write_error = str(exc)  # a damaged page fails each job alone
+                    self.write_error = str(exc)  # a damaged page fails each webhook alone
             conn.execute("RELEASE SAVEPOINT job")
         return results
 

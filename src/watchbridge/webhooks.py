@@ -639,27 +639,31 @@ async def _webhook(
     if not isinstance(result, Accepted):
         await _answer(runtime, send, source, "malformed", 400, started, error=result.reason)
         return
-    queued, unmapped = 0, 0
+    unmapped = 0
     known, names = runtime.account_ids.known, runtime.account_ids.names
+    taken: list[tuple[MediaEvent, str, str]] = []  # each event its route takes: profile, server
+    learnt: list[tuple[Key, Learnt]] = []
+    jobs: list[IngestJob] = []
+    for event in result.events:
+        route = route_for(runtime.config, event, known, names)
+        if route.renamed is not None or route.new_id is not None:
+            _account_seen(runtime, route)
+        name = route.profile
+        if name is None:
+            unmapped += 1
+            continue
+        server = _plex_server(runtime, name, event)
+        learn = route.learn
+        if learn in learnt:  # a file's further episodes: the same account, learnt once
+            learn = None
+        elif learn is not None:
+            learnt.append(learn)
+        jobs.append(ingest_job(runtime, name, event, result.document, learn, server))
+        taken.append((event, name, server))
     try:
-        for event in result.events:
-            route = route_for(runtime.config, event, known, names)
-            if route.renamed is not None or route.new_id is not None:
-                _account_seen(runtime, route)
-            name = route.profile
-            if name is None:
-                unmapped += 1
-                continue
-            server = _plex_server(runtime, name, event)
-            job = ingest_job(runtime, name, event, result.document, route.learn, server)
-            queued += await runtime.writer.write(job)
-            if route.learn is not None:  # stored with the event (a 503: learnt when sent again)
-                runtime.account_ids.learn(*route.learn)
-            item = event.item.source_key or ""
-            viewing = Viewing(name, server, event.player, item, event.player_name)
-            doubling = runtime.senders.saw(event.source, viewing, runtime.clock())
-            if doubling is not None:
-                _tell_doubling(runtime, doubling)
+        # All or none: a webhook refused halfway and sent again would record its first
+        # events twice.
+        queued = await runtime.writer.write_all(jobs) if jobs else 0
     except (sqlite3.Error, StoreError) as exc:
         # 503, not 500: the request was fine and nothing was acknowledged. Retry-After for
         # the senders that try again (a generic one, a proxy's queue).
@@ -677,6 +681,14 @@ async def _webhook(
             error=f"could not store the event{said}",
         )
         return
+    for learn in learnt:  # stored with the events (a 503: learnt when sent again)
+        runtime.account_ids.learn(*learn)
+    for event, name, server in taken:
+        item = event.item.source_key or ""
+        viewing = Viewing(name, server, event.player, item, event.player_name)
+        doubling = runtime.senders.saw(event.source, viewing, runtime.clock())
+        if doubling is not None:
+            _tell_doubling(runtime, doubling)
     if unmapped:  # one webhook, however many episodes its file holds
         _unmapped(runtime, result.events[0])
     if unmapped == len(result.events):
