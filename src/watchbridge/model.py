@@ -232,15 +232,19 @@ class Rejected:
 ParseResult = Accepted | Ignored | Rejected
 
 
+# Worked out once: `fields()` on each call cost a third of building a webhook's job.
+_REF_FIELDS_AFTER_KIND = tuple(f.name for f in fields(MediaRef) if f.name != "kind")
+
+
 def ref_to_dict(item: MediaRef) -> dict[str, object]:
     """A MediaRef as plain JSON data for the outbox (empty fields left out)."""
     data: dict[str, object] = {"kind": item.kind}
-    for f in fields(item):
-        value = getattr(item, f.name)
+    for name in _REF_FIELDS_AFTER_KIND:
+        value = getattr(item, name)
         if isinstance(value, Ids):
             value = value.present()
-        if value not in (None, {}, "") and f.name != "kind":
-            data[f.name] = value
+        if value is not None and value != "" and value != {}:
+            data[name] = value
     return data
 
 
