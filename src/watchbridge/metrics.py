@@ -295,6 +295,23 @@ class Metrics:
             ["task"],
             registry=self.registry,
         )
+        # Each webhook's answer is counted by its children, kept here: `labels()` checks and
+        # looks them up again on every call. (source, outcome) and source: a few dozen at most.
+        self._webhook_counted: dict[tuple[str, str], Counter] = {}
+        self._webhook_timed: dict[str, Histogram] = {}
+
+    def webhook_answered(self, source: str, outcome: str, seconds: float) -> None:
+        """Count one webhook's answer (`outcome`) and the seconds it took."""
+        counted = self._webhook_counted.get((source, outcome))
+        if counted is None:
+            counted = self._webhook_counted[source, outcome] = self.webhook_events.labels(
+                source, outcome
+            )
+        counted.inc()
+        timed = self._webhook_timed.get(source)
+        if timed is None:
+            timed = self._webhook_timed[source] = self.webhook_seconds.labels(source)
+        timed.observe(seconds)
 
     def plex_history_unfiltered(self, profile: str, rows: int, message: str, at: float) -> None:
         """The Plex server sent `rows` history rows of other accounts reading `profile`'s."""

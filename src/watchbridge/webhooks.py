@@ -416,8 +416,7 @@ async def _read_body(
 
 def _count(runtime: Runtime, source: str, outcome: str, started: float) -> None:
     seconds = time.monotonic() - started
-    runtime.metrics.webhook_events.labels(source, outcome).inc()
-    runtime.metrics.webhook_seconds.labels(source).observe(seconds)
+    runtime.metrics.webhook_answered(source, outcome, seconds)
     if log.isEnabledFor(logging.DEBUG):  # one line per webhook at `logging.level: debug`
         log.debug("webhook", extra={"source": source, "outcome": outcome, "ms": seconds * 1000})
 
