@@ -724,6 +724,47 @@ async def test_an_entry_deleted_while_the_diary_is_read_takes_only_its_own_play_
     assert [p[:2] for p in trakt_plays(trakt)] == [(1, 1), (1, 2), (1, 3)]
 
 
+DIARY_PAGE = "GET /api/user/{username}/diary"
+
+
+async def test_an_entry_a_shifting_diary_read_misses_keeps_its_play_and_rating_on_trakt(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    """As above, but Serializd answers no count (`totalReviews` null, §5.1), so the daily full
+    read cannot see the diary change under it: e4 is deleted after page 1 listed it, and e2,
+    moved up onto page 1, is never seen. One read missing an entry proves nothing: e2's play
+    and its stars stay on Trakt. The next run reads the whole diary again (only because one
+    was missed) and lists e2: nothing goes; the run after reads no more than before (the
+    first page). e4 is missed by the next daily read, and goes with the next run's read."""
+    serializd.diary_page_size = 2  # four entries on two pages
+    for number in range(1, 5):
+        log(serializd, 1, number, ago(3 - number / 10), rating=8)
+    await rig.sync_and_deliver()
+    await rig.sync_and_deliver()
+    assert trakt_rating(trakt, 1, 2) == 8
+    serializd.diary_total_reviews = "null"
+    serializd.deleted_before_page = (2, review(serializd, 4))
+
+    async def run(full: bool = False, pages: int | None = None) -> list[Any]:
+        before = serializd.count(*DIARY_PAGE.split(" "))
+        result = await rig.sync_and_deliver(full=full)
+        if pages is not None:
+            assert serializd.count(*DIARY_PAGE.split(" ")) - before == pages
+        return [a for p in result.plans for a in p.plan.actions]
+
+    await run(full=True)
+    assert serializd.deleted_before_page is None  # it happened, during the read
+    assert [p[:2] for p in trakt_plays(trakt)] == [(1, 1), (1, 2), (1, 3), (1, 4)]
+    assert trakt_rating(trakt, 1, 2) == 8
+    assert await run(pages=2) == []  # the whole diary again: e2 is listed
+    assert await run(pages=1) == []
+    await run(full=True)
+    assert [p[:2] for p in trakt_plays(trakt)] == [(1, 1), (1, 2), (1, 3), (1, 4)]
+    await run(pages=2)
+    assert [p[:2] for p in trakt_plays(trakt)] == [(1, 1), (1, 2), (1, 3)]
+    assert trakt_rating(trakt, 1, 2) == 8 and trakt_rating(trakt, 1, 4) is None
+
+
 async def test_a_diary_row_that_cannot_be_read_does_not_stop_the_full_reads(
     rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
 ) -> None:

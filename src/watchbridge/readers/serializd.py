@@ -3,7 +3,9 @@ watched state (ticks, marked seasons) where it can tell the other side something
 
 Serializd has no change feed and its diary pages are not reliably sorted, so the cheap check
 reads pages until one holds no entry it has not seen (`diary_until`); a delta read adds those
-entries to the baseline. Removals leave no trace in that check: the daily full read finds them.
+entries to the baseline. Removals leave no trace in that check: the daily full read finds them,
+and an entry it misses counts as deleted only when it can tell the diary was read whole, or the
+next run's read of the whole diary misses it too (`missed_by`).
 
 Ticks and season marks are a second system the diary does not show (reference §5.2, §6.1).
 Marked seasons come in one paged listing; ticks only one season per request, and no listing
@@ -53,6 +55,7 @@ from watchbridge.reconcile import EXPECTED, UNDATED, Play, Rated, Side, flows, m
 from watchbridge.services.serializd import NAME as SERVICE_NAME
 from watchbridge.services.serializd import (
     DiaryEntry,
+    DiaryRead,
     SerializdClient,
     SerializdItemError,
     ShowSeasons,
@@ -71,6 +74,9 @@ log = logging.getLogger(__name__)
 
 _EPISODE = re.compile(r"^episode:tmdb:(\d+):s(\d+)e(\d+)$")
 WATCHED_STATE = (TICK_RECORD, MARK_RECORD)
+# Cursor: the ids of the diary entries the last full read did not list while the baseline held
+# them, not taken as deleted yet (JSON list; see `missed_by`).
+MISSED = "missed"
 
 
 def known_ids(cursors: Mapping[str, str]) -> set[int]:
@@ -254,9 +260,60 @@ def unread_kept(
     ratings = {
         key: rated
         for key, rated in baseline.ratings.items()
-        if key not in read.ratings and records & set(rows.get(key, "").split(","))
+        if key not in read.ratings and records & _row_ids(rows.get(key, ""))
     }
     return plays, ratings
+
+
+def _row_ids(record: str) -> set[str]:
+    """The diary ids a rating's rows name (`123`, or `log:123` for a diary log's stars)."""
+    return {part.rpartition(":")[2] for part in record.split(",")} - {"", RATED_LOG}
+
+
+def relied_on(baseline: Side | None, rows: Mapping[str, str]) -> set[int]:
+    """The ids of the diary entries the baseline holds a play or a rating of (`rows`: item ->
+    the rows holding its rating, `rating_rows`): a full read not listing one takes it for
+    deleted. Pure."""
+    ids = {int(p.record) for p in baseline.plays if p.record.isdigit()} if baseline else set()
+    for held in rows.values():
+        ids |= {int(i) for i in _row_ids(held) if i.isdigit()}
+    return ids
+
+
+def missed_by(
+    read: DiaryRead, relied: AbstractSet[int], missed_before: AbstractSet[int]
+) -> tuple[frozenset[int], frozenset[int]]:
+    """The entries of `relied` a whole read of the diary did not list, as (gone, missed once).
+    The pages are not reliably ordered and may answer no count (§5.1): an entry deleted or
+    added while they are read moves the rows after it onto a page already read, and one of
+    them is never seen. So a miss proves an entry gone only when the read listed as many
+    rows as the pages counted (`all_listed`), or when the read before (a run earlier) missed
+    it too (`missed_before`); else it is missed once, and read again by the next run. Pure."""
+    missed = frozenset(relied) - read.listed
+    if read.all_listed:
+        return missed, frozenset()
+    return missed & missed_before, missed - missed_before
+
+
+def without_entries(
+    side: Side, gone: AbstractSet[int], rows: Mapping[str, str], whole: Side
+) -> tuple[Side, dict[str, str]]:
+    """`side` and its rating rows (`rows`) without the diary entries `gone`: their plays go,
+    and a rating held by one of them is the one the whole diary now shows (`whole`, as read),
+    or none. Pure."""
+    records = {str(i) for i in gone}
+    plays = tuple(p for p in side.plays if p.record not in records)
+    ratings, kept = dict(side.ratings), dict(rows)
+    for item, held in rows.items():
+        if not records & _row_ids(held):
+            continue
+        now = whole.ratings.get(item)
+        if now is None:
+            ratings.pop(item, None)
+            del kept[item]
+        else:
+            ratings[item], kept[item] = now, now.record
+    return Side(plays, ratings), kept
 
 
 def _tmdb_show_of(key: str) -> str | None:
@@ -454,6 +511,13 @@ class SerializdReader:
             await asyncio.to_thread(forget_first_misses, self.store, profile, listed)
         return self._fresh[profile]
 
+    async def _read_again(self, profile: str) -> DiaryRead:
+        """The whole diary, read by the run after a full read missed entries once (`MISSED`):
+        only a second read proves them gone. Its new entries serve as the delta read's."""
+        whole_diary = await self.client.diary_read(profile)
+        await asyncio.to_thread(forget_first_misses, self.store, profile, whole_diary.listed)
+        return whole_diary
+
     async def _written(self, profile: str) -> dict[str, int]:
         """The diary plays we wrote (delivery ledger key `item@minute` -> review id): not news
         to a delta read, which would otherwise page through a whole backfill again. The plays
@@ -531,7 +595,10 @@ class SerializdReader:
     async def unchanged(self, profile: str, cursors: Mapping[str, str]) -> bool:
         """Nothing new in the diary, and nothing delivered since the last read (a delivered
         play's review id must replace its expected play in the baseline, or a removal of it
-        would go unseen): no request beyond the first diary page."""
+        would go unseen): no request beyond the first diary page. Entries the last full read
+        missed once are to be read again (`missed_by`): then no request, a read follows."""
+        if cursors.get(MISSED):
+            return False
         fresh = await self._new_entries(profile, cursors)
         return not fresh and _ledger_mark(await self._written(profile)) == cursors.get("written")
 
@@ -541,11 +608,22 @@ class SerializdReader:
         full = full or baseline is None or "diary_ids" not in cursors
         written = await self._written(profile)
         ours = await self._rated(profile)
+        missed_before = set(json.loads(cursors.get(MISSED) or "[]"))
+        missed: frozenset[int] = frozenset()
+        before = json.loads(cursors.get("rating_rows") or "{}")
         if full:
             whole_diary = await self.client.diary_read(profile)
             await asyncio.to_thread(forget_first_misses, self.store, profile, whole_diary.listed)
             diary = whole_diary.entries
-            ids = {e.id for e in diary} | whole_diary.unreadable
+            _, missed = missed_by(whole_diary, relied_on(baseline, before), missed_before)
+            if missed:
+                log.info(
+                    "serializd diary entries were not listed by a read of the whole diary "
+                    "that cannot tell it was read whole: their plays and ratings are kept, "
+                    "and the next run reads the diary again; missed again, they count as deleted",
+                    extra={"profile": profile, "entries": len(missed)},
+                )
+            ids = {e.id for e in diary} | whole_diary.unreadable | missed
             read = serializd_side(diary, ours | await self._unanswered(profile, diary))
             kept, kept_ratings = unplaced(diary, baseline, read)
             if kept or kept_ratings:
@@ -554,8 +632,9 @@ class SerializdReader:
                     "their plays and ratings are kept as they were read before",
                     extra={"profile": profile, "entries": len(kept) + len(kept_ratings)},
                 )
-            before = json.loads(cursors.get("rating_rows") or "{}")
-            unread, unread_ratings = unread_kept(whole_diary.unreadable, baseline, read, before)
+            unread, unread_ratings = unread_kept(
+                whole_diary.unreadable | missed, baseline, read, before
+            )
             if whole_diary.unreadable:
                 count = len(whole_diary.unreadable)
                 log.warning(
@@ -571,16 +650,28 @@ class SerializdReader:
             ratings = edited_since({**kept_ratings, **read.ratings}, baseline, before, self.clock())
             ticked = ticked_by_us(baseline, await self._ticked(profile))
             side = Side(read.plays + kept + watched_state(baseline) + ticked, ratings)
-            rows = rating_rows({}, side)
+            rows = rating_rows({k: before[k] for k in unread_ratings if k in before}, side)
         else:
-            fresh = await self._new_entries(profile, cursors)
+            again = await self._read_again(profile) if missed_before else None
+            if again is None:
+                fresh = await self._new_entries(profile, cursors)
+            else:
+                known = known_ids(cursors) | set(written.values())
+                fresh = [e for e in again.entries if e.id not in known]
             ids = known_ids(cursors) | {e.id for e in fresh}  # ours stay out: see _written
             read = serializd_side(fresh, ours | await self._unanswered(profile, fresh))
             merged = merge_diary(baseline or Side(), read)
             side = resolve_expected(merged, written)
             if "ledger_ids" in cursors:  # (a cursor of an older version: none are new)
                 side = with_written(side, written, set(json.loads(cursors["ledger_ids"])))
-            rows = rating_rows(json.loads(cursors.get("rating_rows") or "{}"), read)
+            rows = rating_rows(before, read)
+            if again is not None:
+                gone = frozenset(missed_before) - again.listed  # missed by two reads
+                whole = serializd_side(
+                    again.entries, ours | await self._unanswered(profile, again.entries)
+                )
+                side, rows = without_entries(side, gone, rows, whole)
+                ids -= gone
         # A rating's rows (what removing it deletes) live in the cursors: the baseline keeps
         # only its value and time.
         side = Side(
@@ -593,6 +684,8 @@ class SerializdReader:
             "ledger_ids": json.dumps(sorted(set(written.values()))),
             "rating_rows": json.dumps(rows, sort_keys=True),
         }
+        if missed:
+            saved[MISSED] = json.dumps(sorted(missed))
         if "marks" in cursors:
             saved["marks"] = cursors["marks"]
         # refine() adds to these (the engine saves the dict once the plan is applied)

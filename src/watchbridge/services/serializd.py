@@ -446,6 +446,14 @@ class DiaryRead:
     entries: list[DiaryEntry]
     unreadable: frozenset[int] = frozenset()
     listed: frozenset[int] = frozenset()
+    counted: int | None = None  # `totalReviews` as every page answered it (None: not all did)
+
+    @property
+    def all_listed(self) -> bool:
+        """Whether the read listed as many rows as every page counted: then no row was left
+        unseen by the pages shifting under it (a whole read raises on a count that moved). A
+        diary answering no count (§5.1) never tells."""
+        return self.counted is not None and self.counted == len(self.listed)
 
 
 @dataclass(frozen=True)
@@ -1129,9 +1137,11 @@ class SerializdClient:
     async def diary_read(self, profile: str) -> DiaryRead:
         """`diary`, with the ids of the rows that could not be read."""
         unread: list[int | None] = []
-        entries = await self._diary_pages(profile, unread)
+        totals: list[int | None] = []
+        entries = await self._diary_pages(profile, unread, totals=totals)
         unreadable = frozenset(i for i in unread if i is not None)
-        return DiaryRead(entries, unreadable, unreadable | {e.id for e in entries})
+        counted = totals[0] if totals and None not in totals else None
+        return DiaryRead(entries, unreadable, unreadable | {e.id for e in entries}, counted)
 
     async def diary_added_since(self, profile: str, since: float) -> DiaryRead:
         """The entries added after `since` (`dateAdded`, Serializd's clock), ours included,
@@ -1208,6 +1218,7 @@ class SerializdClient:
         old_pages: int = 1,
         sought: frozenset[int] = frozenset(),
         seen: set[int] | None = None,
+        totals: list[int | None] | None = None,
     ) -> list[DiaryEntry]:
         """The entries read, and the ids of the rows that could not be read added to `unread`
         (None: a row without an id, which fails a whole read: it cannot be told from any
@@ -1215,12 +1226,13 @@ class SerializdClient:
         every row of those ids has been seen. Else the entries `kept` (by
         default those `new`), reading until `old_pages` pages in a row hold none `new` (see
         `diary_until`; the reference, §5.1, advises going on past two such pages, as the
-        pages are not reliably sorted). `seen` gets the id of every readable row read."""
+        pages are not reliably sorted). `seen` gets the id of every readable row read;
+        `totals` each page's `totalReviews` (an int, or None: the page answered null)."""
         all_of_it = new is None
         keep = kept or new
         found: dict[int, DiaryEntry] = {}
         page, previous, old_in_a_row = 1, list[Any](), 0
-        totals: list[int | None] = []  # each page's `totalReviews` (int or null, §5.1)
+        totals = [] if totals is None else totals  # each page's `totalReviews` (§5.1)
         while True:
             what = f"diary page {page}"
             data = await self._read(profile, self._user_path("diary"), what, {"page": page})
