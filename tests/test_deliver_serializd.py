@@ -1856,6 +1856,50 @@ async def test_a_first_miss_of_an_entry_the_links_read_lists_is_forgotten(
     assert waiting(runtime)[-1]["status"] == "pending"
 
 
+async def test_a_kept_whole_read_records_its_miss_once_not_again_after_the_links_read(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    """As above: the whole read for the removal of s1e4's tick misses our entry as the diary
+    shifts (missed once), and the link's reader then lists it (forgotten). Within the 5
+    minutes that read is kept, a removal of the same tick queued by another link, which
+    knows the episode by its absolute number (4: S1E4, another queue of its own), asks about
+    our entry: the kept read answers it, and must not record its miss a second time (the
+    entry was seen since). Else the next run's read, the diary shifting once more, completed
+    a proof against an entry that stands, and unticked the episode under it."""
+    clock.now = fake.now()
+    old_history(fake, 100)  # 5 pages of 24
+    enqueue(runtime, "play", episode(4), clock() - 3600, progress=98.0)
+    await drain(worker, runtime, clock, passes=2)
+    (ours,) = [e for e in fake.diary() if e.show_id == SHOW]
+    newest = ours.date_added
+    others = first_on_page_3(fake, ours)
+    read_at = clock()
+    clock.advance(120)
+    fake.advance(120)
+    fake.diary_total_reviews = "null"
+    fake.deleted_before_page = (3, others[0])
+    enqueue(runtime, "remove_play", episode(4), UNDATED, record="tick:1396:1:4", link="ts",
+            read_at=read_at)  # fmt: skip
+    await drain(worker, runtime, clock, passes=1)
+    assert fake.deleted_before_page is None
+    assert first_misses(runtime) == {ours.id}
+    ours.date_added = newest  # on page 1 again
+    await links_read(runtime, clock, fake, "delta")
+    assert first_misses(runtime) == set()
+    enqueue(runtime, "remove_play", absolute_episode(4), UNDATED, record="tick:1396:1:4",
+            link="ps", read_at=read_at)  # fmt: skip
+    pages = fake.count("GET", DIARY_PAGE)
+    await drain(worker, runtime, clock, passes=1)
+    assert [r["status"] for r in waiting(runtime)][-2:] == ["pending", "pending"]
+    assert fake.count("GET", DIARY_PAGE) == pages  # the kept reads answer it
+    assert first_misses(runtime) == set()
+    fake.deleted_before_page = (3, first_on_page_3(fake, ours)[0])
+    await next_run(worker, runtime, clock, fake)
+    assert fake.deleted_before_page is None  # the whole read missed it again
+    assert fake.ticks() == {(SHOW, SEASON_1, 4)} and ours in fake.diary()
+    assert first_misses(runtime) == {ours.id}
+
+
 async def test_the_links_whole_read_missing_our_entry_is_no_miss_of_a_proof(
     runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
 ) -> None:

@@ -3,7 +3,14 @@ two whole reads must miss it, the second begun after the first ended, and not ho
 
 from __future__ import annotations
 
-from watchbridge.deliver.diary_listing import FIRST_MISS_KEPT, Listing, first_missed, judged
+from watchbridge.deliver.diary_listing import (
+    FIRST_MISS_KEPT,
+    Listing,
+    first_missed,
+    judged,
+    merged,
+    recorded,
+)
 
 ENTRY = 7
 RECORDED = 1_000.0  # when our ledger recorded the entry
@@ -38,3 +45,16 @@ def test_a_first_miss_older_than_it_is_kept_for_proves_nothing_and_is_taken_agai
     verdict = judged(listing, {ENTRY: RECORDED}, {ENTRY: 2_050.0})
     assert verdict.missed_once == {ENTRY} and not verdict.gone
     assert first_missed(listing, verdict, {ENTRY: 2_050.0}) == {ENTRY: now + 50}
+
+
+def test_a_kept_whole_read_records_each_first_miss_once() -> None:
+    # Kept for the checks after it, the read that missed the entry is asked again once another
+    # read listed it (its first miss forgotten): the miss it made before that is no new one.
+    listing = whole_read(2_000.0)
+    verdict = judged(listing, {ENTRY: RECORDED}, {})
+    kept = recorded(listing, listing, first_missed(listing, verdict, {}))
+    kept = merged(kept, Listing(2_100.0, frozenset({99}), False, 2_110.0), 2_120.0, 300.0)
+    assert first_missed(kept, judged(kept, {ENTRY: RECORDED}, {}), {}) == {}
+    later = whole_read(2_400.0)  # a read of its own still records its miss
+    assert recorded(kept, later, {ENTRY}) == kept
+    assert first_missed(later, judged(later, {ENTRY: RECORDED}, {}), {}) == {ENTRY: 2_450.0}

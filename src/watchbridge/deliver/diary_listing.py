@@ -21,7 +21,9 @@ entries showed) are kept here, per profile, and serve every later check they can
   (`judged`); when that first read ended is kept in the store by the caller (`judged`'s
   `first_misses`), so that the proof outlives a restart, and forgotten once any read lists
   the entry, the link reader's included (`forget_first_misses`): else a later miss would
-  complete a proof against an entry seen since;
+  complete a proof against an entry seen since. A whole read kept for later checks records
+  each first miss once (`recorded`): asked again after a read listed the entry, it would
+  record the miss it made before that read as new;
 - the link reader's whole reads (the daily full read) count as no miss, first or second: a
   miss is judged against what was added while the read ran (`noted`, the adds a read
   overlapped), which only the delivery knows, and it proves nothing unless a removal waits,
@@ -36,7 +38,7 @@ entries showed) are kept here, per profile, and serve every later check they can
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 
 from watchbridge.deliver.trakt import still_fresh
@@ -57,6 +59,8 @@ class Listing:
     ids: frozenset[int]
     whole: bool
     ended_at: float
+    # The entries whose first miss this whole read recorded (`first_missed`, `recorded`).
+    recorded: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -116,12 +120,20 @@ def first_missed(
 ) -> dict[int, float]:
     """The entries the listing was the first whole read to miss (`verdict.missed_once`, none
     remembered yet, or one older than FIRST_MISS_KEPT), each with when that read ended: what
-    the store keeps of them."""
+    the store keeps of them. Not those it recorded already (`Listing.recorded`)."""
     return {
         review: listing.ended_at
-        for review in verdict.missed_once
+        for review in verdict.missed_once - listing.recorded
         if first_misses.get(review, -math.inf) < listing.read_at - FIRST_MISS_KEPT
     }
+
+
+def recorded(kept: Listing, listing: Listing, reviews: Collection[int]) -> Listing:
+    """`kept` noting that the whole read `listing` recorded the first misses of `reviews`,
+    when `kept` still holds that read (ended when it did); else `kept` as it is."""
+    if not reviews or not (kept.whole and kept.ended_at == listing.ended_at):
+        return kept
+    return replace(kept, recorded=kept.recorded | frozenset(reviews))
 
 
 def merged(kept: Listing | None, read: Listing, now: float, keep: float) -> Listing:
@@ -129,7 +141,7 @@ def merged(kept: Listing | None, read: Listing, now: float, keep: float) -> List
     a partial one adds what it saw to a listing still fresh, dated by the older read."""
     if read.whole or kept is None or not still_fresh(kept.read_at, now, keep):
         return read
-    return Listing(min(kept.read_at, read.read_at), kept.ids | read.ids, kept.whole, kept.ended_at)
+    return replace(kept, read_at=min(kept.read_at, read.read_at), ids=kept.ids | read.ids)
 
 
 def noted(listing: Listing, *, added: int | None = None, deleted: int | None = None) -> Listing:

@@ -44,6 +44,7 @@ from watchbridge.deliver.diary_listing import (
     judged,
     merged,
     noted,
+    recorded,
     serves,
 )
 from watchbridge.deliver.trakt import nearby_keys, play_key, still_fresh
@@ -635,6 +636,9 @@ class SerializdTarget:
             await asyncio.to_thread(
                 self.store.mirror_put, NAME, profile, FIRST_MISSES, values, self.clock()
             )
+            kept = self._listings.get(profile)
+            if kept is not None:
+                self._listings[profile] = recorded(kept, listing, first)
         if verdict.gone:
             await asyncio.to_thread(
                 self.store.mirror_remove,
