@@ -765,6 +765,26 @@ async def test_an_entry_a_shifting_diary_read_misses_keeps_its_play_and_rating_o
     assert trakt_rating(trakt, 1, 2) == 8 and trakt_rating(trakt, 1, 4) is None
 
 
+async def test_a_rating_deleted_on_serializd_that_answers_no_count_leaves_trakt_a_run_later(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    """Stars given to e1-e3 on Serializd without a log (rating-only diary rows); the user
+    deletes e3's, and Serializd answers no count: the daily read missing it proves nothing
+    yet, so the rating stays on Trakt; the next run's whole read misses it too, and it goes."""
+    await four_plays_on_both_sides(rig, app, serializd, origin="serializd")
+    rated = [log(serializd, 1, number, ago(1), rating=8, is_log=False) for number in (1, 2, 3)]
+    await rig.sync_and_deliver()
+    assert trakt_rating(trakt, 1, 3) == 8
+    serializd.diary_total_reviews = "null"
+    with serializd.lock:
+        serializd.user.reviews.remove(rated[2])
+    await rig.sync_and_deliver(full=True)
+    assert trakt_rating(trakt, 1, 3) == 8
+    await rig.sync_and_deliver()
+    assert trakt_rating(trakt, 1, 3) is None and trakt_rating(trakt, 1, 2) == 8
+    assert [p[:2] for p in trakt_plays(trakt)] == [(1, 1), (1, 2), (1, 3), (1, 4)]
+
+
 async def test_a_diary_row_that_cannot_be_read_does_not_stop_the_full_reads(
     rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
 ) -> None:
