@@ -32,6 +32,7 @@ from watchbridge.config import (
     SerializdConfig,
     parse_config,
 )
+from watchbridge.deadletters import retry_dead_letters
 from watchbridge.deliver.anilist import (
     NAME,
     REWATCH_WAIT,
@@ -2034,3 +2035,51 @@ async def test_a_row_that_cannot_be_read_is_a_dead_letter_told_as_a_bug_to_repor
         " (TypeError: "
     )
     assert dead.last_error.endswith("please report it (a retry fails the same way)")
+
+
+async def removal_given_up_after_a_play(
+    runtime: Runtime,
+    target: AniListTarget,
+    worker: DeliveryWorker,
+    fake: FakeAniList,
+    clock: FakeClock,
+) -> None:
+    """Episode 5 played (AniList progress 5), then unwatched on the other side: AniList fails
+    the removal's save until it gives up, a dead letter of AniList's own failure."""
+    without_inline_backoff(target)
+    enqueue(runtime, "play", episode(42), clock() - 3 * DAY, live=True)
+    await drain(worker, runtime)
+    assert fake.snapshot()[PART_2]["progress"] == 5
+    fake.fail_operation("SaveMediaListEntry", 10**6, 500, media_id=PART_2)
+    enqueue(runtime, "remove_play", episode(42), clock() - 2 * DAY, link="plex-anilist")
+    while not runtime.store.dead_letters():  # each try past the last one's backoff
+        later(worker, clock, runtime.config.delivery.max_backoff)
+        await worker.pass_once(runtime)
+    (dead,) = runtime.store.dead_letters()
+    assert dead.action == "remove_play"
+    fake.clear_knobs()
+
+
+@pytest.mark.parametrize("newer", [43, 42], ids=["next-episode", "same-episode-again"])
+@pytest.mark.parametrize("how", ["by-itself", "retried"])
+async def test_a_removal_going_again_after_a_newer_play_of_the_show_never_lowers_below_it(
+    runtime: Runtime,
+    target: AniListTarget,
+    worker: DeliveryWorker,
+    fake: FakeAniList,
+    clock: FakeClock,
+    newer: int,
+    how: str,
+) -> None:
+    # The order: play ep 5 -> its removal fails and dies -> a newer play (ep 6, or ep 5
+    # watched again) delivered -> the dead removal goes again (by itself, once AniList took
+    # a write; or by `watchbridge deadletters retry`). It was decided before that play: the
+    # play is the user's latest word, and progress stays at least where it put it.
+    await removal_given_up_after_a_play(runtime, target, worker, fake, clock)
+    enqueue(runtime, "play", episode(newer), clock() - 60, live=True)
+    await drain(worker, runtime)
+    if how == "retried":
+        retry_dead_letters(runtime.config, runtime.store, None, clock())
+    await drain(worker, runtime)
+    assert runtime.store.dead_letters() == []
+    assert fake.snapshot()[PART_2]["progress"] == newer - 37

@@ -3434,6 +3434,16 @@ class Store:
             ).rowcount
         return Retried(queued, superseded, removed)
 
+    def played_after(self, row: OutboxItem) -> bool:
+        """Whether a play of `row`'s item (its ordering key) queued after it was delivered:
+        the user's later word on that item, which a removal decided before it must not undo."""
+        rows = self._query(
+            "SELECT 1 FROM outbox WHERE ordering_key = ? AND id > ? AND action = 'play'"
+            " AND status = 'done' LIMIT 1",
+            (row.ordering_key, row.id),
+        )
+        return bool(rows)
+
     def once_more_due(self, target: str) -> list[int]:
         """The dead letters of `target` that died of the service's own failure and wait to be
         queued again by themselves (ONCE_MORE_DUE), oldest first."""

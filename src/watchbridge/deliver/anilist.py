@@ -218,6 +218,13 @@ NOT_ANIME = "not anime (in no mapping dataset): skipped, checked again later"
 REFRESHABLE = frozenset({"outside", "new-season", "no-target", "ambiguous", "absolute", PENDING})
 SEASONS_RETRY = 3600.0  # a play waiting for a season list that could not be read
 # mirror: a skipped webhook row's idempotency key -> the row (see `recheck_skipped`)
+# A removal that went out again (a dead letter, by itself or retried) after a later play of its
+# episode was delivered: it was decided before that play, the user's latest word, and AniList,
+# which keeps only a progress, cannot tell that viewing from the one removed.
+PLAYED_SINCE = (
+    "not removed: the episode was played again after this removal was decided (a later play,"
+    " delivered since): that viewing stands and the progress stays"
+)
 SKIPPED = "skipped_not_anime"
 SKIPPED_KEEP = 30 * 86400.0  # how long a skipped row waits for the datasets to catch up
 RECHECK_EVERY = 3600.0  # seconds between two looks at the skipped rows of a profile
@@ -1238,6 +1245,8 @@ class AniListTarget:
             await self._save(profile, write, current, entries, viewing=None)
             return Delivered("score removed" if value is None else "scored")
         if row.action == "remove_play":
+            if row.waited(self.clock()) and await asyncio.to_thread(self.store.played_after, row):
+                return Skipped(PLAYED_SINCE)
             set_aside = await self._rewatch_set_aside(profile, current)
             write = removal_write(current, episode, set_aside)
             if write is None:
