@@ -2083,3 +2083,37 @@ async def test_a_removal_going_again_after_a_newer_play_of_the_show_never_lowers
     await drain(worker, runtime)
     assert runtime.store.dead_letters() == []
     assert fake.snapshot()[PART_2]["progress"] == newer - 37
+
+
+async def test_dead_letters_of_anilists_failures_go_once_more_after_a_probe_on_an_idle_setup(
+    runtime: Runtime,
+    target: AniListTarget,
+    worker: DeliveryWorker,
+    fake: FakeAniList,
+    clock: FakeClock,
+) -> None:
+    # AniList failed every save until two plays gave up; nobody watches anything after. An
+    # hour after, the oldest goes alone: through (a save AniList took, not a read), the other
+    # goes with it. Nothing is sent before that hour.
+    without_inline_backoff(target)
+    other = 5557
+    LATER[("999", 1, 1)] = (other, 1)
+    fake.add_media(other, episodes=12)
+    fake.fail_operation("SaveMediaListEntry", 10**6, 500)
+    enqueue(runtime, "play", episode(40), clock() - 3600, live=True)
+    enqueue(runtime, "play", episode(1, show=999), clock() - 60, live=True)
+    while len(runtime.store.dead_letters()) < 2:
+        later(worker, clock, runtime.config.delivery.max_backoff)
+        await worker.pass_once(runtime)
+    fake.clear_knobs()
+    sent = len(fake.operations)
+    later(worker, clock, 1800)
+    await drain(worker, runtime)
+    assert len(fake.operations) == sent  # not yet: an hour after they gave up
+    later(worker, clock, 1800)
+    await worker.pass_once(runtime)  # the probe through: the other is queued with it
+    assert runtime.store.dead_letters() == []
+    await drain(worker, runtime)
+    assert runtime.store.outbox_counts()["done"] == 2
+    assert fake.snapshot()[PART_2]["progress"] == 3
+    assert fake.snapshot()[other]["progress"] == 1

@@ -89,8 +89,11 @@ QUEUED_AGAIN = "queued again by `watchbridge deadletters retry`"  # a retried de
 # connection), queued again by itself once the service took a delivery again: its reason.
 QUEUED_ONCE_MORE = "queued again by itself, once: the service took a delivery again"
 # outbox.once_more: a dead letter of the service's own failure waits to be queued again by
-# itself (ONCE_MORE_DUE); one queued so (ONCE_MORE_SPENT) is final if it gives up again.
-ONCE_MORE_DUE, ONCE_MORE_SPENT = "due", "spent"
+# itself (ONCE_MORE_DUE); one queued so (ONCE_MORE_SPENT) is final if it gives up again. With
+# no delivery to the service to show it takes writes again, the oldest is sent alone now and
+# then (ONCE_MORE_PROBE, `Store.queue_probe`): through, it shows that, and the rest go; not
+# through, it is a dead letter waiting again (ONCE_MORE_DUE), still told of.
+ONCE_MORE_DUE, ONCE_MORE_SPENT, ONCE_MORE_PROBE = "due", "spent", "probe"
 # In a rating's payload: the item as its send named it (a Serializd send: by the show's TMDB
 # id, which the queued item may lack), added when the send goes (`Store.note_resolved`).
 PLACED = "placed"
@@ -887,7 +890,7 @@ class OutboxItem:
     created_at: float = 0.0
     updated_at: float = 0.0
     failing_since: float | None = None  # first real failure since its last hold (max_age)
-    once_more: str | None = None  # ONCE_MORE_DUE, ONCE_MORE_SPENT or None (see m025)
+    once_more: str | None = None  # ONCE_MORE_DUE, _SPENT, _PROBE or None (see m025)
 
     @property
     def may_have_landed(self) -> bool:
@@ -1622,6 +1625,9 @@ class Settlement:
     # Dead of the service's own failure: queued again by itself once (ONCE_MORE_DUE), unless
     # it was already.
     once_more: bool = False
+    # A probe (ONCE_MORE_PROBE) not through: dead again, waiting (ONCE_MORE_DUE, told of
+    # already), or final (ONCE_MORE_SPENT, told of anew). A probe through is spent.
+    probe_end: str | None = None
 
 
 @dataclass(frozen=True)
@@ -2873,7 +2879,10 @@ class Store:
                    claimed_by = NULL, waits_for_sign_in = ?, held = ?,
                    failing_since = CASE WHEN ? THEN COALESCE(failing_since, ?)
                                    WHEN ? THEN NULL ELSE failing_since END,
-                   once_more = CASE WHEN ? AND once_more IS NULL THEN ? ELSE once_more END
+                   once_more = CASE WHEN ? IS NOT NULL THEN ?
+                                    WHEN once_more = ? THEN ?
+                                    WHEN ? AND once_more IS NULL THEN ? ELSE once_more END,
+                   told_at = CASE WHEN ? = ? THEN NULL ELSE told_at END
                    WHERE id = ?""",
                 [
                     (
@@ -2888,8 +2897,14 @@ class Store:
                         now,
                         # Held (the target, not the row, failed): its failing is over.
                         not s.spend_attempt and s.status == "pending",
+                        s.probe_end,
+                        s.probe_end,
+                        ONCE_MORE_PROBE,
+                        ONCE_MORE_SPENT,
                         s.once_more and s.status == "dead",
                         ONCE_MORE_DUE,
+                        s.probe_end,
+                        ONCE_MORE_SPENT,
                         s.item_id,
                     )
                     for s in settlements
@@ -3433,6 +3448,57 @@ class Store:
                 (now, now, once_more, f"{UNKNOWN_OUTCOME}: {reason}", reason, *params),
             ).rowcount
         return Retried(queued, superseded, removed)
+
+    def once_more_latest(self, target: str) -> float | None:
+        """When the last of `target`'s dead letters waiting to go once more by themselves
+        (ONCE_MORE_DUE) died, or was last sent alone and failed; None when none waits."""
+        rows = self._query(
+            "SELECT MAX(updated_at) AS latest FROM outbox WHERE target = ? AND once_more = ?"
+            " AND status = 'dead'",
+            (target, ONCE_MORE_DUE),
+        )
+        latest = rows[0]["latest"] if rows else None
+        return None if latest is None else float(latest)
+
+    def queue_probe(
+        self, target: str, now: float, skip: Callable[[OutboxItem], bool] = lambda _: False
+    ) -> int | None:
+        """Queue the oldest of `target`'s dead letters waiting to go once more by themselves
+        (ONCE_MORE_DUE) alone, as ONCE_MORE_PROBE, to see whether the service takes writes
+        again; its id, None when none can go. It keeps its attempts, reason and told mark (a
+        probe not through is the same dead letter again). Those `skip` says cannot go (the
+        config no longer delivers them) stay; those a later write made stale are settled on
+        the way, as when they all go (a play removed since, a rating followed by another)."""
+        after = 0
+        with self.transaction() as conn:
+            while True:
+                rows = conn.execute(
+                    "SELECT * FROM outbox WHERE target = ? AND once_more = ? AND status = 'dead'"
+                    " AND id > ? ORDER BY id LIMIT 50",
+                    (target, ONCE_MORE_DUE, after),
+                ).fetchall()
+                if not rows:
+                    return None
+                for row in rows:
+                    item = OutboxItem.from_row(row)
+                    after = item.id
+                    if skip(item):
+                        continue
+                    stale = conn.execute(
+                        f"{_SETTLE_DEAD_PLAYS_REMOVED_SINCE} AND id = ?",
+                        (now, REMOVED_SINCE, item.id),
+                    ).rowcount
+                    stale += conn.execute(
+                        f"{_SUPERSEDE_DEAD_RATINGS} AND id = ?", (now, item.id)
+                    ).rowcount
+                    if stale:
+                        continue
+                    conn.execute(
+                        "UPDATE outbox SET status = 'pending', next_attempt_at = ?, updated_at = ?,"
+                        " held = NULL, once_more = ? WHERE id = ?",
+                        (now, now, ONCE_MORE_PROBE, item.id),
+                    )
+                    return item.id
 
     def played_after(self, row: OutboxItem) -> bool:
         """Whether a play of `row`'s item (its ordering key) queued after it was delivered:

@@ -28,6 +28,14 @@ from watchbridge.causes import paused_alert, paused_title
 from watchbridge.clocksteps import Step, sent_at
 from watchbridge.config import DeliveryConfig, undeliverable, unwanted_by_link
 from watchbridge.deadletters import retry_dead_letters
+from watchbridge.deliver.oncemore import (
+    PROBE_FIRST,
+    PROBES_FAILED,
+    PROBES_KEEP,
+    next_probe_at,
+    probe_failed,
+    probe_words,
+)
 from watchbridge.errors import names_profile
 from watchbridge.http import Unavailable, changed_answer
 from watchbridge.ids import DELIVERED_TO, SERVER_OUTAGE_PAUSE, Enricher, Need, Problem
@@ -38,6 +46,8 @@ from watchbridge.stopping import unless_stopped
 from watchbridge.store import (
     HELD_PROFILE,
     HELD_TARGET,
+    ONCE_MORE_DUE,
+    ONCE_MORE_PROBE,
     ONCE_MORE_SPENT,
     UNKNOWN_OUTCOME,
     OutboxItem,
@@ -105,6 +115,15 @@ def shows_an_answer(outcome: Outcome | None) -> TypeGuard[Delivered | Skipped]:
     """Whether `outcome` shows the service answering the row's profile just now: delivered,
     or skipped on its answer (Skipped.answered)."""
     return isinstance(outcome, Delivered) or (isinstance(outcome, Skipped) and outcome.answered)
+
+
+def _wrote(row: OutboxItem, outcome: Outcome | None) -> bool:
+    """Whether `outcome` shows the service taking `row`'s write, as fires the dead letters of
+    its own failures (`DeliveryWorker._once_more`). Not a probe whose send may have landed
+    before: found there by a read, it proves reads work, not writes."""
+    if not isinstance(outcome, Delivered):
+        return False
+    return not (row.once_more == ONCE_MORE_PROBE and row.may_have_landed)
 
 
 @dataclass(frozen=True)
@@ -615,8 +634,8 @@ def dead_letter_alert(target: str, untold: Untold) -> tuple[str, str]:
             f"{which} failed on {target}'s own server errors or dropped connections, so"
             f" {'it goes' if untold.once_more == 1 else 'they go'} once more by"
             f" {'itself' if untold.once_more == 1 else 'themselves'} when {target} takes a"
-            " delivery again (a new play, a link's run); one that gives up again stays a"
-            " dead letter."
+            f" delivery again (a new play, a link's run; {probe_words(target)}); one that"
+            " gives up again stays a dead letter."
         )
     again = _retry_command(count, rows)
     lines.append(f"See `watchbridge deadletters list`; send again with {again}.")
@@ -745,6 +764,12 @@ class DeliveryWorker:
         self.claim_renew_every = CLAIM_RENEW_EVERY
         # When to look for dead letters no alert told of (any process's): at once at start.
         self._look_for_untold_at = 0.0
+        # Per target, when to look whether a probe of its dead letters waiting to go once
+        # more is due (`_probe_once_more`): at once at start, and when rows die.
+        self._probe_look_at: dict[str, float] = {}
+        # Per target, its dead letters that went once more alone (probes through) since its
+        # dead-letter alert was last resolved: its "Resolved" counts them.
+        self._alone: dict[str, int] = {}
 
     def notify(self) -> None:
         """New rows were queued: deliver them now rather than at the next timer."""
@@ -836,10 +861,12 @@ class DeliveryWorker:
                 due = await asyncio.to_thread(store.next_due, [name], self.worker_id, now)
             # Even with rows due far ahead (an unmatched play, an AniList hold), look again
             # within idle_wake: the CLI queues rows this process is not told about.
+            probe_at = self._probe_look_at.get(name)
             wait_until = min(
                 [
                     *([due] if due is not None else []),
                     *([held_until] if held_until is not None else []),
+                    *([probe_at] if probe_at is not None and probe_at > now else []),
                     now + self.idle_wake,
                 ]
             )
@@ -958,6 +985,7 @@ class DeliveryWorker:
         claimed_any = False
         for name in self._open_targets(now, names):
             target = self.targets[name]
+            await self._probe_once_more(runtime, name, now)
             items = await asyncio.to_thread(
                 store.claim, self.worker_id, now, target.batch_size, [name]
             )
@@ -1049,10 +1077,26 @@ class DeliveryWorker:
         # Rows of a ProfileHold that are held no more, by alert key: its rows, the profile
         unpaused: dict[str, tuple[set[int], str]] = {}
         settled: list[Settlement] = []
+        probes_failed: list[OutboxItem] = []
         for item in items:
             outcome = outcomes.get(item.id, Retry("the target gave no answer for this row"))
             if item.may_have_landed:  # until it is through, whatever this attempt ran into
                 outcome = unsure(outcome)
+            if item.once_more == ONCE_MORE_PROBE and not isinstance(outcome, Delivered | Skipped):
+                # A probe not through: no outage, hold nor alert of its own (it is the dead
+                # letter told of already, waiting again); final only if it can never succeed.
+                if isinstance(outcome, Dead) and outcome.spends:
+                    settled.append(
+                        Settlement(item.id, "dead", None, outcome.reason, probe_end=ONCE_MORE_SPENT)
+                    )
+                    dead.append((item, outcome.reason))
+                else:
+                    reason = probe_failed(item.last_error, outcome.reason, target.name)
+                    settled.append(
+                        Settlement(item.id, "dead", None, reason, False, probe_end=ONCE_MORE_DUE)
+                    )
+                    probes_failed.append(item)
+                continue
             # A spending hold ends by attempts only: by age, a backlog held through a week-long
             # outage would die at its first error after it.
             last_try = item.attempts + 1 >= self.config.max_attempts
@@ -1185,9 +1229,18 @@ class DeliveryWorker:
             await runtime.notifier.notify("credentials", title, reason, key=key + ENDING)
         if delivered_for and not wide:  # a row through beside a held one: still held
             await self._reachable(runtime, target)
-        wrote = any(isinstance(outcomes.get(item.id), Delivered) for item in items)
+        wrote = any(_wrote(item, outcomes.get(item.id)) for item in items)
+        went_alone = [i for i in items if i.once_more == ONCE_MORE_PROBE and i.id in done]
+        if went_alone:
+            await self._went_alone(runtime, target, len(went_alone), now)
         if wrote and not wide:
             await self._once_more(runtime, target, {item.id for item, _ in dead})
+        elif went_alone:  # found there, or sent with no proof it was: the rest wait their turn
+            await self._once_more_over(runtime, target, 0, 0)
+        if probes_failed:
+            await self._probe_failed(runtime, target, probes_failed, now)
+        if dead:
+            self._probe_look_at.pop(target.name, None)  # new ones may be waiting
         await self._accepted(runtime, target, delivered_for - held_for, set(ending))
         for profile in {item.profile for item, _ in dead}:
             await self._gave_up(runtime, target, profile, now)
@@ -1381,30 +1434,114 @@ class DeliveryWorker:
         is left) says how many."""
         due = await asyncio.to_thread(runtime.store.once_more_due, target.name)
         due = [item_id for item_id in due if item_id not in just_died]
-        if not due:
+        if not due and not self._alone.get(target.name):
             return
         now = runtime.clock()
         retried = await asyncio.to_thread(
             retry_dead_letters, runtime.config, runtime.store, due, now, by_itself=True
         )
-        if not retried.queued and not retried.removed:
-            return
-        log.info(
-            "dead letters of the service's own failures queued again once",
-            extra={"target": target.name, "rows": retried.queued, "removed": retried.removed},
+        if due:  # a later outage's probes start an hour after its dead letters again
+            await asyncio.to_thread(
+                runtime.store.cache_put, PROBES_FAILED, target.name, 0, now, PROBES_KEEP
+            )
+        if retried.queued or retried.removed:
+            log.info(
+                "dead letters of the service's own failures queued again once",
+                extra={
+                    "target": target.name,
+                    "rows": retried.queued,
+                    "removed": retried.removed,
+                },
+            )
+        await self._once_more_over(runtime, target, retried.queued, retried.removed)
+
+    async def _went_alone(self, runtime: Runtime, target: Target, count: int, now: float) -> None:
+        """Probes went through (or were found on the service): counted for the "Resolved",
+        and the next probe, if any dead letter still waits, comes an hour after the last
+        failure, not as far apart as the failed probes before had set."""
+        self._alone[target.name] = self._alone.get(target.name, 0) + count
+        await asyncio.to_thread(
+            runtime.store.cache_put, PROBES_FAILED, target.name, 0, now, PROBES_KEEP
         )
+
+    async def _once_more_over(
+        self, runtime: Runtime, target: Target, queued: int, removed: int
+    ) -> None:
+        """The dead-letter alert's "Resolved" once none of the target's is left, counting
+        those queued again by themselves now (`queued`), those that went alone before
+        (probes), and the plays settled as removed since (`removed`)."""
         left = await asyncio.to_thread(runtime.store.dead_targets)
-        if target.name not in left and runtime.notifier.raised("dead_letter", target.name):
+        if target.name in left:
+            return
+        queued += self._alone.pop(target.name, 0)
+        if runtime.notifier.raised("dead_letter", target.name) and (queued or removed):
             over = (
-                f"{retried.queued} {target.name} dead letter(s) queued again by themselves, once:"
+                f"{queued} {target.name} dead letter(s) queued again by themselves, once:"
                 f" {target.name} takes deliveries again"
             )
-            if retried.removed:
+            if removed:
                 over += (
-                    f"; {retried.removed} play(s) not sent again: removed since, by a removal"
+                    f"; {removed} play(s) not sent again: removed since, by a removal"
                     " that went through after they gave up"
                 )
             await runtime.notifier.resolve("dead_letter", over, key=target.name)
+
+    async def _probe_once_more(self, runtime: Runtime, name: str, now: float) -> None:
+        """With dead letters of the target's own failures waiting to go once more and no
+        delivery to it showing it takes writes again, send the oldest alone once its time
+        has come (oncemore): queued here, claimed by the pass that follows."""
+        if now < self._probe_look_at.get(name, 0.0):
+            return
+        self._probe_look_at[name] = now + self.idle_wake  # rows may die in another process
+        store = runtime.store
+        latest = await asyncio.to_thread(store.once_more_latest, name)
+        if latest is None:
+            return
+        _, failed = await asyncio.to_thread(store.cache_get, PROBES_FAILED, name, now)
+        at = next_probe_at(latest, int(failed or 0))
+        if now < at:
+            self._probe_look_at[name] = min(at, now + self.idle_wake)
+            return
+        # Rows of the target tried soon show soon enough whether it takes writes (and a probe
+        # failing beside them would hold them back, unspent, as a failing write does).
+        soon = await asyncio.to_thread(store.next_due, [name], self.worker_id, now)
+        if soon is not None and soon <= now + PROBE_FIRST:
+            return
+
+        def stays(row: OutboxItem) -> bool:
+            link = row.payload.get("link")
+            return (
+                undeliverable(runtime.config, row.target, row.profile, link, row.action) is not None
+            )
+
+        probe = await asyncio.to_thread(store.queue_probe, name, now, stays)
+        if probe is not None:
+            log.info(
+                "a dead letter of the service's own failures sent alone, to see whether it"
+                " takes writes again",
+                extra={"target": name, "row": probe, "probes_failed": int(failed or 0)},
+            )
+
+    async def _probe_failed(
+        self, runtime: Runtime, target: Target, rows: Sequence[OutboxItem], now: float
+    ) -> None:
+        """Probes that did not get through: their dead letters wait again, and the next probe
+        comes later than this one did."""
+        store = runtime.store
+        _, failed = await asyncio.to_thread(store.cache_get, PROBES_FAILED, target.name, now)
+        failed = int(failed or 0) + 1
+        await asyncio.to_thread(
+            store.cache_put, PROBES_FAILED, target.name, failed, now, PROBES_KEEP
+        )
+        self._probe_look_at.pop(target.name, None)
+        log.info(
+            "the service still fails writes: its dead letters wait to go once more",
+            extra={
+                "target": target.name,
+                "rows": [row.id for row in rows],
+                "next_probe_in": round(next_probe_at(now, failed) - now),
+            },
+        )
 
     async def _outage_holds_nothing(self, runtime: Runtime, target: Target) -> None:
         """Rows became dead letters: once none of the target's rows waits any more (those its
@@ -1424,7 +1561,7 @@ class DeliveryWorker:
             over = (
                 f"no {target.name} delivery waits on this any more: those it held gave up"
                 " (dead letters, told of in their own alert; they go again by themselves, once,"
-                f" when {target.name} takes a delivery again)"
+                f" when {target.name} takes a delivery again; {probe_words(target.name)})"
             )
             await runtime.notifier.resolve("service_unreachable", over, key=target.name)
 
