@@ -14,7 +14,7 @@ from tests.ingest_samples import (
     sample_bytes,
     sample_json,
 )
-from watchbridge.ingest.body import parse_header, read_body, split_multipart
+from watchbridge.ingest.body import parse_header, payload_head, read_body, split_multipart
 from watchbridge.model import Rejected
 
 BOUNDARY = "------------------------Q3mVbN8sLw2XtZ7pKc4RdE"
@@ -65,6 +65,57 @@ def test_thumb_before_payload_is_skipped() -> None:
     thumb = field("thumb", sample_bytes("plex", "thumb_1x1.jpg"), "Content-Type: image/jpeg")
     body = multipart(thumb, field("payload", json.dumps(DOC).encode()))
     assert read_body(body, content_type()) == DOC
+
+
+# payload_head: how much of a body cut short (past server.max_webhook_bytes) holds the payload.
+
+
+@pytest.mark.parametrize(
+    "stem", ["multipart_movie_media_play", "multipart_episode_media_pause_plain_field"]
+)
+def test_a_plex_body_cut_anywhere_after_its_payload_part_keeps_the_same_payload(stem: str) -> None:
+    body, declared = raw_request("plex", stem)
+    expected = read_body(body, declared)
+    ends = [payload_head(body[:cut], declared) for cut in range(len(body) + 1)]
+    first = next(cut for cut, end in enumerate(ends) if end is not None)
+    # Up to the delimiter after the payload part: no beginning shorter holds the whole part.
+    assert body[:first].endswith(b"\r\n--" + declared.split("boundary=")[1].encode())
+    assert set(ends[first:]) == {first}
+    assert read_body(body[:first], declared) == expected
+
+
+def test_a_body_cut_inside_its_payload_part_holds_no_payload() -> None:
+    body = multipart(field("payload", json.dumps(DOC).encode()), field("thumb", b"\xff" * 500))
+    cut = body.index(b"Arrival")
+    assert payload_head(body[:cut], content_type()) is None
+
+
+def test_a_poster_before_the_payload_part_holds_it_up_until_the_payload_part_ends() -> None:
+    thumb = field("thumb", b"\xff" * 5000, "Content-Type: image/jpeg")
+    body = multipart(thumb, field("payload", json.dumps(DOC).encode()), field("x", b"y" * 900))
+    assert payload_head(body[:4000], content_type()) is None  # cut inside the poster
+    end = payload_head(body[: len(body) - 500], content_type())
+    assert end is not None and read_body(body[:end], content_type()) == DOC
+
+
+@pytest.mark.parametrize(
+    ("body", "declared"),
+    [
+        (json.dumps(DOC).encode() + b" " * 100, "application/json"),
+        (multipart(field("thumb", b"\xff" * 100), field("other", b"{}")), content_type()),
+        (b"--" + b"x" * 500, content_type()),
+    ],
+    ids=["json", "no-payload-part", "no-parts"],
+)
+def test_a_body_without_a_payload_part_has_no_payload_head(body: bytes, declared: str) -> None:
+    assert payload_head(body, declared) is None
+
+
+def test_payload_head_reads_lf_line_ends_and_a_boundary_missing_from_the_content_type() -> None:
+    body = multipart(field("payload", json.dumps(DOC).encode()), field("thumb", b"\xff" * 50))
+    body = body.replace(b"\r\n", b"\n")
+    end = payload_head(body[:-20], "multipart/form-data")
+    assert end is not None and read_body(body[:end], "multipart/form-data") == DOC
 
 
 def test_multipart_with_only_a_thumb_is_rejected_for_missing_payload() -> None:

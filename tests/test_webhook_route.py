@@ -23,7 +23,7 @@ import pytest
 from tests.fakes.receiver import AlertReceiver
 from tests.harness import AppThread
 from tests.ingest_samples import sample_bytes, sample_json
-from tests.test_webhooks_e2e import plex_multipart
+from tests.test_webhooks_e2e import plex_multipart, post_chunked_until_answered
 from watchbridge import senders, webhooks
 from watchbridge.config import parse_config
 from watchbridge.ingest import parse
@@ -184,6 +184,103 @@ def test_a_body_without_length_is_cut_off_at_the_limit(app: AppThread) -> None:
     response = httpx.post(f"{app.url}/webhooks/generic/{SECRET}", content=chunks())
     assert response.status_code == 413
     assert str(LIMIT) in response.json()["error"]
+
+
+def _dropped_bytes(app: AppThread) -> float:
+    """watchbridge_webhook_dropped_bytes_total for Plex so far (0 before the first drop)."""
+    series = 'watchbridge_webhook_dropped_bytes_total{source="plex"} '
+    for line in httpx.get(f"{app.url}/metrics").text.splitlines():
+        if line.startswith(series):
+            return float(line.removeprefix(series))
+    return 0.0
+
+
+def _plex_body(*parts: tuple[str, bytes]) -> tuple[bytes, dict[str, str]]:
+    """A multipart body of (name, content) parts, as Plex sends (`thumb`: a JPEG file part)."""
+    body = b""
+    for name, content in parts:
+        extra = '; filename="thumb.jpg"\r\nContent-Type: image/jpeg' if name == "thumb" else ""
+        body += (
+            (
+                f'--wbboundary\r\nContent-Disposition: form-data; name="{name}"{extra}\r\n\r\n'
+            ).encode()
+            + content
+            + b"\r\n"
+        )
+    headers = {"content-type": "multipart/form-data; boundary=wbboundary"}
+    return body + b"--wbboundary--\r\n", headers
+
+
+PLEX_PLAY = sample_bytes("plex", "movie_media_play.json")
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_plex_poster_past_the_limit_is_dropped_and_the_play_kept(
+    app: AppThread, chunked: bool
+) -> None:
+    # Plex never sends a webhook again: a 413 for its poster would lose the play (plex.md §7).
+    body, headers = _plex_body(("payload", PLEX_PLAY), ("thumb", b"\xff" * (4 * LIMIT)))
+    before = _dropped_bytes(app)
+    content = (body[i : i + 8192] for i in range(0, len(body), 8192)) if chunked else body
+    url = f"{app.url}/webhooks/plex/{SECRET}"
+    response = httpx.post(url, content=content, headers=headers)
+    assert response.status_code == 202, response.text
+    after_payload = body.index(b"--wbboundary", len(PLEX_PLAY)) + len(b"--wbboundary")
+    assert _dropped_bytes(app) - before == len(body) - after_payload
+
+
+def test_a_plex_payload_part_past_the_limit_is_413(app: AppThread) -> None:
+    padded = PLEX_PLAY.replace(b'"event"', b'"padding": "%s", "event"' % (b"x" * LIMIT), 1)
+    body, headers = _plex_body(("payload", padded), ("thumb", b"\xff" * 1000))
+    response = httpx.post(f"{app.url}/webhooks/plex/{SECRET}", content=body, headers=headers)
+    assert response.status_code == 413
+    assert str(LIMIT) in response.json()["error"]
+
+
+def test_a_plex_poster_before_the_payload_counts_towards_the_limit(app: AppThread) -> None:
+    # Plex sends the payload first (samples, plex.md §1); a poster first is kept while it
+    # and the payload after it fit within the limit, else the webhook is refused.
+    url = f"{app.url}/webhooks/plex/{SECRET}"
+    small, headers = _plex_body(("thumb", b"\xff" * (LIMIT // 2)), ("payload", PLEX_PLAY))
+    assert httpx.post(url, content=small, headers=headers).status_code == 202
+    large, headers = _plex_body(("thumb", b"\xff" * (2 * LIMIT)), ("payload", PLEX_PLAY))
+    assert httpx.post(url, content=large, headers=headers).status_code == 413
+
+
+def _answer_to_headers_alone(app: AppThread, path: str, length: int) -> bytes:
+    """The status line of the answer to a POST declaring `length` bytes and sending none."""
+    with socket.create_connection(("127.0.0.1", app.port), timeout=10) as sock:
+        sock.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {length}\r\n"
+            "Content-Type: multipart/form-data; boundary=wbboundary\r\n\r\n".encode()
+        )
+        return sock.makefile("rb").readline()
+
+
+def test_a_plex_body_declared_past_the_cap_and_others_past_the_limit_are_refused_unread(
+    app: AppThread,
+) -> None:
+    cap = webhooks.PAYLOAD_BODY_CAP
+    assert b" 413 " in _answer_to_headers_alone(app, f"/webhooks/plex/{SECRET}", cap + 1)
+    assert b" 413 " in _answer_to_headers_alone(app, f"/webhooks/emby/{SECRET}", LIMIT + 1)
+
+
+def test_a_plex_body_that_goes_on_past_the_cap_is_413_once_the_cap_is_read(
+    app: AppThread,
+) -> None:
+    # A sender that never stops (a bug, a loop) holds the connection no longer than the cap.
+    body, _ = _plex_body(("payload", PLEX_PLAY))
+    head = (
+        body.removesuffix(b"--wbboundary--\r\n")
+        + b'--wbboundary\r\nContent-Disposition: form-data; name="thumb"\r\n\r\n'
+    )
+    filler = b"\xff" * (1024 * 1024)
+    cap = webhooks.PAYLOAD_BODY_CAP
+    answer, sent = post_chunked_until_answered(
+        app.port, f"/webhooks/plex/{SECRET}", head, filler, cap + 64 * len(filler)
+    )
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert cap < sent < cap + 32 * len(filler)
 
 
 def test_health_and_metrics_still_go_through_the_router(app: AppThread) -> None:

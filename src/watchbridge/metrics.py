@@ -221,6 +221,13 @@ class Metrics:
             ["source", "outcome"],
             registry=self.registry,
         )
+        self.webhook_dropped_bytes = Counter(
+            "watchbridge_webhook_dropped_bytes",
+            "Bytes of webhook bodies past server.max_webhook_bytes read and thrown away after "
+            "a payload part that came within it (a large Plex poster)",
+            ["source"],
+            registry=self.registry,
+        )
         self.webhook_seconds = Histogram(
             "watchbridge_webhook_handling_seconds",
             "Time from webhook request to acknowledgement",

@@ -29,6 +29,7 @@ from watchbridge.clocksteps import sent_at
 from watchbridge.config import TV_ONLY, Config, link_profiles, same_account, targets_for
 from watchbridge.errors import StoreError
 from watchbridge.ingest import generic, parse
+from watchbridge.ingest.body import payload_head
 from watchbridge.model import Accepted, Account, Ignored, MediaEvent, ref_to_dict
 from watchbridge.playback import (
     Intent,
@@ -67,6 +68,12 @@ class Stalled(Exception):
 # A body whose next bytes do not come for this long is given up: its sender stopped midway
 # (it crashed, its network went away), and nothing else would ever end the wait.
 BODY_IDLE_TIMEOUT = 30.0
+
+# The most of a Plex webhook's body read when it passes server.max_webhook_bytes after its
+# payload part came within it: the rest (the poster) is dropped as it comes, never held, so this
+# bounds only how long one request keeps reading. Plex's posters are tens of KB (a few MB at the
+# very most); 128 MiB takes ~11 s at 100 Mbit/s, and a body longer than that is no webhook.
+PAYLOAD_BODY_CAP = 128 * 1024 * 1024
 
 
 # --------------------------------------------------------------------------- pure decisions
@@ -388,12 +395,22 @@ async def _send(send: Send, answer: tuple[int, bytes], extra: Sequence[Any] = ()
 
 
 async def _read_body(
-    receive: Receive, declared: bytes | None, limit: int, idle: float = BODY_IDLE_TIMEOUT
-) -> bytes:
-    """The request's body; Stalled when `idle` seconds pass without more of it."""
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    receive: Receive,
+    declared: bytes | None,
+    limit: int,
+    idle: float = BODY_IDLE_TIMEOUT,
+    multipart_type: str | None = None,
+) -> tuple[bytes, int]:
+    """The request's body, and how many bytes of it were read and thrown away (0: none).
+
+    A body past `limit` is TooLarge, unless `multipart_type` (its Content-Type) is given and
+    its first `limit` bytes hold its whole payload part: then that beginning is the body, and
+    the rest (Plex's poster) is read as it comes and dropped, up to PAYLOAD_BODY_CAP.
+    Stalled when `idle` seconds pass without more of it."""
+    cap = limit if multipart_type is None else max(limit, PAYLOAD_BODY_CAP)
+    if declared is not None and declared.isdigit() and int(declared) > cap:
         raise TooLarge
-    chunks, size = [], 0
+    chunks, size, kept = [], 0, None
     loop = asyncio.get_running_loop()
     try:
         # One timeout for the whole read, pushed back at each chunk (no task per receive).
@@ -404,14 +421,39 @@ async def _read_body(
                     raise _ClientGone
                 chunk = message.get("body", b"")
                 size += len(chunk)
-                if size > limit:
+                if size <= limit:
+                    chunks.append(chunk)
+                elif kept is None:
+                    kept = _payload_head(b"".join([*chunks, chunk]), limit, multipart_type)
+                    chunks = []
+                elif size > cap:
                     raise TooLarge
-                chunks.append(chunk)
                 if not message.get("more_body", False):
-                    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                    if kept is not None:
+                        return kept, size - len(kept)
+                    return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), 0
                 deadline.reschedule(loop.time() + idle)
     except TimeoutError:
         raise Stalled from None
+
+
+def _payload_head(head: bytes, limit: int, multipart_type: str | None) -> bytes:
+    """The beginning of a body past `limit` that holds its whole payload part within `limit`
+    bytes (see `_read_body`), else TooLarge."""
+    end = None if multipart_type is None else payload_head(head, multipart_type)
+    if end is None or end > limit:
+        raise TooLarge
+    return head[:end]
+
+
+def _dropped(runtime: Runtime, source: str, dropped: int, limit: int) -> None:
+    """Count the bytes of a body read past the limit and thrown away after its payload part."""
+    runtime.metrics.webhook_dropped_bytes.labels(source).inc(dropped)
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug(
+            "webhook body past server.max_webhook_bytes: kept its payload part, dropped the rest",
+            extra={"source": source, "dropped_bytes": dropped, "max_webhook_bytes": limit},
+        )
 
 
 def _count(runtime: Runtime, source: str, outcome: str, started: float) -> None:
@@ -603,7 +645,9 @@ async def _webhook(
         return
     limit = runtime.config.server.max_webhook_bytes
     try:
-        body = await _read_body(receive, declared, limit, BODY_IDLE_TIMEOUT)
+        # Plex never sends a webhook again: a poster past the limit must not lose the play.
+        keeps_payload = content_type if source == "plex" else None
+        body, dropped = await _read_body(receive, declared, limit, BODY_IDLE_TIMEOUT, keeps_payload)
     except Stalled:
         await _answer(
             runtime,
@@ -626,6 +670,8 @@ async def _webhook(
             error=f"body larger than server.max_webhook_bytes ({limit} bytes)",
         )
         return
+    if dropped:
+        _dropped(runtime, source, dropped, limit)
     result = parse(source, body, content_type)
     del body  # a 30 KB thumb need not live until the disk sync
     if isinstance(result, Ignored):

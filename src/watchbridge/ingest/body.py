@@ -288,6 +288,32 @@ def _from_multipart(body: bytes, boundary: str) -> dict[str, object] | Rejected:
     return decode_json(body[start:end], f"{name} part")
 
 
+def payload_head(head: bytes, content_type: str) -> int | None:
+    """How many bytes of a multipart body's beginning `head` hold its whole payload part, up to
+    and including the delimiter after it; `read_body` finds the same payload in those bytes.
+
+    None when `head` holds no such part: the body is not multipart, has no payload part, or the
+    part goes on past `head` (the part itself, or what comes before it, is too large)."""
+    media_type, params = parse_header(content_type)
+    declared_multipart = media_type.startswith("multipart/") and not _looks_json(head)
+    if not (declared_multipart or _looks_multipart(head)):
+        return None
+    found: tuple[str, int, int] | tuple[()] | None = None
+    for boundary in (params.get("boundary", ""), _boundary_from_body(head)):
+        if boundary and (found := _payload_part(head, boundary)) is not None:
+            break  # as `_from_multipart`: the declared boundary, else the body's first line
+    if not found:
+        return None
+    _, _, end = found
+    # `_locate_part` left out the line break before the delimiter that ends the part.
+    if head.startswith(b"\r\n", end):
+        end += 2
+    elif head.startswith(b"\n", end):
+        end += 1
+    delimiter = b"--" + boundary.encode("latin-1", "replace")
+    return end + len(delimiter) if head.startswith(delimiter, end) else None
+
+
 def _payload_part(body: bytes, boundary: str) -> tuple[str, int, int] | tuple[()] | None:
     """The first part named like PAYLOAD_NAMES[0] that is not an image, else the first named
     like PAYLOAD_NAMES[1], ...: (name, start, end); () if there are parts but none of those;
