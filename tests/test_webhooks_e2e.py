@@ -765,6 +765,40 @@ def test_an_unmatched_play_goes_out_at_the_start_after_the_server_is_configured(
         service.kill()
 
 
+def test_trakts_id_search_for_an_episodes_show_is_not_asked_again_when_it_comes_again(
+    tmp_path: Path, serializd: FakeSerializd, start_fake: Callable[[FakeServer], FakeServer]
+) -> None:
+    # Jellyfin names only the episode's ids; without services.jellyfin, Serializd's show TMDB
+    # id comes from Trakt's id search (no Trakt account needed), whose answers are remembered.
+    trakt = start_fake(FakeTrakt())
+    assert isinstance(trakt, FakeTrakt)
+    show = trakt.add_show("Breaking Bad", 2008, tvdb=81189, imdb="tt0903747", tmdb=1396)
+    trakt.add_episode(show, 5, 14, tvdb=4637661, imdb="tt2301451")
+    servers = (
+        f'  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}'
+    )
+    service = serializd_service(tmp_path, serializd, servers)
+    url = f"{service.url}/webhooks/jellyfin/{SECRET}"
+    start = sample_json("jellyfin", "playback_start_episode.json")
+    stop = sample_json("jellyfin", "playback_stop_episode_completed.json")
+    try:
+        assert httpx.post(url, json=stop).status_code == 202
+        wait_for(lambda: logged(serializd) == [(1396, 3578, 14, True)])
+        searched = trakt.count("GET", "/search/{id_type}/{id}")
+        assert searched >= 1
+        # Watched again from the start: a second play row, placed by the show's TMDB id too
+        # (Serializd's target then finds it too close to the first to be a rewatch).
+        for again in (start, stop):
+            assert httpx.post(url, json=again).status_code == 202
+        wait_for(lambda: delivered_all(service))
+        with sqlite3.connect(tmp_path / "wb.db") as db:
+            plays = db.execute("SELECT COUNT(*) FROM outbox WHERE action = 'play'").fetchone()
+        assert plays == (2,)
+        assert trakt.count("GET", "/search/{id_type}/{id}") == searched
+    finally:
+        service.kill()
+
+
 def outbox_errors(tmp_path: Path) -> str:
     with sqlite3.connect(tmp_path / "wb.db") as db:
         return " ".join(e or "" for (e,) in db.execute("SELECT last_error FROM outbox"))
