@@ -19,6 +19,7 @@ from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.fakes.serializd import ALICE, FakeSerializd, Review, iso
 from tests.harness import put_back
 from tests.test_disk_syncs import DiskSyncs, UnsyncedWrites
+from tests.unpaced import unpaced
 from watchbridge import serializdlist
 from watchbridge.accounts import AccountNotes
 from watchbridge.app import Runtime
@@ -286,10 +287,15 @@ async def test_a_row_left_by_a_crash_during_the_add_finds_its_entry_in_the_diary
 
 
 async def test_a_play_logged_after_the_backup_is_not_logged_again_from_the_copy_put_back(
-    runtime: Runtime, fake: FakeSerializd, clock: FakeClock, tmp_path: Path
+    runtime: Runtime,
+    fake: FakeSerializd,
+    clock: FakeClock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The nightly copy holds the play waiting; it is logged; the copy is later copied back
     # over watchbridge.db. Its ledger does not know the entry: it was logged a second time.
+    unpaced(monkeypatch, "serializd")
     enqueue(runtime, "play", episode(4), clock() - 3600)
     runtime.store.backup_to(tmp_path / "nightly.db")
     worker = DeliveryWorker(make_targets, runtime.config.delivery)
@@ -1195,11 +1201,16 @@ async def deliver_as_the_service(runtime: Runtime, clock: FakeClock) -> None:
 
 
 async def test_another_serializd_account_a_delivery_notices_is_alerted_at_once(
-    runtime: Runtime, fake: FakeSerializd, receiver: AlertReceiver, clock: FakeClock
+    runtime: Runtime,
+    fake: FakeSerializd,
+    receiver: AlertReceiver,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Webhooks only for a while: the profile's Serializd email changed to another person's.
     The delivery's sign-in names the other username before it writes (wiring's AccountNotes),
     and the account_changed alert goes out then, not at the next link run or housekeeping."""
+    unpaced(monkeypatch, "serializd")
     enqueue(runtime, "play", episode(4), clock() - 600)
     await deliver_as_the_service(runtime, clock)
     assert len(fake.diary()) == 1  # alice_tv's: the account first seen, only remembered

@@ -34,6 +34,7 @@ from tests.playback_rig import (
     jellyfin_toggle_played,
     running_rig,
 )
+from tests.unpaced import unpaced
 from watchbridge.config import parse_config
 from watchbridge.wiring import build_app, build_runtime
 
@@ -47,8 +48,11 @@ def household(
     tmp_path: Path,
     flavour: Flavour,
     start_fake: Callable[[FakeServer], FakeServer],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[tuple[AppThread, FakeTrakt, FakeSerializd]]:
-    """The app with one profile on Trakt and Serializd, reading show ids from the media server."""
+    """The app with one profile on Trakt and Serializd, reading show ids from the media server.
+    Its deliveries are not paced (these tests are about dates, not pacing)."""
+    unpaced(monkeypatch, "trakt", "serializd")
     trakt = start_fake(FakeTrakt())
     serializd = start_fake(FakeSerializd())
     assert isinstance(trakt, FakeTrakt) and isinstance(serializd, FakeSerializd)
@@ -125,12 +129,15 @@ def dates_held(
 
 @pytest.mark.parametrize("flavour", ["jellyfin", "emby"])
 def test_a_viewing_done_offline_three_days_ago_and_marked_played_now_keeps_its_date(
-    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer], flavour: Flavour
+    tmp_path: Path,
+    start_fake: Callable[[FakeServer], FakeServer],
+    monkeypatch: pytest.MonkeyPatch,
+    flavour: Flavour,
 ) -> None:
     # The phone watched the episode on the plane; it syncs now, marking it played with the
     # date it was watched. Dated "now", Trakt and Serializd showed it watched today.
     watched = time.time() - 3 * DAY
-    with household(tmp_path, flavour, start_fake) as (app, trakt, serializd):
+    with household(tmp_path, flavour, start_fake, monkeypatch) as (app, trakt, serializd):
         body = marked_played(flavour, time.time(), watched)
         response = httpx.post(f"{app.url}/webhooks/{flavour}/{SECRET}", json=body)
         assert response.status_code == 202

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.fakes.anilist import FakeAniList
 from tests.fakes.anime_datasets import FakeDatasets
@@ -16,6 +17,7 @@ from tests.fakes.plex import TOKEN, FakePlex
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.harness import AppThread, watchbridge, write_config
 from tests.test_app import runtime_for
+from tests.unpaced import unpaced
 from watchbridge.app import create_app
 
 DAY = 86400.0
@@ -124,9 +126,10 @@ RE_ZERO = 21355  # TMDB 65942 S1E1-25
 
 
 def test_an_anime_movie_watched_in_plex_stays_watched_there(
-    tmp_path: Path, start_fake: Any
+    tmp_path: Path, start_fake: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """AniList takes the movie: its next full read must read it back, not as removed."""
+    unpaced(monkeypatch, "anilist")  # three runs' reads: half a minute at AniList's pace
     plex, anilist, datasets = fakes(start_fake)
     anilist.add_media(MONONOKE, episodes=1)
     anilist.add_media(RE_ZERO, episodes=25)
