@@ -14,6 +14,7 @@ import pytest
 from tests.fakes.plex import TOKEN, FakePlex
 from tests.fakes.serializd import ALICE, FakeSerializd, iso
 from tests.harness import AppThread, until, watchbridge, write_config
+from tests.unpaced import unpaced
 from watchbridge import readers, statuspage
 from watchbridge.alerts import Notifier
 from watchbridge.app import Runtime, create_app
@@ -21,12 +22,21 @@ from watchbridge.config import load_config
 from watchbridge.deliver.worker import DeliveryWorker, dead_letter_alert
 from watchbridge.metrics import Metrics
 from watchbridge.model import Account, Ids, MediaEvent, MediaRef
+from watchbridge.services import serializd as services_serializd
+from watchbridge.services.serializd import REQUESTS_PER_SECOND
 from watchbridge.store import Store
 from watchbridge.sync import run_link
 from watchbridge.webhooks import ingest_job
 from watchbridge.wiring import build_runtime, make_targets
 
 HOUR = 3600.0
+
+
+@pytest.fixture(autouse=True)
+def unpaced_serializd(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Serializd's pacing lifted (2 requests a second: ten seconds a run of ten plays): these
+    tests are about what the link copies, not how fast."""
+    unpaced(monkeypatch, "serializd")
 
 
 def setup(tmp_path: Path, start_fake: Any) -> tuple[Path, FakePlex, FakeSerializd]:
@@ -100,6 +110,9 @@ async def race_a_webhook_play_against_a_run(
     waits for the `held` answer (by default the ticks it reads last; DIARY: the diary, read
     before the ticks). The rows queued by that run and the next one."""
     monkeypatch.setitem(readers.READERS, "serializd", "tests.linkrig_serializd")
+    # The run is a `watchbridge sync` beside the service: another process, whose Serializd
+    # lane is not the service's (here the reader's rate is the tests' and the service's its own).
+    monkeypatch.setattr(services_serializd, "REQUESTS_PER_SECOND", REQUESTS_PER_SECOND)
     path = link_config(tmp_path, plex, serializd)
     config = load_config(path, {})
     runtime = build_runtime(config)
