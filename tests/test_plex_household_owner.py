@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from tests.fakes.plextv import FakePlexTv
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.harness import watchbridge, write_config
 from tests.test_plex_reader import sign_in, with_plextv
+from tests.unpaced import unpaced_while
 from watchbridge.config import (
     Accounts,
     Config,
@@ -33,6 +35,15 @@ from watchbridge.readers.plex import (
     owner_problem,
     plex_client,
 )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _unpaced() -> Iterator[None]:
+    """The clients' pacing lifted: these tests are about
+    whose plays go where, not the services' pace."""
+    with unpaced_while("trakt", "serializd"):
+        yield
+
 
 BOB = ("bob@example.com", "bobs password", "bob_tv")
 SAM = 1002023  # the Home user's plex.tv id, as Plex's webhooks and the server's history name it

@@ -10,7 +10,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from tests.fakes.receiver import AlertReceiver
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt, User
 from tests.harness import quick_refresh_race, sign_in_trakt, until
+from tests.unpaced import unpaced_while
 from watchbridge import scheduler
 from watchbridge.alerts import Notifier
 from watchbridge.app import Runtime
@@ -41,6 +42,15 @@ from watchbridge.sync import (
     run_link,
 )
 from watchbridge.wiring import build_runtime, make_targets
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _unpaced() -> Iterator[None]:
+    """The clients' pacing lifted: these tests are about
+    the scheduler's runs and alerts, not the services' pace."""
+    with unpaced_while("trakt", "serializd"):
+        yield
+
 
 pytestmark = pytest.mark.anyio
 

@@ -26,6 +26,7 @@ from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import put_back, sign_in_trakt, write_config
 from tests.linkrig import use_fast_readers
 from tests.test_sync_scenarios import BB, TraktApp, ago, diary_plays, trakt_plays
+from tests.unpaced import unpaced_while
 from watchbridge import servelock
 from watchbridge.alerts import RELOAD_EVERY, Notifier
 from watchbridge.cli import cli
@@ -36,6 +37,15 @@ from watchbridge.progress import LiveProgress
 from watchbridge.reconcile import Action
 from watchbridge.store import Store
 from watchbridge.sync import FAILURES_BEFORE_ALERT, outbox_rows, report_held, run_link
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _unpaced() -> Iterator[None]:
+    """The clients' pacing lifted: these tests are about
+    what the command says and sends, not the services' pace."""
+    with unpaced_while("trakt", "serializd"):
+        yield
+
 
 LINK = "ts"
 EPISODE_ADD = "POST /api/episode_log/add"  # a play sent to Serializd

@@ -16,7 +16,16 @@ from tests.fakes.base import running
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import sign_in_trakt, watchbridge, write_config
+from tests.unpaced import unpaced_while
 from watchbridge.store import Store
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _unpaced() -> Iterator[None]:
+    """The clients' pacing lifted: these tests are about
+    what a run plans and writes, not the services' pace."""
+    with unpaced_while("trakt", "serializd"):
+        yield
 
 
 def setup(tmp_path: Path, start_fake: Any) -> tuple[Path, FakeTrakt, FakeSerializd]:

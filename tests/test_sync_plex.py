@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from tests.fakes.plextv import Account, FakePlexTv
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt, Rating, key_of
 from tests.harness import sign_in_trakt, watchbridge, write_config
 from tests.test_sync_scenarios import TraktApp
+from tests.unpaced import unpaced_while
 from watchbridge.config import PlexConfig, load_config
 from watchbridge.deliver.worker import DeliveryWorker
 from watchbridge.model import Account as PlayerAccount
@@ -25,6 +27,15 @@ from watchbridge.services.trakt import parse_iso
 from watchbridge.store import Store
 from watchbridge.webhooks import ingest_job
 from watchbridge.wiring import build_runtime, make_targets
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _unpaced() -> Iterator[None]:
+    """The clients' pacing lifted: these tests are about
+    what the link copies, not Trakt's pace."""
+    with unpaced_while("trakt"):
+        yield
+
 
 JAMIE_TOKEN = "managed-user-token-5d4c3b2a"
 JAMIE = 48151623

@@ -10,7 +10,7 @@ ratings of it removed: that would delete them on the other side. Each test does 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,11 +27,21 @@ from tests.test_sync_scenarios import (
     breaking_bad_on_trakt,
     log,
 )
+from tests.unpaced import unpaced_while
 from watchbridge import readers
 from watchbridge.config import load_config
 from watchbridge.deliver.worker import DeliveryWorker
 from watchbridge.sync import run_link
 from watchbridge.wiring import build_runtime, make_targets
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _unpaced() -> Iterator[None]:
+    """The clients' pacing lifted: these tests are about
+    what the links copy, not the services' pace."""
+    with unpaced_while("trakt", "serializd"):
+        yield
+
 
 HOUR = 3600.0
 BCS = 60059  # Better Call Saul's TMDB id

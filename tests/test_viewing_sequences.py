@@ -22,8 +22,18 @@ from tests.fakes.trakt import CLIENT_ID, FakeTrakt, parse_iso
 from tests.harness import AppThread, sign_in_trakt
 from tests.ingest_samples import sample_json
 from tests.test_webhooks_e2e import plex_multipart
+from tests.unpaced import unpaced_while
 from watchbridge.config import parse_config
 from watchbridge.wiring import build_app, build_runtime
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _unpaced() -> Iterator[None]:
+    """The clients' pacing lifted: these tests are about
+    what a viewing becomes, not Trakt's pace."""
+    with unpaced_while("trakt"):
+        yield
+
 
 SECRET = "viewing-sequences-secret"
 HOUR = 3600.0
