@@ -17,9 +17,9 @@ from tests.fakes.plex import TOKEN
 from tests.fakes.serializd import ALICE
 from tests.fakes.trakt import CLIENT_ID
 from tests.harness import sign_in_trakt
-from tests.linkrig import fast_serializd, fast_trakt
+from tests.linkrig import fast_list_client, fast_serializd, fast_trakt
 from tests.linkrig_anilist import anilist_target
-from watchbridge import readers
+from watchbridge import readers, serializdlist
 from watchbridge.app import Runtime
 from watchbridge.config import Config, parse_config
 from watchbridge.deliver.plex import PlexTarget
@@ -44,6 +44,8 @@ def use_fast_readers(monkeypatch: pytest.MonkeyPatch, services: Sequence[str]) -
     for service in services:
         if service in FAST_READERS:
             monkeypatch.setitem(readers.READERS, service, FAST_READERS[service])
+    if "serializd" in services:
+        monkeypatch.setattr(serializdlist, "serializd_client", fast_list_client)
 
 
 def start_anilist_with_aot_part_2(start_fake: Callable[[Any], Any]) -> FakeAniList:

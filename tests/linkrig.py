@@ -7,7 +7,7 @@ reader registry at `tests.linkrig_trakt` / `tests.linkrig_serializd` (factories 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ import pytest
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import quick_refresh_race, sign_in_trakt
-from watchbridge import readers
+from watchbridge import readers, serializdlist
 from watchbridge.accounts import AccountNotes
 from watchbridge.app import Runtime
 from watchbridge.config import Config, Link, parse_config
@@ -92,9 +92,18 @@ def serializd_reader(
     return reader
 
 
+def fast_list_client(
+    config: Config, store: Store, clock: Callable[[], float], metrics: Metrics | None = None
+) -> SerializdClient:
+    """The watchlist part's Serializd client (`serializdlist.serializd_client`), paced as
+    the readers are here (not 2 requests a second)."""
+    return fast_serializd(config, store)
+
+
 def use_fast_readers(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(readers.READERS, "trakt", "tests.linkrig_trakt")
     monkeypatch.setitem(readers.READERS, "serializd", "tests.linkrig_serializd")
+    monkeypatch.setattr(serializdlist, "serializd_client", fast_list_client)
 
 
 @dataclass

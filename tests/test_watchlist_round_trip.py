@@ -21,8 +21,7 @@ from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt, Movie, Show, WatchlistEntry, iso, key_of
 from tests.harness import sign_in_trakt
 from tests.household import HouseholdRig, use_fast_readers
-from tests.linkrig import fast_serializd
-from watchbridge import serializdlist
+from tests.unpaced import unpaced
 from watchbridge.alerts import Notifier
 from watchbridge.app import Runtime
 from watchbridge.config import AlertsConfig, Config, Secret, parse_config
@@ -170,17 +169,10 @@ links:
 {links}"""
 
 
-def fast_list_client(
-    config: Config, store: Any, clock: Callable[[], float], metrics: Any = None
-) -> Any:
-    return fast_serializd(config, store)
-
-
 @pytest.fixture
 def fakes(start_fake: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    use_fast_readers(monkeypatch, ("trakt", "serializd"))
-    # The watchlist part's Serializd client, paced as the readers are here (not 2 a second).
-    monkeypatch.setattr(serializdlist, "serializd_client", fast_list_client)
+    use_fast_readers(monkeypatch, ("trakt", "serializd"))  # and the watchlist part's client
+    unpaced(monkeypatch, "trakt")  # the watchlist part's own Trakt client
     plex: FakePlex = start_fake(FakePlex())
     plextv: FakePlexTv = start_fake(FakePlexTv())
     trakt: FakeTrakt = start_fake(FakeTrakt())
