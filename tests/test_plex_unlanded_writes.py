@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from tests.fakes.plex import OWNER_ID
 from tests.test_link_plex_serializd import link_config
 from tests.test_unnamed_items import BCS, plex_with_two_shows
+from tests.unpaced import unpaced
 from watchbridge import readers
 from watchbridge.cli import cli
 from watchbridge.config import load_config
@@ -48,6 +49,7 @@ async def test_a_play_written_to_plex_that_did_not_land_is_no_unwatch_while_its_
     # unknown; the one after it (past CLOCK_MARGIN since the last try) finds S1E2 unwatched
     # in Plex while the row still waits. Then the row gets through.
     monkeypatch.setitem(readers.READERS, "serializd", "tests.linkrig_serializd")
+    unpaced(monkeypatch, "serializd")  # the deliveries' (~0.5 s a request, 7 s a test)
     plex, serializd = plex_with_two_shows(start_fake)
     clock = Minutes()
     plex.clock = clock
@@ -174,6 +176,7 @@ async def plex_serializd_rig(
     service's delivery worker: `link_extra` goes into the link's line, `config_extra` at the
     end of the file."""
     monkeypatch.setitem(readers.READERS, "serializd", "tests.linkrig_serializd")
+    unpaced(monkeypatch, "serializd")  # the deliveries' (~0.5 s a request, 7 s a test)
     plex, serializd = plex_with_two_shows(start_fake)
     clock = Minutes()
     plex.clock = clock
