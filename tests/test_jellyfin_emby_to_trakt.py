@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -264,3 +265,57 @@ def test_a_double_episode_webhook_refused_halfway_by_a_full_disk_is_recorded_onc
         stored = look.execute("SELECT json_extract(payload, '$.item.number') FROM events")
         assert sorted(number for (number,) in stored) == [14, 15]
     assert sorted((h.item.season, h.item.number) for h in trakt.history()) == [(5, 14), (5, 15)]
+
+
+def test_webhooks_of_one_group_commit_a_full_disk_rolled_back_whole_are_all_refused_as_full(
+    tmp_path: Path, trakt: FakeTrakt
+) -> None:
+    # A full disk met by a plain INSERT (or an I/O error) makes SQLite roll back the whole
+    # transaction by itself, the rows of the webhooks recorded before it in the same group
+    # commit with it: each is refused, and each answer must say the disk is full, not that a
+    # savepoint or a rollback failed (no storage alert would say what to do).
+    show = trakt.add_show("Breaking Bad", 2008, tvdb=81189, imdb="tt0903747", tmdb=1396)
+    for number in (13, 14):
+        trakt.add_episode(show, 5, number, tvdb=4000000 + number)
+    body = sample_json("jellyfin", "playback_stop_episode_completed.json")
+    body |= {"NotificationUsername": "alex", "Provider_imdb": "", "Provider_tmdb": ""}
+    small = body | {"EpisodeNumber": 13, "Provider_tvdb": "4000013"}
+    # Its raw JSON alone takes more pages than the database has room for.
+    large = body | {"EpisodeNumber": 14, "Provider_tvdb": "4000014", "Overview": "x" * 400_000}
+    db = tmp_path / "wb.db"
+    runtime = build_runtime(media_servers_config(tmp_path, trakt))
+    with AppThread(build_app(runtime)) as app:
+        sign_in_trakt(runtime.store, trakt, now=time.time())
+        url = f"{app.url}/webhooks/jellyfin/{SECRET}"
+        conn = runtime.store._conn
+        (pages,) = conn.execute("PRAGMA page_count").fetchone()
+        (room,) = conn.execute("PRAGMA max_page_count").fetchone()
+        conn.execute(f"PRAGMA max_page_count = {pages + 40}")
+        answers: dict[str, httpx.Response] = {}
+
+        def post(name: str, sent: dict[str, Any]) -> None:
+            answers[name] = httpx.post(url, json=sent)
+
+        posts = [
+            threading.Thread(target=post, args=sent)
+            for sent in (("small", small), ("large", large))
+        ]
+        with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as shell:
+            shell.execute("BEGIN IMMEDIATE")  # both wait for it: one group commit takes both
+            for thread in posts:
+                thread.start()
+            wait_for(lambda: len(runtime.writer._pending) == 2, timeout=4)
+            shell.execute("COMMIT")
+            for thread in posts:
+                thread.join()
+        conn.execute(f"PRAGMA max_page_count = {room}")
+        again = [httpx.post(url, json=sent) for sent in (small, large)]
+        wait_for(lambda: len(trakt.history()) == 2 and nothing_waits(db))
+    for name in ("small", "large"):
+        assert answers[name].status_code == 503, answers[name].text
+        assert "database or disk is full" in answers[name].json()["error"], answers[name].text
+        assert f"the disk holding {db} is full" in answers[name].json()["error"]
+    assert [a.json() for a in again] == [{"status": "accepted", "queued": 1}] * 2
+    with contextlib.closing(sqlite3.connect(db)) as look:
+        stored = look.execute("SELECT json_extract(payload, '$.item.number') FROM events")
+        assert sorted(number for (number,) in stored) == [13, 14]

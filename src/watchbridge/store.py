@@ -2388,7 +2388,7 @@ class Store:
                 try:
                     yield self._conn
                 except BaseException:
-                    self._conn.execute("ROLLBACK")
+                    self._rollback()
                     raise
                 self._commit()
             except sqlite3.DatabaseError as exc:
@@ -2400,6 +2400,12 @@ class Store:
                 self.write_error = None
             if self.checkpointer is not None:
                 self.checkpointer.committed(self._conn)
+
+    def _rollback(self) -> None:
+        """ROLLBACK, unless SQLite rolled the transaction back by itself (an I/O error, a full
+        disk outside a statement journal): a ROLLBACK then fails, and would hide why."""
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
 
     def _commit(self) -> None:
         """COMMIT; one that fails may leave the transaction open (SQLite says so of a full
@@ -2524,6 +2530,11 @@ class Store:
                     added += self._ingest_one(conn, job)
                 results.append(added)
             except Exception as exc:
+                if not conn.in_transaction:
+                    # SQLite rolled back the whole transaction (an I/O error, a full disk):
+                    # the webhooks recorded before this one are gone too, so all fail, and
+                    # with this reason (a ROLLBACK TO would fail with "no such savepoint").
+                    raise
                 conn.execute("ROLLBACK TO SAVEPOINT job")
                 results.append(exc)
                 if isinstance(exc, sqlite3.DatabaseError) and storage_fault(exc):
