@@ -116,10 +116,11 @@ def fault_of(exc: BaseException, database: str) -> StorageFault | None:
         return StorageFault(
             kind,
             f"the database {database} or its folder is read-only",
-            "A disk remounts itself read-only after an I/O error: check it (`dmesg`, `mount`) "
-            "and mount it read-write again; after a restore or a copy as root, give the folder "
-            "and the files in it (the database, its -wal and -shm) to the user watchbridge "
-            "runs as (`chown`, 1000 in the image, 99:100 on Unraid).",
+            "If you mounted it read-only (a `:ro` volume), mount it read-write: watchbridge "
+            "writes there. A disk remounts itself read-only after an I/O error: check it "
+            "(`dmesg`, `mount`) and mount it read-write again; after a restore or a copy as "
+            "root, give the folder and the files in it (the database, its -wal and -shm) to "
+            "the user watchbridge runs as (`chown`, 1000 in the image, 99:100 on Unraid).",
             said,
         )
     if kind == "locked":
