@@ -52,6 +52,7 @@ from watchbridge.deliver.anilist import (
     shows,
     skipped_titles,
 )
+from watchbridge.deliver.oncemore import PROBE_FIRST
 from watchbridge.deliver.worker import DeliveryWorker, Hold
 from watchbridge.http import RetryPolicy
 from watchbridge.ids import Enricher
@@ -2072,14 +2073,17 @@ async def test_a_removal_going_again_after_a_newer_play_of_the_show_never_lowers
     how: str,
 ) -> None:
     # The order: play ep 5 -> its removal fails and dies -> a newer play (ep 6, or ep 5
-    # watched again) delivered -> the dead removal goes again (by itself, once AniList took
-    # a write; or by `watchbridge deadletters retry`). It was decided before that play: the
-    # play is the user's latest word, and progress stays at least where it put it.
+    # watched again) delivered -> the dead removal goes again (by itself: at once when AniList
+    # took a write, ep 6's; ep 5 again writes nothing, and it goes alone an hour after it gave
+    # up; or by `watchbridge deadletters retry`). It was decided before that play: the play is
+    # the user's latest word, and progress stays at least where it put it.
     await removal_given_up_after_a_play(runtime, target, worker, fake, clock)
     enqueue(runtime, "play", episode(newer), clock() - 60, live=True)
     await drain(worker, runtime)
     if how == "retried":
         retry_dead_letters(runtime.config, runtime.store, None, clock())
+    else:
+        later(worker, clock, PROBE_FIRST)
     await drain(worker, runtime)
     assert runtime.store.dead_letters() == []
     assert fake.snapshot()[PART_2]["progress"] == newer - 37

@@ -178,7 +178,7 @@ async def test_a_play_is_not_scrobbled_when_plex_shows_it_watched_after_that_tim
     plex.watch("100", T0 + DAY)
     await plays(reader)
     outcome = await deliver(target, store, "play", ARRIVAL, T0)
-    assert outcome == Delivered("already watched in Plex")
+    assert outcome == Delivered("already watched in Plex", written=False)
     assert plex.count("GET", "/:/scrobble") == 0
     assert [p.at for p in await plays(reader)] == [T0, T0 + DAY]  # both viewings now read
 
@@ -188,7 +188,9 @@ async def test_the_same_play_delivered_twice_scrobbles_once(
 ) -> None:
     await plays(reader)
     await deliver(target, store, "play", ARRIVAL, T0)
-    assert await deliver(target, store, "play", ARRIVAL, T0 + 1) == Delivered("already written")
+    assert await deliver(target, store, "play", ARRIVAL, T0 + 1) == Delivered(
+        "already written", written=False
+    )
     assert plex.count("GET", "/:/scrobble") == 1
 
 
@@ -214,7 +216,7 @@ async def test_a_scrobble_whose_answer_was_lost_is_not_sent_again_once_plex_show
     clock.advance(3600)
     plex.clock = lambda: NOW + 3600
     outcome = (await target.deliver([item], clock()))[item.id]
-    assert outcome == Delivered("already written (its answer was lost)")
+    assert outcome == Delivered("already written (its answer was lost)", written=False)
     assert plex.history_of("100") == [NOW]  # one view, not one per try
     assert await plays(reader) == [Play(ARRIVAL, T0, written_record("100", T0))]
 
@@ -305,7 +307,7 @@ async def test_removing_a_play_plex_no_longer_has_is_done(
 ) -> None:
     await plays(reader)
     outcome = await deliver(target, store, "remove_play", ARRIVAL, T0, record="history:999")
-    assert outcome == Delivered("no such play on Plex (already gone)")
+    assert outcome == Delivered("no such play on Plex (already gone)", written=False)
 
 
 # --------------------------------------------------------------------------- ratings

@@ -4771,3 +4771,29 @@ async def test_a_play_given_up_on_trakts_errors_goes_again_when_another_viewing_
     await drain(worker, runtime, clock, passes=4, step=3600)
     assert [h.watched_at for h in trakt.history()] == [iso(at // 60 * 60)]  # to the minute
     assert runtime.store.dead_letters() == []
+
+
+async def test_a_play_found_on_trakt_does_not_spend_the_once_more_of_dead_letters_still_failing(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # Trakt fails every history add (502) while its reads work. One play gave up on those
+    # errors: it waits to go once more when Trakt takes a write. Another play's send landed
+    # before its 502: its next try finds it in Trakt's history, a read that shows nothing of
+    # writes. Sent then, the dead letter would spend its one more go on the same errors.
+    trakt.advance(clock() - trakt.now())
+    at = clock() - 3600
+    trakt.fail_next(runtime.config.delivery.max_attempts, 502, route="POST /sync/history")
+    play = Action("add_play", "trakt", HEAT_BY_TMDB.key(), "played on plex", at, source="p1")
+    runtime.store.enqueue(outbox_rows("plex-trakt", "me", (play,))[0], clock())
+    await until_dead(worker, runtime, clock)
+    trakt.fail_next(1, 502, route="POST /sync/history", after_handler=True)
+    trakt.fail_next(10**6, 502, route="POST /sync/history")
+    rewatch = replace(play, at=at + 1800, source="p2")
+    runtime.store.enqueue(outbox_rows("plex-trakt", "me", (rewatch,))[0], clock())
+    await drain(worker, runtime, clock, passes=1)
+    assert len(trakt.history()) == 1  # landed, its answer a 502
+    await drain(worker, runtime, clock, passes=4, step=120)
+    assert runtime.store.outbox_counts().get("done") == 1  # found on Trakt
+    # Still a dead letter, its one more go ahead (not queued again to fail once more)
+    assert [dead.once_more for dead in runtime.store.dead_letters()] == ["due"]
+    assert len(trakt.history()) == 1

@@ -1168,7 +1168,7 @@ class AniListTarget:
             return Retry(message, after=SEASONS_RETRY)
         if link or why.code in REFRESHABLE:
             return Retry(message, after=MAPPING_RETRY)
-        return Delivered(message)
+        return Delivered(message, written=False)
 
     async def _row(
         self,
@@ -1190,7 +1190,9 @@ class AniListTarget:
                 finish = finish_write(current, at)
                 saved = await self._finished(profile, row, current, finish, at, entries)
                 if finish is None:
-                    return Delivered(f"already saved (AniList progress {current.progress})")
+                    return Delivered(
+                        f"already saved (AniList progress {current.progress})", written=False
+                    )
                 return Delivered(f"progress {saved.progress} ({saved.status.lower()})")
             link = "link" in row.payload
             rewatch, write = await self._play(profile, row, current, target, at, whole)
@@ -1203,7 +1205,8 @@ class AniListTarget:
                 return Retry("a rewatch on the other side: waiting for its episode 1", REWATCH_WAIT)
             if write is None:
                 return Delivered(
-                    f"already counted (AniList progress {current and current.progress})"
+                    f"already counted (AniList progress {current and current.progress})",
+                    written=False,
                 )
             await self._note_sent(row, write)
             try:
@@ -1222,7 +1225,7 @@ class AniListTarget:
             return Delivered(f"progress {saved.progress} ({saved.status.lower()})")
         if row.action in ("rating", "remove_rating"):
             if current is None and row.action == "remove_rating":
-                return Delivered("not on the AniList list: no score to remove")
+                return Delivered("not on the AniList list: no score to remove", written=False)
             if current is None:
                 return Retry(not_listed(media_id, _decode(row)), after=listed_wait(row))
             value = int(row.payload["rating"]) if row.action == "rating" else None
@@ -1235,7 +1238,7 @@ class AniListTarget:
                 viewer = await self.client.viewer(profile, refresh=True)
                 write = rating_write(current, value, viewer.score_format)
             if write is None:
-                return Delivered("AniList already shows this score")
+                return Delivered("AniList already shows this score", written=False)
             if row.waited(self.clock()) and await self._scored_since(profile, current, row, at):
                 return Skipped(
                     "AniList holds a newer score, given there while this one waited (changed,"
@@ -1250,7 +1253,9 @@ class AniListTarget:
             set_aside = await self._rewatch_set_aside(profile, current)
             write = removal_write(current, episode, set_aside)
             if write is None:
-                return Delivered("AniList keeps only the highest episode: nothing to remove")
+                return Delivered(
+                    "AniList keeps only the highest episode: nothing to remove", written=False
+                )
             saved = await self._save(
                 profile, write, current, entries, viewing=UNDATED, allow_lower=True
             )

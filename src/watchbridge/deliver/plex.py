@@ -125,6 +125,8 @@ PARTIAL_MAPS = (
     "once it is written whole"
 )
 GONE_RETRY = 3600.0
+# What a play written to a copy now says (a scrobble sent): any other note is no write.
+MARKED_WATCHED = "marked watched"
 ACTIONS = frozenset({"play", "remove_play", "rating", "remove_rating"})
 # record -> {"at", "row"}: when a removal first unwatched its item (our clock), kept for its
 # retries; dropped as the removal ends, or once its outbox row is gone (`store.ROW_ENTRIES`)
@@ -387,7 +389,8 @@ class PlexTarget:
         if writes.none_left(rating_keys):
             return writes.retry()
         writes.log_skipped(f"rating {key}", "rated")
-        return Delivered(writes.noted("rated" if value is not None else "rating cleared"))
+        note = writes.noted("rated" if value is not None else "rating cleared")
+        return Delivered(note, written=bool(writes.written))
 
     async def _rated_now(self, person: Person, rating_keys: list[str]) -> dict[str, Any]:
         """The details of these copies, as Plex shows them now. The first rating row of a
@@ -436,7 +439,7 @@ class PlexTarget:
         if writes.none_left(rating_keys):
             return writes.retry()
         writes.log_skipped(f"writing a play of {key}", "written")
-        return Delivered(writes.noted(", ".join(sorted(notes))))
+        return Delivered(writes.noted(", ".join(sorted(notes))), written=MARKED_WATCHED in notes)
 
     async def _play_copy(
         self, person: Person, outbox: OutboxItem, key: str, rk: str, watched_at: Any, at: float
@@ -496,7 +499,7 @@ class PlexTarget:
         # thousands on an SD card): lost in a power cut, the write stays pending, and the
         # next try asks Plex whether it landed (`_landed`) instead of scrobbling again.
         await self._remember(person, record, replace(written, pending=False), synced=False)
-        return "marked watched"
+        return MARKED_WATCHED
 
     async def _put_back(self, person: Person, record: str, before: Written | None) -> None:
         """Our record of a write as it was before a try Plex answered with "no such item"."""
@@ -568,7 +571,7 @@ class PlexTarget:
             return Delivered("play removed (the item was unwatched already)")
         if play is None:
             await self._unwatching_done(person, record)
-            return Delivered("no such play on Plex (already gone)")
+            return Delivered("no such play on Plex (already gone)", written=False)
         rk, item = str(play["rating_key"]), str(play["item"])
         # Plex first, our memory after, the play kept in `plays` until the last step: a retry
         # (Plex failed a write, a refused token renewed, a crash) finds the play and does each

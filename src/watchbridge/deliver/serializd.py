@@ -435,7 +435,7 @@ class SerializdTarget:
         if known is not None:
             found_key, value = known
             if value.get("ticked"):
-                return Delivered("already on Serializd")
+                return Delivered("already on Serializd", written=False)
             return Tick(place, found_key, value, "ticked; the diary entry was already there")
         if at == UNDATED:
             # Watched, date unknown (e.g. a Trakt play without a date): the tick says exactly
@@ -487,14 +487,15 @@ class SerializdTarget:
         if record.startswith(MARK_RECORD):
             return Delivered(
                 "the season stays marked watched on Serializd (unmarking it would unwatch "
-                "every episode of it): unmark it there if it should go"
+                "every episode of it): unmark it there if it should go",
+                written=False,
             )
         if place.season_id is None or place.episode_number is None:
             return Dead(f"no Serializd episode for {place.ref.key()}")
         if record.startswith(EXPECTED):  # queued by the link, not read back yet
             record = await self._written_for(ledger, place, record)
             if not record:
-                return Delivered("it never reached Serializd: nothing to remove")
+                return Delivered("it never reached Serializd: nothing to remove", written=False)
         if await self._logged_since(ledger, row, place, record):
             log.info(
                 "removing a play from Serializd: not done, logged there again since the link "
@@ -764,7 +765,7 @@ class SerializdTarget:
         # planned from what Serializd shows now, which the user may have changed since.
         sent_last = (ledger.rated.get(key) or {}).get("rating")
         if sent_last == value and not row.payload.get("link"):
-            return Delivered("already rated on Serializd")
+            return Delivered("already rated on Serializd", written=False)
         if row.may_have_landed:
             # The send may be what the ledger holds for the item: its entry is not another's.
             own = (ledger.rated.get(key) or {}).get("review_id")
@@ -774,7 +775,7 @@ class SerializdTarget:
             if entry is not None:
                 await self._record(ledger, RATINGS, {key: {"rating": value, "review_id": entry.id}})
                 await self._rated_row(ledger.profile, entry.id, key)
-                return Delivered("already rated on Serializd")
+                return Delivered("already rated on Serializd", written=False)
         # Our own send that landed unanswered is found above, not taken for a newer rating.
         since = ratings.overtaken_after(at, row.planned_from)
         if row.waited(self.clock()):
@@ -828,7 +829,7 @@ class SerializdTarget:
                 "on serializd.com, then discard this dead letter"
             )
         if not ids:
-            return Delivered("no rating on Serializd to remove")
+            return Delivered("no rating on Serializd to remove", written=False)
         return Delivered(f"rating removed ({len(ids)} diary row(s) deleted)")
 
     async def _look_for_unfound(

@@ -627,7 +627,7 @@ class TraktTarget:
                     raise
                 await self.client.scrobble(profile, action, placed[0].item, progress or 1.0)
         except TraktItemError:
-            return Delivered("Trakt does not know this item; live status skipped")
+            return Delivered("Trakt does not know this item; live status skipped", written=False)
         except (TraktAuthError, TraktAccountError, Unavailable):
             raise
         except TraktError as exc:
@@ -668,7 +668,9 @@ class TraktTarget:
         if result.action != "scrobble" or _an_earlier_viewing(result, row):
             return None
         await self._remember(profile, [row])
-        return Delivered("already on Trakt (409)" if result.duplicate else "scrobbled")
+        if result.duplicate:
+            return Delivered("already on Trakt (409)", written=False)
+        return Delivered("scrobbled")
 
     async def _history(self, profile: str, rows: Sequence[Row], now: float) -> dict[int, Outcome]:
         outcomes: dict[int, Outcome] = {}
@@ -706,7 +708,9 @@ class TraktTarget:
             landed, untold = await self._undated_on_trakt(profile, fresh)
             confirmed_ids |= landed
             confirmed = [r for r in fresh if r.outbox.id in confirmed_ids]
-            outcomes.update(_all([r.outbox for r in confirmed], Delivered("already on Trakt")))
+            outcomes.update(
+                _all([r.outbox for r in confirmed], Delivered("already on Trakt", written=False))
+            )
             # Trakt's counts did not tell whether it landed: not sent blindly (a second play),
             # checked again at the next try; the mark stays.
             outcomes.update({r.outbox.id: _untold(r) for r in fresh if r.outbox.id in untold})
@@ -1043,7 +1047,9 @@ class TraktTarget:
                 # A play we wrote and the engine has not read back yet: find its id.
                 history_id = await self._history_id(profile, row)
                 if history_id is None:
-                    outcomes[row.outbox.id] = Delivered("no such play on Trakt (already gone)")
+                    outcomes[row.outbox.id] = Delivered(
+                        "no such play on Trakt (already gone)", written=False
+                    )
                 elif isinstance(history_id, Hold):
                     outcomes[row.outbox.id] = history_id
                 else:

@@ -85,6 +85,10 @@ class Delivered:
     note: str = ""
     # The sign-in it went through on cannot be renewed and stops working soon: why, what to do.
     sign_in_ending: str = ""
+    # False: nothing was written now (found on the service, where an earlier send landed, or
+    # nothing there to change). Only a write the service takes shows its writes work again
+    # (its reads may work all through an outage of them): see `_wrote`.
+    written: bool = True
 
 
 @dataclass(frozen=True)
@@ -119,9 +123,10 @@ def shows_an_answer(outcome: Outcome | None) -> TypeGuard[Delivered | Skipped]:
 
 def _wrote(row: OutboxItem, outcome: Outcome | None) -> bool:
     """Whether `outcome` shows the service taking `row`'s write, as fires the dead letters of
-    its own failures (`DeliveryWorker._once_more`). Not a probe whose send may have landed
-    before: found there by a read, it proves reads work, not writes."""
-    if not isinstance(outcome, Delivered):
+    its own failures (`DeliveryWorker._once_more`): not a row found there (Delivered.written),
+    which proves reads work, not writes. Nor a probe whose send may have landed before (its
+    target may not tell a send from a find)."""
+    if not isinstance(outcome, Delivered) or not outcome.written:
         return False
     return not (row.once_more == ONCE_MORE_PROBE and row.may_have_landed)
 
