@@ -1226,6 +1226,19 @@ def test_a_row_given_up_waiting_keeps_its_may_have_landed_mark(store: Store) -> 
     assert store.marked([item.id]) == {item.id}
 
 
+def test_a_probe_given_up_for_the_config_waits_to_go_once_more_again(store: Store) -> None:
+    # A dead letter sent alone as a probe was still waiting as the service stopped, which
+    # starts again without its profile: a dead letter again, still to go once more by itself
+    # once the config delivers it, not left marked as a probe under way (nothing looks for one).
+    store.enqueue([row("play", action="play")], 1.0)
+    (claimed,) = store.claim("w", 2.0)
+    store.settle(3.0, [Settlement(claimed.id, "dead", None, "gave up: 502", once_more=True)])
+    assert store.queue_probe("trakt", 4.0) == claimed.id
+    store.give_up_waiting("trakt", "me", 5.0, "profile me is no longer in the config")
+    assert [dead.once_more for dead in store.dead_letters()] == ["due"]
+    assert store.once_more_due("trakt") == [claimed.id]
+
+
 def test_a_rename_that_fails_queueing_the_given_up_rows_again_moves_nothing(
     store: Store,
 ) -> None:

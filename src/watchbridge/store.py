@@ -3568,7 +3568,9 @@ class Store:
     ) -> int:
         """Make the waiting rows of `profile` on `target` (only those link `link` queued for
         `action`, when given) dead letters (`reason`); returns how many. A row whose last send
-        may have landed keeps that mark in front of the reason."""
+        may have landed keeps that mark in front of the reason. A dead letter sent alone as a
+        probe (ONCE_MORE_PROBE) waits to go once more again (ONCE_MORE_DUE): a probe no longer
+        under way is looked for by nothing, and would never go once more."""
         marked = f"{UNKNOWN_OUTCOME}: {reason}"
         where, params = "target = ? AND profile = ? AND status = 'pending'", [target, profile]
         if link is not None:
@@ -3577,8 +3579,10 @@ class Store:
         with self.transaction() as conn:
             return conn.execute(
                 "UPDATE outbox SET status = 'dead', updated_at = ?, held = NULL,"
-                f" last_error = CASE WHEN {_MARKED} THEN ? ELSE ? END WHERE {where}",
-                (now, marked, reason, *params),
+                f" last_error = CASE WHEN {_MARKED} THEN ? ELSE ? END,"
+                " once_more = CASE WHEN once_more = ? THEN ? ELSE once_more END"
+                f" WHERE {where}",
+                (now, marked, reason, ONCE_MORE_PROBE, ONCE_MORE_DUE, *params),
             ).rowcount
 
     def untold_dead(self, target: str, now: float, latest: int = 5) -> Untold:
