@@ -320,3 +320,28 @@ async def test_nothing_is_probed_while_no_dead_letter_waits_to_go_once_more(
     counted = len(fake.requests)
     per_hour = await serve_for(worker, runtime, clock, fake, DAY)
     assert sum(per_hour) == len(fake.requests) - counted == 0  # idle is idle
+
+
+async def test_after_dead_letters_discarded_by_hand_a_later_outages_probe_comes_an_hour_after(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    clock: FakeClock,
+    fake: FakeSerializd,
+) -> None:
+    # Serializd failed writes for a day: the probes of its dead letters failed, ever further
+    # apart. The user discards them. A later play gives up on the same errors: it goes alone
+    # an hour after, as its alert says, not as far apart as the discarded ones' probes were.
+    await backlog_after_a_first_play(runtime, worker, clock, fake)
+    fake.fail_next(100_000, 502, route=f"POST {REVIEWS_ADD}")
+    fake.fail_next(100_000, 502, route=f"POST {EPISODE_LOG_ADD}")
+    await serve_for(worker, runtime, clock, fake, DAY)
+    assert len(runtime.store.dead_letters()) == 5
+    runtime.store.discard_dead(None)
+    await serve_for(worker, runtime, clock, fake, HOUR)
+    enqueue(runtime, "play", episode(6), clock())
+    while not runtime.store.dead_letters():
+        await serve_for(worker, runtime, clock, fake, HOUR)
+    fake.clear_knobs()
+    await serve_for(worker, runtime, clock, fake, 1.5 * HOUR)
+    assert runtime.store.dead_letters() == []
+    assert sorted(entry.episode_number for entry in fake.diary()) == [6, 9]

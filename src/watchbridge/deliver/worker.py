@@ -775,6 +775,9 @@ class DeliveryWorker:
         # Per target, its dead letters that went once more alone (probes through) since its
         # dead-letter alert was last resolved: its "Resolved" counts them.
         self._alone: dict[str, int] = {}
+        # Targets none of whose dead letters waits to go once more, their count of failed
+        # probes seen at 0 since (`_none_waits`).
+        self._probes_cleared: set[str] = set()
 
     def notify(self) -> None:
         """New rows were queued: deliver them now rather than at the next timer."""
@@ -1501,7 +1504,9 @@ class DeliveryWorker:
         store = runtime.store
         latest = await asyncio.to_thread(store.once_more_latest, name)
         if latest is None:
+            await self._none_waits(runtime, name, now)
             return
+        self._probes_cleared.discard(name)  # a probe may fail, in any process
         _, failed = await asyncio.to_thread(store.cache_get, PROBES_FAILED, name, now)
         at = next_probe_at(latest, int(failed or 0))
         if now < at:
@@ -1526,6 +1531,19 @@ class DeliveryWorker:
                 " takes writes again",
                 extra={"target": name, "row": probe, "probes_failed": int(failed or 0)},
             )
+
+    async def _none_waits(self, runtime: Runtime, name: str, now: float) -> None:
+        """None of the target's dead letters waits to go once more (gone by themselves, or
+        retried or discarded by hand): a later outage's first probe comes an hour after its
+        dead letters gave up, as the alerts say, whatever probes of this one failed. Read once
+        while none waits; written only when failed probes were counted."""
+        if name in self._probes_cleared:
+            return
+        self._probes_cleared.add(name)
+        store = runtime.store
+        _, failed = await asyncio.to_thread(store.cache_get, PROBES_FAILED, name, now)
+        if failed:
+            await asyncio.to_thread(store.cache_put, PROBES_FAILED, name, 0, now, PROBES_KEEP)
 
     async def _probe_failed(
         self, runtime: Runtime, target: Target, rows: Sequence[OutboxItem], now: float
