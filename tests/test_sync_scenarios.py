@@ -1079,6 +1079,29 @@ async def test_plays_logged_again_while_their_removals_are_held_end_the_hold(
     assert len(trakt_plays(trakt)) == 4 and len(diary_plays(serializd)) == 4
 
 
+async def test_plays_logged_again_while_removals_a_countless_diary_proved_are_held_stay_single(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    """As above, Serializd answering no count: the daily read misses e1-e3 once, the next
+    run's whole read again, and their removals are held (the baseline keeps their plays while
+    they wait). Logged again, they are new entries; the deleted ones, missed by the next full
+    read again, stay deleted: taken for a first miss, their plays came back beside the new
+    ones, and each was copied a second time to both sides."""
+    await four_plays_on_both_sides(rig, app, serializd, origin="serializd")
+    serializd.diary_total_reviews = "null"
+    gone = [review(serializd, n) for n in (1, 2, 3)]
+    for mistake in gone:
+        unlog(serializd, mistake)
+    assert not (await rig.sync_and_deliver(full=True)).held  # missed once
+    assert (await rig.sync_and_deliver()).held  # missed twice: deleted, 3 of 4 held
+    for mistake in gone:  # undone: logged again, same dates
+        log(serializd, 1, mistake.episode_number, mistake.watched_at)
+    await rig.sync_and_deliver()
+    assert not (await rig.sync_and_deliver()).held
+    await rig.sync_and_deliver(full=True)
+    assert len(trakt_plays(trakt)) == 4 and len(diary_plays(serializd)) == 4
+
+
 async def test_a_first_runs_pair_removed_while_held_and_logged_again_is_not_doubled(
     make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
 ) -> None:

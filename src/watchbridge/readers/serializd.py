@@ -281,18 +281,24 @@ def relied_on(baseline: Side | None, rows: Mapping[str, str]) -> set[int]:
 
 
 def missed_by(
-    read: DiaryRead, relied: AbstractSet[int], missed_before: AbstractSet[int]
+    read: DiaryRead,
+    relied: AbstractSet[int],
+    missed_before: AbstractSet[int],
+    known: AbstractSet[int],
 ) -> tuple[frozenset[int], frozenset[int]]:
     """The entries of `relied` a whole read of the diary did not list, as (gone, missed once).
     The pages are not reliably ordered and may answer no count (§5.1): an entry deleted or
     added while they are read moves the rows after it onto a page already read, and one of
     them is never seen. So a miss proves an entry gone only when the read listed as many
     rows as the pages counted (`all_listed`), or when the read before (a run earlier) missed
-    it too (`missed_before`); else it is missed once, and read again by the next run. Pure."""
+    it too (`missed_before`), or took it for gone already (not `known`, the ids the last run
+    counted in the diary, ours included: the baseline keeps the plays of removals held for
+    confirmation); else it is missed once, and read again by the next run. Pure."""
     missed = frozenset(relied) - read.listed
     if read.all_listed:
         return missed, frozenset()
-    return missed & missed_before, missed - missed_before
+    once = (missed & known) - missed_before
+    return missed - once, once
 
 
 def without_entries(
@@ -615,7 +621,8 @@ class SerializdReader:
             whole_diary = await self.client.diary_read(profile)
             await asyncio.to_thread(forget_first_misses, self.store, profile, whole_diary.listed)
             diary = whole_diary.entries
-            _, missed = missed_by(whole_diary, relied_on(baseline, before), missed_before)
+            known = known_ids(cursors) | set(written.values())
+            _, missed = missed_by(whole_diary, relied_on(baseline, before), missed_before, known)
             if missed:
                 log.info(
                     "serializd diary entries were not listed by a read of the whole diary "
