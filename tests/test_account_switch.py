@@ -680,6 +680,27 @@ async def test_another_serializd_account_since_an_older_release_is_recognised_by
     assert "holds none of the plays watchbridge kept for it" in result.plans[0].restarted
 
 
+async def test_another_serializd_account_answering_no_count_is_recognised_by_its_plays(
+    make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd
+) -> None:
+    """As above, Serializd answering no diary count (§5.1): a read missing entries it cannot
+    prove gone keeps their plays for the next run's read, but one listing none of the entries
+    kept reads another diary (no shifting page hides them all): the plays kept are not the new
+    account's, and the check sees that."""
+    log_five(serializd)
+    rig = make_rig()
+    await rig.sync_and_deliver()
+    forget_the_accounts(rig)
+    bob = bob_with_a_play_of_his_own(serializd)
+    serializd.diary_total_reviews = "null"
+
+    result = await make_rig(account=BOB[:2]).sync_and_deliver()
+
+    assert len(trakt_plays(trakt)) == 6
+    assert len(diary_plays_of(serializd, bob)) == 6
+    assert "holds none of the plays watchbridge kept for it" in result.plans[0].restarted
+
+
 async def test_another_trakt_account_over_an_older_releases_revoked_sign_in_is_recognised(
     tmp_path: Path, make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd
 ) -> None:
