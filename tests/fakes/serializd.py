@@ -256,8 +256,8 @@ class FakeSerializd(FakeServer):
     Inspect: ``diary(user)``, ``ticks(user)``, ``season_marks(user)``, ``watchlisted(user)``
     (plus the base's ``requests``/``calls``/``count``).
     Misbehave: ``expire_tokens``, ``checkpoint_next``, ``require_origin_referer``,
-    ``diary_order``, ``diary_total_reviews``, ``deleted_before_page``, ``flag_spelling``,
-    ``season_row_keys``, ``show_episode_counts``, ``reviews_add_answer``,
+    ``diary_order``, ``diary_total_reviews``, ``deleted_before_page``, ``logged_before_page``,
+    ``flag_spelling``, ``season_row_keys``, ``show_episode_counts``, ``reviews_add_answer``,
     ``accept_null_rating``, ``watchlist_clears_watched`` (plus the base's
     ``fail_next``/``delay_next``/``drop_next``).
     Clock: ``now``, ``advance``.
@@ -275,6 +275,9 @@ class FakeSerializd(FakeServer):
         self.diary_ignores_page = False
         # The user deletes this entry in the app just before this diary page is answered.
         self.deleted_before_page: tuple[int, Review] | None = None
+        # The user logs this entry (made by ``log_entry``, then taken out of the diary) in the
+        # app just before this diary page is answered; with a deletion, the count stays.
+        self.logged_before_page: tuple[int, Review] | None = None
         # §5.1: `totalReviews` is an int or null ("null": every diary page answers null).
         self.diary_total_reviews: Literal["count", "null"] = "count"
         # Diary rows answered with a `showSeasons` list lacking their own season (TMDB
@@ -733,6 +736,9 @@ class FakeSerializd(FakeServer):
         if self.deleted_before_page is not None and self.deleted_before_page[0] == page:
             owner.reviews.remove(self.deleted_before_page[1])
             self.deleted_before_page = None
+        if self.logged_before_page is not None and self.logged_before_page[0] == page:
+            owner.reviews.append(self.logged_before_page[1])
+            self.logged_before_page = None
         rows = self._diary_order(owner.reviews)
         size = self.diary_page_size
         page = 1 if self.diary_ignores_page else page

@@ -289,15 +289,17 @@ def missed_by(
     """The entries of `relied` a whole read of the diary did not list, as (gone, missed once).
     The pages are not reliably ordered and may answer no count (§5.1): an entry deleted or
     added while they are read moves the rows after it onto a page already read, and one of
-    them is never seen. So a miss proves an entry gone only when the read listed as many
-    rows as the pages counted (`all_listed`), or when the read before (a run earlier) missed
-    it too (`missed_before`), or took it for gone already (not `known`, the ids the last run
-    counted in the diary, ours included: the baseline keeps the plays of removals held for
-    confirmation); else it is missed once, and read again by the next run. A read listing
-    none of them reads another diary (another account signed in) or an emptied one: no shift
-    hides them all, and the account check must see their plays gone. Pure."""
+    them is never seen; an entry deleted and another added keep the count, and the added one
+    hides a row only from a page read later, where it is listed. So a miss proves an entry
+    gone only when the read listed as many rows as the pages counted (`all_listed`) and none
+    the last run did not know (`known`: the ids it counted in the diary, ours included), or
+    when the read before (a run earlier) missed it too (`missed_before`), or took it for gone
+    already (not `known`: the baseline keeps the plays of removals held for confirmation);
+    else it is missed once, and read again by the next run. A read listing none of them
+    reads another diary (another account signed in) or an emptied one: no shift hides them
+    all, and the account check must see their plays gone. Pure."""
     missed = frozenset(relied) - read.listed
-    if read.all_listed or missed == relied:
+    if missed == relied or (read.all_listed and read.listed <= known):
         return missed, frozenset()
     once = (missed & known) - missed_before
     return missed - once, once
