@@ -765,6 +765,33 @@ async def test_an_entry_a_shifting_diary_read_misses_keeps_its_play_and_rating_o
     assert trakt_rating(trakt, 1, 2) == 8 and trakt_rating(trakt, 1, 4) is None
 
 
+async def test_a_log_a_shifting_read_misses_keeps_its_stars_over_an_older_rating_of_the_item(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    """e2 was rated 6 without a log (a rating-only row, a week ago), then logged with 8
+    stars: Serializd shows 8, and so does Trakt. Serializd answers no count; the daily read
+    misses e2's log as e4 is deleted under it, and lists the older row's 6. The log is only
+    missed once (kept): its newer stars stay the item's rating, not the older row's 6, which
+    Trakt got until the next daily read listed the log again."""
+    serializd.diary_page_size = 2
+    serializd.diary_order = "newest"  # pages: e4 e3 | e2 e1 | the 6
+    log(serializd, 1, 2, ago(7), rating=6, is_log=False, date_added=ago(7))
+    for number in range(1, 5):
+        log(serializd, 1, number, ago(3 - number / 10), rating=8 if number == 2 else 0)
+    await rig.sync_and_deliver()
+    await rig.sync_and_deliver()
+    assert trakt_rating(trakt, 1, 2) == 8
+    serializd.diary_total_reviews = "null"
+    serializd.deleted_before_page = (2, review(serializd, 4))
+    await rig.sync_and_deliver(full=True)
+    assert serializd.deleted_before_page is None  # it happened, during the read
+    assert diary_rating(serializd, 1, 2) == 8
+    assert trakt_rating(trakt, 1, 2) == 8
+    await rig.sync_and_deliver()  # the whole diary again: e2's log is listed
+    assert trakt_rating(trakt, 1, 2) == 8
+    assert (1, 2) in [p[:2] for p in trakt_plays(trakt)]
+
+
 async def test_an_entry_deleted_and_another_logged_while_the_diary_is_read_keep_the_count(
     rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
 ) -> None:

@@ -249,10 +249,12 @@ def unplaced(
 def unread_kept(
     unreadable: Collection[int], baseline: Side | None, read: Side, rows: Mapping[str, str]
 ) -> tuple[tuple[Play, ...], dict[str, Rated]]:
-    """The plays and ratings of diary entries a read could not parse (`unreadable`, their
-    ids), as the baseline had them: still in the diary, they are no removals. A rating is
-    kept when one of its rows (`rows`: item -> the ids holding its rating, `rating_rows`) is
-    unreadable. Pure."""
+    """The plays and ratings of diary entries a read could not parse or missed once
+    (`unreadable`, their ids), as the baseline had them: still in the diary, they are no
+    removals. A rating is kept when one of its rows (`rows`: item -> the ids holding its
+    rating, `rating_rows`) is unreadable, unless the read found a rating of the item as new
+    or newer: an older row's stars (a rating-only row under a log's) are not what Serializd
+    shows while the newer row stands. Pure."""
     if not unreadable or baseline is None:
         return (), {}
     records = {str(i) for i in unreadable}
@@ -260,7 +262,8 @@ def unread_kept(
     ratings = {
         key: rated
         for key, rated in baseline.ratings.items()
-        if key not in read.ratings and records & _row_ids(rows.get(key, ""))
+        if records & _row_ids(rows.get(key, ""))
+        and (key not in read.ratings or read.ratings[key].at < rated.at)
     }
     return plays, ratings
 
@@ -658,10 +661,12 @@ class SerializdReader:
                     extra={"profile": profile, "unreadable_ids": sorted(whole_diary.unreadable)},
                 )
             kept, kept_ratings = kept + unread, {**kept_ratings, **unread_ratings}
-            ratings = edited_since({**kept_ratings, **read.ratings}, baseline, before, self.clock())
+            ratings = edited_since({**read.ratings, **kept_ratings}, baseline, before, self.clock())
             ticked = ticked_by_us(baseline, await self._ticked(profile))
             side = Side(read.plays + kept + watched_state(baseline) + ticked, ratings)
-            rows = rating_rows({k: before[k] for k in unread_ratings if k in before}, side)
+            # A kept rating's rows: those it had, and any the read listed of its item.
+            kept_rows = {k: before[k] for k in unread_ratings if k in before}
+            rows = rating_rows(rating_rows(kept_rows, read), side)
         else:
             again = await self._read_again(profile) if missed_before else None
             if again is None:
