@@ -32,6 +32,7 @@ from tests.linkrig import (
 )
 from watchbridge.accounts import ENGINE
 from watchbridge.config import parse_config
+from watchbridge.deliver.serializd import FIRST_MISSES
 from watchbridge.ids import Enricher
 from watchbridge.model import Ids, MediaRef, ref_to_dict
 from watchbridge.services.serializd import SerializdUnavailable
@@ -818,6 +819,22 @@ async def test_an_entry_deleted_and_another_logged_while_the_diary_is_read_keep_
     assert [p[:2] for p in trakt_plays(trakt)] == [(1, 1), (1, 2), (1, 3), (1, 4), (1, 5)]
     await rig.sync_and_deliver(full=True)
     assert [p[:2] for p in trakt_plays(trakt)] == [(1, 1), (1, 2), (1, 3), (1, 5)]
+
+
+@pytest.mark.parametrize("full", [True, False])
+async def test_a_dry_run_leaves_the_deliverys_first_misses_as_they_were(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp, full: bool
+) -> None:
+    """A whole read by the delivery missed our entry of e3 once (the diary shifting under
+    it). A dry run's read of the diary lists it, its daily read or its cheap check alike: it
+    writes nothing, so the miss stays; the run after forgets it, the entry being there."""
+    await four_plays_on_both_sides(rig, app, serializd, origin="trakt")
+    ours = str(review(serializd, 3).id)
+    rig.store.mirror_put("serializd", PROFILE, FIRST_MISSES, {ours: time.time()}, time.time())
+    await rig.sync(dry_run=True, full=full)
+    assert set(rig.store.mirror_get("serializd", PROFILE, FIRST_MISSES)) == {ours}
+    await rig.sync(full=full)
+    assert rig.store.mirror_get("serializd", PROFILE, FIRST_MISSES) == {}
 
 
 async def test_a_rating_deleted_on_serializd_that_answers_no_count_leaves_trakt_a_run_later(

@@ -51,7 +51,7 @@ from watchbridge.narrow import Narrower, Narrowing, narrow_sides, no_movie
 from watchbridge.offloop import in_thread, to_the_end
 from watchbridge.plexlink import Alerts, ListsRun, run_lists, wants_lists
 from watchbridge.progress import Both, RunRecorder, SyncProgress, observed
-from watchbridge.readers import READERS, SideRead, SideReader, reader_for
+from watchbridge.readers import READERS, Noting, SideRead, SideReader, reader_for
 from watchbridge.readers.plex import key_for_ref
 from watchbridge.reconcile import (
     EXPECTED,
@@ -433,8 +433,10 @@ async def plan_link(
     narrowing: Narrowing | None = None,
     metrics: Metrics | None = None,
     failures: dict[str, WatchbridgeError] | None = None,
+    dry_run: bool = False,
 ) -> tuple[list[ProfilePlan], int]:
-    """Read both sides for every profile of link `name` and plan, writing nothing.
+    """Read both sides for every profile of link `name` and plan, writing no plan (a reader
+    may write what the delivery goes by, `readers.Noting`, except in a `dry_run`).
 
     Unless a full read is asked for or due (daily, and on a first run), each side is first
     asked cheaply whether anything changed since the last applied run, and a profile stops
@@ -457,6 +459,9 @@ async def plan_link(
         _reader(config, store, link, name, service, profiles, clock, metrics)
         for service in link.services
     ]
+    for reader in readers:
+        if isinstance(reader, Noting):
+            reader.dry_run = dry_run
     narrow = _narrower(readers, name, narrowing)
     readers = observed(readers, progress)  # reports each step to a progress display, if any
     try:
@@ -1452,6 +1457,7 @@ async def run_link(
             narrowing=narrowing,
             metrics=metrics,
             failures=failures,
+            dry_run=dry_run,
         )
         if alerts is not None:  # a side that answered as another account started over
             await send_account_alerts(store, alerts)

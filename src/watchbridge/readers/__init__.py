@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from watchbridge.config import Config, Link
 from watchbridge.metrics import Metrics
@@ -82,6 +82,15 @@ class SideReader(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Noting(Protocol):
+    """A reader whose reads also write what the delivery goes by (Serializd: an entry of ours
+    a read lists is no first miss any more, `forget_first_misses`). A dry run writes nothing:
+    the engine sets `dry_run` on such a reader before it reads, and it writes none of it."""
+
+    dry_run: bool
 
 
 ReaderFactory = Callable[[Config, Store, Link, list[str], Clock, Metrics | None], SideReader]

@@ -503,6 +503,7 @@ class SerializdReader:
         # Whether full reads look for watched state beyond the seasons the sides disagree on:
         # only worth it when Serializd's plays flow to the other side.
         self.discover = discover
+        self.dry_run = False  # see readers.Noting
         self._fresh: dict[str, list[DiaryEntry]] = {}
         self._plays: dict[str, dict[str, Any]] = {}  # see `_plays_ledger`
         self._ledger: dict[str, dict[str, int]] = {}
@@ -521,15 +522,21 @@ class SerializdReader:
             known = known_ids(cursors) | set(written.values())
             listed: set[int] = set()
             self._fresh[profile] = await self.client.diary_until(profile, known, listed)
-            await asyncio.to_thread(forget_first_misses, self.store, profile, listed)
+            await self._forget_first_misses(profile, listed)
         return self._fresh[profile]
 
     async def _read_again(self, profile: str) -> DiaryRead:
         """The whole diary, read by the run after a full read missed entries once (`MISSED`):
         only a second read proves them gone. Its new entries serve as the delta read's."""
         whole_diary = await self.client.diary_read(profile)
-        await asyncio.to_thread(forget_first_misses, self.store, profile, whole_diary.listed)
+        await self._forget_first_misses(profile, whole_diary.listed)
         return whole_diary
+
+    async def _forget_first_misses(self, profile: str, listed: Collection[int]) -> None:
+        """The delivery's first misses of our entries this read listed are forgotten (they
+        were there), except in a dry run, which writes nothing."""
+        if not self.dry_run:
+            await asyncio.to_thread(forget_first_misses, self.store, profile, listed)
 
     async def _written(self, profile: str) -> dict[str, int]:
         """The diary plays we wrote (delivery ledger key `item@minute` -> review id): not news
@@ -626,7 +633,7 @@ class SerializdReader:
         before = json.loads(cursors.get("rating_rows") or "{}")
         if full:
             whole_diary = await self.client.diary_read(profile)
-            await asyncio.to_thread(forget_first_misses, self.store, profile, whole_diary.listed)
+            await self._forget_first_misses(profile, whole_diary.listed)
             diary = whole_diary.entries
             known = known_ids(cursors) | set(written.values())
             _, missed = missed_by(whole_diary, relied_on(baseline, before), missed_before, known)
