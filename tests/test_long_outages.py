@@ -189,6 +189,31 @@ async def test_the_outage_alert_of_writes_failing_says_they_will_give_up_not_tha
     assert "dead letters after delivery.max_attempts" in alert
 
 
+async def test_the_outage_alert_says_they_will_give_up_also_when_the_plays_may_have_landed(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    clock: FakeClock,
+    fake: FakeSerializd,
+    receiver: AlertReceiver,
+) -> None:
+    # Every play's first try lost its connection (it may have landed), then Serializd
+    # answers writes 502. In each pass the first play's write spends; the others waiting
+    # behind it carry the same "unknown outcome" reason, and must not make the pass look
+    # like an outage that spends nothing. Jittered retries mix such rows into a pass by
+    # chance: the first alert then said "Nothing is lost" about plays that die.
+    await backlog_after_a_first_play(runtime, worker, clock, fake)
+    fake.drop_next(5, route=f"POST {REVIEWS_ADD}")
+    await worker.pass_once(runtime)
+    assert fake.count("POST", REVIEWS_ADD) == 1 + 5  # each play's entry sent, none answered
+    assert not worker.holds  # a dropped connection says nothing of the service: retries
+    for route in (f"POST {REVIEWS_ADD}", f"POST {EPISODE_LOG_ADD}"):
+        fake.fail_next(100_000, 502, route=route)
+    await serve_for(worker, runtime, clock, fake, HOUR)
+    told = [m["message"] for m in receiver.messages if m["title"] == PAUSED]
+    assert told
+    assert all("dead letters after delivery.max_attempts" in alert for alert in told)
+
+
 @pytest.mark.parametrize("wrote", [False, True], ids=["unwritten", "written-then-502"])
 async def test_plays_that_gave_up_on_an_outage_go_again_by_themselves_once_it_is_back(
     runtime: Runtime,

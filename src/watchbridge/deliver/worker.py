@@ -1072,7 +1072,9 @@ class DeliveryWorker:
             )
             items = [item for item in items if item.id in ours]
         dead: list[tuple[OutboxItem, str]] = []
-        holds: dict[str, Hold] = {}
+        # Every hold, not one per reason: rows waiting behind the write that failed share its
+        # reason ("unknown outcome" marks alike), and must not hide that that write spends.
+        holds: list[Hold] = []
         alerts: dict[tuple[str, str, str | None], str] = {}  # (kind, key, profile): reason
         # Profiles with a row through, or done on what the service answered (Skipped.answered)
         delivered_for: set[str] = set()
@@ -1130,7 +1132,7 @@ class DeliveryWorker:
                     skipped += 1
             elif isinstance(outcome, Hold) and not spent_hold:
                 held_for.add(item.profile)
-                holds[f"{item.profile}:{outcome.reason}"] = outcome
+                holds.append(outcome)
                 after = outcome.after
                 if outcome.spends:
                     after = max(after, backoff(item.attempts + 1, self.config, None))
@@ -1188,7 +1190,7 @@ class DeliveryWorker:
             if text := await self._profile_hold_told(store, target.name, key, hold, ids, gone, now):
                 alerts[("service_unreachable", key, whose)] = text
         dead = [(item, reason) for item, reason in dead if item.id not in superseded]
-        wide = [h for h in holds.values() if h.target_wide]
+        wide = [h for h in holds if h.target_wide]
         if wide:
             hold = max(wide, key=lambda h: h.after)
             held = self.holds.get(target.name)
