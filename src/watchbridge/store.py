@@ -2885,39 +2885,37 @@ class Store:
             if claimed_by is not None:
                 settlements = self._still_held(conn, settlements, claimed_by)
             conn.executemany(
-                """UPDATE outbox SET status = ?, attempts = attempts + ?, updated_at = ?,
-                   next_attempt_at = COALESCE(?, next_attempt_at), last_error = ?,
-                   claimed_by = NULL, waits_for_sign_in = ?, held = ?,
-                   failing_since = CASE WHEN ? THEN COALESCE(failing_since, ?)
-                                   WHEN ? THEN NULL ELSE failing_since END,
-                   once_more = CASE WHEN ? IS NOT NULL THEN ?
-                                    WHEN once_more = ? THEN ?
-                                    WHEN ? AND once_more IS NULL THEN ? ELSE once_more END,
-                   told_at = CASE WHEN ? = ? THEN NULL ELSE told_at END
-                   WHERE id = ?""",
+                """UPDATE outbox SET status = :status, attempts = attempts + :spend_attempt,
+                   updated_at = :now, next_attempt_at = COALESCE(:next_at, next_attempt_at),
+                   last_error = :error, claimed_by = NULL, waits_for_sign_in = :sign_in,
+                   held = :held,
+                   failing_since = CASE WHEN :failing THEN COALESCE(failing_since, :now)
+                                   WHEN :failing_over THEN NULL ELSE failing_since END,
+                   once_more = CASE WHEN :probe_end IS NOT NULL THEN :probe_end
+                                    WHEN once_more = :probe THEN :spent_mark
+                                    WHEN :dies_once_more AND once_more IS NULL THEN :due
+                                    ELSE once_more END,
+                   told_at = CASE WHEN :probe_end = :spent_mark THEN NULL ELSE told_at END
+                   WHERE id = :id""",
                 [
-                    (
-                        s.status,
-                        int(s.spend_attempt),
-                        now,
-                        s.next_attempt_at,
-                        s.error,
-                        int(s.waits_for_sign_in),
-                        s.held if s.status == "pending" else None,
-                        s.spend_attempt and s.status != "done",
-                        now,
+                    {
+                        "status": s.status,
+                        "spend_attempt": int(s.spend_attempt),
+                        "now": now,
+                        "next_at": s.next_attempt_at,
+                        "error": s.error,
+                        "sign_in": int(s.waits_for_sign_in),
+                        "held": s.held if s.status == "pending" else None,
+                        "failing": s.spend_attempt and s.status != "done",
                         # Held (the target, not the row, failed): its failing is over.
-                        not s.spend_attempt and s.status == "pending",
-                        s.probe_end,
-                        s.probe_end,
-                        ONCE_MORE_PROBE,
-                        ONCE_MORE_SPENT,
-                        s.once_more and s.status == "dead",
-                        ONCE_MORE_DUE,
-                        s.probe_end,
-                        ONCE_MORE_SPENT,
-                        s.item_id,
-                    )
+                        "failing_over": not s.spend_attempt and s.status == "pending",
+                        "probe_end": s.probe_end,
+                        "probe": ONCE_MORE_PROBE,
+                        "spent_mark": ONCE_MORE_SPENT,
+                        "dies_once_more": s.once_more and s.status == "dead",
+                        "due": ONCE_MORE_DUE,
+                        "id": s.item_id,
+                    }
                     for s in settlements
                 ],
             )

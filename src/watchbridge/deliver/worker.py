@@ -1239,18 +1239,10 @@ class DeliveryWorker:
             await runtime.notifier.notify("credentials", title, reason, key=key + ENDING)
         if delivered_for and not wide:  # a row through beside a held one: still held
             await self._reachable(runtime, target)
-        wrote = any(_wrote(item, outcomes.get(item.id)) for item in items)
-        went_alone = [i for i in items if i.once_more == ONCE_MORE_PROBE and i.id in done]
-        if went_alone:
-            await self._went_alone(runtime, target, len(went_alone), now)
-        if wrote and not wide:
-            await self._once_more(runtime, target, {item.id for item, _ in dead})
-        elif went_alone:  # found there, or sent with no proof it was: the rest wait their turn
-            await self._once_more_over(runtime, target, 0, 0)
-        if probes_failed:
-            await self._probe_failed(runtime, target, probes_failed, now)
-        if dead:
-            self._probe_look_at.pop(target.name, None)  # new ones may be waiting
+        died = {item.id for item, _ in dead}
+        await self._dead_letters_after(
+            runtime, target, items, outcomes, done, died, probes_failed, bool(wide), now
+        )
         await self._accepted(runtime, target, delivered_for - held_for, set(ending))
         for profile in {item.profile for item, _ in dead}:
             await self._gave_up(runtime, target, profile, now)
@@ -1432,6 +1424,36 @@ class DeliveryWorker:
                 " it held went out or gave up (dead letters, told of in their own alert)"
             )
             await runtime.notifier.resolve("service_unreachable", over, key=key)
+
+    async def _dead_letters_after(
+        self,
+        runtime: Runtime,
+        target: Target,
+        items: Sequence[OutboxItem],
+        outcomes: dict[int, Outcome],
+        done: set[int],
+        died: set[int],
+        probes_failed: Sequence[OutboxItem],
+        held_wide: bool,
+        now: float,
+    ) -> None:
+        """What a settled batch means for the target's dead letters waiting to go once more:
+        a write the service took (and no outage beside it) sends them all (`_once_more`);
+        probes through are counted, and without such a write the rest wait their turn (each
+        goes alone: found there, or sent with no proof it was); probes not through wait
+        again, later; rows that died now may be the next probe, so it is looked for again."""
+        wrote = any(_wrote(item, outcomes.get(item.id)) for item in items)
+        went_alone = [i for i in items if i.once_more == ONCE_MORE_PROBE and i.id in done]
+        if went_alone:
+            await self._went_alone(runtime, target, len(went_alone), now)
+        if wrote and not held_wide:
+            await self._once_more(runtime, target, died)
+        elif went_alone:
+            await self._once_more_over(runtime, target, 0, 0)
+        if probes_failed:
+            await self._probe_failed(runtime, target, probes_failed, now)
+        if died:
+            self._probe_look_at.pop(target.name, None)
 
     async def _once_more(self, runtime: Runtime, target: Target, just_died: set[int]) -> None:
         """The target took a write: the dead letters of its own failures (server errors
