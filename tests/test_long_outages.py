@@ -28,7 +28,9 @@ from watchbridge.config import Secret, SerializdAccount, parse_config
 from watchbridge.deliver.serializd import SerializdTarget
 from watchbridge.deliver.worker import IDLE_WAKE_SECONDS, DeliveryWorker
 from watchbridge.http import RetryPolicy
+from watchbridge.model import ref_to_dict
 from watchbridge.services.serializd import SerializdClient
+from watchbridge.store import ONCE_MORE_DUE, NewOutboxRow, Settlement
 from watchbridge.wiring import build_runtime
 
 pytestmark = pytest.mark.anyio
@@ -370,3 +372,70 @@ async def test_after_dead_letters_discarded_by_hand_a_later_outages_probe_comes_
     await serve_for(worker, runtime, clock, fake, 1.5 * HOUR)
     assert runtime.store.dead_letters() == []
     assert sorted(entry.episode_number for entry in fake.diary()) == [6, 9]
+
+
+async def test_dead_letters_no_profile_delivers_any_more_cost_an_idle_wake_one_indexed_read(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    clock: FakeClock,
+    fake: FakeSerializd,
+) -> None:
+    # A profile taken out of the config left 500 dead letters of Serializd's failures, waiting
+    # to go once more: none of them can go. Looked through once, they are not looked through
+    # again at every idle wake (in a write transaction, which holds up webhooks): each wake
+    # reads when the last of them died, from an index, and finds that unchanged.
+    store, gave_up = runtime.store, clock() - DAY
+    store.enqueue(
+        [
+            NewOutboxRow(
+                "serializd",
+                "gone",
+                "play",
+                {"item": ref_to_dict(episode(number)), "at": gave_up},
+                ordering_key=f"gone:serializd:{number}",
+                idempotency_key=f"gone:serializd:play:{number}",
+            )
+            for number in range(1, 501)
+        ],
+        gave_up,
+    )
+    rows = store.claim("earlier", gave_up, 500, ["serializd"])
+    failed = [Settlement(row.id, "dead", None, "HTTP 502", once_more=True) for row in rows]
+    store.settle(gave_up, failed)
+    await serve_for(worker, runtime, clock, fake, HOUR)  # the first look goes through them
+    statements: list[str] = []
+    store.db.conn.set_trace_callback(statements.append)
+    try:
+        await serve_for(worker, runtime, clock, fake, 2 * HOUR)
+    finally:
+        store.db.conn.set_trace_callback(None)
+    assert [row.once_more for row in store.dead_letters()] == [ONCE_MORE_DUE] * 500
+    assert fake.requests == []
+    writes: list[list[str]] = []  # each write transaction's statements
+    inside = False
+    for statement in statements:
+        if statement.startswith("BEGIN"):
+            writes.append([])
+            inside = True
+        elif statement in ("COMMIT", "ROLLBACK"):
+            inside = False
+        elif inside:
+            writes[-1].append(statement)
+    looks = [s for s in statements if "once_more" in s]
+    wakes = 2 * HOUR / IDLE_WAKE_SECONDS
+    assert 0 < len(looks) <= wakes + 1  # one read a wake
+    for look in looks:
+        assert look.startswith("SELECT MAX(updated_at)")
+        (plan,) = store.db.execute(f"EXPLAIN QUERY PLAN {look}").fetchall()
+        assert "USING INDEX outbox_once_more_latest (target=?)" in plan[-1]
+    for write in writes:  # only the look for rows due (claim), none of the dead letters
+        assert all(s.startswith("UPDATE outbox SET status = 'inflight'") for s in write)
+    # A dead letter that can go, dying after them, is sent alone an hour after, as ever.
+    await backlog_after_a_first_play(runtime, worker, clock, fake)
+    fake.fail_next(100_000, 502, route=f"POST {REVIEWS_ADD}")
+    fake.fail_next(100_000, 502, route=f"POST {EPISODE_LOG_ADD}")
+    while len(store.dead_letters()) < 505:
+        await serve_for(worker, runtime, clock, fake, HOUR)
+    fake.clear_knobs()
+    await serve_for(worker, runtime, clock, fake, 1.5 * HOUR)
+    assert len(fake.diary()) > 1

@@ -635,6 +635,16 @@ def m025_outbox_once_more(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX outbox_once_more ON outbox(target) WHERE once_more = 'due'")
 
 
+@migrations()
+def m026_outbox_once_more_latest(db: sqlite_utils.Database) -> None:
+    # When the last of a target's dead letters waiting to go once more died
+    # (`Store.once_more_latest`), read at every idle wake: the last entry of this index, not
+    # every dead letter of the target (a removed profile's may be 50,000).
+    db.execute(
+        "CREATE INDEX outbox_once_more_latest ON outbox(target, updated_at) WHERE once_more = 'due'"
+    )
+
+
 @dataclass(frozen=True)
 class MirrorWritten:
     """A write's mark on a mirror collection: its version before the write (None: never
@@ -3461,10 +3471,10 @@ class Store:
     def once_more_latest(self, target: str) -> float | None:
         """When the last of `target`'s dead letters waiting to go once more by themselves
         (ONCE_MORE_DUE) died, or was last sent alone and failed; None when none waits."""
-        rows = self._query(
-            "SELECT MAX(updated_at) AS latest FROM outbox WHERE target = ? AND once_more = ?"
-            " AND status = 'dead'",
-            (target, ONCE_MORE_DUE),
+        rows = self._query(  # its literal 'due' matches the index's (m026)
+            "SELECT MAX(updated_at) AS latest FROM outbox"
+            f" WHERE target = ? AND once_more = '{ONCE_MORE_DUE}' AND status = 'dead'",
+            (target,),
         )
         latest = rows[0]["latest"] if rows else None
         return None if latest is None else float(latest)

@@ -778,6 +778,12 @@ class DeliveryWorker:
         # Targets none of whose dead letters waits to go once more, their count of failed
         # probes seen at 0 since (`_none_waits`).
         self._probes_cleared: set[str] = set()
+        # Per target, its `once_more_latest` when none of its dead letters waiting to go once
+        # more could go (this config no longer delivers them: a profile taken out). They are
+        # not looked through again (in a write transaction, at every idle wake) until that
+        # changes: one more dies, or a probe fails. The config is read at start only; a clock
+        # set back may date a new one earlier: forgotten then.
+        self._none_can_go: dict[str, float] = {}
 
     def notify(self) -> None:
         """New rows were queued: deliver them now rather than at the next timer."""
@@ -900,6 +906,7 @@ class DeliveryWorker:
             self._latest_now = max(self._latest_now, now)
             return
         self._latest_now = now
+        self._none_can_go.clear()
         self._move_holds(-step)
         await self._pay_owed_moves(runtime)
         moved = await asyncio.to_thread(runtime.store.bring_forward, step, now)
@@ -1531,6 +1538,8 @@ class DeliveryWorker:
             await self._none_waits(runtime, name, now)
             return
         self._probes_cleared.discard(name)  # a probe may fail, in any process
+        if self._none_can_go.get(name) == latest:
+            return
         _, failed = await asyncio.to_thread(store.cache_get, PROBES_FAILED, name, now)
         at = next_probe_at(latest, int(failed or 0))
         if now < at:
@@ -1549,12 +1558,14 @@ class DeliveryWorker:
             )
 
         probe = await asyncio.to_thread(store.queue_probe, name, now, stays)
-        if probe is not None:
-            log.info(
-                "a dead letter of the service's own failures sent alone, to see whether it"
-                " takes writes again",
-                extra={"target": name, "row": probe, "probes_failed": int(failed or 0)},
-            )
+        if probe is None:
+            self._none_can_go[name] = latest
+            return
+        log.info(
+            "a dead letter of the service's own failures sent alone, to see whether it"
+            " takes writes again",
+            extra={"target": name, "row": probe, "probes_failed": int(failed or 0)},
+        )
 
     async def _none_waits(self, runtime: Runtime, name: str, now: float) -> None:
         """None of the target's dead letters waits to go once more (gone by themselves, or
