@@ -28,7 +28,7 @@ from watchbridge.config import Secret, SerializdAccount, parse_config
 from watchbridge.deliver.serializd import SerializdTarget
 from watchbridge.deliver.worker import IDLE_WAKE_SECONDS, DeliveryWorker
 from watchbridge.http import RetryPolicy
-from watchbridge.model import ref_to_dict
+from watchbridge.model import Ids, MediaRef, ref_to_dict
 from watchbridge.services.serializd import SerializdClient
 from watchbridge.store import ONCE_MORE_DUE, NewOutboxRow, Settlement
 from watchbridge.wiring import build_runtime
@@ -439,3 +439,37 @@ async def test_dead_letters_no_profile_delivers_any_more_cost_an_idle_wake_one_i
     fake.clear_knobs()
     await serve_for(worker, runtime, clock, fake, 1.5 * HOUR)
     assert len(fake.diary()) > 1
+
+
+async def test_a_later_outages_resolved_counts_its_own_dead_letters_after_a_hand_discard(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    clock: FakeClock,
+    fake: FakeSerializd,
+    receiver: AlertReceiver,
+) -> None:
+    # A play that gave up on Serializd's 502s goes alone once it is back, beside a dead letter
+    # that can never go (a play of a whole show), which keeps the alert open. The user
+    # discards that one: the alert closes as "retried or discarded". A later outage's
+    # "Resolved" counts its own dead letter, not also the one that went alone before.
+    async def gives_up_and_goes_alone(number: int) -> None:
+        fake.fail_next(100_000, 502, route=f"POST {REVIEWS_ADD}")
+        enqueue(runtime, "play", episode(number), clock() - 60)
+        while not runtime.store.once_more_due("serializd"):
+            await serve_for(worker, runtime, clock, fake, HOUR)
+        fake.clear_knobs()
+        await serve_for(worker, runtime, clock, fake, 1.5 * HOUR)
+        assert number in {entry.episode_number for entry in fake.diary()}
+
+    await backlog_after_a_first_play(runtime, worker, clock, fake)
+    await serve_for(worker, runtime, clock, fake, HOUR)
+    enqueue(runtime, "play", MediaRef("show", ids=Ids(tmdb="1396"), title="Breaking Bad"), clock())
+    await gives_up_and_goes_alone(6)
+    (never,) = runtime.store.dead_letters()
+    runtime.store.discard_dead([never.id])
+    await serve_for(worker, runtime, clock, fake, HOUR)
+    closed = [m["message"] for m in receiver.messages if m["title"] == f"Resolved: {PLAY_GAVE_UP}"]
+    assert closed == ["no serializd delivery is a dead letter any more (retried or discarded)"]
+    await gives_up_and_goes_alone(7)
+    over = [m["message"] for m in receiver.messages if m["title"] == f"Resolved: {PLAY_GAVE_UP}"]
+    assert over[1].startswith("1 serializd dead letter(s) queued again by themselves, once")

@@ -1324,10 +1324,13 @@ class DeliveryWorker:
             if sent == SENT:
                 await asyncio.to_thread(store.told_dead, name, untold, runtime.clock())
         # Retried and delivered, or discarded (`watchbridge deadletters`): the alert is over,
-        # also for a target no longer configured.
+        # also for a target no longer configured. Those that went alone before are counted
+        # in no "Resolved": a later outage's counts its own.
         told = notifier.alerted_keys("dead_letter")
-        if told:
+        if told or self._alone:
             dead = await asyncio.to_thread(store.dead_targets)
+            for name in [name for name in self._alone if name not in dead]:
+                del self._alone[name]
             for name in told:
                 if name not in dead:
                     over = f"no {name} delivery is a dead letter any more (retried or discarded)"
