@@ -254,6 +254,7 @@ async def test_plays_that_gave_up_on_an_outage_go_again_by_themselves_once_it_is
         if m["title"].startswith("Resolved: ") and "gave up" in m["title"]
     ]
     assert "5 serializd dead letter(s) queued again by themselves, once" in over
+    assert "serializd takes deliveries again" in over  # the new play's write showed it
 
 
 async def test_a_write_the_service_always_fails_goes_once_more_by_itself_then_stays_dead(
@@ -331,8 +332,10 @@ async def test_plays_that_gave_up_on_an_outage_go_again_on_an_idle_setup_with_mo
         if m["title"].startswith("Resolved: ") and "gave up" in m["title"]
     ]
     # Each may have landed (a 502): found on Serializd or sent, its probe proves no write,
-    # and the next goes alone at once. All are counted.
+    # and the next goes alone at once. All are counted, and no write is claimed.
     assert "5 serializd dead letter(s) queued again by themselves, once" in over
+    assert "serializd takes deliveries again" not in over
+    assert "whether serializd takes writes again is not shown" in over
 
 
 async def test_nothing_is_probed_while_no_dead_letter_waits_to_go_once_more(

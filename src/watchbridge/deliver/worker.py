@@ -1459,7 +1459,7 @@ class DeliveryWorker:
         if wrote and not held_wide:
             await self._once_more(runtime, target, died)
         elif went_alone:
-            await self._once_more_over(runtime, target, 0, 0)
+            await self._once_more_over(runtime, target, 0, 0, wrote=False)
         if probes_failed:
             await self._probe_failed(runtime, target, probes_failed, now)
         if died:
@@ -1495,7 +1495,7 @@ class DeliveryWorker:
                     "removed": retried.removed,
                 },
             )
-        await self._once_more_over(runtime, target, retried.queued, retried.removed)
+        await self._once_more_over(runtime, target, retried.queued, retried.removed, wrote=True)
 
     async def _went_alone(self, runtime: Runtime, target: Target, count: int, now: float) -> None:
         """Probes went through (or were found on the service): counted for the "Resolved",
@@ -1507,19 +1507,24 @@ class DeliveryWorker:
         )
 
     async def _once_more_over(
-        self, runtime: Runtime, target: Target, queued: int, removed: int
+        self, runtime: Runtime, target: Target, queued: int, removed: int, *, wrote: bool
     ) -> None:
         """The dead-letter alert's "Resolved" once none of the target's is left, counting
         those queued again by themselves now (`queued`), those that went alone before
-        (probes), and the plays settled as removed since (`removed`)."""
+        (probes), and the plays settled as removed since (`removed`). Only a write the
+        service was seen to take now (`wrote`) shows that it takes deliveries again."""
         left = await asyncio.to_thread(runtime.store.dead_targets)
         if target.name in left:
             return
         queued += self._alone.pop(target.name, 0)
         if runtime.notifier.raised("dead_letter", target.name) and (queued or removed):
-            over = (
-                f"{queued} {target.name} dead letter(s) queued again by themselves, once:"
-                f" {target.name} takes deliveries again"
+            name = target.name
+            over = f"{queued} {name} dead letter(s) queued again by themselves, once: " + (
+                f"{name} takes deliveries again"
+                if wrote
+                else f"none is left, the last done without a write {name} was seen to take"
+                " (found there already, nothing to change, or an earlier send of it may have"
+                f" landed): whether {name} takes writes again is not shown"
             )
             if removed:
                 over += (
