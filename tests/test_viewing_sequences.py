@@ -121,7 +121,9 @@ class Home:
         return sorted(parse_iso(h.watched_at) for h in self.trakt.history())
 
 
-def _home(tmp_path: Path, trakt: FakeTrakt, threshold: int) -> Iterator[Home]:
+def _home(
+    tmp_path: Path, trakt: FakeTrakt, threshold: int, jellyfin_users: str = "alex"
+) -> Iterator[Home]:
     config = parse_config(
         f"""
 server: {{webhook_secret: {SECRET}}}
@@ -131,7 +133,7 @@ services:
   trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
 profiles:
   me:
-    users: {{plex: ["1"], jellyfin: [alex]}}
+    users: {{plex: ["1"], jellyfin: [{jellyfin_users}]}}
     completion_threshold: {threshold}
     accounts: {{trakt: {{}}}}
 """,
@@ -159,6 +161,12 @@ def trakt(start_fake: Callable[[FakeServer], FakeServer]) -> FakeTrakt:
 @pytest.fixture
 def home(tmp_path: Path, trakt: FakeTrakt) -> Iterator[Home]:
     yield from _home(tmp_path, trakt, 90)
+
+
+@pytest.fixture
+def couple(tmp_path: Path, trakt: FakeTrakt) -> Iterator[Home]:
+    """Two Jellyfin accounts that share one Trakt account (one profile)."""
+    yield from _home(tmp_path, trakt, 90, jellyfin_users="alex, sam")
 
 
 @pytest.fixture
@@ -508,3 +516,32 @@ def test_plex_resumed_at_82_then_watched_again_from_the_start_is_a_second_play(
     plays = lenient.plays()
     assert len(plays) == 2 and plays[0] == counted and near(plays[1], again)
     assert lenient.trakt.watching() is None
+
+
+def test_one_jellyfin_playback_shared_by_two_accounts_of_one_profile_is_one_play(
+    couple: Home,
+) -> None:
+    # pitfalls/webhooks.md §1: the plugin sends one request per user of a shared session
+    # (SyncPlay, or a second user added to the playback): the same device and item, twice.
+    sam = {"UserId": "5b0c7d2e9f3a4e61b8d7c6a5f4e3d2c1", "NotificationUsername": "sam"}
+    for user in ({}, sam):
+        couple.jellyfin("start", 0, **user)
+    for p in (30, 60, 95):
+        couple.later(15 * 60)
+        for user in ({}, sam):
+            couple.jellyfin("progress", p, **user)
+    couple.settle()
+    finished = couple.trakt.now()
+    # Trakt is down as it ends: both completions reach it late, as history adds, where
+    # Trakt's own scrobble window no longer turns the second one away.
+    couple.trakt.fail_next(3, 503, route="POST /scrobble/stop")  # one call and its retries
+    for user in ({}, sam):
+        couple.jellyfin("stop", 98, PlayedToCompletion=True, **user)
+    deadline = time.monotonic() + 10
+    while not any(r.path == "/scrobble/stop" for r in couple.trakt.requests):
+        assert time.monotonic() < deadline, "no stop was tried"
+        time.sleep(0.02)
+    couple.trakt.advance(20 * 60)
+    plays = couple.plays()
+    assert len(plays) == 1 and near(plays[0], finished)
+    assert couple.trakt.watching() is None
