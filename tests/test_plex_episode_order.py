@@ -452,6 +452,27 @@ def test_a_linked_show_in_tvdb_order_gets_no_copy_on_another_episode(
     assert rig.plex.user_state("301") == {} and rig.plex.user_state("302") == {}
 
 
+def renumbered_kept(rig: LinkRig) -> dict[str, object]:
+    """The numbers kept for Plex's episodes found in Trakt's numbering (`_renumbered`)."""
+    store = Store.open(rig.path.parent / "watchbridge.db")
+    try:
+        return store.mirror_get("plex", "alex", "renumbered:trakt")
+    finally:
+        store.close()
+
+
+def test_a_dry_run_keeps_no_numbers_of_a_show_in_tvdb_order(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
+) -> None:
+    """Numbers kept stand once the other side no longer gives them: a dry run keeps none."""
+    rig = link_setup(tmp_path, start_fake)
+    rig.set_tvdb_order()
+    rig.sync("--dry-run")
+    assert renumbered_kept(rig) == {}
+    rig.sync()
+    assert set(renumbered_kept(rig)) == {"301", "302", PLEX_S2E1, "304"}
+
+
 def test_a_trakt_play_marks_the_plex_episode_its_numbers_name_in_tvdb_order(
     tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
 ) -> None:

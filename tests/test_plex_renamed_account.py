@@ -3,6 +3,8 @@ their link keeps reading their own history, and nothing is removed from their ot
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,7 @@ from tests.fakes.plex import TOKEN, FakePlex
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import sign_in_trakt, write_config
 from tests.test_sync_plex import FELINA_SEEN, JAMIE, JAMIE_TOKEN, sync, trakt_plays
-from watchbridge.readers.plex import ACCOUNTS
+from watchbridge.readers.plex import ACCOUNTS, FOUND_BY_NAME
 from watchbridge.store import Store
 
 DAY = 86400
@@ -84,3 +86,46 @@ def test_a_name_no_account_ever_had_on_the_server_is_no_account(
     result = sync(path)
     assert "no Plex account id for this profile" in result.stderr
     assert len(trakt_plays(trakt, "jamie")) == 2  # one per watched item, as documented
+
+
+def kept(path: Path) -> tuple[set[tuple[Any, ...]], set[tuple[Any, ...]]]:
+    """The store's cursors, and its Plex maps but the history cache (see `PlexReader._history`),
+    with when each was written."""
+    with sqlite3.connect(path.parent / "watchbridge.db") as db:
+        cursors = set(db.execute("SELECT * FROM cursors"))
+        maps = set(
+            db.execute("SELECT * FROM mirror WHERE service = 'plex' AND collection != 'history'")
+        )
+    return cursors, maps
+
+
+def test_a_dry_run_leaves_what_the_next_runs_go_by_as_it_was(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    """`sync --dry-run` of a profile whose `users.plex` names were just edited writes nothing
+    later runs go by: not the account those names found (the names a rename is followed by),
+    nor the maps and cursors the deliverer reads."""
+    path, _, plex = jamie_by_name(tmp_path, start_fake)
+    sync(path)
+    config = path.read_text(encoding="utf-8")
+    path.write_text(config.replace('plex: ["jamie"]', 'plex: ["jamie", "jay"]'), encoding="utf-8")
+    plex.watch("202", FELINA_SEEN + 3 * DAY, account=JAMIE)
+    cursors, maps = kept(path)
+    sync(path, "--dry-run")
+    after = kept(path)
+    assert after[0] == cursors
+    assert after[1] == maps
+
+
+def test_the_run_after_a_dry_run_remembers_the_account_found_by_name(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    """A dry run caches no account its names found (a run finding it cached would not remember
+    it for a rename, see `_account_by_name`): the next run asks and remembers it."""
+    path, _, _ = jamie_by_name(tmp_path, start_fake)
+    sync(path, "--dry-run")
+    sync(path)
+    store = Store.open(path.parent / "watchbridge.db")
+    found = store.get_cursor("plex", "jamie", FOUND_BY_NAME)
+    store.close()
+    assert found is not None and json.loads(found)["id"] == str(JAMIE)

@@ -86,9 +86,11 @@ class SideReader(Protocol):
 
 @runtime_checkable
 class Noting(Protocol):
-    """A reader whose reads also write what the delivery goes by (Serializd: an entry of ours
-    a read lists is no first miss any more, `forget_first_misses`). A dry run writes nothing:
-    the engine sets `dry_run` on such a reader before it reads, and it writes none of it."""
+    """A reader whose reads also write what the delivery or later reads go by (Serializd: an
+    entry of ours a read lists is no first miss any more, `forget_first_misses`; Plex: the
+    account its names found, the maps its deliverer reads). A dry run writes nothing: the
+    engine sets `dry_run` on such a reader before it reads, and it writes none of it (a cache
+    that only saves requests may still be written)."""
 
     dry_run: bool
 

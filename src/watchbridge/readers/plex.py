@@ -1890,6 +1890,7 @@ class PlexReader:
         # Per profile, as the last read found them: shows in a TheTVDB ordering that nothing
         # renumbers (no Trakt or Serializd for an AniList link), and their episodes held apart.
         self._apart: dict[str, Apart] = {}
+        self.dry_run = False  # see readers.Noting
 
     @property
     def requests_sent(self) -> int:
@@ -1952,6 +1953,8 @@ class PlexReader:
         if not reading:
             return None
         machine = self._machine = self._machine_asked = await self.client.identity()
+        # Also in a dry run: a cache of the server's answers; dropping the old server's
+        # lookups only costs the next run requests.
         _, cached = await asyncio.to_thread(self.store.cache_get, ACCOUNTS, MACHINE, self.clock())
         if machine != cached:
             if cached is not None:  # the accounts found by name were the old server's
@@ -2025,13 +2028,18 @@ class PlexReader:
         if clashing := same_named(accounts, matching):
             raise PlexAuthError(SERVICE, same_names(profile, accounts, clashing))
         if matching:
-            await self._remember_found(profile, names, matching[0], machine)
             result = ByName(matching[0])
         elif (renamed := await self._renamed(profile, names, machine)) is not None:
             return ByName(renamed)  # not kept in the cache: asked again each read until named
         else:
             shown = [n.strip() for n in configured if n.strip()]
             result = ByName(None, not_listed(profile, shown, accounts.values()))
+        if self.dry_run:
+            # The account found is remembered for a rename (`_remember_found`) only when it is
+            # not in the cache, so a dry run keeps neither: the next run asks once more.
+            return result
+        if result.account is not None:
+            await self._remember_found(profile, names, result.account, machine)
         kept = result.account or {"not_listed": result.not_listed}
         await asyncio.to_thread(
             self.store.cache_put, ACCOUNTS, lookup, kept, self.clock(), ACCOUNTS_TTL
@@ -2208,9 +2216,16 @@ class PlexReader:
             on_their_way=rows,
         )
         history_account = access.account_id if cursor else None  # "": history not read
-        await asyncio.to_thread(
-            self._remember, profile, built, mirrored, memory.written, self._machine, history_account
-        )
+        if not self.dry_run:  # what the deliverer and the next read go by
+            await asyncio.to_thread(
+                self._remember,
+                profile,
+                built,
+                mirrored,
+                memory.written,
+                self._machine,
+                history_account,
+            )
         listed = numbered_listings(listings, numbered) if "collection" in kinds else None
         cursors = {"history": cursor}
         if not cursor:  # no history to ask what changed: the watched state tells
@@ -2289,7 +2304,8 @@ class PlexReader:
             rk: {"season": s, "number": n, "since": found.since[rk]}
             for rk, (s, n) in found.numbers.items()
         }
-        if values != stored:
+        # Not in a dry run: numbers kept are used once the other side no longer gives them.
+        if values != stored and not self.dry_run:
             await asyncio.to_thread(
                 self.store.mirror_replace, SERVICE, profile, collection, values, self.clock()
             )
@@ -2534,6 +2550,10 @@ class PlexReader:
                 rows, foreign = {h.id: h for h in whole.entries}, foreign + whole.foreign
                 gone, replaced = dict(whole.gone), True
         self._note_foreign(profile, account, foreign)
+        # Written in a dry run too: the cache only saves requests. A read onto it asks for the
+        # rows since its newest and reads everything again when the server's count differs,
+        # so it comes to the same rows as one onto the cache before; the cursor that says
+        # whether anything changed is the engine's, saved only once a run is applied.
         values = {h.id: {"rating_key": h.rating_key, "at": h.viewed_at} for h in rows.values()}
         values |= {number: {"rating_key": "", "at": at} for number, at in gone.items()}
         now = self.clock()
