@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import html
 import http.client
 import json
+import select
 import socket
 import sqlite3
 import threading
@@ -742,6 +744,49 @@ def test_a_body_that_stops_coming_midway_is_given_up_and_shown_refused(
         (refused,) = httpx.get(f"{app.url}/api/status").json()["refused_webhooks"]
     assert (refused["source"], refused["outcome"], refused["status"]) == ("generic", "stalled", 408)
     assert "network" in refused["fix"] and SECRET not in str(refused)
+
+
+def _trickled(port: int, head: bytes, body: bytes, piece: int, every: float) -> bytes:
+    """The answer to a POST whose body comes `piece` bytes every `every` seconds, stopping as
+    soon as the service answers."""
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(head)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            for start in range(0, len(body), piece):
+                if select.select([sock], [], [], every)[0]:
+                    break  # answered before the body ended
+                sock.sendall(body[start : start + piece])
+        sock.settimeout(5)
+        return _whole_answer(sock)
+
+
+def test_a_body_that_trickles_is_given_up_and_a_slow_one_that_keeps_pace_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A byte now and then, each within the idle timeout, held the connection until the
+    body's end; a body that keeps the minimum pace is read however long it takes."""
+    monkeypatch.setattr(webhooks, "BODY_GRACE", 0.4, raising=False)
+    monkeypatch.setattr(webhooks, "BODY_MIN_RATE", 100, raising=False)  # bytes per second
+    config = parse_config(
+        f"server: {{webhook_secret: {SECRET}}}\nstorage: {{path: {tmp_path / 'wb.db'}}}\n"
+        "profiles: {me: {default: true}}\n",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    body = json.dumps(generic_play(), indent=4).encode()  # 150 bytes
+    head = b"POST /webhooks/generic/%s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    head = head % SECRET.encode() + b"Content-Length: %d\r\n\r\n" % len(body)
+    with AppThread(build_app(build_runtime(config))) as app:
+        # 200 bytes a second, twice the minimum: 0.8 s in all, twice the grace, and read.
+        kept_pace = _trickled(app.port, head, body, 8, 0.04)
+        assert kept_pace.startswith(b"HTTP/1.1 202 "), kept_pace
+        trickled = _trickled(app.port, head, body, 1, 0.1)  # 10 bytes a second
+        assert trickled.startswith(b"HTTP/1.1 408 "), trickled
+        assert b"came too slowly" in trickled
+        (refused,) = httpx.get(f"{app.url}/api/status").json()["refused_webhooks"]
+        metrics = httpx.get(f"{app.url}/metrics").text
+    assert (refused["source"], refused["outcome"], refused["status"]) == ("generic", "stalled", 408)
+    assert 'watchbridge_webhook_events_total{outcome="stalled",source="generic"} 1.0' in metrics
 
 
 def test_a_movie_queues_no_row_for_a_service_that_holds_tv_only(tmp_path: Path) -> None:

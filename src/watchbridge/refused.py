@@ -20,8 +20,9 @@ REFUSALS = {
     "malformed": "Check the webhook's setup (docs/webhooks.md); `watchbridge_webhook_events_total`"
     " in /metrics counts them.",
     "too_large": "Raise server.max_webhook_bytes if this server sends large bodies.",
-    "stalled": "Its sender stopped sending it midway: check the sender and the network between"
-    " it and watchbridge (a restart or a dropped connection does this once in a while).",
+    "stalled": "Its sender stopped sending it midway, or sent it far too slowly: check the"
+    " sender and the network between it and watchbridge (a restart or a dropped connection"
+    " does this once in a while).",
     "store_error": "Check the disk that holds storage.path (full? read-only?); if the database"
     " is locked, another program (a sqlite3 shell, a backup tool) holds it longer than"
     " storage.busy_timeout: close it; /readyz says when the database takes writes again.",

@@ -62,12 +62,22 @@ class TooLarge(Exception):
 
 
 class Stalled(Exception):
-    pass
+    """A body given up before its end; the message says why, in one line."""
 
 
 # A body whose next bytes do not come for this long is given up: its sender stopped midway
 # (it crashed, its network went away), and nothing else would ever end the wait.
 BODY_IDLE_TIMEOUT = 30.0
+
+# A body that keeps coming, but too slowly (a byte every 29 s), is given up too: reading it
+# may take BODY_GRACE seconds, and BODY_MIN_RATE more per second for each byte read by then.
+# A deadline that grows with the bytes read suits a Plex poster up to PAYLOAD_BODY_CAP as well
+# as a 2 KB JSON: the slowest link a real sender posts over is a home upload of 1 Mbit/s or so
+# (a Plex at home posting to a server elsewhere, while it streams), 128 KiB/s; a quarter of
+# that still gives a 128 MiB body 69 minutes. A sender keeping that average never meets the
+# deadline (it stays BODY_GRACE ahead); a trickle is given up after BODY_GRACE seconds.
+BODY_GRACE = 60.0
+BODY_MIN_RATE = 32 * 1024  # bytes per second
 
 # The most of a Plex webhook's body read when it passes server.max_webhook_bytes after its
 # payload part came within it: the rest (the poster) is dropped as it comes, never held, so this
@@ -406,15 +416,20 @@ async def _read_body(
     A body past `limit` is TooLarge, unless `multipart_type` (its Content-Type) is given and
     its first `limit` bytes hold its whole payload part: then that beginning is the body, and
     the rest (Plex's poster) is read as it comes and dropped, up to PAYLOAD_BODY_CAP.
-    Stalled when `idle` seconds pass without more of it."""
+    Stalled when `idle` seconds pass without more of it, or when it comes too slowly (see
+    BODY_MIN_RATE)."""
     cap = limit if multipart_type is None else max(limit, PAYLOAD_BODY_CAP)
     if declared is not None and declared.isdigit() and int(declared) > cap:
         raise TooLarge
     chunks, size, kept = [], 0, None
     loop = asyncio.get_running_loop()
+    grace, rate = BODY_GRACE, BODY_MIN_RATE
+    began = loop.time()
+    slow = grace < idle  # whether the deadline set is the one for the whole body
     try:
-        # One timeout for the whole read, pushed back at each chunk (no task per receive).
-        async with asyncio.timeout(idle) as deadline:
+        # One timeout for the whole read, pushed back at each chunk (no task per receive):
+        # `idle` after the chunk, or the whole body's deadline if that comes first.
+        async with asyncio.timeout_at(began + min(idle, grace)) as deadline:
             while True:
                 message = await receive()
                 if message["type"] != "http.request":
@@ -432,9 +447,16 @@ async def _read_body(
                     if kept is not None:
                         return kept, size - len(kept)
                     return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), 0
-                deadline.reschedule(loop.time() + idle)
+                idle_at, whole_at = loop.time() + idle, began + grace + size / rate
+                slow = whole_at < idle_at
+                deadline.reschedule(whole_at if slow else idle_at)
     except TimeoutError:
-        raise Stalled from None
+        if slow:
+            raise Stalled(
+                f"its body came too slowly ({size} bytes in {loop.time() - began:.0f} s; a "
+                f"body may take {grace:.0f} s and 1 s more per {rate / 1024:g} KiB)"
+            ) from None
+        raise Stalled(f"its body stopped coming midway (nothing for {idle:.0f} s)") from None
 
 
 def _payload_head(head: bytes, limit: int, multipart_type: str | None) -> bytes:
@@ -648,16 +670,8 @@ async def _webhook(
         # Plex never sends a webhook again: a poster past the limit must not lose the play.
         keeps_payload = content_type if source == "plex" else None
         body, dropped = await _read_body(receive, declared, limit, BODY_IDLE_TIMEOUT, keeps_payload)
-    except Stalled:
-        await _answer(
-            runtime,
-            send,
-            source,
-            "stalled",
-            408,
-            started,
-            error=f"its body stopped coming midway (nothing for {BODY_IDLE_TIMEOUT:.0f} s)",
-        )
+    except Stalled as stalled:
+        await _answer(runtime, send, source, "stalled", 408, started, error=str(stalled))
         return
     except TooLarge:
         await _answer(
