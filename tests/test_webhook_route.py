@@ -231,12 +231,21 @@ def test_a_plex_poster_past_the_limit_is_dropped_and_the_play_kept(
     assert _dropped_bytes(app) - before == len(body) - after_payload
 
 
-def test_a_plex_payload_part_past_the_limit_is_413(app: AppThread) -> None:
+def test_a_plex_payload_part_past_the_limit_is_413_naming_the_payload_part(
+    app: AppThread,
+) -> None:
     padded = PLEX_PLAY.replace(b'"event"', b'"padding": "%s", "event"' % (b"x" * LIMIT), 1)
     body, headers = _plex_body(("payload", padded), ("thumb", b"\xff" * 1000))
     response = httpx.post(f"{app.url}/webhooks/plex/{SECRET}", content=body, headers=headers)
     assert response.status_code == 413
-    assert str(LIMIT) in response.json()["error"]
+    assert response.json()["error"] == (
+        f"payload part (with what came before it) larger than server.max_webhook_bytes "
+        f"({LIMIT} bytes); only what comes after the payload part may go past it"
+    )
+    # Other sources' whole bodies are held to the limit, and say so.
+    other = httpx.post(f"{app.url}/webhooks/emby/{SECRET}", content=body, headers=headers)
+    assert other.status_code == 413
+    assert other.json()["error"] == f"body larger than server.max_webhook_bytes ({LIMIT} bytes)"
 
 
 def test_a_plex_poster_before_the_payload_counts_towards_the_limit(app: AppThread) -> None:
@@ -249,22 +258,28 @@ def test_a_plex_poster_before_the_payload_counts_towards_the_limit(app: AppThrea
     assert httpx.post(url, content=large, headers=headers).status_code == 413
 
 
-def _answer_to_headers_alone(app: AppThread, path: str, length: int) -> bytes:
-    """The status line of the answer to a POST declaring `length` bytes and sending none."""
+def _answer_to_headers_alone(app: AppThread, path: str, length: int) -> tuple[bytes, bytes]:
+    """The status line and the whole answer to a POST declaring `length` bytes and sending
+    none."""
     with socket.create_connection(("127.0.0.1", app.port), timeout=10) as sock:
         sock.sendall(
             f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {length}\r\n"
             "Content-Type: multipart/form-data; boundary=wbboundary\r\n\r\n".encode()
         )
-        return sock.makefile("rb").readline()
+        answer = _whole_answer(sock)
+        return answer.partition(b"\r\n")[0], answer
 
 
 def test_a_plex_body_declared_past_the_cap_and_others_past_the_limit_are_refused_unread(
     app: AppThread,
 ) -> None:
     cap = webhooks.PAYLOAD_BODY_CAP
-    assert b" 413 " in _answer_to_headers_alone(app, f"/webhooks/plex/{SECRET}", cap + 1)
-    assert b" 413 " in _answer_to_headers_alone(app, f"/webhooks/emby/{SECRET}", LIMIT + 1)
+    plex = _answer_to_headers_alone(app, f"/webhooks/plex/{SECRET}", cap + 1)
+    assert b" 413 " in plex[0]
+    assert b"body larger than 128 MiB, the most read of a webhook whose payload part" in plex[1]
+    emby = _answer_to_headers_alone(app, f"/webhooks/emby/{SECRET}", LIMIT + 1)
+    assert b" 413 " in emby[0]
+    assert b"body larger than server.max_webhook_bytes (%d bytes)" % LIMIT in emby[1]
 
 
 def test_a_plex_body_that_goes_on_past_the_cap_is_413_once_the_cap_is_read(

@@ -58,7 +58,7 @@ SECRET_HEADER_BYTES = SECRET_HEADER.encode()
 
 
 class TooLarge(Exception):
-    pass
+    """A body past its limit; the message says which limit, in one line."""
 
 
 class Stalled(Exception):
@@ -420,7 +420,7 @@ async def _read_body(
     BODY_MIN_RATE)."""
     cap = limit if multipart_type is None else max(limit, PAYLOAD_BODY_CAP)
     if declared is not None and declared.isdigit() and int(declared) > cap:
-        raise TooLarge
+        raise _too_large(limit, cap)
     chunks, size, kept = [], 0, None
     loop = asyncio.get_running_loop()
     grace, rate = BODY_GRACE, BODY_MIN_RATE
@@ -442,7 +442,7 @@ async def _read_body(
                     kept = _payload_head(b"".join([*chunks, chunk]), limit, multipart_type)
                     chunks = []
                 elif size > cap:
-                    raise TooLarge
+                    raise _too_large(limit, cap)
                 if not message.get("more_body", False):
                     if kept is not None:
                         return kept, size - len(kept)
@@ -462,10 +462,28 @@ async def _read_body(
 def _payload_head(head: bytes, limit: int, multipart_type: str | None) -> bytes:
     """The beginning of a body past `limit` that holds its whole payload part within `limit`
     bytes (see `_read_body`), else TooLarge."""
-    end = None if multipart_type is None else payload_head(head, multipart_type)
+    if multipart_type is None:
+        raise _too_large(limit, limit)
+    end = payload_head(head, multipart_type)
     if end is None or end > limit:
-        raise TooLarge
+        # Only the payload part is held to the limit (a poster after it is dropped): this
+        # limit is the one to raise, should the sender's payload parts be that large.
+        raise TooLarge(
+            "payload part (with what came before it) larger than server.max_webhook_bytes "
+            f"({limit} bytes); only what comes after the payload part may go past it"
+        )
     return head[:end]
+
+
+def _too_large(limit: int, cap: int) -> TooLarge:
+    """A body past `limit`, or, for a body whose payload part alone is held to `limit`, past
+    `cap` (PAYLOAD_BODY_CAP)."""
+    if cap == limit:
+        return TooLarge(f"body larger than server.max_webhook_bytes ({limit} bytes)")
+    return TooLarge(
+        f"body larger than {cap // (1024 * 1024)} MiB, the most read of a webhook whose payload"
+        " part comes within server.max_webhook_bytes: no poster is that large"
+    )
 
 
 def _dropped(runtime: Runtime, source: str, dropped: int, limit: int) -> None:
@@ -673,16 +691,8 @@ async def _webhook(
     except Stalled as stalled:
         await _answer(runtime, send, source, "stalled", 408, started, error=str(stalled))
         return
-    except TooLarge:
-        await _answer(
-            runtime,
-            send,
-            source,
-            "too_large",
-            413,
-            started,
-            error=f"body larger than server.max_webhook_bytes ({limit} bytes)",
-        )
+    except TooLarge as too_large:
+        await _answer(runtime, send, source, "too_large", 413, started, error=str(too_large))
         return
     if dropped:
         _dropped(runtime, source, dropped, limit)
