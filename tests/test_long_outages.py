@@ -8,6 +8,7 @@ the fake Serializd over real HTTP.
 
 from __future__ import annotations
 
+import random
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -50,12 +51,25 @@ def fake(start_fake: Callable[[FakeServer], FakeServer]) -> FakeSerializd:
 
 
 @pytest.fixture
+def delivery() -> str:
+    """The config's `delivery` section: as it comes (12 attempts, 7 days, 30 s doubling)."""
+    return "{}"
+
+
+@pytest.fixture
+def jitter() -> Callable[[float, float], float]:
+    """The worker's jitter of retry waits: random, as the service's."""
+    return random.uniform
+
+
+@pytest.fixture
 async def runtime(
-    tmp_path: Path, fake: FakeSerializd, receiver: AlertReceiver, clock: FakeClock
+    tmp_path: Path, fake: FakeSerializd, receiver: AlertReceiver, clock: FakeClock, delivery: str
 ) -> AsyncIterator[Runtime]:
-    config = parse_config(  # `delivery` as it comes: 12 attempts, 7 days, 30 s doubling
+    config = parse_config(
         f"""
 storage: {{path: {tmp_path / "wb.db"}}}
+delivery: {delivery}
 alerts: {{urls: ["{receiver.apprise_url}"]}}
 services:
   serializd: {{api_url: "{fake.url}"}}
@@ -75,7 +89,9 @@ links:
 
 
 @pytest.fixture
-async def worker(runtime: Runtime, clock: FakeClock) -> AsyncIterator[DeliveryWorker]:
+async def worker(
+    runtime: Runtime, clock: FakeClock, jitter: Callable[[float, float], float]
+) -> AsyncIterator[DeliveryWorker]:
     services = runtime.config.services.serializd
     assert services is not None
     client = SerializdClient(
@@ -87,7 +103,7 @@ async def worker(runtime: Runtime, clock: FakeClock) -> AsyncIterator[DeliveryWo
     )
     client.http.retry = RetryPolicy(attempts=1)  # one request per try: counted as sent
     target = SerializdTarget(client, runtime.store, runtime.config.delivery, clock)
-    worker = DeliveryWorker(lambda _: [target], runtime.config.delivery)
+    worker = DeliveryWorker(lambda _: [target], runtime.config.delivery, jitter=jitter)
     worker.targets = {target.name: target}
     yield worker
     await target.aclose()
@@ -214,6 +230,38 @@ async def test_the_outage_alert_says_they_will_give_up_also_when_the_plays_may_h
     told = [m["message"] for m in receiver.messages if m["title"] == PAUSED]
     assert told
     assert all("dead letters after delivery.max_attempts" in alert for alert in told)
+
+
+def no_jitter(low: float, high: float) -> float:
+    return (low + high) / 2
+
+
+@pytest.mark.parametrize(("delivery", "jitter"), [("{max_attempts: 2}", no_jitter)])
+async def test_the_outage_alert_says_they_will_give_up_also_when_a_pass_begins_with_a_dead_letter(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    clock: FakeClock,
+    fake: FakeSerializd,
+    receiver: AlertReceiver,
+) -> None:
+    # Every play's first try lost its connection; unjittered, all five come back in one pass.
+    # Serializd's gateway answers that pass's first write 502, asking to wait 20 minutes: that
+    # play was at its last try (a dead letter), the four behind it wait. They spend their
+    # tries as the first did, so the alert (due at once, for a 20-minute hold) must not say
+    # "Nothing is lost" because the one write that failed in this pass is no longer held.
+    await backlog_after_a_first_play(runtime, worker, clock, fake)
+    fake.drop_next(5, route=f"POST {REVIEWS_ADD}")
+    await worker.pass_once(runtime)
+    for route in (f"POST {REVIEWS_ADD}", f"POST {EPISODE_LOG_ADD}"):
+        fake.fail_next(100_000, 502, {"Retry-After": "1200"}, route=route)
+    due = runtime.store.next_due(None, worker.worker_id, clock())
+    assert due is not None
+    clock.advance(due - clock())
+    fake.advance(due - fake.now())
+    await worker.pass_once(runtime)
+    assert len(runtime.store.dead_letters()) == 1  # the pass was built as meant
+    (alert,) = [m["message"] for m in receiver.messages if m["title"] == PAUSED]
+    assert "dead letters after delivery.max_attempts" in alert
 
 
 @pytest.mark.parametrize("wrote", [False, True], ids=["unwritten", "written-then-502"])

@@ -709,13 +709,21 @@ def at_last_try(item: OutboxItem, config: DeliveryConfig, now: float) -> bool:
     return since is not None and now - since > config.max_age
 
 
-def backoff(attempts: int, config: DeliveryConfig, retry_after: float | None) -> float:
+Jitter = Callable[[float, float], float]  # a number between its two (random.uniform)
+
+
+def backoff(
+    attempts: int,
+    config: DeliveryConfig,
+    retry_after: float | None,
+    jitter: Jitter = random.uniform,
+) -> float:
     """Seconds until the next try: exponential from `retry_after`, jittered, capped at
     `max_backoff` (the service's own Retry-After may ask for longer)."""
     base = doubled(config.retry_after, attempts - 1)
     # Jittered below the cap too: rows that reach it together must not all come back at once.
-    cap = config.max_backoff * random.uniform(0.75, 1.0)
-    wait = min(cap, float(base * random.uniform(0.75, 1.25)))
+    cap = config.max_backoff * jitter(0.75, 1.0)
+    wait = min(cap, float(base * jitter(0.75, 1.25)))
     return max(wait, retry_after or 0.0)
 
 
@@ -731,8 +739,10 @@ class DeliveryWorker:
         role: str = SERVICE_ROLE,
         idle_wake: float = IDLE_WAKE_SECONDS,
         judge_config: bool | None = None,
+        jitter: Jitter = random.uniform,
     ) -> None:
         self.make_targets = make_targets
+        self.jitter = jitter  # of retry waits (`backoff`); a test's may be none
         self.idle_wake = idle_wake
         self.targets: dict[str, Target] = {}
         self.config = config
@@ -1082,6 +1092,9 @@ class DeliveryWorker:
         # Every hold, not one per reason: rows waiting behind the write that failed share its
         # reason ("unknown outcome" marks alike), and must not hide that that write spends.
         holds: list[Hold] = []
+        # A target-wide hold spent on its row's last try: that row left the holds as a dead
+        # letter, but the rows behind it will spend theirs as it did.
+        spent_wide = False
         alerts: dict[tuple[str, str, str | None], str] = {}  # (kind, key, profile): reason
         # Profiles with a row through, or done on what the service answered (Skipped.answered)
         delivered_for: set[str] = set()
@@ -1118,6 +1131,8 @@ class DeliveryWorker:
             # outage would die at its first error after it.
             last_try = item.attempts + 1 >= self.config.max_attempts
             spent_hold = isinstance(outcome, Hold) and outcome.spends and last_try
+            if spent_hold and isinstance(outcome, Hold) and outcome.target_wide:
+                spent_wide = True
             key = f"{target.name}:{item.profile}"  # its profile's alerts'
             # A hold spent on the row's last try makes it a dead letter, not a paused row: its
             # dead-letter alert tells of it.
@@ -1142,7 +1157,7 @@ class DeliveryWorker:
                 holds.append(outcome)
                 after = outcome.after
                 if outcome.spends:
-                    after = max(after, backoff(item.attempts + 1, self.config, None))
+                    after = max(after, backoff(item.attempts + 1, self.config, None, self.jitter))
                 settled.append(
                     Settlement(
                         item.id,
@@ -1170,7 +1185,7 @@ class DeliveryWorker:
                 )
                 dead.append((item, reason))
             else:
-                wait = backoff(item.attempts + 1, self.config, outcome.after)
+                wait = backoff(item.attempts + 1, self.config, outcome.after, self.jitter)
                 settled.append(Settlement(item.id, "pending", now + wait, outcome.reason))
         superseded = await asyncio.to_thread(store.settle, now, settled, self.worker_id)
         if skipped:
@@ -1211,7 +1226,7 @@ class DeliveryWorker:
             first = max(hold.after, TARGET_PROBE_MIN)  # a Retry-After of 0 is no reason to spin
             pause = max(first, min(TARGET_PROBE_MAX, doubled(first, held.streak - 1)))
             held.until, held.reason = now + pause, hold.reason
-            held.spends = any(h.spends for h in wide)
+            held.spends = spent_wide or any(h.spends for h in wide)
             self._held_log.warning(
                 target.name,
                 "deliveries held",
