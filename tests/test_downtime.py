@@ -3,6 +3,7 @@ reads back."""
 
 from __future__ import annotations
 
+import logging
 import signal
 import socket
 import sqlite3
@@ -10,16 +11,19 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from tests.fakes.receiver import AlertReceiver, FakeClock
-from tests.harness import ServiceProcess, free_port, put_back, write_config
+from tests.harness import AppThread, ServiceProcess, free_port, put_back, write_config
 from tests.playback_rig import running_rig
 from watchbridge.clocksteps import Reading
-from watchbridge.config import parse_config
+from watchbridge.config import load_config, parse_config
 from watchbridge.downtime import (
     DOWNTIME_TITLE,
     RESTORED_TITLE,
@@ -27,6 +31,7 @@ from watchbridge.downtime import (
     unread_sources,
 )
 from watchbridge.store import Store
+from watchbridge.wiring import build_app, build_runtime
 
 SECRET = "downtime-secret-1234"
 JELLYFIN_AND_PLEX = """
@@ -65,7 +70,9 @@ def test_an_absence_names_its_length_and_what_to_do() -> None:
 
 def generic_sender_setup(tmp_path: Path, receiver: AlertReceiver) -> ServiceProcess:
     """The service for one person whose plays come by generic webhook (no link reads them
-    back), alerting to `receiver`, after one play: its database knows the source."""
+    back), alerting to `receiver`, after one play: its database knows the source. That first
+    run is the whole service built in this process (a start as a child process costs seconds
+    of imports, several under load); the starts the tests tell of are real processes."""
     port = free_port()
     path = write_config(
         tmp_path,
@@ -75,16 +82,55 @@ def generic_sender_setup(tmp_path: Path, receiver: AlertReceiver) -> ServiceProc
     )
     text = path.read_text().replace("server:\n", f"server:\n  webhook_secret: {SECRET}\n")
     path.write_text(text)
-    service = ServiceProcess(path, port).start()
     play = {
         "event": "stop",
         "user": "alex",
         "item": {"type": "movie", "ids": {"imdb": "tt0113277"}},
     }
     secret = {"X-Webhook-Secret": SECRET}
-    assert httpx.post(f"{service.url}/webhooks/generic", json=play, headers=secret).is_success
-    service.terminate()
-    return service
+    runtime = build_runtime(load_config(path))
+    with AppThread(build_app(runtime)) as first:
+        assert httpx.post(f"{first.url}/webhooks/generic", json=play, headers=secret).is_success
+    assert runtime.downtime is None  # a first start tells nothing
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        assert store.alive_at() is not None  # noted at its stop: `away_for` moves it back
+    return ServiceProcess(path, port)
+
+
+class _Kept(logging.Handler):
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__()
+        self.lines = lines
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@dataclass
+class StartedInThread:
+    url: str
+    logged: list[str]  # its log's messages, to its stop
+
+    def output(self) -> str:
+        return "\n".join(self.logged)
+
+
+@contextmanager
+def started_in_thread(service: ServiceProcess) -> Iterator[StartedInThread]:
+    """A start of `service`'s config as the whole service built in this process, its log
+    kept, stopped at the end: for starts no test signals nor kills (a child process's start
+    costs seconds of imports, several more under load)."""
+    logged: list[str] = []
+    kept, ours = _Kept(logged), logging.getLogger("watchbridge")
+    level = ours.level
+    ours.setLevel(logging.INFO)  # as `serve` logs: "watchbridge started" and the like
+    ours.addHandler(kept)
+    try:
+        with AppThread(build_app(build_runtime(load_config(service.config)))) as thread:
+            yield StartedInThread(thread.url, logged)
+    finally:
+        ours.removeHandler(kept)
+        ours.setLevel(level)
 
 
 def away_for(tmp_path: Path, seconds: float) -> None:
@@ -111,17 +157,13 @@ def test_a_start_after_hours_away_says_so_in_the_log_the_status_and_an_alert(
 ) -> None:
     receiver = start_fake(AlertReceiver())
     service = generic_sender_setup(tmp_path, receiver)
-    assert "was not running" not in service.output()
     away_for(tmp_path, 7200)
-    service.start()
-    try:
-        status = httpx.get(f"{service.url}/api/status").json()
-        page = httpx.get(service.url).text
+    with started_in_thread(service) as started:
+        status = httpx.get(f"{started.url}/api/status").json()
+        page = httpx.get(started.url).text
         wait_for_alerts(receiver, 1)
-    finally:
-        service.terminate()
     assert receiver.titles() == [DOWNTIME_TITLE]
-    assert "watchbridge was not running for about 2 h" in service.output()
+    assert "watchbridge was not running for about 2 h" in started.output()
     assert status["downtime"].startswith("watchbridge was not running for about 2 h")
     assert "on generic reached no service" in page
 
@@ -132,15 +174,15 @@ def test_each_absence_sends_its_own_alert(tmp_path: Path, start_fake: Any) -> No
     service = generic_sender_setup(tmp_path, receiver)
     for told, away in enumerate((7200, 3600), start=1):
         away_for(tmp_path, away)
-        service.start()
-        wait_for_alerts(receiver, told)
-        service.terminate()
+        with started_in_thread(service):
+            wait_for_alerts(receiver, told)
     assert receiver.titles() == [DOWNTIME_TITLE, DOWNTIME_TITLE]
 
 
 def copy_put_back_under(service: ServiceProcess, tmp_path: Path) -> None:
     """A backup copy taken 2023-11-14 22:13 UTC put back in place of the stopped `service`'s
-    database, three days after it stopped."""
+    database, three days after it stopped. Started as a process after that, not in this one:
+    here SQLite then found the file put back "disk I/O error" (cause not found)."""
     database = tmp_path / "watchbridge.db"
     with Store.open(database) as store:
         store.backup_to(tmp_path / "nightly.db")
@@ -249,13 +291,10 @@ def test_the_absence_alert_a_kill_cut_off_mid_send_is_sent_by_the_next_start(
         let_go.set()  # its refusal goes to no one
     assert "was not running for about 2 h" in service.output()
     assert receiver.titles() == []
-    service.start()
-    try:
+    with started_in_thread(service) as started:
         wait_for_alerts(receiver, 1, timeout=20)
-    finally:
-        service.terminate()
     assert receiver.titles() == [DOWNTIME_TITLE]
-    assert "was not running" not in service.output()  # the kill was moments ago
+    assert "was not running" not in started.output()  # the kill was moments ago
 
 
 def test_a_kill_while_a_stop_drains_its_connections_is_no_absence(
@@ -284,12 +323,10 @@ def test_a_kill_while_a_stop_drains_its_connections_is_no_absence(
     finally:
         uploading.close()
     assert "watchbridge stopped" not in "".join(service.seen)
-    service.start()
-    try:
-        status = httpx.get(f"{service.url}/api/status").json()
-    finally:
-        service.terminate()
-    assert "was not running" not in service.output()
+    with started_in_thread(service) as started:
+        status = httpx.get(f"{started.url}/api/status").json()
+    assert "watchbridge started" in started.output()
+    assert "was not running" not in started.output()
     assert status["downtime"] is None
     assert receiver.titles() == []
 
