@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Literal
 
 MediaKind = Literal["movie", "episode", "show", "season"]
@@ -143,6 +143,21 @@ class MediaRef:
             self.ids if self.kind == "movie" else self.ids.merged(self.show_ids)
         )
         return title + (f" ({self.year})" if self.year else "")
+
+
+def item_aliases(item: MediaRef) -> list[str]:
+    """Every key an item may be known by: its `key()` and one per id (an episode's show ids
+    with its numbers, and its own ids but IMDb's). A webhook's row and a link's row of one
+    play name it by different ids (Plex's IMDb id, the link's TMDB id)."""
+    keys = [item.key()]
+    for name, value in item.show_ids.present().items():
+        keys.append(replace(item, show_ids=Ids(**{name: value})).key())
+    for name, value in item.ids.present().items():
+        if name == "imdb" and item.kind == "episode":
+            continue  # one IMDb id may name every part of a multi-part episode
+        alone = Ids(**{name: value})
+        keys.append(replace(item, ids=alone, show_ids=Ids(), season=None, absolute=None).key())
+    return list(dict.fromkeys(keys))
 
 
 def _named(ids: Ids) -> str:

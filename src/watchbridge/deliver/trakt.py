@@ -54,7 +54,7 @@ from watchbridge.ids import (
 )
 from watchbridge.ingest.common import iso_time
 from watchbridge.loose import obj
-from watchbridge.model import Ids, MediaRef, ref_from_dict
+from watchbridge.model import Ids, MediaRef, item_aliases, ref_from_dict
 from watchbridge.playback import shortest_viewing
 from watchbridge.reconcile import DUPLICATE_WINDOW_MINUTES, EXPECTED, UNDATED
 from watchbridge.services.trakt import (
@@ -140,21 +140,6 @@ def _in_window(item_keys: Sequence[str], watched_at: float) -> list[str]:
 
 def _at_minute(item_key: str, minute: int) -> str:
     return f"{item_key}@{minute}"
-
-
-def item_aliases(item: MediaRef) -> list[str]:
-    """Every key an item may be known by: its `key()` and one per id (an episode's show ids
-    with its numbers, and its own ids but IMDb's). A webhook's row and a link's row of one
-    play name it by different ids (Plex's IMDb id, the link's TMDB id)."""
-    keys = [item.key()]
-    for name, value in item.show_ids.present().items():
-        keys.append(replace(item, show_ids=Ids(**{name: value})).key())
-    for name, value in item.ids.present().items():
-        if name == "imdb" and item.kind == "episode":
-            continue  # one IMDb id may name every part of a multi-part episode
-        alone = Ids(**{name: value})
-        keys.append(replace(item, ids=alone, show_ids=Ids(), season=None, absolute=None).key())
-    return list(dict.fromkeys(keys))
 
 
 def remembered_keys(item: MediaRef, watched_at: float) -> list[str]:
@@ -392,7 +377,11 @@ class TraktTarget:
 
         self._forget_stale_reads()
         # A hold keeps the mark of a row whose send may have landed (per_profile's `undecided`).
-        outcomes = await per_profile(items, deliver_profile, self._hold_for, self.store)
+        # Live scrobbles first, each profile's before its own backlog: Trakt shows them as
+        # they happen, and skips them once they are late.
+        outcomes = await per_profile(
+            items, deliver_profile, self._hold_for, self.store, live_first=True
+        )
         return await self._told_of_ending_sign_ins(items, outcomes)
 
     def _forget_stale_reads(self) -> None:

@@ -40,7 +40,7 @@ from watchbridge.errors import names_profile
 from watchbridge.http import Unavailable, changed_answer
 from watchbridge.ids import DELIVERED_TO, SERVER_OUTAGE_PAUSE, Enricher, Need, Problem
 from watchbridge.logs import Repeating
-from watchbridge.model import MediaRef
+from watchbridge.model import MediaRef, item_aliases, ref_from_dict
 from watchbridge.offloop import in_thread, to_the_end
 from watchbridge.stopping import unless_stopped
 from watchbridge.store import (
@@ -49,6 +49,7 @@ from watchbridge.store import (
     ONCE_MORE_DUE,
     ONCE_MORE_PROBE,
     ONCE_MORE_SPENT,
+    RATING_ACTIONS,
     UNKNOWN_OUTCOME,
     OutboxItem,
     Settlement,
@@ -224,30 +225,97 @@ async def per_profile(
     deliver_profile: Callable[[str, list[OutboxItem], dict[int, Outcome]], Awaitable[None]],
     hold_for: Callable[[Exception, str], Outcome],
     store: Store,
+    *,
+    live_first: bool = False,
 ) -> dict[int, Outcome]:
-    """Deliver `items` one profile at a time. When something stops a profile, the rows it
-    already decided keep their outcome (a write the service took stays done) and the rest
-    get what `hold_for` makes of the error, keeping their mark if their send may have landed
-    (see `undecided`)."""
+    """Deliver `items` one profile at a time, in the turns `turns` gives them (`live_first`:
+    a profile's live scrobbles in a turn of their own, before its backlog). When something
+    stops a profile, the rows it already decided keep their outcome (a write the service took
+    stays done) and the rest of its rows, in this turn and its later one, get what `hold_for`
+    makes of the error, keeping their mark if their send may have landed (see `undecided`)."""
     outcomes: dict[int, Outcome] = {}
+    stopped: set[str] = set()
     by_profile: dict[str, list[OutboxItem]] = defaultdict(list)
     for item in items:
         by_profile[item.profile].append(item)
-    for profile, rows in sorted(by_profile.items(), key=lambda pair: _turn(pair[1])):
+    for profile, rows in turns(items, live_first):
+        if profile in stopped:
+            continue
         try:
             await deliver_profile(profile, rows, outcomes)
         except Exception as exc:
-            rest = [row for row in rows if row.id not in outcomes]
+            stopped.add(profile)
+            rest = [row for row in by_profile[profile] if row.id not in outcomes]
             outcomes |= await undecided(store, rest, hold_for(exc, profile))
     return outcomes
 
 
+def turns(items: Sequence[OutboxItem], live_first: bool) -> list[tuple[str, list[OutboxItem]]]:
+    """The order a batch is delivered in, as (profile, rows) turns. Pure.
+
+    A profile with a webhook's row (someone watching now) goes before those with only a
+    link's, then the fewest rows first: one person's first link run fills the batches that
+    another's live scrobble is claimed into (webhooks' rows first, `Store.claim`); their rows
+    are independent, so the scrobble need not wait behind it. With `live_first`, each
+    profile's live scrobbles (`_goes_live`) go in a turn of their own before every backlog,
+    its own too: in one turn, its backlog's lookups (an id search each, paced at Trakt's
+    reads) would come first, and its plays would make a live stop a history add. Not a live
+    row naming an item another row of the batch names (by any id: a link's play of the same
+    viewing, queued under another ordering key): it stays in that row's turn, so it never
+    overtakes an earlier row of its item, and the turn sends the one play once."""
+    by_profile: dict[str, list[OutboxItem]] = defaultdict(list)
+    for item in items:
+        by_profile[item.profile].append(item)
+    live: list[tuple[str, list[OutboxItem]]] = []
+    rest: list[tuple[str, list[OutboxItem]]] = []
+    for profile, rows in by_profile.items():
+        ahead = _live_alone(rows) if live_first else []
+        if ahead:
+            live.append((profile, ahead))
+        early = {row.id for row in ahead}
+        behind = [row for row in rows if row.id not in early]
+        if behind:
+            rest.append((profile, behind))
+    return sorted(live, key=lambda turn: len(turn[1])) + sorted(
+        rest, key=lambda turn: _turn(turn[1])
+    )
+
+
 def _turn(rows: Sequence[OutboxItem]) -> tuple[bool, int]:
-    """A profile's turn in a batch: one with a webhook's row (someone watching now) before
-    those with only a link's, then the fewest rows first. One person's first link run fills
-    the batches that another's live scrobble is claimed into (webhooks' rows first,
-    `Store.claim`); their rows are independent, so the scrobble need not wait behind it."""
+    """A profile's turn in a batch: one with a webhook's row before those with only a link's,
+    then the fewest rows first (see `turns`)."""
     return all("link" in row.payload for row in rows), len(rows)
+
+
+def _goes_live(row: OutboxItem) -> bool:
+    """Whether `row` is a live scrobble: a webhook's live status, or the end of a viewing a
+    webhook followed. Either is worth sending only within delivery.late_after."""
+    if "link" in row.payload:
+        return False
+    return row.action == "watching" or (row.action == "play" and bool(row.payload.get("live")))
+
+
+def _live_alone(rows: Sequence[OutboxItem]) -> list[OutboxItem]:
+    """The live scrobbles of one profile's rows that name no item another of its rows names
+    (ratings aside: they take turns apart from an item's plays, see store.ordering_key)."""
+    names = {row.id: _item_names(row) for row in rows if row.action not in RATING_ACTIONS}
+    alone = []
+    for row in rows:
+        if not _goes_live(row) or row.id not in names:
+            continue
+        others = (n for other, n in names.items() if other != row.id)
+        if names[row.id] and not any(names[row.id] & n for n in others):
+            alone.append(row)
+    return alone
+
+
+def _item_names(row: OutboxItem) -> set[str]:
+    """Every key the row's item may be known by (model.item_aliases); none for a row whose
+    item this release cannot read (its target tells why)."""
+    try:
+        return set(item_aliases(ref_from_dict(row.payload["item"])))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return set()
 
 
 async def undecided(
