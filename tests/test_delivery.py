@@ -206,6 +206,22 @@ async def test_start_then_completion_arrive_in_order(
     assert [h.item.title for h in trakt.history()] == ["Arrival"]
 
 
+async def test_a_live_status_trakt_refuses_as_invalid_is_told_as_its_validation_error(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # trakt-api.md §2: 422 is Trakt's validation error (a progress it does not take), not an
+    # item it does not know; the item is not looked up again by its numbers.
+    said = {"error": "progress must be between 0 and 100"}
+    trakt.fail_next(1, 422, body=said, route="POST /scrobble/start")
+    webhook(runtime, "movie_media_play.json")
+    await worker.pass_once(runtime)
+    assert trakt.count("POST", "/scrobble/start") == 1
+    (dead,) = runtime.store.dead_letters()
+    told = dead.last_error or ""
+    assert "422" in told and "validation error" in told and "progress must be" in told
+    assert "Arrival (2016) at 1.0%" in told and "does not know this item" not in told
+
+
 async def test_a_stop_trakt_answers_with_action_stop_is_one_play(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:

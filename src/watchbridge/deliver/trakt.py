@@ -68,6 +68,7 @@ from watchbridge.services.trakt import (
     TraktError,
     TraktItemError,
     TraktRefused,
+    TraktScrobbleInvalid,
     TraktSignInUnavailable,
     WriteResult,
     can_send,
@@ -610,11 +611,15 @@ class TraktTarget:
         try:
             try:
                 await self.client.scrobble(profile, action, row.item, progress or 1.0)
+            except TraktScrobbleInvalid:
+                raise  # the item is known: placing it by its numbers changes nothing
             except TraktItemError:
                 placed, _ = await self._by_numbers([row])
                 if not placed:
                     raise
                 await self.client.scrobble(profile, action, placed[0].item, progress or 1.0)
+        except TraktScrobbleInvalid as exc:
+            return Dead(exc.message)  # sent again, it is refused again (trakt-api.md §2)
         except TraktItemError:
             return Delivered("Trakt does not know this item; live status skipped", written=False)
         except (TraktAuthError, TraktAccountError, Unavailable):

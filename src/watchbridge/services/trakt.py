@@ -101,6 +101,11 @@ class TraktItemError(TraktError):
     """The request was about an item Trakt does not know or will not take (404, 422)."""
 
 
+class TraktScrobbleInvalid(TraktItemError):
+    """422 to a scrobble: Trakt's validation error (a progress it will not take, such as
+    below 1 % on a stop, §2), not an item it does not know."""
+
+
 class TokenStore(Protocol):
     def get_token(self, service: str, profile: str) -> dict[str, Any] | None: ...
 
@@ -1328,7 +1333,15 @@ class TraktClient:
                 )
             recorded_at = None if stamped is None else stamped - self.clock_skew
             return ScrobbleResult(action="scrobble", duplicate=True, recorded_at=recorded_at)
-        if response.status_code in (404, 422):
+        if response.status_code == 422:
+            said = refusal_text(response) or "no reason given"
+            raise TraktScrobbleInvalid(
+                SERVICE,
+                f"Trakt refused the scrobble {action} of {item.describe()} at {body['progress']}%"
+                f" as invalid (422, its validation error, e.g. a progress it does not take;"
+                f" it said: {said}); this is not an item Trakt does not know: please report it",
+            )
+        if response.status_code == 404:
             raise TraktItemError(
                 SERVICE, f"scrobble {action} of {item.describe()} answered {response.status_code}"
             )
