@@ -177,6 +177,7 @@ def test_every_watchbridge_metric_is_in_the_readme() -> None:
     metrics.watch_holds(set, ["trakt"], [("trakt", "me")])
     metrics.watch_links(dict, [])
     metrics.watch_sign_ins(lambda: [("trakt", "me", 0.0, True)], time.time)
+    metrics.watch_webhooks(dict)
     names = {
         m.name + ("_total" if m.type == "counter" else "")
         for m in metrics.registry.collect()
@@ -287,6 +288,7 @@ def test_every_watchbridge_metric_the_readme_names_exists() -> None:
     metrics.watch_holds(set, ["trakt"], [("trakt", "me")])
     metrics.watch_links(dict, [])
     metrics.watch_sign_ins(lambda: [("trakt", "me", 0.0, True)], time.time)
+    metrics.watch_webhooks(dict)
     names = {m.name + ("_total" if m.type == "counter" else "") for m in metrics.registry.collect()}
     table = README.split("## Metrics", 1)[1].split("\n## ", 1)[0]
     assert set(re.findall(r"^\| `(watchbridge_[a-z_]+)`", table, flags=re.M)) - names == set()

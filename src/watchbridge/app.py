@@ -70,6 +70,7 @@ from watchbridge.errors import StoreError
 from watchbridge.filesystems import read_mountinfo, shared_filesystem_warning
 from watchbridge.homeassistant import HomeAssistantApp
 from watchbridge.ids import SERVER_NAMES, SERVER_SETTINGS
+from watchbridge.lastwebhooks import LastWebhooks
 from watchbridge.logs import Redactor, mask_also, mask_renewed
 from watchbridge.metrics import CONTENT_TYPE, Metrics
 from watchbridge.offloop import in_thread, to_the_end
@@ -141,6 +142,8 @@ class Runtime:
     unmapped: UnmappedAccounts = field(default_factory=UnmappedAccounts)
     account_ids: AccountIds = field(default_factory=AccountIds)  # loaded by open()
     refused: RefusedWebhooks = field(default_factory=RefusedWebhooks)
+    # When each webhook source and server last had a webhook accepted (seeded by open()).
+    last_webhooks: LastWebhooks = field(default_factory=LastWebhooks)
     senders: Senders = field(default_factory=Senders)
     # Each profile's Plex server where sure: services.plex's as read at start, then its Plex
     # webhooks' (for Tautulli templates that name none).
@@ -202,6 +205,8 @@ class Runtime:
                 self.plex_servers.knew(profile, plex_server_of(identity))
                 if server := plex_server_of(identity):
                     self.linked_plex_servers[profile] = server
+        self.last_webhooks.seed(store.last_webhooks())
+        self.metrics.watch_webhooks(self.last_webhooks.by_source)
         targets = delivery_targets(self.config)
         self.metrics.watch_queue(store.queue_gauges, targets, lambda: self.clock())
         self.metrics.watch_holds(store.holds, targets, delivered_profiles(self.config))
@@ -1067,6 +1072,11 @@ async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
             "error": runtime.storage_fault.said,
             "fix": runtime.storage_fault.fix,
         },
+        # When each source (and server it names; "" none) last had a webhook accepted.
+        "last_webhooks": [
+            {"source": w.source, "server": w.server, "at": w.at}
+            for w in runtime.last_webhooks.recent()
+        ],
         "refused_webhooks": [
             {
                 "source": r.source,

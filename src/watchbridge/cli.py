@@ -34,6 +34,7 @@ from watchbridge.config import (
 )
 from watchbridge.errors import ConfigError, StoreError, WatchbridgeError
 from watchbridge.homeassistant import HomeAssistantApp, app_from_environment
+from watchbridge.lastwebhooks import LastWebhook
 from watchbridge.logs import redact_error_line
 from watchbridge.narrow import ANILIST_STATUSES, Narrowing
 from watchbridge.redaction import mask_tokens_stored, redactor, secret_values
@@ -503,6 +504,7 @@ def status(config_path: str | None) -> None:
         storage = storage_warnings(config, store, read_mountinfo())
         datasets = _datasets_failing(config, store)
         apart = _numbered_apart(config, store)
+        last_webhooks = store.last_webhooks()
         # The service's own finding lives in its memory: this process tries for itself.
         fault = write_fault(store)
     outbox = state.outbox
@@ -540,6 +542,7 @@ def status(config_path: str | None) -> None:
         click.echo(
             f"kept off:      {plays} play(s) kept off a link's target for good ({KEPT_OFF_FIX})"
         )
+    _show_last_webhooks(last_webhooks)
     if sign_ins:
         click.echo("sign-ins:")
     for one in sign_ins:
@@ -554,6 +557,18 @@ def status(config_path: str | None) -> None:
     for title in apart:
         click.echo(f"anime:         {title}")
     _show_links(config, state)
+
+
+def _show_last_webhooks(last: Sequence[LastWebhook]) -> None:
+    """When each source (and server it names) last had a webhook accepted, as the store
+    remembers it (the service's memory may be newer by the webhooks since its last write)."""
+    if not last:
+        click.echo("webhooks:      none accepted yet")
+        return
+    click.echo("last webhook:")
+    for one in sorted(last, key=lambda w: (w.source, -w.at, w.server)):
+        server = f" from {one.server}" if one.server else ""
+        click.echo(f"  {one.source}{server}: {_when(one.at)}")
 
 
 def _numbered_apart(config: Config, store: Store) -> list[str]:

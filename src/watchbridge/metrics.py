@@ -151,6 +151,25 @@ class LinkCollector(Collector):
         yield family
 
 
+class WebhookCollector(Collector):
+    """When each webhook source last had a webhook accepted (Unix time), from memory: a
+    source that has never sent one has no sample. Idleness is no fault, so no alert of ours
+    says "no webhook for N days"; a user who knows their household's habits can have one."""
+
+    def __init__(self, last: Callable[[], dict[str, float]]) -> None:
+        self.last = last
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "watchbridge_webhook_last_received_timestamp_seconds",
+            "When the source's last webhook was accepted (Unix time)",
+            labels=["source"],
+        )
+        for source, at in sorted(self.last().items()):
+            family.add_metric([source], at)
+        yield family
+
+
 class SignInCollector(Collector):
     """Each profile's Trakt, AniList and Serializd sign-in (and its Plex one while the server
     refuses its token: 0, no expiry; the server's own token, no profile's: `profile=""`),
@@ -355,6 +374,9 @@ class Metrics:
 
     def watch_links(self, last_ok: Callable[[], dict[str, float]], links: Sequence[str]) -> None:
         self.registry.register(LinkCollector(last_ok, links))
+
+    def watch_webhooks(self, last: Callable[[], dict[str, float]]) -> None:
+        self.registry.register(WebhookCollector(last))
 
     def watch_sign_ins(
         self,

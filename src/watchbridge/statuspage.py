@@ -37,6 +37,7 @@ from watchbridge.homeassistant import (
     names_a_command,
 )
 from watchbridge.http import CLOCK_WARNING
+from watchbridge.lastwebhooks import LastWebhook
 from watchbridge.metrics import UnfilteredHistory
 from watchbridge.pagesignin import PageSignIn, Show
 from watchbridge.refused import Refusal, sentence
@@ -65,6 +66,8 @@ class PageState:
     doublings: Sequence[Doubling] = ()
     # Webhooks refused since the start, by source and kind.
     refused: Sequence[Refusal] = ()
+    # When each source and server last had a webhook accepted.
+    last_webhooks: Sequence[LastWebhook] = ()
     # Whether alerts reach anyone, which they cannot tell themselves.
     alerts: Health | None = None
     # How far each service's clock is ahead of ours.
@@ -105,6 +108,7 @@ async def page_state(runtime: Runtime, now: float) -> PageState:
         downtime=runtime.downtime,
         doublings=runtime.senders.recent(now),
         refused=runtime.refused.recent(),
+        last_webhooks=runtime.last_webhooks.recent(),
         alerts=runtime.notifier.health(),
         clocks=dict(runtime.metrics.clocks),
         kept=kept,
@@ -312,6 +316,7 @@ def render(state: PageState, now: float) -> str:
         + str(state.config.server.webhook_port or state.config.server.port)
         + f" (sources: {', '.join(SOURCES)}). The secret is not shown here: "
         "<code>watchbridge webhook-urls</code> prints the full URLs.</p>"
+        + _last_webhooks(state.last_webhooks, now)
         + (f'<p class="bad">{_e(state.downtime)}</p>' if state.downtime else "")
         + "".join(_doubling(d) for d in state.doublings)
         + _refused(state.refused, now)
@@ -601,6 +606,13 @@ def _refused(refused: Sequence[Refusal], now: float) -> str:
             taken_rows,
         )
     return page
+
+
+def _last_webhooks(last: Sequence[LastWebhook], now: float) -> str:
+    if not last:
+        return "<p>No webhook accepted yet.</p>"
+    rows = [(_e(w.source), _e(w.server or "-"), _age(w.at, now)) for w in last]
+    return _table(("source", "server", "last webhook"), rows)
 
 
 def _renamed(renamed: Sequence[RenameSighting], now: float) -> str:

@@ -31,6 +31,7 @@ from sqlite_utils.migrations import Migrations
 
 from watchbridge.clocksteps import Reading, Step
 from watchbridge.errors import StoreError
+from watchbridge.lastwebhooks import LastWebhook
 from watchbridge.model import ref_from_dict
 from watchbridge.playback import (
     Naming,
@@ -193,6 +194,8 @@ _MIRROR_UPSERT = (
 # `Store.mirror_change_in_parts`, `sync.applying`) writes: ~10 ms of the store's lock on a
 # quiet machine; on a loaded one, each row's step waits for the GIL, and 5,000 took 100-300 ms.
 REPLACE_PART = 1_000
+# SQL: the server a stored webhook event names ("" none: Tautulli's templates, generic).
+_EVENT_SERVER = "COALESCE(json_extract(payload, '$.server'), '')"
 # SQL: a run alive, its heartbeat younger than the lease (parameter: now - lease).
 _ALIVE = "outcome = 'running' AND COALESCE(heartbeat_at, started_at) > ?"
 
@@ -642,6 +645,21 @@ def m026_outbox_once_more_latest(db: sqlite_utils.Database) -> None:
     # every dead letter of the target (a removed profile's may be 50,000).
     db.execute(
         "CREATE INDEX outbox_once_more_latest ON outbox(target, updated_at) WHERE once_more = 'due'"
+    )
+
+
+@migrations()
+def m027_webhooks_last_seen(db: sqlite_utils.Database) -> None:
+    # When each webhook source and server last had a webhook accepted, for the sources whose
+    # events pruning deleted (lastwebhooks.py): the status still says when they last sent.
+    # Written by the hourly prune only, never per webhook.
+    db.execute(
+        """CREATE TABLE webhooks_last_seen (
+            source TEXT NOT NULL,
+            server TEXT NOT NULL,
+            at REAL NOT NULL,
+            PRIMARY KEY (source, server)
+        ) WITHOUT ROWID"""
     )
 
 
@@ -2659,6 +2677,14 @@ class Store:
                 " AND last_error IS NOT ? AND id NOT IN (SELECT value FROM json_each(?))",
                 (now - keep_done, UNFOUND, json.dumps(kept)),
             ).rowcount
+            # What the events about to go tell of their senders stays (lastwebhooks.py).
+            conn.execute(
+                "INSERT INTO webhooks_last_seen (source, server, at)"
+                f" SELECT source, {_EVENT_SERVER}, MAX(received_at) FROM events"
+                " WHERE received_at < ? GROUP BY 1, 2"
+                " ON CONFLICT (source, server) DO UPDATE SET at = MAX(at, excluded.at)",
+                (now - keep_done,),
+            )
             events = conn.execute(
                 "DELETE FROM events WHERE received_at < ? AND id NOT IN"
                 " (SELECT event_id FROM outbox WHERE event_id IS NOT NULL)",
@@ -4081,6 +4107,18 @@ class Store:
              row["name"])
             for row in rows
         ]  # fmt: skip
+
+    def last_webhooks(self) -> list[LastWebhook]:
+        """When each webhook source and server last had a webhook accepted: from the events
+        recorded, and for those pruned since, from what the prune kept (one query)."""
+        rows = self._overview(
+            "SELECT source, server, MAX(at) AS at FROM ("
+            f" SELECT source, {_EVENT_SERVER} AS server, MAX(received_at) AS at FROM events"
+            " GROUP BY 1, 2"
+            " UNION ALL SELECT source, server, at FROM webhooks_last_seen"
+            ") GROUP BY source, server"
+        )
+        return [LastWebhook(str(r["source"]), str(r["server"]), float(r["at"])) for r in rows]
 
     def recent_sources(self, last: int = 1000) -> set[str]:
         """The webhook sources of the `last` events recorded (a week's at most, see prune)."""

@@ -752,6 +752,8 @@ async def _webhook(
         return
     for learn in learnt:  # stored with the events (a 503: learnt when sent again)
         runtime.account_ids.learn(*learn)
+    if jobs:  # as the events stored say it (Store.last_webhooks), in memory: no SQL here
+        runtime.last_webhooks.saw(source, result.events[0].server, jobs[0].now)
     for event, name, server in taken:
         item = event.item.source_key or ""
         viewing = Viewing(name, server, event.player, item, event.player_name)

@@ -1,0 +1,112 @@
+"""When each webhook source and server last had a webhook accepted: status page, /api/status,
+`watchbridge status` and /metrics, through restarts and the pruning of the events."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.harness import AppThread
+from tests.ingest_samples import sample_json
+from tests.test_cli import run
+from tests.test_webhooks_e2e import plex_multipart
+from watchbridge.config import Config, parse_config
+from watchbridge.store import Store
+from watchbridge.wiring import build_app, build_runtime
+
+SECRET = "last-webhook-secret"
+PLEX_SERVER = "d3a1f0c2b4e5968778695a4b3c2d1e0f9a8b7c6d"
+DAY = 86400.0
+
+
+def config_file(directory: Path) -> tuple[Path, Config]:
+    text = (
+        f"server: {{webhook_secret: {SECRET}}}\n"
+        f"storage: {{path: {directory / 'wb.db'}}}\n"
+        "profiles: {me: {default: true}}\n"
+    )
+    path = directory / "watchbridge.yaml"
+    path.write_text(text)
+    return path, parse_config(text, path, {})
+
+
+def post_plex_and_generic(url: str) -> None:
+    payload = sample_json("plex", "movie_media_scrobble.json")
+    payload["Server"] = {"title": "Living room", "uuid": PLEX_SERVER}
+    body, content_type = plex_multipart(payload, thumb=False)
+    plex = httpx.post(
+        f"{url}/webhooks/plex/{SECRET}", content=body, headers={"content-type": content_type}
+    )
+    assert plex.status_code == 202, plex.text
+    generic = {
+        "event": "start",
+        "user": "me",
+        "item": {"type": "movie", "ids": {"imdb": "tt0113277"}},
+    }
+    answer = httpx.post(f"{url}/webhooks/generic/{SECRET}", json=generic)
+    assert answer.status_code == 202, answer.text
+
+
+def last_webhooks(url: str) -> dict[tuple[str, str], float]:
+    found = httpx.get(f"{url}/api/status").json()["last_webhooks"]
+    return {(one["source"], one["server"]): one["at"] for one in found}
+
+
+def test_each_source_and_server_shows_its_last_webhook_through_restarts_and_pruning(
+    tmp_path: Path,
+) -> None:
+    path, config = config_file(tmp_path)
+    with AppThread(build_app(build_runtime(config))) as app:
+        assert "No webhook accepted yet." in httpx.get(app.url).text
+        before = time.time()
+        post_plex_and_generic(app.url)
+        seen = last_webhooks(app.url)
+        assert set(seen) == {("plex", PLEX_SERVER), ("generic", "")}
+        assert all(before <= at <= time.time() for at in seen.values())
+        page = httpx.get(app.url).text
+        assert "last webhook" in page and PLEX_SERVER in page
+        metrics = httpx.get(f"{app.url}/metrics").text
+        gauge = "watchbridge_webhook_last_received_timestamp_seconds"
+        samples = {
+            line.split()[0]: float(line.split()[1])
+            for line in metrics.splitlines()
+            if line.startswith(gauge + "{")
+        }
+        assert samples == {  # a source that never sent one has no sample
+            f'{gauge}{{source="generic"}}': seen["generic", ""],
+            f'{gauge}{{source="plex"}}': seen["plex", PLEX_SERVER],
+        }
+
+    # A month later the hourly prune has deleted every event: their last times stay.
+    store = Store.open(config.storage.path)
+    try:
+        store.prune(time.time() + 30 * DAY, keep_done=7 * DAY, keep_sessions=DAY)
+    finally:
+        store.close()
+    with sqlite3.connect(config.storage.path) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM events").fetchone() == (0,)
+
+    with AppThread(build_app(build_runtime(config))) as app:
+        assert last_webhooks(app.url) == seen
+    shown = run("status", "--config", str(path))
+    assert shown.returncode == 0, shown.stderr
+    assert "last webhook:\n" in shown.stdout
+    assert f"  plex from {PLEX_SERVER}: 20" in shown.stdout
+    assert "  generic: 20" in shown.stdout
+
+
+def test_a_later_prune_keeps_the_latest_time_not_the_one_it_kept_before(tmp_path: Path) -> None:
+    _, config = config_file(tmp_path)
+    store = Store.open(config.storage.path)
+    try:
+        for at in (1000.0, 2000.0):
+            store.record_event(source="plex", kind="play", payload={"server": "s"}, now=at)
+            store.prune(at + 10, keep_done=1, keep_sessions=1)
+        store.record_event(source="plex", kind="play", payload={"server": "s"}, now=1500.0)
+        store.prune(3000.0, keep_done=1, keep_sessions=1)  # an older one pruned last
+        assert [(w.source, w.server, w.at) for w in store.last_webhooks()] == [("plex", "s", 2000)]
+    finally:
+        store.close()
