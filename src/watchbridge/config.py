@@ -49,6 +49,7 @@ AlertKind = Literal[
     "downtime",
     "reported_twice",
     "account_changed",
+    "webhooks_stopped",
 ]
 
 

@@ -4108,15 +4108,18 @@ class Store:
             for row in rows
         ]  # fmt: skip
 
-    def last_webhooks(self) -> list[LastWebhook]:
-        """When each webhook source and server last had a webhook accepted: from the events
-        recorded, and for those pruned since, from what the prune kept (one query)."""
+    def last_webhooks(self, source: str | None = None) -> list[LastWebhook]:
+        """When each webhook source (or `source` alone) and server last had a webhook
+        accepted: from the events recorded, and for those pruned since, from what the prune
+        kept (one query)."""
+        where = "" if source is None else " WHERE source = ?"
         rows = self._overview(
             "SELECT source, server, MAX(at) AS at FROM ("
             f" SELECT source, {_EVENT_SERVER} AS server, MAX(received_at) AS at FROM events"
-            " GROUP BY 1, 2"
-            " UNION ALL SELECT source, server, at FROM webhooks_last_seen"
-            ") GROUP BY source, server"
+            f"{where} GROUP BY 1, 2"
+            f" UNION ALL SELECT source, server, at FROM webhooks_last_seen{where}"
+            ") GROUP BY source, server",
+            () if source is None else (source, source),
         )
         return [LastWebhook(str(r["source"]), str(r["server"]), float(r["at"])) for r in rows]
 

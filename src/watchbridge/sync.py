@@ -86,6 +86,7 @@ from watchbridge.store import (
     SyncRun,
     ordering_key,
 )
+from watchbridge.webhookwatch import report_stopped
 
 log = logging.getLogger(__name__)
 
@@ -1463,6 +1464,8 @@ async def run_link(
             await send_account_alerts(store, alerts)
             read = [plan.profile for plan in plans]
             await report_sign_ins_read(store, alerts, config.links[name].services, read)
+            if "plex" in config.links[name].services:
+                await report_stopped(store, alerts, read)
         unread = tuple(naming_profile(profile, exc.message) for profile, exc in failures.items())
         causes = tuple(cause_of(exc, profile) for profile, exc in failures.items())
         link = with_direction(config.links[name], name, direction)

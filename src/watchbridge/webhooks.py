@@ -22,7 +22,7 @@ from litestar import asgi
 from litestar.enums import ScopeType
 from litestar.types import Receive, Scope, Send
 
-from watchbridge import storagewatch
+from watchbridge import storagewatch, webhookwatch
 from watchbridge.account_ids import KEPT, Key, Learnt, NameKey, NewId, Renamed, name_key
 from watchbridge.app import BEFORE_ROUTER, Runtime
 from watchbridge.clocksteps import sent_at
@@ -615,6 +615,23 @@ def _resolve_refused(runtime: Runtime, source: str) -> None:
         _resolving[key] = task  # also keeps it referenced until it finishes
 
 
+_resolving_stopped: dict[str, asyncio.Task[str]] = {}
+
+
+def _resolve_stopped(runtime: Runtime, server: str) -> None:
+    """A Plex webhook from `server` was accepted: resolve its `webhooks_stopped` alert (a
+    Plex link found its views without webhooks) after answering. On the hot path: a lookup
+    in memory unless that alert is open."""
+    if not server or not runtime.notifier.raised(webhookwatch.ALERT_KIND, server):
+        return
+    if server in _resolving_stopped and not _resolving_stopped[server].done():
+        return  # already on its way
+    body = webhookwatch.resolved_body(server)
+    _resolving_stopped[server] = asyncio.get_running_loop().create_task(
+        runtime.notifier.resolve(webhookwatch.ALERT_KIND, body, key=server)
+    )
+
+
 def _one_line(exc: Exception) -> str:
     return " ".join(str(exc).split())[:200] or type(exc).__name__
 
@@ -781,6 +798,8 @@ async def _webhook(
     if runtime.refused.seen:
         runtime.refused.taken(source, time.time())
     _resolve_refused(runtime, source)
+    if source == "plex" and jobs:
+        _resolve_stopped(runtime, result.events[0].server)
 
 
 def _plex_history_read(runtime: Runtime, profile: str, server: str) -> bool:

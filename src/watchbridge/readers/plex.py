@@ -65,7 +65,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
-from watchbridge import hama, ratings
+from watchbridge import hama, ratings, webhookwatch
 from watchbridge.accounts import SERVER_PART, identity_of
 from watchbridge.anime import SERVER_ORDER, Forward, Unmatched
 from watchbridge.config import Config, Link, PlexConfig, Profile, link_profiles, same_name
@@ -1126,6 +1126,22 @@ def _echoes(rows: Iterable[HistoryEntry], written: Iterable[Written], skew: floa
         for h in rows
         if any(abs(h.viewed_at - t) <= ECHO_WINDOW for t in attempts.get(h.rating_key, ()))
     }
+
+
+def _view_titles(library: Library) -> dict[str, str]:
+    """A title for each movie and episode of `library` by ratingKey (an episode's with its
+    show's and numbers), as an alert names an example view."""
+    shows = {show.rating_key: show.title or "" for show in library.shows}
+    titles = {m.rating_key: m.title or f"movie {m.rating_key}" for m in library.movies}
+    for episode in library.episodes:
+        show = shows.get(episode.grandparent_rating_key or "", "") or "a show"
+        numbered = (
+            f" S{episode.season:02d}E{episode.number:02d}"
+            if episode.season is not None and episode.number is not None
+            else ""
+        )
+        titles[episode.rating_key] = f"{show}{numbered}"
+    return titles
 
 
 def _without_copies(plays: list[tuple[Play, str]]) -> list[tuple[Play, str]]:
@@ -2215,6 +2231,8 @@ class PlexReader:
             skew=self.client.clock_skew,
             on_their_way=rows,
         )
+        if cursor:  # the history was read
+            await self._note_webhooks_stopped(profile, library, history, memory)
         history_account = access.account_id if cursor else None  # "": history not read
         if not self.dry_run:  # what the deliverer and the next read go by
             await asyncio.to_thread(
@@ -2595,6 +2613,48 @@ class PlexReader:
             )
         ordered = sorted(rows.values(), key=lambda h: (h.viewed_at, h.id), reverse=True)
         return ordered, unfiltered_cursor(page)
+
+    async def _note_webhooks_stopped(
+        self,
+        profile: str,
+        library: Library,
+        history: Sequence[HistoryEntry],
+        memory: Memory,
+    ) -> None:
+        """Keep (a cursor of the profile, sent by the link run: webhookwatch.py) whether Plex
+        shows a view of the profile's after the last webhook this server sent, or forget it.
+        Only movies and episodes of the chosen libraries count (a track's webhook is ignored,
+        never recorded) and never a view our own writes made. Asks the server's machine id
+        (cached a week) only when a view is newer than every Plex server's last webhook."""
+        titles = _view_titles(library)
+        skew = self.client.clock_skew
+        ours = _echoes(history, [*memory.written.values(), *memory.before.values()], skew)
+        views = [
+            (h.viewed_at - skew, titles[h.rating_key])
+            for h in history
+            if h.rating_key in titles and h.id not in ours
+        ]
+        last = await asyncio.to_thread(self.store.last_webhooks, webhookwatch.SERVICE)
+        found = None
+        if views and last:
+            newest_anywhere = max(one.at for one in last)
+            if webhookwatch.stopped("", "", newest_anywhere, views) is not None:
+                machine = await self._machine_id()
+                here = max((one.at for one in last if one.server == machine), default=None)
+                url = self.client.config.url or "services.plex.url"
+                found = webhookwatch.stopped(machine, url, here, views)
+        kept = await asyncio.to_thread(self.store.get_cursor, SERVICE, profile, webhookwatch.CURSOR)
+        if found is None and kept is not None:
+            await asyncio.to_thread(self.store.forget_cursor, SERVICE, profile, webhookwatch.CURSOR)
+        elif found is not None and kept != found.to_json():
+            await asyncio.to_thread(
+                self.store.set_cursor,
+                SERVICE,
+                profile,
+                webhookwatch.CURSOR,
+                found.to_json(),
+                self.clock(),
+            )
 
     def _note_foreign(self, profile: str, account: str, foreign: int) -> None:
         """Tell (log, status page, `/api/status`, metrics) when the server sent history rows

@@ -1,0 +1,118 @@
+"""Plex webhooks that stopped coming, told when it is true: the `webhooks_stopped` alert.
+
+No webhook for days is no fault (a household may not watch for two weeks). But where a Plex
+link reads a profile's Plex history, a view Plex shows after the last Plex webhook from that
+server (plus MARGIN) means the server watched without telling us: Plex Pass lapsed, the
+webhook URL removed or changed, PMS not restarted after adding it. Only for a server that has
+sent webhooks before: a setup relying on the link alone is never told. One alert per server
+(its key), resolved when a webhook from that server comes again.
+
+The reader finds it (`stopped`, pure) and keeps it as a cursor of the profile; the link run
+sends it (`report_stopped`), as the other alerts a read finds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+from watchbridge.store import Store
+
+ALERT_KIND = "webhooks_stopped"
+CURSOR = "webhooks_stopped"  # ("plex", profile): the finding of the profile's last read
+SERVICE = "plex"
+# A view this long after the last webhook is no scrobble delivered late or a clock apart:
+# Plex's webhook for it never came.
+MARGIN = 2 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Stopped:
+    """Plex shows `title` viewed at `viewed_at`, after the last webhook from `server` (its
+    machine id), received at `last_webhook_at`; `url`: where the link reads the server."""
+
+    server: str
+    url: str
+    last_webhook_at: float
+    viewed_at: float
+    title: str
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, value: str) -> Stopped | None:
+        try:
+            found = json.loads(value)
+            return cls(
+                str(found["server"]),
+                str(found["url"]),
+                float(found["last_webhook_at"]),
+                float(found["viewed_at"]),
+                str(found["title"]),
+            )
+        except (ValueError, TypeError, KeyError):  # not one this release wrote
+            return None
+
+    @property
+    def title_line(self) -> str:
+        return f"watchbridge: webhooks from Plex server {self.url} stopped"
+
+    @property
+    def body(self) -> str:
+        return (
+            f"Plex server {self.url} (id {self.server}) sent its last webhook on "
+            f"{_date(self.last_webhook_at)}, but Plex shows views since, such as "
+            f"{self.title} at {_date(self.viewed_at)}. Check that the server owner's Plex "
+            "Pass is active, that Plex's Settings > Webhooks lists the URL "
+            "`watchbridge webhook-urls` prints (with its secret), and restart Plex Media "
+            "Server after adding it. Nothing is lost meanwhile: the Plex link copies those "
+            "plays at its runs, only later than a webhook would."
+        )
+
+
+def stopped(
+    server: str,
+    url: str,
+    last_webhook_at: float | None,
+    views: Iterable[tuple[float, str]],
+    margin: float = MARGIN,
+) -> Stopped | None:
+    """The newest of `views` ((viewed_at, title), our own writes left out) after the last
+    webhook from `server` plus `margin`; None when there is none, or the server never sent a
+    webhook (`last_webhook_at` None). Pure."""
+    if last_webhook_at is None:
+        return None
+    newest = max(views, default=None)
+    if newest is None or newest[0] <= last_webhook_at + margin:
+        return None
+    return Stopped(server, url, last_webhook_at, newest[0], newest[1])
+
+
+class Alerts(Protocol):
+    async def notify(self, kind: str, title: str, body: str, key: str = "") -> str: ...
+
+
+async def report_stopped(store: Store, alerts: Alerts, profiles: Iterable[str]) -> None:
+    """Alert (one per server: its key) for each of `profiles` whose last Plex read found its
+    server's webhooks stopped; the throttle keeps a second profile's finding to one alert."""
+    wanted = set(profiles)
+    found = await asyncio.to_thread(store.cursors_named, SERVICE, CURSOR)
+    for profile, name, value in sorted(found):
+        if name != CURSOR or profile not in wanted:
+            continue
+        one = Stopped.from_json(value)
+        if one is not None:
+            await alerts.notify(ALERT_KIND, one.title_line, one.body, key=one.server)
+
+
+def resolved_body(server: str) -> str:
+    return f"A webhook came from Plex server {server} again: its plays reach watchbridge at once."
+
+
+def _date(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M UTC")

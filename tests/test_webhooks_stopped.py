@@ -1,0 +1,132 @@
+"""The `webhooks_stopped` alert: a Plex link that reads views Plex shows after the last Plex
+webhook from that server tells that its webhooks stopped; a webhook from it resolves it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.fakes.base import FakeServer
+from tests.fakes.plex import MACHINE_ID, TOKEN, FakePlex
+from tests.fakes.receiver import AlertReceiver, FakeClock
+from tests.fakes.trakt import CLIENT_ID, FakeTrakt
+from tests.harness import AppThread, sign_in_trakt, watchbridge
+from tests.ingest_samples import sample_json
+from tests.test_webhooks_e2e import plex_multipart
+from watchbridge.config import Config, load_config
+from watchbridge.store import Store
+from watchbridge.webhookwatch import MARGIN, stopped
+from watchbridge.wiring import build_app, build_runtime
+
+SECRET = "stopped-hooks-secret"
+DAY = 86400.0
+
+
+def world(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer], receiver: AlertReceiver
+) -> tuple[Path, Config, FakePlex, FakeTrakt]:
+    plex = start_fake(FakePlex())
+    trakt = start_fake(FakeTrakt())
+    assert isinstance(plex, FakePlex) and isinstance(trakt, FakeTrakt)
+    plex.add_movie("100", "Arrival", 2016, ["imdb://tt2543164", "tmdb://329865"])
+    plex.add_movie("300", "Heat", 1995, ["imdb://tt0113277", "tmdb://949"])
+    trakt.add_movie("Arrival", 2016, imdb="tt2543164", tmdb=329865)
+    heat = trakt.add_movie("Heat", 1995, imdb="tt0113277", tmdb=949)
+    # Trakt's play the link copies into Plex: Plex dates that view "now", our own write.
+    trakt.add_history(heat, "2024-03-01T20:00:00.000Z")
+    path = tmp_path / "watchbridge.yaml"
+    path.write_text(
+        f"""server: {{webhook_secret: {SECRET}}}
+storage: {{path: {tmp_path / "wb.db"}}}
+alerts: {{urls: ["{receiver.apprise_url}"]}}
+services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+  plex: {{url: "{plex.url}", token: "{TOKEN}"}}
+profiles:
+  me: {{users: {{plex: ["1"]}}, accounts: {{trakt: {{}}, plex: {{}}}}}}
+links:
+  plex-trakt: {{services: [plex, trakt], first_run: apply}}
+"""
+    )
+    config = load_config(path)
+    store = Store.open(config.storage.path)
+    sign_in_trakt(store, trakt, "me", now=time.time())
+    store.close()
+    return path, config, plex, trakt
+
+
+def sync(path: Path) -> None:
+    result = watchbridge("sync", "--link", "plex-trakt", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+
+
+def post_plex_webhook(config: Config, clock: Callable[[], float] = time.time) -> None:
+    """A Plex webhook from the fake server's owner, through the live app at `clock`'s time."""
+    payload = sample_json("plex", "movie_media_scrobble.json")
+    payload["Server"] = {"title": "Living room", "uuid": MACHINE_ID}
+    payload["Account"] = {"id": 1, "title": "alex"}
+    body, content_type = plex_multipart(payload, thumb=False)
+    runtime = build_runtime(config, clock=clock)
+    with AppThread(build_app(runtime)) as app:
+        answer = httpx.post(
+            f"{app.url}/webhooks/plex/{SECRET}",
+            content=body,
+            headers={"content-type": content_type},
+        )
+        assert answer.status_code == 202, answer.text
+        # The "Resolved" notice goes out after the answer: waited for before the app stops.
+        deadline = time.monotonic() + 10
+        while runtime.notifier.raised("webhooks_stopped", MACHINE_ID):
+            assert time.monotonic() < deadline, "the alert was not resolved"
+            time.sleep(0.05)
+
+
+def test_plex_views_after_the_servers_last_webhook_raise_one_alert_a_webhook_resolves(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer], receiver: AlertReceiver
+) -> None:
+    path, config, plex, _ = world(tmp_path, start_fake, receiver)
+    watched_at = time.time() - 3600
+    plex.watch("100", watched_at)  # Arrival, an hour ago
+    sync(path)  # never a webhook from this server: a setup relying on the link is not told
+    assert receiver.messages == []
+
+    three_days_ago = FakeClock(time.time() - 3 * DAY)
+    post_plex_webhook(config, three_days_ago)  # its last webhook
+    sync(path)  # reads Arrival's view and, newer still, our own write of Heat
+    (alert,) = receiver.messages
+    title, body = str(alert["title"]), str(alert["message"])
+    assert title == f"watchbridge: webhooks from Plex server {plex.url} stopped"
+    last = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(three_days_ago()))
+    seen = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(watched_at))
+    assert f"(id {MACHINE_ID}) sent its last webhook on {last}" in body
+    assert f"such as Arrival at {seen}" in body  # not Heat: that view is our own write
+    assert "Plex Pass" in body and "watchbridge webhook-urls" in body
+    assert "the Plex link copies those plays" in body
+
+    sync(path)  # still so: no second alert (one per server, throttled)
+    assert len(receiver.messages) == 1
+
+    post_plex_webhook(config)  # the webhook URL set again
+    assert receiver.titles() == [title, f"Resolved: {title}"]
+    sync(path)  # its views are older than its last webhook now: nothing more
+    assert len(receiver.messages) == 2
+
+
+@pytest.mark.parametrize(
+    ("last", "views", "found"),
+    [
+        (None, [(5 * DAY, "Arrival")], None),  # never sent a webhook
+        (DAY, [(DAY + MARGIN, "Arrival")], None),  # within the margin
+        (DAY, [], None),
+        (DAY, [(DAY + MARGIN + 1, "Heat"), (2 * DAY, "Arrival")], (2 * DAY, "Arrival")),
+    ],
+)
+def test_only_a_view_past_the_margin_after_a_webhook_is_told(
+    last: float | None, views: list[tuple[float, str]], found: tuple[float, str] | None
+) -> None:
+    one = stopped("m", "http://plex", last, views)
+    assert (None if one is None else (one.viewed_at, one.title)) == found
