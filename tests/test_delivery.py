@@ -85,12 +85,22 @@ def trakt(start_fake: Callable[[FakeServer], FakeServer]) -> FakeTrakt:
 
 
 @pytest.fixture
+def storage_settings() -> str:
+    """More keys of the runtime's `storage:` (a test sets them by parametrizing this name)."""
+    return ""
+
+
+@pytest.fixture
 async def runtime(
-    tmp_path: Path, trakt: FakeTrakt, receiver: AlertReceiver, clock: FakeClock
+    tmp_path: Path,
+    trakt: FakeTrakt,
+    receiver: AlertReceiver,
+    clock: FakeClock,
+    storage_settings: str,
 ) -> AsyncIterator[Runtime]:
     config = parse_config(
         f"""
-storage: {{path: {tmp_path / "wb.db"}}}
+storage: {{path: {tmp_path / "wb.db"}{storage_settings}}}
 alerts: {{urls: ["{receiver.apprise_url}"]}}
 delivery: {{max_attempts: 3}}
 services:
@@ -3807,6 +3817,8 @@ class DeliversWhileAnotherProcessWrites(ScriptedTrakt):
         return {item.id: Delivered("added to history") for item in items}
 
 
+# Any busy timeout will do (the lock outlasts it): 0.5 s, not the default's 5 s of waiting.
+@pytest.mark.parametrize("storage_settings", [", busy_timeout: 0.5"], ids=["busy_timeout=0.5"])
 async def test_a_claim_renewal_meeting_a_locked_database_leaves_the_delivery_alone(
     runtime: Runtime, clock: FakeClock
 ) -> None:
