@@ -4,6 +4,7 @@ against the fake PMS, fake plex.tv and fake Trakt."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from tests.fakes.plextv import FakePlexTv
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import sign_in_trakt, write_config
 from tests.test_plexlink import FIXTURES_COLLECTED, collected, listing
+from tests.unpaced import unpaced_while
 from watchbridge.config import load_config
 from watchbridge.errors import ConfigError
 from watchbridge.metrics import Metrics
@@ -24,6 +26,14 @@ pytestmark = pytest.mark.anyio
 ARRIVAL = ["imdb://tt2543164", "tmdb://329865"]
 HEAT = ["imdb://tt0113277", "tmdb://949"]
 LINK = "plex-trakt"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _unpaced() -> Iterator[None]:
+    """Trakt's pacing lifted (a run's reads and writes waited on it): these tests are about
+    what the lists carry, not how fast."""
+    with unpaced_while("trakt"):
+        yield
 
 
 class Household:
