@@ -29,6 +29,7 @@ from tests.test_cli import run
 from tests.test_link_plex_serializd import setup as plex_serializd_setup
 from tests.test_link_plex_serializd import sync as plex_serializd_sync
 from tests.test_webhooks_e2e import SECRET, plex_multipart, wait_for
+from tests.unpaced import unpaced
 
 ROOT = Path(__file__).parent.parent
 
@@ -86,10 +87,12 @@ def test_check_config_is_quiet_when_the_media_server_can_be_asked(
 
 
 def test_tautulli_users_are_pointed_to_a_plex_link_that_carries_ratings_without_trakt(
-    tmp_path: Path, start_fake: Any
+    tmp_path: Path, start_fake: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Tautulli has no rating trigger: the docs send its users to a Plex link for their
-    # ratings. Without Trakt that is plex-serializd, which carries them.
+    # ratings. Without Trakt that is plex-serializd, which carries them (unpaced: the
+    # in-process syncs' ten plays waited 5 s on Serializd's 2 requests a second).
+    unpaced(monkeypatch, "serializd")
     path, plex, serializd = plex_serializd_setup(tmp_path, start_fake)
     plex_serializd_sync(path)
     plex.rate("105", 8.0, time.time() - 60)
