@@ -22,6 +22,7 @@ from tests.fakes.serializd import FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt, Rating, key_of
 from tests.harness import sign_in_trakt, watchbridge, write_config
 from tests.test_link_plex_serializd import link_config
+from tests.unpaced import unpaced as unpaced_services
 from watchbridge.config import Config, Link, parse_config
 from watchbridge.episode_numbers import REFRESH_MISSING_AFTER, EpisodeNumbering, TraktNumbers
 from watchbridge.http import Bucket, Pacer, RetryPolicy, ServiceError
@@ -725,7 +726,9 @@ def test_a_write_to_an_episode_withheld_then_found_at_its_numbers_is_its_play_ag
 
 
 def test_upgrading_a_plex_serializd_link_moves_the_copy_to_the_episode_tmdb_numbers(
-    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
+    tmp_path: Path,
+    start_fake: Callable[[FakeServer], FakeServer],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     plex, serializd = start_fake(FakePlex()), start_fake(FakeSerializd())
     assert isinstance(plex, FakePlex) and isinstance(serializd, FakeSerializd)
@@ -740,6 +743,8 @@ def test_upgrading_a_plex_serializd_link_moves_the_copy_to_the_episode_tmdb_numb
     plex.watch(PLEX_S2E1, time.time() - 3600)
     path = link_config(tmp_path, plex, serializd, ", max_removal_share: 1")
     rig = LinkRig(path, plex, FakeTrakt(), link="plex-serializd")  # FakeTrakt: not started
+    # Serializd unpaced: three syncs at 2 requests a second spent ~8 s waiting on it.
+    unpaced_services(monkeypatch, "serializd")
 
     def logged() -> list[tuple[int, int]]:
         return sorted(
