@@ -16,6 +16,7 @@ import pytest
 from tests.fakes.serializd import FakeSerializd
 from tests.harness import AppThread
 from tests.test_link_plex_serializd import DIARY, setup
+from tests.unpaced import unpaced
 from watchbridge.app import create_app
 from watchbridge.config import load_config
 from watchbridge.deliver.worker import DeliveryWorker
@@ -39,6 +40,13 @@ def rate_limited(serializd: FakeSerializd) -> Callable[[], None]:
     """Serializd asks the run to wait 12 s, under the 15 s the client waits inline."""
     serializd.fail_next(1, 429, headers={"Retry-After": "12"}, route=DIARY)
     return lambda: None
+
+
+@pytest.fixture(autouse=True)
+def unpaced_serializd(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Serializd's pacing lifted (2 requests a second: the next run's ten plays waited 5 s
+    on it): these tests are about the stop, not the pace."""
+    unpaced(monkeypatch, "serializd")
 
 
 def wait_for(check: Callable[[], bool], timeout: float = 30.0) -> None:
