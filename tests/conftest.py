@@ -4,6 +4,7 @@ import _sqlite3
 import ctypes
 import os
 import shutil
+import signal
 import ssl
 import time
 from collections.abc import Callable, Iterator
@@ -50,6 +51,22 @@ def utc_unless_a_test_says_otherwise() -> Iterator[None]:
         time.tzset()
         yield
     time.tzset()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ctrl_c_reaches_the_processes_tests_start() -> Iterator[None]:
+    """The processes a test starts take SIGINT as a terminal's do, however this run began: a
+    script's `pytest &` (a background job without job control) ignores SIGINT, every child
+    inherits that, and each Ctrl-C test's signal was lost; it waited out its deadline
+    (60 s) and failed. A handler of ours is reset to the default in a child."""
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @pytest.fixture(autouse=True)
