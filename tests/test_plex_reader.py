@@ -18,6 +18,8 @@ from tests.fakes.receiver import FakeClock
 from tests.harness import loop_held, paused_read, store_connections
 from watchbridge.config import (
     Accounts,
+    AniListConfig,
+    AnimeMappingUrls,
     Config,
     Link,
     MediaUsers,
@@ -83,10 +85,17 @@ def plex(start_fake: Callable[[FakeServer], FakeServer]) -> FakePlex:
     return fake
 
 
+# The anime mapping datasets switched off: a show in a TheTVDB ordering has a read look
+# them up, which otherwise downloaded them from GitHub into the default storage folder
+# (/data/anime-datasets, shared by every run) or, offline, waited out 3 tries of each.
+NO_ANIME_DATASETS = AniListConfig(mapping_urls=AnimeMappingUrls("", "", "", ""))
+
+
 def make_config(plex: FakePlex, libraries: list[str] | None = None) -> Config:
     return Config(
         services=ServicesConfig(
-            plex=PlexConfig(url=plex.url, token=Secret(TOKEN), libraries=libraries or [])
+            plex=PlexConfig(url=plex.url, token=Secret(TOKEN), libraries=libraries or []),
+            anilist=NO_ANIME_DATASETS,
         ),
         profiles={
             "alex": Profile(accounts=Accounts(plex=PlexAccount())),
