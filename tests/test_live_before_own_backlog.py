@@ -124,3 +124,28 @@ def test_a_live_row_naming_an_earlier_rows_item_keeps_its_turn() -> None:
     assert [(p, [r.id for r in rows]) for p, rows in alone] == [("me", [3]), ("me", [1, 4])]
     # Without live_first (other targets): one turn per profile, as before.
     assert [len(rows) for _, rows in turns([backlog[0], start], False)] == [2]
+
+
+HEAT_GUIDS = [{"id": "imdb://tt0113277"}, {"id": "tmdb://949"}]
+
+
+async def test_a_start_does_not_go_ahead_of_a_stop_that_stays_with_its_items_backlog_row(
+    tmp_path: Path, trakt: FakeTrakt, receiver: AlertReceiver, clock: FakeClock
+) -> None:
+    trakt.add_movie("Arrival", 2016, imdb="tt2543164", tmdb=329865)
+    async with by_hand(tmp_path, trakt, receiver, clock) as (runtime, worker):
+        # Auto-play: Arrival ends, Heat starts, as the link copies my viewing of Arrival.
+        now = clock()
+        key = f"me:trakt:{ARRIVAL.key()}"
+        payload = {"item": ref_to_dict(ARRIVAL), "at": now, "source": "plex", "link": "plex-trakt"}
+        runtime.store.enqueue([NewOutboxRow("trakt", "me", "play", payload, key, f"l:{key}")], now)
+        webhook(runtime, "movie_media_scrobble.json", profile="me")
+        heat = {"guid": "plex://movie/heat", "Guid": HEAT_GUIDS, "title": "Heat", "year": 1995}
+        webhook(runtime, "movie_media_play.json", profile="me", **heat)
+        await worker.pass_once(runtime)
+        # Arrival's stop stays with the link's copy (one play); Heat's start, sent before it,
+        # would be ended by it: Trakt would show nothing being watched.
+        watching = trakt.watching("sean")
+        assert watching is not None and watching.item.title == "Heat"
+        assert posts(trakt) == ["/scrobble/stop", "/scrobble/start"]
+        assert [h.item.title for h in trakt.history("sean")] == ["Arrival"]

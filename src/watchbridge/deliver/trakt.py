@@ -29,6 +29,7 @@ from watchbridge.deliver.worker import (
     Skipped,
     changed_hold,
     for_the_account,
+    is_start,
     is_unmatched,
     per_profile,
     rate_limit_hold,
@@ -268,9 +269,7 @@ def _not_found(item: MediaRef, why: str | None = None) -> Outcome:
 
 
 def _is_start(row: Row) -> bool:
-    return (
-        row.outbox.action == "watching" and row.payload.get("scrobble_action", "start") == "start"
-    )
+    return is_start(row.outbox)
 
 
 def starts_last(rows: Sequence[Row]) -> list[Row]:

@@ -297,16 +297,28 @@ def _goes_live(row: OutboxItem) -> bool:
 
 def _live_alone(rows: Sequence[OutboxItem]) -> list[OutboxItem]:
     """The live scrobbles of one profile's rows that name no item another of its rows names
-    (ratings aside: they take turns apart from an item's plays, see store.ordering_key)."""
+    (ratings aside: they take turns apart from an item's plays, see store.ordering_key).
+    A start goes ahead only if no live row stays behind: Trakt shows one item as watching,
+    and a stop of another item sent after the start would end it (in one turn,
+    deliver.trakt.starts_last sends the start last)."""
     names = {row.id: _item_names(row) for row in rows if row.action not in RATING_ACTIONS}
     alone = []
+    behind = False
     for row in rows:
-        if not _goes_live(row) or row.id not in names:
+        if not _goes_live(row):
             continue
         others = (n for other, n in names.items() if other != row.id)
-        if names[row.id] and not any(names[row.id] & n for n in others):
+        mine = names.get(row.id, set())
+        if mine and not any(mine & n for n in others):
             alone.append(row)
-    return alone
+        else:
+            behind = True
+    return [row for row in alone if not (behind and is_start(row))]
+
+
+def is_start(row: OutboxItem) -> bool:
+    """Whether `row` is a live status that makes Trakt show its item as watching."""
+    return row.action == "watching" and row.payload.get("scrobble_action", "start") == "start"
 
 
 def _item_names(row: OutboxItem) -> set[str]:
