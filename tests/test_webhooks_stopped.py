@@ -47,7 +47,7 @@ services:
   trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
   plex: {{url: "{plex.url}", token: "{TOKEN}"}}
 profiles:
-  me: {{users: {{plex: ["1"]}}, accounts: {{trakt: {{}}, plex: {{}}}}}}
+  me: {{users: {{plex: ["1"], tautulli: ["alex"]}}, accounts: {{trakt: {{}}, plex: {{}}}}}}
 links:
   plex-trakt: {{services: [plex, trakt], first_run: apply}}
 """
@@ -130,3 +130,37 @@ def test_only_a_view_past_the_margin_after_a_webhook_is_told(
 ) -> None:
     one = stopped("m", "http://plex", last, views)
     assert (None if one is None else (one.viewed_at, one.title)) == found
+
+
+def post_tautulli_webhook(config: Config) -> None:
+    """A Tautulli "watched" webhook (the documented template) naming the fake server, through
+    the live app; waits for the alert's "Resolved" notice it sends after answering."""
+    body = sample_json("tautulli", "watched_movie.json")
+    body |= {"server_machine_id": MACHINE_ID, "unixtime": str(int(time.time()))}
+    runtime = build_runtime(config)
+    with AppThread(build_app(runtime)) as app:
+        answer = httpx.post(f"{app.url}/webhooks/tautulli/{SECRET}", json=body)
+        assert answer.status_code == 202, answer.text
+        deadline = time.monotonic() + 10
+        while runtime.notifier.raised("webhooks_stopped", MACHINE_ID):
+            assert time.monotonic() < deadline, "the alert was not resolved"
+            time.sleep(0.05)
+
+
+def test_a_tautulli_webhook_naming_the_server_counts_as_its_webhook(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer], receiver: AlertReceiver
+) -> None:
+    # A household that moved from Plex's webhooks to Tautulli's: its plays still come at once.
+    path, config, plex, _ = world(tmp_path, start_fake, receiver)
+    plex.watch("100", time.time() - 3600)
+    post_plex_webhook(config, FakeClock(time.time() - 3 * DAY))  # Plex's last one
+    sync(path)
+    (alert,) = receiver.messages
+    title = str(alert["title"])
+
+    post_tautulli_webhook(config)  # Tautulli tells of that server's plays now: resolved
+    assert receiver.titles() == [title, f"Resolved: {title}"]
+    sync(path)  # and the next read no longer finds the webhooks stopped
+    with Store.open(config.storage.path) as store:
+        assert store.get_cursor("plex", "me", "webhooks_stopped") is None
+    assert len(receiver.messages) == 2

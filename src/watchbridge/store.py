@@ -4108,18 +4108,19 @@ class Store:
             for row in rows
         ]  # fmt: skip
 
-    def last_webhooks(self, source: str | None = None) -> list[LastWebhook]:
-        """When each webhook source (or `source` alone) and server last had a webhook
-        accepted: from the events recorded, and for those pruned since, from what the prune
-        kept (one query)."""
-        where = "" if source is None else " WHERE source = ?"
+    def last_webhooks(self, sources: Sequence[str] = ()) -> list[LastWebhook]:
+        """When each webhook source (or each of `sources` alone) and server last had a
+        webhook accepted: from the events recorded, and for those pruned since, from what the
+        prune kept (one query)."""
+        marks = ", ".join("?" for _ in sources)
+        where = f" WHERE source IN ({marks})" if sources else ""
         rows = self._overview(
             "SELECT source, server, MAX(at) AS at FROM ("
             f" SELECT source, {_EVENT_SERVER} AS server, MAX(received_at) AS at FROM events"
             f"{where} GROUP BY 1, 2"
             f" UNION ALL SELECT source, server, at FROM webhooks_last_seen{where}"
             ") GROUP BY source, server",
-            () if source is None else (source, source),
+            (*sources, *sources),
         )
         return [LastWebhook(str(r["source"]), str(r["server"]), float(r["at"])) for r in rows]
 

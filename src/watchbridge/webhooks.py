@@ -619,9 +619,9 @@ _resolving_stopped: dict[str, asyncio.Task[str]] = {}
 
 
 def _resolve_stopped(runtime: Runtime, server: str) -> None:
-    """A Plex webhook from `server` was accepted: resolve its `webhooks_stopped` alert (a
-    Plex link found its views without webhooks) after answering. On the hot path: a lookup
-    in memory unless that alert is open."""
+    """A Plex webhook from `server` (or Tautulli's naming it) was accepted: resolve its
+    `webhooks_stopped` alert (a Plex link found its views without webhooks) after answering.
+    On the hot path: a lookup in memory unless that alert is open."""
     if not server or not runtime.notifier.raised(webhookwatch.ALERT_KIND, server):
         return
     if server in _resolving_stopped and not _resolving_stopped[server].done():
@@ -798,7 +798,7 @@ async def _webhook(
     if runtime.refused.seen:
         runtime.refused.taken(source, time.time())
     _resolve_refused(runtime, source)
-    if source == "plex" and jobs:
+    if source in webhookwatch.SENDERS and jobs:
         _resolve_stopped(runtime, result.events[0].server)
 
 

@@ -5,7 +5,8 @@ link reads a profile's Plex history, a view Plex shows after the last Plex webho
 server (plus MARGIN) means the server watched without telling us: Plex Pass lapsed, the
 webhook URL removed or changed, PMS not restarted after adding it. Only for a server that has
 sent webhooks before: a setup relying on the link alone is never told. One alert per server
-(its key), resolved when a webhook from that server comes again.
+(its key), resolved when a webhook from that server comes again. A Tautulli webhook naming the
+server counts as its webhook (`SENDERS`); one naming none cannot say which server it watches.
 
 The reader finds it (`stopped`, pure) and keeps it as a cursor of the profile; the link run
 sends it (`report_stopped`), as the other alerts a read finds.
@@ -25,6 +26,9 @@ from watchbridge.store import Store
 ALERT_KIND = "webhooks_stopped"
 CURSOR = "webhooks_stopped"  # ("plex", profile): the finding of the profile's last read
 SERVICE = "plex"
+# The webhooks that tell of a Plex server's plays: its own, and Tautulli's naming it (a
+# household that moved to Tautulli's has its plays at once still).
+SENDERS = ("plex", "tautulli")
 # A view this long after the last webhook is no scrobble delivered late or a clock apart:
 # Plex's webhook for it never came.
 MARGIN = 2 * 3600.0

@@ -2622,7 +2622,8 @@ class PlexReader:
         memory: Memory,
     ) -> None:
         """Keep (a cursor of the profile, sent by the link run: webhookwatch.py) whether Plex
-        shows a view of the profile's after the last webhook this server sent, or forget it.
+        shows a view of the profile's after the last webhook this server sent (its own, or
+        Tautulli's naming it), or forget it.
         Only movies and episodes of the chosen libraries count (a track's webhook is ignored,
         never recorded) and never a view our own writes made. Asks the server's machine id
         (cached a week) only when a view is newer than every Plex server's last webhook."""
@@ -2634,7 +2635,9 @@ class PlexReader:
             for h in history
             if h.rating_key in titles and h.id not in ours
         ]
-        last = await asyncio.to_thread(self.store.last_webhooks, webhookwatch.SERVICE)
+        senders = webhookwatch.SENDERS
+        last = await asyncio.to_thread(self.store.last_webhooks, senders)
+        last = [one for one in last if one.server]  # a Tautulli's naming none: which server?
         found = None
         if views and last:
             newest_anywhere = max(one.at for one in last)
