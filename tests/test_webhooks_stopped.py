@@ -164,3 +164,15 @@ def test_a_tautulli_webhook_naming_the_server_counts_as_its_webhook(
     with Store.open(config.storage.path) as store:
         assert store.get_cursor("plex", "me", "webhooks_stopped") is None
     assert len(receiver.messages) == 2
+
+
+def test_a_dry_run_keeps_no_finding(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer], receiver: AlertReceiver
+) -> None:
+    path, config, plex, _ = world(tmp_path, start_fake, receiver)
+    plex.watch("100", time.time() - 3600)
+    post_plex_webhook(config, FakeClock(time.time() - 3 * DAY))
+    result = watchbridge("sync", "--link", "plex-trakt", "--dry-run", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    with Store.open(config.storage.path) as store:  # a dry run writes nothing
+        assert store.get_cursor("plex", "me", "webhooks_stopped") is None

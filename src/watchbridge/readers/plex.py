@@ -2231,7 +2231,7 @@ class PlexReader:
             skew=self.client.clock_skew,
             on_their_way=rows,
         )
-        if cursor:  # the history was read
+        if cursor and not self.dry_run:  # the history was read; a dry run writes nothing
             await self._note_webhooks_stopped(profile, library, history, memory)
         history_account = access.account_id if cursor else None  # "": history not read
         if not self.dry_run:  # what the deliverer and the next read go by
