@@ -1,7 +1,7 @@
 """A service down for days while watchbridge keeps running: Serializd answering errors for
 three days, with the default delivery settings.
 
-The worker is driven as the service's loop drives it (`serve_for`): a pass, then a sleep to
+The worker is driven as the service's loop drives it (`Outage.serve_for`): a pass, then a sleep to
 the next due row, the end of the target's hold or the idle wake, on a hand-moved clock, with
 the fake Serializd over real HTTP.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -109,79 +110,108 @@ async def worker(
     await target.aclose()
 
 
-async def serve_for(
-    worker: DeliveryWorker, runtime: Runtime, clock: FakeClock, fake: FakeSerializd, span: float
-) -> list[int]:
-    """Run the worker as the service does for `span` seconds; the requests Serializd got in
-    each whole hour."""
-    end, hour_ends, counted = clock() + span, clock() + HOUR, len(fake.requests)
-    per_hour: list[int] = []
-    while clock() < end:
-        if await worker.pass_once(runtime):
-            continue
-        now = clock()
-        held = [hold.until for hold in worker.holds.values() if hold.until > now]
-        due = None if held else runtime.store.next_due(None, worker.worker_id, now)
-        wake = min([*held, *([due] if due is not None else []), now + IDLE_WAKE_SECONDS])
-        step = max(wake - now, 0.001)
-        clock.advance(step)
-        fake.advance(step)
-        if clock() >= hour_ends:
-            per_hour.append(len(fake.requests) - counted)
-            counted, hour_ends = len(fake.requests), hour_ends + HOUR
-    return per_hour
+@dataclass
+class Outage:
+    """The service's loop over Serializd on a hand-moved clock, and the ways Serializd fails."""
+
+    runtime: Runtime
+    worker: DeliveryWorker
+    clock: FakeClock
+    fake: FakeSerializd
+
+    async def serve_for(self, span: float) -> list[int]:
+        """Run the worker as the service does for `span` seconds; the requests Serializd got in
+        each whole hour."""
+        runtime, worker, clock, fake = self.runtime, self.worker, self.clock, self.fake
+        end, hour_ends, counted = clock() + span, clock() + HOUR, len(fake.requests)
+        per_hour: list[int] = []
+        while clock() < end:
+            if await worker.pass_once(runtime):
+                continue
+            now = clock()
+            held = [hold.until for hold in worker.holds.values() if hold.until > now]
+            due = None if held else runtime.store.next_due(None, worker.worker_id, now)
+            wake = min([*held, *([due] if due is not None else []), now + IDLE_WAKE_SECONDS])
+            step = max(wake - now, 0.001)
+            clock.advance(step)
+            fake.advance(step)
+            if clock() >= hour_ends:
+                per_hour.append(len(fake.requests) - counted)
+                counted, hour_ends = len(fake.requests), hour_ends + HOUR
+        return per_hour
+
+    def one_clock(self) -> None:
+        """Serializd's clock set to ours."""
+        self.fake.advance(self.clock() - self.fake.now())
+
+    def advance_to(self, moment: float) -> None:
+        """Both clocks moved on to `moment`."""
+        self.clock.advance(moment - self.clock())
+        self.fake.advance(moment - self.fake.now())
+
+    async def backlog_after_a_first_play(self) -> None:
+        """Signed in by a play that went through, then five plays queued as Serializd goes
+        down."""
+        self.one_clock()
+        enqueue(self.runtime, "play", episode(9), self.clock() - 2 * HOUR)
+        await self.worker.pass_once(self.runtime)
+        assert len(self.fake.diary()) == 1
+        for number in range(1, 6):
+            enqueue(self.runtime, "play", episode(number), self.clock() - HOUR + number * 60)
+
+    async def first_tries_lost(self) -> None:
+        """A pass in which each queued play's first write loses its connection (it may have
+        landed)."""
+        self.fake.drop_next(5, route=f"POST {REVIEWS_ADD}")
+        await self.worker.pass_once(self.runtime)
+
+    def writes_fail(
+        self, status: int, headers: dict[str, str] | None = None, *, entries_made: bool = False
+    ) -> None:
+        """From now on Serializd answers `status` to each write (a diary entry, an episode's
+        tick) while its reads work; `entries_made`: its gateway answers that after the diary
+        entry was made."""
+        for route in (REVIEWS_ADD, EPISODE_LOG_ADD):
+            made = entries_made and route == REVIEWS_ADD
+            self.fake.fail_next(100_000, status, headers, route=f"POST {route}", after_handler=made)
 
 
-async def backlog_after_a_first_play(
+@pytest.fixture
+def outage(
     runtime: Runtime, worker: DeliveryWorker, clock: FakeClock, fake: FakeSerializd
-) -> None:
-    """Signed in by a play that went through, then five plays queued as Serializd goes down."""
-    fake.advance(clock() - fake.now())  # one clock on both sides
-    enqueue(runtime, "play", episode(9), clock() - 2 * HOUR)
-    await worker.pass_once(runtime)
-    assert len(fake.diary()) == 1
-    for number in range(1, 6):
-        enqueue(runtime, "play", episode(number), clock() - HOUR + number * 60)
+) -> Outage:
+    return Outage(runtime, worker, clock, fake)
 
 
 async def test_serializd_down_for_three_days_loses_nothing_and_is_probed_modestly(
-    runtime: Runtime,
-    worker: DeliveryWorker,
-    clock: FakeClock,
-    fake: FakeSerializd,
-    receiver: AlertReceiver,
+    outage: Outage, runtime: Runtime, fake: FakeSerializd, receiver: AlertReceiver
 ) -> None:
-    await backlog_after_a_first_play(runtime, worker, clock, fake)
+    await outage.backlog_after_a_first_play()
     fake.fail_next(100_000, 502)  # its host answers 502 to everything for three days
-    per_hour = await serve_for(worker, runtime, clock, fake, 3 * DAY)
+    per_hour = await outage.serve_for(3 * DAY)
     assert max(per_hour[1:]) <= 12  # a probe every 5 minutes at most, not a retry storm
     assert runtime.store.dead_letters() == []
     told = receiver.titles()
     assert set(told) == {PAUSED}
     assert len(told) <= 8  # one alert, then reminders ever further apart
     fake.clear_knobs()
-    await serve_for(worker, runtime, clock, fake, HOUR)
+    await outage.serve_for(HOUR)
     logged = [entry.episode_number for entry in fake.diary()]
     assert sorted(logged) == [1, 2, 3, 4, 5, 9]  # each play once
     assert receiver.titles()[len(told) :] == [f"Resolved: {PAUSED}"]
 
 
 async def test_plays_that_gave_up_on_an_outage_leave_no_outage_alert_open(
-    runtime: Runtime,
-    worker: DeliveryWorker,
-    clock: FakeClock,
-    fake: FakeSerializd,
-    receiver: AlertReceiver,
+    outage: Outage, runtime: Runtime, receiver: AlertReceiver
 ) -> None:
     # Its reads work, its writes fail with 502 for three days: the plays spend their tries
     # (a write it fails may be the request's own fault) and become dead letters. The outage
     # alert then holds nothing: left open, it would never get a word again (no reminder, no
     # "Resolved" until some later play gets through) and would keep standing for a
     # Serializd outage, which silences the links' own alerts of one (causes.told_elsewhere).
-    await backlog_after_a_first_play(runtime, worker, clock, fake)
-    for route in (f"POST {REVIEWS_ADD}", f"POST {EPISODE_LOG_ADD}"):
-        fake.fail_next(100_000, 502, route=route)
-    await serve_for(worker, runtime, clock, fake, 3 * DAY)
+    await outage.backlog_after_a_first_play()
+    outage.writes_fail(502)
+    await outage.serve_for(3 * DAY)
     assert len(runtime.store.dead_letters()) == 5
     assert PAUSED in receiver.titles()
     assert not runtime.notifier.raised("service_unreachable", "serializd")
@@ -190,43 +220,32 @@ async def test_plays_that_gave_up_on_an_outage_leave_no_outage_alert_open(
 
 
 async def test_the_outage_alert_of_writes_failing_says_they_will_give_up_not_that_nothing_is_lost(
-    runtime: Runtime,
-    worker: DeliveryWorker,
-    clock: FakeClock,
-    fake: FakeSerializd,
-    receiver: AlertReceiver,
+    outage: Outage, receiver: AlertReceiver
 ) -> None:
     # Writes answered 502 spend their tries: "Nothing is lost; queued deliveries go out when
     # it is back" would be a promise the dead letters break 14 hours later.
-    await backlog_after_a_first_play(runtime, worker, clock, fake)
-    for route in (f"POST {REVIEWS_ADD}", f"POST {EPISODE_LOG_ADD}"):
-        fake.fail_next(100_000, 502, route=route)
-    await serve_for(worker, runtime, clock, fake, HOUR)
+    await outage.backlog_after_a_first_play()
+    outage.writes_fail(502)
+    await outage.serve_for(HOUR)
     (alert, *_) = [m["message"] for m in receiver.messages if m["title"] == PAUSED]
     assert "Nothing is lost" not in alert
     assert "dead letters after delivery.max_attempts" in alert
 
 
 async def test_the_outage_alert_says_they_will_give_up_also_when_the_plays_may_have_landed(
-    runtime: Runtime,
-    worker: DeliveryWorker,
-    clock: FakeClock,
-    fake: FakeSerializd,
-    receiver: AlertReceiver,
+    outage: Outage, worker: DeliveryWorker, fake: FakeSerializd, receiver: AlertReceiver
 ) -> None:
     # Every play's first try lost its connection (it may have landed), then Serializd
     # answers writes 502. In each pass the first play's write spends; the others waiting
     # behind it carry the same "unknown outcome" reason, and must not make the pass look
     # like an outage that spends nothing. Jittered retries mix such rows into a pass by
     # chance: the first alert then said "Nothing is lost" about plays that die.
-    await backlog_after_a_first_play(runtime, worker, clock, fake)
-    fake.drop_next(5, route=f"POST {REVIEWS_ADD}")
-    await worker.pass_once(runtime)
+    await outage.backlog_after_a_first_play()
+    await outage.first_tries_lost()
     assert fake.count("POST", REVIEWS_ADD) == 1 + 5  # each play's entry sent, none answered
     assert not worker.holds  # a dropped connection says nothing of the service: retries
-    for route in (f"POST {REVIEWS_ADD}", f"POST {EPISODE_LOG_ADD}"):
-        fake.fail_next(100_000, 502, route=route)
-    await serve_for(worker, runtime, clock, fake, HOUR)
+    outage.writes_fail(502)
+    await outage.serve_for(HOUR)
     told = [m["message"] for m in receiver.messages if m["title"] == PAUSED]
     assert told
     assert all("dead letters after delivery.max_attempts" in alert for alert in told)
@@ -238,10 +257,10 @@ def no_jitter(low: float, high: float) -> float:
 
 @pytest.mark.parametrize(("delivery", "jitter"), [("{max_attempts: 2}", no_jitter)])
 async def test_the_outage_alert_says_they_will_give_up_also_when_a_pass_begins_with_a_dead_letter(
+    outage: Outage,
     runtime: Runtime,
     worker: DeliveryWorker,
     clock: FakeClock,
-    fake: FakeSerializd,
     receiver: AlertReceiver,
 ) -> None:
     # Every play's first try lost its connection; unjittered, all five come back in one pass.
@@ -249,15 +268,12 @@ async def test_the_outage_alert_says_they_will_give_up_also_when_a_pass_begins_w
     # play was at its last try (a dead letter), the four behind it wait. They spend their
     # tries as the first did, so the alert (due at once, for a 20-minute hold) must not say
     # "Nothing is lost" because the one write that failed in this pass is no longer held.
-    await backlog_after_a_first_play(runtime, worker, clock, fake)
-    fake.drop_next(5, route=f"POST {REVIEWS_ADD}")
-    await worker.pass_once(runtime)
-    for route in (f"POST {REVIEWS_ADD}", f"POST {EPISODE_LOG_ADD}"):
-        fake.fail_next(100_000, 502, {"Retry-After": "1200"}, route=route)
+    await outage.backlog_after_a_first_play()
+    await outage.first_tries_lost()
+    outage.writes_fail(502, {"Retry-After": "1200"})
     due = runtime.store.next_due(None, worker.worker_id, clock())
     assert due is not None
-    clock.advance(due - clock())
-    fake.advance(due - fake.now())
+    outage.advance_to(due)
     await worker.pass_once(runtime)
     assert len(runtime.store.dead_letters()) == 1  # the pass was built as meant
     (alert,) = [m["message"] for m in receiver.messages if m["title"] == PAUSED]
@@ -266,8 +282,8 @@ async def test_the_outage_alert_says_they_will_give_up_also_when_a_pass_begins_w
 
 @pytest.mark.parametrize("wrote", [False, True], ids=["unwritten", "written-then-502"])
 async def test_plays_that_gave_up_on_an_outage_go_again_by_themselves_once_it_is_back(
+    outage: Outage,
     runtime: Runtime,
-    worker: DeliveryWorker,
     clock: FakeClock,
     fake: FakeSerializd,
     receiver: AlertReceiver,
@@ -277,10 +293,9 @@ async def test_plays_that_gave_up_on_an_outage_go_again_by_themselves_once_it_is
     # Someone who never looks at the alerts still gets them all, once Serializd takes a
     # write again (the next play watched), with no command. `wrote`: its gateway answered
     # 502 after the diary entry was made; the play going again must not make a second one.
-    await backlog_after_a_first_play(runtime, worker, clock, fake)
-    fake.fail_next(100_000, 502, route=f"POST {REVIEWS_ADD}", after_handler=wrote)
-    fake.fail_next(100_000, 502, route=f"POST {EPISODE_LOG_ADD}")
-    await serve_for(worker, runtime, clock, fake, 3 * DAY)
+    await outage.backlog_after_a_first_play()
+    outage.writes_fail(502, entries_made=wrote)
+    await outage.serve_for(3 * DAY)
     assert len(runtime.store.dead_letters()) == 5
     gave_up = [m["message"] for m in receiver.messages if "gave up" in m["title"]]
     assert gave_up  # as they died, in a few alerts
@@ -291,7 +306,7 @@ async def test_plays_that_gave_up_on_an_outage_go_again_by_themselves_once_it_is
     )
     fake.clear_knobs()
     enqueue(runtime, "play", episode(7), clock() - 60)
-    await serve_for(worker, runtime, clock, fake, HOUR)
+    await outage.serve_for(HOUR)
     logged = [entry.episode_number for entry in fake.diary()]
     assert sorted(logged) == [1, 2, 3, 4, 5, 7, 9]  # each play once
     assert {number for *_, number in fake.ticks()} == {1, 2, 3, 4, 5, 7, 9}
@@ -306,11 +321,7 @@ async def test_plays_that_gave_up_on_an_outage_go_again_by_themselves_once_it_is
 
 
 async def test_a_write_the_service_always_fails_goes_once_more_by_itself_then_stays_dead(
-    runtime: Runtime,
-    worker: DeliveryWorker,
-    clock: FakeClock,
-    fake: FakeSerializd,
-    receiver: AlertReceiver,
+    outage: Outage, runtime: Runtime, clock: FakeClock, fake: FakeSerializd, receiver: AlertReceiver
 ) -> None:
     # One play Serializd answers 500 every time (its own fault, or the request's): it gives
     # up, goes once more by itself when other plays get through, gives up again, and stays.
@@ -318,13 +329,13 @@ async def test_a_write_the_service_always_fails_goes_once_more_by_itself_then_st
         body = req.json()
         return bool(body.get("season_id") == SEASON_1 and body.get("episode_number") == 3)
 
-    fake.advance(clock() - fake.now())
+    outage.one_clock()
     fake.fail_next(100_000, 500, route=f"POST {REVIEWS_ADD}", when=poisoned)
     enqueue(runtime, "play", episode(3), clock() - HOUR)
     for number in range(1, 13):  # the household watches an episode every six hours
-        await serve_for(worker, runtime, clock, fake, 6 * HOUR)
+        await outage.serve_for(6 * HOUR)
         enqueue(runtime, "play", episode(number, season=2), clock() - 60)
-    await serve_for(worker, runtime, clock, fake, 6 * HOUR)
+    await outage.serve_for(6 * HOUR)
     tries = [r for r in fake.requests if r.route == REVIEWS_ADD and poisoned(r)]
     max_attempts = runtime.config.delivery.max_attempts
     # Two rounds of tries; between them, before the next play got through, it may have been
@@ -343,20 +354,14 @@ async def test_a_write_the_service_always_fails_goes_once_more_by_itself_then_st
 
 @pytest.mark.parametrize("wrote", [False, True], ids=["unwritten", "written-then-502"])
 async def test_plays_that_gave_up_on_an_outage_go_again_on_an_idle_setup_with_modest_probes(
-    runtime: Runtime,
-    worker: DeliveryWorker,
-    clock: FakeClock,
-    fake: FakeSerializd,
-    receiver: AlertReceiver,
-    wrote: bool,
+    outage: Outage, runtime: Runtime, fake: FakeSerializd, receiver: AlertReceiver, wrote: bool
 ) -> None:
     # As above, but nobody watches anything after the outage: no new play shows Serializd
     # taking writes again. Its reads work all along, which proves nothing of its writes: the
     # oldest dead letter is sent alone now and then, and once one gets through, all go.
-    await backlog_after_a_first_play(runtime, worker, clock, fake)
-    fake.fail_next(100_000, 502, route=f"POST {REVIEWS_ADD}", after_handler=wrote)
-    fake.fail_next(100_000, 502, route=f"POST {EPISODE_LOG_ADD}")
-    per_hour = await serve_for(worker, runtime, clock, fake, 3 * DAY)
+    await outage.backlog_after_a_first_play()
+    outage.writes_fail(502, entries_made=wrote)
+    per_hour = await outage.serve_for(3 * DAY)
     assert len(runtime.store.dead_letters()) == 5
     # The last day of the outage, all five dead: a probe every few hours, never more than
     # one an hour (a probe is a look for it on Serializd, its write, and a tick).
@@ -367,7 +372,7 @@ async def test_plays_that_gave_up_on_an_outage_go_again_on_an_idle_setup_with_mo
     assert all("the oldest is sent alone to see whether serializd takes it" in m for m in gave_up)
     told = len(receiver.messages)
     fake.clear_knobs()
-    await serve_for(worker, runtime, clock, fake, 7 * HOUR)  # past the longest probe interval
+    await outage.serve_for(7 * HOUR)  # past the longest probe interval
     logged = [entry.episode_number for entry in fake.diary()]
     assert sorted(logged) == [1, 2, 3, 4, 5, 9]  # each play once
     assert {number for *_, number in fake.ticks()} == {1, 2, 3, 4, 5, 9}
@@ -387,49 +392,39 @@ async def test_plays_that_gave_up_on_an_outage_go_again_on_an_idle_setup_with_mo
 
 
 async def test_nothing_is_probed_while_no_dead_letter_waits_to_go_once_more(
-    runtime: Runtime,
-    worker: DeliveryWorker,
-    clock: FakeClock,
-    fake: FakeSerializd,
+    outage: Outage, fake: FakeSerializd
 ) -> None:
-    await backlog_after_a_first_play(runtime, worker, clock, fake)
-    await serve_for(worker, runtime, clock, fake, HOUR)
+    await outage.backlog_after_a_first_play()
+    await outage.serve_for(HOUR)
     assert len(fake.diary()) == 6
     counted = len(fake.requests)
-    per_hour = await serve_for(worker, runtime, clock, fake, DAY)
+    per_hour = await outage.serve_for(DAY)
     assert sum(per_hour) == len(fake.requests) - counted == 0  # idle is idle
 
 
 async def test_after_dead_letters_discarded_by_hand_a_later_outages_probe_comes_an_hour_after(
-    runtime: Runtime,
-    worker: DeliveryWorker,
-    clock: FakeClock,
-    fake: FakeSerializd,
+    outage: Outage, runtime: Runtime, clock: FakeClock, fake: FakeSerializd
 ) -> None:
     # Serializd failed writes for a day: the probes of its dead letters failed, ever further
     # apart. The user discards them. A later play gives up on the same errors: it goes alone
     # an hour after, as its alert says, not as far apart as the discarded ones' probes were.
-    await backlog_after_a_first_play(runtime, worker, clock, fake)
-    fake.fail_next(100_000, 502, route=f"POST {REVIEWS_ADD}")
-    fake.fail_next(100_000, 502, route=f"POST {EPISODE_LOG_ADD}")
-    await serve_for(worker, runtime, clock, fake, DAY)
+    await outage.backlog_after_a_first_play()
+    outage.writes_fail(502)
+    await outage.serve_for(DAY)
     assert len(runtime.store.dead_letters()) == 5
     runtime.store.discard_dead(None)
-    await serve_for(worker, runtime, clock, fake, HOUR)
+    await outage.serve_for(HOUR)
     enqueue(runtime, "play", episode(6), clock())
     while not runtime.store.dead_letters():
-        await serve_for(worker, runtime, clock, fake, HOUR)
+        await outage.serve_for(HOUR)
     fake.clear_knobs()
-    await serve_for(worker, runtime, clock, fake, 1.5 * HOUR)
+    await outage.serve_for(1.5 * HOUR)
     assert runtime.store.dead_letters() == []
     assert sorted(entry.episode_number for entry in fake.diary()) == [6, 9]
 
 
 async def test_dead_letters_no_profile_delivers_any_more_cost_an_idle_wake_one_indexed_read(
-    runtime: Runtime,
-    worker: DeliveryWorker,
-    clock: FakeClock,
-    fake: FakeSerializd,
+    outage: Outage, runtime: Runtime, clock: FakeClock, fake: FakeSerializd
 ) -> None:
     # A profile taken out of the config left 500 dead letters of Serializd's failures, waiting
     # to go once more: none of them can go. Looked through once, they are not looked through
@@ -453,11 +448,11 @@ async def test_dead_letters_no_profile_delivers_any_more_cost_an_idle_wake_one_i
     rows = store.claim("earlier", gave_up, 500, ["serializd"])
     failed = [Settlement(row.id, "dead", None, "HTTP 502", once_more=True) for row in rows]
     store.settle(gave_up, failed)
-    await serve_for(worker, runtime, clock, fake, HOUR)  # the first look goes through them
+    await outage.serve_for(HOUR)  # the first look goes through them
     statements: list[str] = []
     store.db.conn.set_trace_callback(statements.append)
     try:
-        await serve_for(worker, runtime, clock, fake, 2 * HOUR)
+        await outage.serve_for(2 * HOUR)
     finally:
         store.db.conn.set_trace_callback(None)
     assert [row.once_more for row in store.dead_letters()] == [ONCE_MORE_DUE] * 500
@@ -482,22 +477,17 @@ async def test_dead_letters_no_profile_delivers_any_more_cost_an_idle_wake_one_i
     for write in writes:  # only the look for rows due (claim), none of the dead letters
         assert all(s.startswith("UPDATE outbox SET status = 'inflight'") for s in write)
     # A dead letter that can go, dying after them, is sent alone an hour after, as ever.
-    await backlog_after_a_first_play(runtime, worker, clock, fake)
-    fake.fail_next(100_000, 502, route=f"POST {REVIEWS_ADD}")
-    fake.fail_next(100_000, 502, route=f"POST {EPISODE_LOG_ADD}")
+    await outage.backlog_after_a_first_play()
+    outage.writes_fail(502)
     while len(store.dead_letters()) < 505:
-        await serve_for(worker, runtime, clock, fake, HOUR)
+        await outage.serve_for(HOUR)
     fake.clear_knobs()
-    await serve_for(worker, runtime, clock, fake, 1.5 * HOUR)
+    await outage.serve_for(1.5 * HOUR)
     assert len(fake.diary()) > 1
 
 
 async def test_a_later_outages_resolved_counts_its_own_dead_letters_after_a_hand_discard(
-    runtime: Runtime,
-    worker: DeliveryWorker,
-    clock: FakeClock,
-    fake: FakeSerializd,
-    receiver: AlertReceiver,
+    outage: Outage, runtime: Runtime, clock: FakeClock, fake: FakeSerializd, receiver: AlertReceiver
 ) -> None:
     # A play that gave up on Serializd's 502s goes alone once it is back, beside a dead letter
     # that can never go (a play of a whole show), which keeps the alert open. The user
@@ -507,18 +497,18 @@ async def test_a_later_outages_resolved_counts_its_own_dead_letters_after_a_hand
         fake.fail_next(100_000, 502, route=f"POST {REVIEWS_ADD}")
         enqueue(runtime, "play", episode(number), clock() - 60)
         while not runtime.store.once_more_due("serializd"):
-            await serve_for(worker, runtime, clock, fake, HOUR)
+            await outage.serve_for(HOUR)
         fake.clear_knobs()
-        await serve_for(worker, runtime, clock, fake, 1.5 * HOUR)
+        await outage.serve_for(1.5 * HOUR)
         assert number in {entry.episode_number for entry in fake.diary()}
 
-    await backlog_after_a_first_play(runtime, worker, clock, fake)
-    await serve_for(worker, runtime, clock, fake, HOUR)
+    await outage.backlog_after_a_first_play()
+    await outage.serve_for(HOUR)
     enqueue(runtime, "play", MediaRef("show", ids=Ids(tmdb="1396"), title="Breaking Bad"), clock())
     await gives_up_and_goes_alone(6)
     (never,) = runtime.store.dead_letters()
     runtime.store.discard_dead([never.id])
-    await serve_for(worker, runtime, clock, fake, HOUR)
+    await outage.serve_for(HOUR)
     closed = [m["message"] for m in receiver.messages if m["title"] == f"Resolved: {PLAY_GAVE_UP}"]
     assert closed == ["no serializd delivery is a dead letter any more (retried or discarded)"]
     await gives_up_and_goes_alone(7)
