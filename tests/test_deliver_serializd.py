@@ -1680,6 +1680,23 @@ async def test_a_links_removal_of_our_entry_unticks_once_the_user_deleted_our_ot
         assert removal["last_error"].startswith("skipped: not removed: the episode was logged")
 
 
+async def tick_removal_queued(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    fake: FakeSerializd,
+    clock: FakeClock,
+    read_at: float,
+    passes: int = 2,
+) -> None:
+    """2 minutes after its run read Serializd (`read_at`), the link `ts` queues the removal
+    of s1e4's tick; `passes` passes of the worker."""
+    clock.advance(120)
+    fake.advance(120)
+    enqueue(runtime, "remove_play", episode(4), UNDATED, record="tick:1396:1:4", link="ts",
+            read_at=read_at)  # fmt: skip
+    await drain(worker, runtime, clock, passes=passes)
+
+
 @pytest.mark.parametrize("between_the_reads", ["service-runs-on", "service-restarted"])
 async def test_a_links_removal_of_a_tick_unticks_once_the_user_deleted_our_entries_of_it(
     runtime: Runtime,
@@ -1697,11 +1714,7 @@ async def test_a_links_removal_of_a_tick_unticks_once_the_user_deleted_our_entri
     fake.delete_entry(first)
     fake.delete_entry(again)
     read_at = clock()
-    clock.advance(120)
-    fake.advance(120)
-    enqueue(runtime, "remove_play", episode(4), UNDATED, record="tick:1396:1:4", link="ts",
-            read_at=read_at)  # fmt: skip
-    await drain(worker, runtime, clock, passes=2)
+    await tick_removal_queued(runtime, worker, fake, clock, read_at)
     assert fake.ticks() == {(SHOW, SEASON_1, 4)}
     removal = waiting(runtime)[-1]
     assert removal["status"] == "pending"
@@ -1766,6 +1779,47 @@ async def test_a_removal_whose_look_for_our_other_entry_fails_waits_and_unticks_
     assert waiting(runtime)[-1]["status"] == "done"
 
 
+def first_on_page_3(fake: FakeSerializd, ours: Review) -> list[Review]:
+    """Move our entry to the first row of the diary's page 3; the other rows, in order."""
+    others = [r for r in fake._diary_order(fake.diary()) if r.id != ours.id]
+    ours.date_added = others[48].date_added  # ours sorts right before it (a newer id)
+    assert [r.id for r in fake._diary_order(fake.diary())].index(ours.id) == 48
+    return others
+
+
+async def ours_logged_behind(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock, entries: int
+) -> Review:
+    """One clock for both; `entries` of old history (`old_history`), then a webhook play of
+    s1e4 logged by us: our entry."""
+    clock.now = fake.now()
+    old_history(fake, entries)
+    enqueue(runtime, "play", episode(4), clock() - 3600, progress=98.0)
+    await drain(worker, runtime, clock, passes=2)
+    (ours,) = [e for e in fake.diary() if e.show_id == SHOW]
+    return ours
+
+
+async def removal_whose_whole_read_misses(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    fake: FakeSerializd,
+    clock: FakeClock,
+    ours: Review,
+    passes: int,
+) -> float:
+    """Our entry moved first on the diary's page 3; a link's run reads the tick and queues its
+    removal 2 minutes later. While `passes` passes read the whole diary for it, the user
+    deletes an entry on page 1 just before page 3 is answered (`totalReviews` null): our
+    entry moves up onto page 2, already read, and no page lists it. When the run read."""
+    others = first_on_page_3(fake, ours)
+    read_at = clock()
+    fake.diary_total_reviews = "null"
+    fake.deleted_before_page = (3, others[0])
+    await tick_removal_queued(runtime, worker, fake, clock, read_at, passes)
+    return read_at
+
+
 async def test_an_entry_of_ours_a_whole_read_misses_as_the_diary_shifts_keeps_its_tick(
     runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
 ) -> None:
@@ -1776,22 +1830,8 @@ async def test_an_entry_of_ours_a_whole_read_misses_as_the_diary_shifts_keeps_it
     and no page lists it. Serializd answers `totalReviews` null (§5.1), so the read cannot
     see the diary change. Our entry stands: the tick stays, the ledger keeps it, and the
     next run's read lists it and settles the removal (skipped, our play keeps the tick)."""
-    clock.now = fake.now()
-    old_history(fake, 100)  # 5 pages of 24
-    enqueue(runtime, "play", episode(4), clock() - 3600, progress=98.0)
-    await drain(worker, runtime, clock, passes=2)
-    (ours,) = [e for e in fake.diary() if e.show_id == SHOW]
-    others = [r for r in fake._diary_order(fake.diary()) if r.id != ours.id]
-    ours.date_added = others[48].date_added  # right before it: the first row of page 3
-    assert [r.id for r in fake._diary_order(fake.diary())].index(ours.id) == 48
-    read_at = clock()
-    clock.advance(120)
-    fake.advance(120)
-    fake.diary_total_reviews = "null"
-    fake.deleted_before_page = (3, others[0])
-    enqueue(runtime, "remove_play", episode(4), UNDATED, record="tick:1396:1:4", link="ts",
-            read_at=read_at)  # fmt: skip
-    await drain(worker, runtime, clock, passes=2)
+    ours = await ours_logged_behind(runtime, worker, fake, clock, entries=100)  # 5 pages of 24
+    await removal_whose_whole_read_misses(runtime, worker, fake, clock, ours, passes=2)
     assert fake.deleted_before_page is None  # it happened, during the whole read
     assert fake.ticks() == {(SHOW, SEASON_1, 4)}
     assert ours.id in {v.get("review_id") for v in ledger_plays(runtime).values()}
@@ -1819,14 +1859,6 @@ async def links_read(runtime: Runtime, clock: FakeClock, fake: FakeSerializd, ho
         await reader.aclose()
 
 
-def first_on_page_3(fake: FakeSerializd, ours: Review) -> list[Review]:
-    """Move our entry to the first row of the diary's page 3; the other rows, in order."""
-    others = [r for r in fake._diary_order(fake.diary()) if r.id != ours.id]
-    ours.date_added = others[48].date_added  # ours sorts right before it (a newer id)
-    assert [r.id for r in fake._diary_order(fake.diary())].index(ours.id) == 48
-    return others
-
-
 @pytest.mark.parametrize("read", ["full", "delta"])
 async def test_a_first_miss_of_an_entry_the_links_read_lists_is_forgotten(
     runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock, read: str
@@ -1838,21 +1870,9 @@ async def test_a_first_miss_of_an_entry_the_links_read_lists_is_forgotten(
     shifts once more: missed once again, not proven gone: the tick stays. (A miss the
     reader's sight left standing made that second miss a proof: our entry taken for deleted
     in the app and the episode unticked under it.)"""
-    clock.now = fake.now()
-    old_history(fake, 100)  # 5 pages of 24
-    enqueue(runtime, "play", episode(4), clock() - 3600, progress=98.0)
-    await drain(worker, runtime, clock, passes=2)
-    (ours,) = [e for e in fake.diary() if e.show_id == SHOW]
+    ours = await ours_logged_behind(runtime, worker, fake, clock, entries=100)  # 5 pages of 24
     newest = ours.date_added
-    others = first_on_page_3(fake, ours)
-    read_at = clock()
-    clock.advance(120)
-    fake.advance(120)
-    fake.diary_total_reviews = "null"
-    fake.deleted_before_page = (3, others[0])
-    enqueue(runtime, "remove_play", episode(4), UNDATED, record="tick:1396:1:4", link="ts",
-            read_at=read_at)  # fmt: skip
-    await drain(worker, runtime, clock, passes=2)
+    await removal_whose_whole_read_misses(runtime, worker, fake, clock, ours, passes=2)
     assert fake.deleted_before_page is None
     assert first_misses(runtime) == {ours.id}
     ours.date_added = newest  # on page 1 again
@@ -1877,21 +1897,9 @@ async def test_a_kept_whole_read_records_its_miss_once_not_again_after_the_links
     our entry: the kept read answers it, and must not record its miss a second time (the
     entry was seen since). Else the next run's read, the diary shifting once more, completed
     a proof against an entry that stands, and unticked the episode under it."""
-    clock.now = fake.now()
-    old_history(fake, 100)  # 5 pages of 24
-    enqueue(runtime, "play", episode(4), clock() - 3600, progress=98.0)
-    await drain(worker, runtime, clock, passes=2)
-    (ours,) = [e for e in fake.diary() if e.show_id == SHOW]
+    ours = await ours_logged_behind(runtime, worker, fake, clock, entries=100)  # 5 pages of 24
     newest = ours.date_added
-    others = first_on_page_3(fake, ours)
-    read_at = clock()
-    clock.advance(120)
-    fake.advance(120)
-    fake.diary_total_reviews = "null"
-    fake.deleted_before_page = (3, others[0])
-    enqueue(runtime, "remove_play", episode(4), UNDATED, record="tick:1396:1:4", link="ts",
-            read_at=read_at)  # fmt: skip
-    await drain(worker, runtime, clock, passes=1)
+    read_at = await removal_whose_whole_read_misses(runtime, worker, fake, clock, ours, passes=1)
     assert fake.deleted_before_page is None
     assert first_misses(runtime) == {ours.id}
     ours.date_added = newest  # on page 1 again
@@ -1918,22 +1926,14 @@ async def test_the_links_whole_read_missing_our_entry_is_no_miss_of_a_proof(
     it. That read counts as no miss: it cannot tell our adds in flight while it read (the
     delivery's reads can), and no removal waits on it. The removal of the tick it planned
     then reads the whole diary itself: one miss, not a proof; the next run's read proves it."""
-    clock.now = fake.now()
-    old_history(fake, 30)
-    enqueue(runtime, "play", episode(4), clock() - 3600, progress=98.0)
-    await drain(worker, runtime, clock, passes=2)
-    (ours,) = [e for e in fake.diary() if e.show_id == SHOW]
+    ours = await ours_logged_behind(runtime, worker, fake, clock, entries=30)
     fake.delete_entry(ours)
     clock.advance(600)
     fake.advance(600)
     read_at = clock()
     await links_read(runtime, clock, fake, "full")
     assert first_misses(runtime) == set()
-    clock.advance(120)
-    fake.advance(120)
-    enqueue(runtime, "remove_play", episode(4), UNDATED, record="tick:1396:1:4", link="ts",
-            read_at=read_at)  # fmt: skip
-    await drain(worker, runtime, clock, passes=2)
+    await tick_removal_queued(runtime, worker, fake, clock, read_at)
     assert fake.ticks() == {(SHOW, SEASON_1, 4)}
     assert first_misses(runtime) == {ours.id}
     await next_run(worker, runtime, clock, fake)
