@@ -1614,8 +1614,7 @@ async def test_a_rewatch_saved_just_before_a_crash_is_not_counted_again(
     clock: FakeClock,
 ) -> None:
     one_episode = 5555
-    LATER[("999", 1, 1)] = (one_episode, 1)
-    fake.add_media(one_episode, episodes=1)
+    show_999_on_anilist(fake, one_episode, episodes=1)
     finished = FuzzyDate.of(clock() - 30 * DAY).to_input()
     fake.add_entry(
         one_episode,
@@ -1667,6 +1666,22 @@ def later(worker: DeliveryWorker, clock: FakeClock, seconds: float) -> None:
     worker.holds.clear()
 
 
+async def tried_until_dead_letters(
+    worker: DeliveryWorker, runtime: Runtime, clock: FakeClock, count: int
+) -> None:
+    """Passes, each past the last try's longest backoff, until `count` rows are dead letters."""
+    while len(runtime.store.dead_letters()) < count:
+        later(worker, clock, runtime.config.delivery.max_backoff)
+        await worker.pass_once(runtime)
+
+
+def show_999_on_anilist(fake: FakeAniList, media: int, episodes: int, number: int = 1) -> None:
+    """TMDB show 999's S1E`number` is episode `number` of AniList's `media` (of `episodes`),
+    as the datasets will say."""
+    LATER[("999", 1, number)] = (media, number)
+    fake.add_media(media, episodes=episodes)
+
+
 async def test_a_first_completion_saved_just_before_a_crash_is_not_a_rewatch(
     runtime: Runtime,
     target: AniListTarget,
@@ -1675,8 +1690,7 @@ async def test_a_first_completion_saved_just_before_a_crash_is_not_a_rewatch(
     clock: FakeClock,
 ) -> None:
     one_episode = 5555  # an OVA not on the list yet: the webhook's play completes it
-    LATER[("999", 1, 1)] = (one_episode, 1)
-    fake.add_media(one_episode, episodes=1)
+    show_999_on_anilist(fake, one_episode, episodes=1)
     enqueue(runtime, "play", episode(1, show=999), clock() - 60, live=True)
     claimed = runtime.store.claim(worker.worker_id, clock(), 10, ["anilist"])
     await target.deliver(claimed, clock())  # AniList saves it; the process dies before settling
@@ -1734,8 +1748,7 @@ async def test_a_new_entry_left_watching_every_episode_is_completed_when_tried_a
 ) -> None:
     without_inline_backoff(target)
     media = 5558
-    LATER[("999", 1, episodes)] = (media, episodes)
-    fake.add_media(media, episodes=episodes)
+    show_999_on_anilist(fake, media, episodes=episodes, number=episodes)
     enqueue(runtime, "play", episode(episodes, show=999), clock() - 60, live=True)
     trouble(fake)
     await worker.pass_once(runtime)
@@ -1758,8 +1771,7 @@ async def test_a_save_anilist_always_fails_ends_as_a_dead_letter_and_holds_no_la
     fake.fail_operation("SaveMediaListEntry", 10**6, 500, media_id=PART_2)
     enqueue(runtime, "play", episode(40), clock() - 3600, live=True)
     other = 5557
-    LATER[("999", 1, 1)] = (other, 1)
-    fake.add_media(other, episodes=12)
+    show_999_on_anilist(fake, other, episodes=12)
     enqueue(runtime, "play", episode(1, show=999), clock() - 60, live=True)
     for _ in range(5):  # the failing one backs off further each time: the other gets through
         await worker.pass_once(runtime)
@@ -2053,9 +2065,7 @@ async def removal_given_up_after_a_play(
     assert fake.snapshot()[PART_2]["progress"] == 5
     fake.fail_operation("SaveMediaListEntry", 10**6, 500, media_id=PART_2)
     enqueue(runtime, "remove_play", episode(42), clock() - 2 * DAY, link="plex-anilist")
-    while not runtime.store.dead_letters():  # each try past the last one's backoff
-        later(worker, clock, runtime.config.delivery.max_backoff)
-        await worker.pass_once(runtime)
+    await tried_until_dead_letters(worker, runtime, clock, 1)
     (dead,) = runtime.store.dead_letters()
     assert dead.action == "remove_play"
     fake.clear_knobs()
@@ -2101,14 +2111,11 @@ async def test_dead_letters_of_anilists_failures_go_once_more_after_a_probe_on_a
     # goes with it. Nothing is sent before that hour.
     without_inline_backoff(target)
     other = 5557
-    LATER[("999", 1, 1)] = (other, 1)
-    fake.add_media(other, episodes=12)
+    show_999_on_anilist(fake, other, episodes=12)
     fake.fail_operation("SaveMediaListEntry", 10**6, 500)
     enqueue(runtime, "play", episode(40), clock() - 3600, live=True)
     enqueue(runtime, "play", episode(1, show=999), clock() - 60, live=True)
-    while len(runtime.store.dead_letters()) < 2:
-        later(worker, clock, runtime.config.delivery.max_backoff)
-        await worker.pass_once(runtime)
+    await tried_until_dead_letters(worker, runtime, clock, 2)
     fake.clear_knobs()
     sent = len(fake.operations)
     later(worker, clock, 1800)
