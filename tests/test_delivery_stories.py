@@ -31,6 +31,7 @@ pytestmark = pytest.mark.anyio
 
 # test_delivery's fixtures: a signed-in profile "me" (max_attempts 3), its worker, the fake Trakt.
 trakt = delivery.trakt
+storage_settings = delivery.storage_settings
 runtime = delivery.runtime
 worker = delivery.worker
 
