@@ -176,3 +176,27 @@ def test_a_dry_run_keeps_no_finding(
     assert result.returncode == 0, result.stderr
     with Store.open(config.storage.path) as store:  # a dry run writes nothing
         assert store.get_cursor("plex", "me", "webhooks_stopped") is None
+
+
+def test_a_view_synced_late_is_no_evidence_a_view_after_the_last_read_is(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer], receiver: AlertReceiver
+) -> None:
+    path, config, plex, trakt = world(tmp_path, start_fake, receiver)
+    # Not Arrival: the webhook's sample play of it goes to Trakt and comes back as our write.
+    plex.add_movie("400", "Sicario", 2015, ["imdb://tt3397884", "tmdb://273481"])
+    trakt.add_movie("Sicario", 2015, imdb="tt3397884", tmdb=273481)
+    post_plex_webhook(config, FakeClock(time.time() - 3 * DAY))  # its last webhook
+    sync(path)  # nothing viewed since but our own writes
+    # An offline download's play, synced to Plex only now: dated a day ago, after the last
+    # webhook but before the last read, which did not list it.
+    plex.watch("400", time.time() - DAY)
+    sync(path)
+    sync(path)  # and not the next read either: it is still a view synced late
+    assert receiver.messages == []
+
+    watched_at = time.time()  # a view after the last read: the webhook for it never came
+    plex.watch("400", watched_at)
+    sync(path)
+    (alert,) = receiver.messages
+    seen = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(watched_at))
+    assert f"such as Sicario at {seen}" in str(alert["message"])

@@ -8,6 +8,11 @@ sent webhooks before: a setup relying on the link alone is never told. One alert
 (its key), resolved when a webhook from that server comes again. A Tautulli webhook naming the
 server counts as its webhook (`SENDERS`); one naming none cannot say which server it watches.
 
+A view synced late is no evidence: a play of an offline download reaches Plex's history when
+the device is online again, dated when it was watched, days after the last webhook perhaps.
+So a view a read lists for the first time though it is dated before the previous read (it was
+not there then) is left out (`synced_late`), at that read and after.
+
 The reader finds it (`stopped`, pure) and keeps it as a cursor of the profile; the link run
 sends it (`report_stopped`), as the other alerts a read finds.
 """
@@ -16,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -25,6 +30,7 @@ from watchbridge.store import Store
 
 ALERT_KIND = "webhooks_stopped"
 CURSOR = "webhooks_stopped"  # ("plex", profile): the finding of the profile's last read
+READ = "webhooks_read"  # ("plex", profile): its last read's `PreviousRead`
 SERVICE = "plex"
 # The webhooks that tell of a Plex server's plays: its own, and Tautulli's naming it (a
 # household that moved to Tautulli's has its plays at once still).
@@ -77,6 +83,38 @@ class Stopped:
             "Server after adding it. Nothing is lost meanwhile: the Plex link copies those "
             "plays at its runs, only later than a webhook would."
         )
+
+
+@dataclass(frozen=True, slots=True)
+class PreviousRead:
+    """When a read of the profile's history began (our clock), and the history ids of the
+    views found synced late so far."""
+
+    at: float
+    late: frozenset[str] = frozenset()
+
+    def to_json(self) -> str:
+        return json.dumps({"at": self.at, "late": sorted(self.late)})
+
+    @classmethod
+    def from_json(cls, value: str | None) -> PreviousRead | None:
+        if value is None:
+            return None
+        try:
+            found = json.loads(value)
+            return cls(float(found["at"]), frozenset(str(one) for one in found["late"]))
+        except (ValueError, TypeError, KeyError):  # not one this release wrote
+            return None
+
+
+def synced_late(previous: PreviousRead | None, new: Mapping[str, float] | None) -> frozenset[str]:
+    """The ids of the views synced late: those found so before, and those of `new` (the views
+    this read lists for the first time, id -> viewed_at on our clock; None: not known) dated
+    before the previous read. Nothing is new to a first read. Pure."""
+    if previous is None:
+        return frozenset()
+    late = {number for number, at in (new or {}).items() if at < previous.at}
+    return previous.late | late
 
 
 def stopped(

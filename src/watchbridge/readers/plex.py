@@ -2210,7 +2210,10 @@ class PlexReader:
                 some_titles(unmatched),
                 extra={"profile": profile, "titles": len(unmatched)},
             )
-        history, cursor = await self._history(profile, access, full, cursors.get("history", ""))
+        history_at = self.clock()
+        history, cursor, first_listed = await self._history(
+            profile, access, full, cursors.get("history", "")
+        )
         # What we wrote is loaded after the history: a scrobble delivered while we read (the
         # service delivers beside its link runs) is known with its try, so its history row is
         # our echo, not a play "today". The listing may predate that write: a write tried
@@ -2232,7 +2235,9 @@ class PlexReader:
             on_their_way=rows,
         )
         if cursor and not self.dry_run:  # the history was read; a dry run writes nothing
-            await self._note_webhooks_stopped(profile, library, history, memory)
+            await self._note_webhooks_stopped(
+                profile, library, history, memory, first_listed, history_at
+            )
         history_account = access.account_id if cursor else None  # "": history not read
         if not self.dry_run:  # what the deliverer and the next read go by
             await asyncio.to_thread(
@@ -2494,18 +2499,28 @@ class PlexReader:
 
     async def _history(
         self, profile: str, access: Access, full: bool, previous: str = ""
-    ) -> tuple[list[HistoryEntry], str]:
+    ) -> tuple[list[HistoryEntry], str, set[str] | None]:
         """The account's whole history: read whole on a full read (or the first), else the rows
         since the newest cached one merged onto the cache. From a server known to ignore
         `accountID` (`previous`, the last read's cursor, says so), the newest page of everyone's
         rows first: when it accounts for every row since the last read (`arrivals`), its rows
-        of the account are all that is new, and nothing more is read."""
+        of the account are all that is new, and nothing more is read. With the ids of the rows
+        the cache did not hold (None: no whole cache to tell)."""
+        ordered, cursor, known = await self._history_read(profile, access, full, previous)
+        first = None if known is None else {h.id for h in ordered if h.id not in known}
+        return ordered, cursor, first
+
+    async def _history_read(
+        self, profile: str, access: Access, full: bool, previous: str
+    ) -> tuple[list[HistoryEntry], str, AbstractSet[str] | None]:
+        """`_history`, with the ids the cache held before instead of those new to it."""
         account, token = access.account_id, self._history_token(access)
         if account is None:
-            return [], ""
+            return [], "", None
         # None: a replace of it was cut halfway, or writes it now: no cache to read on from.
         kept = await asyncio.to_thread(self.store.mirror_get_if_whole, SERVICE, profile, HISTORY)
         cached = kept or {}
+        known = None if kept is None else cached.keys()
         rows = {
             number: HistoryEntry(number, str(v["rating_key"]), float(v["at"]), account)
             for number, v in cached.items()
@@ -2540,14 +2555,15 @@ class PlexReader:
                 self.clock(),
                 profile=profile,
             )
-            return [], ""
+            return [], "", None
         _OWNER_ONLY.over(
             owner_only, "the Plex watch history is read again", self.clock(), profile=profile
         )
         if token is None:
             await self.tokens.server_taken()
         if arrived is not None and page is not None:
-            return await self._arrived(profile, account, rows, page, arrived)
+            ordered, cursor = await self._arrived(profile, account, rows, page, arrived)
+            return ordered, cursor, known
         foreign = fresh.foreign
         replaced = since is None
         if replaced:
@@ -2587,8 +2603,8 @@ class PlexReader:
         if foreign:
             # Compared against the newest page of everyone's rows from now on; a server found
             # ignoring the filter only now is compared from the next read's page.
-            return ordered, unfiltered_cursor(page)
-        return ordered, counted_cursor(rows.values(), gone)
+            return ordered, unfiltered_cursor(page), known
+        return ordered, counted_cursor(rows.values(), gone), known
 
     async def _arrived(
         self,
@@ -2620,24 +2636,38 @@ class PlexReader:
         library: Library,
         history: Sequence[HistoryEntry],
         memory: Memory,
+        first_listed: AbstractSet[str] | None,
+        history_at: float,
     ) -> None:
         """Keep (a cursor of the profile, sent by the link run: webhookwatch.py) whether Plex
         shows a view of the profile's after the last webhook this server sent (its own, or
         Tautulli's naming it), or forget it.
         Only movies and episodes of the chosen libraries count (a track's webhook is ignored,
-        never recorded) and never a view our own writes made. Asks the server's machine id
-        (cached a week) only when a view is newer than every Plex server's last webhook."""
+        never recorded) and never a view our own writes made, nor one synced late (listed
+        first by this read, `first_listed`, or an earlier one, though dated before the read
+        before it). Asks the server's machine id (cached a week) only when a view is newer
+        than every Plex server's last webhook. `history_at`: when this read's began."""
         titles = _view_titles(library)
         skew = self.client.clock_skew
         ours = _echoes(history, [*memory.written.values(), *memory.before.values()], skew)
-        views = [
-            (h.viewed_at - skew, titles[h.rating_key])
+        dated = {
+            h.id: (h.viewed_at - skew, titles[h.rating_key])
             for h in history
             if h.rating_key in titles and h.id not in ours
-        ]
+        }
         senders = webhookwatch.SENDERS
         last = await asyncio.to_thread(self.store.last_webhooks, senders)
         last = [one for one in last if one.server]  # a Tautulli's naming none: which server?
+        read = webhookwatch.READ
+        before = await asyncio.to_thread(self.store.get_cursor, SERVICE, profile, read)
+        first = {n: dated[n][0] for n in first_listed or () if n in dated}
+        late = webhookwatch.synced_late(webhookwatch.PreviousRead.from_json(before), first)
+        # Kept while they could still be taken for evidence: after some server's last webhook.
+        oldest = min((one.at for one in last), default=float("inf"))
+        late = frozenset(n for n in late if n in dated and dated[n][0] > oldest)
+        now = webhookwatch.PreviousRead(history_at, late).to_json()
+        await asyncio.to_thread(self.store.set_cursor, SERVICE, profile, read, now, self.clock())
+        views = [view for number, view in dated.items() if number not in late]
         found = None
         if views and last:
             newest_anywhere = max(one.at for one in last)
