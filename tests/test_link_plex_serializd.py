@@ -496,6 +496,28 @@ def test_a_diary_entry_we_wrote_deleted_on_serializd_is_removed_in_plex_for_good
     assert len(serializd.diary()) == 9
 
 
+def test_a_tick_left_by_a_deleted_diary_entry_does_not_take_the_next_viewing_s_place(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    # S2E3's diary entry deleted in the app, its tick left alone: the Plex play goes, and the
+    # tick is not copied back. S2E3 watched again in Plex: a viewing after the tick was first
+    # seen, which the tick does not stand for (before, it took the new play's place: no diary
+    # entry, and every later run planned nothing).
+    path, plex, serializd = setup(tmp_path, start_fake)
+    sync(path)
+    serializd.delete_entry(entry_of(serializd, 2, 3), untick=False)
+    assert "remove_play plex episode:tmdb:1396:s2e3" in sync(path)
+    assert not plex.user_state("103").get("viewCount")
+
+    plex.watch("103", time.time() + 60)  # after that run read the tick (days after, at home)
+    said = sync(path)
+
+    assert "add_play serializd episode:tmdb:1396:s2e3" in said, said
+    assert len(serializd.diary()) == 10 and entry_of(serializd, 2, 3)
+    assert "plan: nothing to do" in sync(path)
+    assert plex.user_state("103")["viewCount"] == 1
+
+
 def test_a_rating_changed_on_a_diary_entry_reaches_plex_at_the_full_read(
     tmp_path: Path, start_fake: Any
 ) -> None:

@@ -8,9 +8,11 @@ removals leave tombstones so they do not bounce back. Every action carries its r
 Undated plays: a play whose `at` is `UNDATED` (0) says "watched, date unknown" (a Serializd
 episode ticked without a diary entry, a Trakt play with `watched_at` null). It matches one play
 of the same item on the other side whatever its time, but only after every dated play has
-found its dated partner, so it never takes the place of a real viewing. It counts as removed
-only when its side holds no play of the item any more (it is a watched flag, not an event),
-and then takes every play of the item on the other side with it.
+found its dated partner, so it never takes the place of a real viewing; nor of one dated after
+the flag was first read (`Side.first_seen`): a tick left behind when its diary entry was
+deleted says nothing of the next viewing. It counts as removed only when its side holds no
+play of the item any more (it is a watched flag, not an event), and then takes every play of
+the item on the other side with it.
 
 A link's first run (the two sides meet for the first time, no baseline): a viewing logged on
 one side days after the other (a catch-up log on Serializd) is further apart than
@@ -91,6 +93,9 @@ class Side:
     # value or date unreadable, the rating read before kept): nothing is written over it
     # that only its date or its absence would decide; a change of the other side's still is.
     unread_ratings: frozenset[str] = frozenset()
+    # When each undated play (by record) was first read (`with_first_seen`): it stands for no
+    # dated play of the other side dated after that, but one that side held already then.
+    first_seen: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -208,11 +213,13 @@ def match_plays(
     ours: Iterable[Play],
     theirs: Iterable[Play],
     known: Mapping[str, str] = MappingProxyType({}),
+    stands_for: Callable[[Play, Play], bool] | None = None,
 ) -> tuple[list[tuple[Play, Play]], list[Play], list[Play]]:
     """Pair plays of the same item: first those `known` to be one viewing (our record ->
     theirs: a first run took them for one, `SameViewing`), then those within SAME_VIEWING (one
     viewing, copied), then the rest within MATCH_WINDOW, nearest first in time order; then
-    undated plays with what is left of the same item (earliest first). Without the
+    undated plays with what is left of the same item (earliest first) that they may stand for
+    (`stands_for(ours, theirs)`, see `flag_limits`; None: any). Without the
     SAME_VIEWING step, a viewing added later a few hours before one already on both sides
     would take that one's partner, and look copied while the other looked new. A play left
     over that is dated as the partner of a `known` pair days apart is a copy of that viewing
@@ -268,7 +275,9 @@ def match_plays(
         rest = [
             o
             for o in by_item.get(play.item, ())
-            if id(o) not in used and (play.at == UNDATED or o.at == UNDATED)
+            if id(o) not in used
+            and (play.at == UNDATED or o.at == UNDATED)
+            and (stands_for is None or stands_for(play, o))
         ]
         if not rest:
             still_lonely.append(play)
@@ -362,6 +371,43 @@ def _same_viewing(play: Play, others: Iterable[Play], used: set[int]) -> Play | 
         if other.at != UNDATED and abs(other.at - play.at) < SAME_VIEWING and id(other) not in used
     ]
     return min(close, key=lambda other: abs(other.at - play.at), default=None)
+
+
+def flag_limits(
+    ours: Side, theirs: Side, ours_before: Side, theirs_before: Side
+) -> Callable[[Play, Play], bool]:
+    """Whether our play and theirs (one of them undated, a watched flag) may be one viewing:
+    a flag stands for an undated play, for a play dated no later than the flag was first read
+    (`Side.first_seen`), or for one the other side held already at the last run (what it may
+    have stood for then); never for a viewing after it, such as the next viewing of an
+    episode whose diary entry was deleted on Serializd and its tick left."""
+    held_by_ours = {p.record for p in ours_before.plays}
+    held_by_theirs = {p.record for p in theirs_before.plays}
+
+    def flag_stands_for(flag: Play, seen: Mapping[str, float], play: Play, held: set[str]) -> bool:
+        since = seen.get(flag.record)
+        return play.at == UNDATED or since is None or play.at <= since or play.record in held
+
+    def stands_for(mine: Play, other: Play) -> bool:
+        if mine.at == UNDATED:
+            return flag_stands_for(mine, ours.first_seen, other, held_by_theirs)
+        return flag_stands_for(other, theirs.first_seen, mine, held_by_ours)
+
+    return stands_for
+
+
+def with_first_seen(
+    current: Mapping[str, Side], baseline: Mapping[str, Side], read_at: Mapping[str, float]
+) -> dict[str, Side]:
+    """`current` with when each side's undated plays were first read (`Side.first_seen`): as
+    the baseline keeps it, else when this run read the side (`read_at`: read for the first
+    time, or kept by a release before this record). Pure."""
+    sides: dict[str, Side] = {}
+    for service, side in current.items():
+        before, now = baseline.get(service, Side()).first_seen, read_at[service]
+        seen = {p.record: before.get(p.record, now) for p in side.plays if p.at == UNDATED}
+        sides[service] = replace(side, first_seen=seen)
+    return sides
 
 
 def plan(
@@ -721,7 +767,10 @@ def _plan_history(
         )
 
     _, only_a, only_b = match_plays(
-        current[a].plays, current[b].plays, history.known(a, b, current)
+        current[a].plays,
+        current[b].plays,
+        history.known(a, b, current),
+        flag_limits(current[a], current[b], baseline.get(a, Side()), baseline.get(b, Side())),
     )
     if history.first_run:
         days_apart, _, _ = first_run_pairs(

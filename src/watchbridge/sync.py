@@ -69,6 +69,7 @@ from watchbridge.reconcile import (
     plan,
     removals_kept,
     settle_expected,
+    with_first_seen,
     without_copies_back,
     without_waiting,
 )
@@ -199,6 +200,7 @@ def load_baseline(store: Store, link: str, profile: str, services: list[str]) ->
             baseline[service] = Side(
                 tuple(Play(v["item"], v["at"], record) for record, v in plays.items()),
                 {item: Rated(v["value"], v["at"]) for item, v in rated.items()},
+                first_seen={r: float(v["seen"]) for r, v in plays.items() if "seen" in v},
             )
     return baseline
 
@@ -214,9 +216,14 @@ def baseline_rows(current: Mapping[str, Side]) -> BaselineRows:
     def encoded(items: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
         return [(key, json.dumps(value)) for key, value in items.items()]
 
+    def play_row(play: Play, side: Side) -> dict[str, Any]:
+        seen = side.first_seen.get(play.record)
+        row: dict[str, Any] = {"item": play.item, "at": play.at}
+        return row if seen is None or play.at != UNDATED else row | {"seen": seen}
+
     return {
         service: (
-            encoded({p.record: {"item": p.item, "at": p.at} for p in side.plays}),
+            encoded({p.record: play_row(p, side) for p in side.plays}),
             encoded({k: {"value": r.value, "at": r.at} for k, r in side.ratings.items()}),
         )
         for service, side in current.items()
@@ -659,6 +666,7 @@ async def _plan_profile(
     # A kind new to the link meets the other side for the first time: what its baseline holds
     # was read, never synced (a rating cleared on one side meanwhile is no removal to copy).
     baseline = without_kinds(baseline, adding)
+    current = with_first_seen(current, baseline, read_at)
     planned = await asyncio.to_thread(
         plan,
         link,
