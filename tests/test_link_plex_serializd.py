@@ -518,6 +518,24 @@ def test_a_tick_left_by_a_deleted_diary_entry_does_not_take_the_next_viewing_s_p
     assert plex.user_state("103")["viewCount"] == 1
 
 
+def test_a_tick_and_a_plex_play_of_one_viewing_read_in_one_run_are_one_viewing(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    # S2E11 ticked in the Serializd app and played in Plex, whose clock runs a minute ahead:
+    # the run that reads both reads a play dated after the tick's first reading. Both came up
+    # since the last run: one viewing (before, each was copied to the other side: a diary
+    # entry on Serializd and a second play in Plex).
+    path, plex, serializd = setup(tmp_path, start_fake)
+    plex.add_episode("111", "20", 2, 11)
+    sync(path)
+    serializd.tick(None, 1396, 2, 11)
+    plex.watch("111", time.time() + 60)
+
+    assert "plan: nothing to do" in sync(path)
+    assert len(serializd.diary()) == 10  # no diary entry for S2E11
+    assert plex.user_state("111")["viewCount"] == 1
+
+
 def test_a_rating_changed_on_a_diary_entry_reaches_plex_at_the_full_read(
     tmp_path: Path, start_fake: Any
 ) -> None:

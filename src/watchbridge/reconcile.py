@@ -9,10 +9,10 @@ Undated plays: a play whose `at` is `UNDATED` (0) says "watched, date unknown" (
 episode ticked without a diary entry, a Trakt play with `watched_at` null). It matches one play
 of the same item on the other side whatever its time, but only after every dated play has
 found its dated partner, so it never takes the place of a real viewing; nor of one dated after
-the flag was first read (`Side.first_seen`): a tick left behind when its diary entry was
-deleted says nothing of the next viewing. It counts as removed only when its side holds no
-play of the item any more (it is a watched flag, not an event), and then takes every play of
-the item on the other side with it.
+the flag was first read (`Side.first_seen`) when the flag was held already at the last run: a
+tick left behind when its diary entry was deleted says nothing of the next viewing. It counts
+as removed only when its side holds no play of the item any more (it is a watched flag, not an
+event), and then takes every play of the item on the other side with it.
 
 A link's first run (the two sides meet for the first time, no baseline): a viewing logged on
 one side days after the other (a catch-up log on Serializd) is further apart than
@@ -380,18 +380,29 @@ def flag_limits(
     a flag stands for an undated play, for a play dated no later than the flag was first read
     (`Side.first_seen`), or for one the other side held already at the last run (what it may
     have stood for then); never for a viewing after it, such as the next viewing of an
-    episode whose diary entry was deleted on Serializd and its tick left."""
+    episode whose diary entry was deleted on Serializd and its tick left. A flag its side did
+    not hold at the last run stands for any play: both came up since that run, in an order no
+    date tells (a tick made while Plex, its clock a minute ahead, dates the play after the
+    read; each would otherwise be copied to the other side as a viewing of its own)."""
     held_by_ours = {p.record for p in ours_before.plays}
     held_by_theirs = {p.record for p in theirs_before.plays}
 
-    def flag_stands_for(flag: Play, seen: Mapping[str, float], play: Play, held: set[str]) -> bool:
+    def flag_stands_for(
+        flag: Play, seen: Mapping[str, float], flags_held: set[str], play: Play, held: set[str]
+    ) -> bool:
         since = seen.get(flag.record)
-        return play.at == UNDATED or since is None or play.at <= since or play.record in held
+        return (
+            play.at == UNDATED
+            or since is None
+            or flag.record not in flags_held
+            or play.at <= since
+            or play.record in held
+        )
 
     def stands_for(mine: Play, other: Play) -> bool:
         if mine.at == UNDATED:
-            return flag_stands_for(mine, ours.first_seen, other, held_by_theirs)
-        return flag_stands_for(other, theirs.first_seen, mine, held_by_ours)
+            return flag_stands_for(mine, ours.first_seen, held_by_ours, other, held_by_theirs)
+        return flag_stands_for(other, theirs.first_seen, held_by_theirs, mine, held_by_ours)
 
     return stands_for
 
