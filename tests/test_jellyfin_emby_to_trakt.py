@@ -20,7 +20,8 @@ from tests.fakes.jellyfin import API_KEY, sample_server
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt, Rating, iso, key_of
 from tests.harness import AppThread, sign_in_trakt
 from tests.ingest_samples import sample_json
-from watchbridge.app import Runtime
+from watchbridge import webhooks
+from watchbridge.app import Runtime, create_app
 from watchbridge.config import Config, parse_config
 from watchbridge.wiring import build_app, build_runtime
 
@@ -282,10 +283,36 @@ def test_webhooks_of_one_group_commit_a_full_disk_rolled_back_whole_are_all_refu
     small = body | {"EpisodeNumber": 13, "Provider_tvdb": "4000013"}
     # Its raw JSON alone takes more pages than the database has room for.
     large = body | {"EpisodeNumber": 14, "Provider_tvdb": "4000014", "Overview": "x" * 400_000}
-    db = tmp_path / "wb.db"
-    runtime = build_runtime(media_servers_config(tmp_path, trakt))
-    with AppThread(build_app(runtime)) as app:
-        sign_in_trakt(runtime.store, trakt, now=time.time())
+    # Whether the two meet in one group is the writer thread's timing (on a loaded machine one
+    # may be claimed alone): the scenario is tried again, on a fresh database, until they do.
+    for attempt in range(5):
+        folder = tmp_path / f"attempt-{attempt}"
+        folder.mkdir()
+        met = _two_webhooks_in_one_full_group(folder, trakt, small, large)
+        if met is not None:
+            break
+    assert met is not None, "the two webhooks never met in one group commit"
+    answers, again, db = met
+    for name in ("small", "large"):
+        assert answers[name].status_code == 503, answers[name].text
+        assert "database or disk is full" in answers[name].json()["error"], answers[name].text
+        assert f"the disk holding {db} is full" in answers[name].json()["error"]
+    assert [a.json() for a in again] == [{"status": "accepted", "queued": 1}] * 2
+    with contextlib.closing(sqlite3.connect(db)) as look:
+        stored = look.execute("SELECT json_extract(payload, '$.item.number') FROM events")
+        assert sorted(number for (number,) in stored) == [13, 14]
+
+
+def _two_webhooks_in_one_full_group(
+    folder: Path, trakt: FakeTrakt, small: dict[str, Any], large: dict[str, Any]
+) -> tuple[dict[str, httpx.Response], list[httpx.Response], Path] | None:
+    """Post `small` and `large` while a shell holds the write lock, so that one group commit
+    takes both, with the database's room capped; then both again with room. Their answers
+    and the database, or None when the writer took them in two groups."""
+    db = folder / "wb.db"
+    runtime = build_runtime(media_servers_config(folder, trakt))
+    # The webhook routes alone, no background task: nothing else takes the database meanwhile.
+    with AppThread(create_app(runtime, extra_routes=webhooks.ROUTES)) as app:
         url = f"{app.url}/webhooks/jellyfin/{SECRET}"
         conn = runtime.store._conn
         (pages,) = conn.execute("PRAGMA page_count").fetchone()
@@ -304,18 +331,13 @@ def test_webhooks_of_one_group_commit_a_full_disk_rolled_back_whole_are_all_refu
             shell.execute("BEGIN IMMEDIATE")  # both wait for it: one group commit takes both
             for thread in posts:
                 thread.start()
-            wait_for(lambda: len(runtime.writer._pending) == 2, timeout=4)
+            deadline = time.monotonic() + 4
+            while len(runtime.writer._pending) < 2 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            met = len(runtime.writer._pending) == 2
             shell.execute("COMMIT")
             for thread in posts:
                 thread.join()
         conn.execute(f"PRAGMA max_page_count = {room}")
         again = [httpx.post(url, json=sent) for sent in (small, large)]
-        wait_for(lambda: len(trakt.history()) == 2 and nothing_waits(db))
-    for name in ("small", "large"):
-        assert answers[name].status_code == 503, answers[name].text
-        assert "database or disk is full" in answers[name].json()["error"], answers[name].text
-        assert f"the disk holding {db} is full" in answers[name].json()["error"]
-    assert [a.json() for a in again] == [{"status": "accepted", "queued": 1}] * 2
-    with contextlib.closing(sqlite3.connect(db)) as look:
-        stored = look.execute("SELECT json_extract(payload, '$.item.number') FROM events")
-        assert sorted(number for (number,) in stored) == [13, 14]
+    return (answers, again, db) if met else None
