@@ -994,3 +994,41 @@ def test_a_renamed_link_is_warned_of_and_status_says_what_waits_under_its_old_na
         "one renamed, give it its old name back (links.plex-trakt: under another name it "
         "starts over as on a first run"
     ) in said, said
+
+
+@pytest.mark.parametrize(
+    ("services", "links", "over"),
+    [
+        (
+            "plex: {url: 'http://pms:32400'}, trakt: {client_id: c}",
+            "pt: {services: [plex, trakt]}",
+            None,
+        ),
+        (
+            "plex: {url: 'http://pms:32400'}, trakt: {client_id: c}",
+            "tt: {services: [trakt, serializd]}",
+            "no link reads Plex any more: nothing tells whether its webhooks come",
+        ),
+        (
+            "trakt: {client_id: c}",
+            "tt: {services: [trakt, serializd]}",
+            "services.plex is no longer in the config: its history is not read any more",
+        ),
+    ],
+    ids=["plex-link-kept", "plex-link-removed", "plex-removed"],
+)
+def test_a_webhooks_stopped_alert_is_over_once_no_plex_link_reads_the_history(
+    tmp_path: Path, services: str, links: str, over: str | None
+) -> None:
+    # Only a Plex link's read finds it and only a webhook resolves it: with the link gone,
+    # a user who dropped the Plex webhook on purpose would be reminded of it for ever.
+    path = tmp_path / "watchbridge.yaml"
+    plex = "plex: {}, " if "plex" in services else ""
+    serializd = "serializd: {email: a@b.c, password: p}"
+    path.write_text(
+        f"services: {{{services}, serializd: {{}}}}\n"
+        f"profiles: {{me: {{accounts: {{{plex}trakt: {{}}, {serializd}}}}}}}\n"
+        f"links: {{{links}}}\n",
+        encoding="utf-8",
+    )
+    assert no_longer_configured(load_config(path), "webhooks_stopped", "machine-1") == over

@@ -36,6 +36,7 @@ from watchbridge.sync import (
     syncable,
     unforeseen_failure,
 )
+from watchbridge.webhookwatch import ALERT_KIND as WEBHOOKS_STOPPED
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -270,6 +271,12 @@ def no_longer_configured(config: Config, kind: str, key: str) -> str | None:
         if "serializd" not in link.services or not wants_lists(link):
             return f"links.{name} no longer syncs the watchlist"
         return None
+    if kind == WEBHOOKS_STOPPED:  # found only by a Plex link's read of the Plex history
+        if config.services.plex is None:
+            return "services.plex is no longer in the config: its history is not read any more"
+        if not any("plex" in link.services for link in config.links.values()):
+            return "no link reads Plex any more: nothing tells whether its webhooks come"
+        return None
     if kind not in SERVICE_ALERT_KINDS or (service := service_of_alert(key)) is None:
         return None
     if getattr(config.services, service) is None:
@@ -295,7 +302,7 @@ async def resolve_removed(runtime: Runtime) -> None:
     At the service's start, and after each `watchbridge sync` (a setup that only runs that from
     cron has no service to start)."""
     notifier = runtime.notifier
-    for kind in ("sync_failing", *SERVICE_ALERT_KINDS):
+    for kind in ("sync_failing", WEBHOOKS_STOPPED, *SERVICE_ALERT_KINDS):
         for key in notifier.condition_keys(kind):
             over = no_longer_configured(runtime.config, kind, key)
             if over is None:
