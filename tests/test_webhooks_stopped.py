@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -70,15 +71,18 @@ def post_plex_webhook(config: Config, clock: Callable[[], float] = time.time) ->
     payload["Server"] = {"title": "Living room", "uuid": MACHINE_ID}
     payload["Account"] = {"id": 1, "title": "alex"}
     body, content_type = plex_multipart(payload, thumb=False)
+    post_to_live_app(config, clock, "plex", content=body, headers={"content-type": content_type})
+
+
+def post_to_live_app(
+    config: Config, clock: Callable[[], float], source: str, **request: Any
+) -> None:
+    """Post one webhook of `source` to the live app at `clock`'s time; it must be taken. The
+    alert's "Resolved" notice goes out after the answer: waited for before the app stops."""
     runtime = build_runtime(config, clock=clock)
     with AppThread(build_app(runtime)) as app:
-        answer = httpx.post(
-            f"{app.url}/webhooks/plex/{SECRET}",
-            content=body,
-            headers={"content-type": content_type},
-        )
+        answer = httpx.post(f"{app.url}/webhooks/{source}/{SECRET}", **request)
         assert answer.status_code == 202, answer.text
-        # The "Resolved" notice goes out after the answer: waited for before the app stops.
         deadline = time.monotonic() + 10
         while runtime.notifier.raised("webhooks_stopped", MACHINE_ID):
             assert time.monotonic() < deadline, "the alert was not resolved"
@@ -137,14 +141,7 @@ def post_tautulli_webhook(config: Config) -> None:
     the live app; waits for the alert's "Resolved" notice it sends after answering."""
     body = sample_json("tautulli", "watched_movie.json")
     body |= {"server_machine_id": MACHINE_ID, "unixtime": str(int(time.time()))}
-    runtime = build_runtime(config)
-    with AppThread(build_app(runtime)) as app:
-        answer = httpx.post(f"{app.url}/webhooks/tautulli/{SECRET}", json=body)
-        assert answer.status_code == 202, answer.text
-        deadline = time.monotonic() + 10
-        while runtime.notifier.raised("webhooks_stopped", MACHINE_ID):
-            assert time.monotonic() < deadline, "the alert was not resolved"
-            time.sleep(0.05)
+    post_to_live_app(config, time.time, "tautulli", json=body)
 
 
 def test_a_tautulli_webhook_naming_the_server_counts_as_its_webhook(
