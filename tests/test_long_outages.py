@@ -27,6 +27,7 @@ from tests.test_deliver_serializd import (
 )
 from watchbridge.app import Runtime
 from watchbridge.config import Secret, SerializdAccount, parse_config
+from watchbridge.deliver.oncemore import PROBE_MAX
 from watchbridge.deliver.serializd import SerializdTarget
 from watchbridge.deliver.worker import IDLE_WAKE_SECONDS, DeliveryWorker
 from watchbridge.http import RetryPolicy
@@ -476,14 +477,15 @@ async def test_dead_letters_no_profile_delivers_any_more_cost_an_idle_wake_one_i
         assert "USING INDEX outbox_once_more_latest (target=?)" in plan[-1]
     for write in writes:  # only the look for rows due (claim), none of the dead letters
         assert all(s.startswith("UPDATE outbox SET status = 'inflight'") for s in write)
-    # A dead letter that can go, dying after them, is sent alone an hour after, as ever.
+    # Dead letters that can go, dying after them, are probed as ever: once Serializd is back,
+    # the next probe (an hour after the last gave up, later if a probe failed meanwhile) goes.
     await outage.backlog_after_a_first_play()
     outage.writes_fail(502)
     while len(store.dead_letters()) < 505:
         await outage.serve_for(HOUR)
     fake.clear_knobs()
-    await outage.serve_for(1.5 * HOUR)
-    assert len(fake.diary()) > 1
+    await outage.serve_for(PROBE_MAX + HOUR)
+    assert len(fake.diary()) == 6
 
 
 async def test_a_later_outages_resolved_counts_its_own_dead_letters_after_a_hand_discard(
