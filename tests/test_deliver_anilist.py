@@ -1137,6 +1137,45 @@ async def test_a_play_past_the_end_of_a_title_not_on_the_list_creates_no_entry(
     assert [r.code for r in unmatched_records(runtime.store, ["me"])] == ["outside"]
 
 
+def unaired(fake: FakeAniList, media_id: int) -> None:
+    """AniList lists the title as announced: not aired yet, no episode count."""
+    media = fake.add_media(media_id)
+    media.status, media.episodes = "NOT_YET_RELEASED", None
+
+
+async def test_a_play_mapped_onto_a_title_not_aired_yet_is_recorded_and_written_once_it_airs(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
+) -> None:
+    # A dataset off by one season put Fire Force's season 2 onto season 3, not aired yet, and
+    # AniList showed the user watching it (pitfalls M4). No one watched a title AniList lists
+    # as not yet released: the mapping is off there, so nothing is written on its word.
+    unaired(fake, PART_2)
+    enqueue(runtime, "play", episode(3, show=OPEN_SHOW), clock())
+    await drain(worker, runtime)
+    assert fake.snapshot() == {}
+    (record,) = unmatched_records(runtime.store, ["me"])
+    assert record.code == "unaired" and "not aired yet" in record.reason
+    # Once it airs (a release AniList was late to mark, a stream ahead of the broadcast) the
+    # play the row kept goes through at its next try.
+    fake.media[PART_2].status = "RELEASING"
+    later(worker, clock, 86400.0)
+    await drain(worker, runtime)
+    entry = fake.snapshot()[PART_2]
+    assert (entry["status"], entry["progress"]) == ("CURRENT", 3)
+
+
+async def test_a_play_mapped_onto_a_planned_entry_not_aired_yet_leaves_it_planned(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
+) -> None:
+    unaired(fake, PART_2)
+    fake.add_entry(PART_2, status="PLANNING")
+    enqueue(runtime, "play", episode(1, show=OPEN_SHOW), clock())
+    await drain(worker, runtime)
+    entry = fake.snapshot()[PART_2]
+    assert (entry["status"], entry["progress"]) == ("PLANNING", 0)
+    assert [r.code for r in unmatched_records(runtime.store, ["me"])] == ["unaired"]
+
+
 async def test_a_play_a_link_queued_is_never_done_without_its_write(
     runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
 ) -> None:

@@ -133,7 +133,8 @@ class Unmatched:
     server-order (`SERVER_ORDER`: the media server numbers the show its own way, and the
     episode is not among its numbers), hama-mode (`HAMA_MODE`: a HAMA agent mode whose
     numbering is not known), hama-mixed (`HAMA_MIXED`: a HAMA episode whose guid and its
-    show's disagree).
+    show's disagree), unaired (`deliver.anilist.UNAIRED`: a play mapped onto a title AniList
+    lists as not aired yet).
     """
 
     reason: str

@@ -690,6 +690,10 @@ _FIXES = {
     "unknown": f"wait for a dataset refresh (it is tried again after each), or {_OVERRIDE}",
     "new-season": f"wait for a dataset refresh (it is tried again after each), or {_OVERRIDE}",
     "outside": f"wait for a dataset refresh (it is tried again after each), or {_OVERRIDE}",
+    "unaired": (
+        f"{_OVERRIDE} placing it on the season that has aired; if it did air, nothing: it is "
+        "written once AniList lists the title as airing (tried again daily)"
+    ),
     **hama.FIXES,
     SERVER_ORDER: (
         "set the show to The Movie Database ordering in Plex (Edit > Advanced > Episode "

@@ -126,6 +126,7 @@ from watchbridge.model import MediaRef, ref_from_dict, ref_to_dict
 from watchbridge.reconcile import UNDATED
 from watchbridge.services.anilist import (
     FINISHED_STATUSES,
+    NOT_RELEASED,
     STOPPED_STATUSES,
     AniListAuthError,
     AniListClient,
@@ -136,6 +137,7 @@ from watchbridge.services.anilist import (
     FuzzyDate,
     ListEntry,
     ListUnreadable,
+    Title,
     UnreadEntry,
     entry_from_dict,
     entry_to_dict,
@@ -215,7 +217,10 @@ IDS_RETRY = 3600.0
 NOTHING_NAMED_AFTER = 6 * 3600.0
 NOT_ANIME = "not anime (in no mapping dataset): skipped, checked again later"
 # Unmatched codes a dataset refresh (or an override) may turn into a mapping.
-REFRESHABLE = frozenset({"outside", "new-season", "no-target", "ambiguous", "absolute", PENDING})
+UNAIRED = "unaired"  # Unmatched code: a play mapped onto a title AniList lists as not aired yet
+REFRESHABLE = frozenset(
+    {"outside", "new-season", "no-target", "ambiguous", "absolute", PENDING, UNAIRED}
+)
 SEASONS_RETRY = 3600.0  # a play waiting for a season list that could not be read
 # mirror: a skipped webhook row's idempotency key -> the row (see `recheck_skipped`)
 # A removal that went out again (a dead letter, by itself or retried) after a later play of its
@@ -508,6 +513,20 @@ def past_the_end(media_id: int, episode: int, total: int | None) -> Unmatched | 
         f"maps to episode {episode} of AniList {media_id}, which has {total}: a part newer "
         "than the mapping datasets, or a dataset off by some episodes; add an override",
         "outside",
+    )
+
+
+def not_aired(media_id: int, release: str | None) -> Unmatched | None:
+    """A play of a title AniList lists as not aired yet: nobody watched it, so the mapping is
+    off there (a dataset a season off put one season's plays on the next, pitfalls M4) and
+    nothing is written on its word. Tried again daily: written once AniList lists it as
+    airing (a stream ahead of the broadcast, a release AniList marked late)."""
+    if release != NOT_RELEASED:
+        return None
+    return Unmatched(
+        f"maps to AniList {media_id}, which has not aired yet: a dataset off by a season or a "
+        "part; add an override (the play is written if AniList lists the title as airing)",
+        UNAIRED,
     )
 
 
@@ -1094,7 +1113,7 @@ class AniListTarget:
             return
         # Episode counts of titles a play would add to the list: one request for the batch.
         new = {t[0] for r in rows if (t := targets.get(r.id, (None, None))[1]) is not None}
-        counts = await self._counts(profile, new - set(entries))
+        titles = await self._titles(profile, new - set(entries))
         # In the order they were watched: a rewatch starts with its episode 1. Scores after
         # plays: a play adds the entry a score of the same title needs.
         for row in sorted(rows, key=_in_order):
@@ -1109,10 +1128,17 @@ class AniListTarget:
                 media_id = season_owner(candidates, entries, media_id)
             if row.action == "play":
                 current = entries.get(media_id)
-                total = current.episodes if current else counts.get(media_id)
+                title = (
+                    Title(current.episodes, current.release)
+                    if current
+                    else titles.get(media_id, Title())
+                )
+                total = title.episodes
                 if decoded.kind == "movie" and total:
                     episode = total  # the movie is the whole entry
                 beyond = past_the_end(media_id, episode, total)
+                if beyond is None and decoded.kind != "movie":
+                    beyond = not_aired(media_id, title.release)
                 if beyond is not None:
                     outcomes[row.id] = await self._unmatched(profile, row, decoded, beyond)
                     continue
@@ -1136,10 +1162,10 @@ class AniListTarget:
                 outcomes[row.id] = service_hold(exc, self.config.retry_after)
                 raise
 
-    async def _counts(self, profile: str, media_ids: set[int]) -> dict[int, int | None]:
+    async def _titles(self, profile: str, media_ids: set[int]) -> dict[int, Title]:
         if not media_ids:
             return {}
-        return await self.client.episode_counts(profile, media_ids)
+        return await self.client.titles(profile, media_ids)
 
     async def _unmatched(
         self, profile: str, row: OutboxItem, item: MediaRef, why: Unmatched

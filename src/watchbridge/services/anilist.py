@@ -74,6 +74,7 @@ PER_PAGE = 50  # §1: perPage max 50
 OVERLAP = 5.0  # seconds of overlap when polling by updatedAt (§5.4)
 
 STATUSES: tuple[str, ...] = ("CURRENT", "PLANNING", "COMPLETED", "DROPPED", "PAUSED", "REPEATING")
+NOT_RELEASED = "NOT_YET_RELEASED"  # `media.status` of a title that has not aired yet
 STOPPED_STATUSES = ("PAUSED", "DROPPED")  # an entry the user set aside on AniList
 FINISHED_STATUSES = ("COMPLETED", "REPEATING")  # the first viewing was finished
 
@@ -118,7 +119,7 @@ SAVE_MUTATION = """mutation Save($id: Int, $mediaId: Int, $status: MediaListStat
 # Episode counts of titles not on the list (before a play creates an entry): 50 per request.
 MEDIA_QUERY = f"""query Media($ids: [Int]) {{
   Page(page: 1, perPage: {PER_PAGE}) {{
-    media(id_in: $ids, type: ANIME) {{ id idMal format episodes }}
+    media(id_in: $ids, type: ANIME) {{ id idMal format episodes status }}
   }}
 }}"""
 
@@ -247,6 +248,16 @@ class ListEntry:
     title: str = ""
     hidden: bool = False
     private: bool = False
+    release: str | None = None  # the title's `media.status` (NOT_YET_RELEASED: not aired yet)
+
+
+@dataclass(frozen=True)
+class Title:
+    """What AniList says of a title whatever any list holds: its episode count (None while
+    unknown, e.g. still airing) and its release status (`media.status`)."""
+
+    episodes: int | None = None
+    release: str | None = None
 
 
 @dataclass(frozen=True)
@@ -506,6 +517,7 @@ def parse_entry(raw: Any) -> ListEntry | None:
         title=str(title.get("english") or title.get("romaji") or ""),
         hidden=bool(raw.get("hiddenFromStatusLists")),
         private=bool(raw.get("private")),
+        release=media.get("status") if isinstance(media.get("status"), str) else None,
     )
 
 
@@ -1051,19 +1063,22 @@ class AniListClient:
         self._told(profile, read, "on the first page of the anime list's latest changes")
         return max((e.updated_at for e in read.entries), default=0.0)
 
-    async def episode_counts(self, profile: str, media_ids: Iterable[int]) -> dict[int, int | None]:
-        """AniList's episode count of each title (None while unknown, e.g. still airing); one
-        request per 50 titles. Titles AniList does not know are left out."""
+    async def titles(self, profile: str, media_ids: Iterable[int]) -> dict[int, Title]:
+        """AniList's episode count and release status of each title; one request per 50
+        titles. Titles AniList does not know are left out."""
         wanted = sorted(set(media_ids))
-        counts: dict[int, int | None] = {}
+        counts: dict[int, Title] = {}
         for start in range(0, len(wanted), PER_PAGE):
             ids = wanted[start : start + PER_PAGE]
             data = await self.graphql(profile, MEDIA_QUERY, {"ids": ids})
             for raw in _map(_map(data).get("Page")).get("media") or ():
                 media = _map(raw)
                 media_id = whole(media.get("id"))
+                release = media.get("status")
                 if media_id is not None:
-                    counts[media_id] = whole(media.get("episodes"))
+                    counts[media_id] = Title(
+                        whole(media.get("episodes")), release if isinstance(release, str) else None
+                    )
         return counts
 
     # ------------------------------------------------------------------ writes
