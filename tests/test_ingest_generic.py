@@ -114,6 +114,13 @@ def test_progress_without_duration_stays_a_percent() -> None:
     assert (event.position_ms, event.duration_ms, event.progress) == (None, None, 95.0)
 
 
+def test_a_progress_under_one_percent_stands_where_it_decides_no_play() -> None:
+    # A start (or a report) a few seconds in, and a stop the player counted as watched.
+    start = only_event(parse(changed(MOVIE, event="start", played=None, progress=0.4)))
+    played_stop = only_event(parse(changed(MOVIE, progress=0.97)))
+    assert (start.progress, played_stop.progress, played_stop.played) == (0.4, 0.97, True)
+
+
 def test_progress_with_a_position_but_no_duration_stays_a_percent() -> None:
     event = only_event(parse(changed(MOVIE, position_ms=6_612_000)))
     assert (event.position_ms, event.duration_ms, event.progress) == (6_612_000, None, 95.0)
@@ -218,6 +225,18 @@ def test_a_day_without_a_time_is_that_day_where_watchbridge_runs(
         (changed(MOVIE, progress=120), "progress: must be a number from 0 to 100"),
         (changed(MOVIE, progress="most"), "progress: must be a number from 0 to 100"),
         (changed(MOVIE, position_ms=-5), "position_ms: must be a whole number >= 0"),
+        (
+            # A Kodi script's getTime() and getTotalTime() are seconds.
+            changed(EPISODE, event="stop", position_ms=2_700, duration_ms=2_856),
+            "duration_ms: 2856 is under 30 seconds; position_ms and duration_ms are"
+            " milliseconds (multiply seconds by 1000)",
+        ),
+        (
+            # position / duration, as a template computes it: read as a percent, 0.97 %.
+            changed(MOVIE, played=None, progress=0.97),
+            "progress: 0.97 on a stop is under 1 %; progress is a percent from 0 to 100 (multiply a"
+            " 0-1 fraction by 100), or send position_ms and duration_ms",
+        ),
         (changed(MOVIE, played="maybe"), "played: must be true or false"),
         (changed(MOVIE, user=["alice"]), "user: must be a string or a whole number"),
         (changed(MOVIE, user={"name": "alice"}), "user: must be a string or a whole number"),

@@ -69,6 +69,8 @@ ACTIONS: dict[str, Action] = {
 }
 KINDS: dict[str, MediaKind] = {"movie": "movie", "episode": "episode"}
 ID_NAMES = ("trakt", "imdb", "tmdb", "tvdb", "anilist", "mal", "anidb", "slug")
+# No movie or episode is shorter: a duration_ms below it was sent in seconds.
+SHORTEST_DURATION_MS = 30_000
 FUTURE_SLACK = 600.0  # two clocks may differ; a zone left out is hours
 ZONES_APART = 14 * 3600.0  # no time zone is further from UTC (Kiribati, UTC+14)
 # What a template renders for a missing value: Home Assistant's None, and its entity states.
@@ -96,7 +98,8 @@ def _parse(data: Payload) -> ParseResult:
     action = _action(data)
     warnings: list[str] = []
     item = _item(data.get("item"), warnings)
-    position_ms, duration_ms, percent = _position(data)
+    played = _played(action, data.get("played"))
+    position_ms, duration_ms, percent = _position(data, action, played)
     event = MediaEvent(
         source="generic",
         action=action,
@@ -106,7 +109,7 @@ def _parse(data: Payload) -> ParseResult:
         player=_name(data, "player") or "",
         position_ms=position_ms,
         duration_ms=duration_ms,
-        played=_played(action, data.get("played")),
+        played=played,
         rating=_rating(action, data.get("rating")),
         occurred_at=_time(data.get("watched_at"), "watched_at"),
         session_id=_name(data, "session") or "",
@@ -149,7 +152,9 @@ def _rating(action: Action, value: object) -> int | None:
     return from_ten(rating)
 
 
-def _position(data: Payload) -> tuple[int | None, int | None, float | None]:
+def _position(
+    data: Payload, action: Action, played: bool
+) -> tuple[int | None, int | None, float | None]:
     """(position, duration, percent): a percent without a duration stays a percent, since a
     position made up from it would pass for a real one; a position and a duration make it
     moot."""
@@ -159,12 +164,26 @@ def _position(data: Payload) -> tuple[int | None, int | None, float | None]:
         # Far past the end: one of them in seconds (a player's getTotalTime()) would make
         # every stop a completed play.
         raise Invalid("position_ms: larger than duration_ms; both are milliseconds")
+    if duration is not None and duration < SHORTEST_DURATION_MS:
+        # Both in seconds keep the ratio, but a viewing of a few seconds makes a repeated stop
+        # (an automation firing twice) a rewatch: a second play.
+        raise Invalid(
+            f"duration_ms: {duration} is under {SHORTEST_DURATION_MS // 1000} seconds;"
+            " position_ms and duration_ms are milliseconds (multiply seconds by 1000)"
+        )
     percent = data.get("progress")
     if _absent(percent) or (position is not None and duration is not None):
         return position, duration, None
     progress = number(percent)
     if progress is None or not 0 <= progress <= 100:
         raise Invalid("progress: must be a number from 0 to 100")
+    if action == "stop" and not played and 0 < progress < 1:
+        # A 0-1 fraction (position / duration) reads as under 1 %: the stop that decides
+        # whether it was watched would end as a pause, and the play would be lost unseen.
+        raise Invalid(
+            f"progress: {progress:g} on a stop is under 1 %; progress is a percent from 0 to"
+            " 100 (multiply a 0-1 fraction by 100), or send position_ms and duration_ms"
+        )
     if duration is None:
         return position, None, progress
     return round(duration * progress / 100), duration, None
