@@ -15,7 +15,7 @@ import pytest
 from tests.ingest_samples import only_event
 from watchbridge.ingest import parse as parse_request
 from watchbridge.ingest.generic import dated, parse
-from watchbridge.model import Accepted, Account, Ids, Rejected
+from watchbridge.model import Accepted, Account, Ids, Ignored, Rejected
 from watchbridge.services.anilist import FuzzyDate
 
 DOCS = Path(__file__).parent.parent / "docs" / "webhooks.md"
@@ -69,6 +69,22 @@ def rejection(payload: dict[str, Any]) -> str:
     result = parse(payload)
     assert isinstance(result, Rejected), result
     return result.reason
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [
+        ("music", "not_video"),
+        ("Track", "not_video"),
+        ("channel", "live_tv"),
+        ("video", "unsupported_type"),
+    ],
+)
+def test_other_media_a_player_plays_is_acknowledged_and_counted(kind: str, reason: str) -> None:
+    # One Home Assistant automation on a player that plays music too: a 400 (and an alert)
+    # for every song would drown the refusals that lose plays.
+    song = with_item(MOVIE, type=kind, ids=None)
+    assert parse(changed(song, event="played")) == Ignored(reason)
 
 
 def test_a_year_of_0_is_an_unknown_year() -> None:
@@ -200,7 +216,15 @@ def test_a_day_without_a_time_is_that_day_where_watchbridge_runs(
         (changed(MOVIE, item=None), "item: required"),
         (changed(MOVIE, item=[1]), "item: must be an object"),
         (with_item(MOVIE, type=None), "item.type: required"),
-        (with_item(MOVIE, type="show"), "item.type: must be movie or episode"),
+        *[
+            (
+                with_item(MOVIE, type=kind),
+                "item.type: must be movie or episode (an episode with item.show, item.season"
+                " and item.number)",
+            )
+            # Home Assistant's Plex player calls an episode a tvshow: never dropped unseen.
+            for kind in ("show", "tvshow", "movei")
+        ],
         (with_item(MOVIE, ids=None, title=None), "item: a movie needs ids or a title"),
         (with_item(MOVIE, title=5), "item.title: must be a string"),
         (with_item(MOVIE, year="soon"), "item.year: must be a whole number >= 0"),

@@ -37,6 +37,9 @@ from watchbridge.clocksteps import UNSET_BEFORE
 from watchbridge.ingest.common import (
     EARLIEST,
     LATEST,
+    LIVE_TV,
+    NOT_VIDEO,
+    UNSUPPORTED_TYPE,
     Payload,
     accept,
     clean_id,
@@ -44,6 +47,7 @@ from watchbridge.ingest.common import (
     integer,
     iso_time,
     number,
+    obj,
     text,
     wrong_url_hint,
 )
@@ -54,6 +58,7 @@ from watchbridge.model import (
     Account,
     Action,
     Ids,
+    Ignored,
     MediaEvent,
     MediaKind,
     MediaRef,
@@ -68,6 +73,16 @@ ACTIONS: dict[str, Action] = {
     for name in ("start", "pause", "resume", "progress", "stop", "played", "unplayed", "rate")
 }
 KINDS: dict[str, MediaKind] = {"movie": "movie", "episode": "episode"}
+# Other media a player plays, as Home Assistant's media_content_type names them: one automation
+# may watch a player that also plays music. Acknowledged and counted, like other sources' music
+# (`tvshow` is not here: Home Assistant's Plex player says so of an episode).
+IGNORED_TYPES = {
+    **dict.fromkeys(
+        ("music", "track", "album", "artist", "podcast", "audiobook", "image", "photo"), NOT_VIDEO
+    ),
+    **dict.fromkeys(("channel", "tvchannel"), LIVE_TV),
+    **dict.fromkeys(("video", "clip", "trailer", "url", "game", "app"), UNSUPPORTED_TYPE),
+}
 ID_NAMES = ("trakt", "imdb", "tmdb", "tvdb", "anilist", "mal", "anidb", "slug")
 # No movie or episode is shorter: a duration_ms below it was sent in seconds.
 SHORTEST_DURATION_MS = 30_000
@@ -96,8 +111,12 @@ def parse(data: Payload) -> ParseResult:
 
 def _parse(data: Payload) -> ParseResult:
     action = _action(data)
+    item_value = data.get("item")
+    other_media = IGNORED_TYPES.get(str(obj(item_value).get("type", "")).strip().lower())
+    if other_media is not None:
+        return Ignored(other_media)
     warnings: list[str] = []
-    item = _item(data.get("item"), warnings)
+    item = _item(item_value, warnings)
     played = _played(action, data.get("played"))
     position_ms, duration_ms, percent = _position(data, action, played)
     event = MediaEvent(
@@ -273,7 +292,10 @@ def _item(value: object, warnings: list[str]) -> MediaRef:
         raise Invalid("item.type: required")
     kind = KINDS.get((text(item.get("type")) or "").lower())
     if kind is None:
-        raise Invalid("item.type: must be movie or episode")
+        raise Invalid(
+            "item.type: must be movie or episode (an episode with item.show, item.season and"
+            " item.number)"
+        )
     ids = _ids(item.get("ids"), "item.ids", warnings)
     if kind == "movie":
         return _movie(item, ids)
