@@ -7,15 +7,21 @@ from __future__ import annotations
 import ast
 import dataclasses
 import itertools
+import json
 import re
 import time
 import types
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import click
+import httpx
 import pytest
 
+from tests.fakes.base import FakeServer
+from tests.fakes.trakt import FakeTrakt
+from tests.test_webhooks_e2e import SECRET, delivered_all, seeded, service_for, wait_for
 from watchbridge.cli import cli
 from watchbridge.config import NOT_A_KEY, AlertKind, Config, Duration, load_config, parse_config
 from watchbridge.deliver.serializd import SECOND_READ_AFTER
@@ -330,3 +336,108 @@ def test_the_readme_quotes_every_answer_of_a_proxy_at_its_https_port() -> None:
 )
 def test_the_timings_the_docs_give_are_the_codes(claim: str, doc: str) -> None:
     assert claim in " ".join(doc.split()), claim
+
+
+GENERIC = WEBHOOKS.split("## Generic JSON", 1)[1].split("\n## ", 1)[0]
+# What the Home Assistant example renders: `{{ name | to_json }}`, `{{ name | int * 1000 }}`.
+_HA_EXPRESSION = re.compile(r"\{\{ (\w+) \| (to_json|int \* 1000) \}\}")
+
+
+def curl_examples() -> list[tuple[str, dict[str, str], bytes]]:
+    """Each curl line of the generic section: (path after /webhooks/, headers, body)."""
+    block = re.search(r"```sh\n(.+?)```", GENERIC, flags=re.S)
+    assert block, "the generic section's curl examples"
+    found = []
+    for command in re.split(r"\n(?=curl )", block[1])[1:]:
+        headers = dict(h.split(": ", 1) for h in re.findall(r"-H '([^']+)'", command))
+        secret_in_path = '"$URL"' in command
+        assert secret_in_path or headers.get("X-Webhook-Secret") == "SECRET", command
+        body = re.search(r"-d '(.+?)'(?:\n|$)", command, flags=re.S)
+        assert body, command
+        if secret_in_path:
+            path = f"generic/{SECRET}"
+        else:
+            path, headers["X-Webhook-Secret"] = "generic", SECRET
+        found.append((path, headers, body[1].encode()))
+    return found
+
+
+def home_assistant_payload(**data: object) -> bytes:
+    """The rest_command's payload as Home Assistant renders it with the automation's `data`
+    (an attribute the player does not have renders as "")."""
+    payload = re.search(r"payload: >-\n(.+?)\n\n", GENERIC, flags=re.S)
+    assert payload, "the Home Assistant example's payload"
+
+    def render(expression: re.Match[str]) -> str:
+        value = data.get(expression[1], "")
+        if expression[2] == "to_json":
+            return json.dumps(value)
+        return str(int(value or 0) * 1000)  # type: ignore[call-overload]
+
+    rendered = _HA_EXPRESSION.sub(render, payload[1])
+    assert "{{" not in rendered, f"an expression this test does not render: {rendered}"
+    return rendered.encode()
+
+
+def test_every_generic_example_in_the_webhook_docs_is_taken_by_the_service(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
+) -> None:
+    trakt = start_fake(seeded(FakeTrakt()))
+    assert isinstance(trakt, FakeTrakt)
+    one_piece = trakt.add_show("One Piece", 1999, tvdb=81797)
+    trakt.add_episode(one_piece, 21, 108, number_abs=1000)
+    heat = trakt.add_show("Ozark", 2017, tvdb=328634)
+    trakt.add_episode(heat, 1, 2)
+    service = service_for(tmp_path, trakt).start()
+    player = {"user": "alice", "player": "kodi-livingroom"}
+    home_assistant = [
+        home_assistant_payload(
+            **player, type="movie", title="Heat (1995)", position=10_100, duration=10_260
+        ),
+        # The automation fires twice: at the end, and when the TV is switched off.
+        *[
+            home_assistant_payload(
+                **player,
+                type="episode",
+                title="Sugarwood",
+                show="Ozark",
+                season=1,
+                number=2,
+                position=3_500,
+                duration=3_600,
+            )
+        ]
+        * 2,
+        home_assistant_payload(**player, type="music", title="Ain't No Sunshine", duration=125),
+    ]
+    try:
+        answers = [
+            httpx.post(f"{service.url}/webhooks/{path}", content=body, headers=headers)
+            for path, headers, body in curl_examples()
+        ]
+        answers += [
+            httpx.post(
+                f"{service.url}/webhooks/generic/{SECRET}",
+                content=body,
+                headers={"Content-Type": "application/json"},
+            )
+            for body in home_assistant
+        ]
+        assert [a.status_code for a in answers] == [202] * (len(answers) - 1) + [200], [
+            a.text for a in answers
+        ]
+        wait_for(lambda: delivered_all(service))
+    finally:
+        service.terminate()
+    watched = sorted(
+        (e.item.title, getattr(e.item, "season", None), getattr(e.item, "number", None))
+        for e in trakt.history()
+    )
+    assert watched == [
+        ("Arrival", None, None),  # the start and stop; the played mark minutes later is that play
+        ("Episode 108", 21, 108),
+        ("Episode 14", 5, 14),
+        ("Episode 2", 1, 2),  # once, though the automation fired twice
+        ("Heat", None, None),
+    ]
+    assert [(r.item.title, r.rating) for r in trakt.ratings()] == [("Arrival", 8)]
