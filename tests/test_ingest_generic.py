@@ -259,7 +259,8 @@ def test_a_day_without_a_time_is_that_day_where_watchbridge_runs(
             # position / duration, as a template computes it: read as a percent, 0.97 %.
             changed(MOVIE, played=None, progress=0.97),
             "progress: 0.97 on a stop is under 1 %; progress is a percent from 0 to 100 (multiply a"
-            " 0-1 fraction by 100), or send position_ms and duration_ms",
+            " 0-1 fraction by 100), or send position_ms and duration_ms; a stop in the first 1 %"
+            " is no viewing: send 0",
         ),
         (changed(MOVIE, played="maybe"), "played: must be true or false"),
         (changed(MOVIE, user=["alice"]), "user: must be a string or a whole number"),

@@ -201,7 +201,8 @@ def _position(
         # whether it was watched would end as a pause, and the play would be lost unseen.
         raise Invalid(
             f"progress: {progress:g} on a stop is under 1 %; progress is a percent from 0 to"
-            " 100 (multiply a 0-1 fraction by 100), or send position_ms and duration_ms"
+            " 100 (multiply a 0-1 fraction by 100), or send position_ms and duration_ms; a stop"
+            " in the first 1 % is no viewing: send 0"
         )
     if duration is None:
         return position, None, progress
