@@ -16,20 +16,22 @@ import pytest
 from tests.fakes.anilist import CLIENT_ID as ANILIST_CLIENT
 from tests.fakes.anilist import FakeAniList
 from tests.fakes.jellyfin import API_KEY as JELLYFIN_KEY
-from tests.fakes.jellyfin import sample_server
+from tests.fakes.jellyfin import SAMPLE_SERVER_IDS, sample_server
 from tests.fakes.plex import TOKEN as PLEX_TOKEN
 from tests.fakes.plex import FakePlex
 from tests.fakes.plextv import FakePlexTv
 from tests.fakes.receiver import AlertReceiver
 from tests.fakes.serializd import ALICE as SERIALIZD_USER
 from tests.fakes.serializd import FakeSerializd
-from tests.harness import ServiceProcess, free_port, write_config
+from tests.harness import AppThread, ServiceProcess, free_port, write_config
 from tests.ingest_samples import sample_json
 from tests.test_cli import run
 from tests.test_link_plex_serializd import setup as plex_serializd_setup
 from tests.test_link_plex_serializd import sync as plex_serializd_sync
 from tests.test_webhooks_e2e import SECRET, plex_multipart, wait_for
 from tests.unpaced import unpaced
+from watchbridge.config import parse_config
+from watchbridge.wiring import build_app, build_runtime
 
 ROOT = Path(__file__).parent.parent
 
@@ -394,3 +396,46 @@ profiles:
         assert told in renamed[0]["message"]
     finally:
         service.kill()
+
+
+@pytest.mark.parametrize(("source", "name"), [("emby", "Emby"), ("jellyfin", "Jellyfin")])
+def test_a_play_from_a_second_server_of_that_kind_says_it_cannot_be_read_not_to_identify_it(
+    tmp_path: Path, start_fake: Any, source: str, name: str
+) -> None:
+    # A household with two Emby servers (or two Jellyfins) can set only one under services.
+    # The other's episode names its show by a SeriesId the configured server cannot stand
+    # for (Emby numbers items from 1 on every server): its answer is not taken, and the play
+    # waits. The reason told the user to identify the show in that server, which can never
+    # help; it names the other server instead, and what can find the show.
+    server = sample_server(start_fake, source)  # holds the sample's SeriesId, as its own
+    serializd = start_fake(FakeSerializd())
+    email, password, _ = SERIALIZD_USER
+    text = f"""server: {{webhook_secret: {SECRET}}}
+storage: {{path: {tmp_path / "wb.db"}}}
+services:
+  serializd: {{api_url: "{serializd.url}"}}
+  {source}: {{url: "{server.url}", api_key: {JELLYFIN_KEY}}}
+profiles:
+  me:
+    users: {{{source}: [alex]}}
+    accounts: {{serializd: {{email: "{email}", password: "{password}"}}}}
+"""
+    play = sample_json(source, "playback_stop_episode_completed.json")
+    other = "0a1b2c3d4e5f60718293a4b5c6d7e8f9"
+    if source == "emby":
+        play["Server"]["Id"] = play["Item"]["ServerId"] = other
+    else:
+        play["ServerId"] = other
+    runtime = build_runtime(parse_config(text, tmp_path / "watchbridge.yaml", {}))
+    with AppThread(build_app(runtime)) as app:
+        answer = httpx.post(f"{app.url}/webhooks/{source}/{SECRET}", json=play)
+        assert answer.json() == {"status": "accepted", "queued": 1}
+        wait_for(lambda: settled(tmp_path), timeout=20)
+    with sqlite3.connect(tmp_path / "wb.db") as db:
+        (reason,) = db.execute("SELECT last_error FROM outbox").fetchone()
+    assert reason.startswith(
+        f"unmatched: Breaking Bad S05E14 was played on another {name} server ({other}) than "
+        f"the one at services.{source}.url ({SAMPLE_SERVER_IDS[source]}), whose items "
+        "watchbridge cannot read"
+    ), reason
+    assert "add services.trakt" in reason and "identify it there" not in reason

@@ -808,6 +808,13 @@ class SeriesEnricher:
             ), None
         return merge_series(item, found), None
 
+    def another_server(self, from_server: str | None) -> str | None:
+        """The configured server's `ServerId` when a webhook's `from_server` is known to be
+        another server of this kind, whose items cannot be read here; else None."""
+        if from_server is None or self.answers_as is None:
+            return None
+        return None if same_server(self.answers_as, from_server) else self.answers_as
+
     async def _read(self, item_id: str, movie: bool, from_server: str | None) -> Series | None:
         """The series (or the movie) with this server id, cached. A cached answer of a server
         other than the webhook's is read again, unless the configured server gave it (the
@@ -1132,12 +1139,32 @@ class Enricher:
                 problem = identity_unknown(item, elsewhere)
             else:
                 problem = Problem(played_elsewhere(item, self.trakt is not None, said))
+        if problem is None and server is not None:
+            problem = self._from_another_server(server, item, from_server)
         if problem is None:
             problem = not_known(server, item, need)
             searched = self.trakt is not None
             hint = agent_hint(item, source, searched) if server is None else ""
             problem = replace(problem, message=problem.message + hint)
         return Enriched(item, problem)
+
+    def _from_another_server(
+        self, server: str, item: MediaRef, from_server: str | None
+    ) -> Problem | None:
+        """Why a Jellyfin or Emby play from another server than the configured one has no
+        ids: only the server at its URL is asked, and it answered as another, so no renaming
+        or identifying there can help (None while that is not known)."""
+        lookup = self.series.get(server)
+        configured = None if lookup is None else lookup.another_server(from_server)
+        if configured is None or from_server is None:
+            return None
+        name = SERVER_NAMES.get(server, server)
+        then = ", and Trakt's id search did not find it" if self.trakt else f": {TRAKT_FINDS_IT}"
+        return Problem(
+            f"{item.describe()} was played on another {name} server ({server_guid(from_server)})"
+            f" than the one at services.{server}.url ({configured}), whose items watchbridge "
+            f"cannot read{then}"
+        )
 
     async def _from_catalogue(self, item: MediaRef) -> tuple[MediaRef, str]:
         """A movie, or an episode's show, with the external ids Plex's catalogue gives its
