@@ -177,6 +177,14 @@ def test_the_alert_kinds_the_config_takes_are_those_the_readme_names() -> None:
     assert set(get_args(AlertKind)) == documented
 
 
+def test_the_example_config_names_every_alert_kind_it_can_be_narrowed_to() -> None:
+    example = (ROOT / "config" / "watchbridge.example.yaml").read_text()
+    comment = re.search(r"^  kinds: \[all\] +# or a selection: (.*?)\n  \w", example, re.M | re.S)
+    assert comment, "alerts.kinds line of the example config"
+    named = set(re.findall(r"[a-z_]+", comment[1].replace("#", " ")))
+    assert named == set(get_args(AlertKind)) - {"all"}
+
+
 def test_every_watchbridge_metric_is_in_the_readme() -> None:
     metrics = Metrics()  # with the collectors the service adds, which read the store
     metrics.watch_queue(dict, ["trakt"], time.time)
