@@ -808,3 +808,84 @@ def test_the_delivery_fingerprint_ignores_what_deliveries_do_not_depend_on() -> 
     plain = parse_config(SERIALIZD_CONFIG, FILE, environ)
     logged = parse_config(SERIALIZD_CONFIG + "logging: {level: debug}\n", FILE, environ)
     assert plain.delivery_fingerprint() == logged.delivery_fingerprint()
+
+
+# --------------------------------------------------------------------------- Serializd token
+
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJleHBpcnlfdGltZSI6IjIwMjctMDEtMDFUMDA6MDA6MDBaIn0.c2ln"
+SERIALIZD = "services:\n  serializd: {}\nprofiles:\n  me:\n    accounts:\n      serializd:\n"
+
+
+@pytest.mark.parametrize(
+    "pasted",
+    [
+        JWT,
+        f"tvproject_credentials={JWT}",
+        f"Bearer {JWT}",
+        f"Authorization: Bearer {JWT}",
+        f"Cookie: _ga=GA1.2.3; tvproject_credentials={JWT}; theme=dark",
+    ],
+)
+def test_a_serializd_token_is_taken_out_of_the_cookie_or_header_pasted(pasted: str) -> None:
+    config = parse_config(
+        SERIALIZD + "        token: ${SERIALIZD_TOKEN}\n", FILE, {"SERIALIZD_TOKEN": pasted}
+    )
+    account = config.profiles["me"].accounts.serializd
+    assert account is not None and account.token is not None
+    assert account.token.reveal() == JWT
+    assert (account.email, account.password, account.pasted) == (None, None, True)
+    assert config.secrets() == [JWT]  # what the logs' redaction hides
+
+
+@pytest.mark.parametrize(
+    ("written", "expected"),
+    [
+        (
+            f"        token: {JWT}\n        email: a@b.c\n        password: pw\n",
+            "watchbridge.yaml:7 profiles.me.accounts.serializd.token: give either token or "
+            "email and password, not both (remove token, or email)",
+        ),
+        (
+            "        {}\n",
+            "watchbridge.yaml:6 profiles.me.accounts.serializd: expected token (pasted from the"
+            " website: the value of its cookie tvproject_credentials), or email and password",
+        ),
+        (
+            "        email: a@b.c\n",
+            "watchbridge.yaml:7 profiles.me.accounts.serializd.password: required with email"
+            " (or use token instead)",
+        ),
+        (
+            "        password: pw\n",
+            "watchbridge.yaml:7 profiles.me.accounts.serializd.email: required with password"
+            " (or use token instead)",
+        ),
+        (
+            "        token: 'theme=dark; _ga=GA1.2.3'\n",
+            "watchbridge.yaml:7 profiles.me.accounts.serializd.token: expected the token"
+            " Serializd's website signs in with: the value of its cookie tvproject_credentials"
+            " (it starts eyJ and has two dots), or the cookie whole (tvproject_credentials=eyJ...)",
+        ),
+    ],
+)
+def test_a_serializd_account_signs_in_one_way_or_the_file_says_how(
+    written: str, expected: str
+) -> None:
+    text = SERIALIZD + written
+    if written.strip() == "{}":
+        text = SERIALIZD.removesuffix("\n") + " {}\n"
+    assert error_of(text) == expected
+
+
+def test_a_serializd_token_left_empty_by_its_variable_names_the_variable() -> None:
+    message = error_of(SERIALIZD + "        token: ${SERIALIZD_TOKEN}\n", {"SERIALIZD_TOKEN": ""})
+    assert message == (
+        "watchbridge.yaml:7 profiles.me.accounts.serializd.token: required, but environment"
+        " variable SERIALIZD_TOKEN is empty"
+    )
+
+
+def test_a_serializd_token_that_is_no_token_is_not_shown_in_the_error() -> None:
+    message = error_of(SERIALIZD + "        token: 'not-a-token-s3cr3t'\n")
+    assert "not-a-token-s3cr3t" not in message
+    assert "profiles.me.accounts.serializd.token: expected the token" in message

@@ -240,10 +240,135 @@ async def test_parallel_calls_after_expiry_log_in_once(
     assert fake.count("POST", LOGIN) == 2
 
 
-async def test_pasted_token_is_adopted(client: SerializdClient, fake: FakeSerializd) -> None:
+async def test_pasted_token_is_adopted(fake: FakeSerializd, store: Store) -> None:
+    # A profile the client has no configured sign-in for (a config with a password logs in
+    # with it instead: `a_profile_switched_from_a_token_to_a_password_logs_in`).
+    client = SerializdClient(SerializdConfig(api_url=fake.url), store, requests_per_second=1000)
     assert await client.use_token(PROFILE, fake.issue_token()) == USERNAME
     await client.diary(PROFILE)
     assert fake.count("POST", LOGIN) == 0
+    await client.aclose()
+
+
+VALIDATE = "/api/validateauthtoken"
+
+
+def token_client(
+    fake: FakeSerializd, store: Store, token: str, clock: Callable[[], float] = time.time
+) -> SerializdClient:
+    """A client for a profile whose config has `token: ...` (as pasted, normalised as the
+    config does)."""
+    return SerializdClient(
+        SerializdConfig(api_url=fake.url),
+        store,
+        accounts={PROFILE: SerializdAccount(token=Secret(token))},
+        requests_per_second=1000,
+        clock=clock,
+    )
+
+
+@pytest.mark.parametrize(
+    "pasted",
+    [
+        "{token}",
+        "tvproject_credentials={token}",
+        "Bearer {token}",
+        "_ga=GA1.1.5; tvproject_credentials={token}; theme=dark",
+    ],
+)
+async def test_a_pasted_token_is_checked_once_and_used_without_a_login(
+    fake: FakeSerializd, store: Store, pasted: str
+) -> None:
+    token = fake.issue_token()
+    client = token_client(fake, store, pasted.format(token=token))
+    await client.diary(PROFILE)
+    await client.mark_seasons(PROFILE, 1396, [3572])
+    await client.aclose()
+    again = token_client(fake, store, pasted.format(token=token))  # the service restarted
+    await again.diary(PROFILE)
+    await again.aclose()
+    assert fake.count("POST", LOGIN) == 0
+    assert fake.count("POST", VALIDATE) == 1  # which also named the user the paths need
+    assert fake.season_marks() == {(1396, 3572)}
+    reads = fake.calls("GET", DIARY)
+    assert reads and all(r.headers["authorization"] == f"Bearer {token}" for r in reads)
+    stored = store.get_token("serializd", PROFILE)
+    assert stored is not None and stored["username"] == USERNAME
+    assert stored["expires_at"] == pytest.approx(fake.now() + fake.token_lifetime, abs=5)
+
+
+async def test_an_expired_pasted_token_says_what_to_do_and_is_not_sent_again_for_hours(
+    fake: FakeSerializd, store: Store
+) -> None:
+    clock = FakeClock(time.time())
+    client = token_client(fake, store, fake.issue_token(), clock)
+    await client.diary(PROFILE)
+    fake.expire_tokens()
+    with pytest.raises(SerializdAuthError) as caught:
+        await client.diary(PROFILE)
+    message = caught.value.message
+    assert "Serializd no longer accepts the token pasted for profile me" in message
+    assert "https://www.serializd.com" in message and "tvproject_credentials" in message
+    assert "profiles.me.accounts.serializd.token" in message and "restart" in message
+    assert caught.value.retry_after == REFUSAL_KEPT
+    sent = len(fake.requests)
+    clock.advance(REFUSAL_KEPT - 60)
+    for _ in range(3):
+        with pytest.raises(SerializdAuthError, match="no longer accepts"):
+            await client.diary(PROFILE)
+    assert len(fake.requests) == sent  # nothing to log in again with: nothing is sent
+    assert fake.count("POST", LOGIN) == 0
+    clock.advance(120)  # tried again then, in case Serializd refused it by mistake
+    with pytest.raises(SerializdAuthError):
+        await client.diary(PROFILE)
+    assert len(fake.requests) == sent + 1
+    await client.aclose()
+    fresh = token_client(fake, store, fake.issue_token(), clock)  # pasted, and restarted
+    await fresh.diary(PROFILE)
+    await fresh.aclose()
+
+
+async def test_a_token_serializd_says_is_not_valid_is_refused_at_its_check(
+    fake: FakeSerializd, store: Store
+) -> None:
+    token = fake.issue_token()
+    fake.expire_tokens()
+    client = token_client(fake, store, token)
+    with pytest.raises(SerializdAuthError, match="no longer accepts the token pasted"):
+        await client.diary(PROFILE)
+    with pytest.raises(SerializdAuthError):
+        await client.diary(PROFILE)
+    assert fake.count("POST", VALIDATE) == 1
+    assert fake.count("GET", DIARY) == 0
+    assert store.get_token("serializd", PROFILE) is None
+    await client.aclose()
+
+
+async def test_a_token_the_config_changes_is_used_from_the_next_start(
+    fake: FakeSerializd, store: Store
+) -> None:
+    bob = fake.add_user("bob@example.com", "another long passphrase", "bob_tv")
+    client = token_client(fake, store, fake.issue_token())
+    assert await client.username(PROFILE) == USERNAME
+    await client.aclose()
+    changed = token_client(fake, store, fake.issue_token(bob))
+    assert await changed.username(PROFILE) == "bob_tv"
+    await changed.aclose()
+    assert fake.count("POST", VALIDATE) == 2
+
+
+async def test_a_profile_switched_from_a_token_to_a_password_logs_in(
+    fake: FakeSerializd, store: Store
+) -> None:
+    pasted = token_client(fake, store, fake.issue_token())
+    await pasted.diary(PROFILE)
+    await pasted.aclose()
+    client = make_client(fake, store)
+    await client.diary(PROFILE)
+    await client.aclose()
+    assert fake.count("POST", LOGIN) == 1
+    stored = store.get_token("serializd", PROFILE)
+    assert stored is not None and stored["email"] == EMAIL and not stored["pasted"]
 
 
 async def test_a_username_changed_on_serializd_is_followed_without_signing_in_again(

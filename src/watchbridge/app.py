@@ -491,7 +491,14 @@ def start_warnings(
     logins: dict[str, str] = {}  # Serializd email -> the first profile signing in with it
     for name, profile in config.profiles.items():
         serializd = profile.accounts.serializd
-        if serializd is not None:
+        if serializd is not None and serializd.token is not None:
+            first = logins.setdefault(f"token:{serializd.token.reveal()}", name)
+            if first != name:
+                warnings.append(
+                    f"profiles.{name}.accounts.serializd.token is profile {first}'s token too: "
+                    f"{name}'s plays would land on {first}'s Serializd; paste each person's own"
+                )
+        elif serializd is not None and serializd.email is not None:
             first = logins.setdefault(serializd.email.casefold(), name)
             if first != name:
                 warnings.append(

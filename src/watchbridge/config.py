@@ -252,15 +252,56 @@ class PlexAccount:
     )
 
 
+# An empty value of these is the key missing: "required, got an empty value".
+EMPTY_IS_MISSING = {"empty_is_missing": True}
+
+
 @dataclass(frozen=True)
 class SerializdAccount:
-    email: str
-    password: Secret
+    """A Serializd sign-in: a token pasted from the website (`token`), or the email and
+    password watchbridge logs in with (and again whenever the token it got ends)."""
+
+    email: str | None = field(default=None, metadata=EMPTY_IS_MISSING)
+    password: Secret | None = field(default=None, metadata=EMPTY_IS_MISSING)
+    token: Secret | None = field(default=None, metadata=EMPTY_IS_MISSING)
 
     def __post_init__(self) -> None:
         # A value pasted with a space around it (`email: "alice@example.com "`) is the login
         # without it: signing in with the space, Serializd would not know the user.
-        object.__setattr__(self, "email", self.email.strip())
+        if self.email is not None:
+            object.__setattr__(self, "email", self.email.strip())
+        if self.token is not None:
+            object.__setattr__(self, "token", Secret(serializd_token(self.token.reveal())))
+
+    @property
+    def pasted(self) -> bool:
+        """Whether this sign-in is a pasted token (no password to log in again with)."""
+        return self.token is not None
+
+
+SERIALIZD_COOKIE = "tvproject_credentials"  # the website's sign-in cookie: its value is the token
+_JWT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_=-]*")
+
+
+def serializd_token(text: str) -> str:
+    """The token out of what a user pasted: the token itself, `Bearer <token>` (with or
+    without `Authorization:`), or the website's cookie `tvproject_credentials=<token>`, alone
+    or with the other cookies of a copied Cookie header. Pure."""
+    text = text.strip()
+    for part in text.split(";"):
+        name, equals, value = part.partition("=")
+        if equals and name.strip().rpartition(" ")[2].casefold() == SERIALIZD_COOKIE:
+            return value.strip().strip('"')
+    if text.casefold().startswith("authorization:"):
+        text = text.split(":", 1)[1].strip()
+    if text[:7].casefold() == "bearer ":
+        text = text[7:].strip()
+    return text
+
+
+def is_jwt(token: str) -> bool:
+    """Whether `token` has a JWT's shape (three base64url parts joined by dots). Pure."""
+    return _JWT.fullmatch(token) is not None
 
 
 @dataclass(frozen=True)
@@ -762,6 +803,7 @@ def cross_check(config: Config) -> list[tuple[str, str]]:
             problems.append((f"{where}.max_removal_share", "expected a share between 0 and 1"))
         problems.extend(_list_kind_problems(where, link))
     problems.extend(_shared_account_problems(config.profiles))
+    problems.extend(_serializd_sign_in_problems(config.profiles))
     problems.extend(_anilist_problems(config.services.anilist))
     problems.extend(_url_problems(config.services))
     if config.server.max_webhook_bytes < 64 * 1024:
@@ -847,6 +889,47 @@ def _shared_account_problems(profiles: Mapping[str, Profile]) -> list[tuple[str,
                             " (each account's plays go to one profile)",
                         )
                     )
+    return problems
+
+
+SERIALIZD_TOKEN_WANTED = (
+    "expected the token Serializd's website signs in with: the value of its cookie "
+    f"{SERIALIZD_COOKIE} (it starts eyJ and has two dots), or the cookie whole "
+    f"({SERIALIZD_COOKIE}=eyJ...)"
+)
+
+
+def _serializd_sign_in_problems(profiles: Mapping[str, Profile]) -> list[tuple[str, str]]:
+    """A Serializd account signs in one way: a pasted token, or an email and password."""
+    problems = []
+    for name, profile in profiles.items():
+        account = profile.accounts.serializd
+        if account is None:
+            continue
+        where = f"profiles.{name}.accounts.serializd"
+        login = account.email is not None or account.password is not None
+        if account.token is not None and login:
+            given = "email" if account.email is not None else "password"
+            problems.append(
+                (
+                    f"{where}.token",
+                    f"give either token or email and password, not both (remove token, or {given})",
+                )
+            )
+        elif account.token is not None and not is_jwt(account.token.reveal()):
+            problems.append((f"{where}.token", SERIALIZD_TOKEN_WANTED))
+        elif account.token is None and not login:
+            problems.append(
+                (
+                    where,
+                    "expected token (pasted from the website: the value of its cookie "
+                    f"{SERIALIZD_COOKIE}), or email and password",
+                )
+            )
+        elif account.token is None and account.email is None:
+            problems.append((f"{where}.email", "required with password (or use token instead)"))
+        elif account.token is None and account.password is None:
+            problems.append((f"{where}.password", "required with email (or use token instead)"))
     return problems
 
 
@@ -1163,7 +1246,8 @@ class _Validator:
                 values[name] = _Invalid
                 continue
             value = self.build(hints[name], value_node, path)
-            if _required(fields[name]) and _is_empty(value):
+            missing = _required(fields[name]) or fields[name].metadata.get("empty_is_missing")
+            if missing and _is_empty(value):
                 self.fail(value_node, path, f"required, {_emptied_by(value_node)}")
                 value = _Invalid
             elif (if_empty := fields[name].metadata.get("if_empty")) and _is_empty(value):

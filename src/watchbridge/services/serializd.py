@@ -24,6 +24,7 @@ import base64
 import hashlib
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from urllib.parse import quote
 
 import httpx
 
-from watchbridge.config import SerializdAccount, SerializdConfig
+from watchbridge.config import SERIALIZD_COOKIE, SerializdAccount, SerializdConfig
 from watchbridge.http import (
     Bucket,
     HttpClient,
@@ -49,6 +50,8 @@ from watchbridge.logs import Repeating
 from watchbridge.loose import whole
 from watchbridge.metrics import Metrics
 from watchbridge.ratings import from_ten
+from watchbridge.services.refusals import entry as refusal_entry
+from watchbridge.services.refusals import note_refused, note_taken, refusal_of
 from watchbridge.services.trakt import TokenStore
 
 log = logging.getLogger(__name__)
@@ -73,6 +76,17 @@ FORBIDDEN = "serializd-forbidden"  # cache: a login answered 403, until it may b
 # website (not in the config) still works again the same day.
 REFUSAL_KEPT = 6 * 3600.0
 RETRIED = f"tried again at once when it changes, else every {REFUSAL_KEPT / 3600:.0f} hours"
+# A pasted token Serializd refused is not sent again for as long (at once once the config has
+# another): there is no password to log in again with, only the user can paste a new one.
+TOKEN_REFUSAL_KEPT = REFUSAL_KEPT
+EXPIRY_WARNING_DAYS = 14  # a pasted token this close to its expiry claim is warned of
+SIGN_IN_PAGE = "https://www.serializd.com"
+NEW_TOKEN = (
+    f"sign in on {SIGN_IN_PAGE} in a browser, copy the value of its cookie {SERIALIZD_COOKIE} "
+    "(the browser's developer tools > Application, or Storage in Firefox > Cookies), put it "
+    "into {where} (or the variable that line names, such as SERIALIZD_TOKEN) and restart "
+    "watchbridge"
+)
 
 
 class SerializdError(ServiceError):
@@ -115,14 +129,25 @@ class Session:
     # login with the same email, with a new one (renamed in its settings), which proves them
     # one account (`accounts.sign_in_names`).
     formerly: tuple[str, ...] = ()
+    pasted: bool = False  # a token pasted into the config: no password to log in again with
 
     def usable(self, now: float) -> bool:
-        return self.expires_at is None or now < self.expires_at - EXPIRY_MARGIN
+        """Whether to go on with it: a pasted token until Serializd refuses it (its expiry
+        claim is single source, and there is nothing to log in again with); a login's until
+        shortly before its expiry claim."""
+        return self.pasted or self.expires_at is None or now < self.expires_at - EXPIRY_MARGIN
 
     def signed_in_as(self, account: SerializdAccount | None) -> bool:
         """Whether this sign-in is the configured account's (an email corrected in the config
-        must not go on writing to the old account's diary)."""
-        if account is None or self.email is None:
+        must not go on writing to the old account's diary; a token pasted into the config
+        is used from the start after it changes)."""
+        if account is None:
+            return True
+        if account.token is not None:
+            return self.pasted and self.token == account.token.reveal()
+        if self.pasted:
+            return False  # the config went from a pasted token to email and password
+        if self.email is None or account.email is None:
             return True
         return same_email(self.email, account.email)
 
@@ -130,7 +155,11 @@ class Session:
         """Whether this sign-in was made with `account`'s email: Serializd's login, which stays
         with the account when its username changes. False when not known (a pasted token, or
         a sign-in an older release stored without its email)."""
-        return self.email is not None and same_email(self.email, account.email)
+        return (
+            self.email is not None
+            and account.email is not None
+            and same_email(self.email, account.email)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -140,6 +169,7 @@ class Session:
             "expires_at": self.expires_at,
             "email": self.email,
             "formerly": list(self.formerly),
+            "pasted": self.pasted,
         }
 
     @classmethod
@@ -156,6 +186,7 @@ class Session:
             float(expires) if isinstance(expires, int | float) else None,
             email if isinstance(email, str) else None,
             tuple(n for n in formerly if isinstance(n, str)) if isinstance(formerly, list) else (),
+            data.get("pasted") is True,
         )
 
 
@@ -233,6 +264,39 @@ def token_expiry(token: str) -> float | None:
     return None
 
 
+def _date(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d")
+
+
+def token_refused(profile: str, expires_at: float | None, now: float) -> str:
+    """What to do once Serializd no longer takes the token pasted for `profile`. Pure."""
+    if expires_at is not None and now >= expires_at:
+        why = f"it expired on {_date(expires_at)}"
+    else:
+        why = "signed out on the website, or expired"
+    where = f"profiles.{profile}.accounts.serializd.token"
+    return (
+        f"Serializd no longer accepts the token pasted for profile {profile} ({why}); its "
+        "deliveries to Serializd wait, nothing is lost. To go on: " + NEW_TOKEN.format(where=where)
+    )
+
+
+def token_ending(profile: str, expires_at: float | None, now: float) -> str | None:
+    """The warning that the token pasted for `profile` ends within EXPIRY_WARNING_DAYS, or
+    None (further off, past, or no expiry known). Pure."""
+    if expires_at is None or now >= expires_at:
+        return None
+    days = (expires_at - now) / 86400
+    if days > EXPIRY_WARNING_DAYS:
+        return None
+    where = f"profiles.{profile}.accounts.serializd.token"
+    return (
+        f"the Serializd token pasted for profile {profile} expires on {_date(expires_at)} (in "
+        f"{math.ceil(days)} days), and without a password watchbridge cannot sign in again; "
+        "then its deliveries to Serializd wait. Before then: " + NEW_TOKEN.format(where=where)
+    )
+
+
 def snake_case_only(body: Mapping[str, Any]) -> None:
     """Refuse camelCase request keys: Serializd answers them with a 500 (§1)."""
     camel = [key for key in body if key != key.lower()]
@@ -242,6 +306,7 @@ def snake_case_only(body: Mapping[str, Any]) -> None:
 
 def login_body(account: SerializdAccount) -> dict[str, Any]:
     """A plain JSON object (a double-encoded string broke serializd-py's login, §2)."""
+    assert account.email is not None and account.password is not None  # a login account
     return {"email": account.email, "password": account.password.reveal()}
 
 
@@ -574,6 +639,7 @@ def watchlist_remove_body(show_id: int, season_ids: Iterable[int]) -> dict[str, 
 
 def _fingerprint(account: SerializdAccount) -> str:
     """Tells whether credentials changed, without keeping the password (slow to guess from)."""
+    assert account.password is not None  # a login account's
     salt = f"watchbridge:{account.email}".encode()
     digest = hashlib.pbkdf2_hmac("sha256", account.password.reveal().encode(), salt, 100_000)
     return digest.hex()
@@ -873,9 +939,11 @@ class SerializdClient:
         username: str,
         email: str | None = None,
         formerly: tuple[str, ...] = (),
+        *,
+        pasted: bool = False,
     ) -> Session:
         now = self.clock()
-        session = Session(token, username, now, token_expiry(token), email, formerly)
+        session = Session(token, username, now, token_expiry(token), email, formerly, pasted)
         self.tokens.put_token(SERVICE, profile, session.to_dict(), now)
         return session
 
@@ -891,6 +959,8 @@ class SerializdClient:
 
     async def _login(self, profile: str, account: SerializdAccount | None) -> Session:
         where = f"profiles.{profile}.accounts.serializd"
+        if account is not None and account.token is not None:
+            return await self._adopt(profile, account.token.reveal(), None)
         if account is None:
             raise SerializdAuthError(
                 SERVICE,
@@ -967,26 +1037,59 @@ class SerializdClient:
     async def use_token(self, profile: str, token: str) -> str:
         """Adopt a pasted token (or `tvproject_credentials` cookie value) after checking it
         with `validateauthtoken`; returns the username."""
-        response = await self._send(
-            profile, "POST", "/api/validateauthtoken", json={"token": token}, write=False
-        )
-        self._check(response, "token check")
-        data = self._json(response, "token check")
-        username = data.get("username") if isinstance(data, dict) else None
-        if not isinstance(data, dict) or data.get("isValid") is not True or not username:
-            raise SerializdAuthError(
-                SERVICE, f"Serializd does not accept the token given for {profile}"
+        async with self.lane(profile).auth:
+            return (await self._adopt(profile, token, None)).username
+
+    async def _adopt(self, profile: str, token: str, stale: str | None) -> Session:
+        """The session of a pasted token, checked once with `validateauthtoken` (§2: it needs
+        no sign-in and names the user the user paths need) and stored. `stale`: the token a
+        request was just refused with; the same one again is refused without asking, and so
+        is one Serializd refused within TOKEN_REFUSAL_KEPT."""
+        if token != stale:
+            await self._not_refused(profile, token)
+            response = await self._send(
+                profile, "POST", "/api/validateauthtoken", json={"token": token}, write=False
             )
-        self._save(profile, token, str(username))
-        return str(username)
+            self._check(response, "token check")
+            data = self._json(response, "token check")
+            username = data.get("username") if isinstance(data, dict) else None
+            if isinstance(data, dict) and data.get("isValid") is True and username:
+                log.info("signed in to Serializd with the pasted token",
+                         extra={"profile": profile, "username": str(username)})  # fmt: skip
+                await asyncio.to_thread(
+                    note_taken, self.tokens, SERVICE, profile, token, self.clock()
+                )
+                return await asyncio.to_thread(
+                    self._save, profile, token, str(username), pasted=True
+                )
+        now = self.clock()
+        message = token_refused(profile, token_expiry(token), now)
+        await asyncio.to_thread(note_refused, self.tokens, SERVICE, profile, token, message, now)
+        raise SerializdAuthError(SERVICE, message, retry_after=TOKEN_REFUSAL_KEPT)
+
+    async def _not_refused(self, profile: str, token: str) -> None:
+        """Raise when Serializd refused this pasted token less than TOKEN_REFUSAL_KEPT ago:
+        a backlog's every batch, or every link run, would ask again with it."""
+        now = self.clock()
+        record = await asyncio.to_thread(self.tokens.get_token, refusal_entry(SERVICE), profile)
+        refused = refusal_of(record, token)
+        if refused is not None and now - refused[0] < TOKEN_REFUSAL_KEPT:
+            raise SerializdAuthError(
+                SERVICE,
+                refused[1] or token_refused(profile, token_expiry(token), now),
+                retry_after=max(refused[0] + TOKEN_REFUSAL_KEPT - now, 1.0),
+            )
 
     async def _session(self, profile: str) -> Session:
         current = await self._loaded(profile)
         account = self.accounts.get(profile)
         if current is not None and current.usable(self.clock()):
             if current.signed_in_as(account):
+                if current.pasted:
+                    await self._not_refused(profile, current.token)
                 return current
-            log.info("the Serializd email changed in the config: signing in again",
+            changed = "token" if account is not None and account.token is not None else "email"
+            log.info(f"the Serializd {changed} changed in the config: signing in again",
                      extra={"profile": profile})  # fmt: skip
         return await self._relogin(profile, current.token if current else None)
 
@@ -1002,6 +1105,8 @@ class SerializdClient:
                 and current.signed_in_as(account)
             ):
                 return current  # another task logged in while we waited
+            if account is not None and account.token is not None:
+                return await self._adopt(profile, account.token.reveal(), stale)
             if account is None and current is not None:
                 raise SerializdAuthError(
                     SERVICE,
@@ -1035,7 +1140,9 @@ class SerializdClient:
             extra={"profile": profile, "was": session.username, "username": username},
         )
         formerly = tuple(n for n in (*session.formerly, session.username) if n != username)
-        return self._save(profile, session.token, username, session.email, formerly)
+        return self._save(
+            profile, session.token, username, session.email, formerly, pasted=session.pasted
+        )
 
     async def username(self, profile: str) -> str:
         return (await self._session(profile)).username
