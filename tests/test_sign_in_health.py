@@ -27,6 +27,7 @@ from watchbridge.app import create_app
 from watchbridge.config import Config, parse_config
 from watchbridge.maintenance import housekeeping
 from watchbridge.services.anilist import AniListAuthError
+from watchbridge.services.refusals import digest
 from watchbridge.services.serializd import SerializdAuthError
 from watchbridge.signins import Facts, iso, sign_in_states
 from watchbridge.wiring import build_runtime, serializd_client
@@ -395,6 +396,32 @@ def test_a_serializd_login_refused_says_so_and_one_that_works_is_ok() -> None:
     assert states[1].expires_at == NOW + DAY
     assert "changed since the last login" in states[4].message
     assert all("jwt" not in s.message for s in states)
+
+
+def test_a_serializd_token_in_the_config_reads_by_its_own_expiry_claim(
+    serializd: FakeSerializd,
+) -> None:
+    serializd.token_lifetime = 300 * DAY
+    token = serializd.issue_token()  # its claim: 300 days from the fake's now (the real time)
+    now = serializd.now()
+    unused = Facts("me", "serializd", None, configured=token, pasted=True)
+    stored = {"token": token, "username": "alice_tv", "pasted": True}
+    used = Facts("me", "serializd", stored, configured=token, pasted=True)
+    refused_record = {"sha256": digest(token), "at": now - 60, "reason": "refused"}
+    refused = Facts(
+        "me", "serializd", stored, configured=token, pasted=True, refused_token=refused_record
+    )
+    states = sign_in_states([unused, used, refused], now)
+    assert [s.state for s in states] == ["not_tried", "ok", "refused"]
+    assert all(s.expires_at == pytest.approx(now + 300 * DAY, abs=5) for s in states)
+    assert "the token in profiles.me.accounts.serializd.token is first used" in states[0].message
+    assert "signed in with the pasted token until " in states[1].message
+    assert "tvproject_credentials" in states[2].message
+    assert all(token not in s.message for s in states)
+    ending = sign_in_states([used], now + 290 * DAY)[0]
+    ended = sign_in_states([used], now + 301 * DAY)[0]
+    assert (ending.state, ended.state) == ("ends_soon", "expired")
+    assert "(in 10 days; a pasted token cannot be renewed)" in ending.message
 
 
 def test_an_anilist_token_in_the_config_is_not_tried_until_it_was_used(

@@ -1,6 +1,6 @@
 """Housekeeping that keeps the database small over months, takes back deliveries a stopped
-process had claimed, renews the Trakt sign-ins due for it, the AniList sign-in check and the
-anime datasets' age: a background task, once an hour."""
+process had claimed, renews the Trakt sign-ins due for it, the AniList and Serializd token
+checks and the anime datasets' age: a background task, once an hour."""
 
 from __future__ import annotations
 
@@ -142,6 +142,7 @@ async def housekeeping(
         (send_account_alerts_owed, "account-alerts"),
         (renew_trakt_sign_ins, "trakt-token-refresh"),
         (check_anilist_tokens, "anilist-token-check"),
+        (check_serializd_tokens, "serializd-token-check"),
         (check_anime_datasets, "anime-datasets-check"),
     ):
         try:
@@ -210,6 +211,37 @@ async def check_anilist_tokens(runtime: Runtime) -> list[str]:
             # One cause: the sign-in that was about to expire has; a later sign-in resolves once.
             for stage in EXPIRY_STAGES[: EXPIRY_STAGES.index(alert.stage)]:
                 await runtime.notifier.close_quietly("credentials", expiry_condition(name, stage))
+    return sent
+
+
+async def check_serializd_tokens(runtime: Runtime) -> list[str]:
+    """Alert (kind `credentials`, the *sign-in ends soon* alert its deliveries raise too) once
+    per token when a token pasted for Serializd is 14 days from its expiry claim, and log it:
+    with no password, watchbridge cannot sign in again. Once it has expired, the deliveries'
+    *paused* alert tells of it (this one closes without a "Resolved"); a token that lasts
+    again (a new one pasted) resolves it. Returns the keys of the alerts dealt with."""
+    from watchbridge.services.refusals import digest
+    from watchbridge.services.serializd import SERVICE, token_ending, token_expiry
+
+    now = runtime.clock()
+    sent = []
+    for name, profile in runtime.config.profiles.items():
+        account = profile.accounts.serializd
+        if account is None or account.token is None:
+            continue
+        token = account.token.reveal()
+        expires = token_expiry(token)
+        key = f"{SERVICE}:{name}{ENDING}"
+        body = token_ending(name, expires, now)
+        if body is None and expires is not None and now >= expires:
+            await runtime.notifier.close_quietly("credentials", key)
+        elif body is None:
+            renewed = f"the {SERVICE} sign-in of profile {name} is renewed"
+            await runtime.notifier.resolve("credentials", renewed, key=key)
+        else:
+            once = f"{SERVICE}:{name}:{digest(token)[:32]}:ending"
+            if await _alert_once(runtime, name, once, key, ending_title(SERVICE, name), body):
+                sent.append(once)
     return sent
 
 

@@ -34,9 +34,12 @@ from watchbridge.config import Config
 from watchbridge.readers.plex import identity, refusal_fix, token_in_use
 from watchbridge.services.anilist import EXPIRY_WARNING_DAYS, pick_token
 from watchbridge.services.refusals import SERVICE_WIDE, entry, refusal_of
+from watchbridge.services.serializd import EXPIRY_WARNING_DAYS as SERIALIZD_WARNING_DAYS
 from watchbridge.services.serializd import FORBIDDEN as SERIALIZD_FORBIDDEN
+from watchbridge.services.serializd import NEW_TOKEN as SERIALIZD_NEW_TOKEN
 from watchbridge.services.serializd import REFUSED as SERIALIZD_REFUSED
 from watchbridge.services.serializd import same_email
+from watchbridge.services.serializd import token_expiry as serializd_token_expiry
 from watchbridge.services.trakt import PASTED_USED, REFRESH_OUTCOME, TokenSet
 from watchbridge.store import Store
 
@@ -64,7 +67,9 @@ class Facts:
     service: str
     stored: Mapping[str, Any] | None = None
     configured: str | None = None  # AniList: the config's token; Trakt: a pasted refresh token;
-    # Serializd: the configured email; Plex: whose token it is ("owner", "pasted", "signed_in")
+    # Serializd: the configured email, or its pasted token (`pasted`); Plex: whose token it is
+    # ("owner", "pasted", "signed_in")
+    pasted: bool = False  # Serializd: `configured` is a token pasted into the config
     pasted_used: str | None = None  # Trakt: the hash of the pasted refresh token Trakt answered
     last_refresh: Mapping[str, Any] | None = None  # Trakt: REFRESH_OUTCOME's entry
     refused: str | None = None  # Serializd: why its last login was refused, if it was
@@ -285,6 +290,8 @@ def _anilist(fact: Facts, now: float) -> SignIn:
 
 
 def _serializd(fact: Facts, now: float) -> SignIn:
+    if fact.pasted:
+        return _serializd_pasted(fact, now)
     where = f"profiles.{fact.profile}.accounts.serializd"
     data = fact.stored or {}
     expires = data.get("expires_at")
@@ -321,6 +328,38 @@ def _serializd(fact: Facts, now: float) -> SignIn:
         expires_at,
         f"signed in; logs in again with the email and password in {where} when it ends",
     )
+
+
+def _serializd_pasted(fact: Facts, now: float) -> SignIn:
+    """A token pasted for Serializd: used until Serializd refuses it, and not renewable."""
+    token = fact.configured or ""
+    where = f"profiles.{fact.profile}.accounts.serializd.token"
+    todo = SERIALIZD_NEW_TOKEN.format(where=where)
+    expires = serializd_token_expiry(token)
+
+    def sign_in(state: State, message: str) -> SignIn:
+        return SignIn(fact.profile, "serializd", state, expires, message)
+
+    if (refused := refusal_of(fact.refused_token, token)) is not None:
+        return sign_in("refused", f"Serializd refused the token {_when(refused[0])}; "
+                                  f"{_held(fact)}: {todo}")  # fmt: skip
+    if expires is not None and now >= expires:
+        return sign_in("expired", f"the token ended {_when(expires)}: {todo}")
+    if expires is not None and (expires - now) / 86400 <= SERIALIZD_WARNING_DAYS:
+        days = math.ceil((expires - now) / 86400)
+        return sign_in(
+            "ends_soon",
+            f"the token ends {_when(expires)} (in {days} days; a pasted token cannot be "
+            f"renewed): {todo}",
+        )
+    until = f"until {_when(expires)}" if expires is not None else "(no expiry known)"
+    if (fact.stored or {}).get("token") != token:
+        return sign_in(
+            "not_tried",
+            f"the token in {where} is first used {FIRST_USED.format(service='Serializd')}; it "
+            f"works {until} by its own claim",
+        )
+    return sign_in("ok", f"signed in with the pasted token {until}")
 
 
 def _plex(fact: Facts) -> SignIn | None:
@@ -423,7 +462,20 @@ def read_facts(config: Config, store: Store, now: float) -> list[Facts]:
                     waiting=_waiting(store, "anilist", name, refused_anilist),
                 )
             )
-        if accounts.serializd is not None:
+        if accounts.serializd is not None and accounts.serializd.token is not None:
+            refused_serializd = _refused_token(store, "serializd", name)
+            facts.append(
+                Facts(
+                    name,
+                    "serializd",
+                    store.get_token("serializd", name),
+                    configured=accounts.serializd.token.reveal(),
+                    pasted=True,
+                    refused_token=refused_serializd,
+                    waiting=_waiting(store, "serializd", name, refused_serializd),
+                )
+            )
+        elif accounts.serializd is not None:
             where = f"profiles.{name}.accounts.serializd"
             refused, fingerprint = store.cache_get(SERIALIZD_REFUSED, name, now)
             forbidden, _ = store.cache_get(SERIALIZD_FORBIDDEN, name, now)

@@ -60,6 +60,7 @@ from watchbridge.deliver.worker import (
     for_the_account,
     per_profile,
     service_hold,
+    shows_an_answer,
     unplaced_episode,
     unreadable_row,
     unsure,
@@ -255,7 +256,16 @@ class SerializdTarget:
             await self.enricher.aclose()
 
     async def deliver(self, items: Sequence[OutboxItem], now: float) -> dict[int, Outcome]:
-        return await per_profile(items, self._deliver_profile, self._hold_for, self.store)
+        outcomes = await per_profile(items, self._deliver_profile, self._hold_for, self.store)
+        # Delivered on a pasted token that ends soon: the worker tells of it (and does not
+        # take the delivery for a sign-in renewed).
+        profiles = {i.profile for i in items}
+        ending = {p: why for p in profiles if (why := self.client.sign_in_ending(p))}
+        for item in items:
+            outcome = outcomes.get(item.id)
+            if shows_an_answer(outcome) and item.profile in ending:
+                outcomes[item.id] = replace(outcome, sign_in_ending=ending[item.profile])
+        return outcomes
 
     def _hold_for(self, exc: Exception, profile: str = "") -> Outcome:
         if isinstance(exc, SerializdAuthError):  # a refused password: until it is tried again

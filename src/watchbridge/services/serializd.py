@@ -1147,6 +1147,16 @@ class SerializdClient:
     async def username(self, profile: str) -> str:
         return (await self._session(profile)).username
 
+    def sign_in_ending(self, profile: str) -> str | None:
+        """Why `profile`'s sign-in stops working soon (the token pasted for it is within
+        EXPIRY_WARNING_DAYS of its expiry claim), with what to do; None otherwise (a login
+        with a password signs in again by itself). Read from the config only."""
+        account = self.accounts.get(profile)
+        if account is None or account.token is None:
+            return None
+        token = account.token.reveal()
+        return token_ending(profile, token_expiry(token), self.clock())
+
     # ------------------------------------------------------------------ requests
 
     async def _call(

@@ -1,0 +1,248 @@
+"""A Serializd account signed in by a token pasted from the website (`accounts.serializd.token`),
+as the service runs it: plays delivered with it, its expiry holding the deliveries behind one
+alert that says what to do, a warning two weeks ahead, and the token never shown. Against the
+fake Serializd over real HTTP, with the targets the service builds (`wiring.make_targets`)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.base import FakeServer
+from tests.fakes.receiver import AlertReceiver, FakeClock
+from tests.fakes.serializd import FakeSerializd
+from tests.test_deliver_serializd import SEASON_1, SHOW, drain, enqueue, episode
+from tests.test_sign_in_health import served, status_command
+from tests.unpaced import unpaced
+from watchbridge.app import Runtime
+from watchbridge.config import Config, parse_config
+from watchbridge.deliver.worker import DeliveryWorker
+from watchbridge.maintenance import check_serializd_tokens
+from watchbridge.signins import current_sign_ins
+from watchbridge.wiring import build_runtime, make_targets
+
+pytestmark = pytest.mark.anyio
+
+DAY = 86400.0
+VALIDATE = "/api/validateauthtoken"
+PAUSED = "watchbridge: serializd deliveries paused for profile me"
+ENDS_SOON = "watchbridge: serializd sign-in of profile me ends soon"
+
+
+@pytest.fixture
+def token_lifetime() -> float:
+    """How long the fake's tokens last (a test near expiry shortens it)."""
+    return 365 * DAY
+
+
+@pytest.fixture
+def fake(start_fake: Callable[[FakeServer], FakeServer], token_lifetime: float) -> FakeSerializd:
+    fake = FakeSerializd(token_lifetime=token_lifetime)
+    fake.seed_reference_catalogue()
+    start_fake(fake)
+    return fake
+
+
+@pytest.fixture(autouse=True)
+def no_pacing(monkeypatch: pytest.MonkeyPatch) -> None:
+    unpaced(monkeypatch, "serializd")
+
+
+def config_with(
+    tmp_path: Path, fake: FakeSerializd, receiver: AlertReceiver, pasted: str
+) -> Config:
+    """The household's config, the token pasted as the website's whole cookie into the
+    variable the line names (as a user does it)."""
+    text = f"""
+storage: {{path: {tmp_path / "wb.db"}}}
+alerts: {{urls: ["{receiver.apprise_url}"]}}
+services:
+  serializd: {{api_url: "{fake.url}"}}
+profiles:
+  me:
+    users: {{plex: ["1"]}}
+    accounts:
+      serializd: {{token: "${{SERIALIZD_TOKEN}}"}}
+"""
+    path = tmp_path / "watchbridge.yaml"
+    path.write_text(text.replace("${SERIALIZD_TOKEN}", pasted))  # for the commands
+    return parse_config(text, path, {"SERIALIZD_TOKEN": pasted})
+
+
+@pytest.fixture
+def token(fake: FakeSerializd) -> str:
+    return fake.issue_token()
+
+
+@pytest.fixture
+async def runtime(
+    tmp_path: Path,
+    fake: FakeSerializd,
+    receiver: AlertReceiver,
+    clock: FakeClock,
+    token: str,
+) -> AsyncIterator[Runtime]:
+    clock.now = fake.now()
+    config = config_with(tmp_path, fake, receiver, f"tvproject_credentials={token}")
+    runtime = build_runtime(config, clock=clock)
+    runtime.open()
+    runtime.store.due_after_config_change(config.delivery_fingerprint(), clock())  # its start
+    yield runtime
+    runtime.close()
+
+
+@pytest.fixture
+def logged(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    caplog.set_level(logging.DEBUG)
+    yield caplog
+
+
+class Service:
+    """The delivery worker with the targets the service builds, started again on demand."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.worker: DeliveryWorker | None = None
+
+    def start(self) -> DeliveryWorker:
+        worker = DeliveryWorker(make_targets, self.runtime.config.delivery)
+        worker.targets = {t.name: t for t in make_targets(self.runtime)}  # as `run` does
+        self.worker = worker
+        return worker
+
+    async def stop(self) -> None:
+        if self.worker is not None:
+            for target in self.worker.targets.values():
+                await target.aclose()
+
+    async def restart_with(self, config: Config) -> DeliveryWorker:
+        """Stopped, the config changed, started again: the rows a sign-in held are due."""
+        await self.stop()
+        self.runtime.config = config
+        self.runtime.store.due_after_config_change(
+            config.delivery_fingerprint(), self.runtime.clock()
+        )
+        return self.start()
+
+
+@pytest.fixture
+async def service(runtime: Runtime) -> AsyncIterator[Service]:
+    service = Service(runtime)
+    service.start()
+    yield service
+    await service.stop()
+
+
+async def test_a_play_goes_out_on_the_pasted_cookie_without_a_login(
+    runtime: Runtime, service: Service, fake: FakeSerializd, clock: FakeClock, token: str
+) -> None:
+    assert service.worker is not None
+    enqueue(runtime, "play", episode(4), clock() - 3600)
+    await drain(service.worker, runtime, clock, passes=2)
+    (entry,) = fake.diary()
+    assert (entry.show_id, entry.episode_number) == (SHOW, 4)
+    assert fake.ticks() == {(SHOW, SEASON_1, 4)}
+    assert runtime.store.outbox_counts()["done"] == 1
+    assert fake.count("POST", VALIDATE) == 1 and fake.count("POST", "/api/login") == 0
+    writes = fake.calls("POST", "/api/show/reviews/add")
+    assert writes and all(w.headers["authorization"] == f"Bearer {token}" for w in writes)
+
+
+async def test_an_expired_token_holds_the_plays_behind_one_alert_until_a_new_one_is_pasted(
+    tmp_path: Path,
+    runtime: Runtime,
+    service: Service,
+    fake: FakeSerializd,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+    token: str,
+    logged: pytest.LogCaptureFixture,
+) -> None:
+    assert service.worker is not None
+    enqueue(runtime, "play", episode(4), clock() - 3600)
+    await drain(service.worker, runtime, clock, passes=1)
+    fake.expire_tokens()  # a year on, or signed out on the website
+    enqueue(runtime, "play", episode(5), clock() - 600)
+    enqueue(runtime, "rating", episode(5), clock() - 60, rating=80)
+    await drain(service.worker, runtime, clock, passes=4, step=1800)
+
+    assert len(fake.diary()) == 1
+    counts = runtime.store.outbox_counts()
+    assert counts["pending"] == 2 and runtime.store.dead_letters() == []  # nothing lost
+    assert receiver.titles() == [PAUSED]
+    (alert,) = receiver.messages
+    said = str(alert["message"])
+    assert "Serializd no longer accepts the token pasted for profile me" in said
+    for step in ("https://www.serializd.com", "tvproject_credentials",
+                 "profiles.me.accounts.serializd.token", "restart watchbridge"):  # fmt: skip
+        assert step in said
+    assert fake.count("POST", "/api/login") == 0
+    (sign_in,) = current_sign_ins(runtime.config, runtime.store, clock())
+    assert sign_in.state == "refused" and "tvproject_credentials" in sign_in.message
+
+    new = fake.issue_token()  # signed in on the website again, and copied
+    worker = await service.restart_with(config_with(tmp_path, fake, receiver, new))
+    await drain(worker, runtime, clock, passes=2)
+
+    assert [(e.episode_number, e.rating) for e in fake.diary()] == [(4, 0), (5, 0), (5, 8)]
+    assert runtime.store.outbox_counts()["pending"] == 0
+    assert receiver.titles() == [PAUSED, f"Resolved: {PAUSED}"]
+    (sign_in,) = current_sign_ins(runtime.config, runtime.store, clock())
+    assert sign_in.state == "ok"
+    for secret in (token, new):
+        assert secret not in logged.text
+        assert all(secret not in str(vars(r)) for r in logged.records)
+        assert all(secret not in str(m) for m in receiver.messages)
+
+
+@pytest.mark.parametrize("token_lifetime", [10 * DAY])
+async def test_a_token_ending_within_two_weeks_is_told_once_with_its_date_and_what_to_do(
+    tmp_path: Path,
+    runtime: Runtime,
+    service: Service,
+    fake: FakeSerializd,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    assert service.worker is not None
+    ends = time.strftime("%Y-%m-%d", time.gmtime(fake.now() + 10 * DAY))
+    assert await check_serializd_tokens(runtime) != []  # the service's hourly housekeeping
+    enqueue(runtime, "play", episode(4), clock() - 3600)
+    await drain(service.worker, runtime, clock, passes=2)  # delivered: it still works
+    assert await check_serializd_tokens(runtime) == []
+
+    assert len(fake.diary()) == 1
+    assert receiver.titles() == [ENDS_SOON]
+    said = str(receiver.messages[0]["message"])
+    assert f"expires on {ends} (in 10 days)" in said
+    assert "tvproject_credentials" in said and "profiles.me.accounts.serializd.token" in said
+    (sign_in,) = current_sign_ins(runtime.config, runtime.store, clock())
+    assert sign_in.state == "ends_soon" and ends in sign_in.message
+
+    fake.token_lifetime = 365 * DAY
+    runtime.config = config_with(tmp_path, fake, receiver, fake.issue_token())  # pasted anew
+    await check_serializd_tokens(runtime)
+    assert receiver.titles() == [ENDS_SOON, f"Resolved: {ENDS_SOON}"]
+
+
+@pytest.mark.parametrize("token_lifetime", [10 * DAY])
+async def test_the_page_and_status_say_when_the_token_ends_and_never_show_it(
+    runtime: Runtime, service: Service, fake: FakeSerializd, clock: FakeClock, token: str
+) -> None:
+    assert service.worker is not None
+    enqueue(runtime, "play", episode(4), clock() - 3600)
+    await drain(service.worker, runtime, clock, passes=2)
+    ends = time.strftime("%Y-%m-%d", time.gmtime(fake.now() + 10 * DAY))
+
+    sign_ins, page, metrics = served(runtime.config, FakeClock(time.time()))
+    (one,) = sign_ins["me"]
+    assert one["state"] == "ends_soon" and one["expires_at"].startswith(ends)
+    assert ends in one["message"] and "tvproject_credentials" in one["message"]
+    shown = status_command(runtime.config)
+    assert f"  serializd/me: ends soon: the token ends {ends}" in shown
+    for text in (page, metrics, shown, str(sign_ins)):
+        assert token not in text
