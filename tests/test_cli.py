@@ -208,6 +208,31 @@ def test_check_config_warns_of_two_profiles_on_one_serializd_login(tmp_path: Pat
     assert "bob's plays would land on alice's Serializd" in warning
 
 
+SERIALIZD_JWT = "eyJhbGciOiJIUzI1NiJ9.eyJleHBpcnlfdGltZSI6IjIwOTktMDEtMDFUMDA6MDA6MDBaIn0.c2lnbmVk"
+
+
+def test_check_config_takes_a_pasted_serializd_cookie_and_never_shows_it(tmp_path: Path) -> None:
+    # Each person's own token: the second block copied from the first warns, as a shared email.
+    cookie = f"tvproject_credentials={SERIALIZD_JWT}"
+    path = write_config(
+        tmp_path,
+        "services: {serializd: {}, jellyfin: {url: 'http://jf:8096', api_key: k}}\nprofiles:\n"
+        "  alice:\n    users: {jellyfin: [alice]}\n"
+        f"    accounts: {{serializd: {{token: '{cookie}'}}}}\n"
+        "  bob:\n    users: {jellyfin: [bob]}\n"
+        f"    accounts: {{serializd: {{token: 'Bearer {SERIALIZD_JWT}'}}}}\n",
+    )
+    result = run("check-config", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    (warning,) = [line for line in result.stdout.splitlines() if line.startswith("warning:")]
+    assert warning.startswith(
+        "warning: profiles.bob.accounts.serializd.token is profile alice's token too"
+    )
+    assert "config OK" in result.stdout
+    for part in SERIALIZD_JWT.split("."):
+        assert part not in result.stdout + result.stderr
+
+
 @pytest.mark.parametrize(
     ("anilist", "profiles", "warned"),
     [

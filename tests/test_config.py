@@ -69,10 +69,12 @@ def test_uncommenting_the_example_config_for_a_household_without_trakt_loads() -
         skipped = ("#      plex:", "#      trakt:", "#    # ")
         if keep and line.startswith("#") and not line.startswith(skipped):
             lines[n] = line[1:]
-    environ = {"JELLYFIN_API_KEY": "k", "SERIALIZD_EMAIL": "a@b.c", "SERIALIZD_PASSWORD": "pw"}
+    environ = {"JELLYFIN_API_KEY": "k", "SERIALIZD_TOKEN": f"tvproject_credentials={JWT}"}
     config = parse_config("\n".join(lines), FILE, environ | {"ANILIST_CLIENT_ID": "123"})
     assert list(config.links["anilist-serializd"].services) == ["anilist", "serializd"]
     assert config.profiles["me"].accounts.anilist is not None
+    serializd = config.profiles["me"].accounts.serializd
+    assert serializd is not None and serializd.token == Secret(JWT)
 
 
 def test_uncommenting_the_example_config_for_a_plex_household_without_trakt_loads() -> None:
@@ -90,7 +92,7 @@ def test_uncommenting_the_example_config_for_a_plex_household_without_trakt_load
             lines[n] = line[1:]
     trakt_line = next(line for line in lines if line.startswith("#      trakt:"))
     assert "only with services.trakt" in trakt_line
-    environ = {"PLEX_TOKEN": "t", "SERIALIZD_EMAIL": "a@b.c", "SERIALIZD_PASSWORD": "pw"}
+    environ = {"PLEX_TOKEN": "t", "SERIALIZD_TOKEN": JWT}
     config = parse_config("\n".join(lines), FILE, environ | {"ANILIST_CLIENT_ID": "123"})
     assert config.services.trakt is None
     assert {name: list(link.services) for name, link in config.links.items()} == {
