@@ -177,7 +177,7 @@ class AnimeData:
             log.warning("anime datasets: what datasets.json lacks is not kept either: %s", exc)
 
     def _write_meta(self, meta: Mapping[str, Any]) -> None:
-        _write_atomic(self._meta_path(), json.dumps(meta, indent=1, sort_keys=True).encode())
+        write_atomic(self._meta_path(), json.dumps(meta, indent=1, sort_keys=True).encode())
 
     def path(self, name: str) -> Path:
         return self.directory / _FILES[name]
@@ -233,7 +233,7 @@ class AnimeData:
                 except Shrunk as shrunk:
                     rows = self._upstream_shrunk(status.name, entry, shrunk, now)
                 self.directory.mkdir(parents=True, exist_ok=True)
-                _write_atomic(self.path(status.name), body)
+                write_atomic(self.path(status.name), body)
                 entry.update(rows=rows, fetched_at=now)
                 entry["etag"] = headers.get("etag")
                 entry["last_modified"] = headers.get("last-modified")
@@ -396,17 +396,24 @@ def from_config(config: Any, **kwargs: Any) -> AnimeData:
     """AnimeData for a loaded Config: data dir next to the database, AniList mapping keys."""
     anilist = config.services.anilist
     directory = Path(config.storage.path).parent / "anime-datasets"
-    overrides = getattr(anilist, "mapping_overrides", None) if anilist else None
-    overrides_path = Path(overrides).expanduser() if overrides else None
-    if overrides_path is not None and not overrides_path.is_absolute():
-        overrides_path = Path(config.source).parent / overrides_path
     return AnimeData(
         directory,
         urls=_configured_urls(getattr(anilist, "mapping_urls", None)),
         refresh=float(getattr(anilist, "mapping_refresh", 7 * 86400)) if anilist else 7 * 86400,
-        overrides_path=overrides_path,
+        overrides_path=overrides_path(config),
         **kwargs,
     )
+
+
+def overrides_path(config: Any) -> Path | None:
+    """The file `services.anilist.mapping_overrides` names (relative to the config file's
+    folder), None when it is not set."""
+    anilist = config.services.anilist
+    overrides = getattr(anilist, "mapping_overrides", None) if anilist else None
+    path = Path(overrides).expanduser() if overrides else None
+    if path is not None and not path.is_absolute():
+        path = Path(config.source).parent / path
+    return path
 
 
 def overrides_problem(config: Any) -> str | None:
@@ -487,10 +494,13 @@ def _confirmed_at(status: DatasetStatus) -> float | None:
     return status.ok_at if status.ok_at is not None else status.fetched_at
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` whole or not at all, keeping the permissions it had."""
     tmp = path.with_name(path.name + ".tmp")
     try:
         tmp.write_bytes(data)
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(tmp, path.stat().st_mode & 0o777)
         os.replace(tmp, path)
     except BaseException as exc:
         # A full disk leaves part of a copy behind: tens of MB no one would ever read.

@@ -1853,6 +1853,113 @@ def anime_unmatched(config_path: str | None, every: bool) -> None:
         click.echo("`watchbridge anime unmatched --all` lists every episode on its own line")
 
 
+@anime.command("import-plexanisync")
+@config_option
+@click.argument("path", metavar="PATH", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--write",
+    is_flag=True,
+    help="Add the overrides to the file services.anilist.mapping_overrides names "
+    "(entries already there stay as they are).",
+)
+def anime_import_plexanisync(config_path: str | None, path: Path, write: bool) -> None:
+    """Translate a PlexAniSync custom_mappings.yaml into anime overrides, by your Plex library."""
+    from watchbridge.anime import DatasetError
+    from watchbridge.anime_data import overrides_path, write_atomic
+    from watchbridge.plexanisync import (
+        REMOTE_SKIPPED,
+        existing_ids,
+        import_entries,
+        merged,
+        parse_mappings,
+        read_library,
+        render,
+    )
+    from watchbridge.readers.plex import choose_sections
+    from watchbridge.services.plex import PlexClient
+
+    config = _load(config_path)
+    try:
+        mappings = parse_mappings(path.read_text(encoding="utf-8"), path.name)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise WatchbridgeError(f"cannot read {path} ({exc})") from None
+    except DatasetError as exc:
+        raise WatchbridgeError(str(exc)) from None
+    plex = config.services.plex
+    if plex is None or not plex.url or plex.token is None:
+        missing = "services.plex" if plex is None else "services.plex.url and .token"
+        raise WatchbridgeError(
+            f"{missing} must be set: PlexAniSync names shows by their Plex titles and seasons, "
+            "so the import reads your Plex server's TV libraries (their shows' TVDB/TMDB ids, "
+            "episode ordering and seasons) with the server owner's token; set them (see the "
+            "README's Plex section) and run this again"
+        )
+    target = overrides_path(config)
+    existing = ""
+    if target is not None and target.exists():
+        try:
+            existing = target.read_text(encoding="utf-8")
+            known = existing_ids(existing, target.name)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise WatchbridgeError(f"cannot read {target} ({exc})") from None
+        except DatasetError as exc:
+            raise WatchbridgeError(f"{exc} (fix your overrides file first)") from None
+    else:
+        known = set()
+    client = PlexClient(plex)
+
+    async def read() -> list[Any]:
+        try:
+            sections = await client.sections()
+            return await read_library(client, choose_sections(sections, plex.libraries, "-"))
+        finally:
+            await client.aclose()
+
+    shows = asyncio.run(read())
+    result = import_entries(mappings, shows, known)
+    header = f"# imported from PlexAniSync's {path.name} by `watchbridge anime import-plexanisync`"
+    if mappings.remote_urls:
+        click.echo(REMOTE_SKIPPED.format(count=len(mappings.remote_urls)), err=True)
+    for skipped in result.skipped:
+        click.echo(f"skipped {skipped.title!r} ({skipped.kind}): {skipped.reason}", err=True)
+    for title, library in sorted({(o.plex_title, o.library) for o in result.imported if o.assumed}):
+        click.echo(
+            f"note: {title!r} has no episode ordering of its own in Plex, so it is taken as "
+            f"numbered by Plex's default, The Movie Database (tmdb:); if library {library!r} "
+            "defaults to a TheTVDB ordering, set the show's own ordering in Plex (Edit > "
+            "Advanced > Episode ordering) and import again",
+            err=True,
+        )
+    click.echo(result.summary(), err=True)
+    if not write:
+        if result.imported:
+            click.echo(header)
+            click.echo(render(result.imported), nl=False)
+        return
+    if target is None:
+        if result.imported:
+            click.echo(header)
+            click.echo(render(result.imported), nl=False)
+        raise WatchbridgeError(
+            "services.anilist.mapping_overrides is not set, so there is no file to add them "
+            "to: set it (e.g. `mapping_overrides: anime-overrides.yaml`, next to the config "
+            "file) and run this again with --write, or paste the YAML above into your file"
+        )
+    if not result.imported:
+        click.echo(f"nothing to add to {target}")
+        return
+    try:
+        text = merged(existing, result.imported, header, target.name)
+    except DatasetError as exc:
+        raise WatchbridgeError(f"{exc}; nothing was written to {target}") from None
+    try:
+        write_atomic(target, text.encode("utf-8"))
+    except OSError as exc:
+        raise WatchbridgeError(f"could not write {target} ({exc}); nothing was changed") from None
+    click.echo(f"added {len(result.imported)} override(s) to {target}")
+    click.echo(render(result.imported), nl=False)
+
+
 @anime.command("refresh")
 @config_option
 def anime_refresh(config_path: str | None) -> None:

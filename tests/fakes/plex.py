@@ -215,6 +215,7 @@ class FakePlex(FakeServer):
         }
         if show:
             show["leafCount"] += 1
+            self.items[season_key]["leafCount"] += 1
         self._add(item)
         return item
 
@@ -232,6 +233,7 @@ class FakePlex(FakeServer):
             "parentGuid": show["guid"],
             "parentTitle": show["title"],
             "index": season,
+            "leafCount": 0,  # its episodes, as PMS counts them in a season listing
         }
         show["childCount"] += 1
         self._add(item)
