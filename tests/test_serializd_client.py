@@ -321,7 +321,8 @@ async def test_an_expired_pasted_token_says_what_to_do_and_is_not_sent_again_for
     clock.advance(120)  # tried again then, in case Serializd refused it by mistake
     with pytest.raises(SerializdAuthError):
         await client.diary(PROFILE)
-    assert len(fake.requests) == sent + 1
+    assert len(fake.requests) == sent + 2  # the read refused, and the token check saying no
+    assert fake.count("POST", LOGIN) == 0
     await client.aclose()
     fresh = token_client(fake, store, fake.issue_token(), clock)  # pasted, and restarted
     await fresh.diary(PROFILE)

@@ -246,3 +246,25 @@ async def test_the_page_and_status_say_when_the_token_ends_and_never_show_it(
     assert f"  serializd/me: ends soon: the token ends {ends}" in shown
     for text in (page, metrics, shown, str(sign_ins)):
         assert token not in text
+
+
+async def test_one_refusal_of_a_token_serializd_still_takes_does_not_hold_it_for_hours(
+    runtime: Runtime,
+    service: Service,
+    fake: FakeSerializd,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    """A 401 once (a glitch of the service) is not the token's end: its token check says
+    it still takes it, and the play goes out, not held six hours behind an alert."""
+    assert service.worker is not None
+    enqueue(runtime, "play", episode(4), clock() - 3600)
+    glitch = {"message": "You must be logged in"}
+    fake.fail_next(1, 401, body=glitch, route="POST /api/show/reviews/add")
+    await drain(service.worker, runtime, clock, passes=2)
+
+    assert len(fake.diary()) == 1 and runtime.store.outbox_counts()["done"] == 1
+    assert fake.count("POST", VALIDATE) == 2  # the first use, and after the 401
+    assert receiver.titles() == []
+    (sign_in,) = current_sign_ins(runtime.config, runtime.store, clock())
+    assert sign_in.state == "ok"

@@ -960,7 +960,7 @@ class SerializdClient:
     async def _login(self, profile: str, account: SerializdAccount | None) -> Session:
         where = f"profiles.{profile}.accounts.serializd"
         if account is not None and account.token is not None:
-            return await self._adopt(profile, account.token.reveal(), None)
+            return await self._adopt(profile, account.token.reveal())
         if account is None:
             raise SerializdAuthError(
                 SERVICE,
@@ -1038,30 +1038,26 @@ class SerializdClient:
         """Adopt a pasted token (or `tvproject_credentials` cookie value) after checking it
         with `validateauthtoken`; returns the username."""
         async with self.lane(profile).auth:
-            return (await self._adopt(profile, token, None)).username
+            return (await self._adopt(profile, token)).username
 
-    async def _adopt(self, profile: str, token: str, stale: str | None) -> Session:
-        """The session of a pasted token, checked once with `validateauthtoken` (§2: it needs
-        no sign-in and names the user the user paths need) and stored. `stale`: the token a
-        request was just refused with; the same one again is refused without asking, and so
-        is one Serializd refused within TOKEN_REFUSAL_KEPT."""
-        if token != stale:
-            await self._not_refused(profile, token)
-            response = await self._send(
-                profile, "POST", "/api/validateauthtoken", json={"token": token}, write=False
-            )
-            self._check(response, "token check")
-            data = self._json(response, "token check")
-            username = data.get("username") if isinstance(data, dict) else None
-            if isinstance(data, dict) and data.get("isValid") is True and username:
-                log.info("signed in to Serializd with the pasted token",
-                         extra={"profile": profile, "username": str(username)})  # fmt: skip
-                await asyncio.to_thread(
-                    note_taken, self.tokens, SERVICE, profile, token, self.clock()
-                )
-                return await asyncio.to_thread(
-                    self._save, profile, token, str(username), pasted=True
-                )
+    async def _adopt(self, profile: str, token: str) -> Session:
+        """The session of a pasted token, checked with `validateauthtoken` (§2: it needs no
+        sign-in and names the user the user paths need) and stored: at its first use, and
+        again when a request is refused with it (one 401 may be a glitch of the service;
+        only the check saying no is the token's end). One Serializd refused within
+        TOKEN_REFUSAL_KEPT is refused without asking."""
+        await self._not_refused(profile, token)
+        response = await self._send(
+            profile, "POST", "/api/validateauthtoken", json={"token": token}, write=False
+        )
+        self._check(response, "token check")
+        data = self._json(response, "token check")
+        username = data.get("username") if isinstance(data, dict) else None
+        if isinstance(data, dict) and data.get("isValid") is True and username:
+            log.info("signed in to Serializd with the pasted token",
+                     extra={"profile": profile, "username": str(username)})  # fmt: skip
+            await asyncio.to_thread(note_taken, self.tokens, SERVICE, profile, token, self.clock())
+            return await asyncio.to_thread(self._save, profile, token, str(username), pasted=True)
         now = self.clock()
         message = token_refused(profile, token_expiry(token), now)
         await asyncio.to_thread(note_refused, self.tokens, SERVICE, profile, token, message, now)
@@ -1093,20 +1089,26 @@ class SerializdClient:
                      extra={"profile": profile})  # fmt: skip
         return await self._relogin(profile, current.token if current else None)
 
-    async def _relogin(self, profile: str, stale: str | None) -> Session:
-        """Log in again, once for any number of callers holding the same stale token."""
+    async def _relogin(
+        self, profile: str, stale: str | None, stale_obtained: float | None = None
+    ) -> Session:
+        """Log in again, once for any number of callers holding the same stale token (a
+        pasted one, stored at `stale_obtained`: checked again since, it is not again)."""
         async with self.lane(profile).auth:
             current = await self._loaded(profile)
             account = self.accounts.get(profile)
             if (
                 current is not None
-                and current.token != stale
+                and (
+                    current.token != stale
+                    or (current.pasted and current.obtained_at != stale_obtained)
+                )
                 and current.usable(self.clock())
                 and current.signed_in_as(account)
             ):
-                return current  # another task logged in while we waited
+                return current  # another task logged in (or checked the token) while we waited
             if account is not None and account.token is not None:
-                return await self._adopt(profile, account.token.reveal(), stale)
+                return await self._adopt(profile, account.token.reveal())
             if account is None and current is not None:
                 raise SerializdAuthError(
                     SERVICE,
@@ -1186,10 +1188,15 @@ class SerializdClient:
             if response.status_code != 401:
                 return response
             if attempt == 1:
-                session = await self._relogin(profile, session.token)
+                session = await self._relogin(profile, session.token, session.obtained_at)
+        after = (
+            "although its token check takes the token pasted for it"
+            if session.pasted
+            else "even right after logging in"
+        )
         raise SerializdAuthError(
             SERVICE,
-            f"Serializd rejects profile {profile} even right after logging in "
+            f"Serializd rejects profile {profile} {after} "
             f"({_message(response)}): check profiles.{profile}.accounts.serializd",
         )
 
