@@ -5,6 +5,8 @@ fake Serializd over real HTTP, with the targets the service builds (`wiring.make
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -14,7 +16,7 @@ import pytest
 
 from tests.fakes.base import FakeServer
 from tests.fakes.receiver import AlertReceiver, FakeClock
-from tests.fakes.serializd import FakeSerializd
+from tests.fakes.serializd import FakeSerializd, Token
 from tests.test_deliver_serializd import SEASON_1, SHOW, drain, enqueue, episode
 from tests.test_sign_in_health import served, status_command
 from tests.unpaced import unpaced
@@ -268,3 +270,35 @@ async def test_one_refusal_of_a_token_serializd_still_takes_does_not_hold_it_for
     assert receiver.titles() == []
     (sign_in,) = current_sign_ins(runtime.config, runtime.store, clock())
     assert sign_in.state == "ok"
+
+
+def token_claiming(fake: FakeSerializd, claims: dict[str, object]) -> str:
+    """A token the fake takes for a year, whatever its payload claims (a format of
+    Serializd's own that the reference does not record)."""
+
+    def part(data: dict[str, object]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+    value = f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part(claims)}.c2lnbmF0dXJl"
+    fake.tokens[value] = Token(value, fake.user, fake.now() + 365 * DAY)
+    return value
+
+
+async def test_an_expiry_claim_in_milliseconds_is_read_as_its_date_not_a_broken_page(
+    tmp_path: Path, fake: FakeSerializd, receiver: AlertReceiver, clock: FakeClock
+) -> None:
+    """`exp` in milliseconds (as JavaScript's Date.now() gives it) read as seconds is a date
+    in the year 59000: the status page, /api/status and `watchbridge status` failed on it."""
+    clock.now = fake.now()
+    ends = fake.now() + 10 * DAY
+    token = token_claiming(fake, {"username": "alice", "exp": int(ends * 1000)})
+    config = config_with(tmp_path, fake, receiver, token)
+
+    runtime = build_runtime(config, clock=clock)
+    runtime.open()
+    (sign_in,) = current_sign_ins(config, runtime.store, clock())
+    runtime.close()
+    assert sign_in.state == "ends_soon" and sign_in.expires_at == pytest.approx(ends, abs=1)
+    sign_ins, page, _ = served(config, FakeClock(clock()))
+    day = time.strftime("%Y-%m-%d", time.gmtime(ends))
+    assert sign_ins["me"][0]["expires_at"].startswith(day) and day in page

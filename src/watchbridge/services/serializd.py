@@ -244,8 +244,20 @@ def parse_iso(text: Any) -> float | None:
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 
 
+# A claimed expiry past this many seconds is in milliseconds (JavaScript's Date.now()): in
+# seconds it would be after the year 5000. Past the last one a date can show: no expiry known.
+_MILLISECONDS_FROM = 1e11
+_LAST_DATE = datetime(9999, 12, 31, tzinfo=UTC).timestamp()
+
+
+def _claimed_time(value: float) -> float | None:
+    seconds = value / 1000 if value >= _MILLISECONDS_FROM else value
+    return seconds if 0 < seconds < _LAST_DATE else None
+
+
 def token_expiry(token: str) -> float | None:
-    """The expiry a JWT claims (`expiry_time` per §2, or the standard `exp`), unverified."""
+    """The expiry a JWT claims (`expiry_time` per §2, or the standard `exp`; a number in
+    seconds or milliseconds, or an ISO date), unverified."""
     parts = token.split(".")
     if len(parts) != 3:
         return None
@@ -258,7 +270,7 @@ def token_expiry(token: str) -> float | None:
     for key in ("expiry_time", "exp"):
         value = claims.get(key)
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
+            return _claimed_time(float(value))
         if (parsed := parse_iso(value)) is not None:
             return parsed
     return None
