@@ -302,3 +302,38 @@ async def test_an_expiry_claim_in_milliseconds_is_read_as_its_date_not_a_broken_
     sign_ins, page, _ = served(config, FakeClock(clock()))
     day = time.strftime("%Y-%m-%d", time.gmtime(ends))
     assert sign_ins["me"][0]["expires_at"].startswith(day) and day in page
+
+
+async def test_a_token_serializd_takes_past_its_expiry_claim_goes_on_and_reads_as_working(
+    tmp_path: Path,
+    fake: FakeSerializd,
+    receiver: AlertReceiver,
+    clock: FakeClock,
+) -> None:
+    """The expiry claim is single source (§2): a token Serializd still takes after it is not
+    expired. It was used, but read `expired` (watchbridge_sign_in_ok 0, the documented alert
+    rule firing) with "paste a new token" until one was pasted."""
+    clock.now = fake.now()
+    claimed = fake.now() + DAY
+    token = token_claiming(fake, {"username": "alice", "expiry_time": claimed})
+    runtime = build_runtime(config_with(tmp_path, fake, receiver, token), clock=clock)
+    runtime.open()
+    runtime.store.due_after_config_change(runtime.config.delivery_fingerprint(), clock())
+    service = Service(runtime)
+    worker = service.start()
+    try:
+        enqueue(runtime, "play", episode(4), clock() - 3600)
+        await drain(worker, runtime, clock, passes=1)
+        clock.advance(2 * DAY)  # past its claim: the fake takes it for a year
+        enqueue(runtime, "play", episode(5), clock() - 600)
+        await drain(worker, runtime, clock, passes=2)
+
+        assert [e.episode_number for e in fake.diary()] == [4, 5]
+        (sign_in,) = current_sign_ins(runtime.config, runtime.store, clock())
+        assert sign_in.state == "ok" and "it works until Serializd refuses it" in sign_in.message
+        assert fake.count("POST", VALIDATE) == 2  # checked again once past its claim
+        # Told of its claim a day ahead; working past it, that is over (no paused alert).
+        assert receiver.titles() == [ENDS_SOON, f"Resolved: {ENDS_SOON}"]
+    finally:
+        await service.stop()
+        runtime.close()

@@ -38,6 +38,7 @@ from watchbridge.services.serializd import EXPIRY_WARNING_DAYS as SERIALIZD_WARN
 from watchbridge.services.serializd import FORBIDDEN as SERIALIZD_FORBIDDEN
 from watchbridge.services.serializd import NEW_TOKEN as SERIALIZD_NEW_TOKEN
 from watchbridge.services.serializd import REFUSED as SERIALIZD_REFUSED
+from watchbridge.services.serializd import Session as SerializdSession
 from watchbridge.services.serializd import same_email
 from watchbridge.services.serializd import token_expiry as serializd_token_expiry
 from watchbridge.services.trakt import PASTED_USED, REFRESH_OUTCOME, TokenSet
@@ -343,6 +344,18 @@ def _serializd_pasted(fact: Facts, now: float) -> SignIn:
     if (refused := refusal_of(fact.refused_token, token)) is not None:
         return sign_in("refused", f"Serializd refused the token {_when(refused[0])}; "
                                   f"{_held(fact)}: {todo}")  # fmt: skip
+    stored = SerializdSession.from_dict(fact.stored or {})
+    if (
+        expires is not None
+        and stored is not None
+        and stored.token == token
+        and stored.outlived_claim
+    ):
+        return sign_in(
+            "ok",
+            f"signed in with the pasted token (Serializd took it after {_when(expires)}, the "
+            "end it claims: it works until Serializd refuses it)",
+        )
     if expires is not None and now >= expires:
         return sign_in("expired", f"the token ended {_when(expires)}: {todo}")
     if expires is not None and (expires - now) / 86400 <= SERIALIZD_WARNING_DAYS:

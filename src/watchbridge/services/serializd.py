@@ -133,9 +133,16 @@ class Session:
 
     def usable(self, now: float) -> bool:
         """Whether to go on with it: a pasted token until Serializd refuses it (its expiry
-        claim is single source, and there is nothing to log in again with); a login's until
-        shortly before its expiry claim."""
-        return self.pasted or self.expires_at is None or now < self.expires_at - EXPIRY_MARGIN
+        claim is single source, and there is nothing to log in again with), checked again
+        once past its claim (`outlived_claim`); a login's until shortly before its claim."""
+        if self.pasted:
+            return self.expires_at is None or now < self.expires_at or self.outlived_claim
+        return self.expires_at is None or now < self.expires_at - EXPIRY_MARGIN
+
+    @property
+    def outlived_claim(self) -> bool:
+        """Serializd took this token after the expiry it claims: the claim is wrong."""
+        return self.expires_at is not None and self.obtained_at >= self.expires_at
 
     def signed_in_as(self, account: SerializdAccount | None) -> bool:
         """Whether this sign-in is the configured account's (an email corrected in the config
