@@ -891,3 +891,15 @@ def test_a_serializd_token_that_is_no_token_is_not_shown_in_the_error() -> None:
     message = error_of(SERIALIZD + "        token: 'not-a-token-s3cr3t'\n")
     assert "not-a-token-s3cr3t" not in message
     assert "profiles.me.accounts.serializd.token: expected the token" in message
+
+
+def test_a_serializd_token_of_another_format_than_a_jwt_is_taken() -> None:
+    """The token is a JWT today; one Serializd gives in another format (opaque, as many
+    services' tokens are) is Serializd's to judge at its check, not the config's to refuse."""
+    opaque = "3f9a0c1e5b7d4a2f8e6c0b1d3a5f7e9c2b4d6f8a"
+    config = parse_config(
+        SERIALIZD + "        token: ${SERIALIZD_TOKEN}\n", FILE, {"SERIALIZD_TOKEN": opaque}
+    )
+    account = config.profiles["me"].accounts.serializd
+    assert account is not None and account.token is not None
+    assert account.token.reveal() == opaque

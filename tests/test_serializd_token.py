@@ -337,3 +337,25 @@ async def test_a_token_serializd_takes_past_its_expiry_claim_goes_on_and_reads_a
     finally:
         await service.stop()
         runtime.close()
+
+
+async def test_a_token_of_another_format_serializd_takes_delivers_with_no_expiry_known(
+    tmp_path: Path, fake: FakeSerializd, receiver: AlertReceiver, clock: FakeClock
+) -> None:
+    clock.now = fake.now()
+    opaque = "3f9a0c1e5b7d4a2f8e6c0b1d3a5f7e9c2b4d6f8a"
+    fake.tokens[opaque] = Token(opaque, fake.user, fake.now() + 365 * DAY)
+    runtime = build_runtime(config_with(tmp_path, fake, receiver, opaque), clock=clock)
+    runtime.open()
+    service = Service(runtime)
+    worker = service.start()
+    try:
+        enqueue(runtime, "play", episode(4), clock() - 3600)
+        await drain(worker, runtime, clock, passes=2)
+        assert len(fake.diary()) == 1
+        (sign_in,) = current_sign_ins(runtime.config, runtime.store, clock())
+        assert (sign_in.state, sign_in.expires_at) == ("ok", None)
+        assert "no expiry known" in sign_in.message
+    finally:
+        await service.stop()
+        runtime.close()

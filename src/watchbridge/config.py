@@ -304,6 +304,17 @@ def is_jwt(token: str) -> bool:
     return _JWT.fullmatch(token) is not None
 
 
+# A token of another format (Serializd may change it): one word of token characters, long
+# enough not to be a cookie's name or a setting. A cookie pasted without ours is refused.
+_OPAQUE = re.compile(r"[A-Za-z0-9._~+/-]{32,}={0,2}")
+
+
+def looks_like_a_token(token: str) -> bool:
+    """Whether `token` can be a Serializd token: a JWT (what it is today), or one word of
+    token characters (only Serializd can tell a token of another format). Pure."""
+    return is_jwt(token) or _OPAQUE.fullmatch(token) is not None
+
+
 @dataclass(frozen=True)
 class AniListAccount:
     token: Secret | None = None
@@ -916,7 +927,7 @@ def _serializd_sign_in_problems(profiles: Mapping[str, Profile]) -> list[tuple[s
                     f"give either token or email and password, not both (remove token, or {given})",
                 )
             )
-        elif account.token is not None and not is_jwt(account.token.reveal()):
+        elif account.token is not None and not looks_like_a_token(account.token.reveal()):
             problems.append((f"{where}.token", SERIALIZD_TOKEN_WANTED))
         elif account.token is None and not login:
             problems.append(
