@@ -359,3 +359,30 @@ async def test_a_token_of_another_format_serializd_takes_delivers_with_no_expiry
     finally:
         await service.stop()
         runtime.close()
+
+
+async def test_a_token_of_another_serializd_user_is_told_as_another_account_with_the_token_fix(
+    tmp_path: Path,
+    runtime: Runtime,
+    service: Service,
+    fake: FakeSerializd,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    """A token copied while signed in as someone else: the account change is told (as for
+    an email), and what to change names the token, not only an email and password."""
+    assert service.worker is not None
+    enqueue(runtime, "play", episode(4), clock() - 3600)
+    await drain(service.worker, runtime, clock, passes=2)
+    bob = fake.add_user("bob@example.com", "bobs-password", "bob_tv")
+    worker = await service.restart_with(
+        config_with(tmp_path, fake, receiver, fake.issue_token(bob))
+    )
+    enqueue(runtime, "play", episode(5), clock() - 600)
+    await drain(worker, runtime, clock, passes=3)
+
+    assert [e.episode_number for e in fake.diary(bob)] == [5]
+    (alert,) = [m for m in receiver.messages if "is another account" in str(m["title"])]
+    said = str(alert["message"])
+    assert "serializd is now user bob_tv (was user alice_tv)" in said
+    assert "a token copied while signed in as me's own Serializd account" in said

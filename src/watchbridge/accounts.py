@@ -186,10 +186,11 @@ class AccountChange:
         if self.service == "serializd":
             return (
                 f"put {profile}'s own email and password back in "
-                f"profiles.{profile}.accounts.serializd and restart (a username changed in "
-                "Serializd's settings that watchbridge first saw at a sign-in with another "
-                "email, or with a pasted token, counts as another account too: then nothing is "
-                "wrong)"
+                f"profiles.{profile}.accounts.serializd, or as its token a token copied while "
+                f"signed in as {profile}'s own Serializd account, and restart (a username "
+                "changed in Serializd's settings that watchbridge first saw at a sign-in with "
+                "another email, or with a pasted token, counts as another account too: then "
+                "nothing is wrong)"
             )
         if self.service == "anilist":
             return (
