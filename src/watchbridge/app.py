@@ -8,8 +8,11 @@ import hmac
 import logging
 import os
 import secrets
+import socket
 import sqlite3
+import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Hashable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
@@ -45,6 +48,7 @@ from watchbridge.account_ids import AccountIds, Key, Learnt
 from watchbridge.accounts import plex_server_of
 from watchbridge.alerts import FAILED, SUPPRESSED, Notifier
 from watchbridge.backoff import doubled
+from watchbridge.beside import Mine, other_writer
 from watchbridge.clocksteps import ClockWatch
 from watchbridge.config import (
     SECRET_IN_HEADER_ONLY,
@@ -78,6 +82,7 @@ from watchbridge.pagesignin import PageSignIns
 from watchbridge.redaction import WEBHOOK_SECRET, mask_tokens_stored, secret_values
 from watchbridge.refused import RefusedMeanwhile, RefusedWebhooks
 from watchbridge.senders import ProfileServers, Senders
+from watchbridge.servelock import Holder
 from watchbridge.storagefault import STORAGE_ALERT, StorageFault, fault_of
 from watchbridge.store import (
     ACCOUNT_CURSOR,
@@ -168,6 +173,16 @@ class Runtime:
     alive_before: float | None = None
     # The boot `uptime` counts from (clocksteps.boot_id); None: not known.
     boot: str | None = field(default_factory=clocksteps.boot_id)
+    # Whose notes of being alive this service writes, the time of its last one, and the
+    # service another note in its place named (beside.py); None: none seen since.
+    mine: Mine = field(
+        default_factory=lambda: Mine(
+            uuid.uuid4().hex[:12], os.getpid(), socket.gethostname(), time.time()
+        )
+    )
+    _last_note: float | None = None
+    beside: Holder | None = None
+    _noting: Any = field(default_factory=threading.Lock)  # a Lock: DI cannot type one
 
     def __post_init__(self) -> None:
         if self.uptime is None:
@@ -271,8 +286,17 @@ class Runtime:
         """Note the service alive now (downtime.py); a database that fails it only makes the
         next start tell less."""
         with contextlib.suppress(sqlite3.Error, StoreError):
+            self.noted_alive()
+
+    def noted_alive(self) -> Holder | None:
+        """Note the service alive now; the other service whose note was found in place of
+        this one's last (beside.py), if any, kept in `beside` until a note finds its own."""
+        with self._noting:
             reading = self.reading()
-            self.store.note_alive(reading.wall, reading)
+            replaced = self.store.note_alive(reading.wall, reading, self.mine.fields())
+            other = other_writer(self.mine, self._last_note, replaced)
+            self._last_note, self.beside = reading.wall, other
+            return other
 
     def storage_trouble(self, exc: BaseException) -> StorageFault | None:
         """A write failed with `exc`: if on the disk's account (full, read-only, locked),

@@ -9,8 +9,10 @@ import hashlib
 import logging
 import math
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from watchbridge import beside
 from watchbridge.accounts import send_account_alerts
 from watchbridge.alerts import DISABLED, SENT
 from watchbridge.app import Runtime
@@ -18,6 +20,8 @@ from watchbridge.causes import paused_title, sign_in_works
 from watchbridge.deliver.worker import ENDING, SERVICE_ROLE, ending_title
 from watchbridge.downtime import ALIVE_EVERY
 from watchbridge.http import Unavailable
+from watchbridge.servelock import Holder
+from watchbridge.storagefault import STORAGE_ALERT
 from watchbridge.store import CLAIM_LEASE, KEEP_MARKS
 
 if TYPE_CHECKING:
@@ -63,8 +67,9 @@ class Maintenance:
                 if noted_at is None or time.monotonic() - noted_at >= ALIVE_EVERY:
                     # What the next start compares with (downtime.py): a write every few minutes.
                     noted_at = time.monotonic()
-                    reading = runtime.reading()
-                    await asyncio.to_thread(runtime.store.note_alive, reading.wall, reading)
+                    told = runtime.beside
+                    other = await asyncio.to_thread(runtime.noted_alive)
+                    await tell_beside(runtime, told, other)
                 if kept_at is None or time.monotonic() - kept_at >= EVERY:
                     kept_at = time.monotonic()
                     await housekeeping(runtime, trakt, stop)  # sends the alerts owed too
@@ -379,3 +384,21 @@ async def check_anime_datasets(runtime: Runtime) -> None:
     else:
         message = "The anime mapping datasets are current again."
         await runtime.notifier.resolve("service_unreachable", message, "anime-datasets")
+
+
+async def tell_beside(runtime: Runtime, told: Holder | None, other: Holder | None) -> None:
+    """Another service writing to this database (beside.py), `other` as this note found it,
+    `told` as the note before: logged when first found (or another one is), alerted as
+    `storage` (the notifier throttles and reminds); resolved once a note finds this
+    service's own last one in place again."""
+    database = Path(runtime.config.storage.path)
+    if other is not None:
+        said = beside.message(database, other)
+        if other != told:
+            log.error(said)
+        await runtime.notifier.notify(STORAGE_ALERT, beside.TITLE, said, beside.BESIDE_KEY)
+        return
+    if told is not None:
+        log.info(beside.OVER)
+    if told is not None or runtime.notifier.raised(STORAGE_ALERT, beside.BESIDE_KEY):
+        await runtime.notifier.resolve(STORAGE_ALERT, beside.OVER, beside.BESIDE_KEY)

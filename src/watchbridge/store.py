@@ -29,6 +29,7 @@ import msgspec
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
+from watchbridge.beside import Noted
 from watchbridge.clocksteps import Reading, Step
 from watchbridge.errors import StoreError
 from watchbridge.lastwebhooks import LastWebhook
@@ -4191,25 +4192,40 @@ class Store:
                 return Reading(alive_at, float(noted["uptime"]), str(noted["boot"]))
         return Reading(alive_at)
 
-    def note_alive(self, now: float, reading: Reading | None = None) -> None:
-        """Note the service alive at `now`; `reading`: the uptime and boot of the note. Not
+    def note_alive(
+        self, now: float, reading: Reading | None = None, mine: Mapping[str, Any] | None = None
+    ) -> Noted:
+        """Note the service alive at `now`; `reading`: the uptime and boot of the note,
+        `mine`: whose note it is (beside.Mine). Returns the note it replaced, read in the same
+        transaction: another service's, when two write to one database (beside.py). Not
         waiting for the disk: the service's one write while idle, every ALIVE_EVERY, and on an
         SD card a sync takes 5-50 ms, with the store's lock (a webhook's record) held
         throughout. A power cut loses at most the last notes (the next boot's uptime is never
         compared with them), and the absence the next start tells then begins a few minutes
         early: never a shorter one."""
         with self._synchronous("NORMAL"), self.transaction() as conn:
+            found = dict(
+                conn.execute(
+                    "SELECT name, value FROM settings WHERE name IN ('alive_at', ?)",
+                    (ALIVE_CLOCK,),
+                ).fetchall()
+            )
             conn.execute(
                 "INSERT OR REPLACE INTO settings (name, value, updated_at)"
                 " VALUES ('alive_at', ?, ?)",
                 (repr(now), now),
             )
+            clock: dict[str, Any] = {"wall": now, **(mine or {})}
             if reading is not None and reading.uptime is not None and reading.boot:
-                clock = {"wall": now, "uptime": reading.uptime, "boot": reading.boot}
+                clock |= {"uptime": reading.uptime, "boot": reading.boot}
+            if len(clock) > 1:
                 conn.execute(
                     "INSERT OR REPLACE INTO settings (name, value, updated_at) VALUES (?, ?, ?)",
                     (ALIVE_CLOCK, json.dumps(clock), now),
                 )
+        with contextlib.suppress(TypeError, ValueError, KeyError):
+            return Noted(float(found["alive_at"]), found.get(ALIVE_CLOCK))
+        return Noted(None, found.get(ALIVE_CLOCK))
 
     # ------------------------------------------------------------------ mirrors
 
