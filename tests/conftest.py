@@ -2,12 +2,15 @@ from __future__ import annotations
 
 import _sqlite3
 import ctypes
+import hashlib
 import os
+import random
+import secrets
 import shutil
 import signal
 import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -25,8 +28,83 @@ from watchbridge.store import Store
 # Room enough in a RAM filesystem for a whole run's temporary folders (a few tens of MB).
 RAM_FOLDER, RAM_ROOM_NEEDED = Path("/dev/shm"), 1 << 30
 
+# The run's seed of Python's `random`: a fresh one each run, or the one this variable names.
+SEED_VARIABLE = "WATCHBRIDGE_TEST_SEED"
+RUN_SEED = pytest.StashKey[int]()
+
+
+def run_seed_chosen(config: pytest.Config) -> int:
+    """The controller's seed in an xdist worker; else the variable's, or a fresh one."""
+    worker_input = getattr(config, "workerinput", None)
+    if worker_input is not None:
+        return int(worker_input[SEED_VARIABLE])
+    given = os.environ.get(SEED_VARIABLE, "").strip()
+    if not given:
+        return secrets.randbelow(1 << 32)
+    try:
+        return int(given)
+    except ValueError:
+        raise pytest.UsageError(
+            f"{SEED_VARIABLE}={given!r}: expected a whole number, the run seed a report printed "
+            f"('replay with {SEED_VARIABLE}=N')"
+        ) from None
+
+
+def seed_of_test(run_seed: int, nodeid: str) -> int:
+    """The same for a test in every run with this run seed, whichever process runs it and
+    whatever ran before it there."""
+    digest = hashlib.sha256(f"{run_seed} {nodeid}".encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+def replay_hint(config: pytest.Config) -> str:
+    return f"replay with {SEED_VARIABLE}={config.stash[RUN_SEED]}"
+
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.stash[RUN_SEED] = run_seed_chosen(config)
+    tmp_paths_in_ram(config)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist's workers draw as the controller says (each process would choose its own)."""
+    node.workerinput[SEED_VARIABLE] = str(node.config.stash[RUN_SEED])
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"random: {SEED_VARIABLE}={config.stash[RUN_SEED]} (set it to replay this run)"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.failed:  # `-q` shows no header: each failure says how to replay it
+        report.sections.append(("random seed", replay_hint(item.config)))
+    return report
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config
+) -> None:
+    if terminalreporter.stats.get("failed") or terminalreporter.stats.get("error"):
+        terminalreporter.write_line(replay_hint(config))
+
+
+@pytest.fixture(autouse=True)
+def random_seeded_for_the_test(request: pytest.FixtureRequest) -> None:
+    """Python's global `random` (the delivery worker's and scheduler's default jitter, the
+    HTTP retries' and store's draws) starts each test from the test's own seed, so a failure
+    that hangs on a draw replays with the run seed its report prints. Hypothesis seeds and
+    restores `random` around its examples itself, and keeps its own seeds (`--hypothesis-seed`).
+    Fixtures of a wider scope set up before this one, and threads that draw concurrently, still
+    draw as they come."""
+    random.seed(seed_of_test(request.config.stash[RUN_SEED], request.node.nodeid))
+
+
+def tmp_paths_in_ram(config: pytest.Config) -> None:
     """`tmp_path`s in RAM where the machine has room there: every fresh database's migrations
     and every commit at `synchronous=FULL` wait for the disk otherwise (~100 ms a new database
     on a busy disk against ~10 ms), thousands of times a run; SQLite, its WAL and its locks
