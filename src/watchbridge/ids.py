@@ -359,6 +359,25 @@ class RetrySlots:
 LOOKUP = "lookup"  # the one problem a media server's lookups log (see logs.Repeating)
 
 
+def search_lookup(id_type: str, value: str, kind: str) -> str:
+    """The cache key of Trakt's id search results for one id (TraktResolver.namespace)."""
+    return f"all:{kind}:{id_type}:{value}"
+
+
+def with_searched_ids(cache: IdCache, item: MediaRef, now: float) -> MediaRef:
+    """`item` with the ids an earlier Trakt id search by its own ids found (the cache only: no
+    one is asked). A Jellyfin episode named by its TVDB id gets its show's TMDB id this way
+    once any target's delivery looked it up."""
+    for id_type, value, kind in lookups(item):
+        hit, found = cache.cache_get(
+            TraktResolver.namespace, search_lookup(id_type, value, kind), now
+        )
+        chosen = one_result(item, found) if hit and isinstance(found, list) else None
+        if isinstance(chosen, dict):
+            return apply_match(item, chosen)
+    return item
+
+
 class TraktResolver:
     """Finds Trakt ids for items by searching their other ids, or (where no id names them) their
     title; remembers answers."""
@@ -435,7 +454,7 @@ class TraktResolver:
                 return [r for r in results if r.get("type") == kind]
 
             # Every result is kept: which one is ours depends on the item (its numbers).
-            lookup = f"all:{kind}:{id_type}:{value}"
+            lookup = search_lookup(id_type, value, kind)
             found = await remembered(self.cache, self.namespace, lookup, self.clock, ask)
             chosen = one_result(item, found or [])
             if chosen is not None:
@@ -729,12 +748,15 @@ def webhook_ref(
     cache: IdCache, item: Mapping[str, Any], source: str | None, now: float
 ) -> MediaRef | None:
     """A queued webhook play's item as a reference, with the show ids a delivery already read
-    (see `with_cached_show_ids`); None for a row a target will make a dead letter of."""
+    (see `with_cached_show_ids`) or found through Trakt's id search (`with_searched_ids`):
+    the ids a link keys items by; None for a row a target will make a dead letter of."""
     try:
         ref = ref_from_dict(dict(item))
     except (KeyError, TypeError, ValueError):
         return None
-    return with_cached_show_ids(cache, ref, source, now)
+    ref = with_cached_show_ids(cache, ref, source, now)
+    tmdb = ref.show_ids.tmdb if ref.kind == "episode" else ref.ids.tmdb
+    return ref if tmdb else with_searched_ids(cache, ref, now)
 
 
 def with_cached_show_ids(

@@ -131,6 +131,48 @@ def movie_key(ids: dict[str, Any]) -> str | None:
     return None
 
 
+def own_id_alias(name: str, value: str) -> str:
+    """The `SideRead.aliases` key of an episode's own id: a webhook's play may name its
+    episode by nothing else (Jellyfin's TVDB id, its series by Jellyfin's own id)."""
+    return f"episode-id:{name}:{value}"
+
+
+# An episode's own ids that name it alone (one IMDb id may name every part of a multi-part one).
+_OWN_EPISODE_IDS = ("trakt", "tmdb", "tvdb")
+
+
+def own_id_aliases(ref: MediaRef) -> list[str]:
+    """`own_id_alias` of each of an episode's own ids (none for other kinds)."""
+    if ref.kind != "episode":
+        return []
+    return [
+        own_id_alias(name, value) for name in _OWN_EPISODE_IDS if (value := getattr(ref.ids, name))
+    ]
+
+
+def trakt_episode_aliases(history: Iterable[Any], since: float) -> dict[str, str]:
+    """`own_id_alias` of each own id of the episodes Trakt's history entries watched since
+    `since` name -> that episode's key: a play a webhook queued for another side, its episode
+    named by those ids only, is recognised as this one while it waits. Pure."""
+    aliases: dict[str, str] = {}
+    for entry in history:
+        if not isinstance(entry, dict) or entry.get("type") != "episode":
+            continue
+        stamp = entry.get("watched_at")
+        try:
+            recent = isinstance(stamp, str) and parse_iso(stamp) >= since
+        except ValueError:
+            recent = False
+        key = _trakt_key(entry) if recent else None
+        if key is None:
+            continue
+        ids = obj(obj(entry.get("episode")).get("ids"))
+        for name in _OWN_EPISODE_IDS:
+            if ids.get(name):
+                aliases[own_id_alias(name, str(ids[name]))] = key
+    return aliases
+
+
 def _trakt_key(entry: dict[str, Any]) -> str | None:
     kind = entry.get("type")
     if kind == "movie":

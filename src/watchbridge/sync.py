@@ -73,7 +73,7 @@ from watchbridge.reconcile import (
     without_copies_back,
     without_waiting,
 )
-from watchbridge.sides import ref_for_key
+from watchbridge.sides import own_id_aliases, ref_for_key
 from watchbridge.store import (
     DIED,
     DISCARDED_BEFORE,
@@ -909,6 +909,9 @@ def _waiting(
             aliases.get(ref.source_key or "")
             or aliases.get(ref.ids.plex_guid or "")
             or key_for_ref(ref)
+            # Its show's TMDB id not known yet (its lookup failed): a side that holds the
+            # episode names it by the episode's own ids too.
+            or next((aliases[a] for a in own_id_aliases(ref) if a in aliases), None)
         )
         if key is not None:
             waiting.setdefault((target, key), []).append(at)

@@ -26,6 +26,7 @@ from watchbridge.reconcile import EXPECTED, UNDATED, Play, Side, given_once
 from watchbridge.services.trakt import TraktClient
 from watchbridge.sides import (
     ref_for_key,
+    trakt_episode_aliases,
     trakt_names_item,
     trakt_side,
     trakt_unnamed_entries,
@@ -394,13 +395,16 @@ class TraktReader:
             for unread in told:
                 log.warning(unread, extra={"profile": profile})
             await self._forget_gone(profile, baseline, side)
-            return SideRead(side, _again_if_unread(saved, side))
+            aliases = trakt_episode_aliases(history, now - RECONCILE_WINDOW)
+            return SideRead(side, _again_if_unread(saved, side), aliases=aliases)
         plays = baseline.plays
+        aliases = {}
         if moved["watched"] != cursors.get("watched"):
             since = delta_since(float(cursors["history_at"]), now)
             history = await self._history(profile, since)
             history, _ = await self._keyed_as_before(profile, now, history, [])
             plays, unread = await asyncio.to_thread(delta_plays, history, baseline, since)
+            aliases = trakt_episode_aliases(history, now - RECONCILE_WINDOW)
             if unread:
                 _UNREAD_HISTORY.warning(("history", profile), unread, now, profile=profile)
             await self._forget_gone(profile, baseline, Side(plays))
@@ -411,7 +415,7 @@ class TraktReader:
             side, unread = await asyncio.to_thread(rated_side, rated, baseline, plays)
             if unread:
                 _UNREAD_HISTORY.warning(("ratings", profile), unread, now, profile=profile)
-        return SideRead(side, _again_if_unread(saved, side))
+        return SideRead(side, _again_if_unread(saved, side), aliases=aliases)
 
     async def _keyed_as_before(
         self,

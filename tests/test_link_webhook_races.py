@@ -1,0 +1,215 @@
+"""A Jellyfin play (its episode named by its TVDB id only, services.jellyfin not set) queued for
+Trakt and Serializd while the trakt-serializd link runs: one side has it, the other's row is
+still on its way (held by a Trakt outage, or waiting for the show's TMDB id). The link must
+not copy that play across: each side ends with it once.
+
+Driven by hand: the worker pass by pass and the link's runs, the fakes over real HTTP, one
+hand-moved clock for watchbridge and both fakes."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes.receiver import FakeClock
+from tests.fakes.serializd import ALICE, FakeSerializd
+from tests.fakes.trakt import CLIENT_ID, FakeTrakt
+from tests.harness import sign_in_trakt
+from tests.ingest_samples import sample_json
+from tests.linkrig import LINK, use_fast_readers
+from tests.test_delivery import close_targets, worker_for
+from tests.test_sync_scenarios import BB, breaking_bad_on_serializd, breaking_bad_on_trakt
+from watchbridge.app import Runtime
+from watchbridge.config import parse_config
+from watchbridge.deliver.worker import DeliveryWorker
+from watchbridge.http import Pacer
+from watchbridge.ingest import parse
+from watchbridge.model import Accepted
+from watchbridge.sync import run_link
+from watchbridge.webhooks import ingest_job
+from watchbridge.wiring import build_runtime
+
+pytestmark = pytest.mark.anyio
+
+DAY = 86400.0
+JELLYFIN_SERIES = "1f0e2d3c4b5a69788796a5b4c3d2e1f0"
+
+
+@pytest.fixture
+def trakt(start_fake: Callable[[Any], Any]) -> FakeTrakt:
+    return breaking_bad_on_trakt(start_fake)
+
+
+@pytest.fixture
+def serializd(start_fake: Callable[[Any], Any]) -> FakeSerializd:
+    return breaking_bad_on_serializd(start_fake)
+
+
+class House:
+    """Profile `me` on Trakt and Serializd, its Jellyfin plays, the link and the worker."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        worker: DeliveryWorker,
+        clock: FakeClock,
+        trakt: FakeTrakt,
+        serializd: FakeSerializd,
+    ) -> None:
+        self.runtime, self.worker, self.clock = runtime, worker, clock
+        self.trakt, self.serializd = trakt, serializd
+
+    def advance(self, seconds: float) -> None:
+        for clock in (self.clock, self.trakt, self.serializd):
+            clock.advance(seconds)
+
+    def jellyfin_play(self, season: int, number: int) -> None:
+        """Jellyfin's PlaybackStop (completed) of Breaking Bad `season`x`number`, naming the
+        episode by its TVDB id alone (as many libraries do) and its series by Jellyfin's id."""
+        episode = self.trakt.shows[0].seasons[season].episodes[number]
+        payload: dict[str, Any] = sample_json("jellyfin", "playback_stop_episode_completed.json")
+        payload |= {
+            "NotificationUsername": "me",
+            "ItemId": f"{episode.trakt:032x}",
+            "SeriesId": JELLYFIN_SERIES,
+            "SeasonNumber": season,
+            "EpisodeNumber": number,
+            "Name": f"Episode {number}",
+            "Provider_tvdb": str(episode.tvdb),
+            "Provider_imdb": "",
+            "Provider_tmdb": "",
+            "UtcTimestamp": time.strftime("%Y-%m-%dT%H:%M:%S.0000000Z", time.gmtime(self.clock())),
+        }
+        result = parse("jellyfin", json.dumps(payload).encode(), "application/json")
+        assert isinstance(result, Accepted)
+        for event in result.events:
+            assert self.runtime.store.ingest(ingest_job(self.runtime, "me", event, result.document))
+
+    async def deliver(self, passes: int = 4) -> None:
+        for _ in range(passes):
+            await self.worker.pass_once(self.runtime)
+
+    async def sync(self) -> int:
+        config = self.runtime.config
+        result = await run_link(config, self.runtime.store, LINK, yes=True, clock=self.clock)
+        return result.queued
+
+    def trakt_plays(self, season: int, number: int) -> int:
+        return sum(
+            1
+            for e in self.trakt.history()
+            if (getattr(e.item, "season", None), getattr(e.item, "number", None))
+            == (season, number)
+        )
+
+    def diary_entries(self, season: int, number: int) -> int:
+        season_id = self.serializd.shows[BB].seasons[season].id
+        return sum(
+            1
+            for r in self.serializd.diary()
+            if r.is_log and (r.season_id, r.episode_number) == (season_id, number)
+        )
+
+
+@pytest.fixture
+async def house(
+    tmp_path: Path, trakt: FakeTrakt, serializd: FakeSerializd, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[House]:
+    use_fast_readers(monkeypatch)
+    clock = FakeClock(time.time() // 60 * 60 + 5)
+    config = parse_config(
+        f"""
+storage: {{path: {tmp_path / "wb.db"}}}
+services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+  serializd: {{api_url: "{serializd.url}"}}
+profiles:
+  me:
+    users: {{jellyfin: [me]}}
+    accounts:
+      trakt: {{}}
+      serializd: {{email: {ALICE[0]}, password: "{ALICE[1]}"}}
+links:
+  {LINK}: {{services: [trakt, serializd], first_run: apply}}
+""",
+        tmp_path / "watchbridge.yaml",
+        {},
+    )
+    runtime = build_runtime(config, clock=clock)
+    runtime.open()
+    sign_in_trakt(runtime.store, trakt, "me", now=clock())
+    for fake in (trakt, serializd):
+        fake.advance(clock() - fake.now())
+    worker = worker_for(runtime)
+    for target in worker.targets.values():
+        target.client.http.pacers[""] = Pacer()  # type: ignore[attr-defined]  # id searches
+    house = House(runtime, worker, clock, trakt, serializd)
+    # A play a week ago, on both sides by the link's first run: the link holds state.
+    week_ago = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(clock() - 7 * DAY))
+    trakt.add_history(trakt.shows[0].seasons[1].episodes[1], week_ago)
+    await house.sync()
+    await house.deliver()
+    assert (house.trakt_plays(1, 1), house.diary_entries(1, 1)) == (1, 1)
+    try:
+        yield house
+    finally:
+        await close_targets(worker)
+        runtime.close()
+
+
+async def test_a_play_whose_serializd_row_waits_out_a_trakt_outage_is_copied_by_nobody(
+    house: House, trakt: FakeTrakt
+) -> None:
+    trakt.fail_next(10_000, 503)  # Trakt is down: its writes and its id search
+    house.jellyfin_play(1, 2)
+    await house.deliver()  # Trakt's row held; Serializd's cannot find the show's TMDB id
+    house.advance(120)
+    trakt.clear_knobs()  # Trakt is back, its id search a while later
+    trakt.fail_next(10_000, 503, route="/search/{id_type}/{id}")
+    house.advance(600)
+    await house.deliver()  # Trakt's row lands; Serializd's still waits
+    assert (house.trakt_plays(1, 2), house.diary_entries(1, 2)) == (1, 0)
+
+    # Trakt has it, Serializd not yet: its row is on its way, and the link copies nothing.
+    assert await house.sync() == 0
+    await house.deliver()
+    trakt.clear_knobs()
+    house.advance(3700)  # however long Serializd's row waited, it goes
+    await house.deliver()
+    for _ in range(2):
+        house.advance(120)
+        await house.sync()
+        await house.deliver()
+
+    assert (house.trakt_plays(1, 2), house.diary_entries(1, 2)) == (1, 1)
+    assert house.runtime.store.outbox_counts().get("pending", 0) == 0
+
+
+async def test_a_play_on_serializd_whose_trakt_row_is_held_is_not_copied_to_trakt(
+    house: House, trakt: FakeTrakt
+) -> None:
+    # Trakt refuses writes for a while (its id search answers): Serializd's row finds the
+    # show's TMDB id and lands; Trakt's waits. The link's run meanwhile must not take
+    # Serializd's entry for a play to copy to Trakt: Trakt's row goes in the same batch as
+    # the copy and Trakt takes both, then the second Trakt play went back to Serializd.
+    for write in ("POST /scrobble/stop", "POST /sync/history"):
+        trakt.fail_next(10_000, 503, route=write)
+    house.jellyfin_play(1, 3)
+    await house.deliver()
+    assert (house.trakt_plays(1, 3), house.diary_entries(1, 3)) == (0, 1)
+    trakt.clear_knobs()
+
+    await house.sync()  # Serializd has it, Trakt's row is on its way: nothing to copy
+    for _ in range(3):
+        house.advance(300)
+        await house.deliver()
+        await house.sync()
+    await house.deliver()
+
+    assert (house.trakt_plays(1, 3), house.diary_entries(1, 3)) == (1, 1)
+    assert house.runtime.store.outbox_counts().get("pending", 0) == 0
