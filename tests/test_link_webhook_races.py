@@ -212,4 +212,28 @@ async def test_a_play_on_serializd_whose_trakt_row_is_held_is_not_copied_to_trak
     await house.deliver()
 
     assert (house.trakt_plays(1, 3), house.diary_entries(1, 3)) == (1, 1)
-    assert house.runtime.store.outbox_counts().get("pending", 0) == 0
+
+
+def serializd_row_error(house: House) -> str:
+    (row,) = house.runtime.store._query(
+        "SELECT last_error FROM outbox WHERE target = 'serializd' AND status = 'pending'", ()
+    )
+    return str(row["last_error"])
+
+
+async def test_a_play_whose_show_lookup_failed_in_a_trakt_outage_says_so_and_is_retried_soon(
+    house: House, trakt: FakeTrakt
+) -> None:
+    # Not "set services.jellyfin.url ...": Trakt's id search would have found the show's TMDB
+    # id, it could not be asked. Tried again within minutes, not an hour.
+    trakt.fail_next(10_000, 503)
+    house.jellyfin_play(1, 4)
+    await house.deliver(passes=1)
+    told = serializd_row_error(house)
+    assert told.startswith("Trakt's id search failed: trakt: answered 503"), told
+    assert "services.jellyfin" not in told and "tried again" in told
+    assert house.runtime.store.unmatched_count() == 0
+    trakt.clear_knobs()
+    house.advance(600)
+    await house.deliver()
+    assert house.diary_entries(1, 4) == 1

@@ -1140,8 +1140,11 @@ class Enricher:
                 found = await self.trakt.resolve(item, source)
             except ServiceError as exc:
                 self.trakt.failed(item, exc)
-                if problem is None and isinstance(exc, Unavailable):
-                    message = f"Trakt's id search failed: {exc.message}"
+                # The search that would have found the ids failed: that is the reason, not a
+                # media server left unset (the row waits as unmatched for an hour on that).
+                unset = problem is not None and problem.unconfigured
+                if (problem is None or unset) and isinstance(exc, Unavailable):
+                    message = f"Trakt's id search failed: {exc.message}; it is tried again soon"
                     problem = Problem(message, transient=True, retry_after=exc.retry_after)
             else:
                 if found is not None and need.met(found):
