@@ -630,6 +630,20 @@ def without_waiting(plan: Plan, waiting: Mapping[tuple[str, str], Sequence[float
     return replace(plan, actions=actions)
 
 
+def without_webhook_ratings(plan: Plan, waiting: Collection[tuple[str, str, int]]) -> Plan:
+    """The plan without the rating copies that a webhook's rating row still on its way to the
+    same target carries (`waiting`: target, item, value): the target's read does not show it
+    yet. Queued, the copy names the item by other ids than the webhook's row, so the two do
+    not take turns: landing after a newer change there (the rating cleared), it would undo it."""
+    if not waiting:
+        return plan
+
+    def carried(action: Action) -> bool:
+        return action.kind == "set_rating" and (action.target, action.item, action.value) in waiting
+
+    return replace(plan, actions=tuple(a for a in plan.actions if not carried(a)))
+
+
 def without_copies_back(plan: Plan, removing: Collection[tuple[str, str, float | None]]) -> Plan:
     """The plan without rating copies of an item whose rating removal is queued for the side
     it would be copied from (`removing`: (target, item, queued at) of those removals): that

@@ -3231,6 +3231,25 @@ class Store:
             "target", "profile = ? AND status IN ('pending', 'inflight')", (profile,)
         )
 
+    def waiting_webhook_ratings(
+        self, profile: str
+    ) -> list[tuple[str, dict[str, Any], int, str | None]]:
+        """(target, item, rating 0-100, webhook source) of the ratings webhooks queued for
+        `profile` that are not delivered yet (pending or in flight; dead letters are not
+        waiting)."""
+        rows = self._query(
+            "SELECT target, payload FROM outbox WHERE profile = ? AND action = 'rating'"
+            " AND event_id IS NOT NULL AND status IN ('pending', 'inflight')",
+            (profile,),
+        )
+        found = []
+        for row in rows:
+            payload = json.loads(row["payload"])
+            if isinstance(payload.get("rating"), int) and isinstance(payload.get("item"), dict):
+                item, rating = payload["item"], payload["rating"]
+                found.append((row["target"], item, rating, payload.get("source")))
+        return found
+
     def unanswered_ratings(
         self, profile: str, target: str
     ) -> list[tuple[dict[str, Any], float, int]]:

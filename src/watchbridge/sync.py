@@ -72,6 +72,7 @@ from watchbridge.reconcile import (
     with_first_seen,
     without_copies_back,
     without_waiting,
+    without_webhook_ratings,
 )
 from watchbridge.sides import own_id_aliases, ref_for_key
 from watchbridge.store import (
@@ -632,6 +633,7 @@ async def _plan_profile(
     # And for the plays webhooks queued: one landing after its target was read, missing from
     # that read, is still on its way there (not a play to copy to it again).
     webhook_plays = await asyncio.to_thread(store.waiting_webhook_plays, profile)
+    webhook_ratings = await asyncio.to_thread(store.waiting_webhook_ratings, profile)
     reads: dict[str, SideRead] = {}
     read_at: dict[str, float] = {}
     for r in readers:
@@ -685,6 +687,10 @@ async def _plan_profile(
     aliases = {old: new for read in reads.values() for old, new in read.aliases.items()}
     waiting = await asyncio.to_thread(_waiting, store, profile, aliases, clock(), webhook_plays)
     planned = await asyncio.to_thread(without_waiting, planned, waiting)
+    rated = await asyncio.to_thread(
+        _waiting_ratings, store, profile, aliases, clock(), webhook_ratings
+    )
+    planned = await asyncio.to_thread(without_webhook_ratings, planned, rated)
     removing |= await asyncio.to_thread(_removing_ratings, store, profile)
     planned = await asyncio.to_thread(without_copies_back, planned, removing)
     cursors = {service: read.cursors for service, read in reads.items()}
@@ -915,6 +921,28 @@ def _waiting(
         )
         if key is not None:
             waiting.setdefault((target, key), []).append(at)
+    return waiting
+
+
+def _waiting_ratings(
+    store: Store,
+    profile: str,
+    aliases: Mapping[str, str],
+    now: float,
+    before: Sequence[tuple[str, dict[str, Any], int, str | None]] = (),
+) -> set[tuple[str, str, int]]:
+    """(target, item key, value) of the ratings webhooks queued that have not landed, keyed as
+    `_waiting` keys plays; `before`: those waiting before the reads (one landing meanwhile may
+    have landed after its target was read)."""
+    waiting = set()
+    for target, item, value, source in [*before, *store.waiting_webhook_ratings(profile)]:
+        ref = webhook_ref(store, item, source, now)
+        if ref is None:
+            continue
+        key = aliases.get(ref.source_key or "") or aliases.get(ref.ids.plex_guid or "")
+        key = key or key_for_ref(ref)
+        if key is not None:
+            waiting.add((target, key, value))
     return waiting
 
 
