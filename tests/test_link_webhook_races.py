@@ -29,8 +29,9 @@ from watchbridge.config import parse_config
 from watchbridge.deliver.worker import DeliveryWorker
 from watchbridge.http import Pacer
 from watchbridge.ingest import parse
-from watchbridge.model import Accepted
-from watchbridge.sync import run_link
+from watchbridge.model import Accepted, Ids, MediaRef
+from watchbridge.reconcile import Action
+from watchbridge.sync import outbox_rows, run_link
 from watchbridge.webhooks import ingest_job
 from watchbridge.wiring import build_runtime
 
@@ -214,6 +215,13 @@ async def test_a_play_on_serializd_whose_trakt_row_is_held_is_not_copied_to_trak
     assert (house.trakt_plays(1, 3), house.diary_entries(1, 3)) == (1, 1)
 
 
+def episode_key(show_tmdb: str, season: int, number: int) -> str:
+    """A link's item key of an episode (its show's TMDB id and its numbers)."""
+    return MediaRef(
+        kind="episode", show_ids=Ids(tmdb=show_tmdb), season=season, number=number
+    ).key()
+
+
 def serializd_row_error(house: House) -> str:
     (row,) = house.runtime.store._query(
         "SELECT last_error FROM outbox WHERE target = 'serializd' AND status = 'pending'", ()
@@ -237,3 +245,53 @@ async def test_a_play_whose_show_lookup_failed_in_a_trakt_outage_says_so_and_is_
     house.advance(600)
     await house.deliver()
     assert house.diary_entries(1, 4) == 1
+
+
+def queue_link_copy(house: House, season: int, number: int, at: float) -> None:
+    """Queue the trakt-serializd link's copy to Trakt of a play of Breaking Bad
+    `season`x`number` at `at`, as a run that took it for new on Serializd does."""
+    copy = episode_key(show_tmdb="1396", season=season, number=number)
+    action = Action("add_play", "trakt", copy, "new on serializd", at=at, source="s:1")
+    rows, _ = outbox_rows(LINK, "me", (action,))
+    assert house.runtime.store.enqueue(rows, house.clock()) == 1
+
+
+async def test_a_link_copy_of_a_held_trakt_row_s_play_is_not_a_second_play_on_trakt(
+    house: House, trakt: FakeTrakt
+) -> None:
+    # Trakt's safety net when a link copies a play whose webhook row is still on its way: the
+    # row names the episode by its TVDB id alone, the link's copy by its show's TMDB id. The
+    # id search Serializd's delivery made says they are one episode: Trakt gets one play.
+    for write in ("POST /scrobble/stop", "POST /sync/history"):
+        trakt.fail_next(10_000, 503, route=write)
+    at = house.clock()
+    house.jellyfin_play(1, 3)
+    await house.deliver()  # Serializd's row lands (its id search is kept); Trakt's is held
+    assert (house.trakt_plays(1, 3), house.diary_entries(1, 3)) == (0, 1)
+    queue_link_copy(house, 1, 3, at - 20)
+    trakt.clear_knobs()
+    house.advance(300)
+    await house.deliver()  # the webhook's row goes first (a live stop), then the copy
+
+    assert house.trakt_plays(1, 3) == 1
+    assert house.runtime.store.outbox_counts().get("pending", 0) == 0
+
+
+async def test_a_link_copy_of_a_held_trakt_row_s_play_is_not_a_second_play_as_history_adds(
+    house: House, trakt: FakeTrakt
+) -> None:
+    # As above, the rows going out as history adds after the hold (the first play its probe).
+    for write in ("POST /scrobble/stop", "POST /sync/history"):
+        trakt.fail_next(10_000, 503, route=write)
+    house.jellyfin_play(1, 2)  # the probe when Trakt is back: it goes alone
+    house.advance(60)
+    at = house.clock()
+    house.jellyfin_play(1, 3)
+    await house.deliver()
+    queue_link_copy(house, 1, 3, at - 20)
+    trakt.clear_knobs()
+    house.advance(900)  # past delivery.late_after: history adds
+    await house.deliver()
+
+    assert (house.trakt_plays(1, 2), house.trakt_plays(1, 3)) == (1, 1)
+    assert house.runtime.store.outbox_counts().get("pending", 0) == 0

@@ -754,7 +754,12 @@ def webhook_ref(
         ref = ref_from_dict(dict(item))
     except (KeyError, TypeError, ValueError):
         return None
-    ref = with_cached_show_ids(cache, ref, source, now)
+    return keyed_as_a_link(cache, with_cached_show_ids(cache, ref, source, now), now)
+
+
+def keyed_as_a_link(cache: IdCache, ref: MediaRef, now: float) -> MediaRef:
+    """`ref` with the TMDB id a link keys it by (its show's, for an episode), from an earlier
+    Trakt id search (`with_searched_ids`) where it does not carry it."""
     tmdb = ref.show_ids.tmdb if ref.kind == "episode" else ref.ids.tmdb
     return ref if tmdb else with_searched_ids(cache, ref, now)
 

@@ -50,6 +50,7 @@ from watchbridge.ids import (
     TraktResolver,
     has_trakt_ids,
     ids_from,
+    keyed_as_a_link,
     lookups,
     title_unmatched,
 )
@@ -205,6 +206,14 @@ def one_per_play(rows: Sequence[Row]) -> tuple[list[Row], dict[int, int]]:
         sent.append(row)
         seen.update(dict.fromkeys(remembered_keys(row.item, row.at), row))
     return sent, twins
+
+
+def _known_as(row: Row, searched: Mapping[int, MediaRef]) -> list[MediaRef]:
+    """The row's item, and the same item with the ids Trakt's id search found for it: a
+    webhook's episode named by its TVDB id alone shares no key with a link's copy of that
+    play, named by its show's TMDB id."""
+    wider = searched.get(row.outbox.id)
+    return [row.item] if wider is None or wider == row.item else [row.item, wider]
 
 
 def newest_ratings(
@@ -1133,6 +1142,14 @@ class TraktTarget:
         found = await asyncio.to_thread(self.store.mirror_has, NAME, profile, PLAYS, list(keys))
         return {outbox_id for key in found for outbox_id in keys[key]}
 
+    async def _searched(self, rows: Sequence[Row]) -> dict[int, MediaRef]:
+        """By outbox id, each row's item with the TMDB id an earlier Trakt id search found
+        (`ids.keyed_as_a_link`; the cache only, no one is asked)."""
+        now = self.clock()
+        return await asyncio.to_thread(
+            lambda: {r.outbox.id: keyed_as_a_link(self.store, r.item, now) for r in rows}
+        )
+
     async def _note_sending(self, rows: Sequence[Row]) -> None:
         """If we crash before Trakt's answer is recorded, these rows come back marked, and are
         checked against Trakt's history before being sent again: at the time each went out as
@@ -1160,8 +1177,13 @@ class TraktTarget:
 
     async def _remember(self, profile: str, rows: Sequence[Row]) -> None:
         if rows:
+            # Under the ids Trakt's search found too: a link's copy of the play names it so.
+            searched = await self._searched(rows)
             plays = {
-                key: {"watched_at": r.at} for r in rows for key in remembered_keys(r.item, r.at)
+                key: {"watched_at": r.at}
+                for r in rows
+                for ref in _known_as(r, searched)
+                for key in remembered_keys(ref, r.at)
             }
             await asyncio.to_thread(
                 self.store.mirror_put, NAME, profile, PLAYS, plays, self.clock()
