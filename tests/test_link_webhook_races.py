@@ -29,7 +29,7 @@ from watchbridge.config import parse_config
 from watchbridge.deliver.worker import DeliveryWorker
 from watchbridge.http import Pacer
 from watchbridge.ingest import parse
-from watchbridge.model import Accepted, Ids, MediaRef
+from watchbridge.model import Accepted, Ids, MediaRef, ref_from_dict
 from watchbridge.reconcile import Action
 from watchbridge.sync import outbox_rows, run_link
 from watchbridge.webhooks import ingest_job
@@ -189,6 +189,54 @@ async def test_a_play_whose_serializd_row_waits_out_a_trakt_outage_is_copied_by_
 
     assert (house.trakt_plays(1, 2), house.diary_entries(1, 2)) == (1, 1)
     assert house.runtime.store.outbox_counts().get("pending", 0) == 0
+
+
+def link_copies(house: House) -> list[tuple[str, str]]:
+    """(target, item key) of each play the link queued, oldest first."""
+    rows = house.runtime.store._query(
+        "SELECT target, payload FROM outbox WHERE action = 'play' ORDER BY id", ()
+    )
+    payloads = [(str(r["target"]), json.loads(r["payload"])) for r in rows]
+    return [(t, ref_from_dict(p["item"]).key()) for t, p in payloads if p.get("link")]
+
+
+def history_reads(trakt: FakeTrakt) -> int:
+    return trakt.count("GET", "/sync/history") + trakt.count("GET", "/sync/history/{type}")
+
+
+async def test_a_run_that_reads_no_trakt_history_still_knows_the_waiting_row_s_episode(
+    house: House, trakt: FakeTrakt, serializd: FakeSerializd
+) -> None:
+    # As above, Serializd's row waiting for the show's TMDB id after Trakt's outage; then the
+    # user logs another episode on Serializd. That run reads Serializd, not Trakt's history
+    # (unchanged): the episode Trakt holds is still known by its own ids, the row's only ones.
+    trakt.fail_next(10_000, 503)
+    house.jellyfin_play(1, 2)
+    await house.deliver()
+    house.advance(120)
+    trakt.clear_knobs()
+    trakt.fail_next(10_000, 503, route="/search/{id_type}/{id}")
+    house.advance(600)
+    await house.deliver()
+    assert await house.sync() == 0
+    house.advance(120)
+    serializd.log_entry(None, BB, 1, 5)
+    house.advance(120)
+    copies, reads = len(link_copies(house)), history_reads(trakt)
+
+    await house.sync()
+
+    assert history_reads(trakt) == reads
+    assert link_copies(house)[copies:] == [("trakt", episode_key("1396", 1, 5))]
+    trakt.clear_knobs()
+    house.advance(3700)
+    await house.deliver()
+    for _ in range(2):
+        house.advance(120)
+        await house.sync()
+        await house.deliver()
+    assert (house.trakt_plays(1, 2), house.diary_entries(1, 2)) == (1, 1)
+    assert (house.trakt_plays(1, 5), house.diary_entries(1, 5)) == (1, 1)
 
 
 async def test_a_play_on_serializd_whose_trakt_row_is_held_is_not_copied_to_trakt(

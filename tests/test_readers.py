@@ -15,6 +15,7 @@ from watchbridge.http import Pacer
 from watchbridge.model import Ids, MediaRef, ref_to_dict
 from watchbridge.readers.serializd import merge_diary, unanswered_copies, with_written
 from watchbridge.readers.trakt import (
+    RECENT_EPISODES,
     RECONCILE_WINDOW,
     TraktReader,
     delta_since,
@@ -219,6 +220,39 @@ async def test_nothing_moved_on_trakt_costs_one_request(
     trakt.requests.clear()
     assert await reader(client).unchanged("me", first.cursors)
     assert [r.path for r in trakt.requests] == ["/sync/last_activities"]
+
+
+@pytest.mark.anyio
+async def test_a_read_of_no_history_names_the_week_s_episodes_by_their_own_ids_as_before(
+    trakt: FakeTrakt, client: TraktClient
+) -> None:
+    await add_play(client, 1, time.time() - 30 * DAY)
+    await add_play(client, 2, time.time() - 2 * DAY)
+    first = await reader(client).read("me", {}, None, full=True)
+    assert set(first.aliases.values()) == {E2}  # by each own id the fake gives (trakt, tvdb)
+    trakt.requests.clear()
+
+    second = await reader(client).read("me", first.cursors, first.side, full=False)
+    assert history_requests(trakt) == []  # Trakt unchanged: its history is not read
+    assert second.aliases == first.aliases
+    in_a_week = TraktReader(client, ("episodes",), lambda: time.time() + 6 * DAY)
+    assert (await in_a_week.read("me", second.cursors, second.side, False)).aliases == {}
+
+
+@pytest.mark.anyio
+async def test_trakt_cursors_kept_without_the_week_s_episodes_still_read(
+    trakt: FakeTrakt, client: TraktClient
+) -> None:
+    await add_play(client, 2, time.time() - 2 * DAY)
+    first = await reader(client).read("me", {}, None, full=True)
+    for kept in ("", "[1]", '{"v": 0, "episodes": {}}', '{"v": 1, "episodes": [[1]]}'):
+        older = {**first.cursors, RECENT_EPISODES: kept}
+        read = await reader(client).read("me", older, first.side, full=False)
+        assert (read.side, read.aliases) == (first.side, {})  # found by the next history read
+    older = {k: v for k, v in first.cursors.items() if k != RECENT_EPISODES}
+    await add_play(client, 3, time.time() - 60)
+    read = await reader(client).read("me", older, first.side, full=False)
+    assert set(read.aliases.values()) == {E2, "episode:tmdb:1396:s1e3"}
 
 
 def test_trakt_movies_are_keyed_by_tmdb_else_imdb() -> None:

@@ -6,8 +6,8 @@ TMDB id, season and number on both sides (`episode_key`).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
-from dataclasses import replace
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 from watchbridge import ratings
@@ -150,27 +150,57 @@ def own_id_aliases(ref: MediaRef) -> list[str]:
     ]
 
 
-def trakt_episode_aliases(history: Iterable[Any], since: float) -> dict[str, str]:
-    """`own_id_alias` of each own id of the episodes Trakt's history entries watched since
-    `since` name -> that episode's key: a play a webhook queued for another side, its episode
-    named by those ids only, is recognised as this one while it waits. Pure."""
-    aliases: dict[str, str] = {}
+@dataclass(frozen=True)
+class WatchedEpisode:
+    """An episode Trakt's history holds watched lately: its latest play's time and its own
+    ids (`_OWN_EPISODE_IDS`, as text)."""
+
+    at: float
+    trakt: str | None = None
+    tmdb: str | None = None
+    tvdb: str | None = None
+
+
+def trakt_watched_episodes(history: Iterable[Any], since: float) -> dict[str, WatchedEpisode]:
+    """The episodes Trakt's history entries watched since `since`, by key, with the own ids
+    the entries name them by. Pure."""
+    found: dict[str, WatchedEpisode] = {}
     for entry in history:
         if not isinstance(entry, dict) or entry.get("type") != "episode":
             continue
         stamp = entry.get("watched_at")
         try:
-            recent = isinstance(stamp, str) and parse_iso(stamp) >= since
+            at = parse_iso(stamp) if isinstance(stamp, str) else None
         except ValueError:
-            recent = False
-        key = _trakt_key(entry) if recent else None
-        if key is None:
+            at = None
+        key = _trakt_key(entry) if at is not None and at >= since else None
+        if key is None or at is None or (key in found and found[key].at >= at):
             continue
         ids = obj(obj(entry.get("episode")).get("ids"))
-        for name in _OWN_EPISODE_IDS:
-            if ids.get(name):
-                aliases[own_id_alias(name, str(ids[name]))] = key
-    return aliases
+        own = {name: str(ids[name]) for name in _OWN_EPISODE_IDS if ids.get(name)}
+        found[key] = WatchedEpisode(at, **own)
+    return found
+
+
+def watched_lately(
+    kept: Mapping[str, WatchedEpisode], read: Mapping[str, WatchedEpisode], since: float
+) -> dict[str, WatchedEpisode]:
+    """The episodes kept from earlier reads and those this one read (naming each as it does
+    now), watched since `since`. Pure."""
+    merged = {**kept, **read}
+    return {key: episode for key, episode in merged.items() if episode.at >= since}
+
+
+def trakt_episode_aliases(episodes: Mapping[str, WatchedEpisode]) -> dict[str, str]:
+    """`own_id_alias` of each own id of `episodes` -> that episode's key: a play a webhook
+    queued for another side, its episode named by those ids only, is recognised as this one
+    while it waits. Pure."""
+    return {
+        own_id_alias(name, value): key
+        for key, episode in episodes.items()
+        for name in _OWN_EPISODE_IDS
+        if (value := getattr(episode, name))
+    }
 
 
 def _trakt_key(entry: dict[str, Any]) -> str | None:

@@ -9,6 +9,7 @@ Ratings are re-read whole (one short listing) only when their activity stamp mov
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
@@ -25,6 +26,7 @@ from watchbridge.readers import Clock, SideRead, some_titles
 from watchbridge.reconcile import EXPECTED, UNDATED, Play, Side, given_once
 from watchbridge.services.trakt import TraktClient
 from watchbridge.sides import (
+    WatchedEpisode,
     ref_for_key,
     trakt_episode_aliases,
     trakt_names_item,
@@ -32,6 +34,8 @@ from watchbridge.sides import (
     trakt_unnamed_entries,
     trakt_unread_entries,
     trakt_unread_ratings,
+    trakt_watched_episodes,
+    watched_lately,
 )
 from watchbridge.store import Store
 
@@ -51,6 +55,12 @@ RECONCILE_WINDOW = 7 * 86400.0  # how far back a delta read looks for removals
 # A live scrobble is remembered at its play's time and dated by Trakt when sent: up to
 # delivery.late_after (10 min by default) later.
 SCROBBLE_LAG = 15 * 60.0
+# Cursor: the episodes watched in the last RECONCILE_WINDOW with their own ids
+# (`watched_episodes_json`), kept for a run that reads no history (Trakt unchanged, the other
+# side not): the link's guard against copying a webhook play still on its way keys a play
+# named by those ids only through them (`SideRead.aliases`).
+RECENT_EPISODES = "recent_episodes"
+_RECENT_EPISODES_FORMAT = 1  # {"v": 1, "episodes": [[key, at, trakt, tmdb, tvdb], ...]}
 
 
 def media_types(link: Link) -> tuple[str, ...]:
@@ -266,6 +276,36 @@ def _again_if_unread(saved: dict[str, str], side: Side) -> dict[str, str]:
     return {**saved, "all": "", "rated": ""}
 
 
+def watched_episodes_json(episodes: Mapping[str, WatchedEpisode]) -> str:
+    """`episodes` as the cursor keeps them: compact (one list per episode). Pure."""
+    rows = [[key, int(e.at), e.trakt, e.tmdb, e.tvdb] for key, e in sorted(episodes.items())]
+    return json.dumps({"v": _RECENT_EPISODES_FORMAT, "episodes": rows}, separators=(",", ":"))
+
+
+def watched_episodes_kept(cursors: Mapping[str, str]) -> dict[str, WatchedEpisode]:
+    """The episodes an earlier read kept in `cursors` (none from a release that kept none, or
+    kept them in another form: the next read of history finds them again). Pure."""
+    try:
+        kept = json.loads(cursors.get(RECENT_EPISODES) or "{}")
+        if kept.get("v") != _RECENT_EPISODES_FORMAT:
+            return {}
+        return {
+            str(key): WatchedEpisode(float(at), *(None if v is None else str(v) for v in ids))
+            for key, at, *ids in kept["episodes"]
+        }
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return {}
+
+
+def _side_read(
+    saved: dict[str, str], side: Side, watched: Mapping[str, WatchedEpisode]
+) -> SideRead:
+    """The read, its cursors keeping the episodes watched lately for the next run."""
+    saved = {**saved, RECENT_EPISODES: watched_episodes_json(watched)}
+    aliases = trakt_episode_aliases(watched)
+    return SideRead(side, _again_if_unread(saved, side), aliases=aliases)
+
+
 def stamps(activities: Mapping[str, Any], types: tuple[str, ...]) -> dict[str, str]:
     """The activity stamps a read depends on: watched per type, rated for every level."""
 
@@ -387,6 +427,7 @@ class TraktReader:
         now = self.clock()
         moved = await self._stamps(profile)
         saved = {**moved, "history_at": str(now)}
+        lately = now - RECONCILE_WINDOW
         if full or baseline is None or "history_at" not in cursors:
             history = await self._history(profile, None)
             rated = await self.client.ratings(profile)
@@ -395,16 +436,16 @@ class TraktReader:
             for unread in told:
                 log.warning(unread, extra={"profile": profile})
             await self._forget_gone(profile, baseline, side)
-            aliases = trakt_episode_aliases(history, now - RECONCILE_WINDOW)
-            return SideRead(side, _again_if_unread(saved, side), aliases=aliases)
+            watched = await asyncio.to_thread(trakt_watched_episodes, history, lately)
+            return _side_read(saved, side, watched)
         plays = baseline.plays
-        aliases = {}
+        read: dict[str, WatchedEpisode] = {}
         if moved["watched"] != cursors.get("watched"):
             since = delta_since(float(cursors["history_at"]), now)
             history = await self._history(profile, since)
             history, _ = await self._keyed_as_before(profile, now, history, [])
             plays, unread = await asyncio.to_thread(delta_plays, history, baseline, since)
-            aliases = trakt_episode_aliases(history, now - RECONCILE_WINDOW)
+            read = await asyncio.to_thread(trakt_watched_episodes, history, lately)
             if unread:
                 _UNREAD_HISTORY.warning(("history", profile), unread, now, profile=profile)
             await self._forget_gone(profile, baseline, Side(plays))
@@ -415,7 +456,10 @@ class TraktReader:
             side, unread = await asyncio.to_thread(rated_side, rated, baseline, plays)
             if unread:
                 _UNREAD_HISTORY.warning(("ratings", profile), unread, now, profile=profile)
-        return SideRead(side, _again_if_unread(saved, side), aliases=aliases)
+        # With those kept from earlier reads: a run that reads no history (Trakt's unchanged,
+        # the other side's not) has no others.
+        watched = watched_lately(watched_episodes_kept(cursors), read, lately)
+        return _side_read(saved, side, watched)
 
     async def _keyed_as_before(
         self,
