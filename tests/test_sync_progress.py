@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 
 from rich.console import Console
 
@@ -104,6 +105,8 @@ def test_cursors_are_shown_short() -> None:
         "rated 2026-11-22 05:46 UTC"
     )
     assert short_cursor("x" * 300).endswith("…") and len(short_cursor("x" * 300)) == 120
+    kept = '{"v":1,"episodes":[["episode:tmdb:1396:s1e2",1795326349,"7","8","9"]]}'
+    assert short_cursor(json.dumps({"recent_episodes": kept})) == "recent_episodes 1 episodes"
 
 
 def test_a_terminal_sees_the_delivery_bar_fill() -> None:

@@ -428,6 +428,13 @@ def _short_value(key: str, value: str) -> str:
             return f"{len(json.loads(value))} ids"
         except ValueError:
             pass
+    if value.startswith("{"):  # a versioned list ({"v": 1, "episodes": [...]}): counted
+        try:
+            listed = [(k, v) for k, v in json.loads(value).items() if isinstance(v, list)]
+        except ValueError:
+            listed = []
+        if len(listed) == 1:
+            return f"{len(listed[0][1])} {listed[0][0]}"
     stamps = [v for v in value.split(",") if v]
     if key.endswith("_at"):
         try:
