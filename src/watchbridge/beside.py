@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from watchbridge.servelock import Holder, described
+from watchbridge.servelock import Holder, described, holder_of
 
 BESIDE_KEY = "another_service"  # the `storage` alert's key for this condition
 TITLE = "another watchbridge service is writing to this database"
@@ -67,14 +67,7 @@ def other_writer(mine: Mine, last: float | None, replaced: Noted) -> Holder | No
         return None
     if clock.get("wall") != replaced.wall:  # the JSON is of another note (an older release's)
         return Holder()
-    pid, host, started = clock.get("pid"), clock.get("host"), clock.get("started")
-    return Holder(
-        pid=pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
-        host="".join(c for c in host if c.isprintable())[:64] if isinstance(host, str) else "",
-        started=float(started)
-        if isinstance(started, int | float) and not isinstance(started, bool)
-        else None,
-    )
+    return holder_of(clock)
 
 
 def message(database: Path, other: Holder) -> str:

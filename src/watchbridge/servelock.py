@@ -21,10 +21,12 @@ import json
 import os
 import socket
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from watchbridge.errors import StoreError, WatchbridgeError
 
@@ -73,8 +75,12 @@ def parse_record(text: str) -> Holder:
         data = json.loads(text)
     except ValueError:
         return Holder()
-    if not isinstance(data, dict):
-        return Holder()
+    return holder_of(data) if isinstance(data, dict) else Holder()
+
+
+def holder_of(data: Mapping[str, Any]) -> Holder:
+    """The holder the `pid`, `host` and `started` of a record name; what is not of its type
+    (an edited file, another release's note) is left unknown."""
     pid, host, started = data.get("pid"), data.get("host"), data.get("started")
     return Holder(
         pid=pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
