@@ -46,7 +46,7 @@ from watchbridge.errors import WatchbridgeError, naming_profile
 from watchbridge.guard import BEFORE_CONFIRMING, for_link
 from watchbridge.ids import webhook_ref
 from watchbridge.metrics import Metrics
-from watchbridge.model import ref_from_dict, ref_to_dict
+from watchbridge.model import MediaRef, ref_from_dict, ref_to_dict
 from watchbridge.narrow import Narrower, Narrowing, narrow_sides, no_movie
 from watchbridge.offloop import in_thread, to_the_end
 from watchbridge.plexlink import Alerts, ListsRun, run_lists, wants_lists
@@ -911,17 +911,22 @@ def _waiting(
         ref = webhook_ref(store, item, source, now)
         if ref is None:
             continue  # a row the target will make a dead letter of
-        key = (
-            aliases.get(ref.source_key or "")
-            or aliases.get(ref.ids.plex_guid or "")
-            or key_for_ref(ref)
-            # Its show's TMDB id not known yet (its lookup failed): a side that holds the
-            # episode names it by the episode's own ids too.
-            or next((aliases[a] for a in own_id_aliases(ref) if a in aliases), None)
-        )
+        key = _waiting_key(ref, aliases)
         if key is not None:
             waiting.setdefault((target, key), []).append(at)
     return waiting
+
+
+def _waiting_key(ref: MediaRef, aliases: Mapping[str, str]) -> str | None:
+    """The link's key of a queued webhook row's item (see SideRead.aliases); None: none."""
+    return (
+        aliases.get(ref.source_key or "")
+        or aliases.get(ref.ids.plex_guid or "")
+        or key_for_ref(ref)
+        # Its show's TMDB id not known yet (its lookup failed): a side that holds the
+        # episode names it by the episode's own ids too.
+        or next((aliases[a] for a in own_id_aliases(ref) if a in aliases), None)
+    )
 
 
 def _waiting_ratings(
@@ -939,8 +944,7 @@ def _waiting_ratings(
         ref = webhook_ref(store, item, source, now)
         if ref is None:
             continue
-        key = aliases.get(ref.source_key or "") or aliases.get(ref.ids.plex_guid or "")
-        key = key or key_for_ref(ref)
+        key = _waiting_key(ref, aliases)
         if key is not None:
             waiting.add((target, key, value))
     return waiting
