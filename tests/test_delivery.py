@@ -4561,6 +4561,45 @@ async def test_a_backlog_of_late_plays_is_looked_for_in_trakts_history_once(
     assert trakt.count("GET", "/sync/history/movies") == 1
 
 
+async def test_a_backlogs_look_in_a_long_history_does_not_hold_the_event_loop(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # A flood of webhooks (bench/ingest.py: 80,000 in a minute) leaves a backlog whose later
+    # batches are looked for in a read of Trakt's history holding the plays of the earlier
+    # ones: thousands. Each row was compared with each entry, all on the event loop: a
+    # second and more a batch, with no webhook answered meanwhile, for the whole drain.
+    trakt.advance(clock() - trakt.now())
+    played = clock()
+    for n in range(4000):
+        earlier = trakt.add_movie(f"Earlier {n}", 2000, tmdb=600_000 + n)
+        trakt.add_history(earlier, iso(played + n % 300))
+    movies = [trakt.add_movie(f"Film {n}", 2000, tmdb=500_000 + n) for n in range(200)]
+    for n, movie in enumerate(movies):
+        item = MediaRef("movie", Ids(tmdb=str(movie.tmdb)))
+        runtime.store.enqueue([_late_play(item, played + n, f"p{n}")], clock())
+    with OtherScrobbler(trakt) as other:
+        assert other.add(movies[7].tmdb or 0, played + 7).status_code == 201  # also elsewhere
+    clock.advance(3600)
+    trakt.advance(3600)
+    gaps: list[float] = []
+
+    async def tick() -> None:
+        while True:
+            began = time.monotonic()
+            await asyncio.sleep(0.005)
+            gaps.append(time.monotonic() - began)
+
+    ticker = asyncio.create_task(tick())
+    try:
+        await worker.pass_once(runtime)
+    finally:
+        ticker.cancel()
+    assert max(gaps) < 0.25, f"the event loop was held {max(gaps):.2f} s"
+    assert trakt.count("GET", "/sync/history/movies") == 17  # 4,001 entries, 250 a page
+    assert len(trakt.history()) == 4000 + 200
+    assert runtime.store.outbox_counts()["done"] == 200
+
+
 async def test_a_play_made_while_trakt_was_down_that_another_app_added_since_is_one_play(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:

@@ -778,9 +778,11 @@ class TraktTarget:
         found: dict[int, bool] = {}
         rows_found: list[Row] = []
         for kind in sorted({_history_kind(r.item) for r in rows}):
-            entries, asked = await self._history_read(profile, kind, start, end)
+            read, asked = await self._history_read(profile, kind, start, end)
             of_kind = [r for r in rows if _history_kind(r.item) == kind]
-            here = [r for r in of_kind if any(_same_play(e, r, skew) for e in entries)]
+            here = [
+                r for r in of_kind if any(_same_play(e, r, skew) for e in read.entries_of(r.item))
+            ]
             found |= {r.outbox.id: asked for r in here}
             rows_found += here
         await self._remember(profile, rows_found)
@@ -788,7 +790,7 @@ class TraktTarget:
 
     async def _history_read(
         self, profile: str, kind: str, start: float, end: float
-    ) -> tuple[list[dict[str, Any]], bool]:
+    ) -> tuple[HistoryRead, bool]:
         """Trakt's history of `kind` from `start` to `end`: an earlier read spanning them made
         within HISTORY_READ_KEEP, else a read over every play webhooks queued for the profile
         that waits (a backlog's later batches, claimed in the order their tries came due, not
@@ -802,7 +804,7 @@ class TraktTarget:
             and end <= read.end
             and still_fresh(read.read_at, now, HISTORY_READ_KEEP)
         ):
-            return read.entries, False
+            return read, False
         waiting = await asyncio.to_thread(self.store.waiting_plays_span, NAME, profile)
         if waiting is not None:
             # Not back to a play that has waited for months (unmatched): a read that long
@@ -811,8 +813,9 @@ class TraktTarget:
             if waiting[1] <= now:
                 end = max(end, waiting[1] + LOOK_MARGIN)
         entries = await self._history_around(profile, kind, start, end)
-        self._history_reads[profile, kind] = HistoryRead(now, start, end, entries)
-        return entries, True
+        read = HistoryRead(now, start, end, by_item_ids(entries))
+        self._history_reads[profile, kind] = read
+        return read, True
 
     async def _by_numbers(self, rows: Sequence[Row]) -> tuple[list[Row], dict[int, Outcome]]:
         """Episodes Trakt did not find by their own ids, with the Trakt id of the episode its
@@ -1346,14 +1349,47 @@ def still_fresh(read_at: float, now: float, keep: float) -> bool:
     return 0.0 <= now - read_at <= keep
 
 
+# (`movie`, `episode` or `show`, id name, id value) -> the history entries naming it so
+HistoryByIds = dict[tuple[str, str, str], list[dict[str, Any]]]
+
+
 @dataclass(frozen=True)
 class HistoryRead:
-    """Trakt's history of one kind from `start` to `end` (our clock), as read at `read_at`."""
+    """Trakt's history of one kind from `start` to `end` (our clock), as read at `read_at`,
+    by the ids its entries name (`by_item_ids`)."""
 
     read_at: float
     start: float
     end: float
-    entries: list[dict[str, Any]]
+    by_ids: HistoryByIds
+
+    def entries_of(self, item: MediaRef) -> list[dict[str, Any]]:
+        """The entries that may be plays of `item`: those sharing an id with it, or for an
+        episode with its show (`history_entry_is` tells which are)."""
+        named = [("movie", item.ids)] if item.kind == "movie" else []
+        if item.kind == "episode":
+            named = [("episode", item.ids), ("show", item.show_ids)]
+        found: dict[int, dict[str, Any]] = {}
+        for field, ids in named:
+            for name, value in ids.present().items():
+                found |= {id(entry): entry for entry in self.by_ids.get((field, name, value), ())}
+        return list(found.values())
+
+
+def by_item_ids(entries: Sequence[Any]) -> HistoryByIds:
+    """History `entries` by each id their movie, episode and show name, so that a row is
+    compared only with the entries that may be its play: a backlog's read holds its earlier
+    batches' plays (thousands after a flood of webhooks), and each batch compared each of
+    its rows with every entry, seconds on the event loop. Pure."""
+    found: HistoryByIds = {}
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        for field in ("movie", "episode", "show"):
+            for name, value in obj(obj(entry.get(field)).get("ids")).items():
+                if value is not None:
+                    found.setdefault((field, name, str(value)), []).append(entry)
+    return found
 
 
 def _look_first(row: Row) -> bool:
