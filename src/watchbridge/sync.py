@@ -46,7 +46,7 @@ from watchbridge.errors import WatchbridgeError, naming_profile
 from watchbridge.guard import BEFORE_CONFIRMING, for_link
 from watchbridge.ids import webhook_ref
 from watchbridge.metrics import Metrics
-from watchbridge.model import MediaRef, ref_from_dict, ref_to_dict
+from watchbridge.model import ref_from_dict, ref_to_dict
 from watchbridge.narrow import Narrower, Narrowing, narrow_sides, no_movie
 from watchbridge.offloop import in_thread, to_the_end
 from watchbridge.plexlink import Alerts, ListsRun, run_lists, wants_lists
@@ -906,19 +906,22 @@ def _waiting(
     plays = [*before, *store.waiting_webhook_plays(profile)]
     unique = {json.dumps(play, sort_keys=True): play for play in plays}
     for target, item, at, source in unique.values():
-        # Jellyfin and Emby name an episode's show by their own id: its ids were looked up
-        # when the play went to another target, if it did.
-        ref = webhook_ref(store, item, source, now)
-        if ref is None:
-            continue  # a row the target will make a dead letter of
-        key = _waiting_key(ref, aliases)
+        key = _waiting_key(store, item, source, aliases, now)
         if key is not None:
             waiting.setdefault((target, key), []).append(at)
     return waiting
 
 
-def _waiting_key(ref: MediaRef, aliases: Mapping[str, str]) -> str | None:
-    """The link's key of a queued webhook row's item (see SideRead.aliases); None: none."""
+def _waiting_key(
+    store: Store, item: dict[str, Any], source: str | None, aliases: Mapping[str, str], now: float
+) -> str | None:
+    """The link's key of a queued webhook row's item (see SideRead.aliases); None: none, or a
+    row the target will make a dead letter of."""
+    # Jellyfin and Emby name an episode's show by their own id: its ids were looked up when
+    # the play went to another target, if it did.
+    ref = webhook_ref(store, item, source, now)
+    if ref is None:
+        return None
     return (
         aliases.get(ref.source_key or "")
         or aliases.get(ref.ids.plex_guid or "")
@@ -941,10 +944,7 @@ def _waiting_ratings(
     have landed after its target was read)."""
     waiting = set()
     for target, item, value, source in [*before, *store.waiting_webhook_ratings(profile)]:
-        ref = webhook_ref(store, item, source, now)
-        if ref is None:
-            continue
-        key = _waiting_key(ref, aliases)
+        key = _waiting_key(store, item, source, aliases, now)
         if key is not None:
             waiting.add((target, key, value))
     return waiting
