@@ -92,14 +92,7 @@ def parse_mappings(text_: str, name: str) -> MappingFile:
 
 
 def _entry(value: Any, where: str) -> MappingEntry:
-    if not isinstance(value, dict):
-        raise DatasetError(f"{where}: expected title and seasons")
-    unknown = set(value) - set(ENTRY_KEYS)
-    if unknown:
-        raise DatasetError(
-            f"{where}.{sorted(map(str, unknown))[0]}: unknown key; expected "
-            + ", ".join(ENTRY_KEYS)
-        )
+    _known_keys(value, ENTRY_KEYS, where, "title and seasons")
     title = value.get("title")
     if not isinstance(title, str | int | float) or not str(title).strip():
         raise DatasetError(f"{where}.title: expected the show's title as Plex shows it")
@@ -122,14 +115,7 @@ def _entry(value: Any, where: str) -> MappingEntry:
 
 
 def _season(value: Any, where: str) -> SeasonLink:
-    if not isinstance(value, dict):
-        raise DatasetError(f"{where}: expected season and anilist-id")
-    unknown = set(value) - set(SEASON_KEYS)
-    if unknown:
-        raise DatasetError(
-            f"{where}.{sorted(map(str, unknown))[0]}: unknown key; expected "
-            + ", ".join(SEASON_KEYS)
-        )
+    _known_keys(value, SEASON_KEYS, where, "season and anilist-id")
     season = whole(value.get("season"))
     if season is None or season < 1:
         raise DatasetError(f"{where}.season: expected a Plex season number (1 or more)")
@@ -140,6 +126,17 @@ def _season(value: Any, where: str) -> SeasonLink:
     if start is None or start < 1:
         raise DatasetError(f"{where}.start: expected the Plex episode it starts at (1 or more)")
     return SeasonLink(season, anilist, start)
+
+
+def _known_keys(value: Any, keys: Sequence[str], where: str, expected: str) -> None:
+    """Refuse `value` unless it is a mapping of none but `keys` (`expected`: what it holds)."""
+    if not isinstance(value, dict):
+        raise DatasetError(f"{where}: expected {expected}")
+    unknown = set(value) - set(keys)
+    if unknown:
+        raise DatasetError(
+            f"{where}.{sorted(map(str, unknown))[0]}: unknown key; expected " + ", ".join(keys)
+        )
 
 
 # --------------------------------------------------------------------------- the library
