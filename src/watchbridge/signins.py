@@ -426,6 +426,20 @@ def _plex_facts(config: Config, store: Store, profile: str) -> Facts | None:
     )
 
 
+def _token_facts(store: Store, profile: str, service: str, **given: Any) -> Facts:
+    """The facts of a sign-in by a token: the stored one, its refusal on record and whether
+    deliveries wait for it, with what the caller `given` of the config."""
+    refused = _refused_token(store, service, profile)
+    return Facts(
+        profile,
+        service,
+        store.get_token(service, profile),
+        refused_token=refused,
+        waiting=_waiting(store, service, profile, refused),
+        **given,
+    )
+
+
 def _refused_token(store: Store, service: str, profile: str) -> Mapping[str, Any] | None:
     """`service`'s last refused token of `profile`, if one is on record. Whether deliveries
     wait is no part of it: a link's sync refused queues nothing, and a request the token gets
@@ -449,45 +463,23 @@ def read_facts(config: Config, store: Store, now: float) -> list[Facts]:
         if accounts.trakt is not None:
             pasted = accounts.trakt.refresh_token
             used = store.get_token(PASTED_USED, name) or {}
-            refused_trakt = _refused_token(store, "trakt", name)
             facts.append(
-                Facts(
+                _token_facts(
+                    store,
                     name,
                     "trakt",
-                    store.get_token("trakt", name),
                     configured=pasted.reveal() if pasted else None,
                     pasted_used=used.get("sha256"),
                     last_refresh=store.get_token(REFRESH_OUTCOME, name),
-                    refused_token=refused_trakt,
-                    waiting=_waiting(store, "trakt", name, refused_trakt),
                 )
             )
         if accounts.anilist is not None:
             token = accounts.anilist.token
-            refused_anilist = _refused_token(store, "anilist", name)
-            facts.append(
-                Facts(
-                    name,
-                    "anilist",
-                    store.get_token("anilist", name),
-                    configured=token.reveal() if token else None,
-                    refused_token=refused_anilist,
-                    waiting=_waiting(store, "anilist", name, refused_anilist),
-                )
-            )
+            configured = token.reveal() if token else None
+            facts.append(_token_facts(store, name, "anilist", configured=configured))
         if accounts.serializd is not None and accounts.serializd.token is not None:
-            refused_serializd = _refused_token(store, "serializd", name)
-            facts.append(
-                Facts(
-                    name,
-                    "serializd",
-                    store.get_token("serializd", name),
-                    configured=accounts.serializd.token.reveal(),
-                    pasted=True,
-                    refused_token=refused_serializd,
-                    waiting=_waiting(store, "serializd", name, refused_serializd),
-                )
-            )
+            configured = accounts.serializd.token.reveal()
+            facts.append(_token_facts(store, name, "serializd", configured=configured, pasted=True))
         elif accounts.serializd is not None:
             where = f"profiles.{name}.accounts.serializd"
             refused, fingerprint = store.cache_get(SERIALIZD_REFUSED, name, now)
