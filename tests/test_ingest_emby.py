@@ -158,7 +158,12 @@ def test_empty_test_notification_body_is_ignored_as_test() -> None:
 
 @pytest.mark.parametrize(
     ("item_type", "reason"),
-    [("Audio", "not_video"), ("Series", "unsupported_type"), ("TvChannel", "live_tv")],
+    [
+        ("Audio", "not_video"),
+        ("Series", "unsupported_type"),
+        ("TvChannel", "live_tv"),
+        ("Recording", "live_tv"),
+    ],
 )
 def test_items_that_are_not_movies_or_episodes_are_ignored(item_type: str, reason: str) -> None:
     payload = sample("playback_start_episode.json")

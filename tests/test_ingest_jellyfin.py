@@ -248,6 +248,7 @@ def test_other_notification_types_are_ignored(notification: str, reason: str) ->
         ("Trailer", "unsupported_type"),
         ("TvChannel", "live_tv"),
         ("Program", "live_tv"),
+        ("Recording", "live_tv"),
     ],
 )
 def test_items_that_are_not_movies_or_episodes_are_ignored(item_type: str, reason: str) -> None:

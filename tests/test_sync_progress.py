@@ -106,7 +106,11 @@ def test_cursors_are_shown_short() -> None:
     )
     assert short_cursor("x" * 300).endswith("…") and len(short_cursor("x" * 300)) == 120
     kept = '{"v":1,"episodes":[["episode:tmdb:1396:s1e2",1795326349,"7","8","9"]]}'
-    assert short_cursor(json.dumps({"recent_episodes": kept})) == "recent_episodes 1 episodes"
+    assert short_cursor(json.dumps({"recent_episodes": kept})) == "recent_episodes 1 episode"
+
+
+def test_a_cursor_counts_one_id_in_the_singular() -> None:
+    assert short_cursor('{"diary_ids": "[7]"}') == "diary_ids 1 id"
 
 
 def test_a_terminal_sees_the_delivery_bar_fill() -> None:

@@ -425,7 +425,7 @@ class DeliveryBar:
 def _short_value(key: str, value: str) -> str:
     if value.startswith("["):
         try:
-            return f"{len(json.loads(value))} ids"
+            return _counted(len(json.loads(value)), "ids")
         except ValueError:
             pass
     if value.startswith("{"):  # a versioned list ({"v": 1, "episodes": [...]}): counted
@@ -434,7 +434,7 @@ def _short_value(key: str, value: str) -> str:
         except ValueError:
             listed = []
         if len(listed) == 1:
-            return f"{len(listed[0][1])} {listed[0][0]}"
+            return _counted(len(listed[0][1]), listed[0][0])
     stamps = [v for v in value.split(",") if v]
     if key.endswith("_at"):
         try:
@@ -444,6 +444,10 @@ def _short_value(key: str, value: str) -> str:
     if stamps and all(_looks_iso(v) for v in stamps):  # the services' own: UTC (Z) all
         return max(stamps)[:16].replace("T", " ") + " UTC"
     return value if len(value) <= 24 else value[:23] + "…"
+
+
+def _counted(count: int, plural: str) -> str:
+    return f"{count} {plural.removesuffix('s') if count == 1 else plural}"
 
 
 def _looks_iso(value: str) -> bool:

@@ -23,8 +23,11 @@ Payload = Mapping[str, object]
 NOT_VIDEO = "not_video"  # music, photos, audiobooks
 UNSUPPORTED_TYPE = "unsupported_type"  # video that is not a movie or an episode: trailers, extras
 LIVE_TV = "live_tv"
-# Jellyfin's and Emby's item types of Live TV: channels and their programmes (lower case).
-LIVE_TV_TYPES = frozenset({"tvchannel", "livetvchannel", "livetvprogram", "program"})
+# Jellyfin's and Emby's item types of Live TV and DVR: channels, their programmes and the
+# recordings of them (lower case).
+LIVE_TV_TYPES = frozenset(
+    {"tvchannel", "livetvchannel", "livetvprogram", "program", "tvprogram", "recording"}
+)
 STREAMING_CATALOGUE = "streaming_catalogue"  # Plex's own free movies and shows
 LIBRARY_EVENT = "library_event"  # item added/deleted
 UNSUPPORTED_EVENT = "unsupported_event"  # any event that is not about watching or rating
