@@ -232,6 +232,39 @@ async def test_a_clock_set_forward_by_days_does_not_make_a_failing_play_a_dead_l
     assert counts.get("dead", 0) == 0 and counts["pending"] == 1
 
 
+def last_plex_webhook(runtime: Runtime) -> tuple[float, float | None]:
+    """When the Plex server last sent a webhook: as the store reads it at start, and as the
+    running service holds it (seeded from the store, as at start)."""
+    (stored,) = runtime.store.last_webhooks(["plex"])
+    runtime.last_webhooks.seed([stored])
+    return stored.at, runtime.last_webhooks.of_server("plex", stored.server)
+
+
+async def test_a_webhook_received_before_the_clock_is_set_forward_is_not_days_old(
+    runtime: Runtime, worker: DeliveryWorker, clock: FakeClock, clocks: Clocks
+) -> None:
+    # The webhooks_stopped alert compares Plex's view times with the last webhook's: one
+    # taken while the Pi said 3 days ago would make every view since look unannounced.
+    webhook(runtime, "movie_media_scrobble.json")
+    received = clock()
+    clocks.step(3 * DAY)
+    await worker.pass_once(runtime)
+    stored, held = last_plex_webhook(runtime)
+    assert stored == held == pytest.approx(received + 3 * DAY)
+
+
+async def test_a_webhook_received_while_the_clock_ran_ahead_is_no_webhook_still_to_come(
+    runtime: Runtime, worker: DeliveryWorker, clock: FakeClock, clocks: Clocks
+) -> None:
+    webhook(runtime, "movie_media_scrobble.json")
+    stored, _ = last_plex_webhook(runtime)
+    clocks.step(-2 * DAY)  # the clock ran two days fast until time sync set it back
+    await worker.pass_once(runtime)
+    assert runtime.last_webhooks.recent()[0].at == pytest.approx(stored - 2 * DAY)
+    assert last_plex_webhook(runtime)[0] == pytest.approx(stored - 2 * DAY)
+    assert last_plex_webhook(runtime)[0] <= clock()
+
+
 async def test_a_vm_frozen_by_its_host_keeps_the_time_of_a_play_received_before_the_freeze(
     runtime: Runtime,
     worker: DeliveryWorker,

@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from watchbridge.clocksteps import Step
+
 
 @dataclass(frozen=True, slots=True)
 class LastWebhook:
@@ -40,6 +42,16 @@ class LastWebhooks:
         key = (source, server)
         if at > self._at.get(key, float("-inf")):
             self._at[key] = at
+
+    def restamp(self, step: Step) -> None:
+        """Move the times stamped within the frame a step of the clock ended (clocksteps), as
+        `Store.restamp` moves the plays': a webhook taken while a Raspberry Pi still said a
+        day before is no day-old webhook (nor, after a step back, one still to come, which
+        no later webhook would replace)."""
+        until = max(step.last, step.seen)
+        for key, at in self._at.items():
+            if step.began <= at <= until and at > step.right_until:
+                self._at[key] = at + step.seconds
 
     def of_server(self, source: str, server: str) -> float | None:
         """When `server` last had a webhook of `source` accepted (None: never, as far as the

@@ -3053,9 +3053,10 @@ class Store:
     def restamp(self, step: Step) -> int:
         """Move the times the clock stamped in `step.frame` by the step (clocksteps): the
         plays' `at` (then of the frame the step began), of rows failing since within that
-        frame their failing_since (delivery.max_age counts from it), and of a forward step the
-        playback sessions' times within it; none stamped by `step.right_until` (an outside
-        clock agreed then: they were right). How many plays moved."""
+        frame their failing_since (delivery.max_age counts from it), the events' receipt, and
+        of a forward step the playback sessions' times within it; none stamped by
+        `step.right_until` (an outside clock agreed then: they were right). How many plays
+        moved."""
         with self.transaction() as conn:
             cursor = conn.execute(
                 "UPDATE outbox SET payload = json_set(payload,"
@@ -3070,6 +3071,13 @@ class Store:
                 " WHERE status IN ('pending', 'inflight') AND failing_since BETWEEN ? AND ?"
                 " AND failing_since > ?",
                 (step.seconds, step.began, step.last, step.right_until),
+            )
+            # When each source last sent a webhook is read from its events at start
+            # (`last_webhooks`): the times a stepped clock gave them move with the plays'.
+            conn.execute(
+                "UPDATE events SET received_at = received_at + ?"
+                " WHERE received_at BETWEEN ? AND ? AND received_at > ?",
+                (step.seconds, step.began, max(step.last, step.seen), step.right_until),
             )
             if step.seconds > 0:
                 self._restamp_sessions(conn, step)

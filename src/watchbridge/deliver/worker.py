@@ -1036,6 +1036,7 @@ class DeliveryWorker:
             steps = runtime.clock_watch.unhandled()
             for step in steps:
                 moved = await asyncio.to_thread(restamped, runtime, step)
+                runtime.last_webhooks.restamp(step)
                 if step.seconds > 0:
                     self._move_holds(step.seconds)
                 if moved:
