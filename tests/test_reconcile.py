@@ -25,6 +25,7 @@ from watchbridge.reconcile import (
     plan,
     removals_kept,
     settle_expected,
+    withdraws,
     without_waiting,
 )
 
@@ -414,6 +415,46 @@ def test_a_copy_still_waiting_keeps_winning_while_neither_side_changes() -> None
     changed = ratings_of(Rated(90, 6 * DAY), Rated(60, 1 * DAY))
     result = plan(TWO_WAY, changed, baseline, copying={("trakt", EP1, 60)})
     assert [w[:2] for w in rating_writes(result)] == [("serializd", 90)]
+
+
+def test_a_rating_cleared_while_its_copy_waits_takes_the_copy_back() -> None:
+    # The last run copied Trakt's 8 to Serializd; it has not landed, and the user cleared the
+    # 8 on Trakt since: neither side shows a rating, and the copy must not stay on its way.
+    baseline = ratings_of(Rated(80, 5 * DAY), None)
+    unrated = ratings_of(None, None)
+    result = plan(TWO_WAY, unrated, baseline, copying={("serializd", EP1, 80)})
+    assert rating_writes(result) == [
+        ("serializd", None, "rating removed on trakt while its copy to serializd waited")
+    ]
+    assert [withdraws(a) for a in result.actions] == [True]
+    # No copy waiting (it was taken back, or never queued): nothing to do.
+    assert plan(TWO_WAY, unrated, baseline).actions == ()
+    # A copy from a side that never held the rating (nothing cleared): nothing to do either.
+    result = plan(TWO_WAY, unrated, ratings_of(None, None), copying={("serializd", EP1, 80)})
+    assert result.actions == ()
+    # A rating that side could not read is not taken for cleared.
+    unread = {**unrated, "trakt": replace(unrated["trakt"], unread_ratings=frozenset({EP1}))}
+    assert plan(TWO_WAY, unread, baseline, copying={("serializd", EP1, 80)}).actions == ()
+    # One way: only the link's own direction takes a copy back.
+    assert kinds(plan(ONE_WAY, unrated, baseline, copying={("serializd", EP1, 80)})) == [
+        ("remove_rating", "serializd", EP1)
+    ]
+    back = ratings_of(None, Rated(80, 5 * DAY))
+    assert plan(ONE_WAY, unrated, back, copying={("trakt", EP1, 80)}).actions == ()
+
+
+def test_taking_back_a_waiting_copy_is_never_held_as_a_mass_removal() -> None:
+    # Serializd holds one other rating: a removal of one would be half of its ratings, but a
+    # copy taken back removes nothing Serializd shows. Held, the copy would land meanwhile.
+    baseline = {
+        "trakt": side(ratings={EP1: Rated(80, 5 * DAY), EP2: Rated(70, 5 * DAY)}),
+        "serializd": side(ratings={EP2: Rated(70, 5 * DAY)}),
+    }
+    current = {"trakt": side(ratings={EP2: Rated(70, 5 * DAY)}), "serializd": baseline["serializd"]}
+    for holding in (False, True):
+        result = plan(TWO_WAY, current, baseline, holding=holding, copying={("serializd", EP1, 80)})
+        assert result.writes() == result.actions and len(result.actions) == 1
+        assert result.held == ""
 
 
 def test_a_preferred_side_or_a_one_way_source_wins_whatever_changed() -> None:

@@ -400,6 +400,98 @@ async def test_a_rating_changed_on_trakt_while_its_old_copy_waits_keeps_the_new_
     assert (trakt_rating(trakt, 1, 1), diary_rating(serializd, 1, 1)) == (6, 6)
 
 
+# ------------------------------------------------- a rating cleared while the link's copy waits
+
+
+def unrate_on_trakt(app: TraktApp, season: int, number: int) -> None:
+    app.post("/sync/ratings/remove", {"episodes": [app.episode(season, number)]})
+
+
+def lift_the_waits(rig: Rig) -> None:
+    """The outage is over and the retries' waits have run out."""
+    rig.store._conn.execute("UPDATE outbox SET next_attempt_at = 0 WHERE status = 'pending'")
+
+
+def both_sides(trakt: FakeTrakt, serializd: FakeSerializd) -> dict[str, Any]:
+    """Everything this story may touch: S1E1 and S1E2's ratings on both sides, and the plays."""
+    return {
+        "ratings": [(trakt_rating(trakt, 1, n), diary_rating(serializd, 1, n)) for n in (1, 2)],
+        "plays": (trakt_plays(trakt), diary_plays(serializd)),
+    }
+
+
+@pytest.mark.parametrize("change", ["cleared", "changed"])
+async def test_a_rating_cleared_or_changed_on_trakt_while_its_copy_waits_out_an_outage_stays_so(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp, change: str
+) -> None:
+    """S1E1 rated 8 on Trakt: the link queues its copy, and Serializd answers 503 to it. The
+    user clears the rating on Trakt (or changes it to 6) before Serializd is back. The run
+    meanwhile read neither side rated: left to land, the 8 would reach Serializd and the run
+    after copy it back to Trakt, undoing the user's choice on both sides."""
+    app.watch(1, 1, ago(30))
+    app.rate(1, 2, 7, ago(30))
+    await rig.sync_and_deliver()
+    before = both_sides(trakt, serializd)
+    app.rate(1, 1, 8, ago(1))
+    await rig.sync()
+    serializd.fail_next(2, 503, route="POST /api/show/reviews/add")  # a send and its retry
+    await rig.deliver()
+    assert rig.store.outbox_counts()["pending"] == 1
+    if change == "cleared":
+        unrate_on_trakt(app, 1, 1)
+    else:
+        app.rate(1, 1, 6, ago(0))
+    await rig.sync()
+    lift_the_waits(rig)
+    await rig.deliver()
+    for full in (False, True):
+        await rig.sync_and_deliver(full=full)
+    want = None if change == "cleared" else 6
+    assert (trakt_rating(trakt, 1, 1), diary_rating(serializd, 1, 1)) == (want, want)
+    assert both_sides(trakt, serializd) == {
+        "ratings": [(want, want), before["ratings"][1]],
+        "plays": before["plays"],
+    }
+    assert rig.store.outbox_counts()["dead"] == 0
+
+
+@pytest.mark.parametrize("change", ["cleared", "changed"])
+async def test_a_rating_cleared_or_changed_on_serializd_while_its_copy_waits_out_an_outage_stays_so(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp, change: str
+) -> None:
+    """The other way round: rated on Serializd, Trakt answers 503 to the copy, the user
+    deletes the rating's diary row (or rates 6 anew) before Trakt is back."""
+    log(serializd, 1, 1, ago(30))
+    log(serializd, 1, 2, ago(30), rating=7, is_log=False)
+    await rig.sync_and_deliver()
+    before = both_sides(trakt, serializd)
+    rated = log(serializd, 1, 1, ago(1), rating=8, is_log=False)
+    await rig.sync()
+    trakt.fail_next(2, 503, route="POST /sync/ratings")  # a send and its retry
+    await rig.deliver()
+    assert rig.store.outbox_counts()["pending"] == 1
+    serializd.advance(60)
+    posted = len(trakt.requests)
+    if change == "cleared":
+        serializd.delete_entry(rated)
+    else:
+        log(serializd, 1, 1, ago(0), rating=6, is_log=False)
+    await rig.sync(full=True)  # a deleted diary row shows on a full read
+    lift_the_waits(rig)
+    await rig.deliver()
+    for full in (False, True):
+        await rig.sync_and_deliver(full=full)
+    want = None if change == "cleared" else 6
+    if change == "cleared":  # the copy was taken back unsent, not sent and then removed
+        assert "/sync/ratings" not in trakt_writes(trakt, posted)
+    assert (trakt_rating(trakt, 1, 1), diary_rating(serializd, 1, 1)) == (want, want)
+    assert both_sides(trakt, serializd) == {
+        "ratings": [(want, want), before["ratings"][1]],
+        "plays": before["plays"],
+    }
+    assert rig.store.outbox_counts()["dead"] == 0
+
+
 async def test_a_rating_given_on_trakt_while_the_run_reads_serializd_is_not_overwritten(
     rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
 ) -> None:

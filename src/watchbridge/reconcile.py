@@ -50,6 +50,9 @@ UNDATED = 0.0  # `Play.at` of a play whose date is unknown
 DUPLICATE_WINDOW_MINUTES = 2
 ActionKind = Literal["add_play", "remove_play", "set_rating", "remove_rating"]
 COPIES = ("add_play", "set_rating")  # what one side's plays and ratings make on the other
+# The start of the `source` of a rating removal that takes back a copy of ours still on its
+# way (`withdraws`), then the copy's value and the date of the rating it copied.
+WITHDRAWS = "withdraws:"
 
 # What else reads as a play gone from a side: an AniList entry's episodes reach the other side
 # through the anime mapping, which a dataset refresh (or a release reading it better) changes.
@@ -187,7 +190,7 @@ class Plan:
         return tuple(
             a
             for a in self.actions
-            if a.kind.startswith("remove")
+            if (a.kind.startswith("remove") and not withdraws(a))
             or id(a) in waiting
             or (a.kind in COPIES and a.target in self.copies_wait_on)
         )
@@ -199,6 +202,13 @@ def waiting_with_removals(actions: Sequence[Action]) -> list[Action]:
     dated today there; copied, those plays would stand beside the ones the hold keeps."""
     removing = {(a.target, a.item) for a in actions if a.kind == "remove_play"}
     return [a for a in actions if a.kind == "add_play" and (a.target, a.item) in removing]
+
+
+def withdraws(action: Action) -> bool:
+    """Whether `action` removes a rating only to take back a copy of ours still on its way
+    (its source cleared it meanwhile): the target was read without it, so it takes nothing
+    there the user sees, and no removal guard holds it (held, the copy would land)."""
+    return action.kind == "remove_rating" and action.source.startswith(WITHDRAWS)
 
 
 def flows(link: Link) -> list[tuple[str, str]]:
@@ -1275,6 +1285,39 @@ def _plan_ratings(
                 source=f"over:{held.value}@{held.at:.0f}" if kind == "set_rating" and held else "",
             )
         )
+    for item in sorted({item for _, item, _ in copying} - items):
+        actions += _withdrawals(link, item, current, baseline, allowed, copying)
+    return actions
+
+
+def _withdrawals(
+    link: Link,
+    item: str,
+    current: Mapping[str, Side],
+    baseline: Mapping[str, Side],
+    allowed: set[tuple[str, str]],
+    copying: Collection[tuple[str, str, int]],
+) -> list[Action]:
+    """The removals taking back the link's copies of `item`'s rating still on their way
+    (`copying`) whose source cleared the rating since (neither side holds one now): landing,
+    a copy would put back the rating the user cleared, and the next run would copy it back
+    to its source. Queued behind the copy (one ordering key), a removal settles it unsent,
+    or, one already in flight, follows it."""
+    actions = []
+    for target in link.services:
+        source = _other(link, target)
+        cleared = baseline.get(source, Side()).ratings.get(item)
+        values = sorted(v for t, i, v in copying if t == target and i == item)
+        if cleared is None or not values or (source, target) not in allowed:
+            continue
+        if any(item in current[side].unread_ratings for side in link.services):
+            continue  # a rating there that could not be read, not none: it waits
+        if item in current[source].renumbered_ratings:
+            continue  # left out on purpose, not cleared
+        reason = f"rating removed on {source} while its copy to {target} waited"
+        copied = ",".join(map(str, values))
+        withdrawn = f"{WITHDRAWS}{copied}@{cleared.at:.0f}"
+        actions.append(Action("remove_rating", target, item, reason, source=withdrawn))
     return actions
 
 
@@ -1385,7 +1428,11 @@ def _mass_removal(
             ("remove_play", "plays", len(current[side].plays)),
             ("remove_rating", "ratings", len(current[side].ratings)),
         )
-        if (removals := sum(1 for x in actions if x.target == side and x.kind == kind))
+        if (
+            removals := sum(
+                1 for x in actions if x.target == side and x.kind == kind and not withdraws(x)
+            )
+        )
     ]
     share = link.max_removal_share
     held = [removals_held(n, size, what, share, 1, holding, hold) for n, size, what in groups]
