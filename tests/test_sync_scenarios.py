@@ -437,6 +437,7 @@ async def test_a_rating_cleared_or_changed_on_trakt_while_its_copy_waits_out_an_
     serializd.fail_next(2, 503, route="POST /api/show/reviews/add")  # a send and its retry
     await rig.deliver()
     assert rig.store.outbox_counts()["pending"] == 1
+    posted = len(serializd.requests)
     if change == "cleared":
         unrate_on_trakt(app, 1, 1)
     else:
@@ -447,11 +448,40 @@ async def test_a_rating_cleared_or_changed_on_trakt_while_its_copy_waits_out_an_
     for full in (False, True):
         await rig.sync_and_deliver(full=full)
     want = None if change == "cleared" else 6
+    if change == "cleared":  # its send may have landed: looked for, not sent and then removed
+        assert "/api/show/reviews/add" not in serializd_writes(serializd, posted)
     assert (trakt_rating(trakt, 1, 1), diary_rating(serializd, 1, 1)) == (want, want)
     assert both_sides(trakt, serializd) == {
         "ratings": [(want, want), before["ratings"][1]],
         "plays": before["plays"],
     }
+    assert rig.store.outbox_counts()["dead"] == 0
+
+
+async def test_a_rating_cleared_on_trakt_after_its_copy_landed_unanswered_is_removed_unsent(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    """The copy of the 8 landed on Serializd but its answer was lost (its retry waits); the
+    user clears the 8 on Trakt. The removal the next run queues settles the retry unsent:
+    it finds the landed row in the diary and deletes it (not added a second time first)."""
+    app.watch(1, 1, ago(30))
+    app.rate(1, 2, 7, ago(30))
+    await rig.sync_and_deliver()
+    app.rate(1, 1, 8, ago(1))
+    await rig.sync()
+    serializd.advance(3600)
+    serializd.drop_next(1, route="POST /api/show/reviews/add", after_handler=True)
+    await rig.deliver()  # landed, answer lost; its retry waits
+    assert diary_rating(serializd, 1, 1) == 8
+    posted = len(serializd.requests)
+    unrate_on_trakt(app, 1, 1)
+    await rig.sync()
+    lift_the_waits(rig)
+    await rig.deliver()
+    for full in (False, True):
+        await rig.sync_and_deliver(full=full)
+    assert both_sides(trakt, serializd)["ratings"] == [(None, None), (7, 7)]
+    assert serializd_writes(serializd, posted) == ["/api/show/reviews/delete"]
     assert rig.store.outbox_counts()["dead"] == 0
 
 

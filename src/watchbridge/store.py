@@ -1171,6 +1171,16 @@ _SUPERSEDE_WAITING_RATINGS = (
     f" AND NOT (target = 'serializd' AND {_MARKED})"
 )
 
+# A removal needs no waiting Serializd rating before it to go first, even one whose send may
+# have landed: the removal's delivery looks for such a one (UNFOUND, `unfound_ratings`) and
+# deletes it if it landed. Sent first, a rating the user cleared would be added to the diary
+# only to be deleted.
+_SUPERSEDE_MARKED_BY_REMOVAL = (
+    f"UPDATE outbox SET status = 'done', last_error = '{UNFOUND}', updated_at = ?"
+    " WHERE status = 'pending' AND action = 'rating' AND ordering_key = ? AND id < ?"
+    f" AND target = 'serializd' AND {_MARKED}"
+)
+
 
 @dataclass(frozen=True)
 class AccountLearnt:
@@ -2859,6 +2869,9 @@ class Store:
                     f"{_SUPERSEDE_DEAD_RATINGS} AND ordering_key = ?", (now, row.ordering_key)
                 )
                 conn.execute(_SUPERSEDE_WAITING_RATINGS, (now, row.ordering_key, cursor.lastrowid))
+                if row.action == "remove_rating":
+                    superseding = (now, row.ordering_key, cursor.lastrowid)
+                    conn.execute(_SUPERSEDE_MARKED_BY_REMOVAL, superseding)
         return added
 
     def claim(
