@@ -4594,7 +4594,9 @@ async def test_a_backlogs_look_in_a_long_history_does_not_hold_the_event_loop(
         await worker.pass_once(runtime)
     finally:
         ticker.cancel()
-    assert max(gaps) < 0.25, f"the event loop was held {max(gaps):.2f} s"
+    # Held 1.19 s before the fix on a quiet machine, 0.07 s after: the bound leaves room for a
+    # busy one (the fake Trakt serves its pages from this process, CI runs tests side by side).
+    assert max(gaps) < 0.5, f"the event loop was held {max(gaps):.2f} s"
     assert trakt.count("GET", "/sync/history/movies") == 17  # 4,001 entries, 250 a page
     assert len(trakt.history()) == 4000 + 200
     assert runtime.store.outbox_counts()["done"] == 200
