@@ -129,7 +129,7 @@ def test_a_live_row_naming_an_earlier_rows_item_keeps_its_turn() -> None:
 HEAT_GUIDS = [{"id": "imdb://tt0113277"}, {"id": "tmdb://949"}]
 
 
-async def test_a_start_does_not_go_ahead_of_a_stop_that_stays_with_its_items_backlog_row(
+async def test_a_start_is_not_ended_by_a_stop_that_waits_behind_its_items_backlog_row(
     tmp_path: Path, trakt: FakeTrakt, receiver: AlertReceiver, clock: FakeClock
 ) -> None:
     trakt.add_movie("Arrival", 2016, imdb="tt2543164", tmdb=329865)
@@ -143,9 +143,10 @@ async def test_a_start_does_not_go_ahead_of_a_stop_that_stays_with_its_items_bac
         heat = {"guid": "plex://movie/heat", "Guid": HEAT_GUIDS, "title": "Heat", "year": 1995}
         webhook(runtime, "movie_media_play.json", profile="me", **heat)
         await worker.pass_once(runtime)
-        # Arrival's stop stays with the link's copy (one play); Heat's start, sent before it,
-        # would be ended by it: Trakt would show nothing being watched.
+        # Arrival's stop waits its turn behind the link's copy queued before it (one item, one
+        # line), and then finds that play on Trakt: sent, it would end Heat's start.
+        await worker.pass_once(runtime)
         watching = trakt.watching("sean")
         assert watching is not None and watching.item.title == "Heat"
-        assert posts(trakt) == ["/scrobble/stop", "/scrobble/start"]
+        assert posts(trakt) == ["/scrobble/start", "/sync/history"]
         assert [h.item.title for h in trakt.history("sean")] == ["Arrival"]

@@ -94,7 +94,8 @@ class MediaRef:
         return self.season is not None or self.absolute is not None
 
     def key(self) -> str:
-        """A stable identity for ordering and de-duplication: strongest id, else title."""
+        """A stable identity for de-duplication (idempotency and session keys): strongest id,
+        else title. Delivery order goes by `order_key`."""
         numbered = self._numbered
         if self.kind == "episode" and self.show_ids and numbered:
             name, value = next(iter(self.show_ids.present().items()))
@@ -111,6 +112,26 @@ class MediaRef:
         if self.kind == "episode":
             return f"episode:title:{self.show_title}:{self._numbers()}"
         return f"{self.kind}:title:{self.title}:{self.year}"
+
+    def order_key(self) -> str:
+        """The item's identity for delivery order (`store.ordering_key`): the key a link gives
+        it, so that a webhook's rows and a link's rows of one item take turns. Links key a
+        movie by its TMDB id, else its IMDb id; a show by its TMDB id; an episode or a season
+        by its show's TMDB id and its numbers. An item without those is keyed as `key()` keys
+        it: no link's row can be of it.
+
+        Only the ids the item carries count, never ones a cache learnt since: a key that
+        changed while an earlier row of the item waits would let a later row go first."""
+        kind, ids, show = self.kind, self.ids, self.show_ids.tmdb
+        if kind == "movie" and (ids.tmdb or ids.imdb):
+            return f"movie:tmdb:{ids.tmdb}" if ids.tmdb else f"movie:imdb:{ids.imdb}"
+        if kind == "show" and ids.tmdb:
+            return f"show:tmdb:{ids.tmdb}"
+        if kind == "episode" and show and self._numbered:
+            return f"episode:tmdb:{show}:{self._numbers()}"
+        if kind == "season" and show and self.season is not None:
+            return f"season:tmdb:{show}:s{self.season}"
+        return self.key()
 
     def earlier_key(self) -> str | None:
         """The key releases before 2026-11-26 gave this item, where it differs (an episode

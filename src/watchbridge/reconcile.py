@@ -643,8 +643,9 @@ def without_waiting(plan: Plan, waiting: Mapping[tuple[str, str], Sequence[float
 def without_webhook_ratings(plan: Plan, waiting: Collection[tuple[str, str, int]]) -> Plan:
     """The plan without the rating copies that a webhook's rating row still on its way to the
     same target carries (`waiting`: target, item, value): the target's read does not show it
-    yet. Queued, the copy names the item by other ids than the webhook's row, so the two do
-    not take turns: landing after a newer change there (the rating cleared), it would undo it."""
+    yet. Queued, the copy is one write too many; and where the webhook's row names the item by
+    other ids than a link does (`MediaRef.order_key`), the two do not take turns: landing after
+    a newer change there (the rating cleared), it would undo it."""
     if not waiting:
         return plan
 

@@ -392,8 +392,8 @@ def outbox_rows(
                 profile=profile,
                 action=outbox_action,
                 payload=payload,
-                # The same ordering key as webhook rows, so a sync never overtakes a live play.
-                ordering_key=ordering_key(profile, action.target, item.key(), outbox_action),
+                # Keyed as webhook rows of the item are: a sync never overtakes a live play.
+                ordering_key=ordering_key(profile, action.target, item.order_key(), outbox_action),
                 idempotency_key=f"{action_key}{action.value or ''}:{action.record}:{action.source}",
             )
         )

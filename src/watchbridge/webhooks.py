@@ -288,16 +288,16 @@ def rows_for(
     event: MediaEvent,
     intents: Sequence[Intent],
     item: dict[str, object] | None = None,
-    item_key: str | None = None,
+    order_key: str | None = None,
 ) -> list[NewOutboxRow]:
     """One outbox row per (intent, target) that takes it; a newer live state supersedes older
     pending ones.
 
-    `item` is `ref_to_dict(event.item)` and `item_key` `event.item.key()` when the caller has
-    them already."""
+    `item` is `ref_to_dict(event.item)` and `order_key` `event.item.order_key()` when the
+    caller has them already."""
     rows = []
     item = ref_to_dict(event.item) if item is None else item
-    item_key = event.item.key() if item_key is None else item_key
+    order_key = event.item.order_key() if order_key is None else order_key
     if event.item.kind == "movie":  # no row that could only be skipped: the answer's count is true
         targets = [target for target in targets if target not in TV_ONLY]
     for intent in intents:
@@ -325,7 +325,7 @@ def rows_for(
                     profile=profile,
                     action=intent.kind,
                     payload=payload,
-                    ordering_key=ordering_key(profile, target, item_key, intent.kind),
+                    ordering_key=ordering_key(profile, target, order_key, intent.kind),
                     idempotency_key=f"{profile}:{target}:{intent.key}",
                     supersedes=("watching",) if _ends_live_state(intent) else (),
                 )
@@ -919,6 +919,8 @@ def ingest_job(
     # Each worked out once: the decision and the rows would otherwise again.
     item_key = event.item.key()
     own_key = session_key(event, item_key)
+    # As a link keys the item, so that a link's rows of it wait their turn behind ours.
+    order_key = event.item.order_key()
 
     plex = event.source == "plex"
     # Looked up only for a scrobble that names a time: no other can be a late report.
@@ -937,7 +939,7 @@ def ingest_job(
         late = reported_late(event, session, now) if paired_by_a_link or not plex else None
         when = at if late is None else late.at
         new_session, intents = decide(session, event, threshold, now, marks, at=when, key=own_key)
-        rows = rows_for(profile_name, targets, event, intents, item, item_key)
+        rows = rows_for(profile_name, targets, event, intents, item, order_key)
         if frame and (late is None or late.ours):  # a step of this clock moves `at` (clocksteps)
             for row in rows:
                 row.payload["frame"] = frame
