@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
 
 from tests.ingest_samples import only_event, sample_json
 from watchbridge.config import Link
 from watchbridge.ingest import plex, tautulli
-from watchbridge.model import Ids, MediaEvent, MediaRef
+from watchbridge.model import Ids, MediaEvent, MediaRef, ref_to_dict
 from watchbridge.playback import decide
 from watchbridge.reconcile import Play, Rated, Side, plan
-from watchbridge.store import NewOutboxRow, Store, ordering_key
+from watchbridge.store import NewOutboxRow, Store, migrations, ordering_key
 from watchbridge.sync import outbox_rows
 from watchbridge.webhooks import rows_for
 
@@ -111,3 +117,93 @@ def test_a_link_s_play_waits_behind_a_webhook_s_play_of_the_same_episode(store: 
     assert store.enqueue(link_rows(EPISODE, "trakt", "serializd", 1000.0), now)
     assert store.claim("w", now + 1) == []
     assert store.waiting_behind() == 1
+
+
+# --------------------------------------------------------------------------- upgrade
+
+
+OLD_RELEASE_LAST = "m028_outbox_ordered_as_links_key_items"  # the migration it lacks
+
+
+def old_row(row: NewOutboxRow, ordering: str, status: str, at: float) -> dict[str, Any]:
+    """`row` as the last release kept it in the outbox, keyed `ordering`."""
+    return {
+        "target": row.target,
+        "profile": row.profile,
+        "action": row.action,
+        "payload": json.dumps(row.payload),
+        "ordering_key": ordering,
+        "idempotency_key": row.idempotency_key,
+        "status": status,
+        "attempts": 1,
+        "next_attempt_at": at,
+        "created_at": at - 60,
+        "updated_at": at - 60,
+    }
+
+
+def test_rows_queued_before_the_upgrade_take_turns_with_new_rows_of_their_item(
+    tmp_path: Path,
+) -> None:
+    # The last release keyed a webhook's row by the item's strongest id (IMDb here): its
+    # play, in backoff through the upgrade, still goes before a link's play of the movie.
+    now = time.time()
+    (play,) = webhook_rows(plex_movie(), ["trakt"], now)
+    old_key = ordering_key(PROFILE, "trakt", plex_movie().item.key(), "play")
+    assert old_key != play.ordering_key
+    path = tmp_path / "old.db"
+    old = sqlite_utils.Database(path)
+    migrations.apply(old, stop_before=OLD_RELEASE_LAST)
+    old["outbox"].insert(old_row(play, old_key, "pending", now + 60))
+    old.conn.commit()
+    old.close()
+
+    store = Store.open(path)
+    try:
+        assert store.enqueue(link_rows(f"movie:tmdb:{MOVIE_TMDB}", "plex", "trakt", 1000.0), now)
+        assert store.claim("w", now + 1) == []
+        (first,) = store.claim("w", now + 60)
+        assert "link" not in first.payload
+        store.complete(first.id, now + 61)
+        (linked,) = store.claim("w", now + 61)
+        assert "link" in linked.payload
+    finally:
+        store.close()
+
+
+def test_the_upgrade_rekeys_only_unfinished_rows_it_can_read(tmp_path: Path) -> None:
+    now = time.time()
+    movie = plex_movie().item
+    (play,) = webhook_rows(plex_movie(), ["trakt"], now)
+    rating = NewOutboxRow(
+        "trakt", PROFILE, "rating", {"item": ref_to_dict(movie), "rating": 80}, "", "rated"
+    )
+    strongest = movie.key()
+    rows = [
+        old_row(play, ordering_key(PROFILE, "trakt", strongest, "play"), "dead", now),
+        old_row(rating, ordering_key(PROFILE, "trakt", strongest, "rating"), "pending", now),
+        old_row(replace(play, idempotency_key="sent"), "me:trakt:as-it-was", "done", now),
+        old_row(replace(play, payload={}, idempotency_key="unread"), "unread-key", "dead", now),
+    ]
+    path = tmp_path / "old.db"
+    old = sqlite_utils.Database(path)
+    migrations.apply(old, stop_before=OLD_RELEASE_LAST)
+    old["outbox"].insert_all(rows)
+    old.conn.commit()
+    old.close()
+
+    store = Store.open(path)
+    try:
+        keys = {
+            str(r["idempotency_key"]): str(r["ordering_key"])
+            for r in store.db.query("SELECT idempotency_key, ordering_key FROM outbox")
+        }
+    finally:
+        store.close()
+    by_tmdb = f"movie:tmdb:{MOVIE_TMDB}"
+    assert keys == {
+        play.idempotency_key: ordering_key(PROFILE, "trakt", by_tmdb, "play"),
+        "rated": ordering_key(PROFILE, "trakt", by_tmdb, "rating"),  # Trakt's: apart
+        "sent": "me:trakt:as-it-was",  # delivered: nothing waits behind it
+        "unread": "unread-key",  # its delivery makes a dead letter of it, saying why
+    }

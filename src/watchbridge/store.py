@@ -664,6 +664,34 @@ def m027_webhooks_last_seen(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m028_outbox_ordered_as_links_key_items(db: sqlite_utils.Database) -> None:
+    # One item's rows take turns by ordering key, which is now the key a link gives the item
+    # (MediaRef.order_key); earlier releases keyed a webhook's rows by its strongest id. An
+    # unfinished row queued before the upgrade is keyed anew from its item, or a row of the
+    # same item queued after could go first (a dead letter too: retried, it waits its turn).
+    rekeyed = []
+    for row_id, profile, target, action, was, payload in db.execute(
+        "SELECT id, profile, target, action, ordering_key, payload FROM outbox"
+        " WHERE status IN ('pending', 'inflight', 'dead')"
+    ):
+        now = _ordering_key_of(profile, target, action, payload)
+        if now is not None and now != was:
+            rekeyed.append((now, row_id))
+    db.conn.executemany("UPDATE outbox SET ordering_key = ? WHERE id = ?", rekeyed)
+
+
+def _ordering_key_of(profile: str, target: str, action: str, payload: str) -> str | None:
+    """A stored row's ordering key from the item in its payload (None: a payload this release
+    cannot read; its delivery makes a dead letter of it, saying why)."""
+    try:
+        item = json.loads(payload).get("item")
+        ref = ref_from_dict(item) if isinstance(item, dict) else None
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return None if ref is None else ordering_key(profile, target, ref.order_key(), action)
+
+
 @dataclass(frozen=True)
 class MirrorWritten:
     """A write's mark on a mirror collection: its version before the write (None: never
