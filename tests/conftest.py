@@ -10,7 +10,7 @@ import shutil
 import signal
 import ssl
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,10 @@ import pytest
 
 from tests.fakes.base import FakeServer, running
 from tests.fakes.receiver import AlertReceiver, FakeClock
+from tests.fakes.serializd import FakeSerializd
+from tests.fakes.trakt import FakeTrakt
 from tests.harness import ServiceProcess, free_port, write_config
+from tests.linkrig import BB, Rig, open_rig, use_fast_readers
 from watchbridge.config import Config, load_config
 from watchbridge.http import tls_context
 from watchbridge.store import Store
@@ -259,6 +262,39 @@ def start_fake() -> Iterator[Callable[[FakeServer], FakeServer]]:
     """Start any fake: `trakt = start_fake(FakeTrakt())`; stopped and checked at teardown."""
     with ExitStack() as stack:
         yield lambda fake: stack.enter_context(running(fake))
+
+
+@pytest.fixture
+def trakt(start_fake: Callable[[FakeServer], FakeServer]) -> FakeTrakt:
+    """Trakt knowing Breaking Bad's first two seasons, as the Trakt <-> Serializd link's tests
+    start it; a test file whose Trakt knows other things defines its own `trakt`."""
+    fake = start_fake(FakeTrakt())
+    assert isinstance(fake, FakeTrakt)
+    fake.add_show("Breaking Bad", 2008, tmdb=BB, tvdb=81189, seasons={1: 7, 2: 13})
+    return fake
+
+
+@pytest.fixture
+def serializd(start_fake: Callable[[FakeServer], FakeServer]) -> FakeSerializd:
+    """Serializd knowing Breaking Bad's first two seasons, its diary strictly newest first (so
+    that pages are exact); a test file whose Serializd knows other things defines its own."""
+    fake = start_fake(FakeSerializd())
+    assert isinstance(fake, FakeSerializd)
+    fake.add_show(BB, "Breaking Bad", seasons={1: 7, 2: 13})
+    fake.diary_order = "newest"
+    return fake
+
+
+@pytest.fixture
+async def rig(
+    tmp_path: Path, trakt: FakeTrakt, serializd: FakeSerializd, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Rig]:
+    """The Trakt <-> Serializd link over `trakt` and `serializd`, applying its first run,
+    removals held above half (`tests.linkrig`); many files define a `rig` of their own."""
+    use_fast_readers(monkeypatch)
+    rig = open_rig(tmp_path, trakt, serializd, ", first_run: apply, max_removal_share: 0.5")
+    yield rig
+    await rig.aclose()
 
 
 @pytest.fixture

@@ -35,6 +35,7 @@ from watchbridge.sync import RunResult, run_link
 from watchbridge.wiring import build_runtime
 
 LINK = "trakt-serializd"
+BB = 1396  # Breaking Bad's TMDB id: the show both fakes of the link know (tests/conftest.py)
 FAST = 1000.0  # requests per second: the fakes need no pacing
 PROFILE = "me"
 

@@ -23,15 +23,12 @@ from tests.fakes.plex import FakePlex
 from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import FakeTrakt, Rating, key_of
-from tests.linkrig import LINK, PROFILE, Rig, open_rig, rig_config, rig_for, use_fast_readers
+from tests.linkrig import BB, LINK, PROFILE, Rig, open_rig, rig_config, rig_for, use_fast_readers
 from tests.test_sync_plex import setup as setup_plex_link
 from tests.test_sync_plex import sync as sync_plex
 from tests.test_sync_plex import trakt_plays as plex_trakt_plays
 from tests.test_sync_scenarios import (
-    BB,
     TraktApp,
-    breaking_bad_on_serializd,
-    breaking_bad_on_trakt,
     diary_plays,
     diary_rating,
     entry,
@@ -164,16 +161,6 @@ links:
         Path("watchbridge.yaml"),
         {},
     )
-
-
-@pytest.fixture
-def trakt(start_fake: Callable[[Any], Any]) -> FakeTrakt:
-    return breaking_bad_on_trakt(start_fake)
-
-
-@pytest.fixture
-def serializd(start_fake: Callable[[Any], Any]) -> FakeSerializd:
-    return breaking_bad_on_serializd(start_fake)
 
 
 @pytest.fixture

@@ -6,20 +6,16 @@ what could not be read nor take a write it could not understand for done."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from tests.fakes.serializd import FakeSerializd
 from tests.fakes.trakt import FakeTrakt
-from tests.linkrig import Rig, open_rig, use_fast_readers
+from tests.linkrig import BB, Rig
 from tests.test_sync_scenarios import (
-    BB,
     TraktApp,
-    breaking_bad_on_serializd,
-    breaking_bad_on_trakt,
     diary_rating,
     log,
     trakt_episodes,
@@ -32,31 +28,10 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-def trakt(start_fake: Callable[[Any], Any]) -> FakeTrakt:
-    return breaking_bad_on_trakt(start_fake)
-
-
-@pytest.fixture
-def serializd(start_fake: Callable[[Any], Any]) -> FakeSerializd:
-    return breaking_bad_on_serializd(start_fake)
-
-
-@pytest.fixture
 def app(trakt: FakeTrakt) -> Iterator[TraktApp]:
     app = TraktApp(trakt)
     yield app
     app.http.close()
-
-
-@pytest.fixture
-async def rig(
-    tmp_path: Path, trakt: FakeTrakt, serializd: FakeSerializd, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Rig]:
-    """The Trakt <-> Serializd link, applying its first run, removals held above half."""
-    use_fast_readers(monkeypatch)
-    rig = open_rig(tmp_path, trakt, serializd, ", first_run: apply, max_removal_share: 0.5")
-    yield rig
-    await rig.aclose()
 
 
 DIARY = "GET /api/user/{username}/diary"

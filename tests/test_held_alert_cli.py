@@ -15,8 +15,8 @@ from tests.fakes.receiver import AlertReceiver
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import sign_in_trakt, write_config
-from tests.linkrig import use_fast_readers
-from tests.test_sync_scenarios import BB, TraktApp, ago, diary_plays
+from tests.linkrig import BB, use_fast_readers
+from tests.test_sync_scenarios import TraktApp, ago, diary_plays
 from watchbridge.cli import cli
 from watchbridge.store import Store
 

@@ -15,8 +15,8 @@ from click.testing import CliRunner
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import sign_in_trakt
-from tests.linkrig import LINK, Rig, rig_for, use_fast_readers
-from tests.test_sync_scenarios import BB, ago
+from tests.linkrig import BB, LINK, Rig, rig_for, use_fast_readers
+from tests.test_sync_scenarios import ago
 from watchbridge.cli import cli
 from watchbridge.config import parse_config
 from watchbridge.errors import WatchbridgeError

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +21,8 @@ from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import sign_in_trakt
 from tests.ingest_samples import sample_json
-from tests.linkrig import LINK, use_fast_readers
+from tests.linkrig import BB, LINK, use_fast_readers
 from tests.test_delivery import close_targets, worker_for
-from tests.test_sync_scenarios import BB, breaking_bad_on_serializd, breaking_bad_on_trakt
 from watchbridge.app import Runtime
 from watchbridge.config import parse_config
 from watchbridge.deliver.worker import DeliveryWorker
@@ -39,16 +38,6 @@ pytestmark = pytest.mark.anyio
 
 DAY = 86400.0
 JELLYFIN_SERIES = "1f0e2d3c4b5a69788796a5b4c3d2e1f0"
-
-
-@pytest.fixture
-def trakt(start_fake: Callable[[Any], Any]) -> FakeTrakt:
-    return breaking_bad_on_trakt(start_fake)
-
-
-@pytest.fixture
-def serializd(start_fake: Callable[[Any], Any]) -> FakeSerializd:
-    return breaking_bad_on_serializd(start_fake)
 
 
 class House:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,6 @@ from tests.test_link_plex_serializd import link_config, plex_and_serializd
 from tests.test_sync_scenarios import (
     TraktApp,
     ago,
-    breaking_bad_on_serializd,
-    breaking_bad_on_trakt,
     diary_plays,
     diary_rating,
     log,
@@ -42,26 +40,6 @@ from watchbridge.wiring import build_runtime, make_targets
 pytestmark = pytest.mark.anyio
 
 DIARY = "/api/user/{username}/diary"
-
-
-@pytest.fixture
-def trakt(start_fake: Callable[[Any], Any]) -> FakeTrakt:
-    return breaking_bad_on_trakt(start_fake)
-
-
-@pytest.fixture
-def serializd(start_fake: Callable[[Any], Any]) -> FakeSerializd:
-    return breaking_bad_on_serializd(start_fake)
-
-
-@pytest.fixture
-async def rig(
-    tmp_path: Path, trakt: FakeTrakt, serializd: FakeSerializd, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Rig]:
-    use_fast_readers(monkeypatch)
-    rig = open_rig(tmp_path, trakt, serializd, ", first_run: apply, max_removal_share: 0.5")
-    yield rig
-    await rig.aclose()
 
 
 async def test_a_copy_delivered_while_a_full_read_reads_the_other_side_is_no_removal(

@@ -24,8 +24,8 @@ from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import put_back, sign_in_trakt, write_config
-from tests.linkrig import use_fast_readers
-from tests.test_sync_scenarios import BB, TraktApp, ago, diary_plays, trakt_plays
+from tests.linkrig import BB, use_fast_readers
+from tests.test_sync_scenarios import TraktApp, ago, diary_plays, trakt_plays
 from tests.unpaced import unpaced_while
 from watchbridge import servelock
 from watchbridge.alerts import RELOAD_EVERY, Notifier

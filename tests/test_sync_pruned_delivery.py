@@ -15,9 +15,8 @@ from tests.linkrig import Rig
 from tests.test_sync_scenarios import DAY, TraktApp, ago, diary_plays, entry, log, trakt_plays
 from watchbridge.maintenance import KEEP_DONE, KEEP_SESSIONS
 
-# The link of the Trakt <-> Serializd scenarios, over the same fakes.
-trakt, serializd, app = scenarios.trakt, scenarios.serializd, scenarios.app
-make_rig, rig = scenarios.make_rig, scenarios.rig
+# The link of the Trakt <-> Serializd scenarios, over the same fakes (tests/conftest.py).
+app, make_rig, rig = scenarios.app, scenarios.make_rig, scenarios.rig
 
 pytestmark = pytest.mark.anyio
 

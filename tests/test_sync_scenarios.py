@@ -21,6 +21,7 @@ import pytest
 from tests.fakes.serializd import FakeSerializd, Review, iso
 from tests.fakes.trakt import CLIENT_ID, Episode, FakeTrakt, HistoryEntry
 from tests.linkrig import (
+    BB,
     LINK,
     PROFILE,
     Rig,
@@ -42,7 +43,6 @@ from watchbridge.sync import HOLD_FULL_READ_EVERY, SYNCED_KINDS, NeedsReview, ru
 pytestmark = pytest.mark.anyio
 
 DAY = 86400.0
-BB = 1396  # Breaking Bad's TMDB id
 RigFactory = Callable[..., Awaitable[Rig]]
 
 
@@ -158,29 +158,6 @@ def serializd_writes(serializd: FakeSerializd, since: int = 0) -> list[str]:
 
 
 # --------------------------------------------------------------------------- fixtures
-
-
-def breaking_bad_on_trakt(start_fake: Callable[[Any], Any]) -> FakeTrakt:
-    fake: FakeTrakt = start_fake(FakeTrakt())
-    fake.add_show("Breaking Bad", 2008, tmdb=BB, tvdb=81189, seasons={1: 7, 2: 13})
-    return fake
-
-
-def breaking_bad_on_serializd(start_fake: Callable[[Any], Any]) -> FakeSerializd:
-    fake: FakeSerializd = start_fake(FakeSerializd())
-    fake.add_show(BB, "Breaking Bad", seasons={1: 7, 2: 13})
-    fake.diary_order = "newest"
-    return fake
-
-
-@pytest.fixture
-def trakt(start_fake: Callable[[Any], Any]) -> FakeTrakt:
-    return breaking_bad_on_trakt(start_fake)
-
-
-@pytest.fixture
-def serializd(start_fake: Callable[[Any], Any]) -> FakeSerializd:
-    return breaking_bad_on_serializd(start_fake)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ ratings of it removed: that would delete them on the other side. Each test does 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,11 +20,9 @@ import pytest
 from tests.fakes.plex import FakePlex
 from tests.fakes.serializd import FakeSerializd
 from tests.fakes.trakt import FakeTrakt
-from tests.linkrig import Rig, open_rig, use_fast_readers
+from tests.linkrig import Rig
 from tests.test_link_plex_serializd import link_config, sync
 from tests.test_sync_scenarios import (
-    breaking_bad_on_serializd,
-    breaking_bad_on_trakt,
     log,
 )
 from tests.unpaced import unpaced_while
@@ -175,28 +173,17 @@ async def test_a_show_unmatched_days_after_a_play_was_written_to_it_keeps_that_p
 
 
 @pytest.fixture
-def trakt(start_fake: Any) -> FakeTrakt:
-    fake = breaking_bad_on_trakt(start_fake)
-    fake.add_show("Better Call Saul", 2015, tmdb=BCS, tvdb=273181, seasons={1: 10})
-    return fake
+def trakt(trakt: FakeTrakt) -> FakeTrakt:
+    """The shared Breaking Bad Trakt (tests/conftest.py), knowing Better Call Saul too."""
+    trakt.add_show("Better Call Saul", 2015, tmdb=BCS, tvdb=273181, seasons={1: 10})
+    return trakt
 
 
 @pytest.fixture
-def serializd(start_fake: Any) -> FakeSerializd:
-    fake = breaking_bad_on_serializd(start_fake)
-    fake.add_show(BCS, "Better Call Saul", seasons={1: 10})
-    return fake
-
-
-@pytest.fixture
-async def rig(
-    tmp_path: Path, trakt: FakeTrakt, serializd: FakeSerializd, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Rig]:
-    """The Trakt <-> Serializd link, applying its first run, removals held above half."""
-    use_fast_readers(monkeypatch)
-    rig = open_rig(tmp_path, trakt, serializd, ", first_run: apply, max_removal_share: 0.5")
-    yield rig
-    await rig.aclose()
+def serializd(serializd: FakeSerializd) -> FakeSerializd:
+    """The shared Breaking Bad Serializd (tests/conftest.py), knowing Better Call Saul too."""
+    serializd.add_show(BCS, "Better Call Saul", seasons={1: 10})
+    return serializd
 
 
 def trakt_show(trakt: FakeTrakt, tmdb: int) -> Any:
