@@ -95,6 +95,25 @@ def write_config(directory: Path, body: str = "", port: int | None = None) -> Pa
     return path
 
 
+def wait_for(check: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Wait (in this thread, as for an app running in another) until `check()` holds; fail
+    after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert check()
+
+
+def nothing_waits(db: Path) -> bool:
+    """Whether the delivery worker has settled every row queued in the database at `db`
+    (none pending or in flight): nothing more is on its way to a service."""
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        (waiting,) = conn.execute(
+            "SELECT COUNT(*) FROM outbox WHERE status IN ('pending', 'inflight')"
+        ).fetchone()
+    return int(waiting) == 0
+
+
 async def until(check: Callable[[], bool], timeout: float = 15.0) -> None:
     """Wait (on the event loop) until `check()` holds; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout

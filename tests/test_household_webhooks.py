@@ -18,7 +18,7 @@ import pytest
 
 from tests.fakes.base import FakeServer
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
-from tests.harness import ServiceProcess, free_port, sign_in_trakt
+from tests.harness import ServiceProcess, free_port, nothing_waits, sign_in_trakt
 from tests.ingest_samples import sample_json
 from tests.test_webhooks_e2e import SECRET, plex_multipart, seeded, wait_for
 from watchbridge.store import Store
@@ -103,12 +103,7 @@ def latest_delivery(service: ServiceProcess, profile: str) -> tuple[str, str | N
 
 def settled(service: ServiceProcess) -> bool:
     """Whether every delivery queued so far is done or dead: nothing more is on its way."""
-    database = service.config.parent / "wb.db"
-    with contextlib.closing(sqlite3.connect(database)) as conn:
-        (waiting,) = conn.execute(
-            "SELECT COUNT(*) FROM outbox WHERE status IN ('pending', 'inflight')"
-        ).fetchone()
-    return int(waiting) == 0
+    return nothing_waits(service.config.parent / "wb.db")
 
 
 def plays(trakt: FakeTrakt, user: str | None = None) -> list[tuple[str, int | None]]:

@@ -18,7 +18,7 @@ import pytest
 from tests.fakes.base import FakeServer
 from tests.fakes.jellyfin import API_KEY, sample_server
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt, Rating, iso, key_of
-from tests.harness import AppThread, sign_in_trakt
+from tests.harness import AppThread, nothing_waits, sign_in_trakt, wait_for
 from tests.ingest_samples import sample_json
 from watchbridge import webhooks
 from watchbridge.app import Runtime, create_app
@@ -84,22 +84,6 @@ def unmatched_reason(db: Path) -> str:
     wait_for(waiting)
     (reason,) = found
     return reason
-
-
-def nothing_waits(db: Path) -> bool:
-    """Whether the worker has settled every row queued (none pending or in flight)."""
-    with contextlib.closing(sqlite3.connect(db)) as conn:
-        (waiting,) = conn.execute(
-            "SELECT COUNT(*) FROM outbox WHERE status IN ('pending', 'inflight')"
-        ).fetchone()
-    return waiting == 0
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert check()
 
 
 def test_part_two_of_a_two_part_episode_sharing_an_imdb_id_is_scrobbled_as_itself(

@@ -9,7 +9,6 @@ never moves a live play."""
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -25,7 +24,7 @@ from tests.fakes.serializd import ALICE as SERIALIZD_USER
 from tests.fakes.serializd import FakeSerializd
 from tests.fakes.serializd import parse_iso as serializd_time
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt, parse_iso
-from tests.harness import AppThread, sign_in_trakt
+from tests.harness import AppThread, nothing_waits, sign_in_trakt, wait_for
 from tests.playback_rig import (
     HOUR,
     emby_marked_played,
@@ -100,21 +99,6 @@ def marked_played(flavour: Flavour, sent: float, last_played: float) -> dict[str
         "LastPlayedDate": server_time(last_played),
         "PlayCount": 1,
     }
-
-
-def nothing_waits(db: Path) -> bool:
-    with contextlib.closing(sqlite3.connect(db)) as conn:
-        (waiting,) = conn.execute(
-            "SELECT COUNT(*) FROM outbox WHERE status IN ('pending', 'inflight')"
-        ).fetchone()
-    return waiting == 0
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert check()
 
 
 def dates_held(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 
 from tests.fakes.base import FakeServer
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
-from tests.harness import AppThread, sign_in_trakt
+from tests.harness import AppThread, nothing_waits, sign_in_trakt, wait_for
 from tests.ingest_samples import sample_json
 from watchbridge.config import parse_config
 from watchbridge.wiring import build_app, build_runtime
@@ -74,28 +73,12 @@ def post_tautulli(app: AppThread, action: str, percent: float) -> None:
     assert answer.status_code == 202, answer.text
 
 
-def settled(db: Path) -> bool:
-    """Whether the worker has settled every row queued (none pending or in flight)."""
-    with contextlib.closing(sqlite3.connect(db)) as conn:
-        (waiting,) = conn.execute(
-            "SELECT COUNT(*) FROM outbox WHERE status IN ('pending', 'inflight')"
-        ).fetchone()
-    return waiting == 0
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert check()
-
-
 def counted_by_tautulli(app: AppThread, db: Path, trakt: FakeTrakt) -> None:
     """Plex starts the viewing (Trakt: watching); Tautulli's Watched at 85 % ends it there."""
     post_plex(app, "media.play", 0)
     wait_for(lambda: trakt.watching() is not None)
     post_tautulli(app, "watched", 85)
-    wait_for(lambda: len(trakt.history()) == 1 and settled(db))
+    wait_for(lambda: len(trakt.history()) == 1 and nothing_waits(db))
 
 
 def test_the_credits_resumed_on_plex_after_tautulli_counted_the_viewing_end_with_it(
@@ -107,12 +90,12 @@ def test_the_credits_resumed_on_plex_after_tautulli_counted_the_viewing_end_with
     with running_app(tmp_path, trakt) as (app, db):
         counted_by_tautulli(app, db, trakt)
         post_plex(app, "media.pause", 87)
-        wait_for(lambda: settled(db))
+        wait_for(lambda: nothing_waits(db))
         post_plex(app, "media.resume", 87)
-        wait_for(lambda: settled(db))
+        wait_for(lambda: nothing_waits(db))
         post_plex(app, "media.scrobble", 90)
         post_plex(app, "media.stop", 100)
-        wait_for(lambda: settled(db))
+        wait_for(lambda: nothing_waits(db))
         assert trakt.watching() is None
     assert len(trakt.history()) == 1 and trakt.playback() == []
 
@@ -125,8 +108,8 @@ def test_the_credits_paused_then_stopped_on_plex_after_tautulli_counted_it_leave
     with running_app(tmp_path, trakt) as (app, db):
         counted_by_tautulli(app, db, trakt)
         post_plex(app, "media.pause", 87)
-        wait_for(lambda: settled(db))
+        wait_for(lambda: nothing_waits(db))
         post_plex(app, "media.stop", 87)
-        wait_for(lambda: settled(db))
+        wait_for(lambda: nothing_waits(db))
     assert trakt.playback() == []
     assert len(trakt.history()) == 1 and trakt.watching() is None

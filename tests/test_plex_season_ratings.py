@@ -20,7 +20,7 @@ from tests.fakes.plex import TOKEN as PLEX_TOKEN
 from tests.fakes.plex import FakePlex
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
-from tests.harness import AppThread, sign_in_trakt
+from tests.harness import AppThread, sign_in_trakt, wait_for
 from tests.ingest_samples import only_event, sample_json
 from watchbridge.config import parse_config
 from watchbridge.ingest.common import UNSUPPORTED_TYPE
@@ -101,13 +101,6 @@ def post_plex(app: AppThread, body: dict[str, Any]) -> httpx.Response:
         content=content,
         headers={"content-type": f"multipart/form-data; boundary={boundary}"},
     )
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert check()
 
 
 def season_rated(rating: float | None) -> dict[str, Any]:

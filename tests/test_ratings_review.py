@@ -16,7 +16,7 @@ import pytest
 from tests.fakes.base import FakeServer
 from tests.fakes.serializd import FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
-from tests.harness import AppThread, sign_in_trakt
+from tests.harness import AppThread, sign_in_trakt, wait_for
 from tests.ingest_samples import sample_json
 from tests.linkrig import Rig, open_rig, use_fast_readers
 from watchbridge.config import parse_config
@@ -110,13 +110,6 @@ def post_plex(app: AppThread, body: dict[str, Any]) -> httpx.Response:
         content=content,
         headers={"content-type": f"multipart/form-data; boundary={boundary}"},
     )
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert check()
 
 
 def plex_show_rated(rating: float) -> dict[str, Any]:

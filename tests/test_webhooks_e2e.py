@@ -28,7 +28,7 @@ from tests.fakes.receiver import AlertReceiver
 from tests.fakes.serializd import ALICE as SERIALIZD_USER
 from tests.fakes.serializd import FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt, parse_iso
-from tests.harness import ServiceProcess, free_port, sign_in_trakt
+from tests.harness import ServiceProcess, free_port, nothing_waits, sign_in_trakt
 from tests.ingest_samples import plex_scrobble_now, sample_json
 from tests.test_link_anilist import a_zone_where_it_is_morning
 from tests.test_plex_enrichment import add_baki_hanma
@@ -51,9 +51,7 @@ def delivered_all(service: ServiceProcess) -> bool:
     """Whether every delivery the service's webhooks queued has been made (or given up): a
     webhook's 202 comes once its outbox rows are committed, so after it, nothing it queued can
     still reach a service. A wait on this, not a sleep, for "nothing more was sent"."""
-    with contextlib.closing(sqlite3.connect(service.config.parent / "wb.db")) as db:
-        left = "SELECT COUNT(*) FROM outbox WHERE status IN ('pending', 'inflight')"
-        return bool(db.execute(left).fetchone() == (0,))
+    return nothing_waits(service.config.parent / "wb.db")
 
 
 def plex_multipart(payload: dict[str, Any] | bytes, thumb: bool = True) -> tuple[bytes, str]:
