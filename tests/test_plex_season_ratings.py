@@ -5,7 +5,6 @@ guid only (`parentGuid`, `parentRatingKey`): its ids are read from the Plex serv
 from __future__ import annotations
 
 import copy
-import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +21,7 @@ from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import AppThread, sign_in_trakt, wait_for
 from tests.ingest_samples import only_event, sample_json
+from tests.test_webhooks_e2e import plex_multipart
 from watchbridge.config import parse_config
 from watchbridge.ingest.common import UNSUPPORTED_TYPE
 from watchbridge.ingest.plex import parse
@@ -89,17 +89,9 @@ def app(tmp_path: Path, trakt: FakeTrakt, plex: FakePlex) -> Iterator[AppThread]
 
 
 def post_plex(app: AppThread, body: dict[str, Any]) -> httpx.Response:
-    boundary = "seasonboundary"
-    content = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="payload"\r\n'
-        "Content-Type: application/json\r\n\r\n".encode()
-        + json.dumps(body).encode()
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
+    content, content_type = plex_multipart(body, thumb=False)
     return httpx.post(
-        f"{app.url}/webhooks/plex/{SECRET}",
-        content=content,
-        headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+        f"{app.url}/webhooks/plex/{SECRET}", content=content, headers={"content-type": content_type}
     )
 
 

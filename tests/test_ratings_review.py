@@ -4,7 +4,6 @@ review of the ratings paths (each names what went wrong before)."""
 from __future__ import annotations
 
 import copy
-import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import AppThread, sign_in_trakt, wait_for
 from tests.ingest_samples import sample_json
 from tests.linkrig import Rig, open_rig, use_fast_readers
+from tests.test_webhooks_e2e import plex_multipart
 from watchbridge.config import parse_config
 from watchbridge.wiring import build_app, build_runtime
 
@@ -98,17 +98,9 @@ profiles:
 
 
 def post_plex(app: AppThread, body: dict[str, Any]) -> httpx.Response:
-    boundary = "ratingsboundary"
-    content = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="payload"\r\n'
-        "Content-Type: application/json\r\n\r\n".encode()
-        + json.dumps(body).encode()
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
+    content, content_type = plex_multipart(body, thumb=False)
     return httpx.post(
-        f"{app.url}/webhooks/plex/{SECRET}",
-        content=content,
-        headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+        f"{app.url}/webhooks/plex/{SECRET}", content=content, headers={"content-type": content_type}
     )
 
 
