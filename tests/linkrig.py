@@ -7,7 +7,8 @@ reader registry at `tests.linkrig_trakt` / `tests.linkrig_serializd` (factories 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,6 +156,24 @@ def open_rig(
     text = rig_config(tmp_path, trakt, serializd, link_options, serializd_account)
     config = parse_config(text, Path("watchbridge.yaml"), {})
     return rig_for(config, trakt, serializd, {PROFILE: None} if trakt_sign_in else {})
+
+
+@asynccontextmanager
+async def ratings_rig(
+    tmp_path: Path, start_fake: Callable[[Any], Any], monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Rig]:
+    """The link between Trakt knowing Breaking Bad's first two seasons and Serializd's
+    reference catalogue (Breaking Bad with its season ids), for tests of show and season
+    ratings."""
+    use_fast_readers(monkeypatch)
+    trakt: FakeTrakt = start_fake(FakeTrakt())
+    trakt.add_show("Breaking Bad", 2008, tmdb=BB, tvdb=81189, seasons={1: 7, 2: 13})
+    serializd: FakeSerializd = start_fake(FakeSerializd())
+    serializd.seed_reference_catalogue()
+    # A side here holds a rating or two: the removal guard would hold every removal.
+    rig = open_rig(tmp_path, trakt, serializd, link_options=", max_removal_share: 1")
+    yield rig
+    await rig.aclose()
 
 
 def rig_config(

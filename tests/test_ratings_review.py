@@ -13,11 +13,10 @@ import httpx
 import pytest
 
 from tests.fakes.base import FakeServer
-from tests.fakes.serializd import FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import AppThread, sign_in_trakt, wait_for
 from tests.ingest_samples import sample_json
-from tests.linkrig import Rig, open_rig, use_fast_readers
+from tests.linkrig import Rig, ratings_rig
 from tests.test_webhooks_e2e import plex_multipart
 from watchbridge.config import parse_config
 from watchbridge.wiring import build_app, build_runtime
@@ -31,14 +30,8 @@ SHOW = 1396  # Breaking Bad (TMDB)
 async def link(
     tmp_path: Path, start_fake: Callable[[Any], Any], monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Rig]:
-    use_fast_readers(monkeypatch)
-    trakt: FakeTrakt = start_fake(FakeTrakt())
-    trakt.add_show("Breaking Bad", 2008, tmdb=SHOW, tvdb=81189, seasons={1: 7, 2: 13})
-    serializd: FakeSerializd = start_fake(FakeSerializd())
-    serializd.seed_reference_catalogue()
-    rig = open_rig(tmp_path, trakt, serializd, link_options=", max_removal_share: 1")
-    yield rig
-    await rig.aclose()
+    async with ratings_rig(tmp_path, start_fake, monkeypatch) as rig:
+        yield rig
 
 
 def trakt_ratings(rig: Rig) -> dict[tuple[str, int | None], int]:

@@ -10,10 +10,9 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.serializd import FakeSerializd
-from tests.fakes.trakt import FakeTrakt, Rating, key_of
+from tests.fakes.trakt import Rating, key_of
 from tests.fakes.trakt import iso as trakt_iso
-from tests.linkrig import Rig, open_rig, use_fast_readers
+from tests.linkrig import Rig, ratings_rig
 from watchbridge.model import Ids, MediaRef
 from watchbridge.reconcile import Action
 from watchbridge.services.trakt import sync_body
@@ -29,15 +28,8 @@ RATINGS_ADD = "/api/show/reviews/add"
 async def rig(
     tmp_path: Path, start_fake: Callable[[Any], Any], monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Rig]:
-    use_fast_readers(monkeypatch)
-    trakt: FakeTrakt = start_fake(FakeTrakt())
-    trakt.add_show("Breaking Bad", 2008, tmdb=SHOW, tvdb=81189, seasons={1: 7, 2: 13})
-    serializd: FakeSerializd = start_fake(FakeSerializd())
-    serializd.seed_reference_catalogue()
-    # A side here holds a rating or two: the removal guard would hold every removal.
-    rig = open_rig(tmp_path, trakt, serializd, link_options=", max_removal_share: 1")
-    yield rig
-    await rig.aclose()
+    async with ratings_rig(tmp_path, start_fake, monkeypatch) as rig:
+        yield rig
 
 
 def rate_on_trakt(rig: Rig, value: int, season: int | None = None) -> None:
