@@ -151,11 +151,11 @@ profiles:
     assert told in str(receiver.messages[0].get("message")), receiver.messages
 
 
-def test_a_script_play_without_the_show_tmdb_id_says_where_to_send_it(
+def kodi_to_serializd(
     tmp_path: Path, start_fake: Any
-) -> None:
-    # A Kodi script or Home Assistant automation names the show by TheTVDB id: with no Trakt
-    # to search, Serializd cannot place it, and the reason says which field to fill in.
+) -> tuple[FakeSerializd, Path, ServiceProcess]:
+    """Serializd (its reference catalogue), and the service started with the config (its path
+    returned) that sends the generic webhooks of `kodi` there: no Trakt."""
     serializd = start_fake(FakeSerializd())
     assert isinstance(serializd, FakeSerializd)
     serializd.seed_reference_catalogue()
@@ -175,6 +175,15 @@ profiles:
         encoding="utf-8",
     )
     service = ServiceProcess(path, port).start()
+    return serializd, path, service
+
+
+def test_a_script_play_without_the_show_tmdb_id_says_where_to_send_it(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    # A Kodi script or Home Assistant automation names the show by TheTVDB id: with no Trakt
+    # to search, Serializd cannot place it, and the reason says which field to fill in.
+    serializd, path, service = kodi_to_serializd(tmp_path, start_fake)
     try:
         show = {"title": "Breaking Bad", "ids": {"tvdb": 81189}}
         item = {"type": "episode", "season": 5, "number": 14, "show": show}
@@ -276,25 +285,7 @@ def test_a_script_play_by_absolute_number_lands_where_serializds_seasons_count_i
     # Trakt's season list placed it. Serializd's show answer lists each season's episode
     # count: Breaking Bad's regular seasons hold 7, 13, 13, 13 and 16 episodes (the specials
     # are not counted), so absolute episode 20 is S2E13.
-    serializd = start_fake(FakeSerializd())
-    assert isinstance(serializd, FakeSerializd)
-    serializd.seed_reference_catalogue()
-    port = free_port()
-    path = tmp_path / "watchbridge.yaml"
-    email, password, _ = SERIALIZD_USER
-    path.write_text(
-        f"""server: {{host: 127.0.0.1, port: {port}, webhook_secret: {SECRET}}}
-storage: {{path: {tmp_path / "wb.db"}}}
-services:
-  serializd: {{api_url: "{serializd.url}"}}
-profiles:
-  me:
-    users: {{generic: [kodi]}}
-    accounts: {{serializd: {{email: "{email}", password: "{password}"}}}}
-""",
-        encoding="utf-8",
-    )
-    service = ServiceProcess(path, port).start()
+    serializd, path, service = kodi_to_serializd(tmp_path, start_fake)
     try:
         show = {"title": "Breaking Bad", "ids": {"tmdb": 1396}}
         item = {"type": "episode", "absolute": 20, "show": show}
