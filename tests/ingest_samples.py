@@ -11,6 +11,7 @@ from watchbridge.model import Accepted, MediaEvent, ParseResult
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SOURCES_WITH_SAMPLES = ("plex", "jellyfin", "emby", "tautulli")
+HAMA = "com.plexapp.agents.hama://"  # the guid scheme of Plex's HAMA anime agent
 
 
 def sample_bytes(source: str, name: str) -> bytes:
@@ -61,3 +62,30 @@ def plex_scrobble_now(name: str, viewed_at: float | None = None) -> dict[str, An
     payload = sample_json("plex", name)
     payload["Metadata"]["lastViewedAt"] = int(time.time() if viewed_at is None else viewed_at)
     return payload
+
+
+def hama_scrobble(key: str, title: str, guid: str, show_guid: str) -> dict[str, Any]:
+    """A Plex webhook's scrobble of an episode the HAMA anime agent matched: its guid's path
+    (`tvdb-305089/1/4`) and its show's whole guid (`grandparentGuid`), numbered as the path
+    numbers it."""
+    season, number = (int(part) for part in guid.split("/")[1:3])
+    return {
+        "event": "media.scrobble",
+        "user": True,
+        "owner": True,
+        "Account": {"id": 1, "title": "alex"},
+        "Server": {"title": "Basement", "uuid": "d" * 40},
+        "Player": {"local": True, "title": "TV", "uuid": "player-1"},
+        "Metadata": {
+            "librarySectionType": "show",
+            "type": "episode",
+            "ratingKey": key,
+            "grandparentRatingKey": f"{key}0",
+            "guid": f"{HAMA}{guid}?lang=en",
+            "grandparentGuid": show_guid,
+            "grandparentTitle": title,
+            "parentIndex": season,
+            "index": number,
+            "duration": 1_440_000,
+        },
+    }

@@ -22,41 +22,14 @@ from tests.fakes.receiver import AlertReceiver
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import AppThread, sign_in_trakt
-from tests.ingest_samples import sample_json
+from tests.ingest_samples import HAMA, hama_scrobble, sample_json
 from watchbridge.cli import cli
 from watchbridge.config import parse_config
 from watchbridge.wiring import build_app, build_runtime
 
 SECRET = "hama-webhooks-secret-0123"
-HAMA = "com.plexapp.agents.hama://"
 RE_ZERO_TVDB, RE_ZERO_TMDB, RE_ZERO_ANIDB_P2 = 305089, 65942, 15593
 ONE_PIECE_TVDB, ONE_PIECE_TMDB = 81797, 37854
-
-
-def scrobble(key: str, title: str, guid: str, show_guid: str) -> dict[str, Any]:
-    """A Plex webhook's scrobble of an episode: its guid's path (HAMA's `tvdb-305089/1/4`)
-    and its show's guid (`grandparentGuid`), numbered as the path numbers it."""
-    season, number = (int(part) for part in guid.split("/")[1:3])
-    return {
-        "event": "media.scrobble",
-        "user": True,
-        "owner": True,
-        "Account": {"id": 1, "title": "alex"},
-        "Server": {"title": "Basement", "uuid": "d" * 40},
-        "Player": {"local": True, "title": "TV", "uuid": "player-1"},
-        "Metadata": {
-            "librarySectionType": "show",
-            "type": "episode",
-            "ratingKey": key,
-            "grandparentRatingKey": f"{key}0",
-            "guid": f"{HAMA}{guid}?lang=en",
-            "grandparentGuid": show_guid,
-            "grandparentTitle": title,
-            "parentIndex": season,
-            "index": number,
-            "duration": 1_440_000,
-        },
-    }
 
 
 MIXED = f"anidb-{RE_ZERO_ANIDB_P2}/1/3"  # Re:Zero S2 Part 2's episode 3 in AniDB's numbers
@@ -64,9 +37,9 @@ TVDB5 = f"tvdb5-{ONE_PIECE_TVDB}/22/1100"  # a numbering the reference does not 
 PLACED = f"tvdb-{RE_ZERO_TVDB}/1/4"  # TheTVDB's seasons: placed as it always was
 PLAYS = [
     # in a show matched again by TheTVDB: its numbers are no S1E3
-    scrobble("11", "Re:ZERO", MIXED, f"{HAMA}tvdb-{RE_ZERO_TVDB}"),
-    scrobble("12", "One Piece", TVDB5, f"{HAMA}tvdb5-{ONE_PIECE_TVDB}"),
-    scrobble("13", "Re:ZERO", PLACED, f"{HAMA}tvdb-{RE_ZERO_TVDB}"),
+    hama_scrobble("11", "Re:ZERO", MIXED, f"{HAMA}tvdb-{RE_ZERO_TVDB}"),
+    hama_scrobble("12", "One Piece", TVDB5, f"{HAMA}tvdb5-{ONE_PIECE_TVDB}"),
+    hama_scrobble("13", "Re:ZERO", PLACED, f"{HAMA}tvdb-{RE_ZERO_TVDB}"),
 ]
 
 
@@ -166,9 +139,9 @@ def test_serializd_gets_no_guessed_hama_episode(tmp_path: Path, start_fake: Any)
     serializd.add_show(RE_ZERO_TMDB, "Re:ZERO", {1: 25, 2: 25})
     matched_again = f"com.plexapp.agents.themoviedb://{RE_ZERO_TMDB}?lang=en"
     plays = [
-        scrobble("11", "Re:ZERO", MIXED, matched_again),
-        scrobble("12", "One Piece", TVDB5, f"{HAMA}tvdb5-{ONE_PIECE_TVDB}"),
-        scrobble("13", "Re:ZERO", PLACED, f"{HAMA}tvdb-{RE_ZERO_TVDB}"),
+        hama_scrobble("11", "Re:ZERO", MIXED, matched_again),
+        hama_scrobble("12", "One Piece", TVDB5, f"{HAMA}tvdb5-{ONE_PIECE_TVDB}"),
+        hama_scrobble("13", "Re:ZERO", PLACED, f"{HAMA}tvdb-{RE_ZERO_TVDB}"),
     ]
     config = f"""services:
   serializd: {{api_url: "{serializd.url}"}}

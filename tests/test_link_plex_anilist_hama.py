@@ -15,11 +15,11 @@ from tests.fakes.anilist import FakeAniList
 from tests.fakes.plex import FakePlex, guid_list
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.harness import ServiceProcess, free_port
+from tests.ingest_samples import HAMA, hama_scrobble
 from tests.test_link_plex_anilist import DAY, OP, OP_SEASONS, fakes, link_config, run
 from tests.test_webhooks_e2e import SECRET, plex_multipart, wait_for
 from tests.test_without_trakt import settled
 
-HAMA = "com.plexapp.agents.hama://"
 RE_ZERO_P2, ANIDB_P2 = 119661, 15593  # Re:Zero S2 Part 2: AniDB 15593, TheTVDB 305089 S2E14-25
 RE_ZERO_S1 = 21355  # TheTVDB 305089 S1E1-25
 
@@ -176,31 +176,6 @@ def test_an_episode_hama_matched_otherwise_than_its_show_is_listed_not_guessed(
 # --------------------------------------------------------------------------- the webhook path
 
 
-def hama_scrobble(key: str, title: str, guid: str, show_guid: str) -> dict[str, Any]:
-    """A Plex webhook's scrobble of an episode HAMA matched: its guid and its show's."""
-    season, number = (int(part) for part in guid.split("/")[1:3])
-    return {
-        "event": "media.scrobble",
-        "user": True,
-        "owner": True,
-        "Account": {"id": 1, "title": "alex"},
-        "Server": {"title": "Basement", "uuid": "d" * 40},
-        "Player": {"local": True, "title": "TV", "uuid": "player-1"},
-        "Metadata": {
-            "librarySectionType": "show",
-            "type": "episode",
-            "ratingKey": key,
-            "grandparentRatingKey": f"{key}0",
-            "guid": f"{HAMA}{guid}?lang=en",
-            "grandparentGuid": f"{HAMA}{show_guid}?lang=en",
-            "grandparentTitle": title,
-            "parentIndex": season,
-            "index": number,
-            "duration": 1_440_000,
-        },
-    }
-
-
 def test_hama_webhook_plays_reach_anilist_only_where_the_link_would_place_them(
     tmp_path: Path, start_fake: Any
 ) -> None:
@@ -240,13 +215,15 @@ profiles:
     )
     plays = [
         # Re:Zero S2 Part 2's AniDB episode 3 in a show matched again as TheTVDB's: no S1E3
-        hama_scrobble("11", "Re:ZERO", f"anidb-{ANIDB_P2}/1/3", "tvdb-305089"),
+        hama_scrobble("11", "Re:ZERO", f"anidb-{ANIDB_P2}/1/3", f"{HAMA}tvdb-305089?lang=en"),
         # `anidb2-`: an AniDB id, with numbers the reference does not define
-        hama_scrobble("12", "Re:ZERO", f"anidb2-{ANIDB_P2}/1/5", f"anidb2-{ANIDB_P2}"),
+        hama_scrobble(
+            "12", "Re:ZERO", f"anidb2-{ANIDB_P2}/1/5", f"{HAMA}anidb2-{ANIDB_P2}?lang=en"
+        ),
         # `tvdb5-`: the same, for TheTVDB (One Piece at 1099)
-        hama_scrobble("13", "One Piece", "tvdb5-81797/22/1100", "tvdb5-81797"),
+        hama_scrobble("13", "One Piece", "tvdb5-81797/22/1100", f"{HAMA}tvdb5-81797?lang=en"),
         # and one placed as the link places it: AniDB's own numbering, episode 4
-        hama_scrobble("14", "Re:ZERO", f"anidb-{ANIDB_P2}/1/4", f"anidb-{ANIDB_P2}"),
+        hama_scrobble("14", "Re:ZERO", f"anidb-{ANIDB_P2}/1/4", f"{HAMA}anidb-{ANIDB_P2}?lang=en"),
     ]
     service = ServiceProcess(path, port).start()
     try:
