@@ -75,18 +75,29 @@ def _service_and_account(service: str, fake: Any) -> tuple[str, str]:
     raise ValueError(f"no household config for service {service!r}")
 
 
-def household_config(tmp_path: Path, fakes: Mapping[str, Any], links: Sequence[str]) -> Config:
+def household_config(
+    tmp_path: Path,
+    fakes: Mapping[str, Any],
+    links: Sequence[str],
+    *,
+    max_removal_share: float | None = None,
+    alerts_url: str | None = None,
+) -> Config:
     """Profile `me` on every fake of `fakes` (in that order), and `links` applying their
-    first run."""
+    first run, holding removals above `max_removal_share` where given; alerts to
+    `alerts_url` where given."""
     entries = {service: _service_and_account(service, fake) for service, fake in fakes.items()}
     services = "".join(f"  {name}: {service}\n" for name, (service, _) in entries.items())
     accounts = "".join(f"      {name}: {account}\n" for name, (_, account) in entries.items())
+    removals = "" if max_removal_share is None else f", max_removal_share: {max_removal_share}"
     link_entries = "".join(
-        f"  {name}: {{services: [{name.replace('-', ', ')}], first_run: apply}}\n" for name in links
+        f"  {name}: {{services: [{name.replace('-', ', ')}], first_run: apply{removals}}}\n"
+        for name in links
     )
+    alerts = "" if alerts_url is None else f'alerts: {{urls: ["{alerts_url}"]}}\n'
     text = f"""
 storage: {{path: {tmp_path / "wb.db"}}}
-services:
+{alerts}services:
 {services}profiles:
   me:
     accounts:
@@ -136,8 +147,31 @@ class HouseholdRig:
             if not await worker.pass_once(self.runtime):
                 break
 
+    async def aclose(self) -> None:
+        for target in self.targets.values():
+            await target.aclose()
+        self.runtime.close()
+
 
 House = TypeVar("House", bound=HouseholdRig)
+
+
+def household_for(
+    make: Callable[[Config, Runtime, dict[str, Any]], House],
+    tmp_path: Path,
+    fakes: dict[str, Any],
+    links: Sequence[str],
+    **config_options: Any,
+) -> House:
+    """The household of `make` over `fakes` and `links` (`config_options`: those of
+    `household_config`), its runtime open, signed in to Trakt if it has it; the caller
+    closes it (`aclose`)."""
+    config = household_config(tmp_path, fakes, links, **config_options)
+    runtime = build_runtime(config)
+    runtime.open()
+    if "trakt" in fakes:
+        sign_in_trakt(runtime.store, fakes["trakt"], "me", now=time.time())
+    return make(config, runtime, fakes)
 
 
 @asynccontextmanager
@@ -147,16 +181,9 @@ async def open_household(
     fakes: dict[str, Any],
     links: Sequence[str],
 ) -> AsyncIterator[House]:
-    """The household of `make` over `fakes` and `links`, signed in to Trakt if it has it."""
-    config = household_config(tmp_path, fakes, links)
-    runtime = build_runtime(config)
-    runtime.open()
-    if "trakt" in fakes:
-        sign_in_trakt(runtime.store, fakes["trakt"], "me", now=time.time())
-    house = make(config, runtime, fakes)
+    """The household of `make` over `fakes` and `links` (`household_for`), closed after."""
+    house = household_for(make, tmp_path, fakes, links)
     try:
         yield house
     finally:
-        for target in house.targets.values():
-            await target.aclose()
-        runtime.close()
+        await house.aclose()

@@ -29,24 +29,21 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.plex import OWNER_ID, TOKEN, FakePlex
+from tests.fakes.plex import OWNER_ID, FakePlex
 from tests.fakes.receiver import AlertReceiver
-from tests.fakes.serializd import ALICE, FakeSerializd
+from tests.fakes.serializd import FakeSerializd
 from tests.fakes.serializd import iso as serializd_iso
 from tests.fakes.serializd import parse_iso as serializd_parse
-from tests.fakes.trakt import CLIENT_ID, Episode, FakeTrakt, Movie, key_of, parse_iso
+from tests.fakes.trakt import Episode, FakeTrakt, Movie, key_of, parse_iso
 from tests.fakes.trakt import Rating as TraktRating
 from tests.fakes.trakt import iso as trakt_iso
-from tests.harness import sign_in_trakt
-from tests.household import DAY, HouseholdRig, use_fast_readers
+from tests.household import DAY, HouseholdRig, household_for, use_fast_readers
 from tests.test_sync_scenarios import TraktApp
-from watchbridge.config import parse_config
 from watchbridge.errors import WatchbridgeError
 from watchbridge.model import Account, Ids, MediaEvent, MediaRef
 from watchbridge.ratings import from_ten, same_on_both
 from watchbridge.sync import RunResult, causes_of, failure_of, report_run, run_link
 from watchbridge.webhooks import ingest_job
-from watchbridge.wiring import build_runtime
 
 pytestmark = pytest.mark.anyio
 
@@ -324,50 +321,27 @@ def fakes(start_fake: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     return {"plex": plex, "trakt": trakt, "serializd": serializd, "receiver": receiver}
 
 
-def month_config(tmp_path: Path, fakes: dict[str, Any], links: Sequence[str]) -> str:
-    plex, trakt, serializd = fakes["plex"], fakes["trakt"], fakes["serializd"]
-    # The household removes what it removes: no hold for a share of a small history.
-    listed = "".join(
-        f"  {name}: {{services: [{name.replace('-', ', ')}], first_run: apply, "
-        f"max_removal_share: 1.0}}\n"
-        for name in links
-    )
-    return f"""
-storage: {{path: {tmp_path / "wb.db"}}}
-alerts: {{urls: ["{fakes["receiver"].apprise_url}"]}}
-services:
-  plex: {{url: "{plex.url}", token: "{TOKEN}"}}
-  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
-  serializd: {{api_url: "{serializd.url}"}}
-profiles:
-  me:
-    accounts:
-      plex: {{}}
-      trakt: {{}}
-      serializd: {{email: {ALICE[0]}, password: "{ALICE[1]}"}}
-links:
-{listed}"""
-
-
 @pytest.fixture
 async def open_month(tmp_path: Path, fakes: dict[str, Any]) -> AsyncIterator[Any]:
+    services = {name: fakes[name] for name in ("plex", "trakt", "serializd")}
     made: list[Household] = []
 
     def make(links: Sequence[str]) -> Household:
-        config = parse_config(
-            month_config(tmp_path, fakes, links), tmp_path / "watchbridge.yaml", {}
+        house = household_for(
+            Household,
+            tmp_path,
+            services,
+            links,
+            # The household removes what it removes: no hold for a share of a small history.
+            max_removal_share=1.0,
+            alerts_url=fakes["receiver"].apprise_url,
         )
-        runtime = build_runtime(config)
-        runtime.open()
-        sign_in_trakt(runtime.store, fakes["trakt"], "me", now=time.time())
-        made.append(Household(config, runtime, fakes))
-        return made[-1]
+        made.append(house)
+        return house
 
     yield make
     for house in made:
-        for target in house.targets.values():
-            await target.aclose()
-        house.runtime.close()
+        await house.aclose()
 
 
 # -- playing it ------------------------------------------------------------------------------

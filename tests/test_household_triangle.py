@@ -12,21 +12,12 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.plex import TOKEN, FakePlex
-from tests.fakes.serializd import ALICE, FakeSerializd
-from tests.fakes.trakt import CLIENT_ID, FakeTrakt, iso
-from tests.harness import sign_in_trakt
-from tests.linkrig import fast_serializd, fast_trakt
+from tests.fakes.plex import FakePlex
+from tests.fakes.serializd import FakeSerializd
+from tests.fakes.trakt import FakeTrakt, iso
+from tests.household import HouseholdRig, household_for
 from tests.test_sync_scenarios import TraktApp
 from watchbridge import readers
-from watchbridge.app import Runtime
-from watchbridge.config import Config, parse_config
-from watchbridge.deliver.plex import PlexTarget
-from watchbridge.deliver.serializd import SerializdTarget
-from watchbridge.deliver.trakt import TraktTarget
-from watchbridge.deliver.worker import DeliveryWorker
-from watchbridge.sync import run_link
-from watchbridge.wiring import build_runtime, plex_client
 
 pytestmark = pytest.mark.anyio
 
@@ -36,35 +27,8 @@ LINKS = ("plex-serializd", "trakt-serializd", "plex-trakt")
 EPISODE_1 = "1000"  # Plex ratingKeys: show "100", season "100001"
 
 
-class Household:
-    def __init__(self, config: Config, runtime: Runtime, fakes: dict[str, Any]) -> None:
-        self.config, self.runtime, self.fakes = config, runtime, fakes
-        store = runtime.store
-        self.targets = {
-            "trakt": TraktTarget(fast_trakt(config, store), store, config.delivery, time.time),
-            "serializd": SerializdTarget(
-                fast_serializd(config, store), store, config.delivery, time.time
-            ),
-            "plex": PlexTarget(plex_client(config, runtime), config, store, time.time),
-        }
-
-    async def round(
-        self, links: Sequence[str], deliver_between: bool = True, full: bool = False
-    ) -> None:
-        """Each link run once, its rows delivered before the next runs (or, not
-        `deliver_between`, all of them after the last run, as runs due together do);
-        `full`: each reads everything (the daily full read)."""
-        for n, link in enumerate(links):
-            await run_link(self.config, self.runtime.store, link, yes=True, full=full)
-            if deliver_between or n == len(links) - 1:
-                await self.deliver()
-
-    async def deliver(self) -> None:
-        worker = DeliveryWorker(lambda _: list(self.targets.values()), self.config.delivery)
-        worker.targets = dict(self.targets)
-        for _ in range(20):
-            if not await worker.pass_once(self.runtime):
-                break
+class Household(HouseholdRig):
+    TARGETS = ("trakt", "serializd", "plex")
 
     def plays(self) -> tuple[int, int, int]:
         """Plays of S1E1 on Plex, Serializd (diary entries) and Trakt."""
@@ -97,42 +61,15 @@ HouseholdFactory = Callable[..., Household]
 async def make_household(tmp_path: Path, fakes: dict[str, Any]) -> AsyncIterator[HouseholdFactory]:
     """`make_household(links, removals)`: the household with those links (default: the
     triangle), `removals` their `max_removal_share`."""
-    plex, trakt, serializd = fakes["plex"], fakes["trakt"], fakes["serializd"]
     made: list[Household] = []
 
     def make(links: Sequence[str] = LINKS, removals: float = 0.10) -> Household:
-        listed = "\n".join(
-            f"  {name}: {{services: [{name.replace('-', ', ')}], first_run: apply, "
-            f"max_removal_share: {removals}}}"
-            for name in links
-        )
-        text = f"""
-storage: {{path: {tmp_path / "wb.db"}}}
-services:
-  plex: {{url: "{plex.url}", token: "{TOKEN}"}}
-  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
-  serializd: {{api_url: "{serializd.url}"}}
-profiles:
-  me:
-    accounts:
-      plex: {{}}
-      trakt: {{}}
-      serializd: {{email: {ALICE[0]}, password: "{ALICE[1]}"}}
-links:
-{listed}
-"""
-        config = parse_config(text, tmp_path / "watchbridge.yaml", {})
-        runtime = build_runtime(config)
-        runtime.open()
-        sign_in_trakt(runtime.store, trakt, "me", now=time.time())
-        made.append(Household(config, runtime, fakes))
+        made.append(household_for(Household, tmp_path, fakes, links, max_removal_share=removals))
         return made[-1]
 
     yield make
     for house in made:
-        for target in house.targets.values():
-            await target.aclose()
-        house.runtime.close()
+        await house.aclose()
 
 
 @pytest.fixture
@@ -150,7 +87,7 @@ async def test_a_play_on_plex_goes_round_the_triangle_once(
     fakes["plex"].watch(EPISODE_1, time.time() - 3 * DAY)
     counts = []
     for _ in range(4):
-        await household.round(order)
+        await household.run_in_turn(order)
         counts.append(household.plays())
     assert counts == [(1, 1, 1)] * 4
 
@@ -183,7 +120,7 @@ async def test_two_viewings_weeks_apart_on_plex_and_trakt_settle_after_the_first
     fakes["trakt"].add_history(show.episode(1, 1), iso(now - 30 * DAY))
     counts = []
     for n in range(5):
-        await household.round(order, deliver_between=n > 0 or not together)
+        await household.run_in_turn(order, deliver_between=n > 0 or not together)
         counts.append(household.plays())
     assert counts[1:] == [settled] * 4, counts
 
@@ -222,7 +159,7 @@ async def test_a_play_removed_on_trakt_after_the_household_settled_is_removed_on
     show = next(s for s in trakt.shows if s.tmdb == SHOW)
     trakt.add_history(show.episode(1, 1), iso(now - 30 * DAY))
     for n in range(3):
-        await household.round(order, deliver_between=n > 0 or not together)
+        await household.run_in_turn(order, deliver_between=n > 0 or not together)
     entries = sorted(trakt.history(), key=lambda e: e.watched_at)
     gone = entries[0] if removed == "older" else entries[-1]
     app = TraktApp(trakt)
@@ -232,7 +169,7 @@ async def test_a_play_removed_on_trakt_after_the_household_settled_is_removed_on
     for n in range(4):
         # The first reads everything (Trakt's removal of a play older than a week shows
         # only in a full read, as the daily one).
-        await household.round(order, full=n == 0)
+        await household.run_in_turn(order, full=n == 0)
         counts.append(household.plays())
         on_trakt += [e.watched_at for e in trakt.history()]
     assert counts == [settled] * 4, counts
@@ -263,7 +200,7 @@ async def test_a_chain_takes_one_viewing_logged_apart_for_one_on_every_service(
     fakes["trakt"].add_history(show.episode(1, 1), iso(now - 3 * DAY - apart))
     counts = []
     for n in range(4):
-        await household.round(order, deliver_between=n > 0 or not together)
+        await household.run_in_turn(order, deliver_between=n > 0 or not together)
         counts.append(household.plays())
     assert counts == [(1, 1, 1)] * 4, counts
 
@@ -290,6 +227,6 @@ async def test_the_triangle_settles_on_one_viewing_logged_hours_apart(
     fakes["trakt"].add_history(show.episode(1, 1), iso(now - 3 * DAY - 20 * HOURS))
     counts = []
     for n in range(5):
-        await household.round(order, deliver_between=n > 0 or not together)
+        await household.run_in_turn(order, deliver_between=n > 0 or not together)
         counts.append(household.plays())
     assert counts[1:] == [settled] * 4, counts
