@@ -499,6 +499,55 @@ async def test_a_rating_cleared_or_changed_on_serializd_while_its_copy_waits_out
     assert rig.store.outbox_counts()["dead"] == 0
 
 
+# ------------------------------------------------- a rating cleared twice within the week
+
+
+async def test_a_rating_cleared_again_on_serializd_within_the_week_is_removed_on_trakt_again(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd
+) -> None:
+    """S1E1 rated 8 on Serializd and copied to Trakt; the user deletes the rating (the link
+    removes Trakt's), rates it 7 days later... within the week, and deletes that too. The
+    second removal is its own: the first one's row, delivered and still kept, must not stand
+    in for it, or Trakt keeps the 7 and a later run copies it back to Serializd."""
+    log(serializd, 1, 1, ago(30))
+    log(serializd, 1, 2, ago(30), rating=6, is_log=False)  # one removal of two is no mass one
+    for value in (8, 7):
+        rated = log(serializd, 1, 1, ago(1), rating=value, is_log=False)
+        await rig.sync_and_deliver()
+        assert trakt_rating(trakt, 1, 1) == value
+        serializd.advance(60)
+        serializd.delete_entry(rated)
+        await rig.sync_and_deliver(full=True)  # a deleted diary row shows on a full read
+        assert trakt_rating(trakt, 1, 1) is None
+        await rig.sync_and_deliver()  # a run finds neither side rated before the next rating
+    for full in (False, True):
+        await rig.sync_and_deliver(full=full)
+    assert both_sides(trakt, serializd)["ratings"] == [(None, None), (6, 6)]
+    assert rig.store.outbox_counts()["dead"] == 0
+
+
+async def test_a_rating_cleared_again_on_trakt_within_the_week_is_removed_on_serializd_again(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    """The same story the other way: rated on Trakt, copied to Serializd, cleared on Trakt,
+    rated again and cleared again; each removal takes its own copy off Serializd."""
+    app.watch(1, 1, ago(30))
+    app.rate(1, 2, 6, ago(30))  # one removal of two is no mass one
+    for value in (8, 7):
+        app.rate(1, 1, value, ago(1))
+        await rig.sync_and_deliver()
+        assert diary_rating(serializd, 1, 1) == value
+        serializd.advance(60)
+        unrate_on_trakt(app, 1, 1)
+        await rig.sync_and_deliver()
+        assert diary_rating(serializd, 1, 1) is None
+        await rig.sync_and_deliver()  # a run finds neither side rated before the next rating
+    for full in (False, True):
+        await rig.sync_and_deliver(full=full)
+    assert both_sides(trakt, serializd)["ratings"] == [(None, None), (6, 6)]
+    assert rig.store.outbox_counts()["dead"] == 0
+
+
 async def test_a_rating_given_on_trakt_while_the_run_reads_serializd_is_not_overwritten(
     rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
 ) -> None:

@@ -53,6 +53,9 @@ COPIES = ("add_play", "set_rating")  # what one side's plays and ratings make on
 # The start of the `source` of a rating removal that takes back a copy of ours still on its
 # way (`withdraws`), then the copy's value and the date of the rating it copied.
 WITHDRAWS = "withdraws:"
+# The start of the `source` of a rating removal from a side that keeps no record of its own
+# for a rating, then the value and date of the rating it removes (`_rating_source`).
+REMOVES = "removes:"
 
 # What else reads as a play gone from a side: an AniList entry's episodes reach the other side
 # through the anime mapping, which a dataset refresh (or a release reading it better) changes.
@@ -1283,12 +1286,28 @@ def _plan_ratings(
                 rated.at if rated else 0.0,
                 value=rated.value if rated else None,
                 record=held.record if kind == "remove_rating" and held else "",
-                source=f"over:{held.value}@{held.at:.0f}" if kind == "set_rating" and held else "",
+                source=_rating_source(kind, held),
             )
         )
     for item in sorted({item for _, item, _ in copying} - items):
         actions += _withdrawals(link, item, current, baseline, allowed, copying)
     return actions
+
+
+def _rating_source(kind: ActionKind, held: Rated | None) -> str:
+    """What makes a rating write one action among others of its item (`Action.source`): a
+    copy names the target's rating it replaces; a removal names the rating it takes away
+    when the target has no record of its own for it (Trakt, Plex, AniList: rate, clear and
+    rate again, and the second removal would share the first one's key and be dropped while
+    the first is kept). A Serializd removal's record (its diary rows) names it already, and
+    its key stays as it was."""
+    if held is None:
+        return ""
+    if kind == "set_rating":
+        return f"over:{held.value}@{held.at:.0f}"
+    if kind == "remove_rating" and not held.record:
+        return f"{REMOVES}{held.value}@{held.at:.0f}"
+    return ""
 
 
 def _withdrawals(
