@@ -1146,6 +1146,23 @@ def test_plex_setting_the_same_stars_again_is_a_new_rating(tmp_path: Path) -> No
         assert len(ratings_queued(rig)) == 2
 
 
+def test_a_plex_rating_cleared_again_within_the_week_is_a_removal_of_its_own(
+    tmp_path: Path,
+) -> None:
+    # Delivered rows are kept a week (their keys with them): the second clearing must not
+    # share the first one's key, or it is dropped and the target keeps the second rating.
+    cleared = plex("movie_media_rate.json")
+    del cleared["rating"], cleared["Metadata"]["userRating"], cleared["Metadata"]["lastRatedAt"]
+    with running_rig(tmp_path) as rig:
+        for _ in range(2):
+            rig.post("plex", plex("movie_media_rate.json", lastRatedAt=int(rig.clock())))
+            rig.advance(HOUR)
+            rig.post("plex", cleared)
+            rig.advance(HOUR)
+        changes = [r["action"] for r in rig.rows() if r["action"] in ("rating", "remove_rating")]
+        assert changes == ["rating", "remove_rating"] * 2
+
+
 def test_an_emby_rating_sent_again_with_a_favourite_is_no_new_rating(tmp_path: Path) -> None:
     def rated(rating: int, favourite: bool) -> dict[str, Any]:
         body = emby("item_rate_favorite_movie.json")
