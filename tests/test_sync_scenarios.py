@@ -693,6 +693,32 @@ async def test_an_episode_ticked_again_after_an_untick_reaches_trakt_again_each_
         assert trakt_episodes(trakt) == [(1, 1), (1, 2)]
 
 
+def ticked(serializd: FakeSerializd, number: int) -> bool:
+    with serializd.lock:
+        return (BB, serializd.shows[BB].seasons[1].id, number) in serializd.user.ticks
+
+
+async def test_a_ticked_episodes_play_removed_again_on_trakt_within_the_week_is_unticked_again(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    """s1e2 ticked only on Serializd (an undated play, its record the tick's own), copied to
+    Trakt; its play removed on Trakt unticks it; ticked again, copied again, removed again
+    within the week: the second untick is a removal of its own, not the first one's kept
+    row (an undated removal of the same tick otherwise has the same key)."""
+    log(serializd, 1, 1, "2024-01-01T20:00:00.000Z")
+    serializd.tick(None, BB, 1, 2)
+    await rig.sync_and_deliver()
+    for _ in range(2):
+        assert trakt_episodes(trakt) == [(1, 1), (1, 2)]
+        app.unwatch(entry(trakt, 2))
+        await rig.sync_and_deliver(full=True)
+        assert not ticked(serializd, 2)
+        await rig.sync_and_deliver(full=True)
+        serializd.tick(None, BB, 1, 2)  # watched after all: ticked again
+        await rig.sync_and_deliver(full=True)
+    assert rig.store.outbox_counts()["dead"] == 0
+
+
 async def test_a_removal_carried_one_way_is_not_copied_back_while_on_its_way(
     rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
 ) -> None:

@@ -780,6 +780,7 @@ def _plan_history(
                         f"removed on {source}{GONE_ALSO.get(source, '')}",
                         partner.at,
                         record=partner.record,
+                        source=_removal_source(gone, partner),
                     )
                 )
                 new_tombstones.add((target, partner.record))
@@ -920,6 +921,17 @@ def apart_from(at: float, taken: Sequence[float]) -> float:
 
 def _local_day(at: float) -> tuple[int, int, int]:
     return time.localtime(at)[:3]
+
+
+def _removal_source(gone: Play, partner: Play) -> str:
+    """What makes the removal of `partner` (going with `gone`) one action among others of its
+    item (`Action.source`): nothing where the partner's minute or id tells it apart; for an
+    undated partner whose record names the item, not one play (a Serializd tick: ticked
+    again, copied again and removed again within the week, its second removal would share
+    the first one's key and be dropped while the first is kept), the gone play's record."""
+    if partner.at != UNDATED or given_once(partner.record):
+        return ""
+    return gone.record
 
 
 def given_once(record: str) -> bool:
