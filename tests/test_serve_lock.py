@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.harness import ServiceProcess, free_port, write_config
+from watchbridge.errors import StoreError
 from watchbridge.servelock import (
     AlreadyServing,
     Holder,
@@ -231,3 +232,69 @@ def test_serve_help_says_one_runs_per_database_and_how_a_second_one_ends() -> No
     help_text = " ".join(shown.stdout.split())
     assert "a second on the same storage.path stops at once with exit code 2" in help_text
     assert ".lock" in help_text
+
+
+def held_by_another_process(database: Path) -> subprocess.Popen[str]:
+    """A service's lock on `database`, held by another process until killed."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from watchbridge import servelock;"
+            f"lock = servelock.hold(Path({str(database)!r}), 0.0); print('held', flush=True);"
+            "sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+    return holder
+
+
+def as_an_earlier_release_left_it(database: Path) -> str:
+    """A database this release made, its last migration taken back off the record (as the
+    release before it left the database); that migration's name."""
+    Store.open(database).close()
+    with sqlite3.connect(database) as conn:
+        (name,) = conn.execute(
+            "SELECT name FROM _sqlite_migrations ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        conn.execute("DELETE FROM _sqlite_migrations WHERE name = ?", (name,))
+    return str(name)
+
+
+def test_a_command_of_a_newer_release_does_not_upgrade_the_database_under_a_running_service(
+    tmp_path: Path,
+) -> None:
+    # The service of the release before runs; a newer `watchbridge` (a pip upgrade, a second
+    # container of a newer image) runs a command on its database: upgraded under it, the old
+    # service would go on writing what the new release misreads.
+    config = write_config(tmp_path, port=free_port())
+    database = tmp_path / "watchbridge.db"
+    pending = as_an_earlier_release_left_it(database)
+    holder = held_by_another_process(database)
+    try:
+        result = watchbridge("deadletters", "retry", "--all", "--config", str(config))
+        with pytest.raises(StoreError, match="a service of an earlier watchbridge is running"):
+            Store.open(database)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode != 0
+    (line,) = result.stderr.strip().splitlines()
+    assert "a service of an earlier watchbridge is running on this database (pid" in line
+    assert f"({pending})" in line and "stop that service and start this version's" in line
+    with sqlite3.connect(database) as conn:
+        names = {row[0] for row in conn.execute("SELECT name FROM _sqlite_migrations")}
+    assert pending not in names  # left as the running service knows it
+
+
+def test_the_service_that_holds_the_lock_upgrades_its_own_database(tmp_path: Path) -> None:
+    database = tmp_path / "watchbridge.db"
+    pending = as_an_earlier_release_left_it(database)
+    with hold(database, time.time()):
+        Store.open(database).close()
+    with sqlite3.connect(database) as conn:
+        names = {row[0] for row in conn.execute("SELECT name FROM _sqlite_migrations")}
+    assert pending in names

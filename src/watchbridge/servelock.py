@@ -120,17 +120,23 @@ def refusal(database: Path, lock: Path, holder: Holder) -> str:
     )
 
 
+# The lock files this process holds: its own lock is no other service's (`held_elsewhere`).
+_HELD_HERE: set[Path] = set()
+
+
 class ServeLock:
     """The held lock; released by `release`, or by the kernel when the process ends."""
 
     def __init__(self, path: Path, fd: int) -> None:
         self.path = path
         self._fd: int | None = fd
+        _HELD_HERE.add(path)
 
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)  # closing the only descriptor lets the lock go
             self._fd = None
+            _HELD_HERE.discard(self.path)
 
     def __enter__(self) -> ServeLock:
         return self
@@ -212,6 +218,22 @@ def serving(database: Path) -> ServiceSeen:
     finally:
         os.close(fd)  # lets the shared lock go, if taken
     return ServiceSeen(running=False)
+
+
+def held_elsewhere(database: Path) -> Holder | None:
+    """The service of another process that holds the database's lock now, as its record names
+    it; None when none does (or this process holds it, or it cannot be told)."""
+    lock = lock_path(database)
+    if lock in _HELD_HERE or serving(database).running is not True:
+        return None
+    try:
+        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return Holder()
+    try:
+        return _read_holder(fd)
+    finally:
+        os.close(fd)
 
 
 def _lock(fd: int, how: int, until: float) -> None:

@@ -29,6 +29,7 @@ import msgspec
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
+from watchbridge import servelock
 from watchbridge.beside import Noted
 from watchbridge.clocksteps import Reading, Step
 from watchbridge.errors import StoreError
@@ -2405,7 +2406,24 @@ class Store:
         taken as done, and the rest applied after it."""
         with self._locked():
             self._refuse_newer()
+            if self.path is not None and (pending := migrations.pending(self.db)):
+                self._refuse_under_a_service([m.name for m in pending])
             _when_free(lambda: migrations.apply(self.db))
+
+    def _refuse_under_a_service(self, pending: Sequence[str]) -> None:
+        """A database a service of an earlier release runs on is not upgraded under it (a
+        command of this release beside it, a second container's newer image): that service
+        would go on writing what this release then misreads. One of this release would have
+        upgraded it as it started."""
+        assert self.path is not None
+        holder = servelock.held_elsewhere(self.path)
+        if holder is not None:
+            raise StoreError(
+                f"storage.path {self.path}: a service of an earlier watchbridge is running on "
+                f"this database{servelock.described(holder)}, and this one would upgrade the "
+                f"database under it ({', '.join(pending)}): stop that service and start this "
+                "version's (it upgrades the database as it starts), then run this again"
+            )
 
     def _refuse_newer(self) -> None:
         """A database a newer release made is left alone: this one would misread it."""
