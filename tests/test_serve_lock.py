@@ -137,20 +137,8 @@ def test_a_second_serve_restores_no_backup_while_another_holds_the_lock(tmp_path
     database = tmp_path / "watchbridge.db"
     backup = tmp_path / "watchbridge.db.backup"
     Store.open(backup).close()  # a restored backup waiting to be started from
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, time; from pathlib import Path; from watchbridge import servelock;"
-            f"lock = servelock.hold(Path({str(database)!r}), 0.0); print('held', flush=True);"
-            "sys.stdin.read()",
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    holder = held_by_another_process(database)
     try:
-        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
         result = watchbridge("serve", "--config", str(config))
     finally:
         holder.kill()
