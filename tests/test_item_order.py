@@ -8,9 +8,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlite_utils
 
+from tests.fakes.receiver import AlertReceiver, FakeClock
+from tests.fakes.trakt import FakeTrakt
 from tests.ingest_samples import only_event, sample_json
+from tests.test_delivery import webhook
+from tests.test_household_holds import by_hand, posts
+from tests.test_household_holds import trakt as trakt  # the household's fake Trakt (fixture)
 from watchbridge.config import Link
 from watchbridge.ingest import plex, tautulli
 from watchbridge.model import Ids, MediaEvent, MediaRef, ref_to_dict
@@ -48,11 +54,13 @@ def webhook_rows(event: MediaEvent, targets: list[str], now: float) -> list[NewO
     return rows
 
 
-def link_rows(item: str, source: str, target: str, at: float) -> list[NewOutboxRow]:
-    """The rows a link from `source` to `target` queues for a play of `item` on `source`."""
+def link_rows(
+    item: str, source: str, target: str, at: float, name: str = "l"
+) -> list[NewOutboxRow]:
+    """The rows link `name` from `source` to `target` queues for a play of `item` on `source`."""
     link = Link(services=[source, target], direction="one-way")
     current = {source: Side(plays=(Play(item, at, "r1"),)), target: Side()}
-    rows, skipped = outbox_rows("l", PROFILE, plan(link, current, {}).actions)
+    rows, skipped = outbox_rows(name, PROFILE, plan(link, current, {}).actions)
     assert skipped == 0 and rows
     return rows
 
@@ -207,3 +215,30 @@ def test_the_upgrade_rekeys_only_unfinished_rows_it_can_read(tmp_path: Path) -> 
         "sent": "me:trakt:as-it-was",  # delivered: nothing waits behind it
         "unread": "unread-key",  # its delivery makes a dead letter of it, saying why
     }
+
+
+# --------------------------------------------------------------------------- turns held
+
+
+@pytest.mark.anyio
+async def test_a_links_row_trakt_cannot_place_does_not_hold_the_live_scrobbles_of_the_item(
+    tmp_path: Path, trakt: FakeTrakt, receiver: AlertReceiver, clock: FakeClock
+) -> None:
+    # Trakt knows Arrival by its IMDb id, not (yet) by its TMDB id: the link's copy of a play
+    # (TMDB id only) is unmatched and tried again hourly, for days. My Plex webhook names the
+    # film by both ids, which Trakt places: my start and stop go out now, not after it.
+    trakt.add_movie("Arrival", 2016, imdb="tt2543164")
+    async with by_hand(tmp_path, trakt, receiver, clock) as (runtime, worker):
+        now = clock()
+        copy = link_rows(f"movie:tmdb:{MOVIE_TMDB}", "plex", "trakt", now - 86400, "plex-trakt")
+        runtime.store.enqueue(copy, now)
+        await worker.pass_once(runtime)
+        assert runtime.store.outbox_counts()["pending"] == 1  # unmatched: again in an hour
+        webhook(runtime, "movie_media_play.json", profile="me")
+        await worker.pass_once(runtime)
+        assert "/scrobble/start" in posts(trakt)
+        clock.advance(600)
+        webhook(runtime, "movie_media_scrobble.json", profile="me")
+        await worker.pass_once(runtime)
+        assert "/scrobble/stop" in posts(trakt)
+        assert runtime.store.waiting_behind() == 0

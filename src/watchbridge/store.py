@@ -1131,9 +1131,15 @@ KEPT_OFF_FIX = (
 
 
 # The row of an item (ordering key) that goes next: its oldest unfinished one. `o` is the row.
+# A link's row waiting for ids (tried again hourly, for days) holds no webhook's row: the
+# webhook names the item by its own ids, which the target may place (a live scrobble).
+_LINKS_WAITING_FOR_IDS = (
+    "o.event_id IS NOT NULL AND h.event_id IS NULL AND h.status = 'pending'"
+    " AND " + _UNMATCHED.replace("last_error", "COALESCE(h.last_error, '')")
+)
 _HEAD_OF_ITEM = (
     "(SELECT MIN(h.id) FROM outbox h WHERE h.ordering_key = o.ordering_key"
-    " AND h.status IN ('pending', 'inflight'))"
+    f" AND h.status IN ('pending', 'inflight') AND NOT ({_LINKS_WAITING_FOR_IDS}))"
 )
 RATING_ACTIONS = ("rating", "remove_rating")
 # The rows `Store.waiting_behind` counts, in words (after their number).
