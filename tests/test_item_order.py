@@ -22,7 +22,7 @@ from watchbridge.ingest import plex, tautulli
 from watchbridge.model import Ids, MediaEvent, MediaRef, ref_to_dict
 from watchbridge.playback import decide
 from watchbridge.reconcile import Play, Rated, Side, plan
-from watchbridge.store import NewOutboxRow, Store, migrations, ordering_key
+from watchbridge.store import UNFOUND, NewOutboxRow, Store, migrations, ordering_key
 from watchbridge.sync import outbox_rows
 from watchbridge.webhooks import rows_for
 
@@ -179,7 +179,7 @@ def test_rows_queued_before_the_upgrade_take_turns_with_new_rows_of_their_item(
         store.close()
 
 
-def test_the_upgrade_rekeys_only_unfinished_rows_it_can_read(tmp_path: Path) -> None:
+def test_the_upgrade_rekeys_the_rows_it_can_read(tmp_path: Path) -> None:
     now = time.time()
     movie = plex_movie().item
     (play,) = webhook_rows(plex_movie(), ["trakt"], now)
@@ -212,7 +212,8 @@ def test_the_upgrade_rekeys_only_unfinished_rows_it_can_read(tmp_path: Path) -> 
     assert keys == {
         play.idempotency_key: ordering_key(PROFILE, "trakt", by_tmdb, "play"),
         "rated": ordering_key(PROFILE, "trakt", by_tmdb, "rating"),  # Trakt's: apart
-        "sent": "me:trakt:as-it-was",  # delivered: nothing waits behind it
+        # Delivered: a waiting row of its item looks at it by its key.
+        "sent": ordering_key(PROFILE, "trakt", by_tmdb, "play"),
         "unread": "unread-key",  # its delivery makes a dead letter of it, saying why
     }
 
@@ -242,3 +243,40 @@ async def test_a_links_row_trakt_cannot_place_does_not_hold_the_live_scrobbles_o
         await worker.pass_once(runtime)
         assert "/scrobble/stop" in posts(trakt)
         assert runtime.store.waiting_behind() == 0
+
+
+def test_the_upgrade_rekeys_the_delivered_ratings_a_waiting_rating_of_the_item_looks_at(
+    tmp_path: Path,
+) -> None:
+    # A waiting rating looks at the item's ratings queued before it by its ordering key: those
+    # sent since it was given (its target's newer rating may be one of ours), and a Serializd
+    # one settled before its landing was looked for (UNFOUND). Done before the upgrade, they
+    # must be found under the key the waiting rating has after it.
+    now = time.time()
+    episode = replace(tautulli_episode().item, ids=Ids())  # a generic webhook's S5E16
+    old_key = ordering_key(PROFILE, "serializd", episode.key(), "rating")
+    assert old_key != ordering_key(PROFILE, "serializd", episode.order_key(), "rating")
+    item = ref_to_dict(episode)
+
+    def rating(value: int, name: str) -> NewOutboxRow:
+        payload = {"item": item, "rating": value, "at": now - 3600, "source": "generic"}
+        return NewOutboxRow("serializd", PROFILE, "rating", payload, old_key, name)
+
+    sent = old_row(rating(80, "sent"), old_key, "done", now - 600)
+    unfound = old_row(rating(70, "unfound"), old_key, "done", now - 600) | {"last_error": UNFOUND}
+    waiting = old_row(rating(60, "waiting"), old_key, "pending", now)
+    path = tmp_path / "old.db"
+    old = sqlite_utils.Database(path)
+    migrations.apply(old, stop_before=OLD_RELEASE_LAST)
+    old["outbox"].insert_all([sent, unfound, waiting])
+    old.conn.commit()
+    old.close()
+
+    store = Store.open(path)
+    try:
+        (row,) = store.claim("w", now)
+        assert row.idempotency_key == "waiting"
+        assert store.ratings_sent_since(row, now - 3600) == [80]
+        assert [payload["rating"] for _, payload in store.unfound_ratings(row)] == [70]
+    finally:
+        store.close()

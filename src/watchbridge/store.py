@@ -668,13 +668,14 @@ def m027_webhooks_last_seen(db: sqlite_utils.Database) -> None:
 @migrations()
 def m028_outbox_ordered_as_links_key_items(db: sqlite_utils.Database) -> None:
     # One item's rows take turns by ordering key, which is now the key a link gives the item
-    # (MediaRef.order_key); earlier releases keyed a webhook's rows by its strongest id. An
-    # unfinished row queued before the upgrade is keyed anew from its item, or a row of the
-    # same item queued after could go first (a dead letter too: retried, it waits its turn).
+    # (MediaRef.order_key); earlier releases keyed a webhook's rows by its strongest id. A row
+    # queued before the upgrade is keyed anew from its item, or a row of the same item queued
+    # after could go first (a dead letter too: retried, it waits its turn). Delivered rows
+    # too: a waiting row looks at them by its key (the ratings sent since it was given, a
+    # Serializd rating still to be looked for, a play since a removal was queued).
     rekeyed = []
     for row_id, profile, target, action, was, payload in db.execute(
         "SELECT id, profile, target, action, ordering_key, payload FROM outbox"
-        " WHERE status IN ('pending', 'inflight', 'dead')"
     ):
         now = _ordering_key_of(profile, target, action, payload)
         if now is not None and now != was:
