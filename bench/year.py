@@ -230,8 +230,10 @@ def traced(store: Store) -> Iterator[list[str]]:
     seen: list[str] = []
     connections = [store._conn]
     store._overview("SELECT 1")
-    if store._reader is not None:
-        connections.append(store._reader)
+    # The store's read connections (opened at their first use): the overview's is open now.
+    for reads in (store._overview_reads, store._mirror_reads, store._collection_reads):
+        if reads._conn is not None:
+            connections.append(reads._conn)
     for conn in connections:
         conn.set_trace_callback(seen.append)
     try:
