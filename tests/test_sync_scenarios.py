@@ -548,6 +548,124 @@ async def test_a_rating_cleared_again_on_trakt_within_the_week_is_removed_on_ser
     assert rig.store.outbox_counts()["dead"] == 0
 
 
+# ------------------------------------------------- a rating given again right after a clear
+
+
+@pytest.mark.parametrize("full", [False, True])
+async def test_a_rating_given_again_on_serializd_right_after_a_clear_reaches_trakt(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, full: bool
+) -> None:
+    """S1E1 rated 8 on Serializd, copied to Trakt; the user deletes the rating and the run
+    removes Trakt's 8. Minutes later, before the next run, the user rates S1E1 7 on
+    Serializd. Trakt's 8 is gone by our own removal, not the user's: the next run copies the
+    7 to Trakt, it does not delete it from Serializd."""
+    log(serializd, 1, 1, ago(30))
+    log(serializd, 1, 2, ago(30), rating=6, is_log=False)  # one removal of two is no mass one
+    rated = log(serializd, 1, 1, ago(1), rating=8, is_log=False)
+    await rig.sync_and_deliver()
+    assert trakt_rating(trakt, 1, 1) == 8
+    before = both_sides(trakt, serializd)
+    serializd.advance(60)
+    serializd.delete_entry(rated)
+    await rig.sync_and_deliver(full=True)  # a deleted diary row shows on a full read
+    assert trakt_rating(trakt, 1, 1) is None
+    serializd.advance(300)
+    log(serializd, 1, 1, ago(0), rating=7, is_log=False)
+    await rig.sync_and_deliver(full=full)
+    for again in (False, True):
+        await rig.sync_and_deliver(full=again)
+    assert both_sides(trakt, serializd) == {
+        "ratings": [(7, 7), before["ratings"][1]],
+        "plays": before["plays"],
+    }
+    assert rig.store.outbox_counts()["dead"] == 0
+
+
+@pytest.mark.parametrize("full", [False, True])
+async def test_a_rating_given_again_on_trakt_right_after_a_clear_reaches_serializd(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp, full: bool
+) -> None:
+    """The other way round: rated 8 on Trakt, copied to Serializd, cleared on Trakt (the run
+    removes Serializd's 8), rated 7 on Trakt minutes later, before the next run."""
+    app.watch(1, 1, ago(30))
+    app.rate(1, 2, 6, ago(30))  # one removal of two is no mass one
+    app.rate(1, 1, 8, ago(1))
+    await rig.sync_and_deliver()
+    assert diary_rating(serializd, 1, 1) == 8
+    before = both_sides(trakt, serializd)
+    serializd.advance(60)
+    unrate_on_trakt(app, 1, 1)
+    await rig.sync_and_deliver()
+    assert diary_rating(serializd, 1, 1) is None
+    serializd.advance(300)
+    app.rate(1, 1, 7, ago(0))
+    await rig.sync_and_deliver(full=full)
+    for again in (False, True):
+        await rig.sync_and_deliver(full=again)
+    assert both_sides(trakt, serializd) == {
+        "ratings": [(7, 7), before["ratings"][1]],
+        "plays": before["plays"],
+    }
+    assert rig.store.outbox_counts()["dead"] == 0
+
+
+async def test_a_rating_given_again_after_a_removal_that_waited_out_an_outage_reaches_trakt(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd
+) -> None:
+    """As above, but Trakt answers 503 to the removal of its 8, and a run reads both sides
+    while the removal waits (Trakt still shows the 8). The outage over, the removal lands;
+    the user rates S1E1 7 on Serializd before the next run: it reaches Trakt."""
+    log(serializd, 1, 1, ago(30))
+    log(serializd, 1, 2, ago(30), rating=6, is_log=False)  # one removal of two is no mass one
+    rated = log(serializd, 1, 1, ago(1), rating=8, is_log=False)
+    await rig.sync_and_deliver()
+    before = both_sides(trakt, serializd)
+    serializd.advance(60)
+    serializd.delete_entry(rated)
+    await rig.sync(full=True)
+    trakt.fail_next(2, 503, route="POST /sync/ratings/remove")  # a send and its retry
+    await rig.deliver()
+    assert rig.store.outbox_counts()["pending"] == 1
+    await rig.sync_and_deliver(full=True)  # Trakt still shows the 8: its removal waits
+    assert trakt_rating(trakt, 1, 1) == 8
+    lift_the_waits(rig)
+    await rig.deliver()
+    assert trakt_rating(trakt, 1, 1) is None
+    serializd.advance(300)
+    log(serializd, 1, 1, ago(0), rating=7, is_log=False)
+    for full in (True, False, True):
+        await rig.sync_and_deliver(full=full)
+    assert both_sides(trakt, serializd) == {
+        "ratings": [(7, 7), before["ratings"][1]],
+        "plays": before["plays"],
+    }
+    assert rig.store.outbox_counts()["dead"] == 0
+
+
+async def test_a_rating_cleared_on_trakt_after_its_copy_landed_is_removed_on_serializd(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    """The mirror of the two above: S1E1 rated 8 on Serializd, the run copies it to the
+    unrated Trakt; the user clears it on Trakt before the next run. That clear is the user's
+    (the copy landed): the next run removes Serializd's 8, it does not copy it back."""
+    log(serializd, 1, 1, ago(30))
+    log(serializd, 1, 2, ago(30), rating=6, is_log=False)  # one removal of two is no mass one
+    await rig.sync_and_deliver()
+    before = both_sides(trakt, serializd)
+    log(serializd, 1, 1, ago(1), rating=8, is_log=False)
+    await rig.sync_and_deliver()
+    assert trakt_rating(trakt, 1, 1) == 8
+    serializd.advance(300)
+    unrate_on_trakt(app, 1, 1)
+    for full in (False, True, False):
+        await rig.sync_and_deliver(full=full)
+    assert both_sides(trakt, serializd) == {
+        "ratings": [(None, None), before["ratings"][1]],
+        "plays": before["plays"],
+    }
+    assert rig.store.outbox_counts()["dead"] == 0
+
+
 async def test_a_rating_given_on_trakt_while_the_run_reads_serializd_is_not_overwritten(
     rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
 ) -> None:
@@ -2043,6 +2161,34 @@ async def test_a_rating_copy_whose_answer_was_lost_and_that_gave_up_stays_ours_b
         await rig.sync_and_deliver(full=full)
     assert (trakt_rating(trakt, 1, 1), diary_rating(serializd, 1, 1)) == (6, 6)
     assert [r.rating for r in serializd.diary() if not r.is_log] == [8, 6]
+
+
+async def test_a_rating_copy_that_died_and_was_discarded_takes_nothing_from_its_source(
+    giving_up_at_once: Rig, trakt: FakeTrakt, serializd: FakeSerializd
+) -> None:
+    """S1E1 rated 8 on Serializd; its copy to the unrated Trakt fails and gives up (a dead
+    letter), and the user discards it. The 8 never reached Trakt: Trakt's missing rating is
+    no removal of the user's, and Serializd's 8 stays (copied again, it reaches Trakt)."""
+    rig = giving_up_at_once
+    log(serializd, 1, 1, ago(30))
+    log(serializd, 1, 2, ago(30), rating=6, is_log=False)  # one removal of two is no mass one
+    await rig.sync_and_deliver()
+    before = both_sides(trakt, serializd)
+    log(serializd, 1, 1, ago(1), rating=8, is_log=False)
+    await rig.sync()
+    trakt.fail_next(1, 422, route="POST /sync/ratings")
+    await rig.deliver()
+    assert rig.store.outbox_counts()["dead"] == 1
+    for full in (False, True):
+        await rig.sync_and_deliver(full=full)
+    assert both_sides(trakt, serializd)["ratings"][0] == (None, 8)
+    assert rig.store.discard_dead(None) == 1
+    for full in (True, False, True):
+        await rig.sync_and_deliver(full=full)
+    assert both_sides(trakt, serializd) == {
+        "ratings": [(8, 8), before["ratings"][1]],
+        "plays": before["plays"],
+    }
 
 
 @pytest.fixture

@@ -74,6 +74,9 @@ class Rated:
     value: int  # internal 0-100
     at: float  # rated at
     record: str = ""  # the side's own ids of the rows holding it, when a removal needs them
+    # A baseline's copy of ours not read back yet (`expect_ratings`): it stands only once
+    # its row is delivered (`settle_expected_ratings`).
+    expected: bool = False
 
 
 @dataclass(frozen=True)
@@ -1187,6 +1190,59 @@ def expect(side: Side, adds: Iterable[Action]) -> Side:
     run would find it missing and plan it again."""
     expected = tuple(Play(a.item, a.at, expected_record(a)) for a in adds)
     return replace(side, plays=side.plays + expected)
+
+
+def expect_ratings(
+    side: Side, service: str, writes: Iterable[Action], removing: Collection[str] = ()
+) -> Side:
+    """`side` (`service`'s, as read) with the ratings the rating `writes` we queued for it
+    will leave there, as `expect` does for plays: saved as read, the next run would take our
+    own removal for the user's ("rating removed on `service`") and delete a rating given
+    again on the other side meanwhile, and take our copy for a rating new there (copying it
+    back over the user's clear). `removing`: items whose removal an earlier run of the link
+    queued for `service` that is still to be tried (its landing after the next read must not
+    read as the user's either).
+
+    A copy is expected only over no rating: over one the side holds, a copy not landed yet
+    when the next run reads would look like the user's change back to the old value.
+    What does not land: a removal that dies leaves the rating there (`without_copies_back`
+    keeps it from being copied back over the clear); a copy not delivered by the next run
+    is no rating there yet (`settle_expected_ratings`). Pure."""
+    scores = dict(side.ratings)
+    for write in writes:
+        if write.target != service:
+            continue
+        if write.kind == "remove_rating":
+            scores.pop(write.item, None)
+        elif (
+            write.kind == "set_rating"
+            and write.value is not None
+            and write.item not in side.ratings
+        ):
+            value = ratings.kept_by(service, write.value)
+            scores[write.item] = Rated(value, write.at, expected=True)
+    for item in removing:
+        scores.pop(item, None)
+    return side if scores == dict(side.ratings) else replace(side, ratings=scores)
+
+
+def settle_expected_ratings(
+    side: Side, service: str, delivered: Collection[tuple[str, int]]
+) -> Side:
+    """`side` (a baseline) with its expected ratings (`expect_ratings`) standing where the
+    copy's row was delivered (`delivered`: item, value sent to `service`), as the read before
+    it would have found them; the others left out: a copy on its way, dead, settled unsent or
+    discarded put nothing there, and the side's missing rating is no removal of the user's
+    (a removal would take the other side's rating with it). Pure."""
+    if not any(rated.expected for rated in side.ratings.values()):
+        return side
+    sent = {(item, ratings.kept_by(service, value)) for item, value in delivered}
+    scores = {
+        item: replace(rated, expected=False)
+        for item, rated in side.ratings.items()
+        if not rated.expected or (item, rated.value) in sent
+    }
+    return replace(side, ratings=scores)
 
 
 def expected_record(add: Action) -> str:

@@ -3407,6 +3407,36 @@ class Store:
             for row in rows
         ]
 
+    def delivered_rating_copies(
+        self, profile: str, link: str
+    ) -> list[tuple[str, dict[str, Any], int]]:
+        """(target, item, value) of the ratings `link` queued for `profile` that their target
+        took (not settled unsent; delivered rows are kept a week, see maintenance)."""
+        rows = self._query(
+            "SELECT target, payload FROM outbox WHERE profile = ? AND action = 'rating'"
+            " AND status = 'done' AND last_error IS NULL"
+            " AND json_extract(payload, '$.link') = ?",
+            (profile, link),
+        )
+        copies = []
+        for row in rows:
+            payload = json.loads(row["payload"])
+            if isinstance(payload.get("rating"), int):
+                copies.append((row["target"], payload["item"], payload["rating"]))
+        return copies
+
+    def rating_removals_on_their_way(
+        self, profile: str, link: str
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """(target, item) of the rating removals `link` queued for `profile` that are still to
+        be tried (not dead letters: those may never land)."""
+        rows = self._query(
+            "SELECT target, payload FROM outbox WHERE profile = ? AND action = 'remove_rating'"
+            " AND status IN ('pending', 'inflight') AND json_extract(payload, '$.link') = ?",
+            (profile, link),
+        )
+        return [(row["target"], json.loads(row["payload"])["item"]) for row in rows]
+
     def waiting_rating_copies(
         self, profile: str, link: str
     ) -> list[tuple[str, dict[str, Any], int]]:

@@ -65,10 +65,12 @@ from watchbridge.reconcile import (
     Side,
     carry_expected,
     expect,
+    expect_ratings,
     expected_record,
     plan,
     removals_kept,
     settle_expected,
+    settle_expected_ratings,
     with_first_seen,
     without_copies_back,
     without_waiting,
@@ -122,6 +124,9 @@ class ProfilePlan:
     # Per side, when this run began reading it (our clock): each write to it says so
     # (`outbox_rows`), as its delivery must not undo a view or a rating made there since.
     read_at: Mapping[str, float] = field(default_factory=dict)
+    # (side, item) of the rating removals earlier runs queued still to be tried: the baseline
+    # expects them as it does this run's (`reconcile.expect_ratings`).
+    removals_waiting: frozenset[tuple[str, str]] = frozenset()
 
 
 HEARTBEAT_EVERY = 60.0  # well inside store.RUN_LEASE
@@ -200,7 +205,10 @@ def load_baseline(store: Store, link: str, profile: str, services: list[str]) ->
         if plays or rated:
             baseline[service] = Side(
                 tuple(Play(v["item"], v["at"], record) for record, v in plays.items()),
-                {item: Rated(v["value"], v["at"]) for item, v in rated.items()},
+                {
+                    item: Rated(v["value"], v["at"], expected=bool(v.get("expected")))
+                    for item, v in rated.items()
+                },
                 first_seen={r: float(v["seen"]) for r, v in plays.items() if "seen" in v},
             )
     return baseline
@@ -222,10 +230,14 @@ def baseline_rows(current: Mapping[str, Side]) -> BaselineRows:
         row: dict[str, Any] = {"item": play.item, "at": play.at}
         return row if seen is None or play.at != UNDATED else row | {"seen": seen}
 
+    def rating_row(rated: Rated) -> dict[str, Any]:
+        row: dict[str, Any] = {"value": rated.value, "at": rated.at}
+        return row | {"expected": True} if rated.expected else row
+
     return {
         service: (
             encoded({p.record: play_row(p, side) for p in side.plays}),
-            encoded({k: {"value": r.value, "at": r.at} for k, r in side.ratings.items()}),
+            encoded({k: rating_row(r) for k, r in side.ratings.items()}),
         )
         for service, side in current.items()
     }
@@ -618,6 +630,13 @@ async def _plan_profile(
     full = full or bool(owed)
     baseline = await asyncio.to_thread(load_baseline, store, name, profile, services)
     full = full or not baseline
+    # The rating copies the baseline expects stand once delivered, as taken before the reads
+    # (one delivered during them may have landed after its side was read: not yet there).
+    delivered = await asyncio.to_thread(_delivered_rating_copies, store, profile, name)
+    baseline = {
+        s: settle_expected_ratings(side, s, [(i, v) for t, i, v in delivered if t == s])
+        for s, side in baseline.items()
+    }
     # What became of the rows adding the plays the baseline expects, taken before either side
     # is read: a row delivered during the reads may have landed after its side was read, and
     # taken as delivered, its play missing from that read would count as removed there.
@@ -693,6 +712,7 @@ async def _plan_profile(
     planned = await asyncio.to_thread(without_webhook_ratings, planned, rated)
     removing |= await asyncio.to_thread(_removing_ratings, store, profile)
     planned = await asyncio.to_thread(without_copies_back, planned, removing)
+    removals_waiting = await asyncio.to_thread(_removals_on_their_way, store, profile, name)
     cursors = {service: read.cursors for service, read in reads.items()}
     cursors[ENGINE] = {"full_at": str(clock() if full else full_at)}
     # A run one way only (`--direction`) leaves a new kind's other way to review.
@@ -719,6 +739,7 @@ async def _plan_profile(
         new_kinds=adding,
         discarded=frozenset(discarded),
         read_at=read_at,
+        removals_waiting=frozenset(removals_waiting),
     )
 
 
@@ -959,6 +980,26 @@ def _removing_ratings(store: Store, profile: str) -> set[tuple[str, str, float |
         if key is not None:
             removing.add((target, key, queued_at))
     return removing
+
+
+def _delivered_rating_copies(store: Store, profile: str, link: str) -> set[tuple[str, str, int]]:
+    """(target, item key, value) of the rating copies `link` queued that their target took."""
+    delivered = set()
+    for target, item, value in store.delivered_rating_copies(profile, link):
+        key = key_for_ref(ref_from_dict(item))
+        if key is not None:
+            delivered.add((target, key, value))
+    return delivered
+
+
+def _removals_on_their_way(store: Store, profile: str, link: str) -> set[tuple[str, str]]:
+    """(target, item key) of the rating removals `link` queued and not tried to the end yet."""
+    removals = set()
+    for target, item in store.rating_removals_on_their_way(profile, link):
+        key = key_for_ref(ref_from_dict(item))
+        if key is not None:
+            removals.add((target, key))
+    return removals
 
 
 def _copying_ratings(store: Store, profile: str, link: str) -> set[tuple[str, str, int]]:
@@ -1204,7 +1245,7 @@ def kept_state(
         # read would find nothing to check by, let the check go, and copy everything to it.
         for s in set(result.read_empty) & set(moved):
             moved[s] = removals_kept(result.baseline, result.current, s, known, paired)
-    saved = _with_expected(moved, actions)
+    saved = _with_expected(moved, actions, result.removals_waiting)
     stones = kept_tombstones(result.tombstones, made, result.current, result.frozen, now)
     # A hold is told again without a read only once a run left all as it found it (the next
     # run, with nothing changed on either side, would plan the same); else "1": read in full.
@@ -1227,7 +1268,9 @@ def _apply_narrowed(
         services: list[str] = [str(s) for s in link.services]
         stored = load_baseline(store, name, result.profile, services)
         sides = {s: stored.get(s, Side()) for s in services}
-        save_baseline(store, name, result.profile, _with_expected(sides, actions), now)
+        # Plays only: expecting a narrowed run's rating writes (`expect_ratings`) is still to do.
+        adds = tuple(a for a in actions if a.kind == "add_play")
+        save_baseline(store, name, result.profile, _with_expected(sides, adds), now)
     if not held:  # a narrowed read holds some records only: none is seen done
         stones = {**result.tombstones, **dict.fromkeys(result.plan.tombstones)}
         save_tombstones(store, name, result.profile, stones, now)
@@ -1332,11 +1375,19 @@ def _any_starts(keys: list[str], prefix: str) -> bool:
     return at < len(keys) and keys[at].startswith(prefix)
 
 
-def _with_expected(current: dict[str, Side], actions: tuple[Action, ...]) -> dict[str, Side]:
-    return {
-        service: expect(side, [a for a in actions if a.kind == "add_play" and a.target == service])
-        for service, side in current.items()
-    }
+def _with_expected(
+    current: dict[str, Side],
+    actions: tuple[Action, ...],
+    removals_waiting: Collection[tuple[str, str]] = (),
+) -> dict[str, Side]:
+    """The sides with the plays and ratings our queued writes will leave there (`actions`,
+    and the rating removals of earlier runs still to be tried, `removals_waiting`)."""
+    expected = {}
+    for service, side in current.items():
+        adds = [a for a in actions if a.kind == "add_play" and a.target == service]
+        waiting = [item for target, item in removals_waiting if target == service]
+        expected[service] = expect_ratings(expect(side, adds), service, actions, waiting)
+    return expected
 
 
 class NeedsReview(WatchbridgeError):
