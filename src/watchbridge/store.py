@@ -3412,18 +3412,7 @@ class Store:
     ) -> list[tuple[str, dict[str, Any], int]]:
         """(target, item, value) of the ratings `link` queued for `profile` that their target
         took (not settled unsent; delivered rows are kept a week, see maintenance)."""
-        rows = self._query(
-            "SELECT target, payload FROM outbox WHERE profile = ? AND action = 'rating'"
-            " AND status = 'done' AND last_error IS NULL"
-            " AND json_extract(payload, '$.link') = ?",
-            (profile, link),
-        )
-        copies = []
-        for row in rows:
-            payload = json.loads(row["payload"])
-            if isinstance(payload.get("rating"), int):
-                copies.append((row["target"], payload["item"], payload["rating"]))
-        return copies
+        return self._rating_copies(profile, link, "status = 'done' AND last_error IS NULL")
 
     def rating_removals_on_their_way(
         self, profile: str, link: str
@@ -3442,10 +3431,16 @@ class Store:
     ) -> list[tuple[str, dict[str, Any], int]]:
         """(target, item, value) of the ratings `link` queued for `profile` not delivered yet,
         dead letters too (the choice they carry still stands until one is discarded)."""
+        return self._rating_copies(profile, link, "status IN ('pending', 'inflight', 'dead')")
+
+    def _rating_copies(
+        self, profile: str, link: str, status: str
+    ) -> list[tuple[str, dict[str, Any], int]]:
+        """(target, item, value) of the ratings `link` queued for `profile` whose rows the
+        `status` condition takes."""
         rows = self._query(
             "SELECT target, payload FROM outbox WHERE profile = ? AND action = 'rating'"
-            " AND status IN ('pending', 'inflight', 'dead')"
-            " AND json_extract(payload, '$.link') = ?",
+            f" AND {status} AND json_extract(payload, '$.link') = ?",
             (profile, link),
         )
         copies = []

@@ -14,7 +14,7 @@ import sqlite3
 import time
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -984,12 +984,7 @@ def _removing_ratings(store: Store, profile: str) -> set[tuple[str, str, float |
 
 def _delivered_rating_copies(store: Store, profile: str, link: str) -> set[tuple[str, str, int]]:
     """(target, item key, value) of the rating copies `link` queued that their target took."""
-    delivered = set()
-    for target, item, value in store.delivered_rating_copies(profile, link):
-        key = key_for_ref(ref_from_dict(item))
-        if key is not None:
-            delivered.add((target, key, value))
-    return delivered
+    return _keyed_copies(store.delivered_rating_copies(profile, link))
 
 
 def _removals_on_their_way(store: Store, profile: str, link: str) -> set[tuple[str, str]]:
@@ -1005,12 +1000,19 @@ def _removals_on_their_way(store: Store, profile: str, link: str) -> set[tuple[s
 def _copying_ratings(store: Store, profile: str, link: str) -> set[tuple[str, str, int]]:
     """(target, item key, value) of the ratings `link` queued and not delivered yet (see
     `reconcile._winner`)."""
-    copying = set()
-    for target, item, value in store.waiting_rating_copies(profile, link):
+    return _keyed_copies(store.waiting_rating_copies(profile, link))
+
+
+def _keyed_copies(
+    copies: Iterable[tuple[str, dict[str, Any], int]],
+) -> set[tuple[str, str, int]]:
+    """(target, item key, value) of rating copies read from the outbox (item as stored)."""
+    keyed = set()
+    for target, item, value in copies:
         key = key_for_ref(ref_from_dict(item))
         if key is not None:
-            copying.add((target, key, value))
-    return copying
+            keyed.add((target, key, value))
+    return keyed
 
 
 def _holds_state(side: Side) -> bool:
