@@ -666,6 +666,39 @@ async def test_a_rating_cleared_on_trakt_after_its_copy_landed_is_removed_on_ser
     assert rig.store.outbox_counts()["dead"] == 0
 
 
+async def test_a_copy_of_the_same_rating_again_waiting_out_an_outage_takes_nothing_from_its_source(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd
+) -> None:
+    """S1E1 rated 8 on Serializd, copied to Trakt; cleared on Serializd, the run removes
+    Trakt's 8. The user rates S1E1 8 again on Serializd: its copy to Trakt meets a Trakt
+    outage and waits through the daily full read. Trakt's missing 8 is no removal of the
+    user's (the copy delivered days ago is not this one): Serializd's 8 stays, and reaches
+    Trakt once Trakt is back."""
+    log(serializd, 1, 1, ago(30))
+    log(serializd, 1, 2, ago(30), rating=6, is_log=False)  # one removal of two is no mass one
+    rated = log(serializd, 1, 1, ago(2), rating=8, is_log=False)
+    await rig.sync_and_deliver()
+    assert trakt_rating(trakt, 1, 1) == 8
+    before = both_sides(trakt, serializd)
+    serializd.advance(60)
+    serializd.delete_entry(rated)
+    await rig.sync_and_deliver(full=True)  # a deleted diary row shows on a full read
+    assert trakt_rating(trakt, 1, 1) is None
+    serializd.advance(300)
+    log(serializd, 1, 1, ago(1), rating=8, is_log=False)
+    await rig.sync()
+    trakt.fail_next(2, 503, route="POST /sync/ratings")  # a send and its retry
+    await rig.deliver()
+    assert rig.store.outbox_counts()["pending"] == 1
+    await rig.sync_and_deliver(full=True)  # the copy still waits: Trakt shows no rating
+    assert diary_rating(serializd, 1, 1) == 8
+    lift_the_waits(rig)
+    for full in (False, True):
+        await rig.sync_and_deliver(full=full)
+    assert both_sides(trakt, serializd) == before
+    assert rig.store.outbox_counts()["dead"] == 0
+
+
 async def test_a_rating_given_on_trakt_while_the_run_reads_serializd_is_not_overwritten(
     rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
 ) -> None:

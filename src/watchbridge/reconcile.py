@@ -1227,20 +1227,22 @@ def expect_ratings(
 
 
 def settle_expected_ratings(
-    side: Side, service: str, delivered: Collection[tuple[str, int]]
+    side: Side, service: str, delivered: Collection[tuple[str, int, float]]
 ) -> Side:
     """`side` (a baseline) with its expected ratings (`expect_ratings`) standing where the
-    copy's row was delivered (`delivered`: item, value sent to `service`), as the read before
-    it would have found them; the others left out: a copy on its way, dead, settled unsent or
-    discarded put nothing there, and the side's missing rating is no removal of the user's
-    (a removal would take the other side's rating with it). Pure."""
+    copy's row was delivered (`delivered`: item, value sent to `service`, and the date of the
+    rating it copied), as the read before it would have found them; the others left out: a
+    copy on its way, dead, settled unsent or discarded put nothing there, and the side's
+    missing rating is no removal of the user's (a removal would take the other side's rating
+    with it). By the copied rating's date too: an earlier copy of the same value, delivered
+    days ago and removed since, says nothing of this one. Pure."""
     if not any(rated.expected for rated in side.ratings.values()):
         return side
-    sent = {(item, ratings.kept_by(service, value)) for item, value in delivered}
+    sent = {(item, ratings.kept_by(service, value), at) for item, value, at in delivered}
     scores = {
         item: replace(rated, expected=False)
         for item, rated in side.ratings.items()
-        if not rated.expected or (item, rated.value) in sent
+        if not rated.expected or (item, rated.value, rated.at) in sent
     }
     return replace(side, ratings=scores)
 

@@ -3409,9 +3409,9 @@ class Store:
 
     def delivered_rating_copies(
         self, profile: str, link: str
-    ) -> list[tuple[str, dict[str, Any], int]]:
-        """(target, item, value) of the ratings `link` queued for `profile` that their target
-        took (not settled unsent; delivered rows are kept a week, see maintenance)."""
+    ) -> list[tuple[str, dict[str, Any], int, float]]:
+        """(target, item, value, rated at) of the ratings `link` queued for `profile` that their
+        target took (not settled unsent; delivered rows are kept a week, see maintenance)."""
         return self._rating_copies(profile, link, "status = 'done' AND last_error IS NULL")
 
     def rating_removals_on_their_way(
@@ -3431,13 +3431,14 @@ class Store:
     ) -> list[tuple[str, dict[str, Any], int]]:
         """(target, item, value) of the ratings `link` queued for `profile` not delivered yet,
         dead letters too (the choice they carry still stands until one is discarded)."""
-        return self._rating_copies(profile, link, "status IN ('pending', 'inflight', 'dead')")
+        waiting = self._rating_copies(profile, link, "status IN ('pending', 'inflight', 'dead')")
+        return [(target, item, value) for target, item, value, _ in waiting]
 
     def _rating_copies(
         self, profile: str, link: str, status: str
-    ) -> list[tuple[str, dict[str, Any], int]]:
-        """(target, item, value) of the ratings `link` queued for `profile` whose rows the
-        `status` condition takes."""
+    ) -> list[tuple[str, dict[str, Any], int, float]]:
+        """(target, item, value, rated at) of the ratings `link` queued for `profile` whose
+        rows the `status` condition takes."""
         rows = self._query(
             "SELECT target, payload FROM outbox WHERE profile = ? AND action = 'rating'"
             f" AND {status} AND json_extract(payload, '$.link') = ?",
@@ -3447,7 +3448,8 @@ class Store:
         for row in rows:
             payload = json.loads(row["payload"])
             if isinstance(payload.get("rating"), int):
-                copies.append((row["target"], payload["item"], payload["rating"]))
+                at = float(payload.get("at") or 0.0)
+                copies.append((row["target"], payload["item"], payload["rating"], at))
         return copies
 
     def delivered_webhook_plays(

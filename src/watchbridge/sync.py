@@ -634,7 +634,7 @@ async def _plan_profile(
     # (one delivered during them may have landed after its side was read: not yet there).
     delivered = await asyncio.to_thread(_delivered_rating_copies, store, profile, name)
     baseline = {
-        s: settle_expected_ratings(side, s, [(i, v) for t, i, v in delivered if t == s])
+        s: settle_expected_ratings(side, s, [(i, v, at) for t, i, v, at in delivered if t == s])
         for s, side in baseline.items()
     }
     # What became of the rows adding the plays the baseline expects, taken before either side
@@ -982,9 +982,17 @@ def _removing_ratings(store: Store, profile: str) -> set[tuple[str, str, float |
     return removing
 
 
-def _delivered_rating_copies(store: Store, profile: str, link: str) -> set[tuple[str, str, int]]:
-    """(target, item key, value) of the rating copies `link` queued that their target took."""
-    return _keyed_copies(store.delivered_rating_copies(profile, link))
+def _delivered_rating_copies(
+    store: Store, profile: str, link: str
+) -> set[tuple[str, str, int, float]]:
+    """(target, item key, value, rated at) of the rating copies `link` queued that their
+    target took."""
+    delivered = set()
+    for target, item, value, at in store.delivered_rating_copies(profile, link):
+        key = key_for_ref(ref_from_dict(item))
+        if key is not None:
+            delivered.add((target, key, value, at))
+    return delivered
 
 
 def _removals_on_their_way(store: Store, profile: str, link: str) -> set[tuple[str, str]]:
