@@ -688,6 +688,62 @@ async def test_a_back_dated_play_a_narrowed_run_sent_to_anilist_is_not_copied_ba
     assert len(trakt_plays(trakt, AOT)) == 1
 
 
+@pytest.mark.parametrize("link_options", ["max_removal_share: 0.5"])
+async def test_a_score_given_again_after_a_narrowed_run_removed_its_rating_reaches_trakt(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    """AoT FS Part 2 scored 80 on AniList, synced to Trakt's S4 as 8. The user clears the
+    score and runs the link narrowed to that title (removals confirmed): Trakt's 8 is
+    removed. Then the user scores it 70 on AniList. Trakt's 8 went by the narrowed run's own
+    removal, not the user's: the next run copies the 70, it does not delete it from AniList."""
+    entry = anilist.add_entry(
+        AOT_P2, status="COMPLETED", progress=12, score=80, updated_at=int(time.time() - DAY)
+    )
+    anilist.add_entry(  # one removal of two is no mass one (at most half)
+        REZERO_P2, status="COMPLETED", progress=12, score=60, updated_at=int(time.time() - DAY)
+    )
+    await rig.sync_and_deliver()
+    assert sorted(r.rating for r in trakt.ratings()) == [6, 8]
+    entry.score, entry.updated_at = 0, int(anilist.now()) + 5
+    narrowed = Narrowing(anilist_ids=frozenset({AOT_P2}))
+    await rig.sync_and_deliver(narrowed, confirm_removals=True)
+    assert [r.rating for r in trakt.ratings()] == [6]
+    entry.score, entry.updated_at = 70, int(anilist.now()) + 10
+    for full in (False, True):
+        await rig.sync_and_deliver(full=full)
+    assert anilist.snapshot()[AOT_P2]["score"] == 70
+    assert sorted(r.rating for r in trakt.ratings()) == [6, 7]
+
+
+@pytest.mark.parametrize("link_options", ["max_removal_share: 0.5"])
+async def test_a_rating_a_narrowed_run_copied_and_the_user_cleared_there_is_not_copied_back(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
+) -> None:
+    """AoT FS Part 2 scored 80 on AniList; a run narrowed to that title copies it to the
+    unrated Trakt S4 as 8. The user clears it on Trakt before the next run: that clear is the
+    user's (the copy landed), so the next run removes the score from AniList, it does not
+    copy the 8 back to Trakt."""
+    entry = anilist.add_entry(
+        AOT_P2, status="COMPLETED", progress=12, updated_at=int(time.time() - DAY)
+    )
+    anilist.add_entry(  # one removal of two is no mass one (at most half)
+        REZERO_P2, status="COMPLETED", progress=12, score=60, updated_at=int(time.time() - DAY)
+    )
+    await rig.sync_and_deliver()
+    assert [r.rating for r in trakt.ratings()] == [6]
+    entry.score, entry.updated_at = 80, int(anilist.now()) + 5
+    await rig.sync_and_deliver(Narrowing(anilist_ids=frozenset({AOT_P2})))
+    assert sorted(r.rating for r in trakt.ratings()) == [6, 8]
+    show = next(s for s in trakt.shows if s.tmdb == AOT)
+    with trakt.lock:  # the user clears it on Trakt
+        del trakt.user.ratings[key_of(show.seasons[4])]
+        trakt._touch(trakt.user, "seasons.rated_at")
+    for full in (False, True):
+        await rig.sync_and_deliver(full=full)
+    assert anilist.snapshot()[AOT_P2]["score"] == 0
+    assert [r.rating for r in trakt.ratings()] == [6]
+
+
 async def test_a_narrowed_first_run_does_not_count_as_the_links_first_run(
     rig: Rig, trakt: FakeTrakt, anilist: FakeAniList
 ) -> None:

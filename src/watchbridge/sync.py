@@ -1274,13 +1274,20 @@ def _apply_narrowed(
     now: float,
 ) -> int:
     queued = store.enqueue(rows, now)
-    if any(a.kind == "add_play" for a in actions):
+    # The baseline moves only by what this run's writes will leave on their targets (as a
+    # full run's does): a rating it removes is no removal of the user's at the next run, one it
+    # copies to a side holding none (as read now) is there once delivered.
+    writes = tuple(
+        a
+        for a in actions
+        if a.kind in ("add_play", "remove_rating")
+        or (a.kind == "set_rating" and a.item not in result.current[a.target].ratings)
+    )
+    if writes:
         services: list[str] = [str(s) for s in link.services]
         stored = load_baseline(store, name, result.profile, services)
         sides = {s: stored.get(s, Side()) for s in services}
-        # Plays only: expecting a narrowed run's rating writes (`expect_ratings`) is still to do.
-        adds = tuple(a for a in actions if a.kind == "add_play")
-        save_baseline(store, name, result.profile, _with_expected(sides, adds), now)
+        save_baseline(store, name, result.profile, _with_expected(sides, writes), now)
     if not held:  # a narrowed read holds some records only: none is seen done
         stones = {**result.tombstones, **dict.fromkeys(result.plan.tombstones)}
         save_tombstones(store, name, result.profile, stones, now)
