@@ -1926,6 +1926,26 @@ async def test_a_rating_changed_on_a_diary_entry_reaches_trakt_at_the_full_read(
     assert (trakt_rating(trakt, 1, 1), diary_rating(serializd, 1, 1)) == (9, 9)
 
 
+async def test_stars_edited_on_our_copy_before_the_next_run_reach_trakt(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    """S1E1 rated 6 on Trakt, the run copies it to the unrated Serializd. Before the next
+    run, the user edits the stars of that copy's diary row in the app (to 9): the row keeps
+    its id and date, and no run has read it yet. The 9 is the user's newer rating: it reaches
+    Trakt, and Trakt's 6 does not overwrite it."""
+    app.watch(1, 1, ago(3))
+    app.rate(1, 2, 7, ago(3))
+    await rig.sync_and_deliver()
+    app.rate(1, 1, 6, ago(1))
+    await rig.sync_and_deliver()
+    assert diary_rating(serializd, 1, 1) == 6
+    copied = next(r for r in serializd.diary() if r.rating == 6)
+    serializd.edit_entry(copied, rating=9)
+    for full in (True, False, True):
+        await rig.sync_and_deliver(full=full)
+    assert (trakt_rating(trakt, 1, 1), diary_rating(serializd, 1, 1)) == (9, 9)
+
+
 async def test_a_logs_stars_showing_again_once_a_rewatch_is_deleted_keep_their_date(
     make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
 ) -> None:

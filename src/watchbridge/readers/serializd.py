@@ -140,15 +140,22 @@ def with_written(side: Side, written: Mapping[str, int], accounted: set[int]) ->
 
 
 def edited_since(
-    ratings: Mapping[str, Rated], baseline: Side | None, rows_before: Mapping[str, str], now: float
+    ratings: Mapping[str, Rated],
+    baseline: Side | None,
+    rows_before: Mapping[str, str] | None,
+    now: float,
 ) -> dict[str, Rated]:
     """`ratings` as a full read found them, dated by when an edit was seen: stars changed on
     a diary row in the app keep the row's `dateAdded`, so a value other than the baseline's,
     dated no later than it, held by the same rows as at the last read (`rows_before`, the
     cursors' `rating_rows`: no row deleted, none added), was changed in place since: it is
-    dated `now`, or the other side's older copy would win it back. (Rows changed, an older
-    row's value showing again once a newer one is deleted, a diary log's as well, keep their
-    date.) The same value keeps the baseline's date (an edit seen by an earlier read). Pure."""
+    dated `now`, or the other side's older copy would win it back. So is one of an item no
+    read found rows of while the baseline holds a rating of it: that rating is a copy the
+    link expects (`reconcile.expect_ratings`), its row the copy's, dated as the rating it
+    copied, and another value there is the user's edit of it. (Rows changed, an older row's
+    value showing again once a newer one is deleted, a diary log's as well, keep their date;
+    so does every rating while the cursors kept no rows, None.) The same value keeps the
+    baseline's date (an edit seen by an earlier read). Pure."""
     if baseline is None:
         return dict(ratings)
     dated: dict[str, Rated] = {}
@@ -157,7 +164,11 @@ def edited_since(
         if before is not None and rated.at <= before.at:
             if rated.value == before.value:
                 rated = replace(rated, at=before.at)
-            elif rated.record and same_rows(rows_before.get(item, ""), rated.record):
+            elif (
+                rated.record
+                and rows_before is not None
+                and (same_rows(rows_before.get(item, ""), rated.record) or item not in rows_before)
+            ):
                 rated = replace(rated, at=now)
         dated[item] = rated
     return dated
@@ -668,7 +679,10 @@ class SerializdReader:
                     extra={"profile": profile, "unreadable_ids": sorted(whole_diary.unreadable)},
                 )
             kept, kept_ratings = kept + unread, {**kept_ratings, **unread_ratings}
-            ratings = edited_since({**read.ratings, **kept_ratings}, baseline, before, self.clock())
+            rows_read = before if "rating_rows" in cursors else None
+            ratings = edited_since(
+                {**read.ratings, **kept_ratings}, baseline, rows_read, self.clock()
+            )
             ticked = ticked_by_us(baseline, await self._ticked(profile))
             side = Side(read.plays + kept + watched_state(baseline) + ticked, ratings)
             # A kept rating's rows: those it had, and any the read listed of its item.
