@@ -139,6 +139,13 @@ def log(serializd: FakeSerializd, season: int, number: int, at: str, **fields: A
     return serializd.log_entry(None, BB, season, number, backdate=at, **fields)
 
 
+def watched_s1e1_rated_s1e2(serializd: FakeSerializd) -> None:
+    """S1E1 watched a month ago and S1E2 rated 6 then: a removal of one of the two ratings
+    later is no mass removal the guard holds."""
+    log(serializd, 1, 1, ago(30))
+    log(serializd, 1, 2, ago(30), rating=6, is_log=False)
+
+
 def unlog(serializd: FakeSerializd, review: Review) -> None:
     """The user removes a play on Serializd: deletes its diary entry and unticks the episode
     (a tick left behind still says "watched", reference §5.2)."""
@@ -509,8 +516,7 @@ async def test_a_rating_cleared_again_on_serializd_within_the_week_is_removed_on
     removes Trakt's), rates it 7 days later... within the week, and deletes that too. The
     second removal is its own: the first one's row, delivered and still kept, must not stand
     in for it, or Trakt keeps the 7 and a later run copies it back to Serializd."""
-    log(serializd, 1, 1, ago(30))
-    log(serializd, 1, 2, ago(30), rating=6, is_log=False)  # one removal of two is no mass one
+    watched_s1e1_rated_s1e2(serializd)
     for value in (8, 7):
         rated = log(serializd, 1, 1, ago(1), rating=value, is_log=False)
         await rig.sync_and_deliver()
@@ -559,8 +565,7 @@ async def test_a_rating_given_again_on_serializd_right_after_a_clear_reaches_tra
     removes Trakt's 8. Minutes later, before the next run, the user rates S1E1 7 on
     Serializd. Trakt's 8 is gone by our own removal, not the user's: the next run copies the
     7 to Trakt, it does not delete it from Serializd."""
-    log(serializd, 1, 1, ago(30))
-    log(serializd, 1, 2, ago(30), rating=6, is_log=False)  # one removal of two is no mass one
+    watched_s1e1_rated_s1e2(serializd)
     rated = log(serializd, 1, 1, ago(1), rating=8, is_log=False)
     await rig.sync_and_deliver()
     assert trakt_rating(trakt, 1, 1) == 8
@@ -615,8 +620,7 @@ async def test_a_rating_given_again_after_a_removal_that_waited_out_an_outage_re
     """As above, but Trakt answers 503 to the removal of its 8, and a run reads both sides
     while the removal waits (Trakt still shows the 8). The outage over, the removal lands;
     the user rates S1E1 7 on Serializd before the next run: it reaches Trakt."""
-    log(serializd, 1, 1, ago(30))
-    log(serializd, 1, 2, ago(30), rating=6, is_log=False)  # one removal of two is no mass one
+    watched_s1e1_rated_s1e2(serializd)
     rated = log(serializd, 1, 1, ago(1), rating=8, is_log=False)
     await rig.sync_and_deliver()
     before = both_sides(trakt, serializd)
@@ -648,8 +652,7 @@ async def test_a_rating_cleared_on_trakt_after_its_copy_landed_is_removed_on_ser
     """The mirror of the two above: S1E1 rated 8 on Serializd, the run copies it to the
     unrated Trakt; the user clears it on Trakt before the next run. That clear is the user's
     (the copy landed): the next run removes Serializd's 8, it does not copy it back."""
-    log(serializd, 1, 1, ago(30))
-    log(serializd, 1, 2, ago(30), rating=6, is_log=False)  # one removal of two is no mass one
+    watched_s1e1_rated_s1e2(serializd)
     await rig.sync_and_deliver()
     before = both_sides(trakt, serializd)
     log(serializd, 1, 1, ago(1), rating=8, is_log=False)
@@ -674,8 +677,7 @@ async def test_a_copy_of_the_same_rating_again_waiting_out_an_outage_takes_nothi
     outage and waits through the daily full read. Trakt's missing 8 is no removal of the
     user's (the copy delivered days ago is not this one): Serializd's 8 stays, and reaches
     Trakt once Trakt is back."""
-    log(serializd, 1, 1, ago(30))
-    log(serializd, 1, 2, ago(30), rating=6, is_log=False)  # one removal of two is no mass one
+    watched_s1e1_rated_s1e2(serializd)
     rated = log(serializd, 1, 1, ago(2), rating=8, is_log=False)
     await rig.sync_and_deliver()
     assert trakt_rating(trakt, 1, 1) == 8
@@ -2223,8 +2225,7 @@ async def test_a_rating_copy_that_died_and_was_discarded_takes_nothing_from_its_
     letter), and the user discards it. The 8 never reached Trakt: Trakt's missing rating is
     no removal of the user's, and Serializd's 8 stays (copied again, it reaches Trakt)."""
     rig = giving_up_at_once
-    log(serializd, 1, 1, ago(30))
-    log(serializd, 1, 2, ago(30), rating=6, is_log=False)  # one removal of two is no mass one
+    watched_s1e1_rated_s1e2(serializd)
     await rig.sync_and_deliver()
     before = both_sides(trakt, serializd)
     log(serializd, 1, 1, ago(1), rating=8, is_log=False)
