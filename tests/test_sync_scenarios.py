@@ -139,6 +139,17 @@ def log(serializd: FakeSerializd, season: int, number: int, at: str, **fields: A
     return serializd.log_entry(None, BB, season, number, backdate=at, **fields)
 
 
+def assert_only_s1e1_rated(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, before: dict[str, Any], rating: int | None
+) -> None:
+    """Both sides rate S1E1 `rating` and are as `before` (both_sides) in all else; nothing died."""
+    assert both_sides(trakt, serializd) == {
+        "ratings": [(rating, rating), before["ratings"][1]],
+        "plays": before["plays"],
+    }
+    assert rig.store.outbox_counts()["dead"] == 0
+
+
 def watched_s1e1_rated_s1e2(serializd: FakeSerializd) -> None:
     """S1E1 watched a month ago and S1E2 rated 6 then: a removal of one of the two ratings
     later is no mass removal the guard holds."""
@@ -435,11 +446,7 @@ async def test_a_rating_cleared_or_changed_on_trakt_while_its_copy_waits_out_an_
     if change == "cleared":  # its send may have landed: looked for, not sent and then removed
         assert "/api/show/reviews/add" not in serializd_writes(serializd, posted)
     assert (trakt_rating(trakt, 1, 1), diary_rating(serializd, 1, 1)) == (want, want)
-    assert both_sides(trakt, serializd) == {
-        "ratings": [(want, want), before["ratings"][1]],
-        "plays": before["plays"],
-    }
-    assert rig.store.outbox_counts()["dead"] == 0
+    assert_only_s1e1_rated(rig, trakt, serializd, before, want)
 
 
 async def test_a_rating_cleared_on_trakt_after_its_copy_landed_unanswered_is_removed_unsent(
@@ -499,11 +506,7 @@ async def test_a_rating_cleared_or_changed_on_serializd_while_its_copy_waits_out
     if change == "cleared":  # the copy was taken back unsent, not sent and then removed
         assert "/sync/ratings" not in trakt_writes(trakt, posted)
     assert (trakt_rating(trakt, 1, 1), diary_rating(serializd, 1, 1)) == (want, want)
-    assert both_sides(trakt, serializd) == {
-        "ratings": [(want, want), before["ratings"][1]],
-        "plays": before["plays"],
-    }
-    assert rig.store.outbox_counts()["dead"] == 0
+    assert_only_s1e1_rated(rig, trakt, serializd, before, want)
 
 
 # ------------------------------------------------- a rating cleared twice within the week
@@ -579,11 +582,7 @@ async def test_a_rating_given_again_on_serializd_right_after_a_clear_reaches_tra
     await rig.sync_and_deliver(full=full)
     for again in (False, True):
         await rig.sync_and_deliver(full=again)
-    assert both_sides(trakt, serializd) == {
-        "ratings": [(7, 7), before["ratings"][1]],
-        "plays": before["plays"],
-    }
-    assert rig.store.outbox_counts()["dead"] == 0
+    assert_only_s1e1_rated(rig, trakt, serializd, before, 7)
 
 
 @pytest.mark.parametrize("full", [False, True])
@@ -607,11 +606,7 @@ async def test_a_rating_given_again_on_trakt_right_after_a_clear_reaches_seriali
     await rig.sync_and_deliver(full=full)
     for again in (False, True):
         await rig.sync_and_deliver(full=again)
-    assert both_sides(trakt, serializd) == {
-        "ratings": [(7, 7), before["ratings"][1]],
-        "plays": before["plays"],
-    }
-    assert rig.store.outbox_counts()["dead"] == 0
+    assert_only_s1e1_rated(rig, trakt, serializd, before, 7)
 
 
 async def test_a_rating_given_again_after_a_removal_that_waited_out_an_outage_reaches_trakt(
@@ -639,11 +634,7 @@ async def test_a_rating_given_again_after_a_removal_that_waited_out_an_outage_re
     log(serializd, 1, 1, ago(0), rating=7, is_log=False)
     for full in (True, False, True):
         await rig.sync_and_deliver(full=full)
-    assert both_sides(trakt, serializd) == {
-        "ratings": [(7, 7), before["ratings"][1]],
-        "plays": before["plays"],
-    }
-    assert rig.store.outbox_counts()["dead"] == 0
+    assert_only_s1e1_rated(rig, trakt, serializd, before, 7)
 
 
 async def test_a_rating_cleared_on_trakt_after_its_copy_landed_is_removed_on_serializd(
@@ -662,11 +653,7 @@ async def test_a_rating_cleared_on_trakt_after_its_copy_landed_is_removed_on_ser
     unrate_on_trakt(app, 1, 1)
     for full in (False, True, False):
         await rig.sync_and_deliver(full=full)
-    assert both_sides(trakt, serializd) == {
-        "ratings": [(None, None), before["ratings"][1]],
-        "plays": before["plays"],
-    }
-    assert rig.store.outbox_counts()["dead"] == 0
+    assert_only_s1e1_rated(rig, trakt, serializd, before, None)
 
 
 async def test_a_copy_of_the_same_rating_again_waiting_out_an_outage_takes_nothing_from_its_source(
