@@ -150,6 +150,23 @@ def assert_only_s1e1_rated(
     assert rig.store.outbox_counts()["dead"] == 0
 
 
+async def rated_8_copied_then_cleared(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, rated_at: str
+) -> dict[str, Any]:
+    """S1E1 rated 8 on Serializd (`rated_at`) and copied to Trakt; a minute later the user
+    deletes the rating and the run removes Trakt's 8. Both sides as they were with the 8."""
+    watched_s1e1_rated_s1e2(serializd)
+    rated = log(serializd, 1, 1, rated_at, rating=8, is_log=False)
+    await rig.sync_and_deliver()
+    assert trakt_rating(trakt, 1, 1) == 8
+    before = both_sides(trakt, serializd)
+    serializd.advance(60)
+    serializd.delete_entry(rated)
+    await rig.sync_and_deliver(full=True)  # a deleted diary row shows on a full read
+    assert trakt_rating(trakt, 1, 1) is None
+    return before
+
+
 def watched_s1e1_rated_s1e2(serializd: FakeSerializd) -> None:
     """S1E1 watched a month ago and S1E2 rated 6 then: a removal of one of the two ratings
     later is no mass removal the guard holds."""
@@ -568,15 +585,7 @@ async def test_a_rating_given_again_on_serializd_right_after_a_clear_reaches_tra
     removes Trakt's 8. Minutes later, before the next run, the user rates S1E1 7 on
     Serializd. Trakt's 8 is gone by our own removal, not the user's: the next run copies the
     7 to Trakt, it does not delete it from Serializd."""
-    watched_s1e1_rated_s1e2(serializd)
-    rated = log(serializd, 1, 1, ago(1), rating=8, is_log=False)
-    await rig.sync_and_deliver()
-    assert trakt_rating(trakt, 1, 1) == 8
-    before = both_sides(trakt, serializd)
-    serializd.advance(60)
-    serializd.delete_entry(rated)
-    await rig.sync_and_deliver(full=True)  # a deleted diary row shows on a full read
-    assert trakt_rating(trakt, 1, 1) is None
+    before = await rated_8_copied_then_cleared(rig, trakt, serializd, ago(1))
     serializd.advance(300)
     log(serializd, 1, 1, ago(0), rating=7, is_log=False)
     await rig.sync_and_deliver(full=full)
@@ -664,15 +673,7 @@ async def test_a_copy_of_the_same_rating_again_waiting_out_an_outage_takes_nothi
     outage and waits through the daily full read. Trakt's missing 8 is no removal of the
     user's (the copy delivered days ago is not this one): Serializd's 8 stays, and reaches
     Trakt once Trakt is back."""
-    watched_s1e1_rated_s1e2(serializd)
-    rated = log(serializd, 1, 1, ago(2), rating=8, is_log=False)
-    await rig.sync_and_deliver()
-    assert trakt_rating(trakt, 1, 1) == 8
-    before = both_sides(trakt, serializd)
-    serializd.advance(60)
-    serializd.delete_entry(rated)
-    await rig.sync_and_deliver(full=True)  # a deleted diary row shows on a full read
-    assert trakt_rating(trakt, 1, 1) is None
+    before = await rated_8_copied_then_cleared(rig, trakt, serializd, ago(2))
     serializd.advance(300)
     log(serializd, 1, 1, ago(1), rating=8, is_log=False)
     await rig.sync()
