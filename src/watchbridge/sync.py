@@ -974,12 +974,7 @@ def _waiting_ratings(
 def _removing_ratings(store: Store, profile: str) -> set[tuple[str, str, float | None]]:
     """(target, item key, queued at) of the rating removals queued and not delivered yet
     (queued at: of a dead letter; None for one still to be tried)."""
-    removing = set()
-    for target, item, queued_at in store.pending_rating_removals(profile):
-        key = key_for_ref(ref_from_dict(item))
-        if key is not None:
-            removing.add((target, key, queued_at))
-    return removing
+    return _keyed(store.pending_rating_removals(profile))
 
 
 def _delivered_rating_copies(
@@ -987,39 +982,28 @@ def _delivered_rating_copies(
 ) -> set[tuple[str, str, int, float]]:
     """(target, item key, value, rated at) of the rating copies `link` queued that their
     target took."""
-    delivered = set()
-    for target, item, value, at in store.delivered_rating_copies(profile, link):
-        key = key_for_ref(ref_from_dict(item))
-        if key is not None:
-            delivered.add((target, key, value, at))
-    return delivered
+    return _keyed(store.delivered_rating_copies(profile, link))
 
 
 def _removals_on_their_way(store: Store, profile: str, link: str) -> set[tuple[str, str]]:
     """(target, item key) of the rating removals `link` queued and not tried to the end yet."""
-    removals = set()
-    for target, item in store.rating_removals_on_their_way(profile, link):
-        key = key_for_ref(ref_from_dict(item))
-        if key is not None:
-            removals.add((target, key))
-    return removals
+    return _keyed(store.rating_removals_on_their_way(profile, link))
 
 
 def _copying_ratings(store: Store, profile: str, link: str) -> set[tuple[str, str, int]]:
     """(target, item key, value) of the ratings `link` queued and not delivered yet (see
     `reconcile._winner`)."""
-    return _keyed_copies(store.waiting_rating_copies(profile, link))
+    return _keyed(store.waiting_rating_copies(profile, link))
 
 
-def _keyed_copies(
-    copies: Iterable[tuple[str, dict[str, Any], int]],
-) -> set[tuple[str, str, int]]:
-    """(target, item key, value) of rating copies read from the outbox (item as stored)."""
+def _keyed(rows: Iterable[tuple[Any, ...]]) -> set[tuple[Any, ...]]:
+    """Outbox rows read as (target, item as stored, ...) with the item's canonical key in its
+    place; a row whose item has none is left out."""
     keyed = set()
-    for target, item, value in copies:
+    for target, item, *rest in rows:
         key = key_for_ref(ref_from_dict(item))
         if key is not None:
-            keyed.add((target, key, value))
+            keyed.add((target, key, *rest))
     return keyed
 
 
