@@ -665,6 +665,24 @@ async def test_a_rating_cleared_on_trakt_after_its_copy_landed_is_removed_on_ser
     assert_only_s1e1_rated(rig, trakt, serializd, before, None)
 
 
+async def test_a_read_that_still_shows_a_rating_the_link_just_removed_copies_nothing_back(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    """S1E1 rated 8 on Serializd, copied to Trakt; cleared on Serializd, the run removes
+    Trakt's 8. Trakt's reads lag its writes by seconds (trakt-api#773): a run reading Trakt
+    right after the removal landed still finds the 8. That is our removal not shown yet, not
+    a rating the user gave there: nothing goes back to Serializd, and once Trakt's reads
+    catch up both sides stay unrated."""
+    before = await rated_8_copied_then_cleared(rig, trakt, serializd, ago(1))
+    app.rate(1, 1, 8, ago(1))  # what Trakt's lagging read shows
+    await rig.sync_and_deliver(full=True)
+    assert diary_rating(serializd, 1, 1) is None  # not even for a run
+    unrate_on_trakt(app, 1, 1)  # its reads caught up
+    for full in (False, True):
+        await rig.sync_and_deliver(full=full)
+    assert_only_s1e1_rated(rig, trakt, serializd, before, None)
+
+
 async def test_a_copy_of_the_same_rating_again_waiting_out_an_outage_takes_nothing_from_its_source(
     rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd
 ) -> None:

@@ -1142,6 +1142,9 @@ _HEAD_OF_ITEM = (
     "(SELECT MIN(h.id) FROM outbox h WHERE h.ordering_key = o.ordering_key"
     f" AND h.status IN ('pending', 'inflight') AND NOT ({_LINKS_WAITING_FOR_IDS}))"
 )
+# A service's reads may show what a write just changed as it was, for seconds (Trakt:
+# trakt-api#773): a rating removal delivered this recently may not show in a read yet.
+READ_LAG = 300.0
 RATING_ACTIONS = ("rating", "remove_rating")
 # The rows `Store.waiting_behind` counts, in words (after their number).
 BEHIND = (
@@ -3388,15 +3391,17 @@ class Store:
         return values
 
     def pending_rating_removals(
-        self, profile: str
+        self, profile: str, now: float
     ) -> list[tuple[str, dict[str, Any], float | None]]:
         """(target, item, queued at) of the rating removals queued for `profile` not delivered
         yet, dead letters too (the rating is still there, waiting for the human: a Serializd
-        log's stars to clear by hand); queued at is None for those still to be tried."""
+        log's stars to clear by hand), and those delivered within READ_LAG of `now` (a read
+        may still show the rating); queued at is None for all but the dead letters."""
         rows = self._query(
             "SELECT target, payload, status, created_at FROM outbox WHERE profile = ?"
-            " AND action = 'remove_rating' AND status IN ('pending', 'inflight', 'dead')",
-            (profile,),
+            " AND action = 'remove_rating' AND (status IN ('pending', 'inflight', 'dead')"
+            " OR (status = 'done' AND last_error IS NULL AND updated_at > ?))",
+            (profile, now - READ_LAG),
         )
         return [
             (

@@ -648,7 +648,7 @@ async def _plan_profile(
     # So for the rating copies and removals on their way (and again after the reads, for
     # those queued meanwhile): one landing after its side was read is still on its way there.
     copying = await asyncio.to_thread(_copying_ratings, store, profile, name)
-    removing = await asyncio.to_thread(_removing_ratings, store, profile)
+    removing = await asyncio.to_thread(_removing_ratings, store, profile, clock())
     # And for the plays webhooks queued: one landing after its target was read, missing from
     # that read, is still on its way there (not a play to copy to it again).
     webhook_plays = await asyncio.to_thread(store.waiting_webhook_plays, profile)
@@ -710,7 +710,7 @@ async def _plan_profile(
         _waiting_ratings, store, profile, aliases, clock(), webhook_ratings
     )
     planned = await asyncio.to_thread(without_webhook_ratings, planned, rated)
-    removing |= await asyncio.to_thread(_removing_ratings, store, profile)
+    removing |= await asyncio.to_thread(_removing_ratings, store, profile, clock())
     planned = await asyncio.to_thread(without_copies_back, planned, removing)
     removals_waiting = await asyncio.to_thread(_removals_on_their_way, store, profile, name)
     cursors = {service: read.cursors for service, read in reads.items()}
@@ -971,10 +971,11 @@ def _waiting_ratings(
     return waiting
 
 
-def _removing_ratings(store: Store, profile: str) -> set[tuple[str, str, float | None]]:
-    """(target, item key, queued at) of the rating removals queued and not delivered yet
-    (queued at: of a dead letter; None for one still to be tried)."""
-    return _keyed(store.pending_rating_removals(profile))
+def _removing_ratings(store: Store, profile: str, now: float) -> set[tuple[str, str, float | None]]:
+    """(target, item key, queued at) of the rating removals queued and not delivered yet, or
+    delivered so lately that a read may not show it (queued at: of a dead letter; None for
+    the others)."""
+    return _keyed(store.pending_rating_removals(profile, now))
 
 
 def _delivered_rating_copies(
