@@ -122,6 +122,11 @@ class Step:
     seen: float = 0.0
     right_until: float = -math.inf
 
+    def stamped_in_frame(self, at: float) -> bool:
+        """Whether a time `at` was stamped in the ended frame, after its clock was last known
+        right: one the step moves."""
+        return self.began <= at <= max(self.last, self.seen) and at > self.right_until
+
 
 class ClockWatch:
     """The current frame of one process's wall clock, and the steps that ended earlier ones

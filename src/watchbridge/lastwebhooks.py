@@ -48,9 +48,8 @@ class LastWebhooks:
         `Store.restamp` moves the plays': a webhook taken while a Raspberry Pi still said a
         day before is no day-old webhook (nor, after a step back, one still to come, which
         no later webhook would replace)."""
-        until = max(step.last, step.seen)
         for key, at in self._at.items():
-            if step.began <= at <= until and at > step.right_until:
+            if step.stamped_in_frame(at):
                 self._at[key] = at + step.seconds
 
     def of_server(self, source: str, server: str) -> float | None:
