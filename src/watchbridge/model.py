@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Literal
@@ -166,19 +167,21 @@ class MediaRef:
         return title + (f" ({self.year})" if self.year else "")
 
 
-def item_aliases(item: MediaRef) -> list[str]:
+@functools.lru_cache(maxsize=1024)
+def item_aliases(item: MediaRef) -> tuple[str, ...]:
     """Every key an item may be known by: its `key()` and one per id (an episode's show ids
     with its numbers, and its own ids but IMDb's). A webhook's row and a link's row of one
-    play name it by different ids (Plex's IMDb id, the link's TMDB id)."""
+    play name it by different ids (Plex's IMDb id, the link's TMDB id).
+
+    Cached: a delivery batch asks it of each of its rows several times, on the event loop."""
     keys = [item.key()]
     for name, value in item.show_ids.present().items():
         keys.append(replace(item, show_ids=Ids(**{name: value})).key())
     for name, value in item.ids.present().items():
         if name == "imdb" and item.kind == "episode":
             continue  # one IMDb id may name every part of a multi-part episode
-        alone = Ids(**{name: value})
-        keys.append(replace(item, ids=alone, show_ids=Ids(), season=None, absolute=None).key())
-    return list(dict.fromkeys(keys))
+        keys.append(MediaRef(item.kind, Ids(**{name: value})).key())  # the id alone
+    return tuple(dict.fromkeys(keys))
 
 
 def _named(ids: Ids) -> str:

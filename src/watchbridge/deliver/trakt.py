@@ -1135,6 +1135,10 @@ class TraktTarget:
 
     async def _known_on_trakt(self, profile: str, rows: Sequence[Row]) -> set[int]:
         """Outbox ids of the rows whose play we know Trakt already holds (one query)."""
+        # Off the loop: a backlog's batch names thousands of keys.
+        return await asyncio.to_thread(self._known_in_mirror, profile, rows)
+
+    def _known_in_mirror(self, profile: str, rows: Sequence[Row]) -> set[int]:
         # A key may name several rows: twins of one play share keys.
         keys: dict[str, set[int]] = {}
         for row in rows:
@@ -1142,7 +1146,7 @@ class TraktTarget:
                 keys.setdefault(key, set()).add(row.outbox.id)
         if not keys:
             return set()
-        found = await asyncio.to_thread(self.store.mirror_has, NAME, profile, PLAYS, list(keys))
+        found = self.store.mirror_has(NAME, profile, PLAYS, list(keys))
         return {outbox_id for key in found for outbox_id in keys[key]}
 
     async def _searched(self, rows: Sequence[Row]) -> dict[int, MediaRef]:
