@@ -82,7 +82,11 @@ def _when_free(action: Callable[[], object]) -> None:
             time.sleep(OPEN_PAUSE * attempt)
 
 
-CHECKPOINT_EVERY = 100  # commits between background checkpoints (see Store.checkpoint_apart)
+# Commits between background checkpoints (see Store.checkpoint_apart). Small ones: a
+# checkpoint's sync of the database file holds up the commit beside it (a webhook group's
+# answer) for about as long as it has pages to write; every 100 commits under a flood, that
+# was 10-17 ms twice a second (bench/ingest.py p99 13-16 ms; every 25: 10-12 ms).
+CHECKPOINT_EVERY = 25
 WAL_RESTART_FRAMES = 8192  # a log this long (32 MB of 4 KB pages) must start over soon
 # A row whose last send may have landed has a `last_error` starting with this: it is checked
 # against the service before it is ever sent again.
