@@ -4887,3 +4887,27 @@ async def test_a_backlog_batch_is_delivered_without_holding_the_event_loop(
         await worker.pass_once(runtime)
     assert len(trakt.history("sean")) == 200  # one history add, each play once
     assert max(held) < 0.008, f"the loop was held {max(held) * 1000:.1f} ms at once"
+
+
+async def test_of_several_starts_waiting_in_one_batch_only_the_newest_goes_out(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    """Someone zaps from Arrival to Heat to Dune while Trakt is held: Trakt shows one item as
+    watching, so only Dune's start is sent (each start costs a second of Trakt's writes)."""
+    trakt.add_movie("Dune", 2021, imdb="tt1160419", tmdb=438631)
+    webhook(runtime, "movie_media_play.json")  # Arrival
+    heat = {"ratingKey": "2", "guid": "plex://movie/2", "title": "Heat", "year": 1995}
+    webhook(runtime, "movie_media_play.json", **heat, Guid=[{"id": "imdb://tt0113277"}])
+    dune = {"ratingKey": "3", "guid": "plex://movie/3", "title": "Dune", "year": 2021}
+    webhook(runtime, "movie_media_play.json", **dune, Guid=[{"id": "imdb://tt1160419"}])
+    await worker.pass_once(runtime)
+    assert trakt.count("POST", "/scrobble/start") == 1
+    watching = trakt.watching("sean")
+    assert watching is not None and watching.item.title == "Dune"
+    rows = list(runtime.store.db["outbox"].rows_where("action = 'watching'", order_by="id"))
+    superseded = f"skipped: superseded by the newer live status of outbox row {rows[-1]['id']}"
+    assert [(r["status"], r["last_error"]) for r in rows] == [
+        ("done", superseded),
+        ("done", superseded),
+        ("done", None),
+    ]

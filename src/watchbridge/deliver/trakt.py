@@ -291,6 +291,18 @@ def starts_last(rows: Sequence[Row]) -> list[Row]:
     return [row for n, row in enumerate(rows) if n not in moved] + [rows[n] for n in moved]
 
 
+def stale_statuses(rows: Sequence[Row]) -> dict[int, int]:
+    """Of the live statuses (start, pause) among `rows` in the order they go out, each one
+    before the last, with the last's outbox id: Trakt shows one item as watching, so a status
+    followed by another in the same turn would show for a second and cost a write (a burst
+    of starts after an outage, someone zapping between films while Trakt was held). Pure."""
+    statuses = [row for row in rows if row.outbox.action == "watching"]
+    if len(statuses) < 2:
+        return {}
+    last = statuses[-1].outbox.id
+    return {row.outbox.id: last for row in statuses[:-1]}
+
+
 @dataclass
 class Splits:
     """What is left of SPLIT_REQUESTS for the refused writes of one batch."""
@@ -543,8 +555,16 @@ class TraktTarget:
         # (each scrobble costs a second of Trakt's 1 write/s budget).
         plays = [r for r in resolved if r.outbox.action == "play"]
         live_allowed = len(plays) <= LIVE_SCROBBLES_PER_BATCH
-        for row in starts_last(resolved):
+        ordered = starts_last(resolved)
+        stale = stale_statuses(ordered)
+        for row in ordered:
             action = row.outbox.action
+            if row.outbox.id in stale:
+                newer = stale[row.outbox.id]
+                outcomes[row.outbox.id] = Skipped(
+                    f"superseded by the newer live status of outbox row {newer}"
+                )
+                continue
             if action == "rating":
                 rated.append(row)
             elif action == "remove_play":
