@@ -4911,3 +4911,20 @@ async def test_of_several_starts_waiting_in_one_batch_only_the_newest_goes_out(
         ("done", superseded),
         ("done", None),
     ]
+
+
+async def test_a_pause_waiting_with_a_newer_start_of_another_item_still_saves_its_progress(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    """Someone stops Arrival at 40 % and starts Heat, both waiting in one batch: the stop is
+    sent as a pause, which is what saves Arrival's progress on Trakt (its playback, what
+    "continue watching" resumes from; trakt-api.md §7). Heat's start does not make it moot:
+    only a start is, being nothing but what Trakt shows as watching."""
+    webhook(runtime, "movie_media_play.json")  # Arrival
+    webhook(runtime, "movie_media_stop.json", viewOffset=2_784_000)  # at 40 %
+    heat = {"ratingKey": "2", "guid": "plex://movie/2", "title": "Heat", "year": 1995}
+    webhook(runtime, "movie_media_play.json", **heat, Guid=[{"id": "imdb://tt0113277"}])
+    await worker.pass_once(runtime)
+    assert [(p.item.title, p.progress) for p in trakt.playback("sean")] == [("Arrival", 40.0)]
+    watching = trakt.watching("sean")
+    assert watching is not None and watching.item.title == "Heat"

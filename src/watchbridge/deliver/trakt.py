@@ -292,15 +292,17 @@ def starts_last(rows: Sequence[Row]) -> list[Row]:
 
 
 def stale_statuses(rows: Sequence[Row]) -> dict[int, int]:
-    """Of the live statuses (start, pause) among `rows` in the order they go out, each one
-    before the last, with the last's outbox id: Trakt shows one item as watching, so a status
-    followed by another in the same turn would show for a second and cost a write (a burst
-    of starts after an outage, someone zapping between films while Trakt was held). Pure."""
+    """Of the starts among `rows` in the order they go out, each one before the last live
+    status (start or pause), with that status's outbox id: Trakt shows one item as watching,
+    so a start followed by another status in the same turn would show for a second and cost
+    a write (a burst of starts after an outage, someone zapping between films while Trakt was
+    held). A pause always goes: it saves its item's progress on Trakt (what "continue
+    watching" resumes from), which no status of another item replaces. Pure."""
     statuses = [row for row in rows if row.outbox.action == "watching"]
     if len(statuses) < 2:
         return {}
     last = statuses[-1].outbox.id
-    return {row.outbox.id: last for row in statuses[:-1]}
+    return {row.outbox.id: last for row in statuses[:-1] if _is_start(row)}
 
 
 @dataclass
