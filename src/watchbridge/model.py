@@ -173,7 +173,7 @@ def item_aliases(item: MediaRef) -> tuple[str, ...]:
     with its numbers, and its own ids but IMDb's). A webhook's row and a link's row of one
     play name it by different ids (Plex's IMDb id, the link's TMDB id).
 
-    Cached: a delivery batch asks it of each of its rows several times, on the event loop."""
+    Cached: a delivery batch asks it of each of its rows several times."""
     keys = [item.key()]
     for name, value in item.show_ids.present().items():
         keys.append(replace(item, show_ids=Ids(**{name: value})).key())
