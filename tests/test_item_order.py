@@ -22,7 +22,14 @@ from watchbridge.ingest import plex, tautulli
 from watchbridge.model import Ids, MediaEvent, MediaRef, ref_to_dict
 from watchbridge.playback import decide
 from watchbridge.reconcile import Play, Rated, Side, plan
-from watchbridge.store import UNFOUND, NewOutboxRow, Store, migrations, ordering_key
+from watchbridge.store import (
+    UNFOUND,
+    NewOutboxRow,
+    OutboxItem,
+    Store,
+    migrations,
+    ordering_key,
+)
 from watchbridge.sync import outbox_rows
 from watchbridge.webhooks import rows_for
 
@@ -65,6 +72,14 @@ def link_rows(
     return rows
 
 
+def in_backoff(store: Store, rows: list[NewOutboxRow], now: float) -> OutboxItem:
+    """A webhook's one row queued and tried: the target answered 503, it waits a minute."""
+    assert store.enqueue(rows, now) == 1
+    (first,) = store.claim("w", now)
+    store.retry_later(first.id, now, next_attempt_at=now + 60, error="503")
+    return first
+
+
 def test_a_plex_movie_has_one_ordering_key_from_a_webhook_and_from_a_link() -> None:
     (webhook,) = webhook_rows(plex_movie(), ["trakt"], time.time())
     (linked,) = link_rows(f"movie:tmdb:{MOVIE_TMDB}", "plex", "trakt", 1000.0)
@@ -104,10 +119,7 @@ def test_a_link_s_play_waits_behind_a_webhook_s_play_of_the_same_movie(store: St
     # The webhook's play went first and is in backoff (Trakt answered 503); a link run then
     # queues its own row of the movie (another play of it, read on Plex).
     now = time.time()
-    (webhook,) = webhook_rows(plex_movie(), ["trakt"], now)
-    assert store.enqueue([webhook], now) == 1
-    (first,) = store.claim("w", now)
-    store.retry_later(first.id, now, next_attempt_at=now + 60, error="503")
+    first = in_backoff(store, webhook_rows(plex_movie(), ["trakt"], now), now)
     assert store.enqueue(link_rows(f"movie:tmdb:{MOVIE_TMDB}", "plex", "trakt", 1000.0), now)
     assert store.claim("w", now + 1) == []  # the link's row waits its turn
     assert [row.id for row in store.claim("w", now + 60)] == [first.id]
@@ -118,10 +130,7 @@ def test_a_link_s_play_waits_behind_a_webhook_s_play_of_the_same_movie(store: St
 
 def test_a_link_s_play_waits_behind_a_webhook_s_play_of_the_same_episode(store: Store) -> None:
     now = time.time()
-    (webhook,) = webhook_rows(tautulli_episode(), ["serializd"], now)
-    assert store.enqueue([webhook], now) == 1
-    (first,) = store.claim("w", now)
-    store.retry_later(first.id, now, next_attempt_at=now + 60, error="503")
+    in_backoff(store, webhook_rows(tautulli_episode(), ["serializd"], now), now)
     assert store.enqueue(link_rows(EPISODE, "trakt", "serializd", 1000.0), now)
     assert store.claim("w", now + 1) == []
     assert store.waiting_behind() == 1
