@@ -494,3 +494,29 @@ def test_the_uptime_counts_suspended_time_on_linux_and_on_macos() -> None:
     assert uptime_clock("darwin") == "CLOCK_MONOTONIC"
     assert uptime_clock("win32") is None
     assert clocksteps.uptime() > 0  # the clock chosen here reads
+
+
+async def test_a_clock_set_back_holds_deliveries_beside_a_killed_syncs_claim_no_longer_than_ever(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clocks: Clocks
+) -> None:
+    # A `watchbridge sync` claimed a play and was killed while the clock ran a day fast; the
+    # clock is set right. README: a process killed while it delivered holds the service up 10
+    # minutes at most (store.CLAIM_ALIVE), and housekeeping takes its claims back after the
+    # lease (store.CLAIM_LEASE): not a day and 10 minutes, a day and half an hour.
+    trakt.add_movie("Heat", 1995, imdb="tt0113277", tmdb=949)
+    webhook(runtime, "movie_legacy_imdb_media_scrobble.json", lastViewedAt=int(clocks.clock()))
+    (killed,) = runtime.store.claim("cli-killed", clocks.clock(), 10, ["trakt"])
+    await worker.pass_once(runtime)  # the service sees the clock as it runs ahead
+    clocks.step(-DAY)
+    play_a_movie_trakt_does_not_know(runtime)  # another item: it waits for no earlier row
+    trakt_learns_the_unknown_movie(trakt)
+    await worker.pass_once(runtime)
+    clocks.later(11 * 60.0)
+    await worker.pass_once(runtime)
+    assert [h.item.title for h in trakt.history()] == ["Nobody Knows"]
+    clocks.later(30 * 60.0)
+    await housekeeping(runtime)
+    await worker.pass_once(runtime)
+    assert sorted(h.item.title for h in trakt.history()) == ["Heat", "Nobody Knows"]
+    assert all(parse_iso(h.watched_at) <= clocks.clock() for h in trakt.history())
+    assert killed.id not in runtime.store.pending_among([killed.id])

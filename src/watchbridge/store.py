@@ -3113,13 +3113,24 @@ class Store:
             )
 
     def bring_forward(self, step: float, now: float) -> int:
-        """Move the next tries of pending rows due after `now` `step` seconds earlier (not
-        before `now`): the clock was set back that much. How many moved."""
+        """Move the next tries of waiting rows due after `now` `step` seconds earlier (not
+        before `now`): the clock was set back that much. How many moved (in flight too: a
+        claim taken back goes out as due).
+
+        Claims stamped ahead of `now` move back as much: a worker killed while the clock ran
+        fast would otherwise hold its target and profile up (CLAIM_ALIVE) and keep its rows
+        from being taken back (CLAIM_LEASE) for as long as the step, not minutes. A worker
+        still delivering stamps them again as it renews them."""
         with self.transaction() as conn:
             cursor = conn.execute(
                 "UPDATE outbox SET next_attempt_at = MAX(?, next_attempt_at - ?)"
-                " WHERE status = 'pending' AND next_attempt_at > ?",
+                " WHERE status IN ('pending', 'inflight') AND next_attempt_at > ?",
                 (now, step, now),
+            )
+            conn.execute(
+                "UPDATE outbox SET updated_at = updated_at - ?"
+                " WHERE status = 'inflight' AND updated_at > ?",
+                (step, now),
             )
             return cursor.rowcount
 
