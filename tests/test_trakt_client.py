@@ -688,6 +688,25 @@ async def test_a_refresh_answered_by_something_else_than_trakt_is_tried_later(
     await client.last_activities(PROFILE)  # the sign-in was not spent
 
 
+@pytest.mark.parametrize("expires_in", ["a week", -3600, "NaN"])
+async def test_a_refreshed_pair_with_a_lifetime_that_is_no_number_is_kept_and_used(
+    client: TraktClient, trakt: FakeTrakt, store: Store, expires_in: object
+) -> None:
+    # Trakt took the single-use refresh token when it answered: thrown away, the new pair
+    # left only the spent one, and the next refresh signed the profile out. Taken as it was
+    # (a lifetime past or at once), every call refreshed again.
+    signed_in(trakt, store)
+    before = store.get_token("trakt", PROFILE)
+    trakt.expire_tokens()
+    trakt.reshape_next(1, lambda pair: pair | {"expires_in": expires_in}, route="POST /oauth/token")
+    await client.last_activities(PROFILE)
+    await client.last_activities(PROFILE)
+    after = store.get_token("trakt", PROFILE)
+    assert after["refresh_token"] != before["refresh_token"]
+    assert 0 < after["expires_in"] <= trakt.token_lifetime  # the shortest Trakt has given
+    assert trakt.count("POST", "/oauth/token") == 1
+
+
 async def test_an_outage_of_the_sign_in_host_before_the_token_expires_stops_no_call(
     client: TraktClient, trakt: FakeTrakt, store: Store
 ) -> None:

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import sqlite3
 import time
 import uuid
@@ -144,7 +145,7 @@ class TokenSet:
             access_token=str(data["access_token"]),
             refresh_token=str(data.get("refresh_token") or ""),
             created_at=now,
-            expires_in=float(data.get("expires_in") or 86400),
+            expires_in=_lifetime(data.get("expires_in")),
         )
 
     @property
@@ -162,6 +163,24 @@ class TokenSet:
             "created_at": self.created_at,
             "expires_in": self.expires_in,
         }
+
+
+# The lifetime taken for a pair whose `expires_in` is missing or no usable number: the
+# shortest Trakt has given (24 h in 2025, §6), so it is renewed early rather than too late.
+SHORTEST_LIFETIME = 86400.0
+
+
+def _lifetime(expires_in: object) -> float:
+    """A pair's `expires_in` as seconds: a positive finite number (or its text), else
+    SHORTEST_LIFETIME. Never a reason to throw a new pair away: Trakt spent the refresh token
+    that got it, so it is the only sign-in left."""
+    if isinstance(expires_in, bool):
+        return SHORTEST_LIFETIME
+    try:
+        seconds = float(expires_in) if isinstance(expires_in, int | float | str) else math.nan
+    except ValueError:
+        return SHORTEST_LIFETIME
+    return seconds if math.isfinite(seconds) and seconds > 0 else SHORTEST_LIFETIME
 
 
 @dataclass(frozen=True)
