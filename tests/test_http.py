@@ -172,6 +172,23 @@ async def test_a_429_with_only_trakts_ratelimit_header_waits_until_its_until(
     assert caught.value.retry_after is not None and caught.value.retry_after > 290
 
 
+async def test_a_429s_ratelimit_until_is_read_by_the_services_clock_not_a_clock_ahead_of_it(
+    echo: EchoFake,
+) -> None:
+    # Five minutes ahead by Trakt's clock (its Date header) are in the past by a clock an
+    # hour ahead: read by ours, the 429 was asked again within seconds, inside the block.
+    http = HttpClient("echo", echo.url, clock=lambda: time.time() + 3600)
+    until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 300))
+    limit = {"name": "AUTHED_API_POST_LIMIT", "period": 1, "limit": 1, "remaining": 0}
+    echo.fail_next(1, 429, headers={"X-Ratelimit": json.dumps(limit | {"until": until})})
+    try:
+        with pytest.raises(RateLimited) as caught:
+            await http.request("GET", "/items")
+    finally:
+        await http.aclose()
+    assert caught.value.retry_after is not None and 290 < caught.value.retry_after < 310
+
+
 async def test_a_short_retry_after_on_a_server_error_is_waited_out(
     client: HttpClient, echo: EchoFake
 ) -> None:
@@ -209,6 +226,43 @@ async def test_a_rate_limit_after_a_try_that_may_have_landed_is_reported_as_such
     with pytest.raises(Unavailable) as caught:
         await client.request("POST", "/items", json={"n": 1}, idempotent=True)
     assert caught.value.outcome_unknown and caught.value.retry_after is not None
+
+
+UNSAID_WAITS = [
+    {},  # an abuse filter's: neither Retry-After nor X-Ratelimit (trakt-api.md §3)
+    {"Retry-After": "0"},
+    {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"},  # a date past (or a clock ahead)
+]
+
+
+@pytest.mark.parametrize("headers", UNSAID_WAITS, ids=["no-headers", "zero", "date-past"])
+@pytest.mark.parametrize("paced", [True, False], ids=["paced", "unpaced"])
+async def test_429s_in_a_row_that_say_no_wait_are_waited_out_longer_each_time(
+    echo: EchoFake, headers: dict[str, str], paced: bool
+) -> None:
+    # Each call began its own backoff anew (Retry-After 0: none at all): a filter that keeps
+    # answering 429 was asked again every half minute (every second for a 0), for ever.
+    http = HttpClient("echo", echo.url, retry=RetryPolicy(backoff=0.25, max_inline_wait=1.0))
+    pacer = Pacer() if paced else None
+    echo.fail_next(3, 429, headers=headers)
+    waits = []
+    try:
+        for _ in range(3):
+            with pytest.raises(RateLimited) as caught:
+                await http.request("GET", "/items", pacer=pacer)
+            assert caught.value.retry_after is not None
+            waits.append(caught.value.retry_after)
+            if pacer is not None:
+                pacer.pause.until = 0.0  # the wait it asked for has passed
+        assert waits[0] < waits[1] < waits[2] and waits[2] > 2 * waits[0]
+        assert (await http.request("GET", "/items", pacer=pacer)).status_code == 200
+        echo.fail_next(1, 429, headers=headers)  # an answer came between: anew
+        with pytest.raises(RateLimited) as caught:
+            await http.request("GET", "/items", pacer=pacer)
+        assert caught.value.retry_after is not None and caught.value.retry_after < waits[1]
+    finally:
+        await http.aclose()
+    assert len(echo.calls("GET", "/items")) == 5  # none sent inside a wait
 
 
 SIX_HOURS = 6 * 3600  # the longest wait a service may ask for: delivery.max_backoff's default

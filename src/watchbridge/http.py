@@ -191,6 +191,8 @@ class Pause:
     on any of them then holds them all."""
 
     until: float = 0.0
+    # 429s in a row that said no wait (see `HttpClient.request`): each doubles our own.
+    unsaid: int = 0
 
 
 @dataclass
@@ -244,6 +246,12 @@ class RetryPolicy:
 # date years ahead) are a proxy's or a service's bug, which would otherwise park rows for years
 # (their due time is stored) and put a pacer to sleep for as long.
 MAX_RETRY_AFTER = 6 * 3600.0
+
+
+# The longest wait of our own after 429s in a row that say no wait (an abuse filter's, with
+# neither Retry-After nor X-Ratelimit, or a wait of 0 or a date past): Trakt's trip blocks
+# every call for minutes (trakt-api#827), and asking sooner may only lengthen it.
+UNSAID_LIMIT_MAX = 600.0
 
 
 def shown_url(url: str) -> str:
@@ -704,6 +712,7 @@ class HttpClient:
         self.clock = clock
         self.redact = redactor or Redactor()
         self.pacers: dict[str, Pacer] = {}
+        self._unpaced_limits = Pause()  # the 429s in a row of requests without a pacer
         self.requests_sent = 0  # for sync run records: API calls per run
         # How far the service's clock is ahead of ours, from its last Date header: it stamps
         # what happens there (a scrobble, a play) by its own clock.
@@ -853,17 +862,26 @@ class HttpClient:
                     self._note_clock(response.headers)
                 if inspect is not None:
                     inspect(response)
+                limits = pacer.pause if pacer is not None else self._unpaced_limits
+                if response.status_code != 429:
+                    limits.unsaid = 0
                 if response.status_code in passthrough:
                     self._answered(base_url)
                     return response
                 if response.status_code == 429:
-                    wait = retry_after_seconds(response.headers, self.clock())
-                    if wait is None:
-                        # Abuse filters send no Retry-After, Trakt's limiter sometimes only its
-                        # X-Ratelimit (whose `until` may be a second away): back off on our own,
-                        # and at least until then.
-                        until = ratelimit_until_seconds(response.headers, self.clock()) or 0.0
-                        wait = max(until, self.retry.backoff * 2**attempt * 4)
+                    # Its dates are by the service's clock, which its Date header tells: ours
+                    # may be minutes off (a date a minute ahead read as past, or as hours).
+                    said_at = date_header_time(response.headers) or self.clock()
+                    wait = retry_after_seconds(response.headers, said_at)
+                    if not wait:
+                        # Abuse filters send no Retry-After (or one of 0), Trakt's limiter
+                        # sometimes only its X-Ratelimit (whose `until` may be a second away):
+                        # back off on our own, longer at each such 429 in a row, whichever
+                        # call of the account gets it, and at least until then.
+                        limits.unsaid += 1
+                        until = ratelimit_until_seconds(response.headers, said_at) or 0.0
+                        own = doubled(self.retry.backoff * 8, limits.unsaid - 1)
+                        wait = max(until, jittered(min(own, UNSAID_LIMIT_MAX)))
                     if pacer is not None:
                         pacer.block(wait + 1)
                     if wait > self.retry.max_inline_wait or attempt == self.retry.attempts:
