@@ -199,7 +199,7 @@ async def test_a_clock_set_forward_while_trakt_holds_a_profile_raises_no_alert_o
     clocks: Clocks,
 ) -> None:
     # Booted 3 days behind; Trakt's rate limit holds the profile's deliveries.
-    trakt.throttle_next(10**6, retry_after=0)
+    trakt.throttle_next(10**6, retry_after=1)
     webhook(runtime, "movie_media_scrobble.json")
     await worker.pass_once(runtime)
     clocks.step(3 * DAY)
