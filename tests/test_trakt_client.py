@@ -983,6 +983,40 @@ async def test_a_history_add_answered_in_another_shape_is_not_taken_as_done(
     assert "without its `added` counts" in failed.value.message
 
 
+@pytest.mark.parametrize(
+    "not_found",
+    [[{"ids": {"imdb": "tt9999999"}}], {"movies": {"ids": {"imdb": "tt9999999"}}}, "tt9999999"],
+    ids=["a list", "a group not a list", "text"],
+)
+async def test_a_history_add_answered_with_its_not_found_in_another_shape_is_not_taken_as_done(
+    client: TraktClient, trakt: FakeTrakt, store: Store, not_found: object
+) -> None:
+    # Read as before, it failed with a traceback (a list) or said every item found (the
+    # unknown movie's play marked delivered and lost).
+    signed_in(trakt, store)
+    known, unknown = a_movie(trakt), MediaRef("movie", Ids(imdb="tt9999999"))
+    reshaped = lambda body: body | {"not_found": not_found}  # noqa: E731
+    trakt.reshape_next(1, reshaped, route="POST /sync/history")
+    with pytest.raises(Unavailable) as failed:
+        await client.add_history(
+            PROFILE, [HistoryPlay(known, 1_700_000_000), HistoryPlay(unknown, 1_700_000_000)]
+        )
+    assert failed.value.outcome_unknown and not failed.value.answered  # looked for, not resent
+    assert "without a `not_found` watchbridge can read" in failed.value.message
+
+
+async def test_a_watchlist_add_answered_with_its_not_found_as_a_list_is_sent_again(
+    client: TraktClient, trakt: FakeTrakt, store: Store
+) -> None:
+    signed_in(trakt, store)
+    movie = a_movie(trakt)
+    trakt.reshape_next(1, lambda body: body | {"not_found": [{}]}, route="POST /sync/watchlist")
+    with pytest.raises(Unavailable) as failed:
+        await client.add_watchlist(PROFILE, [movie])
+    assert not failed.value.outcome_unknown
+    assert "without a `not_found` watchbridge can read" in failed.value.message
+
+
 async def test_a_rating_removal_answered_with_its_not_found_in_another_shape_is_not_taken_as_done(
     client: TraktClient, trakt: FakeTrakt, store: Store
 ) -> None:

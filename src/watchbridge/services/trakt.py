@@ -585,8 +585,8 @@ def _deleted_count(answer: dict[str, Any], path: str, status: int, then: str) ->
     counts, or with a `not_found` in another shape, is not taken as done (read as it was, it
     said every item removed, the ones Trakt did not find too): Unavailable with an unknown
     outcome, and `then`, what happens to the removal meanwhile."""
-    deleted, not_found = answer.get("deleted"), answer.get("not_found")
-    if isinstance(deleted, dict) and isinstance(not_found, dict | None):
+    deleted = answer.get("deleted")
+    if isinstance(deleted, dict) and readable_not_found(answer):
         return sum(int(v) for v in deleted.values() if isinstance(v, int))
     unread = (
         "its `deleted` counts"
@@ -601,6 +601,17 @@ def _deleted_count(answer: dict[str, Any], path: str, status: int, then: str) ->
             then,
         ),
         outcome_unknown=True,
+    )
+
+
+def readable_not_found(answer: dict[str, Any]) -> bool:
+    """Whether a write's `not_found` is absent or an object of lists: read in another shape,
+    it would say every item was found, and the plays Trakt did not find would be lost."""
+    not_found = answer.get("not_found")
+    if not_found is None:
+        return True
+    return isinstance(not_found, dict) and all(
+        isinstance(group, list | None) for group in not_found.values()
     )
 
 
@@ -1444,14 +1455,19 @@ class TraktClient:
             if response.status_code >= 400:
                 raise TraktError(SERVICE, f"{path} answered {response.status_code}")
             answer = _decoded(response, dict, wrote=True)
-            if not isinstance(answer.get("added"), dict):
-                # Its `not_found` cannot be trusted either: an item Trakt did not find would
-                # be taken as written, and its play lost.
+            if not isinstance(answer.get("added"), dict) or not readable_not_found(answer):
+                # Without its counts, its `not_found` cannot be trusted either: an item Trakt
+                # did not find would be taken as written, and its play lost.
+                unread = (
+                    "its `added` counts"
+                    if not isinstance(answer.get("added"), dict)
+                    else "a `not_found` watchbridge can read"
+                )
                 raise Unavailable(
                     SERVICE,
                     changed_answer(
                         "Trakt",
-                        f"{path} answered {response.status_code} without its `added` counts",
+                        f"{path} answered {response.status_code} without {unread}",
                         "the write is looked for on Trakt before it is sent again",
                     ),
                     outcome_unknown=True,
@@ -1648,10 +1664,21 @@ class TraktClient:
             if response.status_code >= 400:
                 raise TraktError(SERVICE, f"{path} answered {response.status_code}")
             answer = _decoded(response, dict, wrote=True)
+            if not readable_not_found(answer):
+                raise Unavailable(
+                    SERVICE,
+                    changed_answer(
+                        "Trakt",
+                        f"{path} answered {response.status_code} without a `not_found`"
+                        " watchbridge can read",
+                        "it is sent again later: sending it twice changes nothing",
+                    ),
+                )
             for name in counts:
                 counts[name] += _count_of(answer.get(name))
             missing += _list_not_found(answer, [item for item, _ in batch])
-            listed = (answer.get("list") or {}).get("item_count")
+            listed_in = answer.get("list")
+            listed = listed_in.get("item_count") if isinstance(listed_in, dict) else None
             item_count = int(listed) if isinstance(listed, int) else item_count
         return _list_result(counts, missing, item_count, None)
 
@@ -1682,9 +1709,10 @@ def _list_not_found(answer: dict[str, Any], sent: Sequence[MediaRef]) -> list[Me
     their show's (episodes sent under a show come back as that show)."""
     missing = answer.get("not_found") or {}
     echoed = [
-        {(k, str(v)) for k, v in (entry.get("ids") or {}).items() if v not in (None, "")}
+        {(k, str(v)) for k, v in entry["ids"].items() if v not in (None, "")}
         for group in ("movies", "shows", "episodes")
         for entry in missing.get(group) or []
+        if isinstance(entry, dict) and isinstance(entry.get("ids"), dict)
     ]
     if not echoed:
         return []
