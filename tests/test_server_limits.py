@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import uvicorn
-from litestar import Litestar, get
+from litestar import Litestar, get, post
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -75,13 +75,18 @@ def fast() -> str:
     return "ok"
 
 
+@post("/early", status_code=200, sync_to_thread=False)
+def early() -> str:
+    return "early"  # answered without reading the body, as a refused webhook is
+
+
 @pytest.fixture(params=[H11Protocol, HttpToolsProtocol], ids=["h11", "httptools"])
 def short_deadline(request: pytest.FixtureRequest) -> Iterator[int]:
     """A Litestar app served with a 0.5 s head deadline, by each of uvicorn's HTTP parsers."""
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
-            Litestar([slow, fast]),
+            Litestar([slow, fast, early]),
             host="127.0.0.1",
             port=port,
             log_config=None,
@@ -159,3 +164,62 @@ def test_large_cookies_and_a_large_body_sent_with_the_head_pass(service: Service
         sock.sendall(head % len(body) + body)  # one write: head and body arrive together
         sock.settimeout(5)
         assert sock.recv(4096).startswith(b"HTTP/1.1 401 ")  # read, and its secret checked
+
+
+def answer(sock: socket.socket) -> bytes:
+    """One answer read off `sock` (its head, and its body by Content-Length), or what came
+    before the server closed the connection."""
+    sock.settimeout(5)
+    data = b""
+    with contextlib.suppress(ConnectionResetError):
+        while b"\r\n\r\n" not in data and (chunk := sock.recv(65536)):
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = next(
+            (
+                int(line[15:])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            ),
+            0,
+        )
+        while len(body) < length and (chunk := sock.recv(65536)):
+            body += chunk
+        data = head + b"\r\n\r\n" + body
+    return data
+
+
+def answer_after_a_body_sent_past_its_answer(
+    port: int, path: str, then: bytes
+) -> tuple[bytes, bytes]:
+    """The answers to a POST of 1 MiB to `path` whose body is sent only after it answered (as
+    a refused webhook's is, answered unread), and to a GET of `then` sent next on the same
+    connection."""
+    body = b"x" * (1 << 20)
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(
+            b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (path, len(body))
+        )
+        first = answer(sock)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(body)
+            sock.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % then)
+        return first, answer(sock)
+
+
+def test_a_webhook_refused_unread_leaves_its_connection_to_the_next_request(
+    service: ServiceProcess,
+) -> None:
+    # A sender's connection pool sends the next webhook on the same connection: the rest of the
+    # refused one's body is no request head to refuse with 431.
+    first, second = answer_after_a_body_sent_past_its_answer(
+        service.port, b"/webhooks/generic/wrong", b"/healthz"
+    )
+    assert first.startswith(b"HTTP/1.1 401 "), first[:100]
+    assert second.startswith(b"HTTP/1.1 200 ") and b'"ok"' in second, second[:200]
+
+
+def test_each_parser_reads_past_the_body_of_a_request_answered_unread(short_deadline: int) -> None:
+    first, second = answer_after_a_body_sent_past_its_answer(short_deadline, b"/early", b"/fast")
+    assert first.startswith(b"HTTP/1.1 200 ") and first.endswith(b"early"), first[:100]
+    assert second.startswith(b"HTTP/1.1 200 ") and second.endswith(b"ok"), second[:200]

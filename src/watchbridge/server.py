@@ -13,8 +13,10 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
+from h11 import SEND_BODY
 from litestar import Litestar
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from watchbridge.config import Config
 from watchbridge.errors import WatchbridgeError
@@ -48,20 +50,38 @@ def head_deadline(
     webhooks, which media servers do not send again, are refused; and with httptools, a header
     of any size is kept in memory until it ends."""
 
+    h11 = issubclass(protocol, H11Protocol)
+
     class HeadDeadline(protocol):  # type: ignore[misc]
         _deadline: asyncio.TimerHandle | None = None
         _waiting_after: object = None  # the request cycle answered last, when waiting
         _head_bytes = 0  # received since, the head still not in full
+        _in_body = False  # httptools: a request's head has come, its body not all of it
 
         def connection_made(self, transport: asyncio.Transport) -> None:
             super().connection_made(transport)
             self._arm()
 
+        def on_headers_complete(self) -> None:  # httptools' parser calls these two
+            super().on_headers_complete()
+            self._in_body = True
+
+        def on_message_complete(self) -> None:
+            super().on_message_complete()
+            self._in_body = False
+
+        def _body_coming(self) -> bool:
+            """Whether the bytes coming now are the body of a request, not a head."""
+            return bool(self.conn.their_state is SEND_BODY) if h11 else self._in_body
+
         def data_received(self, data: bytes) -> None:
+            # The rest of a body answered before it was read (a webhook refused unread: 401,
+            # 413) comes after the answer, and is read and dropped: no head to count.
+            head = not self._body_coming()
             super().data_received(data)
             if self.cycle is not self._waiting_after or self.transport.get_protocol() is not self:
                 self._disarm()  # a new request's head is in (or a websocket took the connection)
-            elif self._deadline is not None:
+            elif self._deadline is not None and head:
                 self._head_bytes += len(data)
                 if self._head_bytes > max_bytes and not self.transport.is_closing():
                     self._disarm()
