@@ -151,6 +151,43 @@ def test_a_wrong_secret_without_a_query_parameter_is_told_plainly(app: AppThread
     assert "query" not in response.json()["error"]
 
 
+def post_with_field(
+    app: AppThread, source: str, sample: str, path: str, value: object
+) -> httpx.Response:
+    """A sample sent to `source`'s URL with the value at `path` (keys joined by dots) set."""
+    document = sample_json(source, sample)
+    *parents, key = path.split(".")
+    node = document
+    for parent in parents:
+        node = node.setdefault(parent, {})
+    node[key] = value
+    return httpx.post(f"{app.url}/webhooks/{source}/{SECRET}", json=document)
+
+
+def assert_answered_not_failed(response: httpx.Response) -> None:
+    assert response.status_code < 500, response.text
+    assert response.json()["status"] != "internal_error"
+
+
+@pytest.mark.parametrize(
+    ("source", "sample", "path"),
+    [
+        ("plex", "movie_media_rate.json", "Metadata.userRating"),
+        ("jellyfin", "user_data_saved_update_rating_movie.json", "Rating"),
+        ("emby", "item_rate_favorite_movie.json", "Item.UserData.Rating"),
+        ("tautulli", "stop_episode.json", "user_rating"),
+    ],
+)
+@pytest.mark.parametrize("rating", ["1e308", "-1e308", "1e400"])
+def test_a_rating_past_the_float_range_is_read_as_no_rating_not_a_server_error(
+    app: AppThread, source: str, sample: str, path: str, rating: str
+) -> None:
+    # Templates send numbers as text; text is read as a number as far as a number is.
+    response = post_with_field(app, source, sample, path, rating)
+    assert_answered_not_failed(response)
+    assert response.status_code in (200, 202), response.text
+
+
 @pytest.fixture(scope="module")
 def app_with_trakt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppThread]:
     """Webhooks queue Trakt deliveries (to a closed port: the worker's tries do not matter)."""

@@ -92,7 +92,8 @@ def integer(value: object) -> int | None:
 
 
 def number(value: object) -> float | None:
-    """A finite number from an int, a float or a numeric string ("9", "9.0")."""
+    """A finite number from an int, a float or a numeric string ("9", "9.0"), within ±1e300
+    (beyond it, arithmetic on it, a rating's * 10, would overflow)."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
@@ -104,7 +105,7 @@ def number(value: object) -> float | None:
             return None
     else:
         return None
-    return result if math.isfinite(result) else None
+    return result if abs(result) < 1e300 else None
 
 
 def flag(value: object) -> bool | None:
