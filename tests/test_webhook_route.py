@@ -188,6 +188,17 @@ def test_a_rating_past_the_float_range_is_read_as_no_rating_not_a_server_error(
     assert response.status_code in (200, 202), response.text
 
 
+@pytest.mark.parametrize("percent", [5e-324, "1e-310"])
+def test_a_tautulli_progress_percent_near_zero_is_no_server_error(
+    app: AppThread, percent: object
+) -> None:
+    # A position that disagrees with the duration goes by progress_percent, which a percent
+    # near zero would make a duration of more than any float.
+    response = post_with_field(app, "tautulli", "stop_episode.json", "progress_percent", percent)
+    assert_answered_not_failed(response)
+    assert response.status_code == 202, response.text
+
+
 @pytest.fixture(scope="module")
 def app_with_trakt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppThread]:
     """Webhooks queue Trakt deliveries (to a closed port: the worker's tries do not matter)."""

@@ -25,12 +25,14 @@ where that is sure (senders.ProfileServers).
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import replace
 
 from watchbridge.ingest.common import (
     LIBRARY_EVENT,
     LIVE_TV,
+    MAX_MS,
     NOT_VIDEO,
     TEST_EVENT,
     UNSUPPORTED_EVENT,
@@ -162,7 +164,9 @@ def _position_and_duration(fields: Payload, warnings: list[str]) -> tuple[int | 
             "duration_ms disagrees with view_offset and progress_percent (another unit?): "
             "going by progress_percent; the template's duration_ms should be {duration_ms}"
         )
-        return position, round(position * 100 / percent) if percent > 0 else None
+        # A percent near 0 makes a duration longer than any viewing (or than any float).
+        duration_by_percent = position * 100 / percent if percent > 0 else math.inf
+        return position, round(duration_by_percent) if duration_by_percent <= MAX_MS else None
     return position, duration
 
 
