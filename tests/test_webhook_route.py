@@ -199,6 +199,27 @@ def test_a_tautulli_progress_percent_near_zero_is_no_server_error(
     assert response.status_code == 202, response.text
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"position_ms": 1000, "duration_ms": 10**400},
+        {"position_ms": 10**400, "duration_ms": 5_400_000},
+        {"progress": 50, "duration_ms": 10**400},
+        {"progress": 50, "duration_ms": 1e308},
+        {"position_ms": 10**14, "duration_ms": 10**14},
+    ],
+    ids=["duration-huge", "position-huge", "progress-duration-huge", "duration-float", "300y+"],
+)
+def test_a_generic_position_or_duration_past_300_years_is_a_400_naming_it(
+    app: AppThread, fields: dict[str, object]
+) -> None:
+    play = generic_play() | {"event": "stop"} | fields
+    response = httpx.post(f"{app.url}/webhooks/generic/{SECRET}", json=play)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error.startswith(("position_ms: ", "duration_ms: ")) and "milliseconds" in error
+
+
 @pytest.fixture(scope="module")
 def app_with_trakt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppThread]:
     """Webhooks queue Trakt deliveries (to a closed port: the worker's tries do not matter)."""

@@ -38,6 +38,7 @@ from watchbridge.ingest.common import (
     EARLIEST,
     LATEST,
     LIVE_TV,
+    MAX_MS,
     NOT_VIDEO,
     UNSUPPORTED_TYPE,
     Payload,
@@ -177,8 +178,8 @@ def _position(
     """(position, duration, percent): a percent without a duration stays a percent, since a
     position made up from it would pass for a real one; a position and a duration make it
     moot."""
-    position = _whole(data, "position_ms", "position_ms")
-    duration = _whole(data, "duration_ms", "duration_ms") or None
+    position = _milliseconds(data, "position_ms")
+    duration = _milliseconds(data, "duration_ms") or None
     if position is not None and duration is not None and position > duration * 1.05 + 60_000:
         # Far past the end: one of them in seconds (a player's getTotalTime()) would make
         # every stop a completed play.
@@ -207,6 +208,15 @@ def _position(
     if duration is None:
         return position, None, progress
     return round(duration * progress / 100), duration, None
+
+
+def _milliseconds(data: Payload, key: str) -> int | None:
+    """An optional position or duration: whole milliseconds up to MAX_MS (~300 years); more
+    is a broken template, and would overflow the arithmetic on it."""
+    value = _whole(data, key, key)
+    if value is not None and value > MAX_MS:
+        raise Invalid(f"{key}: must be a whole number of milliseconds from 0 to {MAX_MS}")
+    return value
 
 
 def dated(result: Accepted, now: float) -> Accepted | Rejected:
