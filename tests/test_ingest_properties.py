@@ -32,6 +32,8 @@ GENERIC_SAMPLE = {
     "event": "stop",
     "user": "alice",
     "progress": 95.0,
+    "position_ms": 6612000,
+    "duration_ms": 6960000,
     "rating": 8,
     "watched_at": "2025-03-14T20:48:02Z",
     "item": {
@@ -229,6 +231,9 @@ NASTY_VALUES: list[object] = [
     "True",
     "1e999",
     "9" * 30,
+    "1e308",  # text: a rating's * 10 of it overflowed
+    5e-324,  # a percent dividing by it overflowed
+    10**400,
     [None],
     {"id": None},
 ]
