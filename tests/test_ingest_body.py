@@ -383,6 +383,15 @@ def test_deeply_nested_json_holding_a_lone_surrogate_is_rejected_not_raised() ->
     )
 
 
+def test_a_number_of_thousands_of_digits_is_rejected_in_words_a_template_writer_can_act_on() -> (
+    None
+):
+    body = b'{"duration_ms": ' + b"9" * 5000 + b"}"
+    assert read_body(body, "application/json") == Rejected(
+        "body is not JSON we accept: a number has too many digits"
+    )
+
+
 def test_content_type_header_parameters_are_parsed_with_quotes() -> None:
     assert parse_header('Multipart/Form-Data; boundary="x;y"; charset=utf-8') == (
         "multipart/form-data",

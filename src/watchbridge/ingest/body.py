@@ -393,10 +393,18 @@ def _decode_json_leniently(raw: bytes, what: str) -> dict[str, object] | Rejecte
     except RecursionError:
         return Rejected(f"{what} is not JSON we accept: nested too deeply")
     except ValueError as error:
-        return Rejected(f"{what} is not JSON we accept: {_one_line(str(error))}")
+        return Rejected(f"{what} is not JSON we accept: {_value_refused(error)}")
     if not isinstance(decoded, dict):
         return Rejected(f"{what} is JSON but not an object")
     return decoded  # empty strings were dropped while decoding
+
+
+def _value_refused(error: ValueError) -> str:
+    """Why Python's JSON reader refused a value, in words for whoever writes the template (its
+    own names a Python setting: a number of thousands of digits is Python's limit)."""
+    if "integer string conversion" in str(error):
+        return "a number has too many digits"
+    return _one_line(str(error))
 
 
 # A lone surrogate (`\ud83d`: a title cut mid-emoji) is no text: SQLite and UTF-8 cannot hold
