@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import json
 import logging
 import time
@@ -183,6 +184,22 @@ async def test_a_429s_ratelimit_until_is_read_by_the_services_clock_not_a_clock_
     echo.fail_next(1, 429, headers={"X-Ratelimit": json.dumps(limit | {"until": until})})
     try:
         with pytest.raises(RateLimited) as caught:
+            await http.request("GET", "/items")
+    finally:
+        await http.aclose()
+    assert caught.value.retry_after is not None and 290 < caught.value.retry_after < 310
+
+
+async def test_a_server_errors_retry_after_date_is_read_by_the_services_clock(
+    echo: EchoFake,
+) -> None:
+    # Five minutes ahead by the service's clock, past by a clock an hour ahead: read by ours,
+    # the write was asked again at once, inside the wait the service asked for.
+    http = HttpClient("echo", echo.url, clock=lambda: time.time() + 3600)
+    at = email.utils.formatdate(time.time() + 300, usegmt=True)
+    echo.fail_next(1, 503, headers={"Retry-After": at})
+    try:
+        with pytest.raises(Unavailable) as caught:
             await http.request("GET", "/items")
     finally:
         await http.aclose()

@@ -896,7 +896,8 @@ class HttpClient:
                     return response
                 last_problem = f"answered {response.status_code}"
                 unknown = response.status_code in AMBIGUOUS_STATUS
-                retry_after = retry_after_seconds(response.headers, self.clock())
+                said_at = date_header_time(response.headers) or self.clock()
+                retry_after = retry_after_seconds(response.headers, said_at)
                 if retry_after is not None and retry_after > self.retry.max_inline_wait:
                     # A gateway's 502/504 may come after the service wrote: say so.
                     raise Unavailable(
