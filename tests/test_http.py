@@ -173,36 +173,35 @@ async def test_a_429_with_only_trakts_ratelimit_header_waits_until_its_until(
     assert caught.value.retry_after is not None and caught.value.retry_after > 290
 
 
-async def test_a_429s_ratelimit_until_is_read_by_the_services_clock_not_a_clock_ahead_of_it(
-    echo: EchoFake,
-) -> None:
-    # Five minutes ahead by Trakt's clock (its Date header) are in the past by a clock an
-    # hour ahead: read by ours, the 429 was asked again within seconds, inside the block.
+@pytest.fixture
+async def client_an_hour_ahead(echo: EchoFake) -> AsyncIterator[HttpClient]:
+    """A client whose clock is an hour ahead of the service's (its Date header)."""
     http = HttpClient("echo", echo.url, clock=lambda: time.time() + 3600)
+    yield http
+    await http.aclose()
+
+
+async def test_a_429s_ratelimit_until_is_read_by_the_services_clock_not_a_clock_ahead_of_it(
+    client_an_hour_ahead: HttpClient, echo: EchoFake
+) -> None:
+    # Five minutes ahead by Trakt's clock are in the past by a clock an hour ahead: read by
+    # ours, the 429 was asked again within seconds, inside the block.
     until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 300))
     limit = {"name": "AUTHED_API_POST_LIMIT", "period": 1, "limit": 1, "remaining": 0}
     echo.fail_next(1, 429, headers={"X-Ratelimit": json.dumps(limit | {"until": until})})
-    try:
-        with pytest.raises(RateLimited) as caught:
-            await http.request("GET", "/items")
-    finally:
-        await http.aclose()
+    with pytest.raises(RateLimited) as caught:
+        await client_an_hour_ahead.request("GET", "/items")
     assert caught.value.retry_after is not None and 290 < caught.value.retry_after < 310
 
 
 async def test_a_server_errors_retry_after_date_is_read_by_the_services_clock(
-    echo: EchoFake,
+    client_an_hour_ahead: HttpClient, echo: EchoFake
 ) -> None:
-    # Five minutes ahead by the service's clock, past by a clock an hour ahead: read by ours,
-    # the write was asked again at once, inside the wait the service asked for.
-    http = HttpClient("echo", echo.url, clock=lambda: time.time() + 3600)
+    # Read by ours, the date was past and the request asked again at once, inside the wait.
     at = email.utils.formatdate(time.time() + 300, usegmt=True)
     echo.fail_next(1, 503, headers={"Retry-After": at})
-    try:
-        with pytest.raises(Unavailable) as caught:
-            await http.request("GET", "/items")
-    finally:
-        await http.aclose()
+    with pytest.raises(Unavailable) as caught:
+        await client_an_hour_ahead.request("GET", "/items")
     assert caught.value.retry_after is not None and 290 < caught.value.retry_after < 310
 
 
