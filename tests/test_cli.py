@@ -1412,6 +1412,30 @@ def test_auth_trakt_for_an_app_trakt_does_not_serve_says_the_app_needs_vip_and_w
         assert store.get_token("trakt", "me") is not None  # as the message says
 
 
+@pytest.mark.parametrize("status", [403, 426])
+def test_auth_trakt_refused_at_the_poll_says_the_app_needs_vip_at_once(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer], status: int
+) -> None:
+    # Trakt's own answer (its request id: no firewall block) to the code's poll, as it
+    # answers the code request of an app it does not serve: not "device token poll answered".
+    trakt = start_fake(FakeTrakt())
+    assert isinstance(trakt, FakeTrakt)
+    trakt.device_interval = 0
+    trakt.fail_next(1, status, {"x-request-id": "r1"}, route="POST /oauth/device/token")
+    path = write_config(
+        tmp_path,
+        f"services:\n  trakt: {{client_id: {CLIENT_ID}, api_url: '{trakt.url}',"
+        f" auth_url: '{trakt.url}'}}\nprofiles:\n  me: {{accounts: {{trakt: {{}}}}}}\n",
+    )
+    result = run("auth", "trakt", "--config", str(path), env={})  # a process of its own
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"error: trakt: Trakt refused the app (HTTP {status})" in result.stderr
+    assert "services.trakt.client_id" in result.stderr and "VIP account" in result.stderr
+    assert trakt.count("POST", "/oauth/device/token") == 1  # not polled until the code expires
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        assert store.get_token("trakt", "me") is None
+
+
 def test_auth_plex_pin_without_a_home_user_is_a_usage_error(tmp_path: Path) -> None:
     result = run("auth", "plex", "--pin", "1234", "--config", str(write_config(tmp_path)))
     assert result.returncode == 2

@@ -762,11 +762,7 @@ class TraktClient:
         response = await self._oauth("device/code", {"client_id": self.config.client_id})
         _raise_if_firewall(response, *_SIGN_IN_BLOCKED)
         if response.status_code in (401, 403, 426):
-            raise TraktAccountError(
-                f"Trakt refused the app (HTTP {response.status_code}): check "
-                "services.trakt.client_id, and that the app belongs to a VIP account",
-                response.status_code,
-            )
+            raise _app_refused(response.status_code)
         if response.status_code >= 400:
             raise TraktError(SERVICE, f"device code request answered {response.status_code}")
         data = _decoded(response, dict)
@@ -787,6 +783,8 @@ class TraktClient:
         # with a 400 too (RFC 6749 5.2), which would otherwise read as "pending" until expiry.
         if response.status_code == 401 or _oauth_error(response) == "invalid_client":
             raise TraktAuthError(SERVICE, _client_refused(response))
+        if response.status_code in (403, 426):  # Trakt's own (the firewall's 403 passed above)
+            raise _app_refused(response.status_code)
         status = _DEVICE_STATUS.get(response.status_code)
         if status is None:
             raise TraktError(SERVICE, f"device token poll answered {response.status_code}")
@@ -1744,6 +1742,16 @@ def watchlist_body(entries: Sequence[tuple[MediaRef, dict[str, Any]]]) -> dict[s
         group = "shows" if item.kind == "show" else "movies"
         body.setdefault(group, []).append({"ids": trakt_ids(item.ids), **extra})
     return body
+
+
+def _app_refused(status: int) -> TraktAccountError:
+    """Trakt will not serve the app (403 unapproved, 426 its owner lacks VIP) at a sign-in:
+    polling on or signing in again cannot help, the app's settings can."""
+    return TraktAccountError(
+        f"Trakt refused the app (HTTP {status}): check services.trakt.client_id, and that the "
+        "app belongs to a VIP account",
+        status,
+    )
 
 
 def _client_refused(response: httpx.Response) -> str:
