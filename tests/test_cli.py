@@ -45,6 +45,8 @@ from watchbridge.zone import zone_in_use
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "watchbridge.example.yaml"
 
+DEVICE_CODE = "POST /oauth/device/code"
+
 
 def run(
     *args: str, stdin: str = "", env: dict[str, str] | None = None, cwd: Path | None = None
@@ -1434,6 +1436,26 @@ def test_auth_trakt_refused_at_the_poll_says_the_app_needs_vip_at_once(
     assert trakt.count("POST", "/oauth/device/token") == 1  # not polled until the code expires
     with Store.open(tmp_path / "watchbridge.db") as store:
         assert store.get_token("trakt", "me") is None
+
+
+def test_auth_trakt_with_a_code_answer_lacking_its_code_says_so_in_one_line(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
+) -> None:
+    # Read as before, the command ended "unexpected error: KeyError", exit code 70.
+    trakt = start_fake(FakeTrakt())
+    assert isinstance(trakt, FakeTrakt)
+    trakt.reshape_next(
+        1, lambda body: {k: v for k, v in body.items() if k != "user_code"}, route=DEVICE_CODE
+    )
+    path = write_config(
+        tmp_path,
+        f"services:\n  trakt: {{client_id: {CLIENT_ID}, api_url: '{trakt.url}',"
+        f" auth_url: '{trakt.url}'}}\nprofiles:\n  me: {{accounts: {{trakt: {{}}}}}}\n",
+    )
+    result = run("auth", "trakt", "--config", str(path), env={})
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "the device code request answered without its user_code" in result.stderr
+    assert "Trakt may have changed its answers" in result.stderr
 
 
 def test_auth_plex_pin_without_a_home_user_is_a_usage_error(tmp_path: Path) -> None:

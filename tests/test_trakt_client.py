@@ -32,6 +32,7 @@ from watchbridge.services.trakt import (
     TraktClient,
     TraktError,
     TraktSignInUnavailable,
+    device_code_of,
     share_media,
 )
 from watchbridge.store import Store
@@ -1323,3 +1324,10 @@ def test_media_shared_only_when_equal() -> None:
     share_media(entries, {})
     assert entries[1]["show"] is before and entries[2]["show"] is renamed
     assert entries == [{"show": before}, {"show": before}, {"show": renamed}, {"show": []}]
+
+
+async def test_a_device_code_answer_without_its_waits_takes_the_documented_ones() -> None:
+    answer = {"device_code": "d", "user_code": "u", "verification_url": "https://trakt.tv/activate"}
+    for waits in ({}, {"interval": None, "expires_in": "soon"}, {"interval": -1, "expires_in": 0}):
+        code = device_code_of(answer | waits)
+        assert (code.interval, code.expires_in) == (5.0, 600.0)

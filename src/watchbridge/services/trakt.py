@@ -171,16 +171,20 @@ SHORTEST_LIFETIME = 86400.0
 
 
 def _lifetime(expires_in: object) -> float:
-    """A pair's `expires_in` as seconds: a positive finite number (or its text), else
-    SHORTEST_LIFETIME. Never a reason to throw a new pair away: Trakt spent the refresh token
-    that got it, so it is the only sign-in left."""
-    if isinstance(expires_in, bool):
-        return SHORTEST_LIFETIME
+    """A pair's `expires_in` as seconds, else SHORTEST_LIFETIME. Never a reason to throw a new
+    pair away: Trakt spent the refresh token that got it, so it is the only sign-in left."""
+    return _seconds(expires_in, SHORTEST_LIFETIME)
+
+
+def _seconds(value: object, default: float) -> float:
+    """`value` as seconds if it is a positive finite number (or its text), else `default`."""
+    if isinstance(value, bool):
+        return default
     try:
-        seconds = float(expires_in) if isinstance(expires_in, int | float | str) else math.nan
+        seconds = float(value) if isinstance(value, int | float | str) else math.nan
     except ValueError:
-        return SHORTEST_LIFETIME
-    return seconds if math.isfinite(seconds) and seconds > 0 else SHORTEST_LIFETIME
+        return default
+    return seconds if math.isfinite(seconds) and seconds > 0 else default
 
 
 @dataclass(frozen=True)
@@ -190,6 +194,28 @@ class DeviceCode:
     verification_url: str
     expires_in: float
     interval: float
+
+
+def device_code_of(answer: dict[str, Any]) -> DeviceCode:
+    """The device code request's answer; its waits as documented where it leaves them out."""
+    codes = {key: answer.get(key) for key in ("device_code", "user_code", "verification_url")}
+    lacking = [key for key, value in codes.items() if not isinstance(value, str) or not value]
+    if lacking:
+        raise TraktError(
+            SERVICE,
+            changed_answer(
+                "Trakt",
+                f"the device code request answered without its {', '.join(lacking)}",
+                "no sign-in was started; try again later",
+            ),
+        )
+    return DeviceCode(
+        device_code=str(codes["device_code"]),
+        user_code=str(codes["user_code"]),
+        verification_url=str(codes["verification_url"]),
+        expires_in=_seconds(answer.get("expires_in"), 600.0),
+        interval=_seconds(answer.get("interval"), 5.0),
+    )
 
 
 DevicePoll = Literal[
@@ -765,14 +791,7 @@ class TraktClient:
             raise _app_refused(response.status_code)
         if response.status_code >= 400:
             raise TraktError(SERVICE, f"device code request answered {response.status_code}")
-        data = _decoded(response, dict)
-        return DeviceCode(
-            device_code=data["device_code"],
-            user_code=data["user_code"],
-            verification_url=data["verification_url"],
-            expires_in=float(data.get("expires_in", 600)),
-            interval=float(data.get("interval", 5)),
-        )
+        return device_code_of(_decoded(response, dict))
 
     async def poll_device_auth(self, device_code: str) -> tuple[DevicePoll, TokenSet | None]:
         response = await self._oauth(
