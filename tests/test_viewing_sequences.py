@@ -545,3 +545,59 @@ def test_one_jellyfin_playback_shared_by_two_accounts_of_one_profile_is_one_play
     plays = couple.plays()
     assert len(plays) == 1 and near(plays[0], finished)
     assert couple.trakt.watching() is None
+
+
+# A stop that overtakes its own start: Plex's media.play carries a poster and Jellyfin posts
+# each event from its own handler, so a playback stopped seconds after it began may arrive
+# stop first. The late start must not show on Trakt as watching for the item's whole runtime.
+
+
+def test_plex_stop_overtaking_its_play_leaves_nothing_watching(home: Home) -> None:
+    home.plex("media.stop", 0.5)
+    home.plex("media.play", None)
+    home.settle()
+    assert home.trakt.watching() is None
+    assert home.plays() == []
+
+
+def test_jellyfin_stop_overtaking_its_start_leaves_nothing_watching(home: Home) -> None:
+    home.jellyfin("stop", 0.3)
+    home.jellyfin("start", 0)
+    home.settle()
+    assert home.trakt.watching() is None
+    assert home.plays() == []
+
+
+def test_a_resume_stopped_at_once_whose_play_comes_after_the_stop_leaves_nothing_watching(
+    home: Home,
+) -> None:
+    home.plex("media.play", None)
+    home.later(40 * 60)
+    home.plex("media.stop", 40)
+    home.later(HOUR)
+    home.plex("media.stop", 40.1)  # resumed, stopped seconds later: its play still on its way
+    home.plex("media.play", 40)
+    home.settle()
+    assert home.trakt.watching() is None
+    assert home.plays() == []
+
+
+def test_playing_again_from_the_start_seconds_after_a_stop_shows_as_watching(home: Home) -> None:
+    home.plex("media.play", None)
+    home.later(30)
+    home.plex("media.stop", 0.4)
+    home.later(5)
+    home.plex("media.play", None)  # the wrong version picked, played again from the start
+    home.settle()
+    assert home.trakt.watching() is not None
+
+
+def test_a_jellyfin_playback_going_on_after_an_overtaken_start_shows_as_watching(
+    home: Home,
+) -> None:
+    home.jellyfin("stop", 0.3)
+    home.jellyfin("start", 0)
+    home.later(5)
+    home.jellyfin("start", 0.3)  # played again where it stopped
+    home.settle()
+    assert home.trakt.watching() is not None

@@ -30,6 +30,7 @@ from watchbridge.senders import PAIR, TOGETHER_WITHIN
 # `restarting`: completed, then a start without a position; the next position decides.
 # `resumed`: completed, then a playback of the rest of it (a start past half way): its own
 # once-per-playback completion signal is no new viewing.
+# `ended`: stopped without its start seen: a start sent before the stop may still come after it.
 # `unmarked`: an item's marks after "mark unplayed" of its completion (`updated_at`: the unmark).
 # `reported`/`paired`: a Plex sender's last completion of a viewing, not yet / already matched
 # with the other sender's report of it (see `one_of_two_reports`).
@@ -37,6 +38,7 @@ State = Literal[
     "playing",
     "paused",
     "stopped",
+    "ended",
     "completed",
     "restarting",
     "resumed",
@@ -55,6 +57,8 @@ PAUSE_CAP = 79.9  # Trakt turns a stop at >= 80 % into a play; pauses must stay 
 # A progress report this soon after a stop was sent before it (Jellyfin posts each event from
 # its own handler, unordered); later ones mean playback began again (its start lost).
 LATE_REPORT = 30.0
+# Stopped, with no playback under way: what a report sent before the stop finds.
+STOPPED = ("stopped", "ended")
 # Sources whose completion signal comes once per playback (Plex's scrobble, Tautulli's Watched,
 # our generic schema's `played`); Jellyfin and Emby clients repeat theirs (see _after_completion).
 ONE_COMPLETION_PER_PLAYBACK = frozenset({"plex", "tautulli", "generic"})
@@ -430,7 +434,7 @@ def _decide(
     # off, it goes on with its own.
     unseen = fresh or (
         session is not None
-        and session.state in ("paused", "stopped", "playing")
+        and session.state in ("paused", *STOPPED, "playing")
         and at - session.updated_at >= REWATCH_AFTER_IDLE
         and event.progress is not None
         and event.progress - (session.progress or 0.0) > REWATCH_MAX_PROGRESS
@@ -468,9 +472,14 @@ def _decide(
         return completed, [play]
 
     state = session.state
-    late = state == "stopped" and not fresh and at - session.updated_at < LATE_REPORT
+    late = state in STOPPED and not fresh and at - session.updated_at < LATE_REPORT
     if event.action == "progress" and late:
         return session, []  # sent before the stop: playback has not begun again
+    if event.action == "start" and late and state == "ended" and _before_the_stop(event, session):
+        # The start of the playback that stop ended, overtaken by it (Plex's media.play carries
+        # a poster; Jellyfin posts each event from its own handler): Trakt would show it as
+        # watching for the item's whole runtime.
+        return session, []
     if event.action in ("start", "resume", "progress"):
         # Playing already: a report of the same playback. Unless the player was silent for
         # hours (its stop was lost: a server restart), when Trakt's "watching" has long ended.
@@ -485,6 +494,11 @@ def _decide(
         return Session(key, "playing", progress, generation, at, began), [start]
     if event.action in ("pause", "stop"):
         new_state: State = "paused" if event.action == "pause" else "stopped"
+        if new_state == "stopped" and state in STOPPED and (fresh or _moved(event, session)):
+            # The stop of a playback whose start was not seen: lost, or still on its way.
+            return Session(key, "ended", progress, generation, at, began), []
+        if new_state == "stopped" and state in STOPPED:
+            new_state = state
         if state == new_state:
             # A paused client repeats its report: the session was left when it paused (see
             # _counted_elsewhere), not at each report.
@@ -495,6 +509,19 @@ def _decide(
         pause = Intent("watching", f"pause:{key}:{generation}", at, action="pause", progress=capped)
         return Session(key, new_state, progress, generation, at, began), [pause]
     return Session(key, state, progress, generation, at, began), []
+
+
+def _moved(event: MediaEvent, session: Session) -> bool:
+    """Whether a stop names another position than the session's: a stop of another playback,
+    not the same one repeated."""
+    return event.progress is not None and event.progress != session.progress
+
+
+def _before_the_stop(event: MediaEvent, session: Session) -> bool:
+    """Whether a start (without a position: from the beginning) is before where the session
+    stopped, or that stop named no position."""
+    stopped_at = session.progress
+    return stopped_at is None or (event.progress or 0.0) < stopped_at
 
 
 def _finishing_a_counted_viewing(marks: Session | None, event: MediaEvent, at: float) -> bool:
@@ -513,9 +540,9 @@ def _counted_elsewhere(marks: Session | None, session: Session, event: MediaEven
     Played since (two people, one account, two rooms), it is a viewing of its own. So is a
     stopped one's completion from a source that sends it once a playback (Plex, Tautulli,
     generic): the stop ended that playback, and this one's start was lost."""
-    if marks is None or marks.state != "completed" or session.state not in ("paused", "stopped"):
+    if marks is None or marks.state != "completed" or session.state not in ("paused", *STOPPED):
         return False
-    if session.state == "stopped" and event.source in ONE_COMPLETION_PER_PLAYBACK:
+    if session.state in STOPPED and event.source in ONE_COMPLETION_PER_PLAYBACK:
         return False
     # From the completion: a mark after it (Home Assistant's `played`) ended no playback.
     left, completed = session.updated_at, _completion(marks)
