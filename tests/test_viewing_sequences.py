@@ -601,3 +601,15 @@ def test_a_jellyfin_playback_going_on_after_an_overtaken_start_shows_as_watching
     home.jellyfin("start", 0.3)  # played again where it stopped
     home.settle()
     assert home.trakt.watching() is not None
+
+
+def test_a_resume_overtaken_by_the_stop_seconds_later_leaves_nothing_watching(home: Home) -> None:
+    home.plex("media.play", None)
+    home.later(40 * 60)
+    home.plex("media.pause", 40)
+    home.later(HOUR)
+    home.plex("media.stop", 40.1)  # resumed, then stopped seconds later
+    home.plex("media.resume", 40)  # sent before the stop
+    home.settle()
+    assert home.trakt.watching() is None
+    assert home.plays() == []

@@ -475,10 +475,10 @@ def _decide(
     late = state in STOPPED and not fresh and at - session.updated_at < LATE_REPORT
     if event.action == "progress" and late:
         return session, []  # sent before the stop: playback has not begun again
-    if event.action == "start" and late and state == "ended" and _before_the_stop(event, session):
-        # The start of the playback that stop ended, overtaken by it (Plex's media.play carries
-        # a poster; Jellyfin posts each event from its own handler): Trakt would show it as
-        # watching for the item's whole runtime.
+    if late and _overtaken_by_the_stop(event, session):
+        # Overtaken by the stop of its playback (Plex's media.play carries a poster; Jellyfin
+        # posts each event from its own handler): Trakt would show it as watching for the
+        # item's whole runtime.
         return session, []
     if event.action in ("start", "resume", "progress"):
         # Playing already: a report of the same playback. Unless the player was silent for
@@ -517,9 +517,15 @@ def _moved(event: MediaEvent, session: Session) -> bool:
     return event.progress is not None and event.progress != session.progress
 
 
-def _before_the_stop(event: MediaEvent, session: Session) -> bool:
-    """Whether a start (without a position: from the beginning) is before where the session
-    stopped, or that stop named no position."""
+def _overtaken_by_the_stop(event: MediaEvent, session: Session) -> bool:
+    """Whether a start or resume just after a stop (`LATE_REPORT`) was sent before it: a
+    resume always (after a stop a player starts again, it resumes no pause); a start when
+    that stop's start was not seen and it is before where the stop left (without a position:
+    from the beginning), or the stop named no position."""
+    if event.action == "resume":
+        return True
+    if event.action != "start" or session.state != "ended":
+        return False
     stopped_at = session.progress
     return stopped_at is None or (event.progress or 0.0) < stopped_at
 
