@@ -4648,6 +4648,29 @@ async def test_a_play_another_app_scrobbled_as_trakt_answered_us_503_is_one_play
     assert runtime.store.outbox_counts()["done"] == 1
 
 
+async def test_a_play_another_app_added_after_our_look_and_refused_add_is_one_play(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # Trakt comes back flapping: our look in its history goes through, our add meets a 503
+    # (nothing written). Every app drains its own backlog as Trakt returns: another one adds
+    # the play in the seconds before our next try. The look made before the refused add is
+    # no longer what Trakt holds: a retry that trusts it adds the play a second time.
+    trakt.advance(clock() - trakt.now())
+    played_at = clock() - 3 * 3600
+    runtime.store.enqueue([_late_play(HEAT, played_at, "p0")], clock())
+    trakt.fail_next(1, 503, route="POST /sync/history")
+    await worker.pass_once(runtime)
+    assert trakt.count("GET", "/sync/history/movies") == 1 and trakt.history() == []
+    clock.advance(20)
+    trakt.advance(20)
+    with OtherScrobbler(trakt) as other:
+        assert other.add(949, played_at).status_code == 201
+    await drain(worker, runtime, clock, passes=3, step=60)
+
+    assert [h.item.title for h in trakt.history()] == ["Heat"]
+    assert runtime.store.outbox_counts()["done"] == 1
+
+
 async def test_a_play_made_after_trakts_last_down_answer_is_looked_for_all_the_same(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:

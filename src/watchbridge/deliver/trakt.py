@@ -796,11 +796,14 @@ class TraktTarget:
             return {}
         start = min(r.at for r in rows) - LOOK_MARGIN
         end = max(r.at for r in rows) + LOOK_MARGIN
+        # A row falls due no sooner than its last try ended: a read older than that was made
+        # before a try that failed, and another app may have added the play since.
+        tried = max(r.outbox.next_attempt_at for r in rows)
         skew = self.client.clock_skew
         found: dict[int, bool] = {}
         rows_found: list[Row] = []
         for kind in sorted({_history_kind(r.item) for r in rows}):
-            read, asked = await self._history_read(profile, kind, start, end)
+            read, asked = await self._history_read(profile, kind, start, end, tried)
             of_kind = [r for r in rows if _history_kind(r.item) == kind]
             here = [
                 r for r in of_kind if any(_same_play(e, r, skew) for e in read.entries_of(r.item))
@@ -811,19 +814,22 @@ class TraktTarget:
         return found
 
     async def _history_read(
-        self, profile: str, kind: str, start: float, end: float
+        self, profile: str, kind: str, start: float, end: float, tried: float
     ) -> tuple[HistoryRead, bool]:
         """Trakt's history of `kind` from `start` to `end`: an earlier read spanning them made
-        within HISTORY_READ_KEEP, else a read over every play webhooks queued for the profile
-        that waits (a backlog's later batches, claimed in the order their tries came due, not
-        their plays'); and whether Trakt was asked now. Another app writes its plays as they
-        happen: a read minutes old still holds those of the backlog's past minutes."""
+        within HISTORY_READ_KEEP and not before the rows' last try (`tried`: when they fell
+        due, no sooner than it ended), else a read over every play webhooks queued for the
+        profile that waits (a backlog's later batches, claimed in the order their tries came
+        due, not their plays'); and whether Trakt was asked now. Another app writes its plays
+        as they happen: a read minutes old still holds those of the backlog's past minutes,
+        but not a play another app caught up on after our try failed (Trakt coming back)."""
         read = self._history_reads.get((profile, kind))
         now = self.clock()
         if (
             read is not None
             and read.start <= start
             and end <= read.end
+            and tried <= read.read_at
             and still_fresh(read.read_at, now, HISTORY_READ_KEEP)
         ):
             return read, False
