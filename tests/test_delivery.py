@@ -4671,6 +4671,32 @@ async def test_a_play_another_app_added_after_our_look_and_refused_add_is_one_pl
     assert runtime.store.outbox_counts()["done"] == 1
 
 
+async def test_a_links_copy_of_a_play_another_app_added_goes_no_more_than_the_webhooks_row(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # Plex's legacy IMDb agent names the film by its IMDb id alone; the link's run, which read
+    # Trakt before another app caught up on the play, names it by TMDB and IMDb ids: two rows
+    # of one play, in orders of their own (the link's by TMDB), and so in one batch after the
+    # outage. The webhook's row is found in Trakt's history and skipped: its twin is too.
+    trakt.advance(clock() - trakt.now())
+    at = clock() - 3 * 3600
+    rows = []
+    for item, key, extra in (
+        (HEAT, "webhook", {}),
+        (HEAT_FROM_PLEX, "link", {"link": "plex-trakt"}),
+    ):
+        payload = {"item": ref_to_dict(item), "at": at, "source": "plex", **extra}
+        order = ordering_key("me", "trakt", item.order_key(), "play")
+        rows.append(NewOutboxRow("trakt", "me", "play", payload, order, key))
+    runtime.store.enqueue(rows, clock())
+    with OtherScrobbler(trakt) as other:
+        assert other.add(949, at).status_code == 201
+    await drain(worker, runtime, clock, passes=2, step=60)
+
+    assert [h.item.title for h in trakt.history()] == ["Heat"]
+    assert runtime.store.outbox_counts()["done"] == 2
+
+
 async def test_a_play_made_after_trakts_last_down_answer_is_looked_for_all_the_same(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:

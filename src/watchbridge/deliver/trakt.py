@@ -713,6 +713,14 @@ class TraktTarget:
         elsewhere = await self._added_elsewhere(profile, [r for r in fresh if _look_first(r)])
         outcomes |= {id: replace(ELSEWHERE, answered=asked) for id, asked in elsewhere.items()}
         fresh = [r for r in fresh if r.outbox.id not in elsewhere]
+        if elsewhere:
+            # A link's copy of such a play (not looked for itself) is its twin in the mirror
+            # now: sent, it would be the play a second time.
+            known = await self._known_on_trakt(profile, [r for r in fresh if r.at != UNDATED])
+            outcomes.update(
+                _all([r.outbox for r in fresh if r.outbox.id in known], Skipped("already on Trakt"))
+            )
+            fresh = [r for r in fresh if r.outbox.id not in known]
         if any(r.outbox.may_have_landed for r in fresh):
             dated = [r for r in fresh if r.at != UNDATED]
             # Only a row that may have landed is looked for in Trakt's history: the span read
