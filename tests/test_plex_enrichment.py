@@ -452,6 +452,57 @@ profiles:
 
 
 @pytest.mark.anyio
+async def test_a_movie_plex_matched_without_its_ids_yet_goes_out_once_plex_has_them(
+    tmp_path: Path,
+    start_fake: Callable[[FakeServer], FakeServer],
+    plex: FakePlex,
+    clock: Clock,
+) -> None:
+    # Plex matched the film (a plex:// guid) but names no TMDB or IMDb id for it yet: the play
+    # waits as unmatched, telling the user to refresh its metadata in Plex. Once that gives the
+    # ids, the next hourly try must read them, not a week-old copy of the item without them.
+    trakt = start_fake(FakeTrakt())
+    assert isinstance(trakt, FakeTrakt)
+    trakt.add_movie("3:10 to Yuma", 1957, imdb="tt0050086", tmdb=14168)
+    plex.add_movie("8372", "3:10 to Yuma", 1957, [], guid=YUMA_GUID)
+    config = parse_config(
+        f"""
+storage: {{path: {tmp_path / "wb.db"}}}
+services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+  plex: {{url: "{plex.url}", token: "{TOKEN}"}}
+profiles:
+  me: {{users: {{plex: ["1"]}}, accounts: {{trakt: {{}}}}}}
+""",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    runtime = build_runtime(config, clock=clock)
+    runtime.open()
+    worker = DeliveryWorker(make_targets, runtime.config.delivery)
+    worker.targets = {t.name: t for t in make_targets(runtime)}
+    try:
+        sign_in_trakt(runtime.store, trakt, "me", now=clock())
+        payload = sample_json("plex", "movie_new_agent_no_guid_array_media_scrobble.json")
+        payload["Server"]["uuid"] = plex.machine_id  # played on services.plex.url
+        runtime.store.ingest(ingest_job(runtime, "me", only_event(plex_ingest.parse(payload))))
+        await worker.pass_once(runtime)
+        assert trakt.history() == []
+        (waiting,) = runtime.store.unmatched()
+        assert "Refresh metadata" in (waiting.item.last_error or "")
+        plex.add_movie("8372", "3:10 to Yuma", 1957, YUMA_GUIDS, guid=YUMA_GUID)  # refreshed
+        clock.now += 3700
+        for _ in range(3):
+            await worker.pass_once(runtime)
+        assert [h.item.title for h in trakt.history()] == ["3:10 to Yuma"]
+        assert runtime.store.unmatched() == []
+    finally:
+        for target in worker.targets.values():
+            await target.aclose()
+        runtime.close()
+
+
+@pytest.mark.anyio
 async def test_a_refused_server_token_met_by_a_webhooks_lookup_is_the_services_sign_in_line(
     tmp_path: Path,
     start_fake: Callable[[FakeServer], FakeServer],

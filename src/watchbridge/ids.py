@@ -637,6 +637,11 @@ def merge_plex_show(item: MediaRef, show: PlexItem) -> MediaRef:
     )
 
 
+def names_more_than_plex(ids: Ids) -> bool:
+    """Whether `ids` hold an id besides Plex's own guid (one another service can know)."""
+    return any(name != "plex_guid" for name in ids.present())
+
+
 def _same_plex_guid(ours: Ids, found: Ids) -> bool:
     return ours.plex_guid is not None and ours.plex_guid == found.plex_guid
 
@@ -705,7 +710,10 @@ class PlexEnricher:
                 return item
         found = await self.metadata(rating_key)
         self.answered += 1
-        ttl = PLEX_FOUND_TTL if found is not None else PLEX_MISSING_TTL
+        # An item Plex names no external id for yet (matched, its ids still to come; the user
+        # told to refresh its metadata) is read again as soon as a miss: the row's next try.
+        named = found is not None and names_more_than_plex(found.ids)
+        ttl = PLEX_FOUND_TTL if named else PLEX_MISSING_TTL
         value = None if found is None else found.to_dict()
         self.cache.cache_put(self.namespace, rating_key, value, self.clock(), ttl)
         return found
