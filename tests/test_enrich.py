@@ -635,6 +635,41 @@ async def test_a_friends_play_while_the_servers_identity_fails_is_named_by_plexs
     assert found.problem is None and found.item.show_ids.tmdb == "131041"
 
 
+async def test_a_friends_play_whose_show_plexs_catalogue_names_no_id_for_yet_asks_it_again(
+    tmp_path: Path,
+    serializd: FakeSerializd,
+    receiver: AlertReceiver,
+    clock: FakeClock,
+    start_fake: Callable[[FakeServer], FakeServer],
+) -> None:
+    # Plex's catalogue has the show (a new one) without its TMDB id yet: the play waits as
+    # unmatched and is tried hourly; a try after the catalogue has the ids must find them,
+    # not the answer without them kept for a week.
+    plex = start_fake(FakePlex())
+    assert isinstance(plex, FakePlex)
+    plextv = start_fake(FakePlexTv())
+    assert isinstance(plextv, FakePlexTv)
+    plextv.owner.token = TOKEN
+    baki = BAKI_SHOW_GUID.rpartition("/")[2]
+    plextv.add_title("show", "Baki Hanma", 2021, [], rating_key=baki)
+    plex_line = f'  plex: {{url: "{plex.url}", token: "{TOKEN}", metadata_url: "{plextv.url}"}}'
+    runtime = serializd_runtime(tmp_path, serializd, receiver, clock, plex_line)
+    item = only_event(
+        plex_ingest.parse(sample_json("plex", "episode_new_agent_friend_media_scrobble.json"))
+    ).item
+    ids = runtime_enricher(runtime, None)
+    try:
+        waiting = await ids.enrich(item, SHOW_TMDB, "plex", from_server="f" * 40)
+        assert waiting.problem is not None and waiting.item.show_ids.tmdb is None
+        plextv.add_title("show", "Baki Hanma", 2021, BAKI_SHOW_GUIDS, rating_key=baki)
+        clock.advance(3700)  # the unmatched row's next try
+        found = await ids.enrich(item, SHOW_TMDB, "plex", from_server="f" * 40)
+    finally:
+        await ids.aclose()
+        runtime.close()
+    assert found.problem is None and found.item.show_ids.tmdb == "131041"
+
+
 async def test_plex_webhooks_while_the_servers_identity_was_never_answered_ask_it_once_a_minute(
     start_fake: Callable[[FakeServer], FakeServer], store: Store, clock: FakeClock
 ) -> None:

@@ -1231,7 +1231,9 @@ class Enricher:
                 return item, f", and Plex's catalogue could not be asked ({exc.message})"
             self._failing.over(CATALOGUE, "plex catalogue lookups work again", now)
             value = None if ids is None else ids.present()
-            ttl = PLEX_FOUND_TTL if ids is not None else PLEX_MISSING_TTL
+            # A title the catalogue names no id for yet is asked again as soon as a miss.
+            named = ids is not None and names_more_than_plex(ids)
+            ttl = PLEX_FOUND_TTL if named else PLEX_MISSING_TTL
             self.cache.cache_put(CATALOGUE, guid, value, self.clock(), ttl)
         if ids is None:
             return item, ", and Plex's catalogue does not know its plex:// guid"
