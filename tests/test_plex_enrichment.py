@@ -489,7 +489,9 @@ profiles:
         await worker.pass_once(runtime)
         assert trakt.history() == []
         (waiting,) = runtime.store.unmatched()
-        assert "Refresh metadata" in (waiting.item.last_error or "")
+        reason = waiting.item.last_error or ""
+        assert "refresh its metadata there (Refresh Metadata)" in reason
+        assert "after a Fix Match, only the plays after it go out" in reason
         plex.add_movie("8372", "3:10 to Yuma", 1957, YUMA_GUIDS, guid=YUMA_GUID)  # refreshed
         clock.now += 3700
         for _ in range(3):

@@ -984,6 +984,14 @@ def not_known(server: str | None, item: MediaRef, need: Need) -> Problem:
         return Problem(f"nothing names {need.label} for {item.describe()}")
     name = SERVER_NAMES.get(server, server)
     show = item.show_title or item.title or "the show"
+    if server == "plex":
+        # Plex's Fix Match gives the item another plex:// guid, which a queued play is never
+        # taken for (after a library rebuild the same key may hold another film).
+        return Problem(
+            f"Plex does not know {need.label} for {show}: refresh its metadata there (Refresh"
+            " Metadata) and the next try will find it; after a Fix Match, only the plays"
+            " after it go out (this one can be discarded)"
+        )
     return Problem(
         f"{name} does not know {need.label} for {show}: identify it there (Identify / "
         "Refresh metadata) and the next try will find it"
