@@ -20,6 +20,7 @@ from watchbridge import ratings
 from watchbridge.accounts import AccountNotes, account_named, for_the_old_account
 from watchbridge.clocksteps import SENT_AT, sent_before
 from watchbridge.config import DeliveryConfig
+from watchbridge.deliver.watching import SentStart, to_send_again
 from watchbridge.deliver.worker import (
     Dead,
     Delivered,
@@ -284,7 +285,8 @@ def _is_start(row: Row) -> bool:
 def starts_last(rows: Sequence[Row]) -> list[Row]:
     """`rows` in order, but a "watching" start goes after the rows of other items: Trakt shows
     one item as watching, and a stop of another item sent after the start would end it
-    (auto-play posts the next episode's start and this one's stop in either order). Pure."""
+    (auto-play posts the next episode's start and this one's stop in either order; a stop
+    in a later turn sends the start again, `_shown_again`). Pure."""
     items = [row.item.key() for row in rows]
     last = {key: n for n, key in enumerate(items)}
     moved = [n for n, row in enumerate(rows) if _is_start(row) and last[items[n]] == n]
@@ -386,6 +388,9 @@ class TraktTarget:
         self._ratings_read: dict[tuple[str, str], tuple[float, list[dict[str, Any]]]] = {}
         # (profile, kind) -> Trakt's history around a backlog's plays (`_added_elsewhere`).
         self._history_reads: dict[tuple[str, str], HistoryRead] = {}
+        # Profile -> the last start Trakt took and nothing ended since (deliver.watching):
+        # lost in a restart, it is missed for seconds at most.
+        self._shown: dict[str, SentStart] = {}
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -637,17 +642,19 @@ class TraktTarget:
         if self.clock() - row.at > self.config.late_after:  # now, as it would go out
             return Skipped("too late for a live status; skipped")
         action = row.payload.get("scrobble_action", "start")
-        progress = row.payload.get("progress")
+        progress = row.payload.get("progress") or 1.0
+        sent = row.item
         try:
             try:
-                await self.client.scrobble(profile, action, row.item, progress or 1.0)
+                await self.client.scrobble(profile, action, sent, progress)
             except TraktScrobbleInvalid:
                 raise  # the item is known: placing it by its numbers changes nothing
             except TraktItemError:
                 placed, _ = await self._by_numbers([row])
                 if not placed:
                     raise
-                await self.client.scrobble(profile, action, placed[0].item, progress or 1.0)
+                sent = placed[0].item
+                await self.client.scrobble(profile, action, sent, progress)
         except TraktScrobbleInvalid as exc:
             return Dead(exc.message)  # sent again, it is refused again (trakt-api.md §2)
         except TraktItemError:
@@ -656,7 +663,32 @@ class TraktTarget:
             raise
         except TraktError as exc:
             return Retry(exc.message)
+        if action == "start":
+            self._shown[profile] = SentStart(sent, progress, self.clock())
+        else:
+            await self._shown_again(profile, sent)
         return Delivered()
+
+    async def _shown_again(self, profile: str, ended: MediaRef) -> None:
+        """After Trakt took a pause or stop of `ended`, which ends whatever it shows as
+        watching: the start of another item sent a moment before goes again, as it was sent
+        (deliver.watching). Best effort: the row that ended it is delivered all the same, and
+        a start that fails is not tried again (the watching state is a courtesy)."""
+        again = to_send_again(self._shown.pop(profile, None), ended, self.clock())
+        if again is None:
+            return
+        try:
+            await self.client.scrobble(profile, "start", again.item, again.progress)
+        except ServiceError as exc:
+            log.info(
+                "could not show %s as watching on Trakt again after a stop of %s: %s",
+                again.item.describe(),
+                ended.describe(),
+                exc.message,
+            )
+            return
+        log.debug("showing %s as watching on Trakt again", again.item.describe())
+        self._shown[profile] = again
 
     async def _live_stop(self, profile: str, row: Row) -> Outcome | None:
         """Scrobble a fresh completion; None means 'fall back to a history add'."""
@@ -689,6 +721,7 @@ class TraktTarget:
             raise
         except TraktError as exc:
             return unsure(Retry(exc.message))
+        await self._shown_again(profile, row.item)
         if result.action != "scrobble" or _an_earlier_viewing(result, row):
             return None
         await self._remember(profile, [row])
