@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -14,6 +15,7 @@ from tests.fakes.plex import TOKEN, FakePlex
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import sign_in_trakt
 from tests.ingest_samples import only_event, sample_json
+from watchbridge.app import Runtime
 from watchbridge.config import PlexConfig, Secret, parse_config
 from watchbridge.deliver.worker import DeliveryWorker
 from watchbridge.http import RetryPolicy
@@ -411,15 +413,12 @@ async def test_unreadable_cache_entries_are_read_again(
 # --------------------------------------------------------------------------- the Trakt target
 
 
-@pytest.mark.anyio
-async def test_the_trakt_target_adds_a_plex_guid_only_movie_read_from_plex(
-    tmp_path: Path,
-    start_fake: Callable[[FakeServer], FakeServer],
-    plex: FakePlex,
-    clock: Clock,
-) -> None:
-    trakt = start_fake(FakeTrakt())
-    assert isinstance(trakt, FakeTrakt)
+@contextlib.asynccontextmanager
+async def yuma_household(
+    tmp_path: Path, trakt: FakeTrakt, plex: FakePlex, clock: Clock
+) -> AsyncIterator[tuple[Runtime, DeliveryWorker]]:
+    """One profile whose Plex plays go to Trakt (signed in), which knows 3:10 to Yuma; with
+    services.plex set."""
     trakt.add_movie("3:10 to Yuma", 1957, imdb="tt0050086", tmdb=14168)
     config = parse_config(
         f"""
@@ -439,16 +438,36 @@ profiles:
     worker.targets = {t.name: t for t in make_targets(runtime)}
     try:
         sign_in_trakt(runtime.store, trakt, "me", now=clock())
-        payload = sample_json("plex", "movie_new_agent_no_guid_array_media_scrobble.json")
-        runtime.store.ingest(ingest_job(runtime, "me", only_event(plex_ingest.parse(payload))))
-        for _ in range(3):
-            await worker.pass_once(runtime)
-        assert [h.item.title for h in trakt.history()] == ["3:10 to Yuma"]
-        assert plex.count("GET", METADATA) == 1
+        yield runtime, worker
     finally:
         for target in worker.targets.values():
             await target.aclose()
         runtime.close()
+
+
+def yuma_scrobbled(runtime: Runtime, server: str | None = None) -> None:
+    """The new-agent Plex scrobble of 3:10 to Yuma (no Guid[]), played on `server`."""
+    payload = sample_json("plex", "movie_new_agent_no_guid_array_media_scrobble.json")
+    if server is not None:
+        payload["Server"]["uuid"] = server
+    runtime.store.ingest(ingest_job(runtime, "me", only_event(plex_ingest.parse(payload))))
+
+
+@pytest.mark.anyio
+async def test_the_trakt_target_adds_a_plex_guid_only_movie_read_from_plex(
+    tmp_path: Path,
+    start_fake: Callable[[FakeServer], FakeServer],
+    plex: FakePlex,
+    clock: Clock,
+) -> None:
+    trakt = start_fake(FakeTrakt())
+    assert isinstance(trakt, FakeTrakt)
+    async with yuma_household(tmp_path, trakt, plex, clock) as (runtime, worker):
+        yuma_scrobbled(runtime)
+        for _ in range(3):
+            await worker.pass_once(runtime)
+        assert [h.item.title for h in trakt.history()] == ["3:10 to Yuma"]
+        assert plex.count("GET", METADATA) == 1
 
 
 @pytest.mark.anyio
@@ -463,29 +482,9 @@ async def test_a_movie_plex_matched_without_its_ids_yet_goes_out_once_plex_has_t
     # ids, the next hourly try must read them, not a week-old copy of the item without them.
     trakt = start_fake(FakeTrakt())
     assert isinstance(trakt, FakeTrakt)
-    trakt.add_movie("3:10 to Yuma", 1957, imdb="tt0050086", tmdb=14168)
     plex.add_movie("8372", "3:10 to Yuma", 1957, [], guid=YUMA_GUID)
-    config = parse_config(
-        f"""
-storage: {{path: {tmp_path / "wb.db"}}}
-services:
-  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
-  plex: {{url: "{plex.url}", token: "{TOKEN}"}}
-profiles:
-  me: {{users: {{plex: ["1"]}}, accounts: {{trakt: {{}}}}}}
-""",
-        Path("watchbridge.yaml"),
-        {},
-    )
-    runtime = build_runtime(config, clock=clock)
-    runtime.open()
-    worker = DeliveryWorker(make_targets, runtime.config.delivery)
-    worker.targets = {t.name: t for t in make_targets(runtime)}
-    try:
-        sign_in_trakt(runtime.store, trakt, "me", now=clock())
-        payload = sample_json("plex", "movie_new_agent_no_guid_array_media_scrobble.json")
-        payload["Server"]["uuid"] = plex.machine_id  # played on services.plex.url
-        runtime.store.ingest(ingest_job(runtime, "me", only_event(plex_ingest.parse(payload))))
+    async with yuma_household(tmp_path, trakt, plex, clock) as (runtime, worker):
+        yuma_scrobbled(runtime, server=plex.machine_id)  # played on services.plex.url
         await worker.pass_once(runtime)
         assert trakt.history() == []
         (waiting,) = runtime.store.unmatched()
@@ -498,10 +497,6 @@ profiles:
             await worker.pass_once(runtime)
         assert [h.item.title for h in trakt.history()] == ["3:10 to Yuma"]
         assert runtime.store.unmatched() == []
-    finally:
-        for target in worker.targets.values():
-            await target.aclose()
-        runtime.close()
 
 
 @pytest.mark.anyio
@@ -515,33 +510,14 @@ async def test_a_refused_server_token_met_by_a_webhooks_lookup_is_the_services_s
     # /api/status's service_sign_ins, the metric) did not say: no link reads this server.
     trakt = start_fake(FakeTrakt())
     assert isinstance(trakt, FakeTrakt)
-    trakt.add_movie("3:10 to Yuma", 1957, imdb="tt0050086", tmdb=14168)
-    config = parse_config(
-        f"""
-storage: {{path: {tmp_path / "wb.db"}}}
-services:
-  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
-  plex: {{url: "{plex.url}", token: "{TOKEN}"}}
-profiles:
-  me: {{users: {{plex: ["1"]}}, accounts: {{trakt: {{}}}}}}
-""",
-        Path("watchbridge.yaml"),
-        {},
-    )
-    runtime = build_runtime(config, clock=clock)
-    runtime.open()
-    worker = DeliveryWorker(make_targets, runtime.config.delivery)
-    worker.targets = {t.name: t for t in make_targets(runtime)}
+    async with yuma_household(tmp_path, trakt, plex, clock) as (runtime, worker):
 
-    def plex_sign_ins() -> list[tuple[str, str, str]]:
-        found = current_sign_ins(runtime.config, runtime.store, clock())
-        return [(s.profile, s.state, s.message) for s in found if s.service == "plex"]
+        def plex_sign_ins() -> list[tuple[str, str, str]]:
+            found = current_sign_ins(runtime.config, runtime.store, clock())
+            return [(s.profile, s.state, s.message) for s in found if s.service == "plex"]
 
-    try:
-        sign_in_trakt(runtime.store, trakt, "me", now=clock())
         plex.token = "the-owners-new-token"  # services.plex.token is refused from now on
-        payload = sample_json("plex", "movie_new_agent_no_guid_array_media_scrobble.json")
-        runtime.store.ingest(ingest_job(runtime, "me", only_event(plex_ingest.parse(payload))))
+        yuma_scrobbled(runtime)
         await worker.pass_once(runtime)
         assert trakt.history() == []  # held for it
         ((profile, state, message),) = plex_sign_ins()
@@ -553,10 +529,6 @@ profiles:
             await worker.pass_once(runtime)
         assert [h.item.title for h in trakt.history()] == ["3:10 to Yuma"]
         assert plex_sign_ins() == []
-    finally:
-        for target in worker.targets.values():
-            await target.aclose()
-        runtime.close()
 
 
 @pytest.mark.anyio
