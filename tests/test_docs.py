@@ -370,14 +370,34 @@ def curl_examples() -> list[tuple[str, dict[str, str], bytes]]:
     return found
 
 
+_PLAIN_NUMBER = re.compile(r"[+-]?(?!0\d)\d*(?:\.\d*)?")
+
+
+def home_assistant_native(rendered: str) -> object:
+    """What Home Assistant (0.118 on) makes of a template's text, as the automation's `data`
+    hands it on: a Python literal becomes its value (`"1917"` the number 1917, `"True"` a
+    boolean), but a number only when written plainly (`"007"` stays text), and text stays
+    text."""
+    try:
+        value = ast.literal_eval(rendered)
+    except (ValueError, TypeError, SyntaxError, MemoryError):
+        return rendered
+    if isinstance(value, str | complex):
+        return rendered
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value if _PLAIN_NUMBER.fullmatch(rendered) else rendered
+    return value
+
+
 def home_assistant_payload(**data: object) -> bytes:
     """The rest_command's payload as Home Assistant renders it with the automation's `data`
-    (an attribute the player does not have renders as "")."""
+    (an attribute the player does not have renders as ""; each value the automation's
+    templates render is read as Home Assistant reads it: `home_assistant_native`)."""
     payload = re.search(r"payload: >-\n(.+?)\n\n", GENERIC, flags=re.S)
     assert payload, "the Home Assistant example's payload"
 
     def render(expression: re.Match[str]) -> str:
-        value = data.get(expression[1], "")
+        value = home_assistant_native(str(data.get(expression[1], "")))
         if expression[2] == "to_json":
             return json.dumps(value)
         return str(int(value or 0) * 1000)  # type: ignore[call-overload]
@@ -396,6 +416,8 @@ def test_every_generic_example_in_the_webhook_docs_is_taken_by_the_service(
     trakt.add_episode(one_piece, 21, 108, number_abs=1000)
     heat = trakt.add_show("Ozark", 2017, tvdb=328634)
     trakt.add_episode(heat, 1, 2)
+    trakt.add_movie("1917", 2019, imdb="tt8579674", tmdb=530915)
+    trakt.add_episode(trakt.add_show("1883", 2021, tvdb=403245), 1, 1, title="1883")
     service = service_for(tmp_path, trakt).start()
     player = {"user": "alice", "player": "kodi-livingroom"}
     home_assistant = [
@@ -416,6 +438,20 @@ def test_every_generic_example_in_the_webhook_docs_is_taken_by_the_service(
             )
         ]
         * 2,
+        # Titles that are numbers: Home Assistant hands them on as numbers.
+        home_assistant_payload(
+            **player, type="movie", title="1917", position=7_000, duration=7_140
+        ),
+        home_assistant_payload(
+            **player,
+            type="episode",
+            title="1883",
+            show="1883",
+            season=1,
+            number=1,
+            position=3_400,
+            duration=3_480,
+        ),
         home_assistant_payload(**player, type="music", title="Ain't No Sunshine", duration=125),
     ]
     try:
@@ -442,6 +478,8 @@ def test_every_generic_example_in_the_webhook_docs_is_taken_by_the_service(
         for e in trakt.history()
     )
     assert watched == [
+        ("1883", 1, 1),
+        ("1917", None, None),
         ("Arrival", None, None),  # the start and stop; the played mark minutes later is that play
         ("Episode 108", 21, 108),
         ("Episode 14", 5, 14),

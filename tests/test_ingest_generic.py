@@ -226,7 +226,7 @@ def test_a_day_without_a_time_is_that_day_where_watchbridge_runs(
             for kind in ("show", "tvshow", "movei")
         ],
         (with_item(MOVIE, ids=None, title=None), "item: a movie needs ids or a title"),
-        (with_item(MOVIE, title=5), "item.title: must be a string"),
+        (with_item(MOVIE, title=["Arrival"]), "item.title: must be a string"),
         (with_item(MOVIE, year="soon"), "item.year: must be a whole number >= 0"),
         (with_item(MOVIE, ids="tt2543164"), "item.ids: must be an object"),
         (

@@ -29,6 +29,7 @@ from it would pass for a real one.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import replace
 from datetime import date, datetime
@@ -403,9 +404,15 @@ def _name(data: Payload, key: str) -> str | None:
 
 
 def _text(data: Payload, key: str, path: str) -> str | None:
+    """A title: a string, or a number. Home Assistant hands on a template's text that reads as
+    a number as that number, so its automation sends the film *1917* as `1917`."""
     value = data.get(key)
     if value is None:
         return None
+    if isinstance(value, float) and math.isfinite(value):
+        return str(value)
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 10**64:
+        return str(value)
     if not isinstance(value, str):
         raise Invalid(f"{path}: must be a string")
     return value.strip() or None
