@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import html
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -313,3 +316,47 @@ def test_an_episodes_premiere_date_is_its_air_date() -> None:
 def test_a_premiere_date_left_unfilled_is_no_air_date() -> None:
     payload = sample("template_rendered_playback_stop.json", PremiereDate="{{PremiereDate}}")
     assert only_event(parse(payload)).item.aired is None
+
+
+DOCS_TEMPLATE = re.search(
+    r"```handlebars\n(.+?)```",
+    (Path(__file__).parent.parent / "docs" / "webhooks.md").read_text(encoding="utf-8"),
+    flags=re.S,
+)
+
+
+def rendered_docs_template(**values: str) -> bytes:
+    """The template in docs/webhooks.md as the plugin renders it: each variable as the server
+    writes it (`values`, .NET text), `{{x}}` HTML-escaped, `{{{x}}}` raw, a missing one ""."""
+    assert DOCS_TEMPLATE, "the Jellyfin template in docs/webhooks.md"
+
+    def value(name: re.Match[str], escaped: bool) -> str:
+        text = values.get(name[1], "")
+        if not escaped:
+            return text
+        return html.escape(text).replace("`", "&#x60;").replace("=", "&#x3D;")
+
+    raw = re.sub(r"\{\{\{(\w+)\}\}\}", lambda m: value(m, escaped=False), DOCS_TEMPLATE[1])
+    return re.sub(r"\{\{(\w+)\}\}", lambda m: value(m, escaped=True), raw).encode()
+
+
+def test_a_rating_a_server_writes_with_a_decimal_comma_is_read_from_the_docs_template() -> None:
+    # Handlebars.Net writes a double in the server's culture: 7.5 is "7,5" on a German server.
+    body = rendered_docs_template(
+        NotificationType="UserDataSaved",
+        SaveReason="UpdateUserRating",
+        ServerId="5b6f0e3a-2c1d-4e8f-9a7b-6c5d4e3f2a1b",
+        UserId="a3f1c9e2-7b5d-4c08-b6e2-f1d0c9b8a7e6",
+        NotificationUsername="alex",
+        ItemId="c7d2a91e-4b3f-4e6a-8d0b-1c2e3f4a5b6c",
+        ItemType="Movie",
+        Name="Arrival",
+        Year="2016",
+        Provider_imdb="tt2543164",
+        Rating="7,5",
+        Likes="False",
+        Favorite="False",
+        Played="True",
+    )
+    event = only_event(parse_request("jellyfin", body, "text/plain; charset=utf-8"))
+    assert (event.action, event.rating, event.item.ids.imdb) == ("rate", 75, "tt2543164")

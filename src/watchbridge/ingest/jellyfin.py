@@ -25,6 +25,8 @@ with dashes).
 
 from __future__ import annotations
 
+import re
+
 from watchbridge.ingest.common import (
     LIBRARY_EVENT,
     NO_RATING,
@@ -152,7 +154,7 @@ def _toggle_played(data: Payload, kind: MediaKind) -> ParseResult:
 
 
 def _rating(data: Payload, kind: MediaKind) -> ParseResult:
-    rating = star_rating(data.get("Rating"), data.get("Likes"))
+    rating = star_rating(_decimal(data.get("Rating")), data.get("Likes"))
     if rating is None:
         return Ignored(NO_RATING)
     warnings: list[str] = []
@@ -232,6 +234,18 @@ def _media_ref(data: Payload, kind: MediaKind, warnings: list[str]) -> MediaRef:
         show_source_key=server_guid(data.get("SeriesId")),
         aired=air_date(data.get("PremiereDate")),
     )
+
+
+_DECIMAL_COMMA = re.compile(r"[0-9]{1,2},[0-9]+")
+
+
+def _decimal(value: object) -> object:
+    """A template's number as the server's culture writes it: Handlebars.Net writes a double
+    with the server's decimal separator (`7,5` on a German Windows server). A rating is 0-10,
+    so a comma in it is never a thousands separator."""
+    if isinstance(value, str) and _DECIMAL_COMMA.fullmatch(value.strip()):
+        return value.strip().replace(",", ".")
+    return value
 
 
 def _text(value: object) -> str | None:
