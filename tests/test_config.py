@@ -379,6 +379,31 @@ def test_one_media_account_in_two_profiles_is_refused() -> None:
     )
 
 
+def test_one_plex_account_in_two_profiles_through_tautulli_is_refused() -> None:
+    # Tautulli reports Plex's accounts (plex.tv id, username): Plex's webhook would send the
+    # plays to bob and Tautulli's the same person's to alice.
+    for bobs, alices in (("5551234", "5551234"), ("Bob", "bob"), ("abc123:5551234", "5551234")):
+        message = error_of(
+            f"profiles:\n  bob:\n    users: {{plex: ['{bobs}']}}\n"
+            f"  alice:\n    users: {{tautulli: ['{alices}']}}\n"
+        )
+        assert message == (
+            f"watchbridge.yaml:5 profiles.alice.users.tautulli: tautulli account '{alices}' is"
+            f" plex account '{bobs}' of profile bob (Tautulli reports Plex's accounts, and each"
+            " account's plays go to one profile)"
+        )
+
+
+def test_the_same_name_on_two_plex_servers_may_be_two_people_through_tautulli() -> None:
+    config = parse_config(
+        "profiles:\n  bob:\n    users: {plex: ['abc123:kid']}\n"
+        "  alice:\n    users: {tautulli: ['def456:kid']}\n",
+        FILE,
+        {},
+    )
+    assert config.profiles["alice"].users.tautulli == ["def456:kid"]
+
+
 def test_accounts_written_with_commas_instead_of_a_list_are_refused() -> None:
     message = error_of("profiles:\n  me:\n    users:\n      jellyfin: alice, bob\n")
     assert message == (

@@ -900,7 +900,45 @@ def _shared_account_problems(profiles: Mapping[str, Profile]) -> list[tuple[str,
                             " (each account's plays go to one profile)",
                         )
                     )
+    return problems + _plex_through_tautulli_problems(profiles)
+
+
+def _plex_through_tautulli_problems(profiles: Mapping[str, Profile]) -> list[tuple[str, str]]:
+    """Tautulli names Plex's accounts (plex.tv id, username): one listed under another
+    profile's `plex` would have Plex's webhook send its plays to one person and Tautulli's to
+    the other. A plain `1` is no Tautulli account (Plex's name for each server's owner), and
+    entries naming two different servers may be two people (managed users of two Homes)."""
+    listed_for_plex = [
+        (name, entry, *_server_and_account(entry))
+        for name, profile in profiles.items()
+        for entry in profile.users.plex
+    ]
+    problems = []
+    for name, profile in profiles.items():
+        for entry in profile.users.tautulli:
+            server, account = _server_and_account(entry)
+            for owner, plex_entry, plex_server, plex_account in listed_for_plex:
+                if (
+                    owner != name
+                    and account == plex_account != "1"
+                    and (not server or not plex_server or server == plex_server)
+                ):
+                    problems.append(
+                        (
+                            f"profiles.{name}.users.tautulli",
+                            f"tautulli account {entry!r} is plex account {plex_entry!r} of "
+                            f"profile {owner} (Tautulli reports Plex's accounts, and each "
+                            "account's plays go to one profile)",
+                        )
+                    )
+                    break
     return problems
+
+
+def _server_and_account(entry: str) -> tuple[str, str]:
+    """A `users` entry as webhooks match it: its server ("" for any) and its account."""
+    server, _, account = same_account(entry).rpartition(":")
+    return server, account
 
 
 SERIALIZD_TOKEN_WANTED = (
