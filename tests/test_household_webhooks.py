@@ -332,3 +332,34 @@ def test_a_latin_1_body_that_does_not_say_so_still_names_its_person(
         assert trakt.history() == []
     finally:
         service.kill()
+
+
+def test_the_owners_plays_tautulli_reports_never_reach_the_default_profile(
+    tmp_path: Path, trakt: FakeTrakt
+) -> None:
+    # Alice owns the server and lists 1, as the README says; Bob takes everyone else's plays.
+    # Tautulli names Alice by her plex.tv id and username, never 1: Plex's webhook, which
+    # names her 1 and by that username, reports her plays to her own Trakt.
+    profiles = """
+  alice:
+    users: {plex: ["1"]}
+    accounts: {trakt: {}}
+  bob:
+    default: true
+    accounts: {trakt: {}}
+"""
+    service = household(tmp_path, trakt, profiles).start()
+    try:
+        alices = plex("media.scrobble", 1, "alex", "alices-tv")  # the samples' owner, alex
+        assert post_plex(service, alices).status_code == 202
+        wait_for(lambda: len(trakt.history()) == 1)
+        tautulli = sample_json("tautulli", "watched_episode.json")
+        assert (tautulli["user_id"], tautulli["username"]) == ("27160034", "alex")
+        url = f"{service.url}/webhooks/tautulli/{SECRET}"
+        answer = httpx.post(url, json=tautulli)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["reason"] == "this media-server account is not mapped to any profile"
+        wait_for(lambda: settled(service))
+        assert trakt.history("bob") == [] and len(trakt.history()) == 1
+    finally:
+        service.kill()

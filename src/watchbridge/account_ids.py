@@ -63,6 +63,8 @@ class NameKey(NamedTuple):
     name: str
 
 
+PLEX_OWNER = "1"  # the Account.id of a Plex server's owner, on each server
+
 # Sources whose account names are unique on a server, the server's own: Tautulli may give a
 # friendly name Tautulli's user set, and a generic sender names accounts as it likes.
 NAMED_UNIQUELY = frozenset({"plex", "jellyfin", "emby"})
@@ -178,7 +180,11 @@ class AccountIds:
     def learn(self, key: Key, learnt: Learnt) -> None:
         self._forget(key)
         self.known[key] = learnt
-        if learnt.by_id(key) and (by_name := name_key(key, learnt.name)) is not None:
+        # A Plex owner's name is kept only to know them in Tautulli's reports: the owner is 1
+        # on their server for good, no new id to follow by that name.
+        owner = key.source == "plex" and key.account_id == PLEX_OWNER
+        by_name = None if owner or not learnt.by_id(key) else name_key(key, learnt.name)
+        if by_name is not None:
             self.names[by_name] = (key, learnt)  # the most recently learnt wins a name
         while len(self.known) > KEPT:
             self._forget(next(iter(self.known)))

@@ -23,7 +23,16 @@ from litestar.enums import ScopeType
 from litestar.types import Receive, Scope, Send
 
 from watchbridge import storagewatch, webhookwatch
-from watchbridge.account_ids import KEPT, Key, Learnt, NameKey, NewId, Renamed, name_key
+from watchbridge.account_ids import (
+    KEPT,
+    PLEX_OWNER,
+    Key,
+    Learnt,
+    NameKey,
+    NewId,
+    Renamed,
+    name_key,
+)
 from watchbridge.app import BEFORE_ROUTER, Runtime
 from watchbridge.clocksteps import sent_at
 from watchbridge.config import TV_ONLY, Config, link_profiles, same_account, targets_for
@@ -87,8 +96,6 @@ PAYLOAD_BODY_CAP = 128 * 1024 * 1024
 
 
 # --------------------------------------------------------------------------- pure decisions
-
-PLEX_OWNER = "1"  # the Account.id of a Plex server's owner, on each server
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -158,6 +165,7 @@ def route_for(
     if event.source == "tautulli" and (
         _listed_for_plex(config, anywhere - {PLEX_OWNER}, default)
         or _followed_for_plex(config, known, account.id, default)
+        or _owner_for_plex(config, known, event, default)
     ):
         # Tautulli reports Plex accounts: one another profile lists for Plex's own webhook is
         # that person's (whose plays Plex's webhook sends), never the default profile's; so
@@ -179,9 +187,10 @@ def _matched(event: MediaEvent, profile: str, entry: str, known: Mapping[Key, Le
     listed = same_account(entry).rpartition(":")[2]
     if listed == key.account_id:
         # Its name, so that a new id with the same name still finds the profile (`_new_id`);
-        # a Plex owner is 1 on its server for good.
+        # a Plex owner's, so that Tautulli's reports of them (by username) are known
+        # (`_owner_for_plex`).
         owner = event.source == "plex" and account.id == PLEX_OWNER
-        new = not owner and name_key(key, account.name) is not None
+        new = owner or name_key(key, account.name) is not None
         new = new and learnt != (profile, entry, account.name)
     else:  # its id, when the entry is its name
         new = listed == same_account(account.name)
@@ -261,6 +270,25 @@ def _followed_for_plex(
     return wanted != PLEX_OWNER and any(
         key.source == "plex"
         and key.account_id == wanted
+        and learnt.profile != but
+        and _still_listed(config, "plex", learnt)
+        for key, learnt in known.items()
+    )
+
+
+def _owner_for_plex(
+    config: Config, known: Mapping[Key, Learnt], event: MediaEvent, but: str | None
+) -> bool:
+    """Whether a Tautulli report's account is a Plex server's owner whom Plex's webhook took,
+    as account 1 under that user name (on the report's server, when it names one), to a
+    profile other than `but`: Tautulli names the owner by plex.tv id, never 1."""
+    name = same_account(event.account.name) if event.account.name else ""
+    server = same_account(event.server) if event.server else ""
+    return bool(name) and any(
+        key.source == "plex"
+        and key.account_id == PLEX_OWNER
+        and (not server or key.server == server)
+        and same_account(learnt.name) == name
         and learnt.profile != but
         and _still_listed(config, "plex", learnt)
         for key, learnt in known.items()
