@@ -1289,6 +1289,16 @@ def test_deadletters_retry_without_ids_says_what_to_do(tmp_path: Path) -> None:
     assert "--all" in result.stderr
 
 
+@pytest.mark.parametrize("command", ["retry", "discard", "allow"])
+def test_deadletters_naming_no_row_is_a_command_line_mistake(tmp_path: Path, command: str) -> None:
+    # README: exit code 2 for a mistake on the command line (scripts tell it from a failure).
+    path = dead_letter(tmp_path)
+    result = run("deadletters", command, "--config", str(path))
+    assert result.returncode == 2
+    assert "--all" in result.stderr
+    assert "#1" in run("deadletters", "list", "--config", str(path)).stdout
+
+
 @pytest.mark.parametrize("command", ["retry", "discard"])
 def test_deadletters_names_the_ids_that_are_not_dead_letters(tmp_path: Path, command: str) -> None:
     path = dead_letter(tmp_path)

@@ -1620,8 +1620,8 @@ def deadletters_retry(config_path: str | None, ids: tuple[int, ...], every: bool
     from watchbridge.deadletters import retry_dead_letters
     from watchbridge.deliver.worker import IDLE_WAKE_SECONDS
 
+    _require_selection(ids, every, "dead letter ids (see `watchbridge deadletters list`)")
     config = _load(config_path)
-    _require_selection(ids, every)
     with _open_store(config) as store:
         outcome = retry_dead_letters(config, store, None if every else ids, time.time())
     within = f": the service sends them within {int(IDLE_WAKE_SECONDS // 60)} minutes"
@@ -1648,8 +1648,8 @@ def deadletters_discard(
     while the other side lacks it, unless discarded --for-good."""
     from watchbridge.sync import kept_off_of
 
+    _require_selection(ids, every, "dead letter ids (see `watchbridge deadletters list`)")
     config = _load(config_path)
-    _require_selection(ids, every)
     now = time.time()
     with _open_store(config) as store:
         dead = store.dead_letters()
@@ -1711,11 +1711,10 @@ def _discarded(count: int, waiting: Sequence[OutboxItem], dead: int) -> str:
 def deadletters_allow(config_path: str | None, ids: tuple[int, ...], every: bool) -> None:
     """Let links copy again plays kept off with `discard --for-good` (by id, as
     `list --for-good` shows them, or --all): at their next full read."""
+    _require_selection(
+        ids, every, "ids of plays kept off (see `watchbridge deadletters list --for-good`)"
+    )
     config = _load(config_path)
-    if not ids and not every:
-        raise WatchbridgeError(
-            "name ids of plays kept off (see `watchbridge deadletters list --for-good`) or --all"
-        )
     with _open_store(config) as store:
         known = {entry.row for entry in store.kept_off()}
         count = store.allow_kept_off(None if every else list(ids))
@@ -1742,9 +1741,11 @@ def _refuse_unknown(ids: list[int]) -> None:
         raise WatchbridgeError(f"not a dead letter: {listed} (see `watchbridge deadletters list`)")
 
 
-def _require_selection(ids: tuple[int, ...], every: bool) -> None:
+def _require_selection(ids: tuple[int, ...], every: bool, what: str) -> None:
+    """A `deadletters` command names `what` it acts on, or --all: naming nothing is a mistake
+    on the command line (exit code 2, before the config is read)."""
     if not ids and not every:
-        raise WatchbridgeError("name dead letter ids (see `watchbridge deadletters list`) or --all")
+        raise click.UsageError(f"name {what} or --all", click.get_current_context())
 
 
 @cli.group()
