@@ -1299,6 +1299,22 @@ def test_deadletters_naming_no_row_is_a_command_line_mistake(tmp_path: Path, com
     assert "#1" in run("deadletters", "list", "--config", str(path)).stdout
 
 
+@pytest.mark.parametrize("command", ["retry", "discard", "allow"])
+def test_deadletters_ids_with_all_change_nothing(tmp_path: Path, command: str) -> None:
+    # `discard 1 --all` gave up every dead letter, not the one named.
+    path = dead_letter(tmp_path)
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        heat = {"item": {"kind": "movie", "title": "Heat 2"}}
+        store.enqueue([NewOutboxRow("trakt", "me", "play", heat, "k2", "i2")], 4.0)
+        (item,) = store.claim("w", 5.0)
+        store.mark_dead(item.id, 6.0, "gave up after 12 attempts: unmatched")
+    result = run("deadletters", command, "1", "--all", "--config", str(path))
+    assert result.returncode == 2
+    assert "or --all, not both" in result.stderr
+    listed = run("deadletters", "list", "--config", str(path)).stdout
+    assert "#1" in listed and "#2" in listed
+
+
 @pytest.mark.parametrize("command", ["retry", "discard"])
 def test_deadletters_names_the_ids_that_are_not_dead_letters(tmp_path: Path, command: str) -> None:
     path = dead_letter(tmp_path)

@@ -1742,10 +1742,15 @@ def _refuse_unknown(ids: list[int]) -> None:
 
 
 def _require_selection(ids: tuple[int, ...], every: bool, what: str) -> None:
-    """A `deadletters` command names `what` it acts on, or --all: naming nothing is a mistake
-    on the command line (exit code 2, before the config is read)."""
+    """A `deadletters` command names `what` it acts on, or --all: naming nothing, or both, is
+    a mistake on the command line (exit code 2, before the config is read). Both would act on
+    every row where the user named a few."""
     if not ids and not every:
         raise click.UsageError(f"name {what} or --all", click.get_current_context())
+    if ids and every:
+        raise click.UsageError(
+            f"name {what} or --all, not both: --all takes every one", click.get_current_context()
+        )
 
 
 @cli.group()
