@@ -1213,6 +1213,20 @@ def test_a_dead_letter_of_an_episode_names_its_show_and_numbers(tmp_path: Path) 
     assert "trakt/me  play Breaking Bad S05E16  gave up after 12 attempts" in result.stdout
 
 
+def test_a_dead_letter_is_one_line_whatever_its_title_holds(tmp_path: Path) -> None:
+    # A title is the media server's text: a newline in it would forge a second row, an escape
+    # sequence would drive the terminal (clear it, recolour or retitle it).
+    path = write_config(tmp_path, TRAKT_PROFILE)
+    movie = {"kind": "movie", "title": "Heat\x1b[2J\n#9  forged\u202e", "year": 1995}
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        store.enqueue([NewOutboxRow("trakt", "me", "play", {"item": movie}, "k1", "i1")], 1.0)
+        (item,) = store.claim("w", 2.0)
+        store.mark_dead(item.id, 3.0, "gave up after 12 attempts: refused\r\nok")
+    (line,) = run("deadletters", "list", "--config", str(path)).stdout.splitlines()
+    assert "play Heat\\x1b[2J\\n#9  forged\\u202e (1995)" in line
+    assert line.endswith("refused\\r\\nok")
+
+
 def test_stored_error_texts_are_shown_redacted_by_the_commands(tmp_path: Path) -> None:
     # A service's message stored as a row's or a run's error may quote a URL with a key, a
     # token or the webhook path: users paste these outputs into bug reports.

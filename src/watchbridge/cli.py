@@ -175,6 +175,17 @@ def _delivery(item: OutboxItem, when: float, what: str) -> str:
     return f"#{item.id}  {_when(when)}  {item.target}/{item.profile}  {item.action} {what}"
 
 
+# Characters that would break a row's line or drive the terminal: controls (newline, ESC),
+# line and paragraph separators, and the bidi overrides and isolates that reorder what follows.
+_NOT_SHOWN_AS_IS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _on_one_line(text: str) -> str:
+    """`text` (a title from a media server, a service's words) as one row of a list, what would
+    break the line or the terminal shown escaped, as Python writes it (`\\n`, `\\x1b`)."""
+    return _NOT_SHOWN_AS_IS.sub(lambda c: repr(c[0])[1:-1], text)
+
+
 def _when(timestamp: float | None) -> str:
     if timestamp is None:
         return "-"
@@ -1534,9 +1545,11 @@ def unmatched(config_path: str | None, payload: bool) -> None:
     for entry in waiting:
         item = entry.item
         click.echo(
-            f"{_delivery(item, item.created_at, item.describe())}  next try "
-            f"{_when(item.next_attempt_at)}: "
-            f"{redact(item.last_error or '')}"
+            _on_one_line(
+                f"{_delivery(item, item.created_at, item.describe())}  next try "
+                f"{_when(item.next_attempt_at)}: "
+                f"{redact(item.last_error or '')}"
+            )
         )
         if payload and entry.event is not None:
             click.echo(f"    event: {redact(entry.event)}")
@@ -1589,8 +1602,10 @@ def deadletters_list(config_path: str | None, for_good: bool) -> None:
     for item in dead:
         again = f" ({item.discarded_before()})" if item.discarded_before() else ""
         click.echo(
-            f"{_delivery(item, item.updated_at, item.describe())}  "
-            f"{redact(item.last_error or '')}{again}"
+            _on_one_line(
+                f"{_delivery(item, item.updated_at, item.describe())}  "
+                f"{redact(item.last_error or '')}{again}"
+            )
         )
     if kept:
         click.echo(
@@ -1605,8 +1620,11 @@ def _list_kept_off(kept: list[KeptOff]) -> None:
         return
     for entry in kept:
         click.echo(
-            f"#{entry.row}  {_when(entry.since)}  {entry.target}/{entry.profile}  play "
-            f"{entry.item} watched {_when(entry.at)}: links.{entry.link} does not copy it there"
+            _on_one_line(
+                f"#{entry.row}  {_when(entry.since)}  {entry.target}/{entry.profile}  play "
+                f"{entry.item} watched {_when(entry.at)}: links.{entry.link} does not copy it "
+                "there"
+            )
         )
     click.echo("to let a link copy one again: `watchbridge deadletters allow ID`")
 
