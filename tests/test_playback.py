@@ -829,3 +829,66 @@ def test_a_player_idle_for_hours_seen_well_past_where_it_left_plays_the_rest_of_
         (idle + 300, jellyfin("stop", 98, played=True)),
     )
     assert kinds(intents).count("play") == plays
+
+
+def plex_rating(rating: int | None, given_at: float | None) -> MediaEvent:
+    """Plex's media.rate, given at `given_at` (its lastRatedAt; None: Plex named no time)."""
+    return replace(event("rate", rating=rating), occurred_at=given_at)
+
+
+def rated_in_arrival_order(*events: tuple[float, MediaEvent]) -> list[Intent]:
+    """The intents of rating events arriving at the given times, in that order."""
+    session: Session | None = None
+    intents: list[Intent] = []
+    for arrived, e in events:
+        session, produced = decide(session, e, 90, now=arrived, at=arrived)
+        intents += produced
+    return intents
+
+
+def test_a_plex_rating_given_before_the_last_one_heard_is_a_late_post_and_dropped() -> None:
+    intents = rated_in_arrival_order(
+        (1000.0, plex_rating(80, 500.0)), (1001.0, plex_rating(70, 497.0))
+    )
+    assert [(i.kind, i.rating) for i in intents] == [("rating", 80)]
+
+
+def test_a_plex_rating_posted_again_is_one_change() -> None:
+    intents = rated_in_arrival_order(
+        (1000.0, plex_rating(80, 500.0)), (1005.0, plex_rating(80, 500.0))
+    )
+    assert [(i.kind, i.rating) for i in intents] == [("rating", 80)]
+
+
+def test_plex_ratings_cleared_and_given_again_are_each_a_change() -> None:
+    # A removal names the time of the rating it removes, or none; 7 then 8 in one second too.
+    intents = rated_in_arrival_order(
+        (1000.0, plex_rating(80, 500.0)),
+        (1010.0, plex_rating(None, 500.0)),
+        (1020.0, plex_rating(80, 520.0)),
+        (1030.0, plex_rating(None, None)),
+        (1040.0, plex_rating(70, 540.0)),
+        (1040.5, plex_rating(80, 540.0)),
+    )
+    assert [(i.kind, i.rating) for i in intents] == [
+        ("rating", 80),
+        ("remove_rating", None),
+        ("rating", 80),
+        ("remove_rating", None),
+        ("rating", 70),
+        ("rating", 80),
+    ]
+
+
+def test_a_plex_rating_dated_before_the_last_one_long_after_it_is_the_users_change() -> None:
+    # The server's clock stepped back: a change an hour later is no late post.
+    intents = rated_in_arrival_order(
+        (1000.0, plex_rating(80, 5000.0)),
+        (4600.0, plex_rating(60, 1500.0)),
+        (4660.0, plex_rating(50, 1560.0)),
+    )
+    assert [i.rating for i in intents] == [80, 60, 50]
+
+
+def test_a_plex_rating_does_not_touch_the_players_playback_session() -> None:
+    assert session_key(plex_rating(80, 500.0)) != session_key(event("stop", 95))

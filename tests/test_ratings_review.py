@@ -14,7 +14,7 @@ import pytest
 
 from tests.fakes.base import FakeServer
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
-from tests.harness import AppThread, sign_in_trakt, wait_for
+from tests.harness import AppThread, nothing_waits, sign_in_trakt, wait_for
 from tests.ingest_samples import sample_json
 from tests.linkrig import Rig, ratings_rig
 from tests.test_webhooks_e2e import plex_multipart
@@ -148,3 +148,25 @@ def test_a_show_rated_in_plex_without_its_ids_is_acknowledged_and_not_a_dead_let
     body = plex_show_rated(9.0)
     del body["Metadata"]["Guid"]  # older servers leave it out
     assert post_plex(app, body).status_code == 200
+
+
+def movie_rated(rating: float, given_at: int) -> dict[str, Any]:
+    """Plex's media.rate of Arrival, rated `rating` (0-10) at `given_at` (its lastRatedAt)."""
+    body = copy.deepcopy(sample_json("plex", "movie_media_rate.json"))
+    body["Metadata"] |= {"userRating": rating, "lastRatedAt": given_at}
+    body["rating"] = str(rating)
+    return body
+
+
+def test_a_plex_rating_posted_after_a_later_one_does_not_overwrite_it_on_trakt(
+    app: AppThread, trakt: FakeTrakt, tmp_path: Path
+) -> None:
+    # Plex posts webhooks unordered (best effort): 3.5 stars then 4 stars a few seconds later,
+    # the 4 stars' post first. What Trakt keeps is the last write: before, the 7.
+    trakt.add_movie("Arrival", 2016, imdb="tt2543164", tmdb=329865)
+    given = int(time.time()) - 5
+    assert post_plex(app, movie_rated(8.0, given + 3)).status_code == 202
+    wait_for(lambda: [r.rating for r in trakt.ratings()] == [8])
+    assert post_plex(app, movie_rated(7.0, given)).status_code in (200, 202)
+    wait_for(lambda: nothing_waits(tmp_path / "wb.db"))
+    assert [r.rating for r in trakt.ratings()] == [8]

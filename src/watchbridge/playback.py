@@ -136,12 +136,21 @@ def _player(event: MediaEvent) -> str:
 # favourite, a like): their rating event is a change only when the rating differs from the
 # one they sent before.
 RATINGS_SENT_AGAIN = frozenset({"jellyfin", "emby"})
+# Servers whose rating events say when the rating was given, by the server's own clock (Plex's
+# `lastRatedAt`), and that post them unordered (Plex: best effort, no order promised): one
+# given before the last one heard of the item is an old rating arriving late, not the user's.
+RATINGS_DATED = frozenset({"plex"})
+# How long after the last rating of an item arrived one given before it is taken for a late
+# post: Plex posts within seconds, so past this the server's clock stepped back instead, and
+# the user's change must not be dropped.
+LATE_RATING_WINDOW = 900.0
 
 
 def remembers_rating(event: MediaEvent) -> bool:
-    """A rating of a server that sends them again: its session (kept long) is the last
-    rating that server sent of the item (state `rated`, `progress` the rating)."""
-    return event.action == "rate" and event.source in RATINGS_SENT_AGAIN
+    """A rating of a server that sends them again, or dates them: its session (kept long) is
+    the last rating that server sent of the item (state `rated`, `progress` the rating, None
+    once cleared; for RATINGS_DATED, `began_at` when the server says it gave that rating)."""
+    return event.action == "rate" and event.source in RATINGS_SENT_AGAIN | RATINGS_DATED
 
 
 def completion_key(event: MediaEvent, item_key: str | None = None) -> str | None:
@@ -393,6 +402,27 @@ def decide(
     return new_session, intents
 
 
+def _dated_rating(
+    session: Session | None, event: MediaEvent, key: str, at: float, intent: Intent
+) -> tuple[Session | None, list[Intent]]:
+    """A rating (or its removal) of a server that dates them (RATINGS_DATED): none when the
+    server gave it before the last rating it sent of the item (posted late, it would overwrite
+    the user's newer one), or is that same rating posted again. Undated (a removal may name no
+    time), it is taken as the newest, and the time of the one before it stays remembered."""
+    given = event.occurred_at
+    last = session.began_at if session is not None and session.state == "rated" else 0.0
+    if given is not None and last and session is not None:
+        recent = at - session.updated_at <= LATE_RATING_WINDOW
+        last_rating = None if session.progress is None else int(session.progress)
+        if recent and (given < last or (given == last and event.rating == last_rating)):
+            return session, []
+    latest = last if given is None else given
+    if not latest:
+        return session, [intent]
+    value = None if event.rating is None else float(event.rating)
+    return Session(key, "rated", value, 0, at, latest), [intent]
+
+
 def _decide(
     session: Session | None,
     event: MediaEvent,
@@ -405,9 +435,14 @@ def _decide(
         # To the second: rate 8, clear, rate 8 within a minute are three changes, not two.
         second = int(at)
         if event.rating is None:  # Plex's media.rate without stars, our generic rating 0
-            return session, [Intent("remove_rating", f"unrate:{event.item.key()}:{second}", at)]
+            removal = Intent("remove_rating", f"unrate:{event.item.key()}:{second}", at)
+            if event.source in RATINGS_DATED:
+                return _dated_rating(session, event, key, at, removal)
+            return session, [removal]
         rating_key = f"rate:{event.item.key()}:{event.rating}:{second}"
         intent = Intent("rating", rating_key, at, rating=event.rating)
+        if event.source in RATINGS_DATED:
+            return _dated_rating(session, event, key, at, intent)
         if not remembers_rating(event):
             return session, [intent]
         rated = Session(key, "rated", float(event.rating), 0, at, at)
