@@ -267,6 +267,54 @@ def test_with_storage_left_out_of_alerts_kinds_webhooks_refused_for_it_are_still
     assert "another program holds the database" in alert
 
 
+MOVED_TITLE = "watchbridge cannot write its database: its file was deleted or moved"
+
+
+def test_a_database_moved_away_while_the_service_runs_is_refused_until_put_back(
+    tmp_path: Path, receiver: AlertReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SQLite goes on writing to files no longer at their path (deleted, moved, replaced): a
+    # webhook answered 202 there is gone at the next start, which opens what is at the path.
+    monkeypatch.setattr(storagewatch, "CHECK_EVERY", 0.1)
+    runtime = runtime_for(jellyfin_config(tmp_path, receiver))
+    served = create_app(runtime, tasks=[StorageWatch()], extra_routes=webhooks.ROUTES)
+    files = [tmp_path / f"watchbridge.db{suffix}" for suffix in ("", "-wal", "-shm")]
+    aside = tmp_path / "aside"
+    aside.mkdir()
+    with AppThread(served) as app:
+        assert post(app).status_code == 202
+        for file in files:  # a user tidying up the data folder
+            file.rename(aside / file.name)
+        refused = post(app)
+        wait_until(lambda: MOVED_TITLE in receiver.titles())
+        for file in files:
+            (aside / file.name).rename(file)
+        again = post(app)
+        wait_until(lambda: f"Resolved: {MOVED_TITLE}" in receiver.titles())
+    assert refused.status_code == 503, refused.text
+    assert f"the database {tmp_path / 'watchbridge.db'} was deleted" in refused.json()["error"]
+    alert = next(m["message"] for m in receiver.messages if m["title"] == MOVED_TITLE)
+    assert "put it back" in alert and "restart watchbridge" in alert
+    assert again.status_code == 202
+    with contextlib.closing(sqlite3.connect(files[0])) as look:
+        assert look.execute("SELECT COUNT(*) FROM events").fetchone() == (2,)
+
+
+def test_a_write_ahead_log_deleted_while_the_service_runs_is_refused_not_acknowledged(
+    tmp_path: Path, receiver: AlertReceiver
+) -> None:
+    # `rm watchbridge.db-*`: what the service commits after goes to the deleted log, and is
+    # lost at the next start.
+    runtime = runtime_for(jellyfin_config(tmp_path, receiver))
+    with AppThread(create_app(runtime, extra_routes=webhooks.ROUTES)) as app:
+        assert post(app).status_code == 202
+        for suffix in ("-wal", "-shm"):
+            (tmp_path / f"watchbridge.db{suffix}").unlink()
+        refused = post(app)
+    assert refused.status_code == 503, refused.text
+    assert "was deleted, moved or replaced" in refused.json()["error"]
+
+
 # `watchbridge status` runs in a process of its own, without the service's runtime: it tries
 # the database itself, leaving nothing behind.
 

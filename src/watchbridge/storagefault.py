@@ -14,7 +14,11 @@ from typing import Literal
 
 STORAGE_ALERT = "storage"  # the alert kind that tells of these faults (storagewatch)
 
-FaultKind = Literal["full", "read_only", "locked", "damaged", "failing"]
+FaultKind = Literal["full", "read_only", "locked", "damaged", "failing", "moved"]
+
+# SQLite's own code for a database file no longer at its path (it checks only for a rollback
+# journal; the store checks in WAL mode too: `DatabaseMoved`).
+SQLITE_READONLY_DBMOVED = 8 | (4 << 8)
 
 # SQLite's primary result codes (the low byte of an extended one).
 _BY_SQLITE_CODE: dict[int, FaultKind] = {
@@ -26,6 +30,7 @@ _BY_SQLITE_CODE: dict[int, FaultKind] = {
     14: "failing",  # SQLITE_CANTOPEN: its -wal or -shm cannot be made
     26: "damaged",  # SQLITE_NOTADB
 }
+_BY_SQLITE_EXTENDED_CODE: dict[int, FaultKind] = {SQLITE_READONLY_DBMOVED: "moved"}
 # Where SQLite gave no code (an error raised again by hand), its words.
 _BY_SQLITE_WORDS: tuple[tuple[str, FaultKind], ...] = (
     ("database or disk is full", "full"),
@@ -52,13 +57,28 @@ _SHORT: dict[FaultKind, str] = {
     "locked": "another program holds it locked",
     "damaged": "the file is damaged",
     "failing": "the disk fails to write",
+    "moved": "its file was deleted or moved",
 }
-# Said of every kind but a damaged file: nothing is lost meanwhile, nothing needs a restart.
-_MEANWHILE = (
+_REFUSED_MEANWHILE = (
     "Meanwhile webhooks are answered 503 (their plays are not recorded) and nothing is "
-    "delivered or synced; what was queued before waits and is not lost. Once a write works "
-    "again watchbridge goes on by itself, no restart needed."
+    "delivered or synced."
 )
+# Said of every kind but a damaged or moved file: nothing is lost meanwhile, nothing needs a
+# restart.
+_MEANWHILE = (
+    f"{_REFUSED_MEANWHILE[:-1]}; what was queued before waits and is not lost. Once a write "
+    "works again watchbridge goes on by itself, no restart needed."
+)
+
+
+class DatabaseMoved(sqlite3.OperationalError):
+    """The database file (or its -wal, -shm) at the store's path is no longer the one the
+    store has open: deleted, moved or replaced while it runs. SQLite would go on writing to
+    the file it has open, and all written there is gone at the next start."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} was deleted, moved or replaced since it was opened")
+        self.sqlite_errorcode = SQLITE_READONLY_DBMOVED
 
 
 @dataclass(frozen=True)
@@ -79,7 +99,9 @@ class StorageFault:
     def message(self) -> str:
         """The alert's text: what is wrong, what to do, what happens meanwhile."""
         told = f"{self.problem[0].upper()}{self.problem[1:]} ({self.said}). {self.fix}"
-        return told if self.kind == "damaged" else f"{told} {_MEANWHILE}"
+        if self.kind == "damaged":
+            return told
+        return f"{told} {_REFUSED_MEANWHILE if self.kind == 'moved' else _MEANWHILE}"
 
 
 def fault_kind(exc: BaseException) -> FaultKind | None:
@@ -88,6 +110,8 @@ def fault_kind(exc: BaseException) -> FaultKind | None:
         return None  # our own SQL or use of the connection, not the disk
     if isinstance(exc, sqlite3.Error):
         code = getattr(exc, "sqlite_errorcode", None)
+        if isinstance(code, int) and code in _BY_SQLITE_EXTENDED_CODE:
+            return _BY_SQLITE_EXTENDED_CODE[code]
         if isinstance(code, int) and (code & 0xFF) in _BY_SQLITE_CODE:
             return _BY_SQLITE_CODE[code & 0xFF]
         words = str(exc).lower()
@@ -138,6 +162,17 @@ def fault_of(exc: BaseException, database: str) -> StorageFault | None:
             f"the database {database} is damaged",
             "Check the disk (a failing SD card loses pages); stop watchbridge and move the "
             "file aside: the next start begins from the `watchbridge backup` copy beside it.",
+            said,
+        )
+    if kind == "moved":
+        return StorageFault(
+            kind,
+            f"the database {database} was deleted, moved or replaced while watchbridge runs",
+            "If you moved it or its -wal or -shm file, put it back: watchbridge goes on by "
+            "itself. If they were deleted (or replaced), restart watchbridge: it starts from "
+            "the `watchbridge backup` copy beside the database if there is one (else from a "
+            "new database: sign in again then), and each delivery the copy has waiting is "
+            "checked against its service before it is sent.",
             said,
         )
     return StorageFault(

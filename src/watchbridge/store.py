@@ -52,7 +52,7 @@ from watchbridge.playback import (
     report_keys,
 )
 from watchbridge.senders import TOGETHER_WITHIN
-from watchbridge.storagefault import fault_of
+from watchbridge.storagefault import DatabaseMoved, fault_of
 
 OutboxStatus = Literal["pending", "inflight", "done", "dead"]
 
@@ -2072,6 +2072,35 @@ def _create_private_file(path: Path) -> None:
     os.chmod(path, 0o600)
 
 
+class _OpenFiles:
+    """The database's files as the store has them open: a commit to one no longer at its path
+    (deleted, moved or replaced while the service runs: a user tidying the data folder) would
+    be acknowledged, and gone at the next start. Each is known by its device and inode from
+    the first time it is seen; the log and index (WAL mode) stay while a connection is open."""
+
+    def __init__(self, database: Path, wal: bool) -> None:
+        real = database.resolve()
+        files = [database]
+        if wal:
+            files += [real.with_name(real.name + suffix) for suffix in ("-wal", "-shm")]
+        self._known: dict[Path, tuple[int, int] | None] = dict.fromkeys(files)
+
+    def check(self) -> None:
+        """Raise DatabaseMoved unless each file seen before is still the one at its path."""
+        for path, known in self._known.items():
+            try:
+                found = os.stat(path)
+            except FileNotFoundError:
+                if known is None:
+                    continue
+                raise DatabaseMoved(str(path)) from None
+            seen = (found.st_dev, found.st_ino)
+            if known is None:
+                self._known[path] = seen
+            elif seen != known:
+                raise DatabaseMoved(str(path))
+
+
 class Checkpointer:
     """Runs SQLite's checkpoints on a thread and connection of its own (see Store.checkpoint_apart).
 
@@ -2240,6 +2269,7 @@ class Store:
         self._replaces_lock = threading.Lock()
         # WAL, as Store.open asks; else every commit is synced (see `journal_warning`).
         self.journal_mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+        self._files = _OpenFiles(path, self.journal_mode == WAL) if path is not None else None
         # (profile, Plex server) -> how Tautulli's template names players and when Tautulli
         # last reported it (as noted: TAUTULLI_SEEN_NOTED_EVERY), for each server Tautulli
         # reported to a profile (table tautulli_servers); read at the first webhook, and again
@@ -2486,6 +2516,8 @@ class Store:
                 self._conn.execute("BEGIN IMMEDIATE")
                 try:
                     yield self._conn
+                    if self._files is not None:
+                        self._files.check()
                 except BaseException:
                     self._rollback()
                     raise
