@@ -26,9 +26,9 @@ from tests.ingest_samples import sample_bytes
 from tests.test_app import jellyfin_config, runtime_for, wait_until
 from watchbridge import statuspage, storagewatch, webhooks
 from watchbridge.app import Runtime, create_app
-from watchbridge.storagefault import fault_kind, fault_of
+from watchbridge.storagefault import DatabaseMoved, fault_kind, fault_of
 from watchbridge.storagewatch import StorageWatch
-from watchbridge.store import Store
+from watchbridge.store import OpenFiles, Store
 
 HOOK = "/webhooks/jellyfin/s3cret-hook"
 FULL_TITLE = "watchbridge cannot write its database: the disk is full"
@@ -415,3 +415,35 @@ def test_status_on_a_read_only_disk_says_so_plainly_with_what_to_do(tmp_path: Pa
     assert f"the database {disk / 'watchbridge.db'} or its folder is read-only" in line
     assert "its filesystem is mounted read-only" in line and "mount it read-write again" in line
     assert "Traceback" not in result.stderr
+
+
+def test_a_database_replaced_at_its_path_is_told_apart_by_its_inode_on_a_local_disk(
+    tmp_path: Path,
+) -> None:
+    database = tmp_path / "wb.db"
+    database.write_bytes(b"one")
+    files = OpenFiles(database, wal=False)
+    files.check()
+    replacement = tmp_path / "copy.db"
+    replacement.write_bytes(b"two")
+    os.replace(replacement, database)  # a backup moved over it
+    with pytest.raises(DatabaseMoved):
+        files.check()
+
+
+def test_on_a_shared_filesystem_only_a_database_gone_from_its_path_counts(
+    tmp_path: Path,
+) -> None:
+    # Inode numbers a network or FUSE filesystem makes up prove no other file: a false alarm
+    # would refuse every webhook.
+    database = tmp_path / "wb.db"
+    database.write_bytes(b"one")
+    files = OpenFiles(database, wal=False, shared=True)
+    files.check()
+    replacement = tmp_path / "copy.db"
+    replacement.write_bytes(b"two")
+    os.replace(replacement, database)
+    files.check()
+    database.unlink()
+    with pytest.raises(DatabaseMoved):
+        files.check()

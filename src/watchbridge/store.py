@@ -33,6 +33,7 @@ from watchbridge import servelock
 from watchbridge.beside import Noted
 from watchbridge.clocksteps import Reading, Step
 from watchbridge.errors import StoreError
+from watchbridge.filesystems import read_mountinfo, shared_filesystem_warning
 from watchbridge.lastwebhooks import LastWebhook
 from watchbridge.model import ref_from_dict
 from watchbridge.playback import (
@@ -2072,18 +2073,30 @@ def _create_private_file(path: Path) -> None:
     os.chmod(path, 0o600)
 
 
-class _OpenFiles:
+def _on_shared_filesystem(path: Path) -> bool:
+    """Whether the database is on a network, host-shared or FUSE filesystem (see
+    filesystems.shared_filesystem_warning)."""
+    where = str(path.resolve())
+    return shared_filesystem_warning("storage.path", where, read_mountinfo()) is not None
+
+
+class OpenFiles:
     """The database's files as the store has them open: a commit to one no longer at its path
     (deleted, moved or replaced while the service runs: a user tidying the data folder) would
     be acknowledged, and gone at the next start. Each is known by its device and inode from
-    the first time it is seen; the log and index (WAL mode) stay while a connection is open."""
+    the first time it is seen; the log and index (WAL mode) stay while a connection is open.
 
-    def __init__(self, database: Path, wal: bool) -> None:
+    On a network, host-shared or FUSE filesystem (`shared`) only a file gone from its path
+    counts: the inode numbers some of them make up are no proof of another file, and a false
+    alarm would refuse every webhook."""
+
+    def __init__(self, database: Path, wal: bool, shared: bool = False) -> None:
         real = database.resolve()
         files = [database]
         if wal:
             files += [real.with_name(real.name + suffix) for suffix in ("-wal", "-shm")]
         self._known: dict[Path, tuple[int, int] | None] = dict.fromkeys(files)
+        self._by_inode = not shared
 
     def check(self) -> None:
         """Raise DatabaseMoved unless each file seen before is still the one at its path."""
@@ -2097,7 +2110,7 @@ class _OpenFiles:
             seen = (found.st_dev, found.st_ino)
             if known is None:
                 self._known[path] = seen
-            elif seen != known:
+            elif seen != known and self._by_inode:
                 raise DatabaseMoved(str(path))
 
 
@@ -2269,7 +2282,11 @@ class Store:
         self._replaces_lock = threading.Lock()
         # WAL, as Store.open asks; else every commit is synced (see `journal_warning`).
         self.journal_mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
-        self._files = _OpenFiles(path, self.journal_mode == WAL) if path is not None else None
+        self._files = (
+            OpenFiles(path, self.journal_mode == WAL, _on_shared_filesystem(path))
+            if path is not None
+            else None
+        )
         # (profile, Plex server) -> how Tautulli's template names players and when Tautulli
         # last reported it (as noted: TAUTULLI_SEEN_NOTED_EVERY), for each server Tautulli
         # reported to a profile (table tautulli_servers); read at the first webhook, and again
