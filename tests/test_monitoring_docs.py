@@ -14,6 +14,7 @@ import httpx
 import pytest
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness import AppThread, write_config
 from watchbridge.alerts import Notifier
@@ -21,6 +22,7 @@ from watchbridge.app import Runtime, create_app
 from watchbridge.config import load_config
 from watchbridge.metrics import Metrics
 from watchbridge.store import Store
+from watchbridge.wiring import build_app, build_runtime
 
 REPO = Path(__file__).parent.parent
 DASHBOARD = REPO / "config" / "grafana" / "dashboards" / "watchbridge.json"
@@ -225,3 +227,36 @@ def test_prometheus_loads_the_alert_rules_compose_mounts() -> None:
     mounts = compose["services"]["prometheus"]["volumes"]
     for rule_file in prometheus["rule_files"]:
         assert f"./config/{RULES.name}:{rule_file}:ro" in mounts
+
+
+def test_refusal_counters_start_at_zero_so_the_first_refused_webhook_raises_the_alert(
+    tmp_path: Path,
+) -> None:
+    # WatchbridgeWebhooksRefused is `increase(...) > 0`: a series that first appears at 1
+    # shows Prometheus no increase, so the one refused webhook of a wrong secret alerted no
+    # one. Each source's refusal series must be served at 0 before any webhook comes.
+    path = write_config(tmp_path)  # its webhook secret is generated: not "wrong-secret"
+    with AppThread(build_app(build_runtime(load_config(path, {})))) as app:
+        before = events_served(httpx.get(f"{app.url}/metrics").text)
+        refused = httpx.post(f"{app.url}/webhooks/jellyfin/wrong-secret", content=b"{}")
+        after = events_served(httpx.get(f"{app.url}/metrics").text)
+    assert refused.status_code == 401
+    outcomes = {"unauthorized", "malformed", "stalled", "too_large", "store_error"}
+    outcomes.add("internal_error")
+    for source in ("plex", "jellyfin", "emby", "tautulli", "generic"):
+        for outcome in outcomes:
+            assert before.get((source, outcome)) == 0, (source, outcome)
+    assert after[("jellyfin", "unauthorized")] == 1
+    # Only the refusals the rule selects: no series for outcomes nothing has answered yet.
+    assert before.keys() == {(s, o) for s, o in before if o in outcomes}
+
+
+def events_served(text: str) -> dict[tuple[str, str], float]:
+    """watchbridge_webhook_events_total's samples, by source and outcome, as Prometheus reads
+    them."""
+    return {
+        (sample.labels["source"], sample.labels["outcome"]): sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "watchbridge_webhook_events"
+        for sample in family.samples
+    }

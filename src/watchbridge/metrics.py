@@ -23,6 +23,8 @@ from prometheus_client.registry import Collector
 
 from watchbridge import __version__
 from watchbridge.clocksteps import STEP
+from watchbridge.ingest import SOURCES
+from watchbridge.refused import REFUSALS
 from watchbridge.store import HELD_PROFILE, HELD_TARGET, TargetQueue
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -325,6 +327,11 @@ class Metrics:
         # looks them up again on every call. (source, outcome) and source: a few dozen at most.
         self._webhook_counted: dict[tuple[str, str], Counter] = {}
         self._webhook_timed: dict[str, Histogram] = {}
+        # Refusals served at 0 from the start: a series that first appears at 1 is no
+        # increase to Prometheus, so the alert rule would miss the one refused webhook.
+        for source in SOURCES:
+            for outcome in REFUSALS:
+                self._webhook_counted[source, outcome] = self.webhook_events.labels(source, outcome)
 
     def webhook_answered(self, source: str, outcome: str, seconds: float) -> None:
         """Count one webhook's answer (`outcome`) and the seconds it took."""
