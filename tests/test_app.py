@@ -290,6 +290,14 @@ def test_shutdown_lets_background_work_finish_its_item(tmp_path: Path) -> None:
     assert worker.finished_item
 
 
+def test_a_background_tasks_errors_are_served_at_0_before_the_first(tmp_path: Path) -> None:
+    # A series that first appears at 1 is no increase to Prometheus: the crash alert would
+    # count one crash short.
+    with AppThread(create_app(runtime_for(write_config(tmp_path)), tasks=[SlowWorker()])) as app:
+        text = httpx.get(f"{app.url}/metrics").text
+    assert 'watchbridge_background_task_errors_total{task="slow-worker"} 0.0' in text
+
+
 def test_a_crashed_background_task_is_restarted_and_counted(tmp_path: Path) -> None:
     task = CrashOnce()
     runtime = runtime_for(write_config(tmp_path))

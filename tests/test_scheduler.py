@@ -634,8 +634,29 @@ async def test_a_run_where_one_profile_fails_beside_anothers_review_is_counted_a
 
 def counted(runtime: Runtime, result: str) -> bool:
     """Whether the `ts` link's scheduled runs have counted one with `result`."""
-    line = f'watchbridge_sync_runs_total{{link="ts",result="{result}"}}'
-    return line in runtime.metrics.render().decode()
+    return (runs_counted(runtime, result) or 0) >= 1
+
+
+def runs_counted(runtime: Runtime, result: str) -> float | None:
+    """The `ts` link's scheduled runs counted with `result`, as /metrics serves it (None: no
+    such series)."""
+    line = f'watchbridge_sync_runs_total{{link="ts",result="{result}"}} '
+    for served in runtime.metrics.render().decode().splitlines():
+        if served.startswith(line):
+            return float(served.removeprefix(line))
+    return None
+
+
+async def test_a_links_failed_runs_are_served_at_0_before_the_first(
+    tmp_path: Path, fakes: tuple[FakeTrakt, FakeSerializd, AlertReceiver]
+) -> None:
+    # A series that first appears at 1 is no increase to Prometheus: an alert on failed runs
+    # would miss the first failure after each start.
+    trakt, serializd, receiver = fakes
+    runtime = runtime_for(tmp_path, trakt, serializd, receiver, interval=0.2)
+    async with scheduled(runtime):
+        await until(lambda: counted(runtime, "ok"))
+        assert runs_counted(runtime, "failed") == 0
 
 
 async def test_every_profiles_held_removals_go_out_in_one_alert(

@@ -350,6 +350,7 @@ async def _supervise(task: BackgroundTask, runtime: Runtime, stop: asyncio.Event
     again: the notifier reminds while it lasts), resolved once a restart has run HEALTHY_RUN
     (also one raised before the service itself restarted)."""
     crashes, alerted = 0, runtime.notifier.raised("internal_error", task.name)
+    runtime.metrics.background_errors.labels(task.name)  # served at 0: see metrics.Metrics
     while not stop.is_set():
         started = time.monotonic()
         run = asyncio.ensure_future(task.run(runtime, stop))

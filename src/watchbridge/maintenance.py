@@ -150,6 +150,7 @@ async def housekeeping(
         (check_serializd_tokens, "serializd-token-check"),
         (check_anime_datasets, "anime-datasets-check"),
     ):
+        runtime.metrics.background_errors.labels(name)  # served at 0: see metrics.Metrics
         try:
             # Giving the disk back runs on a thread, no alert in it: it is waited for.
             if stop is None or check is reclaim_space:

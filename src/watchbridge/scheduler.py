@@ -45,6 +45,8 @@ FIRST_RUN_DELAY = 60.0  # let the service settle (and webhooks flow) before the 
 UNRESOLVED_LOGGED = 20  # list titles a run could not sync, named in the log
 # The problems of a link that its log tells once in a while (see logs.Repeating).
 FAILED, REVIEW = "failed", "review"
+# What a scheduled run counts under (watchbridge_sync_runs_total's `result`).
+RUN_RESULTS = ("ok", "held", "failed", "needs-review", "busy")
 BUSY_MARGIN = 5.0  # after a busy link's lease could have ended, before trying again
 
 
@@ -79,6 +81,10 @@ class SyncScheduler:
         failing = Repeating(log)
         bug_told = False  # a bug's traceback was logged in this streak of failures
         runs = runtime.metrics.sync_runs
+        # Served at 0 from the start: a series that first appears at 1 is no increase to
+        # Prometheus, and an alert on failed runs would miss the first one.
+        for counted_as in RUN_RESULTS:
+            runs.labels(name, counted_as)
         while not await _stopped_within(stop, delay):
             delay = jittered(interval)
             try:
