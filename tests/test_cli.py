@@ -592,6 +592,33 @@ def test_check_config_refuses_a_url_without_a_scheme(tmp_path: Path) -> None:
     assert "services.plex.url: expected an http(s) URL" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("pasted", "key"),
+    [
+        (" http://jellyfin:8096", "services.jellyfin.url"),  # read as a path: no request goes
+        ("http://jellyfin:8096\n", "services.jellyfin.url"),  # httpx refuses it at each request
+        ("http://jellyfin:8096 ", "services.jellyfin.url"),  # was "expected an http(s) URL"
+        ("https://api.trakt.tv\t", "services.trakt.api_url"),
+    ],
+)
+def test_check_config_names_a_space_around_a_url_from_the_environment(
+    tmp_path: Path, pasted: str, key: str
+) -> None:
+    body = (
+        "services:\n  jellyfin: {url: '${JELLYFIN_URL}'}\n"
+        "  trakt: {client_id: abc, api_url: '${TRAKT_API_URL}'}\n"
+    )
+    urls = {"JELLYFIN_URL": "http://jellyfin:8096", "TRAKT_API_URL": "https://api.trakt.tv"}
+    urls["TRAKT_API_URL" if "trakt" in key else "JELLYFIN_URL"] = pasted
+    path = write_config(tmp_path, body)
+    result = run("check-config", "--config", str(path), env=urls)
+    assert result.returncode == 2, result.stdout
+    assert f"{key}: starts or ends with a space or line break (pasted?): remove it" in (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr
+
+
 def test_check_config_refuses_a_missing_anime_overrides_file(tmp_path: Path) -> None:
     path = write_config(
         tmp_path, "services:\n  anilist: {mapping_overrides: anime-overides.yaml}\n"

@@ -1031,7 +1031,11 @@ def _url_problems(services: ServicesConfig) -> list[tuple[str, str]]:
         for key, url in urls.items():
             if not isinstance(url, str) or not url:
                 continue
-            if not _is_http_url(url):
+            if url != url.strip():
+                # Python's URL parser skips a space or line break that the HTTP client keeps
+                # (a relative URL, a refused one): every request would fail, as if down.
+                problems.append((f"services.{service}.{key}", PASTED_WITH_A_SPACE))
+            elif not _is_http_url(url):
                 off = ", or '' for off" if key.startswith("mapping_urls.") else ""
                 problems.append(
                     (f"services.{service}.{key}", f"expected an http(s) URL such as {example}{off}")
@@ -1563,11 +1567,14 @@ def _sent_in_headers(hint: Any, key: str) -> bool:
     return (hint is Secret and not key.endswith(".password")) or key.endswith(".client_id")
 
 
+PASTED_WITH_A_SPACE = "starts or ends with a space or line break (pasted?): remove it"
+
+
 def _header_problem(text: str, key: str) -> str | None:
     """Why a value cannot go into a request header, in words for the one who pasted it. The
     server's own secrets are only received (a webhook secret may be any text: URL-quoted)."""
     if text != text.strip():
-        return "starts or ends with a space or line break (pasted?): remove it"
+        return PASTED_WITH_A_SPACE
     if key.startswith("server."):
         return None
     odd = next((c for c in text if not (c.isascii() and c.isprintable())), None)
