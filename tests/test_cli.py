@@ -592,6 +592,24 @@ def test_check_config_refuses_a_url_without_a_scheme(tmp_path: Path) -> None:
     assert "services.plex.url: expected an http(s) URL" in result.stderr
 
 
+def test_check_config_gives_a_service_url_example_of_that_service(tmp_path: Path) -> None:
+    # The example was a media server's LAN address for every key: for a Trakt host written
+    # without its scheme, it told the user to write http://192.168.1.10:8096.
+    body = (
+        "services:\n  trakt: {client_id: abc, api_url: api.trakt.tv, auth_url: auth.trakt.tv}\n"
+        "  plex: {account_url: plex.tv}\n  anilist: {mapping_urls: {kometa: github.com}}\n"
+    )
+    result = run("check-config", "--config", str(write_config(tmp_path, body)))
+    assert result.returncode == 2
+    errors = [line[line.index("services.") :] for line in result.stderr.splitlines()]
+    assert errors == [
+        "services.trakt.api_url: expected an http(s) URL such as https://api.trakt.tv",
+        "services.trakt.auth_url: expected an http(s) URL such as https://auth.trakt.tv",
+        "services.plex.account_url: expected an http(s) URL such as https://plex.tv",
+        "services.anilist.mapping_urls.kometa: expected an http(s) URL, or '' for off",
+    ]
+
+
 @pytest.mark.parametrize(
     ("pasted", "key"),
     [

@@ -1027,7 +1027,8 @@ def _url_problems(services: ServicesConfig) -> list[tuple[str, str]]:
         urls = {k: v for k, v in vars(settings).items() if k == "url" or k.endswith("_url")}
         if service == "anilist":  # the dataset URLs: "" switches one off
             urls |= {f"mapping_urls.{k}": v for k, v in vars(settings.mapping_urls).items()}
-        example = f"http://192.168.1.10:{32400 if service == 'plex' else 8096}"
+        server_example = f"http://192.168.1.10:{32400 if service == 'plex' else 8096}"
+        defaults = {f.name: f.default for f in dataclasses.fields(settings)}
         for key, url in urls.items():
             if not isinstance(url, str) or not url:
                 continue
@@ -1036,16 +1037,20 @@ def _url_problems(services: ServicesConfig) -> list[tuple[str, str]]:
                 # (a relative URL, a refused one): every request would fail, as if down.
                 problems.append((f"services.{service}.{key}", PASTED_WITH_A_SPACE))
             elif not _is_http_url(url):
-                off = ", or '' for off" if key.startswith("mapping_urls.") else ""
-                problems.append(
-                    (f"services.{service}.{key}", f"expected an http(s) URL such as {example}{off}")
-                )
+                if key.startswith("mapping_urls."):
+                    wanted = "expected an http(s) URL, or '' for off"
+                else:
+                    # A key with a default (a service's own host) is shown it, not a LAN address.
+                    default = defaults.get(key)
+                    example = default if isinstance(default, str) else server_example
+                    wanted = f"expected an http(s) URL such as {example}"
+                problems.append((f"services.{service}.{key}", wanted))
             elif key == "url" and service == "plex" and _has_plex_token(url):
                 problems.append(
                     (
                         "services.plex.url",
                         "holds a token (X-Plex-Token): put the token in services.plex.token "
-                        f"and give the server's own address only, such as {example}",
+                        f"and give the server's own address only, such as {server_example}",
                     )
                 )
             elif key == "url" and service in MEDIA_SERVERS and _is_web_app_address(url):
@@ -1054,7 +1059,7 @@ def _url_problems(services: ServicesConfig) -> list[tuple[str, str]]:
                         f"services.{service}.url",
                         "that is the address of the server's web app (as the browser shows "
                         "it); expected the server's own address without /web, # or ?, such "
-                        f"as {example}",
+                        f"as {server_example}",
                     )
                 )
     return problems
