@@ -390,7 +390,8 @@ def test_one_plex_account_in_two_profiles_through_tautulli_is_refused() -> None:
         assert message == (
             f"watchbridge.yaml:5 profiles.alice.users.tautulli: tautulli account '{alices}' is"
             f" plex account '{bobs}' of profile bob (Tautulli reports Plex's accounts, and each"
-            " account's plays go to one profile)"
+            " account's plays go to one profile; two people of two servers who share a name:"
+            " write each as SERVER:ACCOUNT)"
         )
 
 

@@ -928,7 +928,8 @@ def _plex_through_tautulli_problems(profiles: Mapping[str, Profile]) -> list[tup
                             f"profiles.{name}.users.tautulli",
                             f"tautulli account {entry!r} is plex account {plex_entry!r} of "
                             f"profile {owner} (Tautulli reports Plex's accounts, and each "
-                            "account's plays go to one profile)",
+                            "account's plays go to one profile; two people of two servers "
+                            "who share a name: write each as SERVER:ACCOUNT)",
                         )
                     )
                     break
