@@ -869,9 +869,7 @@ class HttpClient:
                     self._answered(base_url)
                     return response
                 if response.status_code == 429:
-                    # Its dates are by the service's clock, which its Date header tells: ours
-                    # may be minutes off (a date a minute ahead read as past, or as hours).
-                    said_at = date_header_time(response.headers) or self.clock()
+                    said_at = self._service_now(response.headers)
                     wait = retry_after_seconds(response.headers, said_at)
                     if not wait:
                         # Abuse filters send no Retry-After (or one of 0), Trakt's limiter
@@ -896,8 +894,9 @@ class HttpClient:
                     return response
                 last_problem = f"answered {response.status_code}"
                 unknown = response.status_code in AMBIGUOUS_STATUS
-                said_at = date_header_time(response.headers) or self.clock()
-                retry_after = retry_after_seconds(response.headers, said_at)
+                retry_after = retry_after_seconds(
+                    response.headers, self._service_now(response.headers)
+                )
                 if retry_after is not None and retry_after > self.retry.max_inline_wait:
                     # A gateway's 502/504 may come after the service wrote: say so.
                     raise Unavailable(
@@ -932,6 +931,11 @@ class HttpClient:
             answered=answered and write,
             status=status,
         )
+
+    def _service_now(self, headers: Mapping[str, str]) -> float:
+        """Now by the service's clock (its Date header; ours without one): the dates of its
+        Retry-After and X-Ratelimit are by it, and ours may be minutes off."""
+        return date_header_time(headers) or self.clock()
 
     def _failed(
         self, method: str, path: str, attempt: int, error: httpx.RequestError

@@ -529,10 +529,10 @@ def _decide(
         return Session(key, "playing", progress, generation, at, began), [start]
     if event.action in ("pause", "stop"):
         new_state: State = "paused" if event.action == "pause" else "stopped"
-        if new_state == "stopped" and state in STOPPED and (fresh or _moved(event, session)):
-            # The stop of a playback whose start was not seen: lost, or still on its way.
-            return Session(key, "ended", progress, generation, at, began), []
         if new_state == "stopped" and state in STOPPED:
+            if fresh or _moved(event, session):
+                # The stop of a playback whose start was not seen: lost, or still on its way.
+                return Session(key, "ended", progress, generation, at, began), []
             new_state = state
         if state == new_state:
             # A paused client repeats its report: the session was left when it paused (see

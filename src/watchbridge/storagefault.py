@@ -59,15 +59,16 @@ _SHORT: dict[FaultKind, str] = {
     "failing": "the disk fails to write",
     "moved": "its file was deleted or moved",
 }
-_REFUSED_MEANWHILE = (
+_REFUSED = (
     "Meanwhile webhooks are answered 503 (their plays are not recorded) and nothing is "
-    "delivered or synced."
+    "delivered or synced"
 )
+_REFUSED_MEANWHILE = f"{_REFUSED}."
 # Said of every kind but a damaged or moved file: nothing is lost meanwhile, nothing needs a
 # restart.
 _MEANWHILE = (
-    f"{_REFUSED_MEANWHILE[:-1]}; what was queued before waits and is not lost. Once a write "
-    "works again watchbridge goes on by itself, no restart needed."
+    f"{_REFUSED}; what was queued before waits and is not lost. Once a write works again "
+    "watchbridge goes on by itself, no restart needed."
 )
 
 

@@ -145,7 +145,7 @@ class TokenSet:
             access_token=str(data["access_token"]),
             refresh_token=str(data.get("refresh_token") or ""),
             created_at=now,
-            expires_in=_lifetime(data.get("expires_in")),
+            expires_in=_seconds(data.get("expires_in"), SHORTEST_LIFETIME),
         )
 
     @property
@@ -167,13 +167,9 @@ class TokenSet:
 
 # The lifetime taken for a pair whose `expires_in` is missing or no usable number: the
 # shortest Trakt has given (24 h in 2025, §6), so it is renewed early rather than too late.
+# Never a reason to throw a new pair away: Trakt spent the refresh token that got it, so it is
+# the only sign-in left.
 SHORTEST_LIFETIME = 86400.0
-
-
-def _lifetime(expires_in: object) -> float:
-    """A pair's `expires_in` as seconds, else SHORTEST_LIFETIME. Never a reason to throw a new
-    pair away: Trakt spent the refresh token that got it, so it is the only sign-in left."""
-    return _seconds(expires_in, SHORTEST_LIFETIME)
 
 
 def _seconds(value: object, default: float) -> float:
@@ -1472,14 +1468,11 @@ class TraktClient:
             if response.status_code >= 400:
                 raise TraktError(SERVICE, f"{path} answered {response.status_code}")
             answer = _decoded(response, dict, wrote=True)
-            if not isinstance(answer.get("added"), dict) or not readable_not_found(answer):
+            counted = isinstance(answer.get("added"), dict)
+            if not counted or not readable_not_found(answer):
                 # Without its counts, its `not_found` cannot be trusted either: an item Trakt
                 # did not find would be taken as written, and its play lost.
-                unread = (
-                    "its `added` counts"
-                    if not isinstance(answer.get("added"), dict)
-                    else "a `not_found` watchbridge can read"
-                )
+                unread = "a `not_found` watchbridge can read" if counted else "its `added` counts"
                 raise Unavailable(
                     SERVICE,
                     changed_answer(
