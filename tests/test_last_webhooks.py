@@ -110,3 +110,20 @@ def test_a_later_prune_keeps_the_latest_time_not_the_one_it_kept_before(tmp_path
         assert [(w.source, w.server, w.at) for w in store.last_webhooks()] == [("plex", "s", 2000)]
     finally:
         store.close()
+
+
+def test_status_shows_a_server_name_with_controls_escaped_on_its_own_row(tmp_path: Path) -> None:
+    # A server's name is the media server's text: a newline in it would forge a row of
+    # `watchbridge status`, an escape sequence would drive the terminal.
+    path, config = config_file(tmp_path)
+    store = Store.open(config.storage.path)
+    try:
+        store.record_event(
+            source="generic", kind="play", payload={"server": "Den\x1b[2J\nqueue: 0"}, now=1000.0
+        )
+    finally:
+        store.close()
+    shown = run("status", "--config", str(path))
+    assert shown.returncode == 0, shown.stderr
+    assert "  generic from Den\\x1b[2J\\nqueue: 0: 1970-01-01 00:16:40 UTC\n" in shown.stdout
+    assert "\x1b" not in shown.stdout

@@ -186,6 +186,12 @@ def _on_one_line(text: str) -> str:
     return _NOT_SHOWN_AS_IS.sub(lambda c: repr(c[0])[1:-1], text)
 
 
+def _say(row: str) -> None:
+    """One row of `watchbridge status`: titles, server names and services' words in it are
+    theirs, so what would break the row or drive the terminal is shown escaped."""
+    click.echo(_on_one_line(row))
+
+
 def _when(timestamp: float | None) -> str:
     if timestamp is None:
         return "-"
@@ -519,54 +525,52 @@ def status(config_path: str | None) -> None:
         # The service's own finding lives in its memory: this process tries for itself.
         fault = write_fault(store)
     outbox = state.outbox
-    click.echo(f"database:      {config.storage.path}")
+    _say(f"database:      {config.storage.path}")
     if fault is not None:
-        click.echo(f"storage:       {fault.title}. {fault.message}")
+        _say(f"storage:       {fault.title}. {fault.message}")
     for warning in storage:  # a sync from cron says them once: here every time
-        click.echo(f"warning:       {warning}")
-    click.echo(
+        _say(f"warning:       {warning}")
+    _say(
         f"queue:         {outbox['pending']} pending, {outbox['inflight']} in flight, "
         f"{outbox['done']} done (delivered or settled)"
     )
-    click.echo(f"oldest queued: {_when(state.oldest_pending_at)}")
+    _say(f"oldest queued: {_when(state.oldest_pending_at)}")
     if state.unmatched:
-        click.echo(
+        _say(
             f"unmatched:     {state.unmatched} waiting for ids a service can use "
             "(retried, hourly at first; `watchbridge unmatched` lists them, "
             "`watchbridge deadletters discard ID` gives one up)"
         )
     if state.behind:
-        click.echo(f"behind:        {state.behind} {BEHIND}")
+        _say(f"behind:        {state.behind} {BEHIND}")
     for held in state.waiting:
-        click.echo(
+        _say(
             f"held:          {held.target}/{held.profile}: {held.rows} waiting, next try "
             f"{_when(held.next_at)}: {held.reason}"
         )
     if state.waiting_left_out:
-        click.echo(f"held:          and {state.waiting_left_out} more reasons")
-    click.echo(
+        _say(f"held:          and {state.waiting_left_out} more reasons")
+    _say(
         f"dead letters:  {state.dead_letters}"
         + ("  (see `watchbridge deadletters list`)" if state.dead_letters else "")
     )
     if state.kept_off:
         plays = sum(entry.plays for entry in state.kept_off)
-        click.echo(
-            f"kept off:      {plays} play(s) kept off a link's target for good ({KEPT_OFF_FIX})"
-        )
+        _say(f"kept off:      {plays} play(s) kept off a link's target for good ({KEPT_OFF_FIX})")
     _show_last_webhooks(last_webhooks)
     if sign_ins:
-        click.echo("sign-ins:")
+        _say("sign-ins:")
     for one in sign_ins:
         words = STATE_WORDS.get(one.state, one.state)
         said = one.ok or one.message.startswith(words)  # "not signed in: run ..." says it
         whose = f"{one.service} (server)" if one.service_wide else f"{one.service}/{one.profile}"
-        click.echo(f"  {whose}: {'' if said else f'{words}: '}{one.message}")
+        _say(f"  {whose}: {'' if said else f'{words}: '}{one.message}")
     for leftover in kept:  # a renamed profile or link: its state waits under the old name
-        click.echo(f"kept:          {leftover.message}")
+        _say(f"kept:          {leftover.message}")
     for problem in datasets:
-        click.echo(f"anime:         {problem}")
+        _say(f"anime:         {problem}")
     for title in apart:
-        click.echo(f"anime:         {title}")
+        _say(f"anime:         {title}")
     _show_links(config, state)
 
 
@@ -574,12 +578,12 @@ def _show_last_webhooks(last: Sequence[LastWebhook]) -> None:
     """When each source (and server it names) last had a webhook accepted, as the store
     remembers it (the service's memory may be newer by the webhooks since its last write)."""
     if not last:
-        click.echo("webhooks:      none accepted yet")
+        _say("webhooks:      none accepted yet")
         return
-    click.echo("last webhook:")
+    _say("last webhook:")
     for one in sorted(last, key=lambda w: (w.source, -w.at, w.server)):
         server = f" from {one.server}" if one.server else ""
-        click.echo(f"  {one.source}{server}: {_when(one.at)}")
+        _say(f"  {one.source}{server}: {_when(one.at)}")
 
 
 def _numbered_apart(config: Config, store: Store) -> list[str]:
@@ -626,17 +630,17 @@ def _show_links(config: Config, state: StoreStatus) -> None:
 
     link_cursors = [c for c in state.cursors if c[2].startswith("link:")]
     for line in _noted([c for c in state.cursors if not c[2].startswith("link:")]):
-        click.echo(line)
+        _say(line)
     runs = {run.link: run.as_seen(time.time()) for run in state.last_runs}
     names = list(config.links) + [n for n in runs if n not in config.links]
-    click.echo("last runs:" + ("" if names else "     none yet (no links configured)"))
+    _say("last runs:" + ("" if names else "     none yet (no links configured)"))
     for link in names:
         run = runs.get(link)
         # Its last run that went through is kept after it was taken out (Store.prune): it
         # must not read as a link that stopped running.
         label = link if link in config.links else f"{link} (no longer in the config)"
         if run is None:
-            click.echo(f"  {label}: not run yet")
+            _say(f"  {label}: not run yet")
         elif run.outcome == "running":  # no counts yet: how far it has got instead
             ran = format_span(time.time() - run.started_at)
             where = (
@@ -644,7 +648,7 @@ def _show_links(config: Config, state: StoreStatus) -> None:
                 if run.progress is not None
                 else "how far it has got is recorded every minute"
             )
-            click.echo(f"  {label}: running since {_when(run.started_at)}, for {ran}; {where}")
+            _say(f"  {label}: running since {_when(run.started_at)}, for {ran}; {where}")
         else:
             counts = ", ".join(f"{k} {v}" for k, v in run.counts.items()) or "no changes"
             took = (
@@ -652,13 +656,13 @@ def _show_links(config: Config, state: StoreStatus) -> None:
                 if run.finished_at is not None
                 else ""
             )
-            click.echo(
+            _say(
                 f"  {label}: {run.outcome} at {_when(run.started_at)}{took}; {counts}"
                 + (f"; {run.error}" if run.error else "")
             )
         for service, profile, cursor, value, _ in link_cursors:
             if cursor == f"link:{link}":
-                click.echo(f"    cursor {service}/{profile}: {short_cursor(value)}")
+                _say(f"    cursor {service}/{profile}: {short_cursor(value)}")
 
 
 @cli.command()
