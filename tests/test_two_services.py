@@ -95,7 +95,7 @@ async def test_an_older_release_beside_it_is_told_though_its_note_names_no_one(
     here, _ = services
     here.noted_alive()
     clock.advance(200)
-    # What 0.1.0, which takes no lock, writes every 5 minutes: the time alone.
+    # What a build from before the lock (after 0.1.0, which notes nothing) wrote: the time alone.
     with sqlite3.connect(here.config.storage.path) as conn:
         conn.execute(
             "INSERT OR REPLACE INTO settings (name, value, updated_at) VALUES ('alive_at', ?, ?)",

@@ -3,7 +3,8 @@
 The lock file (servelock.py) stops a second `serve` whose kernel sees the first one's lock: on
 one machine, in any container. It cannot stop one whose kernel never sees it: a service on
 another machine sharing the database over a network share that does not carry file locks, or
-a release from before the lock (0.1.0) running beside a newer one. Every service notes itself
+a development build from before the lock running beside a newer one (0.1.0 writes no note of
+being alive, so nothing here can find it). Every service notes itself
 alive in the database every ALIVE_EVERY (downtime.py); each note now says whose it is, and
 the note a service finds in place of its own last one is another's: it logs that, and the
 `storage` alert tells the user, until a note finds its own last one in place again.
@@ -77,7 +78,7 @@ def message(database: Path, other: Holder) -> str:
         f"storage.path {database}: another watchbridge service is writing to this "
         f"database{who}. Its lock file could not keep it out: it runs on another machine "
         "sharing the database over a network share that does not carry file locks, or it is "
-        "a release from before the lock (0.1.0). Both deliver the queue, run the links and "
+        "an earlier build from before the lock. Both deliver the queue, run the links and "
         "send alerts; stop one of them, or give it a database of its own (storage.path), "
         "and keep the database on a local disk"
     )
