@@ -929,3 +929,49 @@ def test_a_serializd_token_of_another_format_than_a_jwt_is_taken() -> None:
     account = config.profiles["me"].accounts.serializd
     assert account is not None and account.token is not None
     assert account.token.reveal() == opaque
+
+
+def test_a_wrong_value_from_an_environment_variable_names_the_variable() -> None:
+    # The line shows `${WATCHBRIDGE_PORT:-8765}`; the value the error quotes is not written there.
+    message = error_of("server:\n  port: ${WATCHBRIDGE_PORT:-8765}\n", {"WATCHBRIDGE_PORT": "abc"})
+    assert (
+        "watchbridge.yaml:2 server.port: expected a whole number, got 'abc' "
+        "(from ${WATCHBRIDGE_PORT})" in message
+    )
+
+
+def test_a_binary_tagged_value_is_refused_not_taken_as_its_base64_text() -> None:
+    message = error_of("server:\n  webhook_secret: !!binary aGVsbG8=\n")
+    assert "watchbridge.yaml:2 server.webhook_secret: a !!binary value is not decoded" in message
+    assert "aGVsbG8" not in message
+
+
+@pytest.mark.parametrize(
+    ("service", "url", "endpoint", "default"),
+    [
+        ("trakt", "https://trakt.tv/oauth/authorize", "/oauth/authorize", "https://auth.trakt.tv"),
+        ("trakt", "https://api.trakt.tv/oauth/", "/oauth", "https://auth.trakt.tv"),
+        (
+            "anilist",
+            "https://anilist.co/api/v2/oauth/authorize",
+            "/authorize",
+            "https://anilist.co/api/v2/oauth",
+        ),
+    ],
+)
+def test_an_auth_url_holding_the_sign_in_endpoint_is_refused(
+    service: str, url: str, endpoint: str, default: str
+) -> None:
+    # The client adds the endpoint itself: every sign-in and refresh would answer 404.
+    extra = "    client_secret: s\n" if service == "trakt" else ""
+    message = error_of(f"services:\n  {service}:\n    client_id: c\n{extra}    auth_url: '{url}'\n")
+    assert f"services.{service}.auth_url: ends in {endpoint}, which watchbridge adds itself" in (
+        message
+    )
+    assert f"such as {default}" in message
+
+
+def test_the_default_auth_urls_are_accepted() -> None:
+    text = "services:\n  trakt: {client_id: c, client_secret: s}\n  anilist: {client_id: c}\n"
+    config = parse_config(text, FILE, {})
+    assert config.services.trakt is not None and config.services.anilist is not None

@@ -1046,6 +1046,14 @@ def _url_problems(services: ServicesConfig) -> list[tuple[str, str]]:
                     example = default if isinstance(default, str) else server_example
                     wanted = f"expected an http(s) URL such as {example}"
                 problems.append((f"services.{service}.{key}", wanted))
+            elif key == "auth_url" and (endpoint := _endpoint_in_auth_url(service, url)):
+                problems.append(
+                    (
+                        f"services.{service}.auth_url",
+                        f"ends in {endpoint}, which watchbridge adds itself: expected the address "
+                        f"its sign-in endpoints are under, such as {defaults[key]} (the default)",
+                    )
+                )
             elif key == "url" and service == "plex" and _has_plex_token(url):
                 problems.append(
                     (
@@ -1067,6 +1075,20 @@ def _url_problems(services: ServicesConfig) -> list[tuple[str, str]]:
 
 
 MEDIA_SERVERS = ("plex", "jellyfin", "emby")
+
+# What each sign-in client adds to `auth_url` (services/trakt.py, services/anilist.py).
+_AUTH_ENDPOINTS = {"trakt": ("oauth",), "anilist": ("authorize", "token")}
+
+
+def _endpoint_in_auth_url(service: str, url: str) -> str | None:
+    """The endpoint path an `auth_url` copied from a browser or the docs already holds (Trakt's
+    `/oauth/authorize`, AniList's `/authorize`), which the client would add a second time."""
+    segments = urllib.parse.urlsplit(url).path.rstrip("/").split("/")
+    for at, segment in enumerate(segments):
+        if segment in _AUTH_ENDPOINTS.get(service, ()):
+            return "/" + "/".join(segments[at:])
+    return None
+
 
 _HOST_NAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
 
@@ -1198,6 +1220,7 @@ def miswritten_variable(text: str, environ: Mapping[str, str]) -> str | None:
 # --------------------------------------------------------------------------- validation
 
 _NULL_TAG = "tag:yaml.org,2002:null"
+_BINARY_TAG = "tag:yaml.org,2002:binary"
 _TRUE = {"true", "yes", "on"}
 _FALSE = {"false", "no", "off"}
 
@@ -1224,6 +1247,9 @@ class _Validator:
 
     def build(self, hint: Any, node: yaml.Node, key: str) -> Any:
         self.lines.setdefault(key, node.start_mark.line + 1)
+        if node.tag == _BINARY_TAG:
+            self.fail(node, key, "a !!binary value is not decoded: write the text itself")
+            return _Invalid
         if node.tag.startswith("!"):  # `password: !Hunter2` is a YAML tag and an empty value
             self.fail(node, key, 'a value starting with ! must be quoted (e.g. password: "!abc")')
             return _Invalid
@@ -1413,7 +1439,9 @@ class _Validator:
         converted = _convert(hint, text)
         if converted is _Invalid:
             shown = "********" if hint is Secret else repr(text)
-            self.fail(node, key, f"expected {_describe(hint)}, got {shown}")
+            names = [found[1] for found in _VAR.finditer(str(node.value)) if found[1]]
+            source = f" (from {', '.join('${' + name + '}' for name in names)})" if names else ""
+            self.fail(node, key, f"expected {_describe(hint)}, got {shown}{source}")
         return converted
 
 
