@@ -1456,3 +1456,26 @@ def test_a_player_first_seen_past_half_way_soon_after_a_mark_of_a_viewing_plays_
         rig.advance(40 * 60)
         rig.post("generic", generic("stop", 100, player="kodi-tablet"))
         assert len(rig.plays()) == 1, rig.live()
+
+
+def test_plex_ratings_changed_back_within_one_second_end_as_the_last_one(tmp_path: Path) -> None:
+    # 4 stars, 3.5, 4 again within a second (a slider dragged): the third is the first's stars
+    # at the first's second, and must not be taken for it, or Trakt keeps the 3.5.
+    with running_rig(tmp_path) as rig:
+        given = int(rig.clock())
+        for stars in ("8", "7", "8"):
+            body = plex("movie_media_rate.json", userRating=float(stars), lastRatedAt=given)
+            rig.post("plex", body | {"rating": stars})
+        assert ratings_queued(rig) == [80, 70, 80]
+
+
+def test_a_plex_rating_cleared_twice_within_one_second_ends_cleared(tmp_path: Path) -> None:
+    cleared = plex("movie_media_rate.json")
+    del cleared["rating"], cleared["Metadata"]["userRating"], cleared["Metadata"]["lastRatedAt"]
+    with running_rig(tmp_path) as rig:
+        given = int(rig.clock())
+        for _ in range(2):
+            rig.post("plex", plex("movie_media_rate.json", lastRatedAt=given))
+            rig.post("plex", cleared)
+        changes = [r["action"] for r in rig.rows() if r["action"] in ("rating", "remove_rating")]
+        assert changes == ["rating", "remove_rating"] * 2

@@ -403,7 +403,7 @@ def decide(
 
 
 def _dated_rating(
-    session: Session | None, event: MediaEvent, key: str, at: float, intent: Intent
+    session: Session | None, event: MediaEvent, key: str, at: float, intent: Intent, changes: int
 ) -> tuple[Session | None, list[Intent]]:
     """A rating (or its removal) of a server that dates them (RATINGS_DATED): none when the
     server gave it before the last rating it sent of the item (posted late, it would overwrite
@@ -420,7 +420,7 @@ def _dated_rating(
     if not latest:
         return session, [intent]
     value = None if event.rating is None else float(event.rating)
-    return Session(key, "rated", value, 0, at, latest), [intent]
+    return Session(key, "rated", value, changes, at, latest), [intent]
 
 
 def _decide(
@@ -433,19 +433,22 @@ def _decide(
 ) -> tuple[Session | None, list[Intent]]:
     if event.action == "rate":
         # To the second: rate 8, clear, rate 8 within a minute are three changes, not two.
-        second = int(at)
+        # Within one second (a slider dragged 8, 7, 8), the changes an item's rating session
+        # counts tell them apart.
+        changes = session.generation + 1 if session is not None and session.state == "rated" else 0
+        second = f"{int(at)}" + (f"#{changes}" if changes else "")
         if event.rating is None:  # Plex's media.rate without stars, our generic rating 0
             removal = Intent("remove_rating", f"unrate:{event.item.key()}:{second}", at)
             if event.source in RATINGS_DATED:
-                return _dated_rating(session, event, key, at, removal)
+                return _dated_rating(session, event, key, at, removal, changes)
             return session, [removal]
         rating_key = f"rate:{event.item.key()}:{event.rating}:{second}"
         intent = Intent("rating", rating_key, at, rating=event.rating)
         if event.source in RATINGS_DATED:
-            return _dated_rating(session, event, key, at, intent)
+            return _dated_rating(session, event, key, at, intent, changes)
         if not remembers_rating(event):
             return session, [intent]
-        rated = Session(key, "rated", float(event.rating), 0, at, at)
+        rated = Session(key, "rated", float(event.rating), changes, at, at)
         if session is not None and session.state == "rated" and session.progress == event.rating:
             return rated, []  # the rating it sent before, sent again with a favourite or like
         return rated, [intent]
