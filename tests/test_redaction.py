@@ -328,3 +328,25 @@ def test_a_commands_error_line_masks_what_it_quotes(tmp_path: Path, start_fake: 
     assert "Invalid token for client ********" in line, line
     assert "access_token=********" in line, line
     assert ANILIST_CLIENT_SECRET not in result.stderr and URL_TOKEN not in result.stderr
+
+
+def test_a_pasted_anilist_token_the_service_refuses_is_masked_in_the_error_line(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    # The token pasted to `auth anilist` is in no config and, refused, never kept in the
+    # database: AniList's answer quoting it must not put it on the terminal (or a cron mail).
+    anilist = start_fake(FakeAniList())
+    assert isinstance(anilist, FakeAniList)
+    path = write_config(
+        tmp_path,
+        f"services:\n  anilist:\n    api_url: {anilist.url}\n    auth_url: {anilist.auth_url}\n"
+        f"    client_id: '{ANILIST_CLIENT_ID}'\n"
+        "profiles:\n  me:\n    accounts:\n      anilist: {}\n",
+    )
+    token = anilist.issue_token()
+    anilist.fail_graphql_next(f"Invalid token {token} for this client", 401)
+    result = watchbridge("auth", "anilist", "--config", str(path), "--token", f" {token}\n")
+    assert result.returncode == 1
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert "Invalid token ******** for this client" in line, line
+    assert token not in result.stdout + result.stderr

@@ -1035,7 +1035,14 @@ def auth_anilist(config_path: str | None, profile_name: str | None, pasted: str 
     With services.anilist.client_secret set the page shows a code (authorization-code grant);
     without it the page shows the token itself (implicit grant). Tokens last a year and cannot
     be refreshed: run this again when watchbridge warns that the token expires soon."""
-    from watchbridge.services.anilist import AniListAuthError, AniListClient, Viewer, sign_in_page
+    from watchbridge.logs import mask_also
+    from watchbridge.services.anilist import (
+        AniListAuthError,
+        AniListClient,
+        Viewer,
+        pasted_token,
+        sign_in_page,
+    )
 
     config = _load(config_path)
     anilist = config.services.anilist
@@ -1053,6 +1060,8 @@ def auth_anilist(config_path: str | None, profile_name: str | None, pasted: str 
             click.echo(f"Open {page}")
             click.echo("approve watchbridge, then paste what the page shows here")
             pasted = str(click.prompt("code" if code_flow else "token", hide_input=True))
+        # In no config and, if AniList refuses it, never kept: an answer quoting it is masked.
+        mask_also([pasted_token(pasted)])
 
         async def sign_in(text: str) -> Viewer:
             try:
