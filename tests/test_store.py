@@ -84,6 +84,33 @@ def test_the_log_and_index_another_process_keeps_open_are_made_private_too(
         other.close()
 
 
+def test_folders_made_for_the_database_and_its_copy_are_the_owners_only_under_umask_000(
+    tmp_path: Path,
+) -> None:
+    # Unraid runs containers with umask 000: a folder anyone may write lets anyone replace the
+    # database with a copy of theirs, or put a -wal file of their own beside it for SQLite to
+    # write the tokens into. The commands run as a user or cron runs them, with that umask.
+    tmp_path.chmod(0o755)
+    database = tmp_path / "data" / "watchbridge" / "wb.db"
+    config = tmp_path / "watchbridge.yaml"
+    config.write_text(f"storage: {{path: {database}}}\n", encoding="utf-8")
+    copy = tmp_path / "copies" / "nightly" / "wb.db"
+    for command in (["webhook-urls"], ["backup", "--to", str(copy)]):
+        result = subprocess.run(
+            [sys.executable, "-m", "watchbridge", *command, "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            preexec_fn=lambda: os.umask(0),
+        )
+        assert result.returncode == 0, result.stderr
+    made = [database.parent, database.parent.parent, copy.parent, copy.parent.parent]
+    assert {folder.name: stat.S_IMODE(folder.stat().st_mode) for folder in made} == {
+        folder.name: 0o700 for folder in made
+    }
+    assert stat.S_IMODE(tmp_path.stat().st_mode) == 0o755  # one already there is left as it was
+
+
 def _read_alive_in_another_process(path: Path) -> str:
     """What a second process (`watchbridge status`, an sqlite3 shell) reads, closing after."""
     code = (

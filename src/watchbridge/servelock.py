@@ -29,6 +29,7 @@ from types import TracebackType
 from typing import Any
 
 from watchbridge.errors import StoreError, WatchbridgeError
+from watchbridge.privatefiles import make_private_folder
 
 LOCK_SUFFIX = ".lock"
 _RECORD_BYTES = 4096
@@ -252,7 +253,7 @@ def _open(database: Path, lock: Path) -> int:
     """The lock file's descriptor (made with mode 0600; not passed on to child processes).
     One another user owns is opened to read: flock needs no more."""
     try:
-        lock.parent.mkdir(parents=True, exist_ok=True)
+        make_private_folder(lock.parent)
         try:
             return os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except PermissionError as denied:

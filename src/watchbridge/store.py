@@ -52,6 +52,7 @@ from watchbridge.playback import (
     report_from_record,
     report_keys,
 )
+from watchbridge.privatefiles import make_private_folder
 from watchbridge.senders import TOGETHER_WITHIN
 from watchbridge.storagefault import DatabaseMoved, fault_of
 
@@ -2067,7 +2068,7 @@ def _create_private_file(path: Path) -> None:
     sqlite3 shell) then finds none left, checkpoints and deletes the log and index, and all
     this process writes after goes to the deleted log: unseen by others, lost at restart
     (a delivery sent but shown in flight for good). os.chmod opens nothing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_folder(path.parent)
     fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
     os.close(fd)
     os.chmod(path, 0o600)
