@@ -28,6 +28,7 @@ from watchbridge.alerts import (
     Condition,
     Notifier,
     format_span,
+    sends_left_running,
 )
 from watchbridge.config import AlertKind, AlertsConfig, Duration, Secret
 from watchbridge.store import Store
@@ -363,6 +364,29 @@ def test_a_failed_alert_never_logs_its_ntfy_topic(receiver: Receiver, tmp_path: 
         output = service.output()
     assert "alert webhook_rejects not delivered to alerts.urls[0] (ntfy: failure)" in output
     assert topic not in output
+
+
+async def test_an_alert_send_given_up_on_never_logs_its_ntfy_topic_when_it_ends_later(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A slow ntfy server answers after the alert's timeout: Apprise gives the send up, and its
+    # worker thread logs the failure (naming the topic) once the answer comes, after
+    # `notify` has returned.
+    topic = "wb-alerts-5e8a1c04b7"
+    answer = threading.Event()
+    receiver.refuse_next(answer.wait)
+    config = AlertsConfig(urls=[Secret(receiver.ntfy_url(topic))])
+    notifier = Notifier(config, clock=FakeClock(), timeout=0.3)
+    caplog.set_level(logging.DEBUG)
+    assert await notifier.notify("credentials", "signed out", "body") == "failed"
+    assert sends_left_running()
+    answer.set()
+    deadline = time.monotonic() + 10
+    while sends_left_running() and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    assert not sends_left_running()
+    assert [r for r in caplog.records if r.name == "watchbridge.alerts"]
+    assert topic not in caplog.text
 
 
 async def test_one_failing_destination_fails_the_send_but_others_still_receive(

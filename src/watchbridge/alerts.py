@@ -15,8 +15,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import asdict, dataclass, replace
 from typing import Any, TypeVar
 
@@ -887,15 +886,14 @@ class Notifier:
 
     async def _send(self, kind: str, title: str, body: str, notify_type: str) -> str:
         try:
-            # Apprise's own failure lines quote parts of the URL the log cannot tell for
-            # secrets (an ntfy topic, a webhook path): the line below names the entry instead.
-            with _apprise_logging_muted():
-                result = await self._apprise.async_notify(
-                    body=self._redact(body),
-                    title=self._redact(title),
-                    notify_type=notify_type,
-                    timeout=self._timeout,
-                )
+            # Apprise's own lines are muted (see _mute_apprise_logging): the line below names
+            # the entry that failed instead.
+            result = await self._apprise.async_notify(
+                body=self._redact(body),
+                title=self._redact(title),
+                notify_type=notify_type,
+                timeout=self._timeout,
+            )
         except Exception as exc:  # Apprise reports failures in its result; this is a backstop
             self._failed_log.warning(
                 _NOT_DELIVERED, f"alert {kind} not delivered: {type(exc).__name__}", self._clock()
@@ -945,13 +943,11 @@ def _build_apprise(urls: list[Secret], timeout: float) -> tuple[apprise.Apprise,
     )
     notifier = apprise.Apprise(asset=asset)
     problems: list[str] = []
-    with _apprise_logging_muted():
-        for index, url in enumerate(urls):
-            problem = _add_url(notifier, url.reveal(), tag=f"{_TAG_PREFIX}{index}")
-            if problem is not None:
-                problems.append(
-                    f"alerts.urls[{index}]: {problem} (URL hidden: it may hold secrets)"
-                )
+    _mute_apprise_logging()
+    for index, url in enumerate(urls):
+        problem = _add_url(notifier, url.reveal(), tag=f"{_TAG_PREFIX}{index}")
+        if problem is not None:
+            problems.append(f"alerts.urls[{index}]: {problem} (URL hidden: it may hold secrets)")
     return notifier, problems
 
 
@@ -959,8 +955,8 @@ def url_problem(url: str) -> str | None:
     """What is wrong with one alert URL (never its text), or None when Apprise takes it: the
     check the notifier makes of each `alerts.urls` entry, for one written elsewhere (the Home
     Assistant app's options)."""
-    with _apprise_logging_muted():
-        return _add_url(apprise.Apprise(), url, tag=f"{_TAG_PREFIX}check")
+    _mute_apprise_logging()
+    return _add_url(apprise.Apprise(), url, tag=f"{_TAG_PREFIX}check")
 
 
 def _add_url(notifier: apprise.Apprise, url: str, tag: str) -> str | None:
@@ -979,20 +975,17 @@ def _add_url(notifier: apprise.Apprise, url: str, tag: str) -> str | None:
     return None
 
 
-@contextmanager
-def _apprise_logging_muted() -> Iterator[None]:
-    # Apprise logs rejected URLs with partial masking (a malformed Telegram URL shows its bot
-    # token as the host); we report rejected entries by index instead.
-    apprise_logger = logging.getLogger(apprise.LOGGER_NAME)
+def _dropped(record: logging.LogRecord) -> bool:
+    return False
 
-    def drop(record: logging.LogRecord) -> bool:
-        return False
 
-    apprise_logger.addFilter(drop)
-    try:
-        yield
-    finally:
-        apprise_logger.removeFilter(drop)
+def _mute_apprise_logging() -> None:
+    """Apprise's own lines quote parts of the URL the log cannot tell for secrets (an ntfy
+    topic, a webhook path, a malformed Telegram URL's bot token as its host): we name the
+    entry by its index instead. Muted for good, not around each call: a send Apprise gave up
+    on (past its timeout) goes on in its worker thread and logs how it failed when it ends,
+    after the call returned. The same filter is added once, however often this runs."""
+    logging.getLogger(apprise.LOGGER_NAME).addFilter(_dropped)
 
 
 def _entry_name(tags: tuple[str, ...]) -> str:

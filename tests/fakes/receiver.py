@@ -27,6 +27,9 @@ class AlertReceiver(FakeServer):
     @route("POST", "/")
     def ntfy(self, req: Request) -> Response:
         """ntfy's publish endpoint: Apprise's ntfy:// posts JSON naming the topic here."""
+        if self._refusals:
+            self._refusals.pop(0)()
+            return Response(500)
         self.messages.append(req.json())
         return Response(200)
 
