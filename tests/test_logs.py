@@ -54,6 +54,13 @@ def test_a_token_in_a_url_is_masked_and_what_follows_it_kept(logged: io.StringIO
     assert "token=********, then" in written and "api_key=********." in written
 
 
+def test_a_key_or_signature_in_a_url_query_is_masked(logged: io.StringIO) -> None:
+    # A proxy in front of a service may take its key in the query (`?key=`, a signed `&sig=`).
+    written = line(logged, "x", reason="https://proxy/trakt/?key=k3y-9z&sig=s1gn4ture&page=2")
+    assert "k3y-9z" not in written and "s1gn4ture" not in written
+    assert "?key=********&sig=********&page=2" in written
+
+
 def test_our_own_message_about_a_secret_key_keeps_its_explanation(logged: io.StringIO) -> None:
     message = (
         "config not reloaded: w.yaml:5 services.plex.token: expected text, got a list;"
@@ -151,6 +158,7 @@ def test_a_warning_uvicorn_gives_per_request_is_told_again_later_with_how_many_w
     uvicorn.addHandler(handler)
     uvicorn.addFilter(throttled)
     uvicorn.propagate = False
+    uvicorn.setLevel(logging.INFO)  # as the service sets it, whatever an earlier test left
     try:
         for second in range(0, 1200, 10):  # a request every 10 s for 20 minutes
             now[0] = float(second)

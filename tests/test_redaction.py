@@ -31,7 +31,8 @@ from watchbridge import statuspage
 from watchbridge.app import Runtime, create_app
 from watchbridge.config import load_config
 from watchbridge.logs import Redactor, setup_logging
-from watchbridge.redaction import secret_values
+from watchbridge.redaction import clipped, secret_values
+from watchbridge.services.trakt import ANSWER_CHARS, refusal_text
 from watchbridge.store import NewOutboxRow, Store
 from watchbridge.wiring import build_runtime
 
@@ -350,3 +351,17 @@ def test_a_pasted_anilist_token_the_service_refuses_is_masked_in_the_error_line(
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert "Invalid token ******** for this client" in line, line
     assert token not in result.stdout + result.stderr
+
+
+def test_a_trakt_refusal_cut_short_shows_no_part_of_a_token_it_quoted() -> None:
+    # The masking knows each token whole: a cut through one would show its first half.
+    token = "9f8e7d6c5b4a39281706f5e4d3c2b1a0" * 2
+    said = "invalid_grant - " + "the token " * ((ANSWER_CHARS - 40) // 10) + token + " expired"
+    text = refusal_text(httpx.Response(400, json={"error": said}))
+    assert len(text) <= ANSWER_CHARS and text.endswith("the token...")
+    assert token[:6] not in text
+
+
+def test_a_text_cut_within_its_only_word_is_dropped_whole() -> None:
+    assert clipped("x" * 300, 200) == "..."
+    assert clipped("short  and\nplain", 200) == "short and plain"

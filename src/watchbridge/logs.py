@@ -20,7 +20,8 @@ _CREDENTIAL_PATTERNS = [
     re.compile(r"(//[^/\s:@]+:)[^@\s/]+(?=@)"),  # the password in https://user:password@host
     # The token's own characters only: not a `)` or `,` after it, nor the `.` ending a sentence.
     re.compile(
-        r"(?i)([?&](?:x-plex-token|token|api_key|apikey|access_token)=)"
+        r"(?i)([?&](?:x-plex-token|token|api_key|apikey|api-key|access_token|key|sig|signature"
+        r"|auth|password|secret)=)"
         r"[\w~%+/=-]+(?:\.[\w~%+/=-]+)*"
     ),
 ]

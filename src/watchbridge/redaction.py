@@ -57,3 +57,16 @@ def mask_tokens_stored(store: Store, mask: Callable[[Hashable, list[str]], None]
 def redactor(config: Config, store: Store | None = None) -> Redactor:
     """What a text shown to a user goes through (see `secret_values`)."""
     return Redactor(secret_values(config, store))
+
+
+def clipped(text: str, limit: int) -> str:
+    """`text` on one line, at most `limit` characters: a cut drops the word it falls in, so a
+    token a service quoted is never shown in part (the masking knows each secret whole, and
+    would not find its first half)."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    kept = text[: limit - 3]
+    if text[limit - 3] != " ":
+        kept = kept.rpartition(" ")[0]
+    return kept.rstrip() + "..."

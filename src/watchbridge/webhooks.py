@@ -53,6 +53,7 @@ from watchbridge.playback import (
     session_key,
 )
 from watchbridge.readers.plex import found_by_name
+from watchbridge.redaction import clipped
 from watchbridge.refused import OVER_AFTER, REFUSALS, lost, lost_earlier, sentence
 from watchbridge.senders import Doubling, Viewing
 from watchbridge.storagefault import STORAGE_ALERT, StorageFault
@@ -661,7 +662,7 @@ def _resolve_stopped(runtime: Runtime, server: str) -> None:
 
 
 def _one_line(exc: Exception) -> str:
-    return " ".join(str(exc).split())[:200] or type(exc).__name__
+    return clipped(str(exc), 200) or type(exc).__name__
 
 
 @asgi("/webhooks", is_mount=True, copy_scope=False, opt={BEFORE_ROUTER: True})

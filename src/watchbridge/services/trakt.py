@@ -39,6 +39,7 @@ from watchbridge.loose import whole
 from watchbridge.metrics import Metrics
 from watchbridge.model import Ids, MediaRef
 from watchbridge.offloop import in_thread, to_the_end
+from watchbridge.redaction import clipped
 from watchbridge.services.refusals import digest, note_refused, note_taken
 
 SERVICE = "trakt"
@@ -1855,8 +1856,7 @@ def refusal_text(response: httpx.Response) -> str:
     if isinstance(data, dict):
         said = [str(data[k]) for k in ("error", "error_description", "message") if data.get(k)]
         data = " - ".join(said) if said else json.dumps(data)
-    text = " ".join(str(data or "").split())
-    return text if len(text) <= ANSWER_CHARS else text[: ANSWER_CHARS - 3] + "..."
+    return clipped(str(data or ""), ANSWER_CHARS)
 
 
 def _oauth_error(response: httpx.Response) -> str:
