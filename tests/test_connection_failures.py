@@ -60,6 +60,28 @@ async def test_a_dropped_connection_is_told_as_closed_without_an_answer_with_wha
     assert line.problem == DROPPED.replace(" after 2 attempt(s)", "")  # type: ignore[attr-defined]
 
 
+async def test_an_answer_cut_off_midway_is_told_as_such_not_as_something_else_than_http(
+    client: HttpClient, echo: EchoFake
+) -> None:
+    echo.cut_next(2)
+    message = await failed(client)
+    assert message == (
+        "echo: the connection broke while the answer came in (it was cut off) after 2 "
+        "attempt(s): if it keeps happening, look at the server's log, and at what sits on the "
+        "way (a reverse proxy, a firewall, a VPN)"
+    )
+
+
+async def test_a_write_whose_answer_was_cut_off_may_have_landed_and_is_not_sent_again(
+    client: HttpClient, echo: EchoFake
+) -> None:
+    echo.cut_next(1, route="POST /items")
+    with pytest.raises(Unavailable) as raised:
+        await client.request("POST", "/items", json={"n": 1})
+    assert raised.value.outcome_unknown
+    assert echo.count("POST", "/items") == 1 and len(echo.items) == 1
+
+
 async def test_an_answer_that_does_not_come_is_told_as_a_timeout_of_the_answer_with_its_time(
     echo: EchoFake,
 ) -> None:
@@ -167,6 +189,13 @@ def caused(error: httpx.RequestError, cause: BaseException) -> httpx.RequestErro
             "the server closed the connection without answering",
         ),
         (httpx.RemoteProtocolError("illegal status line: b'SSH-2.0'"), "the answer was not HTTP"),
+        (
+            httpx.RemoteProtocolError(
+                "peer closed connection without sending complete message body (incomplete "
+                "chunked read)"
+            ),
+            "the connection broke while the answer came in (it was cut off)",
+        ),
         (httpx.WriteError(""), "the connection broke while the request was sent"),
         (
             httpx.ProxyError("407 Proxy Authentication Required"),

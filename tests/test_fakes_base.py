@@ -228,6 +228,16 @@ def test_drop_after_handler_keeps_the_state_change(fake: EchoFake, client: httpx
     assert fake.items == [{"a": 1}]
 
 
+def test_cut_sends_the_status_and_half_the_body_after_the_handler_ran(
+    fake: EchoFake, client: httpx.Client
+) -> None:
+    fake.cut_next(1, route="POST /items")
+    with pytest.raises(httpx.RemoteProtocolError, match="complete message body"):
+        client.post("/items", json={"a": 1})
+    assert fake.items == [{"a": 1}]
+    assert fake.requests[0].status == 201
+
+
 def test_paginate_sets_trakt_pagination_headers(fake: EchoFake, client: httpx.Client) -> None:
     fake.items = [{"n": i} for i in range(11)]
     r = client.get("/items", params={"page": 4, "limit": 3})

@@ -472,6 +472,9 @@ REFUSED = RequestFailure(
     "nothing listens at that address and port: is the service running, and its address right?",
 )
 DROPPED = RequestFailure("the server closed the connection without answering", DROPPED_CHECK)
+CUT_OFF = RequestFailure(
+    "the connection broke while the answer came in (it was cut off)", DROPPED_CHECK
+)
 # Each timeout by the phase it ends (httpx's name for it in a request's `timeout`): what
 # timed out, what did not happen within the time allowed, and what to check.
 _TIMEOUTS: dict[type[httpx.TimeoutException], tuple[str, str, str, str]] = {
@@ -546,10 +549,14 @@ def request_failure(error: httpx.RequestError) -> RequestFailure:
     if isinstance(error, httpx.ReadError):
         return DROPPED
     if isinstance(error, httpx.RemoteProtocolError):
-        # httpcore's own words for a connection closed before any answer; any other is the
-        # HTTP parser refusing what came.
-        if "disconnected" in str(error).lower():
+        # httpcore's own words for a connection closed before any answer, and h11's for one
+        # closed within the body of an answer that had begun; any other is the HTTP parser
+        # refusing what came.
+        said = str(error).lower()
+        if "disconnected" in said:
             return DROPPED
+        if "complete message body" in said:
+            return CUT_OFF
         return RequestFailure(
             "the answer was not HTTP",
             "something else answers at that address and port (another program, a proxy): is "

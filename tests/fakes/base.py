@@ -12,7 +12,8 @@ done, then the connection is dropped or the failure answered). ``delay_next`` ru
 at once and holds the answer back, like a slow server that did the work; ``hold_next`` too, until
 the test releases it (an interleaving that does not hang on a clock). ``reshape_next`` runs
 the handler and changes its JSON answer (a field renamed or removed, a number sent as text, a
-list wrapped in an object): a service that changed the shape of its answers.
+list wrapped in an object): a service that changed the shape of its answers. ``cut_next`` runs
+the handler and sends half its answer's body, then closes: an answer cut off mid-way.
 """
 
 from __future__ import annotations
@@ -197,7 +198,7 @@ class _Route:
 
 @dataclass
 class _Knob:
-    kind: str  # "fail" | "delay" | "hold" | "drop" | "reshape"
+    kind: str  # "fail" | "delay" | "hold" | "drop" | "cut" | "reshape"
     remaining: int
     route: str | None
     response: Response | None = None
@@ -351,6 +352,12 @@ class FakeServer:
         """Close the connection of the next ``n`` requests without answering."""
         self._queue(_Knob("drop", n, route, after_handler=after_handler))
 
+    def cut_next(self, n: int, route: str | None = None) -> None:
+        """Run the handler of the next ``n`` requests, then send their answer's status, headers
+        (its whole Content-Length) and half its body, and close the connection: an answer cut
+        off on its way (a proxy or a server restarting mid-answer)."""
+        self._queue(_Knob("cut", n, route))
+
     def reshape_next(self, n: int, change: Callable[[Any], Any], route: str | None = None) -> None:
         """Run the handler of the next ``n`` requests, then answer ``change(its JSON)`` instead
         (same status and headers): the service did the work and answered in another shape.
@@ -503,6 +510,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(resp.body)))
         self.end_headers()
+        if knob is not None and knob.kind == "cut":
+            self.wfile.write(resp.body[: len(resp.body) // 2])
+            self.close_connection = True
+            return
         self.wfile.write(resp.body)
 
     def _released(self, released: threading.Event) -> bool:
