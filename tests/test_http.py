@@ -118,6 +118,48 @@ async def test_a_long_retry_after_is_handed_back(client: HttpClient, echo: EchoF
     assert caught.value.retry_after is not None and caught.value.retry_after > 120
 
 
+async def test_a_redirect_is_not_followed_and_says_where_it_points_and_what_to_set(
+    echo: EchoFake,
+) -> None:
+    # Plex behind a reverse proxy that sends plain http to https: the key stays here.
+    http = HttpClient("plex", echo.url, setting="services.plex.url", retry=RetryPolicy(attempts=1))
+    moved = "https://plex.example.net/items?X-Plex-Token=abc"
+    echo.fail_next(1, 301, headers={"Location": moved}, body="<html>Moved</html>")
+    with pytest.raises(Unavailable) as raised:
+        await http.request("GET", "/items")
+    await http.aclose()
+    assert raised.value.message == (
+        "plex: answered 301, a redirect to https://plex.example.net/items: watchbridge does not "
+        "follow redirects (its token or key would go with it); set services.plex.url to "
+        "https://plex.example.net"
+    )
+    assert raised.value.status == 301 and not raised.value.answered
+    assert echo.count("GET", "/items") == 1
+
+
+async def test_a_redirect_of_an_online_service_says_to_set_its_url(
+    client: HttpClient, echo: EchoFake
+) -> None:
+    echo.fail_next(1, 307, headers={"Location": "/v2/items"}, route="POST /items")
+    with pytest.raises(Unavailable) as raised:
+        await client.request("POST", "/items", json={"n": 1})
+    assert raised.value.message == (
+        f"echo: answered 307, a redirect to {echo.url}/v2/items: watchbridge does not follow "
+        "redirects (its token or key would go with it); if the service answers there now, set "
+        "its URL in the config to it"
+    )
+    assert not raised.value.outcome_unknown  # a redirect is not the request's work done
+    assert echo.items == []
+
+
+async def test_a_redirect_is_handed_back_to_a_caller_that_follows_it_itself(
+    client: HttpClient, echo: EchoFake
+) -> None:
+    echo.fail_next(1, 302, headers={"Location": "/items"})
+    response = await client.request("GET", "/echo/a/1", passthrough=frozenset({302}))
+    assert response.status_code == 302
+
+
 async def test_inspect_may_refuse_an_answer_first(client: HttpClient, echo: EchoFake) -> None:
     echo.fail_next(1, 429, body="<html>checkpoint</html>")
 

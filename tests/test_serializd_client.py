@@ -819,6 +819,19 @@ async def test_ticks_and_season_marks_round_trip(
         await client.log_episodes(PROFILE, 1396, 1, [1])  # a season number is not an id
 
 
+async def test_a_write_answered_with_a_redirect_is_not_taken_as_done(
+    client: SerializdClient, fake: FakeSerializd
+) -> None:
+    # A proxy or a host that moved answers a redirect with no body: Serializd never saw it.
+    moved = "https://serializd.example.net/api/episode_log/add"
+    fake.fail_next(1, 308, headers={"Location": moved}, route="POST /api/episode_log/add")
+    with pytest.raises(Unavailable) as raised:
+        await client.log_episodes(PROFILE, 1396, 3572, [1])
+    assert "a redirect to https://serializd.example.net/api/episode_log/add" in str(raised.value)
+    assert not raised.value.outcome_unknown
+    assert fake.ticks() == set()
+
+
 async def test_watched_seasons_pages(client: SerializdClient, fake: FakeSerializd) -> None:
     fake.watched_page_size = 2
     for tmdb in range(1, 6):

@@ -38,7 +38,7 @@ from watchbridge.anime import (
 )
 from watchbridge.anime import load_index as build_index
 from watchbridge.errors import ConfigError, StoreError
-from watchbridge.http import HttpClient, ServiceError, shown_url
+from watchbridge.http import REDIRECT_STATUS, HttpClient, ServiceError, shown_url
 
 if TYPE_CHECKING:
     from watchbridge.store import Store
@@ -63,7 +63,6 @@ _FILES = {
 }
 MIN_SHARE = 0.9  # a refresh must keep at least this share of the last good row count
 RETRY_FAILED = 3600.0  # after a failed download, try again at most hourly
-_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 # What a refresh in this process found and could not write to datasets.json (a read-only
 # folder, a full disk), by that file: read over what the file holds (each dataset's later
 # check wins), so this process's status, `anime refresh` and the hourly check still say what
@@ -294,8 +293,10 @@ class AnimeData:
             headers["if-modified-since"] = status.last_modified
         url = status.url
         for _ in range(5):
-            response = await self.http.request("GET", url, headers=headers)
-            if response.status_code in _REDIRECTS and "location" in response.headers:
+            response = await self.http.request(
+                "GET", url, headers=headers, passthrough=REDIRECT_STATUS
+            )
+            if response.status_code in REDIRECT_STATUS and "location" in response.headers:
                 url = urljoin(url, response.headers["location"])
                 continue
             if response.status_code == 304 and status.cached:

@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 USER_AGENT = f"watchbridge/{__version__}"
 # A machine clock this far off a service's is worth a warning: plays are matched by the minute.
 CLOCK_WARNING = 120.0
+REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
+# A write answered so may have been done first: the web's "post, then redirect" pattern.
+REDIRECT_AFTER_WORK = frozenset({302, 303})
 TRANSIENT_STATUS = frozenset({500, 502, 503, 504, 520, 521, 522, 523, 524, 525, 526, 527, 530})
 # A proxy's answer: the origin may have done the work before the gateway gave up. A 500 is the
 # service failing mid-request, possibly after it wrote; a 503 is the service refusing work.
@@ -135,6 +138,13 @@ class Unavailable(ServiceError):
 
 class RateLimited(Unavailable):
     """429 with a wait longer than we are willing to sleep inline."""
+
+
+class Redirected(Unavailable):
+    """A redirect answered in place of the service's answer: not followed, since the token or
+    key a request carries would go with it wherever it points. Held like an outage (the
+    request was not the service's to take) until the URL in the config is set to where it
+    points, or the redirect passes."""
 
 
 class Unsendable(Unavailable):
@@ -875,6 +885,9 @@ class HttpClient:
                 if response.status_code in passthrough:
                     self._answered(base_url)
                     return response
+                if response.status_code in REDIRECT_STATUS:
+                    self._answered(base_url)  # the host answers: no outage of its network
+                    raise self._redirected(response, url, base_url, maybe_written, write)
                 if response.status_code == 429:
                     said_at = self._service_now(response.headers)
                     wait = retry_after_seconds(response.headers, said_at)
@@ -936,6 +949,38 @@ class HttpClient:
             f"{last_problem} after {attempt} attempt(s){hint}",
             outcome_unknown=unknown or maybe_written,
             answered=answered and write,
+            status=status,
+        )
+
+    def _redirected(
+        self,
+        response: httpx.Response,
+        url: str,
+        base_url: str | None,
+        maybe_written: bool,
+        write: bool,
+    ) -> Redirected:
+        """The error for a redirect answered to `url`: where it points (without a query,
+        which may carry a token) and what to set for it."""
+        status = response.status_code
+        where = response.request.url.join(response.headers.get("location", ""))
+        pointed = shown_url(str(where))
+        if self.setting is not None and base_url is None:
+            # The base it points to: its address less the path asked for under ours (a
+            # reverse proxy's path kept), else its scheme, host and port.
+            asked, base = httpx.URL(url).path, shown_url(str(where))
+            if not (asked.strip("/") and base.endswith(asked)):
+                asked, base = "", shown_url(str(where.copy_with(path="/")))
+            fix = f"set {self.setting} to {base.removesuffix(asked).rstrip('/')}"
+        else:
+            fix = "if the service answers there now, set its URL in the config to it"
+        return Redirected(
+            self.service,
+            self.redact(
+                f"answered {status}, a redirect to {pointed}: watchbridge does not follow "
+                f"redirects (its token or key would go with it); {fix}"
+            ),
+            outcome_unknown=maybe_written or (write and status in REDIRECT_AFTER_WORK),
             status=status,
         )
 
