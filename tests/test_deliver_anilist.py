@@ -1842,6 +1842,39 @@ async def test_a_read_anilist_fails_spends_no_attempt_of_the_row_it_held(
     assert (attempts, status) == (0, "pending")  # AniList is failing, not this row
 
 
+@pytest.mark.parametrize("status", [200, 403])
+async def test_a_page_answered_in_place_of_anilists_json_spends_no_attempt_and_loses_no_play(
+    runtime: Runtime,
+    target: AniListTarget,
+    worker: DeliveryWorker,
+    fake: FakeAniList,
+    clock: FakeClock,
+    status: int,
+) -> None:
+    # Something on the way (a captive portal, a DNS filter's block page, a proxy) answers
+    # for graphql.anilist.co with a page of its own: AniList never saw the requests.
+    without_inline_backoff(target)
+    page = "<html><body>Access to this site is blocked</body></html>"
+    fake.fail_next(10**6, status, body=page)
+    enqueue(runtime, "play", episode(40), clock() - 3600, live=True)
+    for _ in range(runtime.config.delivery.max_attempts + 2):
+        later(worker, clock, 3600)
+        await worker.pass_once(runtime)
+    ((attempts, state, error),) = runtime.store.db.execute(
+        "SELECT attempts, status, last_error FROM outbox"
+    )
+    assert (attempts, state) == (0, "pending")
+    assert error == (
+        f"anilist: answered HTTP {status} with a web page (text/html), not AniList's JSON: "
+        f"something else may answer for {fake.url} (a DNS filter's block page, a captive "
+        "portal, a proxy), or services.anilist.api_url names another address"
+    )
+    fake.clear_knobs()
+    later(worker, clock, 6 * 3600)
+    await drain(worker, runtime)
+    assert fake.snapshot()[PART_2]["progress"] == 3
+
+
 async def test_a_binge_held_through_an_anilist_outage_is_one_viewing_not_a_rewatch(
     runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
 ) -> None:

@@ -40,6 +40,7 @@ from watchbridge.http import (
     Unavailable,
     changed_answer,
     rows_unread,
+    shown_url,
 )
 from watchbridge.logs import Repeating
 from watchbridge.loose import whole
@@ -964,9 +965,7 @@ class AniListClient:
         try:
             body = response.json()
         except ValueError:
-            raise AniListError(
-                f"answered HTTP {response.status_code} without JSON", response.status_code
-            ) from None
+            raise self._not_anilist(response) from None
         error = classify_errors(response.status_code, body)
         if error is not None:
             raise error
@@ -974,6 +973,21 @@ class AniListClient:
         if data is None:
             raise AniListError("answered without data", response.status_code)
         return data
+
+    def _not_anilist(self, response: httpx.Response) -> Unavailable:
+        """The error for an answer without JSON: AniList answers JSON, errors too (§1), so
+        such an answer is something else's (a DNS filter's block page, a captive portal, a
+        proxy) or a broken one. No row is to blame: its deliveries wait as in an outage,
+        spending no tries. A write is a set of absolute values, safe to send again."""
+        kind = response.headers.get("content-type", "").split(";")[0].strip()
+        what = "a web page (text/html)" if "html" in kind else f"no JSON ({kind or 'no type'})"
+        return Unavailable(
+            SERVICE,
+            f"answered HTTP {response.status_code} with {what}, not AniList's JSON: something "
+            f"else may answer for {shown_url(self.config.api_url)} (a DNS filter's block page, "
+            "a captive portal, a proxy), or services.anilist.api_url names another address",
+            status=response.status_code,
+        )
 
     def _observe(self, response: httpx.Response) -> None:
         self.pacer.observe(response, self.clock())
