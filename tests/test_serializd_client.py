@@ -31,6 +31,7 @@ from watchbridge.services.serializd import (
     SerializdUnavailable,
     WatchlistShow,
     _fingerprint,
+    blocked_advice,
     episode_log_body,
     lane,
     parse_diary_page,
@@ -460,6 +461,31 @@ async def test_checkpoint_page_is_unavailable_not_a_json_crash(
         await client.login(PROFILE)
     assert isinstance(caught.value, Unavailable) and "checkpoint" in str(caught.value)
     assert fake.count("POST", LOGIN) == 1  # waiting does not help: not retried
+
+
+async def test_a_page_that_is_no_checkpoint_is_not_blamed_on_serializds_host(
+    client: SerializdClient, fake: FakeSerializd
+) -> None:
+    # A DNS filter's block page (or a captive portal's) answered for the API host.
+    page = "<html><body>This site is blocked by your network</body></html>"
+    fake.fail_next(3, 200, body=page, route=f"POST {LOGIN}")
+    with pytest.raises(SerializdUnavailable) as caught:
+        await client.login(PROFILE)
+    assert "blocks scripted clients" not in str(caught.value)
+    assert "a DNS filter's block page, a captive portal, a proxy" in str(caught.value)
+
+
+def test_the_advice_for_a_page_never_names_the_address_already_set() -> None:
+    advice = blocked_advice("https://serializd.onrender.com/", checkpoint=False)
+    assert "set services.serializd.api_url" not in advice
+    assert "a DNS filter's block page" in advice
+    advice = blocked_advice("https://serializd.onrender.com", checkpoint=True)
+    assert "set services.serializd.api_url" not in advice
+    advice = blocked_advice("https://www.serializd.com", checkpoint=True)
+    assert advice.endswith(
+        "that host blocks scripted clients; set services.serializd.api_url to "
+        "https://serializd.onrender.com"
+    )
 
 
 async def test_checkpoint_error_names_a_proxy_without_its_password(

@@ -714,6 +714,26 @@ def _content_type(response: httpx.Response) -> str:
     return value.split(";")[0].strip().lower()
 
 
+WORKING_API_URL = "https://serializd.onrender.com"  # the backend that serves scripts (§1)
+
+
+def blocked_advice(api_url: str, checkpoint: bool) -> str:
+    """What to do about a web page answered in place of the API at `api_url`. Pure. Only a
+    bot checkpoint says the host blocks scripts (the www host's, §1); any other page comes
+    from something on the way. The address already set is never the fix."""
+    at_backend = httpx.URL(api_url).host == httpx.URL(WORKING_API_URL).host
+    use_backend = f"set services.serializd.api_url to {WORKING_API_URL}"
+    if checkpoint and not at_backend:
+        return f"that host blocks scripted clients; {use_backend}"
+    if checkpoint:
+        return "Serializd's backend put a bot check in front of its API; it is tried hourly"
+    advice = (
+        "something else may answer for it (a DNS filter's block page, a captive portal, a "
+        "proxy): let the host through; it is tried hourly"
+    )
+    return advice if at_backend else f"{advice}; if it is not Serializd's API, {use_backend}"
+
+
 def _is_html(response: httpx.Response) -> bool:
     return _content_type(response) in ("text/html", "application/xhtml+xml")
 
@@ -903,8 +923,7 @@ class SerializdClient:
         return SerializdUnavailable(
             SERVICE,
             f"{shown_url(self.config.api_url)} answered with {what} (HTTP {response.status_code}) "
-            "instead of the API: that host blocks scripted clients; set "
-            "services.serializd.api_url to https://serializd.onrender.com",
+            f"instead of the API: {blocked_advice(self.config.api_url, checkpoint)}",
             retry_after=3600,
         )
 
