@@ -1144,6 +1144,37 @@ async def test_account_problems_are_not_retried(
 
 
 @pytest.mark.parametrize(
+    ("deactivated", "words"),
+    [
+        (False, "the Trakt account is locked (Trakt's abuse checks lock accounts that send too"),
+        (True, "the Trakt account is deactivated: contact Trakt support to reactivate it"),
+    ],
+)
+async def test_a_423_says_whether_the_account_is_locked_or_deactivated(
+    client: TraktClient, trakt: FakeTrakt, store: Store, deactivated: bool, words: str
+) -> None:
+    signed_in(trakt, store)
+    trakt.lock_account(deactivated=deactivated)
+    with pytest.raises(TraktAccountError) as caught:
+        await client.add_history(PROFILE, [HistoryPlay(a_movie(trakt), 1_700_000_000)])
+    assert f"trakt: {words}" in caught.value.message
+
+
+async def test_a_426_points_first_at_the_apps_owner_who_must_be_vip(
+    client: TraktClient, trakt: FakeTrakt, store: Store
+) -> None:
+    # Since July 2026 an app works only while its owner is VIP: a 426 on a play that worked
+    # yesterday is far more often the app's owner than a feature of the user's account.
+    signed_in(trakt, store)
+    trakt.fail_next(1, 426)
+    with pytest.raises(TraktAccountError) as caught:
+        await client.add_history(PROFILE, [HistoryPlay(a_movie(trakt), 1_700_000_000)])
+    assert "the account that owns the app of services.trakt.client_id must be VIP" in (
+        caught.value.message
+    )
+
+
+@pytest.mark.parametrize(
     ("vip", "headers", "fix"),
     [
         (True, True, "the account is VIP and still at its limit: make room on Trakt"),

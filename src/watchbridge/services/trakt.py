@@ -1904,6 +1904,19 @@ def _limited_kind(path: str) -> str:
     return "this kind of item"
 
 
+def _locked_words(headers: httpx.Headers) -> str:
+    """A 423 in words: Trakt's headers tell a locked account (its abuse checks) from a
+    deactivated one; both are for Trakt's support to undo."""
+    if headers.get("x-account-deactivated", "").lower() == "true":
+        return "the Trakt account is deactivated: contact Trakt support to reactivate it"
+    if headers.get("x-account-locked", "").lower() == "true":
+        return (
+            "the Trakt account is locked (Trakt's abuse checks lock accounts that send too "
+            "much): contact Trakt support to unlock it"
+        )
+    return "the Trakt account is locked or deactivated: contact Trakt support"
+
+
 def _raise_for_account(response: httpx.Response) -> None:
     status = response.status_code
     headers = response.headers
@@ -1924,12 +1937,15 @@ def _raise_for_account(response: httpx.Response) -> None:
             hit,
         )
     if status == 423:
-        raise TraktAccountError(
-            "the Trakt account is locked or deactivated: contact Trakt support", 423
-        )
+        raise TraktAccountError(_locked_words(headers), 423)
     if status == 426:
         url = headers.get("x-upgrade-url") or UPGRADE_URL
-        raise TraktAccountError(f"this needs Trakt VIP ({url})", 426)
+        raise TraktAccountError(
+            f"Trakt answered that this needs VIP (426; {url}): since July 2026 the account "
+            "that owns the app of services.trakt.client_id must be VIP, so check that one "
+            "first; some features also need the signed-in account's own VIP",
+            426,
+        )
     if status == 403 and "x-request-id" in headers:
         raise TraktAccountError(
             "Trakt refused the app (403): check services.trakt.client_id and that the app "
