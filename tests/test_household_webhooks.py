@@ -358,8 +358,11 @@ def test_the_owners_plays_tautulli_reports_never_reach_the_default_profile(
         url = f"{service.url}/webhooks/tautulli/{SECRET}"
         answer = httpx.post(url, json=tautulli)
         assert answer.status_code == 200, answer.text
-        assert answer.json()["reason"] == "this media-server account is not mapped to any profile"
+        assert answer.json()["status"] == "ignored_sent_by_plex"
+        assert answer.json()["reason"].startswith("Plex's own webhook sends this account's plays")
         wait_for(lambda: settled(service))
         assert trakt.history("bob") == [] and len(trakt.history()) == 1
+        # Not an account for the user to map: the status lists none.
+        assert httpx.get(f"{service.url}/api/status").json()["unmapped_accounts"] == []
     finally:
         service.kill()

@@ -110,8 +110,15 @@ class Route:
     learn: tuple[Key, Learnt] | None = None
     renamed: Renamed | None = None
     new_id: NewId | None = None
+    # A Tautulli report of a person whose plays Plex's own webhook sends to their profile:
+    # ignored, and not an account for the user to map.
+    sent_by_plex: bool = False
 
 
+SENT_BY_PLEX = (
+    "Plex's own webhook sends this account's plays to the profile that lists it under "
+    "users.plex: Tautulli's report of them is not needed"
+)
 NO_IDS: Mapping[Key, Learnt] = {}
 NO_NAMES: Mapping[NameKey, tuple[Key, Learnt]] = {}
 
@@ -171,7 +178,7 @@ def route_for(
         # Tautulli reports Plex accounts: one another profile lists for Plex's own webhook is
         # that person's (whose plays Plex's webhook sends), never the default profile's; so
         # is one renamed in Plex, which Plex's webhook follows by its id.
-        return Route(None)
+        return Route(None, sent_by_plex=True)
     return Route(default)
 
 
@@ -754,7 +761,7 @@ async def _webhook(
     if not isinstance(result, Accepted):
         await _answer(runtime, send, source, "malformed", 400, started, error=result.reason)
         return
-    unmapped = 0
+    unmapped = sent_by_plex = 0
     known, names = runtime.account_ids.known, runtime.account_ids.names
     taken: list[tuple[MediaEvent, str, str]] = []  # each event its route takes: profile, server
     learnt: list[tuple[Key, Learnt]] = []
@@ -765,7 +772,8 @@ async def _webhook(
             _account_seen(runtime, route)
         name = route.profile
         if name is None:
-            unmapped += 1
+            sent_by_plex += route.sent_by_plex
+            unmapped += not route.sent_by_plex
             continue
         server = _plex_server(runtime, name, event)
         learn = route.learn
@@ -808,16 +816,13 @@ async def _webhook(
             _tell_doubling(runtime, doubling)
     if unmapped:  # one webhook, however many episodes its file holds
         _unmapped(runtime, result.events[0])
-    if unmapped == len(result.events):
-        await _answer(
-            runtime,
-            send,
-            source,
-            "ignored_unmapped_account",
-            200,
-            started,
-            reason="this media-server account is not mapped to any profile",
+    if unmapped + sent_by_plex == len(result.events):
+        outcome, reason = (
+            ("ignored_unmapped_account", "this media-server account is not mapped to any profile")
+            if unmapped
+            else ("ignored_sent_by_plex", SENT_BY_PLEX)
         )
+        await _answer(runtime, send, source, outcome, 200, started, reason=reason)
         return
     if queued:
         for wake in runtime.on_enqueued:
