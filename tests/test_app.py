@@ -107,6 +107,15 @@ def test_metrics_content_type_names_each_parameter_once(shared_service: ServiceP
     assert (media_type, names) == ("text/plain", ["charset", "version"])
 
 
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics", "/", "/api/status"])
+def test_head_is_answered_as_get_without_a_body(shared_service: ServiceProcess, path: str) -> None:
+    # Uptime monitors and `curl -I` check a service with HEAD; a 405 reads as it being down.
+    head = httpx.head(f"{shared_service.url}{path}")
+    get = httpx.get(f"{shared_service.url}{path}")
+    assert (head.status_code, head.content) == (200, b"")
+    assert head.headers["content-type"] == get.headers["content-type"]
+
+
 def test_unknown_path_is_a_json_404(shared_service: ServiceProcess) -> None:
     response = httpx.get(f"{shared_service.url}/nope")
     assert response.status_code == 404
@@ -140,6 +149,8 @@ def test_api_token_is_required_when_configured(tmp_path: Path) -> None:
         assert httpx.get(f"{app.url}/api/status", headers=right).status_code == 200
         lower = {"Authorization": "bearer tok-123456"}  # the scheme's case does not matter
         assert httpx.get(f"{app.url}/api/status", headers=lower).status_code == 200
+        assert httpx.head(f"{app.url}/api/status").status_code == 401
+        assert httpx.head(f"{app.url}/api/status", headers=right).status_code == 200
 
 
 @pytest.mark.parametrize("proxies", ["[127.0.0.1]", "[127.0.0.0/8]", "[10.0.0.0/8, 127.0.0.0/8]"])

@@ -37,6 +37,7 @@ from litestar.types import (
     LifeSpanReceive,
     LifeSpanScope,
     LifeSpanSend,
+    Message,
     Receive,
     Scope,
     Send,
@@ -1245,7 +1246,24 @@ class App(Litestar):
                     http["path"] = normalize_path(path)[len(prefix) - 1 :] + "/"
                     await handler(http, cast("Receive", receive), cast("Send", send))
                     return
+            if http["method"] == "HEAD":
+                await self._head(http, cast("Receive", receive), cast("Send", send))
+                return
         await super().__call__(scope, receive, send)
+
+    async def _head(self, scope: HTTPScope, receive: Receive, send: Send) -> None:
+        """HEAD is GET without the body (RFC 9110), which Litestar's routes do not answer:
+        uptime monitors and `curl -I` ask /healthz so. The copy of the scope keeps the
+        server's own saying HEAD."""
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await super().__call__({**scope, "method": "GET"}, receive, headers_only)
 
 
 def _before_router(routes: Sequence[Any]) -> tuple[tuple[str, ASGIApp], ...]:
