@@ -116,6 +116,15 @@ def test_head_is_answered_as_get_without_a_body(shared_service: ServiceProcess, 
     assert head.headers["content-type"] == get.headers["content-type"]
 
 
+def test_a_method_not_allowed_says_which_are(shared_service: ServiceProcess) -> None:
+    # RFC 9110: a 405 names the methods the path takes.
+    for path, allowed in (("/healthz", "GET"), ("/deadletters/retry", "POST")):
+        answer = httpx.put(f"{shared_service.url}{path}")
+        assert answer.status_code == 405 and answer.json()["status"] == 405
+        assert allowed in answer.headers["allow"]
+    assert "HEAD" in httpx.post(f"{shared_service.url}/healthz").headers["allow"]
+
+
 def test_unknown_path_is_a_json_404(shared_service: ServiceProcess) -> None:
     response = httpx.get(f"{shared_service.url}/nope")
     assert response.status_code == 404
@@ -142,7 +151,10 @@ def test_api_token_is_required_when_configured(tmp_path: Path) -> None:
     path = write_config(tmp_path, "")
     path.write_text(path.read_text().replace("server:\n", "server:\n  api_token: tok-123456\n"))
     with AppThread(create_app(runtime_for(path))) as app:
-        assert httpx.get(f"{app.url}/api/status").status_code == 401
+        refused = httpx.get(f"{app.url}/api/status")
+        assert refused.status_code == 401
+        # RFC 9110: a 401 says how to authenticate.
+        assert refused.headers["www-authenticate"].startswith("Bearer")
         wrong = {"Authorization": "Bearer nope"}
         assert httpx.get(f"{app.url}/api/status", headers=wrong).status_code == 401
         right = {"Authorization": "Bearer tok-123456"}

@@ -985,7 +985,10 @@ def require_api_token(
     scheme, _, credentials = connection.headers.get("authorization", "").partition(" ")
     supplied = credentials.strip() if scheme.lower() == "bearer" else ""  # case-insensitive
     if not hmac.compare_digest(supplied.encode(), server.api_token.reveal().encode()):
-        raise NotAuthorizedException("missing or wrong API token (Authorization: Bearer ...)")
+        raise NotAuthorizedException(
+            "missing or wrong API token (Authorization: Bearer ...)",
+            headers={"www-authenticate": 'Bearer realm="watchbridge"'},
+        )
 
 
 @get("/api/status", guards=[require_api_token])
@@ -1188,8 +1191,18 @@ class WebhookPortMiddleware(ASGIMiddleware):
 
 
 def _plain_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
-    """Every error answer is one JSON object with a one-line message; never a traceback."""
-    return Response({"error": exc.detail, "status": exc.status_code}, status_code=exc.status_code)
+    """Every error answer is one JSON object with a one-line message; never a traceback. Its
+    headers stay: a 405's Allow (with HEAD wherever GET is, see App._head), a 401's
+    WWW-Authenticate."""
+    headers = {name.lower(): value for name, value in (exc.headers or {}).items()}
+    allow = [method.strip() for method in headers.get("allow", "").split(",") if method.strip()]
+    if "GET" in allow and "HEAD" not in allow:
+        headers["allow"] = ", ".join([*allow, "HEAD"])
+    return Response(
+        {"error": exc.detail, "status": exc.status_code},
+        status_code=exc.status_code,
+        headers=headers,
+    )
 
 
 def _storage_error(request: Request[Any, Any, Any], exc: sqlite3.Error) -> Response[dict[str, Any]]:
