@@ -165,6 +165,21 @@ def test_api_token_is_required_when_configured(tmp_path: Path) -> None:
         assert httpx.head(f"{app.url}/api/status", headers=right).status_code == 200
 
 
+def test_an_api_token_with_letters_outside_ascii_is_taken(tmp_path: Path) -> None:
+    # Sent in UTF-8 (curl, a proxy's header) as the config holds it; it never matched.
+    path = write_config(tmp_path, "")
+    token = "pässwort-ünïcode-à"  # ends in UTF-8's 0xC3 0xA0, a no-break space in Latin-1
+    path.write_text(
+        path.read_text().replace("server:\n", f"server:\n  api_token: {token}\n"),
+        encoding="utf-8",
+    )
+    with AppThread(create_app(runtime_for(path))) as app:
+        right = {"Authorization": f"Bearer {token}".encode()}
+        assert httpx.get(f"{app.url}/api/status", headers=right).status_code == 200
+        wrong = {"Authorization": f"Bearer {token[:-1]}".encode()}
+        assert httpx.get(f"{app.url}/api/status", headers=wrong).status_code == 401
+
+
 @pytest.mark.parametrize("proxies", ["[127.0.0.1]", "[127.0.0.0/8]", "[10.0.0.0/8, 127.0.0.0/8]"])
 def test_trusted_proxy_skips_the_api_token(tmp_path: Path, proxies: str) -> None:
     path = write_config(tmp_path, "")

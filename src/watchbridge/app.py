@@ -983,8 +983,10 @@ def require_api_token(
             raise PermissionDeniedException(READ_BY_A_PAGE)
         return
     scheme, _, credentials = connection.headers.get("authorization", "").partition(" ")
-    supplied = credentials.strip() if scheme.lower() == "bearer" else ""  # case-insensitive
-    if not hmac.compare_digest(supplied.encode(), server.api_token.reveal().encode()):
+    supplied = credentials.strip(" \t") if scheme.lower() == "bearer" else ""  # any case
+    # Header bytes come decoded as Latin-1: back to the bytes sent, which a token holding a
+    # letter outside ASCII (a proxy's, curl's) has in UTF-8, as the config does.
+    if not hmac.compare_digest(supplied.encode("latin-1"), server.api_token.reveal().encode()):
         raise NotAuthorizedException(
             "missing or wrong API token (Authorization: Bearer ...)",
             headers={"www-authenticate": 'Bearer realm="watchbridge"'},
