@@ -24,6 +24,7 @@ from watchbridge.refused import OVER_AFTER, RefusedWebhooks
 from watchbridge.signins import Facts, sign_in_states
 from watchbridge.statuspage import ROUTES, PageState, render
 from watchbridge.store import NewOutboxRow, Store
+from watchbridge.wiring import build_app, build_runtime
 
 SECRETS = ("hook-secret-9137", "api-token-5521", "trakt-secret-7731")
 
@@ -79,6 +80,30 @@ def test_names_from_the_config_are_escaped(tmp_path: Path) -> None:
     with Store.open(tmp_path / "watchbridge.db") as store:
         html = page(config, store)
     assert "&lt;b&gt;alex&lt;/b&gt;" in html and "<b>alex" not in html
+
+
+def sent_by_an_unmapped_account(tmp_path: Path, account: str) -> str:
+    """The page of the service after a generic webhook from `account`, which no profile
+    lists (a media server's user names it)."""
+    path = write_config(tmp_path, "profiles:\n  me:\n    users: {generic: [alice]}\n")
+    path.write_text(
+        path.read_text().replace("server:\n", "server:\n  webhook_secret: hook-secret-9137\n")
+    )
+    play = {"event": "played", "user": account, "item": {"type": "movie", "title": "Heat"}}
+    with AppThread(build_app(build_runtime(load_config(path, {})))) as app:
+        answer = httpx.post(f"{app.url}/webhooks/generic/hook-secret-9137", json=play)
+        assert answer.status_code == 200, answer.text
+        return httpx.get(f"{app.url}/").text
+
+
+def test_a_name_without_spaces_wraps_instead_of_widening_the_page(tmp_path: Path) -> None:
+    # Table cells grow to their longest word: one 3,000-letter account name made the whole
+    # table, and every column after it, run far off the screen.
+    html = sent_by_an_unmapped_account(tmp_path, "W" * 3000)
+    assert f"<td>{'W' * 3000}</td>" in html
+    style = html.split("<style>")[1].split("</style>")[0]
+    body = style.split("body{")[1].split("}")[0]
+    assert "overflow-wrap:anywhere" in body.split(";")
 
 
 def test_a_config_without_profiles_says_webhooks_are_ignored(tmp_path: Path) -> None:

@@ -232,7 +232,10 @@ ROUTES: list[Any] = [status_page, sign_in_to_trakt, retry_dead_letters_here]
 RETRIED_SHOWN = 900.0
 
 _STYLE = (
-    "body{font-family:system-ui,sans-serif;margin:1.5rem;max-width:52rem;color:#222}"
+    # overflow-wrap: a name or error text without spaces (a media-server account, a title, a
+    # service's token-like id) wraps within its cell instead of widening the whole page.
+    "body{font-family:system-ui,sans-serif;margin:1.5rem;max-width:52rem;color:#222;"
+    "overflow-wrap:anywhere}"
     "table{border-collapse:collapse;margin:.5rem 0 1.5rem}td,th{padding:.25rem .75rem;"
     "border-bottom:1px solid #ddd;text-align:left}.bad{color:#b00020;font-weight:600}"
     "code{background:#f3f3f3;padding:0 .25rem}"
