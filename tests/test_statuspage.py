@@ -106,6 +106,14 @@ def test_a_name_without_spaces_wraps_instead_of_widening_the_page(tmp_path: Path
     assert "overflow-wrap:anywhere" in body.split(";")
 
 
+def test_a_name_cannot_turn_the_pages_text_around(tmp_path: Path) -> None:
+    # U+202E (right-to-left override) in an account name reversed all that followed it on
+    # its line; Hebrew letters are a name as any other.
+    html = sent_by_an_unmapped_account(tmp_path, "\u202eevil\u2066 שלום")
+    assert "\u202e" not in html and "\u2066" not in html
+    assert "<td>\\u202eevil\\u2066 שלום</td>" in html
+
+
 def test_a_config_without_profiles_says_webhooks_are_ignored(tmp_path: Path) -> None:
     with Store.open(tmp_path / "watchbridge.db") as store:
         html = page(config_for(tmp_path), store)
