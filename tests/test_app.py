@@ -116,6 +116,14 @@ def test_head_is_answered_as_get_without_a_body(shared_service: ServiceProcess, 
     assert head.headers["content-type"] == get.headers["content-type"]
 
 
+@pytest.mark.parametrize("path", ["/", "/api/status"])
+def test_the_page_and_status_are_never_kept_by_a_browser_or_proxy(
+    shared_service: ServiceProcess, path: str
+) -> None:
+    # They show a Trakt sign-in's code while one waits, and the household's account names.
+    assert "no-store" in httpx.get(f"{shared_service.url}{path}").headers["cache-control"]
+
+
 def test_a_method_not_allowed_says_which_are(shared_service: ServiceProcess) -> None:
     # RFC 9110: a 405 names the methods the path takes.
     for path, allowed in (("/healthz", "GET"), ("/deadletters/retry", "POST")):

@@ -20,6 +20,7 @@ from typing import Any, Protocol, cast
 
 from litestar import Litestar, Request, Response, get
 from litestar.connection import ASGIConnection
+from litestar.datastructures import CacheControlHeader
 from litestar.di import NamedDependency, Provide
 from litestar.enums import ScopeType
 from litestar.exceptions import (
@@ -993,7 +994,11 @@ def require_api_token(
         )
 
 
-@get("/api/status", guards=[require_api_token])
+@get(
+    "/api/status",
+    guards=[require_api_token],
+    cache_control=CacheControlHeader(no_store=True),  # as the page: sign-in codes, names
+)
 async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
     """Queue, dead letters, last sync runs and sign-ins (as the page has them)."""
     from watchbridge.statuspage import page_state

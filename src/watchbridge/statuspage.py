@@ -19,6 +19,7 @@ from typing import Any
 
 from litestar import MediaType, Response, get, post
 from litestar.connection import ASGIConnection
+from litestar.datastructures import CacheControlHeader
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException, PermissionDeniedException, ValidationException
 from litestar.handlers.base import BaseRouteHandler
@@ -123,7 +124,13 @@ async def page_state(runtime: Runtime, now: float) -> PageState:
     )
 
 
-@get("/", guards=[require_api_token], media_type=MediaType.HTML)
+# A sign-in's code and the account names are shown: no browser or proxy keeps a copy.
+@get(
+    "/",
+    guards=[require_api_token],
+    media_type=MediaType.HTML,
+    cache_control=CacheControlHeader(no_store=True),
+)
 async def status_page(runtime: NamedDependency[Runtime]) -> str:
     now = runtime.clock()
     return render(await page_state(runtime, now), now)
