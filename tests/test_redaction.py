@@ -306,17 +306,26 @@ def test_a_webhook_payload_shown_by_unmatched_masks_its_tokens(
         assert token not in result.stdout + result.stderr
 
 
-def test_a_commands_error_line_masks_what_it_quotes(tmp_path: Path, start_fake: Any) -> None:
-    # AniList's answer to a sign-in, quoted in the error, names the app's client secret (the
-    # config's) and a URL with a token in it.
+def anilist_signing_in(
+    tmp_path: Path, start_fake: Any, client_secret: str = ""
+) -> tuple[FakeAniList, Path]:
+    """A fake AniList and a config whose profile `me` signs in to it (`auth anilist`)."""
     anilist = start_fake(FakeAniList())
     assert isinstance(anilist, FakeAniList)
+    secret = f"    client_secret: {client_secret}\n" if client_secret else ""
     path = write_config(
         tmp_path,
         f"services:\n  anilist:\n    api_url: {anilist.url}\n    auth_url: {anilist.auth_url}\n"
-        f"    client_id: '{ANILIST_CLIENT_ID}'\n    client_secret: {ANILIST_CLIENT_SECRET}\n"
+        f"    client_id: '{ANILIST_CLIENT_ID}'\n{secret}"
         "profiles:\n  me:\n    accounts:\n      anilist: {}\n",
     )
+    return anilist, path
+
+
+def test_a_commands_error_line_masks_what_it_quotes(tmp_path: Path, start_fake: Any) -> None:
+    # AniList's answer to a sign-in, quoted in the error, names the app's client secret (the
+    # config's) and a URL with a token in it.
+    anilist, path = anilist_signing_in(tmp_path, start_fake, ANILIST_CLIENT_SECRET)
     quoted = (
         f"Invalid token for client {ANILIST_CLIENT_SECRET}, "
         f"see https://anilist.co/help?access_token={URL_TOKEN}"
@@ -336,14 +345,7 @@ def test_a_pasted_anilist_token_the_service_refuses_is_masked_in_the_error_line(
 ) -> None:
     # The token pasted to `auth anilist` is in no config and, refused, never kept in the
     # database: AniList's answer quoting it must not put it on the terminal (or a cron mail).
-    anilist = start_fake(FakeAniList())
-    assert isinstance(anilist, FakeAniList)
-    path = write_config(
-        tmp_path,
-        f"services:\n  anilist:\n    api_url: {anilist.url}\n    auth_url: {anilist.auth_url}\n"
-        f"    client_id: '{ANILIST_CLIENT_ID}'\n"
-        "profiles:\n  me:\n    accounts:\n      anilist: {}\n",
-    )
+    anilist, path = anilist_signing_in(tmp_path, start_fake)
     token = anilist.issue_token()
     anilist.fail_graphql_next(f"Invalid token {token} for this client", 401)
     result = watchbridge("auth", "anilist", "--config", str(path), "--token", f" {token}\n")
