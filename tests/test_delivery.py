@@ -2779,6 +2779,31 @@ async def test_a_target_held_15_minutes_alerts_though_no_delivery_is_tried_meanw
     assert "has not taken deliveries for 15 minutes" in receiver.messages[0]["message"]
 
 
+@pytest.mark.parametrize(("headers", "asks"), [({}, False), ({"Retry-After": "120"}, True)])
+async def test_an_outage_alert_says_trakt_asks_to_wait_only_when_it_did(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+    headers: dict[str, str],
+    asks: bool,
+) -> None:
+    # A plain 503 names no wait: the time after it is only when watchbridge looks again,
+    # which the alert told as "It asks to wait until ..." (a week's outage, at every reminder).
+    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    trakt.fail_next(1000, 503, headers=headers)
+    started = clock()
+    while not receiver.messages:
+        assert clock() < started + 3600
+        clock.advance(max(worker.holds["trakt"].until - clock(), 0.0) if worker.holds else 0.0)
+        await worker.pass_once(runtime)
+    assert receiver.titles() == ["watchbridge: trakt deliveries paused"]
+    message = receiver.messages[0]["message"]
+    assert "has not taken deliveries for" in message
+    assert ("It asks to wait until" in message) is asks
+
+
 async def test_a_long_rate_limit_is_resolved_once_deliveries_go_through(
     runtime: Runtime,
     worker: DeliveryWorker,

@@ -1016,7 +1016,8 @@ class AniListTarget:
         if isinstance(exc, AniListAuthError):
             return Hold(exc.message, AUTH_HOLD, "credentials", target_wide=False, sign_in=True)
         if isinstance(exc, Unavailable):  # rate limits, outages, "API disabled"
-            return Hold(exc.message, exc.retry_after or self.config.retry_after)
+            wait = exc.retry_after or self.config.retry_after
+            return Hold(exc.message, wait, asked=exc.retry_after is not None)
         if isinstance(exc, ListUnreadable):
             return changed_hold(SERVICE_NAME, exc.what, CHANGED_WAITS)
         if isinstance(exc, AniListError):

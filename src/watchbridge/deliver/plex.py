@@ -291,7 +291,8 @@ class PlexTarget:
             message = naming_profile(profile, exc.message, service=SERVICE)
             return Hold(message, AUTH_HOLD, "credentials", target_wide=False, sign_in=True)
         if isinstance(exc, Unavailable):
-            return Hold(exc.message, exc.retry_after or self.config.delivery.retry_after)
+            wait = exc.retry_after or self.config.delivery.retry_after
+            return Hold(exc.message, wait, asked=exc.retry_after is not None)
         if isinstance(exc, PlexError):
             return Retry(exc.message)
         log.error("unexpected error delivering to Plex", exc_info=exc)

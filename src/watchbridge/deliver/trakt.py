@@ -122,7 +122,7 @@ def _may_have_landed(exc: Unavailable) -> Outcome:
     answered (a gateway error asking us to wait) the target is held as well."""
     reason = f"{UNKNOWN_OUTCOME}: {exc.message}"
     if exc.retry_after is not None:
-        return Hold(reason, exc.retry_after)
+        return Hold(reason, exc.retry_after, asked=True)
     return Retry(reason, service_failed=True)
 
 
@@ -469,8 +469,8 @@ class TraktTarget:
             return Hold(exc.message, ACCOUNT_HOLD, "account_limit", target_wide=False)
         if isinstance(exc, TraktSignInUnavailable):
             # Trakt's API may well serve the other profiles meanwhile.
-            wait = exc.retry_after or SIGN_IN_RETRY
-            return Hold(exc.message, wait, "service_unreachable", target_wide=False)
+            wait, asked = exc.retry_after or SIGN_IN_RETRY, exc.retry_after is not None
+            return Hold(exc.message, wait, "service_unreachable", target_wide=False, asked=asked)
         if isinstance(exc, RateLimited):
             # Trakt limits each signed-in user: this profile waits, the others go on.
             return rate_limit_hold(exc.retry_after or 60, self.clock())

@@ -182,6 +182,9 @@ class Hold:
     target_wide: bool = True  # False: only this row's profile is affected (e.g. its sign-in)
     spends: bool = False
     sign_in: bool = False  # waits for a sign-in or key: a start with a changed config tries it
+    # `after` is the service's own wait (a Retry-After, a rate limit): an alert may say it asks
+    # to wait until then. Else it is only when watchbridge looks again.
+    asked: bool = False
 
 
 Outcome = Delivered | Skipped | Retry | Dead | Hold
@@ -480,7 +483,10 @@ def service_hold(exc: Unavailable, retry_after: float) -> Hold:
     """The hold for a service that cannot take deliveries now. A write it answered with a
     server error (possibly after writing) may be the request's own fault: its rows spend."""
     return Hold(
-        exc.message, exc.retry_after or retry_after, spends=exc.answered and exc.outcome_unknown
+        exc.message,
+        exc.retry_after or retry_after,
+        spends=exc.answered and exc.outcome_unknown,
+        asked=exc.retry_after is not None,
     )
 
 
@@ -503,24 +509,34 @@ def rate_limit_hold(wait: float, now: float) -> Hold:
     seconds: told (a `service_unreachable` alert) once it lasts, or is known to last, as long
     as an outage would before its alert (the worker adds up limits in a row)."""
     until = datetime.fromtimestamp(now + wait, UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return Hold(f"rate limited until {until}", wait, "service_unreachable", target_wide=False)
+    return Hold(
+        f"rate limited until {until}", wait, "service_unreachable", target_wide=False, asked=True
+    )
 
 
 def unreachable_alert(
-    target: str, reason: str, since: float, now: float, until: float, spends: bool = False
+    target: str,
+    reason: str,
+    since: float,
+    now: float,
+    until: float,
+    spends: bool = False,
+    asked: bool = False,
 ) -> str | None:
     """The `service_unreachable` alert's text for a target held since `since` and known to be
-    held until `until` (what the service asked for; `now` when nothing more is known), or None
-    while it is not due: once deliveries have been held UNREACHABLE_ALERT_AFTER, or as soon as a
-    hold known to last that long begins (a long Retry-After), saying until when. `spends`: the
-    service answers writes with errors (Hold.spends), so they give up in time, and it says so."""
+    held until `until` (`now` when nothing more is known), or None while it is not due: once
+    deliveries have been held UNREACHABLE_ALERT_AFTER, or as soon as a hold known to last that
+    long begins (a long Retry-After), saying until when. `asked`: `until` is what the service
+    asked for (Hold.asked), which a reminder tells; watchbridge's own pace of looking again is
+    no word of the service's. `spends`: the service answers writes with errors (Hold.spends),
+    so they give up in time, and it says so."""
     if max(now, until) - since < UNREACHABLE_ALERT_AFTER:
         return None
     at = datetime.fromtimestamp(until, UTC).strftime("%Y-%m-%d %H:%M UTC")
     if now - since >= UNREACHABLE_ALERT_AFTER:
         minutes = int((now - since) // 60)
         text = f"{target} has not taken deliveries for {minutes} minutes: {reason}."
-        if until > now:
+        if until > now and asked:
             text += f" It asks to wait until {at}."
     else:
         wait = format_span(until - now)
@@ -1321,7 +1337,9 @@ class DeliveryWorker:
             )
             told = _told(hold.reason)
             until = now + hold.after
-            text = unreachable_alert(target.name, told, held.since, now, until, held.spends)
+            text = unreachable_alert(
+                target.name, told, held.since, now, until, held.spends, asked=hold.asked
+            )
             if text is not None:
                 alerts[("service_unreachable", target.name, None)] = text
         for (kind, key, profile), reason in alerts.items():
@@ -1470,7 +1488,8 @@ class DeliveryWorker:
         held = self._paused[key] = await asyncio.to_thread(
             held_in_store, store, key, rows, now, left
         )
-        return unreachable_alert(target, _told(hold.reason), held.since, now, now + hold.after)
+        told = _told(hold.reason)
+        return unreachable_alert(target, told, held.since, now, now + hold.after, asked=hold.asked)
 
     async def _reachable(self, runtime: Runtime, target: Target) -> None:
         """The target took a delivery: forget its outage and say it is over."""
