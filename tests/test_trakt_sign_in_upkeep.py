@@ -318,3 +318,35 @@ async def test_a_stop_cuts_short_a_housekeeping_alert_on_its_way_and_the_next_st
     finally:
         later.close()
     assert receiver.titles() == [PAUSED, PAUSED]  # maybe twice, never lost
+
+
+async def test_a_renewal_failing_through_a_long_outage_is_a_warning_then_hourly(
+    runtime: Runtime,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    worker: DeliveryWorker,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Trakt down for three hours once the sign-in is past its refresh point, a play waiting:
+    # each probe (every 5 minutes) tried the renewal again and logged a warning of it, 36
+    # lines where the log's rule is a warning as it begins, then one an hour with a count.
+    clock.advance(0.75 * TOKEN_LIFE + 60)
+    trakt.fail_next(10**6, 503)
+    webhook(runtime, "movie_media_scrobble.json")
+    caplog.set_level(logging.INFO, logger="watchbridge.services.trakt")
+    ends = clock() + 3 * HOUR
+    while clock() < ends:
+        await worker.pass_once(runtime)
+        clock.advance(max(worker.holds["trakt"].until - clock(), 60.0))
+    failed = [r for r in caplog.records if r.getMessage().startswith("Trakt token refresh failed")]
+    assert refreshes(trakt) >= 30  # tried at each probe, as before
+    assert [r.levelno for r in failed] == [logging.WARNING] * len(failed)
+    assert 3 <= len(failed) <= 4  # its first time, then hourly
+    assert [getattr(r, "more_since_last_line", 0) > 0 for r in failed[1:]] == [True] * (
+        len(failed) - 1
+    )
+    trakt.clear_knobs()  # back: renewed at the next probe, and the log says so once
+    await worker.pass_once(runtime)
+    assert len(trakt.history()) == 1
+    over = [r for r in caplog.records if r.getMessage() == "trakt token renewal works again"]
+    assert len(over) == 1 and getattr(over[0], "times", 0) >= 30

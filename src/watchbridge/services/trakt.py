@@ -35,6 +35,7 @@ from watchbridge.http import (
     earlier_try_may_have_landed,
 )
 from watchbridge.limits import DEFAULT_UPGRADE_URL, AccountLimits, LimitHit, parse_settings
+from watchbridge.logs import Repeating
 from watchbridge.loose import whole
 from watchbridge.metrics import Metrics
 from watchbridge.model import Ids, MediaRef
@@ -254,6 +255,9 @@ def _refresher() -> str:
 
 
 log = logging.getLogger(__name__)
+# A renewal failing through an outage of Trakt is tried again at each delivery's probe (every
+# 5 minutes) by each client: one warning as it begins, then hourly with a count (per profile).
+_RENEWAL_FAILING = Repeating(log)
 
 # One refresh at a time per sign-in in this process, whichever client asks (the delivery
 # target and each link's reader have their own): a refresh token is good for one use only.
@@ -1071,11 +1075,12 @@ class TraktClient:
                         exc.retry_after,
                     ) from None
                 self._refresh_failed_at[profile] = now
-                log.warning(
+                _RENEWAL_FAILING.warning(
+                    profile,
                     "Trakt token refresh failed; the current token is used until it is tried"
-                    " again: %s",
-                    exc.message,
-                    extra={"profile": profile},
+                    f" again: {exc.message}",
+                    now,
+                    profile=profile,
                 )
                 return still_works
             except TraktAuthError as exc:
@@ -1173,6 +1178,9 @@ class TraktClient:
 
     def _signed_in_again(self, profile: str) -> None:
         """Forget `profile`'s failed and refused refreshes: a new pair is stored."""
+        _RENEWAL_FAILING.over(
+            profile, "trakt token renewal works again", self.clock(), profile=profile
+        )
         self._refresh_failed_at.pop(profile, None)
         self._refresh_refused.pop(profile, None)
         for key in [key for key in self._refresh_spent if key[0] == profile]:
