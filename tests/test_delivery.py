@@ -49,6 +49,7 @@ from watchbridge.deliver.worker import (
     Retry,
     backoff,
     dead_letter_alert,
+    unreachable_alert,
 )
 from watchbridge.http import Pacer, RetryPolicy
 from watchbridge.ingest import parse
@@ -2802,6 +2803,17 @@ async def test_an_outage_alert_says_trakt_asks_to_wait_only_when_it_did(
     message = receiver.messages[0]["message"]
     assert "has not taken deliveries for" in message
     assert ("It asks to wait until" in message) is asks
+
+
+def test_a_reminder_days_into_an_outage_tells_its_length_in_days() -> None:
+    # A week's outage told as "for 7697 minutes" must be worked out by the reader.
+    def held(seconds: float) -> str | None:
+        return unreachable_alert("trakt", "HTTP 503", 0.0, seconds, seconds)
+
+    assert "trakt has not taken deliveries for 15 minutes: HTTP 503." in (held(900) or "")
+    assert "for 30 hours:" in (held(30 * 3600) or "")
+    assert "for 5 days and 8 hours:" in (held(7697 * 60) or "")
+    assert "for 7 days:" in (held(7 * 86400) or "")
 
 
 async def test_a_long_rate_limit_is_resolved_once_deliveries_go_through(

@@ -514,6 +514,19 @@ def rate_limit_hold(wait: float, now: float) -> Hold:
     )
 
 
+def held_for(seconds: float) -> str:
+    """How long deliveries have been held, in words a reminder days into an outage reads at
+    a glance: 45 minutes, 30 hours, 5 days and 8 hours."""
+    minutes = int(seconds // 60)
+    if minutes < 120:
+        return f"{minutes} minutes"
+    hours = minutes // 60
+    if hours < 48:
+        return f"{hours} hours"
+    days, hours = divmod(hours, 24)
+    return f"{days} days" + (f" and {hours} hour{'s' * (hours != 1)}" if hours else "")
+
+
 def unreachable_alert(
     target: str,
     reason: str,
@@ -534,8 +547,7 @@ def unreachable_alert(
         return None
     at = datetime.fromtimestamp(until, UTC).strftime("%Y-%m-%d %H:%M UTC")
     if now - since >= UNREACHABLE_ALERT_AFTER:
-        minutes = int((now - since) // 60)
-        text = f"{target} has not taken deliveries for {minutes} minutes: {reason}."
+        text = f"{target} has not taken deliveries for {held_for(now - since)}: {reason}."
         if until > now and asked:
             text += f" It asks to wait until {at}."
     else:
