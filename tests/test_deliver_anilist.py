@@ -834,6 +834,30 @@ async def test_a_tvdb_ordered_webhook_episode_is_mapped_as_tmdb_numbers_it(
     assert fake.snapshot()[PART_2]["progress"] == 4
 
 
+async def test_a_webhook_episode_known_by_its_absolute_number_is_counted_on_serializds_seasons(
+    runtime: Runtime,
+    renumbering: DeliveryWorker,
+    target: AniListTarget,
+    serializd: FakeSerializd,
+    fake: FakeAniList,
+    clock: FakeClock,
+) -> None:
+    # A household without Trakt: a script (or a library in absolute order) names Attack on
+    # Titan's episode 76 by its absolute number alone. The datasets map the show by TMDB
+    # season (S4E17-28 are Final Season Part 2), so the number alone placed nothing: the play
+    # waited as "not this season yet" while the same play went to Serializd at S4E17.
+    # Serializd's seasons (25, 12, 22 and 28 episodes) count it there for AniList too.
+    with_real_datasets(target)
+    serializd.add_show(1429, "Attack on Titan", seasons={1: 25, 2: 12, 3: 22, 4: 28})
+    fake.add_media(131681, episodes=12)
+    show = Ids(tmdb="1429", tvdb="267440")
+    played = MediaRef("episode", show_ids=show, show_title="Attack on Titan", absolute=76)
+    enqueue(runtime, "play", played, clock() - 60, live=True, source="generic")
+    await drain(renumbering, runtime)
+    assert fake.snapshot().get(131681, {}).get("progress") == 1
+    assert unmatched_records(runtime.store, ["me"]) == []
+
+
 async def test_a_two_episode_jellyfin_file_in_tvdb_order_sets_the_progress_of_its_second(
     runtime: Runtime,
     renumbering: DeliveryWorker,

@@ -215,24 +215,28 @@ async def _unnumbered(
     """An episode the server gave no episode number (a daily show in Plex, numbered by its air
     date: its season the year, no `index`), or no season: where its own TMDB id is in the
     show's seasons; without one, the episode TMDB lists as aired on its air date
-    (`find_dated`). As sent when neither places it (an absolute number may still)."""
+    (`find_dated`); without either, its absolute number counted through the show's regular
+    seasons (`absolute_episode`, as the Serializd target places it: an anime the datasets map
+    by TMDB season is placed by no number alone). As sent when none places it."""
     episode_id = await _own_tmdb(enricher, item)
-    if episode_id is None and item.aired is None:
-        return item
     hint = item.season if item.season is not None else -1
+    how = "its TMDB id" if episode_id is not None else "its air date"
+    found: tuple[int, int] | Unmatched | None = None
     try:
         if episode_id is not None:
             found = await find_episode(client, store, show, episode_id, hint, clock)
-        else:
-            found = await find_dated(client, store, show, item.aired or "", clock)
+        elif item.aired is not None:
+            found = await find_dated(client, store, show, item.aired, clock)
+        # A special's absolute number (HAMA names TheTVDB's season 0) counts no regular season.
+        if found is None and item.absolute is not None and item.season != 0:
+            how = "its absolute number"
+            found = await absolute_episode(client, store, show, item.absolute, clock)
     except SerializdItemError:
         return item
-    if found is None:
+    if found is None or isinstance(found, Unmatched):
         return item
     log.info(
-        "episode without a number placed by its TMDB id"
-        if episode_id is not None
-        else "episode without a number placed by its air date",
+        f"episode without a number placed by {how}",
         extra={"item": item.describe(), "season": found[0], "number": found[1]},
     )
     return replace(item, season=found[0], number=found[1])
