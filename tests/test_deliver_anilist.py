@@ -2101,6 +2101,18 @@ def test_an_episode_numbered_absolutely_inside_its_season_is_placed_by_that_numb
     assert sample_reverse()(item) == found
 
 
+def test_an_absolute_number_of_a_show_mapped_by_season_is_not_told_as_a_new_season() -> None:
+    # Attack on Titan's TVDB id and absolute episode 77 alone (no TMDB id, no Serializd to
+    # count it): the datasets map the show by season, which no refresh changes. The reason
+    # said "not this season yet (new seasons take days or weeks to appear)".
+    item = MediaRef("episode", show_ids=Ids(tvdb="267440"), show_title="AoT", absolute=77)
+    why = sample_reverse()(item)
+    assert isinstance(why, Unmatched)
+    assert "not this season yet" not in why.reason, why.reason
+    assert "by season, not by absolute episode" in why.reason, why.reason
+    assert "season and episode number" in why.reason and "override" in why.reason
+
+
 def test_an_episode_of_an_absolutely_numbered_show_without_a_season_list_says_what_to_do() -> None:
     item = MediaRef(
         "episode", show_ids=Ids(tmdb=str(ONE_PIECE)), show_title="One Piece", season=21, number=180

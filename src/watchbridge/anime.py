@@ -1491,6 +1491,14 @@ class AnimeIndex:
                 "entries of their own there): an override makes its later plays count",
                 "special",
             )
+        if season is None and (scheme, show) in self._shows:
+            # No refresh helps: the datasets map the show by season, not by absolute number.
+            return Unmatched(
+                f"{where}: the datasets map this show by season, not by absolute episode; a "
+                "play naming its season and episode number (or its show's TMDB id, with "
+                "services.serializd to count its seasons) is placed, or add an override",
+                "new-season",
+            )
         if (scheme, show) in self._shows:
             return Unmatched(
                 f"{where}: the datasets know this show but not this season yet (new seasons "
