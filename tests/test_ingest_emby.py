@@ -89,8 +89,10 @@ def test_mark_unplayed_is_unplayed() -> None:
     assert (event.action, event.played) == ("unplayed", False)
 
 
-def test_favourite_toggle_without_rating_is_ignored() -> None:
-    assert parse(sample("item_rate_favorite_movie.json")) == Ignored("no_rating")
+def test_favourite_toggle_without_rating_is_a_rate_naming_no_rating() -> None:
+    # A clear of a rating looks the same: the item's rating sent before tells which.
+    event = only_event(parse(sample("item_rate_favorite_movie.json")))
+    assert (event.action, event.rating) == ("rate", None)
 
 
 def test_rate_of_a_like_is_not_a_star_rating() -> None:

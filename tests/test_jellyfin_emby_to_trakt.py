@@ -125,6 +125,22 @@ def test_a_favourite_in_jellyfin_does_not_set_back_a_rating_changed_on_trakt(
     assert [r.rating for r in trakt.ratings()] == [6]
 
 
+def test_a_rating_cleared_in_jellyfin_is_removed_from_trakt(
+    webhook_url: str, trakt: FakeTrakt, tmp_path: Path
+) -> None:
+    trakt.add_movie("Arrival", 2016, imdb="tt2543164", tmdb=329865)
+    rated = sample_json("jellyfin", "user_data_saved_update_rating_movie.json") | {
+        "Rating": 8,
+        "Likes": None,
+    }
+    assert httpx.post(webhook_url, json=rated).status_code == 202
+    wait_for(lambda: [r.rating for r in trakt.ratings()] == [8])
+    time.sleep(1.1)  # a later second: not the same change sent twice
+    assert httpx.post(webhook_url, json=rated | {"Rating": 0}).status_code == 202
+    wait_for(lambda: nothing_waits(tmp_path / "wb.db"))
+    assert trakt.ratings() == []
+
+
 def emby(name: str) -> dict[str, Any]:
     body = copy.deepcopy(sample_json("emby", name))
     body["Date"] = time.strftime("%Y-%m-%dT%H:%M:%S.0000000Z", time.gmtime())

@@ -1126,6 +1126,29 @@ def test_a_jellyfin_rating_sent_again_with_a_favourite_is_no_new_rating(tmp_path
         assert ratings_queued(rig) == [80]
 
 
+def rating_changes(rig: Rig) -> list[str]:
+    return [r["action"] for r in rig.rows() if r["action"] in ("rating", "remove_rating")]
+
+
+def test_a_jellyfin_rating_cleared_is_removed_once(tmp_path: Path) -> None:
+    # Jellyfin's user data after a clear holds no rating, as after a favourite toggled on an
+    # item never rated: the rating it sent before tells them apart.
+    with running_rig(tmp_path) as rig:
+        rig.post("jellyfin", jellyfin_rating(8, Likes=None))
+        rig.advance(HOUR)
+        rig.post("jellyfin", jellyfin_rating(0, Likes=None))
+        rig.advance(HOUR)
+        rig.post("jellyfin", jellyfin_rating(0, Likes=None, Favorite=True))
+        assert rating_changes(rig) == ["rating", "remove_rating"]
+
+
+def test_a_favourite_of_an_item_never_rated_removes_no_rating(tmp_path: Path) -> None:
+    with running_rig(tmp_path) as rig:
+        rig.post("jellyfin", jellyfin_rating(0, Likes=None, Favorite=True))
+        rig.post("emby", emby("item_rate_favorite_movie.json"))
+        assert rating_changes(rig) == []
+
+
 def test_a_jellyfin_rating_that_changed_is_a_new_rating(tmp_path: Path) -> None:
     with running_rig(tmp_path) as rig:
         rig.post("jellyfin", jellyfin_rating(8))

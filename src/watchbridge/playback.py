@@ -441,6 +441,12 @@ def _decide(
             removal = Intent("remove_rating", f"unrate:{event.item.key()}:{second}", at)
             if event.source in RATINGS_DATED:
                 return _dated_rating(session, event, key, at, removal, changes)
+            if remembers_rating(event):
+                # Jellyfin's and Emby's user data without a rating: a clear of the rating
+                # they sent before, else a favourite toggled on an item never rated.
+                if session is None or session.state != "rated" or session.progress is None:
+                    return session, []
+                return Session(key, "rated", None, changes, at, at), [removal]
             return session, [removal]
         rating_key = f"rate:{event.item.key()}:{event.rating}:{second}"
         intent = Intent("rating", rating_key, at, rating=event.rating)

@@ -138,6 +138,14 @@ def may_be_a_remark(count: int | None, last_played: float | None, sent: float | 
     return last_played is not None and sent is not None and sent - last_played > REMARK_DATED_BEFORE
 
 
+def unrated(rating: object, likes: object) -> bool:
+    """Whether a Jellyfin/Emby item's user data holds no rating at all, no stars and no thumb:
+    a rating cleared, or a favourite toggled on an item never rated. Only the rating the
+    server sent before of the item tells which (playback's rating session)."""
+    value = number(rating)
+    return (value is None or value <= 0) and flag(likes) is None
+
+
 def star_rating(rating: object, likes: object) -> int | None:
     """A Jellyfin/Emby user rating on our 0-100 scale, or None when there is none. The servers
     store a thumbs-up as Rating 10 and a thumbs-down as 1 (and derive Likes from Rating): such

@@ -4,7 +4,8 @@ Events: playback.start → start, playback.pause → pause, playback.unpause →
 playback.stop → stop with played = PlaybackInfo.PlayedToCompletion, playback.scrobble (handled
 by other receivers, never captured) → stop with played=True, item.markplayed → played,
 item.markunplayed → unplayed, item.rate → rate when Item.UserData.Rating > 0 and not a like
-(common.star_rating), else Ignored(no_rating) (Emby mostly sends favourite/like changes).
+(common.star_rating), Ignored(no_rating) for a like or dislike, and rate with no rating when
+the user data holds none (a clear, or a favourite of an item never rated: see common.unrated).
 library.* → library_event, system.notificationtest → test_event, the rest → unsupported_event.
 
 `Item.ProviderIds` are the item's own ids (for an episode the episode's, often only Tvdb).
@@ -36,6 +37,7 @@ from watchbridge.ingest.common import (
     star_rating,
     text,
     ticks_to_ms,
+    unrated,
     wrong_url_hint,
 )
 from watchbridge.model import (
@@ -82,7 +84,12 @@ def parse(data: Payload) -> ParseResult:
     if item_type not in KINDS:
         return Ignored(ignored_type(item_type, NOT_VIDEO_TYPES))
     rating = _rating(item)
-    if event == "item.rate" and rating is None:
+    user_data = obj(item.get("UserData"))
+    if (
+        event == "item.rate"
+        and rating is None
+        and not unrated(user_data.get("Rating"), user_data.get("Likes"))
+    ):  # a thumb up or down: no stars
         return Ignored(NO_RATING)
     warnings: list[str] = []
     ref = _media_ref(item, KINDS[item_type], warnings)

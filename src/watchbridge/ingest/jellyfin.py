@@ -9,11 +9,13 @@ NotificationType → action:
 - PlaybackProgress → pause when IsPaused, else progress. Jellyfin has no pause/resume events;
   telling a resume from a progress report needs the previous state (the session machine's job).
 - UserDataSaved by SaveReason: TogglePlayed → played/unplayed (from Played); UpdateUserRating →
-  rate when Rating > 0 and not a like (common.star_rating), else Ignored(no_rating) (likes,
-  dislikes and favourites). UpdateUserData (the API's user-data update) carries the item's
-  Rating with any change of its user data, so a rating cannot be told from an old one re-sent:
-  Ignored(unsupported_event). The reasons written by
-  playback → Ignored(user_data_echo), since the playback events already tell us.
+  rate when Rating > 0 and not a like (common.star_rating); Ignored(no_rating) for a like or
+  dislike; rate with no rating when the user data holds none (common.unrated: a clear, or a
+  favourite of an item never rated, told apart by playback's remembered rating).
+  UpdateUserData (the API's user-data update) carries the item's Rating with any change of its
+  user data, so a rating cannot be told from an old one re-sent: Ignored(unsupported_event).
+  The reasons written by playback → Ignored(user_data_echo), since the playback events
+  already tell us.
 - ItemAdded/ItemDeleted → Ignored(library_event); everything else → Ignored(unsupported_event).
 
 Provider_imdb/tmdb/tvdb are the item's own ids: for an episode the **episode's**; the plugin
@@ -45,6 +47,7 @@ from watchbridge.ingest.common import (
     star_rating,
     text,
     ticks_to_ms,
+    unrated,
     wrong_url_hint,
 )
 from watchbridge.model import (
@@ -154,8 +157,9 @@ def _toggle_played(data: Payload, kind: MediaKind) -> ParseResult:
 
 
 def _rating(data: Payload, kind: MediaKind) -> ParseResult:
-    rating = star_rating(_decimal(data.get("Rating")), data.get("Likes"))
-    if rating is None:
+    value, likes = _decimal(data.get("Rating")), data.get("Likes")
+    rating = star_rating(value, likes)
+    if rating is None and not unrated(value, likes):  # a thumb up or down: no stars
         return Ignored(NO_RATING)
     warnings: list[str] = []
     item = _media_ref(data, kind, warnings)
