@@ -349,6 +349,21 @@ def test_missing_user_config_file_falls_back_to_the_options(tmp_path: Path) -> N
     assert "does not exist" in plan.notes[0]
 
 
+def test_an_own_yaml_left_unnamed_by_config_file_is_said_to_be_unread(tmp_path: Path) -> None:
+    paths = _paths(tmp_path)
+    paths.config.parent.mkdir(parents=True)
+    paths.config.write_text("server: {port: 8099, webhook_port: 8765}\n")
+    plan = plan_start([], paths, FULL_OPTIONS, TOKEN)
+    assert plan.generated_config is not None
+    assert f"{paths.config} is not read" in plan.notes[0]
+    assert "set config_file to watchbridge.yaml" in plan.notes[0]
+
+
+def test_without_an_own_yaml_the_options_start_says_nothing_of_one(tmp_path: Path) -> None:
+    plan = plan_start([], _paths(tmp_path), FULL_OPTIONS, TOKEN)
+    assert not any("config_file" in note for note in plan.notes)
+
+
 def test_a_bad_option_is_named_as_the_option_the_user_filled_in(tmp_path: Path) -> None:
     pasted = {**FULL_OPTIONS, "trakt_client_id": "abc\u200bdef", "log_level": "loud"}
     with pytest.raises(StartError) as caught:

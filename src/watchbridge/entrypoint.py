@@ -317,6 +317,14 @@ def _plan_home_assistant(
     notes = option_warnings(options)
     if user_config is not None:
         notes.insert(0, f"config_file {user_config} does not exist; using the app options instead")
+    elif is_file(paths.config):
+        # A YAML put in the app's folder as the README's other installs do is not read: say so,
+        # or the user edits a file that changes nothing and wonders why.
+        notes.insert(
+            0,
+            f"{paths.config} is not read: the config_file option is empty, so the app runs "
+            f"from its options; set config_file to {paths.config.name} to use that file",
+        )
     if args and args[0] == "auth" and (problem := options_auth_problem(args[1:], options)):
         raise StartError(problem)
     generated = paths.data / GENERATED_CONFIG
