@@ -21,6 +21,7 @@ from watchbridge import maintenance, statuspage, webhooks
 from watchbridge.alerts import Notifier
 from watchbridge.app import Runtime, create_app, start_warnings, webhook_secret
 from watchbridge.config import copied_nowhere, load_config
+from watchbridge.homeassistant import APP_ENV, FROM_OWN_YAML
 from watchbridge.logs import Redactor
 from watchbridge.metrics import Metrics
 from watchbridge.refused import OVER_AFTER
@@ -867,6 +868,30 @@ def test_start_up_in_the_image_warns_when_its_healthcheck_asks_another_port(
     told = {**image, "WATCHBRIDGE_PORT": "9000"}
     assert not any("healthcheck" in w for w in start_warnings(load_config(path, {}), [], told))
     assert not any("healthcheck" in w for w in start_warnings(load_config(path, {}), [], {}))
+
+
+@pytest.mark.parametrize(
+    ("ports", "told"),
+    [
+        ("port: 8099", "server.webhook_port is not set: the app publishes port 8765 alone"),
+        ("port: 8080\n  webhook_port: 8765", "server.port is 8080: the app's sidebar page"),
+        ("port: 8765", "server.port is 8765: the app's sidebar page"),
+    ],
+)
+def test_the_home_assistant_apps_own_yaml_is_told_the_ports_the_app_fixes(
+    tmp_path: Path, ports: str, told: str
+) -> None:
+    # The app cannot set WATCHBRIDGE_PORT, and its watchdog restarts it while 8765 is silent.
+    path = tmp_path / "watchbridge.yaml"
+    path.write_text(f"server:\n  {ports}\nstorage:\n  path: {tmp_path / 'w.db'}\n")
+    app = {"WATCHBRIDGE_IMAGE": "1", APP_ENV: FROM_OWN_YAML}
+    (warning,) = [w for w in start_warnings(load_config(path, {}), [], app) if "port" in w]
+    assert told in warning
+    assert "WATCHBRIDGE_PORT" not in warning
+    path.write_text(
+        f"server:\n  port: 8099\n  webhook_port: 8765\nstorage:\n  path: {tmp_path / 'w.db'}\n"
+    )
+    assert not [w for w in start_warnings(load_config(path, {}), [], app) if "port" in w]
 
 
 def test_start_up_warns_of_a_profile_taking_plex_and_tautulli_webhooks(tmp_path: Path) -> None:

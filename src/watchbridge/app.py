@@ -74,7 +74,7 @@ from watchbridge.downtime import (
 )
 from watchbridge.errors import StoreError
 from watchbridge.filesystems import read_mountinfo, shared_filesystem_warning
-from watchbridge.homeassistant import HomeAssistantApp
+from watchbridge.homeassistant import HomeAssistantApp, app_from_environment, port_problems
 from watchbridge.ids import SERVER_NAMES, SERVER_SETTINGS
 from watchbridge.lastwebhooks import LastWebhooks
 from watchbridge.logs import Redactor, mask_also, mask_renewed
@@ -476,8 +476,7 @@ def start_warnings(
     says what filesystem holds the database, empty when unknown)."""
     warnings = [f"alerts are not sent to {problem}" for problem in invalid_alert_urls]
     warnings += storage_warnings(config, None, mountinfo)
-    if problem := _healthcheck_problem(config, environ):
-        warnings.append(problem)
+    warnings += _port_problems(config, environ)
     if problem := zone_warning(environ):
         warnings.append(problem)
     secret = config.server.webhook_secret
@@ -645,20 +644,23 @@ def _unreadable_servers(config: Config, name: str, profile: Profile) -> list[str
     ]
 
 
-def _healthcheck_problem(config: Config, environ: Mapping[str, str]) -> str | None:
+def _port_problems(config: Config, environ: Mapping[str, str]) -> list[str]:
     """In our image, whether its healthcheck asks a port the service does not listen on (it
-    asks $WATCHBRIDGE_PORT, 8765 by default): the container would show as unhealthy."""
+    asks $WATCHBRIDGE_PORT, 8765 by default): the container would show as unhealthy. The
+    Home Assistant app has no environment to set: its ports are fixed (homeassistant.py)."""
     if not environ.get("WATCHBRIDGE_IMAGE"):
-        return None
+        return []
+    if app_from_environment(environ) is not None:
+        return port_problems(config.server.port, config.server.webhook_port)
     asked = environ.get("WATCHBRIDGE_PORT") or "8765"
     ports = {str(config.server.port), str(config.server.webhook_port)}
     if asked in ports:
-        return None
-    return (
+        return []
+    return [
         f"server.port: the container's healthcheck asks port {asked}, where nothing listens: "
         f"set WATCHBRIDGE_PORT={config.server.port} in its environment (or keep server.port "
         f"at {asked} and map another port on the host)"
-    )
+    ]
 
 
 def renamed_profiles(config: Config, with_state: set[str]) -> list[str]:

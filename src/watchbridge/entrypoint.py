@@ -28,10 +28,15 @@ from typing import Any, NoReturn
 
 import yaml
 
-from watchbridge.homeassistant import APP_ENV, FROM_OPTIONS, FROM_OWN_YAML, alert_urls_entry
+from watchbridge.homeassistant import (
+    APP_ENV,
+    FROM_OPTIONS,
+    FROM_OWN_YAML,
+    INGRESS_PORT,
+    WEBHOOK_PORT,
+    alert_urls_entry,
+)
 
-HA_INGRESS_PORT = 8099
-HA_WEBHOOK_PORT = 8765
 HA_INGRESS_PROXY = "172.30.32.2"
 GENERATED_CONFIG = "watchbridge.options.yaml"
 TOKEN_FILE = "watchbridge.api_token"
@@ -102,8 +107,8 @@ def translate_options(
     """The config for the Home Assistant options form: UI via ingress, webhooks on 8765."""
     server: dict[str, Any] = {
         "host": "0.0.0.0",
-        "port": HA_INGRESS_PORT,
-        "webhook_port": HA_WEBHOOK_PORT,
+        "port": INGRESS_PORT,
+        "webhook_port": WEBHOOK_PORT,
         # Only the ingress proxy skips the token; nobody knows the token, so only ingress gets in.
         "api_token": api_token,
         "trusted_proxies": [HA_INGRESS_PROXY],

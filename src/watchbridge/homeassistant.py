@@ -15,6 +15,10 @@ from dataclasses import dataclass
 APP_ENV = "WATCHBRIDGE_HOME_ASSISTANT"
 FROM_OPTIONS = "options"  # the config is written from the options form at each start
 FROM_OWN_YAML = "own-yaml"  # the user's own YAML (the config_file option), used as written
+# addon/config.yaml: ingress connects to INGRESS_PORT; WEBHOOK_PORT is the one port published,
+# and the Supervisor's watchdog asks its /healthz.
+INGRESS_PORT = 8099
+WEBHOOK_PORT = 8765
 
 COMMANDS_HELP = (
     "Home Assistant: how to run a watchbridge command named here is in the app's "
@@ -73,3 +77,22 @@ def alert_urls_entry(number: int) -> str:
 def as_option_entries(text: str) -> str:
     """`alerts.urls[N]` (the config's key, counted from 0) as the option's entry N+1."""
     return _ALERT_URL_ENTRY.sub(lambda found: alert_urls_entry(int(found[1]) + 1), text)
+
+
+def port_problems(port: int, webhook_port: int | None) -> list[str]:
+    """What an own YAML's ports break in the app, which fixes both ports (no environment to
+    set there, unlike a plain container)."""
+    problems = []
+    if port != INGRESS_PORT:
+        problems.append(
+            f"server.port is {port}: the app's sidebar page (Home Assistant ingress) connects "
+            f"to {INGRESS_PORT} and cannot open; set server.port: {INGRESS_PORT}"
+        )
+    if WEBHOOK_PORT not in (port, webhook_port):
+        problems.append(
+            f"server.webhook_port is {webhook_port or 'not set'}: the app publishes port "
+            f"{WEBHOOK_PORT} alone for webhooks and metrics, and the app's watchdog asks "
+            f"/healthz there and restarts the app while nothing answers; set "
+            f"server.webhook_port: {WEBHOOK_PORT}"
+        )
+    return problems
