@@ -383,9 +383,18 @@ def test_media_users_typed_with_commas_in_one_entry_are_named_as_the_option(
     assert str(caught.value).count("media_users: one name with commas") == 1  # said once
 
 
-def test_config_file_outside_the_config_dir_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(StartError, match="inside"):
-        plan_start([], _paths(tmp_path), {"config_file": "../data/options.json"}, TOKEN)
+@pytest.mark.parametrize(
+    "name", ["../data/options.json", "/addon_configs/a1b2c3d4_watchbridge/watchbridge.yaml"]
+)
+def test_config_file_outside_the_config_dir_is_refused_in_the_folders_words(
+    tmp_path: Path, name: str
+) -> None:
+    # DOCS.md shows the folder as the host has it; a path copied from there is no name in it.
+    with pytest.raises(StartError) as caught:
+        plan_start([], _paths(tmp_path), {"config_file": name}, TOKEN)
+    message = str(caught.value)
+    assert "/addon_configs/<repository id>_watchbridge on the host" in message
+    assert "e.g. watchbridge.yaml" in message
 
 
 def test_invalid_options_json_is_one_line_error(tmp_path: Path) -> None:

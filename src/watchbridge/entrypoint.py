@@ -273,7 +273,12 @@ def user_config_path(options: Mapping[str, Any], config_dir: Path) -> Path | Non
     path = Path(os.path.normpath(config_dir / name))
     if path != config_dir and config_dir in path.parents:
         return path
-    raise StartError(f"config_file {name!r}: must name a file inside {config_dir}")
+    # The user sees the folder on the host (DOCS.md), never the app's /config: name both.
+    raise StartError(
+        f"config_file {name!r}: give the name of a file in the app's config folder "
+        f"(/addon_configs/<repository id>_watchbridge on the host, {config_dir} in the app), "
+        "e.g. watchbridge.yaml, not a path elsewhere"
+    )
 
 
 def plan_start(
