@@ -787,6 +787,24 @@ def test_start_up_warns_of_a_profile_with_nowhere_to_deliver(tmp_path: Path) -> 
     assert warning.startswith("profile kids has no account to deliver to")
 
 
+def test_start_up_warns_of_a_profile_no_webhook_and_no_link_reaches(tmp_path: Path) -> None:
+    # A newcomer's profile with its Trakt account but no `users` (and not `default`): every
+    # webhook was answered and ignored as an unmapped account while check-config said "OK".
+    trakt = "services: {trakt: {client_id: abc}}\n"
+    path = write_config(tmp_path, trakt + "profiles:\n  me: {accounts: {trakt: {}}}\n")
+    (warning,) = start_warnings(load_config(path, {}), [])
+    assert warning.startswith("profile me lists no media-server account under users")
+    assert "profiles.me.users" in warning and "default: true" in warning
+    # Not for a default profile, nor for one a link syncs (a link reads its accounts).
+    for profiles in (
+        "profiles:\n  me: {default: true, accounts: {trakt: {}}}\n",
+        "profiles:\n  me: {accounts: {trakt: {}, anilist: {}}}\n"
+        "links:\n  at: {services: [anilist, trakt]}\n",
+    ):
+        body = "services: {trakt: {client_id: abc}, anilist: {}}\n" + profiles
+        assert start_warnings(load_config(write_config(tmp_path, body), {}), []) == []
+
+
 SERIALIZD_ONLY = (
     "services: {serializd: {}, jellyfin: {url: 'http://jf:8096', api_key: k}}\n"
     "profiles:\n  me:\n    users: {jellyfin: [alex]}\n"

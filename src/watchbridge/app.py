@@ -61,6 +61,7 @@ from watchbridge.config import (
     delivery_targets,
     fits_in_url,
     is_trusted_proxy,
+    link_profiles,
     targets_for,
     trusted_gateways,
 )
@@ -538,6 +539,16 @@ def start_warnings(
                 f"profile {name} takes both Plex's and Tautulli's webhooks: if both report the "
                 "same Plex server, each viewing is reported twice, minutes apart (counted once "
                 "only when both name the player); use one of them per server (docs/webhooks.md)"
+            )
+        if not (profile.default or any(vars(profile.users).values())) and not any(
+            name in link_profiles(config, link) for link in config.links.values()
+        ):
+            warnings.append(
+                f"profile {name} lists no media-server account under users and is not "
+                "default: true, and no link syncs it: no play reaches it (webhooks of accounts "
+                f"no profile lists are ignored); list your accounts under profiles.{name}.users "
+                "(the ids or names the status page shows under ignored webhooks), or make it "
+                "default: true"
             )
         targets = targets_for(config, profile)
         if not targets:
