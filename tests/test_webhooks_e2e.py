@@ -438,6 +438,22 @@ def test_unknown_source_is_404(quiet_service: ServiceProcess) -> None:
     )
 
 
+def test_a_webhook_to_a_mistyped_url_is_told_in_the_log(tmp_path: Path, trakt: FakeTrakt) -> None:
+    # A source mistyped in the pasted URL (or a segment added after the secret) was answered
+    # 404 and counted on /metrics only: every play of that server lost, without a log line.
+    service = service_for(tmp_path, trakt).start()
+    try:
+        for path in (f"jelyfin/{SECRET}", f"plex/{SECRET}/extra", f"Plex/{SECRET}"):
+            assert httpx.post(f"{service.url}/webhooks/{path}", content=b"{}").status_code == 404
+        assert httpx.get(f"{service.url}/webhooks/plex/{SECRET}").status_code == 405
+    finally:
+        output = service.output()
+    told = [line for line in output.splitlines() if "no webhook URL of watchbridge" in line]
+    assert len(told) == 1, told  # once in a while, not per webhook
+    assert "level=warning" in told[0] and "watchbridge webhook-urls" in told[0]
+    assert SECRET not in output
+
+
 def test_outcomes_are_counted_by_source(service: ServiceProcess) -> None:
     httpx.post(f"{service.url}/webhooks/plex/wrong", content=b"{}")
     post_plex(service, sample_json("plex", "track_media_play.json"))

@@ -54,7 +54,7 @@ from watchbridge.playback import (
 )
 from watchbridge.readers.plex import found_by_name
 from watchbridge.redaction import clipped
-from watchbridge.refused import OVER_AFTER, REFUSALS, lost, lost_earlier, sentence
+from watchbridge.refused import LOG_EVERY, OVER_AFTER, REFUSALS, lost, lost_earlier, sentence
 from watchbridge.senders import Doubling, Viewing
 from watchbridge.storagefault import STORAGE_ALERT, StorageFault
 from watchbridge.store import AccountLearnt, IngestJob, NewOutboxRow, ordering_key
@@ -684,6 +684,8 @@ async def webhooks_app(scope: Scope, receive: Receive, send: Send) -> None:
     segments = rest.strip("/").split("/") if rest.startswith("/") else []
     if not 1 <= len(segments) <= 2 or not segments[0]:
         await _send(send, _NOT_FOUND)
+        if scope["method"] == "POST":
+            _tell_no_webhook_url()
         return
     if scope["method"] != "POST":
         await _send(send, _NOT_ALLOWED, [(b"allow", b"POST")])
@@ -701,6 +703,31 @@ async def webhooks_app(scope: Scope, receive: Receive, send: Send) -> None:
         source = segments[0] if segments[0] in SOURCES else "unknown"
         runtime.metrics.webhook_events.labels(source, "internal_error").inc()
         _refused(runtime, source, "internal_error", 500, f"internal error ({type(exc).__name__})")
+
+
+# When the log last told of a POST to no webhook URL (time.monotonic), and how many since.
+_no_webhook_url: dict[str, float] = {"told_at": -LOG_EVERY, "untold": 0}
+
+
+def _tell_no_webhook_url() -> None:
+    """Log (once per LOG_EVERY) a POST under /webhooks/ that names no webhook URL: a source
+    mistyped in the pasted URL, or a segment added after the secret. Media servers do not
+    send it again, so each is a play lost; the answer's 404 is all the sender sees. The path
+    is not logged: it may hold the secret."""
+    now = time.monotonic()
+    if now - _no_webhook_url["told_at"] < LOG_EVERY:
+        _no_webhook_url["untold"] += 1
+        return
+    extra: dict[str, Any] = {"status": 404}
+    if untold := int(_no_webhook_url["untold"]):
+        extra["more_since_last_line"] = untold
+    _no_webhook_url.update(told_at=now, untold=0)
+    log.warning(
+        "a webhook was posted to no webhook URL of watchbridge (404; the path is not shown: it"
+        " may hold the secret), so its play is lost: the URL is /webhooks/SOURCE/SECRET, with"
+        f" SOURCE one of {', '.join(SOURCES)}; paste the URL `watchbridge webhook-urls` prints",
+        extra=extra,
+    )
 
 
 async def _webhook(
@@ -723,6 +750,7 @@ async def _webhook(
             # Not the segment itself: a URL with the source left out has the secret there.
             error=f"unknown webhook source; use one of {', '.join(SOURCES)}",
         )
+        _tell_no_webhook_url()
         return
     content_type, declared, header_secret = "", None, None
     for header, value in scope["headers"]:
