@@ -1412,7 +1412,8 @@ def _auth_trakt(tmp_path: Path, start_fake: Any) -> str:
 
 def test_auth_trakt_signs_in_with_the_device_code(tmp_path: Path, start_fake: Any) -> None:
     out = _auth_trakt(tmp_path, start_fake)
-    assert "profile me is signed in to Trakt" in out
+    # Whose account approved the code: the fake's signed-in user.
+    assert "profile me is signed in to Trakt as sean\n" in out
     store = Store.open(tmp_path / "watchbridge.db")
     assert store.get_token("trakt", "me") is not None
     store.close()

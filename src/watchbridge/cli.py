@@ -931,7 +931,9 @@ def auth_trakt(config_path: str | None, profile_name: str | None) -> None:
 
     with _open_store(config, create=True) as store:
         done = asyncio.run(sign_in(config, store, name, show))
-        click.echo(f"profile {name} is signed in to Trakt")
+        # Whose account approved the code: a household member's, approved by mistake, shows.
+        whose = f" as {done.username}" if done.username else ""
+        click.echo(f"profile {name} is signed in to Trakt{whose}")
         for note in done.notes:
             click.echo(note)
         if done.warning:

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from watchbridge.accounts import SEP, account_named, note_account, shown
 from watchbridge.config import Config
@@ -32,6 +32,7 @@ class SignedIn:
     notes: list[str] = field(default_factory=list)
     warning: str | None = None
     resumed: int = 0  # deliveries that waited for this sign-in, due now
+    username: str | None = None  # whose account was approved, as Trakt shows it (if it said)
 
 
 async def sign_in(
@@ -66,7 +67,8 @@ async def sign_in(
     # One Trakt no longer answers for (usually the same person signing in again) stays
     # unknown: the next run compares what it reads with what was kept.
     after = None if earlier and before is None else after
-    return await asyncio.to_thread(_settle, config, store, profile, before, after, clock())
+    settled = await asyncio.to_thread(_settle, config, store, profile, before, after, clock())
+    return replace(settled, username=client.usernames.get(profile))
 
 
 def _settle(

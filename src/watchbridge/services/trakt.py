@@ -711,6 +711,7 @@ class TraktClient:
         # (profile, a refresh token Trakt said no to for good) -> its answer: not sent again
         self._refresh_spent: dict[tuple[str, str], TraktSignInRefused] = {}
         self.signed_in_as: dict[str, str] = {}  # profile -> the account's uuid (or slug)
+        self.usernames: dict[str, str] = {}  # profile -> the account's username, as Trakt shows it
         self.http = HttpClient(
             SERVICE,
             config.api_url,
@@ -905,6 +906,8 @@ class TraktClient:
             raise TraktError(SERVICE, "/users/settings answered something else than JSON") from None
         if account := str(ids.get("uuid") or ids.get("slug") or ""):
             self.signed_in_as[profile] = account
+        if username := (settings.get("user") or {}).get("username"):
+            self.usernames[profile] = str(username)
         return settings
 
     def _save(self, profile: str, tokens: TokenSet) -> None:
