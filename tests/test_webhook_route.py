@@ -128,6 +128,20 @@ def test_a_header_secret_pasted_with_surrounding_whitespace_is_accepted(
     assert post_with_header_secret(app, pasted) == 202
 
 
+@pytest.mark.parametrize("pasted", ["%20", "%0A", "%20%20"])
+def test_a_url_secret_pasted_with_a_space_or_line_break_after_it_is_accepted(
+    app: AppThread, pasted: str
+) -> None:
+    # Plex's and Jellyfin's URL fields keep what was pasted; every play would be a 401.
+    answer = httpx.post(f"{app.url}/webhooks/generic/{SECRET}{pasted}", json=generic_play())
+    assert answer.status_code == 202, answer.text
+
+
+def test_a_url_secret_of_spaces_alone_is_no_secret(app: AppThread) -> None:
+    answer = httpx.post(f"{app.url}/webhooks/generic/%20%20", json=generic_play())
+    assert answer.status_code == 401
+
+
 def test_a_header_of_whitespace_alone_is_no_secret(app: AppThread) -> None:
     assert post_with_header_secret(app, " \t ") == 401
 

@@ -760,7 +760,9 @@ async def _webhook(
             declared = value
         elif header == SECRET_HEADER_BYTES and header_secret is None:
             header_secret = value.strip()  # Tautulli sends a pasted trailing space as is
-    if not secret_ok(secret or header_secret, runtime.webhook_secret):
+    # A space or line break pasted with the URL arrives decoded (`%20`): no secret has one
+    # around it (the config refuses that), so it is the paste's, as in the header.
+    if not secret_ok((secret or "").strip() or header_secret, runtime.webhook_secret):
         reason = _unauthorized_reason(scope["query_string"], source, bool(secret or header_secret))
         await _answer(runtime, send, source, "unauthorized", 401, started, error=reason)
         return
