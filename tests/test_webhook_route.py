@@ -91,6 +91,8 @@ def test_a_trailing_slash_is_the_same_url(app: AppThread) -> None:
 def test_other_methods_are_405_with_a_json_error(app: AppThread) -> None:
     response = httpx.get(f"{app.url}/webhooks/plex/{SECRET}")
     assert (response.status_code, response.json()["status"]) == (405, 405)
+    # Mostly a browser opening the pasted URL: it is told how to check it instead.
+    assert "to check the URL, play something" in response.json()["error"]
     assert response.headers["allow"] == "POST"
 
 

@@ -429,7 +429,17 @@ def _json(status: int, document: dict[str, Any]) -> tuple[int, bytes]:
 RETRY_AFTER_SECONDS = 60
 RETRY_AFTER = (b"retry-after", b"%d" % RETRY_AFTER_SECONDS)
 _NOT_FOUND = _json(404, {"error": "Not Found", "status": 404})
-_NOT_ALLOWED = _json(405, {"error": "Method Not Allowed", "status": 405})
+# Mostly a browser opening a pasted URL to see whether it works: say what would.
+_NOT_ALLOWED = _json(
+    405,
+    {
+        "error": "Method Not Allowed: media servers POST webhooks to this URL, a browser's GET"
+        " is none; to check the URL, play something (or send the server's test notification:"
+        " Jellyfin, Emby, Tautulli) and look at the status page: its last webhook, or why one"
+        " was refused",
+        "status": 405,
+    },
+)
 _INTERNAL_ERROR = _json(500, {"error": "internal error, see the watchbridge log", "status": 500})
 
 
