@@ -1500,9 +1500,16 @@ def test_auth_trakt_for_an_app_trakt_does_not_serve_says_the_app_needs_vip_and_w
         assert store.get_token("trakt", "me") is not None  # as the message says
 
 
-@pytest.mark.parametrize("status", [403, 426])
+@pytest.mark.parametrize(
+    ("status", "words"),
+    [
+        (403, "check services.trakt.client_id, and that the app belongs to a VIP account"),
+        # "VIP only": the app is known, and its owner is not VIP (any more).
+        (426, "the account that owns the app of services.trakt.client_id must be VIP"),
+    ],
+)
 def test_auth_trakt_refused_at_the_poll_says_the_app_needs_vip_at_once(
-    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer], status: int
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer], status: int, words: str
 ) -> None:
     # Trakt's own answer (its request id: no firewall block) to the code's poll, as it
     # answers the code request of an app it does not serve: not "device token poll answered".
@@ -1518,7 +1525,7 @@ def test_auth_trakt_refused_at_the_poll_says_the_app_needs_vip_at_once(
     result = run("auth", "trakt", "--config", str(path), env={})  # a process of its own
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert f"error: trakt: Trakt refused the app (HTTP {status})" in result.stderr
-    assert "services.trakt.client_id" in result.stderr and "VIP account" in result.stderr
+    assert words in result.stderr
     assert trakt.count("POST", "/oauth/device/token") == 1  # not polled until the code expires
     with Store.open(tmp_path / "watchbridge.db") as store:
         assert store.get_token("trakt", "me") is None

@@ -1771,11 +1771,14 @@ def watchlist_body(entries: Sequence[tuple[MediaRef, dict[str, Any]]]) -> dict[s
 def _app_refused(status: int) -> TraktAccountError:
     """Trakt will not serve the app (403 unapproved, 426 its owner lacks VIP) at a sign-in:
     polling on or signing in again cannot help, the app's settings can."""
-    return TraktAccountError(
-        f"Trakt refused the app (HTTP {status}): check services.trakt.client_id, and that the "
-        "app belongs to a VIP account",
-        status,
-    )
+    if status == 426:  # Trakt's "VIP only": the app is known, its owner is not VIP
+        words = (
+            "the account that owns the app of services.trakt.client_id must be VIP (since "
+            "July 2026): renew that account's VIP, or use an app a VIP account owns"
+        )
+    else:
+        words = "check services.trakt.client_id, and that the app belongs to a VIP account"
+    return TraktAccountError(f"Trakt refused the app (HTTP {status}): {words}", status)
 
 
 def _client_refused(response: httpx.Response) -> str:
