@@ -62,6 +62,7 @@ from watchbridge.config import (
     fits_in_url,
     is_trusted_proxy,
     link_profiles,
+    takes_webhooks,
     targets_for,
     trusted_gateways,
 )
@@ -540,7 +541,7 @@ def start_warnings(
                 "same Plex server, each viewing is reported twice, minutes apart (counted once "
                 "only when both name the player); use one of them per server (docs/webhooks.md)"
             )
-        if not (profile.default or any(vars(profile.users).values())) and not any(
+        if not takes_webhooks(profile) and not any(
             name in link_profiles(config, link) for link in config.links.values()
         ):
             warnings.append(

@@ -38,6 +38,7 @@ from watchbridge.lastwebhooks import LastWebhook
 from watchbridge.logs import redact_error_line
 from watchbridge.narrow import ANILIST_STATUSES, Narrowing
 from watchbridge.redaction import mask_tokens_stored, redactor, secret_values
+from watchbridge.shown_text import on_one_line
 from watchbridge.store import (
     BEHIND,
     KEPT_OFF,
@@ -175,21 +176,11 @@ def _delivery(item: OutboxItem, when: float, what: str) -> str:
     return f"#{item.id}  {_when(when)}  {item.target}/{item.profile}  {item.action} {what}"
 
 
-# Characters that would break a row's line or drive the terminal: controls (newline, ESC),
-# line and paragraph separators, and the bidi overrides and isolates that reorder what follows.
-_NOT_SHOWN_AS_IS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-
-
-def _on_one_line(text: str) -> str:
-    """`text` (a title from a media server, a service's words) as one row of a list, what would
-    break the line or the terminal shown escaped, as Python writes it (`\\n`, `\\x1b`)."""
-    return _NOT_SHOWN_AS_IS.sub(lambda c: repr(c[0])[1:-1], text)
-
-
 def _say(row: str) -> None:
-    """One row of `watchbridge status`: titles, server names and services' words in it are
-    theirs, so what would break the row or drive the terminal is shown escaped."""
-    click.echo(_on_one_line(row))
+    """One row of a command's list (`status`, `unmatched`, `deadletters list`): titles, server
+    names and services' words in it are theirs, so what would break the row or drive the
+    terminal is shown as its code (shown_text.on_one_line)."""
+    click.echo(on_one_line(row))
 
 
 def _when(timestamp: float | None) -> str:
@@ -1559,12 +1550,10 @@ def unmatched(config_path: str | None, payload: bool) -> None:
         return
     for entry in waiting:
         item = entry.item
-        click.echo(
-            _on_one_line(
-                f"{_delivery(item, item.created_at, item.describe())}  next try "
-                f"{_when(item.next_attempt_at)}: "
-                f"{redact(item.last_error or '')}"
-            )
+        _say(
+            f"{_delivery(item, item.created_at, item.describe())}  next try "
+            f"{_when(item.next_attempt_at)}: "
+            f"{redact(item.last_error or '')}"
         )
         if payload and entry.event is not None:
             click.echo(f"    event: {redact(entry.event)}")
@@ -1616,11 +1605,9 @@ def deadletters_list(config_path: str | None, for_good: bool) -> None:
         click.echo("no dead letters")
     for item in dead:
         again = f" ({item.discarded_before()})" if item.discarded_before() else ""
-        click.echo(
-            _on_one_line(
-                f"{_delivery(item, item.updated_at, item.describe())}  "
-                f"{redact(item.last_error or '')}{again}"
-            )
+        _say(
+            f"{_delivery(item, item.updated_at, item.describe())}  "
+            f"{redact(item.last_error or '')}{again}"
         )
     if kept:
         click.echo(
@@ -1634,12 +1621,10 @@ def _list_kept_off(kept: list[KeptOff]) -> None:
         click.echo("no plays kept off")
         return
     for entry in kept:
-        click.echo(
-            _on_one_line(
-                f"#{entry.row}  {_when(entry.since)}  {entry.target}/{entry.profile}  play "
-                f"{entry.item} watched {_when(entry.at)}: links.{entry.link} does not copy it "
-                "there"
-            )
+        _say(
+            f"#{entry.row}  {_when(entry.since)}  {entry.target}/{entry.profile}  play "
+            f"{entry.item} watched {_when(entry.at)}: links.{entry.link} does not copy it "
+            "there"
         )
     click.echo("to let a link copy one again: `watchbridge deadletters allow ID`")
 

@@ -968,7 +968,7 @@ class HttpClient:
         if self.setting is not None and base_url is None:
             # The base it points to: its address less the path asked for under ours (a
             # reverse proxy's path kept), else its scheme, host and port.
-            asked, base = httpx.URL(url).path, shown_url(str(where))
+            asked, base = httpx.URL(url).path, pointed
             if not (asked.strip("/") and base.endswith(asked)):
                 asked, base = "", shown_url(str(where.copy_with(path="/")))
             fix = f"set {self.setting} to {base.removesuffix(asked).rstrip('/')}"

@@ -441,7 +441,7 @@ def _decide(
             removal = Intent("remove_rating", f"unrate:{event.item.key()}:{second}", at)
             if event.source in RATINGS_DATED:
                 return _dated_rating(session, event, key, at, removal, changes)
-            if remembers_rating(event):
+            if event.source in RATINGS_SENT_AGAIN:
                 # Jellyfin's and Emby's user data without a rating: a clear of the rating
                 # they sent before, else a favourite toggled on an item never rated.
                 if session is None or session.state != "rated" or session.progress is None:

@@ -43,6 +43,7 @@ from watchbridge.metrics import UnfilteredHistory
 from watchbridge.pagesignin import PageSignIn, Show
 from watchbridge.refused import Refusal, sentence
 from watchbridge.senders import Doubling
+from watchbridge.shown_text import unturned
 from watchbridge.signins import STATE_WORDS, SignIn, current_sign_ins
 from watchbridge.storagefault import StorageFault
 from watchbridge.store import BEHIND, KEPT_OFF_FIX, KeptOffCount, StoreStatus, SyncRun
@@ -711,15 +712,6 @@ def _span(seconds: float) -> str:
     return f"{whole} s"
 
 
-# Unicode's bidirectional embeddings, overrides and isolates. One in a name a webhook or a
-# service sends (U+202E, RIGHT-TO-LEFT OVERRIDE) turns the rest of the sentence holding it
-# around, the command to run included; shown as its code, it turns nothing. Right-to-left
-# letters themselves (Arabic, Hebrew names) need none of them and stay as they are.
-_BIDI_CONTROLS = {
-    code: f"\\u{code:04x}" for code in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))
-}
-
-
 def _e(text: object) -> str:
     """Text as HTML: escaped, with no bidirectional control to turn the page's text around."""
-    return html.escape(str(text).translate(_BIDI_CONTROLS))
+    return html.escape(unturned(str(text)))

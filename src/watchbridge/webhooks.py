@@ -39,6 +39,7 @@ from watchbridge.config import TV_ONLY, Config, link_profiles, same_account, tar
 from watchbridge.errors import StoreError
 from watchbridge.ingest import generic, parse
 from watchbridge.ingest.body import payload_head
+from watchbridge.logs import Repeating
 from watchbridge.model import Accepted, Account, Ignored, MediaEvent, ref_to_dict
 from watchbridge.playback import (
     Intent,
@@ -715,28 +716,22 @@ async def webhooks_app(scope: Scope, receive: Receive, send: Send) -> None:
         _refused(runtime, source, "internal_error", 500, f"internal error ({type(exc).__name__})")
 
 
-# When the log last told of a POST to no webhook URL (time.monotonic), and how many since.
-_no_webhook_url: dict[str, float] = {"told_at": -LOG_EVERY, "untold": 0}
+# A POST under /webhooks/ that names no webhook URL: once, then once per LOG_EVERY with how
+# many came since (the path is never logged: it may hold the secret).
+_NO_WEBHOOK_URL = Repeating(log, every=LOG_EVERY)
 
 
 def _tell_no_webhook_url() -> None:
-    """Log (once per LOG_EVERY) a POST under /webhooks/ that names no webhook URL: a source
-    mistyped in the pasted URL, or a segment added after the secret. Media servers do not
-    send it again, so each is a play lost; the answer's 404 is all the sender sees. The path
-    is not logged: it may hold the secret."""
-    now = time.monotonic()
-    if now - _no_webhook_url["told_at"] < LOG_EVERY:
-        _no_webhook_url["untold"] += 1
-        return
-    extra: dict[str, Any] = {"status": 404}
-    if untold := int(_no_webhook_url["untold"]):
-        extra["more_since_last_line"] = untold
-    _no_webhook_url.update(told_at=now, untold=0)
-    log.warning(
+    """Log a POST under /webhooks/ that names no webhook URL: a source mistyped in the pasted
+    URL, or a segment added after the secret. Media servers do not send it again, so each is
+    a play lost; the answer's 404 is all the sender sees."""
+    _NO_WEBHOOK_URL.warning(
+        "no-webhook-url",
         "a webhook was posted to no webhook URL of watchbridge (404; the path is not shown: it"
         " may hold the secret), so its play is lost: the URL is /webhooks/SOURCE/SECRET, with"
         f" SOURCE one of {', '.join(SOURCES)}; paste the URL `watchbridge webhook-urls` prints",
-        extra=extra,
+        time.monotonic(),
+        status=404,
     )
 
 

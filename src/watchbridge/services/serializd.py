@@ -714,7 +714,7 @@ def _content_type(response: httpx.Response) -> str:
     return value.split(";")[0].strip().lower()
 
 
-WORKING_API_URL = "https://serializd.onrender.com"  # the backend that serves scripts (§1)
+WORKING_API_URL = SerializdConfig.api_url  # the default: the backend that serves scripts (§1)
 
 
 def blocked_advice(api_url: str, checkpoint: bool) -> str:
