@@ -34,6 +34,8 @@ SIGN_IN = "signin/trakt?profile=household"
         {"origin": "http://127.0.0.1:9"},
         # A sandboxed frame or a data: page.
         {"origin": "null"},
+        # Firefox before 70 sent no Origin with a form, only the posting page's address.
+        {"referer": "http://evil.example/page.html"},
         # The same port on another host name a proxy forwarded for: still another site.
         {"origin": "http://evil.example", "x-forwarded-host": "wb.home.example"},
     ],
@@ -63,6 +65,7 @@ def test_a_form_an_old_browser_posts_from_another_site_starts_nothing(
         },
         {},  # curl
         {"origin": "{url}"},  # an old browser on the page itself
+        {"referer": "{url}/"},  # an older one, naming the page only in Referer
         # An old browser through Home Assistant's ingress or a reverse proxy naming the host.
         {
             "origin": "http://homeassistant.local:8123",

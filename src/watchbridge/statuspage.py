@@ -142,12 +142,13 @@ def posted_from_elsewhere(headers: Mapping[str, str]) -> bool:
     Browsers since 2023 say so in Sec-Fetch-Site; older ones (an iPad on iOS 15) only in
     Origin, the scheme, host and port of the page that posted it, which must then be the host
     the request went to (as the browser named it: Host, or X-Forwarded-Host from a reverse
-    proxy; a form cannot set either). Neither header (curl, a script): no browser to abuse.
-    Pure."""
+    proxy; a form cannot set either). The oldest (Firefox before 70) send no Origin with a
+    form, only Referer, the page's address. None of these (curl, a script): no browser to
+    abuse. Pure."""
     site = headers.get("sec-fetch-site")
     if site is not None:
         return site in ("cross-site", "same-site")
-    origin = headers.get("origin")
+    origin = headers.get("origin") or _origin_of(headers.get("referer"))
     if origin is None:
         return False
     posted_by = _authority(origin)
@@ -156,6 +157,14 @@ def posted_from_elsewhere(headers: Mapping[str, str]) -> bool:
     hosts = [headers.get("host", ""), *headers.get("x-forwarded-host", "").split(",")]
     scheme = urllib.parse.urlsplit(origin).scheme
     return all(_authority(f"{scheme}://{host.strip()}") != posted_by for host in hosts)
+
+
+def _origin_of(referer: str | None) -> str | None:
+    """The scheme, host and port of the page a Referer names ("null" when it names none)."""
+    if not referer:
+        return None
+    parts = urllib.parse.urlsplit(referer)
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else "null"
 
 
 def _authority(url: str) -> tuple[str, int] | None:
