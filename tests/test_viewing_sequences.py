@@ -518,6 +518,53 @@ def test_plex_resumed_at_82_then_watched_again_from_the_start_is_a_second_play(
     assert lenient.trakt.watching() is None
 
 
+def test_plex_resumed_at_82_then_watched_again_from_the_start_with_a_pause_is_a_second_play(
+    lenient: Home,
+) -> None:
+    # As above, with a pause midway through the second viewing: a viewing's time is counted
+    # from the resumed playback's start, not from its last pause or resume.
+    lenient.plex("media.play", None)
+    lenient.later(95 * 60)
+    lenient.plex("media.stop", 82)
+    (counted,) = lenient.plays()
+    lenient.later(DAY)
+    lenient.plex("media.play", 82)
+    lenient.later(30 * 60)
+    lenient.plex("media.pause", 25)
+    lenient.later(5 * 60)
+    lenient.plex("media.resume", 25)
+    lenient.later(75 * 60)
+    again = lenient.trakt.now()
+    lenient.plex("media.scrobble", 90)
+    lenient.later(10 * 60)
+    lenient.plex("media.stop", 100)
+    plays = lenient.plays()
+    assert len(plays) == 2 and plays[0] == counted and near(plays[1], again)
+
+
+def test_plex_sought_back_to_the_start_in_the_credits_and_watched_again_is_a_second_play(
+    home: Home,
+) -> None:
+    # Scrobbled, then sought back to the beginning during the credits (Plex posts nothing for
+    # a seek) and watched again, paused once midway: the second scrobble is a second play.
+    home.plex("media.play", None)
+    home.later(105 * 60)
+    home.plex("media.scrobble", 91)
+    (first,) = home.plays()
+    home.later(26 * 60)
+    home.plex("media.pause", 20)
+    home.later(5 * 60)
+    home.plex("media.resume", 20)
+    home.later(82 * 60)
+    again = home.trakt.now()
+    home.plex("media.scrobble", 91)
+    home.later(8 * 60)
+    home.plex("media.stop", 99)
+    plays = home.plays()
+    assert len(plays) == 2 and plays[0] == first and near(plays[1], again)
+    assert home.trakt.watching() is None
+
+
 def test_one_jellyfin_playback_shared_by_two_accounts_of_one_profile_is_one_play(
     couple: Home,
 ) -> None:

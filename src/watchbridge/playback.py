@@ -89,6 +89,10 @@ class Session:
     # item's marks a mark soon after, moves `updated_at` only). 0: none, or not known (kept by
     # an older release: `updated_at` stands for it).
     completed_at: float = 0.0
+    # After a viewing it completed: when the playback the player is in began, if a start came
+    # since the completion (0: none; the completion began it). Its pauses, resumes and
+    # position reports leave it: a viewing's time is counted from here, not from them.
+    playing_since: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -742,7 +746,9 @@ def _after_completion(session: Session, event: MediaEvent, at: float) -> Session
     if event.action == "start" and event.progress is None:
         # Plex leaves viewOffset out of a media.play from the beginning, but also sends one
         # minutes after its scrobble (skipped credits, pitfalls/webhooks #1).
-        return None if idle else replace(session, state="restarting", updated_at=at)
+        if idle:
+            return None
+        return replace(session, state="restarting", updated_at=at, playing_since=at)
     if event.played:
         # The server's own completion signal again. Plex, Tautulli and generic stops send one
         # per playback: a viewing's time after the last event, reaching the signal's position,
@@ -753,13 +759,16 @@ def _after_completion(session: Session, event: MediaEvent, at: float) -> Session
         # own signal as it passes the server's mark: without a position, that viewing's however
         # long it took; with one played to from the start (resumed, then sought back to the
         # beginning and watched again), a new viewing.
+        # With a position, a viewing's time is counted from when the playback began (the
+        # completion, or a start since), not from its last pause or resume: sought back to the
+        # beginning after the credits began, a rewatch paused midway is a viewing all the same.
         once = event.source in ONE_COMPLETION_PER_PLAYBACK
         resumed = session.state == "resumed" and not idle
-        if (
-            once
-            and since >= shortest_viewing(duration)
-            and (_played_to(event, since) if event.position_ms is not None else not resumed)
-        ):
+        if once and event.position_ms is not None:
+            playing = at - _playback_began(session)
+            if playing >= shortest_viewing(duration) and _played_to(event, playing):
+                return None
+        elif once and since >= shortest_viewing(duration) and not resumed:
             return None
     elif event.progress is not None:
         # The event's own position: the session's may be a stale early one. Hours later, any
@@ -775,7 +784,15 @@ def _after_completion(session: Session, event: MediaEvent, at: float) -> Session
             state = "resumed"  # a playback of the rest of it (stopped at 85 % last night)
     elif session.state == "resumed" and not event.played and event.action != "stop":
         state = "resumed"  # that playback goes on (paused, resumed, reporting its position)
-    if event.action in ("start", "resume"):
+    if event.action == "start":
+        return replace(session, state=state, updated_at=at, playing_since=at)
+    if event.action == "resume":
         return replace(session, state=state, updated_at=at)
     progress = event.progress if event.progress is not None else session.progress
     return replace(session, state=state, progress=progress, updated_at=at)
+
+
+def _playback_began(session: Session) -> float:
+    """When the playback a session after its completed viewing follows began: a start since
+    the completion, else the completion itself."""
+    return max(_completion(session), session.playing_since)

@@ -689,6 +689,13 @@ def m028_outbox_ordered_as_links_key_items(db: sqlite_utils.Database) -> None:
     db.conn.executemany("UPDATE outbox SET ordering_key = ? WHERE id = ?", rekeyed)
 
 
+@migrations()
+def m029_playback_session_playing_since(db: sqlite_utils.Database) -> None:
+    # When the playback a player's session follows after a completed viewing began: see
+    # playback.Session.playing_since (NULL: none since the completion).
+    db.execute("ALTER TABLE playback_sessions ADD COLUMN playing_since REAL")
+
+
 def _ordering_key_of(profile: str, target: str, action: str, payload: str) -> str | None:
     """A stored row's ordering key from the item in its payload (None: a payload this release
     cannot read; its delivery makes a dead letter of it, saying why)."""
@@ -1510,6 +1517,7 @@ def _session(conn: sqlite3.Connection, key: str, earlier: str | None = None) -> 
         found["began_at"] or 0.0,
         found["rest_ended_at"] or 0.0,
         found["completed_at"] or 0.0,
+        found["playing_since"] or 0.0,
     )
 
 
@@ -1643,12 +1651,14 @@ def _save_session(
     conn.execute(
         "INSERT INTO playback_sessions"
         " (key, profile, state, progress, generation, updated_at, lasting, began_at,"
-        " rest_ended_at, completed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " rest_ended_at, completed_at, playing_since)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (key) DO UPDATE SET"
         " profile = excluded.profile, state = excluded.state, progress = excluded.progress,"
         " generation = excluded.generation, updated_at = excluded.updated_at,"
         " lasting = excluded.lasting, began_at = excluded.began_at,"
-        " rest_ended_at = excluded.rest_ended_at, completed_at = excluded.completed_at",
+        " rest_ended_at = excluded.rest_ended_at, completed_at = excluded.completed_at,"
+        " playing_since = excluded.playing_since",
         (
             session.key,
             profile,
@@ -1660,6 +1670,7 @@ def _save_session(
             session.began_at or None,
             session.rest_ended_at or None,
             session.completed_at or None,
+            session.playing_since or None,
         ),
     )
 
@@ -3224,7 +3235,7 @@ class Store:
         housekeeping forgets them by age (a board booted at 1970, set to now, would forget
         every session of its first hour). Not back: a session stamped after a step back (by a
         webhook before the worker's next pass) can fall within the ended frame's times."""
-        columns = ("updated_at", "began_at", "rest_ended_at", "completed_at")
+        columns = ("updated_at", "began_at", "rest_ended_at", "completed_at", "playing_since")
         within = {c: f"({c} BETWEEN :began AND :seen AND {c} > :right)" for c in columns}
         moved = ", ".join(
             f"{c} = CASE WHEN {within[c]} THEN {c} + :seconds ELSE {c} END" for c in columns
