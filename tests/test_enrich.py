@@ -54,6 +54,7 @@ from watchbridge.ids import (
     SHOW_TMDB,
     TRAKT,
     Enricher,
+    distrusted,
     origin,
     same_episode,
     title_lookup,
@@ -1713,3 +1714,24 @@ async def test_unmatched_rows_of_one_round_are_tried_again_each_at_a_moment_of_t
         await client.aclose()
     assert trakt.count("GET", "/search/{id_type}/{id}") == 3
     assert waits == [3600, 3600 + RETRY_LOOKUP_SPACING, 3600 + 2 * RETRY_LOOKUP_SPACING]
+
+
+def test_a_search_result_contradicting_the_episodes_show_is_not_trusted() -> None:
+    ours = MediaRef("episode", Ids(tvdb="4637661"), show_ids=Ids(tvdb="81189", tmdb="1396"))
+    ours = replace(ours, show_title="Breaking Bad", season=5, number=14)
+
+    def result(title: str, season: int, number: int, **show_ids: Any) -> dict[str, Any]:
+        episode = {"season": season, "number": number}
+        return {"type": "episode", "episode": episode, "show": {"title": title, "ids": show_ids}}
+
+    assert distrusted(ours, "tvdb", result("Show A", 3, 7, tvdb=70001, trakt=9))
+    # One id agreeing is the same show, listed under an old TVDB id (TVDB merged a record).
+    assert distrusted(ours, "tvdb", result("Breaking Bad", 5, 14, tvdb=999, tmdb=1396)) is None
+    copied = replace(ours, ids=Ids(tvdb="81189"))
+    assert "is its series' id" in (distrusted(copied, "tvdb", {}) or "")
+    # Without show ids: numbers and title must both differ.
+    bare = replace(ours, show_ids=Ids())
+    assert distrusted(bare, "tvdb", result("Show A", 3, 7, tvdb=70001))
+    assert distrusted(bare, "tvdb", result("Breaking Bad", 1, 62, tvdb=81189)) is None
+    assert distrusted(bare, "tvdb", result("Breaking Bad (2008)", 1, 62)) is None
+    assert distrusted(bare, "tvdb", result("Breaking Bad ES", 5, 14)) is None

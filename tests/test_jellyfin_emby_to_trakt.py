@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.fakes.base import FakeServer
-from tests.fakes.jellyfin import API_KEY, sample_server
+from tests.fakes.jellyfin import API_KEY, JELLYFIN_SERIES, FakeJellyfin, sample_server
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt, Rating, iso, key_of
 from tests.harness import AppThread, nothing_waits, sign_in_trakt, wait_for
 from tests.ingest_samples import sample_json
@@ -341,3 +341,83 @@ def _two_webhooks_in_one_full_group(
         conn.execute(f"PRAGMA max_page_count = {room}")
         again = [httpx.post(url, json=sent) for sent in (small, large)]
     return (answers, again, db) if met else None
+
+
+def series_id_mixup(trakt: FakeTrakt) -> None:
+    """Show B (TVDB 81189) and show A, whose S03E07 has TVDB id 81189 (TVDB numbers episodes
+    and series apart), and whose TMDB and IMDb episode ids equal B's series ids too."""
+    other = trakt.add_show("Show A", 1999, tvdb=70001, tmdb=500, imdb="tt0000001")
+    trakt.add_episode(other, 3, 7, title="Elsewhere", tvdb=81189, tmdb=1400, imdb="tt0000002")
+    ours = trakt.add_show("Show B", 2010, tvdb=81189, tmdb=1400, imdb="tt0000002")
+    trakt.add_episode(ours, 1, 1, title="First", tvdb=90001, tmdb=90011)
+    trakt.add_episode(ours, 1, 2, title="Second", tvdb=90002, tmdb=90012)
+
+
+def jellyfin_episode(series: str, season: int, number: int, **provider_ids: str) -> dict[str, Any]:
+    """The Jellyfin sample stop, of `series` SxxEyy with these provider ids only."""
+    body = jellyfin_episode_without_ids() | {
+        "Name": "Second",
+        "SeriesName": series,
+        "SeasonNumber": season,
+        "EpisodeNumber": number,
+    }
+    return body | {f"Provider_{name}": value for name, value in provider_ids.items()}
+
+
+def played_on_trakt(trakt: FakeTrakt) -> list[tuple[str, int, int]]:
+    return [(e.item.show.title, e.item.season, e.item.number) for e in trakt.history()]
+
+
+@pytest.mark.parametrize("own", [{"tvdb": "81189"}, {"tmdb": "1400", "imdb": "tt0000002"}])
+def test_an_episode_carrying_its_series_ids_as_its_own_lands_on_its_own_show(
+    tmp_path: Path,
+    trakt: FakeTrakt,
+    start_fake: Callable[[FakeServer], FakeServer],
+    own: dict[str, str],
+) -> None:
+    # A wrong NFO gave B's S01E02 its series' ids: by them Trakt finds show A's S03E07 (sent
+    # by TVDB id, or by what the id search gives for the TMDB id).
+    series_id_mixup(trakt)
+    server = start_fake(FakeJellyfin())
+    assert isinstance(server, FakeJellyfin)
+    server.add_series(JELLYFIN_SERIES, "Show B", Tvdb="81189", Tmdb="1400", Imdb="tt0000002")
+    line = f'  jellyfin: {{url: "{server.url}", api_key: "{API_KEY}"}}'
+    with running_app(tmp_path, trakt, line) as app:
+        body = jellyfin_episode("Show B", 1, 2, **own) | {"SeriesId": JELLYFIN_SERIES}
+        assert httpx.post(f"{app.url}/webhooks/jellyfin/{SECRET}", json=body).status_code == 202
+        wait_for(lambda: nothing_waits(tmp_path / "wb.db"))
+    assert played_on_trakt(trakt) == [("Show B", 1, 2)]
+
+
+def test_an_episode_carrying_its_series_id_that_nothing_places_stays_unmatched_saying_why(
+    app: AppThread, trakt: FakeTrakt, tmp_path: Path
+) -> None:
+    series_id_mixup(trakt)  # no services.jellyfin: B's series cannot be read
+    body = jellyfin_episode("Show B", 1, 2, tvdb="81189")
+    assert httpx.post(f"{app.url}/webhooks/jellyfin/{SECRET}", json=body).status_code == 202
+    reason = unmatched_reason(tmp_path / "wb.db")
+    assert "TVDB id 81189 names Show A S03E07 on Trakt, not Show B S01E02" in reason, reason
+    assert "refresh the episode's metadata" in reason
+    assert trakt.history() == []
+
+
+def test_an_anime_episode_numbered_absolutely_still_goes_where_its_own_id_names_it(
+    app: AppThread, trakt: FakeTrakt
+) -> None:
+    # Numbers that differ alone prove nothing: Jellyfin's one long season of One Piece.
+    show = trakt.add_show("One Piece", 1999, tvdb=81797, tmdb=37854)
+    trakt.add_episode(show, 21, 108, title="Luffy's Dream", tmdb=5000001)
+    body = jellyfin_episode("One Piece", 1, 1000, tmdb="5000001")
+    assert httpx.post(f"{app.url}/webhooks/jellyfin/{SECRET}", json=body).status_code == 202
+    wait_for(lambda: played_on_trakt(trakt) == [("One Piece", 21, 108)])
+
+
+def test_an_episode_under_a_localised_show_title_still_goes_where_its_own_id_names_it(
+    app: AppThread, trakt: FakeTrakt
+) -> None:
+    # A title that differs alone proves nothing: the library's metadata is in Spanish.
+    show = trakt.add_show("Money Heist", 2017, tvdb=327417, tmdb=71446)
+    trakt.add_episode(show, 1, 2, title="Episode 2", tmdb=1384512)
+    body = jellyfin_episode("La casa de papel", 1, 2, tmdb="1384512")
+    assert httpx.post(f"{app.url}/webhooks/jellyfin/{SECRET}", json=body).status_code == 202
+    wait_for(lambda: played_on_trakt(trakt) == [("Money Heist", 1, 2)])

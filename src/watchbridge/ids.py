@@ -176,6 +176,73 @@ def one_result(item: MediaRef, results: Sequence[dict[str, Any]]) -> dict[str, A
     return at_numbers[0] if len(at_numbers) == 1 else None
 
 
+# What Trakt's id search cannot be trusted with: an episode id that is really its series' id
+# (a wrong NFO, some metadata agents). TVDB and TMDB number episodes and series apart, so a
+# series' id searched as an episode's names an episode of some other show.
+SERIES_ID_FAULT = "(an NFO or metadata agent fault): refresh the episode's metadata"
+_EPISODE_ID_NAMES = {"tmdb": "TMDB", "tvdb": "TVDB", "imdb": "IMDb"}
+_SHOW_ID_NAMES = ("trakt", "tvdb", "tmdb", "imdb")
+
+
+def copied_series_ids(item: MediaRef) -> list[str]:
+    """The kinds of an episode's own ids that equal its show's id of the same kind: those
+    are its series' ids, copied among its own. Pure."""
+    if item.kind != "episode":
+        return []
+    own = item.ids
+    return [
+        n
+        for n in _EPISODE_ID_NAMES
+        if getattr(own, n) and getattr(own, n) == getattr(item.show_ids, n)
+    ]
+
+
+def distrusted(item: MediaRef, id_type: str, result: Mapping[str, Any]) -> str | None:
+    """Why the search result for an episode's own `id_type` id is not that episode, in words
+    a user can act on; None when nothing the item says contradicts it. It contradicts when
+    the id is the show's own id; when the item names its show by an id of a kind the
+    result's show has too, and none of those agrees (one agreeing is the same show listed
+    under an old TVDB id); or, without show ids, when both its numbers and its show's title
+    differ (either alone is anime's absolute numbering, or a localised title). Pure."""
+    value = getattr(item.ids, id_type, None)
+    if item.kind != "episode" or id_type not in _EPISODE_ID_NAMES or not value:
+        return None
+    said = f"the episode's {_EPISODE_ID_NAMES[id_type]} id {value}"
+    if id_type in copied_series_ids(item):
+        return f"{said} is its series' id {SERIES_ID_FAULT}"
+    show = result.get("show") or {}
+    theirs = ids_from(show.get("ids") or {})
+    named = str(show.get("title") or "another show")
+    kinds = [n for n in _SHOW_ID_NAMES if getattr(item.show_ids, n)]
+    if kinds:
+        shared = [n for n in kinds if getattr(theirs, n)]
+        if shared and all(getattr(item.show_ids, n) != getattr(theirs, n) for n in shared):
+            where = f"names an episode of {named} on Trakt, not of its series"
+            return f"{said} {where}: it may be its series' id {SERIES_ID_FAULT}"
+        return None
+    episode = result.get("episode") or {}
+    at = (episode.get("season"), episode.get("number"))
+    numbers_differ = (
+        item.season is not None and item.number is not None and at != (item.season, item.number)
+    )
+    ours, title = item.show_title or "", str(show.get("title") or "")
+    titles_differ = bool(ours and title) and _show_key_title(ours) != _show_key_title(title)
+    if numbers_differ and titles_differ:
+        theirs_at = f"S{at[0]:02d}E{at[1]:02d}" if all(isinstance(n, int) for n in at) else ""
+        where = f"names {named} {theirs_at} on Trakt, not {item.describe()}".replace("  ", " ")
+        return f"{said} {where}: it may be its series' id {SERIES_ID_FAULT}"
+    return None
+
+
+def _show_key_title(title: str) -> str:
+    return title_key(split_year(title)[0])
+
+
+def without_ids(item: MediaRef, names: Sequence[str]) -> MediaRef:
+    """The item without its own ids of these kinds. Pure."""
+    return replace(item, ids=replace(item.ids, **dict.fromkeys(names))) if names else item
+
+
 def ids_from(found: dict[str, Any]) -> Ids:
     return Ids(**{k: str(v) for k, v in found.items() if k in Ids.__dataclass_fields__ and v})
 
@@ -373,7 +440,7 @@ def with_searched_ids(cache: IdCache, item: MediaRef, now: float) -> MediaRef:
             TraktResolver.namespace, search_lookup(id_type, value, kind), now
         )
         chosen = one_result(item, found) if hit and isinstance(found, list) else None
-        if isinstance(chosen, dict):
+        if isinstance(chosen, dict) and distrusted(item, id_type, chosen) is None:
             return apply_match(item, chosen)
     return item
 
@@ -410,13 +477,27 @@ class TraktResolver:
 
     async def resolve(self, item: MediaRef, source: str | None = None) -> MediaRef | None:
         """The item with the Trakt ids its other ids find, or (for a row of a webhook source
-        in TITLE_SEARCH_SOURCES) its title."""
-        if found := await self._search(item):
+        in TITLE_SEARCH_SOURCES) its title. An own id whose result is `distrusted` found
+        nothing: it is left out of what is returned."""
+        found, doubted = await self._search(item)
+        item = without_ids(item, list(doubted))
+        if found:
             resolved: MediaRef | None = apply_match(item, found)
         else:
             resolved = await self._by_title(item) if source in TITLE_SEARCH_SOURCES else None
         self._failing.over(SEARCH_FAILED, "trakt id search works again", self.clock())
         return resolved
+
+    async def vetted(self, item: MediaRef) -> tuple[MediaRef, str | None]:
+        """An episode with the Trakt ids its own ids find (as `resolve`), without those of its
+        own ids Trakt's search says are not its own (`distrusted`: sent, they would name
+        another show's episode), and why they were left out (None: none was)."""
+        if item.kind != "episode" or item.ids.trakt:
+            return item, None
+        found, doubted = await self._search(item)
+        item = without_ids(item, list(doubted))
+        self._failing.over(SEARCH_FAILED, "trakt id search works again", self.clock())
+        return apply_match(item, found) if found else item, next(iter(doubted.values()), None)
 
     def failed(self, item: MediaRef, exc: ServiceError) -> None:
         """Log that a search for `item` failed (the caller decides what its row does)."""
@@ -437,16 +518,22 @@ class TraktResolver:
         probe = replace(item, kind="episode", number=first_number)
         for ids in (replace(first, imdb=None), Ids(imdb=first.imdb)):
             if ids and found is None:
-                found = await self._search(replace(probe, ids=ids))
+                found, _ = await self._search(replace(probe, ids=ids))
         episode = (found or {}).get("episode") or {}
         season, number = episode.get("season"), episode.get("number")
         if not isinstance(season, int) or not isinstance(number, int):
             return None
         return ids_from(((found or {}).get("show") or {}).get("ids") or {}), season, number
 
-    async def _search(self, item: MediaRef) -> dict[str, Any] | None:
-        """Trakt's search result for the first of the item's ids that names one (cached)."""
+    async def _search(self, item: MediaRef) -> tuple[dict[str, Any] | None, dict[str, str]]:
+        """Trakt's search result for the first of the item's ids that names one (cached), and
+        the kinds of its own ids passed over before it as `distrusted`, each with why. A
+        series' id copied among an episode's own is not asked about."""
+        doubted: dict[str, str] = {}
         for id_type, value, kind in lookups(item):
+            if id_type in copied_series_ids(item):
+                doubted[id_type] = distrusted(item, id_type, {}) or ""
+                continue
 
             async def ask(id_type: str = id_type, value: str = value, kind: str = kind) -> Any:
                 self.asked += 1
@@ -457,9 +544,12 @@ class TraktResolver:
             lookup = search_lookup(id_type, value, kind)
             found = await remembered(self.cache, self.namespace, lookup, self.clock, ask)
             chosen = one_result(item, found or [])
-            if chosen is not None:
-                return dict(chosen)
-        return None
+            if chosen is None:
+                continue
+            if not (why := distrusted(item, id_type, chosen)):
+                return dict(chosen), doubted
+            doubted[id_type] = why
+        return None, doubted
 
     async def _by_title(self, item: MediaRef) -> MediaRef | None:
         wanted = title_lookup(item) if self.title_search is not None else None
@@ -953,6 +1043,15 @@ def origin(item: MediaRef, source: str | None) -> str | None:
     return None
 
 
+def with_doubt(problem: Problem | None, doubt: str | None) -> Problem | None:
+    """Why an episode stays unmatched when one of its own ids was left out as its series' id
+    (`doubt`, see `distrusted`): that first, as the fix is in its metadata; a key refused or
+    a server down is told as it is (its row is held, not unmatched). Pure."""
+    if doubt is None or (problem is not None and (problem.credentials or problem.transient)):
+        return problem
+    return Problem(doubt if problem is None else f"{doubt}; {problem.message}")
+
+
 def problem_from(server: str, exc: ServiceError) -> Problem:
     name = SERVER_NAMES.get(server, server)
     if isinstance(exc, MediaServerAuthError | PlexAuthError):
@@ -1156,8 +1255,10 @@ class Enricher:
             item, problem = await self._ask(server, item, need, from_server)
             if need.met(item):
                 return Enriched(item)
+        doubt: str | None = None
         if search_trakt and self.trakt is not None:
             try:
+                item, doubt = await self.trakt.vetted(item)
                 found = await self.trakt.resolve(item, source)
             except ServiceError as exc:
                 self.trakt.failed(item, exc)
@@ -1173,6 +1274,7 @@ class Enricher:
                 unmatched = title_unmatched(item, source)
                 if problem is None and unmatched is not None:
                     problem = Problem(unmatched)
+        problem = with_doubt(problem, doubt)
         plex = server == "plex" or source == "plex"  # a legacy-agent item has no origin
         elsewhere = await self._elsewhere(from_server) if problem is None and plex else False
         if elsewhere:

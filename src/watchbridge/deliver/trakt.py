@@ -49,11 +49,14 @@ from watchbridge.ids import (
     Problem,
     TraktEpisodes,
     TraktResolver,
+    copied_series_ids,
+    distrusted,
     has_trakt_ids,
     ids_from,
     keyed_as_a_link,
     lookups,
     title_unmatched,
+    without_ids,
 )
 from watchbridge.ingest.common import iso_time
 from watchbridge.loose import obj
@@ -251,15 +254,18 @@ def can_rate(item: MediaRef) -> bool:
     return bool(trakt_ids(item.ids if item.kind == "show" else item.show_ids))
 
 
-def _unmatched(item: MediaRef, source: str | None, problem: Problem | None) -> Outcome:
+def _unmatched(
+    item: MediaRef, source: str | None, problem: Problem | None, doubt: str | None = None
+) -> Outcome:
     """A row Trakt cannot be sent yet: held while its media server refuses our key, retried
-    soon after the server's outage, else unmatched with what the user can do."""
+    soon after the server's outage, else unmatched with what the user can do (`doubt`: why
+    an own id of the episode was left out, told first: the fix is in its metadata)."""
     if problem is not None and (problem.credentials or problem.transient):
         return waiting_on(problem, AUTH_HOLD, UNMATCHED_RETRY, "")
     why = title_unmatched(item, source)
     known = f" ({problem.message})" if problem else ""
     why = why or f"Trakt has no id for {item.describe()} yet{known}"
-    return Retry(f"unmatched: {why}", after=UNMATCHED_RETRY)
+    return Retry(f"unmatched: {doubt + '; ' if doubt else ''}{why}", after=UNMATCHED_RETRY)
 
 
 def _untold(row: Row) -> Outcome:
@@ -524,11 +530,10 @@ class TraktTarget:
             problem: Problem | None = None
             if first := outbox.payload.get("companion_of"):
                 item = await self._after_first(item, ids_from(first["ids"]), first["number"])
-            if item.kind == "episode" and not can_send(item) and lookups(item):
-                # Its own TMDB or IMDb id (Trakt takes episodes by none): Trakt's search names
-                # the very episode, where its show and the server's numbers may name another
-                # (a show in TheTVDB's order on the server).
-                item = await self._by_own_ids(item) or item
+            # Its own TMDB or IMDb id (Trakt takes episodes by none): Trakt's search names the
+            # very episode, where its show and the server's numbers may name another (a show
+            # in TheTVDB's order on the server). Its own ids that are its series' are left out.
+            played, (item, doubt) = item, await self._vetted(item)
             if self.enricher is not None and not can_send(item):
                 # Ask the media server it came from; Trakt's search (below) is ours to make.
                 source = outbox.payload.get("source")
@@ -540,6 +545,12 @@ class TraktTarget:
                     from_server=outbox.payload.get("server"),
                 )
                 item, problem = enriched.item, enriched.problem
+                if doubt is not None and item.show_ids != played.show_ids:
+                    # Its show named now: a result judged by titles and numbers alone may be
+                    # of that very show after all (a localised title, TheTVDB's numbers).
+                    again = replace(played, show_ids=item.show_ids)
+                    vetted, doubt = await self._vetted(again)
+                    item = vetted if doubt is None else item
             numbered = self.episodes.placed(item)  # a Trakt id found by its numbers before
             placed, item = numbered is not item, numbered
             if not can_send(item):
@@ -548,7 +559,7 @@ class TraktTarget:
                 source = outbox.payload.get("source")
                 found = await self.resolver.resolve(item, source)
                 if found is None or not can_send(found):
-                    waiting = _unmatched(item, source, problem)
+                    waiting = _unmatched(item, source, problem, doubt)
                     outcomes[outbox.id] = self._at_its_own_moment(waiting, searched)
                     continue
                 item = found
@@ -920,6 +931,36 @@ class TraktTarget:
                 placed.append(replace(row, item=found, placed=True))
                 unplaced.pop(row.outbox.id, None)
         return placed, unplaced
+
+    async def _vetted(self, item: MediaRef) -> tuple[MediaRef, str | None]:
+        """An episode without the own ids that are its series' (ids.distrusted), with the Trakt
+        id its own ids find, and why ids were left out (None: none was). One Trakt can take
+        by its TVDB id without a lookup is looked up only while no show id can tell its own
+        ids from its series' (a Jellyfin or Emby episode): that TVDB id may be its series'.
+        Raises Unavailable when Trakt cannot be asked now and the episode cannot go without
+        the lookup (see `_by_own_ids`); one that can goes as it is."""
+        if item.kind != "episode" or item.ids.trakt:
+            return item, None
+        copied = copied_series_ids(item)
+        doubt = distrusted(item, copied[0], {}) if copied else None
+        item = without_ids(item, copied)
+        sendable = can_send(item)
+        if not lookups(item) or (sendable and has_trakt_ids(item.show_ids)):
+            return item, doubt
+        try:
+            vetted, why = await self.resolver.vetted(item)
+        except Unavailable as exc:
+            if not sendable:
+                raise
+            self.resolver.failed(item, exc)
+            return item, doubt
+        except ServiceError as exc:
+            self.resolver.failed(item, exc)
+            return item, doubt
+        if not vetted.ids.trakt:  # nothing found: as it was, without the ids left out
+            left_out = [n for n, v in item.ids.present().items() if not getattr(vetted.ids, n)]
+            vetted = without_ids(item, left_out)
+        return vetted, why or doubt
 
     async def _by_own_ids(self, item: MediaRef) -> MediaRef | None:
         """The episode with the Trakt id the id search finds for its own ids; None when it
