@@ -12,6 +12,7 @@ import pytest
 
 from watchbridge.config import parse_config
 from watchbridge.logs import KeyValueFormatter, Redactor, Throttled, setup_logging
+from watchbridge.redaction import secret_values
 from watchbridge.wiring import build_runtime
 
 SECRETS = ["pässwort-123", 'pa"ss\\word9']
@@ -172,3 +173,39 @@ def test_a_warning_uvicorn_gives_per_request_is_told_again_later_with_how_many_w
     assert "more_since_last_line" not in lines[0]
     assert "more_since_last_line=59" in lines[1]
     assert len(lines) == 4
+
+
+# A webhook secret and a Trakt client_secret a user may well write with a `\` and a quote.
+ESCAPABLE_HOOK_SECRET = "wh\\Zq'hook9"
+ESCAPABLE_CLIENT_SECRET = "cs\"Yx\\'trakt7"
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_a_secret_with_a_backslash_or_quote_logged_in_a_repr_is_masked(
+    fmt: str, tmp_path: Path
+) -> None:
+    config = parse_config(
+        "server: {webhook_secret: 'wh\\Zq''hook9'}\n"
+        "services: {trakt: {client_id: c1, client_secret: 'cs\"Yx\\''trakt7'}}\n"
+        f"storage: {{path: {tmp_path / 'wb.db'}}}\n",
+        Path("w.yaml"),
+        {},
+    )
+    assert {ESCAPABLE_HOOK_SECRET, ESCAPABLE_CLIENT_SECRET} <= set(secret_values(config))
+    stream = io.StringIO()
+    setup_logging("info", fmt, secret_values(config), stream=stream)
+    log = logging.getLogger("t")
+    try:
+        for secret in (ESCAPABLE_HOOK_SECRET, ESCAPABLE_CLIENT_SECRET):
+            log.warning("in a list %r", [secret])
+            log.warning("in a dict %r", {"secret": secret, "note": 'say "hi"'})
+            log.warning("in a longer text %r", f'refused "{secret}"')
+            log.warning("a repr of a repr %r", [ValueError(f"bad secret {secret!r}")])
+            log.warning("as bytes %r", f"s={secret}".encode())
+            log.warning("as ascii %a", [f"é {secret}"], extra={"sent": [secret]})
+    finally:
+        logging.getLogger().handlers.clear()
+    written = stream.getvalue()
+    assert written.count("********") >= 12, written
+    for fragment in ("Zq", "hook9", "Yx", "trakt7"):
+        assert fragment not in written, written

@@ -102,12 +102,32 @@ def _masked(secrets: Iterable[str], patterns: Iterable[re.Pattern[str]], text: s
 def _maskable(secrets: Iterable[str]) -> set[str]:
     # Very short values would mask ordinary words; config secrets are never that short.
     kept = {s for s in secrets if s and len(s) >= 4}
-    # A JSON text kept in the database (a webhook's payload, a delivery's) holds a secret
-    # with its `"` and `\` escaped, and one outside ASCII perhaps as `\u00e4`.
-    escaped = {
-        json.dumps(s, ensure_ascii=as_ascii)[1:-1] for s in kept for as_ascii in (True, False)
+    # Escaped once (a list logged with `%r`) or twice (an exception's repr quoting a repr, a
+    # JSON text holding one): a secret with no `\`, quote or odd letter has one form only.
+    once = {form for s in kept for form in _escaped_forms(s)}
+    twice = {form for s in once for form in _escaped_forms(s)}
+    return kept | once | twice
+
+
+# Both quotes after a text make Python's repr quote it with `'` and escape its `'`.
+_BOTH_QUOTES = "'\""
+
+
+def _escaped_forms(secret: str) -> set[str]:
+    r"""`secret` as it reads inside a JSON string (a payload kept in the database: `"` and `\`
+    escaped, a letter outside ASCII perhaps as `\u00e4`) and inside Python's repr of a text
+    (`%r`, a list or dict logged), of its ascii() and of its UTF-8 bytes."""
+    json_forms = {json.dumps(secret, ensure_ascii=as_ascii)[1:-1] for as_ascii in (True, False)}
+    marked = secret + _BOTH_QUOTES
+    python_forms = {
+        repr(marked)[1:-4],
+        ascii(marked)[1:-4],
+        repr(marked.encode())[2:-4],
     }
-    return kept | escaped
+    # The repr of a longer text picks its quote by the whole text: the secret's `'` escaped
+    # or not, whatever the secret alone would get.
+    bare_quote = {form.replace("\\'", "'") for form in python_forms}
+    return json_forms | python_forms | bare_quote
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
