@@ -3,17 +3,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from pathlib import Path
 
 import httpx
 
+from tests.fakes.receiver import FakeClock
 from tests.harness import AppThread
 from tests.ingest_samples import sample_json
 from tests.test_cli import run
 from tests.test_webhooks_e2e import plex_multipart
 from watchbridge.config import Config, parse_config
+from watchbridge.lastwebhooks import SERVERS_KEPT
+from watchbridge.maintenance import housekeeping
 from watchbridge.store import Store
 from watchbridge.wiring import build_app, build_runtime
 
@@ -127,3 +131,55 @@ def test_status_shows_a_server_name_with_controls_escaped_on_its_own_row(tmp_pat
     assert shown.returncode == 0, shown.stderr
     assert "  generic from Den\\x1b[2J\\nqueue: 0: 1970-01-01 00:16:40 UTC\n" in shown.stdout
     assert "\x1b" not in shown.stdout
+
+
+def post_generic(url: str, server: str) -> None:
+    generic = {
+        "event": "played",
+        "user": "me",
+        "server": server,
+        "item": {"type": "movie", "ids": {"imdb": "tt0113277"}},
+    }
+    answer = httpx.post(f"{url}/webhooks/generic/{SECRET}", json=generic)
+    assert answer.status_code == 202, answer.text
+
+
+def test_a_sender_naming_a_new_server_in_each_webhook_keeps_the_servers_bounded(
+    tmp_path: Path,
+) -> None:
+    # A script of the user's own puts a session id where the server's name goes: a new
+    # `server` each time. The household's Plex server and Kodi box must still show.
+    path, config = config_file(tmp_path)
+    clock = FakeClock(time.time() - 10 * DAY)
+    with AppThread(build_app(build_runtime(config, clock=clock))) as app:
+        post_plex_and_generic(app.url)
+        for n in range(3 * SERVERS_KEPT):
+            clock.advance(60)
+            post_generic(app.url, f"session-{n}")
+        clock.advance(60)
+        post_generic(app.url, "kodi")
+        in_memory = last_webhooks(app.url)
+    assert {("plex", PLEX_SERVER), ("generic", "kodi")} <= set(in_memory)
+    assert sum(source == "generic" for source, _ in in_memory) == SERVERS_KEPT
+
+    async def housekeeping_a_week_later() -> None:
+        runtime = build_runtime(config, clock=lambda: clock() + 8 * DAY)
+        runtime.open()
+        try:
+            await housekeeping(runtime)
+        finally:
+            runtime.close()
+
+    asyncio.run(housekeeping_a_week_later())
+    with sqlite3.connect(config.storage.path) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM events").fetchone() == (0,)
+        kept = dict(conn.execute("SELECT source, COUNT(*) FROM webhooks_last_seen GROUP BY 1"))
+    assert kept == {"generic": SERVERS_KEPT, "plex": 1}
+
+    shown = run("status", "--config", str(path))
+    assert shown.returncode == 0, shown.stderr
+    assert f"  plex from {PLEX_SERVER}: " in shown.stdout
+    assert "  generic from kodi: " in shown.stdout
+    assert shown.stdout.count("  generic from ") == SERVERS_KEPT
+    with AppThread(build_app(build_runtime(config))) as app:
+        assert last_webhooks(app.url) == in_memory

@@ -7,6 +7,10 @@ knows how long it goes without watching).
 
 Kept in memory (the webhook route adds no SQL statement for it), seeded at start from the store
 (`Store.last_webhooks`: its events, and what its pruning kept of the events it deleted).
+
+Of each source, the SERVERS_KEPT servers seen most recently, here and in the store: a generic
+sender naming a new `server` in each webhook (a session id, a time) would otherwise grow both
+for as long as it sends, and a household's own servers of one source are a handful.
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from watchbridge.clocksteps import Step
+
+# The servers of one source whose last webhook is kept (the most recently seen).
+SERVERS_KEPT = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,10 +34,12 @@ class LastWebhook:
 
 
 class LastWebhooks:
-    """The last accepted webhook per (source, server), in memory."""
+    """The last accepted webhook per (source, server), in memory: of each source, the
+    `kept` servers seen most recently."""
 
-    def __init__(self) -> None:
-        self._at: dict[tuple[str, str], float] = {}
+    def __init__(self, kept: int = SERVERS_KEPT) -> None:
+        self.kept = kept
+        self._at: dict[str, dict[str, float]] = {}
 
     def seed(self, found: Iterable[LastWebhook]) -> None:
         """Take what the store holds (at start), keeping any later time seen meanwhile."""
@@ -39,34 +48,38 @@ class LastWebhooks:
 
     def saw(self, source: str, server: str, at: float) -> None:
         """A webhook of `source` from `server` was accepted at `at`."""
-        key = (source, server)
-        if at > self._at.get(key, float("-inf")):
-            self._at[key] = at
+        servers = self._at.setdefault(source, {})
+        if at > servers.get(server, float("-inf")):
+            servers[server] = at
+            if len(servers) > self.kept:
+                del servers[min(servers, key=servers.__getitem__)]
 
     def restamp(self, step: Step) -> None:
         """Move the times stamped within the frame a step of the clock ended (clocksteps), as
         `Store.restamp` moves the plays': a webhook taken while a Raspberry Pi still said a
         day before is no day-old webhook (nor, after a step back, one still to come, which
         no later webhook would replace)."""
-        for key, at in self._at.items():
-            if step.stamped_in_frame(at):
-                self._at[key] = at + step.seconds
+        for servers in self._at.values():
+            for server, at in servers.items():
+                if step.stamped_in_frame(at):
+                    servers[server] = at + step.seconds
 
     def of_server(self, source: str, server: str) -> float | None:
         """When `server` last had a webhook of `source` accepted (None: never, as far as the
         store remembers)."""
-        return self._at.get((source, server))
+        return self._at.get(source, {}).get(server)
 
     def by_source(self) -> dict[str, float]:
         """The last accepted webhook of each source that has sent any, whatever its server."""
-        latest: dict[str, float] = {}
-        for (source, _), at in self._at.items():
-            latest[source] = max(at, latest.get(source, at))
-        return latest
+        return {source: max(servers.values()) for source, servers in self._at.items() if servers}
 
     def recent(self) -> list[LastWebhook]:
-        """Every (source, server) seen, by source, then the latest first."""
+        """Every (source, server) kept, by source, then the latest first."""
         return sorted(
-            (LastWebhook(source, server, at) for (source, server), at in self._at.items()),
+            (
+                LastWebhook(source, server, at)
+                for source, servers in self._at.items()
+                for server, at in servers.items()
+            ),
             key=lambda one: (one.source, -one.at, one.server),
         )

@@ -34,7 +34,7 @@ from watchbridge.beside import Noted
 from watchbridge.clocksteps import Reading, Step
 from watchbridge.errors import StoreError
 from watchbridge.filesystems import read_mountinfo, shared_filesystem_warning
-from watchbridge.lastwebhooks import LastWebhook
+from watchbridge.lastwebhooks import SERVERS_KEPT, LastWebhook
 from watchbridge.model import ref_from_dict
 from watchbridge.playback import (
     Naming,
@@ -204,6 +204,12 @@ _MIRROR_UPSERT = (
 REPLACE_PART = 1_000
 # SQL: the server a stored webhook event names ("" none: Tautulli's templates, generic).
 _EVENT_SERVER = "COALESCE(json_extract(payload, '$.server'), '')"
+# SQL, before a FROM of (source, server, at) rows grouped by source and server: each with `n`,
+# its rank among its source's servers, the most recently seen first (lastwebhooks.SERVERS_KEPT).
+_LATEST_SERVERS = (
+    "SELECT source, server, MAX(at) AS at,"
+    " ROW_NUMBER() OVER (PARTITION BY source ORDER BY MAX(at) DESC, server) AS n"
+)
 # SQL: a run alive, its heartbeat younger than the lease (parameter: now - lease).
 _ALIVE = "outcome = 'running' AND COALESCE(heartbeat_at, started_at) > ?"
 
@@ -2800,7 +2806,9 @@ class Store:
         nor a Serializd rating settled before it was looked for (UNFOUND) until its newer
         rating's delivery looks (that newer one may wait longer than a week). A Plex server
         Tautulli has not reported to a profile for `keep_tautulli_servers` is forgotten: Plex's
-        webhook stops noting its reports for Tautulli's to pair with."""
+        webhook stops noting its reports for Tautulli's to pair with. Of the servers whose
+        last webhook is kept after their events went, each source's SERVERS_KEPT seen most
+        recently stay."""
         # Read before the write lock is taken: only rows delivered a week ago are looked at.
         kept = self._expected_link_adds(now - keep_done)
         with self.transaction() as conn:
@@ -2817,6 +2825,11 @@ class Store:
                 " ON CONFLICT (source, server) DO UPDATE SET at = MAX(at, excluded.at)",
                 (now - keep_done,),
             )
+            webhook_servers = conn.execute(
+                "DELETE FROM webhooks_last_seen WHERE (source, server) IN (SELECT source, server"
+                f" FROM ({_LATEST_SERVERS} FROM webhooks_last_seen GROUP BY 1, 2) WHERE n > ?)",
+                (SERVERS_KEPT,),
+            ).rowcount
             events = conn.execute(
                 "DELETE FROM events WHERE received_at < ? AND id NOT IN"
                 " (SELECT event_id FROM outbox WHERE event_id IS NOT NULL)",
@@ -2859,6 +2872,7 @@ class Store:
             "id_cache": lookups,
             "carried": carried,
             "tautulli_servers": lapsed,
+            "webhook_servers": webhook_servers,
         }
 
     def reclaim_space(
@@ -4317,12 +4331,12 @@ class Store:
         marks = ", ".join("?" for _ in sources)
         where = f" WHERE source IN ({marks})" if sources else ""
         rows = self._overview(
-            "SELECT source, server, MAX(at) AS at FROM ("
+            f"SELECT source, server, at FROM ({_LATEST_SERVERS} FROM ("
             f" SELECT source, {_EVENT_SERVER} AS server, MAX(received_at) AS at FROM events"
             f"{where} GROUP BY 1, 2"
             f" UNION ALL SELECT source, server, at FROM webhooks_last_seen{where}"
-            ") GROUP BY source, server",
-            (*sources, *sources),
+            ") GROUP BY source, server) WHERE n <= ?",
+            (*sources, *sources, SERVERS_KEPT),
         )
         return [LastWebhook(str(r["source"]), str(r["server"]), float(r["at"])) for r in rows]
 
