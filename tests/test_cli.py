@@ -1383,12 +1383,14 @@ def test_deadletters_names_the_ids_that_are_not_dead_letters(tmp_path: Path, com
     assert "not a dead letter: 4242" in result.stderr
 
 
-def _auth_trakt(tmp_path: Path, start_fake: Any) -> str:
-    """`watchbridge auth trakt` for profile me, approved on the fake Trakt; its output."""
+def _auth_trakt(tmp_path: Path, start_fake: Any, username: str | None = None) -> str:
+    """`watchbridge auth trakt` for profile me, approved on the fake Trakt (by its user
+    `username`, made for it, else its default one); its output."""
     from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 
     trakt = start_fake(FakeTrakt())
     trakt.device_interval = 0
+    approver = trakt.add_user(username, vip=True) if username else None
     path = write_config(
         tmp_path,
         f"services:\n  trakt:\n    client_id: {CLIENT_ID}\n"
@@ -1404,7 +1406,7 @@ def _auth_trakt(tmp_path: Path, start_fake: Any) -> str:
     assert proc.stdout is not None
     first = proc.stdout.readline()
     code = first.rsplit(" ", 1)[-1].strip()
-    trakt.approve_device(code)
+    trakt.approve_device(code, approver)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     return out
@@ -1417,6 +1419,23 @@ def test_auth_trakt_signs_in_with_the_device_code(tmp_path: Path, start_fake: An
     store = Store.open(tmp_path / "watchbridge.db")
     assert store.get_token("trakt", "me") is not None
     store.close()
+
+
+def test_status_names_the_trakt_account_by_its_username_shown_as_text(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    # A uuid tells a user nothing; the username is the account owner's own text (a
+    # right-to-left override in it would turn the rest of the line around).
+    out = _auth_trakt(tmp_path, start_fake, "bob\u202egnp")
+    assert "profile me is signed in to Trakt as bob\\u202egnp\n" in out
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        identity = store.get_cursor("trakt", "me", "account")
+    assert identity is not None and identity.startswith("account ")
+    shown = run("status", "--config", str(tmp_path / "watchbridge.yaml"))
+    assert shown.returncode == 0, shown.stderr
+    assert "account:       trakt/me is user bob\\u202egnp\n" in shown.stdout
+    assert identity.removeprefix("account ") not in shown.stdout
+    assert "\u202e" not in out + shown.stdout
 
 
 def test_auth_trakt_makes_the_deliveries_its_missing_sign_in_held_due_now(

@@ -79,7 +79,7 @@ def test_trakt_is_signed_in_from_the_status_page_with_the_code_it_shows(
         assert "<form" not in page  # no second sign-in while this one waits
         trakt.approve_device(code)
         page = page_until(f"{app.url}/", "is signed in")
-        assert "profile household is signed in." in page
+        assert "profile household is signed in. Trakt user sean approved the code." in page
         assert "1 deliveries of profile household to Trakt waited for this sign-in" in page
         assert '<meta http-equiv="refresh"' not in page
         assert "<td>works</td>" in page and "<form" not in page

@@ -239,9 +239,18 @@ def user_named(name: object) -> str:
     return identity_of(f"user {name}")
 
 
+ACCOUNT_PART = "account "  # labels a Trakt identity: the account's uuid, else its slug
+
+
 def account_named(account: str) -> str:
     """A Trakt account (its uuid, else its slug) as an identity."""
-    return identity_of(f"account {account}")
+    return identity_of(f"{ACCOUNT_PART}{account}")
+
+
+def trakt_account_of(identity: str) -> str | None:
+    """The Trakt account (its uuid, else its slug) an identity names (None: it names none)."""
+    first = identity.split(SEP, 1)[0]
+    return first.removeprefix(ACCOUNT_PART) if first.startswith(ACCOUNT_PART) else None
 
 
 def shown(account: str) -> str:

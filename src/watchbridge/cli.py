@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.parse
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -513,6 +513,7 @@ def status(config_path: str | None) -> None:
         datasets = _datasets_failing(config, store)
         apart = _numbered_apart(config, store)
         last_webhooks = store.last_webhooks()
+        account_names = _account_names(store, state.cursors)
         # The service's own finding lives in its memory: this process tries for itself.
         fault = write_fault(store)
     outbox = state.outbox
@@ -562,7 +563,7 @@ def status(config_path: str | None) -> None:
         _say(f"anime:         {problem}")
     for title in apart:
         _say(f"anime:         {title}")
-    _show_links(config, state)
+    _show_links(config, state, account_names)
 
 
 def _show_last_webhooks(last: Sequence[LastWebhook]) -> None:
@@ -597,30 +598,57 @@ def _datasets_failing(config: Config, store: Store) -> list[str]:
     return [s.error for s in from_config(config, store=store).status() if s.error]
 
 
-def _noted(cursors: Sequence[tuple[str, str, str, str, float]]) -> list[str]:
+def _account_names(
+    store: Store, cursors: Sequence[tuple[str, str, str, str, float]]
+) -> dict[tuple[str, str], str]:
+    """(service, profile) -> the name of the account on record, where its identity is an id
+    that tells a user nothing (a Trakt account's uuid: its username, where known)."""
+    from watchbridge.accounts import trakt_account_of
+    from watchbridge.services.trakt import username_of
+    from watchbridge.store import ACCOUNT_CURSOR
+
+    names = {}
+    for service, profile, name, value, _ in cursors:
+        account = trakt_account_of(value) if (service, name) == ("trakt", ACCOUNT_CURSOR) else None
+        if account and (username := username_of(store, account, time.time())):
+            names[service, profile] = username
+    return names
+
+
+def _noted(
+    cursors: Sequence[tuple[str, str, str, str, float]],
+    names: Mapping[tuple[str, str], str],
+) -> list[str]:
     """What the cursors other than the links' say that a user can act on, in words: whose
-    account each service is, and why a link starts over. The rest is bookkeeping (checks
-    owed, fingerprints, read positions, where keys came from): left out."""
+    account each service is (by `names`, where known), and why a link starts over. The rest
+    is bookkeeping (checks owed, fingerprints, read positions, where keys came from): left
+    out."""
     from watchbridge.accounts import ENGINE, restarted_cursor, shown
     from watchbridge.store import ACCOUNT_CURSOR
 
     lines = []
     for service, profile, name, value, _ in cursors:
         if name == ACCOUNT_CURSOR and value:
-            lines.append(f"account:       {service}/{profile} is {shown(value)}")
+            known = names.get((service, profile))
+            whose = f"user {known}" if known else shown(value)
+            lines.append(f"account:       {service}/{profile} is {whose}")
         link = name.removeprefix(restarted_cursor(""))
         if service == ENGINE and link != name and value:
             lines.append(f"starts over:   links.{link} for {profile}: {value}")
     return lines
 
 
-def _show_links(config: Config, state: StoreStatus) -> None:
-    """Each link's last run with its cursors (JSON per service and profile, shown short)."""
+def _show_links(
+    config: Config, state: StoreStatus, account_names: Mapping[tuple[str, str], str]
+) -> None:
+    """Each link's last run with its cursors (JSON per service and profile, shown short),
+    after whose account each service is (`_noted`)."""
     from watchbridge.alerts import format_span
     from watchbridge.progress import short_cursor
 
     link_cursors = [c for c in state.cursors if c[2].startswith("link:")]
-    for line in _noted([c for c in state.cursors if not c[2].startswith("link:")]):
+    noted = [c for c in state.cursors if not c[2].startswith("link:")]
+    for line in _noted(noted, account_names):
         _say(line)
     runs = {run.link: run.as_seen(time.time()) for run in state.last_runs}
     names = list(config.links) + [n for n in runs if n not in config.links]
@@ -923,7 +951,7 @@ def auth_trakt(config_path: str | None, profile_name: str | None) -> None:
     with _open_store(config, create=True) as store:
         done = asyncio.run(sign_in(config, store, name, show))
         # Whose account approved the code: a household member's, approved by mistake, shows.
-        whose = f" as {done.username}" if done.username else ""
+        whose = f" as {on_one_line(done.username)}" if done.username else ""
         click.echo(f"profile {name} is signed in to Trakt{whose}")
         for note in done.notes:
             click.echo(note)

@@ -224,7 +224,9 @@ async def sign_in_to_trakt(
         if done.resumed:
             for wake in runtime.on_enqueued:  # the deliveries that waited go out now
                 wake()
-        return [*done.notes, *([f"Warning: {done.warning}"] if done.warning else [])]
+        # Whose account approved the code: a household member's, approved by mistake, shows.
+        whose = [f"Trakt user {done.username} approved the code."] if done.username else []
+        return [*whose, *done.notes, *([f"Warning: {done.warning}"] if done.warning else [])]
 
     runtime.page_sign_ins.start("trakt", profile, flow, runtime.clock)
     # Relative: from .../signin/trakt back to the page, behind any ingress prefix.

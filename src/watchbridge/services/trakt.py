@@ -48,6 +48,10 @@ HISTORY_BATCH = 200  # Trakt: cost grows with items per call; 100-200 is what wo
 UPGRADE_URL = "https://app.trakt.tv/vip"
 ACCOUNT_CACHE = "trakt-account"  # a hash of an access token -> the account it signs in to
 ACCOUNT_TTL = 8 * 86400.0  # past a token's life (7 days in 2026 docs): a row or two per profile
+# An account (its uuid, else its slug) -> its username, for the status: a uuid tells a user
+# nothing. Written at each read of the account (once per access token), kept far longer.
+USERNAME_CACHE = "trakt-username"
+USERNAME_TTL = 400 * 86400.0
 
 
 class TraktError(ServiceError):
@@ -129,6 +133,13 @@ class TokenStore(Protocol):
     ) -> None: ...
 
     def cache_expires(self, namespace: str, lookup: str, now: float) -> float | None: ...
+
+
+def username_of(cache: TokenStore, account: str, now: float) -> str | None:
+    """The username of the Trakt `account` (its uuid, else its slug), as the last read of
+    its settings found it; None when not known."""
+    hit, username = cache.cache_get(USERNAME_CACHE, account, now)
+    return str(username) if hit and username else None
 
 
 @dataclass(frozen=True)
@@ -882,6 +893,8 @@ class TraktClient:
         lookup = self._token_hash(profile)  # after a refresh the call may have made
         if lookup is not None:
             self.tokens.cache_put(ACCOUNT_CACHE, lookup, account, self.clock(), ACCOUNT_TTL)
+        if username := self.usernames.get(profile):
+            self.tokens.cache_put(USERNAME_CACHE, account, username, self.clock(), USERNAME_TTL)
 
     def _account_cached(self, profile: str) -> str | None:
         lookup = self._token_hash(profile)
@@ -908,6 +921,8 @@ class TraktClient:
             self.signed_in_as[profile] = account
         if username := (settings.get("user") or {}).get("username"):
             self.usernames[profile] = str(username)
+        else:  # not another account's name, left from an earlier read
+            self.usernames.pop(profile, None)
         return settings
 
     def _save(self, profile: str, tokens: TokenSet) -> None:
