@@ -38,6 +38,7 @@ from watchbridge.entrypoint import (
     translate_options,
     write_private,
 )
+from watchbridge.errors import ConfigError
 from watchbridge.homeassistant import APP_ENV, HomeAssistantApp, app_from_environment
 
 REPO = Path(__file__).resolve().parents[1]
@@ -373,6 +374,19 @@ def test_a_bad_option_is_named_as_the_option_the_user_filled_in(tmp_path: Path) 
     assert "trakt_client_id: holds the invisible" in message
     assert "log_level: " in message
     assert GENERATED_CONFIG not in message and "services.trakt" not in message
+
+
+def test_a_webhook_secret_option_pasted_with_a_space_is_refused_as_an_own_yaml_is(
+    tmp_path: Path,
+) -> None:
+    refused = "starts or ends with a space or line break (pasted?): remove it"
+    with pytest.raises(StartError) as caught:
+        plan_start([], _paths(tmp_path), {**FULL_OPTIONS, "webhook_secret": "s3cret-abc "}, TOKEN)
+    assert str(caught.value) == f"the app options: webhook_secret: {refused}"
+    own = tmp_path / "own.yaml"
+    own.write_text("server: {webhook_secret: 's3cret-abc '}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=f"server.webhook_secret: {re.escape(refused)}"):
+        load_config(own, {})
 
 
 def test_media_users_typed_with_commas_in_one_entry_are_named_as_the_option(

@@ -113,8 +113,10 @@ def translate_options(
         "api_token": api_token,
         "trusted_proxies": [HA_INGRESS_PROXY],
     }
-    if secret := _text(options, "webhook_secret"):
-        server["webhook_secret"] = secret
+    if _text(options, "webhook_secret"):
+        # As typed: a space pasted around it is refused, naming the option, as an own YAML's
+        # is (a media server's URL would hold the secret without it; the config says so).
+        server["webhook_secret"] = str(options["webhook_secret"])
     config: dict[str, Any] = {
         "server": server,
         "storage": {"path": str(data_dir / "watchbridge.db")},
