@@ -636,6 +636,24 @@ async def test_an_outage_holds_the_target_and_nothing_is_lost(
     assert runtime.store.outbox_counts()["done"] == 1
 
 
+async def test_status_counts_every_row_a_checkpoint_holds_the_marked_one_too(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    # One play's send got no answer (marked: the diary is read before it goes again), then
+    # the host answers its bot checkpoint: both plays wait for it, and `status` (and
+    # /api/status) said "1 waiting" twice, once under an "unknown outcome" reason.
+    fake.drop_next(2, route=f"POST {REVIEWS_ADD}", after_handler=True)
+    enqueue(runtime, "play", episode(4), clock() - 3600)
+    await drain(worker, runtime, clock, passes=1)
+    clock.advance(7200)
+    fake.checkpoint_next(100)
+    enqueue(runtime, "play", episode(5), clock() - 3600)
+    await drain(worker, runtime, clock, passes=1)
+    (held,) = runtime.store.status().waiting
+    assert held.rows == 2
+    assert "bot checkpoint" in held.reason and not held.reason.startswith("unknown outcome")
+
+
 async def test_a_rating_is_a_diary_entry_that_is_not_a_play(
     runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
 ) -> None:

@@ -126,6 +126,12 @@ RESTORED_COPY = "restored_copy"
 RESTORE_TOLD = "restore_told"
 # SQL: the row carries that mark (its last send may have landed).
 _MARKED = f"substr(COALESCE(last_error, ''), 1, {len(UNKNOWN_OUTCOME)}) = '{UNKNOWN_OUTCOME}'"
+# SQL: `last_error` without the mark of a send that may have landed (`_MARKED`, as
+# deliver.worker.unsure puts it: "unknown outcome: REASON"): what the row waits for.
+_UNMARKED_REASON = (
+    f"CASE WHEN substr(last_error, 1, {len(UNKNOWN_OUTCOME) + 2}) = '{UNKNOWN_OUTCOME}: '"
+    f" THEN substr(last_error, {len(UNKNOWN_OUTCOME) + 3}) ELSE last_error END"
+)
 # Rows waiting for ids a target can use, also those whose earlier send may have landed.
 _UNMATCHED = f"(last_error LIKE 'unmatched:%' OR last_error LIKE '{UNKNOWN_OUTCOME}: unmatched:%')"
 # Rows `deadletters discard` takes by id: dead letters, and queued rows waiting for ids
@@ -5205,13 +5211,15 @@ class Store:
         # Each held profile's first reason before any's second: one person's reasons (a
         # backlog rate-limited minute after minute, each its own "until") must not crowd out
         # another's lost sign-in. Holds first (a lost sign-in, an outage: a hold clears
-        # failing_since), then most rows.
+        # failing_since), then most rows. A row whose earlier send may have landed waits for
+        # the same reason as the rows beside it, only marked (`unsure`): counted with them, or
+        # a hold of two rows would show as two holds of one each.
         reasons = self._overview(
             "SELECT target, profile, last_error, n, t FROM ("
-            " SELECT target, profile, last_error, COUNT(*) AS n, MIN(next_attempt_at) AS t,"
-            " MAX(failing_since IS NOT NULL) AS failing"
+            f" SELECT target, profile, {_UNMARKED_REASON} AS last_error, COUNT(*) AS n,"
+            " MIN(next_attempt_at) AS t, MAX(failing_since IS NOT NULL) AS failing"
             " FROM outbox WHERE status = 'pending' AND last_error IS NOT NULL"
-            f" AND NOT {_UNMATCHED} GROUP BY target, profile, last_error)"
+            f" AND NOT {_UNMATCHED} GROUP BY target, profile, {_UNMARKED_REASON})"
             " ORDER BY ROW_NUMBER() OVER (PARTITION BY target, profile ORDER BY failing, n DESC,"
             " t), failing, n DESC, target, profile"
         )
