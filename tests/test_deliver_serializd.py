@@ -32,7 +32,7 @@ from watchbridge.model import Ids, MediaRef, ref_to_dict
 from watchbridge.ratings import to_serializd
 from watchbridge.readers.serializd import SerializdReader, make_reader, unanswered_copies
 from watchbridge.reconcile import UNDATED, Play, Side, plan
-from watchbridge.services.serializd import SerializdClient, SerializdUnavailable
+from watchbridge.services.serializd import SerializdClient, SerializdUnavailable, host
 from watchbridge.store import NewOutboxRow, OutboxItem
 from watchbridge.wiring import build_runtime, make_targets, serializd_client
 
@@ -652,6 +652,37 @@ async def test_status_counts_every_row_a_checkpoint_holds_the_marked_one_too(
     (held,) = runtime.store.status().waiting
     assert held.rows == 2
     assert "bot checkpoint" in held.reason and not held.reason.startswith("unknown outcome")
+
+
+@pytest.mark.parametrize("answer", ["rate limit", "checkpoint"])
+async def test_a_write_answered_429_is_sent_again_after_its_wait_without_a_diary_read(
+    answer: str,
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    fake: FakeSerializd,
+    clock: FakeClock,
+) -> None:
+    # A 429 says the request was not taken: the play is not "unknown outcome" (shown so, and
+    # the diary read before its next send), it waits out the Retry-After and goes again.
+    wait = {"Retry-After": "120"}
+    if answer == "rate limit":
+        too_many = {"message": "Too Many Requests"}
+        fake.fail_next(1, 429, wait, too_many, route=f"POST {REVIEWS_ADD}")
+    else:  # the www host's bot checkpoint, on the write itself
+        body = "<html><title>Vercel Security Checkpoint</title></html>"
+        fake.fail_next(1, 429, wait, body, route=f"POST {REVIEWS_ADD}")
+    enqueue(runtime, "play", episode(4), clock() - 3600)
+    await drain(worker, runtime, clock, passes=1)
+    (held,) = waiting(runtime)
+    assert held["status"] == "pending"
+    assert not held["last_error"].startswith("unknown outcome"), held["last_error"]
+    reads = fake.count("GET", f"/api/user/{USERNAME}/diary")
+    # Its wait is over (the test's clock is a fake one; pacing keeps real time).
+    host(fake.url, 1000).pause.until = 0.0
+    await drain(worker, runtime, clock, passes=2, step=3601)
+    assert len(fake.diary()) == 1
+    assert runtime.store.outbox_counts()["done"] == 1
+    assert fake.count("GET", f"/api/user/{USERNAME}/diary") == reads
 
 
 async def test_a_rating_is_a_diary_entry_that_is_not_a_play(

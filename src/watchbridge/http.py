@@ -136,6 +136,13 @@ class Unavailable(ServiceError):
         self.status = status
 
 
+def refused_unread(exc: Unavailable) -> bool:
+    """Whether `exc` proves its write was not taken: the last try was answered 429 (a rate
+    limit, or a bot checkpoint in its place), which a service gives before it processes a
+    request, and no try before it may have landed."""
+    return exc.status == 429 and not exc.outcome_unknown
+
+
 class RateLimited(Unavailable):
     """429 with a wait longer than we are willing to sleep inline."""
 

@@ -65,7 +65,7 @@ from watchbridge.deliver.worker import (
     unreadable_row,
     unsure,
 )
-from watchbridge.http import Unavailable
+from watchbridge.http import Unavailable, refused_unread
 from watchbridge.ids import SHOW_TMDB, Enricher
 from watchbridge.logs import Repeating
 from watchbridge.model import Ids, MediaRef, ref_from_dict, ref_to_dict
@@ -907,16 +907,16 @@ class SerializdTarget:
                 is_log=rating is None,
             )
         except Unavailable as exc:
+            if refused_unread(exc):  # a 429: waited out, then sent again without a look
+                await self._not_sent(row)
+                raise
             # Past the inline retries: a dropped connection or a gateway error may hide an
             # entry that landed. A 4xx answer (other errors) proves nothing was written.
             raise AddUncertain(exc) from exc
         except SerializdError:
             # Answered with a refusal (a sign-in refused, an unknown show): nothing was
             # written, so the row is not marked as maybe logged (unless an earlier send was).
-            if not row.may_have_landed:
-                await asyncio.to_thread(
-                    self.store.note, [row.id], row.last_error or "", self.clock()
-                )
+            await self._not_sent(row)
             raise
         self._note_ours(ledger.profile, added=review)
         collection, key = into
@@ -935,6 +935,12 @@ class SerializdTarget:
         except Exception as exc:
             raise AddUncertain(exc) from exc  # the entry exists; only the diary can tell
         return review
+
+    async def _not_sent(self, row: OutboxItem) -> None:
+        """Take back the mark `_add` put on `row` before a send that wrote nothing; one
+        marked before this attempt stays marked (an earlier send may have landed)."""
+        if not row.may_have_landed:
+            await asyncio.to_thread(self.store.note, [row.id], row.last_error or "", self.clock())
 
     async def _rated_row(self, profile: str, review: int, key: str) -> None:
         """Remember a rating row as ours for good: the reader dates every copy of ours by what

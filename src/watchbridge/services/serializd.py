@@ -925,6 +925,7 @@ class SerializdClient:
             f"{shown_url(self.config.api_url)} answered with {what} (HTTP {response.status_code}) "
             f"instead of the API: {blocked_advice(self.config.api_url, checkpoint)}",
             retry_after=3600,
+            status=response.status_code,
         )
 
     def _json(self, response: httpx.Response, what: str) -> Any:
