@@ -4,9 +4,11 @@ the start goes again (deliver.watching)."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.fakes.receiver import AlertReceiver, FakeClock
@@ -20,6 +22,7 @@ from watchbridge.app import Runtime
 from watchbridge.deliver.watching import RESTART_WITHIN, SentStart, to_send_again
 from watchbridge.deliver.worker import DeliveryWorker
 from watchbridge.model import Ids, MediaRef
+from watchbridge.services.trakt import READ_TIMEOUT_SECONDS
 
 pytestmark = pytest.mark.anyio
 
@@ -97,6 +100,42 @@ async def test_the_stop_of_the_episode_before_delivered_after_the_next_ones_star
     plays = [(h.item.season, h.item.number) for h in trakt.history("sean")]
     assert plays == ([(5, 15)] if event == "scrobble" else [])
     assert runtime.store.outbox_counts()["done"] == 3
+
+
+@pytest.mark.parametrize("landed", [True, False], ids=["stop landed", "stop not landed"])
+async def test_a_stop_timing_out_after_the_next_ones_start_shows_the_next_one_watching(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock, landed: bool
+) -> None:
+    # E15's completion goes a moment after E16's start and gets no answer in time: if Trakt
+    # took it, it ended E16's watching, so the start goes again (as after a stop answered);
+    # the stop itself waits, marked, and Trakt's history is read before it is ever sent again.
+    await next_one_started(runtime, worker, clock, trakt)
+    http = worker.targets["trakt"].client.http  # type: ignore[attr-defined]
+    http._client.timeout = httpx.Timeout(0.2)  # READ_TIMEOUT_SECONDS, shortened for the test
+    if landed:
+        trakt.delay_next(1, 0.5, route="POST /scrobble/stop")  # taken, answered too late
+    else:
+        trakt.drop_next(1, route="POST /scrobble/stop")  # cut before Trakt's writes
+    episode(runtime, "scrobble", 15)
+    delivering = asyncio.create_task(worker.pass_once(runtime))
+    await until_sent(trakt, "POST", "/scrobble/stop")
+    clock.advance(READ_TIMEOUT_SECONDS)  # the wait for the answer, on our clock
+    trakt.advance(READ_TIMEOUT_SECONDS)
+    await delivering
+    assert numbers(trakt.watching("sean")) == (5, 16)
+    assert trakt.count("POST", "/scrobble/start") == 3
+    for _ in range(3):
+        clock.advance(600)
+        trakt.advance(600)
+        await worker.pass_once(runtime)
+    assert [(h.item.season, h.item.number) for h in trakt.history("sean")] == [(5, 15)]
+    assert trakt.count("POST", "/scrobble/stop") == 1  # the retry looked, then added once
+    assert runtime.store.outbox_counts()["pending"] == 0
+
+
+async def until_sent(trakt: FakeTrakt, method: str, path: str) -> None:
+    while trakt.count(method, path) == 0:
+        await asyncio.sleep(0.01)
 
 
 async def test_the_start_is_not_sent_again_when_the_stop_of_the_one_before_comes_later(

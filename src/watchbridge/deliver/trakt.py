@@ -680,12 +680,17 @@ class TraktTarget:
             await self._shown_again(profile, sent)
         return Delivered()
 
-    async def _shown_again(self, profile: str, ended: MediaRef) -> None:
-        """After Trakt took a pause or stop of `ended`, which ends whatever it shows as
-        watching: the start of another item sent a moment before goes again, as it was sent
-        (deliver.watching). Best effort: the row that ended it is delivered all the same, and
-        a start that fails is not tried again (the watching state is a courtesy)."""
-        again = to_send_again(self._shown.pop(profile, None), ended, self.clock())
+    async def _shown_again(
+        self, profile: str, ended: MediaRef, sent_at: float | None = None
+    ) -> None:
+        """After Trakt took a pause or stop of `ended` (or may have: its answer was lost),
+        which ends whatever it shows as watching: the start of another item sent a moment
+        before goes again, as it was sent (deliver.watching). `sent_at`: when the stop went
+        out (by default now), which is when Trakt ended it, however long its answer took.
+        Best effort: the row that ended it is delivered all the same, and a start that fails
+        is not tried again (the watching state is a courtesy)."""
+        at = self.clock() if sent_at is None else sent_at
+        again = to_send_again(self._shown.pop(profile, None), ended, at)
         if again is None:
             return
         try:
@@ -710,6 +715,7 @@ class TraktTarget:
             progress = LIVE_STOP_PROGRESS  # the server said it was watched; Trakt needs >= 80
         await self.client.ensure_signed_in(profile)  # else nothing goes: not "may have landed"
         await self._note_sending([row])
+        sent_at = self.clock()
         try:
             result = await self.client.scrobble(profile, "stop", row.item, progress)
         # The mark stays for a refusal: the client tries a scrobble again by itself (and once
@@ -725,14 +731,17 @@ class TraktTarget:
                 raise
             if exc.answered:
                 raise  # Trakt is failing: the target is held (the mark stays)
-            # A dropped connection; it may have landed: a later live stop meets Trakt's 409, a
-            # later history add reads Trakt's history first.
+            # A dropped connection or a timeout; it may have landed: a later live stop meets
+            # Trakt's 409, a later history add reads Trakt's history first. Landed, it ended
+            # the next episode's watching (auto-play): that start goes again now, not held
+            # behind this row's check (a start sent again where it did not land changes nothing).
+            await self._shown_again(profile, row.item, sent_at)
             return _may_have_landed(exc)
         except (TraktAuthError, TraktAccountError):
             raise
         except TraktError as exc:
             return unsure(Retry(exc.message))
-        await self._shown_again(profile, row.item)
+        await self._shown_again(profile, row.item, sent_at)
         if result.action != "scrobble" or _an_earlier_viewing(result, row):
             return None
         await self._remember(profile, [row])
