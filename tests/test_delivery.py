@@ -3836,6 +3836,44 @@ async def test_a_sync_run_delivering_longer_than_the_claim_lease_keeps_its_claim
     assert runtime.store.outbox_counts()["done"] == 1
 
 
+async def test_a_sync_run_suspended_past_its_lease_sends_nothing_the_service_took_back(
+    runtime: Runtime, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # A `watchbridge sync` (its own database handle) claims a play and reads Trakt's history
+    # before adding it; the process is suspended there (a laptop asleep, a paused container)
+    # past the claim lease. The service (another handle on the same file) takes the row back
+    # and delivers it; the sync run resumes: it must find its claim gone and send nothing.
+    runtime.store.enqueue([a_play_for("trakt", "me", clock)], clock())
+    sync_run = worker_for(runtime, role="cli")
+    service_runtime = build_runtime(runtime.config, clock=clock)
+    service_runtime.open()
+    service = worker_for(service_runtime)
+    try:
+        suspended = trakt.hold_next(route="GET /sync/history/movies")
+        delivering = asyncio.create_task(sync_run.pass_once(runtime))
+        while not trakt.calls("GET", "/sync/history/movies"):
+            await asyncio.sleep(0.01)
+        clock.advance(CLAIM_LEASE + 1)
+        trakt.advance(CLAIM_LEASE + 1)
+        taken_back = service_runtime.store.release_stale_claims(
+            clock(), CLAIM_LEASE, f"{SERVICE_ROLE}-"
+        )  # the service's housekeeping
+        assert taken_back == 1
+        await service.pass_once(service_runtime)
+        assert len(trakt.history()) == 1
+        suspended.set()  # the sync run resumes
+        await delivering
+    finally:
+        await close_targets(service)
+        service_runtime.close()
+        await close_targets(sync_run)
+    assert len(trakt.history()) == 1
+    assert trakt.count("POST", "/sync/history") == 1
+    assert runtime.store.outbox_counts()["done"] == 1
+    (row,) = runtime.store._query("SELECT last_error FROM outbox")
+    assert row["last_error"] is None  # the service's delivery, not marked by the sync run
+
+
 class DeliversWhileAnotherProcessWrites(ScriptedTrakt):
     """A target whose send goes through while another process (a `watchbridge sync`, the
     hourly housekeeping) holds the database's write lock longer than the busy timeout."""

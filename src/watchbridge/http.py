@@ -22,7 +22,8 @@ import socket
 import ssl
 import time
 import weakref
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, Literal, TypeVar
@@ -134,6 +135,14 @@ class Unavailable(ServiceError):
         self.outcome_unknown = outcome_unknown
         self.answered = answered
         self.status = status
+
+
+# Awaited before each try of a write, after all its waits (pacing, a 429's, a token refresh):
+# a delivery's check that its worker still holds the rows being written (deliver.fence), which
+# raises to send nothing. Set for the run of one delivery batch; None elsewhere.
+BEFORE_WRITE: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar(
+    "before_write", default=None
+)
 
 
 def refused_unread(exc: Unavailable) -> bool:
@@ -828,6 +837,8 @@ class HttpClient:
                         self.service, paused.seconds, maybe_written, write
                     ) from None
                 self._waited(time.monotonic() - paced)
+            if write and (fence := BEFORE_WRITE.get()) is not None:
+                await fence()
             started = time.monotonic()
             self.requests_sent += 1
             retry_after: float | None = None

@@ -3142,6 +3142,20 @@ class Store:
                 (now, worker),
             )
 
+    def fence(self, worker: str, item_ids: Sequence[int], now: float) -> set[int]:
+        """Which of these rows `worker` still holds, their lease renewed from `now` in the
+        same statement: once it answers, no other worker can take them back for CLAIM_LEASE
+        (`release_stale_claims` and `claim` wait for this write, or it for theirs). Checked
+        just before a send (deliver.fence): a worker suspended past its lease lost its rows
+        to another, which may have delivered them."""
+        with self.transaction() as conn:
+            rows = conn.execute(
+                "UPDATE outbox SET updated_at = ?"
+                f" WHERE id IN (SELECT value FROM json_each(?)) AND {_HELD_BY} RETURNING id",
+                (now, json.dumps(list(item_ids)), worker),
+            ).fetchall()
+        return {int(r["id"]) for r in rows}
+
     def claimed_by(self, worker: str, item_ids: Sequence[int]) -> set[int]:
         """Which of these rows `worker` still holds (in flight under its claim)."""
         return self._rows_among(item_ids, _HELD_BY, (worker,))
@@ -3173,10 +3187,13 @@ class Store:
         """Write down what is about to happen to these rows, so a crash leaves a trace.
 
         Synced to disk whatever storage.durability says: lost in a power cut after a send
-        that landed, the next try would send again instead of looking (a second play)."""
+        that landed, the next try would send again instead of looking (a second play). Only
+        rows in flight: one a worker lost while suspended may be settled by another since
+        (deliver.fence), its outcome not to be overwritten."""
         with self._synchronous("FULL"), self.transaction() as conn:
             conn.executemany(
-                "UPDATE outbox SET last_error = ?, updated_at = ? WHERE id = ?",
+                "UPDATE outbox SET last_error = ?, updated_at = ? WHERE id = ?"
+                " AND status = 'inflight'",
                 [(message, now, item_id) for item_id in item_ids],
             )
 
@@ -3185,11 +3202,12 @@ class Store:
     ) -> None:
         """`note`, and in the same write add to each row's payload what this attempt resolved
         (`resolved`: outbox id -> keys), so that every later try of the row sends the same
-        thing, however a crash or a lost answer left it. Synced to disk, as `note` is."""
+        thing, however a crash or a lost answer left it. Synced to disk, and only rows in
+        flight, as `note`."""
         with self._synchronous("FULL"), self.transaction() as conn:
             conn.executemany(
                 "UPDATE outbox SET payload = json_patch(payload, ?), last_error = ?,"
-                " updated_at = ? WHERE id = ?",
+                " updated_at = ? WHERE id = ? AND status = 'inflight'",
                 [(_json_text(added), message, now, item_id) for item_id, added in resolved.items()],
             )
 

@@ -28,6 +28,7 @@ from watchbridge.causes import paused_alert, paused_title
 from watchbridge.clocksteps import Step, sent_at
 from watchbridge.config import DeliveryConfig, undeliverable, unwanted_by_link
 from watchbridge.deadletters import retry_dead_letters
+from watchbridge.deliver.fence import Fence
 from watchbridge.deliver.oncemore import (
     PROBE_FIRST,
     PROBES_FAILED,
@@ -37,7 +38,7 @@ from watchbridge.deliver.oncemore import (
     probe_words,
 )
 from watchbridge.errors import names_profile
-from watchbridge.http import Unavailable, changed_answer
+from watchbridge.http import BEFORE_WRITE, Unavailable, changed_answer
 from watchbridge.ids import DELIVERED_TO, SERVER_OUTAGE_PAUSE, Enricher, Need, Problem
 from watchbridge.logs import Repeating
 from watchbridge.model import MediaRef, item_aliases, ref_from_dict
@@ -1138,8 +1139,9 @@ class DeliveryWorker:
                 if i.attempts >= self.config.max_attempts and i.cut_short
             }
             todo = [i for i in items if i.id not in interrupted]
+            fence = Fence(store, self.worker_id, [i.id for i in todo], runtime.clock, name, now)
             try:
-                outcomes = await self._deliver(runtime, target, todo, now) if todo else {}
+                outcomes = await self._deliver(runtime, target, todo, now, fence) if todo else {}
             except _CutShort:
                 raise
             except Exception as exc:  # a target bug must not lose rows: retry them
@@ -1147,6 +1149,8 @@ class DeliveryWorker:
                 crashed = Retry(f"internal error: {type(exc).__name__}")
                 outcomes = await undecided(store, todo, crashed)
             outcomes |= interrupted
+            if fence.lost:
+                items = await self._hand_back_fenced(runtime, target, items, outcomes, fence)
             await self._record(runtime, target, items, outcomes)
         if runtime.clock() >= self._look_for_untold_at and not self._telling.locked():
             async with self._telling:  # one target loop at a time: each alert goes out once
@@ -1155,10 +1159,12 @@ class DeliveryWorker:
         return claimed_any
 
     async def _deliver(
-        self, runtime: Runtime, target: Target, items: list[OutboxItem], now: float
+        self, runtime: Runtime, target: Target, items: list[OutboxItem], now: float, fence: Fence
     ) -> dict[int, Outcome]:
         """`target.deliver(items)`, renewing this worker's claims while it takes (a slow
-        server, a long pacing wait) so another worker never takes them back meanwhile."""
+        server, a long pacing wait) so another worker never takes them back meanwhile, and
+        checking before each write that it still holds them (`fence`): renewals stop while the
+        process does, and another worker may have taken them back and delivered them."""
 
         async def renew() -> None:
             while True:
@@ -1171,6 +1177,7 @@ class DeliveryWorker:
                     log.warning("claims not renewed", extra={"error": str(exc)})
 
         renewing = asyncio.create_task(renew())
+        fencing = BEFORE_WRITE.set(fence.check)
         try:
             if self._stop is None:
                 return await target.deliver(items, now)
@@ -1179,9 +1186,39 @@ class DeliveryWorker:
                 raise _CutShort
             return outcomes
         finally:
+            BEFORE_WRITE.reset(fencing)
             renewing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewing
+
+    async def _hand_back_fenced(
+        self,
+        runtime: Runtime,
+        target: Target,
+        items: Sequence[OutboxItem],
+        outcomes: dict[int, Outcome],
+        fence: Fence,
+    ) -> list[OutboxItem]:
+        """The rows a fenced write left unsent that this worker still holds go back as they
+        were claimed (their reason, their mark; no attempt spent, due now): no hold, retry
+        nor alert of a failure that was none. Returns the rest, to record as usual (the rows
+        another worker took are left to it there)."""
+        back = [
+            item
+            for item in items
+            if item.id not in fence.lost
+            and isinstance(outcome := outcomes.get(item.id), Hold | Retry | Dead)
+            and fence.fenced_off(outcome.reason)
+        ]
+        log.warning(
+            "deliveries not sent: another worker took rows of this batch back",
+            extra={"target": target.name, "rows": len(fence.lost), "handed_back": len(back)},
+        )
+        now = runtime.clock()
+        settled = [Settlement(i.id, "pending", now, i.last_error, False) for i in back]
+        await asyncio.to_thread(runtime.store.settle, now, settled, self.worker_id)
+        handed = {i.id for i in back}
+        return [item for item in items if item.id not in handed]
 
     async def _record(
         self,

@@ -1,0 +1,65 @@
+"""A delivery batch's fence: just before each write goes out (after its waits: pacing, a 429's,
+a token refresh), the worker checks that it still holds the batch's rows, renewing their lease
+in the same statement (`Store.fence`). A worker that stopped running past its claim lease (a
+`watchbridge sync` on a laptop that slept, a container paused, a SIGSTOP) lost its rows to
+another, which may have delivered them: it sends nothing, and hands back what it still holds.
+
+The HTTP policy awaits the check (http.BEFORE_WRITE); the check costs no statement while the
+last one (or the claim) is recent: nobody can have taken the rows back within CLAIM_LEASE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from watchbridge.http import Unavailable
+from watchbridge.store import Store
+
+# Seconds, by both the wall clock and the monotonic one, that a check (or the claim) holds:
+# far inside store.CLAIM_LEASE. A process suspended longer sees one of them jump.
+FENCE_FRESH = 60.0
+# Why rows a fenced delivery did not send go back (found in the outcome the target made of it).
+CLAIMS_LOST = (
+    "another watchbridge process took these deliveries back while this one was not running "
+    "(suspended past its claim lease): not sent from here"
+)
+
+
+class ClaimsLost(Unavailable):
+    """The worker no longer holds some of its batch's rows: the write was not sent. An
+    `Unavailable` that wrote nothing, so targets take back their marks of it and stop."""
+
+
+@dataclass
+class Fence:
+    """The check of one delivery batch: `rows` claimed by `worker` at `claimed_at` (the clock
+    the claim stamped them by)."""
+
+    store: Store
+    worker: str
+    rows: Sequence[int]
+    clock: Callable[[], float]
+    service: str
+    claimed_at: float
+    lost: set[int] = field(default_factory=set)  # rows found held by this worker no more
+    _monotonic: float = field(default_factory=time.monotonic)
+
+    async def check(self) -> None:
+        """Raise ClaimsLost unless every row is still this worker's (its lease renewed)."""
+        if self.lost:
+            raise ClaimsLost(self.service, CLAIMS_LOST)
+        now, monotonic = self.clock(), time.monotonic()
+        if 0.0 <= now - self.claimed_at < FENCE_FRESH and monotonic - self._monotonic < FENCE_FRESH:
+            return
+        held = await asyncio.to_thread(self.store.fence, self.worker, self.rows, now)
+        self.lost = set(self.rows) - held
+        if self.lost:
+            raise ClaimsLost(self.service, CLAIMS_LOST)
+        self.claimed_at, self._monotonic = now, monotonic
+
+    def fenced_off(self, reason: str) -> bool:
+        """Whether a row's outcome `reason` is this fence's refusal (the row was not sent)."""
+        return bool(self.lost) and CLAIMS_LOST in reason
