@@ -421,3 +421,21 @@ def test_an_episode_under_a_localised_show_title_still_goes_where_its_own_id_nam
     body = jellyfin_episode("La casa de papel", 1, 2, tmdb="1384512")
     assert httpx.post(f"{app.url}/webhooks/jellyfin/{SECRET}", json=body).status_code == 202
     wait_for(lambda: played_on_trakt(trakt) == [("Money Heist", 1, 2)])
+
+
+def test_a_jellyfin_episode_known_by_its_own_tvdb_id_alone_is_looked_up_before_its_start(
+    app: AppThread, trakt: FakeTrakt
+) -> None:
+    # Its TVDB id may be an NFO's, and so its series' id: Trakt's id search tells, before the
+    # scrobble would put it on whatever episode that id names (see the Plex counterpart in
+    # test_plex_and_tautulli_to_trakt.py, whose ids come from Plex's metadata servers).
+    show = trakt.add_show("Breaking Bad", 2008, tvdb=81189, tmdb=1396)
+    trakt.add_episode(show, 5, 14, title="Ozymandias", tvdb=4637661)
+    body = sample_json("jellyfin", "playback_start_episode.json")
+    for name in ("Provider_tmdb", "Provider_imdb"):
+        del body[name]
+    assert httpx.post(f"{app.url}/webhooks/jellyfin/{SECRET}", json=body).status_code == 202
+    wait_for(lambda: trakt.watching() is not None)
+    with trakt.lock:
+        asked = [r.route or r.path for r in trakt.requests]
+    assert "/search/{id_type}/{id}" in asked[: asked.index("/scrobble/start")], asked

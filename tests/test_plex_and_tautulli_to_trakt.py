@@ -113,3 +113,29 @@ def test_the_credits_paused_then_stopped_on_plex_after_tautulli_counted_it_leave
         wait_for(lambda: nothing_waits(db))
     assert trakt.playback() == []
     assert len(trakt.history()) == 1 and trakt.watching() is None
+
+
+def routes_asked(trakt: FakeTrakt) -> list[str]:
+    with trakt.lock:
+        return [r.route or r.path for r in trakt.requests]
+
+
+def test_a_plex_episode_goes_out_by_its_own_ids_without_a_search_first(
+    tmp_path: Path, trakt: FakeTrakt
+) -> None:
+    # Plex's own agent took the episode's ids from Plex's metadata servers, not from an NFO
+    # a user wrote: no id search stands between the webhook and the scrobble.
+    show = trakt.add_show("Baki Hanma", 2021, tvdb=397934)
+    trakt.add_episode(show, 1, 1, tvdb=8530933, tmdb=3087250, imdb="tt14765720")
+    body = sample_json("plex", "episode_new_agent_friend_media_scrobble.json")
+    body |= {"event": "media.play", "Account": body["Account"] | {"id": 1}}
+    body["Metadata"]["viewOffset"] = 0
+    with running_app(tmp_path, trakt) as (app, db):
+        files = {"payload": json.dumps(body)}
+        answer = httpx.post(f"{app.url}/webhooks/plex/{SECRET}", files=files)
+        assert answer.status_code == 202, answer.text
+        wait_for(lambda: nothing_waits(db))
+    asked = routes_asked(trakt)
+    assert "/scrobble/start" in asked, asked
+    assert "/search/{id_type}/{id}" not in asked[: asked.index("/scrobble/start")], asked
+    assert trakt.watching() is not None

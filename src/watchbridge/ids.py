@@ -197,6 +197,26 @@ def copied_series_ids(item: MediaRef) -> list[str]:
     ]
 
 
+# Webhook sources whose episode ids may be ones a user wrote (an NFO, a metadata plugin's
+# guess), so may be its series' ids: Jellyfin's and Emby's provider ids ("occasionally series
+# ids, depending on metadata providers", reference jellyfin-emby-tautulli.md) and whatever a
+# generic webhook's sender read. Plex's own agents take an episode's ids from Plex's metadata
+# servers (a plex:// guid), and a legacy agent's guid names the show (reference plex.md).
+LOCAL_METADATA_SOURCES = frozenset({"jellyfin", "emby", "generic"})
+
+
+def own_ids_may_be_written(item: MediaRef, source: str | None) -> bool:
+    """Whether an episode's own ids may come from local metadata a user wrote, so are worth
+    an id search before it goes by its TVDB id alone: from Jellyfin, Emby or the generic
+    webhook (or a row of an older release a Jellyfin series key names); from Plex only
+    without a plex:// episode guid (an NFO agent's episode: its `Guid[]` is the NFO's). Pure."""
+    if source in LOCAL_METADATA_SOURCES:
+        return True
+    if source == "plex":
+        return not item.ids.plex_guid
+    return source is None and origin(item, source) == "jellyfin"
+
+
 def distrusted(item: MediaRef, id_type: str, result: Mapping[str, Any]) -> str | None:
     """Why the search result for an episode's own `id_type` id is not that episode, in words
     a user can act on; None when nothing the item says contradicts it. It contradicts when

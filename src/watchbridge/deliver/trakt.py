@@ -55,6 +55,7 @@ from watchbridge.ids import (
     ids_from,
     keyed_as_a_link,
     lookups,
+    own_ids_may_be_written,
     title_unmatched,
     without_ids,
 )
@@ -533,10 +534,10 @@ class TraktTarget:
             # Its own TMDB or IMDb id (Trakt takes episodes by none): Trakt's search names the
             # very episode, where its show and the server's numbers may name another (a show
             # in TheTVDB's order on the server). Its own ids that are its series' are left out.
-            played, (item, doubt) = item, await self._vetted(item)
+            source = outbox.payload.get("source")
+            played, (item, doubt) = item, await self._vetted(item, source)
             if self.enricher is not None and not can_send(item):
                 # Ask the media server it came from; Trakt's search (below) is ours to make.
-                source = outbox.payload.get("source")
                 enriched = await self.enricher.enrich(
                     item,
                     TRAKT,
@@ -549,14 +550,13 @@ class TraktTarget:
                     # Its show named now: a result judged by titles and numbers alone may be
                     # of that very show after all (a localised title, TheTVDB's numbers).
                     again = replace(played, show_ids=item.show_ids)
-                    vetted, doubt = await self._vetted(again)
+                    vetted, doubt = await self._vetted(again, source)
                     item = vetted if doubt is None else item
             numbered = self.episodes.placed(item)  # a Trakt id found by its numbers before
             placed, item = numbered is not item, numbered
             if not can_send(item):
                 item = await self.episodes.place(item)  # known by its absolute number only
             if not can_send(item):
-                source = outbox.payload.get("source")
                 found = await self.resolver.resolve(item, source)
                 if found is None or not can_send(found):
                     waiting = _unmatched(item, source, problem, doubt)
@@ -941,11 +941,12 @@ class TraktTarget:
                 unplaced.pop(row.outbox.id, None)
         return placed, unplaced
 
-    async def _vetted(self, item: MediaRef) -> tuple[MediaRef, str | None]:
+    async def _vetted(self, item: MediaRef, source: str | None) -> tuple[MediaRef, str | None]:
         """An episode without the own ids that are its series' (ids.distrusted), with the Trakt
         id its own ids find, and why ids were left out (None: none was). One Trakt can take
         by its TVDB id without a lookup is looked up only while no show id can tell its own
-        ids from its series' (a Jellyfin or Emby episode): that TVDB id may be its series'.
+        ids from its series' and those ids may be a user's metadata (`source`: see
+        ids.own_ids_may_be_written): that TVDB id may be its series'.
         Raises Unavailable when Trakt cannot be asked now and the episode cannot go without
         the lookup (see `_by_own_ids`); one that can goes as it is."""
         if item.kind != "episode" or item.ids.trakt:
@@ -954,7 +955,8 @@ class TraktTarget:
         doubt = distrusted(item, copied[0], {}) if copied else None
         item = without_ids(item, copied)
         sendable = can_send(item)
-        if not lookups(item) or (sendable and has_trakt_ids(item.show_ids)):
+        vouched = has_trakt_ids(item.show_ids) or not own_ids_may_be_written(item, source)
+        if not lookups(item) or (sendable and vouched):
             return item, doubt
         try:
             vetted, why = await self.resolver.vetted(item)
