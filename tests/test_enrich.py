@@ -31,6 +31,8 @@ from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt, Rating, Show, iso, key_of
 from tests.harness import sign_in_trakt
 from tests.ingest_samples import only_event, sample_json
+from tests.test_jellyfin_emby_to_trakt import jellyfin_episode as jellyfin_webhook_episode
+from tests.test_jellyfin_emby_to_trakt import series_id_mixup
 from tests.test_plex_enrichment import BAKI_SHOW_GUID, BAKI_SHOW_GUIDS, add_baki_hanma
 from watchbridge.app import Runtime
 from watchbridge.config import (
@@ -1735,3 +1737,38 @@ def test_a_search_result_contradicting_the_episodes_show_is_not_trusted() -> Non
     assert distrusted(bare, "tvdb", result("Breaking Bad", 1, 62, tvdb=81189)) is None
     assert distrusted(bare, "tvdb", result("Breaking Bad (2008)", 1, 62)) is None
     assert distrusted(bare, "tvdb", result("Breaking Bad ES", 5, 14)) is None
+
+
+async def test_a_serializd_play_carrying_its_series_id_waits_unmatched_not_on_another_show(
+    tmp_path: Path,
+    serializd: FakeSerializd,
+    start_fake: Callable[[FakeServer], FakeServer],
+    receiver: AlertReceiver,
+    clock: FakeClock,
+    close_targets: list[DeliveryWorker],
+) -> None:
+    # A wrong NFO gave Show B's S01E02 its series' TMDB id, which Trakt's id search finds as
+    # show A's S03E07: Serializd's show would be A's. No Jellyfin to name the show instead.
+    trakt = start_fake(FakeTrakt())
+    assert isinstance(trakt, FakeTrakt)
+    series_id_mixup(trakt)
+    serializd.add_show(500, "Show A", {3: 10})
+    serializd.add_show(1400, "Show B", {1: 10})
+    extra = f'  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}'
+    runtime = serializd_runtime(tmp_path, serializd, receiver, clock, extra)
+    try:
+        worker = await worker_for(runtime)
+        close_targets.append(worker)
+        body = json.dumps(jellyfin_webhook_episode("Show B", 1, 2, tmdb="1400")).encode()
+        result = parse("jellyfin", body, "application/json")
+        assert isinstance(result, Accepted)
+        for event in result.events:
+            runtime.store.ingest(ingest_job(runtime, "me", event))
+        await drain(worker, runtime)
+        (row,) = waiting_rows(runtime, clock)
+    finally:
+        runtime.close()
+    assert serializd.diary() == []
+    reason = row.last_error or ""
+    assert "TMDB id 1400 names Show A S03E07 on Trakt, not Show B S01E02" in reason, reason
+    assert "refresh the episode's metadata" in reason, reason

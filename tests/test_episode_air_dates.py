@@ -185,6 +185,18 @@ def test_a_tvdb_ordered_emby_episode_is_logged_as_the_tmdb_episode_of_its_air_da
     assert household.logged() == [(1, 39)]
 
 
+def test_a_tvdb_ordered_emby_episode_carrying_its_series_tmdb_id_goes_by_its_air_date(
+    household: Household,
+) -> None:
+    # A wrong NFO gave the episode Re:ZERO's series TMDB id as its own: no season of the show
+    # holds it, and it must not stand in for the air date that places the episode.
+    stop = emby_stop(2, 14, S1E39_AIRED)
+    stop["Item"]["ProviderIds"] |= {"Tmdb": str(REZERO_TMDB)}
+    assert household.post(stop).status_code == 202
+    wait_for(household.settled)
+    assert household.logged() == [(1, 39)]
+
+
 def test_a_tmdb_ordered_emby_episode_keeps_its_numbers(household: Household) -> None:
     assert household.post(emby_stop(2, 14, TMDB_SEASONS[2][14])).status_code == 202
     wait_for(household.settled)

@@ -20,7 +20,7 @@ from watchbridge.air_dates import aired_on, another_numbering, by_air_date, is_d
 from watchbridge.anime import Unmatched
 from watchbridge.anime_seasons import serializd_table
 from watchbridge.http import ServiceError, Unavailable
-from watchbridge.ids import Enricher, ids_from
+from watchbridge.ids import Enricher, ids_from, own_tmdb
 from watchbridge.logs import Repeating
 from watchbridge.model import MediaRef
 from watchbridge.services.serializd import (
@@ -197,11 +197,11 @@ async def tmdb_numbered(
 
 
 async def _own_tmdb(enricher: Enricher | None, item: MediaRef) -> int | None:
-    """The episode's own TMDB id: the item's, else what the enricher finds (see
-    `Enricher.episode_tmdb`)."""
+    """The episode's own TMDB id: the item's (not its series' id copied among its own:
+    `ids.own_tmdb`), else what the enricher finds (see `Enricher.episode_tmdb`)."""
     if enricher is not None:
         return await enricher.episode_tmdb(item)
-    return int(item.ids.tmdb) if item.ids.tmdb and item.ids.tmdb.isdigit() else None
+    return own_tmdb(item)
 
 
 async def _unnumbered(

@@ -258,6 +258,15 @@ def _show_key_title(title: str) -> str:
     return title_key(split_year(title)[0])
 
 
+def own_tmdb(item: MediaRef) -> int | None:
+    """An item's own TMDB id as a number; for an episode not its series' id copied among its
+    own (`copied_series_ids`): looked up in its show's TMDB seasons, that id finds nothing, and
+    stands in the way of what would place it (its air date, Trakt's id search). Pure."""
+    if not _digits(item.ids.tmdb) or "tmdb" in copied_series_ids(item):
+        return None
+    return int(item.ids.tmdb or 0)
+
+
 def without_ids(item: MediaRef, names: Sequence[str]) -> MediaRef:
     """The item without its own ids of these kinds. Pure."""
     return replace(item, ids=replace(item.ids, **dict.fromkeys(names))) if names else item
@@ -1456,15 +1465,16 @@ class Enricher:
     async def episode_tmdb(self, item: MediaRef) -> int | None:
         """An episode's own TMDB id: from the item, else (best effort, cached) from the Plex
         server it came from (Tautulli's ids are the show's), else from Trakt's id search by
-        the episode's other ids; None when nobody says."""
-        if _digits(item.ids.tmdb):
-            return int(item.ids.tmdb or 0)
-        if item.kind != "episode":
-            return None
+        the episode's other ids (judged as `TraktResolver` does); None when nobody says. An
+        own id that is its series' (`copied_series_ids`) says nothing."""
+        if (own := own_tmdb(item)) is not None or item.kind != "episode":
+            return own
+        item = without_ids(item, copied_series_ids(item))
         if self.plex is not None and origin(item, None) == "plex":
             item, _ = await self._ask("plex", item, EPISODE_TMDB, None)
-            if _digits(item.ids.tmdb):
-                return int(item.ids.tmdb or 0)
+            if (own := own_tmdb(item)) is not None:
+                return own
+            item = without_ids(item, copied_series_ids(item))
         if self.trakt is None or not lookups(item):
             return None
         try:
