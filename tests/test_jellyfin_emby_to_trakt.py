@@ -395,9 +395,13 @@ def test_an_episode_carrying_its_series_id_that_nothing_places_stays_unmatched_s
     series_id_mixup(trakt)  # no services.jellyfin: B's series cannot be read
     body = jellyfin_episode("Show B", 1, 2, tvdb="81189")
     assert httpx.post(f"{app.url}/webhooks/jellyfin/{SECRET}", json=body).status_code == 202
-    reason = unmatched_reason(tmp_path / "wb.db")
-    assert "TVDB id 81189 names Show A S03E07 on Trakt, not Show B S01E02" in reason, reason
-    assert "refresh the episode's metadata" in reason
+    # One sentence: what is wrong, what to do, then briefly what else would help.
+    assert unmatched_reason(tmp_path / "wb.db") == (
+        "unmatched: the episode's TVDB id 81189 names Show A S03E07 on Trakt, likely its"
+        " series' id put there by an NFO or metadata agent: refresh the episode's metadata"
+        " (setting services.jellyfin.url and services.jellyfin.api_key would also help, to read"
+        " its show there)"
+    )
     assert trakt.history() == []
 
 

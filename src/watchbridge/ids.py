@@ -136,6 +136,14 @@ def title_unmatched(item: MediaRef, source: str | None) -> str | None:
     )
 
 
+def show_ids_also(item: MediaRef, source: str | None) -> str | None:
+    """What else would place an episode from a webhook whose sender sends what it is given
+    (the generic webhook), told after a more pressing fix (`with_doubt`)."""
+    if source not in TITLE_SEARCH_SOURCES or item.kind != "episode":
+        return None
+    return "sending its show's ids in the webhook's item.show.ids would also help"
+
+
 def title_key(title: str) -> str:
     """A title as compared across sources: case, accents, punctuation and spacing ignored."""
     folded = unicodedata.normalize("NFKD", title).casefold()
@@ -179,7 +187,8 @@ def one_result(item: MediaRef, results: Sequence[dict[str, Any]]) -> dict[str, A
 # What Trakt's id search cannot be trusted with: an episode id that is really its series' id
 # (a wrong NFO, some metadata agents). TVDB and TMDB number episodes and series apart, so a
 # series' id searched as an episode's names an episode of some other show.
-SERIES_ID_FAULT = "(an NFO or metadata agent fault): refresh the episode's metadata"
+SERIES_ID_FAULT = "put there by an NFO or metadata agent: refresh the episode's metadata"
+_SERIES_ID_SAID = f"its series' id {SERIES_ID_FAULT}"
 _EPISODE_ID_NAMES = {"tmdb": "TMDB", "tvdb": "TVDB", "imdb": "IMDb"}
 _SHOW_ID_NAMES = ("trakt", "tvdb", "tmdb", "imdb")
 
@@ -229,7 +238,7 @@ def distrusted(item: MediaRef, id_type: str, result: Mapping[str, Any]) -> str |
         return None
     said = f"the episode's {_EPISODE_ID_NAMES[id_type]} id {value}"
     if id_type in copied_series_ids(item):
-        return f"{said} is its series' id {SERIES_ID_FAULT}"
+        return f"{said} is its series' id, {SERIES_ID_FAULT}"
     show = result.get("show") or {}
     theirs = ids_from(show.get("ids") or {})
     named = str(show.get("title") or "another show")
@@ -237,8 +246,7 @@ def distrusted(item: MediaRef, id_type: str, result: Mapping[str, Any]) -> str |
     if kinds:
         shared = [n for n in kinds if getattr(theirs, n)]
         if shared and all(getattr(item.show_ids, n) != getattr(theirs, n) for n in shared):
-            where = f"names an episode of {named} on Trakt, not of its series"
-            return f"{said} {where}: it may be its series' id {SERIES_ID_FAULT}"
+            return f"{said} names an episode of {named} on Trakt, likely {_SERIES_ID_SAID}"
         return None
     episode = result.get("episode") or {}
     at = (episode.get("season"), episode.get("number"))
@@ -249,8 +257,8 @@ def distrusted(item: MediaRef, id_type: str, result: Mapping[str, Any]) -> str |
     titles_differ = bool(ours and title) and _show_key_title(ours) != _show_key_title(title)
     if numbers_differ and titles_differ:
         theirs_at = f"S{at[0]:02d}E{at[1]:02d}" if all(isinstance(n, int) for n in at) else ""
-        where = f"names {named} {theirs_at} on Trakt, not {item.describe()}".replace("  ", " ")
-        return f"{said} {where}: it may be its series' id {SERIES_ID_FAULT}"
+        where = f"names {named} {theirs_at} on Trakt".replace("  ", " ")
+        return f"{said} {where}, likely {_SERIES_ID_SAID}"
     return None
 
 
@@ -1045,6 +1053,11 @@ class Problem:
     # The Plex server refused its own token (services.plex.token): the enricher keeps that
     # refusal service-wide for the sign-in health, as a link's read or a delivery does.
     server_token_refused: bool = False
+    # What else would help, in a few words, told after a more pressing fix (`with_doubt`).
+    also: str | None = None
+    # The message names an episode's own id that is its series' and says the whole fix:
+    # no target's note follows it.
+    own_id_conflict: bool = False
 
 
 @dataclass(frozen=True)
@@ -1074,11 +1087,20 @@ def origin(item: MediaRef, source: str | None) -> str | None:
 
 def with_doubt(problem: Problem | None, doubt: str | None) -> Problem | None:
     """Why an episode stays unmatched when one of its own ids was left out as its series' id
-    (`doubt`, see `distrusted`): that first, as the fix is in its metadata; a key refused or
-    a server down is told as it is (its row is held, not unmatched). Pure."""
+    (`doubt`, see `distrusted`), as one sentence: that and its fix (its metadata), then only
+    what else would help (`Problem.also`), not the rest of what `problem` says (no id Trakt
+    can match: the doubt is why). A key refused or a server down is told as it is (its row
+    is held, not unmatched). Pure."""
     if doubt is None or (problem is not None and (problem.credentials or problem.transient)):
         return problem
-    return Problem(doubt if problem is None else f"{doubt}; {problem.message}")
+    also = problem.also if problem is not None else None
+    return Problem(series_id_reason(doubt, also), own_id_conflict=True)
+
+
+def series_id_reason(doubt: str, also: str | None) -> str:
+    """One sentence: an own id of an episode left out as its series' (`doubt`, naming the fix),
+    then briefly what else would help. Pure."""
+    return f"{doubt} ({also})" if also else doubt
 
 
 def problem_from(server: str, exc: ServiceError) -> Problem:
@@ -1100,10 +1122,12 @@ def problem_from(server: str, exc: ServiceError) -> Problem:
 
 def not_configured(server: str, item: MediaRef, need: Need) -> Problem:
     name = SERVER_NAMES.get(server, server)
+    settings = SERVER_SETTINGS.get(server, f"services.{server}")
     return Problem(
         f"{item.describe()} came from {name} without {need.label}; set "
-        f"{SERVER_SETTINGS.get(server, f'services.{server}')} so watchbridge can read it there",
+        f"{settings} so watchbridge can read it there",
         unconfigured=True,
+        also=f"setting {settings} would also help, to read its show there",
     )
 
 
@@ -1122,7 +1146,8 @@ def not_known(server: str | None, item: MediaRef, need: Need) -> Problem:
         )
     return Problem(
         f"{name} does not know {need.label} for {show}: identify it there (Identify / "
-        "Refresh metadata) and the next try will find it"
+        "Refresh metadata) and the next try will find it",
+        also=f"identifying {show} in {name} would also help",
     )
 
 
@@ -1302,7 +1327,7 @@ class Enricher:
                     return Enriched(found)
                 unmatched = title_unmatched(item, source)
                 if problem is None and unmatched is not None:
-                    problem = Problem(unmatched)
+                    problem = Problem(unmatched, also=show_ids_also(item, source))
         problem = with_doubt(problem, doubt)
         plex = server == "plex" or source == "plex"  # a legacy-agent item has no origin
         elsewhere = await self._elsewhere(from_server) if problem is None and plex else False

@@ -56,6 +56,8 @@ from watchbridge.ids import (
     keyed_as_a_link,
     lookups,
     own_ids_may_be_written,
+    series_id_reason,
+    show_ids_also,
     title_unmatched,
     without_ids,
 )
@@ -260,13 +262,17 @@ def _unmatched(
 ) -> Outcome:
     """A row Trakt cannot be sent yet: held while its media server refuses our key, retried
     soon after the server's outage, else unmatched with what the user can do (`doubt`: why
-    an own id of the episode was left out, told first: the fix is in its metadata)."""
+    an own id of the episode was left out; then the reason is that and its fix, in its
+    metadata, and briefly what else would help: `ids.series_id_reason`)."""
     if problem is not None and (problem.credentials or problem.transient):
         return waiting_on(problem, AUTH_HOLD, UNMATCHED_RETRY, "")
+    if doubt is not None:
+        also = show_ids_also(item, source) if problem is None else problem.also
+        return Retry(f"unmatched: {series_id_reason(doubt, also)}", after=UNMATCHED_RETRY)
     why = title_unmatched(item, source)
     known = f" ({problem.message})" if problem else ""
     why = why or f"Trakt has no id for {item.describe()} yet{known}"
-    return Retry(f"unmatched: {doubt + '; ' if doubt else ''}{why}", after=UNMATCHED_RETRY)
+    return Retry(f"unmatched: {why}", after=UNMATCHED_RETRY)
 
 
 def _untold(row: Row) -> Outcome:

@@ -436,6 +436,8 @@ def waiting_on(
         return Hold(problem.message, problem.retry_after or SERVER_OUTAGE_PAUSE, "", False)
     if problem.transient:  # Trakt's id search down, or a server failing on this item
         return Retry(problem.message, problem.retry_after)
+    if problem.own_id_conflict:  # its fix is in the episode's metadata, whatever the target
+        return Retry(f"unmatched: {problem.message}", after=unmatched_retry)
     return Retry(f"unmatched: {problem.message} ({why})", after=unmatched_retry)
 
 
