@@ -49,7 +49,8 @@ UPGRADE_URL = "https://app.trakt.tv/vip"
 ACCOUNT_CACHE = "trakt-account"  # a hash of an access token -> the account it signs in to
 ACCOUNT_TTL = 8 * 86400.0  # past a token's life (7 days in 2026 docs): a row or two per profile
 # An account (its uuid, else its slug) -> its username, for the status: a uuid tells a user
-# nothing. Written at each read of the account (once per access token), kept far longer.
+# nothing. Written when a read of the account (once per access token) finds it new or
+# renamed, kept far longer.
 USERNAME_CACHE = "trakt-username"
 USERNAME_TTL = 400 * 86400.0
 
@@ -893,7 +894,8 @@ class TraktClient:
         lookup = self._token_hash(profile)  # after a refresh the call may have made
         if lookup is not None:
             self.tokens.cache_put(ACCOUNT_CACHE, lookup, account, self.clock(), ACCOUNT_TTL)
-        if username := self.usernames.get(profile):
+        username = self.usernames.get(profile)
+        if username and username_of(self.tokens, account, self.clock()) != username:
             self.tokens.cache_put(USERNAME_CACHE, account, username, self.clock(), USERNAME_TTL)
 
     def _account_cached(self, profile: str) -> str | None:
