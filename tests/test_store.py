@@ -217,6 +217,33 @@ def test_dead_letters_of_an_older_version_are_not_alerted_again_after_the_upgrad
     store.close()
 
 
+def test_rows_an_older_version_held_for_a_sign_in_wait_for_one_after_the_upgrade(
+    tmp_path: Path,
+) -> None:
+    # That version kept only the error saying how to sign in again; other waits stay as they
+    # were (an outage's, an unmatched row's naming the Plex token, a dead letter's).
+    path = tmp_path / "old.db"
+    auth = "trakt: Trakt no longer accepts the sign-in of profile ann: run `watchbridge auth trakt`"
+    password = "Serializd refused the email or password of profile bob: check profiles.bob."
+    errors = {
+        ("trakt", "ann", "pending"): auth,
+        ("serializd", "bob", "pending"): password + "accounts.serializd (tried again hourly)",
+        ("trakt", "cat", "pending"): "trakt: answered 503 after 3 attempt(s)",
+        ("plex", "dan", "pending"): "unmatched: set services.plex.url and services.plex.token",
+        ("trakt", "eve", "dead"): auth,
+    }
+    rows = [
+        {"target": target, "profile": profile, "status": status, "last_error": error}
+        | {"idempotency_key": profile}
+        for (target, profile, status), error in errors.items()
+    ]
+    outbox_before(path, "m012_outbox_waits_for_sign_in", rows)
+    store = Store.open(path)
+    waiting = [p for t, p, _ in errors if store.waits_for_sign_in(t, p)]
+    assert waiting == ["ann", "bob"]
+    store.close()
+
+
 def test_trakt_ratings_queued_before_the_upgrade_take_turns_apart_from_plays(
     tmp_path: Path,
 ) -> None:

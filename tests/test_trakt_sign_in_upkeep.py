@@ -4,20 +4,23 @@ fake Trakt over real HTTP (token lifetimes, single-use refresh tokens), on a han
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+import sqlite_utils
 
 from tests.fakes.base import FakeServer
 from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import quick_refresh_race, sign_in_trakt, until
 from tests.test_delivery import drain, webhook, worker_for
+from tests.test_store import outbox_before
 from watchbridge.app import Runtime
-from watchbridge.config import parse_config
+from watchbridge.config import Config, parse_config
 from watchbridge.deliver.worker import DeliveryWorker
 from watchbridge.maintenance import Maintenance, housekeeping, refresh_trakt_sign_ins
 from watchbridge.services.trakt import TraktClient
@@ -46,6 +49,14 @@ async def runtime(
 ) -> AsyncIterator[Runtime]:
     """`me` signed in to Trakt (and the profile webhooks come for); `guest` has Trakt in its
     accounts but never signed in; `kid` has no Trakt at all."""
+    runtime = build_runtime(service_config(tmp_path, trakt, receiver), clock=clock)
+    runtime.open()
+    sign_in_trakt(runtime.store, trakt, "me", now=clock())
+    yield runtime
+    runtime.close()
+
+
+def service_config(tmp_path: Path, trakt: FakeTrakt, receiver: AlertReceiver) -> Config:
     config = parse_config(
         f"""
 storage: {{path: {tmp_path / "wb.db"}}}
@@ -61,11 +72,7 @@ profiles:
         Path("watchbridge.yaml"),
         {},
     )
-    runtime = build_runtime(quick_refresh_race(config), clock=clock)
-    runtime.open()
-    sign_in_trakt(runtime.store, trakt, "me", now=clock())
-    yield runtime
-    runtime.close()
+    return quick_refresh_race(config)
 
 
 @pytest.fixture
@@ -282,6 +289,40 @@ async def test_a_pause_deliveries_hold_plays_for_is_left_to_them(
         await housekeeping(runtime, client)
     assert receiver.titles() == [PAUSED]
     assert runtime.store.outbox_counts()["pending"] == 1
+
+
+async def test_a_pause_a_release_before_the_sign_in_mark_held_plays_for_stays_after_the_upgrade(
+    tmp_path: Path, trakt: FakeTrakt, clock: FakeClock, receiver: AlertReceiver
+) -> None:
+    # Releases before m012 kept a play held for a sign-in with only its error, and the pause
+    # they told of as an open condition. The first housekeeping after the upgrade found no row
+    # marked as waiting, took the pair (fresh, but refused) for working and sent "Resolved:
+    # ... the trakt sign-in of profile me works again" while the play still waited for it.
+    refused = f"trakt: Trakt no longer accepts the sign-in of profile me: run `{AUTH}`"
+    held = {"target": "trakt", "idempotency_key": "held", "last_error": refused}
+    outbox_before(tmp_path / "wb.db", "m012_outbox_waits_for_sign_in", [held])
+    told = {"sent_at": clock() - HOUR, "title": PAUSED, "open": True, "opened_at": clock() - HOUR}
+    old = sqlite_utils.Database(tmp_path / "wb.db")
+    old["id_cache"].insert(
+        {"namespace": "alerts", "lookup": "credentials\x1ftrakt:me", "result": json.dumps(told)}
+        | {"fetched_at": clock() - HOUR, "expires_at": clock() + 30 * 86400}
+    )
+    old.close()
+    runtime = build_runtime(service_config(tmp_path, trakt, receiver), clock=clock)
+    runtime.open()
+    try:
+        sign_in_trakt(runtime.store, trakt, "me", now=clock())  # the pair the release kept
+        trakt.revoke_tokens()
+        made = trakt_client(runtime.config, runtime)
+        assert made is not None
+        for _ in range(3):
+            await housekeeping(runtime, made)
+            clock.advance(HOUR)
+        await made.aclose()
+        assert receiver.titles() == []
+        assert runtime.store.waits_for_sign_in("trakt", "me")
+    finally:
+        runtime.close()
 
 
 # Seconds: the stop took Apprise's timeout (10 s) before its fix.

@@ -134,6 +134,14 @@ _UNMARKED_REASON = (
 )
 # Rows waiting for ids a target can use, also those whose earlier send may have landed.
 _UNMATCHED = f"(last_error LIKE 'unmatched:%' OR last_error LIKE '{UNKNOWN_OUTCOME}: unmatched:%')"
+# SQL: the errors releases before m012 held a row for a sign-in with (a Trakt, AniList or Plex
+# person's sign-in refused: `watchbridge auth ...`; a Serializd account or the Plex server's
+# token refused: its config key).
+_OLD_SIGN_IN_HOLD = (
+    "instr(last_error, 'watchbridge auth ') > 0"
+    " OR instr(last_error, '.accounts.serializd') > 0"
+    " OR instr(last_error, 'services.plex.token') > 0"
+)
 # Rows `deadletters discard` takes by id: dead letters, and queued rows waiting for ids
 # (`_UNMATCHED`), which the user may give up rather than wait for (an unplaced HAMA episode waits
 # so without end). Not in flight: a try under way settles the row as it ends.
@@ -435,6 +443,13 @@ def m012_outbox_waits_for_sign_in(db: sqlite_utils.Database) -> None:
     # changed config is tried at once for those, not for a rate limit's or a backoff's waits.
     # (This migration also makes the last release refuse a database it would misread.)
     db.execute("ALTER TABLE outbox ADD COLUMN waits_for_sign_in INTEGER NOT NULL DEFAULT 0")
+    # The rows the last release held for a sign-in kept only their error, which names the
+    # command or the config key that gives one: marked too, or the first look after the
+    # upgrade took the refused sign-in for working again (a false "works again" notice).
+    db.execute(
+        "UPDATE outbox SET waits_for_sign_in = 1 WHERE status = 'pending'"
+        f" AND NOT COALESCE({_UNMATCHED}, 0) AND ({_OLD_SIGN_IN_HOLD})"
+    )
 
 
 @migrations()
