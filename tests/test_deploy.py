@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.harness import watchbridge
 from watchbridge.anime_data import from_config
 from watchbridge.app import start_warnings
 from watchbridge.config import ServerConfig, load_config
@@ -39,7 +40,12 @@ from watchbridge.entrypoint import (
     write_private,
 )
 from watchbridge.errors import ConfigError
-from watchbridge.homeassistant import APP_ENV, HomeAssistantApp, app_from_environment
+from watchbridge.homeassistant import (
+    APP_ENV,
+    FROM_OWN_YAML,
+    HomeAssistantApp,
+    app_from_environment,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "config" / "watchbridge.example.yaml"
@@ -572,6 +578,37 @@ def test_container_first_start_copies_the_example_and_runs_the_real_cli(tmp_path
     assert (tmp_path / "config" / "watchbridge.yaml").read_text() == EXAMPLE.read_text()
     assert "wrote the example config" in result.stderr
     assert "config OK" in result.stdout
+
+
+def test_the_apps_check_config_names_the_options_not_the_generated_files_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `check-config` as the app's entrypoint prepares it (DOCS.md: a command in the app): the
+    # service's own warnings are about values the options form filled in.
+    options = {
+        "media_users": ["1", "alex"],
+        "plex_plays_from": "tautulli",
+        "trakt_client_id": "trakt-id",
+        "webhook_secret": "short-secret",
+    }
+    paths = _paths(tmp_path)
+    plan = plan_start(["check-config"], paths, options, TOKEN)
+    apply_plan(plan, paths)
+    for name, value in plan.env.items():
+        monkeypatch.setenv(name, value)
+    result = watchbridge(*plan.argv[1:])
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stdout.splitlines() if line.startswith("warning: ")]
+    assert any(w.startswith("warning: media_users lists '1', which Tautulli") for w in warnings)
+    assert any(w.startswith("warning: webhook_secret is shorter than") for w in warnings)
+    assert not any("profiles." in w or "server." in w for w in warnings), warnings
+
+
+def test_an_own_yaml_in_the_app_is_warned_about_by_its_own_keys(tmp_path: Path) -> None:
+    own = tmp_path / "watchbridge.yaml"
+    own.write_text(render_config(translate_options({"media_users": ["1"]}, TOKEN, tmp_path)))
+    warnings = start_warnings(load_config(own, {}), [], environ={APP_ENV: FROM_OWN_YAML})
+    assert any(w.startswith("profiles.household.users.tautulli lists '1'") for w in warnings)
 
 
 def test_puid_and_pgid_other_than_the_containers_user_are_said_to_do_nothing(

@@ -76,7 +76,12 @@ from watchbridge.downtime import (
 )
 from watchbridge.errors import StoreError
 from watchbridge.filesystems import read_mountinfo, shared_filesystem_warning
-from watchbridge.homeassistant import HomeAssistantApp, app_from_environment, port_problems
+from watchbridge.homeassistant import (
+    HomeAssistantApp,
+    app_from_environment,
+    in_options_words,
+    port_problems,
+)
 from watchbridge.ids import SERVER_NAMES, SERVER_SETTINGS
 from watchbridge.lastwebhooks import LastWebhooks
 from watchbridge.logs import Redactor, mask_also, mask_renewed
@@ -565,6 +570,10 @@ def start_warnings(
                 "own webhook calls the server owner 1, Tautulli sends the owner's plex.tv "
                 "account id; list the owner's user name or that id instead (docs/webhooks.md)"
             )
+    app = app_from_environment(environ)
+    if app is not None and app.options_form:
+        # Each key the options form filled in, by its option: the user never saw the file.
+        return [in_options_words(warning) for warning in warnings]
     return warnings
 
 

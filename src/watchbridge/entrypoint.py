@@ -33,8 +33,10 @@ from watchbridge.homeassistant import (
     FROM_OPTIONS,
     FROM_OWN_YAML,
     INGRESS_PORT,
+    OPTIONS_PROFILE,
     WEBHOOK_PORT,
     alert_urls_entry,
+    option_of,
 )
 
 HA_INGRESS_PROXY = "172.30.32.2"
@@ -48,7 +50,6 @@ IMAGE_EXAMPLE_CONFIG = "/app/watchbridge.example.yaml"
 # Asking for these must work even when no config can be prepared (e.g. read-only mounts).
 NO_CONFIG_ARGS = frozenset({"--version", "--help", "-h"})
 # Environment variables a user's own YAML can reference to pick up the app options.
-OPTIONS_PROFILE = "household"  # the profile the options form maps `media_users` to
 MEDIA_SOURCES = ("jellyfin", "emby", "generic")
 # Plex's plays come from its own webhooks or Tautulli's (option `plex_plays_from`): both would
 # report each viewing, minutes apart. Unset (set-ups older than the option): both.
@@ -142,15 +143,6 @@ def translate_options(
     return config
 
 
-# The config keys the options form fills in, by the option that fills each (translate_options).
-OPTION_OF_KEY = {
-    "server.webhook_secret": "webhook_secret",
-    "logging.level": "log_level",
-    "alerts.urls": "alert_urls",
-    "services.trakt.client_id": "trakt_client_id",
-    "services.trakt.client_secret": "trakt_client_secret",
-    f"profiles.{OPTIONS_PROFILE}.users": "media_users",
-}
 _CONFIG_PROBLEM = re.compile(r"^\S+:\d+ (?P<key>[^:\s]+): (?P<problem>.*)$")
 
 
@@ -173,8 +165,7 @@ def _as_option(problem: str) -> str:
     found = _CONFIG_PROBLEM.match(problem)
     if found is None:
         return problem
-    key = found["key"]
-    option = next((o for k, o in OPTION_OF_KEY.items() if key.startswith(k)), None)
+    option = option_of(found["key"])
     return f"{option}: {found['problem']}" if option else problem
 
 

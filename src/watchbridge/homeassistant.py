@@ -19,6 +19,17 @@ FROM_OWN_YAML = "own-yaml"  # the user's own YAML (the config_file option), used
 # and the Supervisor's watchdog asks its /healthz.
 INGRESS_PORT = 8099
 WEBHOOK_PORT = 8765
+OPTIONS_PROFILE = "household"  # the profile the options form maps `media_users` to
+# The config keys the options form fills in, by the option that fills each
+# (entrypoint.translate_options): a user of the form never saw the file that has the keys.
+OPTION_OF_KEY = {
+    "server.webhook_secret": "webhook_secret",
+    "logging.level": "log_level",
+    "alerts.urls": "alert_urls",
+    "services.trakt.client_id": "trakt_client_id",
+    "services.trakt.client_secret": "trakt_client_secret",
+    f"profiles.{OPTIONS_PROFILE}.users": "media_users",
+}
 
 COMMANDS_HELP = (
     "Home Assistant: how to run a watchbridge command named here is in the app's "
@@ -42,6 +53,7 @@ COMMANDS = (
 )
 _COMMAND = re.compile(r"\bwatchbridge (?:" + "|".join(map(re.escape, COMMANDS)) + r")(?![\w-])")
 _ALERT_URL_ENTRY = re.compile(r"\balerts\.urls\[(\d+)\]")
+_CONFIG_KEY = re.compile(r"\b[a-z_]+(?:\.[A-Za-z0-9_-]+|\[\d+\])+")
 
 
 @dataclass(frozen=True)
@@ -77,6 +89,25 @@ def alert_urls_entry(number: int) -> str:
 def as_option_entries(text: str) -> str:
     """`alerts.urls[N]` (the config's key, counted from 0) as the option's entry N+1."""
     return _ALERT_URL_ENTRY.sub(lambda found: alert_urls_entry(int(found[1]) + 1), text)
+
+
+def option_of(key: str) -> str | None:
+    """The option that fills the config key `key` (or a key under it); None for a key the
+    options form does not fill."""
+    return next(
+        (
+            option
+            for filled, option in OPTION_OF_KEY.items()
+            if key == filled or key.startswith((f"{filled}.", f"{filled}["))
+        ),
+        None,
+    )
+
+
+def in_options_words(text: str) -> str:
+    """A warning about a config written from the options form, with each key the form fills
+    named by its option (an alert URL by its entry); other keys are left as they are."""
+    return _CONFIG_KEY.sub(lambda found: option_of(found[0]) or found[0], as_option_entries(text))
 
 
 def port_problems(port: int, webhook_port: int | None) -> list[str]:
