@@ -65,9 +65,11 @@ WORKDIR /app
 VOLUME ["/config", "/data"]
 EXPOSE 8765
 
-# Under Home Assistant 8765 is server.webhook_port, which also answers /healthz.
+# Asks /healthz on $WATCHBRIDGE_PORT (8765) at the address server.host listens on (loopback for
+# every interface), read from the config the entrypoint chooses. Under Home Assistant 8765 is
+# server.webhook_port, which also answers /healthz.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["/opt/venv/bin/python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('WATCHBRIDGE_PORT', '8765'), timeout=4)"]
+    CMD ["/opt/venv/bin/python", "-m", "watchbridge.healthcheck"]
 
 ENTRYPOINT ["/opt/venv/bin/python", "-m", "watchbridge.entrypoint"]
 

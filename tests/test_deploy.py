@@ -19,7 +19,14 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.harness import watchbridge
+from tests.harness import (
+    START_TIMEOUT,
+    ServiceProcess,
+    free_port,
+    wait_ready,
+    watchbridge,
+    write_config,
+)
 from watchbridge.anime_data import from_config
 from watchbridge.app import start_warnings
 from watchbridge.config import ServerConfig, load_config
@@ -40,6 +47,7 @@ from watchbridge.entrypoint import (
     write_private,
 )
 from watchbridge.errors import ConfigError
+from watchbridge.healthcheck import addresses_to_ask, healthz_url, service_host
 from watchbridge.homeassistant import (
     APP_ENV,
     FROM_OWN_YAML,
@@ -1022,7 +1030,8 @@ def test_compose_bounds_the_containers_log() -> None:
 
 def test_compose_healthcheck_is_exec_form_python() -> None:
     test = _compose()["services"]["watchbridge"]["healthcheck"]["test"]
-    assert test[0] == "CMD" and test[1].endswith("python") and "/healthz" in test[-1]
+    assert test[0] == "CMD" and test[1].endswith("python")
+    assert test[2:] == ["-m", "watchbridge.healthcheck"]  # the image's (its test below)
 
 
 def test_compose_monitoring_stack_is_behind_a_profile() -> None:
@@ -1154,6 +1163,95 @@ def test_dockerfile_default_target_runs_as_uid_1000_through_the_entrypoint() -> 
     assert lines[-1] == "USER 1000:1000"
     assert 'ENTRYPOINT ["/opt/venv/bin/python", "-m", "watchbridge.entrypoint"]' in lines
     assert 'VOLUME ["/config", "/data"]' in lines
+
+
+def _healthcheck_command(source: str) -> list[str]:
+    """The image's (or compose's) healthcheck command, to run with this interpreter."""
+    if source == "Dockerfile":
+        joined = (REPO / "Dockerfile").read_text().replace("\\\n", " ")
+        line = next(ln for ln in joined.splitlines() if ln.startswith("HEALTHCHECK "))
+        command = json.loads(line.split(" CMD ", 1)[1])
+    else:
+        command = _compose()["services"]["watchbridge"]["healthcheck"]["test"][1:]
+    assert command[0] == "/opt/venv/bin/python"
+    return [sys.executable, *command[1:]]
+
+
+def _healthcheck_env(tmp_path: Path, config: Path, port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHBRIDGE_")}
+    env.update(
+        WATCHBRIDGE_CONFIG=str(config),
+        WATCHBRIDGE_DATA_DIR=str(tmp_path / "data"),
+        WATCHBRIDGE_PORT=str(port),
+        WATCHBRIDGE_IMAGE="1",
+    )
+    return env
+
+
+def test_the_healthchecks_ask_the_address_the_service_listens_on(tmp_path: Path) -> None:
+    # server.host set to one address (host networking on Unraid): the service does not answer
+    # on 127.0.0.1, and a check asking there marked the container unhealthy for ever.
+    port = free_port()
+    config = write_config(tmp_path, port=port)
+    config.write_text(config.read_text().replace("host: 127.0.0.1", "host: 127.0.0.2"))
+    env = _healthcheck_env(tmp_path, config, port)
+    service = ServiceProcess(config, port).start(wait=False)
+    try:
+        wait_ready(f"http://127.0.0.2:{port}", START_TIMEOUT, serving=service._listening)
+        checks = {
+            source: subprocess.run(
+                _healthcheck_command(source), env=env, capture_output=True, text=True, timeout=60
+            )
+            for source in ("Dockerfile", "docker-compose.yml")
+        }
+    finally:
+        service.terminate()
+    assert {source: result.returncode for source, result in checks.items()} == {
+        "Dockerfile": 0,
+        "docker-compose.yml": 0,
+    }, {source: result.stdout + result.stderr for source, result in checks.items()}
+    stopped = subprocess.run(
+        _healthcheck_command("Dockerfile"), env=env, capture_output=True, text=True, timeout=60
+    )
+    assert stopped.returncode == 1
+    assert stopped.stdout.startswith(f"http://127.0.0.2:{port}/healthz: ")
+
+
+@pytest.mark.parametrize(
+    ("host", "asked"),
+    [
+        ("0.0.0.0", ["127.0.0.1"]),
+        ("", ["127.0.0.1"]),
+        ("::", ["::1", "127.0.0.1"]),
+        ("192.168.1.20", ["192.168.1.20"]),
+        ("fd00::20", ["fd00::20"]),
+        ("nas.local", ["nas.local"]),
+    ],
+)
+def test_the_healthcheck_asks_loopback_for_every_interface_and_an_address_itself(
+    host: str, asked: list[str]
+) -> None:
+    assert addresses_to_ask(host) == asked
+    assert healthz_url("fd00::20", "8765") == "http://[fd00::20]:8765/healthz"
+
+
+def test_the_apps_healthcheck_reads_the_config_the_app_runs(tmp_path: Path) -> None:
+    paths = _paths(tmp_path)
+    env = _healthcheck_env(tmp_path, paths.config, 8765)
+    paths.data.mkdir(parents=True)
+    paths.ha_options.write_text(json.dumps(FULL_OPTIONS))
+    token = load_or_create_token(paths.data / "watchbridge.api_token")  # as the app's start
+    apply_plan(plan_start([], paths, FULL_OPTIONS, token), paths)  # writes them
+    assert service_host(env) == ("0.0.0.0", None)  # the options form's
+    own = paths.config.parent / "mine.yaml"
+    own.parent.mkdir(parents=True)
+    own.write_text(
+        "server: {host: 192.168.1.20, port: 8099, webhook_port: 8765,"
+        " api_token: '${WATCHBRIDGE_API_TOKEN}'}\n"
+        f"storage: {{path: {paths.data / 'watchbridge.db'}}}\n"
+    )
+    paths.ha_options.write_text(json.dumps({**FULL_OPTIONS, "config_file": own.name}))
+    assert service_host(env) == ("192.168.1.20", None)
 
 
 def test_dockerfile_keeps_sqlites_temporary_files_on_the_data_disk() -> None:
