@@ -662,6 +662,15 @@ def test_a_pasted_key_with_a_stray_space_is_named(body: str, key: str) -> None:
     assert "tok" not in str(caught.value).replace("token", "")
 
 
+def test_a_space_that_came_with_a_variable_is_said_to_be_where_it_is_set() -> None:
+    # The file shows `${ID}` and no space: the space is in the .env line or the container's
+    # variable. A space written around the variable in the file is the file's to remove.
+    from_variable = error_of("services:\n  trakt:\n    client_id: x${ID}\n", {"ID": "abc "})
+    assert from_variable.endswith("(pasted?): remove it where ${ID} is set")
+    in_the_file = error_of("services:\n  trakt:\n    client_id: '${ID} '\n", {"ID": "abc"})
+    assert in_the_file.endswith("(pasted?): remove it")
+
+
 @pytest.mark.parametrize(
     ("body", "key"),
     [

@@ -403,6 +403,48 @@ def test_a_webhook_secret_option_pasted_with_a_space_is_refused_as_an_own_yaml_i
         load_config(own, {})
 
 
+@pytest.mark.parametrize("option", ["trakt_client_id", "trakt_client_secret"])
+def test_a_trakt_option_pasted_with_a_space_is_refused_naming_the_option(
+    tmp_path: Path, option: str
+) -> None:
+    refused = "starts or ends with a space or line break (pasted?): remove it"
+    pasted = {**FULL_OPTIONS, option: f"{FULL_OPTIONS[option]}\n"}
+    with pytest.raises(StartError) as caught:
+        plan_start([], _paths(tmp_path), pasted, TOKEN)
+    assert str(caught.value) == f"the app options: {option}: {refused}"
+
+
+@pytest.mark.parametrize(
+    ("option", "variable", "key"),
+    [
+        ("webhook_secret", "WATCHBRIDGE_WEBHOOK_SECRET", "server.webhook_secret"),
+        ("trakt_client_id", "TRAKT_CLIENT_ID", "services.trakt.client_id"),
+        ("trakt_client_secret", "TRAKT_CLIENT_SECRET", "services.trakt.client_secret"),
+    ],
+)
+def test_an_own_yaml_refuses_an_option_pasted_with_a_space_naming_its_variable(
+    tmp_path: Path, option: str, variable: str, key: str
+) -> None:
+    # The own YAML takes the option as ${VARIABLE}: it was stripped on the way, silently.
+    paths = _paths(tmp_path)
+    own = paths.config.parent / "watchbridge.yaml"
+    own.parent.mkdir(parents=True)
+    own.write_text(
+        "server: {webhook_secret: '${WATCHBRIDGE_WEBHOOK_SECRET}'}\n"
+        "services:\n"
+        "  trakt: {client_id: '${TRAKT_CLIENT_ID}', client_secret: '${TRAKT_CLIENT_SECRET}'}\n"
+    )
+    options = {**FULL_OPTIONS, "config_file": own.name, option: f" {FULL_OPTIONS[option]}"}
+    plan = plan_start([], paths, options, TOKEN)
+    with pytest.raises(ConfigError) as caught:
+        load_config(own, plan.env)
+    assert caught.value.message.endswith(
+        f"{key}: starts or ends with a space or line break (pasted?): remove it where "
+        f"${{{variable}}} is set"
+    )
+    assert FULL_OPTIONS[option] not in caught.value.message  # a secret stays unsaid
+
+
 def test_media_users_typed_with_commas_in_one_entry_are_named_as_the_option(
     tmp_path: Path,
 ) -> None:

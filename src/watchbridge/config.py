@@ -1434,7 +1434,7 @@ class _Validator:
         if _sent_in_headers(hint, key):
             problem = _header_problem(text, key)
             if problem:
-                self.fail(node, key, problem)
+                self.fail(node, key, _where_set(problem, str(node.value)))
                 return _Invalid
         converted = _convert(hint, text)
         if converted is _Invalid:
@@ -1602,6 +1602,17 @@ def _sent_in_headers(hint: Any, key: str) -> bool:
 
 
 PASTED_WITH_A_SPACE = "starts or ends with a space or line break (pasted?): remove it"
+
+
+def _where_set(problem: str, written: str) -> str:
+    """`problem`, saying where to remove the space when the file's text has none around it:
+    it came with an environment variable (a .env line, a container's variable, an app
+    option), and the file holds only the variable's name."""
+    names = [found[1] for found in _VAR.finditer(written) if found[1]]
+    if problem != PASTED_WITH_A_SPACE or not names or written != written.strip():
+        return problem
+    shown = ", ".join(f"${{{name}}}" for name in names)
+    return f"{problem} where {shown} {'is' if len(names) == 1 else 'are'} set"
 
 
 def _header_problem(text: str, key: str) -> str | None:

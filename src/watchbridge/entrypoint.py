@@ -60,6 +60,9 @@ OPTION_ENV = {
     "trakt_client_secret": "TRAKT_CLIENT_SECRET",
     "log_level": "WATCHBRIDGE_LOG_LEVEL",
 }
+# The options taken as typed (`_as_typed`): secrets and ids, which go into headers or are
+# compared with what a media server sends.
+TYPED_OPTIONS = frozenset({"webhook_secret", "trakt_client_id", "trakt_client_secret"})
 
 
 class StartError(Exception):
@@ -115,9 +118,8 @@ def translate_options(
         "trusted_proxies": [HA_INGRESS_PROXY],
     }
     if _text(options, "webhook_secret"):
-        # As typed: a space pasted around it is refused, naming the option, as an own YAML's
-        # is (a media server's URL would hold the secret without it; the config says so).
-        server["webhook_secret"] = str(options["webhook_secret"])
+        # A media server's URL would hold the secret without the space; the config says so.
+        server["webhook_secret"] = _as_typed(options, "webhook_secret")
     config: dict[str, Any] = {
         "server": server,
         "storage": {"path": str(data_dir / "watchbridge.db")},
@@ -125,10 +127,10 @@ def translate_options(
         "alerts": {"urls": _texts(options, "alert_urls")},
     }
     # Trakt made the client secret optional for sign-in in 2026: the id alone is enough.
-    if client_id := _text(options, "trakt_client_id"):
-        trakt = {"client_id": client_id}
-        if client_secret := _text(options, "trakt_client_secret"):
-            trakt["client_secret"] = client_secret
+    if _text(options, "trakt_client_id"):
+        trakt = {"client_id": _as_typed(options, "trakt_client_id")}
+        if _text(options, "trakt_client_secret"):
+            trakt["client_secret"] = _as_typed(options, "trakt_client_secret")
         config["services"] = {"trakt": trakt}
     plex_sources = PLEX_SOURCES.get(_text(options, "plex_plays_from") or "", PLEX_SOURCES[""])
     if users := _texts(options, "media_users"):
@@ -191,7 +193,14 @@ def options_auth_problem(args: Sequence[str], options: Mapping[str, Any]) -> str
 def options_env(options: Mapping[str, Any], api_token: str) -> dict[str, str]:
     """Environment for a user's own YAML: each set option under the name it can `${...}`."""
     env = {"WATCHBRIDGE_API_TOKEN": api_token}
-    env.update({var: value for key, var in OPTION_ENV.items() if (value := _text(options, key))})
+    env.update(
+        {
+            # The YAML refuses a space around a secret, naming the variable (`_as_typed`).
+            var: _as_typed(options, key) if key in TYPED_OPTIONS else _text(options, key)
+            for key, var in OPTION_ENV.items()
+            if _text(options, key)
+        }
+    )
     for number, url in enumerate(_texts(options, "alert_urls"), start=1):
         env[f"WATCHBRIDGE_ALERT_URL_{number}"] = url
     return env
@@ -359,6 +368,12 @@ def _config_env(config: Path) -> dict[str, str]:
 def _text(options: Mapping[str, Any], key: str) -> str:
     value = options.get(key)
     return "" if value is None else str(value).strip()
+
+
+def _as_typed(options: Mapping[str, Any], key: str) -> str:
+    """A secret option as the user typed it: a space pasted around it is refused where it is
+    used, as the same secret in an own YAML is (stripped, the two ways would disagree)."""
+    return str(options[key])
 
 
 def _texts(options: Mapping[str, Any], key: str) -> list[str]:
