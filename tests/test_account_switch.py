@@ -320,6 +320,32 @@ async def test_a_trakt_sign_in_as_someone_else_is_told_by_the_next_housekeeping(
     assert "run `watchbridge auth trakt --profile me`" in alert["message"]
 
 
+async def test_the_alert_names_the_trakt_accounts_by_their_usernames_as_text_others_wrote(
+    tmp_path: Path,
+    trakt: FakeTrakt,
+    serializd: FakeSerializd,
+    receiver: AlertReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Trakt account's uuid tells a user nothing: the alert names both accounts by the
+    usernames their reads found, a character that would turn the line around shown as its
+    code."""
+    use_fast_readers(monkeypatch)
+    rig = rig_with_alerts(tmp_path, trakt, serializd, receiver)
+    try:
+        await rig.sync_and_deliver()  # its read notes the account, sean
+        robin = trakt.add_user("robin\u202e")
+        said = sign_in_with_the_cli(cli_config(tmp_path, trakt, serializd), trakt, robin)
+        await housekeeping(rig.runtime)
+    finally:
+        await rig.aclose()
+    told = "profile me: trakt is now user robin\\u202e (was user sean)"
+    assert told in said
+    (alert,) = account_alerts(receiver)
+    assert told in alert["message"]
+    assert robin.uuid not in alert["message"] and "\u202e" not in alert["message"]
+
+
 async def test_a_side_changed_again_within_the_throttle_window_is_told_after_it(
     tmp_path: Path, trakt: FakeTrakt, serializd: FakeSerializd, receiver: AlertReceiver
 ) -> None:
@@ -602,7 +628,8 @@ async def test_signing_in_to_trakt_as_someone_else_removes_nothing_from_serializ
     assert [p[:2] for p in diary_plays(serializd)] == [(1, 1)]
     assert [(e.item.season, e.item.number) for e in trakt.history(robin)] == [(1, 1)]
     assert len(trakt.history()) == 1  # the first account's play stays where it is
-    assert f"trakt is now account {robin.uuid} (was account {trakt.user.uuid})" in said
+    # By the usernames the sign-ins read: a uuid tells a user nothing.
+    assert "trakt is now user robin (was user sean)" in said
 
 
 async def test_signing_in_as_someone_else_over_an_older_releases_sign_in_starts_over(
@@ -623,7 +650,7 @@ async def test_signing_in_as_someone_else_over_an_older_releases_sign_in_starts_
 
     assert [p[:2] for p in diary_plays(serializd)] == [(1, 1)]
     assert len(trakt.history(robin)) == 1
-    assert f"trakt is now account {robin.uuid} (was account " in printed
+    assert "trakt is now user robin (was user sean)" in printed  # the old token's, asked
 
 
 async def test_signing_in_again_over_an_older_releases_revoked_sign_in_goes_on_as_before(
@@ -1178,7 +1205,7 @@ async def test_another_trakt_account_is_noticed_by_the_next_read_when_the_sign_i
     await rig.sync_and_deliver(full=True)
 
     assert "is now" not in said
-    assert "trakt is now account" in result.plans[0].restarted
+    assert "trakt is now user robin (was user sean)" in result.plans[0].restarted
     assert [p[:2] for p in diary_plays(serializd)] == [(1, 1)]
     assert len(trakt.history(robin)) == 1
 

@@ -1486,7 +1486,10 @@ def test_signing_in_a_second_profile_to_the_first_ones_trakt_account_is_warned_o
     assert alice.returncode == 0 and "same Trakt account" not in alice.stdout + alice.stderr
     bob = sign_in("bob", None)
     assert bob.returncode == 0, bob.stderr
-    assert "profile bob is signed in to the same Trakt account as profile alice" in bob.stderr
+    assert (
+        "profile bob is signed in to the same Trakt account as profile alice (user sean)"
+        in bob.stderr  # its username, not its uuid
+    )
     assert "watchbridge auth trakt --profile bob" in bob.stderr
     right = sign_in("bob", "bob")  # again, signed in on trakt.tv as Bob
     assert "same Trakt account" not in right.stdout + right.stderr

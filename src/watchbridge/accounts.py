@@ -48,6 +48,7 @@ from typing import Protocol
 
 from watchbridge.config import Config, link_profiles
 from watchbridge.reconcile import ABSORBED, EXPECTED, UNDATED, Side
+from watchbridge.shown_text import on_one_line
 from watchbridge.store import ACCOUNT_CURSOR, OutboxItem, Store
 
 log = logging.getLogger(__name__)
@@ -108,17 +109,19 @@ class AccountChange:
     # they were another account's (kept by a release that did not record whose).
     unrecognised: bool = False
     reviewed: tuple[str, ...] = ()  # of `links`, those whose first run waits for a review
+    # `before` and `after` as a user knows them (`account_shown`); empty: as `shown` says.
+    before_shown: str = ""
+    after_shown: str = ""
 
     def describe(self) -> str:
+        before = self.before_shown or shown(self.before)
+        after = self.after_shown or shown(self.after)
         if self.unrecognised:
             return (
-                f"profile {self.profile}: {self.service} ({shown(self.after)}) holds none of "
+                f"profile {self.profile}: {self.service} ({after}) holds none of "
                 "the plays watchbridge kept for it: they were another account's"
             )
-        return (
-            f"profile {self.profile}: {self.service} is now {shown(self.after)} "
-            f"(was {shown(self.before)})"
-        )
+        return f"profile {self.profile}: {self.service} is now {after} (was {before})"
 
     def message(self) -> str:
         links = ", ".join(self.links) or "no link"
@@ -215,7 +218,8 @@ class AccountChange:
 
     def not_sent(self) -> str:
         return (
-            f"{NOT_SENT} ({self.service}, {shown(self.before)}, of profile {self.profile}); "
+            f"{NOT_SENT} ({self.service}, {self.before_shown or shown(self.before)}, of profile "
+            f"{self.profile}); "
             "sent, it would remove from the account used now: discard it "
             "(`watchbridge deadletters discard`)"
         )
@@ -255,6 +259,18 @@ def trakt_account_of(identity: str) -> str | None:
 
 def shown(account: str) -> str:
     return ", ".join(part for part in account.split(SEP) if part) or "unknown"
+
+
+def account_shown(store: Store, service: str, identity: str, now: float) -> str:
+    """An account as a user knows it: a Trakt account by its username, where a read of its
+    settings left it in the store's cache (shown as text others wrote), else as `shown`
+    names it (a Trakt account's uuid: it tells a user nothing, but it is all there is)."""
+    from watchbridge.services.trakt import username_of  # heavy; readers import this module
+
+    account = trakt_account_of(identity) if service == "trakt" else None
+    if account and (username := username_of(store, account, now)):
+        return f"user {on_one_line(username)}"
+    return shown(identity)
 
 
 def same_account(before: str, after: str) -> bool:
@@ -416,7 +432,16 @@ def _start_over(
     ]
     reviewed = tuple(link for link in links if config.links[link].first_run == "dry-run")
     change = AccountChange(
-        service, profile, before, after, links, tuple(cursors), unrecognised, reviewed
+        service,
+        profile,
+        before,
+        after,
+        links,
+        tuple(cursors),
+        unrecognised,
+        reviewed,
+        before_shown=account_shown(store, service, before, now),
+        after_shown=account_shown(store, service, after, now),
     )
     # Plex stamps our copies "now": moved to a new server with its history, they would read
     # as new plays; its reader keeps the records of them to tell (`readers.plex`).

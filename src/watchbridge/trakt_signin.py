@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from watchbridge.accounts import SEP, account_named, note_account, shown
+from watchbridge.accounts import SEP, account_named, account_shown, note_account
 from watchbridge.config import Config
 from watchbridge.errors import WatchbridgeError
 from watchbridge.services.trakt import DeviceCode, TraktClient
@@ -83,9 +83,10 @@ def _settle(
             notes.append(change.message())
     warning = None
     if after and (twin := signed_in_elsewhere(store, config, "trakt", profile, after)):
+        whose = account_shown(store, "trakt", after, now)  # its username, where known
         warning = (
             f"profile {profile} is signed in to the same Trakt account as profile {twin} "
-            f"({shown(after)}): {profile}'s plays would land on {twin}'s Trakt. If that is not "
+            f"({whose}): {profile}'s plays would land on {twin}'s Trakt. If that is not "
             f"meant, sign in on trakt.tv as {profile}'s account (or sign out there) and run "
             f"`watchbridge auth trakt --profile {profile}` again"
         )
