@@ -85,6 +85,20 @@ class Home:
         body = {k: v for k, v in body.items() if v is not None}
         self._post("jellyfin", json.dumps(body).encode(), "application/json")
 
+    def generic(self, event: str, percent: float, played: bool = False) -> None:
+        """Our own schema (a Kodi script, a Home Assistant automation), for Arrival."""
+        body = {
+            "event": event,
+            "user": "alex",
+            "player": "kodi",
+            "position_ms": int(MOVIE_MS * percent / 100),
+            "duration_ms": MOVIE_MS,
+            "item": {"type": "movie", "ids": {"imdb": "tt2543164"}},
+        }
+        if played:
+            body["played"] = True
+        self._post("generic", json.dumps(body).encode(), "application/json")
+
     def _post(self, source: str, content: bytes, content_type: str) -> None:
         response = httpx.post(
             f"{self.thread.url}/webhooks/{source}/{SECRET}",
@@ -133,7 +147,7 @@ services:
   trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
 profiles:
   me:
-    users: {{plex: ["1"], jellyfin: [{jellyfin_users}]}}
+    users: {{plex: ["1"], jellyfin: [{jellyfin_users}], generic: [alex]}}
     completion_threshold: {threshold}
     accounts: {{trakt: {{}}}}
 """,
@@ -563,6 +577,27 @@ def test_plex_sought_back_to_the_start_in_the_credits_and_watched_again_is_a_sec
     plays = home.plays()
     assert len(plays) == 2 and plays[0] == first and near(plays[1], again)
     assert home.trakt.watching() is None
+
+
+def test_a_generic_player_paused_for_hours_in_the_credits_it_resumed_is_one_play(
+    home: Home,
+) -> None:
+    # Stopped in the credits (played), resumed there a minute later, paused for the evening,
+    # then resumed and stopped at the end (played again): one viewing. The hours it stood
+    # paused are no time spent playing it again from the start.
+    home.generic("start", 0)
+    home.later(105 * 60)
+    home.generic("stop", 91, played=True)
+    (first,) = home.plays()
+    home.later(60)
+    home.generic("start", 91)
+    home.later(60)
+    home.generic("pause", 92)
+    home.later(3 * HOUR)
+    home.generic("resume", 92)
+    home.later(4 * 60)
+    home.generic("stop", 99, played=True)
+    assert home.plays() == [first]
 
 
 def test_one_jellyfin_playback_shared_by_two_accounts_of_one_profile_is_one_play(

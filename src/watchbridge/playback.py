@@ -90,8 +90,8 @@ class Session:
     # an older release: `updated_at` stands for it).
     completed_at: float = 0.0
     # After a viewing it completed: when the playback the player is in began, if a start came
-    # since the completion (0: none; the completion began it). Its pauses, resumes and
-    # position reports leave it: a viewing's time is counted from here, not from them.
+    # since the completion (0: none; the completion began it), moved later by each pause a
+    # resume ended. Position reports leave it: a viewing's time is counted from here.
     playing_since: float = 0.0
 
 
@@ -787,12 +787,16 @@ def _after_completion(session: Session, event: MediaEvent, at: float) -> Session
     if event.action == "start":
         return replace(session, state=state, updated_at=at, playing_since=at)
     if event.action == "resume":
-        return replace(session, state=state, updated_at=at)
+        # The time it stood paused (since its last event) is no time spent playing: counted
+        # in, a pause for the evening in the credits would pass for a whole viewing.
+        paused = max(0.0, at - session.updated_at)
+        began = _playback_began(session) + paused
+        return replace(session, state=state, updated_at=at, playing_since=began)
     progress = event.progress if event.progress is not None else session.progress
     return replace(session, state=state, progress=progress, updated_at=at)
 
 
 def _playback_began(session: Session) -> float:
-    """When the playback a session after its completed viewing follows began: a start since
-    the completion, else the completion itself."""
+    """When the playback a session after its completed viewing follows began, moved later by
+    the time it stood paused: a start since the completion, else the completion itself."""
     return max(_completion(session), session.playing_since)
