@@ -27,6 +27,7 @@ from tests.test_ingest_plex import with_metadata
 from tests.test_sync_plex import remove_on_trakt
 from watchbridge.app import Runtime
 from watchbridge.config import AlertsConfig, Config, parse_config, undeliverable
+from watchbridge.deliver.fence import ClaimsLost, Fence
 from watchbridge.deliver.trakt import (
     SPLIT_REQUESTS,
     TraktTarget,
@@ -51,7 +52,7 @@ from watchbridge.deliver.worker import (
     dead_letter_alert,
     unreachable_alert,
 )
-from watchbridge.http import Pacer, RetryPolicy
+from watchbridge.http import BEFORE_WRITE, Pacer, RetryPolicy
 from watchbridge.ingest import parse
 from watchbridge.ingest.plex import parse as parse_plex
 from watchbridge.maintenance import KEEP_DONE, KEEP_SESSIONS
@@ -5052,3 +5053,39 @@ async def test_a_pause_waiting_with_a_newer_start_of_another_item_still_saves_it
     assert [(p.item.title, p.progress) for p in trakt.playback("sean")] == [("Arrival", 40.0)]
     watching = trakt.watching("sean")
     assert watching is not None and watching.item.title == "Heat"
+
+
+async def test_a_write_fenced_off_after_a_try_that_may_have_landed_says_it_may_have_landed(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # A live stop's first try lands at Trakt, which then answers 502; before the client's own
+    # try again, this worker (a `watchbridge sync` that slept past its lease) finds the row
+    # taken back by the service. Nothing more goes, and the error must still say the first
+    # try may have landed: read as "nothing was written", the target takes back the row's mark.
+    trakt.advance(clock() - trakt.now())
+    client = worker.targets["trakt"].client  # type: ignore[attr-defined]
+    client.http.retry = INLINE_RETRIES
+    runtime.store.enqueue([_late_play(HEAT, clock(), "p1", live=True)], clock())
+    (row,) = runtime.store.claim("cli-asleep", clock())
+    service_runtime = build_runtime(runtime.config, clock=clock)
+    service_runtime.open()
+
+    def asleep_then_taken_back(request: object) -> bool:
+        clock.advance(CLAIM_LEASE + 1)
+        service_runtime.store.release_stale_claims(clock(), CLAIM_LEASE, f"{SERVICE_ROLE}-")
+        return True
+
+    trakt.fail_next(
+        1, 502, route="POST /scrobble/stop", after_handler=True, when=asleep_then_taken_back
+    )
+    fence = Fence(runtime.store, "cli-asleep", [row.id], clock, "trakt", clock())
+    fencing = BEFORE_WRITE.set(fence.check)
+    try:
+        with pytest.raises(ClaimsLost) as refused:
+            await client.scrobble("me", "stop", HEAT, 95.0)
+    finally:
+        BEFORE_WRITE.reset(fencing)
+        service_runtime.close()
+    assert len(trakt.history()) == 1  # the first try landed
+    assert trakt.count("POST", "/scrobble/stop") == 1  # nothing more went
+    assert refused.value.outcome_unknown

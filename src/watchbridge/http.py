@@ -838,7 +838,13 @@ class HttpClient:
                     ) from None
                 self._waited(time.monotonic() - paced)
             if write and (fence := BEFORE_WRITE.get()) is not None:
-                await fence()
+                try:
+                    await fence()
+                except Unavailable as refused:
+                    # Nothing more goes, but an earlier try (a timeout, a 502) may have
+                    # landed: said otherwise, the target takes back the row's mark.
+                    refused.outcome_unknown = refused.outcome_unknown or maybe_written
+                    raise
             started = time.monotonic()
             self.requests_sent += 1
             retry_after: float | None = None
