@@ -719,8 +719,11 @@ def m028_outbox_ordered_as_links_key_items(db: sqlite_utils.Database) -> None:
 @migrations()
 def m029_playback_session_playing_since(db: sqlite_utils.Database) -> None:
     # When the playback a player's session follows after a completed viewing began: see
-    # playback.Session.playing_since (NULL: none since the completion).
-    db.execute("ALTER TABLE playback_sessions ADD COLUMN playing_since REAL")
+    # playback.Session.playing_since (NULL: none since the completion). Safe to apply again,
+    # as the newest migration must be: tests take its record back to stand for the release
+    # before it (tests/test_serve_lock.py).
+    if "playing_since" not in db["playback_sessions"].columns_dict:
+        db.execute("ALTER TABLE playback_sessions ADD COLUMN playing_since REAL")
 
 
 def _ordering_key_of(profile: str, target: str, action: str, payload: str) -> str | None:
