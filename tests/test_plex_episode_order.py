@@ -814,3 +814,32 @@ def test_with_nothing_to_renumber_by_only_numbers_known_alike_are_linked() -> No
 
     linked = {e.rating_key for e in episodes + seasons} - apart
     assert linked == {"10", "11", "20"}
+
+
+@pytest.mark.parametrize(
+    ("source", "server"),
+    [("emby", "e1b2c3d4e5f60718293a4b5c6d7e8f90"), ("plex", "b" * 40)],
+    ids=["an-emby-item", "another-plex-servers-item"],
+)
+def test_a_waiting_play_of_another_servers_item_with_the_same_key_holds_back_no_copy(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer], source: str, server: str
+) -> None:
+    # Plex's 303 (S2E1 by Plex, Trakt's S1E3) was watched an hour ago and is not on Trakt yet.
+    # A play waits for Trakt (unmatched) of another server's item whose own key is "303" too:
+    # an Emby item id, or a ratingKey of the owner's second Plex server (or a friend's). It is
+    # another episode, and must not stand for the link's copy of 303's play.
+    rig = link_setup(tmp_path, start_fake)
+    rig.trakt.user.history.clear()
+    rig.set_tvdb_order()
+    ref = MediaRef("episode", Ids(tvdb="7777001"), show_ids=Ids(tvdb="7777"), season=1,
+                   number=1, source_key=PLEX_S2E1, show_source_key="300")  # fmt: skip
+    payload = {"item": ref_to_dict(ref), "at": time.time(), "source": source, "server": server}
+    row = NewOutboxRow("trakt", "alex", "play", payload, "o", "waiting-elsewhere")
+    store = Store.open(rig.path.parent / "watchbridge.db")
+    try:
+        job = IngestJob(source, "stop", "alex", {}, time.time(), "s", lambda *_: (None, [row]))
+        assert store.ingest(job)
+    finally:
+        store.close()
+    rig.sync()
+    assert rig.trakt_episodes() == [(1, 3)]

@@ -3432,20 +3432,20 @@ class Store:
 
     def waiting_webhook_plays(
         self, profile: str
-    ) -> list[tuple[str, dict[str, Any], float, str | None]]:
-        """(target, item, watched at, webhook source) of the plays webhooks queued for
-        `profile` that are not delivered yet (pending or in flight; dead letters are not
-        waiting)."""
+    ) -> list[tuple[str, dict[str, Any], float, str | None, str | None]]:
+        """(target, item, watched at, webhook source, its server) of the plays webhooks
+        queued for `profile` that are not delivered yet (pending or in flight; dead letters
+        are not waiting). The server: the id a Plex, Jellyfin or Emby webhook named, if any."""
         return self._webhook_plays(
             "target", "profile = ? AND status IN ('pending', 'inflight')", (profile,)
         )
 
     def waiting_webhook_ratings(
         self, profile: str
-    ) -> list[tuple[str, dict[str, Any], int, str | None]]:
-        """(target, item, rating 0-100, webhook source) of the ratings webhooks queued for
-        `profile` that are not delivered yet (pending or in flight; dead letters are not
-        waiting)."""
+    ) -> list[tuple[str, dict[str, Any], int, str | None, str | None]]:
+        """(target, item, rating 0-100, webhook source, its server) of the ratings webhooks
+        queued for `profile` that are not delivered yet (pending or in flight; dead letters
+        are not waiting)."""
         rows = self._query(
             "SELECT target, payload FROM outbox WHERE profile = ? AND action = 'rating'"
             " AND event_id IS NOT NULL AND status IN ('pending', 'inflight')",
@@ -3456,7 +3456,9 @@ class Store:
             payload = json.loads(row["payload"])
             if isinstance(payload.get("rating"), int) and isinstance(payload.get("item"), dict):
                 item, rating = payload["item"], payload["rating"]
-                found.append((row["target"], item, rating, payload.get("source")))
+                found.append(
+                    (row["target"], item, rating, payload.get("source"), payload.get("server"))
+                )
         return found
 
     def unanswered_ratings(
@@ -3595,9 +3597,10 @@ class Store:
         """(idempotency key, item, watched at, webhook source) of the plays webhooks queued for
         `profile` that `target` took (delivered rows are kept a week, see maintenance). Keys,
         not row ids: ids come back once old rows are pruned."""
-        return self._webhook_plays(
+        plays = self._webhook_plays(
             "idempotency_key", "profile = ? AND target = ? AND status = 'done'", (profile, target)
         )
+        return [(key, item, at, source) for key, item, at, source, _server in plays]
 
     def plays_delivered_since(
         self, profile: str, target: str, since: float
@@ -3662,9 +3665,9 @@ class Store:
 
     def _webhook_plays(
         self, first: str, where: str, params: Sequence[Any]
-    ) -> list[tuple[str, dict[str, Any], float, str | None]]:
-        """(column `first`, item, watched at, webhook source) of the webhook plays `where`
-        selects (both are literals of this class, never input)."""
+    ) -> list[tuple[str, dict[str, Any], float, str | None, str | None]]:
+        """(column `first`, item, watched at, webhook source, the server it named) of the
+        webhook plays `where` selects (both are literals of this class, never input)."""
         rows = self._query(
             f"SELECT {first} AS first, payload FROM outbox WHERE action = 'play'"
             f" AND event_id IS NOT NULL AND {where}",
@@ -3674,7 +3677,9 @@ class Store:
         for row in rows:
             payload = json.loads(row["payload"])
             item, at = payload.get("item") or {}, float(payload.get("at", 0))
-            plays.append((str(row["first"]), item, at, payload.get("source")))
+            plays.append(
+                (str(row["first"]), item, at, payload.get("source"), payload.get("server"))
+            )
         return plays
 
     def delivered_keys(self, profile: str, target: str, prefix: str) -> list[str]:

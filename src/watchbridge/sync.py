@@ -26,6 +26,7 @@ from watchbridge.accounts import (
     check_owed,
     kept_plays,
     note_account,
+    plex_server_of,
     read_empty,
     read_empty_hold,
     restarted_cursor,
@@ -78,6 +79,7 @@ from watchbridge.reconcile import (
 )
 from watchbridge.sides import own_id_aliases, ref_for_key
 from watchbridge.store import (
+    ACCOUNT_CURSOR,
     DIED,
     DISCARDED_BEFORE,
     READ_AT,
@@ -916,7 +918,7 @@ def _waiting(
     profile: str,
     aliases: Mapping[str, str],
     now: float,
-    before: Sequence[tuple[str, dict[str, Any], float, str | None]] = (),
+    before: Sequence[tuple[str, dict[str, Any], float, str | None, str | None]] = (),
 ) -> dict[tuple[str, str], list[float]]:
     """Plays webhooks queued that have not landed, by (target, item key): a side's read does
     not show them yet, and the link must not add them a second time. `aliases`: see
@@ -926,25 +928,50 @@ def _waiting(
     waiting: dict[tuple[str, str], list[float]] = {}
     plays = [*before, *store.waiting_webhook_plays(profile)]
     unique = {json.dumps(play, sort_keys=True): play for play in plays}
-    for target, item, at, source in unique.values():
-        key = _waiting_key(store, item, source, aliases, now)
+    plex_server = _linked_plex_server(store, profile)
+    for target, item, at, source, server in unique.values():
+        keyed_here = _keyed_as_linked_plex(source, server, plex_server)
+        key = _waiting_key(store, item, source, aliases, now, keyed_here)
         if key is not None:
             waiting.setdefault((target, key), []).append(at)
     return waiting
 
 
+def _linked_plex_server(store: Store, profile: str) -> str:
+    """The machine id of the Plex server the profile's link reads, as its last read noted it
+    ("" while none did)."""
+    return plex_server_of(store.get_cursor("plex", profile, ACCOUNT_CURSOR) or "")
+
+
+def _keyed_as_linked_plex(source: str | None, server: str | None, plex_server: str) -> bool:
+    """Whether a queued webhook row's item key (`source_key`) is a ratingKey of the Plex server
+    the link reads: a Plex or Tautulli webhook's (or an older release's row, naming no source)
+    of that server, where both are known. An Emby or Jellyfin item id, or the ratingKey of
+    another Plex server (the owner's second one, a friend's), names another item by the same
+    key."""
+    if source not in (None, "plex", "tautulli"):
+        return False
+    return not server or not plex_server or server.casefold() == plex_server.casefold()
+
+
 def _waiting_key(
-    store: Store, item: dict[str, Any], source: str | None, aliases: Mapping[str, str], now: float
+    store: Store,
+    item: dict[str, Any],
+    source: str | None,
+    aliases: Mapping[str, str],
+    now: float,
+    keyed_here: bool = True,
 ) -> str | None:
     """The link's key of a queued webhook row's item (see SideRead.aliases); None: none, or a
-    row the target will make a dead letter of."""
+    row the target will make a dead letter of. `keyed_here`: the item's own key is one of the
+    link's Plex server (`_keyed_as_linked_plex`)."""
     # Jellyfin and Emby name an episode's show by their own id: its ids were looked up when
     # the play went to another target, if it did.
     ref = webhook_ref(store, item, source, now)
     if ref is None:
         return None
     return (
-        aliases.get(ref.source_key or "")
+        (aliases.get(ref.source_key or "") if keyed_here else None)
         or aliases.get(ref.ids.plex_guid or "")
         or key_for_ref(ref)
         # Its show's TMDB id not known yet (its lookup failed): a side that holds the
@@ -958,14 +985,17 @@ def _waiting_ratings(
     profile: str,
     aliases: Mapping[str, str],
     now: float,
-    before: Sequence[tuple[str, dict[str, Any], int, str | None]] = (),
+    before: Sequence[tuple[str, dict[str, Any], int, str | None, str | None]] = (),
 ) -> set[tuple[str, str, int]]:
     """(target, item key, value) of the ratings webhooks queued that have not landed, keyed as
     `_waiting` keys plays; `before`: those waiting before the reads (one landing meanwhile may
     have landed after its target was read)."""
     waiting = set()
-    for target, item, value, source in [*before, *store.waiting_webhook_ratings(profile)]:
-        key = _waiting_key(store, item, source, aliases, now)
+    plex_server = _linked_plex_server(store, profile)
+    ratings = [*before, *store.waiting_webhook_ratings(profile)]
+    for target, item, value, source, server in ratings:
+        keyed_here = _keyed_as_linked_plex(source, server, plex_server)
+        key = _waiting_key(store, item, source, aliases, now, keyed_here)
         if key is not None:
             waiting.add((target, key, value))
     return waiting
