@@ -443,3 +443,25 @@ def test_a_jellyfin_episode_known_by_its_own_tvdb_id_alone_is_looked_up_before_i
     with trakt.lock:
         asked = [r.route or r.path for r in trakt.requests]
     assert "/search/{id_type}/{id}" in asked[: asked.index("/scrobble/start")], asked
+
+
+def test_a_tvdb_ordered_episode_under_a_localised_title_goes_where_its_own_tmdb_id_names_it(
+    tmp_path: Path, trakt: FakeTrakt, start_fake: Callable[[FakeServer], FakeServer]
+) -> None:
+    # A Japanese library in TheTVDB's order: its S02E14 is TMDB's (and Trakt's) S01E39. Title
+    # and numbers both differ from what the episode's own TMDB id names, so that answer waits
+    # for Jellyfin to name the show; it agrees: the show's numbers would name another episode.
+    show = trakt.add_show("Re:ZERO -Starting Life in Another World-", 2016, tvdb=305089, tmdb=65942)
+    trakt.add_episode(show, 1, 39, title="From Zero", tmdb=2039)
+    trakt.add_episode(show, 2, 14, title="Another episode", tmdb=2214)
+    server = start_fake(FakeJellyfin())
+    assert isinstance(server, FakeJellyfin)
+    title = "Re:ゼロから始める異世界生活"
+    server.add_series(JELLYFIN_SERIES, title, Tvdb="305089", Tmdb="65942")
+    line = f'  jellyfin: {{url: "{server.url}", api_key: "{API_KEY}"}}'
+    with running_app(tmp_path, trakt, line) as app:
+        body = jellyfin_episode(title, 2, 14, tmdb="2039") | {"SeriesId": JELLYFIN_SERIES}
+        assert httpx.post(f"{app.url}/webhooks/jellyfin/{SECRET}", json=body).status_code == 202
+        wait_for(lambda: nothing_waits(tmp_path / "wb.db"))
+    assert played_on_trakt(trakt) == [("Re:ZERO -Starting Life in Another World-", 1, 39)]
+    assert trakt.count("GET", "/search/{id_type}/{id}") == 1  # judged again from the cache

@@ -555,8 +555,10 @@ class TraktTarget:
                 if doubt is not None and item.show_ids != played.show_ids:
                     # Its show named now: a result judged by titles and numbers alone may be
                     # of that very show after all (a localised title, TheTVDB's numbers).
+                    # Asked again whatever it could go by now: sendable by its show and the
+                    # server's numbers, it may go to another episode (TheTVDB's order).
                     again = replace(played, show_ids=item.show_ids)
-                    vetted, doubt = await self._vetted(again, source)
+                    vetted, doubt = await self._vetted(again, source, judge_again=True)
                     item = vetted if doubt is None else item
             numbered = self.episodes.placed(item)  # a Trakt id found by its numbers before
             placed, item = numbered is not item, numbered
@@ -947,12 +949,16 @@ class TraktTarget:
                 unplaced.pop(row.outbox.id, None)
         return placed, unplaced
 
-    async def _vetted(self, item: MediaRef, source: str | None) -> tuple[MediaRef, str | None]:
+    async def _vetted(
+        self, item: MediaRef, source: str | None, judge_again: bool = False
+    ) -> tuple[MediaRef, str | None]:
         """An episode without the own ids that are its series' (ids.distrusted), with the Trakt
         id its own ids find, and why ids were left out (None: none was). One Trakt can take
         by its TVDB id without a lookup is looked up only while no show id can tell its own
         ids from its series' and those ids may be a user's metadata (`source`: see
         ids.own_ids_may_be_written): that TVDB id may be its series'.
+        `judge_again`: its search result (cached) is judged whatever the episode could go by
+        (its show named since an earlier judgement refused that result).
         Raises Unavailable when Trakt cannot be asked now and the episode cannot go without
         the lookup (see `_by_own_ids`); one that can goes as it is."""
         if item.kind != "episode" or item.ids.trakt:
@@ -962,7 +968,7 @@ class TraktTarget:
         item = without_ids(item, copied)
         sendable = can_send(item)
         vouched = has_trakt_ids(item.show_ids) or not own_ids_may_be_written(item, source)
-        if not lookups(item) or (sendable and vouched):
+        if not lookups(item) or (sendable and vouched and not judge_again):
             return item, doubt
         try:
             vetted, why = await self.resolver.vetted(item)
