@@ -1734,6 +1734,8 @@ def test_a_search_result_contradicting_the_episodes_show_is_not_trusted() -> Non
     # Without show ids: numbers and title must both differ.
     bare = replace(ours, show_ids=Ids())
     assert distrusted(bare, "tvdb", result("Show A", 3, 7, tvdb=70001))
+    # Unless the id names no show on Trakt: a localised title in TheTVDB's order.
+    assert distrusted(bare, "tvdb", result("Show A", 3, 7, tvdb=70001), names_a_show=False) is None
     assert distrusted(bare, "tvdb", result("Breaking Bad", 1, 62, tvdb=81189)) is None
     assert distrusted(bare, "tvdb", result("Breaking Bad (2008)", 1, 62)) is None
     assert distrusted(bare, "tvdb", result("Breaking Bad ES", 5, 14)) is None

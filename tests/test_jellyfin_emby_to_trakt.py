@@ -449,8 +449,10 @@ def test_a_tvdb_ordered_episode_under_a_localised_title_goes_where_its_own_tmdb_
     tmp_path: Path, trakt: FakeTrakt, start_fake: Callable[[FakeServer], FakeServer]
 ) -> None:
     # A Japanese library in TheTVDB's order: its S02E14 is TMDB's (and Trakt's) S01E39. Title
-    # and numbers both differ from what the episode's own TMDB id names, so that answer waits
+    # and numbers both differ from what the episode's own TMDB id names, and an older show has
+    # that number as its TMDB id (TMDB numbers shows and episodes apart), so that answer waits
     # for Jellyfin to name the show; it agrees: the show's numbers would name another episode.
+    trakt.add_show("An Older Show", 1987, tmdb=2039)
     show = trakt.add_show("Re:ZERO -Starting Life in Another World-", 2016, tvdb=305089, tmdb=65942)
     trakt.add_episode(show, 1, 39, title="From Zero", tmdb=2039)
     trakt.add_episode(show, 2, 14, title="Another episode", tmdb=2214)
@@ -464,4 +466,18 @@ def test_a_tvdb_ordered_episode_under_a_localised_title_goes_where_its_own_tmdb_
         assert httpx.post(f"{app.url}/webhooks/jellyfin/{SECRET}", json=body).status_code == 202
         wait_for(lambda: nothing_waits(tmp_path / "wb.db"))
     assert played_on_trakt(trakt) == [("Re:ZERO -Starting Life in Another World-", 1, 39)]
-    assert trakt.count("GET", "/search/{id_type}/{id}") == 1  # judged again from the cache
+    # The episode's and the show's lookups of that id, judged again from the cache.
+    assert trakt.count("GET", "/search/{id_type}/{id}") == 2
+
+
+@pytest.mark.parametrize("kind", ["tvdb", "tmdb"])
+def test_an_anime_episode_numbered_absolutely_under_its_japanese_title_goes_by_its_own_id(
+    app: AppThread, trakt: FakeTrakt, kind: str
+) -> None:
+    # Numbers and title both differ from what its own id names, and no services.jellyfin names
+    # its show: that id names no show on Trakt, so it is no series' id put there by an NFO.
+    show = trakt.add_show("One Piece", 1999, tvdb=81797, tmdb=37854)
+    trakt.add_episode(show, 21, 108, title="Luffy's Dream", **{kind: 9000001})
+    body = jellyfin_episode("ワンピース", 1, 1000, **{kind: "9000001"})
+    assert httpx.post(f"{app.url}/webhooks/jellyfin/{SECRET}", json=body).status_code == 202
+    wait_for(lambda: played_on_trakt(trakt) == [("One Piece", 21, 108)])

@@ -226,13 +226,17 @@ def own_ids_may_be_written(item: MediaRef, source: str | None) -> bool:
     return source is None and origin(item, source) == "jellyfin"
 
 
-def distrusted(item: MediaRef, id_type: str, result: Mapping[str, Any]) -> str | None:
+def distrusted(
+    item: MediaRef, id_type: str, result: Mapping[str, Any], names_a_show: bool = True
+) -> str | None:
     """Why the search result for an episode's own `id_type` id is not that episode, in words
     a user can act on; None when nothing the item says contradicts it. It contradicts when
     the id is the show's own id; when the item names its show by an id of a kind the
     result's show has too, and none of those agrees (one agreeing is the same show listed
     under an old TVDB id); or, without show ids, when both its numbers and its show's title
-    differ (either alone is anime's absolute numbering, or a localised title). Pure."""
+    differ (either alone is anime's absolute numbering, or a localised title) and the id
+    names a show on Trakt as well (`names_a_show`, see `judged_by_titles`): both differ for
+    a localised title in TheTVDB's order too, whose own id names no show. Pure."""
     value = getattr(item.ids, id_type, None)
     if item.kind != "episode" or id_type not in _EPISODE_ID_NAMES or not value:
         return None
@@ -255,11 +259,18 @@ def distrusted(item: MediaRef, id_type: str, result: Mapping[str, Any]) -> str |
     )
     ours, title = item.show_title or "", str(show.get("title") or "")
     titles_differ = bool(ours and title) and _show_key_title(ours) != _show_key_title(title)
-    if numbers_differ and titles_differ:
+    if numbers_differ and titles_differ and names_a_show:
         theirs_at = f"S{at[0]:02d}E{at[1]:02d}" if all(isinstance(n, int) for n in at) else ""
         where = f"names {named} {theirs_at} on Trakt".replace("  ", " ")
         return f"{said} {where}, likely {_SERIES_ID_SAID}"
     return None
+
+
+def judged_by_titles(item: MediaRef) -> bool:
+    """Whether `distrusted` judges a search answer for this episode by its show's title and
+    its numbers alone (it names its show by no id), so needs to know whether the id names a
+    show on Trakt too. Pure."""
+    return item.kind == "episode" and not any(getattr(item.show_ids, n) for n in _SHOW_ID_NAMES)
 
 
 def _show_key_title(title: str) -> str:
@@ -477,7 +488,14 @@ def with_searched_ids(cache: IdCache, item: MediaRef, now: float) -> MediaRef:
             TraktResolver.namespace, search_lookup(id_type, value, kind), now
         )
         chosen = one_result(item, found) if hit and isinstance(found, list) else None
-        if isinstance(chosen, dict) and distrusted(item, id_type, chosen) is None:
+        if not isinstance(chosen, dict):
+            continue
+        shows: Any = None
+        if judged_by_titles(item):
+            lookup = search_lookup(id_type, value, "show")
+            hit, shows = cache.cache_get(TraktResolver.namespace, lookup, now)
+            shows = shows if hit else True  # not asked yet: as if it named one
+        if distrusted(item, id_type, chosen, names_a_show=bool(shows)) is None:
             return apply_match(item, chosen)
     return item
 
@@ -583,10 +601,25 @@ class TraktResolver:
             chosen = one_result(item, found or [])
             if chosen is None:
                 continue
-            if not (why := distrusted(item, id_type, chosen)):
+            why = distrusted(item, id_type, chosen)
+            if why and judged_by_titles(item) and not await self._names_a_show(id_type, value):
+                why = None  # e.g. a localised title in TheTVDB's order: its own id is no show's
+            if not why:
                 return dict(chosen), doubted
             doubted[id_type] = why
         return None, doubted
+
+    async def _names_a_show(self, id_type: str, value: str) -> bool:
+        """Whether Trakt's id search finds a show by this id (cached as a show's lookup): asked
+        only where titles and numbers alone doubt an episode's own id (`judged_by_titles`)."""
+
+        async def ask() -> Any:
+            self.asked += 1
+            results = await self.search(id_type, value, "show")
+            return [r for r in results if r.get("type") == "show"]
+
+        lookup = search_lookup(id_type, value, "show")
+        return bool(await remembered(self.cache, self.namespace, lookup, self.clock, ask))
 
     async def _by_title(self, item: MediaRef) -> MediaRef | None:
         wanted = title_lookup(item) if self.title_search is not None else None
