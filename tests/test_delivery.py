@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from tests.fakes.base import FakeServer
+from tests.fakes.base import Request as FakeRequest
 from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.fakes.trakt import CLIENT_ID, Episode, FakeTrakt, Rating, iso, key_of
 from tests.harness import loop_held, put_back, sign_in_trakt, until
@@ -27,7 +28,7 @@ from tests.test_ingest_plex import with_metadata
 from tests.test_sync_plex import remove_on_trakt
 from watchbridge.app import Runtime
 from watchbridge.config import AlertsConfig, Config, parse_config, undeliverable
-from watchbridge.deliver.fence import ClaimsLost, Fence
+from watchbridge.deliver.fence import CLAIMS_LOST, MAYBE_SENT, ClaimsLost, Fence, handed_back
 from watchbridge.deliver.trakt import (
     SPLIT_REQUESTS,
     TraktTarget,
@@ -5089,3 +5090,77 @@ async def test_a_write_fenced_off_after_a_try_that_may_have_landed_says_it_may_h
     assert len(trakt.history()) == 1  # the first try landed
     assert trakt.count("POST", "/scrobble/stop") == 1  # nothing more went
     assert refused.value.outcome_unknown
+
+
+async def test_a_row_handed_back_after_a_try_that_may_have_landed_keeps_its_mark(
+    runtime: Runtime, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # A `watchbridge sync` delivers two live stops in one batch; Trakt takes 30 s to answer
+    # the first. The second lands but is answered 502, and the process is suspended before
+    # the client's own try again: past the claim lease of the first row (renewed last as it
+    # was noted, at the claim) but not of the second (noted 30 s later). The service takes
+    # the first back, and the try again is fenced off. The second row is handed back: its
+    # stop may have landed, so it keeps its mark (Trakt's history is read before a resend).
+    trakt.advance(clock() - trakt.now())
+    first, second = _late_play(HEAT, clock(), "p1", True), _late_play(ARRIVAL, clock(), "p2", True)
+    runtime.store.enqueue([first, second], clock())
+    sync_run = worker_for(runtime, role="cli")
+    sync_run.targets["trakt"].client.http.retry = INLINE_RETRIES  # type: ignore[attr-defined]
+    service_runtime = build_runtime(runtime.config, clock=clock)
+    service_runtime.open()
+
+    def answered_late(request: FakeRequest) -> bool:
+        if b"tt0113277" in request.body:  # Heat
+            clock.advance(30)
+        return False
+
+    def asleep_then_taken_back(request: FakeRequest) -> bool:
+        if b"tt2543164" not in request.body:  # Arrival
+            return False
+        clock.advance(CLAIM_LEASE - 29)
+        service_runtime.store.release_stale_claims(clock(), CLAIM_LEASE, f"{SERVICE_ROLE}-")
+        return True
+
+    route = "POST /scrobble/stop"
+    trakt.fail_next(1, 200, route=route, when=answered_late)  # never answers: a clock hook
+    trakt.fail_next(1, 502, route=route, after_handler=True, when=asleep_then_taken_back)
+    try:
+        await sync_run.pass_once(runtime)
+    finally:
+        trakt.clear_knobs()
+        service_runtime.close()
+        await close_targets(sync_run)
+    assert trakt.count("POST", "/scrobble/stop") == 2  # the second's try again did not go
+    (row,) = runtime.store._query("SELECT * FROM outbox WHERE idempotency_key = 'p2'")
+    assert (row["status"], row["attempts"]) == ("pending", 0)  # handed back
+    assert runtime.store.marked([row["id"]]) == {row["id"]}
+    # Due as after a lost answer: Trakt may still be writing it, unseen by a check now.
+    assert row["next_attempt_at"] >= clock() + runtime.config.delivery.retry_after
+    service = worker_for(runtime)
+    try:
+        await drain(service, runtime, clock, passes=3, step=120)
+    finally:
+        await close_targets(service)
+    assert sorted(p.item.title for p in trakt.history()) == ["Arrival", "Heat"]
+    assert runtime.store.outbox_counts()["done"] == 2
+
+
+@pytest.mark.parametrize(
+    ("claimed", "outcome", "expected"),
+    [
+        (None, f"{UNKNOWN_OUTCOME}: {CLAIMS_LOST}", MAYBE_SENT),  # sent in this batch
+        ("trakt: answered 503", f"{UNKNOWN_OUTCOME}: {CLAIMS_LOST}", MAYBE_SENT),
+        (
+            f"{UNKNOWN_OUTCOME}: sent",
+            f"{UNKNOWN_OUTCOME}: {CLAIMS_LOST}",
+            f"{UNKNOWN_OUTCOME}: sent",
+        ),
+        (f"{UNKNOWN_OUTCOME}: sent", CLAIMS_LOST, f"{UNKNOWN_OUTCOME}: sent"),  # an earlier send
+        ("trakt: answered 503", CLAIMS_LOST, "trakt: answered 503"),  # nothing went: as claimed
+        (None, CLAIMS_LOST, None),
+    ],
+)
+def test_a_row_handed_back_keeps_or_gains_the_mark_of_a_send_that_may_have_landed(
+    claimed: str | None, outcome: str, expected: str | None
+) -> None:
+    assert handed_back(claimed, outcome) == expected

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from watchbridge.http import Unavailable
-from watchbridge.store import Store
+from watchbridge.store import UNKNOWN_OUTCOME, Store
 
 # Seconds, by both the wall clock and the monotonic one, that a check (or the claim) holds:
 # far inside store.CLAIM_LEASE. A process suspended longer sees one of them jump.
@@ -25,6 +25,11 @@ FENCE_FRESH = 60.0
 CLAIMS_LOST = (
     "another watchbridge process took these deliveries back while this one was not running "
     "(suspended past its claim lease): not sent from here"
+)
+# Why a row goes back whose write went out in the fenced batch, answer unknown (see `handed_back`).
+MAYBE_SENT = (
+    f"{UNKNOWN_OUTCOME}: sent before another watchbridge process took rows of its batch back;"
+    " it may have landed"
 )
 
 
@@ -61,5 +66,17 @@ class Fence:
         self.claimed_at, self._monotonic = now, monotonic
 
     def fenced_off(self, reason: str) -> bool:
-        """Whether a row's outcome `reason` is this fence's refusal (the row was not sent)."""
+        """Whether a row's outcome `reason` is this fence's refusal (the try it stopped was
+        not sent; an earlier one may have been, which `reason` then says: `handed_back`)."""
         return bool(self.lost) and CLAIMS_LOST in reason
+
+
+def handed_back(claimed: str | None, outcome: str) -> str | None:
+    """The reason a row a fenced batch did not finish goes back with: as it was claimed
+    (`claimed`), unless this batch's `outcome` for it says a try may have landed (a scrobble
+    answered 502, its try again fenced off; a write-ahead note made before the send). Then
+    it stays marked, and the next send checks the service first: handed back unmarked, it
+    would go again unchecked (a second play). Pure."""
+    if not outcome.startswith(UNKNOWN_OUTCOME) or (claimed or "").startswith(UNKNOWN_OUTCOME):
+        return claimed
+    return MAYBE_SENT

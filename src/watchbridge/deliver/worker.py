@@ -28,7 +28,7 @@ from watchbridge.causes import paused_alert, paused_title
 from watchbridge.clocksteps import Step, sent_at
 from watchbridge.config import DeliveryConfig, undeliverable, unwanted_by_link
 from watchbridge.deadletters import retry_dead_letters
-from watchbridge.deliver.fence import Fence
+from watchbridge.deliver.fence import Fence, handed_back
 from watchbridge.deliver.oncemore import (
     PROBE_FIRST,
     PROBES_FAILED,
@@ -1203,24 +1203,31 @@ class DeliveryWorker:
     ) -> list[OutboxItem]:
         """The rows a fenced write left unsent that this worker still holds go back as they
         were claimed (their reason, their mark; no attempt spent, due now): no hold, retry
-        nor alert of a failure that was none. Returns the rest, to record as usual (the rows
-        another worker took are left to it there)."""
-        back = [
-            item
+        nor alert of a failure that was none. A row whose outcome says a try of this batch
+        may have landed goes back marked (`handed_back`), due as after a lost answer (the
+        service may still be writing it), as a stop mid-delivery leaves it. Returns the
+        rest, to record as usual (the rows another worker took are left to it there)."""
+        back = {
+            item.id: (item, outcome.reason)
             for item in items
             if item.id not in fence.lost
             and isinstance(outcome := outcomes.get(item.id), Hold | Retry | Dead)
             and fence.fenced_off(outcome.reason)
-        ]
+        }
         log.warning(
             "deliveries not sent: another worker took rows of this batch back",
             extra={"target": target.name, "rows": len(fence.lost), "handed_back": len(back)},
         )
         now = runtime.clock()
-        settled = [Settlement(i.id, "pending", now, i.last_error, False) for i in back]
+        settled = []
+        for item, reason in back.values():
+            error = handed_back(item.last_error, reason)
+            due = (
+                now + self.config.retry_after if (error or "").startswith(UNKNOWN_OUTCOME) else now
+            )
+            settled.append(Settlement(item.id, "pending", due, error, False))
         await asyncio.to_thread(runtime.store.settle, now, settled, self.worker_id)
-        handed = {i.id for i in back}
-        return [item for item in items if item.id not in handed]
+        return [item for item in items if item.id not in back]
 
     async def _record(
         self,
