@@ -276,7 +276,7 @@ async def test_a_row_left_by_a_crash_during_the_add_finds_its_entry_in_the_diary
     # The state a crash right after Serializd took the entry leaves: the write-ahead note
     # on the row, the entry in the diary, nothing in the ledger, no tick.
     (row,) = claim(runtime)
-    runtime.store.note([row.id], "unknown outcome: diary entry sent", clock())
+    runtime.store.note([row], "unknown outcome: diary entry sent", clock())
     runtime.store.release_claims(clock())
     fake.log_entry(None, SHOW, 1, 4, backdate=iso(at + 30), is_log=True)
     outcomes = await target.deliver(claim(runtime), clock())

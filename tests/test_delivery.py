@@ -2961,7 +2961,7 @@ async def test_a_send_cut_off_by_a_quick_restart_waits_for_trakt_to_finish_it(
     trakt.advance(clock() - trakt.now())
     runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
     (row,) = runtime.store.claim("service-before", clock(), 10, ["trakt"])
-    runtime.store.note([row.id], f"{UNKNOWN_OUTCOME}: sent", clock())  # then it was killed
+    runtime.store.note([row], f"{UNKNOWN_OUTCOME}: sent", clock())  # then it was killed
     clock.advance(2)
     stop = asyncio.Event()
     stop.set()
@@ -3804,7 +3804,7 @@ async def test_a_row_whose_send_may_have_landed_stays_marked_through_a_later_ret
 ) -> None:
     runtime.store.enqueue([a_play_for("trakt", "me", clock)], clock())
     (row,) = runtime.store.claim("cli-9f8e", clock())
-    runtime.store.note([row.id], f"{UNKNOWN_OUTCOME}: sent", clock())  # then the process died
+    runtime.store.note([row], f"{UNKNOWN_OUTCOME}: sent", clock())  # then the process died
     runtime.store.release_claims(clock(), "cli-")
     worker.targets = {"trakt": FindsNoIds()}
     await worker.pass_once(runtime)
@@ -3874,6 +3874,46 @@ async def test_a_sync_run_suspended_past_its_lease_sends_nothing_the_service_too
     assert runtime.store.outbox_counts()["done"] == 1
     (row,) = runtime.store._query("SELECT last_error FROM outbox")
     assert row["last_error"] is None  # the service's delivery, not marked by the sync run
+
+
+async def test_a_sync_run_fenced_off_leaves_the_mark_of_the_worker_now_sending_its_row(
+    runtime: Runtime, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # A `watchbridge sync` claims a play and reads Trakt's history before adding it; it is
+    # suspended there past the claim lease. The service (another handle on the same file)
+    # takes the row back and sends it: marked as maybe sent, its add landed at Trakt, the
+    # answer not back yet. The sync run resumes and is fenced off: it must not write its
+    # own notes ("sent", then "not sent") over the row the service holds. Unmarked, the row
+    # would go again unchecked if the service died before recording the answer.
+    runtime.store.enqueue([a_play_for("trakt", "me", clock)], clock())
+    sync_run = worker_for(runtime, role="cli")
+    service_runtime = build_runtime(runtime.config, clock=clock)
+    service_runtime.open()
+    service = worker_for(service_runtime)
+    try:
+        suspended = trakt.hold_next(route="GET /sync/history/movies")
+        delivering = asyncio.create_task(sync_run.pass_once(runtime))
+        await until(lambda: trakt.count("GET", "/sync/history/movies") == 1)
+        clock.advance(CLAIM_LEASE + 1)
+        trakt.advance(CLAIM_LEASE + 1)
+        service_runtime.store.release_stale_claims(clock(), CLAIM_LEASE, f"{SERVICE_ROLE}-")
+        unanswered = trakt.hold_next(route="POST /sync/history")
+        sending = asyncio.create_task(service.pass_once(service_runtime))
+        await until(lambda: trakt.count("POST", "/sync/history") == 1)
+        suspended.set()  # the sync run resumes while the service waits for Trakt's answer
+        await delivering
+        (row,) = runtime.store._query("SELECT * FROM outbox")
+        assert (row["status"], row["claimed_by"]) == ("inflight", service.worker_id)
+        assert runtime.store.marked([row["id"]]) == {row["id"]}
+        unanswered.set()
+        await sending
+    finally:
+        await close_targets(service)
+        service_runtime.close()
+        await close_targets(sync_run)
+    assert trakt.count("POST", "/sync/history") == 1
+    assert len(trakt.history()) == 1
+    assert runtime.store.outbox_counts()["done"] == 1
 
 
 class DeliversWhileAnotherProcessWrites(ScriptedTrakt):

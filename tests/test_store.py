@@ -492,8 +492,8 @@ def test_released_claims_return_to_pending_with_the_interrupted_try_counted(
 def test_a_try_a_crash_cut_short_is_noted_after_the_rows_earlier_error(store: Store) -> None:
     store.enqueue([row("a"), row("b", ordering="k2"), row("c", ordering="k3")], 1.0)
     first, second, _ = store.claim("w", 2.0)
-    store.note([first.id], "unmatched: no Trakt id", 2.0)
-    store.note([second.id], "unknown outcome: sent", 2.0)
+    store.note([first], "unmatched: no Trakt id", 2.0)
+    store.note([second], "unknown outcome: sent", 2.0)
     store.release_claims(3.0)  # the process died
     store.claim("cli-1", 4.0)
     store.release_stale_claims(4.0 + CLAIM_LEASE + 1)  # and died again
@@ -507,7 +507,7 @@ def test_a_try_a_crash_cut_short_is_noted_after_the_rows_earlier_error(store: St
 def test_a_stop_asked_for_notes_no_try_cut_short(store: Store) -> None:
     store.enqueue([row("a")], 1.0)
     (item,) = store.claim("w", 2.0)
-    store.note([item.id], "unmatched: no Trakt id", 2.0)
+    store.note([item], "unmatched: no Trakt id", 2.0)
     store.release_claims(3.0, spend=False)
     (again,) = store.claim("w", 4.0)
     assert (again.attempts, again.last_error) == (0, "unmatched: no Trakt id")
@@ -552,8 +552,24 @@ def test_an_outcome_from_a_worker_that_lost_its_claim_changes_nothing(store: Sto
 def test_a_note_about_a_claimed_row_renews_its_lease(store: Store) -> None:
     store.enqueue([row("a")], 1.0)
     (item,) = store.claim("cli-9f8e", 2.0)
-    store.note([item.id], "unknown outcome: sent", 2.0 + CLAIM_LEASE)
+    store.note([item], "unknown outcome: sent", 2.0 + CLAIM_LEASE)
     assert store.release_stale_claims(2.0 + CLAIM_LEASE + 1) == 0
+
+
+def test_a_note_from_a_worker_that_lost_its_claim_leaves_the_new_holders_mark(
+    store: Store,
+) -> None:
+    store.enqueue([row("a")], 1.0)
+    (stalled,) = store.claim("cli-9f8e", 2.0)  # a `watchbridge sync` suspended mid-batch
+    later = 2.0 + CLAIM_LEASE + 1
+    store.release_stale_claims(later, spare="service-")
+    (taken,) = store.claim("service-0a1b", later)
+    store.note([taken], "unknown outcome: sent", later)  # the service is sending it
+    store.note_resolved([(stalled, {"history_id": 7})], "unknown outcome: sent", later + 1)
+    store.note([stalled], "not sent: fenced off", later + 1)  # the sync run wakes up
+    (held,) = store._query("SELECT payload, last_error, claimed_by FROM outbox")
+    assert (held["last_error"], held["claimed_by"]) == ("unknown outcome: sent", "service-0a1b")
+    assert json.loads(held["payload"]) == {"key": "a"}  # not the sync run's resolved id
 
 
 def test_what_a_try_resolved_stays_in_its_rows_payload_through_a_crash_and_a_retry(
@@ -561,7 +577,7 @@ def test_what_a_try_resolved_stays_in_its_rows_payload_through_a_crash_and_a_ret
 ) -> None:
     store.enqueue([row("a")], 1.0)
     (item,) = store.claim("w", 2.0)
-    store.note_resolved({item.id: {"history_id": 42}}, "unknown outcome: sent", 2.0)
+    store.note_resolved([(item, {"history_id": 42})], "unknown outcome: sent", 2.0)
     store.release_claims(3.0)  # the process died before Trakt answered
     (again,) = store.claim("w", 4.0)
     assert again.payload == {"key": "a", "history_id": 42}
@@ -1274,7 +1290,7 @@ def test_dead_letters_retried_by_id_are_not_limited_by_how_many_sqlite_binds(
 def test_a_row_given_up_waiting_keeps_its_may_have_landed_mark(store: Store) -> None:
     store.enqueue([row("a")], 1.0)
     (item,) = store.claim("w", 2.0)
-    store.note([item.id], "unknown outcome: sent", 2.0)  # then the process died
+    store.note([item], "unknown outcome: sent", 2.0)  # then the process died
     store.release_claims(3.0)
     store.give_up_waiting("trakt", "me", 4.0, "profile me is no longer in the config")
     assert store.marked([item.id]) == {item.id}

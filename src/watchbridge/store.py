@@ -993,6 +993,7 @@ class OutboxItem:
     updated_at: float = 0.0
     failing_since: float | None = None  # first real failure since its last hold (max_age)
     once_more: str | None = None  # ONCE_MORE_DUE, _SPENT, _PROBE or None (see m025)
+    claimed_by: str | None = None  # the worker whose claim it was read by (None: not in flight)
 
     @property
     def may_have_landed(self) -> bool:
@@ -1070,6 +1071,7 @@ class OutboxItem:
             updated_at=row["updated_at"],
             failing_since=row["failing_since"],
             once_more=row["once_more"],
+            claimed_by=row["claimed_by"],
         )
 
 
@@ -3201,32 +3203,35 @@ class Store:
             found |= {int(r["id"]) for r in rows}
         return found
 
-    def note(self, item_ids: Sequence[int], message: str, now: float) -> None:
+    def note(self, items: Sequence[OutboxItem], message: str, now: float) -> None:
         """Write down what is about to happen to these rows, so a crash leaves a trace.
 
         Synced to disk whatever storage.durability says: lost in a power cut after a send
         that landed, the next try would send again instead of looking (a second play). Only
-        rows in flight: one a worker lost while suspended may be settled by another since
-        (deliver.fence), its outcome not to be overwritten."""
+        rows still held by the claim each was read by (`OutboxItem.claimed_by`): one a
+        worker lost while suspended may be settled by another since, or be in flight under
+        another's claim, its mark of a send under way not to be overwritten (deliver.fence)."""
         with self._synchronous("FULL"), self.transaction() as conn:
             conn.executemany(
-                "UPDATE outbox SET last_error = ?, updated_at = ? WHERE id = ?"
-                " AND status = 'inflight'",
-                [(message, now, item_id) for item_id in item_ids],
+                f"UPDATE outbox SET last_error = ?, updated_at = ? WHERE id = ? AND {_HELD_BY}",
+                [(message, now, item.id, item.claimed_by) for item in items],
             )
 
     def note_resolved(
-        self, resolved: Mapping[int, Mapping[str, Any]], message: str, now: float
+        self, resolved: Sequence[tuple[OutboxItem, Mapping[str, Any]]], message: str, now: float
     ) -> None:
         """`note`, and in the same write add to each row's payload what this attempt resolved
-        (`resolved`: outbox id -> keys), so that every later try of the row sends the same
-        thing, however a crash or a lost answer left it. Synced to disk, and only rows in
-        flight, as `note`."""
+        (`resolved`: (row, keys) pairs), so that every later try of the row sends the same
+        thing, however a crash or a lost answer left it. Synced to disk, and only rows still
+        held by their claim, as `note`."""
         with self._synchronous("FULL"), self.transaction() as conn:
             conn.executemany(
                 "UPDATE outbox SET payload = json_patch(payload, ?), last_error = ?,"
-                " updated_at = ? WHERE id = ? AND status = 'inflight'",
-                [(_json_text(added), message, now, item_id) for item_id, added in resolved.items()],
+                f" updated_at = ? WHERE id = ? AND {_HELD_BY}",
+                [
+                    (_json_text(added), message, now, item.id, item.claimed_by)
+                    for item, added in resolved
+                ],
             )
 
     def bring_forward(self, step: float, now: float) -> int:

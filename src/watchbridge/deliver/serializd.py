@@ -890,7 +890,7 @@ class SerializdTarget:
         placed = {} if rating is None else {PLACED: ref_to_dict(place.named())}
         await asyncio.to_thread(
             self.store.note_resolved,
-            {row.id: placed | {SENT_AT: at}},
+            [(row, placed | {SENT_AT: at})],
             f"{UNKNOWN_OUTCOME}: diary entry sent",
             self.clock(),
         )
@@ -940,7 +940,7 @@ class SerializdTarget:
         """Take back the mark `_add` put on `row` before a send that wrote nothing; one
         marked before this attempt stays marked (an earlier send may have landed)."""
         if not row.may_have_landed:
-            await asyncio.to_thread(self.store.note, [row.id], row.last_error or "", self.clock())
+            await asyncio.to_thread(self.store.note, [row], row.last_error or "", self.clock())
 
     async def _rated_row(self, profile: str, review: int, key: str) -> None:
         """Remember a rating row as ours for good: the reader dates every copy of ours by what

@@ -1198,7 +1198,7 @@ class TraktTarget:
         named = [r for r in plays if r.outbox.id in ids]
         looked_up = [r for r in named if r.outbox.id in found]
         if named:
-            await self._note_removing(found)
+            await self._note_removing(looked_up, found)
             try:
                 await self.client.remove_history(profile, sorted(set(ids.values())))
             except (TraktAuthError, TraktAccountError, Unavailable) as exc:
@@ -1294,16 +1294,17 @@ class TraktTarget:
         """If we crash before Trakt's answer is recorded, these rows come back marked, and are
         checked against Trakt's history before being sent again: at the time each went out as
         (SENT_AT) too, which a step of the clock can take its `at` away from."""
-        sent = {r.outbox.id: {SENT_AT: r.at} for r in rows}
+        sent = [(r.outbox, {SENT_AT: r.at}) for r in rows]
         message = f"{UNKNOWN_OUTCOME}: sent"
         await asyncio.to_thread(self.store.note_resolved, sent, message, self.clock())
 
-    async def _note_removing(self, found: dict[int, int]) -> None:
-        """Pin the Trakt history ids just looked up for removals (outbox id -> history id) to
-        their rows, marked as sent, before the removal goes: a try after a lost answer or a
-        crash removes that play or nothing, not the play nearest its time then."""
-        if found:
-            pins = {outbox_id: {HISTORY_ID: history_id} for outbox_id, history_id in found.items()}
+    async def _note_removing(self, looked_up: Sequence[Row], found: dict[int, int]) -> None:
+        """Pin the Trakt history ids just looked up for removals (`found`: outbox id ->
+        history id) to their rows (`looked_up`), marked as sent, before the removal goes: a
+        try after a lost answer or a crash removes that play or nothing, not the play nearest
+        its time then."""
+        if looked_up:
+            pins = [(r.outbox, {HISTORY_ID: found[r.outbox.id]}) for r in looked_up]
             message = f"{UNKNOWN_OUTCOME}: sent"
             await asyncio.to_thread(self.store.note_resolved, pins, message, self.clock())
 
@@ -1311,9 +1312,9 @@ class TraktTarget:
         """Take back `_note_sending` for rows Trakt refused outright (nothing was written), so
         the hold that follows does not keep them marked. A row marked before this attempt
         stays marked: an earlier send may have landed."""
-        ids = [r.outbox.id for r in rows if not r.outbox.may_have_landed]
-        if ids:
-            await asyncio.to_thread(self.store.note, ids, f"not sent: {why}", self.clock())
+        unmarked = [r.outbox for r in rows if not r.outbox.may_have_landed]
+        if unmarked:
+            await asyncio.to_thread(self.store.note, unmarked, f"not sent: {why}", self.clock())
 
     async def _remember(self, profile: str, rows: Sequence[Row]) -> None:
         if rows:
