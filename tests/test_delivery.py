@@ -28,7 +28,14 @@ from tests.test_ingest_plex import with_metadata
 from tests.test_sync_plex import remove_on_trakt
 from watchbridge.app import Runtime
 from watchbridge.config import AlertsConfig, Config, parse_config, undeliverable
-from watchbridge.deliver.fence import CLAIMS_LOST, MAYBE_SENT, ClaimsLost, Fence, handed_back
+from watchbridge.deliver.fence import (
+    CLAIMS_LOST,
+    FENCE_FRESH,
+    MAYBE_SENT,
+    ClaimsLost,
+    Fence,
+    handed_back,
+)
 from watchbridge.deliver.trakt import (
     SPLIT_REQUESTS,
     TraktTarget,
@@ -3946,6 +3953,50 @@ async def test_a_claim_renewal_meeting_a_locked_database_leaves_the_delivery_alo
     db = Path(runtime.config.storage.path)
     worker.targets = {"trakt": DeliversWhileAnotherProcessWrites(db, busy + 0.5)}
     await worker.pass_once(runtime)
+    assert runtime.store.outbox_counts()["done"] == 1
+
+
+@pytest.mark.parametrize("storage_settings", [", busy_timeout: 0.5"], ids=["busy_timeout=0.5"])
+async def test_a_fence_check_meeting_a_locked_database_sends_nothing_and_spends_no_attempt(
+    runtime: Runtime, trakt: FakeTrakt, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A live stop's first try is answered 503 a minute after the claim (the check of the
+    # claim is due); just then another process (a `watchbridge sync`, a backup) takes the
+    # database's write lock and keeps it past storage.busy_timeout. The try again cannot be
+    # checked: nothing goes, and the row waits without an attempt spent, not as a crash.
+    trakt.advance(clock() - trakt.now())
+    runtime.store.enqueue([_late_play(HEAT, clock(), "p1", live=True)], clock())
+    worker = worker_for(runtime)
+    worker.targets["trakt"].client.http.retry = INLINE_RETRIES  # type: ignore[attr-defined]
+    busy = float(runtime.config.storage.busy_timeout)
+    other = sqlite3.connect(
+        runtime.config.storage.path, isolation_level=None, check_same_thread=False
+    )
+    # Let go once the check gave up, before the target's note that nothing went gives up too.
+    released = threading.Timer(busy + busy / 2, lambda: other.execute("COMMIT"))
+
+    def a_minute_later_the_database_is_locked(request: FakeRequest) -> bool:
+        clock.advance(FENCE_FRESH + 1)
+        other.execute("BEGIN IMMEDIATE")
+        released.start()
+        return True
+
+    trakt.fail_next(1, 503, route="POST /scrobble/stop", when=a_minute_later_the_database_is_locked)
+    try:
+        await worker.pass_once(runtime)
+        released.join()
+        (row,) = runtime.store._query("SELECT * FROM outbox")
+        assert (row["status"], row["attempts"]) == ("pending", 0)
+        assert "storage.busy_timeout" in row["last_error"]
+        assert trakt.count("POST", "/scrobble/stop") == 1  # the try again did not go
+        assert "unexpected error" not in caplog.text
+        clock.advance(runtime.config.delivery.retry_after + 1)
+        await worker.pass_once(runtime)
+    finally:
+        released.cancel()
+        other.close()
+        await close_targets(worker)
+    assert len(trakt.history()) == 1
     assert runtime.store.outbox_counts()["done"] == 1
 
 

@@ -11,12 +11,13 @@ last one (or the claim) is recent: nobody can have taken the rows back within CL
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from watchbridge.http import Unavailable
-from watchbridge.store import UNKNOWN_OUTCOME, Store
+from watchbridge.store import LOCKED_BY_ANOTHER, UNKNOWN_OUTCOME, Store, locked_by_another
 
 # Seconds, by both the wall clock and the monotonic one, that a check (or the claim) holds:
 # far inside store.CLAIM_LEASE. A process suspended longer sees one of them jump.
@@ -25,6 +26,11 @@ FENCE_FRESH = 60.0
 CLAIMS_LOST = (
     "another watchbridge process took these deliveries back while this one was not running "
     "(suspended past its claim lease): not sent from here"
+)
+# Why a write whose check could not be made waits (a wait, no attempt spent: nothing went).
+UNCHECKED = (
+    f"not sent: {LOCKED_BY_ANOTHER}, so this delivery could not check that it still holds"
+    " its rows; tried again shortly"
 )
 # Why a row goes back whose write went out in the fenced batch, answer unknown (see `handed_back`).
 MAYBE_SENT = (
@@ -53,13 +59,20 @@ class Fence:
     _monotonic: float = field(default_factory=time.monotonic)
 
     async def check(self) -> None:
-        """Raise ClaimsLost unless every row is still this worker's (its lease renewed)."""
+        """Raise ClaimsLost unless every row is still this worker's (its lease renewed); an
+        `Unavailable` that sent nothing (UNCHECKED) when another process holds the database
+        past storage.busy_timeout: a wait for the target, as a service down is, not a crash."""
         if self.lost:
             raise ClaimsLost(self.service, CLAIMS_LOST)
         now, monotonic = self.clock(), time.monotonic()
         if 0.0 <= now - self.claimed_at < FENCE_FRESH and monotonic - self._monotonic < FENCE_FRESH:
             return
-        held = await asyncio.to_thread(self.store.fence, self.worker, self.rows, now)
+        try:
+            held = await asyncio.to_thread(self.store.fence, self.worker, self.rows, now)
+        except sqlite3.OperationalError as exc:
+            if not locked_by_another(exc):
+                raise
+            raise Unavailable(self.service, UNCHECKED) from None
         self.lost = set(self.rows) - held
         if self.lost:
             raise ClaimsLost(self.service, CLAIMS_LOST)
