@@ -183,6 +183,13 @@ TODAY = FuzzyDate.of(AT)
             True,
             EntryWrite(PART_2, status="COMPLETED", progress=12, repeat=2),
         ),
+        (  # set to Rewatching on AniList at the count: a new viewing of the end finishes it
+            current(status="REPEATING", progress=12, repeat=1),
+            12,
+            True,
+            EntryWrite(PART_2, status="COMPLETED", progress=12, repeat=2),
+        ),
+        (current(status="REPEATING", progress=12, repeat=1), 12, False, None),  # the first pass's
     ],
 )
 def test_a_play_sets_progress_status_and_dates(
@@ -702,6 +709,20 @@ async def test_a_completed_entry_set_back_to_watching_on_anilist_takes_no_older_
     entry = fake.snapshot()[PART_2]
     assert (entry["status"], entry["progress"], entry["repeat"]) == ("COMPLETED", 12, 0)
     assert runtime.store.outbox_counts()["done"] == 5
+
+
+async def test_a_rewatch_set_on_anilist_at_the_episode_count_is_finished_by_its_last_episode(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
+) -> None:
+    # AniList keeps the progress when the user sets a completed entry to Rewatching: the
+    # rewatch watched to its end in the media server counts one more rewatch and completes it.
+    fake.add_entry(PART_2, status="REPEATING", progress=12, updated_at=int(clock() - DAY))
+    enqueue(runtime, "play", episode(38), clock() - 3600, live=True)  # episode 1
+    await drain(worker, runtime)
+    enqueue(runtime, "play", episode(49), clock() - 60, live=True)  # episode 12
+    await drain(worker, runtime)
+    entry = fake.snapshot()[PART_2]
+    assert (entry["status"], entry["progress"], entry["repeat"]) == ("COMPLETED", 12, 1)
 
 
 async def test_plays_held_from_before_the_user_finished_the_entry_on_anilist_are_no_rewatch(
