@@ -62,6 +62,12 @@ REMOVES = "removes:"
 GONE_ALSO = {"anilist": " (or the anime mapping no longer places it there)"}
 
 
+def one_play(at: float, other: float) -> bool:
+    """Whether a target takes plays of one item at `at` and at `other` for one play: their
+    minutes are within DUPLICATE_WINDOW_MINUTES of each other. Pure."""
+    return abs(int(at // 60) - int(other // 60)) <= DUPLICATE_WINDOW_MINUTES
+
+
 @dataclass(frozen=True)
 class Play:
     item: str  # canonical item key (e.g. "episode:tmdb:1396:s1e1")

@@ -65,7 +65,7 @@ from watchbridge.ingest.common import iso_time
 from watchbridge.loose import obj
 from watchbridge.model import Ids, MediaRef, item_aliases, ref_from_dict
 from watchbridge.playback import shortest_viewing
-from watchbridge.reconcile import DUPLICATE_WINDOW_MINUTES, EXPECTED, UNDATED
+from watchbridge.reconcile import DUPLICATE_WINDOW_MINUTES, EXPECTED, UNDATED, one_play
 from watchbridge.services.trakt import (
     HISTORY_BATCH,
     HistoryPlay,
@@ -1544,10 +1544,8 @@ def _same_play(entry: Any, row: Row, skew: float) -> bool:
         return False
     if not history_entry_is(entry, row.item):
         return False
-    minute = int(row.at // 60)
     return any(
-        abs(int(reading // 60) - minute) <= DUPLICATE_WINDOW_MINUTES
-        for reading in readings(parse_iso(entry["watched_at"]), skew)
+        one_play(reading, row.at) for reading in readings(parse_iso(entry["watched_at"]), skew)
     )
 
 
