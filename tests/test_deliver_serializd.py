@@ -663,7 +663,10 @@ async def test_a_write_answered_429_is_sent_again_after_its_wait_without_a_diary
     clock: FakeClock,
 ) -> None:
     # A 429 says the request was not taken: the play is not "unknown outcome" (shown so, and
-    # the diary read before its next send), it waits out the Retry-After and goes again.
+    # the whole diary read before its next send), it waits out the Retry-After and goes again,
+    # after a new look at the diary's newest pages (a log made by hand meanwhile): 2 of 5.
+    clock.now = fake.now()
+    old_history(fake, 100)
     wait = {"Retry-After": "120"}
     if answer == "rate limit":
         too_many = {"message": "Too Many Requests"}
@@ -680,9 +683,9 @@ async def test_a_write_answered_429_is_sent_again_after_its_wait_without_a_diary
     # Its wait is over (the test's clock is a fake one; pacing keeps real time).
     host(fake.url, 1000).pause.until = 0.0
     await drain(worker, runtime, clock, passes=2, step=3601)
-    assert len(fake.diary()) == 1
+    assert len(fake.diary()) == 101
     assert runtime.store.outbox_counts()["done"] == 1
-    assert fake.count("GET", f"/api/user/{USERNAME}/diary") == reads
+    assert fake.count("GET", f"/api/user/{USERNAME}/diary") == reads + 2
 
 
 async def test_a_rating_is_a_diary_entry_that_is_not_a_play(
@@ -994,6 +997,19 @@ async def test_a_rewatch_of_an_episode_ticked_on_serializd_before_is_logged_as_o
         (iso(first), False),
         (iso(at), True),
     ]
+
+
+async def test_a_burst_of_webhook_plays_shares_one_look_for_logs_made_by_hand(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    # Behind 5 pages of old history: the look at the newest pages costs 2, once for the three.
+    clock.now = fake.now()
+    old_history(fake, 100)
+    for number in (4, 5, 6):
+        enqueue(runtime, "play", episode(number), clock() - 60)  # from a webhook
+    await drain(worker, runtime, clock, passes=1)
+    assert [e.episode_number for e in fake.diary() if e.show_id == SHOW] == [4, 5, 6]
+    assert fake.count("GET", DIARY_PAGE) == 2
 
 
 @pytest.mark.parametrize(
@@ -2096,7 +2112,9 @@ async def test_an_entry_we_add_after_the_runs_whole_read_still_keeps_its_episode
     assert first_misses(runtime) == {ours[4][0].id, ours[7][1].id}
     standing = {v.get("review_id") for v in ledger_plays(runtime).values() if not v.get("removed")}
     assert standing == {webhook_play.id, ours[4][0].id, ours[7][1].id}
-    assert fake.count("GET", DIARY_PAGE) - pages_before == 2 + 5
+    # The removals' look at the newest pages, the whole read, and the webhook play's own look
+    # for a log made by hand (it begins minutes before the play, before the removals' look).
+    assert fake.count("GET", DIARY_PAGE) - pages_before == 2 + 5 + 2
     await next_run(worker, runtime, clock, fake)  # e4's removal: a second whole read
     assert fake.ticks() == {(SHOW, SEASON_1, 7)}
     standing = {v.get("review_id") for v in ledger_plays(runtime).values() if not v.get("removed")}

@@ -12,7 +12,8 @@ its answers) may hold what that look must see, the row is held without spending 
 alert if it lasts), looked at again hourly, and goes by itself once the diary reads.
 The ledger knows what we wrote, not what the user deleted in the app since: before another
 play of ours keeps an episode ticked that a removal would untick, the diary must still list
-its entry (`_still_listed`).
+its entry (`_still_listed`). Nor does it know what the user logged in the app: a webhook's play
+of a viewing logged there at the credits is not logged again (`_logged_by_hand`).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from watchbridge.deliver.diary_listing import (
     recorded,
     serves,
 )
-from watchbridge.deliver.trakt import nearby_keys, play_key, still_fresh
+from watchbridge.deliver.trakt import LOOK_MARGIN, nearby_keys, play_key, readings, still_fresh
 from watchbridge.deliver.worker import (
     Dead,
     Delivered,
@@ -69,7 +70,7 @@ from watchbridge.http import Unavailable, refused_unread
 from watchbridge.ids import SHOW_TMDB, Enricher
 from watchbridge.logs import Repeating
 from watchbridge.model import Ids, MediaRef, ref_from_dict, ref_to_dict
-from watchbridge.reconcile import EXPECTED, UNDATED
+from watchbridge.reconcile import EXPECTED, UNDATED, one_play
 from watchbridge.services.serializd import (
     DEFAULT_TAG,
     DiaryEntry,
@@ -106,6 +107,10 @@ MARK_RECORD = "mark:"  # ... of an episode in a season marked watched
 # drain: a link's removals and ratings each ask what changed since its run read Serializd.
 # What the diary was seen to list (`diary_listing`) serves as long.
 ADDED_READ_KEEP = 300.0
+LOGGED_THERE = (
+    "already on Serializd: its diary holds a log of this episode within 2 minutes of the play "
+    "that watchbridge did not write (logged in the Serializd app, or by another app)"
+)
 LOGGED_SINCE = (
     "not removed: the episode was logged on Serializd since the link read it (a rewatch): "
     "that viewing stands and the episode stays ticked"
@@ -451,6 +456,13 @@ class SerializdTarget:
             # Watched, date unknown (e.g. a Trakt play without a date): the tick says exactly
             # that; a diary entry would need a date we do not have.
             return Tick(place, key, {"review_id": None, "ticked": False}, "ticked (no date)")
+        if "link" not in row.payload and await self._logged_by_hand(ledger, row, place, at):
+            # A link's copy was planned on a read of both sides: this is for a webhook's play.
+            log.info(
+                "a play not logged on Serializd: the diary holds a log of it made there",
+                extra={"profile": row.profile, "item": place.ref.describe(), "row": row.id},
+            )
+            return Skipped(LOGGED_THERE, answered=True)
 
         rewatch = _watched_before(ledger.plays, place.ref, at) or await self._seen(row, place)
         review = await self._add(
@@ -458,6 +470,34 @@ class SerializdTarget:
         )
         value = {"review_id": review, "ticked": False}
         return Tick(place, key, value, "rewatch logged" if rewatch else "logged")
+
+    async def _logged_by_hand(
+        self, ledger: Ledger, row: OutboxItem, place: Place, at: float
+    ) -> bool:
+        """Whether the diary holds a log of this viewing that watchbridge did not write (made
+        in Serializd's app at the credits, before the webhook came): a log of the episode
+        logged or dated within the duplicate window of `at` (`one_play`, Trakt's rule). When
+        it was logged counts: the app may date a log by the day alone. A log of ours is the
+        ledger's (its time is when it was sent, not the viewing's), one tagged ours whose
+        answer was lost counts by its date only. From the batch's whole read of the diary
+        when it made one (a row whose add may have landed), else the look at its newest pages
+        (`_newest`), shared by a burst of plays; rows it cannot read are not taken for a log
+        (the play is logged, as Trakt's look does)."""
+        entries = ledger.diary
+        if entries is None:
+            entries = (await self._newest(ledger.profile, row, at - LOOK_MARGIN)).entries
+        skew = self.client.http.clock_skew
+        prefix = f"{place.ref.key()}@"
+        ours = {v.get("review_id") for k, v in ledger.plays.items() if k.startswith(prefix)}
+        for entry in entries:
+            if not place.holds(entry) or not entry.is_log or entry.id in ours:
+                continue
+            times = [entry.watched_at]
+            if DEFAULT_TAG not in entry.tags:
+                times.append(entry.date_added)
+            if any(one_play(reading, at) for time in times for reading in readings(time, skew)):
+                return True
+        return False
 
     async def _seen(self, row: OutboxItem, place: Place) -> bool:
         """Whether Serializd held this episode as watched before this play (its diary entry is
@@ -713,11 +753,16 @@ class SerializdTarget:
         return False
 
     async def _added_since(self, profile: str, row: OutboxItem) -> DiaryRead:
-        """The diary entries added since the run that planned `row` read Serializd, from one
-        look at the diary's newest pages (`diary_added_since`, about a request), made after
-        that read and the row's last try, and within ADDED_READ_KEEP: the batches of a
-        drain share it. Never a read of the whole diary."""
-        since = row.planned_from - ratings.RATED_SLACK  # two clocks
+        """The diary entries added since the run that planned `row` read Serializd (see
+        `_newest`)."""
+        return await self._newest(profile, row, row.planned_from - ratings.RATED_SLACK)
+
+    async def _newest(self, profile: str, row: OutboxItem, since: float) -> DiaryRead:
+        """The diary entries added since `since` (our clock), from one look at the diary's
+        newest pages (`diary_added_since`, about two requests), made after `row` was planned
+        (a link's read, a webhook's queuing) and after its last try, and within
+        ADDED_READ_KEEP: the rows of a drain (removals, ratings, webhook plays) share it.
+        Never a read of the whole diary."""
         after = max(row.planned_from, row.next_attempt_at)
         now = self.clock()
         kept = self._added.get(profile)
