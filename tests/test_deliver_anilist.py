@@ -190,6 +190,12 @@ TODAY = FuzzyDate.of(AT)
             EntryWrite(PART_2, status="COMPLETED", progress=12, repeat=2),
         ),
         (current(status="REPEATING", progress=12, repeat=1), 12, False, None),  # the first pass's
+        (  # watched before the user set it to Rewatching: the first viewing's, held
+            current(status="REPEATING", progress=12, repeat=1, updated_at=AT + 60),
+            12,
+            True,
+            None,
+        ),
     ],
 )
 def test_a_play_sets_progress_status_and_dates(
@@ -723,6 +729,22 @@ async def test_a_rewatch_set_on_anilist_at_the_episode_count_is_finished_by_its_
     await drain(worker, runtime)
     entry = fake.snapshot()[PART_2]
     assert (entry["status"], entry["progress"], entry["repeat"]) == ("COMPLETED", 12, 1)
+
+
+async def test_a_play_from_before_a_rewatch_was_set_on_anilist_at_the_count_finishes_nothing(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
+) -> None:
+    # The last episode watched an hour ago, its play held (AniList out); meanwhile the user
+    # finished the entry there by hand and set it to Rewatching (AniList keeps 12/12). The
+    # held play is the first viewing's: no rewatch was watched, none is counted.
+    finished = FuzzyDate.of(clock() - 1200).to_input()
+    fake.add_entry(PART_2, status="REPEATING", progress=12, completed_at=finished,
+                   updated_at=int(clock() - 600))  # fmt: skip
+    enqueue(runtime, "play", episode(49), clock() - 3600, live=True)  # episode 12
+    await drain(worker, runtime)
+    entry = fake.snapshot()[PART_2]
+    assert (entry["status"], entry["progress"], entry["repeat"]) == ("REPEATING", 12, 0)
+    assert runtime.store.outbox_counts()["done"] == 1
 
 
 async def test_plays_held_from_before_the_user_finished_the_entry_on_anilist_are_no_rewatch(

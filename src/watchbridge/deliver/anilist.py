@@ -347,8 +347,11 @@ def play_write(
     # A new entry is completed by a second save (finish_write): if that one failed, the last
     # episode's play tried again finds it listed with every episode, and completes it. A
     # rewatch the user set to Rewatching without setting its progress back (AniList keeps it
-    # at the count) is finished by a new viewing of its last episode, as one we began is.
-    finishes = current.status == "CURRENT" or (current.status == "REPEATING" and rewatch)
+    # at the count) is finished by a new viewing of its last episode, as one we began is:
+    # watched after the user set it so (a play held from the first viewing is that one's).
+    finishes = current.status == "CURRENT" or (
+        current.status == "REPEATING" and rewatch and at > current.updated_at
+    )
     if episode <= current.progress and not (ends and finishes):
         return None
     if not rewatch and _watching_rewatch(current, set_aside):
