@@ -116,3 +116,20 @@ def test_a_play_an_hour_after_one_logged_by_hand_is_a_rewatch(
     assert not by_hand.is_rewatch
     assert (rewatch.episode_number, rewatch.is_rewatch) == (4, True)
     assert serializd.ticks() == {(SHOW, SEASON_1, 4)}
+
+
+@pytest.mark.parametrize(
+    "status,body",
+    [(404, "<html><title>Page not found</title></html>"), (200, {"items": []})],
+    ids=["renamed", "changed"],
+)
+def test_a_diary_that_cannot_be_read_does_not_stop_webhook_plays(
+    tmp_path: Path, serializd: FakeSerializd, status: int, body: Any
+) -> None:
+    # The diary page renamed (a new _v3) or answering another shape: the play's entry and tick
+    # need no diary; only the look for a log made in the app does, and the play is logged.
+    serializd.fail_next(50, status, body=body, route="/api/user/{username}/diary")
+    assert webhook_plays(tmp_path, serializd, PLAY) == [("done", None)]
+    (entry,) = serializd.diary()
+    assert (entry.episode_number, entry.is_rewatch) == (4, False)
+    assert serializd.ticks() == {(SHOW, SEASON_1, 4)}

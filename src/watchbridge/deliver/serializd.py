@@ -91,6 +91,10 @@ log = logging.getLogger(__name__)
 
 NAME = "serializd"
 TICKS_UNREADABLE = "serializd season ticks unreadable; the play is logged as a first viewing"
+LOOK_UNREADABLE = (
+    "serializd diary unreadable for a log made in the app; the play is logged (a log of it "
+    "made there stays a second entry)"
+)
 PLAYS = "plays"  # ledger: episode key @ minute -> {"review_id", "ticked"} of entries we made
 RATINGS = "ratings"  # ledger: item key -> {"rating", "review_id"} of the last rating we sent
 RATED_ROWS = "rated-rows"  # ledger: review id -> item key, of every rating row we added
@@ -247,6 +251,8 @@ class SerializdTarget:
         # A season page broken for weeks fails each webhook play: per profile, a line once,
         # then hourly, and when it reads again.
         self._ticks_log = Repeating(log)
+        # So is a diary that cannot be read for a log made in the app (`_logged_by_hand`).
+        self._look_log = Repeating(log)
         # Per profile: (since, read at) of the last look at the diary's newest entries, and
         # what it found (`_added_since`).
         self._added: dict[str, tuple[float, float, DiaryRead]] = {}
@@ -485,7 +491,26 @@ class SerializdTarget:
         (the play is logged, as Trakt's look does)."""
         entries = ledger.diary
         if entries is None:
-            entries = (await self._newest(ledger.profile, row, at - LOOK_MARGIN)).entries
+            try:
+                entries = (await self._newest(ledger.profile, row, at - LOOK_MARGIN)).entries
+            except (SerializdAuthError, Unavailable):
+                raise
+            except SerializdError as exc:
+                # Only a second entry hangs on this look (a diary page renamed, or answering
+                # otherwise): the play is logged rather than not at all, as the add needs no
+                # diary.
+                self._look_log.warning(
+                    row.profile,
+                    LOOK_UNREADABLE,
+                    self.clock(),
+                    profile=row.profile,
+                    item=place.ref.describe(),
+                    error=exc.message,
+                )
+                return False
+            self._look_log.over(
+                row.profile, "serializd diary read again", self.clock(), profile=row.profile
+            )
         skew = self.client.http.clock_skew
         prefix = f"{place.ref.key()}@"
         ours = {v.get("review_id") for k, v in ledger.plays.items() if k.startswith(prefix)}
