@@ -4001,6 +4001,96 @@ async def test_a_fence_check_meeting_a_locked_database_sends_nothing_and_spends_
     assert runtime.store.outbox_counts()["done"] == 1
 
 
+# A busy timeout of 1 s and the lock let go 1.5 s after it was taken: half a second of margin
+# on either side (the note gives up at 1 s, the worker's record of the hold gives up at 2 s).
+@pytest.mark.parametrize("storage_settings", [", busy_timeout: 1.0"], ids=["busy_timeout=1"])
+async def test_a_note_before_a_send_meeting_a_locked_database_sends_nothing_and_spends_no_attempt(
+    runtime: Runtime, trakt: FakeTrakt, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A webhook's play is looked for in Trakt's history first; as that read comes back,
+    # another process (a `watchbridge sync`, a backup) takes the database's write lock and
+    # keeps it past storage.busy_timeout. The note the target writes just before the history
+    # add cannot be made: nothing goes, and the row waits without an attempt spent.
+    trakt.advance(clock() - trakt.now())
+    runtime.store.enqueue([_late_play(HEAT, clock() - 600, "p1")], clock())
+    worker = worker_for(runtime)
+    busy = float(runtime.config.storage.busy_timeout)
+    other = sqlite3.connect(
+        runtime.config.storage.path, isolation_level=None, check_same_thread=False
+    )
+    # Let go once the note gave up, before the worker's record of the hold gives up too.
+    released = threading.Timer(busy + busy / 2, lambda: other.execute("COMMIT"))
+    read = trakt.hold_next(route="GET /sync/history/movies")
+    try:
+        delivering = asyncio.create_task(worker.pass_once(runtime))
+        await until(lambda: trakt.count("GET", "/sync/history/movies") == 1)
+        other.execute("BEGIN IMMEDIATE")
+        released.start()
+        read.set()
+        await delivering
+        released.join()
+        (row,) = runtime.store._query("SELECT * FROM outbox")
+        assert (row["status"], row["attempts"]) == ("pending", 0)
+        assert "storage.busy_timeout" in row["last_error"]
+        assert not row["last_error"].startswith(UNKNOWN_OUTCOME)  # nothing went
+        assert trakt.count("POST", "/sync/history") == 0
+        assert "unexpected error" not in caplog.text
+        clock.advance(runtime.config.delivery.retry_after + 1)
+        trakt.advance(runtime.config.delivery.retry_after + 1)
+        await worker.pass_once(runtime)
+    finally:
+        released.cancel()
+        read.set()
+        other.close()
+        await close_targets(worker)
+    assert trakt.count("POST", "/sync/history") == 1
+    assert len(trakt.history()) == 1
+    assert runtime.store.outbox_counts()["done"] == 1
+
+
+@pytest.mark.parametrize("storage_settings", [", busy_timeout: 1.0"], ids=["busy_timeout=1"])
+async def test_a_write_after_a_send_meeting_a_locked_database_keeps_its_may_have_landed_mark(
+    runtime: Runtime, trakt: FakeTrakt, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The history add lands; as its answer comes back, another process takes the write lock
+    # past storage.busy_timeout, so what the target writes after the send cannot be made.
+    # The row waits without an attempt spent, still marked as maybe sent: the next try looks
+    # at Trakt's history first, finds the play, and does not add it a second time.
+    trakt.advance(clock() - trakt.now())
+    runtime.store.enqueue([_late_play(HEAT, clock() - 600, "p1")], clock())
+    worker = worker_for(runtime)
+    busy = float(runtime.config.storage.busy_timeout)
+    other = sqlite3.connect(
+        runtime.config.storage.path, isolation_level=None, check_same_thread=False
+    )
+    released = threading.Timer(busy + busy / 2, lambda: other.execute("COMMIT"))
+    answer = trakt.hold_next(route="POST /sync/history")
+    try:
+        delivering = asyncio.create_task(worker.pass_once(runtime))
+        await until(lambda: trakt.count("POST", "/sync/history") == 1)
+        other.execute("BEGIN IMMEDIATE")
+        released.start()
+        answer.set()
+        await delivering
+        released.join()
+        (row,) = runtime.store._query("SELECT * FROM outbox")
+        assert (row["status"], row["attempts"]) == ("pending", 0)
+        assert row["last_error"].startswith(UNKNOWN_OUTCOME)
+        assert "storage.busy_timeout" in row["last_error"]
+        assert "unexpected error" not in caplog.text
+        clock.advance(runtime.config.delivery.retry_after + 1)
+        trakt.advance(runtime.config.delivery.retry_after + 1)
+        await worker.pass_once(runtime)
+    finally:
+        released.cancel()
+        answer.set()
+        other.close()
+        await close_targets(worker)
+    assert trakt.count("POST", "/sync/history") == 1
+    assert len(trakt.history()) == 1
+    assert runtime.store.outbox_counts()["done"] == 1
+
+
 async def test_giving_up_the_rows_of_a_removed_account_closes_its_sign_in_alert(
     runtime: Runtime,
     worker: DeliveryWorker,
