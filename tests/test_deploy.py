@@ -654,6 +654,29 @@ def test_the_apps_check_config_names_the_options_not_the_generated_files_keys(
     assert not any("profiles." in w or "server." in w for w in warnings), warnings
 
 
+def test_the_apps_check_config_names_a_bad_alert_url_by_its_option_entry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `check-config` in the app, on the file written from the options form: its error names
+    # the entry of alert_urls the user filled in, not the generated file's line and key.
+    options = {
+        "media_users": ["alex"],
+        "plex_plays_from": "webhooks",
+        "trakt_client_id": "trakt-id",
+        "alert_urls": ["ntfys://ntfy.sh/my-topic", "ntfy.sh/my-topic"],
+    }
+    paths = _paths(tmp_path)
+    plan = plan_start(["check-config"], paths, options, TOKEN)
+    apply_plan(plan, paths)
+    for name, value in plan.env.items():
+        monkeypatch.setenv(name, value)
+    result = watchbridge(*plan.argv[1:])
+    assert result.returncode == 2, result.stderr  # a config error's code
+    assert "error: alert_urls entry 2: not an Apprise URL" in result.stderr, result.stderr
+    assert "alerts.urls" not in result.stderr and "options.yaml" not in result.stderr
+    assert "ntfy.sh/my-topic" not in result.stderr + result.stdout
+
+
 def test_an_own_yaml_in_the_app_is_warned_about_by_its_own_keys(tmp_path: Path) -> None:
     own = tmp_path / "watchbridge.yaml"
     own.write_text(render_config(translate_options({"media_users": ["1"]}, TOKEN, tmp_path)))

@@ -33,7 +33,7 @@ from watchbridge.config import (
     load_config,
 )
 from watchbridge.errors import ConfigError, StoreError, WatchbridgeError
-from watchbridge.homeassistant import HomeAssistantApp, app_from_environment
+from watchbridge.homeassistant import HomeAssistantApp, app_from_environment, option_problem
 from watchbridge.lastwebhooks import LastWebhook
 from watchbridge.logs import redact_error_line
 from watchbridge.narrow import ANILIST_STATUSES, Narrowing
@@ -308,10 +308,14 @@ def check_config(config_path: str | None) -> None:
 
 def _located(config: Config, problem: str) -> str:
     """`problem` ("key: what") with the config file and line in front, as every config error
-    has; one naming a file of its own (the anime overrides' line) is left as it is."""
+    has; one naming a file of its own (the anime overrides' line) is left as it is. In the
+    Home Assistant app with the options form, a key the form fills is named by its option."""
     key, found, message = problem.partition(": ")
     if not found or not re.fullmatch(r"[a-z_]+(\.[a-z_]+|\[\d+\])*", key):
         return problem
+    app = app_from_environment(os.environ)
+    if app is not None and app.options_form and (named := option_problem(key, message)):
+        return named  # by the option the user filled in: the generated file is not theirs
     return config.problem(key, message)
 
 

@@ -36,7 +36,7 @@ from watchbridge.homeassistant import (
     OPTIONS_PROFILE,
     WEBHOOK_PORT,
     alert_urls_entry,
-    option_of,
+    option_problem,
 )
 
 HA_INGRESS_PROXY = "172.30.32.2"
@@ -167,8 +167,7 @@ def _as_option(problem: str) -> str:
     found = _CONFIG_PROBLEM.match(problem)
     if found is None:
         return problem
-    option = option_of(found["key"])
-    return f"{option}: {found['problem']}" if option else problem
+    return option_problem(found["key"], found["problem"]) or problem
 
 
 def options_auth_problem(args: Sequence[str], options: Mapping[str, Any]) -> str | None:

@@ -110,6 +110,16 @@ def in_options_words(text: str) -> str:
     return _CONFIG_KEY.sub(lambda found: option_of(found[0]) or found[0], as_option_entries(text))
 
 
+def option_problem(key: str, message: str) -> str | None:
+    """A config error `message` about key `key` of a config written from the options form,
+    as its user reads it: by the option that fills the key, an alert URL by its entry
+    (`alert_urls entry 2: ...`), with no line of a file they never saw; None for a key the
+    form does not fill."""
+    if option_of(key) is None:
+        return None
+    return in_options_words(f"{key}: {message}")
+
+
 def port_problems(port: int, webhook_port: int | None) -> list[str]:
     """What an own YAML's ports break in the app, which fixes both ports (no environment to
     set there, unlike a plain container)."""
