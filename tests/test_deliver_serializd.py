@@ -32,7 +32,12 @@ from watchbridge.model import Ids, MediaRef, ref_to_dict
 from watchbridge.ratings import to_serializd
 from watchbridge.readers.serializd import SerializdReader, make_reader, unanswered_copies
 from watchbridge.reconcile import UNDATED, Play, Side, plan
-from watchbridge.services.serializd import SerializdClient, SerializdUnavailable, host
+from watchbridge.services.serializd import (
+    DEFAULT_TAG,
+    SerializdClient,
+    SerializdUnavailable,
+    host,
+)
 from watchbridge.store import NewOutboxRow, OutboxItem
 from watchbridge.wiring import build_runtime, make_targets, serializd_client
 
@@ -278,12 +283,38 @@ async def test_a_row_left_by_a_crash_during_the_add_finds_its_entry_in_the_diary
     (row,) = claim(runtime)
     runtime.store.note([row], "unknown outcome: diary entry sent", clock())
     runtime.store.release_claims(clock())
-    fake.log_entry(None, SHOW, 1, 4, backdate=iso(at + 30), is_log=True)
+    fake.log_entry(None, SHOW, 1, 4, backdate=iso(at + 30), is_log=True, tags=[DEFAULT_TAG])
     outcomes = await target.deliver(claim(runtime), clock())
     assert [type(o).__name__ for o in outcomes.values()] == ["Delivered"]
     assert fake.count("POST", REVIEWS_ADD) == 0
     assert len(fake.diary()) == 1
     assert fake.ticks() == {(SHOW, SEASON_1, 4)}
+
+
+async def test_a_log_made_in_the_app_is_not_taken_for_a_play_whose_answer_was_lost(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    """The play's add goes unanswered (it never landed); the user logs the episode in the app
+    meanwhile. The retry's look for the lost add takes only an entry carrying our tag: the
+    user's untagged log is theirs, so the play counts as logged there. Taken for ours, it was
+    in the ledger, and the link's later removal of the play deleted the user's log."""
+    at = clock() - 60
+    fake.drop_next(1, route=f"POST {REVIEWS_ADD}")  # dropped before Serializd wrote anything
+    enqueue(runtime, "play", episode(4), at)
+    await drain(worker, runtime, clock, passes=1, step=120)
+    (row,) = waiting(runtime)
+    assert row["last_error"].startswith("unknown outcome")
+    by_hand = fake.log_entry(None, SHOW, 1, 4, backdate=iso(at + 30))  # in the app, untagged
+    await drain(worker, runtime, clock, passes=2, step=120)
+    (row,) = waiting(runtime)
+    assert row["status"] == "done" and "logged in the Serializd app" in (row["last_error"] or "")
+    assert fake.count("POST", REVIEWS_ADD) == 1  # the dropped one
+    # The link then removes the play it expected our delivery to have made.
+    enqueue(runtime, "remove_play", episode(4), at, record=f"expect:{episode(4).key()}@{at:.0f}",
+            link="ts", read_at=clock())  # fmt: skip
+    await drain(worker, runtime, clock, passes=2, step=120)
+    assert fake.diary() == [by_hand]
+    assert waiting(runtime)[-1]["status"] == "done"
 
 
 async def test_a_play_logged_after_the_backup_is_not_logged_again_from_the_copy_put_back(

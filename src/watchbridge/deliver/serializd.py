@@ -1126,7 +1126,9 @@ class SerializdTarget:
         own: object = None,
     ) -> DiaryEntry | None:
         """The diary entry an earlier send (of a play, or of `rating`) may have added, at
-        one of `times` (`_sent`); None when none is seen."""
+        one of `times` (`_sent`); None when none is seen. A play's must carry our tag: a log
+        the user made in the app near that time is theirs (taken for ours, a link's removal
+        of the play would delete it), and counts as logged by hand (`_logged_by_hand`)."""
         diary = await self._diary(ledger)
         # An entry already accounted for is another play of the same item (whose ledger
         # entries the caller loaded).
@@ -1136,6 +1138,7 @@ class SerializdTarget:
             if (
                 place.holds(entry)
                 and entry.is_log == is_log
+                and (not is_log or DEFAULT_TAG in entry.tags)
                 and any(abs(entry.watched_at - at) <= DIARY_WINDOW for at in times)
                 and (rating is None or entry.rating == rating)
                 and entry.id not in taken
