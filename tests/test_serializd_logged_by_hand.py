@@ -98,6 +98,22 @@ def test_a_play_logged_by_hand_at_the_credits_is_not_logged_again(
     assert "logged in the Serializd app" in reason
 
 
+def test_a_log_made_at_the_credits_on_a_serializd_clock_behind_ours_is_found(
+    tmp_path: Path, serializd: FakeSerializd
+) -> None:
+    # Serializd's clock 10 minutes behind ours: it stamps the log (dateAdded) and its answers'
+    # Date header by it. Read on our clock, the log looked 10 minutes older than the play and
+    # the look at the diary's newest entries left it out: the play was logged a second time.
+    serializd.advance(-600)
+    logged = serializd.now() - 20
+    serializd.log_entry(None, SHOW, 1, 4, backdate=day_only(logged), date_added=iso(logged))
+    serializd.tick(None, SHOW, 1, 4)
+    ((status, reason),) = webhook_plays(tmp_path, serializd, PLAY)
+    assert len(serializd.diary()) == 1
+    assert status == "done"
+    assert reason is not None and "logged in the Serializd app" in reason
+
+
 def test_a_play_an_hour_after_one_logged_by_hand_is_a_rewatch(
     tmp_path: Path, serializd: FakeSerializd
 ) -> None:

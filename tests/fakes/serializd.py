@@ -331,6 +331,9 @@ class FakeSerializd(FakeServer):
     def now(self) -> float:
         return time.time() + self._offset
 
+    def date_clock(self) -> float:
+        return self.now()  # its Date header tells the clock it stamps `dateAdded` by
+
     def advance(self, seconds: float) -> None:
         with self.lock:
             self._offset += seconds

@@ -253,8 +253,8 @@ class SerializdTarget:
         self._ticks_log = Repeating(log)
         # So is a diary that cannot be read for a log made in the app (`_logged_by_hand`).
         self._look_log = Repeating(log)
-        # Per profile: (since, read at) of the last look at the diary's newest entries, and
-        # what it found (`_added_since`).
+        # Per profile: (since, on Serializd's clock; read at) of the last look at the diary's
+        # newest entries, and what it found (`_added_since`).
         self._added: dict[str, tuple[float, float, DiaryRead]] = {}
         # Per profile: which diary entries the reads of the run saw listed (`_listed`), and
         # how many entries we have added (a read one was added during proves nothing gone).
@@ -787,9 +787,12 @@ class SerializdTarget:
         newest pages (`diary_added_since`, about two requests), made after `row` was planned
         (a link's read, a webhook's queuing) and after its last try, and within
         ADDED_READ_KEEP: the rows of a drain (removals, ratings, webhook plays) share it.
-        Never a read of the whole diary."""
+        Never a read of the whole diary. `dateAdded` is Serializd's clock: an entry is kept
+        when either reading of it (`readings`: as is, or moved by the clock skew) is after
+        `since`; else a log made at the credits on a clock behind ours is read as older."""
         after = max(row.planned_from, row.next_attempt_at)
         now = self.clock()
+        since = min(since, since + self.client.http.clock_skew)
         kept = self._added.get(profile)
         if kept is not None:
             read_since, read_at, read = kept
