@@ -291,10 +291,12 @@ async def test_a_webhook_play_still_waiting_for_serializd_is_not_added_again_by_
 async def part_two_finished(
     rig: Rig, serializd: FakeSerializd, anilist: FakeAniList, days_ago: float
 ) -> None:
-    """Re:Zero S2 Part 2 (TMDB S1E39-50) watched to its end on both sides, and linked."""
+    """Re:Zero S2 Part 2 (TMDB S1E39-50) watched to its end on both sides, and linked (each
+    episode logged in Serializd's app as it was watched)."""
     finished = time.time() - days_ago * DAY
     for number in range(39, 51):
-        serializd.log_entry(None, REZERO, 1, number, backdate=iso(finished - (50 - number) * 60))
+        watched = iso(finished - (50 - number) * 60)
+        serializd.log_entry(None, REZERO, 1, number, backdate=watched, date_added=watched)
     completed_entry(anilist, REZERO_P2, 12, finished)
     await rig.sync_and_deliver()
 
