@@ -3956,6 +3956,26 @@ async def test_a_claim_renewal_meeting_a_locked_database_leaves_the_delivery_alo
     assert runtime.store.outbox_counts()["done"] == 1
 
 
+class AnotherProcessLocking:
+    """A second connection to the service's database (a `watchbridge sync`, a backup): `take`
+    holds its write lock, let go `for_seconds` later on a timer; `wait` until it is."""
+
+    def __init__(self, path: Path | str, for_seconds: float) -> None:
+        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.released = threading.Timer(for_seconds, lambda: self.conn.execute("COMMIT"))
+
+    def take(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+        self.released.start()
+
+    def wait(self) -> None:
+        self.released.join()
+
+    def close(self) -> None:
+        self.released.cancel()
+        self.conn.close()
+
+
 @pytest.mark.parametrize("storage_settings", [", busy_timeout: 0.5"], ids=["busy_timeout=0.5"])
 async def test_a_fence_check_meeting_a_locked_database_sends_nothing_and_spends_no_attempt(
     runtime: Runtime, trakt: FakeTrakt, clock: FakeClock, caplog: pytest.LogCaptureFixture
@@ -3969,23 +3989,19 @@ async def test_a_fence_check_meeting_a_locked_database_sends_nothing_and_spends_
     worker = worker_for(runtime)
     worker.targets["trakt"].client.http.retry = INLINE_RETRIES  # type: ignore[attr-defined]
     busy = float(runtime.config.storage.busy_timeout)
-    other = sqlite3.connect(
-        runtime.config.storage.path, isolation_level=None, check_same_thread=False
-    )
     # Let go once the check gave up (if it began within 0.9 busy_timeout of the lock: slack
     # for a loaded machine), before the target's note that nothing went gives up too.
-    released = threading.Timer(busy * 1.9, lambda: other.execute("COMMIT"))
+    other = AnotherProcessLocking(runtime.config.storage.path, busy * 1.9)
 
     def a_minute_later_the_database_is_locked(request: FakeRequest) -> bool:
         clock.advance(FENCE_FRESH + 1)
-        other.execute("BEGIN IMMEDIATE")
-        released.start()
+        other.take()
         return True
 
     trakt.fail_next(1, 503, route="POST /scrobble/stop", when=a_minute_later_the_database_is_locked)
     try:
         await worker.pass_once(runtime)
-        released.join()
+        other.wait()
         (row,) = runtime.store._query("SELECT * FROM outbox")
         assert (row["status"], row["attempts"]) == ("pending", 0)
         assert "storage.busy_timeout" in row["last_error"]
@@ -3994,7 +4010,6 @@ async def test_a_fence_check_meeting_a_locked_database_sends_nothing_and_spends_
         clock.advance(runtime.config.delivery.retry_after + 1)
         await worker.pass_once(runtime)
     finally:
-        released.cancel()
         other.close()
         await close_targets(worker)
     assert len(trakt.history()) == 1
@@ -4015,20 +4030,16 @@ async def test_a_note_before_a_send_meeting_a_locked_database_sends_nothing_and_
     runtime.store.enqueue([_late_play(HEAT, clock() - 600, "p1")], clock())
     worker = worker_for(runtime)
     busy = float(runtime.config.storage.busy_timeout)
-    other = sqlite3.connect(
-        runtime.config.storage.path, isolation_level=None, check_same_thread=False
-    )
     # Let go once the note gave up, before the worker's record of the hold gives up too.
-    released = threading.Timer(busy + busy / 2, lambda: other.execute("COMMIT"))
+    other = AnotherProcessLocking(runtime.config.storage.path, busy + busy / 2)
     read = trakt.hold_next(route="GET /sync/history/movies")
     try:
         delivering = asyncio.create_task(worker.pass_once(runtime))
         await until(lambda: trakt.count("GET", "/sync/history/movies") == 1)
-        other.execute("BEGIN IMMEDIATE")
-        released.start()
+        other.take()
         read.set()
         await delivering
-        released.join()
+        other.wait()
         (row,) = runtime.store._query("SELECT * FROM outbox")
         assert (row["status"], row["attempts"]) == ("pending", 0)
         assert "storage.busy_timeout" in row["last_error"]
@@ -4039,7 +4050,6 @@ async def test_a_note_before_a_send_meeting_a_locked_database_sends_nothing_and_
         trakt.advance(runtime.config.delivery.retry_after + 1)
         await worker.pass_once(runtime)
     finally:
-        released.cancel()
         read.set()
         other.close()
         await close_targets(worker)
@@ -4060,19 +4070,15 @@ async def test_a_write_after_a_send_meeting_a_locked_database_keeps_its_may_have
     runtime.store.enqueue([_late_play(HEAT, clock() - 600, "p1")], clock())
     worker = worker_for(runtime)
     busy = float(runtime.config.storage.busy_timeout)
-    other = sqlite3.connect(
-        runtime.config.storage.path, isolation_level=None, check_same_thread=False
-    )
-    released = threading.Timer(busy + busy / 2, lambda: other.execute("COMMIT"))
+    other = AnotherProcessLocking(runtime.config.storage.path, busy + busy / 2)
     answer = trakt.hold_next(route="POST /sync/history")
     try:
         delivering = asyncio.create_task(worker.pass_once(runtime))
         await until(lambda: trakt.count("POST", "/sync/history") == 1)
-        other.execute("BEGIN IMMEDIATE")
-        released.start()
+        other.take()
         answer.set()
         await delivering
-        released.join()
+        other.wait()
         (row,) = runtime.store._query("SELECT * FROM outbox")
         assert (row["status"], row["attempts"]) == ("pending", 0)
         assert row["last_error"].startswith(UNKNOWN_OUTCOME)
@@ -4082,7 +4088,6 @@ async def test_a_write_after_a_send_meeting_a_locked_database_keeps_its_may_have
         trakt.advance(runtime.config.delivery.retry_after + 1)
         await worker.pass_once(runtime)
     finally:
-        released.cancel()
         answer.set()
         other.close()
         await close_targets(worker)
