@@ -347,8 +347,10 @@ def test_the_service_is_marked_as_the_app_with_where_its_config_came_from(tmp_pa
     own = {**FULL_OPTIONS, "config_file": "watchbridge.yaml"}
     own_yaml = plan_start([], paths, own, TOKEN, is_file=lambda _: True)
     plain = plan_start([], paths, None, TOKEN, is_file=lambda _: True)
-    assert app_from_environment(from_options.env) == HomeAssistantApp(options_form=True)
-    assert app_from_environment(a_command.env) == HomeAssistantApp(options_form=True)
+    # FULL_OPTIONS' second alert_urls entry is blank: the config keeps entries 1 and 3.
+    form = HomeAssistantApp(options_form=True, alert_url_entries=(1, 3))
+    assert app_from_environment(from_options.env) == form
+    assert app_from_environment(a_command.env) == form
     assert app_from_environment(own_yaml.env) == HomeAssistantApp(options_form=False)
     assert APP_ENV not in plain.env and app_from_environment(plain.env) is None
 
@@ -654,8 +656,16 @@ def test_the_apps_check_config_names_the_options_not_the_generated_files_keys(
     assert not any("profiles." in w or "server." in w for w in warnings), warnings
 
 
+@pytest.mark.parametrize(
+    ("alert_urls", "entry"),
+    [
+        (["ntfys://ntfy.sh/my-topic", "ntfy.sh/my-topic"], 2),
+        # The generated file drops the blank entry (its alerts.urls[1]); the form shows it.
+        (["ntfys://ntfy.sh/my-topic", " ", "ntfy.sh/my-topic"], 3),
+    ],
+)
 def test_the_apps_check_config_names_a_bad_alert_url_by_its_option_entry(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, alert_urls: list[str], entry: int
 ) -> None:
     # `check-config` in the app, on the file written from the options form: its error names
     # the entry of alert_urls the user filled in, not the generated file's line and key.
@@ -663,16 +673,19 @@ def test_the_apps_check_config_names_a_bad_alert_url_by_its_option_entry(
         "media_users": ["alex"],
         "plex_plays_from": "webhooks",
         "trakt_client_id": "trakt-id",
-        "alert_urls": ["ntfys://ntfy.sh/my-topic", "ntfy.sh/my-topic"],
+        "alert_urls": alert_urls,
     }
     paths = _paths(tmp_path)
     plan = plan_start(["check-config"], paths, options, TOKEN)
     apply_plan(plan, paths)
+    # The entrypoint's own line at start names the same entry.
+    assert any(note.startswith(f"alert_urls entry {entry}: ") for note in plan.notes)
     for name, value in plan.env.items():
         monkeypatch.setenv(name, value)
     result = watchbridge(*plan.argv[1:])
     assert result.returncode == 2, result.stderr  # a config error's code
-    assert "error: alert_urls entry 2: not an Apprise URL" in result.stderr, result.stderr
+    expected = f"error: alert_urls entry {entry}: not an Apprise URL"
+    assert expected in result.stderr, result.stderr
     assert "alerts.urls" not in result.stderr and "options.yaml" not in result.stderr
     assert "ntfy.sh/my-topic" not in result.stderr + result.stdout
 

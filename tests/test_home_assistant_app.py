@@ -20,7 +20,6 @@ from watchbridge.config import load_config
 from watchbridge.deliver.worker import dead_letter_alert
 from watchbridge.entrypoint import Paths, plan_start
 from watchbridge.homeassistant import (
-    APP_ENV,
     COMMANDS,
     COMMANDS_HELP,
     HomeAssistantApp,
@@ -31,9 +30,13 @@ from watchbridge.store import Untold
 from watchbridge.wiring import build_runtime
 
 HELP_ON_PAGE = html.escape(COMMANDS_HELP)
-# The second entry has no schema: Apprise does not take it.
+# The second URL has no schema: Apprise does not take it. The options form's first entry is
+# blank, so the config written from it (ALERTS) has the URLs of its entries 2 and 3.
 ALERTS = "alerts:\n  urls: ['json://127.0.0.1:9/hook', 'ntfy.sh/my-topic']\n"
-OPTIONS = {"alert_urls": ["json://127.0.0.1:9/hook", "ntfy.sh/my-topic"], "media_users": ["1"]}
+OPTIONS = {
+    "alert_urls": ["", "json://127.0.0.1:9/hook", "ntfy.sh/my-topic"],
+    "media_users": ["1"],
+}
 
 
 def entrypoint_env(tmp_path: Path, options: dict[str, object]) -> dict[str, str]:
@@ -45,7 +48,7 @@ def entrypoint_env(tmp_path: Path, options: dict[str, object]) -> dict[str, str]
         example=tmp_path / "example.yaml",
     )
     plan = plan_start([], paths, options, "token", is_file=lambda path: path.name == "mine.yaml")
-    return {APP_ENV: plan.env[APP_ENV]}
+    return {name: value for name, value in plan.env.items() if name != "WATCHBRIDGE_CONFIG"}
 
 
 def page(runtime: Runtime) -> str:
@@ -69,7 +72,7 @@ def test_the_apps_page_says_where_commands_are_told_and_names_alert_urls_as_the_
     finally:
         service.terminate()
     assert f"<p>{HELP_ON_PAGE}</p>" in shown
-    assert "Alerts are not sent to alert_urls entry 2: not an Apprise URL" in shown
+    assert "Alerts are not sent to alert_urls entry 3: not an Apprise URL" in shown
     assert "fix it in the app's Configuration tab and restart the app." in shown
     assert "alerts.urls[" not in shown
 

@@ -573,7 +573,7 @@ def start_warnings(
     app = app_from_environment(environ)
     if app is not None and app.options_form:
         # Each key the options form filled in, by its option: the user never saw the file.
-        return [in_options_words(warning) for warning in warnings]
+        return [in_options_words(warning, app.alert_url_entries) for warning in warnings]
     return warnings
 
 

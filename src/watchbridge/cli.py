@@ -314,7 +314,11 @@ def _located(config: Config, problem: str) -> str:
     if not found or not re.fullmatch(r"[a-z_]+(\.[a-z_]+|\[\d+\])*", key):
         return problem
     app = app_from_environment(os.environ)
-    if app is not None and app.options_form and (named := option_problem(key, message)):
+    if (
+        app is not None
+        and app.options_form
+        and (named := option_problem(key, message, app.alert_url_entries))
+    ):
         return named  # by the option the user filled in: the generated file is not theirs
     return config.problem(key, message)
 

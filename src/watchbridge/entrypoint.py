@@ -29,12 +29,14 @@ from typing import Any, NoReturn
 import yaml
 
 from watchbridge.homeassistant import (
+    ALERT_URL_ENTRIES_ENV,
     APP_ENV,
     FROM_OPTIONS,
     FROM_OWN_YAML,
     INGRESS_PORT,
     OPTIONS_PROFILE,
     WEBHOOK_PORT,
+    alert_url_entries_value,
     alert_urls_entry,
     option_problem,
 )
@@ -124,7 +126,7 @@ def translate_options(
         "server": server,
         "storage": {"path": str(data_dir / "watchbridge.db")},
         "logging": {"level": _text(options, "log_level") or "info"},
-        "alerts": {"urls": _texts(options, "alert_urls")},
+        "alerts": {"urls": [url for _, url in alert_url_entries(options)]},
     }
     # Trakt made the client secret optional for sign-in in 2026: the id alone is enough.
     if _text(options, "trakt_client_id"):
@@ -148,9 +150,23 @@ def translate_options(
 _CONFIG_PROBLEM = re.compile(r"^\S+:\d+ (?P<key>[^:\s]+): (?P<problem>.*)$")
 
 
-def option_problems(text: str, path: Path) -> list[str]:
+def alert_url_entries(options: Mapping[str, Any]) -> list[tuple[int, str]]:
+    """Each `alert_urls` entry the generated config keeps, with its place in the options form's
+    list (counted from 1, blank entries too: the form shows them)."""
+    values = options.get("alert_urls") or []
+    if isinstance(values, str):
+        values = [values]
+    return [
+        (number, text)
+        for number, value in enumerate(values, start=1)
+        if value is not None and (text := str(value).strip())
+    ]
+
+
+def option_problems(text: str, path: Path, entries: Sequence[int]) -> list[str]:
     """What is wrong with a config generated from the options, each named by the option the
-    user filled in (not the generated file's key, which they never wrote). Pure."""
+    user filled in (not the generated file's key, which they never wrote), an alert URL by
+    its entry (`entries`: the form's entry of each kept URL, as ALERT_URL_ENTRIES_ENV). Pure."""
     from watchbridge.config import parse_config
     from watchbridge.errors import ConfigError
 
@@ -159,15 +175,15 @@ def option_problems(text: str, path: Path) -> list[str]:
     except ConfigError as exc:
         # One option fills several keys (media_users: every source): each problem once.
         lines = [line for line in exc.message.splitlines() if line.strip()]
-        return list(dict.fromkeys(_as_option(line) for line in lines))
+        return list(dict.fromkeys(_as_option(line, entries) for line in lines))
     return []
 
 
-def _as_option(problem: str) -> str:
+def _as_option(problem: str, entries: Sequence[int]) -> str:
     found = _CONFIG_PROBLEM.match(problem)
     if found is None:
         return problem
-    return option_problem(found["key"], found["problem"]) or problem
+    return option_problem(found["key"], found["problem"], entries) or problem
 
 
 def options_auth_problem(args: Sequence[str], options: Mapping[str, Any]) -> str | None:
@@ -246,14 +262,11 @@ def _alert_url_warnings(options: Mapping[str, Any]) -> list[str]:
     service names it alerts.urls[N], a key of a file the user never wrote."""
     from watchbridge.alerts import url_problem
 
-    entries = options.get("alert_urls") or []
     return [
         f"{alert_urls_entry(number)}: {problem} (URL hidden: it may hold secrets); alerts are "
         "not sent to it, fix it in the app's Configuration tab"
-        for number, entry in enumerate(entries if isinstance(entries, list) else [entries], 1)
-        if entry is not None
-        and str(entry).strip()
-        and (problem := url_problem(str(entry).strip())) is not None
+        for number, url in alert_url_entries(options)
+        if (problem := url_problem(url)) is not None
     ]
 
 
@@ -340,11 +353,17 @@ def _plan_home_assistant(
         raise StartError(problem)
     generated = paths.data / GENERATED_CONFIG
     text = render_config(translate_options(options, api_token, paths.data))
-    if problems := option_problems(text, generated):
+    entries = [number for number, _ in alert_url_entries(options)]
+    if problems := option_problems(text, generated, entries):
         raise StartError("the app options: " + "; ".join(problems))
     return StartPlan(
         argv=_command(args, generated, home_assistant=True),
-        env={**_config_env(generated), APP_ENV: FROM_OPTIONS},
+        env={
+            **_config_env(generated),
+            APP_ENV: FROM_OPTIONS,
+            # The service names `alerts.urls[N]` by the entry the user filled in.
+            ALERT_URL_ENTRIES_ENV: alert_url_entries_value(entries),
+        },
         generated_config=(generated, text),
         run_as=SERVICE_USER,
         notes=notes,

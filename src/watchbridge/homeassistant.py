@@ -9,10 +9,14 @@ not by the key of a file the user never wrote. Pure: the caller reads the enviro
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 APP_ENV = "WATCHBRIDGE_HOME_ASSISTANT"
+# With the options form: the `alert_urls` entry (counted from 1, blanks too) of each URL the
+# generated config keeps, in its order ("2,3"): blank entries are dropped, so `alerts.urls[0]`
+# may be the form's entry 2.
+ALERT_URL_ENTRIES_ENV = "WATCHBRIDGE_ALERT_URL_ENTRIES"
 FROM_OPTIONS = "options"  # the config is written from the options form at each start
 FROM_OWN_YAML = "own-yaml"  # the user's own YAML (the config_file option), used as written
 # addon/config.yaml: ingress connects to INGRESS_PORT; WEBHOOK_PORT is the one port published,
@@ -61,6 +65,8 @@ class HomeAssistantApp:
     """The service runs as the Home Assistant app."""
 
     options_form: bool  # its config is the one written from the options form
+    # The form's entry of each `alerts.urls` of that config, in order (ALERT_URL_ENTRIES_ENV).
+    alert_url_entries: tuple[int, ...] = ()
 
 
 def app_from_environment(environ: Mapping[str, str]) -> HomeAssistantApp | None:
@@ -68,7 +74,26 @@ def app_from_environment(environ: Mapping[str, str]) -> HomeAssistantApp | None:
     source = environ.get(APP_ENV, "").strip()
     if not source:
         return None
-    return HomeAssistantApp(options_form=source == FROM_OPTIONS)
+    if source != FROM_OPTIONS:
+        return HomeAssistantApp(options_form=False)
+    return HomeAssistantApp(
+        options_form=True,
+        alert_url_entries=_entry_numbers(environ.get(ALERT_URL_ENTRIES_ENV, "")),
+    )
+
+
+def alert_url_entries_value(entries: Sequence[int]) -> str:
+    """ALERT_URL_ENTRIES_ENV's value for these entry numbers."""
+    return ",".join(map(str, entries))
+
+
+def _entry_numbers(value: str) -> tuple[int, ...]:
+    # Written by the entrypoint of the same image; anything else is read as no positions
+    # (each URL then named as if no entry were blank) rather than stopping the service.
+    parts = [part.strip() for part in value.split(",") if part.strip()]
+    if not all(part.isdigit() and int(part) > 0 for part in parts):
+        return ()
+    return tuple(int(part) for part in parts)
 
 
 def names_a_command(text: str) -> bool:
@@ -86,9 +111,17 @@ def alert_urls_entry(number: int) -> str:
     return f"alert_urls entry {number}"
 
 
-def as_option_entries(text: str) -> str:
-    """`alerts.urls[N]` (the config's key, counted from 0) as the option's entry N+1."""
-    return _ALERT_URL_ENTRY.sub(lambda found: alert_urls_entry(int(found[1]) + 1), text)
+def alert_url_entry_number(index: int, entries: Sequence[int]) -> int:
+    """The options form's `alert_urls` entry of the config's `alerts.urls[index]`, given the
+    entry of each URL the config kept (blank entries are not kept but are counted)."""
+    return entries[index] if index < len(entries) else index + 1
+
+
+def as_option_entries(text: str, entries: Sequence[int]) -> str:
+    """`alerts.urls[N]` (the config's key, counted from 0) as the option's entry it came from."""
+    return _ALERT_URL_ENTRY.sub(
+        lambda found: alert_urls_entry(alert_url_entry_number(int(found[1]), entries)), text
+    )
 
 
 def option_of(key: str) -> str | None:
@@ -104,20 +137,23 @@ def option_of(key: str) -> str | None:
     )
 
 
-def in_options_words(text: str) -> str:
+def in_options_words(text: str, entries: Sequence[int]) -> str:
     """A warning about a config written from the options form, with each key the form fills
-    named by its option (an alert URL by its entry); other keys are left as they are."""
-    return _CONFIG_KEY.sub(lambda found: option_of(found[0]) or found[0], as_option_entries(text))
+    named by its option (an alert URL by its entry, `entries` as in `as_option_entries`);
+    other keys are left as they are."""
+    return _CONFIG_KEY.sub(
+        lambda found: option_of(found[0]) or found[0], as_option_entries(text, entries)
+    )
 
 
-def option_problem(key: str, message: str) -> str | None:
+def option_problem(key: str, message: str, entries: Sequence[int]) -> str | None:
     """A config error `message` about key `key` of a config written from the options form,
     as its user reads it: by the option that fills the key, an alert URL by its entry
-    (`alert_urls entry 2: ...`), with no line of a file they never saw; None for a key the
-    form does not fill."""
+    (`alert_urls entry 2: ...`, `entries` as in `as_option_entries`), with no line of a file
+    they never saw; None for a key the form does not fill."""
     if option_of(key) is None:
         return None
-    return in_options_words(f"{key}: {message}")
+    return in_options_words(f"{key}: {message}", entries)
 
 
 def port_problems(port: int, webhook_port: int | None) -> list[str]:

@@ -318,10 +318,7 @@ def render(state: PageState, now: float) -> str:
         *(
             []
             if state.alerts is None
-            else [
-                "<h2>Alerts</h2>"
-                + _alerts(state.alerts, now, _from_options_form(state.home_assistant))
-            ]
+            else ["<h2>Alerts</h2>" + _alerts(state.alerts, now, state.home_assistant)]
         ),
         "<h2>Links</h2>"
         + _links(state.config, status.last_runs, status.last_success_at, now)
@@ -454,15 +451,17 @@ def _clocks(clocks: Mapping[str, float]) -> str:
     )
 
 
-def _from_options_form(app: HomeAssistantApp | None) -> bool:
-    return app is not None and app.options_form
-
-
-def _alerts(health: Health, now: float, options_form: bool = False) -> str:
+def _alerts(health: Health, now: float, app: HomeAssistantApp | None = None) -> str:
     """Alert destinations that did not load, or do not take what is sent: only here (and in the
     log) can the user learn that alerts do not reach them. From the Home Assistant options
-    form, each is named as that form lists it (`alert_urls` entry N, counted from 1)."""
-    named = as_option_entries if options_form else str
+    form, each is named as that form lists it (`alert_urls` entry N, counted from 1 with its
+    blank entries)."""
+    options_form = app is not None and app.options_form
+    entries = app.alert_url_entries if app is not None else ()
+
+    def named(text: str) -> str:
+        return as_option_entries(text, entries) if options_form else text
+
     fix = (
         "fix it in the app's Configuration tab and restart the app"
         if options_form
