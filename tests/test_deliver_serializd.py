@@ -1477,6 +1477,27 @@ async def test_a_links_removal_of_a_play_leaves_an_episode_logged_again_since_it
     assert fake.count("GET", DIARY_PAGE) == (3 if logged_again else 2)
 
 
+async def test_a_links_removal_leaves_a_rewatch_logged_on_a_serializd_clock_behind_ours(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    """Serializd's clock 10 minutes behind ours: the user's rewatch, logged 5 minutes after the
+    link's read, carries a `dateAdded` 5 minutes before it on our clock. Read as is, it was no
+    log since the read: the removal deleted the entry and unticked the episode."""
+    first, read_at = logged_then_read(fake, clock)
+    fake.advance(-600)
+    clock.advance(300)
+    fake.advance(300)
+    fake.log_entry(None, SHOW, 1, 4, is_rewatch=True)  # in the app, meanwhile
+    clock.advance(60)
+    fake.advance(60)
+    enqueue(runtime, "remove_play", episode(4), clock() - 30 * DAY,
+            record=str(first.id), link="ts", read_at=read_at)  # fmt: skip
+    await drain(worker, runtime, clock, passes=2)
+    (row,) = waiting(runtime)
+    assert row["last_error"].startswith("skipped: not removed: the episode was logged")
+    assert fake.ticks() == {(SHOW, SEASON_1, 4)} and first in fake.diary()
+
+
 async def test_a_links_removal_sees_a_rewatch_the_diary_shows_behind_a_page_of_older_entries(
     runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
 ) -> None:
@@ -1573,6 +1594,27 @@ async def test_a_links_rating_is_not_written_over_one_given_on_serializd_after_i
         assert rated == [4, 9] and row["last_error"] is None
     # Pages until two in a row hold nothing new (§5.1).
     assert fake.count("GET", DIARY_PAGE) == (3 if given == "after-the-read" else 2)
+
+
+async def test_a_links_rating_is_not_written_over_one_given_on_a_serializd_clock_behind_ours(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    """Serializd's clock 10 minutes behind ours: a rating given there 5 minutes after the
+    link's read is stamped 5 minutes before it on our clock. Read as is, the link's older
+    rating was written over it."""
+    clock.now = fake.now()
+    old_history(fake, 100)
+    fake.advance(-600)
+    read_at = clock()
+    clock.advance(300)
+    fake.advance(300)
+    fake.log_entry(None, SHOW, 1, 4, rating=4, is_log=False)
+    enqueue(runtime, "rating", episode(4), clock() - 30 * DAY, rating=90, link="ts",
+            read_at=read_at)  # fmt: skip
+    await drain(worker, runtime, clock, passes=2)
+    assert [e.rating for e in fake.diary() if e.show_id == SHOW] == [4]
+    (row,) = waiting(runtime)
+    assert row["last_error"] == "skipped: a newer rating was given on Serializd since"
 
 
 async def test_a_links_ratings_share_one_look_at_the_diary(

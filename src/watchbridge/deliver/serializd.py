@@ -760,7 +760,8 @@ class SerializdTarget:
         ours = {v.get("review_id") for k, v in ledger.plays.items() if k.startswith(prefix)}
         if record.isdigit():
             ours.add(int(record))
-        since = row.planned_from - ratings.RATED_SLACK  # two clocks: a log near the read stands
+        # Two clocks: a log near the read stands.
+        since = self._added_cut(row.planned_from - ratings.RATED_SLACK)
         if any(
             place.holds(entry)
             and entry.is_log
@@ -777,6 +778,13 @@ class SerializdTarget:
         )
         return False
 
+    def _added_cut(self, since: float) -> float:
+        """The `dateAdded` after which a diary entry may have been added after `since` (our
+        clock). `dateAdded` is Serializd's clock: an entry counts when either reading of it
+        (`readings`: as is, or moved by the clock skew) is after `since`; else a log made on a
+        clock behind ours is read as older than it is."""
+        return min(since, since + self.client.http.clock_skew)
+
     async def _added_since(self, profile: str, row: OutboxItem) -> DiaryRead:
         """The diary entries added since the run that planned `row` read Serializd (see
         `_newest`)."""
@@ -787,12 +795,10 @@ class SerializdTarget:
         newest pages (`diary_added_since`, about two requests), made after `row` was planned
         (a link's read, a webhook's queuing) and after its last try, and within
         ADDED_READ_KEEP: the rows of a drain (removals, ratings, webhook plays) share it.
-        Never a read of the whole diary. `dateAdded` is Serializd's clock: an entry is kept
-        when either reading of it (`readings`: as is, or moved by the clock skew) is after
-        `since`; else a log made at the credits on a clock behind ours is read as older."""
+        Never a read of the whole diary; `since` is cut on Serializd's clock (`_added_cut`)."""
         after = max(row.planned_from, row.next_attempt_at)
         now = self.clock()
-        since = min(since, since + self.client.http.clock_skew)
+        since = self._added_cut(since)
         kept = self._added.get(profile)
         if kept is not None:
             read_since, read_at, read = kept
@@ -1071,7 +1077,7 @@ class SerializdTarget:
             if place.holds(entry)
             and entry.rating
             and entry.id != own
-            and entry.date_added > at + ratings.RATED_SLACK
+            and entry.date_added > self._added_cut(at + ratings.RATED_SLACK)
         }
         if newer:
             ours = await asyncio.to_thread(
