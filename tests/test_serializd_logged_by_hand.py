@@ -50,20 +50,25 @@ def outcomes(db: Path) -> list[tuple[str, str | None]]:
 
 
 def webhook_plays(
-    tmp_path: Path, serializd: FakeSerializd, *plays: dict[str, Any]
+    tmp_path: Path, serializd: FakeSerializd, *plays: dict[str, Any], users: str = "alice"
 ) -> list[tuple[str, str | None]]:
     """The outcomes of the Serializd rows the webhook `plays` queued (each tried before the
-    next is sent)."""
+    next is sent). A profile per name of `users` (comma-separated), each the generic webhook's
+    user of its name, all signed in to Alice's Serializd account."""
     db = tmp_path / "wb.db"
+    profiles = "".join(
+        f"""  {user}:
+    users: {{generic: [{user}]}}
+    accounts: {{serializd: {{email: "{ALICE[0]}", password: "{ALICE[1]}"}}}}
+"""
+        for user in users.split(",")
+    )
     config = f"""server: {{webhook_secret: {SECRET}}}
 storage: {{path: {db}}}
 services:
   serializd: {{api_url: "{serializd.url}"}}
 profiles:
-  me:
-    users: {{generic: [alice]}}
-    accounts: {{serializd: {{email: "{ALICE[0]}", password: "{ALICE[1]}"}}}}
-"""
+{profiles}"""
     runtime = build_runtime(parse_config(config, Path("watchbridge.yaml"), {}))
     with AppThread(build_app(runtime)) as app:
         for play in plays:
@@ -112,6 +117,34 @@ def test_a_log_made_at_the_credits_on_a_serializd_clock_behind_ours_is_found(
     assert len(serializd.diary()) == 1
     assert status == "done"
     assert reason is not None and "logged in the Serializd app" in reason
+
+
+def test_a_play_another_profile_of_the_account_logged_is_said_to_be_that_profiles(
+    tmp_path: Path, serializd: FakeSerializd
+) -> None:
+    # Alice and Bob, two profiles signed in to one Serializd account, watch together: Bob's
+    # play is the diary entry Alice's made. Its reason said the user logged it in the app.
+    bobs = {**PLAY, "user": "bob"}
+    ((alices, _), (status, reason)) = webhook_plays(
+        tmp_path, serializd, PLAY, bobs, users="alice,bob"
+    )
+    assert alices == "done" and len(serializd.diary()) == 1
+    assert status == "done"
+    assert reason is not None and "already on Serializd" in reason
+    assert "logged by profile alice, which shares this Serializd account" in reason
+    assert "Serializd app" not in reason
+
+
+def test_a_play_logged_by_another_watchbridge_on_the_account_is_not_said_to_be_by_hand(
+    tmp_path: Path, serializd: FakeSerializd
+) -> None:
+    # Tagged #watchbridge, in no profile's records here: not a log made in the app.
+    now = serializd.now()
+    serializd.log_entry(None, SHOW, 1, 4, backdate=iso(now - 20), tags=["#watchbridge"])
+    ((status, reason),) = webhook_plays(tmp_path, serializd, PLAY)
+    assert status == "done" and len(serializd.diary()) == 1
+    assert reason is not None and "another watchbridge, sharing this Serializd account" in reason
+    assert "Serializd app" not in reason
 
 
 def test_a_play_an_hour_after_one_logged_by_hand_is_a_rewatch(

@@ -111,9 +111,19 @@ MARK_RECORD = "mark:"  # ... of an episode in a season marked watched
 # drain: a link's removals and ratings each ask what changed since its run read Serializd.
 # What the diary was seen to list (`diary_listing`) serves as long.
 ADDED_READ_KEEP = 300.0
-LOGGED_THERE = (
+ALREADY_LOGGED = (
     "already on Serializd: its diary holds a log of this episode within 2 minutes of the play "
-    "that watchbridge did not write (logged in the Serializd app, or by another app)"
+)
+LOGGED_THERE = (
+    f"{ALREADY_LOGGED}that watchbridge did not write (logged in the Serializd app, or by "
+    "another app)"
+)
+LOGGED_BY_PROFILE = (
+    ALREADY_LOGGED + "logged by profile {profile}, which shares this Serializd account"
+)
+LOGGED_BY_ANOTHER = (
+    f"{ALREADY_LOGGED}tagged {DEFAULT_TAG}, not in this profile's records: logged by "
+    "watchbridge for another profile, or by another watchbridge, sharing this Serializd account"
 )
 LOGGED_SINCE = (
     "not removed: the episode was logged on Serializd since the link read it (a rewatch): "
@@ -462,13 +472,22 @@ class SerializdTarget:
             # Watched, date unknown (e.g. a Trakt play without a date): the tick says exactly
             # that; a diary entry would need a date we do not have.
             return Tick(place, key, {"review_id": None, "ticked": False}, "ticked (no date)")
-        if "link" not in row.payload and await self._logged_by_hand(ledger, row, place, at):
-            # A link's copy was planned on a read of both sides: this is for a webhook's play.
+        # A link's copy was planned on a read of both sides: this is for a webhook's play.
+        there = (
+            None if "link" in row.payload else await self._logged_by_hand(ledger, row, place, at)
+        )
+        if there is not None:
+            reason = await self._logged_by(ledger.profile, place, there)
             log.info(
-                "a play not logged on Serializd: the diary holds a log of it made there",
-                extra={"profile": row.profile, "item": place.ref.describe(), "row": row.id},
+                "a play not logged on Serializd: the diary holds a log of it",
+                extra={
+                    "profile": row.profile,
+                    "item": place.ref.describe(),
+                    "row": row.id,
+                    "reason": reason,
+                },
             )
-            return Skipped(LOGGED_THERE, answered=True)
+            return Skipped(reason, answered=True)
 
         rewatch = _watched_before(ledger.plays, place.ref, at) or await self._seen(row, place)
         review = await self._add(
@@ -479,9 +498,10 @@ class SerializdTarget:
 
     async def _logged_by_hand(
         self, ledger: Ledger, row: OutboxItem, place: Place, at: float
-    ) -> bool:
-        """Whether the diary holds a log of this viewing that watchbridge did not write (made
-        in Serializd's app at the credits, before the webhook came): a log of the episode
+    ) -> DiaryEntry | None:
+        """The diary's log of this viewing that this profile did not write (made in
+        Serializd's app at the credits, before the webhook came, or by another profile
+        signed in to the account, watching together), if any: a log of the episode
         logged or dated within the duplicate window of `at` (`one_play`, Trakt's rule). When
         it was logged counts: the app may date a log by the day alone. A log of ours is the
         ledger's (its time is when it was sent, not the viewing's), one tagged ours whose
@@ -507,7 +527,7 @@ class SerializdTarget:
                     item=place.ref.describe(),
                     error=exc.message,
                 )
-                return False
+                return None
             self._look_log.over(
                 row.profile, "serializd diary read again", self.clock(), profile=row.profile
             )
@@ -521,8 +541,22 @@ class SerializdTarget:
             if DEFAULT_TAG not in entry.tags:
                 times.append(entry.date_added)
             if any(one_play(reading, at) for time in times for reading in readings(time, skew)):
-                return True
-        return False
+                return entry
+        return None
+
+    async def _logged_by(self, profile: str, place: Place, entry: DiaryEntry) -> str:
+        """Why a play is not logged over `entry` (`_logged_by_hand`): whose log it is. Another
+        profile signed in to the account wrote it when its ledger holds it (read from the
+        store: no request); one tagged ours that none holds is another profile's whose answer
+        was lost, or another watchbridge's; else the user's, made in the app."""
+        prefix = f"{place.ref.key()}@"
+        for other in sorted(self.client.accounts.keys() - {profile}):
+            plays = await asyncio.to_thread(
+                self.store.mirror_get_prefixed, NAME, other, PLAYS, prefix
+            )
+            if any(v.get("review_id") == entry.id for v in plays.values()):
+                return LOGGED_BY_PROFILE.format(profile=other)
+        return LOGGED_BY_ANOTHER if DEFAULT_TAG in entry.tags else LOGGED_THERE
 
     async def _seen(self, row: OutboxItem, place: Place) -> bool:
         """Whether Serializd held this episode as watched before this play (its diary entry is
