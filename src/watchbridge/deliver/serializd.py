@@ -532,8 +532,7 @@ class SerializdTarget:
                 row.profile, "serializd diary read again", self.clock(), profile=row.profile
             )
         skew = self.client.http.clock_skew
-        prefix = f"{place.ref.key()}@"
-        ours = {v.get("review_id") for k, v in ledger.plays.items() if k.startswith(prefix)}
+        ours = set(_logged_by_us(ledger.plays, place.ref).values())
         for entry in entries:
             if not place.holds(entry) or not entry.is_log or entry.id in ours:
                 continue
@@ -791,7 +790,7 @@ class SerializdTarget:
         entries = await self._added_since(ledger.profile, row)
         prefix = f"{place.ref.key()}@"
         await self._load(ledger, PLAYS, prefix)
-        ours = {v.get("review_id") for k, v in ledger.plays.items() if k.startswith(prefix)}
+        ours = set(_logged_by_us(ledger.plays, place.ref).values())
         if record.isdigit():
             ours.add(int(record))
         # Two clocks: a log near the read stands.
