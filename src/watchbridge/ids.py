@@ -1346,7 +1346,9 @@ class Enricher:
         if search_trakt and self.trakt is not None:
             try:
                 item, doubt = await self.trakt.vetted(item)
-                found = await self.trakt.resolve(item, source)
+                # An episode its own ids placed needs no second search (`resolve` would make
+                # the same one, from the cache).
+                found = item if need.met(item) else await self.trakt.resolve(item, source)
             except ServiceError as exc:
                 self.trakt.failed(item, exc)
                 # The search that would have found the ids failed: that is the reason, not a
