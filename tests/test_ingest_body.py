@@ -336,6 +336,18 @@ def test_our_template_with_a_line_of_another_shape_is_not_rescued() -> None:
     assert result.reason.startswith("body is not JSON: ")
 
 
+def test_our_jellyfin_template_broken_beyond_reading_names_the_value_and_send_all_properties() -> (
+    None
+):
+    # A title with a line break and a backslash: neither JSON nor one value per line. Marking
+    # the item played again would send the same body: only Send All Properties gets it through.
+    body = our_jellyfin_template(Name="Part 1\nPart 2\\", Year="2008")
+    assert read_body(body, "text/plain") == Rejected(
+        "body is not JSON: Expecting ',' delimiter at line 5 column 4; our Jellyfin template"
+        ' cannot carry its "Name" value: tick Send All Properties in the plugin\'s destination'
+    )
+
+
 def test_an_unterminated_string_is_refused_saying_where_it_starts() -> None:
     assert read_body(b'{\n  "Name": "Trailing\\"\n}', "application/json") == Rejected(
         'body is not JSON: Unterminated string starting at line 2 column 11 (the "Name" line)'

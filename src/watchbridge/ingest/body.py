@@ -386,7 +386,7 @@ def _decode_json_leniently(raw: bytes, what: str) -> dict[str, object] | Rejecte
             # "Unterminated string starting at" ends in the word our "at line" starts with
             f"{what} is not JSON: {error.msg.removesuffix(' at')} at line {error.lineno}"
             f" column {error.colno}"
-            f"{_naming_the_key(error)}"
+            f"{_template_value_it_cannot_carry(error.doc) or _naming_the_key(error)}"
         )
     except UnicodeDecodeError:
         return Rejected(f"{what} is not JSON: not valid UTF-8")
@@ -466,13 +466,10 @@ def _our_jellyfin_template(text: str) -> dict[str, object] | None:
     title ending in a backslash or a quote in a user (or, in older templates, device) name
     breaks the JSON, not the lines: each value is read back with `\\"` as `"` and every other
     backslash as itself."""
-    if f'"schema": "{_TEMPLATE_SCHEMA}"' not in text:  # no line-by-line look at other bodies
+    if not _in_our_template(text):  # no line-by-line look at other bodies
         return None
     fields: dict[str, str] = {}
-    for raw_line in text.split("\n"):  # not splitlines(): a title may hold U+2028
-        line = raw_line.strip(" \t\r")
-        if line in ("{", "}", ""):
-            continue
+    for line in _template_lines(text):
         pair = _TEMPLATE_LINE.fullmatch(line)
         if pair is None:
             return None
@@ -480,6 +477,44 @@ def _our_jellyfin_template(text: str) -> dict[str, object] | None:
     if fields.get("schema") != _TEMPLATE_SCHEMA:
         return None
     return {key: value for key, value in fields.items() if value}
+
+
+def _in_our_template(text: str) -> bool:
+    return f'"schema": "{_TEMPLATE_SCHEMA}"' in text
+
+
+def _template_lines(text: str) -> Iterator[str]:
+    """The lines of a body in our Jellyfin template's shape, but its braces and blank lines."""
+    for raw_line in text.split("\n"):  # not splitlines(): a title may hold U+2028
+        line = raw_line.strip(" \t\r")
+        if line not in ("{", "}", ""):
+            yield line
+
+
+def _template_value_it_cannot_carry(text: str) -> str:
+    """`; our Jellyfin template cannot carry its "Name" value: tick Send All Properties ...`
+    for a body in our template's shape that even its line-by-line reading cannot read (a title
+    with a line break, and a backslash or quote that breaks the JSON), else "". The line the
+    decoder stopped on is then the one after that value, and marking the item played again
+    would send the same body: only Send All Properties, which escapes every value, gets it in."""
+    if not _in_our_template(text):
+        return ""
+    key = ""  # of the last line read: a value running over lines began there
+    for line in _template_lines(text):
+        if pair := _TEMPLATE_LINE.fullmatch(line):
+            key = pair[1]
+            continue
+        if own_key := _KEY_AT_LINE_START.match(line):
+            key = own_key[1]
+        break
+    else:
+        return ""  # every line reads: something else broke it
+    if not key:
+        return ""
+    return (
+        f'; our Jellyfin template cannot carry its "{key}" value: tick Send All Properties'
+        " in the plugin's destination"
+    )
 
 
 _KEY_AT_LINE_START = re.compile(r'[ \t]*"([^"\\\r\n]{1,64})"[ \t]*:')
