@@ -53,11 +53,13 @@ def fast_trakt(config: Config, store: Store, rate: float = FAST) -> TraktClient:
     return client
 
 
-def fast_serializd(config: Config, store: Store, rate: float = FAST) -> SerializdClient:
+def fast_serializd(
+    config: Config, store: Store, rate: float = FAST, clock: Callable[[], float] = time.time
+) -> SerializdClient:
     assert config.services.serializd is not None
     accounts = {p: a for p, prof in config.profiles.items() if (a := prof.accounts.serializd)}
     client = SerializdClient(
-        config.services.serializd, store, accounts=accounts, requests_per_second=rate
+        config.services.serializd, store, accounts=accounts, clock=clock, requests_per_second=rate
     )
     client.http.retry = RetryPolicy(attempts=2, backoff=0.01, max_inline_wait=0.5)
     return client
@@ -89,7 +91,9 @@ def serializd_reader(
     clock: Any,
     metrics: Metrics | None = None,
 ) -> SerializdReader:
-    reader = SerializdReader(fast_serializd(config, store, READ_RATE["rate"]), store, clock)
+    # On the link's clock, as `make_reader` has it: Serializd's clock skew is read against it.
+    client = fast_serializd(config, store, READ_RATE["rate"], clock)
+    reader = SerializdReader(client, store, clock)
     LAST_READERS.append(reader)
     return reader
 
