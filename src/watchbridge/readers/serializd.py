@@ -46,20 +46,31 @@ from watchbridge.deliver.serializd import (
     TICK_RECORD,
     forget_first_misses,
 )
+from watchbridge.deliver.trakt import readings
 from watchbridge.http import changed_answer
 from watchbridge.metrics import Metrics
 from watchbridge.model import MediaRef, ref_from_dict
 from watchbridge.ratings import to_serializd
 from watchbridge.readers import Clock, SideRead, Tally
-from watchbridge.reconcile import EXPECTED, UNDATED, Play, Rated, Side, flows, match_plays
-from watchbridge.services.serializd import NAME as SERVICE_NAME
+from watchbridge.reconcile import (
+    DUPLICATE_WINDOW_MINUTES,
+    EXPECTED,
+    UNDATED,
+    Play,
+    Rated,
+    Side,
+    flows,
+    match_plays,
+)
 from watchbridge.services.serializd import (
+    DEFAULT_TAG,
     DiaryEntry,
     DiaryRead,
     SerializdClient,
     SerializdItemError,
     ShowSeasons,
 )
+from watchbridge.services.serializd import NAME as SERVICE_NAME
 from watchbridge.sides import (
     RATED_LOG,
     diary_key,
@@ -77,6 +88,16 @@ WATCHED_STATE = (TICK_RECORD, MARK_RECORD)
 # Cursor: the ids of the diary entries the last full read did not list while the baseline held
 # them, not taken as deleted yet (JSON list; see `missed_by`).
 MISSED = "missed"
+# A log the user makes in Serializd's app this soon after the play of ours of the episode is
+# that viewing, logged again (at the end of the credits, or minutes after): the webhook fires at
+# about 90 %, so the rest of the episode and its credits pass before the app's log, while a real
+# rewatch comes a whole episode (20 minutes and more for nearly every show) after the first.
+LATE_LOG_WINDOW = 20 * 60.0
+# ...and one made up to this long before it (the play delivered late), as `one_play` allows.
+EARLY_LOG = DUPLICATE_WINDOW_MINUTES * 60.0
+# The app may date a log by the day alone (its midnight, in the user's time zone): a log dated
+# further from the play is of another viewing, logged afterwards.
+A_DAY = 86400.0
 
 
 def known_ids(cursors: Mapping[str, str]) -> set[int]:
@@ -498,6 +519,62 @@ def worth_reading(count: int | None, held: AbstractSet[int], was_marked: bool) -
     return any(number not in held for number in range(1, count + 1))
 
 
+def logged_after_ours(
+    entries: Iterable[DiaryEntry],
+    side: Side,
+    ours: Collection[int],
+    before: Side | None,
+    skew: float,
+) -> set[str]:
+    """The records of the diary logs among `entries` that are a viewing `side` holds a play
+    of ours of (one of the review ids `ours`), logged again in Serializd's app: untagged, of
+    the same episode, added (`dateAdded`, on either reading of Serializd's clock) from EARLY_LOG
+    before that play to LATE_LOG_WINDOW after it, and watched (their date) within a day of it.
+    One each way, earliest first. A log another watchbridge or profile wrote (tagged) is its
+    own play, and one the baseline `before` holds already stays as it was read. Pure."""
+    held = {p.record for p in before.plays} if before is not None else set()
+    mine = sorted(
+        (p for p in side.plays if p.record.isdigit() and int(p.record) in ours),
+        key=lambda p: p.at,
+    )
+    logs = sorted(
+        (
+            e
+            for e in entries
+            if e.is_log
+            and DEFAULT_TAG not in e.tags
+            and e.id not in ours
+            and str(e.id) not in held
+            and (key := diary_key(e)) is not None
+            and key.startswith("episode:")
+        ),
+        key=lambda e: e.date_added,
+    )
+    taken: set[str] = set()
+    for play in mine:
+        for entry in logs:
+            record = str(entry.id)
+            if (
+                record not in taken
+                and diary_key(entry) == play.item
+                and abs(entry.watched_at - play.at) <= A_DAY
+                and any(
+                    -EARLY_LOG <= reading - play.at <= LATE_LOG_WINDOW
+                    for reading in readings(entry.date_added, skew)
+                )
+            ):
+                taken.add(record)
+                break
+    return taken
+
+
+def without_records(side: Side, records: Collection[str]) -> Side:
+    """`side` without the plays of `records` (its ratings as they are)."""
+    if not records:
+        return side
+    return replace(side, plays=tuple(p for p in side.plays if p.record not in records))
+
+
 class SerializdReader:
     service = "serializd"
 
@@ -709,6 +786,11 @@ class SerializdReader:
                 )
                 side, rows = without_entries(side, gone, rows, whole)
                 ids -= gone
+        # A log made in the app after the play of ours of that viewing is no second play.
+        read_now = diary if full else fresh
+        skew = self.client.http.clock_skew
+        logged_again = logged_after_ours(read_now, side, set(written.values()), baseline, skew)
+        side = without_records(side, logged_again)
         # A rating's rows (what removing it deletes) live in the cursors: the baseline keeps
         # only its value and time.
         side = Side(

@@ -1,0 +1,89 @@
+"""An episode logged by hand in Serializd's app AFTER watchbridge logged the webhook's play of
+that viewing (at the end of the credits, or minutes later): the trakt-serializd link reads two
+diary entries of one viewing. Before, it copied the user's as a second play to Trakt. A log
+made within LATE_LOG_WINDOW of our play is that viewing; one made later is a rewatch.
+
+Through the worker and the link's runs, the fakes over real HTTP (the rig of
+`test_link_webhook_races`)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests import test_link_webhook_races
+from tests.fakes.serializd import FakeSerializd, iso
+from tests.linkrig import BB, LINK
+from tests.test_link_webhook_races import House
+from watchbridge.readers.serializd import LATE_LOG_WINDOW
+from watchbridge.services.serializd import DEFAULT_TAG
+from watchbridge.sync import run_link
+
+pytestmark = pytest.mark.anyio
+house = test_link_webhook_races.house  # the rig's fixture
+
+
+async def webhook_play_then_log(
+    house: House, serializd: FakeSerializd, later: float, tags: tuple[str, ...] = ()
+) -> None:
+    """A Jellyfin play of S1E2, delivered to Trakt and Serializd and read by the link; `later`
+    seconds after the play, a log of the episode (the user's, in the app, unless `tags`)."""
+    house.jellyfin_play(1, 2)
+    await house.deliver()
+    assert (house.trakt_plays(1, 2), house.diary_entries(1, 2)) == (1, 1)
+    await house.sync()
+    house.advance(later)
+    serializd.log_entry(None, BB, 1, 2, date_added=iso(serializd.now()), tags=tags)
+
+
+async def full_sync(house: House) -> None:
+    config, store = house.runtime.config, house.runtime.store
+    await run_link(config, store, LINK, yes=True, full=True, clock=house.clock)
+
+
+async def test_a_log_made_in_the_app_minutes_after_our_play_is_not_a_second_trakt_play(
+    house: House, serializd: FakeSerializd
+) -> None:
+    await webhook_play_then_log(house, serializd, later=5 * 60)
+    await house.sync()
+    await house.settle()
+    assert house.trakt_plays(1, 2) == 1
+
+
+async def test_a_log_made_in_the_app_after_our_play_is_no_second_play_to_a_full_read(
+    house: House, serializd: FakeSerializd
+) -> None:
+    await webhook_play_then_log(house, serializd, later=5 * 60)
+    await full_sync(house)
+    await house.deliver()
+    await full_sync(house)
+    await house.settle()
+    assert house.trakt_plays(1, 2) == 1
+
+
+async def test_a_log_made_in_the_app_after_the_window_is_a_rewatch_copied_to_trakt(
+    house: House, serializd: FakeSerializd
+) -> None:
+    await webhook_play_then_log(house, serializd, later=LATE_LOG_WINDOW + 5 * 60)
+    await house.sync()
+    await house.settle()
+    assert house.trakt_plays(1, 2) == 2
+
+
+async def test_a_log_of_another_watchbridge_or_profile_after_our_play_is_its_own_play(
+    house: House, serializd: FakeSerializd
+) -> None:
+    # Tagged: another profile signed in to the account (or another watchbridge) logged it, a
+    # viewing of its own, not the user's log of ours to judge.
+    await webhook_play_then_log(house, serializd, later=5 * 60, tags=(DEFAULT_TAG,))
+    await house.sync()
+    await house.settle()
+    assert house.trakt_plays(1, 2) == 2
+
+
+async def test_the_user_s_log_and_ours_stay_in_the_diary(
+    house: House, serializd: FakeSerializd
+) -> None:
+    await webhook_play_then_log(house, serializd, later=5 * 60)
+    await house.sync()
+    await house.settle()
+    assert house.diary_entries(1, 2) == 2
