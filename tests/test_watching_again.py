@@ -133,6 +133,63 @@ async def test_a_stop_timing_out_after_the_next_ones_start_shows_the_next_one_wa
     assert runtime.store.outbox_counts()["pending"] == 0
 
 
+@pytest.mark.parametrize("landed", [True, False], ids=["landed", "not landed"])
+@pytest.mark.parametrize("event", ["pause", "stop"], ids=["pause", "stop at 30 %"])
+@pytest.mark.parametrize("then", [15, 16], ids=["same episode resumed", "next episode"])
+async def test_a_pause_whose_answer_is_lost_holds_nothing_and_the_next_start_goes_at_once(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    landed: bool,
+    event: str,
+    then: int,
+) -> None:
+    # A pause (a stop under 80 % is one on Trakt) changes no history: sending it again, or
+    # not once a newer start went, is harmless; holding Trakt for it kept that start waiting.
+    episode(runtime, "play", 15, viewOffset=at(10))
+    await worker.pass_once(runtime)
+    clock.advance(600)
+    trakt.advance(600)
+    trakt.drop_next(1, route="POST /scrobble/pause", after_handler=landed)
+    episode(runtime, event, 15, viewOffset=at(30))
+    await worker.pass_once(runtime)
+    assert not worker.holds
+    clock.advance(1)
+    trakt.advance(1)
+    episode(runtime, "play", then, viewOffset=at(31 if then == 15 else 2))
+    await worker.pass_once(runtime)
+    assert numbers(trakt.watching("sean")) == (5, then)
+    for _ in range(3):
+        clock.advance(60)
+        trakt.advance(60)
+        await worker.pass_once(runtime)
+    assert numbers(trakt.watching("sean")) == (5, then)  # no pause sent again after it
+    assert trakt.history("sean") == []
+    assert runtime.store.outbox_counts()["pending"] == 0
+    assert not runtime.store.dead_letters()
+
+
+async def test_a_pause_whose_answer_is_lost_goes_again_when_nothing_follows_it(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    episode(runtime, "play", 15, viewOffset=at(10))
+    await worker.pass_once(runtime)
+    clock.advance(600)
+    trakt.advance(600)
+    trakt.drop_next(1, route="POST /scrobble/pause")  # cut before Trakt's writes
+    episode(runtime, "pause", 15, viewOffset=at(30))
+    await worker.pass_once(runtime)
+    assert trakt.playback("sean") == []
+    for _ in range(3):
+        clock.advance(60)
+        trakt.advance(60)
+        await worker.pass_once(runtime)
+    assert [(p.item.number, p.progress) for p in trakt.playback("sean")] == [(15, 30.0)]
+    assert trakt.watching("sean") is None
+    assert runtime.store.outbox_counts()["pending"] == 0
+
+
 async def until_sent(trakt: FakeTrakt, method: str, path: str) -> None:
     while trakt.count(method, path) == 0:
         await asyncio.sleep(0.01)

@@ -20,7 +20,7 @@ from watchbridge import ratings
 from watchbridge.accounts import AccountNotes, account_named, for_the_old_account
 from watchbridge.clocksteps import SENT_AT, sent_before
 from watchbridge.config import DeliveryConfig
-from watchbridge.deliver.watching import SentStart, to_send_again
+from watchbridge.deliver.watching import SentStart, same_item, to_send_again
 from watchbridge.deliver.worker import (
     Dead,
     Delivered,
@@ -663,6 +663,15 @@ class TraktTarget:
         action = row.payload.get("scrobble_action", "start")
         progress = row.payload.get("progress") or 1.0
         sent = row.item
+        if action != "start" and row.outbox.may_have_landed:
+            shown = self._shown.get(profile)
+            if shown is not None and not same_item(shown.item, sent):
+                # Sent again, it would end what Trakt shows now, and a pause is no play.
+                return Skipped(
+                    f"superseded by the start of {shown.item.describe()} sent since its answer"
+                    f" was lost: sent again, this {action} would end it"
+                )
+        sent_at = self.clock()
         try:
             try:
                 await self.client.scrobble(profile, action, sent, progress)
@@ -678,7 +687,15 @@ class TraktTarget:
             return Dead(exc.message)  # sent again, it is refused again (trakt-api.md §2)
         except TraktItemError:
             return Delivered("Trakt does not know this item; live status skipped", written=False)
-        except (TraktAuthError, TraktAccountError, Unavailable):
+        except Unavailable as exc:
+            if action == "start" or not exc.outcome_unknown or exc.answered:
+                raise
+            # A pause (or a stop under 80 %, one to Trakt) whose answer was lost changes no
+            # history, so sending it again is harmless: no hold of the target, which would keep
+            # the next start waiting. Landed, it ended what Trakt showed (`_live_stop`).
+            await self._shown_again(profile, sent, sent_at)
+            return _may_have_landed(exc)
+        except (TraktAuthError, TraktAccountError):
             raise
         except TraktError as exc:
             return Retry(exc.message)
