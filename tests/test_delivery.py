@@ -5279,18 +5279,15 @@ async def test_a_write_fenced_off_after_a_try_that_may_have_landed_says_it_may_h
     assert refused.value.outcome_unknown
 
 
-async def test_a_row_handed_back_after_a_try_that_may_have_landed_keeps_its_mark(
-    runtime: Runtime, trakt: FakeTrakt, clock: FakeClock
+async def sync_run_fenced_off_after_a_slow_answer(
+    runtime: Runtime, trakt: FakeTrakt, clock: FakeClock, *, landed: bool = True
 ) -> None:
-    # A `watchbridge sync` delivers two live stops in one batch; Trakt takes 30 s to answer
-    # the first. The second lands but is answered 502, and the process is suspended before
-    # the client's own try again: past the claim lease of the first row (renewed last as it
-    # was noted, at the claim) but not of the second (noted 30 s later). The service takes
-    # the first back, and the try again is fenced off. The second row is handed back: its
-    # stop may have landed, so it keeps its mark (Trakt's history is read before a resend).
-    trakt.advance(clock() - trakt.now())
-    first, second = _late_play(HEAT, clock(), "p1", True), _late_play(ARRIVAL, clock(), "p2", True)
-    runtime.store.enqueue([first, second], clock())
+    """A `watchbridge sync` delivers the queued live stops of Heat, then Arrival, in one batch;
+    Trakt takes 30 s to answer Heat's. Arrival's is answered 502 (`landed`: after Trakt wrote
+    it), and the process is suspended before the client's own try again: past the claim lease
+    of Heat's row (renewed last as it was noted, at the claim) but not of Arrival's (noted 30 s
+    later). The service takes Heat's back, and the try again is fenced off: Arrival's row is
+    handed back."""
     sync_run = worker_for(runtime, role="cli")
     sync_run.targets["trakt"].client.http.retry = INLINE_RETRIES  # type: ignore[attr-defined]
     service_runtime = build_runtime(runtime.config, clock=clock)
@@ -5310,7 +5307,7 @@ async def test_a_row_handed_back_after_a_try_that_may_have_landed_keeps_its_mark
 
     route = "POST /scrobble/stop"
     trakt.fail_next(1, 200, route=route, when=answered_late)  # never answers: a clock hook
-    trakt.fail_next(1, 502, route=route, after_handler=True, when=asleep_then_taken_back)
+    trakt.fail_next(1, 502, route=route, after_handler=landed, when=asleep_then_taken_back)
     try:
         await sync_run.pass_once(runtime)
     finally:
@@ -5318,6 +5315,17 @@ async def test_a_row_handed_back_after_a_try_that_may_have_landed_keeps_its_mark
         service_runtime.close()
         await close_targets(sync_run)
     assert trakt.count("POST", "/scrobble/stop") == 2  # the second's try again did not go
+
+
+async def test_a_row_handed_back_after_a_try_that_may_have_landed_keeps_its_mark(
+    runtime: Runtime, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # Arrival's stop may have landed, so its row keeps its mark (Trakt's history is read
+    # before a resend).
+    trakt.advance(clock() - trakt.now())
+    first, second = _late_play(HEAT, clock(), "p1", True), _late_play(ARRIVAL, clock(), "p2", True)
+    runtime.store.enqueue([first, second], clock())
+    await sync_run_fenced_off_after_a_slow_answer(runtime, trakt, clock)
     (row,) = runtime.store._query("SELECT * FROM outbox WHERE idempotency_key = 'p2'")
     assert (row["status"], row["attempts"]) == ("pending", 0)  # handed back
     assert runtime.store.marked([row["id"]]) == {row["id"]}
@@ -5330,6 +5338,31 @@ async def test_a_row_handed_back_after_a_try_that_may_have_landed_keeps_its_mark
         await close_targets(service)
     assert sorted(p.item.title for p in trakt.history()) == ["Arrival", "Heat"]
     assert runtime.store.outbox_counts()["done"] == 2
+
+
+async def test_a_failing_row_handed_back_still_gives_up_at_max_age_from_its_first_failure(
+    runtime: Runtime, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # Arrival's play has been failing since `first_failure`; a fenced batch hands it back,
+    # which is no hold: delivery.max_age still counts from that first failure.
+    trakt.advance(clock() - trakt.now())
+    first_failure = clock()
+    first, second = _late_play(HEAT, clock(), "p1", True), _late_play(ARRIVAL, clock(), "p2", True)
+    runtime.store.enqueue([first, second], clock())
+    (arrival,) = runtime.store._query("SELECT id FROM outbox WHERE idempotency_key = 'p2'")
+    runtime.store.retry_later(arrival["id"], clock(), clock(), "trakt: answered 400")
+    await sync_run_fenced_off_after_a_slow_answer(runtime, trakt, clock, landed=False)
+    clock.advance(first_failure + runtime.config.delivery.max_age + 1 - clock())
+    trakt.advance(clock() - trakt.now())
+    trakt.fail_next(1, 400, route="POST /sync/history")
+    service = worker_for(runtime)
+    try:
+        await service.pass_once(runtime)
+    finally:
+        await close_targets(service)
+    (dead,) = runtime.store.dead_letters()
+    assert (dead.id, dead.attempts) == (arrival["id"], 2)
+    assert "delivery.max_age" in (dead.last_error or "")
 
 
 @pytest.mark.parametrize(

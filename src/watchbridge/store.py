@@ -1755,6 +1755,9 @@ class Settlement:
     # A probe (ONCE_MORE_PROBE) not through: dead again, waiting (ONCE_MORE_DUE, told of
     # already), or final (ONCE_MORE_SPENT, told of anew). A probe through is spent.
     probe_end: str | None = None
+    # Handed back untried (a fenced batch): neither a failure nor a hold, so a failing row
+    # keeps counting delivery.max_age from its first failure.
+    handed_back: bool = False
 
 
 @dataclass(frozen=True)
@@ -3119,7 +3122,9 @@ class Store:
                         "held": s.held if s.status == "pending" else None,
                         "failing": s.spend_attempt and s.status != "done",
                         # Held (the target, not the row, failed): its failing is over.
-                        "failing_over": not s.spend_attempt and s.status == "pending",
+                        "failing_over": not s.spend_attempt
+                        and s.status == "pending"
+                        and not s.handed_back,
                         "probe_end": s.probe_end,
                         "probe": ONCE_MORE_PROBE,
                         "spent_mark": ONCE_MORE_SPENT,

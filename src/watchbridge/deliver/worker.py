@@ -1244,7 +1244,7 @@ class DeliveryWorker:
             due = (
                 now + self.config.retry_after if (error or "").startswith(UNKNOWN_OUTCOME) else now
             )
-            settled.append(Settlement(item.id, "pending", due, error, False))
+            settled.append(Settlement(item.id, "pending", due, error, False, handed_back=True))
         await asyncio.to_thread(runtime.store.settle, now, settled, self.worker_id)
         return [item for item in items if item.id not in back]
 
