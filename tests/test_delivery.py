@@ -32,6 +32,7 @@ from watchbridge.deliver.fence import (
     CLAIMS_LOST,
     FENCE_FRESH,
     MAYBE_SENT,
+    STORE_LOCKED,
     ClaimsLost,
     Fence,
     handed_back,
@@ -4004,7 +4005,7 @@ async def test_a_fence_check_meeting_a_locked_database_sends_nothing_and_spends_
         other.wait()
         (row,) = runtime.store._query("SELECT * FROM outbox")
         assert (row["status"], row["attempts"]) == ("pending", 0)
-        assert "storage.busy_timeout" in row["last_error"]
+        assert STORE_LOCKED in row["last_error"]  # one message, whichever write met the lock
         assert trakt.count("POST", "/scrobble/stop") == 1  # the try again did not go
         assert "unexpected error" not in caplog.text
         clock.advance(runtime.config.delivery.retry_after + 1)
@@ -4042,7 +4043,7 @@ async def test_a_note_before_a_send_meeting_a_locked_database_sends_nothing_and_
         other.wait()
         (row,) = runtime.store._query("SELECT * FROM outbox")
         assert (row["status"], row["attempts"]) == ("pending", 0)
-        assert "storage.busy_timeout" in row["last_error"]
+        assert STORE_LOCKED in row["last_error"]  # one message, whichever write met the lock
         assert not row["last_error"].startswith(UNKNOWN_OUTCOME)  # nothing went
         assert trakt.count("POST", "/sync/history") == 0
         assert "unexpected error" not in caplog.text
@@ -4082,7 +4083,7 @@ async def test_a_write_after_a_send_meeting_a_locked_database_keeps_its_may_have
         (row,) = runtime.store._query("SELECT * FROM outbox")
         assert (row["status"], row["attempts"]) == ("pending", 0)
         assert row["last_error"].startswith(UNKNOWN_OUTCOME)
-        assert "storage.busy_timeout" in row["last_error"]
+        assert STORE_LOCKED in row["last_error"]  # one message, whichever write met the lock
         assert "unexpected error" not in caplog.text
         clock.advance(runtime.config.delivery.retry_after + 1)
         trakt.advance(runtime.config.delivery.retry_after + 1)

@@ -27,16 +27,28 @@ CLAIMS_LOST = (
     "another watchbridge process took these deliveries back while this one was not running "
     "(suspended past its claim lease): not sent from here"
 )
-# Why a write whose check could not be made waits (a wait, no attempt spent: nothing went).
-UNCHECKED = (
-    f"not sent: {LOCKED_BY_ANOTHER}, so this delivery could not check that it still holds"
-    " its rows; tried again shortly"
+# Why a profile's rows wait when a store write of their delivery met another process's lock:
+# the fence's check, a target's note just before a send, after a refusal, or of what a send
+# did. A wait, not an attempt spent; a row whose send may have landed keeps that mark.
+STORE_LOCKED = (
+    f"{LOCKED_BY_ANOTHER}, so this delivery could not write down what it was doing or check"
+    " that it still holds its rows: nothing more was sent, and it is tried again shortly"
+    " (if it keeps happening, close that process or let it finish)"
 )
 # Why a row goes back whose write went out in the fenced batch, answer unknown (see `handed_back`).
 MAYBE_SENT = (
     f"{UNKNOWN_OUTCOME}: sent before another watchbridge process took rows of its batch back;"
     " it may have landed"
 )
+
+
+def as_a_wait(exc: Exception, service: str) -> Exception:
+    """`exc`, or for a store write that met another process's lock past storage.busy_timeout
+    an `Unavailable` that sent nothing (STORE_LOCKED): every target holds on it as on a
+    service down (delivery.retry_after, no attempt spent), not as its own crash."""
+    if locked_by_another(exc):
+        return Unavailable(service, STORE_LOCKED)
+    return exc
 
 
 class ClaimsLost(Unavailable):
@@ -60,7 +72,7 @@ class Fence:
 
     async def check(self) -> None:
         """Raise ClaimsLost unless every row is still this worker's (its lease renewed); an
-        `Unavailable` that sent nothing (UNCHECKED) when another process holds the database
+        `Unavailable` that sent nothing (STORE_LOCKED) when another process holds the database
         past storage.busy_timeout: a wait for the target, as a service down is, not a crash."""
         if self.lost:
             raise ClaimsLost(self.service, CLAIMS_LOST)
@@ -70,9 +82,13 @@ class Fence:
         try:
             held = await asyncio.to_thread(self.store.fence, self.worker, self.rows, now)
         except sqlite3.OperationalError as exc:
-            if not locked_by_another(exc):
-                raise
-            raise Unavailable(self.service, UNCHECKED) from None
+            # Made the wait here, not left to the worker's catch (per_profile): this runs
+            # inside the HTTP client's write, which adds to an Unavailable that an earlier
+            # try may have landed, and targets take an Unavailable that says nothing went as
+            # the cue to take back their note of the send (`_sent_nothing`). The bare error
+            # passes both: the row would stay marked for a send that never went (a history
+            # read before the next, a live stop turned into a history add).
+            raise as_a_wait(exc, self.service) from None
         self.lost = set(self.rows) - held
         if self.lost:
             raise ClaimsLost(self.service, CLAIMS_LOST)

@@ -28,7 +28,7 @@ from watchbridge.causes import paused_alert, paused_title
 from watchbridge.clocksteps import Step, sent_at
 from watchbridge.config import DeliveryConfig, undeliverable, unwanted_by_link
 from watchbridge.deadletters import retry_dead_letters
-from watchbridge.deliver.fence import Fence, handed_back
+from watchbridge.deliver.fence import Fence, as_a_wait, handed_back
 from watchbridge.deliver.oncemore import (
     PROBE_FIRST,
     PROBES_FAILED,
@@ -47,7 +47,6 @@ from watchbridge.stopping import unless_stopped
 from watchbridge.store import (
     HELD_PROFILE,
     HELD_TARGET,
-    LOCKED_BY_ANOTHER,
     ONCE_MORE_DUE,
     ONCE_MORE_PROBE,
     ONCE_MORE_SPENT,
@@ -57,7 +56,6 @@ from watchbridge.store import (
     Settlement,
     Store,
     Untold,
-    locked_by_another,
 )
 
 log = logging.getLogger(__name__)
@@ -78,13 +76,6 @@ CLAIM_RENEW_EVERY = 300.0
 # for before it is sent again). A slow service, or a 429 waited out inline (up to 15 s), would
 # hold the stop until server.shutdown_timeout ran out.
 STOP_GRACE = 2.0
-# Why a profile's rows wait when a store write of their delivery met another process's lock (a
-# target's note just before a send, after a refusal, or of what a send did): as a wait, not an
-# attempt spent. A row whose send may have landed keeps that mark (`undecided`): looked for first.
-STORE_LOCKED = (
-    f"held: {LOCKED_BY_ANOTHER}, so this delivery could not write down what it was doing;"
-    " nothing more was sent, tried again shortly"
-)
 
 
 class _CutShort(Exception):
@@ -260,18 +251,9 @@ async def per_profile(
         except Exception as exc:
             stopped.add(profile)
             rest = [row for row in by_profile[profile] if row.id not in outcomes]
-            wait = _as_a_wait(exc, rows[0].target)
+            wait = as_a_wait(exc, rows[0].target)
             outcomes |= await undecided(store, rest, hold_for(wait, profile))
     return outcomes
-
-
-def _as_a_wait(exc: Exception, target: str) -> Exception:
-    """`exc`, or for a store write that met another process's lock past storage.busy_timeout
-    an `Unavailable` that sent nothing (STORE_LOCKED): every target holds on it as on a
-    service down (delivery.retry_after, no attempt spent), not as its own crash."""
-    if locked_by_another(exc):
-        return Unavailable(target, STORE_LOCKED)
-    return exc
 
 
 def turns(items: Sequence[OutboxItem], live_first: bool) -> list[tuple[str, list[OutboxItem]]]:
