@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import shutil
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
@@ -315,6 +316,38 @@ async def test_a_log_made_in_the_app_is_not_taken_for_a_play_whose_answer_was_lo
     await drain(worker, runtime, clock, passes=2, step=120)
     assert fake.diary() == [by_hand]
     assert waiting(runtime)[-1]["status"] == "done"
+
+
+async def test_a_links_play_logged_after_a_folder_copy_is_not_logged_again_from_it_put_back(
+    runtime: Runtime,
+    fake: FakeSerializd,
+    clock: FakeClock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Unraid's appdata backup: the service stopped, the data folder copied as it is (no
+    # `watchbridge backup` stamp), started again; the link's play waiting in it is logged. The
+    # folder put back holds it waiting again, and the ledger does not know the entry.
+    unpaced(monkeypatch, "serializd")
+    enqueue(runtime, "play", episode(4), clock() - 3600, link="ts")
+    runtime.close()
+    shutil.copy(tmp_path / "wb.db", tmp_path / "appdata.db")
+    worker = DeliveryWorker(make_targets, runtime.config.delivery)
+    for copy in (None, tmp_path / "appdata.db"):
+        if copy is not None:
+            clock.advance(14 * DAY)
+            put_back(copy, tmp_path / "wb.db")
+        started = build_runtime(runtime.config, clock=clock)
+        started.open()
+        worker.targets = {t.name: t for t in make_targets(started)}
+        try:
+            await drain(worker, started, clock, step=600)
+            assert started.store.outbox_counts()["done"] == 1
+        finally:
+            for target in worker.targets.values():
+                await target.aclose()
+            started.close()
+    assert len(fake.diary()) == 1
 
 
 async def test_a_play_logged_after_the_backup_is_not_logged_again_from_the_copy_put_back(

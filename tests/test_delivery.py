@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import shutil
 import sqlite3
 import threading
 import time
@@ -1770,6 +1771,30 @@ async def test_a_links_play_sent_after_the_backup_is_not_sent_again_from_the_cop
     async with restarted(runtime, worker, clock) as (again, restarted_worker):
         await drain(restarted_worker, again, clock, passes=4, step=600)
         assert again.store.outbox_counts()["done"] == 1
+    assert len(trakt.history()) == 1
+
+
+async def test_a_links_play_sent_after_a_folder_copy_is_not_sent_again_from_the_folder_put_back(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock, tmp_path: Path
+) -> None:
+    # Unraid's appdata backup: the service stopped, the data folder copied as it is (no
+    # `watchbridge backup` stamp in it), started again. The link's play waiting in the copy goes
+    # out; the folder put back later holds it waiting again, as a database never restored.
+    trakt.advance(clock() - trakt.now())
+    runtime.store.enqueue([_links_play(HEAT_BY_TMDB, clock() - 30 * 3600, "link")], clock())
+    await close_targets(worker)
+    runtime.close()
+    copy = tmp_path / "appdata.db"
+    shutil.copy(tmp_path / "wb.db", copy)
+    async with restarted(runtime, worker, clock) as (again, restarted_worker):
+        await drain(restarted_worker, again, clock, passes=2)
+        assert len(trakt.history()) == 1
+    clock.advance(14 * 86400)
+    trakt.advance(14 * 86400)
+    put_back(copy, tmp_path / "wb.db")
+    async with restarted(again, restarted_worker, clock) as (restored, restored_worker):
+        await drain(restored_worker, restored, clock, passes=4, step=600)
+        assert restored.store.outbox_counts()["pending"] == 0
     assert len(trakt.history()) == 1
 
 

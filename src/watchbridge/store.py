@@ -1014,6 +1014,13 @@ class OutboxItem:
             return True
         return "link" not in self.payload and now - self.created_at > WAITED_AFTER
 
+    def links_since(self, started_at: float) -> bool:
+        """Whether a link queued this row since `started_at` (this service's start): planned on
+        its read of the target, it need not be looked for there first. One queued before may
+        be a data folder's, copied as it is (an appdata backup) and put back after it went
+        out: it holds no `backup_to` stamp to tell it by, and is waiting again."""
+        return "link" in self.payload and self.created_at >= started_at
+
     @property
     def planned_on_a_read(self) -> bool:
         """Whether a link's run planned this row from its read of the target (`READ_AT`):

@@ -256,6 +256,8 @@ class SerializdTarget:
         self.store = store
         self.config = config
         self.clock = clock
+        # A link's rows queued before it are looked for first (OutboxItem.links_since).
+        self.started_at = clock()
         self.enricher = enricher  # finds the show's TMDB id webhooks leave out
         self.accounts = accounts
         # A season page broken for weeks fails each webhook play: per profile, a line once,
@@ -472,9 +474,12 @@ class SerializdTarget:
             # Watched, date unknown (e.g. a Trakt play without a date): the tick says exactly
             # that; a diary entry would need a date we do not have.
             return Tick(place, key, {"review_id": None, "ticked": False}, "ticked (no date)")
-        # A link's copy was planned on a read of both sides: this is for a webhook's play.
+        # A link's copy was planned on a read of both sides: this is for a webhook's play, or
+        # a link's queued before this start (`links_since`).
         there = (
-            None if "link" in row.payload else await self._logged_by_hand(ledger, row, place, at)
+            None
+            if row.links_since(self.started_at)
+            else await self._logged_by_hand(ledger, row, place, at)
         )
         if there is not None:
             reason = await self._logged_by(ledger.profile, place, there)

@@ -392,6 +392,8 @@ class TraktTarget:
         self.store = store
         self.config = config
         self.clock = clock
+        # A link's rows queued before it are looked for first (OutboxItem.links_since).
+        self.started_at = clock()
         # The enricher's resolver asks the same Trakt app: both space their retries together.
         shared = enricher.trakt if enricher is not None else None
         slots = shared.retry_slots if shared is not None else None
@@ -788,7 +790,8 @@ class TraktTarget:
         # add-on) while this one waited is on Trakt already, and Trakt takes it again.
         # Also one made while Trakt answered us 503: that says nothing of another app's try
         # (another node may have taken it) nor of a sync or a hand that added it since.
-        elsewhere = await self._added_elsewhere(profile, [r for r in fresh if _look_first(r)])
+        looked_for = [r for r in fresh if _look_first(r, self.started_at)]
+        elsewhere = await self._added_elsewhere(profile, looked_for)
         outcomes |= {id: replace(ELSEWHERE, answered=asked) for id, asked in elsewhere.items()}
         fresh = [r for r in fresh if r.outbox.id not in elsewhere]
         if elsewhere:
@@ -1547,11 +1550,13 @@ def by_item_ids(entries: Sequence[Any]) -> HistoryByIds:
     return found
 
 
-def _look_first(row: Row) -> bool:
+def _look_first(row: Row, started_at: float) -> bool:
     """Whether a history add is looked for in Trakt's history before it goes (`_added_elsewhere`):
-    a dated webhook's play never sent. A link's copy was planned on a read of Trakt; one that
-    may have landed is looked for wider (`_learn_history`)."""
-    return row.at != UNDATED and "link" not in row.payload and not row.outbox.may_have_landed
+    a dated webhook's play never sent, or a link's queued before this start (a link's copy is
+    planned on a read of Trakt: `links_since`). One that may have landed is looked for wider
+    (`_learn_history`)."""
+    planned = row.outbox.links_since(started_at)
+    return row.at != UNDATED and not planned and not row.outbox.may_have_landed
 
 
 def _same_play(entry: Any, row: Row, skew: float) -> bool:
