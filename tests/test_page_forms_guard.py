@@ -55,6 +55,17 @@ def test_a_form_an_old_browser_posts_from_another_site_starts_nothing(
     assert "Asking Trakt for a code" not in page and not trakt.calls("POST", "/oauth/device/code")
 
 
+def test_a_form_whose_referer_is_no_address_is_refused_not_an_error(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
+) -> None:
+    trakt = start_fake(FakeTrakt())
+    assert isinstance(trakt, FakeTrakt)
+    with AppThread(create_app(household(tmp_path, trakt), extra_routes=ROUTES)) as app:
+        answer = httpx.post(f"{app.url}/deadletters/retry", headers={"referer": "http://[::1/"})
+    assert answer.status_code == 403, answer.text
+    assert "only watchbridge's own status page posts its forms" in answer.json()["error"]
+
+
 @pytest.mark.parametrize(
     "headers",
     [

@@ -160,10 +160,14 @@ def posted_from_elsewhere(headers: Mapping[str, str]) -> bool:
 
 
 def _origin_of(referer: str | None) -> str | None:
-    """The scheme, host and port of the page a Referer names ("null" when it names none)."""
+    """The scheme, host and port of the page a Referer names ("null" when it names none, or
+    is no address: no browser sends that)."""
     if not referer:
         return None
-    parts = urllib.parse.urlsplit(referer)
+    try:
+        parts = urllib.parse.urlsplit(referer)
+    except ValueError:  # "http://[::1": a bracket left open
+        return "null"
     return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else "null"
 
 
