@@ -140,6 +140,17 @@ def test_unknown_path_is_a_json_404(shared_service: ServiceProcess) -> None:
     assert response.json()["status"] == 404
 
 
+@pytest.mark.parametrize("host", ["wb.home:8x", "wb.home:99999"])
+def test_a_host_header_with_no_port_number_is_a_400_saying_so(
+    shared_service: ServiceProcess, host: str
+) -> None:
+    # Litestar reads the request's URL from the Host header for some answers (a query
+    # parameter missing): a port it cannot read was a 500 with a traceback in the log.
+    answer = httpx.post(f"{shared_service.url}/signin/trakt", headers={"host": host})
+    assert answer.status_code == 400, answer.text
+    assert "Host header" in answer.json()["error"]
+
+
 def test_api_is_open_without_a_token_configured(shared_service: ServiceProcess) -> None:
     status = httpx.get(f"{shared_service.url}/api/status").json()
     assert status["outbox"]["pending"] == 0

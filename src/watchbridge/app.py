@@ -20,10 +20,11 @@ from typing import Any, Protocol, cast
 
 from litestar import Litestar, Request, Response, get
 from litestar.connection import ASGIConnection
-from litestar.datastructures import CacheControlHeader
+from litestar.datastructures import URL, CacheControlHeader
 from litestar.di import NamedDependency, Provide
 from litestar.enums import ScopeType
 from litestar.exceptions import (
+    ClientException,
     HTTPException,
     NotAuthorizedException,
     NotFoundException,
@@ -1220,6 +1221,25 @@ class WebhookPortMiddleware(ASGIMiddleware):
         await next_app(scope, receive, send)
 
 
+UNREADABLE_HOST = (
+    "the request's Host header is no host name or address with a port number from 0 to 65535 "
+    "after it (host or host:port)"
+)
+
+
+class HostHeaderMiddleware(ASGIMiddleware):
+    """A Host header whose port is no number is a 400: Litestar makes the request's URL of it
+    for some answers (a query parameter missing) and would fail there, a 500."""
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        if scope["type"] == ScopeType.HTTP:
+            try:
+                URL.from_scope(scope)
+            except ValueError:
+                raise ClientException(UNREADABLE_HOST) from None
+        await next_app(scope, receive, send)
+
+
 def _plain_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
     """Every error answer is one JSON object with a one-line message; never a traceback. Its
     headers stay: a 405's Allow (with HEAD wherever GET is, see App._head), a 401's
@@ -1328,7 +1348,10 @@ def create_app(
         route_handlers=[healthz, readyz, metrics, api_status, *extra_routes],
         dependencies={"runtime": Provide(lambda: runtime, use_cache=True, sync_to_thread=False)},
         lifespan=[_lifespan(runtime, tasks)],
-        middleware=[WebhookPortMiddleware(runtime.config.server.webhook_port)],
+        middleware=[
+            WebhookPortMiddleware(runtime.config.server.webhook_port),
+            HostHeaderMiddleware(),
+        ],
         exception_handlers={
             HTTPException: _plain_error,
             sqlite3.Error: _storage_error,
