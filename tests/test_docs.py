@@ -185,6 +185,35 @@ def test_the_example_config_names_every_alert_kind_it_can_be_narrowed_to() -> No
     assert named == set(get_args(AlertKind)) - {"all"}
 
 
+_EXAMPLE_KEY = re.compile(r"^([ #]*?)([a-z_][\w-]*):(?: |$)")
+
+
+def example_config_keys() -> list[str]:
+    """Every key the example config writes, also those commented out for the user to take: a
+    key's depth is its column, less the `# ` put before a line to comment it out (a `#` in the
+    first column takes the place of a space)."""
+    example = (ROOT / "config" / "watchbridge.example.yaml").read_text(encoding="utf-8")
+    found, parents = [], []  # parents: (column, name) of the keys above the line
+    for line in example.splitlines():
+        match = _EXAMPLE_KEY.match(line)
+        if not match:
+            continue
+        column = len(match[1]) - 2 * match[1][1:].count("#")
+        while parents and parents[-1][0] >= column:
+            parents.pop()
+        parents.append((column, match[2]))
+        found.append(".".join(name for _, name in parents))
+    return found
+
+
+def test_every_key_the_example_config_writes_or_comments_out_is_one_the_config_reads() -> None:
+    keys = config_keys(Config)
+    named = {re.sub(r"^(profiles|links)\.[^.]+", r"\1.NAME", key) for key in example_config_keys()}
+    # A section (`services.trakt`, `accounts.trakt: {}`) is the start of the keys it holds.
+    unknown = [k for k in named if not any(f"{c}.".startswith(f"{k}.") for c in keys)]
+    assert sorted(unknown) == []
+
+
 def test_every_watchbridge_metric_is_in_the_readme() -> None:
     metrics = Metrics()  # with the collectors the service adds, which read the store
     metrics.watch_queue(dict, ["trakt"], time.time)
