@@ -28,6 +28,8 @@ from watchbridge.refused import OVER_AFTER
 from watchbridge.store import Store
 from watchbridge.unmapped import KEPT
 
+SECRET = "webhook-secret-4410"
+
 
 def runtime_for(config_path: Path) -> Runtime:
     config = load_config(config_path, {})
@@ -325,11 +327,39 @@ def test_webhook_port_serves_only_webhooks_metrics_and_health(tmp_path: Path) ->
     try:
         hooks = f"http://127.0.0.1:{hook_port}"
         assert httpx.get(f"{hooks}/healthz").status_code == 200
+        assert httpx.get(f"{hooks}/readyz").status_code == 200
         assert httpx.get(f"{hooks}/metrics").status_code == 200
         assert httpx.get(f"{hooks}/api/status").status_code == 404
         assert httpx.get(f"{service.url}/api/status").status_code == 200
     finally:
         service.kill()
+
+
+def test_webhook_port_takes_webhooks_with_the_secret_in_the_path_or_header(tmp_path: Path) -> None:
+    port, hook_port = free_port(), free_port()
+    path = write_config(tmp_path, port=port)
+    path.write_text(
+        path.read_text().replace(
+            "server:\n", f"server:\n  webhook_port: {hook_port}\n  webhook_secret: {SECRET}\n"
+        )
+    )
+    service = ServiceProcess(path, port).start()
+    hooks = f"http://127.0.0.1:{hook_port}/webhooks/generic"
+    played = b'{"event": "played", "user": "alice", "item": {"type": "movie", "ids": {"tmdb": 1}}}'
+    try:
+        answers = [
+            httpx.post(f"{hooks}/{SECRET}", content=played),
+            httpx.post(hooks, content=played, headers={"X-Webhook-Secret": SECRET}),
+            httpx.post(hooks, content=played),
+        ]
+    finally:
+        service.kill()
+    # No profile lists alice: taken and ignored, as on the main port.
+    assert [(a.status_code, a.json()["status"]) for a in answers] == [
+        (200, "ignored_unmapped_account"),
+        (200, "ignored_unmapped_account"),
+        (401, "unauthorized"),
+    ]
 
 
 def test_sigterm_stops_the_service_cleanly_within_ten_seconds(service: ServiceProcess) -> None:
