@@ -570,12 +570,28 @@ def test_find_config_prefers_explicit_then_environment(tmp_path: Path) -> None:
     assert find_config(None, {"WATCHBRIDGE_CONFIG": "b.yaml"}) == Path("b.yaml")
 
 
+@pytest.mark.skipif(
+    Path("/config/watchbridge.yaml").is_file(), reason="this machine has /config/watchbridge.yaml"
+)
+def test_find_config_without_flag_or_environment_takes_config_in_the_working_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "watchbridge.yaml").write_text("server: {}\n")
+    monkeypatch.chdir(tmp_path)
+    assert find_config(None, {"WATCHBRIDGE_CONFIG": ""}) == Path("config/watchbridge.yaml")
+
+
 def test_find_config_without_any_file_says_where_it_looked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ConfigError, match="no config file found"):
+    with pytest.raises(ConfigError) as refused:
         find_config(None, {})
+    assert refused.value.message.startswith(
+        "no config file found (looked in $WATCHBRIDGE_CONFIG, /config/watchbridge.yaml,"
+        " config/watchbridge.yaml)"
+    )
 
 
 def test_an_api_token_left_empty_by_its_variable_is_an_error_not_an_open_api() -> None:
