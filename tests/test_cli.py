@@ -101,6 +101,18 @@ def test_check_config_accepts_the_example() -> None:
     assert "config OK" in result.stdout
 
 
+def test_a_bug_in_a_command_is_one_line_and_exit_code_70_without_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def bug(_: object) -> str:
+        raise KeyError("links")  # stands for a bug: no input reaches this code path
+
+    monkeypatch.setattr("watchbridge.cli._summary", bug)
+    result = run("check-config", "--config", str(write_config(tmp_path)))
+    assert result.returncode == 70
+    assert result.stderr == "unexpected error: KeyError: 'links' (run with --debug for details)\n"
+
+
 def test_check_config_tells_what_the_service_would_warn_of(tmp_path: Path) -> None:
     path = write_config(tmp_path, "profiles:\n  kids:\n    users: {plex: [kid]}\n")
     result = run("check-config", "--config", str(path))
