@@ -1229,10 +1229,14 @@ UNREADABLE_HOST = (
 
 class HostHeaderMiddleware(ASGIMiddleware):
     """A Host header whose port is no number is a 400: Litestar makes the request's URL of it
-    for some answers (a query parameter missing) and would fail there, a 500."""
+    for some answers (a query parameter missing) and would fail there, a 500. A request with
+    none (HTTP/1.0: a load balancer's health check) is not judged: its URL is made of the
+    address it came in on, which reads as no port behind an IPv6 listener (`server.host: ::`)."""
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        if scope["type"] == ScopeType.HTTP:
+        if scope["type"] == ScopeType.HTTP and any(
+            name == b"host" for name, _ in scope.get("headers", ())
+        ):
             try:
                 URL.from_scope(scope)
             except ValueError:
