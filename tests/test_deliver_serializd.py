@@ -350,6 +350,27 @@ async def test_a_links_play_logged_after_a_folder_copy_is_not_logged_again_from_
     assert len(fake.diary()) == 1
 
 
+async def test_a_links_old_play_queued_before_a_restart_looks_only_at_entries_added_since(
+    runtime: Runtime, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    # A link's backfill of last year's plays, the service restarted while it drains: the
+    # look for its send from a data folder put back is for entries added since it was queued,
+    # not for the whole year of diary since the play.
+    for day in range(1, 241):
+        fake.log_entry(None, SHOW, 1, 1 + day % 7, date_added=iso(clock() - day * DAY))
+    enqueue(runtime, "play", episode(4, season=2), clock() - 300 * DAY, link="ts")
+    clock.advance(60)
+    restarted = serializd_target(runtime, clock)
+    worker = DeliveryWorker(lambda _: [restarted], runtime.config.delivery)
+    worker.targets = {restarted.name: restarted}
+    try:
+        await drain(worker, runtime, clock)
+    finally:
+        await restarted.aclose()
+    assert runtime.store.outbox_counts()["done"] == 1
+    assert fake.count("GET", "/api/user/{username}/diary") <= 2
+
+
 async def test_a_play_logged_after_the_backup_is_not_logged_again_from_the_copy_put_back(
     runtime: Runtime,
     fake: FakeSerializd,

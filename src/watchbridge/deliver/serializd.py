@@ -516,8 +516,12 @@ class SerializdTarget:
         (the play is logged, as Trakt's look does)."""
         entries = ledger.diary
         if entries is None:
+            # A link's row was planned on a read of the diary: only an entry added since it was
+            # queued is news (its own send, from a data folder put back), not a backfill's
+            # year of diary since its play.
+            since = max(at, row.created_at) if "link" in row.payload else at
             try:
-                entries = (await self._newest(ledger.profile, row, at - LOOK_MARGIN)).entries
+                entries = (await self._newest(ledger.profile, row, since - LOOK_MARGIN)).entries
             except (SerializdAuthError, Unavailable):
                 raise
             except SerializdError as exc:
