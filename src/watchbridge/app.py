@@ -1230,17 +1230,21 @@ UNREADABLE_HOST = (
 class HostHeaderMiddleware(ASGIMiddleware):
     """A Host header whose port is no number is a 400: Litestar makes the request's URL of it
     for some answers (a query parameter missing) and would fail there, a 500. A request with
-    none (HTTP/1.0: a load balancer's health check) is not judged: its URL is made of the
-    address it came in on, which reads as no port behind an IPv6 listener (`server.host: ::`)."""
+    none (HTTP/1.0: a load balancer's health check) gets one naming the address it came in on,
+    bracketed where it is IPv6 (`server.host: ::`): Litestar's own reading of that address
+    takes the address's last part for a port."""
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        if scope["type"] == ScopeType.HTTP and any(
-            name == b"host" for name, _ in scope.get("headers", ())
-        ):
-            try:
-                URL.from_scope(scope)
-            except ValueError:
-                raise ClientException(UNREADABLE_HOST) from None
+        if scope["type"] == ScopeType.HTTP:
+            headers = scope.get("headers", ())
+            if any(name == b"host" for name, _ in headers):
+                try:
+                    URL.from_scope(scope)
+                except ValueError:
+                    raise ClientException(UNREADABLE_HOST) from None
+            elif (server := scope.get("server")) and ":" in server[0]:
+                host = f"[{server[0]}]:{server[1]}".encode("ascii")
+                scope["headers"] = [*headers, (b"host", host)]
         await next_app(scope, receive, send)
 
 
