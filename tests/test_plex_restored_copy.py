@@ -5,6 +5,7 @@ to Plex again nor read back from Plex as a second play "today" and copied to the
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -31,13 +32,18 @@ async def rig(
         yield made
 
 
-async def put_back_and_started(rig: Rig, copy: Any) -> None:
-    """The service stopped, the copy copied over its database, the service started again."""
+async def put_back_and_started(rig: Rig, copy: Any, folder_copy: Any = None) -> None:
+    """The service stopped, the copy copied over its database (none: left as it was), the
+    service started again; `folder_copy`: the database copied there as it is while stopped
+    (an appdata backup: no `watchbridge backup` stamp in it)."""
     database = rig.runtime.store.path
     for target in rig.worker.targets.values():
         await target.aclose()
     rig.runtime.close()
-    put_back(copy, database)
+    if folder_copy is not None:
+        shutil.copy(database, folder_copy)
+    if copy is not None:
+        put_back(copy, database)
     rig.runtime = build_runtime(rig.runtime.config, clock=rig.clock)
     rig.runtime.open()
     rig.worker = DeliveryWorker(make_targets, rig.runtime.config.delivery)
@@ -91,6 +97,40 @@ async def test_a_play_written_to_plex_after_the_backup_is_not_doubled_by_the_cop
     # Eleven plays read from Plex at the start, S1E1's rating (an entry of its own on
     # Serializd), and the user's S1E2.
     assert len(rig.serializd.diary()) == 13
+    assert set(queued) == {0}
+
+
+# An appdata backup (the service stopped, the data folder copied as it is) holds no stamp of
+# being a copy: put back, its row of the play is not marked possibly sent. Queued before the
+# start, it is taken as one all the same (`OutboxItem.links_since`).
+@pytest.mark.parametrize("read_first", [True, False], ids=["read-first", "delivered-first"])
+async def test_a_play_written_to_plex_after_a_folder_copy_is_not_doubled_by_it_put_back(
+    rig: Rig, tmp_path: Any, read_first: bool
+) -> None:
+    await rig.run()
+    users = rig.serializd.log_entry(
+        None, BCS, 1, 2, backdate="2024-03-01T20:00:00.000Z", review_text="the user's own"
+    )
+    rig.at(30)
+    assert await rig.run(deliver=False) == 1
+    copy = tmp_path / "appdata.db"
+    await put_back_and_started(rig, None, folder_copy=copy)
+    await rig.drain()  # the scrobble, made after the copy was taken
+    assert rig.plex.user_state(S1E2)["viewCount"] == 1
+    rig.at(60)
+    assert await rig.run() == 0
+    rig.at(14 * DAY)
+    await put_back_and_started(rig, copy)
+
+    queued = [await rig.run(deliver=False)] if read_first else []
+    await rig.drain()  # the copy's row of the play, waiting again
+    for minutes in (30, 60, DAY):
+        rig.at(14 * DAY + minutes)
+        queued.append(await rig.run())
+
+    assert rig.plex.user_state(S1E2)["viewCount"] == 1  # not written again
+    assert len(rig.plex.history_of(S1E2)) == 1
+    assert s1e2_entries(rig) == [(users.id, "the user's own")]  # not copied back as new
     assert set(queued) == {0}
 
 

@@ -967,7 +967,8 @@ class QueuedPlay:
     given_up: bool  # a dead letter
     queued_at: float
     # An earlier send may have landed (UNKNOWN_OUTCOME, as `OutboxItem.may_have_landed`): a
-    # backup copy put back marks every row it held.
+    # backup copy put back marks every row it held. So may a link's queued before this
+    # process opened the database (`OutboxItem.links_since`: a folder copy put back).
     may_have_landed: bool
 
 
@@ -1014,12 +1015,13 @@ class OutboxItem:
             return True
         return "link" not in self.payload and now - self.created_at > WAITED_AFTER
 
-    def links_since(self, started_at: float) -> bool:
-        """Whether a link queued this row since `started_at` (this service's start): planned on
-        its read of the target, it need not be looked for there first. One queued before may
-        be a data folder's, copied as it is (an appdata backup) and put back after it went
-        out: it holds no `backup_to` stamp to tell it by, and is waiting again."""
-        return "link" in self.payload and self.created_at >= started_at
+    def links_since(self, outbox_at_open: int) -> bool:
+        """Whether a link queued this row since this process opened the database
+        (`Store.outbox_at_open`): planned on its read of the target, it need not be looked
+        for there first. One queued before may be a data folder's, copied as it is (an
+        appdata backup) and put back after it went out: it holds no `backup_to` stamp to tell
+        it by, and is waiting again."""
+        return "link" in self.payload and self.id > outbox_at_open
 
     @property
     def planned_on_a_read(self) -> bool:
@@ -2323,6 +2325,9 @@ class Store:
         # from then on.
         self.on_token_stored: list[Callable[[str, str, Mapping[str, Any]], None]] = []
         self._told_tokens: dict[tuple[str, str], str] = {}  # the set last told, as stored
+        # The newest outbox row when this process opened the database (`open`); every row
+        # queued since has a higher id (AUTOINCREMENT). See `OutboxItem.links_since`.
+        self.outbox_at_open = 0
         self.db = sqlite_utils.Database(conn)
         # Reads on connections of their own, without the store's lock (see `ReadConnection`):
         # the overview's counts, and the whole mirror collections a deliverer loads.
@@ -2403,6 +2408,9 @@ class Store:
             copied = store._copy_taken_at()
             if restored or (copied is not None and (upgrade or new)):
                 store._mark_restored_rows(copied, restored)
+            if upgrade or new:
+                found = conn.execute("SELECT MAX(id) FROM outbox").fetchone()[0]
+                store.outbox_at_open = int(found or 0)
         except sqlite3.DatabaseError as exc:
             if not _damaged(exc):
                 raise StoreError(_cannot_open(file, exc)) from None
@@ -3653,6 +3661,7 @@ class Store:
                 item, at = payload["item"], float(payload["at"])
             except (KeyError, TypeError, ValueError):
                 continue  # its delivery makes a dead letter of it, saying why
+            before_open = "link" in payload and int(row["id"]) <= self.outbox_at_open
             found.append(
                 QueuedPlay(
                     int(row["id"]),
@@ -3660,7 +3669,7 @@ class Store:
                     at,
                     row["status"] == "dead",
                     float(row["created_at"]),
-                    (row["last_error"] or "").startswith(UNKNOWN_OUTCOME),
+                    before_open or (row["last_error"] or "").startswith(UNKNOWN_OUTCOME),
                 )
             )
         return found

@@ -18,9 +18,10 @@ history row the scrobble makes and reads the play back at its real time, never a
 retried, and sent again only when Plex does not show the item viewed since its last try (each
 scrobble adds a view), and never to a copy an earlier try of the row wrote that was removed
 since (`Written.row`: its retry must not undo an unwatch); every attempt is recorded, so an
-echo of either is recognised. A row marked
-possibly sent (a backup copy put back: our record of its write may be newer than the copy) is
-not scrobbled when Plex shows the item viewed since the row was queued: the first such view
+echo of either is recognised. A row marked possibly sent (a backup copy put back: our record
+of its write may be newer than the copy), or queued before this process opened the database
+(`OutboxItem.links_since`: a data folder copied as it is and put back holds no mark), is not
+scrobbled when Plex shows the item viewed since the row was queued: the first such view
 (one history request for the item, by the account the link's last read read the history by;
 else `lastViewedAt`) is taken for its write, as the reader takes it (`sent_after_the_copy`),
 so a rewatch of the user's after it stays theirs and our scrobble's row is our echo. An item
@@ -464,10 +465,12 @@ class PlexTarget:
             await self._remember(person, record, replace(known, pending=False), synced=False)
             return "already written (its answer was lost)"
         skew = self.client.clock_skew  # Plex dates by its clock
-        if known is None and outbox.may_have_landed:
-            # A backup copy put back (our record of the write is not in it): the first view
-            # since the row was queued is its scrobble, made after the copy was taken (the
-            # reader's rule, `sent_after_the_copy`). `watched_at` is as old as the copy.
+        put_back = outbox.may_have_landed or not outbox.links_since(self.store.outbox_at_open)
+        if known is None and put_back:
+            # A backup copy put back (our record of the write is not in it), or a data folder
+            # copied as it is (queued before this process opened it): the first view since
+            # the row was queued is its scrobble, made after the copy was taken (the reader's
+            # rule, `sent_after_the_copy`). `watched_at` is as old as the copy.
             seen = await self._first_view_since_queued(person, rk, outbox.created_at)
             if seen is not None:
                 tried = (*earlier, seen.first - skew)

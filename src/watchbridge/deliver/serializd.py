@@ -256,8 +256,6 @@ class SerializdTarget:
         self.store = store
         self.config = config
         self.clock = clock
-        # A link's rows queued before it are looked for first (OutboxItem.links_since).
-        self.started_at = clock()
         self.enricher = enricher  # finds the show's TMDB id webhooks leave out
         self.accounts = accounts
         # A season page broken for weeks fails each webhook play: per profile, a line once,
@@ -475,10 +473,10 @@ class SerializdTarget:
             # that; a diary entry would need a date we do not have.
             return Tick(place, key, {"review_id": None, "ticked": False}, "ticked (no date)")
         # A link's copy was planned on a read of both sides: this is for a webhook's play, or
-        # a link's queued before this start (`links_since`).
+        # a link's queued before this process opened the database (`links_since`).
         there = (
             None
-            if row.links_since(self.started_at)
+            if row.links_since(self.store.outbox_at_open)
             else await self._logged_by_hand(ledger, row, place, at)
         )
         if there is not None:

@@ -392,8 +392,6 @@ class TraktTarget:
         self.store = store
         self.config = config
         self.clock = clock
-        # A link's rows queued before it are looked for first (OutboxItem.links_since).
-        self.started_at = clock()
         # The enricher's resolver asks the same Trakt app: both space their retries together.
         shared = enricher.trakt if enricher is not None else None
         slots = shared.retry_slots if shared is not None else None
@@ -790,7 +788,7 @@ class TraktTarget:
         # add-on) while this one waited is on Trakt already, and Trakt takes it again.
         # Also one made while Trakt answered us 503: that says nothing of another app's try
         # (another node may have taken it) nor of a sync or a hand that added it since.
-        looked_for = [r for r in fresh if _look_first(r, self.started_at)]
+        looked_for = [r for r in fresh if _look_first(r, self.store.outbox_at_open)]
         elsewhere = await self._added_elsewhere(profile, looked_for)
         outcomes |= {id: replace(ELSEWHERE, answered=asked) for id, asked in elsewhere.items()}
         fresh = [r for r in fresh if r.outbox.id not in elsewhere]
@@ -1550,12 +1548,12 @@ def by_item_ids(entries: Sequence[Any]) -> HistoryByIds:
     return found
 
 
-def _look_first(row: Row, started_at: float) -> bool:
+def _look_first(row: Row, outbox_at_open: int) -> bool:
     """Whether a history add is looked for in Trakt's history before it goes (`_added_elsewhere`):
     a dated webhook's play never sent, or a link's queued before this start (a link's copy is
     planned on a read of Trakt: `links_since`). One that may have landed is looked for wider
     (`_learn_history`)."""
-    planned = row.outbox.links_since(started_at)
+    planned = row.outbox.links_since(outbox_at_open)
     return row.at != UNDATED and not planned and not row.outbox.may_have_landed
 
 

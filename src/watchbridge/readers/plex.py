@@ -32,8 +32,9 @@ What counts as a play:
   letter still counts as on its way (a retry looks before it writes), and a row discarded
   or pruned never wrote it: no play (`Written.unlanded`), the link copies it again. A row
   marked possibly sent (a backup copy put back, which holds no record of a write made after
-  it was taken) is taken as written where Plex shows its item viewed since the row was
-  queued (`sent_after_the_copy`).
+  it was taken), or a link's queued before this process opened the database (a data folder
+  copied as it is and put back holds no mark: `OutboxItem.links_since`), is taken as
+  written where Plex shows its item viewed since the row was queued (`sent_after_the_copy`).
 
 The cheap check (`unchanged`) is one history request of size 1 (total and newest row): it
 covers new plays, our own scrobbles and deleted history, in every library at once. On a server
@@ -612,8 +613,9 @@ def read_back(
 @dataclass(frozen=True)
 class MaybeSent:
     """A play row to Plex marked possibly sent (a backup copy put back: it may have gone out
-    after the copy was taken, and the copy holds no record of the write): its item key, the
-    play's time, the row, and when it was queued (our clock)."""
+    after the copy was taken, and the copy holds no record of the write), or queued before
+    this process opened the database (`QueuedPlay.may_have_landed`): its item key, the play's
+    time, the row, and when it was queued (our clock)."""
 
     item: str
     at: float
