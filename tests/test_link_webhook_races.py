@@ -58,9 +58,10 @@ class House:
         for clock in (self.clock, self.trakt, self.serializd):
             clock.advance(seconds)
 
-    def jellyfin_play(self, season: int, number: int) -> None:
+    def jellyfin_play(self, season: int, number: int, **fields: Any) -> None:
         """Jellyfin's PlaybackStop (completed) of Breaking Bad `season`x`number`, naming the
-        episode by its TVDB id alone (as many libraries do) and its series by Jellyfin's id."""
+        episode by its TVDB id alone (as many libraries do) and its series by Jellyfin's id;
+        `fields`: any other of its fields (None: left out)."""
         episode = self.trakt.shows[0].seasons[season].episodes[number]
         payload: dict[str, Any] = sample_json("jellyfin", "playback_stop_episode_completed.json")
         payload |= {
@@ -74,7 +75,8 @@ class House:
             "Provider_imdb": "",
             "Provider_tmdb": "",
             "UtcTimestamp": time.strftime("%Y-%m-%dT%H:%M:%S.0000000Z", time.gmtime(self.clock())),
-        }
+        } | fields
+        payload = {name: value for name, value in payload.items() if value is not None}
         result = parse("jellyfin", json.dumps(payload).encode(), "application/json")
         assert isinstance(result, Accepted)
         for event in result.events:

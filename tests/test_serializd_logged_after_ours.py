@@ -1,12 +1,15 @@
 """An episode logged by hand in Serializd's app AFTER watchbridge logged the webhook's play of
 that viewing (at the end of the credits, or minutes later): the trakt-serializd link reads two
 diary entries of one viewing. Before, it copied the user's as a second play to Trakt. A log
-made within LATE_LOG_WINDOW of our play is that viewing; one made later is a rewatch.
+made within LATE_LOG_WINDOW of our play is that viewing; one made later is a rewatch, and so is
+one made later than a rewatch of a short episode could be (it was taken for ours: a play lost).
 
 Through the worker and the link's runs, the fakes over real HTTP (the rig of
 `test_link_webhook_races`)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 
@@ -23,16 +26,27 @@ house = test_link_webhook_races.house  # the rig's fixture
 
 
 async def webhook_play_then_log(
-    house: House, serializd: FakeSerializd, later: float, tags: tuple[str, ...] = ()
+    house: House,
+    serializd: FakeSerializd,
+    later: float,
+    tags: tuple[str, ...] = (),
+    **jellyfin: Any,
 ) -> None:
-    """A Jellyfin play of S1E2, delivered to Trakt and Serializd and read by the link; `later`
-    seconds after the play, a log of the episode (the user's, in the app, unless `tags`)."""
-    house.jellyfin_play(1, 2)
+    """A Jellyfin play of S1E2 (`jellyfin`: its fields other than the sample's), delivered to
+    Trakt and Serializd and read by the link; `later` seconds after the play, a log of the
+    episode (the user's, in the app, unless `tags`)."""
+    house.jellyfin_play(1, 2, **jellyfin)
     await house.deliver()
     assert (house.trakt_plays(1, 2), house.diary_entries(1, 2)) == (1, 1)
     await house.sync()
     house.advance(later)
     serializd.log_entry(None, BB, 1, 2, date_added=iso(serializd.now()), tags=tags)
+
+
+def lasting(minutes: float) -> dict[str, Any]:
+    """Jellyfin's fields of a play to the end of an episode `minutes` long."""
+    ticks = int(minutes * 60 * 10_000_000)
+    return {"RunTimeTicks": ticks, "PlaybackPositionTicks": ticks}
 
 
 async def full_sync(house: House) -> None:
@@ -87,3 +101,53 @@ async def test_the_user_s_log_and_ours_stay_in_the_diary(
     await house.sync()
     await house.settle()
     assert house.diary_entries(1, 2) == 2
+
+
+async def test_a_short_episode_rewatched_and_logged_in_the_app_after_our_play_is_a_second_play(
+    house: House, serializd: FakeSerializd
+) -> None:
+    # An 11-minute cartoon watched again right away: its log comes 12 minutes after our play,
+    # inside LATE_LOG_WINDOW, and is no log of the viewing we logged.
+    await webhook_play_then_log(house, serializd, later=12 * 60, **lasting(11))
+    await house.sync()
+    await house.settle()
+    assert house.trakt_plays(1, 2) == 2
+
+
+async def test_a_short_episode_logged_in_the_app_minutes_after_our_play_is_no_second_play(
+    house: House, serializd: FakeSerializd
+) -> None:
+    await webhook_play_then_log(house, serializd, later=5 * 60, **lasting(11))
+    await house.sync()
+    await house.settle()
+    assert house.trakt_plays(1, 2) == 1
+
+
+async def test_a_long_episode_logged_in_the_app_minutes_after_our_play_is_no_second_play(
+    house: House, serializd: FakeSerializd
+) -> None:
+    await webhook_play_then_log(house, serializd, later=5 * 60, **lasting(45))
+    await house.sync()
+    await house.settle()
+    assert house.trakt_plays(1, 2) == 1
+
+
+async def test_a_long_episode_logged_in_the_app_15_minutes_after_our_play_is_no_second_play(
+    house: House, serializd: FakeSerializd
+) -> None:
+    # No rewatch of 45 minutes is logged 15 minutes on: its runtime keeps the whole window.
+    await webhook_play_then_log(house, serializd, later=15 * 60, **lasting(45))
+    await house.sync()
+    await house.settle()
+    assert house.trakt_plays(1, 2) == 1
+
+
+async def test_a_log_15_minutes_after_a_play_of_no_known_length_is_a_rewatch(
+    house: House, serializd: FakeSerializd
+) -> None:
+    # The webhook named no runtime: a rewatch of a short episode may come that soon.
+    unknown = {"RunTimeTicks": None, "RunTime": None, "PlaybackPositionTicks": None}
+    await webhook_play_then_log(house, serializd, later=15 * 60, **unknown)
+    await house.sync()
+    await house.settle()
+    assert house.trakt_plays(1, 2) == 2

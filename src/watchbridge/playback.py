@@ -53,6 +53,7 @@ REWATCH_MAX_PROGRESS = 5.0
 REWATCH_AFTER_IDLE = 3 * 3600.0  # a position-less start this long after a viewing starts anew
 RESTART_MAX_PROGRESS = 50.0  # after a position-less start: at most this, a new viewing
 SHORTEST_VIEWING = 10 * 60.0  # no two viewings of one item are closer (shorter items: 80 %)
+LEAST_WATCHED = 0.8  # the share of an item a viewing plays at least (intro, credits skipped)
 PAUSE_CAP = 79.9  # Trakt turns a stop at >= 80 % into a play; pauses must stay below it
 # A progress report this soon after a stop was sent before it (Jellyfin posts each event from
 # its own handler, unordered); later ones mean playback began again (its start lost).
@@ -686,7 +687,7 @@ def reported_late(event: MediaEvent, session: Session | None, now: float) -> Lat
 
 def shortest_viewing(duration: float | None) -> float:
     """How long a viewing of an item of `duration` seconds (None: unknown) takes at least."""
-    return SHORTEST_VIEWING if not duration else min(SHORTEST_VIEWING, 0.8 * duration)
+    return SHORTEST_VIEWING if not duration else min(SHORTEST_VIEWING, LEAST_WATCHED * duration)
 
 
 def _played_to(event: MediaEvent, since: float) -> bool:

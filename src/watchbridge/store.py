@@ -1002,6 +1002,16 @@ class OutboxItem:
         return (self.last_error or "").startswith(UNKNOWN_OUTCOME)
 
     @property
+    def duration(self) -> float | None:
+        """The length in seconds of the item a webhook's play is of, as the media server told
+        it (Plex's `duration`, Jellyfin's and Emby's `RunTimeTicks`); None when unknown (a
+        link's copy, a sender naming none)."""
+        duration = self.payload.get("duration")
+        if isinstance(duration, (int, float)) and not isinstance(duration, bool) and duration > 0:
+            return float(duration)
+        return None
+
+    @property
     def cut_short(self) -> bool:
         """Whether its latest try was cut short by a crash, its attempt spent (CUT_SHORT)."""
         return (self.last_error or "").endswith(CUT_SHORT)

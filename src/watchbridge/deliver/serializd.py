@@ -95,7 +95,7 @@ LOOK_UNREADABLE = (
     "serializd diary unreadable for a log made in the app; the play is logged (a log of it "
     "made there stays a second entry)"
 )
-PLAYS = "plays"  # ledger: episode key @ minute -> {"review_id", "ticked"} of entries we made
+PLAYS = "plays"  # ledger: episode key @ minute -> {"review_id", "ticked", "duration"?} we made
 RATINGS = "ratings"  # ledger: item key -> {"rating", "review_id"} of the last rating we sent
 RATED_ROWS = "rated-rows"  # ledger: review id -> item key, of every rating row we added
 # Review id -> when the first whole read of the diary that did not list that entry of ours
@@ -459,7 +459,7 @@ class SerializdTarget:
         if known is None and row.may_have_landed:
             entry = await self._find_in_diary(ledger, place, _sent(row.payload, at), is_log=True)
             if entry is not None:
-                known = key, {"review_id": entry.id, "ticked": False}
+                known = key, _played(row) | {"review_id": entry.id}
                 await self._record(ledger, PLAYS, {key: known[1]})
         if known is not None and known[1].get("removed"):
             known = None  # we deleted that entry: this is a new viewing
@@ -496,7 +496,7 @@ class SerializdTarget:
         review = await self._add(
             ledger, row, place, at, rating=None, rewatch=rewatch, into=(PLAYS, key)
         )
-        value = {"review_id": review, "ticked": False}
+        value = _played(row) | {"review_id": review}
         return Tick(place, key, value, "rewatch logged" if rewatch else "logged")
 
     async def _logged_by_hand(
@@ -1039,7 +1039,7 @@ class SerializdTarget:
             raise
         self._note_ours(ledger.profile, added=review)
         collection, key = into
-        value = {"ticked": False} if rating is None else {"rating": rating}
+        value = _played(row) if rating is None else {"rating": rating}
         try:
             # Not waiting for the disk (one sync per entry instead of two): lost in a power
             # cut, with all after it, the row keeps its synced `unknown outcome` note, and
@@ -1300,6 +1300,14 @@ def _sent(payload: dict[str, Any], at: float) -> tuple[float, ...]:
     went out as, when a step of the clock has moved it since (clocksteps.sent_before)."""
     before = sent_before(payload, at)
     return (at,) if before is None else (at, before)
+
+
+def _played(row: OutboxItem) -> dict[str, Any]:
+    """A new play's ledger value: not ticked yet, and the length of the item played when the
+    webhook told it (how soon a log of it made again in the app may be a rewatch, see
+    readers.serializd.late_log_window)."""
+    duration = row.duration
+    return {"ticked": False} if duration is None else {"ticked": False, "duration": duration}
 
 
 def _unread_may_hold(unread: frozenset[int], what: str, then: str) -> None:

@@ -119,8 +119,7 @@ def _viewing_margin(row: Row) -> float:
     """How long before a play Trakt may have dated this very viewing: its least length (an
     earlier play of the item is another viewing), which absorbs our clock minutes ahead of
     Trakt's (it dates a live stop by its own clock)."""
-    duration = row.payload.get("duration")
-    return shortest_viewing(float(duration) if isinstance(duration, int | float) else None)
+    return shortest_viewing(row.outbox.duration)
 
 
 def _may_have_landed(exc: Unavailable) -> Outcome:

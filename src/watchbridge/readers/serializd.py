@@ -50,6 +50,7 @@ from watchbridge.deliver.trakt import readings
 from watchbridge.http import changed_answer
 from watchbridge.metrics import Metrics
 from watchbridge.model import MediaRef, ref_from_dict
+from watchbridge.playback import LEAST_WATCHED, shortest_viewing
 from watchbridge.ratings import to_serializd
 from watchbridge.readers import Clock, SideRead, Tally
 from watchbridge.reconcile import (
@@ -91,7 +92,8 @@ MISSED = "missed"
 # A log the user makes in Serializd's app this soon after the play of ours of the episode is
 # that viewing, logged again (at the end of the credits, or minutes after): the webhook fires at
 # about 90 %, so the rest of the episode and its credits pass before the app's log, while a real
-# rewatch comes a whole episode (20 minutes and more for nearly every show) after the first.
+# rewatch comes a whole episode after the first. At most this long; less for a short episode
+# (`late_log_window`).
 LATE_LOG_WINDOW = 20 * 60.0
 # ...and one made up to this long before it (the play delivered late), as `one_play` allows.
 EARLY_LOG = DUPLICATE_WINDOW_MINUTES * 60.0
@@ -519,19 +521,33 @@ def worth_reading(count: int | None, held: AbstractSet[int], was_marked: bool) -
     return any(number not in held for number in range(1, count + 1))
 
 
+def late_log_window(duration: float | None) -> float:
+    """How long after a play of ours of an episode `duration` seconds long (None: unknown) an
+    untagged log of it is that viewing logged again: until a rewatch could have been watched,
+    the least a viewing of the episode takes (an 11-minute cartoon's: 8 minutes 48 seconds),
+    LATE_LOG_WINDOW at most. Unknown (a link's copy, a webhook naming no length): the least
+    any viewing takes (`shortest_viewing`), not LATE_LOG_WINDOW, since a short episode's
+    rewatch taken for ours is a play lost for good, while a log of ours copied as a rewatch is
+    a second entry the user sees and can delete."""
+    if not duration:
+        return shortest_viewing(None)
+    return min(LATE_LOG_WINDOW, LEAST_WATCHED * duration)
+
+
 def logged_after_ours(
     entries: Iterable[DiaryEntry],
     side: Side,
-    ours: Collection[int],
+    ours: Mapping[int, float | None],
     before: Side | None,
     skew: float,
 ) -> set[str]:
     """The records of the diary logs among `entries` that are a viewing `side` holds a play
-    of ours of (one of the review ids `ours`), logged again in Serializd's app: untagged, of
-    the same episode, added (`dateAdded`, on either reading of Serializd's clock) from EARLY_LOG
-    before that play to LATE_LOG_WINDOW after it, and watched (their date) within a day of it.
-    One each way, earliest first. A log another watchbridge or profile wrote (tagged) is its
-    own play, and one the baseline `before` holds already stays as it was read. Pure."""
+    of ours of (`ours`: our review ids, each with the length in seconds of the episode played
+    when known), logged again in Serializd's app: untagged, of the same episode, added
+    (`dateAdded`, on either reading of Serializd's clock) from EARLY_LOG before that play to
+    `late_log_window` after it, and watched (their date) within a day of it. One each way,
+    earliest first. A log another watchbridge or profile wrote (tagged) is its own play, and
+    one the baseline `before` holds already stays as it was read. Pure."""
     held = {p.record for p in before.plays} if before is not None else set()
     mine = sorted(
         (p for p in side.plays if p.record.isdigit() and int(p.record) in ours),
@@ -552,6 +568,7 @@ def logged_after_ours(
     )
     taken: set[str] = set()
     for play in mine:
+        window = late_log_window(ours[int(play.record)])
         for entry in logs:
             record = str(entry.id)
             if (
@@ -559,7 +576,7 @@ def logged_after_ours(
                 and diary_key(entry) == play.item
                 and abs(entry.watched_at - play.at) <= A_DAY
                 and any(
-                    -EARLY_LOG <= reading - play.at <= LATE_LOG_WINDOW
+                    -EARLY_LOG <= reading - play.at <= window
                     for reading in readings(entry.date_added, skew)
                 )
             ):
@@ -667,6 +684,18 @@ class SerializdReader:
                 self.store.mirror_get, NAME, profile, PLAYS
             )
         return self._plays[profile]
+
+    async def _lengths(self, profile: str) -> dict[int, float]:
+        """The length in seconds of the episode each diary play of ours is of (review id ->
+        seconds), where the webhook that queued it told it."""
+        plays = await self._plays_ledger(profile)
+        return {
+            v["review_id"]: float(v["duration"])
+            for v in plays.values()
+            if isinstance(v, dict)
+            and isinstance(v.get("review_id"), int)
+            and isinstance(v.get("duration"), int | float)
+        }
 
     async def _ticked(self, profile: str) -> set[str]:
         """The items our deliveries ticked without a date (no diary entry), still ticked."""
@@ -789,7 +818,9 @@ class SerializdReader:
         # A log made in the app after the play of ours of that viewing is no second play.
         read_now = diary if full else fresh
         skew = self.client.http.clock_skew
-        logged_again = logged_after_ours(read_now, side, set(written.values()), baseline, skew)
+        lengths = await self._lengths(profile)
+        of_ours = {review: lengths.get(review) for review in written.values()}
+        logged_again = logged_after_ours(read_now, side, of_ours, baseline, skew)
         side = without_records(side, logged_again)
         # A rating's rows (what removing it deletes) live in the cursors: the baseline keeps
         # only its value and time.
