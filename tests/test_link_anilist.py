@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from tests.fakes.anilist import FakeAniList
 from tests.fakes.base import FakeServer
 from tests.fakes.trakt import CLIENT_ID, Episode, FakeTrakt, Movie, Rating, key_of
-from tests.harness import sign_in_trakt
+from tests.harness import put_back, sign_in_trakt
 from tests.linkrig import fast_trakt
 from tests.linkrig_anilist import Rig, anilist_target, completed_entry, iso, status_of
 from tests.test_sync_scenarios import TraktApp
@@ -1564,3 +1564,46 @@ async def test_a_season_rated_and_watched_on_trakt_reaches_anilist_with_its_scor
     entry = anilist.snapshot()[AOT_P2]
     assert (entry["status"], entry["progress"], entry["score"]) == ("COMPLETED", 12, 90)
     assert [r.rating for r in trakt.ratings()] == [9]
+
+
+async def put_back_and_started(rig: Rig, copy: Path) -> None:
+    """The service stopped, the `watchbridge backup` copy put back over its database, started
+    again with its targets."""
+    config, database = rig.runtime.config, rig.runtime.store.path
+    await rig.aclose()
+    put_back(copy, database)
+    rig.runtime = build_runtime(config)
+    rig.runtime.open()
+    rig.targets = {
+        "trakt": TraktTarget(
+            fast_trakt(config, rig.runtime.store), rig.runtime.store, config.delivery, time.time
+        ),
+        "anilist": anilist_target(config, rig.runtime.store, LINK),
+    }
+
+
+# AniList dates the link's progress step the moment it is written, days from the Trakt play it
+# copied, and the copy put back knows neither: its first run pairs them as a first run does,
+# rather than copying the step to Trakt as a second play of the episode.
+async def test_a_step_the_link_wrote_to_anilist_after_the_backup_is_not_doubled_by_the_copy(
+    rig: Rig, trakt: FakeTrakt, anilist: FakeAniList, tmp_path: Path
+) -> None:
+    show = next(s for s in trakt.shows if s.tmdb == REZERO)
+    for number in (39, 40):  # Re:Zero S2 Part 2 episodes 1-2 on TMDB
+        trakt.add_history(show.seasons[1].episodes[number], iso(time.time() - 30 * DAY))
+    await rig.sync_and_deliver()
+    copy = tmp_path / "nightly.db"
+    rig.runtime.store.backup_to(copy)
+    watched = time.time() - 5 * DAY  # logged on Trakt after the copy was taken
+    trakt.log_play(show.seasons[1].episodes[41], iso(watched))
+    await rig.sync_and_deliver()
+    assert anilist.snapshot()[REZERO_P2]["progress"] == 3
+    assert (await rig.sync_and_deliver()).queued == 0
+    await put_back_and_started(rig, copy)
+
+    queued = [(await rig.sync_and_deliver(full=full)).queued for full in (False, True, False)]
+
+    assert [n for _, n, _ in trakt_plays(trakt, REZERO)] == [39, 40, 41]  # none doubled
+    assert trakt_plays(trakt, REZERO)[-1] == (1, 41, float(watched // 60 * 60))
+    assert anilist.snapshot()[REZERO_P2]["progress"] == 3
+    assert queued == [0, 0, 0]

@@ -241,3 +241,98 @@ async def test_another_accounts_view_on_a_server_ignoring_account_id_is_no_unwat
 
     assert rig.plex.user_state(S1E2)["viewCount"] == 1  # the user's play, written
     assert (users.id, "the user's own") in s1e2_entries(rig)  # not removed from Serializd
+
+
+def days_before(rig: Rig, days: float) -> str:
+    """The rig's clock `days` back, as a Serializd diary date."""
+    at = rig.clock() - days * DAY * 60
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(at))
+
+
+async def logged_and_written_after_the_copy(rig: Rig, tmp_path: Any) -> tuple[Any, Any]:
+    """The nightly copy taken, then S1E2 logged on Serializd, dated five days back: the link
+    writes it to Plex (a view dated now) and reads it back. Returns (copy, the user's entry)."""
+    await rig.run()
+    copy = tmp_path / "nightly.db"
+    rig.runtime.store.backup_to(copy)
+    users = rig.serializd.log_entry(
+        None, BCS, 1, 2, backdate=days_before(rig, 5), review_text="the user's own"
+    )
+    rig.at(30)
+    assert await rig.run() == 1
+    assert rig.plex.user_state(S1E2)["viewCount"] == 1
+    rig.at(60)
+    assert await rig.run() == 0
+    return copy, users
+
+
+# Plex dates the link's write the day it was made, days from the diary entry it copied, and
+# the copy put back knows neither: its first run pairs them as a link's first run does.
+async def test_a_play_the_link_wrote_to_plex_after_the_backup_is_not_doubled_by_the_copy(
+    rig: Rig, tmp_path: Any
+) -> None:
+    copy, users = await logged_and_written_after_the_copy(rig, tmp_path)
+    entries = len(rig.serializd.diary())
+    rig.at(14 * DAY)
+    await put_back_and_started(rig, copy)
+
+    queued = []
+    for minutes in (0, 30, 60, DAY):
+        rig.at(14 * DAY + minutes)
+        queued.append(await rig.run())
+
+    assert rig.plex.user_state(S1E2)["viewCount"] == 1  # not written again
+    assert len(rig.plex.history_of(S1E2)) == 1
+    assert s1e2_entries(rig) == [(users.id, "the user's own")]  # not copied back as new
+    assert len(rig.serializd.diary()) == entries  # nothing removed either
+    assert set(queued) == {0}
+
+
+# Only plays without a partner on both sides pair: a rewatch in Plex after the restore, days
+# after the link's write, is a viewing of its own, copied to Serializd on its day.
+async def test_a_rewatch_in_plex_after_the_copy_is_put_back_is_still_copied(
+    rig: Rig, tmp_path: Any
+) -> None:
+    copy, users = await logged_and_written_after_the_copy(rig, tmp_path)
+    rig.at(14 * DAY)
+    await put_back_and_started(rig, copy)
+    rewatched = rig.clock()
+    rig.plex.watch(S1E2, rewatched)
+
+    for minutes in (5, 30, 60, DAY):
+        rig.at(14 * DAY + minutes)
+        await rig.run()
+
+    assert rig.plex.user_state(S1E2)["viewCount"] == 2  # the link's write and the rewatch
+    assert (users.id, "the user's own") in s1e2_entries(rig)
+    rewatch_day = time.strftime("%Y-%m-%d", time.gmtime(rewatched))
+    assert s1e2_dates(rig) == sorted([users.watched_at[:10], rewatch_day])
+
+
+# The pairing is the restore's first run's only: then back to normal, where plays of an item
+# new on each side days apart are two viewings, each copied to the other side.
+async def test_after_the_first_run_since_the_restore_plays_days_apart_pair_no_more(
+    rig: Rig, tmp_path: Any
+) -> None:
+    copy, users = await logged_and_written_after_the_copy(rig, tmp_path)
+    rig.at(14 * DAY)
+    await put_back_and_started(rig, copy)
+    assert await rig.run() == 0
+    logged_again = rig.serializd.log_entry(
+        None, BCS, 1, 2, backdate=days_before(rig, 5), is_rewatch=True
+    )
+    rig.at(14 * DAY + 30)
+    viewed = rig.clock()
+    rig.plex.watch(S1E2, viewed)
+
+    for minutes in (60, 90, DAY):
+        rig.at(14 * DAY + minutes)
+        await rig.run()
+
+    # The user's two entries, and the view's copy on its day (Plex, viewed since, takes the
+    # log dated before its last view for a play it holds).
+    view_day = time.strftime("%Y-%m-%d", time.gmtime(viewed))
+    assert s1e2_dates(rig) == sorted(
+        [users.watched_at[:10], logged_again.watched_at[:10], view_day]
+    )
+    assert {users.id, logged_again.id} < {entry for entry, _ in s1e2_entries(rig)}

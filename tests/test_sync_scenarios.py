@@ -31,13 +31,12 @@ from tests.linkrig import (
     rig_for,
     use_fast_readers,
 )
-from watchbridge.accounts import ENGINE
 from watchbridge.config import parse_config
 from watchbridge.deliver.serializd import FIRST_MISSES
 from watchbridge.ids import Enricher
 from watchbridge.model import Ids, MediaRef, ref_to_dict
 from watchbridge.services.serializd import SerializdUnavailable
-from watchbridge.store import NewOutboxRow, ordering_key
+from watchbridge.store import ENGINE, NewOutboxRow, ordering_key
 from watchbridge.sync import HOLD_FULL_READ_EVERY, SYNCED_KINDS, NeedsReview, run_link
 
 pytestmark = pytest.mark.anyio

@@ -49,13 +49,12 @@ from typing import Protocol
 from watchbridge.config import Config, link_profiles
 from watchbridge.reconcile import ABSORBED, EXPECTED, UNDATED, Side
 from watchbridge.shown_text import on_one_line
-from watchbridge.store import ACCOUNT_CURSOR, OutboxItem, Store
+from watchbridge.store import ACCOUNT_CURSOR, ENGINE, OutboxItem, Store
 
 log = logging.getLogger(__name__)
 
 SEP = "|"
 REMOVALS = ("remove_play", "remove_rating")
-ENGINE = "watchbridge"  # the service name under which the engine keeps its own state
 MIN_KEPT = 5  # fewer records kept say too little of whose they were
 NOT_SENT = "not sent: a removal meant for an account used before"  # starts such dead letters
 ALERT_KIND = "account_changed"

@@ -631,8 +631,8 @@ def _noted(
     account each service is (by `names`, where known), and why a link starts over. The rest
     is bookkeeping (checks owed, fingerprints, read positions, where keys came from): left
     out."""
-    from watchbridge.accounts import ENGINE, restarted_cursor, shown
-    from watchbridge.store import ACCOUNT_CURSOR
+    from watchbridge.accounts import restarted_cursor, shown
+    from watchbridge.store import ACCOUNT_CURSOR, ENGINE
 
     lines = []
     for service, profile, name, value, _ in cursors:

@@ -20,7 +20,10 @@ MATCH_WINDOW. After the usual matching, the plays of an item still without a par
 side are paired one for one, nearest first, within FIRST_RUN_WINDOW: taken as the same
 viewing, they make no write, are listed (`Plan.same_viewing`) and are remembered
 (`Plan.paired`), so later runs pair them again by their records. Only on a first run: later,
-a rewatch weeks after a viewing must not be taken for it.
+a rewatch weeks after a viewing must not be taken for it. And once after a restore (`plan`'s
+`restored`), for the plays new on both sides since the baseline only: a play a link wrote to
+Plex or AniList after the backup copy was taken is dated the day of the write there, days
+from the play it copied, and the baseline put back knows neither.
 """
 
 from __future__ import annotations
@@ -456,6 +459,7 @@ def plan(
     kept_off: Collection[tuple[str, str]] = frozenset(),
     unchecked: Collection[str] = (),
     copying: Collection[tuple[str, str, int]] = frozenset(),
+    restored: bool = False,
 ) -> Plan:
     """The writes that bring both sides of `link` into agreement, each with its reason.
     `tombstones`: (service, record) of removals made; `done_at`: those whose removal a run
@@ -474,7 +478,10 @@ def plan(
     set there wait with the removals, for the same reason (that account may be another
     person's, and what it holds is no more the user's than its empty history is the user's
     removals; newest-wins, its ratings would overwrite the user's own). `copying`: (target,
-    item, value) of the link's rating copies queued and not delivered (see `_winner`)."""
+    item, value) of the link's rating copies queued and not delivered (see `_winner`).
+    `restored`: the database was put back from a backup copy since `baseline` was saved: the
+    plays new on both sides since it are paired as a first run pairs them (nothing else of a
+    first run: the baseline still tells removals)."""
     actions: list[Action] = []
     new_tombstones: set[tuple[str, str]] = set()
     renumbered: set[tuple[str, str]] = set()
@@ -482,7 +489,7 @@ def plan(
     same_viewing: list[SameViewing] = []
     allowed = set(flows(link))
     if "history" in link.kinds:
-        history = _History(paired, first_run, same_viewing)
+        history = _History(paired, first_run, same_viewing, restored)
         actions += _plan_history(
             link,
             current,
@@ -564,6 +571,7 @@ class _History:
     paired: Sequence[SameViewing]
     first_run: bool
     taken: list[SameViewing]
+    restored: bool = False  # pairs as a first run, the plays new since the baseline only
 
     def known(
         self, source: str, target: str, sides: Mapping[str, Side] | None = None
@@ -821,10 +829,18 @@ def _plan_history(
         history.known(a, b, current),
         flag_limits(current[a], current[b], baseline.get(a, Side()), baseline.get(b, Side())),
     )
-    if history.first_run:
+    if history.first_run or history.restored:
+        # After a restore, only plays new since the baseline: one it holds that is left
+        # without a partner (a link one way only, a play kept off) stays so.
+        held_before: dict[str, set[str]] = {a: set(), b: set()}
+        if not history.first_run:
+            held_before = {s: {p.record for p in baseline.get(s, Side()).plays} for s in (a, b)}
+
+        def pairable(side: str, play: Play) -> bool:
+            return not gone_or_removed(side, play) and play.record not in held_before[side]
+
         days_apart, _, _ = first_run_pairs(
-            [p for p in only_a if not gone_or_removed(a, p)],
-            [p for p in only_b if not gone_or_removed(b, p)],
+            [p for p in only_a if pairable(a, p)], [p for p in only_b if pairable(b, p)]
         )
         history.taken.extend(SameViewing(p.item, {a: p, b: other}) for p, other in days_apart)
         taken = {id(play) for pair in days_apart for play in pair}

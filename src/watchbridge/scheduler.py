@@ -185,8 +185,10 @@ class SyncScheduler:
             )
             for applied in result.plans:  # what `watchbridge sync` lists: nothing else tells
                 if applied.plan.same_viewing:
+                    restore = applied.after_restore and not applied.first_run
+                    which = "first sync since a restore" if restore else "first sync"
                     log.info(
-                        "first sync took plays days apart for one viewing (nothing written; "
+                        f"{which} took plays days apart for one viewing (nothing written; "
                         "watched twice? add the play by hand)",
                         extra={
                             "link": name,

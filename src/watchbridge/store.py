@@ -124,6 +124,11 @@ _CUT_SHORT_NOTED = (
 COPIED_AT = "copied_at"
 RESTORED_COPY = "restored_copy"
 RESTORE_TOLD = "restore_told"
+ENGINE = "watchbridge"  # the service name under which the engine keeps its own state
+# The cursor (ENGINE, profile, RESTORED_LINK + link) a restore leaves for each link and
+# profile with sync state in the copy, until that link's next applied run: it pairs the plays
+# new on both sides since its baseline as a first run does (`reconcile.plan`'s `restored`).
+RESTORED_LINK = "restored:"
 # SQL: the row carries that mark (its last send may have landed).
 _MARKED = f"substr(COALESCE(last_error, ''), 1, {len(UNKNOWN_OUTCOME)}) = '{UNKNOWN_OUTCOME}'"
 # SQL: `last_error` without the mark of a send that may have landed (`_MARKED`, as
@@ -2443,7 +2448,8 @@ class Store:
         """A backup copy's undelivered rows may have gone out after it was taken, and what
         records their sends (mirrors, ledgers) is as old as the copy: mark them as possibly
         sent, so each target looks before sending again (Trakt history and the Serializd
-        diary would record a second play). The copy's stamp goes in the same transaction
+        diary would record a second play), and each link's next run pairs its new plays as a
+        first run does (RESTORED_LINK). The copy's stamp goes in the same transaction
         (each row is marked once), and the restore is kept for the service to tell. Nothing
         is marked for a stamp (`copied`) put back by hand that another process opening the
         copy has cleared since it was read, or that a service ran with after it was taken."""
@@ -2454,6 +2460,12 @@ class Store:
             conn.execute(
                 "INSERT OR REPLACE INTO settings (name, value, updated_at) VALUES (?, ?, ?)",
                 (RESTORED_COPY, copied or "", time.time()),
+            )
+            conn.execute(
+                "INSERT OR IGNORE INTO cursors (service, profile, name, value, updated_at)"
+                " SELECT service, profile, ? || substr(name, 6), ?, ? FROM cursors"
+                " WHERE service = ? AND substr(name, 1, 5) = 'link:'",
+                (RESTORED_LINK, copied or "", time.time(), ENGINE),
             )
             conn.execute(
                 "UPDATE outbox SET last_error = ? || ': ' || CASE"

@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from watchbridge.accounts import (
-    ENGINE,
     READ_EMPTY,
     carried_cursor,
     check_owed,
@@ -82,8 +81,10 @@ from watchbridge.store import (
     ACCOUNT_CURSOR,
     DIED,
     DISCARDED_BEFORE,
+    ENGINE,
     READ_AT,
     REPLACE_PART,
+    RESTORED_LINK,
     KeptOff,
     MirrorChange,
     NewOutboxRow,
@@ -111,6 +112,9 @@ class ProfilePlan:
     listings: Mapping[str, Sequence[Mapping[str, object]]] | None = None  # see SideRead
     narrowed: bool = False  # planned for some AniList entries only: moves no baseline
     restarted: str = ""  # why the link started over (an account changed), until applied
+    # The database was put back from a backup copy since the last applied run (RESTORED_LINK):
+    # this run paired the plays new since the baseline as a first run does.
+    after_restore: bool = False
     tombstones: Tombstones = field(default_factory=dict)  # as the run found them
     baseline: dict[str, Side] = field(default_factory=dict)  # as planned against
     # An unchanged plan's hold, told again: the writes it keeps back per side.
@@ -666,6 +670,8 @@ async def _plan_profile(
     why = restarted_cursor(name)
     restarted = await asyncio.to_thread(store.get_cursor, ENGINE, profile, why) or ""
     first_run = bool(restarted) or not any(_holds_state(side) for side in baseline.values())
+    restore = RESTORED_LINK + name
+    after_restore = await asyncio.to_thread(store.get_cursor, ENGINE, profile, restore) is not None
     adding = frozenset() if first_run else adding  # a first run is new in every kind
     a, b = readers
     # The steps between the reads and the writes go over every play (at 100,000 plays each
@@ -704,6 +710,7 @@ async def _plan_profile(
         kept_off={(k.target, k.record) for k in kept_off},
         unchecked=checked.read_empty,
         copying=copying,
+        restored=after_restore,
     )
     aliases = {old: new for read in reads.values() for old, new in read.aliases.items()}
     waiting = await asyncio.to_thread(_waiting, store, profile, aliases, clock(), webhook_plays)
@@ -735,6 +742,7 @@ async def _plan_profile(
         listings=next((r.listings for r in reads.values() if r.listings is not None), None),
         narrowed=narrow is not None,
         restarted=restarted,
+        after_restore=after_restore,
         tombstones=stones,
         baseline=baseline,
         read_empty=checked.read_empty,
@@ -1322,6 +1330,8 @@ def _kept_beside(
         engine[HELD_FOR] = _settings(link)
         engine[HELD_COUNTS] = json.dumps(dict(Counter(a.target for a in result.plan.held_back())))
     save_cursors(store, name, result.profile, {**result.cursors, ENGINE: engine}, now)
+    if result.after_restore:  # its pairs are kept (`Plan.paired`): later runs pair no more
+        store.forget_cursor(ENGINE, result.profile, RESTORED_LINK + name)
     if result.first_run and not held:
         _first_run_applied(store, link, name, result, now)
     save_tombstones(store, name, result.profile, kept.tombstones, now)
