@@ -1441,6 +1441,25 @@ async def test_a_stop_while_a_write_is_in_flight_spends_no_attempt_of_its_rows(
     assert len(trakt.history()) == 1
 
 
+async def test_a_stop_asked_before_a_write_goes_sends_nothing_more_and_leaves_no_mark(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # SIGTERM while the delivery reads Trakt's history before a late add: the add is not
+    # started in the stop's grace (cut short there, it would leave a mark of a send that may
+    # have landed, and cost a history read at the next start for nothing).
+    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "late")], clock())
+    reading = trakt.hold_next(route="GET /sync/history/{type}")
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker_for(runtime).run(runtime, stop))
+    await until(lambda: trakt.count("GET", "/sync/history/{type}") == 1)
+    stop.set()  # the container is stopped while the read's answer is on its way
+    reading.set()
+    await running
+    assert trakt.count("POST", "/sync/history") == 0
+    (row,) = runtime.store._query("SELECT status, attempts, last_error FROM outbox")
+    assert (row["status"], row["attempts"], row["last_error"]) == ("pending", 0, None)
+
+
 async def test_a_stop_mid_delivery_while_another_process_holds_the_database_does_not_hold_the_loop(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:

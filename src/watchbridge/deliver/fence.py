@@ -35,11 +35,16 @@ STORE_LOCKED = (
     " that it still holds its rows: nothing more was sent, and it is tried again shortly"
     " (if it keeps happening, close that process or let it finish)"
 )
+# Why rows wait whose write had not gone when the service was asked to stop (SIGTERM): a
+# write begun in the stop's grace and cut short there would leave them marked as maybe sent.
+STOPPING = "not sent: watchbridge was stopping; it goes at the next start"
 # Why a row goes back whose write went out in the fenced batch, answer unknown (see `handed_back`).
 MAYBE_SENT = (
     f"{UNKNOWN_OUTCOME}: sent before another watchbridge process took rows of its batch back;"
     " it may have landed"
 )
+# The same, for a write that went out in a batch the stop then kept from writing more.
+SENT_BEFORE_THE_STOP = f"{UNKNOWN_OUTCOME}: sent before watchbridge stopped; it may have landed"
 
 
 def as_a_wait(exc: Exception, service: str) -> Exception:
@@ -67,7 +72,9 @@ class Fence:
     clock: Callable[[], float]
     service: str
     claimed_at: float
+    stop: asyncio.Event | None = None  # the service's: once set, no write begins
     lost: set[int] = field(default_factory=set)  # rows found held by this worker no more
+    stopped: bool = False  # a write was refused for the stop (STOPPING)
     _monotonic: float = field(default_factory=time.monotonic)
 
     async def check(self) -> None:
@@ -76,6 +83,9 @@ class Fence:
         past storage.busy_timeout: a wait for the target, as a service down is, not a crash."""
         if self.lost:
             raise ClaimsLost(self.service, CLAIMS_LOST)
+        if self.stop is not None and self.stop.is_set():
+            self.stopped = True
+            raise Unavailable(self.service, STOPPING)
         now, monotonic = self.clock(), time.monotonic()
         if 0.0 <= now - self.claimed_at < FENCE_FRESH and monotonic - self._monotonic < FENCE_FRESH:
             return
@@ -94,13 +104,23 @@ class Fence:
             raise ClaimsLost(self.service, CLAIMS_LOST)
         self.claimed_at, self._monotonic = now, monotonic
 
+    @property
+    def refused(self) -> bool:
+        """Whether it kept a write from going (claims lost, or the stop)."""
+        return bool(self.lost) or self.stopped
+
     def fenced_off(self, reason: str) -> bool:
         """Whether a row's outcome `reason` is this fence's refusal (the try it stopped was
         not sent; an earlier one may have been, which `reason` then says: `handed_back`)."""
-        return bool(self.lost) and CLAIMS_LOST in reason
+        return (bool(self.lost) and CLAIMS_LOST in reason) or (self.stopped and STOPPING in reason)
+
+    @property
+    def maybe_sent(self) -> str:
+        """The mark a row goes back with whose write of this batch may have landed."""
+        return MAYBE_SENT if self.lost else SENT_BEFORE_THE_STOP
 
 
-def handed_back(claimed: str | None, outcome: str) -> str | None:
+def handed_back(claimed: str | None, outcome: str, maybe_sent: str = MAYBE_SENT) -> str | None:
     """The reason a row a fenced batch did not finish goes back with: as it was claimed
     (`claimed`), unless this batch's `outcome` for it says a try may have landed (a scrobble
     answered 502, its try again fenced off; a write-ahead note made before the send). Then
@@ -108,4 +128,4 @@ def handed_back(claimed: str | None, outcome: str) -> str | None:
     would go again unchecked (a second play). Pure."""
     if not outcome.startswith(UNKNOWN_OUTCOME) or (claimed or "").startswith(UNKNOWN_OUTCOME):
         return claimed
-    return MAYBE_SENT
+    return maybe_sent

@@ -1142,7 +1142,9 @@ class DeliveryWorker:
                 if i.attempts >= self.config.max_attempts and i.cut_short
             }
             todo = [i for i in items if i.id not in interrupted]
-            fence = Fence(store, self.worker_id, [i.id for i in todo], runtime.clock, name, now)
+            fence = Fence(
+                store, self.worker_id, [i.id for i in todo], runtime.clock, name, now, self._stop
+            )
             try:
                 outcomes = await self._deliver(runtime, target, todo, now, fence) if todo else {}
             except _CutShort:
@@ -1152,7 +1154,7 @@ class DeliveryWorker:
                 crashed = Retry(f"internal error: {type(exc).__name__}")
                 outcomes = await undecided(store, todo, crashed)
             outcomes |= interrupted
-            if fence.lost:
+            if fence.refused:
                 items = await self._hand_back_fenced(runtime, target, items, outcomes, fence)
             await self._record(runtime, target, items, outcomes)
         if runtime.clock() >= self._look_for_untold_at and not self._telling.locked():
@@ -1215,14 +1217,20 @@ class DeliveryWorker:
             and isinstance(outcome := outcomes.get(item.id), Hold | Retry | Dead)
             and fence.fenced_off(outcome.reason)
         }
-        log.warning(
-            "deliveries not sent: another worker took rows of this batch back",
-            extra={"target": target.name, "rows": len(fence.lost), "handed_back": len(back)},
-        )
+        if fence.lost:
+            log.warning(
+                "deliveries not sent: another worker took rows of this batch back",
+                extra={"target": target.name, "rows": len(fence.lost), "handed_back": len(back)},
+            )
+        else:
+            log.info(
+                "deliveries not begun: watchbridge is stopping; they go at the next start",
+                extra={"target": target.name, "rows": len(back)},
+            )
         now = runtime.clock()
         settled = []
         for item, reason in back.values():
-            error = handed_back(item.last_error, reason)
+            error = handed_back(item.last_error, reason, fence.maybe_sent)
             due = (
                 now + self.config.retry_after if (error or "").startswith(UNKNOWN_OUTCOME) else now
             )
