@@ -17,7 +17,10 @@ from tests.fakes.trakt import CLIENT_ID, CLIENT_SECRET, FakeTrakt, RateLimit
 from tests.harness import (
     loop_free_at_every_wait_for_the_store,
     loop_free_while_the_store_is_locked,
+    paused_read,
     sign_in_trakt,
+    statements_run,
+    store_connections,
     until,
 )
 from watchbridge.config import Secret, TraktConfig
@@ -604,6 +607,65 @@ async def test_rejected_refresh_needs_a_new_sign_in(
     trakt.revoke_tokens()
     with pytest.raises(TraktAuthError, match="no longer accepts"):
         await client.last_activities(PROFILE)
+
+
+async def test_two_processes_refreshing_an_ended_sign_in_at_once_refresh_it_once(
+    trakt: FakeTrakt, store: Store
+) -> None:
+    # The service and a `watchbridge sync` reach an ended sign-in at one moment. Each looked
+    # for a refresh going on, found none, then said it was refreshing: both refreshed. Trakt
+    # gave the first (slow to answer) the new pair and refused the second the spent refresh
+    # token; the second, reading its own word over the first's, signed the profile out.
+    assert store.path is not None
+    signed_in(trakt, store)
+    trakt.expire_tokens()
+    config = TraktConfig(
+        CLIENT_ID, Secret(CLIENT_SECRET), api_url=trakt.url, auth_url=trakt.url,
+        refresh_race_seconds=0.05,
+    )  # fmt: skip
+    first_answer = trakt.hold_next(route="POST /oauth/token")
+    waits: list[float] = []
+
+    async def first_answer_comes_late(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 3:  # past the race: only a refresh said to be going on is waited for
+            first_answer.set()
+        await asyncio.sleep(seconds)
+
+    other_store = Store.open(store.path)  # the other process's own connection
+    ours = TraktClient(config, store, sleep=first_answer_comes_late)
+    theirs = TraktClient(config, other_store, sleep=first_answer_comes_late)
+    their_outcome: list[object] = []
+
+    async def their_sync() -> None:  # on an event loop of its own, as in another process
+        try:
+            their_outcome.append(await theirs.last_activities(PROFILE))
+        except TraktError as exc:
+            their_outcome.append(exc)
+        finally:
+            await theirs.aclose()
+
+    other = threading.Thread(target=asyncio.run, args=(their_sync(),))
+    looking = "FROM id_cache WHERE namespace = 'trakt-refreshing'"
+    try:
+        with (
+            paused_read(looking, *store_connections(store), steps=5) as look,
+            statements_run("BEGIN IMMEDIATE", other_store.db.conn) as theirs_wrote,
+        ):
+            call = asyncio.ensure_future(ours.last_activities(PROFILE))
+            await until(look.reached.is_set)  # we look for a refresh going on...
+            other.start()
+            await until(lambda: bool(theirs_wrote))  # ...as they say theirs is
+            await asyncio.sleep(0.3)  # time for them to send it, if they may
+        await call
+    finally:
+        first_answer.set()
+        await ours.aclose()
+        other.join(15)
+        other_store.close()
+    assert not [o for o in their_outcome if isinstance(o, TraktError)], their_outcome
+    assert trakt.count("POST", "/oauth/token") == 1
+    assert store.get_token("trakt", PROFILE)["access_token"] in trakt.tokens
 
 
 @pytest.mark.parametrize(("race", "polls"), [(None, [1.0, 1.0]), (0.05, [0.025, 0.025])])

@@ -4214,6 +4214,24 @@ class Store:
         with self._sync_level(synced):
             self.cache_put_many(namespace, {lookup: value}, now, ttl)
 
+    def cache_claim(self, namespace: str, lookup: str, value: Any, now: float, ttl: float) -> bool:
+        """`cache_put` unless an entry holding another value has not expired; whether it was
+        kept. One transaction: of two processes claiming at once, one gets it."""
+        text = json.dumps(value)
+        with self.transaction() as conn:
+            held = conn.execute(
+                "SELECT result FROM id_cache WHERE namespace = ? AND lookup = ? AND expires_at > ?",
+                (namespace, lookup, now),
+            ).fetchone()
+            if held is not None and held[0] != text:
+                return False
+            conn.execute(
+                "INSERT OR REPLACE INTO id_cache"
+                " (namespace, lookup, result, fetched_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+                (namespace, lookup, text, now, now + ttl),
+            )
+        return True
+
     def cache_put_many(
         self, namespace: str, values: Mapping[str, Any], now: float, ttl: float
     ) -> None:

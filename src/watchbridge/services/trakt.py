@@ -133,6 +133,10 @@ class TokenStore(Protocol):
         self, namespace: str, lookup: str, value: Any, now: float, ttl: float
     ) -> None: ...
 
+    def cache_claim(
+        self, namespace: str, lookup: str, value: Any, now: float, ttl: float
+    ) -> bool: ...
+
     def cache_expires(self, namespace: str, lookup: str, now: float) -> float | None: ...
 
 
@@ -239,9 +243,10 @@ EXPIRY_MARGIN_SECONDS = 120.0
 # read timeout of at least 60 s): a shorter one turns slow successes into unknown outcomes.
 READ_TIMEOUT_SECONDS = 60.0
 # A process refreshing a sign-in says so in the database (the id cache, as an entry that
-# expires): another one (a `watchbridge sync` beside the service) whose own refresh is then
-# refused waits for its pair, as long as Trakt may take to answer it; with no such entry it
-# looks for a pair stored meanwhile for a moment only (TraktConfig.refresh_race_seconds).
+# expires), unless another already does (`Store.cache_claim`: one step): that one (a
+# `watchbridge sync` beside the service) then waits for its pair instead, as long as Trakt may
+# take to answer it; one whose refresh is refused with no such entry looks for a pair stored
+# meanwhile for a moment only (TraktConfig.refresh_race_seconds).
 REFRESHING = "trakt-refreshing"
 REFRESH_LEASE_SECONDS = READ_TIMEOUT_SECONDS + 15.0
 UNSAVED_RETRY_SECONDS = 1.0  # between tries to store a refreshed pair kept in memory
@@ -996,6 +1001,16 @@ class TraktClient:
         with contextlib.suppress(sqlite3.Error, StoreError):
             self.tokens.cache_put(REFRESHING, profile, refresher, self.clock(), seconds)
 
+    def _claim_refresh(self, profile: str, refresher: str) -> bool:
+        """Say that `refresher` is refreshing the sign-in unless another says so; whether it
+        may (best effort: a database that cannot answer keeps no one from refreshing)."""
+        try:
+            return self.tokens.cache_claim(
+                REFRESHING, profile, refresher, self.clock(), REFRESH_LEASE_SECONDS
+            )
+        except (sqlite3.Error, StoreError):
+            return True
+
     def _refreshing_elsewhere(self, profile: str, refresher: str) -> bool:
         """Whether another than `refresher` (`_refresher()`) says it is refreshing."""
         try:
@@ -1078,12 +1093,6 @@ class TraktClient:
             # The pair the new one replaces: the stored one, also when the config's token
             # is sent in place of its refused refresh token.
             replacing = current.refresh_token if current is not None else refresh_token
-            if await asyncio.to_thread(
-                self._refreshing_elsewhere, profile, _refresher()
-            ):  # its pair is ours too
-                elsewhere = await self._refreshed_elsewhere(profile, replacing)
-                if elsewhere is not None:
-                    return elsewhere.access_token
             try:
                 fresh = await self._refresh(profile, refresh_token, replacing)
             except Unavailable as exc:
@@ -1225,7 +1234,13 @@ class TraktClient:
         refresh token, or the stored pair's for one pasted into the config). The store's
         records of it are written on threads, as in `_refresh_now`."""
         me = _refresher()
-        await to_the_end(in_thread(self._announce_refresh, profile, REFRESH_LEASE_SECONDS, me))
+        if not await to_the_end(in_thread(self._claim_refresh, profile, me)):
+            # Another process refreshes it (the service beside a `watchbridge sync`): its pair
+            # is ours too, and our try would spend the refresh token it was given for.
+            elsewhere = await self._refreshed_elsewhere(profile, replacing)
+            if elsewhere is not None:
+                return elsewhere
+            await to_the_end(in_thread(self._announce_refresh, profile, REFRESH_LEASE_SECONDS, me))
         refreshing = asyncio.ensure_future(self._refresh_now(profile, refresh_token, replacing))
         try:
             fresh = await asyncio.shield(refreshing)
