@@ -106,6 +106,33 @@ def test_a_name_without_spaces_wraps_instead_of_widening_the_page(tmp_path: Path
     assert "overflow-wrap:anywhere" in body.split(";")
 
 
+def page_style(tmp_path: Path) -> str:
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        html = page(config_for(tmp_path), store)
+    return html.split("<style>")[1].split("</style>")[0]
+
+
+def test_a_short_word_in_a_narrow_column_is_not_broken_into_letters(tmp_path: Path) -> None:
+    # overflow-wrap:anywhere lets the browser squeeze a column to one letter: beside a long
+    # sign-in message, "trakt" showed as "tra kt" on a desktop, "refused" as "re fu se d"
+    # on a phone. Headings (our own words) never break; a cell is never narrower than a
+    # short word.
+    style = page_style(tmp_path)
+    assert "th{overflow-wrap:normal}" in style
+    assert "td{min-width:4.5em}" in style
+
+
+def test_on_a_phone_each_table_row_reads_as_lines_instead_of_squeezed_columns(
+    tmp_path: Path,
+) -> None:
+    # Five columns do not fit 390 px: a row's cells follow one another, its last (the
+    # message, the button) on a line of its own.
+    style = page_style(tmp_path)
+    narrow = style.split("@media(max-width:40rem){")[1]
+    assert "table,tr{display:block}" in narrow and "td:last-child{display:block}" in narrow
+    assert "td{min-width:0}" in narrow
+
+
 def test_a_name_cannot_turn_the_pages_text_around(tmp_path: Path) -> None:
     # U+202E (right-to-left override) in an account name reversed all that followed it on
     # its line; Hebrew letters are a name as any other.

@@ -262,6 +262,15 @@ _STYLE = (
     "table{border-collapse:collapse;margin:.5rem 0 1.5rem}td,th{padding:.25rem .75rem;"
     "border-bottom:1px solid #ddd;text-align:left}.bad{color:#b00020;font-weight:600}"
     "code{background:#f3f3f3;padding:0 .25rem}"
+    # That lets a browser squeeze a column beside a long message to one letter ("tra kt"):
+    # headings (our words) never break, and no cell is narrower than a short word.
+    "th{overflow-wrap:normal}td{min-width:4.5em}"
+    # A phone has no room for five columns: each row reads as lines, its last cell (the
+    # message, a button) on a line of its own, the headings row as a legend above.
+    "@media(max-width:40rem){body{margin:.75rem}table,tr{display:block}"
+    "tr{padding:.4rem 0;border-bottom:1px solid #ddd}"
+    "td,th{display:inline;border:0;padding:0 .6rem 0 0}td{min-width:0}"
+    "td:last-child{display:block}}"
 )
 
 
