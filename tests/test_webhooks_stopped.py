@@ -106,7 +106,7 @@ def test_plex_views_after_the_servers_last_webhook_raise_one_alert_a_webhook_res
     assert title == f"watchbridge: webhooks from Plex server {plex.url} stopped"
     last = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(three_days_ago()))
     seen = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(watched_at))
-    assert f"(id {MACHINE_ID}) sent its last webhook on {last}" in body
+    assert f"Plex server {plex.url} sent its last webhook on {last}" in body
     assert f"such as Arrival at {seen}" in body  # not Heat: that view is our own write
     assert "Plex Pass" in body and "watchbridge webhook-urls" in body
     assert "the Plex link copies those plays" in body
@@ -116,6 +116,10 @@ def test_plex_views_after_the_servers_last_webhook_raise_one_alert_a_webhook_res
 
     post_plex_webhook(config)  # the webhook URL set again
     assert receiver.titles() == [title, f"Resolved: {title}"]
+    resolved = str(receiver.messages[1]["message"])
+    assert resolved.startswith("A webhook came from this Plex server again")
+    # The person reading them knows the server by its URL, never by its machine id.
+    assert all(MACHINE_ID not in str(message) for message in receiver.messages)
     sync(path)  # its views are older than its last webhook now: nothing more
     assert len(receiver.messages) == 2
 

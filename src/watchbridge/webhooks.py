@@ -673,9 +673,8 @@ def _resolve_stopped(runtime: Runtime, server: str) -> None:
         return
     if server in _resolving_stopped and not _resolving_stopped[server].done():
         return  # already on its way
-    body = webhookwatch.resolved_body(server)
     _resolving_stopped[server] = asyncio.get_running_loop().create_task(
-        runtime.notifier.resolve(webhookwatch.ALERT_KIND, body, key=server)
+        runtime.notifier.resolve(webhookwatch.ALERT_KIND, webhookwatch.RESOLVED, key=server)
     )
 
 

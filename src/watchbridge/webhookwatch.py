@@ -75,7 +75,7 @@ class Stopped:
     @property
     def body(self) -> str:
         return (
-            f"Plex server {self.url} (id {self.server}) sent its last webhook on "
+            f"Plex server {self.url} sent its last webhook on "
             f"{_date(self.last_webhook_at)}, but Plex shows views since, such as "
             f"{self.title} at {_date(self.viewed_at)}. Check that the server owner's Plex "
             "Pass is active, that Plex's Settings > Webhooks lists the URL "
@@ -152,8 +152,9 @@ async def report_stopped(store: Store, alerts: Alerts, profiles: Iterable[str]) 
             await alerts.notify(ALERT_KIND, one.title_line, one.body, key=one.server)
 
 
-def resolved_body(server: str) -> str:
-    return f"A webhook came from Plex server {server} again: its plays reach watchbridge at once."
+# The "Resolved" notice's title names the server as its alert did; its machine id, all a
+# webhook gives, means nothing to the person reading it.
+RESOLVED = "A webhook came from this Plex server again: its plays reach watchbridge at once."
 
 
 def _date(at: float) -> str:
