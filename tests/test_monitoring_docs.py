@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,36 +91,54 @@ def uses(expr: str) -> Uses:
     return found_uses
 
 
+@dataclass(frozen=True)
+class Scrape:
+    """One answer of /metrics, and the metrics that served it."""
+
+    text: str
+    metrics: Metrics
+
+
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set[str]]:
-    """Each metric name /metrics serves, with its labels: those of its series, and for a
-    labelled counter or gauge with no series yet (nothing counted), those it is declared with."""
+def scraped(tmp_path_factory: pytest.TempPathFactory) -> Scrape:
+    """/metrics of a service whose link went through, with sign-ins in each state the
+    Sign-ins panel tells apart: `me`'s Trakt one working (it has an expiry), its Serializd
+    email and password not tried yet and `you`'s Trakt account not signed in (neither has)."""
     tmp_path = tmp_path_factory.mktemp("monitoring")
     path = write_config(
         tmp_path,
         "services:\n  trakt: {client_id: id}\n  serializd: {}\n"
         "profiles:\n  me:\n    accounts:\n"
         "      trakt: {}\n      serializd: {email: a@example.com, password: pw}\n"
+        "  you:\n    accounts: {trakt: {}}\n"
         "links:\n  trakt-serializd: {services: [trakt, serializd]}\n",
     )
+    now = time.time()
     with Store.open(tmp_path / "watchbridge.db") as store:
         run = store.start_run("trakt-serializd", 1.0)
         assert run is not None
         store.finish_run(run, 2.0, "ok", {}, 0)
         # A Trakt sign-in as `watchbridge auth trakt` keeps it: the sign-in gauges have series.
-        token = {"access_token": "a", "refresh_token": "r", "created_at": 1.0, "expires_in": 1}
-        store.put_token("trakt", "me", token, 1.0)
+        token = {"access_token": "a", "refresh_token": "r", "created_at": now, "expires_in": 86400}
+        store.put_token("trakt", "me", token, now)
     config = load_config(path, {})
     runtime = Runtime(config=config, metrics=Metrics(), notifier=Notifier(config.alerts))
     with AppThread(create_app(runtime)) as app:
-        text = httpx.get(f"{app.url}/metrics").text
+        return Scrape(httpx.get(f"{app.url}/metrics").text, runtime.metrics)
+
+
+@pytest.fixture(scope="module")
+def served(scraped: Scrape) -> dict[str, set[str]]:
+    """Each metric name /metrics serves, with its labels: those of its series, and for a
+    labelled counter or gauge with no series yet (nothing counted), those it is declared with."""
+    text = scraped.text
     names: dict[str, set[str]] = {}
     for family, kind in re.findall(r"^# TYPE (\S+) (\S+)$", text, flags=re.M):
         suffixes = ("_bucket", "_sum", "_count", "") if kind == "histogram" else ("",)
         names.update({family + suffix: set() for suffix in suffixes})
     for name, labels in re.findall(r"^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? ", text, flags=re.M):
         names.setdefault(name, set()).update(re.findall(r'(\w+)="', labels or ""))
-    for wrapper in vars(runtime.metrics).values():
+    for wrapper in vars(scraped.metrics).values():
         if isinstance(wrapper, MetricWrapperBase):  # prometheus_client keeps these private
             name = wrapper._name + ("_total" if wrapper._type == "counter" else "")
             for exposed in [n for n in names if n.startswith(name)]:
@@ -260,3 +279,146 @@ def events_served(text: str) -> dict[tuple[str, str], float]:
         if family.name == "watchbridge_webhook_events"
         for sample in family.samples
     }
+
+
+Sample = tuple[dict[str, str], float]  # a series' labels (its name under __name__), its value
+COMPARE = {
+    "==": lambda a, b: a == b, "!=": lambda a, b: a != b, ">": lambda a, b: a > b,
+    "<": lambda a, b: a < b, ">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b,
+}  # fmt: skip
+
+
+def scraped_samples(text: str) -> list[Sample]:
+    """The samples of one scrape as Prometheus stores them, with the target labels it adds."""
+    return [
+        ({"__name__": s.name, **s.labels, "instance": "host:8765", "job": "watchbridge"}, s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    ]
+
+
+def evaluate(expr: str, samples: list[Sample]) -> list[Sample]:
+    """What an instant query of `expr` returns over `samples`, for the forms a panel that sets
+    series apart uses: selectors, a comparison with a number, and `and`, `unless` and `or`
+    matched `on` labels, taken left to right (parentheses say otherwise)."""
+    expr = expr.replace("$instance", ".*")
+    tokens = [m.group() for m in TOKEN.finditer(expr) if m.lastgroup != "space"]
+    assert "".join(tokens) == re.sub(r"\s", "", expr), expr
+    at = 0
+
+    def take(expected: str | None = None) -> str:
+        nonlocal at
+        token, at = tokens[at], at + 1
+        assert expected in (None, token), f"{expr!r}: {token} where {expected} belongs"
+        return token
+
+    def term() -> list[Sample]:
+        if tokens[at] == "(":
+            take("(")
+            found = combined()
+            take(")")
+        else:
+            matchers = [("__name__", "=", take())]
+            if at < len(tokens) and tokens[at] == "{":
+                take("{")
+                while tokens[at] != "}":
+                    matchers.append((take(), take(), json.loads(take())))
+                    if tokens[at] == ",":
+                        take(",")
+                take("}")
+            found = [s for s in samples if all(matches(s[0], *m) for m in matchers)]
+        if at < len(tokens) and tokens[at] in COMPARE:
+            compare, number = COMPARE[take()], float(take())
+            found = [s for s in found if compare(s[1], number)]
+        return found
+
+    def combined() -> list[Sample]:
+        left = term()
+        while at < len(tokens) and tokens[at] in ("and", "unless", "or"):
+            operator = take()
+            take("on")
+            take("(")
+            on = []
+            while tokens[at] != ")":
+                on.append(take())
+                if tokens[at] == ",":
+                    take(",")
+            take(")")
+            right = term()
+            keys = {key_on(labels, on) for labels, _ in right}
+            if operator == "and":
+                left = [s for s in left if key_on(s[0], on) in keys]
+            elif operator == "unless":
+                left = [s for s in left if key_on(s[0], on) not in keys]
+            else:
+                kept = {key_on(labels, on) for labels, _ in left}
+                left = left + [s for s in right if key_on(s[0], on) not in kept]
+        return left
+
+    found = combined()
+    assert at == len(tokens), f"{expr!r}: cannot read past {tokens[at]!r}"
+    return found
+
+
+def key_on(labels: dict[str, str], on: list[str]) -> tuple[str, ...]:
+    return tuple(labels.get(name, "") for name in on)
+
+
+def matches(labels: dict[str, str], name: str, operator: str, value: str) -> bool:
+    got = labels.get(name, "")
+    if operator in ("=~", "!~"):
+        return (re.fullmatch(value, got) is not None) == (operator == "=~")
+    return (got == value) == (operator == "=")
+
+
+def shown_red(panel: dict[str, Any], ref_id: str, value: float) -> bool:
+    """Whether the stat panel colours a value of its query `ref_id` red: its query's override
+    (a fixed colour, or a value mapping's colour) or else the panel's fixed colour."""
+    color = panel["fieldConfig"]["defaults"]["color"]["fixedColor"]
+    for override in panel["fieldConfig"]["overrides"]:
+        if override["matcher"] == {"id": "byFrameRefID", "options": ref_id}:
+            for prop in override["properties"]:
+                if prop["id"] == "color":
+                    color = prop["value"]["fixedColor"]
+                elif prop["id"] == "mappings":
+                    for mapping in prop["value"]:
+                        color = mapping["options"].get(f"{value:g}", {}).get("color", color)
+    return bool(color == "red")
+
+
+def test_the_sign_ins_panel_shows_each_sign_in_once_and_in_red_each_that_needs_you(
+    scraped: Scrape,
+) -> None:
+    # A profile not signed in, a login refused, a Plex token refused: `sign_in_ok` 0 and no
+    # expiry. Shown only where an expiry is, they were left off the panel: no red at all.
+    samples = scraped_samples(scraped.text)
+    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    panel = next(p for p in dashboard["panels"] if p["title"] == "Sign-ins")
+    works = {
+        (labels["service"], labels["profile"]): value == 1
+        for labels, value in evaluate("watchbridge_sign_in_ok", samples)
+    }
+    expiring = {(labels["service"], labels["profile"]) for labels, _ in evaluate(
+        "watchbridge_sign_in_expiry_seconds", samples
+    )}  # fmt: skip
+    assert works == {("trakt", "me"): True, ("serializd", "me"): True, ("trakt", "you"): False}
+    assert expiring == {("trakt", "me")}
+    shown = [
+        ((labels["service"], labels["profile"]), shown_red(panel, target["refId"], value))
+        for target in panel["targets"]
+        for labels, value in evaluate(target["expr"], samples)
+    ]
+    assert sorted(shown) == sorted((sign_in, not ok) for sign_in, ok in works.items())
+
+
+def test_the_evaluation_reads_the_panel_queries_as_prometheus_does(scraped: Scrape) -> None:
+    samples = scraped_samples(scraped.text)
+    ok = 'watchbridge_sign_in_ok{instance=~"$instance"}'
+    expiry = "watchbridge_sign_in_expiry_seconds"
+    on = "on (instance, service, profile)"
+    assert len(evaluate(ok, samples)) == 3
+    assert [s[0]["profile"] for s in evaluate(f"{ok} == 0", samples)] == ["you"]
+    assert len(evaluate(f"{ok} and {on} {expiry}", samples)) == 1
+    assert len(evaluate(f"{ok} unless {on} {expiry}", samples)) == 2
+    assert len(evaluate(f"{expiry} or {on} ({ok} == 0)", samples)) == 2
+    assert evaluate('watchbridge_sign_in_ok{service="anilist"}', samples) == []
