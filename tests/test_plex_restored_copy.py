@@ -336,3 +336,31 @@ async def test_after_the_first_run_since_the_restore_plays_days_apart_pair_no_mo
         [users.watched_at[:10], logged_again.watched_at[:10], view_day]
     )
     assert {users.id, logged_again.id} < {entry for entry, _ in s1e2_entries(rig)}
+
+
+# A link's play to Plex given up (a dead letter, which stays) before an ordinary restart was
+# queued before the start, as a folder copy's row is; but a view made after the start is no
+# write of an earlier process: the user's viewing of S1E2 then is a play of their own.
+async def test_a_view_in_plex_after_a_restart_is_not_taken_for_a_dead_letter_queued_before_it(
+    tmp_path: Any, start_fake: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    one_try = "delivery: {max_attempts: 1}\n"
+    async with plex_serializd_rig(tmp_path, start_fake, monkeypatch, config_extra=one_try) as rig:
+        await rig.run()
+        users = rig.serializd.log_entry(
+            None, BCS, 1, 2, backdate="2024-03-01T20:00:00.000Z", review_text="the user's own"
+        )
+        rig.plex.fail_next(1, 500, route="/:/scrobble")
+        assert await rig.run() == 1
+        assert len(rig.dead_letters()) == 1  # the play did not go to Plex
+        rig.at(DAY)
+        await put_back_and_started(rig, None)  # an ordinary restart, nothing put back
+        rig.at(2 * DAY)
+        viewed = rig.clock()
+        rig.plex.watch(S1E2, viewed)  # the user watches S1E2 in Plex
+
+        rig.at(2 * DAY + 30)
+        assert await rig.run() == 1  # the view, copied to Serializd
+
+        view_day = time.strftime("%Y-%m-%d", time.gmtime(viewed))
+        assert s1e2_dates(rig) == sorted([users.watched_at[:10], view_day])

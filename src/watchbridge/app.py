@@ -218,6 +218,7 @@ class Runtime:
         process using the database (a quick synchronous read of them, at start); the
         `service`'s start also takes back the alerts its previous run was sending."""
         self._store = self.store_factory(self.config)
+        self._store.opened_at = self.clock()  # the clock its rows are dated by
         self.alive_before = self._store.alive_at()  # before this run notes itself alive
         self.notifier.remember_in(self._store, service=service)
         self.metrics.alerts_owed.set_function(self.notifier.owed_count)

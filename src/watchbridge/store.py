@@ -975,6 +975,9 @@ class QueuedPlay:
     # backup copy put back marks every row it held. So may a link's queued before this
     # process opened the database (`OutboxItem.links_since`: a folder copy put back).
     may_have_landed: bool
+    # A view after this (our clock) is none of the send `may_have_landed` means: for a link's
+    # row queued before the open alone, the open (`Store.opened_at`); None: any view since.
+    landed_by: float | None = None
 
 
 WAITED_AFTER = 60.0  # seconds queued that make a webhook's row one that waited (OutboxItem)
@@ -2343,6 +2346,9 @@ class Store:
         # The newest outbox row when this process opened the database (`open`); every row
         # queued since has a higher id (AUTOINCREMENT). See `OutboxItem.links_since`.
         self.outbox_at_open = 0
+        # When this process opened the database, on the clock its rows are dated by
+        # (`Runtime.open` stamps its own): a write of a process before it was made before it.
+        self.opened_at = time.time()
         self.db = sqlite_utils.Database(conn)
         # Reads on connections of their own, without the store's lock (see `ReadConnection`):
         # the overview's counts, and the whole mirror collections a deliverer loads.
@@ -3684,6 +3690,7 @@ class Store:
             except (KeyError, TypeError, ValueError):
                 continue  # its delivery makes a dead letter of it, saying why
             before_open = "link" in payload and int(row["id"]) <= self.outbox_at_open
+            unsure = (row["last_error"] or "").startswith(UNKNOWN_OUTCOME)
             found.append(
                 QueuedPlay(
                     int(row["id"]),
@@ -3691,7 +3698,8 @@ class Store:
                     at,
                     row["status"] == "dead",
                     float(row["created_at"]),
-                    before_open or (row["last_error"] or "").startswith(UNKNOWN_OUTCOME),
+                    before_open or unsure,
+                    None if unsure else self.opened_at,
                 )
             )
         return found

@@ -100,6 +100,7 @@ from watchbridge.readers.plex import (
     identity,
     key_for_ref,
     known_account_id,
+    viewed_by,
     viewed_since,
     written_record,
 )
@@ -470,9 +471,11 @@ class PlexTarget:
             # A backup copy put back (our record of the write is not in it), or a data folder
             # copied as it is (queued before this process opened it): the first view since
             # the row was queued is its scrobble, made after the copy was taken (the reader's
-            # rule, `sent_after_the_copy`). `watched_at` is as old as the copy.
+            # rule, `sent_after_the_copy`). `watched_at` is as old as the copy. Not marked,
+            # only a view made before this process opened the database can be it.
             seen = await self._first_view_since_queued(person, rk, outbox.created_at)
-            if seen is not None:
+            until = None if outbox.may_have_landed else self.store.opened_at
+            if seen is not None and viewed_by(seen.first, until, skew):
                 tried = (*earlier, seen.first - skew)
                 # Unwatched in Plex since: the user's latest word, which a scrobble would undo.
                 unwatched = not seen.watched

@@ -559,6 +559,12 @@ def viewed_since(viewed_at: float | None, since: float, skew: float) -> bool:
     return viewed_at is not None and viewed_at - skew >= since - LANDED_SLACK
 
 
+def viewed_by(viewed_at: float, until: float | None, skew: float) -> bool:
+    """Whether a view (the server's clock) is at or before `until` (ours; None: no bound),
+    within the second Plex dates a view to. Pure."""
+    return until is None or viewed_at - skew <= until + LANDED_SLACK
+
+
 def written_record(rating_key: str, at: float) -> str:
     return f"{WRITTEN_PREFIX}{rating_key}:{int(at // 60)}"
 
@@ -615,12 +621,14 @@ class MaybeSent:
     """A play row to Plex marked possibly sent (a backup copy put back: it may have gone out
     after the copy was taken, and the copy holds no record of the write), or queued before
     this process opened the database (`QueuedPlay.may_have_landed`): its item key, the play's
-    time, the row, and when it was queued (our clock)."""
+    time, the row, when it was queued and the latest a view of its write can be (our clock;
+    None: any view since it was queued, `QueuedPlay.landed_by`)."""
 
     item: str
     at: float
     row: int
     queued_at: float
+    landed_by: float | None = None
 
 
 @dataclass(frozen=True)
@@ -669,8 +677,9 @@ def sent_after_the_copy(
     backup copy was taken (its record is not in the copy). Recorded as a write made at that
     view, its history row is our echo and the play reads back at the time it came from, never
     as a new play "today". A view the user made in Plex after the row was queued is taken
-    for ours too (merged into the play, not copied). A record that knows the view already,
-    or that was removed or forgotten since, is left as it is. Pure."""
+    for ours too (merged into the play, not copied); for a row queued before this process
+    opened the database, only one made before then (`MaybeSent.landed_by`). A record that
+    knows the view already, or that was removed or forgotten since, is left as it is. Pure."""
     copies: dict[str, list[str]] = defaultdict(list)
     for rk, (key, item) in keyed.items():
         if item.view_count > 0:
@@ -682,7 +691,11 @@ def sent_after_the_copy(
     for sent in maybe_sent:
         for rk in copies.get(sent.item, ()):
             seen = [*views.get(rk, ()), keyed[rk][1].last_viewed_at]
-            since = [v for v in seen if viewed_since(v, sent.queued_at, skew)]
+            since = [
+                v
+                for v in seen
+                if viewed_since(v, sent.queued_at, skew) and viewed_by(v, sent.landed_by, skew)
+            ]
             if not since:
                 continue
             view = min(v for v in since if v is not None)
@@ -2737,7 +2750,9 @@ class PlexReader:
                 continue
             (dead if queued.given_up else waiting).add(PlayRows.play(key, queued.at))
             if queued.may_have_landed:
-                maybe_sent.append(MaybeSent(key, queued.at, queued.row, queued.queued_at))
+                maybe_sent.append(
+                    MaybeSent(key, queued.at, queued.row, queued.queued_at, queued.landed_by)
+                )
         return PlayRows(frozenset(waiting), frozenset(dead), tuple(maybe_sent))
 
     def _mirrored(self, profile: str) -> Mirrored:
