@@ -175,7 +175,7 @@ def test_a_fresh_trakt_sign_in_and_an_anilist_one_ending_in_ten_days(
     )
     assert 'service="plex"' not in metrics
 
-    assert "<p>Sign-ins:</p>" in page
+    assert '<p id="sign-ins">Sign-ins:</p>' in page
     assert "<td>me</td><td>trakt</td><td>works</td>" in page
     assert '<td>fan</td><td>anilist</td><td><span class="bad">ends soon</span>' in page
     assert f"{ANILIST_AUTH}`</span>" in page
@@ -290,7 +290,10 @@ profiles:
         assert f"<td>{profile}</td><td>serializd</td><td>not tried yet</td>" in page
         # Not a failure either: no alert rule on `watchbridge_sign_in_ok == 0` fires.
         assert metric(metrics, "watchbridge_sign_in_ok", "serializd", profile) == 1.0
-    assert '<span class="bad">' not in page.split("<p>Sign-ins:</p>")[1].split("</table>")[0]
+    assert (
+        '<span class="bad">'
+        not in page.split('<p id="sign-ins">Sign-ins:</p>')[1].split("</table>")[0]
+    )
     assert "  serializd/typo: not tried yet: the email and password in profiles.typo." in (
         status_command(config)
     )

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
+import sqlite3
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -15,14 +18,18 @@ from tests.harness import (
     three_unmatched_plays_and_a_rating_behind_one,
     write_config,
 )
-from watchbridge.alerts import Notifier
+from watchbridge.alerts import Health, Notifier
 from watchbridge.app import Runtime, create_app
 from watchbridge.config import Config, load_config
+from watchbridge.downtime import restore_notice
+from watchbridge.lastwebhooks import LastWebhook
 from watchbridge.metrics import Metrics
+from watchbridge.pagesignin import PageSignIn
 from watchbridge.readers.plex import unfiltered_history
 from watchbridge.refused import OVER_AFTER, RefusedWebhooks
 from watchbridge.signins import Facts, sign_in_states
 from watchbridge.statuspage import ROUTES, PageState, render
+from watchbridge.storagefault import fault_of
 from watchbridge.store import NewOutboxRow, Store
 from watchbridge.wiring import build_app, build_runtime
 
@@ -427,10 +434,149 @@ def test_the_page_and_api_say_what_is_kept_for_a_profile_and_a_link_no_longer_co
         ("link", "gone", "its sync state for old"),
     ]
     assert "give it its old name back" in kept[0]["fix"]
-    profiles = html[html.index("<h2>Profiles</h2>") : html.index("<h2>Webhooks</h2>")]
+    profiles = html[html.index('id="profiles"') : html.index('id="webhooks"')]
     assert (
         "<p>profile old is no longer in the config, and the database keeps the sync state of "
         "links.gone: if a profile of the config is this one renamed, give it its old name back"
     ) in profiles
-    links = html[html.index("<h2>Links</h2>") : html.index("<h2>Profiles</h2>")]
+    links = html[html.index('id="links"') : html.index('id="profiles"')]
     assert "<p>links.gone is no longer in the config, and the database keeps its sync" in links
+
+
+def summary_of(html: str) -> str:
+    """The summary under the title: between the heading and the first section."""
+    return html.split("</h1>", 1)[1].split("<h2", 1)[0]
+
+
+def needs_named(html: str) -> list[tuple[str, str]]:
+    """The summary's list of what needs the user: (anchor, text) each, in order."""
+    return re.findall(r'<li><a href="#([^"]+)">([^<]+)</a></li>', summary_of(html))
+
+
+def test_the_summary_says_all_is_well_with_the_last_webhook_and_deliveries(
+    tmp_path: Path,
+) -> None:
+    config = config_for(tmp_path, "profiles:\n  me:\n    users: {plex: ['1']}\n")
+    heard = [LastWebhook("plex", "srv", 9_000.0), LastWebhook("jellyfin", "", 9_500.0)]
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        store.enqueue([NewOutboxRow("trakt", "me", "play", {}, "k1", "i1")], 9_000.0)
+        (item,) = store.claim("test", 9_000.0, 1, ["trakt"])
+        store.complete(item.id, 9_100.0)
+        html = render(PageState(config, store.status(), last_webhooks=heard), 10_000.0)
+    assert summary_of(html) == (
+        '<p class="summary well">All is well: last webhook 8 min ago (from jellyfin); '
+        "1 delivered or settled in the last week.</p>"
+    )
+
+
+def test_the_summary_names_what_needs_the_user_most_urgent_first(tmp_path: Path) -> None:
+    config = config_for(tmp_path, LINK_A)
+    full = fault_of(sqlite3.OperationalError("database or disk is full"), "/data/wb.db")
+    sign_ins = sign_in_states([Facts("me", "trakt", None)], 10_000.0)
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        rows = [NewOutboxRow("trakt", "me", "play", {}, f"k{n}", f"i{n}") for n in range(3)]
+        store.enqueue(rows, 9_000.0)
+        dead, held, unmatched = store.claim("test", 9_000.0, 3, ["trakt"])
+        store.mark_dead(dead.id, 9_500.0, "gave up")
+        store.hold(held.id, 9_000.0, 10_900.0, "not signed in: run `watchbridge auth trakt`")
+        store.hold(unmatched.id, 9_000.0, 10_900.0, "unmatched: no trakt id for Heat")
+        run = store.start_run("a", 9_000.0)
+        assert run is not None
+        store.finish_run(run, 9_100.0, "failed", {}, 1, "trakt: 503")
+        state = PageState(
+            config,
+            store.status(),
+            sign_ins,
+            storage=full,
+            downtime=restore_notice(""),
+        )
+        html = render(state, 10_000.0)
+    assert needs_named(html) == [
+        ("storage", "watchbridge cannot write its database: the disk is full"),
+        (
+            "sign-ins",
+            "trakt sign-in of profile me: not signed in (its Sign in to Trakt here button is "
+            "under Profiles)",
+        ),
+        ("deliveries", "1 dead letter(s)"),
+        (
+            "deliveries",
+            "held: trakt/me, 1 waiting: not signed in: run `watchbridge auth trakt`",
+        ),
+        ("deliveries", "1 waiting for ids"),
+        ("links", "link a: failed"),
+        ("webhooks", "the database is a backup copy, put back in its place"),
+    ]
+    assert "All is well" not in html
+
+
+def test_each_need_in_the_summary_links_to_a_part_of_the_page(tmp_path: Path) -> None:
+    config = config_for(tmp_path, LINK_A)
+    full = fault_of(sqlite3.OperationalError("database or disk is full"), "/data/wb.db")
+    sign_ins = sign_in_states([Facts("me", "anilist", None)], 10_000.0)
+    refused = RefusedWebhooks()
+    refused.saw("plex", "unauthorized", 401, "missing or wrong webhook secret", 9_000.0)
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        store.enqueue([NewOutboxRow("trakt", "me", "play", {}, "k1", "i1")], 9_000.0)
+        (item,) = store.claim("test", 9_000.0, 1, ["trakt"])
+        store.mark_dead(item.id, 9_500.0, "gave up")
+        run = store.start_run("a", 9_000.0)
+        assert run is not None
+        store.finish_run(run, 9_100.0, "failed", {}, 1, "trakt: 503")
+        state = PageState(
+            config,
+            store.status(),
+            sign_ins,
+            storage=full,
+            refused=refused.recent(),
+            clocks={"trakt": 600.0},
+            alerts=Health(0, ["alerts.urls[0] (unknown scheme)"], None),
+            downtime="watchbridge was not running for about 3 h: media servers ...",
+        )
+        html = render(state, 10_000.0)
+    anchors = {anchor for anchor, _ in needs_named(html)}
+    assert anchors == {"storage", "sign-ins", "deliveries", "links", "alerts", "webhooks"}
+    assert [a for a in anchors if f'id="{a}"' not in html] == []
+
+
+def test_the_summary_never_says_all_is_well_beside_something_in_red(tmp_path: Path) -> None:
+    # A sign-in started from the page that failed stays in red under a sign-in that works
+    # again (signed in from a terminal meanwhile): no need names it, the page is still red.
+    config = config_for(tmp_path, "profiles:\n  me:\n    users: {plex: ['1']}\n")
+    works = sign_in_states([Facts("me", "trakt", None)], 10_000.0)
+    works = [replace(one, state="ok") for one in works]
+    failed = PageSignIn("me", "trakt", 9_000.0, outcome="the code expired", failed=True)
+    failed = replace(failed, finished_at=9_900.0)
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        html = render(PageState(config, store.status(), works, signing_in=[failed]), 10_000.0)
+    assert "All is well" not in html
+    assert needs_named(html) == [("deliveries", "something below is in red")]
+
+
+def test_a_delivery_held_for_a_trakt_sign_in_points_to_the_pages_button(tmp_path: Path) -> None:
+    # The Home Assistant app's user has no terminal for the command the reason names.
+    config = config_for(tmp_path)
+    sign_ins = sign_in_states([Facts("me", "trakt", None)], 10_000.0)
+    reason = "Trakt no longer accepts the sign-in: run `watchbridge auth trakt --profile me`"
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        store.enqueue([NewOutboxRow("trakt", "me", "play", {}, "k1", "i1")], 9_000.0)
+        (item,) = store.claim("test", 9_000.0, 1, ["trakt"])
+        store.hold(item.id, 9_000.0, 10_900.0, reason)
+        html = render(PageState(config, store.status(), sign_ins), 10_000.0)
+    assert (
+        "run `watchbridge auth trakt --profile me`, or press "
+        '<a href="#sign-ins">Sign in to Trakt here</a> under Sign-ins</td>'
+    ) in html
+
+
+def test_a_delivery_held_by_an_outage_does_not_point_to_the_sign_in_button(
+    tmp_path: Path,
+) -> None:
+    config = config_for(tmp_path)
+    sign_ins = sign_in_states([Facts("me", "trakt", None)], 10_000.0)
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        store.enqueue([NewOutboxRow("trakt", "me", "play", {}, "k1", "i1")], 9_000.0)
+        (item,) = store.claim("test", 9_000.0, 1, ["trakt"])
+        store.hold(item.id, 9_000.0, 10_900.0, "trakt answered 503: tried again later")
+        html = render(PageState(config, store.status(), sign_ins), 10_000.0)
+    assert "503: tried again later</td>" in html

@@ -46,7 +46,14 @@ from watchbridge.senders import Doubling
 from watchbridge.shown_text import unturned
 from watchbridge.signins import STATE_WORDS, SignIn, current_sign_ins
 from watchbridge.storagefault import StorageFault
-from watchbridge.store import BEHIND, KEPT_OFF_FIX, KeptOffCount, StoreStatus, SyncRun
+from watchbridge.store import (
+    BEHIND,
+    KEPT_OFF_FIX,
+    KeptOffCount,
+    StoreStatus,
+    SyncRun,
+    Waiting,
+)
 from watchbridge.unmapped import Sighting
 from watchbridge.webhooks import SOURCES
 
@@ -251,6 +258,8 @@ async def retry_dead_letters_here(runtime: NamedDependency[Runtime]) -> Response
 
 
 ROUTES: list[Any] = [status_page, sign_in_to_trakt, retry_dead_letters_here]
+SIGN_IN_BUTTON = "Sign in to Trakt here"
+NO_PROFILES = "No profiles: every webhook is answered and ignored"
 # How long the page tells what its last retry of the dead letters did.
 RETRIED_SHOWN = 900.0
 
@@ -271,6 +280,9 @@ _STYLE = (
     "tr{padding:.4rem 0;border-bottom:1px solid #ddd}"
     "td,th{display:inline;border:0;padding:0 .6rem 0 0}td{min-width:0}"
     "td:last-child{display:block}}"
+    # First under the title: what needs the user, or that all is well.
+    ".summary{border:2px solid #2e7d32;border-radius:.4rem;padding:.5rem .75rem}"
+    ".summary.needs{border-color:#b00020}.summary p{margin:0}.summary ol{margin:.25rem 0 0}"
 )
 
 
@@ -278,6 +290,7 @@ def render(state: PageState, now: float) -> str:
     """The whole page for one moment (pure)."""
     status = state.status
     outbox = status.outbox
+    buttons = _trakt_buttons(state.sign_ins, state.signing_in, now)
     rows = [
         ("queued", f"{outbox['pending']} pending, {outbox['inflight']} in flight"),
         ("done, delivered or settled (last week)", str(outbox["done"])),
@@ -295,7 +308,8 @@ def render(state: PageState, now: float) -> str:
             (
                 _e(f"held: {held.target}/{held.profile}"),
                 f'<span class="bad">{held.rows} waiting</span>, next try '
-                f"{_until(held.next_at, now)}: {_e(held.reason)}",
+                f"{_until(held.next_at, now)}: {_e(held.reason)}"
+                + (_BUTTON_BESIDE if _button_would_fix(held, buttons) else ""),
             )
             for held in status.waiting
         ],
@@ -322,28 +336,29 @@ def render(state: PageState, now: float) -> str:
             []
             if state.storage is None
             else [
-                f'<p class="bad">{_e(state.storage.title)}. {_e(state.storage.message)}'
+                f'<p class="bad" id="storage">{_e(state.storage.title)}. '
+                f"{_e(state.storage.message)}"
                 + (f" {_e(state.storage_refused)}" if state.storage_refused else "")
                 + "</p>"
             ]
         ),
-        "<h2>Deliveries</h2>" + _table(("", ""), rows) + _clocks(state.clocks),
+        '<h2 id="deliveries">Deliveries</h2>' + _table(("", ""), rows) + _clocks(state.clocks),
         *(
             []
             if state.alerts is None
-            else ["<h2>Alerts</h2>" + _alerts(state.alerts, now, state.home_assistant)]
+            else ['<h2 id="alerts">Alerts</h2>' + _alerts(state.alerts, now, state.home_assistant)]
         ),
-        "<h2>Links</h2>"
+        '<h2 id="links">Links</h2>'
         + _links(state.config, status.last_runs, status.last_success_at, now)
         + "".join(
             f'<p class="bad">{_e(u.message)} ({_age(u.at, now)}).</p>' for u in state.unfiltered
         )
         + _kept(state.kept, "link"),
-        "<h2>Profiles</h2>"
+        '<h2 id="profiles">Profiles</h2>'
         + _profiles(state.config)
         + _sign_ins(state.sign_ins, now, state.signing_in)
         + _kept(state.kept, "profile"),
-        "<h2>Webhooks</h2>"
+        '<h2 id="webhooks">Webhooks</h2>'
         + "<p>Post to <code>/webhooks/SOURCE/SECRET</code> on port "
         + str(state.config.server.webhook_port or state.config.server.port)
         + f" (sources: {', '.join(SOURCES)}). The secret is not shown here: "
@@ -369,6 +384,7 @@ def render(state: PageState, now: float) -> str:
         + ('<meta http-equiv="refresh" content="10">' if waiting else "")
         + f"<title>watchbridge</title><style>{_STYLE}</style></head><body>"
         f"<h1>watchbridge <small>{html.escape(__version__)}</small></h1>"
+        + _summary(needs(state, now), state, now, "".join(sections))
         + commands_help
         + "".join(sections)
         + '<p><a href="api/status">api/status</a> · <a href="metrics">metrics</a></p>'
@@ -379,6 +395,106 @@ def render(state: PageState, now: float) -> str:
 # A first backfill runs for hours, a dry run writes nothing, a restart cuts a run short: none
 # needs the user (red is for what does).
 CALM_OUTCOMES = frozenset({"ok", "running", "dry-run", "interrupted"})
+
+
+@dataclass(frozen=True)
+class Need:
+    """One thing the page shows in red, as its summary names it: `text` (plain) and `anchor`,
+    the id of the part of the page that tells more."""
+
+    text: str
+    anchor: str
+
+
+def needs(state: PageState, now: float) -> list[Need]:
+    """What on the page needs the user, most urgent first, each in the words of its part of
+    the page or its alert (pure)."""
+    status = state.status
+    found = []
+    if state.storage is not None:  # nothing is recorded while it lasts
+        found.append(Need(state.storage.title, "storage"))
+    if not state.config.profiles:
+        found.append(Need(NO_PROFILES, "profiles"))
+    buttons = _trakt_buttons(state.sign_ins, state.signing_in, now)
+    found += [_sign_in_need(one, buttons) for one in state.sign_ins if one.needs_you]
+    if status.dead_letters:
+        found.append(Need(f"{status.dead_letters} dead letter(s)", "deliveries"))
+    found += [
+        Need(f"held: {h.target}/{h.profile}, {h.rows} waiting: {h.reason}", "deliveries")
+        for h in status.waiting
+    ]
+    if status.waiting_left_out:
+        found.append(Need(f"held: and {status.waiting_left_out} more reasons", "deliveries"))
+    found += [
+        Need(f"{r.webhooks} {r.source} webhook(s) refused: {r.status} {r.outcome}", "webhooks")
+        for r in state.refused
+        if not r.over(now)
+    ]
+    if status.unmatched:
+        found.append(Need(f"{status.unmatched} waiting for ids", "deliveries"))
+    runs = {run.link: run.as_seen(now) for run in status.last_runs}
+    found += [
+        Need(f"link {name}: {run.outcome}", "links")
+        for name in state.config.links
+        if (run := runs.get(name)) is not None and run.outcome not in CALM_OUTCOMES
+    ]
+    found += [Need(_headline(u.message), "links") for u in state.unfiltered]
+    found += [Need(d.message, "webhooks") for d in state.doublings if d.counted_twice]
+    if state.alerts is not None:
+        found += [
+            Need(f"Alerts are not sent to {_as_the_form_names(p, state.home_assistant)}", "alerts")
+            for p in state.alerts.problems
+        ]
+        if (failing := state.alerts.failing) is not None:
+            to = _as_the_form_names(failing.to, state.home_assistant)
+            found.append(Need(f"Alerts did not get through to {to}", "alerts"))
+    found += [Need(_clocks_differ(s, skew), "deliveries") for s, skew in _skews(state.clocks)]
+    if state.downtime:  # a restore, or plays missed while away: told once, at this start
+        found.append(Need(_headline(state.downtime), "webhooks"))
+    return found
+
+
+def _sign_in_need(one: SignIn, buttons: frozenset[str]) -> Need:
+    """A sign-in that needs the user, with where the page's button is when it offers one."""
+    words = STATE_WORDS.get(one.state, one.state)
+    if one.service_wide:
+        return Need(f"the {one.service} server's own sign-in: {words}", "sign-ins")
+    text = f"{one.service} sign-in of profile {one.profile}: {words}"
+    if one.service == "trakt" and one.profile in buttons:
+        text += f" (its {SIGN_IN_BUTTON} button is under Profiles)"
+    return Need(text, "sign-ins")
+
+
+def _headline(text: str) -> str:
+    """A notice's first part, up to what it goes on to explain (its first ": ")."""
+    return text.split(": ", 1)[0]
+
+
+def _summary(found: Sequence[Need], state: PageState, now: float, below: str) -> str:
+    """The first thing on the page: what needs the user, each a link to where the page tells
+    more, or that all is well and when things last went through."""
+    if not found and 'class="bad"' in below:  # a red part no need names: never "all is well"
+        found = [Need("something below is in red", "deliveries")]
+    if found:
+        items = "".join(f'<li><a href="#{n.anchor}">{_e(n.text)}</a></li>' for n in found)
+        return (
+            f'<div class="summary needs"><p><strong>Needs you:</strong></p><ol>{items}</ol></div>'
+        )
+    return f'<p class="summary well">{_e(_all_is_well(state, now))}</p>'
+
+
+def _all_is_well(state: PageState, now: float) -> str:
+    """All is well, with the last signs of life the page shows, in the user's words."""
+    latest = max(state.last_webhooks, key=lambda w: w.at, default=None)
+    signs = [
+        "no webhook accepted yet"
+        if latest is None
+        else f"last webhook {_age(latest.at, now)} (from {latest.source})",
+        f"{state.status.outbox['done']} delivered or settled in the last week",
+    ]
+    if went := state.status.last_success_at.values():
+        signs.append(f"a link last synced {_age(max(went), now)}")
+    return "All is well: " + "; ".join(signs) + "."
 
 
 def _links(
@@ -455,12 +571,21 @@ def _kept(kept: Sequence[Leftover], kind: str) -> str:
 def _clocks(clocks: Mapping[str, float]) -> str:
     """A machine clock far off a service's: plays are dated and matched by the minute."""
     return "".join(
-        f'<p class="bad">The clocks of this machine and of {_e(service)} differ by '
-        f"{round(abs(skew) / 60)} minute(s) ({_e(service)}'s is "
+        f'<p class="bad">{_e(_clocks_differ(service, skew))} ({_e(service)}\'s is '
         f"{'ahead' if skew > 0 else 'behind'}): plays may be dated or matched wrong. Turn on "
         "time sync (NTP) on the machine that is off.</p>"
-        for service, skew in sorted(clocks.items())
-        if abs(skew) > CLOCK_WARNING
+        for service, skew in _skews(clocks)
+    )
+
+
+def _skews(clocks: Mapping[str, float]) -> list[tuple[str, float]]:
+    """The services whose clock is too far off this machine's, with how far (seconds)."""
+    return [(s, skew) for s, skew in sorted(clocks.items()) if abs(skew) > CLOCK_WARNING]
+
+
+def _clocks_differ(service: str, skew: float) -> str:
+    return (
+        f"The clocks of this machine and of {service} differ by {round(abs(skew) / 60)} minute(s)"
     )
 
 
@@ -470,10 +595,9 @@ def _alerts(health: Health, now: float, app: HomeAssistantApp | None = None) -> 
     form, each is named as that form lists it (`alert_urls` entry N, counted from 1 with its
     blank entries)."""
     options_form = app is not None and app.options_form
-    entries = app.alert_url_entries if app is not None else ()
 
     def named(text: str) -> str:
-        return as_option_entries(text, entries) if options_form else text
+        return _as_the_form_names(text, app)
 
     fix = (
         "fix it in the app's Configuration tab and restart the app"
@@ -503,6 +627,14 @@ def _alerts(health: Health, now: float, app: HomeAssistantApp | None = None) -> 
     return "".join(lines)
 
 
+def _as_the_form_names(text: str, app: HomeAssistantApp | None) -> str:
+    """An alert destination's problem, its `alerts.urls` entries named as the Home Assistant
+    options form lists them (where the app has that form)."""
+    if app is None or not app.options_form:
+        return text
+    return as_option_entries(text, app.alert_url_entries)
+
+
 def _sign_ins(sign_ins: Sequence[SignIn], now: float, signing_in: Sequence[PageSignIn]) -> str:
     """Each sign-in that ends (Trakt, AniList, Serializd), and a refused Plex token (the
     server's own on a "(server)" row): one that needs the user is in red (not one that was
@@ -524,11 +656,13 @@ def _sign_ins(sign_ins: Sequence[SignIn], now: float, signing_in: Sequence[PageS
         here = started.get((one.service, one.profile))
         if here is not None:
             message += _page_sign_in(here, now)
-        if one.service == "trakt" and one.needs_you and (here is None or _may_press(here, now)):
+        if _offers_button(one, here, now):
             message += _sign_in_button(one.profile)
         whose = "(server)" if one.service_wide else _e(one.profile)
         rows.append((whose, _e(one.service), state, expires, message))
-    return "<p>Sign-ins:</p>" + _table(("profile", "service", "state", "expires", ""), rows)
+    return '<p id="sign-ins">Sign-ins:</p>' + _table(
+        ("profile", "service", "state", "expires", ""), rows
+    )
 
 
 # Relative: it works behind ingress.
@@ -550,8 +684,36 @@ def _sign_in_button(profile: str) -> str:
     action = "signin/trakt?" + urllib.parse.urlencode({"profile": profile})
     return (
         f'<form method="post" action="{_e(action)}">'
-        f"<button>Sign in to Trakt here</button> (shows the code to enter on trakt.tv)</form>"
+        f"<button>{SIGN_IN_BUTTON}</button> (shows the code to enter on trakt.tv)</form>"
     )
+
+
+def _offers_button(one: SignIn, here: PageSignIn | None, now: float) -> bool:
+    """Whether the page offers its sign-in button beside `one` (`here`: the sign-in started
+    from the page for it, if any)."""
+    return one.service == "trakt" and one.needs_you and (here is None or _may_press(here, now))
+
+
+def _trakt_buttons(
+    sign_ins: Sequence[SignIn], signing_in: Sequence[PageSignIn], now: float
+) -> frozenset[str]:
+    """The profiles whose Trakt sign-in the page offers its button for."""
+    started = {(one.service, one.profile): one for one in signing_in}
+    return frozenset(
+        one.profile
+        for one in sign_ins
+        if _offers_button(one, started.get((one.service, one.profile)), now)
+    )
+
+
+def _button_would_fix(held: Waiting, buttons: frozenset[str]) -> bool:
+    """Whether `held` waits for the Trakt sign-in the page offers its button for."""
+    return held.target == "trakt" and held.profile in buttons and _TRAKT_AUTH in held.reason
+
+
+_TRAKT_AUTH = "watchbridge auth trakt"
+# Beside a held delivery's `watchbridge auth trakt`: the app's user has no terminal.
+_BUTTON_BESIDE = f', or press <a href="#sign-ins">{SIGN_IN_BUTTON}</a> under Sign-ins'
 
 
 def _may_press(one: PageSignIn, now: float) -> bool:
@@ -693,7 +855,7 @@ def _unmapped(unmapped: Sequence[Sighting], now: float) -> str:
 def _profiles(config: Config) -> str:
     if not config.profiles:
         return (
-            '<p class="bad">No profiles: every webhook is answered and ignored. Map your '
+            f'<p class="bad">{NO_PROFILES}. Map your '
             "media-server accounts under <code>profiles</code> in the config.</p>"
         )
     rows = []
