@@ -580,3 +580,11 @@ def test_a_delivery_held_by_an_outage_does_not_point_to_the_sign_in_button(
         store.hold(item.id, 9_000.0, 10_900.0, "trakt answered 503: tried again later")
         html = render(PageState(config, store.status(), sign_ins), 10_000.0)
     assert "503: tried again later</td>" in html
+
+
+def test_the_page_follows_a_dark_theme(tmp_path: Path) -> None:
+    # In a dark Home Assistant sidebar the page stayed a white glare.
+    style = page_style(tmp_path)
+    assert ":root{color-scheme:light dark}" in style
+    dark = style.split("@media(prefers-color-scheme:dark){")[1]
+    assert "body{color:#ddd;background:#121212}" in dark

@@ -266,8 +266,9 @@ RETRIED_SHOWN = 900.0
 _STYLE = (
     # overflow-wrap: a name or error text without spaces (a media-server account, a title, a
     # service's token-like id) wraps within its cell instead of widening the whole page.
+    ":root{color-scheme:light dark}"
     "body{font-family:system-ui,sans-serif;margin:1.5rem;max-width:52rem;color:#222;"
-    "overflow-wrap:anywhere}"
+    "background:#fff;overflow-wrap:anywhere}"
     "table{border-collapse:collapse;margin:.5rem 0 1.5rem}td,th{padding:.25rem .75rem;"
     "border-bottom:1px solid #ddd;text-align:left}.bad{color:#b00020;font-weight:600}"
     "code{background:#f3f3f3;padding:0 .25rem}"
@@ -283,6 +284,10 @@ _STYLE = (
     # First under the title: what needs the user, or that all is well.
     ".summary{border:2px solid #2e7d32;border-radius:.4rem;padding:.5rem .75rem}"
     ".summary.needs{border-color:#b00020}.summary p{margin:0}.summary ol{margin:.25rem 0 0}"
+    # A dark Home Assistant theme (or phone): the page follows, instead of a white glare.
+    "@media(prefers-color-scheme:dark){body{color:#ddd;background:#121212}"
+    ".bad{color:#ff7a85}.summary.needs{border-color:#ff7a85}code{background:#333}"
+    "td,th,tr{border-color:#444}a{color:#8ab4f8}}"
 )
 
 
