@@ -364,3 +364,38 @@ async def test_a_view_in_plex_after_a_restart_is_not_taken_for_a_dead_letter_que
 
         view_day = time.strftime("%Y-%m-%d", time.gmtime(viewed))
         assert s1e2_dates(rig) == sorted([users.watched_at[:10], view_day])
+
+
+# The same without a restart: the dead letter goes once more by itself (`deliver/oncemore`),
+# after the link read the view (`read_first`) or before, and Plex shows S1E2 viewed since its
+# try. Its scrobble made no view (the history's first since is days later): the view is the
+# user's, copied to Serializd, and the dead letter is closed as already watched in Plex,
+# paired with the user's entry; neither is read as unwatched and removed.
+@pytest.mark.parametrize("read_first", [True, False], ids=["read-first", "delivered-first"])
+async def test_a_view_in_plex_after_a_dead_letter_neither_lands_it_nor_removes_the_users_entry(
+    tmp_path: Any, start_fake: Any, monkeypatch: pytest.MonkeyPatch, read_first: bool
+) -> None:
+    one_try = "delivery: {max_attempts: 1}\n"
+    async with plex_serializd_rig(tmp_path, start_fake, monkeypatch, config_extra=one_try) as rig:
+        await rig.run()
+        users = rig.serializd.log_entry(
+            None, BCS, 1, 2, backdate="2024-03-01T20:00:00.000Z", review_text="the user's own"
+        )
+        rig.plex.fail_next(1, 500, route="/:/scrobble")
+        assert await rig.run() == 1
+        assert len(rig.dead_letters()) == 1  # the play did not go to Plex
+        rig.at(2 * DAY)
+        viewed = rig.clock()
+        rig.plex.watch(S1E2, viewed)  # the user watches S1E2 in Plex
+
+        if not read_first:
+            await rig.drain()  # the dead letter, once more by itself
+        for minutes in (30, 60, 90):
+            rig.at(2 * DAY + minutes)
+            await rig.run()
+
+        assert rig.dead_letters() == []  # closed
+        assert rig.plex.user_state(S1E2)["viewCount"] == 1  # not written again
+        assert (users.id, "the user's own") in s1e2_entries(rig)  # never removed
+        view_day = time.strftime("%Y-%m-%d", time.gmtime(viewed))
+        assert s1e2_dates(rig) == sorted([users.watched_at[:10], view_day])

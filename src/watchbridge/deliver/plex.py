@@ -16,19 +16,20 @@ written down first (`plex/written`, keyed by ratingKey and minute) so the reader
 history row the scrobble makes and reads the play back at its real time, never as a new play
 "today". A scrobble is never resent after an ambiguous failure by the HTTP policy; the row is
 retried, and sent again only when Plex does not show the item viewed since its last try (each
-scrobble adds a view), and never to a copy an earlier try of the row wrote that was removed
-since (`Written.row`: its retry must not undo an unwatch); every attempt is recorded, so an
-echo of either is recognised. A row marked possibly sent (a backup copy put back: our record
-of its write may be newer than the copy), or queued before this process opened the database
-(`OutboxItem.links_since`: a data folder copied as it is and put back holds no mark), is not
-scrobbled when Plex shows the item viewed since the row was queued: the first such view
-(one history request for the item, by the account the link's last read read the history by;
-else `lastViewedAt`) is taken for its write, as the reader takes it (`sent_after_the_copy`),
-so a rewatch of the user's after it stays theirs and our scrobble's row is our echo. An item
-Plex shows unwatched, whose history holds a view since the row was queued, was unwatched
-since (the user's latest word): not scrobbled, recorded as written and removed. A write
-Plex answers with an error spends the row's attempt (a poison item ends as a dead letter);
-the profile's other rows wait without spending.
+scrobble adds a view; a view the person's history first holds later than ECHO_WINDOW after it
+is theirs, the try made none: `Written.landed`), and never to a copy an earlier try of the row
+wrote that was removed since (`Written.row`: its retry must not undo an unwatch); every attempt
+is recorded, so an echo of either is recognised. A row marked possibly sent (a backup copy put
+back: our record of its write may be newer than the copy), or queued before this process opened
+the database (`OutboxItem.links_since`: a data folder copied as it is and put back holds no
+mark), is not scrobbled when Plex shows the item viewed since the row was queued: the first
+such view (one history request for the item, by the account the link's last read read the
+history by; else `lastViewedAt`) is taken for its write, as the reader takes it
+(`sent_after_the_copy`), so a rewatch of the user's after it stays theirs and our scrobble's
+row is our echo. An item Plex shows unwatched, whose history holds a view since the row was
+queued, was unwatched since (the user's latest word): not scrobbled, recorded as written and
+removed. A write Plex answers with an error spends the row's attempt (a poison item ends as a
+dead letter); the profile's other rows wait without spending.
 
 Ratings: a rating row that waited, or a link's (planned on a read of Plex that may be
 minutes old: the run reads the other side before it queues), asks Plex first, and is skipped
@@ -82,6 +83,7 @@ from watchbridge.http import Unavailable
 from watchbridge.ingest.common import number
 from watchbridge.model import ref_from_dict
 from watchbridge.readers.plex import (
+    ECHO_WINDOW,
     HISTORY,
     HISTORY_ACCOUNT,
     HISTORY_PREFIX,
@@ -143,6 +145,15 @@ class ViewSinceQueued:
 
     first: float
     watched: bool
+
+
+@dataclass(frozen=True)
+class Landing:
+    """Whether a write whose outcome was unknown landed (`PlexTarget._landing`), and the
+    copy's `lastViewedAt` as Plex answered it then (its clock; None: not watched)."""
+
+    landed: bool
+    viewed: float | None
 
 
 @dataclass
@@ -462,9 +473,14 @@ class PlexTarget:
             return "removed since an earlier try: not written again"
         if known is not None and not known.pending and not known.removed:
             return "already written"
-        if known is not None and known.pending and await self._landed(person, known):
-            await self._remember(person, record, replace(known, pending=False), synced=False)
-            return "already written (its answer was lost)"
+        made_no_view = False
+        if known is not None and known.pending:
+            landing = await self._landing(person, known)
+            if landing.landed:
+                await self._remember(person, record, replace(known, pending=False), synced=False)
+                return "already written (its answer was lost)"
+            # Its tries made no view: Plex as it is now says whether the item is watched.
+            made_no_view, watched_at = True, landing.viewed
         skew = self.client.clock_skew  # Plex dates by its clock
         put_back = outbox.may_have_landed or not outbox.links_since(self.store.outbox_at_open)
         if known is None and put_back:
@@ -487,9 +503,16 @@ class PlexTarget:
                         "in Plex since: not written again"
                     )
                 return "already written (before the backup copy was put back)"
-        if known is None and watched_at is not None and float(watched_at) - skew >= at:
-            # Watched at or after this play: a scrobble would only add a view "today".
-            await self._remember(person, record, Written(rk, key, at, earlier, skew=skew, row=row))
+        unwritten = known is None or made_no_view
+        if unwritten and watched_at is not None and float(watched_at) - skew >= at:
+            # Watched at or after this play: a scrobble would only add a view "today". Tries
+            # that made no view are left out: the listing counts a write with tries among the
+            # item's views, and with the user's viewing (a dead letter tried again after they
+            # watched the item in Plex) one too many, it would read ours as unwatched since and
+            # remove the play it copied (the user's own entry on the other side). Without, the
+            # write pairs with that play and the user's viewing stays theirs, copied as usual.
+            tries = () if made_no_view else earlier
+            await self._remember(person, record, Written(rk, key, at, tries, skew=skew, row=row))
             return "already watched in Plex"
         # Written down before the scrobble, synced whatever storage.durability says: a
         # crash or a power cut after it still knows its echo, and asks Plex (`_landed`).
@@ -555,13 +578,19 @@ class PlexTarget:
             await self.tokens.server_taken()
         return first
 
-    async def _landed(self, person: Person, written: Written) -> bool:
+    async def _landing(self, person: Person, written: Written) -> Landing:
         """Whether a scrobble whose answer was lost took: Plex shows the item viewed since its
-        last try. Scrobbled again, it would add another view. The reader's rule
-        (`Written.landed`): the view is dated by Plex's clock as it was at that try."""
+        last try, and, when that view is too late to be the try's own, the person's history
+        holds a view at the try. Scrobbled again, it would add another view. The reader's
+        rule (`Written.landed`): the view is dated by Plex's clock as it was at that try."""
         found = await self.client.details([written.rating_key], person.token)
         viewed = number(found.get(written.rating_key, {}).get("lastViewedAt"))
-        return written.landed(viewed, self.client.clock_skew)
+        skew = self.client.clock_skew
+        tried = written.tried_at(skew)
+        if viewed is None or viewed <= tried + ECHO_WINDOW:  # no view since, or the try's own
+            return Landing(written.landed(viewed, skew), viewed)
+        first = await self._first_in_history(person, written.rating_key, tried - LANDED_SLACK)
+        return Landing(written.landed(viewed, skew, first), viewed)
 
     async def _remove_play(self, person: Person, row: OutboxItem, record: str) -> Outcome:
         if record.startswith(EXPECTED):

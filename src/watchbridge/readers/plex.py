@@ -545,12 +545,22 @@ class Written:
             None if data.get("row") is None else int(data["row"]),
         )
 
-    def landed(self, viewed_at: float | None, skew: float) -> bool:
+    def landed(self, viewed_at: float | None, skew: float, first_row: float | None = None) -> bool:
         """Whether a scrobble of this write took, by the item's `lastViewedAt` (the server's
-        clock, `skew` ahead of ours now): viewed since its last try."""
+        clock, `skew` ahead of ours now): viewed since its last try. `first_row`: the
+        person's first history row of the copy since that try (`tried_at`), where the history
+        tells (None: not asked, or no history to ask): a scrobble that took made its row at
+        the try, so a first view later than ECHO_WINDOW after it is a viewing of the user's
+        (a dead letter tried again days after they watched the item in Plex), not ours."""
+        if not viewed_since(viewed_at, self.tried_at(skew), 0.0):
+            return False
+        return first_row is None or first_row <= self.tried_at(skew) + ECHO_WINDOW
+
+    def tried_at(self, skew: float) -> float:
+        """The last try (else the play's time) on the server's clock as it was at the write
+        (`skew`: as it is now, for a write of a release that kept none)."""
         at_write = skew if self.skew is None else self.skew
-        last_try = self.attempts[-1] if self.attempts else self.at
-        return viewed_since(viewed_at, last_try, at_write)
+        return (self.attempts[-1] if self.attempts else self.at) + at_write
 
 
 def viewed_since(viewed_at: float | None, since: float, skew: float) -> bool:
@@ -647,17 +657,25 @@ class PlayRows:
 
 
 def settle_pending(
-    written: Written, rows: PlayRows, keyed: Mapping[str, tuple[str, LibraryItem]], skew: float
+    written: Written,
+    rows: PlayRows,
+    keyed: Mapping[str, tuple[str, LibraryItem]],
+    skew: float,
+    views: Mapping[str, Sequence[float]] | None = None,
 ) -> Written:
     """A write whose outcome is unknown, settled by the listing once its row is no longer
-    waiting: the item viewed since its last try, it landed (a write like any other, which an
-    unwatch undoes); not, a dead letter still counts as on its way (its retry looks before
-    it writes), and a row gone (discarded, pruned) never wrote it: `unlanded`. A write of an
-    item not listed (its library left out for a while) tells nothing, and waits."""
+    waiting: the item viewed since its last try (and, by its history, `views`: ratingKey ->
+    the person's rows, first at the try: `Written.landed`), it landed (a write like any
+    other, which an unwatch undoes); not, a dead letter still counts as on its way (its retry
+    looks before it writes), and a row gone (discarded, pruned) never wrote it: `unlanded`. A
+    write of an item not listed (its library left out for a while) tells nothing, and waits."""
     play = PlayRows.play(written.item, written.at)
     if not written.pending or play in rows.waiting or written.rating_key not in keyed:
         return written
-    if written.landed(keyed[written.rating_key][1].last_viewed_at, skew):
+    since = written.tried_at(skew) - LANDED_SLACK
+    seen = (views or {}).get(written.rating_key, ())
+    first_row = min((v for v in seen if v >= since), default=None)
+    if written.landed(keyed[written.rating_key][1].last_viewed_at, skew, first_row):
         return replace(written, pending=False)
     if play in rows.dead:
         return written
@@ -843,8 +861,12 @@ def build_side(
         found = sent_after_the_copy(memory.written, on_their_way.maybe_sent, keyed, history, skew)
         memory = replace(memory, written=found)
     if on_their_way is not None:
+        views: dict[str, list[float]] = defaultdict(list)
+        for h in rows:
+            views[h.rating_key].append(h.viewed_at)
         settled_writes = {
-            r: settle_pending(w, on_their_way, keyed, skew) for r, w in memory.written.items()
+            r: settle_pending(w, on_their_way, keyed, skew, views)
+            for r, w in memory.written.items()
         }
         memory = replace(memory, written=settled_writes)
     written = {
