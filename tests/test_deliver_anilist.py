@@ -19,6 +19,7 @@ from tests.fakes.base import FakeServer
 from tests.fakes.jellyfin import API_KEY, FakeJellyfin
 from tests.fakes.receiver import FakeClock
 from tests.fakes.serializd import FakeSerializd
+from tests.harness import until
 from tests.ingest_samples import only_event, sample_json
 from tests.test_disk_syncs import UnsyncedWrites
 from watchbridge.anime import Unmatched, load_index
@@ -432,6 +433,12 @@ links:  # what queued the tests' link rows (the service gives up those no link a
 
 @pytest.fixture
 async def target(runtime: Runtime, clock: FakeClock) -> AsyncIterator[AniListTarget]:
+    target = anilist_target(runtime, clock)
+    yield target
+    await target.aclose()
+
+
+def anilist_target(runtime: Runtime, clock: FakeClock) -> AniListTarget:
     services = runtime.config.services.anilist
     assert services is not None
     token = runtime.config.profiles["me"].accounts.anilist
@@ -447,9 +454,7 @@ async def target(runtime: Runtime, clock: FakeClock) -> AsyncIterator[AniListTar
     async def reverse() -> Reverse:
         return reverse_table
 
-    target = AniListTarget(client, runtime.store, runtime.config.delivery, clock, reverse)
-    yield target
-    await target.aclose()
+    return AniListTarget(client, runtime.store, runtime.config.delivery, clock, reverse)
 
 
 @pytest.fixture
@@ -2279,3 +2284,29 @@ async def test_dead_letters_of_anilists_failures_go_once_more_after_a_probe_on_a
     assert runtime.store.outbox_counts()["done"] == 2
     assert fake.snapshot()[PART_2]["progress"] == 3
     assert fake.snapshot()[other]["progress"] == 1
+
+
+async def test_a_stop_between_a_new_entrys_save_and_the_save_completing_it_completes_it_once(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
+) -> None:
+    # The last episode's play adds the entry (a first save, which lands) and completes it (a
+    # second); the stop keeps the second from going. The next start completes the entry,
+    # as a first viewing: not a rewatch counted, nor the entry left watching.
+    media = 5559
+    show_999_on_anilist(fake, media, episodes=12, number=12)
+    enqueue(runtime, "play", episode(12, show=999), clock() - 60, live=True)
+    answering = fake.hold_operation("SaveMediaListEntry")
+    stop = asyncio.Event()
+    service = DeliveryWorker(lambda _: [anilist_target(runtime, clock)], runtime.config.delivery)
+    running = asyncio.create_task(service.run(runtime, stop))
+    await until(lambda: "SaveMediaListEntry" in fake.operations)
+    stop.set()
+    answering.set()
+    await running
+    assert fake.operations.count("SaveMediaListEntry") == 1
+    assert (fake.snapshot()[media]["status"], fake.snapshot()[media]["progress"]) == ("CURRENT", 12)
+    later(worker, clock, runtime.config.delivery.retry_after + 1)
+    await drain(worker, runtime)
+    entry = fake.snapshot()[media]
+    assert (entry["status"], entry["progress"], entry["repeat"]) == ("COMPLETED", 12, 0)
+    assert runtime.store.outbox_counts()["done"] == 1

@@ -18,7 +18,7 @@ import pytest
 from tests.fakes.base import FakeServer
 from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.fakes.serializd import ALICE, FakeSerializd, Review, iso
-from tests.harness import put_back
+from tests.harness import put_back, until
 from tests.test_disk_syncs import DiskSyncs, UnsyncedWrites
 from tests.unpaced import unpaced
 from watchbridge import serializdlist
@@ -2373,4 +2373,37 @@ async def test_an_entry_whose_answer_was_lost_before_the_clock_is_set_is_not_add
     await drain(worker, runtime, clock, passes=3, step=120)
     assert fake.diary() == [entry]
     assert fake.count("POST", REVIEWS_ADD) == 1
+    assert runtime.store.outbox_counts()["done"] == 1
+
+
+async def stopped_while_answering(
+    runtime: Runtime, fake: FakeSerializd, clock: FakeClock, route: str
+) -> None:
+    """The service runs its delivery until its request `route` has gone; it is then asked to
+    stop (SIGTERM) while that request's answer is on its way."""
+    answering = fake.hold_next(route=route)
+    stop = asyncio.Event()
+    service = DeliveryWorker(lambda _: [serializd_target(runtime, clock)], runtime.config.delivery)
+    method, _, path = route.partition(" ")
+    running = asyncio.create_task(service.run(runtime, stop))
+    await until(lambda: len(fake.calls(method, path)) == 1)
+    stop.set()
+    answering.set()
+    await running
+
+
+async def test_a_stop_between_a_diary_entry_and_its_tick_ticks_it_at_the_next_start(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    # The diary entry landed; the stop keeps the tick (a second write) from going. The next
+    # start must tick the episode, not log the play a second time.
+    enqueue(runtime, "play", episode(4), clock() - 3600)
+    await stopped_while_answering(runtime, fake, clock, f"POST {REVIEWS_ADD}")
+    assert len(fake.diary()) == 1 and fake.ticks() == set()
+    (row,) = runtime.store._query("SELECT status, attempts FROM outbox")
+    assert (row["status"], row["attempts"]) == ("pending", 0)
+    clock.advance(runtime.config.delivery.retry_after + 1)
+    await drain(worker, runtime, clock)
+    assert len(fake.diary()) == 1 and fake.count("POST", REVIEWS_ADD) == 1
+    assert fake.ticks() == {(SHOW, SEASON_1, 4)}
     assert runtime.store.outbox_counts()["done"] == 1

@@ -1460,6 +1460,31 @@ async def test_a_stop_asked_before_a_write_goes_sends_nothing_more_and_leaves_no
     assert (row["status"], row["attempts"], row["last_error"]) == ("pending", 0, None)
 
 
+async def test_a_stop_after_a_history_add_sends_its_batchs_rating_at_the_next_start_once(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # One batch writes a late play (a history add) and then a rating (a second request).
+    # The stop comes while the add's answer is on its way: the add landed, the rating is not
+    # begun. The play is done (not added again at the next start), the rating goes then.
+    late, rated = _late_play(HEAT, clock() - 3600, "late"), _rating(ARRIVAL, clock(), "r", 80)
+    runtime.store.enqueue([late, rated], clock())
+    adding = trakt.hold_next(route="POST /sync/history")
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker_for(runtime).run(runtime, stop))
+    await until(lambda: trakt.count("POST", "/sync/history") == 1)
+    stop.set()
+    adding.set()
+    await running
+    assert trakt.count("POST", "/sync/ratings") == 0
+    rows = {r["idempotency_key"]: r for r in runtime.store._query("SELECT * FROM outbox")}
+    assert rows["late"]["status"] == "done"
+    assert (rows["r"]["status"], rows["r"]["attempts"]) == ("pending", 0)
+    await worker.pass_once(runtime)
+    assert [p.item.title for p in trakt.history()] == ["Heat"]
+    assert [(r.item.title, r.rating) for r in trakt.ratings()] == [("Arrival", 8)]
+    assert runtime.store.outbox_counts()["done"] == 2
+
+
 async def test_a_stop_mid_delivery_while_another_process_holds_the_database_does_not_hold_the_loop(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:

@@ -30,6 +30,7 @@ import json
 import math
 import re
 import secrets
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -339,6 +340,15 @@ class FakeAniList(FakeServer):
         self._queue(
             _OperationKnob("drop", n, None, after_handler=True, owner=self, operation=operation)
         )
+
+    def hold_operation(self, operation: str) -> threading.Event:
+        """Hold back the answer of the next request of ``operation`` (it already ran) until
+        the returned event is set (``hold_next`` for one GraphQL operation)."""
+        released = threading.Event()
+        self._queue(
+            _OperationKnob("hold", 1, None, released=released, owner=self, operation=operation)
+        )
+        return released
 
     # ======================================================================================
     # OAuth
