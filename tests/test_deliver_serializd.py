@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.fakes.base import FakeServer
+from tests.fakes.base import Request as FakeRequest
 from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.fakes.serializd import ALICE, FakeSerializd, Review, iso
 from tests.harness import put_back, until
@@ -27,7 +28,7 @@ from watchbridge.app import Runtime
 from watchbridge.catalogue import SEASONS_CACHE
 from watchbridge.config import Link, Secret, SerializdAccount, parse_config
 from watchbridge.deliver.serializd import SECOND_READ_AFTER, SerializdTarget
-from watchbridge.deliver.worker import DeliveryWorker, Hold
+from watchbridge.deliver.worker import SERVICE_ROLE, DeliveryWorker, Hold
 from watchbridge.http import RetryPolicy
 from watchbridge.model import Ids, MediaRef, ref_to_dict
 from watchbridge.ratings import to_serializd
@@ -39,7 +40,7 @@ from watchbridge.services.serializd import (
     SerializdUnavailable,
     host,
 )
-from watchbridge.store import NewOutboxRow, OutboxItem
+from watchbridge.store import CLAIM_LEASE, NewOutboxRow, OutboxItem
 from watchbridge.wiring import build_runtime, make_targets, serializd_client
 
 pytestmark = pytest.mark.anyio
@@ -2407,3 +2408,66 @@ async def test_a_stop_between_a_diary_entry_and_its_tick_ticks_it_at_the_next_st
     assert len(fake.diary()) == 1 and fake.count("POST", REVIEWS_ADD) == 1
     assert fake.ticks() == {(SHOW, SEASON_1, 4)}
     assert runtime.store.outbox_counts()["done"] == 1
+
+
+async def test_a_stop_asked_while_a_play_reads_the_diary_sends_no_entry_and_leaves_no_mark(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    # A webhook's play looks at the diary's newest entries (a log made in the app) before its
+    # add; the stop comes while that look is answered. No add goes, so the row goes back as
+    # it was: marked as maybe logged, its next try would read the diary for nothing.
+    enqueue(runtime, "play", episode(4), clock() - 3600)
+    await stopped_while_answering(runtime, fake, clock, DIARY)
+    assert fake.count("POST", REVIEWS_ADD) == 0
+    (row,) = runtime.store._query("SELECT status, attempts, last_error FROM outbox")
+    assert (row["status"], row["attempts"], row["last_error"]) == ("pending", 0, None)
+
+
+async def test_a_play_fenced_off_by_claims_taken_back_goes_back_unmarked_and_each_play_once(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    # A `watchbridge sync` logs episode 4 (answered 30 s late), then sends episode 5's add,
+    # answered 503 (nothing written); it is suspended before the client's try again, past the
+    # lease of episode 4's row (renewed last at its note) but not of episode 5's. The service
+    # takes episode 4's back; the try again is fenced off. Episode 5's add did not land: it
+    # goes back as claimed, not marked as maybe logged. Episode 4's diary entry did: the
+    # service ticks it, and logs neither play twice.
+    enqueue(runtime, "play", episode(4), clock() - 3600)
+    enqueue(runtime, "play", episode(5), clock() - 1800)
+    sync_run = DeliveryWorker(
+        lambda _: [serializd_target(runtime, clock)], runtime.config.delivery, role="cli"
+    )
+    sync_run.targets = {"serializd": serializd_target(runtime, clock)}
+
+    def answered_late(request: FakeRequest) -> bool:
+        if json.loads(request.body)["episode_number"] == 4:
+            clock.advance(30)
+        return False
+
+    def asleep_then_taken_back(request: FakeRequest) -> bool:
+        if json.loads(request.body)["episode_number"] != 5:
+            return False
+        clock.advance(CLAIM_LEASE - 29)
+        runtime.store.release_stale_claims(clock(), CLAIM_LEASE, f"{SERVICE_ROLE}-")
+        return True
+
+    route = f"POST {REVIEWS_ADD}"
+    fake.fail_next(1, 200, route=route, when=answered_late)  # never answers: a clock hook
+    fake.fail_next(1, 503, route=route, when=asleep_then_taken_back)
+    try:
+        await sync_run.pass_once(runtime)
+    finally:
+        fake.clear_knobs()
+        await sync_run.targets["serializd"].aclose()
+    assert fake.count("POST", REVIEWS_ADD) == 2  # the try again did not go
+    assert [entry.episode_number for entry in fake.diary()] == [4]
+    (row,) = runtime.store._query(
+        "SELECT * FROM outbox WHERE json_extract(payload, '$.item.number') = 5"
+    )
+    assert (row["status"], row["claimed_by"], row["attempts"]) == ("pending", None, 0)
+    assert row["last_error"] is None
+    clock.advance(runtime.config.delivery.retry_after + 1)
+    await drain(worker, runtime, clock, step=120)
+    assert sorted(entry.episode_number for entry in fake.diary()) == [4, 5]
+    assert fake.ticks() == {(SHOW, SEASON_1, 4), (SHOW, SEASON_1, 5)}
+    assert runtime.store.outbox_counts()["done"] == 2

@@ -145,11 +145,16 @@ BEFORE_WRITE: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar(
 )
 
 
+class Withheld(Unavailable):
+    """A write the delivery's check (BEFORE_WRITE) kept from going: that try sent nothing
+    (`outcome_unknown` says whether a try before it may have landed)."""
+
+
 def refused_unread(exc: Unavailable) -> bool:
     """Whether `exc` proves its write was not taken: the last try was answered 429 (a rate
     limit, or a bot checkpoint in its place), which a service gives before it processes a
-    request, and no try before it may have landed."""
-    return exc.status == 429 and not exc.outcome_unknown
+    request, or was kept from going (`Withheld`), and no try before it may have landed."""
+    return (exc.status == 429 or isinstance(exc, Withheld)) and not exc.outcome_unknown
 
 
 class RateLimited(Unavailable):

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from watchbridge.http import Unavailable
+from watchbridge.http import Unavailable, Withheld
 from watchbridge.store import LOCKED_BY_ANOTHER, UNKNOWN_OUTCOME, Store, locked_by_another
 
 # Seconds, by both the wall clock and the monotonic one, that a check (or the claim) holds:
@@ -56,7 +56,7 @@ def as_a_wait(exc: Exception, service: str) -> Exception:
     return exc
 
 
-class ClaimsLost(Unavailable):
+class ClaimsLost(Withheld):
     """The worker no longer holds some of its batch's rows: the write was not sent. An
     `Unavailable` that wrote nothing, so targets take back their marks of it and stop."""
 
@@ -85,7 +85,7 @@ class Fence:
             raise ClaimsLost(self.service, CLAIMS_LOST)
         if self.stop is not None and self.stop.is_set():
             self.stopped = True
-            raise Unavailable(self.service, STOPPING)
+            raise Withheld(self.service, STOPPING)
         now, monotonic = self.clock(), time.monotonic()
         if 0.0 <= now - self.claimed_at < FENCE_FRESH and monotonic - self._monotonic < FENCE_FRESH:
             return

@@ -1026,7 +1026,9 @@ class SerializdTarget:
                 is_log=rating is None,
             )
         except Unavailable as exc:
-            if refused_unread(exc):  # a 429: waited out, then sent again without a look
+            # A 429 (waited out), or a try the delivery's check kept from going (the stop,
+            # claims taken back): nothing was written, so the next send goes without a look.
+            if refused_unread(exc):
                 await self._not_sent(row)
                 raise
             # Past the inline retries: a dropped connection or a gateway error may hide an
