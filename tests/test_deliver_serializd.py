@@ -608,6 +608,27 @@ async def test_a_wrong_password_is_not_sent_again_and_alerts_once(
     assert receiver.titles() == ["watchbridge: serializd deliveries paused for profile me"]
 
 
+async def test_serializd_answering_again_but_refusing_the_password_ends_its_outage_alert(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    target: SerializdTarget,
+    fake: FakeSerializd,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    paused = "watchbridge: serializd deliveries paused"
+    fake.fail_next(10**6, 503)
+    enqueue(runtime, "play", episode(4), clock() - 3600)
+    await drain(worker, runtime, clock, passes=5, step=301)
+    assert receiver.titles() == [paused]
+    fake.clear_knobs()
+    target.client.accounts["me"] = SerializdAccount(EMAIL, Secret("wrong"))
+    await drain(worker, runtime, clock, passes=2, step=301)
+    assert receiver.titles() == [paused, f"{paused} for profile me", f"Resolved: {paused}"]
+    assert runtime.notifier.raised("credentials", "serializd:me")
+    assert runtime.store.outbox_counts()["pending"] == 1
+
+
 async def test_a_rating_held_by_a_refused_password_then_skipped_for_a_newer_one_ends_the_alert(
     runtime: Runtime,
     worker: DeliveryWorker,

@@ -1165,6 +1165,58 @@ async def test_trakt_outage_holds_the_target_and_nothing_is_lost(
     assert runtime.store.outbox_counts()["pending"] == 0
 
 
+PAUSED = "watchbridge: trakt deliveries paused"
+
+
+async def trakt_down_long_enough_to_alert(
+    worker: DeliveryWorker, runtime: Runtime, trakt: FakeTrakt, clock: FakeClock, **knob: Any
+) -> None:
+    """Trakt answers 503 (to the requests `knob` picks) until its outage alert went out."""
+    trakt.fail_next(10**6, 503, **knob)
+    webhook(runtime, "movie_media_scrobble.json")
+    await drain(worker, runtime, clock, passes=5, step=301)
+
+
+async def test_trakt_answering_again_but_refusing_a_sign_in_ends_its_outage_alert(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    await trakt_down_long_enough_to_alert(worker, runtime, trakt, clock)
+    assert receiver.titles() == [PAUSED]
+    trakt.clear_knobs()
+    trakt.revoke_tokens()  # back, but it refuses the profile's sign-in: an answer all the same
+    await drain(worker, runtime, clock, passes=2, step=301)
+    assert receiver.titles() == [PAUSED, PAUSED_FOR_ME, f"Resolved: {PAUSED}"]
+    assert receiver.messages[-1]["message"].startswith("trakt answers again")
+    assert runtime.notifier.raised("credentials", "trakt:me")  # its own alert stays open
+    assert runtime.store.outbox_counts()["pending"] == 1
+    assert 'watchbridge_target_held{target="trakt"} 0.0' in runtime.metrics.render().decode()
+
+
+async def test_a_sign_in_refused_without_trakts_api_answering_leaves_its_outage_alert_open(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    # The refresh is refused by Trakt's sign-in host, before any request to its API, which
+    # is still down: nothing is known of the outage being over.
+    api = {"when": lambda request: not request.path.startswith("/oauth/")}
+    await trakt_down_long_enough_to_alert(worker, runtime, trakt, clock, **api)
+    assert receiver.titles() == [PAUSED]
+    trakt.refuse_refresh_tokens()
+    trakt.expire_tokens()
+    clock.advance(7 * 86400)  # the access token is due for a refresh
+    await drain(worker, runtime, clock, passes=2, step=301)
+    assert trakt.count("POST", "/oauth/token") >= 1
+    assert receiver.titles() == [PAUSED, PAUSED_FOR_ME]
+    assert runtime.notifier.raised("service_unreachable", "trakt")
+
+
 async def test_metrics_say_a_target_is_held_until_a_delivery_gets_through(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:

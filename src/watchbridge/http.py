@@ -143,6 +143,10 @@ class Unavailable(ServiceError):
 BEFORE_WRITE: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar(
     "before_write", default=None
 )
+# The services that gave an answer no outage gives (anything but a server error, a gateway's
+# error or a rate limit) from their own base URL, not their sign-in host: a sign-in refused
+# there shows the service is back. Set for the run of one delivery batch; None elsewhere.
+ANSWERED: ContextVar[set[str] | None] = ContextVar("answered", default=None)
 
 
 class Withheld(Unavailable):
@@ -1174,6 +1178,8 @@ class HttpClient:
         """The host answered: requests failing to reach it, if they were, are over."""
         host = (self.service, base_url or self.base_url)
         _FAILING.over(host, "requests answered again", self.clock(), service=self.service)
+        if base_url is None and (answered := ANSWERED.get()) is not None:
+            answered.add(self.service)
 
     def _note_clock(self, headers: Mapping[str, str]) -> None:
         said = date_header_time(headers)

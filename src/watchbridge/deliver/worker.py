@@ -38,7 +38,7 @@ from watchbridge.deliver.oncemore import (
     probe_words,
 )
 from watchbridge.errors import names_profile
-from watchbridge.http import BEFORE_WRITE, Unavailable, changed_answer
+from watchbridge.http import ANSWERED, BEFORE_WRITE, Unavailable, changed_answer
 from watchbridge.ids import DELIVERED_TO, SERVER_OUTAGE_PAUSE, Enricher, Need, Problem
 from watchbridge.logs import Repeating
 from watchbridge.model import MediaRef, item_aliases, ref_from_dict
@@ -1145,8 +1145,11 @@ class DeliveryWorker:
             fence = Fence(
                 store, self.worker_id, [i.id for i in todo], runtime.clock, name, now, self._stop
             )
+            answered: set[str] = set()  # the services that answered (http.ANSWERED)
             try:
-                outcomes = await self._deliver(runtime, target, todo, now, fence) if todo else {}
+                outcomes = (
+                    await self._deliver(runtime, target, todo, now, fence, answered) if todo else {}
+                )
             except _CutShort:
                 raise
             except Exception as exc:  # a target bug must not lose rows: retry them
@@ -1156,7 +1159,7 @@ class DeliveryWorker:
             outcomes |= interrupted
             if fence.refused:
                 items = await self._hand_back_fenced(runtime, target, items, outcomes, fence)
-            await self._record(runtime, target, items, outcomes)
+            await self._record(runtime, target, items, outcomes, name in answered)
         if runtime.clock() >= self._look_for_untold_at and not self._telling.locked():
             async with self._telling:  # one target loop at a time: each alert goes out once
                 self._look_for_untold_at = runtime.clock() + UNTOLD_LOOK_EVERY
@@ -1164,12 +1167,19 @@ class DeliveryWorker:
         return claimed_any
 
     async def _deliver(
-        self, runtime: Runtime, target: Target, items: list[OutboxItem], now: float, fence: Fence
+        self,
+        runtime: Runtime,
+        target: Target,
+        items: list[OutboxItem],
+        now: float,
+        fence: Fence,
+        answered: set[str],
     ) -> dict[int, Outcome]:
         """`target.deliver(items)`, renewing this worker's claims while it takes (a slow
         server, a long pacing wait) so another worker never takes them back meanwhile, and
         checking before each write that it still holds them (`fence`): renewals stop while the
-        process does, and another worker may have taken them back and delivered them."""
+        process does, and another worker may have taken them back and delivered them. The
+        services that answered meanwhile are added to `answered`."""
 
         async def renew() -> None:
             while True:
@@ -1183,6 +1193,7 @@ class DeliveryWorker:
 
         renewing = asyncio.create_task(renew())
         fencing = BEFORE_WRITE.set(fence.check)
+        hearing = ANSWERED.set(answered)
         try:
             if self._stop is None:
                 return await target.deliver(items, now)
@@ -1192,6 +1203,7 @@ class DeliveryWorker:
             return outcomes
         finally:
             BEFORE_WRITE.reset(fencing)
+            ANSWERED.reset(hearing)
             renewing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewing
@@ -1244,7 +1256,11 @@ class DeliveryWorker:
         target: Target,
         items: Sequence[OutboxItem],
         outcomes: dict[int, Outcome],
+        answered: bool,
     ) -> None:
+        """Settle a batch's `outcomes` and tell what they mean (holds, alerts, recoveries).
+        `answered`: the target's service answered meanwhile (http.ANSWERED), also if only to
+        refuse a sign-in: its outage is over, whatever holds a profile's rows."""
         store, now = runtime.store, runtime.clock()
         # A worker stalled past its claims' lease (a suspended `watchbridge sync`) lost them to
         # another, whose outcome stands: its own would only mislead (logs, alerts, holds).
@@ -1428,8 +1444,9 @@ class DeliveryWorker:
             # Its own condition: the pause when the sign-in does end is a new alert, not a
             # reminder of this one held back by its throttle.
             await runtime.notifier.notify("credentials", title, reason, key=key + ENDING)
-        if delivered_for and not wide:  # a row through beside a held one: still held
-            await self._reachable(runtime, target)
+        # A row through, or an answer, beside a target-wide hold: still held.
+        if (delivered_for or answered) and not wide:
+            await self._reachable(runtime, target, flowing=bool(delivered_for))
         died = {item.id for item, _ in dead}
         await self._dead_letters_after(
             runtime, target, items, outcomes, done, died, probes_failed, bool(wide), now
@@ -1558,14 +1575,22 @@ class DeliveryWorker:
         told = _told(hold.reason)
         return unreachable_alert(target, told, held.since, now, now + hold.after, asked=hold.asked)
 
-    async def _reachable(self, runtime: Runtime, target: Target) -> None:
-        """The target took a delivery: forget its outage and say it is over."""
+    async def _reachable(self, runtime: Runtime, target: Target, *, flowing: bool) -> None:
+        """The target took a delivery (`flowing`), or only answered (refusing a profile's
+        sign-in, say): forget its outage and say it is over. What holds a profile's rows has
+        an alert of its own."""
         self.holds.pop(target.name, None)
         await asyncio.to_thread(runtime.store.unhold_target, target.name)  # for /metrics
-        self._held_log.over(
-            target.name, "deliveries flowing again", runtime.clock(), target=target.name
-        )
-        message = f"{target.name} deliveries are flowing again"
+        if flowing:
+            over = "deliveries flowing again"
+            message = f"{target.name} deliveries are flowing again"
+        else:
+            over = "service answers again"
+            message = (
+                f"{target.name} answers again; what still holds a profile's deliveries is told "
+                "in an alert of its own"
+            )
+        self._held_log.over(target.name, over, runtime.clock(), target=target.name)
         await runtime.notifier.resolve("service_unreachable", message, key=target.name)
 
     async def _accepted(
