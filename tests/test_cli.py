@@ -1558,7 +1558,7 @@ def test_auth_trakt_refused_at_the_poll_says_the_app_needs_vip_at_once(
     )
     result = run("auth", "trakt", "--config", str(path), env={})  # a process of its own
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert f"error: trakt: Trakt refused the app (HTTP {status})" in result.stderr
+    assert f"error: Trakt refused the app (HTTP {status})" in result.stderr
     assert words in result.stderr
     assert trakt.count("POST", "/oauth/device/token") == 1  # not polled until the code expires
     with Store.open(tmp_path / "watchbridge.db") as store:

@@ -608,6 +608,21 @@ async def test_a_wrong_password_is_not_sent_again_and_alerts_once(
     assert receiver.titles() == ["watchbridge: serializd deliveries paused for profile me"]
 
 
+async def test_a_refused_password_alert_names_serializd_once(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    target: SerializdTarget,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    target.client.accounts["me"] = SerializdAccount(EMAIL, Secret("wrong"))
+    enqueue(runtime, "play", episode(4), clock() - 3600)
+    await drain(worker, runtime, clock, passes=1)
+    (message,) = [m["message"] for m in receiver.messages]
+    # It read "serializd: Serializd refused the email or password ...".
+    assert message.startswith("Serializd refused the email or password of profile me"), message
+
+
 async def test_serializd_answering_again_but_refusing_the_password_ends_its_outage_alert(
     runtime: Runtime,
     worker: DeliveryWorker,

@@ -4314,7 +4314,8 @@ async def test_a_sign_in_alert_after_a_lost_refresh_reads_plainly(
     trakt.revoke_tokens()  # and the user revoked the app meanwhile
     await drain(worker, runtime, clock, passes=3, step=1000)
     (message,) = [m["message"] for m in receiver.messages]
-    assert message.startswith("trakt: Trakt no longer accepts the sign-in"), message
+    # Named once: it read "trakt: Trakt no longer accepts the sign-in ...".
+    assert message.startswith("Trakt no longer accepts the sign-in"), message
 
 
 async def test_an_account_limit_alert_names_the_full_list(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from watchbridge.errors import naming_profile
+from watchbridge.http import ServiceError
 
 
 @pytest.mark.parametrize(
@@ -44,3 +45,19 @@ from watchbridge.errors import naming_profile
 )
 def test_a_line_names_the_profile_once(message: str, service: str | None, line: str) -> None:
     assert naming_profile("bob", message, service=service) == line
+
+
+@pytest.mark.parametrize(
+    ("message", "said"),
+    [
+        # A message naming its service first is not told under its name again.
+        ("Trakt no longer accepts the sign-in", "Trakt no longer accepts the sign-in"),
+        ("Trakt's sign-in service answered 500", "Trakt's sign-in service answered 500"),
+        # One that does not gets it in front, whatever it names further on.
+        ("answered 503 after 3 attempt(s)", "trakt: answered 503 after 3 attempt(s)"),
+        ("profile me is not signed in to Trakt", "trakt: profile me is not signed in to Trakt"),
+        ("Traktor refused it", "trakt: Traktor refused it"),
+    ],
+)
+def test_a_services_error_names_the_service_once_and_first(message: str, said: str) -> None:
+    assert ServiceError("trakt", message).message == said

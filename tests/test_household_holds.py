@@ -161,8 +161,8 @@ async def test_status_names_each_held_person_before_anothers_further_reasons(
             await worker.pass_once(runtime)
             clock.advance(61)
         status = runtime.store.status()
-        shown = [(w.profile, w.reason.split(":")[0]) for w in status.waiting]
-        assert ("you", "trakt") in shown  # "trakt: Trakt no longer accepts the sign-in ..."
+        shown = [(w.profile, w.reason.split(" ")[0]) for w in status.waiting]
+        assert ("you", "Trakt") in shown  # "Trakt no longer accepts the sign-in ..."
         assert [p for p, _ in shown[:2]] == ["me", "you"] and status.waiting_left_out == 2
 
 

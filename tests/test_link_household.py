@@ -99,7 +99,7 @@ async def test_one_persons_revoked_trakt_sign_in_does_not_stop_the_others_sync(
     assert plays_of(trakt, "alice") == [(1, 1)]
     (failure,) = result.errors
     # Named once: it read "bob: trakt: Trakt no longer accepts the sign-in of profile bob".
-    assert failure.startswith("trakt: Trakt no longer accepts the sign-in of profile bob ")
+    assert failure.startswith("Trakt no longer accepts the sign-in of profile bob ")
     assert failure.endswith("run `watchbridge auth trakt --profile bob`")
     assert result.outcome == "failed"  # counted: after three runs, the link alerts
 
@@ -112,7 +112,7 @@ async def test_one_persons_changed_serializd_password_does_not_stop_the_others_s
     result = await household.sync_and_deliver()
     assert plays_of(trakt, "alice") == [(1, 2)]
     (failure,) = result.errors  # "bob: serializd: ... of profile bob" named him twice
-    assert failure.startswith("serializd: Serializd refused the email or password of profile bob ")
+    assert failure.startswith("Serializd refused the email or password of profile bob ")
 
 
 async def test_a_link_nobody_can_read_fails_as_before(
@@ -140,7 +140,7 @@ async def test_a_persons_failure_beside_anothers_first_run_review_is_recorded_an
     finally:
         await rig.aclose()
     (failure,) = raised.value.failures
-    assert failure.startswith("trakt: Trakt no longer accepts the sign-in of profile alice ")
+    assert failure.startswith("Trakt no longer accepts the sign-in of profile alice ")
     assert "for bob" in raised.value.message  # not "the first sync" of everyone
     assert run.outcome == "failed" and failure in (run.error or "")  # counted, said
 
@@ -158,7 +158,7 @@ def test_sync_from_cron_says_who_failed_beside_anothers_review(
     result = CliRunner().invoke(cli, ["sync", "--config", str(config)])
     assert result.exit_code == 1
     # Not only "the first sync ... for bob"; and alice named once (not "alice: serializd: ...").
-    said = "error: serializd: Serializd refused the email or password of profile alice ("
+    said = "error: Serializd refused the email or password of profile alice ("
     assert said in result.stderr
     assert "other profiles sync as usual" not in result.stderr
     with Store.open(tmp_path / "wb.db") as store:

@@ -336,7 +336,7 @@ async def test_a_watchlist_error_naming_the_profile_names_it_once(rig: Any) -> N
     rig.serializd.fail_next(2, 401, body={"message": "Nope"}, route=WATCHLIST_PAGE)
     result = await rig.sync()
     (error,) = result.lists.errors
-    said = "watchlist: serializd: Serializd rejects profile me even right after logging in ("
+    said = "watchlist: Serializd rejects profile me even right after logging in ("
     assert error.startswith(said)
     assert said in (rig.store.last_runs()[0].error or "")  # the status page's line
 

@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import random
+import re
 import socket
 import ssl
 import time
@@ -68,9 +69,17 @@ class ServiceError(WatchbridgeError):
     """A service could not do what we asked; `retry_after` says when trying again makes sense."""
 
     def __init__(self, service: str, message: str, retry_after: float | None = None) -> None:
-        super().__init__(f"{service}: {message}")
+        super().__init__(said_by(service, message))
         self.service = service
         self.retry_after = retry_after
+
+
+def said_by(service: str, message: str) -> str:
+    """`message` as a line of `service`: "trakt: answered 503 ...", but one that begins by
+    naming the service ("Trakt no longer accepts ...") as it is, not "trakt: Trakt ..."."""
+    if re.match(rf"{re.escape(service)}\b", message, re.IGNORECASE):
+        return message
+    return f"{service}: {message}"
 
 
 NOTHING_TAKEN = "nothing is synced from it until it reads again"
