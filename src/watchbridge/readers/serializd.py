@@ -540,6 +540,7 @@ def logged_after_ours(
     ours: Mapping[int, float | None],
     before: Side | None,
     skew: float,
+    deleted: Iterable[Play] = (),
 ) -> set[str]:
     """The records of the diary logs among `entries` that are a viewing `side` holds a play
     of ours of (`ours`: our review ids, each with the length in seconds of the episode played
@@ -547,10 +548,14 @@ def logged_after_ours(
     (`dateAdded`, on either reading of Serializd's clock) from EARLY_LOG before that play to
     `late_log_window` after it, and watched (their date) within a day of it. One each way,
     earliest first. A log another watchbridge or profile wrote (tagged) is its own play, and
-    one the baseline `before` holds already stays as it was read. Pure."""
+    one the baseline `before` holds already stays as it was read. `deleted`: plays of ours
+    (of review ids in `ours`) a link deleted carrying a removal: a log of their viewing stays
+    taken, or the play removed would come back through it. Pure."""
     held = {p.record for p in before.plays} if before is not None else set()
+    standing = [p for p in side.plays if p.record.isdigit() and int(p.record) in ours]
+    read = {p.record for p in standing}
     mine = sorted(
-        (p for p in side.plays if p.record.isdigit() and int(p.record) in ours),
+        [*standing, *(p for p in deleted if p.record not in read)],
         key=lambda p: p.at,
     )
     logs = sorted(
@@ -583,6 +588,14 @@ def logged_after_ours(
                 taken.add(record)
                 break
     return taken
+
+
+def gone_now(deleted: Iterable[Play], side: Side, before: Side | None) -> list[Play]:
+    """The plays among `deleted` (of ours, deleted by a link) that the baseline `before` still
+    held and `side` no longer does: the read that sees their entries gone. Pure."""
+    held = {p.record for p in before.plays} if before is not None else set()
+    read = {p.record for p in side.plays}
+    return [p for p in deleted if p.record in held and p.record not in read]
 
 
 def without_records(side: Side, records: Collection[str]) -> Side:
@@ -686,16 +699,28 @@ class SerializdReader:
         return self._plays[profile]
 
     async def _lengths(self, profile: str) -> dict[int, float]:
-        """The length in seconds of the episode each diary play of ours is of (review id ->
-        seconds), where the webhook that queued it told it."""
+        """The length in seconds of the episode each diary play of ours is (or, deleted by a
+        link, was) of (review id -> seconds), where the webhook that queued it told it."""
         plays = await self._plays_ledger(profile)
         return {
-            v["review_id"]: float(v["duration"])
+            review: float(v["duration"])
             for v in plays.values()
             if isinstance(v, dict)
-            and isinstance(v.get("review_id"), int)
+            and isinstance(review := v.get("review_id") or v.get("deleted"), int)
             and isinstance(v.get("duration"), int | float)
         }
+
+    async def _deleted_by_link(self, profile: str) -> list[Play]:
+        """The diary plays of ours a link deleted carrying a removal from the other side (the
+        delivery ledger's `deleted`), as the plays of their entries they were."""
+        plays = await self._plays_ledger(profile)
+        return [
+            Play(key.rpartition("@")[0], float(v["at"]), str(v["deleted"]))
+            for key, v in plays.items()
+            if isinstance(v, dict)
+            and isinstance(v.get("deleted"), int)
+            and isinstance(v.get("at"), int | float)
+        ]
 
     async def _ticked(self, profile: str) -> set[str]:
         """The items our deliveries ticked without a date (no diary entry), still ticked."""
@@ -815,12 +840,24 @@ class SerializdReader:
                 )
                 side, rows = without_entries(side, gone, rows, whole)
                 ids -= gone
-        # A log made in the app after the play of ours of that viewing is no second play.
+        # A log made in the app after the play of ours of that viewing is no second play, nor
+        # is it once a link deleted ours (the viewing was removed on the other side).
         read_now = diary if full else fresh
         skew = self.client.http.clock_skew
         lengths = await self._lengths(profile)
-        of_ours = {review: lengths.get(review) for review in written.values()}
-        logged_again = logged_after_ours(read_now, side, of_ours, baseline, skew)
+        deleted = await self._deleted_by_link(profile)
+        reviews = {*written.values(), *(int(p.record) for p in deleted)}
+        of_ours = {review: lengths.get(review) for review in reviews}
+        logged_again = logged_after_ours(read_now, side, of_ours, baseline, skew, deleted)
+        left = logged_after_ours(
+            read_now, Side(), of_ours, baseline, skew, gone_now(deleted, side, baseline)
+        )
+        if left:
+            log.info(
+                "serializd: a link deleted watchbridge's diary entry of a viewing removed on "
+                "the other side; your own log of it is left in your diary, not copied back",
+                extra={"profile": profile, "entries": len(left)},
+            )
         side = without_records(side, logged_again)
         # A rating's rows (what removing it deletes) live in the cursors: the baseline keeps
         # only its value and time.
