@@ -12,6 +12,7 @@ import pytest
 
 from tests.fakes.base import FakeServer, FakeServerError, cloudflare_page, running
 from tests.fakes.echo import EchoFake
+from tests.harness import wait_for
 
 
 @pytest.fixture
@@ -196,6 +197,8 @@ def test_delay_runs_the_handler_before_answering_late(fake: EchoFake) -> None:
     fake.delay_next(1, 1.0, route="/items")
     with httpx.Client(base_url=fake.url, timeout=0.05) as c, pytest.raises(httpx.ReadTimeout):
         c.post("/items", json={"a": 1})
+    # Under load the client's 50 ms may pass before the fake has read the request at all.
+    wait_for(lambda: fake.items != [], timeout=5.0)
     assert fake.items == [{"a": 1}]
 
 
