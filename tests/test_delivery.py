@@ -2936,6 +2936,12 @@ async def test_an_outage_alert_says_trakt_asks_to_wait_only_when_it_did(
     assert ("It asks to wait until" in message) is asks
 
 
+def test_an_outage_alert_names_its_service_once() -> None:
+    text = unreachable_alert("trakt", "trakt: answered 503", 0.0, 900, 900)
+    assert text is not None
+    assert text.startswith("trakt has not taken deliveries for 15 minutes: answered 503.")
+
+
 def test_a_reminder_days_into_an_outage_tells_its_length_in_days() -> None:
     # A week's outage told as "for 7697 minutes" must be worked out by the reader.
     def held(seconds: float) -> str | None:

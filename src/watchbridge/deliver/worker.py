@@ -550,6 +550,7 @@ def unreachable_alert(
     if max(now, until) - since < UNREACHABLE_ALERT_AFTER:
         return None
     at = datetime.fromtimestamp(until, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    reason = reason.removeprefix(f"{target}: ")  # the text names it first already
     if now - since >= UNREACHABLE_ALERT_AFTER:
         text = f"{target} has not taken deliveries for {held_for(now - since)}: {reason}."
         if until > now and asked:
