@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from tests.fakes.plex import OWNER_ID
+from tests.fakes.plex import OWNER_ID, TOKEN
+from tests.fakes.trakt import CLIENT_ID, FakeTrakt
+from tests.harness import sign_in_trakt, write_config
 from tests.test_link_plex_serializd import link_config
 from tests.test_unnamed_items import BCS, plex_with_two_shows
 from tests.unpaced import unpaced
@@ -28,6 +30,7 @@ from watchbridge.wiring import build_runtime, make_targets
 pytestmark = pytest.mark.anyio
 
 MINUTE = 60.0
+DAY = 24 * 60  # minutes
 
 
 @dataclass
@@ -118,7 +121,8 @@ async def test_a_play_written_to_plex_that_did_not_land_is_no_unwatch_while_its_
 @dataclass
 class Rig:
     """The plex-serializd link with one try per delivery (`delivery.max_attempts: 1`): a row
-    Plex answers with an error dies at once. Its clock moves by hand (`at`)."""
+    Plex answers with an error dies at once. Its clock moves by hand (`at`). `link`: the
+    plex-trakt link instead (`plex_trakt_rig`), with `trakt` its Trakt."""
 
     plex: Any
     serializd: Any
@@ -126,11 +130,13 @@ class Rig:
     path: Any
     runtime: Any
     worker: DeliveryWorker
+    link: str = "plex-serializd"
+    trakt: Any = None
 
     async def run(self, deliver: bool = True) -> int:
         config = self.runtime.config
         result = await run_link(
-            config, self.runtime.store, "plex-serializd", yes=True, full=True, clock=self.clock
+            config, self.runtime.store, self.link, yes=True, full=True, clock=self.clock
         )
         if deliver:
             await self.drain()
@@ -198,6 +204,43 @@ async def plex_serializd_rig(
         made.runtime.close()
 
 
+@contextlib.asynccontextmanager
+async def plex_trakt_rig(
+    tmp_path: Any, start_fake: Any, config_extra: str = ""
+) -> AsyncIterator[Rig]:
+    """The same Plex linked to the fake Trakt instead (`Rig.trakt`), which holds both shows."""
+    plex, _ = plex_with_two_shows(start_fake)
+    trakt = start_fake(FakeTrakt())
+    trakt.add_show("Breaking Bad", 2008, tmdb=1396, tvdb=81189, seasons={2: 10})
+    trakt.add_show("Better Call Saul", 2015, tmdb=60059, tvdb=273181, seasons={1: 10})
+    clock = Minutes()
+    plex.clock = clock
+    path = write_config(
+        tmp_path,
+        f"""services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+  plex: {{url: "{plex.url}", token: "{TOKEN}"}}
+profiles:
+  alex: {{accounts: {{trakt: {{}}, plex: {{}}}}}}
+links:
+  plex-trakt: {{services: [plex, trakt], first_run: apply}}
+{config_extra}""",
+    )
+    config = load_config(path, {})
+    runtime = build_runtime(config, clock=clock)
+    runtime.open()
+    sign_in_trakt(runtime.store, trakt, "alex", now=clock())
+    worker = DeliveryWorker(make_targets, config.delivery)
+    worker.targets = {t.name: t for t in make_targets(runtime)}
+    made = Rig(plex, None, clock, path, runtime, worker, "plex-trakt", trakt)
+    try:
+        yield made
+    finally:
+        for target in made.worker.targets.values():
+            await target.aclose()
+        made.runtime.close()
+
+
 @pytest.fixture
 async def rig(
     tmp_path: Any, start_fake: Any, monkeypatch: pytest.MonkeyPatch
@@ -253,6 +296,95 @@ async def test_a_discarded_write_that_did_not_land_is_copied_again(rig: Rig) -> 
     rig.at(25 * 60)
     await rig.run()
     assert rig.s1e2_entries() == []
+
+
+def viewed_in_plex_days_later(rig: Rig) -> str:
+    """The user watches S1E2 in Plex two days on; the view's day."""
+    rig.at(2 * DAY)
+    viewed = rig.clock()
+    rig.plex.watch("302", viewed)
+    return time.strftime("%Y-%m-%d", time.gmtime(viewed))
+
+
+async def runs_after_the_view(rig: Rig) -> None:
+    for minutes in (30, 60, 90, DAY):
+        rig.at(2 * DAY + minutes)
+        await rig.run()
+
+
+# Discarded, then S1E2 watched in Plex (before the discard, or after it) before the link copies
+# the play again: the copy finds S1E2 watched since the play's time and writes nothing. The try
+# that made no view is none of the write's: counted among S1E2's views beside the user's, it
+# made Plex's one view one short, the write read as unwatched since, and the user's own entry
+# removed from Serializd.
+@pytest.mark.parametrize("watched", ["before-the-discard", "after-the-discard"])
+async def test_a_discarded_write_copied_again_after_a_view_in_plex_keeps_the_users_entry(
+    rig: Rig, watched: str
+) -> None:
+    dead = await lost_then_given_up(rig, landed=False)
+    if watched == "after-the-discard":
+        rig.deadletters("discard", str(dead))
+    view_day = viewed_in_plex_days_later(rig)
+    if watched == "before-the-discard":
+        rig.deadletters("discard", str(dead))
+    await runs_after_the_view(rig)
+
+    assert rig.plex.user_state("302")["viewCount"] == 1  # the user's view, not written again
+    assert "the user's own" in [text for _, text in rig.s1e2_entries()]  # never removed
+    diary = rig.serializd.diary()
+    dates = sorted(r.watched_at[:10] for r in diary if (r.show_id, r.episode_number) == (BCS, 2))
+    assert dates == ["2024-03-01", view_day]  # and the view copied as usual
+
+
+# The same for a row of a play whose earlier write, by another row, was removed: the user takes
+# their entry back and logs it again. Its record keeps that write's try, which made a view (since
+# unwatched), beside its own, which made none; its copy once discarded writes neither as a view.
+async def test_a_discarded_rewrite_of_a_removed_play_keeps_the_users_entry_again(
+    rig: Rig,
+) -> None:
+    await rig.run()
+    rig.serializd.log_entry(None, BCS, 1, 2, backdate="2024-03-01T20:00:00.000Z")
+    assert await rig.run() == 1  # written to Plex
+    (entry,) = [r for r in rig.serializd.diary() if (r.show_id, r.episode_number) == (BCS, 2)]
+    rig.serializd.delete_entry(entry)
+    rig.at(30)
+    assert await rig.run() == 1  # and removed from it
+    rig.serializd.log_entry(
+        None, BCS, 1, 2, backdate="2024-03-01T20:00:00.000Z", review_text="the user's own"
+    )
+    rig.at(60)
+    rig.plex.fail_next(1, 500, route="/:/scrobble")
+    assert await rig.run() == 1
+    (dead,) = rig.dead_letters()
+    rig.deadletters("discard", str(dead))
+    view_day = viewed_in_plex_days_later(rig)
+    await runs_after_the_view(rig)
+
+    assert rig.plex.user_state("302")["viewCount"] == 1
+    assert "the user's own" in [text for _, text in rig.s1e2_entries()]
+    diary = rig.serializd.diary()
+    dates = sorted(r.watched_at[:10] for r in diary if (r.show_id, r.episode_number) == (BCS, 2))
+    assert dates == ["2024-03-01", view_day]
+
+
+# The same with Trakt on the other side: the user's own Trakt play stays.
+async def test_a_discarded_write_copied_again_after_a_view_in_plex_keeps_the_users_trakt_play(
+    tmp_path: Any, start_fake: Any
+) -> None:
+    async with plex_trakt_rig(tmp_path, start_fake, "delivery: {max_attempts: 1}\n") as rig:
+        await rig.run()
+        s1e2 = rig.trakt.shows[1].episode(1, 2)
+        rig.trakt.log_play(s1e2, "2024-03-01T20:00:00.000Z")
+        rig.plex.fail_next(1, 500, route="/:/scrobble")
+        assert await rig.run() == 1
+        (dead,) = rig.dead_letters()
+        rig.deadletters("discard", str(dead))
+        view_day = viewed_in_plex_days_later(rig)
+        await runs_after_the_view(rig)
+
+        assert rig.plex.user_state("302")["viewCount"] == 1
+        plays = sorted(str(h.watched_at)[:10] for h in rig.trakt.history() if h.item is s1e2)
+        assert plays == ["2024-03-01", view_day]
 
 
 async def test_a_dead_write_that_landed_is_an_ordinary_play_and_its_retry_writes_nothing(

@@ -465,15 +465,17 @@ class PlexTarget:
         earlier = known.attempts if known is not None else ()
         if known is not None and known.item != key:
             known = None  # another item's write (renumbered since): this one is written
+        made_no_view = False
         if known is not None and known.unlanded:
-            known = None  # its row was given up before it landed: never written
+            # Its row was given up before it landed (discarded, pruned): never written, and
+            # its tries made no view.
+            known, made_no_view = None, True
         if known is not None and known.removed and known.row == row:
             # An earlier try of this row wrote it (or may have), and it was removed since:
             # unwatched in Plex, or the play it copied removed. Its retry must not undo that.
             return "removed since an earlier try: not written again"
         if known is not None and not known.pending and not known.removed:
             return "already written"
-        made_no_view = False
         if known is not None and known.pending:
             landing = await self._landing(person, known)
             if landing.landed:
@@ -507,10 +509,11 @@ class PlexTarget:
         if unwritten and watched_at is not None and float(watched_at) - skew >= at:
             # Watched at or after this play: a scrobble would only add a view "today". Tries
             # that made no view are left out: the listing counts a write with tries among the
-            # item's views, and with the user's viewing (a dead letter tried again after they
-            # watched the item in Plex) one too many, it would read ours as unwatched since and
-            # remove the play it copied (the user's own entry on the other side). Without, the
-            # write pairs with that play and the user's viewing stays theirs, copied as usual.
+            # item's views, and with the user's viewing (a dead letter tried again, or discarded
+            # and copied again, after they watched the item in Plex) one too many, it would read
+            # ours as unwatched since and remove the play it copied (the user's own entry on the
+            # other side). Without, the write pairs with that play and the user's viewing stays
+            # theirs, copied as usual.
             tries = () if made_no_view else earlier
             await self._remember(person, record, Written(rk, key, at, tries, skew=skew, row=row))
             return "already watched in Plex"
