@@ -1217,6 +1217,23 @@ async def test_a_sign_in_refused_without_trakts_api_answering_leaves_its_outage_
     assert runtime.notifier.raised("service_unreachable", "trakt")
 
 
+async def test_a_page_answered_in_trakts_place_leaves_its_outage_alert_open(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    # A proxy or Cloudflare in front of Trakt answers 404 pages (no x-request-id, which every
+    # answer of Trakt's application carries): Trakt itself has not answered yet.
+    await trakt_down_long_enough_to_alert(worker, runtime, trakt, clock)
+    trakt.clear_knobs()
+    trakt.fail_next(10**6, 404, body="<html><body><h1>404 Not Found</h1></body></html>")
+    await drain(worker, runtime, clock, passes=2, step=301)
+    assert f"Resolved: {PAUSED}" not in receiver.titles()
+    assert runtime.notifier.raised("service_unreachable", "trakt")
+
+
 async def test_metrics_say_a_target_is_held_until_a_delivery_gets_through(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:

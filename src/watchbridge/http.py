@@ -153,8 +153,9 @@ BEFORE_WRITE: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar(
     "before_write", default=None
 )
 # The services that gave an answer no outage gives (anything but a server error, a gateway's
-# error or a rate limit) from their own base URL, not their sign-in host: a sign-in refused
-# there shows the service is back. Set for the run of one delivery batch; None elsewhere.
+# error or a rate limit) from their own base URL, not their sign-in host, and of their own, not
+# a proxy's page in their place (`HttpClient.own_answer`): a sign-in refused there shows the
+# service is back. Set for the run of one delivery batch; None elsewhere.
 ANSWERED: ContextVar[set[str] | None] = ContextVar("answered", default=None)
 
 
@@ -752,8 +753,12 @@ class HttpClient:
         clock: Callable[[], float] = time.time,
         transport: httpx.AsyncBaseTransport | None = None,
         setting: str | None = None,
+        own_answer: Callable[[httpx.Response], bool] | None = None,
     ) -> None:
         self.service = service
+        # Whether an answer is the service's own, not a page of a proxy or firewall in front of
+        # it (None: any answer is): only its own says its outage is over (ANSWERED).
+        self.own_answer = own_answer
         self.base_url = base_url.rstrip("/")
         # The config key of `base_url` (a server on the user's network): when nothing answers
         # there, a failure names it, as a server moved to another address or port looks so.
@@ -925,10 +930,10 @@ class HttpClient:
                 if response.status_code != 429:
                     limits.unsaid = 0
                 if response.status_code in passthrough:
-                    self._answered(base_url)
+                    self._answered(base_url, response)
                     return response
                 if response.status_code in REDIRECT_STATUS:
-                    self._answered(base_url)  # the host answers: no outage of its network
+                    self._answered(base_url, response)  # the host answers: no outage of its network
                     raise self._redirected(response, url, base_url, maybe_written, write)
                 if response.status_code == 429:
                     said_at = self._service_now(response.headers)
@@ -952,7 +957,7 @@ class HttpClient:
                         self._waited(wait)
                     continue
                 if response.status_code not in TRANSIENT_STATUS:
-                    self._answered(base_url)
+                    self._answered(base_url, response)
                     return response
                 last_problem = f"answered {response.status_code}"
                 unknown = response.status_code in AMBIGUOUS_STATUS
@@ -1183,11 +1188,13 @@ class HttpClient:
             "its certificate authority with the public ones: see Troubleshooting in the README"
         )
 
-    def _answered(self, base_url: str | None) -> None:
-        """The host answered: requests failing to reach it, if they were, are over."""
+    def _answered(self, base_url: str | None, response: httpx.Response) -> None:
+        """The host answered: requests failing to reach it, if they were, are over; and the
+        service's outage too when the answer is its own (`own_answer`)."""
         host = (self.service, base_url or self.base_url)
         _FAILING.over(host, "requests answered again", self.clock(), service=self.service)
-        if base_url is None and (answered := ANSWERED.get()) is not None:
+        own = self.own_answer is None or self.own_answer(response)
+        if base_url is None and own and (answered := ANSWERED.get()) is not None:
             answered.add(self.service)
 
     def _note_clock(self, headers: Mapping[str, str]) -> None:

@@ -740,6 +740,7 @@ class TraktClient:
                 "trakt-api-key": config.client_id,
                 "trakt-api-version": "2",
             },
+            own_answer=from_trakt,
         )
 
     @property
@@ -1924,10 +1925,16 @@ _SIGN_IN_BLOCKED = (
 )
 
 
+def from_trakt(response: httpx.Response) -> bool:
+    """Whether Trakt's application gave `response`: its answers carry `x-request-id`, a page
+    of Cloudflare (or of a proxy) in its place does not (trakt-api.md §1)."""
+    return "x-request-id" in response.headers
+
+
 def _raise_if_firewall(response: httpx.Response, what: str = "request", advice: str = "") -> None:
     """A 403 without Trakt's request id is Cloudflare's (pitfalls §7), not Trakt refusing the
     app: its bans pass (minutes, not seconds), and the app's settings are not to blame."""
-    if response.status_code == 403 and "x-request-id" not in response.headers:
+    if response.status_code == 403 and not from_trakt(response):
         raise Unavailable(
             SERVICE,
             f"Trakt's firewall blocked the {what} (403 without a Trakt request id){advice}",
@@ -1992,7 +1999,7 @@ def _raise_for_account(response: httpx.Response) -> None:
             "first; some features also need the signed-in account's own VIP",
             426,
         )
-    if status == 403 and "x-request-id" in headers:
+    if status == 403 and from_trakt(response):
         raise TraktAccountError(
             "Trakt refused the app (403): check services.trakt.client_id and that the app "
             "belongs to a VIP account",
