@@ -133,7 +133,7 @@ async def test_plex_dropping_every_connection_is_told_in_plain_words_in_the_aler
             clock.advance(120)
         (alert,) = receiver.messages
         assert (
-            "plex: the server closed the connection without answering after 1 attempt(s): if it "
+            "the server closed the connection without answering after 1 attempt(s): if it "
             "keeps happening, look at the server's log, and at what sits on the way (a reverse "
             "proxy, a firewall, a VPN)." in str(alert["message"])
         )
