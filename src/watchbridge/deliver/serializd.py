@@ -96,7 +96,8 @@ LOOK_UNREADABLE = (
     "made there stays a second entry)"
 )
 PLAYS = "plays"  # ledger: episode key @ minute -> {"review_id", "ticked", "duration"?} we made
-# (a link's removal leaves {"removed", "deleted": its review id, "at"?, "duration"?}, see
+# (a link's removal leaves {"removed", "deleted": its review id, "removed_at", "at"?,
+# "duration"?}, see
 # `_carried_removal`; a deletion in the app, {"removed"})
 RATINGS = "ratings"  # ledger: item key -> {"rating", "review_id"} of the last rating we sent
 RATED_ROWS = "rated-rows"  # ledger: review id -> item key, of every rating row we added
@@ -630,7 +631,10 @@ class SerializdTarget:
         await self._load(ledger, PLAYS, prefix)
         plays = {k: v for k, v in ledger.plays.items() if k.startswith(prefix)}
         mine = [k for k, v in plays.items() if v.get("review_id") == int(record)]
-        gone = {k: _carried_removal(plays[k], int(record), row.payload.get("at")) for k in mine}
+        now = self.clock()
+        gone = {
+            k: _carried_removal(plays[k], int(record), row.payload.get("at"), now) for k in mine
+        }
         await self._record(ledger, PLAYS, gone)
         others = {k: v for k, v in plays.items() if k not in gone and not v.get("removed")}
         standing = await self._still_listed(ledger, row, _entries_of(others))
@@ -1314,13 +1318,19 @@ def _played(row: OutboxItem) -> dict[str, Any]:
     return {"ticked": False} if duration is None else {"ticked": False, "duration": duration}
 
 
-def _carried_removal(value: dict[str, Any], review: int, at: object) -> dict[str, Any]:
+def _carried_removal(value: dict[str, Any], review: int, at: object, now: float) -> dict[str, Any]:
     """The ledger value of a play of ours whose diary entry a link deleted carrying a removal
     from the other side: removed, and what the reader needs to keep a log of that viewing the
     user made in the app from counting as a play once ours is gone (the viewing was removed;
-    see readers.serializd.logged_after_ours): the entry's id (`deleted`), its date and the
-    episode's length when known."""
-    gone: dict[str, Any] = {"review_id": None, "removed": True, "deleted": review}
+    see readers.serializd.logged_after_ours): the entry's id (`deleted`), when it was deleted
+    (`removed_at`: a log made after that is the user's new one), its date and the episode's
+    length when known."""
+    gone: dict[str, Any] = {
+        "review_id": None,
+        "removed": True,
+        "deleted": review,
+        "removed_at": now,
+    }
     if isinstance(at, int | float) and not isinstance(at, bool) and at != UNDATED:
         gone["at"] = float(at)
     if "duration" in value:

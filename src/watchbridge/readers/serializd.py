@@ -97,6 +97,10 @@ MISSED = "missed"
 LATE_LOG_WINDOW = 20 * 60.0
 # ...and one made up to this long before it (the play delivered late), as `one_play` allows.
 EARLY_LOG = DUPLICATE_WINDOW_MINUTES * 60.0
+# `dateAdded` counts whole seconds, and Serializd's clock is known to us to a second: a log
+# is taken as made before a link deleted our entry only when it was by more than this much
+# (on either reading of that clock); a log made at about the same moment counts as a new play.
+ADDED_SLACK = 2.0
 # The app may date a log by the day alone (its midnight, in the user's time zone): a log dated
 # further from the play is of another viewing, logged afterwards.
 A_DAY = 86400.0
@@ -541,6 +545,7 @@ def logged_after_ours(
     before: Side | None,
     skew: float,
     deleted: Iterable[Play] = (),
+    removed_at: Mapping[str, float] | None = None,
 ) -> set[str]:
     """The records of the diary logs among `entries` that are a viewing `side` holds a play
     of ours of (`ours`: our review ids, each with the length in seconds of the episode played
@@ -550,7 +555,9 @@ def logged_after_ours(
     earliest first. A log another watchbridge or profile wrote (tagged) is its own play, and
     one the baseline `before` holds already stays as it was read. `deleted`: plays of ours
     (of review ids in `ours`) a link deleted carrying a removal: a log of their viewing stays
-    taken, or the play removed would come back through it. Pure."""
+    taken, or the play removed would come back through it; but not one added after the link
+    deleted ours (`removed_at`, by record, our clock): the user logged that viewing again
+    after the removal, a play of its own. Pure."""
     held = {p.record for p in before.plays} if before is not None else set()
     standing = [p for p in side.plays if p.record.isdigit() and int(p.record) in ours]
     read = {p.record for p in standing}
@@ -572,18 +579,19 @@ def logged_after_ours(
         key=lambda e: e.date_added,
     )
     taken: set[str] = set()
+    removed = removed_at or {}
     for play in mine:
         window = late_log_window(ours[int(play.record)])
+        deleted_at = removed.get(play.record)
         for entry in logs:
             record = str(entry.id)
+            added = readings(entry.date_added, skew)
             if (
                 record not in taken
                 and diary_key(entry) == play.item
                 and abs(entry.watched_at - play.at) <= A_DAY
-                and any(
-                    -EARLY_LOG <= reading - play.at <= window
-                    for reading in readings(entry.date_added, skew)
-                )
+                and any(-EARLY_LOG <= reading - play.at <= window for reading in added)
+                and (deleted_at is None or all(t + ADDED_SLACK <= deleted_at for t in added))
             ):
                 taken.add(record)
                 break
@@ -708,6 +716,18 @@ class SerializdReader:
             if isinstance(v, dict)
             and isinstance(review := v.get("review_id") or v.get("deleted"), int)
             and isinstance(v.get("duration"), int | float)
+        }
+
+    async def _removed_at(self, profile: str) -> dict[str, float]:
+        """When a link deleted each diary play of ours it deleted (review id as text -> our
+        clock), where the ledger says (removals before this was kept say nothing)."""
+        plays = await self._plays_ledger(profile)
+        return {
+            str(v["deleted"]): float(v["removed_at"])
+            for v in plays.values()
+            if isinstance(v, dict)
+            and isinstance(v.get("deleted"), int)
+            and isinstance(v.get("removed_at"), int | float)
         }
 
     async def _deleted_by_link(self, profile: str) -> list[Play]:
@@ -848,9 +868,18 @@ class SerializdReader:
         deleted = await self._deleted_by_link(profile)
         reviews = {*written.values(), *(int(p.record) for p in deleted)}
         of_ours = {review: lengths.get(review) for review in reviews}
-        logged_again = logged_after_ours(read_now, side, of_ours, baseline, skew, deleted)
+        removed_at = await self._removed_at(profile)
+        logged_again = logged_after_ours(
+            read_now, side, of_ours, baseline, skew, deleted, removed_at
+        )
         left = logged_after_ours(
-            read_now, Side(), of_ours, baseline, skew, gone_now(deleted, side, baseline)
+            read_now,
+            Side(),
+            of_ours,
+            baseline,
+            skew,
+            gone_now(deleted, side, baseline),
+            removed_at,
         )
         if left:
             log.info(
