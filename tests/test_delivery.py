@@ -1228,10 +1228,28 @@ async def test_a_page_answered_in_trakts_place_leaves_its_outage_alert_open(
     # answer of Trakt's application carries): Trakt itself has not answered yet.
     await trakt_down_long_enough_to_alert(worker, runtime, trakt, clock)
     trakt.clear_knobs()
-    trakt.fail_next(10**6, 404, body="<html><body><h1>404 Not Found</h1></body></html>")
+    trakt.cloudflare_next(10**6, status=404)
     await drain(worker, runtime, clock, passes=2, step=301)
     assert f"Resolved: {PAUSED}" not in receiver.titles()
     assert runtime.notifier.raised("service_unreachable", "trakt")
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 420, 422, 423, 426])
+async def test_a_page_answered_in_trakts_place_holds_a_play_without_spending_its_tries(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock, status: int
+) -> None:
+    # Cloudflare or a proxy answers for Trakt for an hour and a half, with any error status
+    # and no x-request-id: an outage (held, tried again every 10 minutes), no answer of
+    # Trakt's to the play, which neither becomes a dead letter nor has its sign-in refreshed.
+    trakt.cloudflare_next(10**6, status=status)
+    webhook(runtime, "movie_media_scrobble.json")
+    await drain(worker, runtime, clock, passes=9, step=601)
+    assert "trakt" in worker.holds
+    assert runtime.store.dead_letters() == []
+    assert trakt.count("POST", "/oauth/token") == 0
+    trakt.clear_knobs()
+    await drain(worker, runtime, clock, passes=3, step=601)
+    assert [h.item.title for h in trakt.history()] == ["Arrival"]
 
 
 async def test_metrics_say_a_target_is_held_until_a_delivery_gets_through(
@@ -4491,7 +4509,7 @@ async def test_a_rating_queued_while_trakt_is_paused_does_not_undo_a_newer_one_o
     # A play meets Trakt's firewall (403 without a request id): Trakt is paused 10 minutes,
     # and nothing queued meanwhile is tried (no attempt, no error on the row).
     runtime.store.enqueue([_late_play(HEAT, clock() - 60, "p1")], clock())
-    trakt.fail_next(1, 403, body="<html>blocked</html>")
+    trakt.fail_next(1, 403, body="<html>blocked</html>", from_trakt=False)
     await worker.pass_once(runtime)
     assert "trakt" in worker.holds
     runtime.store.enqueue([rating_row(clock, "Arrival", "tt2543164", "r1", 80)], clock())

@@ -16,6 +16,7 @@ import pytest
 from tests.fakes.base import FakeServer
 from tests.fakes.echo import EchoFake
 from watchbridge.http import (
+    IN_ITS_PLACE_PAUSE,
     Bucket,
     HttpClient,
     Pacer,
@@ -53,6 +54,32 @@ async def test_server_errors_are_retried(client: HttpClient, echo: EchoFake) -> 
     echo.fail_next(2, 502)
     assert (await client.request("GET", "/items")).status_code == 200
     assert echo.count("GET", "/items") == 3
+
+
+@pytest.fixture
+async def marking_client(echo: EchoFake) -> AsyncIterator[HttpClient]:
+    """A client of a service whose own answers carry `x-request-id` (Trakt's do)."""
+    http = HttpClient(
+        "echo",
+        echo.url,
+        retry=RetryPolicy(attempts=3, backoff=0.01, max_inline_wait=1.0),
+        own_answer=lambda response: "x-request-id" in response.headers,
+    )
+    yield http
+    await http.aclose()
+
+
+async def test_an_error_page_in_the_services_place_is_an_outage_not_its_refusal(
+    marking_client: HttpClient, echo: EchoFake
+) -> None:
+    # A proxy's 404 page says nothing of the row written: held for minutes, no try spent.
+    echo.fail_next(1, 404, body="<html><h1>404 Not Found</h1></html>")
+    with pytest.raises(Unavailable, match="404 with a page of a firewall or proxy") as caught:
+        await marking_client.request("POST", "/items", json={"n": 1})
+    assert caught.value.retry_after == IN_ITS_PLACE_PAUSE
+    assert not caught.value.answered and not caught.value.outcome_unknown
+    echo.fail_next(1, 404, headers={"x-request-id": "its-own"})
+    assert (await marking_client.request("POST", "/items", json={"n": 1})).status_code == 404
 
 
 @pytest.mark.parametrize("token", ["abc\u200bdef", "abc\ndef"], ids=["invisible", "newline"])

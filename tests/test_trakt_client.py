@@ -735,7 +735,7 @@ async def test_a_refresh_refused_for_another_reason_asks_for_a_human_or_waits(
     signed_in(trakt, store)
     trakt.expire_tokens()
     body = cloudflare_page(status) if status == 403 else {"error": "nope"}
-    trakt.fail_next(1, status, body=body, route="POST /oauth/token")
+    trakt.fail_next(1, status, body=body, route="POST /oauth/token", from_trakt=status != 403)
     with pytest.raises(error):
         await client.last_activities(PROFILE)
 
@@ -1326,10 +1326,24 @@ async def test_a_firewall_block_is_waited_out_for_minutes(
     client: TraktClient, trakt: FakeTrakt, store: Store
 ) -> None:
     signed_in(trakt, store)
-    trakt.fail_next(1, 403, body=cloudflare_page(403), headers={"server": "cloudflare"})
+    trakt.cloudflare_next(1, status=403)
     with pytest.raises(Unavailable) as caught:
         await client.last_activities(PROFILE)
     assert caught.value.retry_after == 600
+
+
+async def test_a_401_page_without_trakts_request_id_leaves_the_sign_in_unrefreshed(
+    client: TraktClient, trakt: FakeTrakt, store: Store
+) -> None:
+    # A proxy's or Cloudflare's 401 says nothing of the token: a refresh would spend the
+    # single-use refresh token for nothing. Waited out as an outage instead (pitfalls §7).
+    signed_in(trakt, store)
+    trakt.cloudflare_next(1, status=401)
+    with pytest.raises(Unavailable, match="in its place") as caught:
+        await client.scrobble(PROFILE, "stop", a_movie(trakt), 90.0)
+    assert caught.value.retry_after == 600 and not caught.value.answered
+    assert trakt.count("POST", "/oauth/token") == 0
+    await client.last_activities(PROFILE)  # the sign-in still works
 
 
 async def test_a_host_clock_days_ahead_of_trakts_refreshes_the_sign_in_once_not_at_every_call(

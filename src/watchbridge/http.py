@@ -293,6 +293,12 @@ class RetryPolicy:
 MAX_RETRY_AFTER = 6 * 3600.0
 
 
+# How long a service is held after a page a firewall (Cloudflare's) or a proxy answered in its
+# place (`HttpClient.own_answer`): such blocks pass in minutes, and asking sooner may only
+# lengthen them (pitfalls/trakt.md §7).
+IN_ITS_PLACE_PAUSE = 600.0
+
+
 # The longest wait of our own after 429s in a row that say no wait (an abuse filter's, with
 # neither Retry-After nor X-Ratelimit, or a wait of 0 or a date past): Trakt's trip blocks
 # every call for minutes (trakt-api#827), and asking sooner may only lengthen it.
@@ -957,6 +963,17 @@ class HttpClient:
                         self._waited(wait)
                     continue
                 if response.status_code not in TRANSIENT_STATUS:
+                    if base_url is None and response.is_error and not self._own(response):
+                        # Not the service refusing this request: a page of a firewall or a
+                        # proxy in its place, no row's failure (nor a 401 to refresh for).
+                        raise Unavailable(
+                            self.service,
+                            f"answered {response.status_code} with a page of a firewall or "
+                            "proxy in its place, not its own answer",
+                            IN_ITS_PLACE_PAUSE,
+                            outcome_unknown=maybe_written,
+                            status=response.status_code,
+                        )
                     self._answered(base_url, response)
                     return response
                 last_problem = f"answered {response.status_code}"
@@ -1193,9 +1210,12 @@ class HttpClient:
         service's outage too when the answer is its own (`own_answer`)."""
         host = (self.service, base_url or self.base_url)
         _FAILING.over(host, "requests answered again", self.clock(), service=self.service)
-        own = self.own_answer is None or self.own_answer(response)
-        if base_url is None and own and (answered := ANSWERED.get()) is not None:
+        if base_url is None and self._own(response) and (answered := ANSWERED.get()) is not None:
             answered.add(self.service)
+
+    def _own(self, response: httpx.Response) -> bool:
+        """Whether `response` is the service's own answer (`own_answer`)."""
+        return self.own_answer is None or self.own_answer(response)
 
     def _note_clock(self, headers: Mapping[str, str]) -> None:
         said = date_header_time(headers)

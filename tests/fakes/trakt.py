@@ -43,6 +43,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 from .base import (
     JSON_TYPE,
     FakeServer,
+    HeaderMap,
     Request,
     Response,
     Shaped,
@@ -566,7 +567,8 @@ class FakeTrakt(FakeServer):
     Misbehave: ``vip``, ``enforce_rate_limits``/``rate_limits``/``trip_block_seconds``,
     ``throttle_next``, ``lock_account``, ``account_limit``, ``cloudflare_next``,
     ``refuse_entries``, ``refuse_access_tokens`` (plus the base's
-    ``fail_next``/``delay_next``/``drop_next``). Clock: ``now``, ``advance``.
+    ``fail_next``/``delay_next``/``drop_next``; ``fail_next`` answers as Trakt's application,
+    with its ``x-request-id``, unless ``from_trakt=False``). Clock: ``now``, ``advance``.
     """
 
     def __init__(
@@ -1064,10 +1066,43 @@ class FakeTrakt(FakeServer):
             extra = {"Retry-After": str(retry_after), "X-Ratelimit": _compact(info)}
         self.fail_next(n, 429, headers=extra, route=route, content_type=JSON_TYPE)
 
+    def fail_next(
+        self,
+        n: int,
+        status: int,
+        headers: HeaderMap = None,
+        body: bytes | str | dict[str, Any] | list[Any] | None = None,
+        route: str | None = None,
+        content_type: str | None = None,
+        *,
+        after_handler: bool = False,
+        when: Callable[[Request], bool] | None = None,
+        from_trakt: bool = True,
+    ) -> None:
+        """The base's ``fail_next``, answered by Trakt's application (§1: its answers carry
+        ``x-request-id``/``x-runtime``); ``from_trakt=False``: by something in its place (a
+        proxy's or Cloudflare's page), without them."""
+        own = {"x-request-id": str(uuid.uuid4()), "x-runtime": "0.001"} if from_trakt else {}
+        super().fail_next(
+            n,
+            status,
+            {**own, **(headers or {})},
+            body,
+            route,
+            content_type,
+            after_handler=after_handler,
+            when=when,
+        )
+
     def cloudflare_next(self, n: int = 1, *, status: int = 522, route: str | None = None) -> None:
         """The next ``n`` requests get a Cloudflare HTML error page (no ``x-request-id``)."""
         self.fail_next(
-            n, status, body=cloudflare_page(status), route=route, headers={"server": "cloudflare"}
+            n,
+            status,
+            body=cloudflare_page(status),
+            route=route,
+            headers={"server": "cloudflare"},
+            from_trakt=False,
         )
 
     # ======================================================================================

@@ -26,6 +26,7 @@ import httpx
 from watchbridge.config import Secret, TraktConfig
 from watchbridge.errors import StoreError
 from watchbridge.http import (
+    IN_ITS_PLACE_PAUSE,
     Bucket,
     HttpClient,
     Pacer,
@@ -1915,9 +1916,6 @@ def _oauth_error(response: httpx.Response) -> str:
     return str(error or f"HTTP {response.status_code}")
 
 
-FIREWALL_PAUSE = 600.0  # pitfalls/trakt.md §7: back off for minutes after a WAF block
-
-
 # What a firewall block of a sign-in says: the person at the terminal waits and tries again.
 _SIGN_IN_BLOCKED = (
     "sign-in request",
@@ -1933,12 +1931,13 @@ def from_trakt(response: httpx.Response) -> bool:
 
 def _raise_if_firewall(response: httpx.Response, what: str = "request", advice: str = "") -> None:
     """A 403 without Trakt's request id is Cloudflare's (pitfalls §7), not Trakt refusing the
-    app: its bans pass (minutes, not seconds), and the app's settings are not to blame."""
+    app: its bans pass (minutes, not seconds), and the app's settings are not to blame. For
+    the sign-in host: the API's answers are sorted so by the HTTP policy (`own_answer`)."""
     if response.status_code == 403 and not from_trakt(response):
         raise Unavailable(
             SERVICE,
             f"Trakt's firewall blocked the {what} (403 without a Trakt request id){advice}",
-            retry_after=FIREWALL_PAUSE,
+            retry_after=IN_ITS_PLACE_PAUSE,
         )
 
 
