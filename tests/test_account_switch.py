@@ -280,7 +280,7 @@ async def test_another_serializd_account_is_told_in_one_alert(
         await rig.aclose()
 
     (alert,) = account_alerts(receiver)
-    assert alert["title"] == "watchbridge: profile me's serializd is another account"
+    assert alert["title"] == "watchbridge: profile me's Serializd is another account"
     body = alert["message"]
     assert "profile me: serializd is now user bob_tv (was user alice_tv)" in body
     if first_run == "apply":

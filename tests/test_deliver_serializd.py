@@ -530,7 +530,7 @@ async def test_a_lasting_change_of_the_diary_holds_the_play_without_spending_its
     (row,) = waiting(runtime)
     assert row["status"] == "pending" and CHANGED in row["last_error"]
     assert "without giving up" in row["last_error"]
-    paused = "watchbridge: serializd deliveries paused for profile me"
+    paused = "watchbridge: Serializd deliveries paused for profile me"
     told = receiver.titles()
     assert told and set(told) == {paused}  # the alert, and its reminders while it lasts
     fake.clear_knobs()  # the diary reads again (Serializd went back, or an update reads it)
@@ -605,7 +605,7 @@ async def test_a_wrong_password_is_not_sent_again_and_alerts_once(
     assert fake.count("POST", "/api/login") == 1
     assert runtime.store.outbox_counts()["pending"] == 1
     assert runtime.store.dead_letters() == []
-    assert receiver.titles() == ["watchbridge: serializd deliveries paused for profile me"]
+    assert receiver.titles() == ["watchbridge: Serializd deliveries paused for profile me"]
 
 
 async def test_a_refused_password_alert_names_serializd_once(
@@ -631,7 +631,7 @@ async def test_serializd_answering_again_but_refusing_the_password_ends_its_outa
     clock: FakeClock,
     receiver: AlertReceiver,
 ) -> None:
-    paused = "watchbridge: serializd deliveries paused"
+    paused = "watchbridge: Serializd deliveries paused"
     fake.fail_next(10**6, 503)
     enqueue(runtime, "play", episode(4), clock() - 3600)
     await drain(worker, runtime, clock, passes=5, step=301)
@@ -654,7 +654,7 @@ async def test_a_rating_held_by_a_refused_password_then_skipped_for_a_newer_one_
 ) -> None:
     # Serializd's diary, read with the password put right, holds a rating the user gave there
     # meanwhile: the waiting rating is skipped, and the sign-in it waited for works.
-    paused = "watchbridge: serializd deliveries paused for profile me"
+    paused = "watchbridge: Serializd deliveries paused for profile me"
     target.client.accounts["me"] = SerializdAccount(EMAIL, Secret("wrong"))
     enqueue(runtime, "rating", episode(4), clock() - 60, rating=60)
     await drain(worker, runtime, clock, passes=1)
@@ -1411,7 +1411,7 @@ async def test_another_serializd_account_a_delivery_notices_is_alerted_at_once(
     await deliver_as_the_service(runtime, clock)
 
     (alert,) = [m for m in receiver.messages if "is another account" in str(m.get("title"))]
-    assert alert["title"] == "watchbridge: profile me's serializd is another account"
+    assert alert["title"] == "watchbridge: profile me's Serializd is another account"
     assert "profile me: serializd is now user bob_tv (was user alice_tv)" in alert["message"]
     assert bob.password not in alert["message"]
 

@@ -84,7 +84,7 @@ from watchbridge.webhooks import ingest_job
 from watchbridge.wiring import build_runtime, make_targets
 
 pytestmark = pytest.mark.anyio
-PAUSED_FOR_ME = "watchbridge: trakt deliveries paused for profile me"
+PAUSED_FOR_ME = "watchbridge: Trakt deliveries paused for profile me"
 
 
 @pytest.fixture
@@ -368,7 +368,7 @@ async def test_a_sign_in_service_down_as_the_token_runs_out_is_told_for_that_pro
     assert receiver.titles()[-1] == f"Resolved: {PAUSED_FOR_ME}"
 
 
-ENDS_SOON_FOR_ME = "watchbridge: trakt sign-in of profile me ends soon"
+ENDS_SOON_FOR_ME = "watchbridge: Trakt sign-in of profile me ends soon"
 TOKEN_LIFE = 7 * 86400  # what FakeTrakt gives
 
 
@@ -1165,7 +1165,7 @@ async def test_trakt_outage_holds_the_target_and_nothing_is_lost(
     assert runtime.store.outbox_counts()["pending"] == 0
 
 
-PAUSED = "watchbridge: trakt deliveries paused"
+PAUSED = "watchbridge: Trakt deliveries paused"
 
 
 async def trakt_down_long_enough_to_alert(
@@ -2776,7 +2776,7 @@ async def test_a_rating_a_rate_limit_held_that_gives_up_as_it_lifts_ends_the_pau
         assert receiver.titles() == [
             PAUSED_FOR_ME,
             f"Resolved: {PAUSED_FOR_ME}",
-            "watchbridge: a trakt delivery gave up",
+            "watchbridge: a Trakt delivery gave up",
         ]
         resolved = receiver.messages[1]["message"]
         assert "those it held went out or gave up (dead letters" in resolved
@@ -2900,7 +2900,7 @@ async def test_an_outage_across_a_clock_set_back_hours_is_alerted_within_the_hou
     await worker.pass_once(runtime)
     clock.advance(-2 * 3600)
     await drain(worker, runtime, clock, passes=60, step=60)
-    assert receiver.titles() == ["watchbridge: trakt deliveries paused"]
+    assert receiver.titles() == ["watchbridge: Trakt deliveries paused"]
 
 
 async def test_a_profiles_rate_limit_across_a_clock_set_back_hours_is_alerted_within_the_hour(
@@ -2942,7 +2942,7 @@ async def test_a_target_held_15_minutes_alerts_though_no_delivery_is_tried_meanw
     clock.advance(started + 900 - clock())  # still held: a webhook or the idle wake-up
     await worker.pass_once(runtime)
     assert len(trakt.requests) == requests
-    assert receiver.titles() == ["watchbridge: trakt deliveries paused"]
+    assert receiver.titles() == ["watchbridge: Trakt deliveries paused"]
     assert "has not taken deliveries for 15 minutes" in receiver.messages[0]["message"]
 
 
@@ -2965,7 +2965,7 @@ async def test_an_outage_alert_says_trakt_asks_to_wait_only_when_it_did(
         assert clock() < started + 3600
         clock.advance(max(worker.holds["trakt"].until - clock(), 0.0) if worker.holds else 0.0)
         await worker.pass_once(runtime)
-    assert receiver.titles() == ["watchbridge: trakt deliveries paused"]
+    assert receiver.titles() == ["watchbridge: Trakt deliveries paused"]
     message = receiver.messages[0]["message"]
     assert "has not taken deliveries for" in message
     assert ("It asks to wait until" in message) is asks
@@ -3004,7 +3004,7 @@ async def test_a_long_rate_limit_is_resolved_once_deliveries_go_through(
     assert [h.item.title for h in trakt.history()] == ["Heat"]
     assert receiver.titles() == [
         PAUSED_FOR_ME,
-        "Resolved: watchbridge: trakt deliveries paused for profile me",
+        "Resolved: watchbridge: Trakt deliveries paused for profile me",
     ]
 
 
@@ -3691,7 +3691,7 @@ async def test_a_dead_letter_whose_alert_failed_is_alerted_after_a_restart(
     async with restarted(runtime, worker, clock) as (runtime, worker):  # an update, say
         clock.advance(120)
         await worker.pass_once(runtime)
-        assert gave_up(receiver) == ["watchbridge: a trakt delivery gave up"]
+        assert gave_up(receiver) == ["watchbridge: a Trakt delivery gave up"]
 
 
 async def test_a_dead_letter_the_process_died_before_alerting_is_alerted_after_the_restart(
@@ -3702,7 +3702,7 @@ async def test_a_dead_letter_the_process_died_before_alerting_is_alerted_after_t
     runtime.store.mark_dead(row.id, clock(), "gave up after 3 attempts: 400")  # then kill -9
     async with restarted(runtime, worker, clock) as (runtime, worker):
         await worker.pass_once(runtime)
-        assert gave_up(receiver) == ["watchbridge: a trakt delivery gave up"]
+        assert gave_up(receiver) == ["watchbridge: a Trakt delivery gave up"]
         await worker.pass_once(runtime)
     assert len(gave_up(receiver)) == 1  # told once
 
@@ -3810,7 +3810,7 @@ async def test_rows_the_config_no_longer_allows_become_told_dead_letters(
     await worker.pass_once(runtime)
     (dead,) = runtime.store.dead_letters()
     assert why in (dead.last_error or "")
-    assert gave_up(receiver) == [f"watchbridge: a {target} delivery gave up"]
+    assert gave_up(receiver) == [f"watchbridge: a {target.capitalize()} delivery gave up"]
     assert trakt.history() == []
 
 
@@ -3861,7 +3861,7 @@ def test_one_alert_tells_of_several_dead_letters_naming_the_latest() -> None:
         for i in range(1, 8)
     ]
     title, body = dead_letter_alert("trakt", Untold(len(rows), rows, 0.0))
-    assert title == "watchbridge: 7 trakt deliveries gave up"
+    assert title == "watchbridge: 7 Trakt deliveries gave up"
     assert "and 2 more" in body and "error 7" in body and "error 2" not in body
 
 
@@ -4275,7 +4275,7 @@ async def test_giving_up_the_rows_of_a_removed_account_closes_its_sign_in_alert(
     config = replace(runtime.config, profiles={"me": without})
     async with restarted(runtime, worker, clock, config) as (again, service):
         await service.pass_once(again)
-    assert "Resolved: watchbridge: trakt deliveries paused for profile me" in receiver.titles()
+    assert "Resolved: watchbridge: Trakt deliveries paused for profile me" in receiver.titles()
 
 
 async def test_a_service_down_is_probed_seconds_apart_even_when_no_wait_is_configured(

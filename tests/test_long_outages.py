@@ -40,8 +40,8 @@ pytestmark = pytest.mark.anyio
 
 EMAIL, PASSWORD, _ = ALICE
 HOUR, DAY = 3600.0, 86400.0
-PAUSED = "watchbridge: serializd deliveries paused"
-PLAY_GAVE_UP = "watchbridge: a serializd delivery gave up"
+PAUSED = "watchbridge: Serializd deliveries paused"
+PLAY_GAVE_UP = "watchbridge: a Serializd delivery gave up"
 
 
 @pytest.fixture

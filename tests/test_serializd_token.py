@@ -31,8 +31,8 @@ pytestmark = pytest.mark.anyio
 
 DAY = 86400.0
 VALIDATE = "/api/validateauthtoken"
-PAUSED = "watchbridge: serializd deliveries paused for profile me"
-ENDS_SOON = "watchbridge: serializd sign-in of profile me ends soon"
+PAUSED = "watchbridge: Serializd deliveries paused for profile me"
+ENDS_SOON = "watchbridge: Serializd sign-in of profile me ends soon"
 
 
 @pytest.fixture

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from itertools import zip_longest
 from typing import Protocol
 
-from watchbridge.config import Config, link_profiles
+from watchbridge.config import Config, link_profiles, service_title
 from watchbridge.reconcile import ABSORBED, EXPECTED, UNDATED, Side
 from watchbridge.shown_text import on_one_line
 from watchbridge.store import ACCOUNT_CURSOR, ENGINE, OutboxItem, Store
@@ -140,7 +140,8 @@ class AccountChange:
         )
 
     def alert_title(self) -> str:
-        return f"watchbridge: profile {self.profile}'s {self.service} is another account"
+        service = service_title(self.service)
+        return f"watchbridge: profile {self.profile}'s {service} is another account"
 
     def alert_body(self, dead: int = 0) -> str:
         """What the `account_changed` alert tells: the accounts, what starts over and how,

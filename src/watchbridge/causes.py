@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from watchbridge.config import service_title
 from watchbridge.errors import WatchbridgeError
 from watchbridge.http import ServiceError, Unavailable
 from watchbridge.services.anilist import AniListAuthError
@@ -53,7 +54,7 @@ class Alert:
 def paused_title(target: str, profile: str | None = None) -> str:
     """The title of the alerts that say a target's deliveries (one profile's) are paused."""
     whose = f" for profile {profile}" if profile else ""
-    return f"watchbridge: {target} deliveries paused{whose}"
+    return f"watchbridge: {service_title(target)} deliveries paused{whose}"
 
 
 def paused_alert(kind: str, target: str, profile: str | None, reason: str) -> Alert:

@@ -829,6 +829,15 @@ def cross_check(config: Config) -> list[tuple[str, str]]:
 SERVICE_TITLES = {"trakt": "Trakt", "serializd": "Serializd", "anilist": "AniList", "plex": "Plex"}
 
 
+def service_title(service: str) -> str:
+    """`service` (a config name: trakt, jellyfin, ...) as the service writes itself, for text
+    a person reads (alert titles)."""
+    return SERVICE_TITLES.get(service) or _SERVER_TITLES.get(service, service)
+
+
+_SERVER_TITLES = {"jellyfin": "Jellyfin", "emby": "Emby", "plextv": "plex.tv"}
+
+
 # The links that sync each list kind, by the names the README uses for them.
 LIST_KIND_LINKS: dict[str, dict[str, frozenset[str]]] = {
     "watchlist": {

@@ -26,7 +26,7 @@ from watchbridge.app import Runtime
 from watchbridge.backoff import doubled
 from watchbridge.causes import paused_alert, paused_title
 from watchbridge.clocksteps import Step, sent_at
-from watchbridge.config import DeliveryConfig, undeliverable, unwanted_by_link
+from watchbridge.config import DeliveryConfig, service_title, undeliverable, unwanted_by_link
 from watchbridge.deadletters import retry_dead_letters
 from watchbridge.deliver.fence import Fence, as_a_wait, handed_back
 from watchbridge.deliver.oncemore import (
@@ -745,7 +745,8 @@ DEAD_LETTERS_LISTED = 5  # the most an alert names; it counts the rest
 def dead_letter_alert(target: str, untold: Untold) -> tuple[str, str]:
     """The title and text of the alert telling of `target`'s dead letters `untold`."""
     count, rows = untold.count, untold.latest[-DEAD_LETTERS_LISTED:]
-    what = f"a {target} delivery" if count == 1 else f"{count} {target} deliveries"
+    name = service_title(target)
+    what = f"a {name} delivery" if count == 1 else f"{count} {name} deliveries"
     lines = [_dead_letter_line(row) for row in rows]
     if count > len(rows):
         lines.insert(0, f"... and {count - len(rows)} more, the latest:")
@@ -773,7 +774,7 @@ def _retry_command(count: int, listed: Sequence[OutboxItem]) -> str:
 
 def ending_title(target: str, profile: str) -> str:
     """The title of the alert that says a profile's sign-in works but cannot be renewed."""
-    return f"watchbridge: {target} sign-in of profile {profile} ends soon"
+    return f"watchbridge: {service_title(target)} sign-in of profile {profile} ends soon"
 
 
 def _gave_up(attempts: int, reason: str, failing_for: float | None = None) -> str:
