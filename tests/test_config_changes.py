@@ -194,13 +194,13 @@ GIVEN_UP = {  # how Trakt held the play; the config after; the title of its paus
     "account removed": (
         429,
         without_my_trakt_account,
-        "watchbridge: Trakt deliveries paused for profile me",
+        "watchbridge: Trakt deliveries paused (profile me)",
         "profile me no longer has profiles.me.accounts.trakt",
     ),
     "service removed": (
         503,
         without_trakt,
-        "watchbridge: Trakt deliveries paused",
+        "watchbridge: Trakt unreachable",
         "trakt is no longer configured",
     ),
 }
@@ -357,7 +357,7 @@ def test_a_renamed_profile_is_warned_of_and_its_queued_plays_come_back_with_its_
     before = config_text(tmp_path, port, trakt, receiver, "")
     service = started(path, port, before)
     try:
-        wait_for(lambda: "watchbridge: Trakt deliveries paused for profile me" in receiver.titles())
+        wait_for(lambda: "watchbridge: Trakt deliveries paused (profile me)" in receiver.titles())
     finally:
         service.terminate()
 
@@ -634,8 +634,8 @@ services:
 """
 
 
-SERIALIZD_DOWN = "watchbridge: Serializd deliveries paused"
-TRAKT_DOWN = "watchbridge: Trakt deliveries paused"
+SERIALIZD_DOWN = "watchbridge: Serializd unreachable"
+TRAKT_DOWN = "watchbridge: Trakt unreachable"
 
 
 def alerts_told(path: Path, alerts: Sequence[tuple[str, str, str, str]]) -> None:
@@ -760,10 +760,10 @@ profiles:
 {kid if before else ""}"""
 
 
-KID_SIGNED_OUT = "watchbridge: Trakt deliveries paused for profile kid"
+KID_SIGNED_OUT = "watchbridge: Trakt sign-in needed (profile kid)"
 KID_FULL = "Trakt watchlist full for kid"
 MY_SIGN_IN_ENDS = "watchbridge: Trakt sign-in of profile me ends soon"
-MY_SERIALIZD = "watchbridge: Serializd deliveries paused for profile me"
+MY_SERIALIZD = "watchbridge: Serializd sign-in needed (profile me)"
 PROFILE_ALERTS = (  # kind, key, title: the first three about what the config then drops
     ("credentials", "trakt:kid", KID_SIGNED_OUT),
     ("account_limit", "trakt:kid:watchlist", KID_FULL),
@@ -822,7 +822,7 @@ def test_an_owed_alert_of_a_profile_taken_out_is_not_sent_after_all(
     assert kept == ["serializd:me"]  # kid's is gone, not kept open for 400 days
 
 
-MY_TRAKT_PAUSED = "watchbridge: Trakt deliveries paused for profile me"
+MY_TRAKT_PAUSED = "watchbridge: Trakt sign-in needed (profile me)"
 
 
 def test_rename_profile_keeps_the_old_names_open_alerts_open_under_the_new(

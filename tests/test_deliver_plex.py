@@ -434,7 +434,7 @@ async def test_a_rating_held_by_a_refused_token_then_skipped_for_plexs_newer_one
     target = PlexTarget(plex_client(alerting, runtime.store, clock), alerting, runtime.store, clock)
     worker = DeliveryWorker(lambda _: [target], alerting.delivery, judge_config=False)
     worker.targets = {target.name: target}
-    paused = "watchbridge: Plex deliveries paused for profile jamie"
+    paused = "watchbridge: Plex sign-in needed (profile jamie)"
     try:
         del plex.users[JAMIE_TOKEN]
         item = ref_for_key(ARRIVAL)

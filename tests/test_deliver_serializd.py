@@ -530,7 +530,7 @@ async def test_a_lasting_change_of_the_diary_holds_the_play_without_spending_its
     (row,) = waiting(runtime)
     assert row["status"] == "pending" and CHANGED in row["last_error"]
     assert "without giving up" in row["last_error"]
-    paused = "watchbridge: Serializd deliveries paused for profile me"
+    paused = "watchbridge: Serializd deliveries paused (profile me)"
     told = receiver.titles()
     assert told and set(told) == {paused}  # the alert, and its reminders while it lasts
     fake.clear_knobs()  # the diary reads again (Serializd went back, or an update reads it)
@@ -605,7 +605,7 @@ async def test_a_wrong_password_is_not_sent_again_and_alerts_once(
     assert fake.count("POST", "/api/login") == 1
     assert runtime.store.outbox_counts()["pending"] == 1
     assert runtime.store.dead_letters() == []
-    assert receiver.titles() == ["watchbridge: Serializd deliveries paused for profile me"]
+    assert receiver.titles() == ["watchbridge: Serializd sign-in needed (profile me)"]
 
 
 async def test_a_refused_password_alert_names_serializd_once(
@@ -631,7 +631,7 @@ async def test_serializd_answering_again_but_refusing_the_password_ends_its_outa
     clock: FakeClock,
     receiver: AlertReceiver,
 ) -> None:
-    paused = "watchbridge: Serializd deliveries paused"
+    paused = "watchbridge: Serializd unreachable"
     fake.fail_next(10**6, 503)
     enqueue(runtime, "play", episode(4), clock() - 3600)
     await drain(worker, runtime, clock, passes=5, step=301)
@@ -639,7 +639,8 @@ async def test_serializd_answering_again_but_refusing_the_password_ends_its_outa
     fake.clear_knobs()
     target.client.accounts["me"] = SerializdAccount(EMAIL, Secret("wrong"))
     await drain(worker, runtime, clock, passes=2, step=301)
-    assert receiver.titles() == [paused, f"{paused} for profile me", f"Resolved: {paused}"]
+    signed_out = "watchbridge: Serializd sign-in needed (profile me)"
+    assert receiver.titles() == [paused, signed_out, f"Resolved: {paused}"]
     assert runtime.notifier.raised("credentials", "serializd:me")
     assert runtime.store.outbox_counts()["pending"] == 1
 
@@ -654,7 +655,7 @@ async def test_a_rating_held_by_a_refused_password_then_skipped_for_a_newer_one_
 ) -> None:
     # Serializd's diary, read with the password put right, holds a rating the user gave there
     # meanwhile: the waiting rating is skipped, and the sign-in it waited for works.
-    paused = "watchbridge: Serializd deliveries paused for profile me"
+    paused = "watchbridge: Serializd sign-in needed (profile me)"
     target.client.accounts["me"] = SerializdAccount(EMAIL, Secret("wrong"))
     enqueue(runtime, "rating", episode(4), clock() - 60, rating=60)
     await drain(worker, runtime, clock, passes=1)

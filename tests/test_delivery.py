@@ -84,7 +84,9 @@ from watchbridge.webhooks import ingest_job
 from watchbridge.wiring import build_runtime, make_targets
 
 pytestmark = pytest.mark.anyio
-PAUSED_FOR_ME = "watchbridge: Trakt deliveries paused for profile me"
+PAUSED_FOR_ME = "watchbridge: Trakt sign-in needed (profile me)"
+LIMITED_FOR_ME = "watchbridge: Trakt account limit reached (profile me)"
+HELD_FOR_ME = "watchbridge: Trakt deliveries paused (profile me)"  # a rate limit, say
 
 
 @pytest.fixture
@@ -347,6 +349,28 @@ async def test_a_refresh_the_oauth_host_refuses_holds_deliveries_and_alerts(
     assert "services.trakt.auth_url" in receiver.messages[0]["message"]
 
 
+EARLIER_PAUSED_FOR_ME = "watchbridge: trakt deliveries paused for profile me"  # before 0.2
+
+
+async def test_a_sign_in_alert_an_earlier_release_raised_is_resolved_under_its_own_title(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    # Open across the upgrade: the same condition, so no second alert and one "Resolved".
+    await runtime.notifier.notify("credentials", EARLIER_PAUSED_FOR_ME, "refused", key="trakt:me")
+    trakt.revoke_tokens()
+    webhook(runtime, "movie_media_scrobble.json")
+    await drain(worker, runtime, clock, passes=1)
+    assert runtime.store.outbox_counts()["pending"] == 1
+    sign_in(runtime, trakt, clock)
+    await drain(worker, runtime, clock, passes=2, step=1000)
+    assert [h.item.title for h in trakt.history()] == ["Arrival"]
+    assert receiver.titles() == [EARLIER_PAUSED_FOR_ME, f"Resolved: {EARLIER_PAUSED_FOR_ME}"]
+
+
 async def test_a_sign_in_service_down_as_the_token_runs_out_is_told_for_that_profile(
     runtime: Runtime,
     worker: DeliveryWorker,
@@ -359,13 +383,13 @@ async def test_a_sign_in_service_down_as_the_token_runs_out_is_told_for_that_pro
     trakt.fail_next(1000, 502, route="POST /oauth/token")
     webhook(runtime, "movie_media_scrobble.json")
     await drain(worker, runtime, clock, passes=10, step=120)  # past the outage alert's wait
-    assert receiver.titles() == [PAUSED_FOR_ME]
+    assert receiver.titles() == [HELD_FOR_ME]
     assert "sign-in service" in receiver.messages[0]["message"]
 
     trakt.clear_knobs()
     await drain(worker, runtime, clock, passes=2, step=120)
     assert [h.item.title for h in trakt.history()] == ["Arrival"]
-    assert receiver.titles()[-1] == f"Resolved: {PAUSED_FOR_ME}"
+    assert receiver.titles()[-1] == f"Resolved: {HELD_FOR_ME}"
 
 
 ENDS_SOON_FOR_ME = "watchbridge: Trakt sign-in of profile me ends soon"
@@ -497,7 +521,7 @@ async def test_a_rate_limit_alert_is_resolved_while_the_sign_in_ends(
     _lift_the_pacer(worker)
     await worker.pass_once(runtime)
     assert [h.item.title for h in trakt.history()] == ["Heat"]
-    assert receiver.titles() == [PAUSED_FOR_ME, ENDS_SOON_FOR_ME, f"Resolved: {PAUSED_FOR_ME}"]
+    assert receiver.titles() == [HELD_FOR_ME, ENDS_SOON_FOR_ME, f"Resolved: {HELD_FOR_ME}"]
 
 
 async def test_deliveries_pausing_when_a_refused_sign_in_runs_out_are_told(
@@ -669,7 +693,7 @@ async def test_a_play_delivered_beside_a_held_rating_does_not_end_its_account_li
     await worker.pass_once(runtime)
     assert [h.item.title for h in trakt.history()] == ["Heat"]
     assert runtime.store.outbox_counts()["pending"] == 1  # the rating, still held
-    assert receiver.titles() == [PAUSED_FOR_ME]
+    assert receiver.titles() == [LIMITED_FOR_ME]
 
 
 async def test_a_locked_trakt_account_holds_its_plays_until_it_is_unlocked(
@@ -726,7 +750,7 @@ async def test_a_rating_through_does_not_end_the_account_limit_of_a_held_play(
     runtime.store.enqueue([_rating(dune, clock() - 60, "r2", 90)], clock())
     await worker.pass_once(runtime)
     assert [r.rating for r in trakt.ratings()] == [9]
-    assert receiver.titles() == [PAUSED_FOR_ME]
+    assert receiver.titles() == [LIMITED_FOR_ME]
 
 
 async def test_an_account_limit_held_across_a_restart_ends_only_once_nothing_waits(
@@ -743,9 +767,9 @@ async def test_an_account_limit_held_across_a_restart_ends_only_once_nothing_wai
     async with restarted(runtime, worker, clock) as (runtime, worker):
         runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
         await worker.pass_once(runtime)  # a play goes through; the rating is still held
-        assert receiver.titles() == [PAUSED_FOR_ME]
+        assert receiver.titles() == [LIMITED_FOR_ME]
         await drain(worker, runtime, clock, passes=2, step=7 * 3600)  # the rating goes out
-        assert receiver.titles()[-1] == f"Resolved: {PAUSED_FOR_ME}"
+        assert receiver.titles()[-1] == f"Resolved: {LIMITED_FOR_ME}"
 
 
 async def test_an_account_limit_held_across_a_restart_ends_when_its_rows_go_out(
@@ -769,7 +793,7 @@ async def test_an_account_limit_held_across_a_restart_ends_when_its_rows_go_out(
         await worker.pass_once(runtime)  # the rating goes out; the unmatched play still waits
         assert [r.rating for r in trakt.ratings()] == [8]
         assert runtime.store.unmatched()
-        assert receiver.titles()[-1] == f"Resolved: {PAUSED_FOR_ME}"
+        assert receiver.titles()[-1] == f"Resolved: {LIMITED_FOR_ME}"
 
 
 async def test_the_rows_an_account_limit_remembers_stay_bounded_with_alerts_off(
@@ -851,7 +875,7 @@ async def test_a_row_queued_after_a_discarded_one_is_not_taken_for_it(
     rating = Action("set_rating", "trakt", ARRIVAL.key(), "rated on plex", clock() - 60, 80)
     runtime.store.enqueue(outbox_rows("plex-trakt", "me", (rating,))[0], clock())
     await worker.pass_once(runtime)
-    assert receiver.titles() == [PAUSED_FOR_ME]
+    assert receiver.titles() == [LIMITED_FOR_ME]
     # The user stops syncing ratings and discards the rating given up: the queue is empty.
     link = runtime.config.links["plex-trakt"]
     narrowed = replace(runtime.config, links={"plex-trakt": replace(link, kinds=["history"])})
@@ -865,7 +889,7 @@ async def test_a_row_queued_after_a_discarded_one_is_not_taken_for_it(
         await drain(worker, runtime, clock, passes=2, step=60)
         assert [h.item.title for h in trakt.history()] == ["Heat"]
         assert runtime.store.unmatched()
-        assert f"Resolved: {PAUSED_FOR_ME}" in receiver.titles()
+        assert f"Resolved: {LIMITED_FOR_ME}" in receiver.titles()
 
 
 async def test_rows_the_cli_queues_are_seen_within_the_idle_wake_though_others_wait_long(
@@ -1165,7 +1189,7 @@ async def test_trakt_outage_holds_the_target_and_nothing_is_lost(
     assert runtime.store.outbox_counts()["pending"] == 0
 
 
-PAUSED = "watchbridge: Trakt deliveries paused"
+PAUSED = "watchbridge: Trakt unreachable"
 
 
 async def trakt_down_long_enough_to_alert(
@@ -1818,12 +1842,12 @@ async def test_the_removal_of_an_expected_play_waits_when_trakts_history_cannot_
     assert len(trakt.history()) == 1
     assert outbox_attempts(runtime) == [0]
     told = receiver.titles()
-    assert told and set(told) == {PAUSED_FOR_ME}  # the alert, and its reminders
+    assert told and set(told) == {HELD_FOR_ME}  # the alert, and its reminders
     trakt.clear_knobs()  # the update reads the new shape: the play is found and removed
     await drain(worker, runtime, clock, passes=2, step=3600)
     assert trakt.history() == []
     assert runtime.store.outbox_counts()["done"] == 1
-    assert receiver.titles()[len(told) :] == [f"Resolved: {PAUSED_FOR_ME}"]
+    assert receiver.titles()[len(told) :] == [f"Resolved: {HELD_FOR_ME}"]
 
 
 async def test_the_removal_of_an_expected_play_finds_it_scrobbled_minutes_after_its_time(
@@ -2069,7 +2093,7 @@ async def test_an_account_limit_is_not_declared_over_by_a_play_delivered_beside_
     runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1"), rating], clock())
     await worker.pass_once(runtime)
     assert [h.item.title for h in trakt.history()] == ["Heat"]
-    assert receiver.titles() == [PAUSED_FOR_ME]  # and no "Resolved"
+    assert receiver.titles() == [LIMITED_FOR_ME]  # and no "Resolved"
 
 
 async def test_a_blip_a_day_after_an_outage_ended_is_not_reported_as_a_long_outage(
@@ -2174,12 +2198,12 @@ async def test_a_lost_history_add_waits_when_trakts_history_cannot_be_read(
     assert len(trakt.history()) == 1
     assert outbox_attempts(runtime) == [1]  # only the send whose answer was lost
     told = receiver.titles()
-    assert told and set(told) == {PAUSED_FOR_ME}  # the alert, and its reminders
+    assert told and set(told) == {HELD_FOR_ME}  # the alert, and its reminders
     trakt.clear_knobs()  # the update reads the new shape: the play is found there
     await drain(worker, runtime, clock, passes=2, step=3600)
     assert len(trakt.history()) == 1
     assert runtime.store.outbox_counts()["done"] == 1
-    assert receiver.titles()[len(told) :] == [f"Resolved: {PAUSED_FOR_ME}"]
+    assert receiver.titles()[len(told) :] == [f"Resolved: {HELD_FOR_ME}"]
 
 
 def outbox_attempts(runtime: Runtime) -> list[int]:
@@ -2491,7 +2515,7 @@ async def test_a_rate_limit_known_to_last_15_minutes_alerts_when_it_begins_sayin
     runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
     trakt.throttle_next(1, retry_after=2850)  # a wait Trakt has been seen to ask for
     await worker.pass_once(runtime)
-    assert receiver.titles() == [PAUSED_FOR_ME]
+    assert receiver.titles() == [HELD_FOR_ME]
     until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(clock() + 2850))
     assert f"until {until}" in receiver.messages[0]["message"]
 
@@ -2527,7 +2551,7 @@ async def test_short_rate_limits_back_to_back_alert_once_known_to_last_15_minute
         clock.advance(601)
     assert trakt.history() == []
     assert told == [0, 1, 1, 1]  # held 10 minutes, and 10 more: 20 minutes
-    assert receiver.titles() == [PAUSED_FOR_ME]
+    assert receiver.titles() == [HELD_FOR_ME]
 
 
 async def test_a_rating_rate_limited_for_long_is_told_while_the_profiles_plays_go_through(
@@ -2551,13 +2575,13 @@ async def test_a_rating_rate_limited_for_long_is_told_while_the_profiles_plays_g
         await worker.pass_once(runtime)  # a play goes through
         clock.advance(151)
     assert len(trakt.history()) == 6 and trakt.ratings() == []
-    assert receiver.titles() == [PAUSED_FOR_ME]  # and no Resolved while the rating waits
+    assert receiver.titles() == [HELD_FOR_ME]  # and no Resolved while the rating waits
     assert "rate limited until" in receiver.messages[0]["message"]
     trakt.clear_knobs()  # the limit is over: the rating goes out, and the alert ends
     _lift_the_pacer(worker)
     await worker.pass_once(runtime)
     assert [r.rating for r in trakt.ratings()] == [8]
-    assert receiver.titles() == [PAUSED_FOR_ME, f"Resolved: {PAUSED_FOR_ME}"]
+    assert receiver.titles() == [HELD_FOR_ME, f"Resolved: {HELD_FOR_ME}"]
 
 
 def _flowing_again(caplog: pytest.LogCaptureFixture, alert: str) -> list[logging.LogRecord]:
@@ -2591,14 +2615,14 @@ async def test_a_play_through_beside_a_rate_limited_rating_does_not_log_the_limi
         _lift_the_pacer(worker)
         await worker.pass_once(runtime)  # the play goes through, the rating still waits
         assert len(trakt.history()) == 1 and trakt.ratings() == []
-        assert receiver.titles() == [PAUSED_FOR_ME]
+        assert receiver.titles() == [HELD_FOR_ME]
         assert _flowing_again(caplog, "service_unreachable") == []
         trakt.clear_knobs()  # the limit is over: the rating goes out, the alert and log end
         clock.advance(2851)
         _lift_the_pacer(worker)
         await worker.pass_once(runtime)
     assert [r.rating for r in trakt.ratings()] == [8]
-    assert receiver.titles() == [PAUSED_FOR_ME, f"Resolved: {PAUSED_FOR_ME}"]
+    assert receiver.titles() == [HELD_FOR_ME, f"Resolved: {HELD_FOR_ME}"]
     assert len(_flowing_again(caplog, "service_unreachable")) == 1
 
 
@@ -2642,19 +2666,19 @@ async def test_a_rate_limit_alert_still_holding_a_rating_outlasts_a_restart(
         clock.advance(301)
         _lift_the_pacer(worker)
         await worker.pass_once(runtime)  # the rating, held again
-    assert receiver.titles() == [PAUSED_FOR_ME]
+    assert receiver.titles() == [HELD_FOR_ME]
     clock.advance(150)  # the rating waits out its limit
     async with restarted(runtime, worker, clock) as (again, restarted_worker):
         again.store.enqueue([_late_play(HEAT, clock() - 86400, "p1")], clock())
         await restarted_worker.pass_once(again)  # the play goes through
         assert len(trakt.history()) == 1 and trakt.ratings() == []
-        assert receiver.titles() == [PAUSED_FOR_ME]
+        assert receiver.titles() == [HELD_FOR_ME]
         trakt.clear_knobs()  # the limit is over: the rating goes out, and the alert ends
         clock.advance(151)
         _lift_the_pacer(restarted_worker)
         await restarted_worker.pass_once(again)
         assert [r.rating for r in trakt.ratings()] == [8]
-        assert receiver.titles() == [PAUSED_FOR_ME, f"Resolved: {PAUSED_FOR_ME}"]
+        assert receiver.titles() == [HELD_FOR_ME, f"Resolved: {HELD_FOR_ME}"]
 
 
 async def test_a_rate_limit_alert_a_sync_beside_the_service_raised_is_not_resolved_by_the_service(
@@ -2674,20 +2698,20 @@ async def test_a_rate_limit_alert_a_sync_beside_the_service_raised_is_not_resolv
         trakt.throttle_next(10**6, retry_after=2850, route="GET /sync/ratings/{type}")
         runtime.store.enqueue([_rating(ARRIVAL, clock() - 7200, "r1", 80)], clock() - 3600)
         await beside.pass_once(runtime)
-        assert receiver.titles() == [PAUSED_FOR_ME]
+        assert receiver.titles() == [HELD_FOR_ME]
     finally:
         await close_targets(beside)
     runtime.store.enqueue([_late_play(HEAT, clock() - 86400, "p1")], clock())
     _lift_the_pacer(worker)
     await worker.pass_once(runtime)  # the play goes through, the rating still waits
     assert len(trakt.history()) == 1 and trakt.ratings() == []
-    assert receiver.titles() == [PAUSED_FOR_ME]
+    assert receiver.titles() == [HELD_FOR_ME]
     trakt.clear_knobs()  # the limit is over: the rating goes out, and the alert ends
     clock.advance(2851)
     _lift_the_pacer(worker)
     await worker.pass_once(runtime)
     assert [r.rating for r in trakt.ratings()] == [8]
-    assert receiver.titles() == [PAUSED_FOR_ME, f"Resolved: {PAUSED_FOR_ME}"]
+    assert receiver.titles() == [HELD_FOR_ME, f"Resolved: {HELD_FOR_ME}"]
 
 
 async def test_a_rate_limit_pause_that_goes_on_with_other_rows_counts_from_its_first_start(
@@ -2717,7 +2741,7 @@ async def test_a_rate_limit_pause_that_goes_on_with_other_rows_counts_from_its_f
         clock.advance(60)
         _lift_the_pacer(worker)
         await worker.pass_once(runtime)  # the rating, held again
-    assert receiver.titles() == [PAUSED_FOR_ME]
+    assert receiver.titles() == [HELD_FOR_ME]
     assert "has not taken deliveries for 15 minutes" in receiver.messages[0]["message"]
 
 
@@ -2733,7 +2757,7 @@ async def test_a_rate_limit_alert_ends_once_the_rating_it_held_is_a_dead_letter(
         trakt.throttle_next(1, retry_after=2850, route="GET /sync/ratings/{type}")
         runtime.store.enqueue([_rating(ARRIVAL, clock() - 7200, "r1", 80)], clock() - 3600)
         await worker.pass_once(runtime)
-        assert receiver.titles() == [PAUSED_FOR_ME]
+        assert receiver.titles() == [HELD_FOR_ME]
         trakt.fail_next(10, 400, route="POST /sync/ratings")
         for _ in range(2):  # both its tries
             clock.advance(7 * 3600)
@@ -2741,7 +2765,7 @@ async def test_a_rate_limit_alert_ends_once_the_rating_it_held_is_a_dead_letter(
             await worker.pass_once(runtime)
         assert len(runtime.store.dead_letters()) == 1
         titles = receiver.titles()
-        assert f"Resolved: {PAUSED_FOR_ME}" in titles
+        assert f"Resolved: {HELD_FOR_ME}" in titles
         assert any("gave up" in t for t in titles)
     finally:
         await close_targets(worker)
@@ -2764,7 +2788,7 @@ async def test_a_rating_a_rate_limit_held_that_gives_up_as_it_lifts_ends_the_pau
         trakt.throttle_next(1, retry_after=2850, route="GET /sync/ratings/{type}")
         _lift_the_pacer(worker)
         await worker.pass_once(runtime)  # held by the limit, without spending a try
-        assert receiver.titles() == [PAUSED_FOR_ME]
+        assert receiver.titles() == [HELD_FOR_ME]
         assert runtime.store.dead_letters() == []
         clock.advance(2851)
         trakt.fail_next(1, 400, route="POST /sync/ratings")
@@ -2774,8 +2798,8 @@ async def test_a_rating_a_rate_limit_held_that_gives_up_as_it_lifts_ends_the_pau
         assert dead.idempotency_key == "r1" and dead.attempts == 2
         assert "gave up after 2 attempts" in (dead.last_error or "")
         assert receiver.titles() == [
-            PAUSED_FOR_ME,
-            f"Resolved: {PAUSED_FOR_ME}",
+            HELD_FOR_ME,
+            f"Resolved: {HELD_FOR_ME}",
             "watchbridge: a Trakt delivery gave up",
         ]
         resolved = receiver.messages[1]["message"]
@@ -2806,12 +2830,12 @@ async def test_a_rate_limit_alert_ends_once_the_rating_it_held_fails_otherwise(
             _lift_the_pacer(worker)
             await worker.pass_once(runtime)
             clock.advance(2851)
-        assert receiver.titles() == [PAUSED_FOR_ME]
+        assert receiver.titles() == [HELD_FOR_ME]
         trakt.fail_next(1, status, route="POST /sync/ratings")
         _lift_the_pacer(worker)
         await worker.pass_once(runtime)
     assert trakt.ratings() == [] and runtime.store.outbox_counts()["pending"] == 1
-    assert receiver.titles() == [PAUSED_FOR_ME, f"Resolved: {PAUSED_FOR_ME}"]
+    assert receiver.titles() == [HELD_FOR_ME, f"Resolved: {HELD_FOR_ME}"]
     assert "failed otherwise since" in receiver.messages[-1]["message"]
     over = [r for r in caplog.records if r.getMessage() == "deliveries no longer paused"]
     assert [getattr(r, "key", "") for r in over] == ["trakt:me"]
@@ -2831,14 +2855,14 @@ async def test_a_rate_limit_alert_ends_once_its_play_went_out_beside_a_rating_he
     trakt.throttle_next(1, retry_after=2850, route="POST /sync/history")
     runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
     await worker.pass_once(runtime)
-    assert receiver.titles() == [PAUSED_FOR_ME]
+    assert receiver.titles() == [HELD_FOR_ME]
     clock.advance(2851)
     runtime.store.enqueue([_rating(ARRIVAL, clock() - 7200, "r1", 80)], clock())
     trakt.fail_next(1, 502, route="POST /sync/ratings")
     _lift_the_pacer(worker)
     await worker.pass_once(runtime)
     assert [h.item.title for h in trakt.history()] == ["Heat"] and trakt.ratings() == []
-    assert receiver.titles() == [PAUSED_FOR_ME, f"Resolved: {PAUSED_FOR_ME}"]
+    assert receiver.titles() == [HELD_FOR_ME, f"Resolved: {HELD_FOR_ME}"]
     assert "flowing again" in receiver.messages[-1]["message"]
 
 
@@ -2856,7 +2880,7 @@ async def test_a_rate_limit_hold_a_sync_beside_the_service_added_to_is_not_erase
     trakt.throttle_next(10**6, retry_after=2850, route="GET /sync/ratings/{type}")
     runtime.store.enqueue([_rating(ARRIVAL, clock() - 7200, "r1", 80)], clock() - 3600)
     await worker.pass_once(runtime)
-    assert receiver.titles() == [PAUSED_FOR_ME]
+    assert receiver.titles() == [HELD_FOR_ME]
     clock.advance(60)
     beside = worker_for(runtime, "cli")
     try:
@@ -2869,12 +2893,12 @@ async def test_a_rate_limit_hold_a_sync_beside_the_service_added_to_is_not_erase
     _lift_the_pacer(worker)
     await worker.pass_once(runtime)  # the first rating goes out; the sync's is not due yet
     assert [r.rating for r in trakt.ratings()] == [8]
-    assert receiver.titles() == [PAUSED_FOR_ME]
+    assert receiver.titles() == [HELD_FOR_ME]
     clock.advance(60)
     _lift_the_pacer(worker)
     await worker.pass_once(runtime)
     assert sorted(r.rating for r in trakt.ratings()) == [7, 8]
-    assert receiver.titles() == [PAUSED_FOR_ME, f"Resolved: {PAUSED_FOR_ME}"]
+    assert receiver.titles() == [HELD_FOR_ME, f"Resolved: {HELD_FOR_ME}"]
 
 
 async def test_a_clock_set_back_hours_holds_a_play_no_longer_than_before(
@@ -2900,7 +2924,7 @@ async def test_an_outage_across_a_clock_set_back_hours_is_alerted_within_the_hou
     await worker.pass_once(runtime)
     clock.advance(-2 * 3600)
     await drain(worker, runtime, clock, passes=60, step=60)
-    assert receiver.titles() == ["watchbridge: Trakt deliveries paused"]
+    assert receiver.titles() == ["watchbridge: Trakt unreachable"]
 
 
 async def test_a_profiles_rate_limit_across_a_clock_set_back_hours_is_alerted_within_the_hour(
@@ -2920,7 +2944,7 @@ async def test_a_profiles_rate_limit_across_a_clock_set_back_hours_is_alerted_wi
         clock.advance(60)
         _lift_the_pacer(worker)
         await worker.pass_once(runtime)
-    assert receiver.titles() == [PAUSED_FOR_ME]
+    assert receiver.titles() == [HELD_FOR_ME]
 
 
 async def test_a_target_held_15_minutes_alerts_though_no_delivery_is_tried_meanwhile(
@@ -2942,7 +2966,7 @@ async def test_a_target_held_15_minutes_alerts_though_no_delivery_is_tried_meanw
     clock.advance(started + 900 - clock())  # still held: a webhook or the idle wake-up
     await worker.pass_once(runtime)
     assert len(trakt.requests) == requests
-    assert receiver.titles() == ["watchbridge: Trakt deliveries paused"]
+    assert receiver.titles() == ["watchbridge: Trakt unreachable"]
     assert "has not taken deliveries for 15 minutes" in receiver.messages[0]["message"]
 
 
@@ -2965,7 +2989,7 @@ async def test_an_outage_alert_says_trakt_asks_to_wait_only_when_it_did(
         assert clock() < started + 3600
         clock.advance(max(worker.holds["trakt"].until - clock(), 0.0) if worker.holds else 0.0)
         await worker.pass_once(runtime)
-    assert receiver.titles() == ["watchbridge: Trakt deliveries paused"]
+    assert receiver.titles() == ["watchbridge: Trakt unreachable"]
     message = receiver.messages[0]["message"]
     assert "has not taken deliveries for" in message
     assert ("It asks to wait until" in message) is asks
@@ -3003,8 +3027,8 @@ async def test_a_long_rate_limit_is_resolved_once_deliveries_go_through(
     await worker.pass_once(runtime)
     assert [h.item.title for h in trakt.history()] == ["Heat"]
     assert receiver.titles() == [
-        PAUSED_FOR_ME,
-        "Resolved: watchbridge: Trakt deliveries paused for profile me",
+        HELD_FOR_ME,
+        f"Resolved: {HELD_FOR_ME}",
     ]
 
 
@@ -4275,7 +4299,7 @@ async def test_giving_up_the_rows_of_a_removed_account_closes_its_sign_in_alert(
     config = replace(runtime.config, profiles={"me": without})
     async with restarted(runtime, worker, clock, config) as (again, service):
         await service.pass_once(again)
-    assert "Resolved: watchbridge: Trakt deliveries paused for profile me" in receiver.titles()
+    assert "Resolved: watchbridge: Trakt sign-in needed (profile me)" in receiver.titles()
 
 
 async def test_a_service_down_is_probed_seconds_apart_even_when_no_wait_is_configured(
@@ -4457,13 +4481,13 @@ async def test_a_rating_that_waited_does_not_undo_one_on_trakt_whose_date_it_can
     assert [r.rating for r in trakt.ratings()] == [5]
     assert outbox_attempts(runtime) == [0]  # the outage held it too, spending nothing
     told = receiver.titles()
-    assert told and set(told) == {PAUSED_FOR_ME}  # the alert, and its reminders
+    assert told and set(told) == {HELD_FOR_ME}  # the alert, and its reminders
     trakt.clear_knobs()  # the update reads the date: the newer rating stays
     await drain(worker, runtime, clock, passes=3, step=3600)
     assert [r.rating for r in trakt.ratings()] == [5]
     assert runtime.store.outbox_counts()["pending"] == 0
     # Trakt's ratings read again, and the one held on them is over: so is its alert.
-    assert receiver.titles()[-1] == f"Resolved: {PAUSED_FOR_ME}"
+    assert receiver.titles()[-1] == f"Resolved: {HELD_FOR_ME}"
 
 
 def rating_row(clock: FakeClock, title: str, imdb: str, key: str, value: int) -> NewOutboxRow:

@@ -40,7 +40,7 @@ pytestmark = pytest.mark.anyio
 
 EMAIL, PASSWORD, _ = ALICE
 HOUR, DAY = 3600.0, 86400.0
-PAUSED = "watchbridge: Serializd deliveries paused"
+PAUSED = "watchbridge: Serializd unreachable"
 PLAY_GAVE_UP = "watchbridge: a Serializd delivery gave up"
 
 

@@ -815,7 +815,7 @@ async def test_a_link_failing_run_after_run_logs_a_line_as_it_begins_and_one_as_
     assert over.times >= 5  # type: ignore[attr-defined]
 
 
-TRAKT_SIGN_IN_PAUSED = "watchbridge: Trakt deliveries paused for profile me"
+TRAKT_SIGN_IN_PAUSED = "watchbridge: Trakt sign-in needed (profile me)"
 TOKEN_LIFE = 7 * 86400.0  # what FakeTrakt gives
 
 
@@ -921,7 +921,7 @@ async def test_a_sign_in_a_link_raised_is_over_once_a_run_reads_with_it_again(
     trakt, serializd, receiver = fakes
     runtime = two_trakt_links(tmp_path, trakt, serializd, receiver)
     sign_in_trakt(runtime.store, trakt, "me", now=time.time())
-    paused = "watchbridge: Serializd deliveries paused for profile me"
+    paused = "watchbridge: Serializd sign-in needed (profile me)"
     user = serializd.users[ALICE[0].lower()]
     user.password = "changed on the website"
     serializd.expire_tokens()

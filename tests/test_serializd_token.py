@@ -31,7 +31,7 @@ pytestmark = pytest.mark.anyio
 
 DAY = 86400.0
 VALIDATE = "/api/validateauthtoken"
-PAUSED = "watchbridge: Serializd deliveries paused for profile me"
+PAUSED = "watchbridge: Serializd sign-in needed (profile me)"
 ENDS_SOON = "watchbridge: Serializd sign-in of profile me ends soon"
 
 

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.anyio
 TOKEN_LIFE = 7 * 86400  # what FakeTrakt gives
 HOUR = 3600.0
 ENDS_SOON = "watchbridge: Trakt sign-in of profile me ends soon"
-PAUSED = "watchbridge: Trakt deliveries paused for profile me"
+PAUSED = "watchbridge: Trakt sign-in needed (profile me)"
 AUTH = "watchbridge auth trakt --profile me"
 
 

@@ -51,17 +51,25 @@ class Alert:
     body: str
 
 
-def paused_title(target: str, profile: str | None = None) -> str:
-    """The title of the alerts that say a target's deliveries (one profile's) are paused."""
-    whose = f" for profile {profile}" if profile else ""
-    return f"watchbridge: {service_title(target)} deliveries paused{whose}"
+# What pauses one profile's deliveries, by the alert's kind: the few words a phone shows.
+PAUSE_CAUSES = {"credentials": "sign-in needed", "account_limit": "account limit reached"}
+
+
+def paused_title(kind: str, target: str, profile: str | None = None) -> str:
+    """The title of the alert of `kind` that says a target's deliveries (one profile's) are
+    paused, naming the cause: a rate limit, a sign-in host down or answers it cannot read
+    (`service_unreachable` for a profile) differ too much for a title, their text says which."""
+    name = service_title(target)
+    if not profile:
+        return f"watchbridge: {name} unreachable"
+    return f"watchbridge: {name} {PAUSE_CAUSES.get(kind, 'deliveries paused')} (profile {profile})"
 
 
 def paused_alert(kind: str, target: str, profile: str | None, reason: str) -> Alert:
     """The alert that `target`'s deliveries (`profile`'s; None: everyone's) are paused, of
     `kind` (`credentials`: the person's sign-in refused), for `reason`."""
     key = f"{target}:{profile}" if profile else target
-    return Alert(kind, key, paused_title(target, profile), reason)
+    return Alert(kind, key, paused_title(kind, target, profile), reason)
 
 
 def sign_in_works(service: str, profile: str) -> str:

@@ -301,7 +301,8 @@ async def refresh_trakt_sign_ins(runtime: Runtime, trakt: TraktClient | None = N
             try:
                 await client.refresh_if_due(name)
             except TraktAuthError as exc:
-                title, body, stage = paused_title(SERVICE, name), exc.message, "stopped"
+                title = paused_title("credentials", SERVICE, name)
+                body, stage = exc.message, "stopped"
             except (TraktError, Unavailable) as exc:  # tried again at the next round
                 log.warning(
                     "the Trakt sign-in could not be renewed now: %s",

@@ -1548,7 +1548,7 @@ class DeliveryWorker:
             text = unreachable_alert(name, held.reason, held.since, now, now, held.spends)
             if text is None:
                 continue
-            title = paused_title(name)
+            title = paused_title("service_unreachable", name)
             result = await runtime.notifier.notify("service_unreachable", title, text, key=name)
             # Passes come with every webhook: the log tells once a hold (and of each alert).
             if result == SENT or not held.told:
