@@ -3889,6 +3889,17 @@ def test_one_alert_tells_of_several_dead_letters_naming_the_latest() -> None:
     assert "and 2 more" in body and "error 7" in body and "error 2" not in body
 
 
+def test_the_dead_letter_alert_says_what_to_run_in_its_first_line() -> None:
+    rows = [
+        OutboxItem(i, "trakt", "me", "play", {}, "o", f"k{i}", "dead", 3, 0.0, f"error {i}")
+        for i in (12, 13)
+    ]
+    _, body = dead_letter_alert("trakt", Untold(len(rows), rows, 0.0))
+    first, *rest = body.splitlines()
+    assert "`watchbridge deadletters retry 12 13`" in first
+    assert [line for line in rest if "retry" in line] == []  # said once, first
+
+
 async def test_a_retried_dead_letter_has_a_fresh_max_age(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:

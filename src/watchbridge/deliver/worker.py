@@ -747,9 +747,12 @@ def dead_letter_alert(target: str, untold: Untold) -> tuple[str, str]:
     count, rows = untold.count, untold.latest[-DEAD_LETTERS_LISTED:]
     name = service_title(target)
     what = f"a {name} delivery" if count == 1 else f"{count} {name} deliveries"
-    lines = [_dead_letter_line(row) for row in rows]
+    # What to do first: a phone shows the first two lines or so.
+    again = _retry_command(count, rows)
+    lines = [f"Send again with {again}; `watchbridge deadletters list` shows them."]
     if count > len(rows):
-        lines.insert(0, f"... and {count - len(rows)} more, the latest:")
+        lines.append(f"... and {count - len(rows)} more, the latest:")
+    lines.extend(_dead_letter_line(row) for row in rows)
     if untold.once_more:
         which = "It" if count == 1 else f"{untold.once_more} of them"
         lines.append(
@@ -759,8 +762,6 @@ def dead_letter_alert(target: str, untold: Untold) -> tuple[str, str]:
             f" delivery again (a new play, a link's run; {probe_words(target)}); one that"
             " gives up again stays a dead letter."
         )
-    again = _retry_command(count, rows)
-    lines.append(f"See `watchbridge deadletters list`; send again with {again}.")
     return f"watchbridge: {what} gave up", "\n".join(lines)
 
 
