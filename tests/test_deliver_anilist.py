@@ -752,6 +752,62 @@ async def test_a_play_from_before_a_rewatch_was_set_on_anilist_at_the_count_fini
     assert runtime.store.outbox_counts()["done"] == 1
 
 
+async def watched_through_twice_and_rewatched_to_episode_3(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
+) -> float:
+    """A second viewing finished by our play three hours ago, a third at episode 3 since:
+    when the play that finished the second viewing was watched."""
+    fake.add_entry(PART_2, status="REPEATING", progress=11, repeat=1,
+                   updated_at=int(clock() - DAY))  # fmt: skip
+    finished = clock() - 3 * 3600
+    enqueue(runtime, "play", episode(49), finished, live=True)  # episode 12
+    await drain(worker, runtime)
+    for n in range(3):  # episodes 1-3 of the third viewing, an hour later
+        enqueue(runtime, "play", episode(38 + n), finished + 3600 + n * 1500, live=True)
+        await drain(worker, runtime)
+    entry = fake.snapshot()[PART_2]
+    assert (entry["status"], entry["progress"], entry["repeat"]) == ("REPEATING", 3, 2)
+    return finished
+
+
+async def test_a_play_of_an_earlier_viewing_delivered_late_leaves_the_rewatchs_progress(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
+) -> None:
+    # Episode 9 of the second viewing, watched before its episode 12, held (rate limits, a
+    # restart) until the third viewing had reached episode 3: it is that viewing's, counted.
+    finished = await watched_through_twice_and_rewatched_to_episode_3(runtime, worker, fake, clock)
+    saves = fake.operations.count("SaveMediaListEntry")
+    enqueue(runtime, "play", episode(46), finished - 2 * 3600, live=True)  # episode 9
+    await drain(worker, runtime)
+    entry = fake.snapshot()[PART_2]
+    assert (entry["status"], entry["progress"], entry["repeat"]) == ("REPEATING", 3, 2)
+    assert fake.operations.count("SaveMediaListEntry") == saves
+    assert runtime.store.outbox_counts()["done"] == 5
+
+
+async def test_a_play_of_an_earlier_viewing_delivered_late_leaves_a_paused_rewatch_paused(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
+) -> None:
+    finished = await watched_through_twice_and_rewatched_to_episode_3(runtime, worker, fake, clock)
+    stop_on_anilist(fake, clock, "PAUSED", 3)
+    enqueue(runtime, "play", episode(46), finished - 2 * 3600, live=True)  # episode 9
+    await drain(worker, runtime)
+    entry = fake.snapshot()[PART_2]
+    assert (entry["status"], entry["progress"], entry["repeat"]) == ("PAUSED", 3, 2)
+
+
+async def test_a_play_of_the_rewatch_delivered_late_still_advances_it(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
+) -> None:
+    # Episode 5 of the third viewing, watched after it began but held until after the saves
+    # of its episodes 1-3 (the entry's `updatedAt` is later than its watch): it advances it.
+    finished = await watched_through_twice_and_rewatched_to_episode_3(runtime, worker, fake, clock)
+    enqueue(runtime, "play", episode(42), finished + 3600 + 1000, live=True)  # episode 5
+    await drain(worker, runtime)
+    entry = fake.snapshot()[PART_2]
+    assert (entry["status"], entry["progress"], entry["repeat"]) == ("REPEATING", 5, 2)
+
+
 async def test_plays_held_from_before_the_user_finished_the_entry_on_anilist_are_no_rewatch(
     runtime: Runtime, worker: DeliveryWorker, fake: FakeAniList, clock: FakeClock
 ) -> None:

@@ -20,7 +20,9 @@ set to watching (from rewatching, or set aside), or a completed entry a read saw
 watching at a lower progress (how AniList users begin a rewatch; not one a removal of ours
 set back, `LOWERED`), is advanced by new viewings only, lowered by no removal, and keeps its
 label: its end completes it as a watching entry's does. A webhook's play is a new
-viewing when it is live (a week at most); a link's when it is dated after the entry was
+viewing when it is live (a week at most), and watched after the play of ours that last
+finished the entry, if any (one watched before, held until a rewatch began, is the earlier
+viewing's); a link's when it is dated after the entry was
 finished (`new_viewing`: after the end of its finish date in every time zone, and after its
 last update where that is all AniList tells). Any other play of an episode a finished or
 rewatched entry holds (an undated one, one older than the finish) is counted already: the
@@ -292,19 +294,20 @@ def new_viewing(entry: ListEntry, at: float) -> bool:
 def live_rewatch(
     entry: ListEntry | None, at: float, now: float, finished_by_play: float | None, mark: bool
 ) -> bool:
-    """Whether a webhook's play at `at` is a new viewing: at most a week old, and to start a
-    rewatch of an entry finished on AniList itself, after its finish (`new_viewing`), or of
-    one our play watched at `finished_by_play` finished, watched after that one (delivered
-    after the entry's later episodes, held through an AniList outage, a first viewing's play
-    was counted by it); a manual `mark` (not a playback's end) minutes after it belongs with
-    it."""
+    """Whether a webhook's play at `at` is a new viewing: at most a week old, and, of an entry
+    our play watched at `finished_by_play` finished, watched after that one, whether the entry
+    is completed or rewatching since (delivered after the entry's later episodes, or after the
+    next rewatch began, held through an AniList outage: that earlier viewing counted it); a
+    manual `mark` (not a playback's end) minutes after it belongs with it. To start a rewatch
+    of an entry finished on AniList itself: after its finish (`new_viewing`)."""
     if now - at > LIVE_REWATCH:
         return False
-    if entry is None or entry.status != "COMPLETED":
+    if entry is None:
         return True
-    if finished_by_play is None:  # finished on AniList itself: by its dates, as a link's play
-        return new_viewing(entry, at)
-    return at > finished_by_play + (REWATCH_GAP if mark else 0.0)
+    if finished_by_play is not None:
+        return at > finished_by_play + (REWATCH_GAP if mark else 0.0)
+    # Finished on AniList itself: by its dates, as a link's play.
+    return entry.status != "COMPLETED" or new_viewing(entry, at)
 
 
 def play_write(
