@@ -97,8 +97,7 @@ LOOK_UNREADABLE = (
 )
 PLAYS = "plays"  # ledger: episode key @ minute -> {"review_id", "ticked", "duration"?} we made
 # (a link's removal leaves {"removed", "deleted": its review id, "removed_at", "at"?,
-# "duration"?}, see
-# `_carried_removal`; a deletion in the app, {"removed"})
+# "duration"?}, see `_carried_removal`; a deletion in the app, {"removed"})
 RATINGS = "ratings"  # ledger: item key -> {"rating", "review_id"} of the last rating we sent
 RATED_ROWS = "rated-rows"  # ledger: review id -> item key, of every rating row we added
 # Review id -> when the first whole read of the diary that did not list that entry of ours

@@ -718,29 +718,21 @@ class SerializdReader:
             and isinstance(v.get("duration"), int | float)
         }
 
-    async def _removed_at(self, profile: str) -> dict[str, float]:
-        """When a link deleted each diary play of ours it deleted (review id as text -> our
-        clock), where the ledger says (removals before this was kept say nothing)."""
-        plays = await self._plays_ledger(profile)
-        return {
-            str(v["deleted"]): float(v["removed_at"])
-            for v in plays.values()
-            if isinstance(v, dict)
-            and isinstance(v.get("deleted"), int)
-            and isinstance(v.get("removed_at"), int | float)
-        }
-
-    async def _deleted_by_link(self, profile: str) -> list[Play]:
+    async def _deleted_by_link(self, profile: str) -> tuple[list[Play], dict[str, float]]:
         """The diary plays of ours a link deleted carrying a removal from the other side (the
-        delivery ledger's `deleted`), as the plays of their entries they were."""
+        delivery ledger's `deleted`), as the plays of their entries they were, and when each
+        was deleted (review id as text -> our clock; removals noted before that was kept say
+        nothing)."""
         plays = await self._plays_ledger(profile)
-        return [
-            Play(key.rpartition("@")[0], float(v["at"]), str(v["deleted"]))
-            for key, v in plays.items()
-            if isinstance(v, dict)
-            and isinstance(v.get("deleted"), int)
-            and isinstance(v.get("at"), int | float)
-        ]
+        deleted, removed_at = [], {}
+        for key, v in plays.items():
+            if not isinstance(v, dict) or not isinstance(review := v.get("deleted"), int):
+                continue
+            if isinstance(at := v.get("at"), int | float):
+                deleted.append(Play(key.rpartition("@")[0], float(at), str(review)))
+            if isinstance(when := v.get("removed_at"), int | float):
+                removed_at[str(review)] = float(when)
+        return deleted, removed_at
 
     async def _ticked(self, profile: str) -> set[str]:
         """The items our deliveries ticked without a date (no diary entry), still ticked."""
@@ -865,10 +857,9 @@ class SerializdReader:
         read_now = diary if full else fresh
         skew = self.client.http.clock_skew
         lengths = await self._lengths(profile)
-        deleted = await self._deleted_by_link(profile)
+        deleted, removed_at = await self._deleted_by_link(profile)
         reviews = {*written.values(), *(int(p.record) for p in deleted)}
         of_ours = {review: lengths.get(review) for review in reviews}
-        removed_at = await self._removed_at(profile)
         logged_again = logged_after_ours(
             read_now, side, of_ours, baseline, skew, deleted, removed_at
         )
