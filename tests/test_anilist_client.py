@@ -15,7 +15,7 @@ from tests.fakes.anilist import CLIENT_ID, CLIENT_SECRET, FakeAniList, Token
 from tests.fakes.base import FakeServer
 from tests.harness import loop_free_while_the_store_is_locked, until
 from watchbridge.config import AniListConfig, Secret
-from watchbridge.http import RateLimited
+from watchbridge.http import ANSWERED, RateLimited, Unavailable
 from watchbridge.services.anilist import (
     AniListAuthError,
     AniListClient,
@@ -393,6 +393,66 @@ async def test_api_disabled_is_a_service_wide_pause_not_a_sign_in_problem(
         await client.viewer("alice")
     assert caught.value.retry_after and caught.value.retry_after >= 600
     assert not isinstance(caught.value, AniListAuthError)
+
+
+def refusal(message: str, status: int) -> dict[str, Any]:
+    """An error answer of AniList's own (§1)."""
+    return {"data": None, "errors": [{"message": message, "status": status}]}
+
+
+ANILISTS_OWN_ERRORS = [
+    (400, fixture("error-validation-400.json"), AniListValidationError),
+    (400, refusal("Invalid token", 400), AniListAuthError),
+    (401, refusal("Unauthorized.", 401), AniListAuthError),
+    (404, refusal("Not Found.", 404), AniListNotFound),
+    (403, fixture("error-api-disabled-403.json"), AniListDisabled),
+]
+
+
+@pytest.mark.parametrize(("status", "body", "kind"), ANILISTS_OWN_ERRORS)
+async def test_anilists_own_json_errors_are_what_they_say_and_show_it_answers(
+    fake: FakeAniList,
+    client: AniListClient,
+    status: int,
+    body: dict[str, Any],
+    kind: type[AniListError],
+) -> None:
+    # Its own answer, whatever it refuses: the error it names, and AniList is there (an
+    # outage of it is over).
+    fake.fail_next(1, status, body=body, route="POST /")
+    answered: set[str] = set()
+    hearing = ANSWERED.set(answered)
+    try:
+        with pytest.raises(kind):
+            await client.viewer("alice")
+    finally:
+        ANSWERED.reset(hearing)
+    assert answered == {"anilist"}
+
+
+@pytest.mark.parametrize("status", [200, 400, 401, 403, 404])
+@pytest.mark.parametrize(
+    "body",
+    ["<!DOCTYPE html><html><body><h1>Error</h1> cloudflare</body></html>", {"message": "Nope"}],
+    ids=["html", "json"],
+)
+async def test_a_page_in_anilists_place_is_an_outage_not_its_answer(
+    fake: FakeAniList, client: AniListClient, status: int, body: str | dict[str, str]
+) -> None:
+    # A proxy's, a gateway's or Cloudflare's page, not AniList's JSON (neither data nor
+    # errors): no refusal of AniList's (no sign-in, row or title to blame), nor a sign that
+    # it is back.
+    fake.fail_next(1, status, body=body, route="POST /")
+    answered: set[str] = set()
+    hearing = ANSWERED.set(answered)
+    try:
+        with pytest.raises(Unavailable, match="not AniList's") as caught:
+            await client.viewer("alice")
+    finally:
+        ANSWERED.reset(hearing)
+    assert not isinstance(caught.value, AniListError)
+    assert not caught.value.answered
+    assert answered == set()
 
 
 async def test_an_expired_token_asks_for_a_new_sign_in(

@@ -4,6 +4,7 @@ stateful fake, driven through the delivery worker."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
@@ -17,7 +18,7 @@ import pytest
 from tests.fakes.anilist import FakeAniList, shown_score
 from tests.fakes.base import FakeServer
 from tests.fakes.jellyfin import API_KEY, FakeJellyfin
-from tests.fakes.receiver import FakeClock
+from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.fakes.serializd import FakeSerializd
 from tests.harness import until
 from tests.ingest_samples import only_event, sample_json
@@ -405,13 +406,22 @@ def durability() -> str:
 
 
 @pytest.fixture
+def alert_urls(request: pytest.FixtureRequest) -> list[str]:
+    """alerts.urls: none, or the receiver's for a test that asks (indirect "receiver")."""
+    if getattr(request, "param", None) != "receiver":
+        return []
+    return [request.getfixturevalue("receiver").apprise_url]
+
+
+@pytest.fixture
 async def runtime(
-    tmp_path: Path, fake: FakeAniList, clock: FakeClock, durability: str
+    tmp_path: Path, fake: FakeAniList, clock: FakeClock, durability: str, alert_urls: list[str]
 ) -> AsyncIterator[Runtime]:
     clock.now = fake.now()
     config = parse_config(
         f"""
 storage: {{path: {tmp_path / "wb.db"}, durability: {durability}}}
+alerts: {{urls: {json.dumps(alert_urls)}}}
 services:
   anilist: {{api_url: "{fake.url}", auth_url: "{fake.auth_url}"}}
   plex: {{url: "http://127.0.0.1:9", token: plex-owner-token}}
@@ -1970,7 +1980,27 @@ async def test_a_read_anilist_fails_spends_no_attempt_of_the_row_it_held(
     assert (attempts, status) == (0, "pending")  # AniList is failing, not this row
 
 
-@pytest.mark.parametrize("status", [200, 403])
+SOMETHING_ELSE = (
+    "something else may answer for {url} (a DNS filter's block page, a captive portal, a "
+    "proxy), or services.anilist.api_url names another address"
+)
+PAGE = "a web page (text/html), not AniList's JSON"
+GATEWAYS_JSON = "JSON that is not AniList's (neither data nor errors)"
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "said"),
+    [
+        (200, "<html><body>Access to this site is blocked</body></html>", PAGE),
+        (400, "<html><body><h1>400 Bad Request</h1> nginx</body></html>", PAGE),
+        (403, "<html><body>Access to this site is blocked</body></html>", PAGE),
+        (404, "<html><body><h1>404 Not Found</h1> nginx</body></html>", PAGE),
+        (200, {"message": "Forbidden"}, GATEWAYS_JSON),
+        (400, {"error": "bad request"}, GATEWAYS_JSON),
+        (403, {"message": "Forbidden"}, GATEWAYS_JSON),
+        (404, {"message": "no Route matched with those values"}, GATEWAYS_JSON),
+    ],
+)
 async def test_a_page_answered_in_place_of_anilists_json_spends_no_attempt_and_loses_no_play(
     runtime: Runtime,
     target: AniListTarget,
@@ -1978,12 +2008,14 @@ async def test_a_page_answered_in_place_of_anilists_json_spends_no_attempt_and_l
     fake: FakeAniList,
     clock: FakeClock,
     status: int,
+    body: str | dict[str, str],
+    said: str,
 ) -> None:
-    # Something on the way (a captive portal, a DNS filter's block page, a proxy) answers
-    # for graphql.anilist.co with a page of its own: AniList never saw the requests.
+    # Something on the way (a captive portal, a DNS filter's block page, a proxy, a gateway)
+    # answers for graphql.anilist.co with a page of its own, whatever its status: AniList
+    # never saw the requests, whose rows wait as in an outage and never end as dead letters.
     without_inline_backoff(target)
-    page = "<html><body>Access to this site is blocked</body></html>"
-    fake.fail_next(10**6, status, body=page)
+    fake.fail_next(10**6, status, body=body, route="POST /")
     enqueue(runtime, "play", episode(40), clock() - 3600, live=True)
     for _ in range(runtime.config.delivery.max_attempts + 2):
         later(worker, clock, 3600)
@@ -1992,14 +2024,59 @@ async def test_a_page_answered_in_place_of_anilists_json_spends_no_attempt_and_l
         "SELECT attempts, status, last_error FROM outbox"
     )
     assert (attempts, state) == (0, "pending")
+    assert runtime.store.dead_letters() == []
     assert error == (
-        f"anilist: answered HTTP {status} with a web page (text/html), not AniList's JSON: "
-        f"something else may answer for {fake.url} (a DNS filter's block page, a captive "
-        "portal, a proxy), or services.anilist.api_url names another address"
+        f"anilist: answered HTTP {status} with {said}: {SOMETHING_ELSE.format(url=fake.url)}"
     )
     fake.clear_knobs()
     later(worker, clock, 6 * 3600)
     await drain(worker, runtime)
+    assert fake.snapshot()[PART_2]["progress"] == 3
+    assert runtime.store.outbox_counts()["done"] == 1
+
+
+def cloudflares_page(fake: FakeAniList, status: int) -> None:
+    fake.cloudflare_next(10**6, status=status)
+
+
+def gateways_json(fake: FakeAniList, status: int) -> None:
+    fake.fail_next(10**6, status, body={"message": "Forbidden"}, route="POST /")
+
+
+@pytest.mark.parametrize("alert_urls", ["receiver"], indirect=True)
+@pytest.mark.parametrize("status", [200, 403, 404])
+@pytest.mark.parametrize("page", [cloudflares_page, gateways_json])
+async def test_a_page_answered_in_anilists_place_leaves_its_outage_alert_open(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    fake: FakeAniList,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+    status: int,
+    page: Callable[[FakeAniList, int], None],
+) -> None:
+    # AniList is down ("temporarily disabled", its own answer) long enough for an alert; then
+    # Cloudflare or a gateway answers in its place: AniList itself has not answered yet.
+    unreachable = "watchbridge: AniList unreachable"
+    fake.disabled = True
+    enqueue(runtime, "play", episode(40), clock() - 60, live=True)
+    for _ in range(5):
+        await worker.pass_once(runtime)
+        clock.now += 301
+    assert receiver.titles() == [unreachable]
+    fake.disabled = False
+    page(fake, status)
+    for _ in range(3):
+        clock.now += 601
+        await worker.pass_once(runtime)
+    assert receiver.titles() == [unreachable]
+    assert runtime.notifier.raised("service_unreachable", "anilist")
+    assert runtime.store.dead_letters() == []
+    fake.clear_knobs()  # AniList answers again: the play goes, and the alert is resolved
+    for _ in range(2):
+        clock.now += 601
+        await worker.pass_once(runtime)
+    assert receiver.titles() == [unreachable, f"Resolved: {unreachable}"]
     assert fake.snapshot()[PART_2]["progress"] == 3
 
 

@@ -760,11 +760,15 @@ class HttpClient:
         transport: httpx.AsyncBaseTransport | None = None,
         setting: str | None = None,
         own_answer: Callable[[httpx.Response], bool] | None = None,
+        in_its_place: Callable[[httpx.Response], str] | None = None,
     ) -> None:
         self.service = service
         # Whether an answer is the service's own, not a page of a proxy or firewall in front of
         # it (None: any answer is): only its own says its outage is over (ANSWERED).
         self.own_answer = own_answer
+        # What to say of an error page answered in the service's place (None: the words below),
+        # when the service knows what may answer for it and what to check.
+        self.in_its_place = in_its_place
         self.base_url = base_url.rstrip("/")
         # The config key of `base_url` (a server on the user's network): when nothing answers
         # there, a failure names it, as a server moved to another address or port looks so.
@@ -966,10 +970,15 @@ class HttpClient:
                     if base_url is None and response.is_error and not self._own(response):
                         # Not the service refusing this request: a page of a firewall or a
                         # proxy in its place, no row's failure (nor a 401 to refresh for).
+                        said = (
+                            self.in_its_place(response)
+                            if self.in_its_place is not None
+                            else f"answered {response.status_code} with a page of a firewall "
+                            "or proxy in its place, not its own answer"
+                        )
                         raise Unavailable(
                             self.service,
-                            f"answered {response.status_code} with a page of a firewall or "
-                            "proxy in its place, not its own answer",
+                            said,
                             IN_ITS_PLACE_PAUSE,
                             outcome_unknown=maybe_written,
                             status=response.status_code,

@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .base import FakeServer, Request, Response, _Knob, json_response, route
+from .base import FakeServer, Request, Response, _Knob, cloudflare_page, json_response, route
 
 CLIENT_ID = "12345"
 CLIENT_SECRET = "fake-anilist-client-secret"
@@ -183,7 +183,8 @@ class FakeAniList(FakeServer):
     Inspect: ``user(...).entries``, ``operations`` (names of the GraphQL operations served).
     Misbehave: ``limit``, ``burst_limit``/``burst_window``/``burst_retry_after``,
     ``send_rate_headers``, ``disabled``, ``fail_graphql_next``, ``fail_operation``,
-    ``lose_answers``, ``expire_tokens`` (plus the base's knobs). Clock: ``now``, ``advance``.
+    ``cloudflare_next``, ``lose_answers``, ``expire_tokens`` (plus the base's knobs). Clock:
+    ``now``, ``advance``.
     """
 
     def __init__(self) -> None:
@@ -333,6 +334,11 @@ class FakeAniList(FakeServer):
                 skip=skip,
             )
         )
+
+    def cloudflare_next(self, n: int = 1, *, status: int = 403) -> None:
+        """The next ``n`` GraphQL requests get a Cloudflare HTML error page in AniList's place:
+        AniList's own answers, errors too, are JSON with ``data`` or ``errors`` (§1)."""
+        self.fail_next(n, status, {"server": "cloudflare"}, cloudflare_page(status), route="POST /")
 
     def lose_answers(self, operation: str, n: int) -> None:
         """Run the next ``n`` requests of ``operation``, then close the connection without

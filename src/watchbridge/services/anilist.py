@@ -732,6 +732,21 @@ def classify_errors(status: int, body: Any) -> AniListError | None:
     return AniListError(f"GraphQL error: {message}", code)
 
 
+def anilists(body: Any) -> bool:
+    """Whether `body` (an answer's JSON; None for none) is of AniList's API: an object with
+    `data` or `errors`, its errors' too (§1, samples/anilist/error-*.json)."""
+    return isinstance(body, Mapping) and ("data" in body or "errors" in body)
+
+
+def from_anilist(response: httpx.Response) -> bool:
+    """Whether AniList's API gave `response`: a page of Cloudflare, a proxy, a gateway, a
+    captive portal or a DNS filter in its place (HTML, other JSON) is none of its answers."""
+    try:
+        return anilists(response.json())
+    except ValueError:
+        return False
+
+
 # --------------------------------------------------------------------------- pacing
 
 
@@ -806,6 +821,8 @@ class AniListClient:
             clock=clock,
             retry=RetryPolicy(attempts=3, backoff=1.0, max_inline_wait=max_inline_wait),
             headers={"content-type": "application/json", "accept": "application/json"},
+            own_answer=from_anilist,
+            in_its_place=self._not_anilists,
         )
         # The served limit unless told, read now: a test lifts it for every client it makes.
         self.per_minute = SERVED_PER_MINUTE - MARGIN if per_minute is None else per_minute
@@ -965,7 +982,9 @@ class AniListClient:
         try:
             body = response.json()
         except ValueError:
-            raise self._not_anilist(response) from None
+            body = None
+        if not anilists(body):  # a 2xx: the HTTP policy held an error status already
+            raise self._not_anilist(response)
         error = classify_errors(response.status_code, body)
         if error is not None:
             raise error
@@ -975,18 +994,28 @@ class AniListClient:
         return data
 
     def _not_anilist(self, response: httpx.Response) -> Unavailable:
-        """The error for an answer without JSON: AniList answers JSON, errors too (§1), so
-        such an answer is something else's (a DNS filter's block page, a captive portal, a
-        proxy) or a broken one. No row is to blame: its deliveries wait as in an outage,
-        spending no tries. A write is a set of absolute values, safe to send again."""
+        """The error for an answer that is not AniList's JSON (`from_anilist`): something
+        else's (a DNS filter's block page, a captive portal, a proxy) or a broken one. No row
+        is to blame: its deliveries wait as in an outage, spending no tries. A write is a set
+        of absolute values, safe to send again."""
+        return Unavailable(SERVICE, self._not_anilists(response), status=response.status_code)
+
+    def _not_anilists(self, response: httpx.Response) -> str:
+        """What an answer that is not AniList's JSON is, and what may have given it."""
         kind = response.headers.get("content-type", "").split(";")[0].strip()
-        what = "a web page (text/html)" if "html" in kind else f"no JSON ({kind or 'no type'})"
-        return Unavailable(
-            SERVICE,
-            f"answered HTTP {response.status_code} with {what}, not AniList's JSON: something "
-            f"else may answer for {shown_url(self.config.api_url)} (a DNS filter's block page, "
-            "a captive portal, a proxy), or services.anilist.api_url names another address",
-            status=response.status_code,
+        if "html" in kind:
+            what = "a web page (text/html), not AniList's JSON"
+        else:
+            try:
+                response.json()
+            except ValueError:
+                what = f"no JSON ({kind or 'no type'}), not AniList's JSON"
+            else:
+                what = "JSON that is not AniList's (neither data nor errors)"
+        return (
+            f"answered HTTP {response.status_code} with {what}: something else may answer for "
+            f"{shown_url(self.config.api_url)} (a DNS filter's block page, a captive portal, a "
+            "proxy), or services.anilist.api_url names another address"
         )
 
     def _observe(self, response: httpx.Response) -> None:
