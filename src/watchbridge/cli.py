@@ -228,6 +228,7 @@ def serve(ctx: click.Context, config_path: str | None, backup_on_stop: bool) -> 
     """
     from watchbridge import servelock
     from watchbridge.app import webhook_secret
+    from watchbridge.healthcheck import listening_file
     from watchbridge.logs import setup_logging
     from watchbridge.server import serve as run_server
     from watchbridge.wiring import build_app, build_runtime
@@ -247,8 +248,16 @@ def serve(ctx: click.Context, config_path: str | None, backup_on_stop: bool) -> 
         runtime = build_runtime(
             config, backup_on_stop=backup_on_stop, home_assistant=_home_assistant()
         )
+        # Where it listens, for the image's healthcheck to ask without reading the config: in
+        # the data folder of the image (and of the systemd unit), which both set.
+        data_dir = os.environ.get("WATCHBRIDGE_DATA_DIR")
         # Noted alive as the stop begins: a kill before it ends is no absence at the next start.
-        run_server(build_app(runtime), config, on_stopping=runtime.note_stopping)
+        run_server(
+            build_app(runtime),
+            config,
+            on_stopping=runtime.note_stopping,
+            listening_file=listening_file(data_dir) if data_dir else None,
+        )
 
 
 @cli.command("check-config")

@@ -6,6 +6,7 @@ import asyncio
 import errno
 import gc
 import logging
+import os
 import socket
 import sys
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from litestar import Litestar
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from watchbridge import healthcheck
 from watchbridge.config import Config
 from watchbridge.errors import WatchbridgeError
 
@@ -126,9 +128,15 @@ class QuietServer(uvicorn.Server):
     first, before connections drain (see `serve`).
     """
 
-    def __init__(self, config: uvicorn.Config, on_stopping: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        on_stopping: Callable[[], None],
+        on_started: Callable[[], None] = lambda: None,
+    ) -> None:
         super().__init__(config)
         self.on_stopping = on_stopping
+        self.on_started = on_started
         self._wake: Callable[[], None] | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
@@ -150,6 +158,7 @@ class QuietServer(uvicorn.Server):
             loop.call_soon_threadsafe(wake)
 
         self._wake = from_the_signal
+        self.on_started()  # the lifespan has started and the sockets accept: answering now
         ticks = 0
         try:
             while not await self.on_tick(ticks):
@@ -183,10 +192,19 @@ def bind(host: str, port: int, key: str) -> socket.socket:
     return sock
 
 
-def serve(app: Litestar, config: Config, on_stopping: Callable[[], None] = lambda: None) -> None:
+def serve(
+    app: Litestar,
+    config: Config,
+    on_stopping: Callable[[], None] = lambda: None,
+    listening_file: str | None = None,
+) -> None:
     """Serve until SIGTERM/SIGINT; `on_stopping` is called then (it must not block: a quick
-    note of the stop), uvicorn drains connections, then the lifespan drains tasks."""
+    note of the stop), uvicorn drains connections, then the lifespan drains tasks. Once it
+    answers, where it listens is noted in `listening_file` for the healthcheck, until the stop
+    begins."""
     server_config = config.server
+    if listening_file is not None:
+        healthcheck.forget_listening(listening_file)  # a killed run's: this one is not there yet
     sockets = [bind(server_config.host, server_config.port, "server.port")]
     if server_config.webhook_port is not None:
         sockets.append(bind(server_config.host, server_config.webhook_port, "server.webhook_port"))
@@ -203,7 +221,23 @@ def serve(app: Litestar, config: Config, on_stopping: Callable[[], None] = lambd
         timeout_graceful_shutdown=CONNECTION_DRAIN_SECONDS,
         proxy_headers=False,
     )
-    server = QuietServer(uv_config, on_stopping)
+    ports = [server_config.port, *filter(None, [server_config.webhook_port])]
+
+    def note_listening() -> None:
+        if listening_file is None:
+            return
+        try:
+            healthcheck.note_listening(listening_file, server_config.host, ports)
+        except OSError as exc:  # the healthcheck reads the config instead: slower, as right
+            log.debug("cannot note where it listens", extra={"error": exc.strerror})
+
+    def stopping() -> None:
+        # Now: uvicorn ends the process with the signal once it has drained (no `finally`).
+        if listening_file is not None:
+            healthcheck.forget_listening(listening_file, os.getpid())
+        on_stopping()
+
+    server = QuietServer(uv_config, stopping, note_listening)
     log.info(
         "listening",
         extra={
@@ -223,5 +257,7 @@ def serve(app: Litestar, config: Config, on_stopping: Callable[[], None] = lambd
     finally:
         for sock in sockets:
             sock.close()
+        if listening_file is not None:  # stopped by an error rather than a signal
+            healthcheck.forget_listening(listening_file, os.getpid())
     if not server.started:
         raise WatchbridgeError("the service did not start; see the log lines above")
