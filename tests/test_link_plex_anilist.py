@@ -235,3 +235,28 @@ def test_episodes_plex_numbers_in_tvdb_aired_order_are_linked_only_where_tmdb_nu
     assert f"episode:tmdb:{BLEACH} 'Bleach'  [server-order]  6 episodes: S2E1-5, S2E8" in listed
     assert "whose S2E1 may be another episode than TMDB's S2E1" in listed, listed
     assert "Attack on Titan" not in listed
+
+
+def test_an_episode_rated_in_plex_is_not_planned_for_anilist_which_scores_seasons(
+    tmp_path: Path, start_fake: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AniList scores an entry (a season or a movie), never an episode: the link planned a
+    Plex episode's rating for it at every full read, which `sync` showed and counted as
+    delivered while the delivery skipped it. The season's rating is the entry's score."""
+    unpaced(monkeypatch, "anilist")
+    plex, anilist, datasets = fakes(start_fake)
+    anilist.add_media(RE_ZERO, episodes=25)
+    plex.add_show("20", "Re:ZERO", 2016, ["tmdb://65942"])
+    for n in range(1, 4):
+        plex.add_episode(str(100 + n), "20", 1, n)
+        plex.watch(str(100 + n), time.time() - DAY + n * 3600)
+    plex.rate("101", 8.0, time.time() - 3600)  # an episode
+    plex.rate("20001", 9.0, time.time() - 3600)  # its season
+    path = link_config(tmp_path, plex, anilist, datasets)
+
+    said = run(path, "sync", "--link", "plex-anilist") + run(
+        path, "sync", "--link", "plex-anilist", "--full", "--dry-run"
+    )
+
+    assert "set_rating anilist episode:" not in said, said
+    assert anilist.snapshot()[RE_ZERO]["score"] == 90

@@ -97,6 +97,9 @@ class Side:
     # The items this side can hold at all (a media server: what is in its libraries);
     # None: anything. Plays and ratings of other items are not planned for it.
     catalog: frozenset[str] | None = None
+    # False: this side rates no episode (AniList scores a season's or a movie's entry), so no
+    # episode's rating is planned for it, whatever its catalog holds.
+    rates_episodes: bool = True
     # Records of plays keyed by the other side's episode numbers rather than the library's
     # own (Plex shows in a TheTVDB ordering): held before under another item, such a play is
     # gone from that one.
@@ -699,19 +702,23 @@ def _within_catalogs(
     actions: list[Action], current: Mapping[str, Side], renumbered: set[tuple[str, str]]
 ) -> tuple[list[Action], dict[str, int], list[Action]]:
     """Adds and ratings for items their target cannot hold are left out (and counted):
-    planning them every run would only ever end in "not in any library". A play or rating
-    "removed" from a side that cannot hold its item (an add it skipped, then read as gone; a
-    title that left its libraries) takes nothing from the other side; unless the play is still
-    there, keyed as another episode (`renumbered`: the removals it makes, by target and
-    record).
+    planning them every run would only ever end in "not in any library"; so are episode
+    ratings for a side that rates no episode (not counted: no item is missing there). A play
+    or rating "removed" from a side that cannot hold its item (an add it skipped, then read as
+    gone; a title that left its libraries) takes nothing from the other side; unless the play
+    is still there, keyed as another episode (`renumbered`: the removals it makes, by target
+    and record).
 
     Returns the actions kept, the adds left out per target, and the removals dropped."""
     kept: list[Action] = []
     left_out: defaultdict[str, int] = defaultdict(int)
     void: list[Action] = []
     for action in actions:
-        catalog = current[action.target].catalog
+        target = current[action.target]
+        catalog = target.catalog
         adding = action.kind in ("add_play", "set_rating")
+        if action.kind == "set_rating" and not target.rates_episodes and _episode(action.item):
+            continue  # nothing it could hold: not counted as an item it lacks
         if adding and catalog is not None and action.item not in catalog:
             left_out[action.target] += 1
         elif (
@@ -723,6 +730,11 @@ def _within_catalogs(
         else:
             kept.append(action)
     return kept, dict(left_out), void
+
+
+def _episode(item: str) -> bool:
+    """Whether an item key names an episode (`sides.episode_key`)."""
+    return item.startswith("episode:")
 
 
 def _could_hold(removal: Action, current: Mapping[str, Side]) -> bool:

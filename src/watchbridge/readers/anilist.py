@@ -1100,6 +1100,7 @@ class AniListReader:
         ):
             viewer = await self.client.viewer(profile)
             own = same_in_format(own, other, viewer.score_format, self.other)
+        own = replace(own, rates_episodes=False)  # its scores are its entries'
         reverse = await self._reverse(other)
         if reverse is None:
             return own
