@@ -2,7 +2,7 @@
 
 Validation walks the YAML node tree (not the loaded dict) so every error can name the file,
 the line, the key path and what was expected, e.g.
-``watchbridge.yaml:14 services.trakt.client_id: required``.
+``watchbridge.yaml:14 links.tv.services: required: the two services it keeps in sync, ...``.
 """
 
 from __future__ import annotations
@@ -151,6 +151,11 @@ class AlertsConfig:
 NOT_A_KEY = {"config_key": False}  # metadata of a Config field the file cannot set
 
 
+def expects(text: str) -> dict[str, str]:
+    """Metadata of a required field: what to write, said when the key is missing."""
+    return {"expects": text}
+
+
 # How long a Trakt client whose token refresh Trakt refused looks for a pair another process
 # (a `watchbridge sync` beside the service) stored meanwhile: see services/trakt.py.
 TRAKT_REFRESH_RACE_SECONDS = 2.0
@@ -158,7 +163,12 @@ TRAKT_REFRESH_RACE_SECONDS = 2.0
 
 @dataclass(frozen=True)
 class TraktConfig:
-    client_id: str
+    client_id: str = field(
+        metadata=expects(
+            "your Trakt app's client id (the app of a VIP account); without Trakt, "
+            "take services.trakt out"
+        )
+    )
     client_secret: Secret | None = None  # deprecated by Trakt for sign-in; sent when set
     api_url: str = "https://api.trakt.tv"
     auth_url: str = "https://auth.trakt.tv"
@@ -178,13 +188,13 @@ class PlexConfig:
 
 @dataclass(frozen=True)
 class JellyfinConfig:
-    url: str
+    url: str = field(metadata=expects("your Jellyfin server's address, e.g. http://jellyfin:8096"))
     api_key: Secret | None = None
 
 
 @dataclass(frozen=True)
 class EmbyConfig:
-    url: str
+    url: str = field(metadata=expects("your Emby server's address, e.g. http://emby:8096"))
     api_key: Secret | None = None
 
 
@@ -338,7 +348,9 @@ class Profile:
 
 @dataclass(frozen=True)
 class Link:
-    services: list[ServiceName]
+    services: list[ServiceName] = field(
+        metadata=expects("the two services it keeps in sync, e.g. [plex, anilist]")
+    )
     direction: Literal["two-way", "one-way"] = "two-way"
     kinds: list[DataKind] = field(default_factory=lambda: ["history", "ratings"])
     interval: Duration = Duration(1800)
@@ -1354,7 +1366,8 @@ class _Validator:
             if _required(f):
                 path = f"{key}.{name}" if key else name
                 if path not in self.misplaced:
-                    self.fail(node, path, "required")
+                    wanted = f.metadata.get("expects")
+                    self.fail(node, path, f"required: {wanted}" if wanted else "required")
                 values[name] = _Invalid
         if any(v is _Invalid for v in values.values()):
             return _Invalid
