@@ -392,6 +392,31 @@ async def test_a_sign_in_service_down_as_the_token_runs_out_is_told_for_that_pro
     assert receiver.titles()[-1] == f"Resolved: {HELD_FOR_ME}"
 
 
+async def test_a_proxy_page_answering_the_refresh_holds_deliveries_without_asking_to_sign_in(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    # A 401 page of a proxy in place of Trakt's sign-in host raised "sign-in needed", and the
+    # user signed in again for nothing: held as an outage of the sign-in host instead.
+    trakt.auth_request_id = False
+    trakt.expire_tokens()
+    clock.advance(7 * 86400)  # the access token has run out
+    trakt.proxy_page_next(1000, status=401, route="POST /oauth/token")
+    webhook(runtime, "movie_media_scrobble.json")
+    await drain(worker, runtime, clock, passes=10, step=120)  # past the outage alert's wait
+    assert runtime.store.outbox_counts()["pending"] == 1
+    assert receiver.titles() == [HELD_FOR_ME]
+    assert "in its place" in receiver.messages[0]["message"]
+
+    trakt.clear_knobs()
+    await drain(worker, runtime, clock, passes=4, step=300)
+    assert [h.item.title for h in trakt.history()] == ["Arrival"]
+    assert receiver.titles()[-1] == f"Resolved: {HELD_FOR_ME}"
+
+
 ENDS_SOON_FOR_ME = "watchbridge: Trakt sign-in of profile me ends soon"
 TOKEN_LIFE = 7 * 86400  # what FakeTrakt gives
 

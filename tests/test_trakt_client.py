@@ -24,7 +24,7 @@ from tests.harness import (
     until,
 )
 from watchbridge.config import Secret, TraktConfig
-from watchbridge.http import RateLimited, Unavailable
+from watchbridge.http import IN_ITS_PLACE_PAUSE, RateLimited, Unavailable
 from watchbridge.model import Ids, MediaRef
 from watchbridge.services.trakt import (
     DeviceCode,
@@ -147,6 +147,83 @@ async def test_a_firewall_block_while_the_code_is_typed_keeps_the_sign_in_pollin
         trakt.approve_device(code.user_code)
 
     assert (await client.sign_in(PROFILE, blocked_once_then_approved)).access_token
+
+
+# Pages a proxy or Cloudflare answers in place of Trakt's sign-in host (auth.trakt.tv): the
+# reference does not say whether that host's own answers carry x-request-id, so these carry
+# none either way; Trakt's own OAuth answers are JSON, or a device poll's bare status.
+IN_PLACE_OF_THE_SIGN_IN_HOST = [
+    pytest.param("cloudflare", 400, id="cloudflare-400"),
+    pytest.param("cloudflare", 401, id="cloudflare-401"),
+    pytest.param("cloudflare", 403, id="cloudflare-403"),
+    pytest.param("proxy", 401, id="proxy-html-401"),
+    pytest.param("text", 400, id="proxy-text-400"),
+]
+
+
+def page_in_place(trakt: FakeTrakt, kind: str, status: int, route: str, n: int = 1) -> None:
+    if kind == "cloudflare":
+        trakt.cloudflare_next(n, status=status, route=route)
+    else:
+        trakt.proxy_page_next(n, status=status, route=route, html=kind == "proxy")
+
+
+@pytest.mark.parametrize("status", [400, 404, 409, 410, 418])
+async def test_a_page_in_place_of_a_device_poll_answer_keeps_the_sign_in_polling(
+    client: TraktClient, trakt: FakeTrakt, status: int
+) -> None:
+    # A proxy's 410 or 418 page ended the sign-in with "expired" or "denied".
+    trakt.auth_request_id = False
+
+    def paged_once_then_approved(code: DeviceCode) -> None:
+        trakt.proxy_page_next(1, status=status, route="POST /oauth/device/token")
+        trakt.approve_device(code.user_code)
+
+    assert (await client.sign_in(PROFILE, paged_once_then_approved)).access_token
+
+
+@pytest.mark.parametrize(("status", "told"), [(403, "in its place"), (502, "answered 502")])
+async def test_a_sign_in_host_answering_no_poll_says_so_not_that_the_code_expired(
+    client: TraktClient, trakt: FakeTrakt, status: int, told: str
+) -> None:
+    # Whether the code was approved meanwhile, Trakt could not say: "expired" sent the
+    # person to look for a mistake of theirs.
+    trakt.auth_request_id, trakt.device_expires_in = False, 20
+    if status == 502:  # a gateway's: outlasts each poll's tries
+        trakt.fail_next(100, status, route="POST /oauth/device/token", from_trakt=False)
+    else:
+        trakt.cloudflare_next(100, status=status, route="POST /oauth/device/token")
+    with pytest.raises(Unavailable) as unanswered:
+        await client.sign_in(PROFILE, lambda code: trakt.approve_device(code.user_code))
+    said = unanswered.value.message
+    assert "sign-in host did not answer" in said and "try again in a few minutes" in said
+    assert told in said and "expired" not in said
+
+
+async def test_trakt_s_bare_device_poll_answers_without_a_request_id_are_its_own(
+    client: TraktClient, trakt: FakeTrakt
+) -> None:
+    trakt.auth_request_id = False
+
+    def slow_then_approve(code: DeviceCode) -> None:
+        trakt.slow_down_device(code.user_code, 1)
+        trakt.approve_device(code.user_code)
+
+    assert (await client.sign_in(PROFILE, slow_then_approve)).access_token
+    with pytest.raises(TraktAuthError, match="denied"):
+        await client.sign_in(PROFILE, lambda code: trakt.deny_device(code.user_code))
+
+
+@pytest.mark.parametrize(("kind", "status"), IN_PLACE_OF_THE_SIGN_IN_HOST)
+async def test_a_page_in_place_of_the_device_code_is_not_blamed_on_the_app(
+    client: TraktClient, trakt: FakeTrakt, kind: str, status: int
+) -> None:
+    trakt.auth_request_id = False
+    page_in_place(trakt, kind, status, "POST /oauth/device/code")
+    with pytest.raises(Unavailable, match="try again in a few minutes") as unanswered:
+        await client.sign_in(PROFILE, lambda code: trakt.approve_device(code.user_code))
+    assert "client_id" not in unanswered.value.message
+    assert "VIP" not in unanswered.value.message
 
 
 async def test_sign_in_holds_when_only_the_vip_check_meets_an_outage(
@@ -749,6 +826,57 @@ async def test_a_refresh_answered_by_something_else_than_trakt_is_tried_later(
     with pytest.raises(Unavailable, match="not Trakt's"):
         await client.last_activities(PROFILE)
     await client.last_activities(PROFILE)  # the sign-in was not spent
+
+
+@pytest.mark.parametrize(("kind", "status"), IN_PLACE_OF_THE_SIGN_IN_HOST)
+async def test_a_refresh_answered_by_a_page_in_place_of_trakt_is_an_outage_not_a_refusal(
+    client: TraktClient, trakt: FakeTrakt, store: Store, kind: str, status: int
+) -> None:
+    # Read as Trakt's refusal, the profile was marked "sign-in needed" and its refresh
+    # token set aside as spent, though Trakt never saw it.
+    trakt.auth_request_id = False
+    signed_in(trakt, store)
+    trakt.expire_tokens()
+    page_in_place(trakt, kind, status, "POST /oauth/token")
+    with pytest.raises(TraktSignInUnavailable, match="in its place") as held:
+        await client.last_activities(PROFILE)
+    assert held.value.retry_after == IN_ITS_PLACE_PAUSE
+    await client.last_activities(PROFILE)  # the page is gone: the same refresh token works
+    assert trakt.count("POST", "/oauth/token") == 2
+
+
+async def test_a_refresh_answered_by_a_page_uses_the_working_token_and_tries_again_later(
+    trakt: FakeTrakt, store: Store
+) -> None:
+    trakt.auth_request_id = False
+    signed_in(trakt, store)
+    stored = store.get_token("trakt", PROFILE)
+    ahead = [0.8 * 7 * 86400]  # past the refresh point; the access token works for a day
+    config = TraktConfig(CLIENT_ID, Secret(CLIENT_SECRET), api_url=trakt.url, auth_url=trakt.url)
+    client = TraktClient(config, store, clock=lambda: time.time() + ahead[0], sleep=no_wait)
+    trakt.proxy_page_next(1, status=401, route="POST /oauth/token")
+    try:
+        await client.last_activities(PROFILE)  # with the current token
+        assert await client.sign_in_ending(PROFILE) is None  # nothing to sign in again for
+        assert store.get_token("trakt", PROFILE) == stored
+        ahead[0] += 600  # past the wait before a failed refresh is tried again
+        await client.last_activities(PROFILE)
+    finally:
+        await client.aclose()
+    assert store.get_token("trakt", PROFILE)["refresh_token"] != stored["refresh_token"]
+    assert trakt.count("POST", "/oauth/token") == 2
+
+
+async def test_trakt_refusing_a_refresh_without_a_request_id_is_still_a_refusal(
+    client: TraktClient, trakt: FakeTrakt, store: Store
+) -> None:
+    # Its OAuth error is JSON (RFC 6749 5.2): Trakt's own answer, whatever its headers.
+    trakt.auth_request_id = False
+    signed_in(trakt, store)
+    trakt.refuse_refresh_tokens()
+    trakt.expire_tokens()
+    with pytest.raises(TraktAuthError, match="no longer accepts"):
+        await client.last_activities(PROFILE)
 
 
 @pytest.mark.parametrize("expires_in", ["a week", -3600, "NaN"])

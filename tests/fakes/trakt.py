@@ -67,6 +67,10 @@ CLOUDFLARE_BLOCK = (  # body of samples/trakt/error_403_cloudflare.http.json
     "<!DOCTYPE html><html><head><title>Attention Required! | Cloudflare</title></head>"
     "<body>Sorry, you have been blocked</body></html>"
 )
+PROXY_PAGE = (  # what nginx (a reverse proxy, a network's filter) answers of its own
+    "<html><head><title>{status} {reason}</title></head><body><center><h1>{status} {reason}"
+    "</h1></center><hr><center>nginx</center></body></html>"
+)
 WRITE_METHODS = ("POST", "PUT", "DELETE", "PATCH")
 
 
@@ -566,9 +570,10 @@ class FakeTrakt(FakeServer):
     ``last_activities`` (plus the base's ``requests``/``calls``/``count``).
     Misbehave: ``vip``, ``enforce_rate_limits``/``rate_limits``/``trip_block_seconds``,
     ``throttle_next``, ``lock_account``, ``account_limit``, ``cloudflare_next``,
-    ``refuse_entries``, ``refuse_access_tokens`` (plus the base's
-    ``fail_next``/``delay_next``/``drop_next``; ``fail_next`` answers as Trakt's application,
-    with its ``x-request-id``, unless ``from_trakt=False``). Clock: ``now``, ``advance``.
+    ``proxy_page_next``, ``auth_request_id``, ``refuse_entries``, ``refuse_access_tokens``
+    (plus the base's ``fail_next``/``delay_next``/``drop_next``; ``fail_next`` answers as
+    Trakt's application, with its ``x-request-id``, unless ``from_trakt=False``). Clock:
+    ``now``, ``advance``.
     """
 
     def __init__(
@@ -603,6 +608,10 @@ class FakeTrakt(FakeServer):
         self.upgrade_url = "https://trakt.tv/vip"
         # device flow
         self.verification_url = "https://trakt.tv/activate"  # as in device_code_response.json
+        # SILENT (§1 tells it of the API's answers): whether auth.trakt.tv's own answers carry
+        # x-request-id. False: the OAuth routes answer without it (JSON errors, the device
+        # poll's bare statuses), so only their shape tells them from a proxy's page.
+        self.auth_request_id = True
         self.device_expires_in = 600
         self.device_interval = 5
         self.enforce_poll_interval = False  # True: polls closer than ``interval`` -> 429
@@ -1105,6 +1114,20 @@ class FakeTrakt(FakeServer):
             from_trakt=False,
         )
 
+    def proxy_page_next(
+        self, n: int = 1, *, status: int = 403, route: str | None = None, html: bool = True
+    ) -> None:
+        """The next ``n`` requests get a page of a proxy in front of Trakt (nginx's error
+        page; ``html=False``: a line of plain text), without ``x-request-id``: on the sign-in
+        routes, what a network's filter or a reverse proxy answers in place of Trakt."""
+        reason = {400: "Bad Request", 401: "Authorization Required", 403: "Forbidden"}.get(
+            status, "Error"
+        )
+        page = PROXY_PAGE.format(status=status, reason=reason)
+        body = page if html else f"{status} {reason}\n".encode()
+        kind = None if html else "text/plain"
+        self.fail_next(n, status, {"server": "nginx"}, body, route, kind, from_trakt=False)
+
     # ======================================================================================
     # request gate
     # ======================================================================================
@@ -1127,12 +1150,10 @@ class FakeTrakt(FakeServer):
             resp = abort.resp
         if not isinstance(resp, Response):
             resp = Response(204) if resp is None else json_response(resp)
-        resp.headers = {
-            **rate_headers,
-            "x-request-id": str(uuid.uuid4()),
-            "x-runtime": f"{time.perf_counter() - t0:.6f}",
-            **resp.headers,
-        }
+        own = {"x-request-id": str(uuid.uuid4()), "x-runtime": f"{time.perf_counter() - t0:.6f}"}
+        if auth == "oauth" and not self.auth_request_id:
+            own = {}
+        resp.headers = {**rate_headers, **own, **resp.headers}
         if self.page_count_header != "real" and "X-Pagination-Page-Count" in resp.headers:
             # Broken page headers (trakt-api#896): dropped (None) or some other value.
             del resp.headers["X-Pagination-Page-Count"]

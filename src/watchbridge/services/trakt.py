@@ -807,7 +807,7 @@ class TraktClient:
 
     async def start_device_auth(self) -> DeviceCode:
         response = await self._oauth("device/code", {"client_id": self.config.client_id})
-        _raise_if_firewall(response, *_SIGN_IN_BLOCKED)
+        _raise_if_in_its_place(response, "sign-in request", REFUSING, advice=TRY_AGAIN)
         if response.status_code in (401, 403, 426):
             raise _app_refused(response.status_code)
         if response.status_code >= 400:
@@ -818,12 +818,13 @@ class TraktClient:
         response = await self._oauth(
             "device/token", {"code": device_code, **self._client_auth()}, frozenset({429})
         )
-        _raise_if_firewall(response, *_SIGN_IN_BLOCKED)  # a ban passes: the sign-in polls on
+        # Whatever a page in Trakt's place says (a ban, a proxy's 410), the sign-in polls on.
+        _raise_if_in_its_place(response, "sign-in poll", POLL_ERRORS, POLL_ANSWERS)
         # Not among the poll's statuses: the app's credentials. OAuth servers may answer that
         # with a 400 too (RFC 6749 5.2), which would otherwise read as "pending" until expiry.
         if response.status_code == 401 or _oauth_error(response) == "invalid_client":
             raise TraktAuthError(SERVICE, _client_refused(response))
-        if response.status_code in (403, 426):  # Trakt's own (the firewall's 403 passed above)
+        if response.status_code in (403, 426):  # Trakt's own (a page in its place: above)
             raise _app_refused(response.status_code)
         status = _DEVICE_STATUS.get(response.status_code)
         if status is None:
@@ -847,13 +848,16 @@ class TraktClient:
             "expired": "the code expired before it was approved; run the sign-in again",
             "denied": "the sign-in was denied on Trakt",
         }
+        unanswered: Unavailable | None = None  # the last poll's, when Trakt gave no answer
         while waited < code.expires_in and time.monotonic() - started < code.expires_in:
             await self.sleep(interval)
             waited += interval
             try:
                 status, tokens = await self.poll_device_auth(code.device_code)
-            except Unavailable:
-                continue  # a gateway blip while the user types the code: keep polling
+            except Unavailable as exc:
+                unanswered = exc  # a gateway blip, a proxy's page: keep polling
+                continue
+            unanswered = None
             if tokens is not None:
                 self._save(profile, tokens)
                 _UNSAVED.pop(self._sign_in_key(profile), None)
@@ -882,6 +886,13 @@ class TraktClient:
                 interval += 5
             elif status in messages:
                 raise TraktAuthError(SERVICE, messages[status])
+        if unanswered is not None:  # whether the code was approved, Trakt could not say
+            said = unanswered.message.removeprefix(f"{SERVICE}: ")
+            if not said.startswith("Trakt"):  # a gateway's error, a timeout
+                said = f"Trakt's sign-in host did not answer the sign-in poll ({said})"
+            raise Unavailable(
+                SERVICE, f"the code ran out: {said}{TRY_AGAIN}", unanswered.retry_after
+            )
         raise TraktAuthError(SERVICE, messages["expired"])
 
     async def account(self, profile: str) -> str | None:
@@ -1282,6 +1293,9 @@ class TraktClient:
                 **self._client_auth(),
             },
         )
+        # A page in Trakt's place has not seen the refresh token: it is not spent, and the
+        # sign-in is not refused; the refresh is tried again as after an outage.
+        _raise_if_in_its_place(response, "token refresh", REFUSING)
         if _oauth_error(response) == "invalid_client":  # signing in again would fail the same way
             raise TraktSignInRefused(SERVICE, _client_refused(response))
         if response.status_code in (400, 401):
@@ -1294,9 +1308,11 @@ class TraktClient:
                 f"Trakt no longer accepts the sign-in of profile {profile} "
                 f"({_oauth_error(response)}): run `watchbridge auth trakt --profile {profile}`",
             )
+        if response.status_code == 403:  # Trakt's own (a page in its place: above)
+            raise _app_refused(403)
         if response.status_code >= 400:
-            # Whatever else refuses the refresh (Trakt's firewall, an OAuth host that moved,
-            # a locked account) holds this profile's deliveries and asks for a human.
+            # Whatever else refuses the refresh (an OAuth host that moved, a locked account)
+            # holds this profile's deliveries and asks for a human.
             _raise_for_account(response)
             raise TraktAuthError(
                 SERVICE,
@@ -1916,27 +1932,70 @@ def _oauth_error(response: httpx.Response) -> str:
     return str(error or f"HTTP {response.status_code}")
 
 
-# What a firewall block of a sign-in says: the person at the terminal waits and tries again.
-_SIGN_IN_BLOCKED = (
-    "sign-in request",
-    ", not a problem of the app's settings: try again in a few minutes",
-)
-
-
 def from_trakt(response: httpx.Response) -> bool:
     """Whether Trakt's application gave `response`: its answers carry `x-request-id`, a page
     of Cloudflare (or of a proxy) in its place does not (trakt-api.md §1)."""
     return "x-request-id" in response.headers
 
 
-def _raise_if_firewall(response: httpx.Response, what: str = "request", advice: str = "") -> None:
-    """A 403 without Trakt's request id is Cloudflare's (pitfalls §7), not Trakt refusing the
-    app: its bans pass (minutes, not seconds), and the app's settings are not to blame. For
-    the sign-in host: the API's answers are sorted so by the HTTP policy (`own_answer`)."""
+# What Trakt's sign-in host answers when it refuses (the grant, the code, the app): a page of
+# Cloudflare or a proxy in place of one is an outage (`_raise_if_in_its_place`), held and
+# tried again, not a refusal that asks the user to sign in again.
+REFUSING = frozenset({400, 401, 403, 426})
+# A device poll's: any error but a 429, which says to slow down whoever says it.
+POLL_ERRORS = frozenset(range(400, 600)) - {429}
+POLL_ANSWERS = frozenset(_DEVICE_STATUS)  # documented as bare statuses (§6)
+# What the person at the terminal does about a page in place of the sign-in host's answer.
+TRY_AGAIN = ", not a problem of the app's settings: try again in a few minutes"
+
+
+def from_sign_in_host(response: httpx.Response, bare: frozenset[int] = frozenset()) -> bool:
+    """Whether Trakt's sign-in host (`auth_url`) gave the error `response`, not a page of
+    Cloudflare or a proxy in its place. The reference does not say whether that host's
+    answers carry `x-request-id`, so their shape decides: an OAuth server's error is JSON
+    (RFC 6749 5.2: `{"error": ...}`), Trakt's device poll a bare status (`bare`: those it
+    documents); an HTML page, or any other body, is not its own unless it carries Trakt's
+    request id."""
+    if "html" in response.headers.get("content-type", "").lower():
+        return False  # no OAuth answer, whoever served it
+    if not response.content:
+        return response.status_code in bare or from_trakt(response)
+    try:
+        answer = response.json()
+    except ValueError:
+        return from_trakt(response)
+    return (isinstance(answer, dict) and "error" in answer) or from_trakt(response)
+
+
+def _raise_if_in_its_place(
+    response: httpx.Response,
+    what: str,
+    statuses: frozenset[int],
+    bare: frozenset[int] = frozenset(),
+    advice: str = "",
+) -> None:
+    """An answer of the sign-in host with one of `statuses` that is a page in its place
+    (`from_sign_in_host`): Unavailable, held as such pages are (IN_ITS_PLACE_PAUSE): they
+    pass in minutes, and neither the sign-in nor the app's settings are to blame."""
+    status = response.status_code
+    if status in statuses and not from_sign_in_host(response, bare):
+        raise Unavailable(
+            SERVICE,
+            f"Trakt's sign-in host did not answer the {what} (a proxy/firewall page "
+            f"answered {status} in its place){advice}",
+            retry_after=IN_ITS_PLACE_PAUSE,
+            status=status,
+        )
+
+
+def _raise_if_firewall(response: httpx.Response) -> None:
+    """A 403 of the API without Trakt's request id is Cloudflare's (pitfalls §7), not Trakt
+    refusing the app: its bans pass (minutes, not seconds), and the app's settings are not to
+    blame. (The HTTP policy sorts most such pages out first, by `own_answer`.)"""
     if response.status_code == 403 and not from_trakt(response):
         raise Unavailable(
             SERVICE,
-            f"Trakt's firewall blocked the {what} (403 without a Trakt request id){advice}",
+            "Trakt's firewall blocked the request (403 without a Trakt request id)",
             retry_after=IN_ITS_PLACE_PAUSE,
         )
 
