@@ -580,7 +580,7 @@ def test_plays_kept_off_for_good_are_told_by_status_the_page_and_the_api(
         {"link": "plex-serializd", "profile": "alex", "target": "serializd", "plays": 1,
          "fix": fix}
     ]  # fmt: skip
-    assert "kept off for good: links.plex-serializd, serializd/alex</td><td>1 play(s) (" in page
+    assert "kept off for good: serializd for alex (sync plex-serializd)</td><td>1 play(s) (" in page
     assert "<code>watchbridge deadletters allow ID</code>" in page, page
 
 

@@ -49,7 +49,7 @@ def app_with_a_dead_letter(tmp_path: Path, trakt: FakeTrakt) -> Iterator[AppThre
             f"{app.url}/webhooks/plex/{SECRET}", files={"payload": (None, json.dumps(payload))}
         )
         assert answer.status_code < 300, answer.text
-        page_until(app.url, "dead letters</td><td><span")
+        page_until(app.url, "(dead letters)</td><td><span")
         yield app
 
 
@@ -80,7 +80,7 @@ def test_the_dead_letters_are_retried_from_the_page_and_delivered(
         while not trakt.history():
             assert time.monotonic() < deadline, "the retried play did not reach Trakt"
             time.sleep(0.05)
-        page = page_until(app.url, "dead letters</td><td>0<p>")
+        page = page_until(app.url, "(dead letters)</td><td>0<p>")
         assert FORM not in page  # none left to retry
 
 

@@ -375,7 +375,7 @@ async def test_a_server_ignoring_the_history_account_filter_gives_nobody_another
             assert [p.at for p in await read(reader, "jamie")] == [T0 + 5 * DAY]
         told = [r.getMessage() for r in caplog.records if "accountID filter" in r.getMessage()]
         assert len(told) == 2
-        assert "reading profile alex's (account 1) it also sent 1 row(s) of other" in told[0]
+        assert "reading profile alex's (account 1) it also sent 1 play(s) of other" in told[0]
         assert set(metrics.unfiltered) == {"alex", "jamie"}
         assert metrics.plex_foreign_rows.labels("alex")._value.get() == 1
         plex.filters_history_by_account = True

@@ -6,7 +6,9 @@ import json
 import re
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import replace
+from html import unescape
 from pathlib import Path
 
 import httpx
@@ -23,7 +25,7 @@ from watchbridge.app import Runtime, create_app
 from watchbridge.config import Config, load_config
 from watchbridge.downtime import restore_notice
 from watchbridge.lastwebhooks import LastWebhook
-from watchbridge.metrics import Metrics
+from watchbridge.metrics import Metrics, UnfilteredHistory
 from watchbridge.pagesignin import PageSignIn
 from watchbridge.readers.plex import unfiltered_history
 from watchbridge.refused import OVER_AFTER, RefusedWebhooks
@@ -69,8 +71,8 @@ def test_the_page_shows_the_queue_and_dead_letters_with_what_to_do(tmp_path: Pat
         (item,) = store.claim("test", 9_000.0, 1, ["trakt"])
         store.mark_dead(item.id, 9_500.0, "gave up")
         html = page(config, store)
-    assert "<td>queued</td><td>1 pending, 0 in flight</td>" in html
-    assert "<td>oldest queued</td><td>16 min ago</td>" in html
+    assert "<td>queued</td><td>1 waiting, 0 being sent</td>" in html
+    assert "<td>oldest queued</td><td>16 min ago (02:30)</td>" in html
     assert '<span class="bad">1</span>' in html and "watchbridge deadletters list" in html
 
 
@@ -184,7 +186,8 @@ def test_the_page_says_why_queued_deliveries_wait_and_what_to_do(tmp_path: Path)
         store.hold(item.id, 9_000.0, 10_900.0, reason)
         html = page(config, store)
     assert (
-        '<td>held: trakt/me</td><td><span class="bad">1 waiting</span>, next try in 15 min: '
+        '<td>on hold: trakt for me</td><td><span class="bad">1 waiting</span>, next try in 15 min '
+        "(03:01): "
         "Trakt no longer accepts the sign-in: run `watchbridge auth trakt --profile me`</td>"
     ) in html
 
@@ -199,9 +202,9 @@ def test_the_page_and_api_count_deliveries_waiting_behind_an_earlier_one_of_thei
         html = httpx.get(f"{app.url}/").text
         status = httpx.get(f"{app.url}/api/status").json()
     assert (status["outbox"]["pending"], status["unmatched"], status["behind"]) == (4, 3, 1)
-    assert "<td>queued</td><td>4 pending, 0 in flight</td>" in html
+    assert "<td>queued</td><td>4 waiting, 0 being sent</td>" in html
     assert (
-        "<td>waiting behind</td><td>1 waiting for an earlier delivery of the same item to the "
+        "<td>waiting their turn</td><td>1 waiting for an earlier delivery of the same item to the "
         "same service (they go out in order: each follows once the one before it is delivered "
         "or given up)</td>"
     ) in html
@@ -215,7 +218,7 @@ def test_nothing_waits_behind_on_the_page_when_no_item_has_two_deliveries(
         store.enqueue([NewOutboxRow("trakt", "me", "play", {}, "k1", "i1")], 9_000.0)
         html = page(config, store)
         assert store.status().behind == 0
-    assert "waiting behind" not in html
+    assert "waiting their turn" not in html
 
 
 def test_the_page_says_why_a_link_did_not_run_and_what_to_run(tmp_path: Path) -> None:
@@ -225,8 +228,10 @@ def test_the_page_says_why_a_link_did_not_run_and_what_to_run(tmp_path: Path) ->
         assert run is not None
         store.finish_run(run, 9_100.0, "needs-review", {}, 2, "review it: `watchbridge sync`")
         html = page(config, store)
-    assert '<span class="bad">needs-review</span>: review it: <code>' not in html
-    assert '<span class="bad">needs-review</span>: review it: `watchbridge sync`' in html
+    assert "review it: <code>" not in html
+    assert (
+        '<span class="bad">needs-review</span> 15 min ago (02:31): review it: `watchbridge sync`'
+    ) in html
     assert "nothing to do" not in html  # it waits for the review: not a quiet run
 
 
@@ -240,7 +245,10 @@ def test_a_failing_link_says_when_it_last_went_through(tmp_path: Path) -> None:
             assert run is not None
             store.finish_run(run, started + 100.0, outcome, {}, 1, "trakt: 503")
         html = page(config, store)
-    assert '<span class="bad">failed</span>: trakt: 503; last went through 2 h ago' in html
+    assert (
+        '<span class="bad">failed</span> 15 min ago (02:31): trakt: 503; last went through 2 h ago '
+        "(00:18)"
+    ) in html
 
 
 def test_a_failing_link_with_no_run_that_went_through_says_so(tmp_path: Path) -> None:
@@ -251,7 +259,7 @@ def test_a_failing_link_with_no_run_that_went_through_says_so(tmp_path: Path) ->
         assert run is not None
         store.finish_run(run, 9_100.0, "failed", {}, 1, "trakt: 503")
         html = page(config, store)
-    assert '<span class="bad">failed</span>: trakt: 503; no run of it has gone through yet' in html
+    assert "trakt: 503; no run of it has gone through yet" in html
 
 
 def test_a_link_failing_longer_than_runs_are_kept_still_says_when_it_went_through(
@@ -268,7 +276,7 @@ def test_a_link_failing_longer_than_runs_are_kept_still_says_when_it_went_throug
             store.finish_run(run, started + 100.0, outcome, {}, 1, "trakt: 503")
         assert store.prune(40 * day + 200.0, 7 * day, 7 * day)["sync_runs"] == 1
         html = render(PageState(config, store.status()), 40 * day + 200.0)
-    assert '<span class="bad">failed</span>: trakt: 503; last went through 40 d ago' in html
+    assert "trakt: 503; last went through 40 d ago (1 Jan 00:01)" in html
 
 
 def test_a_link_whose_last_run_went_through_says_no_more_than_that(tmp_path: Path) -> None:
@@ -299,7 +307,10 @@ def test_a_link_running_its_first_backfill_is_not_shown_as_a_problem(tmp_path: P
         assert run is not None
         store.heartbeat_run(run, 9_990.0)  # and beating
         html = page(config, store)
-    assert "<td>running since 16 min ago</td>" in html and '<span class="bad">running' not in html
+    assert (
+        "<td>running since 16 min ago (02:30)</td>" in html
+        and '<span class="bad">running' not in html
+    )
 
 
 def test_a_run_whose_process_died_hours_ago_is_shown_failed_not_running(tmp_path: Path) -> None:
@@ -308,7 +319,9 @@ def test_a_run_whose_process_died_hours_ago_is_shown_failed_not_running(tmp_path
         store.start_run("a", 10_000.0 - 3 * 3600)  # a `watchbridge sync` killed since
         html = page(config, store)
         (run,) = store.status().last_runs
-    assert '<span class="bad">failed</span>: the process running it stopped' in html
+    assert (
+        '<span class="bad">failed</span> 3 h ago (yesterday 23:46): the process running it stopped'
+    ) in html
     assert run.as_seen(10_000.0).outcome == "failed" and run.as_seen(run.started_at) == run
 
 
@@ -376,7 +389,7 @@ def test_the_page_and_api_say_when_the_plex_history_ignored_its_account_filter(
         html = httpx.get(f"{app.url}/").text
         status = httpx.get(f"{app.url}/api/status").json()
     assert "the Plex server ignored the accountID filter of its watch history" in html
-    assert "reading profile jamie&#x27;s (account 48151623) it also sent 3 row(s)" in html
+    assert "reading profile jamie&#x27;s (account 48151623) it also sent 3 play(s)" in html
     (noted,) = status["plex_history_unfiltered"]
     assert (noted["profile"], noted["rows"], noted["message"]) == ("jamie", 3, message)
 
@@ -444,8 +457,8 @@ def test_the_page_and_api_say_what_is_kept_for_a_profile_and_a_link_no_longer_co
 
 
 def summary_of(html: str) -> str:
-    """The summary under the title: between the heading and the first section."""
-    return html.split("</h1>", 1)[1].split("<h2", 1)[0]
+    """The summary under the title: between the heading and the time zone's line."""
+    return html.split("</h1>", 1)[1].split('<p class="zone">', 1)[0]
 
 
 def needs_named(html: str) -> list[tuple[str, str]]:
@@ -465,7 +478,7 @@ def test_the_summary_says_all_is_well_with_the_last_webhook_and_deliveries(
         html = render(PageState(config, store.status(), last_webhooks=heard), 10_000.0)
     assert summary_of(html) == (
         '<p class="summary well">All is well: last webhook 8 min ago (from jellyfin); '
-        "1 delivered or settled in the last week.</p>"
+        "1 delivered in the last week.</p>"
     )
 
 
@@ -492,19 +505,12 @@ def test_the_summary_names_what_needs_the_user_most_urgent_first(tmp_path: Path)
         )
         html = render(state, 10_000.0)
     assert needs_named(html) == [
-        ("storage", "watchbridge cannot write its database: the disk is full"),
-        (
-            "sign-ins",
-            "trakt sign-in of profile me: not signed in (its Sign in to Trakt here button is "
-            "under Profiles)",
-        ),
-        ("deliveries", "1 dead letter(s)"),
-        (
-            "deliveries",
-            "held: trakt/me, 1 waiting: not signed in: run `watchbridge auth trakt`",
-        ),
-        ("deliveries", "1 waiting for ids"),
-        ("links", "link a: failed"),
+        ("storage", "watchbridge cannot write its database"),
+        ("sign-ins", "trakt sign-in of me: not signed in (button below)"),
+        ("deliveries", "1 given up (dead letters)"),
+        ("deliveries", "1 on hold for trakt (me)"),
+        ("deliveries", "1 not found on the service yet"),
+        ("links", "sync a: failed"),
         ("webhooks", "the database is a backup copy, put back in its place"),
     ]
     assert "All is well" not in html
@@ -588,3 +594,143 @@ def test_the_page_follows_a_dark_theme(tmp_path: Path) -> None:
     assert ":root{color-scheme:light dark}" in style
     dark = style.split("@media(prefers-color-scheme:dark){")[1]
     assert "body{color:#ddd;background:#121212}" in dark
+
+
+# 2026-09-21 14:13:20 UTC: 16:13 in Berlin, on summer time.
+SEPTEMBER = 1_790_000_000.0
+
+
+def text_of(html: str) -> str:
+    """What a reader of the page (or of a part of it) sees: the text, each tag a space."""
+    body = html.split("<body>", 1)[-1]
+    return " ".join(unescape(re.sub(r"<[^>]+>", " ", body)).split())
+
+
+def test_the_page_tells_a_time_in_the_services_time_zone(
+    tmp_path: Path, time_zone: Callable[[str], None]
+) -> None:
+    # A household in Berlin read "5 min ago" and had no clock time, and a time in UTC would
+    # be two hours off theirs: the page speaks the zone watchbridge runs in (TZ).
+    time_zone("Europe/Berlin")
+    heard = [LastWebhook("plex", "srv", SEPTEMBER - 300)]
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        html = render(
+            PageState(config_for(tmp_path), store.status(), last_webhooks=heard), SEPTEMBER
+        )
+    assert "<td>plex</td><td>srv</td><td>5 min ago (16:08)</td>" in html
+
+
+def test_a_time_days_ago_on_the_page_says_its_day(
+    tmp_path: Path, time_zone: Callable[[str], None]
+) -> None:
+    time_zone("Europe/Berlin")
+    heard = [LastWebhook("plex", "srv", SEPTEMBER - 40 * 86400)]
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        html = render(
+            PageState(config_for(tmp_path), store.status(), last_webhooks=heard), SEPTEMBER
+        )
+    assert "<td>40 d ago (12 Aug 16:13)</td>" in html
+
+
+def test_the_page_names_its_time_zone_once(
+    tmp_path: Path, time_zone: Callable[[str], None]
+) -> None:
+    time_zone("Europe/Berlin")
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        text = text_of(page(config_for(tmp_path), store))
+    assert "Times are in Europe/Berlin." in text and text.count("Europe/Berlin") == 1
+
+
+def populated(tmp_path: Path, now: float) -> str:
+    """The page of a household with something in every part: plays queued, held, waiting
+    for a match, given up and sent, a link that failed, sign-ins to do, webhooks refused,
+    a clock off, alerts that do not load, a Plex history read that got other accounts'."""
+    config = config_for(tmp_path, LINK_A)
+    sign_ins = sign_in_states([Facts("me", "trakt", None), Facts("me", "anilist", None)], now)
+    refused = RefusedWebhooks()
+    refused.saw("plex", "unauthorized", 401, "missing or wrong webhook secret", now - 600)
+    refused.saw("tautulli", "unauthorized", 401, "missing or wrong webhook secret", now - 9000)
+    refused.taken("tautulli", now - 8000)
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        rows = [NewOutboxRow("trakt", "me", "play", {}, f"k{n}", f"i{n}") for n in range(5)]
+        store.enqueue(rows, now - 1000)
+        dead, held, unmatched, done, _ = store.claim("test", now - 1000, 5, ["trakt"])
+        store.mark_dead(dead.id, now - 500, "gave up")
+        store.hold(held.id, now - 1000, now + 900, "not signed in: run `watchbridge auth trakt`")
+        store.hold(unmatched.id, now - 1000, now + 900, "unmatched: no trakt id for Heat")
+        store.complete(done.id, now - 900)
+        run = store.start_run("a", now - 3000)
+        assert run is not None
+        store.finish_run(run, now - 2900, "ok", {"serializd:add_play": 3, "same_viewing": 1}, 1)
+        run = store.start_run("a", now - 2000)
+        assert run is not None
+        store.finish_run(run, now - 1900, "failed", {}, 1, "trakt: 503")
+        message = unfiltered_history("jamie", "48151623", 3)
+        state = PageState(
+            config,
+            store.status(),
+            sign_ins,
+            refused=refused.recent(),
+            last_webhooks=[LastWebhook("plex", "srv", now - 300)],
+            clocks={"trakt": 600.0},
+            alerts=Health(0, ["alerts.urls[0]: unknown Apprise service jsn://"], None),
+            downtime=restore_notice(""),
+            unfiltered=[UnfilteredHistory("jamie", 3, message, now - 100)],
+        )
+        return render(state, now)
+
+
+# Words of watchbridge's insides: what a household reading the page would not know.
+INTERNAL = (
+    "outbox",
+    "row",
+    "rows",
+    "row(s)",
+    "claim",
+    "claimed",
+    "attempt",
+    "attempts",
+    "watermark",
+    "fence",
+    "cursor",
+    "in flight",
+    "inflight",
+    "settled",
+    "pending",
+    "waiting for ids",
+    "add_play",
+    "same_viewing",
+)
+
+
+def test_a_populated_page_speaks_no_internal_word(tmp_path: Path) -> None:
+    text = text_of(populated(tmp_path, SEPTEMBER)).casefold()
+    used = [w for w in INTERNAL if re.search(rf"(?<!\w){re.escape(w)}(?!\w)", text)]
+    assert used == []
+
+
+def test_the_page_explains_a_link_once_where_it_lists_them(tmp_path: Path) -> None:
+    html = populated(tmp_path, SEPTEMBER)
+    links = text_of(html[html.index('<h2 id="links"') : html.index('<h2 id="profiles"')])
+    assert links.startswith("Syncs Each keeps two services alike (the links of the config).")
+
+
+def test_each_need_in_the_summary_is_one_short_line(tmp_path: Path) -> None:
+    # A phone's summary holds about 50 letters a line: a need of three lines (a held
+    # delivery's whole reason, a Plex notice) buried the next one. Its link takes the reader
+    # to the whole story.
+    needs = [text for _, text in needs_named(populated(tmp_path, SEPTEMBER))]
+    assert len(needs) >= 9
+    assert [n for n in needs if len(n) > 52] == []
+
+
+def test_a_page_in_utc_for_want_of_tz_says_how_to_see_ones_own_time(
+    tmp_path: Path, time_zone: Callable[[str], None]
+) -> None:
+    # The image's default: a household far from London read every time hours off.
+    time_zone("")
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        text = text_of(page(config_for(tmp_path), store))
+    assert (
+        "Times are in UTC (set TZ to your time zone, e.g. Europe/Berlin, to see your own)." in text
+    )

@@ -1,6 +1,8 @@
 """The status page at `/` (the Home Assistant sidebar, Unraid's WebUI): what `watchbridge status`
 says, as one small HTML page. `page_state` reads what it shows from the Runtime at one
-moment; `render` is pure: that state in, HTML out. No secret is ever on it.
+moment; `render` is pure but for the zone it tells times in (`TZ`, zone.py): that state in,
+HTML out. No secret is ever on it. It speaks the household's words, not the store's: a
+delivery given up is a dead letter, explained where it is counted; a link is a sync.
 
 Links, the forms and their redirects are relative, so the page works behind Home Assistant's
 ingress path. Its forms start a profile's Trakt sign-in (pagesignin.py) and show the code, and
@@ -56,6 +58,7 @@ from watchbridge.store import (
 )
 from watchbridge.unmapped import Sighting
 from watchbridge.webhooks import SOURCES
+from watchbridge.zone import local, zone_shown
 
 
 @dataclass(frozen=True)
@@ -258,6 +261,11 @@ async def retry_dead_letters_here(runtime: NamedDependency[Runtime]) -> Response
 
 
 ROUTES: list[Any] = [status_page, sign_in_to_trakt, retry_dead_letters_here]
+# The page's words for what the store calls a dead letter, an unmatched row and a link: each
+# said once where the page counts or lists them.
+DEAD_LETTERS = "deliveries given up after failing too often or too long"
+UNMATCHED = "titles not found on the service yet"
+LINKS = "Each keeps two services alike (the <code>links</code> of the config)."
 SIGN_IN_BUTTON = "Sign in to Trakt here"
 NO_PROFILES = "No profiles: every webhook is answered and ignored"
 # How long the page tells what its last retry of the dead letters did.
@@ -297,21 +305,22 @@ def render(state: PageState, now: float) -> str:
     outbox = status.outbox
     buttons = _trakt_buttons(state.sign_ins, state.signing_in, now)
     rows = [
-        ("queued", f"{outbox['pending']} pending, {outbox['inflight']} in flight"),
-        ("done, delivered or settled (last week)", str(outbox["done"])),
+        ("queued", f"{outbox['pending']} waiting, {outbox['inflight']} being sent"),
+        ("done in the last week (sent, or nothing left to send)", str(outbox["done"])),
         ("oldest queued", _age(status.oldest_pending_at, now)),
         (
-            "waiting for ids",
+            "waiting for a match",
             _flag(
                 status.unmatched,
-                "retried, hourly at first; <code>watchbridge unmatched</code> lists them, "
+                f"{UNMATCHED}: looked for again, hourly at first; "
+                "<code>watchbridge unmatched</code> lists them, "
                 "<code>watchbridge deadletters discard ID</code> gives one up",
             ),
         ),
-        *([("waiting behind", f"{status.behind} {_e(BEHIND)}")] if status.behind else []),
+        *([("waiting their turn", f"{status.behind} {_e(BEHIND)}")] if status.behind else []),
         *[
             (
-                _e(f"held: {held.target}/{held.profile}"),
+                _e(f"on hold: {held.target} for {held.profile}"),
                 f'<span class="bad">{held.rows} waiting</span>, next try '
                 f"{_until(held.next_at, now)}: {_e(held.reason)}"
                 + (_BUTTON_BESIDE if _button_would_fix(held, buttons) else ""),
@@ -319,16 +328,16 @@ def render(state: PageState, now: float) -> str:
             for held in status.waiting
         ],
         *(
-            [("held", f"and {status.waiting_left_out} more reasons")]
+            [("on hold", f"and for {status.waiting_left_out} more reasons")]
             if status.waiting_left_out
             else []
         ),
         (
-            "dead letters",
+            "given up (dead letters)",
             _flag(
                 status.dead_letters,
-                "<code>watchbridge deadletters list</code>, then <code>retry</code> or "
-                "<code>discard</code>",
+                f"{DEAD_LETTERS}; <code>watchbridge deadletters list</code>, then "
+                "<code>retry</code> or <code>discard</code>",
             )
             + (_RETRY_BUTTON if status.dead_letters else "")
             + _retried(state.retried, now),
@@ -353,10 +362,10 @@ def render(state: PageState, now: float) -> str:
             if state.alerts is None
             else ['<h2 id="alerts">Alerts</h2>' + _alerts(state.alerts, now, state.home_assistant)]
         ),
-        '<h2 id="links">Links</h2>'
+        f'<h2 id="links">Syncs</h2><p>{LINKS}</p>'
         + _links(state.config, status.last_runs, status.last_success_at, now)
         + "".join(
-            f'<p class="bad">{_e(u.message)} ({_age(u.at, now)}).</p>' for u in state.unfiltered
+            f'<p class="bad">{_age(u.at, now)}: {_e(u.message)}.</p>' for u in state.unfiltered
         )
         + _kept(state.kept, "link"),
         '<h2 id="profiles">Profiles</h2>'
@@ -390,6 +399,7 @@ def render(state: PageState, now: float) -> str:
         + f"<title>watchbridge</title><style>{_STYLE}</style></head><body>"
         f"<h1>watchbridge <small>{html.escape(__version__)}</small></h1>"
         + _summary(needs(state, now), state, now, "".join(sections))
+        + f'<p class="zone">Times are in {_e(zone_shown(at=now))}.</p>'
         + commands_help
         + "".join(sections)
         + '<p><a href="api/status">api/status</a> · <a href="metrics">metrics</a></p>'
@@ -417,62 +427,78 @@ def needs(state: PageState, now: float) -> list[Need]:
     status = state.status
     found = []
     if state.storage is not None:  # nothing is recorded while it lasts
-        found.append(Need(state.storage.title, "storage"))
+        found.append(Need(_headline(state.storage.title), "storage"))
     if not state.config.profiles:
-        found.append(Need(NO_PROFILES, "profiles"))
+        found.append(Need("No profiles: every webhook is ignored", "profiles"))
     buttons = _trakt_buttons(state.sign_ins, state.signing_in, now)
     found += [_sign_in_need(one, buttons) for one in state.sign_ins if one.needs_you]
     if status.dead_letters:
-        found.append(Need(f"{status.dead_letters} dead letter(s)", "deliveries"))
+        found.append(Need(f"{status.dead_letters} given up (dead letters)", "deliveries"))
+    held: dict[tuple[str, str], int] = {}  # each reason is told below: here, how many
+    for h in status.waiting:
+        held[h.target, h.profile] = held.get((h.target, h.profile), 0) + h.rows
     found += [
-        Need(f"held: {h.target}/{h.profile}, {h.rows} waiting: {h.reason}", "deliveries")
-        for h in status.waiting
+        Need(f"{rows} on hold for {target} ({profile})", "deliveries")
+        for (target, profile), rows in held.items()
     ]
     if status.waiting_left_out:
-        found.append(Need(f"held: and {status.waiting_left_out} more reasons", "deliveries"))
+        found.append(Need(f"on hold for {status.waiting_left_out} more reasons", "deliveries"))
     found += [
         Need(f"{r.webhooks} {r.source} webhook(s) refused: {r.status} {r.outcome}", "webhooks")
         for r in state.refused
         if not r.over(now)
     ]
     if status.unmatched:
-        found.append(Need(f"{status.unmatched} waiting for ids", "deliveries"))
+        found.append(Need(f"{status.unmatched} not found on the service yet", "deliveries"))
     runs = {run.link: run.as_seen(now) for run in status.last_runs}
     found += [
-        Need(f"link {name}: {run.outcome}", "links")
+        Need(f"sync {name}: {run.outcome}", "links")
         for name in state.config.links
         if (run := runs.get(name)) is not None and run.outcome not in CALM_OUTCOMES
     ]
-    found += [Need(_headline(u.message), "links") for u in state.unfiltered]
-    found += [Need(d.message, "webhooks") for d in state.doublings if d.counted_twice]
+    found += [Need(f"Plex sent others' plays for {u.profile}", "links") for u in state.unfiltered]
+    found += [
+        Need(f"{d.profile} gets each Plex viewing twice", "webhooks")
+        for d in state.doublings
+        if d.counted_twice
+    ]
     if state.alerts is not None:
         found += [
-            Need(f"Alerts are not sent to {_as_the_form_names(p, state.home_assistant)}", "alerts")
+            Need(f"Alerts are not sent to {_entry(p, state.home_assistant)}", "alerts")
             for p in state.alerts.problems
         ]
         if (failing := state.alerts.failing) is not None:
-            to = _as_the_form_names(failing.to, state.home_assistant)
-            found.append(Need(f"Alerts did not get through to {to}", "alerts"))
-    found += [Need(_clocks_differ(s, skew), "deliveries") for s, skew in _skews(state.clocks)]
+            to = _entry(failing.to, state.home_assistant)
+            found.append(Need(f"Alerts do not get through to {to}", "alerts"))
+    found += [
+        Need(f"{s}'s clock is {round(abs(skew) / 60)} min off this machine's", "deliveries")
+        for s, skew in _skews(state.clocks)
+    ]
     if state.downtime:  # a restore, or plays missed while away: told once, at this start
         found.append(Need(_headline(state.downtime), "webhooks"))
     return found
 
 
 def _sign_in_need(one: SignIn, buttons: frozenset[str]) -> Need:
-    """A sign-in that needs the user, with where the page's button is when it offers one."""
+    """A sign-in that needs the user, saying so when the page has a button for it."""
     words = STATE_WORDS.get(one.state, one.state)
     if one.service_wide:
         return Need(f"the {one.service} server's own sign-in: {words}", "sign-ins")
-    text = f"{one.service} sign-in of profile {one.profile}: {words}"
+    text = f"{one.service} sign-in of {one.profile}: {words}"
     if one.service == "trakt" and one.profile in buttons:
-        text += f" (its {SIGN_IN_BUTTON} button is under Profiles)"
+        text += " (button below)"
     return Need(text, "sign-ins")
 
 
 def _headline(text: str) -> str:
     """A notice's first part, up to what it goes on to explain (its first ": ")."""
     return text.split(": ", 1)[0]
+
+
+def _entry(problem: str, app: HomeAssistantApp | None) -> str:
+    """The alert destination a problem names, without what it says of it: `alerts.urls[1]`
+    (as the Home Assistant options form names it, where the app has that form)."""
+    return _headline(_as_the_form_names(problem, app)).split(" (", 1)[0]
 
 
 def _summary(found: Sequence[Need], state: PageState, now: float, below: str) -> str:
@@ -494,11 +520,11 @@ def _all_is_well(state: PageState, now: float) -> str:
     signs = [
         "no webhook accepted yet"
         if latest is None
-        else f"last webhook {_age(latest.at, now)} (from {latest.source})",
-        f"{state.status.outbox['done']} delivered or settled in the last week",
+        else f"last webhook {_ago(latest.at, now)} (from {latest.source})",
+        f"{state.status.outbox['done']} delivered in the last week",
     ]
     if went := state.status.last_success_at.values():
-        signs.append(f"a link last synced {_age(max(went), now)}")
+        signs.append(f"last synced {_ago(max(went), now)}")
     return "All is well: " + "; ".join(signs) + "."
 
 
@@ -521,16 +547,17 @@ def _links(
             if run.outcome in CALM_OUTCOMES
             else f'<span class="bad">{_e(run.outcome)}</span>'
         )
-        if run.outcome != "ok" and run.error:  # what to do: the review command, the fix
-            outcome += f": {_e(run.error)}"
         if run.outcome == "running":  # an hour of reads: say how far it has got
             outcome += f" since {_age(run.started_at, now)}" + (
-                f": {_e(run.progress.words())} ({_age(run.progress.at, now)})"
+                f": {_e(run.progress.words())} ({_ago(run.progress.at, now)})"
                 if run.progress is not None
                 else ""
             )
             rows.append((_e(name), services, outcome, "-"))
             continue
+        outcome += f" {_age(run.finished_at or run.started_at, now)}"
+        if run.outcome != "ok" and run.error:  # what to do: the review command, the fix
+            outcome += f": {_e(run.error)}"
         if run.outcome == "failed":  # once, or for days?
             went = last_success_at.get(name)
             outcome += (
@@ -540,12 +567,33 @@ def _links(
                 if went is None
                 else f"; last went through {_age(went, now)}"
             )
-        counts = ", ".join(f"{_e(k)} {v}" for k, v in sorted(run.counts.items()) if v)
-        when = _age(run.finished_at or run.started_at, now)
+        counts = ", ".join(_e(_change(k, v)) for k, v in sorted(run.counts.items()) if v)
         # A run that stopped short (failed, held for a review) planned nothing it could say.
         quiet = "nothing to do" if run.outcome in ("ok", "dry-run") else "-"
-        rows.append((_e(name), services, f"{outcome} ({when})", counts or quiet))
-    return _table(("link", "services", "last run", "changes"), rows)
+        rows.append((_e(name), services, outcome, counts or quiet))
+    return _table(("sync", "services", "last run", "changes"), rows)
+
+
+# What a run's counts (sync.plan_counts) are, in words: a write per target and kind, or apart.
+_CHANGES = {
+    "add_play": "play(s) to add",
+    "remove_play": "play(s) to remove",
+    "set_rating": "rating(s) to set",
+    "remove_rating": "rating(s) to remove",
+}
+_COUNTED_APART = {
+    "held": "held back",
+    "same_viewing": "play(s) taken for one viewing",
+    "skipped": "not sendable yet",
+}
+
+
+def _change(key: str, count: int) -> str:
+    """A run's count in words: `serializd: 3 play(s) to add` for `serializd:add_play`."""
+    target, _, kind = key.rpartition(":")
+    if target and kind in _CHANGES:
+        return f"{target}: {count} {_CHANGES[kind]}"
+    return f"{count} {_COUNTED_APART.get(key, key)}"
 
 
 def _kept_off(kept_off: Sequence[KeptOffCount]) -> list[tuple[str, str]]:
@@ -554,7 +602,7 @@ def _kept_off(kept_off: Sequence[KeptOffCount]) -> list[tuple[str, str]]:
     fix = _e(KEPT_OFF_FIX)
     return [
         (
-            _e(f"kept off for good: links.{k.link}, {k.target}/{k.profile}"),
+            _e(f"kept off for good: {k.target} for {k.profile} (sync {k.link})"),
             f"{k.plays} play(s) ({_code(fix)})",
         )
         for k in kept_off
@@ -731,7 +779,7 @@ def _page_sign_in(one: PageSignIn, now: float) -> str:
     if one.running and one.code is None:
         return "<p>Asking Trakt for a code…</p>"
     if one.running:
-        left = "" if one.expires_at is None else f" (it expires {_until(one.expires_at, now)})"
+        left = "" if one.expires_at is None else f". It expires {_until(one.expires_at, now)}"
         url = _e(one.url or "")
         # Only a web address becomes a link: a javascript: one from a service (or whatever
         # answers at services.trakt.auth_url) would run in this page when clicked.
@@ -752,7 +800,7 @@ def _page_sign_in(one: PageSignIn, now: float) -> str:
 
 
 def _expires(timestamp: float, now: float) -> str:
-    return f"in {_span(timestamp - now)}" if timestamp > now else f"{_span(now - timestamp)} ago"
+    return _until(timestamp, now) if timestamp > now else _age(timestamp, now)
 
 
 def _doubling(doubling: Doubling) -> str:
@@ -885,13 +933,39 @@ def _flag(count: int, hint: str) -> str:
 
 
 def _age(timestamp: float | None, now: float) -> str:
+    """How long ago, then when on the user's clock: `16 min ago (14:02)`."""
     if timestamp is None:
         return "none"
+    return f"{_ago(timestamp, now)} ({_clock(timestamp, now)})"
+
+
+def _ago(timestamp: float, now: float) -> str:
+    """How long ago alone, where a clock time would crowd the line (the summary)."""
     return f"{_span(now - timestamp)} ago"
 
 
 def _until(timestamp: float, now: float) -> str:
-    return f"in {_span(timestamp - now)}" if timestamp > now else "now"
+    if timestamp <= now:
+        return "now"
+    return f"in {_span(timestamp - now)} ({_clock(timestamp, now)})"
+
+
+def _clock(timestamp: float, now: float) -> str:
+    """When, on the clock of the zone the page names, as short as `now` lets it be told:
+    `14:02` the same day, `yesterday 14:02`, `Mon 14:02` within the week, `12 Aug 14:02`
+    within about a year, `12 Aug 2025` before or after."""
+    at, today = local(timestamp), local(now)
+    days = (today.date() - at.date()).days
+    minute = f"{at:%H:%M}"
+    if days == 0:
+        return minute
+    if days in (1, -1):
+        return f"{'yesterday' if days == 1 else 'tomorrow'} {minute}"
+    if abs(days) < 7:
+        return f"{at:%a} {minute}"
+    if abs(days) < 300:
+        return f"{at.day} {at:%b} {minute}"
+    return f"{at.day} {at:%b %Y}"
 
 
 def _span(seconds: float) -> str:

@@ -1,5 +1,6 @@
 """The time zone watchbridge runs in (`TZ`): whose days AniList's start and finish dates (and
-a generic webhook's `watched_at` sent as a day) are.
+a generic webhook's `watched_at` sent as a day) are, and whose clock the times it shows the
+user are told by (the status page, `watchbridge status`, sign-in messages).
 
 glibc takes a `TZ` it has no file for (a misspelt name, an image without tzdata) for UTC and
 says nothing; `unknown_zone` tells that apart from a zone it knows. Pure but for the look at
@@ -11,7 +12,7 @@ import os
 import re
 import time
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 
 # Names of UTC itself: set so, TZ may only mean "not set" (London is UTC+0 in winter too).
 UTC_NAMES = frozenset({"", "utc", "etc/utc", "gmt", "etc/gmt", "utc0", "gmt0", "z"})
@@ -90,3 +91,36 @@ def _shift(minutes: int) -> str:
     sign = "-" if minutes < 0 else "+"
     hours, rest = divmod(abs(minutes), 60)
     return f"UTC{sign}{hours:02d}:{rest:02d}"
+
+
+def local(timestamp: float, environ: Mapping[str, str] = os.environ) -> datetime:
+    """`timestamp` on the clock of the zone watchbridge runs in. Where `TZ` names a zone this
+    machine does not know, glibc keeps UTC under that name's first part ("Europe"): UTC,
+    named so."""
+    if unknown_zone(environ) is not None:
+        return datetime.fromtimestamp(timestamp, UTC)
+    return datetime.fromtimestamp(timestamp).astimezone()
+
+
+def local_time(timestamp: float, environ: Mapping[str, str] = os.environ) -> str:
+    """`timestamp` as the user's clock shows it, with the zone's short name (`2026-05-01
+    22:14 CEST`; `UTC` where that is the zone): a time alone in a message or a line."""
+    return local(timestamp, environ).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def zone_shown(environ: Mapping[str, str] = os.environ, at: float | None = None) -> str:
+    """The zone the times shown to the user are in, as the status page names it once:
+    `Europe/Berlin`, `this machine's time zone (UTC+01:00 now)`, or UTC with how to have
+    the user's own."""
+    name = environ.get("TZ", "").strip().lstrip(":")
+    if (unknown := unknown_zone(environ)) is not None:
+        return f"UTC (TZ={unknown} is no time zone this machine knows)"
+    if zone_named(environ):
+        return name
+    now = time.time() if at is None else at
+    minutes = _offset_minutes(now)
+    if minutes or _offsets_in_the_year(now) != {minutes}:  # TZ unset: /etc/localtime's
+        return f"this machine's time zone ({_shift(minutes)} now)"
+    if name:  # TZ=UTC: chosen
+        return "UTC"
+    return "UTC (set TZ to your time zone, e.g. Europe/Berlin, to see your own)"

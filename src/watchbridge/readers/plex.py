@@ -2903,11 +2903,11 @@ def unfiltered_history(profile: str, account: str, foreign: int) -> str:
     asked for `account`'s (profile `profile`). Pure."""
     return (
         f"the Plex server ignored the accountID filter of its watch history: reading profile "
-        f"{profile}'s (account {account}) it also sent {foreign} row(s) of other accounts, "
+        f"{profile}'s (account {account}) it also sent {foreign} play(s) of other accounts, "
         "which were dropped; an older Plex Media Server, or a proxy in front of it dropping "
         "the query string, does this: update Plex, or let the proxy pass the query (until "
-        "then the check for news reads the newest 100 rows of everyone's, and a read the "
-        "whole history when rows were deleted or arrived late)"
+        "then the check for news reads the newest 100 plays of everyone's, and a read the "
+        "whole history when plays were deleted or arrived late)"
     )
 
 
