@@ -1778,6 +1778,17 @@ def test_status_says_what_holds_deliveries_back(tmp_path: Path) -> None:
     )
 
 
+def test_status_tells_times_on_the_households_clock(tmp_path: Path) -> None:
+    # 2026-09-21 14:13:20 UTC: in Berlin, on summer time, 16:13.
+    path = write_config(tmp_path)
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        store.enqueue([NewOutboxRow("trakt", "me", "play", {}, "k1", "i1")], 1.0)
+        (item,) = store.claim("test", 1.0, 1, ["trakt"])
+        store.hold(item.id, 1.0, 1_790_000_000.0, "run `watchbridge auth trakt --profile me`")
+    result = run("status", "--config", str(path), env={"TZ": "Europe/Berlin"})
+    assert "next try 2026-09-21 16:13:20 CEST: run `watchbridge auth" in result.stdout
+
+
 def test_deadletters_on_a_full_disk_say_so_without_a_traceback(tmp_path: Path) -> None:
     # The service keeps the database open (its -wal and -shm files exist); the disk then
     # fills up: this process may not grow any file (RLIMIT_FSIZE), as on a full disk.

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -381,3 +381,12 @@ def test_a_note_the_clocks_cannot_time_across_a_reboot_claims_no_length() -> Non
     # Across a reboot, clocks that agree with it time it as they say.
     rebooted = downtime_notice(Reading(1_699_990_000.0, 3000.0, "boot-1"), now, ["jellyfin"])
     assert rebooted is not None and "for about 2 h (since 2023-11-14 19:26 UTC)" in rebooted
+
+
+def test_the_time_an_absence_began_is_told_on_the_households_clock(
+    time_zone: Callable[[str], None],
+) -> None:
+    # The status page names its zone once; this notice on it said UTC.
+    time_zone("America/New_York")
+    notice = downtime_notice(1_790_000_000.0, 1_790_000_000.0 + 3 * 3600.0, ["plex"])
+    assert notice is not None and "(since 2026-09-21 10:13 EDT)" in notice

@@ -10,8 +10,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -1023,3 +1025,13 @@ async def test_tokens_refused_during_a_links_sync_read_refused_until_taken_or_si
     assert states(sign_ins, "jamie") == {"trakt": "refused"}  # until a request gets through
     assert await sync() == ()
     assert states(served(config, clock)[0], "jamie") == {"trakt": "ok"}
+
+
+def test_a_sign_ins_time_is_told_on_the_households_clock(
+    time_zone: Callable[[str], None],
+) -> None:
+    # On the status page (whose times are Berlin's) it said "2027-01-21 08:00 UTC".
+    time_zone("Europe/Berlin")
+    (sign_in,) = sign_in_states([Facts("me", "trakt", trakt_pair(NOW - DAY))], NOW)
+    ends = datetime.fromtimestamp(NOW - DAY + TOKEN_LIFE, ZoneInfo("Europe/Berlin"))
+    assert sign_in.message.endswith(f"the access token ends {ends:%Y-%m-%d %H:%M} CET)")

@@ -16,7 +16,6 @@ import time
 import urllib.parse
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -54,7 +53,7 @@ from watchbridge.store import (
     locked_by_another,
     storage_fault,
 )
-from watchbridge.zone import zone_in_use
+from watchbridge.zone import local_time, zone_in_use
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -184,9 +183,10 @@ def _say(row: str) -> None:
 
 
 def _when(timestamp: float | None) -> str:
+    """On the user's clock (`TZ`), with its zone's short name: `2026-05-01 22:14:03 CEST`."""
     if timestamp is None:
         return "-"
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return local_time(timestamp, seconds=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

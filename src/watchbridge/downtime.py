@@ -11,11 +11,11 @@ Pure, but for the caller's reading of the note.
 from __future__ import annotations
 
 import contextlib
-import time
 from dataclasses import dataclass
 
 from watchbridge.clocksteps import STEP, UNSET_BEFORE, Reading
 from watchbridge.config import Config
+from watchbridge.zone import local_time
 
 ALIVE_EVERY = 300.0
 # A restart for an update takes seconds: shorter absences are not worth a word.
@@ -70,7 +70,7 @@ def downtime_notice(
     now = now if isinstance(now, Reading) else Reading(now)
     gone = away(last, now)
     if gone.seconds is None:
-        noted = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(max(last.wall, 0.0)))
+        noted = local_time(max(last.wall, 0.0))
         length = (
             f"a time the clocks cannot tell (its last note that it ran says {noted}, by a "
             "clock that was not set or ran ahead, and the machine restarted since)"
@@ -78,7 +78,7 @@ def downtime_notice(
     elif gone.seconds < WORTH_TELLING:
         return None
     else:
-        since = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(now.wall - gone.seconds))
+        since = local_time(now.wall - gone.seconds)
         moved = "; timed by the uptime: the clock was set meanwhile" if gone.moved else ""
         length = f"about {_span(gone.seconds)} (since {since}{moved})"
     return (
@@ -94,7 +94,7 @@ def restore_notice(copied: str) -> str:
     in epoch seconds, "" unknown: an older release's copy)."""
     when = ""
     with contextlib.suppress(ValueError):
-        when = time.strftime(" taken %Y-%m-%d %H:%M UTC", time.gmtime(float(copied)))
+        when = f" taken {local_time(float(copied))}"
     return (
         f"the database is a backup copy{when}, put back in its place: what watchbridge did "
         "after it was taken is not in it. Deliveries the copy still had waiting are looked up "

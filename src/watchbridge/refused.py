@@ -11,8 +11,9 @@ sources times the kinds of REFUSALS. Pure bookkeeping: the caller passes the tim
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
+
+from watchbridge.zone import local_time
 
 # What to tell a human about each kind of refusal.
 REFUSALS = {
@@ -149,14 +150,14 @@ class Spell:
     last_at: float
 
 
-def _utc(at: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(max(at, 0.0)))
+def _local(at: float) -> str:
+    return local_time(max(at, 0.0))
 
 
 def _span(spell: Spell) -> str:
     if spell.webhooks == 1:
-        return f"at {_utc(spell.last_at)}"
-    return f"from {_utc(spell.first_at)} to {_utc(spell.last_at)}"
+        return f"at {_local(spell.last_at)}"
+    return f"from {_local(spell.first_at)} to {_local(spell.last_at)}"
 
 
 def _were(spell: Spell) -> str:

@@ -43,6 +43,7 @@ from watchbridge.services.serializd import same_email
 from watchbridge.services.serializd import token_expiry as serializd_token_expiry
 from watchbridge.services.trakt import PASTED_USED, REFRESH_OUTCOME, TokenSet
 from watchbridge.store import Store
+from watchbridge.zone import local_time
 
 State = Literal["ok", "not_tried", "ends_soon", "expired", "refused", "not_signed_in"]
 SERVICES = ("trakt", "anilist", "serializd")  # those whose sign-in ends; in this order
@@ -139,7 +140,7 @@ def iso(timestamp: float | None) -> str | None:
 
 
 def _when(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return local_time(timestamp)
 
 
 def _held(fact: Facts) -> str:

@@ -102,10 +102,12 @@ def local(timestamp: float, environ: Mapping[str, str] = os.environ) -> datetime
     return datetime.fromtimestamp(timestamp).astimezone()
 
 
-def local_time(timestamp: float, environ: Mapping[str, str] = os.environ) -> str:
+def local_time(
+    timestamp: float, environ: Mapping[str, str] = os.environ, seconds: bool = False
+) -> str:
     """`timestamp` as the user's clock shows it, with the zone's short name (`2026-05-01
     22:14 CEST`; `UTC` where that is the zone): a time alone in a message or a line."""
-    return local(timestamp, environ).strftime("%Y-%m-%d %H:%M %Z")
+    return local(timestamp, environ).strftime(f"%Y-%m-%d %H:%M{':%S' if seconds else ''} %Z")
 
 
 def zone_shown(environ: Mapping[str, str] = os.environ, at: float | None = None) -> str:
