@@ -122,10 +122,13 @@ async def test_sign_in_detects_an_app_without_vip(client: TraktClient, trakt: Fa
         await client.sign_in(PROFILE, lambda code: trakt.approve_device(code.user_code))
 
 
+@pytest.mark.parametrize("request_id", [True, False], ids=["request-id", "no-request-id"])
 async def test_sign_in_says_vip_when_the_device_code_request_is_refused(
-    client: TraktClient, trakt: FakeTrakt
+    client: TraktClient, trakt: FakeTrakt, request_id: bool
 ) -> None:
-    trakt.vip, trakt.vip_gates_sign_in = False, True
+    # Trakt's 426 names its upgrade page (X-Upgrade-URL), which no proxy's page does: without
+    # x-request-id it was taken for a page in Trakt's place ("try again in a few minutes").
+    trakt.vip, trakt.vip_gates_sign_in, trakt.auth_request_id = False, True, request_id
     with pytest.raises(TraktAccountError, match="VIP"):
         await client.sign_in(PROFILE, lambda code: trakt.approve_device(code.user_code))
 
@@ -876,6 +879,20 @@ async def test_trakt_refusing_a_refresh_without_a_request_id_is_still_a_refusal(
     trakt.refuse_refresh_tokens()
     trakt.expire_tokens()
     with pytest.raises(TraktAuthError, match="no longer accepts"):
+        await client.last_activities(PROFILE)
+
+
+async def test_trakt_s_vip_refusal_of_a_refresh_without_a_request_id_says_vip(
+    client: TraktClient, trakt: FakeTrakt, store: Store
+) -> None:
+    # A bare 426 naming Trakt's upgrade page was held as a proxy's page, every 10 minutes,
+    # while the app's owner had lost VIP.
+    trakt.auth_request_id = False
+    signed_in(trakt, store)
+    trakt.expire_tokens()
+    upgrade = {"X-Upgrade-URL": trakt.upgrade_url}
+    trakt.fail_next(1, 426, upgrade, route="POST /oauth/token", from_trakt=False)
+    with pytest.raises(TraktAccountError, match="VIP"):
         await client.last_activities(PROFILE)
 
 

@@ -1932,10 +1932,25 @@ def _oauth_error(response: httpx.Response) -> str:
     return str(error or f"HTTP {response.status_code}")
 
 
+# Headers only Trakt's application sends (trakt-api.md §1, §2): its request id, and what its
+# refusals of an app or an account say (426's upgrade page, 420's limit, 423's lock). A page of
+# Cloudflare or a proxy in its place carries none of them.
+TRAKT_OWN_HEADERS = (
+    "x-request-id",
+    "x-upgrade-url",
+    "x-vip-user",
+    "x-account-limit",
+    "x-account-locked",
+    "x-account-deactivated",
+)
+
+
 def from_trakt(response: httpx.Response) -> bool:
-    """Whether Trakt's application gave `response`: its answers carry `x-request-id`, a page
-    of Cloudflare (or of a proxy) in its place does not (trakt-api.md §1)."""
-    return "x-request-id" in response.headers
+    """Whether Trakt's application gave `response`: its answers carry `x-request-id` (and its
+    refusals of the app or account the headers saying why), a page of Cloudflare (or of a
+    proxy) in its place does not (trakt-api.md §1). Whether the sign-in host sends
+    `x-request-id` is not documented: there a 426 is told Trakt's by its `X-Upgrade-URL`."""
+    return any(name in response.headers for name in TRAKT_OWN_HEADERS)
 
 
 # What Trakt's sign-in host answers when it refuses (the grant, the code, the app): a page of
@@ -1954,8 +1969,8 @@ def from_sign_in_host(response: httpx.Response, bare: frozenset[int] = frozenset
     Cloudflare or a proxy in its place. The reference does not say whether that host's
     answers carry `x-request-id`, so their shape decides: an OAuth server's error is JSON
     (RFC 6749 5.2: `{"error": ...}`), Trakt's device poll a bare status (`bare`: those it
-    documents); an HTML page, or any other body, is not its own unless it carries Trakt's
-    request id."""
+    documents); an HTML page, or any other body, is not its own unless it carries a header
+    only Trakt sends (`from_trakt`)."""
     if "html" in response.headers.get("content-type", "").lower():
         return False  # no OAuth answer, whoever served it
     if not response.content:
