@@ -343,9 +343,12 @@ def test_a_required_key_left_empty_by_its_variable_names_the_variable() -> None:
     message = error_of(
         "services:\n  trakt:\n    client_id: ${TRAKT_CLIENT_ID}\n", {"TRAKT_CLIENT_ID": ""}
     )
+    # What to write there is said too: a household without Trakt that left the variable
+    # unset (an Unraid template's field left blank) learns to take services.trakt out.
     assert message == (
         "watchbridge.yaml:3 services.trakt.client_id: required, but environment variable"
-        " TRAKT_CLIENT_ID is empty"
+        " TRAKT_CLIENT_ID is empty: your Trakt app's client id (the app of a VIP account);"
+        " without Trakt, take services.trakt out"
     )
 
 

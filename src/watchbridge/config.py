@@ -1354,7 +1354,8 @@ class _Validator:
             value = self.build(hints[name], value_node, path)
             missing = _required(fields[name]) or fields[name].metadata.get("empty_is_missing")
             if missing and _is_empty(value):
-                self.fail(value_node, path, f"required, {_emptied_by(value_node)}")
+                said = f"required, {_emptied_by(value_node)}{_expects(fields[name])}"
+                self.fail(value_node, path, said)
                 value = _Invalid
             elif (if_empty := fields[name].metadata.get("if_empty")) and _is_empty(value):
                 self.fail(value_node, path, f"{_empty_because(value_node)}: {if_empty}")
@@ -1366,8 +1367,7 @@ class _Validator:
             if _required(f):
                 path = f"{key}.{name}" if key else name
                 if path not in self.misplaced:
-                    wanted = f.metadata.get("expects")
-                    self.fail(node, path, f"required: {wanted}" if wanted else "required")
+                    self.fail(node, path, f"required{_expects(f)}")
                 values[name] = _Invalid
         if any(v is _Invalid for v in values.values()):
             return _Invalid
@@ -1677,6 +1677,12 @@ def _one_kind(hint: Any) -> bool:
 
 def _required(f: dataclasses.Field[Any]) -> bool:
     return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+def _expects(f: dataclasses.Field[Any]) -> str:
+    """What to write for a required field left out or empty (`expects`), after a colon."""
+    wanted = f.metadata.get("expects")
+    return f": {wanted}" if wanted else ""
 
 
 def _is_empty(value: Any) -> bool:
