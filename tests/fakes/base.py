@@ -198,7 +198,7 @@ class _Route:
 
 @dataclass
 class _Knob:
-    kind: str  # "fail" | "delay" | "hold" | "drop" | "cut" | "reshape"
+    kind: str  # "fail" | "delay" | "stall" | "hold" | "drop" | "cut" | "reshape"
     remaining: int
     route: str | None
     response: Response | None = None
@@ -337,9 +337,28 @@ class FakeServer:
         resp.headers.update(headers or {})
         self._queue(_Knob("fail", n, route, response=resp, after_handler=after_handler, when=when))
 
-    def delay_next(self, n: int, seconds: float, route: str | None = None) -> None:
-        """Hold back the answer of the next ``n`` requests (the handler already ran)."""
-        self._queue(_Knob("delay", n, route, seconds=seconds))
+    def delay_next(
+        self,
+        n: int,
+        seconds: float,
+        route: str | None = None,
+        when: Callable[[Request], bool] | None = None,
+    ) -> None:
+        """Hold back the answer of the next ``n`` requests (the handler already ran); with
+        ``when``, only of requests it says yes to."""
+        self._queue(_Knob("delay", n, route, seconds=seconds, when=when))
+
+    def stall_next(
+        self,
+        n: int,
+        seconds: float,
+        route: str | None = None,
+        when: Callable[[Request], bool] | None = None,
+    ) -> None:
+        """Take the next ``n`` requests (``when``: those it says yes to) and leave them
+        unanswered for ``seconds``, their handler never run (nothing written), then close the
+        connection: a client killed while it waits has sent a write that never landed."""
+        self._queue(_Knob("stall", n, route, seconds=seconds, when=when))
 
     def hold_next(self, route: str | None = None) -> threading.Event:
         """Hold back the answer of the next request (the handler already ran) until the
@@ -414,6 +433,8 @@ class FakeServer:
             return knob.response  # fail_next
         if kind == "drop" and not (knob and knob.after_handler):
             return None
+        if kind == "stall":  # never sent: the connection closes unanswered (`_dispatch`)
+            return json_response({"error": "stalled"}, 504)
         if found is None:
             status = 405 if matched else 404
             return json_response({"error": "not found", "path": req.path}, status)
@@ -500,6 +521,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         if knob is not None and knob.kind == "delay" and self.server.stopping.wait(knob.seconds):
+            self.close_connection = True
+            return
+        if knob is not None and knob.kind == "stall":
+            self.server.stopping.wait(knob.seconds)
             self.close_connection = True
             return
         if knob is not None and knob.released is not None and not self._released(knob.released):
