@@ -490,18 +490,81 @@ def test_released_claims_return_to_pending_with_the_interrupted_try_counted(
 
 
 def test_a_try_a_crash_cut_short_is_noted_after_the_rows_earlier_error(store: Store) -> None:
-    store.enqueue([row("a"), row("b", ordering="k2"), row("c", ordering="k3")], 1.0)
-    first, second, _ = store.claim("w", 2.0)
+    targets = ("trakt", "serializd", "anilist")  # each one alone in its target's batch
+    store.enqueue(
+        [
+            NewOutboxRow(t, "me", "play", {}, f"me:{t}:1", key)
+            for t, key in zip(targets, "abc", strict=True)
+        ],
+        1.0,
+    )
+    first, second, _ = (store.claim("w", 2.0, targets=[t])[0] for t in targets)
     store.note([first], "unmatched: no Trakt id", 2.0)
     store.note([second], "unknown outcome: sent", 2.0)
     store.release_claims(3.0)  # the process died
-    store.claim("cli-1", 4.0)
+    for target in targets:
+        store.claim("cli-1", 4.0, targets=[target])
     store.release_stale_claims(4.0 + CLAIM_LEASE + 1)  # and died again
-    by_key = {i.idempotency_key: i for i in store.claim("w", 4.0 + CLAIM_LEASE + 1)}
+    later = 4.0 + CLAIM_LEASE + 1
+    by_key = {i.idempotency_key: i for t in targets for i in store.claim("w", later, targets=[t])}
     assert by_key["a"].last_error == f"unmatched: no Trakt id; then {CUT_SHORT}"
     assert by_key["b"].may_have_landed and by_key["b"].cut_short
     assert by_key["c"].last_error == CUT_SHORT
     assert all(i.attempts == 2 for i in by_key.values())
+
+
+def crashes(store: Store) -> dict[str, tuple[int, int]]:
+    """Each row's key -> (attempts, crashes)."""
+    found = store.db.execute("SELECT idempotency_key, attempts, crashes FROM outbox")
+    return {key: (attempts, crashed) for key, attempts, crashed in found.fetchall()}
+
+
+def test_a_crash_spends_the_try_only_of_a_row_it_found_in_flight_alone(store: Store) -> None:
+    # Any row of the batch may be what took the process down: each counts the crash, and
+    # none spends an attempt on it; a row in flight alone took it down by itself.
+    store.enqueue([row("a"), row("b", ordering="k2"), row("c", ordering="k3")], 1.0)
+    store.claim("service-1", 2.0, limit=2)
+    assert store.release_claims(3.0, "service-", settle=30.0) == 2
+    assert crashes(store) == {"a": (0, 1), "b": (0, 1), "c": (0, 0)}
+    assert not any(i.cut_short for i in store.claim("service-2", 4.0, limit=2))
+    store.release_claims(5.0, "service-2", spend=False)  # a stop asked for: no crash
+    assert crashes(store) == {"a": (0, 1), "b": (0, 1), "c": (0, 0)}
+    store.claim("cli-1", 6.0, limit=1)  # a `watchbridge sync` killed, its row alone
+    assert store.release_stale_claims(6.0 + CLAIM_LEASE + 1) == 1
+    assert crashes(store) == {"a": (1, 2), "b": (0, 1), "c": (0, 0)}
+    (again,) = store.claim("service-3", 7.0 + CLAIM_LEASE, limit=1)
+    assert again.cut_short and (again.attempts, again.crashes) == (1, 2)
+
+
+def test_a_row_two_crashes_found_in_flight_goes_alone_in_its_turn(store: Store) -> None:
+    store.enqueue([row("a"), row("b", ordering="k2"), row("c", ordering="k3")], 1.0)
+    for n in range(2):  # two kills during the batch
+        store.claim(f"service-{n}", 2.0)
+        store.release_claims(3.0, "service-")
+    store.enqueue([row("d", ordering="k4"), row("e", ordering="k5")], 4.0)
+    assert keys(store.claim("w", 5.0)) == ["a"]  # alone, before those queued after it
+    store.release_claims(5.0, "w")  # it took the process down by itself
+    assert crashes(store)["a"] == (1, 3)
+    for key in ("a", "b", "c"):  # each alone, through
+        (alone,) = store.claim("w", 6.0)
+        assert alone.idempotency_key == key
+        store.complete(alone.id, 6.0)
+    assert keys(store.claim("w", 7.0)) == ["d", "e"]  # no crash: a batch as ever
+
+
+def test_a_batch_goes_up_to_the_row_that_goes_alone_next(store: Store) -> None:
+    store.enqueue([row("a", ordering="k1")], 1.0)
+    for n in range(2):
+        store.claim(f"service-{n}", 2.0)
+        store.release_claims(3.0, "service-")
+    store.enqueue([row("b", ordering="k2"), row("c", ordering="k3")], 4.0)
+    with store.transaction() as conn:  # "b" came due first, "a" then, "c" last
+        conn.execute("UPDATE outbox SET next_attempt_at = 0 WHERE idempotency_key = 'b'")
+        conn.execute("UPDATE outbox SET next_attempt_at = 9 WHERE idempotency_key = 'c'")
+    for key in ("b", "a", "c"):
+        (claimed,) = store.claim("w", 10.0)
+        assert claimed.idempotency_key == key
+        store.complete(claimed.id, 10.0)
 
 
 def test_a_stop_asked_for_notes_no_try_cut_short(store: Store) -> None:
@@ -1889,8 +1952,9 @@ def test_the_outbox_of_the_last_release_keeps_its_rows_and_hands_out_no_gone_id(
     with Store.open(path) as store:
         assert [m.name for m in migrations.pending(store.db)] == []
         # Those of the last release, and what later migrations added (m024: `held`, m025:
-        # `once_more`).
-        assert [c.name for c in store.db["outbox"].columns] == [*columns, "held", "once_more"]
+        # `once_more`, m030: `crashes`).
+        added = ["held", "once_more", "crashes"]
+        assert [c.name for c in store.db["outbox"].columns] == [*columns, *added]
         kept = ", ".join(columns)
         after = store.db.execute(f"SELECT {kept} FROM outbox ORDER BY id").fetchall()
         assert [tuple(r) for r in after] == before

@@ -110,6 +110,12 @@ PLACED = "placed"
 # earlier error kept in front: only such a row at its last attempt gives up untried (one
 # past a lowered `delivery.max_attempts` is tried once more).
 CUT_SHORT = "a try cut short by the process stopping"
+# A row found in flight after this many crashes (killed while it was being delivered: out of
+# memory, a power cut) is claimed alone from then on. Any row of a batch may be what took the
+# process down, so a crash spends the attempt of a row in flight alone only (`_taken_back`): a
+# dozen kills during one batch leave its innocent rows as they were, and one that takes the
+# process down by itself dies of it alone.
+CRASHES_ALONE = 2
 # SQL: `last_error` with CUT_SHORT at its end, once.
 _CUT_SHORT_NOTED = (
     f"CASE WHEN last_error IS NULL OR last_error = '' THEN '{CUT_SHORT}'"
@@ -180,6 +186,12 @@ CLAIM_LEASE = 30 * 60.0  # seconds a claimed row may stay in flight before other
 # killed mid-delivery holds them up this long at most, not the whole lease.
 CLAIM_ALIVE = 10 * 60.0
 BESIDE_LOOK = 10.0  # seconds between looks at rows held up by another worker (`next_due`)
+# SQL: whether in-flight row o is the only row its worker holds of its target: alone in its
+# batch (a worker delivers one batch per target at a time).
+_ALONE = (
+    "NOT EXISTS (SELECT 1 FROM outbox x WHERE x.status = 'inflight'"
+    " AND x.claimed_by = o.claimed_by AND x.target = o.target AND x.id != o.id)"
+)
 # SQL (parameters: the claiming worker, now - CLAIM_ALIVE): whether another worker is
 # delivering to row o's target for o's profile.
 _ANOTHER_DELIVERING = (
@@ -731,6 +743,27 @@ def m029_playback_session_playing_since(db: sqlite_utils.Database) -> None:
         db.execute("ALTER TABLE playback_sessions ADD COLUMN playing_since REAL")
 
 
+@migrations()
+def m030_outbox_crashes(db: sqlite_utils.Database) -> None:
+    # How many times a process died while it delivered the row (CRASHES_ALONE): taken back
+    # from a killed process, a row no longer spends an attempt unless it was in flight alone.
+    # Safe to apply again, as the newest migration must be (tests/test_serve_lock.py).
+    if "crashes" not in db["outbox"].columns_dict:
+        db.execute("ALTER TABLE outbox ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0")
+
+
+def _batch(due: Sequence[sqlite3.Row], alone: bool) -> list[int]:
+    """The ids one claim takes of `due` (in their turn): those before the first row a crash
+    makes go alone (CRASHES_ALONE), or that row when it is first and nothing else is taken
+    yet (`alone`)."""
+    ids: list[int] = []
+    for row in due:
+        if row["crashes"] >= CRASHES_ALONE:
+            return [int(row["id"])] if alone and not ids else ids
+        ids.append(int(row["id"]))
+    return ids
+
+
 def _ordering_key_of(profile: str, target: str, action: str, payload: str) -> str | None:
     """A stored row's ordering key from the item in its payload (None: a payload this release
     cannot read; its delivery makes a dead letter of it, saying why)."""
@@ -1003,6 +1036,7 @@ class OutboxItem:
     failing_since: float | None = None  # first real failure since its last hold (max_age)
     once_more: str | None = None  # ONCE_MORE_DUE, _SPENT, _PROBE or None (see m025)
     claimed_by: str | None = None  # the worker whose claim it was read by (None: not in flight)
+    crashes: int = 0  # processes that died while delivering it (CRASHES_ALONE)
 
     @property
     def may_have_landed(self) -> bool:
@@ -1029,7 +1063,7 @@ class OutboxItem:
         ago (a paused target claims nothing). What it sets may have been changed on the
         target meanwhile. A link's rows wait behind the link's own backlog, planned on a read of
         the target, and are not counted (each check of theirs would cost a read)."""
-        if self.attempts or self.last_error:
+        if self.attempts or self.crashes or self.last_error:
             return True
         return "link" not in self.payload and now - self.created_at > WAITED_AFTER
 
@@ -1099,6 +1133,7 @@ class OutboxItem:
             failing_since=row["failing_since"],
             once_more=row["once_more"],
             claimed_by=row["claimed_by"],
+            crashes=row["crashes"],
         )
 
 
@@ -3089,10 +3124,12 @@ class Store:
 
         Only the oldest unfinished row of each ordering key is claimable, so per
         (profile, target, item) order holds: a `stop` never overtakes its `start`. Nor is a
-        row of a target and profile another worker is delivering to (`CLAIM_ALIVE`).
+        row of a target and profile another worker is delivering to (`CLAIM_ALIVE`). A row
+        crashes found in flight CRASHES_ALONE times goes alone, in its turn: a batch ends
+        before it.
         """
         target_filter = ""
-        params: list[Any] = [worker, now, now]
+        params: list[Any] = [now]
         if targets is not None:
             if not targets:
                 return []
@@ -3104,17 +3141,23 @@ class Store:
             for only in ("AND o.event_id IS NOT NULL", ""):
                 if len(rows) >= limit:
                     break
-                rows += conn.execute(
-                    f"""UPDATE outbox SET status = 'inflight', claimed_by = ?, updated_at = ?
-                       WHERE id IN (
-                           SELECT o.id FROM outbox o
-                           WHERE o.status = 'pending' AND o.next_attempt_at <= ? {target_filter}
-                             {only} AND o.id = {_HEAD_OF_ITEM} AND NOT {_ANOTHER_DELIVERING}
-                           ORDER BY o.next_attempt_at, o.id
-                           LIMIT ?)
-                       RETURNING *""",
+                due = conn.execute(
+                    f"""SELECT o.id, o.crashes FROM outbox o
+                       WHERE o.status = 'pending' AND o.next_attempt_at <= ? {target_filter}
+                         {only} AND o.id = {_HEAD_OF_ITEM} AND NOT {_ANOTHER_DELIVERING}
+                       ORDER BY o.next_attempt_at, o.id
+                       LIMIT ?""",
                     (*params, limit - len(rows)),
                 ).fetchall()
+                batch = _batch(due, alone=not rows)
+                if batch:
+                    rows += conn.execute(
+                        "UPDATE outbox SET status = 'inflight', claimed_by = ?, updated_at = ?"
+                        " WHERE id IN (SELECT value FROM json_each(?)) RETURNING *",
+                        (worker, now, json.dumps(batch)),
+                    ).fetchall()
+                if any(r["crashes"] >= CRASHES_ALONE for r in due):
+                    break  # one goes alone: taken now, or first at the next claim
         return sorted((OutboxItem.from_row(r) for r in rows), key=lambda i: i.id)
 
     def complete(self, item_id: int, now: float) -> None:
@@ -3449,22 +3492,19 @@ class Store:
         self, now: float, claimed_by: str = "", spend: bool = True, settle: float = 0.0
     ) -> int:
         """Return in-flight rows whose claimer's id starts with `claimed_by` ("" for all) to
-        pending: after a crash, or when a worker stops. After a crash the interrupted try
-        counts as an attempt (`spend`), so a row that keeps taking the process down ends as a
-        dead letter; a stop asked for is no fault of the rows'. A row whose send may have
-        landed is due `settle` seconds after it was sent, as after a lost answer: the write
-        may still be under way at the service (a container restarted at once), and the check
-        before the next send would not see it yet. A spent try is noted (CUT_SHORT)."""
+        pending: after a crash, or when a worker stops. After a crash (`spend`) each counts
+        it, and a row in flight alone spends its attempt on it (`_taken_back`), so a row that
+        keeps taking the process down ends as a dead letter; a stop asked for is no fault of
+        the rows'. A row whose send may have landed is due `settle` seconds after it was
+        sent, as after a lost answer: the write may still be under way at the service (a
+        container restarted at once), and the check before the next send would not see it
+        yet. One that spent its try is due `settle` seconds from `now`: the rows due before
+        it go first (a process that keeps dying of something else blames none twice in a
+        row)."""
+        where = "o.status = 'inflight' AND substr(COALESCE(o.claimed_by, ''), 1, :length) = :by"
+        whose = {"length": len(claimed_by), "by": claimed_by}
         with self.transaction() as conn:
-            return conn.execute(
-                "UPDATE outbox SET status = 'pending', claimed_by = NULL, updated_at = ?,"
-                " attempts = attempts + ?, next_attempt_at = CASE"
-                f" WHEN ? > 0 AND {_MARKED} THEN MAX(next_attempt_at, updated_at + ?)"
-                " ELSE next_attempt_at END,"
-                f" last_error = CASE WHEN ? THEN {_CUT_SHORT_NOTED} ELSE last_error END"
-                " WHERE status = 'inflight' AND substr(COALESCE(claimed_by, ''), 1, ?) = ?",
-                (now, int(spend), settle, settle, int(spend), len(claimed_by), claimed_by),
-            ).rowcount
+            return self._taken_back(conn, now, where, whose, spend, settle)
 
     def release_stale_claims(
         self, now: float, lease: float = CLAIM_LEASE, spare: str = "\x00"
@@ -3472,16 +3512,51 @@ class Store:
         """Return rows claimed more than `lease` seconds ago (by a process that was killed
         while it delivered, e.g. a `watchbridge sync`) to pending, except those whose
         claimer's id starts with `spare` (the caller's own kind, which it releases itself).
-        A worker renews its claims while it delivers (`renew_claims`, and `note`). The try
-        counts as an attempt, noted as cut short (CUT_SHORT)."""
+        A worker renews its claims while it delivers (`renew_claims`, and `note`). Each
+        counts the crash, as `release_claims` does."""
+        where = (
+            "o.status = 'inflight' AND o.updated_at < :before"
+            " AND substr(COALESCE(o.claimed_by, ''), 1, :length) != :spare"
+        )
+        whose = {"before": now - lease, "length": len(spare), "spare": spare}
         with self.transaction() as conn:
-            return conn.execute(
-                "UPDATE outbox SET status = 'pending', claimed_by = NULL, updated_at = ?,"
-                f" attempts = attempts + 1, last_error = {_CUT_SHORT_NOTED}"
-                " WHERE status = 'inflight' AND updated_at < ?"
-                " AND substr(COALESCE(claimed_by, ''), 1, ?) != ?",
-                (now, now - lease, len(spare), spare),
-            ).rowcount
+            return self._taken_back(conn, now, where, whose, True)
+
+    @staticmethod
+    def _taken_back(
+        conn: sqlite3.Connection,
+        now: float,
+        where: str,
+        whose: Mapping[str, Any],
+        crash: bool,
+        settle: float = 0.0,
+    ) -> int:
+        """Put the in-flight rows `where` says (of outbox o, its named parameters `whose`)
+        back to pending; with `crash`, their process died (CRASHES_ALONE): each counts it,
+        and a row that was alone in its batch spends the try, noted as cut short (CUT_SHORT).
+        How many."""
+        alone: list[int] = []
+        if crash:  # read before any goes back: a row of a batch must not look alone then
+            found = conn.execute(f"SELECT o.id FROM outbox o WHERE {where} AND {_ALONE}", whose)
+            alone = [int(r["id"]) for r in found]
+        spent = "id IN (SELECT value FROM json_each(:alone))"
+        return conn.execute(
+            "UPDATE outbox AS o SET status = 'pending', claimed_by = NULL, updated_at = :now,"
+            f" crashes = crashes + :crash, attempts = attempts + ({spent}),"
+            f" next_attempt_at = CASE WHEN :settle > 0 AND {spent}"
+            " THEN MAX(next_attempt_at, :now + :settle)"
+            f" WHEN :settle > 0 AND {_MARKED}"
+            " THEN MAX(next_attempt_at, updated_at + :settle) ELSE next_attempt_at END,"
+            f" last_error = CASE WHEN {spent} THEN {_CUT_SHORT_NOTED} ELSE last_error END"
+            f" WHERE {where}",
+            {
+                **whose,
+                "now": now,
+                "crash": int(crash),
+                "alone": json.dumps(alone),
+                "settle": settle,
+            },
+        ).rowcount
 
     def waiting_webhook_plays(
         self, profile: str

@@ -45,6 +45,7 @@ from watchbridge.model import MediaRef, item_aliases, ref_from_dict
 from watchbridge.offloop import in_thread, to_the_end
 from watchbridge.stopping import unless_stopped
 from watchbridge.store import (
+    CRASHES_ALONE,
     HELD_PROFILE,
     HELD_TARGET,
     ONCE_MORE_DUE,
@@ -797,7 +798,17 @@ def _gave_up(attempts: int, reason: str, failing_for: float | None = None) -> st
 
 
 def _gave_up_interrupted(item: OutboxItem) -> Dead:
-    last = "the last cut short by the process stopping"
+    """The dead letter of a row whose last try a crash cut short, at its last attempt: only a
+    crash while it went alone spends one (store.CRASHES_ALONE), so it may be what takes the
+    process down. Past the crashes of its batches, it took it down at each try."""
+    if item.crashes >= item.attempts + CRASHES_ALONE:
+        why = "watchbridge went down each time it was sent alone"
+    else:
+        why = "watchbridge went down as it was being sent, the last time alone"
+    last = (
+        f"{why} ({item.crashes} times in all: killed or crashed, out of memory?), so it may be"
+        " what takes the service down; the last cut short by the process stopping"
+    )
     if item.may_have_landed:
         last = f"{UNKNOWN_OUTCOME}: {last}"
     return Dead(_gave_up(item.attempts, last), spends=False)

@@ -1,0 +1,150 @@
+"""A service killed again and again while it delivers (a container in an out-of-memory restart
+loop, a power-flaky box): only a delivery that takes the process down by itself dies of it.
+
+Each life of the service is its start's first steps (the real `DeliveryWorker.run`, which takes
+back what the killed one held), then passes until one is killed: its task cancelled while a
+request to the fake Trakt waits for an answer, nothing more written, as `kill -9` leaves it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+import pytest
+
+from tests import test_delivery as delivery
+from tests.fakes.base import Request
+from tests.fakes.receiver import AlertReceiver, FakeClock
+from tests.fakes.trakt import FakeTrakt
+from tests.test_delivery import _late_play, close_targets, movies, outbox, worker_for
+from watchbridge.app import Runtime
+from watchbridge.model import MediaRef
+from watchbridge.store import CRASHES_ALONE
+
+pytestmark = pytest.mark.anyio
+
+# test_delivery's fixtures: a signed-in profile "me" (max_attempts 3), the fake Trakt.
+trakt = delivery.trakt
+storage_settings = delivery.storage_settings
+runtime = delivery.runtime
+
+HUNG = 60.0  # seconds a request the kill cut off stays unanswered (until the fake stops)
+
+
+class Hangs:
+    """Requests to the fake Trakt that hang: the moments the service is killed."""
+
+    def __init__(self, trakt: FakeTrakt) -> None:
+        self.trakt = trakt
+        self.seen: list[Request] = []  # those that hung so far
+
+    def next(self, n: int, *, lands: bool, when: Callable[[Request], bool]) -> None:
+        """The next `n` requests `when` says yes to hang: taken by Trakt (`lands`) or not."""
+
+        def hangs(req: Request) -> bool:
+            if not when(req):
+                return False
+            self.seen.append(req)  # yes: this knob takes it
+            return True
+
+        if lands:
+            self.trakt.delay_next(n, HUNG, when=hangs)
+        else:
+            self.trakt.stall_next(n, HUNG, when=hangs)
+
+    async def one_life(self, runtime: Runtime, clock: FakeClock, passes: int = 60) -> bool:
+        """Start the service on the database as a killed one left it, then deliver until a
+        request hangs: killed there. True if it was killed, False once nothing waits."""
+        # A send that may have landed is looked for `retry_after` after it, past a restart.
+        clock.advance(runtime.config.delivery.retry_after + 1)
+        stopped = asyncio.Event()
+        stopped.set()
+        await worker_for(runtime).run(runtime, stopped)  # its start's first steps, no more
+        worker = worker_for(runtime)
+        try:
+            for _ in range(passes):
+                hung = len(self.seen)
+                passing = asyncio.ensure_future(worker.pass_once(runtime))
+                while not passing.done() and len(self.seen) == hung:
+                    await asyncio.sleep(0.005)
+                if not passing.done():
+                    passing.cancel()  # kill -9: nothing more is written
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await passing
+                    return True
+                if not passing.result():
+                    due = runtime.store.next_due()
+                    if due is None:
+                        return False
+                    clock.advance(max(0.0, due - clock()))  # nothing else to do meanwhile
+            raise AssertionError("still delivering after all those passes")
+        finally:
+            await close_targets(worker)
+
+
+def names(req: Request, movie: MediaRef) -> bool:
+    return req.method == "POST" and str(movie.ids.imdb).encode() in req.body
+
+
+def plays(trakt: FakeTrakt) -> dict[str, int]:
+    """Each movie's plays on Trakt, by title."""
+    counted: dict[str, int] = {}
+    for entry in trakt.history():
+        counted[str(entry.item.title)] = counted.get(str(entry.item.title), 0) + 1
+    return counted
+
+
+async def test_a_dozen_kills_during_one_batch_leave_no_dead_letter_and_send_each_play_once(
+    runtime: Runtime, trakt: FakeTrakt, clock: FakeClock, receiver: AlertReceiver
+) -> None:
+    trakt.advance(clock() - trakt.now())
+    films = movies(trakt, 50)
+    runtime.store.enqueue(
+        [_late_play(f, clock() - 86400 + n * 60, f"p{n}") for n, f in enumerate(films)], clock()
+    )
+    # The first kill comes as Trakt has taken the batch (its answer never read), the next
+    # eleven at whatever request the worker waits on next: the batch's history check, then
+    # each row's alone.
+    hangs = Hangs(trakt)
+    hangs.next(1, lands=True, when=lambda req: True)
+    assert await hangs.one_life(runtime, clock)
+    for _ in range(11):
+        hangs.next(1, lands=False, when=lambda req: True)
+        assert await hangs.one_life(runtime, clock)
+    trakt.clear_knobs()
+    assert not await hangs.one_life(runtime, clock)
+    assert runtime.store.dead_letters() == []
+    assert plays(trakt) == {str(f.title): 1 for f in films}
+    rows = outbox(runtime).values()
+    assert {status for status, _, _ in rows} == {"done"}
+    # Ten kills found a row alone: ten rows spent a try each (and one more through).
+    assert sorted(attempts for _, attempts, _ in rows) == [1] * 40 + [2] * 10
+    assert not any("gave up" in t for t in receiver.titles())
+
+
+async def test_a_play_that_takes_the_service_down_each_time_dies_alone(
+    runtime: Runtime, trakt: FakeTrakt, clock: FakeClock, receiver: AlertReceiver
+) -> None:
+    trakt.advance(clock() - trakt.now())
+    films = movies(trakt, 50)
+    poison = films[9]
+    runtime.store.enqueue(
+        [_late_play(f, clock() - 86400 + n * 60, f"p{n}") for n, f in enumerate(films)], clock()
+    )
+    # Every request that sends it hangs, unanswered and not written: the process dies there.
+    hangs = Hangs(trakt)
+    hangs.next(10**6, lands=False, when=lambda req: names(req, poison))
+    kills = 0
+    while await hangs.one_life(runtime, clock):
+        kills += 1
+        assert kills <= 12, "killed for ever"
+    # Twice with its batch, then at each of its tries alone, the last one given up untried.
+    assert kills == CRASHES_ALONE + runtime.config.delivery.max_attempts
+    (dead,) = runtime.store.dead_letters()
+    assert dead.idempotency_key == "p9"
+    assert "each time it was sent alone" in (dead.last_error or "")
+    assert plays(trakt) == {str(f.title): 1 for f in films if f is not poison}
+    gave_up = [m for m in receiver.messages if "gave up" in str(m.get("title"))]
+    assert len(gave_up) == 1
+    assert "each time it was sent alone" in str(gave_up[0].get("message"))
