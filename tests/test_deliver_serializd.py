@@ -20,6 +20,7 @@ from tests.fakes.base import Request as FakeRequest
 from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.fakes.serializd import ALICE, FakeSerializd, Review, iso
 from tests.harness import put_back, until
+from tests.test_delivery import AnotherProcessLocking
 from tests.test_disk_syncs import DiskSyncs, UnsyncedWrites
 from tests.unpaced import unpaced
 from watchbridge import serializdlist
@@ -27,6 +28,7 @@ from watchbridge.accounts import AccountNotes
 from watchbridge.app import Runtime
 from watchbridge.catalogue import SEASONS_CACHE
 from watchbridge.config import Link, Secret, SerializdAccount, parse_config
+from watchbridge.deliver.fence import FENCE_FRESH, STORE_LOCKED
 from watchbridge.deliver.serializd import SECOND_READ_AFTER, SerializdTarget
 from watchbridge.deliver.worker import SERVICE_ROLE, DeliveryWorker, Hold
 from watchbridge.http import RetryPolicy
@@ -40,7 +42,7 @@ from watchbridge.services.serializd import (
     SerializdUnavailable,
     host,
 )
-from watchbridge.store import CLAIM_LEASE, NewOutboxRow, OutboxItem
+from watchbridge.store import CLAIM_LEASE, UNKNOWN_OUTCOME, NewOutboxRow, OutboxItem
 from watchbridge.wiring import build_runtime, make_targets, serializd_client
 
 pytestmark = pytest.mark.anyio
@@ -77,6 +79,12 @@ def durability() -> str:
 
 
 @pytest.fixture
+def storage_settings() -> str:
+    """More keys of the runtime's `storage:` (a test sets them by parametrizing this name)."""
+    return ""
+
+
+@pytest.fixture
 def uptime() -> FakeClock | None:
     """The machine's uptime beside `clock` (None: it follows the clock, which never steps)."""
     return None
@@ -90,10 +98,11 @@ async def runtime(
     clock: FakeClock,
     durability: str,
     uptime: FakeClock | None,
+    storage_settings: str,
 ) -> AsyncIterator[Runtime]:
     config = parse_config(
         f"""
-storage: {{path: {tmp_path / "wb.db"}, durability: {durability}}}
+storage: {{path: {tmp_path / "wb.db"}, durability: {durability}{storage_settings}}}
 alerts: {{urls: ["{receiver.apprise_url}"]}}
 delivery: {{max_attempts: 5}}
 services:
@@ -256,6 +265,51 @@ async def test_a_connection_dropped_after_the_add_lands_makes_one_entry_and_the_
     await drain(worker, runtime, clock, passes=3, step=120)
     assert len(fake.diary()) == 1
     assert fake.count("POST", REVIEWS_ADD) == 1  # the retry found the entry in the diary
+    assert fake.ticks() == {(SHOW, SEASON_1, 4)}
+    assert runtime.store.outbox_counts()["done"] == 1
+
+
+@pytest.mark.parametrize("storage_settings", [", busy_timeout: 0.5"], ids=["busy_timeout=0.5"])
+async def test_a_fence_check_meeting_a_locked_database_leaves_the_diary_add_unmarked(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    # A play's diary add is answered 503 a minute after the claim (the check of the claim is
+    # due); just then another process (a `watchbridge sync`, a backup) takes the database's
+    # write lock past storage.busy_timeout. The try again cannot be checked, so it does not
+    # go: nothing reached Serializd, and the row waits unmarked, without an attempt spent.
+    # Marked as maybe sent, its next try would read the whole diary before adding it (and
+    # wait hourly, not sent, while Serializd answers diary rows it cannot read).
+    clock.now = fake.now()
+    old_history(fake, 100)  # 5 pages
+    enqueue(runtime, "play", episode(4), clock() - 3600)
+    busy = float(runtime.config.storage.busy_timeout)
+    # Let go once the check gave up, before the target's note that nothing went gives up too.
+    other = AnotherProcessLocking(runtime.config.storage.path, busy * 1.9)
+
+    def a_minute_later_the_database_is_locked(request: FakeRequest) -> bool:
+        clock.advance(FENCE_FRESH + 1)
+        other.take()
+        return True
+
+    fake.fail_next(1, 503, route=f"POST {REVIEWS_ADD}", when=a_minute_later_the_database_is_locked)
+    try:
+        await worker.pass_once(runtime)
+        other.wait()
+        (row,) = runtime.store._query("SELECT * FROM outbox")
+        assert (row["status"], row["attempts"]) == ("pending", 0)
+        assert STORE_LOCKED in row["last_error"]
+        assert not row["last_error"].startswith(UNKNOWN_OUTCOME)  # nothing went
+        assert fake.count("POST", REVIEWS_ADD) == 1  # the try again did not go
+        looked = fake.count("GET", DIARY_PAGE)
+        clock.advance(runtime.config.delivery.retry_after + 1)
+        await drain(worker, runtime, clock, passes=2, step=120)
+    finally:
+        other.close()
+    # The try's look at the diary's newest entries, as the first; not the whole diary read
+    # for an add that may have landed (5 pages here, a page per 24 entries in a real one).
+    assert fake.count("GET", DIARY_PAGE) - looked == looked
+    assert fake.count("POST", REVIEWS_ADD) == 2
+    assert [e.episode_number for e in fake.diary() if e.show_id == SHOW] == [4]
     assert fake.ticks() == {(SHOW, SEASON_1, 4)}
     assert runtime.store.outbox_counts()["done"] == 1
 

@@ -78,9 +78,10 @@ class Fence:
     _monotonic: float = field(default_factory=time.monotonic)
 
     async def check(self) -> None:
-        """Raise ClaimsLost unless every row is still this worker's (its lease renewed); an
-        `Unavailable` that sent nothing (STORE_LOCKED) when another process holds the database
-        past storage.busy_timeout: a wait for the target, as a service down is, not a crash."""
+        """Raise ClaimsLost unless every row is still this worker's (its lease renewed); a
+        `Withheld` (STORE_LOCKED: the try sent nothing) when another process holds the
+        database past storage.busy_timeout: a wait for the target, as a service down is, not
+        a crash."""
         if self.lost:
             raise ClaimsLost(self.service, CLAIMS_LOST)
         if self.stop is not None and self.stop.is_set():
@@ -97,8 +98,12 @@ class Fence:
             # try may have landed, and targets take an Unavailable that says nothing went as
             # the cue to take back their note of the send (`_sent_nothing`). The bare error
             # passes both: the row would stay marked for a send that never went (a history
-            # read before the next, a live stop turned into a history add).
-            raise as_a_wait(exc, self.service) from None
+            # read before the next, a live stop turned into a history add). Withheld, as the
+            # stop's refusal: Serializd's diary add takes back its note only for a try known
+            # kept from going (`refused_unread`), else its next try reads the whole diary.
+            if locked_by_another(exc):
+                raise Withheld(self.service, STORE_LOCKED) from None
+            raise
         self.lost = set(self.rows) - held
         if self.lost:
             raise ClaimsLost(self.service, CLAIMS_LOST)
