@@ -194,7 +194,7 @@ GIVEN_UP = {  # how Trakt held the play; the config after; the title of its paus
     "account removed": (
         429,
         without_my_trakt_account,
-        "watchbridge: Trakt deliveries paused (profile me)",
+        "watchbridge: Trakt is limiting requests (profile me)",
         "profile me no longer has profiles.me.accounts.trakt",
     ),
     "service removed": (
@@ -357,7 +357,8 @@ def test_a_renamed_profile_is_warned_of_and_its_queued_plays_come_back_with_its_
     before = config_text(tmp_path, port, trakt, receiver, "")
     service = started(path, port, before)
     try:
-        wait_for(lambda: "watchbridge: Trakt deliveries paused (profile me)" in receiver.titles())
+        limited = "watchbridge: Trakt is limiting requests (profile me)"
+        wait_for(lambda: limited in receiver.titles())
     finally:
         service.terminate()
 

@@ -86,7 +86,9 @@ from watchbridge.wiring import build_runtime, make_targets
 pytestmark = pytest.mark.anyio
 PAUSED_FOR_ME = "watchbridge: Trakt sign-in needed (profile me)"
 LIMITED_FOR_ME = "watchbridge: Trakt account limit reached (profile me)"
-HELD_FOR_ME = "watchbridge: Trakt deliveries paused (profile me)"  # a rate limit, say
+HELD_FOR_ME = "watchbridge: Trakt is limiting requests (profile me)"  # a rate limit
+# Its sign-in host down, or answers it cannot read.
+WAITS_FOR_ME = "watchbridge: Trakt deliveries paused (profile me)"
 
 
 @pytest.fixture
@@ -383,13 +385,13 @@ async def test_a_sign_in_service_down_as_the_token_runs_out_is_told_for_that_pro
     trakt.fail_next(1000, 502, route="POST /oauth/token")
     webhook(runtime, "movie_media_scrobble.json")
     await drain(worker, runtime, clock, passes=10, step=120)  # past the outage alert's wait
-    assert receiver.titles() == [HELD_FOR_ME]
+    assert receiver.titles() == [WAITS_FOR_ME]
     assert "sign-in service" in receiver.messages[0]["message"]
 
     trakt.clear_knobs()
     await drain(worker, runtime, clock, passes=2, step=120)
     assert [h.item.title for h in trakt.history()] == ["Arrival"]
-    assert receiver.titles()[-1] == f"Resolved: {HELD_FOR_ME}"
+    assert receiver.titles()[-1] == f"Resolved: {WAITS_FOR_ME}"
 
 
 async def test_a_proxy_page_answering_the_refresh_holds_deliveries_without_asking_to_sign_in(
@@ -1867,12 +1869,12 @@ async def test_the_removal_of_an_expected_play_waits_when_trakts_history_cannot_
     assert len(trakt.history()) == 1
     assert outbox_attempts(runtime) == [0]
     told = receiver.titles()
-    assert told and set(told) == {HELD_FOR_ME}  # the alert, and its reminders
+    assert told and set(told) == {WAITS_FOR_ME}  # the alert, and its reminders
     trakt.clear_knobs()  # the update reads the new shape: the play is found and removed
     await drain(worker, runtime, clock, passes=2, step=3600)
     assert trakt.history() == []
     assert runtime.store.outbox_counts()["done"] == 1
-    assert receiver.titles()[len(told) :] == [f"Resolved: {HELD_FOR_ME}"]
+    assert receiver.titles()[len(told) :] == [f"Resolved: {WAITS_FOR_ME}"]
 
 
 async def test_the_removal_of_an_expected_play_finds_it_scrobbled_minutes_after_its_time(
@@ -2223,12 +2225,12 @@ async def test_a_lost_history_add_waits_when_trakts_history_cannot_be_read(
     assert len(trakt.history()) == 1
     assert outbox_attempts(runtime) == [1]  # only the send whose answer was lost
     told = receiver.titles()
-    assert told and set(told) == {HELD_FOR_ME}  # the alert, and its reminders
+    assert told and set(told) == {WAITS_FOR_ME}  # the alert, and its reminders
     trakt.clear_knobs()  # the update reads the new shape: the play is found there
     await drain(worker, runtime, clock, passes=2, step=3600)
     assert len(trakt.history()) == 1
     assert runtime.store.outbox_counts()["done"] == 1
-    assert receiver.titles()[len(told) :] == [f"Resolved: {HELD_FOR_ME}"]
+    assert receiver.titles()[len(told) :] == [f"Resolved: {WAITS_FOR_ME}"]
 
 
 def outbox_attempts(runtime: Runtime) -> list[int]:
@@ -2601,7 +2603,7 @@ async def test_a_rating_rate_limited_for_long_is_told_while_the_profiles_plays_g
         clock.advance(151)
     assert len(trakt.history()) == 6 and trakt.ratings() == []
     assert receiver.titles() == [HELD_FOR_ME]  # and no Resolved while the rating waits
-    assert "rate limited until" in receiver.messages[0]["message"]
+    assert "is limiting watchbridge's requests until" in receiver.messages[0]["message"]
     trakt.clear_knobs()  # the limit is over: the rating goes out, and the alert ends
     _lift_the_pacer(worker)
     await worker.pass_once(runtime)
@@ -2767,7 +2769,9 @@ async def test_a_rate_limit_pause_that_goes_on_with_other_rows_counts_from_its_f
         _lift_the_pacer(worker)
         await worker.pass_once(runtime)  # the rating, held again
     assert receiver.titles() == [HELD_FOR_ME]
-    assert "has not taken deliveries for 15 minutes" in receiver.messages[0]["message"]
+    assert (
+        "has been limiting watchbridge's requests for 15 minutes" in receiver.messages[0]["message"]
+    )
 
 
 async def test_a_rate_limit_alert_ends_once_the_rating_it_held_is_a_dead_letter(
@@ -3023,7 +3027,7 @@ async def test_an_outage_alert_says_trakt_asks_to_wait_only_when_it_did(
 def test_an_outage_alert_names_its_service_once() -> None:
     text = unreachable_alert("trakt", "trakt: answered 503", 0.0, 900, 900)
     assert text is not None
-    assert text.startswith("trakt has not taken deliveries for 15 minutes: answered 503.")
+    assert text.startswith("Trakt has not taken deliveries for 15 minutes: answered 503.")
 
 
 def test_a_reminder_days_into_an_outage_tells_its_length_in_days() -> None:
@@ -3031,7 +3035,7 @@ def test_a_reminder_days_into_an_outage_tells_its_length_in_days() -> None:
     def held(seconds: float) -> str | None:
         return unreachable_alert("trakt", "HTTP 503", 0.0, seconds, seconds)
 
-    assert "trakt has not taken deliveries for 15 minutes: HTTP 503." in (held(900) or "")
+    assert "Trakt has not taken deliveries for 15 minutes: HTTP 503." in (held(900) or "")
     assert "for 30 hours:" in (held(30 * 3600) or "")
     assert "for 5 days and 8 hours:" in (held(7697 * 60) or "")
     assert "for 7 days:" in (held(7 * 86400) or "")
@@ -4517,13 +4521,13 @@ async def test_a_rating_that_waited_does_not_undo_one_on_trakt_whose_date_it_can
     assert [r.rating for r in trakt.ratings()] == [5]
     assert outbox_attempts(runtime) == [0]  # the outage held it too, spending nothing
     told = receiver.titles()
-    assert told and set(told) == {HELD_FOR_ME}  # the alert, and its reminders
+    assert told and set(told) == {WAITS_FOR_ME}  # the alert, and its reminders
     trakt.clear_knobs()  # the update reads the date: the newer rating stays
     await drain(worker, runtime, clock, passes=3, step=3600)
     assert [r.rating for r in trakt.ratings()] == [5]
     assert runtime.store.outbox_counts()["pending"] == 0
     # Trakt's ratings read again, and the one held on them is over: so is its alert.
-    assert receiver.titles()[-1] == f"Resolved: {HELD_FOR_ME}"
+    assert receiver.titles()[-1] == f"Resolved: {WAITS_FOR_ME}"
 
 
 def rating_row(clock: FakeClock, title: str, imdb: str, key: str, value: int) -> NewOutboxRow:

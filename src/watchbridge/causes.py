@@ -55,21 +55,30 @@ class Alert:
 PAUSE_CAUSES = {"credentials": "sign-in needed", "account_limit": "account limit reached"}
 
 
-def paused_title(kind: str, target: str, profile: str | None = None) -> str:
+def paused_title(
+    kind: str, target: str, profile: str | None = None, *, limited: bool = False
+) -> str:
     """The title of the alert of `kind` that says a target's deliveries (one profile's) are
-    paused, naming the cause: a rate limit, a sign-in host down or answers it cannot read
-    (`service_unreachable` for a profile) differ too much for a title, their text says which."""
+    paused, naming the cause: a rate limit (`limited`) is the service limiting requests, not
+    it being unreachable; a sign-in host down or answers it cannot read (`service_unreachable`
+    for a profile) differ too much for a title, their text says which."""
     name = service_title(target)
+    whose = f" (profile {profile})" if profile else ""
+    if kind == "service_unreachable" and limited:
+        return f"watchbridge: {name} is limiting requests{whose}"
     if not profile:
         return f"watchbridge: {name} unreachable"
-    return f"watchbridge: {name} {PAUSE_CAUSES.get(kind, 'deliveries paused')} (profile {profile})"
+    return f"watchbridge: {name} {PAUSE_CAUSES.get(kind, 'deliveries paused')}{whose}"
 
 
-def paused_alert(kind: str, target: str, profile: str | None, reason: str) -> Alert:
+def paused_alert(
+    kind: str, target: str, profile: str | None, reason: str, *, limited: bool = False
+) -> Alert:
     """The alert that `target`'s deliveries (`profile`'s; None: everyone's) are paused, of
-    `kind` (`credentials`: the person's sign-in refused), for `reason`."""
+    `kind` (`credentials`: the person's sign-in refused), for `reason` (`limited`: a rate
+    limit)."""
     key = f"{target}:{profile}" if profile else target
-    return Alert(kind, key, paused_title(kind, target, profile), reason)
+    return Alert(kind, key, paused_title(kind, target, profile, limited=limited), reason)
 
 
 def sign_in_works(service: str, profile: str) -> str:

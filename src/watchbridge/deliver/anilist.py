@@ -122,7 +122,7 @@ from watchbridge.deliver.worker import (
     service_hold,
     unreadable_row,
 )
-from watchbridge.http import Unavailable
+from watchbridge.http import RateLimited, Unavailable
 from watchbridge.ids import ANIME, Enricher, own_anime_ids
 from watchbridge.model import MediaRef, ref_from_dict, ref_to_dict
 from watchbridge.reconcile import UNDATED
@@ -1026,7 +1026,8 @@ class AniListTarget:
             return Hold(exc.message, AUTH_HOLD, "credentials", target_wide=False, sign_in=True)
         if isinstance(exc, Unavailable):  # rate limits, outages, "API disabled"
             wait = exc.retry_after or self.config.retry_after
-            return Hold(exc.message, wait, asked=exc.retry_after is not None)
+            limited = isinstance(exc, RateLimited)
+            return Hold(exc.message, wait, asked=exc.retry_after is not None, limited=limited)
         if isinstance(exc, ListUnreadable):
             return changed_hold(SERVICE_NAME, exc.what, CHANGED_WAITS)
         if isinstance(exc, AniListError):

@@ -38,7 +38,7 @@ from watchbridge.deliver.oncemore import (
     probe_words,
 )
 from watchbridge.errors import names_profile
-from watchbridge.http import ANSWERED, BEFORE_WRITE, Unavailable, changed_answer
+from watchbridge.http import ANSWERED, BEFORE_WRITE, RateLimited, Unavailable, changed_answer
 from watchbridge.ids import DELIVERED_TO, SERVER_OUTAGE_PAUSE, Enricher, Need, Problem
 from watchbridge.logs import Repeating
 from watchbridge.model import MediaRef, item_aliases, ref_from_dict
@@ -187,6 +187,9 @@ class Hold:
     # `after` is the service's own wait (a Retry-After, a rate limit): an alert may say it asks
     # to wait until then. Else it is only when watchbridge looks again.
     asked: bool = False
+    # A rate limit: the service is up and asks for fewer requests, which its alert says (no
+    # "unreachable": nothing is wrong on the user's side, and it passes by itself).
+    limited: bool = False
 
 
 Outcome = Delivered | Skipped | Retry | Dead | Hold
@@ -492,6 +495,7 @@ def service_hold(exc: Unavailable, retry_after: float) -> Hold:
         exc.retry_after or retry_after,
         spends=exc.answered and exc.outcome_unknown,
         asked=exc.retry_after is not None,
+        limited=isinstance(exc, RateLimited),
     )
 
 
@@ -515,7 +519,12 @@ def rate_limit_hold(wait: float, now: float) -> Hold:
     as an outage would before its alert (the worker adds up limits in a row)."""
     until = datetime.fromtimestamp(now + wait, UTC).strftime("%Y-%m-%d %H:%M UTC")
     return Hold(
-        f"rate limited until {until}", wait, "service_unreachable", target_wide=False, asked=True
+        f"rate limited until {until}",
+        wait,
+        "service_unreachable",
+        target_wide=False,
+        asked=True,
+        limited=True,
     )
 
 
@@ -540,6 +549,7 @@ def unreachable_alert(
     until: float,
     spends: bool = False,
     asked: bool = False,
+    limited: bool = False,
 ) -> str | None:
     """The `service_unreachable` alert's text for a target held since `since` and known to be
     held until `until` (`now` when nothing more is known), or None while it is not due: once
@@ -547,29 +557,47 @@ def unreachable_alert(
     long begins (a long Retry-After), saying until when. `asked`: `until` is what the service
     asked for (Hold.asked), which a reminder tells; watchbridge's own pace of looking again is
     no word of the service's. `spends`: the service answers writes with errors (Hold.spends),
-    so they give up in time, and it says so."""
+    so they give up in time, and it says so. `limited`: a rate limit (Hold.limited), told as
+    the service limiting requests, which passes by itself."""
     if max(now, until) - since < UNREACHABLE_ALERT_AFTER:
         return None
+    name = service_title(target)
     at = datetime.fromtimestamp(until, UTC).strftime("%Y-%m-%d %H:%M UTC")
     reason = reason.removeprefix(f"{target}: ")  # the text names it first already
+    # A media server's lookups share its outage's alert (ids.outage_key): told here too.
+    also = f" (and plays that need {name} to name their show)" if target in DELIVERED_TO else ""
+    if limited:
+        if now - since >= UNREACHABLE_ALERT_AFTER:
+            text = f"{name} has been limiting watchbridge's requests for {held_for(now - since)}"
+            text += f", until {at} as it asks." if until > now and asked else "."
+        else:
+            wait = format_span(until - now)
+            text = f"{name} is limiting watchbridge's requests until {at} (in {wait})."
+        text += (
+            f" Your plays and ratings for {name}{also} are held and go out by themselves when"
+            " the limit passes. Nothing is lost, and there is nothing for you to do."
+        )
+        return f"{text} {_spending()}." if spends else text
     if now - since >= UNREACHABLE_ALERT_AFTER:
-        text = f"{target} has not taken deliveries for {held_for(now - since)}: {reason}."
+        text = f"{name} has not taken deliveries for {held_for(now - since)}: {reason}."
         if until > now and asked:
             text += f" It asks to wait until {at}."
     else:
         wait = format_span(until - now)
-        text = f"{target} cannot take deliveries until {at} (in {wait}): {reason}."
-    # A media server's lookups share its outage's alert (ids.outage_key): told here too.
-    also = f" (and plays that need {target} to name their show)" if target in DELIVERED_TO else ""
+        text = f"{name} cannot take deliveries until {at} (in {wait}): {reason}."
     if spends:
-        return (
-            f"{text} It answers writes with server errors, which may be their own fault: those"
-            " it keeps failing spend their tries and become dead letters after"
-            " delivery.max_attempts (about 14 hours with the defaults), which go again by"
-            " themselves, once, when it takes a delivery again; the other queued"
-            f" deliveries{also} go out when it is back."
-        )
+        return f"{text} {_spending()}; the other queued deliveries{also} go out when it is back."
     return f"{text} Nothing is lost; queued deliveries{also} go out when it is back."
+
+
+def _spending() -> str:
+    """What an alert says of a service answering writes with server errors (Hold.spends)."""
+    return (
+        "It answers writes with server errors, which may be their own fault: those it keeps"
+        " failing spend their tries and become dead letters after delivery.max_attempts (about"
+        " 14 hours with the defaults), which go again by themselves, once, when it takes a"
+        " delivery again"
+    )
 
 
 @dataclass
@@ -584,6 +612,7 @@ class TargetHold:
     streak: int = 0
     told: bool = False
     spends: bool = False  # its last hold spent tries (the service answers writes with errors)
+    limited: bool = False  # its last hold is a rate limit (Hold.limited)
 
 
 PROFILE_HOLDS = "profile-hold"  # cache namespace: ProfileHold, by alert key `target:profile`
@@ -1293,6 +1322,7 @@ class DeliveryWorker:
         # letter, but the rows behind it will spend theirs as it did.
         spent_wide = False
         alerts: dict[tuple[str, str, str | None], str] = {}  # (kind, key, profile): reason
+        rate_limited: set[str] = set()  # of their keys, those a rate limit holds
         # Profiles with a row through, or done on what the service answered (Skipped.answered)
         delivered_for: set[str] = set()
         held_for: set[str] = set()  # profiles with a row held
@@ -1408,6 +1438,8 @@ class DeliveryWorker:
             gone = left.get(key, frozenset())
             if text := await self._profile_hold_told(store, target.name, key, hold, ids, gone, now):
                 alerts[("service_unreachable", key, whose)] = text
+                if hold.limited:
+                    rate_limited.add(key)
         dead = [(item, reason) for item, reason in dead if item.id not in superseded]
         wide = [h for h in holds if h.target_wide]
         if wide:
@@ -1424,6 +1456,7 @@ class DeliveryWorker:
             pause = max(first, min(TARGET_PROBE_MAX, doubled(first, held.streak - 1)))
             held.until, held.reason = now + pause, hold.reason
             held.spends = spent_wide or any(h.spends for h in wide)
+            held.limited = hold.limited
             self._held_log.warning(
                 target.name,
                 "deliveries held",
@@ -1435,12 +1468,21 @@ class DeliveryWorker:
             told = _told(hold.reason)
             until = now + hold.after
             text = unreachable_alert(
-                target.name, told, held.since, now, until, held.spends, asked=hold.asked
+                target.name,
+                told,
+                held.since,
+                now,
+                until,
+                held.spends,
+                asked=hold.asked,
+                limited=hold.limited,
             )
             if text is not None:
                 alerts[("service_unreachable", target.name, None)] = text
+                if hold.limited:
+                    rate_limited.add(target.name)
         for (kind, key, profile), reason in alerts.items():
-            alert = paused_alert(kind, target.name, profile, reason)
+            alert = paused_alert(kind, target.name, profile, reason, limited=key in rate_limited)
             sent = await runtime.notifier.notify(kind, alert.title, alert.body, alert.key) == SENT
             extra: dict[str, Any] = {"target": target.name, "key": key, "reason": reason}
             outage = self.holds.get(target.name) if profile is None else None
@@ -1557,10 +1599,12 @@ class DeliveryWorker:
         for name, held in list(self.holds.items()):
             if name not in names or held.until <= now:
                 continue
-            text = unreachable_alert(name, held.reason, held.since, now, now, held.spends)
+            text = unreachable_alert(
+                name, held.reason, held.since, now, now, held.spends, limited=held.limited
+            )
             if text is None:
                 continue
-            title = paused_title("service_unreachable", name)
+            title = paused_title("service_unreachable", name, limited=held.limited)
             result = await runtime.notifier.notify("service_unreachable", title, text, key=name)
             # Passes come with every webhook: the log tells once a hold (and of each alert).
             if result == SENT or not held.told:
@@ -1587,7 +1631,15 @@ class DeliveryWorker:
             held_in_store, store, key, rows, now, left
         )
         told = _told(hold.reason)
-        return unreachable_alert(target, told, held.since, now, now + hold.after, asked=hold.asked)
+        return unreachable_alert(
+            target,
+            told,
+            held.since,
+            now,
+            now + hold.after,
+            asked=hold.asked,
+            limited=hold.limited,
+        )
 
     async def _reachable(self, runtime: Runtime, target: Target, *, flowing: bool) -> None:
         """The target took a delivery (`flowing`), or only answered (refusing a profile's

@@ -1,0 +1,103 @@
+"""Alert texts as a phone shows them (title and first lines): what happened and what to do,
+services named as they write themselves, no internal words. Against the fakes over real HTTP,
+read as the Apprise target received them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.anilist import FakeAniList
+from tests.fakes.base import FakeServer
+from tests.fakes.receiver import AlertReceiver, FakeClock
+from tests.test_deliver_anilist import PART_2, anilist_target, enqueue, episode
+from watchbridge.app import Runtime
+from watchbridge.config import parse_config
+from watchbridge.deliver.anilist import AniListTarget
+from watchbridge.deliver.worker import DeliveryWorker, unreachable_alert
+from watchbridge.wiring import build_runtime
+
+pytestmark = pytest.mark.anyio
+
+TOO_MANY = {"data": None, "errors": [{"message": "Too Many Requests.", "status": 429}]}
+
+
+@pytest.fixture
+def anilist(start_fake: Callable[[FakeServer], FakeServer]) -> FakeAniList:
+    fake = start_fake(FakeAniList())
+    assert isinstance(fake, FakeAniList)
+    fake.limit = fake.burst_limit = 100_000
+    fake.add_media(PART_2, episodes=12)
+    return fake
+
+
+@pytest.fixture
+async def runtime(
+    tmp_path: Path, anilist: FakeAniList, clock: FakeClock, receiver: AlertReceiver
+) -> AsyncIterator[Runtime]:
+    clock.now = anilist.now()
+    config = parse_config(
+        f"""
+storage: {{path: {tmp_path / "wb.db"}}}
+alerts: {{urls: ["{receiver.apprise_url}"]}}
+services:
+  anilist: {{api_url: "{anilist.url}", auth_url: "{anilist.auth_url}"}}
+  plex: {{url: "http://127.0.0.1:9", token: plex-owner-token}}
+profiles:
+  me:
+    users: {{plex: ["1"]}}
+    accounts: {{anilist: {{token: "{anilist.issue_token()}"}}, plex: {{}}}}
+links:
+  plex-anilist: {{services: [plex, anilist]}}
+""",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    runtime = build_runtime(config, clock=clock)
+    runtime.open()
+    yield runtime
+    runtime.close()
+
+
+@pytest.fixture
+async def worker(runtime: Runtime, clock: FakeClock) -> AsyncIterator[DeliveryWorker]:
+    target: AniListTarget = anilist_target(runtime, clock)
+    worker = DeliveryWorker(lambda _: [target], runtime.config.delivery)
+    worker.targets = {target.name: target}
+    yield worker
+    await target.aclose()
+
+
+async def test_an_anilist_rate_limit_says_anilist_limits_requests_and_nothing_is_to_do(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    anilist: FakeAniList,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    anilist.fail_next(10**6, 429, headers={"Retry-After": "3600"}, body=TOO_MANY)
+    enqueue(runtime, "play", episode(40), clock() - 3600, live=True)
+    await worker.pass_once(runtime)
+    (alert,) = receiver.messages
+    assert alert["title"] == "watchbridge: AniList is limiting requests"
+    first, then = alert["message"].split(". ", 1)
+    assert first.startswith("AniList is limiting watchbridge's requests until ")
+    assert first.endswith("(in 1h)")
+    assert then == (
+        "Your plays and ratings for AniList are held and go out by themselves when the limit"
+        " passes. Nothing is lost, and there is nothing for you to do."
+    )
+    assert runtime.notifier.raised("service_unreachable", "anilist")  # the same condition
+
+
+def test_a_rate_limit_going_on_says_how_long_it_has_lasted_and_nothing_is_to_do() -> None:
+    text = unreachable_alert(
+        "anilist", "anilist: rate limited for 60s", 0.0, 5400, 5400, limited=True
+    )
+    assert text == (
+        "AniList has been limiting watchbridge's requests for 90 minutes. Your plays and"
+        " ratings for AniList are held and go out by themselves when the limit passes. Nothing"
+        " is lost, and there is nothing for you to do."
+    )
