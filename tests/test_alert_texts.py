@@ -7,16 +7,26 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.fakes.anilist import FakeAniList
 from tests.fakes.base import FakeServer
 from tests.fakes.receiver import AlertReceiver, FakeClock
+from tests.harness import AppThread
+from tests.ingest_samples import sample_bytes
+from tests.test_app import jellyfin_config, wait_until
+from tests.test_app import runtime_for as app_runtime_for
 from tests.test_deliver_anilist import PART_2, anilist_target, enqueue, episode
-from watchbridge.app import Runtime
+from watchbridge import webhooks
+from watchbridge.alerts import Notifier
+from watchbridge.app import Runtime, create_app
 from watchbridge.config import parse_config
 from watchbridge.deliver.anilist import AniListTarget
 from watchbridge.deliver.worker import DeliveryWorker, unreachable_alert
+from watchbridge.http import Pause
+from watchbridge.store import Store
+from watchbridge.sync import FAILURES_BEFORE_ALERT, report_run
 from watchbridge.wiring import build_runtime
 
 pytestmark = pytest.mark.anyio
@@ -101,3 +111,54 @@ def test_a_rate_limit_going_on_says_how_long_it_has_lasted_and_nothing_is_to_do(
         " ratings for AniList are held and go out by themselves when the limit passes. Nothing"
         " is lost, and there is nothing for you to do."
     )
+
+
+async def test_the_end_of_an_anilist_rate_limit_names_anilist_as_it_writes_itself(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    anilist: FakeAniList,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    anilist.fail_next(1, 429, headers={"Retry-After": "3600"}, body=TOO_MANY)
+    enqueue(runtime, "play", episode(40), clock() - 3600, live=True)
+    await worker.pass_once(runtime)
+    clock.advance(3700)
+    target = worker.targets["anilist"]
+    assert isinstance(target, AniListTarget)
+    target.client.pacer.pause = Pause()  # paused in real time (http.py): the clock is past it
+    await worker.pass_once(runtime)
+    assert receiver.titles()[-1] == "Resolved: watchbridge: AniList is limiting requests"
+    assert receiver.messages[-1]["message"] == "AniList deliveries are flowing again"
+
+
+async def test_a_link_failing_names_the_service_it_quotes_as_it_writes_itself(
+    tmp_path: Path, receiver: AlertReceiver
+) -> None:
+    store = Store.open(tmp_path / "wb.db")
+    failed = "serializd: login: /api/login is not a Serializd endpoint (HTTP 404, HTML)"
+    for hour in range(FAILURES_BEFORE_ALERT):
+        run_id = store.start_run("ts", hour * 3600.0)
+        assert run_id is not None
+        store.finish_run(run_id, hour * 3600.0 + 60, "failed", {}, 1, failed)
+    config = parse_config(f"alerts: {{urls: ['{receiver.apprise_url}']}}", Path("w.yaml"), {})
+    await report_run(store, Notifier(config.alerts), "ts", failed)
+    store.close()
+    (alert,) = receiver.messages
+    assert alert["message"].startswith(
+        "Serializd: login: /api/login is not a Serializd endpoint (HTTP 404, HTML)\n"
+    )
+
+
+def test_refused_webhooks_name_their_media_server_as_it_writes_itself(
+    tmp_path: Path, receiver: AlertReceiver
+) -> None:
+    runtime = app_runtime_for(jellyfin_config(tmp_path, receiver))
+    body = sample_bytes("jellyfin", "playback_stop_episode_completed.json")
+    with AppThread(create_app(runtime, extra_routes=webhooks.ROUTES)) as app:
+        httpx.post(f"{app.url}/webhooks/jellyfin/wrong-secret", content=body)
+        wait_until(lambda: bool(receiver.messages))
+    (alert,) = receiver.messages
+    assert alert["title"] == "watchbridge is refusing Jellyfin webhooks"
+    assert alert["message"].startswith("A Jellyfin webhook was refused: ")
+

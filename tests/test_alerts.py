@@ -529,7 +529,7 @@ async def test_an_alert_that_failed_to_go_out_is_still_sent_after_a_restart(
     clock = FakeClock()
     before = remembering(store, clock, receiver.apprise_url)
     receiver.fail_next(1, 500)  # the channel is down a moment
-    title = "watchbridge is refusing jellyfin webhooks"
+    title = "watchbridge is refusing Jellyfin webhooks"
     await before.notify("webhook_rejects", title, "a wrong secret", key="jellyfin:unauthorized")
     clock.advance(60)
     after = remembering(store, clock, receiver.apprise_url)  # restarted before the retry

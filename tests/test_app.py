@@ -590,7 +590,7 @@ def test_an_unexpected_error_on_a_webhook_is_a_500_counted_and_alerted(
     assert 'watchbridge_webhook_events_total{outcome="internal_error",source="jellyfin"} 1.0' in (
         metrics
     )
-    assert receiver.titles() == ["watchbridge is refusing jellyfin webhooks"]
+    assert receiver.titles() == ["watchbridge is refusing Jellyfin webhooks"]
 
 
 def test_a_webhook_refused_while_another_program_holds_the_database_points_at_it(
@@ -610,7 +610,7 @@ def test_a_webhook_refused_while_another_program_holds_the_database_points_at_it
     assert "another program" in refused[0]["fix"]
 
 
-REFUSING = "watchbridge is refusing jellyfin webhooks"
+REFUSING = "watchbridge is refusing Jellyfin webhooks"
 
 
 def test_a_refused_webhooks_alert_is_resolved_once_that_source_is_taken_again(

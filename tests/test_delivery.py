@@ -1241,7 +1241,7 @@ async def test_trakt_answering_again_but_refusing_a_sign_in_ends_its_outage_aler
     trakt.revoke_tokens()  # back, but it refuses the profile's sign-in: an answer all the same
     await drain(worker, runtime, clock, passes=2, step=301)
     assert receiver.titles() == [PAUSED, PAUSED_FOR_ME, f"Resolved: {PAUSED}"]
-    assert receiver.messages[-1]["message"].startswith("trakt answers again")
+    assert receiver.messages[-1]["message"].startswith("Trakt answers again")
     assert runtime.notifier.raised("credentials", "trakt:me")  # its own alert stays open
     assert runtime.store.outbox_counts()["pending"] == 1
     assert 'watchbridge_target_held{target="trakt"} 0.0' in runtime.metrics.render().decode()

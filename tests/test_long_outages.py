@@ -301,8 +301,8 @@ async def test_plays_that_gave_up_on_an_outage_go_again_by_themselves_once_it_is
     gave_up = [m["message"] for m in receiver.messages if "gave up" in m["title"]]
     assert gave_up  # as they died, in a few alerts
     assert all(
-        "once more by itself when serializd takes" in m
-        or "once more by themselves when serializd takes" in m
+        "once more by itself when Serializd takes" in m
+        or "once more by themselves when Serializd takes" in m
         for m in gave_up
     )
     fake.clear_knobs()
@@ -317,8 +317,8 @@ async def test_plays_that_gave_up_on_an_outage_go_again_by_themselves_once_it_is
         for m in receiver.messages
         if m["title"].startswith("Resolved: ") and "gave up" in m["title"]
     ]
-    assert "5 serializd dead letter(s) queued again by themselves, once" in over
-    assert "serializd takes deliveries again" in over  # the new play's write showed it
+    assert "5 Serializd dead letter(s) queued again by themselves, once" in over
+    assert "Serializd takes deliveries again" in over  # the new play's write showed it
 
 
 async def test_a_write_the_service_always_fails_goes_once_more_by_itself_then_stays_dead(
@@ -347,8 +347,8 @@ async def test_a_write_the_service_always_fails_goes_once_more_by_itself_then_st
     assert len(fake.diary()) == 12  # every other play went in
     told = [m["message"] for m in receiver.messages if m["title"] == PLAY_GAVE_UP]
     (first, last) = told
-    assert "It failed on serializd's own server errors" in first
-    assert "it goes once more by itself when serializd takes a delivery again" in first
+    assert "It failed on Serializd's own server errors" in first
+    assert "it goes once more by itself when Serializd takes a delivery again" in first
     assert "it gave up again after going once more by itself: it stays a dead letter" in last
     assert "once more by itself when" not in last
 
@@ -370,7 +370,7 @@ async def test_plays_that_gave_up_on_an_outage_go_again_on_an_idle_setup_with_mo
     assert max(last_day) <= 3
     assert 4 <= sum(1 for count in last_day if count) <= 8
     gave_up = [m["message"] for m in receiver.messages if "gave up" in m["title"]]
-    assert all("the oldest is sent alone to see whether serializd takes it" in m for m in gave_up)
+    assert all("the oldest is sent alone to see whether Serializd takes it" in m for m in gave_up)
     told = len(receiver.messages)
     fake.clear_knobs()
     await outage.serve_for(7 * HOUR)  # past the longest probe interval
@@ -387,9 +387,9 @@ async def test_plays_that_gave_up_on_an_outage_go_again_on_an_idle_setup_with_mo
     ]
     # Each may have landed (a 502): found on Serializd or sent, its probe proves no write,
     # and the next goes alone at once. All are counted, and no write is claimed.
-    assert "5 serializd dead letter(s) queued again by themselves, once" in over
-    assert "serializd takes deliveries again" not in over
-    assert "whether serializd takes writes again is not shown" in over
+    assert "5 Serializd dead letter(s) queued again by themselves, once" in over
+    assert "Serializd takes deliveries again" not in over
+    assert "whether Serializd takes writes again is not shown" in over
 
 
 async def test_nothing_is_probed_while_no_dead_letter_waits_to_go_once_more(
@@ -513,7 +513,7 @@ async def test_a_later_outages_resolved_counts_its_own_dead_letters_after_a_hand
     runtime.store.discard_dead([never.id])
     await outage.serve_for(HOUR)
     closed = [m["message"] for m in receiver.messages if m["title"] == f"Resolved: {PLAY_GAVE_UP}"]
-    assert closed == ["no serializd delivery is a dead letter any more (retried or discarded)"]
+    assert closed == ["no Serializd delivery is a dead letter any more (retried or discarded)"]
     await gives_up_and_goes_alone(7)
     over = [m["message"] for m in receiver.messages if m["title"] == f"Resolved: {PLAY_GAVE_UP}"]
-    assert over[1].startswith("1 serializd dead letter(s) queued again by themselves, once")
+    assert over[1].startswith("1 Serializd dead letter(s) queued again by themselves, once")

@@ -73,7 +73,7 @@ def test_webhooks_refused_for_a_cause_with_an_alert_are_said_per_source_with_cos
     refused.saw("generic", 60.0)
     refused.saw("generic", 120.0)
     told = refused.told()
-    assert "So far 1 plex webhook was refused (at 1970-01-01 00:00 UTC): " in told
+    assert "So far 1 Plex webhook was refused (at 1970-01-01 00:00 UTC): " in told
     assert "unless a Plex link's sync" in told
     assert "So far 2 generic webhooks were refused (from 1970-01-01 00:01 UTC to" in told
     assert "unless its sender sends it again" in told

@@ -232,7 +232,7 @@ async def test_a_link_failing_for_weeks_is_told_with_every_failed_run_and_since_
     store.close()
     (body,) = [m["message"] for m in receiver.messages]
     # The reason, which carries the fix, first: a phone shows the start.
-    assert body == "serializd: 404\n(30 runs in a row failed since 1970-01-01 00:00 UTC)"
+    assert body == "Serializd: 404\n(30 runs in a row failed since 1970-01-01 00:00 UTC)"
 
 
 async def test_a_run_meeting_a_database_another_process_holds_logs_one_line(

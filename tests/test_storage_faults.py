@@ -212,7 +212,7 @@ def test_with_storage_left_out_of_alerts_kinds_a_task_failing_on_the_database_st
     assert LOCKED_TITLE not in receiver.titles()
 
 
-REFUSING_JELLYFIN = "watchbridge is refusing jellyfin webhooks"
+REFUSING_JELLYFIN = "watchbridge is refusing Jellyfin webhooks"
 
 
 def test_webhooks_refused_for_the_database_are_told_by_the_storage_alert_alone(
@@ -237,12 +237,12 @@ def test_webhooks_refused_for_the_database_are_told_by_the_storage_alert_alone(
     assert refused == [503, 503]
     assert REFUSING_JELLYFIN not in receiver.titles()
     alert = next(m["message"] for m in receiver.messages if m["title"] == LOCKED_TITLE)
-    assert "So far 1 jellyfin webhook was refused" in alert
+    assert "So far 1 Jellyfin webhook was refused" in alert
     assert "mark what was watched meanwhile watched again in Jellyfin" in alert
     assert "refused_webhooks" in alert  # where to find them
-    assert "So far 1 jellyfin webhook was refused" in page
+    assert "So far 1 Jellyfin webhook was refused" in page
     resolved = next(m["message"] for m in receiver.messages if m["title"].startswith("Resolved"))
-    assert "2 jellyfin webhooks were refused" in resolved
+    assert "2 Jellyfin webhooks were refused" in resolved
     assert "watched again in Jellyfin" in resolved
 
 

@@ -509,8 +509,8 @@ def test_a_webhook_the_database_cannot_take_is_503_counted_and_alerted(
         (refused,) = httpx.get(f"{service.url}/api/status").json()["refused_webhooks"]
         assert (refused["source"], refused["webhooks"], refused["status"]) == ("plex", 1, 503)
         alert = next(m["message"] for m in receiver.messages if m["title"] == locked)
-        assert "So far" not in alert or "So far 1 plex webhook was refused" in alert
-        assert "watchbridge is refusing plex webhooks" not in receiver.titles()
+        assert "So far" not in alert or "So far 1 Plex webhook was refused" in alert
+        assert "watchbridge is refusing Plex webhooks" not in receiver.titles()
     finally:
         blocker.close()
         service.kill()

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from watchbridge.config import service_title
+from watchbridge.config import service_title, services_titled
 from watchbridge.errors import WatchbridgeError
 from watchbridge.http import ServiceError, Unavailable
 from watchbridge.services.anilist import AniListAuthError
@@ -78,12 +78,13 @@ def paused_alert(
     `kind` (`credentials`: the person's sign-in refused), for `reason` (`limited`: a rate
     limit)."""
     key = f"{target}:{profile}" if profile else target
-    return Alert(kind, key, paused_title(kind, target, profile, limited=limited), reason)
+    title = paused_title(kind, target, profile, limited=limited)
+    return Alert(kind, key, title, services_titled(reason))
 
 
 def sign_in_works(service: str, profile: str) -> str:
     """The recovery notice of `profile`'s sign-in to `service` once it is accepted again."""
-    return f"the {service} sign-in of profile {profile} works again"
+    return f"the {service_title(service)} sign-in of profile {profile} works again"
 
 
 @dataclass(frozen=True)

@@ -843,11 +843,26 @@ SERVICE_TITLES = {"trakt": "Trakt", "serializd": "Serializd", "anilist": "AniLis
 
 def service_title(service: str) -> str:
     """`service` (a config name: trakt, jellyfin, ...) as the service writes itself, for text
-    a person reads (alert titles)."""
+    a person reads (alert titles and texts)."""
     return SERVICE_TITLES.get(service) or _SERVER_TITLES.get(service, service)
 
 
-_SERVER_TITLES = {"jellyfin": "Jellyfin", "emby": "Emby", "plextv": "plex.tv"}
+_SERVER_TITLES = {
+    "jellyfin": "Jellyfin",
+    "emby": "Emby",
+    "tautulli": "Tautulli",
+    "plextv": "plex.tv",
+}
+# A service's config name heading what it said ("trakt: answered 503", as http.said_by puts
+# it), not part of a config key, a command or a path ("accounts.trakt:", "auth trakt`").
+_HEADING = re.compile(rf"(?<![\w.`/-])({'|'.join(sorted({*SERVICE_TITLES, *_SERVER_TITLES}))}): ")
+
+
+def services_titled(text: str) -> str:
+    """`text` quoting what services said (an error's message) for a person to read: each
+    service heading a part of it ("trakt: answered 503", "me: serializd: ...") written as the
+    service writes itself ("Trakt: answered 503")."""
+    return _HEADING.sub(lambda found: f"{service_title(found[1])}: ", text)
 
 
 # The links that sync each list kind, by the names the README uses for them.

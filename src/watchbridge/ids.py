@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from watchbridge.alerts import UNREACHABLE_ALERT_AFTER, Notifier
+from watchbridge.config import services_titled
 from watchbridge.http import DOWN_STATUS, ServiceError, Unavailable
 from watchbridge.ingest.common import server_guid
 from watchbridge.logs import Repeating
@@ -1593,6 +1594,7 @@ class Enricher:
             return
         name = SERVER_NAMES.get(server, server)
         minutes = int((now - since) // 60)
+        said = services_titled(problem.message)
         waiting = "Plays that need it to name their show wait (nothing is lost)"
         if server in DELIVERED_TO:  # told once for both (see outage_key)
             waiting = (
@@ -1602,13 +1604,13 @@ class Enricher:
         if problem.rate_limited:  # it answers, refusing: a proxy's or firewall's limit, often
             body = (
                 f"{name} has been telling watchbridge to slow down (429) for {minutes} minutes: "
-                f"{problem.message}. {waiting} and go out once it lets lookups through; "
+                f"{said}. {waiting} and go out once it lets lookups through; "
                 f"check a rate limit in front of {name} (a reverse proxy, a firewall)."
             )
             title = f"watchbridge: {name} keeps rate-limiting watchbridge"
         else:
             body = (
-                f"{name} has not answered for {minutes} minutes: {problem.message}. {waiting} "
+                f"{name} has not answered for {minutes} minutes: {said}. {waiting} "
                 f"and go out once it answers."
             )
             title = f"watchbridge: {name} cannot be reached"
@@ -1654,7 +1656,8 @@ class Enricher:
         if self.notifier is not None:
             name, credential = _server_credential(server)
             body = (
-                f"{problem.message.rstrip('.')}. Plays that need {name} to name their show wait "
+                f"{services_titled(problem.message).rstrip('.')}. Plays that need {name} to name"
+                " their show wait "
                 f"(nothing is lost) and go out once the {credential} works."
             )
             title = f"watchbridge: {name} does not accept watchbridge's {credential}"

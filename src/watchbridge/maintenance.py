@@ -17,6 +17,7 @@ from watchbridge.accounts import send_account_alerts
 from watchbridge.alerts import DISABLED, SENT
 from watchbridge.app import Runtime
 from watchbridge.causes import paused_title, sign_in_works
+from watchbridge.config import service_title, services_titled
 from watchbridge.deliver.worker import ENDING, SERVICE_ROLE, ending_title
 from watchbridge.downtime import ALIVE_EVERY
 from watchbridge.http import Unavailable
@@ -242,7 +243,7 @@ async def check_serializd_tokens(runtime: Runtime) -> list[str]:
         if body is None and expires is not None and now >= expires:
             await runtime.notifier.close_quietly("credentials", key)
         elif body is None:
-            renewed = f"the {SERVICE} sign-in of profile {name} is renewed"
+            renewed = f"the {service_title(SERVICE)} sign-in of profile {name} is renewed"
             await runtime.notifier.resolve("credentials", renewed, key=key)
         else:
             once = f"{SERVICE}:{name}:{digest(token)[:32]}:ending"
@@ -302,7 +303,7 @@ async def refresh_trakt_sign_ins(runtime: Runtime, trakt: TraktClient | None = N
                 await client.refresh_if_due(name)
             except TraktAuthError as exc:
                 title = paused_title("credentials", SERVICE, name)
-                body, stage = exc.message, "stopped"
+                body, stage = services_titled(exc.message), "stopped"
             except (TraktError, Unavailable) as exc:  # tried again at the next round
                 log.warning(
                     "the Trakt sign-in could not be renewed now: %s",
@@ -332,7 +333,7 @@ async def _renewed(runtime: Runtime, client: TraktClient, profile: str, key: str
     if not runtime.notifier.raised("credentials", key):
         return
     if not await client.refresh_due(profile):
-        renewed = f"the trakt sign-in of profile {profile} is renewed"
+        renewed = f"the Trakt sign-in of profile {profile} is renewed"
         await runtime.notifier.resolve("credentials", renewed, key=key)
 
 

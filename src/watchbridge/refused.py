@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from watchbridge.config import service_title
 from watchbridge.zone import local_time
 
 # What to tell a human about each kind of refusal.
@@ -165,7 +166,7 @@ def _were(spell: Spell) -> str:
 
 
 def _webhooks(count: int, source: str) -> str:
-    return f"{count} {source} webhook{'' if count == 1 else 's'}"
+    return f"{count} {service_title(source)} webhook{'' if count == 1 else 's'}"
 
 
 @dataclass

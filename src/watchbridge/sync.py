@@ -41,7 +41,7 @@ from watchbridge.causes import (
     told_elsewhere,
     with_causes,
 )
-from watchbridge.config import Config, Link, link_profiles
+from watchbridge.config import Config, Link, link_profiles, services_titled
 from watchbridge.errors import WatchbridgeError, naming_profile
 from watchbridge.guard import BEFORE_CONFIRMING, for_link
 from watchbridge.ids import webhook_ref
@@ -1797,7 +1797,7 @@ async def report_run(
         await alerts.notify(
             "sync_failing",
             f"watchbridge: link {name} keeps failing",
-            f"{error}\n({failures} runs in a row failed{began})",
+            f"{services_titled(error)}\n({failures} runs in a row failed{began})",
             key=name,
         )
     return failures

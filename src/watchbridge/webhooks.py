@@ -35,7 +35,14 @@ from watchbridge.account_ids import (
 )
 from watchbridge.app import BEFORE_ROUTER, Runtime
 from watchbridge.clocksteps import sent_at
-from watchbridge.config import TV_ONLY, Config, link_profiles, same_account, targets_for
+from watchbridge.config import (
+    TV_ONLY,
+    Config,
+    link_profiles,
+    same_account,
+    service_title,
+    targets_for,
+)
 from watchbridge.errors import StoreError
 from watchbridge.ingest import generic, parse
 from watchbridge.ingest.body import payload_head
@@ -613,8 +620,9 @@ _alerting: set[asyncio.Task[object]] = set()  # alerts being sent (and more), re
 
 def _alert_refused(runtime: Runtime, source: str, outcome: str, reason: str) -> None:
     """Raise a `webhook_rejects` alert (throttled per source and outcome) after answering."""
-    title = f"watchbridge is refusing {source} webhooks"
-    body = f"A {source} webhook was refused: {reason}. {REFUSALS[outcome]} {sentence(lost(source))}"
+    name = service_title(source)
+    title = f"watchbridge is refusing {name} webhooks"
+    body = f"A {name} webhook was refused: {reason}. {REFUSALS[outcome]} {sentence(lost(source))}"
     key = f"{source}:{outcome}"
     _refused_at[key] = time.monotonic()  # not runtime.clock: this path must survive its bugs
     _after_answering(runtime.notifier.notify("webhook_rejects", title, body, key=key))
@@ -655,7 +663,7 @@ def _resolve_refused(runtime: Runtime, source: str) -> None:
             continue  # refused moments ago: another server of this source may still be
         if key in _resolving and not _resolving[key].done():
             continue  # already on its way
-        body = f"watchbridge takes {source} webhooks again; {lost_earlier(source)}."
+        body = f"watchbridge takes {service_title(source)} webhooks again; {lost_earlier(source)}."
         task = asyncio.get_running_loop().create_task(
             notifier.resolve("webhook_rejects", body, key=key)
         )

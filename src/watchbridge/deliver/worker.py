@@ -26,7 +26,13 @@ from watchbridge.app import Runtime
 from watchbridge.backoff import doubled
 from watchbridge.causes import paused_alert, paused_title
 from watchbridge.clocksteps import Step, sent_at
-from watchbridge.config import DeliveryConfig, service_title, undeliverable, unwanted_by_link
+from watchbridge.config import (
+    DeliveryConfig,
+    service_title,
+    services_titled,
+    undeliverable,
+    unwanted_by_link,
+)
 from watchbridge.deadletters import retry_dead_letters
 from watchbridge.deliver.fence import Fence, as_a_wait, handed_back
 from watchbridge.deliver.oncemore import (
@@ -466,7 +472,7 @@ def held_as(hold: Hold) -> str | None:
 def _dead_letter_line(row: OutboxItem) -> str:
     """A dead letter as its alert lists it, naming the profile once (a reason may name it:
     "profile kid is no longer in the config")."""
-    told = _told(row.last_error or "gave up")
+    told = services_titled(_told(row.last_error or "gave up"))
     whose = "" if names_profile(row.profile, told) else f" for profile {row.profile}"
     again = f" ({row.discarded_before()})" if row.discarded_before() else ""
     if row.once_more == ONCE_MORE_SPENT:
@@ -786,10 +792,10 @@ def dead_letter_alert(target: str, untold: Untold) -> tuple[str, str]:
     if untold.once_more:
         which = "It" if count == 1 else f"{untold.once_more} of them"
         lines.append(
-            f"{which} failed on {target}'s own server errors or dropped connections, so"
+            f"{which} failed on {name}'s own server errors or dropped connections, so"
             f" {'it goes' if untold.once_more == 1 else 'they go'} once more by"
-            f" {'itself' if untold.once_more == 1 else 'themselves'} when {target} takes a"
-            f" delivery again (a new play, a link's run; {probe_words(target)}); one that"
+            f" {'itself' if untold.once_more == 1 else 'themselves'} when {name} takes a"
+            f" delivery again (a new play, a link's run; {probe_words(name)}); one that"
             " gives up again stays a dead letter."
         )
     return f"watchbridge: {what} gave up", "\n".join(lines)
@@ -1499,7 +1505,8 @@ class DeliveryWorker:
             title = ending_title(target.name, profile)
             # Its own condition: the pause when the sign-in does end is a new alert, not a
             # reminder of this one held back by its throttle.
-            await runtime.notifier.notify("credentials", title, reason, key=key + ENDING)
+            told = services_titled(reason)
+            await runtime.notifier.notify("credentials", title, told, key=key + ENDING)
         # A row through, or an answer, beside a target-wide hold: still held.
         if (delivered_for or answered) and not wide:
             await self._reachable(runtime, target, flowing=bool(delivered_for))
@@ -1590,7 +1597,10 @@ class DeliveryWorker:
                 del self._alone[name]
             for name in told:
                 if name not in dead:
-                    over = f"no {name} delivery is a dead letter any more (retried or discarded)"
+                    over = (
+                        f"no {service_title(name)} delivery is a dead letter any more"
+                        " (retried or discarded)"
+                    )
                     await notifier.resolve("dead_letter", over, key=name)
 
     async def _still_held(self, runtime: Runtime, now: float, names: Sequence[str]) -> None:
@@ -1647,13 +1657,14 @@ class DeliveryWorker:
         an alert of its own."""
         self.holds.pop(target.name, None)
         await asyncio.to_thread(runtime.store.unhold_target, target.name)  # for /metrics
+        name = service_title(target.name)
         if flowing:
             over = "deliveries flowing again"
-            message = f"{target.name} deliveries are flowing again"
+            message = f"{name} deliveries are flowing again"
         else:
             over = "service answers again"
             message = (
-                f"{target.name} answers again; what still holds a profile's deliveries is told "
+                f"{name} answers again; what still holds a profile's deliveries is told "
                 "in an alert of its own"
             )
         self._held_log.over(target.name, over, runtime.clock(), target=target.name)
@@ -1667,8 +1678,9 @@ class DeliveryWorker:
         or an account limit once the rows it held are no longer waiting. The log says a pause
         is over when its alert is: not while rows it holds still wait."""
         now = runtime.clock()
+        name = service_title(target.name)
         for profile in profiles:
-            message = f"{target.name} deliveries of profile {profile} are flowing again"
+            message = f"{name} deliveries of profile {profile} are flowing again"
             key = f"{target.name}:{profile}"
             self._flowing_again(target, "credentials", key, now)
             if profile not in ending:
@@ -1676,7 +1688,7 @@ class DeliveryWorker:
                 self._held_log.over((ENDING, key), over, now, target=target.name, key=key)
                 await runtime.notifier.resolve("credentials", message, key=key)
                 if runtime.notifier.raised("credentials", key + ENDING):
-                    renewed = f"{target.name} sign-in of profile {profile} is renewed"
+                    renewed = f"{name} sign-in of profile {profile} is renewed"
                     await runtime.notifier.resolve("credentials", renewed, key=key + ENDING)
             # Its rate limit (or answers it cannot read) is over once none of its rows waits.
             paused = runtime.notifier.raised("service_unreachable", key)
@@ -1704,9 +1716,10 @@ class DeliveryWorker:
         if not (paused or key in self._paused) or await self._still_paused(runtime.store, key, now):
             return
         self._held_log.forget(("service_unreachable", key))  # "delivery gave up" tells
+        name = service_title(target.name)
         if paused:
             over = (
-                f"no {target.name} delivery of profile {profile} waits on this any more: those"
+                f"no {name} delivery of profile {profile} waits on this any more: those"
                 " it held went out or gave up (dead letters, told of in their own alert)"
             )
             await runtime.notifier.resolve("service_unreachable", over, key=key)
@@ -1794,7 +1807,7 @@ class DeliveryWorker:
             return
         queued += self._alone.pop(target.name, 0)
         if runtime.notifier.raised("dead_letter", target.name) and (queued or removed):
-            name = target.name
+            name = service_title(target.name)
             over = f"{queued} {name} dead letter(s) queued again by themselves, once: " + (
                 f"{name} takes deliveries again"
                 if wrote
@@ -1899,11 +1912,13 @@ class DeliveryWorker:
             return
         self.holds.pop(target.name, None)
         self._held_log.forget(target.name)  # "delivery gave up" tells
+        name = service_title(target.name)
         if raised:
             over = (
-                f"no {target.name} delivery waits on this any more: those it held gave up"
+                f"no {name} delivery waits on this any more: those it held gave up"
                 " (dead letters, told of in their own alert; they go again by themselves, once,"
-                f" when {target.name} takes a delivery again; {probe_words(target.name)})"
+                f" when {name} takes a delivery again;"
+                f" {probe_words(name)})"
             )
             await runtime.notifier.resolve("service_unreachable", over, key=target.name)
 
@@ -1917,15 +1932,16 @@ class DeliveryWorker:
         a delivery of the profile to follow, its alert would stay open for a hold that is gone.
         Nothing to do when `_accepted` or `_gave_up` ended it already."""
         extra = {"target": target.name, "key": key, "alert": "service_unreachable"}
+        name = service_title(target.name)
         if went_out:
             self._flowing_again(target, "service_unreachable", key, now)
-            over = f"{target.name} deliveries of profile {profile} are flowing again"
+            over = f"{name} deliveries of profile {profile} are flowing again"
         else:
             self._held_log.over(
                 ("service_unreachable", key), "deliveries no longer paused", now, **extra
             )
             over = (
-                f"no {target.name} delivery of profile {profile} waits on this any more: those"
+                f"no {name} delivery of profile {profile} waits on this any more: those"
                 " it held failed otherwise since, and are tried again as any failed delivery is"
                 " (a dead letter, told of in its own alert, if they keep failing)"
             )
