@@ -18,13 +18,15 @@ from tests.ingest_samples import sample_bytes
 from tests.test_app import jellyfin_config, wait_until
 from tests.test_app import runtime_for as app_runtime_for
 from tests.test_deliver_anilist import PART_2, anilist_target, enqueue, episode
-from watchbridge import webhooks
+from tests.test_storage_faults import LOCKED_TITLE, hold_the_lock, post, quick_lock_runtime
+from watchbridge import storagewatch, webhooks
 from watchbridge.alerts import Notifier
 from watchbridge.app import Runtime, create_app
 from watchbridge.config import parse_config
 from watchbridge.deliver.anilist import AniListTarget
 from watchbridge.deliver.worker import DeliveryWorker, unreachable_alert
 from watchbridge.http import Pause
+from watchbridge.storagewatch import StorageWatch
 from watchbridge.store import Store
 from watchbridge.sync import FAILURES_BEFORE_ALERT, report_run
 from watchbridge.wiring import build_runtime
@@ -162,3 +164,25 @@ def test_refused_webhooks_name_their_media_server_as_it_writes_itself(
     assert alert["title"] == "watchbridge is refusing Jellyfin webhooks"
     assert alert["message"].startswith("A Jellyfin webhook was refused: ")
 
+
+def test_a_storage_alert_leads_with_what_happened_and_what_to_do(
+    tmp_path: Path, receiver: AlertReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(storagewatch, "CHECK_EVERY", 0.1)
+    runtime = quick_lock_runtime(tmp_path, receiver)
+    served = create_app(runtime, tasks=[StorageWatch()], extra_routes=webhooks.ROUTES)
+    with AppThread(served) as app:
+        shell = hold_the_lock(tmp_path)
+        try:
+            post(app)
+            wait_until(lambda: LOCKED_TITLE in receiver.titles())
+        finally:
+            shell.close()
+    alert = next(m["message"] for m in receiver.messages if m["title"] == LOCKED_TITLE)
+    lead, details = alert.split("\n\n", 1)
+    assert lead == (
+        f"Another program holds the database {tmp_path / 'watchbridge.db'} locked for longer"
+        " than storage.busy_timeout. Close that program."
+    )
+    assert details.startswith("It is often a sqlite3 shell or database browser left open")
+    assert "no restart needed" in details and "(The error: database is locked.)" in details

@@ -536,7 +536,7 @@ def status(config_path: str | None) -> None:
     outbox = state.outbox
     _say(f"database:      {config.storage.path}")
     if fault is not None:
-        _say(f"storage:       {fault.title}. {fault.message}")
+        _say(f"storage:       {fault.title}. {' '.join(fault.message.split())}")
     for warning in storage:  # a sync from cron says them once: here every time
         _say(f"warning:       {warning}")
     _say(

@@ -60,8 +60,8 @@ _SHORT: dict[FaultKind, str] = {
     "moved": "its file was deleted or moved",
 }
 _REFUSED = (
-    "Meanwhile webhooks are answered 503 (their plays are not recorded) and nothing is "
-    "delivered or synced"
+    "Meanwhile the plays your media servers report are refused (webhooks answered 503, not "
+    "recorded) and nothing is sent or synced"
 )
 _REFUSED_MEANWHILE = f"{_REFUSED}."
 # Said of every kind but a damaged or moved file: nothing is lost meanwhile, nothing needs a
@@ -88,7 +88,8 @@ class StorageFault:
 
     kind: FaultKind
     problem: str  # a sentence's body: "the disk holding /data/watchbridge.db is full"
-    fix: str
+    act: str  # what to do, in a short sentence a phone's first lines show
+    details: str  # more of how and why, read after
     said: str  # the error as SQLite (or the system) worded it: "database or disk is full"
 
     @property
@@ -97,12 +98,19 @@ class StorageFault:
         return f"watchbridge cannot write its database: {_SHORT[self.kind]}"
 
     @property
+    def fix(self) -> str:
+        """What to do, with its details (the log, /api/status)."""
+        return f"{self.act} {self.details}"
+
+    @property
     def message(self) -> str:
-        """The alert's text: what is wrong, what to do, what happens meanwhile."""
-        told = f"{self.problem[0].upper()}{self.problem[1:]} ({self.said}). {self.fix}"
-        if self.kind == "damaged":
-            return told
-        return f"{told} {_REFUSED_MEANWHILE if self.kind == 'moved' else _MEANWHILE}"
+        """The alert's text: what is wrong and what to do first, in two short sentences; then
+        the details, what happens meanwhile, and the error as it was worded."""
+        lead = f"{self.problem[0].upper()}{self.problem[1:]}. {self.act}"
+        meanwhile = {"damaged": "", "moved": f" {_REFUSED_MEANWHILE}"}.get(
+            self.kind, f" {_MEANWHILE}"
+        )
+        return f"{lead}\n\n{self.details}{meanwhile} (The error: {self.said}.)"
 
 
 def fault_kind(exc: BaseException) -> FaultKind | None:
@@ -133,14 +141,15 @@ def fault_of(exc: BaseException, database: str) -> StorageFault | None:
         return StorageFault(
             kind,
             f"the disk holding {database} is full",
-            "Free some space on it (old backups, logs, media), or move storage.path to a disk "
-            "with room.",
+            "Free some space on it, or move storage.path to a disk with room.",
+            "Old backups, logs and media are what usually fill it.",
             said,
         )
     if kind == "read_only":
         return StorageFault(
             kind,
             f"the database {database} or its folder is read-only",
+            "Make it writable for watchbridge again.",
             "If you mounted it read-only (a `:ro` volume), mount it read-write: watchbridge "
             "writes there. A disk remounts itself read-only after an I/O error: check it "
             "(`dmesg`, `mount`) and mount it read-write again; after a restore or a copy as "
@@ -153,33 +162,35 @@ def fault_of(exc: BaseException, database: str) -> StorageFault | None:
             kind,
             f"another program holds the database {database} locked for longer than "
             f"storage.busy_timeout",
-            "Close it: a sqlite3 shell or database browser left open in the middle of a "
-            "write, a backup tool copying the file, a long `watchbridge sync`.",
+            "Close that program.",
+            "It is often a sqlite3 shell or database browser left open in the middle of a "
+            "write, a backup tool copying the file, or a long `watchbridge sync`.",
             said,
         )
     if kind == "damaged":
         return StorageFault(
             kind,
             f"the database {database} is damaged",
-            "Check the disk (a failing SD card loses pages); stop watchbridge and move the "
-            "file aside: the next start begins from the `watchbridge backup` copy beside it.",
+            "Stop watchbridge and move the file aside: the next start begins from the "
+            "`watchbridge backup` copy beside it.",
+            "Check the disk too: a failing SD card loses pages.",
             said,
         )
     if kind == "moved":
         return StorageFault(
             kind,
             f"the database {database} was deleted, moved or replaced while watchbridge runs",
-            "If you moved it or its -wal or -shm file, put it back: watchbridge goes on by "
-            "itself. If they were deleted (or replaced), restart watchbridge: it starts from "
-            "the `watchbridge backup` copy beside the database if there is one (else from a "
-            "new database: sign in again then), and each delivery the copy has waiting is "
-            "checked against its service before it is sent.",
+            "If you moved it, put it back; if it was deleted or replaced, restart watchbridge.",
+            "Put back (the database or its -wal or -shm file), watchbridge goes on by itself. "
+            "Restarted, it starts from the `watchbridge backup` copy beside the database if "
+            "there is one (else from a new database: sign in again then), and each delivery "
+            "the copy has waiting is checked against its service before it is sent.",
             said,
         )
     return StorageFault(
         kind,
         f"the disk holding {database} fails to write",
-        "Check that it is mounted, has space and is healthy (`dmesg`, `df -h`): a failing SD "
-        "card or a disk unplugged does this.",
+        "Check that it is mounted, has space and is healthy (`dmesg`, `df -h`).",
+        "A failing SD card or a disk unplugged does this.",
         said,
     )
