@@ -246,19 +246,14 @@ def account_alerts(receiver: AlertReceiver) -> list[dict[str, Any]]:
     return [m for m in receiver.messages if "is another account" in str(m.get("title"))]
 
 
-@pytest.mark.parametrize("first_run", ["apply", "dry-run"])
-async def test_another_serializd_account_is_told_in_one_alert(
+async def serializd_signs_in_as_bob(
     tmp_path: Path,
     trakt: FakeTrakt,
     serializd: FakeSerializd,
     receiver: AlertReceiver,
-    monkeypatch: pytest.MonkeyPatch,
     first_run: str,
 ) -> None:
-    """With `first_run: apply` the start over copies everything one side holds, with no
-    review to say so: an alert names both accounts, what starts over and how, and what to
-    change if the account is not the one meant; once, however many runs follow."""
-    use_fast_readers(monkeypatch)
+    """Profile me's Serializd, alice_tv, signs in as bob_tv from the link's next runs on."""
     log(serializd, 1, 1, "2024-01-01T20:00:00.000Z")
     first = rig_with_alerts(tmp_path, trakt, serializd, receiver)
     await first.sync_and_deliver(alerts=first.runtime.notifier)
@@ -279,10 +274,26 @@ async def test_another_serializd_account_is_told_in_one_alert(
     finally:
         await rig.aclose()
 
+
+@pytest.mark.parametrize("first_run", ["apply", "dry-run"])
+async def test_another_serializd_account_is_told_in_one_alert(
+    tmp_path: Path,
+    trakt: FakeTrakt,
+    serializd: FakeSerializd,
+    receiver: AlertReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+    first_run: str,
+) -> None:
+    """With `first_run: apply` the start over copies everything one side holds, with no
+    review to say so: an alert names both accounts, what starts over and how, and what to
+    change if the account is not the one meant; once, however many runs follow."""
+    use_fast_readers(monkeypatch)
+    await serializd_signs_in_as_bob(tmp_path, trakt, serializd, receiver, first_run)
+
     (alert,) = account_alerts(receiver)
     assert alert["title"] == "watchbridge: profile me's Serializd is another account"
     body = alert["message"]
-    assert "profile me: serializd is now user bob_tv (was user alice_tv)" in body
+    assert body.startswith("Profile me's Serializd is now user bob_tv (was user alice_tv).\n")
     if first_run == "apply":
         assert f"links.{LINK} start(s) over for this profile as on a first run" in body
         assert "what only one side holds is copied to the other now" in body
@@ -292,6 +303,39 @@ async def test_another_serializd_account_is_told_in_one_alert(
     assert "put me's own email and password back in profiles.me.accounts.serializd" in body
     assert "--confirm-removals is not involved" in body
     assert BOB[1] not in body
+
+
+@pytest.mark.parametrize(
+    ("first_run", "meant"),
+    [
+        ("apply", "If it is the account meant, there is nothing to do."),
+        (
+            "dry-run",
+            "If it is the account meant, review its first sync:"
+            f" `watchbridge sync --link {LINK} --dry-run`, then `--yes`.",
+        ),
+    ],
+)
+async def test_an_account_change_alert_leads_with_what_changed_and_what_to_do(
+    tmp_path: Path,
+    trakt: FakeTrakt,
+    serializd: FakeSerializd,
+    receiver: AlertReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+    first_run: str,
+    meant: str,
+) -> None:
+    # A phone shows the first two lines or so: they were a run-on sentence of how watchbridge
+    # starts over, what to do only at the end.
+    use_fast_readers(monkeypatch)
+    await serializd_signs_in_as_bob(tmp_path, trakt, serializd, receiver, first_run)
+    (alert,) = account_alerts(receiver)
+    first, second = alert["message"].split("\n\n")[0].split("\n")
+    assert first == "Profile me's Serializd is now user bob_tv (was user alice_tv)."
+    assert second == (
+        f"{meant} If not: put me's own email and password back in"
+        " profiles.me.accounts.serializd and restart."
+    )
 
 
 async def test_a_trakt_sign_in_as_someone_else_is_told_by_the_next_housekeeping(
@@ -316,7 +360,7 @@ async def test_a_trakt_sign_in_as_someone_else_is_told_by_the_next_housekeeping(
     finally:
         await rig.aclose()
     (alert,) = account_alerts(receiver)
-    assert "profile me: trakt is now account bob (was account alice)" in alert["message"]
+    assert "Profile me's Trakt is now account bob (was account alice)." in alert["message"]
     assert "run `watchbridge auth trakt --profile me`" in alert["message"]
 
 
@@ -342,7 +386,7 @@ async def test_the_alert_names_the_trakt_accounts_by_their_usernames_as_text_oth
     told = "profile me: trakt is now user robin\\u202e (was user sean)"
     assert told in said
     (alert,) = account_alerts(receiver)
-    assert told in alert["message"]
+    assert "Profile me's Trakt is now user robin\\u202e (was user sean)." in alert["message"]
     assert robin.uuid not in alert["message"] and "\u202e" not in alert["message"]
 
 
@@ -370,8 +414,8 @@ async def test_a_side_changed_again_within_the_throttle_window_is_told_after_it(
         await send_account_alerts(store, notifier)
         notifier.forget_store()
     first, second = account_alerts(receiver)
-    assert "trakt is now account bob (was account alice)" in first["message"]
-    assert "trakt is now account alice (was account bob)" in second["message"]
+    assert "Trakt is now account bob (was account alice)" in first["message"]
+    assert "Trakt is now account alice (was account bob)" in second["message"]
     assert "suppressed" not in second["message"]
 
 
@@ -585,7 +629,7 @@ async def test_a_new_sign_in_with_another_email_after_a_rename_is_another_accoun
 
     assert results[0].plans[0].restarted
     (alert,) = account_alerts(receiver)
-    assert "profile me: serializd is now user bob_tv (was user alice_tv)" in alert["message"]
+    assert "Profile me's Serializd is now user bob_tv (was user alice_tv)." in alert["message"]
 
 
 def diary_plays_of(serializd: FakeSerializd, user: Any) -> list[tuple[int, int, str]]:

@@ -1467,7 +1467,7 @@ async def test_another_serializd_account_a_delivery_notices_is_alerted_at_once(
 
     (alert,) = [m for m in receiver.messages if "is another account" in str(m.get("title"))]
     assert alert["title"] == "watchbridge: profile me's Serializd is another account"
-    assert "profile me: serializd is now user bob_tv (was user alice_tv)" in alert["message"]
+    assert "Profile me's Serializd is now user bob_tv (was user alice_tv)." in alert["message"]
     assert bob.password not in alert["message"]
 
 

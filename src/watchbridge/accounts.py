@@ -144,9 +144,32 @@ class AccountChange:
         return f"watchbridge: profile {self.profile}'s {service} is another account"
 
     def alert_body(self, dead: int = 0) -> str:
-        """What the `account_changed` alert tells: the accounts, what starts over and how,
-        what was not sent, and what to change if the account is not the one meant."""
-        parts = [f"{self.describe()}; what watchbridge kept of the old one is forgotten."]
+        """What the `account_changed` alert tells: first what changed and what to do (the
+        lines a phone shows), then what starts over and how, what was not sent, and more on
+        the fix if that account is not the one meant."""
+        name, profile = service_title(self.service), self.profile
+        before = self.before_shown or shown(self.before)
+        after = self.after_shown or shown(self.after)
+        if self.unrecognised:
+            what = (
+                f"Profile {profile}'s {name} ({after}) holds none of the plays watchbridge kept"
+                " for it: they were another account's."
+            )
+        else:
+            what = f"Profile {profile}'s {name} is now {after} (was {before})."
+        act, aside = self.fix_parts()
+        if len(self.reviewed) > 1:
+            meant = "If it is the account meant, review the first sync of each link below."
+        elif self.reviewed:
+            link = self.reviewed[0]
+            meant = (
+                "If it is the account meant, review its first sync: "
+                f"`watchbridge sync --link {link} --dry-run`, then `--yes`."
+            )
+        else:
+            meant = "If it is the account meant, there is nothing to do."
+        parts = [f"{what}\n{meant} If not: {act}."]
+        parts.append("What watchbridge kept of the old account is forgotten.")
         copied = [link for link in self.links if link not in self.reviewed]
         if copied:
             parts.append(
@@ -162,7 +185,7 @@ class AccountChange:
                 "change."
             )
         if not self.links:
-            parts.append(f"No link syncs {self.service} for this profile: deliveries go to it.")
+            parts.append(f"No link syncs {name} for this profile: deliveries go to it.")
         if dead > 0:
             parts.append(
                 f"{dead} removal(s) queued for the old account were not sent (dead letters): "
@@ -173,32 +196,39 @@ class AccountChange:
             kept = " (what was copied to this one meanwhile stays there)" if copied else ""
             again = f" The links then start over once more, removing nothing{kept}."
         parts.append(
-            f"If that is not the account meant: {self.fix()}.{again} No removal waits for "
+            f"If that is not the account meant: {act}{aside}.{again} No removal waits for "
             "you: --confirm-removals is not involved."
         )
         return "\n\n".join(parts)
 
     def fix(self) -> str:
         """What to change if the account answering now is not the profile's."""
+        act, aside = self.fix_parts()
+        return f"{act}{aside}"
+
+    def fix_parts(self) -> tuple[str, str]:
+        """`fix` as what to do, in short, and what more to know (" (...)", or "")."""
         profile = self.profile
         if self.service == "trakt":
             return (
                 f"sign in on trakt.tv as {profile}'s own account and run "
-                f"`watchbridge auth trakt --profile {profile}`"
+                f"`watchbridge auth trakt --profile {profile}`",
+                "",
             )
         if self.service == "serializd":
             return (
                 f"put {profile}'s own email and password back in "
-                f"profiles.{profile}.accounts.serializd, or as its token a token copied while "
-                f"signed in as {profile}'s own Serializd account, and restart (a username "
-                "changed in Serializd's settings that watchbridge first saw at a sign-in with "
-                "another email, or with a pasted token, counts as another account too: then "
-                "nothing is wrong)"
+                f"profiles.{profile}.accounts.serializd and restart",
+                f" (or, as its token, a token copied while signed in as {profile}'s own "
+                "Serializd account; a username changed in Serializd's settings that watchbridge "
+                "first saw at a sign-in with another email, or with a pasted token, counts as "
+                "another account too: then nothing is wrong)",
             )
         if self.service == "anilist":
             return (
-                f"sign in as {profile}'s own AniList user (`watchbridge auth anilist --profile "
-                f"{profile}`, or the token in profiles.{profile}.accounts.anilist)"
+                f"sign in as {profile}'s own AniList user: `watchbridge auth anilist --profile "
+                f"{profile}`",
+                f" (or the token in profiles.{profile}.accounts.anilist)",
             )
         if self.service == "plex":
             server_before, server_after = (
@@ -206,15 +236,19 @@ class AccountChange:
             )
             if server_before and server_after and server_before != server_after:
                 return (
-                    "point services.plex.url back at the server used before and restart (a "
-                    "Plex reinstalled or moved to new hardware is a new server: then nothing "
-                    "is wrong)"
+                    "point services.plex.url back at the server used before and restart",
+                    " (a Plex reinstalled or moved to new hardware is a new server: then "
+                    "nothing is wrong)",
                 )
             return (
                 f"fix whose account {profile} is on the server: profiles.{profile}.users.plex, "
-                f"or its sign-in (`watchbridge auth plex --profile {profile}`)"
+                f"or its sign-in (`watchbridge auth plex --profile {profile}`)",
+                "",
             )
-        return f"fix profiles.{profile}.accounts.{self.service} (or services.{self.service})"
+        return (
+            f"fix profiles.{profile}.accounts.{self.service} (or services.{self.service})",
+            "",
+        )
 
     def not_sent(self) -> str:
         return (
