@@ -15,7 +15,7 @@ from tests.fakes.base import FakeServer
 from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.harness import AppThread
 from tests.ingest_samples import sample_bytes
-from tests.test_app import jellyfin_config, wait_until
+from tests.test_app import CrashesForDays, jellyfin_config, wait_until
 from tests.test_app import runtime_for as app_runtime_for
 from tests.test_deliver_anilist import PART_2, anilist_target, enqueue, episode
 from tests.test_storage_faults import LOCKED_TITLE, hold_the_lock, post, quick_lock_runtime
@@ -186,3 +186,21 @@ def test_a_storage_alert_leads_with_what_happened_and_what_to_do(
     )
     assert details.startswith("It is often a sqlite3 shell or database browser left open")
     assert "no restart needed" in details and "(The error: database is locked.)" in details
+
+
+def test_a_part_of_watchbridge_that_keeps_failing_says_what_stops_before_its_error(
+    tmp_path: Path, receiver: AlertReceiver
+) -> None:
+    task = CrashesForDays(crashes=3)
+    task.name = "delivery"
+    runtime = app_runtime_for(jellyfin_config(tmp_path, receiver))
+    runtime.task_restart_delay = 0.0
+    with AppThread(create_app(runtime, tasks=[task])):
+        wait_until(lambda: bool(receiver.messages))
+    lead, error = receiver.messages[0]["message"].split("\n\n")
+    assert lead == (
+        "watchbridge's delivery failed 3 times in a row: until it works, nothing is delivered"
+        " (plays wait in the queue: nothing is lost). It restarts on its own, waiting longer"
+        " each time; if this alert keeps coming back, the watchbridge log has the details."
+    )
+    assert error == "The error: OSError: database or disk is full"

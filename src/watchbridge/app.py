@@ -439,10 +439,11 @@ async def _tell(
             )
         else:
             work = STOPPED_WORK.get(name, "part of watchbridge does not run")
+            # What stops and what to do first: a phone shows the first lines; the error after.
             body = (
-                f"watchbridge's {name} failed {crashes} times in a row "
-                f"({error[:300]}). It restarts on its own, waiting longer each time; until it "
-                f"works, {work}. The watchbridge log has the details."
+                f"watchbridge's {name} failed {crashes} times in a row: until it works, {work}."
+                " It restarts on its own, waiting longer each time; if this alert keeps coming"
+                f" back, the watchbridge log has the details.\n\nThe error: {error[:300]}"
             )
             title = f"watchbridge: its {name} keeps failing"
             await runtime.notifier.notify("internal_error", title, body, name)
