@@ -20,7 +20,7 @@ from tests.harness import (
     three_unmatched_plays_and_a_rating_behind_one,
     write_config,
 )
-from watchbridge.alerts import Health, Notifier
+from watchbridge.alerts import Failing, Health, Notifier
 from watchbridge.app import Runtime, create_app
 from watchbridge.config import Config, load_config
 from watchbridge.downtime import restore_notice
@@ -734,3 +734,18 @@ def test_a_page_in_utc_for_want_of_tz_says_how_to_see_ones_own_time(
     assert (
         "Times are in UTC (set TZ to your time zone, e.g. Europe/Berlin, to see your own)." in text
     )
+
+
+def test_the_summary_names_every_alert_destination_that_fails(tmp_path: Path) -> None:
+    # Two of three destinations failed the last alert: the summary named the first alone, so
+    # the household fixed one and thought alerts reached them again.
+    failing = Failing(
+        SEPTEMBER - 600, 2, "alerts.urls[0] (JSON: failure), alerts.urls[2] (ntfy: failure)"
+    )
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        state = PageState(config_for(tmp_path), store.status(), alerts=Health(3, [], failing))
+        html = render(state, SEPTEMBER)
+    assert ("alerts", "Alerts do not get through to alerts.urls[0], alerts.urls[2]") in (
+        needs_named(html)
+    )
+

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import re
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -496,9 +497,15 @@ def _headline(text: str) -> str:
 
 
 def _entry(problem: str, app: HomeAssistantApp | None) -> str:
-    """The alert destination a problem names, without what it says of it: `alerts.urls[1]`
-    (as the Home Assistant options form names it, where the app has that form)."""
-    return _headline(_as_the_form_names(problem, app)).split(" (", 1)[0]
+    """The alert destinations a problem names, without what it says of them: `alerts.urls[1]`,
+    or `alerts.urls[0], alerts.urls[2]` for a send two of them failed (as the Home Assistant
+    options form names them, where the app has that form)."""
+    return _headline(_WHAT_OF_IT.sub("", _as_the_form_names(problem, app)))
+
+
+# What a failed send says of each destination (`alerts.urls[0] (ntfy: failure)`): the
+# summary names the destinations alone, each of them.
+_WHAT_OF_IT = re.compile(r" \([^()]*\)")
 
 
 def _summary(found: Sequence[Need], state: PageState, now: float, below: str) -> str:
