@@ -749,3 +749,16 @@ def test_the_summary_names_every_alert_destination_that_fails(tmp_path: Path) ->
         needs_named(html)
     )
 
+
+def test_a_page_left_at_the_images_utc_says_how_to_see_ones_own_time(
+    tmp_path: Path, time_zone: Callable[[str], None]
+) -> None:
+    # docker-compose.yml and the Unraid template set TZ=Etc/UTC until the user sets theirs:
+    # the page said "Times are in UTC." as if chosen, where a TZ left unset says how to set it.
+    time_zone("Etc/UTC")
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        text = text_of(page(config_for(tmp_path), store))
+    assert (
+        "Times are in UTC (TZ=Etc/UTC; if you live elsewhere, set TZ to your time zone, e.g. "
+        "Europe/Berlin, to see your own)." in text
+    )

@@ -113,7 +113,7 @@ def local_time(
 def zone_shown(environ: Mapping[str, str] = os.environ, at: float | None = None) -> str:
     """The zone the times shown to the user are in, as the status page names it once:
     `Europe/Berlin`, `this machine's time zone (UTC+01:00 now)`, or UTC with how to have
-    the user's own."""
+    the user's own (also for a `TZ` of UTC: the packagings' default, left as it came)."""
     name = environ.get("TZ", "").strip().lstrip(":")
     if (unknown := unknown_zone(environ)) is not None:
         return f"UTC (TZ={unknown} is no time zone this machine knows)"
@@ -123,6 +123,9 @@ def zone_shown(environ: Mapping[str, str] = os.environ, at: float | None = None)
     minutes = _offset_minutes(now)
     if minutes or _offsets_in_the_year(now) != {minutes}:  # TZ unset: /etc/localtime's
         return f"this machine's time zone ({_shift(minutes)} now)"
-    if name:  # TZ=UTC: chosen
-        return "UTC"
-    return "UTC (set TZ to your time zone, e.g. Europe/Berlin, to see your own)"
+    if name:  # TZ=Etc/UTC: chosen, or the compose file's and Unraid template's default
+        return f"UTC (TZ={name}; if you live elsewhere, {_SET_YOURS})"
+    return f"UTC ({_SET_YOURS})"
+
+
+_SET_YOURS = "set TZ to your time zone, e.g. Europe/Berlin, to see your own"
