@@ -12,6 +12,7 @@ from html import unescape
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.harness import (
     AppThread,
@@ -606,30 +607,25 @@ def text_of(html: str) -> str:
     return " ".join(unescape(re.sub(r"<[^>]+>", " ", body)).split())
 
 
+@pytest.mark.parametrize(
+    ("ago", "shown"),
+    [
+        # A household in Berlin read "5 min ago" and had no clock time, and a time in UTC
+        # would be two hours off theirs: the page speaks the zone watchbridge runs in (TZ).
+        (300, "5 min ago (16:08)"),
+        (40 * 86400, "40 d ago (12 Aug 16:13)"),  # days ago: its day too
+    ],
+)
 def test_the_page_tells_a_time_in_the_services_time_zone(
-    tmp_path: Path, time_zone: Callable[[str], None]
+    tmp_path: Path, time_zone: Callable[[str], None], ago: float, shown: str
 ) -> None:
-    # A household in Berlin read "5 min ago" and had no clock time, and a time in UTC would
-    # be two hours off theirs: the page speaks the zone watchbridge runs in (TZ).
     time_zone("Europe/Berlin")
-    heard = [LastWebhook("plex", "srv", SEPTEMBER - 300)]
+    heard = [LastWebhook("plex", "srv", SEPTEMBER - ago)]
     with Store.open(tmp_path / "watchbridge.db") as store:
         html = render(
             PageState(config_for(tmp_path), store.status(), last_webhooks=heard), SEPTEMBER
         )
-    assert "<td>plex</td><td>srv</td><td>5 min ago (16:08)</td>" in html
-
-
-def test_a_time_days_ago_on_the_page_says_its_day(
-    tmp_path: Path, time_zone: Callable[[str], None]
-) -> None:
-    time_zone("Europe/Berlin")
-    heard = [LastWebhook("plex", "srv", SEPTEMBER - 40 * 86400)]
-    with Store.open(tmp_path / "watchbridge.db") as store:
-        html = render(
-            PageState(config_for(tmp_path), store.status(), last_webhooks=heard), SEPTEMBER
-        )
-    assert "<td>40 d ago (12 Aug 16:13)</td>" in html
+    assert f"<td>plex</td><td>srv</td><td>{shown}</td>" in html
 
 
 def test_the_page_names_its_time_zone_once(
@@ -724,16 +720,27 @@ def test_each_need_in_the_summary_is_one_short_line(tmp_path: Path) -> None:
     assert [n for n in needs if len(n) > 52] == []
 
 
+@pytest.mark.parametrize(
+    ("tz", "shown"),
+    [
+        # The image's default: a household far from London read every time hours off.
+        ("", "UTC (set TZ to your time zone, e.g. Europe/Berlin, to see your own)"),
+        # docker-compose.yml and the Unraid template set TZ=Etc/UTC until the user sets
+        # theirs: the page said "Times are in UTC." as if chosen.
+        (
+            "Etc/UTC",
+            "UTC (TZ=Etc/UTC; if you live elsewhere, set TZ to your time zone, e.g. "
+            "Europe/Berlin, to see your own)",
+        ),
+    ],
+)
 def test_a_page_in_utc_for_want_of_tz_says_how_to_see_ones_own_time(
-    tmp_path: Path, time_zone: Callable[[str], None]
+    tmp_path: Path, time_zone: Callable[[str], None], tz: str, shown: str
 ) -> None:
-    # The image's default: a household far from London read every time hours off.
-    time_zone("")
+    time_zone(tz)
     with Store.open(tmp_path / "watchbridge.db") as store:
         text = text_of(page(config_for(tmp_path), store))
-    assert (
-        "Times are in UTC (set TZ to your time zone, e.g. Europe/Berlin, to see your own)." in text
-    )
+    assert f"Times are in {shown}." in text
 
 
 def test_the_summary_names_every_alert_destination_that_fails(tmp_path: Path) -> None:
@@ -747,18 +754,4 @@ def test_the_summary_names_every_alert_destination_that_fails(tmp_path: Path) ->
         html = render(state, SEPTEMBER)
     assert ("alerts", "Alerts do not get through to alerts.urls[0], alerts.urls[2]") in (
         needs_named(html)
-    )
-
-
-def test_a_page_left_at_the_images_utc_says_how_to_see_ones_own_time(
-    tmp_path: Path, time_zone: Callable[[str], None]
-) -> None:
-    # docker-compose.yml and the Unraid template set TZ=Etc/UTC until the user sets theirs:
-    # the page said "Times are in UTC." as if chosen, where a TZ left unset says how to set it.
-    time_zone("Etc/UTC")
-    with Store.open(tmp_path / "watchbridge.db") as store:
-        text = text_of(page(config_for(tmp_path), store))
-    assert (
-        "Times are in UTC (TZ=Etc/UTC; if you live elsewhere, set TZ to your time zone, e.g. "
-        "Europe/Berlin, to see your own)." in text
     )
