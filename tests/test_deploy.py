@@ -996,7 +996,14 @@ def test_unraid_template_maps_config_data_and_port() -> None:
     assert configs["/config"].text == "/mnt/user/appdata/watchbridge/config"
     assert configs["/data"].text == "/mnt/user/appdata/watchbridge/data"
     assert configs["8765"].get("Type") == "Port"
-    assert "TZ" in configs
+
+
+def test_unraid_template_leaves_the_time_zone_to_unraid() -> None:
+    # Unraid gives every container its server's zone (`-e TZ="..."`, Settings > Date and
+    # Time) before the template's variables, and docker takes the last: a template's TZ of
+    # Etc/UTC put every household on UTC (the status page's times, AniList's days).
+    configs = {c.get("Target"): c for c in _unraid().findall("Config")}
+    assert "TZ" not in configs
 
 
 def test_unraid_template_masks_every_secret() -> None:

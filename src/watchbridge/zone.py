@@ -123,7 +123,7 @@ def zone_shown(environ: Mapping[str, str] = os.environ, at: float | None = None)
     minutes = _offset_minutes(now)
     if minutes or _offsets_in_the_year(now) != {minutes}:  # TZ unset: /etc/localtime's
         return f"this machine's time zone ({_shift(minutes)} now)"
-    if name:  # TZ=Etc/UTC: chosen, or the compose file's and Unraid template's default
+    if name:  # TZ=Etc/UTC: chosen, or left at the compose file's default
         return f"UTC (TZ={name}; if you live elsewhere, {_SET_YOURS})"
     return f"UTC ({_SET_YOURS})"
 
