@@ -44,12 +44,11 @@ from watchbridge.config import (
     parse_config,
 )
 from watchbridge.deliver.serializd import AUTH_HOLD, SerializdTarget
-from watchbridge.deliver.worker import DeliveryWorker, Retry
+from watchbridge.deliver.worker import DeliveryWorker, Hold, Retry
 from watchbridge.deliver.worker import enriched as waiting_for_ids
 from watchbridge.http import Pacer, RetryPolicy
 from watchbridge.ids import (
     ANIME,
-    PLEX_IDENTITY_RETRY,
     RETRY_LOOKUP_SPACING,
     SERIES_MISSING_TTL,
     SERVER_OUTAGE_PAUSE,
@@ -524,7 +523,9 @@ async def test_a_plex_server_replaced_while_watchbridge_runs_is_not_taken_for_a_
         assert elsewhere in await reason(friends)
     finally:
         await client.aclose()
-    assert plex.count("GET", "/identity") == asked + 1 == 4
+    # The hourly ask, and one that vouches for the 404 of the show read again (a 404 is
+    # Plex's own only once /identity says so: the first one's was asked too).
+    assert plex.count("GET", "/identity") == asked + 2 == 6
 
 
 async def test_a_replaced_plex_server_whose_identity_could_not_be_asked_is_asked_again_soon(
@@ -576,8 +577,9 @@ async def test_a_plex_play_while_the_servers_identity_fails_waits_a_minute_sayin
 ) -> None:
     """Watchbridge started while Plex's /identity fails: a play whose show the server does
     not give is not "unmatched" for an hour with a reason about ids (identify the show in
-    Plex): the server could not be asked which it is, and it is tried again on the identity's
-    schedule (a minute)."""
+    Plex). Its 404 is not taken for Plex's own while /identity fails (a proxy answers so for
+    a Plex that is restarting): the play waits as for Plex down, spending no try, saying why,
+    and is tried again in a minute."""
     plex = start_fake(FakePlex(machine_id="a1" * 20))  # no Baki Hanma: its show is not found
     assert isinstance(plex, FakePlex)
     item = only_event(
@@ -599,12 +601,10 @@ async def test_a_plex_play_while_the_servers_identity_fails_waits_a_minute_sayin
         )
     finally:
         await client.aclose()
-    assert isinstance(outcome, Retry) and outcome.after == PLEX_IDENTITY_RETRY == 60.0
+    assert isinstance(outcome, Hold) and not outcome.spends and outcome.after == 60.0
     assert not outcome.reason.startswith("unmatched")
-    assert outcome.reason.startswith(
-        "the Plex server at services.plex.url could not be asked which server it is ("
-    )
-    assert "so whether Baki Hanma" in outcome.reason and "does not know" not in outcome.reason
+    assert "reading item 40275 answered 404, and asking /identity" in outcome.reason
+    assert "answered 503" in outcome.reason and "does not know" not in outcome.reason
 
 
 async def test_a_friends_play_while_the_servers_identity_fails_is_named_by_plexs_catalogue(

@@ -1366,14 +1366,20 @@ class Enricher:
                     problem = Problem(unmatched, also=show_ids_also(item, source))
         problem = with_doubt(problem, doubt)
         plex = server == "plex" or source == "plex"  # a legacy-agent item has no origin
-        elsewhere = await self._elsewhere(from_server) if problem is None and plex else False
+        # services.plex.url down (or a proxy answering in its place): its items cannot be read,
+        # and a play of another server's may still be named by the catalogue.
+        down = plex and problem is not None and problem.outage
+        asked = plex and (problem is None or down)
+        elsewhere = await self._elsewhere(from_server) if asked else False
         if elsewhere:
             # Plex's catalogue names the ids whichever server played it: asked first even
             # while services.plex.url cannot say whether it was this one.
             found, said = await self._from_catalogue(item)
             if need.met(found):
                 return Enriched(found)
-            if isinstance(elsewhere, str):
+            if down:  # the outage stands: the play waits for services.plex.url to answer
+                pass
+            elif isinstance(elsewhere, str):
                 problem = identity_unknown(item, elsewhere)
             else:
                 problem = Problem(played_elsewhere(item, self.trakt is not None, said))

@@ -9,6 +9,8 @@ title sits in more than one library; all copies are written). A copy Plex answer
 left the library since the read: it is skipped (the log says so once, as the row is done with
 it), and the other copies are written still; with none left, the row is retried an hour later
 (the title gone from Plex, or back under a new ratingKey once the libraries are read again).
+A 404 is Plex's only when its `/identity` vouches for it (`PlexClient._gone`): a reverse
+proxy's 404 while Plex restarts is an outage (`Unavailable`), and the rows wait unspent.
 
 Plays: Plex keeps one watched flag per item and stamps a scrobble *now*. A play is scrobbled
 unless Plex already shows the item watched at or after the play's time; either way it is

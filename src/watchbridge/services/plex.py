@@ -15,6 +15,13 @@ from logs and errors. `Accept: application/json` (PMS answers XML otherwise). Me
 same shape as a webhook's, so its guids are read by the webhook parser
 (`watchbridge.ingest.plex`): one place parses Plex guids. Every request goes through the shared
 HTTP policy (`watchbridge.http`).
+
+A 404 is "no such item" only once the server is known to be this PMS answering: a reverse
+proxy (Traefik, nginx, Caddy) whose Plex container is restarting answers 404 for every path.
+Before a 404 is read as gone, `GET /identity` must answer a MediaContainer naming the server's
+machineIdentifier (any, while none is known yet); else the 404 was the proxy's and the request
+fails as an outage (`Unavailable`). A confirmation vouches for the 404s of the next
+IDENTITY_VOUCHES seconds: a link's run meeting many missing items does not double its requests.
 """
 
 from __future__ import annotations
@@ -35,8 +42,10 @@ from watchbridge.errors import ConfigError
 from watchbridge.http import (
     HttpClient,
     ServiceError,
+    Unavailable,
     changed_answer,
     count_problems,
+    earlier_try_may_have_landed,
     problems_said,
 )
 from watchbridge.ingest.common import epoch, integer, number, obj, text
@@ -61,6 +70,8 @@ PAGE_SIZE = 500  # plexapi pages by 100; PMS serves 500 items with guids comfort
 HISTORY_PAGE = 100
 DETAILS_BATCH = 100  # ratingKeys per `/library/metadata/{k1,k2,…}` (plexapi joins lists so)
 LISTING_TYPES = {"movie": 1, "show": 2, "season": 3, "episode": 4}
+# Seconds a confirmed `/identity` vouches that a 404 is Plex's own "no such item".
+IDENTITY_VOUCHES = 60.0
 Kept = TypeVar("Kept")  # what a paged read keeps of each row (`PlexClient._kept_pages`)
 
 
@@ -462,6 +473,10 @@ class PlexClient:
             headers["x-plex-token"] = token
         self.token: str | None = token or None  # None: no server token configured
         self.clock = clock
+        # The server's machineIdentifier, as /identity last named it (None: not asked yet),
+        # and when it last vouched for a 404 (`_gone`).
+        self.machine: str | None = None
+        self._vouched_at: float | None = None
         self.http = HttpClient(
             SERVICE,
             config.url,
@@ -495,6 +510,7 @@ class PlexClient:
         if status == 401:
             raise _refused(f"reading item {key}", None)
         if status == 404:
+            await self._gone(response, f"reading item {key}")
             return None
         if status >= 400:
             raise PlexError(SERVICE, f"reading item {key} answered {status}")
@@ -511,12 +527,37 @@ class PlexClient:
         return await self.http.answers("/identity")
 
     async def identity(self) -> str:
-        """The server's machineIdentifier (`GET /identity`), how plex.tv names this server."""
-        answer = await self._get("/identity", "reading the server's identity", None)
-        machine = text(obj(obj(answer).get("MediaContainer")).get("machineIdentifier"))
-        if not machine:
-            raise PlexError(SERVICE, "the Plex server's /identity names no machineIdentifier")
+        """The server's machineIdentifier (`GET /identity`), how plex.tv names this server.
+        Any other answer (a 404, a page) is not Plex's: Unavailable, as an outage."""
+        response = await self.http.request("GET", "/identity")
+        machine = machine_of(response)
+        if machine != self.machine:
+            self._vouched_at = None  # Plex gone from the address, or another server there
+        if machine is None:
+            raise Unavailable(SERVICE, _not_plex(response, "/identity"))
+        self.machine = machine
         return machine
+
+    async def _gone(self, response: httpx.Response, what: str) -> None:
+        """Return when the 404 `response` is this PMS saying it has no such thing: /identity
+        names the server we know (any, while none is known), or did so within
+        IDENTITY_VOUCHES. Else raise Unavailable: a proxy answered for a Plex that is gone."""
+        now = self.clock()
+        if self._vouched_at is not None and 0 <= now - self._vouched_at < IDENTITY_VOUCHES:
+            return
+        unknown = earlier_try_may_have_landed(response)
+        try:
+            asked = await self.http.request("GET", "/identity")
+        except Unavailable as exc:
+            said = f"{what} answered 404, and asking /identity whether Plex said it failed"
+            raise Unavailable(
+                SERVICE, f"{said}: {exc.message}", exc.retry_after, outcome_unknown=unknown
+            ) from None
+        machine = machine_of(asked)
+        if machine is None or (self.machine is not None and machine != self.machine):
+            said = f"{what} answered 404, and {_not_plex(asked, '/identity', self.machine)}"
+            raise Unavailable(SERVICE, said, outcome_unknown=unknown)
+        self.machine, self._vouched_at = machine, now
 
     async def details(
         self, rating_keys: Sequence[str], token: str | None = None, batch: int = DETAILS_BATCH
@@ -536,6 +577,7 @@ class PlexClient:
         path = "/library/metadata/" + ",".join(quote(k, safe="") for k in keys)
         response = await self.http.request("GET", path, headers=self._headers(token))
         if response.status_code == 404:
+            await self._gone(response, f"reading the details of {len(keys)} item(s)")
             # One key gone since the listing can fail the batch: halve it to find the rest.
             if len(keys) > 1:
                 middle = len(keys) // 2
@@ -627,9 +669,10 @@ class PlexClient:
         paging = {"x-plex-container-start": "0", "x-plex-container-size": "0"}
         headers = {**(self._headers(token) or {}), **paging}
         response = await self.http.request("GET", path, params=params, headers=headers)
-        if response.status_code == 404:
-            return None
         what = f"asking library {section} what was watched"
+        if response.status_code == 404:
+            await self._gone(response, what)
+            return None
         self._check(response, what, token)
         try:
             answer = response.json()
@@ -754,9 +797,11 @@ class PlexClient:
         """Remove one history row; False when it was already gone."""
         path = f"/status/sessions/history/{quote(history_id, safe='')}"
         response = await self.http.request("DELETE", path, headers=self._headers(token))
+        what = f"deleting history row {history_id}"
         if response.status_code == 404:
+            await self._gone(response, what)
             return False
-        self._check(response, f"deleting history row {history_id}", token)
+        self._check(response, what, token)
         return True
 
     # ------------------------------------------------------------------ plumbing
@@ -792,6 +837,8 @@ class PlexClient:
     ) -> object:
         sent = {**(self._headers(token) or {}), **(headers or {})}
         response = await self.http.request("GET", path, params=params, headers=sent or None)
+        if response.status_code == 404:
+            await self._gone(response, what)  # Plex's own 404: refused below, as any
         self._check(response, what, token)
         try:
             return response.json()
@@ -874,6 +921,7 @@ class PlexClient:
             write=True,  # a GET, but a write: an error it gets may be its own fault
         )
         if response.status_code == 404:
+            await self._gone(response, f"{what} item {rating_key}")
             raise PlexItemError(SERVICE, f"{what}: the server has no item {rating_key}")
         self._check(response, f"{what} item {rating_key}", token)
 
@@ -899,3 +947,32 @@ def _history_params(account_id: str, since: float | None) -> dict[str, object]:
         # plexapi sends `viewedAt>=<epoch>`: the field name carries the operator.
         params["viewedAt>"] = int(since)
     return params
+
+
+def machine_of(response: httpx.Response) -> str | None:
+    """The machineIdentifier a `GET /identity` answer names, when it is PMS's: a 2xx JSON
+    MediaContainer naming one. None for anything else (a proxy's 404, a login page). Pure."""
+    if not response.is_success:
+        return None
+    try:
+        answer = response.json()
+    except ValueError:
+        return None
+    container = obj(answer).get("MediaContainer")
+    return text(container.get("machineIdentifier")) if isinstance(container, Mapping) else None
+
+
+def _not_plex(asked: httpx.Response, path: str, known: str | None = None) -> str:
+    """Why the answer `asked` to `path` (`/identity`) is not this PMS's, for an outage."""
+    machine = machine_of(asked)
+    if machine is not None:
+        said = f"{path} names another server ({machine}, not {known})"
+    elif asked.is_success:
+        said = f"{path} answered {asked.status_code} with no Plex server's identity"
+    else:
+        said = f"{path} answered {asked.status_code}"
+    return (
+        f"{said}: not the Plex server answering (a reverse proxy whose Plex is restarting "
+        "or down, or services.plex.url pointing elsewhere); nothing is taken as gone, and "
+        "what waits for Plex goes once it answers there"
+    )
