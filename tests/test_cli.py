@@ -801,8 +801,9 @@ def test_status_on_a_fresh_database(tmp_path: Path) -> None:
     Store.open(tmp_path / "watchbridge.db").close()  # as the service's first start leaves it
     result = run("status", "--config", str(path))
     assert result.returncode == 0, result.stderr
-    assert "queue:         0 pending, 0 in flight, 0 done (delivered or settled)" in result.stdout
-    assert "dead letters:  0" in result.stdout
+    assert "waiting:       0\nbeing sent:    0\n" in result.stdout
+    assert "done:          0 in the last week (sent, or nothing left to send)" in result.stdout
+    assert "given up (dead letters): 0" in result.stdout
 
 
 def test_status_says_once_that_a_profile_is_not_signed_in_and_what_to_run(
@@ -925,8 +926,8 @@ def test_status_shows_queue_and_dead_letters(tmp_path: Path) -> None:
     store.mark_dead(item.id, 3.0, "gave up")
     store.close()
     result = run("status", "--config", str(path))
-    assert "1 pending" in result.stdout
-    assert "dead letters:  1" in result.stdout
+    assert "waiting:       1\n" in result.stdout
+    assert "given up (dead letters): 1" in result.stdout
 
 
 def test_status_shows_whose_account_each_service_is_and_leaves_bookkeeping_out(
@@ -969,11 +970,12 @@ def test_status_says_what_pending_deliveries_wait_behind_an_unmatched_one(
     # 4th was.
     path = three_unmatched_plays_and_a_rating_behind_one(tmp_path)
     shown = run("status", "--config", str(path)).stdout
-    assert "queue:         4 pending, 0 in flight" in shown
-    assert "unmatched:     3 waiting for ids a service can use" in shown
+    assert "waiting:       4\n" in shown
+    assert "waiting for a match: 3 title(s) not found on the service yet" in shown
     assert (
-        "behind:        1 waiting for an earlier delivery of the same item to the same service "
-        "(they go out in order: each follows once the one before it is delivered or given up)\n"
+        "waiting their turn: 1 waiting for an earlier delivery of the same item to the same "
+        "service (they go out in order: each follows once the one before it is delivered or "
+        "given up)\n"
     ) in shown
     listed = run("unmatched", "--config", str(path)).stdout
     assert listed.count("no TMDB show id") == 3
@@ -992,7 +994,7 @@ def test_status_says_nothing_waits_behind_when_each_item_has_one_delivery(
         store.enqueue([NewOutboxRow("trakt", "me", "play", {}, "me:trakt:a", "i1")], 1.0)
         store.enqueue([NewOutboxRow("trakt", "me", "rating", {}, "me:trakt:a:ratings", "i2")], 1.0)
     shown = run("status", "--config", str(path)).stdout
-    assert "2 pending" in shown and "behind:" not in shown
+    assert "waiting:       2\n" in shown and "waiting their turn:" not in shown
 
 
 def test_reset_state_without_yes_refuses_when_not_interactive(tmp_path: Path) -> None:
@@ -1319,7 +1321,7 @@ def test_deadletters_retry_queues_them_again(tmp_path: Path) -> None:
         in run("deadletters", "retry", "1", "--config", str(path)).stdout
     )
     assert "no dead letters" in run("deadletters", "list", "--config", str(path)).stdout
-    assert "1 pending" in run("status", "--config", str(path)).stdout
+    assert "waiting:       1\n" in run("status", "--config", str(path)).stdout
 
 
 def test_deadletters_take_ids_as_the_list_shows_them(tmp_path: Path) -> None:
@@ -1733,7 +1735,7 @@ def test_status_after_only_the_backup_was_restored_starts_from_it(tmp_path: Path
             leftover.unlink()  # the backup copy alone was restored into an empty folder
     result = run("status", "--config", str(config))
     assert result.returncode == 0, result.stderr
-    assert "starts from its backup" in result.stderr and "1 pending" in result.stdout
+    assert "starts from its backup" in result.stderr and "waiting:       1\n" in result.stdout
 
 
 def test_backup_of_a_named_database_reads_no_config(tmp_path: Path) -> None:
@@ -1773,9 +1775,34 @@ def test_status_says_what_holds_deliveries_back(tmp_path: Path) -> None:
         store.hold(item.id, 1.0, 2.0, "run `watchbridge auth trakt --profile me`")
     result = run("status", "--config", str(path))
     assert (
-        "held:          trakt/me: 1 waiting, next try 1970-01-01 00:00:02 UTC: run `watchbridge"
+        "on hold:       trakt for me: 1 waiting, next try 1970-01-01 00:00:02 UTC: run `watchbridge"
         in (result.stdout)
     )
+
+
+def test_status_speaks_the_words_of_the_status_page(tmp_path: Path) -> None:
+    # It said "3 pending, 1 in flight, 0 done (delivered or settled)", "unmatched:" and
+    # "held: trakt/me", where the page says waiting, being sent, on hold.
+    path = write_config(tmp_path)
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        store.enqueue(
+            [NewOutboxRow("trakt", "me", "play", {}, f"k{n}", f"i{n}") for n in range(4)], 1.0
+        )
+        held, unmatched, _sending = store.claim("test", 1.0, 3, ["trakt"])
+        store.hold(held.id, 1.0, 2.0, "Trakt is down")
+        store.retry_later(unmatched.id, 1.0, 2.0, "unmatched: Trakt has no id for Heat yet")
+    shown = run("status", "--config", str(path)).stdout
+    lines = shown.splitlines()
+    assert "waiting:       3" in lines and "being sent:    1" in lines
+    assert "done:          0 in the last week (sent, or nothing left to send)" in lines
+    assert (
+        "on hold:       trakt for me: 1 waiting, next try 1970-01-01 00:00:02 UTC: Trakt is down"
+        in lines
+    )
+    assert "waiting for a match: 1 title(s) not found on the service yet (looked for again" in shown
+    assert "given up (dead letters): 0" in lines
+    for internal in ("pending", "in flight", "settled", "unmatched:", "held:", "queue:"):
+        assert internal not in shown, internal
 
 
 def test_status_tells_times_on_the_households_clock(tmp_path: Path) -> None:

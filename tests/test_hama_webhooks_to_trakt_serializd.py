@@ -292,7 +292,7 @@ profiles:
         assert "1 delivery(ies) waiting for ids discarded: never sent" in given_up.output
         assert unmatched_gauge(app, "trakt") == 1
         status = watchbridge("status").output
-        assert "unmatched:     1 waiting" in status and "deadletters discard ID" in status
+        assert "waiting for a match: 1 title(s)" in status and "deadletters discard ID" in status
         listed = watchbridge("unmatched").output
         assert f"#{mixed} " in listed and f"#{mode} " not in listed
         assert httpx.get(f"{app.url}/api/status").json()["unmatched"] == 1

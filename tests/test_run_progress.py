@@ -101,7 +101,7 @@ async def test_a_run_shows_its_step_requests_and_how_far_it_has_got_while_it_goe
         f"comparing serializd for alex: 0 of 3 shows, {progress['requests']} API requests so far"
     )
     line = status_line(said)
-    assert "no changes" not in line, line
+    assert "nothing to do" not in line, line
     assert re.fullmatch(
         rf"  {LINK}: running since \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d UTC, for \d+s; "
         r"comparing serializd for alex: 0 of 3 shows, \d+ API requests so far "
@@ -116,7 +116,7 @@ async def test_a_run_shows_its_step_requests_and_how_far_it_has_got_while_it_goe
     line = status_line(after)
     assert re.fullmatch(
         rf"  {LINK}: ok at \S+ \S+ UTC \(\d+\.\d s, {result.api_calls} API requests\); "
-        r"serializd:add_play 9",
+        r"serializd: 9 play\(s\) to add",
         line,
     ), line
 
@@ -131,4 +131,4 @@ async def test_a_finished_run_that_changed_nothing_says_no_changes(
         await sync.run_link(config, store, LINK, yes=True)
         await sync.run_link(config, store, LINK, yes=True)  # nothing new on either side
     line = status_line(watchbridge("status", "--config", str(path)).stdout)
-    assert line.endswith("; no changes") and "running" not in line, line
+    assert line.endswith("; nothing to do") and "running" not in line, line

@@ -509,7 +509,7 @@ async def test_an_anilist_token_refused_at_delivery_reads_refused_until_signed_i
         assert '<td>fan</td><td>anilist</td><td><span class="bad">refused</span>' in page
         shown = status_command(config)
         assert "  anilist/fan: refused: AniList refused the token " in shown
-        assert "held:          anilist/fan: 1 waiting" in shown
+        assert "on hold:       anilist for fan: 1 waiting" in shown
         assert_no_token(trakt, anilist, str(sign_ins), page, metrics, shown)
 
         # `watchbridge auth anilist` again: the held row is still flagged until it is tried,
@@ -605,7 +605,7 @@ async def test_a_trakt_sign_in_refused_even_after_a_refresh_reads_refused_until_
         assert '<td>me</td><td>trakt</td><td><span class="bad">refused</span>' in page
         shown = status_command(config)
         assert "  trakt/me: refused: Trakt refused the sign-in " in shown
-        assert "held:          trakt/me: 1 waiting" in shown
+        assert "on hold:       trakt for me: 1 waiting" in shown
         assert_no_token(trakt, anilist, str(sign_ins), page, metrics, shown)
 
         # `watchbridge auth trakt` again: another pair, so the refusal no longer reads current.
@@ -744,7 +744,7 @@ async def test_a_plex_token_refused_at_delivery_is_listed_as_refused_until_anoth
         assert "  plex/kid: refused: the Plex server refused profiles.kid.accounts.plex.token" in (
             shown
         )
-        assert "held:          plex/kid: 1 waiting" in shown
+        assert "on hold:       plex for kid: 1 waiting" in shown
         assert_no_plex_token(str(sign_ins), page, metrics, shown)
 
         # A new token pasted into the config: another token, so the refusal is no longer

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import click
 
 from watchbridge import __version__
+from watchbridge import queuewords as words
 from watchbridge.config import (
     SECRET_IN_HEADER_ONLY,
     Config,
@@ -539,29 +540,25 @@ def status(config_path: str | None) -> None:
         _say(f"storage:       {fault.title}. {' '.join(fault.message.split())}")
     for warning in storage:  # a sync from cron says them once: here every time
         _say(f"warning:       {warning}")
-    _say(
-        f"queue:         {outbox['pending']} pending, {outbox['inflight']} in flight, "
-        f"{outbox['done']} done (delivered or settled)"
-    )
-    _say(f"oldest queued: {_when(state.oldest_pending_at)}")
+    # One fact a line, in the status page's words (queuewords), each under its own label.
+    _say(f"{words.WAITING}:       {outbox['pending']}")
+    _say(f"{words.BEING_SENT}:    {outbox['inflight']}")
+    _say(f"done:          {outbox['done']} {words.DONE}")
+    _say(f"{words.OLDEST}: {_when(state.oldest_pending_at)}")
     if state.unmatched:
-        _say(
-            f"unmatched:     {state.unmatched} waiting for ids a service can use "
-            "(retried, hourly at first; `watchbridge unmatched` lists them, "
-            "`watchbridge deadletters discard ID` gives one up)"
-        )
+        _say(f"{words.FOR_A_MATCH}: {state.unmatched} {words.UNMATCHED} ({words.LOOKED_FOR})")
     if state.behind:
-        _say(f"behind:        {state.behind} {BEHIND}")
+        _say(f"{words.THEIR_TURN}: {state.behind} {BEHIND}")
     for held in state.waiting:
         _say(
-            f"held:          {held.target}/{held.profile}: {held.rows} waiting, next try "
-            f"{_when(held.next_at)}: {held.reason}"
+            f"{words.ON_HOLD}:       {words.service_for(held.target, held.profile)}: "
+            f"{held.rows} {words.WAITING}, next try {_when(held.next_at)}: {held.reason}"
         )
     if state.waiting_left_out:
-        _say(f"held:          and {state.waiting_left_out} more reasons")
+        _say(f"{words.ON_HOLD}:       and for {state.waiting_left_out} more reasons")
     _say(
-        f"dead letters:  {state.dead_letters}"
-        + ("  (see `watchbridge deadletters list`)" if state.dead_letters else "")
+        f"{words.GIVEN_UP}: {state.dead_letters}"
+        + (f" ({words.DEAD_LETTERS}; {words.DEAD_LETTERS_FIX})" if state.dead_letters else "")
     )
     if state.kept_off:
         plays = sum(entry.plays for entry in state.kept_off)
@@ -570,10 +567,10 @@ def status(config_path: str | None) -> None:
     if sign_ins:
         _say("sign-ins:")
     for one in sign_ins:
-        words = STATE_WORDS.get(one.state, one.state)
-        said = one.ok or one.message.startswith(words)  # "not signed in: run ..." says it
+        told = STATE_WORDS.get(one.state, one.state)
+        said = one.ok or one.message.startswith(told)  # "not signed in: run ..." says it
         whose = f"{one.service} (server)" if one.service_wide else f"{one.service}/{one.profile}"
-        _say(f"  {whose}: {'' if said else f'{words}: '}{one.message}")
+        _say(f"  {whose}: {'' if said else f'{told}: '}{one.message}")
     for leftover in kept:  # a renamed profile or link: its state waits under the old name
         _say(f"kept:          {leftover.message}")
     for problem in datasets:
@@ -669,7 +666,7 @@ def _show_links(
         _say(line)
     runs = {run.link: run.as_seen(time.time()) for run in state.last_runs}
     names = list(config.links) + [n for n in runs if n not in config.links]
-    _say("last runs:" + ("" if names else "     none yet (no links configured)"))
+    _say(f"{words.SYNCS}:" + ("" if names else "         none yet (no links in the config)"))
     for link in names:
         run = runs.get(link)
         # Its last run that went through is kept after it was taken out (Store.prune): it
@@ -686,7 +683,10 @@ def _show_links(
             )
             _say(f"  {label}: running since {_when(run.started_at)}, for {ran}; {where}")
         else:
-            counts = ", ".join(f"{k} {v}" for k, v in run.counts.items()) or "no changes"
+            counts = (
+                ", ".join(words.change(k, v) for k, v in sorted(run.counts.items()) if v)
+                or "nothing to do"
+            )
             took = (
                 f" ({run.finished_at - run.started_at:.1f} s, {run.api_calls} API requests)"
                 if run.finished_at is not None
@@ -698,7 +698,8 @@ def _show_links(
             )
         for service, profile, cursor, value, _ in link_cursors:
             if cursor == f"link:{link}":
-                _say(f"    cursor {service}/{profile}: {short_cursor(value)}")
+                read = words.service_for(service, profile)
+                _say(f"    {read} {words.READ_UP_TO}: {short_cursor(value)}")
 
 
 @cli.command()

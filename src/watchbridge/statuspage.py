@@ -29,6 +29,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromQuery
 
 from watchbridge import __version__
+from watchbridge import queuewords as words
 from watchbridge.account_ids import NewId, NewIdSighting, Renamed, RenameSighting
 from watchbridge.alerts import Health
 from watchbridge.app import Leftover, Runtime, leftovers, require_api_token
@@ -262,10 +263,7 @@ async def retry_dead_letters_here(runtime: NamedDependency[Runtime]) -> Response
 
 
 ROUTES: list[Any] = [status_page, sign_in_to_trakt, retry_dead_letters_here]
-# The page's words for what the store calls a dead letter, an unmatched row and a link: each
-# said once where the page counts or lists them.
-DEAD_LETTERS = "deliveries given up after failing too often or too long"
-UNMATCHED = "titles not found on the service yet"
+# What the page calls a link of the config (queuewords.py: its words for the queue).
 LINKS = "Each keeps two services alike (the <code>links</code> of the config)."
 SIGN_IN_BUTTON = "Sign in to Trakt here"
 NO_PROFILES = "No profiles: every webhook is answered and ignored"
@@ -306,39 +304,33 @@ def render(state: PageState, now: float) -> str:
     outbox = status.outbox
     buttons = _trakt_buttons(state.sign_ins, state.signing_in, now)
     rows = [
-        ("queued", f"{outbox['pending']} waiting, {outbox['inflight']} being sent"),
-        ("done in the last week (sent, or nothing left to send)", str(outbox["done"])),
-        ("oldest queued", _age(status.oldest_pending_at, now)),
+        ("queued", f"{outbox['pending']} {words.WAITING}, {outbox['inflight']} {words.BEING_SENT}"),
+        (f"done {words.DONE}", str(outbox["done"])),
+        (words.OLDEST, _age(status.oldest_pending_at, now)),
         (
-            "waiting for a match",
-            _flag(
-                status.unmatched,
-                f"{UNMATCHED}: looked for again, hourly at first; "
-                "<code>watchbridge unmatched</code> lists them, "
-                "<code>watchbridge deadletters discard ID</code> gives one up",
-            ),
+            words.FOR_A_MATCH,
+            _flag(status.unmatched, f"{words.UNMATCHED}: {_code(_e(words.LOOKED_FOR))}"),
         ),
-        *([("waiting their turn", f"{status.behind} {_e(BEHIND)}")] if status.behind else []),
+        *([(words.THEIR_TURN, f"{status.behind} {_e(BEHIND)}")] if status.behind else []),
         *[
             (
-                _e(f"on hold: {held.target} for {held.profile}"),
-                f'<span class="bad">{held.rows} waiting</span>, next try '
+                _e(f"{words.ON_HOLD}: {words.service_for(held.target, held.profile)}"),
+                f'<span class="bad">{held.rows} {words.WAITING}</span>, next try '
                 f"{_until(held.next_at, now)}: {_e(held.reason)}"
                 + (_BUTTON_BESIDE if _button_would_fix(held, buttons) else ""),
             )
             for held in status.waiting
         ],
         *(
-            [("on hold", f"and for {status.waiting_left_out} more reasons")]
+            [(words.ON_HOLD, f"and for {status.waiting_left_out} more reasons")]
             if status.waiting_left_out
             else []
         ),
         (
-            "given up (dead letters)",
+            words.GIVEN_UP,
             _flag(
                 status.dead_letters,
-                f"{DEAD_LETTERS}; <code>watchbridge deadletters list</code>, then "
-                "<code>retry</code> or <code>discard</code>",
+                f"{words.DEAD_LETTERS}; {_code(_e(words.DEAD_LETTERS_FIX))}",
             )
             + (_RETRY_BUTTON if status.dead_letters else "")
             + _retried(state.retried, now),
@@ -434,7 +426,7 @@ def needs(state: PageState, now: float) -> list[Need]:
     buttons = _trakt_buttons(state.sign_ins, state.signing_in, now)
     found += [_sign_in_need(one, buttons) for one in state.sign_ins if one.needs_you]
     if status.dead_letters:
-        found.append(Need(f"{status.dead_letters} given up (dead letters)", "deliveries"))
+        found.append(Need(f"{status.dead_letters} {words.GIVEN_UP}", "deliveries"))
     held: dict[tuple[str, str], int] = {}  # each reason is told below: here, how many
     for h in status.waiting:
         held[h.target, h.profile] = held.get((h.target, h.profile), 0) + h.rows
@@ -574,33 +566,11 @@ def _links(
                 if went is None
                 else f"; last went through {_age(went, now)}"
             )
-        counts = ", ".join(_e(_change(k, v)) for k, v in sorted(run.counts.items()) if v)
+        counts = ", ".join(_e(words.change(k, v)) for k, v in sorted(run.counts.items()) if v)
         # A run that stopped short (failed, held for a review) planned nothing it could say.
         quiet = "nothing to do" if run.outcome in ("ok", "dry-run") else "-"
         rows.append((_e(name), services, outcome, counts or quiet))
     return _table(("sync", "services", "last run", "changes"), rows)
-
-
-# What a run's counts (sync.plan_counts) are, in words: a write per target and kind, or apart.
-_CHANGES = {
-    "add_play": "play(s) to add",
-    "remove_play": "play(s) to remove",
-    "set_rating": "rating(s) to set",
-    "remove_rating": "rating(s) to remove",
-}
-_COUNTED_APART = {
-    "held": "held back",
-    "same_viewing": "play(s) taken for one viewing",
-    "skipped": "not sendable yet",
-}
-
-
-def _change(key: str, count: int) -> str:
-    """A run's count in words: `serializd: 3 play(s) to add` for `serializd:add_play`."""
-    target, _, kind = key.rpartition(":")
-    if target and kind in _CHANGES:
-        return f"{target}: {count} {_CHANGES[kind]}"
-    return f"{count} {_COUNTED_APART.get(key, key)}"
 
 
 def _kept_off(kept_off: Sequence[KeptOffCount]) -> list[tuple[str, str]]:
