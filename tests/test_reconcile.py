@@ -17,6 +17,7 @@ from watchbridge.reconcile import (
     Plan,
     Play,
     Rated,
+    SameViewing,
     Side,
     apart_from,
     carry_expected,
@@ -1056,3 +1057,13 @@ def test_a_play_kept_off_its_target_is_not_added_there_and_others_are() -> None:
         ("add_play", "serializd", EP1),
         ("add_play", "serializd", EP2),
     ]
+
+
+def test_plays_taken_for_one_viewing_are_dated_on_the_households_clock(
+    time_zone: Callable[[str], None],
+) -> None:
+    # `watchbridge sync` listed them in UTC: a New York evening read as the next day.
+    time_zone("America/New_York")
+    at = 1_790_000_000.0  # 2026-09-21 14:13:20 UTC
+    pair = SameViewing(EP1, {"trakt": Play(EP1, at, "t1"), "serializd": Play(EP1, at + DAY, "s1")})
+    assert pair.describe() == f"{EP1} trakt 2026-09-21 10:13 EDT ~ serializd 2026-09-22 10:13 EDT"

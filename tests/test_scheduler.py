@@ -10,7 +10,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -934,3 +934,19 @@ async def test_a_sign_in_a_link_raised_is_over_once_a_run_reads_with_it_again(
         await until(lambda: receiver.titles() == [paused, f"Resolved: {paused}"])
         await until(lambda: all(runs_of(runtime, link, "ok") for link in ("ts", "tr")))
     assert receiver.titles() == [paused, f"Resolved: {paused}"]
+
+
+async def test_since_when_a_link_keeps_failing_is_told_on_the_households_clock(
+    tmp_path: Path, receiver: AlertReceiver, time_zone: Callable[[str], None]
+) -> None:
+    time_zone("America/New_York")
+    store = Store.open(tmp_path / "wb.db")
+    for hour in range(3):
+        run_id = store.start_run("ts", 1_790_000_000.0 + hour * 3600.0)
+        assert run_id is not None
+        store.finish_run(run_id, 1_790_000_060.0 + hour * 3600.0, "failed", {}, 1, "x")
+    config = parse_config(f"alerts: {{urls: ['{receiver.apprise_url}']}}", Path("w.yaml"), {})
+    assert await report_run(store, Notifier(config.alerts), "ts", "x") == 3
+    store.close()
+    (body,) = [m["message"] for m in receiver.messages]
+    assert body == "x\n(3 runs in a row failed since 2026-09-21 10:13 EDT)"

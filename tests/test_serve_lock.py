@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -22,6 +23,7 @@ from watchbridge.servelock import (
     AlreadyServing,
     Holder,
     ServiceSeen,
+    described,
     hold,
     lock_path,
     parse_record,
@@ -286,3 +288,11 @@ def test_the_service_that_holds_the_lock_upgrades_its_own_database(tmp_path: Pat
     with sqlite3.connect(database) as conn:
         names = {row[0] for row in conn.execute("SELECT name FROM _sqlite_migrations")}
     assert pending in names
+
+
+def test_the_running_service_is_said_started_on_the_households_clock(
+    time_zone: Callable[[str], None],
+) -> None:
+    time_zone("Europe/Berlin")
+    said = described(Holder(12, "nas", 1_790_000_000.0))
+    assert said == " (pid 12 on host nas, started 2026-09-21 16:13:20 CEST)"

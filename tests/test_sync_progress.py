@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 
 from rich.console import Console
 
@@ -119,3 +120,12 @@ def test_a_terminal_sees_the_delivery_bar_fill() -> None:
         bar.update(1)
         bar.update(4)
     assert "delivering" in screen.getvalue() and "100%" in screen.getvalue()
+
+
+def test_a_cursors_times_are_told_on_the_households_clock(
+    time_zone: Callable[[str], None],
+) -> None:
+    # Under a run time on Berlin's clock, its cursor said "history_at 2026-09-21 14:13 UTC".
+    time_zone("Europe/Berlin")
+    value = '{"all": "2026-11-22T05:45:47.095Z", "history_at": "1790000000"}'
+    assert short_cursor(value) == "all 2026-11-22 06:45 CET, history_at 2026-09-21 16:13 CEST"

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -168,3 +169,15 @@ async def test_the_scheduler_skips_a_busy_link_without_counting_a_failure(
     await task
     assert receiver.titles() == []
     assert rig.trakt.requests == []
+
+
+async def test_a_sync_refused_beside_a_running_one_says_when_on_the_households_clock(
+    rig: Rig, time_zone: Callable[[str], None]
+) -> None:
+    # It said "it counts as over at 14:18 UTC" to a household whose clock read 10:18.
+    time_zone("America/New_York")
+    started = time.time()
+    rig.store.start_run(LINK, started)
+    ends = datetime.fromtimestamp(started + RUN_LEASE, ZoneInfo("America/New_York"))
+    with pytest.raises(WatchbridgeError, match=f"it counts as over at {ends:%H:%M %Z}"):
+        await rig.sync()

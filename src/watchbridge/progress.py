@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from watchbridge.readers import SideRead, SideReader, Tally
 from watchbridge.reconcile import Action, Side
 from watchbridge.store import RunProgress
+from watchbridge.zone import local_time
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -438,11 +439,16 @@ def _short_value(key: str, value: str) -> str:
     stamps = [v for v in value.split(",") if v]
     if key.endswith("_at"):
         try:
-            return datetime.fromtimestamp(float(value), UTC).strftime("%Y-%m-%d %H:%M UTC")
+            return local_time(float(value))
         except ValueError:
             pass
     if stamps and all(_looks_iso(v) for v in stamps):  # the services' own: UTC (Z) all
-        return max(stamps)[:16].replace("T", " ") + " UTC"
+        latest = max(stamps)
+        try:
+            at = datetime.fromisoformat(latest.replace("Z", "+00:00"))
+        except ValueError:
+            return latest[:16].replace("T", " ") + " UTC"
+        return local_time((at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp())
     return value if len(value) <= 24 else value[:23] + "…"
 
 
@@ -456,8 +462,8 @@ def _looks_iso(value: str) -> bool:
 
 def short_cursor(value: str, width: int = 120) -> str:
     """A cursor value for `watchbridge status`: JSON cursors as `key value` pairs with id
-    lists counted and timestamps to the minute in UTC (as the run times beside them), clipped
-    to `width`."""
+    lists counted and timestamps to the minute on the household's clock (as the run times
+    beside them), clipped to `width`."""
     try:
         parsed = json.loads(value)
     except ValueError:

@@ -32,13 +32,13 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Literal
 
 from watchbridge import ratings
 from watchbridge.config import Link
 from watchbridge.guard import CONFIRM, removals_held
+from watchbridge.zone import local_time
 
 MATCH_WINDOW = 36 * 3600.0  # a play on each side within this time is the same viewing
 SAME_VIEWING = 60.0  # ...and this close, certainly so (one viewing, dated by two clocks)
@@ -135,13 +135,9 @@ class SameViewing:
         return next(p.record for s, p in self.plays.items() if s != service)
 
     def describe(self) -> str:
-        """ "ITEM SIDE DATE ~ SIDE DATE", the dates in UTC."""
-        dates = " ~ ".join(f"{s} {_utc(p.at)}" for s, p in self.plays.items())
+        """ "ITEM SIDE DATE ~ SIDE DATE", the dates on the household's clock (zone.py)."""
+        dates = " ~ ".join(f"{s} {local_time(p.at)}" for s, p in self.plays.items())
         return f"{self.item} {dates}"
-
-
-def _utc(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 @dataclass(frozen=True)

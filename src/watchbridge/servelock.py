@@ -23,13 +23,13 @@ import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from watchbridge.errors import StoreError, WatchbridgeError
 from watchbridge.privatefiles import make_private_folder
+from watchbridge.zone import local_time
 
 LOCK_SUFFIX = ".lock"
 _RECORD_BYTES = 4096
@@ -103,9 +103,7 @@ def described(holder: Holder) -> str:
         if part
     )
     when = (
-        "started " + datetime.fromtimestamp(holder.started, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-        if holder.started is not None
-        else ""
+        f"started {local_time(holder.started, seconds=True)}" if holder.started is not None else ""
     )
     parts = ", ".join(part for part in (where, when) if part)
     return f" ({parts})" if parts else ""

@@ -16,7 +16,6 @@ from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import Any
 
 from watchbridge.accounts import (
@@ -94,6 +93,7 @@ from watchbridge.store import (
     ordering_key,
 )
 from watchbridge.webhookwatch import report_stopped
+from watchbridge.zone import local, local_time
 
 log = logging.getLogger(__name__)
 
@@ -1570,7 +1570,7 @@ async def run_link(
     run_id = await _started(store, name, clock)
     if run_id is None:
         until = await asyncio.to_thread(store.run_lease_ends, name)
-        ends = datetime.fromtimestamp(until, UTC).strftime("%H:%M UTC")
+        ends = local(until).strftime("%H:%M %Z")
         raise LinkBusy(
             f"links.{name}: another sync of this link is still running (if it was stopped "
             f"mid-run, it counts as over at {ends})",
@@ -1792,7 +1792,7 @@ async def report_run(
     if failures >= FAILURES_BEFORE_ALERT and not told_elsewhere(causes, alerts.raised):
         began = ""
         if since is not None:
-            began = f" since {datetime.fromtimestamp(since, UTC).strftime('%Y-%m-%d %H:%M UTC')}"
+            began = f" since {local_time(since)}"
         # Why first: a phone shows the first line or so, and the reason carries the fix.
         await alerts.notify(
             "sync_failing",
