@@ -5612,3 +5612,24 @@ def test_a_row_handed_back_keeps_or_gains_the_mark_of_a_send_that_may_have_lande
     claimed: str | None, outcome: str, expected: str | None
 ) -> None:
     assert handed_back(claimed, outcome) == expected
+
+
+class FailsOnItsOwn(ScriptedTrakt):
+    """A target with a bug: its delivery raises where no service answered anything."""
+
+    async def deliver(self, items: list[OutboxItem], now: float) -> dict[int, Outcome]:
+        raise KeyError("ids")
+
+
+async def test_a_delivery_that_failed_on_a_bug_says_so_in_words_on_hold(
+    runtime: Runtime, worker: DeliveryWorker, clock: FakeClock
+) -> None:
+    # The page's "on hold" row said "internal error: KeyError".
+    runtime.store.enqueue([a_play_for("trakt", "me", clock)], clock())
+    worker.targets = {"trakt": FailsOnItsOwn()}
+    await worker.pass_once(runtime)
+    (held,) = runtime.store.status().waiting
+    assert held.reason == (
+        "watchbridge failed while sending to Trakt (a bug: KeyError); it tries again later, "
+        "and its log says what to report"
+    )

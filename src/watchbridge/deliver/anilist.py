@@ -116,6 +116,7 @@ from watchbridge.deliver.worker import (
     Skipped,
     at_last_try,
     changed_hold,
+    crashed,
     enriched,
     for_the_account,
     per_profile,
@@ -1033,7 +1034,7 @@ class AniListTarget:
         if isinstance(exc, AniListError):
             return Retry(exc.message)
         log.error("unexpected error delivering to AniList", exc_info=exc)
-        return Retry(f"internal error: {type(exc).__name__}")
+        return crashed("anilist", exc)
 
     async def _deliver_profile(
         self, profile: str, rows: Sequence[OutboxItem], outcomes: dict[int, Outcome]

@@ -76,6 +76,7 @@ from watchbridge.deliver.worker import (
     Outcome,
     Retry,
     Skipped,
+    crashed,
     per_profile,
     shows_an_answer,
     unreadable_row,
@@ -311,7 +312,7 @@ class PlexTarget:
         if isinstance(exc, PlexError):
             return Retry(exc.message)
         log.error("unexpected error delivering to Plex", exc_info=exc)
-        return Retry(f"internal error: {type(exc).__name__}")
+        return crashed("plex", exc)
 
     def _read_by_a_link(self, profile: str) -> bool:
         return any(

@@ -57,6 +57,7 @@ from watchbridge.deliver.worker import (
     Retry,
     Skipped,
     changed_hold,
+    crashed,
     enriched,
     for_the_account,
     per_profile,
@@ -299,7 +300,7 @@ class SerializdTarget:
         if isinstance(exc, SerializdError):
             return Retry(exc.message)
         log.error("unexpected error delivering to Serializd", exc_info=exc)
-        return Retry(f"internal error: {type(exc).__name__}")
+        return crashed("serializd", exc)
 
     async def _deliver_profile(
         self, profile: str, rows: Sequence[OutboxItem], outcomes: dict[int, Outcome]

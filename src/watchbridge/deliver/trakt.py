@@ -29,6 +29,7 @@ from watchbridge.deliver.worker import (
     Retry,
     Skipped,
     changed_hold,
+    crashed,
     for_the_account,
     is_start,
     is_unmatched,
@@ -491,7 +492,7 @@ class TraktTarget:
         if isinstance(exc, TraktError):
             return Retry(exc.message)
         log.error("unexpected error delivering to Trakt", exc_info=exc)
-        return Retry(f"internal error: {type(exc).__name__}")
+        return crashed("trakt", exc)
 
     async def _deliver_profile(
         self, profile: str, rows: Sequence[OutboxItem], now: float, outcomes: dict[int, Outcome]

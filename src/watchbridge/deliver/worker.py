@@ -493,6 +493,15 @@ def unsure(outcome: Outcome) -> Outcome:
     return outcome
 
 
+def crashed(target: str, exc: BaseException) -> Retry:
+    """The retry of rows a target's own bug failed (no service answered it), told as the
+    person reading the status page needs it: whose fault, and that the log has the rest."""
+    return Retry(
+        f"watchbridge failed while sending to {service_title(target)} (a bug: "
+        f"{type(exc).__name__}); it tries again later, and its log says what to report"
+    )
+
+
 def service_hold(exc: Unavailable, retry_after: float) -> Hold:
     """The hold for a service that cannot take deliveries now. A write it answered with a
     server error (possibly after writing) may be the request's own fault: its rows spend."""
@@ -1203,8 +1212,8 @@ class DeliveryWorker:
                 raise
             except Exception as exc:  # a target bug must not lose rows: retry them
                 log.exception("target crashed", extra={"target": name})
-                crashed = Retry(f"internal error: {type(exc).__name__}")
-                outcomes = await undecided(store, todo, crashed)
+                crashed_rows = crashed(name, exc)
+                outcomes = await undecided(store, todo, crashed_rows)
             outcomes |= interrupted
             if fence.refused:
                 items = await self._hand_back_fenced(runtime, target, items, outcomes, fence)
