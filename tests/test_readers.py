@@ -13,7 +13,7 @@ from tests.harness import loop_held, sign_in_trakt
 from watchbridge.config import Link, TraktConfig
 from watchbridge.http import Pacer
 from watchbridge.model import Ids, MediaRef, ref_to_dict
-from watchbridge.readers.serializd import merge_diary, unanswered_copies, with_written
+from watchbridge.readers.serializd import merge_diary, missed_by, unanswered_copies, with_written
 from watchbridge.readers.trakt import (
     RECENT_EPISODES,
     RECONCILE_WINDOW,
@@ -33,7 +33,7 @@ from watchbridge.reconcile import (
     expect,
     settle_expected,
 )
-from watchbridge.services.serializd import DiaryEntry
+from watchbridge.services.serializd import DiaryEntry, DiaryRead
 from watchbridge.services.trakt import HistoryPlay, TraktClient
 from watchbridge.sides import ref_for_key, trakt_side
 from watchbridge.store import Store
@@ -280,6 +280,21 @@ def test_a_delta_read_takes_the_diary_entries_our_deliveries_wrote_since_the_las
     written = {"episode:tmdb:1396:s1e1@100": 7, "episode:tmdb:1396:s1e2@200": 8}
     side = with_written(Side(), written, accounted={7})  # 7 was there at the last read
     assert side.plays == (Play("episode:tmdb:1396:s1e2", 12000.0, "8"),)
+
+
+@pytest.mark.parametrize("changed", [False, True])
+def test_a_read_listing_none_the_baseline_relied_on_proves_them_gone_unless_it_saw_a_change(
+    changed: bool,
+) -> None:
+    """A read listing none of the entries relied on reads another account's diary, or an
+    emptied one: they are gone. Not from a read that saw the diary grow under it (taken all
+    the same, `diary_read`'s `growing`): a row it moved onto a page already read may be the
+    only one relied on. Missed once, it is read again by the next run."""
+    read = DiaryRead([], listed=frozenset({5, 6}), changed=changed)
+    gone, once = missed_by(read, {4}, frozenset(), known=frozenset({4, 5}))
+    assert (gone, once) == (
+        (frozenset(), frozenset({4})) if changed else (frozenset({4}), frozenset())
+    )
 
 
 def test_an_entry_already_on_the_side_is_not_taken_twice() -> None:

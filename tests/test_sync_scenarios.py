@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import pytest
@@ -1058,6 +1058,71 @@ async def test_an_entry_deleted_while_the_diary_is_read_takes_only_its_own_play_
 
 
 DIARY_PAGE = "GET /api/user/{username}/diary"
+
+
+@pytest.mark.parametrize("order", ["newest", "jittered"])
+async def test_a_play_logged_while_the_diary_is_read_holds_up_no_run(
+    rig: Rig,
+    trakt: FakeTrakt,
+    serializd: FakeSerializd,
+    app: TraktApp,
+    order: Literal["newest", "jittered"],
+) -> None:
+    """A busy household: a play lands in the diary (the user's app, or our own delivery of
+    a webhook) while the daily read pages through it. The read goes on: an entry added at
+    the top pushes the rows after it onto pages still to be read ("newest"); in pages not
+    reliably in order (§5.1, "jittered") a row may move onto a page already read, and its
+    miss proves nothing (the next run reads the diary again). The run copies what it read
+    (Trakt's new play reaches Serializd, nothing is taken from Trakt), and the next run
+    brings the new entry. Failing such a read would let every play logged during a full
+    read hold the whole link up, and a busy evening set off its 'keeps failing' alert."""
+    serializd.diary_page_size = 2  # four entries on two pages
+    serializd.diary_order = order
+    await four_plays_on_both_sides(rig, app, serializd, origin="serializd")
+    app.watch(1, 5, ago(1))
+    e6 = log(serializd, 1, 6, ago(0.5))
+    with serializd.lock:
+        serializd.user.reviews.remove(e6)
+    serializd.logged_before_page = (2, e6)
+    await rig.sync_and_deliver(full=True)
+    assert serializd.logged_before_page is None  # it happened, during the read
+    assert [p[:2] for p in diary_plays(serializd)] == [(1, n) for n in range(1, 7)]
+    # e6 too if the read happened to list it; every other play is there, and none twice
+    assert [p[:2] for p in trakt_plays(trakt)][:5] == [(1, n) for n in range(1, 6)]
+    await rig.sync_and_deliver()
+    assert [p[:2] for p in trakt_plays(trakt)] == [(1, n) for n in range(1, 7)]
+    assert rig.store.outbox_counts()["dead"] == 0
+
+
+async def test_an_entry_a_growing_diary_read_misses_keeps_its_play_on_trakt(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    """The diary grows under the daily read, but not only: e4 (page 1, listed) is deleted
+    and e5 and e6 are logged (older `dateAdded`: the pages are not reliably newest first,
+    §5.1, so they land on page 2), and e2 moves up onto page 1, never seen. A read that saw
+    the count move cannot tell it listed every row: e2's miss proves nothing, its play stays
+    on Trakt and the next run reads the whole diary again (listing e2); e4 goes with the
+    next daily read, which sees no change."""
+    serializd.diary_page_size = 2
+    serializd.diary_order = "newest"  # e4 e3 | e2 e1; page 2 then answers e1 e5 (e2 moved up)
+    await four_plays_on_both_sides(rig, app, serializd, origin="serializd")
+    logged = [
+        log(serializd, 1, n, ago(1), date_added=iso(serializd.now() - DAY - n)) for n in (5, 6)
+    ]
+    with serializd.lock:
+        for review_ in logged:
+            serializd.user.reviews.remove(review_)
+    serializd.deleted_before_page = (2, review(serializd, 4))
+    serializd.logged_before_page = (2, logged)
+    await rig.sync_and_deliver(full=True)
+    assert serializd.logged_before_page is None  # it happened, during the read
+    assert [p[:2] for p in trakt_plays(trakt)] == [(1, n) for n in range(1, 7)]
+    before = serializd.count(*DIARY_PAGE.split(" "))
+    await rig.sync_and_deliver()
+    assert serializd.count(*DIARY_PAGE.split(" ")) - before == 3  # the whole diary again
+    assert [p[:2] for p in trakt_plays(trakt)] == [(1, n) for n in range(1, 7)]
+    await rig.sync_and_deliver(full=True)
+    assert [p[:2] for p in trakt_plays(trakt)] == [(1, 1), (1, 2), (1, 3), (1, 5), (1, 6)]
 
 
 async def test_an_entry_a_shifting_diary_read_misses_keeps_its_play_and_rating_on_trakt(

@@ -275,9 +275,10 @@ class FakeSerializd(FakeServer):
         self.diary_ignores_page = False
         # The user deletes this entry in the app just before this diary page is answered.
         self.deleted_before_page: tuple[int, Review] | None = None
-        # The user logs this entry (made by ``log_entry``, then taken out of the diary) in the
-        # app just before this diary page is answered; with a deletion, the count stays.
-        self.logged_before_page: tuple[int, Review] | None = None
+        # The user logs this entry, or these (made by ``log_entry``, then taken out of the
+        # diary), in the app just before this diary page is answered; with a deletion of one,
+        # one logged keeps the count.
+        self.logged_before_page: tuple[int, Review | list[Review]] | None = None
         # §5.1: `totalReviews` is an int or null ("null": every diary page answers null).
         self.diary_total_reviews: Literal["count", "null"] = "count"
         # Diary rows answered with a `showSeasons` list lacking their own season (TMDB
@@ -740,7 +741,8 @@ class FakeSerializd(FakeServer):
             owner.reviews.remove(self.deleted_before_page[1])
             self.deleted_before_page = None
         if self.logged_before_page is not None and self.logged_before_page[0] == page:
-            owner.reviews.append(self.logged_before_page[1])
+            logged = self.logged_before_page[1]
+            owner.reviews.extend(logged if isinstance(logged, list) else [logged])
             self.logged_before_page = None
         rows = self._diary_order(owner.reviews)
         size = self.diary_page_size

@@ -338,9 +338,10 @@ def missed_by(
     already (not `known`: the baseline keeps the plays of removals held for confirmation);
     else it is missed once, and read again by the next run. A read listing none of them
     reads another diary (another account signed in) or an emptied one: no shift hides them
-    all, and the account check must see their plays gone. Pure."""
+    all, and the account check must see their plays gone; unless the read saw the diary
+    change (`changed`), which may have hidden the only one or two. Pure."""
     missed = frozenset(relied) - read.listed
-    if missed == relied or (read.all_listed and read.listed <= known):
+    if (missed == relied and not read.changed) or (read.all_listed and read.listed <= known):
         return missed, frozenset()
     once = (missed & known) - missed_before
     return missed - once, once
@@ -654,7 +655,7 @@ class SerializdReader:
     async def _read_again(self, profile: str) -> DiaryRead:
         """The whole diary, read by the run after a full read missed entries once (`MISSED`):
         only a second read proves them gone. Its new entries serve as the delta read's."""
-        whole_diary = await self.client.diary_read(profile)
+        whole_diary = await self.client.diary_read(profile, growing=True)
         await self._forget_first_misses(profile, whole_diary.listed)
         return whole_diary
 
@@ -786,7 +787,7 @@ class SerializdReader:
         missed: frozenset[int] = frozenset()
         before = json.loads(cursors.get("rating_rows") or "{}")
         if full:
-            whole_diary = await self.client.diary_read(profile)
+            whole_diary = await self.client.diary_read(profile, growing=True)
             await self._forget_first_misses(profile, whole_diary.listed)
             diary = whole_diary.entries
             known = known_ids(cursors) | set(written.values())

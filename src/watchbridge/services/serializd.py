@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from itertools import pairwise
 from typing import Any
 from urllib.parse import quote
 
@@ -531,6 +532,7 @@ class DiaryRead:
     unreadable: frozenset[int] = frozenset()
     listed: frozenset[int] = frozenset()
     counted: int | None = None  # `totalReviews` as every page answered it (None: not all did)
+    changed: bool = False  # the count moved while it was read (`diary_read`'s `growing`)
 
     @property
     def all_listed(self) -> bool:
@@ -674,6 +676,13 @@ def _changed_while_read(totals: Sequence[int | None]) -> bool:
     """Whether a diary read page by page saw the diary change: its count moved between pages
     (the count alone may include rows a read cannot use, §5.1). Pure."""
     return len({t for t in totals if t is not None}) > 1
+
+
+def _grew_while_read(totals: Sequence[int | None]) -> bool:
+    """Whether the count a diary read saw moved, and only up: entries were logged while it
+    was read (a busy household's plays, ours among them), none seen deleted. Pure."""
+    counts = [t for t in totals if t is not None]
+    return _changed_while_read(counts) and all(a <= b for a, b in pairwise(counts))
 
 
 def whole_read(
@@ -1300,14 +1309,22 @@ class SerializdClient:
         watch first, each id once."""
         return (await self.diary_read(profile)).entries
 
-    async def diary_read(self, profile: str) -> DiaryRead:
-        """`diary`, with the ids of the rows that could not be read."""
+    async def diary_read(self, profile: str, growing: bool = False) -> DiaryRead:
+        """`diary`, with the ids of the rows that could not be read. A diary that changes
+        while it is read raises (`_diary_pages`); with `growing`, one that only grew (its
+        count went up between pages) is read all the same, as a read that cannot tell it
+        listed every row (`counted` None, `changed`), as one of a diary answering no count:
+        an entry it misses is gone only if the next run's read misses it too
+        (`readers.serializd.missed_by`). A busy household logs plays all evening: a link
+        whose daily read failed on each of them would not run at all."""
         unread: list[int | None] = []
         totals: list[int | None] = []
-        entries = await self._diary_pages(profile, unread, totals=totals)
+        entries = await self._diary_pages(profile, unread, totals=totals, growing=growing)
         unreadable = frozenset(i for i in unread if i is not None)
-        counted = totals[0] if totals and None not in totals else None
-        return DiaryRead(entries, unreadable, unreadable | {e.id for e in entries}, counted)
+        changed = _changed_while_read(totals)
+        counted = totals[0] if totals and None not in totals and not changed else None
+        listed = unreadable | {e.id for e in entries}
+        return DiaryRead(entries, unreadable, listed, counted, changed)
 
     async def diary_added_since(self, profile: str, since: float) -> DiaryRead:
         """The entries added after `since` (`dateAdded`, Serializd's clock), ours included,
@@ -1385,6 +1402,7 @@ class SerializdClient:
         sought: frozenset[int] = frozenset(),
         seen: set[int] | None = None,
         totals: list[int | None] | None = None,
+        growing: bool = False,
     ) -> list[DiaryEntry]:
         """The entries read, and the ids of the rows that could not be read added to `unread`
         (None: a row without an id, which fails a whole read: it cannot be told from any
@@ -1393,7 +1411,8 @@ class SerializdClient:
         default those `new`), reading until `old_pages` pages in a row hold none `new` (see
         `diary_until`; the reference, §5.1, advises going on past two such pages, as the
         pages are not reliably sorted). `seen` gets the id of every readable row read;
-        `totals` each page's `totalReviews` (an int, or None: the page answered null)."""
+        `totals` each page's `totalReviews` (an int, or None: the page answered null). A
+        whole read that sees the diary change raises, unless `growing` and it only grew."""
         all_of_it = new is None
         keep = kept or new
         found: dict[int, DiaryEntry] = {}
@@ -1427,9 +1446,12 @@ class SerializdClient:
                 if old_in_a_row >= old_pages:
                     break
             page, previous = page + 1, [e.id for e in entries]
-        if all_of_it and _changed_while_read(totals):
+        grew = growing and _grew_while_read(totals)
+        if all_of_it and _changed_while_read(totals) and not grew:
             # An entry deleted (or added) while the pages were read shifts the rows after it
             # onto a page already read: one row is never seen, and would count as removed.
+            # One only added pushes the rows after it onto pages still to read (and a row it
+            # moves back in pages out of order, §5.1, is missed once by `growing`'s reader).
             raise SerializdUnavailable(
                 SERVICE,
                 f"the diary changed while it was read ({len(found)} entries seen, "
