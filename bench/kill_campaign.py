@@ -25,13 +25,15 @@ answer 429 or 5xx; `history` rounds hold a write at one of them.
 
 `--sync-rounds N` (Trakt and Serializd) adds a link `trakt-serializd` and plays on Trakt only;
 N rounds `kill -9` a `watchbridge sync` (and about every other one the service beside it) at
-a random moment, then one sync runs to its end: every Trakt play once on Serializd at its
-time, nothing copied back. A killed run holds the link for `RUN_LEASE` (5 minutes): syncs
+a random moment while webhooks flow. Then, the senders stopped and the service beside it
+drained (`--drain-timeout`), one sync runs to its end: every Trakt play once on Serializd at
+its time, nothing copied back (the final check fails on a play of the link missing, doubled
+or misdated on either side). A killed run holds the link for `RUN_LEASE` (5 minutes): syncs
 started meanwhile are refused (exit 1, said so), and the last one is tried again until the
 lease is over.
 
     .venv/bin/python bench/kill_campaign.py [--rounds 30] [--targets trakt,serializd,anilist]
-        [--sync-rounds 8] [--seed N] [--keep]
+        [--sync-rounds 8] [--drain-timeout 180] [--seed N] [--keep]
 """
 
 from __future__ import annotations
@@ -659,31 +661,20 @@ class Campaign:
             cut = [f"{name} {r.path} -{asked - r.time:.2f}s" for name, r in on_its_way]
             print(f"  {len(new_marks)} marked: writes on their way at the stop {cut}")
 
-    def sync_round(self, round_: int, last: bool) -> None:
-        """A `watchbridge sync` of the link beside the service: killed at a random moment (the
-        service with it every other round), or (`last`) run to its end."""
-        told = faults(self.fakes, self.rng, gentle=True) if not last else "none"
-        if last:
-            for fake in self.fakes.all():
-                fake.clear_knobs()
+    def sync_round(self, round_: int) -> None:
+        """A `watchbridge sync` of the link beside the service, while the senders post
+        webhooks: killed at a random moment (the service with it every other round)."""
+        told = faults(self.fakes, self.rng, gentle=True)
         service = spawn(self.path, self.log)
         if not ready(self.url, service):
             self.problems.append(f"sync round {round_}: service not ready")
         senders, threads = self.senders()
         sync = spawn(self.path, self.log, "sync", "--link", "trakt-serializd", "--yes")
-        if last:
-            code = sync.wait(600)
-            while code != 0 and self.lease_held():  # a killed run holds the link a while
-                time.sleep(10)
-                sync = spawn(self.path, self.log, "sync", "--link", "trakt-serializd", "--yes")
-                code = sync.wait(600)
-            both = False
-        else:
-            time.sleep(self.rng.uniform(0.3, 6.0))  # a run takes a few seconds here
-            both = self.rng.random() < 0.5
-            sync.kill()
-            code = sync.wait()
-            self.sync_kills += code == -signal.SIGKILL  # else it had finished
+        time.sleep(self.rng.uniform(0.3, 6.0))  # a run takes a few seconds here
+        both = self.rng.random() < 0.5
+        sync.kill()
+        code = sync.wait()
+        self.sync_kills += code == -signal.SIGKILL  # else it had finished
         for sender in senders:
             sender.stop.set()
         for thread in threads:
@@ -694,25 +685,58 @@ class Campaign:
         else:
             self.stop(service, round_, term=True)
         service.wait()
-        what = "ran to its end" if last or code == 0 else "killed"
+        what = "ran to its end" if code == 0 else "killed"
         what += " (the service killed)" if both else ""
         print(f"sync round {round_}: sync {what} ({told}), exit {code}", flush=True)
-        if last and code != 0:
-            self.problems.append(f"the last sync exited {code}")
 
-    def lease_held(self) -> bool:
-        """Whether a killed sync still holds the link (its run counts as over after
-        `RUN_LEASE`: "another sync of this link is still running")."""
-        lines = self.log.read_text(encoding="utf-8", errors="replace").splitlines()
-        return bool(lines) and "another sync of this link is still running" in lines[-1]
-
-    def drain(self) -> None:
+    def last_sync(self, round_: int) -> None:
+        """The sync run to its end, once every sender has stopped and the service beside it
+        has delivered what they sent: what the link then finds is what it must copy. (With
+        webhooks still flowing, every play the service delivered to Serializd changed the
+        diary under the link's whole read, and a run could fail on that instead.)"""
         for fake in self.fakes.all():
             fake.clear_knobs()
-        proc = spawn(self.path, self.log)
-        ready(self.url, proc)
-        # Serializd's pace (2 requests a second) drains a campaign's plays in many minutes:
-        # the drain ends when nothing waits, or when nothing was delivered for a while.
+        service = spawn(self.path, self.log)
+        if not ready(self.url, service):
+            self.problems.append(f"sync round {round_}: service not ready")
+        waiting = self.drained("before the last sync")
+        # The service's own scheduled run of the link (a minute after its start) may have
+        # copied some during the drain: said, as the check holds either run to the same.
+        copied = self.link_copies()
+        log = self.directory / "last-sync.log"  # its own: the service logs beside it
+        sync = spawn(self.path, log, "sync", "--link", "trakt-serializd", "--yes")
+        code = sync.wait(900)
+        while code != 0 and self.lease_held(log):  # a killed run holds the link a while
+            time.sleep(10)
+            sync = spawn(self.path, log, "sync", "--link", "trakt-serializd", "--yes")
+            code = sync.wait(900)
+        self.stop(service, round_, term=True)
+        said = [line for line in log.read_text(errors="replace").splitlines() if "queued" in line]
+        print(
+            f"sync round {round_}: sync ran to its end after the drain ({len(waiting)} waiting; "
+            f"{copied} of the link's {SYNC_SEASONS * SYNC_EPISODES} plays on Serializd before "
+            f"it, {self.link_copies()} after), exit {code}: {said[-1] if said else '?'}",
+            flush=True,
+        )
+        if code != 0:
+            self.problems.append(f"the last sync exited {code}")
+
+    def link_copies(self) -> int:
+        """The diary entries of the show whose plays are on Trakt only (the link's to copy)."""
+        assert self.fakes.serializd is not None
+        return sum(1 for r in self.fakes.serializd.diary() if r.show_id == SYNC_TMDB)
+
+    def lease_held(self, log: Path) -> bool:
+        """Whether a killed sync still holds the link (its run counts as over after
+        `RUN_LEASE`: "another sync of this link is still running"), as the sync logging to
+        `log` said last."""
+        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+        return bool(lines) and "another sync of this link is still running" in lines[-1]
+
+    def drained(self, when: str) -> list[tuple[Any, ...]]:
+        """Wait while the running service delivers: until nothing waits, or nothing was
+        delivered for `--drain-timeout` seconds (Serializd's pace, 2 requests a second,
+        drains a campaign's plays in many minutes). The rows still waiting, each a problem."""
         done, moved = -1, time.monotonic()
         while time.monotonic() - moved < self.args.drain_timeout:
             if not rows(self.db, "status IN ('pending', 'inflight')"):
@@ -723,11 +747,19 @@ class Campaign:
             time.sleep(2)
         time.sleep(3)
         waiting = rows(self.db, "status IN ('pending', 'inflight')")
+        if waiting:
+            self.problems.append(f"still waiting {when}: {waiting[:5]}")
+        return waiting
+
+    def drain(self) -> None:
+        for fake in self.fakes.all():
+            fake.clear_knobs()
+        proc = spawn(self.path, self.log)
+        ready(self.url, proc)
+        self.drained("after the drain")
         dead = rows(self.db, "status = 'dead'")
         proc.send_signal(signal.SIGTERM)
         proc.wait(20)
-        if waiting:
-            self.problems.append(f"still waiting after the drain: {waiting[:5]}")
         for row in dead:
             self.problems.append(f"dead letter: {row}")
 
@@ -738,8 +770,10 @@ class Campaign:
         for round_ in range(self.args.rounds):
             if not self.service_round(round_):
                 break
-        for round_ in range(self.args.sync_rounds + (1 if self.sync else 0)):
-            self.sync_round(round_, last=round_ == self.args.sync_rounds)
+        for round_ in range(self.args.sync_rounds):
+            self.sync_round(round_)
+        if self.sync:
+            self.last_sync(self.args.sync_rounds)
         self.drain()
         self.check()
         minutes = (time.monotonic() - started) / 60
