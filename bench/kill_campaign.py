@@ -25,12 +25,12 @@ answer 429 or 5xx; `history` rounds hold a write at one of them.
 
 `--sync-rounds N` (Trakt and Serializd) adds a link `trakt-serializd` and plays on Trakt only;
 N rounds `kill -9` a `watchbridge sync` (and about every other one the service beside it) at
-a random moment while webhooks flow. Then, the senders stopped and the service beside it
-drained (`--drain-timeout`), one sync runs to its end: every Trakt play once on Serializd at
-its time, nothing copied back (the final check fails on a play of the link missing, doubled
-or misdated on either side). A killed run holds the link for `RUN_LEASE` (5 minutes): syncs
-started meanwhile are refused (exit 1, said so), and the last one is tried again until the
-lease is over.
+a random moment while webhooks flow. Then, the senders stopped and the service drained
+(`--drain-timeout`) and stopped, one sync runs to its end and delivers what it queued: every
+Trakt play once on Serializd at its time, nothing copied back (the final check fails on a
+play of the link missing, doubled or misdated on either side). A killed run holds the link
+for `RUN_LEASE` (5 minutes): syncs started meanwhile are refused (exit 1, said so), and the
+last one is tried again until the lease is over.
 
     .venv/bin/python bench/kill_campaign.py [--rounds 30] [--targets trakt,serializd,anilist]
         [--sync-rounds 8] [--drain-timeout 180] [--seed N] [--keep]
@@ -690,27 +690,27 @@ class Campaign:
         print(f"sync round {round_}: sync {what} ({told}), exit {code}", flush=True)
 
     def last_sync(self, round_: int) -> None:
-        """The sync run to its end, once every sender has stopped and the service beside it
-        has delivered what they sent: what the link then finds is what it must copy. (With
-        webhooks still flowing, every play the service delivered to Serializd changed the
-        diary under the link's whole read, and a run could fail on that instead.)"""
+        """The sync run to its end, once every sender has stopped and the service has
+        delivered what they sent, and stopped: what the link then finds is what it must copy,
+        and this run copies it (the service's own scheduled run of the link, a minute after
+        its start, would otherwise take it over once a killed run's lease ends). With
+        webhooks still flowing, every play the service delivered to Serializd grew the diary
+        under the link's whole read."""
         for fake in self.fakes.all():
             fake.clear_knobs()
         service = spawn(self.path, self.log)
         if not ready(self.url, service):
             self.problems.append(f"sync round {round_}: service not ready")
         waiting = self.drained("before the last sync")
-        # The service's own scheduled run of the link (a minute after its start) may have
-        # copied some during the drain: said, as the check holds either run to the same.
+        self.stop(service, round_, term=True)
         copied = self.link_copies()
-        log = self.directory / "last-sync.log"  # its own: the service logs beside it
+        log = self.directory / "last-sync.log"
         sync = spawn(self.path, log, "sync", "--link", "trakt-serializd", "--yes")
         code = sync.wait(900)
         while code != 0 and self.lease_held(log):  # a killed run holds the link a while
             time.sleep(10)
             sync = spawn(self.path, log, "sync", "--link", "trakt-serializd", "--yes")
             code = sync.wait(900)
-        self.stop(service, round_, term=True)
         said = [line for line in log.read_text(errors="replace").splitlines() if "queued" in line]
         print(
             f"sync round {round_}: sync ran to its end after the drain ({len(waiting)} waiting; "
