@@ -10,6 +10,7 @@ import gc
 import itertools
 import logging
 import os
+import re
 import select
 import signal
 import socket
@@ -501,8 +502,8 @@ class PausedRead:
     machine instructions) let run first, so that it stops with its read begun (its locks
     taken) rather than at its start."""
 
-    def __init__(self, what: str, after: int = 0, steps: int = 0) -> None:
-        self.what = what
+    def __init__(self, what: str | re.Pattern[str], after: int = 0, steps: int = 0) -> None:
+        self.what = what  # a piece of its SQL, or a pattern the SQL matches somewhere
         self.after = after  # statements reading `what` let through before the one stopped
         self.steps = steps
         self.started = 0
@@ -514,8 +515,9 @@ class PausedRead:
         steps = [0]
 
         def started(sql: str) -> None:
-            running[0] = self.what in sql and self.started == self.after
-            self.started += self.what in sql
+            reads = self.what in sql if isinstance(self.what, str) else bool(self.what.search(sql))
+            running[0] = reads and self.started == self.after
+            self.started += reads
 
         def step() -> int:
             if not running[0] or self.reached.is_set():
@@ -535,7 +537,7 @@ PAUSE_BOUND = 10.0  # seconds: only bounds a test that fails (nothing releases t
 
 @contextlib.contextmanager
 def paused_read(
-    what: str, *opened: sqlite3.Connection, after: int = 0, steps: int = 0
+    what: str | re.Pattern[str], *opened: sqlite3.Connection, after: int = 0, steps: int = 0
 ) -> Iterator[PausedRead]:
     """A `PausedRead` of `what` (the one after the first `after` such statements, once it
     ran `steps` steps) on the connections `opened` and on every one opened in the block;

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import Callable
 
 import pytest
@@ -17,10 +18,21 @@ from tests import test_delivery as delivery
 from tests.fakes.base import Request
 from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.fakes.trakt import FakeTrakt
-from tests.test_delivery import _late_play, close_targets, movies, outbox, worker_for
+from tests.harness import paused_read, store_connections, until
+from tests.test_delivery import (
+    ARRIVAL,
+    HEAT,
+    _late_play,
+    _rating,
+    close_targets,
+    movies,
+    outbox,
+    worker_for,
+)
 from watchbridge.app import Runtime
 from watchbridge.model import MediaRef
 from watchbridge.store import CRASHES_ALONE
+from watchbridge.wiring import build_runtime
 
 pytestmark = pytest.mark.anyio
 
@@ -148,3 +160,44 @@ async def test_a_play_that_takes_the_service_down_each_time_dies_alone(
     gave_up = [m for m in receiver.messages if "gave up" in str(m.get("title"))]
     assert len(gave_up) == 1
     assert "each time it was sent alone" in str(gave_up[0].get("message"))
+
+
+# The worker's look, as it records a batch, at which of its rows it still holds.
+RECORDING = re.compile(r"SELECT id FROM outbox WHERE id IN \([\d, ]+\) AND status = 'inflight'")
+
+
+async def test_a_kill_as_a_stopped_batch_is_recorded_costs_its_sent_row_no_try(
+    runtime: Runtime, trakt: FakeTrakt, clock: FakeClock, receiver: AlertReceiver
+) -> None:
+    # One batch: a late play (a history add) and a rating (a second request). SIGTERM comes
+    # while the add's answer is on its way: the add landed, the rating is not begun and goes
+    # back. The stop's grace runs out there (kill -9), before the batch is recorded. The play
+    # was not alone in its batch: the kill spends none of its tries (it had one left), and
+    # at the next start it is looked for on Trakt, found, and done.
+    trakt.advance(clock() - trakt.now())
+    late, rated = _late_play(HEAT, clock() - 3600, "late"), _rating(ARRIVAL, clock(), "r", 80)
+    runtime.store.enqueue([late, rated], clock())
+    with runtime.store.transaction() as conn:  # its last try left (max_attempts: 3)
+        conn.execute("UPDATE outbox SET attempts = 2, last_error = 'timed out' WHERE id = 1")
+    adding = trakt.hold_next(route="POST /sync/history")
+    stop = asyncio.Event()
+    with paused_read(RECORDING, *store_connections(runtime.store)) as killed:
+        running = asyncio.create_task(worker_for(runtime).run(runtime, stop))
+        await until(lambda: trakt.count("POST", "/sync/history") == 1)
+        stop.set()
+        adding.set()
+        await until(killed.reached.is_set)  # killed there: that process writes nothing more
+        again = build_runtime(runtime.config, clock=clock)
+        again.open()
+        try:
+            assert not await Hangs(trakt).one_life(again, clock)
+            assert again.store.dead_letters() == []
+            rows = {r["idempotency_key"]: r for r in again.store._query("SELECT * FROM outbox")}
+        finally:
+            again.close()
+    await running
+    assert [(r["status"], r["attempts"]) for r in rows.values()] == [("done", 3), ("done", 1)]
+    assert not any("cut short" in (r["last_error"] or "") for r in rows.values())
+    assert [p.item.title for p in trakt.history()] == ["Heat"]
+    assert [(r.item.title, r.rating) for r in trakt.ratings()] == [("Arrival", 8)]
+    assert not any("gave up" in t for t in receiver.titles())

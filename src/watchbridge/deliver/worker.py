@@ -1215,9 +1215,10 @@ class DeliveryWorker:
                 crashed_rows = crashed(name, exc)
                 outcomes = await undecided(store, todo, crashed_rows)
             outcomes |= interrupted
+            back: list[Settlement] = []
             if fence.refused:
-                items = await self._hand_back_fenced(runtime, target, items, outcomes, fence)
-            await self._record(runtime, target, items, outcomes, name in answered)
+                items, back = self._hand_back_fenced(runtime, target, items, outcomes, fence)
+            await self._record(runtime, target, items, outcomes, name in answered, back)
         if runtime.clock() >= self._look_for_untold_at and not self._telling.locked():
             async with self._telling:  # one target loop at a time: each alert goes out once
                 self._look_for_untold_at = runtime.clock() + UNTOLD_LOOK_EVERY
@@ -1266,20 +1267,23 @@ class DeliveryWorker:
             with contextlib.suppress(asyncio.CancelledError):
                 await renewing
 
-    async def _hand_back_fenced(
+    def _hand_back_fenced(
         self,
         runtime: Runtime,
         target: Target,
         items: Sequence[OutboxItem],
         outcomes: dict[int, Outcome],
         fence: Fence,
-    ) -> list[OutboxItem]:
+    ) -> tuple[list[OutboxItem], list[Settlement]]:
         """The rows a fenced write left unsent that this worker still holds go back as they
         were claimed (their reason, their mark; no attempt spent, due now): no hold, retry
         nor alert of a failure that was none. A row whose outcome says a try of this batch
         may have landed goes back marked (`handed_back`), due as after a lost answer (the
         service may still be writing it), as a stop mid-delivery leaves it. Returns the
-        rest, to record as usual (the rows another worker took are left to it there)."""
+        rest, to record as usual (the rows another worker took are left to it there), and
+        the settlements that hand those rows back, written with the rest's (`_record`): a
+        kill between two writes would leave the rest in flight as if alone in their batch,
+        and a crash spends the try of a row in flight alone (store.CRASHES_ALONE)."""
         back = {
             item.id: (item, outcome.reason)
             for item in items
@@ -1305,8 +1309,7 @@ class DeliveryWorker:
                 now + self.config.retry_after if (error or "").startswith(UNKNOWN_OUTCOME) else now
             )
             settled.append(Settlement(item.id, "pending", due, error, False, handed_back=True))
-        await asyncio.to_thread(runtime.store.settle, now, settled, self.worker_id)
-        return [item for item in items if item.id not in back]
+        return [item for item in items if item.id not in back], settled
 
     async def _record(
         self,
@@ -1315,10 +1318,12 @@ class DeliveryWorker:
         items: Sequence[OutboxItem],
         outcomes: dict[int, Outcome],
         answered: bool,
+        handed_back: Sequence[Settlement] = (),
     ) -> None:
         """Settle a batch's `outcomes` and tell what they mean (holds, alerts, recoveries).
         `answered`: the target's service answered meanwhile (http.ANSWERED), also if only to
-        refuse a sign-in: its outage is over, whatever holds a profile's rows."""
+        refuse a sign-in: its outage is over, whatever holds a profile's rows. The batch's
+        rows a fence handed back (`_hand_back_fenced`) are settled in the same write."""
         store, now = runtime.store, runtime.clock()
         # A worker stalled past its claims' lease (a suspended `watchbridge sync`) lost them to
         # another, whose outcome stands: its own would only mislead (logs, alerts, holds).
@@ -1348,7 +1353,7 @@ class DeliveryWorker:
         paused: dict[str, tuple[Hold, set[int], str]] = {}
         # Rows of a ProfileHold that are held no more, by alert key: its rows, the profile
         unpaused: dict[str, tuple[set[int], str]] = {}
-        settled: list[Settlement] = []
+        settled: list[Settlement] = list(handed_back)
         probes_failed: list[OutboxItem] = []
         for item in items:
             outcome = outcomes.get(item.id, Retry("the target gave no answer for this row"))
