@@ -2,7 +2,8 @@
 
 Follows ``shared/reference/plex.md`` §2-3. Everything answers ``{"MediaContainer": {...}}``:
 
-- ``GET /identity``: ``machineIdentifier`` (``fake.machine_id``) and ``version``; no token needed.
+- ``GET /identity``: ``machineIdentifier`` (``fake.machine_id``) and ``version``
+  (``fake.version``); no token needed.
 - ``GET /library/metadata/{ratingKey}``: one item in the webhook Metadata shape (``ratingKey``
   as a string, ``guid``, ``Guid: [{"id": "imdb://..."}]``, for episodes
   ``parentIndex``/``index``/``grandparentRatingKey``/``grandparentGuid``) with its full
@@ -23,7 +24,10 @@ Follows ``shared/reference/plex.md`` §2-3. Everything answers ``{"MediaContaine
   ``DELETE /status/sessions/history/{id}`` removes one row.
 - ``GET /:/scrobble`` / ``GET /:/unscrobble`` (``key``, ``identifier``), ``PUT /:/rate``
   (``rating`` 0-10, ``-1`` clears): they change the calling account's state. A scrobble adds
-  one view stamped *now* (``fake.clock``) with a history row; an unscrobble resets
+  one view stamped *now* (``fake.clock``), with a history row only on a server before
+  PMS 1.40.0.7998 (``fake.version``; the default, ``OLD_VERSION``, is such a server): since
+  then marking played writes no history entry (Plex's release note, quoted in
+  python-plexapi PR #1366; ``MODERN_VERSION`` for a current server). An unscrobble resets
   ``viewCount`` and ``lastViewedAt``.
 - ``GET /accounts``: the server-local accounts (owner = 1).
 
@@ -65,6 +69,11 @@ MACHINE_ID = "5e1f0c3d9a7b4e2f8c6d0a1b3c5e7f9a2b4d6e8f"
 OWNER_ID = 1
 SECTION_MOVIES = (1, "Movies", "movie")
 SECTION_SHOWS = (2, "TV Shows", "show")
+# A server whose scrobble (mark played) adds a history row, and a current one whose does not
+# (PMS 1.40.0.7998 on: "no longer creates a view history entry for items marked as played").
+OLD_VERSION = "1.32.8.7639-fb6452ebf"
+MODERN_VERSION = "1.41.3.9314-a0bfb8370"
+ROWLESS_SINCE = (1, 40, 0, 7998)
 UNAUTHORIZED = (
     "<html><head><title>Unauthorized</title></head><body><h1>401 Unauthorized</h1></body></html>"
 )
@@ -89,10 +98,13 @@ class FakePlex(FakeServer):
 
     default_headers = PLEX_HEADERS
 
-    def __init__(self, token: str | None = TOKEN, machine_id: str = MACHINE_ID) -> None:
+    def __init__(
+        self, token: str | None = TOKEN, machine_id: str = MACHINE_ID, version: str = OLD_VERSION
+    ) -> None:
         super().__init__()
         self.token = token
         self.machine_id = machine_id
+        self.version = version  # what /identity says, and whether a scrobble adds a row
         self.clock: Callable[[], float] = time.time  # "now" for scrobbles and ratings
         self.items: dict[str, dict[str, Any]] = {}
         self.sections: dict[str, dict[str, Any]] = {}
@@ -394,6 +406,11 @@ class FakePlex(FakeServer):
         self.history[number] = row
         return number
 
+    def scrobbles_rowless(self) -> bool:
+        """Whether a scrobble adds no history row: PMS 1.40.0.7998 and later."""
+        numbers = tuple(int(n) for n in self.version.split("-")[0].split("."))
+        return numbers >= ROWLESS_SINCE
+
     # -- routes ------------------------------------------------------------------------------
     @route("GET", "/identity")
     def identity(self, req: Request) -> Response:
@@ -403,7 +420,7 @@ class FakePlex(FakeServer):
                     "size": 0,
                     "claimed": True,
                     "machineIdentifier": self.machine_id,
-                    "version": "1.41.3.9314-a0bfb8370",
+                    "version": self.version,
                 }
             }
         )
@@ -555,7 +572,7 @@ class FakePlex(FakeServer):
         if isinstance(found, Response):
             return found
         account, key = found
-        self.watch(key, self.clock(), account)
+        self.watch(key, self.clock(), account, history=not self.scrobbles_rowless())
         return Response(200)
 
     @route("GET", "/:/unscrobble")
