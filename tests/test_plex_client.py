@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.fakes.base import FakeServer
-from tests.fakes.plex import TOKEN, FakePlex
+from tests.fakes.plex import MODERN_VERSION, OLD_VERSION, TOKEN, FakePlex
 from watchbridge.config import PlexConfig, Secret
 from watchbridge.errors import ConfigError
 from watchbridge.http import RetryPolicy, Unavailable
@@ -28,6 +28,7 @@ from watchbridge.services.plex import (
     PlexItem,
     first_metadata,
     item_from_metadata,
+    scrobbles_rowless,
 )
 
 pytestmark = pytest.mark.anyio
@@ -326,6 +327,37 @@ async def test_identity_names_the_servers_machine_identifier(
     client: PlexClient, plex: FakePlex
 ) -> None:
     assert await client.identity() == plex.machine_id
+
+
+async def test_identity_keeps_the_servers_version_and_whether_its_scrobbles_make_rows(
+    client: PlexClient, plex: FakePlex
+) -> None:
+    assert (client.version, client.rowless_scrobbles) == (None, False)  # not known: older
+    plex.version = OLD_VERSION
+    await client.identity()
+    assert (client.version, client.rowless_scrobbles) == (OLD_VERSION, False)
+    plex.version = MODERN_VERSION  # updated to a server that writes no row for a mark played
+    await client.identity()
+    assert (client.version, client.rowless_scrobbles) == (MODERN_VERSION, True)
+
+
+@pytest.mark.parametrize(
+    ("version", "rowless"),
+    [
+        ("1.40.0.7997-c29d4c0c8", False),
+        ("1.40.0.7998-c29d4c0c8", True),
+        ("1.40.1.8120-6dc7f7fd8", True),
+        ("1.32.8.7639-fb6452ebf", False),
+        ("2.0", True),
+        ("", False),
+        ("unknown", False),
+        (None, False),
+    ],
+)
+def test_scrobbles_make_no_history_row_from_pms_1_40_0_7998(
+    version: str | None, rowless: bool
+) -> None:
+    assert scrobbles_rowless(version) is rowless
 
 
 async def test_item_details_are_read_in_batches_and_a_gone_item_is_left_out(

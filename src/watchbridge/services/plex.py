@@ -18,6 +18,10 @@ HTTP policy (`watchbridge.http`).
 
 A 404 is "no such item" only once the server is known to be this PMS answering: a reverse
 proxy (Traefik, nginx, Caddy) whose Plex container is restarting answers 404 for every path.
+The same `/identity` answer names the server's version, kept beside its machine id: since PMS
+1.40.0.7998 marking an item played writes no history row (Plex's release note, quoted in
+python-plexapi PR #1366), so a scrobble of ours makes none there (`rowless_scrobbles`).
+
 Before a 404 is read as gone, `GET /identity` must answer a MediaContainer naming the server's
 machineIdentifier (any, while none is known yet); else the 404 was the proxy's and the request
 fails as an outage (`Unavailable`). A confirmation vouches for the 404s of the next
@@ -27,6 +31,7 @@ IDENTITY_VOUCHES seconds: a link's run meeting many missing items does not doubl
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -72,6 +77,8 @@ DETAILS_BATCH = 100  # ratingKeys per `/library/metadata/{k1,k2,…}` (plexapi j
 LISTING_TYPES = {"movie": 1, "show": 2, "season": 3, "episode": 4}
 # Seconds a confirmed `/identity` vouches that a 404 is Plex's own "no such item".
 IDENTITY_VOUCHES = 60.0
+# The first PMS whose mark played (our scrobble) writes no history row.
+ROWLESS_SCROBBLES_SINCE = (1, 40, 0, 7998)
 Kept = TypeVar("Kept")  # what a paged read keeps of each row (`PlexClient._kept_pages`)
 
 
@@ -476,6 +483,7 @@ class PlexClient:
         # The server's machineIdentifier, as /identity last named it (None: not asked yet),
         # and when it last vouched for a 404 (`_gone`).
         self.machine: str | None = None
+        self.version: str | None = None  # as /identity last named it (None: not known)
         self._vouched_at: float | None = None
         self.http = HttpClient(
             SERVICE,
@@ -535,8 +543,14 @@ class PlexClient:
             self._vouched_at = None  # Plex gone from the address, or another server there
         if machine is None:
             raise Unavailable(SERVICE, _not_plex(response, "/identity"))
-        self.machine = machine
+        self.machine, self.version = machine, version_of(response)
         return machine
+
+    @property
+    def rowless_scrobbles(self) -> bool:
+        """Whether a scrobble of ours writes no history row on this server (PMS 1.40.0.7998
+        and later), as /identity last said; False while its version is not known."""
+        return scrobbles_rowless(self.version)
 
     async def _gone(self, response: httpx.Response, what: str) -> None:
         """Return when the 404 `response` is this PMS saying it has no such thing: /identity
@@ -557,7 +571,7 @@ class PlexClient:
         if machine is None or (self.machine is not None and machine != self.machine):
             said = f"{what} answered 404, and {_not_plex(asked, '/identity', self.machine)}"
             raise Unavailable(SERVICE, said, outcome_unknown=unknown)
-        self.machine, self._vouched_at = machine, now
+        self.machine, self.version, self._vouched_at = machine, version_of(asked), now
 
     async def details(
         self, rating_keys: Sequence[str], token: str | None = None, batch: int = DETAILS_BATCH
@@ -960,6 +974,25 @@ def machine_of(response: httpx.Response) -> str | None:
         return None
     container = obj(answer).get("MediaContainer")
     return text(container.get("machineIdentifier")) if isinstance(container, Mapping) else None
+
+
+def version_of(response: httpx.Response) -> str | None:
+    """The version a PMS `GET /identity` answer names (`1.41.3.9314-a0bfb8370`), if any. Pure."""
+    try:
+        container = obj(response.json()).get("MediaContainer")
+    except ValueError:
+        return None
+    return text(container.get("version")) if isinstance(container, Mapping) else None
+
+
+def scrobbles_rowless(version: str | None) -> bool:
+    """Whether a PMS of this version writes no history row for an item marked played: 1.40.0.7998
+    and later. An unknown or unreadable version is taken for an older one (its rows are then
+    taken for ours near a scrobble: the side of not duplicating). Pure."""
+    numbers = re.findall(r"\d+", (version or "").partition("-")[0])
+    if len(numbers) < 2:
+        return False
+    return tuple(int(n) for n in numbers[:4]) >= ROWLESS_SCROBBLES_SINCE
 
 
 def _not_plex(asked: httpx.Response, path: str, known: str | None = None) -> str:
