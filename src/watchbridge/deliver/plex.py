@@ -13,25 +13,26 @@ A 404 is Plex's only when its `/identity` vouches for it (`PlexClient._gone`): a
 proxy's 404 while Plex restarts is an outage (`Unavailable`), and the rows wait unspent.
 
 Plays: Plex keeps one watched flag per item and stamps a scrobble *now*. A play is scrobbled
-unless Plex already shows the item watched at or after the play's time; either way it is
-written down first (`plex/written`, keyed by ratingKey and minute) so the reader recognises the
-history row the scrobble makes and reads the play back at its real time, never as a new play
-"today". A scrobble is never resent after an ambiguous failure by the HTTP policy; the row is
-retried, and sent again only when Plex does not show the item viewed since its last try (each
-scrobble adds a view; a view the person's history first holds later than ECHO_WINDOW after it
-is theirs, the try made none: `Written.landed`), and never to a copy an earlier try of the row
-wrote that was removed since (`Written.row`: its retry must not undo an unwatch); every attempt
-is recorded, so an echo of either is recognised. A row marked possibly sent (a backup copy put
-back: our record of its write may be newer than the copy), or queued before this process opened
-the database (`OutboxItem.links_since`: a data folder copied as it is and put back holds no
-mark), is not scrobbled when Plex shows the item viewed since the row was queued: the first
-such view (one history request for the item, by the account the link's last read read the
-history by; else `lastViewedAt`) is taken for its write, as the reader takes it
-(`sent_after_the_copy`), so a rewatch of the user's after it stays theirs and our scrobble's
-row is our echo. An item Plex shows unwatched, whose history holds a view since the row was
-queued, was unwatched since (the user's latest word): not scrobbled, recorded as written and
-removed. A write Plex answers with an error spends the row's attempt (a poison item ends as a
-dead letter); the profile's other rows wait without spending.
+unless Plex already shows the item watched at or after the play's time; either way it is written
+down first (`plex/written`, keyed by ratingKey and minute) so the reader recognises the history
+row the scrobble makes and reads the play back at its real time, never as a new play "today". A
+scrobble is never resent after an ambiguous failure by the HTTP policy; the row is retried, and
+sent again only when Plex does not show the item viewed since its last try (each scrobble adds a
+view; a view the person's history first holds later than ECHO_WINDOW after it is theirs, the try
+made none: `Written.landed`; on a server since PMS 1.40.0.7998, which writes no row for a
+scrobble, any view in the history since the try is theirs), and never to a copy an earlier try
+of the row wrote that was removed since (`Written.row`: its retry must not undo an unwatch);
+every attempt is recorded, so an echo of either is recognised. A row marked possibly sent (a
+backup copy put back: our record of its write may be newer than the copy), or queued before this
+process opened the database (`OutboxItem.links_since`: a data folder copied as it is and put
+back holds no mark), is not scrobbled when Plex shows the item viewed since the row was queued:
+the first such view (one history request for the item, by the account the link's last read read
+the history by; else `lastViewedAt`) is taken for its write, as the reader takes it
+(`sent_after_the_copy`), so a rewatch of the user's after it stays theirs and our scrobble's row
+is our echo. An item Plex shows unwatched, whose history holds a view since the row was queued,
+was unwatched since (the user's latest word): not scrobbled, recorded as written and removed. A
+write Plex answers with an error spends the row's attempt (a poison item ends as a dead letter);
+the profile's other rows wait without spending.
 
 Ratings: a rating row that waited, or a link's (planned on a read of Plex that may be
 minutes old: the run reads the other side before it queues), asks Plex first, and is skipped
@@ -523,7 +524,8 @@ class PlexTarget:
         # Written down before the scrobble, synced whatever storage.durability says: a
         # crash or a power cut after it still knows its echo, and asks Plex (`_landed`).
         attempts = (*earlier, self.clock())
-        written = Written(rk, key, at, attempts, pending=True, skew=skew, row=row)
+        rowless = await self._rowless()
+        written = Written(rk, key, at, attempts, pending=True, skew=skew, row=row, rowless=rowless)
         await self._remember(person, record, written, synced="always")
         try:
             await self.client.scrobble(rk, person.token)
@@ -536,6 +538,13 @@ class PlexTarget:
         # next try asks Plex whether it landed (`_landed`) instead of scrobbling again.
         await self._remember(person, record, replace(written, pending=False), synced=False)
         return MARKED_WATCHED
+
+    async def _rowless(self) -> bool:
+        """Whether this server's scrobbles write no history row (`PlexClient.rowless_scrobbles`):
+        its version is asked once (with its machine id) when no `/identity` told it yet."""
+        if self.client.version is None:
+            await self.client.identity()
+        return self.client.rowless_scrobbles
 
     async def _put_back(self, person: Person, record: str, before: Written | None) -> None:
         """Our record of a write as it was before a try Plex answered with "no such item"."""
@@ -588,12 +597,15 @@ class PlexTarget:
         """Whether a scrobble whose answer was lost took: Plex shows the item viewed since its
         last try, and, when that view is too late to be the try's own, the person's history
         holds a view at the try. Scrobbled again, it would add another view. The reader's
-        rule (`Written.landed`): the view is dated by Plex's clock as it was at that try."""
+        rule (`Written.landed`): the view is dated by Plex's clock as it was at that try. On a
+        server whose scrobbles make no row (`Written.rowless`), any row since is the user's
+        viewing: the history is asked whenever the item was viewed since."""
         found = await self.client.details([written.rating_key], person.token)
         viewed = number(found.get(written.rating_key, {}).get("lastViewedAt"))
         skew = self.client.clock_skew
         tried = written.tried_at(skew)
-        if viewed is None or viewed <= tried + ECHO_WINDOW:  # no view since, or the try's own
+        own = not written.rowless and viewed is not None and viewed <= tried + ECHO_WINDOW
+        if not viewed_since(viewed, tried, 0.0) or own:  # no view since, or the try's own
             return Landing(written.landed(viewed, skew), viewed)
         first = await self._first_in_history(person, written.rating_key, tried - LANDED_SLACK)
         return Landing(written.landed(viewed, skew, first), viewed)

@@ -25,7 +25,9 @@ What counts as a play:
   `lastViewedAt`, remembered so it keeps its record when history appears later;
 - a play we wrote ourselves: Plex stamps a scrobble *now* and cannot back-date, so the
   deliverer records every write (`written`); the history row our scrobble made is recognised
-  and the play is read back at the time it came from, never as a new play "today". A write
+  and the play is read back at the time it came from, never as a new play "today". A server
+  since PMS 1.40.0.7998 makes no row for a scrobble (`Written.rowless`): there every row is
+  the user's, and a write's landing shows in `lastViewedAt` alone. A write
   whose outcome is unknown (its answer lost, its row waiting) is not undone by the item
   listed unwatched: it did not land, and its retry writes it. Its row given up, the listing
   settles it (`settle_pending`): landed, it is a write like any other; not landed, a dead
@@ -502,8 +504,11 @@ class Written:
     server's clock was ahead of ours then (`skew`: it dates the scrobble's history row),
     whether the last scrobble's outcome is still unknown (`pending`), whether the play was
     removed since, whether its row was given up before it landed (`unlanded`: never
-    written, no play of the item; a later row of the play writes it), and the outbox row
-    that wrote it (`row`; None: written by a release that kept none)."""
+    written, no play of the item; a later row of the play writes it), the outbox row
+    that wrote it (`row`; None: written by a release that kept none), and whether its last
+    try went to a server whose scrobbles write no history row (`rowless`: PMS 1.40.0.7998 on,
+    `PlexClient.rowless_scrobbles`): no row is then its echo, and its landing shows in
+    `lastViewedAt` alone."""
 
     rating_key: str
     item: str
@@ -515,6 +520,7 @@ class Written:
     skew: float | None = None  # None: written by a release that kept none
     unlanded: bool = False
     row: int | None = None
+    rowless: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -528,6 +534,7 @@ class Written:
             "skew": self.skew,
             "unlanded": self.unlanded,
             "row": self.row,
+            "rowless": self.rowless,
         }
 
     @classmethod
@@ -543,6 +550,7 @@ class Written:
             None if data.get("skew") is None else float(data["skew"]),
             bool(data.get("unlanded")),
             None if data.get("row") is None else int(data["row"]),
+            bool(data.get("rowless")),
         )
 
     def landed(self, viewed_at: float | None, skew: float, first_row: float | None = None) -> bool:
@@ -551,9 +559,14 @@ class Written:
         person's first history row of the copy since that try (`tried_at`), where the history
         tells (None: not asked, or no history to ask): a scrobble that took made its row at
         the try, so a first view later than ECHO_WINDOW after it is a viewing of the user's
-        (a dead letter tried again days after they watched the item in Plex), not ours."""
+        (a dead letter tried again days after they watched the item in Plex), not ours. On a
+        server whose scrobbles make no row (`rowless`) every row since the try is the user's:
+        the item is watched since by them, and the play is not scrobbled over it (its retry
+        finds it "already watched in Plex"), while a view since with no row is ours."""
         if not viewed_since(viewed_at, self.tried_at(skew), 0.0):
             return False
+        if self.rowless:
+            return first_row is None
         return first_row is None or first_row <= self.tried_at(skew) + ECHO_WINDOW
 
     def tried_at(self, skew: float) -> float:
@@ -1153,9 +1166,13 @@ def _before_the_count(
 
 def _echoes(rows: Iterable[HistoryEntry], written: Iterable[Written], skew: float) -> set[str]:
     """History rows our own scrobbles made: near a scrobble on the server's clock, as it was
-    when we wrote (or, for a write of an older release, which kept none, as it is now)."""
+    when we wrote (or, for a write of an older release, which kept none, as it is now). A
+    scrobble to a server that writes no row for it (`Written.rowless`) made none: a row near
+    it is the user's own viewing."""
     attempts: dict[str, set[float]] = defaultdict(set)
     for w in written:
+        if w.rowless:
+            continue
         at_write = skew if w.skew is None else w.skew
         attempts[w.rating_key] |= {t + at_write for t in w.attempts}
     return {
