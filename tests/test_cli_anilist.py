@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import time
 from pathlib import Path
@@ -11,6 +12,8 @@ import pytest
 
 from tests.fakes.anilist import CLIENT_ID, CLIENT_SECRET, FakeAniList
 from tests.harness import watchbridge, write_config
+from watchbridge.accounts import AccountNotes, user_named
+from watchbridge.config import load_config
 from watchbridge.store import NewOutboxRow, Store
 
 
@@ -95,6 +98,33 @@ def test_auth_anilist_refusing_a_token_says_what_to_do(tmp_path: Path, start_fak
         "the page AniList shows once you approve, or open the link again for a new one\n"
     )
     assert stored(tmp_path) is None
+
+
+def test_status_and_the_account_alert_name_the_anilist_user_as_auth_did(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    # `auth anilist` said "signed in as alice_tv", then `watchbridge status` showed
+    # `anilist/me is user 5678901`, a number the user never sees on AniList.
+    fake = start_fake(FakeAniList())
+    bob = fake.add_user(7777001, "bob_tv")
+    path = config(tmp_path, fake, secret=False)
+    signed_in = run("auth", "anilist", "--config", str(path), "--token", fake.issue_token())
+    assert "signed in to AniList as alice_tv" in signed_in.stdout, signed_in.stderr
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        # As the AniList target notes whose account it delivers to, before it writes.
+        notes = AccountNotes(store, load_config(path, {}), time.time)
+        assert asyncio.run(notes.note("anilist", "me", user_named(fake.viewer.id))) is None
+    shown = run("status", "--config", str(path)).stdout
+    assert "account:       anilist/me is user alice_tv\n" in shown
+    assert str(fake.viewer.id) not in shown
+    # Signed in as someone else: the account_changed alert names both by their names.
+    again = run("auth", "anilist", "--config", str(path), "--token", fake.issue_token(bob))
+    assert "signed in to AniList as bob_tv" in again.stdout, again.stderr
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        notes = AccountNotes(store, load_config(path, {}), time.time)
+        change = asyncio.run(notes.note("anilist", "me", user_named(bob.id)))
+    assert change is not None
+    assert "anilist is now user bob_tv (was user alice_tv)" in change.alert_body()
 
 
 def test_auth_anilist_without_the_service_configured_says_so(tmp_path: Path) -> None:

@@ -295,16 +295,32 @@ def shown(account: str) -> str:
     return ", ".join(part for part in account.split(SEP) if part) or "unknown"
 
 
-def account_shown(store: Store, service: str, identity: str, now: float) -> str:
-    """An account as a user knows it: a Trakt account by its username, where a read of its
-    settings left it in the store's cache (shown as text others wrote), else as `shown`
-    names it (a Trakt account's uuid: it tells a user nothing, but it is all there is)."""
-    from watchbridge.services.trakt import username_of  # heavy; readers import this module
+def username_shown(store: Store, service: str, identity: str, now: float) -> str | None:
+    """The username of the account `identity` names, where it is only an id that tells a
+    user nothing (a Trakt account's uuid, an AniList user's number) and a read of its
+    settings left the name in the store's cache (shown as text others wrote); else None."""
+    from watchbridge.services import anilist, trakt  # heavy; readers import this module
 
-    account = trakt_account_of(identity) if service == "trakt" else None
-    if account and (username := username_of(store, account, now)):
-        return f"user {on_one_line(username)}"
-    return shown(identity)
+    name = None
+    if service == "trakt" and (account := trakt_account_of(identity)):
+        name = trakt.username_of(store, account, now)
+    elif service == anilist.SERVICE and (user := anilist_user_of(identity)):
+        name = anilist.username_of(store, user, now)
+    return on_one_line(name) if name else None
+
+
+def anilist_user_of(identity: str) -> str | None:
+    """The AniList user id an identity (`user_named`) names (None: it names none)."""
+    first = identity.split(SEP, 1)[0].removeprefix("user ")
+    return first if first.isdigit() else None
+
+
+def account_shown(store: Store, service: str, identity: str, now: float) -> str:
+    """An account as a user knows it: by its username where `username_shown` knows it, else
+    as `shown` names it (a Trakt account's uuid: it tells a user nothing, but it is all
+    there is)."""
+    username = username_shown(store, service, identity, now)
+    return f"user {username}" if username else shown(identity)
 
 
 def same_account(before: str, after: str) -> bool:

@@ -616,15 +616,16 @@ def _account_names(
     store: Store, cursors: Sequence[tuple[str, str, str, str, float]]
 ) -> dict[tuple[str, str], str]:
     """(service, profile) -> the name of the account on record, where its identity is an id
-    that tells a user nothing (a Trakt account's uuid: its username, where known)."""
-    from watchbridge.accounts import trakt_account_of
-    from watchbridge.services.trakt import username_of
+    that tells a user nothing (a Trakt account's uuid, an AniList user's number: its
+    username, where known)."""
+    from watchbridge.accounts import username_shown
     from watchbridge.store import ACCOUNT_CURSOR
 
     names = {}
     for service, profile, name, value, _ in cursors:
-        account = trakt_account_of(value) if (service, name) == ("trakt", ACCOUNT_CURSOR) else None
-        if account and (username := username_of(store, account, time.time())):
+        if name == ACCOUNT_CURSOR and (
+            username := username_shown(store, service, value, time.time())
+        ):
             names[service, profile] = username
     return names
 

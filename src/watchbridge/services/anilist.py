@@ -70,6 +70,8 @@ EXPIRY_WARNING_DAYS = 30  # §2: re-prompt about 30 days before `exp`
 EXPIRY_ALERT_DAYS = 14  # one Apprise alert this long before `exp` (and one once it passed)
 TOKEN_LIFETIME = 365 * 86400.0  # §2: tokens last a year
 VIEWER_TTL = 3600.0  # §5.1: re-read the score format from time to time
+USERNAME_CACHE = "anilist-username"  # user id -> name, as the last `Viewer` read said
+USERNAME_TTL = 400 * 86400.0  # longer than a token lasts: a sign-in reads it again
 PER_CHUNK = 500  # §5.2: perChunk max 500
 PER_PAGE = 50  # §1: perPage max 50
 OVERLAP = 5.0  # seconds of overlap when polling by updatedAt (§5.4)
@@ -434,6 +436,13 @@ def expiry_alert(
         expiry_warning(token, now, profile) or "",
         stage,
     )
+
+
+def username_of(cache: TokenStore, user_id: str, now: float) -> str | None:
+    """The name of AniList user `user_id`, as the last read of its `Viewer` found it; None
+    when not known."""
+    hit, name = cache.cache_get(USERNAME_CACHE, user_id, now)
+    return str(name) if hit and name else None
 
 
 def pick_token(
@@ -940,6 +949,7 @@ class AniListClient:
         viewer = parse_viewer(await self._send(token.access_token, VIEWER_QUERY, {}))
         self._save(profile, replace(token, user_id=viewer.id))
         self._viewers[profile] = (self.clock(), viewer)
+        self._remember_name(viewer)
         return viewer
 
     # ------------------------------------------------------------------ transport
@@ -1030,7 +1040,15 @@ class AniListClient:
             return cached[1]
         viewer = parse_viewer(await self.graphql(profile, VIEWER_QUERY, {}))
         self._viewers[profile] = (self.clock(), viewer)
+        await asyncio.to_thread(self._remember_name, viewer)
         return viewer
+
+    def _remember_name(self, viewer: Viewer) -> None:
+        """Keep the user's name for `watchbridge status` and the alerts, which know the
+        account by its id: the name is what `auth anilist` and AniList's pages show."""
+        user, now = str(viewer.id), self.clock()
+        if viewer.name and username_of(self.tokens, user, now) != viewer.name:
+            self.tokens.cache_put(USERNAME_CACHE, user, viewer.name, now, USERNAME_TTL)
 
     async def user_id(self, profile: str) -> int:
         """The profile's AniList user id: the token's `sub` claim, else asked (`Viewer`)."""
