@@ -410,13 +410,13 @@ async def test_a_proxy_page_answering_the_refresh_holds_deliveries_without_askin
     webhook(runtime, "movie_media_scrobble.json")
     await drain(worker, runtime, clock, passes=10, step=120)  # past the outage alert's wait
     assert runtime.store.outbox_counts()["pending"] == 1
-    assert receiver.titles() == [HELD_FOR_ME]
+    assert receiver.titles() == [WAITS_FOR_ME]
     assert "in its place" in receiver.messages[0]["message"]
 
     trakt.clear_knobs()
     await drain(worker, runtime, clock, passes=4, step=300)
     assert [h.item.title for h in trakt.history()] == ["Arrival"]
-    assert receiver.titles()[-1] == f"Resolved: {HELD_FOR_ME}"
+    assert receiver.titles()[-1] == f"Resolved: {WAITS_FOR_ME}"
 
 
 ENDS_SOON_FOR_ME = "watchbridge: Trakt sign-in of profile me ends soon"

@@ -384,5 +384,5 @@ async def test_a_token_of_another_serializd_user_is_told_as_another_account_with
     assert [e.episode_number for e in fake.diary(bob)] == [5]
     (alert,) = [m for m in receiver.messages if "is another account" in str(m["title"])]
     said = str(alert["message"])
-    assert "serializd is now user bob_tv (was user alice_tv)" in said
+    assert "Serializd is now user bob_tv (was user alice_tv)" in said
     assert "a token copied while signed in as me's own Serializd account" in said
