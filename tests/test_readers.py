@@ -297,6 +297,20 @@ def test_a_read_listing_none_the_baseline_relied_on_proves_them_gone_unless_it_s
     )
 
 
+@pytest.mark.parametrize("changed", [False, True])
+def test_a_second_miss_proves_an_entry_gone_only_from_a_read_the_diary_did_not_change_under(
+    changed: bool,
+) -> None:
+    """An entry missed by the read before and by this one is gone; not when this read saw
+    the diary change under it (its pages shifted too, and may hide the same row again): it
+    stays missed once, for the next run's read."""
+    read = DiaryRead([], listed=frozenset({5}), changed=changed)
+    gone, once = missed_by(read, {4, 5}, frozenset({4}), known=frozenset({4, 5}))
+    assert (gone, once) == (
+        (frozenset(), frozenset({4})) if changed else (frozenset({4}), frozenset())
+    )
+
+
 def test_an_entry_already_on_the_side_is_not_taken_twice() -> None:
     held = Side((Play("episode:tmdb:1396:s1e2", 12030.0, "8"),))
     assert with_written(held, {"episode:tmdb:1396:s1e2@200": 8}, accounted=set()) == held

@@ -1125,6 +1125,58 @@ async def test_an_entry_a_growing_diary_read_misses_keeps_its_play_on_trakt(
     assert [p[:2] for p in trakt_plays(trakt)] == [(1, 1), (1, 2), (1, 3), (1, 5), (1, 6)]
 
 
+async def test_an_entry_two_growing_diary_reads_miss_keeps_its_play_until_a_quiet_read(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    """Two busy evenings: each read of the whole diary sees it grow (an entry deleted, two
+    logged with older dates, §5.1) and misses e2, which the user never deleted, as the rows
+    move up. A read that saw the count move proves nothing, the second no more than the
+    first: e2's play stays on Trakt, and the run after reads the whole diary again. The first
+    read that sees no change lists e2 (its miss forgotten); e4, deleted by the user, goes
+    with the daily read that sees it missing, and the quiet read after it."""
+    serializd.diary_page_size = 2
+    serializd.diary_order = "newest"
+    await four_plays_on_both_sides(rig, app, serializd, origin="serializd")
+
+    def busy_while_read(deleted: Review, season: int, days: float) -> None:
+        """The user deletes `deleted` and logs two plays as page 2 is about to be read."""
+        logged = [
+            log(serializd, season, n, ago(1), date_added=iso(serializd.now() - days * DAY - n))
+            for n in (5, 6)
+        ]
+        with serializd.lock:
+            for review_ in logged:
+                serializd.user.reviews.remove(review_)
+        serializd.deleted_before_page = (2, deleted)
+        serializd.logged_before_page = (2, logged)
+
+    busy_while_read(review(serializd, 4), 1, 1)  # e4 e3 | (e2 moves up) e1 e5 | e6
+    await rig.sync_and_deliver(full=True)
+    assert serializd.logged_before_page is None  # it happened, during the read
+    e7 = log(serializd, 1, 7, ago(0.1))  # on top: e7 e3 | e2 e1 | ...
+    busy_while_read(e7, 2, 2)  # e7 e3 | (e2 moves up again) e1 e5 | ...
+    await rig.sync_and_deliver()  # the whole diary again, growing again
+    assert serializd.logged_before_page is None
+    assert (1, 2) in [p[:2] for p in trakt_plays(trakt)]
+    before = serializd.count(*DIARY_PAGE.split(" "))
+    await rig.sync_and_deliver()  # the whole diary again, quiet: e2 is listed
+    assert serializd.count(*DIARY_PAGE.split(" ")) - before == 4  # seven entries
+    assert (1, 2) in [p[:2] for p in trakt_plays(trakt)]
+    before = serializd.count(*DIARY_PAGE.split(" "))
+    await rig.sync_and_deliver()
+    assert serializd.count(*DIARY_PAGE.split(" ")) - before == 1  # nothing missed is left
+    await rig.sync_and_deliver(full=True)
+    await rig.sync_and_deliver()
+    assert [p[:2] for p in trakt_plays(trakt) if p[0] == 1] == [
+        (1, 1),
+        (1, 2),
+        (1, 3),
+        (1, 5),
+        (1, 6),
+    ]
+    assert rig.store.outbox_counts()["dead"] == 0
+
+
 async def test_an_entry_a_shifting_diary_read_misses_keeps_its_play_and_rating_on_trakt(
     rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
 ) -> None:

@@ -339,11 +339,14 @@ def missed_by(
     else it is missed once, and read again by the next run. A read listing none of them
     reads another diary (another account signed in) or an emptied one: no shift hides them
     all, and the account check must see their plays gone; unless the read saw the diary
-    change (`changed`), which may have hidden the only one or two. Pure."""
+    change (`changed`), which may have hidden the only one or two. Nor is a read that saw it
+    change the second read of a proof: its pages shifted too, and may hide the same row
+    again (a busy evening's reads each growing), so its misses stay missed once, and the
+    next run reads the whole diary again, until a read the diary did not change under. Pure."""
     missed = frozenset(relied) - read.listed
     if (missed == relied and not read.changed) or (read.all_listed and read.listed <= known):
         return missed, frozenset()
-    once = (missed & known) - missed_before
+    once = (missed & known) - (frozenset() if read.changed else missed_before)
     return missed - once, once
 
 
@@ -847,7 +850,9 @@ class SerializdReader:
                 side = with_written(side, written, set(json.loads(cursors["ledger_ids"])))
             rows = rating_rows(before, read)
             if again is not None:
-                gone = frozenset(missed_before) - again.listed  # missed by two reads
+                # Missed by two reads; one missed by a read that saw the diary change is read
+                # again by the next run (`missed_by`).
+                gone, missed = missed_by(again, missed_before, missed_before, known)
                 whole = serializd_side(
                     again.entries, ours | await self._unanswered(profile, again.entries)
                 )
