@@ -1125,6 +1125,39 @@ async def test_an_entry_a_growing_diary_read_misses_keeps_its_play_on_trakt(
     assert [p[:2] for p in trakt_plays(trakt)] == [(1, 1), (1, 2), (1, 3), (1, 5), (1, 6)]
 
 
+async def test_a_link_s_first_read_of_a_diary_growing_under_it_logs_no_play_twice(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    """A new link between histories both sides hold: the first run's read of the whole diary
+    sees it grow (the user deletes e4 and logs two plays with older dates, §5.1), and e2 moves
+    up onto the page already read. Nothing is known of the diary yet, so no miss can be told
+    from a play Serializd lacks: taken, that read would have Trakt's e2 logged on Serializd a
+    second time. It fails as before the growing reads were taken, and the next run reads it
+    again: every play once on each side."""
+    serializd.diary_page_size = 2
+    serializd.diary_order = "newest"
+    for number in range(1, 5):
+        at = ago(3 - number / 10)
+        app.watch(1, number, at)
+        log(serializd, 1, number, at)
+    logged = [
+        log(serializd, 1, n, ago(1), date_added=iso(serializd.now() - DAY - n)) for n in (5, 6)
+    ]
+    with serializd.lock:
+        for review_ in logged:
+            serializd.user.reviews.remove(review_)
+    serializd.deleted_before_page = (2, review(serializd, 4))  # e4 e3 | (e2 moves up) e1 e5
+    serializd.logged_before_page = (2, logged)
+    with contextlib.suppress(SerializdUnavailable):  # (the run fails: read again)
+        await rig.sync_and_deliver()
+    assert serializd.logged_before_page is None  # it happened, during the read
+    await rig.sync_and_deliver()
+    # (e4, deleted before the link ever ran, is Trakt's play like any other to a first run)
+    assert [p[:2] for p in diary_plays(serializd)] == [(1, n) for n in range(1, 7)]
+    assert [p[:2] for p in trakt_plays(trakt)] == [(1, n) for n in range(1, 7)]
+    assert rig.store.outbox_counts()["dead"] == 0
+
+
 async def test_an_entry_two_growing_diary_reads_miss_keeps_its_play_until_a_quiet_read(
     rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
 ) -> None:

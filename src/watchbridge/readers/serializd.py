@@ -783,14 +783,18 @@ class SerializdReader:
     async def read(
         self, profile: str, cursors: Mapping[str, str], baseline: Side | None, full: bool
     ) -> SideRead:
-        full = full or baseline is None or "diary_ids" not in cursors
+        first = baseline is None or "diary_ids" not in cursors
+        full = full or first
         written = await self._written(profile)
         ours = await self._rated(profile)
         missed_before = set(json.loads(cursors.get(MISSED) or "[]"))
         missed: frozenset[int] = frozenset()
         before = json.loads(cursors.get("rating_rows") or "{}")
         if full:
-            whole_diary = await self.client.diary_read(profile, growing=True)
+            # A first read knows none of the diary: a row a growing read misses (`missed_by`
+            # keeps only those the baseline holds) would be a play Serializd lacks, and the
+            # other side's play of it logged there again. It fails, and is read again.
+            whole_diary = await self.client.diary_read(profile, growing=not first)
             await self._forget_first_misses(profile, whole_diary.listed)
             diary = whole_diary.entries
             known = known_ids(cursors) | set(written.values())
