@@ -435,6 +435,15 @@ def test_status_shows_each_links_last_run_and_its_cursors_in_short(world: World)
     assert "history_at 20" in trakt and len(trakt) < 160
 
 
+def test_status_leaves_the_links_own_bookkeeping_out_of_what_it_read(world: World) -> None:
+    # It showed "watchbridge for me read up to: full_at ..., holding 0, kinds history,ratings":
+    # no service of the link, and kinds other than the link's own.
+    world.same_plays_on_both_sides(2)
+    out = world.run("status").stdout
+    assert "    serializd for me read up to:" in out
+    assert "watchbridge for me read up to" not in out
+
+
 def test_status_names_links_that_have_not_run_yet(world: World) -> None:
     assert f"  {LINK}: not run yet" in world.run("status").stdout
 

@@ -110,6 +110,15 @@ def test_cursors_are_shown_short() -> None:
     assert short_cursor(json.dumps({"recent_episodes": kept})) == "recent_episodes 1 episode"
 
 
+def test_a_plex_history_cursor_is_told_as_the_rows_read() -> None:
+    # It showed "history 2:2" (rows and the newest's id), and "history 0:" with none.
+    assert short_cursor('{"history": "2:2"}') == "history 2 rows"
+    assert short_cursor('{"history": "1:48"}') == "history 1 row"
+    assert short_cursor('{"history": "0:"}') == "history 0 rows"
+    assert short_cursor('{"history": "all:7:12"}') == "history 7 rows of every account"
+    assert short_cursor('{"history": "all:"}') == "history to read again"
+
+
 def test_a_cursor_counts_one_id_in_the_singular() -> None:
     assert short_cursor('{"diary_ids": "[7]"}') == "diary_ids 1 id"
 

@@ -660,6 +660,7 @@ def _show_links(
     after whose account each service is (`_noted`)."""
     from watchbridge.alerts import format_span
     from watchbridge.progress import short_cursor
+    from watchbridge.store import ENGINE
 
     link_cursors = [c for c in state.cursors if c[2].startswith("link:")]
     noted = [c for c in state.cursors if not c[2].startswith("link:")]
@@ -698,7 +699,9 @@ def _show_links(
                 + (f"; {run.error}" if run.error else "")
             )
         for service, profile, cursor, value, _ in link_cursors:
-            if cursor == f"link:{link}":
+            # The engine's own notes (when it last read in full, the kinds it synced) are
+            # bookkeeping, not a side read.
+            if cursor == f"link:{link}" and service != ENGINE:
                 read = words.service_for(service, profile)
                 _say(f"    {read} {words.READ_UP_TO}: {short_cursor(value)}")
 

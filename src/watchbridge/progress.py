@@ -10,6 +10,7 @@ plans into one row per profile and side (pure), shown as a rich table on a termi
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -423,7 +424,17 @@ class DeliveryBar:
 # --------------------------------------------------------------------------- status
 
 
+# Plex's history cursor: the rows read and the newest's id ("12:345"), or, from a server that
+# ignores its account filter, everyone's rows ("all:12:345"; "all:" alone: read it again).
+_PLEX_HISTORY = re.compile(r"(all:)?(\d+):\S*")
+
+
 def _short_value(key: str, value: str) -> str:
+    if key == "history" and value == "all:":
+        return "to read again"
+    rows = _PLEX_HISTORY.fullmatch(value) if key == "history" else None
+    if rows is not None:
+        return _counted(int(rows[2]), "rows") + (" of every account" if rows[1] else "")
     if value.startswith("["):
         try:
             return _counted(len(json.loads(value)), "ids")
