@@ -19,9 +19,9 @@ from tests.test_plex_enrichment import YUMA_GUID, YUMA_GUIDS, yuma
 from tests.test_plex_unlanded_writes import Rig, plex_serializd_rig
 from tests.test_unnamed_items import BCS
 from watchbridge.config import PlexConfig, Secret
-from watchbridge.http import RetryPolicy, Unavailable
+from watchbridge.http import IDENTITY_VOUCHES, RetryPolicy, Unavailable
 from watchbridge.ids import PlexEnricher
-from watchbridge.services.plex import IDENTITY_VOUCHES, PlexClient, PlexItemError
+from watchbridge.services.plex import PlexClient, PlexItemError
 from watchbridge.store import Store
 
 pytestmark = pytest.mark.anyio

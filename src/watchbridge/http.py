@@ -743,6 +743,47 @@ def earlier_try_may_have_landed(response: httpx.Response) -> bool:
     return bool(response.extensions.get(EARLIER_TRY_MAY_HAVE_LANDED))
 
 
+# Seconds a media server's identity check (Plex's /identity, Jellyfin's and Emby's
+# /System/Info/Public) vouches that an answer a reverse proxy could give in its place is its own.
+IDENTITY_VOUCHES = 60.0
+
+
+class Vouch:
+    """Which server answers at a media server's URL, as its identity check last named it, and
+    whether that check vouches for its answers now.
+
+    Behind a reverse proxy (Traefik, nginx, SWAG), a restarting server's container leaves the
+    proxy answering 404 or an error page for every path: such an answer is the server's own
+    ("no such item", "key refused") only once the check names the server known (any, while
+    none is). One check vouches for IDENTITY_VOUCHES seconds: a run meeting many missing items
+    does not double its requests."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self.known: str | None = None  # the server's id, as a check (or its items) named it
+        self._at: float | None = None  # when a check last named it
+
+    def fresh(self) -> bool:
+        """Whether a check named the known server within IDENTITY_VOUCHES."""
+        at = self._at
+        return at is not None and 0 <= self.clock() - at < IDENTITY_VOUCHES
+
+    def named(self, server_id: str | None) -> bool:
+        """Take a check's answer: the id it names, None when it named none (a proxy's page).
+        True when that is the server known (any, while none is), which it then vouches for."""
+        if server_id is None or (self.known is not None and server_id != self.known):
+            self._at = None
+            return False
+        self.known, self._at = server_id, self.clock()
+        return True
+
+    def renamed(self, server_id: str) -> None:
+        """The server at the URL is `server_id`, as its own answer said (one carrying the id
+        only it gives: an item read with its key): another since, such as one reinstalled."""
+        if server_id != self.known:
+            self.known, self._at = server_id, None
+
+
 class HttpClient:
     """An httpx client for one service with the shared policy applied to every request."""
 

@@ -14,6 +14,12 @@ the test releases it (an interleaving that does not hang on a clock). ``reshape_
 the handler and changes its JSON answer (a field renamed or removed, a number sent as text, a
 list wrapped in an object): a service that changed the shape of its answers. ``cut_next`` runs
 the handler and sends half its answer's body, then closes: an answer cut off mid-way.
+
+Behind a reverse proxy: ``proxy_lost_server()`` answers every request as a proxy (Traefik,
+nginx, SWAG) does once the server container it routes to is gone (restarting): by default
+Traefik's ``404`` text/plain ``404 page not found`` (``PROXY_BAD_GATEWAY``: nginx's 502 page);
+``since=`` a route: from the first request to it on (the server stops mid-run).
+``proxy_found_server()`` ends it. Queued knobs wait meanwhile.
 """
 
 from __future__ import annotations
@@ -37,6 +43,12 @@ from urllib.parse import parse_qs, unquote, urlsplit
 HeaderMap = Mapping[str, str] | None
 JSON_TYPE = "application/json; charset=utf-8"
 HTML_TYPE = "text/html; charset=UTF-8"
+# Traefik's answer (Go's http.NotFound) for a path no router serves: the server's container gone.
+PROXY_NOT_FOUND = b"404 page not found\n"
+PROXY_BAD_GATEWAY = (
+    b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad "
+    b"Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+)
 _REASONS = {
     420: "Account Limit Exceeded",
     423: "Locked User Account",
@@ -230,6 +242,10 @@ class FakeServer:
         self.requests: list[Request] = []
         self.errors: list[BaseException] = []
         self._knobs: list[_Knob] = []
+        # A reverse proxy in front, whose server is gone (`proxy_lost_server`): None, not lost;
+        # True, lost; a route: lost from the first request to it on. Its answer meanwhile.
+        self._proxy_lost: bool | str | None = None
+        self._proxy_answer = Response(404)
         self._routes: list[_Route] = []
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -387,6 +403,22 @@ class FakeServer:
         """``reshape_next`` for every request from now on (a service that changed for good)."""
         self.reshape_next(10**9, change, route)
 
+    def proxy_lost_server(self, since: str | None = None, *, bad_gateway: bool = False) -> None:
+        """Every request answered by a proxy whose server is gone (see the module docstring):
+        Traefik's 404, or nginx's 502 page with `bad_gateway`; `since`: a route
+        (``"/:/scrobble"``), from the first request to it on."""
+        if bad_gateway:
+            answer = Response(502, PROXY_BAD_GATEWAY, {"Content-Type": "text/html"})
+        else:
+            answer = Response(404, PROXY_NOT_FOUND, {"Content-Type": "text/plain; charset=utf-8"})
+        with self.lock:
+            self._proxy_lost, self._proxy_answer = since or True, answer
+
+    def proxy_found_server(self) -> None:
+        """The server answers behind the proxy again."""
+        with self.lock:
+            self._proxy_lost = None
+
     def clear_knobs(self) -> None:
         """Forget the misbehaviour still queued (the outage is over)."""
         with self.lock:
@@ -402,6 +434,9 @@ class FakeServer:
 
     # -- dispatch (runs on a handler thread) -------------------------------------------------
     def _take_knob(self, req: Request) -> _Knob | None:
+        if self._proxy_lost is not None and self._proxy_lost in (True, req.path, req.route):
+            self._proxy_lost = True
+            return _Knob("fail", 1, None, response=self._proxy_answer)  # not queued: the proxy
         for knob in self._knobs:
             if knob.applies(req):
                 knob.remaining -= 1

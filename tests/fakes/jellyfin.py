@@ -51,6 +51,11 @@ class FakeJellyfin(FakeServer):
         self.legacy_auth = legacy_auth
         self.items: dict[str, dict[str, Any]] = {}
 
+    @property
+    def item_route(self) -> str:
+        """The route watchbridge reads an item by: Jellyfin's item, Emby's items query."""
+        return "/Items/{item_id}" if self.flavour == "jellyfin" else "/Items"
+
     # -- catalogue ---------------------------------------------------------------------------
     def add_series(self, item_id: str, name: str, **provider_ids: str) -> dict[str, Any]:
         """A series with provider ids given as ``Tmdb="1396", Tvdb="81189", Imdb="tt…"``."""

@@ -33,8 +33,8 @@ Follows ``shared/reference/plex.md`` §2-3. Everything answers ``{"MediaContaine
 
 Behind a reverse proxy: ``fake.proxy_lost_plex()`` answers every request (``/identity`` too)
 as Traefik does once the Plex container it routes to is gone (restarting): ``404`` text/plain
-``404 page not found``; ``since=`` a route: from the first request to it on (Plex stops during
-a run). ``fake.proxy_found_plex()`` ends it. Queued knobs wait meanwhile.
+``404 page not found`` (``FakeServer.proxy_lost_server``); ``since=`` a route: from the first
+request to it on (Plex stops during a run). ``fake.proxy_found_plex()`` ends it.
 
 Per account: ``viewCount``, ``lastViewedAt``, ``userRating`` and ``lastRatedAt`` belong to the
 account whose token is sent (the owner's ``fake.token`` is account 1; ``add_user`` adds
@@ -62,7 +62,7 @@ from collections.abc import Callable
 from typing import Any
 from xml.sax.saxutils import quoteattr
 
-from .base import FakeServer, Request, Response, _Knob, html_response, json_response, route
+from .base import FakeServer, Request, Response, html_response, json_response, route
 
 TOKEN = "fAkE-pLeX-tOkEn-9q8w7e6r"
 MACHINE_ID = "5e1f0c3d9a7b4e2f8c6d0a1b3c5e7f9a2b4d6e8f"
@@ -80,8 +80,6 @@ UNAUTHORIZED = (
 NOT_FOUND = "<html><head><title>Not Found</title></head><body><h1>404 Not Found</h1></body></html>"
 BAD_REQUEST = "<html><head><title>Bad Request</title></head><body><h1>400</h1></body></html>"
 PLEX_HEADERS = {"X-Plex-Protocol": "1.0"}
-# Traefik's answer (Go's http.NotFound) for a path no router serves: the Plex container gone.
-PROXY_NOT_FOUND = b"404 page not found\n"
 LIBRARY_IDENTIFIER = "com.plexapp.plugins.library"
 LISTING_TYPES = {"1": "movie", "2": "show", "3": "season", "4": "episode"}
 USER_STATE = ("viewCount", "lastViewedAt", "userRating", "lastRatedAt")
@@ -117,9 +115,6 @@ class FakePlex(FakeServer):
         # False: the history ignores `accountID` and sends every account's rows (an older
         # server, or a proxy dropping the query string).
         self.filters_history_by_account = True
-        # A reverse proxy in front, whose Plex is gone (`proxy_lost_plex`): None, not lost;
-        # True, lost; a route: lost from the first request to it on.
-        self._proxy_lost: bool | str | None = None
         for key, title, kind in (SECTION_MOVIES, SECTION_SHOWS):
             self.add_section(str(key), title, kind)
 
@@ -130,20 +125,11 @@ class FakePlex(FakeServer):
     def proxy_lost_plex(self, since: str | None = None) -> None:
         """Every request answered by a proxy whose Plex is gone (see the module docstring);
         `since`: a route (``"/:/scrobble"``), from the first request to it on."""
-        with self.lock:
-            self._proxy_lost = since or True
+        self.proxy_lost_server(since)
 
     def proxy_found_plex(self) -> None:
         """Plex answers behind the proxy again."""
-        with self.lock:
-            self._proxy_lost = None
-
-    def _take_knob(self, req: Request) -> _Knob | None:
-        if self._proxy_lost is not None and self._proxy_lost in (True, req.path, req.route):
-            self._proxy_lost = True
-            answer = Response(404, PROXY_NOT_FOUND, {"Content-Type": "text/plain; charset=utf-8"})
-            return _Knob("fail", 1, None, response=answer)  # not queued: the proxy answers
-        return super()._take_knob(req)
+        self.proxy_found_server()
 
     # -- catalogue ---------------------------------------------------------------------------
     def add_section(self, key: str, title: str, kind: str, agent: str | None = None) -> None:

@@ -13,6 +13,17 @@ item, which the webhook names by `SeriesId` (reference jellyfin-emby-tautulli.md
 Both answer `ProviderIds` as `{"Tmdb": "1396", "Tvdb": "81189", "Imdb": "tt0903747", …}`
 (strings). The key is sent in a header only and redacted from logs and errors; every request
 goes through the shared HTTP policy (`watchbridge.http`).
+
+Behind a reverse proxy (Traefik, nginx, SWAG), a restarting server's container leaves the proxy
+answering 404 or an error page for every path. So an answer a proxy could give in the server's
+place (a 404, a 401/403, any other refusal, a page that is no JSON) is taken as the server's
+own ("no such item", "key refused") only once `GET /System/Info/Public` (answered without a
+key) names the server: a JSON object with its `Id` (the `ServerId` its items carry) and
+`ServerName` or `Version`, the `Id` last seen at the URL (any, while none was). One such answer
+vouches for the next minute (`watchbridge.http.Vouch`). Otherwise it is an outage
+(`Unavailable`): the plays that need the server wait without spending a try. Only where no
+server was seen yet and the check plainly answers as another kind of server (Plex, JSON that
+is not Jellyfin's or Emby's) is the URL the fix (MediaServerError).
 """
 
 from __future__ import annotations
@@ -27,7 +38,7 @@ import httpx
 
 from watchbridge.config import EmbyConfig, JellyfinConfig
 from watchbridge.errors import ConfigError
-from watchbridge.http import HttpClient, RetryPolicy, ServiceError
+from watchbridge.http import HttpClient, RetryPolicy, ServiceError, Unavailable, Vouch
 from watchbridge.ingest.common import clean_id, obj, server_guid, text
 from watchbridge.logs import Redactor
 from watchbridge.metrics import Metrics
@@ -40,6 +51,8 @@ NAMES: dict[Server, str] = {"jellyfin": "Jellyfin", "emby": "Emby"}
 PROVIDERS = ("imdb", "tmdb", "tvdb", "anidb", "anilist")
 # A local server answers fast or not at all: a webhook's delivery should not wait long on it.
 RETRY = RetryPolicy(attempts=2, backoff=0.5, max_inline_wait=5.0)
+# Answered without a key by both servers: what their apps ask to find a server (its `Id`).
+CHECK = "/System/Info/Public"
 
 
 class MediaServerError(ServiceError):
@@ -106,6 +119,9 @@ class MediaServerClient:
             auth = {"authorization": f'MediaBrowser Token="{key}"'}
         else:
             auth = {"x-emby-token": key}
+        # The server at the URL (its `Id`), as the check or its items last named it, and
+        # whether a check vouches for its 404s and refusals now (`_own`).
+        self.vouch = Vouch(clock)
         self.http = HttpClient(
             self.server,
             config.url,
@@ -123,9 +139,15 @@ class MediaServerClient:
         await self.http.aclose()
 
     async def answers(self) -> bool:
-        """Whether the server answers at all (`GET /System/Info/Public`): a lookup failing to
-        answer about one item while it does is that item's failure, not an outage."""
-        return await self.http.answers("/System/Info/Public")
+        """Whether the server answers as itself (`GET /System/Info/Public` naming the server
+        last seen at the URL, any while none was): a lookup failing to answer about one item
+        while it does is that item's failure, not an outage. Always asked (it follows a lookup
+        that got no answer); a proxy's page, or another server, is no answer."""
+        try:
+            response = await self.http.request("GET", CHECK)
+        except ServiceError:
+            return False
+        return self.vouch.named(server_id_of(response))
 
     async def series(self, series_id: str) -> Series | None:
         """The series with this server id; None when the server has no such series (404, an
@@ -148,18 +170,28 @@ class MediaServerClient:
             return None
         if self.server == "jellyfin":
             answer = await self._get(f"/Items/{quote(key, safe='')}", None, key)
-            return None if answer is None else series_from(obj(answer), key, kind)
+            return None if answer is None else self._seen(series_from(obj(answer), key, kind))
         params = {"Ids": key, "Fields": "ProviderIds", "Recursive": "true"}
         answer = await self._get("/Items", params, key)
         rows = obj(answer).get("Items")
         for row in rows if isinstance(rows, list) else []:
             if isinstance(row, dict) and text(row.get("Id")) == key:
-                return series_from(row, key, kind)
+                return self._seen(series_from(row, key, kind))
         return None
+
+    def _seen(self, found: Series | None) -> Series | None:
+        """`found`, its `ServerId` taken as the server at the URL: an item read with our key
+        is the server's own answer (one reinstalled there has a new id)."""
+        if found is not None and found.server:
+            self.vouch.renamed(found.server)
+        return found
 
     async def _get(self, path: str, params: Mapping[str, str] | None, key: str) -> Any:
         response = await self.http.request("GET", path, params=params)
         status = response.status_code
+        what = f"reading item {key}"
+        if status >= 400:
+            await self._own(response, what)  # a proxy's page in the server's place: an outage
         if status in (401, 403):
             raise MediaServerAuthError(
                 self.server,
@@ -168,26 +200,92 @@ class MediaServerClient:
                 "set it there",
             )
         if status == 404:
-            if not await self.answers():
-                # Not this item missing: nothing answers as a server there (a reverse proxy's
-                # path left out of the URL, or added to it). Re-identifying cannot help.
-                raise MediaServerError(
-                    self.server,
-                    f"services.{self.server}.url answers 404 where {self.name}'s API should be "
-                    f"(/System/Info/Public too): set it to the address {self.name} itself "
-                    "answers at, with a reverse proxy's path if it has one (e.g. "
-                    f"http://host/{self.server})",
-                )
             return None
         if status >= 400:
-            raise MediaServerError(self.server, f"reading item {key} answered {status}")
+            raise MediaServerError(self.server, f"{what} answered {status}")
         try:
             return response.json()
         except ValueError:
+            await self._own(response, what)
             kind = response.headers.get("content-type", "?")
+            raise MediaServerError(self.server, f"{what} gave no JSON ({kind})") from None
+
+    async def _own(self, response: httpx.Response, what: str) -> None:
+        """Return when `response` (a 404, a refusal, a page) is the server's own: the check
+        names the server last seen at the URL (any, while none was), or did so within
+        IDENTITY_VOUCHES. Else raise Unavailable: a proxy answered in the place of a server
+        that is restarting or gone. MediaServerError only where no server was seen yet and
+        another kind of server plainly answers: the URL is the fix."""
+        if self.vouch.fresh():
+            return
+        said = f"{what} answered {response.status_code}"
+        try:
+            asked = await self.http.request("GET", CHECK)
+        except Unavailable as exc:
+            failed = f"{said}, and asking {CHECK} whether {self.name} said it failed"
+            raise Unavailable(self.server, f"{failed}: {exc.message}", exc.retry_after) from None
+        if self.vouch.named(server_id_of(asked)):
+            return
+        other = other_kind(asked)
+        if other is not None and self.vouch.known is None:
             raise MediaServerError(
-                self.server, f"reading item {key} gave no JSON ({kind})"
-            ) from None
+                self.server,
+                f"{said}, and {CHECK} answers as {other}, not a {self.name} server: set "
+                f"services.{self.server}.url to the address {self.name} itself answers at, "
+                f"with a reverse proxy's path if it has one (e.g. http://host/{self.server})",
+            )
+        raise Unavailable(self.server, f"{said}, and {self._not_server(asked)}")
+
+    def _not_server(self, asked: httpx.Response) -> str:
+        """Why the check's answer `asked` is not this server's, for an outage."""
+        named = server_id_of(asked)
+        status = asked.status_code
+        if named is not None:
+            found = f"{CHECK} names another server ({named}, not {self.vouch.known})"
+        elif asked.is_success:
+            found = f"{CHECK} answered {status} with no {self.name} server's identity"
+        else:
+            found = f"{CHECK} answered {status}"
+        setting = f"services.{self.server}.url"
+        return (
+            f"{found}: not the {self.name} server answering (a reverse proxy whose {self.name} "
+            f"is restarting or down, or {setting} pointing elsewhere, such as without the "
+            f"proxy's path, e.g. http://host/{self.server}); nothing is taken as unknown to "
+            f"{self.name}, and what waits for it goes once it answers there"
+        )
+
+
+def server_id_of(response: httpx.Response) -> str | None:
+    """The server's `Id` a `GET /System/Info/Public` answer names when it is a Jellyfin or
+    Emby server's: a 2xx JSON object with an `Id` and a `ServerName` or `Version`, the id in
+    the form its items' `ServerId` take. None for anything else (a proxy's 404, a page). Pure."""
+    if not response.is_success:
+        return None
+    try:
+        answer = response.json()
+    except ValueError:
+        return None
+    if not isinstance(answer, dict):
+        return None
+    if text(answer.get("ServerName")) is None and text(answer.get("Version")) is None:
+        return None
+    return server_guid(answer.get("Id"))
+
+
+def other_kind(asked: httpx.Response) -> str | None:
+    """What plainly answered the check in a Jellyfin or Emby server's place, when nothing a
+    reverse proxy answers for a server that is down could be it: a Plex server (its headers
+    on any answer), or a service answering JSON of its own; None otherwise (a 404, an error
+    or login page: what a proxy says while the server restarts). Pure."""
+    if "x-plex-protocol" in asked.headers:
+        return "a Plex server"
+    if not asked.is_success or server_id_of(asked) is not None:
+        return None
+    try:
+        asked.json()
+    except ValueError:
+        return None
+    return "another service (JSON without a server Id)"
 
 
 def media_server_client(

@@ -25,7 +25,8 @@ python-plexapi PR #1366), so a scrobble of ours makes none there (`rowless_scrob
 Before a 404 is read as gone, `GET /identity` must answer a MediaContainer naming the server's
 machineIdentifier (any, while none is known yet); else the 404 was the proxy's and the request
 fails as an outage (`Unavailable`). A confirmation vouches for the 404s of the next
-IDENTITY_VOUCHES seconds: a link's run meeting many missing items does not double its requests.
+IDENTITY_VOUCHES seconds (`watchbridge.http.Vouch`): a link's run meeting many missing items
+does not double its requests.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from watchbridge.http import (
     HttpClient,
     ServiceError,
     Unavailable,
+    Vouch,
     changed_answer,
     count_problems,
     earlier_try_may_have_landed,
@@ -75,8 +77,6 @@ PAGE_SIZE = 500  # plexapi pages by 100; PMS serves 500 items with guids comfort
 HISTORY_PAGE = 100
 DETAILS_BATCH = 100  # ratingKeys per `/library/metadata/{k1,k2,…}` (plexapi joins lists so)
 LISTING_TYPES = {"movie": 1, "show": 2, "season": 3, "episode": 4}
-# Seconds a confirmed `/identity` vouches that a 404 is Plex's own "no such item".
-IDENTITY_VOUCHES = 60.0
 # The first PMS whose mark played (our scrobble) writes no history row.
 ROWLESS_SCROBBLES_SINCE = (1, 40, 0, 7998)
 Kept = TypeVar("Kept")  # what a paged read keeps of each row (`PlexClient._kept_pages`)
@@ -481,10 +481,9 @@ class PlexClient:
         self.token: str | None = token or None  # None: no server token configured
         self.clock = clock
         # The server's machineIdentifier, as /identity last named it (None: not asked yet),
-        # and when it last vouched for a 404 (`_gone`).
-        self.machine: str | None = None
+        # and whether it vouches for a 404 now (`_gone`).
+        self.vouch = Vouch(clock)
         self.version: str | None = None  # as /identity last named it (None: not known)
-        self._vouched_at: float | None = None
         self.http = HttpClient(
             SERVICE,
             config.url,
@@ -539,11 +538,11 @@ class PlexClient:
         Any other answer (a 404, a page) is not Plex's: Unavailable, as an outage."""
         response = await self.http.request("GET", "/identity")
         machine = machine_of(response)
-        if machine != self.machine:
-            self._vouched_at = None  # Plex gone from the address, or another server there
         if machine is None:
+            self.vouch.named(None)  # Plex gone from the address: it vouches for nothing
             raise Unavailable(SERVICE, _not_plex(response, "/identity"))
-        self.machine, self.version = machine, version_of(response)
+        self.vouch.renamed(machine)  # another server there: its 404s are asked about again
+        self.version = version_of(response)
         return machine
 
     @property
@@ -556,8 +555,7 @@ class PlexClient:
         """Return when the 404 `response` is this PMS saying it has no such thing: /identity
         names the server we know (any, while none is known), or did so within
         IDENTITY_VOUCHES. Else raise Unavailable: a proxy answered for a Plex that is gone."""
-        now = self.clock()
-        if self._vouched_at is not None and 0 <= now - self._vouched_at < IDENTITY_VOUCHES:
+        if self.vouch.fresh():
             return
         unknown = earlier_try_may_have_landed(response)
         try:
@@ -567,11 +565,10 @@ class PlexClient:
             raise Unavailable(
                 SERVICE, f"{said}: {exc.message}", exc.retry_after, outcome_unknown=unknown
             ) from None
-        machine = machine_of(asked)
-        if machine is None or (self.machine is not None and machine != self.machine):
-            said = f"{what} answered 404, and {_not_plex(asked, '/identity', self.machine)}"
+        if not self.vouch.named(machine_of(asked)):
+            said = f"{what} answered 404, and {_not_plex(asked, '/identity', self.vouch.known)}"
             raise Unavailable(SERVICE, said, outcome_unknown=unknown)
-        self.machine, self.version, self._vouched_at = machine, version_of(asked), now
+        self.version = version_of(asked)
 
     async def details(
         self, rating_keys: Sequence[str], token: str | None = None, batch: int = DETAILS_BATCH
