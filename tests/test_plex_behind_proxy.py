@@ -240,3 +240,16 @@ async def test_a_removal_the_link_writes_while_the_proxy_answers_404_is_not_take
     assert not rig.plex.user_state(S2E3).get("viewCount")
     assert rig.plex.history_of(S2E3) == []
     assert len(rig.serializd.diary()) == left  # not copied back
+
+
+async def test_a_page_answering_in_plexs_place_is_no_sign_plex_is_up(
+    client: PlexClient, plex: FakePlex
+) -> None:
+    # The enricher's "are you there" after a lookup got no answer: a proxy's sign-in page (a
+    # 200) said yes, and the outage was taken for that item's failure (its play spent tries).
+    plex.fail_next(1, 200, route="/identity", body="<html><body>Sign in</body></html>")
+    assert not await client.answers()
+    plex.proxy_lost_plex()
+    assert not await client.answers()
+    plex.proxy_found_plex()
+    assert await client.answers()

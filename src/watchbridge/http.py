@@ -842,16 +842,6 @@ class HttpClient:
             self.pacers[account] = make()
         return self.pacers[account]
 
-    async def answers(self, path: str) -> bool:
-        """Whether the service answers at all: a GET of `path` (one it answers without a key)
-        succeeds. Told apart from one request's own failure: an outage holds everything; a
-        proxy answering for a server that is down says no success."""
-        try:
-            response = await self.request("GET", path)
-        except ServiceError:
-            return False
-        return response.is_success
-
     async def aclose(self) -> None:
         await self._client.aclose()
 

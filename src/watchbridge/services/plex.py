@@ -529,9 +529,14 @@ class PlexClient:
         return item_from_metadata(key, first_metadata(answer))
 
     async def answers(self) -> bool:
-        """Whether the server answers at all (`GET /identity`): a lookup failing to answer
-        about one item while it does is that item's failure, not an outage."""
-        return await self.http.answers("/identity")
+        """Whether the server answers at all (`GET /identity` naming a machineIdentifier): a
+        lookup failing to answer about one item while it does is that item's failure, not an
+        outage. A page in Plex's place (a proxy's 404 or sign-in page) is no answer."""
+        try:
+            response = await self.http.request("GET", "/identity")
+        except ServiceError:
+            return False
+        return machine_of(response) is not None
 
     async def identity(self) -> str:
         """The server's machineIdentifier (`GET /identity`), how plex.tv names this server.
