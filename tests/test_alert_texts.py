@@ -5,7 +5,9 @@ read as the Apprise target received them."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -204,3 +206,34 @@ def test_a_part_of_watchbridge_that_keeps_failing_says_what_stops_before_its_err
         " each time; if this alert keeps coming back, the watchbridge log has the details."
     )
     assert error == "The error: OSError: database or disk is full"
+
+
+async def test_an_outage_alert_leads_with_what_waits_since_when_and_that_nothing_is_to_do(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    anilist: FakeAniList,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+    time_zone: Callable[[str], None],
+) -> None:
+    time_zone("Europe/Berlin")
+    clock.now = (clock() // 86400 + 1) * 86400 + 12 * 3600 + 120  # 12:02 UTC: no midnight
+    anilist.fail_next(10**6, 503)
+    enqueue(runtime, "play", episode(40), clock() - 3600, live=True)
+    started = clock()
+    await worker.pass_once(runtime)
+    while worker.holds["anilist"].until < started + 900:
+        clock.advance(worker.holds["anilist"].until - clock())
+        await worker.pass_once(runtime)
+    clock.advance(started + 900 - clock())
+    await worker.pass_once(runtime)
+    (alert,) = receiver.messages
+    assert alert["title"] == "watchbridge: AniList unreachable"
+    lead, answer = alert["message"].split("\n\n")
+    since = datetime.fromtimestamp(started, ZoneInfo("Europe/Berlin")).strftime("%H:%M %Z")
+    assert lead == (
+        f"Plays and ratings for AniList are waiting since {since} (15 minutes); they go by"
+        " themselves when AniList answers. Nothing to do unless it lasts."
+    )
+    assert answer.startswith("AniList: ")
+    assert runtime.notifier.raised("service_unreachable", "anilist")  # the same condition

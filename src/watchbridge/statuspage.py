@@ -60,7 +60,7 @@ from watchbridge.store import (
 )
 from watchbridge.unmapped import Sighting
 from watchbridge.webhooks import SOURCES
-from watchbridge.zone import local, zone_shown
+from watchbridge.zone import clock_time, zone_shown
 
 
 @dataclass(frozen=True)
@@ -913,7 +913,7 @@ def _age(timestamp: float | None, now: float) -> str:
     """How long ago, then when on the user's clock: `16 min ago (14:02)`."""
     if timestamp is None:
         return "none"
-    return f"{_ago(timestamp, now)} ({_clock(timestamp, now)})"
+    return f"{_ago(timestamp, now)} ({clock_time(timestamp, now)})"
 
 
 def _ago(timestamp: float, now: float) -> str:
@@ -924,25 +924,7 @@ def _ago(timestamp: float, now: float) -> str:
 def _until(timestamp: float, now: float) -> str:
     if timestamp <= now:
         return "now"
-    return f"in {_span(timestamp - now)} ({_clock(timestamp, now)})"
-
-
-def _clock(timestamp: float, now: float) -> str:
-    """When, on the clock of the zone the page names, as short as `now` lets it be told:
-    `14:02` the same day, `yesterday 14:02`, `Mon 14:02` within the week, `12 Aug 14:02`
-    within about a year, `12 Aug 2025` before or after."""
-    at, today = local(timestamp), local(now)
-    days = (today.date() - at.date()).days
-    minute = f"{at:%H:%M}"
-    if days == 0:
-        return minute
-    if days in (1, -1):
-        return f"{'yesterday' if days == 1 else 'tomorrow'} {minute}"
-    if abs(days) < 7:
-        return f"{at:%a} {minute}"
-    if abs(days) < 300:
-        return f"{at.day} {at:%b} {minute}"
-    return f"{at.day} {at:%b %Y}"
+    return f"in {_span(timestamp - now)} ({clock_time(timestamp, now)})"
 
 
 def _span(seconds: float) -> str:

@@ -110,6 +110,27 @@ def local_time(
     return local(timestamp, environ).strftime(f"%Y-%m-%d %H:%M{':%S' if seconds else ''} %Z")
 
 
+def clock_time(
+    timestamp: float, now: float, environ: Mapping[str, str] = os.environ, zone: bool = False
+) -> str:
+    """When, on the user's clock, as short as `now` lets it be told: `14:02` the same day,
+    `yesterday 14:02`, `Mon 14:02` within the week, `12 Aug 14:02` within about a year,
+    `12 Aug 2025` before or after. `zone`: with the zone's short name after a time (`14:02
+    CEST`), for a text that stands alone (an alert), not one that names the zone once."""
+    at, today = local(timestamp, environ), local(now, environ)
+    days = (today.date() - at.date()).days
+    minute = f"{at:%H:%M}" + (f" {at:%Z}" if zone else "")
+    if days == 0:
+        return minute
+    if days in (1, -1):
+        return f"{'yesterday' if days == 1 else 'tomorrow'} {minute}"
+    if abs(days) < 7:
+        return f"{at:%a} {minute}"
+    if abs(days) < 300:
+        return f"{at.day} {at:%b} {minute}"
+    return f"{at.day} {at:%b %Y}"
+
+
 def zone_shown(environ: Mapping[str, str] = os.environ, at: float | None = None) -> str:
     """The zone the times shown to the user are in, as the status page names it once:
     `Europe/Berlin`, `this machine's time zone (UTC+01:00 now)`, or UTC with how to have

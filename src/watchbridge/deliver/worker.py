@@ -64,6 +64,7 @@ from watchbridge.store import (
     Store,
     Untold,
 )
+from watchbridge.zone import clock_time
 
 log = logging.getLogger(__name__)
 
@@ -577,7 +578,7 @@ def unreachable_alert(
     if max(now, until) - since < UNREACHABLE_ALERT_AFTER:
         return None
     name = service_title(target)
-    at = datetime.fromtimestamp(until, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    at = clock_time(until, now, zone=True)
     reason = reason.removeprefix(f"{target}: ")  # the text names it first already
     # A media server's lookups share its outage's alert (ids.outage_key): told here too.
     also = f" (and plays that need {name} to name their show)" if target in DELIVERED_TO else ""
@@ -593,16 +594,23 @@ def unreachable_alert(
             " the limit passes. Nothing is lost, and there is nothing for you to do."
         )
         return f"{text} {_spending()}." if spends else text
+    # What it means for the household first, a phone's lines; the service's answer after.
+    waiting = f"Plays and ratings for {name}{also}"
     if now - since >= UNREACHABLE_ALERT_AFTER:
-        text = f"{name} has not taken deliveries for {held_for(now - since)}: {reason}."
+        lead = f"{waiting} are waiting since {clock_time(since, now, zone=True)}"
+        lead += f" ({held_for(now - since)})"
+        answer = f"{name}: {reason}."
         if until > now and asked:
-            text += f" It asks to wait until {at}."
+            answer += f" It asks to wait until {at}."
     else:
-        wait = format_span(until - now)
-        text = f"{name} cannot take deliveries until {at} (in {wait}): {reason}."
-    if spends:
-        return f"{text} {_spending()}; the other queued deliveries{also} go out when it is back."
-    return f"{text} Nothing is lost; queued deliveries{also} go out when it is back."
+        lead = f"{waiting} wait until {at} (in {format_span(until - now)})"
+        lead += f", as {name} asks" if asked else ""
+        answer = f"{name}: {reason}."
+    lead += f"; they go by themselves when {name} answers"
+    if spends:  # some may give up first: the lead must not promise every one goes
+        lead += " (any it keeps failing for about 14 hours are set aside, and sent once more then)"
+        answer += f" {_spending()}."
+    return f"{lead}. Nothing to do unless it lasts.\n\n{answer}"
 
 
 def _spending() -> str:
