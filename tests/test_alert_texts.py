@@ -28,6 +28,8 @@ from watchbridge.config import parse_config
 from watchbridge.deliver.anilist import AniListTarget
 from watchbridge.deliver.worker import DeliveryWorker, unreachable_alert
 from watchbridge.http import Pause
+from watchbridge.maintenance import tell_beside
+from watchbridge.servelock import Holder
 from watchbridge.storagewatch import StorageWatch
 from watchbridge.store import Store
 from watchbridge.sync import FAILURES_BEFORE_ALERT, report_run
@@ -237,3 +239,31 @@ async def test_an_outage_alert_leads_with_what_waits_since_when_and_that_nothing
     )
     assert answer.startswith("AniList: ")
     assert runtime.notifier.raised("service_unreachable", "anilist")  # the same condition
+
+
+async def test_another_service_on_the_database_leads_with_what_to_do(
+    tmp_path: Path, receiver: AlertReceiver
+) -> None:
+    database = tmp_path / "wb.db"
+    config = parse_config(
+        f'storage: {{path: {database}}}\nalerts: {{urls: ["{receiver.apprise_url}"]}}\n',
+        Path("watchbridge.yaml"),
+        {},
+    )
+    runtime = build_runtime(config)
+    runtime.open()
+    try:
+        await tell_beside(runtime, None, Holder(1, "nas-container", 1_700_000_000.0))
+    finally:
+        runtime.close()
+    (alert,) = receiver.messages
+    lead, details = alert["message"].split("\n\n")
+    assert lead == (
+        f"Stop one of the two watchbridge services writing to {database}, or give one a"
+        " database of its own (storage.path). Until then both send your plays and ratings and"
+        " run the syncs, and a play may be sent twice."
+    )
+    assert details.startswith(
+        "The other one (pid 1 on host nas-container, started 2023-11-14 22:13:20 UTC) got past"
+        " the lock file: "
+    )

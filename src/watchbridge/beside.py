@@ -72,8 +72,8 @@ def other_writer(mine: Mine, last: float | None, replaced: Noted) -> Holder | No
 
 
 def message(database: Path, other: Holder) -> str:
-    """What the log and the `storage` alert say: who, why the lock did not stop it, what to do."""
-    who = described(other) or " (an older release, which does not say who it is)"
+    """What the log says, on one line: who, why the lock did not stop it, what to do."""
+    who = _who(other)
     return (
         f"storage.path {database}: another watchbridge service is writing to this "
         f"database{who}. Its lock file could not keep it out: it runs on another machine "
@@ -82,6 +82,24 @@ def message(database: Path, other: Holder) -> str:
         "send alerts; stop one of them, or give it a database of its own (storage.path), "
         "and keep the database on a local disk"
     )
+
+
+def alert_text(database: Path, other: Holder) -> str:
+    """What the `storage` alert says: what to do and what it means first (a phone's lines),
+    then who the other is and why the lock did not stop it."""
+    return (
+        f"Stop one of the two watchbridge services writing to {database}, or give one a "
+        "database of its own (storage.path). Until then both send your plays and ratings and "
+        "run the syncs, and a play may be sent twice.\n\n"
+        f"The other one{_who(other)} got past the lock file: it runs on another machine "
+        "sharing the database over a network share that does not carry file locks, or it is "
+        "an earlier build from before the lock. Keep the database on a local disk of the "
+        "machine that runs watchbridge."
+    )
+
+
+def _who(other: Holder) -> str:
+    return described(other) or " (an older release, which does not say who it is)"
 
 
 def _decoded(text: str | None) -> dict[str, Any]:

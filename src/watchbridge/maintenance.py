@@ -396,9 +396,9 @@ async def tell_beside(runtime: Runtime, told: Holder | None, other: Holder | Non
     service's own last one in place again."""
     database = Path(runtime.config.storage.path)
     if other is not None:
-        said = beside.message(database, other)
         if other != told:
-            log.error(said)
+            log.error(beside.message(database, other))
+        said = beside.alert_text(database, other)
         await runtime.notifier.notify(STORAGE_ALERT, beside.TITLE, said, beside.BESIDE_KEY)
         return
     if told is not None:
