@@ -17,9 +17,15 @@ from tests.fakes.base import FakeServer
 from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.harness import AppThread
 from tests.ingest_samples import sample_bytes
+from tests.test_anilist_client import fixture
 from tests.test_app import CrashesForDays, jellyfin_config, wait_until
 from tests.test_app import runtime_for as app_runtime_for
-from tests.test_deliver_anilist import PART_2, anilist_target, enqueue, episode
+from tests.test_deliver_anilist import (
+    PART_2,
+    anilist_target,
+    enqueue,
+    episode,
+)
 from tests.test_storage_faults import LOCKED_TITLE, hold_the_lock, post, quick_lock_runtime
 from watchbridge import storagewatch, webhooks
 from watchbridge.alerts import Notifier
@@ -266,4 +272,30 @@ async def test_another_service_on_the_database_leads_with_what_to_do(
     assert details.startswith(
         "The other one (pid 1 on host nas-container, started 2023-11-14 22:13:20 UTC) got past"
         " the lock file: "
+    )
+
+
+async def test_a_play_that_gave_up_leads_with_its_title_and_the_command_to_send_it_again(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    anilist: FakeAniList,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    anilist.fail_next(
+        1, 400, body=fixture("error-validation-400.json"), when=lambda r: b"SaveMedia" in r.body
+    )
+    enqueue(runtime, "play", episode(40), clock() - 3600)  # AniList refuses its values
+    await worker.pass_once(runtime)
+    (dead,) = runtime.store.dead_letters()
+    (alert,) = [m for m in receiver.messages if "gave up" in m["title"]]
+    assert alert["title"] == "watchbridge: gave up sending a play to AniList"
+    lead, details = alert["message"].split("\n\n")
+    assert lead == (
+        "Re:Zero S01E40: the play for profile me did not reach AniList: watchbridge gave up"
+        f" sending it. Send it again with `watchbridge deadletters retry {dead.id}`;"
+        " `watchbridge deadletters list` shows it."
+    )
+    assert details.startswith(
+        f"Re:Zero S01E40: play for profile me (#{dead.id}): AniList rejected the values ("
     )

@@ -204,11 +204,11 @@ GIVEN_UP = {  # how Trakt held the play; the config after; the title of its paus
         "trakt is no longer configured",
     ),
 }
-# How the dead-letter alert lists the row: naming profile me once (it read "#1 play of
-# Arrival (2016) for profile me: profile me no longer has ...").
+# How the dead-letter alert lists the row: naming profile me once (it read "Arrival (2016):
+# play for profile me (#1): profile me no longer has ...").
 GAVE_UP_LINE = {
-    "account removed": "play of Arrival (2016): profile me no longer has ",
-    "service removed": "play of Arrival (2016) for profile me: trakt is no longer configured",
+    "account removed": "Arrival (2016): play (#{id}): profile me no longer has ",
+    "service removed": "Arrival (2016): play for profile me (#{id}): trakt is no longer configured",
 }
 
 
@@ -249,10 +249,11 @@ def test_what_waits_for_a_removed_account_is_told_once_and_retired(
         assert store.outbox_counts()["pending"] == 0
     assert (dead.last_error or "").startswith(why)
     (told,) = [m["message"] for m in receiver.messages if m["title"] == GAVE_UP]
-    assert str(told).splitlines()[1].startswith(f"#{dead.id} {GAVE_UP_LINE[change]}"), told
+    line = GAVE_UP_LINE[change].format(id=dead.id)
+    assert str(told).split("\n\n")[1].startswith(line), told
 
 
-GAVE_UP = "watchbridge: a Trakt delivery gave up"
+GAVE_UP = "watchbridge: gave up sending a play to Trakt"
 
 
 def test_status_says_which_link_it_shows_the_last_run_of_is_no_longer_configured(

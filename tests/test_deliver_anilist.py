@@ -2358,7 +2358,8 @@ async def test_a_row_that_cannot_be_read_is_a_dead_letter_told_as_a_bug_to_repor
     (dead,) = runtime.store.dead_letters()
     assert dead.last_error is not None
     assert dead.last_error.startswith(
-        "an unexpected error in watchbridge, a bug: its play row for AniList cannot be read"
+        "an unexpected error in watchbridge, a bug: what it stored of this play for AniList"
+        " cannot be read"
         " (TypeError: "
     )
     assert dead.last_error.endswith("please report it (a retry fails the same way)")

@@ -707,7 +707,8 @@ async def test_a_row_that_cannot_be_read_is_a_dead_letter_told_as_a_bug_to_repor
     await plays(reader)
     outcome = await deliver(target, store, "rating", ARRIVAL, T0, rating="seven")
     assert outcome == Dead(
-        "an unexpected error in watchbridge, a bug: its rating row for Plex cannot be read"
+        "an unexpected error in watchbridge, a bug: what it stored of this rating for Plex"
+        " cannot be read"
         " (ValueError: invalid literal for int() with base 10: 'seven'); please report it"
         " (a retry fails the same way)"
     )

@@ -2442,11 +2442,11 @@ async def test_a_row_that_cannot_be_read_is_a_dead_letter_told_as_a_bug_to_repor
     await drain(worker, runtime, clock)
     (dead,) = runtime.store.dead_letters()
     assert dead.last_error == (
-        "an unexpected error in watchbridge, a bug: its rating row for Serializd cannot be read"
-        " (KeyError 'rating'); please report it (a retry fails the same way)"
+        "an unexpected error in watchbridge, a bug: what it stored of this rating for Serializd"
+        " cannot be read (KeyError 'rating'); please report it (a retry fails the same way)"
     )
     (told,) = [m["message"] for m in receiver.messages if "gave up" in m["title"]]
-    assert f"#{dead.id} rating of Breaking Bad S01E04 for profile me: an unexpected error" in told
+    assert f"Breaking Bad S01E04: rating for profile me (#{dead.id}): an unexpected error" in told
 
 
 @pytest.mark.parametrize("uptime", [FakeClock(1_000.0)])

@@ -2829,7 +2829,7 @@ async def test_a_rating_a_rate_limit_held_that_gives_up_as_it_lifts_ends_the_pau
         assert receiver.titles() == [
             HELD_FOR_ME,
             f"Resolved: {HELD_FOR_ME}",
-            "watchbridge: a Trakt delivery gave up",
+            "watchbridge: gave up sending a rating to Trakt",
         ]
         resolved = receiver.messages[1]["message"]
         assert "those it held went out or gave up (dead letters" in resolved
@@ -3746,7 +3746,7 @@ async def test_a_dead_letter_whose_alert_failed_is_alerted_after_a_restart(
     async with restarted(runtime, worker, clock) as (runtime, worker):  # an update, say
         clock.advance(120)
         await worker.pass_once(runtime)
-        assert gave_up(receiver) == ["watchbridge: a Trakt delivery gave up"]
+        assert gave_up(receiver) == ["watchbridge: gave up sending a play to Trakt"]
 
 
 async def test_a_dead_letter_the_process_died_before_alerting_is_alerted_after_the_restart(
@@ -3757,7 +3757,7 @@ async def test_a_dead_letter_the_process_died_before_alerting_is_alerted_after_t
     runtime.store.mark_dead(row.id, clock(), "gave up after 3 attempts: 400")  # then kill -9
     async with restarted(runtime, worker, clock) as (runtime, worker):
         await worker.pass_once(runtime)
-        assert gave_up(receiver) == ["watchbridge: a Trakt delivery gave up"]
+        assert gave_up(receiver) == ["watchbridge: gave up sending a play to Trakt"]
         await worker.pass_once(runtime)
     assert len(gave_up(receiver)) == 1  # told once
 
@@ -3793,7 +3793,9 @@ async def test_a_dead_letter_within_the_alert_throttle_is_alerted_when_it_ends(
     assert len(gave_up(receiver)) == 1
     await drain(worker, runtime, clock, passes=3, step=3600)  # a quiet day follows
     assert len(gave_up(receiver)) == 2
-    assert "play of Arrival (2016) for profile me" in str(receiver.messages[-1]["message"])
+    assert "Arrival (2016): the play for profile me did not reach Trakt" in str(
+        receiver.messages[-1]["message"]
+    )
 
 
 async def test_a_dead_letter_a_sync_run_could_not_tell_is_told_by_the_service(
@@ -3865,7 +3867,7 @@ async def test_rows_the_config_no_longer_allows_become_told_dead_letters(
     await worker.pass_once(runtime)
     (dead,) = runtime.store.dead_letters()
     assert why in (dead.last_error or "")
-    assert gave_up(receiver) == [f"watchbridge: a {target.capitalize()} delivery gave up"]
+    assert gave_up(receiver) == [f"watchbridge: gave up sending a play to {target.capitalize()}"]
     assert trakt.history() == []
 
 
@@ -3916,7 +3918,7 @@ def test_one_alert_tells_of_several_dead_letters_naming_the_latest() -> None:
         for i in range(1, 8)
     ]
     title, body = dead_letter_alert("trakt", Untold(len(rows), rows, 0.0))
-    assert title == "watchbridge: 7 Trakt deliveries gave up"
+    assert title == "watchbridge: gave up sending 7 changes to Trakt"
     assert "and 2 more" in body and "error 7" in body and "error 2" not in body
 
 

@@ -41,7 +41,7 @@ pytestmark = pytest.mark.anyio
 EMAIL, PASSWORD, _ = ALICE
 HOUR, DAY = 3600.0, 86400.0
 PAUSED = "watchbridge: Serializd unreachable"
-PLAY_GAVE_UP = "watchbridge: a Serializd delivery gave up"
+PLAY_GAVE_UP = "watchbridge: gave up sending a play to Serializd"
 
 
 @pytest.fixture
@@ -348,7 +348,7 @@ async def test_a_write_the_service_always_fails_goes_once_more_by_itself_then_st
     told = [m["message"] for m in receiver.messages if m["title"] == PLAY_GAVE_UP]
     (first, last) = told
     assert "It failed on Serializd's own server errors" in first
-    assert "it goes once more by itself when Serializd takes a delivery again" in first
+    assert "it goes once more by itself when Serializd takes a play or rating again" in first
     assert "it gave up again after going once more by itself: it stays a dead letter" in last
     assert "once more by itself when" not in last
 

@@ -182,7 +182,7 @@ def test_a_sync_from_cron_does_not_send_what_the_config_no_longer_asks_for(
         assert store.outbox_counts()["pending"] == 0
     assert sorted(row.action for row in dead) == ["play", "rating"]
     assert all((row.last_error or "").startswith("links.plex-trakt is no longer") for row in dead)
-    assert receiver.titles() == ["watchbridge: 2 Trakt deliveries gave up"]
+    assert receiver.titles() == ["watchbridge: gave up sending 2 plays and ratings to Trakt"]
 
 
 def test_a_sync_beside_the_service_leaves_judging_the_queue_to_it(

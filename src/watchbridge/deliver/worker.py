@@ -169,8 +169,9 @@ def unreadable_row(row: OutboxItem, target: str, exc: Exception) -> Dead:
     found = f"KeyError {exc.args[0]!r}" if isinstance(exc, KeyError) and exc.args else None
     found = found or f"{type(exc).__name__}: {exc}"
     return Dead(
-        f"an unexpected error in watchbridge, a bug: its {row.action} row for {target} cannot "
-        f"be read ({found}); please report it (a retry fails the same way)"
+        f"an unexpected error in watchbridge, a bug: what it stored of this"
+        f" {_dead_what(row.action)} for {target} cannot be read ({found}); please report it"
+        " (a retry fails the same way)"
     )
 
 
@@ -470,15 +471,31 @@ def held_as(hold: Hold) -> str | None:
     return HELD_PROFILE if hold.alert in PROFILE_ALERTS else None
 
 
+# What a dead letter was to do, in a person's words: (one, several).
+_DEAD_WHAT = {
+    "play": ("play", "plays"),
+    "rating": ("rating", "ratings"),
+    "remove_play": ("removal of a play", "removals of plays"),
+    "remove_rating": ("removal of a rating", "removals of ratings"),
+    "progress": ("progress", "progress updates"),
+    "watching": ("now-watching status", "now-watching statuses"),
+}
+
+
+def _dead_what(action: str, many: bool = False) -> str:
+    one, several = _DEAD_WHAT.get(action, (action.replace("_", " "), "changes"))
+    return several if many else one
+
+
 def _dead_letter_line(row: OutboxItem) -> str:
-    """A dead letter as its alert lists it, naming the profile once (a reason may name it:
-    "profile kid is no longer in the config")."""
+    """A dead letter as its alert lists it: its title first, naming the profile once (a
+    reason may name it: "profile kid is no longer in the config")."""
     told = services_titled(_told(row.last_error or "gave up"))
     whose = "" if names_profile(row.profile, told) else f" for profile {row.profile}"
     again = f" ({row.discarded_before()})" if row.discarded_before() else ""
     if row.once_more == ONCE_MORE_SPENT:
         again += " (it gave up again after going once more by itself: it stays a dead letter)"
-    return f"#{row.id} {row.action} of {row.describe()}{whose}: {told}{again}"
+    return f"{row.describe()}: {_dead_what(row.action)}{whose} (#{row.id}): {told}{again}"
 
 
 def _told(reason: str) -> str:
@@ -796,26 +813,48 @@ DEAD_LETTERS_LISTED = 5  # the most an alert names; it counts the rest
 
 
 def dead_letter_alert(target: str, untold: Untold) -> tuple[str, str]:
-    """The title and text of the alert telling of `target`'s dead letters `untold`."""
+    """The title and text of the alert telling of `target`'s dead letters `untold`: what did
+    not reach the service (a lone one by its title) and what to do, then each one's reason."""
     count, rows = untold.count, untold.latest[-DEAD_LETTERS_LISTED:]
     name = service_title(target)
-    what = f"a {name} delivery" if count == 1 else f"{count} {name} deliveries"
-    # What to do first: a phone shows the first two lines or so.
-    again = _retry_command(count, rows)
-    lines = [f"Send again with {again}; `watchbridge deadletters list` shows them."]
+    one = count == 1
+    it, them = ("it", "itself") if one else ("them", "themselves")
+    if one and rows:
+        row = rows[-1]
+        what = f"a {_dead_what(row.action)}"
+        lead = f"{row.describe()}: the {_dead_what(row.action)} for profile {row.profile}"
+    else:
+        # Named by what they were to do when the alert lists them all ("plays and ratings").
+        kinds = sorted({_dead_what(row.action, many=True) for row in rows})
+        named = " and ".join(kinds) if count == len(rows) and len(kinds) <= 2 else "changes"
+        what = f"{count} {named}" if count > 1 else "a change"
+        lead = what[0].upper() + what[1:]
+    lead += f" did not reach {name}: watchbridge gave up sending {it}."
+    # What to do next: a phone shows the first two lines or so.
+    if untold.once_more and untold.once_more == count:
+        lead += (
+            f" {'It goes' if one else 'They go'} once more by {them} when {name} takes a play"
+            f" or rating again: nothing to do unless {it} {'gives' if one else 'give'} up again."
+        )
+    else:
+        lead += (
+            f" Send {it} again with {_retry_command(count, rows)};"
+            f" `watchbridge deadletters list` shows {it}."
+        )
+    lines = [lead, ""]
     if count > len(rows):
         lines.append(f"... and {count - len(rows)} more, the latest:")
     lines.extend(_dead_letter_line(row) for row in rows)
     if untold.once_more:
-        which = "It" if count == 1 else f"{untold.once_more} of them"
+        which = "It" if one else f"{untold.once_more} of them"
         lines.append(
             f"{which} failed on {name}'s own server errors or dropped connections, so"
             f" {'it goes' if untold.once_more == 1 else 'they go'} once more by"
             f" {'itself' if untold.once_more == 1 else 'themselves'} when {name} takes a"
-            f" delivery again (a new play, a link's run; {probe_words(name)}); one that"
+            f" play or rating again (a new play, a link's run; {probe_words(name)}); one that"
             " gives up again stays a dead letter."
         )
-    return f"watchbridge: {what} gave up", "\n".join(lines)
+    return f"watchbridge: gave up sending {what} to {name}", "\n".join(lines)
 
 
 def _retry_command(count: int, listed: Sequence[OutboxItem]) -> str:
