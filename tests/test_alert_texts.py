@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tests.fakes.anilist import FakeAniList
+from tests.fakes.anime_datasets import FakeDatasets
 from tests.fakes.base import FakeServer
 from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.harness import AppThread
@@ -29,12 +30,13 @@ from tests.test_deliver_anilist import (
 from tests.test_storage_faults import LOCKED_TITLE, hold_the_lock, post, quick_lock_runtime
 from watchbridge import storagewatch, webhooks
 from watchbridge.alerts import Notifier
+from watchbridge.anime_data import from_config as anime_data_from
 from watchbridge.app import Runtime, create_app
 from watchbridge.config import parse_config
 from watchbridge.deliver.anilist import AniListTarget
 from watchbridge.deliver.worker import DeliveryWorker, unreachable_alert
-from watchbridge.http import Pause
-from watchbridge.maintenance import tell_beside
+from watchbridge.http import HttpClient, Pause, RetryPolicy
+from watchbridge.maintenance import DATASETS_TITLE, check_anime_datasets, tell_beside
 from watchbridge.servelock import Holder
 from watchbridge.storagewatch import StorageWatch
 from watchbridge.store import Store
@@ -299,3 +301,41 @@ async def test_a_play_that_gave_up_leads_with_its_title_and_the_command_to_send_
     assert details.startswith(
         f"Re:Zero S01E40: play for profile me (#{dead.id}): AniList rejected the values ("
     )
+
+
+async def test_anime_datasets_out_of_date_lead_with_what_it_means_and_what_to_do(
+    tmp_path: Path,
+    start_fake: Callable[[FakeServer], FakeServer],
+    receiver: AlertReceiver,
+    clock: FakeClock,
+) -> None:
+    datasets = start_fake(FakeDatasets())
+    assert isinstance(datasets, FakeDatasets)
+    urls = "".join(f"      {name}: {url}\n" for name, url in datasets.urls().items())
+    config = parse_config(
+        f"storage: {{path: {tmp_path / 'wb.db'}}}\n"
+        f"alerts: {{urls: ['{receiver.apprise_url}']}}\n"
+        f"services:\n  anilist:\n    mapping_urls:\n{urls}",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    runtime = build_runtime(config, clock=clock)
+    runtime.open()
+    http = HttpClient("anime-datasets", "", retry=RetryPolicy(attempts=2, backoff=0.01))
+    try:
+        datasets.fail_next(8, 503)  # no copy yet, and every host is down
+        await anime_data_from(runtime.config, http=http, clock=clock).index()
+        await check_anime_datasets(runtime)
+    finally:
+        await http.aclose()
+        runtime.close()
+    (alert,) = receiver.messages
+    assert alert["title"] == DATASETS_TITLE
+    lead, details = alert["message"].split("\n\n")
+    assert lead == (
+        "watchbridge could not refresh the anime mapping datasets that tell which AniList title"
+        " a show's episodes are, so some anime plays may not find their AniList title. It tries"
+        " again by itself; if this lasts, check that this machine reaches their hosts"
+        " (services.anilist.mapping_urls)."
+    )
+    assert details.startswith("anime dataset ")  # each one's problem, a line each

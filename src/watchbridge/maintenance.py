@@ -366,6 +366,13 @@ async def _tell_once(
 
 
 DATASETS_TITLE = "watchbridge: anime mapping datasets out of date"
+# What the datasets' alert says first: what it means, and what to do (a phone's lines).
+DATASETS_LEAD = (
+    "watchbridge could not refresh the anime mapping datasets that tell which AniList title a"
+    " show's episodes are, so some anime plays may not find their AniList title. It tries"
+    " again by itself; if this lasts, check that this machine reaches their hosts"
+    " (services.anilist.mapping_urls)."
+)
 
 
 async def check_anime_datasets(runtime: Runtime) -> None:
@@ -382,7 +389,7 @@ async def check_anime_datasets(runtime: Runtime) -> None:
     await asyncio.to_thread(data.keep_unsaved)
     problems = await asyncio.to_thread(data.out_of_date, runtime.clock())
     if problems:
-        body = "\n".join(problems)
+        body = DATASETS_LEAD + "\n\n" + "\n".join(problems)
         await runtime.notifier.notify("service_unreachable", DATASETS_TITLE, body, "anime-datasets")
     else:
         message = "The anime mapping datasets are current again."
