@@ -63,6 +63,7 @@ from watchbridge.config import (
     fits_in_url,
     is_trusted_proxy,
     link_profiles,
+    service_title,
     takes_webhooks,
     targets_for,
     trusted_gateways,
@@ -83,7 +84,7 @@ from watchbridge.homeassistant import (
     in_options_words,
     port_problems,
 )
-from watchbridge.ids import SERVER_NAMES, SERVER_SETTINGS
+from watchbridge.ids import SERVER_SETTINGS
 from watchbridge.lastwebhooks import LastWebhooks
 from watchbridge.logs import Redactor, mask_also, mask_renewed
 from watchbridge.metrics import CONTENT_TYPE, Metrics
@@ -659,7 +660,7 @@ def _unreadable_servers(config: Config, name: str, profile: Profile) -> list[str
     }
     agents = {"plex": " (from a library with a current Plex agent)"}
     return [
-        f"profile {name} takes {SERVER_NAMES[source]}'s webhooks, which{agents.get(source, '')}"
+        f"profile {name} takes {service_title(source)}'s webhooks, which{agents.get(source, '')}"
         " name an episode by its own ids only; Serializd and AniList find shows by the"
         " show's TMDB or TVDB id, which watchbridge reads from the server: set"
         f" {SERVER_SETTINGS[source]}, or its episodes wait as unmatched"

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from watchbridge.alerts import UNREACHABLE_ALERT_AFTER, Notifier
-from watchbridge.config import services_titled
+from watchbridge.config import service_title, services_titled
 from watchbridge.http import DOWN_STATUS, ServiceError, Unavailable
 from watchbridge.ingest.common import server_guid
 from watchbridge.logs import Repeating
@@ -1042,7 +1042,6 @@ class SeriesEnricher:
 
 # --------------------------------------------------------------------------- one enricher
 
-SERVER_NAMES = {"plex": "Plex", "jellyfin": "Jellyfin", "emby": "Emby"}
 # Media servers that are also delivery targets (a link's writes to Plex): see outage_key.
 DELIVERED_TO = frozenset({"plex"})
 
@@ -1138,7 +1137,7 @@ def series_id_reason(doubt: str, also: str | None) -> str:
 
 
 def problem_from(server: str, exc: ServiceError) -> Problem:
-    name = SERVER_NAMES.get(server, server)
+    name = service_title(server)
     if isinstance(exc, MediaServerAuthError | PlexAuthError):
         server_token = isinstance(exc, ServerTokenRefused)
         return Problem(exc.message, credentials=True, server_token_refused=server_token)
@@ -1155,7 +1154,7 @@ def problem_from(server: str, exc: ServiceError) -> Problem:
 
 
 def not_configured(server: str, item: MediaRef, need: Need) -> Problem:
-    name = SERVER_NAMES.get(server, server)
+    name = service_title(server)
     settings = SERVER_SETTINGS.get(server, f"services.{server}")
     return Problem(
         f"{item.describe()} came from {name} without {need.label}; set "
@@ -1168,7 +1167,7 @@ def not_configured(server: str, item: MediaRef, need: Need) -> Problem:
 def not_known(server: str | None, item: MediaRef, need: Need) -> Problem:
     if server is None:
         return Problem(f"nothing names {need.label} for {item.describe()}")
-    name = SERVER_NAMES.get(server, server)
+    name = service_title(server)
     show = item.show_title or item.title or "the show"
     if server == "plex":
         # Plex's Fix Match gives the item another plex:// guid, which a queued play is never
@@ -1402,7 +1401,7 @@ class Enricher:
         configured = None if lookup is None else lookup.another_server(from_server)
         if configured is None or from_server is None:
             return None
-        name = SERVER_NAMES.get(server, server)
+        name = service_title(server)
         then = ", and Trakt's id search did not find it" if self.trakt else f": {TRAKT_FINDS_IT}"
         return Problem(
             f"{item.describe()} was played on another {name} server ({server_guid(from_server)})"
@@ -1598,7 +1597,7 @@ class Enricher:
         since = self._down_since.setdefault(server, now)
         if self.notifier is None or now - since < UNREACHABLE_ALERT_AFTER:
             return
-        name = SERVER_NAMES.get(server, server)
+        name = service_title(server)
         minutes = int((now - since) // 60)
         said = services_titled(problem.message)
         waiting = "Plays that need it to name their show wait (nothing is lost)"
@@ -1629,7 +1628,7 @@ class Enricher:
         # An alert an earlier release raised under the server's own key is resolved too.
         for key in dict.fromkeys([outage_key(server), f"server:{server}"]):
             if self.notifier.raised("service_unreachable", key):
-                name = SERVER_NAMES.get(server, server)
+                name = service_title(server)
                 message = f"{name} answers again; waiting plays go out"
                 await self.notifier.resolve("service_unreachable", message, key=key)
 
@@ -1686,4 +1685,4 @@ class Enricher:
 
 def _server_credential(server: str) -> tuple[str, str]:
     """The server's name and what it signs us in with, for alerts."""
-    return SERVER_NAMES.get(server, server), "token" if server == "plex" else "API key"
+    return service_title(server), "token" if server == "plex" else "API key"
