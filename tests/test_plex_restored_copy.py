@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.fakes.plex import MODERN_VERSION, OLD_VERSION
 from tests.harness import put_back
 from tests.test_plex_unlanded_writes import Rig, plex_serializd_rig
 from tests.test_unnamed_items import BCS
@@ -142,11 +143,16 @@ def s1e2_dates(rig: Rig) -> list[str]:
     )
 
 
-# The copy's row is tried before any read, after the user watched S1E2 again in Plex: Plex's
-# `lastViewedAt` is that rewatch, and the first view since the row was queued is our scrobble.
+# The copy's row is tried before any read (or read first), after the user watched S1E2 again
+# in Plex: Plex's `lastViewedAt` is that rewatch, and the first view since the row was queued
+# is our scrobble. A server since PMS 1.40.0.7998 wrote no history row for our scrobble: the
+# rewatch's row is the only one since, and it is the user's, never our write's echo.
+@pytest.mark.parametrize("version", [OLD_VERSION, MODERN_VERSION], ids=["pms-1.32", "pms-1.41"])
+@pytest.mark.parametrize("read_first", [False, True], ids=["delivered-first", "read-first"])
 async def test_a_rewatch_in_plex_before_the_put_back_row_is_tried_is_the_users_own_play(
-    rig: Rig, tmp_path: Any
+    rig: Rig, tmp_path: Any, version: str, read_first: bool
 ) -> None:
+    rig.plex.version = version
     await rig.run()
     users = rig.serializd.log_entry(
         None, BCS, 1, 2, backdate="2024-03-01T20:00:00.000Z", review_text="the user's own"
@@ -164,13 +170,15 @@ async def test_a_rewatch_in_plex_before_the_put_back_row_is_tried_is_the_users_o
     rig.plex.watch(S1E2, rewatched)  # the user watches S1E2 again, in Plex
 
     rig.at(14 * DAY + 5)
-    await rig.drain()  # the copy's row, possibly sent, tried before any read
+    if read_first:
+        await rig.run(deliver=False)
+    await rig.drain()  # the copy's row, possibly sent
     for minutes in (30, 60, DAY):
         rig.at(14 * DAY + minutes)
         await rig.run()
 
     assert rig.plex.user_state(S1E2)["viewCount"] == 2  # our scrobble and the rewatch
-    assert len(rig.plex.history_of(S1E2)) == 2
+    assert len(rig.plex.history_of(S1E2)) == (2 if version == OLD_VERSION else 1)
     # The user's entry, and the rewatch on its day: our scrobble is not copied back as new.
     assert (users.id, "the user's own") in s1e2_entries(rig)
     rewatch_day = time.strftime("%Y-%m-%d", time.gmtime(rewatched))

@@ -29,10 +29,12 @@ back holds no mark), is not scrobbled when Plex shows the item viewed since the 
 the first such view (one history request for the item, by the account the link's last read read
 the history by; else `lastViewedAt`) is taken for its write, as the reader takes it
 (`sent_after_the_copy`), so a rewatch of the user's after it stays theirs and our scrobble's row
-is our echo. An item Plex shows unwatched, whose history holds a view since the row was queued,
-was unwatched since (the user's latest word): not scrobbled, recorded as written and removed. A
-write Plex answers with an error spends the row's attempt (a poison item ends as a dead letter);
-the profile's other rows wait without spending.
+is our echo (on a server whose scrobbles make no row, a history row is the user's viewing: the
+play is taken as written with no view of its own, not scrobbled over it). An item Plex shows
+unwatched, whose history holds a view since the row was queued, was unwatched since (the user's
+latest word): not scrobbled, recorded as written and removed. A write Plex answers with an
+error spends the row's attempt (a poison item ends as a dead letter); the profile's other rows
+wait without spending.
 
 Ratings: a rating row that waited, or a link's (planned on a read of Plex that may be
 minutes old: the run reads the other side before it queues), asks Plex first, and is skipped
@@ -144,11 +146,13 @@ KEPT = (KEYS, PLAYS, WRITTEN, SYNTHETIC, UNWATCHING)  # the maps a Person holds
 
 @dataclass(frozen=True)
 class ViewSinceQueued:
-    """A copy's first view (Plex's clock) since a play row was queued, and whether the copy
-    is still watched since then (False: unwatched after it)."""
+    """A copy's first view (Plex's clock) since a play row was queued, whether the copy is
+    still watched since then (False: unwatched after it), and whether that view is a history
+    row (else `lastViewedAt` alone)."""
 
     first: float
     watched: bool
+    in_history: bool = False
 
 
 @dataclass(frozen=True)
@@ -498,10 +502,16 @@ class PlexTarget:
             seen = await self._first_view_since_queued(person, rk, outbox.created_at)
             until = None if outbox.may_have_landed else self.store.opened_at
             if seen is not None and viewed_by(seen.first, until, skew):
-                tried = (*earlier, seen.first - skew)
+                # A server that writes no row for a scrobble: a row is the user's viewing, not
+                # ours (the reader's rule): taken as written, with no view of its own.
+                rowless = await self._rowless()
+                theirs = rowless and seen.in_history
+                tried = earlier if theirs else (*earlier, seen.first - skew)
                 # Unwatched in Plex since: the user's latest word, which a scrobble would undo.
                 unwatched = not seen.watched
-                landed = Written(rk, key, at, tried, removed=unwatched, skew=skew, row=row)
+                landed = Written(
+                    rk, key, at, tried, removed=unwatched, skew=skew, row=row, rowless=rowless
+                )
                 await self._remember(person, record, landed)
                 if unwatched:
                     return (
@@ -558,19 +568,22 @@ class PlexTarget:
         self, person: Person, rating_key: str, queued_at: float
     ) -> ViewSinceQueued | None:
         """The person's first view of the copy (Plex's clock) at or after `queued_at` (ours):
-        the earliest history row since then, else (no history to ask) its `lastViewedAt`; and
-        whether the copy is still watched since then. The reader takes that view for the row's
-        too (`sent_after_the_copy`): a later one, the user's rewatch, stays the user's play,
-        and our scrobble's history row is our echo, not a new play. None: no view since."""
+        the earliest history row since then, else (no history to ask) its `lastViewedAt`;
+        whether the copy is still watched since then, and whether that view is a row. The
+        reader takes that view for the row's too (`sent_after_the_copy`): a later one, the
+        user's rewatch, stays the user's play, and our scrobble's history row is our echo, not
+        a new play. None: no view since."""
         found = await self.client.details([rating_key], person.token)
         viewed = number(found.get(rating_key, {}).get("lastViewedAt"))
         skew = self.client.clock_skew
         watched = viewed is not None and viewed_since(viewed, queued_at, skew)
         first = await self._first_in_history(person, rating_key, queued_at + skew - LANDED_SLACK)
         if viewed is not None and watched:
-            return ViewSinceQueued(viewed if first is None else min(first, viewed), True)
+            if first is not None and first <= viewed:
+                return ViewSinceQueued(first, True, in_history=True)
+            return ViewSinceQueued(viewed, True)
         # Viewed since (the history keeps its row) and no longer: unwatched since.
-        return None if first is None else ViewSinceQueued(first, False)
+        return None if first is None else ViewSinceQueued(first, False, in_history=True)
 
     async def _first_in_history(
         self, person: Person, rating_key: str, since: float

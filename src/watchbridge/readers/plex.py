@@ -701,6 +701,7 @@ def sent_after_the_copy(
     keyed: Mapping[str, tuple[str, LibraryItem]],
     history: Iterable[HistoryEntry],
     skew: float,
+    rowless: bool = False,
 ) -> dict[str, Written]:
     """Our writes with those of rows marked possibly sent that Plex shows landed: a copy of
     the item watched now, viewed at or after the row was queued (the earliest such view, a
@@ -710,7 +711,11 @@ def sent_after_the_copy(
     as a new play "today". A view the user made in Plex after the row was queued is taken
     for ours too (merged into the play, not copied); for a row queued before this process
     opened the database, only one made before then (`MaybeSent.landed_by`). A record that
-    knows the view already, or that was removed or forgotten since, is left as it is. Pure."""
+    knows the view already, or that was removed or forgotten since, is left as it is.
+    `rowless`: the server writes no history row for a scrobble (PMS 1.40.0.7998 on), so a
+    row since the row was queued is the user's viewing, never ours: the write is taken as
+    made (not sent over their viewing, as "already watched in Plex") with no view of its
+    own, and their row stays their play; only a `lastViewedAt` with no row since is ours. Pure."""
     copies: dict[str, list[str]] = defaultdict(list)
     for rk, (key, item) in keyed.items():
         if item.view_count > 0:
@@ -730,9 +735,18 @@ def sent_after_the_copy(
             if not since:
                 continue
             view = min(v for v in since if v is not None)
+            # On a rowless server the first view since is a row only when it is the user's.
+            theirs = rowless and any(v in since for v in views.get(rk, ()))
             record = written_record(rk, sent.at)
             known = found.get(record)
             if known is not None and (known.removed or known.forgotten):
+                continue
+            if theirs and known is not None and not known.unlanded and known.item == sent.item:
+                continue  # no view of ours to add: the record stands as it is
+            if theirs:
+                found[record] = Written(
+                    rk, sent.item, sent.at, skew=skew, row=sent.row, rowless=True
+                )
                 continue
             if known is not None and not known.unlanded and known.item == sent.item:
                 at_write = skew if known.skew is None else known.skew
@@ -742,7 +756,9 @@ def sent_after_the_copy(
                 attempts = tuple(sorted((*known.attempts, view - at_write)))
                 found[record] = replace(known, attempts=attempts, pending=False)
                 continue
-            found[record] = Written(rk, sent.item, sent.at, (view - skew,), skew=skew, row=sent.row)
+            found[record] = Written(
+                rk, sent.item, sent.at, (view - skew,), skew=skew, row=sent.row, rowless=rowless
+            )
     return found
 
 
@@ -818,6 +834,7 @@ def build_side(
     last: LastRead | None = None,
     skew: float = 0.0,
     on_their_way: PlayRows | None = None,
+    rowless: bool = False,
 ) -> Built:
     """One person's Plex side from their listings, history and what we remember. Pure.
 
@@ -830,7 +847,9 @@ def build_side(
     `listed_at`); the plays of its rows are dated on ours (`on_our_clock`). `on_their_way`:
     the plays whose rows may still be sent, read before `memory` (None: not known, as if
     all were waiting): a write whose outcome is unknown is settled once its row is not
-    (`settle_pending`)."""
+    (`settle_pending`). `rowless`: the server writes no history row for a scrobble now
+    (`PlexClient.rowless_scrobbles`), for the rows marked possibly sent
+    (`sent_after_the_copy`)."""
     renumbering, last = renumbering or Renumbering(), last or LastRead()
     keyed = item_keys(library, renumbering.numbers, renumbering.placed)
     keys_before, record_items = last.items_by_key(), last.items()
@@ -871,7 +890,9 @@ def build_side(
         h.id for h in rows if h.rating_key not in watched and h.viewed_at < settled + skew
     }
     if on_their_way is not None and on_their_way.maybe_sent:
-        found = sent_after_the_copy(memory.written, on_their_way.maybe_sent, keyed, history, skew)
+        found = sent_after_the_copy(
+            memory.written, on_their_way.maybe_sent, keyed, history, skew, rowless
+        )
         memory = replace(memory, written=found)
     if on_their_way is not None:
         views: dict[str, list[float]] = defaultdict(list)
@@ -2287,6 +2308,7 @@ class PlexReader:
             mirrored.last_read(),
             skew=self.client.clock_skew,
             on_their_way=rows,
+            rowless=self.client.rowless_scrobbles,  # as `account` asked /identity
         )
         if cursor and not self.dry_run:  # the history was read; a dry run writes nothing
             await self._note_webhooks_stopped(
