@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.plex import FakePlex
+from tests.fakes.plex import MODERN_VERSION, OLD_VERSION, FakePlex
 from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import FakeTrakt, Rating, key_of
@@ -1322,16 +1322,11 @@ def test_a_new_plex_server_removes_nothing_from_trakt(tmp_path: Path, start_fake
     assert new.user_state("201")["viewCount"] == 1
 
 
-def test_a_plex_server_moved_with_its_history_adds_no_play_for_the_ones_copied_into_it(
-    tmp_path: Path, start_fake: Any
-) -> None:
-    """Plex moved to new hardware with its database: new machine id, every ratingKey and
-    history id renumbered, the same viewing times. Trakt's Arrival, copied into the old server
-    (Plex dated it the day of the copy), is in the new server's history at that time: it is
-    the copy, not a second viewing to give Trakt, nor does Trakt's play go to Plex again."""
-    path, trakt, old = setup_plex_link(tmp_path, start_fake)
-    sync_plex(path)  # Trakt's Arrival scrobbled into the old server, dated now
-    new = start_fake(FakePlex(machine_id="ab" * 20))
+def moved_with_its_database(old: FakePlex, start_fake: Any, path: Path) -> FakePlex:
+    """Plex moved to new hardware with its database (and `services.plex.url` pointed there):
+    a new machine id, every ratingKey and history id renumbered, the same history rows and
+    each account's view counts and last-viewed dates as they were."""
+    new = start_fake(FakePlex(machine_id="ab" * 20, version=old.version))
     new.add_movie("1100", "Arrival", 2016, ["imdb://tt2543164", "tmdb://329865"])
     new.add_show("1200", "Breaking Bad", 2008, ["tmdb://1396", "tvdb://81189"])
     new.add_episode("1201", "1200", 1, 1)
@@ -1339,8 +1334,28 @@ def test_a_plex_server_moved_with_its_history_adds_no_play_for_the_ones_copied_i
     new._next_history = 500  # the migrated rows get other ids
     renumbered = {"100": "1100", "201": "1201", "202": "1202"}
     for row in sorted(old.history.values(), key=lambda r: r["viewedAt"]):
-        new.watch(renumbered[row["ratingKey"]], row["viewedAt"])
+        new.watch(renumbered[row["ratingKey"]], row["viewedAt"], row["accountID"])
+    for (account, rating_key), state in old.state.items():
+        new.state[account, renumbered[rating_key]] = dict(state)
     path.write_text(path.read_text(encoding="utf-8").replace(old.url, new.url), encoding="utf-8")
+    return new
+
+
+# A server since PMS 1.40.0.7998 wrote no history row for that copy: Arrival moves with its view
+# count and last-viewed date alone, which is the copy all the same, never a play of its own.
+@pytest.mark.parametrize("version", [OLD_VERSION, MODERN_VERSION], ids=["pms-1.32", "pms-1.41"])
+def test_a_plex_server_moved_with_its_history_adds_no_play_for_the_ones_copied_into_it(
+    tmp_path: Path, start_fake: Any, version: str
+) -> None:
+    """Plex moved to new hardware with its database: new machine id, every ratingKey and
+    history id renumbered, the same viewing times. Trakt's Arrival, copied into the old server
+    (Plex dated it the day of the copy), is in the new server's history at that time: it is
+    the copy, not a second viewing to give Trakt, nor does Trakt's play go to Plex again."""
+    path, trakt, old = setup_plex_link(tmp_path, start_fake)
+    old.version = version
+    sync_plex(path)  # Trakt's Arrival scrobbled into the old server, dated now
+    assert len(old.history_of("100")) == (1 if version == OLD_VERSION else 0)
+    new = moved_with_its_database(old, start_fake, path)
 
     moved = sync_plex(path)
     sync_plex(path, "--full")
@@ -1352,6 +1367,34 @@ def test_a_plex_server_moved_with_its_history_adds_no_play_for_the_ones_copied_i
     ]
     assert new.count("GET", "/:/scrobble") == 0
     assert new.user_state("1100")["viewCount"] == 1
+
+
+# On a server since 1.40 the copy leaves no row, and a rewatch in Plex after it moves Arrival's
+# last-viewed date off it: nothing on the new server shows the copy. The rewatch, copied to
+# Trakt before the move, is that play still; Trakt's play is not written again, nor is
+# anything copied twice.
+@pytest.mark.parametrize("version", [OLD_VERSION, MODERN_VERSION], ids=["pms-1.32", "pms-1.41"])
+def test_a_plex_server_moved_after_a_rewatch_of_a_copied_play_adds_no_play(
+    tmp_path: Path, start_fake: Any, version: str
+) -> None:
+    path, trakt, old = setup_plex_link(tmp_path, start_fake)
+    old.version = version
+    old.clock = lambda: time.time() - 3600  # an hour slow: the copy is dated an hour back
+    sync_plex(path)
+    old.clock = time.time  # set right; the user watches Arrival again in Plex
+    rewatched = time.time() - 60
+    old.watch("100", rewatched)
+    sync_plex(path)  # the rewatch, copied to Trakt
+    on_trakt = plex_trakt_plays(trakt)
+    assert len(on_trakt) == 3
+    new = moved_with_its_database(old, start_fake, path)
+
+    sync_plex(path)
+    sync_plex(path, "--full")
+
+    assert plex_trakt_plays(trakt) == on_trakt
+    assert new.count("GET", "/:/scrobble") == 0
+    assert new.user_state("1100")["viewCount"] == 2
 
 
 def test_writes_a_new_plex_server_never_shows_are_forgotten_half_a_year_after_the_switch(
