@@ -103,6 +103,9 @@ class FakePlex(FakeServer):
         self.token = token
         self.machine_id = machine_id
         self.version = version  # what /identity says, and whether a scrobble adds a row
+        # Whether a scrobble adds a history row whatever the version says (None: as it says):
+        # a build that does not do as its version's release notes say.
+        self.scrobble_rows: bool | None = None
         self.clock: Callable[[], float] = time.time  # "now" for scrobbles and ratings
         self.items: dict[str, dict[str, Any]] = {}
         self.sections: dict[str, dict[str, Any]] = {}
@@ -394,6 +397,8 @@ class FakePlex(FakeServer):
 
     def scrobbles_rowless(self) -> bool:
         """Whether a scrobble adds no history row: PMS 1.40.0.7998 and later."""
+        if self.scrobble_rows is not None:
+            return not self.scrobble_rows
         numbers = tuple(int(n) for n in self.version.split("-")[0].split("."))
         return numbers >= ROWLESS_SINCE
 

@@ -98,6 +98,7 @@ from watchbridge.readers.plex import (
     LANDED_SLACK,
     PLAYS,
     RETIRED,
+    ROWLESS_ECHO,
     SERVICE,
     SYNTHETIC,
     WATCHED_PREFIX,
@@ -611,13 +612,15 @@ class PlexTarget:
         last try, and, when that view is too late to be the try's own, the person's history
         holds a view at the try. Scrobbled again, it would add another view. The reader's
         rule (`Written.landed`): the view is dated by Plex's clock as it was at that try. On a
-        server whose scrobbles make no row (`Written.rowless`), any row since is the user's
-        viewing: the history is asked whenever the item was viewed since."""
+        server whose scrobbles make no row (`Written.rowless`), a row since is the user's
+        viewing unless at the try itself (ROWLESS_ECHO): the history is asked for a view since
+        later than that."""
         found = await self.client.details([written.rating_key], person.token)
         viewed = number(found.get(written.rating_key, {}).get("lastViewedAt"))
         skew = self.client.clock_skew
         tried = written.tried_at(skew)
-        own = not written.rowless and viewed is not None and viewed <= tried + ECHO_WINDOW
+        window = ROWLESS_ECHO if written.rowless else ECHO_WINDOW
+        own = viewed is not None and viewed <= tried + window
         if not viewed_since(viewed, tried, 0.0) or own:  # no view since, or the try's own
             return Landing(written.landed(viewed, skew), viewed)
         first = await self._first_in_history(person, written.rating_key, tried - LANDED_SLACK)

@@ -144,6 +144,10 @@ RETIRED = "retired"  # history id -> {"rating_key"}: rows of items since unwatch
 HISTORY = "history"
 WATCHED = "watched"  # link cursor of a person read without history: see `watched_cursor`
 ECHO_WINDOW = 900.0  # a history row this close to one of our scrobbles is that scrobble
+# The same to a server whose version says it writes no row for a scrobble (`Written.rowless`):
+# a row there at the moment of our write is still ours (a build unlike its release notes),
+# while a viewing of the user's minutes after it is theirs.
+ROWLESS_ECHO = 60.0
 DUPLICATE_WINDOW = 120.0  # two copies of one item (4K + HD libraries) watched together
 HISTORY_OVERLAP = 86400.0  # delta history reads look back this far past the newest row
 ACCOUNTS = "plex-accounts"  # id cache: profile + configured names -> server-local account id
@@ -560,14 +564,14 @@ class Written:
         tells (None: not asked, or no history to ask): a scrobble that took made its row at
         the try, so a first view later than ECHO_WINDOW after it is a viewing of the user's
         (a dead letter tried again days after they watched the item in Plex), not ours. On a
-        server whose scrobbles make no row (`rowless`) every row since the try is the user's:
-        the item is watched since by them, and the play is not scrobbled over it (its retry
-        finds it "already watched in Plex"), while a view since with no row is ours."""
+        server whose scrobbles make no row (`rowless`) a row since the try, unless at the try
+        itself (ROWLESS_ECHO), is the user's: the item is watched since by them, and the play
+        is not scrobbled over it (its retry finds it "already watched in Plex"), while a view
+        since with no row is ours."""
         if not viewed_since(viewed_at, self.tried_at(skew), 0.0):
             return False
-        if self.rowless:
-            return first_row is None
-        return first_row is None or first_row <= self.tried_at(skew) + ECHO_WINDOW
+        window = ROWLESS_ECHO if self.rowless else ECHO_WINDOW
+        return first_row is None or first_row <= self.tried_at(skew) + window
 
     def tried_at(self, skew: float) -> float:
         """The last try (else the play's time) on the server's clock as it was at the write
@@ -1188,18 +1192,17 @@ def _before_the_count(
 def _echoes(rows: Iterable[HistoryEntry], written: Iterable[Written], skew: float) -> set[str]:
     """History rows our own scrobbles made: near a scrobble on the server's clock, as it was
     when we wrote (or, for a write of an older release, which kept none, as it is now). A
-    scrobble to a server that writes no row for it (`Written.rowless`) made none: a row near
-    it is the user's own viewing."""
-    attempts: dict[str, set[float]] = defaultdict(set)
+    scrobble to a server that writes no row for it (`Written.rowless`) made none: a row minutes
+    from it is the user's own viewing; one at the moment of it (ROWLESS_ECHO) is still ours."""
+    attempts: dict[str, set[tuple[float, float]]] = defaultdict(set)
     for w in written:
-        if w.rowless:
-            continue
         at_write = skew if w.skew is None else w.skew
-        attempts[w.rating_key] |= {t + at_write for t in w.attempts}
+        window = ROWLESS_ECHO if w.rowless else ECHO_WINDOW
+        attempts[w.rating_key] |= {(t + at_write, window) for t in w.attempts}
     return {
         h.id
         for h in rows
-        if any(abs(h.viewed_at - t) <= ECHO_WINDOW for t in attempts.get(h.rating_key, ()))
+        if any(abs(h.viewed_at - t) <= near for t, near in attempts.get(h.rating_key, ()))
     }
 
 
