@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fakes.plex import TOKEN, FakePlex
+from tests.fakes.plex import MODERN_VERSION, OLD_VERSION, TOKEN, FakePlex
 from tests.fakes.serializd import ALICE, FakeSerializd, iso
 from tests.harness import AppThread, until, watchbridge, write_config
 from tests.unpaced import unpaced
@@ -481,11 +481,13 @@ def test_a_diary_entry_backdated_on_serializd_moves_its_play_in_plex(
     assert "removed on" not in "".join(said[1:])
 
 
+@pytest.mark.parametrize("version", [OLD_VERSION, MODERN_VERSION], ids=["pms-1.32", "pms-1.41"])
 @pytest.mark.parametrize("untick", [False, True])
 def test_a_diary_entry_we_wrote_deleted_on_serializd_is_removed_in_plex_for_good(
-    tmp_path: Path, start_fake: Any, untick: bool
+    tmp_path: Path, start_fake: Any, untick: bool, version: str
 ) -> None:
     path, plex, serializd = setup(tmp_path, start_fake)
+    plex.version = version  # since 1.40 our write left no history row to delete
     sync(path)
     serializd.delete_entry(entry_of(serializd, 2, 3), untick=untick)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.plex import TOKEN, FakePlex, guid_list
+from tests.fakes.plex import MODERN_VERSION, OLD_VERSION, TOKEN, FakePlex, guid_list
 from tests.fakes.plextv import Account, FakePlexTv
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt, Rating, key_of
 from tests.harness import sign_in_trakt, watchbridge, write_config
@@ -115,8 +115,19 @@ def test_the_first_sync_fills_both_sides(tmp_path: Path, start_fake: Any) -> Non
     ]
 
 
-def test_the_round_trip_makes_no_duplicate_play(tmp_path: Path, start_fake: Any) -> None:
+# Both a Plex server whose mark-watched writes a history row and one since PMS 1.40.0.7998, whose
+# does not (the item's view count and last-viewed date alone move).
+PMS_VERSIONS = pytest.mark.parametrize(
+    "version", [OLD_VERSION, MODERN_VERSION], ids=["pms-1.32", "pms-1.41"]
+)
+
+
+@PMS_VERSIONS
+def test_the_round_trip_makes_no_duplicate_play(
+    tmp_path: Path, start_fake: Any, version: str
+) -> None:
     path, trakt, plex = setup(tmp_path, start_fake)
+    plex.version = version
     sync(path)
     trakt_writes = [r for r in trakt.requests if r.method == "POST"]
     scrobbles = plex.count("GET", "/:/scrobble")
@@ -127,10 +138,12 @@ def test_the_round_trip_makes_no_duplicate_play(tmp_path: Path, start_fake: Any)
     assert len(trakt.history()) == 2
 
 
+@PMS_VERSIONS
 def test_a_reset_keeps_what_was_written_so_the_next_sync_copies_no_play_back(
-    tmp_path: Path, start_fake: Any
+    tmp_path: Path, start_fake: Any, version: str
 ) -> None:
-    path, trakt, _ = setup(tmp_path, start_fake)
+    path, trakt, plex = setup(tmp_path, start_fake)
+    plex.version = version
     sync(path)  # Trakt's play goes into Plex's history, stamped at the time of the copy
     assert watchbridge("reset-state", "--yes", "--config", str(path)).returncode == 0
     sync(path, "--yes")
