@@ -208,3 +208,28 @@ async def test_a_lost_answer_on_a_server_said_to_write_no_row_that_wrote_one_lan
         assert rig.plex.user_state(S1E2)["viewCount"] == 1
         assert s1e2_plays(rig) == ["2024-03-01"]
         assert queued == [0, 0, 0, 0]
+
+
+# Whether the server writes rows is asked of `/identity` at most once a delivery round (the
+# round asks it anyway, for the server's machine id), also of one whose answer names no version.
+@pytest.mark.parametrize("version", [MODERN_VERSION, ""], ids=["pms-1.41", "no-version"])
+async def test_the_servers_version_costs_no_request_per_play(
+    tmp_path: Any, start_fake: Any, version: str
+) -> None:
+    async with rig_on(tmp_path, start_fake, version) as rig:
+        for number in range(3, 7):
+            rig.plex.add_episode(str(300 + number), "30", 1, number)
+        rig.at(1)
+        await rig.run()  # reads the new episodes
+        for number in range(2, 7):
+            rig.trakt.log_play(rig.trakt.shows[1].episode(1, number), LOGGED)
+        asked = rig.plex.count("GET", "/identity")
+        rig.at(2)
+        assert await rig.run(deliver=False) == 5
+        asked_by_the_run = rig.plex.count("GET", "/identity") - asked
+
+        await rig.drain()
+
+        assert rig.plex.count("GET", "/:/scrobble") == 5
+        delivery_asked = rig.plex.count("GET", "/identity") - asked - asked_by_the_run
+        assert delivery_asked == 1

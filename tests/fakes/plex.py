@@ -399,8 +399,10 @@ class FakePlex(FakeServer):
         """Whether a scrobble adds no history row: PMS 1.40.0.7998 and later."""
         if self.scrobble_rows is not None:
             return not self.scrobble_rows
-        numbers = tuple(int(n) for n in self.version.split("-")[0].split("."))
-        return numbers >= ROWLESS_SINCE
+        parts = self.version.split("-")[0].split(".")
+        if not all(part.isdigit() for part in parts):
+            return False  # no version (or not one): an older server's behaviour
+        return tuple(int(n) for n in parts) >= ROWLESS_SINCE
 
     # -- routes ------------------------------------------------------------------------------
     @route("GET", "/identity")

@@ -551,10 +551,11 @@ class PlexTarget:
         return MARKED_WATCHED
 
     async def _rowless(self) -> bool:
-        """Whether this server's scrobbles write no history row (`PlexClient.rowless_scrobbles`):
-        its version is asked once (with its machine id) when no `/identity` told it yet."""
-        if self.client.version is None:
-            await self.client.identity()
+        """Whether this server's scrobbles write no history row (`PlexClient.rowless_scrobbles`),
+        by its version as `/identity` named it this round: asked (with its machine id) once a
+        round at most, also of a server whose answer names none (an unknown version)."""
+        if self._machine is None:
+            self._machine = await self.client.identity()
         return self.client.rowless_scrobbles
 
     async def _put_back(self, person: Person, record: str, before: Written | None) -> None:
