@@ -13,14 +13,15 @@ import pytest
 from tests.fakes.plex import TOKEN, FakePlex
 from tests.fakes.plextv import FakePlexTv
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
-from tests.harness import sign_in_trakt, write_config
+from tests.harness import sign_in_trakt, watchbridge, write_config
 from tests.test_plexlink import FIXTURES_COLLECTED, collected, listing
 from tests.unpaced import unpaced_while
 from watchbridge.config import load_config
 from watchbridge.errors import ConfigError
 from watchbridge.metrics import Metrics
+from watchbridge.plexlink import lists_summary
 from watchbridge.store import Store
-from watchbridge.sync import run_link
+from watchbridge.sync import NeedsReview, run_link
 
 pytestmark = pytest.mark.anyio
 ARRIVAL = ["imdb://tt2543164", "tmdb://329865"]
@@ -37,7 +38,14 @@ def _unpaced() -> Iterator[None]:
 
 
 class Household:
-    def __init__(self, tmp_path: Path, start_fake: Any, kinds: str, options: str = "") -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        start_fake: Any,
+        kinds: str,
+        options: str = "",
+        first_run: str = "apply",
+    ) -> None:
         self.trakt: FakeTrakt = start_fake(FakeTrakt())
         self.plex: FakePlex = start_fake(FakePlex())
         self.plextv: FakePlexTv = start_fake(FakePlexTv())
@@ -60,9 +68,10 @@ class Household:
 profiles:
   alex: {{accounts: {{trakt: {{}}, plex: {{}}}}}}
 links:
-  {LINK}: {{services: [plex, trakt], kinds: [{kinds}], first_run: apply{options}}}
+  {LINK}: {{services: [plex, trakt], kinds: [{kinds}], first_run: {first_run}{options}}}
 """,
         )
+        self.path = path
         self.config = load_config(path)
         self.store = Store.open(tmp_path / "watchbridge.db")
         sign_in_trakt(self.store, self.trakt, "alex", now=time.time())
@@ -113,6 +122,88 @@ async def test_a_moved_plex_watchlist_fails_the_run_but_not_the_history(house: H
     assert "alex:" in result.lists.errors[0] and "watchlist" in result.lists.errors[0]
     assert house.trakt_collection()  # the rest of the link still ran
     assert house.store.last_runs()[0].outcome == "failed"
+
+
+# --------------------------------------------------------------------------- first-run review
+
+
+@pytest.fixture
+def newcomer(tmp_path: Path, start_fake: Any) -> Any:
+    """Right after sign-in, with `first_run: dry-run` (the default): no play on either side,
+    one movie on the server Trakt's collection lacks, one title on the Plex watchlist."""
+    household = Household(
+        tmp_path, start_fake, "history, ratings, watchlist, collection", first_run="dry-run"
+    )
+    household.plextv.watchlist_add(household.plextv.owner, household.heat)
+    yield household
+    household.store.close()
+
+
+def status_line(house: Household) -> str:
+    said = watchbridge("status", "--config", str(house.path)).stdout
+    (line,) = [line for line in said.splitlines() if line.startswith(f"  {LINK}:")]
+    return line
+
+
+async def test_a_first_run_with_only_list_writes_waits_for_the_review(newcomer: Household) -> None:
+    with pytest.raises(NeedsReview, match=f"`watchbridge sync --link {LINK} --dry-run`"):
+        await newcomer.run()
+    assert newcomer.trakt_collection() == [] and newcomer.trakt_watchlist() == set()
+    (run,) = newcomer.store.last_runs()
+    assert run.outcome == "needs-review"
+    with pytest.raises(NeedsReview):  # still its first run: it waits again
+        await newcomer.run()
+    assert newcomer.trakt_collection() == [] and newcomer.trakt_watchlist() == set()
+
+
+async def test_the_review_lists_and_counts_the_list_writes_and_yes_applies_them(
+    newcomer: Household,
+) -> None:
+    review = await newcomer.run(dry_run=True)  # what `watchbridge sync --dry-run` prints
+    said = lists_summary(review.lists)
+    assert "watchlist alex: +0 to plex, +1 to trakt, -0 from plex, -0 from trakt" in said
+    assert "collection alex: +1 to trakt, 0 with better details, -0 from trakt, 0 unchanged" in said
+    counts = {"trakt:collection_add": 1, "trakt:watchlist_add": 1}
+    assert newcomer.store.last_runs()[0].counts == counts
+    assert status_line(newcomer).endswith(
+        "; trakt: 1 collection item(s) to add, trakt: 1 watchlist title(s) to add"
+    )
+    applied = await newcomer.run(yes=True)
+    assert applied.outcome == "ok"
+    assert [str(getattr(e.item, "title", "")) for e in newcomer.trakt_collection()] == ["Arrival"]
+    assert newcomer.trakt_watchlist() == {"Heat"}
+    assert newcomer.store.last_runs()[0].counts == counts
+    again = await newcomer.run()  # reviewed: the first run is over
+    assert again.outcome == "ok"
+
+
+async def test_a_first_run_with_nothing_to_write_anywhere_goes_through(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    house = Household(tmp_path, start_fake, "history, watchlist, collection", first_run="dry-run")
+    house.plex.empty_section("1")  # nothing to collect, no title on either watchlist
+    try:
+        result = await house.run()
+        assert result.outcome == "ok" and house.store.last_runs()[0].counts == {}
+        assert status_line(house).endswith("; nothing to do")
+    finally:
+        house.store.close()
+
+
+async def test_a_first_run_whose_watchlist_part_fails_says_what_failed_not_nothing_to_do(
+    newcomer: Household,
+) -> None:
+    """The newcomer's walkthrough: `services.plex.token` is a token for the server, which
+    plex.tv refuses for the watchlist; the collection would add a movie to Trakt."""
+    newcomer.plextv.owner.token = "a-plex-tv-token"  # not the server's
+    with pytest.raises(NeedsReview):
+        await newcomer.run()
+    assert newcomer.trakt_collection() == []  # nothing written before the review
+    (run,) = newcomer.store.last_runs()
+    assert run.outcome == "failed" and "plex.tv does not accept" in (run.error or "")
+    line = status_line(newcomer)
+    assert "nothing to do" not in line, line
+    assert "; this is the first sync of links.plex-trakt" in line, line
 
 
 def counted(metrics: Metrics) -> dict[str, float]:

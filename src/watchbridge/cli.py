@@ -685,19 +685,19 @@ def _show_links(
             )
             _say(f"  {label}: running since {_when(run.started_at)}, for {ran}; {where}")
         else:
+            # A run that stopped short (failed, waiting for a review) did not find nothing to
+            # do: its error says what happened instead.
+            quiet = "nothing to do" if run.outcome in ("ok", "dry-run") else ""
             counts = (
-                ", ".join(words.change(k, v) for k, v in sorted(run.counts.items()) if v)
-                or "nothing to do"
+                ", ".join(words.change(k, v) for k, v in sorted(run.counts.items()) if v) or quiet
             )
             took = (
                 f" ({run.finished_at - run.started_at:.1f} s, {run.api_calls} API requests)"
                 if run.finished_at is not None
                 else ""
             )
-            _say(
-                f"  {label}: {run.outcome} at {_when(run.started_at)}{took}; {counts}"
-                + (f"; {run.error}" if run.error else "")
-            )
+            said = "; ".join(filter(None, (counts, run.error)))
+            _say(f"  {label}: {run.outcome} at {_when(run.started_at)}{took}; {said or '-'}")
         for service, profile, cursor, value, _ in link_cursors:
             # The engine's own notes (when it last read in full, the kinds it synced) are
             # bookkeeping, not a side read.

@@ -251,6 +251,32 @@ def lists_summary(run: ListsRun) -> list[str]:
     return lines
 
 
+def list_counts(run: ListsRun, profile: str | None = None) -> dict[str, int]:
+    """What a run's record counts of its watchlist and collection parts (of `profile` alone,
+    when given): the writes each planned (or, dry, would make) per target and kind, in the
+    keys `queuewords.change` says. Pure."""
+    counts: dict[str, int] = {}
+
+    def count(key: str, items: Sequence[object]) -> None:
+        if items:
+            counts[key] = counts.get(key, 0) + len(items)
+
+    for result in run.results:
+        if profile is not None and result.profile != profile:
+            continue
+        plan = result.plan
+        if isinstance(plan, WatchlistPlan):
+            count(f"{plan.peer}:watchlist_add", plan.add_to_peer)
+            count(f"{TRAKT}:watchlist_add", plan.add_to_trakt)
+            count(f"{plan.peer}:watchlist_remove", plan.remove_from_peer)
+            count(f"{TRAKT}:watchlist_remove", plan.remove_from_trakt)
+        else:
+            count(f"{TRAKT}:collection_add", plan.add)
+            count(f"{TRAKT}:collection_update", plan.update)
+            count(f"{TRAKT}:collection_remove", plan.remove)
+    return counts
+
+
 def wants_lists(link: Link) -> bool:
     """Whether a link run has watchlist or collection parts: plex-trakt links (both kinds) and
     trakt-serializd links (the watchlist)."""

@@ -30,12 +30,19 @@ def service_for(service: str, profile: str) -> str:
     return f"{service} for {profile}"
 
 
-# What a run's counts (sync.plan_counts) are, in words: a write per target and kind, or apart.
+# What a run's counts (sync.plan_counts, plexlink.list_counts) are, in words: a write per
+# target and kind, or apart.
 _CHANGES = {
     "add_play": "play(s) to add",
     "remove_play": "play(s) to remove",
     "set_rating": "rating(s) to set",
     "remove_rating": "rating(s) to remove",
+    # A link's watchlist and collection parts (plexlink.list_counts): written directly.
+    "watchlist_add": "watchlist title(s) to add",
+    "watchlist_remove": "watchlist title(s) to remove",
+    "collection_add": "collection item(s) to add",
+    "collection_update": "collection item(s) to update",
+    "collection_remove": "collection item(s) to remove",
 }
 _COUNTED_APART = {
     "held": "held back",

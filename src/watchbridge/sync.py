@@ -48,7 +48,7 @@ from watchbridge.metrics import Metrics
 from watchbridge.model import ref_from_dict, ref_to_dict
 from watchbridge.narrow import Narrower, Narrowing, narrow_sides, no_movie
 from watchbridge.offloop import in_thread, to_the_end
-from watchbridge.plexlink import Alerts, ListsRun, run_lists, wants_lists
+from watchbridge.plexlink import Alerts, ListsRun, list_counts, run_lists, wants_lists
 from watchbridge.progress import Both, RunRecorder, SyncProgress, observed
 from watchbridge.readers import READERS, Noting, SideRead, SideReader, reader_for
 from watchbridge.readers.plex import key_for_ref
@@ -1607,6 +1607,15 @@ async def run_link(
         link = with_direction(config.links[name], name, direction)
         # A profile's first run may wait for a review; the link's other profiles go on.
         waiting = {} if dry_run else awaiting_review(link, plans, yes)
+        lists_failed: tuple[str, ...] = ()  # the list parts of profiles waiting for a review
+        # A first run's watchlist and collection writes are reviewed as its plays are.
+        first = [p for p in plans if p.first_run and p.profile not in waiting]
+        if first and not dry_run and narrowing is None and reviews(link, yes) and wants_lists(link):
+            recorder.doing("reading watchlists")
+            listing, lists_failed = await _lists_to_review(
+                config, store, name, link, first, confirm_removals, clock, alerts, metrics
+            )
+            waiting |= listing
         held_unread = any(  # not read, or waiting for a review: not applied either way
             [
                 await asyncio.to_thread(is_holding, store, name, profile)
@@ -1633,9 +1642,11 @@ async def run_link(
             )
 
         if dry_run:
+            listed = await lists()
             counts = await asyncio.to_thread(plan_counts, plans, confirm_removals)
+            counts = counted_with(counts, list_counts(listed))
             await asyncio.to_thread(store.finish_run, run_id, clock(), "dry-run", counts, calls)
-            return RunResult(plans, calls, lists=await lists(), errors=unread, causes=causes)
+            return RunResult(plans, calls, lists=listed, errors=unread, causes=causes)
         queued, skipped, held = 0, 0, []
         for result in applying:
             recorder.doing("writing", result.profile)  # queueing the plan's writes
@@ -1655,24 +1666,29 @@ async def run_link(
             message = review_message(name, waiting, everyone, others_fail=bool(unread))
             why = [p.restarted for p in plans if p.profile in waiting and p.restarted]
             message = "; ".join([*why, message])
-            # A profile that failed beside the review is a failure all the same (counted).
+            # A profile that failed beside the review is a failure all the same (counted), as
+            # is the watchlist or collection part of one waiting (it could not be planned).
+            failed = (*unread, *lists_failed)
             counts = await asyncio.to_thread(plan_counts, applying, confirm_removals)
+            counts = counted_with(counts, list_counts(listed))
             await asyncio.to_thread(
                 store.finish_run,
                 run_id,
                 clock(),
-                "failed" if unread else "needs-review",
+                "failed" if failed else "needs-review",
                 counts,
                 calls,
-                "; ".join([message, *unread]),
+                "; ".join([message, *failed]),
             )
-            raise NeedsReview(message, tuple(held), unread, held_unread, waiting, causes)
+            causes = (*causes, *(None for _ in lists_failed))  # none known: the link tells
+            raise NeedsReview(message, tuple(held), failed, held_unread, waiting, causes)
         outcome = RunResult(
             plans, calls, queued, tuple(held), skipped, listed, unread, held_unread, causes
         )
         # What failed, and what waits for the user (held removals, with the command).
         error = "; ".join([*outcome.failures, *held]) or None
         counts = await asyncio.to_thread(plan_counts, plans, confirm_removals)
+        counts = counted_with(counts, list_counts(listed))
         await asyncio.to_thread(
             store.finish_run, run_id, clock(), outcome.outcome, counts, calls, error
         )
@@ -1858,6 +1874,55 @@ async def report_held(alerts: Alerts, name: str, held: Sequence[str], resolve: b
         await alerts.resolve("sync_failing", f"link {name} holds no removals any more", key=key)
 
 
+def counted_with(counts: Mapping[str, int], more: Mapping[str, int]) -> dict[str, int]:
+    """A run record's counts with `more` added (its watchlist and collection parts'). Pure."""
+    summed = dict(counts)
+    for key, value in more.items():
+        summed[key] = summed.get(key, 0) + value
+    return summed
+
+
+def reviews(link: Link, yes: bool) -> bool:
+    """Whether a run of `link` waits for a review of what its first sync would write."""
+    return link.first_run == "dry-run" and not yes
+
+
+async def _lists_to_review(
+    config: Config,
+    store: Store,
+    name: str,
+    link: Link,
+    plans: Sequence[ProfilePlan],
+    confirm_removals: bool,
+    clock: Callable[[], float],
+    alerts: Alerts | None,
+    metrics: Metrics | None,
+) -> tuple[dict[str, frozenset[str]], tuple[str, ...]]:
+    """The profiles of first runs (`plans`) whose watchlist or collection part would write,
+    planned dry, each alone: they wait for the review as a first run's plays do (with no
+    kinds: `awaiting_review`). So does one whose part could not be planned (its errors are
+    returned): nothing of its first sync is written before the user saw it all."""
+    waiting: dict[str, frozenset[str]] = {}
+    errors: list[str] = []
+    for first in plans:
+        looked = await run_lists(
+            config,
+            store,
+            name,
+            link,
+            {first.profile: first.listings},
+            dry_run=True,
+            confirm_removals=confirm_removals,
+            clock=clock,
+            alerts=alerts,
+            metrics=metrics,
+        )
+        if list_counts(looked) or looked.errors:
+            waiting[first.profile] = frozenset()
+            errors += looked.errors
+    return waiting, tuple(errors)
+
+
 def awaiting_review(
     link: Link, plans: Sequence[ProfilePlan], yes: bool
 ) -> dict[str, frozenset[str]]:
@@ -1865,7 +1930,7 @@ def awaiting_review(
     decision about their history all the same), on a link whose `first_run` is `dry-run`;
     likewise the first sync of a kind taken into the link's `kinds` since its last run. Each
     with the kinds new to it (none: its first run)."""
-    if link.first_run != "dry-run" or yes:
+    if not reviews(link, yes):
         return {}
     return {p.profile: p.new_kinds for p in plans if _to_review(p)}
 
