@@ -143,7 +143,9 @@ async def test_the_end_of_an_anilist_rate_limit_names_anilist_as_it_writes_itsel
     target.client.pacer.pause = Pause()  # paused in real time (http.py): the clock is past it
     await worker.pass_once(runtime)
     assert receiver.titles()[-1] == "Resolved: watchbridge: AniList is limiting requests"
-    assert receiver.messages[-1]["message"] == "AniList deliveries are flowing again"
+    assert receiver.messages[-1]["message"] == (
+        "AniList is taking plays and ratings again; those that waited have gone out."
+    )
 
 
 async def test_a_link_failing_names_the_service_it_quotes_as_it_writes_itself(
@@ -339,3 +341,61 @@ async def test_anime_datasets_out_of_date_lead_with_what_it_means_and_what_to_do
         " (services.anilist.mapping_urls)."
     )
     assert details.startswith("anime dataset ")  # each one's problem, a line each
+
+
+async def anilist_down_until_told(
+    runtime: Runtime, worker: DeliveryWorker, anilist: FakeAniList, clock: FakeClock
+) -> list[bool]:
+    """AniList answers 503 until its outage has been alerted (15 minutes); the flag returned
+    brings it back."""
+    down = [True]
+    anilist.fail_next(10**6, 503, when=lambda _: down[0])
+    started = clock()
+    await worker.pass_once(runtime)
+    while not runtime.notifier.raised("service_unreachable", "anilist"):
+        clock.advance(max(worker.holds["anilist"].until, started + 900) - clock())
+        await worker.pass_once(runtime)
+    return down
+
+
+async def back_from_the_outage(
+    runtime: Runtime, worker: DeliveryWorker, clock: FakeClock, down: list[bool]
+) -> None:
+    down[0] = False
+    clock.advance(worker.holds["anilist"].until - clock())
+    await worker.pass_once(runtime)
+
+
+async def test_the_end_of_an_outage_says_the_plays_that_waited_have_gone_out(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    anilist: FakeAniList,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    enqueue(runtime, "play", episode(40), clock() - 3600, live=True)
+    down = await anilist_down_until_told(runtime, worker, anilist, clock)
+    await back_from_the_outage(runtime, worker, clock, down)
+    assert receiver.titles()[-1] == "Resolved: watchbridge: AniList unreachable"
+    assert receiver.messages[-1]["message"] == (
+        "AniList is taking plays and ratings again; those that waited have gone out."
+    )
+
+
+async def test_the_end_of_an_outage_with_plays_still_waiting_does_not_say_they_went(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    anilist: FakeAniList,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    for number in range(40, 47):  # more than one batch of AniList's
+        enqueue(runtime, "play", episode(number), clock() - 3600, live=True)
+    down = await anilist_down_until_told(runtime, worker, anilist, clock)
+    await back_from_the_outage(runtime, worker, clock, down)
+    assert runtime.store.waits_to_go("anilist")
+    assert receiver.titles()[-1] == "Resolved: watchbridge: AniList unreachable"
+    assert receiver.messages[-1]["message"] == (
+        "AniList is taking plays and ratings again; those still waiting go out in turn (what"
+        " holds a profile's own has an alert of its own)."
+    )

@@ -1721,7 +1721,13 @@ class DeliveryWorker:
         name = service_title(target.name)
         if flowing:
             over = "deliveries flowing again"
-            message = f"{name} deliveries are flowing again"
+            message = f"{name} is taking plays and ratings again; " + (
+                "those still waiting go out in turn (what holds a profile's own has an alert"
+                " of its own)."
+                if runtime.notifier.raised("service_unreachable", target.name)  # a read, if so
+                and await asyncio.to_thread(runtime.store.waits_to_go, target.name)
+                else "those that waited have gone out."
+            )
         else:
             over = "service answers again"
             message = (
