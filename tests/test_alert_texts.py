@@ -37,9 +37,10 @@ from watchbridge.deliver.anilist import AniListTarget
 from watchbridge.deliver.worker import DeliveryWorker, unreachable_alert
 from watchbridge.http import HttpClient, Pause, RetryPolicy
 from watchbridge.maintenance import DATASETS_TITLE, check_anime_datasets, tell_beside
+from watchbridge.model import ref_to_dict
 from watchbridge.servelock import Holder
 from watchbridge.storagewatch import StorageWatch
-from watchbridge.store import Store
+from watchbridge.store import NewOutboxRow, Store
 from watchbridge.sync import FAILURES_BEFORE_ALERT, report_run
 from watchbridge.wiring import build_runtime
 
@@ -398,4 +399,20 @@ async def test_the_end_of_an_outage_with_plays_still_waiting_does_not_say_they_w
     assert receiver.messages[-1]["message"] == (
         "AniList is taking plays and ratings again; those still waiting go out in turn (what"
         " holds a profile's own has an alert of its own)."
+    )
+
+
+async def test_a_play_for_a_service_taken_out_of_the_config_names_it_as_it_writes_itself(
+    runtime: Runtime, worker: DeliveryWorker, clock: FakeClock, receiver: AlertReceiver
+) -> None:
+    payload = {"item": ref_to_dict(episode(40)), "at": clock() - 3600}
+    row = NewOutboxRow("trakt", "me", "play", payload, "me:trakt:e40", "me:trakt:play:e40")
+    runtime.store.enqueue([row], clock())  # queued while Trakt was in the config
+    await worker.pass_once(runtime)
+    (dead,) = runtime.store.dead_letters()
+    (alert,) = receiver.messages
+    details = alert["message"].split("\n\n")[1]
+    assert details.startswith(
+        f"Re:Zero S01E40: play for profile me (#{dead.id}): Trakt is no longer in the config"
+        " (services.trakt): `watchbridge deadletters retry` sends these once it is again;"
     )

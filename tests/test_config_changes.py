@@ -201,14 +201,14 @@ GIVEN_UP = {  # how Trakt held the play; the config after; the title of its paus
         503,
         without_trakt,
         "watchbridge: Trakt unreachable",
-        "trakt is no longer configured",
+        "Trakt is no longer in the config (services.trakt)",
     ),
 }
 # How the dead-letter alert lists the row: naming profile me once (it read "Arrival (2016):
 # play for profile me (#1): profile me no longer has ...").
 GAVE_UP_LINE = {
     "account removed": "Arrival (2016): play (#{id}): profile me no longer has ",
-    "service removed": "Arrival (2016): play for profile me (#{id}): trakt is no longer configured",
+    "service removed": "Arrival (2016): play for profile me (#{id}): Trakt is no longer in the",
 }
 
 

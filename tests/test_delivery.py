@@ -3849,7 +3849,8 @@ def a_play_for(target: str, profile: str, clock: FakeClock) -> NewOutboxRow:
 @pytest.mark.parametrize(
     ("target", "profile", "why"),
     [
-        ("serializd", "me", "serializd is no longer configured"),  # this config: Trakt only
+        # this config: Trakt only
+        ("serializd", "me", "Serializd is no longer in the config (services.serializd)"),
         ("trakt", "kid", "profile kid is no longer in the config"),
     ],
 )
@@ -3896,7 +3897,9 @@ def test_a_profile_without_an_account_of_a_service_cannot_be_delivered_there() -
     assert undeliverable(config, "plex", "kid") == (
         "profile kid no longer has profiles.kid.accounts.plex"
     )
-    assert undeliverable(config, "serializd", "kid") == "serializd is no longer configured"
+    assert undeliverable(config, "serializd", "kid") == (
+        "Serializd is no longer in the config (services.serializd)"
+    )
 
 
 async def test_a_sync_run_leaves_rows_of_services_its_config_lacks_alone(

@@ -655,7 +655,7 @@ def undeliverable(
     with `accounts.plex` only (`{}`: the server's owner): without it, the rows would go to
     the owner's Plex."""
     if target not in delivery_targets(config):
-        return f"{target} is no longer configured"
+        return f"{service_title(target)} is no longer in the config (services.{target})"
     profile = config.profiles.get(profile_name)
     if profile is None:
         return profile_gone(profile_name)
