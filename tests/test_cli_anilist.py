@@ -124,7 +124,7 @@ def test_status_and_the_account_alert_name_the_anilist_user_as_auth_did(
         notes = AccountNotes(store, load_config(path, {}), time.time)
         change = asyncio.run(notes.note("anilist", "me", user_named(bob.id)))
     assert change is not None
-    assert "anilist is now user bob_tv (was user alice_tv)" in change.alert_body()
+    assert "AniList is now user bob_tv (was user alice_tv)" in change.alert_body()
 
 
 def test_auth_anilist_without_the_service_configured_says_so(tmp_path: Path) -> None:

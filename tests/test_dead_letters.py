@@ -138,7 +138,7 @@ async def test_a_dead_letter_queued_again_is_not_shown_as_still_given_up(
     # Until the service takes it (within 5 minutes), the status says what the user did, not
     # the reason it gave up for, which reads as if the retry had not worked.
     status = CliRunner().invoke(cli, ["status", "--config", str(config_path)]).output
-    (held,) = [line for line in status.splitlines() if line.startswith("held:")]
+    (held,) = [line for line in status.splitlines() if line.startswith("on hold:")]
     assert "gave up" not in held
     assert "queued again by `watchbridge deadletters retry`" in held
 

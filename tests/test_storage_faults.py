@@ -376,7 +376,7 @@ def test_status_says_the_disk_is_full_and_what_to_do_without_writing_anything(
     line = next(s for s in full.stdout.splitlines() if s.startswith("storage:"))
     assert line.startswith(f"storage:       {FULL_TITLE}. The disk holding {disk}")
     assert "Free some space on it" in line
-    assert "queue:" in full.stdout  # the rest of the status as ever
+    assert "waiting:" in full.stdout  # the rest of the status as ever
     assert left == files
     assert freed.returncode == 0 and "storage:" not in freed.stdout
 
