@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes.anime_datasets import PATHS, FakeDatasets
+from tests.fakes.anime_datasets import PATHS, FakeDatasets, sample_bodies
 from tests.fakes.base import FakeServer
 from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.harness import watchbridge, write_config
 from watchbridge.anime import EpisodeRef, Unmatched
 from watchbridge.anime_data import (
+    MISSING_RETRY,
     RETRY_FAILED,
     SEEN_REFRESH,
     AnimeData,
@@ -274,6 +275,42 @@ async def test_a_failed_refresh_is_retried_within_the_hour_not_at_once(
     await data.index()
     assert len(fake.requests) > sent
     assert not any(s.error for s in data.status())
+
+
+async def test_a_dataset_without_a_copy_is_asked_again_within_minutes_not_at_every_use(
+    tmp_path: Path, fake: FakeDatasets, http: HttpClient, clock: FakeClock
+) -> None:
+    fake.bodies = {}  # a first start whose downloads all fail
+    data = make_data(tmp_path, fake, http, clock)
+    await data.index()
+    sent = len(fake.requests)
+    await data.index()  # the next delivery pass, link run
+    assert len(fake.requests) == sent
+    fake.bodies = sample_bodies()
+    clock.advance(MISSING_RETRY)
+    assert len(await data.index()) > 0
+
+
+async def test_each_datasets_line_says_nothing_maps_while_none_is_downloaded(
+    tmp_path: Path, fake: FakeDatasets, http: HttpClient, clock: FakeClock
+) -> None:
+    fake.bodies = {}
+    statuses = await make_data(tmp_path, fake, http, clock).refresh()
+    for status in statuses:
+        assert status.error is not None
+        assert status.error.endswith(
+            "no cached copy yet, nor of any other dataset: anime plays wait for one before they"
+            " go to AniList"
+        ), status.error
+
+
+async def test_a_dataset_without_a_copy_beside_others_says_mapping_works_from_those(
+    tmp_path: Path, fake: FakeDatasets, http: HttpClient, clock: FakeClock
+) -> None:
+    del fake.bodies["fribb"]
+    statuses = await make_data(tmp_path, fake, http, clock).refresh()
+    (failed,) = [status.error for status in statuses if status.error]
+    assert failed.endswith("no cached copy yet: mapping works from the other datasets only")
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")

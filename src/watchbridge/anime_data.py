@@ -5,9 +5,11 @@ they are never shipped), kept under the data dir next to the database, refreshed
 than `services.anilist.mapping_refresh`, and replaced only by a download that parses and is
 not much smaller than the last good copy (or, after a whole refresh period of only much smaller
 ones, by the latest: upstream dropped rows for good). When a download fails the cached copy keeps
-working and the failure is logged; when there is no copy yet, or the copy was last confirmed
-current (a download, or a 304: upstream unchanged) two refresh periods ago, `out_of_date` says
-so (the service's maintenance alerts through `alerts.urls`, and resolves once it is current).
+working and the failure is logged (a dataset with no copy yet is tried again within minutes,
+`MISSING_RETRY`: while none has one, AniList deliveries wait); when there is no copy yet, or
+the copy was last confirmed current (a download, or a 304: upstream unchanged) two refresh
+periods ago, `out_of_date` says so (the service's maintenance alerts through `alerts.urls`,
+and resolves once it is current).
 """
 
 from __future__ import annotations
@@ -63,6 +65,9 @@ _FILES = {
 }
 MIN_SHARE = 0.9  # a refresh must keep at least this share of the last good row count
 RETRY_FAILED = 3600.0  # after a failed download, try again at most hourly
+# A dataset with no copy yet whose download failed is tried again this often: soon, as
+# AniList deliveries wait while none is downloaded, but not at every delivery pass and link run.
+MISSING_RETRY = 300.0
 # What a refresh in this process found and could not write to datasets.json (a read-only
 # folder, a full disk), by that file: read over what the file holds (each dataset's later
 # check wins), so this process's status, `anime refresh` and the hourly check still say what
@@ -183,12 +188,34 @@ class AnimeData:
 
     def status(self) -> list[DatasetStatus]:
         meta = self._read_meta()
+        cached = {name for name in self.urls if self.path(name).is_file()}
         result = []
         for name, url in self.urls.items():
             known = {k: v for k, v in meta.get(name, {}).items() if k in _STATUS_FIELDS}
-            known.update(name=name, url=url, cached=self.path(name).is_file())
+            known.update(name=name, url=url, cached=name in cached)
+            if name not in cached and isinstance(known.get("error"), str):
+                known["error"] = _without_copy(known["error"], bool(cached))
             result.append(DatasetStatus(**known))
         return result
+
+    def none_downloaded(self) -> bool:
+        """True while no dataset has a copy (or every one is switched off): nothing can be
+        told apart from anime, so AniList deliveries wait."""
+        return not any(self.path(name).is_file() for name in self.urls)
+
+    def missing_reason(self) -> str:
+        """Why AniList deliveries wait while `none_downloaded`, and what to do."""
+        if not self.urls:
+            return (
+                "every anime mapping dataset is switched off (services.anilist.mapping_urls):"
+                " AniList deliveries wait until one is set"
+            )
+        return (
+            "the anime mapping lists are not downloaded yet (they tell which AniList title a"
+            f" play is): it waits for them, tried again every {MISSING_RETRY / 60:.0f} minutes;"
+            " check that this machine reaches their hosts (services.anilist.mapping_urls), or"
+            " run `watchbridge anime refresh`"
+        )
 
     def out_of_date(self, now: float) -> list[str]:
         """Why the mapping may be out of date, one line per dataset, where that matters: its
@@ -202,9 +229,14 @@ class AnimeData:
         ]
 
     def due(self, status: DatasetStatus, now: float) -> bool:
-        if not status.cached or status.checked_at is None:
+        if status.checked_at is None or (not status.cached and not status.error):
             return True
-        wait = min(self.refresh_every, RETRY_FAILED) if status.error else self.refresh_every
+        if not status.cached:
+            wait = MISSING_RETRY
+        elif status.error:
+            wait = min(self.refresh_every, RETRY_FAILED)
+        else:
+            wait = self.refresh_every
         return now - status.checked_at >= wait
 
     # ------------------------------------------------------------------ refresh
@@ -479,8 +511,23 @@ def _problem(status: DatasetStatus, exc: Exception) -> str:
         if confirmed != when:
             fallback += f", last confirmed current on {confirmed}"
     else:
-        fallback = "no cached copy yet: mapping works from the other datasets only"
+        fallback = _NO_COPY  # what mapping works from meanwhile is said when shown (status)
     return f"anime dataset {status.name}: refresh failed ({detail}); {fallback}"
+
+
+_NO_COPY = "no cached copy yet"
+_OTHERS_ONLY = ": mapping works from the other datasets only"  # older releases stored it
+
+
+def _without_copy(error: str, others: bool) -> str:
+    """A failed refresh of a dataset with no copy, saying what mapping works from meanwhile:
+    the datasets that have one (`others`), or none at all."""
+    said = error.removesuffix(_OTHERS_ONLY)
+    if not said.endswith(_NO_COPY):
+        return error
+    if others:
+        return said + _OTHERS_ONLY
+    return said + ", nor of any other dataset: anime plays wait for one before they go to AniList"
 
 
 def _checked_at(entry: object) -> float:
