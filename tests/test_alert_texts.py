@@ -318,7 +318,7 @@ async def test_anime_datasets_out_of_date_lead_with_what_it_means_and_what_to_do
     config = parse_config(
         f"storage: {{path: {tmp_path / 'wb.db'}}}\n"
         f"alerts: {{urls: ['{receiver.apprise_url}']}}\n"
-        f"services:\n  anilist:\n    mapping_urls:\n{urls}",
+        f"services:\n  anilist:\n    mapping_refresh: 1d\n    mapping_urls:\n{urls}",
         Path("watchbridge.yaml"),
         {},
     )
@@ -326,7 +326,9 @@ async def test_anime_datasets_out_of_date_lead_with_what_it_means_and_what_to_do
     runtime.open()
     http = HttpClient("anime-datasets", "", retry=RetryPolicy(attempts=2, backoff=0.01))
     try:
-        datasets.fail_next(8, 503)  # no copy yet, and every host is down
+        await anime_data_from(runtime.config, http=http, clock=clock).index()
+        clock.advance(2 * 86400)  # two refresh periods later, every host is down
+        datasets.fail_next(8, 503)
         await anime_data_from(runtime.config, http=http, clock=clock).index()
         await check_anime_datasets(runtime)
     finally:

@@ -1536,7 +1536,7 @@ def test_a_season_rating_goes_to_the_first_scored_entry_of_the_season(
     assert season_owner((21355, 108632, PART_2), entries, 21355) == owner
 
 
-async def test_deliveries_wait_while_no_mapping_dataset_is_downloaded(
+async def test_deliveries_wait_while_every_mapping_dataset_is_switched_off(
     tmp_path: Path, clock: FakeClock
 ) -> None:
     from watchbridge.deliver.anilist import index_source
@@ -1567,7 +1567,8 @@ services:
         await target.aclose()
     finally:
         runtime.close()
-    assert isinstance(outcome, Hold) and "anime refresh" in outcome.reason
+    assert isinstance(outcome, Hold) and not outcome.target_wide  # no AniList outage
+    assert "every anime mapping dataset is switched off" in outcome.reason
 
 
 async def test_webhook_plays_of_a_profile_with_anilist_are_queued_for_it(runtime: Runtime) -> None:

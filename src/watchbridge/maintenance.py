@@ -375,12 +375,25 @@ DATASETS_LEAD = (
 )
 
 
+MISSING_TITLE = "watchbridge: anime mapping lists not downloaded yet"
+MISSING_KEY = "anime-datasets-missing"
+MISSING_LEAD = (
+    "No anime mapping list is downloaded yet: they tell which AniList title a play is, so"
+    " plays for AniList wait for them (none is lost: they go within minutes of the first"
+    " download). Check that this machine reaches their hosts (services.anilist.mapping_urls),"
+    " then run `watchbridge anime refresh` to download them now; watchbridge also tries again"
+    " by itself."
+)
+
+
 async def check_anime_datasets(runtime: Runtime) -> None:
-    """Alert (kind `service_unreachable`, throttled like any other) while the anime mapping
-    datasets cannot be refreshed and have no copy or one two refresh periods old; send the
-    recovery once they are current again. Reads their state on disk only: refreshing is the
-    deliveries' and link runs' business. Keeps in the database what their refreshes found
-    and datasets.json could not take, for `watchbridge status` and the next start."""
+    """Alert (kind `service_unreachable`, throttled like any other) while no anime mapping
+    dataset could be downloaded yet (AniList deliveries wait: an alert of its own), and while
+    they cannot be refreshed and have no copy or one two refresh periods old; send the
+    recovery once one is downloaded, and once they are current again. Reads their state on
+    disk only: refreshing is the deliveries' and link runs' business (the deliveries check at
+    once while none is downloaded). Keeps in the database what their refreshes found and
+    datasets.json could not take, for `watchbridge status` and the next start."""
     if runtime.config.services.anilist is None:
         return
     from watchbridge import anime_data
@@ -388,6 +401,13 @@ async def check_anime_datasets(runtime: Runtime) -> None:
     data = anime_data.from_config(runtime.config, store=runtime.store)
     await asyncio.to_thread(data.keep_unsaved)
     problems = await asyncio.to_thread(data.out_of_date, runtime.clock())
+    none_yet = await asyncio.to_thread(data.none_downloaded)
+    if problems and none_yet:
+        body = MISSING_LEAD + "\n\n" + "\n".join(problems)
+        await runtime.notifier.notify("service_unreachable", MISSING_TITLE, body, MISSING_KEY)
+        return  # one cause, one alert: not "out of date" too
+    arrived = "The anime mapping lists are downloaded: AniList deliveries go on."
+    await runtime.notifier.resolve("service_unreachable", arrived, MISSING_KEY)
     if problems:
         body = DATASETS_LEAD + "\n\n" + "\n".join(problems)
         await runtime.notifier.notify("service_unreachable", DATASETS_TITLE, body, "anime-datasets")

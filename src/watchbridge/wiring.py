@@ -16,7 +16,7 @@ from watchbridge.anime_seasons import season_sources
 from watchbridge.app import BackgroundTask, Runtime, create_app
 from watchbridge.catalogue import CatalogueNumbering
 from watchbridge.config import Config, Secret
-from watchbridge.deliver.anilist import AniListTarget, Renumber
+from watchbridge.deliver.anilist import AniListTarget, Renumber, Reverse
 from watchbridge.deliver.anilist import index_source as anilist_reverse
 from watchbridge.deliver.plex import PlexTarget
 from watchbridge.deliver.serializd import SerializdTarget
@@ -24,7 +24,7 @@ from watchbridge.deliver.trakt import TraktTarget
 from watchbridge.deliver.worker import DeliveryWorker, Target
 from watchbridge.homeassistant import HomeAssistantApp
 from watchbridge.ids import Enricher, PlexCatalogue
-from watchbridge.maintenance import Maintenance
+from watchbridge.maintenance import Maintenance, check_anime_datasets
 from watchbridge.metrics import Metrics
 from watchbridge.model import Ids
 from watchbridge.readers.plex import ServerTokens
@@ -224,7 +224,7 @@ def make_targets(runtime: Runtime) -> Sequence[Target]:
                 runtime.store,
                 runtime.config.delivery,
                 runtime.clock,
-                anilist_reverse(runtime.config),
+                anime_mapping(runtime),
                 seasons=season_sources(
                     runtime.config, runtime.store, runtime.clock, runtime.metrics
                 ),
@@ -234,6 +234,16 @@ def make_targets(runtime: Runtime) -> Sequence[Target]:
             )
         )
     return targets
+
+
+def anime_mapping(runtime: Runtime) -> Callable[[], Awaitable[Reverse]]:
+    """The AniList deliveries' anime mapping, on the runtime's clock; while no dataset is
+    downloaded, and once one is, the datasets' alert is checked at once (not hourly)."""
+
+    async def told() -> None:
+        await check_anime_datasets(runtime)
+
+    return anilist_reverse(runtime.config, runtime.clock, told)
 
 
 def tmdb_renumber(

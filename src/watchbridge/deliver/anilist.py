@@ -83,6 +83,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from calendar import monthrange
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -104,6 +105,7 @@ from watchbridge.anilist_viewings import (
     viewed_to_json,
 )
 from watchbridge.anime import PARTIAL, PENDING, SCHEMES, AnimeIndex, Unmatched
+from watchbridge.anime_data import MISSING_RETRY
 from watchbridge.anime_seasons import AbsoluteSeasons, SeasonSources, Want
 from watchbridge.catalogue import file_first
 from watchbridge.config import DeliveryConfig
@@ -210,7 +212,9 @@ FULL_CURSOR = "entries_read_whole_at"
 AUTH_HOLD = 1800.0
 CHANGED_WAITS = "deliveries to it wait, without giving up, until it reads again"
 ENTRY_WAITS = "deliveries to that entry wait, without giving up, until it reads again"
-MAPPING_HOLD = 3600.0
+# No mapping dataset downloaded yet: tried again as often as their downloads are, so a play
+# goes minutes after one arrives (the service's own refresh, or `anime refresh`).
+MAPPING_HOLD = MISSING_RETRY
 MAPPING_RETRY = 86400.0  # an unmatched anime play: try again after the next dataset refresh
 # A play waiting for ids its media server (or Trakt) may know soon: hourly at first, as for
 # every target (the enricher asks again after its misses expire, ids.SERIES_MISSING_TTL).
@@ -1022,7 +1026,9 @@ class AniListTarget:
 
     def _hold_for(self, exc: Exception, profile: str) -> Outcome:
         if isinstance(exc, MappingUnavailable):
-            return Hold(str(exc), MAPPING_HOLD)
+            # The mapping's own cause, told by its own alert (`index_source`): AniList is fine,
+            # so no outage of it is held or alerted.
+            return Hold(str(exc), MAPPING_HOLD, target_wide=False)
         if isinstance(exc, AniListAuthError):
             return Hold(exc.message, AUTH_HOLD, "credentials", target_wide=False, sign_in=True)
         if isinstance(exc, Unavailable):  # rate limits, outages, "API disabled"
@@ -1707,23 +1713,33 @@ class MappingUnavailable(Exception):
     """No anime mapping dataset is on disk yet: nothing can be told apart from anime."""
 
 
-def index_source(config: Any) -> Callable[[], Awaitable[Reverse]]:
+def index_source(
+    config: Any,
+    clock: Callable[[], float] = time.time,
+    told: Callable[[], Awaitable[None]] | None = None,
+) -> Callable[[], Awaitable[Reverse]]:
     """The reverse mapping from the datasets cache, refreshed when due (a failed download
-    keeps the cache); raises MappingUnavailable while no dataset has been downloaded."""
+    keeps the cache); raises MappingUnavailable while no dataset has been downloaded. `told`
+    (the datasets' alert check) is awaited while none is, and once after one arrives."""
     from watchbridge import anime_data
 
-    data = anime_data.from_config(config)
+    data = anime_data.from_config(config, clock=clock)
+    missing = False
 
     async def load() -> Reverse:
+        nonlocal missing
         try:
             index = await data.index()
         finally:
             await data.aclose()
         if len(index) == 0:
-            raise MappingUnavailable(
-                "no anime mapping dataset is downloaded yet: AniList deliveries wait for it "
-                "(`watchbridge anime refresh` downloads them now)"
-            )
+            missing = True
+            if told is not None:
+                await told()
+            raise MappingUnavailable(data.missing_reason())
+        if missing and told is not None:
+            await told()  # the alert resolves now, not at the hourly check
+        missing = False
         return index_reverse(index)
 
     return load

@@ -1,0 +1,161 @@
+"""A first start whose anime mapping lists cannot be downloaded (no saved copy yet): AniList
+deliveries wait for them, told as the lists' own problem, and go within minutes of the first
+download, the service's own or `watchbridge anime refresh`'s. Over real HTTP: the lists from a
+local fake that fails, then serves; AniList from its fake."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.anilist import FakeAniList
+from tests.fakes.anime_datasets import FakeDatasets, sample_bodies
+from tests.fakes.base import FakeServer
+from tests.fakes.receiver import AlertReceiver, FakeClock
+from tests.harness import watchbridge, write_config
+from watchbridge.app import Runtime
+from watchbridge.config import Secret, load_config
+from watchbridge.deliver.anilist import AniListTarget
+from watchbridge.deliver.worker import DeliveryWorker
+from watchbridge.maintenance import MISSING_TITLE
+from watchbridge.model import Ids, MediaRef, ref_to_dict
+from watchbridge.services.anilist import AniListClient
+from watchbridge.store import NewOutboxRow
+from watchbridge.wiring import anime_mapping, build_runtime
+
+pytestmark = pytest.mark.anyio
+
+AOT, AOT_P2 = 1429, 131681  # TMDB show; AniList: Final Season Part 2 = TMDB S4E17-28
+FIVE_MINUTES = 300.0  # what the README promises: a held play goes this soon after a download
+
+
+@pytest.fixture
+def lists(start_fake: Callable[[FakeServer], FakeServer]) -> FakeDatasets:
+    fake = start_fake(FakeDatasets())
+    assert isinstance(fake, FakeDatasets)
+    fake.bodies = {}  # every download fails (404) until a test publishes them
+    return fake
+
+
+@pytest.fixture
+def anilist(start_fake: Callable[[FakeServer], FakeServer]) -> FakeAniList:
+    fake = start_fake(FakeAniList())
+    assert isinstance(fake, FakeAniList)
+    fake.add_media(AOT_P2, episodes=12)
+    return fake
+
+
+@pytest.fixture
+def config_path(
+    tmp_path: Path, lists: FakeDatasets, anilist: FakeAniList, receiver: AlertReceiver
+) -> Path:
+    urls = "".join(f"      {name}: {url}\n" for name, url in lists.urls().items())
+    return write_config(
+        tmp_path,
+        f'alerts: {{urls: ["{receiver.apprise_url}"]}}\n'
+        "services:\n"
+        f'  anilist:\n    api_url: "{anilist.url}"\n    auth_url: "{anilist.auth_url}"\n'
+        f"    mapping_urls:\n{urls}"
+        f'profiles:\n  me: {{accounts: {{anilist: {{token: "{anilist.issue_token()}"}}}}}}\n',
+    )
+
+
+@pytest.fixture
+async def runtime(config_path: Path, anilist: FakeAniList) -> AsyncIterator[Runtime]:
+    runtime = build_runtime(load_config(config_path, {}), clock=FakeClock(anilist.now()))
+    runtime.open()
+    yield runtime
+    runtime.close()
+
+
+@pytest.fixture
+async def worker(runtime: Runtime) -> AsyncIterator[DeliveryWorker]:
+    """The AniList deliveries as the service wires their mapping, without AniList's pacing."""
+    services, account = runtime.config.services.anilist, runtime.config.profiles["me"]
+    assert services is not None and account.accounts.anilist is not None
+    token = account.accounts.anilist.token
+    assert token is not None
+    client = AniListClient(
+        services,
+        runtime.store,
+        seeded_tokens={"me": Secret(token.reveal())},
+        clock=runtime.clock,
+        per_minute=100_000,
+    )
+    target = AniListTarget(
+        client, runtime.store, runtime.config.delivery, runtime.clock, anime_mapping(runtime)
+    )
+    worker = DeliveryWorker(lambda _: [target], runtime.config.delivery)
+    worker.targets = {target.name: target}
+    yield worker
+    await target.aclose()
+
+
+def play_aot_s4e17(runtime: Runtime) -> None:
+    item = MediaRef("episode", show_ids=Ids(tmdb=str(AOT)), season=4, number=17)
+    at = runtime.clock() - 60
+    row = NewOutboxRow(
+        "anilist", "me", "play", {"item": ref_to_dict(item), "at": at}, f"me:{item.key()}", "p1"
+    )
+    assert runtime.store.enqueue([row], runtime.clock()) == 1
+
+
+def progress(anilist: FakeAniList) -> int | None:
+    entry = next((e for e in anilist.viewer.entries.values() if e.media.id == AOT_P2), None)
+    return entry.progress if entry is not None else None
+
+
+async def test_lists_that_fail_at_first_start_are_alerted_as_the_lists_not_anilist(
+    runtime: Runtime, worker: DeliveryWorker, receiver: AlertReceiver
+) -> None:
+    play_aot_s4e17(runtime)
+    await worker.pass_once(runtime)
+    (alert,) = receiver.messages  # at once, not at the next hourly check
+    assert alert["title"] == MISSING_TITLE
+    lead = alert["message"].split("\n\n")[0]
+    assert "plays for AniList wait for them" in lead
+    assert "services.anilist.mapping_urls" in lead and "watchbridge anime refresh" in lead
+    assert "AniList" not in MISSING_TITLE and "unreachable" not in alert["message"]
+
+
+async def test_a_play_held_for_the_lists_goes_minutes_after_the_service_downloads_them(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    lists: FakeDatasets,
+    anilist: FakeAniList,
+    receiver: AlertReceiver,
+) -> None:
+    play_aot_s4e17(runtime)
+    await worker.pass_once(runtime)
+    lists.bodies = sample_bodies()  # the hosts serve again
+    assert isinstance(runtime.clock, FakeClock)
+    runtime.clock.advance(FIVE_MINUTES)
+    await worker.pass_once(runtime)
+    assert progress(anilist) == 1
+    assert receiver.titles() == [MISSING_TITLE, f"Resolved: {MISSING_TITLE}"]
+
+
+async def test_a_play_held_for_the_lists_goes_minutes_after_anime_refresh_downloads_them(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    lists: FakeDatasets,
+    anilist: FakeAniList,
+    config_path: Path,
+) -> None:
+    play_aot_s4e17(runtime)
+    await worker.pass_once(runtime)
+    lists.bodies = sample_bodies()
+    # In a thread: the command runs its own event loop, as from a shell.
+    refreshed = await asyncio.to_thread(
+        watchbridge, "anime", "refresh", "--config", str(config_path)
+    )
+    assert refreshed.returncode == 0, refreshed.stderr
+    asked = len(lists.requests)
+    assert isinstance(runtime.clock, FakeClock)
+    runtime.clock.advance(FIVE_MINUTES)
+    await worker.pass_once(runtime)
+    assert progress(anilist) == 1
+    assert len(lists.requests) == asked  # the command's copies, not a download of its own
