@@ -201,6 +201,9 @@ async def test_a_first_run_whose_watchlist_part_fails_says_what_failed_not_nothi
     assert newcomer.trakt_collection() == []  # nothing written before the review
     (run,) = newcomer.store.last_runs()
     assert run.outcome == "failed" and "plex.tv does not accept" in (run.error or "")
+    # The key the refused token came from, not accounts.plex.token (the owner set none).
+    assert "it is services.plex.token, the server owner's" in (run.error or ""), run.error
+    assert "accounts.plex.token" not in (run.error or ""), run.error
     line = status_line(newcomer)
     assert "nothing to do" not in line, line
     assert "; this is the first sync of links.plex-trakt" in line, line

@@ -690,6 +690,44 @@ def test_the_plextv_client_takes_each_persons_token_and_the_installs_identifier(
     asyncio.run(client.aclose())
 
 
+async def test_a_token_plex_tv_refuses_for_the_watchlist_is_named_by_its_config_key(
+    start_fake: Callable[[FakeServer], FakeServer], store: Store
+) -> None:
+    # The owner (`plex: {}`) reads the watchlist with services.plex.token: plex.tv's refusal
+    # of it named accounts.plex.token, a key the user never set.
+    from watchbridge.config import Accounts, Config, PlexAccount, Profile, ServicesConfig
+    from watchbridge.plexlink import plextv_client
+    from watchbridge.services.plextv import PlexTvAuthError
+
+    plextv = start_fake(FakePlexTv())
+    assert isinstance(plextv, FakePlexTv)
+    hosts = {"account_url": plextv.url, "discover_url": plextv.url, "metadata_url": plextv.url}
+    config = Config(
+        services=ServicesConfig(plex=PlexConfig(token=Secret("a-server-token"), **hosts)),
+        profiles={
+            "me": Profile(accounts=Accounts(plex=PlexAccount())),
+            "kid": Profile(accounts=Accounts(plex=PlexAccount(token=Secret("kids-server-token")))),
+        },
+    )
+    client = plextv_client(config, store)
+    assert client is not None
+    try:
+        with pytest.raises(PlexTvAuthError) as owners:
+            await client.watchlist("me")
+        with pytest.raises(PlexTvAuthError) as kids:
+            await client.watchlist("kid")
+    finally:
+        await client.aclose()
+    owner = owners.value.message
+    assert "accounts.plex.token" not in owner, owner
+    assert "it is services.plex.token, the server owner's" in owner, owner
+    assert "`watchbridge auth plex --profile me`" in owner, owner
+    kid = kids.value.message
+    assert "profiles.kid.accounts.plex.token may be a token for the Plex server" in kid, kid
+    assert "`watchbridge auth plex --profile kid`" in kid, kid
+    assert "a-server-token" not in owner + kid and "kids-server-token" not in owner + kid
+
+
 async def test_the_servers_own_token_refused_at_the_collections_details_is_the_owners(
     start_fake: Callable[[FakeServer], FakeServer], store: Store, tmp_path: Path
 ) -> None:

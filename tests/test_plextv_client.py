@@ -238,8 +238,9 @@ async def test_a_pasted_server_token_refused_by_plex_tv_says_to_sign_in(
             await client.watchlist("me")
     finally:
         await client.aclose()
-    assert "accounts.plex.token may be a token for the Plex server" in refused.value.message
-    assert "`watchbridge auth plex --profile me`" in refused.value.message
+    said = refused.value.message
+    assert "profiles.me.accounts.plex.token may be a token for the Plex server" in said, said
+    assert "`watchbridge auth plex --profile me`" in said, said
 
 
 async def test_watchlist_is_read_in_pages_with_external_ids(

@@ -167,6 +167,7 @@ def plextv_client(
     if plex is None:
         return None
     tokens: dict[str, Secret] = {}
+    owners: set[str] = set()
     for name, person in config.profiles.items():
         account = person.accounts.plex
         if account is not None and account.token:
@@ -178,12 +179,14 @@ def plextv_client(
             and owner_problem(config, store, name) is None
         ):
             tokens[name] = plex.token
+            owners.add(name)
     identifier = store.setting("plex_client_identifier", lambda: uuid.uuid4().hex, clock())
     return PlexTvClient(
         plex,
         store,
         client_identifier=identifier,
         account_tokens=tokens,
+        owners=owners,
         metrics=metrics,
         clock=clock,
     )

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 import xml.etree.ElementTree as ElementTree
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -192,6 +192,7 @@ class PlexTvClient:
         *,
         client_identifier: str,
         account_tokens: Mapping[str, Secret] | None = None,
+        owners: Collection[str] = (),
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -200,6 +201,8 @@ class PlexTvClient:
         self.tokens = tokens
         self.client_identifier = client_identifier
         self.account_tokens = dict(account_tokens or {})
+        # The profiles whose account token is the owner's services.plex.token (`plex: {}`).
+        self.owners = frozenset(owners)
         self.clock = clock
         self.sleep = sleep
         self.http = HttpClient(
@@ -343,17 +346,22 @@ class PlexTvClient:
                 f"plex.tv does not accept the token ({what} answered 401): sign in again with "
                 "`watchbridge auth plex`",
             )
-        signed_in = bool((self.tokens.get_token(TOKEN_SERVICE, profile) or {}).get("token"))
-        hint = (
-            ""
-            if signed_in
-            else " (accounts.plex.token may be a token for the Plex server: those do not "
-            "work on plex.tv)"
-        )
+        auth = f"`watchbridge auth plex --profile {profile}`"
+        refused = f"plex.tv does not accept profile {profile}'s token ({what} answered 401)"
+        if (self.tokens.get_token(TOKEN_SERVICE, profile) or {}).get("token"):
+            raise PlexTvAuthError(SERVICE, f"{refused}: sign in with {auth}")
+        if profile in self.owners:  # not signed in, `plex: {}`: the config's key is the owner's
+            raise PlexTvAuthError(
+                SERVICE,
+                f"{refused}: it is services.plex.token, the server owner's (profile {profile} "
+                "has `plex: {}`), which may be a token for the Plex server alone: sign in with "
+                f"{auth} as the server owner, or put the owner's current token in "
+                "services.plex.token",
+            )
         raise PlexTvAuthError(
             SERVICE,
-            f"plex.tv does not accept profile {profile}'s token ({what} answered 401){hint}: "
-            f"sign in with `watchbridge auth plex --profile {profile}`",
+            f"{refused} (profiles.{profile}.accounts.plex.token may be a token for the Plex "
+            f"server: those do not work on plex.tv): sign in with {auth}",
         )
 
     async def account(self, token: str) -> PlexAccount:
