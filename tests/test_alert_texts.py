@@ -16,6 +16,7 @@ from tests.fakes.anilist import FakeAniList
 from tests.fakes.anime_datasets import FakeDatasets
 from tests.fakes.base import FakeServer
 from tests.fakes.receiver import AlertReceiver, FakeClock
+from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import AppThread
 from tests.ingest_samples import sample_bytes
 from tests.test_anilist_client import fixture
@@ -26,6 +27,20 @@ from tests.test_deliver_anilist import (
     anilist_target,
     enqueue,
     episode,
+)
+from tests.test_delivery import (
+    ARRIVAL,
+    HEAT,
+    HELD_FOR_ME,
+    PAUSED_FOR_ME,
+    _late_play,
+    _lift_the_pacer,
+    _rating,
+    close_targets,
+    drain,
+    sign_in,
+    trakt_down_long_enough_to_alert,
+    worker_for,
 )
 from tests.test_storage_faults import LOCKED_TITLE, hold_the_lock, post, quick_lock_runtime
 from watchbridge import storagewatch, webhooks
@@ -417,4 +432,93 @@ async def test_a_play_for_a_service_taken_out_of_the_config_names_it_as_it_write
     assert details.startswith(
         f"Re:Zero S01E40: play for profile me (#{dead.id}): Trakt is no longer in the config"
         " (services.trakt): `watchbridge deadletters retry` sends these once it is again;"
+    )
+
+
+TraktSide = tuple[Runtime, DeliveryWorker, FakeTrakt]
+
+
+@pytest.fixture
+async def trakt_side(
+    tmp_path: Path,
+    start_fake: Callable[[FakeServer], FakeServer],
+    receiver: AlertReceiver,
+    clock: FakeClock,
+) -> AsyncIterator[TraktSide]:
+    """A runtime delivering to the fake Trakt for profile me, signed in, and its worker."""
+    trakt = start_fake(FakeTrakt())
+    assert isinstance(trakt, FakeTrakt)
+    trakt.add_movie("Heat", 1995, imdb="tt0113277", tmdb=949)
+    trakt.add_movie("Arrival", 2016, imdb="tt2543164", tmdb=329865)
+    config = parse_config(
+        f"""
+storage: {{path: {tmp_path / "trakt.db"}}}
+alerts: {{urls: ["{receiver.apprise_url}"]}}
+services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+  plex: {{url: "http://127.0.0.1:9", token: plex-owner-token}}
+profiles:
+  me: {{users: {{plex: ["1"]}}, accounts: {{trakt: {{}}, plex: {{}}}}}}
+links:
+  plex-trakt: {{services: [plex, trakt]}}
+""",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    runtime = build_runtime(config, clock=clock)
+    runtime.open()
+    sign_in(runtime, trakt, clock)
+    worker = worker_for(runtime)
+    yield runtime, worker, trakt
+    await close_targets(worker)
+    runtime.close()
+
+
+async def test_a_profiles_sign_in_working_again_says_what_waited_has_gone_out(
+    trakt_side: TraktSide, clock: FakeClock, receiver: AlertReceiver
+) -> None:
+    runtime, worker, trakt = trakt_side
+    trakt.revoke_tokens()
+    runtime.store.enqueue([_rating(ARRIVAL, clock() - 60, "r1", 80)], clock())
+    await worker.pass_once(runtime)
+    assert receiver.titles() == [PAUSED_FOR_ME]
+    sign_in(runtime, trakt, clock)
+    await drain(worker, runtime, clock, passes=2, step=1000)  # past the sign-in's hold
+    assert receiver.titles()[-1] == f"Resolved: {PAUSED_FOR_ME}"
+    assert receiver.messages[-1]["message"] == (
+        "Trakt takes the sign-in of profile me again, and its plays and ratings; those that"
+        " waited have gone out."
+    )
+
+
+async def test_the_end_of_a_profiles_rate_limit_says_what_it_held_has_gone_out(
+    trakt_side: TraktSide, clock: FakeClock, receiver: AlertReceiver
+) -> None:
+    runtime, worker, trakt = trakt_side
+    trakt.throttle_next(1, retry_after=2850, route="POST /sync/history")
+    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    await worker.pass_once(runtime)
+    assert receiver.titles() == [HELD_FOR_ME]
+    clock.advance(2851)
+    _lift_the_pacer(worker)
+    await worker.pass_once(runtime)
+    assert receiver.titles() == [HELD_FOR_ME, f"Resolved: {HELD_FOR_ME}"]
+    assert receiver.messages[-1]["message"] == (
+        "Trakt is taking the plays and ratings of profile me again; those that were held have"
+        " gone out."
+    )
+
+
+async def test_an_outage_over_while_a_sign_in_holds_says_what_still_holds_is_told_apart(
+    trakt_side: TraktSide, clock: FakeClock, receiver: AlertReceiver
+) -> None:
+    runtime, worker, trakt = trakt_side
+    await trakt_down_long_enough_to_alert(worker, runtime, trakt, clock)
+    trakt.clear_knobs()
+    trakt.revoke_tokens()  # back, but it refuses the profile's sign-in
+    await drain(worker, runtime, clock, passes=2, step=301)
+    assert receiver.titles()[-1] == "Resolved: watchbridge: Trakt unreachable"
+    assert receiver.messages[-1]["message"] == (
+        "Trakt answers again: its outage is over. What still holds some plays and ratings for"
+        " it, such as a profile's sign-in, is told in its own alert."
     )

@@ -2892,7 +2892,7 @@ async def test_a_rate_limit_alert_ends_once_its_play_went_out_beside_a_rating_he
     await worker.pass_once(runtime)
     assert [h.item.title for h in trakt.history()] == ["Heat"] and trakt.ratings() == []
     assert receiver.titles() == [HELD_FOR_ME, f"Resolved: {HELD_FOR_ME}"]
-    assert "flowing again" in receiver.messages[-1]["message"]
+    assert receiver.messages[-1]["message"].endswith("those that were held have gone out.")
 
 
 async def test_a_rate_limit_hold_a_sync_beside_the_service_added_to_is_not_erased_by_it(

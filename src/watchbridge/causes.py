@@ -82,6 +82,31 @@ def paused_alert(
     return Alert(kind, key, title, services_titled(reason))
 
 
+def profile_flowing(
+    kind: str, target: str, profile: str, *, waiting: bool = False, gave_up: bool = False
+) -> str:
+    """The "Resolved" text of `profile`'s pause of `kind` in its deliveries to `target`, once
+    one of them went through: what it means now. A sign-in held all of the profile's
+    deliveries: `waiting`, some of them still wait to go. Any other pause is over once none of
+    those it held waits: `gave_up`, some of the profile's became dead letters meanwhile."""
+    name = service_title(target)
+    if kind == "credentials":
+        then = (
+            "those still waiting go out in turn" if waiting else "those that waited have gone out"
+        )
+        whose = f"the sign-in of profile {profile}"
+        return f"{name} takes {whose} again, and its plays and ratings; {then}."
+    held = "the account limit held" if kind == "account_limit" else "that were held"
+    went = (
+        "have gone out or gave up (dead letters, told of in their own alert)"
+        if gave_up
+        else "have gone out"
+    )
+    return (
+        f"{name} is taking the plays and ratings of profile {profile} again; those {held} {went}."
+    )
+
+
 def sign_in_works(service: str, profile: str) -> str:
     """The recovery notice of `profile`'s sign-in to `service` once it is accepted again."""
     return f"the {service_title(service)} sign-in of profile {profile} works again"

@@ -4208,10 +4208,14 @@ class Store:
         )
         return {(row["target"], row["profile"], row["held"]) for row in rows}
 
-    def waits_to_go(self, target: str) -> bool:
-        """Whether any row for `target` still waits to go out or is being delivered."""
+    def waits_to_go(self, target: str, profile: str | None = None) -> bool:
+        """Whether any row for `target` (of `profile`, if given) still waits to go out or is
+        being delivered."""
         where = "target = ? AND status IN ('pending', 'inflight')"
-        return bool(self._query(f"SELECT 1 FROM outbox WHERE {where} LIMIT 1", (target,)))
+        if profile is None:
+            return bool(self._query(f"SELECT 1 FROM outbox WHERE {where} LIMIT 1", (target,)))
+        where += " AND profile = ?"
+        return bool(self._query(f"SELECT 1 FROM outbox WHERE {where} LIMIT 1", (target, profile)))
 
     def unhold_target(self, target: str) -> int:
         """The target took a delivery: its rows a hold of the whole target kept are held no

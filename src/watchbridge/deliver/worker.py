@@ -24,7 +24,7 @@ from watchbridge.accounts import AccountNotes, for_the_old_account
 from watchbridge.alerts import SENT, UNREACHABLE_ALERT_AFTER, format_span
 from watchbridge.app import Runtime
 from watchbridge.backoff import doubled
-from watchbridge.causes import paused_alert, paused_title
+from watchbridge.causes import paused_alert, paused_title, profile_flowing
 from watchbridge.clocksteps import Step, sent_at
 from watchbridge.config import (
     DeliveryConfig,
@@ -1575,8 +1575,9 @@ class DeliveryWorker:
         await self._dead_letters_after(
             runtime, target, items, outcomes, done, died, probes_failed, bool(wide), now
         )
-        await self._accepted(runtime, target, delivered_for - held_for, set(ending))
-        for profile in {item.profile for item, _ in dead}:
+        gave_up = {item.profile for item, _ in dead}
+        await self._accepted(runtime, target, delivered_for - held_for, set(ending), gave_up)
+        for profile in gave_up:
             await self._gave_up(runtime, target, profile, now)
         if dead and not wide:
             await self._outage_holds_nothing(runtime, target)
@@ -1730,29 +1731,42 @@ class DeliveryWorker:
             )
         else:
             over = "service answers again"
-            message = (
-                f"{name} answers again; what still holds a profile's deliveries is told "
-                "in an alert of its own"
+            message = f"{name} answers again: its outage is over. " + (
+                "What still holds some plays and ratings for it, such as a profile's sign-in,"
+                " is told in its own alert."
+                if not runtime.notifier.raised("service_unreachable", target.name)  # a read, if so
+                or await asyncio.to_thread(runtime.store.waits_to_go, target.name)
+                else f"Nothing waits to go to {name}."
             )
         self._held_log.over(target.name, over, runtime.clock(), target=target.name)
         await runtime.notifier.resolve("service_unreachable", message, key=target.name)
 
     async def _accepted(
-        self, runtime: Runtime, target: Target, profiles: set[str], ending: set[str]
+        self,
+        runtime: Runtime,
+        target: Target,
+        profiles: set[str],
+        ending: set[str],
+        gave_up: set[str],
     ) -> None:
         """These profiles' deliveries went through and none was held: their sign-in problems
         are over (unless it is `ending`: it cannot be renewed), and a rate limit (or the like)
-        or an account limit once the rows it held are no longer waiting. The log says a pause
-        is over when its alert is: not while rows it holds still wait."""
+        or an account limit once the rows it held are no longer waiting (gone out, or dead
+        letters in this pass for the profiles in `gave_up`). The log says a pause is over when
+        its alert is: not while rows it holds still wait."""
         now = runtime.clock()
         name = service_title(target.name)
         for profile in profiles:
-            message = f"{name} deliveries of profile {profile} are flowing again"
+            died = profile in gave_up
             key = f"{target.name}:{profile}"
             self._flowing_again(target, "credentials", key, now)
             if profile not in ending:
                 over = "sign-in renewed"
                 self._held_log.over((ENDING, key), over, now, target=target.name, key=key)
+                left = runtime.notifier.raised("credentials", key) and (  # a read, if so
+                    await asyncio.to_thread(runtime.store.waits_to_go, target.name, profile)
+                )
+                message = profile_flowing("credentials", target.name, profile, waiting=left)
                 await runtime.notifier.resolve("credentials", message, key=key)
                 if runtime.notifier.raised("credentials", key + ENDING):
                     renewed = f"{name} sign-in of profile {profile} is renewed"
@@ -1763,6 +1777,9 @@ class DeliveryWorker:
             if not (known and await self._still_paused(runtime.store, key, now)):
                 self._flowing_again(target, "service_unreachable", key, now)
                 if paused:
+                    message = profile_flowing(
+                        "service_unreachable", target.name, profile, gave_up=died
+                    )
                     await runtime.notifier.resolve("service_unreachable", message, key=key)
             # Its account limit is over once the rows it held are no longer waiting.
             limited = runtime.notifier.raised("account_limit", key)
@@ -1771,6 +1788,7 @@ class DeliveryWorker:
             if not (known and await asyncio.to_thread(waiting, now)):
                 self._flowing_again(target, "account_limit", key, now)
                 if limited:
+                    message = profile_flowing("account_limit", target.name, profile, gave_up=died)
                     await runtime.notifier.resolve("account_limit", message, key=key)
 
     async def _gave_up(self, runtime: Runtime, target: Target, profile: str, now: float) -> None:
@@ -2002,7 +2020,7 @@ class DeliveryWorker:
         name = service_title(target.name)
         if went_out:
             self._flowing_again(target, "service_unreachable", key, now)
-            over = f"{name} deliveries of profile {profile} are flowing again"
+            over = profile_flowing("service_unreachable", target.name, profile)
         else:
             self._held_log.over(
                 ("service_unreachable", key), "deliveries no longer paused", now, **extra
