@@ -1303,6 +1303,54 @@ async def test_an_entry_deleted_and_another_logged_while_the_diary_is_read_keep_
     assert [p[:2] for p in trakt_plays(trakt)] == [(1, 1), (1, 2), (1, 3), (1, 5)]
 
 
+async def test_a_play_logged_by_hand_off_the_first_diary_page_is_not_logged_again_from_trakt(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    """Four plays synced; then s1e5 is watched (Trakt has it) and logged by hand on
+    Serializd, its entry off the diary's first page (the pages are not reliably newest
+    first, §5.1; here by an older `dateAdded`). The run's delta read stops at the first page
+    holding nothing new, which proves no entry missing: before Trakt's play is copied there,
+    the whole diary is read, and the log found. One entry of s1e5 on Serializd, one play on
+    Trakt, also after the daily read."""
+    serializd.diary_page_size = 2
+    serializd.diary_order = "newest"  # e4 e3 | e2 e1 | the log of e5
+    await four_plays_on_both_sides(rig, app, serializd, origin="trakt")
+    at = ago(1)
+    app.watch(1, 5, at)
+    log(serializd, 1, 5, at, date_added=iso(serializd.now() - 2 * DAY))
+    await rig.sync_and_deliver()
+    assert [p[:2] for p in diary_plays(serializd)] == [(1, n) for n in range(1, 6)]
+    await rig.sync_and_deliver(full=True)
+    await rig.sync_and_deliver()
+    assert [p[:2] for p in diary_plays(serializd)] == [(1, n) for n in range(1, 6)]
+    assert [p[:2] for p in trakt_plays(trakt)] == [(1, n) for n in range(1, 6)]
+    assert rig.store.outbox_counts()["dead"] == 0
+
+
+async def test_a_play_logged_by_hand_while_a_growing_daily_read_misses_it_is_not_logged_again(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    """s1e5 is watched (Trakt has it) and logged by hand on Serializd while the daily read
+    is between its pages: the log lands on top, pushing e3 onto page 2, and is never seen.
+    That read saw the count grow and cannot tell it listed every row: before Trakt's play is
+    copied, the whole diary is read again, and the log found. One entry, one play."""
+    serializd.diary_page_size = 2
+    serializd.diary_order = "newest"  # e4 e3 | e2 e1; then e5 e4 | e3 e2 | e1
+    await four_plays_on_both_sides(rig, app, serializd, origin="trakt")
+    at = ago(0.1)
+    app.watch(1, 5, at)
+    e5 = log(serializd, 1, 5, at)
+    with serializd.lock:
+        serializd.user.reviews.remove(e5)
+    serializd.logged_before_page = (2, e5)
+    await rig.sync_and_deliver(full=True)
+    assert serializd.logged_before_page is None  # it happened, during the read
+    assert [p[:2] for p in diary_plays(serializd)] == [(1, n) for n in range(1, 6)]
+    await rig.sync_and_deliver(full=True)
+    assert [p[:2] for p in diary_plays(serializd)] == [(1, n) for n in range(1, 6)]
+    assert [p[:2] for p in trakt_plays(trakt)] == [(1, n) for n in range(1, 6)]
+
+
 @pytest.mark.parametrize("full", [True, False])
 async def test_a_dry_run_leaves_the_deliverys_first_misses_as_they_were(
     rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp, full: bool

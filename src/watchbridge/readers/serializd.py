@@ -89,6 +89,10 @@ WATCHED_STATE = (TICK_RECORD, MARK_RECORD)
 # Cursor: the ids of the diary entries the last full read did not list while the baseline held
 # them, not taken as deleted yet (JSON list; see `missed_by`).
 MISSED = "missed"
+# Cursor: the other side's dated plays (`item@minute`) a read of the whole diary found no
+# entry of, copied there since or not (a dead letter): no reason to read the diary again
+# (JSON list; see `SerializdReader._unlogged`).
+UNLOGGED = "unlogged"
 # A log the user makes in Serializd's app this soon after the play of ours of the episode is
 # that viewing, logged again (at the end of the credits, or minutes after): the webhook fires at
 # about 90 %, so the rest of the episode and its credits pass before the app's log, while a real
@@ -401,6 +405,15 @@ def ticked_by_us(side: Side | None, ticked: Collection[str]) -> tuple[Play, ...]
     )
 
 
+def unlogged(own: Side, other: Side) -> set[str]:
+    """The other side's dated episode plays (`item@minute`) no play of `own` explains: each
+    is a diary entry to add, unless the user logged that viewing on Serializd. Pure."""
+    _, lonely, _ = match_plays(other.plays, own.plays)
+    return {
+        f"{p.item}@{int(p.at // 60)}" for p in lonely if p.at != UNDATED and _EPISODE.match(p.item)
+    }
+
+
 def unexplained(own: Side, other: Side) -> tuple[dict[int, dict[int, set[int]]], set[str]]:
     """Show -> season -> episode numbers of the other side's plays that no play of `own`
     explains (the only seasons worth a watched-state read), and the items among them that
@@ -626,10 +639,14 @@ class SerializdReader:
         store: Store,
         clock: Callable[[], float],
         discover: bool = True,
+        guards: bool = True,
     ) -> None:
         self.client = client
         self.store = store
         self.clock = clock
+        # Whether the other side's plays are copied to Serializd: only then must a read that
+        # may have missed an entry look again before they are (`_unlogged`).
+        self.guards = guards
         # Whether full reads look for watched state beyond the seasons the sides disagree on:
         # only worth it when Serializd's plays flow to the other side.
         self.discover = discover
@@ -639,6 +656,7 @@ class SerializdReader:
         self._ledger: dict[str, dict[str, int]] = {}
         self._cursors: dict[str, dict[str, str]] = {}  # what read() returned, per profile
         self._full: dict[str, bool] = {}
+        self._partial: dict[str, bool] = {}  # see the end of `read`
         self.seasons_read = 0  # watched-state reads of single seasons (reported by the bench)
         self.tally: Tally | None = None  # the shows `refine` has looked at (the long part)
 
@@ -795,6 +813,7 @@ class SerializdReader:
             # keeps only those the baseline holds) would be a play Serializd lacks, and the
             # other side's play of it logged there again. It fails, and is read again.
             whole_diary = await self.client.diary_read(profile, growing=not first)
+            partial = whole_diary.changed
             await self._forget_first_misses(profile, whole_diary.listed)
             diary = whole_diary.entries
             known = known_ids(cursors) | set(written.values())
@@ -841,6 +860,7 @@ class SerializdReader:
             rows = rating_rows(rating_rows(kept_rows, read), side)
         else:
             again = await self._read_again(profile) if missed_before else None
+            partial = again is None or again.changed
             if again is None:
                 fresh = await self._new_entries(profile, cursors)
             else:
@@ -865,23 +885,7 @@ class SerializdReader:
         # A log made in the app after the play of ours of that viewing is no second play, nor
         # is it once a link deleted ours (the viewing was removed on the other side).
         read_now = diary if full else fresh
-        skew = self.client.http.clock_skew
-        lengths = await self._lengths(profile)
-        deleted, removed_at = await self._deleted_by_link(profile)
-        reviews = {*written.values(), *(int(p.record) for p in deleted)}
-        of_ours = {review: lengths.get(review) for review in reviews}
-        logged_again = logged_after_ours(
-            read_now, side, of_ours, baseline, skew, deleted, removed_at
-        )
-        left = logged_after_ours(
-            read_now,
-            Side(),
-            of_ours,
-            baseline,
-            skew,
-            gone_now(deleted, side, baseline),
-            removed_at,
-        )
+        logged_again, left = await self._logged_again(profile, read_now, side, baseline)
         if left:
             log.info(
                 "serializd: a link deleted watchbridge's diary entry of a viewing removed on "
@@ -905,9 +909,87 @@ class SerializdReader:
             saved[MISSED] = json.dumps(sorted(missed))
         if "marks" in cursors:
             saved["marks"] = cursors["marks"]
+        if UNLOGGED in cursors:
+            saved[UNLOGGED] = cursors[UNLOGGED]
         # refine() adds to these (the engine saves the dict once the plan is applied)
         self._cursors[profile], self._full[profile] = saved, full
+        # Whether an entry new since the last run may be missing from this read: a delta read
+        # stops at the first page with nothing new, and a whole read the diary grew under may
+        # miss a row (§5.1). Before the other side's play is copied, `_unlogged` looks again.
+        self._partial[profile] = partial
         return SideRead(side, saved)
+
+    async def _logged_again(
+        self, profile: str, entries: Sequence[DiaryEntry], side: Side, before: Side | None
+    ) -> tuple[set[str], set[str]]:
+        """The records of `entries` that are a play of ours logged again in the app
+        (`logged_after_ours`), and those of a viewing a link deleted ours of (left in the
+        diary, no play)."""
+        written = await self._written(profile)
+        skew = self.client.http.clock_skew
+        lengths = await self._lengths(profile)
+        deleted, removed_at = await self._deleted_by_link(profile)
+        reviews = {*written.values(), *(int(p.record) for p in deleted)}
+        of_ours = {review: lengths.get(review) for review in reviews}
+        logged_again = logged_after_ours(entries, side, of_ours, before, skew, deleted, removed_at)
+        gone = gone_now(deleted, side, before)
+        left = logged_after_ours(entries, Side(), of_ours, before, skew, gone, removed_at)
+        return logged_again, left
+
+    async def _unlogged(self, profile: str, own: Side, other: Side) -> Side:
+        """`own` with the diary entries a read that cannot tell it listed every row missed
+        (`_partial`), when the other side holds a dated play `own` does not explain, not
+        known missing yet (UNLOGGED): copied, it would be logged on Serializd beside the
+        user's own log of it. The whole diary is read then (no read by show exists, §5.1),
+        and what it finds new is added as a delta read adds it. The plays a whole read
+        found missing are kept (UNLOGGED), so that one that stays so (a dead letter) costs
+        no read each run."""
+        cursors = self._cursors.get(profile)
+        if cursors is None or not self.guards:
+            return own
+        lonely = await asyncio.to_thread(unlogged, own, other)
+        known_missing = set(json.loads(cursors.get(UNLOGGED) or "[]"))
+        partial = self._partial.get(profile, False)
+        if partial and lonely - known_missing:
+            whole_diary = await self.client.diary_read(profile, growing=True)
+            await self._forget_first_misses(profile, whole_diary.listed)
+            own = await self._with_unseen(profile, own, whole_diary.entries, cursors)
+            lonely = await asyncio.to_thread(unlogged, own, other)
+            partial = whole_diary.changed  # grew again: the next run's read looks again
+        cursors[UNLOGGED] = json.dumps(sorted(lonely & known_missing if partial else lonely))
+        return own
+
+    async def _with_unseen(
+        self,
+        profile: str,
+        own: Side,
+        entries: Sequence[DiaryEntry],
+        cursors: dict[str, str],
+    ) -> Side:
+        """`own` with the entries among `entries` the run's read did not know (as a delta
+        read adds them), and the cursors counting them."""
+        known = known_ids(cursors) | set((await self._written(profile)).values())
+        fresh = [e for e in entries if e.id not in known]
+        if not fresh:
+            return own
+        log.info(
+            "serializd diary entries the run's read of the diary did not list were found by a "
+            "read of the whole diary, before the other side's plays are copied there",
+            extra={"profile": profile, "entries": len(fresh)},
+        )
+        read = serializd_side(
+            fresh, await self._rated(profile) | await self._unanswered(profile, fresh)
+        )
+        side = merge_diary(own, read)
+        logged_again, _ = await self._logged_again(profile, fresh, side, own)
+        side = without_records(side, logged_again)
+        rows = rating_rows(json.loads(cursors.get("rating_rows") or "{}"), read)
+        cursors["diary_ids"] = json.dumps(sorted(known_ids(cursors) | {e.id for e in fresh}))
+        cursors["rating_rows"] = json.dumps(rows, sort_keys=True)
+        return Side(
+            side.plays,
+            {k: replace(r, record=rows.get(k, r.record)) for k, r in side.ratings.items()},
+        )
 
     async def refine(self, profile: str, own: Side, other: Side) -> Side:
         """Turn Serializd's watched state into undated plays where it matters.
@@ -925,6 +1007,7 @@ class SerializdReader:
         """
         self.tally = None
         own = await self._written_since_read(profile, own)
+        own = await self._unlogged(profile, own, other)
         # Pure work over every play of both sides (at 60,000 plays ~0.5 s of CPU): on a
         # thread, so that the event loop answers webhooks meanwhile.
         asked, other_undated = await asyncio.to_thread(unexplained, own, other)
@@ -1038,4 +1121,5 @@ def make_reader(
         store,
         clock,
         discover=any(source == "serializd" for source, _ in flows(link)),
+        guards=any(target == "serializd" for _, target in flows(link)),
     )
