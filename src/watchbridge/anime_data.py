@@ -39,7 +39,7 @@ from watchbridge.anime import (
     parse_overrides,
 )
 from watchbridge.anime import load_index as build_index
-from watchbridge.errors import ConfigError, StoreError
+from watchbridge.errors import ConfigError, StoreError, WatchbridgeError
 from watchbridge.http import REDIRECT_STATUS, HttpClient, ServiceError, shown_url
 
 if TYPE_CHECKING:
@@ -93,6 +93,16 @@ class DatasetStatus:
     etag: str | None = None
     last_modified: str | None = None
     error: str | None = None  # the last refresh failed with this; the cache is in use
+
+
+class ListsMissing(WatchbridgeError):
+    """No anime mapping dataset is downloaded (or every one is switched off): a link with
+    AniList waits, as nothing can be told apart from anime. Told by the lists' own alert
+    (`MISSING_KEY`), not the link's."""
+
+
+# The alert of no anime mapping list downloaded yet (maintenance.check_anime_datasets).
+MISSING_KEY = "anime-datasets-missing"
 
 
 class AnimeData:
@@ -203,16 +213,19 @@ class AnimeData:
         told apart from anime, so AniList deliveries wait."""
         return not any(self.path(name).is_file() for name in self.urls)
 
-    def missing_reason(self) -> str:
-        """Why AniList deliveries wait while `none_downloaded`, and what to do."""
+    def missing_reason(self, link: bool = False) -> str:
+        """Why AniList deliveries (a `link`'s run) wait while `none_downloaded`, and what to
+        do."""
         if not self.urls:
+            waits = "the link reads and plans nothing" if link else "AniList deliveries wait"
             return (
                 "every anime mapping dataset is switched off (services.anilist.mapping_urls):"
-                " AniList deliveries wait until one is set"
+                f" {waits} until one is set"
             )
+        waits = "the link reads and plans nothing until one is" if link else "it waits for them"
         return (
             "the anime mapping lists are not downloaded yet (they tell which AniList title a"
-            f" play is): it waits for them, tried again every {MISSING_RETRY / 60:.0f} minutes;"
+            f" play is): {waits}, tried again every {MISSING_RETRY / 60:.0f} minutes;"
             " check that this machine reaches their hosts (services.anilist.mapping_urls), or"
             " run `watchbridge anime refresh`"
         )

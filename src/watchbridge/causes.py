@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from watchbridge.anime_data import MISSING_KEY, ListsMissing
 from watchbridge.config import service_title, services_titled
 from watchbridge.errors import WatchbridgeError
 from watchbridge.http import ServiceError, Unavailable
@@ -125,6 +126,8 @@ class Cause:
 def cause_of(error: WatchbridgeError, profile: str) -> Cause | None:
     """The alerts of the root cause of `profile`'s part failing on `error`; None for a failure
     no alert but the link's tells of (a shape it cannot read, a bug, a config problem)."""
+    if isinstance(error, ListsMissing):  # the anime mapping lists' own alert
+        return Cause((("service_unreachable", MISSING_KEY),))
     if not isinstance(error, ServiceError):
         return None
     service = error.service

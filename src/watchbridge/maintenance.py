@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from watchbridge import beside
 from watchbridge.accounts import send_account_alerts
 from watchbridge.alerts import DISABLED, SENT
+from watchbridge.anime_data import MISSING_KEY
 from watchbridge.app import Runtime
 from watchbridge.causes import paused_title, sign_in_works
 from watchbridge.config import service_title, services_titled
@@ -376,7 +377,6 @@ DATASETS_LEAD = (
 
 
 MISSING_TITLE = "watchbridge: anime mapping lists not downloaded yet"
-MISSING_KEY = "anime-datasets-missing"
 MISSING_LEAD = (
     "No anime mapping list is downloaded yet: they tell which AniList title a play is, so"
     " plays for AniList wait for them (none is lost: they go within minutes of the first"

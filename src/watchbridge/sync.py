@@ -50,7 +50,7 @@ from watchbridge.narrow import Narrower, Narrowing, narrow_sides, no_movie
 from watchbridge.offloop import in_thread, to_the_end
 from watchbridge.plexlink import Alerts, ListsRun, list_counts, run_lists, wants_lists
 from watchbridge.progress import Both, RunRecorder, SyncProgress, observed
-from watchbridge.readers import READERS, Noting, SideRead, SideReader, reader_for
+from watchbridge.readers import READERS, Noting, SideRead, SideReader, Waiting, reader_for
 from watchbridge.readers.plex import key_for_ref
 from watchbridge.reconcile import (
     EXPECTED,
@@ -473,7 +473,8 @@ async def plan_link(
     With `failures`, a profile that cannot be read (its sign-in, its account, its password)
     is left out and named there with why, so the household's others still sync; when no
     profile could be read, the first one's error is raised (carrying every profile's cause:
-    `causes_of`)."""
+    `causes_of`). A reader that cannot read yet (`readers.Waiting`: AniList while no anime
+    mapping list is downloaded) stops the run before anything is read, for every profile."""
     link = with_direction(link_named(config, name), name, direction)
     profiles = link_profiles(config, link)
     if not profiles:
@@ -490,8 +491,14 @@ async def plan_link(
         if isinstance(reader, Noting):
             reader.dry_run = dry_run
     narrow = _narrower(readers, name, narrowing)
+    waiting = [reader for reader in readers if isinstance(reader, Waiting)]
     readers = observed(readers, progress)  # reports each step to a progress display, if any
     try:
+        try:
+            for reader in waiting:  # before anything is read: nothing is planned or saved
+                await reader.ready()
+        except WatchbridgeError as exc:
+            raise with_causes(exc, tuple(cause_of(exc, profile) for profile in profiles)) from None
         plans: list[ProfilePlan] = []
         first_error: WatchbridgeError | None = None
         for profile in profiles:

@@ -1,10 +1,11 @@
 """How a service takes part in a link: a `SideReader` turns its answers into a `Side`.
 
-The engine (`watchbridge.sync`) asks every reader of a link whose account it reads (`account`:
-a changed one starts the link over, `watchbridge.accounts`), then the cheap question
-(`unchanged`, at most one request), reads only when something moved (`read`, a delta merged onto
-the last run's baseline unless a full read is due), lets each reader look closer where the two
-sides disagree (`refine`), then plans. Readers hold their clients; the engine saves the cursors a
+The engine (`watchbridge.sync`) first lets a reader that cannot read yet say so (`Waiting`:
+nothing is read then), asks every reader whose account it reads (`account`: a changed one
+starts the link over, `watchbridge.accounts`), then the cheap question (`unchanged`, at most
+one request), reads only when something moved (`read`, a delta merged onto the last run's
+baseline unless a full read is due), lets each reader look closer where the two sides
+disagree (`refine`), then plans. Readers hold their clients; the engine saves the cursors a
 read returns once its plan is applied.
 """
 
@@ -93,6 +94,15 @@ class Noting(Protocol):
     that only saves requests may still be written)."""
 
     dry_run: bool
+
+
+@runtime_checkable
+class Waiting(Protocol):
+    """A reader that may have to wait for something before any profile is read (AniList:
+    the anime mapping lists): `ready` raises a WatchbridgeError saying what, and the run
+    reads, plans and saves nothing (a side read without it would be read wrong)."""
+
+    async def ready(self) -> None: ...
 
 
 ReaderFactory = Callable[[Config, Store, Link, list[str], Clock, Metrics | None], SideReader]

@@ -845,8 +845,10 @@ class AniListReader:
         seasons: AbsoluteSeasons | None = None,
         movies: bool = False,
         other: str = "trakt",
+        missing: Callable[[], str] | None = None,
     ) -> None:
         self.client = client
+        self.missing = missing  # why the link waits while `index` is empty (`ready`)
         self.other = other  # the link's other service (what it keeps of a score)
         self.mapper = mapper
         self.movies = movies  # whether the other side holds movies (Trakt does)
@@ -867,6 +869,17 @@ class AniListReader:
 
     async def account(self, profile: str, reading: bool) -> str | None:
         return user_named(await self.client.user_id(profile))
+
+    async def ready(self) -> None:
+        """Raise ListsMissing while no anime mapping list is downloaded (downloading those due
+        first): with no mapping, every entry would read as unknown and every play as not
+        anime, and the link would copy and save that (`readers.Waiting`)."""
+        from watchbridge.anime_data import ListsMissing
+
+        if self.index is None or self.missing is None:
+            return
+        if len(await self.index()) == 0:
+            raise ListsMissing(self.missing())
 
     async def unchanged(self, profile: str, cursors: Mapping[str, str]) -> bool:
         """One request: the newest `updatedAt` on the list against the saved one."""
@@ -1197,11 +1210,16 @@ def make_reader(
     clock: Clock,
     metrics: Metrics | None = None,
 ) -> AniListReader:
+    from watchbridge import anime_data
     from watchbridge.anime_seasons import for_link
     from watchbridge.wiring import anilist_client
 
     client = anilist_client(config, store, clock, metrics=metrics)
     index = index_loader(config)
+
+    def missing() -> str:
+        return anime_data.from_config(config).missing_reason(link=True)
+
     return AniListReader(
         client,
         index_mapper(config, index),
@@ -1212,4 +1230,5 @@ def make_reader(
         seasons=for_link(config, store, link, clock, metrics),
         movies=link.movies,
         other=next((name for name in link.services if name != "anilist"), "trakt"),
+        missing=missing,
     )

@@ -1,0 +1,116 @@
+"""A Plex ⇄ AniList link run while no anime mapping list is downloaded (a first start whose
+downloads fail, or every dataset switched off): with nothing to tell which AniList title a
+play is, it plans nothing (no copy, no removal, no entry listed as unknown), and its run
+record and `watchbridge status` say that it waits for the lists. Over real HTTP: the lists
+from a local fake that fails, Plex and AniList from theirs, the link run as `watchbridge sync`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes.anilist import FakeAniList
+from tests.fakes.anime_datasets import FakeDatasets, sample_bodies
+from tests.fakes.plex import FakePlex
+from tests.harness import watchbridge
+from tests.test_app import runtime_for
+from tests.test_link_plex_anilist import link_config
+from watchbridge.anime_data import MISSING_KEY, ListsMissing
+from watchbridge.causes import told_elsewhere
+from watchbridge.sync import causes_of, run_link
+
+DAY = 86400.0
+AOT, AOT_P2 = 1429, 131681  # TMDB show; AniList: Final Season Part 2 = TMDB S4E17-28
+WAITS = "anime mapping lists are not downloaded yet"
+
+
+def setup(tmp_path: Path, start_fake: Any) -> tuple[Path, FakePlex, FakeAniList, FakeDatasets]:
+    """AniList's entry at episode 3 of Part 2 (S4E17-19); Plex watched S4E17 only."""
+    plex, anilist = start_fake(FakePlex()), start_fake(FakeAniList())
+    anilist.limit = anilist.burst_limit = 100_000
+    lists = start_fake(FakeDatasets())
+    lists.bodies = {}  # every download fails (404) until a test publishes them
+    anilist.add_media(AOT_P2, episodes=12)
+    anilist.add_entry(AOT_P2, status="CURRENT", progress=3, updated_at=int(time.time() - 3 * DAY))
+    plex.add_show("400", "Attack on Titan", 2013, [f"tmdb://{AOT}"])
+    for n in range(17, 29):
+        plex.add_episode(str(4000 + n), "400", 4, n)
+    plex.watch("4017", time.time() - 7 * DAY)
+    return link_config(tmp_path, plex, anilist, lists), plex, anilist, lists
+
+
+def sync(path: Path, *args: str) -> tuple[int, str]:
+    result = watchbridge("sync", "--link", "plex-anilist", *args, "--config", str(path))
+    return result.returncode, result.stdout + result.stderr
+
+
+def run(path: Path, *args: str) -> str:
+    result = watchbridge(*args, "--config", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout + result.stderr
+
+
+def watched(plex: FakePlex) -> list[int]:
+    return [n for n in range(17, 29) if plex.user_state(str(4000 + n)).get("viewCount")]
+
+
+def test_a_link_run_without_the_lists_waits_for_them_and_says_so(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    path, plex, anilist, lists = setup(tmp_path, start_fake)
+
+    code, out = sync(path)
+
+    assert code != 0 and WAITS in out, out
+    assert watched(plex) == [17] and anilist.snapshot()[AOT_P2]["progress"] == 3
+    assert "anilist:131681" not in run(path, "anime", "unmatched")  # not taken as unknown
+    assert WAITS in run(path, "status")
+
+    lists.bodies = sample_bodies()  # the hosts serve again: the link syncs as on a first run
+    run(path, "anime", "refresh")  # as the message says (or the service's next try)
+    code, out = sync(path)
+    assert code == 0, out
+    assert watched(plex) == [17, 18, 19]
+    assert anilist.snapshot()[AOT_P2]["progress"] == 3
+
+
+def test_a_link_whose_datasets_are_all_switched_off_removes_nothing(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    path, plex, anilist, lists = setup(tmp_path, start_fake)
+    lists.bodies = sample_bodies()
+    assert sync(path)[0] == 0
+    assert watched(plex) == [17, 18, 19]
+    text = path.read_text()
+    for url in lists.urls().values():
+        text = text.replace(f'"{url}"', '""')
+    path.write_text(text)
+
+    code, out = sync(path, "--full")
+
+    assert code != 0 and "switched off" in out, out
+    assert watched(plex) == [17, 18, 19] and anilist.snapshot()[AOT_P2]["progress"] == 3
+    assert "holds removals" not in run(path, "status")
+
+
+@pytest.mark.anyio
+async def test_the_waiting_link_is_told_by_the_lists_alert_not_its_own(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    """While the lists' alert is open, the link's "keeps failing" alert would say it again."""
+    path, _, _, _ = setup(tmp_path, start_fake)
+    runtime = runtime_for(path)
+    runtime.open()
+    try:
+        with pytest.raises(ListsMissing) as failed:
+            await run_link(runtime.config, runtime.store, "plex-anilist")
+    finally:
+        runtime.close()
+
+    def lists_alert_open(kind: str, key: str) -> bool:
+        return (kind, key) == ("service_unreachable", MISSING_KEY)
+
+    assert told_elsewhere(causes_of(failed.value), lists_alert_open)
