@@ -4,6 +4,7 @@ schedule, and still used when a refresh fails."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 from collections.abc import AsyncIterator, Callable
@@ -290,6 +291,40 @@ async def test_a_dataset_without_a_copy_is_asked_again_within_minutes_not_at_eve
     fake.bodies = sample_bodies()
     clock.advance(MISSING_RETRY)
     assert len(await data.index()) > 0
+
+
+async def test_a_lasting_failure_is_logged_once_then_hourly_and_once_when_it_works_again(
+    tmp_path: Path,
+    fake: FakeDatasets,
+    http: HttpClient,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Hosts a firewall blocks for good: asked every MISSING_RETRY all the same, but the log
+    is not filled with the same four warnings (the alert tells the user)."""
+    caplog.set_level(logging.DEBUG, logger="watchbridge.anime_data")
+    fake.bodies = {}
+    data = make_data(tmp_path, fake, http, clock)
+    warned: list[int] = []
+    for _ in range(2 * 12):  # two hours of tries
+        caplog.clear()
+        await data.index()
+        warned.append(len([r for r in caplog.records if r.levelno == logging.WARNING]))
+        clock.advance(MISSING_RETRY)
+    assert warned == [4] + [0] * 11 + [4] + [0] * 11  # each dataset's, once, then hourly
+    assert len([r for r in fake.requests if r.method == "GET"]) >= 24 * 4  # tries kept up
+
+    fake.bodies = sample_bodies()
+    caplog.clear()
+    assert len(await data.index()) > 0
+    again = [r for r in caplog.records if r.getMessage() == "anime dataset refresh works again"]
+    assert sorted(getattr(r, "dataset", "") for r in again) == sorted(PATHS)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    clock.advance(DAY)
+    caplog.clear()
+    fake.bodies = {}
+    await data.index()  # a new failure later is told again at once
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 4
 
 
 async def test_each_datasets_line_says_nothing_maps_while_none_is_downloaded(

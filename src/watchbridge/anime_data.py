@@ -4,12 +4,12 @@ Datasets are fetched at run time from upstream (Anime-Lists and Fribb carry no l
 they are never shipped), kept under the data dir next to the database, refreshed when older
 than `services.anilist.mapping_refresh`, and replaced only by a download that parses and is
 not much smaller than the last good copy (or, after a whole refresh period of only much smaller
-ones, by the latest: upstream dropped rows for good). When a download fails the cached copy keeps
-working and the failure is logged (a dataset with no copy yet is tried again within minutes,
-`MISSING_RETRY`: while none has one, AniList deliveries wait); when there is no copy yet, or
-the copy was last confirmed current (a download, or a 304: upstream unchanged) two refresh
-periods ago, `out_of_date` says so (the service's maintenance alerts through `alerts.urls`,
-and resolves once it is current).
+ones, by the latest: upstream dropped rows for good). When a download fails the cached copy
+keeps working and the failure is logged (once, then hourly while it lasts; a dataset with no
+copy yet is tried again within minutes, `MISSING_RETRY`: while none has one, AniList
+deliveries wait); when there is no copy yet, or the copy was last confirmed current (a
+download, or a 304: upstream unchanged) two refresh periods ago, `out_of_date` says so (the
+service's maintenance alerts through `alerts.urls`, and resolves once it is current).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from watchbridge.anime import (
 from watchbridge.anime import load_index as build_index
 from watchbridge.errors import ConfigError, StoreError, WatchbridgeError
 from watchbridge.http import REDIRECT_STATUS, HttpClient, ServiceError, shown_url
+from watchbridge.logs import Repeating
 
 if TYPE_CHECKING:
     from watchbridge.store import Store
@@ -73,6 +74,7 @@ MISSING_RETRY = 300.0
 # check wins), so this process's status, `anime refresh` and the hourly check still say what
 # went wrong and do not ask upstream again at once; dropped once the file is written.
 _UNSAVED: dict[Path, dict[str, dict[str, Any]]] = {}
+_FAILING = Repeating(log)  # each dataset's failed refreshes, by its folder and name
 # The same kept in the database (a cursor of no profile), for the other processes:
 # `watchbridge status`, the service after an `anime refresh` or a restart. Written when the
 # database can be (a folder of its own unwritable, not a full disk), read like _UNSAVED.
@@ -289,9 +291,7 @@ class AnimeData:
             entry["error"] = None
             entry["ok_at"] = now
         except (ServiceError, DatasetError, OSError) as exc:
-            message = _problem(status, exc)
-            entry["error"] = message
-            log.warning(message, extra={"dataset": status.name})
+            entry["error"] = _problem(status, exc)
         entry["checked_at"] = now
         meta[status.name] = entry
         try:
@@ -300,11 +300,17 @@ class AnimeData:
         except OSError as exc:
             if entry["error"] is None:  # the download went well: what it found is lost
                 entry["error"] = _problem(status, exc)
-                log.warning(entry["error"], extra={"dataset": status.name})
             _UNSAVED.setdefault(self._meta_path(), {})[status.name] = entry
         else:
             _UNSAVED.pop(self._meta_path(), None)  # written with the file, as read
         self.keep_unsaved()
+        # A lasting failure (hosts a firewall blocks, asked every MISSING_RETRY) is a warning
+        # once, then hourly: the alert tells the user meanwhile.
+        failing = (str(self.directory), status.name)
+        if entry["error"] is not None:
+            _FAILING.warning(failing, entry["error"], now, dataset=status.name)
+        else:
+            _FAILING.over(failing, "anime dataset refresh works again", now, dataset=status.name)
 
     def _upstream_shrunk(self, name: str, entry: dict[str, Any], shrunk: Shrunk, now: float) -> int:
         """The rows of a download much smaller than the last good copy, once every download for
