@@ -73,6 +73,11 @@ async def runtime(config_path: Path, anilist: FakeAniList) -> AsyncIterator[Runt
 
 @pytest.fixture
 async def worker(runtime: Runtime) -> AsyncIterator[DeliveryWorker]:
+    async for made in worker_for(runtime):
+        yield made
+
+
+async def worker_for(runtime: Runtime) -> AsyncIterator[DeliveryWorker]:
     """The AniList deliveries as the service wires their mapping, without AniList's pacing."""
     services, account = runtime.config.services.anilist, runtime.config.profiles["me"]
     assert services is not None and account.accounts.anilist is not None
@@ -159,3 +164,34 @@ async def test_a_play_held_for_the_lists_goes_minutes_after_anime_refresh_downlo
     await worker.pass_once(runtime)
     assert progress(anilist) == 1
     assert len(lists.requests) == asked  # the command's copies, not a download of its own
+
+
+async def test_after_a_restart_the_lists_alert_resolves_at_the_next_delivery_pass(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    lists: FakeDatasets,
+    anilist: FakeAniList,
+    receiver: AlertReceiver,
+    config_path: Path,
+) -> None:
+    """The service restarts while the lists are missing; they arrive (`anime refresh`) before
+    its first delivery pass: "Resolved" comes with that pass, not at the hourly check."""
+    play_aot_s4e17(runtime)
+    await worker.pass_once(runtime)
+    assert isinstance(runtime.clock, FakeClock)
+    later = runtime.clock() + FIVE_MINUTES
+    runtime.close()  # the restart
+    lists.bodies = sample_bodies()
+    refreshed = await asyncio.to_thread(
+        watchbridge, "anime", "refresh", "--config", str(config_path)
+    )
+    assert refreshed.returncode == 0, refreshed.stderr
+    restarted = build_runtime(load_config(config_path, {}), clock=FakeClock(later))
+    restarted.open()
+    try:
+        async for again in worker_for(restarted):
+            await again.pass_once(restarted)
+    finally:
+        restarted.close()
+    assert progress(anilist) == 1
+    assert receiver.titles() == [MISSING_TITLE, f"Resolved: {MISSING_TITLE}"]

@@ -1720,11 +1720,13 @@ def index_source(
 ) -> Callable[[], Awaitable[Reverse]]:
     """The reverse mapping from the datasets cache, refreshed when due (a failed download
     keeps the cache); raises MappingUnavailable while no dataset has been downloaded. `told`
-    (the datasets' alert check) is awaited while none is, and once after one arrives."""
+    (the datasets' alert check) is awaited while none is, and once after one arrives: also
+    at the first load that finds one, as an earlier process (before a restart) may have
+    raised the alert."""
     from watchbridge import anime_data
 
     data = anime_data.from_config(config, clock=clock)
-    missing = False
+    missing: bool | None = None  # not known yet in this process
 
     async def load() -> Reverse:
         nonlocal missing
@@ -1737,7 +1739,7 @@ def index_source(
             if told is not None:
                 await told()
             raise MappingUnavailable(data.missing_reason())
-        if missing and told is not None:
+        if missing is not False and told is not None:
             await told()  # the alert resolves now, not at the hourly check
         missing = False
         return index_reverse(index)
