@@ -37,7 +37,13 @@ from watchbridge.ids import Enricher
 from watchbridge.model import Ids, MediaRef, ref_to_dict
 from watchbridge.services.serializd import SerializdUnavailable
 from watchbridge.store import ENGINE, NewOutboxRow, ordering_key
-from watchbridge.sync import HOLD_FULL_READ_EVERY, SYNCED_KINDS, NeedsReview, run_link
+from watchbridge.sync import (
+    HOLD_FULL_READ_EVERY,
+    SYNCED_KINDS,
+    NeedsReview,
+    kept_off_of,
+    run_link,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -1327,13 +1333,20 @@ async def test_a_play_logged_by_hand_off_the_first_diary_page_is_not_logged_agai
     assert rig.store.outbox_counts()["dead"] == 0
 
 
+@pytest.mark.parametrize("count", ["count", "null"])
 async def test_a_play_logged_by_hand_while_a_growing_daily_read_misses_it_is_not_logged_again(
-    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+    rig: Rig,
+    trakt: FakeTrakt,
+    serializd: FakeSerializd,
+    app: TraktApp,
+    count: Literal["count", "null"],
 ) -> None:
     """s1e5 is watched (Trakt has it) and logged by hand on Serializd while the daily read
     is between its pages: the log lands on top, pushing e3 onto page 2, and is never seen.
-    That read saw the count grow and cannot tell it listed every row: before Trakt's play is
-    copied, the whole diary is read again, and the log found. One entry, one play."""
+    That read saw the count grow, or (a diary answering no count, §5.1) cannot see it grow:
+    either way it cannot tell it listed every row, and before Trakt's play is copied, the
+    whole diary is read again, and the log found. One entry, one play."""
+    serializd.diary_total_reviews = count
     serializd.diary_page_size = 2
     serializd.diary_order = "newest"  # e4 e3 | e2 e1; then e5 e4 | e3 e2 | e1
     await four_plays_on_both_sides(rig, app, serializd, origin="trakt")
@@ -1349,6 +1362,52 @@ async def test_a_play_logged_by_hand_while_a_growing_daily_read_misses_it_is_not
     await rig.sync_and_deliver(full=True)
     assert [p[:2] for p in diary_plays(serializd)] == [(1, n) for n in range(1, 6)]
     assert [p[:2] for p in trakt_plays(trakt)] == [(1, n) for n in range(1, 6)]
+
+
+def diary_pages_read(serializd: FakeSerializd, since: int) -> int:
+    """How many diary pages Serializd answered since its request number `since`."""
+    return sum(1 for r in serializd.requests[since:] if r.route == "/api/user/{username}/diary")
+
+
+@pytest.mark.parametrize("count", ["count", "null"])
+async def test_a_play_kept_off_for_good_costs_no_read_of_the_whole_diary_each_run(
+    giving_up_at_once: Rig,
+    trakt: FakeTrakt,
+    serializd: FakeSerializd,
+    app: TraktApp,
+    count: Literal["count", "null"],
+) -> None:
+    """Serializd refuses s1e5 for good; the user keeps Trakt's play of it off Serializd
+    (`deadletters discard --for-good`). It stays a Trakt play Serializd's side does not
+    explain, but the whole diary is read for it once: the runs after (a new log on Serializd
+    each, for them to read something) read the newest pages only, and a daily read the
+    diary once. A diary answering no count (§5.1) never shows a read complete: the run after
+    the daily read that dropped the given-up copy's expected play reads it again, that once."""
+    rig = giving_up_at_once
+    serializd.diary_total_reviews = count
+    serializd.diary_page_size = 2
+    await four_plays_on_both_sides(rig, app, serializd, origin="trakt")
+    serializd.episodes_refused.add(5)
+    app.watch(1, 5, ago(1))
+    await rig.sync_and_deliver()  # the whole diary read for s1e5, copied, refused
+    (dead,) = rig.store.dead_letters()
+    kept = kept_off_of(dead, time.time())
+    assert kept is not None and rig.store.keep_off([kept]) == 1
+    again = []
+    for number, full in enumerate((False, True, False, False, True, False, False), start=1):
+        log(serializd, 2, number, ago(0.5 - number / 100))
+        since = len(serializd.requests)
+        await rig.sync_and_deliver(full=full)
+        whole = -(-len(serializd.diary()) // 2)
+        # The newest page and the one after it, holding nothing new; or the whole diary.
+        pages = diary_pages_read(serializd, since) - (whole if full else 2)
+        if pages:
+            again.append(pages // whole)
+    assert again == ([] if count == "count" else [1])
+    assert [p[:2] for p in diary_plays(serializd)] == [(1, n) for n in range(1, 5)] + [
+        (2, n) for n in range(1, 8)
+    ]
+    assert rig.store.outbox_counts()["dead"] == 0
 
 
 @pytest.mark.parametrize("full", [True, False])

@@ -657,6 +657,7 @@ class SerializdReader:
         self._cursors: dict[str, dict[str, str]] = {}  # what read() returned, per profile
         self._full: dict[str, bool] = {}
         self._partial: dict[str, bool] = {}  # see the end of `read`
+        self._before: dict[str, Side] = {}  # the baseline `read` was given (`_unlogged`)
         self.seasons_read = 0  # watched-state reads of single seasons (reported by the bench)
         self.tally: Tally | None = None  # the shows `refine` has looked at (the long part)
 
@@ -813,7 +814,9 @@ class SerializdReader:
             # keeps only those the baseline holds) would be a play Serializd lacks, and the
             # other side's play of it logged there again. It fails, and is read again.
             whole_diary = await self.client.diary_read(profile, growing=not first)
-            partial = whole_diary.changed
+            # No count (one that moved, or a diary answering none, §5.1): a log made while
+            # the pages were read may be on one read before it.
+            partial = whole_diary.counted is None
             await self._forget_first_misses(profile, whole_diary.listed)
             diary = whole_diary.entries
             known = known_ids(cursors) | set(written.values())
@@ -860,7 +863,7 @@ class SerializdReader:
             rows = rating_rows(rating_rows(kept_rows, read), side)
         else:
             again = await self._read_again(profile) if missed_before else None
-            partial = again is None or again.changed
+            partial = again is None or again.counted is None
             if again is None:
                 fresh = await self._new_entries(profile, cursors)
             else:
@@ -917,6 +920,7 @@ class SerializdReader:
         # stops at the first page with nothing new, and a whole read the diary grew under may
         # miss a row (§5.1). Before the other side's play is copied, `_unlogged` looks again.
         self._partial[profile] = partial
+        self._before[profile] = baseline or Side()
         return SideRead(side, saved)
 
     async def _logged_again(
@@ -950,12 +954,20 @@ class SerializdReader:
         lonely = await asyncio.to_thread(unlogged, own, other)
         known_missing = set(json.loads(cursors.get(UNLOGGED) or "[]"))
         partial = self._partial.get(profile, False)
-        if partial and lonely - known_missing:
+        to_copy = lonely - known_missing
+        if partial and to_copy:
+            # Not one the baseline explained, that lost its partner on Serializd since (an
+            # entry deleted there, read by a daily read): the plan carries that removal.
+            before = self._before.get(profile, Side())
+            to_copy &= await asyncio.to_thread(unlogged, before, other)
+        if partial and to_copy:
             whole_diary = await self.client.diary_read(profile, growing=True)
             await self._forget_first_misses(profile, whole_diary.listed)
             own = await self._with_unseen(profile, own, whole_diary.entries, cursors)
             lonely = await asyncio.to_thread(unlogged, own, other)
-            partial = whole_diary.changed  # grew again: the next run's read looks again
+            # Grew again: the next run's read looks again. (A diary answering no count shows
+            # no growth: this read, begun after the run's, found what was logged during that.)
+            partial = whole_diary.changed
         cursors[UNLOGGED] = json.dumps(sorted(lonely & known_missing if partial else lonely))
         return own
 
