@@ -783,6 +783,15 @@ class Vouch:
         if server_id != self.known:
             self.known, self._at = server_id, None
 
+    def not_vouched(self, check: str, kind: str, named: str | None, answer: httpx.Response) -> str:
+        """What the `check`'s `answer` (naming server `named`, None: none) said that makes it
+        not the known `kind` server's: the start of an outage's reason."""
+        if named is not None:
+            return f"{check} names another server ({named}, not {self.known})"
+        if answer.is_success:
+            return f"{check} answered {answer.status_code} with no {kind} server's identity"
+        return f"{check} answered {answer.status_code}"
+
 
 class HttpClient:
     """An httpx client for one service with the shared policy applied to every request."""

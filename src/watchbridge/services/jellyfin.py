@@ -238,14 +238,7 @@ class MediaServerClient:
 
     def _not_server(self, asked: httpx.Response) -> str:
         """Why the check's answer `asked` is not this server's, for an outage."""
-        named = server_id_of(asked)
-        status = asked.status_code
-        if named is not None:
-            found = f"{CHECK} names another server ({named}, not {self.vouch.known})"
-        elif asked.is_success:
-            found = f"{CHECK} answered {status} with no {self.name} server's identity"
-        else:
-            found = f"{CHECK} answered {status}"
+        found = self.vouch.not_vouched(CHECK, self.name, server_id_of(asked), asked)
         setting = f"services.{self.server}.url"
         return (
             f"{found}: not the {self.name} server answering (a reverse proxy whose {self.name} "

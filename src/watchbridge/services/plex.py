@@ -545,7 +545,7 @@ class PlexClient:
         machine = machine_of(response)
         if machine is None:
             self.vouch.named(None)  # Plex gone from the address: it vouches for nothing
-            raise Unavailable(SERVICE, _not_plex(response, "/identity"))
+            raise Unavailable(SERVICE, _not_plex(response, "/identity", self.vouch))
         self.vouch.renamed(machine)  # another server there: its 404s are asked about again
         self.version = version_of(response)
         return machine
@@ -571,7 +571,7 @@ class PlexClient:
                 SERVICE, f"{said}: {exc.message}", exc.retry_after, outcome_unknown=unknown
             ) from None
         if not self.vouch.named(machine_of(asked)):
-            said = f"{what} answered 404, and {_not_plex(asked, '/identity', self.vouch.known)}"
+            said = f"{what} answered 404, and {_not_plex(asked, '/identity', self.vouch)}"
             raise Unavailable(SERVICE, said, outcome_unknown=unknown)
         self.version = version_of(asked)
 
@@ -997,15 +997,9 @@ def scrobbles_rowless(version: str | None) -> bool:
     return tuple(int(n) for n in numbers[:4]) >= ROWLESS_SCROBBLES_SINCE
 
 
-def _not_plex(asked: httpx.Response, path: str, known: str | None = None) -> str:
+def _not_plex(asked: httpx.Response, path: str, vouch: Vouch) -> str:
     """Why the answer `asked` to `path` (`/identity`) is not this PMS's, for an outage."""
-    machine = machine_of(asked)
-    if machine is not None:
-        said = f"{path} names another server ({machine}, not {known})"
-    elif asked.is_success:
-        said = f"{path} answered {asked.status_code} with no Plex server's identity"
-    else:
-        said = f"{path} answered {asked.status_code}"
+    said = vouch.not_vouched(path, "Plex", machine_of(asked), asked)
     return (
         f"{said}: not the Plex server answering (a reverse proxy whose Plex is restarting "
         "or down, or services.plex.url pointing elsewhere); nothing is taken as gone, and "
