@@ -86,13 +86,18 @@ def running(noted: Listening) -> bool:
     return True
 
 
-def read_listening(path: str) -> Listening | None:
-    """The note at `path`, if the service that wrote it still runs."""
+def _noted(path: str) -> Listening | None:
+    """The note at `path` as written, None if there is none that reads."""
     try:
         with open(path, encoding="utf-8") as note:
-            noted = parse_listening(note.read(_MAX_NOTE))
+            return parse_listening(note.read(_MAX_NOTE))
     except (OSError, UnicodeError):
         return None
+
+
+def read_listening(path: str) -> Listening | None:
+    """The note at `path`, if the service that wrote it still runs."""
+    noted = _noted(path)
     return noted if noted is not None and running(noted) else None
 
 
@@ -112,11 +117,7 @@ def note_listening(path: str, host: str, ports: Sequence[int]) -> None:
 def forget_listening(path: str, pid: int | None = None) -> None:
     """Remove the note (only if process `pid` wrote it, when given)."""
     if pid is not None:
-        try:
-            with open(path, encoding="utf-8") as note:
-                noted = parse_listening(note.read(_MAX_NOTE))
-        except (OSError, UnicodeError):
-            return
+        noted = _noted(path)
         if noted is None or noted.pid != pid:
             return
     with contextlib.suppress(OSError):
