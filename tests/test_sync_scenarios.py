@@ -1364,6 +1364,35 @@ async def test_a_play_logged_by_hand_while_a_growing_daily_read_misses_it_is_not
     assert [p[:2] for p in trakt_plays(trakt)] == [(1, n) for n in range(1, 6)]
 
 
+async def test_a_play_logged_by_hand_while_the_daily_read_keeps_its_count_is_not_logged_again(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    """s1e5 is watched (Trakt has it) and logged by hand on Serializd while the daily read
+    is between its pages, and e1 is deleted meanwhile (the user's tidying, or a link's
+    removal): the count holds, the log lands on top, on the page already read, and is never
+    seen. The read lists one row fewer than the pages count: it cannot tell it saw every
+    entry, and before Trakt's play is copied the whole diary is read again, and the log
+    found. One entry of s1e5, one play."""
+    serializd.diary_page_size = 2
+    serializd.diary_order = "newest"  # e4 e3 | e2 e1; then e5 e4 | e3 e2
+    await four_plays_on_both_sides(rig, app, serializd, origin="trakt")
+    at = ago(0.1)
+    app.watch(1, 5, at)
+    e5 = log(serializd, 1, 5, at)
+    with serializd.lock:
+        serializd.user.reviews.remove(e5)
+    serializd.deleted_before_page = (2, review(serializd, 1))
+    serializd.logged_before_page = (2, e5)
+    await rig.sync_and_deliver(full=True)
+    assert serializd.logged_before_page is None  # it happened, during the read
+    assert [p[:2] for p in diary_plays(serializd)].count((1, 5)) == 1
+    await rig.sync_and_deliver(full=True)
+    await rig.sync_and_deliver()
+    assert [p[:2] for p in diary_plays(serializd)].count((1, 5)) == 1
+    assert [p[:2] for p in trakt_plays(trakt)].count((1, 5)) == 1
+    assert rig.store.outbox_counts()["dead"] == 0
+
+
 def diary_pages_read(serializd: FakeSerializd, since: int) -> int:
     """How many diary pages Serializd answered since its request number `since`."""
     return sum(1 for r in serializd.requests[since:] if r.route == "/api/user/{username}/diary")

@@ -814,9 +814,10 @@ class SerializdReader:
             # keeps only those the baseline holds) would be a play Serializd lacks, and the
             # other side's play of it logged there again. It fails, and is read again.
             whole_diary = await self.client.diary_read(profile, growing=not first)
-            # No count (one that moved, or a diary answering none, §5.1): a log made while
+            # No count (one that moved, or a diary answering none, §5.1), or fewer rows listed
+            # than counted (one deleted while read, or pages out of order): a log made while
             # the pages were read may be on one read before it.
-            partial = whole_diary.counted is None
+            partial = not whole_diary.all_listed
             await self._forget_first_misses(profile, whole_diary.listed)
             diary = whole_diary.entries
             known = known_ids(cursors) | set(written.values())
@@ -863,7 +864,7 @@ class SerializdReader:
             rows = rating_rows(rating_rows(kept_rows, read), side)
         else:
             again = await self._read_again(profile) if missed_before else None
-            partial = again is None or again.counted is None
+            partial = again is None or not again.all_listed
             if again is None:
                 fresh = await self._new_entries(profile, cursors)
             else:
