@@ -163,6 +163,28 @@ def test_options_listen_for_plex_plays_to_one_of_plex_and_tautulli(
     assert not any("reported twice" in w for w in start_warnings(load_config(path, {}), []))
 
 
+def test_options_without_a_plex_server_listen_to_neither_and_say_nothing_of_plex(
+    tmp_path: Path,
+) -> None:
+    # An Emby or Jellyfin household has no Plex: `none` stops the warning at every start
+    # that asks it to choose between Plex's webhooks and Tautulli's.
+    options = FULL_OPTIONS | {"plex_plays_from": "none"}
+    users = translate_options(options, TOKEN)["profiles"]["household"]["users"]
+    assert "plex" not in users and "tautulli" not in users
+    assert users["emby"] == users["jellyfin"] == ["1", "alex"]
+    assert option_warnings(options) == []
+    path = tmp_path / "watchbridge.yaml"
+    path.write_text(render_config(translate_options(options, TOKEN)))
+    assert start_warnings(load_config(path, {}), []) == []
+    assert "none" in _yaml(ADDON / "config.yaml")["schema"]["plex_plays_from"]
+
+
+def test_options_unset_plex_plays_from_offer_none_for_a_household_without_plex() -> None:
+    older = {k: v for k, v in FULL_OPTIONS.items() if k != "plex_plays_from"}
+    (warning,) = option_warnings(older)
+    assert "none" in warning and "without a Plex server" in warning
+
+
 def test_options_with_media_users_but_no_trakt_say_plays_have_nowhere_to_go() -> None:
     options = {"media_users": ["1"], "plex_plays_from": "webhooks", "webhook_secret": "s" * 24}
     (warning,) = option_warnings(options)

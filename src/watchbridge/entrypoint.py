@@ -54,8 +54,14 @@ NO_CONFIG_ARGS = frozenset({"--version", "--help", "-h"})
 # Environment variables a user's own YAML can reference to pick up the app options.
 MEDIA_SOURCES = ("jellyfin", "emby", "generic")
 # Plex's plays come from its own webhooks or Tautulli's (option `plex_plays_from`): both would
-# report each viewing, minutes apart. Unset (set-ups older than the option): both.
-PLEX_SOURCES = {"webhooks": ("plex",), "tautulli": ("tautulli",), "": ("plex", "tautulli")}
+# report each viewing, minutes apart; `none`, a household without Plex (Emby, Jellyfin), takes
+# neither. Unset (set-ups older than the option): both.
+PLEX_SOURCES = {
+    "webhooks": ("plex",),
+    "tautulli": ("tautulli",),
+    "none": (),
+    "": ("plex", "tautulli"),
+}
 OPTION_ENV = {
     "webhook_secret": "WATCHBRIDGE_WEBHOOK_SECRET",
     "trakt_client_id": "TRAKT_CLIENT_ID",
@@ -242,8 +248,8 @@ def option_warnings(options: Mapping[str, Any]) -> list[str]:
         warnings.append(
             "plex_plays_from is not set: both Plex's and Tautulli's webhooks are listened to; "
             "set it to the one that reports your Plex plays (webhooks, or tautulli without "
-            "Plex Pass): each viewing is reported twice (counted once only when both name "
-            "the player)"
+            "Plex Pass), or to none without a Plex server: each viewing is reported twice "
+            "(counted once only when both name the player)"
         )
     if _texts(options, "media_users") and not _text(options, "webhook_secret"):
         # The made-up secret is never shown on the status page or in the log, and the one
