@@ -171,15 +171,19 @@ def page_in_place(trakt: FakeTrakt, kind: str, status: int, route: str, n: int =
         trakt.proxy_page_next(n, status=status, route=route, html=kind == "proxy")
 
 
-@pytest.mark.parametrize("status", [400, 404, 409, 410, 418])
+@pytest.mark.parametrize(
+    ("status", "html"),
+    [(400, True), (401, True), (401, False), (404, True), (409, True), (410, True), (418, True)],
+)
 async def test_a_page_in_place_of_a_device_poll_answer_keeps_the_sign_in_polling(
-    client: TraktClient, trakt: FakeTrakt, status: int
+    client: TraktClient, trakt: FakeTrakt, status: int, html: bool
 ) -> None:
-    # A proxy's 410 or 418 page ended the sign-in with "expired" or "denied".
+    # A proxy's 410 or 418 page ended the sign-in with "expired" or "denied". Its 401 (an
+    # HTML page, a line of text) is not Trakt's empty one refusing the app.
     trakt.auth_request_id = False
 
     def paged_once_then_approved(code: DeviceCode) -> None:
-        trakt.proxy_page_next(1, status=status, route="POST /oauth/device/token")
+        trakt.proxy_page_next(1, status=status, route="POST /oauth/device/token", html=html)
         trakt.approve_device(code.user_code)
 
     assert (await client.sign_in(PROFILE, paged_once_then_approved)).access_token
@@ -950,6 +954,38 @@ async def test_a_wrong_client_secret_answered_with_a_400_stops_the_sign_in_at_on
     finally:
         await client.aclose()
     assert trakt.count("POST", "/oauth/device/token") == 1
+
+
+async def test_an_empty_401_to_the_poll_names_the_app_s_settings_at_once(
+    trakt: FakeTrakt, store: Store
+) -> None:
+    # Trakt's device routes answer bare statuses; its empty 401 (no request id) was read as a
+    # proxy's page, and the sign-in polled until the code ran out, 10 minutes later, to say
+    # "try again in a few minutes".
+    trakt.auth_request_id, trakt.bare_client_refusal = False, True
+    client = client_with_secret(trakt, store, "not-the-secret")
+    try:
+        with pytest.raises(TraktAuthError) as refused:
+            await client.sign_in(PROFILE, lambda code: trakt.approve_device(code.user_code))
+    finally:
+        await client.aclose()
+    said = refused.value.message
+    assert "services.trakt.client_id" in said and "services.trakt.client_secret" in said
+    assert "VIP" in said and "try again in a few minutes" not in said
+    assert trakt.count("POST", "/oauth/device/token") == 1
+
+
+async def test_an_empty_401_to_the_code_request_names_the_app_s_settings(
+    client: TraktClient, trakt: FakeTrakt
+) -> None:
+    # A deleted app's client id (trakt-api#902: apps of accounts whose VIP ended).
+    trakt.auth_request_id, trakt.bare_client_refusal = False, True
+    trakt.delete_app()
+    with pytest.raises(TraktAccountError) as refused:
+        await client.sign_in(PROFILE, lambda code: trakt.approve_device(code.user_code))
+    said = refused.value.message
+    assert "services.trakt.client_id" in said and "VIP" in said
+    assert "try again in a few minutes" not in said
 
 
 async def test_a_wrong_client_secret_at_refresh_names_the_settings_not_a_new_sign_in(

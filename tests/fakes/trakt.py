@@ -570,7 +570,8 @@ class FakeTrakt(FakeServer):
     ``last_activities`` (plus the base's ``requests``/``calls``/``count``).
     Misbehave: ``vip``, ``enforce_rate_limits``/``rate_limits``/``trip_block_seconds``,
     ``throttle_next``, ``lock_account``, ``account_limit``, ``cloudflare_next``,
-    ``proxy_page_next``, ``auth_request_id``, ``refuse_entries``, ``refuse_access_tokens``
+    ``proxy_page_next``, ``auth_request_id``, ``bare_client_refusal``, ``refuse_entries``,
+    ``refuse_access_tokens``
     (plus the base's ``fail_next``/``delay_next``/``drop_next``; ``fail_next`` answers as
     Trakt's application, with its ``x-request-id``, unless ``from_trakt=False``). Clock:
     ``now``, ``advance``.
@@ -612,6 +613,10 @@ class FakeTrakt(FakeServer):
         # x-request-id. False: the OAuth routes answer without it (JSON errors, the device
         # poll's bare statuses), so only their shape tells them from a proxy's page.
         self.auth_request_id = True
+        # SILENT: how the device routes refuse a client (an unknown client_id, a wrong
+        # secret). False: 401 invalid_client in JSON, as /oauth/token. True: a bare 401 with
+        # an empty body, as their other answers (the contract declares no error body there).
+        self.bare_client_refusal = False
         self.device_expires_in = 600
         self.device_interval = 5
         self.enforce_poll_interval = False  # True: polls closer than ``interval`` -> 429
@@ -1260,10 +1265,17 @@ class FakeTrakt(FakeServer):
     # ======================================================================================
     # OAuth (§6)
     # ======================================================================================
-    def _check_client(self, body: Mapping[str, Any], *, secret: bool = True) -> None:
+    def _check_client(
+        self, body: Mapping[str, Any], *, secret: bool = True, device: bool = False
+    ) -> None:
         # SILENT: 401 invalid_client for an unknown client_id (trakt-api#902 saw
         # "invalid_client / client_id is required" for a deleted app).
-        bad = {"error": "invalid_client", "error_description": "client_id is required"}
+        bare = device and self.bare_client_refusal
+        bad = (
+            None
+            if bare
+            else {"error": "invalid_client", "error_description": "client_id is required"}
+        )
         if self.app_deleted or body.get("client_id") != self.client_id:
             raise _fail(401, bad)
         if not secret:
@@ -1272,11 +1284,12 @@ class FakeTrakt(FakeServer):
         if (sent is not None and sent != self.client_secret) or (
             sent is None and self.require_client_secret
         ):
-            raise _fail(401, {"error": "invalid_client", "error_description": "bad secret"})
+            wrong = None if bare else {"error": "invalid_client", "error_description": "bad secret"}
+            raise _fail(401, wrong)
 
     @oauth("POST", "/oauth/device/code")
     def oauth_device_code(self, req: Request, body: dict[str, Any]) -> Response:
-        self._check_client(body, secret=False)
+        self._check_client(body, secret=False, device=True)
         if not self.vip and self.vip_gates_sign_in:
             raise _fail(426, headers={"X-Upgrade-URL": self.upgrade_url})
         dc = DeviceCode(
@@ -1300,7 +1313,7 @@ class FakeTrakt(FakeServer):
     @oauth("POST", "/oauth/device/token")
     def oauth_device_token(self, req: Request, body: dict[str, Any]) -> Response:
         # SILENT: precedence of the poll answers; bodies of non-200 answers are empty.
-        self._check_client(body)
+        self._check_client(body, device=True)
         dc = self.devices.get(str(body.get("code")))  # §6: the key is "code", not "device_code"
         if dc is None:
             raise _fail(404)

@@ -47,6 +47,7 @@ from watchbridge.services.refusals import digest, note_refused, note_taken
 SERVICE = "trakt"
 HISTORY_BATCH = 200  # Trakt: cost grows with items per call; 100-200 is what works (§9)
 UPGRADE_URL = "https://app.trakt.tv/vip"
+APPS_URL = "https://app.trakt.tv/settings/apps"  # where an account's API apps are (2026)
 ACCOUNT_CACHE = "trakt-account"  # a hash of an access token -> the account it signs in to
 ACCOUNT_TTL = 8 * 86400.0  # past a token's life (7 days in 2026 docs): a row or two per profile
 # An account (its uuid, else its slug) -> its username, for the status: a uuid tells a user
@@ -807,7 +808,9 @@ class TraktClient:
 
     async def start_device_auth(self) -> DeviceCode:
         response = await self._oauth("device/code", {"client_id": self.config.client_id})
-        _raise_if_in_its_place(response, "sign-in request", REFUSING, advice=TRY_AGAIN)
+        _raise_if_in_its_place(
+            response, "sign-in request", REFUSING, CLIENT_REFUSED, advice=TRY_AGAIN
+        )
         if response.status_code in (401, 403, 426):
             raise _app_refused(response.status_code)
         if response.status_code >= 400:
@@ -819,7 +822,7 @@ class TraktClient:
             "device/token", {"code": device_code, **self._client_auth()}, frozenset({429})
         )
         # Whatever a page in Trakt's place says (a ban, a proxy's 410), the sign-in polls on.
-        _raise_if_in_its_place(response, "sign-in poll", POLL_ERRORS, POLL_ANSWERS)
+        _raise_if_in_its_place(response, "sign-in poll", POLL_ERRORS, POLL_ANSWERS | CLIENT_REFUSED)
         # Not among the poll's statuses: the app's credentials. OAuth servers may answer that
         # with a 400 too (RFC 6749 5.2), which would otherwise read as "pending" until expiry.
         if response.status_code == 401 or _oauth_error(response) == "invalid_client":
@@ -1819,12 +1822,18 @@ def watchlist_body(entries: Sequence[tuple[MediaRef, dict[str, Any]]]) -> dict[s
 
 
 def _app_refused(status: int) -> TraktAccountError:
-    """Trakt will not serve the app (403 unapproved, 426 its owner lacks VIP) at a sign-in:
-    polling on or signing in again cannot help, the app's settings can."""
+    """Trakt will not serve the app (401 unknown client, 403 unapproved, 426 its owner lacks
+    VIP) at a sign-in: polling on or signing in again cannot help, the app's settings can."""
     if status == 426:  # Trakt's "VIP only": the app is known, its owner is not VIP
         words = (
             "the account that owns the app of services.trakt.client_id must be VIP (since "
             "July 2026): renew that account's VIP, or use an app a VIP account owns"
+        )
+    elif status == 401:  # OAuth's "invalid_client": a client id it does not know
+        words = (
+            f"check services.trakt.client_id against your Trakt app's page ({APPS_URL}). "
+            "Since July 2026 only a VIP account can own an app, and Trakt deletes the apps "
+            "of an account whose VIP ended: if yours is gone, create one on a VIP account"
         )
     else:
         words = "check services.trakt.client_id, and that the app belongs to a VIP account"
@@ -1835,7 +1844,9 @@ def _client_refused(response: httpx.Response) -> str:
     return (
         f"Trakt refused the app's credentials ({_oauth_error(response)}): check "
         "services.trakt.client_id and services.trakt.client_secret against your Trakt app's "
-        "page (or leave client_secret out), then run `watchbridge auth trakt` if asked"
+        f"page ({APPS_URL}; or leave client_secret out). Since July 2026 only a VIP account "
+        "can own an app, and Trakt deletes the apps of an account whose VIP ended: if yours is "
+        "gone, create one on a VIP account. Then run `watchbridge auth trakt` if asked"
     )
 
 
@@ -1960,6 +1971,11 @@ REFUSING = frozenset({400, 401, 403, 426})
 # A device poll's: any error but a 429, which says to slow down whoever says it.
 POLL_ERRORS = frozenset(range(400, 600)) - {429}
 POLL_ANSWERS = frozenset(_DEVICE_STATUS)  # documented as bare statuses (§6)
+# An empty 401 to a device request is Trakt's too: the device routes answer bare statuses (the
+# contract declares no error body there), and 401 is OAuth's answer to a client it does not
+# know (RFC 6749 5.2): the app's client id or secret, which no poll until the code runs out
+# mends. A proxy's 401 is a page (HTML, a line of text), told apart as any other.
+CLIENT_REFUSED = frozenset({401})
 # What the person at the terminal does about a page in place of the sign-in host's answer.
 TRY_AGAIN = ", not a problem of the app's settings: try again in a few minutes"
 
