@@ -6,6 +6,7 @@ real HTTP; the states themselves are pure (`sign_in_states`)."""
 from __future__ import annotations
 
 import html
+import re
 import subprocess
 import sys
 import time
@@ -27,6 +28,7 @@ from tests.harness import AppThread, quick_refresh_race, sign_in_trakt
 from watchbridge import statuspage
 from watchbridge.app import create_app
 from watchbridge.config import Config, parse_config
+from watchbridge.downtime import downtime_notice
 from watchbridge.maintenance import housekeeping
 from watchbridge.services.anilist import AniListAuthError
 from watchbridge.services.refusals import digest
@@ -1035,3 +1037,52 @@ def test_a_sign_ins_time_is_told_on_the_households_clock(
     (sign_in,) = sign_in_states([Facts("me", "trakt", trakt_pair(NOW - DAY))], NOW)
     ends = datetime.fromtimestamp(NOW - DAY + TOKEN_LIFE, ZoneInfo("Europe/Berlin"))
     assert sign_in.message.endswith(f"the access token ends {ends:%Y-%m-%d %H:%M} CET)")
+
+
+# A time of day in a text, and what follows it: ISO UTC (`Z`, `+00:00`) or a zone's name
+# (`CET`, `UTC`, `-03` where a zone has no letters).
+TIME_OF_DAY = re.compile(r"\b\d{1,2}:\d{2}(?::\d{2})?(?:\.\d+)?(?P<after>\S*(?: \S+)?)")
+ZONE_NAMED = re.compile(r"^(?:Z|\+00:00)|^ (?:[A-Z]{2,5}|[+-]\d{2}(?::?\d{2})?)\b")
+
+
+def texts_of(value: object) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for one in value.values():
+            yield from texts_of(one)
+    elif isinstance(value, list):
+        for one in value:
+            yield from texts_of(one)
+
+
+@pytest.mark.anyio
+async def test_every_time_in_an_api_status_text_is_utc_or_names_its_zone(
+    config: Config, trakt: FakeTrakt, now: FakeClock, time_zone: Callable[[str], None]
+) -> None:
+    # A script reading /api/status gets the page's texts, on the household's clock: a time
+    # there without its zone (14:02) would be a different moment on every install.
+    time_zone("Europe/Berlin")
+    trakt.refuse_refresh_tokens()
+    now.advance(TOKEN_LIFE + HOUR)
+    runtime = build_runtime(config, clock=now)
+    runtime.open()
+    try:
+        await housekeeping(runtime)
+    finally:
+        runtime.close()
+    runtime = build_runtime(config, clock=now)
+    with AppThread(create_app(runtime, extra_routes=statuspage.ROUTES)) as app:
+        # What a start 2 hours after the last note it was alive tells (its start found none).
+        runtime.downtime = downtime_notice(now() - 2 * HOUR, now(), ["plex"])
+        api = httpx.get(f"{app.url}/api/status").json()
+        page = httpx.get(f"{app.url}/").text
+    (me,) = api["sign_ins"]["me"]
+    assert me["expires_at"] == iso(now() - HOUR)  # the JSON's own times stay UTC
+    times = [(text, m) for text in texts_of(api) for m in TIME_OF_DAY.finditer(text)]
+    told = [text for text, _ in times]
+    assert me["message"] in told and api["downtime"] in told  # both tell a time
+    for text, found in times:
+        assert ZONE_NAMED.match(found["after"]), f"a time without its zone in {text!r}"
+    # They are the page's texts, word for word.
+    assert html.escape(me["message"]) in page and html.escape(api["downtime"]) in page
