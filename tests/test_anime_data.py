@@ -33,11 +33,12 @@ from watchbridge.anime_data import (
     note_unmatched_plays,
     unmatched_records,
 )
+from watchbridge.causes import MISSING_TITLE
 from watchbridge.config import load_config
 from watchbridge.deliver.anilist import NAME, SKIPPED
 from watchbridge.errors import ConfigError
 from watchbridge.http import HttpClient, RetryPolicy
-from watchbridge.maintenance import MISSING_TITLE, check_anime_datasets
+from watchbridge.maintenance import check_anime_datasets
 from watchbridge.model import Ids, MediaRef, ref_to_dict
 from watchbridge.store import Store
 from watchbridge.wiring import build_runtime

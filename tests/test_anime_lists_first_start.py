@@ -17,10 +17,10 @@ from tests.fakes.base import FakeServer
 from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.harness import watchbridge, write_config
 from watchbridge.app import Runtime
+from watchbridge.causes import MISSING_TITLE
 from watchbridge.config import Secret, load_config
 from watchbridge.deliver.anilist import AniListTarget
 from watchbridge.deliver.worker import DeliveryWorker
-from watchbridge.maintenance import MISSING_TITLE
 from watchbridge.model import Ids, MediaRef, ref_to_dict
 from watchbridge.services.anilist import AniListClient
 from watchbridge.store import NewOutboxRow

@@ -1,11 +1,17 @@
 """A Plex ⇄ AniList link run while no anime mapping list is downloaded (a first start whose
 downloads fail, or every dataset switched off): with nothing to tell which AniList title a
 play is, it plans nothing (no copy, no removal, no entry listed as unknown), and its run
-record and `watchbridge status` say that it waits for the lists. Over real HTTP: the lists
-from a local fake that fails, Plex and AniList from theirs, the link run as `watchbridge sync`."""
+record, `watchbridge status` and the status page say that it waits for the lists: waiting,
+not failed, nor counted toward the link's failures; a scheduled one raises the lists' alert
+itself, and runs again at their next try. Over real HTTP: the lists from a local fake that
+fails, Plex and AniList from theirs, the link run as `watchbridge sync` or by the service's
+scheduler."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -15,16 +21,29 @@ import pytest
 from tests.fakes.anilist import FakeAniList
 from tests.fakes.anime_datasets import FakeDatasets, sample_bodies
 from tests.fakes.plex import FakePlex
-from tests.harness import watchbridge
+from tests.fakes.receiver import AlertReceiver
+from tests.harness import until, watchbridge
 from tests.test_app import runtime_for
 from tests.test_link_plex_anilist import link_config
+from tests.test_statuspage import needs_named
+from watchbridge import anime_data
 from watchbridge.anime_data import MISSING_KEY, ListsMissing
-from watchbridge.causes import told_elsewhere
-from watchbridge.sync import causes_of, run_link
+from watchbridge.app import Runtime
+from watchbridge.causes import MISSING_TITLE, told_elsewhere
+from watchbridge.config import Duration, load_config
+from watchbridge.scheduler import SyncScheduler
+from watchbridge.statuspage import PageState, render
+from watchbridge.sync import causes_of, failures_in_a_row, run_link
+from watchbridge.wiring import build_runtime
 
 DAY = 86400.0
 AOT, AOT_P2 = 1429, 131681  # TMDB show; AniList: Final Season Part 2 = TMDB S4E17-28
 WAITS = "anime mapping lists are not downloaded yet"
+# What the run record says: waiting (not failed), since when and until when.
+WAITING = re.compile(
+    r"waiting for the anime mapping lists \(download failed at \d\d:\d\d \S+,"
+    r" next try (tomorrow )?\d\d:\d\d\)"
+)
 
 
 def setup(tmp_path: Path, start_fake: Any) -> tuple[Path, FakePlex, FakeAniList, FakeDatasets]:
@@ -67,7 +86,19 @@ def test_a_link_run_without_the_lists_waits_for_them_and_says_so(
     assert code != 0 and WAITS in out, out
     assert watched(plex) == [17] and anilist.snapshot()[AOT_P2]["progress"] == 3
     assert "anilist:131681" not in run(path, "anime", "unmatched")  # not taken as unknown
-    assert WAITS in run(path, "status")
+    status = run(path, "status")
+    assert WAITS in status and "plex-anilist: waiting at" in status, status
+    assert WAITING.search(status), status
+    runtime = runtime_for(path)
+    runtime.open()
+    try:
+        (last,) = runtime.store.recent_runs("plex-anilist", 5)
+        assert last.outcome == "waiting" and failures_in_a_row([last]) == 0
+        page = render(PageState(runtime.config, runtime.store.status()), time.time())
+    finally:
+        runtime.close()
+    assert WAITING.search(page) and 'bad">waiting' not in page  # told, not shown as a problem
+    assert not [text for _, text in needs_named(page) if "plex-anilist" in text]
 
     lists.bodies = sample_bodies()  # the hosts serve again: the link syncs as on a first run
     run(path, "anime", "refresh")  # as the message says (or the service's next try)
@@ -114,3 +145,60 @@ async def test_the_waiting_link_is_told_by_the_lists_alert_not_its_own(
         return (kind, key) == ("service_unreachable", MISSING_KEY)
 
     assert told_elsewhere(causes_of(failed.value), lists_alert_open)
+
+
+@pytest.mark.anyio
+async def test_a_scheduled_run_waiting_for_the_lists_raises_their_alert_not_the_links(
+    tmp_path: Path, start_fake: Any, receiver: AlertReceiver
+) -> None:
+    """Nothing waits for AniList (no play queued): the waiting link raises the lists' alert
+    at once, one alert however many runs wait, and its waits are no failures: no "keeps
+    failing" alert, none counted."""
+    path, _, _, _ = setup(tmp_path, start_fake)
+    path.write_text(f'alerts: {{urls: ["{receiver.apprise_url}"]}}\n' + path.read_text())
+    config = load_config(path, {})
+    link = dataclasses.replace(config.links["plex-anilist"], interval=Duration(0.1))
+    runtime = build_runtime(dataclasses.replace(config, links={"plex-anilist": link}))
+    runtime.open()
+    stop = asyncio.Event()
+    scheduled = asyncio.create_task(SyncScheduler(first_delay=0).run(runtime, stop))
+    try:
+        await until(lambda: len(runtime.store.recent_runs("plex-anilist", 10)) >= 5)
+        await until(lambda: bool(receiver.messages))
+    finally:
+        stop.set()
+        await scheduled
+    try:
+        runs = runtime.store.recent_runs("plex-anilist", 100)
+        outcomes = {r.outcome for r in runs} - {"interrupted"}  # the one the stop cut short
+        assert outcomes == {"waiting"} and failures_in_a_row(runs) == 0
+    finally:
+        runtime.close()
+    assert receiver.titles() == [MISSING_TITLE]
+
+
+@pytest.mark.anyio
+async def test_a_scheduled_link_waiting_for_the_lists_runs_again_at_their_next_try(
+    tmp_path: Path, start_fake: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its interval is half an hour: once the lists' hosts serve again, the link syncs at
+    their next try (5 minutes; here shortened), not an interval later."""
+    monkeypatch.setattr(anime_data, "MISSING_RETRY", 0.5)
+    path, _, _, lists = setup(tmp_path, start_fake)
+    runtime = build_runtime(load_config(path, {}))
+    runtime.open()
+    stop = asyncio.Event()
+    scheduled = asyncio.create_task(SyncScheduler(first_delay=0).run(runtime, stop))
+    try:
+        await until(lambda: last_outcome(runtime) == "waiting")
+        lists.bodies = sample_bodies()
+        await until(lambda: last_outcome(runtime) == "ok", timeout=10)
+    finally:
+        stop.set()
+        await scheduled
+        runtime.close()
+
+
+def last_outcome(runtime: Runtime) -> str | None:
+    runs = runtime.store.recent_runs("plex-anilist", 1)
+    return runs[0].outcome if runs else None

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin
 
 from watchbridge import hama
+from watchbridge import queuewords as words
 from watchbridge.anime import (
     DATASETS,
     SERVER_ORDER,
@@ -39,9 +40,10 @@ from watchbridge.anime import (
     parse_overrides,
 )
 from watchbridge.anime import load_index as build_index
-from watchbridge.errors import ConfigError, StoreError, WatchbridgeError
+from watchbridge.errors import ConfigError, StoreError, Waits, WatchbridgeError
 from watchbridge.http import REDIRECT_STATUS, HttpClient, ServiceError, shown_url
 from watchbridge.logs import Repeating
+from watchbridge.zone import clock_time
 
 if TYPE_CHECKING:
     from watchbridge.store import Store
@@ -100,7 +102,18 @@ class DatasetStatus:
 class ListsMissing(WatchbridgeError):
     """No anime mapping dataset is downloaded (or every one is switched off): a link with
     AniList waits, as nothing can be told apart from anime. Told by the lists' own alert
-    (`MISSING_KEY`), not the link's."""
+    (`MISSING_KEY`), not the link's; every one switched off (the config's choice, no alert of
+    its own) is a failure the link tells of."""
+
+
+class ListsNotYet(ListsMissing, Waits):
+    """No anime mapping dataset is downloaded yet: the link run waits (not a failure), and
+    raises the lists' alert itself while their downloads fail (`problems`: one line each, as
+    `AnimeData.out_of_date` says them), as the deliveries and the hourly check do."""
+
+    def __init__(self, message: str, until: float | None, problems: tuple[str, ...]) -> None:
+        super().__init__(message, until)
+        self.problems = problems
 
 
 # The alert of no anime mapping list downloaded yet (maintenance.check_anime_datasets).
@@ -216,21 +229,41 @@ class AnimeData:
         return not any(self.path(name).is_file() for name in self.urls)
 
     def missing_reason(self, link: bool = False) -> str:
-        """Why AniList deliveries (a `link`'s run) wait while `none_downloaded`, and what to
-        do."""
+        """Why AniList deliveries wait while `none_downloaded`, and what to do; `link`: why a
+        link's run fails while every dataset is switched off (`link_waits` says the rest)."""
         if not self.urls:
             waits = "the link reads and plans nothing" if link else "AniList deliveries wait"
             return (
                 "every anime mapping dataset is switched off (services.anilist.mapping_urls):"
                 f" {waits} until one is set"
             )
-        waits = "the link reads and plans nothing until one is" if link else "it waits for them"
         return (
             "the anime mapping lists are not downloaded yet (they tell which AniList title a"
-            f" play is): {waits}, tried again every {MISSING_RETRY / 60:.0f} minutes;"
+            f" play is): it waits for them, tried again every {MISSING_RETRY / 60:.0f} minutes;"
             " check that this machine reaches their hosts (services.anilist.mapping_urls), or"
             " run `watchbridge anime refresh`"
         )
+
+    def link_waits(self) -> ListsMissing:
+        """Why a link run with AniList does not begin while `none_downloaded`: every dataset
+        switched off (a failure), or none downloaded yet (a wait, with when the last download
+        failed and when the next is tried: `ListsNotYet`)."""
+        if not self.urls:
+            return ListsMissing(self.missing_reason(link=True))
+        now = self.clock()
+        failed = [s.checked_at for s in self.status() if s.error and s.checked_at is not None]
+        until, when = None, ""
+        if failed:
+            until = min(failed) + MISSING_RETRY  # the first one due again
+            last, next_try = clock_time(max(failed), now, zone=True), clock_time(until, now)
+            when = f" (download failed at {last}, next try {next_try})"
+        message = (
+            f"{words.FOR_THE_LISTS}{when}: the anime mapping lists are not downloaded yet (they"
+            " tell which AniList title a play is), so the link reads and plans nothing until one"
+            " is; check that this machine reaches their hosts (services.anilist.mapping_urls), or"
+            " run `watchbridge anime refresh`"
+        )
+        return ListsNotYet(message, until, tuple(self.out_of_date(now)))
 
     def out_of_date(self, now: float) -> list[str]:
         """Why the mapping may be out of date, one line per dataset, where that matters: its

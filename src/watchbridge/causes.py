@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from watchbridge.anime_data import MISSING_KEY, ListsMissing
+from watchbridge.anime_data import MISSING_KEY, ListsMissing, ListsNotYet
 from watchbridge.config import service_title, services_titled
 from watchbridge.errors import WatchbridgeError
 from watchbridge.http import ServiceError, Unavailable
@@ -50,6 +50,24 @@ class Alert:
     key: str
     title: str
     body: str
+
+
+MISSING_TITLE = "watchbridge: anime mapping lists not downloaded yet"
+MISSING_LEAD = (
+    "No anime mapping list is downloaded yet: they tell which AniList title a play is, so"
+    " plays for AniList wait for them (none is lost: they go within minutes of the first"
+    " download). Check that this machine reaches their hosts (services.anilist.mapping_urls),"
+    " then run `watchbridge anime refresh` to download them now; watchbridge also tries again"
+    " by itself."
+)
+
+
+def lists_missing(problems: Sequence[str]) -> Alert:
+    """The alert that no anime mapping list is downloaded yet, their downloads failing
+    (`problems`, one line per dataset): raised by the deliveries, a link run that waits for
+    them, and the hourly check alike (one condition)."""
+    body = MISSING_LEAD + "\n\n" + "\n".join(problems)
+    return Alert("service_unreachable", MISSING_KEY, MISSING_TITLE, body)
 
 
 # What pauses one profile's deliveries, by the alert's kind: the few words a phone shows.
@@ -127,7 +145,11 @@ def cause_of(error: WatchbridgeError, profile: str) -> Cause | None:
     """The alerts of the root cause of `profile`'s part failing on `error`; None for a failure
     no alert but the link's tells of (a shape it cannot read, a bug, a config problem)."""
     if isinstance(error, ListsMissing):  # the anime mapping lists' own alert
-        return Cause((("service_unreachable", MISSING_KEY),))
+        # Raised by the run while their downloads fail, as the deliveries and the hourly
+        # check do: a household with no play waiting for AniList hears of it at once too.
+        problems = error.problems if isinstance(error, ListsNotYet) else ()
+        raises = lists_missing(problems) if problems else None
+        return Cause((("service_unreachable", MISSING_KEY),), raises)
     if not isinstance(error, ServiceError):
         return None
     service = error.service

@@ -32,7 +32,7 @@ from watchbridge.config import (
     fits_in_url,
     load_config,
 )
-from watchbridge.errors import ConfigError, StoreError, WatchbridgeError
+from watchbridge.errors import ConfigError, StoreError, Waits, WatchbridgeError
 from watchbridge.homeassistant import HomeAssistantApp, app_from_environment, option_problem
 from watchbridge.lastwebhooks import LastWebhook
 from watchbridge.logs import redact_error_line
@@ -1232,6 +1232,7 @@ def sync(
         failure_of,
         link_named,
         report_run,
+        report_waiting,
         syncable,
         with_direction,
     )
@@ -1263,13 +1264,18 @@ def sync(
                 if not dry_run:
                     asyncio.run(report_run(runtime.store, runtime.notifier, name, None))
             except WatchbridgeError as exc:
-                if not isinstance(exc, LinkBusy):  # another run's outcome is that run's to say
+                if isinstance(exc, Waits):  # no failure: what it waits for has its own alert
+                    asyncio.run(report_waiting(runtime.notifier, exc))
+                elif not isinstance(exc, LinkBusy):  # another run's outcome is that run's
                     failure, causes = failure_of(exc), causes_of(exc)
                     asyncio.run(report_run(runtime.store, runtime.notifier, name, failure, causes))
                 if len(names) == 1:
                     raise
                 if isinstance(exc, LinkBusy):  # the service (or another sync) runs it now
                     click.echo(f"skipped: {exc.message}", err=True)
+                    continue
+                if isinstance(exc, Waits):
+                    click.echo(f"{name}: {exc.message}", err=True)
                     continue
                 # The other links still run.
                 click.echo(redact_error_line(f"error: {exc.message}"), err=True)

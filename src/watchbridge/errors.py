@@ -23,6 +23,17 @@ class StoreError(WatchbridgeError):
     """The database cannot be opened or written."""
 
 
+class Waits(WatchbridgeError):
+    """A link run that cannot begin yet for something outside the link, told by an alert of
+    its own (the anime mapping lists not downloaded yet): recorded as waiting, not failed,
+    and not counted toward the link's failures. `until`: when what it waits for is tried
+    again (None: not known)."""
+
+    def __init__(self, message: str, until: float | None = None) -> None:
+        super().__init__(message)
+        self.until = until
+
+
 def naming_profile(profile: str, message: str, *, service: str | None = None) -> str:
     """`message`, about `profile`, for a line that names the profile once. A message naming it
     already ("... the sign-in of profile bob", "plex: profile sam: ...") stands as it is (a

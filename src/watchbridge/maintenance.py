@@ -17,7 +17,7 @@ from watchbridge.accounts import send_account_alerts
 from watchbridge.alerts import DISABLED, SENT
 from watchbridge.anime_data import MISSING_KEY
 from watchbridge.app import Runtime
-from watchbridge.causes import paused_title, sign_in_works
+from watchbridge.causes import lists_missing, paused_title, sign_in_works
 from watchbridge.config import service_title, services_titled
 from watchbridge.deliver.worker import ENDING, SERVICE_ROLE, ending_title
 from watchbridge.downtime import ALIVE_EVERY
@@ -376,16 +376,6 @@ DATASETS_LEAD = (
 )
 
 
-MISSING_TITLE = "watchbridge: anime mapping lists not downloaded yet"
-MISSING_LEAD = (
-    "No anime mapping list is downloaded yet: they tell which AniList title a play is, so"
-    " plays for AniList wait for them (none is lost: they go within minutes of the first"
-    " download). Check that this machine reaches their hosts (services.anilist.mapping_urls),"
-    " then run `watchbridge anime refresh` to download them now; watchbridge also tries again"
-    " by itself."
-)
-
-
 async def check_anime_datasets(runtime: Runtime) -> None:
     """Alert (kind `service_unreachable`, throttled like any other) while no anime mapping
     dataset could be downloaded yet (AniList deliveries wait: an alert of its own), and while
@@ -403,8 +393,8 @@ async def check_anime_datasets(runtime: Runtime) -> None:
     problems = await asyncio.to_thread(data.out_of_date, runtime.clock())
     none_yet = await asyncio.to_thread(data.none_downloaded)
     if problems and none_yet:
-        body = MISSING_LEAD + "\n\n" + "\n".join(problems)
-        await runtime.notifier.notify("service_unreachable", MISSING_TITLE, body, MISSING_KEY)
+        alert = lists_missing(problems)  # as a link run waiting for them raises it
+        await runtime.notifier.notify(alert.kind, alert.title, alert.body, alert.key)
         return  # one cause, one alert: not "out of date" too
     arrived = "The anime mapping lists are downloaded: AniList deliveries go on."
     await runtime.notifier.resolve("service_unreachable", arrived, MISSING_KEY)

@@ -313,7 +313,7 @@ class Metrics:
         )
         self.sync_runs = Counter(
             "watchbridge_sync_runs",
-            "Scheduled link runs by result (ok, held, failed, needs-review, busy)",
+            "Scheduled link runs by result (ok, held, failed, needs-review, busy, waiting)",
             ["link", "result"],
             registry=self.registry,
         )

@@ -22,6 +22,8 @@ GIVEN_UP = "given up (dead letters)"
 DEAD_LETTERS = "deliveries given up after failing too often or too long"
 DEAD_LETTERS_FIX = "`watchbridge deadletters list`, then `retry` or `discard`"
 SYNCS = "syncs"  # the config's links
+# A sync's run that waits (not a failure) for the anime mapping lists' first download.
+FOR_THE_LISTS = "waiting for the anime mapping lists"
 READ_UP_TO = "read up to"  # a sync's cursor on one side: how far it has read that service
 
 

@@ -17,13 +17,14 @@ from typing import Any, TypeVar
 
 from watchbridge.app import Runtime
 from watchbridge.config import SYNC_SERVICES, Accounts, Config, link_profiles
-from watchbridge.errors import WatchbridgeError
+from watchbridge.errors import Waits, WatchbridgeError
 from watchbridge.logs import Repeating
 from watchbridge.plexlink import wants_lists
 from watchbridge.serializdlist import UnreadableAlert
 from watchbridge.stopping import unless_stopped
 from watchbridge.store import LOCKED_BY_ANOTHER, locked_by_another
 from watchbridge.sync import (
+    WAITED,
     LinkBusy,
     NeedsReview,
     PartsFailed,
@@ -31,6 +32,7 @@ from watchbridge.sync import (
     failure_of,
     report_held,
     report_run,
+    report_waiting,
     review_wait,
     run_link,
     syncable,
@@ -44,10 +46,11 @@ T = TypeVar("T")
 FIRST_RUN_DELAY = 60.0  # let the service settle (and webhooks flow) before the first poll
 UNRESOLVED_LOGGED = 20  # list titles a run could not sync, named in the log
 # The problems of a link that its log tells once in a while (see logs.Repeating).
-FAILED, REVIEW = "failed", "review"
+FAILED, REVIEW, WAITS = "failed", "review", "waits"
 # What a scheduled run counts under (watchbridge_sync_runs_total's `result`).
-RUN_RESULTS = ("ok", "held", "failed", "needs-review", "busy")
+RUN_RESULTS = ("ok", "held", "failed", "needs-review", "busy", WAITED)
 BUSY_MARGIN = 5.0  # after a busy link's lease could have ended, before trying again
+WAIT_MARGIN = 1.0  # after what a waiting link waits for is due to be tried again
 
 
 def jittered(seconds: float) -> float:
@@ -119,6 +122,19 @@ class SyncScheduler:
                 log.info("sync run skipped: the link is busy", extra={"link": name})
                 delay = min(delay, max(busy.until - runtime.clock(), 0.0) + BUSY_MARGIN)
                 continue
+            except Waits as exc:
+                # Not begun, for what an alert of its own tells (the anime mapping lists not
+                # downloaded yet): no failure, and raised here too, not an hour late. Tried
+                # again when what it waits for is (the run downloads what is due).
+                runs.labels(name, WAITED).inc()
+                failing.warning(
+                    WAITS, "sync run waits", runtime.clock(), link=name, reason=exc.message
+                )
+                if await reported(stop, report_waiting(runtime.notifier, exc)) is None:
+                    return
+                if exc.until is not None:
+                    delay = min(delay, max(exc.until - runtime.clock(), 0.0) + WAIT_MARGIN)
+                continue
             except NeedsReview as exc:
                 # As the run history says: a profile that failed beside the review is a failure.
                 runs.labels(name, "failed" if failure_of(exc) else "needs-review").inc()
@@ -176,6 +192,7 @@ class SyncScheduler:
                     return
                 continue
             failing.over(FAILED, "sync runs work again", runtime.clock(), link=name)
+            failing.over(WAITS, "sync runs no longer wait", runtime.clock(), link=name)
             bug_told = False
             failing.over(REVIEW, "sync no longer waits for a review", runtime.clock(), link=name)
             runs.labels(name, result.outcome).inc()

@@ -400,9 +400,10 @@ def render(state: PageState, now: float) -> str:
     )
 
 
-# A first backfill runs for hours, a dry run writes nothing, a restart cuts a run short: none
-# needs the user (red is for what does).
-CALM_OUTCOMES = frozenset({"ok", "running", "dry-run", "interrupted"})
+# A first backfill runs for hours, a dry run writes nothing, a restart cuts a run short, a
+# run waiting for the anime mapping lists is told by their alert: none needs the user here
+# (red is for what does).
+CALM_OUTCOMES = frozenset({"ok", "running", "dry-run", "interrupted", "waiting"})
 
 
 @dataclass(frozen=True)

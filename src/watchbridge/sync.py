@@ -41,7 +41,7 @@ from watchbridge.causes import (
     with_causes,
 )
 from watchbridge.config import Config, Link, link_profiles, services_titled
-from watchbridge.errors import WatchbridgeError, naming_profile
+from watchbridge.errors import Waits, WatchbridgeError, naming_profile
 from watchbridge.guard import BEFORE_CONFIRMING, for_link
 from watchbridge.ids import webhook_ref
 from watchbridge.metrics import Metrics
@@ -1702,6 +1702,9 @@ async def run_link(
         return outcome
     except NeedsReview:
         raise  # recorded above, with what the other profiles queued
+    except Waits as exc:  # not begun, for what an alert of its own tells: no failure
+        await to_the_end(in_thread(store.finish_run, run_id, clock(), WAITED, {}, 0, exc.message))
+        raise
     except (asyncio.CancelledError, KeyboardInterrupt):
         # A shutdown (a restart, an update) or Ctrl-C: nothing failed; the next run goes on.
         await _interrupted(store, run_id, clock)
@@ -1746,8 +1749,11 @@ async def _interrupted(store: Store, run_id: int, clock: Callable[[], float]) ->
 
 
 FAILURES_BEFORE_ALERT = 3
+# A run that did not begin for something outside the link (errors.Waits: the anime mapping
+# lists not downloaded yet), told by that thing's own alert.
+WAITED = "waiting"
 # Runs that say nothing of whether the link works: passed over when failures are counted.
-_NOT_COUNTED = ("running", "interrupted", "dry-run", "needs-review")
+_NOT_COUNTED = ("running", "interrupted", "dry-run", "needs-review", WAITED)
 MAX_RUNS_READ = 3072  # a failure streak is counted this far back at most (a run history's
 # worth at the default half-hour interval: runs are pruned after a month)
 
@@ -1809,9 +1815,7 @@ async def report_run(
     failures = max(1, failures)
     # A person's sign-in refused is told at once, by whoever meets it first: this run, or a
     # held delivery (the same alert; reported again, it is a throttled reminder).
-    raising = {cause.raises for cause in causes if cause is not None and cause.raises}
-    for alert in sorted(raising, key=lambda alert: alert.key):
-        await alerts.notify(alert.kind, alert.title, alert.body, key=alert.key)
+    await raise_own(alerts, causes)
     if failures >= FAILURES_BEFORE_ALERT and not told_elsewhere(causes, alerts.raised):
         began = ""
         if since is not None:
@@ -1824,6 +1828,22 @@ async def report_run(
             key=name,
         )
     return failures
+
+
+async def raise_own(alerts: Alerts, causes: Sequence[Cause | None]) -> None:
+    """Raise the alerts of their own that `causes` raise when a run meets them first
+    (`Cause.raises`): the same condition as the others meeting them raise, so reported
+    again it is a throttled reminder, not a second alert."""
+    raising = {cause.raises for cause in causes if cause is not None and cause.raises}
+    for alert in sorted(raising, key=lambda alert: alert.key):
+        await alerts.notify(alert.kind, alert.title, alert.body, key=alert.key)
+
+
+async def report_waiting(alerts: Alerts, exc: Waits) -> None:
+    """After a run of a link that waited (`exc`): raise the alert of what it waits for (the
+    anime mapping lists' while their downloads fail), as a failed run's cause would be; the
+    link's own alert is neither raised nor resolved (a wait says nothing of the link)."""
+    await raise_own(alerts, causes_of(exc))
 
 
 async def report_sign_ins_read(

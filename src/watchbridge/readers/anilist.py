@@ -77,7 +77,7 @@ import logging
 from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from watchbridge.accounts import user_named
 from watchbridge.anilist_viewings import Viewings, episode_dates
@@ -109,6 +109,9 @@ from watchbridge.services.anilist import (
 )
 from watchbridge.sides import episode_key, ref_for_key, show_key
 from watchbridge.store import Store
+
+if TYPE_CHECKING:
+    from watchbridge.anime_data import ListsMissing
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -845,7 +848,7 @@ class AniListReader:
         seasons: AbsoluteSeasons | None = None,
         movies: bool = False,
         other: str = "trakt",
-        missing: Callable[[], str] | None = None,
+        missing: Callable[[], ListsMissing] | None = None,
     ) -> None:
         self.client = client
         self.missing = missing  # why the link waits while `index` is empty (`ready`)
@@ -873,13 +876,12 @@ class AniListReader:
     async def ready(self) -> None:
         """Raise ListsMissing while no anime mapping list is downloaded (downloading those due
         first): with no mapping, every entry would read as unknown and every play as not
-        anime, and the link would copy and save that (`readers.Waiting`)."""
-        from watchbridge.anime_data import ListsMissing
-
+        anime, and the link would copy and save that (`readers.Waiting`). None downloaded
+        yet is a wait (`ListsNotYet`), every one switched off a failure."""
         if self.index is None or self.missing is None:
             return
         if len(await self.index()) == 0:
-            raise ListsMissing(self.missing())
+            raise self.missing()
 
     async def unchanged(self, profile: str, cursors: Mapping[str, str]) -> bool:
         """One request: the newest `updatedAt` on the list against the saved one."""
@@ -1217,8 +1219,8 @@ def make_reader(
     client = anilist_client(config, store, clock, metrics=metrics)
     index = index_loader(config)
 
-    def missing() -> str:
-        return anime_data.from_config(config).missing_reason(link=True)
+    def missing() -> ListsMissing:
+        return anime_data.from_config(config, store=store).link_waits()
 
     return AniListReader(
         client,
