@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -13,7 +14,15 @@ from tests.harness import loop_held, sign_in_trakt
 from watchbridge.config import Link, TraktConfig
 from watchbridge.http import Pacer
 from watchbridge.model import Ids, MediaRef, ref_to_dict
-from watchbridge.readers.serializd import merge_diary, missed_by, unanswered_copies, with_written
+from watchbridge.readers.serializd import (
+    UNLOGGED,
+    found_missing,
+    merge_diary,
+    missed_by,
+    remember_unlogged,
+    unanswered_copies,
+    with_written,
+)
 from watchbridge.readers.trakt import (
     RECENT_EPISODES,
     RECONCILE_WINDOW,
@@ -309,6 +318,41 @@ def test_a_second_miss_proves_an_entry_gone_only_from_a_read_the_diary_did_not_c
     assert (gone, once) == (
         (frozenset(), frozenset({4})) if changed else (frozenset({4}), frozenset())
     )
+
+
+def kept_off(*minutes: int) -> set[str]:
+    """Plays of s1e1 at these minutes: found missing by a whole read, and staying so."""
+    return {f"episode:tmdb:1396:s1e1@{minute}" for minute in minutes}
+
+
+def test_plays_found_missing_are_named_newest_first_up_to_the_cap_the_rest_fingerprinted() -> None:
+    """Years of plays kept off for good: the newest three are named, the older ones one
+    fingerprint, however many; all of them are still known missing, so no run reads the
+    whole diary for them."""
+    missing = kept_off(*range(100, 120))
+    cursors = remember_unlogged(missing, most=3)
+    assert json.loads(cursors[UNLOGGED]) == sorted(kept_off(117, 118, 119))
+    assert len(json.dumps(cursors)) < 300
+    assert found_missing(missing, cursors) == missing
+    assert remember_unlogged(found_missing(missing, cursors), most=3) == cursors
+
+
+@pytest.mark.parametrize(
+    "now",
+    [
+        kept_off(*range(100, 120), 50),  # a new play older than those named (backdated)
+        kept_off(*range(100, 120)) | {"episode:tmdb:1396:s1e2@110"},  # among those
+        kept_off(*range(101, 120)),  # one fingerprinted play explained since
+    ],
+)
+def test_a_play_the_cap_left_unnamed_is_read_for_again_not_taken_for_missing(now: set[str]) -> None:
+    """The worst a capped-away play costs is one more read of the whole diary: once the
+    older plays are not exactly those fingerprinted, none of them is known missing (each
+    may be the viewing the user logged by hand), and the read that follows remembers them
+    anew; the named ones stay known."""
+    cursors = remember_unlogged(kept_off(*range(100, 120)), most=3)
+    assert found_missing(now, cursors) == kept_off(117, 118, 119)
+    assert found_missing(now, remember_unlogged(now, most=3)) == now
 
 
 def test_an_entry_already_on_the_side_is_not_taken_twice() -> None:

@@ -35,6 +35,8 @@ from watchbridge.config import parse_config
 from watchbridge.deliver.serializd import FIRST_MISSES
 from watchbridge.ids import Enricher
 from watchbridge.model import Ids, MediaRef, ref_to_dict
+from watchbridge.readers import serializd as serializd_reader
+from watchbridge.readers.serializd import UNLOGGED
 from watchbridge.services.serializd import SerializdUnavailable
 from watchbridge.store import ENGINE, NewOutboxRow, ordering_key
 from watchbridge.sync import (
@@ -42,6 +44,7 @@ from watchbridge.sync import (
     SYNCED_KINDS,
     NeedsReview,
     kept_off_of,
+    load_cursors,
     run_link,
 )
 
@@ -1436,6 +1439,60 @@ async def test_a_play_kept_off_for_good_costs_no_read_of_the_whole_diary_each_ru
     assert [p[:2] for p in diary_plays(serializd)] == [(1, n) for n in range(1, 5)] + [
         (2, n) for n in range(1, 8)
     ]
+    assert rig.store.outbox_counts()["dead"] == 0
+
+
+async def test_plays_kept_off_beyond_the_cap_cost_no_read_and_an_older_one_logged_by_hand_one(
+    giving_up_at_once: Rig,
+    trakt: FakeTrakt,
+    serializd: FakeSerializd,
+    app: TraktApp,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Serializd refuses s1e5-7 for good and the user keeps Trakt's plays of them off it:
+    found missing by a whole read, they stay so. The memory of them is capped (here at one
+    play named, the newest): it does not grow with them, and the runs after read the newest
+    pages only (a daily read, the diary once). Then an older play comes to Trakt (s2e12,
+    backdated), also logged by hand on Serializd off the diary's first page: older than the
+    play named, it is read for all the same (one whole read), the log found, and the episode
+    logged once; the runs after read the newest pages only again."""
+    monkeypatch.setattr(serializd_reader, "UNLOGGED_NAMED", 1, raising=False)
+    rig = giving_up_at_once
+    serializd.diary_page_size = 2
+    serializd.diary_order = "newest"
+    await four_plays_on_both_sides(rig, app, serializd, origin="trakt")
+    serializd.episodes_refused |= {5, 6, 7}
+    for number in (5, 6, 7):
+        app.watch(1, number, ago(1 - number / 100))
+    await rig.sync_and_deliver()  # the whole diary read for them, copied, refused
+    kept = [kept_off_of(dead, time.time()) for dead in rig.store.dead_letters()]
+    assert rig.store.keep_off([k for k in kept if k is not None]) == 3
+    logged = 0
+
+    async def whole_reads(*runs: bool) -> list[int]:
+        """How many times each run (full or not) read the whole diary beyond its own read
+        (the newest page and the next, or the whole diary): a new log on Serializd each."""
+        nonlocal logged
+        again = []
+        for full in runs:
+            logged += 1
+            log(serializd, 2, logged, ago(0.5 - logged / 100))
+            since = len(serializd.requests)
+            await rig.sync_and_deliver(full=full)
+            whole = -(-len(serializd.diary()) // 2)
+            again.append((diary_pages_read(serializd, since) - (whole if full else 2)) // whole)
+        return again
+
+    assert await whole_reads(False, True, False) == [0, 0, 0]
+    (named,) = json.loads(load_cursors(rig.store, LINK, "serializd", PROFILE)[UNLOGGED])
+    assert named.startswith(f"episode:tmdb:{BB}:s1e7@")
+    app.watch(2, 12, ago(5))
+    log(serializd, 2, 12, ago(5), date_added=iso(serializd.now() - 4 * DAY))
+    assert await whole_reads(False, False, True, False) == [1, 0, 0, 0]
+    assert [p[:2] for p in diary_plays(serializd)] == [(1, n) for n in range(1, 5)] + [
+        (2, n) for n in [*range(1, logged + 1), 12]
+    ]
+    assert [p[:2] for p in trakt_plays(trakt)].count((2, 12)) == 1
     assert rig.store.outbox_counts()["dead"] == 0
 
 

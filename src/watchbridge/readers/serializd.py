@@ -91,8 +91,13 @@ WATCHED_STATE = (TICK_RECORD, MARK_RECORD)
 MISSED = "missed"
 # Cursor: the other side's dated plays (`item@minute`) a read of the whole diary found no
 # entry of, copied there since or not (a dead letter): no reason to read the diary again
-# (JSON list; see `SerializdReader._unlogged`).
+# (JSON list; see `SerializdReader._unlogged`). Only the newest UNLOGGED_NAMED (by the play's
+# time) are named; the older ones are one fingerprint (UNLOGGED_OLDER, `remember_unlogged`).
 UNLOGGED = "unlogged"
+UNLOGGED_OLDER = "unlogged_older"
+# Plays kept off for good stay missing for ever: named, a household's years of them would
+# make the cursor grow without end (about 40 bytes each, written every run).
+UNLOGGED_NAMED = 500
 # A log the user makes in Serializd's app this soon after the play of ours of the episode is
 # that viewing, logged again (at the end of the credits, or minutes after): the webhook fires at
 # about 90 %, so the rest of the episode and its credits pass before the app's log, while a real
@@ -412,6 +417,43 @@ def unlogged(own: Side, other: Side) -> set[str]:
     return {
         f"{p.item}@{int(p.at // 60)}" for p in lonely if p.at != UNDATED and _EPISODE.match(p.item)
     }
+
+
+def _play_order(play: str) -> tuple[int, str]:
+    """An `item@minute` play's place, oldest first."""
+    item, _, minute = play.rpartition("@")
+    return int(minute) if minute.isdigit() else 0, item
+
+
+def _fingerprint(plays: Iterable[str]) -> str:
+    return hashlib.sha256(json.dumps(sorted(plays)).encode()).hexdigest()[:32]
+
+
+def remember_unlogged(missing: AbstractSet[str], most: int = UNLOGGED_NAMED) -> dict[str, str]:
+    """The cursors that keep the plays a whole read found `missing` (`found_missing` reads
+    them): the newest `most` by name (UNLOGGED), the older ones as one fingerprint of them
+    all and the first named that they come before (UNLOGGED_OLDER), however many. Pure."""
+    ordered = sorted(missing, key=_play_order)
+    older, named = ordered[: -max(most, 1)], ordered[-max(most, 1) :]
+    cursors = {UNLOGGED: json.dumps(sorted(named))}
+    if older:
+        cursors[UNLOGGED_OLDER] = json.dumps({"before": named[0], "plays": _fingerprint(older)})
+    return cursors
+
+
+def found_missing(lonely: AbstractSet[str], cursors: Mapping[str, str]) -> set[str]:
+    """The plays among `lonely` that a whole read found missing before (`remember_unlogged`):
+    those named, and the older ones only while they are exactly the ones it fingerprinted. A
+    play older than those named that is new (a backdated one), or one of them explained
+    since, and all the older ones are read for again: one more read of the whole diary, never
+    a copy on a guess. Pure."""
+    known = set(lonely) & set(json.loads(cursors.get(UNLOGGED) or "[]"))
+    older = json.loads(cursors.get(UNLOGGED_OLDER) or "{}")
+    if isinstance(older, dict) and isinstance(before := older.get("before"), str):
+        old = {p for p in lonely if _play_order(p) < _play_order(before)}
+        if old and _fingerprint(old) == older.get("plays"):
+            known |= old
+    return known
 
 
 def unexplained(own: Side, other: Side) -> tuple[dict[int, dict[int, set[int]]], set[str]]:
@@ -913,8 +955,7 @@ class SerializdReader:
             saved[MISSED] = json.dumps(sorted(missed))
         if "marks" in cursors:
             saved["marks"] = cursors["marks"]
-        if UNLOGGED in cursors:
-            saved[UNLOGGED] = cursors[UNLOGGED]
+        saved |= {k: cursors[k] for k in (UNLOGGED, UNLOGGED_OLDER) if k in cursors}
         # refine() adds to these (the engine saves the dict once the plan is applied)
         self._cursors[profile], self._full[profile] = saved, full
         # Whether an entry new since the last run may be missing from this read: a delta read
@@ -947,13 +988,13 @@ class SerializdReader:
         known missing yet (UNLOGGED): copied, it would be logged on Serializd beside the
         user's own log of it. The whole diary is read then (no read by show exists, §5.1),
         and what it finds new is added as a delta read adds it. The plays a whole read
-        found missing are kept (UNLOGGED), so that one that stays so (a dead letter) costs
-        no read each run."""
+        found missing are kept (UNLOGGED, capped: `remember_unlogged`), so that one that
+        stays so (a dead letter) costs no read each run."""
         cursors = self._cursors.get(profile)
         if cursors is None or not self.guards:
             return own
         lonely = await asyncio.to_thread(unlogged, own, other)
-        known_missing = set(json.loads(cursors.get(UNLOGGED) or "[]"))
+        known_missing = found_missing(lonely, cursors)
         partial = self._partial.get(profile, False)
         to_copy = lonely - known_missing
         if partial and to_copy:
@@ -969,7 +1010,8 @@ class SerializdReader:
             # Grew again: the next run's read looks again. (A diary answering no count shows
             # no growth: this read, begun after the run's, found what was logged during that.)
             partial = whole_diary.changed
-        cursors[UNLOGGED] = json.dumps(sorted(lonely & known_missing if partial else lonely))
+        cursors.pop(UNLOGGED_OLDER, None)
+        cursors |= remember_unlogged(lonely & known_missing if partial else lonely, UNLOGGED_NAMED)
         return own
 
     async def _with_unseen(
