@@ -16,6 +16,7 @@ from watchbridge.http import Pacer
 from watchbridge.model import Ids, MediaRef, ref_to_dict
 from watchbridge.readers.serializd import (
     UNLOGGED,
+    carried,
     found_missing,
     merge_diary,
     missed_by,
@@ -353,6 +354,17 @@ def test_a_play_the_cap_left_unnamed_is_read_for_again_not_taken_for_missing(now
     cursors = remember_unlogged(kept_off(*range(100, 120)), most=3)
     assert found_missing(now, cursors) == kept_off(117, 118, 119)
     assert found_missing(now, remember_unlogged(now, most=3)) == now
+
+
+def test_a_play_a_webhook_row_is_taking_to_serializd_is_carried_as_the_plan_leaves_it_out() -> None:
+    """A webhook's row to Serializd for s1e1 twenty minutes after the link's play of it
+    (one viewing, two clocks) stands for that play, once: not for a second play of s1e1 an
+    hour later, nor for one of s1e2; a row to Trakt stands for none."""
+    plays = {"episode:tmdb:1396:s1e1@1000", "episode:tmdb:1396:s1e1@1060"}
+    plays |= {"episode:tmdb:1396:s1e2@1000"}
+    waiting = {("serializd", "episode:tmdb:1396:s1e1"): [1020 * 60.0]}
+    assert carried(plays, "serializd", waiting) == {"episode:tmdb:1396:s1e1@1000"}
+    assert carried(plays, "trakt", waiting) == set()
 
 
 def test_an_entry_already_on_the_side_is_not_taken_twice() -> None:

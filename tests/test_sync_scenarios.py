@@ -965,26 +965,35 @@ async def test_a_play_removed_on_trakt_then_logged_again_on_serializd_reaches_tr
 
 
 def a_webhooks_finished_episode(
-    rig: Rig, at: float, targets: tuple[str, ...] = ("trakt", "serializd"), tag: str = ""
+    rig: Rig,
+    at: float,
+    targets: tuple[str, ...] = ("trakt", "serializd"),
+    tag: str = "",
+    number: int = 1,
+    event: bool = False,
 ) -> None:
-    """What the webhook route queues for s1e1 finished at `at` (webhooks.rows_for)."""
-    item = MediaRef("episode", show_ids=Ids(tmdb=str(BB)), season=1, number=1)
+    """What the webhook route queues for s1e`number` finished at `at` (webhooks.rows_for);
+    with `event`, tied to the webhook's event, as the route stores them."""
+    item = MediaRef("episode", show_ids=Ids(tmdb=str(BB)), season=1, number=number)
     payload = {"item": ref_to_dict(item), "at": at, "source": "generic", "progress": 96.0}
     payload |= {"live": True, "duration": 2900.0}
-    rig.store.enqueue(
-        [
-            NewOutboxRow(
-                target,
-                PROFILE,
-                "play",
-                payload,
-                ordering_key(PROFILE, target, item.key(), "play"),
-                f"{PROFILE}:{target}:play:{item.key()}:{at}:{tag}",
-            )
-            for target in targets
-        ],
-        time.time(),
-    )
+    rows = [
+        NewOutboxRow(
+            target,
+            PROFILE,
+            "play",
+            payload,
+            ordering_key(PROFILE, target, item.key(), "play"),
+            f"{PROFILE}:{target}:play:{item.key()}:{at}:{tag}",
+        )
+        for target in targets
+    ]
+    if event:
+        rig.store.record_event(
+            source="generic", kind="play", payload={}, now=time.time(), rows=rows, profile=PROFILE
+        )
+    else:
+        rig.store.enqueue(rows, time.time())
 
 
 async def test_a_play_scrobbled_late_removed_on_trakt_then_logged_again_reaches_trakt(
@@ -1394,6 +1403,34 @@ async def test_a_play_logged_by_hand_while_the_daily_read_keeps_its_count_is_not
     assert [p[:2] for p in diary_plays(serializd)].count((1, 5)) == 1
     assert [p[:2] for p in trakt_plays(trakt)].count((1, 5)) == 1
     assert rig.store.outbox_counts()["dead"] == 0
+
+
+@pytest.mark.parametrize("full", [False, True])
+async def test_a_webhook_play_waiting_to_go_to_serializd_costs_no_read_of_the_whole_diary(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp, full: bool
+) -> None:
+    """s1e5 is watched: Trakt has it (scrobbled there on its own), and the webhook's row to
+    Serializd waits (an outage, a rate limit). The link's run sees a Trakt play Serializd's
+    side lacks, but our own row is logging it: it reads the newest diary pages only (or, a
+    daily read on a diary answering no count, the diary once), and queues no copy. Once the
+    row is delivered, s1e5 is in the diary once."""
+    serializd.diary_total_reviews = "null"  # a daily read too cannot tell it listed all
+    serializd.diary_page_size = 2
+    await four_plays_on_both_sides(rig, app, serializd, origin="trakt")
+    ended = (time.time() - 600) // 60 * 60
+    app.watch(1, 5, iso(ended))
+    a_webhooks_finished_episode(rig, ended, ("serializd",), number=5, event=True)
+    since = len(serializd.requests)
+    await rig.sync(full=full)
+    whole = -(-len(serializd.diary()) // 2)
+    # The newest page, holding nothing new; or the whole diary, once.
+    assert diary_pages_read(serializd, since) == (whole if full else 1)
+    assert rig.store.outbox_counts()["pending"] == 1  # the webhook's row alone
+    await rig.deliver()
+    await rig.sync_and_deliver()
+    await rig.sync_and_deliver(full=True)
+    assert [p[:2] for p in diary_plays(serializd)] == [(1, n) for n in range(1, 6)]
+    assert [p[:2] for p in trakt_plays(trakt)] == [(1, n) for n in range(1, 6)]
 
 
 def diary_pages_read(serializd: FakeSerializd, since: int) -> int:

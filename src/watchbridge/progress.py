@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from watchbridge.readers import SideRead, SideReader, Tally
+from watchbridge.readers import OnTheirWay, SideRead, SideReader, Tally
 from watchbridge.reconcile import Action, Side
 from watchbridge.store import RunProgress
 from watchbridge.zone import local_time
@@ -94,8 +94,11 @@ class ObservedReader:
         result: SideRead = await self._step(profile, "read", work)
         return result
 
-    async def refine(self, profile: str, own: Side, other: Side) -> Side:
-        result: Side = await self._step(profile, "refine", self.reader.refine(profile, own, other))
+    async def refine(
+        self, profile: str, own: Side, other: Side, waiting: OnTheirWay | None = None
+    ) -> Side:
+        work = self.reader.refine(profile, own, other, waiting)
+        result: Side = await self._step(profile, "refine", work)
         return result
 
     async def aclose(self) -> None:

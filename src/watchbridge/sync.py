@@ -684,9 +684,14 @@ async def _plan_profile(
     # The steps between the reads and the writes go over every play (at 100,000 plays each
     # takes ~0.1-0.5 s of CPU): on a thread, so that the event loop answers webhooks.
     reads, baseline = await asyncio.to_thread(settled_reads, reads, baseline, add_rows, full)
+    # The webhook plays on their way, as the plan leaves them out below (those waiting now
+    # stay in `webhook_plays`, landed or not by then): a reader looks closer for none of them.
+    aliases = {old: new for read in reads.values() for old, new in read.aliases.items()}
+    webhook_plays += await asyncio.to_thread(store.waiting_webhook_plays, profile)
+    waiting = await asyncio.to_thread(_waiting, store, profile, aliases, clock(), webhook_plays)
     current = {
-        a.service: await a.refine(profile, reads[a.service].side, reads[b.service].side),
-        b.service: await b.refine(profile, reads[b.service].side, reads[a.service].side),
+        a.service: await a.refine(profile, reads[a.service].side, reads[b.service].side, waiting),
+        b.service: await b.refine(profile, reads[b.service].side, reads[a.service].side, waiting),
     }
     if not link.movies:  # a movie is read on one side only: it is no part of this link
         current, baseline = narrow_sides(current, no_movie), narrow_sides(baseline, no_movie)
@@ -719,7 +724,6 @@ async def _plan_profile(
         copying=copying,
         restored=after_restore,
     )
-    aliases = {old: new for read in reads.values() for old, new in read.aliases.items()}
     waiting = await asyncio.to_thread(_waiting, store, profile, aliases, clock(), webhook_plays)
     planned = await asyncio.to_thread(without_waiting, planned, waiting)
     rated = await asyncio.to_thread(

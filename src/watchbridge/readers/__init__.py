@@ -22,6 +22,10 @@ from watchbridge.reconcile import Side
 from watchbridge.store import Store
 
 Clock = Callable[[], float]
+# (target, item key) -> the times of the plays webhooks queued for that target that have not
+# landed: its read does not show them, and the link adds none of them again (`sync._waiting`,
+# `reconcile.without_waiting`).
+OnTheirWay = Mapping[tuple[str, str], Sequence[float]]
 TITLES_NAMED = 5  # titles a warning names; it counts the others
 
 
@@ -78,8 +82,11 @@ class SideReader(Protocol):
         """The side's current state: a delta merged onto `baseline` unless `full`."""
         ...
 
-    async def refine(self, profile: str, own: Side, other: Side) -> Side:
-        """Detail read only where the two sides disagree (most readers return `own`)."""
+    async def refine(
+        self, profile: str, own: Side, other: Side, waiting: OnTheirWay | None = None
+    ) -> Side:
+        """Detail read only where the two sides disagree (most readers return `own`);
+        `waiting`: the webhook plays on their way (the link copies none of them)."""
         ...
 
     async def aclose(self) -> None: ...

@@ -96,7 +96,7 @@ from watchbridge.ids import webhook_ref
 from watchbridge.metrics import Metrics
 from watchbridge.model import MediaRef
 from watchbridge.narrow import Keep, Narrowing
-from watchbridge.readers import Clock, SideRead
+from watchbridge.readers import Clock, OnTheirWay, SideRead
 from watchbridge.readers.plex import key_for_ref
 from watchbridge.reconcile import ABSORBED, EXPECTED, UNDATED, Play, Rated, Side
 from watchbridge.services.anilist import (
@@ -1106,7 +1106,9 @@ class AniListReader:
         for entry in entries:
             index.adopt(entry.media_id, entry.mal_id)
 
-    async def refine(self, profile: str, own: Side, other: Side) -> Side:
+    async def refine(
+        self, profile: str, own: Side, other: Side, waiting: OnTheirWay | None = None
+    ) -> Side:
         """Say what AniList can hold (see the module doc), and give a score the user would
         see as the other side's rating that rating's value."""
         if any(
@@ -1128,10 +1130,10 @@ class AniListReader:
             self._cursors.get(profile, {})[RETRY] = "1"
         # A play queued for AniList that it cannot hold (an earlier release queued some) is no
         # write to wait for.
-        waiting = tuple(
+        holdable = tuple(
             p for p in own.plays if not p.record.startswith(EXPECTED) or p.item in catalog.items
         )
-        return replace(own, plays=waiting, catalog=catalog.items)
+        return replace(own, plays=holdable, catalog=catalog.items)
 
     def _report_plays(self, profile: str, catalog: Catalog) -> None:
         """The other side's anime plays AniList cannot take, for `watchbridge anime

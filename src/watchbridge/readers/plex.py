@@ -85,7 +85,7 @@ from watchbridge.logs import Repeating
 from watchbridge.loose import whole
 from watchbridge.metrics import Metrics
 from watchbridge.model import Ids, MediaRef, ref_from_dict
-from watchbridge.readers import Clock, SideRead, some_titles
+from watchbridge.readers import Clock, OnTheirWay, SideRead, some_titles
 from watchbridge.reconcile import Play, Rated, Side
 from watchbridge.services.plex import (
     HistoryEntry,
@@ -2335,7 +2335,9 @@ class PlexReader:
             cursors[WATCHED] = watched_cursor(machine, library)
         return SideRead(built.side, cursors, listed, built.aliases)
 
-    async def refine(self, profile: str, own: Side, other: Side) -> Side:
+    async def refine(
+        self, profile: str, own: Side, other: Side, waiting: OnTheirWay | None = None
+    ) -> Side:
         if "anilist" in self.link.services and profile in self._apart:
             found = numbered_apart(other, own.catalog or frozenset(), self._apart[profile])
             await asyncio.to_thread(self._report_apart, profile, found)

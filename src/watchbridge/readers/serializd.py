@@ -52,16 +52,19 @@ from watchbridge.metrics import Metrics
 from watchbridge.model import MediaRef, ref_from_dict
 from watchbridge.playback import LEAST_WATCHED, shortest_viewing
 from watchbridge.ratings import to_serializd
-from watchbridge.readers import Clock, SideRead, Tally
+from watchbridge.readers import Clock, OnTheirWay, SideRead, Tally
 from watchbridge.reconcile import (
     DUPLICATE_WINDOW_MINUTES,
     EXPECTED,
     UNDATED,
+    Action,
+    Plan,
     Play,
     Rated,
     Side,
     flows,
     match_plays,
+    without_waiting,
 )
 from watchbridge.services.serializd import (
     DEFAULT_TAG,
@@ -417,6 +420,18 @@ def unlogged(own: Side, other: Side) -> set[str]:
     return {
         f"{p.item}@{int(p.at // 60)}" for p in lonely if p.at != UNDATED and _EPISODE.match(p.item)
     }
+
+
+def carried(plays: AbstractSet[str], service: str, waiting: OnTheirWay) -> set[str]:
+    """The plays among `plays` (`item@minute`) that a webhook's play on its way to `service`
+    stands for, as the link leaves their copies out of its plan (`without_waiting`): that
+    row logs the viewing, the link does not. Pure."""
+    adds = []
+    for play in sorted(plays, key=_play_order):
+        item, _, minute = play.rpartition("@")
+        adds.append(Action("add_play", service, item, "", float(minute) * 60))
+    left = without_waiting(Plan(tuple(adds), frozenset()), waiting).actions
+    return set(plays) - {f"{a.item}@{int(a.at // 60)}" for a in left}
 
 
 def _play_order(play: str) -> tuple[int, str]:
@@ -982,14 +997,18 @@ class SerializdReader:
         left = logged_after_ours(entries, Side(), of_ours, before, skew, gone, removed_at)
         return logged_again, left
 
-    async def _unlogged(self, profile: str, own: Side, other: Side) -> Side:
+    async def _unlogged(
+        self, profile: str, own: Side, other: Side, waiting: OnTheirWay | None
+    ) -> Side:
         """`own` with the diary entries a read that cannot tell it listed every row missed
         (`_partial`), when the other side holds a dated play `own` does not explain, not
         known missing yet (UNLOGGED): copied, it would be logged on Serializd beside the
         user's own log of it. The whole diary is read then (no read by show exists, §5.1),
         and what it finds new is added as a delta read adds it. The plays a whole read
         found missing are kept (UNLOGGED, capped: `remember_unlogged`), so that one that
-        stays so (a dead letter) costs no read each run."""
+        stays so (a dead letter) costs no read each run. Nor is the diary read for a play a
+        webhook's row is taking there (`waiting`, `carried`): that row logs it, the link
+        does not."""
         cursors = self._cursors.get(profile)
         if cursors is None or not self.guards:
             return own
@@ -1002,6 +1021,8 @@ class SerializdReader:
             # entry deleted there, read by a daily read): the plan carries that removal.
             before = self._before.get(profile, Side())
             to_copy &= await asyncio.to_thread(unlogged, before, other)
+        if partial and to_copy and waiting:
+            to_copy -= carried(to_copy, self.service, waiting)
         if partial and to_copy:
             whole_diary = await self.client.diary_read(profile, growing=True)
             await self._forget_first_misses(profile, whole_diary.listed)
@@ -1046,7 +1067,9 @@ class SerializdReader:
             {k: replace(r, record=rows.get(k, r.record)) for k, r in side.ratings.items()},
         )
 
-    async def refine(self, profile: str, own: Side, other: Side) -> Side:
+    async def refine(
+        self, profile: str, own: Side, other: Side, waiting: OnTheirWay | None = None
+    ) -> Side:
         """Turn Serializd's watched state into undated plays where it matters.
 
         Every run: the ticks (or marks) of the seasons where `other` holds plays the diary does
@@ -1062,7 +1085,7 @@ class SerializdReader:
         """
         self.tally = None
         own = await self._written_since_read(profile, own)
-        own = await self._unlogged(profile, own, other)
+        own = await self._unlogged(profile, own, other, waiting)
         # Pure work over every play of both sides (at 60,000 plays ~0.5 s of CPU): on a
         # thread, so that the event loop answers webhooks meanwhile.
         asked, other_undated = await asyncio.to_thread(unexplained, own, other)

@@ -22,7 +22,7 @@ from watchbridge.http import changed_answer
 from watchbridge.logs import Repeating
 from watchbridge.metrics import Metrics
 from watchbridge.model import MediaRef
-from watchbridge.readers import Clock, SideRead, some_titles
+from watchbridge.readers import Clock, OnTheirWay, SideRead, some_titles
 from watchbridge.reconcile import EXPECTED, UNDATED, Play, Side, given_once
 from watchbridge.services.trakt import TraktClient
 from watchbridge.sides import (
@@ -500,7 +500,9 @@ class TraktReader:
             entries += await self.client.history(profile, kind, start_at=since)
         return entries
 
-    async def refine(self, profile: str, own: Side, other: Side) -> Side:
+    async def refine(
+        self, profile: str, own: Side, other: Side, waiting: OnTheirWay | None = None
+    ) -> Side:
         return own
 
     async def aclose(self) -> None:
