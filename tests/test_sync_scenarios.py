@@ -1405,6 +1405,34 @@ async def test_a_play_logged_by_hand_while_the_daily_read_keeps_its_count_is_not
     assert rig.store.outbox_counts()["dead"] == 0
 
 
+async def test_a_play_logged_by_hand_while_the_confirming_whole_read_misses_it_is_not_logged_again(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    """s1e5 is watched (Trakt has it); a delta run reads the newest page and, before copying
+    Trakt's play, the whole diary. The user logs s1e5 by hand while that read is between
+    its pages: the log lands on top, pushing e3 onto page 2, and that read misses it too.
+    It saw the count grow: the run copies nothing to Serializd, and the next run's read
+    finds the log. One entry, one play."""
+    serializd.diary_page_size = 2
+    serializd.diary_order = "newest"  # e4 e3 | e2 e1; then e5 e4 | e3 e2 | e1
+    await four_plays_on_both_sides(rig, app, serializd, origin="trakt")
+    at = ago(0.1)
+    app.watch(1, 5, at)
+    e5 = log(serializd, 1, 5, at)
+    with serializd.lock:
+        serializd.user.reviews.remove(e5)
+    serializd.logged_before_page = (2, e5)  # the delta read stops at page 1: the whole one
+    since = len(serializd.requests)
+    await rig.sync_and_deliver()
+    assert serializd.logged_before_page is None  # it happened, during the whole read
+    assert diary_pages_read(serializd, since) == 1 + 3  # the newest page; the whole diary
+    assert [p[:2] for p in diary_plays(serializd)] == [(1, n) for n in range(1, 6)]
+    await rig.sync_and_deliver()
+    await rig.sync_and_deliver(full=True)
+    assert [p[:2] for p in diary_plays(serializd)] == [(1, n) for n in range(1, 6)]
+    assert [p[:2] for p in trakt_plays(trakt)] == [(1, n) for n in range(1, 6)]
+
+
 @pytest.mark.parametrize("full", [False, True])
 async def test_a_webhook_play_waiting_to_go_to_serializd_costs_no_read_of_the_whole_diary(
     rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp, full: bool

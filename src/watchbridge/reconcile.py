@@ -117,6 +117,10 @@ class Side:
     # When each undated play (by record) was first read (`with_first_seen`): it stands for no
     # dated play of the other side dated after that, but one that side held already then.
     first_seen: Mapping[str, float] = field(default_factory=dict)
+    # Items this side may hold a play of that its read did not list (a read of the whole
+    # Serializd diary that the diary grew under): no play of them is copied to it this run,
+    # the next run's read looks again.
+    unlisted: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -866,6 +870,8 @@ def _plan_history(
         for play in lonely:
             stone = (source, play.record)
             if gone_or_removed(source, play) or (target, play.record) in kept_off:
+                continue
+            if play.item in current[target].unlisted:
                 continue
             held[play.item] += 1
             at = apart_from(play.at, dates[play.item])

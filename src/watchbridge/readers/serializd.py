@@ -1031,6 +1031,15 @@ class SerializdReader:
             # Grew again: the next run's read looks again. (A diary answering no count shows
             # no growth: this read, begun after the run's, found what was logged during that.)
             partial = whole_diary.changed
+            if partial and (unsure := lonely - known_missing):
+                # A log made while it read may be on a page read before it: copied now, the
+                # play would be logged beside it. None of them is, this run.
+                log.info(
+                    "serializd diary grew while it was read whole before plays were copied "
+                    "there: they wait for the next run, which reads it again",
+                    extra={"profile": profile, "plays": len(unsure)},
+                )
+                own = replace(own, unlisted=frozenset(p.rpartition("@")[0] for p in unsure))
         cursors.pop(UNLOGGED_OLDER, None)
         cursors |= remember_unlogged(lonely & known_missing if partial else lonely, UNLOGGED_NAMED)
         return own
@@ -1086,6 +1095,7 @@ class SerializdReader:
         self.tally = None
         own = await self._written_since_read(profile, own)
         own = await self._unlogged(profile, own, other, waiting)
+        unlisted = own.unlisted  # (kept apart: the steps below build `own` anew)
         # Pure work over every play of both sides (at 60,000 plays ~0.5 s of CPU): on a
         # thread, so that the event loop answers webhooks meanwhile.
         asked, other_undated = await asyncio.to_thread(unexplained, own, other)
@@ -1141,7 +1151,8 @@ class SerializdReader:
         # read is in neither, but its tick is: the ledger is taken again (a delivery records the
         # entry before it ticks the episode).
         own = await self._written_since_read(profile, own)
-        return await asyncio.to_thread(with_seasons_read, own, read_seasons, other_undated)
+        own = await asyncio.to_thread(with_seasons_read, own, read_seasons, other_undated)
+        return replace(own, unlisted=unlisted)
 
     async def _episodes(self, show: int, season: int, seasons: ShowSeasons) -> set[int]:
         """Every episode number of a season: its count in the catalogue, else the season's
