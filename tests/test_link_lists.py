@@ -54,9 +54,16 @@ class Household:
         self.trakt.add_movie("Heat", 1995, imdb="tt0113277", tmdb=949)
         self.plex.add_movie("100", "Arrival", 2016, ARRIVAL)
         self.heat = self.plextv.add_title("movie", "Heat", 1995, HEAT)
-        url = self.plextv.url
+        self.tmp_path, self.options, self.first_run = tmp_path, options, first_run
+        self.configure(kinds)
+        self.store = Store.open(tmp_path / "watchbridge.db")
+        sign_in_trakt(self.store, self.trakt, "alex", now=time.time())
+
+    def configure(self, kinds: str) -> None:
+        """(Re)write the config with the link syncing `kinds`, as the user edits it."""
+        url, first_run, options = self.plextv.url, self.first_run, self.options
         path = write_config(
-            tmp_path,
+            self.tmp_path,
             f"""services:
   trakt: {{client_id: {CLIENT_ID}, api_url: "{self.trakt.url}", auth_url: "{self.trakt.url}"}}
   plex:
@@ -73,8 +80,6 @@ links:
         )
         self.path = path
         self.config = load_config(path)
-        self.store = Store.open(tmp_path / "watchbridge.db")
-        sign_in_trakt(self.store, self.trakt, "alex", now=time.time())
 
     async def run(self, **options: Any) -> Any:
         return await run_link(self.config, self.store, LINK, **options)
@@ -177,6 +182,20 @@ async def test_the_review_lists_and_counts_the_list_writes_and_yes_applies_them(
     assert again.outcome == "ok"
 
 
+async def test_once_reviewed_a_watchlist_syncs_on_a_link_with_no_play_yet(
+    newcomer: Household,
+) -> None:
+    """No play on either side: the link's history is still at its first sync, but its
+    watchlist and collection are past theirs, and a title listed later is no new review."""
+    await newcomer.run(yes=True)
+    arrival = newcomer.plextv.add_title("movie", "Arrival", 2016, ARRIVAL)
+    newcomer.plextv.watchlist_add(newcomer.plextv.owner, arrival)
+
+    assert (await newcomer.run()).outcome == "ok"
+
+    assert newcomer.trakt_watchlist() == {"Heat", "Arrival"}
+
+
 async def test_a_first_run_with_nothing_to_write_anywhere_goes_through(
     tmp_path: Path, start_fake: Any
 ) -> None:
@@ -207,6 +226,129 @@ async def test_a_first_run_whose_watchlist_part_fails_says_what_failed_not_nothi
     line = status_line(newcomer)
     assert "nothing to do" not in line, line
     assert "; this is the first sync of links.plex-trakt" in line, line
+
+
+# --------------------------------------------------------------------------- kinds taken in later
+
+
+@pytest.fixture
+def reviewed(tmp_path: Path, start_fake: Any) -> Any:
+    """`first_run: dry-run` (the default), past its reviewed first run; factory: the kinds the
+    link started with."""
+    houses: list[Household] = []
+
+    async def make(kinds: str) -> Household:
+        house = Household(tmp_path, start_fake, kinds, first_run="dry-run")
+        houses.append(house)
+        house.plex.watch("100", int(time.time()) - 86400)  # Arrival, watched yesterday
+        await house.run(yes=True)  # the first run, reviewed
+        assert (await house.run()).outcome == "ok"
+        return house
+
+    yield make
+    for house in houses:
+        house.store.close()
+
+
+def titles(entries: list[Any]) -> set[str]:
+    return {str(getattr(e.item, "title", "")) for e in entries}
+
+
+async def test_a_watchlist_taken_into_the_kinds_later_waits_for_its_review_alone(
+    reviewed: Any,
+) -> None:
+    """Before, adding `watchlist` to a link past its first run wrote every title at once."""
+    house = await reviewed("history, collection")
+    house.plextv.watchlist_add(house.plextv.owner, house.heat)
+    house.plex.watch("100", int(time.time()) - 3600)  # seen again: the link copies plays on
+    house.plex.add_movie("101", "Heat", 1995, HEAT)  # and collecting
+    house.configure("history, collection, watchlist")
+    queued = house.store.outbox_counts().get("pending", 0)
+
+    with pytest.raises(NeedsReview) as review:
+        await house.run(full=True)  # (the daily full read finds the new movie)
+
+    message = review.value.message
+    assert f"the first sync of watchlist since links.{LINK}.kinds took it in" in message
+    assert f"`watchbridge sync --link {LINK} --yes`" in message
+    assert house.trakt_watchlist() == set()  # nothing of it written before the review
+    assert titles(house.trakt_collection()) == {"Arrival", "Heat"}  # the rest syncs as usual
+    assert house.store.outbox_counts().get("pending", 0) == queued + 1  # the play, for Trakt
+    assert house.store.last_runs()[0].outcome == "needs-review"
+    with pytest.raises(NeedsReview):  # not reviewed yet: it waits again
+        await house.run()
+    assert house.trakt_watchlist() == set()
+
+    planned = await house.run(dry_run=True)  # what `watchbridge sync --dry-run` lists
+    assert "watchlist alex: +0 to plex, +1 to trakt, -0 from plex, -0 from trakt" in (
+        lists_summary(planned.lists)
+    )
+    assert house.store.last_runs()[0].counts == {"trakt:watchlist_add": 1}
+    assert (await house.run(yes=True)).outcome == "ok"
+    assert house.trakt_watchlist() == {"Heat"}
+    # Reviewed: from now on the watchlist syncs as the link's other kinds do.
+    arrival = house.plextv.add_title("movie", "Arrival", 2016, ARRIVAL)
+    house.plextv.watchlist_add(house.plextv.owner, arrival)
+    assert (await house.run()).outcome == "ok"
+    assert house.trakt_watchlist() == {"Heat", "Arrival"}
+
+
+async def test_a_collection_taken_into_the_kinds_later_waits_while_the_watchlist_syncs(
+    reviewed: Any,
+) -> None:
+    house = await reviewed("history, watchlist")
+    house.plextv.watchlist_add(house.plextv.owner, house.heat)
+    house.configure("history, watchlist, collection")
+
+    with pytest.raises(NeedsReview, match="first sync of collection since"):
+        await house.run()
+
+    assert house.trakt_collection() == []
+    assert house.trakt_watchlist() == {"Heat"}  # the kind it synced before went on
+    await house.run(dry_run=True)
+    assert house.store.last_runs()[0].counts == {"trakt:collection_add": 1}
+    await house.run(yes=True)
+    assert titles(house.trakt_collection()) == {"Arrival"}
+    assert (await house.run()).outcome == "ok"
+
+
+async def test_a_watchlist_taken_out_of_the_kinds_and_back_in_is_reviewed_again(
+    reviewed: Any,
+) -> None:
+    """Its old baseline is stale: a title taken off Plex's watchlist meanwhile would have been
+    taken off Trakt's too, unreviewed. Its first sync again plans as a first run does."""
+    house = await reviewed("history")
+    house.plextv.watchlist_add(house.plextv.owner, house.heat)
+    house.configure("history, watchlist")
+    await house.run(yes=True)
+    assert house.trakt_watchlist() == {"Heat"}
+    house.configure("history")
+    assert (await house.run()).outcome == "ok"
+    house.plextv.owner.watchlist.clear()  # while the link no longer synced watchlists
+    house.configure("history, watchlist")
+
+    with pytest.raises(NeedsReview, match="first sync of watchlist since"):
+        await house.run()
+
+    assert house.trakt_watchlist() == {"Heat"}
+    planned = await house.run(dry_run=True)
+    assert "watchlist alex: +1 to plex, +0 to trakt, -0 from plex, -0 from trakt" in (
+        lists_summary(planned.lists)
+    )
+
+
+async def test_a_link_that_synced_its_lists_before_the_record_was_kept_asks_no_review(
+    reviewed: Any,
+) -> None:
+    """A database of a release that kept no record of the list kinds a link reviewed: what
+    their earlier runs left says they synced."""
+    house = await reviewed("history, watchlist, collection")
+    house.store.forget_cursor("trakt", "alex", f"list_kinds:{LINK}")
+    house.plextv.watchlist_add(house.plextv.owner, house.heat)
+
+    assert (await house.run()).outcome == "ok"  # no review asked
+
+    assert house.trakt_watchlist() == {"Heat"}
 
 
 def counted(metrics: Metrics) -> dict[str, float]:

@@ -30,7 +30,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
@@ -288,6 +288,32 @@ def wants_lists(link: Link) -> bool:
     return set(link.services) == {"plex", "trakt"} and any(k in link.kinds for k in LIST_KINDS)
 
 
+def list_kinds(link: Link) -> frozenset[str]:
+    """The watchlist and collection kinds whose parts a run of `link` runs (the collection not
+    on a link one way into Plex: nothing goes into its library). Pure."""
+    kinds = frozenset(link.kinds)
+    if set(link.services) == {"trakt", "serializd"}:
+        return kinds & {"watchlist"}
+    if set(link.services) != {"plex", "trakt"}:
+        return frozenset()
+    into_plex = link.direction == "one-way" and link.services[1] == "plex"
+    return kinds & frozenset(LIST_KINDS) - ({"collection"} if into_plex else set())
+
+
+def lists_ran(run: ListsRun, profile: str) -> frozenset[str]:
+    """The list kinds whose part `run` planned (or, dry, would plan) for `profile`. Pure."""
+    return frozenset(_kind(r) for r in run.results if r.profile == profile)
+
+
+def lists_writing(run: ListsRun) -> frozenset[str]:
+    """The list kinds whose part `run` planned writes in (or, dry, would). Pure."""
+    return frozenset(_kind(r) for r in run.results if list_counts(ListsRun((r,))))
+
+
+def _kind(result: WatchlistResult | CollectionResult | SerializdWatchlistResult) -> str:
+    return "collection" if isinstance(result, CollectionResult) else "watchlist"
+
+
 async def run_lists(
     config: Config,
     store: Store,
@@ -300,13 +326,20 @@ async def run_lists(
     clock: Callable[[], float] = time.time,
     alerts: Alerts | None = None,
     metrics: Metrics | None = None,
+    kinds: Mapping[str, Collection[str]] | None = None,
 ) -> ListsRun:
     """The watchlist and collection parts of one run of a plex-trakt link, for each profile in
     `listings`. The collection is planned from the listings the Plex reader took for the
     history (None: Plex was not read this run, so there is nothing new to collect).
-    A trakt-serializd link's watchlist part runs in `serializdlist.run_serializd_lists`."""
+    A trakt-serializd link's watchlist part runs in `serializdlist.run_serializd_lists`.
+    `kinds`: per profile, the list kinds to run (the others wait for the review of their first
+    sync); a profile not in it runs all of the link's."""
     from watchbridge.readers.plex import ServerTokens, plex_client
     from watchbridge.wiring import seeded_trakt_tokens
+
+    def part(profile: str) -> frozenset[str]:
+        wanted = link.kinds if kinds is None or profile not in kinds else kinds[profile]
+        return frozenset(wanted) & frozenset(link.kinds)
 
     if set(link.services) == {"trakt", "serializd"}:
         from watchbridge.serializdlist import run_serializd_lists
@@ -316,7 +349,7 @@ async def run_lists(
             store,
             name,
             link,
-            list(listings),
+            [profile for profile in listings if "watchlist" in part(profile)],
             dry_run=dry_run,
             confirm_removals=confirm_removals,
             clock=clock,
@@ -383,12 +416,15 @@ async def run_lists(
 
     try:
         for profile, rows in listings.items():
+            wanted = part(profile)
+            if not wanted & frozenset(LIST_KINDS):
+                continue
             try:
                 activities = await trakt.last_activities(profile)
             except ServiceError as exc:
                 errors.append(naming_profile(profile, exc.message))
                 continue
-            if "watchlist" in link.kinds and plextv is not None:
+            if "watchlist" in wanted and plextv is not None:
                 watchlist = sync_watchlist(
                     plextv,
                     trakt,
@@ -406,7 +442,7 @@ async def run_lists(
                     unchecked=unchecked_sides(store, name, link, profile, confirm_removals),
                 )
                 await attempt(profile, watchlist)
-            if collecting and rows is not None:
+            if collecting and rows is not None and "collection" in wanted:
                 await attempt(profile, collect(profile, rows))
     finally:
         await trakt.aclose()
@@ -1104,7 +1140,53 @@ LIST_CURSORS = (
     "collection_held",
     "watchlist_held",
     "watchlist_run",
+    "list_kinds",  # the list kinds past their first sync (`synced_lists`)
 )
+SYNCED_LISTS = "list_kinds"
+# The cursors each list kind's part keeps; an applied run of it sets the first ones at least.
+_PART_CURSORS = {
+    "watchlist": ("watchlist_held", "watchlist_run", "watchlist_check"),
+    "collection": ("collection_held", "collection_check"),
+}
+
+
+def synced_lists(store: Store, link: str, profile: str) -> frozenset[str]:
+    """The list kinds of `link` past their first sync for `profile` (applied: reviewed, or
+    with nothing to review): a kind not among them has its first sync reviewed as a first
+    run's is. A database of a release that kept no such record: the kinds whose part an
+    applied run left its cursors of (every one does), as a link that synced its watchlist for
+    months is not asked to review it again."""
+    recorded = store.get_cursor(TRAKT, profile, list_cursor(SYNCED_LISTS, link))
+    if recorded is not None:
+        return frozenset(recorded.split(",")) - {""}
+    return frozenset(
+        kind
+        for kind, names in _PART_CURSORS.items()
+        if store.get_cursor(TRAKT, profile, list_cursor(names[0], link)) is not None
+    )
+
+
+def note_lists_synced(
+    store: Store, name: str, link: Link, profile: str, ran: Collection[str], now: float
+) -> None:
+    """After an applied run of `link` for `profile`: the list kinds past their first sync are
+    those that were and are still in its kinds, and those whose part this run applied (`ran`).
+    A kind taken out of its kinds is forgotten with what its part kept: taken in again, its
+    old baseline would be stale, and its first sync is reviewed and planned against none, as
+    a first run's is."""
+    with store.transaction():
+        before = synced_lists(store, name, profile)
+        kinds = list_kinds(link)
+        if not before and not kinds:
+            return  # no list part, then or now: nothing to keep
+        for kind in before - kinds:
+            store.mirror_replace(_baseline_store(name), profile, kind, {}, now)
+            for cursor in _PART_CURSORS.get(kind, ()):
+                store.forget_cursor(TRAKT, profile, list_cursor(cursor, name))
+        synced = before & kinds | frozenset(ran) & kinds
+        store.set_cursor(
+            TRAKT, profile, list_cursor(SYNCED_LISTS, name), ",".join(sorted(synced)), now
+        )
 
 
 def list_cursor(kind: str, link: str) -> str:

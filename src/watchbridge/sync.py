@@ -48,7 +48,18 @@ from watchbridge.metrics import Metrics
 from watchbridge.model import ref_from_dict, ref_to_dict
 from watchbridge.narrow import Narrower, Narrowing, narrow_sides, no_movie
 from watchbridge.offloop import in_thread, to_the_end
-from watchbridge.plexlink import Alerts, ListsRun, list_counts, run_lists, wants_lists
+from watchbridge.plexlink import (
+    Alerts,
+    ListsRun,
+    list_counts,
+    list_kinds,
+    lists_ran,
+    lists_writing,
+    note_lists_synced,
+    run_lists,
+    synced_lists,
+    wants_lists,
+)
 from watchbridge.progress import Both, RunRecorder, SyncProgress, observed
 from watchbridge.readers import READERS, Noting, SideRead, SideReader, Waiting, reader_for
 from watchbridge.readers.plex import key_for_ref
@@ -124,6 +135,9 @@ class ProfilePlan:
     # Kinds taken into the link's `kinds` since its last applied run for this profile: their
     # first sync, planned as a first run plans them and reviewed like one (`awaiting_review`).
     new_kinds: frozenset[str] = frozenset()
+    # The link's watchlist and collection kinds not past their first sync for this profile
+    # (`plexlink.synced_lists`): taken into its kinds since, or its first run's.
+    new_lists: frozenset[str] = frozenset()
     # (side, expected record) of the plays queued for a side whose row is gone (its dead
     # letter discarded): copied again, their rows say so (`outbox_rows`).
     discarded: frozenset[tuple[str, str]] = frozenset()
@@ -160,13 +174,23 @@ STOPPED = "stopped before its end (a shutdown or Ctrl-C); the next run goes on f
 
 
 def _unchanged_plan(
-    profile: str, held: str = "", counts: Mapping[str, int] | None = None
+    profile: str,
+    held: str = "",
+    counts: Mapping[str, int] | None = None,
+    new_lists: frozenset[str] = frozenset(),
 ) -> ProfilePlan:
     """Nothing changed since the last run (`held`: why the removals it held still wait, and
-    `counts`: how many per side)."""
+    `counts`: how many per side; `new_lists`: as `ProfilePlan` has it)."""
     plan = Plan((), frozenset(), held)
     return ProfilePlan(
-        profile, plan, {}, {}, first_run=False, unchanged=True, held_counts=counts or {}
+        profile,
+        plan,
+        {},
+        {},
+        first_run=False,
+        unchanged=True,
+        held_counts=counts or {},
+        new_lists=new_lists,
     )
 
 
@@ -623,15 +647,18 @@ async def _plan_profile(
     synced = await asyncio.to_thread(synced_kinds, store, name, profile, services, saved[ENGINE])
     # A kind taken into the link since: nothing may have changed, but it has all to sync.
     adding = frozenset(link.kinds) & PLANNED_KINDS - synced
+    listed = await asyncio.to_thread(synced_lists, store, name, profile)
+    new_lists = list_kinds(config.links[name]) - listed
     full = full or not 0.0 <= since_full < FULL_READ_EVERY or unread or (bool(owed) and not recent)
-    full = full or bool(adding)
+    # So for a collection: it is planned from the library's listings, which a read takes.
+    full = full or bool(adding) or "collection" in new_lists
     full = full or (holding and not (told and recent))
     if not full:
         # Every side is asked, even after one said "changed": the reads reuse the answers.
         checks = [await r.unchanged(profile, saved[r.service]) for r in readers]
         if all(checks):
             counts = json.loads(saved[ENGINE].get(HELD_COUNTS) or "{}") if told else {}
-            return _unchanged_plan(profile, told, counts)
+            return _unchanged_plan(profile, told, counts, new_lists)
         full = holding
     if await _note_accounts(config, store, profile, readers, clock, reading=True):
         # The link's state is gone: read everything, as on a first run.
@@ -758,6 +785,7 @@ async def _plan_profile(
         baseline=baseline,
         read_empty=checked.read_empty,
         new_kinds=adding,
+        new_lists=new_lists,
         discarded=frozenset(discarded),
         read_at=read_at,
         removals_waiting=frozenset(removals_waiting),
@@ -1619,14 +1647,19 @@ async def run_link(
         # A profile's first run may wait for a review; the link's other profiles go on.
         waiting = {} if dry_run else awaiting_review(link, plans, yes)
         lists_failed: tuple[str, ...] = ()  # the list parts of profiles waiting for a review
-        # A first run's watchlist and collection writes are reviewed as its plays are.
-        first = [p for p in plans if p.first_run and p.profile not in waiting]
+        # The first sync of a watchlist or collection (a first run's, or of a kind taken into
+        # the link's kinds since) is reviewed as a first run's plays are: a first run's
+        # profile waits whole, another only for those kinds, while its others sync as usual.
+        lists_waiting: dict[str, frozenset[str]] = {}
+        first = [p for p in plans if p.new_lists and p.profile not in waiting]
         if first and not dry_run and narrowing is None and reviews(link, yes) and wants_lists(link):
             recorder.doing("reading watchlists")
             listing, lists_failed = await _lists_to_review(
                 config, store, name, link, first, confirm_removals, clock, alerts, metrics
             )
-            waiting |= listing
+            firsts = {p.profile for p in first if p.first_run}
+            waiting |= {profile: frozenset() for profile in listing if profile in firsts}
+            lists_waiting = {p: kinds for p, kinds in listing.items() if p not in firsts}
         held_unread = any(  # not read, or waiting for a review: not applied either way
             [
                 await asyncio.to_thread(is_holding, store, name, profile)
@@ -1650,6 +1683,7 @@ async def run_link(
                 clock=clock,
                 alerts=alerts,
                 metrics=metrics,
+                kinds={p: frozenset(link.kinds) - kinds for p, kinds in lists_waiting.items()},
             )
 
         if dry_run:
@@ -1671,10 +1705,20 @@ async def run_link(
         if narrowing is None and wants_lists(link):
             recorder.doing("writing watchlists")
         listed = await lists()
+        if narrowing is None:
+            # A run one way only (`--direction`) leaves a new kind's other way to review.
+            whole = not frozen_sides(config.links[name], link)
+            for result in applying:
+                ran = lists_ran(listed, result.profile) if whole else frozenset()
+                await asyncio.to_thread(
+                    note_lists_synced, store, name, config.links[name], result.profile, ran, clock()
+                )
         held += [for_link(why, name) for why in listed.held]  # a scheduled run alerts too
-        if waiting:
+        if waiting or lists_waiting:
             everyone = not applying and not unread
-            message = review_message(name, waiting, everyone, others_fail=bool(unread))
+            message = review_message(
+                name, {**lists_waiting, **waiting}, everyone, bool(unread), bool(lists_waiting)
+            )
             why = [p.restarted for p in plans if p.profile in waiting and p.restarted]
             message = "; ".join([*why, message])
             # A profile that failed beside the review is a failure all the same (counted), as
@@ -1692,7 +1736,8 @@ async def run_link(
                 "; ".join([message, *failed]),
             )
             causes = (*causes, *(None for _ in lists_failed))  # none known: the link tells
-            raise NeedsReview(message, tuple(held), failed, held_unread, waiting, causes)
+            reviewing = {**lists_waiting, **waiting}
+            raise NeedsReview(message, tuple(held), failed, held_unread, reviewing, causes)
         outcome = RunResult(
             plans, calls, queued, tuple(held), skipped, listed, unread, held_unread, causes
         )
@@ -1929,10 +1974,11 @@ async def _lists_to_review(
     alerts: Alerts | None,
     metrics: Metrics | None,
 ) -> tuple[dict[str, frozenset[str]], tuple[str, ...]]:
-    """The profiles of first runs (`plans`) whose watchlist or collection part would write,
-    planned dry, each alone: they wait for the review as a first run's plays do (with no
-    kinds: `awaiting_review`). So does one whose part could not be planned (its errors are
-    returned): nothing of its first sync is written before the user saw it all."""
+    """The profiles of `plans` whose watchlist or collection kinds not past their first sync
+    (`ProfilePlan.new_lists`) would write, planned dry, each alone, with those kinds: they
+    wait for the review as a first run's plays do. So do those whose part could not be
+    planned (its errors are returned): nothing of a first sync is written before the user saw
+    it all."""
     waiting: dict[str, frozenset[str]] = {}
     errors: list[str] = []
     for first in plans:
@@ -1947,9 +1993,11 @@ async def _lists_to_review(
             clock=clock,
             alerts=alerts,
             metrics=metrics,
+            kinds={first.profile: first.new_lists},
         )
-        if list_counts(looked) or looked.errors:
-            waiting[first.profile] = frozenset()
+        writing = lists_writing(looked)
+        if writing or looked.errors:
+            waiting[first.profile] = first.new_lists if looked.errors else writing
             errors += looked.errors
     return waiting, tuple(errors)
 
@@ -1991,9 +2039,11 @@ def review_message(
     profiles: Mapping[str, frozenset[str]],
     everyone: bool,
     others_fail: bool = False,
+    partly: bool = False,
 ) -> str:
     """What the profiles waiting for a review wait for (each with the kinds new to it; none:
-    its first run), and the commands; `everyone`: all the link's profiles wait."""
+    its first run), and the commands; `everyone`: all the link's profiles wait; `partly`:
+    some wait for those kinds only, their others syncing meanwhile."""
     groups: dict[frozenset[str], list[str]] = {}
     for profile in sorted(profiles):
         groups.setdefault(profiles[profile], []).append(profile)
@@ -2007,7 +2057,11 @@ def review_message(
         them = "them" if len(kinds) > 1 else "it"
         leads.append(f"the first sync of {its} since links.{name}.kinds took {them} in{whose}")
     others = (
-        "" if everyone or others_fail else "; the link's other profiles sync as usual meanwhile"
+        ""
+        if everyone or others_fail
+        else "; the rest of the link syncs as usual meanwhile"
+        if partly
+        else "; the link's other profiles sync as usual meanwhile"
     )
     return (
         f"this is {'; and '.join(leads)}: review the plan "
