@@ -16,7 +16,7 @@ from tests.fakes.anilist import FakeAniList
 from tests.fakes.anime_datasets import FakeDatasets
 from tests.fakes.base import FakeServer
 from tests.fakes.receiver import AlertReceiver, FakeClock
-from tests.fakes.trakt import CLIENT_ID, FakeTrakt
+from tests.fakes.trakt import CLIENT_ID, VIP_LIMITS, FakeTrakt
 from tests.harness import AppThread
 from tests.ingest_samples import sample_bytes
 from tests.test_anilist_client import fixture
@@ -42,12 +42,14 @@ from tests.test_delivery import (
     trakt_down_long_enough_to_alert,
     worker_for,
 )
+from tests.test_plexlink import Link as PlexTraktLink
+from tests.test_plexlink import collect, plex_add, plex_trakt_link, trakt_add
 from tests.test_storage_faults import LOCKED_TITLE, hold_the_lock, post, quick_lock_runtime
 from watchbridge import storagewatch, webhooks
 from watchbridge.alerts import Notifier
 from watchbridge.anime_data import from_config as anime_data_from
 from watchbridge.app import Runtime, create_app
-from watchbridge.config import parse_config
+from watchbridge.config import AlertsConfig, Secret, parse_config
 from watchbridge.deliver.anilist import AniListTarget
 from watchbridge.deliver.worker import DeliveryWorker, unreachable_alert
 from watchbridge.http import HttpClient, Pause, RetryPolicy
@@ -521,4 +523,72 @@ async def test_an_outage_over_while_a_sign_in_holds_says_what_still_holds_is_tol
     assert receiver.messages[-1]["message"] == (
         "Trakt answers again: its outage is over. What still holds some plays and ratings for"
         " it, such as a profile's sign-in, is told in its own alert."
+    )
+
+
+@pytest.fixture
+async def plex_trakt(
+    start_fake: Callable[[FakeServer], FakeServer], store: Store
+) -> AsyncIterator[PlexTraktLink]:
+    """plex.tv and Trakt for profile me, as the Plex <-> Trakt link's list runs meet them."""
+    async with plex_trakt_link(start_fake, store) as made:
+        yield made
+
+
+def notifier_for(receiver: AlertReceiver) -> Notifier:
+    return Notifier(AlertsConfig(urls=[Secret(receiver.apprise_url)]), timeout=2.0)
+
+
+async def test_a_full_trakt_watchlist_says_what_waits_and_to_upgrade_to_vip(
+    plex_trakt: PlexTraktLink, receiver: AlertReceiver
+) -> None:
+    plex_trakt.trakt.user.limits["watchlist"] = {"item_count": 1}
+    trakt_add(plex_trakt, "Heat")
+    plex_add(plex_trakt, "Arrival")
+    await plex_trakt.watchlist(alerts=notifier_for(receiver))
+    (alert,) = receiver.messages
+    assert alert["title"] == "watchbridge: Trakt watchlist full (profile me)"
+    lead, details = alert["message"].split("\n\n")
+    assert lead == (
+        "Titles added to the watchlist of profile me elsewhere are not added to Trakt's: it"
+        " holds 1 title, the most a free Trakt account may hold. Upgrade to Trakt VIP at"
+        " https://app.trakt.tv/vip to have them added; everything else keeps syncing."
+    )
+    assert details == (
+        "Only adding to Trakt's watchlist waits: taking titles off it, and copying it the other"
+        " way, go on. watchbridge reads the account's limit at each sync and adds the titles"
+        " that waited once it changes; taking titles off Trakt's watchlist does not end the"
+        " wait."
+    )
+
+
+async def test_a_full_trakt_collection_says_what_of_the_plex_library_waits(
+    plex_trakt: PlexTraktLink, receiver: AlertReceiver
+) -> None:
+    plex_trakt.trakt.user.limits["collection"] = {"item_count": 3}
+    await collect(plex_trakt, alerts=notifier_for(receiver))
+    (alert,) = receiver.messages
+    assert alert["title"] == "watchbridge: Trakt collection full (profile me)"
+    assert alert["message"].split("\n\n")[0] == (
+        "What is added to the Plex libraries is not added to the Trakt collection of profile me:"
+        " it holds 3 items, the most a free Trakt account may hold. Upgrade to Trakt VIP at"
+        " https://app.trakt.tv/vip to have them added; everything else keeps syncing."
+    )
+
+
+async def test_a_full_trakt_watchlist_made_room_for_says_why_and_that_what_waited_is_added(
+    plex_trakt: PlexTraktLink, receiver: AlertReceiver
+) -> None:
+    plex_trakt.trakt.user.limits["watchlist"] = {"item_count": 1}
+    trakt_add(plex_trakt, "Heat")
+    plex_add(plex_trakt, "Arrival")
+    notifier = notifier_for(receiver)
+    await plex_trakt.watchlist(alerts=notifier)
+    plex_trakt.trakt.set_limits(vip=True, limits=VIP_LIMITS)
+    await plex_trakt.watchlist(alerts=notifier)
+    assert receiver.titles()[-1] == "Resolved: watchbridge: Trakt watchlist full (profile me)"
+    assert receiver.messages[-1]["message"] == (
+        "Trakt takes titles for the watchlist of profile me again: the account is Trakt VIP"
+        " now, its limit 5000 titles instead of 1. Those that waited are added from this sync"
+        " on."
     )

@@ -100,7 +100,7 @@ def test_upgrading_to_vip_resumes_with_a_recovery_notice() -> None:
         "watchlist", "me", paused=paused_at(250), limits=VIP, count=250, wanted=3, now=NOW
     )
     assert decision.action == "resume" and decision.may_write and decision.pause is None
-    assert decision.resolved is not None and "250 -> 5000" in decision.resolved
+    assert decision.resolved is not None and "5000 titles instead of 250" in decision.resolved
 
 
 def test_a_raised_limit_that_is_still_too_small_pauses_again_at_the_new_limit() -> None:
@@ -154,19 +154,19 @@ def test_420_headers_are_read_whatever_their_case() -> None:
 
 def test_a_free_accounts_alert_says_to_upgrade_to_vip() -> None:
     alert = paused_at(250).alert_text()
-    assert "upgrade to Trakt VIP at https://trakt.tv/vip" in alert
+    assert "Upgrade to Trakt VIP at https://trakt.tv/vip to have them added" in alert
     assert "even with VIP" not in alert
 
 
 def test_a_vip_accounts_alert_says_the_limit_is_reached_even_with_vip() -> None:
     alert = paused_at(5000, vip=True).alert_text()
-    assert "reached even with VIP (see https://trakt.tv/vip)" in alert
-    assert "upgrade to Trakt VIP" not in alert
+    assert "the most Trakt allows even with VIP. Nothing to do unless Trakt raises" in alert
+    assert "Upgrade to Trakt VIP" not in alert
 
 
 def test_the_alert_names_the_limit_only_when_it_is_known() -> None:
-    assert "at its account limit (250 items):" in paused_at(250).alert_text()
-    assert "at its account limit:" in paused_at(None).alert_text()
+    assert ": it holds 250 titles, the most" in paused_at(250).alert_text()
+    assert ": it holds the most a free Trakt account may hold." in paused_at(None).alert_text()
 
 
 def test_a_stored_pause_without_an_upgrade_url_reads_with_the_default_one() -> None:
@@ -212,14 +212,14 @@ def test_a_vip_change_alone_ends_a_pause() -> None:
     assert decision.action == "resume" and decision.resolved is not None
 
 
-def test_a_pause_from_a_bare_420_ended_by_vip_tells_the_limit_was_unknown() -> None:
+def test_a_pause_from_a_bare_420_ended_by_vip_names_the_new_limit_alone() -> None:
     decision = decide(
         "watchlist", "me", paused=paused_at(None), limits=VIP, count=10, wanted=1, now=NOW
     )
     assert decision.action == "resume"
     assert decision.resolved == (
-        "Trakt watchlist limit of profile me changed (unknown -> 5000): "
-        "syncing the watchlist to Trakt resumes"
+        "Trakt takes titles for the watchlist of profile me again: the account is Trakt VIP"
+        " now, its limit 5000 titles. Those that waited are added from this sync on."
     )
 
 

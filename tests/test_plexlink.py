@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,15 @@ class Link:
 
 @pytest.fixture
 async def link(start_fake: Callable[[FakeServer], FakeServer], store: Store) -> AsyncIterator[Link]:
+    async with plex_trakt_link(start_fake, store) as made:
+        yield made
+
+
+@asynccontextmanager
+async def plex_trakt_link(
+    start_fake: Callable[[FakeServer], FakeServer], store: Store
+) -> AsyncIterator[Link]:
+    """plex.tv's and Trakt's fakes knowing a few titles, and profile me's clients of both."""
     plextv = start_fake(FakePlexTv())
     trakt = start_fake(FakeTrakt())
     assert isinstance(plextv, FakePlexTv) and isinstance(trakt, FakeTrakt)
@@ -389,7 +399,7 @@ async def test_a_limit_raised_while_the_watchlist_is_full_again_sends_no_resolve
     trakt_add(link, "Heat")
     plex_add(link, "Arrival", "Batman Begins")
     await link.watchlist(alerts=notifier)
-    assert receiver.titles() == ["watchbridge: Trakt watchlist of profile me is full"]
+    assert receiver.titles() == ["watchbridge: Trakt watchlist full (profile me)"]
 
     link.trakt.set_limits(limits={"watchlist": {"item_count": 2}})  # Trakt raised it ...
     trakt_add(link, "Arrival")  # ... and the person filled it on Trakt's site meanwhile
@@ -402,7 +412,7 @@ async def test_a_limit_raised_while_the_watchlist_is_full_again_sends_no_resolve
     link.trakt.set_limits(limits={"watchlist": {"item_count": 10}})
     third = await link.watchlist(alerts=notifier)
     assert third.limit is not None and not third.limit.paused and third.limit.resolved
-    assert receiver.titles()[-1] == "Resolved: watchbridge: Trakt watchlist of profile me is full"
+    assert receiver.titles()[-1] == "Resolved: watchbridge: Trakt watchlist full (profile me)"
 
 
 async def test_a_watchlist_404_alerts_at_once_and_recovers(

@@ -393,6 +393,6 @@ async def test_a_full_free_trakt_watchlist_is_told_once_and_the_rest_goes_on(
     # Trakt's titles still reach the other sides; what Trakt cannot take waits there.
     assert house.on_plex() == {"Severance", "Arrival", "Andor"}
     assert house.on_serializd() == {"Severance", "The Bear"}
-    full = [t for t in receiver.titles() if "is full" in t]
-    assert full == ["watchbridge: Trakt watchlist of profile me is full"], receiver.titles()
+    full = [t for t in receiver.titles() if "full" in t]
+    assert full == ["watchbridge: Trakt watchlist full (profile me)"], receiver.titles()
     assert all(r.outcome == "ok" for r in house.results), [r.outcome for r in house.results]

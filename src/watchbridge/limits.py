@@ -99,19 +99,70 @@ class Pause:
         )
 
     def alert_text(self) -> str:
-        """The one alert a pause sends."""
-        size = f" ({self.limit} items)" if self.limit is not None else ""
-        fix = (
-            f"upgrade to Trakt VIP at {self.upgrade_url} to raise the limit"
-            if not self.vip
-            else f"the account's limit is reached even with VIP (see {self.upgrade_url})"
+        """The one alert a pause sends: what waits and what to do, the details after."""
+        unit = _UNITS.get(self.kind, "items")
+        most = "the most Trakt allows even with VIP" if self.vip else _FREE_MOST
+        held = (
+            f"it holds {_count(self.limit, unit)}, {most}"
+            if self.limit is not None
+            else f"it holds {most}"
         )
+        todo = (
+            f"Nothing to do unless Trakt raises its limits ({self.upgrade_url})"
+            if self.vip
+            else f"Upgrade to Trakt VIP at {self.upgrade_url} to have them added"
+        )
+        also = _GO_ON.get(self.kind, "taking items off it goes on")
         return (
-            f"Trakt {self.kind} of profile {self.profile} is at its account limit{size}: "
-            f"syncing the {self.kind} to Trakt is paused for {self.profile}, everything else "
-            f"keeps running. To go on, {fix}; watchbridge tries again by itself once the "
-            "limit changes."
+            f"{_waits(self.kind, self.profile)}: {held}. {todo}; everything else keeps syncing."
+            f"\n\nOnly adding to Trakt's {self.kind} waits: {also}. watchbridge reads the"
+            f" account's limit at each sync and adds the {unit} that waited once it changes;"
+            f" taking {unit} off Trakt's {self.kind} does not end the wait."
         )
+
+
+def full_title(kind: str, profile: str) -> str:
+    """The title of the alert that Trakt's `kind` of `profile` is full."""
+    return f"watchbridge: Trakt {kind} full (profile {profile})"
+
+
+_UNITS = {"watchlist": "titles", "collection": "items"}
+_FREE_MOST = "the most a free Trakt account may hold"
+_GO_ON = {
+    "watchlist": "taking titles off it, and copying it the other way, go on",
+    "collection": "taking items off it goes on",
+}
+
+
+def _waits(kind: str, profile: str) -> str:
+    """What a pause of `kind` holds back, in the household's words."""
+    if kind == "collection":
+        return (
+            "What is added to the Plex libraries is not added to the Trakt collection of"
+            f" profile {profile}"
+        )
+    return f"Titles added to the {kind} of profile {profile} elsewhere are not added to Trakt's"
+
+
+def _count(amount: int, unit: str) -> str:
+    return f"{amount} {unit.removesuffix('s') if amount == 1 else unit}"
+
+
+def resumed_text(kind: str, profile: str, paused: Pause, limits: AccountLimits) -> str:
+    """The "Resolved" of a pause the account's limit changing ended: why, and what now."""
+    unit = _UNITS.get(kind, "items")
+    before, now = paused.limit, limits.limit(kind)
+    said = []
+    if limits.vip != paused.vip:
+        said.append("the account is Trakt VIP now" if limits.vip else "the account is not VIP now")
+    if now is not None and now != before:
+        was = f" instead of {before}" if before is not None else ""
+        said.append(f"its limit {_count(now, unit)}{was}")
+    why = ", ".join(said) or "the account's limit changed"
+    return (
+        f"Trakt takes {unit} for the {kind} of profile {profile} again: {why}. Those that"
+        " waited are added from this sync on."
+    )
 
 
 @dataclass(frozen=True)
@@ -152,11 +203,7 @@ def decide(
     if paused is not None and hit is None:
         if limits is None or not _limit_changed(paused, limits, kind):
             return Decision("stay_paused", paused)
-        resolved = (
-            f"Trakt {kind} limit of profile {profile} changed "
-            f"({_describe(paused.limit)} -> {_describe(limits.limit(kind))}): "
-            f"syncing the {kind} to Trakt resumes"
-        )
+        resolved = resumed_text(kind, profile, paused, limits)
         paused = None
     limit = limits.limit(kind) if limits is not None else None
     if hit is not None:
@@ -194,7 +241,3 @@ def _limit_changed(paused: Pause, limits: AccountLimits, kind: str) -> bool:
     # A bare 420 names no limit: the first limit read afterwards is the one that was hit.
     limit_moved = paused.limit is not None and limits.limit(kind) != paused.limit
     return limit_moved or limits.vip != paused.vip
-
-
-def _describe(limit: int | None) -> str:
-    return "unknown" if limit is None else str(limit)

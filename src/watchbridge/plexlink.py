@@ -594,7 +594,7 @@ class Room(Generic[T]):
             save_pause(store, profile, kind, decision.pause, now)
             key = f"trakt:{profile}:{kind}"
             if alerts is not None and decision.alert:
-                title = f"watchbridge: Trakt {kind} of profile {profile} is full"
+                title = limits.full_title(kind, profile)
                 await alerts.notify(ALERT_KIND, title, decision.alert, key)
             if alerts is not None and decision.resolved:
                 await alerts.resolve(ALERT_KIND, decision.resolved, key)
