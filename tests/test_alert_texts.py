@@ -16,8 +16,9 @@ from tests.fakes.anilist import FakeAniList
 from tests.fakes.anime_datasets import FakeDatasets
 from tests.fakes.base import FakeServer
 from tests.fakes.receiver import AlertReceiver, FakeClock
+from tests.fakes.serializd import FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, VIP_LIMITS, FakeTrakt
-from tests.harness import AppThread
+from tests.harness import AppThread, until
 from tests.ingest_samples import sample_bytes
 from tests.test_anilist_client import fixture
 from tests.test_app import CrashesForDays, jellyfin_config, wait_until
@@ -44,6 +45,15 @@ from tests.test_delivery import (
 )
 from tests.test_plexlink import Link as PlexTraktLink
 from tests.test_plexlink import collect, plex_add, plex_trakt_link, trakt_add
+from tests.test_scheduler import (
+    a_trakt_play_an_hour_ago,
+    link_fakes,
+    scheduled,
+    until_a_removal_is_held,
+)
+from tests.test_scheduler import (
+    runtime_for as scheduled_runtime_for,
+)
 from tests.test_storage_faults import LOCKED_TITLE, hold_the_lock, post, quick_lock_runtime
 from watchbridge import storagewatch, webhooks
 from watchbridge.alerts import Notifier
@@ -592,3 +602,56 @@ async def test_a_full_trakt_watchlist_made_room_for_says_why_and_that_what_waite
         " now, its limit 5000 titles instead of 1. Those that waited are added from this sync"
         " on."
     )
+
+
+LinkFakes = tuple[FakeTrakt, FakeSerializd, AlertReceiver]
+
+
+@pytest.fixture
+def ts_fakes(start_fake: Callable[[FakeServer], FakeServer]) -> LinkFakes:
+    """Trakt, Serializd and the receiver for the scheduler's link ts (test_scheduler's)."""
+    return link_fakes(start_fake)
+
+
+async def test_a_link_waiting_for_review_says_what_it_does_not_copy_until_you_review(
+    tmp_path: Path, ts_fakes: LinkFakes
+) -> None:
+    trakt, serializd, receiver = ts_fakes
+    runtime = scheduled_runtime_for(tmp_path, trakt, serializd, receiver, 3600, "dry-run")
+    async with scheduled(runtime):
+        await until(lambda: bool(receiver.messages))
+    (alert,) = receiver.messages
+    assert alert["title"] == "watchbridge: link ts waits for your review"
+    lead, details = alert["message"].split("\n\n")
+    assert lead == (
+        "Link ts copies nothing between Trakt and Serializd for profile me until you review"
+        " what it would write: see it with `watchbridge sync --link ts --dry-run`, then run"
+        " `watchbridge sync --link ts --yes`."
+    )
+    assert details == (
+        "This is the first sync of links.ts: review the plan (`watchbridge sync --link ts"
+        " --dry-run`), then run `watchbridge sync --link ts --yes` (or set links.ts.first_run:"
+        " apply)."
+    )
+
+
+async def test_held_removals_say_nothing_is_removed_and_when_to_confirm_before_the_list(
+    tmp_path: Path, ts_fakes: LinkFakes
+) -> None:
+    trakt, serializd, receiver = ts_fakes
+    a_trakt_play_an_hour_ago(trakt)
+    runtime = scheduled_runtime_for(tmp_path, trakt, serializd, receiver, interval=0.2)
+    async with scheduled(runtime, deliver=True):
+        await until_a_removal_is_held(trakt, serializd, receiver)
+    alert = next(m for m in receiver.messages if "holds removals" in m["title"])
+    assert alert["title"] == "watchbridge: link ts holds removals"
+    lead, details = alert["message"].split("\n\n")
+    assert lead == (
+        "Link ts holds back removals it would copy from one side to the other: so many at once"
+        " may mean a side only reads empty. Nothing is removed until you confirm. If you"
+        " removed them yourself, run `watchbridge sync --link ts --confirm-removals`; if not,"
+        " there is nothing to do: they stay, and this ends by itself once that side reads them"
+        " again."
+    )
+    assert details.startswith("me: 1 of 2 plays on serializd would be removed")
+    assert details.endswith("and confirming would remove them for good.")

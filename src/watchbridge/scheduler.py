@@ -33,6 +33,7 @@ from watchbridge.sync import (
     report_held,
     report_run,
     report_waiting,
+    review_alert_text,
     review_wait,
     run_link,
     syncable,
@@ -152,7 +153,9 @@ class SyncScheduler:
                     runtime.notifier.notify(
                         "sync_failing",
                         f"watchbridge: link {name} waits for your review",
-                        exc.message,
+                        review_alert_text(
+                            name, runtime.config.links[name].services, exc.waiting, exc.message
+                        ),
                         key=f"{name}:review",
                     ),
                     report_held(runtime.notifier, name, exc.held, not exc.held_unread),

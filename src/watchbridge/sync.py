@@ -40,7 +40,7 @@ from watchbridge.causes import (
     told_elsewhere,
     with_causes,
 )
-from watchbridge.config import Config, Link, link_profiles, services_titled
+from watchbridge.config import Config, Link, link_profiles, service_title, services_titled
 from watchbridge.errors import Waits, WatchbridgeError, naming_profile
 from watchbridge.guard import BEFORE_CONFIRMING, for_link
 from watchbridge.ids import webhook_ref
@@ -1944,10 +1944,40 @@ async def report_held(alerts: Alerts, name: str, held: Sequence[str], resolve: b
     key = f"{name}:removals"
     if held:
         title = f"watchbridge: link {name} holds removals"
-        body = "\n".join([*held, BEFORE_CONFIRMING])
-        await alerts.notify("sync_failing", title, body, key=key)
+        await alerts.notify("sync_failing", title, held_alert_text(name, held), key=key)
     elif resolve:
         await alerts.resolve("sync_failing", f"link {name} holds no removals any more", key=key)
+
+
+def held_alert_text(name: str, held: Sequence[str]) -> str:
+    """The text of link `name`'s alert of removals it holds (`held`): what it means and what to
+    do first, as a phone shows the first lines, then each one held."""
+    lead = (
+        f"Link {name} holds back removals it would copy from one side to the other: so many at"
+        " once may mean a side only reads empty. Nothing is removed until you confirm. If you"
+        f" removed them yourself, run `watchbridge sync --link {name} --confirm-removals`; if"
+        " not, there is nothing to do: they stay, and this ends by itself once that side reads"
+        " them again."
+    )
+    return "\n\n".join([lead, "\n".join([*held, BEFORE_CONFIRMING])])
+
+
+def review_alert_text(
+    name: str, services: Sequence[str], waiting: Collection[str], message: str
+) -> str:
+    """The text of link `name`'s alert that `waiting` profiles wait for a review (`message`:
+    what the run said of it, `review_message`'s): what is not copied meanwhile and the
+    commands first, then why."""
+    between = " and ".join(service_title(service) for service in services)
+    whom = " and ".join(sorted(waiting))
+    whom = f"profile{'s' if len(waiting) > 1 else ''} {whom}"
+    lead = (
+        f"Link {name} copies nothing between {between} for {whom} until you review what it"
+        f" would write: see it with `watchbridge sync --link {name} --dry-run`, then run"
+        f" `watchbridge sync --link {name} --yes`."
+    )
+    why = message[:1].upper() + message[1:]
+    return f"{lead}\n\n{why}{'' if why.endswith('.') else '.'}"
 
 
 def counted_with(counts: Mapping[str, int], more: Mapping[str, int]) -> dict[str, int]:
