@@ -270,8 +270,9 @@ async def test_a_connection_dropped_after_the_add_lands_makes_one_entry_and_the_
 
 
 @pytest.mark.parametrize("storage_settings", [", busy_timeout: 0.5"], ids=["busy_timeout=0.5"])
+@pytest.mark.parametrize("held", [1.9, 2.5], ids=["let-go-before-the-note", "held-past-the-note"])
 async def test_a_fence_check_meeting_a_locked_database_leaves_the_diary_add_unmarked(
-    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock, held: float
 ) -> None:
     # A play's diary add is answered 503 a minute after the claim (the check of the claim is
     # due); just then another process (a `watchbridge sync`, a backup) takes the database's
@@ -283,8 +284,10 @@ async def test_a_fence_check_meeting_a_locked_database_leaves_the_diary_add_unma
     old_history(fake, 100)  # 5 pages
     enqueue(runtime, "play", episode(4), clock() - 3600)
     busy = float(runtime.config.storage.busy_timeout)
-    # Let go once the check gave up, before the target's note that nothing went gives up too.
-    other = AnotherProcessLocking(runtime.config.storage.path, busy * 1.9)
+    # Let go once the check gave up: before the target's note that nothing went gives up too
+    # (1.9), or after it did and before the batch's record gives up (2.5: that record, a plain
+    # wait for the row, takes the mark back).
+    other = AnotherProcessLocking(runtime.config.storage.path, busy * held)
 
     def a_minute_later_the_database_is_locked(request: FakeRequest) -> bool:
         clock.advance(FENCE_FRESH + 1)

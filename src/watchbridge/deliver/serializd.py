@@ -86,7 +86,7 @@ from watchbridge.services.serializd import (
     NAME as SERVICE_NAME,
 )
 from watchbridge.sides import holds_logged_stars
-from watchbridge.store import PLACED, UNKNOWN_OUTCOME, OutboxItem, Store
+from watchbridge.store import PLACED, UNKNOWN_OUTCOME, OutboxItem, Store, locked_by_another
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +228,15 @@ class AddUncertain(Exception):
         self.cause = cause
 
 
+class AddRefused(Exception):
+    """A diary add refused before it was written (`cause`: a 429, a try the delivery's check
+    kept from going, a sign-in refused): its row's outcome is a plain wait (see `_add`)."""
+
+    def __init__(self, cause: Unavailable | SerializdAuthError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
 @dataclass(frozen=True)
 class Tick:
     """A play whose diary part is done (or not needed) and whose episode still needs its
@@ -349,6 +358,15 @@ class SerializdTarget:
                 if isinstance(cause, Unavailable):
                     self._rest_wait(rows, outcomes, cause)
                     raise cause from None
+            except AddRefused as exc:
+                # Nothing went: the row waits unmarked (unless claimed marked), also when the
+                # database stayed locked past the note taking `_add`'s mark back. The batch's
+                # record of this outcome takes it back then (per_profile's would keep it).
+                cause = exc.cause
+                outcomes[row.id] = self._hold_for(cause)
+                if isinstance(cause, Unavailable):
+                    self._rest_wait(rows, outcomes, cause)
+                raise cause from None
             except Unavailable as exc:  # this row's own outcome: per_profile's (its marks)
                 self._rest_wait([other for other in rows if other is not row], outcomes, exc)
                 raise
@@ -446,7 +464,7 @@ class SerializdTarget:
             return Retry(exc.message, after=UNMATCHED_RETRY)
         except DiaryUnread as exc:
             return exc.hold
-        except (SerializdAuthError, Unavailable, AddUncertain):
+        except (SerializdAuthError, Unavailable, AddUncertain, AddRefused):
             raise
         except SerializdError as exc:
             return Retry(exc.message)
@@ -1007,7 +1025,8 @@ class SerializdTarget:
         into: tuple[str, str],
     ) -> int | None:
         """Add a diary entry (a play when `rating` is None) and write it to the ledger
-        `into` (collection, key) as one step: a failure anywhere in it raises AddUncertain.
+        `into` (collection, key) as one step: a failure anywhere in it raises AddUncertain,
+        a refusal that proves nothing was written (but an item's) AddRefused.
         """
         # If we crash before the ledger has this entry, the row comes back marked like this
         # and the diary is read before the entry is sent again. A rating keeps the item as
@@ -1036,14 +1055,16 @@ class SerializdTarget:
             # claims taken back): nothing was written, so the next send goes without a look.
             if refused_unread(exc):
                 await self._not_sent(row)
-                raise
+                raise AddRefused(exc) from exc
             # Past the inline retries: a dropped connection or a gateway error may hide an
             # entry that landed. A 4xx answer (other errors) proves nothing was written.
             raise AddUncertain(exc) from exc
-        except SerializdError:
+        except SerializdError as exc:
             # Answered with a refusal (a sign-in refused, an unknown show): nothing was
             # written, so the row is not marked as maybe logged (unless an earlier send was).
             await self._not_sent(row)
+            if isinstance(exc, SerializdAuthError):
+                raise AddRefused(exc) from exc
             raise
         self._note_ours(ledger.profile, added=review)
         collection, key = into
@@ -1065,9 +1086,17 @@ class SerializdTarget:
 
     async def _not_sent(self, row: OutboxItem) -> None:
         """Take back the mark `_add` put on `row` before a send that wrote nothing; one
-        marked before this attempt stays marked (an earlier send may have landed)."""
-        if not row.may_have_landed:
+        marked before this attempt stays marked (an earlier send may have landed). With the
+        database locked by another process past storage.busy_timeout, the row's outcome (a
+        plain one: `AddRefused`, or the refusal's Retry) takes the mark back when the batch's
+        outcomes are written: a mark left would read the whole diary before the next try."""
+        if row.may_have_landed:
+            return
+        try:
             await asyncio.to_thread(self.store.note, [row], row.last_error or "", self.clock())
+        except Exception as exc:
+            if not locked_by_another(exc):
+                raise
 
     async def _rated_row(self, profile: str, review: int, key: str) -> None:
         """Remember a rating row as ours for good: the reader dates every copy of ours by what
