@@ -30,6 +30,7 @@ from tests.test_delivery import (
     worker_for,
 )
 from watchbridge.app import Runtime
+from watchbridge.deadletters import retry_dead_letters
 from watchbridge.model import MediaRef
 from watchbridge.store import CRASHES_ALONE
 from watchbridge.wiring import build_runtime
@@ -160,6 +161,41 @@ async def test_a_play_that_takes_the_service_down_each_time_dies_alone(
     gave_up = [m for m in receiver.messages if "gave up" in str(m.get("title"))]
     assert len(gave_up) == 1
     assert "each time it was sent alone" in str(gave_up[0].get("message"))
+
+
+async def test_a_dead_letter_retried_counts_its_crashes_afresh(
+    runtime: Runtime, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # A play took the service down at each of its tries and died of it; `watchbridge
+    # deadletters retry` (or the status page's button) queues it again. Trakt then refuses it
+    # twice (a 422), and its last try is cut short by one kill: its dead letter tells of that
+    # one kill, not of a service going down each time it was sent alone (6 times in all).
+    trakt.advance(clock() - trakt.now())
+    films = movies(trakt, 3)
+    poison = films[1]
+    runtime.store.enqueue(
+        [_late_play(f, clock() - 86400 + n * 60, f"p{n}") for n, f in enumerate(films)], clock()
+    )
+    hangs = Hangs(trakt)
+    hangs.next(10**6, lands=False, when=lambda req: names(req, poison))
+    while await hangs.one_life(runtime, clock):
+        pass
+    (dead,) = runtime.store.dead_letters()
+    assert "each time it was sent alone" in (dead.last_error or "")
+    trakt.clear_knobs()
+    assert retry_dead_letters(runtime.config, runtime.store, [dead.id], clock()).queued == 1
+    (row,) = runtime.store._query("SELECT * FROM outbox WHERE id = ?", (dead.id,))
+    assert (row["status"], row["attempts"], row["crashes"]) == ("pending", 0, 0)
+
+    trakt.fail_next(2, 422, route="POST /sync/history", when=lambda req: names(req, poison))
+    hangs.next(1, lands=False, when=lambda req: names(req, poison))
+    assert await hangs.one_life(runtime, clock)  # refused twice, then killed at its last try
+    assert not await hangs.one_life(runtime, clock)  # given up untried
+    (dead,) = runtime.store.dead_letters()
+    told = dead.last_error or ""
+    assert "each time it was sent alone" not in told
+    assert "the last time alone (once in all" in told
+    assert dead.crashes == 1
 
 
 # The worker's look, as it records a batch, at which of its rows it still holds.

@@ -3854,8 +3854,9 @@ class Store:
     def retry_dead(
         self, item_ids: Sequence[int] | None, now: float, *, by_itself: bool = False
     ) -> Retried:
-        """Put dead rows (all when `item_ids` is None) back in the queue with fresh attempts
-        (and a fresh delivery.max_age);
+        """Put dead rows (all when `item_ids` is None) back in the queue with fresh attempts,
+        fresh crashes (a later dead letter tells of the kills of its tries since, not before:
+        CRASHES_ALONE) and a fresh delivery.max_age;
         a rating a newer one of its item followed is settled as superseded instead (left by
         versions that let such rows die). `by_itself`: queued again once after the service's
         own failure (ONCE_MORE_SPENT: a death after it is final); by the user, a row starts
@@ -3880,8 +3881,9 @@ class Store:
             # Its reason says what was done (the status shows it until the row is tried), not
             # why it gave up; a row whose send may have landed keeps that mark in front.
             queued = conn.execute(
-                "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = ?,"
-                " updated_at = ?, failing_since = NULL, told_at = NULL, held = NULL,"
+                "UPDATE outbox SET status = 'pending', attempts = 0, crashes = 0,"
+                " next_attempt_at = ?, updated_at = ?, failing_since = NULL, told_at = NULL,"
+                " held = NULL,"
                 f" once_more = ?, last_error = CASE WHEN {_MARKED} THEN ? ELSE ? END"
                 f" WHERE {where}",
                 (now, now, once_more, f"{UNKNOWN_OUTCOME}: {reason}", reason, *params),

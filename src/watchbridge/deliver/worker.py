@@ -896,9 +896,10 @@ def _gave_up_interrupted(item: OutboxItem) -> Dead:
         why = "watchbridge went down each time it was sent alone"
     else:
         why = "watchbridge went down as it was being sent, the last time alone"
+    times = "once" if item.crashes == 1 else f"{item.crashes} times"
     last = (
-        f"{why} ({item.crashes} times in all: killed or crashed, out of memory?), so it may be"
-        " what takes the service down; the last cut short by the process stopping"
+        f"{why} ({times} in all: killed or crashed, out of memory?), so it may be what takes"
+        " the service down; the last cut short by the process stopping"
     )
     if item.may_have_landed:
         last = f"{UNKNOWN_OUTCOME}: {last}"
