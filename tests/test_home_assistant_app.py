@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import logging
 import time
 from pathlib import Path
 
@@ -71,7 +72,10 @@ def test_the_apps_page_says_where_commands_are_told_and_names_alert_urls_as_the_
         shown = httpx.get(f"{service.url}/").text
     finally:
         service.terminate()
-    assert f"<p>{HELP_ON_PAGE}</p>" in shown
+    # The webhook secret is the option the user typed: no command to run, so no line on
+    # running one (an own YAML's page below names one).
+    assert "it is the app's <code>webhook_secret</code> option" in shown
+    assert "webhook-urls" not in shown and HELP_ON_PAGE not in shown
     assert "Alerts are not sent to alert_urls entry 3: not an Apprise URL" in shown
     assert "fix it in the app's Configuration tab and restart the app." in shown
     assert "alerts.urls[" not in shown
@@ -128,3 +132,60 @@ def test_outside_home_assistant_alerts_are_as_before(
     dead, other = alert_text(tmp_path, receiver, None)
     assert RETRY_ALL in dead.splitlines()[0] and COMMANDS_HELP not in dead
     assert other == "nothing to run"
+
+
+WRONG_SECRET = {"event": "start", "user": "1", "item": {"type": "movie", "ids": {"imdb": "tt1"}}}
+
+
+def refused_for_a_wrong_secret(tmp_path: Path, app: HomeAssistantApp | None) -> list[str]:
+    """The webhook's answer, then what the page, /api/status and the log say to do, after a
+    webhook posted with a wrong secret."""
+    from watchbridge import webhooks
+
+    path = write_config(tmp_path)
+    secret = "server:\n  webhook_secret: the-right-secret-0123456789\n"
+    path.write_text(path.read_text().replace("server:\n", secret, 1), encoding="utf-8")
+    runtime = build_runtime(load_config(path, {}), home_assistant=app)
+    told: list[str] = []
+    handler = _Collect(told)
+    webhooks.log.addHandler(handler)
+    try:
+        with AppThread(create_app(runtime, extra_routes=[*webhooks.ROUTES, *ROUTES])) as served:
+            answer = httpx.post(f"{served.url}/webhooks/generic/wrong-secret", json=WRONG_SECRET)
+            shown = html.unescape(httpx.get(f"{served.url}/").text)
+            api = httpx.get(f"{served.url}/api/status").json()["refused_webhooks"][0]
+    finally:
+        webhooks.log.removeHandler(handler)
+    return [answer.json()["error"], shown, f"{api['reason']} {api['fix']}", " ".join(told)]
+
+
+class _Collect(logging.Handler):
+    def __init__(self, told: list[str]) -> None:
+        super().__init__()
+        self.told = told
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.told.append(f"{record.getMessage()} {getattr(record, 'reason', '')}")
+        self.told.append(str(getattr(record, "fix", "")))
+
+
+def test_the_apps_wrong_secret_says_the_webhook_secret_option_not_a_terminal_command(
+    tmp_path: Path,
+) -> None:
+    # The app's user has no terminal: the secret is the webhook_secret option they typed.
+    app = app_from_environment(entrypoint_env(tmp_path, OPTIONS))
+    for said in refused_for_a_wrong_secret(tmp_path, app):
+        assert "webhook-urls" not in said
+        assert "webhook_secret option" in said
+
+
+def test_with_its_own_yaml_the_apps_wrong_secret_names_the_yamls_key_too(tmp_path: Path) -> None:
+    app = app_from_environment(entrypoint_env(tmp_path, {"config_file": "mine.yaml"}))
+    answer, shown, api, told = refused_for_a_wrong_secret(tmp_path, app)
+    assert "webhook-urls" not in answer + shown + api + told
+    assert "server.webhook_secret" in api and "server.webhook_secret" in told
+
+
+def test_outside_home_assistant_a_wrong_secret_names_webhook_urls(tmp_path: Path) -> None:
+    for said in refused_for_a_wrong_secret(tmp_path, None):
+        assert "watchbridge webhook-urls" in said

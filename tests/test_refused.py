@@ -35,7 +35,7 @@ def test_each_kind_keeps_its_count_its_last_time_and_its_last_reason() -> None:
         20.0,
     )
     assert latest.reason == "jellyfin payload has no NotificationType"
-    assert latest.fix == REFUSALS["malformed"]
+    assert latest.fix(None) == REFUSALS["malformed"]
     assert (earlier.source, earlier.outcome, earlier.webhooks) == ("plex", "too_large", 1)
 
 

@@ -1155,7 +1155,7 @@ async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
                 "webhooks": r.webhooks,
                 "last_at": r.last_at,
                 "reason": r.reason,
-                "fix": r.fix,
+                "fix": r.fix(runtime.home_assistant),
                 "taken_again_at": r.taken_at if r.over(now) else None,
                 "warning": r.warning(now),  # the plays refused stay lost, even once over
             }

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from watchbridge.config import service_title
+from watchbridge.homeassistant import HomeAssistantApp
 from watchbridge.zone import local_time
 
 # What to tell a human about each kind of refusal.
@@ -30,6 +31,27 @@ REFUSALS = {
     " storage.busy_timeout: close it; /readyz says when the database takes writes again.",
     "internal_error": "This is a bug: the watchbridge log has the details; please report it.",
 }
+# The Home Assistant app's user has no terminal for `webhook-urls`: the secret is the one they
+# typed in the options form (or their own YAML, whose documented file takes that option).
+_APP_URL = (
+    "in the webhook URL again (http://<ha-host>:8765/webhooks/SOURCE/SECRET, the app's "
+    "Documentation tab, Webhooks; left empty, the app made one up: set it)."
+)
+APP_UNAUTHORIZED = {
+    True: f"Put the app's webhook_secret option (its Configuration tab) {_APP_URL}",
+    False: "Put your YAML's server.webhook_secret (the app's webhook_secret option where it "
+    f"reads ${{WATCHBRIDGE_WEBHOOK_SECRET}}) {_APP_URL}",
+}
+
+
+def refusal_fix(outcome: str, app: HomeAssistantApp | None) -> str:
+    """What to do about a refusal of this kind (a key of REFUSALS), in the app's words when
+    running as the Home Assistant app."""
+    if outcome == "unauthorized" and app is not None:
+        return APP_UNAUTHORIZED[app.options_form]
+    return REFUSALS[outcome]
+
+
 LOG_EVERY = 600.0
 # A source's refusals are over once one of its webhooks was taken after them and this long has
 # passed without another: with two servers of one source, one may still be refused.
@@ -96,9 +118,8 @@ class Refusal:
     logged_webhooks: int = 0  # `webhooks` when the log last told of it
     taken_at: float | None = None  # when a webhook of this source was last accepted after it
 
-    @property
-    def fix(self) -> str:
-        return REFUSALS[self.outcome]
+    def fix(self, app: HomeAssistantApp | None) -> str:
+        return refusal_fix(self.outcome, app)
 
     def warning(self, now: float) -> str:
         """What its refused webhooks cost (`lost` while it goes on, `lost_earlier` once over)."""

@@ -369,11 +369,12 @@ def render(state: PageState, now: float) -> str:
         + "<p>Post to <code>/webhooks/SOURCE/SECRET</code> on port "
         + str(state.config.server.webhook_port or state.config.server.port)
         + f" (sources: {', '.join(SOURCES)}). The secret is not shown here: "
-        "<code>watchbridge webhook-urls</code> prints the full URLs.</p>"
+        + _where_the_secret_is(state.home_assistant)
+        + ".</p>"
         + _last_webhooks(state.last_webhooks, now)
         + (f'<p class="bad">{_e(state.downtime)}</p>' if state.downtime else "")
         + "".join(_doubling(d) for d in state.doublings)
-        + _refused(state.refused, now)
+        + _refused(state.refused, now, state.home_assistant)
         + _renamed(state.renamed, now)
         + _new_ids(state.new_ids, now)
         + _unmapped(state.unmapped, now),
@@ -787,7 +788,16 @@ def _doubling(doubling: Doubling) -> str:
     return f"<p{marked}>{_e(doubling.message)}: {_e(doubling.fix)}.</p>"
 
 
-def _refused(refused: Sequence[Refusal], now: float) -> str:
+def _where_the_secret_is(app: HomeAssistantApp | None) -> str:
+    """Where the user finds the webhook secret: the app's user may have no terminal."""
+    if app is None:
+        return "<code>watchbridge webhook-urls</code> prints the full URLs"
+    if app.options_form:
+        return "it is the app's <code>webhook_secret</code> option (its Configuration tab)"
+    return "it is your YAML's <code>server.webhook_secret</code>"
+
+
+def _refused(refused: Sequence[Refusal], now: float, app: HomeAssistantApp | None) -> str:
     going_on = [r for r in refused if not r.over(now)]
     over = [r for r in refused if r.over(now)]
     page = ""
@@ -799,7 +809,7 @@ def _refused(refused: Sequence[Refusal], now: float) -> str:
                 str(r.webhooks),
                 _age(r.last_at, now),
                 _e(r.reason),
-                _e(f"{r.fix} {sentence(r.warning(now))}"),
+                _e(f"{r.fix(app)} {sentence(r.warning(now))}"),
             )
             for r in going_on
         ]

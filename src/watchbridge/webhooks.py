@@ -44,6 +44,7 @@ from watchbridge.config import (
     targets_for,
 )
 from watchbridge.errors import StoreError
+from watchbridge.homeassistant import HomeAssistantApp
 from watchbridge.ingest import generic, parse
 from watchbridge.ingest.body import payload_head
 from watchbridge.logs import Repeating
@@ -62,7 +63,15 @@ from watchbridge.playback import (
 )
 from watchbridge.readers.plex import found_by_name
 from watchbridge.redaction import clipped
-from watchbridge.refused import LOG_EVERY, OVER_AFTER, REFUSALS, lost, lost_earlier, sentence
+from watchbridge.refused import (
+    LOG_EVERY,
+    OVER_AFTER,
+    REFUSALS,
+    lost,
+    lost_earlier,
+    refusal_fix,
+    sentence,
+)
 from watchbridge.senders import Doubling, Viewing
 from watchbridge.storagefault import STORAGE_ALERT, StorageFault
 from watchbridge.store import AccountLearnt, IngestJob, NewOutboxRow, ordering_key
@@ -398,24 +407,30 @@ def secret_ok(supplied: str | bytes | None, expected: str) -> bool:
 QUERY_SECRET_NAMES = frozenset({"secret", "token"})
 
 
-def _unauthorized_reason(query: bytes, source: str, sent: bool) -> str:
+def _unauthorized_reason(
+    query: bytes, source: str, sent: bool, app: HomeAssistantApp | None = None
+) -> str:
     """Why a webhook's secret was refused (`sent`: one came in the path or the header): where
     the secret goes when it came as a query parameter (never its value: media servers log
-    answers), and where Tautulli takes it from when it sent none."""
+    answers), and where Tautulli takes it from when it sent none; as the Home Assistant
+    `app`, where its user set the secret (no terminal to run `webhook-urls` in)."""
+    see = "see `watchbridge webhook-urls`"
+    if app is not None:
+        see = "the app's webhook_secret option" if app.options_form else "server.webhook_secret"
     names = {name.casefold() for name, _ in parse_qsl(query.decode("latin-1"), True)}
     if names & QUERY_SECRET_NAMES:
         return (
             "the webhook secret goes in the URL's path (/webhooks/SOURCE/SECRET) or an "
-            "X-Webhook-Secret header, not in a query parameter (see `watchbridge webhook-urls`)"
+            f"X-Webhook-Secret header, not in a query parameter ({see})"
         )
     if source == "tautulli" and not sent:
         # Each trigger has its own JSON Headers box, empty until filled in.
         return (
             "no webhook secret: Tautulli sends the X-Webhook-Secret header from each trigger's "
             "own JSON Headers box; fill in the boxes of every ticked trigger (docs/webhooks.md) "
-            "or put the secret in the URL's path (see `watchbridge webhook-urls`)"
+            f"or put the secret in the URL's path ({see})"
         )
-    return "missing or wrong webhook secret (see `watchbridge webhook-urls`)"
+    return f"missing or wrong webhook secret ({see})"
 
 
 # --------------------------------------------------------------------------- route
@@ -588,7 +603,8 @@ def _refused(
     # Not runtime.clock: the internal-error path must survive its bugs.
     untold = runtime.refused.saw(source, outcome, status, reason, time.time())
     if untold is not None:
-        extra = {"source": source, "status": status, "reason": reason, "fix": REFUSALS[outcome]}
+        fix = refusal_fix(outcome, runtime.home_assistant)
+        extra = {"source": source, "status": status, "reason": reason, "fix": fix}
         if untold:
             extra["more_refused_since_last_line"] = untold
         log.warning("webhook refused", extra=extra)
@@ -622,7 +638,8 @@ def _alert_refused(runtime: Runtime, source: str, outcome: str, reason: str) -> 
     """Raise a `webhook_rejects` alert (throttled per source and outcome) after answering."""
     name = service_title(source)
     title = f"watchbridge is refusing {name} webhooks"
-    body = f"A {name} webhook was refused: {reason}. {REFUSALS[outcome]} {sentence(lost(source))}"
+    fix = refusal_fix(outcome, runtime.home_assistant)
+    body = f"A {name} webhook was refused: {reason}. {fix} {sentence(lost(source))}"
     key = f"{source}:{outcome}"
     _refused_at[key] = time.monotonic()  # not runtime.clock: this path must survive its bugs
     _after_answering(runtime.notifier.notify("webhook_rejects", title, body, key=key))
@@ -775,7 +792,8 @@ async def _webhook(
     # A space or line break pasted with the URL arrives decoded (`%20`): no secret has one
     # around it (the config refuses that), so it is the paste's, as in the header.
     if not secret_ok((secret or "").strip() or header_secret, runtime.webhook_secret):
-        reason = _unauthorized_reason(scope["query_string"], source, bool(secret or header_secret))
+        sent = bool(secret or header_secret)
+        reason = _unauthorized_reason(scope["query_string"], source, sent, runtime.home_assistant)
         await _answer(runtime, send, source, "unauthorized", 401, started, error=reason)
         return
     limit = runtime.config.server.max_webhook_bytes
