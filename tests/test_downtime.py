@@ -52,6 +52,17 @@ def test_sources_a_link_reads_back_are_not_named() -> None:
     assert unread_sources(config, seen) == ["jellyfin"]
 
 
+def test_jellyfin_caught_up_with_its_api_key_is_not_named() -> None:
+    seen = {"jellyfin", "emby"}
+    servers = "services: {jellyfin: {url: 'http://jf:8096', api_key: k}, emby: {url: 'http://e'}, "
+    with_key = JELLYFIN_AND_PLEX.replace("services: {", servers, 1)
+    config = parse_config(with_key, Path("watchbridge.yaml"), {})
+    assert unread_sources(config, seen) == ["emby"]  # no API key: not read
+    off = with_key.replace("api_key: k", "api_key: k, catch_up: false")
+    config = parse_config(off, Path("watchbridge.yaml"), {})
+    assert unread_sources(config, seen) == ["emby", "jellyfin"]
+
+
 def test_a_restart_for_an_update_is_not_worth_a_word() -> None:
     assert downtime_notice(1000.0, 1060.0, ["jellyfin"]) is None
     assert downtime_notice(None, 1060.0, ["jellyfin"]) is None  # a first start

@@ -190,12 +190,16 @@ class PlexConfig:
 class JellyfinConfig:
     url: str = field(metadata=expects("your Jellyfin server's address, e.g. http://jellyfin:8096"))
     api_key: Secret | None = None
+    # Read the mapped accounts' played items to copy the plays its webhooks missed (catchup.py).
+    catch_up: bool = True
 
 
 @dataclass(frozen=True)
 class EmbyConfig:
     url: str = field(metadata=expects("your Emby server's address, e.g. http://emby:8096"))
     api_key: Secret | None = None
+    # Read the mapped accounts' played items to copy the plays its webhooks missed (catchup.py).
+    catch_up: bool = True
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,10 @@
 """Plays finished while watchbridge was not running.
 
-Media servers send each webhook once and never again, and no link reads Jellyfin, Emby, a
-generic sender or (without a Plex link) Plex: what they played while watchbridge was down
-reached no service. The service notes that it is alive every ALIVE_EVERY (and as it stops);
-the next start says how long it was away and what to do, in the log, on the status page and
-in a `downtime` alert.
+Media servers send each webhook once and never again, and no link reads a generic sender or
+(without a Plex link) Plex, nor is Jellyfin or Emby caught up without an API key (catchup.py):
+what they played while watchbridge was down reached no service. The service notes that it is
+alive every ALIVE_EVERY (and as it stops); the next start says how long it was away and what
+to do, in the log, on the status page and in a `downtime` alert.
 Pure, but for the caller's reading of the note.
 """
 
@@ -28,9 +28,21 @@ RESTORED_TITLE = "watchbridge started on a backup copy put back: nothing is sent
 
 def unread_sources(config: Config, seen: set[str]) -> list[str]:
     """The webhook sources that sent something lately (`seen`) whose missed plays no link
-    reads back."""
+    reads back, nor the catch-up (catchup.py: Jellyfin and Emby with an API key)."""
     linked = {service for link in config.links.values() for service in link.services}
-    return sorted(s for s in seen if READ_BY_LINKS.get(s) not in linked)
+    caught_up = {s for s in ("jellyfin", "emby") if _caught_up(config, s)}
+    return sorted(s for s in seen if READ_BY_LINKS.get(s) not in linked and s not in caught_up)
+
+
+def _caught_up(config: Config, server: str) -> bool:
+    settings = getattr(config.services, server)
+    return (
+        settings is not None
+        and settings.catch_up
+        and bool(settings.url)
+        and settings.api_key is not None
+        and bool(settings.api_key.reveal())
+    )
 
 
 @dataclass(frozen=True)

@@ -235,6 +235,9 @@ _MIRROR_UPSERT = (
 REPLACE_PART = 1_000
 # SQL: the server a stored webhook event names ("" none: Tautulli's templates, generic).
 _EVENT_SERVER = "COALESCE(json_extract(payload, '$.server'), '')"
+# The `source` of the events a catch-up records (catchup.py): plays no webhook brought, so no
+# sign that a source or server sends webhooks (`last_webhooks`, `recent_sources`).
+CAUGHT_UP = "caught_up"
 # SQL, before a FROM of (source, server, at) rows grouped by source and server: each with `n`,
 # its rank among its source's servers, the most recently seen first (lastwebhooks.SERVERS_KEPT).
 _LATEST_SERVERS = (
@@ -2928,9 +2931,9 @@ class Store:
             conn.execute(
                 "INSERT INTO webhooks_last_seen (source, server, at)"
                 f" SELECT source, {_EVENT_SERVER}, MAX(received_at) FROM events"
-                " WHERE received_at < ? GROUP BY 1, 2"
+                " WHERE received_at < ? AND source <> ? GROUP BY 1, 2"
                 " ON CONFLICT (source, server) DO UPDATE SET at = MAX(at, excluded.at)",
-                (now - keep_done,),
+                (now - keep_done, CAUGHT_UP),
             )
             webhook_servers = conn.execute(
                 "DELETE FROM webhooks_last_seen WHERE (source, server) IN (SELECT source, server"
@@ -4532,13 +4535,14 @@ class Store:
         prune kept (one query)."""
         marks = ", ".join("?" for _ in sources)
         where = f" WHERE source IN ({marks})" if sources else ""
+        webhooks = f"{where} AND source <> ?" if sources else " WHERE source <> ?"
         rows = self._overview(
             f"SELECT source, server, at FROM ({_LATEST_SERVERS} FROM ("
             f" SELECT source, {_EVENT_SERVER} AS server, MAX(received_at) AS at FROM events"
-            f"{where} GROUP BY 1, 2"
+            f"{webhooks} GROUP BY 1, 2"
             f" UNION ALL SELECT source, server, at FROM webhooks_last_seen{where}"
             ") GROUP BY source, server) WHERE n <= ?",
-            (*sources, *sources, SERVERS_KEPT),
+            (*sources, CAUGHT_UP, *sources, SERVERS_KEPT),
         )
         return [LastWebhook(str(r["source"]), str(r["server"]), float(r["at"])) for r in rows]
 
@@ -4548,7 +4552,28 @@ class Store:
             "SELECT DISTINCT source FROM (SELECT source FROM events ORDER BY id DESC LIMIT ?)",
             (last,),
         )
-        return {str(row["source"]) for row in rows}
+        return {str(row["source"]) for row in rows} - {CAUGHT_UP}
+
+    def events_since(
+        self, sources: Sequence[str], profile: str, since: float
+    ) -> list[tuple[float, dict[str, Any]]]:
+        """The events of `sources` for `profile` received at or after `since`, as recorded
+        (`webhooks.event_record`), with when each was received, oldest first: what a catch-up
+        checks the plays it found against (catchup.py). Called only when a read found plays:
+        a scan of the week of events kept."""
+        marks = ", ".join("?" for _ in sources)
+        rows = self._query(
+            "SELECT received_at, payload FROM events WHERE received_at >= ? AND profile = ?"
+            f" AND source IN ({marks}) ORDER BY id",
+            (since, profile, *sources),
+        )
+        found = []
+        for row in rows:
+            with contextlib.suppress(ValueError):
+                payload = json.loads(row["payload"])
+                if isinstance(payload, dict):
+                    found.append((float(row["received_at"]), payload))
+        return found
 
     def restore_untold(self) -> str | None:
         """When the backup copy this database was put back from was taken ("" unknown), until

@@ -690,16 +690,17 @@ def _resolve_refused(runtime: Runtime, source: str) -> None:
 _resolving_stopped: dict[str, asyncio.Task[str]] = {}
 
 
-def _resolve_stopped(runtime: Runtime, server: str) -> None:
-    """A Plex webhook from `server` (or Tautulli's naming it) was accepted: resolve its
-    `webhooks_stopped` alert (a Plex link found its views without webhooks) after answering.
-    On the hot path: a lookup in memory unless that alert is open."""
+def _resolve_stopped(runtime: Runtime, server: str, source: str = "plex") -> None:
+    """A webhook from `server` (a Plex server's, or Tautulli's naming it; a Jellyfin or Emby
+    server's) was accepted: resolve its `webhooks_stopped` alert (a Plex link, or the
+    catch-up, found its plays without webhooks) after answering. On the hot path: a lookup in
+    memory unless that alert is open."""
     if not server or not runtime.notifier.raised(webhookwatch.ALERT_KIND, server):
         return
     if server in _resolving_stopped and not _resolving_stopped[server].done():
         return  # already on its way
     _resolving_stopped[server] = asyncio.get_running_loop().create_task(
-        runtime.notifier.resolve(webhookwatch.ALERT_KIND, webhookwatch.RESOLVED, key=server)
+        runtime.notifier.resolve(webhookwatch.ALERT_KIND, webhookwatch.resolved(source), key=server)
     )
 
 
@@ -892,8 +893,8 @@ async def _webhook(
     if runtime.refused.seen:
         runtime.refused.taken(source, time.time())
     _resolve_refused(runtime, source)
-    if source in webhookwatch.SENDERS and jobs:
-        _resolve_stopped(runtime, result.events[0].server)
+    if source in (*webhookwatch.SENDERS, "jellyfin", "emby") and jobs:
+        _resolve_stopped(runtime, result.events[0].server, source)
 
 
 def _plex_history_read(runtime: Runtime, profile: str, server: str) -> bool:
@@ -989,10 +990,12 @@ def ingest_job(
     document: Mapping[str, object] | None = None,
     learnt: tuple[Key, Learnt] | None = None,
     server: str = "",
+    dated: float | None = None,
 ) -> IngestJob:
     """What to record for one event (and the JSON it came in): the event, a pure decision
     over its session, and the account id its route learnt (`learnt`, kept with it). `server`:
-    the Plex server of a Tautulli event naming none, where sure (`_plex_server`)."""
+    the Plex server of a Tautulli event naming none, where sure (`_plex_server`). `dated`: when
+    a play no webhook told of happened, by the server's own record (catchup.py)."""
     item = ref_to_dict(event.item)
     record = event_record(event, item)
     profile = runtime.config.profiles[profile_name]
@@ -1000,7 +1003,9 @@ def ingest_job(
     frame = runtime.clock_watch.look()
     now = runtime.clock()
     at = now
-    if event.source == "generic" and event.occurred_at:
+    if dated is not None:
+        at, frame = dated, ""  # the server's date: no step of this clock moves it
+    elif event.source == "generic" and event.occurred_at:
         # The sender's time (no step of ours moves it), never after now: a sender's clock
         # ahead by a few minutes passes the check of its time (generic.dated).
         at, frame = sent_at(event.occurred_at, now), ""
@@ -1030,7 +1035,11 @@ def ingest_job(
     ) -> tuple[Session | None, list[NewOutboxRow]]:
         # A Plex scrobble only where a Plex link reads that history: were its lastViewedAt the
         # item's earlier view, that link reads the rewatch back.
-        late = reported_late(event, session, now) if paired_by_a_link or not plex else None
+        late = (
+            reported_late(event, session, now)
+            if dated is None and (paired_by_a_link or not plex)
+            else None
+        )
         when = at if late is None else late.at
         new_session, intents = decide(session, event, threshold, now, marks, at=when, key=own_key)
         rows = rows_for(profile_name, targets, event, intents, item, order_key)

@@ -157,5 +157,13 @@ async def report_stopped(store: Store, alerts: Alerts, profiles: Iterable[str]) 
 RESOLVED = "A webhook came from this Plex server again: its plays reach watchbridge at once."
 
 
+def resolved(source: str) -> str:
+    """The "Resolved" notice of a server whose webhook of `source` came again."""
+    if source in ("jellyfin", "emby"):
+        name = "Jellyfin" if source == "jellyfin" else "Emby"
+        return f"A webhook came from this {name} server again: its plays reach watchbridge at once."
+    return RESOLVED
+
+
 def _date(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M UTC")

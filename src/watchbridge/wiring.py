@@ -15,6 +15,7 @@ from watchbridge.alerts import Notifier
 from watchbridge.anime_seasons import season_sources
 from watchbridge.app import BackgroundTask, Runtime, create_app
 from watchbridge.catalogue import CatalogueNumbering
+from watchbridge.catchup import CatchUp
 from watchbridge.config import Config, Secret
 from watchbridge.deliver.anilist import AniListTarget, Renumber, Reverse
 from watchbridge.deliver.anilist import index_source as anilist_reverse
@@ -288,5 +289,11 @@ def build_app(runtime: Runtime) -> Litestar:
     """The whole service: webhook routes plus the delivery worker."""
     worker = DeliveryWorker(make_targets, runtime.config.delivery)
     runtime.on_enqueued.append(worker.notify)
-    tasks: list[BackgroundTask] = [worker, Maintenance(), SyncScheduler(), StorageWatch()]
+    tasks: list[BackgroundTask] = [
+        worker,
+        Maintenance(),
+        SyncScheduler(),
+        StorageWatch(),
+        CatchUp(),
+    ]
     return create_app(runtime, tasks=tasks, extra_routes=[*webhooks.ROUTES, *statuspage.ROUTES])

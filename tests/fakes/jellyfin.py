@@ -8,6 +8,14 @@ What watchbridge asks of it (reference jellyfin-emby-tautulli.md §2-§3):
 - Emby: ``GET /Items?Ids=…&Fields=ProviderIds`` → ``{"Items": [...], "TotalRecordCount"}``,
   with the key in ``X-Emby-Token`` (or the ``api_key`` query). Emby has no ``/Items/{id}``.
 
+Accounts and what they played (the catch-up, catchup.py): ``GET /Users`` → ``[{"Id", "Name"}]``;
+Jellyfin ``GET /Items?userId=…`` and Emby ``GET /Users/{id}/Items`` list movies and episodes
+with the account's ``UserData`` (``Played``, ``PlayCount``, ``LastPlayedDate``), filtered by
+``IsPlayed`` and ``MinDateLastSavedForUser`` (user data saved at or after it), paged by
+``StartIndex``/``Limit``. ``play`` does what a viewing does to them (Jellyfin's SessionManager:
+the start adds one to ``PlayCount`` and dates ``LastPlayedDate``; the end sets ``Played``),
+``mark_unplayed`` what "mark unplayed" does (count 0, no date).
+
 A missing or wrong key is a 401 with an empty body, as both servers answer. Failures beyond that
 come from the base knobs (``fail_next(1, 503)``, ``drop_next``).
 """
@@ -16,6 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from .base import FakeServer, Request, Response, json_response, route
@@ -50,6 +59,9 @@ class FakeJellyfin(FakeServer):
         self.api_key = api_key
         self.legacy_auth = legacy_auth
         self.items: dict[str, dict[str, Any]] = {}
+        self.users: dict[str, str] = {}  # id -> name
+        # (user id, item id) -> user data, with "saved" (epoch) beside the fields answered
+        self.user_data: dict[tuple[str, str], dict[str, Any]] = {}
 
     @property
     def item_route(self) -> str:
@@ -76,6 +88,65 @@ class FakeJellyfin(FakeServer):
             item = {"Name": name, "Id": item_id, "Type": kind, "ProviderIds": {}}
             self.items[item_id] = item
             return item
+
+    def add_movie(self, item_id: str, name: str, year: int, **provider_ids: str) -> None:
+        with self.lock:
+            self.items[item_id] = {
+                "Name": name,
+                "Id": item_id,
+                "Type": "Movie",
+                "ProductionYear": year,
+                "RunTimeTicks": 69_600_000_000,
+                "ProviderIds": dict(provider_ids),
+            }
+
+    def add_episode(
+        self, item_id: str, series_id: str, season: int, number: int, **provider_ids: str
+    ) -> None:
+        with self.lock:
+            series = self.items.get(series_id, {})
+            self.items[item_id] = {
+                "Name": f"Episode {number}",
+                "Id": item_id,
+                "Type": "Episode",
+                "SeriesId": series_id,
+                "SeriesName": series.get("Name"),
+                "ParentIndexNumber": season,
+                "IndexNumber": number,
+                "RunTimeTicks": 28_200_000_000,
+                "ProviderIds": dict(provider_ids),
+            }
+
+    def add_user(self, user_id: str, name: str) -> None:
+        with self.lock:
+            self.users[user_id] = name
+
+    def play(self, user_id: str, item_id: str, at: float, *, finished: bool = True) -> None:
+        """A viewing that began at `at` (a start counts it and dates it), played to the end
+        unless `finished` is False (then the item is unplayed while it resumes)."""
+        with self.lock:
+            data = self._data(user_id, item_id)
+            data["PlayCount"] += 1
+            data["LastPlayedDate"] = _iso(at)
+            data["Played"] = finished
+            data["saved"] = at
+
+    def mark_played(self, user_id: str, item_id: str, at: float) -> None:
+        with self.lock:
+            data = self._data(user_id, item_id)
+            data["PlayCount"] = max(data["PlayCount"], 1)
+            data["LastPlayedDate"] = _iso(at)
+            data["Played"] = True
+            data["saved"] = at
+
+    def mark_unplayed(self, user_id: str, item_id: str, at: float) -> None:
+        with self.lock:
+            data = self._data(user_id, item_id)
+            data.update(PlayCount=0, LastPlayedDate=None, Played=False, saved=at)
+
+    def _data(self, user_id: str, item_id: str) -> dict[str, Any]:
+        fresh = {"PlayCount": 0, "Played": False, "LastPlayedDate": None, "saved": 0.0}
+        return self.user_data.setdefault((user_id, item_id), fresh)
 
     # -- auth --------------------------------------------------------------------------------
     def _key(self, req: Request) -> str | None:
@@ -109,15 +180,56 @@ class FakeJellyfin(FakeServer):
             return Response(404, b"Item not found.", {"Content-Type": "text/plain"})
         return json_response(self._dto(found, None))
 
+    @route("GET", "/Users")
+    def list_users(self, req: Request) -> Response:
+        if not self._authorized(req):
+            return Response(401)
+        return json_response([{"Id": i, "Name": n} for i, n in self.users.items()])
+
+    @route("GET", "/Users/{user_id}/Items")
+    def user_items(self, req: Request) -> Response:
+        if self.flavour == "jellyfin":  # removed in 10.9: /Items?userId= instead
+            return Response(404)
+        if not self._authorized(req):
+            return Response(401)
+        return self._listing(req.params["user_id"], {k.lower(): v for k, v in req.query.items()})
+
     @route("GET", "/Items")
     def query(self, req: Request) -> Response:
         if not self._authorized(req):
             return Response(401)
         query = {k.lower(): v for k, v in req.query.items()}
+        if self.flavour == "jellyfin" and "userid" in query and "ids" not in query:
+            return self._listing(query["userid"], query)
         wanted = [i for i in query.get("ids", "").split(",") if i]
         fields = {f.lower() for f in query.get("fields", "").split(",") if f}
         found = [self._dto(self.items[i], fields) for i in wanted if i in self.items]
         return json_response({"Items": found, "TotalRecordCount": len(found)})
+
+    def _listing(self, user_id: str, query: dict[str, str]) -> Response:
+        """An account's movies and episodes with its user data, as both servers list them."""
+        kinds = set(query.get("includeitemtypes", "Movie,Episode").split(","))
+        played = query.get("isplayed")
+        since = query.get("mindatelastsavedforuser")
+        floor = datetime.fromisoformat(since).timestamp() if since else None
+        found = []
+        for item_id, item in self.items.items():
+            if item["Type"] not in kinds:
+                continue
+            data = self.user_data.get((user_id, item_id))
+            shown = {k: v for k, v in (data or self._data_of_nobody()).items() if k != "saved"}
+            if played is not None and shown["Played"] != (played.lower() == "true"):
+                continue
+            if floor is not None and (data is None or data["saved"] < floor):
+                continue
+            found.append({**self._dto(item, None), "UserData": shown})
+        start, limit = int(query.get("startindex", 0)), int(query.get("limit", 10_000))
+        page = found[start : start + limit]
+        return json_response({"Items": page, "TotalRecordCount": len(found)})
+
+    @staticmethod
+    def _data_of_nobody() -> dict[str, Any]:
+        return {"PlayCount": 0, "Played": False, "LastPlayedDate": None}
 
     def _dto(self, item: dict[str, Any], fields: set[str] | None) -> dict[str, Any]:
         """The item as the server answers it; Emby's queries list ProviderIds only when
@@ -138,3 +250,8 @@ def sample_server(
     series = JELLYFIN_SERIES if flavour == "jellyfin" else EMBY_SERIES
     fake.add_series(series, "Breaking Bad", **BREAKING_BAD_PROVIDER_IDS)
     return fake
+
+
+def _iso(at: float) -> str:
+    """A time as both servers write it: UTC with seven fractional digits."""
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f0Z")

@@ -1,4 +1,5 @@
-"""Jellyfin and Emby servers: a typed client for the read webhook enrichment needs, a series' ids.
+"""Jellyfin and Emby servers: a typed client for what webhook enrichment reads (a series' ids)
+and for the catch-up of plays the webhooks missed (accounts, played items; catchup.py).
 
 Both servers' webhooks name an episode by the **episode's** provider ids only; the show's
 TMDB/TVDB/IMDb ids (what Serializd, AniList and Trakt's show + numbers need) are on the series
@@ -53,6 +54,8 @@ PROVIDERS = ("imdb", "tmdb", "tvdb", "anidb", "anilist")
 RETRY = RetryPolicy(attempts=2, backoff=0.5, max_inline_wait=5.0)
 # Answered without a key by both servers: what their apps ask to find a server (its `Id`).
 CHECK = "/System/Info/Public"
+# Items a listing asks for at once (the first read of an account's played items pages by it).
+PAGE = 500
 
 
 class MediaServerError(ServiceError):
@@ -186,10 +189,67 @@ class MediaServerClient:
             self.vouch.renamed(found.server)
         return found
 
-    async def _get(self, path: str, params: Mapping[str, str] | None, key: str) -> Any:
+    async def users(self) -> list[tuple[str, str]]:
+        """Every account of the server as (`Id`, `Name`), the id in the form webhooks name it
+        (`GET /Users`, which the API key may read). Raises as `series` does; a 404 (no such
+        listing where the server answers) is a MediaServerError."""
+        answer = await self._get("/Users", None, what="reading its accounts (/Users)")
+        if answer is None:
+            raise MediaServerError(self.server, "reading its accounts (/Users) answered 404")
+        found = []
+        for row in answer if isinstance(answer, list) else []:
+            user = obj(row)
+            user_id, name = server_guid(user.get("Id")), text(user.get("Name"))
+            if user_id and name:
+                found.append((user_id, name))
+        return found
+
+    async def played(self, user_id: str, since: str | None) -> list[dict[str, Any]]:
+        """The account's movies and episodes with their user data: those played when `since`
+        is None (a first read), else every one whose user data changed since that ISO time
+        (`MinDateLastSavedForUser`: one small answer when nothing did), page by page.
+        Raises as `users` does."""
+        params = {
+            "Recursive": "true",
+            "IncludeItemTypes": "Movie,Episode",
+            "Fields": "ProviderIds,PremiereDate,ProductionYear",
+            "EnableUserData": "true",
+            "Limit": str(PAGE),
+        }
+        if since is None:
+            params["IsPlayed"] = "true"
+        else:
+            params["MinDateLastSavedForUser"] = since
+        if self.server == "jellyfin":
+            path, params = "/Items", {"userId": user_id, **params}
+        else:  # Emby lists a user's items under the user
+            path = f"/Users/{quote(user_id, safe='')}/Items"
+        what = "reading played items (/Items)"
+        rows: list[dict[str, Any]] = []
+        while True:
+            answer = await self._get(path, {**params, "StartIndex": str(len(rows))}, what=what)
+            if answer is None:
+                raise MediaServerError(self.server, f"{what} answered 404")
+            listed = obj(answer).get("Items")
+            page = (
+                [row for row in listed if isinstance(row, dict)] if isinstance(listed, list) else []
+            )
+            rows.extend(page)
+            total = obj(answer).get("TotalRecordCount")
+            if len(page) < PAGE or not isinstance(total, int) or len(rows) >= total:
+                return rows
+
+    async def _get(
+        self,
+        path: str,
+        params: Mapping[str, str] | None,
+        key: str = "",
+        *,
+        what: str = "",
+    ) -> Any:
         response = await self.http.request("GET", path, params=params)
         status = response.status_code
-        what = f"reading item {key}"
+        what = what or f"reading item {key}"
         if status >= 400:
             await self._own(response, what)  # a proxy's page in the server's place: an outage
         if status in (401, 403):

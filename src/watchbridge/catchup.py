@@ -1,0 +1,557 @@
+"""Plays the Jellyfin and Emby webhooks missed, caught up from the server.
+
+Neither server sends a webhook again (pitfalls/webhooks.md §7): a play finished while
+watchbridge was down (an update, a reboot, the NAS asleep), or while the plugin was off, would
+reach no service. So, with `services.jellyfin` (or `services.emby`) set with an API key, every
+account a profile lists for it is read at start and every EVERY: its movies and episodes whose
+user data changed since the last read (`MinDateLastSavedForUser`: one small answer while
+nothing was watched), each with `Played`, `PlayCount` and `LastPlayedDate`.
+
+What the server's user data says (Jellyfin's and Emby's SessionManager): a playback's start
+adds one to `PlayCount` and sets `LastPlayedDate` (to the start); `Played` turns false while a
+resumable item plays and true once it passes the server's played mark; "mark played" sets both,
+"mark unplayed" clears them (count 0). So a play is an item `Played` whose count grew since
+the count a read last saw it played with (`State.counts`; an item never seen played: any count).
+
+The decisions are pure (`candidates`, `heard_of`, `decide`); `CatchUp` reads and records:
+- The first read of an account is a baseline: the counts of everything played then, and no play
+  copied (a newcomer's whole library must not flood Trakt, Serializd, AniList); nor is any play
+  dated before it (less CLOCK_MARGIN): a file replaced under a new item id keeps its old date.
+- A play found is copied only at a later read, CONFIRM_AFTER on at least: a webhook on its way
+  arrives in seconds, and one that did (a stop or a mark of that profile and item, received at
+  or after its `LastPlayedDate` less CLOCK_MARGIN: by the server's item id or by the same ids)
+  means the webhooks told of it. A playback whose other webhooks came (a start) with no end yet
+  is left to them for FOLLOWED: a long film, or a viewing paused for the evening.
+- A play copied goes as a webhook's "mark played" does (the same targets, outbox and keys), dated
+  at its `LastPlayedDate` (when it began; a mark's date), recorded as an event of its own
+  source (`store.CAUGHT_UP`): never taken for a webhook. Copied again after a crash (its
+  state not saved), its key is the same: nothing is added twice.
+Where the server's webhooks came before, a play they missed raises `webhooks_stopped` for that
+server (webhookwatch.py), resolved by its next webhook.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from watchbridge import webhookwatch
+from watchbridge.config import Config, same_account
+from watchbridge.errors import StoreError
+from watchbridge.http import ServiceError, Unavailable
+from watchbridge.ingest.common import (
+    air_date,
+    integer,
+    iso_time,
+    make_ids,
+    obj,
+    server_guid,
+    text,
+    ticks_to_ms,
+)
+from watchbridge.model import (
+    Account,
+    MediaEvent,
+    MediaKind,
+    MediaRef,
+    item_aliases,
+    ref_from_dict,
+)
+from watchbridge.services.jellyfin import (
+    NAMES,
+    MediaServerAuthError,
+    MediaServerClient,
+    Server,
+    media_server_client,
+)
+from watchbridge.store import CAUGHT_UP
+
+log = logging.getLogger(__name__)
+
+# A play missed is copied 15-20 minutes after it: soon enough for a diary, and one request
+# per account a quarter of an hour (96 a day, an empty list each while nothing is watched).
+EVERY = 15 * 60.0
+# Between the server's clock and ours: user data changed this long before the last read is
+# listed again, and a webhook received this long before a play's date may be of it.
+CLOCK_MARGIN = 15 * 60.0
+# A play found waits this long, to the next read, for a webhook on its way (seconds, usually).
+CONFIRM_AFTER = 5 * 60.0
+# A playback whose webhooks came (a start, its progress) but no end yet: left to them this long.
+FOLLOWED = 6 * 3600.0
+# A play found that waits (`State.waiting`) and is no longer listed (deleted) is forgotten.
+WAITING_KEPT = 86400.0
+CURSOR = "catch_up"  # (server, profile, "catch_up:<user id>"): the account's `State`
+KINDS: dict[str, MediaKind] = {"movie": "movie", "episode": "episode"}
+PROVIDERS = ("imdb", "tmdb", "tvdb", "anidb", "anilist")
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A movie or episode as a read lists it, with the account's user data."""
+
+    id: str  # the server's item id, as its webhooks name it
+    item: MediaRef
+    played: bool
+    count: int
+    last_played: float | None
+    server: str = ""  # the item's ServerId
+    duration_ms: int | None = None
+
+
+def listed(dto: Mapping[str, Any], server: Server) -> Listed | None:
+    """An item DTO as `Listed`, named as that server's webhooks name it (ingest/jellyfin.py,
+    ingest/emby.py); None for another kind of item, or one without an id. Pure."""
+    kind = KINDS.get((text(dto.get("Type")) or "").lower())
+    raw_id = text(dto.get("Id"))
+    if kind is None or raw_id is None:
+        return None
+    item_id = server_guid(raw_id) if server == "jellyfin" else raw_id
+    providers = {str(k).lower(): v for k, v in obj(dto.get("ProviderIds")).items()}
+    ids = make_ids({name: providers.get(name) for name in PROVIDERS}, [])
+    title = text(dto.get("Name"))
+    if kind == "movie":
+        ref = MediaRef("movie", ids, title, integer(dto.get("ProductionYear")), source_key=item_id)
+    else:
+        series = text(dto.get("SeriesId"))
+        ref = MediaRef(
+            "episode",
+            ids,
+            title,
+            show_title=text(dto.get("SeriesName")),
+            season=integer(dto.get("ParentIndexNumber")),
+            number=integer(dto.get("IndexNumber")),
+            source_key=item_id,
+            show_source_key=server_guid(series) if server == "jellyfin" else series,
+            aired=air_date(dto.get("PremiereDate")),
+        )
+    data = obj(dto.get("UserData"))
+    return Listed(
+        id=item_id or raw_id,
+        item=ref,
+        played=data.get("Played") is True,
+        count=max(integer(data.get("PlayCount")) or 0, 0),
+        last_played=iso_time(data.get("LastPlayedDate")),
+        server=server_guid(dto.get("ServerId")) or "",
+        duration_ms=ticks_to_ms(dto.get("RunTimeTicks")) or None,
+    )
+
+
+@dataclass(frozen=True)
+class State:
+    """What the reads of one account know: when the first (`baseline`) and the last (`at`)
+    began, by our clock; each item's `PlayCount` when last seen played; and the plays found
+    that wait for a later read (item id -> when first found, and from when the read that found
+    it listed changes: later reads list from there, so that it is listed again)."""
+
+    baseline: float
+    at: float
+    counts: Mapping[str, int] = field(default_factory=dict)
+    waiting: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "baseline": self.baseline,
+                "at": self.at,
+                "counts": self.counts,
+                "waiting": self.waiting,
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, value: str | None) -> State | None:
+        if value is None:
+            return None
+        try:
+            found = json.loads(value)
+            return cls(
+                float(found["baseline"]),
+                float(found["at"]),
+                {str(k): int(v) for k, v in found["counts"].items()},
+                {str(k): (float(v[0]), float(v[1])) for k, v in found["waiting"].items()},
+            )
+        except (ValueError, TypeError, KeyError, AttributeError):  # not one this release wrote
+            return None
+
+
+def since(state: State | None) -> float | None:
+    """From when the next read lists changed user data (None: a first read, of every played
+    item): the last read, or the first found of the plays that wait, less CLOCK_MARGIN. Pure."""
+    if state is None:
+        return None
+    return min([state.at - CLOCK_MARGIN, *(listed for _, listed in state.waiting.values())])
+
+
+def _a_play(state: State, one: Listed) -> bool:
+    """Whether the read lists `one` played more times than it was last seen played, dated
+    after the baseline."""
+    if not one.played or one.last_played is None or one.count < 1:
+        return False
+    if one.last_played < state.baseline - CLOCK_MARGIN:
+        return False
+    before = state.counts.get(one.id)
+    return before is None or one.count > before
+
+
+def candidates(state: State | None, items: Iterable[Listed]) -> list[Listed]:
+    """The plays a read found (none at a first read): what webhooks are looked up for. Pure."""
+    if state is None:
+        return []
+    return [one for one in items if _a_play(state, one)]
+
+
+@dataclass(frozen=True)
+class Heard:
+    """What the webhooks told of one item's play: its end (a stop played to the end, or a
+    mark), and when the last of its events came."""
+
+    completed: bool
+    last_at: float
+
+
+def heard_of(
+    plays: Iterable[Listed], events: Iterable[tuple[float, Mapping[str, Any]]]
+) -> dict[str, Heard]:
+    """For each of `plays` (by item id), what webhook `events` ((received_at, event as
+    recorded)) told of it at or after its `LastPlayedDate` less CLOCK_MARGIN: the same item
+    by the server's item id, or by the same ids. Pure."""
+    found: dict[str, Heard] = {}
+    wanted = list(plays)
+    keys = {one.id: set(item_aliases(one.item)) for one in wanted}
+    for received_at, event in events:
+        raw = event.get("item")
+        try:
+            ref = ref_from_dict(raw) if isinstance(raw, dict) else None
+        except (TypeError, ValueError):  # not an item this release recorded
+            ref = None
+        if ref is None:
+            continue
+        aliases = set(item_aliases(ref))
+        done = bool(event.get("played")) and event.get("action") in ("stop", "played")
+        for one in wanted:
+            if received_at < (one.last_played or 0.0) - CLOCK_MARGIN:
+                continue
+            if ref.source_key != one.id and not aliases & keys[one.id]:
+                continue
+            was = found.get(one.id)
+            found[one.id] = Heard(
+                completed=done or (was is not None and was.completed),
+                last_at=max(received_at, was.last_at if was is not None else received_at),
+            )
+    return found
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A read's outcome: the account's state after it, the plays to copy, and how many plays
+    the webhooks told of (`reported`) or may still (`waiting`)."""
+
+    state: State
+    missed: list[Listed]
+    reported: int = 0
+    waiting: int = 0
+
+
+def decide(
+    state: State | None,
+    items: Sequence[Listed],
+    heard: Mapping[str, Heard],
+    now: float,
+) -> Decision:
+    """What a read begun at `now` that listed `items` means, given what the webhooks told of
+    its plays (`heard_of`). Pure."""
+    if state is None:
+        counts = {one.id: one.count for one in items if one.played}
+        return Decision(State(now, now, counts), [])
+    counts, waiting = dict(state.counts), dict(state.waiting)
+    listed_from = since(state) or now
+    missed: list[Listed] = []
+    reported = waits = 0
+    for one in items:
+        if not _a_play(state, one):
+            waiting.pop(one.id, None)
+            if one.played or one.count == 0:  # a count seen played, or cleared by an unmark
+                counts[one.id] = one.count
+            continue  # not played now (a rewatch under way): the count it was played with stays
+        told = heard.get(one.id)
+        first = waiting.get(one.id, (now, listed_from))
+        if told is not None and told.completed:
+            reported += 1
+        elif now - first[0] < CONFIRM_AFTER or (told is not None and now - told.last_at < FOLLOWED):
+            waiting[one.id] = first
+            waits += 1
+            continue
+        else:
+            missed.append(one)
+        waiting.pop(one.id, None)
+        counts[one.id] = one.count
+    waiting = {key: at for key, at in waiting.items() if now - at[0] < WAITING_KEPT}
+    return Decision(State(state.baseline, now, counts, waiting), missed, reported, waits)
+
+
+def event_of(one: Listed, server: Server, account: tuple[str, str]) -> MediaEvent:
+    """A missed play as the event a webhook's "mark played" of it would be (no player: it
+    joins the item's marks, where a webhook's completion of it is recorded too)."""
+    return MediaEvent(
+        source=server,
+        action="played",
+        item=one.item,
+        server=one.server,
+        account=Account(id=account[0], name=account[1]),
+        duration_ms=one.duration_ms,
+        played=True,
+        occurred_at=one.last_played,
+    )
+
+
+def accounts_listed(config: Config, server: Server) -> dict[str, list[str]]:
+    """Each profile's entries for `server` (names, ids, SERVER:ACCOUNT) that have somewhere to
+    go (a target), by profile."""
+    from watchbridge.config import targets_for
+
+    found: dict[str, list[str]] = {}
+    for name, profile in config.profiles.items():
+        entries = list(getattr(profile.users, server, ()))
+        if entries and targets_for(config, profile):
+            found[name] = entries
+    return found
+
+
+def resolve(
+    listed_by: Mapping[str, Sequence[str]], users: Sequence[tuple[str, str]], server_id: str
+) -> list[tuple[str, str, str]]:
+    """(profile, user id, name) of each server account a profile's entry names, by id or name
+    (a "SERVER:ACCOUNT" entry only on that server), once: the first profile listing an
+    account takes it, as its webhooks are routed. Pure."""
+    taken: set[str] = set()
+    found = []
+    for profile, entries in listed_by.items():
+        for entry in entries:
+            server, _, account = same_account(entry).rpartition(":")
+            if server and server != same_account(server_id):
+                continue
+            for user_id, name in users:
+                if account in (same_account(user_id), same_account(name)) and user_id not in taken:
+                    taken.add(user_id)
+                    found.append((profile, user_id, name))
+    return found
+
+
+def told(server: Server, count: int) -> str:
+    """The log's and status page's words for a read that copied `count` plays."""
+    plays = "play" if count == 1 else "plays"
+    return f"caught up from {NAMES[server]}: {count} {plays} the webhooks missed"
+
+
+def stopped_alert(server: Server, server_id: str, plays: Sequence[Listed]) -> tuple[str, str]:
+    """The `webhooks_stopped` alert's title and text for plays of `server` caught up."""
+    name = NAMES[server]
+    first = plays[0].item.describe()
+    more = f" and {len(plays) - 1} more" if len(plays) > 1 else ""
+    title = f"watchbridge: webhooks from {name} server {server_id} stopped"
+    body = (
+        f"{name} shows plays its webhooks did not send, such as {first}{more}. They were "
+        f"caught up from {name} itself, so nothing is lost, only later than a webhook would "
+        "bring it. Check that the webhook "
+        + (
+            "plugin is still installed and enabled (an update of Jellyfin may disable it), "
+            "with its Generic destination's URL and X-Webhook-Secret header as "
+            if server == "jellyfin"
+            else "in Emby's notifications (Emby Premiere still active) has the URL "
+        )
+        + "`watchbridge webhook-urls` prints."
+    )
+    return title, body
+
+
+def _iso(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --------------------------------------------------------------------------- I/O
+
+
+class CatchUp:
+    """The background task: each configured server's listed accounts read every `every`."""
+
+    name = "catch-up"
+
+    def __init__(self, every: float = EVERY) -> None:
+        self.every = every
+        self.users: dict[Server, list[tuple[str, str]]] = {}  # asked once a start
+        self.last: dict[Server, tuple[float, int]] = {}  # the last read that copied plays
+
+    async def run(self, runtime: Any, stop: asyncio.Event) -> None:
+        clients = _clients(runtime)
+        if not clients:
+            return
+        try:
+            while not stop.is_set():
+                for server, client in clients.items():
+                    await self.read(runtime, server, client)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=self.every)
+        finally:
+            for client in clients.values():
+                await client.aclose()
+
+    async def read(self, runtime: Any, server: Server, client: MediaServerClient) -> int:
+        """One round for `server`: each listed account read, its missed plays recorded; how
+        many were. A server down or refusing the key is told and tried again next round."""
+        listed_by = accounts_listed(runtime.config, server)
+        copied = 0
+        try:
+            if server not in self.users:
+                self.users[server] = await client.users()
+            accounts = resolve(listed_by, self.users[server], client.vouch.known or "")
+            for profile, user_id, name in accounts:
+                copied += await self._account(runtime, server, client, profile, (user_id, name))
+        except MediaServerAuthError as exc:
+            await _key_refused(runtime, server, exc.message)
+            return copied
+        except Unavailable as exc:
+            log.info(
+                f"{NAMES[server]} could not be read for plays its webhooks missed; trying again"
+                " at the next round",
+                extra={"error": exc.message},
+            )
+            return copied
+        except ServiceError as exc:
+            log.warning(
+                f"{NAMES[server]} could not be read for plays its webhooks missed",
+                extra={"error": exc.message},
+            )
+            return copied
+        except (sqlite3.Error, StoreError) as exc:  # the disk's trouble: told by its own alert
+            runtime.storage_trouble(exc)
+            log.warning(
+                f"plays {NAMES[server]}'s webhooks missed could not be recorded; trying again"
+                " at the next round",
+                extra={"error": str(exc)[:200]},
+            )
+            return copied
+        await _key_accepted(runtime, server)
+        return copied
+
+    async def _account(
+        self,
+        runtime: Any,
+        server: Server,
+        client: MediaServerClient,
+        profile: str,
+        account: tuple[str, str],
+    ) -> int:
+        store = runtime.store
+        name = f"{CURSOR}:{account[0]}"
+        state = State.from_json(await asyncio.to_thread(store.get_cursor, server, profile, name))
+        now = runtime.clock()
+        start = since(state)
+        rows = await client.played(account[0], None if start is None else _iso(start))
+        items = [one for row in rows if (one := listed(row, server)) is not None]
+        found = candidates(state, items)
+        events: list[tuple[float, dict[str, Any]]] = []
+        if found:
+            earliest = min(one.last_played or now for one in found) - CLOCK_MARGIN
+            events = await asyncio.to_thread(store.events_since, (server,), profile, earliest)
+        decision = decide(state, items, heard_of(found, events), now)
+        if decision.missed:
+            await _record(runtime, server, profile, account, decision.missed)
+        await asyncio.to_thread(
+            store.set_cursor, server, profile, name, decision.state.to_json(), now
+        )
+        if state is None:
+            log.info(
+                f"{NAMES[server]}'s plays are caught up from now on: the first read of an "
+                "account copies nothing",
+                extra={"profile": profile, "account": account[1], "played": len(items)},
+            )
+        if decision.missed:
+            self.last[server] = (now, len(decision.missed))
+            log.warning(
+                told(server, len(decision.missed)),
+                extra={
+                    "profile": profile,
+                    "account": account[1],
+                    "items": ", ".join(one.item.describe() for one in decision.missed[:5]),
+                },
+            )
+            await _tell_stopped(runtime, server, decision.missed)
+        return len(decision.missed)
+
+
+def _clients(runtime: Any) -> dict[Server, MediaServerClient]:
+    """A client of each server configured with an API key and catch_up on whose accounts a
+    profile lists."""
+    config = runtime.config
+    clients: dict[Server, MediaServerClient] = {}
+    server: Server
+    for server in ("jellyfin", "emby"):
+        settings = getattr(config.services, server)
+        if settings is None or not settings.catch_up or not accounts_listed(config, server):
+            continue
+        client = media_server_client(settings, metrics=runtime.metrics, clock=runtime.clock)
+        if client is not None:
+            clients[server] = client
+    return clients
+
+
+async def _record(
+    runtime: Any,
+    server: Server,
+    profile: str,
+    account: tuple[str, str],
+    missed: Sequence[Listed],
+) -> None:
+    """Record the missed plays as a webhook's marks are, in one transaction."""
+    from watchbridge.webhooks import ingest_job
+
+    jobs = []
+    for one in missed:
+        event = event_of(one, server, account)
+        job = ingest_job(runtime, profile, event, dated=one.last_played)
+        job.payload["caught_up"] = True
+        jobs.append(dataclasses.replace(job, source=CAUGHT_UP))
+    if await runtime.writer.write_all(jobs):
+        for wake in runtime.on_enqueued:
+            wake()
+
+
+async def _tell_stopped(runtime: Any, server: Server, missed: Sequence[Listed]) -> None:
+    """Alert `webhooks_stopped` for each server of `missed` that sent webhooks before."""
+    by_server: dict[str, list[Listed]] = {}
+    for one in missed:
+        by_server.setdefault(one.server, []).append(one)
+    for server_id, plays in by_server.items():
+        if not server_id or runtime.last_webhooks.of_server(server, server_id) is None:
+            continue
+        title, body = stopped_alert(server, server_id, plays)
+        await runtime.notifier.notify(webhookwatch.ALERT_KIND, title, body, key=server_id)
+
+
+async def _key_refused(runtime: Any, server: Server, message: str) -> None:
+    """The server refused the API key: the one alert of that (ids.py raises it too)."""
+    name = NAMES[server]
+    log.warning(f"{name} could not be read for plays its webhooks missed: {message}")
+    body = (
+        f"{message.rstrip('.')}. Plays its webhooks missed are not caught up from {name} "
+        "until it works (nothing is lost: they are caught up then)."
+    )
+    title = f"watchbridge: {name} does not accept watchbridge's API key"
+    await runtime.notifier.notify("credentials", title, body, key=f"server:{server}")
+
+
+async def _key_accepted(runtime: Any, server: Server) -> None:
+    key = f"server:{server}"
+    if runtime.notifier.raised("credentials", key):
+        message = f"{NAMES[server]} accepts watchbridge's API key again"
+        await runtime.notifier.resolve("credentials", message, key=key)

@@ -1,0 +1,256 @@
+"""Plays the Jellyfin and Emby webhooks missed, caught up from the server (catchup.py): read
+over real HTTP from the fake server, recorded in the store as a webhook's marks are."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import pytest
+
+from tests.fakes.base import FakeServer
+from tests.fakes.jellyfin import (
+    API_KEY,
+    BREAKING_BAD_PROVIDER_IDS,
+    EMBY_SERIES,
+    JELLYFIN_SERIES,
+    FakeJellyfin,
+)
+from tests.ingest_samples import sample_json
+from watchbridge import webhooks
+from watchbridge.app import Runtime
+from watchbridge.catchup import CatchUp
+from watchbridge.config import parse_config
+from watchbridge.ingest import parse
+from watchbridge.model import Accepted
+from watchbridge.services.jellyfin import MediaServerClient
+from watchbridge.wiring import build_runtime
+
+# The accounts and items of the webhook samples (tests/fixtures/jellyfin, emby).
+ALEX = {"jellyfin": "a3f1c9e27b5d4c08b6e2f1d0c9b8a7e6", "emby": "6c1f0a9e2b7d4f3c8e5a1d0b9c8f7e6d"}
+SAM = "0badc0de0badc0de0badc0de0badc0de"  # an account no profile lists
+EPISODE = {"jellyfin": "c7d2a91e4b3f4e6a8d0b1c2e3f4a5b6c", "emby": "51873"}
+SERIES = {"jellyfin": JELLYFIN_SERIES, "emby": EMBY_SERIES}
+MOVIE = "9b1f2e3d4c5b6a798877665544332211"
+DAY = 86400.0
+T0 = 1_780_000_000.0  # 2026-05-28
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(params=["jellyfin", "emby"])
+def flavour(request: pytest.FixtureRequest) -> Literal["jellyfin", "emby"]:
+    found: Literal["jellyfin", "emby"] = request.param
+    return found
+
+
+@pytest.fixture
+def server(
+    start_fake: Callable[[FakeServer], FakeServer], flavour: Literal["jellyfin", "emby"]
+) -> FakeJellyfin:
+    fake = FakeJellyfin(flavour)
+    start_fake(fake)
+    fake.add_series(SERIES[flavour], "Breaking Bad", **BREAKING_BAD_PROVIDER_IDS)
+    fake.add_episode(EPISODE[flavour], SERIES[flavour], 5, 14, Tvdb="4637661", Tmdb="62161")
+    fake.add_movie(MOVIE, "Arrival", 2016, Imdb="tt2543164", Tmdb="329865")
+    fake.add_user(ALEX[flavour], "alex")
+    fake.add_user(SAM, "sam")
+    return fake
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def runtime(tmp_path: Path, server: FakeJellyfin, clock: Clock) -> Iterator[Runtime]:
+    config = parse_config(
+        f"""
+server: {{webhook_secret: catch-up-secret-0123456789}}
+storage: {{path: {tmp_path / "wb.db"}}}
+services:
+  trakt: {{client_id: abc, api_url: "http://127.0.0.1:9", auth_url: "http://127.0.0.1:9"}}
+  {server.flavour}: {{url: "{server.url}", api_key: {API_KEY}}}
+profiles:
+  me: {{users: {{{server.flavour}: [alex]}}, accounts: {{trakt: {{}}}}}}
+""",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    built = build_runtime(config, clock=clock)
+    built.open()
+    yield built
+    built.close()
+
+
+def read(runtime: Runtime, task: CatchUp, server: FakeJellyfin) -> int:
+    """One round of the catch-up, as the background task runs it."""
+
+    async def once() -> int:
+        settings = getattr(runtime.config.services, server.flavour)
+        client = MediaServerClient(settings, clock=runtime.clock)
+        try:
+            return await task.read(runtime, server.flavour, client)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(once())
+
+
+def plays(runtime: Runtime) -> list[tuple[str, float, str]]:
+    """(target, date, item key) of each play queued."""
+    path = runtime.config.storage.path
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT target, payload FROM outbox WHERE action = 'play' ORDER BY id")
+        found = []
+        for target, payload in rows:
+            data = json.loads(payload)
+            found.append((target, float(data["at"]), str(data["item"].get("source_key"))))
+        return found
+
+
+def webhook(runtime: Runtime, flavour: str, at: float) -> None:
+    """The sample's completed stop of the episode, as the webhook route records it at `at`."""
+    body: dict[str, Any]
+    if flavour == "jellyfin":
+        body = sample_json("jellyfin", "playback_stop_episode_completed.json")
+    else:
+        body = sample_json("emby", "playback_stop_episode_completed.json")
+        body["Date"] = time.strftime("%Y-%m-%dT%H:%M:%S.0000000Z", time.gmtime(at))
+    result = parse(flavour, json.dumps(body).encode(), "application/json")
+    assert isinstance(result, Accepted)
+    (event,) = result.events
+
+    async def record() -> None:
+        await runtime.writer.write_all([webhooks.ingest_job(runtime, "me", event)])
+
+    runtime.clock.now = at  # type: ignore[attr-defined]
+    asyncio.run(record())
+
+
+def test_the_first_read_copies_nothing_of_what_was_played_before(
+    runtime: Runtime, server: FakeJellyfin, clock: Clock
+) -> None:
+    alex = ALEX[server.flavour]
+    server.play(alex, MOVIE, T0 - 30 * DAY)
+    server.play(alex, EPISODE[server.flavour], T0 - 3600)
+    task = CatchUp()
+    assert read(runtime, task, server) == 0
+    clock.now += 3600
+    assert read(runtime, task, server) == 0
+    assert plays(runtime) == []
+
+
+def test_a_play_while_watchbridge_was_down_is_copied_once_dated_when_it_was_played(
+    runtime: Runtime, server: FakeJellyfin, clock: Clock
+) -> None:
+    alex, episode = ALEX[server.flavour], EPISODE[server.flavour]
+    server.play(alex, MOVIE, T0 - 30 * DAY)
+    task = CatchUp()
+    read(runtime, task, server)  # the baseline
+    watched = T0 + 2 * 3600  # while watchbridge was down: no webhook
+    server.play(alex, episode, watched)
+    clock.now = watched + 3 * 3600
+    assert read(runtime, task, server) == 0  # found: a webhook on its way may come yet
+    clock.now += 15 * 60
+    assert read(runtime, task, server) == 1
+    assert plays(runtime) == [("trakt", watched, episode)]
+    clock.now += 15 * 60
+    assert read(runtime, task, server) == 0  # read again: nothing more
+    restarted = CatchUp()  # a restart: the state is the store's
+    clock.now += 3600
+    assert read(runtime, restarted, server) == 0
+    assert len(plays(runtime)) == 1
+
+
+def test_a_play_its_webhook_told_of_is_not_copied_again(
+    runtime: Runtime, server: FakeJellyfin, clock: Clock
+) -> None:
+    alex, episode = ALEX[server.flavour], EPISODE[server.flavour]
+    task = CatchUp()
+    read(runtime, task, server)
+    began = T0 + 600
+    server.play(alex, episode, began)
+    webhook(runtime, server.flavour, began + 47 * 60)  # its stop, at the end
+    clock.now = began + 50 * 60
+    read(runtime, task, server)
+    clock.now += 15 * 60
+    assert read(runtime, task, server) == 0
+    assert [key for _, _, key in plays(runtime)] == [episode]  # the webhook's play alone
+
+
+def test_a_rewatch_without_a_webhook_is_one_new_play(
+    runtime: Runtime, server: FakeJellyfin, clock: Clock
+) -> None:
+    alex = ALEX[server.flavour]
+    server.play(alex, MOVIE, T0 - 30 * DAY)
+    task = CatchUp()
+    read(runtime, task, server)
+    again = T0 + 3600
+    server.play(alex, MOVIE, again, finished=False)  # stopped half way: no play
+    clock.now = again + 3 * 3600
+    read(runtime, task, server)
+    clock.now += 15 * 60
+    assert read(runtime, task, server) == 0
+    server.play(alex, MOVIE, clock.now)  # watched to the end this time
+    watched = clock.now
+    clock.now += 3 * 3600
+    read(runtime, task, server)
+    clock.now += 15 * 60
+    assert read(runtime, task, server) == 1
+    assert plays(runtime) == [("trakt", watched, MOVIE)]
+
+
+def test_an_account_no_profile_lists_is_not_read(
+    runtime: Runtime, server: FakeJellyfin, clock: Clock
+) -> None:
+    task = CatchUp()
+    read(runtime, task, server)
+    server.play(SAM, MOVIE, T0 + 600)
+    clock.now += 3 * 3600
+    read(runtime, task, server)
+    clock.now += 15 * 60
+    assert read(runtime, task, server) == 0
+    listings = [r for r in server.requests if r.route in ("/Items", "/Users/{user_id}/Items")]
+    assert listings and all(SAM not in r.path + str(r.query) for r in listings)
+    assert plays(runtime) == []
+
+
+def test_an_idle_read_is_one_request_per_account(
+    runtime: Runtime, server: FakeJellyfin, clock: Clock
+) -> None:
+    task = CatchUp()
+    read(runtime, task, server)
+    before = len(server.requests)
+    clock.now += 15 * 60
+    read(runtime, task, server)
+    assert len(server.requests) - before == 1
+
+
+def test_a_refused_key_is_told_and_read_again_next_round(
+    runtime: Runtime, server: FakeJellyfin, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.api_key = "another-key"
+    task = CatchUp()
+    assert read(runtime, task, server) == 0
+    assert f"services.{server.flavour}.api_key" in caplog.text
+    server.api_key = API_KEY
+    clock.now += 15 * 60
+    read(runtime, task, server)  # the baseline, now
+    server.play(ALEX[server.flavour], MOVIE, clock.now + 60)
+    clock.now += 3 * 3600
+    read(runtime, task, server)
+    clock.now += 15 * 60
+    assert read(runtime, task, server) == 1
