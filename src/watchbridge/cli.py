@@ -14,7 +14,6 @@ import sqlite3
 import sys
 import time
 import urllib.parse
-from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -1349,6 +1348,7 @@ def _sync_link(
         render_table,
         summary_rows,
     )
+    from watchbridge.review import plan_lines
     from watchbridge.sync import NeedsReview, outbox_rows, run_link
 
     config = runtime.config
@@ -1386,7 +1386,8 @@ def _sync_link(
     seconds = time.monotonic() - started
     if narrowed is not None:
         click.echo(f"narrowed to {narrowed.describe()}: no baseline or cursor was moved")
-    _show_plans(result.plans, name, limit, confirm_removals)
+    for line in plan_lines(result.plans, name, limit, confirm_removals):
+        click.echo(line)
     for line in lists_summary(result.lists):
         click.echo(line)
     if dry_run:
@@ -1488,65 +1489,6 @@ def _parts_failed(name: str, result: Any) -> None:
             f"links.{name}: history and ratings are done, but not the watchlist or collection "
             f"of {'; '.join(result.lists.errors)}",
             result.failure_causes,
-        )
-
-
-# Why a side's catalog leaves an item out, in words its user knows.
-_CANNOT_HOLD: defaultdict[str, str] = defaultdict(
-    lambda: "it cannot hold the title",
-    plex="not in its libraries",
-    anilist="not anime it can map (see `watchbridge anime unmatched`)",
-)
-
-
-def _show_plans(plans: list[Any], link: str, limit: int, confirmed: bool = False) -> None:
-    from watchbridge.guard import as_confirmed, for_link
-
-    for result in plans:
-        held = for_link(result.plan.held, link) if result.plan.held else ""
-        if result.unchanged:
-            click.echo(
-                f"profile {result.profile}: nothing changed on either side since the last sync"
-            )
-            if held:  # what the last run held still waits
-                click.echo(f"  held: {held}")
-            continue
-        sizes = ", ".join(f"{side} {count} plays" for side, count in result.sizes.items())
-        counts = ", ".join(f"{k} {v}" for k, v in sorted(result.plan.counts().items()))
-        click.echo(f"profile {result.profile}: {sizes}; plan: {counts or 'nothing to do'}")
-        if result.restarted:
-            click.echo(f"  {result.restarted}")
-        for side, count in sorted(result.plan.out_of_catalog.items()):
-            click.echo(
-                f"  {count} play(s) or rating(s) not written to {side}: {_CANNOT_HOLD[side]}"
-            )
-        if held:
-            click.echo(f"  confirmed: {as_confirmed(held)}" if confirmed else f"  held: {held}")
-        for action in result.plan.actions[:limit]:
-            when = f" {_when(action.at)}" if action.at else ""
-            value = f" = {action.value}/100" if action.value is not None else ""
-            click.echo(
-                f"  {action.kind} {action.target} {action.item}{when}{value}  ({action.reason})"
-            )
-        if len(result.plan.actions) > limit:
-            click.echo(f"  ... and {len(result.plan.actions) - limit} more")
-        _show_same_viewing(result.plan.same_viewing, limit)
-
-
-def _show_same_viewing(pairs: Sequence[Any], limit: int) -> None:
-    """A first run's plays days apart taken for one viewing: nothing is written for them, so
-    someone who did watch twice must see them to add the play by hand."""
-    from watchbridge.reconcile import FIRST_RUN_WINDOW
-
-    for pair in pairs[:limit]:
-        click.echo(f"  taken as the same viewing: {pair.describe()}")
-    if len(pairs) > limit:
-        click.echo(f"  ... and {len(pairs) - limit} more taken as the same viewing")
-    if pairs:
-        days = round(FIRST_RUN_WINDOW / 86400)
-        click.echo(
-            f"  (a first sync takes an item's plays up to {days} days apart, one on each side, "
-            "for one viewing and writes nothing for them; watched twice? add the play by hand)"
         )
 
 

@@ -1,0 +1,75 @@
+"""A link's plan as the user reviews it before its first sync: the lines `watchbridge sync
+--dry-run` prints (one wording, said here). Pure."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from watchbridge.guard import as_confirmed, for_link
+from watchbridge.reconcile import FIRST_RUN_WINDOW, SameViewing
+from watchbridge.zone import local_time
+
+if TYPE_CHECKING:
+    from watchbridge.sync import ProfilePlan
+
+# Why a side's catalog leaves an item out, in words its user knows.
+_CANNOT_HOLD: defaultdict[str, str] = defaultdict(
+    lambda: "it cannot hold the title",
+    plex="not in its libraries",
+    anilist="not anime it can map (see `watchbridge anime unmatched`)",
+)
+
+
+def plan_lines(
+    plans: Sequence[ProfilePlan], link: str, limit: int, confirmed: bool = False
+) -> list[str]:
+    """Each profile's plan: its sides' sizes and counts, then each write with its reason (the
+    first `limit`), and the plays a first run takes for one viewing."""
+    lines = []
+    for result in plans:
+        held = for_link(result.plan.held, link) if result.plan.held else ""
+        if result.unchanged:
+            lines.append(
+                f"profile {result.profile}: nothing changed on either side since the last sync"
+            )
+            if held:  # what the last run held still waits
+                lines.append(f"  held: {held}")
+            continue
+        sizes = ", ".join(f"{side} {count} plays" for side, count in result.sizes.items())
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(result.plan.counts().items()))
+        lines.append(f"profile {result.profile}: {sizes}; plan: {counts or 'nothing to do'}")
+        if result.restarted:
+            lines.append(f"  {result.restarted}")
+        for side, count in sorted(result.plan.out_of_catalog.items()):
+            lines.append(
+                f"  {count} play(s) or rating(s) not written to {side}: {_CANNOT_HOLD[side]}"
+            )
+        if held:
+            lines.append(f"  confirmed: {as_confirmed(held)}" if confirmed else f"  held: {held}")
+        for action in result.plan.actions[:limit]:
+            when = f" {local_time(action.at, seconds=True)}" if action.at else ""
+            value = f" = {action.value}/100" if action.value is not None else ""
+            lines.append(
+                f"  {action.kind} {action.target} {action.item}{when}{value}  ({action.reason})"
+            )
+        if len(result.plan.actions) > limit:
+            lines.append(f"  ... and {len(result.plan.actions) - limit} more")
+        lines += same_viewing_lines(result.plan.same_viewing, limit)
+    return lines
+
+
+def same_viewing_lines(pairs: Sequence[SameViewing], limit: int) -> list[str]:
+    """A first run's plays days apart taken for one viewing: nothing is written for them, so
+    someone who did watch twice must see them to add the play by hand."""
+    lines = [f"  taken as the same viewing: {pair.describe()}" for pair in pairs[:limit]]
+    if len(pairs) > limit:
+        lines.append(f"  ... and {len(pairs) - limit} more taken as the same viewing")
+    if pairs:
+        days = round(FIRST_RUN_WINDOW / 86400)
+        lines.append(
+            f"  (a first sync takes an item's plays up to {days} days apart, one on each side, "
+            "for one viewing and writes nothing for them; watched twice? add the play by hand)"
+        )
+    return lines
