@@ -1,7 +1,8 @@
-"""The status page's forms (sign in to Trakt, retry the dead letters) change state, and with no
-api_token the token guard lets any request through: a form another web site posts through the
-user's browser must do nothing, from browsers old and new, while the page's own forms work
-directly, behind Home Assistant's ingress and behind a reverse proxy."""
+"""The status page's forms (sign in to Trakt, retry the dead letters, read and apply a first
+sync for review) change state, and with no api_token the token guard lets any request
+through: a form another web site posts through the user's browser must do nothing, from
+browsers old and new, while the page's own forms work directly, behind Home Assistant's
+ingress and behind a reverse proxy."""
 
 from __future__ import annotations
 
@@ -48,10 +49,15 @@ def test_a_form_an_old_browser_posts_from_another_site_starts_nothing(
     with AppThread(create_app(household(tmp_path, trakt), extra_routes=ROUTES)) as app:
         answer = httpx.post(f"{app.url}/{SIGN_IN}", headers=headers)
         retry = httpx.post(f"{app.url}/deadletters/retry", headers=headers)
+        review = [
+            httpx.post(f"{app.url}/review/{form}?link=any&plan=0", headers=headers)
+            for form in ("read", "apply")
+        ]
         page = httpx.get(f"{app.url}/").text
     assert answer.status_code == 403, answer.text
     assert "only watchbridge's own status page posts its forms" in answer.json()["error"]
     assert retry.status_code == 403
+    assert [one.status_code for one in review] == [403, 403]
     assert "Asking Trakt for a code" not in page and not trakt.calls("POST", "/oauth/device/code")
 
 

@@ -89,6 +89,7 @@ from watchbridge.lastwebhooks import LastWebhooks
 from watchbridge.logs import Redactor, mask_also, mask_renewed
 from watchbridge.metrics import CONTENT_TYPE, Metrics
 from watchbridge.offloop import in_thread, to_the_end
+from watchbridge.pagereview import PageReviews
 from watchbridge.pagesignin import PageSignIns
 from watchbridge.redaction import WEBHOOK_SECRET, mask_tokens_stored, secret_values
 from watchbridge.refused import RefusedMeanwhile, RefusedWebhooks
@@ -169,6 +170,8 @@ class Runtime:
     downtime: str | None = None  # what this start told of the time the service was away
     # Sign-ins started from the status page (no terminal needed): their codes and outcomes.
     page_sign_ins: PageSignIns = field(default_factory=PageSignIns)
+    # First syncs reviewed and applied from the status page: their runs and plans.
+    page_reviews: PageReviews = field(default_factory=PageReviews)
     backup_on_stop: bool = False  # refresh the database's .backup copy at a clean stop
     home_assistant: HomeAssistantApp | None = None  # runs as the Home Assistant app
     # The last retry of the dead letters from the status page: when, and what it told.
@@ -940,6 +943,7 @@ def _lifespan(runtime: Runtime, tasks: Sequence[BackgroundTask]) -> Callable[[Li
                     pending.cancel()
                 await asyncio.gather(*late, return_exceptions=True)
             await runtime.page_sign_ins.close()
+            await runtime.page_reviews.close()
             await runtime.stop_noted()
             runtime.note_alive()  # alive to the stop's end: noted again, later
             if runtime.backup_on_stop:

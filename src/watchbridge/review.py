@@ -1,13 +1,19 @@
 """A link's plan as the user reviews it before its first sync: the lines `watchbridge sync
---dry-run` prints (one wording, said here). Pure."""
+--dry-run` prints, which the status page's review shows too (one wording, said here), and the
+token of a plan shown, which the page's button applies only while the sides still make that
+plan (`sync.run_link`'s `shown`). Pure."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from watchbridge.guard import as_confirmed, for_link
+from watchbridge.plexlink import ListsRun, list_counts, lists_summary
 from watchbridge.reconcile import FIRST_RUN_WINDOW, SameViewing
 from watchbridge.zone import local_time
 
@@ -73,3 +79,35 @@ def same_viewing_lines(pairs: Sequence[SameViewing], limit: int) -> list[str]:
             "for one viewing and writes nothing for them; watched twice? add the play by hand)"
         )
     return lines
+
+
+def reviewed(plans: Sequence[ProfilePlan]) -> frozenset[str]:
+    """The profiles a first-sync review covers: a first run, or the first sync of kinds new
+    to the link (the others sync as usual whatever the review says)."""
+    return frozenset(p.profile for p in plans if p.first_run or p.new_kinds)
+
+
+def plan_token(plans: Sequence[ProfilePlan], lists: ListsRun) -> str:
+    """A short fingerprint of what the review shows of the profiles it covers (`reviewed`):
+    every write of their plans, the plays taken for one viewing, what is held, and their
+    watchlist and collection parts (counts and lines). Equal for the same sides read twice."""
+    covered = reviewed(plans)
+    mine = replace(lists, results=tuple(r for r in lists.results if r.profile in covered))
+    shown = {
+        "plans": [
+            [
+                p.profile,
+                p.plan.held,
+                [
+                    [a.kind, a.target, a.item, a.at, a.value, a.record, a.source]
+                    for a in p.plan.actions
+                ],
+                [pair.describe() for pair in p.plan.same_viewing],
+            ]
+            for p in sorted(plans, key=lambda p: p.profile)
+            if p.profile in covered
+        ],
+        "lists": [sorted(list_counts(mine).items()), lists_summary(mine)],
+    }
+    encoded = json.dumps(shown, sort_keys=True, default=str).encode()
+    return hashlib.sha256(encoded).hexdigest()[:16]

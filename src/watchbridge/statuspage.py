@@ -5,9 +5,10 @@ HTML out. No secret is ever on it. It speaks the household's words, not the stor
 delivery given up is a dead letter, explained where it is counted; a link is a sync.
 
 Links, the forms and their redirects are relative, so the page works behind Home Assistant's
-ingress path. Its forms start a profile's Trakt sign-in (pagesignin.py) and show the code, and
-queue every dead letter again: the app's users have no terminal for `watchbridge auth trakt` or
-`watchbridge deadletters retry --all`.
+ingress path. Its forms start a profile's Trakt sign-in (pagesignin.py) and show the code,
+queue every dead letter again, and read, show and apply a link's first sync waiting for a
+review (pagereview.py, on a page of its own: `/review`): the app's users have no terminal for
+`watchbridge auth trakt`, `watchbridge deadletters retry --all` or `watchbridge sync --yes`.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from watchbridge.homeassistant import (
 from watchbridge.http import CLOCK_WARNING
 from watchbridge.lastwebhooks import LastWebhook
 from watchbridge.metrics import UnfilteredHistory
+from watchbridge.pagereview import PageReview, ShownPlan
 from watchbridge.pagesignin import PageSignIn, Show
 from watchbridge.refused import Refusal, sentence
 from watchbridge.senders import Doubling
@@ -58,6 +60,7 @@ from watchbridge.store import (
     SyncRun,
     Waiting,
 )
+from watchbridge.sync import syncable, waits_for_review
 from watchbridge.unmapped import Sighting
 from watchbridge.webhooks import SOURCES
 from watchbridge.zone import clock_time, zone_shown
@@ -106,6 +109,9 @@ class PageState:
     storage: StorageFault | None = None
     # What the storage alert says of the webhooks refused meanwhile ("" when none was).
     storage_refused: str = ""
+    # Links whose first sync waits for a review, and the reviews started from the page.
+    to_review: frozenset[str] = frozenset()
+    reviews: Sequence[PageReview] = ()
 
 
 async def page_state(runtime: Runtime, now: float) -> PageState:
@@ -114,6 +120,7 @@ async def page_state(runtime: Runtime, now: float) -> PageState:
     status = await asyncio.to_thread(runtime.store_status)
     sign_ins = await asyncio.to_thread(current_sign_ins, config, runtime.store, now)
     kept = await asyncio.to_thread(leftovers, config, runtime.store)
+    decided = await asyncio.to_thread(runtime.store.last_decided_runs)
     return PageState(
         config=config,
         status=status,
@@ -134,6 +141,8 @@ async def page_state(runtime: Runtime, now: float) -> PageState:
         retried=runtime.page_retried,
         storage=runtime.storage_fault,
         storage_refused=runtime.storage_refused.told(),
+        to_review=frozenset(run.link for run in decided if waits_for_review(run)),
+        reviews=runtime.page_reviews.recent(),
     )
 
 
@@ -262,11 +271,82 @@ async def retry_dead_letters_here(runtime: NamedDependency[Runtime]) -> Response
     return Response("", status_code=303, headers={"location": "../"})
 
 
-ROUTES: list[Any] = [status_page, sign_in_to_trakt, retry_dead_letters_here]
+def _reviewable(runtime: Runtime, link: str) -> str:
+    """`link`, a link of the config the service can sync; else a 400 naming the links."""
+    chosen = runtime.config.links.get(link)
+    if chosen is None or not syncable(chosen):
+        known = ", ".join(n for n, one in runtime.config.links.items() if syncable(one))
+        raise ValidationException(f"no link {link!r} to review here (links: {known or 'none'})")
+    return link
+
+
+# The plan on it: no browser or proxy keeps a copy of what someone watched.
+@get(
+    "/review",
+    guards=[require_api_token],
+    media_type=MediaType.HTML,
+    cache_control=CacheControlHeader(no_store=True),
+)
+async def review_page(runtime: NamedDependency[Runtime], link: FromQuery[str]) -> str:
+    """A link's first sync as `watchbridge sync --dry-run` shows it, with its apply button."""
+    name = _reviewable(runtime, link)
+    now = runtime.clock()
+    decided = await asyncio.to_thread(runtime.store.last_decided_runs)
+    waits = any(run.link == name and waits_for_review(run) for run in decided)
+    return render_review(name, runtime.page_reviews.get(name), waits, now)
+
+
+@post("/review/read", guards=[require_api_token, from_this_site], status_code=303)
+async def read_for_review(runtime: NamedDependency[Runtime], link: FromQuery[str]) -> Response[str]:
+    """`watchbridge sync --link NAME --dry-run`, in the background; on to the review page,
+    which says "reading" until the plan is there."""
+    name = _reviewable(runtime, link)
+    runtime.page_reviews.read(runtime, name)
+    return _to_review(name)
+
+
+@post("/review/apply", guards=[require_api_token, from_this_site], status_code=303)
+async def apply_reviewed(
+    runtime: NamedDependency[Runtime], link: FromQuery[str], plan: FromQuery[str]
+) -> Response[str]:
+    """`watchbridge sync --link NAME --yes`, of the plan shown (its token `plan`) only: the
+    run reads both sides again and writes nothing if they make another plan (it shows that
+    one). A press on another plan than the one the page shows now (a second tab, a second
+    press once applied) does nothing."""
+    name = _reviewable(runtime, link)
+    review = runtime.page_reviews.get(name)
+    shown = None if review is None or review.running else review.plan
+    if shown is None or shown.token != plan or not shown.covers:
+        runtime.page_reviews.refused(name, NOT_THE_PLAN_SHOWN, runtime.clock())
+    else:
+        runtime.page_reviews.apply(runtime, name, plan)
+    return _to_review(name)
+
+
+def _to_review(link: str) -> Response[str]:
+    # Relative: from .../review/read back to .../review, behind any ingress prefix.
+    location = "../review?" + urllib.parse.urlencode({"link": link})
+    return Response("", status_code=303, headers={"location": location})
+
+
+ROUTES: list[Any] = [
+    status_page,
+    sign_in_to_trakt,
+    retry_dead_letters_here,
+    review_page,
+    read_for_review,
+    apply_reviewed,
+]
 # What the page calls a link of the config (queuewords.py: its words for the queue).
 LINKS = "Each keeps two services alike (the <code>links</code> of the config)."
 SIGN_IN_BUTTON = "Sign in to Trakt here"
 NO_PROFILES = "No profiles: every webhook is answered and ignored"
+REVIEW_BUTTON = "Review the first sync here"
+APPLY_BUTTON = "Apply this first sync"
+NOT_THE_PLAN_SHOWN = (
+    "nothing was written: that button was of another plan than the one shown now (read again, "
+    "or applied already); look at the plan below"
+)
 # How long the page tells what its last retry of the dead letters did.
 RETRIED_SHOWN = 900.0
 
@@ -357,6 +437,7 @@ def render(state: PageState, now: float) -> str:
         ),
         f'<h2 id="links">Syncs</h2><p>{LINKS}</p>'
         + _links(state.config, status.last_runs, status.last_success_at, now)
+        + _reviews(state.to_review, state.reviews)
         + "".join(
             f'<p class="bad">{_age(u.at, now)}: {_e(u.message)}.</p>' for u in state.unfiltered
         )
@@ -573,6 +654,117 @@ def _links(
         quiet = "nothing to do" if run.outcome in ("ok", "dry-run") else "-"
         rows.append((_e(name), services, outcome, counts or quiet))
     return _table(("sync", "services", "last run", "changes"), rows)
+
+
+def _reviews(to_review: frozenset[str], reviews: Sequence[PageReview]) -> str:
+    """Each link waiting for the review of its first sync, with the button that reads its
+    plan (writing nothing) and shows it on the review page; and a link to each review the
+    page started."""
+    started = {review.link for review in reviews}
+    lines = []
+    for link in sorted(to_review | started):
+        query = _e(urllib.parse.urlencode({"link": link}))
+        seen = f'<a href="review?{query}">the review of sync {_e(link)} started here</a>'
+        if link not in to_review:
+            lines.append(f"<p>See {seen}.</p>")
+            continue
+        lines.append(
+            f'<form method="post" action="review/read?{query}"><button>{REVIEW_BUTTON}</button>'
+            f" for sync {_e(link)}: reads both sides, writes nothing, and shows what its first "
+            "sync would write, with a button that writes it"
+            + (f" (or see {seen})" if link in started else "")
+            + "</form>"
+        )
+    return "".join(lines)
+
+
+def render_review(link: str, review: PageReview | None, waits: bool, now: float) -> str:
+    """The review page of `link` (pure but for the zone of its times): what the page's run
+    does or came to, and the plan read, in the words of `watchbridge sync --dry-run`, with
+    the button that applies it. `waits`: the link's last run waits for this review."""
+    query = _e(urllib.parse.urlencode({"link": link}))
+    read = (
+        f'<form method="post" action="review/read?{query}"><button>'
+        f"{'Read again' if review is not None else 'Read both sides'}</button> "
+        "(writes nothing; a full read of Serializd may take minutes)</form>"
+    )
+    parts = [
+        f"<h1>First sync of {_e(link)}</h1>",
+        '<p><a href="./">Back to the status page</a></p>',
+        "<p>"
+        + (
+            "This sync waits for your review of what its first sync writes: read both sides, "
+            "look at the plan, then apply it."
+            if waits
+            else "This sync waits for no review now (its last run did not ask for one)."
+        )
+        + "</p>",
+    ]
+    if review is not None and review.running:
+        parts.append(
+            "<p><strong>"
+            + (
+                "Applying: reading both sides again first (if they make another plan than the "
+                "one below, nothing is written and the new plan is shown)"
+                if review.applying
+                else "Reading both sides"
+            )
+            + f"…</strong> (started {_age(review.started_at, now)}). This page looks again "
+            "every 10 seconds.</p>"
+        )
+    elif review is not None and review.outcome is not None and review.finished_at is not None:
+        marked = ' class="bad"' if review.failed else ""
+        parts.append(
+            f"<p{marked}>From this page {_age(review.finished_at, now)}: {_e(review.outcome)}.</p>"
+        )
+    plan = None if review is None else review.plan
+    if plan is not None:
+        parts.append(_shown_plan(link, plan, now, offer=review is not None and not review.running))
+    if review is None or not review.running:
+        parts.append(read)
+    running = review is not None and review.running
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width,initial-scale=1">'
+        + ('<meta http-equiv="refresh" content="10">' if running else "")
+        + f"<title>watchbridge: review of {_e(link)}</title><style>{_STYLE}</style></head><body>"
+        + "".join(parts)
+        + "</body></html>"
+    )
+
+
+def _shown_plan(link: str, plan: ShownPlan, now: float, offer: bool) -> str:
+    """A plan read for review: per profile what it writes, the CLI's lines, and (`offer`)
+    the button that applies it."""
+    rows = [
+        (
+            _e(profile) + (" (waits for this review)" if profile in plan.covers else ""),
+            _e("; ".join(changes) or "nothing to write"),
+        )
+        for profile, changes in plan.changes
+    ]
+    unread = "".join(f'<p class="bad">Not read: {_e(why)}.</p>' for why in plan.unread)
+    query = _e(urllib.parse.urlencode({"link": link, "plan": plan.token}))
+    if not plan.covers:
+        apply = "<p>No profile of this sync waits for a review: it syncs on its own.</p>"
+    elif offer:
+        apply = (
+            f'<form method="post" action="review/apply?{query}"><button>{APPLY_BUTTON}'
+            "</button> (writes what is listed here, as <code>watchbridge sync --link "
+            f"{_e(link)} --yes</code> does; both sides are read again first, and if they make "
+            "another plan, nothing is written and the new one is shown)</form>"
+            "<p>To sync one way only first, use the command line: <code>watchbridge sync "
+            f"--link {_e(link)} --direction A-to-B</code>.</p>"
+        )
+    else:
+        apply = ""
+    return (
+        f"<h2>The plan, read {_age(plan.read_at, now)}</h2>"
+        + _table(("profile", "what its first sync writes"), rows)
+        + unread
+        + f"<pre>{_e(chr(10).join(plan.lines))}</pre>"
+        + apply
+    )
 
 
 def _kept_off(kept_off: Sequence[KeptOffCount]) -> list[tuple[str, str]]:

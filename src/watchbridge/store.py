@@ -5402,6 +5402,15 @@ class Store:
         )
         return [SyncRun.from_row(r) for r in rows]
 
+    def last_decided_runs(self) -> list[SyncRun]:
+        """Each link's last run that went any way (not a dry run, not one going on or cut
+        short by a stop): whether it waits for a review, say, while dry runs read its plan."""
+        rows = self._overview(
+            "SELECT * FROM sync_runs WHERE id IN (SELECT MAX(id) FROM sync_runs WHERE outcome"
+            " NOT IN ('dry-run', 'running', 'interrupted') GROUP BY link) ORDER BY link"
+        )
+        return [SyncRun.from_row(r) for r in rows]
+
     def last_successes(self) -> dict[str, float]:
         """When each link's last run that went through (ok, or held for a confirmation) ended."""
         rows = self._overview(

@@ -86,6 +86,7 @@ from watchbridge.reconcile import (
     without_waiting,
     without_webhook_ratings,
 )
+from watchbridge.review import plan_token
 from watchbridge.sides import own_id_aliases, ref_for_key
 from watchbridge.store import (
     ACCOUNT_CURSOR,
@@ -1493,6 +1494,15 @@ class NeedsReview(WatchbridgeError):
         self.held_unread = held_unread  # as RunResult's
 
 
+class PlanChanged(WatchbridgeError):
+    """A run asked to apply a reviewed plan (`run_link`'s `shown`) found the sides make
+    another: nothing was applied; `result` is the new plan, as a dry run's."""
+
+    def __init__(self, message: str, result: RunResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
 class PartsFailed(WatchbridgeError):
     """A run that failed for some or all of the link's profiles (or parts): `causes`, one per
     failed part, names the alerts of its own each has (None: none but the link's), so that
@@ -1600,11 +1610,15 @@ async def run_link(
     alerts: Alerts | None = None,
     narrowing: Narrowing | None = None,
     metrics: Metrics | None = None,
+    shown: str | None = None,
 ) -> RunResult:
     """One run of a link, recorded in the run history: plan, then (unless a dry run) queue;
     then the link's watchlist and collection parts (if any), which write directly. A run
     with a `narrowing` plans only those AniList entries' items (see `apply_plan`).
-    `metrics`: the runtime's, counting the run's requests with the service's others."""
+    `metrics`: the runtime's, counting the run's requests with the service's others.
+    `shown`: the token (`review.plan_token`) of the plan the user reviewed (the status page):
+    the run applies only that plan, and raises `PlanChanged`, writing nothing and recorded
+    as a dry run, when the sides make another (their watchlists read dry first, to compare)."""
     with_direction(link_named(config, name), name, direction)  # a typo records no run
     run_id = await _started(store, name, clock)
     if run_id is None:
@@ -1644,6 +1658,10 @@ async def run_link(
         unread = tuple(naming_profile(profile, exc.message) for profile, exc in failures.items())
         causes = tuple(cause_of(exc, profile) for profile, exc in failures.items())
         link = with_direction(config.links[name], name, direction)
+        if shown is not None:
+            await _as_shown(
+                config, store, name, link, plans, (calls, run_id), shown, clock, alerts, metrics
+            )
         # A profile's first run may wait for a review; the link's other profiles go on.
         waiting = {} if dry_run else awaiting_review(link, plans, yes)
         lists_failed: tuple[str, ...] = ()  # the list parts of profiles waiting for a review
@@ -1749,7 +1767,7 @@ async def run_link(
             store.finish_run, run_id, clock(), outcome.outcome, counts, calls, error
         )
         return outcome
-    except NeedsReview:
+    except (NeedsReview, PlanChanged):
         raise  # recorded above, with what the other profiles queued
     except Waits as exc:  # not begun, for what an alert of its own tells: no failure
         await to_the_end(in_thread(store.finish_run, run_id, clock(), WAITED, {}, 0, exc.message))
@@ -1767,6 +1785,47 @@ async def run_link(
         raise
     finally:
         heartbeat.cancel()
+
+
+async def _as_shown(
+    config: Config,
+    store: Store,
+    name: str,
+    link: Link,
+    plans: list[ProfilePlan],
+    run: tuple[int, int],
+    shown: str,
+    clock: Callable[[], float],
+    alerts: Alerts | None,
+    metrics: Metrics | None,
+) -> None:
+    """Raise `PlanChanged` (the run recorded as a dry run) unless `plans`, with their
+    watchlist and collection parts planned dry as a dry run plans them, are the plan whose
+    token is `shown`; `run`: the run's API requests so far, and its id."""
+    calls, run_id = run
+    listed = ListsRun()
+    if wants_lists(link):
+        listed = await run_lists(
+            config,
+            store,
+            name,
+            link,
+            {p.profile: p.listings for p in plans},
+            dry_run=True,
+            clock=clock,
+            alerts=alerts,
+            metrics=metrics,
+        )
+    if plan_token(plans, listed) == shown:
+        return
+    counts = await asyncio.to_thread(plan_counts, plans)
+    counts = counted_with(counts, list_counts(listed))
+    await asyncio.to_thread(store.finish_run, run_id, clock(), "dry-run", counts, calls)
+    raise PlanChanged(
+        f"links.{name}: the sides changed since the plan shown was read: nothing was written; "
+        "review the new plan",
+        RunResult(plans, calls, lists=listed),
+    )
 
 
 async def _started(store: Store, name: str, clock: Callable[[], float]) -> int | None:
@@ -2096,8 +2155,21 @@ def review_message(
     return (
         f"this is {'; and '.join(leads)}: review the plan "
         f"(`watchbridge sync --link {name} --dry-run`), then run "
-        f"`watchbridge sync --link {name} --yes` (or set links.{name}.first_run: apply){others}"
+        f"{review_command(name)} (or set links.{name}.first_run: apply){others}"
     )
+
+
+def review_command(name: str) -> str:
+    """The command that applies link `name`'s first sync, as a review's message names it."""
+    return f"`watchbridge sync --link {name} --yes`"
+
+
+def waits_for_review(run: SyncRun) -> bool:
+    """Whether a link's last run that went any way (`Store.last_decided_runs`) waits for the
+    review of a first sync (also beside a profile that failed)."""
+    if run.outcome == "needs-review":
+        return True
+    return run.outcome == "failed" and review_command(run.link) in (run.error or "")
 
 
 async def _heartbeat(

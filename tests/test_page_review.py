@@ -1,0 +1,210 @@
+"""A link's first sync reviewed and applied from the status page: a Home Assistant app's (or
+Unraid's) household has no terminal for `watchbridge sync --link NAME --dry-run`, then
+`--yes`. The page reads the plan in the background (as the scheduler runs a link), shows it
+in the CLI's words and counts, and its button applies that plan only, once."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import re
+import time
+import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.fakes.serializd import ALICE, FakeSerializd
+from tests.fakes.trakt import CLIENT_ID, FakeTrakt
+from tests.harness import AppThread, sign_in_trakt, write_config
+from tests.unpaced import unpaced
+from watchbridge.config import load_config
+from watchbridge.pagereview import PageReview
+from watchbridge.statuspage import APPLY_BUTTON, NOT_THE_PLAN_SHOWN, REVIEW_BUTTON, render_review
+from watchbridge.store import Store
+from watchbridge.sync import NeedsReview, run_link
+from watchbridge.wiring import build_app, build_runtime
+
+LINK = "trakt-serializd"
+INGRESS = "http://homeassistant.local:8123/api/hassio_ingress/Xy12abc/"
+REVIEW = f"review?link={LINK}"
+
+
+@pytest.fixture(autouse=True)
+def _unpaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The clients' pacing lifted: these tests are about what the page shows and writes."""
+    unpaced(monkeypatch, "trakt", "serializd")
+
+
+@contextmanager
+def waiting_for_review(tmp_path: Path, start_fake: Any) -> Iterator[tuple[str, Any, Any]]:
+    """The service of a Trakt ⇄ Serializd link whose first run waits for the review (the
+    default `first_run: dry-run`): Trakt lacks S1E2 and its rating, Serializd lacks S1E3."""
+    trakt, serializd = start_fake(FakeTrakt()), start_fake(FakeSerializd())
+    show = trakt.add_show("Breaking Bad", 2008, tmdb=1396, tvdb=81189, seasons={1: 7})
+    trakt.add_history(show.seasons[1].episodes[1], "2024-01-01T20:00:00.000Z")
+    trakt.add_history(show.seasons[1].episodes[3], "2024-01-03T20:00:00.000Z")
+    serializd.add_show(1396, "Breaking Bad", seasons={1: 7})
+    serializd.log_entry(None, 1396, 1, 2, backdate="2024-01-02T20:00:00.000Z", rating=8)
+    serializd.log_entry(None, 1396, 1, 1, backdate="2024-01-01T21:00:00.000Z")
+    path = write_config(
+        tmp_path,
+        f"""services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+  serializd: {{api_url: "{serializd.url}"}}
+profiles:
+  me:
+    accounts:
+      trakt: {{}}
+      serializd: {{email: {ALICE[0]}, password: "{ALICE[1]}"}}
+links:
+  {LINK}: {{services: [trakt, serializd]}}
+""",
+    )
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        sign_in_trakt(store, trakt, "me", now=time.time())
+        with pytest.raises(NeedsReview):  # the scheduler's run: it waits for the review
+            asyncio.run(run_link(load_config(path, {}), store, LINK))
+    with AppThread(build_app(build_runtime(load_config(path, {})))) as app:
+        yield app.url, trakt, serializd
+
+
+def page_until(url: str, text: str, timeout: float = 20.0) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        page = httpx.get(url).text
+        if text in page:
+            return page
+        assert time.monotonic() < deadline, page
+        time.sleep(0.05)
+
+
+def read_the_plan(url: str) -> str:
+    """Press the status page's review button; the review page once the plan is read."""
+    answer = httpx.post(f"{url}/review/read?link={LINK}", follow_redirects=False)
+    assert answer.status_code == 303
+    # Behind ingress, from .../review/read back to .../review.
+    posted_to = urllib.parse.urljoin(INGRESS, f"review/read?link={LINK}")
+    assert urllib.parse.urljoin(posted_to, answer.headers["location"]) == INGRESS + REVIEW
+    return page_until(f"{url}/{REVIEW}", "<h2>The plan, read")
+
+
+def apply_action(page: str) -> str:
+    """The apply button's form action (relative, as the page has it)."""
+    found = re.search(r'<form method="post" action="(review/apply\?[^"]+)"><button>', page)
+    assert found is not None, page
+    return html.unescape(found.group(1))
+
+
+def diary_episodes(serializd: Any) -> list[int]:
+    return sorted(r.episode_number or 0 for r in serializd.diary() if r.is_log)
+
+
+def trakt_episodes(trakt: Any) -> list[int]:
+    return sorted(h.item.number for h in trakt.history())
+
+
+def test_the_status_page_offers_the_review_of_a_first_sync(tmp_path: Path, start_fake: Any) -> None:
+    with waiting_for_review(tmp_path, start_fake) as (url, _, _):
+        page = httpx.get(f"{url}/").text
+    assert f'<form method="post" action="review/read?link={LINK}"><button>{REVIEW_BUTTON}' in page
+
+
+def test_the_review_shows_the_plan_the_cli_shows_and_writes_nothing(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    with waiting_for_review(tmp_path, start_fake) as (url, trakt, serializd):
+        page = read_the_plan(url)
+        status = httpx.get(f"{url}/").text
+    # Per service and kind, in the status page's words.
+    for counted in (
+        "trakt: 1 play(s) to add",
+        "trakt: 1 rating(s) to set",
+        "serializd: 1 play(s) to add",
+    ):
+        assert counted in page
+    # The lines `watchbridge sync --dry-run` prints.
+    assert "profile me: trakt 2 plays, serializd 2 plays; plan:" in page
+    assert "add_play trakt episode:tmdb:1396:s1e2 2024-01-02 20:00:00 UTC  (new on serializd)" in (
+        html.unescape(page)
+    )
+    assert APPLY_BUTTON in page and "me (waits for this review)" in page
+    assert trakt_episodes(trakt) == [1, 3] and trakt.ratings() == []
+    assert diary_episodes(serializd) == [1, 2]
+    # Read from the page, the link still waits: its button stays, beside the review's link.
+    assert REVIEW_BUTTON in status and f'<a href="{REVIEW}">' in status
+
+
+def test_an_apply_posted_by_another_site_writes_nothing(tmp_path: Path, start_fake: Any) -> None:
+    with waiting_for_review(tmp_path, start_fake) as (url, trakt, serializd):
+        action = apply_action(read_the_plan(url))
+        answer = httpx.post(f"{url}/{action}", headers={"sec-fetch-site": "cross-site"})
+        answer_origin = httpx.post(f"{url}/{action}", headers={"origin": "https://evil.example"})
+        time.sleep(0.5)
+        page = httpx.get(f"{url}/{REVIEW}").text
+    assert answer.status_code == answer_origin.status_code == 403
+    assert "Applying" not in page and "applied:" not in page
+    assert trakt_episodes(trakt) == [1, 3] and diary_episodes(serializd) == [1, 2]
+
+
+def test_the_button_applies_the_first_sync_once(tmp_path: Path, start_fake: Any) -> None:
+    with waiting_for_review(tmp_path, start_fake) as (url, trakt, serializd):
+        action = apply_action(read_the_plan(url))
+        answer = httpx.post(f"{url}/{action}", follow_redirects=False)
+        assert answer.status_code == 303
+        assert answer.headers["location"] == f"../{REVIEW}"
+        page = page_until(f"{url}/{REVIEW}", "applied:")
+        assert "applied: 3 change(s) queued; the service sends them now" in page
+        deadline = time.monotonic() + 20
+        while trakt_episodes(trakt) != [1, 2, 3] or diary_episodes(serializd) != [1, 2, 3]:
+            assert time.monotonic() < deadline, (trakt_episodes(trakt), diary_episodes(serializd))
+            time.sleep(0.05)
+        assert [r.rating for r in trakt.ratings()] == [8]
+        writes = [r for r in trakt.requests + serializd.requests if r.method == "POST"]
+
+        again = httpx.post(f"{url}/{action}")  # pressed twice (a reload that posts again)
+        time.sleep(1.0)
+        page = httpx.get(f"{url}/{REVIEW}").text
+        status = httpx.get(f"{url}/").text
+    assert again.status_code == 303  # back to the review page, which says why nothing was done
+    assert html.escape(NOT_THE_PLAN_SHOWN) in page and APPLY_BUTTON not in page
+    assert [r for r in trakt.requests + serializd.requests if r.method == "POST"] == writes
+    assert trakt_episodes(trakt) == [1, 2, 3] and diary_episodes(serializd) == [1, 2, 3]
+    assert REVIEW_BUTTON not in status  # the link no longer waits
+
+
+def test_a_plan_the_sides_no_longer_make_is_not_applied_but_shown_anew(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    with waiting_for_review(tmp_path, start_fake) as (url, trakt, serializd):
+        action = apply_action(read_the_plan(url))
+        show = trakt.shows[0]
+        trakt.add_history(show.seasons[1].episodes[4], "2024-01-04T20:00:00.000Z")
+        assert httpx.post(f"{url}/{action}", follow_redirects=False).status_code == 303
+        page = page_until(f"{url}/{REVIEW}", "the sides changed since the plan shown was read")
+        assert "serializd: 2 play(s) to add" in page  # the new plan, with its own button
+        assert apply_action(page) != action
+        forged = action.replace(action.rsplit("=", 1)[1], "0123456789abcdef")
+        httpx.post(f"{url}/{forged}")
+        time.sleep(0.5)
+        page = httpx.get(f"{url}/{REVIEW}").text
+    assert html.escape(NOT_THE_PLAN_SHOWN) in page
+    assert trakt_episodes(trakt) == [1, 3, 4] and trakt.ratings() == []
+    assert diary_episodes(serializd) == [1, 2]
+
+
+def test_the_review_page_says_reading_and_looks_again_while_it_reads() -> None:
+    reading = PageReview(LINK, started_at=time.time() - 30)
+    page = render_review(LINK, reading, waits=True, now=time.time())
+    assert "Reading both sides…" in page and '<meta http-equiv="refresh" content="10">' in page
+    assert APPLY_BUTTON not in page and '<a href="./">' in page
+
+
+def test_a_review_of_a_link_the_config_lacks_is_refused(tmp_path: Path, start_fake: Any) -> None:
+    with waiting_for_review(tmp_path, start_fake) as (url, _, _):
+        assert httpx.get(f"{url}/review?link=nope").status_code == 400
+        assert httpx.post(f"{url}/review/read?link=nope").status_code == 400
