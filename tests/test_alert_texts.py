@@ -64,7 +64,7 @@ from watchbridge.deliver.anilist import AniListTarget
 from watchbridge.deliver.worker import DeliveryWorker, unreachable_alert
 from watchbridge.http import HttpClient, Pause, RetryPolicy
 from watchbridge.maintenance import DATASETS_TITLE, check_anime_datasets, tell_beside
-from watchbridge.model import ref_to_dict
+from watchbridge.model import Ids, MediaRef, ref_to_dict
 from watchbridge.servelock import Holder
 from watchbridge.storagewatch import StorageWatch
 from watchbridge.store import NewOutboxRow, Store
@@ -561,14 +561,15 @@ async def test_a_full_trakt_watchlist_says_what_waits_and_to_upgrade_to_vip(
     lead, details = alert["message"].split("\n\n")
     assert lead == (
         "Titles added to the watchlist of profile me elsewhere are not added to Trakt's: it"
-        " holds 1 title, the most a free Trakt account may hold. Upgrade to Trakt VIP at"
-        " https://app.trakt.tv/vip to have them added; everything else keeps syncing."
+        " holds 1 title, the most a free Trakt account may hold. Remove titles from the Trakt"
+        " watchlist to make room, or upgrade to Trakt VIP at https://app.trakt.tv/vip;"
+        " everything else keeps syncing."
     )
     assert details == (
         "Only adding to Trakt's watchlist waits: taking titles off it, and copying it the other"
-        " way, go on. watchbridge reads the account's limit at each sync and adds the titles"
-        " that waited once it changes; taking titles off Trakt's watchlist does not end the"
-        " wait."
+        " way, go on. watchbridge reads Trakt's watchlist and the account's limit at each sync"
+        " and adds the titles that waited as soon as there is room (titles taken off it, or a"
+        " higher limit), as many as fit."
     )
 
 
@@ -581,8 +582,9 @@ async def test_a_full_trakt_collection_says_what_of_the_plex_library_waits(
     assert alert["title"] == "watchbridge: Trakt collection full (profile me)"
     assert alert["message"].split("\n\n")[0] == (
         "What is added to the Plex libraries is not added to the Trakt collection of profile me:"
-        " it holds 3 items, the most a free Trakt account may hold. Upgrade to Trakt VIP at"
-        " https://app.trakt.tv/vip to have them added; everything else keeps syncing."
+        " it holds 3 items, the most a free Trakt account may hold. Remove items from the Trakt"
+        " collection to make room, or upgrade to Trakt VIP at https://app.trakt.tv/vip;"
+        " everything else keeps syncing."
     )
 
 
@@ -601,6 +603,26 @@ async def test_a_full_trakt_watchlist_made_room_for_says_why_and_that_what_waite
         "Trakt takes titles for the watchlist of profile me again: the account is Trakt VIP"
         " now, its limit 5000 titles instead of 1. Those that waited are added from this sync"
         " on."
+    )
+
+
+async def test_a_full_trakt_watchlist_tidied_on_trakt_says_there_is_room_and_what_was_added(
+    plex_trakt: PlexTraktLink, receiver: AlertReceiver
+) -> None:
+    plex_trakt.trakt.user.limits["watchlist"] = {"item_count": 2}
+    trakt_add(plex_trakt, "Heat", "Arrival")
+    plex_add(plex_trakt, "Batman Begins", "Guardians of the Galaxy")
+    notifier = notifier_for(receiver)
+    await plex_trakt.watchlist(alerts=notifier)
+    refs = [MediaRef("movie", ids=Ids(tmdb=t)) for t in ("949", "329865")]  # Heat, Arrival
+    await plex_trakt.trakt_client.remove_watchlist("me", refs)
+    await plex_trakt.watchlist(alerts=notifier)
+    assert receiver.titles() == [
+        "watchbridge: Trakt watchlist full (profile me)",
+        "Resolved: watchbridge: Trakt watchlist full (profile me)",
+    ]
+    assert receiver.messages[-1]["message"] == (
+        "There is room again in the Trakt watchlist of profile me: 2 titles added."
     )
 
 

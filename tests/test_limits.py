@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from watchbridge.limits import (
@@ -12,6 +13,7 @@ from watchbridge.limits import (
     Pause,
     decide,
     parse_settings,
+    room_text,
 )
 
 FIXTURES = Path(__file__).parent / "fixtures" / "trakt"
@@ -83,11 +85,55 @@ def paused_at(limit: int | None, vip: bool = False) -> Pause:
     return Pause("watchlist", "me", limit, vip, "https://trakt.tv/vip", NOW - 3600)
 
 
-def test_a_pause_stays_while_the_limit_is_unchanged_without_a_new_alert() -> None:
+def test_a_pause_stays_while_the_limit_is_unchanged_and_the_kind_full() -> None:
     pause = paused_at(250)
-    decision = decide("watchlist", "me", paused=pause, limits=FREE, count=100, wanted=3, now=NOW)
+    decision = decide("watchlist", "me", paused=pause, limits=FREE, count=250, wanted=3, now=NOW)
     assert decision.action == "stay_paused"
     assert decision.pause == pause and decision.alert is None and not decision.may_write
+
+
+def test_a_pause_tries_again_when_the_kind_holds_fewer_than_its_limit() -> None:
+    pause = replace(paused_at(250), count=250)
+    decision = decide("watchlist", "me", paused=pause, limits=FREE, count=240, wanted=30, now=NOW)
+    assert decision.action == "retry" and decision.may_write and decision.capacity == 10
+    assert decision.pause == pause  # kept until the adds went through
+    assert decision.alert is None and decision.resolved is None
+
+
+def test_a_vip_pause_tries_again_when_there_is_room() -> None:
+    pause = replace(paused_at(5000, vip=True), count=5000)
+    decision = decide("watchlist", "me", paused=pause, limits=VIP, count=4990, wanted=1, now=NOW)
+    assert decision.action == "retry" and decision.capacity == 10
+
+
+def test_a_pause_trakt_refused_with_room_seen_waits_for_fewer_items_than_then() -> None:
+    pause = replace(paused_at(250), count=200)  # a 420 while 200 were listed
+    same = decide("watchlist", "me", paused=pause, limits=FREE, count=200, wanted=1, now=NOW)
+    assert same.action == "stay_paused"
+    fewer = decide("watchlist", "me", paused=pause, limits=FREE, count=190, wanted=1, now=NOW)
+    assert fewer.action == "retry" and fewer.capacity == 60
+
+
+def test_a_420_on_trying_again_keeps_the_pause_and_notes_the_count_it_met() -> None:
+    pause = replace(paused_at(250), count=250)
+    decision = decide(
+        "watchlist", "me", paused=pause, limits=FREE, count=240, hit=LimitHit(), now=NOW
+    )
+    assert decision.action == "stay_paused" and decision.alert is None
+    assert decision.pause == replace(pause, count=240)
+
+
+def test_room_again_says_how_many_were_added() -> None:
+    assert room_text("watchlist", "me", 3) == (
+        "There is room again in the Trakt watchlist of profile me: 3 titles added."
+    )
+    assert room_text("collection", "me", 1) == (
+        "There is room again in the Trakt collection of profile me: 1 item added."
+    )
+    assert room_text("watchlist", "me", 0) == (
+        "There is room again in the Trakt watchlist of profile me: nothing waits to be added"
+        " any more."
+    )
 
 
 def test_a_pause_stays_when_the_limits_were_not_read() -> None:
@@ -152,16 +198,22 @@ def test_420_headers_are_read_whatever_their_case() -> None:
     )
 
 
-def test_a_free_accounts_alert_says_to_upgrade_to_vip() -> None:
+def test_a_free_accounts_alert_says_to_make_room_or_upgrade_to_vip() -> None:
     alert = paused_at(250).alert_text()
-    assert "Upgrade to Trakt VIP at https://trakt.tv/vip to have them added" in alert
+    assert (
+        "Remove titles from the Trakt watchlist to make room, or upgrade to Trakt VIP at"
+        " https://trakt.tv/vip" in alert
+    )
     assert "even with VIP" not in alert
 
 
 def test_a_vip_accounts_alert_says_the_limit_is_reached_even_with_vip() -> None:
     alert = paused_at(5000, vip=True).alert_text()
-    assert "the most Trakt allows even with VIP. Nothing to do unless Trakt raises" in alert
-    assert "Upgrade to Trakt VIP" not in alert
+    assert (
+        "the most Trakt allows even with VIP. Remove titles from the Trakt watchlist to make"
+        " room;" in alert
+    )
+    assert "upgrade to Trakt VIP" not in alert.lower()
 
 
 def test_the_alert_names_the_limit_only_when_it_is_known() -> None:

@@ -31,7 +31,7 @@ from watchbridge.plexlink import (
     watchlist_holding,
 )
 from watchbridge.services.plextv import PlexTvClient, WatchlistUnavailable, container_entries
-from watchbridge.services.trakt import TraktClient
+from watchbridge.services.trakt import CollectionWrite, TraktClient
 from watchbridge.store import Store
 
 pytestmark = pytest.mark.anyio
@@ -415,6 +415,94 @@ async def test_a_limit_raised_while_the_watchlist_is_full_again_sends_no_resolve
     assert receiver.titles()[-1] == "Resolved: watchbridge: Trakt watchlist full (profile me)"
 
 
+async def untrakt(link: Link, *tmdb: str) -> None:
+    """The person takes movies off Trakt's watchlist on Trakt's site (its stamps move)."""
+    refs = [MediaRef("movie", ids=Ids(tmdb=t)) for t in tmdb]
+    await link.trakt_client.remove_watchlist(PROFILE, refs)
+
+
+async def test_a_full_watchlist_made_room_on_trakt_adds_what_waited_and_resolves_once(
+    link: Link, notifier: Notifier, receiver: AlertReceiver
+) -> None:
+    link.trakt.user.limits["watchlist"] = {"item_count": 1}
+    trakt_add(link, "Heat")
+    plex_add(link, "Arrival")
+    first = await link.watchlist(alerts=notifier)
+    assert first.limit is not None and first.limit.paused
+    assert receiver.titles() == ["watchbridge: Trakt watchlist full (profile me)"]
+
+    await untrakt(link, "949")  # the person tidies Trakt's watchlist: Heat goes
+    second = await link.watchlist(alerts=notifier)
+    assert second.added_to_trakt == 1 and link.trakt_watchlist() == {"Arrival"}
+    assert second.limit is not None and not second.limit.paused
+    assert load_pause(link.store, PROFILE, "watchlist") is None
+    assert receiver.titles() == [
+        "watchbridge: Trakt watchlist full (profile me)",
+        "Resolved: watchbridge: Trakt watchlist full (profile me)",
+    ]
+    assert receiver.messages[-1]["message"] == (
+        "There is room again in the Trakt watchlist of profile me: 1 title added."
+    )
+
+
+async def test_a_vip_watchlist_at_its_limit_resumes_when_titles_are_taken_off_it(
+    link: Link, notifier: Notifier, receiver: AlertReceiver
+) -> None:
+    link.trakt.set_limits(vip=True, limits={"watchlist": {"item_count": 1}})  # 5000, smaller
+    trakt_add(link, "Heat")
+    plex_add(link, "Arrival")
+    await link.watchlist(alerts=notifier)
+    assert "even with VIP" in receiver.messages[0]["message"]
+    await untrakt(link, "949")
+    resumed = await link.watchlist(alerts=notifier)
+    assert resumed.added_to_trakt == 1 and resumed.limit is not None and resumed.limit.resolved
+
+
+async def test_room_for_part_of_what_waits_adds_that_part_and_keeps_the_one_alert(
+    link: Link, notifier: Notifier, receiver: AlertReceiver
+) -> None:
+    link.trakt.user.limits["watchlist"] = {"item_count": 1}
+    trakt_add(link, "Heat")
+    plex_add(link, "Arrival", "Batman Begins")
+    await link.watchlist(alerts=notifier)
+    await untrakt(link, "949")
+    partly = await link.watchlist(alerts=notifier)
+    assert partly.added_to_trakt == 1 and len(link.trakt_watchlist()) == 1
+    assert partly.limit is not None and partly.limit.paused and partly.limit.not_sent == 1
+    assert receiver.titles() == ["watchbridge: Trakt watchlist full (profile me)"]
+    posts = link.trakt.count("POST", "/sync/watchlist")
+    full = await link.watchlist(alerts=notifier)  # full again: nothing is tried
+    assert full.limit is not None and full.limit.paused
+    assert link.trakt.count("POST", "/sync/watchlist") == posts
+    assert len(receiver.messages) == 1
+
+    link.trakt.set_limits(limits={"watchlist": {"item_count": 10}})
+    done = await link.watchlist(alerts=notifier)
+    assert done.added_to_trakt == 1 and link.trakt_watchlist() == {"Arrival", "Batman Begins"}
+    assert receiver.titles()[-1] == "Resolved: watchbridge: Trakt watchlist full (profile me)"
+
+
+async def test_a_420_when_trying_again_in_the_room_read_pauses_again_without_a_new_alert(
+    link: Link, notifier: Notifier, receiver: AlertReceiver
+) -> None:
+    link.trakt.user.limits["watchlist"] = {"item_count": 1}
+    trakt_add(link, "Heat")
+    plex_add(link, "Arrival")
+    await link.watchlist(alerts=notifier)
+    await untrakt(link, "949")
+    link.trakt.account_limit(route="POST /sync/watchlist", limit=1)  # Trakt counts otherwise
+    refused = await link.watchlist(alerts=notifier)
+    assert refused.added_to_trakt == 0
+    assert refused.limit is not None and refused.limit.paused and refused.limit.not_sent == 1
+    assert receiver.titles() == ["watchbridge: Trakt watchlist full (profile me)"]
+    pause = load_pause(link.store, PROFILE, "watchlist")
+    assert pause is not None and pause.since == 1_800_000_000.0 and pause.count == 0
+    posts = link.trakt.count("POST", "/sync/watchlist")
+    await link.watchlist(alerts=notifier)  # the same room Trakt refused: not tried again
+    assert link.trakt.count("POST", "/sync/watchlist") == posts
+    assert len(receiver.messages) == 1
+
+
 async def test_a_watchlist_404_alerts_at_once_and_recovers(
     link: Link, notifier: Notifier, receiver: AlertReceiver
 ) -> None:
@@ -667,6 +755,32 @@ async def test_a_paused_collection_resumes_when_the_account_settings_change(
     link.trakt.set_limits(vip=True, limits=VIP_LIMITS)
     resumed = await collect(link, activities=await link.trakt_client.last_activities(PROFILE))
     assert resumed.added == 2 and resumed.limit is not None and not resumed.limit.paused
+
+
+async def test_a_full_collection_made_room_on_trakt_adds_what_waited(
+    link: Link, notifier: Notifier, receiver: AlertReceiver
+) -> None:
+    others = [MediaRef("movie", ids=Ids(tmdb=t)) for t in ("949", "329865")]  # Heat, Arrival
+    await link.trakt_client.add_collection(PROFILE, [CollectionWrite(r, {}) for r in others])
+    link.trakt.user.limits["collection"] = {"item_count": 5}
+    first = await collect(link, alerts=notifier, activities=await activities_of(link))
+    assert first.added == 3 and first.limit is not None and first.limit.paused
+    await collect(link, alerts=notifier, activities=await activities_of(link))  # full look
+    quiet = await collect(link, alerts=notifier, activities=await activities_of(link))
+    assert quiet.requests == {"trakt": 0}
+
+    await link.trakt_client.remove_collection(PROFILE, others)  # tidied on Trakt's site
+    resumed = await collect(link, alerts=notifier, activities=await activities_of(link))
+    assert resumed.added == 2 and resumed.limit is not None and not resumed.limit.paused
+    assert len(link.trakt.collection()) == 5
+    assert receiver.titles()[-1] == "Resolved: watchbridge: Trakt collection full (profile me)"
+    assert receiver.messages[-1]["message"] == (
+        "There is room again in the Trakt collection of profile me: 2 items added."
+    )
+
+
+async def activities_of(link: Link) -> Any:
+    return await link.trakt_client.last_activities(PROFILE)
 
 
 async def test_collection_dry_run_writes_nothing(link: Link) -> None:

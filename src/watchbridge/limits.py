@@ -3,8 +3,9 @@
 Free Trakt accounts have item limits per kind (watchlist, collection, ...; `trakt-api.md` §15).
 Once a kind is full, every further add answers 420: retrying cannot help, so that kind is paused
 for that person with one alert (naming the upgrade URL), the rest of the link keeps running, and
-the kind is tried again only when the account's limit changes (an upgrade, or Trakt changing the
-limits). Data over the limit stays readable; only writes fail.
+the kind is tried again when there is room: the account's limit changes (an upgrade, or Trakt
+changing the limits), or the list as read holds fewer items than the limit (and than when Trakt
+last refused). Data over the limit stays readable; only writes fail.
 
 `decide` is the whole policy: stored pause state + what we know now in, a `Decision` out.
 """
@@ -12,14 +13,14 @@ limits). Data over the limit stays readable; only writes fail.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from watchbridge.ingest.common import flag, integer, obj, text
 
 DEFAULT_UPGRADE_URL = "https://app.trakt.tv/vip"  # 2026 guide: when X-Upgrade-URL is absent
 LimitedKind = Literal["watchlist", "collection"]
-Action = Literal["run", "pause", "stay_paused", "resume"]
+Action = Literal["run", "pause", "stay_paused", "retry", "resume"]
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ class Pause:
     vip: bool
     upgrade_url: str
     since: float
-    count: int | None = None
+    count: int | None = None  # items the kind held when Trakt last refused: fewer end the pause
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -107,17 +108,15 @@ class Pause:
             if self.limit is not None
             else f"it holds {most}"
         )
-        todo = (
-            f"Nothing to do unless Trakt raises its limits ({self.upgrade_url})"
-            if self.vip
-            else f"Upgrade to Trakt VIP at {self.upgrade_url} to have them added"
-        )
+        todo = f"Remove {unit} from the Trakt {self.kind} to make room"
+        if not self.vip:
+            todo += f", or upgrade to Trakt VIP at {self.upgrade_url}"
         also = _GO_ON.get(self.kind, "taking items off it goes on")
         return (
             f"{_waits(self.kind, self.profile)}: {held}. {todo}; everything else keeps syncing."
-            f"\n\nOnly adding to Trakt's {self.kind} waits: {also}. watchbridge reads the"
-            f" account's limit at each sync and adds the {unit} that waited once it changes;"
-            f" taking {unit} off Trakt's {self.kind} does not end the wait."
+            f"\n\nOnly adding to Trakt's {self.kind} waits: {also}. watchbridge reads Trakt's"
+            f" {self.kind} and the account's limit at each sync and adds the {unit} that waited"
+            f" as soon as there is room ({unit} taken off it, or a higher limit), as many as fit."
         )
 
 
@@ -165,13 +164,21 @@ def resumed_text(kind: str, profile: str, paused: Pause, limits: AccountLimits) 
     )
 
 
+def room_text(kind: str, profile: str, added: int) -> str:
+    """The "Resolved" of a pause that room on Trakt's list ended, once the adds went through."""
+    unit = _UNITS.get(kind, "items")
+    what = f"{_count(added, unit)} added" if added else "nothing waits to be added any more"
+    return f"There is room again in the Trakt {kind} of profile {profile}: {what}."
+
+
 @dataclass(frozen=True)
 class Decision:
     """What to do with one kind for one person in this run.
 
     `pause` is the state to store afterwards (None: no pause). `alert` is sent once, when a
     pause starts; `resolved` is the recovery notice when a pause ends. `capacity` is how many
-    more items fit (None: no known limit).
+    more items fit (None: no known limit). A `retry` keeps its pause (stored as it was) until
+    the adds it allows went through: only then is there a recovery to tell (`room_text`).
     """
 
     action: Action
@@ -182,7 +189,7 @@ class Decision:
 
     @property
     def may_write(self) -> bool:
-        return self.action in ("run", "resume")
+        return self.action in ("run", "retry", "resume")
 
 
 def decide(
@@ -201,8 +208,13 @@ def decide(
     """
     resolved = None
     if paused is not None and hit is None:
-        if limits is None or not _limit_changed(paused, limits, kind):
+        if limits is None:
             return Decision("stay_paused", paused)
+        if not _limit_changed(paused, limits, kind):
+            room = _room(paused, limits.limit(kind), count)
+            if room is None:
+                return Decision("stay_paused", paused)
+            return Decision("retry", paused, capacity=room)
         resolved = resumed_text(kind, profile, paused, limits)
         paused = None
     limit = limits.limit(kind) if limits is not None else None
@@ -217,8 +229,10 @@ def decide(
             since=now,
             count=count,
         )
-        if paused is not None:  # already paused and alerted: keep the first pause and alert
-            return Decision("stay_paused", paused)
+        if paused is not None:  # already paused and alerted: keep the first pause and alert,
+            # noting the count Trakt refused at: the same room read again is no reason to retry
+            kept = paused if count is None else replace(paused, count=count)
+            return Decision("stay_paused", kept)
         return Decision("pause", pause, alert=pause.alert_text())
     capacity = max(0, limit - count) if limit is not None and count is not None else None
     if capacity == 0 and wanted > 0 and limits is not None:
@@ -235,6 +249,17 @@ def decide(
         # that is still true); the new pause holds the limit a later change is seen against.
         return Decision("pause", pause, alert=pause.alert_text())
     return Decision("resume" if resolved else "run", None, resolved=resolved, capacity=capacity)
+
+
+def _room(paused: Pause, limit: int | None, count: int | None) -> int | None:
+    """How many items fit again in a paused kind whose limit stands (None: none): the list
+    holds fewer than its limit, and fewer than when Trakt last refused (Trakt may count it
+    otherwise than its listing reads)."""
+    if limit is None or count is None or count >= limit:
+        return None
+    if paused.count is not None and count >= paused.count:
+        return None
+    return limit - count
 
 
 def _limit_changed(paused: Pause, limits: AccountLimits, kind: str) -> bool:

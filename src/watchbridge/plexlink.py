@@ -11,8 +11,9 @@ module only joins it to I/O.
   audio stream's details come from the items' own answers where the listing has no streams
   (`media_details`, fetched in batches, cached by ratingKey and `updatedAt`).
 - Both respect Trakt account limits: a full watchlist/collection pauses adding to it for that
-  person (one `account_limit` alert with the upgrade URL) until the account's limit changes;
-  everything else keeps running.
+  person (one `account_limit` alert with the upgrade URL) until there is room again (the
+  account's limit changes, or the list as read holds fewer items than it); everything else
+  keeps running.
 - Both take the run's `/sync/last_activities` (`activities`) when the caller has it: an
   unchanged collection then costs no request, an unchanged watchlist one Plex list read.
 
@@ -571,25 +572,37 @@ class Room(Generic[T]):
     settings: AccountLimits | None
     count: int  # the list once the run's removals are made
     not_sent: int  # additions the limit leaves for a later run
+    retried: Pause | None = None  # the pause this run tries again, for the room read
 
-    def after_hit(self, hit: LimitHit, not_sent: int, now: float) -> Room[T]:
-        """Trakt refused additions for the limit after all: the kind pauses."""
+    def after_hit(self, hit: LimitHit, not_sent: int, now: float, written: int = 0) -> Room[T]:
+        """Trakt refused additions for the limit after all (`written` of them taken before):
+        the kind pauses; a pause tried again goes on, its alert already sent."""
         decision = limits.decide(
             self.kind,
             self.profile,
-            paused=None,
+            paused=self.retried,
             limits=self.settings,
-            count=self.count,
+            count=self.count + written,
             hit=hit,
             now=now,
         )
         return replace(self, decision=decision, not_sent=not_sent)
 
+    def landed(self, added: int) -> Room[T]:
+        """Trakt took the additions (`added`: how many were new to it): a pause tried again
+        for the room read, with all that waited fitting, ends with its recovery notice."""
+        if self.retried is None or self.decision.action != "retry":
+            return self
+        resolved = limits.room_text(self.kind, self.profile, added)
+        return replace(self, decision=Decision("resume", None, resolved=resolved))
+
     async def settle(
         self, store: Store, alerts: Alerts | None, now: float, dry_run: bool
     ) -> LimitState:
-        """Store the pause state the run leaves, and send its alert or recovery notice once."""
-        decision, kind, profile = self.decision, self.kind, self.profile
+        """Store the pause state the run leaves, and send its alert or recovery notice once.
+        A dry run tells what the run would do: the additions that fit as if taken."""
+        room = self.landed(len(self.items)) if dry_run else self
+        decision, kind, profile = room.decision, self.kind, self.profile
         if not dry_run:
             save_pause(store, profile, kind, decision.pause, now)
             key = f"trakt:{profile}:{kind}"
@@ -629,16 +642,18 @@ async def room_on_trakt(
     decision = limits.decide(
         kind, profile, paused=paused, limits=settings, count=count, wanted=len(wanted), now=now
     )
+    retried = paused if decision.action == "retry" else None
     items = list(wanted) if decision.may_write else []
     if decision.capacity is not None and len(items) > decision.capacity:
         items = (sorted(items, key=first) if first else items)[: decision.capacity]
     not_sent = len(wanted) - len(items)
     if decision.may_write and not_sent:  # only part fits: the kind is full once it is in
         full = count + len(items)
+        # A pause tried again goes on with its one alert; else this is a pause of its own.
         decision = limits.decide(
-            kind, profile, paused=None, limits=settings, count=full, wanted=not_sent, now=now
+            kind, profile, paused=retried, limits=settings, count=full, wanted=not_sent, now=now
         )
-    return Room(kind, profile, items, decision, settings, count, not_sent)
+    return Room(kind, profile, items, decision, settings, count, not_sent, retried)
 
 
 # --------------------------------------------------------------------------- watchlist
@@ -720,7 +735,7 @@ async def add_to_trakt_watchlist(
 ) -> TraktAdded:
     """The additions that fit, in one request. A limit Trakt reports holds all of them back."""
     if not room.items:
-        return TraktAdded(0, {}, [], room)
+        return TraktAdded(0, {}, [], room.landed(0))
     refs = [watch_ref(i) for i in room.items]
     written = await trakt.add_watchlist(room.profile, refs)
     if written.limit_hit is not None:
@@ -734,7 +749,8 @@ async def add_to_trakt_watchlist(
             continue
         key, row = baseline_row(item)
         baseline[key] = row
-    return TraktAdded(len(room.items) - len(unknown), baseline, unknown, room)
+    count = len(room.items) - len(unknown)
+    return TraktAdded(count, baseline, unknown, room.landed(count))
 
 
 async def _plex_watchlist(
@@ -1021,7 +1037,8 @@ async def sync_collection(
         if result.limit_hit is not None:
             written = result.added + result.existing + result.updated
             sent = sent[:written]
-            room = room.after_hit(result.limit_hit, len(plan.add) - written, now)
+            room = room.after_hit(result.limit_hit, len(plan.add) - written, now, written)
+    room = room.landed(added)
     # Ours: what Trakt now holds because of this link (kept across runs for removals).
     pending = {c.key for c in plan.add} - {c.key for c in sent}
     baseline = {c.key: {"aliases": sorted(c.aliases)} for c in plan.synced if c.key not in pending}
