@@ -552,10 +552,18 @@ async def test_a_run_waiting_for_the_review_of_a_kind_new_to_the_link_logs_what_
     with caplog.at_level(logging.WARNING, logger="watchbridge.scheduler"):
         async with scheduled(runtime):
             await until(lambda: any("waits for" in r.getMessage() for r in caplog.records))
+            await until(lambda: any("review" in m["title"] for m in receiver.messages))
     (waits, *_) = [r.getMessage() for r in caplog.records if "waits for" in r.getMessage()]
     assert waits == (
         "sync waits for a review of the first sync of ratings, new in the link's kinds"
     )
+    # Its plays go on syncing meanwhile: the alert does not say it copies nothing.
+    alert = next(m for m in receiver.messages if "review" in m["title"])
+    assert alert["message"].startswith(
+        "Link ts copies no ratings between Trakt and Serializd for profile me until you review"
+        " what it would write (the rest goes on syncing): see it with `watchbridge sync --link"
+        " ts --dry-run`"
+    ), alert["message"]
 
 
 def test_what_a_run_waits_for_names_a_first_run_and_new_kinds_apart() -> None:

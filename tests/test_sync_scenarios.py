@@ -2239,6 +2239,69 @@ async def test_plays_taken_into_a_ratings_only_links_kinds_wait_for_a_review(
     assert diary_plays(serializd) == []
 
 
+async def test_ratings_taken_into_a_links_kinds_wait_alone_while_its_plays_go_on_syncing(
+    make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    """Before, the whole profile waited for the review: an episode watched meanwhile was not
+    copied until someone ran it (a household without a terminal, for weeks)."""
+    await ratings_given_while_the_link_synced_plays_only(make_rig, serializd, app)
+    rig = await make_rig(kinds="[history, ratings]", first_run="dry-run")
+    config = rig.runtime.config
+    app.watch(1, 3, ago(1))  # watched on since
+
+    with pytest.raises(NeedsReview) as review:
+        await run_link(config, rig.store, LINK, clock=time.time)
+    await rig.deliver()
+
+    assert review.value.waiting == {PROFILE: frozenset({"ratings"})}
+    assert "the rest of the link syncs as usual meanwhile" in review.value.message
+    assert (1, 3) in [(season, n) for season, n, _ in diary_plays(serializd)]
+    assert (diary_rating(serializd, 1, 1), trakt_rating(trakt, 1, 2)) == (None, None)
+    app.watch(1, 4, ago(0.5))
+    with pytest.raises(NeedsReview):  # not reviewed yet: the ratings wait again, plays go on
+        await run_link(config, rig.store, LINK, clock=time.time)
+    await rig.deliver()
+    assert (1, 4) in [(season, n) for season, n, _ in diary_plays(serializd)]
+    assert trakt_rating(trakt, 1, 2) is None
+
+    planned = await run_link(config, rig.store, LINK, dry_run=True, clock=time.time)
+    assert sorted((a.kind, a.target) for a in planned.plans[0].plan.actions) == [
+        ("set_rating", "serializd"),
+        ("set_rating", "trakt"),
+    ]
+    await run_link(config, rig.store, LINK, yes=True, clock=time.time)
+    await rig.deliver()
+    assert (diary_rating(serializd, 1, 1), trakt_rating(trakt, 1, 2)) == (9, 4)
+    assert (await run_link(config, rig.store, LINK, clock=time.time)).outcome == "ok"
+
+
+async def test_plays_taken_into_a_ratings_only_link_wait_alone_while_its_ratings_go_on(
+    make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    ratings_only = await make_rig(kinds="[ratings]")
+    app.rate(1, 1, 8, ago(5))
+    await ratings_only.sync_and_deliver()
+    app.watch(1, 1, ago(5))
+    app.rate(1, 1, 6, ago(0))  # rated again since
+    rig = await make_rig(kinds="[history, ratings]", first_run="dry-run")
+    config = rig.runtime.config
+
+    with pytest.raises(NeedsReview, match="first sync of history since") as review:
+        await run_link(config, rig.store, LINK, clock=time.time)
+    await rig.deliver()
+
+    assert review.value.waiting == {PROFILE: frozenset({"history"})}
+    assert diary_plays(serializd) == []
+    assert diary_rating(serializd, 1, 1) == 6  # the kind synced before went on
+    planned = await run_link(config, rig.store, LINK, dry_run=True, clock=time.time)
+    assert [(a.kind, a.target) for a in planned.plans[0].plan.actions] == [
+        ("add_play", "serializd")
+    ]
+    await run_link(config, rig.store, LINK, yes=True, clock=time.time)
+    await rig.deliver()
+    assert [(season, n) for season, n, _ in diary_plays(serializd)] == [(1, 1)]
+
+
 async def test_a_link_that_synced_ratings_before_the_kinds_were_kept_asks_no_review_after(
     make_rig: RigFactory, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
 ) -> None:

@@ -139,6 +139,9 @@ class ProfilePlan:
     # The link's watchlist and collection kinds not past their first sync for this profile
     # (`plexlink.synced_lists`): taken into its kinds since, or its first run's.
     new_lists: frozenset[str] = frozenset()
+    # The plan without those of `new_kinds` whose first sync would write (`to_review`): what
+    # a run applies while they wait for their review (None: none would write).
+    settled: Plan | None = None
     # (side, expected record) of the plays queued for a side whose row is gone (its dead
     # letter discarded): copied again, their rows say so (`outbox_rows`).
     discarded: frozenset[tuple[str, str]] = frozenset()
@@ -736,22 +739,25 @@ async def _plan_profile(
     # was read, never synced (a rating cleared on one side meanwhile is no removal to copy).
     baseline = without_kinds(baseline, adding)
     current = with_first_seen(current, baseline, read_at)
-    planned = await asyncio.to_thread(
-        plan,
-        link,
-        current,
-        baseline,
-        frozenset(stones),
-        done_at,
-        holding,
-        checked.hold(),
-        first_run or "history" in adding,
-        paired,
-        kept_off={(k.target, k.record) for k in kept_off},
-        unchecked=checked.read_empty,
-        copying=copying,
-        restored=after_restore,
-    )
+
+    def planned_for(kinds: Link) -> Plan:
+        return plan(
+            kinds,
+            current,
+            baseline,
+            frozenset(stones),
+            done_at,
+            holding,
+            checked.hold(),
+            first_run or "history" in adding,
+            paired,
+            kept_off={(k.target, k.record) for k in kept_off},
+            unchecked=checked.read_empty,
+            copying=copying,
+            restored=after_restore,
+        )
+
+    planned = await asyncio.to_thread(planned_for, link)
     waiting = await asyncio.to_thread(_waiting, store, profile, aliases, clock(), webhook_plays)
     planned = await asyncio.to_thread(without_waiting, planned, waiting)
     rated = await asyncio.to_thread(
@@ -760,6 +766,16 @@ async def _plan_profile(
     planned = await asyncio.to_thread(without_webhook_ratings, planned, rated)
     removing |= await asyncio.to_thread(_removing_ratings, store, profile, clock())
     planned = await asyncio.to_thread(without_copies_back, planned, removing)
+    # The first sync of a kind taken in since waits for its review when it would write
+    # (`awaiting_review`): meanwhile the link's other kinds go on, planned without it.
+    waits = to_review(planned, adding)
+
+    def without_waits() -> Plan:
+        others = planned_for(replace(link, kinds=[k for k in link.kinds if k not in waits]))
+        others = without_webhook_ratings(without_waiting(others, waiting), rated)
+        return without_copies_back(others, removing)
+
+    settled = await asyncio.to_thread(without_waits) if waits else None
     removals_waiting = await asyncio.to_thread(_removals_on_their_way, store, profile, name)
     cursors = {service: read.cursors for service, read in reads.items()}
     cursors[ENGINE] = {"full_at": str(clock() if full else full_at)}
@@ -787,6 +803,7 @@ async def _plan_profile(
         read_empty=checked.read_empty,
         new_kinds=adding,
         new_lists=new_lists,
+        settled=settled,
         discarded=frozenset(discarded),
         read_at=read_at,
         removals_waiting=frozenset(removals_waiting),
@@ -1662,29 +1679,36 @@ async def run_link(
             await _as_shown(
                 config, store, name, link, plans, (calls, run_id), shown, clock, alerts, metrics
             )
-        # A profile's first run may wait for a review; the link's other profiles go on.
-        waiting = {} if dry_run else awaiting_review(link, plans, yes)
+        # A profile's first run may wait for a review (with no kinds: whole); the link's
+        # other profiles go on. The first sync of a kind taken into the link's kinds since
+        # waits alone (with its kinds): the profile's other kinds go on.
+        reviewing = {} if dry_run else awaiting_review(link, plans, yes)
+        whole = {profile for profile, kinds in reviewing.items() if not kinds}
         lists_failed: tuple[str, ...] = ()  # the list parts of profiles waiting for a review
-        # The first sync of a watchlist or collection (a first run's, or of a kind taken into
-        # the link's kinds since) is reviewed as a first run's plays are: a first run's
-        # profile waits whole, another only for those kinds, while its others sync as usual.
+        # So for a watchlist or collection (a first run's, or taken in since): a first run's
+        # profile waits whole, another only for those kinds.
         lists_waiting: dict[str, frozenset[str]] = {}
-        first = [p for p in plans if p.new_lists and p.profile not in waiting]
+        first = [p for p in plans if p.new_lists and p.profile not in whole]
         if first and not dry_run and narrowing is None and reviews(link, yes) and wants_lists(link):
             recorder.doing("reading watchlists")
             listing, lists_failed = await _lists_to_review(
                 config, store, name, link, first, confirm_removals, clock, alerts, metrics
             )
             firsts = {p.profile for p in first if p.first_run}
-            waiting |= {profile: frozenset() for profile in listing if profile in firsts}
+            whole |= {profile for profile in listing if profile in firsts}
             lists_waiting = {p: kinds for p, kinds in listing.items() if p not in firsts}
-        held_unread = any(  # not read, or waiting for a review: not applied either way
+        waiting = {profile: frozenset[str]() for profile in whole}
+        for profile, kinds in [*reviewing.items(), *lists_waiting.items()]:
+            if profile not in whole:
+                waiting[profile] = waiting.get(profile, frozenset()) | kinds
+        held_unread = any(  # not read, or waiting whole for a review: not applied either way
             [
                 await asyncio.to_thread(is_holding, store, name, profile)
-                for profile in {*failures, *waiting}
+                for profile in {*failures, *whole}
             ]
         )
-        applying = [p for p in plans if p.profile not in waiting]
+        applying = [waiting_alone(p, waiting.get(p.profile, frozenset())) for p in plans]
+        applying = [p for p in applying if p.profile not in whole]
 
         async def lists() -> ListsRun:
             if narrowing is not None or not wants_lists(link):
@@ -1725,19 +1749,18 @@ async def run_link(
         listed = await lists()
         if narrowing is None:
             # A run one way only (`--direction`) leaves a new kind's other way to review.
-            whole = not frozen_sides(config.links[name], link)
+            both_ways = not frozen_sides(config.links[name], link)
             for result in applying:
-                ran = lists_ran(listed, result.profile) if whole else frozenset()
+                ran = lists_ran(listed, result.profile) if both_ways else frozenset()
                 await asyncio.to_thread(
                     note_lists_synced, store, name, config.links[name], result.profile, ran, clock()
                 )
         held += [for_link(why, name) for why in listed.held]  # a scheduled run alerts too
-        if waiting or lists_waiting:
+        if waiting:
             everyone = not applying and not unread
-            message = review_message(
-                name, {**lists_waiting, **waiting}, everyone, bool(unread), bool(lists_waiting)
-            )
-            why = [p.restarted for p in plans if p.profile in waiting and p.restarted]
+            partly = any(waiting.values())
+            message = review_message(name, waiting, everyone, bool(unread), partly)
+            why = [p.restarted for p in plans if p.profile in whole and p.restarted]
             message = "; ".join([*why, message])
             # A profile that failed beside the review is a failure all the same (counted), as
             # is the watchlist or collection part of one waiting (it could not be planned).
@@ -1754,8 +1777,7 @@ async def run_link(
                 "; ".join([message, *failed]),
             )
             causes = (*causes, *(None for _ in lists_failed))  # none known: the link tells
-            reviewing = {**lists_waiting, **waiting}
-            raise NeedsReview(message, tuple(held), failed, held_unread, reviewing, causes)
+            raise NeedsReview(message, tuple(held), failed, held_unread, waiting, causes)
         outcome = RunResult(
             plans, calls, queued, tuple(held), skipped, listed, unread, held_unread, causes
         )
@@ -2022,17 +2044,24 @@ def held_alert_text(name: str, held: Sequence[str]) -> str:
 
 
 def review_alert_text(
-    name: str, services: Sequence[str], waiting: Collection[str], message: str
+    name: str, services: Sequence[str], waiting: Mapping[str, frozenset[str]], message: str
 ) -> str:
-    """The text of link `name`'s alert that `waiting` profiles wait for a review (`message`:
-    what the run said of it, `review_message`'s): what is not copied meanwhile and the
-    commands first, then why."""
+    """The text of link `name`'s alert that `waiting` profiles wait for a review (each with
+    the kinds that wait, none: all of it; `message`: what the run said of it,
+    `review_message`'s): what is not copied meanwhile and the commands first, then why."""
     between = " and ".join(service_title(service) for service in services)
-    whom = " and ".join(sorted(waiting))
-    whom = f"profile{'s' if len(waiting) > 1 else ''} {whom}"
+    groups: dict[frozenset[str], list[str]] = {}
+    for profile in sorted(waiting):
+        groups.setdefault(waiting[profile], []).append(profile)
+    said = []
+    for kinds, profiles in sorted(groups.items(), key=lambda group: sorted(group[0])):
+        whom = f"profile{'s' if len(profiles) > 1 else ''} {' and '.join(profiles)}"
+        what = f"no {' and '.join(sorted(kinds))}" if kinds else "nothing"
+        said.append(f"copies {what} between {between} for {whom}")
+    rest = " (the rest goes on syncing)" if any(waiting.values()) else ""
     lead = (
-        f"Link {name} copies nothing between {between} for {whom} until you review what it"
-        f" would write: see it with `watchbridge sync --link {name} --dry-run`, then run"
+        f"Link {name} {', and '.join(said)} until you review what it would write{rest}: see it"
+        f" with `watchbridge sync --link {name} --dry-run`, then run"
         f" `watchbridge sync --link {name} --yes`."
     )
     why = message[:1].upper() + message[1:]
@@ -2100,15 +2129,35 @@ def awaiting_review(
     with the kinds new to it (none: its first run)."""
     if not reviews(link, yes):
         return {}
-    return {p.profile: p.new_kinds for p in plans if _to_review(p)}
+    return {p.profile: to_review(p.plan, p.new_kinds) for p in plans if _to_review(p)}
 
 
 def _to_review(result: ProfilePlan) -> bool:
     if result.first_run:
         return bool(result.plan.actions or result.plan.same_viewing)
-    if "history" in result.new_kinds and result.plan.same_viewing:
-        return True
-    return any(KIND_OF_ACTION[a.kind] in result.new_kinds for a in result.plan.actions)
+    return bool(to_review(result.plan, result.new_kinds))
+
+
+def to_review(made: Plan, new_kinds: frozenset[str]) -> frozenset[str]:
+    """The kinds of `new_kinds` (taken into the link's kinds since) whose first sync `made`
+    would write, or (history) take plays days apart for one viewing in: a decision about
+    them all the same. Pure."""
+    kinds = {KIND_OF_ACTION[a.kind] for a in made.actions}
+    kinds |= {"history"} if made.same_viewing else set()
+    return frozenset(kinds) & new_kinds
+
+
+def waiting_alone(result: ProfilePlan, kinds: frozenset[str]) -> ProfilePlan:
+    """`result` as a run applies it while `kinds`, new to the link, wait for the review of
+    their first sync: planned without those of them the plan plans (`ProfilePlan.settled`),
+    and those not counted as synced, so the next run plans their first sync again. Pure."""
+    waiting = kinds & PLANNED_KINDS
+    if not waiting or result.settled is None:
+        return result
+    engine = dict(result.cursors.get(ENGINE, {}))
+    synced = frozenset(engine.get(SYNCED_KINDS, "").split(",")) - {""} - waiting
+    engine[SYNCED_KINDS] = ",".join(sorted(synced))
+    return replace(result, plan=result.settled, cursors={**result.cursors, ENGINE: engine})
 
 
 def review_wait(waiting: Mapping[str, frozenset[str]]) -> str:
