@@ -545,8 +545,37 @@ def test_a_profile_waiting_for_its_review_does_not_hold_back_the_others_deliveri
     assert result.exit_code != 0
     assert isinstance(result.exception, WatchbridgeError)
     assert "first sync of links.ts for bob" in result.exception.message
-    assert "1 change(s) of the link's other profiles delivered now" in result.stdout
+    assert (
+        "1 change(s) delivered now (what waits for your review is not among them)" in result.stdout
+    )
     assert (1, 5) in [(s, n) for s, n, *_ in trakt_plays(world.trakt)]
+
+
+def test_a_kind_waiting_for_its_review_says_what_was_delivered_in_true_words(
+    world: World,
+) -> None:
+    """One profile: what went out meanwhile was its plays, not "the link's other profiles'"."""
+    text = world.config.read_text()
+    world.config.write_text(
+        text.replace("first_run: apply}", "first_run: apply, kinds: [history]}")
+    )
+    world.serializd.log_entry(None, BB, 1, 1, backdate=ago(30))
+    world.sync("--link", LINK)
+    world.app.rate(1, 1, 9, ago(1))
+    world.serializd.log_entry(None, BB, 1, 2, backdate=ago(1))  # watched on since
+    world.config.write_text(
+        text.replace("first_run: apply}", "first_run: dry-run, kinds: [history, ratings]}")
+    )
+
+    result = world.run("sync", "--link", LINK, catch=True)
+
+    assert isinstance(result.exception, WatchbridgeError)
+    assert "first sync of ratings since" in result.exception.message
+    assert "other profiles" not in result.stdout
+    assert (
+        "1 change(s) delivered now (what waits for your review is not among them)" in result.stdout
+    )
+    assert (1, 2) in [(s, n) for s, n, *_ in trakt_plays(world.trakt)]
 
 
 def test_a_one_person_first_sync_waiting_for_its_review_talks_of_no_other_profiles(

@@ -1268,13 +1268,13 @@ def sync(
                 elif not isinstance(exc, LinkBusy):  # another run's outcome is that run's
                     failure, causes = failure_of(exc), causes_of(exc)
                     asyncio.run(report_run(runtime.store, runtime.notifier, name, failure, causes))
+                if isinstance(exc, Waits):  # no error: it runs once what it waits for is there
+                    click.echo(f"{name}: {exc.message}", err=True)
+                    continue
                 if len(names) == 1:
                     raise
                 if isinstance(exc, LinkBusy):  # the service (or another sync) runs it now
                     click.echo(f"skipped: {exc.message}", err=True)
-                    continue
-                if isinstance(exc, Waits):
-                    click.echo(f"{name}: {exc.message}", err=True)
                     continue
                 # The other links still run.
                 click.echo(redact_error_line(f"error: {exc.message}"), err=True)
@@ -1322,6 +1322,11 @@ def _restore_told_once(runtime: Any) -> None:
     notice = restore_notice(copied)
     click.echo(f"warning: {notice}", err=True)
     asyncio.run(runtime.notifier.notify("downtime", RESTORED_TITLE, notice, restore_key(copied)))
+
+
+# What a sync waiting for a review says of the changes it delivered meanwhile: the link's
+# other profiles', or the kinds of a profile that do not wait.
+REVIEW_NOT_AMONG = "what waits for your review is not among them"
 
 
 def _sync_link(
@@ -1375,13 +1380,13 @@ def _sync_link(
                     metrics=runtime.metrics,
                 )
             )
-    except NeedsReview as exc:  # the link's other profiles were queued: deliver them
+    except NeedsReview as exc:  # what does not wait for the review was queued: deliver it
         for failure in exc.failures:
             click.echo(redact_error_line(f"error: {failure}"), err=True)
         _held_removals(runtime, name, exc.held, _whole(direction, narrowed, exc.held_unread))
         delivered = asyncio.run(_deliver_now(runtime))
         if delivered:
-            click.echo(f"{delivered} change(s) of the link's other profiles delivered now")
+            click.echo(f"{delivered} change(s) delivered now ({REVIEW_NOT_AMONG})")
         raise
     seconds = time.monotonic() - started
     if narrowed is not None:
