@@ -19,7 +19,7 @@ from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.fakes.serializd import FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, VIP_LIMITS, FakeTrakt
 from tests.harness import AppThread, until
-from tests.ingest_samples import sample_bytes
+from tests.ingest_samples import sample_bytes, sample_json
 from tests.test_anilist_client import fixture
 from tests.test_app import CrashesForDays, jellyfin_config, wait_until
 from tests.test_app import runtime_for as app_runtime_for
@@ -55,6 +55,7 @@ from tests.test_scheduler import (
     runtime_for as scheduled_runtime_for,
 )
 from tests.test_storage_faults import LOCKED_TITLE, hold_the_lock, post, quick_lock_runtime
+from tests.test_webhook_route import PLEX_SERVER, SECRET
 from watchbridge import storagewatch, webhooks
 from watchbridge.alerts import Notifier
 from watchbridge.anime_data import from_config as anime_data_from
@@ -69,7 +70,7 @@ from watchbridge.servelock import Holder
 from watchbridge.storagewatch import StorageWatch
 from watchbridge.store import NewOutboxRow, Store
 from watchbridge.sync import FAILURES_BEFORE_ALERT, report_run
-from watchbridge.wiring import build_runtime
+from watchbridge.wiring import build_app, build_runtime
 
 pytestmark = pytest.mark.anyio
 
@@ -677,3 +678,46 @@ async def test_held_removals_say_nothing_is_removed_and_when_to_confirm_before_t
     )
     assert details.startswith("me: 1 of 2 plays on serializd would be removed")
     assert details.endswith("and confirming would remove them for good.")
+
+
+def test_viewings_counted_twice_say_where_each_play_goes_twice_and_what_to_change(
+    tmp_path: Path, receiver: AlertReceiver
+) -> None:
+    # Plex's webhook and a Tautulli template without `machine_id` (its player, a name Plex's
+    # webhook does not give) report one Plex server's plays to profile me.
+    config = parse_config(
+        f"server: {{webhook_secret: {SECRET}}}\nstorage: {{path: {tmp_path / 'wb.db'}}}\n"
+        f"alerts: {{urls: ['{receiver.apprise_url}'], kinds: [reported_twice]}}\n"
+        "services:\n"
+        "  trakt: {client_id: abc, api_url: 'http://127.0.0.1:9', auth_url: 'http://127.0.0.1:9'}\n"
+        "  serializd: {api_url: 'http://127.0.0.1:9'}\n"
+        "profiles: {me: {default: true, users: {plex: ['1']}, accounts: {trakt: {},"
+        " serializd: {email: me@b.c, password: pw}}}}\n",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    tautulli = sample_json("tautulli", "watched_episode.json")
+    del tautulli["machine_id"]
+    tautulli["player"] = "Bedroom TV"
+    plex = sample_bytes("plex", "episode_legacy_media_scrobble.json")
+    with AppThread(build_app(build_runtime(config))) as app:
+        assert httpx.post(f"{app.url}/webhooks/tautulli/{SECRET}", json=tautulli).is_success
+        assert httpx.post(f"{app.url}/webhooks/plex/{SECRET}", files={"payload": plex}).is_success
+        wait_until(lambda: bool(receiver.messages) and not webhooks._alerting)
+    (alert,) = receiver.messages
+    assert alert["title"] == "watchbridge: both Plex and Tautulli report profile me's plays"
+    lead, details = alert["message"].split("\n\n")
+    assert lead == (
+        "Each play of profile me goes to Trakt and Serializd twice, minutes apart: Plex's and"
+        " Tautulli's webhooks both report it, and watchbridge cannot pair their reports."
+        " Remove Tautulli's webhook or Plex's for that server; or, to keep both, add"
+        ' "machine_id": "{machine_id}" to Tautulli\'s JSON Data box of each trigger (the'
+        " template of docs/webhooks.md has it)."
+    )
+    assert details == (
+        f"Profile me gets the plays of Plex server {PLEX_SERVER} from both Plex's and"
+        " Tautulli's webhooks, and Tautulli's JSON Data lacks"
+        ' "machine_id": "{machine_id}", so their reports of a viewing cannot be paired: each'
+        " viewing counts twice (Trakt and Serializd get two plays of it, minutes apart). The"
+        " plays counted twice meanwhile can be removed on Trakt and Serializd."
+    )

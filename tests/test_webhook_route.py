@@ -574,7 +574,7 @@ def test_plex_and_tautulli_reporting_one_server_alert_only_once_a_viewing_counts
             time.sleep(0.05)
     # One alert, of the viewing that counts twice (the notifier would hold back a second).
     # Which profile, within what a phone shows (one alert per profile: two could be doubled).
-    assert receiver.titles() == ["watchbridge: profile me's viewings count twice"]
+    assert receiver.titles() == ["watchbridge: both Plex and Tautulli report profile me's plays"]
     said = str(receiver.messages[0]["message"])
     # The profile's one Plex server (its Plex webhook's) stands in for the server the
     # template leaves out: only the player's line is lacking for the reports to pair.

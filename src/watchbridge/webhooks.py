@@ -959,7 +959,36 @@ def _unmapped(runtime: Runtime, event: MediaEvent) -> None:
 
 def doubling_title(profile: str) -> str:
     """The `reported_twice` alert's title: one per profile, so it names the profile."""
-    return f"watchbridge: profile {profile}'s viewings count twice"
+    return f"watchbridge: both Plex and Tautulli report profile {profile}'s plays"
+
+
+def doubling_alert(doubling: Doubling, targets: Sequence[str]) -> str:
+    """The `reported_twice` alert's text of `doubling` (counted twice), for a profile whose
+    plays go to `targets`: where each play goes twice and what to change first, as a phone
+    shows the first lines; then what was seen (its log and status words). Pure."""
+    counted = [service_title(target) for target in targets if target in COUNTED_TWICE_ON]
+    where = " and ".join(counted)
+    goes = f"goes to {where} twice" if counted else "counts twice"
+    keep_both = (
+        f"add {doubling.lacks} to Tautulli's JSON Data box of each trigger (the template of"
+        " docs/webhooks.md has it)"
+        if doubling.lacks
+        else "paste the Tautulli template of docs/webhooks.md, which names the server and the"
+        " player"
+    )
+    lead = (
+        f"Each play of profile {doubling.profile} {goes}, minutes apart: Plex's and Tautulli's"
+        " webhooks both report it, and watchbridge cannot pair their reports. Remove"
+        f" Tautulli's webhook or Plex's for that server; or, to keep both, {keep_both}."
+    )
+    seen = doubling.message[:1].upper() + doubling.message[1:]
+    removed = f" The plays counted twice meanwhile can be removed on {where}." if counted else ""
+    return f"{lead}\n\n{seen}.{removed}"
+
+
+# The services a viewing reported twice, unpaired, reaches twice: AniList takes the second
+# play of an episode its progress already holds as "already counted".
+COUNTED_TWICE_ON = ("trakt", "serializd")
 
 
 def _tell_doubling(runtime: Runtime, doubling: Doubling) -> None:
@@ -979,7 +1008,9 @@ def _tell_doubling(runtime: Runtime, doubling: Doubling) -> None:
     # One condition per profile: a key per server the webhooks name would let a sender naming
     # a new one each time raise an alert apiece, each kept open (none is resolved) for a year.
     key = doubling.profile
-    body = f"{doubling.message}. What to do: {doubling.fix}."
+    profile = runtime.config.profiles.get(doubling.profile)
+    targets = [] if profile is None else targets_for(runtime.config, profile)
+    body = doubling_alert(doubling, targets)
     _after_answering(runtime.notifier.notify("reported_twice", doubling_title(key), body, key=key))
 
 
