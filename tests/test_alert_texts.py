@@ -54,6 +54,12 @@ from tests.test_scheduler import (
 from tests.test_scheduler import (
     runtime_for as scheduled_runtime_for,
 )
+from tests.test_serializd_watchlist import (
+    WATCHED_PAGE,
+    breaking_bad_seasons_as_objects,
+    watchlist_link,
+)
+from tests.test_serializd_watchlist import Link as WatchlistLink
 from tests.test_storage_faults import LOCKED_TITLE, hold_the_lock, post, quick_lock_runtime
 from tests.test_webhook_route import PLEX_SERVER, SECRET
 from watchbridge import storagewatch, webhooks
@@ -720,4 +726,64 @@ def test_viewings_counted_twice_say_where_each_play_goes_twice_and_what_to_chang
         ' "machine_id": "{machine_id}", so their reports of a viewing cannot be paired: each'
         " viewing counts twice (Trakt and Serializd get two plays of it, minutes apart). The"
         " plays counted twice meanwhile can be removed on Trakt and Serializd."
+    )
+
+
+@pytest.fixture
+async def watchlist(
+    start_fake: Callable[[FakeServer], FakeServer], store: Store
+) -> AsyncIterator[WatchlistLink]:
+    """Trakt <-> Serializd watchlists of profile me (test_serializd_watchlist's link)."""
+    async with watchlist_link(start_fake, store) as link:
+        yield link
+
+
+async def kept_off_breaking_bad(
+    watchlist: WatchlistLink, receiver: AlertReceiver, clock: FakeClock
+) -> Notifier:
+    """Breaking Bad on Trakt's watchlist, half watched on Serializd, whose watched pages list
+    its seasons in a shape watchbridge cannot read: a run keeps it off Serializd's watchlist."""
+    notifier = Notifier(AlertsConfig(urls=[Secret(receiver.apprise_url)]), clock=clock)
+    watchlist.serializd.mark(None, 1396, 1, 2)
+    watchlist.serializd.reshape_always(breaking_bad_seasons_as_objects, route=WATCHED_PAGE)
+    watchlist.trakt_add("Breaking Bad")
+    await watchlist.watchlist(alerts=notifier)
+    return notifier
+
+
+async def test_a_show_kept_off_serializds_watchlist_says_it_stays_on_trakts_and_nothing_to_do(
+    watchlist: WatchlistLink, receiver: AlertReceiver, clock: FakeClock
+) -> None:
+    await kept_off_breaking_bad(watchlist, receiver, clock)
+    (alert,) = receiver.messages
+    assert alert["title"] == (
+        "watchbridge: Breaking Bad's watched seasons on Serializd cannot be read (profile me)"
+    )
+    lead, details = alert["message"].split("\n\n")
+    assert lead == (
+        "Breaking Bad stays on Trakt's watchlist of profile me but is not put on Serializd's:"
+        " watchbridge cannot read which of its seasons are marked watched there, and"
+        " watchlisting a watched season could unmark it. It goes on Serializd's watchlist by"
+        " itself once they read again; if this lasts, update watchbridge."
+    )
+    assert details == (
+        "Link trakt-serializd, profile me: the seasons of Breaking Bad marked watched on"
+        " Serializd come in a shape watchbridge cannot read: Serializd may have changed its"
+        " answers, and watchbridge may need an update (see Troubleshooting in the README);"
+        " Breaking Bad is kept off Serializd's watchlist until they read again."
+    )
+
+
+async def test_a_show_no_longer_kept_off_serializds_watchlist_says_why_in_its_resolved(
+    watchlist: WatchlistLink, receiver: AlertReceiver, clock: FakeClock
+) -> None:
+    notifier = await kept_off_breaking_bad(watchlist, receiver, clock)
+    watchlist.serializd.clear_knobs()  # Serializd answers as before
+    clock.advance(600)
+    await watchlist.watchlist(alerts=notifier)
+    resolved = receiver.messages[-1]
+    assert resolved["title"].startswith("Resolved: ")
+    assert resolved["message"] == (
+        "The show is no longer kept off Serializd's watchlist for profile me: its watched"
+        " seasons read again and it went on there, or it left Trakt's watchlist."
     )

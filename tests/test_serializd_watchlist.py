@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,6 +113,15 @@ def seed(trakt: FakeTrakt, serializd: FakeSerializd) -> tuple[dict[str, Show], M
 
 @pytest.fixture
 async def link(start_fake: Callable[[FakeServer], FakeServer], store: Store) -> AsyncIterator[Link]:
+    async with watchlist_link(start_fake, store) as opened:
+        yield opened
+
+
+@contextlib.asynccontextmanager
+async def watchlist_link(
+    start_fake: Callable[[FakeServer], FakeServer], store: Store
+) -> AsyncIterator[Link]:
+    """Trakt and Serializd knowing SHOWS, signed in as PROFILE, for the link's watchlist run."""
     trakt = start_fake(FakeTrakt())
     serializd = start_fake(FakeSerializd())
     assert isinstance(trakt, FakeTrakt) and isinstance(serializd, FakeSerializd)
@@ -492,12 +502,13 @@ async def test_a_show_kept_off_for_seasons_it_cannot_read_is_alerted_once_until_
     clock.advance(600)
     await link.watchlist(alerts=notifier)  # still kept off: the same condition, not told again
     (alert,) = receiver.messages
-    assert (
-        alert["title"] == "watchbridge: Breaking Bad not put on Serializd's watchlist (profile me)"
+    assert alert["title"] == (
+        "watchbridge: Breaking Bad's watched seasons on Serializd cannot be read (profile me)"
     )
-    assert alert["message"].startswith("link trakt-serializd, profile me: the seasons of ")
+    assert alert["message"].startswith("Breaking Bad stays on Trakt's watchlist of profile me")
+    assert "Link trakt-serializd, profile me: the seasons of " in alert["message"]
     assert "Serializd may have changed its answers" in alert["message"]
-    assert "stays on Trakt's watchlist and is not put on Serializd's" in alert["message"]
+    assert "is kept off Serializd's watchlist until they read again" in alert["message"]
 
     link.serializd.clear_knobs()  # Serializd answers as before (or watchbridge was updated)
     clock.advance(600)
@@ -507,7 +518,7 @@ async def test_a_show_kept_off_for_seasons_it_cannot_read_is_alerted_once_until_
     resolved = receiver.messages[-1]
     assert len(receiver.messages) == 2
     assert resolved["title"] == f"Resolved: {alert['title']}"
-    assert "profile me: no longer kept off Serializd's watchlist" in resolved["message"]
+    assert "no longer kept off Serializd's watchlist for profile me" in resolved["message"]
 
 
 RUN_AT = 1_800_000_000.0  # Link.watchlist's clock

@@ -204,14 +204,27 @@ async def _serializd_additions(
 
 
 def unreadable_marks_alert(link: str, profile: str, title: str) -> str:
-    """The alert body for a show kept off Serializd's watchlist for UNREADABLE_MARKS."""
-    return f"link {link}, profile {profile}: " + changed_answer(
+    """The alert body for a show kept off Serializd's watchlist for UNREADABLE_MARKS: what
+    that means and whether to do anything first, as a phone shows the first lines, then what
+    Serializd answered."""
+    lead = (
+        f"{title} stays on Trakt's watchlist of profile {profile} but is not put on"
+        " Serializd's: watchbridge cannot read which of its seasons are marked watched there,"
+        " and watchlisting a watched season could unmark it. It goes on Serializd's watchlist"
+        " by itself once they read again; if this lasts, update watchbridge."
+    )
+    details = f"Link {link}, profile {profile}: " + changed_answer(
         "Serializd",
         f"the seasons of {title} marked watched on Serializd come in a shape watchbridge "
         "cannot read",
-        f"{title} stays on Trakt's watchlist and is not put on Serializd's (watchlisting a "
-        "watched season could unmark it) until they read again",
+        f"{title} is kept off Serializd's watchlist until they read again.",
     )
+    return f"{lead}\n\n{details}"
+
+
+def unreadable_marks_title(profile: str, title: str) -> str:
+    """The title of the alert of show `title` kept off Serializd's watchlist: its cause."""
+    return f"watchbridge: {title}'s watched seasons on Serializd cannot be read (profile {profile})"
 
 
 @dataclass(frozen=True)
@@ -247,7 +260,7 @@ async def tell_unreadable_marks(
         return
     for show, title in sorted(unreadable.items()):
         body = unreadable_marks_alert(link, profile, title)
-        title_line = f"watchbridge: {title} not put on Serializd's watchlist (profile {profile})"
+        title_line = unreadable_marks_title(profile, title)
         key = UnreadableAlert(link, profile, show).key
         await alerts.notify(ALERT_KIND, title_line, body, key=key)
     for key in sorted(alerts.condition_keys(ALERT_KIND)):
@@ -255,9 +268,11 @@ async def tell_unreadable_marks(
         if alerted is None or (alerted.link, alerted.profile) != (link, profile):
             continue
         if alerted.show not in unreadable:
+            # The title, told again in the "Resolved", names the show.
             over = (
-                f"link {link}, profile {profile}: no longer kept off Serializd's watchlist "
-                "(its watched seasons read again, or it left Trakt's watchlist)"
+                f"The show is no longer kept off Serializd's watchlist for profile {profile}:"
+                " its watched seasons read again and it went on there, or it left Trakt's"
+                " watchlist."
             )
             await alerts.resolve(ALERT_KIND, over, key=key)
 
