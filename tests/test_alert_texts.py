@@ -5,6 +5,7 @@ read as the Apprise target received them."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -66,7 +67,7 @@ from watchbridge import storagewatch, webhooks
 from watchbridge.alerts import Notifier
 from watchbridge.anime_data import from_config as anime_data_from
 from watchbridge.app import Runtime, create_app
-from watchbridge.config import AlertsConfig, Secret, parse_config
+from watchbridge.config import AlertsConfig, Link, Secret, parse_config
 from watchbridge.deliver.anilist import AniListTarget
 from watchbridge.deliver.worker import DeliveryWorker, unreachable_alert
 from watchbridge.http import HttpClient, Pause, RetryPolicy
@@ -786,4 +787,22 @@ async def test_a_show_no_longer_kept_off_serializds_watchlist_says_why_in_its_re
     assert resolved["message"] == (
         "The show is no longer kept off Serializd's watchlist for profile me: its watched"
         " seasons read again and it went on there, or it left Trakt's watchlist."
+    )
+
+
+async def test_a_play_a_link_no_longer_syncs_to_its_service_says_so_in_a_persons_words(
+    runtime: Runtime, worker: DeliveryWorker, clock: FakeClock, receiver: AlertReceiver
+) -> None:
+    # Link `mine` queued a play for AniList; its services are Plex and Trakt now.
+    runtime.config = replace(runtime.config, links={"mine": Link(services=["plex", "trakt"])})
+    payload = {"item": ref_to_dict(episode(40)), "at": clock() - 3600, "link": "mine"}
+    row = NewOutboxRow("anilist", "me", "play", payload, "me:anilist:e40", "mine:anilist:e40")
+    runtime.store.enqueue([row], clock())
+    await worker.pass_once(runtime)
+    (dead,) = runtime.store.dead_letters()
+    (alert,) = receiver.messages
+    details = alert["message"].split("\n\n")[1]
+    assert details.startswith(
+        f"Re:Zero S01E40: play for profile me (#{dead.id}): link mine no longer syncs AniList"
+        " (links.mine.services): `watchbridge deadletters retry` sends these once it is again;"
     )

@@ -80,11 +80,11 @@ CHANGES = {
     "link removed": ("", "links.plex-trakt is no longer in the config"),
     "ratings no longer synced": (
         "  plex-trakt: {services: [plex, trakt], kinds: [history], interval: 7d}\n",
-        "links.plex-trakt no longer syncs ratings",
+        "link plex-trakt no longer syncs ratings (links.plex-trakt.kinds)",
     ),
     "profile no longer synced by it": (
         "  plex-trakt: {services: [plex, trakt], profiles: [kid], interval: 7d}\n",
-        "links.plex-trakt no longer syncs profile me",
+        "link plex-trakt no longer syncs profile me (links.plex-trakt.profiles)",
     ),
 }
 

@@ -674,6 +674,7 @@ def undeliverable(
 
 
 LINK_KINDS = {"play": "history", "remove_play": "history"}  # the rest: ratings
+KIND_WORDS = {"history": "plays"}  # a kind as a person says it (the rest: as written)
 
 
 def unwanted_by_link(
@@ -687,12 +688,12 @@ def unwanted_by_link(
     if link is None:
         return f"links.{name} is no longer in the config"
     if target not in link.services:
-        return f"links.{name} no longer syncs {target}"
+        return f"link {name} no longer syncs {service_title(target)} (links.{name}.services)"
     if profile_name not in link_profiles(config, link):
-        return f"links.{name} no longer syncs profile {profile_name}"
+        return f"link {name} no longer syncs profile {profile_name} (links.{name}.profiles)"
     kind = LINK_KINDS.get(action, "ratings")
     if kind not in link.kinds:
-        return f"links.{name} no longer syncs {kind}"
+        return f"link {name} no longer syncs {KIND_WORDS.get(kind, kind)} (links.{name}.kinds)"
     return None
 
 
