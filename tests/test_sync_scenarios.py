@@ -1433,6 +1433,82 @@ async def test_a_play_logged_by_hand_while_the_confirming_whole_read_misses_it_i
     assert [p[:2] for p in trakt_plays(trakt)] == [(1, n) for n in range(1, 6)]
 
 
+def a_minute_on(serializd: FakeSerializd) -> str:
+    """Serializd's stamp of a log made a minute after the run that just ended read it (the
+    fake's clock is not moved: its Date header, whence the skew, stays as it is)."""
+    return iso(serializd.now() + 60)
+
+
+def day_only(at: str) -> str:
+    """A watch date by the day alone, as a log made in the app may carry."""
+    return f"{at[:10]}T00:00:00.000Z"
+
+
+@pytest.mark.parametrize("dated", ["as watched", "by the day", "when logged"])
+async def test_a_play_logged_by_hand_after_the_link_read_is_not_logged_again_by_its_copy(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp, dated: str
+) -> None:
+    """s1e5 is watched (Trakt has it); the link's run reads Serializd and queues the copy.
+    Before the worker sends it, the user logs s1e5 by hand in the Serializd app (dated as
+    watched, by the day alone, or not at all: when logged). The copy looks at the diary's
+    newest entries first, finds that log (dated as the link pairs plays) and is done without
+    a write. One entry of s1e5, one Trakt play, now and after the next runs."""
+    await four_plays_on_both_sides(rig, app, serializd, origin="trakt")
+    at = ago(0.1)
+    app.watch(1, 5, at)
+    await rig.sync()
+    assert rig.store.outbox_counts()["pending"] == 1  # the copy to Serializd
+    backdate = {"as watched": at, "by the day": day_only(at), "when logged": None}[dated]
+    serializd.log_entry(None, BB, 1, 5, backdate=backdate, date_added=a_minute_on(serializd))
+    await rig.deliver()
+    assert [p[:2] for p in diary_plays(serializd)].count((1, 5)) == 1
+    query = "SELECT status, last_error FROM outbox WHERE target = 'serializd' ORDER BY id DESC"
+    status, reason = rig.store._conn.execute(query).fetchone()
+    assert status == "done"
+    assert "found logged by hand" in reason and "logged in the Serializd app" in reason
+    await rig.sync_and_deliver()
+    await rig.sync_and_deliver(full=True)
+    assert [p[:2] for p in diary_plays(serializd)] == [(1, n) for n in range(1, 6)]
+    assert [p[:2] for p in trakt_plays(trakt)] == [(1, n) for n in range(1, 6)]
+    assert rig.store.outbox_counts()["dead"] == 0
+
+
+async def test_a_log_made_by_hand_after_the_link_read_stands_for_one_copy_only(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    """s1e5 watched twice on one evening (Trakt has both), both copies queued; the user logs
+    one viewing by hand before they go. That log is one viewing: the other is still copied."""
+    await four_plays_on_both_sides(rig, app, serializd, origin="trakt")
+    first, second = ago(0.2), ago(0.1)
+    app.watch(1, 5, first)
+    app.watch(1, 5, second)
+    await rig.sync()
+    assert rig.store.outbox_counts()["pending"] == 2
+    log(serializd, 1, 5, second, date_added=a_minute_on(serializd))
+    await rig.deliver()
+    assert [p[:2] for p in diary_plays(serializd)].count((1, 5)) == 2
+    await rig.sync_and_deliver()
+    await rig.sync_and_deliver(full=True)
+    assert [p[:2] for p in diary_plays(serializd)].count((1, 5)) == 2
+    assert [p[:2] for p in trakt_plays(trakt)].count((1, 5)) == 2
+
+
+async def test_a_batch_of_link_copies_costs_one_look_at_the_diary(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    """Three plays copied to Serializd, nothing logged there meanwhile: the copies share one
+    look at the diary's newest page before they go, not one each."""
+    await four_plays_on_both_sides(rig, app, serializd, origin="trakt")
+    for number in range(5, 8):
+        app.watch(1, number, ago(0.5 - number / 100))
+    await rig.sync()
+    assert rig.store.outbox_counts()["pending"] == 3
+    since = len(serializd.requests)
+    await rig.deliver()
+    assert diary_pages_read(serializd, since) == 1
+    assert [p[:2] for p in diary_plays(serializd)] == [(1, n) for n in range(1, 8)]
+
+
 @pytest.mark.parametrize("full", [False, True])
 async def test_a_webhook_play_waiting_to_go_to_serializd_costs_no_read_of_the_whole_diary(
     rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp, full: bool

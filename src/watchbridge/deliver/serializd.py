@@ -13,7 +13,8 @@ alert if it lasts), looked at again hourly, and goes by itself once the diary re
 The ledger knows what we wrote, not what the user deleted in the app since: before another
 play of ours keeps an episode ticked that a removal would untick, the diary must still list
 its entry (`_still_listed`). Nor does it know what the user logged in the app: a webhook's play
-of a viewing logged there at the credits is not logged again (`_logged_by_hand`).
+of a viewing logged there at the credits is not logged again (`_logged_by_hand`), nor a link's
+copy of one logged there since the link read the diary (`_logged_since_read`).
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ from watchbridge.http import Unavailable, refused_unread
 from watchbridge.ids import SHOW_TMDB, Enricher
 from watchbridge.logs import Repeating
 from watchbridge.model import Ids, MediaRef, ref_from_dict, ref_to_dict
-from watchbridge.reconcile import EXPECTED, UNDATED, one_play
+from watchbridge.reconcile import EXPECTED, MATCH_WINDOW, UNDATED, one_play
 from watchbridge.services.serializd import (
     DEFAULT_TAG,
     DiaryEntry,
@@ -101,6 +102,10 @@ PLAYS = "plays"  # ledger: episode key @ minute -> {"review_id", "ticked", "dura
 # "duration"?}, see `_carried_removal`; a deletion in the app, {"removed"})
 RATINGS = "ratings"  # ledger: item key -> {"rating", "review_id"} of the last rating we sent
 RATED_ROWS = "rated-rows"  # ledger: review id -> item key, of every rating row we added
+WHOLE_SECONDS = 1.0  # Serializd's `dateAdded` and Date header are to the second
+# Ledger key of a link's copy not logged -> {"review_id"} of the log made since the link read
+# the diary that it was found as (`_logged_since_read`): that log stands for no other copy.
+HAND_LOGS = "hand-logs"
 # Review id -> when the first whole read of the diary that did not list that entry of ours
 # ended (our clock): a second one begun after it proves the entry gone (`diary_listing`).
 FIRST_MISSES = "first-misses"
@@ -117,16 +122,20 @@ ADDED_READ_KEEP = 300.0
 ALREADY_LOGGED = (
     "already on Serializd: its diary holds a log of this episode within 2 minutes of the play "
 )
-LOGGED_THERE = (
-    f"{ALREADY_LOGGED}that watchbridge did not write (logged in the Serializd app, or by "
-    "another app)"
+# Whose log it is (`_logged_by`), after ALREADY_LOGGED or SINCE_READ.
+BY_HAND = "that watchbridge did not write (logged in the Serializd app, or by another app)"
+BY_PROFILE = "logged by profile {profile}, which shares this Serializd account"
+BY_ANOTHER = (
+    f"tagged {DEFAULT_TAG}, not in this profile's records: logged by watchbridge for another "
+    "profile, or by another watchbridge, sharing this Serializd account"
 )
-LOGGED_BY_PROFILE = (
-    ALREADY_LOGGED + "logged by profile {profile}, which shares this Serializd account"
-)
-LOGGED_BY_ANOTHER = (
-    f"{ALREADY_LOGGED}tagged {DEFAULT_TAG}, not in this profile's records: logged by "
-    "watchbridge for another profile, or by another watchbridge, sharing this Serializd account"
+LOGGED_THERE = ALREADY_LOGGED + BY_HAND
+LOGGED_BY_PROFILE = ALREADY_LOGGED + BY_PROFILE
+LOGGED_BY_ANOTHER = ALREADY_LOGGED + BY_ANOTHER
+SINCE_READ = (
+    "already on Serializd (found logged by hand): a log of this episode was added to its diary "
+    f"since the link read it, dated within {MATCH_WINDOW / 3600:.0f} hours of the play (the "
+    "link takes the two for one viewing), "
 )
 LOGGED_SINCE = (
     "not removed: the episode was logged on Serializd since the link read it (a rewatch): "
@@ -275,7 +284,7 @@ class SerializdTarget:
         self._ticks_log = Repeating(log)
         # So is a diary that cannot be read for a log made in the app (`_logged_by_hand`).
         self._look_log = Repeating(log)
-        # Per profile: (since, on Serializd's clock; read at) of the last look at the diary's
+        # Per profile: (since, on our clock; read at) of the last look at the diary's
         # newest entries, and what it found (`_added_since`).
         self._added: dict[str, tuple[float, float, DiaryRead]] = {}
         # Per profile: which diary entries the reads of the run saw listed (`_listed`), and
@@ -493,15 +502,15 @@ class SerializdTarget:
             # Watched, date unknown (e.g. a Trakt play without a date): the tick says exactly
             # that; a diary entry would need a date we do not have.
             return Tick(place, key, {"review_id": None, "ticked": False}, "ticked (no date)")
-        # A link's copy was planned on a read of both sides: this is for a webhook's play, or
-        # a link's queued before this process opened the database (`links_since`).
-        there = (
-            None
-            if row.links_since(self.store.outbox_at_open)
-            else await self._logged_by_hand(ledger, row, place, at)
-        )
+        # A link's copy was planned on a read of both sides: only a log made since is news.
+        if "link" in row.payload:
+            there = await self._logged_since_read(ledger, row, place, key, at)
+            lead = SINCE_READ
+        else:
+            there = await self._logged_by_hand(ledger, row, place, at)
+            lead = ALREADY_LOGGED
         if there is not None:
-            reason = await self._logged_by(ledger.profile, place, there)
+            reason = await self._logged_by(ledger.profile, place, there, lead)
             log.info(
                 "a play not logged on Serializd: the diary holds a log of it",
                 extra={
@@ -533,32 +542,9 @@ class SerializdTarget:
         when it made one (a row whose add may have landed), else the look at its newest pages
         (`_newest`), shared by a burst of plays; rows it cannot read are not taken for a log
         (the play is logged, as Trakt's look does)."""
-        entries = ledger.diary
+        entries = await self._look(ledger, row, place, at - LOOK_MARGIN)
         if entries is None:
-            # A link's row was planned on a read of the diary: only an entry added since it was
-            # queued is news (its own send, from a data folder put back), not a backfill's
-            # year of diary since its play.
-            since = max(at, row.created_at) if "link" in row.payload else at
-            try:
-                entries = (await self._newest(ledger.profile, row, since - LOOK_MARGIN)).entries
-            except (SerializdAuthError, Unavailable):
-                raise
-            except SerializdError as exc:
-                # Only a second entry hangs on this look (a diary page renamed, or answering
-                # otherwise): the play is logged rather than not at all, as the add needs no
-                # diary.
-                self._look_log.warning(
-                    row.profile,
-                    LOOK_UNREADABLE,
-                    self.clock(),
-                    profile=row.profile,
-                    item=place.ref.describe(),
-                    error=exc.message,
-                )
-                return None
-            self._look_log.over(
-                row.profile, "serializd diary read again", self.clock(), profile=row.profile
-            )
+            return None
         skew = self.client.http.clock_skew
         ours = set(_logged_by_us(ledger.plays, place.ref).values())
         for entry in entries:
@@ -571,19 +557,100 @@ class SerializdTarget:
                 return entry
         return None
 
-    async def _logged_by(self, profile: str, place: Place, entry: DiaryEntry) -> str:
-        """Why a play is not logged over `entry` (`_logged_by_hand`): whose log it is. Another
-        profile signed in to the account wrote it when its ledger holds it (read from the
-        store: no request); one tagged ours that none holds is another profile's whose answer
-        was lost, or another watchbridge's; else the user's, made in the app."""
+    async def _logged_since_read(
+        self, ledger: Ledger, row: OutboxItem, place: Place, key: str, at: float
+    ) -> DiaryEntry | None:
+        """For a link's copy of a play (ledger key `key`): the log of the episode added to the
+        diary since the link's read of Serializd began (`OutboxItem.planned_from`), which the
+        plan did not see, dated within MATCH_WINDOW of `at` (the nearest): the link's next run
+        takes it for this play (`reconcile`), so the copy would be a second entry of one
+        viewing. One log stands for one copy (HAND_LOGS: a rewatch copied beside it is still
+        sent). Not one of ours (the ledger's). From the look at the diary's newest pages
+        shared by the batch's rows (`_look`), or its whole read when the batch made one."""
+        # The look shared with the drain's removals and ratings (`_added_since`). What the read
+        # saw is left out, by when it began on Serializd's clock and a second more (`dateAdded`
+        # and the Date header the skew comes from are whole seconds): a log it saw may stand
+        # for another play of the episode (a rewatch), and the copy would be lost.
+        entries = await self._look(ledger, row, place, row.planned_from - ratings.RATED_SLACK)
+        if not entries:
+            return None
+        since = row.planned_from + self.client.http.clock_skew + WHOLE_SECONDS
+        ours = set(_logged_by_us(ledger.plays, place.ref).values())
+        found = [
+            entry
+            for entry in entries
+            if place.holds(entry)
+            and entry.is_log
+            and entry.id not in ours
+            and entry.date_added > since
+            and abs(entry.watched_at - at) <= MATCH_WINDOW
+        ]
+        if not found:
+            return None
+        prefix = f"{place.ref.key()}@"
+        stood = await asyncio.to_thread(
+            self.store.mirror_get_prefixed, NAME, ledger.profile, HAND_LOGS, prefix
+        )
+        taken = {v.get("review_id") for k, v in stood.items() if k != key}
+        found = [entry for entry in found if entry.id not in taken]
+        if not found:
+            return None
+        entry = min(found, key=lambda e: (abs(e.watched_at - at), e.id))
+        await asyncio.to_thread(
+            self.store.mirror_put,
+            NAME,
+            ledger.profile,
+            HAND_LOGS,
+            {key: {"review_id": entry.id}},
+            self.clock(),
+        )
+        return entry
+
+    async def _look(
+        self, ledger: Ledger, row: OutboxItem, place: Place, since: float
+    ) -> list[DiaryEntry] | None:
+        """The diary entries a play's check for a log made by hand reads: the batch's whole
+        read of the diary when it made one (a row whose add may have landed), else the look
+        at its newest pages for those added since `since` (`_newest`), shared by the rows of a
+        drain. None when the diary cannot be read (rows answering otherwise, a page renamed):
+        only a second entry hangs on it, so the play is logged rather than not at all."""
+        if ledger.diary is not None:
+            return ledger.diary
+        try:
+            entries = (await self._newest(ledger.profile, row, since)).entries
+        except (SerializdAuthError, Unavailable):
+            raise
+        except SerializdError as exc:
+            self._look_log.warning(
+                row.profile,
+                LOOK_UNREADABLE,
+                self.clock(),
+                profile=row.profile,
+                item=place.ref.describe(),
+                error=exc.message,
+            )
+            return None
+        self._look_log.over(
+            row.profile, "serializd diary read again", self.clock(), profile=row.profile
+        )
+        return entries
+
+    async def _logged_by(
+        self, profile: str, place: Place, entry: DiaryEntry, lead: str = ALREADY_LOGGED
+    ) -> str:
+        """Why a play is not logged over `entry` (`_logged_by_hand`, `_logged_since_read`,
+        `lead` saying which): whose log it is. Another profile signed in to the account wrote
+        it when its ledger holds it (read from the store: no request); one tagged ours that
+        none holds is another profile's whose answer was lost, or another watchbridge's; else
+        the user's, made in the app."""
         prefix = f"{place.ref.key()}@"
         for other in sorted(self.client.accounts.keys() - {profile}):
             plays = await asyncio.to_thread(
                 self.store.mirror_get_prefixed, NAME, other, PLAYS, prefix
             )
             if any(v.get("review_id") == entry.id for v in plays.values()):
-                return LOGGED_BY_PROFILE.format(profile=other)
-        return LOGGED_BY_ANOTHER if DEFAULT_TAG in entry.tags else LOGGED_THERE
+                return lead + BY_PROFILE.format(profile=other)
+        return lead + (BY_ANOTHER if DEFAULT_TAG in entry.tags else BY_HAND)
 
     async def _seen(self, row: OutboxItem, place: Place) -> bool:
         """Whether Serializd held this episode as watched before this play (its diary entry is
@@ -862,10 +929,11 @@ class SerializdTarget:
         Never a read of the whole diary; `since` is cut on Serializd's clock (`_added_cut`)."""
         after = max(row.planned_from, row.next_attempt_at)
         now = self.clock()
-        since = self._added_cut(since)
         kept = self._added.get(profile)
         if kept is not None:
             read_since, read_at, read = kept
+            # Compared on our clock: the skew, read off each answer's Date header (whole
+            # seconds), moves the cut by a fraction of a second from one request to the next.
             if (
                 read_since <= since
                 and read_at >= after
@@ -873,7 +941,7 @@ class SerializdTarget:
             ):
                 return read
         adds = self._adds[profile]
-        read = await self.client.diary_added_since(profile, since)
+        read = await self.client.diary_added_since(profile, self._added_cut(since))
         self._added[profile] = (since, now, read)
         await self._note_listing(profile, now, adds, DiaryListing(read.listed, whole=False))
         return read
