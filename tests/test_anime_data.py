@@ -3,6 +3,8 @@ schedule, and still used when a refresh fails."""
 
 from __future__ import annotations
 
+import asyncio
+import html
 import json
 import logging
 import os
@@ -40,6 +42,7 @@ from watchbridge.errors import ConfigError
 from watchbridge.http import HttpClient, RetryPolicy
 from watchbridge.maintenance import check_anime_datasets
 from watchbridge.model import Ids, MediaRef, ref_to_dict
+from watchbridge.statuspage import page_state, render
 from watchbridge.store import Store
 from watchbridge.wiring import build_runtime
 
@@ -727,6 +730,27 @@ def test_anime_refresh_reports_a_failed_download(tmp_path: Path, fake: FakeDatas
     assert "error: could not refresh fribb; the cached copies stay in use" in result.stderr
 
 
+def test_a_failed_refresh_is_on_the_status_page_as_watchbridge_status_says_it(
+    tmp_path: Path, fake: FakeDatasets
+) -> None:
+    # The Home Assistant app's household has the page only: no terminal for `status`.
+    del fake.bodies["fribb"]
+    path = anime_config(tmp_path, fake)
+    Store.open(tmp_path / "watchbridge.db").close()  # the service has run
+    assert run_cli("anime", "refresh", "--config", str(path)).returncode == 1
+    status = run_cli("status", "--config", str(path)).stdout.splitlines()
+    said = [line.removeprefix("anime:").strip() for line in status if line.startswith("anime:")]
+    assert len(said) == 1 and said[0].startswith("anime dataset fribb: refresh failed"), said
+    runtime = build_runtime(load_config(path, {}))
+    runtime.open()
+    try:
+        page = render(asyncio.run(page_state(runtime, 10_000.0)), 10_000.0)
+    finally:
+        runtime.close()
+    assert html.escape(said[0]) in page
+    assert "anime for AniList: 1 thing(s) to look at" in page  # the summary names it
+
+
 def test_a_refresh_whose_state_cannot_be_written_is_in_the_next_commands_status(
     tmp_path: Path, fake: FakeDatasets
 ) -> None:
@@ -865,17 +889,22 @@ def test_anime_unmatched_names_the_titles_skipped_as_not_anime(tmp_path: Path) -
     path = write_config(tmp_path, "profiles:\n  me:\n    default: true\n")
     store = Store.open(tmp_path / "watchbridge.db")
     frieren = MediaRef("episode", show_ids=Ids(tmdb="209867"), show_title="Frieren", season=2)
+    arrival = MediaRef("movie", Ids(tmdb="329865"), title="Arrival")
+    plays = [(replace(frieren, number=1), ["Anime", "Fantasy"]), (arrival, ["Drama"])]
     kept = {
-        "profile": "me",
-        "action": "play",
-        "payload": {"item": ref_to_dict(replace(frieren, number=1)), "at": 100.0},
-        "ordering_key": "me:anilist:x",
+        f"me:anilist:play:{n}": {
+            "profile": "me",
+            "action": "play",
+            "payload": {"item": ref_to_dict(item), "at": 100.0, "genres": genres},
+            "ordering_key": f"me:anilist:{n}",
+        }
+        for n, (item, genres) in enumerate(plays)
     }
-    store.mirror_put(
-        NAME, "me", SKIPPED, {"me:anilist:play:1": kept}, 100.0
-    )  # as the target keeps it
+    store.mirror_put(NAME, "me", SKIPPED, kept, 100.0)  # as the target keeps them
     store.close()
     result = run_cli("anime", "unmatched", "--config", str(path))
     assert result.returncode == 0, result.stderr
-    assert "skipped as not anime" in result.stdout
-    assert "'Frieren' (tmdb 209867): 1 play" in result.stdout
+    assert "skipped as not anime although likely anime" in result.stdout
+    assert "  'Frieren' (tmdb 209867): 1 play; likely anime: genre Anime" in result.stdout
+    assert "Arrival" not in result.stdout  # a film, counted with the rest
+    assert "me: 1 other title skipped as not anime" in result.stdout

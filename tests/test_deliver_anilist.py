@@ -45,6 +45,7 @@ from watchbridge.deliver.anilist import (
     finish_write,
     finished_by,
     index_reverse,
+    likely_anime,
     new_viewing,
     play_write,
     rating_write,
@@ -1221,8 +1222,41 @@ async def test_a_season_rated_in_plex_scores_the_seasons_entry(
     assert fake.snapshot()[PART_2]["score"] == 90
 
 
+def kept_aside(item: MediaRef, **more: object) -> dict[str, object]:
+    """A skipped play as the target keeps it aside (`SKIPPED`)."""
+    payload = {"item": ref_to_dict(item), "at": 100.0, **more}
+    return {"profile": "me", "action": "play", "payload": payload, "ordering_key": "me:x"}
+
+
+@pytest.mark.parametrize(
+    ("item", "genres", "why"),
+    [
+        (MediaRef("episode", show_ids=Ids(anidb="18290"), number=1), [], "anime id anidb 18290"),
+        (
+            MediaRef("episode", show_ids=Ids(tvdb="81797"), absolute=1100),
+            [],
+            "numbered by absolute episode",
+        ),
+        (MediaRef("episode", show_ids=Ids(tmdb="240411"), number=1), [" anime "], "genre anime"),
+        (MediaRef("movie", Ids(tmdb="1"), title="Up"), ["Family", "Animation"], "genre Animation"),
+        (MediaRef("episode", show_ids=Ids(tmdb="1396"), number=1), ["Drama", "Crime"], None),
+    ],
+)
+def test_a_skipped_play_is_likely_anime_by_its_anime_ids_absolute_number_or_genre(
+    item: MediaRef, genres: list[str], why: str | None
+) -> None:
+    assert likely_anime(kept_aside(item, genres=genres)) == why
+
+
+def test_a_play_skipped_before_genres_were_kept_is_not_taken_for_anime() -> None:
+    bad = MediaRef("episode", show_ids=Ids(tmdb="1396"), show_title="Breaking Bad", number=1)
+    assert likely_anime(kept_aside(bad)) is None
+    assert likely_anime({"payload": {}}) is None  # unreadable: nothing said of it
+
+
 def skipped(runtime: Runtime) -> list[tuple[str, str, int]]:
-    return skipped_titles(runtime.store.mirror_get(NAME, "me", SKIPPED))
+    kept = skipped_titles(runtime.store.mirror_get(NAME, "me", SKIPPED))
+    return [(title.title, title.ids, title.plays) for title in kept]
 
 
 async def test_a_skipped_play_stops_waiting_for_the_datasets_after_a_month(

@@ -195,3 +195,9 @@ def test_a_premiere_date_at_local_midnight_east_of_utc_is_that_local_day() -> No
     payload = sample("playback_stop_episode_completed.json")
     payload["Item"]["PremiereDate"] = "2013-09-14T23:00:00.0000000Z"
     assert only_event(parse(payload)).item.aired == "2013-09-15"
+
+
+def test_the_items_genres_are_read_beside_the_item() -> None:
+    event = only_event(parse(sample("playback_stop_episode_completed.json")))
+    assert event.genres == ("Drama", "Crime")
+    assert_ozymandias(event)  # the item, its ids and keys, as without them

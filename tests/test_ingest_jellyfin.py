@@ -360,3 +360,33 @@ def test_a_rating_a_server_writes_with_a_decimal_comma_is_read_from_the_docs_tem
     )
     event = only_event(parse_request("jellyfin", body, "text/plain; charset=utf-8"))
     assert (event.action, event.rating, event.item.ids.imdb) == ("rate", 75, "tt2543164")
+
+
+def test_genres_are_read_from_send_all_properties_and_from_the_docs_template() -> None:
+    # The only sign of anime no dataset knows yet in a library on TMDB metadata.
+    typed = only_event(parse(sample("playback_stop_episode_completed.json")))
+    assert typed.genres == ("Drama", "Crime")
+    body = rendered_docs_template(
+        NotificationType="PlaybackStop",
+        ServerId="5b6f0e3a-2c1d-4e8f-9a7b-6c5d4e3f2a1b",
+        UserId="a3f1c9e2-7b5d-4c08-b6e2-f1d0c9b8a7e6",
+        NotificationUsername="alex",
+        ItemId="c7d2a91e-4b3f-4e6a-8d0b-1c2e3f4a5b6c",
+        ItemType="Episode",
+        Name="That's How Love Starts, Ya Know!",
+        SeriesName="Dan Da Dan",
+        SeasonNumber="1",
+        EpisodeNumber="1",
+        Genres="Animation, Action & Adventure",
+        PlayedToCompletion="True",
+    )
+    event = only_event(parse_request("jellyfin", body, "text/plain; charset=utf-8"))
+    assert event.genres[0] == "Animation"
+    assert (
+        event.item
+        == only_event(
+            parse_request(
+                "jellyfin", body.replace(b"Animation, ", b""), "text/plain; charset=utf-8"
+            )
+        ).item
+    )

@@ -4,6 +4,7 @@ as waiting for one, not as not-anime."""
 
 from __future__ import annotations
 
+import html
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.harness import AppThread, watchbridge, write_config
 from tests.test_app import runtime_for
 from tests.unpaced import unpaced
+from watchbridge import statuspage
 from watchbridge.app import create_app
 
 DAY = 86400.0
@@ -176,11 +178,15 @@ def test_anilist_episodes_plex_numbers_in_a_tvdb_order_are_listed_with_the_fix(
     said = [x for x in run(path, "status").splitlines() if x.startswith("anime:")]
     assert len(said) == 1 and "alex: Plex numbers 'Bleach'" in said[0], said
     assert "numbered S2E1-5 are not linked" in said[0] and "services.serializd" in said[0]
-    with AppThread(create_app(runtime_for(path))) as app:
+    with AppThread(create_app(runtime_for(path), extra_routes=statuspage.ROUTES)) as app:
         status = httpx.get(f"{app.url}/api/status").json()
+        page = httpx.get(app.url).text
     assert [(t["title"], t["episodes"]) for t in status["anime_numbered_apart"]] == [
         ("Bleach", "S2E1-5")
     ]
+    told = said[0].removeprefix("anime:").strip()
+    assert status["anime"] == [told]
+    assert html.escape(told) in page  # the page in the same words, for the app's household
 
     del show["showOrdering"]  # TMDB's order: the next read numbers Bleach as AniList does
     for n in range(1, 14):

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Hashable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from litestar import Litestar, Request, Response, get
 from litestar.connection import ASGIConnection
@@ -47,6 +47,7 @@ from litestar.types import (
 from litestar.utils.path import normalize_path
 
 from watchbridge import __version__, clocksteps
+from watchbridge import queuewords as words
 from watchbridge.account_ids import AccountIds, Key, Learnt
 from watchbridge.accounts import plex_server_of
 from watchbridge.alerts import FAILED, SUPPRESSED, Notifier
@@ -111,6 +112,9 @@ from watchbridge.store import (
 )
 from watchbridge.unmapped import UnmappedAccounts
 from watchbridge.zone import zone_in_use, zone_warning
+
+if TYPE_CHECKING:
+    from watchbridge.deliver.anilist import SkippedTitle
 
 log = logging.getLogger(__name__)
 
@@ -770,6 +774,49 @@ def numbered_apart(config: Config, store: Store) -> list[dict[str, Any]]:
     ]
 
 
+@dataclass(frozen=True)
+class AnimeNotSent:
+    """A profile's titles likely anime that no mapping dataset knows, their plays kept off
+    AniList (`deliver.anilist.SKIPPED`): what `message` says to do."""
+
+    profile: str
+    titles: Sequence[SkippedTitle]
+
+    @property
+    def message(self) -> str:
+        shows = [(t.title, t.ids, t.why or "") for t in self.titles]
+        return words.anime_not_sent(self.profile, shows)
+
+
+def anime_not_sent(config: Config, store: Store) -> list[AnimeNotSent]:
+    """Per profile, the titles of plays skipped for AniList as not anime that look like anime
+    all the same (`deliver.anilist.likely_anime`); the other skipped titles are left out."""
+    if config.services.anilist is None:
+        return []
+    from watchbridge.deliver.anilist import NAME, SKIPPED, skipped_titles
+
+    found = []
+    for profile in list(config.profiles) or ["default"]:
+        titles = skipped_titles(store.mirror_get(NAME, profile, SKIPPED))
+        if likely := [title for title in titles if title.why]:
+            found.append(AnimeNotSent(profile, likely))
+    return found
+
+
+def anime_lines(config: Config, store: Store) -> list[str]:
+    """What needs the user about anime, one line each, as `watchbridge status` and the status
+    page say them: each mapping dataset whose last refresh failed, each show the media server
+    numbers its own way, the likely anime kept off AniList per profile."""
+    if config.services.anilist is None:
+        return []
+    from watchbridge.anime_data import from_config, numbered_apart_message, numbered_apart_titles
+
+    lines = [s.error for s in from_config(config, store=store).status() if s.error]
+    profiles = list(config.profiles) or ["default"]
+    lines += [numbered_apart_message(group) for group in numbered_apart_titles(store, profiles)]
+    return lines + [kept.message for kept in anime_not_sent(config, store)]
+
+
 def leftovers(config: Config, store: Store) -> list[Leftover]:
     """What the database keeps for profiles and links the config no longer has, for as long
     as it keeps it (`watchbridge status`, the status page, `/api/status`)."""
@@ -1039,6 +1086,7 @@ async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
     page = await page_state(runtime, now)
     status, health, kept = page.status, page.sign_ins, page.kept
     apart = await asyncio.to_thread(numbered_apart, runtime.config, runtime.store)
+    not_sent = await asyncio.to_thread(anime_not_sent, runtime.config, runtime.store)
     # The AniList lines of `sign_ins`, in the shape kept for scripts (PROFILE: in words).
     anilist = [f"{one.profile}: {one.message}" for one in health if one.service == "anilist"]
     by_profile: dict[str, list[dict[str, Any]]] = {name: [] for name in runtime.config.profiles}
@@ -1083,6 +1131,18 @@ async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
         # Titles whose AniList episodes the media server numbers its own way (a TheTVDB
         # ordering nothing renumbers): never written there until the fix is made.
         "anime_numbered_apart": apart,
+        # Per profile, shows likely anime (an anime id, absolute numbering, the genre Anime or
+        # Animation) whose plays were kept off AniList as no mapping dataset knows them.
+        "anime_not_sent": [
+            {
+                "profile": one.profile,
+                "titles": [asdict(title) for title in one.titles],
+                "message": one.message,
+            }
+            for one in not_sent
+        ],
+        # The status page's anime lines, as `watchbridge status` says them (`anime:`).
+        "anime": list(page.anime),
         # Whether alerts reach anyone (the page's Alerts): entries not loaded, failed sends.
         "alerts": asdict(runtime.notifier.health()),
         # How far each service's clock is ahead of this machine's (seconds, its Date header).

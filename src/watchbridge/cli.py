@@ -516,7 +516,7 @@ def _summary(config: Config) -> str:
 def status(config_path: str | None) -> None:
     """Whether the database takes writes, queue depth, dead letters, sign-ins, whose account
     each service is, and the last run of each link with its cursors."""
-    from watchbridge.app import leftovers, storage_warnings
+    from watchbridge.app import anime_lines, leftovers, storage_warnings
     from watchbridge.filesystems import read_mountinfo
     from watchbridge.signins import STATE_WORDS, current_sign_ins
     from watchbridge.writecheck import write_fault
@@ -527,8 +527,7 @@ def status(config_path: str | None) -> None:
         sign_ins = current_sign_ins(config, store, time.time())
         kept = leftovers(config, store)
         storage = storage_warnings(config, store, read_mountinfo())
-        datasets = _datasets_failing(config, store)
-        apart = _numbered_apart(config, store)
+        anime = anime_lines(config, store)
         last_webhooks = store.last_webhooks()
         account_names = _account_names(store, state.cursors)
         # The service's own finding lives in its memory: this process tries for itself.
@@ -572,10 +571,8 @@ def status(config_path: str | None) -> None:
         _say(f"  {whose}: {'' if said else f'{told}: '}{one.message}")
     for leftover in kept:  # a renamed profile or link: its state waits under the old name
         _say(f"kept:          {leftover.message}")
-    for problem in datasets:
-        _say(f"anime:         {problem}")
-    for title in apart:
-        _say(f"anime:         {title}")
+    for line in anime:  # datasets failing, shows numbered apart, likely anime kept off AniList
+        _say(f"anime:         {line}")
     _show_links(config, state, account_names)
 
 
@@ -589,26 +586,6 @@ def _show_last_webhooks(last: Sequence[LastWebhook]) -> None:
     for one in sorted(last, key=lambda w: (w.source, -w.at, w.server)):
         server = f" from {one.server}" if one.server else ""
         _say(f"  {one.source}{server}: {_when(one.at)}")
-
-
-def _numbered_apart(config: Config, store: Store) -> list[str]:
-    """Each title whose AniList episodes the media server numbers its own way, in words."""
-    if config.services.anilist is None:
-        return []
-    from watchbridge.anime_data import numbered_apart_message, numbered_apart_titles
-
-    titles = numbered_apart_titles(store, list(config.profiles) or ["default"])
-    return [numbered_apart_message(group) for group in titles]
-
-
-def _datasets_failing(config: Config, store: Store) -> list[str]:
-    """Why each anime mapping dataset's last refresh failed (of those whose did), also one
-    whose state datasets.json could not take."""
-    if config.services.anilist is None:
-        return []
-    from watchbridge.anime_data import from_config
-
-    return [s.error for s in from_config(config, store=store).status() if s.error]
 
 
 def _account_names(
@@ -1826,13 +1803,22 @@ def anime_unmatched(config_path: str | None, every: bool) -> None:
         records = unmatched_records(store, profiles)
         skipped = {p: skipped_titles(store.mirror_get(NAME, p, SKIPPED)) for p in profiles}
     for profile, titles in skipped.items():
-        if titles:
+        likely = [title for title in titles if title.why]
+        if likely:
             click.echo(
                 f"{profile}: webhook plays of titles in no mapping dataset, skipped as not anime "
-                "(queued again if a dataset refresh or an override maps them within 30 days):"
+                "although likely anime (queued again if a dataset refresh or an override maps "
+                "them within 30 days):"
             )
-        for title, ids, plays in titles:
-            click.echo(f"  {title!r} ({ids or 'no ids'}): {plays} play{'s' * (plays != 1)}")
+        for one in likely:
+            plays = f"{one.plays} play{'s' * (one.plays != 1)}"
+            click.echo(f"  {one.title!r} ({one.ids or 'no ids'}): {plays}; likely anime: {one.why}")
+        if others := len(titles) - len(likely):
+            click.echo(
+                f"{profile}: {others} other title{'s' * (others != 1)} skipped as not anime (no "
+                "anime id, absolute number or anime genre; queued again too if a dataset "
+                "refresh or an override maps one)"
+            )
     if not records:
         click.echo("nothing unmatched")
         return

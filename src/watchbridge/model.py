@@ -234,6 +234,10 @@ class MediaEvent:
     # Date): against `occurred_at` on that clock, how long after a play it was reported,
     # whatever that clock's error (playback.reported_late).
     sent_at: float | None = None
+    # The item's genres as Jellyfin or Emby name them ("Animation", "Anime"): for a library on
+    # TMDB metadata the only sign that a show no anime dataset knows is anime all the same
+    # (`deliver.anilist.likely_anime`). Not part of the item: no key depends on them.
+    genres: tuple[str, ...] = ()
 
     @property
     def progress(self) -> float | None:

@@ -6,6 +6,8 @@ link is a *sync*. Said here once; each display adds its own markup (the page tur
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 WAITING = "waiting"  # pending: queued, not being sent
 BEING_SENT = "being sent"  # in flight
 DONE = "in the last week (sent, or nothing left to send)"  # after "done"
@@ -25,6 +27,30 @@ SYNCS = "syncs"  # the config's links
 # A sync's run that waits (not a failure) for the anime mapping lists' first download.
 FOR_THE_LISTS = "waiting for the anime mapping lists"
 READ_UP_TO = "read up to"  # a sync's cursor on one side: how far it has read that service
+
+
+# What makes AniList take a show no anime mapping dataset knows (no command: the Home
+# Assistant app's page says it too).
+ANIME_OVERRIDE = (
+    "add a mapping override (services.anilist.mapping_overrides; README: Anime mapping)"
+)
+
+
+def anime_not_sent(profile: str, shows: Sequence[tuple[str, str, str]]) -> str:
+    """The likely anime (title, its ids in words, why likely anime) a profile's plays of which
+    were kept off AniList as no dataset knows them, with what to do: `me: 1 show not sent to
+    AniList ...`."""
+    one = len(shows) == 1
+    it, its = ("it", "its") if one else ("them", "their")
+    listed = ", ".join(
+        f"{title!r} ({'; '.join(part for part in (ids, why) if part)})" for title, ids, why in shows
+    )
+    return (
+        f"{profile}: {len(shows)} show{'' if one else 's'} not sent to AniList as no mapping "
+        f"dataset knows {it}, though likely anime: {listed}; if {'it is' if one else 'they are'}"
+        f" anime, {ANIME_OVERRIDE}: {its} plays of the last 30 days go then, as they do once a "
+        f"dataset refresh maps {it}"
+    )
 
 
 def service_for(service: str, profile: str) -> str:

@@ -33,7 +33,7 @@ from watchbridge import __version__
 from watchbridge import queuewords as words
 from watchbridge.account_ids import NewId, NewIdSighting, Renamed, RenameSighting
 from watchbridge.alerts import Health
-from watchbridge.app import Leftover, Runtime, leftovers, require_api_token
+from watchbridge.app import Leftover, Runtime, anime_lines, leftovers, require_api_token
 from watchbridge.config import Config, copied_nowhere
 from watchbridge.deadletters import retry_dead_letters
 from watchbridge.homeassistant import (
@@ -112,6 +112,9 @@ class PageState:
     # Links whose first sync waits for a review, and the reviews started from the page.
     to_review: frozenset[str] = frozenset()
     reviews: Sequence[PageReview] = ()
+    # With AniList: the mapping datasets whose refresh failed, the shows a media server numbers
+    # its own way, the likely anime kept off AniList, as `watchbridge status` says them.
+    anime: Sequence[str] = ()
 
 
 async def page_state(runtime: Runtime, now: float) -> PageState:
@@ -121,6 +124,7 @@ async def page_state(runtime: Runtime, now: float) -> PageState:
     sign_ins = await asyncio.to_thread(current_sign_ins, config, runtime.store, now)
     kept = await asyncio.to_thread(leftovers, config, runtime.store)
     decided = await asyncio.to_thread(runtime.store.last_decided_runs)
+    anime = await asyncio.to_thread(anime_lines, config, runtime.store)
     return PageState(
         config=config,
         status=status,
@@ -143,6 +147,7 @@ async def page_state(runtime: Runtime, now: float) -> PageState:
         storage_refused=runtime.storage_refused.told(),
         to_review=frozenset(run.link for run in decided if waits_for_review(run)),
         reviews=runtime.page_reviews.recent(),
+        anime=anime,
     )
 
 
@@ -442,6 +447,14 @@ def render(state: PageState, now: float) -> str:
             f'<p class="bad">{_age(u.at, now)}: {_e(u.message)}.</p>' for u in state.unfiltered
         )
         + _kept(state.kept, "link"),
+        *(
+            [
+                '<h2 id="anime">Anime</h2>'
+                + "".join(f'<p class="bad">{_e(a)}</p>' for a in state.anime)
+            ]
+            if state.anime
+            else []
+        ),
         '<h2 id="profiles">Profiles</h2>'
         + _profiles(state.config)
         + _sign_ins(state.sign_ins, now, state.signing_in)
@@ -533,6 +546,8 @@ def needs(state: PageState, now: float) -> list[Need]:
         if (run := runs.get(name)) is not None and run.outcome not in CALM_OUTCOMES
     ]
     found += [Need(f"Plex sent others' plays for {u.profile}", "links") for u in state.unfiltered]
+    if state.anime:
+        found.append(Need(f"anime for AniList: {len(state.anime)} thing(s) to look at", "anime"))
     found += [
         Need(f"{d.profile} gets each Plex viewing twice", "webhooks")
         for d in state.doublings

@@ -358,6 +358,8 @@ def rows_for(
         payload: dict[str, Any] = {"item": item, "at": intent.at, "source": event.source}
         if event.server and event.source in ("jellyfin", "emby", "plex"):
             payload["server"] = event.server  # see ids.same_server, Enricher._elsewhere
+        if event.genres:  # a sign of anime no dataset knows yet (deliver.anilist.likely_anime)
+            payload["genres"] = list(event.genres)
         if event.companion and (first := event.companion_of) is not None and first.ids:
             # Its file's first episode: Trakt's search for it names the show.
             payload["companion_of"] = {"ids": first.ids.present(), "number": first.number}

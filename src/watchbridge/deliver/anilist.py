@@ -916,10 +916,51 @@ def recheck_skipped(
     return again, forget
 
 
-def skipped_titles(skipped: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, str, int]]:
-    """(title, its ids, plays) per title of the skipped rows, for `watchbridge anime
-    unmatched`: an anime among them needs an override naming those ids."""
-    titles: dict[tuple[str, str], int] = {}
+# Jellyfin's and Emby's genres that say anime: "Anime" (TheTVDB's), "Animation" (TMDB's, and
+# Western cartoons too: `likely_anime` says which sign it went by).
+ANIME_GENRES = frozenset({"anime", "animation"})
+_ANIME_IDS = ("anilist", "anidb", "mal")
+
+
+def likely_anime(kept: Mapping[str, Any]) -> str | None:
+    """Why a play skipped as not anime (a `SKIPPED` record) looks like anime all the same, in
+    words, or None: an anime id (HAMA on Plex, an AniDB or AniList plugin on Jellyfin and
+    Emby), an absolute episode number, or the genre Anime or Animation (for a library on TMDB
+    metadata the only sign; plays kept before genres were carry none)."""
+    try:
+        payload = kept["payload"]
+        item = ref_from_dict(payload["item"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    for ids in (item.show_ids, item.ids):
+        for name in _ANIME_IDS:
+            if value := getattr(ids, name):
+                return f"anime id {name} {value}"
+    if item.absolute is not None:
+        return "numbered by absolute episode"
+    genres = payload.get("genres")
+    for genre in genres if isinstance(genres, list) else ():
+        if isinstance(genre, str) and genre.strip().casefold() in ANIME_GENRES:
+            return f"genre {genre.strip()}"
+    return None
+
+
+@dataclass(frozen=True)
+class SkippedTitle:
+    """A title of the skipped rows: its ids in words (`tmdb 209867`), its plays, and why it is
+    likely anime (`likely_anime` of one of its plays), None when nothing says so."""
+
+    title: str
+    ids: str
+    plays: int
+    why: str | None = None
+
+
+def skipped_titles(skipped: Mapping[str, Mapping[str, Any]]) -> list[SkippedTitle]:
+    """The titles of the skipped rows, by title: those likely anime need an override naming
+    those ids (`watchbridge anime unmatched`, the status)."""
+    plays: dict[tuple[str, str], int] = {}
+    why: dict[tuple[str, str], str] = {}
     for kept in skipped.values():
         try:
             item = ref_from_dict(kept["payload"]["item"])
@@ -928,8 +969,13 @@ def skipped_titles(skipped: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, 
         ids = item.show_ids if item.kind == "episode" else item.ids
         title = (item.show_title if item.kind == "episode" else item.title) or "?"
         named = ", ".join(f"{name} {value}" for name, value in ids.present().items())
-        titles[(title, named)] = titles.get((title, named), 0) + 1
-    return sorted((title, named, n) for (title, named), n in titles.items())
+        plays[title, named] = plays.get((title, named), 0) + 1
+        if (title, named) not in why and (reason := likely_anime(kept)) is not None:
+            why[title, named] = reason
+    return [
+        SkippedTitle(title, named, n, why.get((title, named)))
+        for (title, named), n in sorted(plays.items())
+    ]
 
 
 # --------------------------------------------------------------------------- the target

@@ -246,6 +246,15 @@ def clean_id(name: str, value: object) -> str | None:
     return raw
 
 
+def genres(value: object) -> tuple[str, ...]:
+    """Genre names from a list (Emby's Item.Genres) or one text joined with ", " (the Jellyfin
+    plugin's `Genres`)."""
+    names = value.split(",") if isinstance(value, str) else value
+    if not isinstance(names, list):
+        return ()
+    return tuple(name for raw in names if (name := text(raw)) is not None)
+
+
 def make_ids(raw: Mapping[str, object], warnings: list[str]) -> Ids:
     """Ids from provider → value pairs; malformed values are dropped with a warning."""
     found: dict[str, str] = {}

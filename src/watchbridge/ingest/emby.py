@@ -27,6 +27,7 @@ from watchbridge.ingest.common import (
     accept,
     air_date,
     flag,
+    genres,
     ignored_type,
     integer,
     iso_time,
@@ -133,6 +134,7 @@ def _event(
         session_id=text(session.get("Id")) or "",
         remark=remark,
         sent_at=sent,
+        genres=genres(item.get("Genres")),
     )
 
 

@@ -38,6 +38,7 @@ from watchbridge.ingest.common import (
     accept,
     air_date,
     flag,
+    genres,
     ignored_type,
     integer,
     iso_time,
@@ -198,6 +199,7 @@ def _event(
         session_id=text(data.get("Id")) or "",
         remark=remark,
         sent_at=sent,
+        genres=genres(data.get("Genres")),
     )
 
 
