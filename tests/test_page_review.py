@@ -213,3 +213,56 @@ def test_a_review_of_a_link_the_config_lacks_is_refused(tmp_path: Path, start_fa
     with waiting_for_review(tmp_path, start_fake) as (url, _, _):
         assert httpx.get(f"{url}/review?link=nope").status_code == 400
         assert httpx.post(f"{url}/review/read?link=nope").status_code == 400
+
+
+@contextmanager
+def watchlist_waiting_for_review(tmp_path: Path, start_fake: Any) -> Iterator[tuple[str, Any, Any]]:
+    """The service of a Trakt ⇄ Serializd link past its reviewed first run, whose `kinds`
+    took `watchlist` in since: its first sync waits for the review (Serializd's watchlist
+    lists Breaking Bad, Trakt's nothing); the plays and ratings sync as usual."""
+    trakt, serializd = start_fake(FakeTrakt()), start_fake(FakeSerializd())
+    show = trakt.add_show("Breaking Bad", 2008, tmdb=1396, tvdb=81189, seasons={1: 7})
+    trakt.add_history(show.seasons[1].episodes[1], "2024-01-01T20:00:00.000Z")
+    serializd.add_show(1396, "Breaking Bad", seasons={1: 7})
+    trakt.add_show("The Bear", 2022, tmdb=136315, tvdb=403294, seasons={1: 8})
+    serializd.add_show(136315, "The Bear", seasons={1: 8})
+    body = f"""services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+  serializd: {{api_url: "{serializd.url}"}}
+profiles:
+  me:
+    accounts:
+      trakt: {{}}
+      serializd: {{email: {ALICE[0]}, password: "{ALICE[1]}"}}
+links:
+  {LINK}: {{services: [trakt, serializd], kinds: [history, ratings]}}
+"""
+    path = write_config(tmp_path, body)
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        sign_in_trakt(store, trakt, "me", now=time.time())
+        asyncio.run(run_link(load_config(path, {}), store, LINK, yes=True))  # reviewed
+        serializd.add_to_watchlist(None, 1396)
+        path.write_text(path.read_text().replace("ratings]", "ratings, watchlist]"))
+        with pytest.raises(NeedsReview, match="first sync of watchlist since"):
+            asyncio.run(run_link(load_config(path, {}), store, LINK))
+    with AppThread(build_app(build_runtime(load_config(path, {})))) as app:
+        yield app.url, trakt, serializd
+
+
+def test_a_watchlist_taken_into_the_kinds_later_is_reviewed_and_applied_here(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    """Before, the page said no profile waited for its review and offered no button: a
+    household with no terminal could not apply it."""
+    with watchlist_waiting_for_review(tmp_path, start_fake) as (url, trakt, serializd):
+        page = read_the_plan(url)
+        assert "me (waits for this review)" in page and "trakt: 1 watchlist" in page, page
+        serializd.add_to_watchlist(None, 136315)  # listed meanwhile: not the plan shown
+        assert httpx.post(f"{url}/{apply_action(page)}").status_code == 303
+        page = page_until(f"{url}/{REVIEW}", "the sides changed since the plan shown was read")
+        assert trakt.watchlist() == [] and "trakt: 2 watchlist" in page
+        assert httpx.post(f"{url}/{apply_action(page)}").status_code == 303
+        page_until(f"{url}/{REVIEW}", "applied:")
+        status = httpx.get(f"{url}/").text
+    assert sorted(e.item.title for e in trakt.watchlist()) == ["Breaking Bad", "The Bear"]
+    assert REVIEW_BUTTON not in status  # the link no longer waits

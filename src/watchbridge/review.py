@@ -82,15 +82,23 @@ def same_viewing_lines(pairs: Sequence[SameViewing], limit: int) -> list[str]:
 
 
 def reviewed(plans: Sequence[ProfilePlan]) -> frozenset[str]:
-    """The profiles a first-sync review covers: a first run, or the first sync of kinds new
-    to the link (the others sync as usual whatever the review says)."""
-    return frozenset(p.profile for p in plans if p.first_run or p.new_kinds)
+    """The profiles a first-sync review covers: a first run, the first sync of kinds new to
+    the link, or of a watchlist or collection new to it (the others sync as usual whatever
+    the review says)."""
+    return frozenset(p.profile for p in plans if p.first_run or p.new_kinds or p.new_lists)
+
+
+def _plays_reviewed(plan: ProfilePlan) -> bool:
+    """Whether a review covers the plays and ratings of `plan`'s profile (not only the first
+    sync of its watchlist or collection: its plays sync as usual meanwhile)."""
+    return plan.first_run or bool(plan.new_kinds)
 
 
 def plan_token(plans: Sequence[ProfilePlan], lists: ListsRun) -> str:
     """A short fingerprint of what the review shows of the profiles it covers (`reviewed`):
-    every write of their plans, the plays taken for one viewing, what is held, and their
-    watchlist and collection parts (counts and lines). Equal for the same sides read twice."""
+    every write of their plans whose plays it covers, the plays taken for one viewing, what
+    is held, and their watchlist and collection parts (counts and lines). Equal for the same
+    sides read twice."""
     covered = reviewed(plans)
     mine = replace(lists, results=tuple(r for r in lists.results if r.profile in covered))
     shown = {
@@ -105,8 +113,9 @@ def plan_token(plans: Sequence[ProfilePlan], lists: ListsRun) -> str:
                 [pair.describe() for pair in p.plan.same_viewing],
             ]
             for p in sorted(plans, key=lambda p: p.profile)
-            if p.profile in covered
+            if _plays_reviewed(p)
         ],
+        "covered": sorted(covered),
         "lists": [sorted(list_counts(mine).items()), lists_summary(mine)],
     }
     encoded = json.dumps(shown, sort_keys=True, default=str).encode()
