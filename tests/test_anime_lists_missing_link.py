@@ -204,3 +204,32 @@ async def test_a_scheduled_link_waiting_for_the_lists_runs_again_at_their_next_t
 def last_outcome(runtime: Runtime) -> str | None:
     runs = runtime.store.recent_runs("plex-anilist", 1)
     return runs[0].outcome if runs else None
+
+
+def test_lists_downloaded_but_unreadable_fail_the_link_not_wait(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    """Copies on disk that give no mapping (each unreadable: damaged, or a format this
+    release cannot read) are no download to wait for: the run fails, and is counted, so the
+    link's alert tells of it. Before, it was recorded as waiting for lists "not downloaded
+    yet", not counted, and no alert told of it (the downloads went through): the link never
+    synced again, silently."""
+    path, plex, _, lists = setup(tmp_path, start_fake)
+    lists.bodies = sample_bodies()
+    run(path, "anime", "refresh")
+    data = anime_data.from_config(load_config(path, {}))
+    for name in data.urls:
+        data.path(name).write_text("not a mapping list", encoding="utf-8")
+    runtime = runtime_for(path)
+    runtime.open()
+    try:
+        with pytest.raises(ListsMissing) as failed:
+            asyncio.run(run_link(runtime.config, runtime.store, "plex-anilist"))
+        (last,) = runtime.store.recent_runs("plex-anilist", 5)
+    finally:
+        runtime.close()
+    assert not isinstance(failed.value, anime_data.ListsNotYet)
+    assert last.outcome == "failed" and failures_in_a_row([last]) == 1
+    assert "not downloaded yet" not in failed.value.message, failed.value.message
+    assert "could not be read" in failed.value.message, failed.value.message
+    assert watched(plex) == [17]

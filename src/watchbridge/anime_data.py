@@ -106,6 +106,14 @@ class ListsMissing(WatchbridgeError):
     its own) is a failure the link tells of."""
 
 
+# Why a link run fails whose mapping lists are downloaded but give no mapping.
+UNREADABLE = (
+    'the anime mapping lists on disk could not be read (the log\'s "anime dataset unreadable"'
+    " lines say why: a damaged copy, or a format this release does not read), so the link"
+    " reads and plans nothing; run `watchbridge anime refresh` to download them again"
+)
+
+
 class ListsNotYet(ListsMissing, Waits):
     """No anime mapping dataset is downloaded yet: the link run waits (not a failure), and
     raises the lists' alert itself while their downloads fail (`problems`: one line each, as
@@ -245,11 +253,14 @@ class AnimeData:
         )
 
     def link_waits(self) -> ListsMissing:
-        """Why a link run with AniList does not begin while `none_downloaded`: every dataset
-        switched off (a failure), or none downloaded yet (a wait, with when the last download
-        failed and when the next is tried: `ListsNotYet`)."""
+        """Why a link run with AniList does not begin while its index is empty: every dataset
+        switched off, or copies on disk none of which could be read (failures: no download
+        ends them), or none downloaded yet (a wait, with when the last download failed and
+        when the next is tried: `ListsNotYet`)."""
         if not self.urls:
             return ListsMissing(self.missing_reason(link=True))
+        if not self.none_downloaded():
+            return ListsMissing(UNREADABLE)
         now = self.clock()
         failed = [s.checked_at for s in self.status() if s.error and s.checked_at is not None]
         until, when = None, ""
