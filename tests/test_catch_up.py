@@ -254,3 +254,59 @@ def test_a_refused_key_is_told_and_read_again_next_round(
     read(runtime, task, server)
     clock.now += 15 * 60
     assert read(runtime, task, server) == 1
+
+
+def changes(runtime: Runtime) -> Callable[[], int]:
+    """The database's change counter as another connection sees it (`PRAGMA data_version`
+    moves with each commit of the service's connections)."""
+    watcher = sqlite3.connect(runtime.config.storage.path)
+    return lambda: int(watcher.execute("PRAGMA data_version").fetchone()[0])
+
+
+def test_an_idle_read_writes_nothing(runtime: Runtime, server: FakeJellyfin, clock: Clock) -> None:
+    alex = ALEX[server.flavour]
+    for n in range(300):  # a library played before: the counts the reads keep
+        item = f"{n:032x}"
+        server.add_movie(item, f"Film {n}", 2000)
+        server.play(alex, item, T0 - 30 * DAY)
+    task = CatchUp()
+    read(runtime, task, server)  # the baseline: the counts are written
+    counter = changes(runtime)
+    before = counter()
+    for _ in range(4):  # an hour of reads while nothing is watched
+        clock.now += 15 * 60
+        assert read(runtime, task, server) == 0
+    assert counter() == before
+
+
+def cursors(runtime: Runtime) -> dict[str, str]:
+    """The catch-up's cursors, by name."""
+    with sqlite3.connect(runtime.config.storage.path) as conn:
+        rows = conn.execute("SELECT name, value FROM cursors WHERE name LIKE 'catch_up%'")
+        return {str(name).partition(":")[0]: str(value) for name, value in rows}
+
+
+def test_a_read_listing_no_new_play_writes_only_when_it_began(
+    runtime: Runtime, server: FakeJellyfin, clock: Clock
+) -> None:
+    alex = ALEX[server.flavour]
+    for n in range(300):
+        item = f"{n:032x}"
+        server.add_movie(item, f"Film {n}", 2000)
+        server.play(alex, item, T0 - 30 * DAY)
+    task = CatchUp()
+    read(runtime, task, server)
+    state = cursors(runtime)["catch_up"]
+    assert len(state) > 10_000  # what the idle reads must not write again
+    server.play(alex, MOVIE, T0 + 600, finished=False)  # a viewing stopped half way
+    clock.now += 3 * 3600
+    assert read(runtime, task, server) == 0
+    written = cursors(runtime)
+    assert written["catch_up"] == state
+    assert len(written["catch_up_at"]) < 30
+    before = len(server.requests)
+    clock.now += 15 * 60
+    assert read(runtime, task, server) == 0
+    assert cursors(runtime) == written  # listed nothing: nothing written
+    (listing,) = server.requests[before:]
+    assert listing.query["MinDateLastSavedForUser"] > "2026-05-28T21"  # after the viewing

@@ -89,6 +89,10 @@ FOLLOWED = 6 * 3600.0
 # A play found that waits (`State.waiting`) and is no longer listed (deleted) is forgotten.
 WAITING_KEPT = 86400.0
 CURSOR = "catch_up"  # (server, profile, "catch_up:<user id>"): the account's `State`
+# (server, profile, "catch_up_at:<user id>"): when the last read that listed something began,
+# apart from the `State` (its counts: some 100 KB for a big library), which is written only
+# when it changed. A read that listed nothing writes nothing (`persisted`).
+AT_CURSOR = "catch_up_at"
 KINDS: dict[str, MediaKind] = {"movie": "movie", "episode": "episode"}
 PROVIDERS = ("imdb", "tmdb", "tvdb", "anidb", "anilist")
 
@@ -182,6 +186,29 @@ class State:
             )
         except (ValueError, TypeError, KeyError, AttributeError):  # not one this release wrote
             return None
+
+
+def loaded(state: str | None, at: str | None) -> State | None:
+    """The account's `State` from its two cursors: the later of their `at`. Pure."""
+    found = State.from_json(state)
+    if found is None or at is None:
+        return found
+    try:
+        return dataclasses.replace(found, at=max(found.at, float(at)))
+    except ValueError:  # not one this release wrote
+        return found
+
+
+def persisted(
+    before: State | None, after: State, listed_any: bool
+) -> tuple[str | None, str | None]:
+    """What a read writes (the `State`'s JSON, the `at` alone), None for nothing: the state when
+    anything but `at` changed; else `at` when the read listed something (were it not moved,
+    the next read would list it again); else nothing, and the next read lists from the same
+    time: what it lists more is what changed since this read listed nothing, the same. Pure."""
+    if before is None or dataclasses.replace(before, at=after.at) != after:
+        return after.to_json(), None
+    return None, (repr(after.at) if listed_any and after.at != before.at else None)
 
 
 def since(state: State | None) -> float | None:
@@ -452,8 +479,11 @@ class CatchUp:
         account: tuple[str, str],
     ) -> int:
         store = runtime.store
-        name = f"{CURSOR}:{account[0]}"
-        state = State.from_json(await asyncio.to_thread(store.get_cursor, server, profile, name))
+        name, at_name = f"{CURSOR}:{account[0]}", f"{AT_CURSOR}:{account[0]}"
+        state = loaded(
+            await asyncio.to_thread(store.get_cursor, server, profile, name),
+            await asyncio.to_thread(store.get_cursor, server, profile, at_name),
+        )
         now = runtime.clock()
         start = since(state)
         rows = await client.played(account[0], None if start is None else _iso(start))
@@ -466,9 +496,11 @@ class CatchUp:
         decision = decide(state, items, heard_of(found, events), now)
         if decision.missed:
             await _record(runtime, server, profile, account, decision.missed)
-        await asyncio.to_thread(
-            store.set_cursor, server, profile, name, decision.state.to_json(), now
-        )
+        whole, at = persisted(state, decision.state, bool(rows))
+        if whole is not None:
+            await asyncio.to_thread(store.set_cursor, server, profile, name, whole, now)
+        elif at is not None:
+            await asyncio.to_thread(store.set_cursor, server, profile, at_name, at, now)
         if state is None:
             log.info(
                 f"{NAMES[server]}'s plays are caught up from now on: the first read of an "
