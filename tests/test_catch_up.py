@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+import httpx
 import pytest
 
 from tests.fakes.base import FakeServer
@@ -21,15 +22,17 @@ from tests.fakes.jellyfin import (
     JELLYFIN_SERIES,
     FakeJellyfin,
 )
+from tests.fakes.receiver import AlertReceiver, FakeClock
+from tests.harness import AppThread
 from tests.ingest_samples import sample_json
 from watchbridge import webhooks
 from watchbridge.app import Runtime
 from watchbridge.catchup import CatchUp
-from watchbridge.config import parse_config
+from watchbridge.config import Config, parse_config
 from watchbridge.ingest import parse
 from watchbridge.model import Accepted
 from watchbridge.services.jellyfin import MediaServerClient
-from watchbridge.wiring import build_runtime
+from watchbridge.wiring import build_app, build_runtime
 
 # The accounts and items of the webhook samples (tests/fixtures/jellyfin, emby).
 ALEX = {"jellyfin": "a3f1c9e27b5d4c08b6e2f1d0c9b8a7e6", "emby": "6c1f0a9e2b7d4f3c8e5a1d0b9c8f7e6d"}
@@ -37,6 +40,7 @@ SAM = "0badc0de0badc0de0badc0de0badc0de"  # an account no profile lists
 EPISODE = {"jellyfin": "c7d2a91e4b3f4e6a8d0b1c2e3f4a5b6c", "emby": "51873"}
 SERIES = {"jellyfin": JELLYFIN_SERIES, "emby": EMBY_SERIES}
 MOVIE = "9b1f2e3d4c5b6a798877665544332211"
+SECRET = "catch-up-secret-0123456789"
 DAY = 86400.0
 T0 = 1_780_000_000.0  # 2026-05-28
 
@@ -310,3 +314,88 @@ def test_a_read_listing_no_new_play_writes_only_when_it_began(
     assert cursors(runtime) == written  # listed nothing: nothing written
     (listing,) = server.requests[before:]
     assert listing.query["MinDateLastSavedForUser"] > "2026-05-28T21"  # after the viewing
+
+
+def alerting(
+    tmp_path: Path, server: FakeJellyfin, receiver: AlertReceiver, url: str = ""
+) -> Config:
+    """The config of the `runtime` fixture, alerting to `receiver`; with `url`, the server
+    at that address instead."""
+    flavour = server.flavour
+    return parse_config(
+        f"""
+server: {{webhook_secret: {SECRET}}}
+storage: {{path: {tmp_path / "wb.db"}}}
+alerts: {{urls: ["{receiver.apprise_url}"], kinds: [webhooks_stopped]}}
+services:
+  trakt: {{client_id: abc, api_url: "http://127.0.0.1:9", auth_url: "http://127.0.0.1:9"}}
+  {flavour}: {{url: "{url or server.url}", api_key: {API_KEY}}}
+profiles:
+  me: {{users: {{{flavour}: [alex]}}, accounts: {{trakt: {{}}}}}}
+""",
+        Path("watchbridge.yaml"),
+        {},
+    )
+
+
+def post_webhook(config: Config, flavour: str, at: float, alert: str = "") -> None:
+    """The sample's completed stop of the episode, posted to the live app at `at`; with
+    `alert`, waited until that server's `webhooks_stopped` is resolved."""
+    body = sample_json(flavour, "playback_stop_episode_completed.json")
+    if flavour == "emby":
+        body["Date"] = time.strftime("%Y-%m-%dT%H:%M:%S.0000000Z", time.gmtime(at))
+    runtime = build_runtime(config, clock=FakeClock(at))
+    with AppThread(build_app(runtime)) as app:
+        answer = httpx.post(
+            f"{app.url}/webhooks/{flavour}/{SECRET}",
+            json=body,
+            headers={"x-webhook-secret": SECRET},
+        )
+        assert answer.status_code == 202, answer.text
+        deadline = time.monotonic() + 10
+        while alert and runtime.notifier.raised("webhooks_stopped", alert):
+            assert time.monotonic() < deadline, "the alert was not resolved"
+            time.sleep(0.05)
+
+
+def test_plays_a_server_sending_webhooks_missed_raise_webhooks_stopped_its_webhook_resolves(
+    tmp_path: Path, server: FakeJellyfin, receiver: AlertReceiver
+) -> None:
+    flavour, alex = server.flavour, ALEX[server.flavour]
+    name = "Jellyfin" if flavour == "jellyfin" else "Emby"
+    # The app taking webhooks reads no plays itself (its server's address leads nowhere):
+    # this test's reads are the catch-up's.
+    webhooks_app = alerting(tmp_path, server, receiver, url="http://127.0.0.1:9")
+    post_webhook(webhooks_app, flavour, T0 - 3 * DAY)  # the server sends webhooks
+    clock = Clock()
+    runtime = build_runtime(alerting(tmp_path, server, receiver), clock=clock)
+    runtime.open()
+    try:
+        task = CatchUp()
+        read(runtime, task, server)  # the baseline
+        server.play(alex, MOVIE, T0 + 3600)  # the plugin disabled: no webhook
+        clock.now = T0 + 4 * 3600
+        read(runtime, task, server)
+        assert receiver.messages == []  # a webhook may be on its way yet
+        clock.now += 15 * 60
+        assert read(runtime, task, server) == 1
+    finally:
+        runtime.close()
+    (alert,) = receiver.messages
+    title, body = str(alert["title"]), str(alert["message"])
+    assert title == f"watchbridge: webhooks from {name} server {server.server_id} stopped"
+    last = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(T0 - 3 * DAY))
+    assert f"{name} server {server.server_id} sent its last webhook on {last}" in body
+    assert "such as Arrival" in body
+    assert "caught up from" in body and "nothing is lost" in body
+    assert "watchbridge webhook-urls" in body
+    if flavour == "jellyfin":
+        assert "an update of Jellyfin may disable it" in body
+        assert "X-Webhook-Secret" in body
+    else:
+        assert "Emby Premiere" in body and "lapsed" in body
+
+    post_webhook(webhooks_app, flavour, T0 + 5 * 3600, alert=server.server_id)
+    assert receiver.titles() == [title, f"Resolved: {title}"]
+    resolved = str(receiver.messages[1]["message"])
+    assert resolved.startswith(f"A webhook came from this {name} server again")

@@ -1034,3 +1034,32 @@ def test_a_webhooks_stopped_alert_is_over_once_no_plex_link_reads_the_history(
         encoding="utf-8",
     )
     assert no_longer_configured(load_config(path), "webhooks_stopped", "machine-1") == over
+
+
+@pytest.mark.parametrize(
+    ("services", "over"),
+    [
+        ("jellyfin: {url: 'http://jf:8096', api_key: k}", None),
+        (
+            "jellyfin: {url: 'http://jf:8096', api_key: k, catch_up: false}",
+            "services.jellyfin has no api_key or catch_up is off: its plays are not read any more",
+        ),
+        (
+            "emby: {url: 'http://emby:8096', api_key: k}",
+            "services.jellyfin is no longer in the config: its plays are not read any more",
+        ),
+    ],
+    ids=["caught-up", "catch-up-off", "jellyfin-removed"],
+)
+def test_a_jellyfin_webhooks_stopped_alert_lasts_while_the_catch_up_reads_it(
+    tmp_path: Path, services: str, over: str | None
+) -> None:
+    # Raised by the catch-up, not a Plex link: a setup without Plex keeps it until a webhook.
+    path = tmp_path / "watchbridge.yaml"
+    path.write_text(
+        f"services: {{{services}, trakt: {{client_id: c}}}}\n"
+        "profiles: {me: {users: {jellyfin: [alex], emby: [alex]}, accounts: {trakt: {}}}}\n",
+        encoding="utf-8",
+    )
+    key = "jellyfin:5b6f0e3a2c1d4e8f9a7b6c5d4e3f2a1b"
+    assert no_longer_configured(load_config(path), "webhooks_stopped", key) == over

@@ -380,23 +380,32 @@ def told(server: Server, count: int) -> str:
     return f"caught up from {NAMES[server]}: {count} {plays} the webhooks missed"
 
 
-def stopped_alert(server: Server, server_id: str, plays: Sequence[Listed]) -> tuple[str, str]:
-    """The `webhooks_stopped` alert's title and text for plays of `server` caught up."""
+def stopped_alert(
+    server: Server, server_id: str, last_webhook_at: float, plays: Sequence[Listed]
+) -> tuple[str, str]:
+    """The `webhooks_stopped` alert's title and text for plays of `server` caught up, the
+    server's last webhook received at `last_webhook_at`."""
     name = NAMES[server]
-    first = plays[0].item.describe()
+    newest = max(plays, key=lambda one: one.last_played or 0.0)
+    when = f" at {webhookwatch.utc_date(newest.last_played)}" if newest.last_played else ""
     more = f" and {len(plays) - 1} more" if len(plays) > 1 else ""
     title = f"watchbridge: webhooks from {name} server {server_id} stopped"
+    check = (
+        "Check that the Webhook plugin is still installed and enabled (Dashboard > Plugins: an "
+        "update of Jellyfin may disable it), and that its Generic destination still has the "
+        "URL and X-Webhook-Secret header `watchbridge webhook-urls` prints (a changed "
+        "webhook_secret or address changes them)."
+        if server == "jellyfin"
+        else "Check that Emby Premiere has not lapsed (Emby sends webhooks only with it), and "
+        "that the webhook in Emby's notifications still has the URL `watchbridge webhook-urls` "
+        "prints (a changed webhook_secret or address changes it)."
+    )
     body = (
-        f"{name} shows plays its webhooks did not send, such as {first}{more}. They were "
-        f"caught up from {name} itself, so nothing is lost, only later than a webhook would "
-        "bring it. Check that the webhook "
-        + (
-            "plugin is still installed and enabled (an update of Jellyfin may disable it), "
-            "with its Generic destination's URL and X-Webhook-Secret header as "
-            if server == "jellyfin"
-            else "in Emby's notifications (Emby Premiere still active) has the URL "
-        )
-        + "`watchbridge webhook-urls` prints."
+        f"{name} server {server_id} sent its last webhook on "
+        f"{webhookwatch.utc_date(last_webhook_at)}, but {name} shows plays since that no "
+        f"webhook told of, such as {newest.item.describe()}{when}{more}. They were caught up "
+        f"from {name} itself, so nothing is lost, only later than a webhook would bring them. "
+        f"{check}"
     )
     return title, body
 
@@ -564,10 +573,12 @@ async def _tell_stopped(runtime: Any, server: Server, missed: Sequence[Listed]) 
     for one in missed:
         by_server.setdefault(one.server, []).append(one)
     for server_id, plays in by_server.items():
-        if not server_id or runtime.last_webhooks.of_server(server, server_id) is None:
+        last = runtime.last_webhooks.of_server(server, server_id) if server_id else None
+        if last is None:
             continue
-        title, body = stopped_alert(server, server_id, plays)
-        await runtime.notifier.notify(webhookwatch.ALERT_KIND, title, body, key=server_id)
+        title, body = stopped_alert(server, server_id, last, plays)
+        key = webhookwatch.alert_key(server, server_id)
+        await runtime.notifier.notify(webhookwatch.ALERT_KIND, title, body, key=key)
 
 
 async def _key_refused(runtime: Any, server: Server, message: str) -> None:

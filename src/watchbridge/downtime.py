@@ -30,11 +30,12 @@ def unread_sources(config: Config, seen: set[str]) -> list[str]:
     """The webhook sources that sent something lately (`seen`) whose missed plays no link
     reads back, nor the catch-up (catchup.py: Jellyfin and Emby with an API key)."""
     linked = {service for link in config.links.values() for service in link.services}
-    caught_up = {s for s in ("jellyfin", "emby") if _caught_up(config, s)}
+    caught_up = {s for s in ("jellyfin", "emby") if catches_up(config, s)}
     return sorted(s for s in seen if READ_BY_LINKS.get(s) not in linked and s not in caught_up)
 
 
-def _caught_up(config: Config, server: str) -> bool:
+def catches_up(config: Config, server: str) -> bool:
+    """Whether the catch-up reads `server` ("jellyfin", "emby"): set with an API key, on."""
     settings = getattr(config.services, server)
     return (
         settings is not None

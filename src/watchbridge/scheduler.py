@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from watchbridge.app import Runtime
 from watchbridge.config import SYNC_SERVICES, Accounts, Config, link_profiles
+from watchbridge.downtime import catches_up
 from watchbridge.errors import Waits, WatchbridgeError
 from watchbridge.logs import Repeating
 from watchbridge.plexlink import wants_lists
@@ -40,6 +41,7 @@ from watchbridge.sync import (
     unforeseen_failure,
 )
 from watchbridge.webhookwatch import ALERT_KIND as WEBHOOKS_STOPPED
+from watchbridge.webhookwatch import caught_up_source
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -299,7 +301,16 @@ def no_longer_configured(config: Config, kind: str, key: str) -> str | None:
         if "serializd" not in link.services or not wants_lists(link):
             return f"links.{name} no longer syncs the watchlist"
         return None
-    if kind == WEBHOOKS_STOPPED:  # found only by a Plex link's read of the Plex history
+    if kind == WEBHOOKS_STOPPED and (server := caught_up_source(key)) is not None:
+        if getattr(config.services, server) is None:
+            return f"services.{server} is no longer in the config: its plays are not read any more"
+        if not catches_up(config, server):
+            return (
+                f"services.{server} has no api_key or catch_up is off: its plays are not read"
+                " any more"
+            )
+        return None
+    if kind == WEBHOOKS_STOPPED:  # else found by a Plex link's read of the Plex history
         if config.services.plex is None:
             return "services.plex is no longer in the config: its history is not read any more"
         if not any("plex" in link.services for link in config.links.values()):

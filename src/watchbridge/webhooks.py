@@ -697,12 +697,13 @@ def _resolve_stopped(runtime: Runtime, server: str, source: str = "plex") -> Non
     server's) was accepted: resolve its `webhooks_stopped` alert (a Plex link, or the
     catch-up, found its plays without webhooks) after answering. On the hot path: a lookup in
     memory unless that alert is open."""
-    if not server or not runtime.notifier.raised(webhookwatch.ALERT_KIND, server):
+    key = webhookwatch.alert_key(source, server)
+    if not server or not runtime.notifier.raised(webhookwatch.ALERT_KIND, key):
         return
-    if server in _resolving_stopped and not _resolving_stopped[server].done():
+    if key in _resolving_stopped and not _resolving_stopped[key].done():
         return  # already on its way
-    _resolving_stopped[server] = asyncio.get_running_loop().create_task(
-        runtime.notifier.resolve(webhookwatch.ALERT_KIND, webhookwatch.resolved(source), key=server)
+    _resolving_stopped[key] = asyncio.get_running_loop().create_task(
+        runtime.notifier.resolve(webhookwatch.ALERT_KIND, webhookwatch.resolved(source), key=key)
     )
 
 

@@ -35,6 +35,8 @@ SERVICE = "plex"
 # The webhooks that tell of a Plex server's plays: its own, and Tautulli's naming it (a
 # household that moved to Tautulli's has its plays at once still).
 SENDERS = ("plex", "tautulli")
+# The servers whose plays the catch-up reads (catchup.py), raising this alert too.
+CAUGHT_UP_SOURCES = ("jellyfin", "emby")
 # A view this long after the last webhook is no scrobble delivered late or a clock apart:
 # Plex's webhook for it never came.
 MARGIN = 2 * 3600.0
@@ -76,8 +78,8 @@ class Stopped:
     def body(self) -> str:
         return (
             f"Plex server {self.url} sent its last webhook on "
-            f"{_date(self.last_webhook_at)}, but Plex shows views since, such as "
-            f"{self.title} at {_date(self.viewed_at)}. Check that the server owner's Plex "
+            f"{utc_date(self.last_webhook_at)}, but Plex shows views since, such as "
+            f"{self.title} at {utc_date(self.viewed_at)}. Check that the server owner's Plex "
             "Pass is active, that Plex's Settings > Webhooks lists the URL "
             "`watchbridge webhook-urls` prints (with its secret), and restart Plex Media "
             "Server after adding it. Nothing is lost meanwhile: the Plex link copies those "
@@ -157,13 +159,27 @@ async def report_stopped(store: Store, alerts: Alerts, profiles: Iterable[str]) 
 RESOLVED = "A webhook came from this Plex server again: its plays reach watchbridge at once."
 
 
+def alert_key(source: str, server: str) -> str:
+    """The alert's key for `server`, whose webhooks are of `source`: a Plex server's machine
+    id (its webhooks and Tautulli's); "jellyfin:ID" or "emby:ID" for the catch-up's
+    (catchup.py), which says which part of the config finds it."""
+    return f"{source}:{server}" if source in CAUGHT_UP_SOURCES else server
+
+
+def caught_up_source(key: str) -> str | None:
+    """The source ("jellyfin", "emby") of an alert key the catch-up raised; None: Plex's."""
+    source, colon, _ = key.partition(":")
+    return source if colon and source in CAUGHT_UP_SOURCES else None
+
+
 def resolved(source: str) -> str:
     """The "Resolved" notice of a server whose webhook of `source` came again."""
-    if source in ("jellyfin", "emby"):
+    if source in CAUGHT_UP_SOURCES:
         name = "Jellyfin" if source == "jellyfin" else "Emby"
         return f"A webhook came from this {name} server again: its plays reach watchbridge at once."
     return RESOLVED
 
 
-def _date(at: float) -> str:
+def utc_date(at: float) -> str:
+    """A time as the alerts write it (`2026-05-28 20:26 UTC`)."""
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M UTC")
