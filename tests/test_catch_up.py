@@ -31,6 +31,7 @@ from watchbridge.catchup import CatchUp
 from watchbridge.config import Config, parse_config
 from watchbridge.ingest import parse
 from watchbridge.model import Accepted
+from watchbridge.playback import REWATCH_AFTER_IDLE
 from watchbridge.services.jellyfin import MediaServerClient
 from watchbridge.wiring import build_app, build_runtime
 
@@ -399,3 +400,22 @@ def test_plays_a_server_sending_webhooks_missed_raise_webhooks_stopped_its_webho
     assert receiver.titles() == [title, f"Resolved: {title}"]
     resolved = str(receiver.messages[1]["message"])
     assert resolved.startswith(f"A webhook came from this {name} server again")
+
+
+def test_a_viewing_longer_than_the_sessions_window_its_webhook_told_of_is_not_copied_again(
+    runtime: Runtime, server: FakeJellyfin, clock: Clock
+) -> None:
+    # Paused for the evening: the server dates the play at its start, more than
+    # REWATCH_AFTER_IDLE before the webhook's end of it, so the item's sessions would take the
+    # caught-up play for an earlier viewing; the webhooks' record of it is what keeps it out.
+    alex, episode = ALEX[server.flavour], EPISODE[server.flavour]
+    task = CatchUp()
+    read(runtime, task, server)
+    began = T0 + 600
+    server.play(alex, episode, began)
+    ended = began + REWATCH_AFTER_IDLE + 3600
+    webhook(runtime, server.flavour, ended)  # its stop, at the end
+    for minutes in (5, 20, 35):
+        clock.now = ended + minutes * 60
+        assert read(runtime, task, server) == 0
+    assert [(at, key) for _, at, key in plays(runtime)] == [(ended, episode)]
