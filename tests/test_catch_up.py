@@ -318,16 +318,20 @@ def test_a_read_listing_no_new_play_writes_only_when_it_began(
 
 
 def alerting(
-    tmp_path: Path, server: FakeJellyfin, receiver: AlertReceiver, url: str = ""
+    tmp_path: Path,
+    server: FakeJellyfin,
+    receiver: AlertReceiver,
+    url: str = "",
+    kind: str = "webhooks_stopped",
 ) -> Config:
-    """The config of the `runtime` fixture, alerting to `receiver`; with `url`, the server
-    at that address instead."""
+    """The config of the `runtime` fixture, alerting of `kind` to `receiver`; with `url`, the
+    server at that address instead."""
     flavour = server.flavour
     return parse_config(
         f"""
 server: {{webhook_secret: {SECRET}}}
 storage: {{path: {tmp_path / "wb.db"}}}
-alerts: {{urls: ["{receiver.apprise_url}"], kinds: [webhooks_stopped]}}
+alerts: {{urls: ["{receiver.apprise_url}"], kinds: [{kind}]}}
 services:
   trakt: {{client_id: abc, api_url: "http://127.0.0.1:9", auth_url: "http://127.0.0.1:9"}}
   {flavour}: {{url: "{url or server.url}", api_key: {API_KEY}}}
@@ -339,24 +343,35 @@ profiles:
     )
 
 
-def post_webhook(config: Config, flavour: str, at: float, alert: str = "") -> None:
-    """The sample's completed stop of the episode, posted to the live app at `at`; with
-    `alert`, waited until that server's `webhooks_stopped` is resolved."""
+def post_webhook(
+    config: Config, flavour: str, at: float, alert: str = "", secret: str = SECRET
+) -> int:
+    """The sample's completed stop of the episode, posted to the live app at `at` with
+    `secret`: its answer's status; with `alert`, waited until that server's
+    `webhooks_stopped` is resolved."""
     body = sample_json(flavour, "playback_stop_episode_completed.json")
     if flavour == "emby":
         body["Date"] = time.strftime("%Y-%m-%dT%H:%M:%S.0000000Z", time.gmtime(at))
     runtime = build_runtime(config, clock=FakeClock(at))
     with AppThread(build_app(runtime)) as app:
         answer = httpx.post(
-            f"{app.url}/webhooks/{flavour}/{SECRET}",
+            f"{app.url}/webhooks/{flavour}/{secret}",
             json=body,
-            headers={"x-webhook-secret": SECRET},
+            headers={"x-webhook-secret": secret},
         )
-        assert answer.status_code == 202, answer.text
         deadline = time.monotonic() + 10
         while alert and runtime.notifier.raised("webhooks_stopped", alert):
             assert time.monotonic() < deadline, "the alert was not resolved"
             time.sleep(0.05)
+        while not receiver_done():
+            assert time.monotonic() < deadline, "the alert was not sent"
+            time.sleep(0.05)
+    return answer.status_code
+
+
+def receiver_done() -> bool:
+    """Whether the alerts the webhook route sends after answering are out."""
+    return not webhooks._alerting
 
 
 def test_plays_a_server_sending_webhooks_missed_raise_webhooks_stopped_its_webhook_resolves(
@@ -367,7 +382,7 @@ def test_plays_a_server_sending_webhooks_missed_raise_webhooks_stopped_its_webho
     # The app taking webhooks reads no plays itself (its server's address leads nowhere):
     # this test's reads are the catch-up's.
     webhooks_app = alerting(tmp_path, server, receiver, url="http://127.0.0.1:9")
-    post_webhook(webhooks_app, flavour, T0 - 3 * DAY)  # the server sends webhooks
+    assert post_webhook(webhooks_app, flavour, T0 - 3 * DAY) == 202  # the server sends webhooks
     clock = Clock()
     runtime = build_runtime(alerting(tmp_path, server, receiver), clock=clock)
     runtime.open()
@@ -396,7 +411,8 @@ def test_plays_a_server_sending_webhooks_missed_raise_webhooks_stopped_its_webho
     else:
         assert "Emby Premiere" in body and "lapsed" in body
 
-    post_webhook(webhooks_app, flavour, T0 + 5 * 3600, alert=server.server_id)
+    key = f"{flavour}:{server.server_id}"
+    assert post_webhook(webhooks_app, flavour, T0 + 5 * 3600, alert=key) == 202
     assert receiver.titles() == [title, f"Resolved: {title}"]
     resolved = str(receiver.messages[1]["message"])
     assert resolved.startswith(f"A webhook came from this {name} server again")
@@ -419,3 +435,41 @@ def test_a_viewing_longer_than_the_sessions_window_its_webhook_told_of_is_not_co
         clock.now = ended + minutes * 60
         assert read(runtime, task, server) == 0
     assert [(at, key) for _, at, key in plays(runtime)] == [(ended, episode)]
+
+
+def test_a_play_whose_webhook_was_refused_is_caught_up_once_also_after_the_secret_is_fixed(
+    tmp_path: Path, server: FakeJellyfin, receiver: AlertReceiver
+) -> None:
+    # The catch-up copies any play no accepted webhook told of: a refused one's too. The
+    # refusal's alert must say so, not ask for a mark played again (a second play).
+    flavour, alex, episode = server.flavour, ALEX[server.flavour], EPISODE[server.flavour]
+    name = "Jellyfin" if flavour == "jellyfin" else "Emby"
+    webhooks_app = alerting(tmp_path, server, receiver, "http://127.0.0.1:9", "webhook_rejects")
+    clock = Clock()
+    runtime = build_runtime(alerting(tmp_path, server, receiver), clock=clock)
+    runtime.open()
+    try:
+        task = CatchUp()
+        read(runtime, task, server)  # the baseline
+        began = T0 + 600
+        server.play(alex, episode, began)
+        assert post_webhook(webhooks_app, flavour, began + 47 * 60, secret="an-old-secret") == 401
+        (alert,) = receiver.messages
+        assert alert["title"] == f"watchbridge is refusing {name} webhooks"
+        body = str(alert["message"])
+        assert f"their plays are caught up from {name}" in body
+        assert "mark what was watched" not in body and "do not mark them played again" in body
+        for minutes in (60, 75, 90):
+            clock.now = began + minutes * 60
+            read(runtime, task, server)
+        assert plays(runtime) == [("trakt", began, episode)]  # caught up, once
+
+        again = began + 2 * DAY  # the secret fixed: a rewatch's webhook is taken
+        server.play(alex, episode, again)
+        assert post_webhook(webhooks_app, flavour, again + 47 * 60) == 202
+        for minutes in (60, 75, 90):
+            clock.now = again + minutes * 60
+            assert read(runtime, task, server) == 0
+    finally:
+        runtime.close()
+    assert plays(runtime) == [("trakt", began, episode), ("trakt", again + 47 * 60, episode)]

@@ -1042,7 +1042,8 @@ def test_a_webhooks_stopped_alert_is_over_once_no_plex_link_reads_the_history(
         ("jellyfin: {url: 'http://jf:8096', api_key: k}", None),
         (
             "jellyfin: {url: 'http://jf:8096', api_key: k, catch_up: false}",
-            "services.jellyfin has no api_key or catch_up is off: its plays are not read any more",
+            "services.jellyfin has no api_key, its catch_up is off or no profile lists its"
+            " accounts: its plays are not read any more",
         ),
         (
             "emby: {url: 'http://emby:8096', api_key: k}",

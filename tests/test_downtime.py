@@ -61,6 +61,10 @@ def test_jellyfin_caught_up_with_its_api_key_is_not_named() -> None:
     off = with_key.replace("api_key: k", "api_key: k, catch_up: false")
     config = parse_config(off, Path("watchbridge.yaml"), {})
     assert unread_sources(config, seen) == ["emby", "jellyfin"]
+    # A profile taking every webhook lists no account for the catch-up to read.
+    unlisted = with_key.replace("users: {jellyfin: [alex], plex: ['1']}", "default: true")
+    config = parse_config(unlisted, Path("watchbridge.yaml"), {})
+    assert unread_sources(config, seen) == ["emby", "jellyfin"]
 
 
 def test_a_restart_for_an_update_is_not_worth_a_word() -> None:

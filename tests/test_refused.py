@@ -80,3 +80,26 @@ def test_webhooks_refused_for_a_cause_with_an_alert_are_said_per_source_with_cos
     assert "2 generic webhooks were refused meanwhile" in refused.told_over()
     refused.clear()
     assert refused.told() == ""
+
+
+def test_refused_webhooks_of_a_server_the_catch_up_reads_cost_nothing_to_mark_again() -> None:
+    refused = RefusedWebhooks(caught_up=frozenset({"jellyfin"}))
+    refused.saw("jellyfin", "unauthorized", 401, "wrong secret", 100.0)
+    refused.saw("emby", "unauthorized", 401, "wrong secret", 100.0)
+    jellyfin, emby = sorted(refused.recent(), key=lambda r: r.source != "jellyfin")
+    going_on = jellyfin.warning(100.0)
+    assert "their plays are caught up from Jellyfin" in going_on
+    assert "users.jellyfin are read every 15 minutes" in going_on
+    assert "do not mark them played again in Jellyfin (each would count twice)" in going_on
+    assert "mark what was watched meanwhile watched again in Emby" in emby.warning(100.0)
+    refused.taken("jellyfin", 200.0)
+    over = jellyfin.warning(100.0 + OVER_AFTER)
+    assert over.startswith("the webhooks refused before were not recorded, but their plays")
+    assert "nothing to do" in over and "watched again" not in over
+
+
+def test_the_storage_alert_says_a_caught_up_servers_refused_plays_are_caught_up() -> None:
+    meanwhile = RefusedMeanwhile(caught_up=frozenset({"emby"}))
+    meanwhile.saw("emby", 100.0)
+    assert "their plays are caught up from Emby" in meanwhile.told()
+    assert "their plays are caught up from Emby" in meanwhile.told_over()

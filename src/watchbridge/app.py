@@ -72,6 +72,7 @@ from watchbridge.config import (
 from watchbridge.downtime import (
     DOWNTIME_TITLE,
     RESTORED_TITLE,
+    catches_up,
     downtime_notice,
     restore_key,
     restore_notice,
@@ -207,6 +208,9 @@ class Runtime:
             self.uptime = clocksteps.uptime if self.clock is time.time else lambda: self.clock()
         self.clock_watch = ClockWatch(lambda: self.clock(), self.uptime)
         self.metrics.clocks_agree = self.clock_watch.agreed
+        # What refused webhooks of a server the catch-up reads cost: nothing (refused.lost).
+        caught_up = frozenset(s for s in ("jellyfin", "emby") if catches_up(self.config, s))
+        self.refused.caught_up = self.storage_refused.caught_up = caught_up
 
     @property
     def store(self) -> Store:

@@ -35,7 +35,8 @@ def unread_sources(config: Config, seen: set[str]) -> list[str]:
 
 
 def catches_up(config: Config, server: str) -> bool:
-    """Whether the catch-up reads `server` ("jellyfin", "emby"): set with an API key, on."""
+    """Whether the catch-up reads `server` ("jellyfin", "emby"): set with an API key, on, and
+    a profile lists accounts of it (a profile taking every webhook lists none to read)."""
     settings = getattr(config.services, server)
     return (
         settings is not None
@@ -43,6 +44,7 @@ def catches_up(config: Config, server: str) -> bool:
         and bool(settings.url)
         and settings.api_key is not None
         and bool(settings.api_key.reveal())
+        and any(getattr(profile.users, server, ()) for profile in config.profiles.values())
     )
 
 

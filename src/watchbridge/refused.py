@@ -63,16 +63,29 @@ REASON_CHARS = 200  # reasons are our own one-line messages; a parser's may quot
 # sync finds it" would be false comfort, so each source says what does bring the plays back.
 _NAMES = {"jellyfin": "Jellyfin", "emby": "Emby"}
 _PLEX_LINK = "a Plex link's sync (plex-serializd, plex-anilist, plex-trakt)"
+# How the catch-up brings them back (catchup.py, README "Plays the webhooks missed").
+_CAUGHT_UP = (
+    "(the accounts your profiles list under users.{source} are read every 15 minutes, and"
+    " each play no accepted webhook told of is copied)"
+)
 _NOT_RECORDED = (
     "the plays in the webhooks refused before were not recorded, and media servers do not send"
     " them again"
 )
 
 
-def lost(source: str) -> str:
-    """What the webhooks of `source` being refused now cost, and what brings their plays back."""
+def lost(source: str, caught_up: bool = False) -> str:
+    """What the webhooks of `source` being refused now cost, and what brings their plays back;
+    `caught_up`: the catch-up reads that server (catchup.py), copying any play no accepted
+    webhook told of."""
     if source in _NAMES:
         name = _NAMES[source]
+        if caught_up:
+            return (
+                f"{name} does not send these again, but their plays are caught up from {name}"
+                f" {_CAUGHT_UP.format(source=source)}: do not mark them played again in {name}"
+                " (each would count twice)"
+            )
         return (
             f"{name} does not send these again and no link reads {name}, so each is a play lost:"
             f" mark what was watched meanwhile watched again in {name} (that sends it)"
@@ -90,10 +103,17 @@ def sentence(text: str) -> str:
     return f"{text[:1].upper()}{text[1:]}."
 
 
-def lost_earlier(source: str) -> str:
-    """What the webhooks of `source` refused before cost, once its webhooks are taken again."""
+def lost_earlier(source: str, caught_up: bool = False) -> str:
+    """What the webhooks of `source` refused before cost, once its webhooks are taken again;
+    `caught_up` as for `lost`."""
     if source in _NAMES:
         name = _NAMES[source]
+        if caught_up:
+            return (
+                "the webhooks refused before were not recorded, but their plays are caught up"
+                f" from {name} {_CAUGHT_UP.format(source=source)}: nothing to do (do not mark"
+                f" them played again in {name}: each would count twice)"
+            )
         return (
             f"{_NOT_RECORDED} and no link reads {name}: mark what was watched until the last"
             f" refusal watched again in {name} (that sends it)"
@@ -117,13 +137,16 @@ class Refusal:
     logged_at: float | None = None
     logged_webhooks: int = 0  # `webhooks` when the log last told of it
     taken_at: float | None = None  # when a webhook of this source was last accepted after it
+    caught_up: bool = False  # the catch-up reads its server (`lost`)
 
     def fix(self, app: HomeAssistantApp | None) -> str:
         return refusal_fix(self.outcome, app)
 
     def warning(self, now: float) -> str:
         """What its refused webhooks cost (`lost` while it goes on, `lost_earlier` once over)."""
-        return lost_earlier(self.source) if self.over(now) else lost(self.source)
+        if self.over(now):
+            return lost_earlier(self.source, self.caught_up)
+        return lost(self.source, self.caught_up)
 
     def over(self, now: float) -> bool:
         """Whether its source's webhooks are taken again (see OVER_AFTER)."""
@@ -137,13 +160,17 @@ class Refusal:
 @dataclass
 class RefusedWebhooks:
     seen: dict[tuple[str, str], Refusal] = field(default_factory=dict)
+    caught_up: frozenset[str] = frozenset()  # the sources the catch-up reads (`lost`)
 
     def saw(self, source: str, outcome: str, status: int, reason: str, now: float) -> int | None:
         """Count one refused webhook; when the log should tell of it, how many of its kind the
         log did not tell since its last line (else None)."""
         refusal = self.seen.get((source, outcome))
         if refusal is None:
-            refusal = self.seen[source, outcome] = Refusal(source, outcome, status)
+            caught_up = source in self.caught_up
+            refusal = self.seen[source, outcome] = Refusal(
+                source, outcome, status, caught_up=caught_up
+            )
         refusal.webhooks += 1
         refusal.last_at, refusal.reason = now, reason[:REASON_CHARS]
         if refusal.logged_at is not None and now - refusal.logged_at < LOG_EVERY:
@@ -198,6 +225,7 @@ class RefusedMeanwhile:
     the caller passes the time, and clears it once that alert is over."""
 
     spells: dict[str, Spell] = field(default_factory=dict)
+    caught_up: frozenset[str] = frozenset()  # the sources the catch-up reads (`lost`)
 
     def saw(self, source: str, now: float) -> None:
         """A webhook of `source` was refused for the cause."""
@@ -213,7 +241,7 @@ class RefusedMeanwhile:
             return ""
         refused = " ".join(
             f"So far {_webhooks(spell.webhooks, source)} {_were(spell)} refused ({_span(spell)}):"
-            f" {lost(source)}."
+            f" {lost(source, source in self.caught_up)}."
             for source, spell in self.spells.items()
         )
         return f"{refused} The status page and /api/status (refused_webhooks) list them."
@@ -222,7 +250,7 @@ class RefusedMeanwhile:
         """What the cause's "Resolved" notice says of them ("" when none was refused)."""
         return " ".join(
             f"{_webhooks(spell.webhooks, source)} {_were(spell)} refused meanwhile"
-            f" ({_span(spell)}): {lost_earlier(source)}."
+            f" ({_span(spell)}): {lost_earlier(source, source in self.caught_up)}."
             for source, spell in self.spells.items()
         )
 

@@ -306,8 +306,8 @@ def no_longer_configured(config: Config, kind: str, key: str) -> str | None:
             return f"services.{server} is no longer in the config: its plays are not read any more"
         if not catches_up(config, server):
             return (
-                f"services.{server} has no api_key or catch_up is off: its plays are not read"
-                " any more"
+                f"services.{server} has no api_key, its catch_up is off or no profile lists its"
+                " accounts: its plays are not read any more"
             )
         return None
     if kind == WEBHOOKS_STOPPED:  # else found by a Plex link's read of the Plex history

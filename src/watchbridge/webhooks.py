@@ -641,7 +641,11 @@ def _alert_refused(runtime: Runtime, source: str, outcome: str, reason: str) -> 
     name = service_title(source)
     title = f"watchbridge is refusing {name} webhooks"
     fix = refusal_fix(outcome, runtime.home_assistant)
-    body = f"A {name} webhook was refused: {reason}. {fix} {sentence(lost(source))}"
+    caught_up = source in runtime.refused.caught_up
+    article = "An" if name[:1] in "AEIOU" else "A"
+    body = (
+        f"{article} {name} webhook was refused: {reason}. {fix} {sentence(lost(source, caught_up))}"
+    )
     key = f"{source}:{outcome}"
     _refused_at[key] = time.monotonic()  # not runtime.clock: this path must survive its bugs
     _after_answering(runtime.notifier.notify("webhook_rejects", title, body, key=key))
@@ -682,7 +686,8 @@ def _resolve_refused(runtime: Runtime, source: str) -> None:
             continue  # refused moments ago: another server of this source may still be
         if key in _resolving and not _resolving[key].done():
             continue  # already on its way
-        body = f"watchbridge takes {service_title(source)} webhooks again; {lost_earlier(source)}."
+        earlier = lost_earlier(source, source in runtime.refused.caught_up)
+        body = f"watchbridge takes {service_title(source)} webhooks again; {earlier}."
         task = asyncio.get_running_loop().create_task(
             notifier.resolve("webhook_rejects", body, key=key)
         )
