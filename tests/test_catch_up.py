@@ -473,3 +473,26 @@ def test_a_play_whose_webhook_was_refused_is_caught_up_once_also_after_the_secre
     finally:
         runtime.close()
     assert plays(runtime) == [("trakt", began, episode), ("trakt", again + 47 * 60, episode)]
+
+
+def test_an_account_added_to_the_server_after_the_start_is_read_within_the_hour(
+    runtime: Runtime, server: FakeJellyfin, clock: Clock
+) -> None:
+    alex = ALEX[server.flavour]
+    del server.users[alex]  # listed in the config, not on the server yet
+    task = CatchUp()
+    read(runtime, task, server)
+    server.add_user(alex, "alex")
+    clock.now += 15 * 60
+    read(runtime, task, server)
+    asked = [r for r in server.requests if r.route == "/Users"]
+    assert len(asked) == 1  # at most hourly: not at every read
+    clock.now = T0 + 3600
+    read(runtime, task, server)  # asked again: alex's baseline
+    assert len([r for r in server.requests if r.route == "/Users"]) == 2
+    server.play(alex, MOVIE, clock.now + 600)
+    clock.now += 3 * 3600
+    read(runtime, task, server)
+    clock.now += 15 * 60
+    assert read(runtime, task, server) == 1
+    assert len([r for r in server.requests if r.route == "/Users"]) == 2  # all found since

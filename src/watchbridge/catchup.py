@@ -95,6 +95,9 @@ CURSOR = "catch_up"  # (server, profile, "catch_up:<user id>"): the account's `S
 AT_CURSOR = "catch_up_at"
 KINDS: dict[str, MediaKind] = {"movie": "movie", "episode": "episode"}
 PROVIDERS = ("imdb", "tmdb", "tvdb", "anidb", "anilist")
+# The server's accounts are asked for again when a listed one is not among them (an account
+# added after the start), at most this often.
+USERS_AGAIN_AFTER = 3600.0
 
 
 @dataclass(frozen=True)
@@ -374,6 +377,23 @@ def resolve(
     return found
 
 
+def unfound(
+    listed_by: Mapping[str, Sequence[str]], users: Sequence[tuple[str, str]], server_id: str
+) -> list[str]:
+    """The entries of `listed_by` for this server (`server_id`) that name none of `users`,
+    by id or name, as `resolve` matches them. Pure."""
+    names = {same_account(one) for user in users for one in user}
+    found = []
+    for entries in listed_by.values():
+        for entry in entries:
+            server, _, account = same_account(entry).rpartition(":")
+            if server and server != same_account(server_id):
+                continue
+            if account not in names:
+                found.append(entry)
+    return found
+
+
 def told(server: Server, count: int) -> str:
     """The log's and status page's words for a read that copied `count` plays."""
     plays = "play" if count == 1 else "plays"
@@ -424,7 +444,8 @@ class CatchUp:
 
     def __init__(self, every: float = EVERY) -> None:
         self.every = every
-        self.users: dict[Server, list[tuple[str, str]]] = {}  # asked once a start
+        self.users: dict[Server, list[tuple[str, str]]] = {}  # asked at start, and
+        self.users_at: dict[Server, float] = {}  # again when a listed one is not found
         self.last: dict[Server, tuple[float, int]] = {}  # the last read that copied plays
 
     async def run(self, runtime: Any, stop: asyncio.Event) -> None:
@@ -447,9 +468,13 @@ class CatchUp:
         listed_by = accounts_listed(runtime.config, server)
         copied = 0
         try:
-            if server not in self.users:
-                self.users[server] = await client.users()
-            accounts = resolve(listed_by, self.users[server], client.vouch.known or "")
+            now, server_id = runtime.clock(), client.vouch.known or ""
+            if server not in self.users or (
+                unfound(listed_by, self.users[server], server_id)
+                and not 0 <= now - self.users_at[server] < USERS_AGAIN_AFTER
+            ):
+                self.users[server], self.users_at[server] = await client.users(), now
+            accounts = resolve(listed_by, self.users[server], server_id)
             for profile, user_id, name in accounts:
                 copied += await self._account(runtime, server, client, profile, (user_id, name))
         except MediaServerAuthError as exc:
