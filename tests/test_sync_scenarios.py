@@ -1493,6 +1493,43 @@ async def test_a_log_made_by_hand_after_the_link_read_stands_for_one_copy_only(
     assert [p[:2] for p in trakt_plays(trakt)].count((1, 5)) == 2
 
 
+async def test_a_copy_of_a_rewatch_is_not_taken_as_logged_by_hand_by_the_other_copy_s_entry(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    """s1e5 watched twice one evening (Trakt has both), both copies queued. Serializd's add
+    answers no review id, so the ledger cannot name the first copy's entry; the second copy's
+    send fails (503, it may have landed) and its retry reads the diary. The first copy's
+    entry (tagged #watchbridge, added since the link read) is ours, not a log made by hand:
+    the rewatch is still logged, two entries, two Trakt plays."""
+    serializd.reviews_add_answer = "message"
+    await four_plays_on_both_sides(rig, app, serializd, origin="trakt")
+    first, second = ago(0.2), ago(0.1)
+    app.watch(1, 5, first)
+    app.watch(1, 5, second)
+    await rig.sync()
+    assert rig.store.outbox_counts()["pending"] == 2
+
+    def the_rewatch(req: Any) -> bool:
+        return str(req.json().get("backdate", ""))[:16] == second[:16]
+
+    # The copies wait behind others a minute: the link read Serializd a minute before.
+    rig.store._conn.execute(
+        "UPDATE outbox SET payload = json_set(payload, '$.read_at', "
+        "json_extract(payload, '$.read_at') - 60) WHERE status = 'pending'"
+    )
+    route = "POST /api/show/reviews/add"
+    serializd.fail_next(2, 503, route=route, when=the_rewatch)  # a send and its retry
+    await rig.deliver()
+    assert [p[:2] for p in diary_plays(serializd)].count((1, 5)) == 1
+    lift_the_waits(rig)
+    await rig.deliver()
+    assert [p[:2] for p in diary_plays(serializd)].count((1, 5)) == 2
+    await rig.sync_and_deliver()
+    await rig.sync_and_deliver(full=True)
+    assert [p[:2] for p in diary_plays(serializd)].count((1, 5)) == 2
+    assert [p[:2] for p in trakt_plays(trakt)].count((1, 5)) == 2
+
+
 async def test_a_batch_of_link_copies_costs_one_look_at_the_diary(
     rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
 ) -> None:

@@ -565,8 +565,10 @@ class SerializdTarget:
         plan did not see, dated within MATCH_WINDOW of `at` (the nearest): the link's next run
         takes it for this play (`reconcile`), so the copy would be a second entry of one
         viewing. One log stands for one copy (HAND_LOGS: a rewatch copied beside it is still
-        sent). Not one of ours (the ledger's). From the look at the diary's newest pages
-        shared by the batch's rows (`_look`), or its whole read when the batch made one."""
+        sent). Not one of ours (the ledger's); one tagged ours the ledger cannot name (an add
+        answered without its id) only as the same play (`_stands_for`). From the look at the
+        diary's newest pages shared by the batch's rows (`_look`), or its whole read when the
+        batch made one."""
         # The look shared with the drain's removals and ratings (`_added_since`). What the read
         # saw is left out, by when it began on Serializd's clock and a second more (`dateAdded`
         # and the Date header the skew comes from are whole seconds): a log it saw may stand
@@ -583,7 +585,7 @@ class SerializdTarget:
             and entry.is_log
             and entry.id not in ours
             and entry.date_added > since
-            and abs(entry.watched_at - at) <= MATCH_WINDOW
+            and _stands_for(entry, at)
         ]
         if not found:
             return None
@@ -1456,6 +1458,17 @@ def _near(plays: dict[str, Any], ref: MediaRef, at: float) -> tuple[str, dict[st
         if isinstance(value, dict):
             return key, value
     return None
+
+
+def _stands_for(entry: DiaryEntry, at: float) -> bool:
+    """Whether a log added since a link read the diary stands for its copy of the play at `at`
+    (`_logged_since_read`). One made by hand, dated as the user chose, within MATCH_WINDOW (the
+    link pairs them so). One tagged ours carries its play's own date: a copy whose answer left
+    out its id, or another profile's, only within the duplicate window (`one_play`), or the
+    copy of a rewatch that evening would be taken for the other copy's entry and lost."""
+    if DEFAULT_TAG in entry.tags:
+        return one_play(entry.watched_at, at)
+    return abs(entry.watched_at - at) <= MATCH_WINDOW
 
 
 def _logged_by_us(plays: dict[str, Any], ref: MediaRef) -> dict[str, int]:
