@@ -742,6 +742,32 @@ async def test_a_locked_trakt_account_holds_its_plays_until_it_is_unlocked(
     assert [h.item.title for h in trakt.history()] == ["Heat"]
 
 
+@pytest.mark.parametrize(
+    ("refuse", "title"),
+    [
+        (FakeTrakt.delete_app, "watchbridge: Trakt refused the app (profile me)"),
+        (lambda trakt: setattr(trakt, "vip", False), "watchbridge: Trakt needs VIP (profile me)"),
+        (FakeTrakt.lock_account, "watchbridge: Trakt account locked (profile me)"),
+    ],
+)
+async def test_a_hold_that_is_no_account_limit_is_not_titled_one(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    trakt: FakeTrakt,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+    refuse: Callable[[FakeTrakt], None],
+    title: str,
+) -> None:
+    # The app's owner let VIP lapse (Trakt deleted the app, or wants VIP), or the account is
+    # locked: a phone showing "account limit reached" sends them to make room on Trakt.
+    trakt.advance(clock() - trakt.now())
+    refuse(trakt)
+    runtime.store.enqueue([_late_play(HEAT, clock() - 3600, "p1")], clock())
+    await worker.pass_once(runtime)
+    assert receiver.titles() == [title]
+
+
 async def test_a_rating_a_full_ratings_list_holds_does_not_hold_up_the_items_plays(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:

@@ -224,7 +224,7 @@ async def test_one_persons_locked_account_holds_only_their_plays_until_it_is_unl
         (held,) = [w for w in runtime.store.status().waiting if w.profile == "me"]
         assert "locked" in held.reason and runtime.store.outbox_counts()["dead"] == 0
         await until(lambda: bool(receiver.titles()))
-        assert receiver.titles() == ["watchbridge: Trakt account limit reached (profile me)"]
+        assert receiver.titles() == ["watchbridge: Trakt account locked (profile me)"]
         trakt.unlock_account("sean")
         clock.advance(3601)  # tried again hourly
         await worker.pass_once(runtime)

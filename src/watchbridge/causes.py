@@ -75,29 +75,37 @@ PAUSE_CAUSES = {"credentials": "sign-in needed", "account_limit": "account limit
 
 
 def paused_title(
-    kind: str, target: str, profile: str | None = None, *, limited: bool = False
+    kind: str, target: str, profile: str | None = None, *, limited: bool = False, cause: str = ""
 ) -> str:
     """The title of the alert of `kind` that says a target's deliveries (one profile's) are
     paused, naming the cause: a rate limit (`limited`) is the service limiting requests, not
     it being unreachable; a sign-in host down or answers it cannot read (`service_unreachable`
-    for a profile) differ too much for a title, their text says which."""
+    for a profile) differ too much for a title, their text says which. `cause`: the words
+    for one the kind's own would misname (an `account_limit` hold that is the app refused)."""
     name = service_title(target)
     whose = f" (profile {profile})" if profile else ""
     if kind == "service_unreachable" and limited:
         return f"watchbridge: {name} is limiting requests{whose}"
     if not profile:
         return f"watchbridge: {name} unreachable"
-    return f"watchbridge: {name} {PAUSE_CAUSES.get(kind, 'deliveries paused')}{whose}"
+    words = cause or PAUSE_CAUSES.get(kind, "deliveries paused")
+    return f"watchbridge: {name} {words}{whose}"
 
 
 def paused_alert(
-    kind: str, target: str, profile: str | None, reason: str, *, limited: bool = False
+    kind: str,
+    target: str,
+    profile: str | None,
+    reason: str,
+    *,
+    limited: bool = False,
+    cause: str = "",
 ) -> Alert:
     """The alert that `target`'s deliveries (`profile`'s; None: everyone's) are paused, of
     `kind` (`credentials`: the person's sign-in refused), for `reason` (`limited`: a rate
-    limit)."""
+    limit; `cause`: as for `paused_title`)."""
     key = f"{target}:{profile}" if profile else target
-    title = paused_title(kind, target, profile, limited=limited)
+    title = paused_title(kind, target, profile, limited=limited, cause=cause)
     return Alert(kind, key, title, services_titled(reason))
 
 

@@ -101,6 +101,10 @@ SIGN_IN_RETRY = 120.0  # a profile whose sign-in Trakt's sign-in host cannot ren
 # A profile at an account limit (420), locked (423) or without VIP (426) is tried hourly: an
 # upgrade or some room made goes on within the hour.
 ACCOUNT_HOLD = 3600.0
+# An account hold's alert title, by Trakt's answer, where "account limit reached" (420's) would
+# send the user to make room on Trakt: the app deleted or its owner's VIP over (403, 426; every
+# profile's Trakt stops), the account locked (423).
+ACCOUNT_CAUSES = {403: "refused the app", 423: "account locked", 426: "needs VIP"}
 # Requests the rows of a write Trakt refused whole (400/422) may spend, sent apart, to find the
 # rows it refuses: one among 200 takes 16, a few among fewer rows no more. Rows left past it
 # share the refusal (an attempt each), as one refusal of every row (our request's shape) would.
@@ -479,7 +483,8 @@ class TraktTarget:
         if isinstance(exc, TraktAuthError):
             return Hold(exc.message, 900, "credentials", target_wide=False, sign_in=True)
         if isinstance(exc, TraktAccountError):
-            return Hold(exc.message, ACCOUNT_HOLD, "account_limit", target_wide=False)
+            cause = ACCOUNT_CAUSES.get(exc.status, "")
+            return Hold(exc.message, ACCOUNT_HOLD, "account_limit", target_wide=False, cause=cause)
         if isinstance(exc, TraktSignInUnavailable):
             # Trakt's API may well serve the other profiles meanwhile.
             wait, asked = exc.retry_after or SIGN_IN_RETRY, exc.retry_after is not None

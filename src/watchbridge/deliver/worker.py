@@ -198,6 +198,9 @@ class Hold:
     # A rate limit: the service is up and asks for fewer requests, which its alert says (no
     # "unreachable": nothing is wrong on the user's side, and it passes by itself).
     limited: bool = False
+    # The few words an alert's title gives the cause, where `alert`'s kind would mislead (a
+    # Trakt app refused is no "account limit reached"); "": the kind's own words.
+    cause: str = ""
 
 
 Outcome = Delivered | Skipped | Retry | Dead | Hold
@@ -1390,6 +1393,7 @@ class DeliveryWorker:
         # letter, but the rows behind it will spend theirs as it did.
         spent_wide = False
         alerts: dict[tuple[str, str, str | None], str] = {}  # (kind, key, profile): reason
+        causes: dict[tuple[str, str, str | None], str] = {}  # the same: its title's words
         rate_limited: set[str] = set()  # of their keys, those a rate limit holds
         # Profiles with a row through, or done on what the service answered (Skipped.answered)
         delivered_for: set[str] = set()
@@ -1466,6 +1470,8 @@ class DeliveryWorker:
                 )
                 if outcome.alert not in ("", "service_unreachable"):  # that one: see `paused`
                     alerts[(outcome.alert, key, item.profile)] = _told(outcome.reason)
+                    if outcome.cause:
+                        causes[(outcome.alert, key, item.profile)] = outcome.cause
                 if outcome.alert == "account_limit":
                     limited.setdefault(key, set()).add(item.id)
             elif isinstance(outcome, Dead) or spent_hold or self._exhausted(item, now):
@@ -1550,7 +1556,9 @@ class DeliveryWorker:
                 if hold.limited:
                     rate_limited.add(target.name)
         for (kind, key, profile), reason in alerts.items():
-            alert = paused_alert(kind, target.name, profile, reason, limited=key in rate_limited)
+            cause = causes.get((kind, key, profile), "")
+            slowed = key in rate_limited
+            alert = paused_alert(kind, target.name, profile, reason, limited=slowed, cause=cause)
             sent = await runtime.notifier.notify(kind, alert.title, alert.body, alert.key) == SENT
             extra: dict[str, Any] = {"target": target.name, "key": key, "reason": reason}
             outage = self.holds.get(target.name) if profile is None else None
