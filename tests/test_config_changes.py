@@ -906,13 +906,18 @@ def test_the_link_a_failing_sync_alert_is_about_is_read_from_its_key(key: str, l
         # No run of the link is about `me` any more to resolve it.
         (
             "{services: [trakt, serializd], kinds: [watchlist], profiles: [kid]}",
-            "links.ts no longer syncs profile me",
+            "link ts no longer syncs profile me (links.ts.profiles)",
         ),
         # Taking the watchlist out of the link's kinds (what such an alert may lead a user to
         # do) leaves no run to put the show on Serializd's watchlist, nor to resolve it.
         (
             "{services: [trakt, serializd], kinds: [history, ratings]}",
-            "links.ts no longer syncs the watchlist",
+            "link ts no longer syncs the watchlist (links.ts.kinds)",
+        ),
+        # Nor does a link that no longer has Serializd: it says so, and where.
+        (
+            "{services: [trakt, anilist], kinds: [history]}",
+            "link ts no longer syncs Serializd (links.ts.services)",
         ),
     ],
 )
@@ -920,18 +925,44 @@ def test_a_kept_off_shows_alert_is_over_once_the_link_no_longer_syncs_its_watchl
     tmp_path: Path, link: str, over: str | None
 ) -> None:
     path = tmp_path / "watchbridge.yaml"
-    profiles = ", ".join(
-        f"{p}: {{accounts: {{trakt: {{}}, serializd: {{email: {p}@b.c, password: pw}}}}}}"
-        for p in ("me", "kid")
-    )
-    path.write_text(
-        "services: {trakt: {client_id: c}, serializd: {}}\n"
-        f"profiles: {{{profiles}}}\n"
-        f"links: {{ts: {link}}}\n",
-        encoding="utf-8",
-    )
+    path.write_text(kept_off_config(link), encoding="utf-8")
     key = "ts:me:serializd-watched-seasons:1396"
     assert no_longer_configured(load_config(path), "sync_failing", key) == over
+
+
+def kept_off_config(link: str, alerts: str = "") -> str:
+    """Trakt, Serializd and AniList for profiles me and kid, and link ts as `link` says."""
+    profiles = ", ".join(
+        f"{p}: {{accounts: {{trakt: {{}}, serializd: {{email: {p}@b.c, password: pw}},"
+        " anilist: {}}}"
+        for p in ("me", "kid")
+    )
+    return (
+        f"{alerts}services: {{trakt: {{client_id: c}}, serializd: {{}}, anilist: {{}}}}\n"
+        f"profiles: {{{profiles}}}\n"
+        f"links: {{ts: {link}}}\n"
+    )
+
+
+def test_a_kept_off_shows_resolved_says_in_words_what_the_link_no_longer_syncs(
+    tmp_path: Path, receiver: AlertReceiver
+) -> None:
+    # The user took the watchlist out of the link: the "Resolved" says why in a person's
+    # words, with the config key to look at.
+    path = tmp_path / "watchbridge.yaml"
+    alerts = (
+        f'storage: {{path: {tmp_path / "wb.db"}}}\nalerts: {{urls: ["{receiver.apprise_url}"]}}\n'
+    )
+    path.write_text(kept_off_config("{services: [trakt, serializd], kinds: [watchlist]}", alerts))
+    title = "watchbridge: Dark's watched seasons on Serializd cannot be read (profile me)"
+    key = "ts:me:serializd-watched-seasons:1396"
+    alerts_told(path, [("sync_failing", key, title, "kept off Serializd's watchlist")])
+    path.write_text(kept_off_config("{services: [trakt, serializd], kinds: [history]}", alerts))
+    assert kept_after_a_start(path, "sync_failing") == []
+    assert receiver.titles() == [title, f"Resolved: {title}"]
+    assert receiver.messages[-1]["message"] == (
+        "link ts no longer syncs the watchlist (links.ts.kinds)"
+    )
 
 
 def test_rename_profile_keeps_a_kept_off_shows_alert_open_under_the_new_name() -> None:

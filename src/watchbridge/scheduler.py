@@ -16,7 +16,7 @@ from dataclasses import fields
 from typing import Any, TypeVar
 
 from watchbridge.app import Runtime
-from watchbridge.config import SYNC_SERVICES, Accounts, Config, link_profiles
+from watchbridge.config import SYNC_SERVICES, Accounts, Config, link_profiles, service_title
 from watchbridge.downtime import catches_up
 from watchbridge.errors import Waits, WatchbridgeError
 from watchbridge.logs import Repeating
@@ -296,10 +296,14 @@ def no_longer_configured(config: Config, kind: str, key: str) -> str | None:
         if kept_off is None:
             return None
         link = config.links[name]
+        # In the words of a dead letter's reason (config.unwanted_by_link): the key in brackets.
         if kept_off.profile not in link_profiles(config, link):
-            return f"links.{name} no longer syncs profile {kept_off.profile}"
-        if "serializd" not in link.services or not wants_lists(link):
-            return f"links.{name} no longer syncs the watchlist"
+            return f"link {name} no longer syncs profile {kept_off.profile} (links.{name}.profiles)"
+        for side in ("trakt", "serializd"):  # the watchlist goes from one to the other
+            if side not in link.services:
+                return f"link {name} no longer syncs {service_title(side)} (links.{name}.services)"
+        if not wants_lists(link):
+            return f"link {name} no longer syncs the watchlist (links.{name}.kinds)"
         return None
     if kind == WEBHOOKS_STOPPED and (server := caught_up_source(key)) is not None:
         if getattr(config.services, server) is None:
