@@ -590,9 +590,10 @@ async def test_a_full_trakt_collection_says_what_of_the_plex_library_waits(
     assert alert["title"] == "watchbridge: Trakt collection full (profile me)"
     assert alert["message"].split("\n\n")[0] == (
         "What is added to the Plex libraries is not added to the Trakt collection of profile me:"
-        " it holds 3 items, the most a free Trakt account may hold. Remove items from the Trakt"
-        " collection to make room, or upgrade to Trakt VIP at https://app.trakt.tv/vip;"
-        " everything else keeps syncing."
+        " it holds 3 items, the most a free Trakt account may hold. Make room by removing from"
+        " the Trakt collection items that are not in the Plex libraries (collected elsewhere:"
+        " one that is in them is added back at the next sync), or upgrade to Trakt VIP at"
+        " https://app.trakt.tv/vip; everything else keeps syncing."
     )
 
 

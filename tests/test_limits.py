@@ -216,6 +216,17 @@ def test_a_vip_accounts_alert_says_the_limit_is_reached_even_with_vip() -> None:
     assert "upgrade to Trakt VIP" not in alert.lower()
 
 
+def test_a_full_collection_says_room_comes_from_items_not_in_plex() -> None:
+    # Taking off Trakt's collection an item of the Plex libraries makes no room: the next sync
+    # adds it back.
+    alert = replace(paused_at(5000, vip=True), kind="collection").alert_text()
+    assert (
+        "the most Trakt allows even with VIP. Make room by removing from the Trakt collection"
+        " items that are not in the Plex libraries (collected elsewhere: one that is in them is"
+        " added back at the next sync); everything else keeps syncing." in alert
+    )
+
+
 def test_the_alert_names_the_limit_only_when_it_is_known() -> None:
     assert ": it holds 250 titles, the most" in paused_at(250).alert_text()
     assert ": it holds the most a free Trakt account may hold." in paused_at(None).alert_text()

@@ -108,7 +108,7 @@ class Pause:
             if self.limit is not None
             else f"it holds {most}"
         )
-        todo = f"Remove {unit} from the Trakt {self.kind} to make room"
+        todo = _MAKE_ROOM.get(self.kind, f"Remove {unit} from the Trakt {self.kind} to make room")
         if not self.vip:
             todo += f", or upgrade to Trakt VIP at {self.upgrade_url}"
         also = _GO_ON.get(self.kind, "taking items off it goes on")
@@ -127,6 +127,12 @@ def full_title(kind: str, profile: str) -> str:
 
 _UNITS = {"watchlist": "titles", "collection": "items"}
 _FREE_MOST = "the most a free Trakt account may hold"
+# The collection part adds to Trakt what the Plex libraries have: only taking off what they
+# lack makes room that stays.
+_MAKE_ROOM = {
+    "collection": "Make room by removing from the Trakt collection items that are not in the"
+    " Plex libraries (collected elsewhere: one that is in them is added back at the next sync)"
+}
 _GO_ON = {
     "watchlist": "taking titles off it, and copying it the other way, go on",
     "collection": "taking items off it goes on",
