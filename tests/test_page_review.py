@@ -112,6 +112,8 @@ def test_the_status_page_offers_the_review_of_a_first_sync(tmp_path: Path, start
     with waiting_for_review(tmp_path, start_fake) as (url, _, _):
         page = httpx.get(f"{url}/").text
     assert f'<form method="post" action="review/read?link={LINK}"><button>{REVIEW_BUTTON}' in page
+    # The summary's line says the button is there, as a sign-in's does for its own.
+    assert f'<li><a href="#links">sync {LINK}: needs-review (button below)</a></li>' in page
 
 
 def test_the_review_shows_the_plan_the_cli_shows_and_writes_nothing(

@@ -517,6 +517,20 @@ def test_the_summary_names_what_needs_the_user_most_urgent_first(tmp_path: Path)
     assert "All is well" not in html
 
 
+@pytest.mark.parametrize("outcome", ["needs-review", "failed"])
+def test_a_sync_waiting_for_its_review_says_the_button_is_below(
+    tmp_path: Path, outcome: str
+) -> None:
+    # Failed too: one profile's run failed while another waits for its review.
+    config = config_for(tmp_path, LINK_A)
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        run = store.start_run("a", 9_000.0)
+        assert run is not None
+        store.finish_run(run, 9_100.0, outcome, {}, 1, "`watchbridge sync --link a --yes`")
+        html = render(PageState(config, store.status(), to_review=frozenset({"a"})), 10_000.0)
+    assert needs_named(html) == [("links", f"sync a: {outcome} (button below)")]
+
+
 def test_each_need_in_the_summary_links_to_a_part_of_the_page(tmp_path: Path) -> None:
     config = config_for(tmp_path, LINK_A)
     full = fault_of(sqlite3.OperationalError("database or disk is full"), "/data/wb.db")

@@ -541,7 +541,11 @@ def needs(state: PageState, now: float) -> list[Need]:
         found.append(Need(f"{status.unmatched} not found on the service yet", "deliveries"))
     runs = {run.link: run.as_seen(now) for run in status.last_runs}
     found += [
-        Need(f"sync {name}: {run.outcome}", "links")
+        # A first sync to review: the page's button reads it (`_reviews`).
+        Need(
+            f"sync {name}: {run.outcome}" + (_BUTTON_BELOW if name in state.to_review else ""),
+            "links",
+        )
         for name in state.config.links
         if (run := runs.get(name)) is not None and run.outcome not in CALM_OUTCOMES
     ]
@@ -570,6 +574,10 @@ def needs(state: PageState, now: float) -> list[Need]:
     return found
 
 
+# Beside a need the page has a button for: a Trakt sign-in, a first sync to review.
+_BUTTON_BELOW = " (button below)"
+
+
 def _sign_in_need(one: SignIn, buttons: frozenset[str]) -> Need:
     """A sign-in that needs the user, saying so when the page has a button for it."""
     words = STATE_WORDS.get(one.state, one.state)
@@ -577,7 +585,7 @@ def _sign_in_need(one: SignIn, buttons: frozenset[str]) -> Need:
         return Need(f"the {one.service} server's own sign-in: {words}", "sign-ins")
     text = f"{one.service} sign-in of {one.profile}: {words}"
     if one.service == "trakt" and one.profile in buttons:
-        text += " (button below)"
+        text += _BUTTON_BELOW
     return Need(text, "sign-ins")
 
 
