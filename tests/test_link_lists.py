@@ -3,6 +3,7 @@ against the fake PMS, fake plex.tv and fake Trakt."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,9 +20,11 @@ from tests.unpaced import unpaced_while
 from watchbridge.config import load_config
 from watchbridge.errors import ConfigError
 from watchbridge.metrics import Metrics
-from watchbridge.plexlink import lists_summary
+from watchbridge.model import Ids
+from watchbridge.plexlink import ListsRun, WatchlistResult, lists_summary
 from watchbridge.store import Store
 from watchbridge.sync import NeedsReview, run_link
+from watchbridge.watchlist import WatchItem, WatchlistPlan
 
 pytestmark = pytest.mark.anyio
 ARRIVAL = ["imdb://tt2543164", "tmdb://329865"]
@@ -335,6 +338,48 @@ async def test_a_watchlist_taken_out_of_the_kinds_and_back_in_is_reviewed_again(
     assert "watchlist alex: +1 to plex, +0 to trakt, -0 from plex, -0 from trakt" in (
         lists_summary(planned.lists)
     )
+
+
+async def test_the_review_names_the_watchlist_titles_it_removes_and_adds(reviewed: Any) -> None:
+    """What `watchbridge sync --dry-run` (a first sync's review, the status page's too) says
+    of a watchlist: before, "-1 from trakt" only, and the user approved removing a title
+    they could not see."""
+    house = await reviewed("watchlist")
+    house.plextv.watchlist_add(house.plextv.owner, house.heat)
+    assert (await house.run()).outcome == "ok"
+    assert house.trakt_watchlist() == {"Heat"}
+    house.plextv.owner.watchlist.clear()  # Heat taken off Plex's watchlist
+    arrival = house.plextv.add_title("movie", "Arrival", 2016, ARRIVAL)
+    house.plextv.watchlist_add(house.plextv.owner, arrival)
+
+    dry_run = ("sync", "--link", LINK, "--dry-run", "--config", str(house.path))
+    said = await asyncio.to_thread(watchbridge, *dry_run)  # its own event loop, as from a shell
+
+    assert said.returncode == 0, said.stderr
+    lines = said.stdout.splitlines()
+    assert "watchlist alex: +0 to plex, +1 to trakt, -0 from plex, -1 from trakt" in lines, lines
+    assert "  - from trakt: Heat (1995)" in lines, lines
+    assert "  + to trakt: Arrival (2016)" in lines, lines
+    assert house.trakt_watchlist() == {"Heat"}  # a dry run
+
+
+def test_the_lists_summary_names_every_removal_up_to_twenty_and_ten_adds() -> None:
+    def movies(*names: str) -> tuple[WatchItem, ...]:
+        return tuple(WatchItem("movie", Ids(tmdb=name), title=name) for name in names)
+
+    plan = WatchlistPlan(
+        remove_from_trakt=movies(*(f"Gone {n:02d}" for n in range(22, 0, -1))),
+        add_to_peer=movies(*(f"New {n:02d}" for n in range(1, 13))),
+    )
+    lines = lists_summary(ListsRun((WatchlistResult("alex", plan),)))
+    assert lines[1:22] == [
+        *(f"  - from trakt: Gone {n:02d}" for n in range(1, 21)),  # by name
+        "  ... and 2 more from trakt",
+    ]
+    assert lines[22:] == [
+        *(f"  + to plex: New {n:02d}" for n in range(1, 11)),
+        "  ... and 2 more to plex",
+    ]
 
 
 async def test_a_link_that_synced_its_lists_before_the_record_was_kept_asks_no_review(

@@ -259,6 +259,7 @@ def test_a_watchlist_taken_into_the_kinds_later_is_reviewed_and_applied_here(
     with watchlist_waiting_for_review(tmp_path, start_fake) as (url, trakt, serializd):
         page = read_the_plan(url)
         assert "me (waits for this review)" in page and "trakt: 1 watchlist" in page, page
+        assert "  + to trakt: Breaking Bad" in html.unescape(page), page  # the lines, named
         serializd.add_to_watchlist(None, 136315)  # listed meanwhile: not the plan shown
         assert httpx.post(f"{url}/{apply_action(page)}").status_code == 303
         page = page_until(f"{url}/{REVIEW}", "the sides changed since the plan shown was read")

@@ -226,8 +226,16 @@ class ListsRun:
         return (*held, *self.still_held)
 
 
+# How many titles `lists_summary` names per list and side: a removal the user approves in a
+# first sync's review must be seen (they are few: the guard holds many); adds, a sample.
+REMOVALS_NAMED = 20
+ADDS_NAMED = 10
+
+
 def lists_summary(run: ListsRun) -> list[str]:
-    """One line per person and list, for `watchbridge sync`."""
+    """Per person and list, a line of counts, then the titles it removes and adds (the first
+    `REMOVALS_NAMED` and `ADDS_NAMED`, by name), for `watchbridge sync` and the status page's
+    review."""
     lines = []
     for result in run.results:
         plan = result.plan
@@ -248,10 +256,36 @@ def lists_summary(run: ListsRun) -> list[str]:
             )
         else:  # a trakt-serializd link's watchlist
             lines += result.summary()
+        lines += _titles_written(plan)
         if result.limit is not None and result.limit.paused:
             lines.append(f"  paused at the Trakt account's limit: {result.limit.not_sent} wait")
         for title in result.unresolved:
             lines.append(f"  not identified: {title}")
+    return lines
+
+
+def _titles_written(plan: WatchlistPlan | CollectionPlan) -> list[str]:
+    """The titles `plan` removes (`- from trakt: Heat (1995)`), then those it adds (`+ to
+    plex: ...`), by name within each side, as many as `lists_summary` names."""
+    if isinstance(plan, WatchlistPlan):
+        removes = [(plan.peer, plan.remove_from_peer), (TRAKT, plan.remove_from_trakt)]
+        adds = [(plan.peer, plan.add_to_peer), (TRAKT, plan.add_to_trakt)]
+        named = [
+            *((f"- from {side}", [i.describe() for i in items]) for side, items in removes),
+            *((f"+ to {side}", [i.describe() for i in items]) for side, items in adds),
+        ]
+    else:
+        named = [
+            ("- from trakt", [c.ref.describe() for c in plan.remove]),
+            ("+ to trakt", [c.ref.describe() for c in plan.add]),
+        ]
+    lines = []
+    for what, titles in named:
+        limit = REMOVALS_NAMED if what.startswith("-") else ADDS_NAMED
+        titles = sorted(titles, key=lambda title: (title.casefold(), title))
+        lines += [f"  {what}: {title}" for title in titles[:limit]]
+        if len(titles) > limit:
+            lines.append(f"  ... and {len(titles) - limit} more {what[2:]}")
     return lines
 
 
