@@ -24,7 +24,13 @@ from tests.harness import AppThread, sign_in_trakt, write_config
 from tests.unpaced import unpaced
 from watchbridge.config import load_config
 from watchbridge.pagereview import PageReview
-from watchbridge.statuspage import APPLY_BUTTON, NOT_THE_PLAN_SHOWN, REVIEW_BUTTON, render_review
+from watchbridge.statuspage import (
+    APPLY_BUTTON,
+    NOT_THE_PLAN_SHOWN,
+    RESTARTED_SINCE_READ,
+    REVIEW_BUTTON,
+    render_review,
+)
 from watchbridge.store import Store
 from watchbridge.sync import NeedsReview, run_link
 from watchbridge.wiring import build_app, build_runtime
@@ -202,6 +208,25 @@ def test_a_plan_the_sides_no_longer_make_is_not_applied_but_shown_anew(
     assert html.escape(NOT_THE_PLAN_SHOWN) in page
     assert trakt_episodes(trakt) == [1, 3, 4] and trakt.ratings() == []
     assert diary_episodes(serializd) == [1, 2]
+
+
+def test_an_apply_pressed_after_a_restart_says_to_read_the_plan_again(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    """The plan read is held in memory: after a restart the button writes nothing (safe),
+    and before, the page said nothing of why."""
+    with waiting_for_review(tmp_path, start_fake) as (url, trakt, serializd):
+        action = apply_action(read_the_plan(url))
+    config = load_config(tmp_path / "watchbridge.yaml", {})
+    with AppThread(build_app(build_runtime(config))) as restarted:  # the service restarted
+        answer = httpx.post(f"{restarted.url}/{action}", follow_redirects=False)
+        time.sleep(0.5)
+        page = httpx.get(f"{restarted.url}/{REVIEW}").text
+    assert answer.status_code == 303 and answer.headers["location"] == f"../{REVIEW}"
+    assert html.escape(RESTARTED_SINCE_READ) in page, page
+    assert f'action="review/read?link={LINK}"><button>Read again' in page  # the review button
+    assert APPLY_BUTTON not in page
+    assert trakt_episodes(trakt) == [1, 3] and diary_episodes(serializd) == [1, 2]
 
 
 def test_the_review_page_says_reading_and_looks_again_while_it_reads() -> None:

@@ -207,9 +207,12 @@ class PageReviews:
         return review
 
     def refused(self, link: str, why: str, now: float) -> None:
-        """A press the page did not act on (a plan other than the one shown): told there."""
+        """A press the page did not act on (a plan other than the one shown, or one read
+        before a restart, which no review here holds): told there."""
         shown = self._shown.get(link)
-        if shown is not None and not shown.running:
+        if shown is None:
+            self._shown[link] = PageReview(link, now, finished_at=now, outcome=why, failed=True)
+        elif not shown.running:
             self._shown[link] = replace(shown, outcome=why, failed=True, finished_at=now)
 
     async def close(self) -> None:

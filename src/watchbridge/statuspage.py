@@ -321,7 +321,9 @@ async def apply_reviewed(
     name = _reviewable(runtime, link)
     review = runtime.page_reviews.get(name)
     shown = None if review is None or review.running else review.plan
-    if shown is None or shown.token != plan or not shown.covers:
+    if review is None:  # the reviews are held in memory: this plan was read before a restart
+        runtime.page_reviews.refused(name, RESTARTED_SINCE_READ, runtime.clock())
+    elif shown is None or shown.token != plan or not shown.covers:
         runtime.page_reviews.refused(name, NOT_THE_PLAN_SHOWN, runtime.clock())
     else:
         runtime.page_reviews.apply(runtime, name, plan)
@@ -351,6 +353,9 @@ APPLY_BUTTON = "Apply this first sync"
 NOT_THE_PLAN_SHOWN = (
     "nothing was written: that button was of another plan than the one shown now (read again, "
     "or applied already); look at the plan below"
+)
+RESTARTED_SINCE_READ = (
+    "watchbridge restarted since this plan was read: read it again (nothing was written)"
 )
 # How long the page tells what its last retry of the dead letters did.
 RETRIED_SHOWN = 900.0
