@@ -16,6 +16,7 @@ from tests.fakes.anime_datasets import FakeDatasets, sample_bodies
 from tests.fakes.base import FakeServer
 from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.harness import watchbridge, write_config
+from watchbridge import anime_data
 from watchbridge.app import Runtime
 from watchbridge.causes import MISSING_TITLE
 from watchbridge.config import Secret, load_config
@@ -195,3 +196,30 @@ async def test_after_a_restart_the_lists_alert_resolves_at_the_next_delivery_pas
         restarted.close()
     assert progress(anilist) == 1
     assert receiver.titles() == [MISSING_TITLE, f"Resolved: {MISSING_TITLE}"]
+
+
+async def test_a_play_held_for_lists_on_disk_that_cannot_be_read_says_so(
+    runtime: Runtime, worker: DeliveryWorker, lists: FakeDatasets, config_path: Path
+) -> None:
+    """Copies downloaded but each unreadable (damaged, or a format this release cannot read):
+    before, the held play said the lists were "not downloaded yet", which no wait ends; it
+    says what the link run says of them."""
+    lists.bodies = sample_bodies()
+    refreshed = await asyncio.to_thread(
+        watchbridge, "anime", "refresh", "--config", str(config_path)
+    )
+    assert refreshed.returncode == 0, refreshed.stderr
+    data = anime_data.from_config(runtime.config)
+    for name in data.urls:
+        data.path(name).write_text("not a mapping list", encoding="utf-8")
+    play_aot_s4e17(runtime)
+
+    await worker.pass_once(runtime)
+
+    ((status, reason),) = runtime.store.db.execute("SELECT status, last_error FROM outbox")
+    assert status == "pending", status  # held, no try spent
+    assert "the anime mapping lists on disk could not be read" in reason, reason
+    assert "not downloaded yet" not in reason, reason
+    assert data.link_waits().message == reason.replace(
+        "AniList deliveries wait", "the link reads and plans nothing"
+    )

@@ -106,14 +106,6 @@ class ListsMissing(WatchbridgeError):
     its own) is a failure the link tells of."""
 
 
-# Why a link run fails whose mapping lists are downloaded but give no mapping.
-UNREADABLE = (
-    'the anime mapping lists on disk could not be read (the log\'s "anime dataset unreadable"'
-    " lines say why: a damaged copy, or a format this release does not read), so the link"
-    " reads and plans nothing; run `watchbridge anime refresh` to download them again"
-)
-
-
 class ListsNotYet(ListsMissing, Waits):
     """No anime mapping dataset is downloaded yet: the link run waits (not a failure), and
     raises the lists' alert itself while their downloads fail (`problems`: one line each, as
@@ -237,13 +229,21 @@ class AnimeData:
         return not any(self.path(name).is_file() for name in self.urls)
 
     def missing_reason(self, link: bool = False) -> str:
-        """Why AniList deliveries wait while `none_downloaded`, and what to do; `link`: why a
-        link's run fails while every dataset is switched off (`link_waits` says the rest)."""
+        """Why AniList deliveries wait while the index is empty, and what to do: every dataset
+        switched off, copies on disk none of which could be read (damaged, or a format this
+        release does not read), or none downloaded yet. `link`: why a link's run fails for
+        the first two (`link_waits` says the last its own way)."""
+        waits = "the link reads and plans nothing" if link else "AniList deliveries wait"
         if not self.urls:
-            waits = "the link reads and plans nothing" if link else "AniList deliveries wait"
             return (
                 "every anime mapping dataset is switched off (services.anilist.mapping_urls):"
                 f" {waits} until one is set"
+            )
+        if not self.none_downloaded():
+            return (
+                "the anime mapping lists on disk could not be read (the log's \"anime dataset"
+                ' unreadable" lines say why: a damaged copy, or a format this release does not'
+                f" read), so {waits}; run `watchbridge anime refresh` to download them again"
             )
         return (
             "the anime mapping lists are not downloaded yet (they tell which AniList title a"
@@ -257,10 +257,8 @@ class AnimeData:
         switched off, or copies on disk none of which could be read (failures: no download
         ends them), or none downloaded yet (a wait, with when the last download failed and
         when the next is tried: `ListsNotYet`)."""
-        if not self.urls:
+        if not self.urls or not self.none_downloaded():
             return ListsMissing(self.missing_reason(link=True))
-        if not self.none_downloaded():
-            return ListsMissing(UNREADABLE)
         now = self.clock()
         failed = [s.checked_at for s in self.status() if s.error and s.checked_at is not None]
         until, when = None, ""

@@ -1756,7 +1756,8 @@ class EntryGone(Exception):
 
 
 class MappingUnavailable(Exception):
-    """No anime mapping dataset is on disk yet: nothing can be told apart from anime."""
+    """No anime mapping dataset gives a mapping (none on disk yet, or none readable): nothing
+    can be told apart from anime. Its text says which (`AnimeData.missing_reason`)."""
 
 
 def index_source(
@@ -1765,8 +1766,8 @@ def index_source(
     told: Callable[[], Awaitable[None]] | None = None,
 ) -> Callable[[], Awaitable[Reverse]]:
     """The reverse mapping from the datasets cache, refreshed when due (a failed download
-    keeps the cache); raises MappingUnavailable while no dataset has been downloaded. `told`
-    (the datasets' alert check) is awaited while none is, and once after one arrives: also
+    keeps the cache); raises MappingUnavailable while no dataset gives a mapping. `told`
+    (the datasets' alert check) is awaited meanwhile, and once after one does: also
     at the first load that finds one, as an earlier process (before a restart) may have
     raised the alert."""
     from watchbridge import anime_data
