@@ -8,7 +8,9 @@ import html
 import json
 import logging
 import os
+import re
 import subprocess
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -19,6 +21,7 @@ from tests.fakes.anime_datasets import PATHS, FakeDatasets, sample_bodies
 from tests.fakes.base import FakeServer
 from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.harness import watchbridge, write_config
+from watchbridge import anime_data
 from watchbridge.anime import EpisodeRef, Unmatched
 from watchbridge.anime_data import (
     MISSING_RETRY,
@@ -749,6 +752,32 @@ def test_a_failed_refresh_is_on_the_status_page_as_watchbridge_status_says_it(
         runtime.close()
     assert html.escape(said[0]) in page
     assert "anime for AniList: 1 thing(s) to look at" in page  # the summary names it
+
+
+def test_a_failed_refresh_whose_cached_copy_serves_is_calm_until_the_alert_would_be_sent(
+    tmp_path: Path, fake: FakeDatasets
+) -> None:
+    """Before, it was red and under *Needs you* at once, though the household lacked nothing
+    (the hourly check alerts after two refresh periods without a current copy)."""
+    path = anime_config(tmp_path, fake)
+    Store.open(tmp_path / "watchbridge.db").close()  # the service has run
+    assert run_cli("anime", "refresh", "--config", str(path)).returncode == 0
+    del fake.bodies["fribb"]  # its host fails from now on; the copy downloaded stays in use
+    assert run_cli("anime", "refresh", "--config", str(path)).returncode == 1
+    config = load_config(path, {})
+    runtime = build_runtime(config)
+    runtime.open()
+    try:
+        now = time.time()
+        later = now + 2 * anime_data.from_config(config).refresh_every + 60
+        calm, red = (render(asyncio.run(page_state(runtime, at)), at) for at in (now, later))
+    finally:
+        runtime.close()
+    (line,) = re.findall(r'<h2 id="anime">Anime</h2><p>([^<]*)</p>', calm)
+    assert html.unescape(line).startswith("anime dataset fribb: refresh failed"), line
+    assert "anime for AniList" not in calm  # not among what needs the user
+    assert f'<h2 id="anime">Anime</h2><p class="bad">{line}</p>' in red
+    assert "anime for AniList: 1 thing(s) to look at" in red
 
 
 def test_a_refresh_whose_state_cannot_be_written_is_in_the_next_commands_status(

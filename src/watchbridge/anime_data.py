@@ -278,12 +278,16 @@ class AnimeData:
         """Why the mapping may be out of date, one line per dataset, where that matters: its
         last refresh failed and there is no copy, or the copy was last confirmed current (a
         download, or a 304: upstream unchanged) two refresh periods ago."""
-        return [
-            status.error
-            for status in self.status()
-            if status.error
-            and (not status.cached or now - (_confirmed_at(status) or 0) >= 2 * self.refresh_every)
-        ]
+        return [s.error for s in self.status() if s.error and self._alerting(s, now)]
+
+    def serving_meanwhile(self, now: float) -> list[str]:
+        """Why a dataset's last refresh failed, one line per dataset whose cached copy serves
+        meanwhile and that `out_of_date` does not count yet: nothing is wrong for the
+        household yet, and no alert tells of it."""
+        return [s.error for s in self.status() if s.error and not self._alerting(s, now)]
+
+    def _alerting(self, status: DatasetStatus, now: float) -> bool:
+        return not status.cached or now - (_confirmed_at(status) or 0) >= 2 * self.refresh_every
 
     def due(self, status: DatasetStatus, now: float) -> bool:
         if status.checked_at is None or (not status.cached and not status.error):

@@ -821,6 +821,16 @@ def anime_lines(config: Config, store: Store) -> list[str]:
     return lines + [kept.message for kept in anime_not_sent(config, store)]
 
 
+def anime_calm(config: Config, store: Store, now: float) -> frozenset[str]:
+    """The lines of `anime_lines` that need nobody yet: a mapping dataset whose refresh failed
+    while its cached copy serves, before the hourly check would alert of it."""
+    if config.services.anilist is None:
+        return frozenset()
+    from watchbridge.anime_data import from_config
+
+    return frozenset(from_config(config, store=store).serving_meanwhile(now))
+
+
 def leftovers(config: Config, store: Store) -> list[Leftover]:
     """What the database keeps for profiles and links the config no longer has, for as long
     as it keeps it (`watchbridge status`, the status page, `/api/status`)."""

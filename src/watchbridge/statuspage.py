@@ -33,7 +33,14 @@ from watchbridge import __version__
 from watchbridge import queuewords as words
 from watchbridge.account_ids import NewId, NewIdSighting, Renamed, RenameSighting
 from watchbridge.alerts import Health
-from watchbridge.app import Leftover, Runtime, anime_lines, leftovers, require_api_token
+from watchbridge.app import (
+    Leftover,
+    Runtime,
+    anime_calm,
+    anime_lines,
+    leftovers,
+    require_api_token,
+)
 from watchbridge.config import Config, copied_nowhere
 from watchbridge.deadletters import retry_dead_letters
 from watchbridge.homeassistant import (
@@ -115,6 +122,7 @@ class PageState:
     # With AniList: the mapping datasets whose refresh failed, the shows a media server numbers
     # its own way, the likely anime kept off AniList, as `watchbridge status` says them.
     anime: Sequence[str] = ()
+    anime_calm: frozenset[str] = frozenset()  # those of `anime` that need nobody yet
 
 
 async def page_state(runtime: Runtime, now: float) -> PageState:
@@ -125,6 +133,7 @@ async def page_state(runtime: Runtime, now: float) -> PageState:
     kept = await asyncio.to_thread(leftovers, config, runtime.store)
     decided = await asyncio.to_thread(runtime.store.last_decided_runs)
     anime = await asyncio.to_thread(anime_lines, config, runtime.store)
+    calm = await asyncio.to_thread(anime_calm, config, runtime.store, now) if anime else frozenset()
     return PageState(
         config=config,
         status=status,
@@ -148,6 +157,7 @@ async def page_state(runtime: Runtime, now: float) -> PageState:
         to_review=frozenset(run.link for run in decided if waits_for_review(run)),
         reviews=runtime.page_reviews.recent(),
         anime=anime,
+        anime_calm=calm,
     )
 
 
@@ -455,7 +465,10 @@ def render(state: PageState, now: float) -> str:
         *(
             [
                 '<h2 id="anime">Anime</h2>'
-                + "".join(f'<p class="bad">{_e(a)}</p>' for a in state.anime)
+                + "".join(
+                    f"<p>{_e(a)}</p>" if a in state.anime_calm else f'<p class="bad">{_e(a)}</p>'
+                    for a in state.anime
+                )
             ]
             if state.anime
             else []
@@ -555,8 +568,8 @@ def needs(state: PageState, now: float) -> list[Need]:
         if (run := runs.get(name)) is not None and run.outcome not in CALM_OUTCOMES
     ]
     found += [Need(f"Plex sent others' plays for {u.profile}", "links") for u in state.unfiltered]
-    if state.anime:
-        found.append(Need(f"anime for AniList: {len(state.anime)} thing(s) to look at", "anime"))
+    if anime := [line for line in state.anime if line not in state.anime_calm]:
+        found.append(Need(f"anime for AniList: {len(anime)} thing(s) to look at", "anime"))
     found += [
         Need(f"{d.profile} gets each Plex viewing twice", "webhooks")
         for d in state.doublings
