@@ -10,15 +10,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import sqlite3
+import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from tests import test_delivery as delivery
 from tests.fakes.base import Request
 from tests.fakes.receiver import AlertReceiver, FakeClock
-from tests.fakes.trakt import FakeTrakt
-from tests.harness import paused_read, store_connections, until
+from tests.fakes.serializd import ALICE as SERIALIZD_USER
+from tests.fakes.serializd import FakeSerializd
+from tests.fakes.trakt import CLIENT_ID, FakeTrakt
+from tests.harness import (
+    ServiceProcess,
+    free_port,
+    nothing_waits,
+    paused_read,
+    sign_in_trakt,
+    store_connections,
+    until,
+    wait_for,
+)
 from tests.test_delivery import (
     ARRIVAL,
     HEAT,
@@ -32,7 +48,7 @@ from tests.test_delivery import (
 from watchbridge.app import Runtime
 from watchbridge.deadletters import retry_dead_letters
 from watchbridge.model import MediaRef
-from watchbridge.store import CRASHES_ALONE
+from watchbridge.store import CRASHES_ALONE, Store
 from watchbridge.wiring import build_runtime
 
 pytestmark = pytest.mark.anyio
@@ -237,3 +253,114 @@ async def test_a_kill_as_a_stopped_batch_is_recorded_costs_its_sent_row_no_try(
     assert [p.item.title for p in trakt.history()] == ["Heat"]
     assert [(r.item.title, r.rating) for r in trakt.ratings()] == [("Arrival", 8)]
     assert not any("gave up" in t for t in receiver.titles())
+
+
+SECRET = "crash-loop-secret-123"
+REVIEWS_ADD = "/api/show/reviews/add"  # Serializd's write of a play
+ONE_OF_MANY = {  # a play of an episode the webhook names: queued for Trakt and Serializd
+    "event": "played",
+    "user": "alice",
+    "item": {
+        "type": "episode",
+        "season": 5,
+        "number": 14,
+        "show": {"title": "Breaking Bad", "ids": {"tmdb": 1396, "tvdb": 81189}},
+    },
+}
+
+
+def trakt_and_serializd(
+    tmp_path: Path, start_fake: Any
+) -> tuple[FakeTrakt, FakeSerializd, ServiceProcess]:
+    """The fakes, and the service (not started) with a config sending the generic webhooks of
+    `alice` to both (one try each, a kill's try held 1 s): a late play of Heat waits for
+    Trakt, found in flight at two kills of the service, so it goes alone."""
+    trakt = start_fake(FakeTrakt())
+    serializd = start_fake(FakeSerializd())
+    assert isinstance(trakt, FakeTrakt) and isinstance(serializd, FakeSerializd)
+    trakt.add_movie("Heat", 1995, imdb="tt0113277", tmdb=949)
+    breaking = trakt.add_show("Breaking Bad", 2008, tvdb=81189, imdb="tt0903747", tmdb=1396)
+    trakt.add_episode(breaking, 5, 14, tvdb=4000014)
+    serializd.seed_reference_catalogue()
+    email, password, _ = SERIALIZD_USER
+    config, db, port = tmp_path / "watchbridge.yaml", tmp_path / "wb.db", free_port()
+    config.write_text(
+        f"""
+server: {{host: 127.0.0.1, port: {port}, webhook_secret: {SECRET}}}
+storage: {{path: {db}}}
+delivery: {{retry_after: 1s, max_attempts: 1}}
+services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+  serializd: {{api_url: "{serializd.url}"}}
+profiles:
+  me:
+    users: {{generic: [alice]}}
+    accounts: {{trakt: {{}}, serializd: {{email: "{email}", password: "{password}"}}}}
+""",
+        encoding="utf-8",
+    )
+    with Store.open(db) as store:
+        sign_in_trakt(store, trakt, "me", now=time.time())
+        store.enqueue([_late_play(HEAT, time.time() - 3600, "heat")], time.time())
+        with store.transaction() as conn:
+            conn.execute("UPDATE outbox SET crashes = ?", (CRASHES_ALONE,))
+    return trakt, serializd, ServiceProcess(config, port)
+
+
+def rows(db: Path) -> dict[str, tuple[str, int, int, str]]:
+    """Each row's target and what it sends (Heat, or the episode) -> (status, attempts,
+    crashes, last error)."""
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        found = conn.execute(
+            "SELECT target, idempotency_key, status, attempts, crashes, last_error FROM outbox"
+        ).fetchall()
+    return {
+        f"{t}:{'heat' if key == 'heat' else 'episode'}": (s, a, c, e or "")
+        for t, key, s, a, c, e in found
+    }
+
+
+async def test_a_kill_while_a_play_goes_alone_costs_another_services_play_nothing(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    # `watchbridge serve`, killed (SIGKILL) while the play suspected of taking it down goes
+    # alone to Trakt, and a play for Serializd came by webhook meanwhile: that one waits for
+    # the lone play (were it sent beside it, a kill then would be charged to it too, and its
+    # only try spent). The next start gives the suspect up, and the other play goes once.
+    trakt, serializd, service = trakt_and_serializd(tmp_path, start_fake)
+    db = service.config.parent / "wb.db"
+    trakt.stall_next(10**6, HUNG, when=lambda req: names(req, HEAT))
+    serializd.stall_next(1, HUNG, route=f"POST {REVIEWS_ADD}")
+    service.start()
+    try:
+        wait_for(lambda: any(names(r, HEAT) for r in trakt.requests))
+        answer = httpx.post(f"{service.url}/webhooks/generic/{SECRET}", json=ONE_OF_MANY)
+        assert answer.status_code == 202
+        # It waits for the lone play, or (were it not to) Serializd is sent it: killed then.
+        while not serializd.count("POST", REVIEWS_ADD):
+            with contextlib.suppress(AssertionError):
+                service.wait_for_output("is being sent alone", timeout=0.2)
+                break
+    finally:
+        service.kill()
+    killed = rows(db)  # as the kill left them: taken back at the next start
+    assert killed["trakt:heat"][:3] == ("inflight", 0, CRASHES_ALONE)
+    assert killed["serializd:episode"][:3] == ("pending", 0, 0)  # not begun
+
+    trakt.clear_knobs()
+    serializd.clear_knobs()
+    service = ServiceProcess(service.config, service.port).start()  # the next life
+    try:
+        wait_for(lambda: nothing_waits(db), timeout=30)
+    finally:
+        service.terminate()
+    settled = rows(db)
+    status, attempts, crashes, reason = settled.pop("trakt:heat")
+    assert (status, attempts, crashes) == ("dead", 1, CRASHES_ALONE + 1)
+    assert "each time it was sent alone" in reason
+    assert {key: row[:3] for key, row in settled.items()} == {
+        "trakt:episode": ("done", 1, 0),
+        "serializd:episode": ("done", 1, 0),
+    }
+    assert len(serializd.diary()) == 1
+    assert [entry.item.title for entry in trakt.history()] == ["Episode 14"]  # no Heat

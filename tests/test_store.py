@@ -490,7 +490,7 @@ def test_released_claims_return_to_pending_with_the_interrupted_try_counted(
 
 
 def test_a_try_a_crash_cut_short_is_noted_after_the_rows_earlier_error(store: Store) -> None:
-    targets = ("trakt", "serializd", "anilist")  # each one alone in its target's batch
+    targets = ("trakt", "serializd", "anilist")  # each one alone in its process
     store.enqueue(
         [
             NewOutboxRow(t, "me", "play", {}, f"me:{t}:1", key)
@@ -498,12 +498,12 @@ def test_a_try_a_crash_cut_short_is_noted_after_the_rows_earlier_error(store: St
         ],
         1.0,
     )
-    first, second, _ = (store.claim("w", 2.0, targets=[t])[0] for t in targets)
+    first, second, _ = (store.claim(f"service-{t}", 2.0, targets=[t])[0] for t in targets)
     store.note([first], "unmatched: no Trakt id", 2.0)
     store.note([second], "unknown outcome: sent", 2.0)
     store.release_claims(3.0)  # the process died
     for target in targets:
-        store.claim("cli-1", 4.0, targets=[target])
+        store.claim(f"cli-{target}", 4.0, targets=[target])
     store.release_stale_claims(4.0 + CLAIM_LEASE + 1)  # and died again
     later = 4.0 + CLAIM_LEASE + 1
     by_key = {i.idempotency_key: i for t in targets for i in store.claim("w", later, targets=[t])}
@@ -565,6 +565,47 @@ def test_a_batch_goes_up_to_the_row_that_goes_alone_next(store: Store) -> None:
         (claimed,) = store.claim("w", 10.0)
         assert claimed.idempotency_key == key
         store.complete(claimed.id, 10.0)
+
+
+def test_a_crash_spends_no_try_of_a_row_alone_in_its_batch_beside_another_targets(
+    store: Store,
+) -> None:
+    # One row of Trakt's and one of Serializd's in flight in one process, each alone in its
+    # batch: either may be what took it down, so neither spends a try on the crash.
+    serializd = NewOutboxRow("serializd", "me", "play", {"key": "s"}, "me:serializd:e1", "s")
+    store.enqueue([row("a"), serializd], 1.0)
+    for target in ("trakt", "serializd"):
+        store.claim("service-1", 2.0, targets=[target])
+    store.release_claims(3.0, "service-", settle=30.0)
+    assert crashes(store) == {"a": (0, 1), "s": (0, 1)}
+
+
+def test_a_claim_that_may_not_take_a_row_alone_says_it_is_next(store: Store) -> None:
+    store.enqueue([row("a", ordering="k1")], 1.0)
+    for n in range(2):
+        store.claim(f"service-{n}", 2.0)
+        store.release_claims(3.0, "service-")
+    store.enqueue([row("b", ordering="k2")], 4.0)
+    with store.transaction() as conn:  # "b" came due first
+        conn.execute("UPDATE outbox SET next_attempt_at = 0 WHERE idempotency_key = 'b'")
+    first = store.claim_turn("w", 10.0, 10, None, alone=False)
+    assert (keys(first.items), first.alone_next) == (["b"], True)
+    store.complete(first.items[0].id, 10.0)
+    held_back = store.claim_turn("w", 10.0, 10, None, alone=False)
+    assert (held_back.items, held_back.alone_next) == ([], True)
+    taken = store.claim_turn("w", 10.0, 10, None, alone=True)
+    assert (keys(taken.items), taken.alone_next) == (["a"], False)
+
+
+def test_a_killed_syncs_row_alone_waits_before_its_next_try(store: Store) -> None:
+    # As a killed service's: the rows due before it go first.
+    store.enqueue([row("a")], 1.0)
+    store.claim("cli-1", 2.0)  # `watchbridge sync`, killed
+    later = 2.0 + CLAIM_LEASE + 1
+    assert store.release_stale_claims(later, settle=30.0) == 1
+    assert crashes(store) == {"a": (1, 1)}
+    assert store.claim("w", later + 29) == []
+    assert keys(store.claim("w", later + 30)) == ["a"]
 
 
 def test_a_stop_asked_for_notes_no_try_cut_short(store: Store) -> None:

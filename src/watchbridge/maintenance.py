@@ -133,7 +133,11 @@ async def housekeeping(
         log.info("pruned old rows", extra=pruned)
     # Not this service's own claims: its worker may be mid-pass (or the clock jumped).
     stale = await asyncio.to_thread(
-        runtime.store.release_stale_claims, runtime.clock(), CLAIM_LEASE, f"{SERVICE_ROLE}-"
+        runtime.store.release_stale_claims,
+        runtime.clock(),
+        CLAIM_LEASE,
+        f"{SERVICE_ROLE}-",
+        runtime.config.delivery.retry_after,
     )
     if stale:
         log.warning("took back deliveries a stopped process had claimed", extra={"rows": stale})

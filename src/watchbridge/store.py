@@ -186,11 +186,12 @@ CLAIM_LEASE = 30 * 60.0  # seconds a claimed row may stay in flight before other
 # killed mid-delivery holds them up this long at most, not the whole lease.
 CLAIM_ALIVE = 10 * 60.0
 BESIDE_LOOK = 10.0  # seconds between looks at rows held up by another worker (`next_due`)
-# SQL: whether in-flight row o is the only row its worker holds of its target: alone in its
-# batch (a worker delivers one batch per target at a time).
+# SQL: whether in-flight row o is the only row its worker holds, of any target: nothing else
+# of its process was being delivered (its target loops wait for a row that goes alone:
+# deliver.solo), so a crash then is its own.
 _ALONE = (
     "NOT EXISTS (SELECT 1 FROM outbox x WHERE x.status = 'inflight'"
-    " AND x.claimed_by = o.claimed_by AND x.target = o.target AND x.id != o.id)"
+    " AND x.claimed_by = o.claimed_by AND x.id != o.id)"
 )
 # SQL (parameters: the claiming worker, now - CLAIM_ALIVE): whether another worker is
 # delivering to row o's target for o's profile.
@@ -1804,6 +1805,15 @@ class Unmatched:
 
 
 @dataclass(frozen=True)
+class Claimed:
+    """What one claim took (`Store.claim_turn`), and whether the row due next in its turn goes
+    alone (CRASHES_ALONE) and was left for a claim that may take it."""
+
+    items: list[OutboxItem]
+    alone_next: bool
+
+
+@dataclass(frozen=True)
 class Settlement:
     """The outcome of one delivery attempt for one outbox row."""
 
@@ -3131,15 +3141,30 @@ class Store:
         crashes found in flight CRASHES_ALONE times goes alone, in its turn: a batch ends
         before it.
         """
+        return self.claim_turn(worker, now, limit, targets, alone=True).items
+
+    def claim_turn(
+        self,
+        worker: str,
+        now: float,
+        limit: int,
+        targets: Sequence[str] | None,
+        *,
+        alone: bool,
+    ) -> Claimed:
+        """`claim`, taking a row that goes alone when it is next only if `alone` says so (its
+        worker has nothing else in flight: deliver.solo); else the claim ends before it, and
+        says it waits (`Claimed.alone_next`)."""
         target_filter = ""
         params: list[Any] = [now]
         if targets is not None:
             if not targets:
-                return []
+                return Claimed([], False)
             target_filter = f"AND o.target IN ({', '.join('?' for _ in targets)})"
             params += list(targets)
         params += [worker, now - CLAIM_ALIVE]
         rows: list[sqlite3.Row] = []
+        alone_next = False
         with self.transaction() as conn:
             for only in ("AND o.event_id IS NOT NULL", ""):
                 if len(rows) >= limit:
@@ -3152,7 +3177,7 @@ class Store:
                        LIMIT ?""",
                     (*params, limit - len(rows)),
                 ).fetchall()
-                batch = _batch(due, alone=not rows)
+                batch = _batch(due, alone=alone and not rows)
                 if batch:
                     rows += conn.execute(
                         "UPDATE outbox SET status = 'inflight', claimed_by = ?, updated_at = ?"
@@ -3160,8 +3185,11 @@ class Store:
                         (worker, now, json.dumps(batch)),
                     ).fetchall()
                 if any(r["crashes"] >= CRASHES_ALONE for r in due):
-                    break  # one goes alone: taken now, or first at the next claim
-        return sorted((OutboxItem.from_row(r) for r in rows), key=lambda i: i.id)
+                    # One goes alone: taken now, or first at the next claim.
+                    alone_next = not any(r["crashes"] >= CRASHES_ALONE for r in rows)
+                    break
+        items = sorted((OutboxItem.from_row(r) for r in rows), key=lambda i: i.id)
+        return Claimed(items, alone_next)
 
     def complete(self, item_id: int, now: float) -> None:
         self.settle(now, [Settlement(item_id, "done")])
@@ -3510,20 +3538,21 @@ class Store:
             return self._taken_back(conn, now, where, whose, spend, settle)
 
     def release_stale_claims(
-        self, now: float, lease: float = CLAIM_LEASE, spare: str = "\x00"
+        self, now: float, lease: float = CLAIM_LEASE, spare: str = "\x00", settle: float = 0.0
     ) -> int:
         """Return rows claimed more than `lease` seconds ago (by a process that was killed
         while it delivered, e.g. a `watchbridge sync`) to pending, except those whose
         claimer's id starts with `spare` (the caller's own kind, which it releases itself).
         A worker renews its claims while it delivers (`renew_claims`, and `note`). Each
-        counts the crash, as `release_claims` does."""
+        counts the crash, as `release_claims` does, a row that spent its try on it due
+        `settle` seconds from `now`."""
         where = (
             "o.status = 'inflight' AND o.updated_at < :before"
             " AND substr(COALESCE(o.claimed_by, ''), 1, :length) != :spare"
         )
         whose = {"before": now - lease, "length": len(spare), "spare": spare}
         with self.transaction() as conn:
-            return self._taken_back(conn, now, where, whose, True)
+            return self._taken_back(conn, now, where, whose, True, settle)
 
     @staticmethod
     def _taken_back(
@@ -3536,8 +3565,8 @@ class Store:
     ) -> int:
         """Put the in-flight rows `where` says (of outbox o, its named parameters `whose`)
         back to pending; with `crash`, their process died (CRASHES_ALONE): each counts it,
-        and a row that was alone in its batch spends the try, noted as cut short (CUT_SHORT).
-        How many."""
+        and a row that was the only one its process was delivering (`_ALONE`) spends the try,
+        noted as cut short (CUT_SHORT). How many."""
         alone: list[int] = []
         if crash:  # read before any goes back: a row of a batch must not look alone then
             found = conn.execute(f"SELECT o.id FROM outbox o WHERE {where} AND {_ALONE}", whose)

@@ -43,6 +43,7 @@ from watchbridge.deliver.oncemore import (
     probe_failed,
     probe_words,
 )
+from watchbridge.deliver.solo import Solo
 from watchbridge.errors import names_profile
 from watchbridge.http import ANSWERED, BEFORE_WRITE, RateLimited, Unavailable, changed_answer
 from watchbridge.ids import DELIVERED_TO, SERVER_OUTAGE_PAUSE, Enricher, Need, Problem
@@ -59,6 +60,7 @@ from watchbridge.store import (
     ONCE_MORE_SPENT,
     RATING_ACTIONS,
     UNKNOWN_OUTCOME,
+    Claimed,
     OutboxItem,
     Settlement,
     Store,
@@ -973,6 +975,8 @@ class DeliveryWorker:
         self._wakes: dict[str, asyncio.Event] = {}  # per target loop (see `_target_loop`)
         self._stop: asyncio.Event | None = None  # the service's (see `run`); none for a CLI run
         self._telling = asyncio.Lock()  # dead-letter alerts, whichever loop finds them
+        # A row a crash may be due to goes alone in this process: its target loops wait.
+        self._solo = Solo()
         # The role says whose claims a restart may take back: only one service runs per
         # database, but a `watchbridge sync` (role "cli") may be delivering beside it.
         self.worker_id = f"{role}-{uuid.uuid4().hex[:8]}"
@@ -1230,51 +1234,82 @@ class DeliveryWorker:
         """One batch for each of the targets `names` that is open; True if any was claimed."""
         await self._restamp(runtime)
         await self._after_a_step_back(runtime)
-        store, now = runtime.store, runtime.clock()
+        now = runtime.clock()
         await self._still_held(runtime, now, names)
         claimed_any = False
         for name in self._open_targets(now, names):
             target = self.targets[name]
             await self._probe_once_more(runtime, name, now)
-            items = await asyncio.to_thread(
-                store.claim, self.worker_id, now, target.batch_size, [name]
-            )
-            if not items:
-                continue
-            claimed_any = True
-            # A row a crash cut short at its last attempt keeps taking the process down: it
-            # gives up here, untried. If its last send may have landed, the dead letter says
-            # so (a retry checks first). One past a lowered max_attempts is tried once more.
-            interrupted = {
-                i.id: _gave_up_interrupted(i)
-                for i in items
-                if i.attempts >= self.config.max_attempts and i.cut_short
-            }
-            todo = [i for i in items if i.id not in interrupted]
-            fence = Fence(
-                store, self.worker_id, [i.id for i in todo], runtime.clock, name, now, self._stop
-            )
-            answered: set[str] = set()  # the services that answered (http.ANSWERED)
-            try:
-                outcomes = (
-                    await self._deliver(runtime, target, todo, now, fence, answered) if todo else {}
-                )
-            except _CutShort:
-                raise
-            except Exception as exc:  # a target bug must not lose rows: retry them
-                log.exception("target crashed", extra={"target": name})
-                crashed_rows = crashed(name, exc)
-                outcomes = await undecided(store, todo, crashed_rows)
-            outcomes |= interrupted
-            back: list[Settlement] = []
-            if fence.refused:
-                items, back = self._hand_back_fenced(runtime, target, items, outcomes, fence)
-            await self._record(runtime, target, items, outcomes, name in answered, back)
+            async with self._solo.batch(name, self._stop) as waited:
+                at = self._after_waiting(runtime) if waited else now
+                claimed = await self._claim(runtime, target, at, alone=False)
+                if claimed.items:
+                    await self._send(runtime, target, claimed.items, at)
+            if not claimed.items and claimed.alone_next:
+                async with self._solo.alone(name, self._stop) as waited:
+                    at = self._after_waiting(runtime) if waited else now
+                    claimed = await self._claim(runtime, target, at, alone=True)
+                    if claimed.items:
+                        await self._send(runtime, target, claimed.items, at)
+            claimed_any = claimed_any or bool(claimed.items)
         if runtime.clock() >= self._look_for_untold_at and not self._telling.locked():
             async with self._telling:  # one target loop at a time: each alert goes out once
                 self._look_for_untold_at = runtime.clock() + UNTOLD_LOOK_EVERY
                 await self._tell_dead_letters(runtime)
         return claimed_any
+
+    def _after_waiting(self, runtime: Runtime) -> float:
+        """The time after a wait for a row going alone (deliver.solo); a stop that came
+        meanwhile ends the pass, nothing more claimed."""
+        if self._stop is not None and self._stop.is_set():
+            raise _CutShort
+        return runtime.clock()
+
+    async def _claim(self, runtime: Runtime, target: Target, now: float, alone: bool) -> Claimed:
+        """A batch of `target`'s rows due at `now`, claimed; a row that goes alone only if
+        `alone` (nothing else of this process is under way: deliver.solo)."""
+        return await asyncio.to_thread(
+            runtime.store.claim_turn,
+            self.worker_id,
+            now,
+            target.batch_size,
+            [target.name],
+            alone=alone,
+        )
+
+    async def _send(
+        self, runtime: Runtime, target: Target, items: list[OutboxItem], now: float
+    ) -> None:
+        """Deliver a batch claimed for `target` at `now`, and record its outcomes."""
+        store, name = runtime.store, target.name
+        # A row a crash cut short at its last attempt keeps taking the process down: it
+        # gives up here, untried. If its last send may have landed, the dead letter says
+        # so (a retry checks first). One past a lowered max_attempts is tried once more.
+        interrupted = {
+            i.id: _gave_up_interrupted(i)
+            for i in items
+            if i.attempts >= self.config.max_attempts and i.cut_short
+        }
+        todo = [i for i in items if i.id not in interrupted]
+        fence = Fence(
+            store, self.worker_id, [i.id for i in todo], runtime.clock, name, now, self._stop
+        )
+        answered: set[str] = set()  # the services that answered (http.ANSWERED)
+        try:
+            outcomes = (
+                await self._deliver(runtime, target, todo, now, fence, answered) if todo else {}
+            )
+        except _CutShort:
+            raise
+        except Exception as exc:  # a target bug must not lose rows: retry them
+            log.exception("target crashed", extra={"target": name})
+            crashed_rows = crashed(name, exc)
+            outcomes = await undecided(store, todo, crashed_rows)
+        outcomes |= interrupted
+        back: list[Settlement] = []
+        if fence.refused:
+            items, back = self._hand_back_fenced(runtime, target, items, outcomes, fence)
+        await self._record(runtime, target, items, outcomes, name in answered, back)
 
     async def _deliver(
         self,
