@@ -126,14 +126,20 @@ def plays(runtime: Runtime) -> list[tuple[str, float, str]]:
         return found
 
 
-def webhook(runtime: Runtime, flavour: str, at: float) -> None:
-    """The sample's completed stop of the episode, as the webhook route records it at `at`."""
+def webhook(runtime: Runtime, flavour: str, at: float, *, flagged: bool = True) -> None:
+    """The sample's completed stop of the episode, as the webhook route records it at `at`;
+    not `flagged`: without the server's PlayedToCompletion (a template without it), its
+    position (98 %) alone saying it was played to the end."""
     body: dict[str, Any]
     if flavour == "jellyfin":
         body = sample_json("jellyfin", "playback_stop_episode_completed.json")
+        if not flagged:
+            del body["PlayedToCompletion"]
     else:
         body = sample_json("emby", "playback_stop_episode_completed.json")
         body["Date"] = time.strftime("%Y-%m-%dT%H:%M:%S.0000000Z", time.gmtime(at))
+        if not flagged:
+            del body["PlaybackInfo"]["PlayedToCompletion"]
     result = parse(flavour, json.dumps(body).encode(), "application/json")
     assert isinstance(result, Accepted)
     (event,) = result.events
@@ -194,6 +200,25 @@ def test_a_play_its_webhook_told_of_is_not_copied_again(
     clock.now += 15 * 60
     assert read(runtime, task, server) == 0
     assert [key for _, _, key in plays(runtime)] == [episode]  # the webhook's play alone
+
+
+def test_a_play_its_stop_told_of_by_its_position_alone_is_not_copied_again(
+    runtime: Runtime, server: FakeJellyfin, clock: Clock
+) -> None:
+    # A stop without PlayedToCompletion (a template without it) played past the profile's
+    # completion threshold: the webhook's play, which the catch-up must not add a second time
+    # once the webhooks are done with it (FOLLOWED).
+    alex, episode = ALEX[server.flavour], EPISODE[server.flavour]
+    task = CatchUp()
+    read(runtime, task, server)
+    began = T0 + 600
+    server.play(alex, episode, began)
+    webhook(runtime, server.flavour, began + 47 * 60, flagged=False)
+    assert [key for _, _, key in plays(runtime)] == [episode]  # the webhook's play
+    for minutes in range(50, 8 * 60, 15):  # past FOLLOWED
+        clock.now = began + minutes * 60
+        assert read(runtime, task, server) == 0
+    assert [key for _, _, key in plays(runtime)] == [episode]
 
 
 def test_a_rewatch_without_a_webhook_is_one_new_play(

@@ -249,12 +249,30 @@ class Heard:
     last_at: float
 
 
+def _ended(event: Mapping[str, Any], threshold: float) -> bool:
+    """Whether a recorded webhook event ends a viewing as the webhooks' sessions count one
+    (playback.decide): a mark, or a stop the server flagged played or past `threshold` percent
+    (a stop without PlayedToCompletion: a template without it)."""
+    action = event.get("action")
+    if action not in ("stop", "played"):
+        return False
+    if event.get("played") is True:
+        return True
+    position, duration, percent = (event.get(k) for k in ("position_ms", "duration_ms", "percent"))
+    if isinstance(position, int | float) and isinstance(duration, int | float) and duration > 0:
+        percent = 100.0 * position / duration
+    return action == "stop" and isinstance(percent, int | float) and percent >= threshold
+
+
 def heard_of(
-    plays: Iterable[Listed], events: Iterable[tuple[float, Mapping[str, Any]]]
+    plays: Iterable[Listed],
+    events: Iterable[tuple[float, Mapping[str, Any]]],
+    threshold: float,
 ) -> dict[str, Heard]:
     """For each of `plays` (by item id), what webhook `events` ((received_at, event as
     recorded)) told of it at or after its `LastPlayedDate` less CLOCK_MARGIN: the same item
-    by the server's item id, or by the same ids. Pure."""
+    by the server's item id, or by the same ids; `threshold`: the profile's completion
+    threshold (percent). Pure."""
     found: dict[str, Heard] = {}
     wanted = list(plays)
     keys = {one.id: set(item_aliases(one.item)) for one in wanted}
@@ -267,7 +285,7 @@ def heard_of(
         if ref is None:
             continue
         aliases = set(item_aliases(ref))
-        done = bool(event.get("played")) and event.get("action") in ("stop", "played")
+        done = _ended(event, threshold)
         for one in wanted:
             if received_at < (one.last_played or 0.0) - CLOCK_MARGIN:
                 continue
@@ -527,7 +545,8 @@ class CatchUp:
         if found:
             earliest = min(one.last_played or now for one in found) - CLOCK_MARGIN
             events = await asyncio.to_thread(store.events_since, (server,), profile, earliest)
-        decision = decide(state, items, heard_of(found, events), now)
+        threshold = float(runtime.config.profiles[profile].completion_threshold)
+        decision = decide(state, items, heard_of(found, events, threshold), now)
         if decision.missed:
             await _record(runtime, server, profile, account, decision.missed)
         whole, at = persisted(state, decision.state, bool(rows))
