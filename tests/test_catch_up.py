@@ -521,3 +521,45 @@ def test_an_account_added_to_the_server_after_the_start_is_read_within_the_hour(
     clock.now += 15 * 60
     assert read(runtime, task, server) == 1
     assert len([r for r in server.requests if r.route == "/Users"]) == 2  # all found since
+
+
+def test_an_account_deleted_and_made_again_is_read_again_and_the_others_meanwhile(
+    tmp_path: Path, server: FakeJellyfin
+) -> None:
+    # Alex's account deleted and made again under the same name: a new id, the old one a 404.
+    # Sam's plays must not wait for a restart meanwhile, nor alex's new account's.
+    config = parse_config(
+        f"""
+server: {{webhook_secret: {SECRET}}}
+storage: {{path: {tmp_path / "wb.db"}}}
+services:
+  trakt: {{client_id: abc, api_url: "http://127.0.0.1:9", auth_url: "http://127.0.0.1:9"}}
+  {server.flavour}: {{url: "{server.url}", api_key: {API_KEY}}}
+profiles:
+  me: {{users: {{{server.flavour}: [alex]}}, accounts: {{trakt: {{}}}}}}
+  sam: {{users: {{{server.flavour}: [sam]}}, accounts: {{trakt: {{}}}}}}
+""",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    clock = Clock()
+    runtime = build_runtime(config, clock=clock)
+    runtime.open()
+    try:
+        task = CatchUp()
+        read(runtime, task, server)  # both baselines
+        del server.users[ALEX[server.flavour]]
+        alex = "feedface" * 4
+        server.add_user(alex, "alex")
+        server.play(SAM, MOVIE, T0 + 600)
+        for minutes in (60, 75, 90):
+            clock.now = T0 + minutes * 60
+            read(runtime, task, server)
+        assert plays(runtime) == [("trakt", T0 + 600, MOVIE)]  # sam's, not held up by alex's
+        server.play(alex, EPISODE[server.flavour], clock.now + 600)
+        for minutes in (120, 135, 150):
+            clock.now = T0 + minutes * 60
+            read(runtime, task, server)
+        assert [key for _, _, key in plays(runtime)] == [MOVIE, EPISODE[server.flavour]]
+    finally:
+        runtime.close()

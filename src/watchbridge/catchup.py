@@ -69,6 +69,7 @@ from watchbridge.services.jellyfin import (
     NAMES,
     MediaServerAuthError,
     MediaServerClient,
+    MediaServerError,
     Server,
     media_server_client,
 )
@@ -494,7 +495,20 @@ class CatchUp:
                 self.users[server], self.users_at[server] = await client.users(), now
             accounts = resolve(listed_by, self.users[server], server_id)
             for profile, user_id, name in accounts:
-                copied += await self._account(runtime, server, client, profile, (user_id, name))
+                try:
+                    copied += await self._account(runtime, server, client, profile, (user_id, name))
+                except MediaServerAuthError:
+                    raise
+                except MediaServerError as exc:
+                    # This account's listing refused (a 404: deleted, perhaps made again under
+                    # a new id): the others are read all the same, and the accounts asked for
+                    # again next round.
+                    self.users.pop(server, None)
+                    log.warning(
+                        f"{NAMES[server]} could not be read for plays its webhooks missed by "
+                        f"{name}; its accounts are asked for again at the next round",
+                        extra={"profile": profile, "error": exc.message},
+                    )
         except MediaServerAuthError as exc:
             await _key_refused(runtime, server, exc.message)
             return copied

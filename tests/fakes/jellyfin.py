@@ -207,7 +207,10 @@ class FakeJellyfin(FakeServer):
         return json_response({"Items": found, "TotalRecordCount": len(found)})
 
     def _listing(self, user_id: str, query: dict[str, str]) -> Response:
-        """An account's movies and episodes with its user data, as both servers list them."""
+        """An account's movies and episodes with its user data, as both servers list them; an
+        account the server does not have (deleted) is a 404, as both answer."""
+        if user_id not in self.users:
+            return Response(404, b"User not found.", {"Content-Type": "text/plain"})
         kinds = set(query.get("includeitemtypes", "Movie,Episode").split(","))
         played = query.get("isplayed")
         since = query.get("mindatelastsavedforuser")
