@@ -4,6 +4,7 @@ over real HTTP from the fake server, recorded in the store as a webhook's marks 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import sqlite3
 import time
@@ -23,7 +24,7 @@ from tests.fakes.jellyfin import (
     FakeJellyfin,
 )
 from tests.fakes.receiver import AlertReceiver, FakeClock
-from tests.harness import AppThread
+from tests.harness import AppThread, put_back
 from tests.ingest_samples import sample_json
 from watchbridge import webhooks
 from watchbridge.app import Runtime
@@ -563,3 +564,31 @@ profiles:
         assert [key for _, _, key in plays(runtime)] == [MOVIE, EPISODE[server.flavour]]
     finally:
         runtime.close()
+
+
+def test_a_backup_copy_put_back_sends_no_play_its_webhooks_sent_after_the_copy_again(
+    runtime: Runtime, server: FakeJellyfin, clock: Clock, tmp_path: Path
+) -> None:
+    # The copy has neither the webhook's play nor its event: read from the copy's state, the
+    # catch-up took that play for one no webhook told of and sent it again (dated at its start).
+    alex, episode = ALEX[server.flavour], EPISODE[server.flavour]
+    read(runtime, CatchUp(), server)  # the baseline
+    copy = tmp_path / "copy.db"
+    runtime.store.backup_to(copy)
+    began = T0 + 600
+    server.play(alex, episode, began)
+    webhook(runtime, server.flavour, began + 47 * 60)  # delivered after the copy was taken
+    database = runtime.config.storage.path
+    runtime.close()
+    gc.collect()  # the helpers' connections, before the journal files go
+    put_back(copy, Path(database))
+    restored = build_runtime(runtime.config, clock=clock)
+    restored.open()
+    try:
+        task = CatchUp()
+        for minutes in (120, 135, 150):
+            clock.now = began + minutes * 60
+            assert read(restored, task, server) == 0
+        assert plays(restored) == []
+    finally:
+        restored.close()

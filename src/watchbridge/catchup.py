@@ -73,7 +73,7 @@ from watchbridge.services.jellyfin import (
     Server,
     media_server_client,
 )
-from watchbridge.store import CAUGHT_UP
+from watchbridge.store import CATCH_UP_CURSORS, CAUGHT_UP
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +89,11 @@ CONFIRM_AFTER = 5 * 60.0
 FOLLOWED = 6 * 3600.0
 # A play found that waits (`State.waiting`) and is no longer listed (deleted) is forgotten.
 WAITING_KEPT = 86400.0
-CURSOR = "catch_up"  # (server, profile, "catch_up:<user id>"): the account's `State`
+CURSOR = CATCH_UP_CURSORS  # (server, profile, "catch_up:<user id>"): the account's `State`
 # (server, profile, "catch_up_at:<user id>"): when the last read that listed something began,
 # apart from the `State` (its counts: some 100 KB for a big library), which is written only
 # when it changed. A read that listed nothing writes nothing (`persisted`).
-AT_CURSOR = "catch_up_at"
+AT_CURSOR = f"{CATCH_UP_CURSORS}_at"
 KINDS: dict[str, MediaKind] = {"movie": "movie", "episode": "episode"}
 PROVIDERS = ("imdb", "tmdb", "tvdb", "anidb", "anilist")
 # The server's accounts are asked for again when a listed one is not among them (an account

@@ -239,6 +239,9 @@ _EVENT_SERVER = "COALESCE(json_extract(payload, '$.server'), '')"
 # The `source` of the events a catch-up records (catchup.py): plays no webhook brought, so no
 # sign that a source or server sends webhooks (`last_webhooks`, `recent_sources`).
 CAUGHT_UP = "caught_up"
+# The start of the names of the catch-up's cursors (catchup.CURSOR, AT_CURSOR), dropped when a
+# backup copy is put back (`_mark_restored_rows`).
+CATCH_UP_CURSORS = "catch_up"
 # SQL, before a FROM of (source, server, at) rows grouped by source and server: each with `n`,
 # its rank among its source's servers, the most recently seen first (lastwebhooks.SERVERS_KEPT).
 _LATEST_SERVERS = (
@@ -2520,6 +2523,13 @@ class Store:
                 " SELECT service, profile, ? || substr(name, 6), ?, ? FROM cursors"
                 " WHERE service = ? AND substr(name, 1, 5) = 'link:'",
                 (RESTORED_LINK, copied or "", time.time(), ENGINE),
+            )
+            # The catch-up's state (catchup.py) is as old as the copy, and so are the events it
+            # checks its plays against: each play a webhook sent since would be sent again. Its
+            # next read is a first one (a baseline).
+            conn.execute(
+                "DELETE FROM cursors WHERE substr(name, 1, ?) = ?",
+                (len(CATCH_UP_CURSORS), CATCH_UP_CURSORS),
             )
             conn.execute(
                 "UPDATE outbox SET last_error = ? || ': ' || CASE"
