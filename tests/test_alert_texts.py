@@ -70,7 +70,7 @@ from watchbridge.app import Runtime, create_app
 from watchbridge.config import AlertsConfig, Link, Secret, parse_config
 from watchbridge.deliver.anilist import AniListTarget
 from watchbridge.deliver.worker import DeliveryWorker, unreachable_alert
-from watchbridge.http import HttpClient, Pause, RetryPolicy
+from watchbridge.http import HttpClient, Pause, RetryPolicy, ServiceError
 from watchbridge.maintenance import DATASETS_TITLE, check_anime_datasets, tell_beside
 from watchbridge.model import Ids, MediaRef, ref_to_dict
 from watchbridge.servelock import Holder
@@ -154,7 +154,7 @@ async def test_an_anilist_rate_limit_says_anilist_limits_requests_and_nothing_is
 
 def test_a_rate_limit_going_on_says_how_long_it_has_lasted_and_nothing_is_to_do() -> None:
     text = unreachable_alert(
-        "anilist", "anilist: rate limited for 60s", 0.0, 5400, 5400, limited=True
+        "anilist", "AniList: rate limited for 60s", 0.0, 5400, 5400, limited=True
     )
     assert text == (
         "AniList has been limiting watchbridge's requests for 90 minutes. Your plays and"
@@ -188,7 +188,10 @@ async def test_a_link_failing_names_the_service_it_quotes_as_it_writes_itself(
     tmp_path: Path, receiver: AlertReceiver
 ) -> None:
     store = Store.open(tmp_path / "wb.db")
-    failed = "serializd: login: /api/login is not a Serializd endpoint (HTTP 404, HTML)"
+    # Headed as the error is made, not re-titled on its way to the alert.
+    failed = ServiceError(
+        "serializd", "login: /api/login is not a Serializd endpoint (HTTP 404, HTML)"
+    ).message
     for hour in range(FAILURES_BEFORE_ALERT):
         run_id = store.start_run("ts", hour * 3600.0)
         assert run_id is not None

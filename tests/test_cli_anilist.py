@@ -94,7 +94,7 @@ def test_auth_anilist_refusing_a_token_says_what_to_do(tmp_path: Path, start_fak
     result = run("auth", "anilist", "--config", str(path), "--token", fake.issue_token()[:-8])
     assert result.returncode == 1, result.stderr
     assert result.stderr.endswith(
-        "error: anilist: the token is not accepted (Invalid token): copy it again, whole, from "
+        "error: AniList: the token is not accepted (Invalid token): copy it again, whole, from "
         "the page AniList shows once you approve, or open the link again for a new one\n"
     )
     assert stored(tmp_path) is None

@@ -107,7 +107,7 @@ async def test_nothing_listening_at_an_online_service_is_told_as_refused_with_wh
     finally:
         await http.aclose()
     assert message == (
-        "trakt: the connection was refused after 2 attempt(s): nothing listens at that address "
+        "Trakt: the connection was refused after 2 attempt(s): nothing listens at that address "
         "and port: is the service running, and its address right?"
     )
 

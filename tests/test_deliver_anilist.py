@@ -2061,7 +2061,7 @@ async def test_a_page_answered_in_place_of_anilists_json_spends_no_attempt_and_l
     assert (attempts, state) == (0, "pending")
     assert runtime.store.dead_letters() == []
     assert error == (
-        f"anilist: answered HTTP {status} with {said}: {SOMETHING_ELSE.format(url=fake.url)}"
+        f"AniList: answered HTTP {status} with {said}: {SOMETHING_ELSE.format(url=fake.url)}"
     )
     fake.clear_knobs()
     later(worker, clock, 6 * 3600)

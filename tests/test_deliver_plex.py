@@ -546,7 +546,7 @@ async def test_the_servers_own_token_refused_at_a_persons_removal_is_the_owners_
         target, store, "remove_play", BB_S1E1, T0, record=record, profile="jamie"
     )
     assert isinstance(outcome, Hold) and outcome.alert == "credentials"
-    assert outcome.reason.startswith(f"plex: profile jamie: deleting history row {only}: ")
+    assert outcome.reason.startswith(f"Plex: profile jamie: deleting history row {only}: ")
     assert "does not accept services.plex.token (401)" in outcome.reason
     assert "accounts.plex.token" not in outcome.reason
     assert store.get_token(entry("plex"), "jamie") is None

@@ -3052,7 +3052,7 @@ async def test_an_outage_alert_says_trakt_asks_to_wait_only_when_it_did(
 
 
 def test_an_outage_alert_names_its_service_once() -> None:
-    text = unreachable_alert("trakt", "trakt: answered 503", 0.0, 900, 900)
+    text = unreachable_alert("trakt", "Trakt: answered 503", 0.0, 900, 900)
     assert text is not None
     assert text.startswith("Plays and ratings for Trakt are waiting since ")
     assert text.endswith("\n\nTrakt: answered 503.")

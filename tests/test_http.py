@@ -156,7 +156,7 @@ async def test_a_redirect_is_not_followed_and_says_where_it_points_and_what_to_s
         await http.request("GET", "/items")
     await http.aclose()
     assert raised.value.message == (
-        "plex: answered 301, a redirect to https://plex.example.net/items: watchbridge does not "
+        "Plex: answered 301, a redirect to https://plex.example.net/items: watchbridge does not "
         "follow redirects (its token or key would go with it); set services.plex.url to "
         "https://plex.example.net"
     )

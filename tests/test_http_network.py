@@ -96,7 +96,7 @@ async def test_a_self_signed_certificate_is_told_with_its_fixes_not_as_a_server_
     client = MediaServerClient(JellyfinConfig(url=jellyfin.url, api_key=Secret(API_KEY)))
     message = await failure(client)
     assert message.startswith(
-        "jellyfin: the TLS certificate of 127.0.0.1 was refused after 1 attempt(s): it is "
+        "Jellyfin: the TLS certificate of 127.0.0.1 was refused after 1 attempt(s): it is "
         "self-signed; use http:// and the server's plain port in services.jellyfin.url "
         "(Jellyfin's and Emby's: 8096), or set SSL_CERT_FILE to a file holding the public "
         "certificate authorities and yours"
@@ -132,7 +132,7 @@ async def test_plex_at_its_address_with_its_plex_direct_certificate_is_told_the_
         )
     message = await failure(client)
     assert message == (
-        "plex: the TLS certificate of 127.0.0.1 was refused after 1 attempt(s): it is not "
+        "Plex: the TLS certificate of 127.0.0.1 was refused after 1 attempt(s): it is not "
         f"made out to 127.0.0.1; on your network, use http://127.0.0.1:{port} in "
         "services.plex.url, or the server's own plex.direct address "
         f"(https://127-0-0-1.SERVER-HASH.plex.direct:{port}), to which Plex's certificates "
@@ -148,7 +148,7 @@ async def test_an_https_url_at_a_plain_http_port_says_to_use_http(
     url = f"https://127.0.0.1:{port}"
     message = await failure(MediaServerClient(EmbyConfig(url=url, api_key=Secret(API_KEY))))
     assert message == (
-        "emby: 127.0.0.1 answered https:// in plain HTTP after 1 attempt(s): the server "
+        "Emby: 127.0.0.1 answered https:// in plain HTTP after 1 attempt(s): the server "
         f"speaks plain http on that port: use http://127.0.0.1:{port} in services.emby.url"
     )
 
@@ -163,7 +163,7 @@ async def test_an_http_url_at_an_https_port_says_to_use_https(
     client = MediaServerClient(JellyfinConfig(url=url, api_key=Secret(API_KEY)))
     message = await failure(client)
     assert message == (
-        "jellyfin: 127.0.0.1 answered http:// in https (TLS) after 1 attempt(s): the server "
+        "Jellyfin: 127.0.0.1 answered http:// in https (TLS) after 1 attempt(s): the server "
         f"speaks https on that port: use https://127.0.0.1:{port} in services.jellyfin.url"
     )
     assert client.http.requests_sent == 1  # a port's scheme does not change in a second
@@ -187,7 +187,7 @@ async def test_an_http_url_at_a_reverse_proxys_https_port_says_to_use_https(
         client = MediaServerClient(JellyfinConfig(url=proxy.url, api_key=Secret(API_KEY)))
         message = await failure(client)
     assert message == (
-        f'jellyfin: 127.0.0.1 answered http:// with "{said}" after 1 attempt(s): the server '
+        f'Jellyfin: 127.0.0.1 answered http:// with "{said}" after 1 attempt(s): the server '
         f"speaks https on that port: use https://127.0.0.1:{port} in services.jellyfin.url"
     )
     assert proxy.requests == 1  # a port's scheme does not change in a second
@@ -222,7 +222,7 @@ async def test_an_ipv6_address_without_an_ipv6_route_is_told_as_such_not_as_a_se
     config = PlexConfig(url="http://[ff02::1]:32400", token=Secret(TOKEN))
     message = await failure(PlexClient(config, client_identifier=CLIENT_ID))
     assert message == (
-        "plex: no route to ff02::1 over IPv6 after 1 attempt(s): this machine (or its "
+        "Plex: no route to ff02::1 over IPv6 after 1 attempt(s): this machine (or its "
         "container) has no IPv6 route; use the server's IPv4 address in services.plex.url, or "
         "turn on IPv6 for its network (Docker: `enable_ipv6: true` on the network)"
     )
@@ -245,12 +245,12 @@ async def test_a_server_name_the_dns_does_not_know_is_told_as_dns_in_the_error_a
     with caplog.at_level(logging.DEBUG, logger="watchbridge.http"):
         message = await failure(PlexClient(config, client_identifier=CLIENT_ID))
     assert message.startswith(
-        "plex: the name plex.nothing.invalid could not be looked up (DNS) after 2 attempt(s): "
+        "Plex: the name plex.nothing.invalid could not be looked up (DNS) after 2 attempt(s): "
     )
     assert "is the name in services.plex.url spelt right" in message
     assert "nothing answers" not in message
     (line,) = [r for r in caplog.records if r.getMessage() == "request failed"]
-    assert line.problem == message.removeprefix("plex: ").replace(  # type: ignore[attr-defined]
+    assert line.problem == message.removeprefix("Plex: ").replace(  # type: ignore[attr-defined]
         " after 2 attempt(s)", ""
     )
 
@@ -265,7 +265,7 @@ async def test_a_service_name_the_dns_does_not_know_asks_about_this_machines_dns
     finally:
         await http.aclose()
     assert raised.value.message.startswith(
-        "trakt: the name api.nothing.invalid could not be looked up (DNS) after 2 attempt(s): "
+        "Trakt: the name api.nothing.invalid could not be looked up (DNS) after 2 attempt(s): "
     )
     assert "does the DNS this machine (or its container) uses answer" in raised.value.message
 
@@ -314,7 +314,7 @@ async def test_a_server_on_the_network_behind_a_proxy_that_does_not_answer_point
         )
     message = await failure(client)
     assert message == (
-        "plex: the connection was refused after 2 attempt(s): the request went through "
+        "Plex: the connection was refused after 2 attempt(s): the request went through "
         f"the proxy http://127.0.0.1:{port} (HTTP_PROXY), which may not reach 127.0.0.1 on "
         "your network: add 127.0.0.1 to NO_PROXY"
     )
@@ -328,7 +328,7 @@ async def test_a_server_on_the_network_a_proxy_cannot_reach_points_to_no_proxy()
             client = MediaServerClient(config)
         message = await failure(client)
     assert message == (
-        f"jellyfin: answered 502 after 2 attempt(s): the request went through the proxy {proxy} "
+        f"Jellyfin: answered 502 after 2 attempt(s): the request went through the proxy {proxy} "
         "(HTTP_PROXY), which may not reach 192.168.1.10 on your network: add 192.168.1.10 to "
         "NO_PROXY"
     )
@@ -351,4 +351,4 @@ async def test_a_server_in_no_proxy_is_reached_directly_and_a_service_out_there_
             await online.aclose()
     assert series is not None and series.title == "Breaking Bad"
     # Not on the home network: a proxy is how it is reached, not a mistake.
-    assert raised.value.message == "trakt: answered 502 after 2 attempt(s)"
+    assert raised.value.message == "Trakt: answered 502 after 2 attempt(s)"

@@ -276,7 +276,7 @@ async def test_a_play_whose_show_lookup_failed_in_a_trakt_outage_says_so_and_is_
     house.jellyfin_play(1, 4)
     await house.deliver(passes=1)
     told = serializd_row_error(house)
-    assert told.startswith("Trakt's id search failed: trakt: answered 503"), told
+    assert told.startswith("Trakt's id search failed: answered 503"), told
     assert "services.jellyfin" not in told and "tried again" in told
     assert house.runtime.store.unmatched_count() == 0
     trakt.clear_knobs()

@@ -136,14 +136,14 @@ def test_presses_while_trakt_asks_for_a_pause_ask_trakt_nothing(
     trakt.fail_next(5, 429, {"retry-after": "300"}, route="POST /oauth/device/code")
     with AppThread(create_app(household(tmp_path, trakt), extra_routes=ROUTES)) as app:
         httpx.post(f"{app.url}/{SIGN_IN}")
-        page = page_until(f"{app.url}/", "not signed in: trakt: rate limited")
+        page = page_until(f"{app.url}/", "not signed in: Trakt: rate limited")
         assert "the button is back in 4 min" in page or "the button is back in 5 min" in page
         assert f'action="{SIGN_IN}"' not in page
         for _ in range(3):
             assert httpx.post(f"{app.url}/{SIGN_IN}", follow_redirects=False).status_code == 303
         page = httpx.get(f"{app.url}/").text
     assert len(trakt.calls("POST", "/oauth/device/code")) == 1
-    assert "not signed in: trakt: rate limited" in page and "the button is back in" in page
+    assert "not signed in: Trakt: rate limited" in page and "the button is back in" in page
 
 
 def test_a_verification_url_that_is_no_web_address_is_shown_but_not_linked(

@@ -101,7 +101,7 @@ def test_a_sign_in_denied_on_trakt_says_so_on_the_page_and_offers_the_button_aga
         (code,) = re.findall(r"enter the code <strong><code>([^<]+)</code>", page)
         trakt.deny_device(code)
         page = page_until(f"{app.url}/", "the sign-in was denied on Trakt")
-    assert '<p class="bad">not signed in: trakt: the sign-in was denied on Trakt</p>' in page
+    assert '<p class="bad">not signed in: Trakt: the sign-in was denied on Trakt</p>' in page
     assert 'action="signin/trakt?profile=household"' in page
 
 

@@ -196,7 +196,7 @@ async def test_nothing_listening_at_the_url_names_the_setting_to_check() -> None
     finally:
         await client.aclose()
     assert raised.value.message == (
-        f"plex: the connection was refused after 2 attempt(s): nothing answers at {url} "
+        f"Plex: the connection was refused after 2 attempt(s): nothing answers at {url} "
         "(services.plex.url); is the server running, or did its address or port change?"
     )
 

@@ -87,7 +87,7 @@ async def test_a_play_and_a_rating_of_a_title_with_no_copy_left_wait_for_the_nex
     waiting = rig.runtime.store.db.execute(
         "SELECT action, last_error FROM outbox WHERE status = 'pending' ORDER BY action"
     ).fetchall()
-    gone = f"plex: marking watched: the server has no item {S1E2_HD} (it left the library?)"
+    gone = f"Plex: marking watched: the server has no item {S1E2_HD} (it left the library?)"
     # (The rating waits behind the play of its title.)
     assert [(action, error) for action, error in waiting] == [("play", gone), ("rating", None)]
     assert rig.plex.user_state(S1E2_HD) == rig.plex.user_state(S1E2_4K) == {}

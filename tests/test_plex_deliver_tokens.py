@@ -140,7 +140,7 @@ async def test_a_held_rows_message_names_the_profile_once(
         said = "reading the details of 1 item(s): the Plex server does not accept the token"
     outcome = await deliver_play(config, store)
     assert isinstance(outcome, Hold) and outcome.alert == "credentials"
-    assert outcome.reason.startswith(f"plex: profile sam: {said}")
+    assert outcome.reason.startswith(f"Plex: profile sam: {said}")
     assert outcome.reason.count("profile sam:") == 1
 
 

@@ -893,7 +893,7 @@ links:
     link = config.links["plex-trakt"]
     run = await run_lists(config, store, "plex-trakt", link, {"jamie": {"movie": movies}})
     (error,) = run.errors
-    assert error.startswith("jamie: plex: reading the details of 1 item(s): ")
+    assert error.startswith("jamie: Plex: reading the details of 1 item(s): ")
     assert "does not accept services.plex.token (401)" in error
     assert store.get_token(entry("plex"), "jamie") is None
     assert refusal_of(store.get_token(entry("plex"), SERVICE_WIDE), TOKEN) is not None
@@ -938,7 +938,7 @@ links:
     run = await run_lists(config, store, "plex-trakt", link, {"jamie": {"movie": []}})
     (error,) = run.errors
     said = {
-        "trakt sign-in": "trakt: profile jamie is not signed in to Trakt: run ",
-        "plex account": "plex: profile jamie: users.plex names other accounts than the ",
+        "trakt sign-in": "Trakt: profile jamie is not signed in to Trakt: run ",
+        "plex account": "Plex: profile jamie: users.plex names other accounts than the ",
     }[part]
     assert error.startswith(said)  # not "jamie: " before it

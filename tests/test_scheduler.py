@@ -232,9 +232,9 @@ async def test_a_link_failing_for_weeks_is_told_with_every_failed_run_and_since_
     for hour in range(30):  # a run an hour, each failed
         run_id = store.start_run("ts", hour * 3600.0)
         assert run_id is not None
-        store.finish_run(run_id, hour * 3600.0 + 60, "failed", {}, 1, "serializd: 404")
+        store.finish_run(run_id, hour * 3600.0 + 60, "failed", {}, 1, "Serializd: 404")
     config = parse_config(f"alerts: {{urls: ['{receiver.apprise_url}']}}", Path("w.yaml"), {})
-    assert await report_run(store, Notifier(config.alerts), "ts", "serializd: 404") == 30
+    assert await report_run(store, Notifier(config.alerts), "ts", "Serializd: 404") == 30
     store.close()
     (body,) = [m["message"] for m in receiver.messages]
     # The reason, which carries the fix, first: a phone shows the start.

@@ -216,7 +216,7 @@ async def test_a_mass_removal_waits_for_confirm_removals(link: Link) -> None:
 async def test_a_failing_serializd_watchlist_read_writes_nothing(link: Link) -> None:
     link.trakt_add("The Bear")
     link.serializd.fail_next(2, 500, route=WATCHLIST_PAGE)  # every try of the read fails
-    with pytest.raises(ServiceError, match="serializd"):
+    with pytest.raises(ServiceError, match="Serializd: "):
         await link.watchlist()
     assert link.writes() == 0
     assert link.store.mirror_get("link:trakt-serializd", PROFILE, "watchlist") == {}

@@ -269,7 +269,7 @@ async def test_a_proxys_page_with_a_200_is_an_outage_naming_the_request(
     sign_in_trakt(store, trakt, PROFILE)
     trakt.fail_next(5, 200, body="<html>This site is blocked</html>", route=f"GET {path}")
     read = client.last_activities if path == "/sync/last_activities" else client.settings
-    with pytest.raises(Unavailable, match=f"trakt: GET {path} answered 200 with an unreadable"):
+    with pytest.raises(Unavailable, match=f"Trakt: GET {path} answered 200 with an unreadable"):
         await read(PROFILE)
 
 
@@ -1400,7 +1400,7 @@ async def test_a_423_says_whether_the_account_is_locked_or_deactivated(
     trakt.lock_account(deactivated=deactivated)
     with pytest.raises(TraktAccountError) as caught:
         await client.add_history(PROFILE, [HistoryPlay(a_movie(trakt), 1_700_000_000)])
-    assert f"trakt: {words}" in caught.value.message
+    assert f"Trakt: {words}" in caught.value.message
 
 
 async def test_a_426_points_first_at_the_apps_owner_who_must_be_vip(

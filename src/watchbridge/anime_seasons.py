@@ -166,7 +166,7 @@ class SerializdSeasons:
                 counts[number] = count
         except SerializdItemError as exc:
             return Unmatched(
-                f"Serializd does not know TMDB show {show}: {exc.message}", "no-target"
+                f"Serializd does not know TMDB show {show}: {exc.quoted('serializd')}", "no-target"
             )
         return serializd_table(counts)
 

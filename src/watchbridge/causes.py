@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from watchbridge.anime_data import MISSING_KEY, ListsMissing, ListsNotYet
-from watchbridge.config import service_title, services_titled
+from watchbridge.config import service_title
 from watchbridge.errors import WatchbridgeError
 from watchbridge.http import ServiceError, Unavailable
 from watchbridge.services.anilist import AniListAuthError
@@ -106,7 +106,7 @@ def paused_alert(
     limit; `cause`: as for `paused_title`)."""
     key = f"{target}:{profile}" if profile else target
     title = paused_title(kind, target, profile, limited=limited, cause=cause)
-    return Alert(kind, key, title, services_titled(reason))
+    return Alert(kind, key, title, reason)
 
 
 def profile_flowing(

@@ -1093,7 +1093,7 @@ def auth_anilist(config_path: str | None, profile_name: str | None, pasted: str 
                         raise
                     # Mostly a token cut short when copied: "Invalid token" alone says nothing.
                     raise AniListAuthError(
-                        f"{exc.message.removeprefix('anilist: ')}: copy it again, whole, from "
+                        f"{exc.said}: copy it again, whole, from "
                         "the page AniList shows once you approve, or open the link again for a "
                         "new one",
                         exc.status,

@@ -858,15 +858,17 @@ _SERVER_TITLES = {
     "tautulli": "Tautulli",
     "plextv": "plex.tv",
 }
-# A service's config name heading what it said ("trakt: answered 503", as http.said_by puts
-# it), not part of a config key, a command or a path ("accounts.trakt:", "auth trakt`").
+# A service's config name heading what it said ("trakt: answered 503", as http.said_by put it
+# before it wrote the service's own name), not part of a config key, a command or a path
+# ("accounts.trakt:", "auth trakt`").
 _HEADING = re.compile(rf"(?<![\w.`/-])({'|'.join(sorted({*SERVICE_TITLES, *_SERVER_TITLES}))}): ")
 
 
 def services_titled(text: str) -> str:
-    """`text` quoting what services said (an error's message) for a person to read: each
-    service heading a part of it ("trakt: answered 503", "me: serializd: ...") written as the
-    service writes itself ("Trakt: answered 503")."""
+    """`text` a release before this one stored (a dead letter's reason), quoting what services
+    said, for a person to read: each service heading a part of it ("trakt: answered 503",
+    "me: serializd: ...") written as the service writes itself ("Trakt: answered 503"), as
+    errors are now made. A text made now is left as it is."""
     return _HEADING.sub(lambda found: f"{service_title(found[1])}: ", text)
 
 

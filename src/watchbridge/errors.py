@@ -36,11 +36,11 @@ class Waits(WatchbridgeError):
 
 def naming_profile(profile: str, message: str, *, service: str | None = None) -> str:
     """`message`, about `profile`, for a line that names the profile once. A message naming it
-    already ("... the sign-in of profile bob", "plex: profile sam: ...") stands as it is (a
+    already ("... the sign-in of profile bob", "Plex: profile sam: ...") stands as it is (a
     command's `--profile bob` does not count: it says what to run, not whose line it is).
     Another gets the profile in front: "bob: ..." (a run's errors, "PROFILE: why"), or with
-    `service`, after the service its message starts with ("plex: profile sam: ...", as a
-    held delivery's reason names it)."""
+    `service` (as the service writes itself, as its errors start), after the service its
+    message starts with ("Plex: profile sam: ...", as a held delivery's reason names it)."""
     if names_profile(profile, message):
         return message
     head = f"{service}: "

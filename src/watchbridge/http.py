@@ -39,6 +39,7 @@ from httpx._utils import URLPattern, get_environment_proxies
 
 from watchbridge import __version__
 from watchbridge.backoff import doubled
+from watchbridge.config import service_title
 from watchbridge.errors import WatchbridgeError
 from watchbridge.logs import REMINDER_EVERY, Redactor, Repeating
 from watchbridge.metrics import Metrics
@@ -71,15 +72,23 @@ class ServiceError(WatchbridgeError):
     def __init__(self, service: str, message: str, retry_after: float | None = None) -> None:
         super().__init__(said_by(service, message))
         self.service = service
+        self.said = message  # without the service's name in front
         self.retry_after = retry_after
+
+    def quoted(self, named: str) -> str:
+        """The message for a text that names `named` (a config name) before it: without the
+        service's name in front again when it is that service's own."""
+        return self.said if named == self.service else self.message
 
 
 def said_by(service: str, message: str) -> str:
-    """`message` as a line of `service`: "trakt: answered 503 ...", but one that begins by
-    naming the service ("Trakt no longer accepts ...") as it is, not "trakt: Trakt ..."."""
-    if re.match(rf"{re.escape(service)}\b", message, re.IGNORECASE):
+    """`message` as a line of `service` (a config name), headed by the service's own written
+    name: "Trakt: answered 503 ...", but one that begins by naming the service ("Trakt no
+    longer accepts ...") as it is, not "Trakt: Trakt ..."."""
+    name = service_title(service)
+    if re.match(rf"{re.escape(name)}\b", message, re.IGNORECASE):
         return message
-    return f"{service}: {message}"
+    return f"{name}: {message}"
 
 
 NOTHING_TAKEN = "nothing is synced from it until it reads again"

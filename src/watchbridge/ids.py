@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from watchbridge.alerts import UNREACHABLE_ALERT_AFTER, Notifier
-from watchbridge.config import service_title, services_titled
+from watchbridge.config import service_title
 from watchbridge.http import DOWN_STATUS, ServiceError, Unavailable
 from watchbridge.ingest.common import server_guid
 from watchbridge.logs import Repeating
@@ -1144,13 +1144,13 @@ def problem_from(server: str, exc: ServiceError) -> Problem:
     if isinstance(exc, Unavailable):
         rate_limited = exc.status == 429
         return Problem(
-            f"{name} could not be asked for the show's ids: {exc.message}",
+            f"{name} could not be asked for the show's ids: {exc.quoted(server)}",
             transient=True,
             retry_after=exc.retry_after,
             outage=exc.status is None or exc.status in DOWN_STATUS or rate_limited,
             rate_limited=rate_limited,
         )
-    return Problem(f"{name} could not be asked for the show's ids: {exc.message}")
+    return Problem(f"{name} could not be asked for the show's ids: {exc.quoted(server)}")
 
 
 def not_configured(server: str, item: MediaRef, need: Need) -> Problem:
@@ -1355,7 +1355,9 @@ class Enricher:
                 # media server left unset (the row waits as unmatched for an hour on that).
                 unset = problem is not None and problem.unconfigured
                 if (problem is None or unset) and isinstance(exc, Unavailable):
-                    message = f"Trakt's id search failed: {exc.message}; it is tried again soon"
+                    message = (
+                        f"Trakt's id search failed: {exc.quoted('trakt')}; it is tried again soon"
+                    )
                     problem = Problem(message, transient=True, retry_after=exc.retry_after)
             else:
                 if found is not None and need.met(found):
@@ -1510,7 +1512,8 @@ class Enricher:
             found = await self.plex.metadata(key)
         except ServiceError as exc:
             problem = problem_from("plex", exc)
-            said = f"Plex could not be asked how it matches {item.describe()} now: {exc.message}"
+            why = exc.quoted("plex")
+            said = f"Plex could not be asked how it matches {item.describe()} now: {why}"
             return replace(problem, message=problem.message if problem.credentials else said)
         if found is None or found.type != "episode":
             return None
@@ -1599,7 +1602,7 @@ class Enricher:
             return
         name = service_title(server)
         minutes = int((now - since) // 60)
-        said = services_titled(problem.message)
+        said = problem.message
         waiting = "Plays that need it to name their show wait (nothing is lost)"
         if server in DELIVERED_TO:  # told once for both (see outage_key)
             waiting = (
@@ -1661,7 +1664,7 @@ class Enricher:
         if self.notifier is not None:
             name, credential = _server_credential(server)
             body = (
-                f"{services_titled(problem.message).rstrip('.')}. Plays that need {name} to name"
+                f"{problem.message.rstrip('.')}. Plays that need {name} to name"
                 " their show wait "
                 f"(nothing is lost) and go out once the {credential} works."
             )

@@ -18,7 +18,7 @@ from watchbridge.alerts import DISABLED, SENT
 from watchbridge.anime_data import MISSING_KEY
 from watchbridge.app import Runtime
 from watchbridge.causes import lists_missing, paused_title, sign_in_works
-from watchbridge.config import service_title, services_titled
+from watchbridge.config import service_title
 from watchbridge.deliver.worker import ENDING, SERVICE_ROLE, ending_title
 from watchbridge.downtime import ALIVE_EVERY
 from watchbridge.http import Unavailable
@@ -308,7 +308,7 @@ async def refresh_trakt_sign_ins(runtime: Runtime, trakt: TraktClient | None = N
                 await client.refresh_if_due(name)
             except TraktAuthError as exc:
                 title = paused_title("credentials", SERVICE, name)
-                body, stage = services_titled(exc.message), "stopped"
+                body, stage = exc.message, "stopped"
             except (TraktError, Unavailable) as exc:  # tried again at the next round
                 log.warning(
                     "the Trakt sign-in could not be renewed now: %s",

@@ -47,7 +47,7 @@ from watchbridge.collection import (
     plex_collected,
 )
 from watchbridge.collection import trakt_collected as trakt_collection_items
-from watchbridge.config import Config, Link, Secret, services_titled
+from watchbridge.config import Config, Link, Secret
 from watchbridge.errors import naming_profile
 from watchbridge.http import ServiceError, changed_answer, rows_unread
 from watchbridge.ids import TRAKT_ID_NAMES
@@ -877,9 +877,7 @@ async def sync_watchlist(
     except WatchlistUnavailable as exc:
         if exc.moved and alerts is not None:  # a moved endpoint needs a human now
             title = "watchbridge: Plex watchlist not found"
-            await alerts.notify(
-                UNREACHABLE, title, services_titled(exc.message), WATCHLIST_ALERT_KEY
-            )
+            await alerts.notify(UNREACHABLE, title, exc.message, WATCHLIST_ALERT_KEY)
         raise
     if alerts is not None:
         await alerts.resolve(UNREACHABLE, "the Plex watchlist answers again", WATCHLIST_ALERT_KEY)

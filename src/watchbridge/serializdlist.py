@@ -191,7 +191,7 @@ async def _serializd_additions(
         try:
             seasons = await season_map(serializd, store, show_id, clock)
         except SerializdItemError as exc:
-            unresolved.append(f"{item.describe()} (Serializd does not know it: {exc.message})")
+            unresolved.append(f"{item.describe()} (Serializd does not know it: {exc.quoted(PEER)})")
             continue
         season_ids = seasons_to_watchlist(seasons, watched.get(show_id, ()))
         if season_ids:
@@ -355,7 +355,7 @@ async def sync_serializd_watchlist(
         except (SerializdAuthError, SerializdUnavailable):
             raise
         except ServiceError as exc:
-            unresolved.append(f"{item.describe()} (not removed from Serializd: {exc.message})")
+            unresolved.append(f"{item.describe()} (not removed from Serializd: {exc.quoted(PEER)})")
             new_baseline |= kept_rows(baseline, item)
             continue
         removed_serializd += 1
@@ -373,7 +373,7 @@ async def sync_serializd_watchlist(
             raise
         except ServiceError as exc:
             name = addition.item.describe()
-            unresolved.append(f"{name} (not added to Serializd: {exc.message})")
+            unresolved.append(f"{name} (not added to Serializd: {exc.quoted(PEER)})")
             continue
         key, row = baseline_row(addition.item)
         new_baseline[key] = row

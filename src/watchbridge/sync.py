@@ -40,7 +40,7 @@ from watchbridge.causes import (
     told_elsewhere,
     with_causes,
 )
-from watchbridge.config import Config, Link, link_profiles, service_title, services_titled
+from watchbridge.config import Config, Link, link_profiles, service_title
 from watchbridge.errors import Waits, WatchbridgeError, naming_profile
 from watchbridge.guard import BEFORE_CONFIRMING, for_link
 from watchbridge.ids import webhook_ref
@@ -1954,7 +1954,7 @@ async def report_run(
         await alerts.notify(
             "sync_failing",
             f"watchbridge: link {name} keeps failing",
-            f"{services_titled(error)}\n({failures} runs in a row failed{began})",
+            f"{error}\n({failures} runs in a row failed{began})",
             key=name,
         )
     return failures

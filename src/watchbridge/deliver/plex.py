@@ -71,7 +71,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from watchbridge import ratings
-from watchbridge.config import Config, link_profiles, undeliverable
+from watchbridge.config import Config, link_profiles, service_title, undeliverable
 from watchbridge.deliver.worker import (
     Dead,
     Delivered,
@@ -310,7 +310,7 @@ class PlexTarget:
 
     def _hold_for(self, exc: Exception, profile: str) -> Outcome:
         if isinstance(exc, PlexAuthError):
-            message = naming_profile(profile, exc.message, service=SERVICE)
+            message = naming_profile(profile, exc.message, service=service_title(SERVICE))
             return Hold(message, AUTH_HOLD, "credentials", target_wide=False, sign_in=True)
         if isinstance(exc, Unavailable):
             wait = exc.retry_after or self.config.delivery.retry_after

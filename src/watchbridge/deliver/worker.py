@@ -494,7 +494,8 @@ def _dead_what(action: str, many: bool = False) -> str:
 
 def _dead_letter_line(row: OutboxItem) -> str:
     """A dead letter as its alert lists it: its title first, naming the profile once (a
-    reason may name it: "profile kid is no longer in the config")."""
+    reason may name it: "profile kid is no longer in the config"). A reason stored by an
+    earlier release heads what a service said with its config name ("trakt: ..."): titled."""
     told = services_titled(_told(row.last_error or "gave up"))
     whose = "" if names_profile(row.profile, told) else f" for profile {row.profile}"
     again = f" ({row.discarded_before()})" if row.discarded_before() else ""
@@ -601,7 +602,7 @@ def unreachable_alert(
         return None
     name = service_title(target)
     at = clock_time(until, now, zone=True)
-    reason = reason.removeprefix(f"{target}: ")  # the text names it first already
+    reason = reason.removeprefix(f"{name}: ")  # the text names it first already
     # A media server's lookups share its outage's alert (ids.outage_key): told here too.
     also = f" (and plays that need {name} to name their show)" if target in DELIVERED_TO else ""
     if limited:
@@ -1610,8 +1611,7 @@ class DeliveryWorker:
             title = ending_title(target.name, profile)
             # Its own condition: the pause when the sign-in does end is a new alert, not a
             # reminder of this one held back by its throttle.
-            told = services_titled(reason)
-            await runtime.notifier.notify("credentials", title, told, key=key + ENDING)
+            await runtime.notifier.notify("credentials", title, reason, key=key + ENDING)
         # A row through, or an answer, beside a target-wide hold: still held.
         if (delivered_for or answered) and not wide:
             await self._reachable(runtime, target, flowing=bool(delivered_for))

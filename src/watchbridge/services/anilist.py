@@ -962,7 +962,7 @@ class AniListClient:
         except AniListAuthError as exc:
             refused = AniListAuthError(
                 f"AniList no longer accepts the token of profile {profile} "
-                f"({exc.message.removeprefix(f'{SERVICE}: ')}): run "
+                f"({exc.said}): run "
                 f"`watchbridge auth anilist --profile {profile}`",
                 exc.status,
             )

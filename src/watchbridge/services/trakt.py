@@ -890,7 +890,7 @@ class TraktClient:
             elif status in messages:
                 raise TraktAuthError(SERVICE, messages[status])
         if unanswered is not None:  # whether the code was approved, Trakt could not say
-            said = unanswered.message.removeprefix(f"{SERVICE}: ")
+            said = unanswered.said
             if not said.startswith("Trakt"):  # a gateway's error, a timeout
                 said = f"Trakt's sign-in host did not answer the sign-in poll ({said})"
             raise Unavailable(
