@@ -1607,6 +1607,59 @@ async def test_a_hama_agent_episode_with_trakt_configured_is_told_to_switch_the_
     assert "Plex TV Series agent" in reason, reason
 
 
+async def test_a_legacy_agent_episode_reaches_serializd_by_trakts_search_of_its_show(
+    tmp_path: Path,
+    serializd: FakeSerializd,
+    receiver: AlertReceiver,
+    clock: FakeClock,
+    close_targets: list[DeliveryWorker],
+    start_fake: Callable[[FakeServer], FakeServer],
+) -> None:
+    # Plex's legacy TheTVDB agent names the show by its TVDB id alone and the episode by none:
+    # Trakt's id search of the show (what the README tells such a library to add
+    # services.trakt for) gives its TMDB id. It waited unmatched, hourly, to a dead letter.
+    trakt, _ = trakt_with_the_show(start_fake)
+    extra = f'  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}'
+    runtime = serializd_runtime(tmp_path, serializd, receiver, clock, extra)
+    try:
+        worker = await worker_for(runtime)
+        close_targets.append(worker)
+        post_plex(runtime, "episode_legacy_media_scrobble.json")
+        await drain(worker, runtime)
+        clock.advance(3600)
+        await drain(worker, runtime)
+        assert [(r.show_id, r.episode_number) for r in serializd.diary()] == [(1396, 16)]
+        assert runtime.store.unmatched_count() == 0
+        (search,) = [r for r in trakt.requests if r.path.startswith("/search/")]
+        assert (search.path, search.query.get("type")) == ("/search/tvdb/81189", "show")
+    finally:
+        runtime.close()
+
+
+async def test_a_legacy_agent_episode_whose_show_trakt_does_not_know_is_told_to_switch_agent(
+    tmp_path: Path,
+    serializd: FakeSerializd,
+    receiver: AlertReceiver,
+    clock: FakeClock,
+    close_targets: list[DeliveryWorker],
+    start_fake: Callable[[FakeServer], FakeServer],
+) -> None:
+    # Searched and not found: the agent is what is left to change (adding services.trakt,
+    # there already, is not said).
+    trakt = start_fake(FakeTrakt())
+    assert isinstance(trakt, FakeTrakt)
+    extra = f'  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}'
+    runtime = serializd_runtime(tmp_path, serializd, receiver, clock, extra)
+    try:
+        post_plex(runtime, "episode_legacy_media_scrobble.json")
+        reason = await unmatched_reason(runtime, clock, close_targets)
+    finally:
+        runtime.close()
+    assert trakt.count("GET", "/search/{id_type}/{id}") == 1
+    assert "known by its TheTVDB id only" in reason and "Plex TV Series agent" in reason, reason
+    assert "add services.trakt" not in reason, reason
+
+
 async def test_a_play_on_another_jellyfin_server_is_not_told_to_identify_the_show_there(
     tmp_path: Path,
     start_fake: Callable[[FakeServer], FakeServer],

@@ -94,6 +94,34 @@ def lookups(item: MediaRef) -> list[tuple[str, str, str]]:
     return [(name, str(value), kind) for name in order if (value := getattr(item.ids, name))]
 
 
+# An episode's show ids searched on Trakt, strongest first (a show's TMDB id is what is sought).
+_SHOW_SEARCH_NAMES = ("trakt", "tvdb", "imdb")
+
+
+def show_lookups(item: MediaRef) -> list[tuple[str, str, str]]:
+    """(id_type, id, "show") searches of an episode's show, for an episode whose show has no
+    TMDB id (the one Serializd keys shows by): a Plex legacy agent names an episode by its
+    show's TheTVDB id alone, and its own ids find nothing. Pure."""
+    if item.kind != "episode" or item.show_ids.tmdb:
+        return []
+    ids = item.show_ids
+    return [
+        (name, str(value), "show") for name in _SHOW_SEARCH_NAMES if (value := getattr(ids, name))
+    ]
+
+
+def one_show(results: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The show an id search of a show's id names: the only one (two would be a guess). Pure."""
+    shows = [r for r in results if r.get("type") == "show" and isinstance(r.get("show"), dict)]
+    return shows[0] if len(shows) == 1 else None
+
+
+def with_show_match(item: MediaRef, result: Mapping[str, Any]) -> MediaRef:
+    """An episode with its show's ids from a show search result added (ours kept). Pure."""
+    found = ids_from((result.get("show") or {}).get("ids") or {})
+    return replace(item, show_ids=item.show_ids.merged(found))
+
+
 def title_lookup(item: MediaRef) -> tuple[str, str, int | None] | None:
     """(type, title, year) to search Trakt by for an item no id of ours can name: a movie by
     its title, an episode by its show's title (its numbers then place it). Only for our generic
@@ -483,7 +511,8 @@ def search_lookup(id_type: str, value: str, kind: str) -> str:
 def with_searched_ids(cache: IdCache, item: MediaRef, now: float) -> MediaRef:
     """`item` with the ids an earlier Trakt id search by its own ids found (the cache only: no
     one is asked). A Jellyfin episode named by its TVDB id gets its show's TMDB id this way
-    once any target's delivery looked it up."""
+    once any target's delivery looked it up, and an episode named by its show's ids alone (a
+    Plex legacy agent's) once its show was searched (`show_lookups`)."""
     for id_type, value, kind in lookups(item):
         hit, found = cache.cache_get(
             TraktResolver.namespace, search_lookup(id_type, value, kind), now
@@ -498,6 +527,12 @@ def with_searched_ids(cache: IdCache, item: MediaRef, now: float) -> MediaRef:
             shows = shows if hit else True  # not asked yet: as if it named one
         if distrusted(item, id_type, chosen, names_a_show=bool(shows)) is None:
             return apply_match(item, chosen)
+    for id_type, value, kind in show_lookups(item):
+        lookup = search_lookup(id_type, value, kind)
+        hit, found = cache.cache_get(TraktResolver.namespace, lookup, now)
+        show = one_show(found) if hit and isinstance(found, list) else None
+        if show is not None:
+            return with_show_match(item, show)
     return item
 
 
@@ -533,14 +568,17 @@ class TraktResolver:
 
     async def resolve(self, item: MediaRef, source: str | None = None) -> MediaRef | None:
         """The item with the Trakt ids its other ids find, or (for a row of a webhook source
-        in TITLE_SEARCH_SOURCES) its title. An own id whose result is `distrusted` found
-        nothing: it is left out of what is returned."""
+        in TITLE_SEARCH_SOURCES) its title; else an episode with its show's ids that its
+        show's ids find (`show_lookups`: its own ids placed nothing). An own id whose result
+        is `distrusted` found nothing: it is left out of what is returned."""
         found, doubted = await self._search(item)
         item = without_ids(item, list(doubted))
         if found:
             resolved: MediaRef | None = apply_match(item, found)
         else:
             resolved = await self._by_title(item) if source in TITLE_SEARCH_SOURCES else None
+        if resolved is None:
+            resolved = await self._by_show(item)
         self._failing.over(SEARCH_FAILED, "trakt id search works again", self.clock())
         return resolved
 
@@ -613,6 +651,10 @@ class TraktResolver:
     async def _names_a_show(self, id_type: str, value: str) -> bool:
         """Whether Trakt's id search finds a show by this id (cached as a show's lookup): asked
         only where titles and numbers alone doubt an episode's own id (`judged_by_titles`)."""
+        return bool(await self._shows(id_type, value))
+
+    async def _shows(self, id_type: str, value: str) -> list[dict[str, Any]]:
+        """The shows Trakt's id search finds by this id (cached)."""
 
         async def ask() -> Any:
             self.asked += 1
@@ -620,7 +662,17 @@ class TraktResolver:
             return [r for r in results if r.get("type") == "show"]
 
         lookup = search_lookup(id_type, value, "show")
-        return bool(await remembered(self.cache, self.namespace, lookup, self.clock, ask))
+        found = await remembered(self.cache, self.namespace, lookup, self.clock, ask)
+        return found if isinstance(found, list) else []
+
+    async def _by_show(self, item: MediaRef) -> MediaRef | None:
+        """An episode with its show's ids (its TMDB id) that Trakt's id search of its show's
+        ids finds (`show_lookups`); None when none names one show."""
+        for id_type, value, _ in show_lookups(item):
+            show = one_show(await self._shows(id_type, value))
+            if show is not None:
+                return with_show_match(item, show)
+        return None
 
     async def _by_title(self, item: MediaRef) -> MediaRef | None:
         wanted = title_lookup(item) if self.title_search is not None else None
@@ -1187,8 +1239,10 @@ def not_known(server: str | None, item: MediaRef, need: Need) -> Problem:
 def agent_hint(item: MediaRef, source: str | None, searched: bool) -> str:
     """What else could find the ids of an item no server can be asked about (`searched`:
     Trakt's id search was asked and did not find them): for the reason an unmatched row
-    gives. Trakt's search knows no AniDB ids, so a HAMA item is told to switch its agent
-    either way."""
+    gives. A legacy agent's item is told to switch its agent, and where Trakt was not
+    searched (by its ids or its show's, `show_lookups`) that services.trakt would find it.
+    Trakt's search knows no AniDB ids, so a HAMA item is told to switch its agent either
+    way."""
     ids = item.show_ids if item.kind == "episode" else item.ids
     known = [name for name, value in (("TheTVDB", ids.tvdb), ("IMDb", ids.imdb)) if value]
     if source == "generic":  # a script or automation: it sends what it is given
@@ -1201,13 +1255,14 @@ def agent_hint(item: MediaRef, source: str | None, searched: bool) -> str:
             " (it is known by its AniDB id only, as the HAMA anime agent names shows): switch "
             "its library to the Plex TV Series agent and refresh its metadata"
         )
-    if not known or searched:
+    if not known:
         return ""
-    return (
+    switch = (
         f" (it is known by its {' and '.join(known)} id only, as Plex's legacy agents name "
         "items): switch its library to the Plex Movie / Plex TV Series agent and refresh its "
-        f"metadata, or {TRAKT_FINDS_IT}"
+        "metadata"
     )
+    return switch if searched else f"{switch}, or {TRAKT_FINDS_IT}"
 
 
 def played_elsewhere(item: MediaRef, searched: bool, catalogue: str = "") -> str:
