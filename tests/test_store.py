@@ -951,6 +951,33 @@ def test_prune_forgets_old_delivered_rows_but_keeps_pending_and_dead(store: Stor
     assert store.db.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 1
 
 
+def test_a_serializd_hand_log_note_goes_once_its_row_is_gone_not_while_a_dead_letter(
+    store: Store,
+) -> None:
+    # deliver.serializd.HAND_LOGS: which copy a log made by hand stood for. Its row delivered
+    # and pruned, or a dead letter discarded, takes it along; a dead letter (retried months
+    # later, perhaps) keeps it; one naming no row (an earlier build's) stays.
+    store.record_event(
+        source="plex", kind="k", payload={}, now=1.0, rows=[row("a"), row("b", ordering="k2")]
+    )
+    done, dead = store.claim("w", 2.0)
+    store.complete(done.id, 3.0)
+    store.mark_dead(dead.id, 3.0, "gave up")
+    store.release_claims(3.0)
+    notes = {
+        "e@1": {"review_id": 1, "row": done.id},
+        "e@2": {"review_id": 2, "row": dead.id},
+        "e@3": {"review_id": 3},
+    }
+    store.mirror_put("serializd", "me", "hand-logs", notes, 3.0)
+    store.prune(now=50.0, keep_done=100.0, keep_sessions=100.0)
+    assert set(store.mirror_get("serializd", "me", "hand-logs")) == {"e@1", "e@2", "e@3"}
+    store.prune(now=1000.0, keep_done=100.0, keep_sessions=100.0)
+    assert set(store.mirror_get("serializd", "me", "hand-logs")) == {"e@2", "e@3"}
+    assert store.discard_dead([dead.id]) == 1
+    assert set(store.mirror_get("serializd", "me", "hand-logs")) == {"e@3"}
+
+
 def test_prune_forgets_old_sync_runs_but_keeps_each_links_last(store: Store) -> None:
     for link, started in (("a", 1.0), ("a", 2.0), ("b", 3.0)):
         run = store.start_run(link, started)

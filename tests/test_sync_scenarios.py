@@ -32,7 +32,7 @@ from tests.linkrig import (
     use_fast_readers,
 )
 from watchbridge.config import parse_config
-from watchbridge.deliver.serializd import FIRST_MISSES
+from watchbridge.deliver.serializd import FIRST_MISSES, HAND_LOGS
 from watchbridge.ids import Enricher
 from watchbridge.model import Ids, MediaRef, ref_to_dict
 from watchbridge.readers import serializd as serializd_reader
@@ -1471,6 +1471,27 @@ async def test_a_play_logged_by_hand_after_the_link_read_is_not_logged_again_by_
     assert [p[:2] for p in diary_plays(serializd)] == [(1, n) for n in range(1, 6)]
     assert [p[:2] for p in trakt_plays(trakt)] == [(1, n) for n in range(1, 6)]
     assert rig.store.outbox_counts()["dead"] == 0
+
+
+async def test_a_log_found_made_by_hand_is_forgotten_once_its_copys_row_is_pruned(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    """The note that a log made by hand stands for a copy (HAND_LOGS) is kept while the copy's
+    row is, and goes with it: housekeeping's pruning of old rows left one per copy for ever."""
+    await four_plays_on_both_sides(rig, app, serializd, origin="trakt")
+    at = ago(0.1)
+    app.watch(1, 5, at)
+    await rig.sync()
+    log(serializd, 1, 5, at, date_added=a_minute_on(serializd))
+    await rig.deliver()
+    assert len(rig.store.mirror_get("serializd", PROFILE, HAND_LOGS)) == 1
+    rig.store.prune(time.time(), keep_done=86400.0, keep_sessions=0.0)  # the row stays
+    assert len(rig.store.mirror_get("serializd", PROFILE, HAND_LOGS)) == 1
+    query = "SELECT COUNT(*) FROM outbox WHERE last_error LIKE '%found logged by hand%'"
+    await rig.sync()  # the link's next run reads the log: no play of it is expected any more
+    rig.store.prune(time.time() + 1, keep_done=0.0, keep_sessions=0.0)
+    assert rig.store._conn.execute(query).fetchone()[0] == 0
+    assert rig.store.mirror_get("serializd", PROFILE, HAND_LOGS) == {}
 
 
 async def test_a_log_made_by_hand_after_the_link_read_stands_for_one_copy_only(

@@ -207,6 +207,9 @@ _WENT_THROUGH = "outcome IN ('ok', 'held')"
 # Mirror collections (service, collection) whose entries belong to one outbox row (their data's
 # "row": its id), forgotten with it (`Store._forget_ended_rows`): a Plex removal's first try.
 ROW_ENTRIES = (("plex", "unwatching"),)  # deliver.plex.UNWATCHING
+# Mirror collections whose entries name an outbox row (`data.row`) and stand for it as long as
+# it exists, done too: forgotten once it is gone (pruned, discarded). A dead letter keeps its.
+ROW_KEPT_ENTRIES = (("serializd", "hand-logs"),)  # deliver.serializd.HAND_LOGS
 # SQL: a whole mirror collection's rows (parameters: service, profile, collection).
 _COLLECTION_ROWS = (
     "SELECT item_key, data FROM mirror WHERE service = ? AND profile = ? AND collection = ?"
@@ -2930,7 +2933,7 @@ class Store:
         for longer still says since when), expired id lookups, and the rows of the mirror
         collections `keep_carried` names ((service, collection) -> seconds) a start over
         carried (`start_over`) once they waited that long since, and the entries of rows ended
-        (`ROW_ENTRIES`). Pending and dead rows are never
+        (`ROW_ENTRIES`) or gone (`ROW_KEPT_ENTRIES`). Pending and dead rows are never
         pruned, nor a link's delivered add of a play its baseline still lists as expected:
         that row is how the next full read tells a play removed there from one on its way,
         nor a Serializd rating settled before it was looked for (UNFOUND) until its newer
@@ -4122,12 +4125,19 @@ class Store:
     @staticmethod
     def _forget_ended_rows(conn: sqlite3.Connection) -> None:
         """Forget the entries of ROW_ENTRIES whose row has ended: delivered or settled, or
-        gone (discarded, pruned). A dead letter has not: `deadletters retry` goes on with it."""
-        for service, collection in ROW_ENTRIES:
+        gone (discarded, pruned). A dead letter has not: `deadletters retry` goes on with it.
+        Those of ROW_KEPT_ENTRIES are forgotten once their row is gone; one naming no row
+        (written before rows were named) is kept."""
+        # (collection, which of its entries may go, what of their row keeps them)
+        kept_while = [(c, "", " AND o.status != 'done'") for c in ROW_ENTRIES]
+        kept_while += [
+            (c, " AND json_extract(data, '$.row') IS NOT NULL", "") for c in ROW_KEPT_ENTRIES
+        ]
+        for (service, collection), entries, alive in kept_while:
             gone = conn.execute(
-                "DELETE FROM mirror WHERE service = ? AND collection = ? AND NOT EXISTS"
+                f"DELETE FROM mirror WHERE service = ? AND collection = ?{entries} AND NOT EXISTS"
                 " (SELECT 1 FROM outbox o WHERE o.id = json_extract(mirror.data, '$.row')"
-                " AND o.status != 'done')",
+                f"{alive})",
                 (service, collection),
             ).rowcount
             if gone:

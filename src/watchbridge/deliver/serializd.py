@@ -104,7 +104,8 @@ RATINGS = "ratings"  # ledger: item key -> {"rating", "review_id"} of the last r
 RATED_ROWS = "rated-rows"  # ledger: review id -> item key, of every rating row we added
 WHOLE_SECONDS = 1.0  # Serializd's `dateAdded` and Date header are to the second
 # Ledger key of a link's copy not logged -> {"review_id"} of the log made since the link read
-# the diary that it was found as (`_logged_since_read`): that log stands for no other copy.
+# the diary that it was found as (`_logged_since_read`): that log stands for no other copy;
+# "row": the copy's outbox row, with which housekeeping forgets it (store.ROW_KEPT_ENTRIES).
 HAND_LOGS = "hand-logs"
 # Review id -> when the first whole read of the diary that did not list that entry of ours
 # ended (our clock): a second one begun after it proves the entry gone (`diary_listing`).
@@ -603,7 +604,7 @@ class SerializdTarget:
             NAME,
             ledger.profile,
             HAND_LOGS,
-            {key: {"review_id": entry.id}},
+            {key: {"review_id": entry.id, "row": row.id}},
             self.clock(),
         )
         return entry
