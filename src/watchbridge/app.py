@@ -1157,6 +1157,10 @@ async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
         ],
         # The status page's anime lines, as `watchbridge status` says them (`anime:`).
         "anime": list(page.anime),
+        # Jellyfin's and Emby's plays the webhooks missed (catchup.py), per server: those
+        # caught up in the last week, why its last read failed, accounts listed it has not
+        # (`needs_you`), as `watchbridge status` says them (`catch-up:`).
+        "catch_up": [line.as_json() for line in page.catch_up],
         # Whether alerts reach anyone (the page's Alerts): entries not loaded, failed sends.
         "alerts": asdict(runtime.notifier.health()),
         # How far each service's clock is ahead of this machine's (seconds, its Date header).

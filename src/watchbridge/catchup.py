@@ -27,7 +27,8 @@ The decisions are pure (`candidates`, `heard_of`, `decide`); `CatchUp` reads and
   source (`store.CAUGHT_UP`): never taken for a webhook. Copied again after a crash (its
   state not saved), its key is the same: nothing is added twice.
 Where the server's webhooks came before, a play they missed raises `webhooks_stopped` for that
-server (webhookwatch.py), resolved by its next webhook.
+server (webhookwatch.py), resolved by its next webhook. Why a read failed, and the accounts
+listed that the server has not, are kept for the status (catchupstatus.py, `CatchUp.told`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from watchbridge import webhookwatch
+from watchbridge.catchupstatus import Failed, Told, unfound_of
 from watchbridge.config import Config, same_account
 from watchbridge.errors import StoreError
 from watchbridge.http import ServiceError, Unavailable
@@ -466,6 +468,7 @@ class CatchUp:
         self.users: dict[Server, list[tuple[str, str]]] = {}  # asked at start, and
         self.users_at: dict[Server, float] = {}  # again when a listed one is not found
         self.last: dict[Server, tuple[float, int]] = {}  # the last read that copied plays
+        self.told = Told()  # what the status says of each server (catchupstatus.py)
 
     async def run(self, runtime: Any, stop: asyncio.Event) -> None:
         clients = _clients(runtime)
@@ -488,11 +491,16 @@ class CatchUp:
         copied = 0
         try:
             now, server_id = runtime.clock(), client.vouch.known or ""
-            if server not in self.users or (
+            asked = server not in self.users or bool(
                 unfound(listed_by, self.users[server], server_id)
                 and not 0 <= now - self.users_at[server] < USERS_AGAIN_AFTER
-            ):
+            )
+            if asked:
                 self.users[server], self.users_at[server] = await client.users(), now
+            users = self.users[server]
+            missing = {p: unfound({p: e}, users, server_id) for p, e in listed_by.items()}
+            found = unfound_of(missing, users, client.vouch.known or server_id)
+            await self.told.accounts(runtime.store, server, found, asked, now)
             accounts = resolve(listed_by, self.users[server], server_id)
             for profile, user_id, name in accounts:
                 try:
@@ -511,6 +519,7 @@ class CatchUp:
                     )
         except MediaServerAuthError as exc:
             await _key_refused(runtime, server, exc.message)
+            await self._failed(runtime, server, client, "refused", exc.message)
             return copied
         except Unavailable as exc:
             log.info(
@@ -518,12 +527,14 @@ class CatchUp:
                 " at the next round",
                 extra={"error": exc.message},
             )
+            await self._failed(runtime, server, client, "unreachable", exc.message)
             return copied
         except ServiceError as exc:
             log.warning(
                 f"{NAMES[server]} could not be read for plays its webhooks missed",
                 extra={"error": exc.message},
             )
+            await self._failed(runtime, server, client, "failed", exc.message)
             return copied
         except (sqlite3.Error, StoreError) as exc:  # the disk's trouble: told by its own alert
             runtime.storage_trouble(exc)
@@ -534,7 +545,15 @@ class CatchUp:
             )
             return copied
         await _key_accepted(runtime, server)
+        await self.told.worked(runtime.store, server, now)
         return copied
+
+    async def _failed(
+        self, runtime: Any, server: Server, client: MediaServerClient, kind: Failed, cause: str
+    ) -> None:
+        """Keep for the status why the read of `server` failed (`kind`, `cause`)."""
+        known = client.vouch.known or ""
+        await self.told.failed(runtime.store, server, kind, cause, known, runtime.clock())
 
     async def _account(
         self,

@@ -517,6 +517,7 @@ def status(config_path: str | None) -> None:
     """Whether the database takes writes, queue depth, dead letters, sign-ins, whose account
     each service is, and the last run of each link with its cursors."""
     from watchbridge.app import anime_lines, leftovers, storage_warnings
+    from watchbridge.catchupstatus import status_lines
     from watchbridge.filesystems import read_mountinfo
     from watchbridge.signins import STATE_WORDS, current_sign_ins
     from watchbridge.writecheck import write_fault
@@ -529,6 +530,7 @@ def status(config_path: str | None) -> None:
         storage = storage_warnings(config, store, read_mountinfo())
         anime = anime_lines(config, store)
         last_webhooks = store.last_webhooks()
+        catch_up = status_lines(config, store, time.time())
         account_names = _account_names(store, state.cursors)
         # The service's own finding lives in its memory: this process tries for itself.
         fault = write_fault(store)
@@ -562,6 +564,8 @@ def status(config_path: str | None) -> None:
         plays = sum(entry.plays for entry in state.kept_off)
         _say(f"kept off:      {plays} play(s) kept off a link's target for good ({KEPT_OFF_FIX})")
     _show_last_webhooks(last_webhooks)
+    for caught in catch_up:  # Jellyfin's and Emby's plays the webhooks missed (catchup.py)
+        _say(f"catch-up:      {caught.message}")
     if sign_ins:
         _say("sign-ins:")
     for one in sign_ins:

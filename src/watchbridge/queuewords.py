@@ -85,3 +85,61 @@ def change(key: str, count: int) -> str:
     if target and kind in _CHANGES:
         return f"{target}: {count} {_CHANGES[kind]}"
     return f"{count} {_COUNTED_APART.get(key, key)}"
+
+
+# The catch-up of the plays Jellyfin's and Emby's webhooks missed (catchup.py, catchupstatus.py).
+CAUGHT_UP_FIX = (
+    "plays its webhooks missed are caught up once it is read again (none is lost), tried every "
+    "15 minutes"
+)
+
+
+def server_named(name: str, server_id: str) -> str:
+    """A server the catch-up reads: `Jellyfin server 5b6f...`, `Jellyfin` while its id is
+    not known."""
+    return f"{name} server {server_id}" if server_id else name
+
+
+def caught_up(name: str, server_id: str, plays: int, last: str) -> str:
+    """The plays the catch-up copied from a server in the last week, the last copied at
+    `last`: `Jellyfin server 5b6f...: 2 plays the webhooks missed were caught up ...`."""
+    one = plays == 1
+    return (
+        f"{server_named(name, server_id)}: {plays} play{'' if one else 's'} the webhooks "
+        f"missed {'was' if one else 'were'} caught up in the last week (the last at {last})"
+    )
+
+
+def catch_up_refused(server: str, name: str, server_id: str, since: str) -> str:
+    """The catch-up's reads refused for the API key since `since`, with what to do."""
+    return (
+        f"{server_named(name, server_id)}: the API key was refused (since {since}): set "
+        f"services.{server}.api_key to a key created in {name}'s dashboard (API Keys); plays "
+        "its webhooks missed are caught up once it is accepted (none is lost)"
+    )
+
+
+def catch_up_unreachable(server: str, name: str, server_id: str, since: str, cause: str) -> str:
+    """The server not reached by the catch-up since `since` (`cause`: how it failed)."""
+    return (
+        f"{server_named(name, server_id)}: could not be reached since {since} ({cause}): "
+        f"check that it runs and that services.{server}.url is its address; {CAUGHT_UP_FIX}"
+    )
+
+
+def catch_up_failed(server: str, name: str, server_id: str, since: str, cause: str) -> str:
+    """The server's answers the catch-up could not use since `since` (`cause`)."""
+    return (
+        f"{server_named(name, server_id)}: could not be read for the plays its webhooks "
+        f"missed since {since} ({cause}): check that services.{server}.url is the server's own "
+        f"address; {CAUGHT_UP_FIX}"
+    )
+
+
+def account_not_on_server(profile: str, server: str, entry: str, accounts: Sequence[str]) -> str:
+    """An account a profile lists that the server read has not (misspelt, or removed)."""
+    others = ", ".join(accounts) or "none"
+    return (
+        f"profile {profile} lists {server} account {entry}, which the server does not have: "
+        f"its plays are not caught up; the server's accounts are: {others}"
+    )

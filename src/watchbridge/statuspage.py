@@ -41,6 +41,7 @@ from watchbridge.app import (
     leftovers,
     require_api_token,
 )
+from watchbridge.catchupstatus import CatchUpLine, server_name, status_lines
 from watchbridge.config import Config, copied_nowhere
 from watchbridge.deadletters import retry_dead_letters
 from watchbridge.homeassistant import (
@@ -123,6 +124,9 @@ class PageState:
     # its own way, the likely anime kept off AniList, as `watchbridge status` says them.
     anime: Sequence[str] = ()
     anime_calm: frozenset[str] = frozenset()  # those of `anime` that need nobody yet
+    # Jellyfin's and Emby's plays the webhooks missed (catchup.py): those caught up in the last
+    # week, why the last read failed, accounts listed that the server has not.
+    catch_up: Sequence[CatchUpLine] = ()
 
 
 async def page_state(runtime: Runtime, now: float) -> PageState:
@@ -134,6 +138,7 @@ async def page_state(runtime: Runtime, now: float) -> PageState:
     decided = await asyncio.to_thread(runtime.store.last_decided_runs)
     anime = await asyncio.to_thread(anime_lines, config, runtime.store)
     calm = await asyncio.to_thread(anime_calm, config, runtime.store, now) if anime else frozenset()
+    catch_up = await asyncio.to_thread(status_lines, config, runtime.store, now)
     return PageState(
         config=config,
         status=status,
@@ -158,6 +163,7 @@ async def page_state(runtime: Runtime, now: float) -> PageState:
         reviews=runtime.page_reviews.recent(),
         anime=anime,
         anime_calm=calm,
+        catch_up=catch_up,
     )
 
 
@@ -484,6 +490,7 @@ def render(state: PageState, now: float) -> str:
         + _where_the_secret_is(state.home_assistant)
         + ".</p>"
         + _last_webhooks(state.last_webhooks, now)
+        + "".join(_catch_up(line) for line in state.catch_up)
         + (f'<p class="bad">{_e(state.downtime)}</p>' if state.downtime else "")
         + "".join(_doubling(d) for d in state.doublings)
         + _refused(state.refused, now, state.home_assistant)
@@ -587,6 +594,7 @@ def needs(state: PageState, now: float) -> list[Need]:
         Need(f"{s}'s clock is {round(abs(skew) / 60)} min off this machine's", "deliveries")
         for s, skew in _skews(state.clocks)
     ]
+    found += [Need(_catch_up_need(line), "webhooks") for line in state.catch_up if line.needs_you]
     if state.downtime:  # a restore, or plays missed while away: told once, at this start
         found.append(Need(_headline(state.downtime), "webhooks"))
     return found
@@ -594,6 +602,16 @@ def needs(state: PageState, now: float) -> list[Need]:
 
 # Beside a need the page has a button for: a Trakt sign-in, a first sync to review.
 _BUTTON_BELOW = " (button below)"
+
+
+def _catch_up_need(line: CatchUpLine) -> str:
+    """What the catch-up's line needs the user for, as the summary names it."""
+    name = server_name(line.server)
+    if line.kind == "refused":
+        return f"{name} does not accept watchbridge's API key"
+    if line.kind == "unfound":
+        return _headline(line.message)  # "profile P lists jellyfin account A, which the ..."
+    return f"{name} could not be read for the plays its webhooks missed"
 
 
 def _sign_in_need(one: SignIn, buttons: frozenset[str]) -> Need:
@@ -1076,6 +1094,12 @@ def _refused(refused: Sequence[Refusal], now: float, app: HomeAssistantApp | Non
             taken_rows,
         )
     return page
+
+
+def _catch_up(line: CatchUpLine) -> str:
+    """A line of the catch-up, in red when it needs the user."""
+    bad = ' class="bad"' if line.needs_you else ""
+    return f"<p{bad}>{_e(line.message)}.</p>"
 
 
 def _last_webhooks(last: Sequence[LastWebhook], now: float) -> str:

@@ -4595,6 +4595,19 @@ class Store:
         )
         return [LastWebhook(str(r["source"]), str(r["server"]), float(r["at"])) for r in rows]
 
+    def caught_up_since(self, since: float) -> list[tuple[str, str, int, float]]:
+        """(server kind, server id, plays, when the last was recorded) of the plays the
+        catch-up recorded (catchup.py) at or after `since`, by server (`watchbridge status`,
+        the status page)."""
+        rows = self._overview(
+            "SELECT json_extract(payload, '$.source') AS kind, server, COUNT(*) AS n,"
+            f" MAX(received_at) AS at FROM (SELECT payload, received_at, {_EVENT_SERVER} AS"
+            " server FROM events WHERE source = ? AND received_at >= ?) GROUP BY 1, 2"
+            " ORDER BY 1, 2",
+            (CAUGHT_UP, since),
+        )
+        return [(str(r["kind"]), str(r["server"]), int(r["n"]), float(r["at"])) for r in rows]
+
     def recent_sources(self, last: int = 1000) -> set[str]:
         """The webhook sources of the `last` events recorded (a week's at most, see prune)."""
         rows = self._query(
