@@ -111,6 +111,7 @@ from watchbridge.store import (
     locked_by_another,
     storage_fault,
 )
+from watchbridge.unlisted import ALERTED, OVER
 from watchbridge.unmapped import UnmappedAccounts
 from watchbridge.zone import zone_in_use, zone_warning
 
@@ -1182,6 +1183,25 @@ async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
                 "fix": s.fix,
             }
             for s in runtime.unmapped.recent()
+        ],
+        # Accounts no profile lists that sent webhooks, as the database remembers them
+        # (unlisted.py): the config line that lists each, and its `unlisted_account` alert.
+        "unlisted_accounts": [
+            {
+                "source": u.source,
+                "server": u.server,
+                "server_name": u.server_name,
+                "account_id": u.account_id,
+                "name": u.name,
+                "first_at": u.first_at,
+                "last_at": u.last_at,
+                "webhooks": u.webhooks,
+                "plays": u.plays,
+                "alerted": u.state in (ALERTED, OVER),
+                "profile": u.profile or None,
+                "line": u.line(runtime.config, u.profile or None),
+            }
+            for u in page.unlisted
         ],
         # Accounts whose webhooks went to a profile by an id remembered for a name it lists:
         # renamed on the media server (account_ids.py), since the start.

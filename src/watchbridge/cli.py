@@ -520,6 +520,7 @@ def status(config_path: str | None) -> None:
     from watchbridge.catchupstatus import status_lines
     from watchbridge.filesystems import read_mountinfo
     from watchbridge.signins import STATE_WORDS, current_sign_ins
+    from watchbridge.statuspage import unlisted_fix
     from watchbridge.writecheck import write_fault
 
     config = _load(config_path)
@@ -531,6 +532,7 @@ def status(config_path: str | None) -> None:
         anime = anime_lines(config, store)
         last_webhooks = store.last_webhooks()
         catch_up = status_lines(config, store, time.time())
+        unlisted = store.unlisted_accounts()
         account_names = _account_names(store, state.cursors)
         # The service's own finding lives in its memory: this process tries for itself.
         fault = write_fault(store)
@@ -566,6 +568,14 @@ def status(config_path: str | None) -> None:
     _show_last_webhooks(last_webhooks)
     for caught in catch_up:  # Jellyfin's and Emby's plays the webhooks missed (catchup.py)
         _say(f"catch-up:      {caught.message}")
+    for seen in unlisted:  # as the status page's Webhooks list them
+        server = f" on {seen.server_shown}" if seen.server else ""
+        counted = f"{seen.webhooks} webhook(s), {seen.plays} play(s) ignored"
+        fix = unlisted_fix(config, seen)
+        _say(
+            f"unlisted:      {seen.source} account {seen.label}{server}: {counted},"
+            f" last {_when(seen.last_at)}; {fix}"
+        )
     if sign_ins:
         _say("sign-ins:")
     for one in sign_ins:

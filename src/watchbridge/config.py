@@ -50,6 +50,7 @@ AlertKind = Literal[
     "reported_twice",
     "account_changed",
     "webhooks_stopped",
+    "unlisted_account",
 ]
 
 

@@ -9,10 +9,11 @@ import hashlib
 import logging
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
-from watchbridge import beside
+from watchbridge import beside, unlisted
 from watchbridge.accounts import send_account_alerts
 from watchbridge.alerts import DISABLED, SENT
 from watchbridge.anime_data import MISSING_KEY
@@ -151,6 +152,7 @@ async def housekeeping(
         (reclaim_space, "reclaim-space"),
         (resend_failed_alerts, "alerts-resend"),
         (send_account_alerts_owed, "account-alerts"),
+        (check_unlisted_accounts, "unlisted-accounts-check"),
         (renew_trakt_sign_ins, "trakt-token-refresh"),
         (check_anilist_tokens, "anilist-token-check"),
         (check_serializd_tokens, "serializd-token-check"),
@@ -167,6 +169,57 @@ async def housekeeping(
         except Exception as exc:  # the pruning above must go on hourly regardless
             log.warning("%s failed: %s", name, type(exc).__name__)
             runtime.metrics.background_errors.labels(name).inc()
+
+
+async def check_unlisted_accounts(runtime: Runtime) -> None:
+    """The accounts no profile lists (unlisted.py): forgotten once a profile takes their
+    webhooks, the `unlisted_account` alert raised for one that likely is a listed person's new
+    account, and resolved once it is listed or has sent nothing for unlisted.QUIET."""
+    from watchbridge.model import Account, MediaEvent, MediaRef, Source
+    from watchbridge.webhooks import route_for
+
+    store, notifier, config = runtime.store, runtime.notifier, runtime.config
+    now = runtime.clock()
+    found = await asyncio.to_thread(store.unlisted_accounts)
+    if not found:
+        return
+    ids = runtime.account_ids
+    known = [
+        (key.source, key.server, key.account_id, learn.profile) for key, learn in ids.known.items()
+    ]
+    for one in found:
+        account = Account(id=one.account_id or None, name=one.name or None)
+        # Routed as its next webhook would be: by the config and the accounts remembered now.
+        source = cast(Source, one.source)
+        event = MediaEvent(source, "stop", MediaRef(kind="movie"), one.server, account)
+        route = route_for(config, event, ids.known, ids.names)
+        if route.profile is not None or route.sent_by_plex:
+            if one.state == unlisted.ALERTED and route.profile is not None:
+                await notifier.resolve(
+                    unlisted.ALERT_KIND, unlisted.listed_now(one, route.profile), key=one.key
+                )
+            await asyncio.to_thread(store.forget_unlisted, one)
+            continue
+        if one.state == unlisted.ALERTED:
+            if now - one.last_at >= unlisted.QUIET:
+                await notifier.resolve(unlisted.ALERT_KIND, unlisted.quiet_now(one), key=one.key)
+                await asyncio.to_thread(store.note_unlisted, replace(one, state=unlisted.OVER))
+            continue
+        if one.state:
+            continue
+        last_from = await asyncio.to_thread(store.last_from_server, one.source, one.server)
+        on_server = unlisted.profiles_on_server(config, one.source, one.server, known, last_from)
+        quiet = unlisted.silent(one, on_server, last_from)
+        active = frozenset(on_server - set(quiet))
+        if unlisted.alert_due(one, quiet, now):
+            profile = quiet[0]
+            title = unlisted.title(one)
+            body = unlisted.alert_body(one, profile, config)
+            await notifier.notify(unlisted.ALERT_KIND, title, body, key=one.key)
+            one = replace(one, state=unlisted.ALERTED, profile=profile)
+        elif active <= one.active:
+            continue
+        await asyncio.to_thread(store.note_unlisted, replace(one, active=one.active | active))
 
 
 async def reclaim_space(runtime: Runtime) -> None:

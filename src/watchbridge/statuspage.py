@@ -69,7 +69,8 @@ from watchbridge.store import (
     Waiting,
 )
 from watchbridge.sync import syncable, waits_for_review
-from watchbridge.unmapped import Sighting
+from watchbridge.unlisted import KEEP as UNLISTED_KEEP
+from watchbridge.unlisted import Unlisted
 from watchbridge.webhooks import SOURCES
 from watchbridge.zone import clock_time, zone_shown
 
@@ -83,8 +84,8 @@ class PageState:
     status: StoreStatus
     # Each profile's Trakt, AniList and Serializd sign-in.
     sign_ins: Sequence[SignIn] = ()
-    # Accounts whose webhooks no profile takes, since the start.
-    unmapped: Sequence[Sighting] = ()
+    # Accounts whose webhooks no profile takes, as the store remembers them (unlisted.py).
+    unlisted: Sequence[Unlisted] = ()
     # What this start told of the time the service was away.
     downtime: str | None = None
     # Plex servers reported twice to a profile.
@@ -139,11 +140,12 @@ async def page_state(runtime: Runtime, now: float) -> PageState:
     anime = await asyncio.to_thread(anime_lines, config, runtime.store)
     calm = await asyncio.to_thread(anime_calm, config, runtime.store, now) if anime else frozenset()
     catch_up = await asyncio.to_thread(status_lines, config, runtime.store, now)
+    unlisted = await asyncio.to_thread(runtime.store.unlisted_accounts)
     return PageState(
         config=config,
         status=status,
         sign_ins=sign_ins,
-        unmapped=runtime.unmapped.recent(),
+        unlisted=unlisted,
         downtime=runtime.downtime,
         doublings=runtime.senders.recent(now),
         refused=runtime.refused.recent(),
@@ -496,7 +498,7 @@ def render(state: PageState, now: float) -> str:
         + _refused(state.refused, now, state.home_assistant)
         + _renamed(state.renamed, now)
         + _new_ids(state.new_ids, now)
-        + _unmapped(state.unmapped, now),
+        + _unlisted(state.config, state.unlisted, now),
     ]
     # While a code waits to be entered, the page looks again by itself to tell when it was.
     waiting = any(one.running for one in state.signing_in)
@@ -1138,16 +1140,38 @@ def _routed_by_memory(
     return f"<p>{intro}</p>" + _table(("profile", "webhooks", "last", "what to do"), rows)
 
 
-def _unmapped(unmapped: Sequence[Sighting], now: float) -> str:
-    if not unmapped:
+def _unlisted(config: Config, unlisted: Sequence[Unlisted], now: float) -> str:
+    if not unlisted:
         return ""
     rows = [
-        (_e(s.source), _e(s.account), str(s.webhooks), _age(s.last_at, now), _e(s.fix))
-        for s in unmapped
+        (
+            _e(u.source),
+            _e(u.label),
+            str(u.webhooks),
+            str(u.plays),
+            _age(u.last_at, now),
+            _e(unlisted_fix(config, u)),
+        )
+        for u in unlisted
     ]
-    return "<p>Ignored since the start, no profile lists the account:</p>" + _table(
-        ("source", "account", "webhooks", "last", "what to do"), rows
+    return f"<p>{UNLISTED_INTRO}:</p>" + _table(
+        ("source", "account", "webhooks", "plays", "last", "what to do"), rows
     )
+
+
+UNLISTED_INTRO = (
+    "Ignored, no profile lists the account (remembered until it sends nothing for"
+    f" {UNLISTED_KEEP / 86400 / 7:.0f} weeks)"
+)
+
+
+def unlisted_fix(config: Config, unlisted: Unlisted) -> str:
+    """What to do about an unlisted account: the line that lists it (under the profile its
+    alert named, if any), or, for webhooks naming no one, the sender's setting."""
+    line = unlisted.line(config, unlisted.profile or None)
+    if not unlisted.entry:
+        return line
+    return f"to take its plays, write {line} (or ignore it: a friend's account)"
 
 
 def _profiles(config: Config) -> str:

@@ -55,6 +55,8 @@ from watchbridge.playback import (
 from watchbridge.privatefiles import make_private_folder
 from watchbridge.senders import TOGETHER_WITHIN
 from watchbridge.storagefault import DatabaseMoved, fault_of
+from watchbridge.unlisted import KEEP as UNLISTED_KEPT
+from watchbridge.unlisted import Unlisted
 
 OutboxStatus = Literal["pending", "inflight", "done", "dead"]
 
@@ -760,6 +762,32 @@ def m030_outbox_crashes(db: sqlite_utils.Database) -> None:
     # Safe to apply again, as the newest migration must be (tests/test_serve_lock.py).
     if "crashes" not in db["outbox"].columns_dict:
         db.execute("ALTER TABLE outbox ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0")
+
+
+@migrations()
+def m031_unlisted_accounts(db: sqlite_utils.Database) -> None:
+    # The media-server accounts no profile lists that sent webhooks (unlisted.py): kept
+    # across restarts for the status and the `unlisted_account` alert, pruned after
+    # unlisted.KEEP without a webhook. Safe to apply again, as the newest migration must be
+    # (tests/test_serve_lock.py).
+    db.execute(
+        """CREATE TABLE IF NOT EXISTS unlisted_accounts (
+            source TEXT NOT NULL,
+            server TEXT NOT NULL,
+            account TEXT NOT NULL,
+            account_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            server_name TEXT NOT NULL,
+            first_at REAL NOT NULL,
+            last_at REAL NOT NULL,
+            webhooks INTEGER NOT NULL,
+            plays INTEGER NOT NULL,
+            state TEXT NOT NULL DEFAULT '',
+            profile TEXT NOT NULL DEFAULT '',
+            active TEXT NOT NULL DEFAULT '[]',
+            PRIMARY KEY (source, server, account)
+        ) WITHOUT ROWID"""
+    )
 
 
 def _batch(due: Sequence[sqlite3.Row], alone: bool) -> list[int]:
@@ -2925,6 +2953,7 @@ class Store:
         keep_marks: float = KEEP_MARKS,
         keep_carried: Mapping[tuple[str, str], float] | None = None,
         keep_tautulli_servers: float = TAUTULLI_SERVER_LAPSES,
+        keep_unlisted: float = UNLISTED_KEPT,
     ) -> dict[str, int]:
         """Forget delivered rows and their events after `keep_done` seconds, idle playback
         sessions after `keep_sessions` (items' marks sessions, which say an item was watched,
@@ -2941,7 +2970,8 @@ class Store:
         Tautulli has not reported to a profile for `keep_tautulli_servers` is forgotten: Plex's
         webhook stops noting its reports for Tautulli's to pair with. Of the servers whose
         last webhook is kept after their events went, each source's SERVERS_KEPT seen most
-        recently stay."""
+        recently stay. An account no profile lists goes `keep_unlisted` after its last
+        webhook (unlisted.py)."""
         # Read before the write lock is taken: only rows delivered a week ago are looked at.
         kept = self._expected_link_adds(now - keep_done)
         with self.transaction() as conn:
@@ -2990,6 +3020,9 @@ class Store:
                 if gone:
                     _mirrors_changed(conn, "service = ? AND collection = ?", (service, collection))
                 carried += gone
+            unlisted = conn.execute(
+                "DELETE FROM unlisted_accounts WHERE last_at < ?", (now - keep_unlisted,)
+            ).rowcount
             lapsed = conn.execute(
                 "DELETE FROM tautulli_servers WHERE seen_at < ?", (now - keep_tautulli_servers,)
             ).rowcount
@@ -3006,6 +3039,7 @@ class Store:
             "carried": carried,
             "tautulli_servers": lapsed,
             "webhook_servers": webhook_servers,
+            "unlisted_accounts": unlisted,
         }
 
     def reclaim_space(
@@ -4577,6 +4611,79 @@ class Store:
              row["name"])
             for row in rows
         ]  # fmt: skip
+
+    def saw_unlisted(self, seen: Unlisted, played: bool) -> None:
+        """One more ignored webhook of an account no profile lists (unlisted.py): the one
+        write an ignored webhook makes. `played`: it told of a completed play."""
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO unlisted_accounts (source, server, account, account_id, name,"
+                " server_name, first_at, last_at, webhooks, plays) VALUES (?, ?, ?, ?, ?, ?, ?,"
+                " ?, 1, ?) ON CONFLICT (source, server, account) DO UPDATE SET"
+                " account_id = excluded.account_id, name = excluded.name,"
+                " server_name = CASE WHEN excluded.server_name = '' THEN server_name"
+                " ELSE excluded.server_name END, last_at = MAX(last_at, excluded.last_at),"
+                " webhooks = webhooks + 1, plays = plays + excluded.plays",
+                (
+                    seen.source,
+                    seen.server,
+                    seen.account,
+                    seen.account_id,
+                    seen.name,
+                    seen.server_name,
+                    seen.first_at,
+                    seen.last_at,
+                    int(played),
+                ),
+            )
+
+    def unlisted_accounts(self) -> list[Unlisted]:
+        """The accounts no profile lists that sent webhooks, the most recently seen first."""
+        rows = self._overview("SELECT * FROM unlisted_accounts ORDER BY last_at DESC")
+        return [
+            Unlisted(
+                row["source"], row["server"], row["account"], row["account_id"], row["name"],
+                row["server_name"], row["first_at"], row["last_at"], row["webhooks"],
+                row["plays"], row["state"], row["profile"],
+                frozenset(str(one) for one in json.loads(row["active"] or "[]")),
+            )
+            for row in rows
+        ]  # fmt: skip
+
+    def note_unlisted(self, unlisted: Unlisted) -> None:
+        """Keep what the housekeeping found of an account (its state, the profile its alert
+        named, the profiles seen sending since it began)."""
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE unlisted_accounts SET state = ?, profile = ?, active = ?"
+                " WHERE source = ? AND server = ? AND account = ?",
+                (
+                    unlisted.state,
+                    unlisted.profile,
+                    json.dumps(sorted(unlisted.active)),
+                    unlisted.source,
+                    unlisted.server,
+                    unlisted.account,
+                ),
+            )
+
+    def forget_unlisted(self, unlisted: Unlisted) -> None:
+        """Forget an account a profile now takes the webhooks of."""
+        with self.transaction() as conn:
+            conn.execute(
+                "DELETE FROM unlisted_accounts WHERE source = ? AND server = ? AND account = ?",
+                (unlisted.source, unlisted.server, unlisted.account),
+            )
+
+    def last_from_server(self, source: str, server: str) -> dict[str, float]:
+        """Each profile's last event from `source`'s `server` among those kept (a week, or
+        longer while their deliveries wait)."""
+        rows = self._overview(
+            "SELECT profile, MAX(received_at) AS at FROM events WHERE source = ?"
+            f" AND {_EVENT_SERVER} = ? GROUP BY profile",
+            (source, server),
+        )
+        return {row["profile"]: row["at"] for row in rows}
 
     def last_webhooks(self, sources: Sequence[str] = ()) -> list[LastWebhook]:
         """When each webhook source (or each of `sources` alone) and server last had a

@@ -49,6 +49,7 @@ from watchbridge.ingest import generic, parse
 from watchbridge.ingest.body import payload_head
 from watchbridge.logs import Repeating
 from watchbridge.model import Accepted, Account, Ignored, MediaEvent, ref_to_dict
+from watchbridge.offloop import in_thread
 from watchbridge.playback import (
     Intent,
     Session,
@@ -75,6 +76,7 @@ from watchbridge.refused import (
 from watchbridge.senders import Doubling, Viewing
 from watchbridge.storagefault import STORAGE_ALERT, StorageFault
 from watchbridge.store import AccountLearnt, IngestJob, NewOutboxRow, ordering_key
+from watchbridge.unlisted import Unlisted, account_key, server_name
 from watchbridge.unmapped import account_label, unmapped_fix
 
 log = logging.getLogger(__name__)
@@ -831,6 +833,7 @@ async def _webhook(
         await _answer(runtime, send, source, "malformed", 400, started, error=result.reason)
         return
     unmapped = sent_by_plex = 0
+    unmapped_played = False
     known, names = runtime.account_ids.known, runtime.account_ids.names
     taken: list[tuple[MediaEvent, str, str]] = []  # each event its route takes: profile, server
     learnt: list[tuple[Key, Learnt]] = []
@@ -843,6 +846,7 @@ async def _webhook(
         if name is None:
             sent_by_plex += route.sent_by_plex
             unmapped += not route.sent_by_plex
+            unmapped_played = unmapped_played or (not route.sent_by_plex and event.played)
             continue
         server = _plex_server(runtime, name, event)
         learn = route.learn
@@ -885,6 +889,7 @@ async def _webhook(
             _tell_doubling(runtime, doubling)
     if unmapped:  # one webhook, however many episodes its file holds
         _unmapped(runtime, result.events[0])
+        await _remember_unlisted(runtime, result.events[0], unmapped_played, result.document)
     if unmapped + sent_by_plex == len(result.events):
         outcome, reason = (
             ("ignored_unmapped_account", "this media-server account is not mapped to any profile")
@@ -963,6 +968,31 @@ def _unmapped(runtime: Runtime, event: MediaEvent) -> None:
                 "fix": unmapped_fix(event.source, account),
             },
         )
+
+
+async def _remember_unlisted(
+    runtime: Runtime, event: MediaEvent, played: bool, document: Mapping[str, object] | None
+) -> None:
+    """Count a webhook of an account no profile lists in the database (unlisted.py): one
+    upsert, off the loop. An ignored webhook is answered all the same should it fail."""
+    account = event.account
+    now = runtime.clock()
+    seen = Unlisted(
+        source=event.source,
+        server=event.server,
+        account=account_key(account.id, account.name),
+        account_id=account.id or "",
+        name=account.name or "",
+        server_name=server_name(event.source, document),
+        first_at=now,
+        last_at=now,
+        webhooks=1,
+        plays=int(played),
+    )
+    try:
+        await in_thread(runtime.store.saw_unlisted, seen, played)
+    except (sqlite3.Error, StoreError) as exc:
+        log.warning("could not note an unlisted account's webhook: %s", _one_line(exc))
 
 
 def doubling_title(profile: str) -> str:

@@ -1,0 +1,189 @@
+"""Plays of an account no profile lists, where a listed person's plays went silent: a Plex
+Home managed user given a Plex account of their own comes back with a new id and a new name
+at once. Remembered across restarts, listed with the line to add, and alerted once
+(`unlisted_account`) when it likely is that person's; a friend's account is only listed.
+Over real HTTP against the running app, alerts as the receiver got them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.fakes.receiver import AlertReceiver, FakeClock
+from tests.harness import AppThread
+from tests.ingest_samples import sample_json
+from tests.test_app import wait_until
+from tests.test_webhook_route import PLEX_SERVER
+from watchbridge import maintenance, webhooks
+from watchbridge.app import Runtime, create_app
+from watchbridge.config import parse_config
+from watchbridge.statuspage import page_state, render
+from watchbridge.unlisted import QUIET
+from watchbridge.wiring import build_runtime
+
+SECRET = "unlisted-secret-5521"
+DAY = 86400.0
+KIDDO = "watchbridge: plays of Kiddo on Plex server Basement go nowhere"
+
+
+def household(tmp_path: Path, receiver: AlertReceiver, kid: str = '["kid"]') -> str:
+    """Alex (the owner, id 1) and a managed user, kid (id 5), on Plex server Basement."""
+    return (
+        f"server: {{webhook_secret: {SECRET}}}\n"
+        f"storage: {{path: {tmp_path / 'wb.db'}}}\n"
+        f"alerts: {{urls: ['{receiver.apprise_url}'], kinds: [unlisted_account]}}\n"
+        "profiles:\n"
+        '  me: {users: {plex: ["alex"]}}\n'
+        f"  kid: {{users: {{plex: {kid}}}}}\n"
+    )
+
+
+def runtime(text: str, clock: FakeClock) -> Runtime:
+    return build_runtime(parse_config(text, Path("watchbridge.yaml"), {}), clock=clock)
+
+
+def scrobble(account_id: int, name: str) -> dict[str, Any]:
+    """The sample episode scrobbled on the samples' server by another account."""
+    payload = sample_json("plex", "episode_legacy_media_scrobble.json")
+    payload["Account"] = {"id": account_id, "title": name}
+    return payload
+
+
+def post(app: AppThread, payload: dict[str, Any]) -> httpx.Response:
+    files = {"payload": (None, json.dumps(payload), "application/json")}
+    return httpx.post(f"{app.url}/webhooks/plex/{SECRET}", files=files)
+
+
+def housekeeping(app_runtime: Runtime) -> None:
+    asyncio.run(maintenance.check_unlisted_accounts(app_runtime))
+
+
+def unlisted(app: AppThread) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = httpx.get(f"{app.url}/api/status").json()["unlisted_accounts"]
+    return found
+
+
+def test_a_managed_users_new_plex_account_is_alerted_once_and_resolved_once_listed(
+    tmp_path: Path, receiver: AlertReceiver
+) -> None:
+    clock = FakeClock()
+    text = household(tmp_path, receiver)
+    first = runtime(text, clock)
+    with AppThread(create_app(first, extra_routes=webhooks.ROUTES)) as app:
+        assert post(app, scrobble(5, "kid")).status_code == 202
+        clock.advance(DAY)
+        # Kid's own Plex account now: a new id and a new name at once.
+        answer = post(app, scrobble(9101, "Kiddo"))
+        assert answer.json()["status"] == "ignored_unmapped_account"
+        clock.advance(DAY)
+        assert post(app, scrobble(1, "alex")).status_code == 202  # the owner keeps playing
+        housekeeping(first)
+        assert receiver.messages == []  # a day of it is no sign yet
+    # Remembered across a restart, with the line to add.
+    clock.advance(2 * DAY)
+    second = runtime(text, clock)
+    with AppThread(create_app(second, extra_routes=webhooks.ROUTES)) as app:
+        assert post(app, scrobble(9101, "Kiddo")).status_code == 200
+        (seen,) = unlisted(app)
+        assert (seen["account_id"], seen["name"], seen["webhooks"], seen["plays"]) == (
+            "9101",
+            "Kiddo",
+            2,
+            2,
+        )
+        assert seen["line"] == 'profiles.NAME.users.plex: ["9101"]'
+        shown = render(asyncio.run(page_state(second, clock())), clock())
+        assert "<td>Kiddo (id 9101)</td>" in shown
+        assert "write profiles.NAME.users.plex: [&quot;9101&quot;]" in shown
+        housekeeping(second)
+        housekeeping(second)  # once per account
+        wait_until(lambda: bool(receiver.messages))
+    (alert,) = receiver.messages
+    assert alert["title"] == KIDDO
+    lead = alert["message"].split("\n\n")[0]
+    assert lead == (
+        "Plays of Plex account Kiddo (id 9101) on Plex server Basement go nowhere: no profile"
+        " lists it. Profile kid's account there has sent nothing since 2023-11-15, when this one"
+        ' began: it may be kid\'s new account. If so, write profiles.kid.users.plex: ["kid",'
+        ' "9101"] in the config; if it is a friend\'s, nothing to do.'
+    )
+    # Listed: resolved, and no longer remembered as unlisted.
+    third = runtime(household(tmp_path, receiver, '["kid", "9101"]'), clock)
+    with AppThread(create_app(third, extra_routes=webhooks.ROUTES)) as app:
+        housekeeping(third)
+        wait_until(lambda: len(receiver.messages) == 2)
+        assert unlisted(app) == []
+    assert receiver.titles()[-1] == f"Resolved: {KIDDO}"
+    assert receiver.messages[-1]["message"] == (
+        "Plays of Kiddo (id 9101) on Plex server Basement go to profile kid now."
+    )
+
+
+def test_a_friends_account_while_the_household_keeps_playing_is_only_listed(
+    tmp_path: Path, receiver: AlertReceiver
+) -> None:
+    clock = FakeClock()
+    app_runtime = runtime(household(tmp_path, receiver), clock)
+    with AppThread(create_app(app_runtime, extra_routes=webhooks.ROUTES)) as app:
+        assert post(app, scrobble(5, "kid")).status_code == 202
+        assert post(app, scrobble(1, "alex")).status_code == 202
+        clock.advance(DAY)
+        assert post(app, scrobble(4242, "Sam")).status_code == 200  # a friend
+        clock.advance(DAY)
+        assert post(app, scrobble(5, "kid")).status_code == 202
+        assert post(app, scrobble(1, "alex")).status_code == 202
+        housekeeping(app_runtime)
+        clock.advance(3 * DAY)
+        assert post(app, scrobble(4242, "Sam")).status_code == 200
+        housekeeping(app_runtime)
+        (seen,) = unlisted(app)
+    assert seen["name"] == "Sam" and seen["server"] == PLEX_SERVER
+    assert receiver.messages == []
+
+
+def test_an_alert_is_over_once_the_account_sends_nothing_for_a_month(
+    tmp_path: Path, receiver: AlertReceiver
+) -> None:
+    clock = FakeClock()
+    app_runtime = runtime(household(tmp_path, receiver), clock)
+    with AppThread(create_app(app_runtime, extra_routes=webhooks.ROUTES)) as app:
+        assert post(app, scrobble(5, "kid")).status_code == 202
+        clock.advance(DAY)
+        assert post(app, scrobble(9101, "Kiddo")).status_code == 200
+        clock.advance(3 * DAY)
+        housekeeping(app_runtime)
+        wait_until(lambda: bool(receiver.messages))
+        clock.advance(QUIET)
+        housekeeping(app_runtime)
+        wait_until(lambda: len(receiver.messages) == 2)
+    assert receiver.titles() == [KIDDO, f"Resolved: {KIDDO}"]
+    assert receiver.messages[-1]["message"].startswith(
+        "Kiddo (id 9101) on Plex server Basement has sent nothing for 30 days"
+    )
+
+
+def test_watchbridge_status_lists_an_unlisted_account_with_the_line_to_add(
+    tmp_path: Path, receiver: AlertReceiver
+) -> None:
+    text = household(tmp_path, receiver)
+    with AppThread(create_app(runtime(text, FakeClock()), extra_routes=webhooks.ROUTES)) as app:
+        assert post(app, scrobble(9101, "Kiddo")).status_code == 200
+    path = tmp_path / "watchbridge.yaml"
+    path.write_text(text, encoding="utf-8")
+    said = subprocess.run(
+        [sys.executable, "-m", "watchbridge", "status", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert (
+        "unlisted:      plex account Kiddo (id 9101) on Plex server Basement: 1 webhook(s),"
+        " 1 play(s) ignored"
+    ) in said
+    assert 'write profiles.NAME.users.plex: ["9101"] (or ignore it: a friend\'s account)' in said
