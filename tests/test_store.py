@@ -2345,3 +2345,24 @@ def test_a_dead_letter_goes_once_more_by_itself_only_once_though_two_processes_a
     store.settle(6.0, [Settlement(again.id, "dead", None, "gave up: 502", once_more=True)])
     assert store.retry_dead(stale, 7.0, by_itself=True).queued == 0
     assert [r.id for r in store.dead_letters()] == [claimed.id]
+
+
+def test_an_upgrade_says_in_the_log_that_it_brought_the_database_up_to_date(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A household pulling a new image saw nothing of the upgrade: not that it ran, nor how
+    # long it took (a large events table takes seconds), nor which steps. A new database is
+    # no upgrade, and says nothing.
+    from tests.test_serve_lock import as_an_earlier_release_left_it
+
+    caplog.set_level("INFO", logger="watchbridge.store")
+    database = tmp_path / "wb.db"
+    taken_back = as_an_earlier_release_left_it(database)
+    assert "database upgraded" not in caplog.text
+    Store.open(database).close()
+    (upgraded,) = [r for r in caplog.records if r.getMessage() == "database upgraded"]
+    assert upgraded.__dict__["steps"] == taken_back
+    assert isinstance(upgraded.__dict__["seconds"], float)
+    caplog.clear()
+    Store.open(database).close()  # up to date: no line
+    assert "database upgraded" not in caplog.text

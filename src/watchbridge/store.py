@@ -2646,9 +2646,22 @@ class Store:
         taken as done, and the rest applied after it."""
         with self._locked():
             self._refuse_newer()
-            if self.path is not None and (pending := migrations.pending(self.db)):
+            pending = migrations.pending(self.db)
+            if self.path is not None and pending:
                 self._refuse_under_a_service([m.name for m in pending])
+            # An upgrade (not a new database) is told, so that the user sees it ran and how
+            # long it took; a large events table takes seconds.
+            upgrading = bool(pending) and bool(migrations.applied(self.db))
+            started = time.monotonic()
             _when_free(lambda: migrations.apply(self.db))
+            if upgrading:
+                log.info(
+                    "database upgraded",
+                    extra={
+                        "steps": ",".join(m.name for m in pending),
+                        "seconds": round(time.monotonic() - started, 2),
+                    },
+                )
 
     def _refuse_under_a_service(self, pending: Sequence[str]) -> None:
         """A database a service of an earlier release runs on is not upgraded under it (a
