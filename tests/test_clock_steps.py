@@ -516,6 +516,8 @@ async def test_a_clock_set_back_holds_deliveries_beside_a_killed_syncs_claim_no_
     assert [h.item.title for h in trakt.history()] == ["Nobody Knows"]
     clocks.later(30 * 60.0)
     await housekeeping(runtime)
+    # Taken back, the killed sync's lone row waits delivery.retry_after, as a killed service's.
+    clocks.later(float(runtime.config.delivery.retry_after) + 1)
     await worker.pass_once(runtime)
     assert sorted(h.item.title for h in trakt.history()) == ["Heat", "Nobody Knows"]
     assert all(parse_iso(h.watched_at) <= clocks.clock() for h in trakt.history())

@@ -305,17 +305,15 @@ def test_a_script_play_by_absolute_number_lands_where_serializds_seasons_count_i
 def test_a_refused_jellyfin_or_emby_webhook_says_how_to_get_its_play_back_no_link_can(
     tmp_path: Path, source: str, name: str
 ) -> None:
-    # Jellyfin and Emby never send a refused webhook again, and no link reads them back: the
-    # status used to comfort with "lost unless a link's sync finds it". What brings the play
-    # back is marking it watched again in the server, which sends it.
+    # Jellyfin and Emby never send a refused webhook again, and with the catch-up off nothing
+    # reads them back: the status used to comfort with "lost unless a link's sync finds it".
+    # What brings the play back is marking it watched again in the server, which sends it.
     port = free_port()
     path = tmp_path / "watchbridge.yaml"
+    server = f"  {source}: {{url: 'http://127.0.0.1:9', api_key: k, catch_up: false}}\n"
     path.write_text(
         f"server: {{host: 127.0.0.1, port: {port}, webhook_secret: {SECRET}}}\n"
-        f"storage: {{path: {tmp_path / 'wb.db'}}}\n"
-        + without_trakt(
-            f"{source}: [alex]", f"  {source}: {{url: 'http://127.0.0.1:9', api_key: k}}\n"
-        ),
+        f"storage: {{path: {tmp_path / 'wb.db'}}}\n" + without_trakt(f"{source}: [alex]", server),
         encoding="utf-8",
     )
     body = (
