@@ -370,14 +370,22 @@ profiles:
 
 
 def post_webhook(
-    config: Config, flavour: str, at: float, alert: str = "", secret: str = SECRET
+    config: Config,
+    flavour: str,
+    at: float,
+    alert: str = "",
+    secret: str = SECRET,
+    name: str = "alex",
 ) -> int:
     """The sample's completed stop of the episode, posted to the live app at `at` with
-    `secret`: its answer's status; with `alert`, waited until that server's
-    `webhooks_stopped` is resolved."""
+    `secret`, by the account under `name`: its answer's status; with `alert`, waited until
+    that server's `webhooks_stopped` is resolved."""
     body = sample_json(flavour, "playback_stop_episode_completed.json")
     if flavour == "emby":
         body["Date"] = time.strftime("%Y-%m-%dT%H:%M:%S.0000000Z", time.gmtime(at))
+        body["User"]["Name"] = name
+    else:
+        body["NotificationUsername"] = name
     runtime = build_runtime(config, clock=FakeClock(at))
     with AppThread(build_app(runtime)) as app:
         answer = httpx.post(
@@ -401,7 +409,7 @@ def receiver_done() -> bool:
 
 
 def test_plays_a_server_sending_webhooks_missed_raise_webhooks_stopped_its_webhook_resolves(
-    tmp_path: Path, server: FakeJellyfin, receiver: AlertReceiver
+    tmp_path: Path, server: FakeJellyfin, receiver: AlertReceiver, clock: Clock
 ) -> None:
     flavour, alex = server.flavour, ALEX[server.flavour]
     name = "Jellyfin" if flavour == "jellyfin" else "Emby"
@@ -409,7 +417,6 @@ def test_plays_a_server_sending_webhooks_missed_raise_webhooks_stopped_its_webho
     # this test's reads are the catch-up's.
     webhooks_app = alerting(tmp_path, server, receiver, url="http://127.0.0.1:9")
     assert post_webhook(webhooks_app, flavour, T0 - 3 * DAY) == 202  # the server sends webhooks
-    clock = Clock()
     runtime = build_runtime(alerting(tmp_path, server, receiver), clock=clock)
     runtime.open()
     try:
@@ -464,14 +471,13 @@ def test_a_viewing_longer_than_the_sessions_window_its_webhook_told_of_is_not_co
 
 
 def test_a_play_whose_webhook_was_refused_is_caught_up_once_also_after_the_secret_is_fixed(
-    tmp_path: Path, server: FakeJellyfin, receiver: AlertReceiver
+    tmp_path: Path, server: FakeJellyfin, receiver: AlertReceiver, clock: Clock
 ) -> None:
     # The catch-up copies any play no accepted webhook told of: a refused one's too. The
     # refusal's alert must say so, not ask for a mark played again (a second play).
     flavour, alex, episode = server.flavour, ALEX[server.flavour], EPISODE[server.flavour]
     name = "Jellyfin" if flavour == "jellyfin" else "Emby"
     webhooks_app = alerting(tmp_path, server, receiver, "http://127.0.0.1:9", "webhook_rejects")
-    clock = Clock()
     runtime = build_runtime(alerting(tmp_path, server, receiver), clock=clock)
     runtime.open()
     try:
@@ -525,7 +531,7 @@ def test_an_account_added_to_the_server_after_the_start_is_read_within_the_hour(
 
 
 def test_an_account_deleted_and_made_again_is_read_again_and_the_others_meanwhile(
-    tmp_path: Path, server: FakeJellyfin
+    tmp_path: Path, server: FakeJellyfin, clock: Clock
 ) -> None:
     # Alex's account deleted and made again under the same name: a new id, the old one a 404.
     # Sam's plays must not wait for a restart meanwhile, nor alex's new account's.
@@ -543,7 +549,6 @@ profiles:
         Path("watchbridge.yaml"),
         {},
     )
-    clock = Clock()
     runtime = build_runtime(config, clock=clock)
     runtime.open()
     try:
@@ -592,3 +597,140 @@ def test_a_backup_copy_put_back_sends_no_play_its_webhooks_sent_after_the_copy_a
         assert plays(restored) == []
     finally:
         restored.close()
+
+
+def profiles_config(tmp_path: Path, server: FakeJellyfin, profiles: str, url: str = "") -> Config:
+    """The `runtime` fixture's config with `profiles` (YAML lines under `profiles:`); with
+    `url`, the server at that address instead."""
+    return parse_config(
+        f"""
+server: {{webhook_secret: {SECRET}}}
+storage: {{path: {tmp_path / "wb.db"}}}
+services:
+  trakt: {{client_id: abc, api_url: "http://127.0.0.1:9", auth_url: "http://127.0.0.1:9"}}
+  {server.flavour}: {{url: "{url or server.url}", api_key: {API_KEY}}}
+profiles:
+{profiles}
+""",
+        Path("watchbridge.yaml"),
+        {},
+    )
+
+
+def plays_by_profile(runtime: Runtime) -> list[tuple[str, str]]:
+    """(profile, item key) of each play queued."""
+    with sqlite3.connect(runtime.config.storage.path) as conn:
+        rows = conn.execute("SELECT profile, payload FROM outbox WHERE action = 'play' ORDER BY id")
+        return [(str(p), str(json.loads(data)["item"].get("source_key"))) for p, data in rows]
+
+
+def users_asked(server: FakeJellyfin) -> int:
+    return len([r for r in server.requests if r.route == "/Users"])
+
+
+def test_an_account_a_profile_lists_on_this_server_is_read_for_it_as_its_webhooks_go(
+    tmp_path: Path, server: FakeJellyfin, clock: Clock
+) -> None:
+    # Profile `anywhere` lists alex on any server, `here` alex on this one: the webhooks take
+    # the entry naming the server first, and so must the catch-up, or `anywhere`'s Trakt gets
+    # `here`'s plays.
+    flavour, alex = server.flavour, ALEX[server.flavour]
+    profiles = (
+        f"  anywhere: {{users: {{{flavour}: [alex]}}, accounts: {{trakt: {{}}}}}}\n"
+        f'  here: {{users: {{{flavour}: ["{server.server_id}:alex"]}}, accounts: {{trakt: {{}}}}}}'
+    )
+    webhooks_app = profiles_config(tmp_path, server, profiles, url="http://127.0.0.1:9")
+    assert post_webhook(webhooks_app, flavour, T0 - DAY) == 202
+    runtime = build_runtime(profiles_config(tmp_path, server, profiles), clock=clock)
+    runtime.open()
+    try:
+        task = CatchUp()
+        read(runtime, task, server)  # the baseline
+        server.play(alex, MOVIE, T0 + 600)  # no webhook
+        clock.now = T0 + 3 * 3600
+        read(runtime, task, server)
+        clock.now += 15 * 60
+        assert read(runtime, task, server) == 1
+        assert plays_by_profile(runtime) == [("here", EPISODE[flavour]), ("here", MOVIE)]
+    finally:
+        runtime.close()
+
+
+def test_an_account_renamed_on_the_server_is_read_by_the_id_its_webhooks_remembered(
+    tmp_path: Path, server: FakeJellyfin, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    flavour, alex = server.flavour, ALEX[server.flavour]
+    profiles = f"  me: {{users: {{{flavour}: [alex]}}, accounts: {{trakt: {{}}}}}}"
+    webhooks_app = profiles_config(tmp_path, server, profiles, url="http://127.0.0.1:9")
+    assert post_webhook(webhooks_app, flavour, T0 - DAY) == 202  # alex's id, remembered
+    server.users[alex] = "alexander"  # renamed on the server
+    runtime = build_runtime(profiles_config(tmp_path, server, profiles), clock=clock)
+    runtime.open()
+    try:
+        task = CatchUp()
+        read(runtime, task, server)  # alexander's baseline, for me
+        server.play(alex, MOVIE, T0 + 600)
+        for minutes in (180, 195, 210, 225, 240):  # past USERS_AGAIN_AFTER
+            clock.now = T0 + minutes * 60
+            read(runtime, task, server)
+        assert plays_by_profile(runtime) == [("me", EPISODE[flavour]), ("me", MOVIE)]
+        assert users_asked(server) == 1  # found: not asked for again each hour
+    finally:
+        runtime.close()
+    shown = "Jellyfin" if flavour == "jellyfin" else "Emby"
+    told = (
+        f"{shown} account 'alexander' (id {alex}) was 'alex', listed in "
+        f"profiles.me.users.{flavour}: write its id or its new name there"
+    )
+    assert caplog.text.count(told) == 1  # once per start
+
+
+def test_an_account_the_catch_up_found_by_name_is_followed_when_renamed_by_it_and_webhooks(
+    tmp_path: Path, server: FakeJellyfin, clock: Clock
+) -> None:
+    # No webhook came before the rename (the plugin not set up yet): the catch-up's own first
+    # read remembers the account's id with the name, as a webhook's would.
+    flavour, alex = server.flavour, ALEX[server.flavour]
+    profiles = f"  me: {{users: {{{flavour}: [alex]}}, accounts: {{trakt: {{}}}}}}"
+    runtime = build_runtime(profiles_config(tmp_path, server, profiles), clock=clock)
+    runtime.open()
+    try:
+        read(runtime, CatchUp(), server)  # the baseline
+        server.users[alex] = "alexander"
+        server.play(alex, MOVIE, T0 + 600)
+        task = CatchUp()  # a restart: the accounts asked again
+        for minutes in (180, 195):
+            clock.now = T0 + minutes * 60
+            read(runtime, task, server)
+        assert plays_by_profile(runtime) == [("me", MOVIE)]
+    finally:
+        runtime.close()
+    webhooks_app = profiles_config(tmp_path, server, profiles, url="http://127.0.0.1:9")
+    assert post_webhook(webhooks_app, flavour, T0 + DAY, name="alexander") == 202
+    assert plays_by_profile(runtime) == [("me", MOVIE), ("me", EPISODE[flavour])]
+
+
+def test_an_account_no_entry_names_is_not_read_for_the_default_profile(
+    tmp_path: Path, server: FakeJellyfin, clock: Clock
+) -> None:
+    # The default profile takes the webhooks of accounts no entry names; the catch-up reads
+    # only the accounts entries name (or a remembered id or name follows), the default's too.
+    flavour = server.flavour
+    profiles = (
+        f"  me: {{users: {{{flavour}: [alex]}}, accounts: {{trakt: {{}}}}}}\n"
+        "  house: {default: true, accounts: {trakt: {}}}"
+    )
+    runtime = build_runtime(profiles_config(tmp_path, server, profiles), clock=clock)
+    runtime.open()
+    try:
+        task = CatchUp()
+        read(runtime, task, server)
+        server.play(SAM, MOVIE, T0 + 600)
+        for minutes in (180, 195):
+            clock.now = T0 + minutes * 60
+            read(runtime, task, server)
+    finally:
+        runtime.close()
+    listings = [r for r in server.requests if r.route in ("/Items", "/Users/{user_id}/Items")]
+    assert listings and all(SAM not in r.path + str(r.query) for r in listings)
+    assert plays_by_profile(runtime) == []

@@ -3,9 +3,11 @@
 Neither server sends a webhook again (pitfalls/webhooks.md §7): a play finished while
 watchbridge was down (an update, a reboot, the NAS asleep), or while the plugin was off, would
 reach no service. So, with `services.jellyfin` (or `services.emby`) set with an API key, every
-account a profile lists for it is read at start and every EVERY: its movies and episodes whose
-user data changed since the last read (`MinDateLastSavedForUser`: one small answer while
-nothing was watched), each with `Played`, `PlayCount` and `LastPlayedDate`.
+account a profile's entry takes is read, for the profile its webhooks go to (`resolve`:
+`webhooks.route_for`, remembered ids and names included, the default profile excluded), at
+start and every EVERY: its movies and episodes whose user data changed since the last read
+(`MinDateLastSavedForUser`: one small answer while nothing was watched), each with `Played`,
+`PlayCount` and `LastPlayedDate`.
 
 What the server's user data says (Jellyfin's and Emby's SessionManager): a playback's start
 adds one to `PlayCount` and sets `LastPlayedDate` (to the start); `Played` turns false while a
@@ -45,6 +47,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from watchbridge import webhookwatch
+from watchbridge.account_ids import KEPT, Key, Learnt, NameKey
 from watchbridge.catchupstatus import Failed, Told, unfound_of
 from watchbridge.config import Config, same_account
 from watchbridge.errors import StoreError
@@ -75,7 +78,8 @@ from watchbridge.services.jellyfin import (
     Server,
     media_server_client,
 )
-from watchbridge.store import CATCH_UP_CURSORS, CAUGHT_UP
+from watchbridge.store import CATCH_UP_CURSORS, CAUGHT_UP, AccountLearnt
+from watchbridge.webhooks import NO_IDS, NO_NAMES, Route, route_for
 
 log = logging.getLogger(__name__)
 
@@ -378,41 +382,82 @@ def accounts_listed(config: Config, server: Server) -> dict[str, list[str]]:
     return found
 
 
+@dataclass(frozen=True)
+class ServerAccount:
+    """An account of a server, as its webhooks name who sent them (`webhooks.Sender`)."""
+
+    source: Server
+    server: str  # the server's id ("" while not known)
+    account: Account
+
+
+@dataclass(frozen=True)
+class Reading:
+    """An account a round reads: the profile its webhooks go to, and how (`Route`: by an entry,
+    or by the id or name remembered for one, with what it learnt)."""
+
+    profile: str
+    user_id: str
+    name: str
+    route: Route
+
+
 def resolve(
-    listed_by: Mapping[str, Sequence[str]], users: Sequence[tuple[str, str]], server_id: str
-) -> list[tuple[str, str, str]]:
-    """(profile, user id, name) of each server account a profile's entry names, by id or name
-    (a "SERVER:ACCOUNT" entry only on that server), once: the first profile listing an
-    account takes it, as its webhooks are routed. Pure."""
-    taken: set[str] = set()
+    config: Config,
+    server: Server,
+    users: Sequence[tuple[str, str]],
+    server_id: str,
+    known: Mapping[Key, Learnt] = NO_IDS,
+    names: Mapping[NameKey, tuple[Key, Learnt]] = NO_NAMES,
+) -> list[Reading]:
+    """Each of the server's accounts (`users`: id, name; `server_id`: the server's id) whose
+    webhooks go to a profile with somewhere to send them, as `webhooks.route_for` routes them:
+    an entry naming it on this server ("SERVER:ACCOUNT") before one naming it on any; else
+    the id remembered for a name a profile lists (renamed on the server), or the name for an
+    id (made again). Never to the default profile for want of an entry: it would read every
+    account of the server (guests', children's), each every EVERY, for plays no one chose to
+    send anywhere. Pure."""
+    listed_by = accounts_listed(config, server)
     found = []
-    for profile, entries in listed_by.items():
-        for entry in entries:
-            server, _, account = same_account(entry).rpartition(":")
-            if server and server != same_account(server_id):
-                continue
-            for user_id, name in users:
-                if account in (same_account(user_id), same_account(name)) and user_id not in taken:
-                    taken.add(user_id)
-                    found.append((profile, user_id, name))
+    for user_id, name in users:
+        sender = ServerAccount(server, server_id, Account(id=user_id, name=name))
+        route = route_for(config, sender, known, names, to_default=False)
+        if route.profile is not None and route.profile in listed_by:
+            found.append(Reading(route.profile, user_id, name, route))
+    return found
+
+
+def followed(readings: Iterable[Reading]) -> list[str]:
+    """The entries an account of `readings` was found by through the id or name remembered for
+    them: an entry that names no account now, but is not missing. Pure."""
+    found = []
+    for reading in readings:
+        told = reading.route.renamed or reading.route.new_id
+        if told is not None:
+            found.append(told.learnt.entry)
     return found
 
 
 def unfound(
-    listed_by: Mapping[str, Sequence[str]], users: Sequence[tuple[str, str]], server_id: str
+    listed_by: Mapping[str, Sequence[str]],
+    users: Sequence[tuple[str, str]],
+    server_id: str,
+    found: Iterable[str] = (),
 ) -> list[str]:
     """The entries of `listed_by` for this server (`server_id`) that name none of `users`,
-    by id or name, as `resolve` matches them. Pure."""
+    by id or name, as `resolve` matches them, but for those `found` otherwise (`followed`).
+    Pure."""
     names = {same_account(one) for user in users for one in user}
-    found = []
+    elsewhere = {same_account(one) for one in found}
+    missing = []
     for entries in listed_by.values():
         for entry in entries:
             server, _, account = same_account(entry).rpartition(":")
             if server and server != same_account(server_id):
                 continue
-            if account not in names:
-                found.append(entry)
-    return found
+            if account not in names and same_account(entry) not in elsewhere:
+                missing.append(entry)
+    return missing
 
 
 def told(server: Server, count: int) -> str:
@@ -469,6 +514,9 @@ class CatchUp:
         self.users_at: dict[Server, float] = {}  # again when a listed one is not found
         self.last: dict[Server, tuple[float, int]] = {}  # the last read that copied plays
         self.told = Told()  # what the status says of each server (catchupstatus.py)
+        # The server's id, asked with its accounts: what "SERVER:ACCOUNT" entries name.
+        self.server_ids: dict[Server, str] = {}
+        self.followed_told: set[str] = set()  # accounts followed by a remembered id or name
 
     async def run(self, runtime: Any, stop: asyncio.Event) -> None:
         clients = _clients(runtime)
@@ -490,19 +538,34 @@ class CatchUp:
         listed_by = accounts_listed(runtime.config, server)
         copied = 0
         try:
-            now, server_id = runtime.clock(), client.vouch.known or ""
-            asked = server not in self.users or bool(
-                unfound(listed_by, self.users[server], server_id)
+            now = runtime.clock()
+            readings = self._resolve(runtime, server, client) if server in self.users else None
+            asked = readings is None or bool(
+                unfound(
+                    listed_by,
+                    self.users[server],
+                    self._server_id(server, client),
+                    followed(readings),
+                )
                 and not 0 <= now - self.users_at[server] < USERS_AGAIN_AFTER
             )
             if asked:
+                if client.vouch.known is None:
+                    await client.answers()  # the server's id, which its answers may not carry
                 self.users[server], self.users_at[server] = await client.users(), now
-            users = self.users[server]
-            missing = {p: unfound({p: e}, users, server_id) for p, e in listed_by.items()}
-            found = unfound_of(missing, users, client.vouch.known or server_id)
+                self.server_ids[server] = client.vouch.known or self.server_ids.get(server, "")
+                readings = self._resolve(runtime, server, client)
+            assert readings is not None
+            users, server_id = self.users[server], self._server_id(server, client)
+            elsewhere = followed(readings)
+            missing = {
+                p: unfound({p: e}, users, server_id, elsewhere) for p, e in listed_by.items()
+            }
+            found = unfound_of(missing, users, server_id)
             await self.told.accounts(runtime.store, server, found, asked, now)
-            accounts = resolve(listed_by, self.users[server], server_id)
-            for profile, user_id, name in accounts:
+            for reading in readings:
+                profile, user_id, name = reading.profile, reading.user_id, reading.name
+                await self._followed(runtime, server, reading.route)
                 try:
                     copied += await self._account(runtime, server, client, profile, (user_id, name))
                 except MediaServerAuthError:
@@ -554,6 +617,29 @@ class CatchUp:
         """Keep for the status why the read of `server` failed (`kind`, `cause`)."""
         known = client.vouch.known or ""
         await self.told.failed(runtime.store, server, kind, cause, known, runtime.clock())
+
+    def _server_id(self, server: Server, client: MediaServerClient) -> str:
+        return client.vouch.known or self.server_ids.get(server, "")
+
+    def _resolve(self, runtime: Any, server: Server, client: MediaServerClient) -> list[Reading]:
+        """The accounts to read, as the webhooks route them (`resolve`)."""
+        ids = runtime.account_ids
+        server_id = self._server_id(server, client)
+        return resolve(runtime.config, server, self.users[server], server_id, ids.known, ids.names)
+
+    async def _followed(self, runtime: Any, server: Server, route: Route) -> None:
+        """Remember what the route learnt (an account's id for the name an entry lists, or its
+        name for the id), as a webhook's does: a rename is followed by both, also before any
+        webhook came. Tell, once per start, of an account found by what was remembered."""
+        if route.learn is not None:
+            # No `clash_forgets`: only a Plex account's lookups are kept by name.
+            learnt = AccountLearnt(*route.learn, KEPT)
+            await asyncio.to_thread(runtime.store.remember_account, learnt, runtime.clock())
+            runtime.account_ids.learn(*route.learn)
+        told = route.renamed or route.new_id
+        if told is not None and told.message not in self.followed_told:
+            self.followed_told.add(told.message)
+            log.warning(told.message, extra={"source": server, "profile": told.learnt.profile})
 
     async def _account(
         self,

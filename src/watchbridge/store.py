@@ -4611,6 +4611,12 @@ class Store:
         known = self._query("SELECT value FROM settings WHERE name = ?", (name,))
         return str(known[0]["value"]) if known else None
 
+    def remember_account(self, learnt: AccountLearnt, now: float) -> None:
+        """Remember what a route learnt of a media-server account outside a webhook's events
+        (the catch-up's read of a server's accounts), as `IngestJob.learnt` does."""
+        with self.transaction() as conn:
+            _remember_account(conn, learnt, now)
+
     def webhook_account_ids(self) -> list[tuple[str, str, str, str, str, str]]:
         """(source, server, account id, profile, entry, name) of each media-server account id
         remembered for a name a profile listed, or name for an id it listed (account_ids.py:

@@ -14,7 +14,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Coroutine, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 import msgspec
@@ -142,9 +142,23 @@ NO_IDS: Mapping[Key, Learnt] = {}
 NO_NAMES: Mapping[NameKey, tuple[Key, Learnt]] = {}
 
 
+class Sender(Protocol):
+    """Who an event came from, all a route reads of it: a `MediaEvent`, or an account of a
+    server the catch-up reads (catchup.py), routed alike."""
+
+    @property
+    def source(self) -> str: ...
+
+    @property
+    def server(self) -> str: ...
+
+    @property
+    def account(self) -> Account: ...
+
+
 def profile_for(
     config: Config,
-    event: MediaEvent,
+    event: Sender,
     known: Mapping[Key, Learnt] = NO_IDS,
     names: Mapping[NameKey, tuple[Key, Learnt]] = NO_NAMES,
 ) -> str | None:
@@ -154,13 +168,16 @@ def profile_for(
 
 def route_for(
     config: Config,
-    event: MediaEvent,
+    event: Sender,
     known: Mapping[Key, Learnt] = NO_IDS,
     names: Mapping[NameKey, tuple[Key, Learnt]] = NO_NAMES,
+    *,
+    to_default: bool = True,
 ) -> Route:
     """The profile an event belongs to: explicit mapping first, then an account id remembered
     for a name a profile lists (`known`), then an account name remembered for an id a profile
-    lists (`names`; see account_ids.py), else the default profile. Pure.
+    lists (`names`; see account_ids.py), else the default profile (not `to_default`: none,
+    for the catch-up, which reads only the accounts profiles name). Pure.
 
     Plex calls each server's owner account 1, so with two servers posting here a plain "1"
     names both owners: an entry naming the event's server ("SERVER:ACCOUNT") wins over one
@@ -188,6 +205,8 @@ def route_for(
         return Route(learnt.profile, renamed=Renamed(key, account.name or "", learnt, taken_by))
     if names and (new_id := _new_id(config, event, names)) is not None:
         return Route(new_id.learnt.profile, new_id=new_id)
+    if not to_default:
+        return Route(None)
     default = next((name for name, p in config.profiles.items() if p.default), None)
     if event.source == "tautulli" and (
         _listed_for_plex(config, anywhere - {PLEX_OWNER}, default)
@@ -201,7 +220,7 @@ def route_for(
     return Route(default)
 
 
-def _matched(event: MediaEvent, profile: str, entry: str, known: Mapping[Key, Learnt]) -> Route:
+def _matched(event: Sender, profile: str, entry: str, known: Mapping[Key, Learnt]) -> Route:
     """The route of an event `entry` of `profile` matched: with what to learn when it is new,
     the account's id when the entry is its name, or its name when the entry is its id."""
     account = event.account
@@ -254,7 +273,7 @@ def _clash_forgets(key: Key, learnt: Learnt) -> tuple[str, str] | None:
 
 
 def _new_id(
-    config: Config, event: MediaEvent, names: Mapping[NameKey, tuple[Key, Learnt]]
+    config: Config, event: Sender, names: Mapping[NameKey, tuple[Key, Learnt]]
 ) -> NewId | None:
     """The account an event no entry matches was, by its name remembered for an id a profile
     still lists on the same server: the account has a new id (made again on the server)."""
@@ -269,7 +288,7 @@ def _new_id(
     return NewId(key, event.account.name or "", was, learnt)
 
 
-def _key(event: MediaEvent) -> Key | None:
+def _key(event: Sender) -> Key | None:
     """The event's account as ids are remembered by: per server, since Plex calls every
     server's owner 1 (without a server, the owner's id names no one account)."""
     account_id = event.account.id
@@ -304,7 +323,7 @@ def _followed_for_plex(
 
 
 def _owner_for_plex(
-    config: Config, known: Mapping[Key, Learnt], event: MediaEvent, but: str | None
+    config: Config, known: Mapping[Key, Learnt], event: Sender, but: str | None
 ) -> bool:
     """Whether a Tautulli report's account is a Plex server's owner whom Plex's webhook took,
     as account 1 under that user name (on the report's server, when it names one), to a
