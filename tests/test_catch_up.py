@@ -63,9 +63,12 @@ def flavour(request: pytest.FixtureRequest) -> Literal["jellyfin", "emby"]:
 
 @pytest.fixture
 def server(
-    start_fake: Callable[[FakeServer], FakeServer], flavour: Literal["jellyfin", "emby"]
+    start_fake: Callable[[FakeServer], FakeServer],
+    flavour: Literal["jellyfin", "emby"],
+    clock: Clock,
 ) -> FakeJellyfin:
     fake = FakeJellyfin(flavour)
+    fake.clock = clock  # its Date header: the clocks agree unless a test sets `ahead`
     start_fake(fake)
     fake.add_series(SERIES[flavour], "Breaking Bad", **BREAKING_BAD_PROVIDER_IDS)
     fake.add_episode(EPISODE[flavour], SERIES[flavour], 5, 14, Tvdb="4637661", Tmdb="62161")
@@ -734,3 +737,37 @@ def test_an_account_no_entry_names_is_not_read_for_the_default_profile(
     listings = [r for r in server.requests if r.route in ("/Items", "/Users/{user_id}/Items")]
     assert listings and all(SAM not in r.path + str(r.query) for r in listings)
     assert plays_by_profile(runtime) == []
+
+
+def test_a_server_clock_behind_ours_loses_no_play(
+    runtime: Runtime, server: FakeJellyfin, clock: Clock
+) -> None:
+    # The server dates by its clock, an hour behind: a play half an hour after a read was
+    # saved, by it, before that read, and its date before the baseline.
+    alex, episode = ALEX[server.flavour], EPISODE[server.flavour]
+    server.ahead = -3600.0
+    task = CatchUp()
+    read(runtime, task, server)  # the baseline
+    began = T0 + 1800
+    server.play(alex, episode, began)
+    for minutes in (180, 195):
+        clock.now = T0 + minutes * 60
+        read(runtime, task, server)
+    assert plays(runtime) == [("trakt", began, episode)]  # dated by our clock
+
+
+def test_a_server_clock_ahead_of_ours_sends_no_play_its_webhook_told_of_again(
+    runtime: Runtime, server: FakeJellyfin, clock: Clock
+) -> None:
+    # Two hours ahead, the server dates the play after its webhook came: not of that play.
+    alex, episode = ALEX[server.flavour], EPISODE[server.flavour]
+    server.ahead = 2 * 3600.0
+    task = CatchUp()
+    read(runtime, task, server)
+    began = T0 + 600
+    server.play(alex, episode, began)
+    webhook(runtime, server.flavour, began + 47 * 60)  # its stop, at the end
+    for minutes in (60, 75, 90, 8 * 60):
+        clock.now = began + minutes * 60
+        assert read(runtime, task, server) == 0
+    assert plays(runtime) == [("trakt", began + 47 * 60, episode)]  # the webhook's play alone

@@ -7,7 +7,7 @@ account a profile's entry takes is read, for the profile its webhooks go to (`re
 `webhooks.route_for`, remembered ids and names included, the default profile excluded), at
 start and every EVERY: its movies and episodes whose user data changed since the last read
 (`MinDateLastSavedForUser`: one small answer while nothing was watched), each with `Played`,
-`PlayCount` and `LastPlayedDate`.
+`PlayCount` and `LastPlayedDate`, put on our clock when the server's is off (`server_offset`).
 
 What the server's user data says (Jellyfin's and Emby's SessionManager): a playback's start
 adds one to `PlayCount` and sets `LastPlayedDate` (to the start); `Played` turns false while a
@@ -51,7 +51,7 @@ from watchbridge.account_ids import KEPT, Key, Learnt, NameKey
 from watchbridge.catchupstatus import Failed, Told, unfound_of
 from watchbridge.config import Config, same_account
 from watchbridge.errors import StoreError
-from watchbridge.http import ServiceError, Unavailable
+from watchbridge.http import CLOCK_WARNING, ServiceError, Unavailable
 from watchbridge.ingest.common import (
     air_date,
     integer,
@@ -86,8 +86,9 @@ log = logging.getLogger(__name__)
 # A play missed is copied 15-20 minutes after it: soon enough for a diary, and one request
 # per account a quarter of an hour (96 a day, an empty list each while nothing is watched).
 EVERY = 15 * 60.0
-# Between the server's clock and ours: user data changed this long before the last read is
-# listed again, and a webhook received this long before a play's date may be of it.
+# Between the server's clock and ours, beyond the gap its answers show (`server_offset`): user
+# data changed this long before the last read is listed again, and a webhook received this
+# long before a play's date may be of it.
 CLOCK_MARGIN = 15 * 60.0
 # A play found waits this long, to the next read, for a webhook on its way (seconds, usually).
 CONFIRM_AFTER = 5 * 60.0
@@ -120,9 +121,18 @@ class Listed:
     duration_ms: int | None = None
 
 
-def listed(dto: Mapping[str, Any], server: Server) -> Listed | None:
+def server_offset(skew: float) -> float:
+    """How far the server's clock is ahead of ours, as its dates are put on ours: the gap its
+    answers' `Date` headers measure (http.py's `clock_skew`) once past CLOCK_WARNING, where the
+    log says the clocks differ; a smaller one (the header's whole seconds, the network's time)
+    is left to CLOCK_MARGIN. Pure."""
+    return skew if abs(skew) > CLOCK_WARNING else 0.0
+
+
+def listed(dto: Mapping[str, Any], server: Server, ahead: float = 0.0) -> Listed | None:
     """An item DTO as `Listed`, named as that server's webhooks name it (ingest/jellyfin.py,
-    ingest/emby.py); None for another kind of item, or one without an id. Pure."""
+    ingest/emby.py), its `LastPlayedDate` put on our clock (`ahead`: `server_offset`); None
+    for another kind of item, or one without an id. Pure."""
     kind = KINDS.get((text(dto.get("Type")) or "").lower())
     raw_id = text(dto.get("Id"))
     if kind is None or raw_id is None:
@@ -147,12 +157,13 @@ def listed(dto: Mapping[str, Any], server: Server) -> Listed | None:
             aired=air_date(dto.get("PremiereDate")),
         )
     data = obj(dto.get("UserData"))
+    last_played = iso_time(data.get("LastPlayedDate"))
     return Listed(
         id=item_id or raw_id,
         item=ref,
         played=data.get("Played") is True,
         count=max(integer(data.get("PlayCount")) or 0, 0),
-        last_played=iso_time(data.get("LastPlayedDate")),
+        last_played=None if last_played is None else last_played - ahead,
         server=server_guid(dto.get("ServerId")) or "",
         duration_ms=ticks_to_ms(dto.get("RunTimeTicks")) or None,
     )
@@ -517,6 +528,8 @@ class CatchUp:
         # The server's id, asked with its accounts: what "SERVER:ACCOUNT" entries name.
         self.server_ids: dict[Server, str] = {}
         self.followed_told: set[str] = set()  # accounts followed by a remembered id or name
+        # How far the server's clock is ahead of ours (`server_offset`), as its last answer said.
+        self.ahead: dict[Server, float] = {}
 
     async def run(self, runtime: Any, stop: asyncio.Event) -> None:
         clients = _clients(runtime)
@@ -554,6 +567,7 @@ class CatchUp:
                     await client.answers()  # the server's id, which its answers may not carry
                 self.users[server], self.users_at[server] = await client.users(), now
                 self.server_ids[server] = client.vouch.known or self.server_ids.get(server, "")
+                self.ahead[server] = server_offset(client.http.clock_skew)
                 readings = self._resolve(runtime, server, client)
             assert readings is not None
             users, server_id = self.users[server], self._server_id(server, client)
@@ -657,8 +671,11 @@ class CatchUp:
         )
         now = runtime.clock()
         start = since(state)
+        # A server behind ours saved the changes since `start` at an earlier time by its clock.
+        start = None if start is None else start + min(self.ahead.get(server, 0.0), 0.0)
         rows = await client.played(account[0], None if start is None else _iso(start))
-        items = [one for row in rows if (one := listed(row, server)) is not None]
+        ahead = self.ahead[server] = server_offset(client.http.clock_skew)
+        items = [one for row in rows if (one := listed(row, server, ahead)) is not None]
         found = candidates(state, items)
         events: list[tuple[float, dict[str, Any]]] = []
         if found:

@@ -14,7 +14,8 @@ with the account's ``UserData`` (``Played``, ``PlayCount``, ``LastPlayedDate``),
 ``IsPlayed`` and ``MinDateLastSavedForUser`` (user data saved at or after it), paged by
 ``StartIndex``/``Limit``. ``play`` does what a viewing does to them (Jellyfin's SessionManager:
 the start adds one to ``PlayCount`` and dates ``LastPlayedDate``; the end sets ``Played``),
-``mark_unplayed`` what "mark unplayed" does (count 0, no date).
+``mark_unplayed`` what "mark unplayed" does (count 0, no date). They stamp by the server's clock:
+``clock`` (the test's) ``ahead`` seconds off, which its ``Date`` header tells too.
 
 A missing or wrong key is a 401 with an empty body, as both servers answer. Failures beyond that
 come from the base knobs (``fail_next(1, 503)``, ``drop_next``).
@@ -23,6 +24,7 @@ come from the base knobs (``fail_next(1, 503)``, ``drop_next``).
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -62,6 +64,12 @@ class FakeJellyfin(FakeServer):
         self.users: dict[str, str] = {}  # id -> name
         # (user id, item id) -> user data, with "saved" (epoch) beside the fields answered
         self.user_data: dict[tuple[str, str], dict[str, Any]] = {}
+        # The server's clock: the test's (`clock`), `ahead` seconds ahead of it (behind: < 0).
+        self.clock: Callable[[], float] = time.time
+        self.ahead = 0.0
+
+    def date_clock(self) -> float:
+        return self.clock() + self.ahead
 
     @property
     def item_route(self) -> str:
@@ -122,8 +130,10 @@ class FakeJellyfin(FakeServer):
             self.users[user_id] = name
 
     def play(self, user_id: str, item_id: str, at: float, *, finished: bool = True) -> None:
-        """A viewing that began at `at` (a start counts it and dates it), played to the end
-        unless `finished` is False (then the item is unplayed while it resumes)."""
+        """A viewing that began at `at` (a start counts it and dates it, by the server's clock),
+        played to the end unless `finished` is False (then the item is unplayed while it
+        resumes)."""
+        at += self.ahead
         with self.lock:
             data = self._data(user_id, item_id)
             data["PlayCount"] += 1
@@ -132,6 +142,7 @@ class FakeJellyfin(FakeServer):
             data["saved"] = at
 
     def mark_played(self, user_id: str, item_id: str, at: float) -> None:
+        at += self.ahead
         with self.lock:
             data = self._data(user_id, item_id)
             data["PlayCount"] = max(data["PlayCount"], 1)
@@ -140,6 +151,7 @@ class FakeJellyfin(FakeServer):
             data["saved"] = at
 
     def mark_unplayed(self, user_id: str, item_id: str, at: float) -> None:
+        at += self.ahead
         with self.lock:
             data = self._data(user_id, item_id)
             data.update(PlayCount=0, LastPlayedDate=None, Played=False, saved=at)
