@@ -33,10 +33,11 @@ LABEL = "catch-up:      "
 
 @pytest.fixture(params=["jellyfin", "emby"])
 def server(
-    request: pytest.FixtureRequest, start_fake: Callable[[FakeServer], FakeServer]
+    request: pytest.FixtureRequest, start_fake: Callable[[FakeServer], FakeServer], clock: Clock
 ) -> FakeJellyfin:
     flavour: Literal["jellyfin", "emby"] = request.param
     fake = FakeJellyfin(flavour)
+    fake.clock = clock  # its Date header: the clocks agree (the test's runs a day behind)
     start_fake(fake)
     fake.add_movie(MOVIE, "Arrival", 2016, Imdb="tt2543164", Tmdb="329865")
     fake.add_user(ALEX[flavour], "alex")
