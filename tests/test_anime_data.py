@@ -733,6 +733,21 @@ def test_anime_refresh_reports_a_failed_download(tmp_path: Path, fake: FakeDatas
     assert "error: could not refresh fribb; the cached copies stay in use" in result.stderr
 
 
+def test_anime_refresh_replaces_a_damaged_copy_upstream_has_not_changed(
+    tmp_path: Path, fake: FakeDatasets
+) -> None:
+    """Before, upstream's "unchanged" (304) to the copy's ETag kept the damaged copy, and the
+    command said it went well: the advice the held deliveries and the link give did nothing."""
+    path = anime_config(tmp_path, fake)
+    assert run_cli("anime", "refresh", "--config", str(path)).returncode == 0
+    data = anime_data.from_config(load_config(path, {}))
+    for name in data.urls:
+        data.path(name).write_text("not a mapping list", encoding="utf-8")
+    assert run_cli("anime", "refresh", "--config", str(path)).returncode == 0
+    assert {name: data.path(name).read_bytes() for name in data.urls} == fake.bodies
+    assert len(data.cached_index()) > 0
+
+
 def test_a_failed_refresh_is_on_the_status_page_as_watchbridge_status_says_it(
     tmp_path: Path, fake: FakeDatasets
 ) -> None:

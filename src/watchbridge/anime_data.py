@@ -303,21 +303,22 @@ class AnimeData:
     # ------------------------------------------------------------------ refresh
 
     async def refresh(self, force: bool = False) -> list[DatasetStatus]:
-        """Download every dataset that is due (all with `force`); never raises for a
-        download problem, nor for a folder it cannot write (read-only, a full disk): the
+        """Download every dataset that is due (all with `force`, each whole: a copy on disk
+        damaged since upstream last changed is replaced, not kept by a 304); never raises for
+        a download problem, nor for a folder it cannot write (read-only, a full disk): the
         cached copy stays and the status says what went wrong."""
         now = self.clock()
         for status in self.status():
             if force or self.due(status, now):
-                await self._refresh_one(status, now)
+                await self._refresh_one(status, now, whole=force)
         return self.status()
 
-    async def _refresh_one(self, status: DatasetStatus, now: float) -> None:
+    async def _refresh_one(self, status: DatasetStatus, now: float, whole: bool = False) -> None:
         meta = self._read_meta()
         entry = dict(meta.get(status.name, {}))
         entry["url"] = status.url
         try:
-            body, headers = await self._download(status)
+            body, headers = await self._download(status, conditional=not whole)
             if body is not None:
                 last = status.rows if status.cached else 0
                 try:
@@ -381,12 +382,15 @@ class AnimeData:
             f"{_day(since + self.refresh_every)}, it is taken as upstream's new version"
         )
 
-    async def _download(self, status: DatasetStatus) -> tuple[bytes | None, Mapping[str, str]]:
-        """The new body (None: unchanged since our copy, a 304) and the answer's headers."""
+    async def _download(
+        self, status: DatasetStatus, conditional: bool = True
+    ) -> tuple[bytes | None, Mapping[str, str]]:
+        """The new body (None: unchanged since our copy, a 304, asked only when `conditional`)
+        and the answer's headers."""
         headers: dict[str, str] = {}
-        if status.cached and status.etag:
+        if conditional and status.cached and status.etag:
             headers["if-none-match"] = status.etag
-        if status.cached and status.last_modified:
+        if conditional and status.cached and status.last_modified:
             headers["if-modified-since"] = status.last_modified
         url = status.url
         for _ in range(5):
