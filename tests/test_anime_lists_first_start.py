@@ -22,6 +22,7 @@ from watchbridge.causes import MISSING_TITLE
 from watchbridge.config import Secret, load_config
 from watchbridge.deliver.anilist import AniListTarget
 from watchbridge.deliver.worker import DeliveryWorker
+from watchbridge.maintenance import check_anime_datasets
 from watchbridge.model import Ids, MediaRef, ref_to_dict
 from watchbridge.services.anilist import AniListClient
 from watchbridge.store import NewOutboxRow
@@ -223,3 +224,52 @@ async def test_a_play_held_for_lists_on_disk_that_cannot_be_read_says_so(
     assert data.link_waits().message == reason.replace(
         "AniList deliveries wait", "the link reads and plans nothing"
     )
+
+
+UNREADABLE_TITLE = "watchbridge: anime mapping lists could not be read"
+
+
+async def test_lists_on_disk_that_cannot_be_read_are_alerted_with_no_link_to_tell(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    lists: FakeDatasets,
+    anilist: FakeAniList,
+    receiver: AlertReceiver,
+    config_path: Path,
+) -> None:
+    """A webhook-only AniList profile (no link, so no link's alert): before, the held play
+    said why in the queue only, and no alert told of it, as the lists' alert came only while
+    none was downloaded. It comes at the pass that holds a play, the hourly check keeps it,
+    and it resolves once the lists can be read and the play went."""
+    lists.bodies = sample_bodies()
+    refreshed = await asyncio.to_thread(
+        watchbridge, "anime", "refresh", "--config", str(config_path)
+    )
+    assert refreshed.returncode == 0, refreshed.stderr
+    data = anime_data.from_config(runtime.config)
+    for name in data.urls:
+        data.path(name).write_text("not a mapping list", encoding="utf-8")
+    play_aot_s4e17(runtime)
+
+    await worker.pass_once(runtime)
+    await check_anime_datasets(runtime)  # the hourly check: the same rule, no "Resolved"
+
+    (alert,) = receiver.messages  # at once, not at the next hourly check
+    assert alert["title"] == UNREADABLE_TITLE
+    assert runtime.notifier.raised("service_unreachable", anime_data.MISSING_KEY)
+    lead, problems = alert["message"].split("\n\n")[:2]
+    assert "could not be read" in lead and "plays for AniList wait" in lead, lead
+    assert "watchbridge anime refresh" in lead and "update watchbridge" in lead, lead
+    assert f"delete the files in {data.directory}" in lead, lead
+    assert "not downloaded" not in alert["message"]
+    assert "anibridge:" in problems and "animelists:" in problems, problems
+
+    refreshed = await asyncio.to_thread(  # as the alert says
+        watchbridge, "anime", "refresh", "--config", str(config_path)
+    )
+    assert refreshed.returncode == 0, refreshed.stderr
+    assert isinstance(runtime.clock, FakeClock)
+    runtime.clock.advance(FIVE_MINUTES)
+    await worker.pass_once(runtime)
+    assert progress(anilist) == 1
+    assert receiver.titles() == [UNREADABLE_TITLE, f"Resolved: {UNREADABLE_TITLE}"]

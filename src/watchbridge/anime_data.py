@@ -228,6 +228,22 @@ class AnimeData:
         told apart from anime, so AniList deliveries wait."""
         return not any(self.path(name).is_file() for name in self.urls)
 
+    def unreadable(self) -> list[str]:
+        """Why none of the copies on disk gives a mapping (one line per dataset, as the log's
+        "anime dataset unreadable" lines say it), while there are copies and none does: AniList
+        deliveries wait, and no download ends it. Empty otherwise (no copy, every dataset
+        switched off, a broken overrides file: said where it is read). Builds the index from
+        disk when no run in this process has (a second or two, in a thread)."""
+        if self.none_downloaded():
+            return []
+        try:
+            index = self.cached_index()
+        except ConfigError:
+            return []
+        if len(index):
+            return []
+        return list(index.problems) or ["no dataset on disk holds a mapping"]
+
     def missing_reason(self, link: bool = False) -> str:
         """Why AniList deliveries wait while the index is empty, and what to do: every dataset
         switched off, copies on disk none of which could be read (damaged, or a format this
@@ -243,7 +259,8 @@ class AnimeData:
             return (
                 "the anime mapping lists on disk could not be read (the log's \"anime dataset"
                 ' unreadable" lines say why: a damaged copy, or a format this release does not'
-                f" read), so {waits}; run `watchbridge anime refresh` to download them again"
+                f" read), so {waits}; run `watchbridge anime refresh` to download them again,"
+                " or update watchbridge if that does not help"
             )
         return (
             "the anime mapping lists are not downloaded yet (they tell which AniList title a"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from watchbridge.anime_data import MISSING_KEY, ListsMissing, ListsNotYet
 from watchbridge.config import service_title
@@ -68,6 +69,25 @@ def lists_missing(problems: Sequence[str]) -> Alert:
     them, and the hourly check alike (one condition)."""
     body = MISSING_LEAD + "\n\n" + "\n".join(problems)
     return Alert("service_unreachable", MISSING_KEY, MISSING_TITLE, body)
+
+
+UNREADABLE_TITLE = "watchbridge: anime mapping lists could not be read"
+UNREADABLE_LEAD = (
+    "The anime mapping lists on disk could not be read (a damaged copy, or a format this"
+    " release does not read): they tell which AniList title a play is, so plays for AniList"
+    " wait (none is lost: they go once the lists can be read). Run `watchbridge anime refresh`"
+    " to download them again, or delete the files in {directory} so watchbridge downloads"
+    " them again by itself; if the new copies cannot be read either, update watchbridge."
+)
+
+
+def lists_unreadable(directory: Path, problems: Sequence[str]) -> Alert:
+    """The alert that the anime mapping lists on disk (in `directory`) are there but none
+    could be read (`problems`, one line per dataset): the lists' condition, as while none is
+    downloaded (one cause of AniList deliveries waiting, one alert), raised by the deliveries
+    it holds and the hourly check alike."""
+    body = UNREADABLE_LEAD.format(directory=directory) + "\n\n" + "\n".join(problems)
+    return Alert("service_unreachable", MISSING_KEY, UNREADABLE_TITLE, body)
 
 
 # What pauses one profile's deliveries, by the alert's kind: the few words a phone shows.

@@ -18,7 +18,7 @@ from watchbridge.accounts import send_account_alerts
 from watchbridge.alerts import DISABLED, SENT
 from watchbridge.anime_data import MISSING_KEY
 from watchbridge.app import Runtime
-from watchbridge.causes import lists_missing, paused_title, sign_in_works
+from watchbridge.causes import lists_missing, lists_unreadable, paused_title, sign_in_works
 from watchbridge.config import service_title
 from watchbridge.deliver.worker import ENDING, SERVICE_ROLE, ending_title
 from watchbridge.downtime import ALIVE_EVERY
@@ -435,11 +435,12 @@ DATASETS_LEAD = (
 
 async def check_anime_datasets(runtime: Runtime) -> None:
     """Alert (kind `service_unreachable`, throttled like any other) while no anime mapping
-    dataset could be downloaded yet (AniList deliveries wait: an alert of its own), and while
-    they cannot be refreshed and have no copy or one two refresh periods old; send the
-    recovery once one is downloaded, and once they are current again. Reads their state on
-    disk only: refreshing is the deliveries' and link runs' business (the deliveries check at
-    once while none is downloaded). Keeps in the database what their refreshes found and
+    dataset could be downloaded yet, or the copies downloaded none could be read (AniList
+    deliveries wait: an alert of its own, the one condition), and while they cannot be
+    refreshed and have no copy or one two refresh periods old; send the recovery once one is
+    downloaded and read, and once they are current again. Reads their state on disk only:
+    refreshing is the deliveries' and link runs' business (the deliveries check at once while
+    none gives a mapping). Keeps in the database what their refreshes found and
     datasets.json could not take, for `watchbridge status` and the next start."""
     if runtime.config.services.anilist is None:
         return
@@ -453,7 +454,12 @@ async def check_anime_datasets(runtime: Runtime) -> None:
         alert = lists_missing(problems)  # as a link run waiting for them raises it
         await runtime.notifier.notify(alert.kind, alert.title, alert.body, alert.key)
         return  # one cause, one alert: not "out of date" too
-    arrived = "The anime mapping lists are downloaded: AniList deliveries go on."
+    unreadable = [] if none_yet else await asyncio.to_thread(data.unreadable)
+    if unreadable:  # copies on disk, none of which gives a mapping: no download ends it
+        alert = lists_unreadable(data.directory, unreadable)
+        await runtime.notifier.notify(alert.kind, alert.title, alert.body, alert.key)
+        return
+    arrived = "The anime mapping lists are downloaded and read: AniList deliveries go on."
     await runtime.notifier.resolve("service_unreachable", arrived, MISSING_KEY)
     if problems:
         body = DATASETS_LEAD + "\n\n" + "\n".join(problems)
