@@ -803,9 +803,8 @@ def test_alerts_of_a_profile_or_account_taken_out_are_resolved_at_the_next_start
     bodies = {m["title"]: m["message"] for m in receiver.messages}
     assert "profile kid is no longer in the config" in bodies[f"Resolved: {KID_SIGNED_OUT}"]
     assert "profile kid is no longer in the config" in bodies[f"Resolved: {KID_FULL}"]
-    assert (
-        "profiles.me.accounts.trakt is no longer in the config"
-        in (bodies[f"Resolved: {MY_SIGN_IN_ENDS}"])
+    assert bodies[f"Resolved: {MY_SIGN_IN_ENDS}"] == (
+        "profile me no longer uses Trakt (profiles.me.accounts.trakt)"
     )
 
 
@@ -1042,12 +1041,14 @@ def test_a_renamed_link_is_warned_of_and_status_says_what_waits_under_its_old_na
         (
             "plex: {url: 'http://pms:32400'}, trakt: {client_id: c}",
             "tt: {services: [trakt, serializd]}",
-            "no link reads Plex any more: nothing tells whether its webhooks come",
+            "no link syncs Plex any more, so nothing tells whether its webhooks come"
+            " (links.NAME.services)",
         ),
         (
             "trakt: {client_id: c}",
             "tt: {services: [trakt, serializd]}",
-            "services.plex is no longer in the config: its history is not read any more",
+            "Plex is no longer in the config, so its play history is not read any more"
+            " (services.plex)",
         ),
     ],
     ids=["plex-link-kept", "plex-link-removed", "plex-removed"],
@@ -1075,12 +1076,13 @@ def test_a_webhooks_stopped_alert_is_over_once_no_plex_link_reads_the_history(
         ("jellyfin: {url: 'http://jf:8096', api_key: k}", None),
         (
             "jellyfin: {url: 'http://jf:8096', api_key: k, catch_up: false}",
-            "services.jellyfin has no api_key, its catch_up is off or no profile lists its"
-            " accounts: its plays are not read any more",
+            "watchbridge no longer reads Jellyfin's plays: its catch-up is switched off"
+            " (services.jellyfin.catch_up)",
         ),
         (
             "emby: {url: 'http://emby:8096', api_key: k}",
-            "services.jellyfin is no longer in the config: its plays are not read any more",
+            "Jellyfin is no longer in the config, so its plays are not read any more"
+            " (services.jellyfin)",
         ),
     ],
     ids=["caught-up", "catch-up-off", "jellyfin-removed"],
@@ -1097,3 +1099,115 @@ def test_a_jellyfin_webhooks_stopped_alert_lasts_while_the_catch_up_reads_it(
     )
     key = "jellyfin:5b6f0e3a2c1d4e8f9a7b6c5d4e3f2a1b"
     assert no_longer_configured(load_config(path), "webhooks_stopped", key) == over
+
+
+def everything_config(
+    tmp_path: Path, receiver: AlertReceiver, edits: Sequence[str | tuple[str, str]]
+) -> str:
+    """Trakt, Serializd, Plex (link pt) and Jellyfin (caught up) for profiles me and kid, as
+    the user edited it: each part of `edits` removed, or (old, new) replaced."""
+    text = (
+        f"storage: {{path: {tmp_path / 'wb.db'}}}\n"
+        f'alerts: {{urls: ["{receiver.apprise_url}"]}}\n'
+        "services:\n"
+        "  trakt: {client_id: c}\n"
+        "  serializd: {}\n"
+        "  plex: {url: 'http://pms:32400'}\n"
+        "  jellyfin: {url: 'http://jf:8096', api_key: k, catch_up: true}\n"
+        "profiles:\n"
+        "  me:\n"
+        "    users: {jellyfin: [alex]}\n"
+        "    accounts: {trakt: {}, plex: {}, serializd: {email: me@b.c, password: pw}}\n"
+        "  kid: {accounts: {plex: {}, trakt: {}}}\n"
+        "links:\n"
+        "  pt: {services: [plex, trakt], profiles: [kid]}\n"
+    )
+    for edit in edits:
+        old, new = edit if isinstance(edit, tuple) else (edit, "")
+        assert old in text, old
+        text = text.replace(old, new)
+    return text
+
+
+# An alert of each kind the config can leave behind; what the user takes out of the config;
+# the "Resolved" they get: in a person's words, services by name, the config key in brackets.
+TAKEN_OUT = {
+    "link": (
+        ("sync_failing", "pt", "watchbridge: link pt keeps failing"),
+        ["  pt: {services: [plex, trakt], profiles: [kid]}\n"],
+        "link pt is no longer in the config, so it does not sync any more (links.pt)",
+    ),
+    "service": (
+        ("service_unreachable", "serializd", "watchbridge: Serializd unreachable"),
+        ["  serializd: {}\n", ", serializd: {email: me@b.c, password: pw}"],
+        "Serializd is no longer in the config, so it is not used any more (services.serializd)",
+    ),
+    "profile": (
+        ("credentials", "trakt:kid", "watchbridge: Trakt sign-in needed (profile kid)"),
+        ["  kid: {accounts: {plex: {}, trakt: {}}}\n", ", profiles: [kid]"],
+        "profile kid is no longer in the config, so nothing is synced for it any more"
+        " (profiles.kid)",
+    ),
+    "account": (
+        ("credentials", "trakt:me", "watchbridge: Trakt sign-in needed (profile me)"),
+        ["trakt: {}, "],
+        "profile me no longer uses Trakt (profiles.me.accounts.trakt)",
+    ),
+    "plex": (
+        ("webhooks_stopped", "machine-1", "watchbridge: no webhook from Plex"),
+        [
+            "  plex: {url: 'http://pms:32400'}\n",
+            "plex: {}, ",
+            "  pt: {services: [plex, trakt], profiles: [kid]}\n",
+        ],
+        "Plex is no longer in the config, so its play history is not read any more (services.plex)",
+    ),
+    "plex link": (
+        ("webhooks_stopped", "machine-1", "watchbridge: no webhook from Plex"),
+        ["  pt: {services: [plex, trakt], profiles: [kid]}\n"],
+        "no link syncs Plex any more, so nothing tells whether its webhooks come"
+        " (links.NAME.services)",
+    ),
+    "jellyfin": (
+        ("webhooks_stopped", "jellyfin:5b6f", "watchbridge: no webhook from Jellyfin"),
+        ["  jellyfin: {url: 'http://jf:8096', api_key: k, catch_up: true}\n"],
+        "Jellyfin is no longer in the config, so its plays are not read any more"
+        " (services.jellyfin)",
+    ),
+    "jellyfin catch-up": (
+        ("webhooks_stopped", "jellyfin:5b6f", "watchbridge: no webhook from Jellyfin"),
+        [("catch_up: true", "catch_up: false")],
+        "watchbridge no longer reads Jellyfin's plays: its catch-up is switched off"
+        " (services.jellyfin.catch_up)",
+    ),
+    "jellyfin api key": (
+        ("webhooks_stopped", "jellyfin:5b6f", "watchbridge: no webhook from Jellyfin"),
+        [", api_key: k"],
+        "watchbridge no longer reads Jellyfin's plays: it has no API key"
+        " (services.jellyfin.api_key)",
+    ),
+    "jellyfin accounts": (
+        ("webhooks_stopped", "jellyfin:5b6f", "watchbridge: no webhook from Jellyfin"),
+        ["    users: {jellyfin: [alex]}\n"],
+        "watchbridge no longer reads Jellyfin's plays: no profile lists its accounts"
+        " (profiles.NAME.users.jellyfin)",
+    ),
+}
+
+
+@pytest.mark.parametrize("what", sorted(TAKEN_OUT))
+def test_what_the_config_no_longer_has_is_resolved_in_a_persons_words(
+    tmp_path: Path, receiver: AlertReceiver, what: str
+) -> None:
+    """Before, some read as the config key first ("services.serializd is no longer in the
+    config: it is not used any more", "profiles.me.accounts.trakt is no longer ...: trakt is
+    not used for me any more"), unlike the newer ones ("link ts no longer syncs the
+    watchlist (links.ts.kinds)")."""
+    (kind, key, title), edits, said = TAKEN_OUT[what]
+    path = tmp_path / "watchbridge.yaml"
+    path.write_text(everything_config(tmp_path, receiver, []), encoding="utf-8")
+    alerts_told(path, [(kind, key, title, "something is wrong")])
+    path.write_text(everything_config(tmp_path, receiver, edits), encoding="utf-8")
+    assert kept_after_a_start(path, kind) == []
+    assert receiver.titles() == [title, f"Resolved: {title}"]
+    assert receiver.messages[-1]["message"] == said

@@ -14,7 +14,7 @@ import contextlib
 from dataclasses import dataclass
 
 from watchbridge.clocksteps import STEP, UNSET_BEFORE, Reading
-from watchbridge.config import Config
+from watchbridge.config import Config, service_title
 from watchbridge.zone import local_time
 
 ALIVE_EVERY = 300.0
@@ -37,15 +37,24 @@ def unread_sources(config: Config, seen: set[str]) -> list[str]:
 def catches_up(config: Config, server: str) -> bool:
     """Whether the catch-up reads `server` ("jellyfin", "emby"): set with an API key, on, and
     a profile lists accounts of it (a profile taking every webhook lists none to read)."""
+    return not_caught_up(config, server) is None
+
+
+def not_caught_up(config: Config, server: str) -> str | None:
+    """Why the catch-up does not read `server`, in words with the config key in brackets;
+    None when it does (`catches_up`)."""
     settings = getattr(config.services, server)
-    return (
-        settings is not None
-        and settings.catch_up
-        and bool(settings.url)
-        and settings.api_key is not None
-        and bool(settings.api_key.reveal())
-        and any(getattr(profile.users, server, ()) for profile in config.profiles.values())
-    )
+    if settings is None:
+        return f"{service_title(server)} is not in the config (services.{server})"
+    if not settings.catch_up:
+        return f"its catch-up is switched off (services.{server}.catch_up)"
+    if not settings.url:
+        return f"it has no address (services.{server}.url)"
+    if settings.api_key is None or not settings.api_key.reveal():
+        return f"it has no API key (services.{server}.api_key)"
+    if not any(getattr(profile.users, server, ()) for profile in config.profiles.values()):
+        return f"no profile lists its accounts (profiles.NAME.users.{server})"
+    return None
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from watchbridge.app import Runtime
 from watchbridge.config import SYNC_SERVICES, Accounts, Config, link_profiles, service_title
-from watchbridge.downtime import catches_up
+from watchbridge.downtime import not_caught_up
 from watchbridge.errors import Waits, WatchbridgeError
 from watchbridge.logs import Repeating
 from watchbridge.plexlink import wants_lists
@@ -287,11 +287,15 @@ def profile_of_alert(key: str) -> str | None:
 def no_longer_configured(config: Config, kind: str, key: str) -> str | None:
     """Why alert (`kind`, `key`) is over for good: what it is about is no longer in the
     config (a link; a service; a profile, or its account of the service), so nothing will
-    ever resolve it. None while it still is."""
+    ever resolve it: in a person's words, services by name, the config key in brackets (the
+    "Resolved" text). None while it still is."""
     if kind == "sync_failing":
         name = link_of_alert(key)
         if name not in config.links:
-            return f"links.{name} is no longer in the config: it is not synced any more"
+            return (
+                f"link {name} is no longer in the config, so it does not sync any more"
+                f" (links.{name})"
+            )
         kept_off = UnreadableAlert.of(key)  # about one profile of the link's watchlist
         if kept_off is None:
             return None
@@ -306,33 +310,45 @@ def no_longer_configured(config: Config, kind: str, key: str) -> str | None:
             return f"link {name} no longer syncs the watchlist (links.{name}.kinds)"
         return None
     if kind == WEBHOOKS_STOPPED and (server := caught_up_source(key)) is not None:
+        name = service_title(server)
         if getattr(config.services, server) is None:
-            return f"services.{server} is no longer in the config: its plays are not read any more"
-        if not catches_up(config, server):
             return (
-                f"services.{server} has no api_key, its catch_up is off or no profile lists its"
-                " accounts: its plays are not read any more"
+                f"{name} is no longer in the config, so its plays are not read any more"
+                f" (services.{server})"
             )
-        return None
+        why = not_caught_up(config, server)
+        return f"watchbridge no longer reads {name}'s plays: {why}" if why else None
     if kind == WEBHOOKS_STOPPED:  # else found by a Plex link's read of the Plex history
         if config.services.plex is None:
-            return "services.plex is no longer in the config: its history is not read any more"
+            return (
+                "Plex is no longer in the config, so its play history is not read any more"
+                " (services.plex)"
+            )
         if not any("plex" in link.services for link in config.links.values()):
-            return "no link reads Plex any more: nothing tells whether its webhooks come"
+            return (
+                "no link syncs Plex any more, so nothing tells whether its webhooks come"
+                " (links.NAME.services)"
+            )
         return None
     if kind not in SERVICE_ALERT_KINDS or (service := service_of_alert(key)) is None:
         return None
     if getattr(config.services, service) is None:
-        return f"services.{service} is no longer in the config: it is not used any more"
+        return (
+            f"{service_title(service)} is no longer in the config, so it is not used any more"
+            f" (services.{service})"
+        )
     profile = profile_of_alert(key)
     if profile is None:
         return None
     if profile not in config.profiles:
-        return f"profile {profile} is no longer in the config: nothing is synced for it any more"
+        return (
+            f"profile {profile} is no longer in the config, so nothing is synced for it any more"
+            f" (profiles.{profile})"
+        )
     accounts = config.profiles[profile].accounts
     if service in ACCOUNT_SERVICES and getattr(accounts, service) is None:
         account = f"profiles.{profile}.accounts.{service}"
-        return f"{account} is no longer in the config: {service} is not used for {profile} any more"
+        return f"profile {profile} no longer uses {service_title(service)} ({account})"
     return None
 
 
