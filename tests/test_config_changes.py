@@ -20,6 +20,7 @@ from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import ServiceProcess, free_port, sign_in_trakt, watchbridge
 from tests.test_webhooks_e2e import seeded
 from watchbridge.alerts import NAMESPACE as ALERT_CONDITIONS
+from watchbridge.causes import MISSING_TITLE
 from watchbridge.config import load_config
 from watchbridge.deliver.anilist import FINISHED, SENT, SKIPPED, recheck_skipped
 from watchbridge.deliver.anilist import NAME as ANILIST
@@ -737,6 +738,7 @@ def test_an_owed_outage_alert_of_a_service_taken_out_is_not_sent_after_all(
         ("plex", "plex"),
         ("anilist:me:expired", "anilist"),
         ("anime-datasets", "anilist"),
+        ("anime-datasets-missing", "anilist"),  # the lists not downloaded, or not read
         ("plextv:watchlist", "plex"),
         ("something-else", None),
     ],
@@ -1114,6 +1116,7 @@ def everything_config(
         "  serializd: {}\n"
         "  plex: {url: 'http://pms:32400'}\n"
         "  jellyfin: {url: 'http://jf:8096', api_key: k, catch_up: true}\n"
+        "  anilist: {}\n"
         "profiles:\n"
         "  me:\n"
         "    users: {jellyfin: [alex]}\n"
@@ -1179,6 +1182,12 @@ TAKEN_OUT = {
         [("catch_up: true", "catch_up: false")],
         "watchbridge no longer reads Jellyfin's plays: its catch-up is switched off"
         " (services.jellyfin.catch_up)",
+    ),
+    # The anime mapping lists' alert (no AniList delivery or link is left to resolve it).
+    "anilist": (
+        ("service_unreachable", "anime-datasets-missing", MISSING_TITLE),
+        ["  anilist: {}\n"],
+        "AniList is no longer in the config, so it is not used any more (services.anilist)",
     ),
     "jellyfin api key": (
         ("webhooks_stopped", "jellyfin:5b6f", "watchbridge: no webhook from Jellyfin"),

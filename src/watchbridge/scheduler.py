@@ -15,6 +15,7 @@ from collections.abc import Coroutine
 from dataclasses import fields
 from typing import Any, TypeVar
 
+from watchbridge.anime_data import MISSING_KEY
 from watchbridge.app import Runtime
 from watchbridge.config import SYNC_SERVICES, Accounts, Config, link_profiles, service_title
 from watchbridge.downtime import not_caught_up
@@ -259,7 +260,7 @@ def link_of_alert(key: str) -> str:
 # The kinds of alert about one service (its outage, a sign-in, an account limit), and the
 # keys of those that do not start with the service's name (see service_of_alert).
 SERVICE_ALERT_KINDS = ("service_unreachable", "credentials", "account_limit")
-SERVICE_OF_KEY = {"anime-datasets": "anilist", "plextv:watchlist": "plex"}
+SERVICE_OF_KEY = {"anime-datasets": "anilist", MISSING_KEY: "anilist", "plextv:watchlist": "plex"}
 # The services a profile has an account of (profiles.NAME.accounts.SERVICE).
 ACCOUNT_SERVICES = tuple(f.name for f in fields(Accounts))
 
