@@ -13,7 +13,6 @@ pass through the runtime's redaction, as every display of them does.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -23,6 +22,7 @@ from watchbridge import queuewords as words
 from watchbridge.errors import WatchbridgeError
 from watchbridge.plexlink import list_counts, lists_summary
 from watchbridge.review import plan_lines, plan_token, reviewed
+from watchbridge.stopping import cancel_all
 from watchbridge.sync import (
     LinkBusy,
     PlanChanged,
@@ -218,12 +218,7 @@ class PageReviews:
     async def close(self) -> None:
         """The service stops: a run under way ends as a shutdown ends the scheduler's (the
         next one goes on from there)."""
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(self._tasks.values())
 
 
 def _shown(runtime: Runtime, link: str, result: RunResult) -> ShownPlan:

@@ -10,10 +10,11 @@ on Trakt's site, which is of no use once it is approved or expired.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+
+from watchbridge.stopping import cancel_all
 
 log = logging.getLogger(__name__)
 
@@ -123,9 +124,4 @@ class PageSignIns:
     async def close(self) -> None:
         """The service stops: a sign-in waiting for its approval ends (the next start asks
         for a new code)."""
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(self._tasks.values())

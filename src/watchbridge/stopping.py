@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+import contextlib
+from collections.abc import Coroutine, Iterable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -35,3 +36,14 @@ async def unless_stopped(
     task.cancel()
     await asyncio.wait({task})
     return None if task.cancelled() else task.result()  # or it ended before the cancel
+
+
+async def cancel_all(tasks: Iterable[asyncio.Task[Any]]) -> None:
+    """Cancel `tasks` and wait for each to end: a page's work under way when the service
+    stops (a sign-in waiting for its approval, a review's read)."""
+    tasks = list(tasks)
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
