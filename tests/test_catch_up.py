@@ -29,11 +29,14 @@ from tests.ingest_samples import sample_json
 from watchbridge import webhooks
 from watchbridge.app import Runtime
 from watchbridge.catchup import CatchUp
+from watchbridge.catchupstatus import status_lines
 from watchbridge.config import Config, parse_config
 from watchbridge.ingest import parse
+from watchbridge.maintenance import housekeeping
 from watchbridge.model import Accepted
 from watchbridge.playback import REWATCH_AFTER_IDLE
 from watchbridge.services.jellyfin import MediaServerClient
+from watchbridge.statuspage import page_state, render
 from watchbridge.wiring import build_app, build_runtime
 
 # The accounts and items of the webhook samples (tests/fixtures/jellyfin, emby).
@@ -771,3 +774,92 @@ def test_a_server_clock_ahead_of_ours_sends_no_play_its_webhook_told_of_again(
         clock.now = began + minutes * 60
         assert read(runtime, task, server) == 0
     assert plays(runtime) == [("trakt", began + 47 * 60, episode)]  # the webhook's play alone
+
+
+def delivered(runtime: Runtime, at: float) -> None:
+    """Every play queued so far delivered at `at`, as the delivery worker settles one."""
+    with sqlite3.connect(runtime.config.storage.path) as conn:
+        ids = [i for (i,) in conn.execute("SELECT id FROM outbox WHERE status = 'pending'")]
+    for one in ids:
+        runtime.store.complete(one, at)
+
+
+def test_plays_the_webhooks_told_of_before_a_long_refusal_of_the_key_are_not_copied_again(
+    runtime: Runtime, server: FakeJellyfin, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The key refused for three weeks (Jellyfin 12 turning legacy auth off, a key deleted)
+    # while the webhooks kept coming: the next read lists every play since the last good
+    # one, and housekeeping pruned the webhooks' events older than a week. A play dated
+    # before the newest event pruned cannot be checked: copied, a webhook's play went twice.
+    alex, episode = ALEX[server.flavour], EPISODE[server.flavour]
+    older = "0f" * 16
+    server.add_movie(older, "Dune", 2021, Imdb="tt1160419", Tmdb="438631")
+    task = CatchUp()
+    read(runtime, task, server)  # the baseline
+    server.api_key = "a-key-since-deleted"
+    server.play(alex, older, T0 + 3 * DAY)  # no webhook came of it: cannot be told apart
+    began = T0 + 5 * DAY
+    server.play(alex, episode, began)
+    webhook(runtime, server.flavour, began + 47 * 60)  # its stop, taken and delivered
+    assert len(plays(runtime)) == 1
+    delivered(runtime, began + 50 * 60)
+    for day in (2, 9, 16):
+        clock.now = T0 + day * DAY
+        assert read(runtime, task, server) == 0  # refused
+        asyncio.run(housekeeping(runtime))
+    recent = T0 + 20 * DAY
+    server.play(alex, MOVIE, recent)  # no webhook: within the week of events kept
+    clock.now = T0 + 21 * DAY
+    asyncio.run(housekeeping(runtime))
+    server.api_key = API_KEY  # the key fixed
+    copied = 0
+    for minutes in (0, 15, 30):
+        clock.now = T0 + 21 * DAY + minutes * 60
+        copied += read(runtime, task, server)
+    assert copied == 1
+    # (the webhooks' plays, delivered more than a week ago, were pruned)
+    assert plays(runtime) == [("trakt", recent, MOVIE)]
+    (told,) = [r for r in caplog.records if "not copied" in r.getMessage()]
+    assert told.getMessage().startswith("2 plays on ")
+    assert "Breaking Bad" in told.items and "Dune (2021) played 2026-05-31" in told.items
+    (line,) = [
+        one for one in status_lines(runtime.config, runtime.store, clock.now) if one.needs_you
+    ]
+    assert line.kind == "unchecked" and line.server_id == server.server_id
+    assert "2 plays older than the webhook events kept (a week) were not copied" in line.message
+    assert "add by hand any a service is missing: " in line.message
+    assert told.items in line.message
+    shown = render(asyncio.run(page_state(runtime, clock.now)), clock.now)
+    name = "Jellyfin" if server.flavour == "jellyfin" else "Emby"
+    assert f"plays {name} could not be read for in time were not copied: check" in shown
+    clock.now += 8 * DAY  # said for a week
+    assert [one.kind for one in status_lines(runtime.config, runtime.store, clock.now)] == []
+
+
+def test_plays_while_watchbridge_was_off_for_more_than_a_week_are_all_copied(
+    runtime: Runtime, server: FakeJellyfin, clock: Clock
+) -> None:
+    # The NAS off for ten days: no webhook was taken, so no event of those plays was pruned;
+    # every one is copied, the oldest too, though older than a week.
+    alex, episode = ALEX[server.flavour], EPISODE[server.flavour]
+    task = CatchUp()
+    read(runtime, task, server)  # the baseline
+    server.play(alex, episode, T0 + 600)
+    webhook(runtime, server.flavour, T0 + 47 * 60)  # the last webhook before it went off
+    delivered(runtime, T0 + 50 * 60)
+    clock.now = T0 + 3600
+    read(runtime, task, server)
+    asyncio.run(housekeeping(runtime))
+    off = T0 + 2 * 3600
+    server.play(alex, MOVIE, off + DAY)
+    server.play(alex, episode, off + 9 * DAY)
+    clock.now = off + 10 * DAY  # back on: housekeeping prunes the events before it went off
+    asyncio.run(housekeeping(runtime))
+    for minutes in (0, 15, 30):
+        clock.now = off + 10 * DAY + minutes * 60
+        read(runtime, task, server)
+    # (the webhook's play, delivered before, was pruned with its event)
+    assert sorted(plays(runtime)) == [
+        ("trakt", off + DAY, MOVIE),
+        ("trakt", off + 9 * DAY, episode),
+    ]

@@ -28,6 +28,11 @@ The decisions are pure (`candidates`, `heard_of`, `decide`); `CatchUp` reads and
   at its `LastPlayedDate` (when it began; a mark's date), recorded as an event of its own
   source (`store.CAUGHT_UP`): never taken for a webhook. Copied again after a crash (its
   state not saved), its key is the same: nothing is added twice.
+- The webhook events are kept a week (maintenance.KEEP_DONE): a play dated before the newest
+  one pruning reached (`Store.webhooks_pruned_to`: the server unread for longer, the key
+  refused for weeks while webhooks came) cannot be checked, so it is not copied (a webhook's
+  play a second time) but named in the log and the status (`Decision.unchecked`). While
+  watchbridge was off no webhook was taken, none pruned: those plays are all copied.
 Where the server's webhooks came before, a play they missed raises `webhooks_stopped` for that
 server (webhookwatch.py), resolved by its next webhook. Why a read failed, and the accounts
 listed that the server has not, are kept for the status (catchupstatus.py, `CatchUp.told`).
@@ -319,13 +324,24 @@ def heard_of(
 
 @dataclass(frozen=True)
 class Decision:
-    """A read's outcome: the account's state after it, the plays to copy, and how many plays
-    the webhooks told of (`reported`) or may still (`waiting`)."""
+    """A read's outcome: the account's state after it, the plays to copy, how many plays
+    the webhooks told of (`reported`) or may still (`waiting`), and the plays not copied
+    because what the webhooks told of their time is pruned (`unchecked`)."""
 
     state: State
     missed: list[Listed]
     reported: int = 0
     waiting: int = 0
+    unchecked: list[Listed] = field(default_factory=list)
+
+
+def cannot_check(one: Listed, pruned_to: float | None) -> bool:
+    """Whether the webhook events that could tell of `one` may be pruned: it is dated (less
+    CLOCK_MARGIN, as `heard_of` looks) before the newest webhook event pruning reached
+    (`pruned_to`, None: none). Only after the reads failed for longer than events are kept
+    (the API key refused for weeks while webhooks kept coming): when watchbridge itself was
+    off, no event of that time was taken, so none was pruned and `pruned_to` is older. Pure."""
+    return pruned_to is not None and (one.last_played or 0.0) - CLOCK_MARGIN < pruned_to
 
 
 def decide(
@@ -333,15 +349,19 @@ def decide(
     items: Sequence[Listed],
     heard: Mapping[str, Heard],
     now: float,
+    pruned_to: float | None = None,
 ) -> Decision:
     """What a read begun at `now` that listed `items` means, given what the webhooks told of
-    its plays (`heard_of`). Pure."""
+    its plays (`heard_of`) and when the newest webhook event pruning reached was received
+    (`pruned_to`): a play dated before then that no event kept told of is not copied (it may
+    have been a webhook's, its event gone: a second play), but `unchecked`. Pure."""
     if state is None:
         counts = {one.id: one.count for one in items if one.played}
         return Decision(State(now, now, counts), [])
     counts, waiting = dict(state.counts), dict(state.waiting)
     listed_from = since(state) or now
     missed: list[Listed] = []
+    skipped: list[Listed] = []
     reported = waits = 0
     for one in items:
         if not _a_play(state, one):
@@ -353,6 +373,8 @@ def decide(
         first = waiting.get(one.id, (now, listed_from))
         if told is not None and told.completed:
             reported += 1
+        elif cannot_check(one, pruned_to):
+            skipped.append(one)
         elif now - first[0] < CONFIRM_AFTER or (told is not None and now - told.last_at < FOLLOWED):
             waiting[one.id] = first
             waits += 1
@@ -362,7 +384,7 @@ def decide(
         waiting.pop(one.id, None)
         counts[one.id] = one.count
     waiting = {key: at for key, at in waiting.items() if now - at[0] < WAITING_KEPT}
-    return Decision(State(state.baseline, now, counts, waiting), missed, reported, waits)
+    return Decision(State(state.baseline, now, counts, waiting), missed, reported, waits, skipped)
 
 
 def event_of(one: Listed, server: Server, account: tuple[str, str]) -> MediaEvent:
@@ -475,6 +497,29 @@ def told(server: Server, count: int) -> str:
     """The log's and status page's words for a read that copied `count` plays."""
     plays = "play" if count == 1 else "plays"
     return f"caught up from {NAMES[server]}: {count} {plays} the webhooks missed"
+
+
+def not_checked(server: Server, count: int) -> str:
+    """The log's words for a read that left `count` plays uncopied (`Decision.unchecked`)."""
+    plays = "play" if count == 1 else "plays"
+    name = NAMES[server]
+    return (
+        f"{count} {plays} on {name} older than the webhook events kept (a week) not copied: "
+        f"{name} could not be read for longer than that, and the webhooks may have told of "
+        "them already (copied again, they would count twice); add any a service is missing "
+        "by hand"
+    )
+
+
+def described(plays: Sequence[Listed], shown: int = 10) -> str:
+    """`plays` for a log line, dated: the first `shown`, and how many more."""
+    found = [
+        one.item.describe()
+        + (f" played {webhookwatch.utc_date(one.last_played)}" if one.last_played else "")
+        for one in plays[:shown]
+    ]
+    more = f"; and {len(plays) - shown} more" if len(plays) > shown else ""
+    return "; ".join(found) + more
 
 
 def stopped_alert(
@@ -678,11 +723,13 @@ class CatchUp:
         items = [one for row in rows if (one := listed(row, server, ahead)) is not None]
         found = candidates(state, items)
         events: list[tuple[float, dict[str, Any]]] = []
+        pruned_to = None
         if found:
             earliest = min(one.last_played or now for one in found) - CLOCK_MARGIN
             events = await asyncio.to_thread(store.events_since, (server,), profile, earliest)
+            pruned_to = await asyncio.to_thread(store.webhooks_pruned_to, server)
         threshold = float(runtime.config.profiles[profile].completion_threshold)
-        decision = decide(state, items, heard_of(found, events, threshold), now)
+        decision = decide(state, items, heard_of(found, events, threshold), now, pruned_to)
         if decision.missed:
             await _record(runtime, server, profile, account, decision.missed)
         whole, at = persisted(state, decision.state, bool(rows))
@@ -696,6 +743,14 @@ class CatchUp:
                 "account copies nothing",
                 extra={"profile": profile, "account": account[1], "played": len(items)},
             )
+        if decision.unchecked:
+            named, count = described(decision.unchecked), len(decision.unchecked)
+            log.warning(
+                not_checked(server, count),
+                extra={"profile": profile, "account": account[1], "items": named},
+            )
+            known = decision.unchecked[0].server or client.vouch.known or ""
+            await self.told.not_copied(store, server, known, count, named, now)
         if decision.missed:
             self.last[server] = (now, len(decision.missed))
             log.warning(
@@ -767,7 +822,8 @@ async def _key_refused(runtime: Any, server: Server, message: str) -> None:
     log.warning(f"{name} could not be read for plays its webhooks missed: {message}")
     body = (
         f"{message.rstrip('.')}. Plays its webhooks missed are not caught up from {name} "
-        "until it works (nothing is lost: they are caught up then)."
+        "until it works (nothing is lost when it works within a week: they are caught up then; "
+        "older ones are listed on the status page to check by hand)."
     )
     title = f"watchbridge: {name} does not accept watchbridge's API key"
     await runtime.notifier.notify("credentials", title, body, key=f"server:{server}")

@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 FAILED = "catch_up_failed"
 # (server, "", UNFOUND): the entries profiles list that name no account of it (`Unfound`).
 UNFOUND = "catch_up_unfound"
+# (server, "", UNCHECKED): the plays a read found but did not copy, its webhooks' events of
+# their time pruned (`Unchecked`): said for a WEEK.
+UNCHECKED = "catch_up_unchecked"
 WEEK = 7 * 86400.0
 SERVERS: tuple[Server, ...] = ("jellyfin", "emby")
 Failed = Literal["refused", "unreachable", "failed"]
@@ -123,6 +126,58 @@ class Unfound:
         ]
 
 
+@dataclass(frozen=True)
+class Unchecked:
+    """The plays reads of a server found but did not copy in the week since `since`: how
+    many, and the first of them described (`items`)."""
+
+    since: float
+    server_id: str
+    plays: int
+    items: str
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "since": self.since,
+                "server": self.server_id,
+                "plays": self.plays,
+                "items": self.items,
+            },
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, value: str | None) -> Unchecked | None:
+        if not value:
+            return None
+        try:
+            found = json.loads(value)
+            return cls(
+                float(found["since"]),
+                str(found["server"]),
+                int(found["plays"]),
+                str(found["items"]),
+            )
+        except (ValueError, TypeError, KeyError):  # not one this release wrote
+            return None
+
+
+# The plays an `Unchecked` names, at most (the log names them all, by read).
+ITEMS_KEPT = 1000
+
+
+def unchecked_after(
+    before: Unchecked | None, server_id: str, plays: int, items: str, now: float
+) -> Unchecked:
+    """What a read that left `plays` (`items`) uncopied leaves: added to `before` when it is
+    of the last week. Pure."""
+    if before is None or not 0 <= now - before.since < WEEK:
+        return Unchecked(now, server_id, plays, items[:ITEMS_KEPT])
+    joined = f"{before.items}; {items}"[:ITEMS_KEPT]
+    return Unchecked(before.since, server_id or before.server_id, before.plays + plays, joined)
+
+
 def unfound_of(
     missing: Mapping[str, Sequence[str]], users: Sequence[tuple[str, str]], server_id: str
 ) -> Unfound | None:
@@ -143,6 +198,15 @@ class Told:
     def __init__(self) -> None:
         self.failures: dict[Server, str | None] = {}
         self.unfound: dict[Server, str | None] = {}
+        self.unchecked: dict[Server, str | None] = {}
+
+    async def not_copied(
+        self, store: Store, server: Server, server_id: str, plays: int, items: str, now: float
+    ) -> None:
+        """A read of `server` left `plays` (`items`) uncopied (catchup.py `Decision.unchecked`)."""
+        before = Unchecked.from_json(await self._known(store, server, UNCHECKED, self.unchecked))
+        after = unchecked_after(before, server_id, plays, items, now)
+        await self._write(store, server, UNCHECKED, self.unchecked, after.to_json(), now)
 
     async def failed(
         self, store: Store, server: Server, kind: Failed, cause: str, server_id: str, now: float
@@ -202,8 +266,9 @@ class Told:
 @dataclass(frozen=True)
 class CatchUpLine:
     """One thing the status tells of the catch-up: `kind` is `caught_up` (plays copied in the
-    last week), `refused`, `unreachable` or `failed` (its last read), or `unfound` (an account
-    `profile` lists that the server has not); all but `caught_up` need the user."""
+    last week), `refused`, `unreachable` or `failed` (its last read), `unchecked` (plays not
+    copied in the last week, to check by hand), or `unfound` (an account `profile` lists that
+    the server has not); all but `caught_up` need the user."""
 
     server: str
     server_id: str
@@ -238,6 +303,16 @@ def status_lines(config: Config, store: Store, now: float) -> list[CatchUpLine]:
         failure = Failure.from_json(store.get_cursor(server, "", FAILED))
         if failure is not None:
             found.append(_failure_line(server, name, failure))
+        unchecked = Unchecked.from_json(store.get_cursor(server, "", UNCHECKED))
+        if unchecked is not None and 0 <= now - unchecked.since < WEEK:
+            line = words.catch_up_unchecked(
+                name,
+                unchecked.server_id,
+                unchecked.plays,
+                local_time(unchecked.since),
+                unchecked.items,
+            )
+            found.append(CatchUpLine(server, unchecked.server_id, "unchecked", line))
         unfound = Unfound.from_json(store.get_cursor(server, "", UNFOUND))
         if unfound is None:
             continue

@@ -89,8 +89,8 @@ def change(key: str, count: int) -> str:
 
 # The catch-up of the plays Jellyfin's and Emby's webhooks missed (catchup.py, catchupstatus.py).
 CAUGHT_UP_FIX = (
-    "plays its webhooks missed are caught up once it is read again (none is lost), tried every "
-    "15 minutes"
+    "plays its webhooks missed are caught up once it is read again (none is lost within a "
+    "week; older ones are listed to check by hand), tried every 15 minutes"
 )
 
 
@@ -110,12 +110,26 @@ def caught_up(name: str, server_id: str, plays: int, last: str) -> str:
     )
 
 
+def catch_up_unchecked(name: str, server_id: str, plays: int, when: str, items: str) -> str:
+    """The plays a read at `when` found but did not copy, dated before the webhook events
+    kept (catchup.py `Decision.unchecked`), with what to do."""
+    one = plays == 1
+    return (
+        f"{server_named(name, server_id)}: {plays} play{'' if one else 's'} older than the "
+        f"webhook events kept (a week) {'was' if one else 'were'} not copied (at {when}): "
+        f"{name} could not be read for longer than that and the webhooks may have told of "
+        f"{'it' if one else 'them'} already, so copying could count {'it' if one else 'them'} "
+        f"twice; add by hand any a service is missing: {items}"
+    )
+
+
 def catch_up_refused(server: str, name: str, server_id: str, since: str) -> str:
     """The catch-up's reads refused for the API key since `since`, with what to do."""
     return (
         f"{server_named(name, server_id)}: the API key was refused (since {since}): set "
         f"services.{server}.api_key to a key created in {name}'s dashboard (API Keys); plays "
-        "its webhooks missed are caught up once it is accepted (none is lost)"
+        "its webhooks missed are caught up once it is accepted (none is lost within a week; "
+        "older ones are listed to check by hand)"
     )
 
 

@@ -613,6 +613,8 @@ def _catch_up_need(line: CatchUpLine) -> str:
         return f"{name} does not accept watchbridge's API key"
     if line.kind == "unfound":
         return _headline(line.message)  # "profile P lists jellyfin account A, which the ..."
+    if line.kind == "unchecked":
+        return f"plays {name} could not be read for in time were not copied: check them by hand"
     return f"{name} could not be read for the plays its webhooks missed"
 
 

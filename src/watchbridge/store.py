@@ -4763,6 +4763,17 @@ class Store:
                     found.append((float(row["received_at"]), payload))
         return found
 
+    def webhooks_pruned_to(self, source: str) -> float | None:
+        """When the newest of `source`'s webhook events pruning reached was received (None:
+        it reached none): before then its webhooks' record is no longer whole, after it
+        nothing was deleted (`prune` keeps that time in webhooks_last_seen). A catch-up cannot
+        check the plays it finds dated before then against it (catchup.py)."""
+        rows = self._query(
+            "SELECT MAX(at) AS at FROM webhooks_last_seen WHERE source = ?", (source,)
+        )
+        at = rows[0]["at"] if rows else None
+        return None if at is None else float(at)
+
     def restore_untold(self) -> str | None:
         """When the backup copy this database was put back from was taken ("" unknown), until
         a process has told of it (`tell_restore`); None when there is nothing to tell."""
