@@ -187,3 +187,52 @@ def test_watchbridge_status_lists_an_unlisted_account_with_the_line_to_add(
         " 1 play(s) ignored"
     ) in said
     assert 'write profiles.NAME.users.plex: ["9101"] (or ignore it: a friend\'s account)' in said
+
+
+def tautulli_household(tmp_path: Path, receiver: AlertReceiver, kid_plex: str = "[]") -> str:
+    """A household whose plays come by Tautulli (alex, kid); kid's Plex accounts, if any."""
+    return (
+        f"server: {{webhook_secret: {SECRET}}}\n"
+        f"storage: {{path: {tmp_path / 'wb.db'}}}\n"
+        f"alerts: {{urls: ['{receiver.apprise_url}'], kinds: [unlisted_account]}}\n"
+        "profiles:\n"
+        '  me: {users: {tautulli: ["alex"]}}\n'
+        f'  kid: {{users: {{tautulli: ["kid"], plex: {kid_plex}}}}}\n'
+    )
+
+
+def tautulli_watched(username: str, user_id: str) -> dict[str, Any]:
+    payload = sample_json("tautulli", "watched_episode.json")
+    payload |= {"username": username, "user": username, "user_id": user_id}
+    return payload
+
+
+def test_an_alert_is_resolved_once_plex_webhook_takes_the_accounts_plays(
+    tmp_path: Path, receiver: AlertReceiver
+) -> None:
+    """Tautulli's reports of an account a profile lists for Plex are Plex's webhook's to send
+    (sent_by_plex): listing the new account there ends its alert, as listing it for Tautulli
+    does, rather than leaving it open with its row gone."""
+    clock = FakeClock()
+    first = runtime(tautulli_household(tmp_path, receiver), clock)
+    url = f"/webhooks/tautulli/{SECRET}"
+    with AppThread(create_app(first, extra_routes=webhooks.ROUTES)) as app:
+        assert httpx.post(f"{app.url}{url}", json=tautulli_watched("kid", "5")).is_success
+        clock.advance(DAY)
+        answer = httpx.post(f"{app.url}{url}", json=tautulli_watched("kiddo", "9101"))
+        assert answer.json()["status"] == "ignored_unmapped_account"
+        clock.advance(3 * DAY)
+        housekeeping(first)
+        wait_until(lambda: bool(receiver.messages))
+    title = receiver.titles()[0]
+    assert "kiddo" in title.lower()
+    second = runtime(tautulli_household(tmp_path, receiver, '["9101"]'), clock)
+    with AppThread(create_app(second, extra_routes=webhooks.ROUTES)) as app:
+        housekeeping(second)
+        wait_until(lambda: len(receiver.messages) == 2, 5.0)
+        assert unlisted(app) == []
+    assert receiver.titles()[-1] == f"Resolved: {title}"
+    assert receiver.messages[-1]["message"] == (
+        "Plays of kiddo (id 9101) on Tautulli server d3a1f0c2b4e5968778695a4b3c2d1e0f9a8b7c6d"
+        " go to profile kid now, by Plex's own webhook."
+    )

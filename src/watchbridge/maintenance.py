@@ -194,10 +194,13 @@ async def check_unlisted_accounts(runtime: Runtime) -> None:
         event = MediaEvent(source, "stop", MediaRef(kind="movie"), one.server, account)
         route = route_for(config, event, ids.known, ids.names)
         if route.profile is not None or route.sent_by_plex:
-            if one.state == unlisted.ALERTED and route.profile is not None:
-                await notifier.resolve(
-                    unlisted.ALERT_KIND, unlisted.listed_now(one, route.profile), key=one.key
-                )
+            if one.state == unlisted.ALERTED:
+                if route.sent_by_plex:  # Tautulli's reports of it are Plex's webhook's now
+                    plex = route_for(config, replace(event, source="plex"), ids.known, ids.names)
+                    over = unlisted.listed_for_plex_now(one, plex.profile)
+                else:
+                    over = unlisted.listed_now(one, cast(str, route.profile))
+                await notifier.resolve(unlisted.ALERT_KIND, over, key=one.key)
             await asyncio.to_thread(store.forget_unlisted, one)
             continue
         if one.state == unlisted.ALERTED:

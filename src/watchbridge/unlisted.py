@@ -172,6 +172,15 @@ def listed_now(unlisted: Unlisted, profile: str) -> str:
     return f"Plays of {unlisted.label} on {unlisted.server_shown} go to profile {profile} now."
 
 
+def listed_for_plex_now(unlisted: Unlisted, profile: str | None) -> str:
+    """The "Resolved" notice once a profile lists a Tautulli-reported account for Plex: its
+    plays go by Plex's own webhook (`profile`: the one it goes to, when known)."""
+    to = f" to profile {profile}" if profile else ""
+    return (
+        f"Plays of {unlisted.label} on {unlisted.server_shown} go{to} now, by Plex's own webhook."
+    )
+
+
 def quiet_now(unlisted: Unlisted) -> str:
     """The "Resolved" notice once the account has sent nothing for QUIET."""
     return (
