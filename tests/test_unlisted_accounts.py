@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.harness import AppThread
@@ -236,3 +238,27 @@ def test_an_alert_is_resolved_once_plex_webhook_takes_the_accounts_plays(
         "Plays of kiddo (id 9101) on Tautulli server d3a1f0c2b4e5968778695a4b3c2d1e0f9a8b7c6d"
         " go to profile kid now, by Plex's own webhook."
     )
+
+
+def test_ignored_webhooks_are_answered_while_the_database_is_locked_and_told_once(
+    tmp_path: Path, receiver: AlertReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An account no profile lists still gets its 200 when its webhook cannot be counted (a
+    sqlite3 shell in the middle of a write); a friend's Jellyfin progress reports every few
+    seconds through a long lock make one warning, not one per webhook."""
+    text = household(tmp_path, receiver).replace("storage: {", "storage: {busy_timeout: 0.2s, ")
+    app_runtime = runtime(text, FakeClock())
+    with AppThread(create_app(app_runtime, extra_routes=webhooks.ROUTES)) as app:
+        shell = sqlite3.connect(tmp_path / "wb.db", isolation_level=None)
+        try:
+            shell.execute("BEGIN IMMEDIATE")
+            for _ in range(3):
+                answer = post(app, scrobble(4242, "Sam"))
+                assert answer.status_code == 200
+                assert answer.json()["status"] == "ignored_unmapped_account"
+        finally:
+            shell.close()
+    said = [
+        r for r in caplog.records if r.getMessage().startswith("could not note an unlisted account")
+    ]
+    assert [r.levelname for r in said if r.levelname == "WARNING"] == ["WARNING"]

@@ -989,6 +989,9 @@ def _unmapped(runtime: Runtime, event: MediaEvent) -> None:
         )
 
 
+_UNLISTED_NOT_NOTED = Repeating(log, every=LOG_EVERY)
+
+
 async def _remember_unlisted(
     runtime: Runtime, event: MediaEvent, played: bool, document: Mapping[str, object] | None
 ) -> None:
@@ -1011,7 +1014,14 @@ async def _remember_unlisted(
     try:
         await in_thread(runtime.store.saw_unlisted, seen, played)
     except (sqlite3.Error, StoreError) as exc:
-        log.warning("could not note an unlisted account's webhook: %s", _one_line(exc))
+        # Once in a while: a friend's Jellyfin reports progress every few seconds, and a full
+        # disk or a long lock lasts (the storage alert tells of those).
+        _UNLISTED_NOT_NOTED.warning(
+            "unlisted",
+            "could not note an unlisted account's webhook (answered all the same)",
+            time.monotonic(),
+            error=_one_line(exc),
+        )
 
 
 def doubling_title(profile: str) -> str:
