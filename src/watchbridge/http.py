@@ -757,6 +757,19 @@ def earlier_try_may_have_landed(response: httpx.Response) -> bool:
 IDENTITY_VOUCHES = 60.0
 
 
+def identity_answer(response: httpx.Response) -> object | None:
+    """The JSON of a media server's identity check when it succeeded; None for an error, or a
+    body that is no JSON (a proxy's 404, a login page). The server's own shape is each
+    service's to read (`Vouch`). Pure."""
+    if not response.is_success:
+        return None
+    try:
+        answer: object = response.json()
+    except ValueError:
+        return None
+    return answer
+
+
 class Vouch:
     """Which server answers at a media server's URL, as its identity check last named it, and
     whether that check vouches for its answers now.

@@ -39,7 +39,14 @@ import httpx
 
 from watchbridge.config import EmbyConfig, JellyfinConfig
 from watchbridge.errors import ConfigError
-from watchbridge.http import HttpClient, RetryPolicy, ServiceError, Unavailable, Vouch
+from watchbridge.http import (
+    HttpClient,
+    RetryPolicy,
+    ServiceError,
+    Unavailable,
+    Vouch,
+    identity_answer,
+)
 from watchbridge.ingest.common import clean_id, obj, server_guid, text
 from watchbridge.logs import Redactor
 from watchbridge.metrics import Metrics
@@ -312,12 +319,7 @@ def server_id_of(response: httpx.Response) -> str | None:
     """The server's `Id` a `GET /System/Info/Public` answer names when it is a Jellyfin or
     Emby server's: a 2xx JSON object with an `Id` and a `ServerName` or `Version`, the id in
     the form its items' `ServerId` take. None for anything else (a proxy's 404, a page). Pure."""
-    if not response.is_success:
-        return None
-    try:
-        answer = response.json()
-    except ValueError:
-        return None
+    answer = identity_answer(response)
     if not isinstance(answer, dict):
         return None
     if text(answer.get("ServerName")) is None and text(answer.get("Version")) is None:

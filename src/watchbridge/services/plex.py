@@ -53,6 +53,7 @@ from watchbridge.http import (
     changed_answer,
     count_problems,
     earlier_try_may_have_landed,
+    identity_answer,
     problems_said,
 )
 from watchbridge.ingest.common import epoch, integer, number, obj, text
@@ -968,13 +969,7 @@ def _history_params(account_id: str, since: float | None) -> dict[str, object]:
 def machine_of(response: httpx.Response) -> str | None:
     """The machineIdentifier a `GET /identity` answer names, when it is PMS's: a 2xx JSON
     MediaContainer naming one. None for anything else (a proxy's 404, a login page). Pure."""
-    if not response.is_success:
-        return None
-    try:
-        answer = response.json()
-    except ValueError:
-        return None
-    container = obj(answer).get("MediaContainer")
+    container = obj(identity_answer(response)).get("MediaContainer")
     return text(container.get("machineIdentifier")) if isinstance(container, Mapping) else None
 
 
