@@ -115,3 +115,53 @@ def test_sigterm_during_start_up_stops_it_quietly(tmp_path: Path, moment: str, l
     code, printed = signalled_at(tmp_path, line, signal.SIGTERM)
     assert "Traceback" not in printed, f"{moment}:\n{printed}"
     assert code in (0, -signal.SIGTERM), f"{moment}: exit {code}\n{printed}"
+
+
+# The process sends itself SIGTERM from a weakref callback run as the server binds its socket,
+# after the CLI's handler is in place and before uvicorn's: Python ignores (prints) what a
+# callback raises, so the handler's SystemExit is dropped there, as CI once saw it dropped in an
+# import's module-lock callback.
+SIGTERM_IN_A_CALLBACK = """
+import os, signal, sys, weakref
+from watchbridge.__main__ import main
+
+class Held:
+    pass
+
+def sigterm_here(ref):
+    os.kill(os.getpid(), signal.SIGTERM)
+    for _ in range(1000):  # the handler runs between these bytecodes
+        pass
+
+def at_bind(event, args):
+    if event == "socket.bind" and not sent:
+        sent.append(True)
+        held = Held()
+        ref = weakref.ref(held, sigterm_here)
+        del held
+
+sent = []
+sys.addaudithook(at_bind)
+main()
+"""
+
+
+def test_docker_stop_dropped_where_python_ignores_exceptions_still_stops_it(
+    tmp_path: Path,
+) -> None:
+    config = write_config(tmp_path)
+    command = [sys.executable, "-c", SIGTERM_IN_A_CALLBACK, "serve", "--config", str(config)]
+    try:
+        done = subprocess.run(
+            [*_as_first_process(), *command],
+            capture_output=True,
+            text=True,
+            timeout=STOP_DEADLINE,
+            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"the SIGTERM was lost:\n{exc.stdout}{exc.stderr}")
+    printed = done.stdout + done.stderr
+    assert "msg=listening" in printed, printed  # the signal came at the moment meant
+    assert "Traceback" not in printed, printed
+    assert done.returncode == 0, printed

@@ -16,17 +16,33 @@ import sys
 from collections.abc import Callable
 from types import FrameType
 
+from watchbridge import stopsignal
+
 
 def _terminated(signum: int, frame: FrameType | None) -> None:
+    stopsignal.note(signum)
     signal.signal(signum, signal.SIG_DFL)
     signal.raise_signal(signum)  # ends the process, as SIGTERM always did...
     raise SystemExit(0)  # ...but as a container's first process (PID 1), which it spares
+
+
+def _interrupted(signum: int, frame: FrameType | None) -> None:
+    stopsignal.note(signum)
+    signal.default_int_handler(signum, frame)
+
+
+def _unraisable(unraisable: sys.UnraisableHookArgs) -> None:
+    # A stop raised where Python ignores exceptions is noted (see stopsignal): no traceback.
+    if not isinstance(unraisable.exc_value, (SystemExit, KeyboardInterrupt)):
+        sys.__unraisablehook__(unraisable)
 
 
 def main() -> None:
     # Also the handler the server gives SIGTERM back to once it has drained (it then sends it
     # again to this process).
     signal.signal(signal.SIGTERM, _terminated)
+    signal.signal(signal.SIGINT, _interrupted)
+    sys.unraisablehook = _unraisable
     try:
         _run()
     except SystemExit as exit:

@@ -19,7 +19,7 @@ from litestar import Litestar
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from watchbridge import healthcheck
+from watchbridge import healthcheck, stopsignal
 from watchbridge.config import Config
 from watchbridge.errors import WatchbridgeError
 
@@ -158,6 +158,9 @@ class QuietServer(uvicorn.Server):
             loop.call_soon_threadsafe(wake)
 
         self._wake = from_the_signal
+        lost = stopsignal.noted()
+        if lost is not None:  # came before uvicorn took the signals over, and may be lost
+            self.handle_exit(lost, None)
         self.on_started()  # the lifespan has started and the sockets accept: answering now
         ticks = 0
         try:
