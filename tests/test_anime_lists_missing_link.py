@@ -29,11 +29,12 @@ from tests.test_statuspage import needs_named
 from watchbridge import anime_data
 from watchbridge.anime_data import MISSING_KEY, ListsMissing
 from watchbridge.app import Runtime
-from watchbridge.causes import MISSING_TITLE, told_elsewhere
+from watchbridge.causes import MISSING_TITLE, UNREADABLE_TITLE, told_elsewhere
 from watchbridge.config import Duration, load_config
+from watchbridge.maintenance import check_anime_datasets
 from watchbridge.scheduler import SyncScheduler
 from watchbridge.statuspage import PageState, render
-from watchbridge.sync import causes_of, failures_in_a_row, run_link
+from watchbridge.sync import FAILURES_BEFORE_ALERT, causes_of, failures_in_a_row, run_link
 from watchbridge.wiring import build_runtime
 
 DAY = 86400.0
@@ -232,4 +233,87 @@ def test_lists_downloaded_but_unreadable_fail_the_link_not_wait(
     assert last.outcome == "failed" and failures_in_a_row([last]) == 1
     assert "not downloaded yet" not in failed.value.message, failed.value.message
     assert "could not be read" in failed.value.message, failed.value.message
+    assert watched(plex) == [17]
+
+
+def damage_lists(path: Path) -> None:
+    """Every copy on disk replaced by text no dataset format reads."""
+    data = anime_data.from_config(load_config(path, {}))
+    for name in data.urls:
+        data.path(name).write_text("not a mapping list", encoding="utf-8")
+
+
+def with_alerts(path: Path, receiver: AlertReceiver) -> None:
+    path.write_text(f'alerts: {{urls: ["{receiver.apprise_url}"]}}\n' + path.read_text())
+
+
+@pytest.mark.anyio
+async def test_a_scheduled_run_on_unreadable_lists_raises_their_alert_at_once(
+    tmp_path: Path, start_fake: Any, receiver: AlertReceiver
+) -> None:
+    """Nothing waits for AniList (no play queued): before, the runs told nothing of the
+    lists (the link's "keeps failing" alert came at the third run, the lists' alert at the
+    hourly check, up to an hour on). The first run raises the lists' alert itself: once
+    however many runs fail, and one alert with the hourly check's (one condition); the
+    link's stays quiet, and the lists' resolves as before once they can be read."""
+    path, _, _, lists = setup(tmp_path, start_fake)
+    lists.bodies = sample_bodies()
+    await asyncio.to_thread(run, path, "anime", "refresh")
+    damage_lists(path)
+    with_alerts(path, receiver)
+    config = load_config(path, {})
+    link = dataclasses.replace(config.links["plex-anilist"], interval=Duration(0.1))
+    runtime = build_runtime(dataclasses.replace(config, links={"plex-anilist": link}))
+    runtime.open()
+    try:
+        stop = asyncio.Event()
+        scheduled = asyncio.create_task(SyncScheduler(first_delay=0).run(runtime, stop))
+        runs = FAILURES_BEFORE_ALERT + 2
+        try:
+            await until(lambda: len(runtime.store.recent_runs("plex-anilist", 10)) >= runs)
+        finally:
+            stop.set()
+            await scheduled
+        failed = runtime.store.recent_runs("plex-anilist", 100)
+        assert failures_in_a_row(failed) >= FAILURES_BEFORE_ALERT  # still failures, counted
+        assert receiver.titles() == [UNREADABLE_TITLE]
+        (alert,) = receiver.messages
+        assert "watchbridge anime refresh" in alert["message"], alert["message"]
+        assert "anibridge:" in alert["message"], alert["message"]  # each dataset's problem
+
+        await check_anime_datasets(runtime)  # the hourly check: the same alert, no second
+        assert receiver.titles() == [UNREADABLE_TITLE]
+
+        await asyncio.to_thread(run, path, "anime", "refresh")  # as the alert says
+        await check_anime_datasets(runtime)
+        assert receiver.titles() == [UNREADABLE_TITLE, f"Resolved: {UNREADABLE_TITLE}"]
+        synced = await run_link(runtime.config, runtime.store, "plex-anilist")
+        assert synced.outcome == "ok" and synced.queued  # S4E18-19 for Plex
+    finally:
+        runtime.close()
+
+
+def test_watchbridge_sync_on_unreadable_lists_says_so_and_raises_their_alert(
+    tmp_path: Path, start_fake: Any, receiver: AlertReceiver
+) -> None:
+    """From cron: the run fails saying what to do, and the lists' alert is raised once (the
+    run's and the check after it are one condition), kept for the service to remind of."""
+    path, plex, _, lists = setup(tmp_path, start_fake)
+    lists.bodies = sample_bodies()
+    run(path, "anime", "refresh")
+    damage_lists(path)
+    with_alerts(path, receiver)
+
+    code, out = sync(path)
+
+    assert code != 0, out
+    assert "the anime mapping lists on disk could not be read" in out, out
+    assert "watchbridge anime refresh" in out, out
+    assert receiver.titles() == [UNREADABLE_TITLE]
+    runtime = runtime_for(path)
+    runtime.open()
+    try:
+        assert runtime.notifier.raised("service_unreachable", MISSING_KEY)
+    finally:
+        runtime.close()
     assert watched(plex) == [17]

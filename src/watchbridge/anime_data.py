@@ -116,6 +116,18 @@ class ListsNotYet(ListsMissing, Waits):
         self.problems = problems
 
 
+class ListsUnreadable(ListsMissing):
+    """Copies of the anime mapping lists are on disk, none of which gives a mapping (damaged,
+    or a format this release does not read): the link run fails (no download ends it), and
+    raises the lists' alert itself (`problems`: one line per dataset, as `unreadable` says
+    them; the files are in `directory`), as the deliveries and the hourly check do."""
+
+    def __init__(self, message: str, directory: Path, problems: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.directory = directory
+        self.problems = problems
+
+
 # The alert of no anime mapping list downloaded yet (maintenance.check_anime_datasets).
 MISSING_KEY = "anime-datasets-missing"
 
@@ -272,10 +284,14 @@ class AnimeData:
     def link_waits(self) -> ListsMissing:
         """Why a link run with AniList does not begin while its index is empty: every dataset
         switched off, or copies on disk none of which could be read (failures: no download
-        ends them), or none downloaded yet (a wait, with when the last download failed and
-        when the next is tried: `ListsNotYet`)."""
-        if not self.urls or not self.none_downloaded():
+        ends them; the second raises the lists' alert, `ListsUnreadable`), or none downloaded
+        yet (a wait, with when the last download failed and when the next is tried:
+        `ListsNotYet`)."""
+        if not self.urls:
             return ListsMissing(self.missing_reason(link=True))
+        if not self.none_downloaded():  # the index the run just built: no second build
+            problems = tuple(self.unreadable())
+            return ListsUnreadable(self.missing_reason(link=True), self.directory, problems)
         now = self.clock()
         failed = [s.checked_at for s in self.status() if s.error and s.checked_at is not None]
         until, when = None, ""

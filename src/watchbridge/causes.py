@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from watchbridge.anime_data import MISSING_KEY, ListsMissing, ListsNotYet
+from watchbridge.anime_data import MISSING_KEY, ListsMissing, ListsNotYet, ListsUnreadable
 from watchbridge.config import service_title
 from watchbridge.errors import WatchbridgeError
 from watchbridge.http import ServiceError, Unavailable
@@ -85,7 +85,7 @@ def lists_unreadable(directory: Path, problems: Sequence[str]) -> Alert:
     """The alert that the anime mapping lists on disk (in `directory`) are there but none
     could be read (`problems`, one line per dataset): the lists' condition, as while none is
     downloaded (one cause of AniList deliveries waiting, one alert), raised by the deliveries
-    it holds and the hourly check alike."""
+    it holds, a link run that fails on them, and the hourly check alike."""
     body = UNREADABLE_LEAD.format(directory=directory) + "\n\n" + "\n".join(problems)
     return Alert("service_unreachable", MISSING_KEY, UNREADABLE_TITLE, body)
 
@@ -173,10 +173,14 @@ def cause_of(error: WatchbridgeError, profile: str) -> Cause | None:
     """The alerts of the root cause of `profile`'s part failing on `error`; None for a failure
     no alert but the link's tells of (a shape it cannot read, a bug, a config problem)."""
     if isinstance(error, ListsMissing):  # the anime mapping lists' own alert
-        # Raised by the run while their downloads fail, as the deliveries and the hourly
-        # check do: a household with no play waiting for AniList hears of it at once too.
-        problems = error.problems if isinstance(error, ListsNotYet) else ()
-        raises = lists_missing(problems) if problems else None
+        # Raised by the run while their downloads fail or the copies cannot be read, as the
+        # deliveries and the hourly check do: a household with no play waiting for AniList
+        # hears of it at once too.
+        raises = None
+        if isinstance(error, ListsNotYet) and error.problems:
+            raises = lists_missing(error.problems)
+        elif isinstance(error, ListsUnreadable) and error.problems:
+            raises = lists_unreadable(error.directory, error.problems)
         return Cause((("service_unreachable", MISSING_KEY),), raises)
     if not isinstance(error, ServiceError):
         return None

@@ -877,11 +877,13 @@ class AniListReader:
         """Raise ListsMissing while no anime mapping list is downloaded (downloading those due
         first): with no mapping, every entry would read as unknown and every play as not
         anime, and the link would copy and save that (`readers.Waiting`). None downloaded
-        yet is a wait (`ListsNotYet`), every one switched off a failure."""
+        yet is a wait (`ListsNotYet`), every one switched off or copies none of which can be
+        read a failure (`ListsUnreadable`)."""
         if self.index is None or self.missing is None:
             return
         if len(await self.index()) == 0:
-            raise self.missing()
+            # Reads the lists' state on disk (and their index, should a file change meanwhile).
+            raise await asyncio.to_thread(self.missing)
 
     async def unchanged(self, profile: str, cursors: Mapping[str, str]) -> bool:
         """One request: the newest `updatedAt` on the list against the saved one."""
