@@ -62,3 +62,76 @@ async def test_a_stop_ends_a_wait_at_once() -> None:
         stop.set()
         async with asyncio.timeout(1.0), solo.batch("serializd", stop) as waited:
             assert waited
+
+
+class Ticks:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_the_others_wait_for_a_row_alone_once_not_again_at_each_pass() -> None:
+    """A lone delivery that takes longer than the wait (a slow service, within its HTTP
+    timeouts): the other targets' batches wait for it once, up to the wait; their next
+    passes go on beside it at once, instead of each waiting the 2 minutes again. A later
+    row alone holds them back again."""
+    ticks = Ticks()
+    solo = Solo(wait=120.0, clock=ticks)
+    anilist_sends, lone_sends = asyncio.Event(), asyncio.Event()
+    said: list[str] = []
+
+    async def anilist_batch() -> None:
+        async with solo.batch("anilist", None):
+            await anilist_sends.wait()
+
+    async def trakt_alone() -> None:
+        async with solo.alone("trakt", None):
+            said.append("trakt alone")
+            await lone_sends.wait()
+
+    async def serializd_batch() -> bool:
+        async with solo.batch("serializd", None) as waited:
+            said.append(f"serializd batch (waited: {waited})")
+            return waited
+
+    anilist = asyncio.create_task(anilist_batch())
+    await asyncio.sleep(0.01)
+    lone = asyncio.create_task(trakt_alone())  # waits for AniList's batch under way
+    await asyncio.sleep(0.01)
+    first = asyncio.create_task(serializd_batch())  # waits for the row alone
+    await asyncio.sleep(0.01)
+    assert said == []
+    ticks.now += 121.0  # past the wait, then AniList's batch ends: the lone row goes
+    anilist_sends.set()
+    async with asyncio.timeout(1.0):
+        await anilist
+        assert await first  # it waited, up to the wait: it goes beside the lone row now
+    assert said == ["trakt alone", "serializd batch (waited: True)"]
+
+    ticks.now += 5.0  # Serializd's next passes, the lone row still under way
+    async with asyncio.timeout(1.0):
+        assert not await serializd_batch()
+        assert not await serializd_batch()
+
+    lone_sends.set()
+    await lone
+    ticks.now += 60.0
+    later = asyncio.Event()
+
+    async def trakt_alone_again() -> None:
+        async with solo.alone("trakt", None):
+            await later.wait()
+
+    again = asyncio.create_task(trakt_alone_again())
+    await asyncio.sleep(0.01)
+    waiting = asyncio.create_task(serializd_batch())
+    await asyncio.sleep(0.01)
+    assert not waiting.done()  # a new row alone: held back again
+    later.set()
+    async with asyncio.timeout(1.0):
+        await again
+        assert await waiting
