@@ -69,6 +69,9 @@ from watchbridge.config import (
     targets_for,
     trusted_gateways,
 )
+from watchbridge.defaulted import Gate
+from watchbridge.defaulted import fix as defaulted_message
+from watchbridge.defaulted import line as defaulted_line
 from watchbridge.downtime import (
     DOWNTIME_TITLE,
     RESTORED_TITLE,
@@ -163,6 +166,8 @@ class Runtime:
     _writer: IngestWriter | None = None
     webhook_secret: str = ""
     unmapped: UnmappedAccounts = field(default_factory=UnmappedAccounts)
+    # What the webhook route wrote of the accounts the default profile takes (defaulted.py).
+    defaulted: Gate = field(default_factory=Gate)
     account_ids: AccountIds = field(default_factory=AccountIds)  # loaded by open()
     refused: RefusedWebhooks = field(default_factory=RefusedWebhooks)
     # When each webhook source and server last had a webhook accepted (seeded by open()).
@@ -1202,6 +1207,27 @@ async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
                 "line": u.line(runtime.config, u.profile or None),
             }
             for u in page.unlisted
+        ],
+        # Accounts no profile lists whose webhooks the default profile takes (defaulted.py):
+        # the config line that lists each there, and its `unlisted_account` alert.
+        "default_profile_accounts": [
+            {
+                "source": u.source,
+                "server": u.server,
+                "server_name": u.server_name,
+                "account_id": u.account_id,
+                "name": u.name,
+                "default_profile": u.default_profile,
+                "first_at": u.first_at,
+                "last_at": u.last_at,
+                "webhooks": u.webhooks,
+                "plays": u.plays,
+                "alerted": u.state in (ALERTED, OVER),
+                "profile": u.profile or None,
+                "line": defaulted_line(runtime.config, u, u.profile or None),
+                "message": defaulted_message(runtime.config, u),
+            }
+            for u in page.defaulted
         ],
         # Accounts whose webhooks went to a profile by an id remembered for a name it lists:
         # renamed on the media server (account_ids.py), since the start.

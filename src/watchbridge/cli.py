@@ -516,6 +516,7 @@ def _summary(config: Config) -> str:
 def status(config_path: str | None) -> None:
     """Whether the database takes writes, queue depth, dead letters, sign-ins, whose account
     each service is, and the last run of each link with its cursors."""
+    from watchbridge import defaulted
     from watchbridge.app import anime_lines, leftovers, storage_warnings
     from watchbridge.catchupstatus import status_lines
     from watchbridge.filesystems import read_mountinfo
@@ -533,6 +534,7 @@ def status(config_path: str | None) -> None:
         last_webhooks = store.last_webhooks()
         catch_up = status_lines(config, store, time.time())
         unlisted = store.unlisted_accounts()
+        taken_in = store.defaulted_accounts()
         account_names = _account_names(store, state.cursors)
         # The service's own finding lives in its memory: this process tries for itself.
         fault = write_fault(store)
@@ -575,6 +577,14 @@ def status(config_path: str | None) -> None:
         _say(
             f"unlisted:      {seen.source} account {seen.label}{server}: {counted},"
             f" last {_when(seen.last_at)}; {fix}"
+        )
+    for seen in taken_in:  # as the status page lists them
+        server = f" on {seen.server_shown}" if seen.server else ""
+        counted = f"{seen.webhooks} webhook(s), {seen.plays} play(s)"
+        _say(
+            f"default:       plays of {seen.source} account {seen.label}{server} go to the"
+            f" default profile {seen.default_profile} ({counted}, last {_when(seen.last_at)});"
+            f" {defaulted.fix(config, seen)}"
         )
     if sign_ins:
         _say("sign-ins:")

@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-from watchbridge import beside, unlisted
+from watchbridge import beside, defaulted, unlisted
 from watchbridge.accounts import send_account_alerts
 from watchbridge.alerts import DISABLED, SENT
 from watchbridge.anime_data import MISSING_KEY
@@ -153,6 +153,7 @@ async def housekeeping(
         (resend_failed_alerts, "alerts-resend"),
         (send_account_alerts_owed, "account-alerts"),
         (check_unlisted_accounts, "unlisted-accounts-check"),
+        (check_defaulted_accounts, "defaulted-accounts-check"),
         (renew_trakt_sign_ins, "trakt-token-refresh"),
         (check_anilist_tokens, "anilist-token-check"),
         (check_serializd_tokens, "serializd-token-check"),
@@ -223,6 +224,66 @@ async def check_unlisted_accounts(runtime: Runtime) -> None:
         elif active <= one.active:
             continue
         await asyncio.to_thread(store.note_unlisted, replace(one, active=one.active | active))
+
+
+async def check_defaulted_accounts(runtime: Runtime) -> None:
+    """The accounts the default profile takes for want of an entry (defaulted.py): forgotten
+    once a profile lists them (or no default profile takes them), the `unlisted_account` alert
+    raised for one that is a second person's or likely a listed person's new account, and
+    resolved once it is listed or has sent nothing for unlisted.QUIET."""
+    from watchbridge.model import Account, MediaEvent, MediaRef, Source
+    from watchbridge.webhooks import route_for
+
+    store, notifier, config = runtime.store, runtime.notifier, runtime.config
+    now = runtime.clock()
+    found = await asyncio.to_thread(store.defaulted_accounts)
+    if not found:
+        return
+    ids = runtime.account_ids
+    known = [
+        (key.source, key.server, key.account_id, learn.profile) for key, learn in ids.known.items()
+    ]
+    taken: list[unlisted.Unlisted] = []
+    for one in found:
+        account = Account(id=one.account_id or None, name=one.name or None)
+        # Routed as its next webhook would be: by the config and the accounts remembered now.
+        event = MediaEvent(
+            cast(Source, one.source), "stop", MediaRef(kind="movie"), one.server, account
+        )
+        route = route_for(config, event, ids.known, ids.names)
+        if not route.defaulted:
+            if one.state == unlisted.ALERTED:
+                over = (
+                    unlisted.listed_now(one, route.profile)
+                    if route.profile is not None
+                    else defaulted.left_now(one)
+                )
+                await notifier.resolve(unlisted.ALERT_KIND, over, key=defaulted.alert_key(one))
+            await asyncio.to_thread(store.forget_defaulted, one)
+            continue
+        taken.append(replace(one, default_profile=cast(str, route.profile)))
+    for one in taken:
+        key = defaulted.alert_key(one)
+        if one.state == unlisted.ALERTED:
+            if now - one.last_at >= unlisted.QUIET:
+                await notifier.resolve(unlisted.ALERT_KIND, unlisted.quiet_now(one), key=key)
+                await asyncio.to_thread(store.note_defaulted, replace(one, state=unlisted.OVER))
+            continue
+        if one.state:
+            continue
+        last_from = await asyncio.to_thread(store.last_from_server, one.source, one.server)
+        on_server = unlisted.profiles_on_server(config, one.source, one.server, known, last_from)
+        quiet = unlisted.silent(one, on_server, last_from)
+        active = frozenset(on_server - set(quiet))
+        moved = unlisted.alert_due(one, quiet, now)
+        if moved or defaulted.second_person(one, taken):
+            one = replace(one, state=unlisted.ALERTED, profile=quiet[0] if moved else "")
+            was = None if moved else defaulted.first_taken(one, taken)
+            body = defaulted.alert_body(one, config, was)
+            await notifier.notify(unlisted.ALERT_KIND, defaulted.title(one), body, key=key)
+        elif active <= one.active:
+            continue
+        await asyncio.to_thread(store.note_defaulted, replace(one, active=one.active | active))
 
 
 async def reclaim_space(runtime: Runtime) -> None:

@@ -29,7 +29,7 @@ from litestar.exceptions import HTTPException, PermissionDeniedException, Valida
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromQuery
 
-from watchbridge import __version__
+from watchbridge import __version__, defaulted
 from watchbridge import queuewords as words
 from watchbridge.account_ids import NewId, NewIdSighting, Renamed, RenameSighting
 from watchbridge.alerts import Health
@@ -44,6 +44,7 @@ from watchbridge.app import (
 from watchbridge.catchupstatus import CatchUpLine, server_name, status_lines
 from watchbridge.config import Config, copied_nowhere
 from watchbridge.deadletters import retry_dead_letters
+from watchbridge.defaulted import KEEP as DEFAULTED_KEEP
 from watchbridge.homeassistant import (
     COMMANDS_HELP,
     HomeAssistantApp,
@@ -86,6 +87,8 @@ class PageState:
     sign_ins: Sequence[SignIn] = ()
     # Accounts whose webhooks no profile takes, as the store remembers them (unlisted.py).
     unlisted: Sequence[Unlisted] = ()
+    # Accounts no profile lists whose webhooks the default profile takes (defaulted.py).
+    defaulted: Sequence[Unlisted] = ()
     # What this start told of the time the service was away.
     downtime: str | None = None
     # Plex servers reported twice to a profile.
@@ -141,11 +144,13 @@ async def page_state(runtime: Runtime, now: float) -> PageState:
     calm = await asyncio.to_thread(anime_calm, config, runtime.store, now) if anime else frozenset()
     catch_up = await asyncio.to_thread(status_lines, config, runtime.store, now)
     unlisted = await asyncio.to_thread(runtime.store.unlisted_accounts)
+    taken_in = await asyncio.to_thread(runtime.store.defaulted_accounts)
     return PageState(
         config=config,
         status=status,
         sign_ins=sign_ins,
         unlisted=unlisted,
+        defaulted=taken_in,
         downtime=runtime.downtime,
         doublings=runtime.senders.recent(now),
         refused=runtime.refused.recent(),
@@ -498,7 +503,8 @@ def render(state: PageState, now: float) -> str:
         + _refused(state.refused, now, state.home_assistant)
         + _renamed(state.renamed, now)
         + _new_ids(state.new_ids, now)
-        + _unlisted(state.config, state.unlisted, now),
+        + _unlisted(state.config, state.unlisted, now)
+        + _defaulted(state.config, state.defaulted, now),
     ]
     # While a code waits to be entered, the page looks again by itself to tell when it was.
     waiting = any(one.running for one in state.signing_in)
@@ -1164,6 +1170,32 @@ def _unlisted(config: Config, unlisted: Sequence[Unlisted], now: float) -> str:
 UNLISTED_INTRO = (
     "Ignored, no profile lists the account (remembered until it sends nothing for"
     f" {UNLISTED_KEEP / 86400 / 7:.0f} weeks)"
+)
+
+
+def _defaulted(config: Config, taken: Sequence[Unlisted], now: float) -> str:
+    if not taken:
+        return ""
+    rows = [
+        (
+            _e(u.source),
+            _e(f"{u.label} on {u.server_shown}" if u.server else u.label),
+            _e(u.default_profile),
+            str(u.webhooks),
+            str(u.plays),
+            _age(u.last_at, now),
+            _e(defaulted.fix(config, u)),
+        )
+        for u in taken
+    ]
+    return f"<p>{DEFAULTED_INTRO}:</p>" + _table(
+        ("source", "account", "goes to", "webhooks", "plays", "last", "what to do"), rows
+    )
+
+
+DEFAULTED_INTRO = (
+    "Taken by the default profile, no profile lists the account (counted hourly; remembered"
+    f" until it sends nothing for {DEFAULTED_KEEP / 86400:.0f} days)"
 )
 
 

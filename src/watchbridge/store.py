@@ -32,6 +32,7 @@ from sqlite_utils.migrations import Migrations
 from watchbridge import servelock
 from watchbridge.beside import Noted
 from watchbridge.clocksteps import Reading, Step
+from watchbridge.defaulted import KEEP as DEFAULTED_KEPT
 from watchbridge.errors import StoreError
 from watchbridge.filesystems import read_mountinfo, shared_filesystem_warning
 from watchbridge.lastwebhooks import SERVERS_KEPT, LastWebhook
@@ -778,6 +779,33 @@ def m031_unlisted_accounts(db: sqlite_utils.Database) -> None:
             account_id TEXT NOT NULL,
             name TEXT NOT NULL,
             server_name TEXT NOT NULL,
+            first_at REAL NOT NULL,
+            last_at REAL NOT NULL,
+            webhooks INTEGER NOT NULL,
+            plays INTEGER NOT NULL,
+            state TEXT NOT NULL DEFAULT '',
+            profile TEXT NOT NULL DEFAULT '',
+            active TEXT NOT NULL DEFAULT '[]',
+            PRIMARY KEY (source, server, account)
+        ) WITHOUT ROWID"""
+    )
+
+
+@migrations()
+def m032_defaulted_accounts(db: sqlite_utils.Database) -> None:
+    # The media-server accounts no profile lists whose webhooks the default profile takes
+    # (defaulted.py): kept across restarts for the status and the `unlisted_account` alert,
+    # pruned after defaulted.KEEP without a webhook. Safe to apply again, as the newest
+    # migration must be (tests/test_serve_lock.py).
+    db.execute(
+        """CREATE TABLE IF NOT EXISTS defaulted_accounts (
+            source TEXT NOT NULL,
+            server TEXT NOT NULL,
+            account TEXT NOT NULL,
+            account_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            server_name TEXT NOT NULL,
+            default_profile TEXT NOT NULL,
             first_at REAL NOT NULL,
             last_at REAL NOT NULL,
             webhooks INTEGER NOT NULL,
@@ -2967,6 +2995,7 @@ class Store:
         keep_carried: Mapping[tuple[str, str], float] | None = None,
         keep_tautulli_servers: float = TAUTULLI_SERVER_LAPSES,
         keep_unlisted: float = UNLISTED_KEPT,
+        keep_defaulted: float = DEFAULTED_KEPT,
     ) -> dict[str, int]:
         """Forget delivered rows and their events after `keep_done` seconds, idle playback
         sessions after `keep_sessions` (items' marks sessions, which say an item was watched,
@@ -2984,7 +3013,8 @@ class Store:
         webhook stops noting its reports for Tautulli's to pair with. Of the servers whose
         last webhook is kept after their events went, each source's SERVERS_KEPT seen most
         recently stay. An account no profile lists goes `keep_unlisted` after its last
-        webhook (unlisted.py)."""
+        webhook (unlisted.py), one the default profile takes for want of an entry
+        `keep_defaulted` after it (defaulted.py)."""
         # Read before the write lock is taken: only rows delivered a week ago are looked at.
         kept = self._expected_link_adds(now - keep_done)
         with self.transaction() as conn:
@@ -3036,6 +3066,9 @@ class Store:
             unlisted = conn.execute(
                 "DELETE FROM unlisted_accounts WHERE last_at < ?", (now - keep_unlisted,)
             ).rowcount
+            defaulted = conn.execute(
+                "DELETE FROM defaulted_accounts WHERE last_at < ?", (now - keep_defaulted,)
+            ).rowcount
             lapsed = conn.execute(
                 "DELETE FROM tautulli_servers WHERE seen_at < ?", (now - keep_tautulli_servers,)
             ).rowcount
@@ -3053,6 +3086,7 @@ class Store:
             "tautulli_servers": lapsed,
             "webhook_servers": webhook_servers,
             "unlisted_accounts": unlisted,
+            "defaulted_accounts": defaulted,
         }
 
     def reclaim_space(
@@ -4692,6 +4726,73 @@ class Store:
             conn.execute(
                 "DELETE FROM unlisted_accounts WHERE source = ? AND server = ? AND account = ?",
                 (unlisted.source, unlisted.server, unlisted.account),
+            )
+
+    def saw_defaulted(self, seen: Unlisted) -> None:
+        """Webhooks of an account the default profile takes for want of an entry
+        (defaulted.py): `seen.webhooks` and `seen.plays` are those since its last write."""
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO defaulted_accounts (source, server, account, account_id, name,"
+                " server_name, default_profile, first_at, last_at, webhooks, plays) VALUES"
+                " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, server, account) DO"
+                " UPDATE SET account_id = excluded.account_id, name = excluded.name,"
+                " server_name = CASE WHEN excluded.server_name = '' THEN server_name"
+                " ELSE excluded.server_name END, default_profile = excluded.default_profile,"
+                " last_at = MAX(last_at, excluded.last_at),"
+                " webhooks = webhooks + excluded.webhooks, plays = plays + excluded.plays",
+                (
+                    seen.source,
+                    seen.server,
+                    seen.account,
+                    seen.account_id,
+                    seen.name,
+                    seen.server_name,
+                    seen.default_profile,
+                    seen.first_at,
+                    seen.last_at,
+                    seen.webhooks,
+                    seen.plays,
+                ),
+            )
+
+    def defaulted_accounts(self) -> list[Unlisted]:
+        """The accounts the default profile takes for want of an entry, the most recently
+        seen first."""
+        rows = self._overview("SELECT * FROM defaulted_accounts ORDER BY last_at DESC")
+        return [
+            Unlisted(
+                row["source"], row["server"], row["account"], row["account_id"], row["name"],
+                row["server_name"], row["first_at"], row["last_at"], row["webhooks"],
+                row["plays"], row["state"], row["profile"],
+                frozenset(str(one) for one in json.loads(row["active"] or "[]")),
+                row["default_profile"],
+            )
+            for row in rows
+        ]  # fmt: skip
+
+    def note_defaulted(self, defaulted: Unlisted) -> None:
+        """Keep what the housekeeping found of such an account (as `note_unlisted`)."""
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE defaulted_accounts SET state = ?, profile = ?, active = ?"
+                " WHERE source = ? AND server = ? AND account = ?",
+                (
+                    defaulted.state,
+                    defaulted.profile,
+                    json.dumps(sorted(defaulted.active)),
+                    defaulted.source,
+                    defaulted.server,
+                    defaulted.account,
+                ),
+            )
+
+    def forget_defaulted(self, defaulted: Unlisted) -> None:
+        """Forget an account the default profile no longer takes for want of an entry."""
+        with self.transaction() as conn:
+            conn.execute(
+                "DELETE FROM defaulted_accounts WHERE source = ? AND server = ? AND account = ?",
+                (defaulted.source, defaulted.server, defaulted.account),
             )
 
     def last_from_server(self, source: str, server: str) -> dict[str, float]:

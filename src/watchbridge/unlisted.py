@@ -44,7 +44,8 @@ class Unlisted:
     """An account no profile lists, as the store remembers it: `account` is its key (its id
     folded, else its name folded; "" for webhooks naming no one), `active` the profiles whose
     accounts on the server sent webhooks since `first_at` (seen by the housekeeping),
-    `profile` the profile the alert named."""
+    `profile` the profile the alert named; `default_profile` the default profile its webhooks
+    go to, for an account only that one takes (defaulted.py, a table of its own)."""
 
     source: str
     server: str
@@ -59,6 +60,7 @@ class Unlisted:
     state: str = ""
     profile: str = ""
     active: frozenset[str] = frozenset()
+    default_profile: str = ""
 
     @property
     def label(self) -> str:

@@ -132,6 +132,8 @@ class Route:
     # A Tautulli report of a person whose plays Plex's own webhook sends to their profile:
     # ignored, and not an account for the user to map.
     sent_by_plex: bool = False
+    # Taken by the default profile for want of an entry: remembered (defaulted.py).
+    defaulted: bool = False
 
 
 SENT_BY_PLEX = (
@@ -217,7 +219,7 @@ def route_for(
         # that person's (whose plays Plex's webhook sends), never the default profile's; so
         # is one renamed in Plex, which Plex's webhook follows by its id.
         return Route(None, sent_by_plex=True)
-    return Route(default)
+    return Route(default, defaulted=default is not None)
 
 
 def _matched(event: Sender, profile: str, entry: str, known: Mapping[Key, Learnt]) -> Route:
@@ -857,8 +859,14 @@ async def _webhook(
     taken: list[tuple[MediaEvent, str, str]] = []  # each event its route takes: profile, server
     learnt: list[tuple[Key, Learnt]] = []
     jobs: list[IngestJob] = []
+    # An event the default profile takes for want of an entry, and that profile.
+    defaulted: tuple[MediaEvent, str] | None = None
+    defaulted_played = False
     for event in result.events:
         route = route_for(runtime.config, event, known, names)
+        if route.defaulted and route.profile is not None:
+            defaulted = defaulted or (event, route.profile)
+            defaulted_played = defaulted_played or event.played
         if route.renamed is not None or route.new_id is not None:
             _account_seen(runtime, route)
         name = route.profile
@@ -927,6 +935,9 @@ async def _webhook(
     _resolve_refused(runtime, source)
     if source in (*webhookwatch.SENDERS, "jellyfin", "emby") and jobs:
         _resolve_stopped(runtime, result.events[0].server, source)
+    if defaulted is not None:  # after answering: its sender need not wait for it
+        first, to = defaulted
+        await _remember_defaulted(runtime, first, to, defaulted_played, result.document)
 
 
 def _plex_history_read(runtime: Runtime, profile: str, server: str) -> bool:
@@ -1019,6 +1030,49 @@ async def _remember_unlisted(
         _UNLISTED_NOT_NOTED.warning(
             "unlisted",
             "could not note an unlisted account's webhook (answered all the same)",
+            time.monotonic(),
+            error=_one_line(exc),
+        )
+
+
+_DEFAULTED_NOT_NOTED = Repeating(log, every=LOG_EVERY)
+
+
+async def _remember_defaulted(
+    runtime: Runtime,
+    event: MediaEvent,
+    profile: str,
+    played: bool,
+    document: Mapping[str, object] | None,
+) -> None:
+    """Note in the database an account whose webhook the default profile took for want of an
+    entry (defaulted.py): its first webhook in this process, then at most hourly."""
+    account = event.account
+    key = (event.source, event.server, account_key(account.id, account.name))
+    now = runtime.clock()
+    counted = runtime.defaulted.saw(key, played, now)
+    if counted is None:
+        return
+    seen = Unlisted(
+        source=event.source,
+        server=event.server,
+        account=key[2],
+        account_id=account.id or "",
+        name=account.name or "",
+        server_name=server_name(event.source, document),
+        first_at=now,
+        last_at=now,
+        webhooks=counted[0],
+        plays=counted[1],
+        default_profile=profile,
+    )
+    try:
+        await in_thread(runtime.store.saw_defaulted, seen)
+    except (sqlite3.Error, StoreError) as exc:
+        runtime.defaulted.failed(key)
+        _DEFAULTED_NOT_NOTED.warning(
+            "defaulted",
+            "could not note an account the default profile takes (its play is stored)",
             time.monotonic(),
             error=_one_line(exc),
         )

@@ -1,0 +1,184 @@
+"""Plays of an account no profile lists that the `default: true` profile takes: remembered,
+listed with the line to add, and alerted once (`unlisted_account`) when a second person's
+account (or a listed person's new one) lands in the default person's history. The first
+account it takes, the one it was set up for, is only listed. Over real HTTP against the
+running app, alerts as the receiver got them."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.fakes.receiver import AlertReceiver, FakeClock
+from tests.harness import AppThread
+from tests.test_unlisted_accounts import SECRET, post, runtime, scrobble
+from tests.test_webhook_route import PLEX_SERVER
+from watchbridge import maintenance, webhooks
+from watchbridge.app import Runtime, create_app
+from watchbridge.statuspage import page_state, render
+from watchbridge.unlisted import WAIT
+
+DAY = 86400.0
+HOUR = 3600.0
+KIDDO = "watchbridge: plays of Kiddo on Plex server Basement go to profile me"
+
+
+def household(tmp_path: Path, receiver: AlertReceiver, me: str = "", kid: str = '["kid"]') -> str:
+    """Alex (the owner, id 1), whose profile is the default, and a managed user, kid (id 5),
+    on Plex server Basement."""
+    users = f", users: {{plex: {me}}}" if me else ""
+    return (
+        f"server: {{webhook_secret: {SECRET}}}\n"
+        f"storage: {{path: {tmp_path / 'wb.db'}}}\n"
+        f"alerts: {{urls: ['{receiver.apprise_url}'], kinds: [unlisted_account]}}\n"
+        "profiles:\n"
+        f"  me: {{default: true{users}}}\n"
+        f"  kid: {{users: {{plex: {kid}}}}}\n"
+    )
+
+
+def housekeeping(app_runtime: Runtime) -> None:
+    asyncio.run(maintenance.check_defaulted_accounts(app_runtime))
+
+
+def taken_in(app: AppThread) -> list[dict[str, Any]]:
+    status = httpx.get(f"{app.url}/api/status").json()
+    found: list[dict[str, Any]] = status["default_profile_accounts"]
+    return found
+
+
+def on_server(payload: dict[str, Any], uuid: str, title: str) -> dict[str, Any]:
+    payload["Server"] = {"uuid": uuid, "title": title}
+    return payload
+
+
+def test_the_account_the_default_profile_was_set_up_for_is_listed_not_alerted(
+    tmp_path: Path, receiver: AlertReceiver
+) -> None:
+    clock = FakeClock()
+    app_runtime = runtime(household(tmp_path, receiver), clock)
+    with AppThread(create_app(app_runtime, extra_routes=webhooks.ROUTES)) as app:
+        assert post(app, scrobble(1, "alex")).status_code == 202
+        assert post(app, scrobble(1, "alex")).status_code == 202  # counted within the hour
+        clock.advance(DAY)
+        # The same person on a second server of theirs: the same name.
+        attic = on_server(scrobble(1, "alex"), "f" * 40, "Attic")
+        assert post(app, attic).status_code == 202
+        assert post(app, scrobble(5, "kid")).status_code == 202  # listed: nothing noted
+        housekeeping(app_runtime)
+        clock.advance(WAIT)
+        housekeeping(app_runtime)
+        found = taken_in(app)
+        shown = render(asyncio.run(page_state(app_runtime, clock())), clock())
+    assert receiver.messages == []
+    assert [(f["server"], f["name"], f["default_profile"], f["alerted"]) for f in found] == [
+        ("f" * 40, "alex", "me", False),
+        (PLEX_SERVER, "alex", "me", False),
+    ]
+    assert found[1]["webhooks"] == 1  # the second within the hour: written with the next
+    assert found[1]["line"] == f'profiles.me.users.plex: ["{PLEX_SERVER}:1"]'
+    assert "<td>alex (id 1) on Plex server Basement</td><td>me</td>" in shown
+    assert (
+        "its plays go to the default profile me; to keep them there, write"
+        f" profiles.me.users.plex: [&quot;{PLEX_SERVER}:1&quot;]; if it is someone else&#x27;s,"
+        " list it under their profile"
+    ) in shown
+
+
+def test_a_second_persons_account_taken_by_the_default_profile_is_alerted_once(
+    tmp_path: Path, receiver: AlertReceiver
+) -> None:
+    clock = FakeClock()
+    text = household(tmp_path, receiver)
+    first = runtime(text, clock)
+    with AppThread(create_app(first, extra_routes=webhooks.ROUTES)) as app:
+        assert post(app, scrobble(1, "alex")).status_code == 202
+        clock.advance(DAY)
+        # Kid's own Plex account now: a new id and a new name at once, no entry matches it.
+        assert post(app, scrobble(9101, "Kiddo")).status_code == 202
+        housekeeping(first)
+        wait_until_told(receiver, 1)
+        clock.advance(2 * HOUR)
+        assert post(app, scrobble(9101, "Kiddo")).status_code == 202  # its next webhook
+        housekeeping(first)
+        found = {f["name"]: f for f in taken_in(app)}
+    assert receiver.titles() == [KIDDO]
+    lead = receiver.messages[0]["message"].split("\n\n")[0]
+    assert lead == (
+        "Plays of Plex account Kiddo (id 9101) on Plex server Basement go to me's history: no"
+        " profile lists the account, so the default profile me takes it. Until 2023-11-15 it"
+        " took one account's plays only (alex (id 1) on Plex server Basement). If this one is"
+        " someone else's, list it under their profile (profiles.NAME.users.plex) and remove"
+        " the plays it sent from me's history; if it is me's, write profiles.me.users.plex:"
+        ' ["9101"] and nothing else changes.'
+    )
+    kiddo = found["Kiddo"]
+    assert (kiddo["alerted"], kiddo["webhooks"], kiddo["plays"]) == (True, 2, 2)
+    assert found["alex"]["alerted"] is False
+    # Not again after a restart, and the `status` command lists it.
+    second = runtime(text, clock)
+    with AppThread(create_app(second, extra_routes=webhooks.ROUTES)) as app:
+        assert post(app, scrobble(9101, "Kiddo")).status_code == 202
+        housekeeping(second)
+    path = tmp_path / "watchbridge.yaml"
+    path.write_text(text, encoding="utf-8")
+    said = subprocess.run(
+        [sys.executable, "-m", "watchbridge", "status", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert (
+        "default:       plays of plex account Kiddo (id 9101) on Plex server Basement go to the"
+        " default profile me (3 webhook(s), 3 play(s)"
+    ) in said
+    assert receiver.titles() == [KIDDO]
+    # Listed under kid: resolved, and no longer remembered.
+    third = runtime(household(tmp_path, receiver, kid='["kid", "9101"]'), clock)
+    with AppThread(create_app(third, extra_routes=webhooks.ROUTES)) as app:
+        housekeeping(third)
+        wait_until_told(receiver, 2)
+        assert [f["name"] for f in taken_in(app)] == ["alex"]
+    assert receiver.titles()[-1] == f"Resolved: {KIDDO}"
+    assert receiver.messages[-1]["message"] == (
+        "Plays of Kiddo (id 9101) on Plex server Basement go to profile kid now."
+    )
+
+
+def test_a_listed_persons_new_account_as_the_default_profiles_first_is_alerted(
+    tmp_path: Path, receiver: AlertReceiver
+) -> None:
+    clock = FakeClock()
+    # The default profile lists its own account: what it takes in is someone else's.
+    app_runtime = runtime(household(tmp_path, receiver, me='["alex"]'), clock)
+    with AppThread(create_app(app_runtime, extra_routes=webhooks.ROUTES)) as app:
+        assert post(app, scrobble(5, "kid")).status_code == 202
+        assert post(app, scrobble(1, "alex")).status_code == 202
+        clock.advance(DAY)
+        assert post(app, scrobble(9101, "Kiddo")).status_code == 202
+        housekeeping(app_runtime)
+        assert receiver.messages == []  # a day of it is no sign yet
+        clock.advance(DAY)
+        assert post(app, scrobble(1, "alex")).status_code == 202  # the owner keeps playing
+        clock.advance(DAY)
+        housekeeping(app_runtime)
+        wait_until_told(receiver, 1)
+        (found,) = taken_in(app)
+    assert receiver.titles() == [KIDDO]
+    assert (
+        "Profile kid's account there has sent nothing since 2023-11-15, when this one began:"
+        ' it may be kid\'s new account. If so, write profiles.kid.users.plex: ["kid", "9101"]'
+    ) in receiver.messages[0]["message"]
+    assert found["profile"] == "kid"
+    assert found["line"] == 'profiles.kid.users.plex: ["kid", "9101"]'
+
+
+def wait_until_told(receiver: AlertReceiver, count: int) -> None:
+    from tests.test_app import wait_until
+
+    wait_until(lambda: len(receiver.messages) >= count)
