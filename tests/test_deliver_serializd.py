@@ -648,6 +648,24 @@ async def test_a_wrong_password_holds_the_profile_with_a_credentials_alert(
     assert "profiles.me.accounts.serializd" in outcome.reason
 
 
+async def test_a_wrong_password_says_to_restart_watchbridge_once_the_config_is_fixed(
+    runtime: Runtime, target: SerializdTarget, clock: FakeClock
+) -> None:
+    # The service reads its config at its start: a password put right in the file while it
+    # runs is not tried for 6 hours, so the hold (status, page, alert) must say to restart.
+    target.client.accounts["me"] = SerializdAccount(EMAIL, Secret("wrong"))
+    enqueue(runtime, "play", episode(4), clock() - 3600)
+    (refused,) = (await target.deliver(claim(runtime), clock())).values()
+    clock.advance(60)
+    enqueue(runtime, "play", episode(5), clock() - 60)  # held by the refusal on record
+    (on_record,) = (await target.deliver(claim(runtime), clock())).values()
+    for outcome in (refused, on_record):
+        assert isinstance(outcome, Hold)
+        assert "check profiles.me.accounts.serializd, then restart watchbridge" in (
+            outcome.reason
+        ), outcome.reason
+
+
 async def test_a_wrong_password_is_not_sent_again_and_alerts_once(
     runtime: Runtime,
     worker: DeliveryWorker,

@@ -325,6 +325,8 @@ profiles:
     shown = status_command(config)
     assert "  serializd/tv: signed in; logs in again with the email and password in " in shown
     assert "  serializd/typo: refused: Serializd refused the email or password at the " in shown
+    # The service reads the config at its start: a password put right waits for a restart.
+    assert "check profiles.typo.accounts.serializd, then restart watchbridge\n" in shown
 
 
 # --------------------------------------------------------------------------- pure states

@@ -487,7 +487,10 @@ def read_facts(config: Config, store: Store, now: float) -> list[Facts]:
             forbidden, _ = store.cache_get(SERIALIZD_FORBIDDEN, name, now)
             why = None
             if refused and fingerprint is not None:
-                why = f"Serializd refused the email or password at the last login: check {where}"
+                why = (
+                    "Serializd refused the email or password at the last login: "
+                    f"check {where}, then restart watchbridge"
+                )
             elif forbidden:
                 why = (
                     f"Serializd refused the last login (403); it is tried again in a while: "

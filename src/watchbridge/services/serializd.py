@@ -76,7 +76,12 @@ FORBIDDEN = "serializd-forbidden"  # cache: a login answered 403, until it may b
 # change): a few tries a day cannot lock the account, and a password made right again on the
 # website (not in the config) still works again the same day.
 REFUSAL_KEPT = 6 * 3600.0
-RETRIED = f"tried again at once when it changes, else every {REFUSAL_KEPT / 3600:.0f} hours"
+# The service reads its config at its start: a password put right in the file while it runs
+# is not read until it restarts (a `watchbridge sync` reads the file as it is).
+RETRIED = (
+    f"then restart watchbridge (tried again at once with a changed one, else every "
+    f"{REFUSAL_KEPT / 3600:.0f} hours)"
+)
 # A pasted token Serializd refused is not sent again for as long (at once once the config has
 # another): there is no password to log in again with, only the user can paste a new one.
 TOKEN_REFUSAL_KEPT = REFUSAL_KEPT
@@ -1022,7 +1027,7 @@ class SerializdClient:
             raise SerializdAuthError(
                 SERVICE,
                 f"Serializd refused the email or password of profile {profile}: "
-                f"check {where} ({RETRIED})",
+                f"check {where}, {RETRIED}",
                 retry_after=REFUSAL_KEPT if until is None else max(until - now, 1.0),
             )
         if self.tokens.cache_get(FORBIDDEN, profile, now)[0]:
@@ -1040,7 +1045,7 @@ class SerializdClient:
             raise SerializdAuthError(
                 SERVICE,
                 f"Serializd refused the email or password of profile {profile} "
-                f"({_message(response)}): check {where} ({RETRIED})",
+                f"({_message(response)}): check {where}, {RETRIED}",
                 retry_after=REFUSAL_KEPT,  # the deliveries waiting for it too
             )
         if response.status_code in (401, 403):
