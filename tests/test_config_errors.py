@@ -86,6 +86,34 @@ MISTAKES = [
         "line a key up with the keys of its section",
     ),
     Mistake(
+        "a link's name lined up between its section's keys and the ones above it",
+        STORAGE + "links:\n  plex-serializd:\n    services: [plex, serializd]\n"
+        "   plex-anilist:\n    services: [plex, anilist]\n",
+        6,
+        "links.plex-serializd.plex-anilist",  # as the indentation places it: named below
+        "invalid YAML: this line, indented 3 spaces, lines up with no key above it: line it up with"
+        " `plex-serializd:` (line 4, 2 spaces) or `services:` (line 5, 4 spaces)",
+        last=True,
+    ),
+    Mistake(
+        "a profile's key indented one space short",
+        STORAGE + "profiles:\n  me:\n    completion_threshold: 90\n   users:\n      plex: ['1']\n",
+        6,
+        "profiles.me.users",
+        "invalid YAML: this line, indented 3 spaces, lines up with no key above it: line it up with"
+        " `me:` (line 4, 2 spaces) or `completion_threshold:` (line 5, 4 spaces)",
+        last=True,
+    ),
+    Mistake(
+        "a list item lined up with no key above it",
+        STORAGE + "profiles:\n  me:\n    users:\n      plex: ['1']\n     - alice\n",
+        7,
+        "profiles.me.users",
+        "invalid YAML: this line, indented 5 spaces, lines up with no key above it: line it up with"
+        " `users:` (line 5, 4 spaces) or `plex:` (line 6, 6 spaces)",
+        last=True,
+    ),
+    Mistake(
         "a quote never closed",
         STORAGE + 'services:\n  trakt:\n    client_id: "abc\nserver:\n  port: 8765\n',
         5,  # PyYAML's own mark is the end of the file

@@ -518,6 +518,41 @@ def key_path_at(lines: Sequence[str], index: int) -> str:
     return ".".join(reversed(names))
 
 
+# PyYAML's words for a line indented between two keys above it: a new block where it ends one.
+_UNALIGNED = re.compile(r"expected <block end>, but found '<block (mapping|sequence) start>'")
+
+
+def _lined_up_with_nothing(lines: Sequence[str], index: int) -> str | None:
+    """What to do with line `index`, indented between the keys above it (deeper than its
+    section's keys, shallower than the ones above it): the keys above it to line it up with,
+    each with its line and indentation. None when it does line up with one. Keys only, never
+    a value (it may be a password). Pure."""
+    own = lines[index] if index < len(lines) else ""
+    indent = len(own) - len(own.lstrip(" "))
+    above: list[tuple[int, str, int]] = []  # (indentation, key, line), each shallower than the last
+    for number in range(index - 1, -1, -1):
+        match = _KEY_LINE.match(lines[number])
+        if match is not None and (not above or len(match[1]) < above[-1][0]):
+            above.append((len(match[1]), match[2], number + 1))
+    if any(depth == indent for depth, _, _ in above):
+        return None
+    shallower = [one for one in above if one[0] < indent][:1]
+    deeper = [one for one in reversed(above) if one[0] > indent][:1]
+    if not shallower and not deeper:
+        return None
+    options = " or ".join(
+        f"`{key}:` (line {line}, {_spaces(depth)})" for depth, key, line in shallower + deeper
+    )
+    return (
+        f"this line, indented {_spaces(indent)}, lines up with no key above it: line it up"
+        f" with {options}"
+    )
+
+
+def _spaces(count: int) -> str:
+    return f"{count} space" if count == 1 else f"{count} spaces"
+
+
 def load_config(path: Path, environ: Mapping[str, str] = os.environ) -> Config:
     """Read, interpolate and validate one config file; raises ConfigError listing every problem
     of its values, or (once those are right) every broken rule spanning them (ports, URLs,
@@ -572,6 +607,8 @@ def parse_config(text: str, path: Path, environ: Mapping[str, str] = os.environ)
             lines[problem_mark.line] if problem_mark and problem_mark.line < len(lines) else "",
         )
         mark = _yaml_error_mark(exc, context)
+        if mark is not None and _UNALIGNED.match(problem):
+            problem = _lined_up_with_nothing(lines, mark.line) or problem
         if mark is None:
             raise ConfigError(f"{path.name}: invalid YAML: {problem}") from None
         key = key_path_at(lines, mark.line) or "(top)"
