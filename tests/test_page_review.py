@@ -22,7 +22,7 @@ from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import AppThread, sign_in_trakt, write_config
 from tests.unpaced import unpaced
-from watchbridge.config import load_config
+from watchbridge.config import Link, load_config
 from watchbridge.pagereview import PageReview
 from watchbridge.statuspage import (
     APPLY_BUTTON,
@@ -141,6 +141,11 @@ def test_the_review_shows_the_plan_the_cli_shows_and_writes_nothing(
         html.unescape(page)
     )
     assert APPLY_BUTTON in page and "me (waits for this review)" in page
+    # One way only: the command to paste, with this link's own directions (a first sync
+    # made one way asks for --yes too).
+    one_way = f"watchbridge sync --link {LINK} --direction trakt-to-serializd --yes"
+    assert f"<code>{one_way}</code>" in page and "<code>serializd-to-trakt</code>" in page
+    assert "A-to-B" not in page
     assert trakt_episodes(trakt) == [1, 3] and trakt.ratings() == []
     assert diary_episodes(serializd) == [1, 2]
     # Read from the page, the link still waits: its button stays, beside the review's link.
@@ -231,7 +236,8 @@ def test_an_apply_pressed_after_a_restart_says_to_read_the_plan_again(
 
 def test_the_review_page_says_reading_and_looks_again_while_it_reads() -> None:
     reading = PageReview(LINK, started_at=time.time() - 30)
-    page = render_review(LINK, reading, waits=True, now=time.time())
+    configured = Link(services=["trakt", "serializd"])
+    page = render_review(LINK, reading, waits=True, now=time.time(), configured=configured)
     assert "Reading both sides…" in page and '<meta http-equiv="refresh" content="10">' in page
     assert APPLY_BUTTON not in page and '<a href="./">' in page
 

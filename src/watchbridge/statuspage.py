@@ -42,7 +42,7 @@ from watchbridge.app import (
     require_api_token,
 )
 from watchbridge.catchupstatus import CatchUpLine, server_name, status_lines
-from watchbridge.config import Config, copied_nowhere
+from watchbridge.config import Config, Link, copied_nowhere
 from watchbridge.deadletters import retry_dead_letters
 from watchbridge.defaulted import KEEP as DEFAULTED_KEEP
 from watchbridge.homeassistant import (
@@ -321,7 +321,8 @@ async def review_page(runtime: NamedDependency[Runtime], link: FromQuery[str]) -
     now = runtime.clock()
     decided = await asyncio.to_thread(runtime.store.last_decided_runs)
     waits = any(run.link == name and waits_for_review(run) for run in decided)
-    return render_review(name, runtime.page_reviews.get(name), waits, now)
+    configured = runtime.config.links[name]
+    return render_review(name, runtime.page_reviews.get(name), waits, now, configured)
 
 
 @post("/review/read", guards=[require_api_token, from_this_site], status_code=303)
@@ -747,10 +748,26 @@ def _reviews(to_review: frozenset[str], reviews: Sequence[PageReview]) -> str:
     return "".join(lines)
 
 
-def render_review(link: str, review: PageReview | None, waits: bool, now: float) -> str:
+def _one_way_first(link: str, configured: Link) -> str:
+    """How to make a two-way link's first sync one way only, on the command line (the
+    directions `watchbridge sync --direction` takes for this link)."""
+    if configured.direction != "two-way":
+        return ""
+    a, b = (_e(service) for service in configured.services)
+    return (
+        "<p>To sync one way only first, use the command line: <code>watchbridge sync --link "
+        f"{_e(link)} --direction {a}-to-{b} --yes</code> (or <code>{b}-to-{a}</code>; "
+        "<code>--dry-run</code> in place of <code>--yes</code> shows that plan first).</p>"
+    )
+
+
+def render_review(
+    link: str, review: PageReview | None, waits: bool, now: float, configured: Link
+) -> str:
     """The review page of `link` (pure but for the zone of its times): what the page's run
     does or came to, and the plan read, in the words of `watchbridge sync --dry-run`, with
-    the button that applies it. `waits`: the link's last run waits for this review."""
+    the button that applies it. `waits`: the link's last run waits for this review;
+    `configured`: the link as the config has it."""
     query = _e(urllib.parse.urlencode({"link": link}))
     read = (
         f'<form method="post" action="review/read?{query}"><button>'
@@ -788,7 +805,8 @@ def render_review(link: str, review: PageReview | None, waits: bool, now: float)
         )
     plan = None if review is None else review.plan
     if plan is not None:
-        parts.append(_shown_plan(link, plan, now, offer=review is not None and not review.running))
+        offer = review is not None and not review.running
+        parts.append(_shown_plan(link, configured, plan, now, offer))
     if review is None or not review.running:
         parts.append(read)
     running = review is not None and review.running
@@ -802,9 +820,9 @@ def render_review(link: str, review: PageReview | None, waits: bool, now: float)
     )
 
 
-def _shown_plan(link: str, plan: ShownPlan, now: float, offer: bool) -> str:
+def _shown_plan(link: str, configured: Link, plan: ShownPlan, now: float, offer: bool) -> str:
     """A plan read for review: per profile what it writes, the CLI's lines, and (`offer`)
-    the button that applies it."""
+    the button that applies it, with the command that syncs a two-way link one way first."""
     rows = [
         (
             _e(profile) + (" (waits for this review)" if profile in plan.covers else ""),
@@ -822,8 +840,7 @@ def _shown_plan(link: str, plan: ShownPlan, now: float, offer: bool) -> str:
             "</button> (writes what is listed here, as <code>watchbridge sync --link "
             f"{_e(link)} --yes</code> does; both sides are read again first, and if they make "
             "another plan, nothing is written and the new one is shown)</form>"
-            "<p>To sync one way only first, use the command line: <code>watchbridge sync "
-            f"--link {_e(link)} --direction A-to-B</code>.</p>"
+            + _one_way_first(link, configured)
         )
     else:
         apply = ""
