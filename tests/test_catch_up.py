@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import httpx
 import pytest
+import sqlite_utils
 
 from tests.fakes.base import FakeServer
 from tests.fakes.jellyfin import (
@@ -37,6 +38,7 @@ from watchbridge.model import Accepted
 from watchbridge.playback import REWATCH_AFTER_IDLE
 from watchbridge.services.jellyfin import MediaServerClient
 from watchbridge.statuspage import page_state, render
+from watchbridge.store import Store, migrations
 from watchbridge.wiring import build_app, build_runtime
 
 # The accounts and items of the webhook samples (tests/fixtures/jellyfin, emby).
@@ -323,6 +325,13 @@ def cursors(runtime: Runtime) -> dict[str, str]:
         return {str(name).partition(":")[0]: str(value) for name, value in rows}
 
 
+def counts(runtime: Runtime) -> dict[str, int]:
+    """The play counts the catch-up keeps, by item id."""
+    with sqlite3.connect(runtime.config.storage.path) as conn:
+        rows = conn.execute("SELECT item, play_count FROM catch_up_counts")
+        return {str(item): int(n) for item, n in rows}
+
+
 def test_a_read_listing_no_new_play_writes_only_when_it_began(
     runtime: Runtime, server: FakeJellyfin, clock: Clock
 ) -> None:
@@ -333,13 +342,14 @@ def test_a_read_listing_no_new_play_writes_only_when_it_began(
         server.play(alex, item, T0 - 30 * DAY)
     task = CatchUp()
     read(runtime, task, server)
-    state = cursors(runtime)["catch_up"]
-    assert len(state) > 10_000  # what the idle reads must not write again
+    state, counted = cursors(runtime)["catch_up"], counts(runtime)
+    assert len(counted) == 300  # what the idle reads must not write again
     server.play(alex, MOVIE, T0 + 600, finished=False)  # a viewing stopped half way
     clock.now += 3 * 3600
     assert read(runtime, task, server) == 0
     written = cursors(runtime)
     assert written["catch_up"] == state
+    assert counts(runtime) == counted
     assert len(written["catch_up_at"]) < 30
     before = len(server.requests)
     clock.now += 15 * 60
@@ -347,6 +357,61 @@ def test_a_read_listing_no_new_play_writes_only_when_it_began(
     assert cursors(runtime) == written  # listed nothing: nothing written
     (listing,) = server.requests[before:]
     assert listing.query["MinDateLastSavedForUser"] > "2026-05-28T21"  # after the viewing
+
+
+class Written:
+    """The SQL the store's connection writes with (bound values included, as its trace
+    callback expands them) from now until `stop`: what a read costs the disk, whichever
+    table it writes."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.conn = runtime.store._conn
+        self.bytes = 0
+        self.conn.set_trace_callback(self._ran)
+
+    def _ran(self, sql: str) -> None:
+        if sql.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE", "REPLACE")):
+            self.bytes += len(sql.encode())
+
+    def stop(self) -> int:
+        self.conn.set_trace_callback(None)
+        return self.bytes
+
+
+def written_by(runtime: Runtime, task: CatchUp, server: FakeJellyfin) -> tuple[int, int]:
+    """One round of the catch-up: the plays it copied, and the bytes of SQL it wrote with."""
+    watched = Written(runtime)
+    try:
+        copied = read(runtime, task, server)
+    finally:
+        size = watched.stop()
+    return copied, size
+
+
+def test_a_read_finding_one_play_writes_that_item_not_the_whole_library(
+    runtime: Runtime, server: FakeJellyfin, clock: Clock
+) -> None:
+    # An SD card or a small SSD: someone watching an episode costs kilobytes a read, where
+    # the whole account's counts (some 100 KB for a big library) were written again.
+    alex = ALEX[server.flavour]
+    for n in range(2000):
+        item = f"{n:032x}"
+        server.add_movie(item, f"Film {n}", 2000)
+        server.play(alex, item, T0 - 30 * DAY)
+    task = CatchUp()
+    assert written_by(runtime, task, server)[0] == 0  # the baseline: every count, once
+    watched = T0 + 600
+    server.play(alex, MOVIE, watched)  # no webhook
+    clock.now = watched + 3 * 3600
+    found = written_by(runtime, task, server)
+    clock.now += 15 * 60
+    copied = written_by(runtime, task, server)
+    assert found[0] == 0 and copied[0] == 1
+    assert found[1] < 1_000  # the play that waits, and when the read began
+    assert copied[1] < 6_000  # its event and outbox row, and its count
+    assert plays(runtime) == [("trakt", watched, MOVIE)]
+    clock.now += 15 * 60
+    assert read(runtime, CatchUp(), server) == 0  # the counts read back: nothing more
 
 
 def alerting(
@@ -596,6 +661,7 @@ def test_a_backup_copy_put_back_sends_no_play_its_webhooks_sent_after_the_copy_a
     restored = build_runtime(runtime.config, clock=clock)
     restored.open()
     try:
+        assert counts(restored) == {}  # dropped with the state: the next read is a baseline
         task = CatchUp()
         for minutes in (120, 135, 150):
             clock.now = began + minutes * 60
@@ -863,3 +929,70 @@ def test_plays_while_watchbridge_was_off_for_more_than_a_week_are_all_copied(
         ("trakt", off + DAY, MOVIE),
         ("trakt", off + 9 * DAY, episode),
     ]
+
+
+def test_an_older_release_s_state_is_kept_as_rows_its_counts_still_tell_a_rewatch(
+    tmp_path: Path, server: FakeJellyfin, clock: Clock
+) -> None:
+    # The state an older release wrote, its counts in its JSON: moved to rows at the
+    # upgrade (again, harmlessly: the newest migration may run twice), read as before.
+    alex, episode = ALEX[server.flavour], EPISODE[server.flavour]
+    config = profiles_config(
+        tmp_path,
+        server,
+        f"  me: {{users: {{{server.flavour}: [alex]}}, accounts: {{trakt: {{}}}}}}",
+    )
+    database = Path(config.storage.path)
+    old = sqlite_utils.Database(database)
+    migrations.apply(old, stop_before="m033_catch_up_counts")
+    state = {"baseline": T0 - DAY, "at": T0, "counts": {MOVIE: 1, episode: 2}, "waiting": {}}
+    old["cursors"].insert_all(
+        [
+            {"service": server.flavour, "profile": "me", "name": f"catch_up:{alex}"}
+            | {"value": json.dumps(state), "updated_at": T0},
+            {"service": server.flavour, "profile": "me", "name": "catch_up:broken"}
+            | {"value": "{not json", "updated_at": T0},
+        ]
+    )
+    old.close()
+
+    for _ in range(2):
+        Store.open(database).close()
+        with sqlite3.connect(database) as conn:
+            header = {
+                name: value
+                for name, value in conn.execute("SELECT name, value FROM cursors")
+                if name.startswith("catch_up")
+            }
+            rows = conn.execute(
+                "SELECT service, profile, account, item, play_count FROM catch_up_counts"
+            ).fetchall()
+            conn.execute("DELETE FROM _sqlite_migrations WHERE name = 'm033_catch_up_counts'")
+        assert json.loads(header[f"catch_up:{alex}"]) == {
+            "baseline": T0 - DAY,
+            "at": T0,
+            "waiting": {},
+        }
+        assert header["catch_up:broken"] == "{not json"  # left as it was: a baseline
+        assert sorted(rows) == sorted(
+            [(server.flavour, "me", alex, MOVIE, 1), (server.flavour, "me", alex, episode, 2)]
+        )
+
+    server.play(alex, MOVIE, T0 - 30 * DAY)
+    server.mark_played(alex, MOVIE, T0 + 300)  # listed again, still counted 1: no new play
+    server.play(alex, episode, T0 - 20 * DAY)
+    server.play(alex, episode, T0 - 10 * DAY)
+    watched = T0 + 600
+    server.play(alex, episode, watched)  # counted 2, now 3: a rewatch
+    runtime = build_runtime(config, clock=clock)
+    runtime.open()
+    try:
+        task = CatchUp()
+        clock.now = watched + 3 * 3600
+        assert read(runtime, task, server) == 0
+        clock.now += 15 * 60
+        assert read(runtime, task, server) == 1
+        assert plays(runtime) == [("trakt", watched, episode)]
+        assert counts(runtime) == {MOVIE: 1, episode: 3}
+    finally:
+        runtime.close()

@@ -101,10 +101,13 @@ CONFIRM_AFTER = 5 * 60.0
 FOLLOWED = 6 * 3600.0
 # A play found that waits (`State.waiting`) and is no longer listed (deleted) is forgotten.
 WAITING_KEPT = 86400.0
-CURSOR = CATCH_UP_CURSORS  # (server, profile, "catch_up:<user id>"): the account's `State`
+# (server, profile, "catch_up:<user id>"): the account's `State` but its counts (`header`),
+# which are rows of store.catch_up_counts: a read writes the counts that changed, not all of
+# them (some 100 KB for a big library).
+CURSOR = CATCH_UP_CURSORS
 # (server, profile, "catch_up_at:<user id>"): when the last read that listed something began,
-# apart from the `State` (its counts: some 100 KB for a big library), which is written only
-# when it changed. A read that listed nothing writes nothing (`persisted`).
+# apart from the header, which is written only when it changed. A read that listed nothing
+# writes nothing (`persisted`).
 AT_CURSOR = f"{CATCH_UP_CURSORS}_at"
 KINDS: dict[str, MediaKind] = {"movie": "movie", "episode": "episode"}
 PROVIDERS = ("imdb", "tmdb", "tvdb", "anidb", "anilist")
@@ -179,27 +182,24 @@ class State:
     """What the reads of one account know: when the first (`baseline`) and the last (`at`)
     began, by our clock; each item's `PlayCount` when last seen played; and the plays found
     that wait for a later read (item id -> when first found, and from when the read that found
-    it listed changes: later reads list from there, so that it is listed again)."""
+    it listed changes: later reads list from there, so that it is listed again). Kept as its
+    `header` (all but the counts) and a row per count (`Saved`)."""
 
     baseline: float
     at: float
     counts: Mapping[str, int] = field(default_factory=dict)
     waiting: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
-    def to_json(self) -> str:
+    def header(self) -> str:
         return json.dumps(
-            {
-                "baseline": self.baseline,
-                "at": self.at,
-                "counts": self.counts,
-                "waiting": self.waiting,
-            },
+            {"baseline": self.baseline, "at": self.at, "waiting": self.waiting},
             sort_keys=True,
             separators=(",", ":"),
         )
 
     @classmethod
-    def from_json(cls, value: str | None) -> State | None:
+    def from_header(cls, value: str | None, counts: Mapping[str, int]) -> State | None:
+        """The state of a `header` and the `counts` kept with it; None for none."""
         if value is None:
             return None
         try:
@@ -207,16 +207,17 @@ class State:
             return cls(
                 float(found["baseline"]),
                 float(found["at"]),
-                {str(k): int(v) for k, v in found["counts"].items()},
+                counts,
                 {str(k): (float(v[0]), float(v[1])) for k, v in found["waiting"].items()},
             )
         except (ValueError, TypeError, KeyError, AttributeError):  # not one this release wrote
             return None
 
 
-def loaded(state: str | None, at: str | None) -> State | None:
-    """The account's `State` from its two cursors: the later of their `at`. Pure."""
-    found = State.from_json(state)
+def loaded(header: str | None, at: str | None, counts: Mapping[str, int]) -> State | None:
+    """The account's `State` from its two cursors, the later of their `at`, and its counts.
+    Pure."""
+    found = State.from_header(header, counts)
     if found is None or at is None:
         return found
     try:
@@ -225,16 +226,30 @@ def loaded(state: str | None, at: str | None) -> State | None:
         return found
 
 
-def persisted(
-    before: State | None, after: State, listed_any: bool
-) -> tuple[str | None, str | None]:
-    """What a read writes (the `State`'s JSON, the `at` alone), None for nothing: the state when
-    anything but `at` changed; else `at` when the read listed something (were it not moved,
-    the next read would list it again); else nothing, and the next read lists from the same
-    time: what it lists more is what changed since this read listed nothing, the same. Pure."""
-    if before is None or dataclasses.replace(before, at=after.at) != after:
-        return after.to_json(), None
-    return None, (repr(after.at) if listed_any and after.at != before.at else None)
+@dataclass(frozen=True)
+class Saved:
+    """What a read writes: the state's `header` (None: unchanged), or else its `at` alone
+    (None: not moved); and the `counts` that changed, all of them at a baseline (`whole`: the
+    account's other counts dropped, kept of a state no longer read)."""
+
+    header: str | None = None
+    at: str | None = None
+    counts: Mapping[str, int] = field(default_factory=dict)
+    whole: bool = False
+
+
+def persisted(before: State | None, after: State, listed_any: bool) -> Saved:
+    """What a read writes: the header and the counts that changed (a read never drops one)
+    when anything but `at` changed; else `at` when the read listed something (were it not
+    moved, the next read would list it again); else nothing, and the next read lists from the
+    same time: what it lists more is what changed since this read listed nothing, the same.
+    Pure."""
+    if before is None:
+        return Saved(after.header(), counts=after.counts, whole=True)
+    counts = {key: n for key, n in after.counts.items() if before.counts.get(key) != n}
+    if counts or (before.baseline, before.waiting) != (after.baseline, after.waiting):
+        return Saved(after.header(), counts=counts)
+    return Saved(at=repr(after.at) if listed_any and after.at != before.at else None)
 
 
 def since(state: State | None) -> float | None:
@@ -710,9 +725,13 @@ class CatchUp:
     ) -> int:
         store = runtime.store
         name, at_name = f"{CURSOR}:{account[0]}", f"{AT_CURSOR}:{account[0]}"
+        header = await asyncio.to_thread(store.get_cursor, server, profile, name)
         state = loaded(
-            await asyncio.to_thread(store.get_cursor, server, profile, name),
+            header,
             await asyncio.to_thread(store.get_cursor, server, profile, at_name),
+            {}
+            if header is None
+            else await asyncio.to_thread(store.catch_up_counts, server, profile, account[0]),
         )
         now = runtime.clock()
         start = since(state)
@@ -732,11 +751,14 @@ class CatchUp:
         decision = decide(state, items, heard_of(found, events, threshold), now, pruned_to)
         if decision.missed:
             await _record(runtime, server, profile, account, decision.missed)
-        whole, at = persisted(state, decision.state, bool(rows))
-        if whole is not None:
-            await asyncio.to_thread(store.set_cursor, server, profile, name, whole, now)
-        elif at is not None:
-            await asyncio.to_thread(store.set_cursor, server, profile, at_name, at, now)
+        saved = persisted(state, decision.state, bool(rows))
+        if saved.header is not None:
+            where = (server, profile, account[0])
+            await asyncio.to_thread(
+                store.save_catch_up, where, saved.header, saved.counts, saved.whole, now
+            )
+        elif saved.at is not None:
+            await asyncio.to_thread(store.set_cursor, server, profile, at_name, saved.at, now)
         if state is None:
             log.info(
                 f"{NAMES[server]}'s plays are caught up from now on: the first read of an "

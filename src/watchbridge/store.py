@@ -246,7 +246,7 @@ _EVENT_SERVER = "COALESCE(json_extract(payload, '$.server'), '')"
 # sign that a source or server sends webhooks (`last_webhooks`, `recent_sources`).
 CAUGHT_UP = "caught_up"
 # The start of the names of the catch-up's cursors (catchup.CURSOR, AT_CURSOR), dropped when a
-# backup copy is put back (`_mark_restored_rows`).
+# backup copy is put back (`_mark_restored_rows`), with its play counts (`catch_up_counts`).
 CATCH_UP_CURSORS = "catch_up"
 # SQL, before a FROM of (source, server, at) rows grouped by source and server: each with `n`,
 # its rank among its source's servers, the most recently seen first (lastwebhooks.SERVERS_KEPT).
@@ -815,6 +815,41 @@ def m032_defaulted_accounts(db: sqlite_utils.Database) -> None:
             active TEXT NOT NULL DEFAULT '[]',
             PRIMARY KEY (source, server, account)
         ) WITHOUT ROWID"""
+    )
+
+
+@migrations()
+def m033_catch_up_counts(db: sqlite_utils.Database) -> None:
+    # The catch-up's play counts (catchup.py `State.counts`), a row per item, so that a read
+    # writes the counts that changed, not the whole account's (some 100 KB for a big
+    # library, each read someone watched): moved out of the states' JSON (the cursors
+    # "catch_up:<user id>"), whose rest stays there. Safe to apply again, as the newest
+    # migration must be (tests/test_serve_lock.py): a state moved has no counts left to move.
+    db.execute(
+        """CREATE TABLE IF NOT EXISTS catch_up_counts (
+            service TEXT NOT NULL,
+            profile TEXT NOT NULL,
+            account TEXT NOT NULL,
+            item TEXT NOT NULL,
+            play_count INTEGER NOT NULL,
+            PRIMARY KEY (service, profile, account, item)
+        ) WITHOUT ROWID"""
+    )
+    prefix = f"{CATCH_UP_CURSORS}:"
+    moving = (
+        "substr(cursors.name, 1, ?) = ? AND json_valid(cursors.value)"
+        " AND json_type(cursors.value, '$.counts') = 'object'"
+    )
+    db.execute(
+        "INSERT OR REPLACE INTO catch_up_counts (service, profile, account, item, play_count)"
+        " SELECT service, profile, substr(cursors.name, ?), counts.key,"
+        " CAST(counts.value AS INTEGER)"
+        f" FROM cursors, json_each(cursors.value, '$.counts') AS counts WHERE {moving}",
+        (len(prefix) + 1, len(prefix), prefix),
+    )
+    db.execute(
+        f"UPDATE cursors SET value = json_remove(value, '$.counts') WHERE {moving}",
+        (len(prefix), prefix),
     )
 
 
@@ -1625,6 +1660,7 @@ _KEPT_BY_PROFILE = (
     "events",
     "playback_sessions",
     "webhook_account_ids",
+    "catch_up_counts",
 )
 # Everything `move_profile` moves by a `profile` column: those, and the outbox (whose keys
 # it renames too). Its "nothing to move" looks at the same list, or a profile keeping only
@@ -2590,6 +2626,7 @@ class Store:
                 "DELETE FROM cursors WHERE substr(name, 1, ?) = ?",
                 (len(CATCH_UP_CURSORS), CATCH_UP_CURSORS),
             )
+            conn.execute("DELETE FROM catch_up_counts")
             conn.execute(
                 "UPDATE outbox SET last_error = ? || ': ' || CASE"
                 " WHEN last_error IS NULL OR last_error = '' THEN 'restored from a backup copy'"
@@ -4394,6 +4431,43 @@ class Store:
         with self.transaction() as conn:
             conn.execute(f"DELETE FROM cursors WHERE {where}", params)
 
+    def catch_up_counts(self, service: str, profile: str, account: str) -> dict[str, int]:
+        """The play counts the catch-up keeps of `account` (catchup.py `State.counts`)."""
+        rows = self._query(
+            "SELECT item, play_count FROM catch_up_counts"
+            " WHERE service = ? AND profile = ? AND account = ?",
+            (service, profile, account),
+        )
+        return {str(row["item"]): int(row["play_count"]) for row in rows}
+
+    def save_catch_up(
+        self,
+        where: tuple[str, str, str],
+        header: str,
+        counts: Mapping[str, int],
+        whole: bool,
+        now: float,
+    ) -> None:
+        """A catch-up read's state (catchup.py `Saved`) of an account (`where`: server,
+        profile, account), in one transaction: its `header` (all but the counts) in its
+        cursor, and the item `counts` that changed (`whole`: all of them, the account's other
+        rows dropped)."""
+        service, profile, account = where
+        with self.transaction() as conn:
+            name = f"{CATCH_UP_CURSORS}:{account}"
+            self.set_cursor(service, profile, name, header, now)
+            if whole:
+                conn.execute(
+                    "DELETE FROM catch_up_counts WHERE service = ? AND profile = ? AND account = ?",
+                    (service, profile, account),
+                )
+            conn.executemany(
+                "INSERT INTO catch_up_counts (service, profile, account, item, play_count)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (service, profile, account, item)"
+                " DO UPDATE SET play_count = excluded.play_count",
+                [(service, profile, account, item, n) for item, n in counts.items()],
+            )
+
     def cursors_named(self, service: str, prefix: str) -> list[tuple[str, str, str]]:
         """(profile, name, value) of `service`'s cursors whose name starts with `prefix`."""
         rows = self._query(
@@ -5609,6 +5683,9 @@ class Store:
             conn.execute(
                 "DELETE FROM cursors WHERE service = ? AND profile = ?", (service, profile)
             )
+            conn.execute(
+                "DELETE FROM catch_up_counts WHERE service = ? AND profile = ?", (service, profile)
+            )
             for link in change.links:
                 conn.execute(
                     "DELETE FROM mirror WHERE profile = ? AND (service = ?"
@@ -5788,7 +5865,14 @@ class Store:
             running = _links_running(conn, now - lease)
             if running:
                 return running
-            for table in ("outbox", "events", "cursors", "sync_runs", "playback_sessions"):
+            for table in (
+                "outbox",
+                "events",
+                "cursors",
+                "catch_up_counts",
+                "sync_runs",
+                "playback_sessions",
+            ):
                 # Table names come from this literal tuple, never from input.
                 conn.execute(f"DELETE FROM {table}")
             kept = " AND ".join(["NOT (service = ? AND collection = ?)"] * len(keep_mirror))
