@@ -133,3 +133,29 @@ def test_every_link_on_the_page_stays_under_the_ingress_path(tmp_path: Path) -> 
             assert urllib.parse.urljoin(INGRESS, target).startswith(INGRESS), target
             assert httpx.get(urllib.parse.urljoin(f"{app.url}/", target)).status_code == 200
     assert targets  # api/status and metrics
+
+
+def test_a_refusal_quoting_the_client_secret_shows_it_nowhere_on_the_page(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
+) -> None:
+    # Trakt's 401 to the code's poll names the app's client secret (the config's): the page
+    # tells the refusal, as the log and `watchbridge auth trakt` do, without the secret.
+    canary = "SECRET-canary-123-client"
+    trakt = start_fake(FakeTrakt(client_secret=canary))
+    assert isinstance(trakt, FakeTrakt)
+    trakt.device_interval = 0
+    path = write_config(
+        tmp_path,
+        f"services:\n  trakt:\n    client_id: {CLIENT_ID}\n    client_secret: {canary}\n"
+        f"    api_url: {trakt.url}\n    auth_url: {trakt.url}\n"
+        "profiles:\n  household:\n    users: {plex: ['1']}\n    accounts: {trakt: {}}\n",
+    )
+    config = load_config(path, {})
+    runtime = Runtime(config=config, metrics=Metrics(), notifier=Notifier(config.alerts))
+    said = {"error": f"invalid_client {canary}"}
+    trakt.fail_next(1, 401, body=said, route="POST /oauth/device/token")
+    with AppThread(create_app(runtime, extra_routes=ROUTES)) as app:
+        httpx.post(f"{app.url}/signin/trakt?profile=household")
+        page = page_until(f"{app.url}/", "refused the app")
+    assert "Trakt refused the app&#x27;s credentials (invalid_client ********)" in page
+    assert canary not in page

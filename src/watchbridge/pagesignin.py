@@ -61,10 +61,12 @@ class PageSignIns:
         profile: str,
         flow: Callable[[Show], Awaitable[list[str]]],
         clock: Callable[[], float],
+        redact: Callable[[str], str],
     ) -> PageSignIn:
         """Start `flow` (it shows the code, then returns what to tell of the sign-in, or
         raises its error) unless that profile's sign-in to `service` runs already, or the
-        service asked for a pause that lasts yet (presses then ask it nothing)."""
+        service asked for a pause that lasts yet (presses then ask it nothing). What it came
+        to is shown through `redact` (the runtime's): a refusal may quote the app's secret."""
         key = (service, profile)
         running = self._shown.get(key)
         if running is not None and running.running:
@@ -95,7 +97,7 @@ class PageSignIns:
                 one.outcome, one.failed = "the service stopped before it was approved", True
                 raise
             except Exception as exc:  # an error of the flow: shown, never raised further
-                message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+                message = redact(getattr(exc, "message", None) or str(exc) or type(exc).__name__)
                 one.outcome, one.failed = f"not signed in: {message}", True
                 log.warning(f"{service} sign-in of profile {profile} failed: {message}")
                 if retry_after := getattr(exc, "retry_after", None):
@@ -103,7 +105,7 @@ class PageSignIns:
                     paused = max(self._paused_until.get(service, 0.0), one.retry_at)
                     self._paused_until[service] = paused
             else:
-                one.outcome = " ".join([f"profile {profile} is signed in.", *notes])
+                one.outcome = redact(" ".join([f"profile {profile} is signed in.", *notes]))
                 log.info(f"profile {profile} is signed in to {service} (from the status page)")
             finally:
                 one.finished_at = clock()

@@ -281,7 +281,7 @@ async def sign_in_to_trakt(
         whose = [f"Trakt user {done.username} approved the code."] if done.username else []
         return [*whose, *done.notes, *([f"Warning: {done.warning}"] if done.warning else [])]
 
-    runtime.page_sign_ins.start("trakt", profile, flow, runtime.clock)
+    runtime.page_sign_ins.start("trakt", profile, flow, runtime.clock, runtime.redact)
     # Relative: from .../signin/trakt back to the page, behind any ingress prefix.
     return Response("", status_code=303, headers={"location": "../"})
 
