@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
 import logging
 import shutil
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from itertools import pairwise
 from pathlib import Path
@@ -32,10 +34,12 @@ from watchbridge.deliver.fence import FENCE_FRESH, STORE_LOCKED
 from watchbridge.deliver.serializd import SECOND_READ_AFTER, SerializdTarget
 from watchbridge.deliver.worker import SERVICE_ROLE, DeliveryWorker, Hold
 from watchbridge.http import RetryPolicy
+from watchbridge.logs import setup_logging
 from watchbridge.model import Ids, MediaRef, ref_to_dict
 from watchbridge.ratings import to_serializd
 from watchbridge.readers.serializd import SerializdReader, make_reader, unanswered_copies
 from watchbridge.reconcile import UNDATED, Play, Side, plan
+from watchbridge.redaction import secret_values
 from watchbridge.services.serializd import (
     DEFAULT_TAG,
     SerializdClient,
@@ -2583,3 +2587,40 @@ async def test_a_play_fenced_off_by_claims_taken_back_goes_back_unmarked_and_eac
     assert sorted(entry.episode_number for entry in fake.diary()) == [4, 5]
     assert fake.ticks() == {(SHOW, SEASON_1, 4), (SHOW, SEASON_1, 5)}
     assert runtime.store.outbox_counts()["done"] == 2
+
+
+def kept_texts(database: Path) -> str:
+    """Every text the database keeps, as `sqlite3 .dump` writes them (a backup, a bug report)."""
+    with contextlib.closing(sqlite3.connect(database)) as conn:
+        return "\n".join(conn.iterdump())
+
+
+@contextlib.contextmanager
+def logged_as_served(runtime: Runtime) -> Iterator[io.StringIO]:
+    """The log as `serve` sets it up, with every level: its text."""
+    stream = io.StringIO()
+    setup_logging("debug", "text", secret_values(runtime.config, runtime.store), stream=stream)
+    try:
+        yield stream
+    finally:
+        logging.getLogger().handlers.clear()
+
+
+async def test_a_password_a_login_refusal_quotes_is_kept_in_no_error_text(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    fake: FakeSerializd,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    # The password is never kept (only a slow fingerprint of it): Serializd's refusal quoting
+    # it must not put it in the delivery's error, which the database keeps for weeks.
+    said = {"message": f"Incorrect password: {PASSWORD}"}
+    fake.fail_next(3, 401, body=said, route="POST /api/login")
+    enqueue(runtime, "play", episode(), clock())
+    with logged_as_served(runtime) as log:
+        await drain(worker, runtime, clock)
+    kept = kept_texts(runtime.config.storage.path)
+    assert "Incorrect password: ********" in kept
+    for text in (kept, log.getvalue(), repr(receiver.messages)):
+        assert PASSWORD not in text

@@ -9,6 +9,7 @@ import contextlib
 import io
 import logging
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -367,3 +368,19 @@ def test_a_trakt_refusal_cut_short_shows_no_part_of_a_token_it_quoted() -> None:
 def test_a_text_cut_within_its_only_word_is_dropped_whole() -> None:
     assert clipped("x" * 300, 200) == "..."
     assert clipped("short  and\nplain", 200) == "short and plain"
+
+
+def test_a_secret_an_error_text_quotes_is_kept_masked_in_the_database(tmp_path: Path) -> None:
+    # A delivery's error (held, waiting, given up) and a link run's: what a process writes
+    # there with its log set up (`serve`, the commands) keeps no secret the log masks.
+    path = config_with_account_secrets(tmp_path)
+    config = load_config(path, {})
+    setup_logging("info", "text", secret_values(config), stream=io.StringIO())
+    try:
+        stored_errors_quoting_the_secrets(path)
+    finally:
+        logging.getLogger().handlers.clear()
+    with contextlib.closing(sqlite3.connect(tmp_path / "watchbridge.db")) as conn:
+        kept = [str(row) for row in conn.execute("SELECT last_error FROM outbox")]
+        kept += [str(row) for row in conn.execute("SELECT error FROM sync_runs")]
+    assert len(kept) == 4 and all(shows_none(text) for text in kept), kept

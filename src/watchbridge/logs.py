@@ -332,8 +332,13 @@ def mask_renewed(sign_in: Hashable, secrets: Iterable[str]) -> None:
 
 
 def redact_error_line(text: str) -> str:
-    """A command's `error:` line, with the secrets its log masks (`Redactor.in_our_words`):
-    the config's once the command read the config, the database's once it opened it; before
+    """A command's `error:` line, with the secrets its log masks (`masked_as_logged`)."""
+    return masked_as_logged(text)
+
+
+def masked_as_logged(text: str) -> str:
+    """`text` with the secrets this process's log masks (`Redactor.in_our_words`): the
+    config's once it read the config, the database's sign-ins' once it opened it; before
     then, credentials in URLs alone."""
     for redact in _log_redactors() or [Redactor()]:
         text = redact.in_our_words(text)

@@ -1,7 +1,8 @@
 """Which values no output may show, known in one place: the log, the alerts, the commands
 (stored error texts, check-config's summary) and the status page and API all mask what
 `secret_values` gives, through one `logs.Redactor` each (which also masks secret-shaped text:
-bearer tokens, `apikey=...`, the password in a URL).
+bearer tokens, `apikey=...`, the password in a URL). The error texts the database keeps are
+written masked as the log masks them (`logs.masked_as_logged`).
 
 A value is secret when the config holds it as a `Secret`, wherever it is written (a service's
 key, a profile's token or password, an alert URL, the webhook secret), when it is the webhook

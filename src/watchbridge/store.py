@@ -36,6 +36,7 @@ from watchbridge.defaulted import KEEP as DEFAULTED_KEPT
 from watchbridge.errors import StoreError
 from watchbridge.filesystems import read_mountinfo, shared_filesystem_warning
 from watchbridge.lastwebhooks import SERVERS_KEPT, LastWebhook
+from watchbridge.logs import masked_as_logged
 from watchbridge.model import ref_from_dict
 from watchbridge.playback import (
     Naming,
@@ -3365,7 +3366,8 @@ class Store:
                         "spend_attempt": int(s.spend_attempt),
                         "now": now,
                         "next_at": s.next_attempt_at,
-                        "error": s.error,
+                        # A service's words may quote a password or a token: kept masked.
+                        "error": None if s.error is None else masked_as_logged(s.error),
                         "sign_in": int(s.waits_for_sign_in),
                         "held": s.held if s.status == "pending" else None,
                         "failing": s.spend_attempt and s.status != "done",
@@ -5769,7 +5771,14 @@ class Store:
             conn.execute(
                 "UPDATE sync_runs SET finished_at = ?, outcome = ?, counts = ?, api_calls = ?,"
                 " error = ?, progress = NULL WHERE id = ?",
-                (now, outcome, json.dumps(counts), api_calls, error, run_id),
+                (
+                    now,
+                    outcome,
+                    json.dumps(counts),
+                    api_calls,
+                    None if error is None else masked_as_logged(error),
+                    run_id,
+                ),
             )
 
     def last_runs(self) -> list[SyncRun]:
