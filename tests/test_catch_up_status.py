@@ -218,3 +218,20 @@ def test_a_listed_account_the_server_does_not_have_is_said_then_hourly_until_it_
         assert status(path) == []
     finally:
         runtime.close()
+
+
+def test_a_failure_whose_answer_quotes_the_api_key_shows_it_nowhere(
+    runtime: Runtime, server: FakeJellyfin, clock: Clock, path: Path
+) -> None:
+    # A proxy's redirect carrying the key in its path and query, and a 500 quoting it.
+    task = CatchUp()
+    read(runtime, task, server)
+    where = f"http://127.0.0.1:9/{API_KEY}/web?api_key={API_KEY}&X-Emby-Token={API_KEY}"
+    for status_code, headers in ((302, {"location": where}), (500, {})):
+        server.fail_next(4, status_code, headers, {"error": API_KEY})
+        clock.now += 15 * 60
+        read(runtime, task, server)
+        server.clear_knobs()
+        (line,) = status(path)
+        shown = page(runtime) + str(api(path, clock.now)) + line
+        assert "could not be reached" in line and API_KEY not in shown, shown
