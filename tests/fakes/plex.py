@@ -232,7 +232,9 @@ class FakePlex(FakeServer):
         item |= {
             "parentRatingKey": season_key,
             "grandparentRatingKey": show_key,
-            "parentGuid": f"plex://season/{season_key:0>24}",
+            "parentGuid": (
+                self.items[season_key]["guid"] if show else f"plex://season/{season_key:0>24}"
+            ),
             "grandparentGuid": show.get("guid", f"plex://show/{show_key:0>24}"),
             "parentKey": f"/library/metadata/{season_key}",
             "grandparentKey": f"/library/metadata/{show_key}",
@@ -254,7 +256,7 @@ class FakePlex(FakeServer):
             season_key,
             "season",
             f"Season {season}",
-            f"plex://season/{season_key:0>24}",
+            _season_guid(show["guid"], season) or f"plex://season/{season_key:0>24}",
             None,
             str(show["librarySectionID"]),
         )
@@ -267,6 +269,31 @@ class FakePlex(FakeServer):
         }
         show["childCount"] += 1
         self._add(item)
+
+    def rematch(self, rating_key: str, guid: str, guids: list[str] | None = None) -> None:
+        """The item matched again (its library switched from a legacy agent to Plex's current
+        ones and its metadata refreshed, or a Fix Match): its ratingKey, every account's state
+        and its history rows stay; its ``guid`` and ``Guid[]`` are the new match's. A show's
+        seasons are matched with it, and its episodes name both by their new guids."""
+        with self.lock:
+            item = self.items[rating_key]
+            item["guid"] = guid
+            item.pop("Guid", None)
+            if guids:
+                item["Guid"] = guid_list(guids)
+            if item["type"] != "show":
+                return
+            for season in self.items.values():
+                if season["type"] == "season" and season["parentRatingKey"] == rating_key:
+                    season["parentGuid"] = guid
+                    key = season["ratingKey"]
+                    season["guid"] = _season_guid(guid, season["index"]) or (
+                        f"plex://season/{key:0>24}"
+                    )
+            for episode in self.items.values():
+                if episode.get("grandparentRatingKey") == rating_key:
+                    episode["grandparentGuid"] = guid
+                    episode["parentGuid"] = self.items[episode["parentRatingKey"]]["guid"]
 
     def empty_section(self, key: str) -> None:
         """The section's share is unmounted and a scan emptied the trash: it lists nothing."""
@@ -629,6 +656,16 @@ class FakePlex(FakeServer):
             return OWNER_ID
         user = self.users.get(sent or "")
         return user[0] if user else None
+
+
+def _season_guid(show_guid: str, season: int) -> str | None:
+    """A legacy agent's guid of a show's season (``com.plexapp.agents.thetvdb://81189/5?lang=en``
+    for show ``…://81189?lang=en``); None for Plex's current agents (a plex://season/ guid of
+    its own)."""
+    if not show_guid.startswith("com.plexapp.agents."):
+        return None
+    base, query = show_guid.split("?", 1) if "?" in show_guid else (show_guid, "")
+    return f"{base}/{season}" + (f"?{query}" if query else "")
 
 
 def _plain_media(rating_key: str) -> list[dict[str, Any]]:
