@@ -88,6 +88,19 @@ class Household(HouseholdRig):
             await self.run_in_turn((LINK,), full=True)
         assert self.waiting() == 0
 
+    def switch_to_current_agents(self) -> None:
+        """Both libraries switched to Plex Movie / Plex TV Series and refreshed: the same
+        items (ratingKeys, views, history), now with plex:// guids and Guid[] ids."""
+        plex: FakePlex = self.fakes["plex"]
+        trakt: FakeTrakt = self.fakes["trakt"]
+        plex.sections["2"]["agent"] = "tv.plex.agents.series"
+        plex.sections["5"]["agent"] = "tv.plex.agents.movie"
+        plex.rematch(SHOW, f"plex://show/{SHOW:0>24}", ["tmdb://1396", f"tvdb://{BB_TVDB}"])
+        for number, episode in trakt.shows[0].seasons[5].episodes.items():
+            key = episode_key(number)
+            plex.rematch(key, f"plex://episode/{key:0>24}", [f"tvdb://{episode.tvdb}"])
+        plex.rematch(HEAT, f"plex://movie/{HEAT:0>24}", ["imdb://tt0113277", "tmdb://949"])
+
     def trakt_plays(self, title: str) -> int:
         trakt: FakeTrakt = self.fakes["trakt"]
         return sum(1 for e in trakt.history() if title in (e.item.title, _show_title(e.item)))
@@ -157,3 +170,31 @@ async def test_a_legacy_imdb_movie_s_held_webhook_play_reaches_trakt_once(
 
     assert household.trakt_plays("Heat") == 1
     assert fakes["plex"].user_state(HEAT)["viewCount"] == 1  # nothing copied back
+
+
+async def test_an_episode_s_held_play_is_not_copied_again_once_its_library_left_the_legacy_agent(
+    household: Household, fakes: dict[str, Any]
+) -> None:
+    household.plex_plays("episode_legacy_media_scrobble.json", FELINA)
+    await household.trakt_outage()
+    household.switch_to_current_agents()
+
+    await household.link_runs_then_all_settles()
+
+    # Before the fix: 2, the link's copy beside the webhook's row.
+    assert household.trakt_plays("Breaking Bad") == 1
+    assert fakes["plex"].user_state(FELINA)["viewCount"] == 1
+
+
+async def test_a_movie_s_held_play_is_not_copied_again_once_its_library_left_the_legacy_agent(
+    household: Household, fakes: dict[str, Any]
+) -> None:
+    household.plex_plays("movie_legacy_imdb_media_scrobble.json", HEAT)
+    await household.trakt_outage()
+    household.switch_to_current_agents()
+
+    await household.link_runs_then_all_settles()
+
+    # Before the fix: 2, the link's copy beside the webhook's row.
+    assert household.trakt_plays("Heat") == 1
+    assert fakes["plex"].user_state(HEAT)["viewCount"] == 1

@@ -42,10 +42,12 @@ class SideRead:
     # Raw library listings by kind (movie, show, episode) when the link's collection run
     # needs them (Plex): read once for both.
     listings: Mapping[str, Sequence[Mapping[str, object]]] | None = None
-    # A media server's own key for an episode (Plex ratingKey) -> the key this side reads it
-    # under, for episodes renumbered as the other side numbers them: webhook plays still
-    # waiting to be delivered carry the server's numbers, and its key as `source_key`. Also
-    # each item's plex:// guid -> its key: such a play may name the episode by nothing else.
+    # A media server's own key for a movie or episode (Plex ratingKey) -> the key this side
+    # reads it under: webhook plays still waiting to be delivered carry it as `source_key`,
+    # with the server's numbers (an episode renumbered as the other side numbers it) and the
+    # ids the server gave the item then (a legacy agent's TheTVDB or IMDb id, before its
+    # library was switched to Plex's current agents). Also each item's plex:// guid -> its
+    # key: such a play may name the episode by nothing else.
     aliases: Mapping[str, str] = field(default_factory=dict)
 
 

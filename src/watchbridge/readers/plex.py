@@ -825,7 +825,8 @@ class Built:
     memory: Memory
     plays: dict[str, dict[str, Any]]  # record -> {"item", "at", "rating_key"}
     keys: dict[str, dict[str, Any]]  # item key -> {"rating_keys", "watched_at"}
-    aliases: dict[str, str] = field(default_factory=dict)  # ratingKey -> key: SideRead.aliases
+    # ratingKey, plex:// guid -> key: SideRead.aliases
+    aliases: dict[str, str] = field(default_factory=dict)
 
 
 def build_side(
@@ -985,14 +986,7 @@ def build_side(
             for p, rk in linked
         },
         _key_map(listed),
-        {
-            **_guid_aliases(listed),
-            **{
-                rk: keyed[rk][0]
-                for rk in renumbered - renumbering.withheld
-                if keyed[rk][0] != plex_numbered.get(rk, "")
-            },
-        },
+        {**_guid_aliases(listed), **_rating_key_aliases(listed)},
     )
 
 
@@ -1013,6 +1007,15 @@ def _guid_aliases(listed: Iterable[tuple[str, LibraryItem]]) -> dict[str, str]:
         for key, item in listed
         if item.ids.plex_guid and item.type in ("movie", "episode")
     }
+
+
+def _rating_key_aliases(listed: Iterable[tuple[str, LibraryItem]]) -> dict[str, str]:
+    """ratingKey -> key of every movie and episode: a webhook play still waiting to be
+    delivered names its item by this server's ratingKey (`source_key`) and the ids Plex gave
+    it then, which may not be the key the link reads it under now: an episode renumbered as
+    the other side numbers it, or a title whose library left a legacy agent since (the play
+    names it by its TheTVDB or IMDb id, the link by its TMDB id; Plex keeps its ratingKey)."""
+    return {item.rating_key: key for key, item in listed if item.type in ("movie", "episode")}
 
 
 def _plex_numbered(library: Library, rating_keys: AbstractSet[str]) -> dict[str, str]:
