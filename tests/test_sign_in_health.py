@@ -625,6 +625,57 @@ async def test_a_trakt_sign_in_refused_even_after_a_refresh_reads_refused_until_
 
 
 @pytest.mark.anyio
+async def test_a_revoked_trakt_sign_in_does_not_read_as_working_until_its_expiry(
+    config: Config, trakt: FakeTrakt, anilist: FakeAniList, now: FakeClock
+) -> None:
+    # The app removed on trakt.tv (or the password changed): the access token is refused,
+    # then its renewal. Deliveries wait at once, yet the sign-in read "its access token works
+    # until (a week later), then deliveries wait" on the page, in /api/status and `status`.
+    from watchbridge.deliver.trakt import TraktTarget
+    from watchbridge.deliver.worker import DeliveryWorker
+    from watchbridge.model import Ids, MediaRef, ref_to_dict
+    from watchbridge.store import NewOutboxRow
+    from watchbridge.wiring import trakt_client
+
+    trakt.add_movie("Heat", 1995, tmdb=949)
+    runtime = build_runtime(config, clock=now)
+    runtime.open()
+    client = trakt_client(config, runtime)
+    assert client is not None
+    target = TraktTarget(client, runtime.store, config.delivery, now)
+    worker = DeliveryWorker(lambda _: [target], config.delivery)
+    worker.targets = {target.name: target}
+    try:
+        trakt.revoke_tokens()
+        item = MediaRef("movie", ids=Ids(tmdb="949"))
+        key = f"me:trakt:{item.key()}"
+        payload = {"item": ref_to_dict(item), "at": now() - 60}
+        row = NewOutboxRow("trakt", "me", "play", payload, key, f"{key}:{now()}")
+        assert runtime.store.enqueue([row], now()) == 1
+        for _ in range(3):
+            await worker.pass_once(runtime)
+        assert runtime.store.waits_for_sign_in("trakt", "me")
+
+        sign_ins, page, metrics = served(config, now)
+        (me,) = sign_ins["me"]
+        assert me["state"] == "refused"
+        assert "works until" not in me["message"]
+        assert me["message"].startswith("Trakt refused the sign-in ")
+        assert "deliveries wait" in me["message"] and TRAKT_AUTH in me["message"]
+        shown = status_command(config)
+        assert "  trakt/me: refused: Trakt refused the sign-in " in shown
+        assert "works until" not in shown
+        assert_no_token(trakt, anilist, str(sign_ins), page, metrics, shown)
+
+        sign_in_trakt(runtime.store, trakt, "me", now=now())  # `watchbridge auth trakt`
+        (me,) = served(config, now)[0]["me"]
+        assert me["state"] == "ok"
+    finally:
+        await target.aclose()
+        runtime.close()
+
+
+@pytest.mark.anyio
 async def test_a_trakt_refusal_of_an_access_token_that_works_again_is_forgotten(
     config: Config, trakt: FakeTrakt, now: FakeClock
 ) -> None:

@@ -194,6 +194,14 @@ def _trakt(fact: Facts, now: float) -> SignIn:
     def sign_in(state: State, message: str) -> SignIn:
         return SignIn(fact.profile, "trakt", state, expires, message, due, outcome, at)
 
+    refused = refusal_of(fact.refused_token, pair.access_token)
+    if outcome == "refused" and refused is not None:
+        # Its access token was refused first (revoked, the app removed): nothing works now.
+        return sign_in(
+            "refused",
+            f"Trakt refused the sign-in {_when(refused[0])} and would not renew it; "
+            f"{_held(fact)}: {auth}",
+        )
     if outcome == "refused":
         still = (
             f"its access token works until {_when(expires)}, then deliveries wait"
@@ -201,7 +209,7 @@ def _trakt(fact: Facts, now: float) -> SignIn:
             else f"it ended {_when(expires)}: deliveries wait"
         )
         return sign_in("refused", f"Trakt refused to renew the sign-in ({still}): {auth}")
-    if (refused := refusal_of(fact.refused_token, pair.access_token)) is not None:
+    if refused is not None:
         # Renewed, yet Trakt refuses the new access token too (the account's access cut).
         return sign_in(
             "refused",

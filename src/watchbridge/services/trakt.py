@@ -1393,6 +1393,12 @@ class TraktClient:
                 # the failure after the refresh does not say it did not.
                 exc.outcome_unknown = exc.outcome_unknown or landed_before_refresh
                 raise
+            except TraktAuthError as exc:
+                if token is not None:  # its 401, then its renewal refused (the app revoked)
+                    now = self.clock()
+                    noted = (self.tokens, SERVICE, profile, token, exc.message, now)
+                    await asyncio.to_thread(note_refused, *noted, since_first=True)
+                raise
             if response.status_code != 401:
                 break
             landed_before_refresh = earlier_try_may_have_landed(response)
