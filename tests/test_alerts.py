@@ -539,6 +539,36 @@ async def test_an_alert_that_failed_to_go_out_is_still_sent_after_a_restart(
     assert receiver.messages[-1]["message"] == "a wrong secret"
 
 
+async def test_watchbridge_status_names_the_alerts_that_did_not_get_through_until_they_do(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    # The alert URL failing for days: the page said so, `watchbridge status` said nothing,
+    # and a household that never got the alert had no other place to learn of it.
+    from tests.harness import watchbridge
+
+    config = write_config(tmp_path, f'alerts: {{urls: ["{receiver.apprise_url}"]}}\n')
+    store = Store.open(tmp_path / "watchbridge.db")
+    clock = FakeClock(time.time())
+    try:
+        notifier = remembering(store, clock, receiver.apprise_url)
+        receiver.fail_next(1, 500)
+        title = "watchbridge: Trakt sign-in needed (profile me)"
+        await notifier.notify("credentials", title, "run `watchbridge auth trakt`", key="me")
+        shown = watchbridge("status", "--config", str(config)).stdout
+        (line,) = [line for line in shown.splitlines() if line.startswith("alerts:")]
+        assert line.startswith("alerts:        1 not sent yet: alerts.urls did not take them")
+        assert line.endswith(f": {title}") and "watchbridge test-alert" in line
+        assert PASSWORD not in shown and TOKEN not in shown
+
+        clock.advance(120)
+        await notifier.send_unsent()  # the destination works again
+        assert titles(receiver) == [title]
+        shown = watchbridge("status", "--config", str(config)).stdout
+        assert "alerts:" not in shown
+    finally:
+        store.close()
+
+
 async def test_an_owed_alert_of_a_kind_switched_off_before_a_restart_is_not_sent(
     receiver: Receiver, store: Store
 ) -> None:

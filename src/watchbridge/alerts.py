@@ -520,6 +520,21 @@ def _parsed(value: Any) -> Condition | None:
         return None
 
 
+def not_sent_yet(store: Store, config: AlertsConfig, now: float) -> list[Condition]:
+    """The alerts kept because no destination took them (each sent again once one does), of
+    the kinds `config` still sends, as the database holds them; reads only (`watchbridge
+    status`)."""
+    found = []
+    for lookup, value in store.cache_items(NAMESPACE, now):
+        kind, separator, _ = lookup.partition("\x1f")
+        condition = _parsed(value)
+        if not separator or condition is None or not config.wants(kind):
+            continue
+        if condition.owed_body and condition.failed_at is not None:  # not one being sent
+            found.append(condition)
+    return sorted(found, key=lambda condition: condition.failed_at or 0.0)
+
+
 def _database_failed(exc: BaseException) -> None:
     # Alerting must not fail on the database; the process's own copy decides meanwhile.
     log.warning("alerts could not be remembered: %s", type(exc).__name__)

@@ -517,6 +517,7 @@ def status(config_path: str | None) -> None:
     """Whether the database takes writes, queue depth, dead letters, sign-ins, whose account
     each service is, and the last run of each link with its cursors."""
     from watchbridge import defaulted
+    from watchbridge.alerts import not_sent_yet
     from watchbridge.app import anime_lines, leftovers, storage_warnings
     from watchbridge.catchupstatus import status_lines
     from watchbridge.filesystems import read_mountinfo
@@ -535,6 +536,7 @@ def status(config_path: str | None) -> None:
         catch_up = status_lines(config, store, time.time())
         unlisted = store.unlisted_accounts()
         taken_in = store.defaulted_accounts()
+        unsent = not_sent_yet(store, config.alerts, time.time()) if config.alerts.urls else []
         account_names = _account_names(store, state.cursors)
         # The service's own finding lives in its memory: this process tries for itself.
         fault = write_fault(store)
@@ -544,6 +546,14 @@ def status(config_path: str | None) -> None:
         _say(f"storage:       {fault.title}. {' '.join(fault.message.split())}")
     for warning in storage:  # a sync from cron says them once: here every time
         _say(f"warning:       {warning}")
+    if unsent:  # the alerts' destination failing: the only place left to learn of them
+        named = "; ".join(condition.owed_title for condition in unsent[:3])
+        more = f"; and {len(unsent) - 3} more" if len(unsent) > 3 else ""
+        _say(
+            f"alerts:        {len(unsent)} not sent yet: alerts.urls did not take them (last"
+            f" tried {_when(unsent[-1].failed_at)}); the service sends each again once one"
+            f" does (`watchbridge test-alert` tries them): {named}{more}"
+        )
     # One fact a line, in the status page's words (queuewords), each under its own label.
     _say(f"{words.WAITING}:       {outbox['pending']}")
     _say(f"{words.BEING_SENT}:    {outbox['inflight']}")
