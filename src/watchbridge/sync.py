@@ -1838,7 +1838,8 @@ async def _as_shown(
             alerts=alerts,
             metrics=metrics,
         )
-    if plan_token(plans, listed) == shown:
+    # On a thread: the token goes over every play of the plan, and the loop answers webhooks.
+    if await asyncio.to_thread(plan_token, plans, listed) == shown:
         return
     counts = await asyncio.to_thread(plan_counts, plans)
     counts = counted_with(counts, list_counts(listed))
