@@ -32,7 +32,7 @@ from watchbridge.statuspage import (
     render_review,
 )
 from watchbridge.store import Store
-from watchbridge.sync import NeedsReview, run_link
+from watchbridge.sync import APPLIED_MEANWHILE, NeedsReview, run_link
 from watchbridge.wiring import build_app, build_runtime
 
 LINK = "trakt-serializd"
@@ -213,6 +213,26 @@ def test_a_plan_the_sides_no_longer_make_is_not_applied_but_shown_anew(
     assert html.escape(NOT_THE_PLAN_SHOWN) in page
     assert trakt_episodes(trakt) == [1, 3, 4] and trakt.ratings() == []
     assert diary_episodes(serializd) == [1, 2]
+
+
+def test_an_apply_after_the_cli_applied_the_first_sync_writes_nothing_again_and_says_so(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    """`watchbridge sync --link NAME --yes` (another process, the same database) queued the
+    first sync while the plan was on the page: the button then queues nothing again. Before,
+    the page said the sides had changed (and, below, that nothing changed on either side)."""
+    with waiting_for_review(tmp_path, start_fake) as (url, _, _):
+        action = apply_action(read_the_plan(url))
+        config = load_config(tmp_path / "watchbridge.yaml", {})
+        with Store.open(tmp_path / "watchbridge.db") as store:  # the CLI's run
+            assert asyncio.run(run_link(config, store, LINK, yes=True)).queued == 3
+            assert httpx.post(f"{url}/{action}", follow_redirects=False).status_code == 303
+            page = page_until(f"{url}/{REVIEW}", "From this page")
+            (rows,) = store.db.execute("SELECT COUNT(*) FROM outbox").fetchone()
+    assert rows == 3  # the CLI's, none more
+    assert html.escape(APPLIED_MEANWHILE) in page, page
+    assert "the sides changed" not in page and 'class="bad"' not in page
+    assert APPLY_BUTTON not in page
 
 
 def test_an_apply_pressed_after_a_restart_says_to_read_the_plan_again(

@@ -154,7 +154,8 @@ class PageReviews:
                 )
             except PlanChanged as changed:
                 review.plan = await _shown(runtime, link, changed.result)
-                review.outcome, review.failed = changed.message, True
+                # Applied meanwhile (no profile waits for a review now): nothing is amiss.
+                review.outcome, review.failed = changed.message, bool(review.plan.covers)
                 return
             review.plan = None
             review.outcome = runtime.redact(applied(result))

@@ -86,7 +86,7 @@ from watchbridge.reconcile import (
     without_waiting,
     without_webhook_ratings,
 )
-from watchbridge.review import plan_token
+from watchbridge.review import plan_token, reviewed
 from watchbridge.sides import own_id_aliases, ref_for_key
 from watchbridge.store import (
     ACCOUNT_CURSOR,
@@ -175,6 +175,11 @@ KIND_OF_ACTION = {
     "remove_rating": "ratings",
 }
 STOPPED = "stopped before its end (a shutdown or Ctrl-C); the next run goes on from there"
+# A reviewed plan's apply (`run_link`'s `shown`) finding no profile waits for a review now.
+APPLIED_MEANWHILE = (
+    "its first sync was applied meanwhile (by `watchbridge sync --yes`, or from this page in "
+    "another tab): nothing was written again, and it syncs on its own from now on"
+)
 
 
 def _unchanged_plan(
@@ -1677,7 +1682,17 @@ async def run_link(
         link = with_direction(config.links[name], name, direction)
         if shown is not None:
             await _as_shown(
-                config, store, name, link, plans, (calls, run_id), shown, clock, alerts, metrics
+                config,
+                store,
+                name,
+                link,
+                plans,
+                (calls, run_id),
+                shown,
+                bool(unread),
+                clock,
+                alerts,
+                metrics,
             )
         # A profile's first run may wait for a review (with no kinds: whole); the link's
         # other profiles go on. The first sync of a kind taken into the link's kinds since
@@ -1817,13 +1832,15 @@ async def _as_shown(
     plans: list[ProfilePlan],
     run: tuple[int, int],
     shown: str,
+    unread: bool,
     clock: Callable[[], float],
     alerts: Alerts | None,
     metrics: Metrics | None,
 ) -> None:
     """Raise `PlanChanged` (the run recorded as a dry run) unless `plans`, with their
     watchlist and collection parts planned dry as a dry run plans them, are the plan whose
-    token is `shown`; `run`: the run's API requests so far, and its id."""
+    token is `shown`; `run`: the run's API requests so far, and its id; `unread`: a profile
+    of the link could not be read."""
     calls, run_id = run
     listed = ListsRun()
     if wants_lists(link):
@@ -1844,6 +1861,12 @@ async def _as_shown(
     counts = await asyncio.to_thread(plan_counts, plans)
     counts = counted_with(counts, list_counts(listed))
     await asyncio.to_thread(store.finish_run, run_id, clock(), "dry-run", counts, calls)
+    # Every profile read, none waiting for a review: the first sync shown was applied since
+    # (a press of the plan shown waits for none: `apply_reviewed`), not the sides changed.
+    if not unread and not reviewed(plans):
+        raise PlanChanged(
+            f"links.{name}: {APPLIED_MEANWHILE}", RunResult(plans, calls, lists=listed)
+        )
     raise PlanChanged(
         f"links.{name}: the sides changed since the plan shown was read: nothing was written; "
         "review the new plan",
