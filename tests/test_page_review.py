@@ -32,7 +32,7 @@ from watchbridge.statuspage import (
     render_review,
 )
 from watchbridge.store import Store
-from watchbridge.sync import APPLIED_MEANWHILE, NeedsReview, run_link
+from watchbridge.sync import APPLIED_MEANWHILE, NOT_READ_AGAIN, NeedsReview, run_link
 from watchbridge.wiring import build_app, build_runtime
 
 LINK = "trakt-serializd"
@@ -233,6 +233,52 @@ def test_an_apply_after_the_cli_applied_the_first_sync_writes_nothing_again_and_
     assert html.escape(APPLIED_MEANWHILE) in page, page
     assert "the sides changed" not in page and 'class="bad"' not in page
     assert APPLY_BUTTON not in page
+
+
+def test_a_profile_that_cannot_be_read_again_at_the_apply_is_named_on_the_page(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    """Two profiles wait for the review; at the apply, one's Serializd password was changed:
+    nothing is written and the plan shown anew says that profile could not be read. Before,
+    it was left out of the plan without a word, as if it had nothing to sync."""
+    trakt, serializd = start_fake(FakeTrakt()), start_fake(FakeSerializd())
+    show = trakt.add_show("Breaking Bad", 2008, tmdb=1396, tvdb=81189, seasons={1: 7})
+    trakt.add_history(show.seasons[1].episodes[1], "2024-01-01T20:00:00.000Z")
+    bob = trakt.add_user("bob")
+    trakt.add_history(show.seasons[1].episodes[2], "2024-01-02T20:00:00.000Z", user=bob)
+    serializd.add_show(1396, "Breaking Bad", seasons={1: 7})
+    serializd.add_user("bob@example.com", "bobs password", "bob_tv")
+    path = write_config(
+        tmp_path,
+        f"""services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+  serializd: {{api_url: "{serializd.url}"}}
+profiles:
+  me:
+    accounts:
+      trakt: {{}}
+      serializd: {{email: {ALICE[0]}, password: "{ALICE[1]}"}}
+  bob:
+    accounts:
+      trakt: {{}}
+      serializd: {{email: bob@example.com, password: "bobs password"}}
+links:
+  {LINK}: {{services: [trakt, serializd]}}
+""",
+    )
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        sign_in_trakt(store, trakt, "me", now=time.time())
+        sign_in_trakt(store, trakt, "bob", now=time.time(), user=bob)
+    with AppThread(build_app(build_runtime(load_config(path, {})))) as app:
+        page = read_the_plan(app.url)
+        assert "me (waits for this review)" in page and "bob (waits for this review)" in page
+        serializd.users[ALICE[0]].password = "changed"
+        serializd.expire_tokens()
+        assert httpx.post(f"{app.url}/{apply_action(page)}").status_code == 303
+        page = page_until(f"{app.url}/{REVIEW}", "From this page")
+    assert html.escape(NOT_READ_AGAIN) in page, page
+    assert re.search(r"Not read: Serializd refused [^<]* of profile me ", page), page
+    assert trakt.history() and not serializd.diary()  # nothing written
 
 
 def test_an_apply_pressed_after_a_restart_says_to_read_the_plan_again(

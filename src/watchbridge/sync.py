@@ -180,6 +180,11 @@ APPLIED_MEANWHILE = (
     "its first sync was applied meanwhile (by `watchbridge sync --yes`, or from this page in "
     "another tab): nothing was written again, and it syncs on its own from now on"
 )
+# Or finding a profile of the link it could not read again (the plan shown anew names it).
+NOT_READ_AGAIN = (
+    "not every profile could be read again (named below): nothing was written; read both "
+    "sides again once it can be"
+)
 
 
 def _unchanged_plan(
@@ -1689,7 +1694,7 @@ async def run_link(
                 plans,
                 (calls, run_id),
                 shown,
-                bool(unread),
+                (unread, causes),
                 clock,
                 alerts,
                 metrics,
@@ -1832,15 +1837,16 @@ async def _as_shown(
     plans: list[ProfilePlan],
     run: tuple[int, int],
     shown: str,
-    unread: bool,
+    failed: tuple[tuple[str, ...], tuple[Cause | None, ...]],
     clock: Callable[[], float],
     alerts: Alerts | None,
     metrics: Metrics | None,
 ) -> None:
     """Raise `PlanChanged` (the run recorded as a dry run) unless `plans`, with their
     watchlist and collection parts planned dry as a dry run plans them, are the plan whose
-    token is `shown`; `run`: the run's API requests so far, and its id; `unread`: a profile
-    of the link could not be read."""
+    token is `shown`; `run`: the run's API requests so far, and its id; `failed`: the
+    profiles that could not be read ("profile: why"), and their causes."""
+    unread, causes = failed
     calls, run_id = run
     listed = ListsRun()
     if wants_lists(link):
@@ -1861,16 +1867,19 @@ async def _as_shown(
     counts = await asyncio.to_thread(plan_counts, plans)
     counts = counted_with(counts, list_counts(listed))
     await asyncio.to_thread(store.finish_run, run_id, clock(), "dry-run", counts, calls)
+    # The new plan names the profiles not read: left out silently, they would seem to have
+    # nothing to sync.
+    result = RunResult(plans, calls, lists=listed, errors=unread, causes=causes)
+    if unread:
+        raise PlanChanged(f"links.{name}: {NOT_READ_AGAIN}", result)
     # Every profile read, none waiting for a review: the first sync shown was applied since
     # (a press of the plan shown waits for none: `apply_reviewed`), not the sides changed.
-    if not unread and not reviewed(plans):
-        raise PlanChanged(
-            f"links.{name}: {APPLIED_MEANWHILE}", RunResult(plans, calls, lists=listed)
-        )
+    if not reviewed(plans):
+        raise PlanChanged(f"links.{name}: {APPLIED_MEANWHILE}", result)
     raise PlanChanged(
         f"links.{name}: the sides changed since the plan shown was read: nothing was written; "
         "review the new plan",
-        RunResult(plans, calls, lists=listed),
+        result,
     )
 
 
