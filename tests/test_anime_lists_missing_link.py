@@ -31,7 +31,7 @@ from watchbridge.anime_data import MISSING_KEY, ListsMissing
 from watchbridge.app import Runtime
 from watchbridge.causes import MISSING_TITLE, UNREADABLE_TITLE, told_elsewhere
 from watchbridge.config import Duration, load_config
-from watchbridge.maintenance import check_anime_datasets
+from watchbridge.maintenance import DATASETS_TITLE, check_anime_datasets
 from watchbridge.scheduler import SyncScheduler
 from watchbridge.statuspage import PageState, render
 from watchbridge.sync import FAILURES_BEFORE_ALERT, causes_of, failures_in_a_row, run_link
@@ -317,3 +317,72 @@ def test_watchbridge_sync_on_unreadable_lists_says_so_and_raises_their_alert(
     finally:
         runtime.close()
     assert watched(plex) == [17]
+
+
+def scheduled(path: Path) -> Runtime:
+    """The service's runtime with the link run every tenth of a second."""
+    config = load_config(path, {})
+    link = dataclasses.replace(config.links["plex-anilist"], interval=Duration(0.1))
+    return build_runtime(dataclasses.replace(config, links={"plex-anilist": link}))
+
+
+@pytest.mark.anyio
+async def test_a_scheduled_run_reading_the_lists_again_resolves_their_alert(
+    tmp_path: Path, start_fake: Any, receiver: AlertReceiver
+) -> None:
+    """Nothing waits for AniList (no delivery to resolve it): the first run that reads the
+    lists once they are downloaded again sends the "Resolved" notice, not the hourly check
+    up to an hour on (none runs here)."""
+    path, plex, _, lists = setup(tmp_path, start_fake)
+    lists.bodies = sample_bodies()
+    await asyncio.to_thread(run, path, "anime", "refresh")
+    damage_lists(path)
+    with_alerts(path, receiver)
+    runtime = scheduled(path)
+    runtime.open()
+    stop = asyncio.Event()
+    task = asyncio.create_task(SyncScheduler(first_delay=0).run(runtime, stop))
+    try:
+        await until(lambda: receiver.titles() == [UNREADABLE_TITLE])
+        await asyncio.to_thread(run, path, "anime", "refresh")  # as the alert says
+        await until(lambda: len(receiver.titles()) >= 2)
+        await until(lambda: last_outcome(runtime) == "ok")
+    finally:
+        stop.set()
+        await task
+        runtime.close()
+    assert receiver.titles() == [UNREADABLE_TITLE, f"Resolved: {UNREADABLE_TITLE}"]
+    assert "AniList deliveries go on" in receiver.messages[1]["message"]
+    assert watched(plex) == [17]  # the run queued S4E18-19 for Plex; no worker delivers here
+
+
+@pytest.mark.anyio
+async def test_a_scheduled_run_once_the_lists_download_resolves_their_alert_only(
+    tmp_path: Path, start_fake: Any, receiver: AlertReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Downloads failing, then all but one list downloads: the run reading them resolves the
+    "not downloaded yet" alert at once. The one list still missing leaves them out of date:
+    that alert stays the hourly check's to raise, not the run's."""
+    monkeypatch.setattr(anime_data, "MISSING_RETRY", 0.5)
+    path, _, _, lists = setup(tmp_path, start_fake)
+    with_alerts(path, receiver)
+    runtime = scheduled(path)
+    runtime.open()
+    stop = asyncio.Event()
+    task = asyncio.create_task(SyncScheduler(first_delay=0).run(runtime, stop))
+    try:
+        await until(lambda: receiver.titles() == [MISSING_TITLE])
+        lists.bodies = {k: v for k, v in sample_bodies().items() if k != "kometa"}
+        await until(lambda: len(receiver.titles()) >= 2)
+        await until(lambda: last_outcome(runtime) == "ok")
+        await asyncio.sleep(0.5)  # more runs: none raises the out-of-date alert
+        assert receiver.titles() == [MISSING_TITLE, f"Resolved: {MISSING_TITLE}"]
+    finally:
+        stop.set()
+        await task
+    try:
+        await check_anime_datasets(runtime)  # the hourly check
+    finally:
+        runtime.close()
+    assert receiver.titles()[2:] == [DATASETS_TITLE], receiver.titles()
+    assert "kometa" in receiver.messages[2]["message"]

@@ -132,6 +132,18 @@ class ListsUnreadable(ListsMissing):
 MISSING_KEY = "anime-datasets-missing"
 
 
+@dataclass(frozen=True)
+class ListsState:
+    """What the lists' alerts go by, as read from disk (`AnimeData.lists_state`): why each
+    dataset may be out of date (`out_of_date`), whether none has a copy, and why none of
+    the copies on disk (in `directory`) gives a mapping, if so (`unreadable`)."""
+
+    directory: Path
+    out_of_date: tuple[str, ...]
+    none_downloaded: bool
+    unreadable: tuple[str, ...]
+
+
 class AnimeData:
     """The datasets cache for one data dir, and the index built from it."""
 
@@ -255,6 +267,12 @@ class AnimeData:
         if len(index):
             return []
         return list(index.problems) or ["no dataset on disk holds a mapping"]
+
+    def lists_state(self, now: float) -> ListsState:
+        """The lists' state on disk at `now`, for their alerts (causes.lists_alert)."""
+        none_yet = self.none_downloaded()
+        unreadable = () if none_yet else tuple(self.unreadable())
+        return ListsState(self.directory, tuple(self.out_of_date(now)), none_yet, unreadable)
 
     def missing_reason(self, link: bool = False) -> str:
         """Why AniList deliveries wait while the index is empty, and what to do: every dataset

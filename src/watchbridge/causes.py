@@ -14,7 +14,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from watchbridge.anime_data import MISSING_KEY, ListsMissing, ListsNotYet, ListsUnreadable
+from watchbridge.anime_data import (
+    MISSING_KEY,
+    ListsMissing,
+    ListsNotYet,
+    ListsState,
+    ListsUnreadable,
+)
 from watchbridge.config import service_title
 from watchbridge.errors import WatchbridgeError
 from watchbridge.http import ServiceError, Unavailable
@@ -88,6 +94,21 @@ def lists_unreadable(directory: Path, problems: Sequence[str]) -> Alert:
     it holds, a link run that fails on them, and the hourly check alike."""
     body = UNREADABLE_LEAD.format(directory=directory) + "\n\n" + "\n".join(problems)
     return Alert("service_unreachable", MISSING_KEY, UNREADABLE_TITLE, body)
+
+
+# The "Resolved" text of the lists' alert, whoever finds them read again.
+LISTS_READ = "The anime mapping lists are downloaded and read: AniList deliveries go on."
+
+
+def lists_alert(state: ListsState) -> Alert | None:
+    """The anime mapping lists' alert while its condition lasts (`state`: as on disk): none
+    downloaded yet, their downloads failing; or copies none of which can be read. None once
+    it is over (their being out of date is an alert of its own, the hourly check's)."""
+    if state.none_downloaded and state.out_of_date:
+        return lists_missing(state.out_of_date)
+    if state.unreadable:
+        return lists_unreadable(state.directory, state.unreadable)
+    return None
 
 
 # What pauses one profile's deliveries, by the alert's kind: the few words a phone shows.

@@ -18,7 +18,7 @@ from watchbridge.accounts import send_account_alerts
 from watchbridge.alerts import DISABLED, SENT
 from watchbridge.anime_data import MISSING_KEY
 from watchbridge.app import Runtime
-from watchbridge.causes import lists_missing, lists_unreadable, paused_title, sign_in_works
+from watchbridge.causes import LISTS_READ, lists_alert, paused_title, sign_in_works
 from watchbridge.config import service_title
 from watchbridge.deliver.worker import ENDING, SERVICE_ROLE, ending_title
 from watchbridge.downtime import ALIVE_EVERY
@@ -512,20 +512,15 @@ async def check_anime_datasets(runtime: Runtime) -> None:
 
     data = anime_data.from_config(runtime.config, store=runtime.store)
     await asyncio.to_thread(data.keep_unsaved)
-    problems = await asyncio.to_thread(data.out_of_date, runtime.clock())
-    none_yet = await asyncio.to_thread(data.none_downloaded)
-    if problems and none_yet:
-        alert = lists_missing(problems)  # as a link run waiting for them raises it
+    state = await asyncio.to_thread(data.lists_state, runtime.clock())
+    # None downloaded while their downloads fail (as a link run waiting for them raises
+    # it), or copies on disk none of which gives a mapping (no download ends it).
+    alert = lists_alert(state)
+    if alert is not None:
         await runtime.notifier.notify(alert.kind, alert.title, alert.body, alert.key)
         return  # one cause, one alert: not "out of date" too
-    unreadable = [] if none_yet else await asyncio.to_thread(data.unreadable)
-    if unreadable:  # copies on disk, none of which gives a mapping: no download ends it
-        alert = lists_unreadable(data.directory, unreadable)
-        await runtime.notifier.notify(alert.kind, alert.title, alert.body, alert.key)
-        return
-    arrived = "The anime mapping lists are downloaded and read: AniList deliveries go on."
-    await runtime.notifier.resolve("service_unreachable", arrived, MISSING_KEY)
-    if problems:
+    await runtime.notifier.resolve("service_unreachable", LISTS_READ, MISSING_KEY)
+    if problems := state.out_of_date:
         body = DATASETS_LEAD + "\n\n" + "\n".join(problems)
         await runtime.notifier.notify("service_unreachable", DATASETS_TITLE, body, "anime-datasets")
     else:

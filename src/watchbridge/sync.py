@@ -18,6 +18,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from watchbridge import anime_data
 from watchbridge.accounts import (
     READ_EMPTY,
     carried_cursor,
@@ -32,10 +33,13 @@ from watchbridge.accounts import (
     start_over_unrecognised,
     unrecognised,
 )
+from watchbridge.anime_data import MISSING_KEY
 from watchbridge.causes import (
+    LISTS_READ,
     Cause,
     carried_causes,
     cause_of,
+    lists_alert,
     sign_in_works,
     told_elsewhere,
     with_causes,
@@ -1680,6 +1684,7 @@ async def run_link(
             await send_account_alerts(store, alerts)
             read = [plan.profile for plan in plans]
             await report_sign_ins_read(store, alerts, config.links[name].services, read)
+            await report_lists_read(config, store, alerts, config.links[name].services, clock)
             if "plex" in config.links[name].services:
                 await report_stopped(store, alerts, read)
         unread = tuple(naming_profile(profile, exc.message) for profile, exc in failures.items())
@@ -2024,6 +2029,24 @@ async def report_sign_ins_read(
             if await asyncio.to_thread(store.waits_for_sign_in, service, profile):
                 continue
             await alerts.resolve("credentials", sign_in_works(service, profile), key=key)
+
+
+async def report_lists_read(
+    config: Config,
+    store: Store,
+    alerts: Alerts,
+    services: Sequence[str],
+    clock: Callable[[], float],
+) -> None:
+    """After a run of a link with AniList got through its reads, the anime mapping lists
+    gave it a mapping: their alert (not downloaded yet, or could not be read) is over once
+    the hourly check's rule says so. Without this, a household with no play for AniList
+    heard "Resolved" only at the hourly check. Their out-of-date alert stays that check's."""
+    if "anilist" not in services or not alerts.raised("service_unreachable", MISSING_KEY):
+        return
+    data = anime_data.from_config(config, store=store)
+    if lists_alert(await asyncio.to_thread(data.lists_state, clock())) is None:
+        await alerts.resolve("service_unreachable", LISTS_READ, key=MISSING_KEY)
 
 
 def unforeseen_failure(exc: BaseException) -> str:
