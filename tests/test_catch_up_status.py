@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +24,7 @@ from tests.harness import AppThread, watchbridge
 from tests.test_catch_up import ALEX, MOVIE, SAM, Clock, read
 from watchbridge.app import Runtime
 from watchbridge.catchup import CatchUp
+from watchbridge.catchupstatus import CAUSE_KEPT
 from watchbridge.config import load_config
 from watchbridge.statuspage import page_state, render
 from watchbridge.wiring import build_app, build_runtime
@@ -235,3 +237,32 @@ def test_a_failure_whose_answer_quotes_the_api_key_shows_it_nowhere(
         (line,) = status(path)
         shown = page(runtime) + str(api(path, clock.now)) + line
         assert "could not be reached" in line and API_KEY not in shown, shown
+
+
+def test_a_long_failure_is_kept_cut_at_a_word_with_the_marker(
+    runtime: Runtime,
+    server: FakeJellyfin,
+    clock: Clock,
+    path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Two answers a proxy gives while the server restarts: the failure's words run past what
+    # is kept. Cut as every other text is (redaction.clipped): before a word, with "...",
+    # not mid-word ("services.jellyfi"), which could also keep a secret's first half.
+    task = CatchUp()
+    read(runtime, task, server)
+    server.fail_next(4, 400)
+    clock.now += 15 * 60
+    with caplog.at_level(logging.INFO):
+        read(runtime, task, server)
+    (full,) = {
+        str(r.error) for r in caplog.records if "answered 400" in str(getattr(r, "error", ""))
+    }
+    assert len(full) > CAUSE_KEPT, full
+    (line,) = status(path)
+    found = re.search(r"since \d\d\d\d-\d\d-\d\d \d\d:\d\d \S+ \((.*)\): check that", line)
+    assert found is not None, line
+    cause = found.group(1)
+    assert cause.endswith("...") and len(cause) <= CAUSE_KEPT, cause
+    kept = cause.removesuffix("...")
+    assert full.startswith(kept) and full[len(kept)] == " ", (cause, full)

@@ -21,6 +21,7 @@ from watchbridge import queuewords as words
 from watchbridge.config import Config
 from watchbridge.downtime import catches_up
 from watchbridge.errors import StoreError
+from watchbridge.redaction import clipped
 from watchbridge.services.jellyfin import NAMES, Server
 from watchbridge.store import Store
 from watchbridge.zone import local_time
@@ -37,7 +38,8 @@ UNCHECKED = "catch_up_unchecked"
 WEEK = 7 * 86400.0
 SERVERS: tuple[Server, ...] = ("jellyfin", "emby")
 Failed = Literal["refused", "unreachable", "failed"]
-# A failure's own words (an error message, already without the key) are cut to this.
+# A failure's own words (an error message, already without the key) are cut to this, at a
+# word (`clipped`: never a secret's first half).
 CAUSE_KEPT = 200
 
 
@@ -82,7 +84,7 @@ def failure_after(
     """What a read that failed so leaves: failing the same way since `before`'s time. Pure."""
     since = before.since if before is not None and before.kind == kind else now
     return Failure(
-        kind, since, server_id or (before.server_id if before else ""), cause[:CAUSE_KEPT]
+        kind, since, server_id or (before.server_id if before else ""), clipped(cause, CAUSE_KEPT)
     )
 
 
