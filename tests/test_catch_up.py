@@ -994,5 +994,9 @@ def test_an_older_release_s_state_is_kept_as_rows_its_counts_still_tell_a_rewatc
         assert read(runtime, task, server) == 1
         assert plays(runtime) == [("trakt", watched, episode)]
         assert counts(runtime) == {MOVIE: 1, episode: 3}
+        # Each item listed again is known by its ids too, should it come under a new id.
+        with sqlite3.connect(database) as conn:
+            known = dict(conn.execute("SELECT item, identity FROM catch_up_counts"))
+        assert known == {MOVIE: "movie:imdb:tt2543164", episode: "episode:tmdb:62161"}
     finally:
         runtime.close()

@@ -14,6 +14,10 @@ adds one to `PlayCount` and sets `LastPlayedDate` (to the start); `Played` turns
 resumable item plays and true once it passes the server's played mark; "mark played" sets both,
 "mark unplayed" clears them (count 0). So a play is an item `Played` whose count grew since
 the count a read last saw it played with (`State.counts`; an item never seen played: any count).
+An item under an id never seen that has an identity seen (`identity`: its provider ids) is that
+item: a library removed and added again (Emby numbers its items anew; Jellyfin's ids follow the
+paths), a file replaced, a second version added; the server carries its user data over by them.
+A count that grew by more than one is one play: a viewing resumed later is a playback start too.
 
 The decisions are pure (`candidates`, `heard_of`, `decide`); `CatchUp` reads and records:
 - The first read of an account is a baseline: the counts of everything played then, and no play
@@ -43,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import sqlite3
@@ -177,18 +182,42 @@ def listed(dto: Mapping[str, Any], server: Server, ahead: float = 0.0) -> Listed
     )
 
 
+def identity(one: Listed) -> str:
+    """The item as its provider ids name it, whatever the server's item id ('' none: a title
+    alone may name another item). Pure."""
+    return one.item.key() if one.item.ids else ""
+
+
 @dataclass(frozen=True)
 class State:
     """What the reads of one account know: when the first (`baseline`) and the last (`at`)
-    began, by our clock; each item's `PlayCount` when last seen played; and the plays found
-    that wait for a later read (item id -> when first found, and from when the read that found
-    it listed changes: later reads list from there, so that it is listed again). Kept as its
-    `header` (all but the counts) and a row per count (`Saved`)."""
+    began, by our clock; each item's `PlayCount` when last seen played, and its `identity`
+    (item id -> identity, where it has one); and the plays found that wait for a later read
+    (item id -> when first found, and from when the read that found it listed changes: later
+    reads list from there, so that it is listed again). Kept as its `header` (all but the
+    counts) and a row per count, with its identity (`Saved`)."""
 
     baseline: float
     at: float
     counts: Mapping[str, int] = field(default_factory=dict)
     waiting: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    identities: Mapping[str, str] = field(default_factory=dict)
+
+    @functools.cached_property
+    def _by_identity(self) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for key, known in self.identities.items():
+            if key in self.counts:
+                found[known] = max(found.get(known, 0), self.counts[key])
+        return found
+
+    def seen(self, one: Listed) -> int | None:
+        """The count `one` was last seen played with (None: never seen played): by its id,
+        else by its identity, under the id the server gave it before (the most of them)."""
+        before = self.counts.get(one.id)
+        if before is None and (known := identity(one)):
+            return self._by_identity.get(known)
+        return before
 
     def header(self) -> str:
         return json.dumps(
@@ -198,8 +227,9 @@ class State:
         )
 
     @classmethod
-    def from_header(cls, value: str | None, counts: Mapping[str, int]) -> State | None:
-        """The state of a `header` and the `counts` kept with it; None for none."""
+    def from_header(cls, value: str | None, counts: Mapping[str, tuple[int, str]]) -> State | None:
+        """The state of a `header` and the `counts` kept with it (with their identities);
+        None for none."""
         if value is None:
             return None
         try:
@@ -207,14 +237,17 @@ class State:
             return cls(
                 float(found["baseline"]),
                 float(found["at"]),
-                counts,
+                {key: n for key, (n, _) in counts.items()},
                 {str(k): (float(v[0]), float(v[1])) for k, v in found["waiting"].items()},
+                {key: known for key, (_, known) in counts.items() if known},
             )
         except (ValueError, TypeError, KeyError, AttributeError):  # not one this release wrote
             return None
 
 
-def loaded(header: str | None, at: str | None, counts: Mapping[str, int]) -> State | None:
+def loaded(
+    header: str | None, at: str | None, counts: Mapping[str, tuple[int, str]]
+) -> State | None:
     """The account's `State` from its two cursors, the later of their `at`, and its counts.
     Pure."""
     found = State.from_header(header, counts)
@@ -229,12 +262,13 @@ def loaded(header: str | None, at: str | None, counts: Mapping[str, int]) -> Sta
 @dataclass(frozen=True)
 class Saved:
     """What a read writes: the state's `header` (None: unchanged), or else its `at` alone
-    (None: not moved); and the `counts` that changed, all of them at a baseline (`whole`: the
-    account's other counts dropped, kept of a state no longer read)."""
+    (None: not moved); and the `counts` that changed (or whose identity did), each with its
+    identity, all of them at a baseline (`whole`: the account's other counts dropped, kept of
+    a state no longer read)."""
 
     header: str | None = None
     at: str | None = None
-    counts: Mapping[str, int] = field(default_factory=dict)
+    counts: Mapping[str, tuple[int, str]] = field(default_factory=dict)
     whole: bool = False
 
 
@@ -244,9 +278,14 @@ def persisted(before: State | None, after: State, listed_any: bool) -> Saved:
     moved, the next read would list it again); else nothing, and the next read lists from the
     same time: what it lists more is what changed since this read listed nothing, the same.
     Pure."""
+    rows = {key: (n, after.identities.get(key, "")) for key, n in after.counts.items()}
     if before is None:
-        return Saved(after.header(), counts=after.counts, whole=True)
-    counts = {key: n for key, n in after.counts.items() if before.counts.get(key) != n}
+        return Saved(after.header(), counts=rows, whole=True)
+    counts = {
+        key: row
+        for key, row in rows.items()
+        if (before.counts.get(key), before.identities.get(key, "")) != row
+    }
     if counts or (before.baseline, before.waiting) != (after.baseline, after.waiting):
         return Saved(after.header(), counts=counts)
     return Saved(at=repr(after.at) if listed_any and after.at != before.at else None)
@@ -267,7 +306,7 @@ def _a_play(state: State, one: Listed) -> bool:
         return False
     if one.last_played < state.baseline - CLOCK_MARGIN:
         return False
-    before = state.counts.get(one.id)
+    before = state.seen(one)
     return before is None or one.count > before
 
 
@@ -372,8 +411,16 @@ def decide(
     have been a webhook's, its event gone: a second play), but `unchecked`. Pure."""
     if state is None:
         counts = {one.id: one.count for one in items if one.played}
-        return Decision(State(now, now, counts), [])
+        known = {one.id: found for one in items if one.played and (found := identity(one))}
+        return Decision(State(now, now, counts, identities=known), [])
     counts, waiting = dict(state.counts), dict(state.waiting)
+    identities = dict(state.identities)
+
+    def count(one: Listed) -> None:
+        counts[one.id] = one.count
+        if found := identity(one):
+            identities[one.id] = found
+
     listed_from = since(state) or now
     missed: list[Listed] = []
     skipped: list[Listed] = []
@@ -382,7 +429,7 @@ def decide(
         if not _a_play(state, one):
             waiting.pop(one.id, None)
             if one.played or one.count == 0:  # a count seen played, or cleared by an unmark
-                counts[one.id] = one.count
+                count(one)
             continue  # not played now (a rewatch under way): the count it was played with stays
         told = heard.get(one.id)
         first = waiting.get(one.id, (now, listed_from))
@@ -397,9 +444,10 @@ def decide(
         else:
             missed.append(one)
         waiting.pop(one.id, None)
-        counts[one.id] = one.count
+        count(one)
     waiting = {key: at for key, at in waiting.items() if now - at[0] < WAITING_KEPT}
-    return Decision(State(state.baseline, now, counts, waiting), missed, reported, waits, skipped)
+    after = State(state.baseline, now, counts, waiting, identities)
+    return Decision(after, missed, reported, waits, skipped)
 
 
 def event_of(one: Listed, server: Server, account: tuple[str, str]) -> MediaEvent:

@@ -854,6 +854,17 @@ def m033_catch_up_counts(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m034_catch_up_identities(db: sqlite_utils.Database) -> None:
+    # Beside each play count of the catch-up, the item's identity by its provider ids
+    # (catchup.py `identity`): an item the server lists under a new id (a library added again,
+    # a file replaced, a second version) carries its user data over, and is known by it, not
+    # taken for a new play. Rows written before have none ('') until their item is listed
+    # again. Safe to apply again, as the newest migration must be (tests/test_serve_lock.py).
+    if "identity" not in db["catch_up_counts"].columns_dict:
+        db.execute("ALTER TABLE catch_up_counts ADD COLUMN identity TEXT NOT NULL DEFAULT ''")
+
+
 def _batch(due: Sequence[sqlite3.Row], alone: bool) -> list[int]:
     """The ids one claim takes of `due` (in their turn): those before the first row a crash
     makes go alone (CRASHES_ALONE), or that row when it is first and nothing else is taken
@@ -4433,27 +4444,30 @@ class Store:
         with self.transaction() as conn:
             conn.execute(f"DELETE FROM cursors WHERE {where}", params)
 
-    def catch_up_counts(self, service: str, profile: str, account: str) -> dict[str, int]:
-        """The play counts the catch-up keeps of `account` (catchup.py `State.counts`)."""
+    def catch_up_counts(
+        self, service: str, profile: str, account: str
+    ) -> dict[str, tuple[int, str]]:
+        """The play counts the catch-up keeps of `account`, each with its item's identity
+        ('' none known) (catchup.py `State.counts`, `State.identities`)."""
         rows = self._query(
-            "SELECT item, play_count FROM catch_up_counts"
+            "SELECT item, play_count, identity FROM catch_up_counts"
             " WHERE service = ? AND profile = ? AND account = ?",
             (service, profile, account),
         )
-        return {str(row["item"]): int(row["play_count"]) for row in rows}
+        return {str(row["item"]): (int(row["play_count"]), str(row["identity"])) for row in rows}
 
     def save_catch_up(
         self,
         where: tuple[str, str, str],
         header: str,
-        counts: Mapping[str, int],
+        counts: Mapping[str, tuple[int, str]],
         whole: bool,
         now: float,
     ) -> None:
         """A catch-up read's state (catchup.py `Saved`) of an account (`where`: server,
         profile, account), in one transaction: its `header` (all but the counts) in its
-        cursor, and the item `counts` that changed (`whole`: all of them, the account's other
-        rows dropped)."""
+        cursor, and the item `counts` that changed, each with its item's identity (`whole`:
+        all of them, the account's other rows dropped)."""
         service, profile, account = where
         with self.transaction() as conn:
             name = f"{CATCH_UP_CURSORS}:{account}"
@@ -4464,10 +4478,14 @@ class Store:
                     (service, profile, account),
                 )
             conn.executemany(
-                "INSERT INTO catch_up_counts (service, profile, account, item, play_count)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (service, profile, account, item)"
-                " DO UPDATE SET play_count = excluded.play_count",
-                [(service, profile, account, item, n) for item, n in counts.items()],
+                "INSERT INTO catch_up_counts"
+                " (service, profile, account, item, play_count, identity)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (service, profile, account, item)"
+                " DO UPDATE SET play_count = excluded.play_count, identity = excluded.identity",
+                [
+                    (service, profile, account, item, n, known)
+                    for item, (n, known) in counts.items()
+                ],
             )
 
     def cursors_named(self, service: str, prefix: str) -> list[tuple[str, str, str]]:

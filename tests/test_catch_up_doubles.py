@@ -1,0 +1,185 @@
+"""The catch-up (catchup.py) against what could lose or double a play, told by what the fake
+Trakt ends up holding: the fake Jellyfin or Emby read over real HTTP, the plays caught up
+delivered by the delivery worker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Literal
+
+import pytest
+
+from tests.fakes.base import FakeServer
+from tests.fakes.jellyfin import API_KEY, BREAKING_BAD_PROVIDER_IDS, FakeJellyfin
+from tests.fakes.trakt import CLIENT_ID, FakeTrakt
+from tests.test_catch_up import ALEX, EPISODE, MOVIE, SECRET, SERIES, T0, Clock, read, webhook
+from tests.test_delivery import close_targets, sign_in, worker_for
+from watchbridge.app import Runtime
+from watchbridge.catchup import CatchUp
+from watchbridge.catchupstatus import status_lines
+from watchbridge.config import parse_config
+from watchbridge.maintenance import housekeeping
+from watchbridge.wiring import build_runtime
+
+DAY = 86400.0
+
+
+@pytest.fixture(params=["jellyfin", "emby"])
+def flavour(request: pytest.FixtureRequest) -> Literal["jellyfin", "emby"]:
+    found: Literal["jellyfin", "emby"] = request.param
+    return found
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def server(
+    start_fake: Callable[[FakeServer], FakeServer],
+    flavour: Literal["jellyfin", "emby"],
+    clock: Clock,
+) -> FakeJellyfin:
+    fake = FakeJellyfin(flavour)
+    fake.clock = clock
+    start_fake(fake)
+    fake.add_series(SERIES[flavour], "Breaking Bad", **BREAKING_BAD_PROVIDER_IDS)
+    # As the webhook samples name it (their IMDb id too): the same item, listed or posted.
+    ids = {"Tvdb": "4637661", "Tmdb": "62161", "Imdb": "tt2301451"}
+    fake.add_episode(EPISODE[flavour], SERIES[flavour], 5, 14, **ids)
+    fake.add_movie(MOVIE, "Arrival", 2016, Imdb="tt2543164", Tmdb="329865")
+    fake.add_user(ALEX[flavour], "alex")
+    return fake
+
+
+@pytest.fixture
+def trakt(start_fake: Callable[[FakeServer], FakeServer]) -> FakeTrakt:
+    fake = start_fake(FakeTrakt())
+    assert isinstance(fake, FakeTrakt)
+    fake.add_movie("Arrival", 2016, imdb="tt2543164", tmdb=329865)
+    show = fake.add_show("Breaking Bad", 2008, imdb="tt0903747", tmdb=1396, tvdb=81189)
+    fake.add_episode(show, 5, 14, tvdb=4637661, tmdb=62161)
+    return fake
+
+
+@pytest.fixture
+def runtime(
+    tmp_path: Path, server: FakeJellyfin, trakt: FakeTrakt, clock: Clock
+) -> Iterator[Runtime]:
+    config = parse_config(
+        f"""
+server: {{webhook_secret: {SECRET}}}
+storage: {{path: {tmp_path / "wb.db"}}}
+services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+  {server.flavour}: {{url: "{server.url}", api_key: {API_KEY}}}
+profiles:
+  me: {{users: {{{server.flavour}: [alex]}}, accounts: {{trakt: {{}}}}}}
+""",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    built = build_runtime(config, clock=clock)
+    built.open()
+    sign_in(built, trakt, clock)  # type: ignore[arg-type]
+    yield built
+    built.close()
+
+
+def deliver(runtime: Runtime) -> None:
+    """Every play queued so far delivered to the fake Trakt, as the delivery worker does."""
+
+    async def passes() -> None:
+        worker = worker_for(runtime)
+        try:
+            for _ in range(4):
+                await worker.pass_once(runtime)
+        finally:
+            await close_targets(worker)
+
+    asyncio.run(passes())
+
+
+def rounds(runtime: Runtime, task: CatchUp, server: FakeJellyfin, clock: Clock, *at: float) -> int:
+    """Rounds of the catch-up at each of `at`, what they queued delivered: the plays copied."""
+    copied = 0
+    for when in at:
+        clock.now = when
+        copied += read(runtime, task, server)
+        deliver(runtime)
+    return copied
+
+
+def on_trakt(trakt: FakeTrakt) -> list[tuple[str, str | None]]:
+    """(title, watched_at) of each play Trakt holds, oldest first."""
+    return sorted(
+        ((entry.item.title, entry.watched_at) for entry in trakt.history()),
+        key=lambda one: one[1] or "",
+    )
+
+
+def rescanned(server: FakeJellyfin, renamed: dict[str, str], at: float) -> None:
+    """The library removed and added again (Emby's ids are its database's; Jellyfin's follow
+    the path, moved): each item under a new id, its user data carried over by the server's
+    user data key (provider ids), saved anew."""
+    for old, new in renamed.items():
+        item = server.items.pop(old)
+        server.items[new] = {**item, "Id": new}
+        for (user, item_id), data in list(server.user_data.items()):
+            if item_id == old:
+                del server.user_data[(user, item_id)]
+                server.user_data[(user, new)] = {**data, "saved": at + server.ahead}
+
+
+def needs_you(runtime: Runtime, now: float) -> list[str]:
+    """The catch-up's status lines shown in red."""
+    return [
+        one.message for one in status_lines(runtime.config, runtime.store, now) if one.needs_you
+    ]
+
+
+@pytest.mark.parametrize(("days", "told"), [(2, True), (10, True), (401, False)])
+def test_a_library_added_again_under_new_ids_sends_no_play_again_and_says_nothing(
+    runtime: Runtime, server: FakeJellyfin, trakt: FakeTrakt, clock: Clock, days: int, told: bool
+) -> None:
+    # Every played item comes back under a new id with its old PlayCount and LastPlayedDate
+    # (Emby numbers the items of a library added again anew; Jellyfin's ids follow the
+    # paths, a library moved). Those played since the first read were counted under their
+    # old ids: taken for new plays, they were copied again (the webhooks' ones, told of more
+    # than a week before, named in red as "not copied: add by hand"; the caught-up ones, once
+    # their marks were pruned after 400 days, sent to Trakt a second time). `told`: whether
+    # the episode's webhook came, or none ever did (the plugin never set up).
+    alex, episode = ALEX[server.flavour], EPISODE[server.flavour]
+    task = CatchUp()
+    rounds(runtime, task, server, clock, T0)  # the baseline
+    server.play(alex, MOVIE, T0 + 3600)  # no webhook: caught up
+    began = T0 + 2 * 3600
+    server.play(alex, episode, began)
+    if told:
+        webhook(runtime, server.flavour, began + 47 * 60)  # its stop: the webhook's play
+        deliver(runtime)
+    caught_up = rounds(runtime, task, server, clock, T0 + 4 * 3600, T0 + 4.25 * 3600)
+    assert caught_up == (1 if told else 2)
+    held = on_trakt(trakt)
+    assert sorted(title for title, _ in held) == ["Arrival", "Episode 14"]
+    for day in [*range(1, days, 7), days]:  # the weeks go by: events and rows pruned
+        clock.now = T0 + day * DAY
+        asyncio.run(housekeeping(runtime))
+        sign_in(runtime, trakt, clock)  # type: ignore[arg-type]
+        rounds(runtime, task, server, clock, clock.now)
+    later = T0 + days * DAY + 3600
+    new_movie = "ab" * 16 if server.flavour == "jellyfin" else "99998"
+    new_episode = "cd" * 16 if server.flavour == "jellyfin" else "99999"
+    rescanned(server, {MOVIE: new_movie, episode: new_episode}, later)
+    copied = rounds(runtime, task, server, clock, later + 600, later + 1500, later + 2400)
+    assert on_trakt(trakt) == held
+    assert needs_you(runtime, clock.now) == []
+    assert copied == 0  # nor said to be caught up (nor webhooks_stopped raised)
+
+    again = later + 3 * 3600  # watched again, under its new id: one new play
+    server.play(alex, new_movie, again)
+    assert rounds(runtime, task, server, clock, again + 3 * 3600, again + 3.25 * 3600) == 1
+    assert sorted(title for title, _ in on_trakt(trakt)) == ["Arrival", "Arrival", "Episode 14"]
