@@ -5,6 +5,8 @@ delivered by the delivery worker."""
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal
@@ -14,13 +16,17 @@ import pytest
 from tests.fakes.base import FakeServer
 from tests.fakes.jellyfin import API_KEY, BREAKING_BAD_PROVIDER_IDS, FakeJellyfin
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
+from tests.ingest_samples import sample_json
 from tests.test_catch_up import ALEX, EPISODE, MOVIE, SECRET, SERIES, T0, Clock, read, webhook
 from tests.test_delivery import close_targets, sign_in, worker_for
+from watchbridge import webhooks
 from watchbridge.app import Runtime
 from watchbridge.catchup import CatchUp
 from watchbridge.catchupstatus import status_lines
 from watchbridge.config import parse_config
+from watchbridge.ingest import parse
 from watchbridge.maintenance import housekeeping
+from watchbridge.model import Accepted
 from watchbridge.wiring import build_runtime
 
 DAY = 86400.0
@@ -134,6 +140,22 @@ def rescanned(server: FakeJellyfin, renamed: dict[str, str], at: float) -> None:
                 server.user_data[(user, new)] = {**data, "saved": at + server.ahead}
 
 
+def started(runtime: Runtime, flavour: str, at: float) -> None:
+    """The sample's start of the episode, as the webhook route records it at `at`."""
+    body = sample_json(flavour, "playback_start_episode.json")
+    if flavour == "emby":
+        body["Date"] = time.strftime("%Y-%m-%dT%H:%M:%S.0000000Z", time.gmtime(at))
+    result = parse(flavour, json.dumps(body).encode(), "application/json")
+    assert isinstance(result, Accepted)
+    (event,) = result.events
+
+    async def record() -> None:
+        await runtime.writer.write_all([webhooks.ingest_job(runtime, "me", event)])
+
+    runtime.clock.now = at  # type: ignore[attr-defined]
+    asyncio.run(record())
+
+
 def needs_you(runtime: Runtime, now: float) -> list[str]:
     """The catch-up's status lines shown in red."""
     return [
@@ -183,3 +205,47 @@ def test_a_library_added_again_under_new_ids_sends_no_play_again_and_says_nothin
     server.play(alex, new_movie, again)
     assert rounds(runtime, task, server, clock, again + 3 * 3600, again + 3.25 * 3600) == 1
     assert sorted(title for title, _ in on_trakt(trakt)) == ["Arrival", "Arrival", "Episode 14"]
+
+
+@pytest.mark.parametrize("late", [20 * 60, 2 * 3600])
+def test_a_webhook_arriving_after_the_catch_up_copied_its_play_sends_it_no_second_time(
+    runtime: Runtime, server: FakeJellyfin, trakt: FakeTrakt, clock: Clock, late: float
+) -> None:
+    # The stop's webhook held up (a queue retrying, a proxy buffering) until after the
+    # catch-up copied the viewing it ends: one viewing, one play. The copy is dated when the
+    # viewing began: timed from there in the item's marks, a stop more than 3 hours after that
+    # (a film paused for an hour, a webhook hours late) was taken for another viewing.
+    alex, episode = ALEX[server.flavour], EPISODE[server.flavour]
+    task = CatchUp()
+    rounds(runtime, task, server, clock, T0)  # the baseline
+    began = T0 + 600
+    server.play(alex, episode, began)
+    ended = began + 47 * 60
+    copied_at = ended + 16 * 60
+    assert rounds(runtime, task, server, clock, ended + 120, copied_at) == 1
+    webhook(runtime, server.flavour, copied_at + late)  # its stop, late
+    deliver(runtime)
+    for n in range(1, 4):
+        assert rounds(runtime, task, server, clock, copied_at + late + n * 900) == 0
+    assert [title for title, _ in on_trakt(trakt)] == ["Episode 14"]
+
+
+def test_a_rewatch_after_a_caught_up_play_is_a_play_of_its_own(
+    runtime: Runtime, server: FakeJellyfin, trakt: FakeTrakt, clock: Clock
+) -> None:
+    # The webhooks back, the viewing after a caught-up one is a new play, its start seen.
+    alex, episode = ALEX[server.flavour], EPISODE[server.flavour]
+    task = CatchUp()
+    rounds(runtime, task, server, clock, T0)  # the baseline
+    began = T0 + 600
+    server.play(alex, episode, began)
+    copied_at = began + 63 * 60
+    assert rounds(runtime, task, server, clock, began + 50 * 60, copied_at) == 1
+    again = copied_at + 600
+    server.play(alex, episode, again)
+    started(runtime, server.flavour, again)  # the rewatch's webhooks: its start, its stop
+    webhook(runtime, server.flavour, again + 47 * 60)
+    deliver(runtime)
+    for n in range(1, 4):
+        assert rounds(runtime, task, server, clock, again + 47 * 60 + n * 900) == 0
+    assert [title for title, _ in on_trakt(trakt)] == ["Episode 14", "Episode 14"]

@@ -30,8 +30,9 @@ The decisions are pure (`candidates`, `heard_of`, `decide`); `CatchUp` reads and
   is left to them for FOLLOWED: a long film, or a viewing paused for the evening.
 - A play copied goes as a webhook's "mark played" does (the same targets, outbox and keys), dated
   at its `LastPlayedDate` (when it began; a mark's date), recorded as an event of its own
-  source (`store.CAUGHT_UP`): never taken for a webhook. Copied again after a crash (its
-  state not saved), its key is the same: nothing is added twice.
+  source (`store.CAUGHT_UP`): never taken for a webhook; its viewing ended, for the item's marks,
+  by the read (`webhooks.ingest_job`): its own stop, posted late, is not another viewing. Copied
+  again after a crash (its state not saved), its key is the same: nothing is added twice.
 - The webhook events are kept a week (maintenance.KEEP_DONE): a play dated before the newest
   one pruning reached (`Store.webhooks_pruned_to`: the server unread for longer, the key
   refused for weeks while webhooks came) cannot be checked, so it is not copied (a webhook's

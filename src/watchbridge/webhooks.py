@@ -1194,6 +1194,13 @@ def ingest_job(
         )
         when = at if late is None else late.at
         new_session, intents = decide(session, event, threshold, now, marks, at=when, key=own_key)
+        if dated is not None and new_session is not None and new_session.state == "completed":
+            # A play the catch-up found is dated when its viewing began, but had ended by the
+            # read that saw it played (`now`): its end is timed from there, so that its own
+            # stop, posted late, is taken for that viewing, not for one after it.
+            new_session = dataclasses.replace(
+                new_session, updated_at=max(new_session.updated_at, now)
+            )
         rows = rows_for(profile_name, targets, event, intents, item, order_key)
         if frame and (late is None or late.ours):  # a step of this clock moves `at` (clocksteps)
             for row in rows:
