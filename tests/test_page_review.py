@@ -20,7 +20,7 @@ import pytest
 
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
-from tests.harness import AppThread, sign_in_trakt, write_config
+from tests.harness import AppThread, sign_in_trakt, watchbridge, write_config
 from tests.unpaced import unpaced
 from watchbridge.config import Link, load_config
 from watchbridge.pagereview import PageReview
@@ -366,3 +366,19 @@ def test_a_watchlist_taken_into_the_kinds_later_is_reviewed_and_applied_here(
         status = httpx.get(f"{url}/").text
     assert sorted(e.item.title for e in trakt.watchlist()) == ["Breaking Bad", "The Bear"]
     assert REVIEW_BUTTON not in status  # the link no longer waits
+
+
+def test_a_dry_run_from_the_cli_leaves_the_first_sync_among_what_needs_you(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    # It said "All is well" after `watchbridge sync --link NAME --dry-run`, as the README has
+    # it, until the next scheduled run half an hour later: the dry run was the last run.
+    with waiting_for_review(tmp_path, start_fake) as (url, trakt, serializd):
+        config = str(tmp_path / "watchbridge.yaml")
+        dry = watchbridge("sync", "--link", LINK, "--config", config, "--dry-run")
+        assert dry.returncode == 0, dry.stderr
+        page = httpx.get(f"{url}/").text
+    assert "All is well" not in page
+    assert f'<li><a href="#links">sync {LINK}: needs-review (button below)</a></li>' in page
+    assert REVIEW_BUTTON in page
+    assert trakt_episodes(trakt) == [1, 3] and diary_episodes(serializd) == [1, 2]

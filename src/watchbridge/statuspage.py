@@ -577,11 +577,11 @@ def needs(state: PageState, now: float) -> list[Need]:
     found += [
         # A first sync to review: the page's button reads it (`_reviews`).
         Need(
-            f"sync {name}: {run.outcome}" + (_BUTTON_BELOW if name in state.to_review else ""),
+            f"sync {name}: {outcome}" + (_BUTTON_BELOW if name in state.to_review else ""),
             "links",
         )
         for name in state.config.links
-        if (run := runs.get(name)) is not None and run.outcome not in CALM_OUTCOMES
+        if (outcome := _need_of(runs.get(name), name in state.to_review)) is not None
     ]
     found += [Need(f"Plex sent others' plays for {u.profile}", "links") for u in state.unfiltered]
     if anime := [line for line in state.anime if line not in state.anime_calm]:
@@ -611,6 +611,15 @@ def needs(state: PageState, now: float) -> list[Need]:
 
 # Beside a need the page has a button for: a Trakt sign-in, a first sync to review.
 _BUTTON_BELOW = " (button below)"
+
+
+def _need_of(run: SyncRun | None, waits: bool) -> str | None:
+    """What a link's last run needs the user for, as the summary names it (None: nothing).
+    A dry run since (`watchbridge sync --dry-run`, the page's own review) does not settle a
+    first sync that `waits` for its review: it still needs the user. Pure."""
+    if run is not None and run.outcome not in CALM_OUTCOMES:
+        return run.outcome
+    return "needs-review" if waits else None
 
 
 def _catch_up_need(line: CatchUpLine) -> str:
