@@ -17,6 +17,7 @@ from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import sign_in_trakt, watchbridge, write_config
 from tests.unpaced import unpaced_while
+from watchbridge.review import FIRST_SYNC_WAITS
 from watchbridge.store import Store
 
 
@@ -89,7 +90,37 @@ def test_dry_run_shows_each_write_with_its_reason(dry_run: DryRun) -> None:
     )
     assert "set_rating trakt episode:tmdb:1396:s1e2" in out and "= 80/100" in out
     assert "episode:tmdb:1396:s1e1" not in out  # the same viewing on both sides
-    assert out.rstrip().endswith("dry run: nothing was written")
+    assert "dry run: nothing was written" in out
+
+
+def test_a_dry_run_of_a_first_sync_that_waits_ends_with_the_command_that_applies_it(
+    dry_run: DryRun,
+) -> None:
+    # It ended with "dry run: nothing was written": the next step was in the README only.
+    last = dry_run.result.stdout.rstrip().splitlines()[-2:]
+    assert last == [
+        "dry run: nothing was written",
+        f"{FIRST_SYNC_WAITS}: to write it, run `watchbridge sync --link trakt-serializd --yes`",
+    ]
+
+
+def test_a_one_way_dry_run_names_the_one_way_command(tmp_path: Path, start_fake: Any) -> None:
+    path, _, _ = setup(tmp_path, start_fake)
+    way = ("--link", "trakt-serializd", "--direction", "serializd-to-trakt")
+    result = run("sync", *way, "--dry-run", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    said = f"run `watchbridge sync {' '.join(way)} --yes`"
+    assert result.stdout.rstrip().endswith(said), result.stdout
+
+
+def test_a_dry_run_after_the_first_sync_names_no_command(tmp_path: Path, start_fake: Any) -> None:
+    path, trakt, _ = setup(tmp_path, start_fake)
+    run("sync", "--link", "trakt-serializd", "--yes", "--config", str(path))
+    trakt.add_history(trakt.shows[0].seasons[1].episodes[4], "2024-01-05T20:00:00.000Z")
+    result = run("sync", "--link", "trakt-serializd", "--dry-run", "--full", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "add_play serializd" in result.stdout  # a plan, which the next run writes by itself
+    assert result.stdout.rstrip().endswith("dry run: nothing was written"), result.stdout
 
 
 def test_dry_run_writes_nothing(dry_run: DryRun) -> None:

@@ -1364,8 +1364,8 @@ def _sync_link(
         render_table,
         summary_rows,
     )
-    from watchbridge.review import plan_lines
-    from watchbridge.sync import NeedsReview, outbox_rows, run_link
+    from watchbridge.review import apply_line, plan_lines
+    from watchbridge.sync import NeedsReview, dry_run_waits, outbox_rows, run_link
 
     config = runtime.config
     terminal = sys.stdout.isatty()
@@ -1431,6 +1431,9 @@ def _sync_link(
     if dry_run:
         click.echo("dry run: nothing was written")
         _parts_failed(name, result)
+        link = config.links[name]
+        if narrowed is None and not yes and dry_run_waits(link, result):
+            click.echo(apply_line(name, direction))  # the next step, as the page's review has it
         return
     if result.skipped:
         click.echo(f"{result.skipped} planned write(s) name items no service can take yet")

@@ -81,6 +81,22 @@ def same_viewing_lines(pairs: Sequence[SameViewing], limit: int) -> list[str]:
     return lines
 
 
+# What a dry run of a first sync that waits for its review ends with, before the command.
+FIRST_SYNC_WAITS = "the first sync waits for this review"
+
+
+def review_command(name: str, direction: str | None = None) -> str:
+    """The command that applies link `name`'s first sync, as a review's message names it;
+    `direction`: one way only, as the run reviewed was (`sync --direction`)."""
+    way = f" --direction {direction}" if direction not in (None, "two-way") else ""
+    return f"`watchbridge sync --link {name}{way} --yes`"
+
+
+def apply_line(name: str, direction: str | None = None) -> str:
+    """The last line of a dry run of a first sync that waits for its review: the next step."""
+    return f"{FIRST_SYNC_WAITS}: to write it, run {review_command(name, direction)}"
+
+
 def reviewed(plans: Sequence[ProfilePlan]) -> frozenset[str]:
     """The profiles a first-sync review covers: a first run, the first sync of kinds new to
     the link, or of a watchlist or collection new to it (the others sync as usual whatever

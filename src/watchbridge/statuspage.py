@@ -57,6 +57,7 @@ from watchbridge.metrics import UnfilteredHistory
 from watchbridge.pagereview import PageReview, ShownPlan
 from watchbridge.pagesignin import PageSignIn, Show
 from watchbridge.refused import Refusal, sentence
+from watchbridge.review import review_command
 from watchbridge.senders import Doubling
 from watchbridge.shown_text import unturned
 from watchbridge.signins import STATE_WORDS, SignIn, current_sign_ins
@@ -846,10 +847,9 @@ def _shown_plan(link: str, configured: Link, plan: ShownPlan, now: float, offer:
     elif offer:
         apply = (
             f'<form method="post" action="review/apply?{query}"><button>{APPLY_BUTTON}'
-            "</button> (writes what is listed here, as <code>watchbridge sync --link "
-            f"{_e(link)} --yes</code> does; both sides are read again first, and if they make "
-            "another plan, nothing is written and the new one is shown)</form>"
-            + _one_way_first(link, configured)
+            f"</button> (writes what is listed here, as {_code(_e(review_command(link)))} "
+            "does; both sides are read again first, and if they make another plan, nothing is "
+            "written and the new one is shown)</form>" + _one_way_first(link, configured)
         )
     else:
         apply = ""

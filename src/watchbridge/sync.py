@@ -90,7 +90,7 @@ from watchbridge.reconcile import (
     without_waiting,
     without_webhook_ratings,
 )
-from watchbridge.review import plan_token, reviewed
+from watchbridge.review import plan_token, review_command, reviewed
 from watchbridge.sides import own_id_aliases, ref_for_key
 from watchbridge.store import (
     ACCOUNT_CURSOR,
@@ -2194,6 +2194,21 @@ def _to_review(result: ProfilePlan) -> bool:
     return bool(to_review(result.plan, result.new_kinds))
 
 
+def dry_run_waits(link: Link, result: RunResult) -> bool:
+    """Whether what a dry run of `link` planned waits for a review, as a run without `--yes`
+    would find (`awaiting_review`; a watchlist or collection new to a profile that would
+    write): that run writes none of it. Pure."""
+    if not reviews(link, False):
+        return False
+    if awaiting_review(link, result.plans, False):
+        return True
+    for profile in result.plans:
+        mine = tuple(r for r in result.lists.results if r.profile == profile.profile)
+        if profile.new_lists & lists_writing(replace(result.lists, results=mine)):
+            return True
+    return False
+
+
 def to_review(made: Plan, new_kinds: frozenset[str]) -> frozenset[str]:
     """The kinds of `new_kinds` (taken into the link's kinds since) whose first sync `made`
     would write, or (history) take plays days apart for one viewing in: a decision about
@@ -2262,11 +2277,6 @@ def review_message(
         f"(`watchbridge sync --link {name} --dry-run`), then run "
         f"{review_command(name)} (or set links.{name}.first_run: apply){others}"
     )
-
-
-def review_command(name: str) -> str:
-    """The command that applies link `name`'s first sync, as a review's message names it."""
-    return f"`watchbridge sync --link {name} --yes`"
 
 
 def waits_for_review(run: SyncRun) -> bool:
