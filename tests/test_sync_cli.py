@@ -286,6 +286,55 @@ def test_without_link_a_failing_link_does_not_stop_the_others(world: World) -> N
     assert [p[:2] for p in trakt_plays(world.trakt)] == [(1, 2)]
 
 
+def test_without_link_a_link_waiting_for_its_review_is_not_called_failed(world: World) -> None:
+    # It ended "error: 1 of 2 links failed: fresh": a first sync waiting for its review.
+    text = world.config.read_text(encoding="utf-8")
+    world.config.write_text(
+        text.replace("first_run: apply}", "first_run: apply, profiles: [me]}").replace(
+            "links:\n", "links:\n  fresh: {services: [trakt, serializd], profiles: [me]}\n"
+        ),
+        encoding="utf-8",
+    )
+    world.serializd.log_entry(None, BB, 1, 2, backdate="2024-01-02T20:00:00.000Z")
+    result = world.run("sync", catch=True)
+    # Still not 0, as for `--link fresh` alone: nothing of it is written until you review it.
+    assert result.exit_code == 1
+    assert isinstance(result.exception, WatchbridgeError)
+    assert result.exception.message == (
+        "1 of 2 links waits for its first sync's review: fresh "
+        "(see it with `watchbridge sync --link fresh --dry-run`)"
+    )
+    assert "failed" not in result.stderr and "error:" not in result.stderr
+    assert "fresh: this is the first sync of links.fresh" in result.stderr
+    assert f"run {LINK}: ok" in result.stdout
+
+
+def test_without_link_a_failed_link_and_one_waiting_for_its_review_are_told_apart(
+    world: World,
+) -> None:
+    text = world.config.read_text(encoding="utf-8")
+    world.config.write_text(
+        text.replace(
+            "profiles:\n",
+            "profiles:\n  you: {accounts: {trakt: {}, serializd: {email: x@y.z, password: no}}}\n",
+        )
+        .replace("first_run: apply}", "first_run: apply, profiles: [me]}")
+        .replace(
+            "links:\n",
+            "links:\n  broken: {services: [trakt, serializd], profiles: [you]}\n"
+            "  fresh: {services: [trakt, serializd], profiles: [me]}\n",
+        ),
+        encoding="utf-8",
+    )
+    world.serializd.log_entry(None, BB, 1, 2, backdate="2024-01-02T20:00:00.000Z")
+    result = world.run("sync", catch=True)
+    assert isinstance(result.exception, WatchbridgeError)
+    assert result.exception.message == (
+        "1 of 3 links failed: broken; 1 waits for its first sync's review: fresh "
+        "(see it with `watchbridge sync --link fresh --dry-run`)"
+    )
+
+
 def test_a_run_can_carry_changes_one_way_only(world: World) -> None:
     world.app.watch(1, 1, "2024-01-01T20:00:00.000Z")
     world.serializd.log_entry(None, BB, 1, 2, backdate="2024-01-02T20:00:00.000Z")

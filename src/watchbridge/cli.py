@@ -1238,6 +1238,7 @@ def sync(
     from watchbridge.scheduler import resolve_removed
     from watchbridge.sync import (
         LinkBusy,
+        NeedsReview,
         causes_of,
         failure_of,
         link_named,
@@ -1263,7 +1264,7 @@ def sync(
     runtime = build_runtime(config, home_assistant=_home_assistant())
     runtime.open()  # alerts and recoveries shared with the service's (alerts.SharedConditions)
     _storage_warnings_once(runtime)
-    failed = []
+    failed, reviewing = [], []
     try:
         _restore_told_once(runtime)
         for name in names:
@@ -1284,6 +1285,10 @@ def sync(
                     continue
                 if len(names) == 1:
                     raise
+                if isinstance(exc, NeedsReview) and failure_of(exc) is None:  # no failure
+                    click.echo(f"{name}: {exc.message}", err=True)
+                    reviewing.append(name)
+                    continue
                 if isinstance(exc, LinkBusy):  # the service (or another sync) runs it now
                     click.echo(f"skipped: {exc.message}", err=True)
                     continue
@@ -1299,8 +1304,25 @@ def sync(
             asyncio.run(resolve_removed(runtime))
         finally:
             runtime.close()
-    if failed:
-        raise WatchbridgeError(f"{len(failed)} of {len(names)} links failed: {', '.join(failed)}")
+    if failed or reviewing:
+        raise WatchbridgeError(not_synced(len(names), failed, reviewing))
+
+
+def not_synced(links: int, failed: Sequence[str], reviewing: Sequence[str]) -> str:
+    """What a sync of every link ends with when some did not go through: those that failed,
+    and those whose first sync waits for its review (no failure, but nothing of it is written
+    until the user reviews it: the command does not end as done). Pure."""
+    told = [f"{len(failed)} of {links} links failed: {', '.join(failed)}"] if failed else []
+    if reviewing:
+        waits = "waits for its" if len(reviewing) == 1 else "wait for their"
+        whom = f"{len(reviewing)}" if failed else f"{len(reviewing)} of {links} links"
+        see = f"see it with `watchbridge sync --link {reviewing[0]}"
+        if len(reviewing) > 1:
+            see = "see each with `watchbridge sync --link NAME"
+        told.append(
+            f"{whom} {waits} first sync's review: {', '.join(reviewing)} ({see} --dry-run`)"
+        )
+    return "; ".join(told)
 
 
 STORAGE_TOLD = "storage_warnings_told"  # setting: what `sync` last said of the database's place
