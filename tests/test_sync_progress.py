@@ -105,7 +105,8 @@ def test_cursors_are_shown_short() -> None:
         "all 2026-11-22 05:45 UTC, diary_ids 3 ids, history_at 2026-11-22 05:45 UTC, "
         "rated 2026-11-22 05:46 UTC"
     )
-    assert short_cursor("x" * 300).endswith("…") and len(short_cursor("x" * 300)) == 120
+    many = json.dumps({k: "2026-11-22T05:45:47.095Z" for k in ("all", "rated", "watched")})
+    assert len(short_cursor(many, width=40)) == 40 and short_cursor(many, width=40).endswith("…")
     kept = '{"v":1,"episodes":[["episode:tmdb:1396:s1e2",1795326349,"7","8","9"]]}'
     assert short_cursor(json.dumps({"recent_episodes": kept})) == "recent_episodes 1 episode"
 
@@ -117,6 +118,30 @@ def test_a_plex_history_cursor_is_told_as_the_rows_read() -> None:
     assert short_cursor('{"history": "0:"}') == "history 0 rows"
     assert short_cursor('{"history": "all:7:12"}') == "history 7 rows of every account"
     assert short_cursor('{"history": "all:"}') == "history to read again"
+
+
+def test_a_cursor_shows_only_what_a_user_can_read() -> None:
+    # `watchbridge status` printed "marks {}", "rating_rows {"episode:tmdb:1396:s1e…",
+    # "written d2a1d59cd83f…", "entries 7 401300001", "dated_by 0 ids" and, for an empty
+    # AniList list, "updated_at 1970-01-01 00:00 UTC": bookkeeping, not how far it read.
+    serializd = {
+        "diary_ids": "[1, 2]",
+        "marks": "{}",
+        "rating_rows": '{"episode:tmdb:1396:s1e1": [7, 8]}',
+        "written": "d2a1d59cd83f0b6e5c1a",
+        "ledger_ids": "[1]",
+    }
+    assert short_cursor(json.dumps(serializd)) == "diary_ids 2 ids"
+    anilist = {
+        "updated_at": "1790000000.0",
+        "entries": '{"7":[401300001,1,2,3,4,5,6,7,8,9]}',
+        "dated_by": "[]",
+    }
+    assert short_cursor(json.dumps(anilist)) == "entries 1 entry, updated_at 2026-09-21 14:13 UTC"
+    empty = {"updated_at": "0.0", "entries": "{}", "dated_by": "[]"}
+    assert short_cursor(json.dumps(empty)) == "entries 0 entries"
+    assert short_cursor(json.dumps({"marks": "{}", "written": "abc"})) == ""
+    assert short_cursor("d2a1d59cd83f0b6e5c1a") == ""  # no JSON: nothing to read in it
 
 
 def test_a_cursor_counts_one_id_in_the_singular() -> None:

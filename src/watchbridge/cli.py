@@ -711,9 +711,9 @@ def _show_links(
         for service, profile, cursor, value, _ in link_cursors:
             # The engine's own notes (when it last read in full, the kinds it synced) are
             # bookkeeping, not a side read.
-            if cursor == f"link:{link}" and service != ENGINE:
+            if cursor == f"link:{link}" and service != ENGINE and (told := short_cursor(value)):
                 read = words.service_for(service, profile)
-                _say(f"    {read} {words.READ_UP_TO}: {short_cursor(value)}")
+                _say(f"    {read} {words.READ_UP_TO}: {told}")
 
 
 @cli.command()

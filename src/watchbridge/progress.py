@@ -432,7 +432,18 @@ class DeliveryBar:
 _PLEX_HISTORY = re.compile(r"(all:)?(\d+):\S*")
 
 
-def _short_value(key: str, value: str) -> str:
+# The parts of a link's cursors that tell how far a side was read, as a date or a count
+# (Trakt's activity stamps and the episodes it keeps, Plex's history rows, Serializd's diary
+# entries, AniList's list entries and their newest change); the others are the readers' own
+# bookkeeping (what a run wrote, the rows and marks it saw), which nobody can read.
+_READ_UP_TO = frozenset(
+    {"all", "watched", "rated", "history_at", "recent_episodes", "history", "diary_ids"}
+    | {"updated_at", "entries"}
+)
+
+
+def _short_value(key: str, value: str) -> str | None:
+    """A cursor part as a date or a count (None: neither, or no date yet)."""
     if key == "history" and value == "all:":
         return "to read again"
     rows = _PLEX_HISTORY.fullmatch(value) if key == "history" else None
@@ -442,32 +453,36 @@ def _short_value(key: str, value: str) -> str:
         try:
             return _counted(len(json.loads(value)), "ids")
         except ValueError:
-            pass
-    if value.startswith("{"):  # a versioned list ({"v": 1, "episodes": [...]}): counted
+            return None
+    if value.startswith("{"):
         try:
-            listed = [(k, v) for k, v in json.loads(value).items() if isinstance(v, list)]
+            parsed = json.loads(value)
         except ValueError:
-            listed = []
-        if len(listed) == 1:
-            return _counted(len(listed[0][1]), listed[0][0])
+            return None
+        if key == "entries" and isinstance(parsed, dict):  # AniList's entries, by media id
+            return _counted(len(parsed), "entries", "entry")
+        # A versioned list ({"v": 1, "episodes": [...]}): counted.
+        listed = [(k, v) for k, v in parsed.items() if isinstance(v, list)]
+        return _counted(len(listed[0][1]), listed[0][0]) if len(listed) == 1 else None
     stamps = [v for v in value.split(",") if v]
     if key.endswith("_at"):
         try:
-            return local_time(float(value))
+            at = float(value)
         except ValueError:
-            pass
+            return None
+        return local_time(at) if at > 0 else None  # 0: nothing read yet (an empty list)
     if stamps and all(_looks_iso(v) for v in stamps):  # the services' own: UTC (Z) all
         latest = max(stamps)
         try:
-            at = datetime.fromisoformat(latest.replace("Z", "+00:00"))
+            when = datetime.fromisoformat(latest.replace("Z", "+00:00"))
         except ValueError:
             return latest[:16].replace("T", " ") + " UTC"
-        return local_time((at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp())
-    return value if len(value) <= 24 else value[:23] + "…"
+        return local_time((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp())
+    return None
 
 
-def _counted(count: int, plural: str) -> str:
-    return f"{count} {plural.removesuffix('s') if count == 1 else plural}"
+def _counted(count: int, plural: str, one: str | None = None) -> str:
+    return f"{count} {(one or plural.removesuffix('s')) if count == 1 else plural}"
 
 
 def _looks_iso(value: str) -> bool:
@@ -475,15 +490,20 @@ def _looks_iso(value: str) -> bool:
 
 
 def short_cursor(value: str, width: int = 120) -> str:
-    """A cursor value for `watchbridge status`: JSON cursors as `key value` pairs with id
-    lists counted and timestamps to the minute on the household's clock (as the run times
-    beside them), clipped to `width`."""
+    """How far a link's cursor says a side was read, for `watchbridge status`: its parts a
+    user can read (`_READ_UP_TO`) as `key value` pairs, id lists counted and timestamps to
+    the minute on the household's clock (as the run times beside them), clipped to `width`;
+    "" when it holds none."""
     try:
         parsed = json.loads(value)
     except ValueError:
         parsed = None
-    if isinstance(parsed, dict):
-        text = ", ".join(f"{k} {_short_value(k, str(v))}" for k, v in sorted(parsed.items()))
-    else:
-        text = value
+    if not isinstance(parsed, dict):
+        return ""
+    shown = [
+        f"{key} {said}"
+        for key, part in sorted(parsed.items())
+        if key in _READ_UP_TO and (said := _short_value(key, str(part))) is not None
+    ]
+    text = ", ".join(shown)
     return text if len(text) <= width else text[: width - 1] + "…"
