@@ -266,3 +266,40 @@ def test_an_episode_rated_in_plex_is_not_planned_for_anilist_which_scores_season
 
     assert "set_rating anilist episode:" not in said, said
     assert anilist.snapshot()[RE_ZERO]["score"] == 90
+
+
+BREAKING_BAD, ARRIVAL = 1396, 329865  # in no mapping dataset: not anime
+
+
+def test_plain_non_anime_in_plex_is_not_counted_as_anime_anilist_cannot_map(
+    tmp_path: Path, start_fake: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every plex-anilist run said "7 play(s) or rating(s) not written to anilist: not anime
+    it can map", counting Breaking Bad and a film: none of AniList's business. Only anime the
+    datasets cannot place (here a season newer than them) is counted, as `watchbridge anime
+    unmatched` lists it."""
+    unpaced(monkeypatch, "anilist")
+    plex, anilist, datasets = fakes(start_fake)
+    anilist.add_media(RE_ZERO, episodes=25)
+    plex.add_show("20", "Re:ZERO", 2016, ["tmdb://65942"])
+    plex.add_episode("101", "20", 1, 1)
+    plex.add_episode("901", "20", 9, 1)  # a season no dataset knows yet
+    plex.add_show("30", "Breaking Bad", 2008, [f"tmdb://{BREAKING_BAD}"])
+    for n in range(1, 4):
+        plex.add_episode(str(300 + n), "30", 1, n)
+        plex.watch(str(300 + n), time.time() - DAY + n * 60)
+    plex.add_movie("40", "Arrival", 2016, [f"tmdb://{ARRIVAL}"])
+    for key in ("101", "901", "40"):
+        plex.watch(key, time.time() - DAY)
+    plex.rate("30", 9.0, time.time() - 3600)  # the whole show
+    plex.rate("40", 8.0, time.time() - 3600)
+    path = link_config(tmp_path, plex, anilist, datasets)
+
+    said = run(path, "sync", "--link", "plex-anilist", "--dry-run")
+
+    assert "add_play anilist episode:tmdb:65942:s1e1" in said, said
+    lines = [line for line in said.splitlines() if "not written to anilist" in line]
+    assert lines == [
+        "  1 play(s) or rating(s) not written to anilist: anime it cannot map "
+        "(see `watchbridge anime unmatched`)"
+    ], said

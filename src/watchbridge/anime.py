@@ -42,6 +42,7 @@ from typing import Any, Literal
 import yaml
 
 from watchbridge.loose import whole
+from watchbridge.model import MediaRef
 
 Scheme = Literal["tmdb", "tvdb"]
 SCHEMES: tuple[Scheme, ...] = ("tmdb", "tvdb")
@@ -145,6 +146,28 @@ Resolution = AnimeTarget | Unmatched
 Forward = EpisodeRef | MovieRef | Unmatched
 PENDING = "seasons"  # Unmatched code: the season list an absolute number needs is not read yet
 PARTIAL = "partial"  # Unmatched code: part of a movie or a longer episode (its last part counts)
+
+ANIME_GENRES = frozenset({"anime", "animation"})
+_ANIME_IDS = ("anilist", "anidb", "mal")
+
+
+def anime_signs(item: MediaRef, genres: Iterable[object] = ()) -> str | None:
+    """Why `item`, which no mapping dataset knows, looks like anime all the same, in words,
+    or None: an anime id (HAMA on Plex, an AniDB or AniList plugin on Jellyfin and Emby), an
+    absolute episode number, or the genre Anime or Animation (for a library on TMDB metadata
+    the only sign). Pure."""
+    for ids in (item.show_ids, item.ids):
+        for name in _ANIME_IDS:
+            if value := getattr(ids, name):
+                return f"anime id {name} {value}"
+    if item.absolute is not None:
+        return "numbered by absolute episode"
+    for genre in genres:
+        if isinstance(genre, str) and genre.strip().casefold() in ANIME_GENRES:
+            return f"genre {genre.strip()}"
+    return None
+
+
 # Unmatched code: an episode of a show the media server numbers its own way (a TheTVDB
 # ordering), which nothing renumbers; reported by the media server's side of the link
 SERVER_ORDER = "server-order"

@@ -100,6 +100,10 @@ class Side:
     # False: this side rates no episode (AniList scores a season's or a movie's entry), so no
     # episode's rating is planned for it, whatever its catalog holds.
     rates_episodes: bool = True
+    # Items outside `catalog` that are none of this side's business (AniList: what is not
+    # anime; an episode counted by its last part): left out as the others, but not counted
+    # as items it lacks (the run's summary says nothing of them).
+    left_alone: frozenset[str] = frozenset()
     # Records of plays keyed by the other side's episode numbers rather than the library's
     # own (Plex shows in a TheTVDB ordering): held before under another item, such a play is
     # gone from that one.
@@ -701,7 +705,8 @@ def without_copies_back(plan: Plan, removing: Collection[tuple[str, str, float |
 def _within_catalogs(
     actions: list[Action], current: Mapping[str, Side], renumbered: set[tuple[str, str]]
 ) -> tuple[list[Action], dict[str, int], list[Action]]:
-    """Adds and ratings for items their target cannot hold are left out (and counted):
+    """Adds and ratings for items their target cannot hold are left out (and counted, but
+    for those none of its business, `Side.left_alone`):
     planning them every run would only ever end in "not in any library"; so are episode
     ratings for a side that rates no episode (not counted: no item is missing there). A play
     or rating "removed" from a side that cannot hold its item (an add it skipped, then read as
@@ -720,7 +725,8 @@ def _within_catalogs(
         if action.kind == "set_rating" and not target.rates_episodes and _episode(action.item):
             continue  # nothing it could hold: not counted as an item it lacks
         if adding and catalog is not None and action.item not in catalog:
-            left_out[action.target] += 1
+            if action.item not in target.left_alone:
+                left_out[action.target] += 1
         elif (
             action.kind in ("remove_play", "remove_rating")
             and (action.target, action.record) not in renumbered

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 _CANNOT_HOLD: defaultdict[str, str] = defaultdict(
     lambda: "it cannot hold the title",
     plex="not in its libraries",
-    anilist="not anime it can map (see `watchbridge anime unmatched`)",
+    anilist="anime it cannot map (see `watchbridge anime unmatched`)",
 )
 
 

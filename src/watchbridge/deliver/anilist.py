@@ -104,7 +104,7 @@ from watchbridge.anilist_viewings import (
     settled,
     viewed_to_json,
 )
-from watchbridge.anime import PARTIAL, PENDING, SCHEMES, AnimeIndex, Unmatched
+from watchbridge.anime import PARTIAL, PENDING, SCHEMES, AnimeIndex, Unmatched, anime_signs
 from watchbridge.anime_data import MISSING_RETRY
 from watchbridge.anime_seasons import AbsoluteSeasons, SeasonSources, Want
 from watchbridge.catalogue import file_first
@@ -918,31 +918,17 @@ def recheck_skipped(
 
 # Jellyfin's and Emby's genres that say anime: "Anime" (TheTVDB's), "Animation" (TMDB's, and
 # Western cartoons too: `likely_anime` says which sign it went by).
-ANIME_GENRES = frozenset({"anime", "animation"})
-_ANIME_IDS = ("anilist", "anidb", "mal")
-
-
 def likely_anime(kept: Mapping[str, Any]) -> str | None:
     """Why a play skipped as not anime (a `SKIPPED` record) looks like anime all the same, in
-    words, or None: an anime id (HAMA on Plex, an AniDB or AniList plugin on Jellyfin and
-    Emby), an absolute episode number, or the genre Anime or Animation (for a library on TMDB
-    metadata the only sign; plays kept before genres were carry none)."""
+    words (`anime.anime_signs`: its ids, its numbering, its genres; plays kept before genres
+    were carry none), or None."""
     try:
         payload = kept["payload"]
         item = ref_from_dict(payload["item"])
     except (KeyError, TypeError, ValueError):
         return None
-    for ids in (item.show_ids, item.ids):
-        for name in _ANIME_IDS:
-            if value := getattr(ids, name):
-                return f"anime id {name} {value}"
-    if item.absolute is not None:
-        return "numbered by absolute episode"
     genres = payload.get("genres")
-    for genre in genres if isinstance(genres, list) else ():
-        if isinstance(genre, str) and genre.strip().casefold() in ANIME_GENRES:
-            return f"genre {genre.strip()}"
-    return None
+    return anime_signs(item, genres if isinstance(genres, list) else ())
 
 
 @dataclass(frozen=True)

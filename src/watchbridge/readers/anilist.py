@@ -89,6 +89,7 @@ from watchbridge.anime import (
     Forward,
     MovieRef,
     Unmatched,
+    anime_signs,
 )
 from watchbridge.anime_seasons import AbsoluteSeasons, forward_wants, placed
 from watchbridge.config import Config, Link
@@ -763,6 +764,8 @@ class Catalog:
 
     items: frozenset[str]
     unmatched: dict[str, Unmatched] = field(default_factory=dict)
+    # The other side's items that are none of AniList's business (`Side.left_alone`).
+    left_alone: frozenset[str] = frozenset()
 
 
 def catalog_for(
@@ -783,6 +786,7 @@ def catalog_for(
         if s.media and (start := _rated(s.media, s.episodes, mapper)) is not None
     }
     unmatched: dict[str, Unmatched] = {}
+    alone: set[str] = set()
     for item in {p.item for p in other.plays} - items:
         ref = ref_for_key(item)
         if ref is None or (ref.kind != "movie" and (ref.kind != "episode" or ref.season is None)):
@@ -791,6 +795,8 @@ def catalog_for(
         if isinstance(hit, Unmatched):
             if hit.code not in ("unknown", PARTIAL):  # not anime, or counted by its last part
                 unmatched[item] = hit
+            elif hit.code == PARTIAL or anime_signs(ref) is None:
+                alone.add(item)
             continue
         media, episode = hit
         total = totals.get(media)
@@ -808,7 +814,21 @@ def catalog_for(
         elif ref.show_ids.tmdb:
             rated.add(show_key(ref.show_ids.tmdb, ref.season))
     items |= {key for key in other.ratings if key in rated}
-    return Catalog(frozenset(items), unmatched)
+    alone |= {key for key in set(other.ratings) - items if not_anime(key, reverse)}
+    return Catalog(frozenset(items), unmatched, frozenset(alone))
+
+
+def not_anime(key: str, reverse: ReverseMapper) -> bool:
+    """Whether the item a rating is of is no anime: no mapping dataset knows its show (or
+    film) and nothing marks it as anime (`anime.anime_signs`)."""
+    ref = ref_for_key(key)
+    if ref is None or anime_signs(ref) is not None:
+        return False
+    if ref.kind in ("show", "season", "episode"):  # as the show's first episode places
+        show = ref.ids if ref.kind == "show" else ref.show_ids
+        ref = MediaRef("episode", show_ids=show, season=ref.season or 1, number=1)
+    hit = reverse(ref)
+    return isinstance(hit, Unmatched) and hit.code == "unknown"
 
 
 def same_in_format(own: Side, other: Side, score_format: str, other_service: str = "trakt") -> Side:
@@ -1135,7 +1155,7 @@ class AniListReader:
         holdable = tuple(
             p for p in own.plays if not p.record.startswith(EXPECTED) or p.item in catalog.items
         )
-        return replace(own, plays=holdable, catalog=catalog.items)
+        return replace(own, plays=holdable, catalog=catalog.items, left_alone=catalog.left_alone)
 
     def _report_plays(self, profile: str, catalog: Catalog) -> None:
         """The other side's anime plays AniList cannot take, for `watchbridge anime
