@@ -231,6 +231,10 @@ def walk(
     assert isinstance(anilist, FakeAniList) and isinstance(lists, FakeDatasets)
     assert isinstance(serializd, FakeSerializd) and isinstance(jellyfin, FakeJellyfin)
     anilist.limit = anilist.burst_limit = 100_000
+    clock = Clock()
+    # Their Date headers on the walk's clock, as the fakes' own clocks are (`Walk.shift`).
+    anilist.date_clock = anilist.now  # type: ignore[method-assign]
+    lists.date_clock = clock  # type: ignore[method-assign]
     for media, (episodes, kind) in MEDIA.items():
         anilist.add_media(media, episodes=episodes, format=kind)
     serializd.diary_order = "newest"
@@ -253,7 +257,6 @@ def walk(
         f' serializd: {{email: "{email}", password: "{password}"}}}}\n',
         encoding="utf-8",
     )
-    clock = Clock()
     runtime = build_runtime(load_config(path, {}), clock=clock)
     with AppThread(build_app(runtime)) as app:
         db = Path(runtime.config.storage.path)
