@@ -953,9 +953,87 @@ def test_copies_other_links_made_of_plays_a_first_run_took_for_one_viewing_are_n
 def test_two_viewings_logged_with_one_time_are_still_copied_as_two() -> None:
     current = {
         "trakt": side(Play(EP1, WATCHED, "t1"), Play(EP1, WATCHED, "t2")),
+        "serializd": side(),
+    }
+    assert kinds(plan(TWO_WAY, current, current)) == [("add_play", "serializd", EP1)] * 2
+
+
+# --------------------------------------------------------------------------- switching from
+# another tool: a viewing it recorded twice on one side (posted again), once on the other
+
+
+@pytest.mark.parametrize("first_run", [True, False])
+@pytest.mark.parametrize("apart", [0.0, 60.0, 120.0])
+@pytest.mark.parametrize("other_at", [WATCHED + 30, WATCHED + 5 * 3600, WATCHED - 4 * DAY])
+def test_a_viewing_recorded_twice_on_one_side_and_once_on_the_other_is_not_copied(
+    first_run: bool, apart: float, other_at: float
+) -> None:
+    # The old tool's duplicate: the other side holds the viewing already (at its own time: the
+    # scrobble's, an hour's offset, a log days later); a second copy there doubles it.
+    if other_at < WATCHED - DAY and not first_run:
+        return  # days apart: one viewing on a first run only
+    twice = side(Play(EP1, WATCHED, "t1"), Play(EP1, WATCHED + apart, "t2"))
+    for current in (
+        {"trakt": twice, "serializd": side(Play(EP1, other_at, "s1"))},
+        {"trakt": side(Play(EP1, other_at, "s1")), "serializd": twice},
+    ):
+        result = plan(TWO_WAY, current, {} if first_run else current, first_run=first_run)
+        assert result.actions == ()
+
+
+def test_a_second_viewing_three_minutes_later_is_still_copied() -> None:
+    current = {
+        "trakt": side(Play(EP1, WATCHED, "t1"), Play(EP1, WATCHED + 180, "t2")),
         "serializd": side(Play(EP1, WATCHED, "s1")),
     }
-    assert kinds(plan(TWO_WAY, current, current)) == [("add_play", "serializd", EP1)]
+    result = plan(TWO_WAY, current, current)
+    assert [(a.kind, a.target, a.at) for a in result.actions] == [
+        ("add_play", "serializd", WATCHED + 180)
+    ]
+
+
+def test_the_old_tools_duplicate_tidied_away_takes_nothing_from_the_other_side() -> None:
+    before = {
+        "trakt": side(Play(EP1, WATCHED, "t1"), Play(EP1, WATCHED + 60, "t2")),
+        "serializd": side(Play(EP1, WATCHED + 30, "s1")),
+    }
+    for kept in ("t1", "t2"):
+        current = {
+            "trakt": side(*(p for p in before["trakt"].plays if p.record == kept)),
+            "serializd": before["serializd"],
+        }
+        assert plan(TWO_WAY, current, before).actions == ()
+
+
+def test_a_viewing_removed_takes_the_second_record_of_it_along() -> None:
+    # Unwatched on Serializd: both of Trakt's records of it go, or the one left would be
+    # copied back as a viewing of its own.
+    before = {
+        "trakt": side(Play(EP1, WATCHED, "t1"), Play(EP1, WATCHED + 60, "t2")),
+        "serializd": side(Play(EP1, WATCHED + 30, "s1")),
+    }
+    current = {"trakt": before["trakt"], "serializd": side()}
+    result = plan(TWO_WAY, current, before)
+    assert sorted((a.kind, a.record) for a in result.actions) == [
+        ("remove_play", "t1"),
+        ("remove_play", "t2"),
+    ]
+
+
+def test_one_of_two_viewings_copied_at_one_time_removed_takes_only_its_partner() -> None:
+    # Two viewings logged with one time, both copied (the second set three minutes apart):
+    # one removed takes one.
+    before = {
+        "trakt": side(Play(EP1, WATCHED, "t1"), Play(EP1, WATCHED, "t2")),
+        "serializd": side(Play(EP1, WATCHED, "s1"), Play(EP1, WATCHED + 180, "s2")),
+    }
+    for gone in ("s1", "s2"):
+        current = {
+            "trakt": before["trakt"],
+            "serializd": side(*(p for p in before["serializd"].plays if p.record != gone)),
+        }
+        result = plan(TWO_WAY, current, before)
+        assert [(a.kind, a.target) for a in result.actions] == [("remove_play", "trakt")]
 
 
 def test_a_play_removed_after_a_first_run_took_it_for_one_viewing_takes_its_partner() -> None:

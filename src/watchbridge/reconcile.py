@@ -764,6 +764,19 @@ def _plan_history(
 ) -> list[Action]:
     a, b = link.services[0], link.services[1]
     actions: list[Action] = []
+    matched, only_a, only_b = match_plays(
+        current[a].plays,
+        current[b].plays,
+        history.known(a, b, current),
+        flag_limits(current[a], current[b], baseline.get(a, Side()), baseline.get(b, Side())),
+    )
+    # The plays each side holds with a partner on the other side: a play of their side at
+    # their minute is a second record of their viewing (`_second_records`). A removal takes
+    # none whose partner is at its very time (certainly the record of a viewing still
+    # there); one paired days apart may be the copy of the removed play too.
+    partnered = {a: {p.record for p, _ in matched}, b: {q.record for _, q in matched}}
+    dated = [(p, q) for p, q in matched if UNDATED not in (p.at, q.at) and one_play(p.at, q.at)]
+    standing = {a: {p.record for p, _ in dated}, b: {q.record for _, q in dated}}
     # A play we removed ourselves (its tombstone) is no new removal to carry back.
     removed = {
         side: [
@@ -781,9 +794,13 @@ def _plan_history(
         moved_now = redated(baseline.get(source, Side()).plays, current[source])
         gone_plays = [p for p in removed[source] if p.record not in renumbered_now]
         known = history.known(source, target, current)
-        pairs, _, _ = match_plays(gone_plays, current[target].plays, known)
+        free = [p for p in current[target].plays if p.record not in standing[target]]
+        pairs, _, _ = match_plays(gone_plays, free, known)
         pairs += _copies_going_along(pairs, current[source].plays, current[target].plays, known)
         pairs += _unwatched_partners(gone_plays, current[target].plays, pairs)
+        pairs += _second_records_going_along(
+            pairs, free, [p for p in current[source].plays if p.record not in standing[source]]
+        )
         copies = _copies_of_renumbered(
             [p for p in removed[source] if p.record in renumbered_now],
             current[target].plays,
@@ -841,12 +858,12 @@ def _plan_history(
             stone in tombstones and (stone not in done_at or given_once(play.record))
         )
 
-    _, only_a, only_b = match_plays(
-        current[a].plays,
-        current[b].plays,
-        history.known(a, b, current),
-        flag_limits(current[a], current[b], baseline.get(a, Side()), baseline.get(b, Side())),
-    )
+    # A second record of a viewing the other side holds (an old tool's duplicate) is no
+    # viewing of its own: neither paired as one by a first run nor copied.
+    seconds = _second_records(only_a, current[a].plays, partnered[a])
+    seconds |= _second_records(only_b, current[b].plays, partnered[b])
+    only_a = [p for p in only_a if p.record not in seconds]
+    only_b = [p for p in only_b if p.record not in seconds]
     if history.first_run or history.restored:
         # After a restore, only plays new since the baseline: one it holds that is left
         # without a partner (a link one way only, a play kept off) stays so.
@@ -864,6 +881,10 @@ def _plan_history(
         taken = {id(play) for pair in days_apart for play in pair}
         only_a = [p for p in only_a if id(p) not in taken]
         only_b = [p for p in only_b if id(p) not in taken]
+        for side, lonely, index in ((a, only_a, 0), (b, only_b, 1)):
+            partners = {pair[index].record for pair in days_apart}
+            seconds = _second_records(lonely, current[side].plays, partners)
+            lonely[:] = [p for p in lonely if p.record not in seconds]
     for source, target, lonely in ((a, b, only_a), (b, a, only_b)):
         if (source, target) not in allowed:
             continue
@@ -903,6 +924,49 @@ def _plan_history(
                 )
             )
     return actions
+
+
+def _second_records(
+    lonely: Iterable[Play], plays: Iterable[Play], partnered: Collection[str]
+) -> set[str]:
+    """Records of the `lonely` plays (without a partner on the other side) that a play of
+    their side with a partner there is within the duplicate window of (`one_play`): one
+    viewing recorded twice on that side (an old tool's duplicate, posted again), which the
+    other side holds once already. Copied, it would be a second play there of one viewing
+    (Trakt keys a play by its minute: trakt-api#876). Dated plays only. Pure."""
+    held = _by_item(p for p in plays if p.record in partnered and p.at != UNDATED)
+    return {
+        p.record
+        for p in lonely
+        if p.at != UNDATED and any(one_play(p.at, o.at) for o in held.get(p.item, ()))
+    }
+
+
+def _second_records_going_along(
+    pairs: Sequence[tuple[Play, Play]], free: Iterable[Play], present: Iterable[Play]
+) -> list[tuple[Play, Play]]:
+    """(gone play, record) for the plays of `free` (the target's without a partner at their
+    time) that are second records of a removed play's partner (`_second_records`) and that
+    none of the plays `present` on the removed play's side (without a partner at their time)
+    is left to pair with: the viewing removed, they go with it, rather than be copied back
+    as a viewing of its own."""
+    taken = {id(partner) for _, partner in pairs}
+    by_item = _by_item(p for p in free if p.at != UNDATED and id(p) not in taken)
+    going: list[tuple[Play, Play]] = []
+    left: dict[str, list[Play]] | None = None
+    for gone, partner in pairs:
+        if partner.at == UNDATED:
+            continue
+        seconds = [p for p in by_item.get(partner.item, ()) if one_play(p.at, partner.at)]
+        if not seconds:
+            continue
+        left = _by_item(present) if left is None else left
+        _, _, alone = match_plays(left.get(partner.item, ()), by_item[partner.item])
+        for play in seconds:
+            if any(play is other for other in alone):
+                by_item[partner.item].remove(play)
+                going.append((gone, play))
+    return going
 
 
 def _copies_going_along(

@@ -1,0 +1,185 @@
+"""Switching to watchbridge from another tool (PlexTraktSync, the Jellyfin Trakt plugin,
+Serializd logged by hand): both sides of a link already hold the household's history, not
+identically. The first `sync --dry-run` and `--yes` through the real CLI against the fakes,
+with histories from a small generator: a viewing held on both sides is never copied a second
+time, whether its times differ by seconds, minutes or a time zone's hours, was logged on
+Serializd by its date alone, or was recorded twice on one side by the old tool (which is left
+as it is: not copied, not removed)."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes.plex import TOKEN, FakePlex
+from tests.fakes.serializd import ALICE, FakeSerializd
+from tests.fakes.trakt import CLIENT_ID, FakeTrakt
+from tests.harness import sign_in_trakt, watchbridge, write_config
+from tests.unpaced import unpaced_while
+from watchbridge.services.trakt import iso
+from watchbridge.store import Store
+
+DAY = 86400
+# How the old tool left each viewing: on both sides (times apart by seconds, by the minutes
+# between a scrobble and the end, by a time zone's hours; Serializd by its local midnight),
+# twice on one side (posted again up to two minutes later), or on one side only.
+BOTH = ("seconds", "minutes", "zone", "date only", "twice on trakt", "twice on the other")
+ONE_SIDE = ("trakt only", "other only")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _unpaced() -> Iterator[None]:
+    with unpaced_while("trakt", "serializd"):
+        yield
+
+
+def history(seed: int, shows: int, episodes: int) -> list[Any]:
+    """(show, episode, variant, Trakt's times, the other side's times) for each episode."""
+    rnd = random.Random(seed)
+    now = int(time.time())
+    rows: list[Any] = []
+    for show in range(shows):
+        for number in range(1, episodes + 1):
+            at = now - int(rnd.uniform(40, 700) * DAY)
+            variant = rnd.choice(BOTH + ONE_SIDE)
+            trakt, other = [at + rnd.randint(0, 59)], [at]
+            if variant == "minutes":
+                trakt = [at + rnd.randint(2, 50) * 60]
+            elif variant == "zone":
+                trakt = [at + rnd.choice([-10, -5, -1, 1, 2, 9]) * 3600]
+            elif variant == "date only":
+                other = [(at + 5 * 3600) // DAY * DAY - 5 * 3600]  # midnight in UTC+5
+            elif variant == "twice on trakt":
+                trakt = [at, at + rnd.randint(0, 2) * 60]
+            elif variant == "twice on the other":
+                other = [at, at]
+            elif variant == "trakt only":
+                other = []
+            elif variant == "other only":
+                trakt = []
+            rows.append((show, number, variant, trakt, other))
+    return rows
+
+
+def expected(rows: list[Any]) -> Counter[str]:
+    return Counter(variant for _, _, variant, _, _ in rows)
+
+
+def sync(path: Path, link: str, *args: str) -> str:
+    result = watchbridge("sync", "--link", link, "--config", str(path), *args)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def plan_line(out: str) -> str:
+    return next(line for line in out.splitlines() if "plan:" in line)
+
+
+def test_trakt_and_serializd_both_holding_the_history_get_each_viewing_once(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    trakt, serializd = start_fake(FakeTrakt()), start_fake(FakeSerializd())
+    rows = history(62, 3, 20)
+    for show in range(3):
+        tmdb = 6000 + show
+        listed = trakt.add_show(f"Show {show}", 2015, tmdb=tmdb, tvdb=9100 + show, seasons={})
+        for number in range(1, 21):
+            trakt.add_episode(listed, 1, number, tvdb=200000 + show * 100 + number)
+        serializd.add_show(tmdb, f"Show {show}", seasons={1: 20})
+    for show, number, _, trakt_times, other_times in rows:
+        episode = trakt.shows[show].seasons[1].episodes[number]
+        for at in trakt_times:
+            trakt.add_history(episode, iso(at))
+        for at in other_times:
+            serializd.log_entry(None, 6000 + show, 1, number, backdate=iso(at))
+    path = write_config(
+        tmp_path,
+        f"""services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+  serializd: {{api_url: "{serializd.url}"}}
+profiles:
+  me:
+    accounts:
+      trakt: {{}}
+      serializd: {{email: {ALICE[0]}, password: "{ALICE[1]}"}}
+links:
+  trakt-serializd: {{services: [trakt, serializd]}}
+""",
+    )
+    store = Store.open(tmp_path / "watchbridge.db")
+    sign_in_trakt(store, trakt, "me", now=time.time())
+    store.close()
+
+    def held() -> tuple[Counter[tuple[int, int]], Counter[tuple[int, int]]]:
+        plays = Counter((h.item.show.tmdb - 6000, h.item.number) for h in trakt.history())
+        diary = Counter((r.show_id - 6000, r.episode_number) for r in serializd.diary())
+        return plays, diary
+
+    counts = expected(rows)
+    review = sync(path, "trakt-serializd", "--dry-run")
+    assert plan_line(review).endswith(
+        f"plan: serializd:add_play {counts['trakt only']}, trakt:add_play {counts['other only']}"
+    )
+    sync(path, "trakt-serializd", "--yes")
+    plays, diary = held()
+    for show, number, variant, trakt_times, other_times in rows:
+        on_trakt = max(1, len(trakt_times))  # the old tool's second play left as it is
+        on_serializd = max(1, len(other_times))
+        assert (plays[show, number], diary[show, number]) == (on_trakt, on_serializd), variant
+    assert "plan: nothing to do" in sync(path, "trakt-serializd")
+
+
+def test_plex_and_trakt_both_holding_the_history_get_each_viewing_once(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    trakt, plex = start_fake(FakeTrakt()), start_fake(FakePlex())
+    rows = [r for r in history(63, 5, 30) if r[2] not in ("date only", "twice on the other")]
+    for show in range(5):
+        tmdb = 5000 + show
+        listed = trakt.add_show(f"Show {show}", 2015, tmdb=tmdb, tvdb=9000 + show, seasons={})
+        plex.add_show(
+            f"{show}00", f"Show {show}", 2015, [f"tmdb://{tmdb}", f"tvdb://{9000 + show}"]
+        )
+        for number in range(1, 31):
+            trakt.add_episode(listed, 1, number, tvdb=100000 + show * 100 + number)
+            plex.add_episode(f"{show}{number:02d}", f"{show}00", 1, number)
+    for show, number, _, trakt_times, other_times in rows:
+        episode = trakt.shows[show].seasons[1].episodes[number]
+        for at in trakt_times:
+            trakt.add_history(episode, iso(at))
+        for at in other_times:
+            plex.watch(f"{show}{number:02d}", at)
+    path = write_config(
+        tmp_path,
+        f"""services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+  plex: {{url: "{plex.url}", token: "{TOKEN}"}}
+profiles:
+  alex:
+    accounts:
+      trakt: {{}}
+      plex: {{}}
+links:
+  plex-trakt: {{services: [plex, trakt]}}
+""",
+    )
+    store = Store.open(tmp_path / "watchbridge.db")
+    sign_in_trakt(store, trakt, "alex", now=time.time())
+    store.close()
+    counts = expected(rows)
+    review = sync(path, "plex-trakt", "--dry-run")
+    assert plan_line(review).endswith(
+        f"plan: plex:add_play {counts['trakt only']}, trakt:add_play {counts['other only']}"
+    )
+    sync(path, "plex-trakt", "--yes")
+    plays = Counter((h.item.show.tmdb - 5000, h.item.number) for h in trakt.history())
+    for show, number, variant, trakt_times, _ in rows:
+        views = plex.user_state(f"{show}{number:02d}").get("viewCount")
+        assert (plays[show, number], views) == (max(1, len(trakt_times)), 1), variant
+    assert "plan: nothing to do" in sync(path, "plex-trakt")
