@@ -182,3 +182,23 @@ def wait_until_told(receiver: AlertReceiver, count: int) -> None:
     from tests.test_app import wait_until
 
     wait_until(lambda: len(receiver.messages) >= count)
+
+
+def test_the_owners_own_account_is_never_a_quiet_listed_persons_new_one(
+    tmp_path: Path, receiver: AlertReceiver
+) -> None:
+    clock = FakeClock()
+    # The common household: the owner's profile is the default and lists nothing, the kid is
+    # listed. The kid last played just before the owner's first webhook (an upgrade, or the
+    # first evening), then not for days: the owner's account is no new account of theirs.
+    app_runtime = runtime(household(tmp_path, receiver), clock)
+    with AppThread(create_app(app_runtime, extra_routes=webhooks.ROUTES)) as app:
+        assert post(app, scrobble(5, "kid")).status_code == 202
+        clock.advance(HOUR)
+        for _ in range(3):
+            assert post(app, scrobble(1, "alex")).status_code == 202
+            clock.advance(DAY)
+            housekeeping(app_runtime)
+        (found,) = taken_in(app)
+    assert receiver.messages == []
+    assert (found["name"], found["alerted"], found["profile"]) == ("alex", False, None)

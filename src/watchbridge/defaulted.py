@@ -11,8 +11,10 @@ default person's Trakt, Serializd and AniList history, which nothing in a webhoo
 shows. So the alert tells, once per account, when a second person's account appears while
 the default profile took only one person's until then, or when one looks like a listed
 person's new account (unlisted.py's test: that person's account on the server went silent
-since it began). A household whose default profile already takes several people's accounts
-(friends, on purpose) is not told of one more: each is only listed, with the line to add.
+since it began; never the first person's, whose account was there before it was
+remembered, unless the default profile lists that source's accounts). A household whose
+default profile already takes several people's accounts (friends, on purpose) is not told
+of one more: each is only listed, with the line to add.
 
 The webhook route writes at most one upsert per account per process, then once an hour
 while it keeps sending (`Gate`); the hourly housekeeping decides
@@ -63,6 +65,24 @@ def second_person(one: Unlisted, taken: Sequence[Unlisted]) -> bool:
         and (other.first_at, other.key) < (one.first_at, one.key)
     }
     return len(before) == 1 and person(one) not in before
+
+
+def set_up_for(config: Config, one: Unlisted, taken: Sequence[Unlisted]) -> bool:
+    """Whether `one` is of the person the default profile took first (`taken`: the accounts
+    it takes now, `one` among them), while that profile lists none of `one`'s source's
+    accounts: the person it is for, whose account was there before it was remembered, so
+    another's going quiet since tells nothing. One it lists is its person's: then what it
+    takes in is someone else's. Pure."""
+    profile = config.profiles.get(one.default_profile)
+    listed = tuple(getattr(profile.users, one.source, ())) if profile is not None else ()
+    if not one.entry or profile is None or listed:
+        return False
+    first = min(
+        (o for o in taken if o.default_profile == one.default_profile and o.entry),
+        key=lambda other: (other.first_at, other.key),
+        default=None,
+    )
+    return first is not None and person(first) == person(one)
 
 
 def first_taken(one: Unlisted, taken: Sequence[Unlisted]) -> Unlisted | None:

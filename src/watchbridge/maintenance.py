@@ -276,6 +276,7 @@ async def check_defaulted_accounts(runtime: Runtime) -> None:
         quiet = unlisted.silent(one, on_server, last_from)
         active = frozenset(on_server - set(quiet))
         moved = unlisted.alert_due(one, quiet, now)
+        moved = moved and not defaulted.set_up_for(config, one, taken)
         if moved or defaulted.second_person(one, taken):
             one = replace(one, state=unlisted.ALERTED, profile=quiet[0] if moved else "")
             was = None if moved else defaulted.first_taken(one, taken)
