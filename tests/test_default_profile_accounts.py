@@ -16,6 +16,7 @@ import httpx
 
 from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.harness import AppThread
+from tests.ingest_samples import sample_bytes
 from tests.test_unlisted_accounts import SECRET, post, runtime, scrobble
 from tests.test_webhook_route import PLEX_SERVER
 from watchbridge import maintenance, webhooks
@@ -202,3 +203,29 @@ def test_the_owners_own_account_is_never_a_quiet_listed_persons_new_one(
         (found,) = taken_in(app)
     assert receiver.messages == []
     assert (found["name"], found["alerted"], found["profile"]) == ("alex", False, None)
+
+
+def test_the_default_persons_own_name_on_another_server_is_never_a_second_person(
+    tmp_path: Path, receiver: AlertReceiver
+) -> None:
+    clock = FakeClock()
+    # The owner lists their Plex account under the default profile (as the README advises when
+    # others play); a friend's account is the first it takes in. Alex's own Jellyfin account
+    # (NotificationUsername "alex") is theirs, no second person's.
+    text = household(tmp_path, receiver, me='["alex"]')
+    app_runtime = runtime(text, clock)
+    jellyfin = sample_bytes("jellyfin", "playback_stop_episode_completed.json")
+    with AppThread(create_app(app_runtime, extra_routes=webhooks.ROUTES)) as app:
+        assert post(app, scrobble(1, "alex")).status_code == 202
+        assert post(app, scrobble(48151623, "jamie.r")).status_code == 202
+        clock.advance(DAY)
+        answer = httpx.post(f"{app.url}/webhooks/jellyfin/{SECRET}", content=jellyfin)
+        assert answer.status_code == 202
+        housekeeping(app_runtime)
+        clock.advance(WAIT)
+        housekeeping(app_runtime)
+        found = {f["name"]: f for f in taken_in(app)}
+    assert receiver.messages == []
+    assert sorted(found) == ["alex", "jamie.r"]
+    assert found["alex"]["source"] == "jellyfin"
+    assert found["alex"]["alerted"] is False

@@ -23,11 +23,11 @@ while it keeps sending (`Gate`); the hourly housekeeping decides
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, fields
 
-from watchbridge.account_ids import SOURCE_NAMES
-from watchbridge.config import Config, same_account, service_title, targets_for
+from watchbridge.account_ids import SOURCE_NAMES, Learnt
+from watchbridge.config import Config, MediaUsers, same_account, service_title, targets_for
 from watchbridge.unlisted import Unlisted, utc_day
 
 DAY = 86400.0
@@ -51,11 +51,25 @@ def person(one: Unlisted) -> str:
     return same_account(one.name) if one.name else one.key
 
 
-def second_person(one: Unlisted, taken: Sequence[Unlisted]) -> bool:
+def own_names(config: Config, profile: str, learnt: Iterable[Learnt]) -> frozenset[str]:
+    """The names of `profile`'s own accounts, its person's: those it lists under `users` (any
+    source) and those remembered for the ids it lists (`learnt`, account_ids.py). Pure."""
+    found = config.profiles.get(profile)
+    if found is None:
+        return frozenset()
+    listed = [e for source in fields(MediaUsers) for e in getattr(found.users, source.name)]
+    remembered = [one.name for one in learnt if one.profile == profile and one.name]
+    return frozenset(same_account(name).rpartition(":")[2] for name in (*listed, *remembered))
+
+
+def second_person(
+    one: Unlisted, taken: Sequence[Unlisted], own: frozenset[str] = frozenset()
+) -> bool:
     """Whether `one` is a new person's account the default profile takes in after it took one
     other person's accounts only (`taken`: the accounts it takes now, `one` among them).
-    Never for webhooks naming no one (a sender's setting), nor twice. Pure."""
-    if one.state or not one.entry:
+    Never for an account with one of `own` names (the default person's, `own_names`), for
+    webhooks naming no one (a sender's setting), nor twice. Pure."""
+    if one.state or not one.entry or person(one) in own:
         return False
     before = {
         person(other)

@@ -275,9 +275,12 @@ async def check_defaulted_accounts(runtime: Runtime) -> None:
         on_server = unlisted.profiles_on_server(config, one.source, one.server, known, last_from)
         quiet = unlisted.silent(one, on_server, last_from)
         active = frozenset(on_server - set(quiet))
-        moved = unlisted.alert_due(one, quiet, now)
-        moved = moved and not defaulted.set_up_for(config, one, taken)
-        if moved or defaulted.second_person(one, taken):
+        # The default person's own account (by a name it lists, or as the first it took): no
+        # second person's, nor a listed person's new one.
+        own = defaulted.own_names(config, one.default_profile, ids.known.values())
+        theirs = defaulted.person(one) in own or defaulted.set_up_for(config, one, taken)
+        moved = unlisted.alert_due(one, quiet, now) and not theirs
+        if moved or defaulted.second_person(one, taken, own):
             one = replace(one, state=unlisted.ALERTED, profile=quiet[0] if moved else "")
             was = None if moved else defaulted.first_taken(one, taken)
             body = defaulted.alert_body(one, config, was)
