@@ -115,8 +115,9 @@ def test_a_second_persons_account_taken_by_the_default_profile_is_alerted_once(
         " profile lists the account, so the default profile me takes it. Until 2023-11-15 it"
         " took one account's plays only (alex (id 1) on Plex server Basement). If this one is"
         " someone else's, list it under their profile (profiles.NAME.users.plex) and remove"
-        " the plays it sent from me's history; if it is me's, write profiles.me.users.plex:"
-        ' ["9101"] and nothing else changes.'
+        " the plays it sent from me's history; if it is me's or meant to go there, write"
+        ' profiles.me.users.plex: ["9101"]: its plays keep going there, and this alert is'
+        " resolved."
     )
     kiddo = found["Kiddo"]
     assert (kiddo["alerted"], kiddo["webhooks"], kiddo["plays"]) == (True, 2, 2)
@@ -229,3 +230,40 @@ def test_the_default_persons_own_name_on_another_server_is_never_a_second_person
     assert sorted(found) == ["alex", "jamie.r"]
     assert found["alex"]["source"] == "jellyfin"
     assert found["alex"]["alerted"] is False
+
+
+def test_a_default_profile_taking_two_people_on_purpose_is_told_once_and_listing_keeps_them(
+    tmp_path: Path, receiver: AlertReceiver
+) -> None:
+    clock = FakeClock()
+    # Upgraded: the default profile has long taken the owner's and the kids' managed account.
+    first = runtime(household(tmp_path, receiver), clock)
+    with AppThread(create_app(first, extra_routes=webhooks.ROUTES)) as app:
+        assert post(app, scrobble(1, "alex")).status_code == 202
+        clock.advance(HOUR)
+        assert post(app, scrobble(7, "Kids")).status_code == 202
+        housekeeping(first)
+        wait_until_told(receiver, 1)
+        clock.advance(WAIT)
+        housekeeping(first)
+    assert receiver.titles() == [
+        "watchbridge: plays of Kids on Plex server Basement go to profile me"
+    ]
+    assert (
+        'if it is me\'s or meant to go there, write profiles.me.users.plex: ["7"]: its plays'
+        " keep going there, and this alert is resolved."
+    ) in receiver.messages[0]["message"]
+    # Listed as the alert says: resolved, and its plays still go to me.
+    second = runtime(household(tmp_path, receiver, me='["7"]'), clock)
+    with AppThread(create_app(second, extra_routes=webhooks.ROUTES)) as app:
+        housekeeping(second)
+        wait_until_told(receiver, 2)
+        clock.advance(HOUR)
+        assert post(app, scrobble(7, "Kids")).status_code == 202
+        housekeeping(second)
+        assert [f["name"] for f in taken_in(app)] == ["alex"]
+        assert second.store.last_from_server("plex", PLEX_SERVER)["me"] == clock()
+    assert receiver.messages[-1]["message"] == (
+        "Plays of Kids (id 7) on Plex server Basement go to profile me now."
+    )
+    assert len(receiver.messages) == 2

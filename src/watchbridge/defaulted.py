@@ -171,8 +171,9 @@ def alert_body(one: Unlisted, config: Config, was: Unlisted | None) -> str:
             f" else's, list it under their profile (profiles.NAME.users.{one.source})"
         )
     fix_it = (
-        f" and remove the plays it sent from {where}; if it is {to}'s, write"
-        f" {line(config, one, to)} and nothing else changes."
+        f" and remove the plays it sent from {where}; if it is {to}'s or meant to go there,"
+        f" write {line(config, one, to)}: its plays keep going there, and this alert is"
+        " resolved."
     )
     seen = (
         f"Since {since}: {one.webhooks} webhook(s), {one.plays} completed play(s) went to"
