@@ -21,6 +21,7 @@ from tests.test_unlisted_accounts import SECRET, post, runtime, scrobble
 from tests.test_webhook_route import PLEX_SERVER
 from watchbridge import maintenance, webhooks
 from watchbridge.app import Runtime, create_app
+from watchbridge.defaulted import KEPT_IN_MEMORY, Gate
 from watchbridge.statuspage import page_state, render
 from watchbridge.unlisted import WAIT
 
@@ -267,3 +268,20 @@ def test_a_default_profile_taking_two_people_on_purpose_is_told_once_and_listing
         "Plays of Kids (id 7) on Plex server Basement go to profile me now."
     )
     assert len(receiver.messages) == 2
+
+
+def test_the_webhook_routes_memory_keeps_the_accounts_seen_most_recently() -> None:
+    gate = Gate()
+    keys = [("plex", PLEX_SERVER, str(n)) for n in range(KEPT_IN_MEMORY)]
+    for key in keys:
+        assert gate.saw(key, False, 0.0) == (1, 0)  # each one's first: written
+    assert gate.saw(keys[0], True, 60.0) is None  # within the hour: counted, not written
+    # One account more: the one seen least recently goes, not the one seen again.
+    assert gate.saw(("plex", PLEX_SERVER, "new"), False, 120.0) == (1, 0)
+    assert len(gate.seen) == KEPT_IN_MEMORY
+    assert keys[1] not in gate.seen
+    # The first kept what it counted, written with its next webhook an hour on; the one
+    # forgotten is written again as new on its next.
+    assert gate.saw(keys[0], True, 60.0 + HOUR) == (2, 2)
+    assert gate.saw(keys[1], True, 180.0) == (1, 1)
+    assert len(gate.seen) == KEPT_IN_MEMORY

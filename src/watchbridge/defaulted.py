@@ -37,7 +37,7 @@ WRITE_EVERY = 3600.0
 # A row goes after this long without a webhook (`Store.prune`): the first account the
 # default profile took is what tells a second one apart, also after a season's pause.
 KEEP = 366 * DAY
-KEPT_IN_MEMORY = 200  # accounts the gate remembers; the least recently written goes first
+KEPT_IN_MEMORY = 200  # accounts the gate remembers; the one seen least recently goes first
 
 
 def alert_key(one: Unlisted) -> str:
