@@ -23,7 +23,7 @@ from watchbridge import maintenance, webhooks
 from watchbridge.app import Runtime, create_app
 from watchbridge.defaulted import KEPT_IN_MEMORY, Gate
 from watchbridge.statuspage import page_state, render
-from watchbridge.unlisted import WAIT
+from watchbridge.unlisted import QUIET, WAIT
 
 DAY = 86400.0
 HOUR = 3600.0
@@ -285,3 +285,34 @@ def test_the_webhook_routes_memory_keeps_the_accounts_seen_most_recently() -> No
     assert gate.saw(keys[0], True, 60.0 + HOUR) == (2, 2)
     assert gate.saw(keys[1], True, 180.0) == (1, 1)
     assert len(gate.seen) == KEPT_IN_MEMORY
+
+
+def test_a_yearly_visitor_coming_a_few_days_late_is_not_told_of_again(
+    tmp_path: Path, receiver: AlertReceiver
+) -> None:
+    clock = FakeClock()
+    app_runtime = runtime(household(tmp_path, receiver), clock)
+    gran = "watchbridge: plays of gran on Plex server Basement go to profile me"
+    with AppThread(create_app(app_runtime, extra_routes=webhooks.ROUTES)) as app:
+        assert post(app, scrobble(1, "alex")).status_code == 202
+        clock.advance(HOUR)
+        assert post(app, scrobble(4242, "gran")).status_code == 202  # Christmas
+        housekeeping(app_runtime)
+        wait_until_told(receiver, 1)
+        clock.advance(QUIET)
+        housekeeping(app_runtime)  # over: a month without her
+        wait_until_told(receiver, 2)
+        # Next Christmas, a few days later than last: the owner played all year.
+        for _ in range(10):
+            clock.advance(31 * DAY)
+            assert post(app, scrobble(1, "alex")).status_code == 202
+        clock.advance(30 * DAY)  # 370 days since her last
+        app_runtime.store.prune(clock(), maintenance.KEEP_DONE, maintenance.KEEP_SESSIONS)
+        assert post(app, scrobble(4242, "gran")).status_code == 202
+        housekeeping(app_runtime)
+        clock.advance(WAIT)
+        housekeeping(app_runtime)
+        found = {f["name"]: f for f in taken_in(app)}
+    assert receiver.titles() == [gran, f"Resolved: {gran}"]
+    assert found["gran"]["alerted"] is True
+    assert found["gran"]["webhooks"] == 2

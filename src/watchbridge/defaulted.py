@@ -35,8 +35,9 @@ DAY = 86400.0
 # the webhook route of a one-person install is nearly all such webhooks.
 WRITE_EVERY = 3600.0
 # A row goes after this long without a webhook (`Store.prune`): the first account the
-# default profile took is what tells a second one apart, also after a season's pause.
-KEEP = 366 * DAY
+# default profile took is what tells a second one apart, also after a season's pause; and a
+# yearly visitor's, told of once, is not told of again (as new) for coming a few weeks late.
+KEEP = 400 * DAY
 KEPT_IN_MEMORY = 200  # accounts the gate remembers; the one seen least recently goes first
 
 
