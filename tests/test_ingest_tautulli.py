@@ -101,6 +101,13 @@ def test_a_duration_in_minutes_gives_way_to_progress_percent_with_a_warning() ->
     assert any("duration_ms disagrees" in w for w in result.warnings)
 
 
+def test_a_view_offset_of_zero_beside_a_percent_goes_by_the_percent() -> None:
+    # A view_offset of 0 at 68 %: the position says nothing of the duration (it made one of 0).
+    event = only_event(parse(sample("pause_episode.json", view_offset=0)))
+    assert event.duration_ms == 3_315_000
+    assert event.position_ms == round(3_315_000 * 0.68)
+
+
 def test_empty_strings_mean_absent() -> None:
     event = only_event(parse(sample("play_episode.json", user_id="", user_rating="")))
     assert event.account == Account(name="alex")

@@ -157,8 +157,10 @@ def _position_and_duration(fields: Payload, warnings: list[str]) -> tuple[int | 
     percent = number(fields.get("progress_percent"))
     if percent is None or not 0 <= percent <= 100:
         return position, duration
-    if position is None:
-        return (round(duration * percent / 100) if duration else None), duration
+    if not position:  # none, or 0 beside a percent: no ground to doubt the duration on
+        if position == 0 and percent == 0:
+            return position, duration
+        return (round(duration * percent / 100) if duration else position), duration
     if duration and abs(position * 100 / duration - percent) > PERCENT_TOLERANCE:
         warnings.append(
             "duration_ms disagrees with view_offset and progress_percent (another unit?): "
