@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.trakt import CLIENT_ID, FakeTrakt, iso
+from tests.fakes.trakt import CLIENT_ID, FakeTrakt, iso, parse_iso
 from tests.harness import loop_held, sign_in_trakt
 from watchbridge.config import Link, TraktConfig
 from watchbridge.http import Pacer
@@ -27,6 +27,7 @@ from watchbridge.readers.serializd import (
 from watchbridge.readers.trakt import (
     RECENT_EPISODES,
     RECONCILE_WINDOW,
+    RELEASE_MARKS,
     TraktReader,
     delta_since,
     media_types,
@@ -35,6 +36,7 @@ from watchbridge.readers.trakt import (
 )
 from watchbridge.reconcile import (
     EXPECTED,
+    UNDATED,
     Action,
     Play,
     Rated,
@@ -51,6 +53,7 @@ from watchbridge.store import Store
 DAY = 86400.0
 E1 = "episode:tmdb:1396:s1e1"
 E2 = "episode:tmdb:1396:s1e2"
+E3 = "episode:tmdb:1396:s1e3"
 
 # --------------------------------------------------------------------------- pure parts
 
@@ -420,3 +423,51 @@ async def test_a_big_history_is_read_without_holding_the_event_loop(
     # Before the work moved off the loop it was held ~0.05 s at once for the first read and
     # ~0.15 s for the daily one (10,000 entries); a page's JSON is still read on it (~2 ms).
     assert max(held) < 0.04, f"the loop was held {max(held):.3f} s at once"
+
+
+@pytest.mark.anyio
+async def test_a_play_marked_watched_on_release_date_stands_for_the_viewing_the_other_side_holds(
+    trakt: FakeTrakt, client: TraktClient, store: Store
+) -> None:
+    """Trakt dates a play added `released` at the episode's air date + runtime, years before
+    the viewing the other side holds: read undated, it stands for that viewing (one request,
+    the show's season list). A play there with nothing on the other side to pair with keeps
+    its date (copied as any play), as does one the other side holds at its very time (watched
+    live). Once taken for a mark, a play stays one, asking nothing; a dry run keeps none."""
+    show = trakt.shows[0]
+    aired = {1: "2008-01-20T02:00:00.000Z", 2: "2008-01-27T02:00:00.000Z"}
+    aired[3] = "2008-02-10T02:00:00.000Z"
+    for number, at in aired.items():
+        show.seasons[1].episodes[number].first_aired = at
+    live = parse_iso(aired[3]) + 47 * 60
+    show.seasons[1].episodes[3].runtime = 47
+    for number in (1, 2):
+        trakt.add_history(show.seasons[1].episodes[number], "released")
+    trakt.add_history(show.seasons[1].episodes[3], iso(live))
+    now = time.time()
+    other = Side((Play(E1, now - 400 * DAY, "q1"), Play(E3, live + 30, "q3")))
+
+    async def refined(reading: TraktReader, other: Side) -> dict[str, float]:
+        read = await reading.read("me", {}, None, full=True)
+        side = await reading.refine("me", read.side, other)
+        return {p.item: p.at for p in side.plays}
+
+    trakt.requests.clear()
+    dry = TraktReader(client, ("episodes",), time.time, store)
+    dry.dry_run = True
+    assert (await refined(dry, other))[E1] == UNDATED
+    assert not store.mirror_get("trakt", "me", RELEASE_MARKS)
+    assert [r.path for r in trakt.requests if r.path.startswith("/shows")] == [
+        f"/shows/{show.trakt}/seasons"
+    ]
+    trakt.requests.clear()
+    reading = TraktReader(client, ("episodes",), time.time, store)
+    plays = await refined(reading, other)
+    assert plays[E1] == UNDATED  # stands for the viewing on the other side
+    assert plays[E2] == parse_iso(aired[2]) + 45 * 60  # nothing to pair with: copied
+    assert plays[E3] == live  # watched live: paired by its time
+    assert not [r for r in trakt.requests if r.path.startswith("/shows")]  # cached
+    trakt.requests.clear()
+    plays = await refined(reading, Side())  # its partner gone: still the mark it was
+    assert plays[E1] == UNDATED
+    assert not [r for r in trakt.requests if r.path.startswith(("/shows", "/search"))]

@@ -3,8 +3,10 @@ Serializd logged by hand): both sides of a link already hold the household's his
 identically. The first `sync --dry-run` and `--yes` through the real CLI against the fakes,
 with histories from a small generator: a viewing held on both sides is never copied a second
 time, whether its times differ by seconds, minutes or a time zone's hours, was logged on
-Serializd by its date alone, or was recorded twice on one side by the old tool (which is left
-as it is: not copied, not removed)."""
+Serializd by its date alone, was marked on Trakt "watched on release date" (Trakt dates such a
+play at the episode's air date + runtime, years before the real viewing), or was recorded twice
+on one side by the old tool (which is left as it is: not copied, not removed). A viewing on one
+side only is copied, also one Trakt holds at that very minute (watched live, or marked so)."""
 
 from __future__ import annotations
 
@@ -28,9 +30,22 @@ from watchbridge.store import Store
 DAY = 86400
 # How the old tool left each viewing: on both sides (times apart by seconds, by the minutes
 # between a scrobble and the end, by a time zone's hours; Serializd by its local midnight),
-# twice on one side (posted again up to two minutes later), or on one side only.
-BOTH = ("seconds", "minutes", "zone", "date only", "twice on trakt", "twice on the other")
-ONE_SIDE = ("trakt only", "other only")
+# twice on one side (posted again up to two minutes later), marked on Trakt "watched on release
+# date" (`released`), logged on both at the episode's release moment (watched live), or on one
+# side only (Trakt's play possibly at the release moment: marked so, or watched live).
+BOTH = (
+    "seconds",
+    "minutes",
+    "zone",
+    "date only",
+    "twice on trakt",
+    "twice on the other",
+    "released on trakt",
+    "live",
+)
+TRAKT_ONLY = ("trakt only", "released on trakt only", "live on trakt only")
+ONE_SIDE = (*TRAKT_ONLY, "other only")
+RELEASED = "released"  # Trakt's `watched_at: "released"`: the episode's air date + runtime
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -39,14 +54,21 @@ def _unpaced() -> Iterator[None]:
         yield
 
 
+def runtime(show: int) -> int:
+    """The minutes each episode of `show` runs (Trakt's `runtime`)."""
+    return (22, 45, 60)[show % 3]
+
+
 def history(seed: int, shows: int, episodes: int) -> list[Any]:
-    """(show, episode, variant, Trakt's times, the other side's times) for each episode."""
+    """(show, episode, variant, Trakt's times, the other side's times, the episode's air time)
+    for each episode; a Trakt time may be RELEASED."""
     rnd = random.Random(seed)
     now = int(time.time())
     rows: list[Any] = []
     for show in range(shows):
         for number in range(1, episodes + 1):
             at = now - int(rnd.uniform(40, 700) * DAY)
+            aired = (at - int(rnd.uniform(400, 3000) * DAY)) // 3600 * 3600
             variant = rnd.choice(BOTH + ONE_SIDE)
             trakt, other = [at + rnd.randint(0, 59)], [at]
             if variant == "minutes":
@@ -63,12 +85,39 @@ def history(seed: int, shows: int, episodes: int) -> list[Any]:
                 other = []
             elif variant == "other only":
                 trakt = []
-            rows.append((show, number, variant, trakt, other))
+            elif variant in ("released on trakt", "released on trakt only"):
+                trakt = [RELEASED]
+            elif variant in ("live", "live on trakt only"):
+                released = aired + runtime(show) * 60
+                trakt, other = [released], [released + rnd.randint(0, 59)]
+            if variant.endswith("trakt only"):
+                other = []
+            rows.append((show, number, variant, trakt, other, aired))
     return rows
 
 
 def expected(rows: list[Any]) -> Counter[str]:
-    return Counter(variant for _, _, variant, _, _ in rows)
+    return Counter(variant for _, _, variant, *_ in rows)
+
+
+def copied_from_trakt(counts: Counter[str]) -> int:
+    return sum(counts[variant] for variant in TRAKT_ONLY)
+
+
+def add_trakt_episodes(
+    trakt: FakeTrakt, show: int, listed: Any, rows: list[Any], tvdb: int
+) -> None:
+    """The show's episodes on Trakt (TVDB ids from `tvdb` on), each aired as `rows` say."""
+    for row_show, number, _, _, _, aired in rows:
+        if row_show == show:
+            trakt.add_episode(
+                listed, 1, number, tvdb=tvdb + number, runtime=runtime(show), first_aired=iso(aired)
+            )
+
+
+def add_trakt_plays(trakt: FakeTrakt, episode: Any, times: list[Any]) -> None:
+    for at in times:
+        trakt.add_history(episode, RELEASED if at == RELEASED else iso(at))
 
 
 def sync(path: Path, link: str, *args: str) -> str:
@@ -89,13 +138,11 @@ def test_trakt_and_serializd_both_holding_the_history_get_each_viewing_once(
     for show in range(3):
         tmdb = 6000 + show
         listed = trakt.add_show(f"Show {show}", 2015, tmdb=tmdb, tvdb=9100 + show, seasons={})
-        for number in range(1, 21):
-            trakt.add_episode(listed, 1, number, tvdb=200000 + show * 100 + number)
+        add_trakt_episodes(trakt, show, listed, rows, 200000 + show * 100)
         serializd.add_show(tmdb, f"Show {show}", seasons={1: 20})
-    for show, number, _, trakt_times, other_times in rows:
+    for show, number, _, trakt_times, other_times, _ in rows:
         episode = trakt.shows[show].seasons[1].episodes[number]
-        for at in trakt_times:
-            trakt.add_history(episode, iso(at))
+        add_trakt_plays(trakt, episode, trakt_times)
         for at in other_times:
             serializd.log_entry(None, 6000 + show, 1, number, backdate=iso(at))
     path = write_config(
@@ -124,11 +171,12 @@ links:
     counts = expected(rows)
     review = sync(path, "trakt-serializd", "--dry-run")
     assert plan_line(review).endswith(
-        f"plan: serializd:add_play {counts['trakt only']}, trakt:add_play {counts['other only']}"
+        f"plan: serializd:add_play {copied_from_trakt(counts)}, "
+        f"trakt:add_play {counts['other only']}"
     )
     sync(path, "trakt-serializd", "--yes")
     plays, diary = held()
-    for show, number, variant, trakt_times, other_times in rows:
+    for show, number, variant, trakt_times, other_times, _ in rows:
         on_trakt = max(1, len(trakt_times))  # the old tool's second play left as it is
         on_serializd = max(1, len(other_times))
         assert (plays[show, number], diary[show, number]) == (on_trakt, on_serializd), variant
@@ -139,20 +187,20 @@ def test_plex_and_trakt_both_holding_the_history_get_each_viewing_once(
     tmp_path: Path, start_fake: Any
 ) -> None:
     trakt, plex = start_fake(FakeTrakt()), start_fake(FakePlex())
-    rows = [r for r in history(63, 5, 30) if r[2] not in ("date only", "twice on the other")]
+    aired = history(63, 5, 30)
+    rows = [r for r in aired if r[2] not in ("date only", "twice on the other")]
     for show in range(5):
         tmdb = 5000 + show
         listed = trakt.add_show(f"Show {show}", 2015, tmdb=tmdb, tvdb=9000 + show, seasons={})
         plex.add_show(
             f"{show}00", f"Show {show}", 2015, [f"tmdb://{tmdb}", f"tvdb://{9000 + show}"]
         )
+        add_trakt_episodes(trakt, show, listed, aired, 100000 + show * 100)
         for number in range(1, 31):
-            trakt.add_episode(listed, 1, number, tvdb=100000 + show * 100 + number)
             plex.add_episode(f"{show}{number:02d}", f"{show}00", 1, number)
-    for show, number, _, trakt_times, other_times in rows:
+    for show, number, _, trakt_times, other_times, _ in rows:
         episode = trakt.shows[show].seasons[1].episodes[number]
-        for at in trakt_times:
-            trakt.add_history(episode, iso(at))
+        add_trakt_plays(trakt, episode, trakt_times)
         for at in other_times:
             plex.watch(f"{show}{number:02d}", at)
     path = write_config(
@@ -175,11 +223,11 @@ links:
     counts = expected(rows)
     review = sync(path, "plex-trakt", "--dry-run")
     assert plan_line(review).endswith(
-        f"plan: plex:add_play {counts['trakt only']}, trakt:add_play {counts['other only']}"
+        f"plan: plex:add_play {copied_from_trakt(counts)}, trakt:add_play {counts['other only']}"
     )
     sync(path, "plex-trakt", "--yes")
     plays = Counter((h.item.show.tmdb - 5000, h.item.number) for h in trakt.history())
-    for show, number, variant, trakt_times, _ in rows:
+    for show, number, variant, trakt_times, *_ in rows:
         views = plex.user_state(f"{show}{number:02d}").get("viewCount")
         assert (plays[show, number], views) == (max(1, len(trakt_times)), 1), variant
     assert "plan: nothing to do" in sync(path, "plex-trakt")

@@ -968,9 +968,14 @@ class FakeTrakt(FakeServer):
         action: str = "watch",
         id: int | None = None,
     ) -> HistoryEntry:
-        """Seed a play (``watched_at`` ISO, default now); does not move last_activities."""
+        """Seed a play (``watched_at`` ISO, default now; ``"released"``: stored as a history
+        add stores it, at the episode's air date + runtime, §9); does not move
+        last_activities."""
         with self.lock:
-            stamp = iso(to_minute(parse_iso(watched_at) if watched_at else self.now()))
+            if watched_at == "released":
+                stamp = self._stamp(watched_at, _released(item))
+            else:
+                stamp = iso(to_minute(parse_iso(watched_at) if watched_at else self.now()))
             entry = HistoryEntry(id or self._history_id(), item, stamp, action)
             self._user(user).history.append(entry)
             return entry
@@ -2225,9 +2230,18 @@ class FakeTrakt(FakeServer):
             if full:  # §14: counts; trakt/trakt-api#424: number_abs on listed episodes
                 count = len(season.episodes)
                 row |= {"episode_count": count, "aired_episodes": count}
-            if with_eps:
+            if with_eps:  # full: listed episodes as full (trakt-api#424, #868)
                 row["episodes"] = [
-                    e.to_json() | ({"number_abs": e.number_abs} if full else {})
+                    e.to_json()
+                    | (
+                        {
+                            "number_abs": e.number_abs,
+                            "first_aired": e.first_aired,
+                            "runtime": e.runtime,
+                        }
+                        if full
+                        else {}
+                    )
                     for e in season.sorted_episodes()
                 ]
             rows.append(row)

@@ -4,6 +4,10 @@ History has no delete feed, so a delta read re-reads a rolling window (the last 
 the previous read if that is older) and the plays of the baseline inside that window that are
 gone count as removed; older plays are kept from the baseline until the daily full read.
 Ratings are re-read whole (one short listing) only when their activity stamp moved.
+
+Plays marked "watched on release date" (dated at their episode's air date + runtime) that a
+viewing on the other side is left waiting for are read undated (`release_marks`, `refine`):
+one request per show asked, its answer cached for a week.
 """
 
 from __future__ import annotations
@@ -24,7 +28,15 @@ from watchbridge.metrics import Metrics
 from watchbridge.model import MediaRef
 from watchbridge.readers import Clock, OnTheirWay, SideRead, some_titles
 from watchbridge.reconcile import EXPECTED, UNDATED, Play, Side, given_once
-from watchbridge.services.trakt import TraktClient
+from watchbridge.release_marks import (
+    Moments,
+    as_marks,
+    found_marks,
+    release_candidates,
+    release_moments,
+    show_of,
+)
+from watchbridge.services.trakt import TraktClient, TraktItemError
 from watchbridge.sides import (
     WatchedEpisode,
     ref_for_key,
@@ -61,6 +73,13 @@ SCROBBLE_LAG = 15 * 60.0
 # named by those ids only through them (`SideRead.aliases`).
 RECENT_EPISODES = "recent_episodes"
 _RECENT_EPISODES_FORMAT = 1  # {"v": 1, "episodes": [[key, at, trakt, tmdb, tvdb], ...]}
+# Mirror collection: history id -> watched_at of the plays taken for marks of "watched on
+# release date" (`release_marks`): read undated at every run after, asking nothing.
+RELEASE_MARKS = "release_marks"
+# Cache: a show's TMDB id -> its episodes' release moments (`release_moments`); an episode's
+# air date and runtime seldom change once it aired.
+RELEASES_CACHE = "trakt-release-moments"
+RELEASES_TTL = 7 * 86400.0
 
 
 def media_types(link: Link) -> tuple[str, ...]:
@@ -400,6 +419,9 @@ class TraktReader:
         self.clock = clock
         self.store = store  # where the delivery target keeps what Trakt holds
         self._activities: dict[str, dict[str, Any]] = {}
+        # A dry run keeps no play as a mark (`refine`); the release moments it asked for
+        # are cached all the same (they only save requests).
+        self.dry_run = False
 
     @property
     def requests_sent(self) -> int:
@@ -503,7 +525,48 @@ class TraktReader:
     async def refine(
         self, profile: str, own: Side, other: Side, waiting: OnTheirWay | None = None
     ) -> Side:
-        return own
+        """`own` with its plays marked "watched on release date" read undated: those taken
+        for marks before, and those `release_marks` finds among the plays a viewing on the
+        other side is left waiting for (their shows' release moments asked for)."""
+        if self.store is None:
+            return own
+        store = self.store
+        kept = await asyncio.to_thread(store.mirror_get, self.service, profile, RELEASE_MARKS)
+        own = as_marks(own, {record: float(at) for record, at in kept.items()})
+        candidates = await asyncio.to_thread(release_candidates, own, other)
+        shows = sorted({named[0] for item in candidates if (named := show_of(item))})
+        if not shows:
+            return own
+        known = await asyncio.to_thread(store.mirror_get, self.service, profile, TMDB_IDS)
+        moments = {show: await self._release_moments(show, known) for show in shows}
+        found = found_marks(candidates, moments)
+        if found and not self.dry_run:
+            await asyncio.to_thread(
+                store.mirror_put, self.service, profile, RELEASE_MARKS, found, self.clock()
+            )
+        return as_marks(own, found)
+
+    async def _release_moments(self, tmdb: str, known: Mapping[str, Any]) -> Moments:
+        """The release moments of the episodes of the show with TMDB id `tmdb` (cached): its
+        season list, the show found by the Trakt id a read remembered (`TMDB_IDS`, else one
+        search). A show Trakt does not know has none."""
+        assert self.store is not None
+        store, now = self.store, self.clock()
+        hit, cached = await asyncio.to_thread(store.cache_get, RELEASES_CACHE, tmdb, now)
+        if hit and isinstance(cached, dict):
+            return {str(k): float(v) for k, v in cached.items()}
+        shows = [k[5:] for k, v in known.items() if k.startswith("show:") and str(v) == tmdb]
+        trakt: int | str | None = next((s for s in shows if s.isdigit()), None)
+        moments: dict[str, float] = {}
+        try:
+            if trakt is None:
+                trakt = await self.client.show_id("tmdb", tmdb)
+            if trakt is not None:
+                moments = release_moments(await self.client.show_seasons(trakt))
+        except TraktItemError:
+            pass  # no such show: nothing of it is a mark
+        await asyncio.to_thread(store.cache_put, RELEASES_CACHE, tmdb, moments, now, RELEASES_TTL)
+        return moments
 
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -35,6 +35,7 @@ from watchbridge.http import (
     changed_answer,
     earlier_try_may_have_landed,
 )
+from watchbridge.ingest.common import iso_time
 from watchbridge.limits import DEFAULT_UPGRADE_URL, AccountLimits, LimitHit, parse_settings
 from watchbridge.logs import Repeating
 from watchbridge.loose import whole
@@ -388,12 +389,22 @@ EPISODE_IDS = ("tvdb", "tmdb", "imdb")  # an episode's ids other services know i
 @dataclass(frozen=True)
 class ListedEpisode:
     """One episode of a show's season list: its number, Trakt's absolute number (often
-    null, reference trakt-api.md §14), its Trakt, TVDB, TMDB and IMDb ids and its title."""
+    null, reference trakt-api.md §14), its Trakt, TVDB, TMDB and IMDb ids and its title; and
+    when it first aired and its runtime in minutes (either may be null, trakt-api#868)."""
 
     number: int
     number_abs: int | None = None
     ids: Ids = field(default_factory=Ids)
     title: str | None = None
+    first_aired: float | None = None
+    runtime: int | None = None
+
+    def released(self) -> float | None:
+        """Where Trakt dates a play added `released` (§9: the air date + runtime); None when
+        either is unknown."""
+        if self.first_aired is None or self.runtime is None:
+            return None
+        return self.first_aired + self.runtime * 60
 
 
 @dataclass(frozen=True)
@@ -682,6 +693,8 @@ def parse_seasons(data: Any) -> list[ListedSeason]:
                 whole(e.get("number_abs")),
                 _episode_ids(e.get("ids")),
                 e["title"] if isinstance(e.get("title"), str) else None,
+                iso_time(e.get("first_aired")),
+                whole(e.get("runtime")),
             )
             for e in row.get("episodes") or []
             if isinstance(e, dict) and (n := whole(e.get("number"))) is not None
@@ -1654,9 +1667,9 @@ class TraktClient:
         return None
 
     async def show_seasons(self, show: int | str) -> list[ListedSeason]:
-        """Every season of a show with its episodes and their absolute numbers:
-        `/shows/{id}/seasons?extended=full,episodes` (no sign-in; `{id}` is the Trakt id, slug
-        or IMDb id). Raises TraktItemError when Trakt does not know the show."""
+        """Every season of a show with its episodes, their absolute numbers, air times and
+        runtimes: `/shows/{id}/seasons?extended=full,episodes` (no sign-in; `{id}` is the
+        Trakt id, slug or IMDb id). Raises TraktItemError when Trakt does not know the show."""
         response = await self.http.request(
             "GET",
             f"/shows/{show}/seasons",

@@ -1,0 +1,72 @@
+"""Trakt plays marked "watched on release date" (air date + runtime): which are taken for
+marks, read undated (`release_marks`). The reads against the fake Trakt are in
+tests/test_readers.py, the first sync through the CLI in tests/test_switching_tools.py."""
+
+from __future__ import annotations
+
+from watchbridge.reconcile import UNDATED, Play, Side
+from watchbridge.release_marks import as_marks, found_marks, release_candidates, release_moments
+from watchbridge.services.trakt import parse_seasons
+
+E1 = "episode:tmdb:1396:s1e1"
+E2 = "episode:tmdb:1396:s1e2"
+MOVIE = "movie:tmdb:603"
+AIRED = 1_200_000_000.0  # 2008-01-10 21:20 UTC
+RELEASED = AIRED + 47 * 60
+YEAR = 365 * 86400.0
+
+
+def test_a_season_list_gives_each_episode_its_release_moment_when_trakt_knows_both_parts() -> None:
+    listed = parse_seasons(
+        [
+            {
+                "number": 1,
+                "episodes": [
+                    {"number": 1, "first_aired": "2008-01-10T21:20:00.000Z", "runtime": 47},
+                    {"number": 2, "first_aired": "2008-01-17T21:20:00.000Z", "runtime": None},
+                    {"number": 3, "first_aired": None, "runtime": 47},
+                ],
+            }
+        ]
+    )
+    assert release_moments(listed) == {"s1e1": RELEASED}
+
+
+def test_only_plays_a_viewing_on_the_other_side_waits_for_are_asked_about() -> None:
+    trakt = Side(
+        (
+            Play(E1, RELEASED, "t1"),  # the viewing on the other side is years later
+            Play(E2, RELEASED + 7 * 86400, "t2"),  # paired by its time
+            Play(MOVIE, RELEASED, "t3"),  # a movie: Trakt documents `released` for episodes
+        )
+    )
+    other = Side(
+        (
+            Play(E1, RELEASED + 5 * YEAR, "q1"),
+            Play(E2, RELEASED + 7 * 86400 + 30, "q2"),
+            Play(MOVIE, RELEASED + 5 * YEAR, "q3"),
+        )
+    )
+    assert release_candidates(trakt, other) == {E1: ([Play(E1, RELEASED, "t1")], 1)}
+    assert release_candidates(trakt, Side()) == {}  # nothing to pair with: copied as today
+
+
+def test_no_more_plays_are_taken_for_marks_than_the_other_side_holds_viewings_waiting() -> None:
+    """An old tool's duplicate of a mark (posted twice): one mark stands for the one viewing,
+    the other stays dated, a second record of it (`reconcile._second_records`)."""
+    trakt = Side((Play(E1, RELEASED, "t1"), Play(E1, RELEASED + 20, "t2"), Play(E1, 5, "t0")))
+    other = Side((Play(E1, RELEASED + 5 * YEAR, "q1"),))
+    candidates = release_candidates(trakt, other)
+    marks = found_marks(candidates, {"1396": {"s1e1": RELEASED}})
+    assert marks == {"t1": RELEASED}
+    assert found_marks(candidates, {"1396": {"s1e1": RELEASED + 60}}) == {}  # another minute
+    assert found_marks(candidates, {}) == {}  # Trakt gave no air date or runtime
+    plays = as_marks(trakt, marks).plays
+    assert [p.at for p in plays] == [UNDATED, RELEASED + 20, 5]
+
+
+def test_a_mark_kept_is_read_undated_only_while_trakt_dates_its_play_the_same_minute() -> None:
+    trakt = Side((Play(E1, RELEASED, "t1"),))
+    assert as_marks(trakt, {"t1": RELEASED + 30}).plays == (Play(E1, UNDATED, "t1"),)
+    assert as_marks(trakt, {"t1": RELEASED + 120}) is trakt
+    assert as_marks(trakt, {}) is trakt
