@@ -76,7 +76,9 @@ def server(
     fake.clock = clock  # its Date header: the clocks agree unless a test sets `ahead`
     start_fake(fake)
     fake.add_series(SERIES[flavour], "Breaking Bad", **BREAKING_BAD_PROVIDER_IDS)
-    fake.add_episode(EPISODE[flavour], SERIES[flavour], 5, 14, Tvdb="4637661", Tmdb="62161")
+    # As the webhook samples name it (their IMDb id too): the same item, listed or posted.
+    ids = {"Tvdb": "4637661", "Tmdb": "62161", "Imdb": "tt2301451"}
+    fake.add_episode(EPISODE[flavour], SERIES[flavour], 5, 14, **ids)
     fake.add_movie(MOVIE, "Arrival", 2016, Imdb="tt2543164", Tmdb="329865")
     fake.add_user(ALEX[flavour], "alex")
     fake.add_user(SAM, "sam")
@@ -997,6 +999,6 @@ def test_an_older_release_s_state_is_kept_as_rows_its_counts_still_tell_a_rewatc
         # Each item listed again is known by its ids too, should it come under a new id.
         with sqlite3.connect(database) as conn:
             known = dict(conn.execute("SELECT item, identity FROM catch_up_counts"))
-        assert known == {MOVIE: "movie:imdb:tt2543164", episode: "episode:tmdb:62161"}
+        assert known == {MOVIE: "movie:imdb:tt2543164", episode: "episode:imdb:tt2301451:s5e14"}
     finally:
         runtime.close()
