@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -25,7 +26,7 @@ from tests.fakes.jellyfin import (
     FakeJellyfin,
 )
 from tests.fakes.receiver import AlertReceiver, FakeClock
-from tests.harness import AppThread, put_back
+from tests.harness import AppThread, put_back, watchbridge
 from tests.ingest_samples import sample_json
 from watchbridge import webhooks
 from watchbridge.app import Runtime
@@ -1002,3 +1003,147 @@ def test_an_older_release_s_state_is_kept_as_rows_its_counts_still_tell_a_rewatc
         assert known == {MOVIE: "movie:imdb:tt2543164", episode: "episode:imdb:tt2301451:s5e14"}
     finally:
         runtime.close()
+
+
+def service_at(
+    tmp_path: Path, server: FakeJellyfin, clock: Clock, profiles: str, *at: float
+) -> list[Runtime]:
+    """The service started on a config with `profiles` (a restart: the catch-up's memory
+    anew), its rounds at each of `at`; the runtime, closed, for its store's path."""
+    runtime = build_runtime(profiles_config(tmp_path, server, profiles), clock=clock)
+    runtime.open()
+    try:
+        task = CatchUp()
+        for when in at:
+            clock.now = when
+            read(runtime, task, server)
+    finally:
+        runtime.close()
+    return [runtime]
+
+
+def me_listing(server: FakeJellyfin, *accounts: str) -> str:
+    """Profile `me`'s YAML line, listing `accounts` of the server."""
+    users = f"{{{server.flavour}: [{', '.join(accounts)}]}}"
+    return f"  me: {{users: {users}, accounts: {{trakt: {{}}}}}}"
+
+
+def left_noted(runtime: Runtime) -> dict[tuple[str, str], float]:
+    """(profile, user id) -> since when no round read it, as the database keeps it."""
+    with sqlite3.connect(runtime.config.storage.path) as conn:
+        rows = conn.execute(
+            "SELECT profile, name, value FROM cursors WHERE name LIKE 'catch_up_left:%'"
+        )
+        return {
+            (str(profile), str(name).partition(":")[2]): float(json.loads(value)["since"])
+            for profile, name, value in rows
+        }
+
+
+def test_an_account_taken_out_for_more_than_a_day_and_put_back_copies_none_of_the_gap(
+    tmp_path: Path, server: FakeJellyfin, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A guest's account taken out of the profile on purpose: its plays of the weeks it was out
+    # were not meant for the profile's Trakt, and must not land there at once when put back.
+    caplog.set_level(logging.INFO, logger="watchbridge.catchup")
+    both, alone = me_listing(server, "alex", "sam"), me_listing(server, "alex")
+    service_at(tmp_path, server, clock, both, T0)  # the baselines of alex and sam
+    server.play(SAM, MOVIE, T0 + 3600)
+    (runtime,) = service_at(tmp_path, server, clock, alone, T0 + 2 * 3600, T0 + 3 * 3600)
+    assert left_noted(runtime) == {("me", SAM): T0 + 2 * 3600}
+    flavour = server.flavour
+    assert (
+        f"the catch-up of {flavour} account sam for profile me starts over at 2026-05-29 "
+        f"22:26 UTC: the profile has not listed it since 2026-05-28 22:26 UTC "
+        f"(profiles.me.users.{flavour}); listed there again before then, the plays it missed "
+        "meanwhile are caught up, after that none of them are copied"
+    ) in caplog.text
+    with Store.open(Path(runtime.config.storage.path)) as store:  # as `watchbridge status`
+        (line,) = status_lines(runtime.config, store, T0 + 3 * 3600)
+    assert line.kind == "starts_over" and not line.needs_you and line.profile == "me"
+    assert line.message.startswith(f"the catch-up of {flavour} account sam for profile me")
+    service_at(tmp_path, server, clock, alone, T0 + DAY + 3 * 3600)  # still out: forgotten
+    assert (
+        f"the catch-up of {flavour} account sam for profile me starts over: the profile has not"
+        f" listed it since 2026-05-28 22:26 UTC (profiles.me.users.{flavour}); listed there "
+        "again, its first read copies none of the plays it missed meanwhile"
+    ) in caplog.text
+    server.play(SAM, EPISODE[flavour], T0 + 20 * DAY)
+    back = T0 + 21 * DAY
+    service_at(tmp_path, server, clock, both, back)  # put back: a first read, copying none
+    later = back + 600
+    server.play(SAM, MOVIE, later)  # watched once put back: no webhook came
+    (runtime,) = service_at(tmp_path, server, clock, both, back + 3 * 3600, back + 13500)
+    assert plays(runtime) == [("trakt", later, MOVIE)]
+    assert left_noted(runtime) == {}
+
+
+def test_an_account_taken_out_and_put_back_within_a_day_loses_no_play_made_meanwhile(
+    tmp_path: Path, server: FakeJellyfin, clock: Clock
+) -> None:
+    # A typo in the config fixed at the next restart: a play made meanwhile whose webhook did
+    # not come is caught up, as after watchbridge was off.
+    both, alone = me_listing(server, "alex", "sam"), me_listing(server, "alex")
+    service_at(tmp_path, server, clock, both, T0)
+    service_at(tmp_path, server, clock, alone, T0 + 3600)
+    watched = T0 + 5400
+    server.play(SAM, MOVIE, watched)
+    fixed = T0 + 20 * 3600
+    (runtime,) = service_at(tmp_path, server, clock, both, fixed, fixed + 900)
+    assert plays(runtime) == [("trakt", watched, MOVIE)]
+    assert left_noted(runtime) == {}  # read again: kept as any other
+
+
+def test_a_profile_taken_out_of_the_config_for_more_than_a_day_starts_over_when_put_back(
+    tmp_path: Path, server: FakeJellyfin, clock: Clock
+) -> None:
+    # The whole profile commented out: no profile lists an account of the server, so the
+    # running service reads none; its state is forgotten all the same, by the service's rounds.
+    flavour, alex = server.flavour, ALEX[server.flavour]
+    listed = me_listing(server, "alex")
+    (runtime,) = service_at(tmp_path, server, clock, listed, T0)
+    assert "catch_up" in cursors(runtime)  # alex's baseline
+    out = profiles_config(tmp_path, server, "  tv: {accounts: {trakt: {}}}")
+
+    def serve_until(at: float, done: Callable[[], bool]) -> None:
+        with AppThread(build_app(build_runtime(out, clock=FakeClock(at)))):
+            deadline = time.monotonic() + 10
+            while not done():
+                assert time.monotonic() < deadline, "the catch-up's round did not come"
+                time.sleep(0.05)
+
+    serve_until(T0 + 3600, lambda: left_noted(runtime) == {("me", alex): T0 + 3600})
+    server.play(alex, MOVIE, T0 + 2 * 3600)
+    serve_until(T0 + DAY + 7200, lambda: not set(cursors(runtime)) & {"catch_up", "catch_up_left"})
+    back = T0 + 14 * DAY
+    service_at(tmp_path, server, clock, listed, back)  # put back: a first read, copying none
+    later = back + 600
+    server.play(alex, EPISODE[flavour], later)
+    (runtime,) = service_at(tmp_path, server, clock, listed, back + 3 * 3600, back + 13500)
+    assert plays(runtime) == [("trakt", later, EPISODE[flavour])]
+
+
+def test_a_profile_renamed_with_rename_profile_keeps_its_catch_up_and_loses_no_play(
+    tmp_path: Path, server: FakeJellyfin, clock: Clock
+) -> None:
+    alex = ALEX[server.flavour]
+    service_at(tmp_path, server, clock, me_listing(server, "alex"), T0)
+    renamed = me_listing(server, "alex").replace("  me:", "  you:")
+    path = tmp_path / "watchbridge.yaml"
+    path.write_text(
+        f"server: {{webhook_secret: {SECRET}}}\n"
+        f"storage: {{path: {tmp_path / 'wb.db'}}}\n"
+        "services:\n"
+        '  trakt: {client_id: abc, api_url: "http://127.0.0.1:9", auth_url: "http://127.0.0.1:9"}\n'
+        f'  {server.flavour}: {{url: "{server.url}", api_key: {API_KEY}}}\n'
+        f"profiles:\n{renamed}\n",
+        encoding="utf-8",
+    )
+    said = watchbridge("rename-profile", "--config", str(path), "me", "you")
+    assert said.returncode == 0, said.stderr
+    watched = T0 + 3600  # while the service was stopped for the rename: no webhook
+    server.play(alex, MOVIE, watched)
+    start = T0 + 2 * DAY  # later than a day: the state moved is read, not left
+    (runtime,) = service_at(tmp_path, server, clock, renamed, start, start + 900)
+    assert plays_by_profile(runtime) == [("you", MOVIE)]
+    assert left_noted(runtime) == {}

@@ -38,6 +38,10 @@ The decisions are pure (`candidates`, `heard_of`, `decide`); `CatchUp` reads and
   refused for weeks while webhooks came) cannot be checked, so it is not copied (a webhook's
   play a second time) but named in the log and the status (`Decision.unchecked`). While
   watchbridge was off no webhook was taken, none pruned: those plays are all copied.
+An account's state no round reads (`unread`: its profile no longer lists it, or the profile
+is out of the config) is kept KEPT_UNREAD from the first round that found it so (a typo fixed
+at the next restart loses nothing: the plays meanwhile are caught up), then forgotten: taken
+out on purpose and put back later, its next read is a first one, copying none of the gap.
 Where the server's webhooks came before, a play they missed raises `webhooks_stopped` for that
 server (webhookwatch.py), resolved by its next webhook. Why a read failed, and the accounts
 listed that the server has not, are kept for the status (catchupstatus.py, `CatchUp.told`).
@@ -52,14 +56,24 @@ import functools
 import json
 import logging
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from watchbridge import queuewords as words
 from watchbridge import webhookwatch
 from watchbridge.account_ids import KEPT, Key, Learnt, NameKey
-from watchbridge.catchupstatus import Failed, Told, unfound_of
+from watchbridge.catchupstatus import (
+    KEPT_UNREAD,
+    LEFT,
+    SERVERS,
+    Failed,
+    Left,
+    Told,
+    left_of,
+    unfound_of,
+)
 from watchbridge.config import Config, same_account
 from watchbridge.errors import StoreError
 from watchbridge.http import CLOCK_WARNING, ServiceError, Unavailable
@@ -535,6 +549,56 @@ def followed(readings: Iterable[Reading]) -> list[str]:
     return found
 
 
+@dataclass(frozen=True)
+class Unread:
+    """What a round does of the states kept of accounts it did not read (`unread`): each
+    found unread for the first time noted (`noted`, with its `Left`), each read again
+    un-noted (`again`), each unread for KEPT_UNREAD forgotten (`forget`); and how many are
+    kept, unread, meanwhile (`kept`). (profile, user id) each."""
+
+    noted: dict[tuple[str, str], Left] = field(default_factory=dict)
+    again: dict[tuple[str, str], Left] = field(default_factory=dict)
+    forget: dict[tuple[str, str], Left] = field(default_factory=dict)
+    kept: int = 0
+
+
+def unread(
+    states: Iterable[tuple[str, str]],
+    left: Mapping[tuple[str, str], Left],
+    read: Collection[tuple[str, str]],
+    taken_out: Callable[[str, str], bool],
+    names: Mapping[str, str],
+    now: float,
+) -> Unread:
+    """For the accounts whose catch-up state is kept (`states`: profile, user id; `left`:
+    those found unread before, since when), those a round did not read (`read`) because
+    their profile no longer lists them (`taken_out`): noted the first time, forgotten once
+    unread for KEPT_UNREAD, so that put back later, the account starts over with a first read
+    (copying none of the plays of the gap, which the user took it out not to have synced),
+    while a typo fixed before then loses nothing. `names`: user id -> name, the server's. One
+    read again is no longer noted; one neither read nor taken out (the server has no such
+    account now while its profile lists entries: deleted, or missing for a while) is left as
+    it is. Pure."""
+    found = Unread()
+    kept = 0
+    for key in dict.fromkeys([*states, *left]):
+        was = left.get(key)
+        if key in read:
+            if was is not None:
+                found.again[key] = was
+            continue
+        if not taken_out(*key):
+            continue
+        if was is None:
+            found.noted[key] = Left(now, names.get(key[1], ""))
+            kept += 1
+        elif now - was.since >= KEPT_UNREAD:
+            found.forget[key] = was
+        else:
+            kept += 1
+    return dataclasses.replace(found, kept=kept)
+
+
 def unfound(
     listed_by: Mapping[str, Sequence[str]],
     users: Sequence[tuple[str, str]],
@@ -642,12 +706,17 @@ class CatchUp:
 
     async def run(self, runtime: Any, stop: asyncio.Event) -> None:
         clients = _clients(runtime)
-        if not clients:
-            return
         try:
             while not stop.is_set():
-                for server, client in clients.items():
-                    await self.read(runtime, server, client)
+                kept = 0
+                for server in SERVERS:
+                    if server in clients:
+                        await self.read(runtime, server, clients[server])
+                    elif getattr(runtime.config.services, server) is not None:
+                        # Not read, its accounts' states kept, no profile listing them, go.
+                        kept += await self.unread_alone(runtime, server)
+                if not clients and not kept:
+                    return
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=self.every)
         finally:
@@ -703,6 +772,7 @@ class CatchUp:
                         f"{name}; its accounts are asked for again at the next round",
                         extra={"profile": profile, "error": exc.message},
                     )
+            await self.unread(runtime, server, readings)
         except MediaServerAuthError as exc:
             await _key_refused(runtime, server, exc.message)
             await self._failed(runtime, server, client, "refused", exc.message)
@@ -740,6 +810,73 @@ class CatchUp:
         """Keep for the status why the read of `server` failed (`kind`, `cause`)."""
         known = client.vouch.known or ""
         await self.told.failed(runtime.store, server, kind, cause, known, runtime.clock())
+
+    async def unread_alone(self, runtime: Any, server: Server) -> int:
+        """`unread` for a server the catch-up does not read (no profile lists its accounts,
+        or its catch-up is off): the states of profiles listing none of its accounts. How
+        many are kept, unread, meanwhile; the disk's trouble is told by its own alert."""
+        try:
+            return await self.unread(runtime, server, None)
+        except (sqlite3.Error, StoreError) as exc:
+            runtime.storage_trouble(exc)
+            log.warning(
+                "the catch-up could not check the accounts no profile lists any more; trying "
+                "again at the next round",
+                extra={"error": str(exc)[:200]},
+            )
+            return 1
+
+    async def unread(self, runtime: Any, server: Server, readings: Sequence[Reading] | None) -> int:
+        """The states kept of `server`'s accounts this round did not read (`readings`; None:
+        none read), noted, noted no more or forgotten as `unread` decides, each told in the
+        log; how many are kept unread meanwhile. An account is taken out where its profile
+        lists no account of the server any more, or, the server read, where the server has it
+        but no profile's entry takes it for that profile."""
+        store, now = runtime.store, runtime.clock()
+        prefix = f"{CURSOR}:"
+        kept = await asyncio.to_thread(store.cursors_named, server, prefix)
+        states = [(profile, name.removeprefix(prefix)) for profile, name, _ in kept]
+        left = await asyncio.to_thread(left_of, store, server)
+        if not states and not left:
+            return 0
+        listed_by = accounts_listed(runtime.config, server)
+        users = self.users.get(server, []) if readings is not None else []
+        on_server = {user_id for user_id, _ in users}
+
+        def taken_out(profile: str, user_id: str) -> bool:
+            return profile not in listed_by or user_id in on_server
+
+        read = {(one.profile, one.user_id) for one in readings or ()}
+        names = dict(users) or {
+            key.account_id: learnt.name
+            for key, learnt in runtime.account_ids.known.items()
+            if key.source == server
+        }
+        found = unread(states, left, read, taken_out, names, now)
+        for (profile, user_id), was in found.noted.items():
+            value = was.to_json()
+            await asyncio.to_thread(
+                store.set_cursor, server, profile, f"{LEFT}:{user_id}", value, now
+            )
+            since, until = webhookwatch.utc_date(was.since), webhookwatch.utc_date(was.until())
+            line = words.catch_up_starts_over_at(
+                profile, server, was.account(user_id), since, until
+            )
+            log.warning(line, extra={"profile": profile})
+        for (profile, user_id), was in found.again.items():
+            await asyncio.to_thread(store.forget_cursor, server, profile, f"{LEFT}:{user_id}")
+            log.info(
+                f"{server} account {was.account(user_id)} is read for profile {profile} again:"
+                " the plays it missed meanwhile are caught up",
+                extra={"profile": profile},
+            )
+        for (profile, user_id), was in found.forget.items():
+            await asyncio.to_thread(store.forget_catch_up, server, profile, user_id)
+            line = words.catch_up_starts_over(
+                profile, server, was.account(user_id), webhookwatch.utc_date(was.since)
+            )
+            log.warning(line, extra={"profile": profile})
+        return found.kept
 
     def _server_id(self, server: Server, client: MediaServerClient) -> str:
         return client.vouch.known or self.server_ids.get(server, "")

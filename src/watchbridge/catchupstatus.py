@@ -3,7 +3,9 @@ status page, `/api/status` and `watchbridge status` (a process of its own, which
 database). The plays it caught up in the last week are its events (`store.CAUGHT_UP`); why its
 last read failed, and the accounts a profile lists that the server does not have, it keeps in
 cursors of no profile's (`Told`), written only when they change (a read like the last writes
-nothing) and cleared by a read that works. The words are queuewords.py's.
+nothing) and cleared by a read that works; since when an account no profile lists any more
+is unread (`Left`), under its profile, until it is read again or forgotten. The words are
+queuewords.py's.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from watchbridge.downtime import catches_up
 from watchbridge.errors import StoreError
 from watchbridge.redaction import clipped
 from watchbridge.services.jellyfin import NAMES, Server
-from watchbridge.store import Store
+from watchbridge.store import CATCH_UP_CURSORS, Store
 from watchbridge.zone import local_time
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,19 @@ UNFOUND = "catch_up_unfound"
 # their time pruned (`Unchecked`): said for a WEEK.
 UNCHECKED = "catch_up_unchecked"
 WEEK = 7 * 86400.0
+# (server, profile, LEFT + ":<user id>"): since when no round reads an account whose catch-up
+# state the database keeps (`Left`): the profile no longer lists it (taken out of `users`, the
+# profile taken out of the config or left without a target). Under the account's profile, so
+# that `watchbridge rename-profile` moves it with the state.
+LEFT = f"{CATCH_UP_CURSORS}_left"
+# How long such a state is kept, from the first round that found it unread: a config typo
+# fixed within a restart or two, or the next day, loses nothing (the plays it missed
+# meanwhile are caught up, as after watchbridge was off); an account taken out on purpose
+# (a guest's, a child's moved to another profile) and put back later starts over with a
+# first read, copying none of its plays of the gap. A day: long enough to notice an
+# account's plays missing on Trakt the same evening, short enough that a removal undone
+# the next week never floods a profile's history.
+KEPT_UNREAD = 86400.0
 SERVERS: tuple[Server, ...] = ("jellyfin", "emby")
 Failed = Literal["refused", "unreachable", "failed"]
 # A failure's own words (an error message, already without the key) are cut to this, at a
@@ -165,6 +180,45 @@ class Unchecked:
             return None
 
 
+@dataclass(frozen=True)
+class Left:
+    """Since when no round has read an account whose catch-up state is kept, and its name
+    then ('' not known)."""
+
+    since: float
+    name: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps({"since": self.since, "name": self.name}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, value: str | None) -> Left | None:
+        if not value:
+            return None
+        try:
+            found = json.loads(value)
+            return cls(float(found["since"]), str(found["name"]))
+        except (ValueError, TypeError, KeyError):  # not one this release wrote
+            return None
+
+    def account(self, user_id: str) -> str:
+        """The account as the log and the status name it: its name, else its id."""
+        return self.name or f"id {user_id}"
+
+    def until(self) -> float:
+        """When the state is forgotten, should the account stay unread."""
+        return self.since + KEPT_UNREAD
+
+
+def left_of(store: Store, server: str) -> dict[tuple[str, str], Left]:
+    """(profile, user id) -> `Left` of each account of `server` no round reads."""
+    found = {}
+    for profile, name, value in store.cursors_named(server, f"{LEFT}:"):
+        if (left := Left.from_json(value)) is not None:
+            found[profile, name.removeprefix(f"{LEFT}:")] = left
+    return found
+
+
 # The plays an `Unchecked` names, at most (the log names them all, by read).
 ITEMS_KEPT = 1000
 
@@ -269,8 +323,9 @@ class Told:
 class CatchUpLine:
     """One thing the status tells of the catch-up: `kind` is `caught_up` (plays copied in the
     last week), `refused`, `unreachable` or `failed` (its last read), `unchecked` (plays not
-    copied in the last week, to check by hand), or `unfound` (an account `profile` lists that
-    the server has not); all but `caught_up` need the user."""
+    copied in the last week, to check by hand), `unfound` (an account `profile` lists that
+    the server has not), or `starts_over` (an account `profile` no longer lists, its state
+    kept a while); all but `caught_up` and `starts_over` need the user."""
 
     server: str
     server_id: str
@@ -280,7 +335,7 @@ class CatchUpLine:
 
     @property
     def needs_you(self) -> bool:
-        return self.kind != "caught_up"
+        return self.kind not in ("caught_up", "starts_over")
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -296,7 +351,8 @@ class CatchUpLine:
 def status_lines(config: Config, store: Store, now: float) -> list[CatchUpLine]:
     """What the status says of the catch-up, by server: why its last read failed and the
     accounts listed it has not (while the catch-up reads it: for an entry the config still
-    lists), then the plays it caught up in the last week (where there were any)."""
+    lists), then each account's state kept while no profile lists it, and the plays it
+    caught up in the last week (where there were any)."""
     found: list[CatchUpLine] = []
     for server in SERVERS:
         if not catches_up(config, server):
@@ -322,6 +378,16 @@ def status_lines(config: Config, store: Store, now: float) -> list[CatchUpLine]:
             settings = config.profiles.get(profile)
             if settings is not None and entry in getattr(settings.users, server, ()):
                 found.append(CatchUpLine(server, unfound.server_id, "unfound", line, profile))
+    for server in SERVERS:  # read by the catch-up or not: the state is the database's
+        for (profile, user_id), left in sorted(left_of(store, server).items()):
+            line = words.catch_up_starts_over_at(
+                profile,
+                server,
+                left.account(user_id),
+                local_time(left.since),
+                local_time(left.until()),
+            )
+            found.append(CatchUpLine(server, "", "starts_over", line, profile))
     for kind, server_id, plays, last in store.caught_up_since(now - WEEK):
         line = words.caught_up(server_name(kind), server_id, plays, local_time(last))
         found.append(CatchUpLine(kind, server_id, "caught_up", line))

@@ -150,6 +150,26 @@ def catch_up_failed(server: str, name: str, server_id: str, since: str, cause: s
     )
 
 
+def catch_up_starts_over_at(profile: str, server: str, account: str, since: str, until: str) -> str:
+    """An account's catch-up state no round reads (`profile` no longer lists it since
+    `since`), kept until `until`, then forgotten: what it means either way."""
+    return (
+        f"the catch-up of {server} account {account} for profile {profile} starts over at "
+        f"{until}: the profile has not listed it since {since} (profiles.{profile}.users."
+        f"{server}); listed there again before then, the plays it missed meanwhile are caught "
+        "up, after that none of them are copied"
+    )
+
+
+def catch_up_starts_over(profile: str, server: str, account: str, since: str) -> str:
+    """An account's catch-up state forgotten, unread since `since`: its next read is a first."""
+    return (
+        f"the catch-up of {server} account {account} for profile {profile} starts over: the "
+        f"profile has not listed it since {since} (profiles.{profile}.users.{server}); listed "
+        "there again, its first read copies none of the plays it missed meanwhile"
+    )
+
+
 def account_not_on_server(profile: str, server: str, entry: str, accounts: Sequence[str]) -> str:
     """An account a profile lists that the server read has not (misspelt, or removed)."""
     others = ", ".join(accounts) or "none"

@@ -4488,6 +4488,20 @@ class Store:
                 ],
             )
 
+    def forget_catch_up(self, service: str, profile: str, account: str) -> None:
+        """Forget all the catch-up keeps of `account` for `profile` (catchup.py `State`, and
+        since when no round read it), in one transaction: its next read is a first one."""
+        names = [f"{CATCH_UP_CURSORS}{kind}:{account}" for kind in ("", "_at", "_left")]
+        with self.transaction() as conn:
+            conn.execute(
+                "DELETE FROM cursors WHERE service = ? AND profile = ? AND name IN (?, ?, ?)",
+                (service, profile, *names),
+            )
+            conn.execute(
+                "DELETE FROM catch_up_counts WHERE service = ? AND profile = ? AND account = ?",
+                (service, profile, account),
+            )
+
     def cursors_named(self, service: str, prefix: str) -> list[tuple[str, str, str]]:
         """(profile, name, value) of `service`'s cursors whose name starts with `prefix`."""
         rows = self._query(
