@@ -303,3 +303,59 @@ def test_plain_non_anime_in_plex_is_not_counted_as_anime_anilist_cannot_map(
         "  1 play(s) or rating(s) not written to anilist: anime it cannot map "
         "(see `watchbridge anime unmatched`)"
     ], said
+
+
+def anime_lines(path: Path) -> list[str]:
+    """What `watchbridge status` says under `anime:`."""
+    said = run(path, "status").splitlines()
+    return [line.removeprefix("anime:").strip() for line in said if line.startswith("anime:")]
+
+
+def test_an_anime_show_rated_as_a_whole_in_plex_is_told_once_until_its_season_is_rated(
+    tmp_path: Path, start_fake: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AniList scores each season's entry, so a rating of a whole show is never written there
+    (a show maps to several entries: a guess would overwrite one's score). The run counted it
+    as "anime it cannot map" and nothing said what to do. It is counted apart, and `status`
+    (and the status page, calmly: nothing is broken) names the show with what to rate
+    instead, until the season is rated."""
+    unpaced(monkeypatch, "anilist")
+    plex, anilist, datasets = fakes(start_fake)
+    anilist.add_media(RE_ZERO, episodes=25)
+    plex.add_show("20", "Re:ZERO", 2016, ["tmdb://65942"])
+    plex.add_episode("101", "20", 1, 1)
+    plex.watch("101", time.time() - DAY)
+    plex.rate("20", 9.0, time.time() - 3600)  # the whole show
+    plex.add_show("30", "Breaking Bad", 2008, [f"tmdb://{BREAKING_BAD}"])
+    plex.rate("30", 9.0, time.time() - 3600)  # no anime: none of AniList's business
+    path = link_config(tmp_path, plex, anilist, datasets)
+
+    said = run(path, "sync", "--link", "plex-anilist", "--dry-run")
+
+    lines = [line for line in said.splitlines() if "not written to anilist" in line]
+    assert lines == [
+        "  1 show rating(s) not written to anilist: it rates each season's entry, not a whole"
+        " show (see `watchbridge status`)"
+    ], said
+    run(path, "sync", "--link", "plex-anilist")
+    told = anime_lines(path)
+    assert len(told) == 1, told
+    assert told[0].startswith("alex: 'Re:ZERO' is rated as a whole show in Plex (9/10)"), told
+    assert "AniList rates each season's entry" in told[0]
+    assert "rate the season in Plex, or the entry on AniList" in told[0]
+    assert anilist.snapshot()[RE_ZERO]["score"] == 0
+    with AppThread(create_app(runtime_for(path), extra_routes=statuspage.ROUTES)) as app:
+        status = httpx.get(f"{app.url}/api/status").json()
+        page = httpx.get(app.url).text
+    assert status["anime"] == told
+    assert f"<p>{html.escape(told[0])}</p>" in page  # calm: not a problem to look at
+    assert "anime for AniList" not in page
+
+    run(path, "sync", "--link", "plex-anilist")  # read again: not told twice
+    assert len(anime_lines(path)) == 1
+
+    plex.rate("20001", 8.0, time.time())  # season 1, as the line says
+    run(path, "sync", "--link", "plex-anilist", "--full")  # a rating is no history: a full read
+
+    assert anilist.snapshot()[RE_ZERO]["score"] == 80
+    assert anime_lines(path) == []

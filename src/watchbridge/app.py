@@ -46,7 +46,7 @@ from litestar.types import (
 )
 from litestar.utils.path import normalize_path
 
-from watchbridge import __version__, clocksteps
+from watchbridge import __version__, clocksteps, show_ratings
 from watchbridge import queuewords as words
 from watchbridge.account_ids import AccountIds, Key, Learnt
 from watchbridge.accounts import plex_server_of
@@ -813,10 +813,11 @@ def anime_not_sent(config: Config, store: Store) -> list[AnimeNotSent]:
     return found
 
 
-def anime_lines(config: Config, store: Store) -> list[str]:
+def anime_lines(config: Config, store: Store, now: float) -> list[str]:
     """What needs the user about anime, one line each, as `watchbridge status` and the status
     page say them: each mapping dataset whose last refresh failed, each show the media server
-    numbers its own way, the likely anime kept off AniList per profile."""
+    numbers its own way, the likely anime kept off AniList per profile, and each anime show
+    rated as a whole, which AniList cannot take (`show_ratings`)."""
     if config.services.anilist is None:
         return []
     from watchbridge.anime_data import from_config, numbered_apart_message, numbered_apart_titles
@@ -824,17 +825,21 @@ def anime_lines(config: Config, store: Store) -> list[str]:
     lines = [s.error for s in from_config(config, store=store).status() if s.error]
     profiles = list(config.profiles) or ["default"]
     lines += [numbered_apart_message(group) for group in numbered_apart_titles(store, profiles)]
-    return lines + [kept.message for kept in anime_not_sent(config, store)]
+    lines += [kept.message for kept in anime_not_sent(config, store)]
+    return lines + [rated.message for rated in show_ratings.told_now(store, profiles, now)]
 
 
 def anime_calm(config: Config, store: Store, now: float) -> frozenset[str]:
     """The lines of `anime_lines` that need nobody yet: a mapping dataset whose refresh failed
-    while its cached copy serves, before the hourly check would alert of it."""
+    while its cached copy serves, before the hourly check would alert of it; a show rated as
+    a whole (nothing is broken: the user rates the season when they like)."""
     if config.services.anilist is None:
         return frozenset()
     from watchbridge.anime_data import from_config
 
-    return frozenset(from_config(config, store=store).serving_meanwhile(now))
+    profiles = list(config.profiles) or ["default"]
+    rated = [rated.message for rated in show_ratings.told_now(store, profiles, now)]
+    return frozenset([*from_config(config, store=store).serving_meanwhile(now), *rated])
 
 
 def leftovers(config: Config, store: Store) -> list[Leftover]:

@@ -531,7 +531,7 @@ def status(config_path: str | None) -> None:
         sign_ins = current_sign_ins(config, store, time.time())
         kept = leftovers(config, store)
         storage = storage_warnings(config, store, read_mountinfo())
-        anime = anime_lines(config, store)
+        anime = anime_lines(config, store, time.time())
         last_webhooks = store.last_webhooks()
         catch_up = status_lines(config, store, time.time())
         unlisted = store.unlisted_accounts()
@@ -605,7 +605,7 @@ def status(config_path: str | None) -> None:
         _say(f"  {whose}: {'' if said else f'{told}: '}{one.message}")
     for leftover in kept:  # a renamed profile or link: its state waits under the old name
         _say(f"kept:          {leftover.message}")
-    for line in anime:  # datasets failing, shows numbered apart, likely anime kept off AniList
+    for line in anime:  # datasets failing, shows numbered apart, anime kept off, shows rated
         _say(f"anime:         {line}")
     _show_links(config, state, account_names)
 

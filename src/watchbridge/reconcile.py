@@ -104,6 +104,13 @@ class Side:
     # anime; an episode counted by its last part): left out as the others, but not counted
     # as items it lacks (the run's summary says nothing of them).
     left_alone: frozenset[str] = frozenset()
+    # Ratings of whole shows outside `catalog` that this side cannot take however they map
+    # (AniList scores each season's entry): left out as the others, counted on their own
+    # (`Plan.shows_rated_apart`), as the user is told of them apart (`show_ratings`).
+    shows_rated_apart: frozenset[str] = frozenset()
+    # Titles of the rated whole shows, where this side's read names them (Plex's): for what
+    # the user is told of a show's rating the other side cannot take (`show_ratings`).
+    show_titles: Mapping[str, str] = field(default_factory=dict)
     # Records of plays keyed by the other side's episode numbers rather than the library's
     # own (Plex shows in a TheTVDB ordering): held before under another item, such a play is
     # gone from that one.
@@ -190,6 +197,9 @@ class Plan:
     # Sides the plays and ratings of an account not checked yet would be copied to (`plan`'s
     # `unchecked`): those writes wait with the removals.
     copies_wait_on: frozenset[str] = frozenset()
+    # per target: ratings of whole shows left out that it can take by season only
+    # (`Side.shows_rated_apart`), not among `out_of_catalog`
+    shows_rated_apart: Mapping[str, int] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
         counted: dict[str, int] = defaultdict(int)
@@ -512,7 +522,7 @@ def plan(
         )
     if "ratings" in link.kinds:
         actions += _plan_ratings(link, current, baseline, allowed, copying)
-    actions, left_out, void = _within_catalogs(actions, current, renumbered)
+    actions, left_out, void, shows_apart = _within_catalogs(actions, current, renumbered)
     new_tombstones -= {(a.target, a.record) for a in void}  # nothing removed: nothing to keep
     wait_on = frozenset(_other(link, side) for side in unchecked) if hold else frozenset()
     held = _mass_removal(link, current, actions, holding, hold, wait_on)
@@ -527,6 +537,7 @@ def plan(
         tuple(same_viewing),
         kept + tuple(same_viewing),
         wait_on,
+        shows_apart,
     )
 
 
@@ -704,9 +715,10 @@ def without_copies_back(plan: Plan, removing: Collection[tuple[str, str, float |
 
 def _within_catalogs(
     actions: list[Action], current: Mapping[str, Side], renumbered: set[tuple[str, str]]
-) -> tuple[list[Action], dict[str, int], list[Action]]:
+) -> tuple[list[Action], dict[str, int], list[Action], dict[str, int]]:
     """Adds and ratings for items their target cannot hold are left out (and counted, but
-    for those none of its business, `Side.left_alone`):
+    for those none of its business, `Side.left_alone`, and apart for whole shows' ratings it
+    takes by season only, `Side.shows_rated_apart`):
     planning them every run would only ever end in "not in any library"; so are episode
     ratings for a side that rates no episode (not counted: no item is missing there). A play
     or rating "removed" from a side that cannot hold its item (an add it skipped, then read as
@@ -714,9 +726,11 @@ def _within_catalogs(
     is still there, keyed as another episode (`renumbered`: the removals it makes, by target
     and record).
 
-    Returns the actions kept, the adds left out per target, and the removals dropped."""
+    Returns the actions kept, the adds left out per target, the removals dropped, and the
+    show ratings left out per target."""
     kept: list[Action] = []
     left_out: defaultdict[str, int] = defaultdict(int)
+    shows_apart: defaultdict[str, int] = defaultdict(int)
     void: list[Action] = []
     for action in actions:
         target = current[action.target]
@@ -725,7 +739,9 @@ def _within_catalogs(
         if action.kind == "set_rating" and not target.rates_episodes and _episode(action.item):
             continue  # nothing it could hold: not counted as an item it lacks
         if adding and catalog is not None and action.item not in catalog:
-            if action.item not in target.left_alone:
+            if action.item in target.shows_rated_apart:
+                shows_apart[action.target] += 1
+            elif action.item not in target.left_alone:
                 left_out[action.target] += 1
         elif (
             action.kind in ("remove_play", "remove_rating")
@@ -735,7 +751,7 @@ def _within_catalogs(
             void.append(action)
         else:
             kept.append(action)
-    return kept, dict(left_out), void
+    return kept, dict(left_out), void, dict(shows_apart)
 
 
 def _episode(item: str) -> bool:

@@ -52,6 +52,11 @@ def plan_lines(
             lines.append(
                 f"  {count} play(s) or rating(s) not written to {side}: {_CANNOT_HOLD[side]}"
             )
+        for side, count in sorted(result.plan.shows_rated_apart.items()):
+            lines.append(
+                f"  {count} show rating(s) not written to {side}: it rates each season's entry,"
+                " not a whole show (see `watchbridge status`)"
+            )
         if held:
             lines.append(f"  confirmed: {as_confirmed(held)}" if confirmed else f"  held: {held}")
         for action in result.plan.actions[:limit]:

@@ -141,7 +141,7 @@ async def page_state(runtime: Runtime, now: float) -> PageState:
     sign_ins = await asyncio.to_thread(current_sign_ins, config, runtime.store, now)
     kept = await asyncio.to_thread(leftovers, config, runtime.store)
     decided = await asyncio.to_thread(runtime.store.last_decided_runs)
-    anime = await asyncio.to_thread(anime_lines, config, runtime.store)
+    anime = await asyncio.to_thread(anime_lines, config, runtime.store, now)
     calm = await asyncio.to_thread(anime_calm, config, runtime.store, now) if anime else frozenset()
     catch_up = await asyncio.to_thread(status_lines, config, runtime.store, now)
     unlisted = await asyncio.to_thread(runtime.store.unlisted_accounts)

@@ -45,7 +45,9 @@ several entries is scored on its first scored entry on the list (else its first 
 list), as the link reader reads it. A score needs an entry: a rating of a title not on the
 list waits for it (a play adds it, or the user: no entry is made up for a rating alone, as
 how much was watched is unknown), saying so in the row's reason; a batch's ratings go after
-its plays. Removals lower progress only when the removed episode is
+its plays. A whole show's rating names no entry and is never written: an anime show's is
+recorded for the user to be told what to rate instead, until a season of it is rated
+(`watchbridge.show_ratings`). Removals lower progress only when the removed episode is
 the highest one (AniList cannot unwatch an episode in the middle).
 
 A play numbered by season of a show some entry maps by absolute number (One Piece, Gintama on
@@ -90,7 +92,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeGuard
 
-from watchbridge import hama, ratings
+from watchbridge import hama, ratings, show_ratings
 from watchbridge.accounts import AccountNotes, user_named
 from watchbridge.anilist_viewings import (
     SaveNote,
@@ -149,6 +151,7 @@ from watchbridge.services.anilist import (
     guard_progress,
 )
 from watchbridge.services.anilist import NAME as SERVICE_NAME
+from watchbridge.show_ratings import WEBHOOK, anime_show, season_keys, show_record_key
 from watchbridge.store import KEEP_MARKS, NewOutboxRow, OutboxItem, Store
 from watchbridge.zone import zone_named
 
@@ -1137,11 +1140,18 @@ class AniListTarget:
             if row.action == "watching":
                 outcomes[row.id] = Skipped("AniList counts finished episodes only")
                 continue
-            if row.action in ("rating", "remove_rating") and decoded.kind in ("episode", "show"):
+            if row.action in ("rating", "remove_rating") and decoded.kind == "show":
                 # A show's rating cannot say which season's entry it is (it would overwrite
                 # season 1's score): AniList scores are season ratings, as the links read them.
-                outcomes[row.id] = Skipped(f"AniList has no {decoded.kind} ratings: skipped")
+                outcomes[row.id] = await self._show_rated(profile, row, decoded, reverse)
                 continue
+            if row.action in ("rating", "remove_rating") and decoded.kind == "episode":
+                outcomes[row.id] = Skipped("AniList has no episode ratings: skipped")
+                continue
+            if row.action == "rating" and decoded.kind == "season":
+                # What the line about the show's own rating asked for (`show_ratings`).
+                keys = season_keys(decoded.show_ids)
+                await asyncio.to_thread(show_ratings.forget, self.store, profile, keys)
             target = reverse(decoded)
             if in_no_dataset(target) and entries is None:
                 unknown.append((row, decoded, target))  # not anime, or known by MAL id only
@@ -1339,6 +1349,31 @@ class AniListTarget:
                 await self._note_lowered(profile, saved)
             return Delivered(f"progress lowered to {episode - 1}")
         return Dead(f"unknown action {row.action!r} for AniList")
+
+    async def _show_rated(
+        self, profile: str, row: OutboxItem, show: MediaRef, reverse: Reverse
+    ) -> Outcome:
+        """A whole show's rating (or its clearing): never written; an anime show's is
+        recorded for the user to be told what to rate instead (`show_ratings`)."""
+        key = show_record_key(show.ids)
+        genres = row.payload.get("genres")
+        anime = anime_show(show, reverse, genres if isinstance(genres, list) else ())
+        if key is None or not anime:
+            return Skipped("AniList has no show ratings: skipped")
+        if row.action == "remove_rating" or row.payload.get("rating") is None:
+            await asyncio.to_thread(show_ratings.forget, self.store, profile, [key])
+            return Skipped("AniList has no show ratings: nothing to clear")
+        now = self.clock()
+        before = await asyncio.to_thread(show_ratings.records_of, self.store, profile)
+        where = str(row.payload.get("source") or "plex")
+        record = show_ratings.noted(
+            before.get(key), int(row.payload["rating"]), show.title, where, WEBHOOK, now
+        )
+        await asyncio.to_thread(show_ratings.note, self.store, profile, key, record, now)
+        return Skipped(
+            "AniList rates each season's entry, not a whole show: not written, and told on"
+            " the status page and by `watchbridge status` (rate the season instead)"
+        )
 
     async def _keep_skipped(self, profile: str, row: OutboxItem, item: MediaRef) -> None:
         now = self.clock()

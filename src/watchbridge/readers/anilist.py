@@ -108,6 +108,7 @@ from watchbridge.services.anilist import (
     ListEntry,
     UnreadEntry,
 )
+from watchbridge.show_ratings import anime_show
 from watchbridge.sides import episode_key, ref_for_key, show_key
 from watchbridge.store import Store
 
@@ -766,6 +767,9 @@ class Catalog:
     unmatched: dict[str, Unmatched] = field(default_factory=dict)
     # The other side's items that are none of AniList's business (`Side.left_alone`).
     left_alone: frozenset[str] = frozenset()
+    # The other side's ratings of whole anime shows, which AniList takes by season only
+    # (`Side.shows_rated_apart`; `show_ratings` tells the user).
+    shows_rated: frozenset[str] = frozenset()
 
 
 def catalog_for(
@@ -815,20 +819,20 @@ def catalog_for(
             rated.add(show_key(ref.show_ids.tmdb, ref.season))
     items |= {key for key in other.ratings if key in rated}
     alone |= {key for key in set(other.ratings) - items if not_anime(key, reverse)}
-    return Catalog(frozenset(items), unmatched, frozenset(alone))
+    shows = {key for key in set(other.ratings) - items - alone if _whole_show(key)}
+    return Catalog(frozenset(items), unmatched, frozenset(alone), frozenset(shows))
 
 
 def not_anime(key: str, reverse: ReverseMapper) -> bool:
     """Whether the item a rating is of is no anime: no mapping dataset knows its show (or
-    film) and nothing marks it as anime (`anime.anime_signs`)."""
+    film) and nothing marks it as anime (`show_ratings.anime_show`)."""
     ref = ref_for_key(key)
-    if ref is None or anime_signs(ref) is not None:
-        return False
-    if ref.kind in ("show", "season", "episode"):  # as the show's first episode places
-        show = ref.ids if ref.kind == "show" else ref.show_ids
-        ref = MediaRef("episode", show_ids=show, season=ref.season or 1, number=1)
-    hit = reverse(ref)
-    return isinstance(hit, Unmatched) and hit.code == "unknown"
+    return ref is not None and not anime_show(ref, reverse)
+
+
+def _whole_show(key: str) -> bool:
+    ref = ref_for_key(key)
+    return ref is not None and ref.kind == "show"
 
 
 def same_in_format(own: Side, other: Side, score_format: str, other_service: str = "trakt") -> Side:
@@ -1155,7 +1159,42 @@ class AniListReader:
         holdable = tuple(
             p for p in own.plays if not p.record.startswith(EXPECTED) or p.item in catalog.items
         )
-        return replace(own, plays=holdable, catalog=catalog.items, left_alone=catalog.left_alone)
+        await asyncio.to_thread(self._report_shows, profile, own, other, catalog.shows_rated)
+        return replace(
+            own,
+            plays=holdable,
+            catalog=catalog.items,
+            left_alone=catalog.left_alone,
+            shows_rated_apart=catalog.shows_rated,
+        )
+
+    def _report_shows(self, profile: str, own: Side, other: Side, shows: frozenset[str]) -> None:
+        """The other side's ratings of whole anime shows, recorded for the user to be told
+        what to rate instead, until a season of the show is rated on either side after them
+        (`show_ratings`)."""
+        if self.store is None:
+            return
+        from watchbridge import show_ratings
+        from watchbridge.anime_data import link_source
+
+        records = show_ratings.records_of(self.store, profile)
+        rated = {key: (other.ratings[key].value, other.ratings[key].at) for key in shows}
+        seasons = show_ratings.seasons_rated_at(
+            (key, r.at) for side in (own, other) for key, r in side.ratings.items()
+        )
+        titles = {key: title for key in shows if (title := other.show_titles.get(key))}
+        changed = show_ratings.from_link(
+            records,
+            rated,
+            seasons,
+            titles,
+            self.other,
+            link_source(self.other, "ratings"),
+            self.clock(),
+        )
+        for key, record in changed.put.items():
+            show_ratings.note(self.store, profile, key, record, self.clock())
+        show_ratings.forget(self.store, profile, changed.forget)
 
     def _report_plays(self, profile: str, catalog: Catalog) -> None:
         """The other side's anime plays AniList cannot take, for `watchbridge anime

@@ -962,6 +962,11 @@ def build_side(
         if with_ratings
         else {},
         catalog=frozenset(key for key, _ in listed),
+        show_titles={
+            key: item.title
+            for key, item in listed
+            if item.type == "show" and item.title and item.user_rating is not None
+        },
         renumbered=frozenset(
             p.record
             for p, rk in plays
