@@ -378,7 +378,12 @@ def test_specials_and_movies(walk: Walk) -> None:
     # Film Red is TheTVDB's One Piece S0E46; TMDB numbers One Piece's specials otherwise and
     # nothing in the play says which: listed, never guessed.
     assert walk.entry(141902) is None
-    assert "'One Piece'  [unmapped]  show 37854: S0E46" in walk.unmatched()
+    listed = walk.unmatched()
+    assert "'One Piece'  [unmapped]  show 37854: S0E46" in listed
+    # ... with the entry TheTVDB's numbering would make it, as for other unmapped plays.
+    assert "If your library numbers episodes in TVDB order, this is AniList 141902" in listed, (
+        listed
+    )
     assert walk.logged("kaguya") == [(0, n) for n in (9, 10, 11, 12)]
     assert walk.logged("onepiece") == [(0, 46)]
 

@@ -627,15 +627,34 @@ def removal_write(
 ANOTHER_NUMBERING = ("new-season", "outside")
 
 
-def _in_tvdb_order(why: Unmatched, by_tvdb: tuple[int, int]) -> Unmatched:
-    """`why` TMDB's numbering places no entry, with what TVDB's would say of the same numbers."""
+def _in_tvdb_order(why: Unmatched, by_tvdb: tuple[int, int], special: bool = False) -> Unmatched:
+    """`why` TMDB's numbering places no entry, with what TVDB's would say of the same numbers.
+    A `special` (season 0) is numbered by TMDB and TheTVDB each their own way, which no
+    catalogue renumbers: only the override is told."""
     media, number = by_tvdb
-    return Unmatched(
+    told = (
         f"{why.reason}. If your library numbers episodes in TVDB order, this is AniList {media}"
-        f" episode {number}: add an override. A play naming the episode's own TMDB id (Plex"
-        " knows it; else Trakt's id search finds it, with services.trakt) is placed by"
-        " Serializd's catalogue, with services.serializd",
+        f" episode {number}: add an override"
+    )
+    if special:
+        return Unmatched(f"{told} (TMDB and TheTVDB number specials each their own way)", why.code)
+    return Unmatched(
+        f"{told}. A play naming the episode's own TMDB id (Plex knows it; else Trakt's id search"
+        " finds it, with services.trakt) is placed by Serializd's catalogue, with"
+        " services.serializd",
         why.code,
+    )
+
+
+def _tmdb_special(item: MediaRef, scheme: str, found: Unmatched) -> bool:
+    """Whether TMDB's numbering places no entry for a special (season 0) of a show a dataset
+    knows (One Piece's S0E46, which TheTVDB's numbering makes Film Red): what TVDB's says of
+    the same numbers is told, never taken, as for `ANOTHER_NUMBERING`."""
+    return (
+        scheme == "tmdb"
+        and item.kind == "episode"
+        and item.season == 0
+        and found.code not in ("unknown", "ambiguous")
     )
 
 
@@ -734,10 +753,12 @@ class IndexReverse:
             ):
                 found = self._by_absolute(int(show), item)
             if first_said is not None:  # TVDB's numbering, told only
-                return _in_tvdb_order(first_said, found) if isinstance(found, tuple) else first_said
+                if not isinstance(found, tuple):
+                    return first_said
+                return _in_tvdb_order(first_said, found, special=item.season == 0)
             if isinstance(found, tuple):
                 return found
-            if found.code in ANOTHER_NUMBERING:
+            if found.code in ANOTHER_NUMBERING or _tmdb_special(item, scheme, found):
                 first_said = found
             elif found.code != "unknown":
                 return found
