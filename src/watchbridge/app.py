@@ -838,8 +838,8 @@ def anime_calm(config: Config, store: Store, now: float) -> frozenset[str]:
     from watchbridge.anime_data import from_config
 
     profiles = list(config.profiles) or ["default"]
-    rated = [rated.message for rated in show_ratings.told_now(store, profiles, now)]
-    return frozenset([*from_config(config, store=store).serving_meanwhile(now), *rated])
+    shows = [rated.message for rated in show_ratings.told_now(store, profiles, now)]
+    return frozenset([*from_config(config, store=store).serving_meanwhile(now), *shows])
 
 
 def leftovers(config: Config, store: Store) -> list[Leftover]:

@@ -79,6 +79,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, TypeVar
 
+from watchbridge import show_ratings
 from watchbridge.accounts import user_named
 from watchbridge.anilist_viewings import Viewings, episode_dates
 from watchbridge.anime import (
@@ -108,7 +109,6 @@ from watchbridge.services.anilist import (
     ListEntry,
     UnreadEntry,
 )
-from watchbridge.show_ratings import anime_show
 from watchbridge.sides import episode_key, ref_for_key, show_key
 from watchbridge.store import Store
 
@@ -827,7 +827,7 @@ def not_anime(key: str, reverse: ReverseMapper) -> bool:
     """Whether the item a rating is of is no anime: no mapping dataset knows its show (or
     film) and nothing marks it as anime (`show_ratings.anime_show`)."""
     ref = ref_for_key(key)
-    return ref is not None and not anime_show(ref, reverse)
+    return ref is not None and not show_ratings.anime_show(ref, reverse)
 
 
 def _whole_show(key: str) -> bool:
@@ -1174,9 +1174,9 @@ class AniListReader:
         (`show_ratings`)."""
         if self.store is None:
             return
-        from watchbridge import show_ratings
         from watchbridge.anime_data import link_source
 
+        now = self.clock()
         records = show_ratings.records_of(self.store, profile)
         rated = {key: (other.ratings[key].value, other.ratings[key].at) for key in shows}
         seasons = show_ratings.seasons_rated_at(
@@ -1190,10 +1190,10 @@ class AniListReader:
             titles,
             self.other,
             link_source(self.other, "ratings"),
-            self.clock(),
+            now,
         )
         for key, record in changed.put.items():
-            show_ratings.note(self.store, profile, key, record, self.clock())
+            show_ratings.note(self.store, profile, key, record, now)
         show_ratings.forget(self.store, profile, changed.forget)
 
     def _report_plays(self, profile: str, catalog: Catalog) -> None:
