@@ -13,6 +13,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -326,13 +327,13 @@ def status_of(folder: Path) -> subprocess.CompletedProcess[str]:
 
 
 @contextlib.contextmanager
-def small_disk(folder: Path) -> Iterator[Path]:
-    """A disk of 1 MB of its own at `folder` (a tmpfs), unmounted afterwards; skips where
+def small_disk(folder: Path, size: str = "1m") -> Iterator[Path]:
+    """A disk of its own at `folder` (a tmpfs of `size`), unmounted afterwards; skips where
     this machine does not let the test mount one (not root, no CAP_SYS_ADMIN)."""
     folder.mkdir()
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("mounts a small disk")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)])
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)])
     if mounted.returncode != 0:
         pytest.skip("this machine does not let the test mount a disk")
     try:
@@ -447,3 +448,62 @@ def test_on_a_shared_filesystem_only_a_database_gone_from_its_path_counts(
     database.unlink()
     with pytest.raises(DatabaseMoved):
         files.check()
+
+
+class RecordsPlays:
+    """A background task (the catch-up's name) that records a play every 20 ms once `go` is
+    set, each a new row: the database grows, as a household's plays make it grow."""
+
+    name = "catch-up"
+
+    def __init__(self) -> None:
+        self.go = threading.Event()
+
+    async def run(self, runtime: Runtime, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            if self.go.is_set():
+                await asyncio.to_thread(
+                    runtime.store.record_event,
+                    source="jellyfin",
+                    kind="play",
+                    payload={"note": "x" * 2000},
+                    now=time.time(),
+                )
+            await asyncio.sleep(0.02)
+
+
+def test_a_full_disk_whose_log_still_takes_webhooks_is_told_as_it_is(
+    tmp_path: Path, receiver: AlertReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The write-ahead log's file keeps its size after a checkpoint, and SQLite writes it over
+    # from its start: on a disk with no byte free a webhook is still stored there (202) until
+    # the log is full. The alert must not say webhooks are refused, nor that nothing is sent.
+    monkeypatch.setattr(storagewatch, "CHECK_EVERY", 0.1)
+    with small_disk(tmp_path / "data", "4m") as disk:
+        runtime = runtime_for(jellyfin_config(disk, receiver))
+        runtime.task_restart_delay = 5.0
+        plays = RecordsPlays()
+        routes = [*webhooks.ROUTES, *statuspage.ROUTES]
+        served = create_app(runtime, tasks=[plays, StorageWatch()], extra_routes=routes)
+        with AppThread(served) as app:
+            assert post(app).status_code == 202
+            with contextlib.closing(sqlite3.connect(disk / "watchbridge.db")) as shell:
+                shell.execute("PRAGMA wal_checkpoint(RESTART)")  # the log starts over
+            ballast = fill(disk)
+            taken = post(app)
+            plays.go.set()
+            wait_until(lambda: FULL_TITLE in receiver.titles())
+            page = httpx.get(f"{app.url}/").text
+            refused = post(app)
+            page_refused = httpx.get(f"{app.url}/").text
+            ballast.unlink()
+            wait_until(lambda: f"Resolved: {FULL_TITLE}" in receiver.titles())
+    assert taken.status_code == 202
+    alert = next(m["message"] for m in receiver.messages if m["title"] == FULL_TITLE)
+    for said in (alert, page):
+        assert "are refused (webhooks answered 503" not in said and "nothing is sent" not in said
+        assert "The last webhook, at " in said and "was stored (answered 202): " in said
+        assert "a delivery sent whose result cannot be written stays being sent" in said
+    assert refused.status_code == 503
+    assert "was refused (answered 503, not recorded): webhooks are refused" in page_refused
+    assert "So far 1 Jellyfin webhook was refused" in page_refused

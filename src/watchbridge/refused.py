@@ -17,6 +17,8 @@ from watchbridge.config import service_title
 from watchbridge.homeassistant import HomeAssistantApp
 from watchbridge.zone import local_time
 
+# A webhook refused because the database would not take it (its disk full, read-only, locked).
+STORE_ERROR = "store_error"
 # What to tell a human about each kind of refusal.
 REFUSALS = {
     "unauthorized": "Copy the URL again from `watchbridge webhook-urls`.",
@@ -26,7 +28,7 @@ REFUSALS = {
     "stalled": "Its sender stopped sending it midway, or sent it far too slowly: check the"
     " sender and the network between it and watchbridge (a restart or a dropped connection"
     " does this once in a while).",
-    "store_error": "Check the disk that holds storage.path (full? read-only?); if the database"
+    STORE_ERROR: "Check the disk that holds storage.path (full? read-only?); if the database"
     " is locked, another program (a sqlite3 shell, a backup tool) holds it longer than"
     " storage.busy_timeout: close it; /readyz says when the database takes writes again.",
     "internal_error": "This is a bug: the watchbridge log has the details; please report it.",

@@ -62,6 +62,7 @@ from watchbridge.senders import Doubling
 from watchbridge.shown_text import unturned
 from watchbridge.signins import STATE_WORDS, SignIn, current_sign_ins
 from watchbridge.storagefault import StorageFault
+from watchbridge.storagewatch import told
 from watchbridge.store import (
     BEHIND,
     KEPT_OFF_FIX,
@@ -120,8 +121,8 @@ class PageState:
     retried: tuple[float, list[str]] | None = None
     # Why the database cannot be written, while so.
     storage: StorageFault | None = None
-    # What the storage alert says of the webhooks refused meanwhile ("" when none was).
-    storage_refused: str = ""
+    # The storage alert's text as it would be sent now (storagewatch.told; "" without a fault).
+    storage_told: str = ""
     # Links whose first sync waits for a review, and the reviews started from the page.
     to_review: frozenset[str] = frozenset()
     reviews: Sequence[PageReview] = ()
@@ -166,7 +167,9 @@ async def page_state(runtime: Runtime, now: float) -> PageState:
         home_assistant=runtime.home_assistant,
         retried=runtime.page_retried,
         storage=runtime.storage_fault,
-        storage_refused=runtime.storage_refused.told(),
+        storage_told=(
+            "" if runtime.storage_fault is None else told(runtime, runtime.storage_fault)
+        ),
         to_review=frozenset(run.link for run in decided if waits_for_review(run)),
         reviews=runtime.page_reviews.recent(),
         anime=anime,
@@ -459,9 +462,7 @@ def render(state: PageState, now: float) -> str:
             if state.storage is None
             else [
                 f'<p class="bad" id="storage">{_e(state.storage.title)}. '
-                f"{_e(state.storage.message)}"
-                + (f" {_e(state.storage_refused)}" if state.storage_refused else "")
-                + "</p>"
+                f"{_e(state.storage_told or state.storage.message)}</p>"
             ]
         ),
         '<h2 id="deliveries">Deliveries</h2>' + _table(("", ""), rows) + _clocks(state.clocks),

@@ -12,6 +12,8 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Literal
 
+from watchbridge.zone import local_time
+
 STORAGE_ALERT = "storage"  # the alert kind that tells of these faults (storagewatch)
 
 FaultKind = Literal["full", "read_only", "locked", "damaged", "failing", "moved"]
@@ -59,17 +61,40 @@ _SHORT: dict[FaultKind, str] = {
     "failing": "the disk fails to write",
     "moved": "its file was deleted or moved",
 }
-_REFUSED = (
+# Said of a file deleted or moved: every write checks the files first (store.OpenFiles).
+_REFUSED_MEANWHILE = (
     "Meanwhile the plays your media servers report are refused (webhooks answered 503, not "
-    "recorded) and nothing is sent or synced"
+    "recorded) and nothing is sent or synced."
 )
-_REFUSED_MEANWHILE = f"{_REFUSED}."
-# Said of every kind but a damaged or moved file: nothing is lost meanwhile, nothing needs a
-# restart.
-_MEANWHILE = (
-    f"{_REFUSED}; what was queued before waits and is not lost. Once a write works again "
-    "watchbridge goes on by itself, no restart needed."
+# Said of every other kind but a damaged file. A full disk may still take a small write: the
+# write-ahead log's file keeps its size and is written over from its start, so webhooks may be
+# stored and deliveries sent until the log is full. Said as seen (`webhooks_meanwhile`) or,
+# where nothing was seen, both ways.
+_EITHER = (
+    "webhooks are stored (answered 202) while their write works, and refused (answered 503, "
+    "not recorded) once it fails"
 )
+WEBHOOKS_EITHER = f"Meanwhile {_EITHER}"
+_STUCK = (
+    "Deliveries and syncs stop at the first write that fails (a delivery sent whose result "
+    "cannot be written stays being sent until a write works again); what was queued before "
+    "waits and is not lost. Once a write works again watchbridge goes on by itself, no restart "
+    "needed."
+)
+
+
+def webhooks_meanwhile(taken_at: float | None, refused_at: float | None) -> str:
+    """What webhooks meet while the database fails writes, from the last one taken and the
+    last one refused for the database (None: none seen)."""
+    if refused_at is not None and (taken_at is None or refused_at >= taken_at):
+        return (
+            f"The last webhook, at {local_time(refused_at)}, was refused (answered 503, not "
+            "recorded): webhooks are refused while their write fails, and stored again once it "
+            "works"
+        )
+    if taken_at is not None:
+        return f"The last webhook, at {local_time(taken_at)}, was stored (answered 202): {_EITHER}"
+    return WEBHOOKS_EITHER
 
 
 class DatabaseMoved(sqlite3.OperationalError):
@@ -104,11 +129,16 @@ class StorageFault:
 
     @property
     def message(self) -> str:
+        """The alert's text where nothing was seen of webhooks (`message_with`)."""
+        return self.message_with(WEBHOOKS_EITHER)
+
+    def message_with(self, webhooks: str) -> str:
         """The alert's text: what is wrong and what to do first, in two short sentences; then
-        the details, what happens meanwhile, and the error as it was worded."""
+        the details, what happens meanwhile (`webhooks`: what webhooks meet, a sentence
+        without its full stop), and the error as it was worded."""
         lead = f"{self.problem[0].upper()}{self.problem[1:]}. {self.act}"
         meanwhile = {"damaged": "", "moved": f" {_REFUSED_MEANWHILE}"}.get(
-            self.kind, f" {_MEANWHILE}"
+            self.kind, f" {webhooks}. {_STUCK}"
         )
         return f"{lead}\n\n{self.details}{meanwhile} (The error: {self.said}.)"
 

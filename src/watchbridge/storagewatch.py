@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 
 from watchbridge.alerts import FAILED, SUPPRESSED
 from watchbridge.errors import StoreError
-from watchbridge.refused import RefusedMeanwhile
-from watchbridge.storagefault import STORAGE_ALERT, StorageFault, fault_of
+from watchbridge.refused import STORE_ERROR, RefusedMeanwhile
+from watchbridge.storagefault import STORAGE_ALERT, StorageFault, fault_of, webhooks_meanwhile
 
 if TYPE_CHECKING:
     from watchbridge.app import Runtime
@@ -77,8 +77,7 @@ async def check(runtime: Runtime) -> StorageFault | None:
         if fault != runtime.storage_fault:
             log.warning(fault.title, extra={"problem": fault.problem, "fix": fault.fix})
         runtime.storage_fault = fault
-        told = f"{fault.message} {refused.told()}".strip()
-        await runtime.notifier.notify(STORAGE, fault.title, told, KEY)
+        await runtime.notifier.notify(STORAGE, fault.title, told(runtime, fault), KEY)
         return fault
     if runtime.storage_fault is not None:
         log.info(RESOLVED)
@@ -89,6 +88,17 @@ async def check(runtime: Runtime) -> StorageFault | None:
             return None  # the notice, with the webhooks refused, goes out at a later check
     refused.clear()
     return None
+
+
+def told(runtime: Runtime, fault: StorageFault) -> str:
+    """The storage alert's text, as the status page shows it too: what webhooks met as last
+    seen (a full disk may still take them), and those refused meanwhile."""
+    taken = max((webhook.at for webhook in runtime.last_webhooks.recent()), default=None)
+    refused = max(
+        (r.last_at for r in runtime.refused.recent() if r.outcome == STORE_ERROR), default=None
+    )
+    webhooks = webhooks_meanwhile(taken, refused)
+    return f"{fault.message_with(webhooks)} {runtime.storage_refused.told()}".strip()
 
 
 def resolved(refused: RefusedMeanwhile) -> str:
