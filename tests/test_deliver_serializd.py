@@ -765,6 +765,22 @@ async def test_deliveries_held_by_a_refused_password_say_their_next_try_when_it_
     assert {w.next_at for w in held} == {refused_at + 6 * 3600}
 
 
+async def test_deliveries_held_by_one_refused_password_are_one_hold_on_the_status(
+    runtime: Runtime, worker: DeliveryWorker, target: SerializdTarget, clock: FakeClock
+) -> None:
+    # The login's refusal quotes Serializd's words, the refusal on record does not: one cause,
+    # so one `on hold:` line (status, page) with both rows, not two lines of one each.
+    target.client.accounts["me"] = SerializdAccount(EMAIL, Secret("wrong"))
+    enqueue(runtime, "play", episode(4), clock() - 3600)
+    await worker.pass_once(runtime)
+    clock.advance(3600)
+    enqueue(runtime, "play", episode(5), clock() - 60)  # held by the refusal on record
+    await worker.pass_once(runtime)
+    (held,) = runtime.store.status().waiting
+    assert (held.target, held.profile, held.rows) == ("serializd", "me", 2)
+    assert "Serializd refused the email or password of profile me" in held.reason
+
+
 async def test_a_write_refused_for_a_changed_password_is_not_said_to_have_maybe_landed(
     runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
 ) -> None:

@@ -147,6 +147,11 @@ _UNMARKED_REASON = (
     f"CASE WHEN substr(last_error, 1, {len(UNKNOWN_OUTCOME) + 2}) = '{UNKNOWN_OUTCOME}: '"
     f" THEN substr(last_error, {len(UNKNOWN_OUTCOME) + 3}) ELSE last_error END"
 )
+# SQL: what holds a pending row back, for counting the rows one cause holds together. Rows
+# held for a sign-in of one target and profile wait for that one sign-in, whatever their
+# words (Serializd's refusal quotes its answer at the login, not when on record); else the
+# reason as worded.
+_HOLD_CAUSE = f"CASE WHEN waits_for_sign_in = 1 THEN '' ELSE {_UNMARKED_REASON} END"
 # Rows waiting for ids a target can use, also those whose earlier send may have landed.
 _UNMATCHED = f"(last_error LIKE 'unmatched:%' OR last_error LIKE '{UNKNOWN_OUTCOME}: unmatched:%')"
 # SQL: the errors releases before m012 held a row for a sign-in with (a Trakt, AniList or Plex
@@ -5861,13 +5866,18 @@ class Store:
         # another's lost sign-in. Holds first (a lost sign-in, an outage: a hold clears
         # failing_since), then most rows. A row whose earlier send may have landed waits for
         # the same reason as the rows beside it, only marked (`unsure`): counted with them, or
-        # a hold of two rows would show as two holds of one each.
+        # a hold of two rows would show as two holds of one each. So are the rows one sign-in
+        # holds (`_HOLD_CAUSE`), said in the words of the one held last.
         reasons = self._overview(
             "SELECT target, profile, last_error, n, t FROM ("
-            f" SELECT target, profile, {_UNMARKED_REASON} AS last_error, COUNT(*) AS n,"
-            " MIN(next_attempt_at) AS t, MAX(failing_since IS NOT NULL) AS failing"
-            " FROM outbox WHERE status = 'pending' AND last_error IS NOT NULL"
-            f" AND NOT {_UNMATCHED} GROUP BY target, profile, {_UNMARKED_REASON})"
+            " SELECT target, profile, MAX(CASE WHEN newest = 1 THEN reason END) AS last_error,"
+            " COUNT(*) AS n, MIN(next_attempt_at) AS t, MAX(failing_since IS NOT NULL) AS failing"
+            " FROM (SELECT target, profile, next_attempt_at, failing_since, cause, reason,"
+            "  ROW_NUMBER() OVER (PARTITION BY target, profile, cause"
+            "   ORDER BY updated_at DESC, id DESC) AS newest"
+            f"  FROM (SELECT *, {_UNMARKED_REASON} AS reason, {_HOLD_CAUSE} AS cause FROM outbox"
+            f"   WHERE status = 'pending' AND last_error IS NOT NULL AND NOT {_UNMATCHED}))"
+            " GROUP BY target, profile, cause)"
             " ORDER BY ROW_NUMBER() OVER (PARTITION BY target, profile ORDER BY failing, n DESC,"
             " t), failing, n DESC, target, profile"
         )
