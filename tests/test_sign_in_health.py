@@ -41,6 +41,8 @@ HOUR = 3600.0
 TOKEN_LIFE = 7 * DAY  # what FakeTrakt gives
 TRAKT_AUTH = "watchbridge auth trakt --profile me"
 ANILIST_AUTH = "watchbridge auth anilist --profile fan"
+# The sign-ins table's expiry of an access token the service refused: its expiry is void.
+REFUSED_EXPIRY = "refused: sign in again"
 
 
 @pytest.fixture
@@ -510,7 +512,9 @@ async def test_an_anilist_token_refused_at_delivery_reads_refused_until_signed_i
         assert fan["message"].startswith("AniList refused the token ")
         assert ANILIST_AUTH in fan["message"] and "deliveries wait" in fan["message"]
         assert metric(metrics, "watchbridge_sign_in_ok", "anilist", "fan") == 0.0
-        assert '<td>fan</td><td>anilist</td><td><span class="bad">refused</span>' in page
+        # Its expiry column agrees: not "in 300 d" for a token AniList no longer takes.
+        row = '<td>fan</td><td>anilist</td><td><span class="bad">refused</span></td>'
+        assert f"{row}<td>{REFUSED_EXPIRY}</td>" in page
         shown = status_command(config)
         assert "  anilist/fan: refused: AniList refused the token " in shown
         assert "on hold:       anilist for fan: 1 waiting" in shown
@@ -605,6 +609,8 @@ async def test_a_trakt_sign_in_refused_even_after_a_refresh_reads_refused_until_
         assert me["message"].startswith("Trakt refused the sign-in ")
         assert "even after renewing it" in me["message"] and "deliveries wait" in me["message"]
         assert TRAKT_AUTH in me["message"]
+        row = '<td>me</td><td>trakt</td><td><span class="bad">refused</span></td>'
+        assert f"{row}<td>{REFUSED_EXPIRY}</td>" in page
         assert metric(metrics, "watchbridge_sign_in_ok", "trakt", "me") == 0.0
         assert '<td>me</td><td>trakt</td><td><span class="bad">refused</span>' in page
         shown = status_command(config)
@@ -662,6 +668,9 @@ async def test_a_revoked_trakt_sign_in_does_not_read_as_working_until_its_expiry
         assert "works until" not in me["message"]
         assert me["message"].startswith("Trakt refused the sign-in ")
         assert "deliveries wait" in me["message"] and TRAKT_AUTH in me["message"]
+        # The sign-ins table's expiry agrees: not "in 6 d" for an access token Trakt refuses.
+        row = '<td>me</td><td>trakt</td><td><span class="bad">refused</span></td>'
+        assert f"{row}<td>{REFUSED_EXPIRY}</td>" in page
         shown = status_command(config)
         assert "  trakt/me: refused: Trakt refused the sign-in " in shown
         assert "works until" not in shown

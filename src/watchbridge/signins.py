@@ -58,6 +58,8 @@ STATE_WORDS: dict[str, str] = {
     "not_signed_in": "not signed in",
 }
 FIRST_USED = "when watchbridge first delivers to {service} or a link syncs it"
+# The expiry shown of an access token the service refused (`SignIn.token_refused`).
+REFUSED_EXPIRY = "refused: sign in again"
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,9 @@ class SignIn:
     refresh_due: bool | None = None  # Trakt: past its refresh point (75 % of its life)
     last_refresh: str | None = None  # Trakt: "ok", "refused" or "unreachable", if one was tried
     last_refresh_at: float | None = None
+    # The service refuses the access token itself (revoked, the app removed): its expiry,
+    # perhaps months away, no longer says how long it works.
+    token_refused: bool = False
 
     @property
     def ok(self) -> bool:
@@ -191,8 +196,10 @@ def _trakt(fact: Facts, now: float) -> SignIn:
     expires = pair.expires_at
     due = pair.due_for_refresh(now)
 
-    def sign_in(state: State, message: str) -> SignIn:
-        return SignIn(fact.profile, "trakt", state, expires, message, due, outcome, at)
+    def sign_in(state: State, message: str, token_refused: bool = False) -> SignIn:
+        return SignIn(
+            fact.profile, "trakt", state, expires, message, due, outcome, at, token_refused
+        )
 
     refused = refusal_of(fact.refused_token, pair.access_token)
     if outcome == "refused" and refused is not None:
@@ -201,6 +208,7 @@ def _trakt(fact: Facts, now: float) -> SignIn:
             "refused",
             f"Trakt refused the sign-in {_when(refused[0])} and would not renew it; "
             f"{_held(fact)}: {auth}",
+            token_refused=True,
         )
     if outcome == "refused":
         still = (
@@ -215,6 +223,7 @@ def _trakt(fact: Facts, now: float) -> SignIn:
             "refused",
             f"Trakt refused the sign-in {_when(refused[0])}, even after renewing it; "
             f"{_held(fact)}: {auth}",
+            token_refused=True,
         )
     if now >= expires:
         reason = (
@@ -264,6 +273,7 @@ def _anilist(fact: Facts, now: float) -> SignIn:
             "refused",
             expires,
             f"AniList refused the token {_when(refused[0])}; {_held(fact)}: {auth}",
+            token_refused=True,
         )
     # `unused`: the config's token, not yet stored, so never sent to AniList.
     untried = (

@@ -60,7 +60,7 @@ from watchbridge.refused import Refusal, sentence
 from watchbridge.review import review_command
 from watchbridge.senders import Doubling
 from watchbridge.shown_text import unturned
-from watchbridge.signins import STATE_WORDS, SignIn, current_sign_ins
+from watchbridge.signins import REFUSED_EXPIRY, STATE_WORDS, SignIn, current_sign_ins
 from watchbridge.storagefault import StorageFault
 from watchbridge.storagewatch import told
 from watchbridge.store import (
@@ -966,7 +966,13 @@ def _sign_ins(sign_ins: Sequence[SignIn], now: float, signing_in: Sequence[PageS
     rows = []
     for one in sign_ins:
         state = _e(STATE_WORDS.get(one.state, one.state))
-        expires = "-" if one.expires_at is None else _e(_expires(one.expires_at, now))
+        expires = (
+            REFUSED_EXPIRY
+            if one.token_refused
+            else "-"
+            if one.expires_at is None
+            else _e(_expires(one.expires_at, now))
+        )
         message = _e(one.message)
         if one.needs_you:
             state, message = (
