@@ -1115,7 +1115,12 @@ async def test_a_season_map_cached_without_episode_counts_still_places_deliverie
     enqueue(runtime, "play", episode(4), clock() - 3600)
     await drain(worker, runtime, clock)
     assert fake.ticks() == {(SHOW, SEASON_1, 4)}
-    assert fake.count("GET", "/api/show/{id}") == 0
+    # One read fills in the counts, which say the season has that episode (`season_end`).
+    assert fake.count("GET", "/api/show/{id}") == 1
+    enqueue(runtime, "play", episode(5), clock() - 1800)
+    await drain(worker, runtime, clock)
+    assert fake.ticks() == {(SHOW, SEASON_1, 4), (SHOW, SEASON_1, 5)}
+    assert fake.count("GET", "/api/show/{id}") == 1
 
 
 # --------------------------------------------------------------------------- one account, one lane
@@ -1138,8 +1143,10 @@ async def read_and_deliver_at_once(
     fake.diary_page_size = 1
     for number in (1, 2, 3):
         fake.log_entry(None, SHOW, 1, number, backdate=iso(clock() - number * DAY))
-    # The season map is cached: catalogue reads are no account's (they need no sign-in).
-    runtime.store.cache_put(SEASONS_CACHE, str(SHOW), {"1": SEASON_1}, clock(), DAY)
+    # The season map is cached, with the season's episode count: catalogue reads are no
+    # account's (they need no sign-in).
+    cached = {"ids": {"1": SEASON_1}, "episodes": {"1": 7}}
+    runtime.store.cache_put(SEASONS_CACHE, str(SHOW), cached, clock(), DAY)
     enqueue(runtime, "play", episode(5), clock() - 3600)
     reader = SerializdReader(client_at(runtime, clock, rate), runtime.store, clock)
     target = SerializdTarget(
@@ -1428,6 +1435,59 @@ async def test_an_absolute_number_past_serializds_seasons_says_so_and_lands_once
     assert fake.ticks() == {(SHOW, 3578, 17)}, runtime.store.unmatched()
     assert len(fake.diary()) == 1
     assert fake.count("GET", "/api/show/{id}") == 2
+
+
+async def test_an_episode_past_the_end_of_tmdbs_season_waits_unmatched_and_lands_once_listed(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    # A library in TheTVDB's order sends S1E8 with no TMDB id of its own nor an air date:
+    # TMDB's (Serializd's) season 1 has 7 episodes, so S1E8 is no episode there. Logged as
+    # sent, the diary entry named an episode Serializd does not have.
+    enqueue(runtime, "play", episode(8), clock() - 600)
+    enqueue(runtime, "rating", episode(9), clock() - 500, rating=8)
+    await drain(worker, runtime, clock, passes=1)
+    waiting = {row.item.id: row.item.last_error or "" for row in runtime.store.unmatched()}
+    assert len(waiting) == 2, runtime.store.unmatched()
+    for said in waiting.values():
+        assert said.startswith("unmatched: Breaking Bad S01E0"), said
+        assert "past the end of season 1 as TMDB (and so Serializd) numbers it" in said, said
+        assert "(7 episodes)" in said and "log it on Serializd by hand" in said, said
+    assert fake.diary() == [] and fake.ticks() == set()
+    assert fake.count("GET", "/api/show/{id}") == 1
+    # TMDB lists an 8th episode: the next try, an hour on, reads the show again.
+    fake.shows[SHOW].seasons[1].episode_count = 8
+    clock.advance(3601)
+    await drain(worker, runtime, clock, passes=1)
+    assert fake.ticks() == {(SHOW, SEASON_1, 8)}, runtime.store.unmatched()
+    assert [(r.season_id, r.episode_number) for r in fake.diary()] == [(SEASON_1, 8)]
+    assert fake.count("GET", "/api/show/{id}") == 2
+    (still,) = runtime.store.unmatched()  # S1E9: still past the end (8)
+    assert "(8 episodes)" in (still.item.last_error or "")
+
+
+async def test_an_episode_past_the_end_of_a_season_counted_from_its_listing_waits_unmatched(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    # A show answer without episode counts (fields can be null, reference §4): the season's
+    # listing says how many it has.
+    fake.show_episode_counts = False
+    enqueue(runtime, "play", episode(8), clock() - 600)
+    enqueue(runtime, "play", episode(7), clock() - 300)
+    await drain(worker, runtime, clock, passes=2)
+    assert fake.ticks() == {(SHOW, SEASON_1, 7)}
+    (waiting,) = runtime.store.unmatched()
+    assert "(7 episodes)" in (waiting.item.last_error or ""), waiting.item.last_error
+
+
+async def test_a_removal_past_the_end_of_tmdbs_season_still_reaches_what_was_logged(
+    runtime: Runtime, worker: DeliveryWorker, fake: FakeSerializd, clock: FakeClock
+) -> None:
+    # An earlier version ticked S1E8 as sent (season 1 has 7): its removal is not held.
+    fake.tick(None, SHOW, 1, 8)
+    enqueue(runtime, "remove_play", episode(8), clock() - 7200, record="tick:1396:1:8")
+    await drain(worker, runtime, clock, passes=2)
+    assert runtime.store.unmatched() == []
+    assert fake.ticks() == set()
 
 
 async def test_a_waiting_play_known_by_its_absolute_number_is_listed_by_that_number(

@@ -154,7 +154,8 @@ class Outage:
         """Signed in by a play that went through, then five plays queued as Serializd goes
         down."""
         self.one_clock()
-        enqueue(self.runtime, "play", episode(9), self.clock() - 2 * HOUR)
+        # S2E9 (Breaking Bad's season 1 has 7: S1E9 is no episode Serializd takes).
+        enqueue(self.runtime, "play", episode(9, season=2), self.clock() - 2 * HOUR)
         await self.worker.pass_once(self.runtime)
         assert len(self.fake.diary()) == 1
         for number in range(1, 6):

@@ -7,6 +7,7 @@ Each test asserts what the fake AniList and Serializd hold at the end, not what 
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 import sqlite3
 import time
@@ -27,6 +28,7 @@ from tests.harness import AppThread, free_port, wait_for, watchbridge
 from tests.ingest_samples import sample_json
 from tests.unpaced import unpaced
 from watchbridge.config import load_config
+from watchbridge.model import ref_from_dict
 from watchbridge.wiring import build_app, build_runtime
 
 SECRET = "anime-walkthrough-secret-01"
@@ -124,6 +126,16 @@ class Walk:
             return int(count)
 
         wait_for(lambda: due() == 0, timeout=60)
+
+    def waiting(self, target: str) -> dict[str, str]:
+        """The plays for `target` waiting for a match: the item as the user sees it -> why."""
+        with contextlib.closing(sqlite3.connect(self.db)) as conn:
+            rows = conn.execute(
+                "SELECT payload, last_error FROM outbox WHERE target = ? AND status = 'pending'"
+                " AND last_error LIKE 'unmatched:%'",
+                (target,),
+            ).fetchall()
+        return {ref_from_dict(json.loads(p)["item"]).describe(): error for p, error in rows}
 
     def entry(self, media: int) -> tuple[str, int, int] | None:
         found = self.anilist.snapshot().get(media)
@@ -323,15 +335,26 @@ def test_attack_on_titan_final_season_across_its_parts_and_final_chapters(walk: 
     assert walk.entry(110277) == ("COMPLETED", 16, 0)
     assert walk.entry(131681) == ("CURRENT", 2, 0)
     # The Final Chapters, TheTVDB's S4E29-30 (one AniList episode), which the TVDB plugin
-    # names by their TVDB ids only: TMDB's S4 ends at 28, so Serializd cannot take them.
+    # names by their TVDB ids only, with no air date: TMDB's S4 ends at 28, so Serializd has
+    # no such episodes. They wait as unmatched, saying why, and are never logged as sent.
     for number in (29, 30):
         walk.watch("aot", 4, number, tvdb=f"{9000 + number}")
     walk.settle()
     assert set(walk.anilist.snapshot()) == {110277, 131681, 146984}
     assert walk.entry(146984) == ("COMPLETED", 1, 0)
     assert walk.entry(131681) == ("CURRENT", 2, 0)
-    # (Serializd logs them as sent, S4E29-30, past TMDB's 28: see the report of this walk.)
-    assert walk.logged("aot")[:5] == [(4, n) for n in (14, 15, 16, 17, 18)]
+    assert walk.logged("aot") == [(4, n) for n in (14, 15, 16, 17, 18)]
+    assert not any(show == 1429 and n > 28 for (show, _, n) in walk.serializd.ticks())
+    waiting = walk.waiting("serializd")
+    assert sorted(waiting) == ["Attack on Titan S04E29", "Attack on Titan S04E30"], waiting
+    for said in waiting.values():
+        assert said.startswith("unmatched: Attack on Titan S04E"), said
+        assert "past the end of season 4 as TMDB (and so Serializd) numbers it" in said, said
+        assert "(28 episodes)" in said and "log it on Serializd by hand" in said, said
+    listed = watchbridge("unmatched", "--config", str(walk.config))
+    assert listed.returncode == 0, listed.stderr
+    assert "Attack on Titan S04E29" in listed.stdout, listed.stdout
+    assert "past the end of season 4" in listed.stdout, listed.stdout
 
 
 def test_specials_and_movies(walk: Walk) -> None:

@@ -1,7 +1,8 @@
 """Serializd's catalogue, which is TMDB's: season ids, episode counts, episode ids and air
 dates per show, cached in the store; and episodes numbered as TMDB numbers them, found by
 their own TMDB id, else by their air date (a media server may number them in TVDB's order),
-or counted from their absolute number through the show's regular seasons.
+or counted from their absolute number through the show's regular seasons; and whether a
+season has an episode of that number at all (`season_end`).
 
 Used by the Serializd target (seasons to write to, episode placement), its watchlist and the
 AniList target (TMDB numbering before the anime mapping).
@@ -89,9 +90,40 @@ async def show_seasons(
     value = {
         "ids": {str(n): season_id for n, season_id in seasons.ids.items()},
         "episodes": {str(n): count for n, count in seasons.episodes.items()},
+        "at": clock(),  # when it was read (`season_end` reads it again at most hourly)
     }
     await asyncio.to_thread(store.cache_put, SEASONS_CACHE, lookup, value, clock(), SEASONS_TTL)
     return seasons
+
+
+async def season_end(
+    client: SerializdClient,
+    store: Store,
+    show_id: int,
+    season: int,
+    number: int,
+    clock: Callable[[], float],
+) -> int | None:
+    """How many episodes season `season` of a show has on Serializd (TMDB), when episode
+    `number` is past them: Serializd has no such episode. None when the season holds it, or
+    its count is not known (nor a season it does not list: `season_map` says so). The count
+    is the show answer's (cached like `season_map`), else the season's listing's last
+    number; a number past it (a new episode TMDB lists hours after it airs) reads them again,
+    at most hourly per show."""
+    count: int | None = None
+    for fresh in (False, True):
+        if fresh and await _read_lately(store, show_id, clock):
+            break
+        seasons = await show_seasons(client, store, show_id, clock, counts=True, fresh=fresh)
+        if season not in seasons.ids:
+            return None
+        count = seasons.episodes.get(season)
+        if count is None:  # no count in the answer: the season's listing says
+            listing, _ = await season_listing(client, store, show_id, season, clock, fresh)
+            count = max(listing.ids, default=None)  # none read: not known
+        if count is None or number <= count:
+            return None
+    return count
 
 
 async def absolute_episode(
@@ -479,6 +511,14 @@ async def season_listing(
     }
     await asyncio.to_thread(store.cache_put, EPISODES_CACHE, lookup, value, clock(), EPISODES_TTL)
     return listing, False
+
+
+async def _read_lately(store: Store, show_id: int, clock: Callable[[], float]) -> bool:
+    """Whether a show's answer was read within the hour (its cached entry says when; those
+    of older versions do not: not lately)."""
+    hit, cached = await asyncio.to_thread(store.cache_get, SEASONS_CACHE, str(show_id), clock())
+    at = cached.get("at") if hit and isinstance(cached, dict) else None
+    return isinstance(at, int | float) and clock() - at < REFRESH_EVERY
 
 
 def _cached_seasons(cached: Any) -> tuple[ShowSeasons | None, bool]:

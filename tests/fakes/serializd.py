@@ -989,6 +989,10 @@ class FakeSerializd(FakeServer):
         episode = _int({"episode_number": None, **body}, "episode_number", req.path, nullable=True)
         if "rating" not in body or (body["rating"] is None and not self.accept_null_rating):
             raise _crash(req.path, "KeyError: 'rating'")
+        # SILENT: an episode number past the season's episode count is stored as sent (the
+        # reference records no answer to one; its §3 only says TMDB renumbering leaves logs
+        # on episodes that no longer exist). ``episodes_that_crash``/``episodes_refused``
+        # stand for a server that refuses one.
         if episode in self.episodes_that_crash:
             raise _crash(req.path, "Episode.DoesNotExist")
         if episode in self.episodes_refused:

@@ -34,6 +34,7 @@ from watchbridge.catalogue import (
     SEASONS_CACHE,
     absolute_episode,
     file_first,
+    season_end,
     season_map,
     tmdb_numbered,
 )
@@ -456,7 +457,8 @@ class SerializdTarget:
                 item = await tmdb_numbered(
                     self.client, self.store, self.enricher, item, self.clock, first
                 )
-            place = await self._place(item)
+            # A removal goes by the numbers it was sent with: it finds what was written so.
+            place = await self._place(item, row.action in ("play", "rating"))
             if isinstance(place, Retry):
                 return place
             if row.action == "remove_play":
@@ -1317,8 +1319,10 @@ class SerializdTarget:
             await self._note_listing(ledger.profile, started, adds, listing)
         return ledger.diary
 
-    async def _place(self, item: MediaRef) -> Place | Retry:
-        """The item's Serializd coordinates, or a Retry when they cannot be known yet."""
+    async def _place(self, item: MediaRef, listed_only: bool = False) -> Place | Retry:
+        """The item's Serializd coordinates, or a Retry when they cannot be known yet;
+        `listed_only`: also when its numbers, as sent, are past the end of TMDB's season
+        (`_past_end`)."""
         tmdb = item.ids.tmdb if item.kind == "show" else item.show_ids.tmdb
         show_id = int(tmdb) if tmdb and tmdb.isdigit() else None
         if show_id is None:
@@ -1345,8 +1349,32 @@ class SerializdTarget:
         season_id = await self._season_or_retry(show_id, season)
         if isinstance(season_id, Retry):
             return season_id
+        if listed_only and item.number is not None:  # (an absolute number is counted within)
+            past = await self._past_end(show_id, item, season, number)
+            if past is not None:
+                return past
         ref = MediaRef("episode", show_ids=Ids(tmdb=str(show_id)), season=season, number=number)
         return Place(ref, show_id, season_id, number)
+
+    async def _past_end(
+        self, show_id: int, item: MediaRef, season: int, number: int
+    ) -> Retry | None:
+        """A Retry as unmatched when the episode's numbers are past the end of TMDB's season
+        (`catalogue.season_end`): logged so, the diary entry would name an episode Serializd
+        does not have. Numbers the library gives otherwise than TMDB that neither the
+        episode's own TMDB id nor its air date placed (`tmdb_numbered`), or an episode TMDB
+        does not list yet: tried again as other unmatched rows are."""
+        count = await season_end(self.client, self.store, show_id, season, number, self.clock)
+        if count is None:
+            return None
+        return Retry(
+            f"unmatched: {item.describe()} is past the end of season {season} as TMDB "
+            f"(and so Serializd) numbers it ({count} episodes): TMDB numbers this show "
+            "otherwise than your library (no TMDB id of the episode's own, nor its air date, "
+            "placed it elsewhere), or does not list the episode yet; log it on Serializd by "
+            "hand, or wait for TMDB to list it (tried again, hourly at first)",
+            after=UNMATCHED_RETRY,
+        )
 
     async def _by_absolute(self, show_id: int, item: MediaRef) -> tuple[int, int] | Retry:
         """An episode known by its absolute number only (a generic webhook's `item.absolute`,
