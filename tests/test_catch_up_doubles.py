@@ -17,16 +17,27 @@ from tests.fakes.base import FakeServer
 from tests.fakes.jellyfin import API_KEY, BREAKING_BAD_PROVIDER_IDS, FakeJellyfin
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.ingest_samples import sample_json
-from tests.test_catch_up import ALEX, EPISODE, MOVIE, SECRET, SERIES, T0, Clock, read, webhook
+from tests.test_catch_up import (
+    ALEX,
+    EPISODE,
+    MOVIE,
+    SECRET,
+    SERIES,
+    T0,
+    Clock,
+    plays,
+    read,
+    webhook,
+)
 from tests.test_delivery import close_targets, sign_in, worker_for
 from watchbridge import webhooks
 from watchbridge.app import Runtime
-from watchbridge.catchup import CatchUp
+from watchbridge.catchup import CatchUp, Listed, State
 from watchbridge.catchupstatus import status_lines
 from watchbridge.config import parse_config
 from watchbridge.ingest import parse
 from watchbridge.maintenance import housekeeping
-from watchbridge.model import Accepted
+from watchbridge.model import Accepted, Ids, MediaRef
 from watchbridge.wiring import build_runtime
 
 DAY = 86400.0
@@ -249,3 +260,49 @@ def test_a_rewatch_after_a_caught_up_play_is_a_play_of_its_own(
     for n in range(1, 4):
         assert rounds(runtime, task, server, clock, again + 47 * 60 + n * 900) == 0
     assert [title for title, _ in on_trakt(trakt)] == ["Episode 14", "Episode 14"]
+
+
+@pytest.mark.parametrize("other", ["version", "special"])
+def test_an_item_sharing_a_played_item_s_ids_is_copied_at_its_own_first_play(
+    runtime: Runtime, server: FakeJellyfin, trakt: FakeTrakt, clock: Clock, other: str
+) -> None:
+    # Two items the server lists at once under the same ids: a second version of a film in a
+    # 4K library, a special whose TVDB id is a regular episode's. Each has user data of its
+    # own: the first viewing of one is a play, not the other's count carried over to a new id
+    # (which it was taken for: never copied, lost).
+    alex, flavour = ALEX[server.flavour], server.flavour
+    jellyfin = flavour == "jellyfin"
+    if other == "version":
+        played, second = MOVIE, ("ee" * 16 if jellyfin else "77777")
+        server.add_movie(second, "Arrival", 2016, Imdb="tt2543164", Tmdb="329865")
+        trakt_title = "Arrival"
+    else:
+        played, second = EPISODE[flavour], ("ef" * 16 if jellyfin else "77778")
+        server.add_episode(second, SERIES[flavour], 0, 3, Tvdb="4637661")
+        server.items[played]["ProviderIds"] = {"Tvdb": "4637661"}
+        trakt_title = "Episode 14"
+    server.play(alex, played, T0 - 30 * DAY)
+    task = CatchUp()
+    rounds(runtime, task, server, clock, T0)  # the baseline: the first one played
+    watched = T0 + 3600
+    server.play(alex, second, watched)  # no webhook: caught up
+    assert rounds(runtime, task, server, clock, T0 + 4 * 3600, T0 + 4.25 * 3600) == 1
+    assert plays(runtime) == [("trakt", watched, second)]
+    if other == "version":  # (Trakt has no such special: that play waits for a match)
+        assert on_trakt(trakt) == [(trakt_title, "2026-05-28T21:26:00.000Z")]
+
+
+def test_an_item_under_a_new_id_is_the_same_item_by_its_count_and_date_or_the_old_rule() -> None:
+    # Rows with their dates: the same count and date is the item carried over; another date is
+    # an item of its own. Rows an earlier release kept without one: the most of their counts.
+    def one(count: int, dated: float) -> Listed:
+        ref = MediaRef("movie", Ids(imdb="tt2543164"), "Arrival", 2016, source_key="new")
+        return Listed("new", ref, True, count, dated, dated=dated)
+
+    known = {"old": "movie:imdb:tt2543164"}
+    dated = State(T0, T0, {"old": 3}, identities=known, dates={"old": T0 - DAY})
+    assert dated.seen(one(3, T0 - DAY)) == 3  # carried over: no play
+    assert dated.seen(one(3, T0 + 600)) is None  # its own user data: a first play
+    assert dated.seen(one(1, T0 + 600)) is None
+    undated = State(T0, T0, {"old": 3}, identities=known)
+    assert undated.seen(one(1, T0 + 600)) == 3

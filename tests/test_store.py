@@ -909,16 +909,23 @@ def test_the_catch_up_counts_go_where_its_state_goes(store: Store) -> None:
     # A read writes only the counts that changed (catchup.py `Saved`); a baseline drops
     # what an earlier state kept; a renamed profile takes them along; a reset forgets them.
     store.save_catch_up(
-        ("jellyfin", "me", "alex"), '{"a":1}', {"i1": (1, "imdb:tt1"), "i2": (3, "")}, True, 1.0
+        ("jellyfin", "me", "alex"),
+        '{"a":1}',
+        {"i1": (1, "imdb:tt1", 5.0), "i2": (3, "", None)},
+        True,
+        1.0,
     )
-    store.save_catch_up(("jellyfin", "me", "alex"), '{"a":2}', {"i2": (4, "")}, False, 2.0)
+    store.save_catch_up(("jellyfin", "me", "alex"), '{"a":2}', {"i2": (4, "", None)}, False, 2.0)
     assert store.get_cursor("jellyfin", "me", "catch_up:alex") == '{"a":2}'
-    assert store.catch_up_counts("jellyfin", "me", "alex") == {"i1": (1, "imdb:tt1"), "i2": (4, "")}
-    store.save_catch_up(("jellyfin", "me", "alex"), '{"a":3}', {"i3": (1, "")}, True, 3.0)
-    assert store.catch_up_counts("jellyfin", "me", "alex") == {"i3": (1, "")}
+    assert store.catch_up_counts("jellyfin", "me", "alex") == {
+        "i1": (1, "imdb:tt1", 5.0),
+        "i2": (4, "", None),
+    }
+    store.save_catch_up(("jellyfin", "me", "alex"), '{"a":3}', {"i3": (1, "", None)}, True, 3.0)
+    assert store.catch_up_counts("jellyfin", "me", "alex") == {"i3": (1, "", None)}
     assert store.move_profile("me", "myself", "gone", 4.0).refused == ""
     assert store.catch_up_counts("jellyfin", "me", "alex") == {}
-    assert store.catch_up_counts("jellyfin", "myself", "alex") == {"i3": (1, "")}
+    assert store.catch_up_counts("jellyfin", "myself", "alex") == {"i3": (1, "", None)}
     assert store.reset(5.0) == []
     assert store.catch_up_counts("jellyfin", "myself", "alex") == {}
 

@@ -14,9 +14,11 @@ adds one to `PlayCount` and sets `LastPlayedDate` (to the start); `Played` turns
 resumable item plays and true once it passes the server's played mark; "mark played" sets both,
 "mark unplayed" clears them (count 0). So a play is an item `Played` whose count grew since
 the count a read last saw it played with (`State.counts`; an item never seen played: any count).
-An item under an id never seen that has an identity seen (`identity`: its provider ids) is that
-item: a library removed and added again (Emby numbers its items anew; Jellyfin's ids follow the
-paths), a file replaced, a second version added; the server carries its user data over by them.
+An item under an id never seen that has an identity seen (`identity`: its provider ids) with
+the same count and `LastPlayedDate` is that item: a library removed and added again (Emby
+numbers its items anew; Jellyfin's ids follow the paths), a file replaced; the server carries
+its user data over. One of those ids with user data of its own (a second version of a film in
+another library, a special sharing a regular episode's TVDB id) is an item never seen.
 A count that grew by more than one is one play: a viewing resumed later is a playback start too.
 
 The decisions are pure (`candidates`, `heard_of`, `decide`); `CatchUp` reads and records:
@@ -147,6 +149,7 @@ class Listed:
     last_played: float | None
     server: str = ""  # the item's ServerId
     duration_ms: int | None = None
+    dated: float | None = None  # its `LastPlayedDate` as the server wrote it, on its clock
 
 
 def server_offset(skew: float) -> float:
@@ -194,6 +197,7 @@ def listed(dto: Mapping[str, Any], server: Server, ahead: float = 0.0) -> Listed
         last_played=None if last_played is None else last_played - ahead,
         server=server_guid(dto.get("ServerId")) or "",
         duration_ms=ticks_to_ms(dto.get("RunTimeTicks")) or None,
+        dated=last_played,
     )
 
 
@@ -203,36 +207,53 @@ def identity(one: Listed) -> str:
     return one.item.key() if one.item.ids else ""
 
 
+# A row of `State.counts` as kept: the count, the item's identity ('' none), and its
+# `Listed.dated` then (None: none, or kept by a release before it was).
+Row = tuple[int, str, float | None]
+
+
 @dataclass(frozen=True)
 class State:
     """What the reads of one account know: when the first (`baseline`) and the last (`at`)
-    began, by our clock; each item's `PlayCount` when last seen played, and its `identity`
-    (item id -> identity, where it has one); and the plays found that wait for a later read
-    (item id -> when first found, and from when the read that found it listed changes: later
-    reads list from there, so that it is listed again). Kept as its `header` (all but the
-    counts) and a row per count, with its identity (`Saved`)."""
+    began, by our clock; each item's `PlayCount` when last seen played, its `identity`
+    (item id -> identity, where it has one) and its `LastPlayedDate` then, as the server
+    wrote it (`dates`); and the plays found that wait for a later read (item id -> when first
+    found, and from when the read that found it listed changes: later reads list from there,
+    so that it is listed again). Kept as its `header` (all but the counts) and a row per
+    count, with its identity and date (`Saved`)."""
 
     baseline: float
     at: float
     counts: Mapping[str, int] = field(default_factory=dict)
     waiting: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     identities: Mapping[str, str] = field(default_factory=dict)
+    dates: Mapping[str, float] = field(default_factory=dict)
 
     @functools.cached_property
-    def _by_identity(self) -> dict[str, int]:
-        found: dict[str, int] = {}
+    def _by_identity(self) -> dict[str, list[tuple[int, float | None]]]:
+        found: dict[str, list[tuple[int, float | None]]] = {}
         for key, known in self.identities.items():
             if key in self.counts:
-                found[known] = max(found.get(known, 0), self.counts[key])
+                found.setdefault(known, []).append((self.counts[key], self.dates.get(key)))
         return found
 
     def seen(self, one: Listed) -> int | None:
         """The count `one` was last seen played with (None: never seen played): by its id,
-        else by its identity, under the id the server gave it before (the most of them)."""
+        else, under an id never seen, by its identity: where an item of that identity was
+        seen with the same count and date, the server carried that item's user data over to
+        a new id (a library added again, a file replaced); an item of the same ids with user
+        data of its own (a second version, a special sharing a TVDB id) was never seen. Rows
+        kept before the dates were: the most of their counts, as then."""
         before = self.counts.get(one.id)
-        if before is None and (known := identity(one)):
-            return self._by_identity.get(known)
-        return before
+        if before is not None or not (known := identity(one)):
+            return before
+        found = self._by_identity.get(known, [])
+        if one.dated is not None and any(
+            n == one.count and at is not None and abs(at - one.dated) < 1.0 for n, at in found
+        ):
+            return one.count
+        undated = [n for n, at in found if at is None]
+        return max(undated) if undated else None
 
     def header(self) -> str:
         return json.dumps(
@@ -242,9 +263,9 @@ class State:
         )
 
     @classmethod
-    def from_header(cls, value: str | None, counts: Mapping[str, tuple[int, str]]) -> State | None:
-        """The state of a `header` and the `counts` kept with it (with their identities);
-        None for none."""
+    def from_header(cls, value: str | None, counts: Mapping[str, Row]) -> State | None:
+        """The state of a `header` and the `counts` kept with it (with their identities and
+        dates); None for none."""
         if value is None:
             return None
         try:
@@ -252,17 +273,16 @@ class State:
             return cls(
                 float(found["baseline"]),
                 float(found["at"]),
-                {key: n for key, (n, _) in counts.items()},
+                {key: n for key, (n, _, _) in counts.items()},
                 {str(k): (float(v[0]), float(v[1])) for k, v in found["waiting"].items()},
-                {key: known for key, (_, known) in counts.items() if known},
+                {key: known for key, (_, known, _) in counts.items() if known},
+                {key: at for key, (_, _, at) in counts.items() if at is not None},
             )
         except (ValueError, TypeError, KeyError, AttributeError):  # not one this release wrote
             return None
 
 
-def loaded(
-    header: str | None, at: str | None, counts: Mapping[str, tuple[int, str]]
-) -> State | None:
+def loaded(header: str | None, at: str | None, counts: Mapping[str, Row]) -> State | None:
     """The account's `State` from its two cursors, the later of their `at`, and its counts.
     Pure."""
     found = State.from_header(header, counts)
@@ -277,13 +297,13 @@ def loaded(
 @dataclass(frozen=True)
 class Saved:
     """What a read writes: the state's `header` (None: unchanged), or else its `at` alone
-    (None: not moved); and the `counts` that changed (or whose identity did), each with its
-    identity, all of them at a baseline (`whole`: the account's other counts dropped, kept of
-    a state no longer read)."""
+    (None: not moved); and the `counts` that changed (or whose identity or date did), each
+    with its identity and date, all of them at a baseline (`whole`: the account's other
+    counts dropped, kept of a state no longer read)."""
 
     header: str | None = None
     at: str | None = None
-    counts: Mapping[str, tuple[int, str]] = field(default_factory=dict)
+    counts: Mapping[str, Row] = field(default_factory=dict)
     whole: bool = False
 
 
@@ -293,17 +313,21 @@ def persisted(before: State | None, after: State, listed_any: bool) -> Saved:
     moved, the next read would list it again); else nothing, and the next read lists from the
     same time: what it lists more is what changed since this read listed nothing, the same.
     Pure."""
-    rows = {key: (n, after.identities.get(key, "")) for key, n in after.counts.items()}
+    rows = {key: _row(after, key, n) for key, n in after.counts.items()}
     if before is None:
         return Saved(after.header(), counts=rows, whole=True)
     counts = {
         key: row
         for key, row in rows.items()
-        if (before.counts.get(key), before.identities.get(key, "")) != row
+        if key not in before.counts or _row(before, key, before.counts[key]) != row
     }
     if counts or (before.baseline, before.waiting) != (after.baseline, after.waiting):
         return Saved(after.header(), counts=counts)
     return Saved(at=repr(after.at) if listed_any and after.at != before.at else None)
+
+
+def _row(state: State, key: str, n: int) -> Row:
+    return (n, state.identities.get(key, ""), state.dates.get(key))
 
 
 def since(state: State | None) -> float | None:
@@ -427,14 +451,19 @@ def decide(
     if state is None:
         counts = {one.id: one.count for one in items if one.played}
         known = {one.id: found for one in items if one.played and (found := identity(one))}
-        return Decision(State(now, now, counts, identities=known), [])
+        dates = {one.id: one.dated for one in items if one.played and one.dated is not None}
+        return Decision(State(now, now, counts, identities=known, dates=dates), [])
     counts, waiting = dict(state.counts), dict(state.waiting)
-    identities = dict(state.identities)
+    identities, dates = dict(state.identities), dict(state.dates)
 
     def count(one: Listed) -> None:
         counts[one.id] = one.count
         if found := identity(one):
             identities[one.id] = found
+        if one.dated is None:
+            dates.pop(one.id, None)
+        else:
+            dates[one.id] = one.dated
 
     listed_from = since(state) or now
     missed: list[Listed] = []
@@ -461,7 +490,7 @@ def decide(
         waiting.pop(one.id, None)
         count(one)
     waiting = {key: at for key, at in waiting.items() if now - at[0] < WAITING_KEPT}
-    after = State(state.baseline, now, counts, waiting, identities)
+    after = State(state.baseline, now, counts, waiting, identities, dates)
     return Decision(after, missed, reported, waits, skipped)
 
 

@@ -870,6 +870,18 @@ def m034_catch_up_identities(db: sqlite_utils.Database) -> None:
         db.execute("ALTER TABLE catch_up_counts ADD COLUMN identity TEXT NOT NULL DEFAULT ''")
 
 
+@migrations()
+def m035_catch_up_dates(db: sqlite_utils.Database) -> None:
+    # Beside each play count of the catch-up, the item's LastPlayedDate then (catchup.py
+    # `State.dates`): an item under a new id is the item of the same identity only with the
+    # same count and date (its user data carried over); one with user data of its own (a
+    # second version of a film, a special sharing a TVDB id) is not, and its first play is
+    # copied. Rows written before have none (NULL) until their item is listed again. Safe to
+    # apply again, as the newest migration must be (tests/test_serve_lock.py).
+    if "played_at" not in db["catch_up_counts"].columns_dict:
+        db.execute("ALTER TABLE catch_up_counts ADD COLUMN played_at REAL")
+
+
 def _batch(due: Sequence[sqlite3.Row], alone: bool) -> list[int]:
     """The ids one claim takes of `due` (in their turn): those before the first row a crash
     makes go alone (CRASHES_ALONE), or that row when it is first and nothing else is taken
@@ -4451,28 +4463,35 @@ class Store:
 
     def catch_up_counts(
         self, service: str, profile: str, account: str
-    ) -> dict[str, tuple[int, str]]:
+    ) -> dict[str, tuple[int, str, float | None]]:
         """The play counts the catch-up keeps of `account`, each with its item's identity
-        ('' none known) (catchup.py `State.counts`, `State.identities`)."""
+        ('' none known) and last played date then (None: none known) (catchup.py `State`)."""
         rows = self._query(
-            "SELECT item, play_count, identity FROM catch_up_counts"
+            "SELECT item, play_count, identity, played_at FROM catch_up_counts"
             " WHERE service = ? AND profile = ? AND account = ?",
             (service, profile, account),
         )
-        return {str(row["item"]): (int(row["play_count"]), str(row["identity"])) for row in rows}
+        return {
+            str(row["item"]): (
+                int(row["play_count"]),
+                str(row["identity"]),
+                None if row["played_at"] is None else float(row["played_at"]),
+            )
+            for row in rows
+        }
 
     def save_catch_up(
         self,
         where: tuple[str, str, str],
         header: str,
-        counts: Mapping[str, tuple[int, str]],
+        counts: Mapping[str, tuple[int, str, float | None]],
         whole: bool,
         now: float,
     ) -> None:
         """A catch-up read's state (catchup.py `Saved`) of an account (`where`: server,
         profile, account), in one transaction: its `header` (all but the counts) in its
-        cursor, and the item `counts` that changed, each with its item's identity (`whole`:
-        all of them, the account's other rows dropped)."""
+        cursor, and the item `counts` that changed, each with its item's identity and last
+        played date (`whole`: all of them, the account's other rows dropped)."""
         service, profile, account = where
         with self.transaction() as conn:
             name = f"{CATCH_UP_CURSORS}:{account}"
@@ -4484,12 +4503,13 @@ class Store:
                 )
             conn.executemany(
                 "INSERT INTO catch_up_counts"
-                " (service, profile, account, item, play_count, identity)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (service, profile, account, item)"
-                " DO UPDATE SET play_count = excluded.play_count, identity = excluded.identity",
+                " (service, profile, account, item, play_count, identity, played_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (service, profile, account, item)"
+                " DO UPDATE SET play_count = excluded.play_count, identity = excluded.identity,"
+                " played_at = excluded.played_at",
                 [
-                    (service, profile, account, item, n, known)
-                    for item, (n, known) in counts.items()
+                    (service, profile, account, item, n, known, at)
+                    for item, (n, known, at) in counts.items()
                 ],
             )
 
