@@ -306,3 +306,25 @@ def test_an_item_under_a_new_id_is_the_same_item_by_its_count_and_date_or_the_ol
     assert dated.seen(one(1, T0 + 600)) is None
     undated = State(T0, T0, {"old": 3}, identities=known)
     assert undated.seen(one(1, T0 + 600)) == 3
+
+
+def test_one_viewing_two_items_of_the_same_ids_show_is_one_play_caught_up(
+    runtime: Runtime, server: FakeJellyfin, trakt: FakeTrakt, clock: Clock
+) -> None:
+    # A server that keeps user data by provider ids shows one viewing on both versions of a
+    # film (the same count and date): one play, said and sent once (it was said twice, and
+    # webhooks_stopped named "Arrival and 1 more").
+    alex, flavour = ALEX[server.flavour], server.flavour
+    second = "ee" * 16 if flavour == "jellyfin" else "77777"
+    server.add_movie(second, "Arrival", 2016, Imdb="tt2543164", Tmdb="329865")
+    for item in (MOVIE, second):
+        server.play(alex, item, T0 - 30 * DAY)
+    task = CatchUp()
+    rounds(runtime, task, server, clock, T0)  # the baseline
+    watched = T0 + 3600
+    for item in (MOVIE, second):  # the one viewing, as the server shows it on both
+        server.play(alex, item, watched)
+    assert rounds(runtime, task, server, clock, T0 + 4 * 3600, T0 + 4.25 * 3600) == 1
+    assert on_trakt(trakt) == [("Arrival", "2026-05-28T21:26:00.000Z")]
+    (line,) = status_lines(runtime.config, runtime.store, clock.now)
+    assert line.kind == "caught_up" and " 1 play " in f"{line.message} ", line.message

@@ -469,6 +469,10 @@ def decide(
     missed: list[Listed] = []
     skipped: list[Listed] = []
     reported = waits = 0
+    # (identity, date) of the plays copied or left unchecked: another item of the same ids
+    # with the same date is the same viewing, a server keeping user data by provider ids
+    # showing it on every version of the film.
+    viewings: set[tuple[str, float | None]] = set()
     for one in items:
         if not _a_play(state, one):
             waiting.pop(one.id, None)
@@ -477,8 +481,11 @@ def decide(
             continue  # not played now (a rewatch under way): the count it was played with stays
         told = heard.get(one.id)
         first = waiting.get(one.id, (now, listed_from))
+        viewing = (identity(one), one.last_played)
         if told is not None and told.completed:
             reported += 1
+        elif viewing in viewings:
+            pass  # copied, or left unchecked, as an item of the same ids: counted alone
         elif cannot_check(one, pruned_to):
             skipped.append(one)
         elif now - first[0] < CONFIRM_AFTER or (told is not None and now - told.last_at < FOLLOWED):
@@ -487,6 +494,8 @@ def decide(
             continue
         else:
             missed.append(one)
+        if viewing[0]:
+            viewings.add(viewing)
         waiting.pop(one.id, None)
         count(one)
     waiting = {key: at for key, at in waiting.items() if now - at[0] < WAITING_KEPT}
