@@ -171,8 +171,8 @@ links:
     counts = expected(rows)
     review = sync(path, "trakt-serializd", "--dry-run")
     assert plan_line(review).endswith(
-        f"plan: serializd:add_play {copied_from_trakt(counts)}, "
-        f"trakt:add_play {counts['other only']}"
+        f"plan: add {copied_from_trakt(counts)} play(s) to serializd (new on trakt), "
+        f"add {counts['other only']} play(s) to trakt (new on serializd)"
     )
     sync(path, "trakt-serializd", "--yes")
     plays, diary = held()
@@ -223,7 +223,8 @@ links:
     counts = expected(rows)
     review = sync(path, "plex-trakt", "--dry-run")
     assert plan_line(review).endswith(
-        f"plan: plex:add_play {copied_from_trakt(counts)}, trakt:add_play {counts['other only']}"
+        f"plan: add {copied_from_trakt(counts)} play(s) to plex (new on trakt), "
+        f"add {counts['other only']} play(s) to trakt (new on plex)"
     )
     sync(path, "plex-trakt", "--yes")
     plays = Counter((h.item.show.tmdb - 5000, h.item.number) for h in trakt.history())

@@ -449,6 +449,14 @@ def test_confirming_removals_applies_what_was_held(world: World) -> None:
     assert len(diary_plays(world.serializd)) == 1
 
 
+def test_the_plans_header_says_a_removal_and_where_it_was_made(world: World) -> None:
+    world.same_plays_on_both_sides(2)
+    world.app.unwatch(world.trakt.history()[0])
+    out = world.sync("--link", LINK, "--dry-run")
+    header = next(line for line in out.splitlines() if "plan:" in line)
+    assert header.endswith("; plan: remove 1 play(s) from serializd (removed on trakt)"), out
+
+
 def test_a_removal_held_before_a_one_way_run_the_other_way_is_still_held_after_it(
     world: World,
 ) -> None:

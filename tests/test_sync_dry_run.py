@@ -93,6 +93,15 @@ def test_dry_run_shows_each_write_with_its_reason(dry_run: DryRun) -> None:
     assert "dry run: nothing was written" in out
 
 
+def test_the_plans_header_says_each_write_as_a_sentence(dry_run: DryRun) -> None:
+    # It said `plan: trakt:add_play 1, trakt:set_rating 1`, which reads either way.
+    header = next(line for line in dry_run.result.stdout.splitlines() if "plan:" in line)
+    assert header == (
+        "profile me: trakt 1 plays, serializd 2 plays; plan: add 1 play(s) to trakt"
+        " (new on serializd), set 1 rating(s) on trakt (from serializd)"
+    )
+
+
 def test_a_dry_run_of_a_first_sync_that_waits_ends_with_the_command_that_applies_it(
     dry_run: DryRun,
 ) -> None:
@@ -152,7 +161,8 @@ def test_a_second_sync_writes_nothing_more(tmp_path: Path, start_fake: Any) -> N
     writes_before = [r for r in trakt.requests if r.method == "POST"]
     result = run("sync", "--link", "trakt-serializd", "--config", str(path))
     assert result.returncode == 0, result.stderr
-    assert "trakt:" not in result.stdout.split("plan:")[1].splitlines()[0]
+    header = result.stdout.split("plan:")[1].splitlines()[0]
+    assert not any(f"{to} trakt (" in header for to in ("to", "on", "from")), header
     assert [r for r in trakt.requests if r.method == "POST"] == writes_before
 
 

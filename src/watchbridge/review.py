@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import defaultdict
-from collections.abc import Sequence
+from collections import Counter, defaultdict
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from watchbridge.guard import as_confirmed, for_link
 from watchbridge.plexlink import ListsRun, list_counts, lists_summary
-from watchbridge.reconcile import FIRST_RUN_WINDOW, SameViewing
+from watchbridge.reconcile import FIRST_RUN_WINDOW, Plan, SameViewing
 from watchbridge.zone import local_time
 
 if TYPE_CHECKING:
@@ -26,6 +26,28 @@ _CANNOT_HOLD: defaultdict[str, str] = defaultdict(
     plex="not in its libraries",
     anilist="anime it cannot map (see `watchbridge anime unmatched`)",
 )
+
+# A plan's writes of each kind, as its header says them: the verb, what to or from the
+# target, and why (the link's other side): `add 3 play(s) to trakt (new on plex)`.
+_WRITES = {
+    "add_play": ("add", "play(s) to", "new on"),
+    "remove_play": ("remove", "play(s) from", "removed on"),
+    "set_rating": ("set", "rating(s) on", "from"),
+    "remove_rating": ("remove", "rating(s) from", "removed on"),
+}
+
+
+def writes_said(plan: Plan, sides: Collection[str]) -> str:
+    """`plan`'s writes counted per target and kind, as a sentence read once: `add 121
+    play(s) to plex (new on trakt), add 3 play(s) to trakt (new on plex)`; `sides`: the
+    link's two, which name where each write comes from. "" when there is none."""
+    counted = Counter((a.target, a.kind) for a in plan.actions)
+    said = []
+    for (target, kind), count in sorted(counted.items()):
+        verb, what, why = _WRITES[kind]
+        source = next((s for s in sides if s != target), "")
+        said.append(f"{verb} {count} {what} {target}" + (f" ({why} {source})" if source else ""))
+    return ", ".join(said)
 
 
 def plan_lines(
@@ -44,8 +66,8 @@ def plan_lines(
                 lines.append(f"  held: {held}")
             continue
         sizes = ", ".join(f"{side} {count} plays" for side, count in result.sizes.items())
-        counts = ", ".join(f"{k} {v}" for k, v in sorted(result.plan.counts().items()))
-        lines.append(f"profile {result.profile}: {sizes}; plan: {counts or 'nothing to do'}")
+        writes = writes_said(result.plan, result.sizes)
+        lines.append(f"profile {result.profile}: {sizes}; plan: {writes or 'nothing to do'}")
         if result.restarted:
             lines.append(f"  {result.restarted}")
         for side, count in sorted(result.plan.out_of_catalog.items()):
