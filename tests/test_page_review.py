@@ -47,12 +47,17 @@ def _unpaced(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @contextmanager
-def waiting_for_review(tmp_path: Path, start_fake: Any) -> Iterator[tuple[str, Any, Any]]:
+def waiting_for_review(
+    tmp_path: Path, start_fake: Any, twice_on_trakt: bool = False
+) -> Iterator[tuple[str, Any, Any]]:
     """The service of a Trakt ⇄ Serializd link whose first run waits for the review (the
-    default `first_run: dry-run`): Trakt lacks S1E2 and its rating, Serializd lacks S1E3."""
+    default `first_run: dry-run`): Trakt lacks S1E2 and its rating, Serializd lacks S1E3.
+    `twice_on_trakt`: an old tool posted Trakt's S1E1 again a minute later."""
     trakt, serializd = start_fake(FakeTrakt()), start_fake(FakeSerializd())
     show = trakt.add_show("Breaking Bad", 2008, tmdb=1396, tvdb=81189, seasons={1: 7})
     trakt.add_history(show.seasons[1].episodes[1], "2024-01-01T20:00:00.000Z")
+    if twice_on_trakt:
+        trakt.add_history(show.seasons[1].episodes[1], "2024-01-01T20:01:00.000Z")
     trakt.add_history(show.seasons[1].episodes[3], "2024-01-03T20:00:00.000Z")
     serializd.add_show(1396, "Breaking Bad", seasons={1: 7})
     serializd.log_entry(None, 1396, 1, 2, backdate="2024-01-02T20:00:00.000Z", rating=8)
@@ -150,6 +155,24 @@ def test_the_review_shows_the_plan_the_cli_shows_and_writes_nothing(
     assert diary_episodes(serializd) == [1, 2]
     # Read from the page, the link still waits: its button stays, beside the review's link.
     assert REVIEW_BUTTON in status and f'<a href="{REVIEW}">' in status
+
+
+def test_the_review_says_the_plan_in_words_and_the_viewings_an_old_tool_held_twice(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    # Trakt held 3 plays and Serializd 2, the plan said nothing of the gap.
+    with waiting_for_review(tmp_path, start_fake, twice_on_trakt=True) as (url, trakt, _):
+        page = html.unescape(read_the_plan(url))
+    assert (
+        "profile me: trakt 3 plays, serializd 2 plays; plan: add 1 play(s) to serializd (new on"
+        " trakt), add 1 play(s) to trakt (new on serializd), set 1 rating(s) on trakt (from"
+        " serializd)"
+    ) in page
+    assert (
+        "1 play(s) held twice on trakt (an old tool's duplicates, within two minutes): left as"
+        " they are; remove them there if you like"
+    ) in page
+    assert trakt_episodes(trakt) == [1, 1, 3]  # nothing written, nothing removed
 
 
 def test_an_apply_posted_by_another_site_writes_nothing(tmp_path: Path, start_fake: Any) -> None:

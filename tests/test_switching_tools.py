@@ -130,6 +130,14 @@ def plan_line(out: str) -> str:
     return next(line for line in out.splitlines() if "plan:" in line)
 
 
+def held_twice(count: int, side: str) -> str:
+    """The review's line on the viewings the old tool recorded twice on `side`."""
+    return (
+        f"  {count} play(s) held twice on {side} (an old tool's duplicates, within two"
+        " minutes): left as they are; remove them there if you like"
+    )
+
+
 def test_trakt_and_serializd_both_holding_the_history_get_each_viewing_once(
     tmp_path: Path, start_fake: Any
 ) -> None:
@@ -174,13 +182,20 @@ links:
         f"plan: add {copied_from_trakt(counts)} play(s) to serializd (new on trakt), "
         f"add {counts['other only']} play(s) to trakt (new on serializd)"
     )
+    # The old tool's second records, left alone, are said (the sides' sizes differ by them).
+    lines = review.splitlines()
+    assert held_twice(counts["twice on the other"], "serializd") in lines, review
+    assert held_twice(counts["twice on trakt"], "trakt") in lines, review
     sync(path, "trakt-serializd", "--yes")
     plays, diary = held()
     for show, number, variant, trakt_times, other_times, _ in rows:
         on_trakt = max(1, len(trakt_times))  # the old tool's second play left as it is
         on_serializd = max(1, len(other_times))
         assert (plays[show, number], diary[show, number]) == (on_trakt, on_serializd), variant
-    assert "plan: nothing to do" in sync(path, "trakt-serializd")
+    again = sync(path, "trakt-serializd")
+    assert "plan: nothing to do" in again
+    for side, variant in (("trakt", "twice on trakt"), ("serializd", "twice on the other")):
+        assert held_twice(counts[variant], side) in again.splitlines(), again
 
 
 def test_plex_and_trakt_both_holding_the_history_get_each_viewing_once(
@@ -226,6 +241,8 @@ links:
         f"plan: add {copied_from_trakt(counts)} play(s) to plex (new on trakt), "
         f"add {counts['other only']} play(s) to trakt (new on plex)"
     )
+    assert held_twice(counts["twice on trakt"], "trakt") in review.splitlines(), review
+    assert "held twice on plex" not in review
     sync(path, "plex-trakt", "--yes")
     plays = Counter((h.item.show.tmdb - 5000, h.item.number) for h in trakt.history())
     for show, number, variant, trakt_times, *_ in rows:

@@ -200,6 +200,10 @@ class Plan:
     # per target: ratings of whole shows left out that it can take by season only
     # (`Side.shows_rated_apart`), not among `out_of_catalog`
     shows_rated_apart: Mapping[str, int] = field(default_factory=dict)
+    # per side: plays left as they are as a second record of a viewing the other side holds
+    # once (an old tool's duplicates, `_second_records`): neither copied nor removed, but
+    # told (the sides' sizes differ by them)
+    held_twice: Mapping[str, int] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
         counted: dict[str, int] = defaultdict(int)
@@ -504,6 +508,7 @@ def plan(
     renumbered: set[tuple[str, str]] = set()
     spent: set[tuple[str, str]] = set()
     same_viewing: list[SameViewing] = []
+    held_twice: Counter[str] = Counter()
     allowed = set(flows(link))
     if "history" in link.kinds:
         history = _History(paired, first_run, same_viewing, restored)
@@ -519,6 +524,7 @@ def plan(
             spent,
             history,
             kept_off,
+            held_twice,
         )
     if "ratings" in link.kinds:
         actions += _plan_ratings(link, current, baseline, allowed, copying)
@@ -538,6 +544,7 @@ def plan(
         kept + tuple(same_viewing),
         wait_on,
         shows_apart,
+        dict(held_twice),
     )
 
 
@@ -777,6 +784,7 @@ def _plan_history(
     spent: set[tuple[str, str]],
     history: _History,
     kept_off: Collection[tuple[str, str]],
+    held_twice: Counter[str],
 ) -> list[Action]:
     a, b = link.services[0], link.services[1]
     actions: list[Action] = []
@@ -878,6 +886,8 @@ def _plan_history(
     # viewing of its own: neither paired as one by a first run nor copied.
     seconds = _second_records(only_a, current[a].plays, partnered[a])
     seconds |= _second_records(only_b, current[b].plays, partnered[b])
+    _count_left(held_twice, a, only_a, seconds, gone_or_removed)
+    _count_left(held_twice, b, only_b, seconds, gone_or_removed)
     only_a = [p for p in only_a if p.record not in seconds]
     only_b = [p for p in only_b if p.record not in seconds]
     if history.first_run or history.restored:
@@ -900,6 +910,7 @@ def _plan_history(
         for side, lonely, index in ((a, only_a, 0), (b, only_b, 1)):
             partners = {pair[index].record for pair in days_apart}
             seconds = _second_records(lonely, current[side].plays, partners)
+            _count_left(held_twice, side, lonely, seconds, gone_or_removed)
             lonely[:] = [p for p in lonely if p.record not in seconds]
     for source, target, lonely in ((a, b, only_a), (b, a, only_b)):
         if (source, target) not in allowed:
@@ -956,6 +967,20 @@ def _second_records(
         for p in lonely
         if p.at != UNDATED and any(one_play(p.at, o.at) for o in held.get(p.item, ()))
     }
+
+
+def _count_left(
+    counted: Counter[str],
+    side: str,
+    lonely: Iterable[Play],
+    seconds: Collection[str],
+    going: Callable[[str, Play], bool],
+) -> None:
+    """Count in `counted` the plays of `side` among `lonely` that are `seconds` (second
+    records, `_second_records`) left as they are: not those `going` with a removal."""
+    left = sum(1 for p in lonely if p.record in seconds and not going(side, p))
+    if left:
+        counted[side] += left
 
 
 def _second_records_going_along(

@@ -50,11 +50,21 @@ def writes_said(plan: Plan, sides: Collection[str]) -> str:
     return ", ".join(said)
 
 
+def held_twice_line(side: str, count: int) -> str:
+    """The plays of `side` left as an old tool's second record of a viewing the other side
+    holds once (`Plan.held_twice`): why the sides' sizes differ though nothing is to do."""
+    return (
+        f"  {count} play(s) held twice on {side} (an old tool's duplicates, within two "
+        "minutes): left as they are; remove them there if you like"
+    )
+
+
 def plan_lines(
     plans: Sequence[ProfilePlan], link: str, limit: int, confirmed: bool = False
 ) -> list[str]:
-    """Each profile's plan: its sides' sizes and counts, then each write with its reason (the
-    first `limit`), and the plays a first run takes for one viewing."""
+    """Each profile's plan: its sides' sizes and counts, what is left out or left as it is
+    (an old tool's duplicates), then each write with its reason (the first `limit`), and the
+    plays a first run takes for one viewing."""
     lines = []
     for result in plans:
         held = for_link(result.plan.held, link) if result.plan.held else ""
@@ -79,6 +89,8 @@ def plan_lines(
                 f"  {count} show rating(s) not written to {side}: it rates each season's entry,"
                 " not a whole show (see `watchbridge status`)"
             )
+        for side, count in sorted(result.plan.held_twice.items()):
+            lines.append(held_twice_line(side, count))
         if held:
             lines.append(f"  confirmed: {as_confirmed(held)}" if confirmed else f"  held: {held}")
         for action in result.plan.actions[:limit]:
