@@ -12,6 +12,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from tests.fakes.serializd import ALICE as SERIALIZD_USER
 from tests.fakes.serializd import FakeSerializd
 from tests.harness import AppThread, ServiceProcess, free_port, watchbridge, write_config
 from tests.ingest_samples import sample_json
+from tests.test_deliver_serializd import kept_texts
 from tests.test_webhooks_e2e import SECRET as HOOK_SECRET
 from tests.test_webhooks_e2e import plex_multipart, wait_for
 from watchbridge import statuspage
@@ -384,3 +386,100 @@ def test_a_secret_an_error_text_quotes_is_kept_masked_in_the_database(tmp_path: 
         kept = [str(row) for row in conn.execute("SELECT last_error FROM outbox")]
         kept += [str(row) for row in conn.execute("SELECT error FROM sync_runs")]
     assert len(kept) == 4 and all(shows_none(text) for text in kept), kept
+
+
+# What an earlier release kept unmasked (before error texts were stored masked): a dead
+# letter's reason and a link run's error quoting the Serializd password, AniList's token and
+# a Serializd sign-in's token; beside texts quoting no secret, which stay as they are.
+EARLIER_QUOTING = f"Incorrect password: {SERIALIZD_PASSWORD} (token {ANILIST_TOKEN})"
+EARLIER_PLAIN = ("gave up: 404 not found", "superseded", "unmatched: no TMDB show id for ep")
+
+
+def kept_by_an_earlier_release(database: Path) -> None:
+    """A database an earlier release left: its error texts written as the services said them."""
+    with Store.open(database) as store:
+        store.put_token("serializd", "me", {"token": SERIALIZD_TOKEN, "username": "me"}, 1.0)
+    texts = [
+        ("dead", f"gave up: {EARLIER_QUOTING}"),
+        ("done", f"sent once more after: login refused for {SERIALIZD_TOKEN}"),
+        ("dead", EARLIER_PLAIN[0]),
+        ("done", EARLIER_PLAIN[1]),
+        ("dead", EARLIER_PLAIN[2]),
+        ("done", None),
+    ]
+    with contextlib.closing(sqlite3.connect(database)) as conn, conn:
+        conn.executemany(
+            "INSERT INTO outbox (target, profile, action, payload, ordering_key,"
+            " idempotency_key, status, attempts, next_attempt_at, created_at, updated_at,"
+            " last_error) VALUES ('serializd', 'me', 'play', '{}', ?, ?, ?, 3, 1, 1, ?, ?)",
+            [
+                (f"earlier-k{n}", f"earlier-i{n}", status, time.time(), error)
+                for n, (status, error) in enumerate(texts)
+            ],
+        )
+        conn.executemany(
+            "INSERT INTO sync_runs (link, started_at, finished_at, outcome, error)"
+            " VALUES ('a', ?, ?, 'failed', ?)",
+            [
+                (time.time(), time.time(), error)
+                for error in (f"run: {EARLIER_QUOTING}", "run: 503")
+            ],
+        )
+
+
+def test_an_upgrade_masks_the_secrets_an_earlier_release_kept_in_error_texts(
+    tmp_path: Path,
+) -> None:
+    # The README promises a backup or a `sqlite3` dump of the database holds no secret the log
+    # masks; texts an earlier release kept would otherwise hold them until discarded or pruned.
+    port = free_port()
+    path = write_config(
+        tmp_path,
+        "services:\n  anilist: {api_url: 'http://127.0.0.1:9'}\n"
+        "  serializd: {api_url: 'http://127.0.0.1:9'}\n"
+        "profiles:\n  me:\n    users: {plex: ['1']}\n"
+        f"    accounts: {{anilist: {{token: {ANILIST_TOKEN}}},"
+        f" serializd: {{email: a@b.c, password: {SERIALIZD_PASSWORD}}}}}\n",
+        port=port,
+    )
+    database = tmp_path / "watchbridge.db"
+    kept_by_an_earlier_release(database)
+    service = ServiceProcess(path, port).start()
+    try:
+        service.wait_for_output("Application startup complete")
+    finally:
+        service.terminate()  # a clean stop: the log copied into the file, the file alone
+    # The sign-in's token itself is kept, in its table (the service signs in with it).
+    kept = "\n".join(
+        line for line in kept_texts(database).splitlines() if 'INTO "tokens"' not in line
+    )
+    for secret in (SERIALIZD_PASSWORD, ANILIST_TOKEN, SERIALIZD_TOKEN):
+        assert secret not in kept
+    for secret in (SERIALIZD_PASSWORD, ANILIST_TOKEN):
+        assert secret.encode() not in database.read_bytes()  # nor in a page SQLite freed
+    assert "gave up: Incorrect password: ******** (token ********)" in kept
+    assert "login refused for ********" in kept and "run: Incorrect password: ********" in kept
+    with contextlib.closing(sqlite3.connect(database)) as conn:
+        errors = {row[0] for row in conn.execute("SELECT last_error FROM outbox")}
+        errors |= {row[0] for row in conn.execute("SELECT error FROM sync_runs")}
+    assert {*EARLIER_PLAIN, None, "run: 503"} < errors
+    assert "kept error texts masked" in service.output() and "texts=3" in service.output()
+
+
+def test_texts_masked_once_are_not_rewritten_at_the_next_start(tmp_path: Path) -> None:
+    # Every start looks: what it (or a write since) masked is left as it is, untouched.
+    path = config_with_account_secrets(tmp_path)
+    kept_by_an_earlier_release(tmp_path / "watchbridge.db")
+    config = load_config(path, {})
+    setup_logging("info", "text", secret_values(config), stream=io.StringIO())
+    try:
+        with Store.open(tmp_path / "watchbridge.db", busy_timeout=0.1) as store:
+            first = store.mask_kept_errors()
+            stored_errors_quoting_the_secrets(path)  # this release's writes: masked already
+            # Nor does it wait for a command writing beside it (nothing to write).
+            with contextlib.closing(sqlite3.connect(store.path or "")) as command:
+                command.execute("BEGIN IMMEDIATE")
+                again = store.mask_kept_errors()
+    finally:
+        logging.getLogger().handlers.clear()
+    assert (first, again) == (2, 0)

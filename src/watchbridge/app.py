@@ -932,10 +932,28 @@ def _backup_at_stop(store: Store) -> None:
     log.info("backup copy written", extra={"seconds": round(time.monotonic() - started, 2)})
 
 
+def _mask_kept_errors(store: Store) -> None:
+    """Mask the secrets in error texts an earlier release kept as the services said them
+    (`Store.mask_kept_errors`), and tell how many there were."""
+    started = time.monotonic()
+    try:
+        masked = store.mask_kept_errors()
+    except (sqlite3.Error, StoreError) as exc:  # a full disk, a lock held long: not fatal
+        log.warning(f"kept error texts not masked this time, the next start tries again: {exc}")
+        return
+    if masked:
+        log.info(
+            "kept error texts masked: they quoted a secret the log masks",
+            extra={"texts": masked, "seconds": round(time.monotonic() - started, 2)},
+        )
+
+
 def _lifespan(runtime: Runtime, tasks: Sequence[BackgroundTask]) -> Callable[[Litestar], Any]:
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         runtime.open(service=True)
+        # With every secret the log masks known now (the database's sign-ins' too).
+        await asyncio.to_thread(_mask_kept_errors, runtime.store)
         # Read before the maintenance task notes this start as alive (a quick read).
         sources = unread_sources(runtime.config, runtime.store.recent_sources())
         last = runtime.store.alive_reading()

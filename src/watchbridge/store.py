@@ -2498,6 +2498,25 @@ class ReadConnection:
                 self._conn = None
 
 
+# The error texts the database keeps: (table, column), each table's rows by `id`.
+_KEPT_ERRORS = (("outbox", "last_error"), ("sync_runs", "error"))
+
+
+def _masked_column(
+    conn: sqlite3.Connection, table: str, column: str, mask: Callable[[str], str]
+) -> list[tuple[str, int]]:
+    """The texts of `column` that `mask` changes, masked, with their rows' ids; each distinct
+    text masked once (many rows share theirs: `superseded`, one refusal)."""
+    masked: dict[str, str] = {}
+    changed = []
+    for row_id, text in conn.execute(f"SELECT id, {column} FROM {table} WHERE {column} != ''"):
+        if text not in masked:
+            masked[text] = mask(text)
+        if masked[text] != text:
+            changed.append((masked[text], row_id))
+    return changed
+
+
 class Store:
     """The SQLite store. Thread-safe: one connection, one lock; writes are short transactions."""
 
@@ -5837,6 +5856,29 @@ class Store:
                     run_id,
                 ),
             )
+
+    def mask_kept_errors(self, mask: Callable[[str], str] = masked_as_logged) -> int:
+        """Rewrite the error texts kept (deliveries' `last_error`, link runs' `error`) that
+        `mask` changes: an earlier release kept them as the services said them, perhaps
+        quoting a password or a token, which every text written since is masked of. How many
+        texts changed. A look without the write lock first: a start with nothing to change
+        (every one after the first) takes no lock, and starts on a read-only file alike."""
+        with self._locked():
+            if not any(_masked_column(self._conn, *kept, mask) for kept in _KEPT_ERRORS):
+                return 0
+            # The old text's bytes zeroed in its page too, not only left out of the row.
+            was = self._conn.execute("PRAGMA secure_delete").fetchone()[0]
+            self._conn.execute("PRAGMA secure_delete = ON")
+            try:
+                with self.transaction() as conn:  # read again under the write lock
+                    changed = 0
+                    for table, column in _KEPT_ERRORS:
+                        masked = _masked_column(conn, table, column, mask)
+                        conn.executemany(f"UPDATE {table} SET {column} = ? WHERE id = ?", masked)
+                        changed += len(masked)
+                    return changed
+            finally:
+                self._conn.execute(f"PRAGMA secure_delete = {int(was)}")
 
     def last_runs(self) -> list[SyncRun]:
         rows = self._overview(
