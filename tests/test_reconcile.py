@@ -993,17 +993,49 @@ def test_a_second_viewing_three_minutes_later_is_still_copied() -> None:
     ]
 
 
-def test_the_old_tools_duplicate_tidied_away_takes_nothing_from_the_other_side() -> None:
+@pytest.mark.parametrize("other_at", [WATCHED + 30, WATCHED + 5 * 3600, WATCHED - 4 * DAY])
+@pytest.mark.parametrize("twice_on", ["trakt", "serializd"])
+@pytest.mark.parametrize("kept", ["t1", "t2"])
+def test_the_old_tools_duplicate_tidied_away_takes_nothing_from_the_other_side(
+    other_at: float, twice_on: str, kept: str
+) -> None:
+    # Whichever of the two records is deleted, and however far the other side dates the
+    # viewing (the scrobble's time, a time zone's hours, a Serializd log by its date, a log
+    # days later that a first run took for it): it stays there, and nothing is copied back.
+    once_on = "serializd" if twice_on == "trakt" else "trakt"
+    first_run = other_at < WATCHED - DAY
     before = {
-        "trakt": side(Play(EP1, WATCHED, "t1"), Play(EP1, WATCHED + 60, "t2")),
-        "serializd": side(Play(EP1, WATCHED + 30, "s1")),
+        twice_on: side(Play(EP1, WATCHED, "t1"), Play(EP1, WATCHED + 60, "t2")),
+        once_on: side(Play(EP1, other_at, "s1")),
     }
-    for kept in ("t1", "t2"):
-        current = {
-            "trakt": side(*(p for p in before["trakt"].plays if p.record == kept)),
-            "serializd": before["serializd"],
-        }
-        assert plan(TWO_WAY, current, before).actions == ()
+    met = plan(TWO_WAY, before, {} if first_run else before, first_run=first_run)
+    assert met.actions == ()
+    # As read again (other objects than the baseline's).
+    current = {twice_on: side(*(replace(p) for p in before[twice_on].plays if p.record == kept))}
+    current[once_on] = side(*(replace(p) for p in before[once_on].plays))
+    tidied = plan(TWO_WAY, current, before, paired=met.paired)
+    assert tidied.actions == ()
+    assert plan(TWO_WAY, current, current, paired=tidied.paired).actions == ()
+    # The viewing removed later takes the record left.
+    gone = {twice_on: current[twice_on], once_on: side()}
+    removal = plan(TWO_WAY, gone, current, paired=tidied.paired)
+    assert [(a.kind, a.target, a.record) for a in removal.actions] == [
+        ("remove_play", twice_on, kept)
+    ]
+
+
+def test_one_of_two_viewings_at_one_minute_removed_takes_one_of_the_two_the_other_side_holds() -> (
+    None
+):
+    # Not an old tool's duplicate: the other side holds two viewings as well.
+    before = {
+        "trakt": side(Play(EP1, WATCHED, "t1"), Play(EP1, WATCHED, "t2")),
+        "serializd": side(Play(EP1, WATCHED + 5 * 3600, "s1"), Play(EP1, WATCHED + 5 * 3600, "s2")),
+    }
+    assert plan(TWO_WAY, before, before).actions == ()
+    current = {"trakt": side(Play(EP1, WATCHED, "t2")), "serializd": before["serializd"]}
+    result = plan(TWO_WAY, current, before)
+    assert [(a.kind, a.target) for a in result.actions] == [("remove_play", "serializd")]
 
 
 def test_a_viewing_removed_takes_the_second_record_of_it_along() -> None:

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.fakes.plex import TOKEN, FakePlex
@@ -249,3 +250,63 @@ links:
         views = plex.user_state(f"{show}{number:02d}").get("viewCount")
         assert (plays[show, number], views) == (max(1, len(trakt_times)), 1), variant
     assert "plan: nothing to do" in sync(path, "plex-trakt")
+
+
+def test_tidying_the_old_tools_duplicate_away_later_takes_nothing_from_the_other_side(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    """After the first sync, the user deletes one of the old tool's two records of a viewing
+    (on Trakt, one episode; in the Serializd diary, another), the other side dating it hours
+    away (Serializd by its date alone; Trakt at the scrobble's minute): the other side's one
+    record of it stays, and nothing is copied back."""
+    trakt, serializd = start_fake(FakeTrakt()), start_fake(FakeSerializd())
+    listed = trakt.add_show("Show", 2015, tmdb=6000, tvdb=9100, seasons={})
+    for number in (1, 2):
+        trakt.add_episode(listed, 1, number, tvdb=200000 + number, runtime=45)
+    serializd.add_show(6000, "Show", seasons={1: 2})
+    at = int(time.time() - 100 * DAY) // 60 * 60
+    midnight = (at + 5 * 3600) // DAY * DAY - 5 * 3600  # a log by its date, in UTC+5
+    episodes = listed.seasons[1].episodes
+    add_trakt_plays(trakt, episodes[1], [at, at + 60])  # the old tool's duplicate
+    serializd.log_entry(None, 6000, 1, 1, backdate=iso(midnight), review_text="loved it")
+    add_trakt_plays(trakt, episodes[2], [at])
+    for _ in range(2):  # a migration's duplicate
+        serializd.log_entry(None, 6000, 1, 2, backdate=iso(midnight))
+    path = write_config(
+        tmp_path,
+        f"""services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+  serializd: {{api_url: "{serializd.url}"}}
+profiles:
+  me:
+    accounts:
+      trakt: {{}}
+      serializd: {{email: {ALICE[0]}, password: "{ALICE[1]}"}}
+links:
+  trakt-serializd: {{services: [trakt, serializd]}}
+""",
+    )
+    store = Store.open(tmp_path / "watchbridge.db")
+    sign_in_trakt(store, trakt, "me", now=time.time())
+    store.close()
+    assert "plan: nothing to do" in sync(path, "trakt-serializd", "--yes")
+    first = min(e.id for e in trakt.history() if e.item.number == 1)
+    token = trakt.issue_token().access_token
+    removed = httpx.post(  # on Trakt's website
+        f"{trakt.url}/sync/history/remove",
+        json={"ids": [first]},
+        headers={
+            "trakt-api-key": CLIENT_ID,
+            "trakt-api-version": "2",
+            "authorization": f"Bearer {token}",
+            "user-agent": "trakt-website",
+        },
+    )
+    assert removed.status_code == 200
+    serializd.delete_entry(next(r for r in serializd.diary() if r.episode_number == 2))
+    assert "plan: nothing to do" in sync(path, "trakt-serializd", "--full")
+    assert "plan: nothing to do" in sync(path, "trakt-serializd", "--full")
+    plays = Counter(e.item.number for e in trakt.history())
+    diary = {r.episode_number: r for r in serializd.diary()}
+    assert plays == {1: 1, 2: 1}
+    assert len(serializd.diary()) == 2 and diary[1].review_text == "loved it"

@@ -509,9 +509,10 @@ def plan(
     spent: set[tuple[str, str]] = set()
     same_viewing: list[SameViewing] = []
     held_twice: Counter[str] = Counter()
+    handed: list[SameViewing] = []
     allowed = set(flows(link))
     if "history" in link.kinds:
-        history = _History(paired, first_run, same_viewing, restored)
+        history = _History(paired, first_run, same_viewing, restored, handed)
         actions += _plan_history(
             link,
             current,
@@ -541,7 +542,7 @@ def plan(
         left_out,
         frozenset(spent),
         tuple(same_viewing),
-        kept + tuple(same_viewing),
+        kept + tuple(handed) + tuple(same_viewing),
         wait_on,
         shows_apart,
         dict(held_twice),
@@ -597,6 +598,9 @@ class _History:
     first_run: bool
     taken: list[SameViewing]
     restored: bool = False  # pairs as a first run, the plays new since the baseline only
+    # Pairs days apart a tidied-away duplicate's record handed to the one left beside it
+    # (`_tidied_away`): remembered as `paired`, not listed as taken by a first run.
+    handed: list[SameViewing] = field(default_factory=list)
 
     def known(
         self, source: str, target: str, sides: Mapping[str, Side] | None = None
@@ -801,6 +805,8 @@ def _plan_history(
     partnered = {a: {p.record for p, _ in matched}, b: {q.record for _, q in matched}}
     dated = [(p, q) for p, q in matched if UNDATED not in (p.at, q.at) and one_play(p.at, q.at)]
     standing = {a: {p.record for p, _ in dated}, b: {q.record for _, q in dated}}
+    # (survivor, its partner) of the viewings whose record that paired them was tidied away.
+    handover: dict[str, list[tuple[Play, Play | None]]] = {a: [], b: []}
     # A play we removed ourselves (its tombstone) is no new removal to carry back.
     removed = {
         side: [
@@ -817,6 +823,18 @@ def _plan_history(
         renumbered_now = current[source].renumbered
         moved_now = redated(baseline.get(source, Side()).plays, current[source])
         gone_plays = [p for p in removed[source] if p.record not in renumbered_now]
+        # An old tool's second record of a viewing tidied away (or the record its second
+        # one stays beside): the viewing is still there, its partner stays.
+        tidied = _tidied_away(
+            gone_plays,
+            current[source].plays,
+            baseline.get(source, Side()).plays,
+            baseline.get(target, Side()).plays,
+            history.known(source, target),
+        )
+        gone_plays = [p for p in gone_plays if p.record not in tidied]
+        for survivor, partner in tidied.values():
+            handover[source].append((survivor, partner))
         known = history.known(source, target, current)
         free = [p for p in current[target].plays if p.record not in standing[target]]
         pairs, _, _ = match_plays(gone_plays, free, known)
@@ -882,6 +900,20 @@ def _plan_history(
             stone in tombstones and (stone not in done_at or given_once(play.record))
         )
 
+    # A pair days apart whose record on one side was tidied away: the second record left
+    # there is that viewing, remembered with its partner as the pair was.
+    alone = {a: {p.record: p for p in only_a}, b: {p.record: p for p in only_b}}
+    for side in (a, b):
+        other = b if side == a else a
+        for survivor, partner in handover[side]:
+            if partner is None or survivor.record not in alone[side]:
+                continue
+            if (now := alone[other].pop(partner.record, None)) is None:
+                continue
+            del alone[side][survivor.record]
+            history.handed.append(SameViewing(survivor.item, {side: survivor, other: now}))
+    only_a = [p for p in only_a if p.record in alone[a]]
+    only_b = [p for p in only_b if p.record in alone[b]]
     # A second record of a viewing the other side holds (an old tool's duplicate) is no
     # viewing of its own: neither paired as one by a first run nor copied.
     seconds = _second_records(only_a, current[a].plays, partnered[a])
@@ -981,6 +1013,44 @@ def _count_left(
     left = sum(1 for p in lonely if p.record in seconds and not going(side, p))
     if left:
         counted[side] += left
+
+
+def _tidied_away(
+    gone: Sequence[Play],
+    present: Iterable[Play],
+    before: Iterable[Play],
+    other_before: Iterable[Play],
+    known: Mapping[str, str],
+) -> dict[str, tuple[Play, Play | None]]:
+    """Gone record -> (the play of its side left in its place, the other side's play the
+    pair held at the last run, if any) for the `gone` plays that were one of two records of
+    one viewing on their side (`one_play`) while the other side held it once: the gone one
+    or the one left had no partner at the last run (`_second_records`). Tidying an old
+    tool's duplicate away, whichever of the two, takes nothing from the other side, however
+    far from them the other side dates the viewing. Pure."""
+    beside = _by_item(p for p in present if p.at != UNDATED)
+    near = {
+        g.record: [p for p in beside.get(g.item, ()) if one_play(p.at, g.at)]
+        for g in gone
+        if g.at != UNDATED
+    }
+    items = {g.item for g in gone if near.get(g.record)}
+    if not items:
+        return {}
+    pairs, _, _ = match_plays(
+        [p for p in before if p.item in items], [p for p in other_before if p.item in items], known
+    )
+    partner_of = {p.record: q for p, q in pairs}
+    tidied: dict[str, tuple[Play, Play | None]] = {}
+    for play in gone:
+        left = near.get(play.record) or []
+        seconds = [p for p in left if p.record not in partner_of]
+        if play.record not in partner_of and left:
+            tidied[play.record] = (min(left, key=lambda p: abs(p.at - play.at)), None)
+        elif seconds:
+            survivor = min(seconds, key=lambda p: abs(p.at - play.at))
+            tidied[play.record] = (survivor, partner_of[play.record])
+    return tidied
 
 
 def _second_records_going_along(
