@@ -521,6 +521,7 @@ def status(config_path: str | None) -> None:
     from watchbridge.app import anime_lines, leftovers, storage_warnings
     from watchbridge.catchupstatus import status_lines
     from watchbridge.filesystems import read_mountinfo
+    from watchbridge.readers.trakt import lookups_waiting
     from watchbridge.signins import STATE_WORDS, current_sign_ins
     from watchbridge.statuspage import unlisted_fix
     from watchbridge.writecheck import write_fault
@@ -538,6 +539,7 @@ def status(config_path: str | None) -> None:
         taken_in = store.defaulted_accounts()
         unsent = not_sent_yet(store, config.alerts, time.time()) if config.alerts.urls else []
         account_names = _account_names(store, state.cursors)
+        lookups = lookups_waiting(config, store, time.time())
         # The service's own finding lives in its memory: this process tries for itself.
         fault = write_fault(store)
     outbox = state.outbox
@@ -607,7 +609,7 @@ def status(config_path: str | None) -> None:
         _say(f"kept:          {leftover.message}")
     for line in anime:  # datasets failing, shows numbered apart, anime kept off, shows rated
         _say(f"anime:         {line}")
-    _show_links(config, state, account_names)
+    _show_links(config, state, account_names, lookups)
 
 
 def _show_last_webhooks(last: Sequence[LastWebhook]) -> None:
@@ -664,10 +666,14 @@ def _noted(
 
 
 def _show_links(
-    config: Config, state: StoreStatus, account_names: Mapping[tuple[str, str], str]
+    config: Config,
+    state: StoreStatus,
+    account_names: Mapping[tuple[str, str], str],
+    lookups: Mapping[str, Sequence[str]],
 ) -> None:
     """Each link's last run with its cursors (JSON per service and profile, shown short),
-    after whose account each service is (`_noted`)."""
+    after whose account each service is (`_noted`); under it, the shows whose Trakt release
+    dates have failed for days (`lookups`: by link)."""
     from watchbridge.alerts import format_span
     from watchbridge.progress import short_cursor
     from watchbridge.store import ENGINE
@@ -708,6 +714,8 @@ def _show_links(
             )
             said = "; ".join(filter(None, (counts, run.error)))
             _say(f"  {label}: {run.outcome} at {_when(run.started_at)}{took}; {said or '-'}")
+        for line in lookups.get(link, ()):  # plays held while Trakt fails on a show
+            _say(f"    {line}")
         for service, profile, cursor, value, _ in link_cursors:
             # The engine's own notes (when it last read in full, the kinds it synced) are
             # bookkeeping, not a side read.

@@ -132,6 +132,10 @@ class Side:
     # Serializd diary that the diary grew under): no play of them is copied to it this run,
     # the next run's read looks again.
     unlisted: frozenset[str] = frozenset()
+    # Items whose plays wait for a lookup of this side's that failed this run (Trakt's
+    # release dates of their show, `release_marks`): no play of them is copied either way,
+    # the next run asks again.
+    held: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -944,6 +948,7 @@ def _plan_history(
             seconds = _second_records(lonely, current[side].plays, partners)
             _count_left(held_twice, side, lonely, seconds, gone_or_removed)
             lonely[:] = [p for p in lonely if p.record not in seconds]
+    waiting = current[a].held | current[b].held
     for source, target, lonely in ((a, b, only_a), (b, a, only_b)):
         if (source, target) not in allowed:
             continue
@@ -957,7 +962,7 @@ def _plan_history(
             stone = (source, play.record)
             if gone_or_removed(source, play) or (target, play.record) in kept_off:
                 continue
-            if play.item in current[target].unlisted:
+            if play.item in current[target].unlisted or play.item in waiting:
                 continue
             held[play.item] += 1
             at = apart_from(play.at, dates[play.item])

@@ -13,14 +13,21 @@ those, the ones Trakt dates at their episode's release moment, to the minute, ar
 side (a mark alone, or a viewing watched live and logged at that very minute) is copied as any
 play is, and one the other side holds at its time pairs with it before this is asked. A play
 once taken for a mark stays one (its record is kept), so that every later run pairs it the
-same way. Movies are left as they are: Trakt documents `released` for episodes only. Pure.
+same way. Movies are left as they are: Trakt documents `released` for episodes only.
+
+A show whose season list cannot be had (Trakt failing on it, or answering it without the
+episodes of a candidate's season, trakt/trakt-api#799) decides nothing: its candidates and the
+other side's plays of their episodes are held (`Side.held`), neither copied nor taken for a
+mark, and asked about again at the next run; the other shows sync. A show held for longer than
+LOOKUP_TOLD_AFTER is told on the link's status line (`lookups_told`). Pure.
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
+from typing import Any
 
 from watchbridge.reconcile import EXPECTED, UNDATED, Play, Side, match_plays
 from watchbridge.services.trakt import ListedSeason
@@ -28,6 +35,12 @@ from watchbridge.sides import ref_for_key
 
 # An episode's place in its show, as `release_moments` keys it ("s1e2").
 Moments = Mapping[str, float]  # place -> release moment (UTC seconds)
+# A show whose lookup keeps failing is told on the link's status line after this long (a
+# Trakt outage of a day or two passes unsaid: its plays are copied or paired once it ends).
+LOOKUP_TOLD_AFTER = 3 * 86400.0
+# A show whose lookup last failed this long ago is no longer asked about (its candidates were
+# paired or removed since): forgotten, not told.
+LOOKUP_FORGOTTEN_AFTER = 2 * 86400.0
 
 
 def place(season: int, number: int) -> str:
@@ -61,6 +74,94 @@ def release_candidates(own: Side, other: Side) -> dict[str, tuple[list[Play], in
         ):
             found[play.item].append(play)
     return {item: (plays, waiting[item]) for item, plays in found.items()}
+
+
+def unread_seasons(seasons: Sequence[ListedSeason], wanted: Collection[int]) -> list[int]:
+    """The `wanted` seasons (of candidates) Trakt's season list cannot tell release moments
+    of: listed without episodes (trakt/trakt-api#799), or every season when the answer lists
+    none at all (a show whose history holds plays has some)."""
+    if not seasons:
+        return sorted(wanted)
+    empty = {season.number for season in seasons if not season.episodes}
+    return sorted(empty & set(wanted))
+
+
+def complete(seasons: Sequence[ListedSeason]) -> bool:
+    """Whether a season list may be kept for later runs: some season listed, and none that
+    counts episodes listed without them (#799: asked again, the next answer may list them)."""
+    return bool(seasons) and not any(
+        not season.episodes and (season.episode_count or 0) > 0 for season in seasons
+    )
+
+
+def seasons_asked(candidates: Mapping[str, object]) -> dict[str, set[int]]:
+    """Show TMDB id -> the seasons of the candidates' episodes (`release_candidates`' keys)."""
+    asked: defaultdict[str, set[int]] = defaultdict(set)
+    for item in candidates:
+        ref = ref_for_key(item)
+        if show_of(item) is not None and ref is not None and ref.season is not None:
+            asked[ref.show_ids.tmdb or ""].add(ref.season)
+    return dict(asked)
+
+
+def held_items(
+    candidates: Mapping[str, tuple[Sequence[Play], int]], failing: Collection[str]
+) -> frozenset[str]:
+    """The candidates' items of the shows (TMDB ids) whose release moments could not be had:
+    their plays wait, on both sides."""
+    return frozenset(
+        item for item in candidates if (named := show_of(item)) and named[0] in failing
+    )
+
+
+def failed_lookups(
+    before: Mapping[str, Any],
+    failing: Mapping[str, tuple[str, Sequence[str]]],
+    answered: Collection[str],
+    now: float,
+) -> tuple[dict[str, Any], list[str]]:
+    """The record of failing lookups (show TMDB id -> {"since", "last", "reason", "held"})
+    after a run: the shows `failing` now (show -> (reason, the places held)), since when the
+    record says they failed; less the shows `answered` now and those not failing for
+    LOOKUP_FORGOTTEN_AFTER. Returns the entries to write and the shows to forget."""
+    put: dict[str, Any] = {}
+    for show, (reason, places) in failing.items():
+        entry = before.get(show)
+        since = float(entry["since"]) if isinstance(entry, dict) and "since" in entry else now
+        put[show] = {"since": since, "last": now, "reason": reason, "held": sorted(places)}
+    gone = [
+        show
+        for show, entry in before.items()
+        if show not in put
+        and (
+            show in answered
+            or not isinstance(entry, dict)
+            or now - float(entry.get("last", 0)) > LOOKUP_FORGOTTEN_AFTER
+        )
+    ]
+    return put, gone
+
+
+def lookups_told(record: Mapping[str, Any], now: float) -> list[str]:
+    """What the link's status line says of the shows (`failed_lookups`' record) whose
+    lookup has failed for longer than LOOKUP_TOLD_AFTER and still did lately."""
+    told = []
+    for show, entry in sorted(record.items()):
+        if not isinstance(entry, dict):
+            continue
+        since, last = float(entry.get("since", now)), float(entry.get("last", 0))
+        if now - since < LOOKUP_TOLD_AFTER or now - last > LOOKUP_FORGOTTEN_AFTER:
+            continue
+        places = [str(p).upper() for p in entry.get("held") or []]
+        shown = ", ".join(places[:5]) + (f" and {len(places) - 5} more" if len(places) > 5 else "")
+        told.append(
+            f"the plays of {shown} of the show with TMDB id {show} have waited "
+            f"{int((now - since) // 86400)} days: Trakt's episode dates of the show could not "
+            f"be read ({entry.get('reason', 'unknown')}), and without them a play marked "
+            "'watched on release date' cannot be told from a viewing of its own; nothing to "
+            "do, they are synced once Trakt answers (or give the play on Trakt its real date)"
+        )
+    return told
 
 
 def show_of(item: str) -> tuple[str, str] | None:

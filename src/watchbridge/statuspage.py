@@ -19,6 +19,7 @@ import re
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from litestar import MediaType, Response, get, post
@@ -56,6 +57,7 @@ from watchbridge.lastwebhooks import LastWebhook
 from watchbridge.metrics import UnfilteredHistory
 from watchbridge.pagereview import PageReview, ShownPlan
 from watchbridge.pagesignin import PageSignIn, Show
+from watchbridge.readers.trakt import lookups_waiting
 from watchbridge.refused import Refusal, sentence
 from watchbridge.review import review_command
 from watchbridge.senders import Doubling
@@ -133,6 +135,9 @@ class PageState:
     # Jellyfin's and Emby's plays the webhooks missed (catchup.py): those caught up in the last
     # week, why the last read failed, accounts listed that the server has not.
     catch_up: Sequence[CatchUpLine] = ()
+    # Link -> the shows whose Trakt release dates have failed for days, holding their plays
+    # (`readers.trakt.lookups_waiting`).
+    lookups: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
 
 async def page_state(runtime: Runtime, now: float) -> PageState:
@@ -147,6 +152,7 @@ async def page_state(runtime: Runtime, now: float) -> PageState:
     catch_up = await asyncio.to_thread(status_lines, config, runtime.store, now)
     unlisted = await asyncio.to_thread(runtime.store.unlisted_accounts)
     taken_in = await asyncio.to_thread(runtime.store.defaulted_accounts)
+    lookups = await asyncio.to_thread(lookups_waiting, config, runtime.store, now)
     return PageState(
         config=config,
         status=status,
@@ -175,6 +181,7 @@ async def page_state(runtime: Runtime, now: float) -> PageState:
         anime=anime,
         anime_calm=calm,
         catch_up=catch_up,
+        lookups=lookups,
     )
 
 
@@ -472,7 +479,7 @@ def render(state: PageState, now: float) -> str:
             else ['<h2 id="alerts">Alerts</h2>' + _alerts(state.alerts, now, state.home_assistant)]
         ),
         f'<h2 id="links">Syncs</h2><p>{LINKS}</p>'
-        + _links(state.config, status.last_runs, status.last_success_at, now)
+        + _links(state.config, status.last_runs, status.last_success_at, now, state.lookups)
         + _reviews(state.to_review, state.reviews)
         + "".join(
             f'<p class="bad">{_age(u.at, now)}: {_e(u.message)}.</p>' for u in state.unfiltered
@@ -692,7 +699,11 @@ def _all_is_well(state: PageState, now: float) -> str:
 
 
 def _links(
-    config: Config, runs: list[SyncRun], last_success_at: Mapping[str, float], now: float
+    config: Config,
+    runs: list[SyncRun],
+    last_success_at: Mapping[str, float],
+    now: float,
+    lookups: Mapping[str, Sequence[str]] = MappingProxyType({}),
 ) -> str:
     if not config.links:
         return "<p>No links configured.</p>"
@@ -730,6 +741,8 @@ def _links(
                 if went is None
                 else f"; last went through {_age(went, now)}"
             )
+        # Plays held while Trakt fails on a show's release dates: calm, nothing to do.
+        outcome += "".join(f"; {_e(line)}" for line in lookups.get(name, ()))
         counts = ", ".join(_e(words.change(k, v)) for k, v in sorted(run.counts.items()) if v)
         # A run that stopped short (failed, held for a review) planned nothing it could say.
         quiet = "nothing to do" if run.outcome in ("ok", "dry-run") else "-"

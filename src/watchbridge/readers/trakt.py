@@ -15,28 +15,42 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 from watchbridge.accounts import account_named
-from watchbridge.config import Config, Link
+from watchbridge.config import Config, Link, link_profiles
 from watchbridge.deliver.trakt import forget_plays
-from watchbridge.http import changed_answer
+from watchbridge.http import RateLimited, Unavailable, changed_answer
 from watchbridge.logs import Repeating
 from watchbridge.metrics import Metrics
 from watchbridge.model import MediaRef
 from watchbridge.readers import Clock, OnTheirWay, SideRead, some_titles
 from watchbridge.reconcile import EXPECTED, UNDATED, Play, Side, given_once
 from watchbridge.release_marks import (
+    LOOKUP_FORGOTTEN_AFTER,
     Moments,
     as_marks,
+    complete,
+    failed_lookups,
     found_marks,
+    held_items,
+    lookups_told,
     release_candidates,
     release_moments,
+    seasons_asked,
     show_of,
+    unread_seasons,
 )
-from watchbridge.services.trakt import TraktClient, TraktItemError
+from watchbridge.services.trakt import (
+    SERVICE,
+    TraktAccountError,
+    TraktAuthError,
+    TraktClient,
+    TraktError,
+    TraktItemError,
+)
 from watchbridge.sides import (
     WatchedEpisode,
     ref_for_key,
@@ -80,6 +94,18 @@ RELEASE_MARKS = "release_marks"
 # air date and runtime seldom change once it aired.
 RELEASES_CACHE = "trakt-release-moments"
 RELEASES_TTL = 7 * 86400.0
+# Mirror collection: a show's TMDB id -> since when its release moments cannot be had, and
+# why (`release_marks.failed_lookups`); told on the link's status line after some days.
+FAILED_LOOKUPS = "failed_release_lookups"
+
+
+def _lookup_failed(exc: TraktError | Unavailable) -> bool:
+    """Whether a show's failed lookup holds that show's plays only: Trakt failing on it or
+    answering it unreadably; not a 429 (paced and resumed as every read is) nor a refused
+    sign-in or account (every request fails alike)."""
+    if isinstance(exc, RateLimited | TraktAuthError | TraktAccountError):
+        return False
+    return not (isinstance(exc, Unavailable) and exc.status == 429)
 
 
 def media_types(link: Link) -> tuple[str, ...]:
@@ -433,6 +459,18 @@ class TraktReader:
         return stamps(self._activities[profile], self.types)
 
     async def unchanged(self, profile: str, cursors: Mapping[str, str]) -> bool:
+        """Whether nothing moved on Trakt; not while plays wait for a show's lookup that
+        failed (`refine`): the next run asks again, changed or not."""
+        if self.store is not None:
+            store, now = self.store, self.clock()
+            failed = await asyncio.to_thread(
+                store.mirror_get, self.service, profile, FAILED_LOOKUPS
+            )
+            if any(
+                isinstance(e, dict) and now - float(e.get("last", 0)) <= LOOKUP_FORGOTTEN_AFTER
+                for e in failed.values()
+            ):
+                return False
         return (await self._stamps(profile))["all"] == cursors.get("all")
 
     async def account(self, profile: str, reading: bool) -> str | None:
@@ -527,29 +565,80 @@ class TraktReader:
     ) -> Side:
         """`own` with its plays marked "watched on release date" read undated: those taken
         for marks before, and those `release_marks` finds among the plays a viewing on the
-        other side is left waiting for (their shows' release moments asked for)."""
+        other side is left waiting for (their shows' release moments asked for). The
+        candidates of a show whose release moments cannot be had now are held (`Side.held`),
+        on both sides, until a run has them."""
         if self.store is None:
             return own
         store = self.store
         kept = await asyncio.to_thread(store.mirror_get, self.service, profile, RELEASE_MARKS)
         own = as_marks(own, {record: float(at) for record, at in kept.items()})
         candidates = await asyncio.to_thread(release_candidates, own, other)
-        shows = sorted({named[0] for item in candidates if (named := show_of(item))})
-        if not shows:
-            return own
-        known = await asyncio.to_thread(store.mirror_get, self.service, profile, TMDB_IDS)
-        moments = {show: await self._release_moments(show, known) for show in shows}
+        asked = seasons_asked(candidates)
+        known = {}
+        if asked:
+            known = await asyncio.to_thread(store.mirror_get, self.service, profile, TMDB_IDS)
+        moments: dict[str, Moments] = {}
+        failing: dict[str, str] = {}
+        for show in sorted(asked):
+            try:
+                moments[show] = await self._release_moments(show, known, asked[show])
+            except (TraktError, Unavailable) as exc:
+                if not _lookup_failed(exc):
+                    raise  # the account's or the pace's: the run stops as it would anyway
+                failing[show] = exc.said
+                log.warning(
+                    "Trakt's episode dates of the show with TMDB id %s could not be read "
+                    "(%s): its plays that may be marked 'watched on release date' wait",
+                    show,
+                    exc.said,
+                    extra={"profile": profile},
+                )
+        held = held_items(candidates, failing)
         found = found_marks(candidates, moments)
-        if found and not self.dry_run:
-            await asyncio.to_thread(
-                store.mirror_put, self.service, profile, RELEASE_MARKS, found, self.clock()
-            )
-        return as_marks(own, found)
+        if not self.dry_run:
+            if found:
+                await asyncio.to_thread(
+                    store.mirror_put, self.service, profile, RELEASE_MARKS, found, self.clock()
+                )
+            await self._note_lookups(profile, failing, held, set(moments))
+        own = as_marks(own, found)
+        return replace(own, held=held) if held else own
 
-    async def _release_moments(self, tmdb: str, known: Mapping[str, Any]) -> Moments:
+    async def _note_lookups(
+        self, profile: str, failing: Mapping[str, str], held: Iterable[str], answered: set[str]
+    ) -> None:
+        """Keep since when each show's lookup fails (`release_marks.failed_lookups`)."""
+        assert self.store is not None
+        store = self.store
+        before = await asyncio.to_thread(store.mirror_get, self.service, profile, FAILED_LOOKUPS)
+        if not failing and not before:
+            return
+        places: dict[str, list[str]] = {show: [] for show in failing}
+        for item in held:
+            if (named := show_of(item)) is not None:
+                places[named[0]].append(named[1])
+        now = self.clock()
+        put, gone = failed_lookups(
+            before, {s: (failing[s], places[s]) for s in failing}, answered, now
+        )
+        if put:
+            await asyncio.to_thread(
+                store.mirror_put, self.service, profile, FAILED_LOOKUPS, put, now
+            )
+        if gone:
+            await asyncio.to_thread(
+                store.mirror_remove, self.service, profile, FAILED_LOOKUPS, gone
+            )
+
+    async def _release_moments(
+        self, tmdb: str, known: Mapping[str, Any], seasons: Collection[int] = ()
+    ) -> Moments:
         """The release moments of the episodes of the show with TMDB id `tmdb` (cached): its
         season list, the show found by the Trakt id a read remembered (`TMDB_IDS`, else one
-        search). A show Trakt does not know has none."""
+        search). A show Trakt does not know has none. Raises TraktError when the list names
+        none of the episodes of one of `seasons` (trakt/trakt-api#799: nothing can be told
+        of their plays), and as the client raises."""
         assert self.store is not None
         store, now = self.store, self.clock()
         hit, cached = await asyncio.to_thread(store.cache_get, RELEASES_CACHE, tmdb, now)
@@ -562,7 +651,18 @@ class TraktReader:
             if trakt is None:
                 trakt = await self.client.show_id("tmdb", tmdb)
             if trakt is not None:
-                moments = release_moments(await self.client.show_seasons(trakt))
+                listed = await self.client.show_seasons(trakt)
+                unread = unread_seasons(listed, seasons)
+                if unread:
+                    named = ", ".join(str(n) for n in unread)
+                    raise TraktError(
+                        self.service,
+                        f"its season list came without the episodes of season {named} "
+                        "(trakt/trakt-api#799)",
+                    )
+                moments = release_moments(listed)
+                if not complete(listed):
+                    return moments  # asked again next time: it may list them then
         except TraktItemError:
             pass  # no such show: nothing of it is a mark
         await asyncio.to_thread(store.cache_put, RELEASES_CACHE, tmdb, moments, now, RELEASES_TTL)
@@ -570,6 +670,21 @@ class TraktReader:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+
+def lookups_waiting(config: Config, store: Store, now: float) -> dict[str, list[str]]:
+    """Link -> what its status line says of the shows whose release dates Trakt has failed to
+    give for days, holding their plays (`release_marks.lookups_told`), by profile."""
+    told: dict[str, list[str]] = {}
+    for name, link in config.links.items():
+        if SERVICE not in link.services:
+            continue
+        for profile in link_profiles(config, link):
+            record = store.mirror_get(SERVICE, profile, FAILED_LOOKUPS)
+            lines = [f"{profile}: {line}" for line in lookups_told(record, now)]
+            if lines:
+                told.setdefault(name, []).extend(lines)
+    return told
 
 
 def make_reader(
