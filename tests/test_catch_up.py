@@ -1147,3 +1147,106 @@ def test_a_profile_renamed_with_rename_profile_keeps_its_catch_up_and_loses_no_p
     (runtime,) = service_at(tmp_path, server, clock, renamed, start, start + 900)
     assert plays_by_profile(runtime) == [("you", MOVIE)]
     assert left_noted(runtime) == {}
+
+
+def serve_until(config: Config, at: float, done: Callable[[], bool]) -> None:
+    """The whole service started on `config` at `at` (its background tasks' rounds), until
+    `done`."""
+    with AppThread(build_app(build_runtime(config, clock=FakeClock(at)))):
+        deadline = time.monotonic() + 10
+        while not done():
+            assert time.monotonic() < deadline, "the catch-up's round did not come"
+            time.sleep(0.05)
+
+
+def sam_taken_out(tmp_path: Path, server: FakeJellyfin, clock: Clock) -> Runtime:
+    """sam read for profile me, then taken out of its `users` at T0 + 2 h: noted, kept a day."""
+    both, alone = me_listing(server, "alex", "sam"), me_listing(server, "alex")
+    service_at(tmp_path, server, clock, both, T0)
+    (runtime,) = service_at(tmp_path, server, clock, alone, T0 + 2 * 3600)
+    assert left_noted(runtime) == {("me", SAM): T0 + 2 * 3600}
+    return runtime
+
+
+def starts_over_lines(runtime: Runtime, now: float) -> list[str]:
+    """The `starts_over` lines of the status at `now`, as `watchbridge status` reads them."""
+    with Store.open(Path(runtime.config.storage.path)) as store:
+        found = status_lines(runtime.config, store, now)
+    return [line.message for line in found if line.kind == "starts_over"]
+
+
+def test_an_account_taken_out_then_deleted_on_the_server_is_forgotten_a_day_later(
+    tmp_path: Path, server: FakeJellyfin, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Taken out of the profile, then deleted on the server within the day: no round reads it,
+    # nor finds it on the server; its note must not stay, "starts over at" a time long past.
+    caplog.set_level(logging.INFO, logger="watchbridge.catchup")
+    runtime = sam_taken_out(tmp_path, server, clock)
+    with server.lock:
+        del server.users[SAM]
+    alone = me_listing(server, "alex")
+    service_at(tmp_path, server, clock, alone, T0 + 3 * 3600, T0 + DAY + 3 * 3600)
+    assert left_noted(runtime) == {}
+    with sqlite3.connect(runtime.config.storage.path) as conn:
+        kept = conn.execute("SELECT count(*) FROM cursors WHERE name LIKE ?", (f"%:{SAM}",))
+        assert kept.fetchone() == (0,)
+    assert "account sam for profile me starts over: the profile has not listed it" in caplog.text
+    assert starts_over_lines(runtime, T0 + DAY + 3 * 3600) == []
+
+
+def catch_up_config(tmp_path: Path, server: FakeJellyfin, settings: str | None) -> Config:
+    """Profile me listing alex, with the server's `services` entry `settings` added (None:
+    the server taken out of the config altogether)."""
+    line = (
+        ""
+        if settings is None
+        else f'  {server.flavour}: {{url: "{server.url}", api_key: {API_KEY}{settings}}}\n'
+    )
+    return parse_config(
+        f"server: {{webhook_secret: {SECRET}}}\n"
+        f"storage: {{path: {tmp_path / 'wb.db'}}}\n"
+        "services:\n"
+        '  trakt: {client_id: abc, api_url: "http://127.0.0.1:9", auth_url: "http://127.0.0.1:9"}\n'
+        f"{line}"
+        f"profiles:\n{me_listing(server, 'alex')}\n",
+        Path("watchbridge.yaml"),
+        {},
+    )
+
+
+@pytest.mark.parametrize("settings", [", catch_up: false", None], ids=["catch_up_off", "removed"])
+def test_an_account_taken_out_is_forgotten_a_day_later_once_its_server_is_no_longer_read(
+    tmp_path: Path, server: FakeJellyfin, clock: Clock, settings: str | None
+) -> None:
+    # Within the day, the catch-up switched off (or the server taken out of the config): no
+    # round reads the server any more, yet the running service forgets sam's state on time;
+    # alex's, still listed, is kept for when the catch-up is on again.
+    runtime = sam_taken_out(tmp_path, server, clock)
+    config = catch_up_config(tmp_path, server, settings)
+    kept = ("me", ALEX[server.flavour])
+    serve_until(config, T0 + 3 * 3600, lambda: True)
+    assert left_noted(runtime) == {("me", SAM): T0 + 2 * 3600}  # within the day: kept
+
+    def sam_forgotten() -> bool:
+        with sqlite3.connect(runtime.config.storage.path) as conn:
+            rows = conn.execute("SELECT profile, name FROM cursors WHERE name LIKE 'catch_up%'")
+            return {(str(p), str(n).partition(":")[2]) for p, n in rows} == {kept}
+
+    serve_until(config, T0 + DAY + 3 * 3600, sam_forgotten)
+    assert starts_over_lines(runtime, T0 + DAY + 3 * 3600) == []
+
+
+def test_the_status_never_says_a_catch_up_starts_over_at_a_time_past(
+    tmp_path: Path, server: FakeJellyfin, clock: Clock
+) -> None:
+    # The service stopped (or the server unreachable) over the day's end: no round has
+    # forgotten sam's state yet; `watchbridge status` says when it does, not a time gone by.
+    runtime = sam_taken_out(tmp_path, server, clock)
+    flavour = server.flavour
+    (line,) = starts_over_lines(runtime, T0 + DAY + 5 * 3600)
+    assert line == (
+        f"the catch-up of {flavour} account sam for profile me starts over at its next round: "
+        f"the profile has not listed it since 2026-05-28 22:26 UTC (profiles.me.users.{flavour}); "
+        "listed there again before then, the plays it missed meanwhile are caught up, after "
+        "that none of them are copied"
+    )

@@ -42,8 +42,10 @@ The decisions are pure (`candidates`, `heard_of`, `decide`); `CatchUp` reads and
   watchbridge was off no webhook was taken, none pruned: those plays are all copied.
 An account's state no round reads (`unread`: its profile no longer lists it, or the profile
 is out of the config) is kept KEPT_UNREAD from the first round that found it so (a typo fixed
-at the next restart loses nothing: the plays meanwhile are caught up), then forgotten: taken
-out on purpose and put back later, its next read is a first one, copying none of the gap.
+at the next restart loses nothing: the plays meanwhile are caught up), then forgotten by the
+first round after that which does not read it, whether its server is read or not (deleted on
+it, its catch-up off, out of the config): taken out on purpose and put back later, its next
+read is a first one, copying none of the gap.
 Where the server's webhooks came before, a play they missed raises `webhooks_stopped` for that
 server (webhookwatch.py), resolved by its next webhook. Why a read failed, and the accounts
 listed that the server has not, are kept for the status (catchupstatus.py, `CatchUp.told`).
@@ -67,7 +69,6 @@ from watchbridge import queuewords as words
 from watchbridge import webhookwatch
 from watchbridge.account_ids import KEPT, Key, Learnt, NameKey
 from watchbridge.catchupstatus import (
-    KEPT_UNREAD,
     LEFT,
     SERVERS,
     Failed,
@@ -614,9 +615,12 @@ def unread(
     unread for KEPT_UNREAD, so that put back later, the account starts over with a first read
     (copying none of the plays of the gap, which the user took it out not to have synced),
     while a typo fixed before then loses nothing. `names`: user id -> name, the server's. One
-    read again is no longer noted; one neither read nor taken out (the server has no such
-    account now while its profile lists entries: deleted, or missing for a while) is left as
-    it is. Pure."""
+    read again is no longer noted. One neither read nor taken out (the server has no such
+    account now while its profile lists entries: deleted, or missing for a while; or the
+    server not read at all while its profile lists entries) is not noted; but one noted
+    already is forgotten on time all the same: still unread, whatever became of it since
+    (deleted on the server, its server's catch-up switched off or taken out of the config),
+    its note would otherwise stay, due forever. Pure."""
     found = Unread()
     kept = 0
     for key in dict.fromkeys([*states, *left]):
@@ -625,14 +629,12 @@ def unread(
             if was is not None:
                 found.again[key] = was
             continue
-        if not taken_out(*key):
-            continue
-        if was is None:
-            found.noted[key] = Left(now, names.get(key[1], ""))
-            kept += 1
-        elif now - was.since >= KEPT_UNREAD:
+        if was is not None and now >= was.until():
             found.forget[key] = was
-        else:
+        elif was is not None:
+            kept += 1
+        elif taken_out(*key):
+            found.noted[key] = Left(now, names.get(key[1], ""))
             kept += 1
     return dataclasses.replace(found, kept=kept)
 
@@ -750,8 +752,9 @@ class CatchUp:
                 for server in SERVERS:
                     if server in clients:
                         await self.read(runtime, server, clients[server])
-                    elif getattr(runtime.config.services, server) is not None:
-                        # Not read, its accounts' states kept, no profile listing them, go.
+                    else:
+                        # Not read (off, or out of the config): the states kept of its
+                        # accounts no profile lists, and those noted already, go on time.
                         kept += await self.unread_alone(runtime, server)
                 if not clients and not kept:
                     return
@@ -851,7 +854,8 @@ class CatchUp:
 
     async def unread_alone(self, runtime: Any, server: Server) -> int:
         """`unread` for a server the catch-up does not read (no profile lists its accounts,
-        or its catch-up is off): the states of profiles listing none of its accounts. How
+        its catch-up is off, or it is not in the config): the states of profiles listing none
+        of its accounts, and of accounts noted already. How
         many are kept, unread, meanwhile; the disk's trouble is told by its own alert."""
         try:
             return await self.unread(runtime, server, None)

@@ -380,12 +380,10 @@ def status_lines(config: Config, store: Store, now: float) -> list[CatchUpLine]:
                 found.append(CatchUpLine(server, unfound.server_id, "unfound", line, profile))
     for server in SERVERS:  # read by the catch-up or not: the state is the database's
         for (profile, user_id), left in sorted(left_of(store, server).items()):
+            # Past its time (the service stopped, the server unreachable): never a time gone by.
+            until = local_time(left.until()) if now < left.until() else None
             line = words.catch_up_starts_over_at(
-                profile,
-                server,
-                left.account(user_id),
-                local_time(left.since),
-                local_time(left.until()),
+                profile, server, left.account(user_id), local_time(left.since), until
             )
             found.append(CatchUpLine(server, "", "starts_over", line, profile))
     for kind, server_id, plays, last in store.caught_up_since(now - WEEK):

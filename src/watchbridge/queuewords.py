@@ -150,14 +150,17 @@ def catch_up_failed(server: str, name: str, server_id: str, since: str, cause: s
     )
 
 
-def catch_up_starts_over_at(profile: str, server: str, account: str, since: str, until: str) -> str:
+def catch_up_starts_over_at(
+    profile: str, server: str, account: str, since: str, until: str | None
+) -> str:
     """An account's catch-up state no round reads (`profile` no longer lists it since
-    `since`), kept until `until`, then forgotten: what it means either way."""
+    `since`), kept until `until` (None: that time is past, and the catch-up's next round
+    forgets it), then forgotten: what it means either way."""
     return (
         f"the catch-up of {server} account {account} for profile {profile} starts over at "
-        f"{until}: the profile has not listed it since {since} (profiles.{profile}.users."
-        f"{server}); listed there again before then, the plays it missed meanwhile are caught "
-        "up, after that none of them are copied"
+        f"{until or 'its next round'}: the profile has not listed it since {since} "
+        f"(profiles.{profile}.users.{server}); listed there again before then, the plays it "
+        "missed meanwhile are caught up, after that none of them are copied"
     )
 
 
