@@ -1250,3 +1250,38 @@ def test_the_status_never_says_a_catch_up_starts_over_at_a_time_past(
         "listed there again before then, the plays it missed meanwhile are caught up, after "
         "that none of them are copied"
     )
+
+
+def test_a_play_recorded_again_after_a_crash_before_its_state_was_saved_is_counted_once(
+    runtime: Runtime, server: FakeJellyfin, clock: Clock
+) -> None:
+    # The plays a read found are queued, then its state saved, in two transactions: a crash
+    # between them leaves the state of the read before, so the next read records the play
+    # again. Trakt gets it once (the same key); the status must count it once too.
+    alex, episode = ALEX[server.flavour], EPISODE[server.flavour]
+    task = CatchUp()
+    read(runtime, task, server)  # the baseline
+    watched = T0 + 2 * 3600
+    server.play(alex, episode, watched)
+    clock.now = watched + 3 * 3600
+    assert read(runtime, task, server) == 0  # found: a webhook on its way may come yet
+    path = runtime.config.storage.path
+    kept = {"cursors": "name LIKE 'catch_up%'", "catch_up_counts": "1"}
+    with sqlite3.connect(path) as conn:  # the state as the crash would leave it
+        before = {
+            t: conn.execute(f"SELECT * FROM {t} WHERE {w}").fetchall() for t, w in kept.items()
+        }
+    clock.now += 15 * 60
+    assert read(runtime, task, server) == 1
+    with sqlite3.connect(path) as conn:
+        for table, where in kept.items():
+            conn.execute(f"DELETE FROM {table} WHERE {where}")
+            for row in before[table]:
+                conn.execute(f"INSERT INTO {table} VALUES ({', '.join('?' * len(row))})", row)
+    clock.now += 60  # restarted at once
+    assert read(runtime, CatchUp(), server) == 1  # recorded again
+    assert plays(runtime) == [("trakt", watched, episode)]
+    with Store.open(Path(path)) as store:
+        (line,) = status_lines(runtime.config, store, clock.now)
+    assert line.kind == "caught_up"
+    assert "1 play" in line.message and "2 play" not in line.message, line.message

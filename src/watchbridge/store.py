@@ -4977,12 +4977,18 @@ class Store:
     def caught_up_since(self, since: float) -> list[tuple[str, str, int, float]]:
         """(server kind, server id, plays, when the last was recorded) of the plays the
         catch-up recorded (catchup.py) at or after `since`, by server (`watchbridge status`,
-        the status page)."""
+        the status page). A play recorded again (a crash between queuing a read's plays and
+        saving its state: the same profile, account, item and date, its writes the same keys)
+        is one play."""
+        play = (
+            "json_array(profile, json_extract(payload, '$.account.id'),"
+            " json_extract(payload, '$.item.source_key'), json_extract(payload, '$.occurred_at'))"
+        )
         rows = self._overview(
-            "SELECT json_extract(payload, '$.source') AS kind, server, COUNT(*) AS n,"
-            f" MAX(received_at) AS at FROM (SELECT payload, received_at, {_EVENT_SERVER} AS"
-            " server FROM events WHERE source = ? AND received_at >= ?) GROUP BY 1, 2"
-            " ORDER BY 1, 2",
+            f"SELECT json_extract(payload, '$.source') AS kind, server, COUNT(DISTINCT {play})"
+            f" AS n, MAX(received_at) AS at FROM (SELECT profile, payload, received_at,"
+            f" {_EVENT_SERVER} AS server FROM events WHERE source = ? AND received_at >= ?)"
+            " GROUP BY 1, 2 ORDER BY 1, 2",
             (CAUGHT_UP, since),
         )
         return [(str(r["kind"]), str(r["server"]), int(r["n"]), float(r["at"])) for r in rows]
