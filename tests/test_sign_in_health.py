@@ -164,6 +164,7 @@ def test_a_fresh_trakt_sign_in_and_an_anilist_one_ending_in_ten_days(
         "last_refresh": None,
         "last_refresh_at": None,
         "message": me["message"],
+        "refused": False,
     }
     assert "renews itself" in me["message"]
     (fan,) = sign_ins["fan"]
@@ -515,6 +516,10 @@ async def test_an_anilist_token_refused_at_delivery_reads_refused_until_signed_i
         # Its expiry column agrees: not "in 300 d" for a token AniList no longer takes.
         row = '<td>fan</td><td>anilist</td><td><span class="bad">refused</span></td>'
         assert f"{row}<td>{REFUSED_EXPIRY}</td>" in page
+        # /api/status and the metric too: the shipped "AniList sign-in ends within two weeks"
+        # rule (expiry < 14 days) fires for it, not 300 days from now.
+        assert fan["refused"] is True and fan["expires_at"] is not None
+        assert metric(metrics, "watchbridge_sign_in_expiry_seconds", "anilist", "fan") == 0.0
         shown = status_command(config)
         assert "  anilist/fan: refused: AniList refused the token " in shown
         assert "on hold:       anilist for fan: 1 waiting" in shown
@@ -529,6 +534,9 @@ async def test_an_anilist_token_refused_at_delivery_reads_refused_until_signed_i
         sign_ins, _, metrics = served(config, now)
         assert [s["state"] for s in sign_ins["fan"]] == ["ok"]
         assert metric(metrics, "watchbridge_sign_in_ok", "anilist", "fan") == 1.0
+        assert metric(metrics, "watchbridge_sign_in_expiry_seconds", "anilist", "fan") == (
+            pytest.approx(300 * DAY, abs=5)
+        )
     finally:
         await target.aclose()
         runtime.close()
@@ -671,14 +679,22 @@ async def test_a_revoked_trakt_sign_in_does_not_read_as_working_until_its_expiry
         # The sign-ins table's expiry agrees: not "in 6 d" for an access token Trakt refuses.
         row = '<td>me</td><td>trakt</td><td><span class="bad">refused</span></td>'
         assert f"{row}<td>{REFUSED_EXPIRY}</td>" in page
+        # So do scripts and Grafana: the token's own expiry stays, flagged refused, and the
+        # seconds left are none (a "days until it expires" panel read 6 days, no alert fired).
+        assert me["refused"] is True and me["expires_at"] == iso(now() + TOKEN_LIFE)
+        assert metric(metrics, "watchbridge_sign_in_expiry_seconds", "trakt", "me") == 0.0
         shown = status_command(config)
         assert "  trakt/me: refused: Trakt refused the sign-in " in shown
         assert "works until" not in shown
         assert_no_token(trakt, anilist, str(sign_ins), page, metrics, shown)
 
         sign_in_trakt(runtime.store, trakt, "me", now=now())  # `watchbridge auth trakt`
-        (me,) = served(config, now)[0]["me"]
-        assert me["state"] == "ok"
+        sign_ins, _, metrics = served(config, now)
+        (me,) = sign_ins["me"]
+        assert me["state"] == "ok" and me["refused"] is False
+        assert metric(metrics, "watchbridge_sign_in_expiry_seconds", "trakt", "me") == (
+            pytest.approx(TOKEN_LIFE, abs=5)
+        )
     finally:
         await target.aclose()
         runtime.close()

@@ -176,8 +176,9 @@ class SignInCollector(Collector):
     """Each profile's Trakt, AniList and Serializd sign-in (and its Plex one while the server
     refuses its token: 0, no expiry; the server's own token, no profile's: `profile=""`),
     read from the store at scrape time
-    (no request to the services): seconds until its access token expires, and whether it works
-    without the user (Trakt's and Serializd's renew themselves: alert on `sign_in_ok`)."""
+    (no request to the services): seconds until its access token expires (0 for one the
+    service refuses, or less once past its expiry), and whether it works without the user
+    (Trakt's and Serializd's renew themselves: alert on `sign_in_ok`)."""
 
     def __init__(
         self,
@@ -193,7 +194,8 @@ class SignInCollector(Collector):
             return
         expiry = GaugeMetricFamily(
             "watchbridge_sign_in_expiry_seconds",
-            "Seconds until the sign-in's access token expires (negative: it has)",
+            "Seconds until the sign-in's access token expires (negative: it has; 0 at most "
+            "while the service refuses it)",
             labels=["service", "profile"],
         )
         ok = GaugeMetricFamily(
@@ -202,9 +204,9 @@ class SignInCollector(Collector):
             labels=["service", "profile"],
         )
         now = self.clock() if sign_ins else 0.0
-        for service, profile, expires_at, works in sign_ins:
-            if expires_at is not None:
-                expiry.add_metric([service, profile], round(expires_at - now))
+        for service, profile, works_until, works in sign_ins:
+            if works_until is not None:
+                expiry.add_metric([service, profile], round(works_until - now))
             ok.add_metric([service, profile], 1.0 if works else 0.0)
         yield expiry
         yield ok

@@ -114,6 +114,13 @@ class SignIn:
         first tried (nothing says yet that it will not work)."""
         return self.state not in ("ok", "not_tried")
 
+    def works_until(self, now: float) -> float | None:
+        """Until when its access token works, as far as the store knows: its expiry, but
+        `now` at the latest for one the service refuses (whatever its expiry, or none)."""
+        if self.token_refused:
+            return now if self.expires_at is None else min(self.expires_at, now)
+        return self.expires_at
+
     def as_json(self) -> dict[str, Any]:
         return {
             "service": self.service,
@@ -123,6 +130,7 @@ class SignIn:
             "last_refresh": self.last_refresh,
             "last_refresh_at": iso(self.last_refresh_at),
             "message": self.message,
+            "refused": self.token_refused,
         }
 
 
@@ -536,17 +544,20 @@ def current_sign_ins(config: Config, store: Store, now: float) -> list[SignIn]:
 def gauges(
     config: Config, store: Store, clock: Callable[[], float]
 ) -> list[tuple[str, str, float | None, bool]]:
-    """(service, profile, expires_at, ok) of each sign-in, for the metrics (nothing read, not
+    """(service, profile, works_until, ok) of each sign-in, for the metrics (nothing read, not
     even the clock, when no profile signs in to a service whose sign-in ends, nor to Plex, and
     there is no Plex server token). `ok` is False only for one that needs the user: one not
-    tried yet is no failure. A service-wide one has the profile "" (Prometheus: no profile)."""
+    tried yet is no failure. A service-wide one has the profile "" (Prometheus: no profile).
+    `works_until` is the access token's expiry, but now for one the service refuses: an alert
+    on its seconds left fires, not one on its own expiry, perhaps months away."""
     plex = config.services.plex
     if not (plex is not None and plex.token) and not any(
         p.accounts.trakt or p.accounts.anilist or p.accounts.serializd or p.accounts.plex
         for p in config.profiles.values()
     ):
         return []
+    now = clock()
     return [
-        (s.service, s.profile, s.expires_at, not s.needs_you)
-        for s in current_sign_ins(config, store, clock())
+        (s.service, s.profile, s.works_until(now), not s.needs_you)
+        for s in current_sign_ins(config, store, now)
     ]
