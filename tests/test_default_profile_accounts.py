@@ -7,6 +7,7 @@ running app, alerts as the receiver got them."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -316,3 +317,49 @@ def test_a_yearly_visitor_coming_a_few_days_late_is_not_told_of_again(
     assert receiver.titles() == [gran, f"Resolved: {gran}"]
     assert found["gran"]["alerted"] is True
     assert found["gran"]["webhooks"] == 2
+
+
+def test_accounts_taken_before_the_upgrade_start_when_their_webhooks_began(
+    tmp_path: Path, receiver: AlertReceiver
+) -> None:
+    clock = FakeClock()
+    # Before the upgrade the default profile took alex's, the Kids' and a guest's plays on
+    # purpose; kid (listed) played after each began. The upgrade's database remembers none of
+    # them, and kid then does not play for two days: the guest's row began at the upgrade, so
+    # the guest's account read as "may be kid's new account".
+    text = household(tmp_path, receiver)
+    before = runtime(text, clock)
+    began: dict[str, float] = {}
+    with AppThread(create_app(before, extra_routes=webhooks.ROUTES)) as app:
+        for account, name in ((1, "alex"), (7, "Kids"), (8, "Guest"), (5, "kid")):
+            began[name] = clock()
+            assert post(app, scrobble(account, name)).status_code == 202
+            clock.advance(DAY)
+    with sqlite3.connect(tmp_path / "wb.db") as db:  # as the upgrade finds it
+        db.execute("DELETE FROM defaulted_accounts")
+    db.close()
+    clock.advance(DAY)
+    upgraded = runtime(text, clock)
+    with AppThread(create_app(upgraded, extra_routes=webhooks.ROUTES)) as app:
+        for account, name in ((8, "Guest"), (1, "alex"), (7, "Kids")):
+            assert post(app, scrobble(account, name)).status_code == 202
+        from tests.test_app import wait_until
+
+        wait_until(lambda: len(taken_in(app)) == 3)  # written after each answer
+        housekeeping(upgraded)
+        clock.advance(WAIT)
+        housekeeping(upgraded)
+        found = {f["name"]: f for f in taken_in(app)}
+        wait_until_told(receiver, 1)
+    # Told once of the second person's (as a household that took two people's already is),
+    # never of the guest's as kid's new account.
+    assert receiver.titles() == [
+        "watchbridge: plays of Kids on Plex server Basement go to profile me"
+    ]
+    assert "new account" not in receiver.messages[0]["message"]
+    assert "(alex (id 1) on Plex server Basement)" in receiver.messages[0]["message"]
+    assert (found["Guest"]["alerted"], found["Guest"]["profile"]) == (False, None)
+    # Each starts at its first webhook the database still keeps, not at the upgrade.
+    assert {name: found[name]["first_at"] for name in ("alex", "Kids", "Guest")} == {
+        name: began[name] for name in ("alex", "Kids", "Guest")
+    }

@@ -58,7 +58,7 @@ from watchbridge.privatefiles import make_private_folder
 from watchbridge.senders import TOGETHER_WITHIN
 from watchbridge.storagefault import DatabaseMoved, fault_of
 from watchbridge.unlisted import KEEP as UNLISTED_KEPT
-from watchbridge.unlisted import Unlisted
+from watchbridge.unlisted import Unlisted, account_key
 
 OutboxStatus = Literal["pending", "inflight", "done", "dead"]
 
@@ -4882,8 +4882,18 @@ class Store:
 
     def saw_defaulted(self, seen: Unlisted) -> None:
         """Webhooks of an account the default profile takes for want of an entry
-        (defaulted.py): `seen.webhooks` and `seen.plays` are those since its last write."""
+        (defaulted.py): `seen.webhooks` and `seen.plays` are those since its last write. A
+        new row begins at the account's first event the database keeps for that profile (a
+        week's), if earlier: on upgrade, it began before the table did."""
         with self.transaction() as conn:
+            known = conn.execute(
+                "SELECT 1 FROM defaulted_accounts WHERE source = ? AND server = ? AND account = ?",
+                (seen.source, seen.server, seen.account),
+            ).fetchone()
+            if known is None:
+                began = _first_event_of(conn, seen, seen.default_profile)
+                if began is not None and began < seen.first_at:
+                    seen = replace(seen, first_at=began)
             conn.execute(
                 "INSERT INTO defaulted_accounts (source, server, account, account_id, name,"
                 " server_name, default_profile, first_at, last_at, webhooks, plays) VALUES"
@@ -6003,3 +6013,20 @@ class Store:
             namespaces = ",".join("?" * len(keep_cache))
             conn.execute(f"DELETE FROM id_cache WHERE namespace NOT IN ({namespaces})", keep_cache)
         return []
+
+
+def _first_event_of(conn: sqlite3.Connection, account: Unlisted, profile: str) -> float | None:
+    """When the earliest event kept of `account` (its source, server and key) for `profile`
+    was received, if one is: a scan of the week of events kept, made once per account."""
+    rows = conn.execute(
+        "SELECT received_at, json_extract(payload, '$.account.id') AS id,"
+        " json_extract(payload, '$.account.name') AS name FROM events"
+        f" WHERE source = ? AND profile = ? AND {_EVENT_SERVER} = ? ORDER BY received_at",
+        (account.source, profile, account.server),
+    )
+    for row in rows:
+        id_, name = row["id"], row["name"]
+        key = account_key(None if id_ is None else str(id_), None if name is None else str(name))
+        if key == account.account:
+            return float(row["received_at"])
+    return None
