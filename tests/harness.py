@@ -380,6 +380,14 @@ class AppThread:
             raise AssertionError(f"the app's server on port {self.port} stopped while starting")
         return self.server.started
 
+    def settled(self, timeout: float = 10.0) -> None:
+        """Wait until no request is in flight: what the app does after its answer is done."""
+        deadline = time.monotonic() + timeout
+        while self.server.server_state.tasks:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"requests still in flight after {timeout} s")
+            time.sleep(0.005)
+
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=15)

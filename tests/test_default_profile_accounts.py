@@ -18,7 +18,8 @@ import httpx
 from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.harness import AppThread
 from tests.ingest_samples import sample_bytes
-from tests.test_unlisted_accounts import SECRET, post, runtime, scrobble
+from tests.test_unlisted_accounts import SECRET, runtime, scrobble
+from tests.test_unlisted_accounts import post as post_only
 from tests.test_webhook_route import PLEX_SERVER
 from watchbridge import maintenance, webhooks
 from watchbridge.app import Runtime, create_app
@@ -43,6 +44,13 @@ def household(tmp_path: Path, receiver: AlertReceiver, me: str = "", kid: str = 
         f"  me: {{default: true{users}}}\n"
         f"  kid: {{users: {{plex: {kid}}}}}\n"
     )
+
+
+def post(app: AppThread, payload: dict[str, Any]) -> httpx.Response:
+    """A webhook, and what the route notes of its account after answering it, done."""
+    answer = post_only(app, payload)
+    app.settled()
+    return answer
 
 
 def housekeeping(app_runtime: Runtime) -> None:
