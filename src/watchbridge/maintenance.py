@@ -23,11 +23,13 @@ from watchbridge.config import service_title
 from watchbridge.deliver.worker import ENDING, SERVICE_ROLE, ending_title
 from watchbridge.downtime import ALIVE_EVERY
 from watchbridge.http import Unavailable
+from watchbridge.model import Account, MediaEvent, MediaRef, Source
 from watchbridge.servelock import Holder
 from watchbridge.storagefault import STORAGE_ALERT
 from watchbridge.store import CLAIM_LEASE, KEEP_MARKS
 
 if TYPE_CHECKING:
+    from watchbridge.account_ids import AccountIds
     from watchbridge.services.trakt import TraktClient
 
 log = logging.getLogger(__name__)
@@ -172,11 +174,22 @@ async def housekeeping(
             runtime.metrics.background_errors.labels(name).inc()
 
 
+def _known_accounts(ids: AccountIds) -> list[tuple[str, str, str, str]]:
+    """The accounts remembered by id: (source, server, account id, profile)."""
+    return [(k.source, k.server, k.account_id, learnt.profile) for k, learnt in ids.known.items()]
+
+
+def _next_webhook(one: unlisted.Unlisted) -> MediaEvent:
+    """A webhook of `one`'s account, to route it as its next one would be routed: by the
+    config and the accounts remembered now."""
+    account = Account(id=one.account_id or None, name=one.name or None)
+    return MediaEvent(cast(Source, one.source), "stop", MediaRef(kind="movie"), one.server, account)
+
+
 async def check_unlisted_accounts(runtime: Runtime) -> None:
     """The accounts no profile lists (unlisted.py): forgotten once a profile takes their
     webhooks, the `unlisted_account` alert raised for one that likely is a listed person's new
     account, and resolved once it is listed or has sent nothing for unlisted.QUIET."""
-    from watchbridge.model import Account, MediaEvent, MediaRef, Source
     from watchbridge.webhooks import route_for
 
     store, notifier, config = runtime.store, runtime.notifier, runtime.config
@@ -185,14 +198,9 @@ async def check_unlisted_accounts(runtime: Runtime) -> None:
     if not found:
         return
     ids = runtime.account_ids
-    known = [
-        (key.source, key.server, key.account_id, learn.profile) for key, learn in ids.known.items()
-    ]
+    known = _known_accounts(ids)
     for one in found:
-        account = Account(id=one.account_id or None, name=one.name or None)
-        # Routed as its next webhook would be: by the config and the accounts remembered now.
-        source = cast(Source, one.source)
-        event = MediaEvent(source, "stop", MediaRef(kind="movie"), one.server, account)
+        event = _next_webhook(one)
         route = route_for(config, event, ids.known, ids.names)
         if route.profile is not None or route.sent_by_plex:
             if one.state == unlisted.ALERTED:
@@ -231,7 +239,6 @@ async def check_defaulted_accounts(runtime: Runtime) -> None:
     once a profile lists them (or no default profile takes them), the `unlisted_account` alert
     raised for one that is a second person's or likely a listed person's new account, and
     resolved once it is listed or has sent nothing for unlisted.QUIET."""
-    from watchbridge.model import Account, MediaEvent, MediaRef, Source
     from watchbridge.webhooks import route_for
 
     store, notifier, config = runtime.store, runtime.notifier, runtime.config
@@ -240,17 +247,10 @@ async def check_defaulted_accounts(runtime: Runtime) -> None:
     if not found:
         return
     ids = runtime.account_ids
-    known = [
-        (key.source, key.server, key.account_id, learn.profile) for key, learn in ids.known.items()
-    ]
+    known = _known_accounts(ids)
     taken: list[unlisted.Unlisted] = []
     for one in found:
-        account = Account(id=one.account_id or None, name=one.name or None)
-        # Routed as its next webhook would be: by the config and the accounts remembered now.
-        event = MediaEvent(
-            cast(Source, one.source), "stop", MediaRef(kind="movie"), one.server, account
-        )
-        route = route_for(config, event, ids.known, ids.names)
+        route = route_for(config, _next_webhook(one), ids.known, ids.names)
         if not route.defaulted:
             if one.state == unlisted.ALERTED:
                 over = (
