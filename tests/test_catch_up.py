@@ -391,6 +391,35 @@ def written_by(runtime: Runtime, task: CatchUp, server: FakeJellyfin) -> tuple[i
     return copied, size
 
 
+def counts_read(runtime: Runtime, task: CatchUp, server: FakeJellyfin) -> bool:
+    """One round of the catch-up: whether it read the play counts it keeps."""
+    statements: list[str] = []
+    runtime.store._conn.set_trace_callback(statements.append)
+    try:
+        read(runtime, task, server)
+    finally:
+        runtime.store._conn.set_trace_callback(None)
+    return any("FROM catch_up_counts" in sql for sql in statements)
+
+
+def test_a_read_listing_nothing_reads_no_play_count(
+    runtime: Runtime, server: FakeJellyfin, clock: Clock
+) -> None:
+    # Idle means idle: every 15 minutes, a big library's counts were all read for nothing.
+    alex = ALEX[server.flavour]
+    for n in range(50):
+        item = f"{n:032x}"
+        server.add_movie(item, f"Film {n}", 2000)
+        server.play(alex, item, T0 - 30 * DAY)
+    task = CatchUp()
+    read(runtime, task, server)
+    clock.now += 15 * 60
+    assert not counts_read(runtime, task, server)
+    server.play(alex, MOVIE, clock.now)  # listed by the next read, which needs them
+    clock.now += 15 * 60
+    assert counts_read(runtime, task, server)
+
+
 def test_a_read_finding_one_play_writes_that_item_not_the_whole_library(
     runtime: Runtime, server: FakeJellyfin, clock: Clock
 ) -> None:

@@ -954,18 +954,16 @@ class CatchUp:
         store = runtime.store
         name, at_name = f"{CURSOR}:{account[0]}", f"{AT_CURSOR}:{account[0]}"
         header = await asyncio.to_thread(store.get_cursor, server, profile, name)
-        state = loaded(
-            header,
-            await asyncio.to_thread(store.get_cursor, server, profile, at_name),
-            {}
-            if header is None
-            else await asyncio.to_thread(store.catch_up_counts, server, profile, account[0]),
-        )
+        at = await asyncio.to_thread(store.get_cursor, server, profile, at_name)
+        state = loaded(header, at, {})  # from when to list needs no counts
         now = runtime.clock()
         start = since(state)
         # A server behind ours saved the changes since `start` at an earlier time by its clock.
         start = None if start is None else start + min(self.ahead.get(server, 0.0), 0.0)
         rows = await client.played(account[0], None if start is None else _iso(start))
+        if rows and state is not None:  # an idle read, listing nothing, never loads them
+            counted = await asyncio.to_thread(store.catch_up_counts, server, profile, account[0])
+            state = loaded(header, at, counted)
         ahead = self.ahead[server] = server_offset(client.http.clock_skew)
         items = [one for row in rows if (one := listed(row, server, ahead)) is not None]
         found = candidates(state, items)
