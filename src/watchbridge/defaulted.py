@@ -72,13 +72,7 @@ def second_person(
     webhooks naming no one (a sender's setting), nor twice. Pure."""
     if one.state or not one.entry or person(one) in own:
         return False
-    before = {
-        person(other)
-        for other in taken
-        if other.default_profile == one.default_profile
-        and other.entry
-        and (other.first_at, other.key) < (one.first_at, one.key)
-    }
+    before = {person(other) for other in _taken_beside(one, taken) if _order(other) < _order(one)}
     return len(before) == 1 and person(one) not in before
 
 
@@ -92,22 +86,25 @@ def set_up_for(config: Config, one: Unlisted, taken: Sequence[Unlisted]) -> bool
     listed = tuple(getattr(profile.users, one.source, ())) if profile is not None else ()
     if not one.entry or profile is None or listed:
         return False
-    first = min(
-        (o for o in taken if o.default_profile == one.default_profile and o.entry),
-        key=lambda other: (other.first_at, other.key),
-        default=None,
-    )
+    first = min(_taken_beside(one, taken), key=_order, default=None)
     return first is not None and person(first) == person(one)
 
 
 def first_taken(one: Unlisted, taken: Sequence[Unlisted]) -> Unlisted | None:
     """The account the default profile took first, the one it was set up for."""
-    earlier = [
-        other
-        for other in taken
-        if other.default_profile == one.default_profile and other.entry and other.key != one.key
-    ]
-    return min(earlier, key=lambda other: (other.first_at, other.key), default=None)
+    earlier = [other for other in _taken_beside(one, taken) if other.key != one.key]
+    return min(earlier, key=_order, default=None)
+
+
+def _taken_beside(one: Unlisted, taken: Sequence[Unlisted]) -> list[Unlisted]:
+    """The accounts of `taken` (`one` among them) its default profile takes, that name
+    someone."""
+    return [o for o in taken if o.default_profile == one.default_profile and o.entry]
+
+
+def _order(one: Unlisted) -> tuple[float, str]:
+    """In the order the default profile took them in."""
+    return one.first_at, one.key
 
 
 def line(config: Config, one: Unlisted, profile: str | None = None) -> str:

@@ -37,11 +37,7 @@ Reverse = Callable[[MediaRef], "tuple[int, int] | Unmatched"]
 def show_record_key(ids: Ids) -> str | None:
     """The key a show's record has, whoever saw its rating: by TMDB id (as links key shows),
     else TheTVDB's."""
-    if ids.tmdb:
-        return f"show:tmdb:{ids.tmdb}"
-    if ids.tvdb:
-        return f"show:tvdb:{ids.tvdb}"
-    return None
+    return next(iter(season_keys(ids)), None)
 
 
 def season_keys(ids: Ids) -> tuple[str, ...]:
