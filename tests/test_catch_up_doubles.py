@@ -32,7 +32,7 @@ from tests.test_catch_up import (
 from tests.test_delivery import close_targets, sign_in, worker_for
 from watchbridge import webhooks
 from watchbridge.app import Runtime
-from watchbridge.catchup import CatchUp, Listed, State
+from watchbridge.catchup import CatchUp, Listed, Seen, State
 from watchbridge.catchupstatus import status_lines
 from watchbridge.config import parse_config
 from watchbridge.ingest import parse
@@ -299,12 +299,12 @@ def test_an_item_under_a_new_id_is_the_same_item_by_its_count_and_date_or_the_ol
         ref = MediaRef("movie", Ids(imdb="tt2543164"), "Arrival", 2016, source_key="new")
         return Listed("new", ref, True, count, dated, dated=dated)
 
-    known = {"old": "movie:imdb:tt2543164"}
-    dated = State(T0, T0, {"old": 3}, identities=known, dates={"old": T0 - DAY})
+    known = "movie:imdb:tt2543164"
+    dated = State(T0, T0, {"old": Seen(3, known, T0 - DAY)})
     assert dated.seen(one(3, T0 - DAY)) == 3  # carried over: no play
     assert dated.seen(one(3, T0 + 600)) is None  # its own user data: a first play
     assert dated.seen(one(1, T0 + 600)) is None
-    undated = State(T0, T0, {"old": 3}, identities=known)
+    undated = State(T0, T0, {"old": Seen(3, known)})
     assert undated.seen(one(1, T0 + 600)) == 3
 
 

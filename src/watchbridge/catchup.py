@@ -13,7 +13,7 @@ What the server's user data says (Jellyfin's and Emby's SessionManager): a playb
 adds one to `PlayCount` and sets `LastPlayedDate` (to the start); `Played` turns false while a
 resumable item plays and true once it passes the server's played mark; "mark played" sets both,
 "mark unplayed" clears them (count 0). So a play is an item `Played` whose count grew since
-the count a read last saw it played with (`State.counts`; an item never seen played: any count).
+the count a read last saw it played with (`State.items`; an item never seen played: any count).
 An item under an id never seen that has an identity seen (`identity`: its provider ids) with
 the same count and `LastPlayedDate` is that item: a library removed and added again (Emby
 numbers its items anew; Jellyfin's ids follow the paths), a file replaced; the server carries
@@ -124,8 +124,8 @@ CONFIRM_AFTER = 5 * 60.0
 FOLLOWED = 6 * 3600.0
 # A play found that waits (`State.waiting`) and is no longer listed (deleted) is forgotten.
 WAITING_KEPT = 86400.0
-# (server, profile, "catch_up:<user id>"): the account's `State` but its counts (`header`),
-# which are rows of store.catch_up_counts: a read writes the counts that changed, not all of
+# (server, profile, "catch_up:<user id>"): the account's `State` but its items (`header`),
+# which are rows of store.catch_up_counts: a read writes the items that changed, not all of
 # them (some 100 KB for a big library).
 CURSOR = CATCH_UP_CURSORS
 # (server, profile, "catch_up_at:<user id>"): when the last read that listed something began,
@@ -208,34 +208,44 @@ def identity(one: Listed) -> str:
     return one.item.key() if one.item.ids else ""
 
 
-# A row of `State.counts` as kept: the count, the item's identity ('' none), and its
-# `Listed.dated` then (None: none, or kept by a release before it was).
+# A `Seen` as kept (store.catch_up_counts): its count, identity and date.
 Row = tuple[int, str, float | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """An item as the reads last saw it played (or its count cleared by an unmark): its
+    `PlayCount`, its `identity` ('' none known), and its `LastPlayedDate` then, as the server
+    wrote it (`Listed.dated`; None: none, or kept by a release before it was)."""
+
+    count: int
+    identity: str = ""
+    dated: float | None = None
+
+    @property
+    def row(self) -> Row:
+        return (self.count, self.identity, self.dated)
 
 
 @dataclass(frozen=True)
 class State:
     """What the reads of one account know: when the first (`baseline`) and the last (`at`)
-    began, by our clock; each item's `PlayCount` when last seen played, its `identity`
-    (item id -> identity, where it has one) and its `LastPlayedDate` then, as the server
-    wrote it (`dates`); and the plays found that wait for a later read (item id -> when first
-    found, and from when the read that found it listed changes: later reads list from there,
-    so that it is listed again). Kept as its `header` (all but the counts) and a row per
-    count, with its identity and date (`Saved`)."""
+    began, by our clock; each item as last seen played (`items`: item id -> `Seen`); and the
+    plays found that wait for a later read (item id -> when first found, and from when the
+    read that found it listed changes: later reads list from there, so that it is listed
+    again). Kept as its `header` (all but the items) and a row per item (`Saved`)."""
 
     baseline: float
     at: float
-    counts: Mapping[str, int] = field(default_factory=dict)
+    items: Mapping[str, Seen] = field(default_factory=dict)
     waiting: Mapping[str, tuple[float, float]] = field(default_factory=dict)
-    identities: Mapping[str, str] = field(default_factory=dict)
-    dates: Mapping[str, float] = field(default_factory=dict)
 
     @functools.cached_property
     def _by_identity(self) -> dict[str, list[tuple[int, float | None]]]:
         found: dict[str, list[tuple[int, float | None]]] = {}
-        for key, known in self.identities.items():
-            if key in self.counts:
-                found.setdefault(known, []).append((self.counts[key], self.dates.get(key)))
+        for seen in self.items.values():
+            if seen.identity:
+                found.setdefault(seen.identity, []).append((seen.count, seen.dated))
         return found
 
     def seen(self, one: Listed) -> int | None:
@@ -245,9 +255,10 @@ class State:
         a new id (a library added again, a file replaced); an item of the same ids with user
         data of its own (a second version, a special sharing a TVDB id) was never seen. Rows
         kept before the dates were: the most of their counts, as then."""
-        before = self.counts.get(one.id)
-        if before is not None or not (known := identity(one)):
-            return before
+        if (before := self.items.get(one.id)) is not None:
+            return before.count
+        if not (known := identity(one)):
+            return None
         found = self._by_identity.get(known, [])
         if one.dated is not None and any(
             n == one.count and at is not None and abs(at - one.dated) < 1.0 for n, at in found
@@ -265,8 +276,8 @@ class State:
 
     @classmethod
     def from_header(cls, value: str | None, counts: Mapping[str, Row]) -> State | None:
-        """The state of a `header` and the `counts` kept with it (with their identities and
-        dates); None for none."""
+        """The state of a `header` and the rows kept with it (`counts`: item id -> `Row`);
+        None for none."""
         if value is None:
             return None
         try:
@@ -274,10 +285,8 @@ class State:
             return cls(
                 float(found["baseline"]),
                 float(found["at"]),
-                {key: n for key, (n, _, _) in counts.items()},
+                {key: Seen(*row) for key, row in counts.items()},
                 {str(k): (float(v[0]), float(v[1])) for k, v in found["waiting"].items()},
-                {key: known for key, (_, known, _) in counts.items() if known},
-                {key: at for key, (_, _, at) in counts.items() if at is not None},
             )
         except (ValueError, TypeError, KeyError, AttributeError):  # not one this release wrote
             return None
@@ -309,26 +318,19 @@ class Saved:
 
 
 def persisted(before: State | None, after: State, listed_any: bool) -> Saved:
-    """What a read writes: the header and the counts that changed (a read never drops one)
+    """What a read writes: the header and the items that changed (a read never drops one)
     when anything but `at` changed; else `at` when the read listed something (were it not
     moved, the next read would list it again); else nothing, and the next read lists from the
     same time: what it lists more is what changed since this read listed nothing, the same.
     Pure."""
-    rows = {key: _row(after, key, n) for key, n in after.counts.items()}
     if before is None:
+        rows = {key: seen.row for key, seen in after.items.items()}
         return Saved(after.header(), counts=rows, whole=True)
-    counts = {
-        key: row
-        for key, row in rows.items()
-        if key not in before.counts or _row(before, key, before.counts[key]) != row
-    }
+    was = before.items
+    counts = {key: seen.row for key, seen in after.items.items() if was.get(key) != seen}
     if counts or (before.baseline, before.waiting) != (after.baseline, after.waiting):
         return Saved(after.header(), counts=counts)
     return Saved(at=repr(after.at) if listed_any and after.at != before.at else None)
-
-
-def _row(state: State, key: str, n: int) -> Row:
-    return (n, state.identities.get(key, ""), state.dates.get(key))
 
 
 def since(state: State | None) -> float | None:
@@ -450,21 +452,15 @@ def decide(
     (`pruned_to`): a play dated before then that no event kept told of is not copied (it may
     have been a webhook's, its event gone: a second play), but `unchecked`. Pure."""
     if state is None:
-        counts = {one.id: one.count for one in items if one.played}
-        known = {one.id: found for one in items if one.played and (found := identity(one))}
-        dates = {one.id: one.dated for one in items if one.played and one.dated is not None}
-        return Decision(State(now, now, counts, identities=known, dates=dates), [])
-    counts, waiting = dict(state.counts), dict(state.waiting)
-    identities, dates = dict(state.identities), dict(state.dates)
+        played = {one.id: Seen(one.count, identity(one), one.dated) for one in items if one.played}
+        return Decision(State(now, now, played), [])
+    seen, waiting = dict(state.items), dict(state.waiting)
 
     def count(one: Listed) -> None:
-        counts[one.id] = one.count
-        if found := identity(one):
-            identities[one.id] = found
-        if one.dated is None:
-            dates.pop(one.id, None)
-        else:
-            dates[one.id] = one.dated
+        # An identity once known stays when the server lists the item without provider ids.
+        was = seen.get(one.id)
+        known = identity(one) or (was.identity if was is not None else "")
+        seen[one.id] = Seen(one.count, known, one.dated)
 
     listed_from = since(state) or now
     missed: list[Listed] = []
@@ -500,7 +496,7 @@ def decide(
         waiting.pop(one.id, None)
         count(one)
     waiting = {key: at for key, at in waiting.items() if now - at[0] < WAITING_KEPT}
-    after = State(state.baseline, now, counts, waiting, identities, dates)
+    after = State(state.baseline, now, seen, waiting)
     return Decision(after, missed, reported, waits, skipped)
 
 

@@ -826,7 +826,7 @@ def m032_defaulted_accounts(db: sqlite_utils.Database) -> None:
 
 @migrations()
 def m033_catch_up_counts(db: sqlite_utils.Database) -> None:
-    # The catch-up's play counts (catchup.py `State.counts`), a row per item, so that a read
+    # The catch-up's play counts (catchup.py `State.items`), a row per item, so that a read
     # writes the counts that changed, not the whole account's (some 100 KB for a big
     # library, each read someone watched): moved out of the states' JSON (the cursors
     # "catch_up:<user id>"), whose rest stays there. Safe to apply again, as the newest
@@ -873,7 +873,7 @@ def m034_catch_up_identities(db: sqlite_utils.Database) -> None:
 @migrations()
 def m035_catch_up_dates(db: sqlite_utils.Database) -> None:
     # Beside each play count of the catch-up, the item's LastPlayedDate then (catchup.py
-    # `State.dates`): an item under a new id is the item of the same identity only with the
+    # `Seen.dated`): an item under a new id is the item of the same identity only with the
     # same count and date (its user data carried over); one with user data of its own (a
     # second version of a film, a special sharing a TVDB id) is not, and its first play is
     # copied. Rows written before have none (NULL) until their item is listed again. Safe to
