@@ -5,7 +5,13 @@ tests/test_readers.py, the first sync through the CLI in tests/test_switching_to
 from __future__ import annotations
 
 from watchbridge.reconcile import UNDATED, Play, Side
-from watchbridge.release_marks import as_marks, found_marks, release_candidates, release_moments
+from watchbridge.release_marks import (
+    as_marks,
+    found_marks,
+    release_candidates,
+    release_moments,
+    second_marks,
+)
 from watchbridge.services.trakt import parse_seasons
 
 E1 = "episode:tmdb:1396:s1e1"
@@ -70,3 +76,19 @@ def test_a_mark_kept_is_read_undated_only_while_trakt_dates_its_play_the_same_mi
     assert as_marks(trakt, {"t1": RELEASED + 30}).plays == (Play(E1, UNDATED, "t1"),)
     assert as_marks(trakt, {"t1": RELEASED + 120}) is trakt
     assert as_marks(trakt, {}) is trakt
+
+
+def test_a_mark_of_a_viewing_trakt_holds_a_copy_of_already_is_a_second_record() -> None:
+    """Marked on trakt.tv after the viewing was copied there: the mark is asked about and,
+    read undated, left without a partner, a second record of the viewing (not copied)."""
+    copy = Play(E1, RELEASED + 5 * YEAR, "t2")
+    trakt = Side((Play(E1, RELEASED, "t1"), copy))
+    other = Side((Play(E1, RELEASED + 5 * YEAR + 30, "q1"),))
+    candidates = release_candidates(trakt, other)
+    assert candidates == {E1: ([Play(E1, RELEASED, "t1")], 1)}
+    marks = found_marks(candidates, {"1396": {"s1e1": RELEASED}})
+    read = as_marks(trakt, marks)
+    assert second_marks(read, other, marks) == {"t1"}
+    assert second_marks(read, Side(), marks) == frozenset()  # its viewing gone: not kept
+    alone = Side((Play(E1, RELEASED, "t1"),))  # the mark pairs with the viewing: no second
+    assert second_marks(as_marks(alone, marks), other, marks) == frozenset()

@@ -136,6 +136,11 @@ class Side:
     # release dates of their show, `release_marks`): no play of them is copied either way,
     # the next run asks again.
     held: frozenset[str] = frozenset()
+    # Records of this side's plays marked "watched on release date" (read undated) whose
+    # viewing the other side holds paired with another play of this side already (a mark
+    # added on Trakt after the viewing was copied there, `release_marks.second_marks`): a
+    # second record of that viewing, neither copied nor removed.
+    second_marks: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -924,8 +929,8 @@ def _plan_history(
     seconds |= _second_records(only_b, current[b].plays, partnered[b])
     _count_left(held_twice, a, only_a, seconds, gone_or_removed)
     _count_left(held_twice, b, only_b, seconds, gone_or_removed)
-    only_a = [p for p in only_a if p.record not in seconds]
-    only_b = [p for p in only_b if p.record not in seconds]
+    only_a = [p for p in only_a if p.record not in seconds | current[a].second_marks]
+    only_b = [p for p in only_b if p.record not in seconds | current[b].second_marks]
     if history.first_run or history.restored:
         # After a restore, only plays new since the baseline: one it holds that is left
         # without a partner (a link one way only, a play kept off) stays so.

@@ -61,19 +61,39 @@ def release_moments(seasons: Sequence[ListedSeason]) -> dict[str, float]:
 def release_candidates(own: Side, other: Side) -> dict[str, tuple[list[Play], int]]:
     """Item -> (the dated plays of `own`, Trakt's, left without a partner on `other`, and how
     many dated plays of the item `other` holds without one), for the episodes where both are
-    some: the plays that may be marks standing for a viewing the other side holds."""
+    some: the plays that may be marks standing for a viewing the other side holds. Where
+    `other` holds plays of the episode but none left without a partner, how many it holds:
+    a mark added on Trakt after its viewing was copied there (dated years back, where a read
+    of Trakt's recent history does not look, it is read by the next full read only)."""
     _, lonely_own, lonely_other = match_plays(own.plays, other.plays)
     waiting = Counter(p.item for p in lonely_other if p.at != UNDATED)
+    holding = Counter(p.item for p in other.plays)
     found: defaultdict[str, list[Play]] = defaultdict(list)
     for play in lonely_own:
         if (
             play.at != UNDATED
-            and waiting[play.item]
+            and holding[play.item]
             and play.item.startswith("episode:")
             and not play.record.startswith(EXPECTED)
         ):
             found[play.item].append(play)
-    return {item: (plays, waiting[item]) for item, plays in found.items()}
+    return {item: (plays, waiting[item] or holding[item]) for item, plays in found.items()}
+
+
+def second_marks(own: Side, other: Side, marks: Collection[str]) -> frozenset[str]:
+    """The records of `own`'s marks (`marks`, read undated) left without a partner on `other`
+    although it holds plays of their episode: each of those is paired with another play of
+    `own` already (a mark added after the viewing was copied to Trakt), so the mark is a
+    second record of it, neither copied nor removed (`Side.second_marks`); per episode no
+    more of them than `other` holds plays."""
+    _, lonely_own, _ = match_plays(own.plays, other.plays)
+    room = Counter(p.item for p in other.plays)
+    found: set[str] = set()
+    for play in sorted(lonely_own, key=lambda p: p.record):
+        if play.at == UNDATED and play.record in marks and room[play.item]:
+            room[play.item] -= 1
+            found.add(play.record)
+    return frozenset(found)
 
 
 def unread_seasons(seasons: Sequence[ListedSeason], wanted: Collection[int]) -> list[int]:

@@ -984,10 +984,14 @@ class FakeTrakt(FakeServer):
         self, item: Playable, watched_at: str | None, *, user: User | str | None = None
     ) -> HistoryEntry:
         """A play the user adds in an app: moves last_activities (``watched_at`` None: a play
-        of unknown date, as ``"unknown"`` adds one)."""
+        of unknown date, as ``"unknown"`` adds one; ``"released"``: marked "watched on release
+        date", stored as a history add stores it)."""
         with self.lock:
             owner = self._user(user)
-            stamp = iso(to_minute(parse_iso(watched_at))) if watched_at else None
+            if watched_at == "released":
+                stamp = self._stamp(watched_at, _released(item))
+            else:
+                stamp = iso(to_minute(parse_iso(watched_at))) if watched_at else None
             (entry,) = self._add_plays(owner, [(item, stamp, "watch")])
             return entry
 

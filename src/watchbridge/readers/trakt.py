@@ -40,6 +40,7 @@ from watchbridge.release_marks import (
     release_candidates,
     release_moments,
     seasons_asked,
+    second_marks,
     show_of,
     unread_seasons,
 )
@@ -603,6 +604,9 @@ class TraktReader:
                 )
             await self._note_lookups(profile, failing, held, set(moments))
         own = as_marks(own, found)
+        seconds = await asyncio.to_thread(second_marks, own, other, {*kept, *found})
+        if seconds:
+            own = replace(own, second_marks=seconds)
         return replace(own, held=held) if held else own
 
     async def _note_lookups(
