@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from watchbridge.reconcile import UNDATED, Play, Side
 from watchbridge.release_marks import (
+    UNKNOWN_RUNTIME_SPAN,
     as_marks,
+    cached_moments,
     found_marks,
     release_candidates,
     release_moments,
@@ -35,7 +37,11 @@ def test_a_season_list_gives_each_episode_its_release_moment_when_trakt_knows_bo
             }
         ]
     )
-    assert release_moments(listed) == {"s1e1": RELEASED}
+    aired_2 = AIRED + 7 * 86400
+    assert release_moments(listed) == {
+        "s1e1": (RELEASED, RELEASED),
+        "s1e2": (aired_2, aired_2 + UNKNOWN_RUNTIME_SPAN),  # no runtime: its air date on
+    }
 
 
 def test_only_plays_a_viewing_on_the_other_side_waits_for_are_asked_about() -> None:
@@ -63,9 +69,11 @@ def test_no_more_plays_are_taken_for_marks_than_the_other_side_holds_viewings_wa
     trakt = Side((Play(E1, RELEASED, "t1"), Play(E1, RELEASED + 20, "t2"), Play(E1, 5, "t0")))
     other = Side((Play(E1, RELEASED + 5 * YEAR, "q1"),))
     candidates = release_candidates(trakt, other)
-    marks = found_marks(candidates, {"1396": {"s1e1": RELEASED}})
+    marks = found_marks(candidates, {"1396": {"s1e1": (RELEASED, RELEASED)}})
     assert marks == {"t1": RELEASED}
-    assert found_marks(candidates, {"1396": {"s1e1": RELEASED + 60}}) == {}  # another minute
+    assert (
+        found_marks(candidates, {"1396": {"s1e1": (RELEASED + 60, RELEASED + 60)}}) == {}
+    )  # another minute
     assert found_marks(candidates, {}) == {}  # Trakt gave no air date or runtime
     plays = as_marks(trakt, marks).plays
     assert [p.at for p in plays] == [UNDATED, RELEASED + 20, 5]
@@ -86,9 +94,22 @@ def test_a_mark_of_a_viewing_trakt_holds_a_copy_of_already_is_a_second_record() 
     other = Side((Play(E1, RELEASED + 5 * YEAR + 30, "q1"),))
     candidates = release_candidates(trakt, other)
     assert candidates == {E1: ([Play(E1, RELEASED, "t1")], 1)}
-    marks = found_marks(candidates, {"1396": {"s1e1": RELEASED}})
+    marks = found_marks(candidates, {"1396": {"s1e1": (RELEASED, RELEASED)}})
     read = as_marks(trakt, marks)
     assert second_marks(read, other, marks) == {"t1"}
     assert second_marks(read, Side(), marks) == frozenset()  # its viewing gone: not kept
     alone = Side((Play(E1, RELEASED, "t1"),))  # the mark pairs with the viewing: no second
     assert second_marks(as_marks(alone, marks), other, marks) == frozenset()
+
+
+def test_an_episode_without_a_runtime_is_told_by_any_minute_of_its_span() -> None:
+    trakt = Side((Play(E1, AIRED + 50 * 60, "t1"), Play(E2, AIRED - 60, "t2")))
+    other = Side((Play(E1, AIRED + 5 * YEAR, "q1"), Play(E2, AIRED + 5 * YEAR, "q2")))
+    span = (AIRED, AIRED + UNKNOWN_RUNTIME_SPAN)
+    moments = {"1396": {"s1e1": span, "s1e2": span}}
+    assert found_marks(release_candidates(trakt, other), moments) == {"t1": AIRED + 50 * 60}
+    # As cached: spans as lists, and one time each as cached before spans.
+    assert cached_moments({"s1e1": list(span), "s1e2": RELEASED}) == {
+        "s1e1": span,
+        "s1e2": (RELEASED, RELEASED),
+    }

@@ -105,3 +105,28 @@ def test_a_mark_added_on_trakt_after_the_first_run_is_not_copied_as_a_viewing(
     assert plays == Counter({(1, 1): 1, (2, 1): 2}), out
     assert diary == Counter({(1, 1): 1, (2, 1): 1}), out
     assert "add_play serializd" not in out, out
+
+
+@pytest.mark.parametrize("unknown", [0, 60], ids=["air date alone", "show's runtime"])
+@pytest.mark.parametrize("runtime", [None, 0], ids=["runtime null", "runtime 0"])
+def test_a_mark_of_an_episode_trakt_knows_no_runtime_of_is_told_by_its_air_date(
+    tmp_path: Path, start_fake: Any, runtime: int | None, unknown: int
+) -> None:
+    """Trakt lists the episode's air date and no runtime (null, or 0): where it dates the
+    mark then is not documented, so it is told by its air date with a margin."""
+    trakt, serializd = start_fake(FakeTrakt()), start_fake(FakeSerializd())
+    trakt.runtime_when_unknown = unknown
+    now = int(time.time())
+    aired = now - 2000 * DAY // 3600 * 3600
+    show = trakt.add_show("Unknown runtime", 2015, tmdb=TMDB, tvdb=TMDB + 1, seasons={})
+    for number in (1, 2):
+        trakt.add_episode(
+            show, 1, number, tvdb=TMDB * 10 + number, runtime=runtime, first_aired=iso(aired)
+        )
+    serializd.add_show(TMDB, "Unknown runtime", seasons={1: 2})
+    trakt.add_history(show.seasons[1].episodes[1], "released")  # a mark of the viewing below
+    serializd.log_entry(None, TMDB, 1, 1, backdate=iso(now - 300 * DAY))
+    path = _linked(tmp_path, trakt, serializd)
+    out = _sync(path, "--yes")
+    out += _sync(path, "--yes", "--full")
+    assert _held(trakt, serializd) == (Counter({(1, 1): 1}), Counter({(1, 1): 1})), out

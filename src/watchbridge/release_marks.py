@@ -9,11 +9,18 @@ Only plays that need it are looked at (`release_candidates`): a dated Trakt play
 left without a partner on the other side, where that side also holds a dated play of the
 episode without one; per episode no more of them than the other side holds such plays. Of
 those, the ones Trakt dates at their episode's release moment, to the minute, are marks
-(`found_marks`). Every other play keeps its date: one with nothing to pair with on the other
-side (a mark alone, or a viewing watched live and logged at that very minute) is copied as any
-play is, and one the other side holds at its time pairs with it before this is asked. A play
-once taken for a mark stays one (its record is kept), so that every later run pairs it the
-same way. Movies are left as they are: Trakt documents `released` for episodes only.
+(`found_marks`); for an episode Trakt knows no runtime of, those it dates within the hours
+after its air date (UNKNOWN_RUNTIME_SPAN: where Trakt dates a mark then is not documented).
+Every other play keeps its date: one with nothing to pair with on the other side (a mark
+alone, or a viewing watched live and logged at that very minute) is copied as any play is, and
+one the other side holds at its time pairs with it before this is asked. A play once taken
+for a mark stays one (its record is kept), so that every later run pairs it the same way.
+Movies are left as they are: Trakt documents `released` for episodes only.
+
+A mark added on Trakt after the link copied its viewing there (dated years back, it is read
+by the next full read only, when the viewing is paired with its copy already) is asked about
+too, where the other side holds plays of the episode but none left without a partner: found,
+it is a second record of that viewing (`second_marks`), neither copied nor removed.
 
 A show whose season list cannot be had (Trakt failing on it, or answering it without the
 episodes of a candidate's season, trakt/trakt-api#799) decides nothing: its candidates and the
@@ -34,7 +41,11 @@ from watchbridge.services.trakt import ListedSeason
 from watchbridge.sides import ref_for_key
 
 # An episode's place in its show, as `release_moments` keys it ("s1e2").
-Moments = Mapping[str, float]  # place -> release moment (UTC seconds)
+Moments = Mapping[str, tuple[float, float]]  # place -> release moment: earliest, latest (UTC s)
+# An episode Trakt lists with its air date and no runtime (null or 0): where Trakt dates a
+# play marked `released` then is not documented (the air date alone, or with the show's
+# runtime), so any minute from its air date to this much after is taken for it.
+UNKNOWN_RUNTIME_SPAN = 3 * 3600.0
 # A show whose lookup keeps failing is told on the link's status line after this long (a
 # Trakt outage of a day or two passes unsaid: its plays are copied or paired once it ends).
 LOOKUP_TOLD_AFTER = 3 * 86400.0
@@ -47,15 +58,34 @@ def place(season: int, number: int) -> str:
     return f"s{season}e{number}"
 
 
-def release_moments(seasons: Sequence[ListedSeason]) -> dict[str, float]:
-    """Each listed episode's release moment (`ListedEpisode.released`), by place; episodes
-    Trakt gives no air date or runtime are left out (no play can be told a mark by them)."""
-    return {
-        place(season.number, episode.number): released
-        for season in seasons
-        for episode in season.episodes
-        if (released := episode.released()) is not None
-    }
+def release_moments(seasons: Sequence[ListedSeason]) -> dict[str, tuple[float, float]]:
+    """Each listed episode's release moment (`ListedEpisode.released`) by place, as the
+    earliest and latest time it may be: that one time, or for an episode without a runtime
+    (null or 0) its air date to UNKNOWN_RUNTIME_SPAN after; episodes Trakt gives no air date
+    are left out (no play can be told a mark by them)."""
+    moments: dict[str, tuple[float, float]] = {}
+    for season in seasons:
+        for episode in season.episodes:
+            aired, released = episode.first_aired, episode.released()
+            if aired is not None and not episode.runtime:
+                moments[place(season.number, episode.number)] = (
+                    aired,
+                    aired + UNKNOWN_RUNTIME_SPAN,
+                )
+            elif released is not None:
+                moments[place(season.number, episode.number)] = (released, released)
+    return moments
+
+
+def cached_moments(cached: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
+    """Release moments as cached: [earliest, latest] each, or one time (before the span)."""
+    moments: dict[str, tuple[float, float]] = {}
+    for key, value in cached.items():
+        if isinstance(value, list | tuple) and len(value) == 2:
+            moments[str(key)] = (float(value[0]), float(value[1]))
+        elif isinstance(value, int | float):
+            moments[str(key)] = (float(value), float(value))
+    return moments
 
 
 def release_candidates(own: Side, other: Side) -> dict[str, tuple[list[Play], int]]:
@@ -199,8 +229,9 @@ def found_marks(
     candidates: Mapping[str, tuple[Sequence[Play], int]], moments: Mapping[str, Moments]
 ) -> dict[str, float]:
     """Record -> time of the candidates (`release_candidates`) dated at their episode's
-    release moment to the minute (`moments`: show TMDB id -> `release_moments`), earliest
-    first and per item no more than the other side's plays left to pair with."""
+    release moment to the minute (`moments`: show TMDB id -> `release_moments`; within its
+    span, for an episode without a runtime), earliest first and per item no more than the
+    other side's plays left to pair with."""
     marks: dict[str, float] = {}
     for item, (plays, room) in candidates.items():
         named = show_of(item)
@@ -209,7 +240,8 @@ def found_marks(
         released = moments.get(named[0], {}).get(named[1])
         if released is None:
             continue
-        at_release = [p for p in plays if int(p.at // 60) == int(released // 60)]
+        first, last = int(released[0] // 60), int(released[1] // 60)
+        at_release = [p for p in plays if first <= int(p.at // 60) <= last]
         for play in sorted(at_release, key=lambda p: (p.at, p.record))[:room]:
             marks[play.record] = play.at
     return marks

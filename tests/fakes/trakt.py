@@ -175,7 +175,7 @@ class Episode:
     imdb: str | None = None
     tmdb: int | None = None
     number_abs: int | None = None
-    runtime: int = 45
+    runtime: int | None = 45  # None: Trakt knows none (answered null, trakt-api#868)
     first_aired: str | None = None
     kind: ClassVar[str] = "episode"
 
@@ -607,6 +607,10 @@ class FakeTrakt(FakeServer):
         # False: /sync/watched/shows leaves out `seasons` even with extended=progress (#844)
         self.watched_seasons = True
         self.upgrade_url = "https://trakt.tv/vip"
+        # UNDOCUMENTED (the reference says only "air date + runtime", §9): the minutes after
+        # its air date a play marked `released` is dated at when Trakt knows no runtime of the
+        # episode (null or 0): 0 takes the air date alone; a show's runtime is the other guess.
+        self.runtime_when_unknown = 0
         # device flow
         self.verification_url = "https://trakt.tv/activate"  # as in device_code_response.json
         # SILENT (§1 tells it of the API's answers): whether auth.trakt.tv's own answers carry
@@ -745,7 +749,7 @@ class FakeTrakt(FakeServer):
         imdb: str | None = None,
         tmdb: int | None = None,
         number_abs: int | None = None,
-        runtime: int = 45,
+        runtime: int | None = 45,
         first_aired: str | None = None,
     ) -> Episode:
         with self.lock:
@@ -973,7 +977,7 @@ class FakeTrakt(FakeServer):
         last_activities."""
         with self.lock:
             if watched_at == "released":
-                stamp = self._stamp(watched_at, _released(item))
+                stamp = self._stamp(watched_at, _released(item, self.runtime_when_unknown))
             else:
                 stamp = iso(to_minute(parse_iso(watched_at) if watched_at else self.now()))
             entry = HistoryEntry(id or self._history_id(), item, stamp, action)
@@ -989,7 +993,7 @@ class FakeTrakt(FakeServer):
         with self.lock:
             owner = self._user(user)
             if watched_at == "released":
-                stamp = self._stamp(watched_at, _released(item))
+                stamp = self._stamp(watched_at, _released(item, self.runtime_when_unknown))
             else:
                 stamp = iso(to_minute(parse_iso(watched_at))) if watched_at else None
             (entry,) = self._add_plays(owner, [(item, stamp, "watch")])
@@ -1671,7 +1675,7 @@ class FakeTrakt(FakeServer):
         now, key = self.now(), key_of(item)
         if action == "start":
             user.playback.pop(key, None)
-            remaining = item.runtime * 60 * (1 - progress / 100)
+            remaining = (item.runtime or 0) * 60 * (1 - progress / 100)
             user.watching = Watching(item, progress, now, now + remaining)
             return self._scrobble_answer(0, "start", progress, item)
         watched = progress > self.scrobble_threshold or (
@@ -1734,7 +1738,9 @@ class FakeTrakt(FakeServer):
         plays: list[tuple[Playable, str | None, str]] = []
         for item, path in self._episodes_named(body, not_found):
             value = next((o["watched_at"] for o in reversed(path) if "watched_at" in o), None)
-            plays.append((item, self._stamp(value, _released(item)), "watch"))
+            plays.append(
+                (item, self._stamp(value, _released(item, self.runtime_when_unknown)), "watch")
+            )
         entries = self._add_plays(user, plays)  # §9: no de-duplication
         added = {
             k: sum(1 for e in entries if PLURAL[e.item.kind] == k) for k in ("movies", "episodes")
@@ -2295,12 +2301,13 @@ def _iso_s(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _released(item: Playable) -> float | None:
+def _released(item: Playable, when_unknown: int = 0) -> float | None:
     if isinstance(item, Movie):
         return parse_iso(item.released) if item.released else None
     if item.first_aired is None:
         return None
-    return parse_iso(item.first_aired) + item.runtime * 60  # §9: air date + runtime
+    runtime = item.runtime or when_unknown  # FakeTrakt.runtime_when_unknown
+    return parse_iso(item.first_aired) + runtime * 60  # §9: air date + runtime
 
 
 def _newest_first(entries: Iterable[HistoryEntry]) -> list[HistoryEntry]:

@@ -32,6 +32,7 @@ from watchbridge.release_marks import (
     LOOKUP_FORGOTTEN_AFTER,
     Moments,
     as_marks,
+    cached_moments,
     complete,
     failed_lookups,
     found_marks,
@@ -647,10 +648,10 @@ class TraktReader:
         store, now = self.store, self.clock()
         hit, cached = await asyncio.to_thread(store.cache_get, RELEASES_CACHE, tmdb, now)
         if hit and isinstance(cached, dict):
-            return {str(k): float(v) for k, v in cached.items()}
+            return cached_moments(cached)
         shows = [k[5:] for k, v in known.items() if k.startswith("show:") and str(v) == tmdb]
         trakt: int | str | None = next((s for s in shows if s.isdigit()), None)
-        moments: dict[str, float] = {}
+        moments: dict[str, tuple[float, float]] = {}
         try:
             if trakt is None:
                 trakt = await self.client.show_id("tmdb", tmdb)
