@@ -417,6 +417,34 @@ async def test_a_failed_alert_is_sent_again_by_its_next_report_after_a_minute(
     assert titles(receiver) == ["trakt<->plex failing"]
 
 
+async def test_a_destination_failing_for_days_is_tried_ever_further_apart_then_at_once_again(
+    receiver: Receiver, clock: FakeClock
+) -> None:
+    # A wrong alerts.urls entry nobody fixes for months: its owed alert was sent to it every
+    # minute, 1,440 requests a day (a provider may block a sender that keeps failing).
+    notifier = notifier_for(receiver.apprise_url, clock=clock)
+    receiver.fail_next(100_000, 500)
+    hook = "/hook/{token}"
+    assert await notifier.notify("credentials", "Trakt sign-in needed", "body", "trakt") == "failed"
+    day_ends = clock() + 24 * HOUR
+    while clock() < day_ends:  # the service's maintenance: each owed alert as it comes due
+        due_in = notifier.owed_due_in()
+        assert due_in is not None
+        clock.advance(max(due_in, 5.0))
+        await notifier.send_unsent()
+        # Reported again meanwhile (a delivery pass meets the same sign-in): no sooner either.
+        await notifier.notify("credentials", "Trakt sign-in needed", "body", "trakt")
+    assert 24 <= receiver.count("POST", hook) <= 36  # a minute apart at first, then hourly
+    assert notifier.retry_wait == HOUR
+
+    receiver.clear_knobs()  # fixed: a new alert goes at once, and the owed one a minute on
+    assert await notifier.notify("dead_letter", "gave up", "body", "trakt") == "sent"
+    assert notifier.retry_wait == 60.0
+    clock.advance(60)
+    await notifier.send_unsent()
+    assert titles(receiver) == ["gave up", "Trakt sign-in needed"]
+
+
 async def test_failed_sends_are_kept_for_the_status_page_until_one_gets_through(
     receiver: Receiver, clock: FakeClock
 ) -> None:

@@ -36,6 +36,11 @@ NOT_RAISED = "not_raised"  # resolve() only: nothing was raised, so there is not
 
 DEFAULT_TIMEOUT = 10.0
 RETRY_FAILED = 60.0  # after a failed send, the condition's next send waits this long
+# While the destinations keep failing, that wait grows with how long they have failed (1 min,
+# 1 min, 2, 4, ...) up to this: a wrong URL left for months is tried hourly, not 1,440 times a
+# day (a provider may block a sender that keeps failing). The first send that gets through, or
+# a restart, makes it a minute again.
+RETRY_AT_MOST = 3600.0
 # A send not confirmed within its timeout plus this margin was lost (its process died).
 LEASE_MARGIN = 30.0
 KEEP_OPEN = 400 * 86400.0  # an open alert owes its recovery notice this long
@@ -106,13 +111,20 @@ class AlertBook:
     FLAP_GUARD since the last one (a throttled report after a "Resolved" might never be told:
     nothing may report it again), which still keeps a flapping condition to a few an hour.
     A send is unconfirmed until `sent`; `failed` takes it back, so the condition's next report
-    or clear sends again, after a back-off of RETRY_FAILED so a channel that is down is not
-    hammered. A send whose lease ran out unconfirmed counts as failed then.
+    or clear sends again, after a back-off of RETRY_FAILED (longer while the destinations keep
+    failing: `failing_for`) so a channel that is down is not hammered. A send whose lease ran
+    out unconfirmed counts as failed then.
     """
 
     def __init__(self, window: float, lease: float = DEFAULT_TIMEOUT + LEASE_MARGIN) -> None:
         self.window, self.lease = window, lease
-        self.backoff = min(RETRY_FAILED, window)
+        self.first_backoff = min(RETRY_FAILED, window)
+        self.backoff = self.first_backoff
+
+    def failing_for(self, seconds: float) -> None:
+        """The destinations have failed every send for `seconds` (0: one got through): a
+        failed send waits as long again before it is tried once more, within RETRY_AT_MOST."""
+        self.backoff = max(self.first_backoff, min(seconds, RETRY_AT_MOST))
 
     def current(self, condition: Condition | None, now: float) -> Condition | None:
         """The condition as it stands at `now`: lapsed leases failed, expired ones gone, and
@@ -918,6 +930,7 @@ class Notifier:
             if self._failing is not None:
                 self._failed_log.over(_NOT_DELIVERED, "alerts delivered again", self._clock())
             self._failing = None
+            self._book.failing_for(0.0)
             return SENT
         failures = [
             f"{_entry_name(service.tag)} ({service.name}: {service.status.name.lower()})"
@@ -935,6 +948,7 @@ class Notifier:
         since = self._clock() if self._failing is None else self._failing.since
         sends = 1 if self._failing is None else self._failing.sends + 1
         self._failing = Failing(since, sends, to)
+        self._book.failing_for(self._clock() - since)
         return FAILED
 
     def _count(self, kind: str, result: str) -> str:

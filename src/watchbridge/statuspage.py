@@ -946,8 +946,9 @@ def _alerts(health: Health, now: float, app: HomeAssistantApp | None = None) -> 
         lines.append(
             f'<p class="bad">Alerts did not get through to {_e(named(failing.to))}: '
             f"{failing.sends} "
-            f"failed since {_age(failing.since, now)}; each is sent again, at most once a "
-            "minute. <code>watchbridge test-alert</code> tries the destinations.</p>"
+            f"failed since {_age(failing.since, now)}; each is sent again, a minute later at "
+            "first, then further apart while they fail (at most an hour). "
+            "<code>watchbridge test-alert</code> tries the destinations.</p>"
         )
     elif health.destinations:
         lines.append(f"<p>Sent to {health.destinations} destination(s).</p>")
