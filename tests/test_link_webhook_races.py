@@ -333,3 +333,78 @@ async def test_a_link_copy_of_a_held_trakt_row_s_play_is_not_a_second_play_as_hi
 
     assert (house.trakt_plays(1, 2), house.trakt_plays(1, 3)) == (1, 1)
     assert house.runtime.store.outbox_counts().get("pending", 0) == 0
+
+
+def iso_at(at: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(at))
+
+
+async def test_an_old_tools_duplicate_on_trakt_and_a_waiting_serializd_row_make_one_entry(
+    house: House, trakt: FakeTrakt, serializd: FakeSerializd
+) -> None:
+    # The Jellyfin webhook's play lands on Trakt, and the old tool, still running, posts the
+    # viewing there again a minute later; the webhook's row for Serializd waits out a
+    # Serializd outage. The link's run meanwhile (Serializd back, the row's wait not over):
+    # Trakt holds the viewing twice, Serializd not yet, its row on its way. That row logs
+    # it; the old tool's second record is left as it is, not copied.
+    serializd.fail_next(10_000, 503)
+    house.jellyfin_play(1, 2)
+    await house.deliver()
+    trakt.add_history(trakt.shows[0].seasons[1].episodes[2], iso_at(house.clock() + 60))
+    assert (house.trakt_plays(1, 2), house.diary_entries(1, 2)) == (2, 0)
+    serializd.clear_knobs()  # back, the row's wait not over yet
+    house.advance(120)
+
+    copies = len(link_copies(house))
+
+    await house.sync()
+
+    assert link_copies(house)[copies:] == []
+    await house.settle()
+    assert (house.trakt_plays(1, 2), house.diary_entries(1, 2)) == (2, 1)
+    assert house.runtime.store.outbox_counts().get("pending", 0) == 0
+
+
+async def test_an_old_tools_duplicate_on_trakt_and_a_landed_serializd_row_make_one_entry(
+    house: House, trakt: FakeTrakt
+) -> None:
+    # As above, the webhook's row for Serializd landing before the link's run: Serializd
+    # holds the viewing once, Trakt twice. Still one entry.
+    house.jellyfin_play(1, 2)
+    await house.deliver()
+    trakt.add_history(trakt.shows[0].seasons[1].episodes[2], iso_at(house.clock() + 60))
+    house.advance(120)
+    assert (house.trakt_plays(1, 2), house.diary_entries(1, 2)) == (2, 1)
+    copies = len(link_copies(house))
+
+    await house.sync()
+
+    assert link_copies(house)[copies:] == []
+    await house.settle()
+    assert (house.trakt_plays(1, 2), house.diary_entries(1, 2)) == (2, 1)
+
+
+async def test_an_old_tools_duplicate_on_serializd_and_a_held_trakt_row_make_one_play(
+    house: House, trakt: FakeTrakt, serializd: FakeSerializd
+) -> None:
+    # The other way: an old tool logs the viewing on Serializd twice a minute apart (the
+    # webhook's row for Serializd finds it there), and the row for Trakt waits out Trakt
+    # refusing writes. The link's run meanwhile copies neither of Serializd's two entries:
+    # Trakt's row is that viewing.
+    for when in (house.clock(), house.clock() + 60):
+        serializd.log_entry(None, BB, 1, 3, backdate=iso_at(when))
+    for write in ("POST /scrobble/stop", "POST /sync/history"):
+        trakt.fail_next(10_000, 503, route=write)
+    house.jellyfin_play(1, 3)
+    await house.deliver()
+    assert (house.trakt_plays(1, 3), house.diary_entries(1, 3)) == (0, 2)
+    trakt.clear_knobs()  # back, the row's wait not over yet
+    house.advance(120)
+    copies = len(link_copies(house))
+
+    await house.sync()
+
+    assert link_copies(house)[copies:] == []
+    await house.settle()
+    assert (house.trakt_plays(1, 3), house.diary_entries(1, 3)) == (1, 2)
+    assert house.runtime.store.outbox_counts().get("pending", 0) == 0

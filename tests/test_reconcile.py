@@ -993,6 +993,54 @@ def test_a_second_viewing_three_minutes_later_is_still_copied() -> None:
     ]
 
 
+@pytest.mark.parametrize("apart", [0.0, 60.0, 120.0])
+@pytest.mark.parametrize("row_at", [WATCHED, WATCHED + 30, WATCHED + 120, WATCHED + 3600])
+@pytest.mark.parametrize("twice_on", ["trakt", "serializd"])
+def test_a_viewing_recorded_twice_on_one_side_and_on_its_way_to_the_other_is_not_copied(
+    apart: float, row_at: float, twice_on: str
+) -> None:
+    # The old tool's duplicate, the other side not holding the viewing yet: a webhook's play
+    # of it waits to be delivered there (the service down or limiting). That row is the
+    # viewing's one record there; neither of the two is copied beside it.
+    once_on = "serializd" if twice_on == "trakt" else "trakt"
+    current = {
+        twice_on: side(Play(EP1, WATCHED, "t1"), Play(EP1, WATCHED + apart, "t2")),
+        once_on: side(),
+    }
+    on_their_way = {(once_on, EP1): [row_at]}
+    result = plan(TWO_WAY, current, current, on_their_way=on_their_way)
+    assert without_waiting(result, on_their_way).actions == ()
+    assert result.held_twice == {twice_on: 1}  # left as it is, and said (review.py)
+
+
+def test_two_viewings_each_on_its_way_are_neither_a_second_record() -> None:
+    current = {"trakt": side(Play(EP1, WATCHED, "t1"), Play(EP1, WATCHED + 60, "t2"))}
+    current["serializd"] = side()
+    on_their_way = {("serializd", EP1): [WATCHED, WATCHED + 60]}
+    result = plan(TWO_WAY, current, current, on_their_way=on_their_way)
+    assert len(result.actions) == 2 and result.held_twice == {}
+    assert without_waiting(result, on_their_way).actions == ()
+
+
+def test_a_viewing_three_minutes_after_one_on_its_way_is_still_copied() -> None:
+    current = {"trakt": side(Play(EP1, WATCHED, "t1"), Play(EP1, WATCHED + 180, "t2"))}
+    current["serializd"] = side()
+    on_their_way = {("serializd", EP1): [WATCHED]}
+    result = without_waiting(
+        plan(TWO_WAY, current, current, on_their_way=on_their_way), on_their_way
+    )
+    assert [(a.target, a.at) for a in result.actions] == [("serializd", WATCHED + 180)]
+    assert result.held_twice == {}
+
+
+def test_without_a_row_on_its_way_both_records_of_a_viewing_are_copied() -> None:
+    # Nothing tells them one viewing: the other side holds none of it (`apart_from`).
+    current = {"trakt": side(Play(EP1, WATCHED, "t1"), Play(EP1, WATCHED + 60, "t2"))}
+    current["serializd"] = side()
+    result = plan(TWO_WAY, current, current, on_their_way={("serializd", EP2): [WATCHED]})
+    assert len(result.actions) == 2 and result.held_twice == {}
+
+
 @pytest.mark.parametrize("other_at", [WATCHED + 30, WATCHED + 5 * 3600, WATCHED - 4 * DAY])
 @pytest.mark.parametrize("twice_on", ["trakt", "serializd"])
 @pytest.mark.parametrize("kept", ["t1", "t2"])

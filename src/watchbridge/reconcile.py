@@ -490,6 +490,7 @@ def plan(
     unchecked: Collection[str] = (),
     copying: Collection[tuple[str, str, int]] = frozenset(),
     restored: bool = False,
+    on_their_way: Mapping[tuple[str, str], Sequence[float]] = MappingProxyType({}),
 ) -> Plan:
     """The writes that bring both sides of `link` into agreement, each with its reason.
     `tombstones`: (service, record) of removals made; `done_at`: those whose removal a run
@@ -511,7 +512,11 @@ def plan(
     item, value) of the link's rating copies queued and not delivered (see `_winner`).
     `restored`: the database was put back from a backup copy since `baseline` was saved: the
     plays new on both sides since it are paired as a first run pairs them (nothing else of a
-    first run: the baseline still tells removals)."""
+    first run: the baseline still tells removals). `on_their_way`: the plays webhooks queued
+    for a side that have not landed, as `without_waiting` takes them (which leaves out the
+    copies they stand for): a play of the other side recorded twice there within minutes
+    (an old tool's duplicate) is one viewing, that row's, and its second record is not
+    copied (`Plan.held_twice`)."""
     actions: list[Action] = []
     new_tombstones: set[tuple[str, str]] = set()
     renumbered: set[tuple[str, str]] = set()
@@ -535,6 +540,7 @@ def plan(
             history,
             kept_off,
             held_twice,
+            on_their_way,
         )
     if "ratings" in link.kinds:
         actions += _plan_ratings(link, current, baseline, allowed, copying)
@@ -677,25 +683,38 @@ def without_waiting(plan: Plan, waiting: Mapping[tuple[str, str], Sequence[float
     the play itself.)"""
     if not waiting:
         return plan
-    left = {key: sorted(times) for key, times in waiting.items()}
     adds = [(n, a) for n, a in enumerate(plan.actions) if a.kind == "add_play"]
-    dropped: set[int] = set()
-    for n, action in adds:
-        times = left.get((action.target, action.item)) or []
-        same = min(times, key=lambda t: abs(t - action.at), default=None)
-        if same is not None and action.at != UNDATED and abs(same - action.at) < SAME_VIEWING:
-            times.remove(same)
-            dropped.add(n)
-    for n, action in adds:
-        times = left.get((action.target, action.item)) or []
-        if n in dropped or not times:
-            continue
-        near = [t for t in times if action.at == UNDATED or abs(t - action.at) <= MATCH_WINDOW]
-        if near:
-            times.remove(min(near, key=lambda t: abs(t - action.at)))
-            dropped.add(n)
+    carried = _carried([((a.target, a.item), a.at) for _, a in adds], waiting)
+    dropped = {adds[m][0] for m in carried}
     actions = tuple(a for n, a in enumerate(plan.actions) if n not in dropped)
     return replace(plan, actions=actions)
+
+
+def _carried(
+    plays: Sequence[tuple[tuple[str, str], float]],
+    waiting: Mapping[tuple[str, str], Sequence[float]],
+) -> set[int]:
+    """The indexes of `plays` ((target, item), time) that a webhook's play on its way
+    (`waiting`, as `without_waiting` takes it) stands for: each waiting play the one of its
+    key within SAME_VIEWING, else the nearest within MATCH_WINDOW (an undated one: any one
+    left). Pure."""
+    left = {key: sorted(times) for key, times in waiting.items()}
+    taken: set[int] = set()
+    for n, (key, at) in enumerate(plays):
+        times = left.get(key) or []
+        same = min(times, key=lambda t: abs(t - at), default=None)
+        if same is not None and at != UNDATED and abs(same - at) < SAME_VIEWING:
+            times.remove(same)
+            taken.add(n)
+    for n, (key, at) in enumerate(plays):
+        times = left.get(key) or []
+        if n in taken or not times:
+            continue
+        near = [t for t in times if at == UNDATED or abs(t - at) <= MATCH_WINDOW]
+        if near:
+            times.remove(min(near, key=lambda t: abs(t - at)))
+            taken.add(n)
+    return taken
 
 
 def without_webhook_ratings(plan: Plan, waiting: Collection[tuple[str, str, int]]) -> Plan:
@@ -798,6 +817,7 @@ def _plan_history(
     history: _History,
     kept_off: Collection[tuple[str, str]],
     held_twice: Counter[str],
+    on_their_way: Mapping[tuple[str, str], Sequence[float]],
 ) -> list[Action]:
     a, b = link.services[0], link.services[1]
     actions: list[Action] = []
@@ -957,18 +977,29 @@ def _plan_history(
     for source, target, lonely in ((a, b, only_a), (b, a, only_b)):
         if (source, target) not in allowed:
             continue
+        copied = [
+            p
+            for p in lonely
+            if not gone_or_removed(source, p)
+            and (target, p.record) not in kept_off
+            and p.item not in current[target].unlisted
+            and p.item not in waiting
+        ]
+        # A webhook's play on its way to the target stands for one of them: the others
+        # within its minutes are that viewing's second records on this side.
+        seconds = _second_records_on_their_way(copied, target, on_their_way)
+        if seconds:
+            held_twice[source] += len(seconds)
         held = _read_plays_per_item(current[target].plays)
         again = {(p.item, int(p.at // 60)) for p in current[target].forgotten}
         dates: defaultdict[str, list[float]] = defaultdict(list)
         for play in current[target].plays:
             if play.record not in partners_of_removed[target]:  # going: not watched before
                 dates[play.item].append(play.at)
-        for play in lonely:
+        for play in copied:
+            if play.record in seconds:
+                continue
             stone = (source, play.record)
-            if gone_or_removed(source, play) or (target, play.record) in kept_off:
-                continue
-            if play.item in current[target].unlisted or play.item in waiting:
-                continue
             held[play.item] += 1
             at = apart_from(play.at, dates[play.item])
             # By its own time: a copy set apart earlier is still the later viewing there.
@@ -1008,6 +1039,27 @@ def _second_records(
         p.record
         for p in lonely
         if p.at != UNDATED and any(one_play(p.at, o.at) for o in held.get(p.item, ()))
+    }
+
+
+def _second_records_on_their_way(
+    plays: Sequence[Play], target: str, on_their_way: Mapping[tuple[str, str], Sequence[float]]
+) -> set[str]:
+    """Records of `plays` (to be copied to `target`) within the duplicate window (`one_play`)
+    of one that a webhook's play on its way there stands for (`_carried`, as
+    `without_waiting` takes that one's copy out): one viewing recorded twice on their side
+    (an old tool's duplicate), which the target is to hold once, by that webhook's row, as it
+    would by one already there (`_second_records`). Dated plays only. Pure."""
+    carried = _carried([((target, p.item), p.at) for p in plays], on_their_way)
+    if not carried:
+        return set()
+    held = _by_item(plays[n] for n in carried if plays[n].at != UNDATED)
+    return {
+        p.record
+        for n, p in enumerate(plays)
+        if n not in carried
+        and p.at != UNDATED
+        and any(one_play(p.at, o.at) for o in held.get(p.item, ()))
     }
 
 

@@ -769,6 +769,7 @@ async def _plan_profile(
             unchecked=checked.read_empty,
             copying=copying,
             restored=after_restore,
+            on_their_way=waiting,
         )
 
     planned = await asyncio.to_thread(planned_for, link)
