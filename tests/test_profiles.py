@@ -166,6 +166,36 @@ def test_a_tautulli_account_another_profile_lists_on_one_plex_server_is_not_the_
     assert profile_for(mapped, from_tautulli("5123891", "Alice")) is None
 
 
+def test_a_plex_account_another_profile_lists_for_tautulli_is_not_the_defaults() -> None:
+    # Some people's plays told by Tautulli, others' by Plex's webhook, which fires for
+    # everyone on the owner's server: a managed user by name, a friend by plex.tv id.
+    mapped = config('{tautulli: [Sam, "48151623"]}', default=", default: true")
+    for event in (from_plex("28374651", name="Sam"), from_plex("48151623", name="jamie.r")):
+        route = route_for(mapped, event)
+        assert (route.profile, route.sent_by, route.defaulted) == (None, "tautulli", False)
+    assert profile_for(mapped, from_plex("77", name="friend")) == "guest"
+
+
+def test_the_plex_owner_another_profile_lists_for_tautulli_by_name_is_not_the_defaults() -> None:
+    # Tautulli names the owner by plex.tv id and username; Plex's webhook by 1 and that name.
+    mapped = config('{tautulli: ["alex"]}', default=", default: true")
+    assert route_for(mapped, from_plex("1", name="alex")).sent_by == "tautulli"
+    by_id = config('{tautulli: ["27160034"]}', default=", default: true")
+    assert profile_for(by_id, from_plex("1", name="alex")) == "guest"
+
+
+def test_a_plex_account_the_default_profile_lists_for_tautulli_stays_its_own() -> None:
+    mapped = parse_config(
+        """
+profiles:
+  alice: {default: true, users: {plex: ["1"], tautulli: [alice]}}
+""",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    assert profile_for(mapped, from_plex("5123891", name="alice")) == "alice"
+
+
 # --------------------------------------------------------------------------- renamed accounts
 
 

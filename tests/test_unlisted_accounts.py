@@ -240,6 +240,39 @@ def test_an_alert_is_resolved_once_plex_webhook_takes_the_accounts_plays(
     )
 
 
+def test_an_alert_is_resolved_once_tautullis_webhook_takes_the_accounts_plays(
+    tmp_path: Path, receiver: AlertReceiver
+) -> None:
+    """The other way round: Plex's webhook (fired for everyone on the owner's server) of an
+    account a profile then lists for Tautulli's is that sender's (sent_by): its alert ends
+    saying so, and it is no longer listed as an account to map."""
+    clock = FakeClock()
+    first = runtime(household(tmp_path, receiver), clock)
+    with AppThread(create_app(first, extra_routes=webhooks.ROUTES)) as app:
+        assert post(app, scrobble(5, "kid")).status_code == 202
+        clock.advance(DAY)
+        assert post(app, scrobble(9101, "Kiddo")).json()["status"] == "ignored_unmapped_account"
+        clock.advance(3 * DAY)
+        housekeeping(first)
+        wait_until(lambda: bool(receiver.messages))
+    title = receiver.titles()[0]
+    assert title == KIDDO
+    listed = household(tmp_path, receiver).replace(
+        'plex: ["kid"]', 'plex: [kid], tautulli: ["9101"]'
+    )
+    second = runtime(listed, clock)
+    with AppThread(create_app(second, extra_routes=webhooks.ROUTES)) as app:
+        assert post(app, scrobble(9101, "Kiddo")).json()["status"] == "ignored_sent_by_tautulli"
+        housekeeping(second)
+        wait_until(lambda: len(receiver.messages) == 2, 5.0)
+        assert unlisted(app) == []
+    assert receiver.titles()[-1] == f"Resolved: {title}"
+    assert receiver.messages[-1]["message"] == (
+        "Plays of Kiddo (id 9101) on Plex server Basement go to profile kid now,"
+        " by Tautulli's webhook."
+    )
+
+
 def test_ignored_webhooks_are_answered_while_the_database_is_locked_and_told_once(
     tmp_path: Path, receiver: AlertReceiver, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -202,11 +202,12 @@ async def check_unlisted_accounts(runtime: Runtime) -> None:
     for one in found:
         event = _next_webhook(one)
         route = route_for(config, event, ids.known, ids.names)
-        if route.profile is not None or route.sent_by_plex:
+        if route.profile is not None or route.sent_by:
             if one.state == unlisted.ALERTED:
-                if route.sent_by_plex:  # Tautulli's reports of it are Plex's webhook's now
-                    plex = route_for(config, replace(event, source="plex"), ids.known, ids.names)
-                    over = unlisted.listed_for_plex_now(one, plex.profile)
+                if route.sent_by:  # its plays are the other sender's of the server now
+                    by = replace(event, source=route.sent_by)
+                    other = route_for(config, by, ids.known, ids.names)
+                    over = unlisted.listed_for_other_now(one, other.profile, route.sent_by)
                 else:
                     over = unlisted.listed_now(one, cast(str, route.profile))
                 await notifier.resolve(unlisted.ALERT_KIND, over, key=one.key)
@@ -253,11 +254,14 @@ async def check_defaulted_accounts(runtime: Runtime) -> None:
         route = route_for(config, _next_webhook(one), ids.known, ids.names)
         if not route.defaulted:
             if one.state == unlisted.ALERTED:
-                over = (
-                    unlisted.listed_now(one, route.profile)
-                    if route.profile is not None
-                    else defaulted.left_now(one)
-                )
+                if route.profile is not None:
+                    over = unlisted.listed_now(one, route.profile)
+                elif route.sent_by:  # listed for the server's other sender
+                    by = replace(_next_webhook(one), source=route.sent_by)
+                    other = route_for(config, by, ids.known, ids.names).profile
+                    over = unlisted.listed_for_other_now(one, other, route.sent_by)
+                else:
+                    over = defaulted.left_now(one)
                 await notifier.resolve(unlisted.ALERT_KIND, over, key=defaulted.alert_key(one))
             await asyncio.to_thread(store.forget_defaulted, one)
             continue

@@ -174,13 +174,13 @@ def listed_now(unlisted: Unlisted, profile: str) -> str:
     return f"Plays of {unlisted.label} on {unlisted.server_shown} go to profile {profile} now."
 
 
-def listed_for_plex_now(unlisted: Unlisted, profile: str | None) -> str:
-    """The "Resolved" notice once a profile lists a Tautulli-reported account for Plex: its
-    plays go by Plex's own webhook (`profile`: the one it goes to, when known)."""
+def listed_for_other_now(unlisted: Unlisted, profile: str | None, sender: str) -> str:
+    """The "Resolved" notice once a profile lists an account one sender reported for the
+    other sender of the server's plays (`sender`: "plex" or "tautulli"): its plays go by that
+    one's webhook (`profile`: the one it goes to, when known)."""
     to = f" to profile {profile}" if profile else ""
-    return (
-        f"Plays of {unlisted.label} on {unlisted.server_shown} go{to} now, by Plex's own webhook."
-    )
+    by = "Plex's own webhook" if sender == "plex" else "Tautulli's webhook"
+    return f"Plays of {unlisted.label} on {unlisted.server_shown} go{to} now, by {by}."
 
 
 def quiet_now(unlisted: Unlisted) -> str:

@@ -48,7 +48,7 @@ from watchbridge.homeassistant import HomeAssistantApp
 from watchbridge.ingest import generic, parse
 from watchbridge.ingest.body import payload_head
 from watchbridge.logs import Repeating
-from watchbridge.model import Accepted, Account, Ignored, MediaEvent, ref_to_dict
+from watchbridge.model import Accepted, Account, Ignored, MediaEvent, Source, ref_to_dict
 from watchbridge.offloop import in_thread
 from watchbridge.playback import (
     Intent,
@@ -129,17 +129,23 @@ class Route:
     learn: tuple[Key, Learnt] | None = None
     renamed: Renamed | None = None
     new_id: NewId | None = None
-    # A Tautulli report of a person whose plays Plex's own webhook sends to their profile:
-    # ignored, and not an account for the user to map.
-    sent_by_plex: bool = False
+    # The other sender of a Plex server's plays ("plex" or "tautulli") where that one sends
+    # this person's to their profile: ignored, and not an account for the user to map.
+    sent_by: Source | None = None
     # Taken by the default profile for want of an entry: remembered (defaulted.py).
     defaulted: bool = False
 
 
-SENT_BY_PLEX = (
-    "Plex's own webhook sends this account's plays to the profile that lists it under "
-    "users.plex: Tautulli's report of them is not needed"
-)
+SENT_BY: dict[Source, str] = {
+    "plex": (
+        "Plex's own webhook sends this account's plays to the profile that lists it under "
+        "users.plex: Tautulli's report of them is not needed"
+    ),
+    "tautulli": (
+        "Tautulli's webhook sends this account's plays to the profile that lists it under "
+        "users.tautulli: Plex's report of them is not needed"
+    ),
+}
 NO_IDS: Mapping[Key, Learnt] = {}
 NO_NAMES: Mapping[NameKey, tuple[Key, Learnt]] = {}
 
@@ -179,7 +185,9 @@ def route_for(
     """The profile an event belongs to: explicit mapping first, then an account id remembered
     for a name a profile lists (`known`), then an account name remembered for an id a profile
     lists (`names`; see account_ids.py), else the default profile (not `to_default`: none,
-    for the catch-up, which reads only the accounts profiles name). Pure.
+    for the catch-up, which reads only the accounts profiles name), but none for an account
+    another profile lists for the Plex server's other sender (Plex's own webhook or
+    Tautulli's: `sent_by`), which sends its plays. Pure.
 
     Plex calls each server's owner account 1, so with two servers posting here a plain "1"
     names both owners: an entry naming the event's server ("SERVER:ACCOUNT") wins over one
@@ -211,14 +219,18 @@ def route_for(
         return Route(None)
     default = next((name for name, p in config.profiles.items() if p.default), None)
     if event.source == "tautulli" and (
-        _listed_for_plex(config, anywhere - {PLEX_OWNER}, default)
+        _listed_for(config, "plex", anywhere - {PLEX_OWNER}, default)
         or _followed_for_plex(config, known, account.id, default)
         or _owner_for_plex(config, known, event, default)
     ):
         # Tautulli reports Plex accounts: one another profile lists for Plex's own webhook is
         # that person's (whose plays Plex's webhook sends), never the default profile's; so
         # is one renamed in Plex, which Plex's webhook follows by its id.
-        return Route(None, sent_by_plex=True)
+        return Route(None, sent_by="plex")
+    if event.source == "plex" and _listed_for(config, "tautulli", anywhere - {PLEX_OWNER}, default):
+        # And the other way round: Plex's webhook (the owner's fires for everyone on the
+        # server) of a person another profile lists for Tautulli's, by plex.tv id or name.
+        return Route(None, sent_by="tautulli")
     return Route(default, defaulted=default is not None)
 
 
@@ -343,14 +355,14 @@ def _owner_for_plex(
     )
 
 
-def _listed_for_plex(config: Config, candidates: set[str], but: str | None) -> bool:
-    """Whether a profile other than `but` lists one of `candidates` for Plex (on any server:
-    Tautulli names plex.tv accounts)."""
+def _listed_for(config: Config, source: str, candidates: set[str], but: str | None) -> bool:
+    """Whether a profile other than `but` lists one of `candidates` for `source`, "plex" or
+    "tautulli" (on any server: both name a Plex server's accounts by plex.tv id and name)."""
     return any(
         same_account(entry).rpartition(":")[2] in candidates
         for name, profile in config.profiles.items()
         if name != but
-        for entry in profile.users.plex
+        for entry in getattr(profile.users, source)
     )
 
 
@@ -853,7 +865,7 @@ async def _webhook(
     if not isinstance(result, Accepted):
         await _answer(runtime, send, source, "malformed", 400, started, error=result.reason)
         return
-    unmapped = sent_by_plex = 0
+    unmapped = sent_by = 0
     unmapped_played = False
     known, names = runtime.account_ids.known, runtime.account_ids.names
     taken: list[tuple[MediaEvent, str, str]] = []  # each event its route takes: profile, server
@@ -871,9 +883,9 @@ async def _webhook(
             _account_seen(runtime, route)
         name = route.profile
         if name is None:
-            sent_by_plex += route.sent_by_plex
-            unmapped += not route.sent_by_plex
-            unmapped_played = unmapped_played or (not route.sent_by_plex and event.played)
+            sent_by += bool(route.sent_by)
+            unmapped += not route.sent_by
+            unmapped_played = unmapped_played or (not route.sent_by and event.played)
             continue
         server = _plex_server(runtime, name, event)
         learn = route.learn
@@ -917,11 +929,12 @@ async def _webhook(
     if unmapped:  # one webhook, however many episodes its file holds
         _unmapped(runtime, result.events[0])
         await _remember_unlisted(runtime, result.events[0], unmapped_played, result.document)
-    if unmapped + sent_by_plex == len(result.events):
+    if unmapped + sent_by == len(result.events):
+        other: Source = "tautulli" if source == "plex" else "plex"
         outcome, reason = (
             ("ignored_unmapped_account", "this media-server account is not mapped to any profile")
             if unmapped
-            else ("ignored_sent_by_plex", SENT_BY_PLEX)
+            else (f"ignored_sent_by_{other}", SENT_BY[other])
         )
         await _answer(runtime, send, source, outcome, 200, started, reason=reason)
         return
