@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import re
 import sqlite3
 import time
 import uuid
@@ -376,3 +377,34 @@ def _read_accounts(house: House) -> int:
             "SELECT COUNT(*) FROM cursors WHERE name LIKE 'catch_up:%'"
         ).fetchone()
     return int(count)
+
+
+EMBY_TEST = {  # Emby 4.9's Send Test (before 4.9.0.37 the body was empty)
+    "Title": "Test Notification",
+    "Description": "Test Notification Description",
+    "Event": "system.notificationtest",
+    "Severity": "Info",
+    "Server": {"Name": "emby-nas", "Id": "9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b", "Version": "4.9.1.80"},
+}
+
+
+@pytest.mark.parametrize("empty", [False, True], ids=["emby-4.9", "empty-body"])
+def test_embys_send_test_shows_on_the_status_page(house: House, empty: bool) -> None:
+    # Step 6 of Emby's setup: Send Test. It carries no play; the page (and the 405 a browser
+    # gets at the URL) tells the user to look there for it.
+    url = f"{house.app.url}/webhooks/emby/{SECRET}"
+    if empty:
+        answer = httpx.post(url, content=b"", headers={"content-type": "application/json"})
+    else:
+        answer = house.post(EMBY_TEST | {"Date": stamp(house.clock())})
+    assert answer.status_code == 200, answer.text
+    page = httpx.get(f"{house.app.url}/").text
+    assert "Test notification from emby received" in page, page
+    assert "its URL and secret work" in page
+    assert re.search(
+        r"All is well: no webhook accepted yet; test notification \d+ s ago \(from emby\)", page
+    )
+    status = httpx.get(f"{house.app.url}/api/status").json()
+    (tested,) = status["test_notifications"]
+    assert tested["source"] == "emby" and abs(tested["at"] - house.clock()) < 60
+    assert status["last_webhooks"] == []  # no play came: not taken for a webhook

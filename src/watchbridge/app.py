@@ -1298,6 +1298,10 @@ async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
             {"source": w.source, "server": w.server, "at": w.at}
             for w in runtime.last_webhooks.recent()
         ],
+        # When each source last sent its test notification (no play), since the start.
+        "test_notifications": [
+            {"source": t.source, "at": t.at} for t in runtime.last_webhooks.tests()
+        ],
         "refused_webhooks": [
             {
                 "source": r.source,

@@ -8,6 +8,10 @@ knows how long it goes without watching).
 Kept in memory (the webhook route adds no SQL statement for it), seeded at start from the store
 (`Store.last_webhooks`: its events, and what its pruning kept of the events it deleted).
 
+Beside them, when each source last sent its test notification (Emby's and Tautulli's test
+buttons): no play, so no webhook taken, yet the one thing a user sends to see that the URL and
+secret work. Since the start only.
+
 Of each source, the SERVERS_KEPT servers seen most recently, here and in the store: a generic
 sender naming a new `server` in each webhook (a session id, a time) would otherwise grow both
 for as long as it sends, and a household's own servers of one source are a handful.
@@ -40,6 +44,7 @@ class LastWebhooks:
     def __init__(self, kept: int = SERVERS_KEPT) -> None:
         self.kept = kept
         self._at: dict[str, dict[str, float]] = {}
+        self._tested: dict[str, float] = {}  # source -> its last test notification
 
     def seed(self, found: Iterable[LastWebhook]) -> None:
         """Take what the store holds (at start), keeping any later time seen meanwhile."""
@@ -54,6 +59,14 @@ class LastWebhooks:
             if len(servers) > self.kept:
                 del servers[min(servers, key=servers.__getitem__)]
 
+    def tested(self, source: str, at: float) -> None:
+        """A test notification of `source` came at `at` (answered, and ignored)."""
+        self._tested[source] = max(at, self._tested.get(source, at))
+
+    def tests(self) -> list[LastWebhook]:
+        """The last test notification of each source that sent one since the start."""
+        return [LastWebhook(source, "", at) for source, at in sorted(self._tested.items())]
+
     def restamp(self, step: Step) -> None:
         """Move the times stamped within the frame a step of the clock ended (clocksteps), as
         `Store.restamp` moves the plays': a webhook taken while a Raspberry Pi still said a
@@ -63,6 +76,9 @@ class LastWebhooks:
             for server, at in servers.items():
                 if step.stamped_in_frame(at):
                     servers[server] = at + step.seconds
+        for source, at in self._tested.items():
+            if step.stamped_in_frame(at):
+                self._tested[source] = at + step.seconds
 
     def of_server(self, source: str, server: str) -> float | None:
         """When `server` last had a webhook of `source` accepted (None: never, as far as the

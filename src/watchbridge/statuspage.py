@@ -101,6 +101,8 @@ class PageState:
     refused: Sequence[Refusal] = ()
     # When each source and server last had a webhook accepted.
     last_webhooks: Sequence[LastWebhook] = ()
+    # When each source last sent its test notification, since the start.
+    tests: Sequence[LastWebhook] = ()
     # Whether alerts reach anyone, which they cannot tell themselves.
     alerts: Health | None = None
     # How far each service's clock is ahead of ours.
@@ -163,6 +165,7 @@ async def page_state(runtime: Runtime, now: float) -> PageState:
         doublings=runtime.senders.recent(now),
         refused=runtime.refused.recent(),
         last_webhooks=runtime.last_webhooks.recent(),
+        tests=runtime.last_webhooks.tests(),
         alerts=runtime.notifier.health(),
         clocks=dict(runtime.metrics.clocks),
         kept=kept,
@@ -507,6 +510,7 @@ def render(state: PageState, now: float) -> str:
         + _where_the_secret_is(state.home_assistant)
         + ".</p>"
         + _last_webhooks(state.last_webhooks, now)
+        + "".join(f"<p>{_e(_tested(test, now))}.</p>" for test in state.tests)
         + "".join(_catch_up(line) for line in state.catch_up)
         + (f'<p class="bad">{_e(state.downtime)}</p>' if state.downtime else "")
         + "".join(_doubling(d) for d in state.doublings)
@@ -693,6 +697,9 @@ def _all_is_well(state: PageState, now: float) -> str:
         else f"last webhook {_ago(latest.at, now)} (from {latest.source})",
         f"{state.status.outbox['done']} delivered in the last week",
     ]
+    if latest is None and state.tests:
+        test = max(state.tests, key=lambda t: t.at)
+        signs.insert(1, f"test notification {_ago(test.at, now)} (from {test.source})")
     if went := state.status.last_success_at.values():
         signs.append(f"last synced {_ago(max(went), now)}")
     return "All is well: " + "; ".join(signs) + "."
@@ -1157,6 +1164,15 @@ def _catch_up(line: CatchUpLine) -> str:
     """A line of the catch-up, in red when it needs the user."""
     bad = ' class="bad"' if line.needs_you else ""
     return f"<p{bad}>{_e(line.message)}.</p>"
+
+
+def _tested(test: LastWebhook, now: float) -> str:
+    """A source's test notification, in the user's words: what it proves, what it does not."""
+    return (
+        f"Test notification from {test.source} received {_age(test.at, now)}: its URL and"
+        " secret work. It carries no play: play something for a few seconds to see its first"
+        " webhook here"
+    )
 
 
 def _last_webhooks(last: Sequence[LastWebhook], now: float) -> str:

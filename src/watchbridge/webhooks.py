@@ -47,6 +47,7 @@ from watchbridge.errors import StoreError
 from watchbridge.homeassistant import HomeAssistantApp
 from watchbridge.ingest import generic, parse
 from watchbridge.ingest.body import payload_head
+from watchbridge.ingest.common import TEST_EVENT
 from watchbridge.logs import Repeating
 from watchbridge.model import Accepted, Account, Ignored, MediaEvent, Source, ref_to_dict
 from watchbridge.offloop import in_thread
@@ -609,6 +610,16 @@ def _count(runtime: Runtime, source: str, outcome: str, started: float) -> None:
         log.debug("webhook", extra={"source": source, "outcome": outcome, "ms": seconds * 1000})
 
 
+def _tested(runtime: Runtime, source: str) -> None:
+    """A media server's test button: no play, but the proof that its URL and secret work,
+    told where the user looks after pressing it (the log, the status page's Webhooks)."""
+    runtime.last_webhooks.tested(source, runtime.clock())
+    log.info(
+        "webhook test notification received: the URL and secret work",
+        extra={"source": source},
+    )
+
+
 async def _answer(
     runtime: Runtime,
     send: Send,
@@ -856,6 +867,8 @@ async def _webhook(
     result = parse(source, body, content_type)
     del body  # a 30 KB thumb need not live until the disk sync
     if isinstance(result, Ignored):
+        if result.reason == TEST_EVENT:
+            _tested(runtime, source)
         await _answer(
             runtime, send, source, f"ignored_{result.reason}", 200, started, reason=result.reason
         )
