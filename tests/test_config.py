@@ -1003,3 +1003,23 @@ def test_the_default_auth_urls_are_accepted() -> None:
     text = "services:\n  trakt: {client_id: c, client_secret: s}\n  anilist: {client_id: c}\n"
     config = parse_config(text, FILE, {})
     assert config.services.trakt is not None and config.services.anilist is not None
+
+
+def test_uncommenting_the_example_config_for_an_emby_household_without_trakt_loads() -> None:
+    # Emby (with its catch-up), Serializd and AniList, its users listed by the profile.
+    lines = EXAMPLE.read_text(encoding="utf-8").split("\n")
+    start = next(n for n, line in enumerate(lines) if line.startswith("#  emby:"))
+    blocks = ("#  emby:", "#  serializd:", "#  anilist:", "#  me:")
+    keep = False
+    for n, line in enumerate(lines[start:], start):
+        if line.startswith("#  ") and not line.startswith("#   "):
+            keep = line.startswith(blocks)
+        skipped = ("#      plex:", "#      jellyfin:", "#      trakt:", "#    # ")
+        if keep and line.startswith("#") and not line.startswith(skipped):
+            lines[n] = line[1:]
+    environ = {"EMBY_API_KEY": "k", "SERIALIZD_TOKEN": JWT, "ANILIST_CLIENT_ID": "123"}
+    config = parse_config("\n".join(lines), FILE, environ)
+    emby = config.services.emby
+    assert emby is not None and emby.catch_up and emby.api_key == Secret("k")
+    assert list(config.profiles["me"].users.emby) == ["alice"]
+    assert not config.profiles["me"].users.jellyfin
