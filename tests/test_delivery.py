@@ -28,7 +28,7 @@ from tests.ingest_samples import only_event, sample_json
 from tests.test_ingest_plex import with_metadata
 from tests.test_sync_plex import remove_on_trakt
 from watchbridge.app import Runtime
-from watchbridge.config import AlertsConfig, Config, parse_config, undeliverable
+from watchbridge.config import AlertsConfig, Config, Duration, parse_config, undeliverable
 from watchbridge.deliver.fence import (
     CLAIMS_LOST,
     FENCE_FRESH,
@@ -3497,6 +3497,34 @@ async def test_a_lost_live_stop_is_found_by_the_check_with_our_clock_far_off_tra
     assert len(trakt.history()) == 1
 
 
+async def test_a_lost_live_stop_sent_late_is_found_after_late_after_is_lowered(
+    runtime: Runtime, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # Sent live 8 minutes after the play under late_after 10m, Trakt dates the stop then; its
+    # answer is lost. The user lowers late_after to 2m and restarts: the check still looks
+    # where that stop went, and the play is not added a second time.
+    trakt.advance(clock() - trakt.now())
+    runtime.config = with_late_after(runtime.config, 600)
+    worker = worker_for(runtime)
+    runtime.store.enqueue([_late_play(HEAT, clock() - 480, "p1", live=True)], clock())
+    trakt.drop_next(1, route="POST /scrobble/stop", after_handler=True)  # taken, answer lost
+    await worker.pass_once(runtime)
+    (said,) = runtime.store.db.execute("SELECT last_error FROM outbox").fetchone()
+    assert said.startswith(UNKNOWN_OUTCOME)
+    assert trakt.count("POST", "/scrobble/stop") == 1
+    lowered = with_late_after(runtime.config, 120)
+    async with restarted(runtime, worker, clock, lowered) as (again, restarted_worker):
+        await drain(restarted_worker, again, clock, passes=4, step=120)
+        assert again.store.outbox_counts()["done"] == 1
+    assert len(trakt.history()) == 1
+    assert trakt.count("POST", "/sync/history") == 0
+
+
+def with_late_after(config: Config, seconds: float) -> Config:
+    """`config` with delivery.late_after set to `seconds`."""
+    return replace(config, delivery=replace(config.delivery, late_after=Duration(seconds)))
+
+
 async def test_a_409_for_a_stop_that_landed_is_this_viewing_with_our_clock_far_ahead(
     runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
 ) -> None:
@@ -3529,7 +3557,10 @@ async def _lose_a_live_stop_in_an_outage(
         clock.advance(130)
         trakt.advance(130)
     trakt.clear_knobs()
-    await drain(worker, runtime, clock, passes=4, step=301)
+    for _ in range(4):  # both clocks on: Trakt's stays as far off ours as it was
+        await worker.pass_once(runtime)
+        clock.advance(301)
+        trakt.advance(301)
 
 
 async def test_history_add_with_unknown_outcome_is_checked_before_resending(

@@ -109,6 +109,19 @@ ACCOUNT_CAUSES = {403: "refused the app", 423: "account locked", 426: "needs VIP
 # rows it refuses: one among 200 takes 16, a few among fewer rows no more. Rows left past it
 # share the refusal (an attempt each), as one refusal of every row (our request's shape) would.
 SPLIT_REQUESTS = 32
+# Payload: how many seconds after its play the row's live stop went out, noted as it is sent
+# and dropped when nothing went (`_sent_nothing`). Trakt dates a live stop when it gets it: a
+# check of one whose answer was lost looks that far after the play, whatever
+# delivery.late_after says by then (a user may have lowered it since).
+LIVE_SENT_AFTER = "live_sent_after"
+# How long after its play a live stop of ours may be dated where no row tells when it went:
+# one sent by a release that did not note it, or by a restored copy's row after the copy was
+# taken, under delivery.late_after (10 minutes by default then), or the webhook's stop a link's
+# removal of the play it expected meets. A longer late_after set now widens it.
+UNRECORDED_LIVE_AFTER = 600.0
+# How much later than it went out Trakt may date a live stop: the call's own tries (three of up
+# to a minute each, one more after a sign-in renewed between them).
+LIVE_STOP_MARGIN = 300.0
 
 
 def _an_earlier_viewing(result: ScrobbleResult, row: Row) -> bool:
@@ -125,6 +138,18 @@ def _viewing_margin(row: Row) -> float:
     earlier play of the item is another viewing), which absorbs our clock minutes ahead of
     Trakt's (it dates a live stop by its own clock)."""
     return shortest_viewing(row.outbox.duration)
+
+
+def live_reach(payload: Mapping[str, Any], late_after: float) -> float:
+    """How long after its play Trakt may date a play we wrote for an outbox row with
+    `payload` (a history add is at the play's own time): its live stop as it went out
+    (LIVE_SENT_AFTER); where the row does not tell (no live stop noted, or one by an earlier
+    release), as late as a live stop could go by default before it was noted, or by
+    `late_after`, the setting now, if longer: never nearer for a setting lowered. Pure."""
+    sent = payload.get(LIVE_SENT_AFTER)
+    if isinstance(sent, (int, float)) and not isinstance(sent, bool):
+        return max(0.0, float(sent)) + LIVE_STOP_MARGIN
+    return max(UNRECORDED_LIVE_AFTER, late_after) + LIVE_STOP_MARGIN
 
 
 def _may_have_landed(exc: Unavailable) -> Outcome:
@@ -744,7 +769,7 @@ class TraktTarget:
         if progress is None or progress < 80:
             progress = LIVE_STOP_PROGRESS  # the server said it was watched; Trakt needs >= 80
         await self.client.ensure_signed_in(profile)  # else nothing goes: not "may have landed"
-        await self._note_sending([row])
+        await self._note_sending([row], live=True)
         sent_at = self.clock()
         try:
             result = await self.client.scrobble(profile, "stop", row.item, progress)
@@ -1274,8 +1299,8 @@ class TraktTarget:
         """How long before and after `row.at` a play we wrote for it can be on Trakt: a
         history add at its own time, one that was there already within the duplicate window
         (a viewing's least length before: our clock ahead of Trakt's), a live stop dated when
-        it was sent (up to delivery.late_after after the play)."""
-        return max(120.0, _viewing_margin(row)), self.config.late_after + 120.0
+        it was sent (`live_reach`: as the row noted, not by delivery.late_after now)."""
+        return max(120.0, _viewing_margin(row)), live_reach(row.payload, self.config.late_after)
 
     async def _history_around(
         self, profile: str, kind: str, start: float, end: float, trakt_id: str | None = None
@@ -1313,13 +1338,18 @@ class TraktTarget:
             lambda: {r.outbox.id: keyed_as_a_link(self.store, r.item, now) for r in rows}
         )
 
-    async def _note_sending(self, rows: Sequence[Row]) -> None:
+    async def _note_sending(self, rows: Sequence[Row], live: bool = False) -> None:
         """If we crash before Trakt's answer is recorded, these rows come back marked, and are
         checked against Trakt's history before being sent again: at the time each went out as
-        (SENT_AT) too, which a step of the clock can take its `at` away from."""
-        sent = [(r.outbox, {SENT_AT: r.at}) for r in rows]
+        (SENT_AT) too, which a step of the clock can take its `at` away from, and a `live` stop
+        as far after its play as it goes now (LIVE_SENT_AFTER), where Trakt dates it."""
+        now = self.clock()
+        sent = [
+            (r.outbox, {SENT_AT: r.at} | ({LIVE_SENT_AFTER: now - r.at} if live else {}))
+            for r in rows
+        ]
         message = f"{UNKNOWN_OUTCOME}: sent"
-        await asyncio.to_thread(self.store.note_resolved, sent, message, self.clock())
+        await asyncio.to_thread(self.store.note_resolved, sent, message, now)
 
     async def _note_removing(self, looked_up: Sequence[Row], found: dict[int, int]) -> None:
         """Pin the Trakt history ids just looked up for removals (`found`: outbox id ->
@@ -1335,9 +1365,13 @@ class TraktTarget:
         """Take back `_note_sending` for rows Trakt refused outright (nothing was written), so
         the hold that follows does not keep them marked. A row marked before this attempt
         stays marked: an earlier send may have landed."""
-        unmarked = [r.outbox for r in rows if not r.outbox.may_have_landed]
+        # Nor is a live stop of theirs to look for: a later send notes its own.
+        unmarked = [
+            (r.outbox, {LIVE_SENT_AFTER: None}) for r in rows if not r.outbox.may_have_landed
+        ]
         if unmarked:
-            await asyncio.to_thread(self.store.note, unmarked, f"not sent: {why}", self.clock())
+            message = f"not sent: {why}"
+            await asyncio.to_thread(self.store.note_resolved, unmarked, message, self.clock())
 
     async def _remember(self, profile: str, rows: Sequence[Row]) -> None:
         if rows:
@@ -1378,7 +1412,7 @@ class TraktTarget:
         """Read Trakt's history around these plays into the mirror (after an unknown outcome).
         Returns the rows whose play may be in history entries watchbridge cannot read (outbox
         id -> its hold, `changed_hold`): taken as absent, it would be sent again, a second play."""
-        # A live stop is stamped when it was sent, up to delivery.late_after after the play.
+        # A live stop is stamped when it was sent (`_written_span`).
         span = {r.outbox.id: self._written_span(r) for r in rows}
         start = min(r.at - span[r.outbox.id][0] for r in rows)
         end = max(r.at + span[r.outbox.id][1] for r in rows)
