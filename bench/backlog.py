@@ -6,7 +6,7 @@
    gets 10,000 Plex `media.scrobble` webhooks, one per distinct movie (Plex multipart with a
    30 KB thumb, a new connection each, --concurrency at a time).
 3. "One hour" of outage is simulated by age, not by waiting: the config sets
-   delivery.late_after to 5 s (default 10 min), and the fake stays down until every play is
+   delivery.late_after to 5 s (default 2 min), and the fake stays down until every play is
    older than that. What the outage length changes for delivery is exactly this: plays older
    than late_after are no longer live scrobbles but go to Trakt as dated history adds (up to
    200 per request), so after that point a 1-hour and a 10-second outage look the same to the

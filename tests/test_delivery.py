@@ -1545,12 +1545,15 @@ HEAT_FROM_PLEX = MediaRef("movie", Ids(imdb="tt0113277", tmdb="949"), title="Hea
 
 
 async def test_a_live_stop_that_may_have_landed_before_a_token_refresh_keeps_its_mark(
-    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+    runtime: Runtime, trakt: FakeTrakt, clock: FakeClock
 ) -> None:
     # The stop's first try lands but its answer is lost; the client's own retry meets a 401
     # (the sign-in was renewed elsewhere meanwhile), and the try after the refresh a 503.
     # The 503 says nothing of the first try: the row keeps its mark, and its late add reads
-    # Trakt's history around the try (Trakt dated the landed stop 5 minutes after the play).
+    # Trakt's history around the try (Trakt dated the landed stop 5 minutes after the play,
+    # still live under a late_after of 10 minutes).
+    runtime.config = with_late_after(runtime.config, 600)
+    worker = worker_for(runtime)
     worker.targets["trakt"].client.http.retry = RetryPolicy(backoff=0.01)  # type: ignore[attr-defined]
     trakt.advance(clock() - trakt.now())
     runtime.store.enqueue([_late_play(HEAT, clock() - 300, "p0", live=True)], clock())
@@ -1566,8 +1569,10 @@ async def test_a_live_stop_that_may_have_landed_before_a_token_refresh_keeps_its
     clock.advance(3600)
     trakt.advance(3600)
     await drain(worker, runtime, clock, passes=3, step=60)
+    await close_targets(worker)
 
     assert [h.item.title for h in trakt.history()] == ["Heat"]
+    assert trakt.count("POST", "/sync/history") == 0
 
 
 async def test_a_lost_live_stop_is_not_played_twice_when_our_clock_runs_ahead_of_trakts(

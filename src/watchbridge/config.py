@@ -121,7 +121,7 @@ class DeliveryConfig:
     max_age: Duration = Duration(7 * 86400)
     retry_after: Duration = Duration(30)
     max_backoff: Duration = Duration(6 * 3600)
-    late_after: Duration = Duration(600)
+    late_after: Duration = Duration(120)
 
 
 @dataclass(frozen=True)

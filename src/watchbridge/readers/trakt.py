@@ -81,7 +81,7 @@ TMDB_IDS = "tmdb_ids"
 OVERLAP = 6 * 3600.0  # plays logged late with an earlier watched_at
 RECONCILE_WINDOW = 7 * 86400.0  # how far back a delta read looks for removals
 # A live scrobble is remembered at its play's time and dated by Trakt when sent: up to
-# delivery.late_after (10 min by default) later.
+# delivery.late_after (2 min by default; 10 before) and the call's own tries later.
 SCROBBLE_LAG = 15 * 60.0
 # Cursor: the episodes watched in the last RECONCILE_WINDOW with their own ids
 # (`watched_episodes_json`), kept for a run that reads no history (Trakt unchanged, the other
