@@ -18,7 +18,7 @@ from tests.fakes.base import FakeServer
 from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.fakes.serializd import FakeSerializd, Token
 from tests.test_deliver_serializd import SEASON_1, SHOW, drain, enqueue, episode
-from tests.test_sign_in_health import served, status_command
+from tests.test_sign_in_health import REFUSED_EXPIRY, metric, served, status_command
 from tests.unpaced import unpaced
 from watchbridge.app import Runtime
 from watchbridge.config import Config, parse_config
@@ -199,6 +199,56 @@ async def test_an_expired_token_holds_the_plays_behind_one_alert_until_a_new_one
         assert secret not in logged.text
         assert all(secret not in str(vars(r)) for r in logged.records)
         assert all(secret not in str(m) for m in receiver.messages)
+
+
+async def test_a_pasted_token_serializd_refuses_reads_refused_everywhere_until_a_good_one(
+    tmp_path: Path,
+    runtime: Runtime,
+    service: Service,
+    fake: FakeSerializd,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+    token: str,
+) -> None:
+    """A pasted token Serializd's check says no to (signed out on the website, months before
+    the end it claims) read "refused" with its claim as its expiry: /api/status said
+    `refused: false`, the expiry metric counted down to the claim and the page showed the
+    date, where a refused Trakt or AniList token reads refused everywhere (0 left)."""
+    assert service.worker is not None
+    enqueue(runtime, "play", episode(4), clock() - 3600)
+    await drain(service.worker, runtime, clock, passes=1)
+    fake.expire_tokens()  # signed out on the website: its claim still says a year
+    enqueue(runtime, "play", episode(5), clock() - 600)
+    await drain(service.worker, runtime, clock, passes=2)
+
+    assert runtime.store.outbox_counts()["pending"] == 1  # held, not dropped
+    assert receiver.titles() == [PAUSED]
+    sign_ins, page, metrics = served(runtime.config, FakeClock(clock()))
+    (me,) = sign_ins["me"]
+    assert me["state"] == "refused" and me["refused"] is True
+    assert me["message"].startswith("Serializd refused the token ")
+    assert "deliveries wait" in me["message"]
+    assert me["expires_at"] is not None  # its claim, flagged refused
+    assert metric(metrics, "watchbridge_sign_in_ok", "serializd", "me") == 0.0
+    assert metric(metrics, "watchbridge_sign_in_expiry_seconds", "serializd", "me") == 0.0
+    row = '<td>me</td><td>serializd</td><td><span class="bad">refused</span></td>'
+    assert f"{row}<td>{REFUSED_EXPIRY}</td>" in page
+    assert "  serializd/me: refused: Serializd refused the token " in status_command(runtime.config)
+
+    new = fake.issue_token()  # copied again from the website, the config changed
+    worker = await service.restart_with(config_with(tmp_path, fake, receiver, new))
+    (me,) = served(runtime.config, FakeClock(clock()))[0]["me"]
+    assert (me["state"], me["refused"]) == ("not_tried", False)
+    await drain(worker, runtime, clock, passes=2)
+    sign_ins, page, metrics = served(runtime.config, FakeClock(clock()))
+    (me,) = sign_ins["me"]
+    assert (me["state"], me["refused"]) == ("ok", False)
+    assert metric(metrics, "watchbridge_sign_in_ok", "serializd", "me") == 1.0
+    assert metric(metrics, "watchbridge_sign_in_expiry_seconds", "serializd", "me") > 300 * DAY
+    assert REFUSED_EXPIRY not in page
+    assert receiver.titles() == [PAUSED, f"Resolved: {PAUSED}"]
+    for text in (str(sign_ins), page, metrics):
+        assert token not in text and new not in text
 
 
 @pytest.mark.parametrize("token_lifetime", [10 * DAY])

@@ -10,8 +10,9 @@ new `watchbridge auth plex`, or a delivery or a link's read that goes through wi
 The server's own `services.plex.token` is the household's, no profile's: its refusal is one
 service-wide sign-in (`SignIn.service_wide`), whether or not the owner is a profile.
 
-An AniList token refused when it was used, or a Trakt access token refused even after a
-refresh went through (`services.refusals`: revoked, the app removed), is `refused` while it is
+An AniList token refused when it was used, a Trakt access token refused even after a refresh
+went through, or a Serializd token pasted into the config that Serializd's check refused
+(`services.refusals`: revoked, the app removed, signed out), is `refused` while it is
 still the token in use, whether a delivery or a link's sync met the refusal (a link's own
 reads and writes queue nothing that could wait): a new sign-in, or a request with it that goes
 through (a delivery, a link's read), ends it.
@@ -365,12 +366,18 @@ def _serializd_pasted(fact: Facts, now: float) -> SignIn:
     todo = SERIALIZD_NEW_TOKEN.format(where=where)
     expires = serializd_token_expiry(token)
 
-    def sign_in(state: State, message: str) -> SignIn:
-        return SignIn(fact.profile, "serializd", state, expires, message)
+    def sign_in(state: State, message: str, token_refused: bool = False) -> SignIn:
+        return SignIn(
+            fact.profile, "serializd", state, expires, message, token_refused=token_refused
+        )
 
     if (refused := refusal_of(fact.refused_token, token)) is not None:
-        return sign_in("refused", f"Serializd refused the token {_when(refused[0])}; "
-                                  f"{_held(fact)}: {todo}")  # fmt: skip
+        # Its claim may be months away: Serializd's check no longer takes it (signed out).
+        return sign_in(
+            "refused",
+            f"Serializd refused the token {_when(refused[0])}; {_held(fact)}: {todo}",
+            token_refused=True,
+        )
     stored = SerializdSession.from_dict(fact.stored or {})
     if (
         expires is not None
