@@ -982,6 +982,69 @@ def test_a_viewing_recorded_twice_on_one_side_and_once_on_the_other_is_not_copie
         assert result.held_twice == {held: 1}  # left as it is, and said (review.py)
 
 
+MIDNIGHT = WATCHED // DAY * DAY  # a Serializd log dated by the day alone (the app's date)
+
+
+@pytest.mark.parametrize(
+    ("second_logged", "two"),
+    [
+        (MIDNIGHT + 23 * 3600, True),  # logged after a second viewing that evening
+        (MIDNIGHT + DAY + 3600, True),  # after midnight, or logged the next morning
+        (MIDNIGHT + 20 * 3600 + 90, False),  # within 2 minutes of the first: posted twice
+        (MIDNIGHT + 5 * DAY, False),  # days later: an import of such dates, run again?
+    ],
+)
+def test_two_logs_dated_by_the_day_alone_are_two_viewings_when_logged_apart_on_that_day(
+    second_logged: float, two: bool
+) -> None:
+    # Watched twice one day, each logged by hand in the Serializd app, dated by the day alone:
+    # both at its midnight, so within two minutes. They were taken for an old tool's duplicate
+    # (one viewing: the second was never copied to Trakt, which had the first from a scrobble).
+    # What tells them apart is when each was logged, which only a tool posts within minutes.
+    first = Play(EP1, MIDNIGHT, "s1")
+    second = Play(EP1, MIDNIGHT, "s2")
+    logged = {"s1": MIDNIGHT + 20 * 3600, "s2": second_logged}
+    before = {
+        "trakt": side(Play(EP1, MIDNIGHT + 19 * 3600, "t1")),
+        "serializd": Side(plays=(first,), logged={"s1": logged["s1"]}),
+    }
+    current = {
+        "trakt": before["trakt"],
+        "serializd": Side(plays=(first, second), logged=logged),
+    }
+    result = plan(TWO_WAY, current, before)
+    if two:
+        assert [(a.kind, a.target, a.at) for a in result.actions] == [
+            ("add_play", "trakt", MIDNIGHT)
+        ]
+        assert result.held_twice == {}
+    else:
+        assert result.actions == ()
+        assert result.held_twice == {"serializd": 1}
+    # Dated to the minute (a tool's copy of a scrobble), they stay one viewing, whenever logged.
+    dated = {
+        "trakt": before["trakt"],
+        "serializd": Side(plays=(replace(first, at=WATCHED), replace(second, at=WATCHED))),
+    }
+    assert plan(TWO_WAY, dated, dated).held_twice == {"serializd": 1}
+
+
+def test_two_logs_dated_by_the_day_alone_pair_with_two_viewings_the_other_side_holds() -> None:
+    # Whenever they were logged: with two viewings of that day on the other side, neither is
+    # a second record of the other (nothing to copy either way, nothing left unsaid).
+    for logged in ({"s1": MIDNIGHT + 60, "s2": MIDNIGHT + 90}, {}):
+        current = {
+            "trakt": side(
+                Play(EP1, MIDNIGHT + 19 * 3600, "t1"), Play(EP1, MIDNIGHT + 22 * 3600, "t2")
+            ),
+            "serializd": Side(
+                plays=(Play(EP1, MIDNIGHT, "s1"), Play(EP1, MIDNIGHT, "s2")), logged=logged
+            ),
+        }
+        result = plan(TWO_WAY, current, current)
+        assert (result.actions, result.held_twice) == ((), {})
+
+
 def test_a_second_viewing_three_minutes_later_is_still_copied() -> None:
     current = {
         "trakt": side(Play(EP1, WATCHED, "t1"), Play(EP1, WATCHED + 180, "t2")),

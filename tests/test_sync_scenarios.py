@@ -364,6 +364,38 @@ async def test_two_diary_entries_logged_with_one_date_stay_two_plays_on_both_sid
     assert len(trakt_plays(trakt)) == 2
 
 
+@pytest.mark.parametrize(
+    ("logged_at", "trakt_plays_after"),
+    [("T23:10:00.000Z", 2), ("T20:01:00.000Z", 1)],
+    ids=["logged apart that evening", "posted twice within a minute"],
+)
+async def test_a_second_viewing_that_day_logged_by_hand_reaches_trakt(
+    rig: Rig,
+    trakt: FakeTrakt,
+    serializd: FakeSerializd,
+    app: TraktApp,
+    logged_at: str,
+    trakt_plays_after: int,
+) -> None:
+    """s1e1 watched on Plex (Trakt has its scrobble, 19:00), logged by hand in the Serializd
+    app at 20:00, dated by the day alone; watched again that evening on a phone and logged
+    again at 23:10, dated so too. Both logs are the day's midnight, within two minutes of each
+    other: the second was taken for an old tool's duplicate and never reached Trakt. Logged
+    within a minute of the first (a double tap, a tool posting twice) it still is one."""
+    day = ago(3)[:10]
+    app.watch(1, 1, f"{day}T19:00:00.000Z")
+    log(serializd, 1, 1, day_only(day), date_added=f"{day}T20:00:00.000Z")
+    await rig.sync_and_deliver()
+    assert len(trakt_plays(trakt)) == 1 and len(diary_plays(serializd)) == 1
+
+    log(serializd, 1, 1, day_only(day), date_added=f"{day}{logged_at}")
+    for full in (False, True, False):
+        await rig.sync_and_deliver(full=full)
+    assert [p[:2] for p in trakt_plays(trakt)] == [(1, 1)] * trakt_plays_after
+    assert len(diary_plays(serializd)) == 2  # the user's logs, as they are
+    assert rig.store.outbox_counts()["dead"] == 0
+
+
 async def test_two_trakt_plays_at_one_time_are_a_viewing_and_a_rewatch_on_serializd(
     rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
 ) -> None:

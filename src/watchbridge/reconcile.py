@@ -51,6 +51,10 @@ UNDATED = 0.0  # `Play.at` of a play whose date is unknown
 # Targets take a play of an item within this many minutes of one they hold for that play
 # (a webhook's and a link's copy of one viewing): two viewings copied are set further apart.
 DUPLICATE_WINDOW_MINUTES = 2
+# A play dated by the day alone (`Side.logged`) logged this long before its date to this long
+# after it was logged on its day, as it was watched (a day either side for the time zones,
+# and a night more); logged later, it may be an import of such dates, run again.
+LOGGED_ON_ITS_DAY = (-86400.0, 2 * 86400.0)
 ActionKind = Literal["add_play", "remove_play", "set_rating", "remove_rating"]
 COPIES = ("add_play", "set_rating")  # what one side's plays and ratings make on the other
 # The start of the `source` of a rating removal that takes back a copy of ours still on its
@@ -69,6 +73,29 @@ def one_play(at: float, other: float) -> bool:
     """Whether a target takes plays of one item at `at` and at `other` for one play: their
     minutes are within DUPLICATE_WINDOW_MINUTES of each other. Pure."""
     return abs(int(at // 60) - int(other // 60)) <= DUPLICATE_WINDOW_MINUTES
+
+
+def recorded_twice(play: Play, other: Play, logged: Mapping[str, float]) -> bool:
+    """Whether two plays of one item on one side are one viewing recorded twice (an old
+    tool's duplicate, posted again): dated within the duplicate window (`one_play`). Not two
+    dated by the day alone (`logged`: when each was logged, `Side.logged`), whose dates say
+    nothing of the hour: those are one viewing only when logged within that window of each
+    other (a tool posting it twice, a retry, a double tap), or when either was logged after
+    its day (an import of such dates run twice looks as a catch-up logged by hand does: kept
+    as one, as dates to the minute are). Logged apart on their day, they are two viewings of
+    it, logged by hand as they were watched. Pure."""
+    if not one_play(play.at, other.at):
+        return False
+    mine, theirs = logged.get(play.record), logged.get(other.record)
+    if mine is None or theirs is None or one_play(mine, theirs):
+        return True
+    return not (_on_its_day(play.at, mine) and _on_its_day(other.at, theirs))
+
+
+def _on_its_day(at: float, logged: float) -> bool:
+    """Whether a play dated by the day alone (`at`) was logged on that day (LOGGED_ON_ITS_DAY)."""
+    before, after = LOGGED_ON_ITS_DAY
+    return before <= logged - at <= after
 
 
 @dataclass(frozen=True)
@@ -141,6 +168,10 @@ class Side:
     # added on Trakt after the viewing was copied there, `release_marks.second_marks`): a
     # second record of that viewing, neither copied nor removed.
     second_marks: frozenset[str] = frozenset()
+    # When each play dated by the day alone was logged, by record (a Serializd log made in its
+    # app, dated by a day and no hour: its `dateAdded`): of two such plays of one item on one
+    # day, only this tells one viewing recorded twice from two viewings (`recorded_twice`).
+    logged: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -945,8 +976,8 @@ def _plan_history(
     only_b = [p for p in only_b if p.record in alone[b]]
     # A second record of a viewing the other side holds (an old tool's duplicate) is no
     # viewing of its own: neither paired as one by a first run nor copied.
-    seconds = _second_records(only_a, current[a].plays, partnered[a])
-    seconds |= _second_records(only_b, current[b].plays, partnered[b])
+    seconds = _second_records(only_a, current[a], partnered[a])
+    seconds |= _second_records(only_b, current[b], partnered[b])
     _count_left(held_twice, a, only_a, seconds, gone_or_removed)
     _count_left(held_twice, b, only_b, seconds, gone_or_removed)
     only_a = [p for p in only_a if p.record not in seconds | current[a].second_marks]
@@ -970,7 +1001,7 @@ def _plan_history(
         only_b = [p for p in only_b if id(p) not in taken]
         for side, lonely, index in ((a, only_a, 0), (b, only_b, 1)):
             partners = {pair[index].record for pair in days_apart}
-            seconds = _second_records(lonely, current[side].plays, partners)
+            seconds = _second_records(lonely, current[side], partners)
             _count_left(held_twice, side, lonely, seconds, gone_or_removed)
             lonely[:] = [p for p in lonely if p.record not in seconds]
     waiting = current[a].held | current[b].held
@@ -1026,19 +1057,17 @@ def _plan_history(
     return actions
 
 
-def _second_records(
-    lonely: Iterable[Play], plays: Iterable[Play], partnered: Collection[str]
-) -> set[str]:
+def _second_records(lonely: Iterable[Play], side: Side, partnered: Collection[str]) -> set[str]:
     """Records of the `lonely` plays (without a partner on the other side) that a play of
-    their side with a partner there is within the duplicate window of (`one_play`): one
-    viewing recorded twice on that side (an old tool's duplicate, posted again), which the
+    their `side` with a partner there is within the duplicate window of (`recorded_twice`):
+    one viewing recorded twice on that side (an old tool's duplicate, posted again), which the
     other side holds once already. Copied, it would be a second play there of one viewing
     (Trakt keys a play by its minute: trakt-api#876). Dated plays only. Pure."""
-    held = _by_item(p for p in plays if p.record in partnered and p.at != UNDATED)
+    held = _by_item(p for p in side.plays if p.record in partnered and p.at != UNDATED)
     return {
         p.record
         for p in lonely
-        if p.at != UNDATED and any(one_play(p.at, o.at) for o in held.get(p.item, ()))
+        if p.at != UNDATED and any(recorded_twice(p, o, side.logged) for o in held.get(p.item, ()))
     }
 
 

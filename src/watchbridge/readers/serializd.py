@@ -31,6 +31,7 @@ from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import replace
+from datetime import time
 from typing import Any
 
 from watchbridge.accounts import user_named
@@ -84,6 +85,7 @@ from watchbridge.sides import (
     show_key,
 )
 from watchbridge.store import Store
+from watchbridge.zone import local
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +118,39 @@ ADDED_SLACK = 2.0
 # The app may date a log by the day alone (its midnight, in the user's time zone): a log dated
 # further from the play is of another viewing, logged afterwards.
 A_DAY = 86400.0
+# Cursor: when each diary log dated by the day alone was logged (JSON {record: dateAdded}, see
+# `day_logged`): a delta read reads the new logs only, and an older one's stays needed.
+DAY_LOGGED = "day_logged"
+
+
+def dated_by_the_day(entry: DiaryEntry) -> bool:
+    """Whether a diary log is dated by the day alone, not to the moment of a viewing: its
+    date (a `backdate`, not when it was logged) is a midnight, UTC or the household's (as the
+    app dates a log by a day)."""
+    at = entry.watched_at
+    if at == entry.date_added or at <= 0:
+        return False
+    if at % A_DAY == 0:
+        return True
+    return local(at).time() == time(0, 0)
+
+
+def day_logged(
+    entries: Iterable[DiaryEntry], before: Mapping[str, float], side: Side
+) -> dict[str, float]:
+    """Record -> when it was logged (`dateAdded`) of the plays of `side` dated by the day
+    alone (`dated_by_the_day`), from `entries` read now, else as `before` (the cursor) kept
+    them (`Side.logged`). Pure."""
+    read = {str(e.id): e.date_added for e in entries if e.is_log and dated_by_the_day(e)}
+    records = {p.record for p in side.plays}
+    known = {**before, **read}
+    return {record: at for record, at in known.items() if record in records}
+
+
+def logged_cursor(cursors: Mapping[str, str]) -> dict[str, float]:
+    """The DAY_LOGGED cursor (empty when none was kept)."""
+    kept = json.loads(cursors.get(DAY_LOGGED) or "{}")
+    return {str(k): float(v) for k, v in kept.items()} if isinstance(kept, dict) else {}
 
 
 def known_ids(cursors: Mapping[str, str]) -> set[int]:
@@ -175,7 +210,7 @@ def with_written(side: Side, written: Mapping[str, int], accounted: set[int]) ->
         item, _, minute = key.rpartition("@")
         if item and minute.isdigit():
             plays.append(Play(item, int(minute) * 60.0, str(review)))
-    return Side(tuple(plays), side.ratings)
+    return replace(side, plays=tuple(plays))
 
 
 def edited_since(
@@ -955,10 +990,12 @@ class SerializdReader:
             )
         side = without_records(side, logged_again)
         # A rating's rows (what removing it deletes) live in the cursors: the baseline keeps
-        # only its value and time.
+        # only its value and time. So does when each log dated by the day alone was logged.
+        logged = day_logged(read_now, logged_cursor(cursors), side)
         side = Side(
             side.plays,
             {k: replace(r, record=rows.get(k, "")) for k, r in side.ratings.items()},
+            logged=logged,
         )
         saved = {
             "diary_ids": json.dumps(sorted(ids)),
@@ -968,6 +1005,8 @@ class SerializdReader:
         }
         if missed:
             saved[MISSED] = json.dumps(sorted(missed))
+        if logged:
+            saved[DAY_LOGGED] = json.dumps(logged, sort_keys=True)
         if "marks" in cursors:
             saved["marks"] = cursors["marks"]
         saved |= {k: cursors[k] for k in (UNLOGGED, UNLOGGED_OLDER) if k in cursors}
@@ -1071,9 +1110,13 @@ class SerializdReader:
         rows = rating_rows(json.loads(cursors.get("rating_rows") or "{}"), read)
         cursors["diary_ids"] = json.dumps(sorted(known_ids(cursors) | {e.id for e in fresh}))
         cursors["rating_rows"] = json.dumps(rows, sort_keys=True)
+        logged = day_logged(fresh, own.logged, side)
+        if logged:
+            cursors[DAY_LOGGED] = json.dumps(logged, sort_keys=True)
         return Side(
             side.plays,
             {k: replace(r, record=rows.get(k, r.record)) for k, r in side.ratings.items()},
+            logged=logged,
         )
 
     async def refine(
@@ -1095,13 +1138,14 @@ class SerializdReader:
         self.tally = None
         own = await self._written_since_read(profile, own)
         own = await self._unlogged(profile, own, other, waiting)
-        unlisted = own.unlisted  # (kept apart: the steps below build `own` anew)
+        # (kept apart: the steps below build `own` anew)
+        unlisted, logged = own.unlisted, own.logged
         # Pure work over every play of both sides (at 60,000 plays ~0.5 s of CPU): on a
         # thread, so that the event loop answers webhooks meanwhile.
         asked, other_undated = await asyncio.to_thread(unexplained, own, other)
         discover = self.discover and self._full.get(profile, False)
         if not asked and not discover:
-            return own
+            return replace(own, unlisted=unlisted, logged=logged)
         marks = await self._marks(profile)
         touched: dict[int, set[int]] = {}
         watching: set[int] = set()
@@ -1152,7 +1196,7 @@ class SerializdReader:
         # entry before it ticks the episode).
         own = await self._written_since_read(profile, own)
         own = await asyncio.to_thread(with_seasons_read, own, read_seasons, other_undated)
-        return replace(own, unlisted=unlisted)
+        return replace(own, unlisted=unlisted, logged=logged)
 
     async def _episodes(self, show: int, season: int, seasons: ShowSeasons) -> set[int]:
         """Every episode number of a season: its count in the catalogue, else the season's
