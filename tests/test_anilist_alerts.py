@@ -12,10 +12,13 @@ import pytest
 from tests.fakes.anilist import FakeAniList
 from tests.fakes.base import FakeServer
 from tests.fakes.receiver import AlertReceiver, FakeClock
-from watchbridge.alerts import Notifier
+from tests.test_deliver_anilist import PART_2, anilist_target, drain, enqueue, episode
+from watchbridge.alerts import SENT, Notifier
 from watchbridge.app import Runtime
 from watchbridge.config import AniListConfig, Secret, parse_config
-from watchbridge.maintenance import check_anilist_tokens
+from watchbridge.deliver.anilist import AUTH_HOLD
+from watchbridge.deliver.worker import DeliveryWorker
+from watchbridge.maintenance import ALERTED, ALERTED_TTL, check_anilist_tokens
 from watchbridge.metrics import Metrics
 from watchbridge.services.anilist import SERVICE, AniListClient, AniListToken
 from watchbridge.store import Store
@@ -23,6 +26,12 @@ from watchbridge.store import Store
 pytestmark = pytest.mark.anyio
 
 DAY = 86400.0
+# An expired token holds the profile's AniList deliveries: the hourly check and the deliveries
+# tell it as one alert, the deliveries' pause.
+PAUSED = "watchbridge: AniList sign-in needed (profile me)"
+# What the previous release's hourly check raised instead, under a key of its own.
+OLD_TITLE = "watchbridge: the AniList sign-in of me has expired"
+OLD_KEY = "anilist:me:expired"
 
 
 @pytest.fixture
@@ -82,7 +91,9 @@ async def test_an_expired_token_raises_one_more_alert(
     await check_anilist_tokens(expiring)
     await check_anilist_tokens(expiring)
     assert ["expires soon" in t for t in receiver.titles()] == [True, False]
-    assert "has expired" in receiver.titles()[1]
+    assert receiver.titles()[1] == PAUSED
+    said = str(receiver.messages[1]["message"])
+    assert "expired on" in said and "watchbridge auth anilist --profile me" in said
 
 
 async def test_signing_in_again_resolves_the_expiry_alert(
@@ -111,7 +122,7 @@ async def test_signing_in_after_the_token_expired_resolves_once(
     fresh = AniListToken.from_access_token(anilist.issue_token(lifetime=365 * DAY), 0)
     expiring.store.put_token(SERVICE, "me", fresh.to_dict(), expiring.clock())
     await check_anilist_tokens(expiring)
-    assert receiver.titles()[2:] == ["Resolved: watchbridge: the AniList sign-in of me has expired"]
+    assert receiver.titles()[2:] == [f"Resolved: {PAUSED}"]
 
 
 async def test_a_token_with_a_month_left_raises_no_alert(
@@ -270,3 +281,149 @@ profiles:
     assert receiver.titles() == ["watchbridge: the AniList sign-in of me expires soon"]
     said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(said) == 1 and "expires on" in said[0]
+
+
+def delivering(runtime: Runtime, anilist: FakeAniList) -> DeliveryWorker:
+    """The AniList deliveries of `runtime`'s profile, against the fake."""
+    anilist.limit = anilist.burst_limit = 100_000
+    anilist.add_media(PART_2, episodes=12)
+    assert isinstance(runtime.clock, FakeClock)
+    target = anilist_target(runtime, runtime.clock)
+    worker = DeliveryWorker(lambda _: [target], runtime.config.delivery)
+    worker.targets = {target.name: target}
+    return worker
+
+
+def sign_in_again(runtime: Runtime, anilist: FakeAniList) -> None:
+    """`watchbridge auth anilist --profile me`: a fresh one-year token stored."""
+    fresh = AniListToken.from_access_token(anilist.issue_token(lifetime=365 * DAY), 0)
+    runtime.store.put_token(SERVICE, "me", fresh.to_dict(), runtime.clock())
+
+
+@pytest.mark.parametrize("check_first", [True, False])
+async def test_an_expired_token_holding_a_play_is_one_alert_and_one_resolved(
+    expiring: Runtime, anilist: FakeAniList, receiver: AlertReceiver, check_first: bool
+) -> None:
+    # The token ran out (no check saw it end soon); a play for AniList comes meanwhile. The
+    # hourly check and the held delivery both meet it: one cause, one alert.
+    worker = delivering(expiring, anilist)
+    assert isinstance(expiring.clock, FakeClock)
+    expiring.clock.advance(11 * DAY)
+    if check_first:
+        await check_anilist_tokens(expiring)
+    enqueue(expiring, "play", episode(40), expiring.clock() - 60)
+    await drain(worker, expiring, passes=2)
+    await check_anilist_tokens(expiring)
+    assert receiver.titles() == [PAUSED]
+    assert expiring.store.outbox_counts()["pending"] == 1  # held, not lost
+
+    sign_in_again(expiring, anilist)
+    await check_anilist_tokens(expiring)  # the held play will end it: not "Resolved" yet
+    expiring.clock.advance(AUTH_HOLD + 60)
+    await drain(worker, expiring, passes=2)
+    await check_anilist_tokens(expiring)
+    assert anilist.snapshot()[PART_2]["progress"] == 3
+    assert receiver.titles() == [PAUSED, f"Resolved: {PAUSED}"]
+    for target in worker.targets.values():
+        await target.aclose()
+
+
+async def test_signing_in_after_the_token_expired_with_no_play_held_resolves_once(
+    expiring: Runtime, anilist: FakeAniList, receiver: AlertReceiver
+) -> None:
+    assert isinstance(expiring.clock, FakeClock)
+    expiring.clock.advance(11 * DAY)
+    await check_anilist_tokens(expiring)
+    await check_anilist_tokens(expiring)
+    sign_in_again(expiring, anilist)
+    for _ in range(2):  # no delivery waits to end it: the check does, once
+        await check_anilist_tokens(expiring)
+        expiring.clock.advance(3600)
+    assert receiver.titles() == [PAUSED, f"Resolved: {PAUSED}"]
+    assert "works again" in str(receiver.messages[1]["message"])
+
+
+async def raised_by_the_previous_release(runtime: Runtime) -> None:
+    """The expiry alert as the release before this one raised it: under a key of its own,
+    and noted as told for this token (so this release does not tell it again)."""
+    stored = runtime.store.get_token(SERVICE, "me")
+    configured = runtime.config.profiles["me"].accounts.anilist
+    assert configured is not None and configured.token is not None
+    token = AniListToken.from_access_token(configured.token.reveal(), 0)
+    assert stored is None and token.expires_at is not None
+    body = "the AniList token of profile me expired on ...: run `watchbridge auth anilist`"
+    said = await runtime.notifier.notify("credentials", OLD_TITLE, body, key=OLD_KEY)
+    assert said == SENT
+    once = f"anilist:me:{int(token.expires_at)}:expired"
+    runtime.store.cache_put(ALERTED, once, SENT, runtime.clock(), ALERTED_TTL)
+
+
+@pytest.mark.parametrize(
+    ("play_held", "paused_before"),
+    [
+        (True, False),
+        (False, False),
+        (True, True),  # the previous release's held play had raised the second alert too
+    ],
+)
+async def test_an_expiry_alert_of_the_previous_release_is_taken_over_and_resolves_once(
+    expiring: Runtime,
+    anilist: FakeAniList,
+    receiver: AlertReceiver,
+    play_held: bool,
+    paused_before: bool,
+) -> None:
+    # Upgraded while the previous release's "has expired" was open: this release's check
+    # and deliveries tell the same cause under the deliveries' key, so that alert is theirs
+    # now, not left open for good beside a second one.
+    worker = delivering(expiring, anilist)
+    assert isinstance(expiring.clock, FakeClock)
+    expiring.clock.advance(11 * DAY)
+    await raised_by_the_previous_release(expiring)
+    told = [OLD_TITLE]
+    if paused_before:
+        enqueue(expiring, "play", episode(40), expiring.clock() - 60)
+        await drain(worker, expiring, passes=2)
+        told.append(PAUSED)
+    await check_anilist_tokens(expiring)
+    if play_held and not paused_before:
+        enqueue(expiring, "play", episode(40), expiring.clock() - 60)
+        await drain(worker, expiring, passes=2)
+    await check_anilist_tokens(expiring)
+    assert receiver.titles() == told
+
+    sign_in_again(expiring, anilist)
+    await check_anilist_tokens(expiring)
+    expiring.clock.advance(AUTH_HOLD + 60)
+    await drain(worker, expiring, passes=2)
+    await check_anilist_tokens(expiring)
+    assert receiver.titles() == [*told, f"Resolved: {told[-1]}"]
+    for key in (OLD_KEY, "anilist:me"):
+        assert not expiring.notifier.raised("credentials", key)
+    for target in worker.targets.values():
+        await target.aclose()
+
+
+async def test_a_token_anilist_refused_before_its_end_stays_told_with_no_play_waiting(
+    tmp_path: Path, anilist: FakeAniList, receiver: AlertReceiver
+) -> None:
+    # Revoked on AniList (the app removed), months before its end: the held play's alert is
+    # the same one. It lasts while that token is used, also once no play waits any more (given
+    # up): the hourly check, for which the token has not expired, must not resolve it.
+    for runtime in runtime_for(tmp_path, anilist, receiver, days=200):
+        worker = delivering(runtime, anilist)
+        anilist.expire_tokens()  # refused by AniList; its own expiry months ahead
+        enqueue(runtime, "play", episode(40), runtime.clock() - 60)
+        await drain(worker, runtime, passes=2)
+        assert receiver.titles() == [PAUSED]
+        assert runtime.store.give_up_waiting("anilist", "me", runtime.clock(), "given up") == 1
+        for _ in range(2):
+            await check_anilist_tokens(runtime)
+            assert isinstance(runtime.clock, FakeClock)
+            runtime.clock.advance(3600)
+        assert receiver.titles() == [PAUSED]
+        sign_in_again(runtime, anilist)  # a new token: that one lasts
+        await check_anilist_tokens(runtime)
+        assert receiver.titles() == [PAUSED, f"Resolved: {PAUSED}"]
+        for target in worker.targets.values():
+            await target.aclose()

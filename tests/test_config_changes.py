@@ -736,7 +736,8 @@ def test_an_owed_outage_alert_of_a_service_taken_out_is_not_sent_after_all(
         ("trakt:me", "trakt"),
         ("server:jellyfin", "jellyfin"),
         ("plex", "plex"),
-        ("anilist:me:expired", "anilist"),
+        ("anilist:me:expiring", "anilist"),
+        ("anilist:me:expired", "anilist"),  # 0.1.0's, kept in the database
         ("anime-datasets", "anilist"),
         ("anime-datasets-missing", "anilist"),  # the lists not downloaded, or not read
         ("plextv:watchlist", "plex"),
@@ -875,7 +876,8 @@ def test_rename_profile_keeps_the_old_names_open_alerts_open_under_the_new(
         ("trakt:me", "me"),
         ("trakt:me:ending", "me"),
         ("trakt:me:watchlist", "me"),
-        ("anilist:me:expired", "me"),
+        ("anilist:me:expiring", "me"),
+        ("anilist:me:expired", "me"),  # 0.1.0's, kept in the database
         ("trakt", None),
         ("server:jellyfin", None),
         ("plextv:watchlist", None),

@@ -831,6 +831,32 @@ class Notifier:
             kind, key, now, lambda condition: book.clear(condition, now, notice=False)
         )
 
+    async def take_over(self, kind: str, old: str, new: str) -> bool:
+        """Condition (kind, `old`) is told as (kind, `new`) from now on (a release moved it
+        under the key of another that tells the same cause): an alert open or owed under `old`
+        becomes `new`'s, unless one is open there already, and `old` is gone without a
+        "Resolved". Nothing is sent: the next report of `new` is its reminder, its "Resolved"
+        the one the human is owed. True when there was one to take over."""
+        unsent = self._unsent.pop((kind, old), None)
+        if unsent is not None:
+            self._unsent.setdefault((kind, new), unsent)
+        if not self.enabled or not self.config.wants(kind):
+            return False
+        now, book = self._clock(), self._book
+        await self._conditions.reload(now)
+        moved = book.current(self._conditions.known(kind, old), now)
+        if moved is None or moved.sending or not (moved.open or moved.owed_body):
+            return False  # none, or a send of it under way: taken over at the next call
+
+        def unless_open(there: Condition | None) -> tuple[Condition | None, None]:
+            there = book.current(there, now)
+            return (there if there is not None and there.open else moved), None
+
+        # Written there before it goes from `old`: a stop between leaves it twice, not lost.
+        await self._conditions.update(kind, new, now, unless_open)
+        await self._conditions.update(kind, old, now, lambda _: (None, None))
+        return True
+
     async def resolve(self, kind: str, body: str, key: str = "") -> str:
         """Condition (kind, key) is over: send "Resolved: <alert title>" once, if one was raised.
 

@@ -18,7 +18,13 @@ from watchbridge.accounts import send_account_alerts
 from watchbridge.alerts import DISABLED, SENT
 from watchbridge.anime_data import MISSING_KEY
 from watchbridge.app import Runtime
-from watchbridge.causes import LISTS_READ, lists_alert, paused_title, sign_in_works
+from watchbridge.causes import (
+    LISTS_READ,
+    lists_alert,
+    paused_alert,
+    paused_title,
+    sign_in_works,
+)
 from watchbridge.config import service_title
 from watchbridge.deliver.worker import ENDING, SERVICE_ROLE, ending_title
 from watchbridge.downtime import ALIVE_EVERY
@@ -316,38 +322,51 @@ async def send_account_alerts_owed(runtime: Runtime) -> None:
 async def check_anilist_tokens(runtime: Runtime) -> list[str]:
     """Alert (kind `credentials`) once per token when an AniList token is 14 days from expiry,
     and once more when it has expired, and log each: AniList tokens cannot be refreshed.
-    One not wanted (no `alerts.urls`, or `credentials` not in `alerts.kinds`) is only logged,
-    and sent once it is wanted (a channel added while the token still has days left).
+    The expired one is the alert the profile's held deliveries raise (its key and title): one
+    alert they remind of, and one "Resolved" once a new sign-in lasts (theirs once one goes
+    through; this check's when none waits). One not wanted (no `alerts.urls`, or
+    `credentials` not in `alerts.kinds`) is only logged, and sent once it is wanted (a
+    channel added while the token still has days left).
     Returns the keys of the alerts dealt with (sent, or logged as not wanted)."""
     from watchbridge.services.anilist import (
-        EXPIRY_STAGES,
         SERVICE,
+        expiring_title,
         expiry_alert,
         expiry_condition,
         pick_token,
     )
+    from watchbridge.services.refusals import entry, refusal_of
 
-    store, now = runtime.store, runtime.clock()
+    store, notifier, now = runtime.store, runtime.notifier, runtime.clock()
     sent = []
     for name, profile in runtime.config.profiles.items():
         account = profile.accounts.anilist
         if account is None:
             continue
+        paused = paused_alert("credentials", SERVICE, name, "")
+        expiring = expiry_condition(name, "expiring")
+        # 0.1.0 raised the expired one under a key of its own, beside the deliveries': theirs
+        # now, so that it is not left open for good (nothing raises or resolves that key).
+        await notifier.take_over("credentials", expiry_condition(name, "expired"), paused.key)
         configured = account.token.reveal() if account.token else None
         token, _ = pick_token(store.get_token(SERVICE, name), configured, now)
         if token is None:
             continue
         alert = expiry_alert(token, now, name)
         if alert is None:  # signed in again: an alert about the old token is over
-            for stage in EXPIRY_STAGES:
-                over = f"the AniList sign-in of {name} lasts again"
-                await runtime.notifier.resolve("credentials", over, expiry_condition(name, stage))
+            over = f"the AniList sign-in of {name} lasts again"
+            await notifier.resolve("credentials", over, expiring)
+            # Not one AniList refused before its end (revoked): that pause lasts while it is used.
+            if refusal_of(store.get_token(entry(SERVICE), name), token.access_token) is None:
+                await _sign_in_back(runtime, SERVICE, name)
             continue
-        if await _alert_once(runtime, name, alert.once, alert.key, alert.title, alert.body):
+        key, title = expiring, expiring_title(name)
+        if alert.stage == "expired":
+            key, title = paused.key, paused.title
+        if await _alert_once(runtime, name, alert.once, key, title, alert.body):
             sent.append(alert.once)
-            # One cause: the sign-in that was about to expire has; a later sign-in resolves once.
-            for stage in EXPIRY_STAGES[: EXPIRY_STAGES.index(alert.stage)]:
-                await runtime.notifier.close_quietly("credentials", expiry_condition(name, stage))
+            if key != expiring:  # one cause: the sign-in about to expire has; one "Resolved"
+                await notifier.close_quietly("credentials", expiring)
     return sent
 
 
@@ -469,16 +488,27 @@ async def _renewed(runtime: Runtime, client: TraktClient, profile: str, key: str
 
 async def _works_again(runtime: Runtime, client: TraktClient, profile: str, key: str) -> None:
     """An alert that `profile`'s deliveries are paused for its sign-in is over once its stored
-    pair is fresh (signed in again) and none of its deliveries waits for a sign-in (those end
-    it as they go through): no delivery ends it for a profile no play comes for, and left open
-    it would keep the next refusal of its sign-in from being told (`_tell_once`)."""
+    pair is fresh (signed in again) and none of its deliveries waits for a sign-in
+    (`_sign_in_back`)."""
     from watchbridge.services.trakt import SERVICE
 
     if not runtime.notifier.raised("credentials", key) or await client.refresh_due(profile):
         return
-    if await asyncio.to_thread(runtime.store.waits_for_sign_in, SERVICE, profile):
+    await _sign_in_back(runtime, SERVICE, profile)
+
+
+async def _sign_in_back(runtime: Runtime, service: str, profile: str) -> None:
+    """The alert that `profile`'s deliveries to `service` are paused for its sign-in (raised
+    by them, or by a check that found it ended) is over, its sign-in being good again, once
+    none of them waits for a sign-in (those end it as they go through): no delivery ends it
+    for a profile no play comes for, and left open it would keep the next refusal of its
+    sign-in from being told (`_alert_once`)."""
+    key = paused_alert("credentials", service, profile, "").key
+    if not runtime.notifier.raised("credentials", key):
         return
-    await runtime.notifier.resolve("credentials", sign_in_works(SERVICE, profile), key=key)
+    if await asyncio.to_thread(runtime.store.waits_for_sign_in, service, profile):
+        return
+    await runtime.notifier.resolve("credentials", sign_in_works(service, profile), key=key)
 
 
 async def _tell_once(

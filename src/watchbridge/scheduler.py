@@ -268,7 +268,7 @@ ACCOUNT_SERVICES = tuple(f.name for f in fields(Accounts))
 def service_of_alert(key: str) -> str | None:
     """The service an alert of SERVICE_ALERT_KINDS is about, by its key: `serializd` (its
     outage), `trakt:me` (a profile's), `server:jellyfin` (a media server's lookups),
-    `anilist:me:expired`, `anime-datasets`; None for a key of no one service."""
+    `anilist:me:expiring`, `anime-datasets`; None for a key of no one service."""
     if key in SERVICE_OF_KEY:
         return SERVICE_OF_KEY[key]
     name = key.removeprefix("server:").partition(":")[0]
@@ -278,7 +278,7 @@ def service_of_alert(key: str) -> str | None:
 def profile_of_alert(key: str) -> str | None:
     """The profile an alert of SERVICE_ALERT_KINDS is about, by its key: `me` of `trakt:me`
     (a delivery's sign-in, account limit or rate limit), `trakt:me:ending`,
-    `trakt:me:watchlist` (a list full) and `anilist:me:expired`; None for one about a whole
+    `trakt:me:watchlist` (a list full) and `anilist:me:expiring`; None for one about a whole
     service (`trakt`, `server:jellyfin`, `plextv:watchlist`). Names have no colon (config)."""
     if key in SERVICE_OF_KEY or key.startswith("server:") or service_of_alert(key) is None:
         return None

@@ -405,18 +405,18 @@ EXPIRY_STAGES = ("expiring", "expired")
 
 
 def expiry_condition(profile: str, stage: str) -> str:
-    """The alert condition of a profile's sign-in reaching `stage` (whichever token)."""
+    """The alert condition the hourly check raises while a profile's sign-in (whichever
+    token) is at `stage` `expiring`. That of `expired` is the key release 0.1.0 raised
+    it under: it is told as the deliveries' pause now (`causes.paused_alert`)."""
     return f"anilist:{profile}:{stage}"
 
 
 @dataclass(frozen=True)
 class ExpiryAlert:
-    """One alert about a token's expiry: `key` is its condition (the profile and the stage,
-    resolved once a new sign-in lasts), `once` names the token too, so each is sent once."""
+    """One alert about a token's expiry: `once` names the token and the stage, so each is
+    told once; the caller picks its condition and title by `stage`."""
 
-    key: str
     once: str
-    title: str
     body: str
     stage: str  # one of EXPIRY_STAGES
 
@@ -428,14 +428,17 @@ def expiry_alert(
     left = token.expires_in_days(now)
     if left is None or left > days or token.expires_at is None:
         return None
-    stage, what = ("expired", "has expired") if left <= 0 else ("expiring", "expires soon")
+    stage = "expired" if left <= 0 else "expiring"
     return ExpiryAlert(
-        expiry_condition(profile, stage),
         f"anilist:{profile}:{int(token.expires_at)}:{stage}",
-        f"watchbridge: the AniList sign-in of {profile} {what}",
         expiry_warning(token, now, profile) or "",
         stage,
     )
+
+
+def expiring_title(profile: str) -> str:
+    """The title of the alert that `profile`'s sign-in expires within EXPIRY_ALERT_DAYS."""
+    return f"watchbridge: the AniList sign-in of {profile} expires soon"
 
 
 def username_of(cache: TokenStore, user_id: str, now: float) -> str | None:
