@@ -30,9 +30,11 @@ from watchbridge.readers.trakt import (
     RELEASE_MARKS,
     TraktReader,
     delta_since,
+    last_watched,
     media_types,
     merge_history,
     stamps,
+    unaccounted,
 )
 from watchbridge.reconcile import (
     EXPECTED,
@@ -90,6 +92,28 @@ def test_a_delta_replaces_the_window_and_keeps_older_plays() -> None:
 def test_a_delta_keeps_plays_we_queued_whatever_their_date() -> None:
     queued = Play(E2, 500.0, f"{EXPECTED}x")
     assert merge_history(Side((queued,)), Side(), since=100.0) == (queued,)
+
+
+def test_a_delta_with_nothing_new_or_gone_leaves_a_change_of_history_unaccounted() -> None:
+    """Trakt's history moved: a delta read accounts for it with a play new to the baseline
+    or one of its window gone; else the change was further back (a backdated play, an old
+    one removed), where the read does not look."""
+    old, in_window = Play(E1, 10.0, "1"), Play(E2, 500.0, "2")
+    queued = Play(E3, 20.0, f"{EXPECTED}x")
+    baseline = Side((old, in_window, queued))
+    assert unaccounted(baseline, merge_history(baseline, Side((in_window,)), 100.0), 100.0)
+    assert not unaccounted(baseline, (old, in_window, queued, Play(E3, 600.0, "3")), 100.0)
+    assert not unaccounted(baseline, (old, queued), 100.0)  # "2" removed on Trakt
+
+
+def test_history_last_changed_at_the_latest_watched_stamp_of_the_types_read() -> None:
+    activities = {
+        "episodes": {"watched_at": "2026-01-02T00:00:00.000Z"},
+        "movies": {"watched_at": "2026-01-03T00:00:00.000Z"},
+    }
+    assert last_watched(activities, ("episodes",)) == parse_iso("2026-01-02T00:00:00.000Z")
+    assert last_watched(activities, ("movies", "episodes")) == parse_iso("2026-01-03T00:00:00.000Z")
+    assert last_watched({"episodes": {"watched_at": None}}, ("episodes",)) is None
 
 
 def test_new_diary_entries_join_the_baseline_and_newer_ratings_win() -> None:

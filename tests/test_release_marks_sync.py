@@ -1,7 +1,9 @@
 """Trakt plays marked "watched on release date" through a Trakt ⇄ Serializd link, by the real
 CLI against the fakes: a mark added on trakt.tv after the link's first run, and a mark of an
 episode Trakt knows no runtime of, are neither copied as viewings nor make the viewing they
-stand for be copied back. What the fakes hold is what is asserted."""
+stand for be copied back; a play backdated on trakt.tv (a mark, or a date given by hand) is
+read by the next run, not only by the daily full read. What the fakes hold is what is
+asserted."""
 
 from __future__ import annotations
 
@@ -66,12 +68,21 @@ def _held(trakt: FakeTrakt, serializd: FakeSerializd) -> tuple[Counter[Any], Cou
     return plays, diary
 
 
-def test_a_mark_added_on_trakt_after_the_first_run_is_not_copied_as_a_viewing(
+def _full_reads(trakt: FakeTrakt) -> int:
+    """How many reads of Trakt's whole history were asked for (a first page from no date)."""
+    return sum(
+        1
+        for r in trakt.calls("GET", "/sync/history/{type}")
+        if "start_at" not in r.query and r.query.get("page", "1") == "1"
+    )
+
+
+def test_a_mark_added_on_trakt_after_its_viewing_was_copied_is_not_copied_as_a_viewing(
     tmp_path: Path, start_fake: Any
 ) -> None:
-    """The user logs an episode on Serializd and marks it on trakt.tv "watched on release
-    date" weeks after the link's first run: Trakt dates the mark years back, where a read of
-    Trakt's recent history does not look."""
+    """The user logs an episode on Serializd weeks after the link's first run, and marks it
+    on trakt.tv "watched on release date" after the link copied that viewing to Trakt: Trakt
+    dates the mark years back, where a read of Trakt's recent history does not look."""
     trakt, serializd = start_fake(FakeTrakt()), start_fake(FakeSerializd())
     now = int(time.time())
     aired = now - 2000 * DAY // 3600 * 3600
@@ -92,15 +103,16 @@ def test_a_mark_added_on_trakt_after_the_first_run_is_not_copied_as_a_viewing(
     path = _linked(tmp_path, trakt, serializd)
     _sync(path, "--yes")
     assert _held(trakt, serializd) == (Counter({(1, 1): 1}), Counter({(1, 1): 1}))
-    # Weeks later: watched on Serializd, marked on trakt.tv "watched on release date".
+    # Weeks later: watched on Serializd, copied to Trakt; then marked on trakt.tv "watched on
+    # release date".
     serializd.log_entry(None, TMDB, 2, 1, backdate=iso(now - DAY))
-    trakt.log_play(show.seasons[2].episodes[1], "released")
     out = _sync(path, "--yes")
+    trakt.log_play(show.seasons[2].episodes[1], "released")
+    out += _sync(path, "--yes")
     out += _sync(path, "--yes", "--full")  # the daily full read
     out += _sync(path, "--yes")
     plays, diary = _held(trakt, serializd)
-    # The run before the full read copied the viewing to Trakt (the mark unread yet): Trakt
-    # holds that copy and the mark, a second record of it left as it is; Serializd the
+    # Trakt holds the copy and the mark, a second record of it left as it is; Serializd the
     # viewing once, no play at the release date.
     assert plays == Counter({(1, 1): 1, (2, 1): 2}), out
     assert diary == Counter({(1, 1): 1, (2, 1): 1}), out
@@ -130,3 +142,74 @@ def test_a_mark_of_an_episode_trakt_knows_no_runtime_of_is_told_by_its_air_date(
     out = _sync(path, "--yes")
     out += _sync(path, "--yes", "--full")
     assert _held(trakt, serializd) == (Counter({(1, 1): 1}), Counter({(1, 1): 1})), out
+
+
+@pytest.mark.parametrize("dated", ["released", "by hand"])
+def test_a_play_backdated_on_trakt_pairs_with_the_viewing_at_the_next_run(
+    tmp_path: Path, start_fake: Any, dated: str
+) -> None:
+    """Weeks after the link's first run the user logs an episode on Serializd and adds it on
+    trakt.tv too, marked "watched on release date" or dated by hand on the day they watched
+    it, months back: both dates are older than the recent history a run between two daily
+    full reads looks at. The next run (no full read due) reads Trakt in full, and the play
+    pairs with the viewing: nothing is copied either way."""
+    trakt, serializd = start_fake(FakeTrakt()), start_fake(FakeSerializd())
+    now = int(time.time())
+    aired = now - 2000 * DAY // 3600 * 3600
+    show = trakt.add_show("Backdated", 2015, tmdb=TMDB, tvdb=TMDB + 1, seasons={})
+    for number in (1, 2):
+        trakt.add_episode(
+            show,
+            1,
+            number,
+            tvdb=TMDB * 10 + number,
+            runtime=45,
+            first_aired=iso(aired + number * 7 * DAY),
+        )
+    serializd.add_show(TMDB, "Backdated", seasons={1: 2})
+    watched = now - 200 * DAY // 3600 * 3600
+    trakt.add_history(show.seasons[1].episodes[1], iso(watched))
+    serializd.log_entry(None, TMDB, 1, 1, backdate=iso(watched))
+    path = _linked(tmp_path, trakt, serializd)
+    _sync(path, "--yes")
+    assert _held(trakt, serializd) == (Counter({(1, 1): 1}), Counter({(1, 1): 1}))
+    # Weeks later, both on the same day: logged on Serializd, added on trakt.tv.
+    seen = now - 100 * DAY // 3600 * 3600
+    serializd.log_entry(None, TMDB, 1, 2, backdate=iso(seen))
+    trakt.log_play(show.seasons[1].episodes[2], "released" if dated == "released" else iso(seen))
+    out = _sync(path, "--yes")
+    both = Counter({(1, 1): 1, (1, 2): 1})
+    assert _held(trakt, serializd) == (both, both), out
+    assert "add_play" not in out, out
+    out = _sync(path, "--yes", "--full")  # the daily full read: the plays pair still
+    assert _held(trakt, serializd) == (both, both), out
+    assert "add_play" not in out, out
+
+
+def test_a_play_the_link_copied_to_trakt_dated_back_is_no_cause_for_a_full_read(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    """A viewing logged on Serializd months back is copied to Trakt at its date: that write
+    of ours moves Trakt's history where a run does not look, and the next run knows it for
+    its own (reading Trakt's recent history only, as before)."""
+    trakt, serializd = start_fake(FakeTrakt()), start_fake(FakeSerializd())
+    now = int(time.time())
+    show = trakt.add_show("Copied", 2015, tmdb=TMDB, tvdb=TMDB + 1, seasons={})
+    for number in (1, 2):
+        trakt.add_episode(show, 1, number, tvdb=TMDB * 10 + number, runtime=45)
+    serializd.add_show(TMDB, "Copied", seasons={1: 2})
+    watched = now - 200 * DAY // 3600 * 3600
+    trakt.add_history(show.seasons[1].episodes[1], iso(watched))
+    serializd.log_entry(None, TMDB, 1, 1, backdate=iso(watched))
+    path = _linked(tmp_path, trakt, serializd)
+    _sync(path, "--yes")
+    serializd.log_entry(None, TMDB, 1, 2, backdate=iso(now - 100 * DAY))
+    out = _sync(path, "--yes")
+    assert _held(trakt, serializd)[0] == Counter({(1, 1): 1, (1, 2): 1}), out
+    full_reads = _full_reads(trakt)
+    out = _sync(path, "--yes")
+    assert _full_reads(trakt) == full_reads, out
+    assert _held(trakt, serializd) == (
+        Counter({(1, 1): 1, (1, 2): 1}),
+        Counter({(1, 1): 1, (1, 2): 1}),
+    ), out

@@ -4031,6 +4031,18 @@ class Store:
         it still expects, until the play is settled: see `prune`)."""
         return self.keys_by_delivery(profile, target, prefix)[0]
 
+    def plays_written_at(self, profile: str, target: str, since: float) -> float | None:
+        """When the last row adding or removing a play on `target` for `profile` (a link's or
+        a webhook's) was delivered, if one was at `since` or later: our own writes move the
+        target's activity stamps too."""
+        rows = self._query(
+            "SELECT max(updated_at) AS at FROM outbox WHERE profile = ? AND target = ?"
+            " AND status = 'done' AND action IN ('play', 'remove_play') AND updated_at >= ?",
+            (profile, target, since),
+        )
+        at = rows[0]["at"] if rows else None
+        return None if at is None else float(at)
+
     def keys_by_delivery(
         self, profile: str, target: str, prefix: str
     ) -> tuple[list[str], list[str]]:

@@ -716,6 +716,18 @@ async def _plan_profile(
     for r in readers:
         read_at[r.service] = clock()
         reads[r.service] = await r.read(profile, saved[r.service], baseline.get(r.service), full)
+    # A delta read that saw its side change where it does not look (`SideRead.missed`, a play
+    # backdated on Trakt): that side is read again in full now, before the plan would copy
+    # the other side's record of that viewing to it, and settled as a full read is.
+    whole = set(reads) if full else set()
+    for r in readers:
+        if not full and reads[r.service].missed and r.service in baseline:
+            add_rows[r.service] = await asyncio.to_thread(
+                _add_rows, store, profile, r.service, discarded
+            )
+            read_at[r.service] = clock()
+            reads[r.service] = await r.read(profile, saved[r.service], baseline[r.service], True)
+            whole.add(r.service)
     checked = await _check_accounts(config, store, name, profile, owed, baseline, reads, clock)
     if checked.started:
         baseline, holding = {}, False  # started over: as on a first run
@@ -728,7 +740,7 @@ async def _plan_profile(
     a, b = readers
     # The steps between the reads and the writes go over every play (at 100,000 plays each
     # takes ~0.1-0.5 s of CPU): on a thread, so that the event loop answers webhooks.
-    reads, baseline = await asyncio.to_thread(settled_reads, reads, baseline, add_rows, full)
+    reads, baseline = await asyncio.to_thread(settled_reads, reads, baseline, add_rows, whole)
     # The webhook plays on their way, as the plan leaves them out below (those waiting now
     # stay in `webhook_plays`, landed or not by then): a reader looks closer for none of them.
     aliases = {old: new for read in reads.values() for old, new in read.aliases.items()}
@@ -1468,16 +1480,16 @@ def settled_reads(
     reads: Mapping[str, SideRead],
     baseline: Mapping[str, Side],
     add_rows: Mapping[str, Callable[[Play], AddRow]],
-    full: bool,
+    full: Collection[str],
 ) -> tuple[dict[str, SideRead], dict[str, Side]]:
     """The reads without the expected plays a real play now stands for (`settle_expected`)
-    and, after full reads, the baseline and reads with the baseline's expected plays the
-    reads lack accounted for (`carry_expected`, by `add_rows`: what became of each play's
-    row, as taken before the reads)."""
+    and, for the sides read in full (`full`), the baseline and reads with the baseline's
+    expected plays the reads lack accounted for (`carry_expected`, by `add_rows`: what became
+    of each play's row, as taken before the read)."""
     settled = {s: replace(r, side=settle_expected(r.side)) for s, r in reads.items()}
     kept = dict(baseline)
-    if full:
-        for s, side in baseline.items():
+    for s, side in baseline.items():
+        if s in full:
             kept[s], read = carry_expected(side, settled[s].side, add_rows[s])
             settled[s] = replace(settled[s], side=read)
     return settled, kept

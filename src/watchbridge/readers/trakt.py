@@ -3,6 +3,9 @@
 History has no delete feed, so a delta read re-reads a rolling window (the last week, or since
 the previous read if that is older) and the plays of the baseline inside that window that are
 gone count as removed; older plays are kept from the baseline until the daily full read.
+When history moved and the window shows no play new or gone, the change lies further back (a
+play backdated on trakt.tv, an old one removed): unless it was a write of ours, the read says
+so (`SideRead.missed`) and the engine reads Trakt in full in that run (`unaccounted`).
 Ratings are re-read whole (one short listing) only when their activity stamp moved.
 
 Plays marked "watched on release date" (dated at their episode's air date + runtime) that a
@@ -52,6 +55,7 @@ from watchbridge.services.trakt import (
     TraktClient,
     TraktError,
     TraktItemError,
+    parse_iso,
 )
 from watchbridge.sides import (
     WatchedEpisode,
@@ -345,12 +349,15 @@ def watched_episodes_kept(cursors: Mapping[str, str]) -> dict[str, WatchedEpisod
 
 
 def _side_read(
-    saved: dict[str, str], side: Side, watched: Mapping[str, WatchedEpisode]
+    saved: dict[str, str],
+    side: Side,
+    watched: Mapping[str, WatchedEpisode],
+    missed: bool = False,
 ) -> SideRead:
     """The read, its cursors keeping the episodes watched lately for the next run."""
     saved = {**saved, RECENT_EPISODES: watched_episodes_json(watched)}
     aliases = trakt_episode_aliases(watched)
-    return SideRead(side, _again_if_unread(saved, side), aliases=aliases)
+    return SideRead(side, _again_if_unread(saved, side), aliases=aliases, missed=missed)
 
 
 def stamps(activities: Mapping[str, Any], types: tuple[str, ...]) -> dict[str, str]:
@@ -402,6 +409,34 @@ def delta_plays(
     plays = merge_history(baseline, trakt_side(history, ()), since)
     plays += unread_kept(history, baseline, Side(plays))
     return plays, unread_history(history)
+
+
+def unaccounted(baseline: Side, plays: Sequence[Play], since: float) -> bool:
+    """Whether a delta read's plays (`delta_plays`, read from `since`) show nothing that
+    accounts for Trakt's history having moved: no play new to the baseline, and none of the
+    baseline's from `since` on gone. Trakt's history then changed where the read does not
+    look: a play dated before `since` added (marked "watched on release date", dated by
+    hand, or of unknown date: none is listed by a read from a date), or one removed. Pure."""
+    records = {p.record for p in plays}
+    if records - {p.record for p in baseline.plays}:
+        return False
+    return not any(
+        p.at >= since and not p.record.startswith(EXPECTED) and p.record not in records
+        for p in baseline.plays
+    )
+
+
+def last_watched(activities: Mapping[str, Any], types: Sequence[str]) -> float | None:
+    """The latest `watched_at` activity stamp of `types` (when history last changed), None
+    when none can be read. Pure."""
+    found = []
+    for kind in types:
+        stamp = (activities.get(kind) or {}).get("watched_at")
+        try:
+            found.append(parse_iso(str(stamp)))
+        except (TypeError, ValueError):
+            continue
+    return max(found, default=None)
 
 
 def rated_side(
@@ -502,11 +537,14 @@ class TraktReader:
             return _side_read(saved, side, watched)
         plays = baseline.plays
         read: dict[str, WatchedEpisode] = {}
+        missed = False
         if moved["watched"] != cursors.get("watched"):
             since = delta_since(float(cursors["history_at"]), now)
             history = await self._history(profile, since)
             history, _ = await self._keyed_as_before(profile, now, history, [])
             plays, unread = await asyncio.to_thread(delta_plays, history, baseline, since)
+            if await asyncio.to_thread(unaccounted, baseline, plays, since):
+                missed = await self._not_ours(profile, float(cursors["history_at"]))
             read = await asyncio.to_thread(trakt_watched_episodes, history, lately)
             if unread:
                 _UNREAD_HISTORY.warning(("history", profile), unread, now, profile=profile)
@@ -521,7 +559,27 @@ class TraktReader:
         # With those kept from earlier reads: a run that reads no history (Trakt's unchanged,
         # the other side's not) has no others.
         watched = watched_lately(watched_episodes_kept(cursors), read, lately)
-        return _side_read(saved, side, watched)
+        return _side_read(saved, side, watched, missed)
+
+    async def _not_ours(self, profile: str, read_at: float) -> bool:
+        """Whether the last change of Trakt's history, which a delta read did not see
+        (`unaccounted`), was not a write of ours: none of our plays or removals was delivered
+        since the last read (`read_at`), or the last was before Trakt's stamp of that change.
+        Logged when so: the engine reads Trakt in full in this run (`SideRead.missed`)."""
+        if self.store is not None:
+            ours = await asyncio.to_thread(
+                self.store.plays_written_at, profile, self.service, read_at
+            )
+            changed = last_watched(self._activities.get(profile, {}), self.types)
+            if ours is not None and (changed is None or changed <= ours):
+                return False
+        log.info(
+            "Trakt's history changed outside the recent plays a run reads (a play dated "
+            "further back added, such as one marked 'watched on release date', or one "
+            "removed): reading it in full",
+            extra={"profile": profile},
+        )
+        return True
 
     async def _keyed_as_before(
         self,
