@@ -495,3 +495,50 @@ async def test_a_play_marked_watched_on_release_date_stands_for_the_viewing_the_
     plays = await refined(reading, Side())  # its partner gone: still the mark it was
     assert plays[E1] == UNDATED
     assert not [r for r in trakt.requests if r.path.startswith(("/shows", "/search"))]
+
+
+@pytest.mark.anyio
+async def test_an_episode_the_cached_air_dates_lack_is_asked_about_again_once(
+    trakt: FakeTrakt, client: TraktClient, store: Store
+) -> None:
+    """The show's air dates are kept a week: a season that airs after they were asked for,
+    and is marked "watched on release date" within that week, is not in them. Its episodes
+    are asked about again, once: an episode the new answer lacks too (Trakt gives it no air
+    date) is not asked about again at every run until the week is over."""
+    show = trakt.shows[0]
+    show.seasons[1].episodes[1].first_aired = "2008-01-20T02:00:00.000Z"
+    show.seasons[1].episodes[1].runtime = 47
+    trakt.add_history(show.seasons[1].episodes[1], "released")
+    now = time.time()
+    reading = TraktReader(client, ("episodes",), time.time, store)
+
+    async def refined(other: Side) -> dict[str, float]:
+        read = await reading.read("me", {}, None, full=True)
+        side = await reading.refine("me", read.side, other)
+        return {p.item: p.at for p in side.plays}
+
+    def asked() -> list[str]:
+        paths = [r.path for r in trakt.requests if r.path.startswith(("/shows", "/search"))]
+        trakt.requests.clear()
+        return paths
+
+    viewings = [Play(E1, now - 400 * DAY, "q1")]
+    assert (await refined(Side(tuple(viewings))))[E1] == UNDATED
+    assert asked() == [f"/shows/{show.trakt}/seasons"]
+    # Days later: season 2 has aired, its first episode is watched and marked on trakt.tv.
+    new = trakt.add_episode(show, 2, 1, runtime=50, first_aired=iso(now - 3 * DAY))
+    trakt.add_history(new, "released")
+    s2e1 = "episode:tmdb:1396:s2e1"
+    viewings.append(Play(s2e1, now - DAY, "q2"))
+    assert (await refined(Side(tuple(viewings))))[s2e1] == UNDATED  # a mark, not a viewing
+    assert asked() == [f"/shows/{show.trakt}/seasons"]
+    assert (await refined(Side(tuple(viewings))))[s2e1] == UNDATED
+    assert asked() == []  # in the answer kept
+    # An episode Trakt lists with no air date: asked about once more, then no more.
+    watched = (now - 100 * DAY) // 60 * 60
+    trakt.add_history(show.seasons[1].episodes[2], iso(watched))
+    viewings.append(Play(E2, now - 50 * DAY, "q3"))
+    assert (await refined(Side(tuple(viewings))))[E2] == watched  # a viewing of its own
+    assert asked() == [f"/shows/{show.trakt}/seasons"]
+    assert (await refined(Side(tuple(viewings))))[E2] == watched
+    assert asked() == []

@@ -10,9 +10,11 @@ from watchbridge.release_marks import (
     as_marks,
     cached_moments,
     found_marks,
+    missing_places,
     release_candidates,
     release_moments,
     second_marks,
+    to_cache,
 )
 from watchbridge.services.trakt import parse_seasons
 
@@ -113,3 +115,14 @@ def test_an_episode_without_a_runtime_is_told_by_any_minute_of_its_span() -> Non
         "s1e1": span,
         "s1e2": (RELEASED, RELEASED),
     }
+
+
+def test_a_kept_answer_lacking_an_episode_is_asked_again_once() -> None:
+    """Places a kept answer lacks are asked about again, unless that answer was asked about
+    them already and lacked them too (kept with it)."""
+    first = to_cache({"s1e1": (RELEASED, RELEASED)}, ["s1e1"])
+    assert first == {"s1e1": [RELEASED, RELEASED]}
+    assert missing_places(first, ["s1e1", "s2e1"]) == ["s2e1"]  # a season aired since
+    again = to_cache({"s1e1": (RELEASED, RELEASED)}, ["s1e1", "s2e1"])
+    assert missing_places(again, ["s1e1", "s2e1"]) == []
+    assert cached_moments(again) == {"s1e1": (RELEASED, RELEASED)}

@@ -26,7 +26,10 @@ A show whose season list cannot be had (Trakt failing on it, or answering it wit
 episodes of a candidate's season, trakt/trakt-api#799) decides nothing: its candidates and the
 other side's plays of their episodes are held (`Side.held`), neither copied nor taken for a
 mark, and asked about again at the next run; the other shows sync. A show held for longer than
-LOOKUP_TOLD_AFTER is told on the link's status line (`lookups_told`). Pure.
+LOOKUP_TOLD_AFTER is told on the link's status line (`lookups_told`). A show's answer is kept
+for a while (`to_cache`): an episode asked about that it lacks (a season aired since) has the
+show asked again, once (`missing_places`), the episodes the new answer lacks too kept with it.
+Pure.
 """
 
 from __future__ import annotations
@@ -46,6 +49,9 @@ Moments = Mapping[str, tuple[float, float]]  # place -> release moment: earliest
 # play marked `released` then is not documented (the air date alone, or with the show's
 # runtime), so any minute from its air date to this much after is taken for it.
 UNKNOWN_RUNTIME_SPAN = 3 * 3600.0
+# In a show's cached release moments: the places asked about that its answer did not list
+# (not aired yet, or no air date given), not asked about again while the answer is kept.
+UNLISTED = "unlisted"
 # A show whose lookup keeps failing is told on the link's status line after this long (a
 # Trakt outage of a day or two passes unsaid: its plays are copied or paired once it ends).
 LOOKUP_TOLD_AFTER = 3 * 86400.0
@@ -81,11 +87,42 @@ def cached_moments(cached: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
     """Release moments as cached: [earliest, latest] each, or one time (before the span)."""
     moments: dict[str, tuple[float, float]] = {}
     for key, value in cached.items():
+        if key == UNLISTED:
+            continue
         if isinstance(value, list | tuple) and len(value) == 2:
             moments[str(key)] = (float(value[0]), float(value[1]))
         elif isinstance(value, int | float):
             moments[str(key)] = (float(value), float(value))
     return moments
+
+
+def unlisted_before(cached: Mapping[str, Any]) -> set[str]:
+    """The places a show's cached answer was asked about and did not list (`UNLISTED`)."""
+    places = cached.get(UNLISTED)
+    return {str(p) for p in places} if isinstance(places, list) else set()
+
+
+def missing_places(cached: Mapping[str, Any], places: Collection[str]) -> list[str]:
+    """The `places` a show's cached release moments neither list nor were asked about before
+    (`unlisted_before`): a season aired after the answer was kept, worth asking again."""
+    listed, before = cached_moments(cached), unlisted_before(cached)
+    return sorted(p for p in places if p not in listed and p not in before)
+
+
+def to_cache(moments: Moments, places: Collection[str]) -> dict[str, Any]:
+    """A show's release moments as kept, with the `places` asked about that they lack."""
+    kept: dict[str, Any] = {key: list(value) for key, value in moments.items()}
+    unlisted = sorted(set(places) - set(moments))
+    return {**kept, UNLISTED: unlisted} if unlisted else kept
+
+
+def places_asked(candidates: Mapping[str, object]) -> dict[str, set[str]]:
+    """Show TMDB id -> the places of the candidates' episodes (`release_candidates`' keys)."""
+    asked: defaultdict[str, set[str]] = defaultdict(set)
+    for item in candidates:
+        if (named := show_of(item)) is not None:
+            asked[named[0]].add(named[1])
+    return dict(asked)
 
 
 def release_candidates(own: Side, other: Side) -> dict[str, tuple[list[Play], int]]:

@@ -10,7 +10,8 @@ Ratings are re-read whole (one short listing) only when their activity stamp mov
 
 Plays marked "watched on release date" (dated at their episode's air date + runtime) that a
 viewing on the other side is left waiting for are read undated (`release_marks`, `refine`):
-one request per show asked, its answer cached for a week.
+one request per show asked, its answer cached for a week (asked again once for an episode it
+lacks: a season aired since).
 """
 
 from __future__ import annotations
@@ -41,11 +42,15 @@ from watchbridge.release_marks import (
     found_marks,
     held_items,
     lookups_told,
+    missing_places,
+    places_asked,
     release_candidates,
     release_moments,
     seasons_asked,
     second_marks,
     show_of,
+    to_cache,
+    unlisted_before,
     unread_seasons,
 )
 from watchbridge.services.trakt import (
@@ -634,7 +639,7 @@ class TraktReader:
         kept = await asyncio.to_thread(store.mirror_get, self.service, profile, RELEASE_MARKS)
         own = as_marks(own, {record: float(at) for record, at in kept.items()})
         candidates = await asyncio.to_thread(release_candidates, own, other)
-        asked = seasons_asked(candidates)
+        asked, places = seasons_asked(candidates), places_asked(candidates)
         known = {}
         if asked:
             known = await asyncio.to_thread(store.mirror_get, self.service, profile, TMDB_IDS)
@@ -642,7 +647,9 @@ class TraktReader:
         failing: dict[str, str] = {}
         for show in sorted(asked):
             try:
-                moments[show] = await self._release_moments(show, known, asked[show])
+                moments[show] = await self._release_moments(
+                    show, known, asked[show], places.get(show, set())
+                )
             except (TraktError, Unavailable) as exc:
                 if not _lookup_failed(exc):
                     raise  # the account's or the pace's: the run stops as it would anyway
@@ -695,18 +702,26 @@ class TraktReader:
             )
 
     async def _release_moments(
-        self, tmdb: str, known: Mapping[str, Any], seasons: Collection[int] = ()
+        self,
+        tmdb: str,
+        known: Mapping[str, Any],
+        seasons: Collection[int] = (),
+        places: Collection[str] = (),
     ) -> Moments:
         """The release moments of the episodes of the show with TMDB id `tmdb` (cached): its
         season list, the show found by the Trakt id a read remembered (`TMDB_IDS`, else one
-        search). A show Trakt does not know has none. Raises TraktError when the list names
-        none of the episodes of one of `seasons` (trakt/trakt-api#799: nothing can be told
-        of their plays), and as the client raises."""
+        search). A show Trakt does not know has none. Asked again when the answer kept lacks
+        one of `places` it was not asked about before (a season aired since), once: the
+        places the new answer lacks too are kept with it (`to_cache`). Raises TraktError
+        when the list names none of the episodes of one of `seasons` (trakt/trakt-api#799:
+        nothing can be told of their plays), and as the client raises."""
         assert self.store is not None
         store, now = self.store, self.clock()
         hit, cached = await asyncio.to_thread(store.cache_get, RELEASES_CACHE, tmdb, now)
         if hit and isinstance(cached, dict):
-            return cached_moments(cached)
+            if not missing_places(cached, places):
+                return cached_moments(cached)
+            places = {*places, *unlisted_before(cached)}
         shows = [k[5:] for k, v in known.items() if k.startswith("show:") and str(v) == tmdb]
         trakt: int | str | None = next((s for s in shows if s.isdigit()), None)
         moments: dict[str, tuple[float, float]] = {}
@@ -728,7 +743,8 @@ class TraktReader:
                     return moments  # asked again next time: it may list them then
         except TraktItemError:
             pass  # no such show: nothing of it is a mark
-        await asyncio.to_thread(store.cache_put, RELEASES_CACHE, tmdb, moments, now, RELEASES_TTL)
+        kept = to_cache(moments, places)
+        await asyncio.to_thread(store.cache_put, RELEASES_CACHE, tmdb, kept, now, RELEASES_TTL)
         return moments
 
     async def aclose(self) -> None:
