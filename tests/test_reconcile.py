@@ -1085,6 +1085,31 @@ def test_two_viewings_each_on_its_way_are_neither_a_second_record() -> None:
     assert without_waiting(result, on_their_way).actions == ()
 
 
+def test_two_day_dated_logs_beside_a_play_on_its_way_are_two_viewings() -> None:
+    # Watched twice one day, each logged by hand in the Serializd app (dated by its midnight,
+    # logged apart that day); the webhook's play of the evening viewing waits to reach Trakt.
+    # That row stands for one of the logs; the other is the morning's viewing, no old tool's
+    # duplicate: copied now, and not told as held twice.
+    logged = {"s1": MIDNIGHT + 9 * 3600, "s2": MIDNIGHT + 21 * 3600}
+    current = {
+        "trakt": side(),
+        "serializd": Side(
+            plays=(Play(EP1, MIDNIGHT, "s1"), Play(EP1, MIDNIGHT, "s2")), logged=logged
+        ),
+    }
+    on_their_way = {("trakt", EP1): [MIDNIGHT + 20 * 3600]}
+    result = plan(TWO_WAY, current, current, on_their_way=on_their_way)
+    assert result.held_twice == {}
+    copies = without_waiting(result, on_their_way).actions
+    assert [(a.kind, a.target) for a in copies] == [("add_play", "trakt")]
+    # Logged within two minutes of each other, they are one viewing: its row is that record.
+    posted_twice = {"s1": MIDNIGHT + 9 * 3600, "s2": MIDNIGHT + 9 * 3600 + 60}
+    current["serializd"] = replace(current["serializd"], logged=posted_twice)
+    result = plan(TWO_WAY, current, current, on_their_way=on_their_way)
+    assert result.held_twice == {"serializd": 1}
+    assert without_waiting(result, on_their_way).actions == ()
+
+
 def test_a_viewing_three_minutes_after_one_on_its_way_is_still_copied() -> None:
     current = {"trakt": side(Play(EP1, WATCHED, "t1"), Play(EP1, WATCHED + 180, "t2"))}
     current["serializd"] = side()

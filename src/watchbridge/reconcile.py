@@ -1018,7 +1018,7 @@ def _plan_history(
         ]
         # A webhook's play on its way to the target stands for one of them: the others
         # within its minutes are that viewing's second records on this side.
-        seconds = _second_records_on_their_way(copied, target, on_their_way)
+        seconds = _second_records_on_their_way(copied, target, on_their_way, current[source].logged)
         if seconds:
             held_twice[source] += len(seconds)
         held = _read_plays_per_item(current[target].plays)
@@ -1072,13 +1072,17 @@ def _second_records(lonely: Iterable[Play], side: Side, partnered: Collection[st
 
 
 def _second_records_on_their_way(
-    plays: Sequence[Play], target: str, on_their_way: Mapping[tuple[str, str], Sequence[float]]
+    plays: Sequence[Play],
+    target: str,
+    on_their_way: Mapping[tuple[str, str], Sequence[float]],
+    logged: Mapping[str, float],
 ) -> set[str]:
-    """Records of `plays` (to be copied to `target`) within the duplicate window (`one_play`)
-    of one that a webhook's play on its way there stands for (`_carried`, as
-    `without_waiting` takes that one's copy out): one viewing recorded twice on their side
-    (an old tool's duplicate), which the target is to hold once, by that webhook's row, as it
-    would by one already there (`_second_records`). Dated plays only. Pure."""
+    """Records of `plays` (to be copied to `target`) within the duplicate window of one that
+    a webhook's play on its way there stands for (`_carried`, as `without_waiting` takes
+    that one's copy out), told by `recorded_twice` (`logged`: their side's `Side.logged`):
+    one viewing recorded twice on their side (an old tool's duplicate), which the target is
+    to hold once, by that webhook's row, as it would by one already there
+    (`_second_records`). Dated plays only. Pure."""
     carried = _carried([((target, p.item), p.at) for p in plays], on_their_way)
     if not carried:
         return set()
@@ -1088,7 +1092,7 @@ def _second_records_on_their_way(
         for n, p in enumerate(plays)
         if n not in carried
         and p.at != UNDATED
-        and any(one_play(p.at, o.at) for o in held.get(p.item, ()))
+        and any(recorded_twice(p, o, logged) for o in held.get(p.item, ()))
     }
 
 
