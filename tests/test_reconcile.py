@@ -1110,6 +1110,24 @@ def test_two_day_dated_logs_beside_a_play_on_its_way_are_two_viewings() -> None:
     assert without_waiting(result, on_their_way).actions == ()
 
 
+def test_a_play_on_its_way_stands_for_its_own_viewing_not_the_first_one_listed() -> None:
+    # Trakt: an old tool's late catch-up of last night's viewing (x1, and x2 a minute later)
+    # and this morning's scrobble (y); the webhook's play of this morning waits to reach
+    # Serializd, dated 90 s before y (Trakt dated the live stop on arrival). That row is
+    # y's viewing, the nearest, not x1 (the first within 36 hours): taken for x1, last
+    # night's viewing never reached Serializd (x2 held as its second record, x1 paired with
+    # the row's play the next run) and this morning's got there twice (the row and y's copy).
+    x1, x2 = Play(EP1, WATCHED, "x1"), Play(EP1, WATCHED + 60, "x2")
+    y = Play(EP1, WATCHED + 14 * 3600 + 90, "y")
+    current = {"trakt": side(x1, x2, y), "serializd": side()}
+    on_their_way = {("serializd", EP1): [WATCHED + 14 * 3600]}
+    result = plan(TWO_WAY, current, current, on_their_way=on_their_way)
+    copies = without_waiting(result, on_their_way).actions
+    assert "y" not in {a.source for a in copies}
+    assert "x1" in {a.source for a in copies}
+    assert result.held_twice == {}
+
+
 def test_a_viewing_three_minutes_after_one_on_its_way_is_still_copied() -> None:
     current = {"trakt": side(Play(EP1, WATCHED, "t1"), Play(EP1, WATCHED + 180, "t2"))}
     current["serializd"] = side()

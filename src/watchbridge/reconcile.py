@@ -727,24 +727,32 @@ def _carried(
 ) -> set[int]:
     """The indexes of `plays` ((target, item), time) that a webhook's play on its way
     (`waiting`, as `without_waiting` takes it) stands for: each waiting play the one of its
-    key within SAME_VIEWING, else the nearest within MATCH_WINDOW (an undated one: any one
-    left). Pure."""
-    left = {key: sorted(times) for key, times in waiting.items()}
+    key within SAME_VIEWING, else one within MATCH_WINDOW (an undated one: any one left),
+    nearest first, as `match_plays` pairs (not the first listed: a waiting play hours from
+    an older viewing and a minute from its own is its own). Pure."""
+    slots = [(key, t) for key, times in waiting.items() for t in sorted(times)]
+    of_key: defaultdict[tuple[str, str], list[int]] = defaultdict(list)
+    for s, (key, _) in enumerate(slots):
+        of_key[key].append(s)
+    free = set(range(len(slots)))
     taken: set[int] = set()
-    for n, (key, at) in enumerate(plays):
-        times = left.get(key) or []
-        same = min(times, key=lambda t: abs(t - at), default=None)
-        if same is not None and at != UNDATED and abs(same - at) < SAME_VIEWING:
-            times.remove(same)
-            taken.add(n)
-    for n, (key, at) in enumerate(plays):
-        times = left.get(key) or []
-        if n in taken or not times:
-            continue
-        near = [t for t in times if at == UNDATED or abs(t - at) <= MATCH_WINDOW]
-        if near:
-            times.remove(min(near, key=lambda t: abs(t - at)))
-            taken.add(n)
+    for same in (True, False):
+        near = sorted(
+            (abs(slots[s][1] - at) if at != UNDATED else float("inf"), n, s)
+            for n, (key, at) in enumerate(plays)
+            if n not in taken
+            for s in of_key.get(key, ())
+            if s in free
+            and (
+                at != UNDATED and abs(slots[s][1] - at) < SAME_VIEWING
+                if same
+                else at == UNDATED or abs(slots[s][1] - at) <= MATCH_WINDOW
+            )
+        )
+        for _, n, s in near:
+            if n not in taken and s in free:
+                taken.add(n)
+                free.discard(s)
     return taken
 
 
