@@ -24,6 +24,7 @@ from tests.fakes.serializd import ALICE, FakeSerializd, Review, iso
 from tests.harness import put_back, until
 from tests.test_delivery import AnotherProcessLocking
 from tests.test_disk_syncs import DiskSyncs, UnsyncedWrites
+from tests.test_sign_in_health import REFUSED_EXPIRY, metric, served
 from tests.unpaced import unpaced
 from watchbridge import serializdlist
 from watchbridge.accounts import AccountNotes
@@ -45,6 +46,7 @@ from watchbridge.services.serializd import (
     SerializdClient,
     SerializdUnavailable,
     host,
+    token_expiry,
 )
 from watchbridge.store import CLAIM_LEASE, UNKNOWN_OUTCOME, NewOutboxRow, OutboxItem
 from watchbridge.wiring import build_runtime, make_targets, serializd_client
@@ -798,6 +800,51 @@ async def test_a_write_refused_for_a_changed_password_is_not_said_to_have_maybe_
     (held,) = [r for r in waiting(runtime) if r["status"] == "pending"]
     assert "Serializd refused the email or password" in held["last_error"]
     assert not held["last_error"].startswith("unknown outcome"), held["last_error"]
+
+
+async def test_a_password_changed_on_serializd_reads_refused_everywhere_until_a_login_works(
+    runtime: Runtime,
+    worker: DeliveryWorker,
+    target: SerializdTarget,
+    fake: FakeSerializd,
+    clock: FakeClock,
+) -> None:
+    """The session ran out and the password was changed on serializd.com: the login refused
+    read "refused" with the old token's expiry beside it, months away: /api/status said
+    `refused: false`, the expiry metric counted down to that end and the page showed its
+    date, where a refused Trakt, AniList or pasted Serializd token reads refused everywhere."""
+    enqueue(runtime, "play", episode(4), clock() - 3600)
+    await drain(worker, runtime, clock, passes=1)
+    fake.expire_tokens()
+    fake.user.password = "changed on serializd.com"
+    enqueue(runtime, "play", episode(5), clock() - 600)
+    await drain(worker, runtime, clock, passes=1)
+    assert runtime.store.outbox_counts()["pending"] == 1  # held, not dropped
+
+    sign_ins, page, metrics = served(runtime.config, FakeClock(clock()))
+    (me,) = [s for s in sign_ins["me"] if s["service"] == "serializd"]
+    assert me["state"] == "refused" and me["refused"] is True
+    assert me["message"].startswith("Serializd refused the email or password at the last login")
+    assert metric(metrics, "watchbridge_sign_in_ok", "serializd", "me") == 0.0
+    assert metric(metrics, "watchbridge_sign_in_expiry_seconds", "serializd", "me") == 0.0
+    row = '<td>me</td><td>serializd</td><td><span class="bad">refused</span></td>'
+    assert f"{row}<td>{REFUSED_EXPIRY}</td>" in page
+
+    # The new password put into the config, the restarted service's next request logs in.
+    fake.user.password = "new"
+    target.client.accounts["me"] = SerializdAccount(EMAIL, Secret("new"))
+    clock.advance(60)  # long before the refusal's 6 hours are over
+    assert len(await target.client.diary("me")) == 1  # the old token refused, a login
+    sign_ins, page, metrics = served(runtime.config, FakeClock(clock()))
+    (me,) = [s for s in sign_ins["me"] if s["service"] == "serializd"]
+    assert (me["state"], me["refused"]) == ("ok", False)
+    assert metric(metrics, "watchbridge_sign_in_ok", "serializd", "me") == 1.0
+    newest = max(fake.tokens.values(), key=lambda t: t.expires_at)
+    claim = token_expiry(newest.value)  # the new token's own, not the one refused
+    assert claim is not None and claim > clock() + 300 * DAY
+    left = metric(metrics, "watchbridge_sign_in_expiry_seconds", "serializd", "me")
+    assert left == round(claim - clock())
+    assert REFUSED_EXPIRY not in page
 
 
 def waiting(runtime: Runtime) -> list[dict[str, Any]]:

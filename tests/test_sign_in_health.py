@@ -405,6 +405,8 @@ def test_a_serializd_login_refused_says_so_and_one_that_works_is_ok() -> None:
     pasted = Facts("me", "serializd", stored, configured="me@x.org ")  # a space pasted after it
     states = sign_in_states([refused, fine, first, same, moved, pasted], NOW)
     assert [s.state for s in states] == ["refused", "ok", "not_tried", "ok", "not_tried", "ok"]
+    assert [s.token_refused for s in states] == [True, False, False, False, False, False]
+    assert states[0].works_until(NOW) == NOW  # no time left, as a refused token's
     assert states[1].expires_at == NOW + DAY
     assert "changed since the last login" in states[4].message
     assert all("jwt" not in s.message for s in states)

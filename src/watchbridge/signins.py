@@ -15,7 +15,9 @@ went through, or a Serializd token pasted into the config that Serializd's check
 (`services.refusals`: revoked, the app removed, signed out), is `refused` while it is
 still the token in use, whether a delivery or a link's sync met the refusal (a link's own
 reads and writes queue nothing that could wait): a new sign-in, or a request with it that goes
-through (a delivery, a link's read), ends it.
+through (a delivery, a link's read), ends it. A Serializd login with email and password that
+Serializd refused (the password changed on its website) is `refused` the same way, with the
+same flag (`SignIn.token_refused`), until a login goes through.
 
 A sign-in watchbridge has not used yet (a Serializd password before its first login, a token
 or refresh token pasted into the config before its first request) is `not_tried`: whether
@@ -96,8 +98,9 @@ class SignIn:
     refresh_due: bool | None = None  # Trakt: past its refresh point (75 % of its life)
     last_refresh: str | None = None  # Trakt: "ok", "refused" or "unreachable", if one was tried
     last_refresh_at: float | None = None
-    # The service refuses the access token itself (revoked, the app removed): its expiry,
-    # perhaps months away, no longer says how long it works.
+    # The service refuses the access token itself (revoked, the app removed), or Serializd
+    # the login that would replace it: its expiry, perhaps months away, no longer says how
+    # long it works.
     token_refused: bool = False
 
     @property
@@ -326,7 +329,11 @@ def _serializd(fact: Facts, now: float) -> SignIn:
     expires = data.get("expires_at")
     expires_at = float(expires) if isinstance(expires, int | float) else None
     if fact.refused is not None:
-        return SignIn(fact.profile, "serializd", "refused", expires_at, fact.refused)
+        # A login is only tried once the stored token is no use (run out, or refused): its
+        # expiry, perhaps months away, no longer says how long it works.
+        return SignIn(
+            fact.profile, "serializd", "refused", expires_at, fact.refused, token_refused=True
+        )
     first_used = f"first used {FIRST_USED.format(service='Serializd')}"
     if not data.get("token"):
         return SignIn(
