@@ -89,7 +89,7 @@ profiles:
 def config(
     tmp_path: Path, trakt: FakeTrakt, anilist: FakeAniList, now: FakeClock
 ) -> Iterator[Config]:
-    token = anilist.issue_token(lifetime=now() + 10 * DAY - anilist.now())  # 10 days left
+    token = anilist.issue_token(lifetime=10 * DAY, at=now())  # 10 days left
     made = config_for(tmp_path, trakt, anilist, token)
     runtime = build_runtime(made, clock=now)
     runtime.open()
@@ -177,8 +177,9 @@ def test_a_fresh_trakt_sign_in_and_an_anilist_one_ending_in_ten_days(
         TOKEN_LIFE, abs=5
     )
     assert metric(metrics, "watchbridge_sign_in_ok", "anilist", "fan") == 0.0
+    # Issued at the test's clock; its `exp` is whole seconds.
     assert metric(metrics, "watchbridge_sign_in_expiry_seconds", "anilist", "fan") == pytest.approx(
-        10 * DAY, abs=5
+        10 * DAY, abs=1
     )
     assert 'service="plex"' not in metrics
 
@@ -478,7 +479,7 @@ async def test_an_anilist_token_refused_at_delivery_reads_refused_until_signed_i
 
     anilist.limit = anilist.burst_limit = 100_000
     anilist.add_media(ANIME, episodes=12)
-    config = config_for(tmp_path, trakt, anilist, anilist.issue_token(lifetime=300 * DAY))
+    config = config_for(tmp_path, trakt, anilist, anilist.issue_token(lifetime=300 * DAY, at=now()))
     runtime = build_runtime(config, clock=now)
     runtime.open()
 
@@ -528,16 +529,17 @@ async def test_an_anilist_token_refused_at_delivery_reads_refused_until_signed_i
         assert_no_token(trakt, anilist, str(sign_ins), page, metrics, shown)
 
         # `watchbridge auth anilist` again: the held row is still flagged until it is tried,
-        # but the refusal was of the old token.
+        # but the refusal was of the old token. Issued at the test's clock, which stood still
+        # while the deliveries above took their (real) time.
         await anilist_client(config, runtime.store, now).use_token(
-            "fan", anilist.issue_token(lifetime=300 * DAY)
+            "fan", anilist.issue_token(lifetime=300 * DAY, at=now())
         )
         assert runtime.store.waits_for_sign_in("anilist", "fan")
         sign_ins, _, metrics = served(config, now)
         assert [s["state"] for s in sign_ins["fan"]] == ["ok"]
         assert metric(metrics, "watchbridge_sign_in_ok", "anilist", "fan") == 1.0
         assert metric(metrics, "watchbridge_sign_in_expiry_seconds", "anilist", "fan") == (
-            pytest.approx(300 * DAY, abs=5)
+            pytest.approx(300 * DAY, abs=1)  # its `exp`: whole seconds
         )
     finally:
         await target.aclose()

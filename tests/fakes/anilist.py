@@ -282,11 +282,15 @@ class FakeAniList(FakeServer):
     def user(self, user_id: int | None = None) -> User:
         return self.users[user_id] if user_id is not None else self.viewer
 
-    def issue_token(self, user: User | None = None, lifetime: float = YEAR) -> str:
-        """A token for ``user`` (default: the viewer), as `watchbridge auth anilist` gets."""
+    def issue_token(
+        self, user: User | None = None, lifetime: float = YEAR, *, at: float | None = None
+    ) -> str:
+        """A token for ``user`` (default: the viewer), as `watchbridge auth anilist` gets,
+        issued at ``at`` (a test's own clock: its expiry then does not drift with the time
+        the test took to get there), else at ``now()``."""
         with self.lock:
             user = user or self.viewer
-            expires = self.now() + lifetime
+            expires = (self.now() if at is None else at) + lifetime
             token = jwt({"aud": CLIENT_ID, "sub": str(user.id), "exp": int(expires)})
             self.tokens[token] = Token(user, expires)
             return token
