@@ -30,6 +30,7 @@ from tests.harness import AppThread, free_port, sign_in_trakt, wait_for, watchbr
 from tests.ingest_samples import sample_json
 from tests.test_webhooks_e2e import plex_multipart
 from tests.unpaced import unpaced
+from watchbridge.app import Runtime
 from watchbridge.config import load_config
 from watchbridge.wiring import build_app, build_runtime
 
@@ -68,8 +69,9 @@ class Home:
         trakt: FakeTrakt,
         serializd: FakeSerializd,
         anilist: FakeAniList,
+        runtime: Runtime | None = None,
     ) -> None:
-        self.app, self.db, self.config = app, db, config
+        self.app, self.db, self.config, self.runtime = app, db, config, runtime
         self.trakt, self.serializd, self.anilist = trakt, serializd, anilist
 
     def plex(self, payload: dict[str, Any]) -> dict[str, Any]:
@@ -139,10 +141,14 @@ def tautulli(sample: str, user_id: str | int, username: str, **fields: Any) -> d
 
 @contextlib.contextmanager
 def open_home(
-    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer], users: dict[str, str]
+    tmp_path: Path,
+    start_fake: Callable[[FakeServer], FakeServer],
+    users: dict[str, str],
+    extra: str = "",
 ) -> Iterator[Home]:
     """The household's config with each profile's `users` as given (YAML, with any further
-    profile key on lines of its own after it), its services on the fakes, the app running."""
+    profile key on lines of its own after it) and `extra` top-level YAML lines, its services
+    on the fakes, the app running."""
     trakt, serializd = start_fake(FakeTrakt()), start_fake(FakeSerializd())
     anilist, lists = start_fake(FakeAniList()), start_fake(FakeDatasets())
     assert isinstance(trakt, FakeTrakt) and isinstance(serializd, FakeSerializd)
@@ -161,6 +167,7 @@ def open_home(
     path.write_text(
         f"server: {{host: 127.0.0.1, port: {free_port()}, webhook_secret: {SECRET}}}\n"
         f"storage: {{path: {tmp_path / 'wb.db'}}}\n"
+        f"{extra}"
         "services:\n"
         f'  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}\n'
         f'  anilist:\n    api_url: "{anilist.url}"\n    auth_url: "{anilist.auth_url}"\n'
@@ -179,7 +186,8 @@ def open_home(
     runtime = build_runtime(load_config(path, {}))
     with AppThread(build_app(runtime)) as app:
         sign_in_trakt(runtime.store, trakt, "alex", now=time.time())
-        yield Home(app, Path(runtime.config.storage.path), path, trakt, serializd, anilist)
+        db = Path(runtime.config.storage.path)
+        yield Home(app, db, path, trakt, serializd, anilist, runtime)
 
 
 @pytest.fixture(autouse=True)

@@ -1231,6 +1231,20 @@ async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
             }
             for u in page.unlisted
         ],
+        # People listed for Plex's own webhook whose plays it did not send, taken from
+        # Tautulli's reports (forplex.py): the config line that lists them for Tautulli's.
+        "not_sent_by_plex": [
+            {
+                "profile": one.profile,
+                "server": one.server,
+                "account_id": one.account_id,
+                "name": one.name,
+                "plays": plays,
+                "last_at": one.received_at,
+                "line": one.line(runtime.config),
+            }
+            for one, plays in page.not_sent_by_plex
+        ],
         # Accounts no profile lists whose webhooks the default profile takes (defaulted.py):
         # the config line that lists each there, and its `unlisted_account` alert.
         "default_profile_accounts": [

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import click
 
-from watchbridge import __version__
+from watchbridge import __version__, forplex
 from watchbridge import queuewords as words
 from watchbridge.config import (
     SECRET_IN_HEADER_ONLY,
@@ -537,6 +537,7 @@ def status(config_path: str | None) -> None:
         catch_up = status_lines(config, store, time.time())
         unlisted = store.unlisted_accounts()
         taken_in = store.defaulted_accounts()
+        not_by_plex = forplex.people(store.for_plex(forplex.TAKEN))
         unsent = not_sent_yet(store, config.alerts, time.time()) if config.alerts.urls else []
         account_names = _account_names(store, state.cursors)
         lookups = lookups_waiting(config, store, time.time())
@@ -590,6 +591,8 @@ def status(config_path: str | None) -> None:
             f"unlisted:      {seen.source} account {seen.label}{server}: {counted},"
             f" last {_when(seen.last_at)}; {fix}"
         )
+    for person, plays in not_by_plex:  # as the status page lists them (forplex.py)
+        _say(f"not by plex:   {forplex.status_line(person, plays, config)}")
     for seen in taken_in:  # as the status page lists them
         server = f" on {seen.server_shown}" if seen.server else ""
         counted = f"{seen.webhooks} webhook(s), {seen.plays} play(s)"

@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-from watchbridge import beside, defaulted, unlisted
+from watchbridge import beside, defaulted, forplex, unlisted
 from watchbridge.accounts import send_account_alerts
 from watchbridge.alerts import DISABLED, SENT
 from watchbridge.anime_data import MISSING_KEY
@@ -29,7 +29,7 @@ from watchbridge.config import service_title
 from watchbridge.deliver.worker import ENDING, SERVICE_ROLE, ending_title
 from watchbridge.downtime import ALIVE_EVERY
 from watchbridge.http import Unavailable
-from watchbridge.model import Account, MediaEvent, MediaRef, Source
+from watchbridge.model import Accepted, Account, MediaEvent, MediaRef, Source
 from watchbridge.servelock import Holder
 from watchbridge.storagefault import STORAGE_ALERT
 from watchbridge.store import CLAIM_LEASE, KEEP_MARKS
@@ -81,6 +81,7 @@ class Maintenance:
                     told = runtime.beside
                     other = await asyncio.to_thread(runtime.noted_alive)
                     await tell_beside(runtime, told, other)
+                    await _released_for_plex(runtime)
                 if kept_at is None or time.monotonic() - kept_at >= EVERY:
                     kept_at = time.monotonic()
                     await housekeeping(runtime, trakt, stop)  # sends the alerts owed too
@@ -98,6 +99,16 @@ class Maintenance:
             notifier.call_when_owed(None)
             if trakt is not None:
                 await trakt.aclose()
+
+
+async def _released_for_plex(runtime: Runtime) -> None:
+    """`release_for_plex` at every note of being alive: a play Plex's webhook did not send
+    is taken minutes after forplex.GRACE, not at the next hourly round."""
+    try:
+        await release_for_plex(runtime)
+    except Exception as exc:  # the note and the housekeeping go on regardless
+        log.warning("tautulli-for-plex failed: %s", type(exc).__name__)
+        runtime.metrics.background_errors.labels("tautulli-for-plex").inc()
 
 
 async def _woken(stop: asyncio.Event, owed: asyncio.Event, timeout: float) -> None:
@@ -160,6 +171,7 @@ async def housekeeping(
         (reclaim_space, "reclaim-space"),
         (resend_failed_alerts, "alerts-resend"),
         (send_account_alerts_owed, "account-alerts"),
+        (release_for_plex, "tautulli-for-plex"),
         (check_unlisted_accounts, "unlisted-accounts-check"),
         (check_defaulted_accounts, "defaulted-accounts-check"),
         (renew_trakt_sign_ins, "trakt-token-refresh"),
@@ -239,6 +251,80 @@ async def check_unlisted_accounts(runtime: Runtime) -> None:
         elif active <= one.active:
             continue
         await asyncio.to_thread(store.note_unlisted, replace(one, active=one.active | active))
+
+
+async def release_for_plex(runtime: Runtime) -> None:
+    """Tautulli's reports kept for Plex's own webhook (forplex.py), once forplex.GRACE has
+    passed: dropped where Plex's webhook told of the same item for that profile, else taken
+    for it (dated when Tautulli reported it), with one `unlisted_account` alert per person
+    and server; that alert resolved once the config takes Tautulli's reports of them, or
+    Plex's webhook is seen sending their plays."""
+    from watchbridge.ingest import parse
+    from watchbridge.webhooks import ingest_job, route_for
+
+    store, notifier, config = runtime.store, runtime.notifier, runtime.config
+    now = runtime.clock()
+    kept = await asyncio.to_thread(store.for_plex)
+    if not kept:
+        return
+    ids = runtime.account_ids
+    taken: dict[str, tuple[forplex.ForPlex, int]] = {}  # alert key -> a report, plays taken
+    sent: set[str] = set()  # alert keys of people Plex's webhook is seen sending for
+    new: set[str] = set()  # alert keys of people with a report taken this round
+    over: dict[str, forplex.ForPlex] = {}  # alert keys the config takes Tautulli's for now
+    for one in kept:
+        result = parse("tautulli", one.body.encode(), "application/json")
+        accepted = result if isinstance(result, Accepted) else None
+        events = accepted.events if accepted is not None else ()
+        document = accepted.document if accepted is not None else None
+        routes = [route_for(config, event, ids.known, ids.names) for event in events]
+        if one.state == forplex.TAKEN:
+            if any(route.profile is not None for route in routes):
+                over[one.key] = one
+            else:
+                plays = taken.get(one.key, (one, 0))[1]
+                taken[one.key] = (one, plays + 1)
+            continue
+        if now - one.received_at < forplex.GRACE:
+            continue
+        since = one.received_at - forplex.LOOKBACK
+        plex_sent = await asyncio.to_thread(
+            store.sent_by_plex, one.profile, one.server, one.item, since
+        )
+        if plex_sent or one.profile not in config.profiles or not events:
+            if plex_sent:
+                sent.add(one.key)
+            await asyncio.to_thread(store.settle_for_plex, one, None)
+            continue
+        jobs = [
+            ingest_job(runtime, one.profile, event, document, server=one.server,
+                       dated=one.received_at)
+            for event in events
+        ]  # fmt: skip
+        if await runtime.writer.write_all(jobs):
+            for wake in runtime.on_enqueued:
+                wake()
+        await asyncio.to_thread(store.settle_for_plex, one, forplex.TAKEN)
+        log.warning(
+            "Plex's own webhook did not send a play Tautulli reported: taken from Tautulli's",
+            extra={"profile": one.profile, "account": one.label, "fix": one.fix(config)},
+        )
+        plays = taken.get(one.key, (one, 0))[1]
+        taken[one.key] = (one, plays + 1)
+        new.add(one.key)
+    for key, one in over.items():
+        taken.pop(key, None)
+        await notifier.resolve(forplex.ALERT_KIND, forplex.listed_now(one), key=key)
+        await asyncio.to_thread(store.forget_for_plex, one)
+    for key, (one, plays) in taken.items():
+        if key in sent:  # Plex's webhook sends their plays now (Plex Pass back)
+            await notifier.resolve(forplex.ALERT_KIND, forplex.sent_now(one), key=key)
+            await asyncio.to_thread(store.forget_for_plex, one)
+            continue
+        if key not in new:
+            continue  # told already: its count grows with the next one taken
+        body = forplex.alert_body(one, plays, config)
+        await notifier.notify(forplex.ALERT_KIND, forplex.title(one), body, key=key)
 
 
 async def check_defaulted_accounts(runtime: Runtime) -> None:

@@ -30,7 +30,7 @@ from litestar.exceptions import HTTPException, PermissionDeniedException, Valida
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromQuery
 
-from watchbridge import __version__, defaulted
+from watchbridge import __version__, defaulted, forplex
 from watchbridge import queuewords as words
 from watchbridge.account_ids import NewId, NewIdSighting, Renamed, RenameSighting
 from watchbridge.alerts import Health
@@ -46,6 +46,7 @@ from watchbridge.catchupstatus import CatchUpLine, server_name, status_lines
 from watchbridge.config import Config, Link, copied_nowhere
 from watchbridge.deadletters import retry_dead_letters
 from watchbridge.defaulted import KEEP as DEFAULTED_KEEP
+from watchbridge.forplex import ForPlex
 from watchbridge.homeassistant import (
     COMMANDS_HELP,
     HomeAssistantApp,
@@ -93,6 +94,8 @@ class PageState:
     unlisted: Sequence[Unlisted] = ()
     # Accounts no profile lists whose webhooks the default profile takes (defaulted.py).
     defaulted: Sequence[Unlisted] = ()
+    # People listed for Plex's own webhook whose plays were taken from Tautulli's (forplex.py).
+    not_sent_by_plex: Sequence[tuple[ForPlex, int]] = ()
     # What this start told of the time the service was away.
     downtime: str | None = None
     # Plex servers reported twice to a profile.
@@ -154,6 +157,7 @@ async def page_state(runtime: Runtime, now: float) -> PageState:
     catch_up = await asyncio.to_thread(status_lines, config, runtime.store, now)
     unlisted = await asyncio.to_thread(runtime.store.unlisted_accounts)
     taken_in = await asyncio.to_thread(runtime.store.defaulted_accounts)
+    for_plex = await asyncio.to_thread(runtime.store.for_plex, forplex.TAKEN)
     lookups = await asyncio.to_thread(lookups_waiting, config, runtime.store, now)
     return PageState(
         config=config,
@@ -161,6 +165,7 @@ async def page_state(runtime: Runtime, now: float) -> PageState:
         sign_ins=sign_ins,
         unlisted=unlisted,
         defaulted=taken_in,
+        not_sent_by_plex=forplex.people(for_plex),
         downtime=runtime.downtime,
         doublings=runtime.senders.recent(now),
         refused=runtime.refused.recent(),
@@ -518,7 +523,8 @@ def render(state: PageState, now: float) -> str:
         + _renamed(state.renamed, now)
         + _new_ids(state.new_ids, now)
         + _unlisted(state.config, state.unlisted, now)
-        + _defaulted(state.config, state.defaulted, now),
+        + _defaulted(state.config, state.defaulted, now)
+        + _not_sent_by_plex(state.config, state.not_sent_by_plex, now),
     ]
     # While a code waits to be entered, the page looks again by itself to tell when it was.
     waiting = any(one.running for one in state.signing_in)
@@ -1254,6 +1260,30 @@ def _defaulted(config: Config, taken: Sequence[Unlisted], now: float) -> str:
     return f"<p>{DEFAULTED_INTRO}:</p>" + _table(
         ("source", "account", "goes to", "webhooks", "plays", "last", "what to do"), rows
     )
+
+
+def _not_sent_by_plex(config: Config, taken: Sequence[tuple[ForPlex, int]], now: float) -> str:
+    if not taken:
+        return ""
+    rows = [
+        (
+            _e(f"{one.label} on {one.server_shown}"),
+            _e(one.profile),
+            str(plays),
+            _age(one.received_at, now),
+            _e(one.fix(config)),
+        )
+        for one, plays in taken
+    ]
+    return f"<p>{NOT_SENT_BY_PLEX_INTRO}:</p>" + _table(
+        ("account", "profile", "plays", "last", "what to do"), rows
+    )
+
+
+NOT_SENT_BY_PLEX_INTRO = (
+    "Listed under users.plex, but Plex's own webhook sent none of their plays (no Plex Pass?):"
+    f" taken from Tautulli's reports, {forplex.GRACE / 60:.0f} minutes late"
+)
 
 
 DEFAULTED_INTRO = (

@@ -35,6 +35,9 @@ from watchbridge.clocksteps import Reading, Step
 from watchbridge.defaulted import KEEP as DEFAULTED_KEPT
 from watchbridge.errors import StoreError
 from watchbridge.filesystems import read_mountinfo, shared_filesystem_warning
+from watchbridge.forplex import KEEP as FOR_PLEX_KEPT
+from watchbridge.forplex import TAKEN as FOR_PLEX_TAKEN
+from watchbridge.forplex import ForPlex
 from watchbridge.lastwebhooks import SERVERS_KEPT, LastWebhook
 from watchbridge.logs import masked_as_logged
 from watchbridge.model import ref_from_dict
@@ -880,6 +883,29 @@ def m035_catch_up_dates(db: sqlite_utils.Database) -> None:
     # apply again, as the newest migration must be (tests/test_serve_lock.py).
     if "played_at" not in db["catch_up_counts"].columns_dict:
         db.execute("ALTER TABLE catch_up_counts ADD COLUMN played_at REAL")
+
+
+@migrations()
+def m036_tautulli_for_plex(db: sqlite_utils.Database) -> None:
+    # Tautulli's reports of plays of people a profile lists under users.plex (forplex.py):
+    # kept until Plex's own webhook is seen to send the same play, or taken in its stead
+    # after forplex.GRACE (without Plex Pass Plex sends no webhook); those taken stay, for
+    # the status, until forplex.KEEP. Safe to apply again, as the newest migration must be
+    # (tests/test_serve_lock.py).
+    db.execute(
+        """CREATE TABLE IF NOT EXISTS tautulli_for_plex (
+            id INTEGER PRIMARY KEY,
+            profile TEXT NOT NULL,
+            server TEXT NOT NULL,
+            account TEXT NOT NULL,
+            account_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            item TEXT NOT NULL,
+            received_at REAL NOT NULL,
+            body TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT ''
+        )"""
+    )
 
 
 def _batch(due: Sequence[sqlite3.Row], alone: bool) -> list[int]:
@@ -3081,6 +3107,7 @@ class Store:
         keep_tautulli_servers: float = TAUTULLI_SERVER_LAPSES,
         keep_unlisted: float = UNLISTED_KEPT,
         keep_defaulted: float = DEFAULTED_KEPT,
+        keep_for_plex: float = FOR_PLEX_KEPT,
     ) -> dict[str, int]:
         """Forget delivered rows and their events after `keep_done` seconds, idle playback
         sessions after `keep_sessions` (items' marks sessions, which say an item was watched,
@@ -3154,6 +3181,10 @@ class Store:
             defaulted = conn.execute(
                 "DELETE FROM defaulted_accounts WHERE last_at < ?", (now - keep_defaulted,)
             ).rowcount
+            for_plex = conn.execute(
+                "DELETE FROM tautulli_for_plex WHERE state = ? AND received_at < ?",
+                (FOR_PLEX_TAKEN, now - keep_for_plex),
+            ).rowcount
             lapsed = conn.execute(
                 "DELETE FROM tautulli_servers WHERE seen_at < ?", (now - keep_tautulli_servers,)
             ).rowcount
@@ -3172,6 +3203,7 @@ class Store:
             "webhook_servers": webhook_servers,
             "unlisted_accounts": unlisted,
             "defaulted_accounts": defaulted,
+            "tautulli_for_plex": for_plex,
         }
 
     def reclaim_space(
@@ -4967,6 +4999,62 @@ class Store:
             conn.execute(
                 "DELETE FROM defaulted_accounts WHERE source = ? AND server = ? AND account = ?",
                 (defaulted.source, defaulted.server, defaulted.account),
+            )
+
+    def keep_for_plex(self, kept: Sequence[ForPlex]) -> None:
+        """Keep Tautulli's reports of plays Plex's own webhook should send (forplex.py),
+        before they are answered."""
+        with self.transaction() as conn:
+            conn.executemany(
+                "INSERT INTO tautulli_for_plex (profile, server, account, account_id, name,"
+                " item, received_at, body, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (k.profile, k.server, k.account, k.account_id, k.name, k.item,
+                     k.received_at, k.body, k.state)
+                    for k in kept
+                ],
+            )  # fmt: skip
+
+    def for_plex(self, state: str | None = None) -> list[ForPlex]:
+        """The reports kept for Plex's webhook (of `state` alone, when given), oldest first."""
+        where, params = ("WHERE state = ?", (state,)) if state is not None else ("", ())
+        rows = self._query(
+            f"SELECT * FROM tautulli_for_plex {where} ORDER BY received_at, id", params
+        )
+        return [
+            ForPlex(
+                row["id"], row["profile"], row["server"], row["account"], row["account_id"],
+                row["name"], row["item"], row["received_at"], row["body"], row["state"],
+            )
+            for row in rows
+        ]  # fmt: skip
+
+    def sent_by_plex(self, profile: str, server: str, item: str, since: float) -> bool:
+        """Whether Plex's own webhook told of `item` (its rating key) on `server` ("": any)
+        for `profile` since `since`."""
+        rows = self._query(
+            "SELECT 1 FROM events WHERE source = 'plex' AND profile = ? AND received_at >= ?"
+            " AND json_extract(payload, '$.item.source_key') = ?"
+            f" AND (? = '' OR {_EVENT_SERVER} = ?) LIMIT 1",
+            (profile, since, item, server, server),
+        )
+        return bool(rows)
+
+    def settle_for_plex(self, one: ForPlex, state: str | None) -> None:
+        """A kept report taken (`state` TAKEN, kept for the status) or dropped (None)."""
+        with self.transaction() as conn:
+            if state is None:
+                conn.execute("DELETE FROM tautulli_for_plex WHERE id = ?", (one.id,))
+            else:
+                conn.execute("UPDATE tautulli_for_plex SET state = ? WHERE id = ?", (state, one.id))
+
+    def forget_for_plex(self, one: ForPlex) -> None:
+        """Forget the reports taken of `one`'s person and server (their alert is over)."""
+        with self.transaction() as conn:
+            conn.execute(
+                "DELETE FROM tautulli_for_plex WHERE state = ? AND profile = ? AND server = ?"
+                " AND account = ?",
+                (FOR_PLEX_TAKEN, one.profile, one.server, one.account),
             )
 
     def last_from_server(self, source: str, server: str) -> dict[str, float]:

@@ -22,7 +22,7 @@ from litestar import asgi
 from litestar.enums import ScopeType
 from litestar.types import Receive, Scope, Send
 
-from watchbridge import storagewatch, webhookwatch
+from watchbridge import forplex, storagewatch, webhookwatch
 from watchbridge.account_ids import (
     KEPT,
     PLEX_OWNER,
@@ -44,6 +44,7 @@ from watchbridge.config import (
     targets_for,
 )
 from watchbridge.errors import StoreError
+from watchbridge.forplex import ForPlex
 from watchbridge.homeassistant import HomeAssistantApp
 from watchbridge.ingest import generic, parse
 from watchbridge.ingest.body import payload_head
@@ -147,6 +148,11 @@ SENT_BY: dict[Source, str] = {
         "users.tautulli: Plex's report of them is not needed"
     ),
 }
+# The answer to Tautulli's report of a play kept in case Plex's webhook does not send it.
+SENT_BY_PLEX_KEPT = (
+    f"{SENT_BY['plex']}; a play is kept and taken from this report should Plex's webhook not"
+    f" tell of it within {forplex.GRACE / 60:.0f} minutes (without Plex Pass it sends none)"
+)
 NO_IDS: Mapping[Key, Learnt] = {}
 NO_NAMES: Mapping[NameKey, tuple[Key, Learnt]] = {}
 
@@ -880,6 +886,7 @@ async def _webhook(
         return
     unmapped = sent_by = 0
     unmapped_played = False
+    for_plex: list[ForPlex] = []  # Tautulli's plays of people listed for Plex's webhook
     known, names = runtime.account_ids.known, runtime.account_ids.names
     taken: list[tuple[MediaEvent, str, str]] = []  # each event its route takes: profile, server
     learnt: list[tuple[Key, Learnt]] = []
@@ -896,6 +903,8 @@ async def _webhook(
             _account_seen(runtime, route)
         name = route.profile
         if name is None:
+            if route.sent_by == "plex" and (kept := _for_plex(runtime, event, result)):
+                for_plex.append(kept)
             sent_by += bool(route.sent_by)
             unmapped += not route.sent_by
             unmapped_played = unmapped_played or (not route.sent_by and event.played)
@@ -912,6 +921,8 @@ async def _webhook(
         # All or none: a webhook refused halfway and sent again would record its first
         # events twice.
         queued = await runtime.writer.write_all(jobs) if jobs else 0
+        if for_plex:  # kept before the answer: taken should Plex's webhook not send them
+            await in_thread(runtime.store.keep_for_plex, for_plex)
     except (sqlite3.Error, StoreError) as exc:
         # 503, not 500: the request was fine and nothing was acknowledged. Retry-After for
         # the senders that try again (a generic one, a proxy's queue).
@@ -947,7 +958,7 @@ async def _webhook(
         outcome, reason = (
             ("ignored_unmapped_account", "this media-server account is not mapped to any profile")
             if unmapped
-            else (f"ignored_sent_by_{other}", SENT_BY[other])
+            else (f"ignored_sent_by_{other}", SENT_BY_PLEX_KEPT if for_plex else SENT_BY[other])
         )
         await _answer(runtime, send, source, outcome, 200, started, reason=reason)
         return
@@ -964,6 +975,33 @@ async def _webhook(
     if defaulted is not None:  # after answering: its sender need not wait for it
         first, to = defaulted
         await _remember_defaulted(runtime, first, to, defaulted_played, result.document)
+
+
+def _for_plex(runtime: Runtime, event: MediaEvent, result: Accepted) -> ForPlex | None:
+    """Tautulli's report of a play (its Watched) of a person a profile lists for Plex's own
+    webhook, to keep for that profile (forplex.py); None for any other report, or one of no
+    item or no such profile (the owner, known by Plex's webhook naming them)."""
+    if event.source != "tautulli" or not event.played:
+        return None
+    item = event.item.source_key
+    if not item or result.document is None:
+        return None
+    config, ids = runtime.config, runtime.account_ids
+    route = route_for(config, dataclasses.replace(event, source="plex"), ids.known, ids.names)
+    if route.profile is None or route.defaulted:
+        return None
+    account = event.account
+    return ForPlex(
+        id=0,
+        profile=route.profile,
+        server=event.server or runtime.plex_servers.only(route.profile),
+        account=account_key(account.id, account.name),
+        account_id=account.id or "",
+        name=account.name or "",
+        item=item,
+        received_at=runtime.clock(),
+        body=msgspec.json.encode(result.document).decode(),
+    )
 
 
 def _plex_history_read(runtime: Runtime, profile: str, server: str) -> bool:

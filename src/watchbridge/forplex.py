@@ -1,0 +1,129 @@
+"""Tautulli's reports of people listed for Plex's own webhook, kept until Plex is seen to send.
+
+A profile that lists a person under `users.plex` has their plays sent by Plex's own webhook, so
+Tautulli's report of the same viewing is answered `ignored_sent_by_plex` (webhooks.route_for).
+But Plex sends no webhook without Plex Pass: a household on Tautulli alone that lists its
+people under `users.plex` ("they are Plex users") would lose every play, silently. So the
+report of a play (Tautulli's Watched) is kept in the database before it is answered,
+and after GRACE the housekeeping looks for Plex's webhook of the same item for that profile
+(from LOOKBACK before the report on: Plex's webhook tells of a playback as it begins). Found:
+Plex sent it, the report is dropped. Not found: Plex did not send it, and the report is taken
+for that profile as it would have been at once, dated when it came; a play Plex did send is
+never doubled, as Plex's webhook of it comes at its start, before Tautulli's report of its end.
+Taken, it raises one `unlisted_account` alert per person and server, and the status lists it,
+with the line to write (`users.tautulli`); resolved once the config takes Tautulli's reports
+of them, or Plex's webhook is seen sending their plays.
+
+Pure here: the store keeps the reports, maintenance.release_for_plex decides at its rounds.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from watchbridge.config import Config
+from watchbridge.unmapped import account_label
+
+ALERT_KIND = "unlisted_account"
+GRACE = 30 * 60.0  # Plex's scrobble (90 %) comes minutes after Tautulli's Watched (85 %)
+LOOKBACK = 12 * 3600.0  # a viewing begun this long before its end, paused overnight
+KEEP = 42 * 86400.0  # a report taken stays this long, for the status
+# A report's state: waiting for Plex's webhook, or taken in its stead.
+KEPT, TAKEN = "", "taken"
+
+
+@dataclass(frozen=True, slots=True)
+class ForPlex:
+    """Tautulli's report of a play of a person `profile` lists under users.plex, as kept:
+    `server` the Plex server's machine id ("" when the template names none and the profile's
+    server is not sure), `item` Plex's rating key, `body` Tautulli's JSON as it came."""
+
+    id: int
+    profile: str
+    server: str
+    account: str
+    account_id: str
+    name: str
+    item: str
+    received_at: float
+    body: str
+    state: str = KEPT
+
+    @property
+    def label(self) -> str:
+        return account_label(self.name or None, self.account_id or None)
+
+    @property
+    def server_shown(self) -> str:
+        return f"Plex server {self.server}" if self.server else "your Plex server"
+
+    @property
+    def key(self) -> str:
+        """The alert's condition key: one per person and server."""
+        return f"sent_by_plex:{self.server}:{self.account}"
+
+    def line(self, config: Config) -> str:
+        """The config line that lists the person for Tautulli's webhook under their profile,
+        with the entries it lists there already."""
+        listed: tuple[str, ...] = ()
+        if self.profile in config.profiles:
+            listed = tuple(config.profiles[self.profile].users.tautulli)
+        entry = self.account_id or self.name
+        entries = ", ".join(json.dumps(one, ensure_ascii=False) for one in (*listed, entry))
+        return f"profiles.{self.profile}.users.tautulli: [{entries}]"
+
+    def fix(self, config: Config) -> str:
+        return (
+            f"write {self.line(config)} and take {self.label} out of"
+            f" profiles.{self.profile}.users.plex"
+        )
+
+
+def title(one: ForPlex) -> str:
+    return f"watchbridge: Plex's own webhook does not send {one.name or one.label}'s plays"
+
+
+def alert_body(one: ForPlex, plays: int, config: Config) -> str:
+    """What it means and what to do, as a phone shows the first lines; then what was seen."""
+    minutes = GRACE / 60
+    return (
+        f"Profile {one.profile} lists {one.label} under users.plex, for Plex's own webhook to"
+        f" send their plays, but Plex's webhook sent none of those Tautulli reported on"
+        f" {one.server_shown} (Plex sends webhooks only with Plex Pass). To have them at once,"
+        f" {one.fix(config)}.\n\n"
+        f"Nothing is lost meanwhile: {plays} play(s) were taken from Tautulli's reports,"
+        f" {minutes:.0f} minutes late, dated when Tautulli reported them."
+    )
+
+
+def listed_now(one: ForPlex) -> str:
+    """The "Resolved" notice once the config takes Tautulli's reports of the person."""
+    return (
+        f"Tautulli's reports of {one.label} on {one.server_shown} go to profile {one.profile}"
+        " at once now."
+    )
+
+
+def sent_now(one: ForPlex) -> str:
+    """The "Resolved" notice once Plex's webhook is seen sending the person's plays."""
+    return f"Plex's own webhook sends the plays of {one.label} on {one.server_shown} now."
+
+
+def status_line(one: ForPlex, plays: int, config: Config) -> str:
+    """The status's words for a person whose plays Plex's webhook does not send."""
+    return (
+        f"{one.label} on {one.server_shown}: Plex's own webhook sent none of their plays;"
+        f" {plays} play(s) taken from Tautulli's reports, {GRACE / 60:.0f} minutes late;"
+        f" {one.fix(config)}"
+    )
+
+
+def people(taken: Sequence[ForPlex]) -> list[tuple[ForPlex, int]]:
+    """The reports taken, one per person and server: its latest, and how many; the most
+    recently taken first. Pure."""
+    found: dict[str, tuple[ForPlex, int]] = {}
+    for one in sorted(taken, key=lambda one: one.received_at):
+        found[one.key] = (one, found.get(one.key, (one, 0))[1] + 1)
+    return sorted(found.values(), key=lambda pair: -pair[0].received_at)

@@ -1,0 +1,152 @@
+"""A household on Tautulli alone (no Plex Pass: Plex's own webhook sends nothing) that lists its
+people under `users.plex`: Tautulli's reports are answered `ignored_sent_by_plex`, as Plex's
+webhook is expected to send those plays. None comes, so each play is taken from Tautulli's
+report after forplex.GRACE, once, with one alert per person naming the line to write; where
+Plex's webhook does send (Plex Pass), even after Tautulli's report, nothing is doubled.
+Through the running app to the fakes (the Plex Home of test_walkthrough_plex_home.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.fakes.base import FakeServer
+from tests.fakes.receiver import AlertReceiver
+from tests.harness import AppThread
+from tests.test_app import wait_until
+from tests.test_walkthrough_plex_home import (
+    SAM,
+    SPY_FAMILY,
+    SPY_PLEX,
+    SPY_TAUTULLI,
+    Home,
+    open_home,
+    plex,
+    tautulli,
+)
+from watchbridge import forplex, maintenance
+from watchbridge.config import load_config
+from watchbridge.wiring import build_app, build_runtime
+
+SERVER = "d3a1f0c2b4e5968778695a4b3c2d1e0f9a8b7c6d"  # the samples' Plex server (Basement)
+# Everyone under users.plex, as Plex users; Tautulli's webhook the only one set up.
+AS_PLEX_USERS = {
+    "alex": "{plex: [alex]}",
+    "sam": f'{{plex: ["{SAM}"]}}',
+    "jamie": "{plex: []}",
+}
+SAM_LINE = f'profiles.sam.users.tautulli: ["{SAM}"]'
+
+
+def alerts(receiver: AlertReceiver) -> str:
+    return f"alerts: {{urls: ['{receiver.apprise_url}'], kinds: [unlisted_account]}}\n"
+
+
+def a_viewing_by_tautulli(home: Home, user_id: str | int, name: str, **fields: str) -> None:
+    """Tautulli's reports of one viewing: its start, its Watched (85 %), its stop."""
+    for sample in ("play_episode.json", "watched_episode.json", "stop_episode.json"):
+        told = home.tautulli(tautulli(sample, user_id, name, **fields))
+        assert told["status"] == "ignored_sent_by_plex", told
+
+
+def release(home: Home) -> None:
+    """The housekeeping's look at the reports kept for Plex's webhook, GRACE later."""
+    assert home.runtime is not None
+    asyncio.run(maintenance.release_for_plex(home.runtime))
+
+
+@pytest.fixture
+def no_grace(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(forplex, "GRACE", 0.0)
+
+
+def test_plays_plex_never_sends_are_taken_from_tautulli_once_and_told(
+    tmp_path: Path,
+    start_fake: Callable[[FakeServer], FakeServer],
+    receiver: AlertReceiver,
+    no_grace: None,
+) -> None:
+    with open_home(tmp_path, start_fake, AS_PLEX_USERS, alerts(receiver)) as home:
+        a_viewing_by_tautulli(home, "27160034", "alex")
+        a_viewing_by_tautulli(home, SAM, "Sam", **SPY_TAUTULLI)
+        home.settle()
+        assert home.trakt_plays() == [] and home.logged() == []  # Plex's webhook may come
+        release(home)
+        home.settle()
+        assert home.trakt_plays() == ["Felina"]
+        assert home.logged() == [(1396, 16)]
+        assert home.sams_anime() == {SPY_FAMILY: ("CURRENT", 3, 0)}
+        wait_until(lambda: len(receiver.messages) == 2)
+        release(home)  # again: nothing twice, no second alert
+        home.settle()
+        assert home.trakt_plays() == ["Felina"] and home.logged() == [(1396, 16)]
+        status = home.status()
+        listed = home.api_status()["not_sent_by_plex"]
+    by_title = {m["title"]: m["message"] for m in receiver.messages}
+    sams = by_title["watchbridge: Plex's own webhook does not send Sam's plays"]
+    assert f"Sam (id {SAM})" in sams and f"Plex server {SERVER}" in sams
+    assert f"write {SAM_LINE} and take Sam (id {SAM}) out of profiles.sam.users.plex" in sams
+    assert "1 play(s) were taken from Tautulli's reports" in sams
+    assert "watchbridge: Plex's own webhook does not send alex's plays" in by_title
+    (line,) = [one for one in status.splitlines() if "Sam (id" in one]
+    assert line.startswith("not by plex:") and SAM_LINE in line, line
+    assert sorted((one["profile"], one["plays"], one["line"]) for one in listed) == [
+        ("alex", 1, 'profiles.alex.users.tautulli: ["27160034"]'),
+        ("sam", 1, SAM_LINE),
+    ]
+    # The line written: Sam's alert is resolved, naming where their plays go now.
+    config = home.config.read_text(encoding="utf-8")
+    home.config.write_text(config.replace(f'plex: ["{SAM}"]', f'tautulli: ["{SAM}"]'))
+    fixed = build_runtime(load_config(home.config, {}))
+    with AppThread(build_app(fixed)):
+        asyncio.run(maintenance.release_for_plex(fixed))
+        wait_until(lambda: len(receiver.messages) == 3)
+    assert receiver.messages[-1]["title"] == (
+        "Resolved: watchbridge: Plex's own webhook does not send Sam's plays"
+    )
+    assert receiver.messages[-1]["message"] == (
+        f"Tautulli's reports of Sam (id {SAM}) on Plex server {SERVER} go to profile sam at"
+        " once now."
+    )
+
+
+def test_a_play_plexs_webhook_sends_after_tautullis_report_is_not_doubled(
+    tmp_path: Path,
+    start_fake: Callable[[FakeServer], FakeServer],
+    receiver: AlertReceiver,
+    no_grace: None,
+) -> None:
+    # With Plex Pass: Plex's webhook tells of the playback as it begins, and its scrobble
+    # (90 %) comes after Tautulli's Watched (85 %). Each viewing lands once, nothing is told.
+    with open_home(tmp_path, start_fake, AS_PLEX_USERS, alerts(receiver)) as home:
+        home.plex(plex("episode_legacy_media_play.json", SAM, "Sam", **SPY_PLEX))
+        home.tautulli(tautulli("watched_episode.json", SAM, "Sam", **SPY_TAUTULLI))
+        home.plex(plex("episode_legacy_media_scrobble.json", SAM, "Sam", **SPY_PLEX))
+        # alex's play began while watchbridge was away: only the scrobble, after Tautulli's.
+        home.tautulli(tautulli("watched_episode.json", "27160034", "alex"))
+        home.plex(plex("episode_legacy_media_scrobble.json", 1, "alex"))
+        release(home)
+        home.settle()
+        assert home.trakt_plays() == ["Felina"] and home.logged() == [(1396, 16)]
+        assert home.sams_anime() == {SPY_FAMILY: ("CURRENT", 3, 0)}
+        assert home.api_status()["not_sent_by_plex"] == []
+        time.sleep(0.3)
+    assert receiver.messages == []
+
+
+def test_a_report_is_kept_until_grace_has_passed(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
+) -> None:
+    with open_home(tmp_path, start_fake, AS_PLEX_USERS) as home:
+        told = home.tautulli(tautulli("watched_episode.json", "27160034", "alex"))
+        assert "should Plex's webhook not tell of it within 30 minutes" in told["reason"]
+        release(home)
+        home.settle()
+        assert home.trakt_plays() == []
+        assert [one.state for one in home.runtime.store.for_plex()] == [forplex.KEPT]  # type: ignore[union-attr]
+        assert httpx.get(f"{home.app.url}/api/status").json()["not_sent_by_plex"] == []
