@@ -95,6 +95,17 @@ def test_version_prints_the_version() -> None:
     assert result.stdout.startswith("watchbridge, version ")
 
 
+def test_a_mistyped_command_suggests_the_one_meant() -> None:
+    # `check` is what people type; Click's own suggestion (difflib) finds check-config too far.
+    result = run("check", "--config", str(EXAMPLE))
+    assert result.returncode == 2
+    assert "No such command 'check'. Did you mean 'check-config'?" in result.stderr
+    result = run("stauts")  # Click's own suggestion, once
+    assert result.stderr.count("Did you mean") == 1 and "'status'" in result.stderr
+    result = run("frobnicate")
+    assert "Did you mean" not in result.stderr and "No such command" in result.stderr
+
+
 def test_check_config_accepts_the_example() -> None:
     result = run("check-config", "--config", str(EXAMPLE))
     assert result.returncode == 0, result.stderr

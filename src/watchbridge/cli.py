@@ -189,7 +189,33 @@ def _when(timestamp: float | None) -> str:
     return local_time(timestamp, seconds=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The commands, which suggest the one meant for a name that is none (`check`)."""
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as exc:
+            typed = args[0] if args else ""
+            near = meant(typed, self.list_commands(ctx))
+            if not near or "Did you mean" in exc.message:
+                raise
+            raise click.UsageError(
+                f"{exc.message} Did you mean {' or '.join(map(repr, near))}?", exc.ctx
+            ) from None
+
+
+def meant(typed: str, names: list[str]) -> list[str]:
+    """The commands `typed` begins (`check`: check-config), which Click's own suggestion
+    (difflib's cutoff: `stauts` is `status`) finds too far off. Pure."""
+    if not typed or typed.startswith("-") or typed in names:
+        return []
+    return [name for name in names if name.startswith(typed)][:3]
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="watchbridge")
 @click.option(
     "--debug", is_flag=True, help="Show tracebacks and debug logs (also WATCHBRIDGE_DEBUG=1)."
