@@ -22,7 +22,7 @@ import pytest
 from tests.fakes.base import FakeServer
 from tests.fakes.base import Request as FakeRequest
 from tests.fakes.receiver import AlertReceiver, FakeClock
-from tests.fakes.trakt import CLIENT_ID, Episode, FakeTrakt, Rating, iso, key_of
+from tests.fakes.trakt import CLIENT_ID, Episode, FakeTrakt, Rating, iso, key_of, to_minute
 from tests.harness import loop_held, put_back, sign_in_trakt, until
 from tests.ingest_samples import only_event, sample_json
 from tests.test_ingest_plex import with_metadata
@@ -39,6 +39,7 @@ from watchbridge.deliver.fence import (
     handed_back,
 )
 from watchbridge.deliver.trakt import (
+    LIVE_SENT_AFTER,
     SPLIT_REQUESTS,
     TraktTarget,
     nearby_keys,
@@ -3523,6 +3524,57 @@ async def test_a_lost_live_stop_sent_late_is_found_after_late_after_is_lowered(
         assert again.store.outbox_counts()["done"] == 1
     assert len(trakt.history()) == 1
     assert trakt.count("POST", "/sync/history") == 0
+
+
+async def test_a_lost_history_add_is_not_taken_for_a_short_rewatch_minutes_after_it(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # A 7-minute kids' episode played an hour ago goes as a history add, whose request is
+    # lost before Trakt takes it. The rewatch straight after (8 minutes later) reaches Trakt
+    # through another app meanwhile. A history add is dated at its play: the check looks
+    # no later than the usual margin after it, not as far as a live stop by an earlier
+    # release (15 minutes), and does not take the rewatch for it.
+    trakt.advance(clock() - trakt.now())
+    played = clock() - 3600
+    row = _late_play(HEAT, played, "p1")
+    row.payload["duration"] = 420.0
+    runtime.store.enqueue([row], clock())
+    trakt.drop_next(1, route="POST /sync/history")  # never reaches Trakt, answer lost
+    await worker.pass_once(runtime)
+    ((said, payload),) = runtime.store.db.execute("SELECT last_error, payload FROM outbox")
+    assert said.startswith(UNKNOWN_OUTCOME)
+    assert json.loads(payload)[LIVE_SENT_AFTER] == 0
+    heat = next(m for m in trakt.movies if m.title == "Heat")
+    rewatch = trakt.add_history(heat, iso(played + 480))
+    await drain(worker, runtime, clock, passes=3, step=120)
+    assert runtime.store.outbox_counts()["done"] == 1
+    assert trakt.count("POST", "/sync/history") == 2
+    first, second = sorted(trakt.history(), key=lambda h: h.watched_at)
+    assert parse_iso(first.watched_at) == to_minute(played)
+    assert second.id == rewatch.id
+
+
+async def test_a_play_an_earlier_release_may_have_scrobbled_keeps_the_wide_look(
+    runtime: Runtime, worker: DeliveryWorker, trakt: FakeTrakt, clock: FakeClock
+) -> None:
+    # An earlier release sent this play live and lost the answer, noting nothing of when.
+    # Its history add now is lost too: the row notes no time of its own, so the next check
+    # still looks as far after the play as that live stop may be dated (15 minutes).
+    trakt.advance(clock() - trakt.now())
+    played = clock() - 3600
+    runtime.store.enqueue([_late_play(HEAT, played, "p1", live=True)], clock())
+    runtime.store.db.execute("UPDATE outbox SET last_error = ?", (f"{UNKNOWN_OUTCOME}: sent",))
+    trakt.drop_next(1, route="POST /sync/history")
+    await worker.pass_once(runtime)
+    ((said, payload),) = runtime.store.db.execute("SELECT last_error, payload FROM outbox")
+    assert said.startswith(UNKNOWN_OUTCOME)
+    assert LIVE_SENT_AFTER not in json.loads(payload)
+    await drain(worker, runtime, clock, passes=3, step=120)
+    assert runtime.store.outbox_counts()["done"] == 1
+    assert len(trakt.history()) == 1
+    looks = [r for r in trakt.requests if r.path == "/sync/history/movies"]
+    assert len(looks) == 2
+    assert all(parse_iso(r.query["end_at"]) >= played + 900 for r in looks)
 
 
 def with_late_after(config: Config, seconds: float) -> Config:

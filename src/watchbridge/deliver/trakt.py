@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -110,9 +110,10 @@ ACCOUNT_CAUSES = {403: "refused the app", 423: "account locked", 426: "needs VIP
 # share the refusal (an attempt each), as one refusal of every row (our request's shape) would.
 SPLIT_REQUESTS = 32
 # Payload: how many seconds after its play the row's live stop went out, noted as it is sent
-# and dropped when nothing went (`_sent_nothing`). Trakt dates a live stop when it gets it: a
-# check of one whose answer was lost looks that far after the play, whatever
-# delivery.late_after says by then (a user may have lowered it since).
+# and dropped when nothing went (`_sent_nothing`); 0 for a history add of a row never sent
+# before (`_sent_after`). Trakt dates a live stop when it gets it: a check of one whose answer
+# was lost looks that far after the play, whatever delivery.late_after says by then (a user
+# may have lowered it since).
 LIVE_SENT_AFTER = "live_sent_after"
 # How long after its play a live stop of ours may be dated where no row tells when it went:
 # one sent by a release that did not note it, or by a restored copy's row after the copy was
@@ -142,14 +143,26 @@ def _viewing_margin(row: Row) -> float:
 
 def live_reach(payload: Mapping[str, Any], late_after: float) -> float:
     """How long after its play Trakt may date a play we wrote for an outbox row with
-    `payload` (a history add is at the play's own time): its live stop as it went out
-    (LIVE_SENT_AFTER); where the row does not tell (no live stop noted, or one by an earlier
-    release), as late as a live stop could go by default before it was noted, or by
-    `late_after`, the setting now, if longer: never nearer for a setting lowered. Pure."""
+    `payload`: as its sends went out (LIVE_SENT_AFTER: a live stop's delay, 0 for a history
+    add at the play's own time); where the row does not tell (a send by an earlier release),
+    as late as a live stop could go by default before it was noted, or by `late_after`, the
+    setting now, if longer: never nearer for a setting lowered. Pure."""
     sent = payload.get(LIVE_SENT_AFTER)
     if isinstance(sent, (int, float)) and not isinstance(sent, bool):
         return max(0.0, float(sent)) + LIVE_STOP_MARGIN
     return max(UNRECORDED_LIVE_AFTER, late_after) + LIVE_STOP_MARGIN
+
+
+def _sent_after(row: Row, now: float, live: bool, marked: Collection[int]) -> dict[str, float]:
+    """What a send of `row` at `now` notes of when Trakt may date it (LIVE_SENT_AFTER): a
+    `live` stop as late after the play as it goes; a history add at the play (0), unless an
+    earlier send may have landed (a note of its own, or the row `marked` in the store with
+    none: a live stop of a release that noted nothing, looked for as far as it may be). Pure."""
+    if live:
+        return {LIVE_SENT_AFTER: now - row.at}
+    if LIVE_SENT_AFTER in row.payload or row.outbox.may_have_landed or row.outbox.id in marked:
+        return {}
+    return {LIVE_SENT_AFTER: 0.0}
 
 
 def _may_have_landed(exc: Unavailable) -> Outcome:
@@ -1342,14 +1355,19 @@ class TraktTarget:
         """If we crash before Trakt's answer is recorded, these rows come back marked, and are
         checked against Trakt's history before being sent again: at the time each went out as
         (SENT_AT) too, which a step of the clock can take its `at` away from, and a `live` stop
-        as far after its play as it goes now (LIVE_SENT_AFTER), where Trakt dates it."""
+        as far after its play as it goes now (LIVE_SENT_AFTER), where Trakt dates it. A history
+        add of a row never sent before is noted as sent at its play (0): Trakt dates it there,
+        and the check looks no later for it (`live_reach`)."""
         now = self.clock()
-        sent = [
-            (r.outbox, {SENT_AT: r.at} | ({LIVE_SENT_AFTER: now - r.at} if live else {}))
-            for r in rows
-        ]
-        message = f"{UNKNOWN_OUTCOME}: sent"
-        await asyncio.to_thread(self.store.note_resolved, sent, message, now)
+
+        def note() -> None:
+            # Marked in the store: an earlier send (this attempt's live stop falling back to
+            # a history add, or one by a release that noted nothing) may be what landed.
+            marked = set() if live else self.store.marked([r.outbox.id for r in rows])
+            sent = [(r.outbox, {SENT_AT: r.at} | _sent_after(r, now, live, marked)) for r in rows]
+            self.store.note_resolved(sent, f"{UNKNOWN_OUTCOME}: sent", now)
+
+        await asyncio.to_thread(note)
 
     async def _note_removing(self, looked_up: Sequence[Row], found: dict[int, int]) -> None:
         """Pin the Trakt history ids just looked up for removals (`found`: outbox id ->
