@@ -186,13 +186,16 @@ def test_a_play_backdated_on_trakt_pairs_with_the_viewing_at_the_next_run(
     assert "add_play" not in out, out
 
 
+@pytest.mark.parametrize("trakt_ahead", [0, 10 * 60], ids=["one clock", "trakt's 10 min ahead"])
 def test_a_play_the_link_copied_to_trakt_dated_back_is_no_cause_for_a_full_read(
-    tmp_path: Path, start_fake: Any
+    tmp_path: Path, start_fake: Any, trakt_ahead: int
 ) -> None:
     """A viewing logged on Serializd months back is copied to Trakt at its date: that write
     of ours moves Trakt's history where a run does not look, and the next run knows it for
-    its own (reading Trakt's recent history only, as before)."""
+    its own (reading Trakt's recent history only, as before), also with this machine's clock
+    minutes behind Trakt's (its time sync failed): Trakt stamps the change by its own."""
     trakt, serializd = start_fake(FakeTrakt()), start_fake(FakeSerializd())
+    trakt.advance(trakt_ahead)
     now = int(time.time())
     show = trakt.add_show("Copied", 2015, tmdb=TMDB, tvdb=TMDB + 1, seasons={})
     for number in (1, 2):

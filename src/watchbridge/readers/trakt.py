@@ -89,6 +89,9 @@ TMDB_IDS = "tmdb_ids"
 
 OVERLAP = 6 * 3600.0  # plays logged late with an earlier watched_at
 RECONCILE_WINDOW = 7 * 86400.0  # how far back a delta read looks for removals
+# Seconds Trakt's stamp of a history change, put on our clock, may fall after we noted our
+# write that made it: its Date header's whole seconds (the skew read by it) and the way back.
+STAMP_SLACK = 5.0
 # A live scrobble is remembered at its play's time and dated by Trakt when sent: up to
 # delivery.late_after (2 min by default; 10 before) and the call's own tries later.
 SCROBBLE_LAG = 15 * 60.0
@@ -569,14 +572,17 @@ class TraktReader:
     async def _not_ours(self, profile: str, read_at: float) -> bool:
         """Whether the last change of Trakt's history, which a delta read did not see
         (`unaccounted`), was not a write of ours: none of our plays or removals was delivered
-        since the last read (`read_at`), or the last was before Trakt's stamp of that change.
+        since the last read (`read_at`), or the last was before Trakt's stamp of that change
+        (by Trakt's clock, put on ours: a host whose time sync failed is minutes off).
         Logged when so: the engine reads Trakt in full in this run (`SideRead.missed`)."""
         if self.store is not None:
             ours = await asyncio.to_thread(
                 self.store.plays_written_at, profile, self.service, read_at
             )
             changed = last_watched(self._activities.get(profile, {}), self.types)
-            if ours is not None and (changed is None or changed <= ours):
+            if ours is not None and (
+                changed is None or changed - self.client.clock_skew <= ours + STAMP_SLACK
+            ):
                 return False
         log.info(
             "Trakt's history changed outside the recent plays a run reads (a play dated "
