@@ -18,13 +18,18 @@ server, goes to the profile listing the id, and the user is told to write the ne
 Only where a server's account names are its own and unique (Plex, Jellyfin, Emby), and never
 for a webhook that names no one.
 
+One account may be listed by two profiles, by its name in one and by its id in the other
+(`ListedTwice`): its plays go to the profile listing its id, which stays while the account
+lives (a name is whoever holds it now), never to both; the user is told which line to remove.
+
 Bookkeeping only: the webhook route decides (`webhooks.route_for`), the caller passes the time.
 """
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple, TypeVar
 
@@ -130,6 +135,145 @@ class NewId:
         )
 
 
+@dataclass(frozen=True)
+class ListedTwice:
+    """A media-server account two profiles list, one by its name, the other by its id (or
+    any two entries naming it two ways): `profile` takes its plays, by the `entry` naming its
+    id; `other_profile` lists it too, as `other_entry` (the line to remove)."""
+
+    source: str
+    server: str  # folded, as `Key`
+    account_id: str  # folded, as `Key`
+    name: str  # the account's name, as the webhook gave it
+    profile: str
+    entry: str
+    other_profile: str
+    other_entry: str
+
+    @property
+    def key(self) -> str:
+        """The alert's condition key: the account, with what it takes to look again
+        (`listed_twice_account`)."""
+        return TWICE_KEY + json.dumps([self.source, self.server, self.account_id, self.name])
+
+    @property
+    def shown(self) -> str:
+        return f"{SOURCE_NAMES.get(self.source, self.source)} account {self.name}"
+
+    @property
+    def remove(self) -> str:
+        return f'remove "{self.other_entry}" from profiles.{self.other_profile}.users.{self.source}'
+
+    @property
+    def title(self) -> str:
+        return f"watchbridge: {self.shown} is listed by two profiles"
+
+    @property
+    def message(self) -> str:
+        """What it means and what to do, in one line (log, status, alert, check-config)."""
+        users, profile, other = f"users.{self.source}", self.profile, self.other_profile
+        listed = (
+            f'as "{self.other_entry}" in profiles.{other}.{users} and as "{self.entry}" in'
+            f" profiles.{profile}.{users}"
+        )
+        instead = (
+            f'(or, if they are {other}\'s plays, "{self.entry}" from profiles.{profile}.{users})'
+        )
+        return (
+            f"{self.shown} (id {self.account_id}) is listed by two profiles: {listed}. Its plays"
+            f" go to profile {profile} only, the one listing its id (a rename keeps an id, not a"
+            f" name): {self.remove} {instead}."
+        )
+
+    @property
+    def alert_body(self) -> str:
+        return (
+            f"{self.message}\n\nEach account's plays go to one profile: watchbridge sends none"
+            f' of this account\'s to {self.other_profile} while both list it. "Resolved" follows'
+            " once the service runs with one of the two lines removed."
+        )
+
+
+TWICE_KEY = "listed-twice:"
+
+
+def listed_twice_account(key: str) -> tuple[str, str, str, str] | None:
+    """The account (source, server, account id, name) a `ListedTwice.key` names; None for a
+    key of another alert."""
+    if not key.startswith(TWICE_KEY):
+        return None
+    try:
+        found = json.loads(key.removeprefix(TWICE_KEY))
+    except ValueError:
+        return None
+    if not isinstance(found, list) or len(found) != 4 or not all(isinstance(f, str) for f in found):
+        return None
+    return found[0], found[1], found[2], found[3]
+
+
+def listed_once_now(account: tuple[str, str, str, str], profile: str | None) -> str:
+    """The "Resolved" notice of `account` (`listed_twice_account`) once the config lists it
+    once (`profile`: the one its plays go to now, if any)."""
+    source, _, account_id, name = account
+    shown = f"{SOURCE_NAMES.get(source, source)} account {name} (id {account_id})"
+    if profile is None:
+        return f"{shown} is listed by no profile now: its plays go nowhere."
+    return f"{shown} is listed by one profile now: its plays go to profile {profile}."
+
+
+def listed_twice(
+    config: Config, source: str, server: str, account_id: str | None, name: str | None
+) -> ListedTwice | None:
+    """Whether two profiles list the account (`account_id`, `name`) on `server`, one by its
+    id and one by its name: then its plays go to the one naming its id (an entry naming the
+    server first, then the first in the file), whose entry stays true while the account lives.
+    Entries naming it one way in two profiles are meant (two servers' accounts of one name, a
+    SERVER:ACCOUNT entry before a plain one), and so is Plex's plain 1 beside an owner's name
+    (each server's owner is 1). Pure."""
+    if not account_id or not name:
+        return None
+    folded_id, folded_name = same_account(account_id), same_account(name)
+    if folded_id == folded_name:
+        return None
+    here = same_account(server) if server else ""
+    by_id: list[tuple[bool, str, str]] = []  # (any server, profile, entry)
+    by_name: list[tuple[bool, str, str]] = []
+    for profile_name, listing in config.profiles.items():
+        for entry in getattr(listing.users, source, ()):
+            on, _, account = same_account(entry).rpartition(":")
+            if on and on != here:
+                continue
+            if account == folded_id and not (source == "plex" and account == PLEX_OWNER and not on):
+                by_id.append((not on, profile_name, entry))
+            elif account == folded_name:
+                by_name.append((not on, profile_name, entry))
+    if not by_id or not by_name:
+        return None
+    _, profile, entry = min(by_id, key=lambda found: found[0])  # stable: the file's order
+    others = [found for found in by_name if found[1] != profile]
+    if not others:
+        return None
+    _, other_profile, other_entry = min(others, key=lambda found: found[0])
+    return ListedTwice(source, here, folded_id, name, profile, entry, other_profile, other_entry)
+
+
+def listed_twice_known(config: Config, known: Mapping[Key, Learnt]) -> list[ListedTwice]:
+    """The accounts remembered with their name (`known`) that two profiles list (see
+    `listed_twice`), as they were named when last seen. Pure."""
+    found = (
+        listed_twice(config, key.source, key.server, key.account_id, learnt.name)
+        for key, learnt in known.items()
+    )
+    return list({twice.key: twice for twice in found if twice is not None}.values())
+
+
+@dataclass
+class TwiceSighting:
+    twice: ListedTwice
+    webhooks: int = 0
+    last_at: float | None = None
+
+
 @dataclass
 class RenameSighting:
     renamed: Renamed
@@ -176,6 +320,7 @@ class AccountIds:
     names: dict[NameKey, tuple[Key, Learnt]] = field(default_factory=dict)
     renames: dict[tuple[Key, str, str], RenameSighting] = field(default_factory=dict)
     new_ids: dict[tuple[Key, str], NewIdSighting] = field(default_factory=dict)
+    twice: dict[str, TwiceSighting] = field(default_factory=dict)  # by alert key
 
     def learn(self, key: Key, learnt: Learnt) -> None:
         self._forget(key)
@@ -215,6 +360,27 @@ class AccountIds:
         sighting.new_id = new_id  # what the profile listed may have changed
         sighting.last_at = now
         return first
+
+    def saw_twice(self, twice: ListedTwice, now: float) -> bool:
+        """Count one webhook of an account two profiles list; True the first time since the
+        start (the log and the alert tell it then)."""
+        sighting = self.twice.pop(twice.key, None)
+        first = sighting is None
+        sighting = TwiceSighting(twice) if sighting is None else sighting
+        self.twice[twice.key] = sighting  # the most recently seen last
+        sighting.webhooks += 1
+        sighting.last_at = now
+        while len(self.twice) > RENAMES_KEPT:
+            del self.twice[next(iter(self.twice))]
+        return first
+
+    def listed_twice(self, config: Config) -> list[TwiceSighting]:
+        """The accounts two profiles list: those whose webhooks came since the start, the
+        most recently seen first, then those remembered (`known`) by the name they had."""
+        seen = sorted(self.twice.values(), key=lambda s: -(s.last_at or 0.0))
+        told = {sighting.twice.key for sighting in seen}
+        known = listed_twice_known(config, self.known)
+        return seen + [TwiceSighting(twice) for twice in known if twice.key not in told]
 
     def recent(self) -> list[RenameSighting]:
         """The renamed accounts seen since the start, the most recently seen first."""

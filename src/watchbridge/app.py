@@ -1266,6 +1266,23 @@ async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
             }
             for u in page.defaulted
         ],
+        # Accounts two profiles list, one by name and one by id (account_ids.ListedTwice):
+        # whose plays go where, and the line to remove; webhooks since the start.
+        "listed_twice_accounts": [
+            {
+                "source": t.twice.source,
+                "server": t.twice.server,
+                "account_id": t.twice.account_id,
+                "name": t.twice.name,
+                "profile": t.twice.profile,
+                "also_listed_by": t.twice.other_profile,
+                "remove": t.twice.remove,
+                "webhooks": t.webhooks,
+                "last_at": t.last_at,
+                "message": t.twice.message,
+            }
+            for t in page.listed_twice
+        ],
         # Accounts whose webhooks went to a profile by an id remembered for a name it lists:
         # renamed on the media server (account_ids.py), since the start.
         "renamed_accounts": [

@@ -22,6 +22,7 @@ import click
 
 from watchbridge import __version__, forplex
 from watchbridge import queuewords as words
+from watchbridge.account_ids import Key, Learnt, ListedTwice, listed_twice_known
 from watchbridge.config import (
     SECRET_IN_HEADER_ONLY,
     Config,
@@ -323,6 +324,10 @@ def check_config(config_path: str | None) -> None:
                 warnings += renamed_profiles(config, store.profiles_with_state())
                 warnings += renamed_links(config, store.links_with_state())
                 notice = anilist_client_id_notice(config, store, time.time())
+                warnings += [
+                    f"{twice.message} (Named as watchbridge last saw it.)"
+                    for twice in _listed_twice(config, store)
+                ]
         except StoreError as exc:  # one a newer release made: the service will not start
             warnings.append(exc.message)
         except (WatchbridgeError, sqlite3.Error):
@@ -564,6 +569,7 @@ def status(config_path: str | None) -> None:
         unlisted = store.unlisted_accounts()
         taken_in = store.defaulted_accounts()
         not_by_plex = forplex.people(store.for_plex(forplex.TAKEN))
+        twice = _listed_twice(config, store)
         unsent = not_sent_yet(store, config.alerts, time.time()) if config.alerts.urls else []
         account_names = _account_names(store, state.cursors)
         lookups = lookups_waiting(config, store, time.time())
@@ -619,6 +625,8 @@ def status(config_path: str | None) -> None:
         )
     for person, plays in not_by_plex:  # as the status page lists them (forplex.py)
         _say(f"not by plex:   {forplex.status_line(person, plays, config)}")
+    for listed in twice:  # as the status page lists them (by the names remembered)
+        _say(f"twice:         {listed.message}")
     for seen in taken_in:  # as the status page lists them
         server = f" on {seen.server_shown}" if seen.server else ""
         counted = f"{seen.webhooks} webhook(s), {seen.plays} play(s)"
@@ -639,6 +647,16 @@ def status(config_path: str | None) -> None:
     for line in anime:  # datasets failing, shows numbered apart, anime kept off, shows rated
         _say(f"anime:         {line}")
     _show_links(config, state, account_names, lookups)
+
+
+def _listed_twice(config: Config, store: Store) -> list[ListedTwice]:
+    """The accounts two profiles list, one by name and one by id, as the database remembers
+    their names with their ids (account_ids.py)."""
+    known = {
+        Key(source, server, account_id): Learnt(profile, entry, name)
+        for source, server, account_id, profile, entry, name in store.webhook_account_ids()
+    }
+    return listed_twice_known(config, known)
 
 
 def _show_last_webhooks(last: Sequence[LastWebhook]) -> None:

@@ -174,6 +174,7 @@ async def housekeeping(
         (release_for_plex, "tautulli-for-plex"),
         (check_unlisted_accounts, "unlisted-accounts-check"),
         (check_defaulted_accounts, "defaulted-accounts-check"),
+        (check_listed_twice_accounts, "listed-twice-accounts-check"),
         (renew_trakt_sign_ins, "trakt-token-refresh"),
         (check_anilist_tokens, "anilist-token-check"),
         (check_serializd_tokens, "serializd-token-check"),
@@ -384,6 +385,34 @@ async def check_defaulted_accounts(runtime: Runtime) -> None:
         elif active <= one.active:
             continue
         await asyncio.to_thread(store.note_defaulted, replace(one, active=one.active | active))
+
+
+async def check_listed_twice_accounts(runtime: Runtime) -> None:
+    """The accounts two profiles list, by name and by id (account_ids.ListedTwice): the
+    `unlisted_account` alert raised (or reminded of, as the notifier's throttle allows) for
+    each seen since the start or remembered with its name, and resolved for each alerted
+    that the config lists once now (a start with one of the lines removed)."""
+    from watchbridge.account_ids import listed_once_now, listed_twice, listed_twice_account
+    from watchbridge.webhooks import route_for
+
+    notifier, config, ids = runtime.notifier, runtime.config, runtime.account_ids
+    found = {seen.twice.key: seen.twice for seen in ids.listed_twice(config)}
+    for key in notifier.condition_keys(unlisted.ALERT_KIND):
+        account = listed_twice_account(key)
+        if account is None or key in found:
+            continue
+        still = listed_twice(config, *account)
+        if still is not None:  # not remembered with its name (Tautulli's), still listed twice
+            found[key] = still
+            continue
+        source, server, account_id, name = account
+        event = MediaEvent(
+            cast(Source, source), "stop", MediaRef(kind="movie"), server, Account(account_id, name)
+        )
+        route = route_for(config, event, ids.known, ids.names)
+        await notifier.resolve(unlisted.ALERT_KIND, listed_once_now(account, route.profile), key)
+    for twice in found.values():
+        await notifier.notify(unlisted.ALERT_KIND, twice.title, twice.alert_body, key=twice.key)
 
 
 async def reclaim_space(runtime: Runtime) -> None:

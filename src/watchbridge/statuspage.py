@@ -32,7 +32,7 @@ from litestar.params import FromQuery
 
 from watchbridge import __version__, defaulted, forplex
 from watchbridge import queuewords as words
-from watchbridge.account_ids import NewId, NewIdSighting, Renamed, RenameSighting
+from watchbridge.account_ids import NewId, NewIdSighting, Renamed, RenameSighting, TwiceSighting
 from watchbridge.alerts import Health
 from watchbridge.app import (
     Leftover,
@@ -118,6 +118,8 @@ class PageState:
     # Accounts made again with a new id, whose webhooks went by the name remembered for the
     # id a profile lists, since the start.
     new_ids: Sequence[NewIdSighting] = ()
+    # Accounts two profiles list, by name and by id: seen since the start, or remembered.
+    listed_twice: Sequence[TwiceSighting] = ()
     # Profiles whose last Plex history read got rows of other accounts.
     unfiltered: Sequence[UnfilteredHistory] = ()
     # Sign-ins started from the page, running or just over.
@@ -176,6 +178,7 @@ async def page_state(runtime: Runtime, now: float) -> PageState:
         kept=kept,
         renamed=runtime.account_ids.recent(),
         new_ids=runtime.account_ids.recent_new_ids(),
+        listed_twice=runtime.account_ids.listed_twice(config),
         unfiltered=list(runtime.metrics.unfiltered.values()),
         signing_in=runtime.page_sign_ins.recent(now),
         home_assistant=runtime.home_assistant,
@@ -522,6 +525,7 @@ def render(state: PageState, now: float) -> str:
         + _refused(state.refused, now, state.home_assistant)
         + _renamed(state.renamed, now)
         + _new_ids(state.new_ids, now)
+        + _listed_twice(state.listed_twice, now)
         + _unlisted(state.config, state.unlisted, now)
         + _defaulted(state.config, state.defaulted, now)
         + _not_sent_by_plex(state.config, state.not_sent_by_plex, now),
@@ -1215,6 +1219,31 @@ def _routed_by_memory(
         for what, webhooks, last_at in seen
     ]
     return f"<p>{intro}</p>" + _table(("profile", "webhooks", "last", "what to do"), rows)
+
+
+def _listed_twice(twice: Sequence[TwiceSighting], now: float) -> str:
+    if not twice:
+        return ""
+    rows = [
+        (
+            _e(t.twice.source),
+            _e(f"{t.twice.name} (id {t.twice.account_id})"),
+            _e(t.twice.profile),
+            str(t.webhooks),
+            _age(t.last_at, now),
+            _e(t.twice.message),
+        )
+        for t in twice
+    ]
+    return f"<p>{LISTED_TWICE_INTRO}:</p>" + _table(
+        ("source", "account", "goes to", "webhooks", "last", "what to do"), rows
+    )
+
+
+LISTED_TWICE_INTRO = (
+    "Listed by two profiles, by its name and by its id: its plays go to the one listing its id"
+    " (webhooks since the start)"
+)
 
 
 def _unlisted(config: Config, unlisted: Sequence[Unlisted], now: float) -> str:

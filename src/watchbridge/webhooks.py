@@ -28,9 +28,11 @@ from watchbridge.account_ids import (
     PLEX_OWNER,
     Key,
     Learnt,
+    ListedTwice,
     NameKey,
     NewId,
     Renamed,
+    listed_twice,
     name_key,
 )
 from watchbridge.app import BEFORE_ROUTER, Runtime
@@ -78,6 +80,7 @@ from watchbridge.refused import (
 from watchbridge.senders import Doubling, Viewing
 from watchbridge.storagefault import STORAGE_ALERT, StorageFault
 from watchbridge.store import AccountLearnt, IngestJob, NewOutboxRow, ordering_key
+from watchbridge.unlisted import ALERT_KIND as ACCOUNT_ALERT
 from watchbridge.unlisted import Unlisted, account_key, server_name
 from watchbridge.unmapped import account_label, unmapped_fix
 
@@ -136,6 +139,8 @@ class Route:
     sent_by: Source | None = None
     # Taken by the default profile for want of an entry: remembered (defaulted.py).
     defaulted: bool = False
+    # An account two profiles list, by its name and by its id: the latter's (the user is told).
+    twice: ListedTwice | None = None
 
 
 SENT_BY: dict[Source, str] = {
@@ -199,8 +204,14 @@ def route_for(
     Plex calls each server's owner account 1, so with two servers posting here a plain "1"
     names both owners: an entry naming the event's server ("SERVER:ACCOUNT") wins over one
     naming the account on any server, and any entry naming the account otherwise (its user
-    name) wins over a plain "1"; else whichever profile came first took the other's plays."""
+    name) wins over a plain "1"; else whichever profile came first took the other's plays.
+    An account two profiles list, one by its name and one by its id, goes to the latter
+    (`account_ids.listed_twice`)."""
     account = event.account
+    twice = listed_twice(config, event.source, event.server, account.id, account.name)
+    if twice is not None:
+        matched = _matched(event, twice.profile, twice.entry, known)
+        return dataclasses.replace(matched, twice=twice)
     anywhere = {same_account(c) for c in (account.id, account.name) if c}
     server = same_account(event.server) if event.server else ""
     here = {f"{server}:{c}" for c in anywhere} if server else set()
@@ -899,7 +910,7 @@ async def _webhook(
         if route.defaulted and route.profile is not None:
             defaulted = defaulted or (event, route.profile)
             defaulted_played = defaulted_played or event.played
-        if route.renamed is not None or route.new_id is not None:
+        if route.renamed is not None or route.new_id is not None or route.twice is not None:
             _account_seen(runtime, route)
         name = route.profile
         if name is None:
@@ -1033,8 +1044,8 @@ def _plex_server(runtime: Runtime, profile: str, event: MediaEvent) -> str:
 
 
 def _account_seen(runtime: Runtime, route: Route) -> None:
-    """Tell of an event that went by a remembered id or name (the log once per start; the
-    status)."""
+    """Tell of an event that went by a remembered id or name, or of an account two profiles
+    list (the log once per start, and its alert then; the status)."""
     now = runtime.clock()
     renamed = route.renamed
     if renamed is not None and runtime.account_ids.saw(renamed, now):
@@ -1048,6 +1059,11 @@ def _account_seen(runtime: Runtime, route: Route) -> None:
             new_id.message,
             extra={"source": new_id.key.source, "profile": new_id.learnt.profile},
         )
+    twice = route.twice
+    if twice is not None and runtime.account_ids.saw_twice(twice, now):
+        log.warning(twice.message, extra={"source": twice.source, "profile": twice.profile})
+        alert = runtime.notifier.notify(ACCOUNT_ALERT, twice.title, twice.alert_body, key=twice.key)
+        _after_answering(alert)
 
 
 def _unmapped(runtime: Runtime, event: MediaEvent) -> None:
