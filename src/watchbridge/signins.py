@@ -139,14 +139,11 @@ class SignIn:
 
 
 def waited_for_sign_in(resumed: int, profile: str, service: str) -> str:
-    """The note for deliveries a sign-in made due again (they go out within the worker's
-    idle wake from another process, at once from the service)."""
-    from watchbridge.deliver.worker import IDLE_WAKE_SECONDS
-
-    minutes = int(IDLE_WAKE_SECONDS // 60)
+    """The note for deliveries a sign-in made due again (a running service's worker sees the
+    sign-in within its SIGN_IN_LOOK_EVERY; at once when the service made it)."""
     return (
         f"{resumed} deliveries of profile {profile} to {service} waited for this sign-in:"
-        f" the service sends them within {minutes} minutes"
+        " the service sends them within a minute"
     )
 
 

@@ -71,6 +71,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ACCOUNT_CURSOR = "account"  # cursors (service, profile, this): whose account it is (accounts.py)
+# cursors (target, profile, this): a count of the profile's sign-ins to the target
+# (`resume_after_sign_in`), whichever process made them: the delivery worker compares it with
+# the one a held row's last try went with, and lifts the hold once it differs.
+SIGNED_IN_CURSOR = "signed_in"
 
 migrations = Migrations("watchbridge")
 OPEN_TRIES = 6  # another process may be creating or migrating the same database: wait for it
@@ -1401,6 +1405,33 @@ _LINKS_WAITING_FOR_IDS = (
     "o.event_id IS NOT NULL AND h.event_id IS NULL AND h.status = 'pending'"
     " AND " + _UNMATCHED.replace("last_error", "COALESCE(h.last_error, '')")
 )
+
+
+def _signed_in_marks(
+    conn: sqlite3.Connection, pairs: Collection[tuple[str, str]]
+) -> dict[tuple[str, str], str | None]:
+    """The sign-in mark (SIGNED_IN_CURSOR) of each (target, profile) of `pairs`."""
+    marks: dict[tuple[str, str], str | None] = dict.fromkeys(pairs)
+    for target, profile in marks:
+        row = conn.execute(
+            "SELECT value FROM cursors WHERE service = ? AND profile = ? AND name = ?",
+            (target, profile, SIGNED_IN_CURSOR),
+        ).fetchone()
+        marks[target, profile] = None if row is None else str(row[0])
+    return marks
+
+
+def _lift_sign_in_holds(conn: sqlite3.Connection, target: str, profile: str, now: float) -> int:
+    """`Store.lift_sign_in_holds` in the caller's transaction."""
+    cursor = conn.execute(
+        "UPDATE outbox SET next_attempt_at = ?, held = NULL"
+        " WHERE status = 'pending' AND target = ? AND profile = ? AND next_attempt_at > ?"
+        f" AND ((waits_for_sign_in = 1 AND held = '{HELD_PROFILE}') OR instr(last_error, ?) > 0)",
+        (now, target, profile, now, f"watchbridge auth {target}"),
+    )
+    return cursor.rowcount
+
+
 _HEAD_OF_ITEM = (
     "(SELECT MIN(h.id) FROM outbox h WHERE h.ordering_key = o.ordering_key"
     f" AND h.status IN ('pending', 'inflight') AND NOT ({_LINKS_WAITING_FOR_IDS}))"
@@ -1964,6 +1995,9 @@ class Claimed:
 
     items: list[OutboxItem]
     alone_next: bool
+    # (target, profile) of the rows taken: the sign-in mark (SIGNED_IN_CURSOR) as the claim
+    # read it, in its transaction; None where none was made since the database began.
+    signed_in: dict[tuple[str, str], str | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -3399,8 +3433,10 @@ class Store:
                     # One goes alone: taken now, or first at the next claim.
                     alone_next = not any(r["crashes"] >= CRASHES_ALONE for r in rows)
                     break
+            pairs = {(r["target"], r["profile"]) for r in rows}
+            marks = _signed_in_marks(conn, pairs) if pairs else {}
         items = sorted((OutboxItem.from_row(r) for r in rows), key=lambda i: i.id)
-        return Claimed(items, alone_next)
+        return Claimed(items, alone_next, marks)
 
     def complete(self, item_id: int, now: float) -> None:
         self.settle(now, [Settlement(item_id, "done")])
@@ -3695,18 +3731,43 @@ class Store:
             return cursor.rowcount
 
     def resume_after_sign_in(self, target: str, profile: str, now: float) -> int:
-        """Make the rows of `profile` that wait for a sign-in to `target` due now: it was just
-        signed in again. Those are the rows whose reason asks for `watchbridge auth TARGET`;
-        the others keep their waits (a rate limit's, a retry's backoff). They are held no
-        more (`holds`): the next try says whether they still are. How many."""
+        """`profile` was just signed in to `target` again: count the sign-in (SIGNED_IN_CURSOR,
+        which a service running beside this process looks at) and lift its sign-in holds
+        (`lift_sign_in_holds`), in one transaction. How many rows were lifted."""
         with self.transaction() as conn:
-            cursor = conn.execute(
-                "UPDATE outbox SET next_attempt_at = ?, held = NULL"
-                " WHERE status = 'pending' AND target = ? AND profile = ? AND next_attempt_at > ?"
-                " AND instr(last_error, ?) > 0",
-                (now, target, profile, now, f"watchbridge auth {target}"),
+            conn.execute(
+                "INSERT INTO cursors (service, profile, name, value, updated_at)"
+                " VALUES (?, ?, ?, '1', ?) ON CONFLICT (service, profile, name)"
+                " DO UPDATE SET value = CAST(value AS INTEGER) + 1,"
+                " updated_at = excluded.updated_at",
+                (target, profile, SIGNED_IN_CURSOR, now),
             )
-            return cursor.rowcount
+            return _lift_sign_in_holds(conn, target, profile, now)
+
+    def lift_sign_in_holds(self, target: str, profile: str, now: float) -> int:
+        """Make the rows of `profile` that wait for a sign-in to `target` due now (a new one
+        came): those held for the profile's own sign-in there, or whose reason asks for
+        `watchbridge auth TARGET`. The others keep their waits (a rate limit's, a lockout's,
+        an outage's, a retry's backoff, a media server's key). They are held no more
+        (`holds`): the next try says whether they still are. How many."""
+        with self.transaction() as conn:
+            return _lift_sign_in_holds(conn, target, profile, now)
+
+    def signed_in_marks(
+        self, pairs: Collection[tuple[str, str]]
+    ) -> dict[tuple[str, str], str | None]:
+        """The sign-in mark (SIGNED_IN_CURSOR) of each (target, profile) of `pairs`."""
+        with self._locked():
+            return _signed_in_marks(self._conn, pairs)
+
+    def held_for_sign_in(self) -> list[tuple[str, str]]:
+        """The (target, profile) pairs with rows held for the profile's own sign-in there (as
+        `lift_sign_in_holds` lifts them; the held rows' index only)."""
+        rows = self._query(
+            f"SELECT DISTINCT target, profile FROM outbox WHERE held = '{HELD_PROFILE}'"
+            " AND status = 'pending' AND waits_for_sign_in = 1 ORDER BY target, profile"
+        )
+        return [(row["target"], row["profile"]) for row in rows]
 
     def next_due(
         self, targets: Sequence[str] | None = None, worker: str | None = None, now: float = 0.0

@@ -14,7 +14,7 @@ import random
 import sqlite3
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeGuard
@@ -71,6 +71,9 @@ from watchbridge.zone import clock_time
 log = logging.getLogger(__name__)
 
 IDLE_WAKE_SECONDS = 300.0  # rows queued by the CLI (sync, deadletters retry) are seen within 5 min
+# While a profile's rows wait for its sign-in to a target, how often the store is asked whether
+# a new one came (`watchbridge auth` beside the service counts it there): they go this soon.
+SIGN_IN_LOOK_EVERY = 10.0
 TARGET_PROBE_MAX = 300.0
 # The wall clock set back by more than this (NTP correcting a clock that ran fast) moves the
 # waits set by it back as much: they would hold deliveries (and their alerts) that much longer.
@@ -465,6 +468,21 @@ SERVICE_ROLE = "service"
 ENDING = ":ending"  # the `credentials` key of a sign-in that works but cannot be renewed
 # The alerts a profile's held deliveries raise (see Hold.alert).
 PROFILE_ALERTS = ("credentials", "account_limit", "service_unreachable")
+
+
+def for_a_sign_in(hold: Hold) -> bool:
+    """Whether `hold` waits for the profile's own sign-in to its target (its credentials
+    alert), which a new sign-in lifts: not a lockout's, a rate limit's, an outage's, nor a
+    media server's key (a config change at the next start tries those)."""
+    return hold.sign_in and held_as(hold) == HELD_PROFILE
+
+
+def signed_in_again(
+    held: Mapping[tuple[str, str], str | None], kept: Mapping[tuple[str, str], str | None]
+) -> list[tuple[str, str]]:
+    """The (target, profile) sign-in holds to lift: the store's sign-in mark (`kept`) is no
+    longer the one their last try went with (`held`), so a sign-in came since."""
+    return sorted(pair for pair, mark in held.items() if pair in kept and kept[pair] != mark)
 
 
 def held_as(hold: Hold) -> str | None:
@@ -967,10 +985,12 @@ class DeliveryWorker:
         idle_wake: float = IDLE_WAKE_SECONDS,
         judge_config: bool | None = None,
         jitter: Jitter = random.uniform,
+        sign_in_look: float = SIGN_IN_LOOK_EVERY,
     ) -> None:
         self.make_targets = make_targets
         self.jitter = jitter  # of retry waits (`backoff`); a test's may be none
         self.idle_wake = idle_wake
+        self.sign_in_look = sign_in_look
         self.targets: dict[str, Target] = {}
         self.config = config
         self._wakes: dict[str, asyncio.Event] = {}  # per target loop (see `_target_loop`)
@@ -992,6 +1012,9 @@ class DeliveryWorker:
         # when this worker last wrote or read it there (the store's is the hold).
         self._paused: dict[str, ProfileHold] = {}
         self._paused_restored = False  # read back from the store once, before any pass
+        # (target, profile) whose rows wait for its sign-in (`for_a_sign_in`) -> the store's
+        # sign-in mark their last try went with: one since lifts them (`_lift_signed_in`).
+        self._sign_in_holds: dict[tuple[str, str], str | None] = {}
         # A target down for weeks is probed every 5 minutes, a lost sign-in's rows come back
         # every 15: the log tells each once, then hourly, and when it is over.
         self._held_log = Repeating(log)
@@ -1115,12 +1138,14 @@ class DeliveryWorker:
             # Even with rows due far ahead (an unmatched play, an AniList hold), look again
             # within idle_wake: the CLI queues rows this process is not told about.
             probe_at = self._probe_look_at.get(name)
+            # Rows waiting for a sign-in go soon after one beside this process (the CLI).
+            signing = any(target == name for target, _ in self._sign_in_holds)
             wait_until = min(
                 [
                     *([due] if due is not None else []),
                     *([held_until] if held_until is not None else []),
                     *([probe_at] if probe_at is not None and probe_at > now else []),
-                    now + self.idle_wake,
+                    now + (self.sign_in_look if signing else self.idle_wake),
                 ]
             )
             await self._sleep(wake, max(0.0, wait_until - now), stop)
@@ -1225,6 +1250,12 @@ class DeliveryWorker:
         for key, value in kept:
             if (hold := ProfileHold.from_json(value)) is not None:
                 self._paused.setdefault(key, hold)
+        # Rows an earlier process held for a sign-in: one from now on lifts them (one made
+        # while none ran lifted them already).
+        held = await asyncio.to_thread(runtime.store.held_for_sign_in)
+        marks = await asyncio.to_thread(runtime.store.signed_in_marks, held) if held else {}
+        for pair, mark in marks.items():
+            self._sign_in_holds.setdefault(pair, mark)
 
     async def _judge_queued(self, runtime: Runtime) -> None:
         if self._judge_config:  # once, before anything is claimed
@@ -1237,6 +1268,7 @@ class DeliveryWorker:
         await self._after_a_step_back(runtime)
         now = runtime.clock()
         await self._still_held(runtime, now, names)
+        await self._lift_signed_in(runtime, now, names)
         claimed_any = False
         for name in self._open_targets(now, names):
             target = self.targets[name]
@@ -1245,19 +1277,46 @@ class DeliveryWorker:
                 at = self._after_waiting(runtime) if waited else now
                 claimed = await self._claim(runtime, target, at, alone=False)
                 if claimed.items:
-                    await self._send(runtime, target, claimed.items, at)
+                    await self._send(runtime, target, claimed.items, at, claimed.signed_in)
             if not claimed.items and claimed.alone_next:
                 async with self._solo.alone(name, self._stop) as waited:
                     at = self._after_waiting(runtime) if waited else now
                     claimed = await self._claim(runtime, target, at, alone=True)
                     if claimed.items:
-                        await self._send(runtime, target, claimed.items, at)
+                        await self._send(runtime, target, claimed.items, at, claimed.signed_in)
             claimed_any = claimed_any or bool(claimed.items)
         if runtime.clock() >= self._look_for_untold_at and not self._telling.locked():
             async with self._telling:  # one target loop at a time: each alert goes out once
                 self._look_for_untold_at = runtime.clock() + UNTOLD_LOOK_EVERY
                 await self._tell_dead_letters(runtime)
         return claimed_any
+
+    async def _lift_signed_in(self, runtime: Runtime, now: float, names: Sequence[str]) -> None:
+        """Lift the sign-in holds of targets `names` whose profile signed in again since their
+        last try (`signed_in_again`): their rows are claimed in this pass, not at the end of
+        their hold. The sign-in may come from another process (`watchbridge auth`, which
+        lifts them too, but not the rows this worker held meanwhile). A hold none of whose rows
+        waits any more (all went out, lifted or discarded) is forgotten: no more looks for it."""
+        held = {pair: mark for pair, mark in self._sign_in_holds.items() if pair[0] in names}
+        if not held:
+            return
+        store = runtime.store
+
+        def look() -> tuple[dict[tuple[str, str], str | None], set[tuple[str, str]]]:
+            return store.signed_in_marks(list(held)), set(store.held_for_sign_in())
+
+        kept, waiting = await asyncio.to_thread(look)
+        lift = signed_in_again(held, kept)
+        for pair in held.keys() - waiting - set(lift):
+            self._sign_in_holds.pop(pair, None)
+        for target, profile in lift:
+            self._sign_in_holds.pop((target, profile), None)
+            lifted = await asyncio.to_thread(store.lift_sign_in_holds, target, profile, now)
+            log.info(
+                f"profile {profile} signed in to {service_title(target)} again: the deliveries"
+                " its sign-in held go now",
+                extra={"target": target, "profile": profile, "rows": lifted},
+            )
 
     def _after_waiting(self, runtime: Runtime) -> float:
         """The time after a wait for a row going alone (deliver.solo); a stop that came
@@ -1279,9 +1338,15 @@ class DeliveryWorker:
         )
 
     async def _send(
-        self, runtime: Runtime, target: Target, items: list[OutboxItem], now: float
+        self,
+        runtime: Runtime,
+        target: Target,
+        items: list[OutboxItem],
+        now: float,
+        signed_in: Mapping[tuple[str, str], str | None],
     ) -> None:
-        """Deliver a batch claimed for `target` at `now`, and record its outcomes."""
+        """Deliver a batch claimed for `target` at `now`, and record its outcomes (`signed_in`:
+        the sign-in marks as the claim read them, `Claimed.signed_in`)."""
         store, name = runtime.store, target.name
         # A row a crash cut short at its last attempt keeps taking the process down: it
         # gives up here, untried. If its last send may have landed, the dead letter says
@@ -1310,7 +1375,7 @@ class DeliveryWorker:
         back: list[Settlement] = []
         if fence.refused:
             items, back = self._hand_back_fenced(runtime, target, items, outcomes, fence)
-        await self._record(runtime, target, items, outcomes, name in answered, back)
+        await self._record(runtime, target, items, outcomes, name in answered, back, signed_in)
 
     async def _deliver(
         self,
@@ -1406,11 +1471,13 @@ class DeliveryWorker:
         outcomes: dict[int, Outcome],
         answered: bool,
         handed_back: Sequence[Settlement] = (),
+        signed_in: Mapping[tuple[str, str], str | None] | None = None,
     ) -> None:
         """Settle a batch's `outcomes` and tell what they mean (holds, alerts, recoveries).
         `answered`: the target's service answered meanwhile (http.ANSWERED), also if only to
         refuse a sign-in: its outage is over, whatever holds a profile's rows. The batch's
-        rows a fence handed back (`_hand_back_fenced`) are settled in the same write."""
+        rows a fence handed back (`_hand_back_fenced`) are settled in the same write.
+        `signed_in`: the sign-in marks the batch's tries went with (`Claimed.signed_in`)."""
         store, now = runtime.store, runtime.clock()
         # A worker stalled past its claims' lease (a suspended `watchbridge sync`) lost them to
         # another, whose outcome stands: its own would only mislead (logs, alerts, holds).
@@ -1434,6 +1501,7 @@ class DeliveryWorker:
         # Profiles with a row through, or done on what the service answered (Skipped.answered)
         delivered_for: set[str] = set()
         held_for: set[str] = set()  # profiles with a row held
+        sign_in_held: set[str] = set()  # of those, the profiles held for their sign-in
         ending: dict[str, str] = {}  # profile: why its sign-in stops working soon
         skipped = 0  # rows settled without a write (`Skipped`)
         limited: dict[str, set[int]] = {}  # rows an account limit held, by alert key
@@ -1490,6 +1558,8 @@ class DeliveryWorker:
             elif isinstance(outcome, Hold) and not spent_hold:
                 held_for.add(item.profile)
                 holds.append(outcome)
+                if for_a_sign_in(outcome):
+                    sign_in_held.add(item.profile)
                 after = outcome.after
                 if outcome.spends:
                     after = max(after, backoff(item.attempts + 1, self.config, None, self.jitter))
@@ -1525,6 +1595,12 @@ class DeliveryWorker:
                 wait = backoff(item.attempts + 1, self.config, outcome.after, self.jitter)
                 settled.append(Settlement(item.id, "pending", now + wait, outcome.reason))
         superseded = await asyncio.to_thread(store.settle, now, settled, self.worker_id)
+        for whose in delivered_for | sign_in_held:
+            pair = (target.name, whose)
+            if whose in sign_in_held:  # a sign-in since the claim's mark lifts it
+                self._sign_in_holds[pair] = (signed_in or {}).get(pair)
+            else:  # its sign-in works
+                self._sign_in_holds.pop(pair, None)
         if skipped:
             runtime.metrics.deliveries_skipped.labels(target.name).inc(skipped)
         for key, ids in limited.items():
