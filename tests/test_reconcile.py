@@ -1224,6 +1224,66 @@ def test_one_of_two_viewings_copied_at_one_time_removed_takes_only_its_partner()
         assert [(a.kind, a.target) for a in result.actions] == [("remove_play", "trakt")]
 
 
+def test_a_viewing_removed_takes_its_second_release_date_mark_along() -> None:
+    # Copied to Trakt, then marked there "watched on release date" (read undated, a second
+    # record of it while Serializd held it): deleted on Serializd, the copy and the mark go,
+    # or the mark left alone would be copied back as a tick. The guard counts both.
+    mark = Play(EP1, UNDATED, "t1")
+    other = tuple(Play(EP2, WATCHED + n * DAY, f"o{n}") for n in range(18))
+    before = {
+        "trakt": side(mark, Play(EP1, WATCHED + 30, "t2"), *other),
+        "serializd": side(
+            Play(EP1, WATCHED, "s1"), *(replace(p, record="s" + p.record) for p in other)
+        ),
+    }
+    current = {
+        "trakt": replace(before["trakt"], marks=frozenset({"t1"})),
+        "serializd": side(*before["serializd"].plays[1:]),
+    }
+    result = plan(TWO_WAY, current, before)
+    assert sorted((a.kind, a.target, a.record) for a in result.actions) == [
+        ("remove_play", "trakt", "t1"),
+        ("remove_play", "trakt", "t2"),
+    ]
+    assert not result.held  # 2 of 20: within the share
+    fewer = {"trakt": replace(current["trakt"], plays=current["trakt"].plays[:-1])}
+    held = plan(TWO_WAY, {**current, **fewer}, before).held
+    assert "2 of 19 plays on trakt would be removed (more than 10%)" in held
+
+
+def test_a_second_release_date_mark_stays_while_the_episode_is_still_watched() -> None:
+    # One of two viewings deleted on Serializd: its copy goes, the mark stands for the one
+    # left (a second record of it), neither removed nor copied.
+    mark = Play(EP1, UNDATED, "t1")
+    before = {
+        "trakt": side(Play(EP1, WATCHED - 30 * DAY, "t0"), mark, Play(EP1, WATCHED, "t2")),
+        "serializd": side(Play(EP1, WATCHED - 30 * DAY, "s0"), Play(EP1, WATCHED, "s1")),
+    }
+    marks = frozenset({"t1"})
+    current = {
+        "trakt": replace(before["trakt"], marks=marks, second_marks=marks),
+        "serializd": side(before["serializd"].plays[0]),
+    }
+    result = plan(TWO_WAY, current, before)
+    assert [(a.kind, a.target, a.record) for a in result.actions] == [
+        ("remove_play", "trakt", "t2")
+    ]
+
+
+def test_an_undated_play_not_taken_for_a_mark_is_not_removed_with_a_viewing() -> None:
+    # Only a mark is the viewing's second record: another undated play (Trakt's "unknown
+    # date") is none of its business.
+    before = {
+        "trakt": side(Play(EP1, UNDATED, "t1"), Play(EP1, WATCHED, "t2")),
+        "serializd": side(Play(EP1, WATCHED, "s1")),
+    }
+    current = {"trakt": before["trakt"], "serializd": side()}
+    result = plan(TWO_WAY, current, before)
+    assert ("remove_play", "trakt", "t1") not in [
+        (a.kind, a.target, a.record) for a in result.actions
+    ]
+
+
 def test_a_play_removed_after_a_first_run_took_it_for_one_viewing_takes_its_partner() -> None:
     before = {
         "trakt": side(Play(EP1, WATCHED, "t1")),

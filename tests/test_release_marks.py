@@ -10,6 +10,7 @@ from watchbridge.release_marks import (
     as_marks,
     cached_moments,
     found_marks,
+    marks_read,
     missing_places,
     release_candidates,
     release_moments,
@@ -100,6 +101,9 @@ def test_a_mark_of_a_viewing_trakt_holds_a_copy_of_already_is_a_second_record() 
     read = as_marks(trakt, marks)
     assert second_marks(read, other, marks) == {"t1"}
     assert second_marks(read, Side(), marks) == frozenset()  # its viewing gone: not kept
+    # Still a mark (`Side.marks`): a removal of its viewing takes it along (test_reconcile).
+    assert marks_read(read, marks) == {"t1"}
+    assert marks_read(trakt, marks) == frozenset()  # not read undated (`as_marks`): none
     alone = Side((Play(E1, RELEASED, "t1"),))  # the mark pairs with the viewing: no second
     assert second_marks(as_marks(alone, marks), other, marks) == frozenset()
 

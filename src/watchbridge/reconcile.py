@@ -166,8 +166,12 @@ class Side:
     # Records of this side's plays marked "watched on release date" (read undated) whose
     # viewing the other side holds paired with another play of this side already (a mark
     # added on Trakt after the viewing was copied there, `release_marks.second_marks`): a
-    # second record of that viewing, neither copied nor removed.
+    # second record of that viewing, neither copied nor removed (removed with the viewing).
     second_marks: frozenset[str] = frozenset()
+    # Records of every play of this side taken for such a mark (read undated, second or
+    # not): a viewing removed on the other side takes one with it where that side holds no
+    # play of the episode any more (`_marks_going_along`).
+    marks: frozenset[str] = frozenset()
     # When each play dated by the day alone was logged, by record (a Serializd log made in its
     # app, dated by a day and no hour: its `dateAdded`): of two such plays of one item on one
     # day, only this tells one viewing recorded twice from two viewings (`recorded_twice`).
@@ -911,12 +915,13 @@ def _plan_history(
         pairs += _second_records_going_along(
             pairs, free, [p for p in current[source].plays if p.record not in standing[source]]
         )
+        watched = {p.item for p in current[source].plays}
+        pairs += _marks_going_along(pairs, free, current[target].marks, watched)
         copies = _copies_of_renumbered(
             [p for p in removed[source] if p.record in renumbered_now],
             current[target].plays,
             {partner.record for _, partner in pairs},
         )
-        watched = {p.item for p in current[source].plays}
         for gone, partner in pairs + copies:
             partners_of_removed[target].add(partner.record)
             if partner.at == UNDATED and gone.at != UNDATED and gone.item in watched:
@@ -1180,6 +1185,34 @@ def _second_records_going_along(
             if any(play is other for other in alone):
                 by_item[partner.item].remove(play)
                 going.append((gone, play))
+    return going
+
+
+def _marks_going_along(
+    pairs: Sequence[tuple[Play, Play]],
+    free: Iterable[Play],
+    marks: Collection[str],
+    watched: Collection[str],
+) -> list[tuple[Play, Play]]:
+    """(gone play, mark) for the target's plays marked "watched on release date" (`marks`,
+    read undated) left in `free` of an episode the removed play's side holds no play of any
+    more (`watched`: its items), one per removed play: a second record of the removed viewing
+    (`Side.second_marks`: on Trakt the mark and the copy are one viewing), it goes with it
+    rather than be copied back as a viewing of its own. Where that side still holds a play of
+    the episode, the mark stays, standing for that one (as an undated partner does)."""
+    taken = {id(partner) for _, partner in pairs}
+    left = _by_item(
+        p
+        for p in sorted(free, key=lambda p: p.record)
+        if p.at == UNDATED and p.record in marks and id(p) not in taken
+    )
+    going: list[tuple[Play, Play]] = []
+    done: set[int] = set()
+    for gone, _ in pairs:
+        if gone.item in watched or id(gone) in done or not left.get(gone.item):
+            continue
+        done.add(id(gone))
+        going.append((gone, left[gone.item].pop(0)))
     return going
 
 

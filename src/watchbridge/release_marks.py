@@ -20,7 +20,8 @@ Movies are left as they are: Trakt documents `released` for episodes only.
 A mark added on Trakt after the link copied its viewing there (dated years back, it is read
 by the next full read only, when the viewing is paired with its copy already) is asked about
 too, where the other side holds plays of the episode but none left without a partner: found,
-it is a second record of that viewing (`second_marks`), neither copied nor removed.
+it is a second record of that viewing (`second_marks`), neither copied nor removed; the
+viewing removed on the other side takes it along (`marks_read`, `reconcile._marks_going_along`).
 
 A show whose season list cannot be had (Trakt failing on it, or answering it without the
 episodes of a candidate's season, trakt/trakt-api#799) decides nothing: its candidates and the
@@ -161,6 +162,13 @@ def second_marks(own: Side, other: Side, marks: Collection[str]) -> frozenset[st
             room[play.item] -= 1
             found.add(play.record)
     return frozenset(found)
+
+
+def marks_read(side: Side, marks: Collection[str]) -> frozenset[str]:
+    """The records of `side`'s plays taken for marks (`marks`) and read undated
+    (`as_marks`): `Side.marks`, by which a viewing removed on the other side takes its second
+    mark along."""
+    return frozenset(p.record for p in side.plays if p.at == UNDATED and p.record in marks)
 
 
 def unread_seasons(seasons: Sequence[ListedSeason], wanted: Collection[int]) -> list[int]:

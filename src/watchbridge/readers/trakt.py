@@ -42,6 +42,7 @@ from watchbridge.release_marks import (
     found_marks,
     held_items,
     lookups_told,
+    marks_read,
     missing_places,
     places_asked,
     release_candidates,
@@ -676,9 +677,11 @@ class TraktReader:
                 )
             await self._note_lookups(profile, failing, held, set(moments))
         own = as_marks(own, found)
-        seconds = await asyncio.to_thread(second_marks, own, other, {*kept, *found})
-        if seconds:
-            own = replace(own, second_marks=seconds)
+        marks = {*kept, *found}
+        seconds = await asyncio.to_thread(second_marks, own, other, marks)
+        read = await asyncio.to_thread(marks_read, own, marks)
+        if seconds or read:
+            own = replace(own, second_marks=seconds, marks=read)
         return replace(own, held=held) if held else own
 
     async def _note_lookups(
