@@ -23,6 +23,7 @@ from watchbridge.ratings import to_serializd
 from watchbridge.services.serializd import (
     LOGIN_FORBIDDEN_WAIT,
     REFUSAL_KEPT,
+    REFUSED,
     REQUESTS_PER_SECOND,
     SerializdAuthError,
     SerializdClient,
@@ -30,10 +31,11 @@ from watchbridge.services.serializd import (
     SerializdItemError,
     SerializdUnavailable,
     WatchlistShow,
-    _fingerprint,
     blocked_advice,
+    credentials_fingerprint,
     episode_log_body,
     lane,
+    login_refusal,
     parse_diary_page,
     parse_season_listing,
     parse_show_page,
@@ -172,13 +174,53 @@ async def test_a_refused_password_made_right_on_the_website_works_again_within_h
     assert fake.count("POST", LOGIN) == 2
 
 
+async def test_a_refused_password_is_tried_again_after_hours_while_its_refusal_is_kept(
+    fake: FakeSerializd, store: Store
+) -> None:
+    # The refusal is kept until a login goes through (the status reads refused until then),
+    # but the same password is tried again after its hours: kept is not held off.
+    clock = FakeClock(fake.now())
+    for _ in range(2):
+        clock.advance(REFUSAL_KEPT + 1)
+        client = make_client(fake, store, password="wrong", clock=clock)
+        with pytest.raises(SerializdAuthError, match="else every 6 hours") as refused:
+            await client.diary(PROFILE)
+        await client.aclose()
+        assert refused.value.retry_after == REFUSAL_KEPT
+    assert fake.count("POST", LOGIN) == 2
+    refusal = login_refusal(store, PROFILE, clock() + 365 * 86400.0)
+    assert refusal is not None and refusal.at == clock()
+    assert "wrong" not in json.dumps(store.cache_get(REFUSED, PROFILE, clock())[1])
+
+
+async def test_a_6_hour_refusal_an_older_release_kept_holds_its_hours_after_upgrading(
+    fake: FakeSerializd, store: Store
+) -> None:
+    clock = FakeClock(fake.now())
+    client = make_client(fake, store, clock=clock)
+    account = client.accounts[PROFILE]
+    # As releases before kept it: the bare fingerprint, for 6 hours from the refusal.
+    store.cache_put(
+        REFUSED, PROFILE, credentials_fingerprint(account), clock() - 3600, REFUSAL_KEPT
+    )
+    with pytest.raises(SerializdAuthError, match="else every 6 hours") as held:
+        await client.diary(PROFILE)
+    assert held.value.retry_after == pytest.approx(REFUSAL_KEPT - 3600)
+    assert fake.count("POST", LOGIN) == 0
+    clock.advance(REFUSAL_KEPT)
+    assert await client.diary(PROFILE) == []  # its hours over: the password works again
+    await client.aclose()
+
+
 async def test_a_refusal_kept_for_a_year_by_an_older_release_does_not_hold_after_upgrading(
     fake: FakeSerializd, store: Store
 ) -> None:
     client = make_client(fake, store)
     account = client.accounts[PROFILE]
     year = 365 * 86400.0
-    store.cache_put("serializd-refused", PROFILE, _fingerprint(account), fake.now(), year)
+    store.cache_put(
+        "serializd-refused", PROFILE, credentials_fingerprint(account), fake.now(), year
+    )
     assert await client.diary(PROFILE) == []  # the password works again: signed in
     await client.aclose()
 

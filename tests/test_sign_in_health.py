@@ -32,7 +32,7 @@ from watchbridge.downtime import downtime_notice
 from watchbridge.maintenance import housekeeping
 from watchbridge.services.anilist import AniListAuthError
 from watchbridge.services.refusals import digest
-from watchbridge.services.serializd import SerializdAuthError
+from watchbridge.services.serializd import REFUSAL_KEPT, SerializdAuthError
 from watchbridge.signins import Facts, iso, sign_in_states
 from watchbridge.wiring import build_runtime, serializd_client
 
@@ -331,6 +331,86 @@ profiles:
     assert "  serializd/typo: refused: Serializd refused the email or password at the " in shown
     # The service reads the config at its start: a password put right waits for a restart.
     assert "check profiles.typo.accounts.serializd, then restart watchbridge\n" in shown
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("later", [60.0, REFUSAL_KEPT + HOUR], ids=["at-once", "hours-later"])
+async def test_a_refused_serializd_password_reads_refused_until_a_login_or_another_password(
+    tmp_path: Path, serializd: FakeSerializd, now: FakeClock, later: float
+) -> None:
+    """A login refused (the password changed on serializd.com) read `ok` again with the old
+    token's expiry once the refusal's 6 hours were over, with nothing tried since; and after
+    the new password was put into the config, it read `refused` until a login went through."""
+    user = serializd.user
+    path = tmp_path / "watchbridge.yaml"
+
+    def config_with(password: str) -> Config:
+        text = f"""
+storage: {{path: {tmp_path / "wb.db"}}}
+services:
+  serializd: {{api_url: "{serializd.url}"}}
+profiles:
+  me: {{users: {{plex: ["1"]}}, accounts: {{serializd: {{email: {user.email}, password: "{password}"}}}}}}
+"""  # noqa: E501
+        path.write_text(text)  # for `watchbridge status`
+        return parse_config(text, path, {})
+
+    async def read_diary(config: Config) -> None:
+        runtime = build_runtime(config, clock=now)
+        runtime.open()
+        client = serializd_client(config, runtime)
+        assert client is not None
+        try:
+            await client.diary("me")
+        finally:
+            await client.aclose()
+            runtime.close()
+
+    def serializd_of(config: Config) -> tuple[dict[str, Any], str, str]:
+        sign_ins, page, metrics = served(config, now)
+        (me,) = sign_ins["me"]
+        return me, page, metrics
+
+    first_password = user.password
+    config = config_with(first_password)
+    await read_diary(config)  # signed in: a token good for a year
+    user.password = NEW_PASSWORD = "changed on serializd.com"
+    serializd.expire_tokens()
+    with pytest.raises(SerializdAuthError, match="refused the email or password"):
+        await read_diary(config)
+    refused = '<td>me</td><td>serializd</td><td><span class="bad">refused</span></td>'
+
+    now.advance(later)  # no link run nor delivery since: nothing was tried
+    me, page, metrics = serializd_of(config)
+    assert (me["state"], me["refused"]) == ("refused", True)
+    assert me["message"].startswith("Serializd refused the email or password at the last login")
+    assert f"{refused}<td>{REFUSED_EXPIRY}</td>" in page
+    assert metric(metrics, "watchbridge_sign_in_ok", "serializd", "me") == 0.0
+    assert metric(metrics, "watchbridge_sign_in_expiry_seconds", "serializd", "me") == 0.0
+    assert "  serializd/me: refused: Serializd refused the email " in status_command(config)
+
+    # The new password put into the config and watchbridge restarted: not refused, not tried.
+    fixed = config_with(NEW_PASSWORD)
+    me, page, metrics = serializd_of(fixed)
+    assert (me["state"], me["refused"], me["expires_at"]) == ("not_tried", False, None)
+    assert me["message"] == (
+        "the email or password in profiles.me.accounts.serializd changed since Serializd "
+        "refused them; they are first used when watchbridge first delivers to Serializd or a "
+        "link syncs it; a wrong one shows here then"
+    )
+    assert "<td>me</td><td>serializd</td><td>not tried yet</td>" in page
+    assert metric(metrics, "watchbridge_sign_in_ok", "serializd", "me") == 1.0
+    assert "  serializd/me: not tried yet: the email or password " in status_command(fixed)
+    assert (serializd_of(config)[0]["state"]) == "refused"  # the one refused, still
+
+    await read_diary(fixed)  # its first use logs in
+    me, page, metrics = serializd_of(fixed)
+    assert (me["state"], me["refused"]) == ("ok", False)
+    assert metric(metrics, "watchbridge_sign_in_expiry_seconds", "serializd", "me") > 300 * DAY
+    assert REFUSED_EXPIRY not in page
+    for kept in tmp_path.glob("wb.db*"):  # the passwords' fingerprints only, never them
+        assert NEW_PASSWORD.encode() not in kept.read_bytes()
+        assert first_password.encode() not in kept.read_bytes()
 
 
 # --------------------------------------------------------------------------- pure states

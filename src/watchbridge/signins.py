@@ -17,7 +17,9 @@ still the token in use, whether a delivery or a link's sync met the refusal (a l
 reads and writes queue nothing that could wait): a new sign-in, or a request with it that goes
 through (a delivery, a link's read), ends it. A Serializd login with email and password that
 Serializd refused (the password changed on its website) is `refused` the same way, with the
-same flag (`SignIn.token_refused`), until a login goes through.
+same flag (`SignIn.token_refused`), until a login goes through, however long none is tried;
+the config's credentials changed since (told by their fingerprint, never kept) are
+`not_tried` instead, until their first login says.
 
 A sign-in watchbridge has not used yet (a Serializd password before its first login, a token
 or refresh token pasted into the config before its first request) is `not_tried`: whether
@@ -40,9 +42,8 @@ from watchbridge.services.refusals import SERVICE_WIDE, entry, refusal_of
 from watchbridge.services.serializd import EXPIRY_WARNING_DAYS as SERIALIZD_WARNING_DAYS
 from watchbridge.services.serializd import FORBIDDEN as SERIALIZD_FORBIDDEN
 from watchbridge.services.serializd import NEW_TOKEN as SERIALIZD_NEW_TOKEN
-from watchbridge.services.serializd import REFUSED as SERIALIZD_REFUSED
 from watchbridge.services.serializd import Session as SerializdSession
-from watchbridge.services.serializd import same_email
+from watchbridge.services.serializd import login_refusal, same_email
 from watchbridge.services.serializd import token_expiry as serializd_token_expiry
 from watchbridge.services.trakt import PASTED_USED, REFRESH_OUTCOME, TokenSet
 from watchbridge.store import Store
@@ -80,6 +81,8 @@ class Facts:
     pasted_used: str | None = None  # Trakt: the hash of the pasted refresh token Trakt answered
     last_refresh: Mapping[str, Any] | None = None  # Trakt: REFRESH_OUTCOME's entry
     refused: str | None = None  # Serializd: why its last login was refused, if it was
+    # Serializd: a login was refused, with credentials other than the config's (changed since)
+    refused_others: bool = False
     # AniList, Trakt, Plex: the service's last refused token (`services.refusals`); a refusal
     # of the token in use, of an earlier one, or of one stored since.
     refused_token: Mapping[str, Any] | None = None
@@ -332,6 +335,16 @@ def _serializd(fact: Facts, now: float) -> SignIn:
             fact.profile, "serializd", "refused", expires_at, fact.refused, token_refused=True
         )
     first_used = f"first used {FIRST_USED.format(service='Serializd')}"
+    if fact.refused_others:
+        # Whether Serializd takes them is up to their first login, as for a new pasted token.
+        return SignIn(
+            fact.profile,
+            "serializd",
+            "not_tried",
+            None,
+            f"the email or password in {where} changed since Serializd refused them; they "
+            f"are {first_used}; a wrong one shows here then",
+        )
     if not data.get("token"):
         return SignIn(
             fact.profile,
@@ -520,10 +533,12 @@ def read_facts(config: Config, store: Store, now: float) -> list[Facts]:
             facts.append(_token_facts(store, name, "serializd", configured=configured, pasted=True))
         elif accounts.serializd is not None:
             where = f"profiles.{name}.accounts.serializd"
-            refused, fingerprint = store.cache_get(SERIALIZD_REFUSED, name, now)
+            refusal = login_refusal(store, name, now)
+            # Worked out (slowly) only while a refusal is on record.
+            refused = refusal is not None and refusal.of(accounts.serializd)
             forbidden, _ = store.cache_get(SERIALIZD_FORBIDDEN, name, now)
             why = None
-            if refused and fingerprint is not None:
+            if refused:
                 why = (
                     "Serializd refused the email or password at the last login: "
                     f"check {where}, then restart watchbridge"
@@ -540,6 +555,7 @@ def read_facts(config: Config, store: Store, now: float) -> list[Facts]:
                     store.get_token("serializd", name),
                     configured=accounts.serializd.email,
                     refused=why,
+                    refused_others=refusal is not None and why is None,
                 )
             )
         if accounts.plex is not None and (plex := _plex_facts(config, store, name)) is not None:

@@ -68,14 +68,20 @@ DEFAULT_TAG = "#watchbridge"  # tag every diary entry we create (§10, pitfalls 
 REQUESTS_PER_SECOND = 2.0  # §8: "about 1-2 requests per second per account"
 EXPIRY_MARGIN = 3600.0  # log in again this long before a token's own expiry claim
 LOGIN_FORBIDDEN_WAIT = 1800.0  # a login answered 403 is not tried again sooner (§8)
-# Cache: the fingerprint of credentials Serializd refused. A new name for the 6-hour refusal:
-# the year-long ones older releases stored under "serializd-refused" must not hold on.
+# Cache: the fingerprint of credentials Serializd refused, and when (`login_refusal`). A new
+# name for the 6-hour refusal: the year-long ones older releases stored under
+# "serializd-refused" held the login off for a year. The entry is kept until a login goes
+# through (REFUSAL_SHOWN), so the sign-in reads refused until then; the login is held off
+# only REFUSAL_KEPT from its time. (Releases before kept the bare fingerprint for 6 hours.)
 REFUSED = "serializd-refused-6h"
 FORBIDDEN = "serializd-forbidden"  # cache: a login answered 403, until it may be tried again
 # Refused credentials are not sent again while unchanged for this long (at once when they
 # change): a few tries a day cannot lock the account, and a password made right again on the
 # website (not in the config) still works again the same day.
 REFUSAL_KEPT = 6 * 3600.0
+# A refusal on record says "refused" on the status until a login goes through, however long
+# nothing tries one (only links, no deliveries): it is not let lapse into "works" by itself.
+REFUSAL_SHOWN = 10 * 365 * 86400.0
 # The service reads its config at its start: a password put right in the file while it runs
 # is not read until it restarts (a `watchbridge sync` reads the file as it is).
 RETRIED = (
@@ -663,12 +669,43 @@ def watchlist_remove_body(show_id: int, season_ids: Iterable[int]) -> dict[str, 
     return {**seasons_body(show_id, season_ids), "async": False}
 
 
-def _fingerprint(account: SerializdAccount) -> str:
+def credentials_fingerprint(account: SerializdAccount) -> str:
     """Tells whether credentials changed, without keeping the password (slow to guess from)."""
     assert account.password is not None  # a login account's
     salt = f"watchbridge:{account.email}".encode()
     digest = hashlib.pbkdf2_hmac("sha256", account.password.reveal().encode(), salt, 100_000)
     return digest.hex()
+
+
+@dataclass(frozen=True)
+class LoginRefusal:
+    """Serializd refused the login with the credentials of `fingerprint` at `at`, and no login
+    went through since."""
+
+    fingerprint: str
+    at: float
+
+    def of(self, account: SerializdAccount) -> bool:
+        """Whether `account`'s credentials are those refused (slow, as their fingerprint)."""
+        return account.password is not None and self.fingerprint == credentials_fingerprint(account)
+
+    def holds(self, now: float) -> bool:
+        """Whether the same credentials are still not to be sent (REFUSAL_KEPT)."""
+        return now - self.at < REFUSAL_KEPT
+
+
+def login_refusal(tokens: TokenStore, profile: str, now: float) -> LoginRefusal | None:
+    """The refusal of `profile`'s last login on record, if no login went through since."""
+    hit, value = tokens.cache_get(REFUSED, profile, now)
+    if not hit:
+        return None
+    if isinstance(value, str):  # an older release's: kept REFUSAL_KEPT from its refusal
+        expires = tokens.cache_expires(REFUSED, profile, now)
+        return LoginRefusal(value, (now if expires is None else expires) - REFUSAL_KEPT)
+    if isinstance(value, dict) and isinstance(value.get("fingerprint"), str):
+        at = value.get("at")
+        return LoginRefusal(value["fingerprint"], float(at) if isinstance(at, int | float) else 0)
+    return None  # none (a login went through since), or unreadable
 
 
 def last_page(page: int, total_pages: int | None, got_new: bool) -> bool:
@@ -1020,15 +1057,14 @@ class SerializdClient:
                 f"profile {profile} has no Serializd sign-in: set {where} (email, password)",
             )
         now = self.clock()
-        # The fingerprint is slow on purpose: worked out only when a refusal is on record.
-        refused, fingerprint = self.tokens.cache_get(REFUSED, profile, now)
-        if refused and fingerprint is not None and fingerprint == _fingerprint(account):
-            until = self.tokens.cache_expires(REFUSED, profile, now)
+        # The fingerprint is slow on purpose: worked out only when a refusal holds.
+        refused = login_refusal(self.tokens, profile, now)
+        if refused is not None and refused.holds(now) and refused.of(account):
             raise SerializdAuthError(
                 SERVICE,
                 f"Serializd refused the email or password of profile {profile}: "
                 f"check {where}, {RETRIED}",
-                retry_after=REFUSAL_KEPT if until is None else max(until - now, 1.0),
+                retry_after=max(refused.at + REFUSAL_KEPT - now, 1.0),
             )
         if self.tokens.cache_get(FORBIDDEN, profile, now)[0]:
             raise SerializdAuthError(
@@ -1040,8 +1076,9 @@ class SerializdClient:
             profile, "POST", "/api/login", json=login_body(account), write=False
         )
         if response.status_code == 401 and _wrong_credentials(response):  # §1
-            refusal = _fingerprint(account)
-            self.tokens.cache_put(REFUSED, profile, refusal, self.clock(), REFUSAL_KEPT)
+            at = self.clock()
+            refusal = {"fingerprint": credentials_fingerprint(account), "at": at}
+            self.tokens.cache_put(REFUSED, profile, refusal, at, REFUSAL_SHOWN)
             raise SerializdAuthError(
                 SERVICE,
                 f"Serializd refused the email or password of profile {profile} "
