@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import json
 import logging
@@ -669,6 +670,9 @@ def watchlist_remove_body(show_id: int, season_ids: Iterable[int]) -> dict[str, 
     return {**seasons_body(show_id, season_ids), "async": False}
 
 
+# Kept per account: the status and each metrics scrape ask while a login stays refused, and
+# each hash takes tens of milliseconds on purpose.
+@functools.lru_cache(maxsize=32)
 def credentials_fingerprint(account: SerializdAccount) -> str:
     """Tells whether credentials changed, without keeping the password (slow to guess from)."""
     assert account.password is not None  # a login account's
