@@ -150,3 +150,36 @@ def test_a_report_is_kept_until_grace_has_passed(
         assert home.trakt_plays() == []
         assert [one.state for one in home.runtime.store.for_plex()] == [forplex.KEPT]  # type: ignore[union-attr]
         assert httpx.get(f"{home.app.url}/api/status").json()["not_sent_by_plex"] == []
+
+
+def test_the_alert_is_resolved_once_no_play_of_theirs_was_taken_for_six_weeks(
+    tmp_path: Path,
+    start_fake: Callable[[FakeServer], FakeServer],
+    receiver: AlertReceiver,
+    no_grace: None,
+) -> None:
+    # The plays taken are kept 6 weeks, for the status and for what resolves the alert (the
+    # config written, Plex's webhook seen): once they are forgotten nothing could, and the
+    # alert stayed open for good, also after the line was written.
+    title = "watchbridge: Plex's own webhook does not send Sam's plays"
+    with open_home(tmp_path, start_fake, AS_PLEX_USERS, alerts(receiver)) as home:
+        assert home.runtime is not None
+        a_viewing_by_tautulli(home, SAM, "Sam", **SPY_TAUTULLI)
+        home.settle()
+        release(home)
+        wait_until(lambda: [m["title"] for m in receiver.messages] == [title])
+        store = home.runtime.store
+        with store.transaction() as conn:  # taken 43 days ago
+            conn.execute(f"UPDATE tautulli_for_plex SET received_at = {time.time() - 43 * 86400}")
+        store.prune(time.time(), keep_done=1e9, keep_sessions=1e9)
+        assert store.for_plex() == []
+        release(home)  # the hourly round
+        wait_until(lambda: len(receiver.messages) == 2)
+        release(home)  # once
+        time.sleep(0.3)
+    assert [m["title"] for m in receiver.messages] == [title, f"Resolved: {title}"]
+    assert receiver.messages[-1]["message"] == (
+        f"No play of Plex account {SAM} on Plex server {SERVER} was taken from Tautulli's"
+        " reports for 42 days; should Plex's own webhook not send one again, this is told"
+        " again."
+    )

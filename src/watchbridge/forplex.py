@@ -32,6 +32,7 @@ LOOKBACK = 12 * 3600.0  # a viewing begun this long before its end, paused overn
 KEEP = 42 * 86400.0  # a report taken stays this long, for the status
 # A report's state: waiting for Plex's webhook, or taken in its stead.
 KEPT, TAKEN = "", "taken"
+KEY_PREFIX = "sent_by_plex:"  # of the alert's condition keys: KEY_PREFIX + SERVER:ACCOUNT
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +63,7 @@ class ForPlex:
     @property
     def key(self) -> str:
         """The alert's condition key: one per person and server."""
-        return f"sent_by_plex:{self.server}:{self.account}"
+        return f"{KEY_PREFIX}{self.server}:{self.account}"
 
     def line(self, config: Config) -> str:
         """The config line that lists the person for Tautulli's webhook under their profile,
@@ -109,6 +110,21 @@ def listed_now(one: ForPlex) -> str:
 def sent_now(one: ForPlex) -> str:
     """The "Resolved" notice once Plex's webhook is seen sending the person's plays."""
     return f"Plex's own webhook sends the plays of {one.label} on {one.server_shown} now."
+
+
+def lapsed(key: str) -> str | None:
+    """The "Resolved" notice of an alert (its condition `key`) none of whose plays taken is
+    kept any more (KEEP after the last): nothing is left to resolve it by. None for a key of
+    another alert of ALERT_KIND."""
+    if not key.startswith(KEY_PREFIX):
+        return None
+    server, _, account = key.removeprefix(KEY_PREFIX).partition(":")
+    shown = f"Plex server {server}" if server else "your Plex server"
+    return (
+        f"No play of Plex account {account} on {shown} was taken from Tautulli's reports for"
+        f" {KEEP / 86400:.0f} days; should Plex's own webhook not send one again, this is told"
+        " again."
+    )
 
 
 def status_line(one: ForPlex, plays: int, config: Config) -> str:

@@ -259,13 +259,20 @@ async def release_for_plex(runtime: Runtime) -> None:
     passed: dropped where Plex's webhook told of the same item for that profile, else taken
     for it (dated when Tautulli reported it), with one `unlisted_account` alert per person
     and server; that alert resolved once the config takes Tautulli's reports of them, or
-    Plex's webhook is seen sending their plays."""
+    Plex's webhook is seen sending their plays, or none of their plays taken is kept any more
+    (forplex.KEEP after the last)."""
     from watchbridge.ingest import parse
     from watchbridge.webhooks import ingest_job, route_for
 
     store, notifier, config = runtime.store, runtime.notifier, runtime.config
     now = runtime.clock()
     kept = await asyncio.to_thread(store.for_plex)
+    # An alert whose plays taken were all forgotten (forplex.KEEP) has nothing left to resolve
+    # it by (the config written, Plex's webhook seen): it is over.
+    present = {one.key for one in kept}
+    for key in notifier.condition_keys(forplex.ALERT_KIND):
+        if key not in present and (lapsed := forplex.lapsed(key)) is not None:
+            await notifier.resolve(forplex.ALERT_KIND, lapsed, key=key)
     if not kept:
         return
     ids = runtime.account_ids
