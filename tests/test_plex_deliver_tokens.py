@@ -199,3 +199,25 @@ async def test_a_home_members_token_pasted_for_the_owner_holds_the_writes_too(
         assert isinstance((await target.deliver([item], NOW))[item.id], Delivered)
     finally:
         await target.aclose()
+
+
+async def test_a_row_tried_between_auth_plexs_lift_and_its_server_token_goes_through(
+    config: Config, store: Store, plex: FakePlex, plextv: FakePlexTv, friend: Account
+) -> None:
+    # `watchbridge auth plex` lifts the held rows before it asks plex.tv for the person's
+    # server token: a running service may try them in between, with the new sign-in kept and
+    # the stale server token (or none) still in the store. The try finds the token itself.
+    await read_sam(config, store)
+    plextv.servers[plex.machine_id].shares.clear()  # the owner stopped sharing
+    plex.users.clear()
+    held = await deliver_play(config, store)
+    assert isinstance(held, Hold) and held.alert == "credentials"
+    plextv.share_on(plex, friend)  # shared again; sam signs in again, as told
+    sign_in(store, "sam", friend)
+    target = PlexTarget(plex_client(config, store, FakeClock(NOW)), config, store, FakeClock(NOW))
+    try:
+        item = row(store, "play", BB_S1E1, T0 + 60, profile="sam")  # the held row, tried
+        assert isinstance((await target.deliver([item], NOW))[item.id], Delivered)
+    finally:
+        await target.aclose()
+    assert plex.user_state("201", friend.id)["viewCount"] == 1
