@@ -396,6 +396,30 @@ async def test_a_second_viewing_that_day_logged_by_hand_reaches_trakt(
     assert rig.store.outbox_counts()["dead"] == 0
 
 
+async def test_a_second_viewing_logged_by_hand_after_the_upgrade_reaches_trakt(
+    rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
+) -> None:
+    """As above, the first log read by the release before, which kept no `day_logged`
+    cursor: the run after the upgrade read only the second log's dateAdded, took the first
+    one's as unknown, and held the second viewing as an old tool's duplicate (until a daily
+    full read). The first read by this release reads the whole diary once, to learn them."""
+    day = ago(3)[:10]
+    app.watch(1, 1, f"{day}T19:00:00.000Z")
+    log(serializd, 1, 1, day_only(day), date_added=f"{day}T20:00:00.000Z")
+    await rig.sync_and_deliver()
+    name = f"link:{LINK}"
+    cursors = json.loads(rig.store.get_cursor("serializd", PROFILE, name) or "{}")
+    del cursors["day_logged"]  # as 0.1.0 left them
+    rig.store.set_cursor("serializd", PROFILE, name, json.dumps(cursors), time.time())
+
+    log(serializd, 1, 1, day_only(day), date_added=f"{day}T23:10:00.000Z")
+    await rig.sync_and_deliver()
+    assert [p[:2] for p in trakt_plays(trakt)] == [(1, 1)] * 2
+    await rig.sync_and_deliver()  # and a run that reads only the new entries after it
+    assert [p[:2] for p in trakt_plays(trakt)] == [(1, 1)] * 2
+    assert len(diary_plays(serializd)) == 2
+
+
 async def test_two_trakt_plays_at_one_time_are_a_viewing_and_a_rewatch_on_serializd(
     rig: Rig, trakt: FakeTrakt, serializd: FakeSerializd, app: TraktApp
 ) -> None:

@@ -119,7 +119,8 @@ ADDED_SLACK = 2.0
 # further from the play is of another viewing, logged afterwards.
 A_DAY = 86400.0
 # Cursor: when each diary log dated by the day alone was logged (JSON {record: dateAdded}, see
-# `day_logged`): a delta read reads the new logs only, and an older one's stays needed.
+# `day_logged`): a delta read reads the new logs only, and an older one's stays needed. Kept
+# by every read (empty too): cursors without it are an earlier release's, read whole once.
 DAY_LOGGED = "day_logged"
 
 
@@ -895,7 +896,10 @@ class SerializdReader:
         self, profile: str, cursors: Mapping[str, str], baseline: Side | None, full: bool
     ) -> SideRead:
         first = baseline is None or "diary_ids" not in cursors
-        full = full or first
+        # Cursors an earlier release kept have no DAY_LOGGED: read whole once to learn when
+        # the logs read before were logged, or a new log of a second viewing on their day
+        # reads as a duplicate of one whose dateAdded is unknown (`recorded_twice`).
+        full = full or first or DAY_LOGGED not in cursors
         written = await self._written(profile)
         ours = await self._rated(profile)
         missed_before = set(json.loads(cursors.get(MISSED) or "[]"))
@@ -1005,8 +1009,7 @@ class SerializdReader:
         }
         if missed:
             saved[MISSED] = json.dumps(sorted(missed))
-        if logged:
-            saved[DAY_LOGGED] = json.dumps(logged, sort_keys=True)
+        saved[DAY_LOGGED] = json.dumps(logged, sort_keys=True)  # even empty: read by this release
         if "marks" in cursors:
             saved["marks"] = cursors["marks"]
         saved |= {k: cursors[k] for k in (UNLOGGED, UNLOGGED_OLDER) if k in cursors}
