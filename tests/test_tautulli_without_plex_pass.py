@@ -183,3 +183,53 @@ def test_the_alert_is_resolved_once_no_play_of_theirs_was_taken_for_six_weeks(
         " reports for 42 days; should Plex's own webhook not send one again, this is told"
         " again."
     )
+
+
+def released_if_due(home: Home) -> list[str]:
+    """The look at every note of being alive (5 minutes): the statements it ran on the
+    reports kept for Plex's webhook, as the store's connection traced them."""
+    assert home.runtime is not None
+    conn = home.runtime.store._conn
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    try:
+        asyncio.run(maintenance.release_for_plex_due(home.runtime))
+    finally:
+        conn.set_trace_callback(None)
+    return [sql for sql in statements if "tautulli_for_plex" in sql]
+
+
+def test_the_look_every_5_minutes_reads_no_play_taken_while_none_waits(
+    tmp_path: Path,
+    start_fake: Callable[[FakeServer], FakeServer],
+    receiver: AlertReceiver,
+    no_grace: None,
+) -> None:
+    # Idle means idle: every 5 minutes all the plays taken in 6 weeks were read and parsed,
+    # on the event loop, to find that none was waiting.
+    with open_home(tmp_path, start_fake, AS_PLEX_USERS, alerts(receiver)) as home:
+        assert home.runtime is not None
+        for _ in range(3):
+            a_viewing_by_tautulli(home, SAM, "Sam", **SPY_TAUTULLI)
+        release(home)  # the hourly round: taken, told
+        home.settle()
+        wait_until(lambda: len(receiver.messages) == 1)
+        conn = home.runtime.store._conn
+        read = released_if_due(home)
+        assert read, "the look is made"
+        for sql in read:  # an indexed look at the reports waiting, not a read of those taken
+            assert sql.startswith("SELECT 1 FROM tautulli_for_plex WHERE state = ''"), sql
+            plan = " ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}"))
+            assert "USING COVERING INDEX tautulli_for_plex_waiting" in plan, plan
+        # A report waiting past GRACE: the look finds it and takes it, as the hour would.
+        home.tautulli(tautulli("watched_episode.json", "27160034", "alex"))
+        assert any(sql.startswith("SELECT * FROM") for sql in released_if_due(home))
+        home.settle()
+        assert home.trakt_plays() == ["Felina"]
+        wait_until(lambda: len(receiver.messages) == 2)
+        time.sleep(0.3)
+    titles = [m["title"] for m in receiver.messages]
+    assert titles == [
+        "watchbridge: Plex's own webhook does not send Sam's plays",
+        "watchbridge: Plex's own webhook does not send alex's plays",
+    ]

@@ -32,7 +32,7 @@ from watchbridge.http import Unavailable
 from watchbridge.model import Accepted, Account, MediaEvent, MediaRef, Source
 from watchbridge.servelock import Holder
 from watchbridge.storagefault import STORAGE_ALERT
-from watchbridge.store import CLAIM_LEASE, KEEP_MARKS
+from watchbridge.store import CLAIM_LEASE, KEEP_MARKS, Store
 
 if TYPE_CHECKING:
     from watchbridge.account_ids import AccountIds
@@ -102,10 +102,10 @@ class Maintenance:
 
 
 async def _released_for_plex(runtime: Runtime) -> None:
-    """`release_for_plex` at every note of being alive: a play Plex's webhook did not send
+    """`release_for_plex_due` at every note of being alive: a play Plex's webhook did not send
     is taken minutes after forplex.GRACE, not at the next hourly round."""
     try:
-        await release_for_plex(runtime)
+        await release_for_plex_due(runtime)
     except Exception as exc:  # the note and the housekeeping go on regardless
         log.warning("tautulli-for-plex failed: %s", type(exc).__name__)
         runtime.metrics.background_errors.labels("tautulli-for-plex").inc()
@@ -254,6 +254,27 @@ async def check_unlisted_accounts(runtime: Runtime) -> None:
         await asyncio.to_thread(store.note_unlisted, replace(one, active=one.active | active))
 
 
+async def release_for_plex_due(runtime: Runtime) -> None:
+    """`release_for_plex` when a report kept for Plex's webhook waits past forplex.GRACE; else
+    nothing but one indexed look (every 5 minutes): the plays taken, kept 6 weeks for the
+    status, are read by the hourly round."""
+    before = runtime.clock() - forplex.GRACE
+    if await asyncio.to_thread(runtime.store.for_plex_due, before):
+        await release_for_plex(runtime)
+
+
+def _read_for_plex(store: Store) -> list[tuple[forplex.ForPlex, Accepted | None]]:
+    """The reports kept for Plex's webhook, each with Tautulli's report parsed (None: one this
+    release cannot read). Run off the event loop: 6 weeks of plays taken to parse."""
+    from watchbridge.ingest import parse
+
+    read = []
+    for one in store.for_plex():
+        result = parse("tautulli", one.body.encode(), "application/json")
+        read.append((one, result if isinstance(result, Accepted) else None))
+    return read
+
+
 async def release_for_plex(runtime: Runtime) -> None:
     """Tautulli's reports kept for Plex's own webhook (forplex.py), once forplex.GRACE has
     passed: dropped where Plex's webhook told of the same item for that profile, else taken
@@ -261,15 +282,14 @@ async def release_for_plex(runtime: Runtime) -> None:
     and server; that alert resolved once the config takes Tautulli's reports of them, or
     Plex's webhook is seen sending their plays, or none of their plays taken is kept any more
     (forplex.KEEP after the last)."""
-    from watchbridge.ingest import parse
     from watchbridge.webhooks import ingest_job, route_for
 
     store, notifier, config = runtime.store, runtime.notifier, runtime.config
     now = runtime.clock()
-    kept = await asyncio.to_thread(store.for_plex)
+    kept = await asyncio.to_thread(_read_for_plex, store)
     # An alert whose plays taken were all forgotten (forplex.KEEP) has nothing left to resolve
     # it by (the config written, Plex's webhook seen): it is over.
-    present = {one.key for one in kept}
+    present = {one.key for one, _ in kept}
     for key in notifier.condition_keys(forplex.ALERT_KIND):
         if key not in present and (lapsed := forplex.lapsed(key)) is not None:
             await notifier.resolve(forplex.ALERT_KIND, lapsed, key=key)
@@ -280,9 +300,7 @@ async def release_for_plex(runtime: Runtime) -> None:
     sent: set[str] = set()  # alert keys of people Plex's webhook is seen sending for
     new: set[str] = set()  # alert keys of people with a report taken this round
     over: dict[str, forplex.ForPlex] = {}  # alert keys the config takes Tautulli's for now
-    for one in kept:
-        result = parse("tautulli", one.body.encode(), "application/json")
-        accepted = result if isinstance(result, Accepted) else None
+    for one, accepted in kept:
         events = accepted.events if accepted is not None else ()
         document = accepted.document if accepted is not None else None
         routes = [route_for(config, event, ids.known, ids.names) for event in events]

@@ -36,6 +36,7 @@ from watchbridge.defaulted import KEEP as DEFAULTED_KEPT
 from watchbridge.errors import StoreError
 from watchbridge.filesystems import read_mountinfo, shared_filesystem_warning
 from watchbridge.forplex import KEEP as FOR_PLEX_KEPT
+from watchbridge.forplex import KEPT as FOR_PLEX_WAITING
 from watchbridge.forplex import TAKEN as FOR_PLEX_TAKEN
 from watchbridge.forplex import ForPlex
 from watchbridge.lastwebhooks import SERVERS_KEPT, LastWebhook
@@ -909,6 +910,17 @@ def m036_tautulli_for_plex(db: sqlite_utils.Database) -> None:
             body TEXT NOT NULL,
             state TEXT NOT NULL DEFAULT ''
         )"""
+    )
+
+
+@migrations()
+def m037_tautulli_for_plex_waiting(db: sqlite_utils.Database) -> None:
+    # The 5-minute look for a report kept past forplex.GRACE (Store.for_plex_due) finds it
+    # by this index, not by reading the plays taken (6 weeks of them, each with its body).
+    # Safe to apply again, as the newest migration must be (tests/test_serve_lock.py).
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS tautulli_for_plex_waiting"
+        " ON tautulli_for_plex(state, received_at)"
     )
 
 
@@ -5089,6 +5101,15 @@ class Store:
             )
             for row in rows
         ]  # fmt: skip
+
+    def for_plex_due(self, before: float) -> bool:
+        """Whether a report kept for Plex's webhook (not taken) came at `before` or earlier:
+        one indexed look, the plays taken are not read."""
+        rows = self._query(
+            "SELECT 1 FROM tautulli_for_plex WHERE state = ? AND received_at <= ? LIMIT 1",
+            (FOR_PLEX_WAITING, before),
+        )
+        return bool(rows)
 
     def sent_by_plex(self, profile: str, server: str, item: str, since: float) -> bool:
         """Whether Plex's own webhook told of `item` (its rating key) on `server` ("": any)
