@@ -1245,6 +1245,11 @@ def test_a_viewing_removed_takes_its_second_release_date_mark_along() -> None:
         ("remove_play", "trakt", "t1"),
         ("remove_play", "trakt", "t2"),
     ]
+    assert {a.record: a.reason for a in result.actions} == {  # as the plan lists them
+        "t1": "its 'watched on release date' mark, a second record of the viewing removed on"
+        " serializd",
+        "t2": "removed on serializd",
+    }
     assert not result.held  # 2 of 20: within the share
     fewer = {"trakt": replace(current["trakt"], plays=current["trakt"].plays[:-1])}
     held = plan(TWO_WAY, {**current, **fewer}, before).held

@@ -7,6 +7,7 @@ asserted."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -148,6 +149,18 @@ def test_a_viewing_removed_with_its_second_mark_on_trakt_is_not_copied_back(
     assert _held(trakt, serializd) == (Counter({(1, 1): 2}), Counter({(1, 1): 1})), out
     (entry,) = serializd.diary()
     serializd.delete_entry(entry, untick=True)
+    # The plan says why a deletion takes two Trakt plays: the second is the viewing's mark.
+    plan = _sync(path, "--dry-run", "--full")
+    removals = [line.strip() for line in plan.splitlines() if "remove_play" in line]
+    copy = re.fullmatch(
+        r"remove_play trakt (\S+) \d{4}-\d\d-\d\d [^(]+\(removed on serializd\)", removals[0]
+    )
+    assert copy is not None and len(removals) == 2, plan
+    episode = copy[1]
+    assert removals[1] == (
+        f"remove_play trakt {episode}  (its 'watched on release date' mark, a second record"
+        " of the viewing removed on serializd)"
+    ), plan
     out = _sync(path, "--yes", "--full")  # a delta read of Serializd sees no deletion
     assert "2 of 2 plays on trakt would be removed" in out, out
     assert _held(trakt, serializd) == (Counter({(1, 1): 2}), Counter()), out

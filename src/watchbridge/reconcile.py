@@ -67,6 +67,9 @@ REMOVES = "removes:"
 # What else reads as a play gone from a side: an AniList entry's episodes reach the other side
 # through the anime mapping, which a dataset refresh (or a release reading it better) changes.
 GONE_ALSO = {"anilist": " (or the anime mapping no longer places it there)"}
+# The reason of a removal of a Trakt play marked "watched on release date" taken along with
+# the viewing it is a second record of (`_marks_going_along`), before "removed on SIDE".
+MARK_GOING = "its 'watched on release date' mark, a second record of the viewing "
 
 
 def one_play(at: float, other: float) -> bool:
@@ -916,7 +919,11 @@ def _plan_history(
             pairs, free, [p for p in current[source].plays if p.record not in standing[source]]
         )
         watched = {p.item for p in current[source].plays}
-        pairs += _marks_going_along(pairs, free, current[target].marks, watched)
+        marks_along = _marks_going_along(pairs, free, current[target].marks, watched)
+        pairs += marks_along
+        # A plan lists a mark taken along undated beside the viewing's copy: said as such,
+        # or one deletion reads as two plays removed for no reason.
+        a_mark = {id(mark) for _, mark in marks_along}
         copies = _copies_of_renumbered(
             [p for p in removed[source] if p.record in renumbered_now],
             current[target].plays,
@@ -944,7 +951,8 @@ def _plan_history(
                         "remove_play",
                         target,
                         partner.item,
-                        f"removed on {source}{GONE_ALSO.get(source, '')}",
+                        (MARK_GOING if id(partner) in a_mark else "")
+                        + f"removed on {source}{GONE_ALSO.get(source, '')}",
                         partner.at,
                         record=partner.record,
                         source=_removal_source(gone, partner),
