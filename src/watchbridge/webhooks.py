@@ -512,9 +512,9 @@ _NOT_ALLOWED = _json(
     405,
     {
         "error": "Method Not Allowed: media servers POST webhooks to this URL, a browser's GET"
-        " is none; to check the URL, play something (or send the server's test notification:"
-        " Jellyfin, Emby, Tautulli) and look at the status page: its last webhook, or why one"
-        " was refused",
+        " is none; to check the URL, play something (or send Emby's or Tautulli's test"
+        " notification; Jellyfin's webhook plugin has none) and look at the status page: its"
+        " last webhook, or why one was refused",
         "status": 405,
     },
 )
