@@ -25,6 +25,7 @@ from tests.harness import (
 )
 from watchbridge.config import Secret, TraktConfig
 from watchbridge.http import IN_ITS_PLACE_PAUSE, RateLimited, Unavailable
+from watchbridge.limits import LimitHit
 from watchbridge.model import Ids, MediaRef
 from watchbridge.services.trakt import (
     DeviceCode,
@@ -1422,7 +1423,9 @@ async def test_a_426_points_first_at_the_apps_owner_who_must_be_vip(
     [
         (True, True, "the account is VIP and still at its limit: make room on Trakt"),
         (False, True, "upgrade to VIP (https://trakt.tv/vip) or make room on Trakt"),
-        (True, False, "make room on Trakt, or upgrade to VIP (https://app.trakt.tv/vip) if the"),
+        # 2026's bare 420: the account's settings say whether it is VIP (§15)
+        (True, False, "the account is VIP and still at its limit: make room on Trakt"),
+        (False, False, "upgrade to VIP (https://app.trakt.tv/vip) or make room on Trakt"),
     ],
 )
 async def test_an_account_limit_says_to_upgrade_only_an_account_trakt_says_is_not_vip(
@@ -1434,6 +1437,28 @@ async def test_an_account_limit_says_to_upgrade_only_an_account_trakt_says_is_no
     with pytest.raises(TraktAccountError) as caught:
         await client.add_history(PROFILE, [HistoryPlay(a_movie(trakt), 1_700_000_000)])
     assert fix in caught.value.message
+
+
+async def test_a_bare_account_limit_names_the_limit_the_accounts_settings_list(
+    client: TraktClient, trakt: FakeTrakt, store: Store
+) -> None:
+    signed_in(trakt, store)
+    trakt.account_limit(1, route="POST /sync/watchlist", headers=False)
+    written = await client.add_watchlist(PROFILE, [a_movie(trakt)])
+    assert written.limit_hit == LimitHit(limit=250, vip=False)
+
+
+async def test_a_bare_account_limit_whose_settings_cannot_be_read_is_told_as_trakt_said_it(
+    client: TraktClient, trakt: FakeTrakt, store: Store
+) -> None:
+    signed_in(trakt, store)
+    trakt.account_limit(1, route="POST /sync/history", headers=False)
+    trakt.fail_next(1, 404, route="GET /users/settings")
+    with pytest.raises(TraktAccountError) as caught:
+        await client.add_history(PROFILE, [HistoryPlay(a_movie(trakt), 1_700_000_000)])
+    assert "make room on Trakt, or upgrade to VIP (https://app.trakt.tv/vip) if the" in (
+        caught.value.message
+    )
 
 
 async def test_a_search_answered_with_a_page_that_is_not_json_is_a_trakt_error(

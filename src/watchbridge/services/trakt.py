@@ -17,7 +17,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
@@ -1415,6 +1415,8 @@ class TraktClient:
             if response.status_code != 401:
                 break
             landed_before_refresh = earlier_try_may_have_landed(response)
+        if response.status_code == 420 and path != SETTINGS_PATH:
+            raise await self._limit_error(profile, path, response.headers)
         _raise_for_account(response)
         assert token is not None  # `_access_token` gives one or raises
         if response.status_code == 401:
@@ -1699,10 +1701,33 @@ class TraktClient:
 
     async def settings(self, profile: str) -> AccountLimits:
         """`/users/settings` as VIP flag and per-kind item limits (`limits.py`)."""
-        response = await self._call(profile, "GET", "/users/settings")
+        response = await self._call(profile, "GET", SETTINGS_PATH)
         if response.status_code >= 400:
             raise TraktError(SERVICE, f"/users/settings answered {response.status_code}")
         return parse_settings(_decoded(response, dict))
+
+    async def _limit_error(
+        self, profile: str, path: str, headers: httpx.Headers
+    ) -> TraktLimitError:
+        """A 420 on `path` as its error. Where Trakt's answer leaves out the limit or whether
+        the account is VIP (its 2026 bare 420), the account's settings tell them (§15), so the
+        alert says the way out (upgrade, or make room) and names the limit where they list it;
+        when they cannot be read it is told as Trakt said it."""
+        hit = LimitHit.from_headers(headers)
+        kind = _limited_kind(path)
+        if hit.limit is None or hit.vip is None:
+            try:
+                limits = await self.settings(profile)
+            except ServiceError:
+                pass
+            else:
+                listed = limits.limit(_SETTINGS_KINDS.get(kind, ""))
+                hit = replace(
+                    hit,
+                    limit=hit.limit if hit.limit is not None else listed,
+                    vip=hit.vip if hit.vip is not None else limits.vip,
+                )
+        return _limit_error(kind, hit)
 
     async def collection(self, profile: str, item_type: str) -> list[dict[str, Any]]:
         """The collection (`movies` or `shows`) with media details, every page."""
@@ -2050,6 +2075,17 @@ def _raise_if_firewall(response: httpx.Response) -> None:
         )
 
 
+SETTINGS_PATH = "/users/settings"
+# A 420's kind (`_limited_kind`) as `/users/settings` names its limit (`limits.list.item_count`).
+_SETTINGS_KINDS = {
+    "history": "history",
+    "ratings": "ratings",
+    "the watchlist": "watchlist",
+    "the collection": "collection",
+    "lists": "list",
+}
+
+
 def _limited_kind(path: str) -> str:
     """What a 420 on `path` is a limit of, in the words of Trakt's account page."""
     for part, kind in (
@@ -2063,6 +2099,23 @@ def _limited_kind(path: str) -> str:
         if part in path:
             return kind
     return "this kind of item"
+
+
+def _limit_error(kind: str, hit: LimitHit) -> TraktLimitError:
+    """A 420 of `kind` (`_limited_kind`) in words: what is paused and the way out."""
+    upgrade = f"upgrade to VIP ({hit.upgrade_url or DEFAULT_UPGRADE_URL})"
+    if hit.vip:
+        fix = "the account is VIP and still at its limit: make room on Trakt"
+    elif hit.vip is False:
+        fix = f"{upgrade} or make room on Trakt"
+    else:  # a bare 420 (Trakt's 2026 guide) does not say whether the account is VIP
+        fix = f"make room on Trakt, or {upgrade} if the account is not VIP"
+    return TraktLimitError(
+        f"Trakt account limit reached for {kind}"
+        + (f" ({hit.limit} items)" if hit.limit is not None else "")
+        + f": {kind} writes are paused; {fix}",
+        hit,
+    )
 
 
 def _locked_words(headers: httpx.Headers) -> str:
@@ -2082,21 +2135,7 @@ def _raise_for_account(response: httpx.Response) -> None:
     status = response.status_code
     headers = response.headers
     if status == 420:
-        hit = LimitHit.from_headers(headers)
-        kind = _limited_kind(response.request.url.path)
-        upgrade = f"upgrade to VIP ({hit.upgrade_url or DEFAULT_UPGRADE_URL})"
-        if hit.vip:
-            fix = "the account is VIP and still at its limit: make room on Trakt"
-        elif hit.vip is False:
-            fix = f"{upgrade} or make room on Trakt"
-        else:  # a bare 420 (Trakt's 2026 guide) does not say whether the account is VIP
-            fix = f"make room on Trakt, or {upgrade} if the account is not VIP"
-        raise TraktLimitError(
-            f"Trakt account limit reached for {kind}"
-            + (f" ({hit.limit} items)" if hit.limit is not None else "")
-            + f": {kind} writes are paused; {fix}",
-            hit,
-        )
+        raise _limit_error(_limited_kind(response.request.url.path), LimitHit.from_headers(headers))
     if status == 423:
         raise TraktAccountError(_locked_words(headers), 423)
     if status == 426:

@@ -1,0 +1,237 @@
+"""Walkthrough: a Jellyfin household whose Trakt account runs into Trakt's refusals.
+
+The running app (real HTTP) takes Jellyfin's webhooks and delivers to the fake Trakt, which
+answers as `trakt-api.md` §2/§3/§15 say: 420 (an account limit, the 2026 bare variant too),
+423 (a locked account), 429 without its headers (the abuse filter) and the 5-minute block
+after a trip (trakt-api#827). What is asserted is what the user ends up with: Trakt's history
+(each play once), the alerts sent (how many, what they say), what `watchbridge status` and the
+status page say, and the outbox (nothing given up)."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from tests.fakes.base import FakeServer
+from tests.fakes.receiver import AlertReceiver
+from tests.fakes.trakt import CLIENT_ID, FakeTrakt
+from tests.harness import AppThread, sign_in_trakt, wait_for
+from tests.ingest_samples import sample_json
+from watchbridge import wiring
+from watchbridge.cli import cli
+from watchbridge.config import load_config
+from watchbridge.deliver.worker import DeliveryWorker
+from watchbridge.wiring import build_app, build_runtime
+
+SECRET = "trakt-refusals-walkthrough-secret"
+HOUR = 3600.0
+
+
+class Clock:
+    """The app's clock: the wall clock moved by `ahead` seconds."""
+
+    def __init__(self) -> None:
+        self.ahead = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.ahead
+
+
+class House:
+    """Alex's watchbridge: Jellyfin's webhooks to Trakt, alerts to `receiver`."""
+
+    def __init__(self, config: Path, trakt: FakeTrakt, receiver: AlertReceiver) -> None:
+        self.config, self.trakt, self.receiver = config, trakt, receiver
+        self.clock = Clock()
+        self.db = config.parent / "watchbridge.db"
+        self.running: AppThread | None = None
+
+    @property
+    def app(self) -> AppThread:
+        assert self.running is not None
+        return self.running
+
+    def start(self) -> House:
+        runtime = build_runtime(load_config(self.config, {}), clock=self.clock)
+        self.running = AppThread(build_app(runtime)).__enter__()
+        sign_in_trakt(runtime.store, self.trakt, "alex", now=self.clock())
+        return self
+
+    def stop(self) -> None:
+        if self.running is not None:
+            self.running.__exit__(None, None, None)
+            self.running = None
+
+    def shift(self, seconds: float) -> None:
+        """Time passes for the app and for Trakt."""
+        self.clock.ahead += seconds
+        self.trakt.advance(seconds)
+
+    def watch(self, number: int, *, minutes: float = 48) -> None:
+        """Alex plays Breaking Bad S5E`number` through in Jellyfin: its start, then its stop."""
+        for name, after in (("playback_start_episode.json", 0.0), (STOP, minutes * 60)):
+            self.shift(after)
+            body = copy.deepcopy(sample_json("jellyfin", name))
+            at = datetime.fromtimestamp(self.clock(), UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            body.update(
+                UtcTimestamp=at,
+                EpisodeNumber=number,
+                ItemId=f"c7d2a91e4b3f4e6a8d0b1c2e3f4a5b{number:02d}",
+                Provider_tvdb=str(TVDB[number]),
+            )
+            del body["Provider_imdb"], body["Provider_tmdb"]
+            url = f"{self.app.url}/webhooks/jellyfin/{SECRET}"
+            assert httpx.post(url, json=body).status_code == 202
+
+    def outbox(self) -> dict[str, int]:
+        with contextlib.closing(sqlite3.connect(self.db)) as conn:
+            rows = conn.execute("SELECT status, COUNT(*) FROM outbox GROUP BY status").fetchall()
+        return {str(status): int(count) for status, count in rows}
+
+    def settle(self) -> None:
+        """Until nothing is due: every row done, given up, or waiting for a later try."""
+        time.sleep(0.3)
+
+        def due() -> int:
+            with contextlib.closing(sqlite3.connect(self.db)) as conn:
+                (count,) = conn.execute(
+                    "SELECT COUNT(*) FROM outbox WHERE status = 'inflight'"
+                    " OR (status = 'pending' AND next_attempt_at <= ?)",
+                    (self.clock() + 1,),
+                ).fetchone()
+            return int(count)
+
+        wait_for(lambda: due() == 0, timeout=60)
+        time.sleep(0.3)
+
+    def status(self) -> str:
+        """What `watchbridge status` prints."""
+        result = CliRunner().invoke(cli, ["status", "--config", str(self.config)])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    def page(self) -> str:
+        return httpx.get(f"{self.app.url}/").text
+
+    def plays(self) -> list[tuple[int, int]]:
+        return sorted((h.item.season, h.item.number) for h in self.trakt.history())
+
+
+STOP = "playback_stop_episode_completed.json"
+TVDB = {14: 4637661, 15: 4637662, 16: 4637663}
+
+
+@pytest.fixture
+def house(
+    tmp_path: Path,
+    start_fake: Callable[[FakeServer], FakeServer],
+    receiver: AlertReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[House]:
+    # The worker looks every half second, not every 5 minutes: the test moves the clock.
+    monkeypatch.setattr(wiring, "DeliveryWorker", partial(DeliveryWorker, idle_wake=0.5))
+    trakt = start_fake(FakeTrakt())
+    assert isinstance(trakt, FakeTrakt)
+    show = trakt.add_show("Breaking Bad", 2008, imdb="tt0903747", tmdb=1396, tvdb=81189)
+    for number, tvdb in TVDB.items():
+        trakt.add_episode(show, 5, number, title=f"E{number}", tvdb=tvdb)
+    config = tmp_path / "watchbridge.yaml"
+    config.write_text(
+        f"server: {{host: 127.0.0.1, webhook_secret: {SECRET}}}\n"
+        f"storage: {{path: {tmp_path / 'watchbridge.db'}}}\n"
+        f'alerts: {{urls: ["{receiver.apprise_url}"]}}\n'
+        "services:\n"
+        f'  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}\n'
+        "profiles:\n"
+        "  alex: {users: {jellyfin: [alex]}, accounts: {trakt: {}}}\n",
+        encoding="utf-8",
+    )
+    house = House(config, trakt, receiver)
+    try:
+        yield house.start()
+    finally:
+        house.stop()
+
+
+def api_calls(trakt: FakeTrakt) -> int:
+    """Requests to Trakt's API (the sign-in host's aside)."""
+    return sum(1 for r in trakt.requests if not r.path.startswith("/oauth"))
+
+
+def test_a_locked_account_holds_every_play_with_one_alert_until_trakt_unlocks_it(
+    house: House,
+) -> None:
+    trakt, receiver = house.trakt, house.receiver
+    trakt.lock_account()
+    house.watch(14)
+    house.watch(15)
+    house.settle()
+    assert house.plays() == []
+    assert house.outbox().get("dead", 0) == 0
+    (alert,) = receiver.messages
+    assert alert["title"] == "watchbridge: Trakt account locked (profile alex)"
+    assert "contact Trakt support" in alert["message"]
+    status = house.status()
+    assert "contact Trakt support" in status, status
+    assert "contact Trakt support" in house.page()
+    # No loop: hours of the lock cost a call an hour; the alert is only reminded of (after
+    # an hour, then after as long again as it has lasted), never a second kind of alert.
+    calls = api_calls(trakt)
+    for _ in range(3):
+        house.shift(HOUR + 1)
+        house.settle()
+    assert api_calls(trakt) - calls <= 3 * 2, [r.path for r in trakt.requests[-10:]]
+    assert set(receiver.titles()) == {alert["title"]} and len(receiver.messages) <= 3
+    assert house.outbox().get("dead", 0) == 0
+    trakt.unlock_account()  # Trakt's support undid it
+    house.shift(HOUR + 1)
+    house.settle()
+    assert house.plays() == [(5, 14), (5, 15)]
+    assert receiver.titles()[-1:] == ["Resolved: watchbridge: Trakt account locked (profile alex)"]
+
+
+def test_a_full_history_holds_its_plays_with_one_alert_and_they_go_once_there_is_room(
+    house: House,
+) -> None:
+    trakt, receiver = house.trakt, house.receiver
+    # Trakt's 2026 bare 420: no body, no limit headers, on every history write.
+    for route in ("POST /scrobble/stop", "POST /sync/history"):
+        trakt.account_limit(1000, route=route, headers=False)
+    house.watch(14)
+    house.settle()
+    house.watch(15)
+    house.settle()
+    assert house.plays() == []
+    assert house.outbox().get("dead", 0) == 0
+    # Trakt said nothing of the limit: its settings tell whether the account is VIP (it is
+    # not: upgrading is the way), read once per refusal (trakt-api.md §15).
+    assert trakt.count("GET", "/users/settings") == 2
+    (alert,) = receiver.messages
+    assert alert["title"] == "watchbridge: Trakt account limit reached (profile alex)"
+    told = (
+        "Trakt account limit reached for history: history writes are paused; upgrade to VIP"
+        " (https://app.trakt.tv/vip) or make room on Trakt"
+    )
+    assert alert["message"] == told
+    assert "trakt for alex: 2 waiting, next try" in house.status()
+    assert told in house.status() and told in house.page()
+    # An hour on, Trakt still refuses: the same alert at most reminded of, nothing given up.
+    house.shift(HOUR + 1)
+    house.settle()
+    assert set(receiver.titles()) == {alert["title"]} and house.outbox().get("dead", 0) == 0
+    trakt.clear_knobs()  # room made on Trakt
+    house.shift(HOUR + 1)
+    house.settle()
+    assert house.plays() == [(5, 14), (5, 15)]
+    assert receiver.titles()[-1] == f"Resolved: {alert['title']}"
+    assert house.outbox() == {"done": 4}
