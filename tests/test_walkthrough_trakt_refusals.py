@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -24,13 +25,14 @@ from click.testing import CliRunner
 
 from tests.fakes.base import FakeServer
 from tests.fakes.receiver import AlertReceiver
-from tests.fakes.trakt import CLIENT_ID, FakeTrakt
+from tests.fakes.trakt import CLIENT_ID, FakeTrakt, RateLimit
 from tests.harness import AppThread, sign_in_trakt, wait_for
 from tests.ingest_samples import sample_json
 from watchbridge import wiring
 from watchbridge.cli import cli
 from watchbridge.config import load_config
 from watchbridge.deliver.worker import DeliveryWorker
+from watchbridge.store import Store
 from watchbridge.wiring import build_app, build_runtime
 
 SECRET = "trakt-refusals-walkthrough-secret"
@@ -138,8 +140,10 @@ def house(
     receiver: AlertReceiver,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[House]:
-    # The worker looks every half second, not every 5 minutes: the test moves the clock.
-    monkeypatch.setattr(wiring, "DeliveryWorker", partial(DeliveryWorker, idle_wake=0.5))
+    # The worker looks every half second, not every 5 minutes (10 s while a sign-in holds
+    # plays): the test moves the clock.
+    quick = partial(DeliveryWorker, idle_wake=0.5, sign_in_look=0.5)
+    monkeypatch.setattr(wiring, "DeliveryWorker", quick)
     trakt = start_fake(FakeTrakt())
     assert isinstance(trakt, FakeTrakt)
     show = trakt.add_show("Breaking Bad", 2008, imdb="tt0903747", tmdb=1396, tvdb=81189)
@@ -235,3 +239,84 @@ def test_a_full_history_holds_its_plays_with_one_alert_and_they_go_once_there_is
     assert house.plays() == [(5, 14), (5, 15)]
     assert receiver.titles()[-1] == f"Resolved: {alert['title']}"
     assert house.outbox() == {"done": 4}
+
+
+def test_429s_of_trakts_abuse_filter_are_waited_out_and_each_play_lands_once(
+    house: House,
+) -> None:
+    trakt, receiver = house.trakt, house.receiver
+    # 429 without X-Ratelimit or Retry-After (§3, 2026-10): backed off, not retried at once.
+    trakt.throttle_next(2, headers=False, route="POST /scrobble/stop")
+    house.watch(14)
+    wait_for(lambda: house.plays() == [(5, 14)], timeout=60)
+    house.settle()
+    # Backed off with jitter, seconds at first, longer at each such 429 in a row.
+    tried = [r.time for r in trakt.requests if r.path == "/scrobble/stop"]
+    gaps = [b - a for a, b in itertools.pairwise(tried)]
+    assert len(tried) == 3 and gaps[0] >= 3 and gaps[1] > gaps[0], gaps
+    assert house.outbox() == {"done": 2}
+    assert receiver.messages == []  # a short wait: nothing for the user to do
+
+
+def test_the_block_after_a_trip_is_waited_out_and_each_play_lands_once(house: House) -> None:
+    # Trakt's block of every call after a limit is tripped (trakt-api#827: 5 minutes, here
+    # 8 s of real time: the pacer waits by the monotonic clock, which the test cannot move).
+    trakt, receiver = house.trakt, house.receiver
+    trakt.enforce_rate_limits = True
+    trakt.rate_limits["AUTHED_API_POST_LIMIT"] = RateLimit(3, 1)  # the second write trips
+    trakt.trip_block_seconds = 8
+    for number in (14, 15, 16):
+        house.watch(number, minutes=0)
+    wait_for(lambda: house.plays() == [(5, 14), (5, 15), (5, 16)], timeout=90)
+    house.settle()
+    assert house.outbox() == {"done": 6}
+    assert 429 in {r.status for r in trakt.requests}  # it did trip
+    assert receiver.messages == []  # a wait of seconds: nothing for the user to do
+
+
+def test_a_revoked_app_holds_the_plays_with_one_alert_and_auth_trakt_brings_them_back(
+    house: House,
+) -> None:
+    trakt, receiver = house.trakt, house.receiver
+    trakt.revoke_tokens()  # the app revoked on trakt.tv: 401, then the refresh refused
+    house.watch(14)
+    house.watch(15)
+    house.settle()
+    assert house.plays() == [] and house.outbox().get("dead", 0) == 0
+    (alert,) = receiver.messages
+    assert alert["title"] == "watchbridge: Trakt sign-in needed (profile alex)"
+    assert "watchbridge auth trakt --profile alex" in alert["message"]
+    assert "watchbridge auth trakt --profile alex" in house.status()
+    refreshes = trakt.count("POST", "/oauth/token")
+    house.shift(HOUR + 1)
+    house.settle()
+    assert trakt.count("POST", "/oauth/token") == refreshes  # a refused token is not sent again
+    with Store.open(house.db) as beside:  # `watchbridge auth trakt`'s own, the service running
+        sign_in_trakt(beside, trakt, "alex", now=house.clock())
+        beside.resume_after_sign_in("trakt", "alex", house.clock())
+    wait_for(lambda: house.plays() == [(5, 14), (5, 15)], timeout=20)
+    house.settle()
+    assert house.outbox() == {"done": 4}
+    assert receiver.titles()[-1] == f"Resolved: {alert['title']}"
+
+
+def test_an_app_whose_owner_lost_vip_holds_the_plays_with_one_alert_until_it_is_vip_again(
+    house: House,
+) -> None:
+    trakt, receiver = house.trakt, house.receiver
+    trakt.vip = False  # 426 to every call: since July 2026 the app's owner must be VIP
+    house.watch(14)
+    house.settle()
+    assert house.plays() == [] and house.outbox().get("dead", 0) == 0
+    (alert,) = receiver.messages
+    assert alert["title"] == "watchbridge: Trakt needs VIP (profile alex)"
+    assert (
+        "the account that owns the app of services.trakt.client_id must be VIP"
+        in (alert["message"])
+    )
+    assert "services.trakt.client_id must be VIP" in house.status()
+    trakt.vip = True  # VIP renewed
+    house.shift(HOUR + 1)
+    house.settle()
+    assert house.plays() == [(5, 14)]
+    assert receiver.titles()[-1] == f"Resolved: {alert['title']}"
