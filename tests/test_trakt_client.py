@@ -1433,10 +1433,23 @@ async def test_an_account_limit_says_to_upgrade_only_an_account_trakt_says_is_no
 ) -> None:
     signed_in(trakt, store)
     trakt.set_limits(vip=vip)
-    trakt.account_limit(1, route="POST /sync/history", headers=headers)  # False: 2026's bare 420
+    trakt.account_limit(1, route="POST /sync/ratings", headers=headers)  # False: 2026's bare 420
+    with pytest.raises(TraktAccountError) as caught:
+        await client.add_ratings(PROFILE, [RatingWrite(a_movie(trakt), 8, 1_700_000_000)])
+    assert fix in caught.value.message
+
+
+@pytest.mark.parametrize("headers", [True, False])
+async def test_a_full_history_never_says_to_upgrade_as_vip_has_the_same_history_limit(
+    client: TraktClient, trakt: FakeTrakt, store: Store, headers: bool
+) -> None:
+    signed_in(trakt, store)
+    trakt.set_limits(vip=False)
+    trakt.account_limit(1, route="POST /sync/history", headers=headers)
     with pytest.raises(TraktAccountError) as caught:
         await client.add_history(PROFILE, [HistoryPlay(a_movie(trakt), 1_700_000_000)])
-    assert fix in caught.value.message
+    assert "make room on Trakt (a VIP account has the same history limit)" in (caught.value.message)
+    assert "upgrade" not in caught.value.message
 
 
 async def test_a_bare_account_limit_names_the_limit_the_accounts_settings_list(
@@ -1452,10 +1465,10 @@ async def test_a_bare_account_limit_whose_settings_cannot_be_read_is_told_as_tra
     client: TraktClient, trakt: FakeTrakt, store: Store
 ) -> None:
     signed_in(trakt, store)
-    trakt.account_limit(1, route="POST /sync/history", headers=False)
+    trakt.account_limit(1, route="POST /sync/ratings", headers=False)
     trakt.fail_next(1, 404, route="GET /users/settings")
     with pytest.raises(TraktAccountError) as caught:
-        await client.add_history(PROFILE, [HistoryPlay(a_movie(trakt), 1_700_000_000)])
+        await client.add_ratings(PROFILE, [RatingWrite(a_movie(trakt), 8, 1_700_000_000)])
     assert "make room on Trakt, or upgrade to VIP (https://app.trakt.tv/vip) if the" in (
         caught.value.message
     )

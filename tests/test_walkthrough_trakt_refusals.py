@@ -217,14 +217,14 @@ def test_a_full_history_holds_its_plays_with_one_alert_and_they_go_once_there_is
     house.settle()
     assert house.plays() == []
     assert house.outbox().get("dead", 0) == 0
-    # Trakt said nothing of the limit: its settings tell whether the account is VIP (it is
-    # not: upgrading is the way), read once per refusal (trakt-api.md §15).
+    # Trakt said nothing of the limit: its settings are read once per refusal for it
+    # (trakt-api.md §15). Upgrading is no way out: VIP has the same history limit.
     assert trakt.count("GET", "/users/settings") == 2
     (alert,) = receiver.messages
     assert alert["title"] == "watchbridge: Trakt account limit reached (profile alex)"
     told = (
-        "Trakt account limit reached for history: history writes are paused; upgrade to VIP"
-        " (https://app.trakt.tv/vip) or make room on Trakt"
+        "Trakt account limit reached for history: history writes are paused; make room on"
+        " Trakt (a VIP account has the same history limit)"
     )
     assert alert["message"] == told
     assert "trakt for alex: 2 waiting, next try" in house.status()

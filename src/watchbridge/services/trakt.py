@@ -2101,11 +2101,18 @@ def _limited_kind(path: str) -> str:
     return "this kind of item"
 
 
+# The limits VIP does not raise: Trakt's 2026 limits give watched history 100,000 plays with
+# VIP and without (trakt-api.md §15), so upgrading would not make room.
+SAME_WITH_VIP = frozenset({"history"})
+
+
 def _limit_error(kind: str, hit: LimitHit) -> TraktLimitError:
     """A 420 of `kind` (`_limited_kind`) in words: what is paused and the way out."""
     upgrade = f"upgrade to VIP ({hit.upgrade_url or DEFAULT_UPGRADE_URL})"
     if hit.vip:
         fix = "the account is VIP and still at its limit: make room on Trakt"
+    elif kind in SAME_WITH_VIP:
+        fix = f"make room on Trakt (a VIP account has the same {kind} limit)"
     elif hit.vip is False:
         fix = f"{upgrade} or make room on Trakt"
     else:  # a bare 420 (Trakt's 2026 guide) does not say whether the account is VIP
