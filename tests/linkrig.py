@@ -17,7 +17,7 @@ import pytest
 
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
-from tests.harness import quick_refresh_race, sign_in_trakt
+from tests.harness import quick_refresh_race, sign_in_trakt, watchbridge, write_config
 from watchbridge import readers, serializdlist
 from watchbridge.accounts import AccountNotes
 from watchbridge.app import Runtime
@@ -188,10 +188,20 @@ def rig_config(
     serializd_account: tuple[str, str] = ALICE[:2],
 ) -> str:
     """The config text of `open_rig` (also for the CLI, written to a file)."""
-    email, password = serializd_account
     return f"""
 storage: {{path: {tmp_path / "wb.db"}}}
-services:
+{link_config_text(trakt, serializd, link_options, serializd_account)}"""
+
+
+def link_config_text(
+    trakt: FakeTrakt,
+    serializd: FakeSerializd,
+    link_options: str = "",
+    serializd_account: tuple[str, str] = ALICE[:2],
+) -> str:
+    """The services, profile and link of `rig_config`, without the storage."""
+    email, password = serializd_account
+    return f"""services:
   trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
   serializd: {{api_url: "{serializd.url}"}}
 profiles:
@@ -202,6 +212,26 @@ profiles:
 links:
   {LINK}: {{services: [trakt, serializd]{link_options}}}
 """
+
+
+def link_config_file(
+    tmp_path: Path, trakt: FakeTrakt, serializd: FakeSerializd, link_options: str = ""
+) -> Path:
+    """The link's config for the CLI and the service: `watchbridge.yaml` in `tmp_path`, its
+    database `watchbridge.db` beside it (`write_config`), profile me signed in to Trakt as
+    `watchbridge auth trakt` leaves it."""
+    path = write_config(tmp_path, link_config_text(trakt, serializd, link_options))
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        sign_in_trakt(store, trakt, PROFILE, now=time.time())
+    return path
+
+
+def sync_by_cli(path: Path, *args: str) -> str:
+    """`watchbridge sync --link trakt-serializd ARGS` on the config at `path`: what it printed,
+    once it has succeeded."""
+    result = watchbridge("sync", "--link", LINK, "--config", str(path), *args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
 
 
 def rig_for(

@@ -21,6 +21,7 @@ import pytest
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import AppThread, sign_in_trakt, watchbridge, write_config
+from tests.linkrig import LINK, link_config_file
 from tests.unpaced import unpaced
 from watchbridge.config import Link, load_config
 from watchbridge.pagereview import PageReview
@@ -35,7 +36,6 @@ from watchbridge.store import Store
 from watchbridge.sync import APPLIED_MEANWHILE, NOT_READ_AGAIN, NeedsReview, run_link
 from watchbridge.wiring import build_app, build_runtime
 
-LINK = "trakt-serializd"
 INGRESS = "http://homeassistant.local:8123/api/hassio_ingress/Xy12abc/"
 REVIEW = f"review?link={LINK}"
 
@@ -62,24 +62,10 @@ def waiting_for_review(
     serializd.add_show(1396, "Breaking Bad", seasons={1: 7})
     serializd.log_entry(None, 1396, 1, 2, backdate="2024-01-02T20:00:00.000Z", rating=8)
     serializd.log_entry(None, 1396, 1, 1, backdate="2024-01-01T21:00:00.000Z")
-    path = write_config(
-        tmp_path,
-        f"""services:
-  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
-  serializd: {{api_url: "{serializd.url}"}}
-profiles:
-  me:
-    accounts:
-      trakt: {{}}
-      serializd: {{email: {ALICE[0]}, password: "{ALICE[1]}"}}
-links:
-  {LINK}: {{services: [trakt, serializd]}}
-""",
-    )
-    with Store.open(tmp_path / "watchbridge.db") as store:
-        sign_in_trakt(store, trakt, "me", now=time.time())
-        with pytest.raises(NeedsReview):  # the scheduler's run: it waits for the review
-            asyncio.run(run_link(load_config(path, {}), store, LINK))
+    path = link_config_file(tmp_path, trakt, serializd)
+    # The scheduler's run: it waits for the review.
+    with Store.open(tmp_path / "watchbridge.db") as store, pytest.raises(NeedsReview):
+        asyncio.run(run_link(load_config(path, {}), store, LINK))
     with AppThread(build_app(build_runtime(load_config(path, {})))) as app:
         yield app.url, trakt, serializd
 
@@ -348,20 +334,8 @@ def watchlist_waiting_for_review(tmp_path: Path, start_fake: Any) -> Iterator[tu
     serializd.add_show(1396, "Breaking Bad", seasons={1: 7})
     trakt.add_show("The Bear", 2022, tmdb=136315, tvdb=403294, seasons={1: 8})
     serializd.add_show(136315, "The Bear", seasons={1: 8})
-    body = f"""services:
-  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
-  serializd: {{api_url: "{serializd.url}"}}
-profiles:
-  me:
-    accounts:
-      trakt: {{}}
-      serializd: {{email: {ALICE[0]}, password: "{ALICE[1]}"}}
-links:
-  {LINK}: {{services: [trakt, serializd], kinds: [history, ratings]}}
-"""
-    path = write_config(tmp_path, body)
+    path = link_config_file(tmp_path, trakt, serializd, ", kinds: [history, ratings]")
     with Store.open(tmp_path / "watchbridge.db") as store:
-        sign_in_trakt(store, trakt, "me", now=time.time())
         asyncio.run(run_link(load_config(path, {}), store, LINK, yes=True))  # reviewed
         serializd.add_to_watchlist(None, 1396)
         path.write_text(path.read_text().replace("ratings]", "ratings, watchlist]"))

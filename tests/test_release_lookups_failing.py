@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.serializd import ALICE, FakeSerializd
-from tests.fakes.trakt import CLIENT_ID, FakeTrakt
-from tests.harness import sign_in_trakt, watchbridge, write_config
+from tests.fakes.serializd import FakeSerializd
+from tests.fakes.trakt import FakeTrakt
+from tests.harness import watchbridge
+from tests.linkrig import link_config_file, sync_by_cli
 from tests.unpaced import unpaced_while
 from watchbridge.config import load_config
 from watchbridge.readers.trakt import FAILED_LOOKUPS, lookups_waiting
@@ -33,12 +34,6 @@ FINE, FAILING = 7000, 7001  # the shows' TMDB ids
 def _unpaced() -> Iterator[None]:
     with unpaced_while("trakt", "serializd"):
         yield
-
-
-def _sync(path: Path, *args: str) -> str:
-    result = watchbridge("sync", "--link", "trakt-serializd", "--config", str(path), *args)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
 
 
 def _without_episodes(data: Any) -> Any:
@@ -78,23 +73,7 @@ def test_a_show_whose_release_dates_trakt_fails_on_holds_its_marked_plays_only(
         serializd.log_entry(None, tmdb, 1, 3, backdate=iso(watched + 2 * DAY))  # copied
     shows = {show.tmdb: show for show in trakt.shows}
     failing(trakt, f"/shows/{shows[FAILING].trakt}/seasons")
-    path = write_config(
-        tmp_path,
-        f"""services:
-  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
-  serializd: {{api_url: "{serializd.url}"}}
-profiles:
-  me:
-    accounts:
-      trakt: {{}}
-      serializd: {{email: {ALICE[0]}, password: "{ALICE[1]}"}}
-links:
-  trakt-serializd: {{services: [trakt, serializd]}}
-""",
-    )
-    store = Store.open(tmp_path / "watchbridge.db")
-    sign_in_trakt(store, trakt, "me", now=time.time())
-    store.close()
+    path = link_config_file(tmp_path, trakt, serializd)
 
     def held() -> tuple[Counter[tuple[int, int]], Counter[tuple[int, int]]]:
         plays = Counter((h.item.show.tmdb, h.item.number) for h in trakt.history())
@@ -102,7 +81,7 @@ links:
         return plays, diary
 
     one_each = Counter({(show, n): 1 for show in (FINE, FAILING) for n in (1, 2, 3)})
-    out = _sync(path, "--yes")
+    out = sync_by_cli(path, "--yes")
     plays, diary = held()
     # Every play but the failing show's mark and its partner is copied; those two wait.
     assert plays == one_each, out
@@ -122,7 +101,7 @@ links:
         record.mirror_put("trakt", "me", FAILED_LOOKUPS, {str(FAILING): entry}, time.time())
     finally:
         record.close()
-    assert "plan: nothing to do" in _sync(path, "--yes")
+    assert "plan: nothing to do" in sync_by_cli(path, "--yes")
     assert held() == (one_each, one_each)
     told = f"me: the plays of S1E1 of the show with TMDB id {FAILING} have waited 4 days"
     status = watchbridge("status", "--config", str(path)).stdout
@@ -141,7 +120,7 @@ links:
         record.close()
     assert told in page
     trakt.clear_knobs()  # Trakt answers again: the mark pairs with the viewing
-    out = _sync(path, "--yes")
+    out = sync_by_cli(path, "--yes")
     assert "plan: nothing to do" in out, out
     assert held() == (one_each, one_each)
     record = Store.open(tmp_path / "watchbridge.db")

@@ -16,12 +16,11 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.serializd import ALICE, FakeSerializd
-from tests.fakes.trakt import CLIENT_ID, FakeTrakt
-from tests.harness import sign_in_trakt, watchbridge, write_config
+from tests.fakes.serializd import FakeSerializd
+from tests.fakes.trakt import FakeTrakt
+from tests.linkrig import link_config_file, sync_by_cli
 from tests.unpaced import unpaced_while
 from watchbridge.services.trakt import iso
-from watchbridge.store import Store
 
 DAY = 86400
 TMDB = 7100
@@ -31,33 +30,6 @@ TMDB = 7100
 def _unpaced() -> Iterator[None]:
     with unpaced_while("trakt", "serializd"):
         yield
-
-
-def _sync(path: Path, *args: str) -> str:
-    result = watchbridge("sync", "--link", "trakt-serializd", "--config", str(path), *args)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
-
-
-def _linked(tmp_path: Path, trakt: FakeTrakt, serializd: FakeSerializd) -> Path:
-    path = write_config(
-        tmp_path,
-        f"""services:
-  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
-  serializd: {{api_url: "{serializd.url}"}}
-profiles:
-  me:
-    accounts:
-      trakt: {{}}
-      serializd: {{email: {ALICE[0]}, password: "{ALICE[1]}"}}
-links:
-  trakt-serializd: {{services: [trakt, serializd]}}
-""",
-    )
-    store = Store.open(tmp_path / "watchbridge.db")
-    sign_in_trakt(store, trakt, "me", now=time.time())
-    store.close()
-    return path
 
 
 def _held(trakt: FakeTrakt, serializd: FakeSerializd) -> tuple[Counter[Any], Counter[Any]]:
@@ -101,17 +73,17 @@ def test_a_mark_added_on_trakt_after_its_viewing_was_copied_is_not_copied_as_a_v
     serializd.add_show(TMDB, "Later", seasons={1: 2, 2: 2})
     trakt.add_history(show.seasons[1].episodes[1], "released")  # a mark of the viewing below
     serializd.log_entry(None, TMDB, 1, 1, backdate=iso(now - 300 * DAY))
-    path = _linked(tmp_path, trakt, serializd)
-    _sync(path, "--yes")
+    path = link_config_file(tmp_path, trakt, serializd)
+    sync_by_cli(path, "--yes")
     assert _held(trakt, serializd) == (Counter({(1, 1): 1}), Counter({(1, 1): 1}))
     # Weeks later: watched on Serializd, copied to Trakt; then marked on trakt.tv "watched on
     # release date".
     serializd.log_entry(None, TMDB, 2, 1, backdate=iso(now - DAY))
-    out = _sync(path, "--yes")
+    out = sync_by_cli(path, "--yes")
     trakt.log_play(show.seasons[2].episodes[1], "released")
-    out += _sync(path, "--yes")
-    out += _sync(path, "--yes", "--full")  # the daily full read
-    out += _sync(path, "--yes")
+    out += sync_by_cli(path, "--yes")
+    out += sync_by_cli(path, "--yes", "--full")  # the daily full read
+    out += sync_by_cli(path, "--yes")
     plays, diary = _held(trakt, serializd)
     # Trakt holds the copy and the mark, a second record of it left as it is; Serializd the
     # viewing once, no play at the release date.
@@ -140,17 +112,17 @@ def test_a_viewing_removed_with_its_second_mark_on_trakt_is_not_copied_back(
             first_aired=iso(aired + number * 7 * DAY),
         )
     serializd.add_show(TMDB, "Later", seasons={1: 2})
-    path = _linked(tmp_path, trakt, serializd)
-    _sync(path, "--yes")
+    path = link_config_file(tmp_path, trakt, serializd)
+    sync_by_cli(path, "--yes")
     serializd.log_entry(None, TMDB, 1, 1, backdate=iso(now - DAY))
-    out = _sync(path, "--yes")
+    out = sync_by_cli(path, "--yes")
     trakt.log_play(show.seasons[1].episodes[1], "released")
-    out += _sync(path, "--yes", "--full")
+    out += sync_by_cli(path, "--yes", "--full")
     assert _held(trakt, serializd) == (Counter({(1, 1): 2}), Counter({(1, 1): 1})), out
     (entry,) = serializd.diary()
     serializd.delete_entry(entry, untick=True)
     # The plan says why a deletion takes two Trakt plays: the second is the viewing's mark.
-    plan = _sync(path, "--dry-run", "--full")
+    plan = sync_by_cli(path, "--dry-run", "--full")
     removals = [line.strip() for line in plan.splitlines() if "remove_play" in line]
     copy = re.fullmatch(
         r"remove_play trakt (\S+) \d{4}-\d\d-\d\d [^(]+\(removed on serializd\)", removals[0]
@@ -161,12 +133,12 @@ def test_a_viewing_removed_with_its_second_mark_on_trakt_is_not_copied_back(
         f"remove_play trakt {episode}  (its 'watched on release date' mark, a second record"
         " of the viewing removed on serializd)"
     ), plan
-    out = _sync(path, "--yes", "--full")  # a delta read of Serializd sees no deletion
+    out = sync_by_cli(path, "--yes", "--full")  # a delta read of Serializd sees no deletion
     assert "2 of 2 plays on trakt would be removed" in out, out
     assert _held(trakt, serializd) == (Counter({(1, 1): 2}), Counter()), out
-    out += _sync(path, "--yes", "--confirm-removals")
-    out += _sync(path, "--yes", "--full")
-    out += _sync(path, "--yes")
+    out += sync_by_cli(path, "--yes", "--confirm-removals")
+    out += sync_by_cli(path, "--yes", "--full")
+    out += sync_by_cli(path, "--yes")
     assert _held(trakt, serializd) == (Counter(), Counter()), out
     assert serializd.ticks() == set(), out  # not ticked watched again
     assert "add_play serializd" not in out, out
@@ -191,9 +163,9 @@ def test_a_mark_of_an_episode_trakt_knows_no_runtime_of_is_told_by_its_air_date(
     serializd.add_show(TMDB, "Unknown runtime", seasons={1: 2})
     trakt.add_history(show.seasons[1].episodes[1], "released")  # a mark of the viewing below
     serializd.log_entry(None, TMDB, 1, 1, backdate=iso(now - 300 * DAY))
-    path = _linked(tmp_path, trakt, serializd)
-    out = _sync(path, "--yes")
-    out += _sync(path, "--yes", "--full")
+    path = link_config_file(tmp_path, trakt, serializd)
+    out = sync_by_cli(path, "--yes")
+    out += sync_by_cli(path, "--yes", "--full")
     assert _held(trakt, serializd) == (Counter({(1, 1): 1}), Counter({(1, 1): 1})), out
 
 
@@ -223,18 +195,18 @@ def test_a_play_backdated_on_trakt_pairs_with_the_viewing_at_the_next_run(
     watched = now - 200 * DAY // 3600 * 3600
     trakt.add_history(show.seasons[1].episodes[1], iso(watched))
     serializd.log_entry(None, TMDB, 1, 1, backdate=iso(watched))
-    path = _linked(tmp_path, trakt, serializd)
-    _sync(path, "--yes")
+    path = link_config_file(tmp_path, trakt, serializd)
+    sync_by_cli(path, "--yes")
     assert _held(trakt, serializd) == (Counter({(1, 1): 1}), Counter({(1, 1): 1}))
     # Weeks later, both on the same day: logged on Serializd, added on trakt.tv.
     seen = now - 100 * DAY // 3600 * 3600
     serializd.log_entry(None, TMDB, 1, 2, backdate=iso(seen))
     trakt.log_play(show.seasons[1].episodes[2], "released" if dated == "released" else iso(seen))
-    out = _sync(path, "--yes")
+    out = sync_by_cli(path, "--yes")
     both = Counter({(1, 1): 1, (1, 2): 1})
     assert _held(trakt, serializd) == (both, both), out
     assert "add_play" not in out, out
-    out = _sync(path, "--yes", "--full")  # the daily full read: the plays pair still
+    out = sync_by_cli(path, "--yes", "--full")  # the daily full read: the plays pair still
     assert _held(trakt, serializd) == (both, both), out
     assert "add_play" not in out, out
 
@@ -257,13 +229,13 @@ def test_a_play_the_link_copied_to_trakt_dated_back_is_no_cause_for_a_full_read(
     watched = now - 200 * DAY // 3600 * 3600
     trakt.add_history(show.seasons[1].episodes[1], iso(watched))
     serializd.log_entry(None, TMDB, 1, 1, backdate=iso(watched))
-    path = _linked(tmp_path, trakt, serializd)
-    _sync(path, "--yes")
+    path = link_config_file(tmp_path, trakt, serializd)
+    sync_by_cli(path, "--yes")
     serializd.log_entry(None, TMDB, 1, 2, backdate=iso(now - 100 * DAY))
-    out = _sync(path, "--yes")
+    out = sync_by_cli(path, "--yes")
     assert _held(trakt, serializd)[0] == Counter({(1, 1): 1, (1, 2): 1}), out
     full_reads = _full_reads(trakt)
-    out = _sync(path, "--yes")
+    out = sync_by_cli(path, "--yes")
     assert _full_reads(trakt) == full_reads, out
     assert _held(trakt, serializd) == (
         Counter({(1, 1): 1, (1, 2): 1}),

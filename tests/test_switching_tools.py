@@ -21,9 +21,10 @@ import httpx
 import pytest
 
 from tests.fakes.plex import TOKEN, FakePlex
-from tests.fakes.serializd import ALICE, FakeSerializd
+from tests.fakes.serializd import FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import sign_in_trakt, watchbridge, write_config
+from tests.linkrig import link_config_file
 from tests.unpaced import unpaced_while
 from watchbridge.services.trakt import iso
 from watchbridge.store import Store
@@ -154,23 +155,7 @@ def test_trakt_and_serializd_both_holding_the_history_get_each_viewing_once(
         add_trakt_plays(trakt, episode, trakt_times)
         for at in other_times:
             serializd.log_entry(None, 6000 + show, 1, number, backdate=iso(at))
-    path = write_config(
-        tmp_path,
-        f"""services:
-  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
-  serializd: {{api_url: "{serializd.url}"}}
-profiles:
-  me:
-    accounts:
-      trakt: {{}}
-      serializd: {{email: {ALICE[0]}, password: "{ALICE[1]}"}}
-links:
-  trakt-serializd: {{services: [trakt, serializd]}}
-""",
-    )
-    store = Store.open(tmp_path / "watchbridge.db")
-    sign_in_trakt(store, trakt, "me", now=time.time())
-    store.close()
+    path = link_config_file(tmp_path, trakt, serializd)
 
     def held() -> tuple[Counter[tuple[int, int]], Counter[tuple[int, int]]]:
         plays = Counter((h.item.show.tmdb - 6000, h.item.number) for h in trakt.history())
@@ -272,23 +257,7 @@ def test_tidying_the_old_tools_duplicate_away_later_takes_nothing_from_the_other
     add_trakt_plays(trakt, episodes[2], [at])
     for _ in range(2):  # a migration's duplicate
         serializd.log_entry(None, 6000, 1, 2, backdate=iso(midnight))
-    path = write_config(
-        tmp_path,
-        f"""services:
-  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
-  serializd: {{api_url: "{serializd.url}"}}
-profiles:
-  me:
-    accounts:
-      trakt: {{}}
-      serializd: {{email: {ALICE[0]}, password: "{ALICE[1]}"}}
-links:
-  trakt-serializd: {{services: [trakt, serializd]}}
-""",
-    )
-    store = Store.open(tmp_path / "watchbridge.db")
-    sign_in_trakt(store, trakt, "me", now=time.time())
-    store.close()
+    path = link_config_file(tmp_path, trakt, serializd)
     assert "plan: nothing to do" in sync(path, "trakt-serializd", "--yes")
     first = min(e.id for e in trakt.history() if e.item.number == 1)
     token = trakt.issue_token().access_token

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -13,12 +12,12 @@ from typing import Any
 import pytest
 
 from tests.fakes.base import running
-from tests.fakes.serializd import ALICE, FakeSerializd
-from tests.fakes.trakt import CLIENT_ID, FakeTrakt
-from tests.harness import sign_in_trakt, watchbridge, write_config
+from tests.fakes.serializd import FakeSerializd
+from tests.fakes.trakt import FakeTrakt
+from tests.harness import watchbridge
+from tests.linkrig import link_config_file
 from tests.unpaced import unpaced_while
 from watchbridge.review import FIRST_SYNC_WAITS
-from watchbridge.store import Store
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -36,23 +35,7 @@ def setup(tmp_path: Path, start_fake: Any) -> tuple[Path, FakeTrakt, FakeSeriali
     serializd.add_show(1396, "Breaking Bad", seasons={1: 7})
     serializd.log_entry(None, 1396, 1, 2, backdate="2024-01-02T20:00:00.000Z", rating=8)
     serializd.log_entry(None, 1396, 1, 1, backdate="2024-01-01T21:00:00.000Z")
-    path = write_config(
-        tmp_path,
-        f"""services:
-  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
-  serializd: {{api_url: "{serializd.url}"}}
-profiles:
-  me:
-    accounts:
-      trakt: {{}}
-      serializd: {{email: {ALICE[0]}, password: "{ALICE[1]}"}}
-links:
-  trakt-serializd: {{services: [trakt, serializd]}}
-""",
-    )
-    store = Store.open(tmp_path / "watchbridge.db")
-    sign_in_trakt(store, trakt, "me", now=time.time())
-    store.close()
+    path = link_config_file(tmp_path, trakt, serializd)
     return path, trakt, serializd
 
 
