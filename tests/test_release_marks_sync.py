@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.fakes.serializd import FakeSerializd
-from tests.fakes.trakt import FakeTrakt
+from tests.fakes.trakt import FakeTrakt, Show
 from tests.linkrig import link_config_file, sync_by_cli
 from tests.unpaced import unpaced_while
 from watchbridge.services.trakt import iso
@@ -39,6 +39,24 @@ def _held(trakt: FakeTrakt, serializd: FakeSerializd) -> tuple[Counter[Any], Cou
         for r in serializd.diary()
     )
     return plays, diary
+
+
+def _aired_weekly(trakt: FakeTrakt, serializd: FakeSerializd, title: str, now: int) -> Show:
+    """A show both services know, one season of two 45-minute episodes aired a week apart
+    2000 days before `now` (Trakt dates a release mark by the air date and the runtime)."""
+    aired = now - 2000 * DAY // 3600 * 3600
+    show = trakt.add_show(title, 2015, tmdb=TMDB, tvdb=TMDB + 1, seasons={})
+    for number in (1, 2):
+        trakt.add_episode(
+            show,
+            1,
+            number,
+            tvdb=TMDB * 10 + number,
+            runtime=45,
+            first_aired=iso(aired + number * 7 * DAY),
+        )
+    serializd.add_show(TMDB, title, seasons={1: 2})
+    return show
 
 
 def _full_reads(trakt: FakeTrakt) -> int:
@@ -100,18 +118,7 @@ def test_a_viewing_removed_with_its_second_mark_on_trakt_is_not_copied_back(
     removal guard counting both), and the episode is not logged on Serializd again."""
     trakt, serializd = start_fake(FakeTrakt()), start_fake(FakeSerializd())
     now = int(time.time())
-    aired = now - 2000 * DAY // 3600 * 3600
-    show = trakt.add_show("Later", 2015, tmdb=TMDB, tvdb=TMDB + 1, seasons={})
-    for number in (1, 2):
-        trakt.add_episode(
-            show,
-            1,
-            number,
-            tvdb=TMDB * 10 + number,
-            runtime=45,
-            first_aired=iso(aired + number * 7 * DAY),
-        )
-    serializd.add_show(TMDB, "Later", seasons={1: 2})
+    show = _aired_weekly(trakt, serializd, "Later", now)
     path = link_config_file(tmp_path, trakt, serializd)
     sync_by_cli(path, "--yes")
     serializd.log_entry(None, TMDB, 1, 1, backdate=iso(now - DAY))
@@ -180,18 +187,7 @@ def test_a_play_backdated_on_trakt_pairs_with_the_viewing_at_the_next_run(
     pairs with the viewing: nothing is copied either way."""
     trakt, serializd = start_fake(FakeTrakt()), start_fake(FakeSerializd())
     now = int(time.time())
-    aired = now - 2000 * DAY // 3600 * 3600
-    show = trakt.add_show("Backdated", 2015, tmdb=TMDB, tvdb=TMDB + 1, seasons={})
-    for number in (1, 2):
-        trakt.add_episode(
-            show,
-            1,
-            number,
-            tvdb=TMDB * 10 + number,
-            runtime=45,
-            first_aired=iso(aired + number * 7 * DAY),
-        )
-    serializd.add_show(TMDB, "Backdated", seasons={1: 2})
+    show = _aired_weekly(trakt, serializd, "Backdated", now)
     watched = now - 200 * DAY // 3600 * 3600
     trakt.add_history(show.seasons[1].episodes[1], iso(watched))
     serializd.log_entry(None, TMDB, 1, 1, backdate=iso(watched))
