@@ -115,6 +115,25 @@ def nothing_waits(db: Path) -> bool:
     return int(waiting) == 0
 
 
+def nothing_due(db: Path, now: float) -> bool:
+    """Whether no row queued in the database at `db` is in flight or pending with its try due
+    by `now`: every row done, given up, or waiting for a later try."""
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        (due,) = conn.execute(
+            "SELECT COUNT(*) FROM outbox WHERE status = 'inflight'"
+            " OR (status = 'pending' AND next_attempt_at <= ?)",
+            (now,),
+        ).fetchone()
+    return int(due) == 0
+
+
+def settle(db: Path, clock: Callable[[], float] = time.time) -> None:
+    """Wait (for an app running in another thread) until nothing queued in the database at
+    `db` is due by `clock`, a second ahead; first a moment for what was just sent to it."""
+    time.sleep(0.3)
+    wait_for(lambda: nothing_due(db, clock() + 1), timeout=60)
+
+
 async def until(check: Callable[[], bool], timeout: float = 15.0) -> None:
     """Wait (on the event loop) until `check()` holds; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout

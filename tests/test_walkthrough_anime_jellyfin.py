@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import pytest
@@ -24,7 +24,7 @@ from tests.fakes.anime_datasets import FakeDatasets
 from tests.fakes.base import FakeServer
 from tests.fakes.jellyfin import API_KEY, FakeJellyfin
 from tests.fakes.serializd import ALICE, FakeSerializd
-from tests.harness import AppThread, free_port, wait_for, watchbridge
+from tests.harness import AppThread, free_port, settle, watchbridge
 from tests.ingest_samples import sample_json
 from tests.unpaced import unpaced
 from watchbridge.config import load_config
@@ -114,18 +114,7 @@ class Walk:
 
     def settle(self) -> None:
         """Until nothing is due: every row done, given up, or waiting for a later try."""
-        time.sleep(0.3)
-
-        def due() -> int:
-            with contextlib.closing(sqlite3.connect(self.db)) as conn:
-                (count,) = conn.execute(
-                    "SELECT COUNT(*) FROM outbox WHERE status = 'inflight'"
-                    " OR (status = 'pending' AND next_attempt_at <= ?)",
-                    (self.clock() + 1,),
-                ).fetchone()
-            return int(count)
-
-        wait_for(lambda: due() == 0, timeout=60)
+        settle(self.db, self.clock)
 
     def waiting(self, target: str) -> dict[str, str]:
         """The plays for `target` waiting for a match: the item as the user sees it -> why."""
@@ -229,6 +218,26 @@ def mark_played(body: dict[str, Any], at: float) -> dict[str, Any]:
     }
 
 
+def start_fakes(
+    start_fake: Callable[[FakeServer], FakeServer],
+    server: Literal["jellyfin", "emby"],
+    clock: Clock,
+) -> tuple[FakeAniList, FakeDatasets, FakeSerializd, FakeJellyfin]:
+    """AniList without its rate limit, the mapping datasets' hosts, Serializd and the media
+    `server`, started; AniList's and the datasets' Date headers on the app's `clock`, as the
+    fakes' own clocks are when a test moves it."""
+    anilist = start_fake(FakeAniList())
+    lists = start_fake(FakeDatasets())
+    serializd = start_fake(FakeSerializd())
+    media = start_fake(FakeJellyfin(server))
+    assert isinstance(anilist, FakeAniList) and isinstance(lists, FakeDatasets)
+    assert isinstance(serializd, FakeSerializd) and isinstance(media, FakeJellyfin)
+    anilist.limit = anilist.burst_limit = 100_000
+    anilist.date_clock = anilist.now  # type: ignore[method-assign]
+    lists.date_clock = clock  # type: ignore[method-assign]
+    return anilist, lists, serializd, media
+
+
 @pytest.fixture
 def walk(
     tmp_path: Path,
@@ -236,17 +245,8 @@ def walk(
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Walk]:
     unpaced(monkeypatch, "anilist", "serializd")
-    anilist = start_fake(FakeAniList())
-    lists = start_fake(FakeDatasets())
-    serializd = start_fake(FakeSerializd())
-    jellyfin = start_fake(FakeJellyfin("jellyfin"))
-    assert isinstance(anilist, FakeAniList) and isinstance(lists, FakeDatasets)
-    assert isinstance(serializd, FakeSerializd) and isinstance(jellyfin, FakeJellyfin)
-    anilist.limit = anilist.burst_limit = 100_000
     clock = Clock()
-    # Their Date headers on the walk's clock, as the fakes' own clocks are (`Walk.shift`).
-    anilist.date_clock = anilist.now  # type: ignore[method-assign]
-    lists.date_clock = clock  # type: ignore[method-assign]
+    anilist, lists, serializd, jellyfin = start_fakes(start_fake, "jellyfin", clock)
     for media, (episodes, kind) in MEDIA.items():
         anilist.add_media(media, episodes=episodes, format=kind)
     serializd.diary_order = "newest"

@@ -22,12 +22,12 @@ import httpx
 import pytest
 
 from tests.fakes.anilist import FakeAniList
-from tests.fakes.anime_datasets import FakeDatasets
 from tests.fakes.base import FakeServer
 from tests.fakes.jellyfin import API_KEY, BREAKING_BAD_PROVIDER_IDS, EMBY_SERIES, FakeJellyfin
 from tests.fakes.serializd import ALICE, FakeSerializd, User
-from tests.harness import AppThread, free_port, wait_for
+from tests.harness import AppThread, free_port, settle, wait_for
 from tests.ingest_samples import sample_json
+from tests.test_walkthrough_anime_jellyfin import Clock, start_fakes
 from tests.unpaced import unpaced
 from watchbridge import wiring
 from watchbridge.catchup import CatchUp
@@ -41,16 +41,6 @@ BREAKING_BAD = 1396
 FRIEREN_SERIES = "61001"
 FRIEREN_TMDB = 209867
 DAY = 86400.0
-
-
-class Clock:
-    """The app's clock: the wall clock moved by `ahead` seconds (`shift`)."""
-
-    def __init__(self) -> None:
-        self.ahead = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.ahead
 
 
 def stamp(at: float) -> str:
@@ -105,18 +95,7 @@ class House:
 
     def settle(self) -> None:
         """Until nothing is due: every row done, given up, or waiting for a later try."""
-        time.sleep(0.3)
-
-        def due() -> int:
-            with contextlib.closing(sqlite3.connect(self.db)) as conn:
-                (count,) = conn.execute(
-                    "SELECT COUNT(*) FROM outbox WHERE status = 'inflight'"
-                    " OR (status = 'pending' AND next_attempt_at <= ?)",
-                    (self.clock() + 1,),
-                ).fetchone()
-            return int(count)
-
-        wait_for(lambda: due() == 0, timeout=60)
+        settle(self.db, self.clock)
 
     def diary(self, user: User | None = None) -> list[tuple[int, int, int, str]]:
         """A Serializd diary (alex's by default): (show, season, episode, date) by date."""
@@ -180,16 +159,8 @@ def house(
     tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer], monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[House]:
     unpaced(monkeypatch, "anilist", "serializd")
-    anilist = start_fake(FakeAniList())
-    lists = start_fake(FakeDatasets())
-    serializd = start_fake(FakeSerializd())
-    emby = start_fake(FakeJellyfin("emby"))
-    assert isinstance(anilist, FakeAniList) and isinstance(lists, FakeDatasets)
-    assert isinstance(serializd, FakeSerializd) and isinstance(emby, FakeJellyfin)
-    anilist.limit = anilist.burst_limit = 100_000
     clock = Clock()
-    anilist.date_clock = anilist.now  # type: ignore[method-assign]
-    lists.date_clock = clock  # type: ignore[method-assign]
+    anilist, lists, serializd, emby = start_fakes(start_fake, "emby", clock)
     emby.clock = clock
     anilist.add_media(154587, episodes=28, format="TV")
     anilist.add_media(182255, episodes=10, format="TV")

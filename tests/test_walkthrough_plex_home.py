@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,7 +25,7 @@ from tests.fakes.anime_datasets import FakeDatasets
 from tests.fakes.base import FakeServer
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
-from tests.harness import AppThread, free_port, sign_in_trakt, wait_for, watchbridge
+from tests.harness import AppThread, free_port, settle, sign_in_trakt, watchbridge
 from tests.ingest_samples import sample_json
 from tests.test_webhooks_e2e import plex_multipart
 from tests.unpaced import unpaced
@@ -89,18 +88,7 @@ class Home:
 
     def settle(self) -> None:
         """Until nothing is due: every row done, given up, or waiting for a later try."""
-        time.sleep(0.3)
-
-        def due() -> int:
-            with contextlib.closing(sqlite3.connect(self.db)) as conn:
-                (count,) = conn.execute(
-                    "SELECT COUNT(*) FROM outbox WHERE status = 'inflight'"
-                    " OR (status = 'pending' AND next_attempt_at <= ?)",
-                    (time.time() + 1,),
-                ).fetchone()
-            return int(count)
-
-        wait_for(lambda: due() == 0, timeout=60)
+        settle(self.db)
 
     def trakt_plays(self) -> list[str]:
         return [entry.item.title for entry in self.trakt.history()]
