@@ -7,7 +7,6 @@ the running app, alerts as the receiver got them."""
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -16,17 +15,15 @@ import httpx
 
 from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.harness import AppThread, watchbridge
-from tests.ingest_samples import sample_json
 from tests.test_app import wait_until
+from tests.test_unlisted_accounts import SECRET, post, runtime, scrobble
 from tests.test_webhook_route import PLEX_SERVER
 from watchbridge import maintenance, webhooks
 from watchbridge.account_ids import listed_twice
-from watchbridge.app import Runtime, create_app
+from watchbridge.app import create_app
 from watchbridge.config import parse_config
 from watchbridge.statuspage import page_state, render
-from watchbridge.wiring import build_runtime
 
-SECRET = "listed-twice-secret-7731"
 SAM = 28374651
 TITLE = "watchbridge: Plex account Sam is listed by two profiles"
 TOLD = (
@@ -48,22 +45,6 @@ def household(tmp_path: Path, receiver: AlertReceiver, alex: str = '["1", "Sam"]
         f"  alex: {{users: {{plex: {alex}}}}}\n"
         f'  sam: {{users: {{plex: ["{SAM}"]}}}}\n'
     )
-
-
-def runtime(text: str, clock: FakeClock) -> Runtime:
-    return build_runtime(parse_config(text, Path("watchbridge.yaml"), {}), clock=clock)
-
-
-def scrobble(account_id: int, name: str) -> dict[str, Any]:
-    """The sample episode scrobbled on the samples' server (Basement) by another account."""
-    payload = sample_json("plex", "episode_legacy_media_scrobble.json")
-    payload["Account"] = {"id": account_id, "title": name}
-    return payload
-
-
-def post(app: AppThread, payload: dict[str, Any]) -> httpx.Response:
-    files = {"payload": (None, json.dumps(payload), "application/json")}
-    return httpx.post(f"{app.url}/webhooks/plex/{SECRET}", files=files)
 
 
 def profiles_of_events(tmp_path: Path) -> list[str]:
