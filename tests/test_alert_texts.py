@@ -25,10 +25,10 @@ from tests.test_anilist_client import fixture
 from tests.test_app import CrashesForDays, jellyfin_config, wait_until
 from tests.test_app import runtime_for as app_runtime_for
 from tests.test_deliver_anilist import (
-    PART_2,
     anilist_target,
     enqueue,
     episode,
+    start_anilist_with_part_2,
 )
 from tests.test_delivery import (
     ARRIVAL,
@@ -86,11 +86,7 @@ TOO_MANY = {"data": None, "errors": [{"message": "Too Many Requests.", "status":
 
 @pytest.fixture
 def anilist(start_fake: Callable[[FakeServer], FakeServer]) -> FakeAniList:
-    fake = start_fake(FakeAniList())
-    assert isinstance(fake, FakeAniList)
-    fake.limit = fake.burst_limit = 100_000
-    fake.add_media(PART_2, episodes=12)
-    return fake
+    return start_anilist_with_part_2(start_fake)
 
 
 @pytest.fixture

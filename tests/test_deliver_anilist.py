@@ -391,13 +391,18 @@ def test_only_the_highest_episode_can_be_unwatched() -> None:
 # --------------------------------------------------------------------------- against the fake
 
 
-@pytest.fixture
-def fake(start_fake: Callable[[FakeServer], FakeServer]) -> FakeAniList:
+def start_anilist_with_part_2(start_fake: Callable[[FakeServer], FakeServer]) -> FakeAniList:
+    """A fake AniList without its rate limit, knowing Re:Zero's Part 2 (12 episodes)."""
     fake = start_fake(FakeAniList())
     assert isinstance(fake, FakeAniList)
     fake.limit = fake.burst_limit = 100_000
     fake.add_media(PART_2, episodes=12)
     return fake
+
+
+@pytest.fixture
+def fake(start_fake: Callable[[FakeServer], FakeServer]) -> FakeAniList:
+    return start_anilist_with_part_2(start_fake)
 
 
 @pytest.fixture

@@ -18,7 +18,13 @@ from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import sign_in_trakt, until
 from tests.test_cli import run
-from tests.test_deliver_anilist import PART_2, anilist_target, enqueue, episode
+from tests.test_deliver_anilist import (
+    PART_2,
+    anilist_target,
+    enqueue,
+    episode,
+    start_anilist_with_part_2,
+)
 from tests.test_delivery import HEAT, _late_play
 from watchbridge.app import Runtime
 from watchbridge.config import parse_config
@@ -35,11 +41,7 @@ LOOK = 0.1  # the worker's look for a sign-in (10 s in the service): the test wa
 
 @pytest.fixture
 def anilist(start_fake: Callable[[FakeServer], FakeServer]) -> FakeAniList:
-    fake = start_fake(FakeAniList())
-    assert isinstance(fake, FakeAniList)
-    fake.limit = fake.burst_limit = 100_000
-    fake.add_media(PART_2, episodes=12)
-    return fake
+    return start_anilist_with_part_2(start_fake)
 
 
 @pytest.fixture
