@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import httpx
@@ -41,6 +42,7 @@ AS_PLEX_USERS = {
     "jamie": "{plex: []}",
 }
 SAM_LINE = f'profiles.sam.users.tautulli: ["{SAM}"]'
+Opens = Callable[[], AbstractContextManager[Home]]  # the Home opened anew for a `with`
 
 
 def alerts(receiver: AlertReceiver) -> str:
@@ -65,13 +67,23 @@ def no_grace(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(forplex, "GRACE", 0.0)
 
 
-def test_plays_plex_never_sends_are_taken_from_tautulli_once_and_told(
+@pytest.fixture
+def home_on_tautulli(
     tmp_path: Path,
     start_fake: Callable[[FakeServer], FakeServer],
     receiver: AlertReceiver,
     no_grace: None,
+) -> Opens:
+    """What opens the Home: everyone under users.plex and Tautulli's webhook alone, its
+    `unlisted_account` alerts to `receiver`, each report taken at the first look past it
+    (no GRACE)."""
+    return lambda: open_home(tmp_path, start_fake, AS_PLEX_USERS, alerts(receiver))
+
+
+def test_plays_plex_never_sends_are_taken_from_tautulli_once_and_told(
+    home_on_tautulli: Opens, receiver: AlertReceiver
 ) -> None:
-    with open_home(tmp_path, start_fake, AS_PLEX_USERS, alerts(receiver)) as home:
+    with home_on_tautulli() as home:
         a_viewing_by_tautulli(home, "27160034", "alex")
         a_viewing_by_tautulli(home, SAM, "Sam", **SPY_TAUTULLI)
         home.settle()
@@ -116,14 +128,11 @@ def test_plays_plex_never_sends_are_taken_from_tautulli_once_and_told(
 
 
 def test_a_play_plexs_webhook_sends_after_tautullis_report_is_not_doubled(
-    tmp_path: Path,
-    start_fake: Callable[[FakeServer], FakeServer],
-    receiver: AlertReceiver,
-    no_grace: None,
+    home_on_tautulli: Opens, receiver: AlertReceiver
 ) -> None:
     # With Plex Pass: Plex's webhook tells of the playback as it begins, and its scrobble
     # (90 %) comes after Tautulli's Watched (85 %). Each viewing lands once, nothing is told.
-    with open_home(tmp_path, start_fake, AS_PLEX_USERS, alerts(receiver)) as home:
+    with home_on_tautulli() as home:
         home.plex(plex("episode_legacy_media_play.json", SAM, "Sam", **SPY_PLEX))
         home.tautulli(tautulli("watched_episode.json", SAM, "Sam", **SPY_TAUTULLI))
         home.plex(plex("episode_legacy_media_scrobble.json", SAM, "Sam", **SPY_PLEX))
@@ -153,16 +162,13 @@ def test_a_report_is_kept_until_grace_has_passed(
 
 
 def test_the_alert_is_resolved_once_no_play_of_theirs_was_taken_for_six_weeks(
-    tmp_path: Path,
-    start_fake: Callable[[FakeServer], FakeServer],
-    receiver: AlertReceiver,
-    no_grace: None,
+    home_on_tautulli: Opens, receiver: AlertReceiver
 ) -> None:
     # The plays taken are kept 6 weeks, for the status and for what resolves the alert (the
     # config written, Plex's webhook seen): once they are forgotten nothing could, and the
     # alert stayed open for good, also after the line was written.
     title = "watchbridge: Plex's own webhook does not send Sam's plays"
-    with open_home(tmp_path, start_fake, AS_PLEX_USERS, alerts(receiver)) as home:
+    with home_on_tautulli() as home:
         assert home.runtime is not None
         a_viewing_by_tautulli(home, SAM, "Sam", **SPY_TAUTULLI)
         home.settle()
@@ -200,14 +206,11 @@ def released_if_due(home: Home) -> list[str]:
 
 
 def test_the_look_every_5_minutes_reads_no_play_taken_while_none_waits(
-    tmp_path: Path,
-    start_fake: Callable[[FakeServer], FakeServer],
-    receiver: AlertReceiver,
-    no_grace: None,
+    home_on_tautulli: Opens, receiver: AlertReceiver
 ) -> None:
     # Idle means idle: every 5 minutes all the plays taken in 6 weeks were read and parsed,
     # on the event loop, to find that none was waiting.
-    with open_home(tmp_path, start_fake, AS_PLEX_USERS, alerts(receiver)) as home:
+    with home_on_tautulli() as home:
         assert home.runtime is not None
         for _ in range(3):
             a_viewing_by_tautulli(home, SAM, "Sam", **SPY_TAUTULLI)
