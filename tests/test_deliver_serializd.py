@@ -2747,3 +2747,31 @@ async def test_a_password_a_login_refusal_quotes_is_kept_in_no_error_text(
     assert "Incorrect password: ********" in kept
     for text in (kept, log.getvalue(), repr(receiver.messages)):
         assert PASSWORD not in text
+
+
+async def test_a_refused_password_leaves_the_running_service_idle(
+    runtime: Runtime, target: SerializdTarget, clock: FakeClock
+) -> None:
+    # No sign-in to Serializd is made beside the service (its password is the config's, read
+    # at its start): the rows a refused password holds are no reason for a pass every 10 s
+    # (the look for a `watchbridge auth` run beside it), for as long as the password is wrong.
+    target.client.accounts["me"] = SerializdAccount(EMAIL, Secret("wrong"))
+    worker = DeliveryWorker(lambda _: [target], runtime.config.delivery, sign_in_look=0.05)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(runtime, stop))
+    try:
+        enqueue(runtime, "play", episode(4), clock() - 3600)
+        worker.notify()
+        await until(lambda: runtime.store.waits_for_sign_in("serializd", "me"))
+        await asyncio.sleep(0.2)
+        conn, claims = runtime.store._conn, []
+        conn.set_trace_callback(lambda sql: claims.append(sql) if "IMMEDIATE" in sql else None)
+        try:
+            await asyncio.sleep(0.5)  # ten of those looks' time
+        finally:
+            conn.set_trace_callback(None)
+        assert claims == []
+    finally:
+        stop.set()
+        worker.notify()
+        await asyncio.wait_for(task, 10)

@@ -74,6 +74,10 @@ IDLE_WAKE_SECONDS = 300.0  # rows queued by the CLI (sync, deadletters retry) ar
 # While a profile's rows wait for its sign-in to a target, how often the store is asked whether
 # a new one came (`watchbridge auth` beside the service counts it there): they go this soon.
 SIGN_IN_LOOK_EVERY = 10.0
+# The targets a sign-in is made for while the service runs (`watchbridge auth TARGET`, the
+# status page's Trakt button), each counted in the store (`Store.resume_after_sign_in`): only
+# their holds are looked at that often. Serializd's password is the config's, read at the start.
+SIGNED_IN_BESIDE = frozenset({"anilist", "plex", "trakt"})
 TARGET_PROBE_MAX = 300.0
 # The wall clock set back by more than this (NTP correcting a clock that ran fast) moves the
 # waits set by it back as much: they would hold deliveries (and their alerts) that much longer.
@@ -470,11 +474,12 @@ ENDING = ":ending"  # the `credentials` key of a sign-in that works but cannot b
 PROFILE_ALERTS = ("credentials", "account_limit", "service_unreachable")
 
 
-def for_a_sign_in(hold: Hold) -> bool:
-    """Whether `hold` waits for the profile's own sign-in to its target (its credentials
-    alert), which a new sign-in lifts: not a lockout's, a rate limit's, an outage's, nor a
-    media server's key (a config change at the next start tries those)."""
-    return hold.sign_in and held_as(hold) == HELD_PROFILE
+def for_a_sign_in(target: str, hold: Hold) -> bool:
+    """Whether `hold` of a row for `target` waits for the profile's own sign-in there (its
+    credentials alert), which a new sign-in made beside the service lifts (SIGNED_IN_BESIDE):
+    not a lockout's, a rate limit's, an outage's, a media server's key, nor a Serializd
+    password (a config change at the next start tries those)."""
+    return target in SIGNED_IN_BESIDE and hold.sign_in and held_as(hold) == HELD_PROFILE
 
 
 def signed_in_again(
@@ -1252,7 +1257,11 @@ class DeliveryWorker:
                 self._paused.setdefault(key, hold)
         # Rows an earlier process held for a sign-in: one from now on lifts them (one made
         # while none ran lifted them already).
-        held = await asyncio.to_thread(runtime.store.held_for_sign_in)
+        held = [
+            pair
+            for pair in await asyncio.to_thread(runtime.store.held_for_sign_in)
+            if pair[0] in SIGNED_IN_BESIDE
+        ]
         marks = await asyncio.to_thread(runtime.store.signed_in_marks, held) if held else {}
         for pair, mark in marks.items():
             self._sign_in_holds.setdefault(pair, mark)
@@ -1558,7 +1567,7 @@ class DeliveryWorker:
             elif isinstance(outcome, Hold) and not spent_hold:
                 held_for.add(item.profile)
                 holds.append(outcome)
-                if for_a_sign_in(outcome):
+                if for_a_sign_in(target.name, outcome):
                     sign_in_held.add(item.profile)
                 after = outcome.after
                 if outcome.spends:
