@@ -14,7 +14,7 @@ import pytest
 from tests.fakes.base import FakeServer
 from tests.fakes.plex import TOKEN, FakePlex
 from tests.fakes.receiver import AlertReceiver, FakeClock
-from tests.harness import paused_read, statements_run, store_connections
+from tests.harness import paused_read, statements_run, store_connections, until
 from tests.test_plex_reader import JAMIE, JAMIE_TOKEN, make_config
 from watchbridge.config import AlertsConfig, Config, Link, Secret, StorageConfig
 from watchbridge.deliver.plex import AUTH_HOLD, PlexTarget
@@ -26,6 +26,7 @@ from watchbridge.deliver.worker import (
     Outcome,
     Retry,
     Skipped,
+    for_a_sign_in,
 )
 from watchbridge.http import RetryPolicy
 from watchbridge.model import Ids, MediaRef, ref_to_dict
@@ -366,6 +367,7 @@ async def test_a_refused_token_holds_that_profiles_rows_with_a_credentials_alert
     assert (outcome.alert, outcome.target_wide) == ("credentials", False)
     assert "jamie" in outcome.reason and "401" in outcome.reason
     assert JAMIE_TOKEN not in outcome.reason
+    assert for_a_sign_in("plex", outcome)  # `watchbridge auth plex --profile jamie` lifts it
 
 
 async def test_a_refused_owner_token_names_the_config_key_to_fix(
@@ -378,6 +380,7 @@ async def test_a_refused_owner_token_names_the_config_key_to_fix(
     # `watchbridge auth plex` would not replace the server token the owner's rows use.
     assert "services.plex.token" in outcome.reason and "auth plex" not in outcome.reason
     assert TOKEN not in outcome.reason
+    assert not for_a_sign_in("plex", outcome)  # nor is it looked for beside the service
 
 
 def test_movie_refs_from_the_outbox_resolve_to_reader_keys() -> None:
@@ -571,6 +574,55 @@ async def test_the_owners_delivery_the_server_takes_ends_the_refusal_of_its_own_
     plex.token = TOKEN  # taken again
     assert isinstance(await deliver(target, store, "play", ARRIVAL, T0 + 60), Delivered)
     assert not refused()
+
+
+async def test_a_refused_server_token_leaves_the_running_service_idle(
+    config: Config, reader: PlexReader, plex: FakePlex, store: Store, clock: FakeClock
+) -> None:
+    # services.plex.token is the owner's, in the config: no `watchbridge auth plex` of a
+    # profile makes the server take it again. The rows its refusal holds are no reason for a
+    # pass every 10 s (the look for a sign-in beside the service), while the service runs nor
+    # after a restart, for as long as the token is refused.
+    await plays(reader)  # alex: the server owner, with services.plex.token
+    runtime = build_runtime(replace(config, storage=StorageConfig(str(store.path))), clock=clock)
+    runtime.open()
+    plex.token = "after the owner signed out of all devices"
+
+    async def idle() -> list[str]:
+        """The claims a running worker makes while the refusal holds alex's play."""
+        target = PlexTarget(plex_client(config, runtime.store, clock), config, runtime.store, clock)
+        worker = DeliveryWorker(
+            lambda _: [target], config.delivery, judge_config=False, sign_in_look=0.05
+        )
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(runtime, stop))
+        try:
+            worker.notify()
+            await until(lambda: runtime.store.waits_for_sign_in("plex", "alex"))
+            await asyncio.sleep(0.2)
+            conn, claims = runtime.store._conn, []
+            conn.set_trace_callback(lambda sql: claims.append(sql) if "IMMEDIATE" in sql else None)
+            try:
+                await asyncio.sleep(0.5)  # ten of those looks' time
+            finally:
+                conn.set_trace_callback(None)
+            return claims
+        finally:
+            stop.set()
+            worker.notify()
+            await asyncio.wait_for(task, 10)
+            await target.aclose()
+
+    try:
+        item = ref_for_key(ARRIVAL)
+        assert item is not None
+        payload = {"item": ref_to_dict(item), "at": T0, "link": "plex-trakt"}
+        runtime.store.enqueue([NewOutboxRow("plex", "alex", "play", payload, "o", "p")], NOW)
+        assert await idle() == []  # held by this worker
+        assert await idle() == []  # read back at a start
+        assert runtime.store.outbox_counts()["pending"] == 1
+    finally:
+        runtime.close()
 
 
 async def test_a_persons_removal_the_server_takes_ends_the_refusal_of_its_own_token(

@@ -238,6 +238,9 @@ def test_a_sign_in_lifts_its_own_holds_only(tmp_path: Path) -> None:
             ],
         )
         assert store.held_for_sign_in() == [("trakt", "me")]
+        # Held for a reason no sign-in of the profile ends (the worker's NOT_SIGNED_IN_BESIDE):
+        assert store.held_for_sign_in({"trakt": "refused"}) == []
+        assert store.held_for_sign_in({"plex": "refused"}) == [("trakt", "me")]
         assert store.signed_in_marks([("trakt", "me")]) == {("trakt", "me"): None}
         assert store.resume_after_sign_in("trakt", "me", 10.0) == 2
         assert store.signed_in_marks([("trakt", "me")]) == {("trakt", "me"): "1"}

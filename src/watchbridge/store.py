@@ -3772,12 +3772,18 @@ class Store:
         with self._locked():
             return _signed_in_marks(self._conn, pairs)
 
-    def held_for_sign_in(self) -> list[tuple[str, str]]:
+    def held_for_sign_in(self, unless: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
         """The (target, profile) pairs with rows held for the profile's own sign-in there (as
-        `lift_sign_in_holds` lifts them; the held rows' index only)."""
+        `lift_sign_in_holds` lifts them; found by the held rows' index). `unless`: per target, the
+        words of a reason whose rows count for none (a sign-in of the profile does not lift
+        them: the worker's NOT_SIGNED_IN_BESIDE)."""
+        but = "".join(
+            " AND NOT (target = ? AND instr(COALESCE(last_error, ''), ?) > 0)" for _ in unless or {}
+        )
         rows = self._query(
             f"SELECT DISTINCT target, profile FROM outbox WHERE held = '{HELD_PROFILE}'"
-            " AND status = 'pending' AND waits_for_sign_in = 1 ORDER BY target, profile"
+            f" AND status = 'pending' AND waits_for_sign_in = 1{but} ORDER BY target, profile",
+            [value for pair in (unless or {}).items() for value in pair],
         )
         return [(row["target"], row["profile"]) for row in rows]
 

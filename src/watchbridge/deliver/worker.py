@@ -50,6 +50,7 @@ from watchbridge.ids import DELIVERED_TO, SERVER_OUTAGE_PAUSE, Enricher, Need, P
 from watchbridge.logs import Repeating
 from watchbridge.model import MediaRef, item_aliases, ref_from_dict
 from watchbridge.offloop import in_thread, to_the_end
+from watchbridge.services.plex import SERVER_TOKEN_REFUSED
 from watchbridge.stopping import unless_stopped
 from watchbridge.store import (
     CRASHES_ALONE,
@@ -78,6 +79,10 @@ SIGN_IN_LOOK_EVERY = 10.0
 # status page's Trakt button), each counted in the store (`Store.resume_after_sign_in`): only
 # their holds are looked at that often. Serializd's password is the config's, read at the start.
 SIGNED_IN_BESIDE = frozenset({"anilist", "plex", "trakt"})
+# Their sign-in holds no such sign-in lifts, by the words of their reason: a Plex server's
+# refusal of its own token (services.plex.token, the owner's, in the config), whoever's rows
+# it holds. A start with the config fixed tries those.
+NOT_SIGNED_IN_BESIDE: Mapping[str, str] = {"plex": SERVER_TOKEN_REFUSED}
 TARGET_PROBE_MAX = 300.0
 # The wall clock set back by more than this (NTP correcting a clock that ran fast) moves the
 # waits set by it back as much: they would hold deliveries (and their alerts) that much longer.
@@ -476,10 +481,17 @@ PROFILE_ALERTS = ("credentials", "account_limit", "service_unreachable")
 
 def for_a_sign_in(target: str, hold: Hold) -> bool:
     """Whether `hold` of a row for `target` waits for the profile's own sign-in there (its
-    credentials alert), which a new sign-in made beside the service lifts (SIGNED_IN_BESIDE):
-    not a lockout's, a rate limit's, an outage's, a media server's key, nor a Serializd
-    password (a config change at the next start tries those)."""
-    return target in SIGNED_IN_BESIDE and hold.sign_in and held_as(hold) == HELD_PROFILE
+    credentials alert), which a new sign-in made beside the service lifts (`signed_in_beside`):
+    not a lockout's, a rate limit's, an outage's, a media server's key, a Serializd password
+    nor the Plex server's own token (a config change at the next start tries those)."""
+    return hold.sign_in and held_as(hold) == HELD_PROFILE and signed_in_beside(target, hold.reason)
+
+
+def signed_in_beside(target: str, reason: str) -> bool:
+    """Whether a sign-in made beside the service (SIGNED_IN_BESIDE) may lift a sign-in hold of
+    a row for `target` held for `reason`: not one NOT_SIGNED_IN_BESIDE tells by its words."""
+    words = NOT_SIGNED_IN_BESIDE.get(target)
+    return target in SIGNED_IN_BESIDE and (words is None or words not in reason)
 
 
 def signed_in_again(
@@ -1259,7 +1271,9 @@ class DeliveryWorker:
         # while none ran lifted them already).
         held = [
             pair
-            for pair in await asyncio.to_thread(runtime.store.held_for_sign_in)
+            for pair in await asyncio.to_thread(
+                runtime.store.held_for_sign_in, NOT_SIGNED_IN_BESIDE
+            )
             if pair[0] in SIGNED_IN_BESIDE
         ]
         marks = await asyncio.to_thread(runtime.store.signed_in_marks, held) if held else {}
@@ -1312,7 +1326,8 @@ class DeliveryWorker:
         store = runtime.store
 
         def look() -> tuple[dict[tuple[str, str], str | None], set[tuple[str, str]]]:
-            return store.signed_in_marks(list(held)), set(store.held_for_sign_in())
+            waiting = store.held_for_sign_in(NOT_SIGNED_IN_BESIDE)
+            return store.signed_in_marks(list(held)), set(waiting)
 
         kept, waiting = await asyncio.to_thread(look)
         lift = signed_in_again(held, kept)

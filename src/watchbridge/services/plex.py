@@ -80,6 +80,10 @@ DETAILS_BATCH = 100  # ratingKeys per `/library/metadata/{k1,k2,…}` (plexapi j
 LISTING_TYPES = {"movie": 1, "show": 2, "season": 3, "episode": 4}
 # The first PMS whose mark played (our scrobble) writes no history row.
 ROWLESS_SCROBBLES_SINCE = (1, 40, 0, 7998)
+# How a refusal of the server's own token (the owner's, in the config) is worded wherever it
+# is met (`_refused`, `readers.plex.refusal_fix`): no `watchbridge auth plex` of a profile
+# ends it, and the delivery worker tells the rows it holds by it.
+SERVER_TOKEN_REFUSED = "the Plex server does not accept services.plex.token"
 Kept = TypeVar("Kept")  # what a paged read keeps of each row (`PlexClient._kept_pages`)
 
 
@@ -950,7 +954,7 @@ def _refused(what: str, token: str | None) -> PlexAuthError:
     if token is None:
         return ServerTokenRefused(
             SERVICE,
-            f"{what}: the Plex server does not accept services.plex.token (401): set the "
+            f"{what}: {SERVER_TOKEN_REFUSED} (401): set the "
             "server owner's current token there (it changes when the owner's plex.tv password "
             'is changed with "sign out of all devices"; short-lived plex.tv JWTs expire '
             "after 7 days)",
