@@ -149,10 +149,11 @@ async def test_a_sign_in_while_the_refused_try_was_under_way_lifts_the_hold_it_s
 
 
 async def test_a_play_an_earlier_start_held_goes_once_the_sign_in_comes_after_a_restart(
-    runtime: Runtime, anilist: FakeAniList, tmp_path: Path
+    runtime: Runtime, anilist: FakeAniList, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     # The play was held before the service restarted; the person signs in after that.
     assert isinstance(runtime.clock, FakeClock)
+    caplog.set_level(logging.INFO, "watchbridge.deliver.worker")
     anilist.expire_tokens()
     before = DeliveryWorker(lambda _: [], runtime.config.delivery)
     target = anilist_target(runtime, runtime.clock)
@@ -171,6 +172,9 @@ async def test_a_play_an_earlier_start_held_goes_once_the_sign_in_comes_after_a_
             beside.put_token(SERVICE, "me", fresh.to_dict(), runtime.clock())
             assert beside.resume_after_sign_in("anilist", "me", runtime.clock()) == 1
         await until(lambda: anilist.snapshot().get(PART_2, {}).get("progress") == 3, timeout=5)
+        # The command made the play due (and said so): the service lifted nothing itself, and
+        # its log does not tell of a lift of none.
+        assert "signed in to AniList again" not in caplog.text
     finally:
         await stopped(worker, stop, task)
 

@@ -1336,6 +1336,8 @@ class DeliveryWorker:
         for target, profile in lift:
             self._sign_in_holds.pop((target, profile), None)
             lifted = await asyncio.to_thread(store.lift_sign_in_holds, target, profile, now)
+            if not lifted:  # `watchbridge auth` lifted them already (or they went)
+                continue
             log.info(
                 f"profile {profile} signed in to {service_title(target)} again: the deliveries"
                 " its sign-in held go now",
