@@ -600,13 +600,9 @@ async def test_a_refused_server_token_leaves_the_running_service_idle(
             worker.notify()
             await until(lambda: runtime.store.waits_for_sign_in("plex", "alex"))
             await asyncio.sleep(0.2)
-            conn, claims = runtime.store._conn, []
-            conn.set_trace_callback(lambda sql: claims.append(sql) if "IMMEDIATE" in sql else None)
-            try:
+            with statements_run("IMMEDIATE", runtime.store._conn) as claims:
                 await asyncio.sleep(0.5)  # ten of those looks' time
-            finally:
-                conn.set_trace_callback(None)
-            return claims
+            return list(claims)  # the trace goes on after the block: the stop's claims
         finally:
             stop.set()
             worker.notify()

@@ -21,7 +21,7 @@ from tests.fakes.base import FakeServer
 from tests.fakes.base import Request as FakeRequest
 from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.fakes.serializd import ALICE, FakeSerializd, Review, iso
-from tests.harness import put_back, until
+from tests.harness import put_back, statements_run, until
 from tests.test_delivery import AnotherProcessLocking
 from tests.test_disk_syncs import DiskSyncs, UnsyncedWrites
 from tests.test_sign_in_health import REFUSED_EXPIRY, metric, served
@@ -2764,12 +2764,8 @@ async def test_a_refused_password_leaves_the_running_service_idle(
         worker.notify()
         await until(lambda: runtime.store.waits_for_sign_in("serializd", "me"))
         await asyncio.sleep(0.2)
-        conn, claims = runtime.store._conn, []
-        conn.set_trace_callback(lambda sql: claims.append(sql) if "IMMEDIATE" in sql else None)
-        try:
+        with statements_run("IMMEDIATE", runtime.store._conn) as claims:
             await asyncio.sleep(0.5)  # ten of those looks' time
-        finally:
-            conn.set_trace_callback(None)
         assert claims == []
     finally:
         stop.set()

@@ -18,7 +18,7 @@ import pytest
 
 from tests.fakes.base import FakeServer
 from tests.fakes.receiver import AlertReceiver
-from tests.harness import AppThread
+from tests.harness import AppThread, statements_run
 from tests.test_app import wait_until
 from tests.test_walkthrough_plex_home import (
     SAM,
@@ -195,14 +195,9 @@ def released_if_due(home: Home) -> list[str]:
     """The look at every note of being alive (5 minutes): the statements it ran on the
     reports kept for Plex's webhook, as the store's connection traced them."""
     assert home.runtime is not None
-    conn = home.runtime.store._conn
-    statements: list[str] = []
-    conn.set_trace_callback(statements.append)
-    try:
+    with statements_run("tautulli_for_plex", home.runtime.store._conn) as statements:
         asyncio.run(maintenance.release_for_plex_due(home.runtime))
-    finally:
-        conn.set_trace_callback(None)
-    return [sql for sql in statements if "tautulli_for_plex" in sql]
+    return list(statements)  # the trace goes on after the block
 
 
 def test_the_look_every_5_minutes_reads_no_play_taken_while_none_waits(

@@ -58,7 +58,7 @@ class ForPlex:
 
     @property
     def server_shown(self) -> str:
-        return f"Plex server {self.server}" if self.server else "your Plex server"
+        return _server_shown(self.server)
 
     @property
     def key(self) -> str:
@@ -80,6 +80,10 @@ class ForPlex:
             f"write {self.line(config)} and take {self.label} out of"
             f" profiles.{self.profile}.users.plex"
         )
+
+
+def _server_shown(server: str) -> str:
+    return f"Plex server {server}" if server else "your Plex server"
 
 
 def title(one: ForPlex) -> str:
@@ -119,11 +123,10 @@ def lapsed(key: str) -> str | None:
     if not key.startswith(KEY_PREFIX):
         return None
     server, _, account = key.removeprefix(KEY_PREFIX).partition(":")
-    shown = f"Plex server {server}" if server else "your Plex server"
     return (
-        f"No play of Plex account {account} on {shown} was taken from Tautulli's reports for"
-        f" {KEEP / 86400:.0f} days; should Plex's own webhook not send one again, this is told"
-        " again."
+        f"No play of Plex account {account} on {_server_shown(server)} was taken from"
+        f" Tautulli's reports for {KEEP / 86400:.0f} days; should Plex's own webhook not send"
+        " one again, this is told again."
     )
 
 

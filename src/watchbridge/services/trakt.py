@@ -1416,7 +1416,7 @@ class TraktClient:
                 break
             landed_before_refresh = earlier_try_may_have_landed(response)
         if response.status_code == 420 and path != SETTINGS_PATH:
-            raise await self._limit_error(profile, path, response.headers)
+            raise await self._limit_told(profile, path, response.headers)
         _raise_for_account(response)
         assert token is not None  # `_access_token` gives one or raises
         if response.status_code == 401:
@@ -1706,9 +1706,7 @@ class TraktClient:
             raise TraktError(SERVICE, f"/users/settings answered {response.status_code}")
         return parse_settings(_decoded(response, dict))
 
-    async def _limit_error(
-        self, profile: str, path: str, headers: httpx.Headers
-    ) -> TraktLimitError:
+    async def _limit_told(self, profile: str, path: str, headers: httpx.Headers) -> TraktLimitError:
         """A 420 on `path` as its error. Where Trakt's answer leaves out the limit or whether
         the account is VIP (its 2026 bare 420), the account's settings tell them (§15), so the
         alert says the way out (upgrade, or make room) and names the limit where they list it;
