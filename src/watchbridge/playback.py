@@ -685,6 +685,24 @@ def reported_late(event: MediaEvent, session: Session | None, now: float) -> Lat
     return late
 
 
+# A play row's payload key: the play is a Jellyfin or Emby mark by hand (`hand_mark`).
+HAND_MARK = "hand_mark"
+
+
+def hand_mark(event: MediaEvent, late: Late | None) -> bool:
+    """Whether `event` is a Jellyfin or Emby "mark played" naming no player and dated when it
+    was made (not a viewing reported late, `reported_late`): it says the item was watched,
+    not when. Marking a season played, or what a Plex beside it played, catches that server
+    up; so a target already holding a play of the item before it takes it for that play
+    (deliver.trakt, deliver.serializd) rather than a viewing of that day. Pure."""
+    return (
+        event.source in MARKS_SENT_WITH_THEIR_DATE
+        and event.action == "played"
+        and marks_itself(event)
+        and late is None
+    )
+
+
 def shortest_viewing(duration: float | None) -> float:
     """How long a viewing of an item of `duration` seconds (None: unknown) takes at least."""
     return SHORTEST_VIEWING if not duration else min(SHORTEST_VIEWING, LEAST_WATCHED * duration)

@@ -55,11 +55,13 @@ from watchbridge.logs import Repeating
 from watchbridge.model import Accepted, Account, Ignored, MediaEvent, Source, ref_to_dict
 from watchbridge.offloop import in_thread
 from watchbridge.playback import (
+    HAND_MARK,
     Intent,
     Session,
     completion_key,
     decide,
     earlier_keys,
+    hand_mark,
     marks_itself,
     remembers_rating,
     report_of,
@@ -1282,6 +1284,10 @@ def ingest_job(
                 new_session, updated_at=max(new_session.updated_at, now)
             )
         rows = rows_for(profile_name, targets, event, intents, item, order_key)
+        if dated is None and hand_mark(event, late):
+            for row in rows:
+                if row.action == "play":
+                    row.payload[HAND_MARK] = True
         if frame and (late is None or late.ours):  # a step of this clock moves `at` (clocksteps)
             for row in rows:
                 row.payload["frame"] = frame

@@ -73,6 +73,7 @@ from watchbridge.http import Unavailable, refused_unread
 from watchbridge.ids import SHOW_TMDB, Enricher
 from watchbridge.logs import Repeating
 from watchbridge.model import Ids, MediaRef, ref_from_dict, ref_to_dict
+from watchbridge.playback import HAND_MARK
 from watchbridge.reconcile import EXPECTED, MATCH_WINDOW, UNDATED, one_play
 from watchbridge.services.serializd import (
     DEFAULT_TAG,
@@ -123,6 +124,12 @@ MARK_RECORD = "mark:"  # ... of an episode in a season marked watched
 ADDED_READ_KEEP = 300.0
 ALREADY_LOGGED = (
     "already on Serializd: its diary holds a log of this episode within 2 minutes of the play "
+)
+# A Jellyfin or Emby mark by hand of an episode watched before (playback.hand_mark).
+MARKED_WATCHED = (
+    "already watched on Serializd: a mark by hand in {server} of an episode Serializd holds as"
+    " watched is taken for that viewing (the server caught up, a season marked played), not"
+    " logged as a viewing of today"
 )
 # Whose log it is (`_logged_by`), after ALREADY_LOGGED or SINCE_READ.
 BY_HAND = "that watchbridge did not write (logged in the Serializd app, or by another app)"
@@ -526,6 +533,9 @@ class SerializdTarget:
             return Skipped(reason, answered=True)
 
         rewatch = _watched_before(ledger.plays, place.ref, at) or await self._seen(row, place)
+        if rewatch and row.payload.get(HAND_MARK):
+            server = "Emby" if row.payload.get("source") == "emby" else "Jellyfin"
+            return Skipped(MARKED_WATCHED.format(server=server), answered=True)
         review = await self._add(
             ledger, row, place, at, rating=None, rewatch=rewatch, into=(PLAYS, key)
         )

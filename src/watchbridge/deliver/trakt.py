@@ -65,7 +65,7 @@ from watchbridge.ids import (
 from watchbridge.ingest.common import iso_time
 from watchbridge.loose import obj
 from watchbridge.model import Ids, MediaRef, item_aliases, ref_from_dict
-from watchbridge.playback import shortest_viewing
+from watchbridge.playback import HAND_MARK, shortest_viewing
 from watchbridge.reconcile import DUPLICATE_WINDOW_MINUTES, EXPECTED, UNDATED, one_play
 from watchbridge.services.trakt import (
     HISTORY_BATCH,
@@ -884,6 +884,9 @@ class TraktTarget:
                 and r.outbox.id not in twins_waiting
             ]
         fresh = await self._unless_placed_on_trakt(profile, fresh, outcomes)
+        watched = await self._watched_before_marks(profile, fresh)
+        outcomes |= _all([r.outbox for r in fresh if r.outbox.id in watched], MARKED_WATCHED)
+        fresh = [r for r in fresh if r.outbox.id not in watched]
         by_id = {r.outbox.id: r for r in fresh}
         unfound: set[int] = set()
         fresh, twins = one_per_play(fresh)
@@ -941,6 +944,24 @@ class TraktTarget:
             found |= {r.outbox.id: asked for r in here}
             rows_found += here
         await self._remember(profile, rows_found)
+        return found
+
+    async def _watched_before_marks(self, profile: str, rows: Sequence[Row]) -> set[int]:
+        """Outbox ids of the Jellyfin or Emby marks by hand among `rows` (playback.hand_mark)
+        whose item Trakt's history holds a play of before the mark: the server caught up (a
+        season marked played, what the Plex beside it played), not a viewing of that day. One
+        read of the item's history each; an item known by its show and numbers alone (no
+        Trakt id) is sent as before."""
+        found: set[int] = set()
+        for row in rows:
+            trakt_id = row.item.ids.trakt
+            if not row.payload.get(HAND_MARK) or not trakt_id:
+                continue
+            kind = _history_kind(row.item)
+            end = row.at + LOOK_MARGIN + max(0.0, self.client.clock_skew)
+            entries = await self.client.history(profile, kind, str(trakt_id), end_at=end)
+            if entries:
+                found.add(row.outbox.id)
         return found
 
     async def _history_read(
@@ -1549,6 +1570,12 @@ def plays_in(
 ELSEWHERE = Skipped(
     "already on Trakt: its history holds a play of this item within 2 minutes of it that "
     "watchbridge did not write (another app scrobbling to the account, or marked by hand)"
+)
+MARKED_WATCHED = Skipped(
+    "already watched on Trakt: a mark by hand in Jellyfin or Emby of an item Trakt's history"
+    " holds a play of is taken for that play (the server caught up, a season marked played),"
+    " not added as a viewing of today",
+    answered=True,
 )
 HISTORY_READ_KEEP = 300.0  # seconds a history read serves the batches of a backlog's drain
 HISTORY_LOOK_BACK = 2 * 86400.0  # how far before its batch such a read goes for waiting plays

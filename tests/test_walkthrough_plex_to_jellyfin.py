@@ -1,0 +1,306 @@
+"""Walkthrough: a household moving from Plex to Jellyfin.
+
+Alex has watched on Plex for years, synced by watchbridge (Plex's webhook) to Trakt (VIP) and
+Serializd. Jellyfin is installed beside Plex on the same files and added to watchbridge: the
+webhook plugin, `users.jellyfin` (a Jellyfin user named otherwise than the Plex account) and
+`services.jellyfin` with an API key for the catch-up. Plex keeps running a few weeks, then is
+switched off. The running app (real HTTP) takes both servers' webhooks; the catch-up reads the
+fake Jellyfin; each test asserts what the fake Trakt and Serializd hold at the end."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.fakes.base import FakeServer
+from tests.fakes.jellyfin import API_KEY, BREAKING_BAD_PROVIDER_IDS, JELLYFIN_SERIES, FakeJellyfin
+from tests.fakes.serializd import ALICE, FakeSerializd
+from tests.fakes.trakt import CLIENT_ID, FakeTrakt
+from tests.harness import AppThread, free_port, settle, sign_in_trakt, wait_for, watchbridge
+from tests.ingest_samples import sample_json
+from tests.test_walkthrough_anime_jellyfin import Clock
+from tests.test_webhooks_e2e import plex_multipart
+from tests.unpaced import unpaced
+from watchbridge import wiring
+from watchbridge.catchup import CatchUp
+from watchbridge.config import load_config
+from watchbridge.wiring import build_app, build_runtime
+
+SECRET = "plex-to-jellyfin-walkthrough-secret"
+ALEX_JF = "a3f1c9e27b5d4c08b6e2f1d0c9b8a7e6"  # the samples' Jellyfin user: Alexander there
+BREAKING_BAD = 1396
+DAY = 86400.0
+# Breaking Bad's season 5 episodes as both servers name them: (Plex legacy guid's number,
+# Jellyfin item id, the episode's own TVDB id, which is all Jellyfin's TVDB plugin gives).
+EPISODES = {n: (f"c7d2a91e4b3f4e6a8d0b1c2e3f4a{n:04d}", 4637600 + n) for n in range(1, 17)}
+
+
+class Move:
+    """The household's watchbridge with its fakes, on one clock that `shift` moves."""
+
+    def __init__(
+        self,
+        config: Path,
+        trakt: FakeTrakt,
+        serializd: FakeSerializd,
+        jellyfin: FakeJellyfin,
+        clock: Clock,
+    ) -> None:
+        self.config, self.trakt, self.serializd = config, trakt, serializd
+        self.jellyfin, self.clock = jellyfin, clock
+        self.db = config.parent / "watchbridge.db"
+        self.running: AppThread | None = None
+
+    @property
+    def app(self) -> AppThread:
+        assert self.running is not None
+        return self.running
+
+    def start(self) -> Move:
+        runtime = build_runtime(load_config(self.config, {}), clock=self.clock)
+        self.running = AppThread(build_app(runtime)).__enter__()
+        sign_in_trakt(runtime.store, self.trakt, "alex", now=self.clock())
+        return self
+
+    def stop(self) -> None:
+        if self.running is not None:
+            self.running.__exit__(None, None, None)
+            self.running = None
+
+    def shift(self, seconds: float) -> None:
+        """Time passes for the app and the online services."""
+        self.clock.ahead += seconds
+        self.trakt.advance(seconds)
+        self.serializd.advance(seconds)
+
+    # -- what the servers send ---------------------------------------------------------------
+    def plex(self, event: str, number: int) -> dict[str, Any]:
+        """Plex's webhook (legacy TVDB agent) of alex (the owner, account 1) about S5E`number`."""
+        payload = copy.deepcopy(sample_json("plex", "episode_legacy_media_scrobble.json"))
+        payload["event"] = event
+        payload["Metadata"].update(
+            guid=f"com.plexapp.agents.thetvdb://81189/5/{number}?lang=en",
+            index=number,
+            title=f"Episode {number}",
+            ratingKey=str(73100 + number),
+            lastViewedAt=int(self.clock()),
+        )
+        body, content_type = plex_multipart(payload)
+        url = f"{self.app.url}/webhooks/plex/{SECRET}"
+        answer = httpx.post(url, content=body, headers={"content-type": content_type})
+        assert answer.is_success, answer.text
+        return dict(answer.json())
+
+    def watch_on_plex(self, number: int) -> float:
+        """S5E`number` played through on Plex: its play, 45 minutes, its scrobble and stop."""
+        self.plex("media.play", number)
+        self.shift(45 * 60)
+        done = self.clock()
+        self.plex("media.scrobble", number)
+        self.plex("media.stop", number)
+        return done
+
+    def jellyfin_hook(self, body: dict[str, Any]) -> dict[str, Any]:
+        url = f"{self.app.url}/webhooks/jellyfin"
+        answer = httpx.post(url, json=body, headers={"X-Webhook-Secret": SECRET})
+        assert answer.is_success, answer.text
+        return dict(answer.json())
+
+    def watch_on_jellyfin(self, number: int) -> float:
+        """S5E`number` played through in Jellyfin: the server's user data, and its webhooks."""
+        item, _ = EPISODES[number]
+        began = self.clock()
+        self.jellyfin_hook(episode(number, "PlaybackStart", began, position=0.0))
+        self.jellyfin.play(ALEX_JF, item, began)
+        self.shift(45 * 60)
+        done = self.clock()
+        self.jellyfin_hook(episode(number, "PlaybackStop", done))
+        return done
+
+    def mark_in_jellyfin(self, number: int, dated: float | None = None) -> None:
+        """S5E`number` marked played in Jellyfin (by hand, or a script giving `dated`)."""
+        item, _ = EPISODES[number]
+        at = self.clock()
+        self.jellyfin.mark_played(ALEX_JF, item, at if dated is None else dated)
+        count = self.jellyfin.user_data[(ALEX_JF, item)]["PlayCount"]
+        self.jellyfin_hook(mark(number, at, count, at if dated is None else dated))
+
+    # -- what the services hold --------------------------------------------------------------
+    def settle(self) -> None:
+        settle(self.db, self.clock)
+
+    def trakt_plays(self) -> list[tuple[int, str]]:
+        """Trakt's history: (episode number, watched_at), oldest first."""
+        return sorted(
+            ((e.item.number, e.watched_at) for e in self.trakt.history()),  # type: ignore[union-attr]
+            key=lambda row: row[1],
+        )
+
+    def diary(self) -> list[tuple[int, str]]:
+        """Serializd's diary of Breaking Bad: (episode number, watched_at), oldest first."""
+        rows = [r for r in self.serializd.diary() if r.show_id == BREAKING_BAD]
+        return sorted(((r.episode_number or 0, r.watched_at) for r in rows), key=lambda r: r[1])
+
+    def read_accounts(self) -> int:
+        with contextlib.closing(sqlite3.connect(self.db)) as conn:
+            (count,) = conn.execute(
+                "SELECT COUNT(*) FROM cursors WHERE name LIKE 'catch_up:%'"
+            ).fetchone()
+        return int(count)
+
+    def status(self) -> str:
+        said = watchbridge("status", "--config", str(self.config))
+        assert said.returncode == 0, said.stderr
+        return said.stdout
+
+
+def stamp(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f0Z")
+
+
+def day_of(watched_at: str) -> str:
+    return watched_at[:10]
+
+
+def episode(number: int, notification: str, at: float, *, position: float = 0.98) -> dict[str, Any]:
+    """Jellyfin's webhook (Send All Properties) of alex's S5E`number` at `at`."""
+    body = sample_json("jellyfin", "playback_stop_episode_completed.json")
+    for key in ("Provider_imdb", "Provider_tmdb", "Provider_tvdb"):
+        body.pop(key, None)
+    item, tvdb = EPISODES[number]
+    body |= {
+        "NotificationType": notification,
+        "ItemId": item,
+        "Name": f"Episode {number}",
+        "EpisodeNumber": number,
+        "Provider_tvdb": str(tvdb),
+        "NotificationUsername": "Alexander",
+        "UserId": ALEX_JF,
+        "UtcTimestamp": stamp(at),
+        "Timestamp": stamp(at),
+        "PlaybackPositionTicks": int(position * body["RunTimeTicks"]),
+        "PlayedToCompletion": notification == "PlaybackStop" and position >= 0.9,
+    }
+    return body
+
+
+def mark(number: int, at: float, count: int, dated: float) -> dict[str, Any]:
+    """Jellyfin's UserDataSaved of S5E`number` marked played (TogglePlayed) at `at`."""
+    body = episode(number, "UserDataSaved", at)
+    for key in ("PlaybackPositionTicks", "PlayedToCompletion", "DeviceId", "DeviceName"):
+        body.pop(key, None)
+    body.pop("ClientName", None)
+    return body | {
+        "SaveReason": "TogglePlayed",
+        "Played": True,
+        "PlayCount": count,
+        "LastPlayedDate": stamp(dated),
+    }
+
+
+@pytest.fixture
+def move(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Move]:
+    unpaced(monkeypatch, "serializd", "trakt")
+    clock = Clock()
+    trakt, serializd = start_fake(FakeTrakt()), start_fake(FakeSerializd())
+    jellyfin = start_fake(FakeJellyfin("jellyfin"))
+    assert isinstance(trakt, FakeTrakt) and isinstance(serializd, FakeSerializd)
+    assert isinstance(jellyfin, FakeJellyfin)
+    jellyfin.clock = clock
+    trakt.user.vip = True
+    show = trakt.add_show("Breaking Bad", 2008, imdb="tt0903747", tmdb=1396, tvdb=81189)
+    for number, (_, tvdb) in EPISODES.items():
+        trakt.add_episode(show, 5, number, title=f"Episode {number}", tvdb=tvdb)
+    serializd.seed_reference_catalogue()
+    jellyfin.add_series(JELLYFIN_SERIES, "Breaking Bad", **BREAKING_BAD_PROVIDER_IDS)
+    for number, (item, tvdb) in EPISODES.items():
+        jellyfin.add_episode(item, JELLYFIN_SERIES, 5, number, Tvdb=str(tvdb))
+    jellyfin.add_user(ALEX_JF, "Alexander")
+    email, password, _ = ALICE
+    path = tmp_path / "watchbridge.yaml"
+    path.write_text(
+        f"server: {{host: 127.0.0.1, port: {free_port()}, webhook_secret: {SECRET}}}\n"
+        f"storage: {{path: {tmp_path / 'watchbridge.db'}}}\n"
+        "services:\n"
+        f'  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}\n'
+        f'  serializd: {{api_url: "{serializd.url}"}}\n'
+        f'  jellyfin: {{url: "{jellyfin.url}", api_key: "{API_KEY}"}}\n'
+        "profiles:\n"
+        '  alex:\n    users: {plex: ["1"], jellyfin: [Alexander]}\n'
+        f'    accounts: {{trakt: {{}}, serializd: {{email: "{email}", password: "{password}"}}}}\n',
+        encoding="utf-8",
+    )
+    # The catch-up's rounds every half second, not every 15 minutes: the test moves the clock.
+    monkeypatch.setattr(wiring, "CatchUp", lambda: CatchUp(every=0.5))
+    house = Move(path, trakt, serializd, jellyfin, clock)
+    try:
+        house.start()
+        wait_for(lambda: house.read_accounts() == 1)  # the first read: a baseline
+        yield house
+    finally:
+        house.stop()
+
+
+def catch_up_rounds(move: Move) -> None:
+    """Time for the catch-up to find what changed and, a read later, copy what it missed."""
+    time.sleep(1.0)
+    move.shift(16 * 60)
+    time.sleep(1.5)
+    move.settle()
+
+
+def test_watched_on_plex_then_days_later_on_jellyfin_is_two_viewings(move: Move) -> None:
+    move.watch_on_plex(14)
+    move.settle()
+    move.shift(3 * DAY)
+    move.watch_on_jellyfin(14)
+    move.settle()
+    catch_up_rounds(move)
+    assert [n for n, _ in move.trakt_plays()] == [14, 14]
+    assert [n for n, _ in move.diary()] == [14, 14]
+
+
+def test_watched_on_plex_then_marked_played_in_jellyfin_that_evening_is_one(move: Move) -> None:
+    move.watch_on_plex(14)
+    move.settle()
+    move.shift(2 * 3600)  # later that evening: catching Jellyfin up by hand
+    move.mark_in_jellyfin(14)
+    move.settle()
+    catch_up_rounds(move)
+    assert [n for n, _ in move.trakt_plays()] == [14]
+    assert [n for n, _ in move.diary()] == [14]
+
+
+def test_a_season_watched_on_plex_marked_played_in_jellyfin_adds_nothing(move: Move) -> None:
+    # Months ago on Plex (watchbridge sent them), and long before watchbridge (Trakt and
+    # Serializd hold it, watchbridge never saw it): the whole season marked played in
+    # Jellyfin to catch it up. Nothing is added, and nothing is dated today.
+    move.shift(-120 * DAY)
+    for number in (1, 2, 3):
+        move.watch_on_plex(number)
+        move.settle()
+        move.shift(DAY)
+    move.shift(120 * DAY - 3 * DAY)
+    show = move.trakt.shows[-1]
+    move.trakt.add_history(show.seasons[5].episodes[4], "2019-03-01T20:00:00.000Z")
+    move.serializd.log_entry(None, BREAKING_BAD, 5, 4, backdate="2019-03-01T20:00:00Z")
+    move.serializd.tick(None, BREAKING_BAD, 5, 4)
+    before_trakt, before_diary = move.trakt_plays(), move.diary()
+    assert len(before_trakt) == 4 and len(before_diary) == 4
+    for number in (1, 2, 3, 4):
+        move.mark_in_jellyfin(number)
+    move.settle()
+    catch_up_rounds(move)
+    assert move.trakt_plays() == before_trakt
+    assert move.diary() == before_diary
