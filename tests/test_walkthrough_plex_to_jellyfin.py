@@ -304,3 +304,17 @@ def test_a_season_watched_on_plex_marked_played_in_jellyfin_adds_nothing(move: M
     catch_up_rounds(move)
     assert move.trakt_plays() == before_trakt
     assert move.diary() == before_diary
+
+
+def test_jellyfins_trakt_plugin_importing_plexs_plays_adds_nothing(move: Move) -> None:
+    # Jellyfin's Trakt plugin imports the watched states daily (SaveReason Import, which the
+    # webhook ignores), dated as Trakt has them: the catch-up finds those plays, webhook-less.
+    done = move.watch_on_plex(5)
+    move.settle()
+    move.shift(6 * 3600)
+    item, _ = EPISODES[5]
+    move.jellyfin.mark_played(ALEX_JF, item, done)
+    move.jellyfin.user_data[(ALEX_JF, item)]["saved"] = move.clock()
+    catch_up_rounds(move)
+    assert [n for n, _ in move.trakt_plays()] == [5]
+    assert [n for n, _ in move.diary()] == [5]
