@@ -1437,16 +1437,18 @@ class HostHeaderMiddleware(ASGIMiddleware):
         await next_app(scope, receive, send)
 
 
-def _plain_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
-    """Every error answer is one JSON object with a one-line message; never a traceback. Its
+def _plain_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    """Every error answer is one JSON object with a one-line message, no secret in it (Litestar's
+    own quote the request's query, which may carry the API token); never a traceback. Its
     headers stay: a 405's Allow (with HEAD wherever GET is, see App._head), a 401's
     WWW-Authenticate."""
+    runtime: Runtime = request.app.state.runtime
     headers = {name.lower(): value for name, value in (exc.headers or {}).items()}
     allow = [method.strip() for method in headers.get("allow", "").split(",") if method.strip()]
     if "GET" in allow and "HEAD" not in allow:
         headers["allow"] = ", ".join([*allow, "HEAD"])
     return Response(
-        {"error": exc.detail, "status": exc.status_code},
+        {"error": runtime.redact.known(exc.detail), "status": exc.status_code},
         status_code=exc.status_code,
         headers=headers,
     )
