@@ -1,11 +1,13 @@
 """A show whose Trakt season list cannot be had (Trakt answering 500 for it, or listing its
 season without episodes, trakt/trakt-api#799) holds only that show's plays that may be marked
 "watched on release date", and their would-be partners on the other side: the link's other
-plays sync, those wait (neither copied nor paired) and pair once Trakt answers. Through the
-real CLI against the fakes; what the fakes hold is what is asserted."""
+plays sync, those wait (neither copied nor paired) and pair once Trakt answers; after a day of
+it they are synced as they are dated, and the log and the link's status line say so. Through
+the real CLI against the fakes; what the fakes hold is what is asserted."""
 
 from __future__ import annotations
 
+import html
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -17,11 +19,11 @@ import pytest
 from tests.fakes.serializd import FakeSerializd
 from tests.fakes.trakt import FakeTrakt
 from tests.harness import watchbridge
-from tests.linkrig import link_config_file, sync_by_cli
+from tests.linkrig import LINK, link_config_file, sync_by_cli
 from tests.unpaced import unpaced_while
 from watchbridge.config import load_config
 from watchbridge.readers.trakt import FAILED_LOOKUPS, lookups_waiting
-from watchbridge.release_marks import LOOKUP_TOLD_AFTER, failed_lookups, lookups_told
+from watchbridge.release_marks import LOOKUP_WAIT, failed_lookups, lookups_told, waited_out
 from watchbridge.services.trakt import iso
 from watchbridge.statuspage import PageState, render
 from watchbridge.store import Store
@@ -51,12 +53,10 @@ def _fail_799(trakt: FakeTrakt, route: str) -> None:
     trakt.reshape_always(_without_episodes, route=route)
 
 
-@pytest.mark.parametrize("failing", [_fail_500, _fail_799], ids=["500", "no episodes"])
-def test_a_show_whose_release_dates_trakt_fails_on_holds_its_marked_plays_only(
-    tmp_path: Path, start_fake: Any, failing: Callable[[FakeTrakt, str], None]
-) -> None:
-    trakt, serializd = start_fake(FakeTrakt()), start_fake(FakeSerializd())
-    now = int(time.time())
+def _seeded(trakt: FakeTrakt, serializd: FakeSerializd, now: int) -> None:
+    """Two shows both fakes know, three episodes each: S1E1 marked "released" on Trakt and
+    watched 200 days ago on Serializd (one viewing), S1E2 on Trakt only, S1E3 on Serializd
+    only (each copied)."""
     watched = now - 200 * DAY  # the viewing Serializd holds, marked on Trakt "released"
     aired = now - 2000 * DAY // 3600 * 3600
     for tmdb in (FINE, FAILING):
@@ -68,77 +68,148 @@ def test_a_show_whose_release_dates_trakt_fails_on_holds_its_marked_plays_only(
         serializd.add_show(tmdb, f"Show {tmdb}", seasons={1: 3})
         episodes = listed.seasons[1].episodes
         trakt.add_history(episodes[1], "released")  # a mark of the viewing below
-        serializd.log_entry(None, tmdb, 1, 1, backdate=iso(watched))
+        serializd.log_entry(None, tmdb, 1, 1, backdate=iso(watched), date_added=iso(watched))
         trakt.add_history(episodes[2], iso(watched + DAY))  # on Trakt only: copied
-        serializd.log_entry(None, tmdb, 1, 3, backdate=iso(watched + 2 * DAY))  # copied
-    shows = {show.tmdb: show for show in trakt.shows}
-    failing(trakt, f"/shows/{shows[FAILING].trakt}/seasons")
-    path = link_config_file(tmp_path, trakt, serializd)
+        logged = iso(watched + 2 * DAY)
+        serializd.log_entry(None, tmdb, 1, 3, backdate=logged, date_added=logged)  # copied
 
-    def held() -> tuple[Counter[tuple[int, int]], Counter[tuple[int, int]]]:
-        plays = Counter((h.item.show.tmdb, h.item.number) for h in trakt.history())
-        diary = Counter((r.show_id, r.episode_number) for r in serializd.diary())
-        return plays, diary
 
-    one_each = Counter({(show, n): 1 for show in (FINE, FAILING) for n in (1, 2, 3)})
-    out = sync_by_cli(path, "--yes")
-    plays, diary = held()
-    # Every play but the failing show's mark and its partner is copied; those two wait.
-    assert plays == one_each, out
-    assert diary == one_each, out
+def _held(
+    trakt: FakeTrakt, serializd: FakeSerializd
+) -> tuple[Counter[tuple[int, int]], Counter[tuple[int, int]]]:
+    plays = Counter((h.item.show.tmdb, h.item.number) for h in trakt.history())
+    diary = Counter((r.show_id, r.episode_number) for r in serializd.diary())
+    return plays, diary
+
+
+def _failed(tmp_path: Path) -> dict[str, Any]:
     record = Store.open(tmp_path / "watchbridge.db")
     try:
-        failed = record.mirror_get("trakt", "me", FAILED_LOOKUPS)
+        return record.mirror_get("trakt", "me", FAILED_LOOKUPS)
     finally:
         record.close()
-    assert list(failed) == [str(FAILING)]
-    assert failed[str(FAILING)]["held"] == ["s1e1"]
-    assert "have waited" not in watchbridge("status", "--config", str(path)).stdout  # a day: calm
-    # Still failing days later: still held, nothing written, and said on the link's line.
+
+
+def _failing_since(tmp_path: Path, ago: float) -> None:
+    """The record of the failing show's lookup as if it had failed since `ago` seconds."""
+    failed = _failed(tmp_path)
     record = Store.open(tmp_path / "watchbridge.db")
     try:
-        entry = failed[str(FAILING)] | {"since": time.time() - 4 * DAY}
+        entry = failed[str(FAILING)] | {"since": time.time() - ago}
         record.mirror_put("trakt", "me", FAILED_LOOKUPS, {str(FAILING): entry}, time.time())
     finally:
         record.close()
-    assert "plan: nothing to do" in sync_by_cli(path, "--yes")
-    assert held() == (one_each, one_each)
-    told = f"me: the plays of S1E1 of the show with TMDB id {FAILING} have waited 4 days"
-    status = watchbridge("status", "--config", str(path)).stdout
-    line = next(line for line in status.splitlines() if told in line)
-    assert "nothing to do, they are synced once Trakt answers" in line
+
+
+def _page(path: Path, tmp_path: Path) -> str:
     record = Store.open(tmp_path / "watchbridge.db")
     try:
         config = load_config(path, {})
-        page = render(
-            PageState(
-                config, record.status(), lookups=lookups_waiting(config, record, time.time())
-            ),
-            time.time(),
+        return html.unescape(
+            render(
+                PageState(
+                    config, record.status(), lookups=lookups_waiting(config, record, time.time())
+                ),
+                time.time(),
+            )
         )
     finally:
         record.close()
-    assert told in page
-    trakt.clear_knobs()  # Trakt answers again: the mark pairs with the viewing
+
+
+ONE_EACH = Counter({(show, n): 1 for show in (FINE, FAILING) for n in (1, 2, 3)})
+
+
+@pytest.mark.parametrize("failing", [_fail_500, _fail_799], ids=["500", "no episodes"])
+def test_a_show_whose_release_dates_trakt_fails_on_holds_its_marked_plays_only(
+    tmp_path: Path, start_fake: Any, failing: Callable[[FakeTrakt, str], None]
+) -> None:
+    trakt, serializd = start_fake(FakeTrakt()), start_fake(FakeSerializd())
+    _seeded(trakt, serializd, int(time.time()))
+    shows = {show.tmdb: show for show in trakt.shows}
+    failing(trakt, f"/shows/{shows[FAILING].trakt}/seasons")
+    path = link_config_file(tmp_path, trakt, serializd)
+    ran = watchbridge("sync", "--link", LINK, "--config", str(path), "--yes")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    # Every play but the failing show's mark and its partner is copied; those two wait, and
+    # the log says for how long at most.
+    assert _held(trakt, serializd) == (ONE_EACH, ONE_EACH), ran.stdout
+    assert "wait (a day at most, then they are synced as they are dated)" in ran.stderr
+    failed = _failed(tmp_path)
+    assert list(failed) == [str(FAILING)]
+    assert failed[str(FAILING)]["held"] == ["s1e1"]
+    assert "could not be read" not in watchbridge("status", "--config", str(path)).stdout
+    # Hours later, still failing: still held, nothing written, the status calm.
+    _failing_since(tmp_path, 20 * 3600)
+    assert "plan: nothing to do" in sync_by_cli(path, "--yes")
+    assert _held(trakt, serializd) == (ONE_EACH, ONE_EACH)
+    assert "could not be read" not in watchbridge("status", "--config", str(path)).stdout
+    trakt.clear_knobs()  # Trakt answers again within the day: the mark pairs with the viewing
     out = sync_by_cli(path, "--yes")
     assert "plan: nothing to do" in out, out
-    assert held() == (one_each, one_each)
-    record = Store.open(tmp_path / "watchbridge.db")
-    try:
-        assert not record.mirror_get("trakt", "me", FAILED_LOOKUPS)
-    finally:
-        record.close()
+    assert _held(trakt, serializd) == (ONE_EACH, ONE_EACH)
+    assert not _failed(tmp_path)
 
 
-def test_a_lookup_failing_for_days_is_told_with_the_show_and_what_to_do() -> None:
+@pytest.mark.parametrize("failing", [_fail_500, _fail_799], ids=["500", "no episodes"])
+def test_plays_held_by_a_lookup_failing_for_a_day_are_synced_as_dated_and_said(
+    tmp_path: Path, start_fake: Any, failing: Callable[[FakeTrakt, str], None]
+) -> None:
+    """Trakt fails on the show's season list for a day (down for that show, or never listing
+    its episodes): the plays it held are synced as they are dated, and the log and the link's
+    status line say so, with what it means if the play on Trakt was a mark."""
+    trakt, serializd = start_fake(FakeTrakt()), start_fake(FakeSerializd())
+    _seeded(trakt, serializd, int(time.time()))
+    shows = {show.tmdb: show for show in trakt.shows}
+    failing(trakt, f"/shows/{shows[FAILING].trakt}/seasons")
+    path = link_config_file(tmp_path, trakt, serializd)
+    sync_by_cli(path, "--yes")
+    assert _held(trakt, serializd) == (ONE_EACH, ONE_EACH)
+    _failing_since(tmp_path, DAY + 60)
+    ran = watchbridge("sync", "--link", LINK, "--config", str(path), "--yes")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    # Trakt's play at the air date to Serializd, Serializd's viewing to Trakt: each once.
+    synced = ONE_EACH + Counter({(FAILING, 1): 1})
+    assert _held(trakt, serializd) == (synced, synced), ran.stdout
+    told = (
+        f"the plays of S1E1 of the show with TMDB id {FAILING} were synced as they are "
+        "dated after Trakt's episode dates of the show could not be read for a day"
+    )
+    assert told in ran.stderr
+    status = watchbridge("status", "--config", str(path)).stdout
+    line = next(line for line in status.splitlines() if told in line)
+    assert "if the play on Trakt was marked 'watched on release date'" in line
+    assert told in _page(path, tmp_path)
+    # Still failing, or answering again: nothing more is copied, nothing held.
+    out = sync_by_cli(path, "--yes")
+    trakt.clear_knobs()
+    out += sync_by_cli(path, "--yes", "--full")
+    assert "add_play" not in out, out
+    assert _held(trakt, serializd) == (synced, synced), out
+    # What the line advises: the mark removed on trakt.tv (the play at the air date) takes
+    # its copy on Serializd along.
+    mark = min(
+        (h for h in trakt.history() if (h.item.show.tmdb, h.item.number) == (FAILING, 1)),
+        key=lambda h: h.watched_at or "",
+    )
+    trakt.user.history = [h for h in trakt.user.history if h.id != mark.id]
+    out = sync_by_cli(path, "--yes", "--full", "--confirm-removals")  # 1 of 7: the guard
+    assert _held(trakt, serializd) == (ONE_EACH, ONE_EACH), out
+
+
+def test_a_lookup_synced_past_its_wait_is_told_with_the_show_and_what_to_do() -> None:
     now = 1_800_000_000.0
-    entry = {"since": now - LOOKUP_TOLD_AFTER - DAY, "last": now - 60, "reason": "answered 500"}
+    entry = {"since": now - LOOKUP_WAIT - 3 * DAY, "last": now, "reason": "answered 500"}
     entry["held"] = ["s1e1", "s2e4"]
     [told] = lookups_told({"1396": entry}, now)
-    assert told.startswith("the plays of S1E1, S2E4 of the show with TMDB id 1396 have waited 4 ")
-    assert "(answered 500)" in told and "nothing to do" in told
-    assert not lookups_told({"1396": entry | {"since": now - DAY}}, now)  # a day: not told
-    assert not lookups_told({"1396": entry | {"last": now - 5 * DAY}}, now)  # not asked lately
+    assert told.startswith(
+        "the plays of S1E1, S2E4 of the show with TMDB id 1396 were synced as they are dated "
+        "after Trakt's episode dates of the show could not be read for 4 days (answered 500)"
+    )
+    assert "remove the mark on trakt.tv, and the link removes its copy" in told
+    assert not lookups_told({"1396": entry | {"since": now - DAY + 60}}, now)  # still waits
+    assert not lookups_told({"1396": entry | {"last": now - 5 * DAY}}, now)  # long ago
+    assert waited_out({"1396": entry}, ["1396", "7"], now) == {"1396"}  # "7": failing anew
 
 
 def test_a_failing_lookup_keeps_since_when_and_is_forgotten_once_answered_or_not_asked() -> None:

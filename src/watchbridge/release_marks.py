@@ -26,10 +26,12 @@ viewing removed on the other side takes it along (`marks_read`, `reconcile._mark
 A show whose season list cannot be had (Trakt failing on it, or answering it without the
 episodes of a candidate's season, trakt/trakt-api#799) decides nothing: its candidates and the
 other side's plays of their episodes are held (`Side.held`), neither copied nor taken for a
-mark, and asked about again at the next run; the other shows sync. A show held for longer than
-LOOKUP_TOLD_AFTER is told on the link's status line (`lookups_told`). A show's answer is kept
-for a while (`to_cache`): an episode asked about that it lacks (a season aired since) has the
-show asked again, once (`missing_places`), the episodes the new answer lacks too kept with it.
+mark, and asked about again at the next run; the other shows sync. Held for LOOKUP_WAIT
+(`waited_out`), they are no longer: synced as they are dated (a mark among them copied as a
+viewing at its air date), and told on the link's status line (`lookups_told`).
+A show's answer is kept for a while (`to_cache`): an episode asked about that it lacks (a
+season aired since) has the show asked again, once (`missing_places`), the episodes the new
+answer lacks too kept with it.
 Pure.
 """
 
@@ -53,11 +55,13 @@ UNKNOWN_RUNTIME_SPAN = 3 * 3600.0
 # In a show's cached release moments: the places asked about that its answer did not list
 # (not aired yet, or no air date given), not asked about again while the answer is kept.
 UNLISTED = "unlisted"
-# A show whose lookup keeps failing is told on the link's status line after this long (a
-# Trakt outage of a day or two passes unsaid: its plays are copied or paired once it ends).
-LOOKUP_TOLD_AFTER = 3 * 86400.0
+# A show whose lookup keeps failing holds its plays this long at most (a Trakt outage of
+# hours passes: they pair once it ends); then they are synced as they are dated, rather than
+# wait for good (a show whose season list Trakt never gives whole), and the link's status line
+# says so until the record is forgotten.
+LOOKUP_WAIT = 86400.0
 # A show whose lookup last failed this long ago is no longer asked about (its candidates were
-# paired or removed since): forgotten, not told.
+# paired, synced or removed since): forgotten, no longer told.
 LOOKUP_FORGOTTEN_AFTER = 2 * 86400.0
 
 
@@ -209,6 +213,25 @@ def held_items(
     )
 
 
+def waited_out(record: Mapping[str, Any], failing: Collection[str], now: float) -> frozenset[str]:
+    """The `failing` shows whose lookup has failed for LOOKUP_WAIT or longer by the record
+    (`failed_lookups`): their plays no longer wait."""
+    return frozenset(show for show in failing if now - _since(record.get(show), now) >= LOOKUP_WAIT)
+
+
+def holding(entry: Any) -> bool:
+    """Whether a show's record (`failed_lookups`) holds plays still: its last failure was
+    within LOOKUP_WAIT of its first (after that, its plays were synced as they are dated)."""
+    if not isinstance(entry, dict):
+        return False
+    last = float(entry.get("last", 0))
+    return last - _since(entry, last) < LOOKUP_WAIT
+
+
+def _since(entry: Any, now: float) -> float:
+    return float(entry["since"]) if isinstance(entry, dict) and "since" in entry else now
+
+
 def failed_lookups(
     before: Mapping[str, Any],
     failing: Mapping[str, tuple[str, Sequence[str]]],
@@ -221,8 +244,7 @@ def failed_lookups(
     LOOKUP_FORGOTTEN_AFTER. Returns the entries to write and the shows to forget."""
     put: dict[str, Any] = {}
     for show, (reason, places) in failing.items():
-        entry = before.get(show)
-        since = float(entry["since"]) if isinstance(entry, dict) and "since" in entry else now
+        since = _since(before.get(show), now)
         put[show] = {"since": since, "last": now, "reason": reason, "held": sorted(places)}
     gone = [
         show
@@ -238,25 +260,35 @@ def failed_lookups(
 
 
 def lookups_told(record: Mapping[str, Any], now: float) -> list[str]:
-    """What the link's status line says of the shows (`failed_lookups`' record) whose
-    lookup has failed for longer than LOOKUP_TOLD_AFTER and still did lately."""
+    """What the link's status line says of the shows (`failed_lookups`' record) whose plays
+    were synced as they are dated after their lookup failed for LOOKUP_WAIT (`waited_out`),
+    while the record is kept. One still waiting is not told: the log says it at each run."""
     told = []
     for show, entry in sorted(record.items()):
-        if not isinstance(entry, dict):
+        if not isinstance(entry, dict) or holding(entry):
             continue
-        since, last = float(entry.get("since", now)), float(entry.get("last", 0))
-        if now - since < LOOKUP_TOLD_AFTER or now - last > LOOKUP_FORGOTTEN_AFTER:
+        if now - float(entry.get("last", 0)) > LOOKUP_FORGOTTEN_AFTER:
             continue
-        places = [str(p).upper() for p in entry.get("held") or []]
-        shown = ", ".join(places[:5]) + (f" and {len(places) - 5} more" if len(places) > 5 else "")
-        told.append(
-            f"the plays of {shown} of the show with TMDB id {show} have waited "
-            f"{int((now - since) // 86400)} days: Trakt's episode dates of the show could not "
-            f"be read ({entry.get('reason', 'unknown')}), and without them a play marked "
-            "'watched on release date' cannot be told from a viewing of its own; nothing to "
-            "do, they are synced once Trakt answers (or give the play on Trakt its real date)"
-        )
+        told.append(synced_as_dated(show, entry))
     return told
+
+
+def synced_as_dated(show: str, entry: Mapping[str, Any]) -> str:
+    """What is said (log and status line) of a show's plays synced as they are dated after
+    its lookup failed for LOOKUP_WAIT (`failed_lookups`' entry)."""
+    places = [str(p).upper() for p in entry.get("held") or []]
+    shown = ", ".join(places[:5]) + (f" and {len(places) - 5} more" if len(places) > 5 else "")
+    last = float(entry.get("last", 0))
+    days = int((last - _since(entry, last)) // 86400)
+    waited = "a day" if days <= 1 else f"{days} days"
+    return (
+        f"the plays of {shown or 'its episodes'} of the show with TMDB id {show} were synced "
+        f"as they are dated after Trakt's episode dates of the show could not be read for "
+        f"{waited} ({entry.get('reason', 'unknown')}): if the play on Trakt was marked "
+        "'watched on release date', it was copied to the other side as a viewing at the "
+        "episode's air date (and the viewing it stood for to Trakt): remove the mark on "
+        "trakt.tv, and the link removes its copy"
+    )
 
 
 def show_of(item: str) -> tuple[str, str] | None:

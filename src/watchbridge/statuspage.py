@@ -142,8 +142,8 @@ class PageState:
     # Jellyfin's and Emby's plays the webhooks missed (catchup.py): those caught up in the last
     # week, why the last read failed, accounts listed that the server has not.
     catch_up: Sequence[CatchUpLine] = ()
-    # Link -> the shows whose Trakt release dates have failed for days, holding their plays
-    # (`readers.trakt.lookups_waiting`).
+    # Link -> the shows whose Trakt release dates failed for a day, their plays synced as
+    # they are dated since (`readers.trakt.lookups_waiting`).
     lookups: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
 
@@ -758,7 +758,8 @@ def _links(
                 if went is None
                 else f"; last went through {_age(went, now)}"
             )
-        # Plays held while Trakt fails on a show's release dates: calm, nothing to do.
+        # Plays synced as dated after Trakt failed on a show's release dates for a day: what
+        # to do if one on Trakt was a mark (held for less, they are told in the log alone).
         outcome += "".join(f"; {_e(line)}" for line in lookups.get(name, ()))
         counts = ", ".join(_e(words.change(k, v)) for k, v in sorted(run.counts.items()) if v)
         # A run that stopped short (failed, held for a review) planned nothing it could say.

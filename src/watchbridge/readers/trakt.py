@@ -41,6 +41,7 @@ from watchbridge.release_marks import (
     failed_lookups,
     found_marks,
     held_items,
+    holding,
     lookups_told,
     marks_read,
     missing_places,
@@ -50,9 +51,11 @@ from watchbridge.release_marks import (
     seasons_asked,
     second_marks,
     show_of,
+    synced_as_dated,
     to_cache,
     unlisted_before,
     unread_seasons,
+    waited_out,
 )
 from watchbridge.services.trakt import (
     SERVICE,
@@ -110,7 +113,8 @@ RELEASE_MARKS = "release_marks"
 RELEASES_CACHE = "trakt-release-moments"
 RELEASES_TTL = 7 * 86400.0
 # Mirror collection: a show's TMDB id -> since when its release moments cannot be had, and
-# why (`release_marks.failed_lookups`); told on the link's status line after some days.
+# why (`release_marks.failed_lookups`): its plays wait a day at most, then sync as they are
+# dated, told on the link's status line.
 FAILED_LOOKUPS = "failed_release_lookups"
 
 
@@ -506,14 +510,15 @@ class TraktReader:
 
     async def unchanged(self, profile: str, cursors: Mapping[str, str]) -> bool:
         """Whether nothing moved on Trakt; not while plays wait for a show's lookup that
-        failed (`refine`): the next run asks again, changed or not."""
+        failed (`refine`): the next run asks again, changed or not (and syncs them as they
+        are dated once they waited LOOKUP_WAIT)."""
         if self.store is not None:
             store, now = self.store, self.clock()
             failed = await asyncio.to_thread(
                 store.mirror_get, self.service, profile, FAILED_LOOKUPS
             )
             if any(
-                isinstance(e, dict) and now - float(e.get("last", 0)) <= LOOKUP_FORGOTTEN_AFTER
+                holding(e) and now - float(e.get("last", 0)) <= LOOKUP_FORGOTTEN_AFTER
                 for e in failed.values()
             ):
                 return False
@@ -639,7 +644,8 @@ class TraktReader:
         for marks before, and those `release_marks` finds among the plays a viewing on the
         other side is left waiting for (their shows' release moments asked for). The
         candidates of a show whose release moments cannot be had now are held (`Side.held`),
-        on both sides, until a run has them."""
+        on both sides, until a run has them or for LOOKUP_WAIT at most: then they sync as they
+        are dated (`release_marks.waited_out`), and the log and the status line say so."""
         if self.store is None:
             return own
         store = self.store
@@ -661,21 +667,29 @@ class TraktReader:
                 if not _lookup_failed(exc):
                     raise  # the account's or the pace's: the run stops as it would anyway
                 failing[show] = exc.said
+        failed = await asyncio.to_thread(store.mirror_get, self.service, profile, FAILED_LOOKUPS)
+        now = self.clock()
+        synced = waited_out(failed, failing, now)
+        waits = held_items(candidates, failing)
+        put = await self._note_lookups(profile, failed, failing, waits, set(moments), now)
+        for show, said in sorted(failing.items()):
+            if show in synced:
+                log.warning(synced_as_dated(show, put[show]), extra={"profile": profile})
+            else:
                 log.warning(
                     "Trakt's episode dates of the show with TMDB id %s could not be read "
-                    "(%s): its plays that may be marked 'watched on release date' wait",
+                    "(%s): its plays that may be marked 'watched on release date' wait (a "
+                    "day at most, then they are synced as they are dated)",
                     show,
-                    exc.said,
+                    said,
                     extra={"profile": profile},
                 )
-        held = held_items(candidates, failing)
+        held = held_items(candidates, set(failing) - synced)
         found = found_marks(candidates, moments)
-        if not self.dry_run:
-            if found:
-                await asyncio.to_thread(
-                    store.mirror_put, self.service, profile, RELEASE_MARKS, found, self.clock()
-                )
-            await self._note_lookups(profile, failing, held, set(moments))
+        if found and not self.dry_run:
+            await asyncio.to_thread(
+                store.mirror_put, self.service, profile, RELEASE_MARKS, found, self.clock()
+            )
         own = as_marks(own, found)
         marks = {*kept, *found}
         seconds = await asyncio.to_thread(second_marks, own, other, marks)
@@ -685,22 +699,29 @@ class TraktReader:
         return replace(own, held=held) if held else own
 
     async def _note_lookups(
-        self, profile: str, failing: Mapping[str, str], held: Iterable[str], answered: set[str]
-    ) -> None:
-        """Keep since when each show's lookup fails (`release_marks.failed_lookups`)."""
+        self,
+        profile: str,
+        before: Mapping[str, Any],
+        failing: Mapping[str, str],
+        held: Iterable[str],
+        answered: set[str],
+        now: float,
+    ) -> dict[str, Any]:
+        """Keep since when each show's lookup fails (`release_marks.failed_lookups`, over the
+        record as it was, `before`; not in a dry run): the entries of the shows failing now."""
         assert self.store is not None
         store = self.store
-        before = await asyncio.to_thread(store.mirror_get, self.service, profile, FAILED_LOOKUPS)
         if not failing and not before:
-            return
+            return {}
         places: dict[str, list[str]] = {show: [] for show in failing}
         for item in held:
             if (named := show_of(item)) is not None:
                 places[named[0]].append(named[1])
-        now = self.clock()
         put, gone = failed_lookups(
             before, {s: (failing[s], places[s]) for s in failing}, answered, now
         )
+        if self.dry_run:
+            return put
         if put:
             await asyncio.to_thread(
                 store.mirror_put, self.service, profile, FAILED_LOOKUPS, put, now
@@ -709,6 +730,7 @@ class TraktReader:
             await asyncio.to_thread(
                 store.mirror_remove, self.service, profile, FAILED_LOOKUPS, gone
             )
+        return put
 
     async def _release_moments(
         self,
@@ -761,8 +783,9 @@ class TraktReader:
 
 
 def lookups_waiting(config: Config, store: Store, now: float) -> dict[str, list[str]]:
-    """Link -> what its status line says of the shows whose release dates Trakt has failed to
-    give for days, holding their plays (`release_marks.lookups_told`), by profile."""
+    """Link -> what its status line says of the shows whose release dates Trakt failed to give
+    for a day, their plays synced as they are dated since (`release_marks.lookups_told`), by
+    profile."""
     told: dict[str, list[str]] = {}
     for name, link in config.links.items():
         if SERVICE not in link.services:
