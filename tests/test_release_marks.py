@@ -16,6 +16,7 @@ from watchbridge.release_marks import (
     release_moments,
     second_marks,
     to_cache,
+    viewings_logged,
 )
 from watchbridge.services.trakt import parse_seasons
 
@@ -114,6 +115,16 @@ def test_an_episode_without_a_runtime_is_told_by_any_minute_of_its_span() -> Non
     span = (AIRED, AIRED + UNKNOWN_RUNTIME_SPAN)
     moments = {"1396": {"s1e1": span, "s1e2": span}}
     assert found_marks(release_candidates(trakt, other), moments) == {"t1": AIRED + 50 * 60}
+    # Scrobbled or checked in as it aired: a viewing of its own, never a mark.
+    history = [
+        {"id": 1, "action": "scrobble", "watched_at": "2026-01-01T00:50:00.000Z"},
+        {"id": 2, "action": "checkin", "watched_at": "2026-01-01T00:51:00.000Z"},
+        {"id": 3, "action": "watch", "watched_at": "2026-01-01T00:52:00.000Z"},
+    ]
+    viewings = viewings_logged(history)
+    assert sorted(viewings) == ["1", "2"]
+    trakt = Side((Play(E1, AIRED + 50 * 60, "1"),))
+    assert found_marks(release_candidates(trakt, other), moments, viewings) == {}
     # As cached: spans as lists, and one time each as cached before spans.
     assert cached_moments({"s1e1": list(span), "s1e2": RELEASED}) == {
         "s1e1": span,

@@ -237,3 +237,37 @@ def test_a_play_the_link_copied_to_trakt_dated_back_is_no_cause_for_a_full_read(
         Counter({(1, 1): 1, (1, 2): 1}),
         Counter({(1, 1): 1, (1, 2): 1}),
     ), out
+
+
+@pytest.mark.parametrize("logged", ["scrobble", "checkin"])
+def test_a_viewing_watched_live_as_it_aired_is_no_mark(
+    tmp_path: Path, start_fake: Any, logged: str
+) -> None:
+    """An anime simulcast watched as it aired, scrobbled to Trakt (a browser scrobbler) or
+    checked in there, minutes after its air time, of an episode Trakt knows no runtime of
+    yet; rewatched days later and logged on Serializd, while watchbridge was down. Trakt's
+    play is a viewing of its own (a scrobble or a check-in is never a mark, which is a
+    history add): each viewing is copied to the other side, neither is lost."""
+    trakt, serializd = start_fake(FakeTrakt()), start_fake(FakeSerializd())
+    now = int(time.time())
+    aired = now - 10 * DAY // 3600 * 3600
+    show = trakt.add_show("Simulcast", 2026, tmdb=TMDB, tvdb=TMDB + 1, seasons={})
+    for number in (1, 2):
+        trakt.add_episode(
+            show,
+            1,
+            number,
+            tvdb=TMDB * 10 + number,
+            runtime=None,
+            first_aired=iso(aired - (2 - number) * 7 * DAY),
+        )
+    serializd.add_show(TMDB, "Simulcast", seasons={1: 2})
+    trakt.add_history(show.seasons[1].episodes[1], iso(aired - 6 * DAY))  # the week before
+    path = link_config_file(tmp_path, trakt, serializd)
+    sync_by_cli(path, "--yes")
+    trakt.add_history(show.seasons[1].episodes[2], iso(aired + 25 * 60), action=logged)
+    serializd.log_entry(None, TMDB, 1, 2, backdate=iso(now - 4 * DAY))
+    out = sync_by_cli(path, "--yes", "--full")
+    out += sync_by_cli(path, "--yes")
+    both = Counter({(1, 1): 1, (1, 2): 2})
+    assert _held(trakt, serializd) == (both, both), out

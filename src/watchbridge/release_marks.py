@@ -13,8 +13,12 @@ those, the ones Trakt dates at their episode's release moment, to the minute, ar
 after its air date (UNKNOWN_RUNTIME_SPAN: where Trakt dates a mark then is not documented).
 Every other play keeps its date: one with nothing to pair with on the other side (a mark
 alone, or a viewing watched live and logged at that very minute) is copied as any play is, and
-one the other side holds at its time pairs with it before this is asked. A play once taken
-for a mark stays one (its record is kept), so that every later run pairs it the same way.
+one the other side holds at its time pairs with it before this is asked. So does a play Trakt
+logged by a scrobble or a check-in (`viewings_logged`): a mark is a history add (action
+`watch`), never those, so a viewing watched live as it aired (a simulcast, scrobbled minutes
+after its air time, of an episode Trakt knows no runtime of yet) is not taken for one.
+A play once taken for a mark stays one (its record is kept), so that every later run pairs it
+the same way; unless a read tells it was a scrobble or a check-in after all.
 Movies are left as they are: Trakt documents `released` for episodes only.
 
 A mark added on Trakt after the link copied its viewing there (dated years back, it is read
@@ -38,7 +42,7 @@ Pure.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -302,13 +306,31 @@ def show_of(item: str) -> tuple[str, str] | None:
     return ref.show_ids.tmdb, place(ref.season, ref.number)
 
 
+# Trakt's history actions of a play logged as it was watched (trakt-api.md §9); a history add,
+# such as a mark, is `watch`.
+WATCHED_LIVE = ("scrobble", "checkin")
+
+
+def viewings_logged(history: Iterable[Any]) -> dict[str, str]:
+    """History id -> `watched_at` of the entries Trakt logged by a scrobble or a check-in
+    (WATCHED_LIVE): viewings of their own, never a mark. Pure."""
+    return {
+        str(entry["id"]): str(entry.get("watched_at"))
+        for entry in history
+        if isinstance(entry, dict) and entry.get("action") in WATCHED_LIVE and entry.get("id")
+    }
+
+
 def found_marks(
-    candidates: Mapping[str, tuple[Sequence[Play], int]], moments: Mapping[str, Moments]
+    candidates: Mapping[str, tuple[Sequence[Play], int]],
+    moments: Mapping[str, Moments],
+    viewings: Collection[str] = (),
 ) -> dict[str, float]:
     """Record -> time of the candidates (`release_candidates`) dated at their episode's
     release moment to the minute (`moments`: show TMDB id -> `release_moments`; within its
     span, for an episode without a runtime), earliest first and per item no more than the
-    other side's plays left to pair with."""
+    other side's plays left to pair with; none of the records of `viewings`
+    (`viewings_logged`)."""
     marks: dict[str, float] = {}
     for item, (plays, room) in candidates.items():
         named = show_of(item)
@@ -318,7 +340,9 @@ def found_marks(
         if released is None:
             continue
         first, last = int(released[0] // 60), int(released[1] // 60)
-        at_release = [p for p in plays if first <= int(p.at // 60) <= last]
+        at_release = [
+            p for p in plays if first <= int(p.at // 60) <= last and p.record not in viewings
+        ]
         for play in sorted(at_release, key=lambda p: (p.at, p.record))[:room]:
             marks[play.record] = play.at
     return marks

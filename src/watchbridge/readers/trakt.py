@@ -55,6 +55,7 @@ from watchbridge.release_marks import (
     to_cache,
     unlisted_before,
     unread_seasons,
+    viewings_logged,
     waited_out,
 )
 from watchbridge.services.trakt import (
@@ -108,6 +109,10 @@ _RECENT_EPISODES_FORMAT = 1  # {"v": 1, "episodes": [[key, at, trakt, tmdb, tvdb
 # Mirror collection: history id -> watched_at of the plays taken for marks of "watched on
 # release date" (`release_marks`): read undated at every run after, asking nothing.
 RELEASE_MARKS = "release_marks"
+# Mirror collection: history id -> watched_at of the plays Trakt logged by a scrobble or a
+# check-in (`release_marks.viewings_logged`): never taken for marks, also once a later run
+# reads them from the baseline only. Kept as reads find them, pruned by the full read.
+VIEWINGS = "live_viewings"
 # Cache: a show's TMDB id -> its episodes' release moments (`release_moments`); an episode's
 # air date and runtime seldom change once it aired.
 RELEASES_CACHE = "trakt-release-moments"
@@ -543,6 +548,7 @@ class TraktReader:
             history = await self._history(profile, None)
             rated = await self.client.ratings(profile)
             history, rated = await self._keyed_as_before(profile, now, history, rated, True)
+            await self._note_viewings(profile, now, history, True)
             side, told = await asyncio.to_thread(full_side, history, rated, baseline)
             for unread in told:
                 log.warning(unread, extra={"profile": profile})
@@ -556,6 +562,7 @@ class TraktReader:
             since = delta_since(float(cursors["history_at"]), now)
             history = await self._history(profile, since)
             history, _ = await self._keyed_as_before(profile, now, history, [])
+            await self._note_viewings(profile, now, history)
             plays, unread = await asyncio.to_thread(delta_plays, history, baseline, since)
             if await asyncio.to_thread(unaccounted, baseline, plays, since):
                 missed = await self._not_ours(profile, float(cursors["history_at"]))
@@ -625,6 +632,23 @@ class TraktReader:
             _TMDB_GONE.over(("tmdb", profile), "Trakt gives those TMDB ids again", now)
         return history, rated
 
+    async def _note_viewings(
+        self, profile: str, now: float, history: Sequence[Any], whole: bool = False
+    ) -> None:
+        """Remember the plays `history` holds that Trakt logged by a scrobble or a check-in
+        (`VIEWINGS`); a `whole` history forgets those it no longer holds."""
+        if self.store is None:
+            return
+        store = self.store
+        read = viewings_logged(history)
+        known = await asyncio.to_thread(store.mirror_get, self.service, profile, VIEWINGS)
+        new = {record: at for record, at in read.items() if known.get(record) != at}
+        if new:
+            await asyncio.to_thread(store.mirror_put, self.service, profile, VIEWINGS, new, now)
+        gone = sorted(set(known) - set(read)) if whole else []
+        if gone:
+            await asyncio.to_thread(store.mirror_remove, self.service, profile, VIEWINGS, gone)
+
     async def _forget_gone(self, profile: str, baseline: Side | None, read: Side) -> None:
         """Tell the delivery target which plays Trakt no longer holds (see `forget_plays`)."""
         if baseline is None or self.store is None:
@@ -650,6 +674,9 @@ class TraktReader:
             return own
         store = self.store
         kept = await asyncio.to_thread(store.mirror_get, self.service, profile, RELEASE_MARKS)
+        viewings = await asyncio.to_thread(store.mirror_get, self.service, profile, VIEWINGS)
+        # Taken for marks before a read told their scrobble or check-in: dated again.
+        kept = {record: at for record, at in kept.items() if record not in viewings}
         own = as_marks(own, {record: float(at) for record, at in kept.items()})
         candidates = await asyncio.to_thread(release_candidates, own, other)
         asked, places = seasons_asked(candidates), places_asked(candidates)
@@ -685,7 +712,7 @@ class TraktReader:
                     extra={"profile": profile},
                 )
         held = held_items(candidates, set(failing) - synced)
-        found = found_marks(candidates, moments)
+        found = found_marks(candidates, moments, viewings)
         if found and not self.dry_run:
             await asyncio.to_thread(
                 store.mirror_put, self.service, profile, RELEASE_MARKS, found, self.clock()
