@@ -598,7 +598,7 @@ async def test_a_refused_server_token_leaves_the_running_service_idle(
         task = asyncio.create_task(worker.run(runtime, stop))
         try:
             worker.notify()
-            await until(lambda: runtime.store.waits_for_sign_in("plex", "alex"))
+            await until(lambda: runtime.store.holds() == {("plex", "alex", "profile")})
             await asyncio.sleep(0.2)
             with statements_run("IMMEDIATE", runtime.store._conn) as claims:
                 await asyncio.sleep(0.5)  # ten of those looks' time
@@ -619,6 +619,75 @@ async def test_a_refused_server_token_leaves_the_running_service_idle(
         assert runtime.store.outbox_counts()["pending"] == 1
     finally:
         runtime.close()
+
+
+async def test_a_refused_server_token_is_no_lost_sign_in_and_a_start_with_a_new_one_sends(
+    config: Config,
+    reader: PlexReader,
+    plex: FakePlex,
+    store: Store,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    # The owner signed out of all devices: services.plex.token is refused, and alex's play
+    # (written with it) waits. That was told as alex's sign-in: the alert said "sign-in
+    # needed", the store said alex's deliveries wait for a sign-in, and `watchbridge auth plex
+    # --profile alex` made the play due ("waited for this sign-in: the service sends them
+    # within a minute"), to be refused again. A start with the owner's current token sends it.
+    await plays(reader)  # alex: the server owner, with services.plex.token
+    alerting = replace(
+        config,
+        storage=StorageConfig(path=str(store.path)),
+        alerts=AlertsConfig(urls=[Secret(receiver.apprise_url)]),
+    )
+    new_token = "after the owner signed out of all devices"
+    plex.token = new_token
+
+    async def serving(config: Config) -> tuple[Any, asyncio.Event, asyncio.Task[None]]:
+        runtime = build_runtime(config, clock=clock)
+        runtime.open()
+        target = PlexTarget(plex_client(config, runtime.store, clock), config, runtime.store, clock)
+        worker = DeliveryWorker(
+            lambda _: [target], config.delivery, judge_config=False, sign_in_look=0.05
+        )
+        stop = asyncio.Event()
+        return runtime, stop, asyncio.create_task(worker.run(runtime, stop))
+
+    async def stopped(runtime: Any, stop: asyncio.Event, task: asyncio.Task[None]) -> None:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        runtime.close()
+
+    runtime, stop, task = await serving(alerting)
+    try:
+        item = ref_for_key(ARRIVAL)
+        assert item is not None
+        payload = {"item": ref_to_dict(item), "at": T0}
+        runtime.store.enqueue([NewOutboxRow("plex", "alex", "play", payload, "o", "p")], NOW)
+        await until(lambda: runtime.store.holds() == {("plex", "alex", "profile")})
+        await until(lambda: bool(receiver.titles()))
+        assert receiver.titles() == ["watchbridge: Plex server token refused (profile alex)"]
+        assert not runtime.store.waits_for_sign_in("plex", "alex")
+        sent = len(plex.requests)
+        with Store.open(store.path) as beside:  # what `watchbridge auth plex` runs after it
+            assert beside.resume_after_sign_in("plex", "alex", clock()) == 0
+        await asyncio.sleep(0.3)  # six of the running worker's looks for a sign-in
+        assert len(plex.requests) == sent  # not tried again, to be refused again
+        assert runtime.store.holds() == {("plex", "alex", "profile")}
+    finally:
+        await stopped(runtime, stop, task)
+
+    assert alerting.services.plex is not None
+    plex_config = replace(alerting.services.plex, token=Secret(new_token))
+    runtime, stop, task = await serving(
+        replace(alerting, services=replace(alerting.services, plex=plex_config))
+    )
+    try:
+        await until(lambda: runtime.store.outbox_counts()["done"] == 1)
+        assert plex.user_state("100")["viewCount"] == 1
+        assert runtime.store.holds() == set()
+    finally:
+        await stopped(runtime, stop, task)
 
 
 async def test_a_persons_removal_the_server_takes_ends_the_refusal_of_its_own_token(

@@ -217,14 +217,16 @@ def test_a_hold_is_lifted_only_once_its_profile_signed_in_since_its_last_try() -
 
 
 def test_a_sign_in_lifts_its_own_holds_only(tmp_path: Path) -> None:
-    # A rate limit, a Trakt lockout, an outage and a media server's missing key keep their
-    # waits; the profile's own sign-in hold (by its flag, or by what its reason asks) goes.
+    # A rate limit, a Trakt lockout, an outage, a media server's missing key and the Plex
+    # server's own token keep their waits; the profile's own sign-in hold (by its flag, or by
+    # what its reason asks) goes.
     from watchbridge.store import HELD_PROFILE, HELD_TARGET, Settlement
 
     with Store.open(tmp_path / "wb.db") as store:
         rows = [NewOutboxRow("trakt", "me", "play", {}, f"k{n}", f"i{n}") for n in range(6)]
+        rows.append(NewOutboxRow("plex", "you", "play", {}, "k6", "i6"))
         store.enqueue(rows, 0.0)
-        claimed = store.claim("test", 0.0, 6, ["trakt"])
+        claimed = store.claim("test", 0.0, 7, ["trakt", "plex"])
         auth = "not signed in: run `watchbridge auth trakt --profile me`"
         held = [
             ("refused", True, HELD_PROFILE),
@@ -233,18 +235,28 @@ def test_a_sign_in_lifts_its_own_holds_only(tmp_path: Path) -> None:
             ("account locked (423)", False, HELD_PROFILE),
             ("Trakt is down", False, HELD_TARGET),
             ("the Plex server refuses our key", True, None),
+            ("the Plex server refuses services.plex.token", True, HELD_PROFILE),
         ]
         store.settle(
             0.0,
             [
-                Settlement(item.id, "pending", 900.0, reason, False, sign_in, where)
+                Settlement(
+                    item.id,
+                    "pending",
+                    900.0,
+                    reason,
+                    False,
+                    sign_in,
+                    where,
+                    waits_for_server_token=item.target == "plex",
+                )
                 for item, (reason, sign_in, where) in zip(claimed, held, strict=True)
             ],
         )
         assert store.held_for_sign_in() == [("trakt", "me")]
-        # Held for a reason no sign-in of the profile ends (the worker's NOT_SIGNED_IN_BESIDE):
-        assert store.held_for_sign_in({"trakt": "refused"}) == []
-        assert store.held_for_sign_in({"plex": "refused"}) == [("trakt", "me")]
+        # The Plex server's own token holds no sign-in of profile you, nor does one lift it.
+        assert not store.waits_for_sign_in("plex", "you")
+        assert store.resume_after_sign_in("plex", "you", 10.0) == 0
         assert store.signed_in_marks([("trakt", "me")]) == {("trakt", "me"): None}
         assert store.resume_after_sign_in("trakt", "me", 10.0) == 2
         assert store.signed_in_marks([("trakt", "me")]) == {("trakt", "me"): "1"}

@@ -244,6 +244,36 @@ def test_rows_an_older_version_held_for_a_sign_in_wait_for_one_after_the_upgrade
     store.close()
 
 
+def test_rows_an_older_version_held_for_the_plex_servers_own_token_wait_for_no_sign_in(
+    tmp_path: Path,
+) -> None:
+    # That version told them from a sign-in hold by their words only: a profile's sign-in
+    # (`watchbridge auth plex`) made them due, to be refused again. Once the upgrade marked
+    # them, only a changed config (the owner's current token) does.
+    path = tmp_path / "old.db"
+    server = (
+        "Plex: profile ann: deleting history row 7: the Plex server does not accept"
+        " services.plex.token (401): set the server owner's current token there"
+    )
+    person = "Plex: profile bob: the Plex server does not accept their token (401): run ..."
+    rows = [
+        {"target": "plex", "profile": profile, "last_error": error, "idempotency_key": profile}
+        | {"waits_for_sign_in": 1, "held": "profile", "next_attempt_at": 900}
+        for profile, error in [("ann", server), ("bob", person)]
+    ]
+    outbox_before(path, "m038_outbox_waits_for_server_token", rows)
+    store = Store.open(path)
+    try:
+        assert [p for p in ("ann", "bob") if store.waits_for_sign_in("plex", p)] == ["bob"]
+        assert store.held_for_sign_in() == [("plex", "bob")]
+        assert store.resume_after_sign_in("plex", "ann", 10.0) == 0
+        assert store.resume_after_sign_in("plex", "bob", 10.0) == 1
+        store.due_after_config_change("before", 10.0)  # the first start keeps the config's
+        assert store.due_after_config_change("the owner's new token", 20.0) == 1  # ann's
+    finally:
+        store.close()
+
+
 def test_trakt_ratings_queued_before_the_upgrade_take_turns_apart_from_plays(
     tmp_path: Path,
 ) -> None:
@@ -2045,8 +2075,8 @@ def test_the_outbox_of_the_last_release_keeps_its_rows_and_hands_out_no_gone_id(
     with Store.open(path) as store:
         assert [m.name for m in migrations.pending(store.db)] == []
         # Those of the last release, and what later migrations added (m024: `held`, m025:
-        # `once_more`, m030: `crashes`).
-        added = ["held", "once_more", "crashes"]
+        # `once_more`, m030: `crashes`, m038: `waits_for_server_token`).
+        added = ["held", "once_more", "crashes", "waits_for_server_token"]
         assert [c.name for c in store.db["outbox"].columns] == [*columns, *added]
         kept = ", ".join(columns)
         after = store.db.execute(f"SELECT {kept} FROM outbox ORDER BY id").fetchall()

@@ -157,9 +157,12 @@ _UNMARKED_REASON = (
 )
 # SQL: what holds a pending row back, for counting the rows one cause holds together. Rows
 # held for a sign-in of one target and profile wait for that one sign-in, whatever their
-# words (Serializd's refusal quotes its answer at the login, not when on record); else the
-# reason as worded.
-_HOLD_CAUSE = f"CASE WHEN waits_for_sign_in = 1 THEN '' ELSE {_UNMARKED_REASON} END"
+# words (Serializd's refusal quotes its answer at the login, not when on record), and those
+# held for the Plex server's own token for that token; else the reason as worded.
+_HOLD_CAUSE = (
+    "CASE WHEN waits_for_server_token = 1 THEN 'server token'"
+    f" WHEN waits_for_sign_in = 1 THEN '' ELSE {_UNMARKED_REASON} END"
+)
 # Rows waiting for ids a target can use, also those whose earlier send may have landed.
 _UNMATCHED = f"(last_error LIKE 'unmatched:%' OR last_error LIKE '{UNKNOWN_OUTCOME}: unmatched:%')"
 # SQL: the errors releases before m012 held a row for a sign-in with (a Trakt, AniList or Plex
@@ -917,10 +920,32 @@ def m036_tautulli_for_plex(db: sqlite_utils.Database) -> None:
 def m037_tautulli_for_plex_waiting(db: sqlite_utils.Database) -> None:
     # The 5-minute look for a report kept past forplex.GRACE (Store.for_plex_due) finds it
     # by this index, not by reading the plays taken (6 weeks of them, each with its body).
-    # Safe to apply again, as the newest migration must be (tests/test_serve_lock.py).
     db.execute(
         "CREATE INDEX IF NOT EXISTS tautulli_for_plex_waiting"
         " ON tautulli_for_plex(state, received_at)"
+    )
+
+
+# The words releases before m038 told a row held for the Plex server's own token by (then
+# services.plex.SERVER_TOKEN_REFUSED): kept as they were, whatever that text says now.
+_OLD_SERVER_TOKEN_WORDS = "the Plex server does not accept services.plex.token"
+
+
+@migrations()
+def m038_outbox_waits_for_server_token(db: sqlite_utils.Database) -> None:
+    # Rows held because the Plex server refuses its own token (services.plex.token, the
+    # owner's, in the config), whoever's they are: no profile's sign-in lifts them, and they
+    # say nothing of one (`Store.waits_for_sign_in`); a start with a changed config tries
+    # them. Told apart by their words before; those rows are marked by them once. Safe to
+    # apply again, as the newest migration must be (tests/test_serve_lock.py).
+    if "waits_for_server_token" not in db["outbox"].columns_dict:
+        db.execute(
+            "ALTER TABLE outbox ADD COLUMN waits_for_server_token INTEGER NOT NULL DEFAULT 0"
+        )
+    db.execute(
+        "UPDATE outbox SET waits_for_server_token = 1"
+        " WHERE waits_for_sign_in = 1 AND instr(COALESCE(last_error, ''), ?) > 0",
+        (_OLD_SERVER_TOKEN_WORDS,),
     )
 
 
@@ -1438,7 +1463,8 @@ def _lift_sign_in_holds(conn: sqlite3.Connection, target: str, profile: str, now
     cursor = conn.execute(
         "UPDATE outbox SET next_attempt_at = ?, held = NULL"
         " WHERE status = 'pending' AND target = ? AND profile = ? AND next_attempt_at > ?"
-        f" AND ((waits_for_sign_in = 1 AND held = '{HELD_PROFILE}') OR instr(last_error, ?) > 0)",
+        f" AND ((waits_for_sign_in = 1 AND held = '{HELD_PROFILE}') OR instr(last_error, ?) > 0)"
+        " AND waits_for_server_token = 0",
         (now, target, profile, now, f"watchbridge auth {target}"),
     )
     return cursor.rowcount
@@ -2023,6 +2049,8 @@ class Settlement:
     spend_attempt: bool = True
     waits_for_sign_in: bool = False  # held for a sign-in or key a changed config may give
     held: str | None = None  # HELD_TARGET or HELD_PROFILE: what holds it (None: nothing)
+    # Of those, held for the Plex server's own token: no profile's sign-in gives that one.
+    waits_for_server_token: bool = False
     # Dead of the service's own failure: queued again by itself once (ONCE_MORE_DUE), unless
     # it was already.
     once_more: bool = False
@@ -3478,7 +3506,7 @@ class Store:
                 """UPDATE outbox SET status = :status, attempts = attempts + :spend_attempt,
                    updated_at = :now, next_attempt_at = COALESCE(:next_at, next_attempt_at),
                    last_error = :error, claimed_by = NULL, waits_for_sign_in = :sign_in,
-                   held = :held,
+                   waits_for_server_token = :server_token, held = :held,
                    failing_since = CASE WHEN :failing THEN COALESCE(failing_since, :now)
                                    WHEN :failing_over THEN NULL ELSE failing_since END,
                    once_more = CASE WHEN :probe_end IS NOT NULL THEN :probe_end
@@ -3496,6 +3524,7 @@ class Store:
                         # A service's words may quote a password or a token: kept masked.
                         "error": None if s.error is None else masked_as_logged(s.error),
                         "sign_in": int(s.waits_for_sign_in),
+                        "server_token": int(s.waits_for_sign_in and s.waits_for_server_token),
                         "held": s.held if s.status == "pending" else None,
                         "failing": s.spend_attempt and s.status != "done",
                         # Held (the target, not the row, failed): its failing is over.
@@ -3760,8 +3789,8 @@ class Store:
         """Make the rows of `profile` that wait for a sign-in to `target` due now (a new one
         came): those held for the profile's own sign-in there, or whose reason asks for
         `watchbridge auth TARGET`. The others keep their waits (a rate limit's, a lockout's,
-        an outage's, a retry's backoff, a media server's key). They are held no more
-        (`holds`): the next try says whether they still are. How many."""
+        an outage's, a retry's backoff, a media server's key, the Plex server's own token's).
+        They are held no more (`holds`): the next try says whether they still are. How many."""
         with self.transaction() as conn:
             return _lift_sign_in_holds(conn, target, profile, now)
 
@@ -3772,18 +3801,14 @@ class Store:
         with self._locked():
             return _signed_in_marks(self._conn, pairs)
 
-    def held_for_sign_in(self, unless: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
+    def held_for_sign_in(self) -> list[tuple[str, str]]:
         """The (target, profile) pairs with rows held for the profile's own sign-in there (as
-        `lift_sign_in_holds` lifts them; found by the held rows' index). `unless`: per target, the
-        words of a reason whose rows count for none (a sign-in of the profile does not lift
-        them: the worker's NOT_SIGNED_IN_BESIDE)."""
-        but = "".join(
-            " AND NOT (target = ? AND instr(COALESCE(last_error, ''), ?) > 0)" for _ in unless or {}
-        )
+        `lift_sign_in_holds` lifts them; found by the held rows' index): not for the Plex
+        server's own token, which no sign-in of a profile gives."""
         rows = self._query(
             f"SELECT DISTINCT target, profile FROM outbox WHERE held = '{HELD_PROFILE}'"
-            f" AND status = 'pending' AND waits_for_sign_in = 1{but} ORDER BY target, profile",
-            [value for pair in (unless or {}).items() for value in pair],
+            " AND status = 'pending' AND waits_for_sign_in = 1 AND waits_for_server_token = 0"
+            " ORDER BY target, profile"
         )
         return [(row["target"], row["profile"]) for row in rows]
 
@@ -4305,10 +4330,11 @@ class Store:
         return [(row["target"], row["profile"]) for row in rows]
 
     def waits_for_sign_in(self, target: str, profile: str) -> bool:
-        """Whether a row of `profile` for `target` is held for a sign-in (or a key)."""
+        """Whether a row of `profile` for `target` is held for a sign-in (or a key): not for
+        the Plex server's own token, no sign-in of the profile's."""
         rows = self._query(
             "SELECT 1 FROM outbox WHERE status = 'pending' AND target = ? AND profile = ?"
-            " AND waits_for_sign_in = 1 LIMIT 1",
+            " AND waits_for_sign_in = 1 AND waits_for_server_token = 0 LIMIT 1",
             (target, profile),
         )
         return bool(rows)

@@ -50,7 +50,6 @@ from watchbridge.ids import DELIVERED_TO, SERVER_OUTAGE_PAUSE, Enricher, Need, P
 from watchbridge.logs import Repeating
 from watchbridge.model import MediaRef, item_aliases, ref_from_dict
 from watchbridge.offloop import in_thread, to_the_end
-from watchbridge.services.plex import SERVER_TOKEN_REFUSED
 from watchbridge.stopping import unless_stopped
 from watchbridge.store import (
     CRASHES_ALONE,
@@ -77,12 +76,9 @@ IDLE_WAKE_SECONDS = 300.0  # rows queued by the CLI (sync, deadletters retry) ar
 SIGN_IN_LOOK_EVERY = 10.0
 # The targets a sign-in is made for while the service runs (`watchbridge auth TARGET`, the
 # status page's Trakt button), each counted in the store (`Store.resume_after_sign_in`): only
-# their holds are looked at that often. Serializd's password is the config's, read at the start.
+# their holds are looked at that often. Serializd's password is the config's, read at the start,
+# as is the Plex server's own token (`Hold.server_token`).
 SIGNED_IN_BESIDE = frozenset({"anilist", "plex", "trakt"})
-# Their sign-in holds no such sign-in lifts, by the words of their reason: a Plex server's
-# refusal of its own token (services.plex.token, the owner's, in the config), whoever's rows
-# it holds. A start with the config fixed tries those.
-NOT_SIGNED_IN_BESIDE: Mapping[str, str] = {"plex": SERVER_TOKEN_REFUSED}
 TARGET_PROBE_MAX = 300.0
 # The wall clock set back by more than this (NTP correcting a clock that ran fast) moves the
 # waits set by it back as much: they would hold deliveries (and their alerts) that much longer.
@@ -215,6 +211,10 @@ class Hold:
     # The few words an alert's title gives the cause, where `alert`'s kind would mislead (a
     # Trakt app refused is no "account limit reached"); "": the kind's own words.
     cause: str = ""
+    # Of the `sign_in` holds, the Plex server refusing its own token (services.plex.token, the
+    # owner's, in the config), whoever's rows it holds: no profile's sign-in gives that one, a
+    # start with the config fixed tries them (kept as the row's outbox.waits_for_server_token).
+    server_token: bool = False
 
 
 Outcome = Delivered | Skipped | Retry | Dead | Hold
@@ -437,7 +437,10 @@ async def unplaced_episode(
     now_held = None if enricher is None else await enricher.plex_now(item, source, server)
     if isinstance(now_held, Problem):  # Plex down or refusing: asked again soon, no try spent
         wait = now_held.retry_after or SERVER_OUTAGE_PAUSE
-        return item, Hold(now_held.message, wait, "", False, sign_in=now_held.credentials)
+        refused = now_held.server_token_refused
+        return item, Hold(
+            now_held.message, wait, "", False, sign_in=now_held.credentials, server_token=refused
+        )
     if now_held is not None:
         again = hama.unplaced(now_held)
         if again is None:
@@ -461,7 +464,8 @@ def waiting_on(
 ) -> Outcome:
     """What a row does while the enricher's `problem` keeps its ids unknown (see `enriched`)."""
     if problem.credentials:  # the enricher alerts, once per server (not per target)
-        return Hold(problem.message, credentials_hold, "", False, sign_in=True)
+        server = problem.server_token_refused
+        return Hold(problem.message, credentials_hold, "", False, sign_in=True, server_token=server)
     if problem.outage:  # the media server is down: no attempt spent (the enricher alerts)
         return Hold(problem.message, problem.retry_after or SERVER_OUTAGE_PAUSE, "", False)
     if problem.transient:  # Trakt's id search down, or a server failing on this item
@@ -481,17 +485,15 @@ PROFILE_ALERTS = ("credentials", "account_limit", "service_unreachable")
 
 def for_a_sign_in(target: str, hold: Hold) -> bool:
     """Whether `hold` of a row for `target` waits for the profile's own sign-in there (its
-    credentials alert), which a new sign-in made beside the service lifts (`signed_in_beside`):
+    credentials alert), which a new sign-in made beside the service lifts (SIGNED_IN_BESIDE):
     not a lockout's, a rate limit's, an outage's, a media server's key, a Serializd password
     nor the Plex server's own token (a config change at the next start tries those)."""
-    return hold.sign_in and held_as(hold) == HELD_PROFILE and signed_in_beside(target, hold.reason)
-
-
-def signed_in_beside(target: str, reason: str) -> bool:
-    """Whether a sign-in made beside the service (SIGNED_IN_BESIDE) may lift a sign-in hold of
-    a row for `target` held for `reason`: not one NOT_SIGNED_IN_BESIDE tells by its words."""
-    words = NOT_SIGNED_IN_BESIDE.get(target)
-    return target in SIGNED_IN_BESIDE and (words is None or words not in reason)
+    return (
+        hold.sign_in
+        and not hold.server_token
+        and held_as(hold) == HELD_PROFILE
+        and target in SIGNED_IN_BESIDE
+    )
 
 
 def signed_in_again(
@@ -1271,9 +1273,7 @@ class DeliveryWorker:
         # while none ran lifted them already).
         held = [
             pair
-            for pair in await asyncio.to_thread(
-                runtime.store.held_for_sign_in, NOT_SIGNED_IN_BESIDE
-            )
+            for pair in await asyncio.to_thread(runtime.store.held_for_sign_in)
             if pair[0] in SIGNED_IN_BESIDE
         ]
         marks = await asyncio.to_thread(runtime.store.signed_in_marks, held) if held else {}
@@ -1326,7 +1326,7 @@ class DeliveryWorker:
         store = runtime.store
 
         def look() -> tuple[dict[tuple[str, str], str | None], set[tuple[str, str]]]:
-            waiting = store.held_for_sign_in(NOT_SIGNED_IN_BESIDE)
+            waiting = store.held_for_sign_in()
             return store.signed_in_marks(list(held)), set(waiting)
 
         kept, waiting = await asyncio.to_thread(look)
@@ -1598,6 +1598,7 @@ class DeliveryWorker:
                         outcome.spends,
                         outcome.sign_in,
                         held_as(outcome),
+                        waits_for_server_token=outcome.server_token,
                     )
                 )
                 if outcome.alert not in ("", "service_unreachable"):  # that one: see `paused`

@@ -82,7 +82,8 @@ LISTING_TYPES = {"movie": 1, "show": 2, "season": 3, "episode": 4}
 ROWLESS_SCROBBLES_SINCE = (1, 40, 0, 7998)
 # How a refusal of the server's own token (the owner's, in the config) is worded wherever it
 # is met (`_refused`, `readers.plex.refusal_fix`): no `watchbridge auth plex` of a profile
-# ends it, and the delivery worker tells the rows it holds by it.
+# ends it. The rows it holds are told by their ServerTokenRefused (outbox.waits_for_server_token),
+# not by these words.
 SERVER_TOKEN_REFUSED = "the Plex server does not accept services.plex.token"
 Kept = TypeVar("Kept")  # what a paged read keeps of each row (`PlexClient._kept_pages`)
 
