@@ -564,6 +564,7 @@ class FakeTrakt(FakeServer):
 
     Seed: ``add_movie``, ``add_show(seasons={1: 10})``, ``add_season``, ``add_episode``,
     ``seed_reference_catalogue()`` (the samples' items), ``add_user``, ``add_history``.
+    The user's own changes (moving last_activities): ``log_play``, ``unlog_play``.
     Auth: ``issue_token``, ``expire_tokens``, ``revoke_tokens``, ``approve_device``,
     ``deny_device``, ``expire_device``, ``slow_down_device``, ``authorize``, ``delete_app``.
     Inspect: ``history``, ``ratings``, ``watchlist``, ``watching``, ``playback``,
@@ -998,6 +999,13 @@ class FakeTrakt(FakeServer):
                 stamp = iso(to_minute(parse_iso(watched_at))) if watched_at else None
             (entry,) = self._add_plays(owner, [(item, stamp, "watch")])
             return entry
+
+    def unlog_play(self, entry: HistoryEntry, *, user: User | str | None = None) -> None:
+        """A play the user removes in an app: moves last_activities (trakt-api#472)."""
+        with self.lock:
+            owner = self._user(user)
+            owner.history = [e for e in owner.history if e.id != entry.id]
+            self._touch(owner, f"{PLURAL[entry.item.kind]}.watched_at")
 
     def ratings(self, user: User | str | None = None) -> list[Rating]:
         with self.lock:
