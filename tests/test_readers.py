@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from tests.harness import loop_held, sign_in_trakt
 from watchbridge.config import Link, TraktConfig
 from watchbridge.http import Pacer
 from watchbridge.model import Ids, MediaRef, ref_to_dict
+from watchbridge.readers import SideRead
 from watchbridge.readers.serializd import (
     UNLOGGED,
     carried,
@@ -28,13 +30,17 @@ from watchbridge.readers.trakt import (
     RECENT_EPISODES,
     RECONCILE_WINDOW,
     RELEASE_MARKS,
+    Counted,
     TraktReader,
+    counts_moved,
     delta_since,
     last_watched,
     media_types,
     merge_history,
+    moved_types,
     stamps,
     unaccounted,
+    watched_counts,
 )
 from watchbridge.reconcile import (
     EXPECTED,
@@ -104,6 +110,35 @@ def test_a_delta_with_nothing_new_or_gone_leaves_a_change_of_history_unaccounted
     assert unaccounted(baseline, merge_history(baseline, Side((in_window,)), 100.0), 100.0)
     assert not unaccounted(baseline, (old, in_window, queued, Play(E3, 600.0, "3")), 100.0)
     assert not unaccounted(baseline, (old, queued), 100.0)  # "2" removed on Trakt
+
+
+def test_trakt_play_counts_move_for_plays_a_read_lacks_not_for_ours_landed() -> None:
+    """Trakt's watched snapshot (the reference sample: Breaking Bad, TMDB 1396, 3 plays of
+    its episodes) against a read's plays: one more there is a play the read lacks (its show
+    is read), as is one fewer of those read; a play we wrote counts there once landed. A
+    show the read holds plays of and the snapshot does not name cannot be told."""
+    sample = Path(__file__).parent / "fixtures" / "trakt" / "sync_watched_shows.json"
+    snapshot = watched_counts(json.loads(sample.read_text()))
+    assert snapshot["episode:tmdb:1399"] == Counted("shows", ("1390",), 3)  # Game of Thrones
+    counted = {"episode:tmdb:1396": snapshot["episode:tmdb:1396"]}
+    assert counted["episode:tmdb:1396"] == Counted("shows", ("1",), 3)
+    two = (Play(E1, 10.0, "1"), Play(E2, 20.0, "2"))
+    assert counts_moved(counted, two) == (["episode:tmdb:1396"], False)
+    ours = (*two, Play(E3, 30.0, f"{EXPECTED}x"))
+    assert counts_moved(counted, ours) == ([], False)  # landed, not read back yet
+    assert counts_moved(counted, (*two, Play(E3, 30.0, "3"))) == ([], False)
+    assert counts_moved(counted, (*ours, Play(E3, 30.0, "3"))) == ([], False)  # read back
+    four = (*two, Play(E3, 30.0, "3"), Play(E3, 40.0, "4"))
+    assert counts_moved(counted, four) == (["episode:tmdb:1396"], False)  # one removed there
+    assert counts_moved({}, two) == ([], True)
+    assert counts_moved({}, (Play(E3, 30.0, f"{EXPECTED}x"),)) == ([], False)
+
+
+def test_only_the_play_counts_of_the_history_types_whose_stamp_moved_are_read() -> None:
+    types = ("movies", "episodes")
+    assert moved_types(types, "M1,E1", "M1,E2") == ("episodes",)
+    assert moved_types(types, "M1,E1", "M2,E2") == types
+    assert moved_types(types, "E1", "M1,E2") == types  # kept when only episodes were read
 
 
 def test_history_last_changed_at_the_latest_watched_stamp_of_the_types_read() -> None:
@@ -542,3 +577,95 @@ async def test_an_episode_the_cached_air_dates_lack_is_asked_about_again_once(
     assert asked() == [f"/shows/{show.trakt}/seasons"]
     assert (await refined(Side(tuple(viewings))))[E2] == watched
     assert asked() == []
+
+
+def _library(trakt: FakeTrakt, now: float) -> tuple[list[Any], list[Any]]:
+    """A long-kept Trakt history: 1,900 plays of 20 shows' episodes and 100 of movies, all
+    more than a month old (where a delta read does not look); the shows and the movies."""
+    shows = [
+        trakt.add_show(f"Show {s}", 2000, tmdb=800_000 + s, seasons={1: 95}) for s in range(20)
+    ]
+    movies = [trakt.add_movie(f"Movie {m}", 2000, tmdb=700_000 + m) for m in range(100)]
+    for k in range(1900):
+        episode = shows[k % 20].seasons[1].episodes[1 + k // 20]
+        trakt.add_history(episode, iso(now - 40 * DAY - k * 600))
+    for m, movie in enumerate(movies):
+        trakt.add_history(movie, iso(now - 40 * DAY - m * 3600))
+    return shows, movies
+
+
+async def _read_twice(
+    trakt: FakeTrakt, client: TraktClient, store: Store, change: Callable[[], None]
+) -> tuple[SideRead, SideRead]:
+    """A full read of Trakt, `change` made on trakt.tv, and the next run's read (no full
+    read due), the fake's requests counted from the change on."""
+    client.http.pacers["me"] = Pacer()  # Trakt's read pacing lifted: the pages back to back
+    types = ("movies", "episodes")
+    first = await TraktReader(client, types, time.time, store).read("me", {}, None, full=True)
+    change()
+    trakt.requests.clear()
+    second = await TraktReader(client, types, time.time, store).read(
+        "me", first.cursors, first.side, full=False
+    )
+    return first, second
+
+
+@pytest.mark.anyio
+async def test_a_play_backdated_on_trakt_is_found_among_thousands_in_a_handful_of_requests(
+    trakt: FakeTrakt, client: TraktClient, store: Store
+) -> None:
+    """A play added on trakt.tv dated months back ("watched on release date", a date given
+    by hand) among 2,000: where the recent plays a run reads do not show it, Trakt's play
+    counts do. The show whose count rose is read, not the whole history (9 pages of 250)."""
+    now = time.time()
+    shows, _ = _library(trakt, now)
+    episode = shows[7].seasons[1].episodes[3]
+    added: list[Any] = []
+    _, read = await _read_twice(
+        trakt, client, store, lambda: added.append(trakt.log_play(episode, iso(now - 400 * DAY)))
+    )
+    key = f"episode:tmdb:{shows[7].tmdb}:s1e3"
+    assert Play(key, parse_iso(added[0].watched_at), str(added[0].id)) in read.side.plays
+    assert len(read.side.plays) == 2001
+    assert not read.missed  # no full read follows
+    assert len(trakt.requests) < 10, [r.path for r in trakt.requests]
+
+
+@pytest.mark.anyio
+async def test_a_backdated_play_is_found_beside_a_recent_one_made_in_the_same_window(
+    trakt: FakeTrakt, client: TraktClient, store: Store
+) -> None:
+    """A play backdated on trakt.tv and a new play there between the same two runs: the
+    recent one, read as ever, does not hide the backdated one."""
+    now = time.time()
+    shows, movies = _library(trakt, now)
+    added: list[Any] = []
+
+    def both() -> None:
+        added.append(trakt.log_play(movies[5], iso(now - 300 * DAY)))
+        added.append(trakt.log_play(shows[2].seasons[1].episodes[90], iso(now - 3600)))
+
+    _, read = await _read_twice(trakt, client, store, both)
+    records = {p.record for p in read.side.plays}
+    assert {str(added[0].id), str(added[1].id)} <= records
+    assert len(read.side.plays) == 2002
+    assert not read.missed
+    assert len(trakt.requests) < 10, [r.path for r in trakt.requests]
+
+
+@pytest.mark.anyio
+async def test_an_old_play_removed_on_trakt_is_gone_from_the_next_read(
+    trakt: FakeTrakt, client: TraktClient, store: Store
+) -> None:
+    """A play months old removed on trakt.tv: gone from the next run's read (so the plan
+    carries the removal across, as the full read did), by the show's count fallen."""
+    now = time.time()
+    shows, _ = _library(trakt, now)
+    old = next(h for h in trakt.history() if h.item is shows[4].seasons[1].episodes[10])
+    first, read = await _read_twice(trakt, client, store, lambda: trakt.unlog_play(old))
+    assert {p.record for p in first.side.plays} - {p.record for p in read.side.plays} == {
+        str(old.id)
+    }
+    assert len(read.side.plays) == 1999
+    assert not read.missed
+    assert len(trakt.requests) < 10, [r.path for r in trakt.requests]

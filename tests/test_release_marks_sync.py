@@ -2,8 +2,9 @@
 CLI against the fakes: a mark added on trakt.tv after the link's first run, and a mark of an
 episode Trakt knows no runtime of, are neither copied as viewings nor make the viewing they
 stand for be copied back; a play backdated on trakt.tv (a mark, or a date given by hand) is
-read by the next run, not only by the daily full read. What the fakes hold is what is
-asserted."""
+read by the next run, not only by the daily full read, also beside a recent play made in the
+same window, and without reading all of Trakt's history; so is an old play removed there. What
+the fakes hold is what is asserted."""
 
 from __future__ import annotations
 
@@ -41,12 +42,14 @@ def _held(trakt: FakeTrakt, serializd: FakeSerializd) -> tuple[Counter[Any], Cou
     return plays, diary
 
 
-def _aired_weekly(trakt: FakeTrakt, serializd: FakeSerializd, title: str, now: int) -> Show:
-    """A show both services know, one season of two 45-minute episodes aired a week apart
+def _aired_weekly(
+    trakt: FakeTrakt, serializd: FakeSerializd, title: str, now: int, episodes: int = 2
+) -> Show:
+    """A show both services know, one season of (two) 45-minute episodes aired a week apart
     2000 days before `now` (Trakt dates a release mark by the air date and the runtime)."""
     aired = now - 2000 * DAY // 3600 * 3600
     show = trakt.add_show(title, 2015, tmdb=TMDB, tvdb=TMDB + 1, seasons={})
-    for number in (1, 2):
+    for number in range(1, episodes + 1):
         trakt.add_episode(
             show,
             1,
@@ -55,7 +58,7 @@ def _aired_weekly(trakt: FakeTrakt, serializd: FakeSerializd, title: str, now: i
             runtime=45,
             first_aired=iso(aired + number * 7 * DAY),
         )
-    serializd.add_show(TMDB, title, seasons={1: 2})
+    serializd.add_show(TMDB, title, seasons={1: episodes})
     return show
 
 
@@ -205,6 +208,61 @@ def test_a_play_backdated_on_trakt_pairs_with_the_viewing_at_the_next_run(
     out = sync_by_cli(path, "--yes", "--full")  # the daily full read: the plays pair still
     assert _held(trakt, serializd) == (both, both), out
     assert "add_play" not in out, out
+
+
+@pytest.mark.parametrize("dated", ["released", "by hand"])
+def test_a_play_backdated_on_trakt_is_read_beside_a_recent_play_of_the_same_window(
+    tmp_path: Path, start_fake: Any, dated: str
+) -> None:
+    """As above, and between the same two runs the user watches another episode, scrobbled
+    to Trakt tonight: the recent play, read as ever, no longer hides the backdated one. The
+    next run finds both, reading the show's history, not all of Trakt's: the backdated play
+    pairs with the viewing, the recent one is copied to Serializd."""
+    trakt, serializd = start_fake(FakeTrakt()), start_fake(FakeSerializd())
+    now = int(time.time())
+    show = _aired_weekly(trakt, serializd, "Beside", now, episodes=3)
+    watched = now - 200 * DAY // 3600 * 3600
+    trakt.add_history(show.seasons[1].episodes[1], iso(watched))
+    serializd.log_entry(None, TMDB, 1, 1, backdate=iso(watched))
+    path = link_config_file(tmp_path, trakt, serializd)
+    sync_by_cli(path, "--yes")
+    full_reads = _full_reads(trakt)
+    seen = now - 100 * DAY // 3600 * 3600
+    serializd.log_entry(None, TMDB, 1, 2, backdate=iso(seen))
+    trakt.log_play(show.seasons[1].episodes[2], "released" if dated == "released" else iso(seen))
+    trakt.log_play(show.seasons[1].episodes[3], iso(now - 3600))
+    out = sync_by_cli(path, "--yes")
+    three = Counter({(1, 1): 1, (1, 2): 1, (1, 3): 1})
+    assert _held(trakt, serializd) == (three, three), out
+    assert "add_play trakt" not in out, out
+    assert _full_reads(trakt) == full_reads, out
+    out = sync_by_cli(path, "--yes", "--full")  # the daily full read: nothing left to do
+    assert _held(trakt, serializd) == (three, three), out
+    assert "add_play" not in out, out
+
+
+def test_an_old_play_removed_on_trakt_is_removed_on_serializd_at_the_next_run(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    """A play months old removed on trakt.tv: the next run carries the removal to Serializd,
+    as before, knowing it by the show's play count and reading that show's history, not all
+    of Trakt's."""
+    trakt, serializd = start_fake(FakeTrakt()), start_fake(FakeSerializd())
+    now = int(time.time())
+    show = _aired_weekly(trakt, serializd, "Removed", now, episodes=12)
+    played = {}
+    for number in range(1, 13):
+        watched = now - (200 + number) * DAY // 3600 * 3600
+        played[number] = trakt.add_history(show.seasons[1].episodes[number], iso(watched))
+        serializd.log_entry(None, TMDB, 1, number, backdate=iso(watched))
+    path = link_config_file(tmp_path, trakt, serializd)
+    sync_by_cli(path, "--yes")
+    full_reads = _full_reads(trakt)
+    trakt.unlog_play(played[4])
+    out = sync_by_cli(path, "--yes")
+    left = Counter({(1, n): 1 for n in range(1, 13) if n != 4})
+    assert _held(trakt, serializd) == (left, left), out
+    assert _full_reads(trakt) == full_reads, out
 
 
 @pytest.mark.parametrize("trakt_ahead", [0, 10 * 60], ids=["one clock", "trakt's 10 min ahead"])

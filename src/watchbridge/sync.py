@@ -716,9 +716,10 @@ async def _plan_profile(
     for r in readers:
         read_at[r.service] = clock()
         reads[r.service] = await r.read(profile, saved[r.service], baseline.get(r.service), full)
-    # A delta read that saw its side change where it does not look (`SideRead.missed`, a play
-    # backdated on Trakt): that side is read again in full now, before the plan would copy
-    # the other side's record of that viewing to it, and settled as a full read is.
+    # A delta read that saw its side change where it does not look, and cannot tell where
+    # (`SideRead.missed`, a play backdated on Trakt): that side is read again in full now,
+    # before the plan would copy the other side's record of that viewing to it, and settled
+    # as a full read is.
     whole = set(reads) if full else set()
     for r in readers:
         if not full and reads[r.service].missed and r.service in baseline:

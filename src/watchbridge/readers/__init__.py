@@ -49,9 +49,10 @@ class SideRead:
     # library was switched to Plex's current agents). Also each item's plex:// guid -> its
     # key: such a play may name the episode by nothing else.
     aliases: Mapping[str, str] = field(default_factory=dict)
-    # A delta read that saw the side change beyond where it looks (Trakt's history moved,
-    # and no play in the window it read accounts for it: a play dated further back, or one
-    # of those removed): the engine reads the side again in full in the same run.
+    # A delta read that saw the side change beyond where it looks and cannot tell where
+    # (Trakt's history moved, and its play counts do not say which show or movie: one gone
+    # from them, too many moved, or none): the engine reads the side again in full in the
+    # same run.
     missed: bool = False
 
 

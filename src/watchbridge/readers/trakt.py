@@ -3,9 +3,13 @@
 History has no delete feed, so a delta read re-reads a rolling window (the last week, or since
 the previous read if that is older) and the plays of the baseline inside that window that are
 gone count as removed; older plays are kept from the baseline until the daily full read.
-When history moved and the window shows no play new or gone, the change lies further back (a
-play backdated on trakt.tv, an old one removed): unless it was a write of ours, the read says
-so (`SideRead.missed`) and the engine reads Trakt in full in that run (`unaccounted`).
+When history moved and the change was no write of ours, it may lie further back than the
+window, beside what the window shows (a play backdated on trakt.tv, an old one removed):
+Trakt's play counts (`/sync/watched`, a few pages) are compared with the plays the read holds,
+and the history of each show or movie whose count moved is read (`counts_moved`,
+`groups_read`). Where the counts cannot tell (an item gone from them, too many moved, or
+history moved with nothing to show for it), the read says so (`SideRead.missed`) and the
+engine reads Trakt in full in that run.
 Ratings are re-read whole (one short listing) only when their activity stamp moved.
 
 Plays marked "watched on release date" (dated at their episode's air date + runtime) that a
@@ -19,8 +23,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from watchbridge.accounts import account_named
@@ -28,10 +33,11 @@ from watchbridge.config import Config, Link, link_profiles
 from watchbridge.deliver.trakt import forget_plays
 from watchbridge.http import RateLimited, Unavailable, changed_answer
 from watchbridge.logs import Repeating
+from watchbridge.loose import obj
 from watchbridge.metrics import Metrics
 from watchbridge.model import MediaRef
 from watchbridge.readers import Clock, OnTheirWay, SideRead, some_titles
-from watchbridge.reconcile import EXPECTED, UNDATED, Play, Side, given_once
+from watchbridge.reconcile import EXPECTED, UNDATED, Play, Side, given_once, settle_expected
 from watchbridge.release_marks import (
     LOOKUP_FORGOTTEN_AFTER,
     Moments,
@@ -69,6 +75,8 @@ from watchbridge.services.trakt import (
 )
 from watchbridge.sides import (
     WatchedEpisode,
+    episode_key,
+    movie_key,
     ref_for_key,
     trakt_episode_aliases,
     trakt_names_item,
@@ -117,6 +125,10 @@ VIEWINGS = "live_viewings"
 # air date and runtime seldom change once it aired.
 RELEASES_CACHE = "trakt-release-moments"
 RELEASES_TTL = 7 * 86400.0
+# The shows and movies whose play count moved are read one by one (a request per 250 of each
+# one's plays) up to this many, or up to one per 250 plays of the whole history where that is
+# more; past that the whole history is read instead, costing no more.
+ITEMS_READ_MOST = 10
 # Mirror collection: a show's TMDB id -> since when its release moments cannot be had, and
 # why (`release_marks.failed_lookups`): its plays wait a day at most, then sync as they are
 # dated, told on the link's status line.
@@ -457,6 +469,112 @@ def last_watched(activities: Mapping[str, Any], types: Sequence[str]) -> float |
     return max(found, default=None)
 
 
+def moved_types(types: Sequence[str], before: str, after: str) -> tuple[str, ...]:
+    """Of the history `types`, those whose watched stamp moved from `before` to `after` (the
+    "watched" of two `stamps`); all of them when `before` was kept for other types. Pure."""
+    old, new = before.split(","), after.split(",")
+    if len(old) != len(types) or len(new) != len(types):
+        return tuple(types)
+    return tuple(kind for kind, was, now in zip(types, old, new, strict=True) if was != now)
+
+
+def play_group(item: str) -> str | None:
+    """What Trakt counts the plays of `item` under in its watched snapshot, and reads one
+    history of (`/sync/history/{movies|shows}/{id}`): a movie (its key), or an episode's
+    show (the episode's key without its season and number). None for other keys. Pure."""
+    if item.startswith("movie:"):
+        return item
+    if item.startswith("episode:"):
+        return item.rpartition(":")[0]
+    return None
+
+
+@dataclass(frozen=True)
+class Counted:
+    """A movie or show of Trakt's watched snapshot: the history type and Trakt ids to read
+    its plays by, and how many it counts (None: a count watchbridge cannot read)."""
+
+    kind: str
+    trakt: tuple[str, ...]
+    plays: int | None
+
+
+def _entry_plays(entry: Mapping[str, Any]) -> int | None:
+    """A snapshot entry's plays: a show's are its episodes' (given with `extended=progress`,
+    specials too), else its own count (Trakt left `seasons` out for a while, trakt-api#844)."""
+
+    def count(value: Any) -> int | None:
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    seasons = entry.get("seasons")
+    if not isinstance(seasons, list):
+        return count(entry.get("plays"))
+    counts = [count(obj(e).get("plays")) for s in seasons for e in obj(s).get("episodes") or ()]
+    return None if None in counts else sum(c or 0 for c in counts)
+
+
+def watched_counts(watched: Iterable[Any]) -> dict[str, Counted]:
+    """`play_group` -> what Trakt's watched snapshot (`/sync/watched/movies` entries marked
+    `type` movie, and `/sync/watched/shows`, §10) counts of it. Entries that name no item a
+    read keys are left out, as their plays are from a read. Pure."""
+    counted: dict[str, Counted] = {}
+    for entry in watched:
+        if not isinstance(entry, dict):
+            continue
+        if entry.get("type") == "movie":
+            kind, ids = "movies", obj(obj(entry.get("movie")).get("ids"))
+            group = movie_key(ids)
+        else:
+            kind, ids = "shows", obj(obj(entry.get("show")).get("ids"))
+            tmdb = ids.get("tmdb")
+            group = play_group(episode_key(tmdb, 1, 1)) if tmdb else None
+        if group is None or not ids.get("trakt"):
+            continue
+        plays = _entry_plays(entry)
+        was = counted.get(group)  # two Trakt items of one TMDB id: both counted, both read
+        if was is not None:
+            plays = None if was.plays is None or plays is None else was.plays + plays
+        trakt = (*(was.trakt if was else ()), str(ids["trakt"]))
+        counted[group] = Counted(kind, trakt, plays)
+    return counted
+
+
+def counts_moved(counted: Mapping[str, Counted], plays: Sequence[Play]) -> tuple[list[str], bool]:
+    """The groups (`play_group`) whose plays Trakt counts (`watched_counts`) more of than
+    `plays` hold, plays we wrote included (those count there once landed), or fewer than
+    `plays` hold read from Trakt: a play added or removed there that the read does not show.
+    And whether some group `plays` hold read from Trakt is missing from the counts (all its
+    plays removed, or a count unread): the counts cannot tell. Pure."""
+    held: Counter[str] = Counter()
+    read: Counter[str] = Counter()
+    for play in settle_expected(Side(tuple(plays))).plays:
+        group = play_group(play.item)
+        if group is not None:
+            held[group] += 1
+            read[group] += not play.record.startswith(EXPECTED)
+    moved = [
+        group
+        for group, count in counted.items()
+        if count.plays is not None and (count.plays > held[group] or count.plays < read[group])
+    ]
+    return sorted(moved), any(n and group not in counted for group, n in read.items())
+
+
+def groups_read(
+    plays: Sequence[Play], history: Sequence[Any], groups: Collection[str]
+) -> tuple[Play, ...]:
+    """`plays` with those of `groups` read from Trakt replaced by `history`, those groups'
+    whole history (with what the plays held of entries watchbridge cannot read,
+    `unread_kept`); plays we wrote and have not read back yet are kept. Pure."""
+
+    def replaced(play: Play) -> bool:
+        return play_group(play.item) in groups and not play.record.startswith(EXPECTED)
+
+    read = Side(tuple(p for p in trakt_side(history, ()).plays if play_group(p.item) in groups))
+    kept = tuple(p for p in plays if not replaced(p))
+    return kept + read.plays + unread_kept(history, Side(tuple(filter(replaced, plays))), read)
+
+
 def rated_side(
     rated: Sequence[dict[str, Any]], baseline: Side, plays: tuple[Play, ...]
 ) -> tuple[Side, str]:
@@ -564,8 +682,10 @@ class TraktReader:
             history, _ = await self._keyed_as_before(profile, now, history, [])
             await self._note_viewings(profile, now, history)
             plays, unread = await asyncio.to_thread(delta_plays, history, baseline, since)
-            if await asyncio.to_thread(unaccounted, baseline, plays, since):
-                missed = await self._not_ours(profile, float(cursors["history_at"]))
+            if await self._not_ours(profile, float(cursors["history_at"])):
+                silent = await asyncio.to_thread(unaccounted, baseline, plays, since)
+                kinds = moved_types(self.types, cursors.get("watched", ""), moved["watched"])
+                plays, missed = await self._counts_read(profile, now, plays, silent, kinds)
             read = await asyncio.to_thread(trakt_watched_episodes, history, lately)
             if unread:
                 _UNREAD_HISTORY.warning(("history", profile), unread, now, profile=profile)
@@ -583,27 +703,79 @@ class TraktReader:
         return _side_read(saved, side, watched, missed)
 
     async def _not_ours(self, profile: str, read_at: float) -> bool:
-        """Whether the last change of Trakt's history, which a delta read did not see
-        (`unaccounted`), was not a write of ours: none of our plays or removals was delivered
-        since the last read (`read_at`), or the last was before Trakt's stamp of that change
-        (by Trakt's clock, put on ours: a host whose time sync failed is minutes off).
-        Logged when so: the engine reads Trakt in full in this run (`SideRead.missed`)."""
-        if self.store is not None:
-            ours = await asyncio.to_thread(
-                self.store.plays_written_at, profile, self.service, read_at
+        """Whether the last change of Trakt's history was not a write of ours: none of our
+        plays or removals was delivered since the last read (`read_at`), or the last was
+        before Trakt's stamp of that change (by Trakt's clock, put on ours: a host whose time
+        sync failed is minutes off)."""
+        if self.store is None:
+            return True
+        ours = await asyncio.to_thread(self.store.plays_written_at, profile, self.service, read_at)
+        changed = last_watched(self._activities.get(profile, {}), self.types)
+        return ours is None or (
+            changed is not None and changed - self.client.clock_skew > ours + STAMP_SLACK
+        )
+
+    async def _counts_read(
+        self,
+        profile: str,
+        now: float,
+        plays: tuple[Play, ...],
+        silent: bool,
+        kinds: Sequence[str],
+    ) -> tuple[tuple[Play, ...], bool]:
+        """`plays` (a delta read's, after a change of history not ours) with the shows and
+        movies whose play count on Trakt moved read whole (`counts_moved`, `groups_read`):
+        a play backdated on trakt.tv or an old one removed, also beside a recent play the
+        delta read shows. Only the counts of `kinds` are read (the history types whose stamp
+        moved). And whether Trakt is to be read in full instead (`SideRead.missed`): the
+        counts cannot tell, too many moved, or history moved with nothing to show for it
+        (`silent`: the delta read shows nothing new or gone)."""
+        try:
+            snapshot: list[Any] = []
+            for kind in kinds:
+                if kind == "movies":
+                    listed = await self.client.watched(profile, "movies")
+                    snapshot += [{**e, "type": "movie"} for e in listed if isinstance(e, dict)]
+                else:
+                    snapshot += await self.client.watched(profile, "shows")
+        except (TraktError, Unavailable) as exc:
+            if not _lookup_failed(exc):
+                raise  # the account's or the pace's: the run stops as it would anyway
+            log.warning(
+                "Trakt's play counts could not be read (%s): reading its history in full",
+                exc.said,
+                extra={"profile": profile},
             )
-            changed = last_watched(self._activities.get(profile, {}), self.types)
-            if ours is not None and (
-                changed is None or changed - self.client.clock_skew <= ours + STAMP_SLACK
-            ):
-                return False
+            return plays, True
+        snapshot, _ = await self._keyed_as_before(profile, now, snapshot, [])
+        counted = await asyncio.to_thread(watched_counts, snapshot)
+        prefixes = tuple("movie:" if kind == "movies" else "episode:" for kind in kinds)
+        counts = [p for p in plays if p.item.startswith(prefixes)]
+        groups, untold = await asyncio.to_thread(counts_moved, counted, counts)
+        too_many = len(groups) > max(ITEMS_READ_MOST, len(plays) // 250)
+        if untold or too_many or (silent and not groups):
+            log.info(
+                "Trakt's history changed outside the recent plays a run reads (a play dated "
+                "further back added, such as one marked 'watched on release date', or one "
+                "removed), and its play counts do not tell where: reading it in full",
+                extra={"profile": profile},
+            )
+            return plays, True
+        if not groups:
+            return plays, False
+        history: list[Any] = []
+        for group in groups:
+            for trakt in counted[group].trakt:
+                history += await self.client.history(profile, counted[group].kind, trakt)
+        history, _ = await self._keyed_as_before(profile, now, history, [])
         log.info(
             "Trakt's history changed outside the recent plays a run reads (a play dated "
             "further back added, such as one marked 'watched on release date', or one "
-            "removed): reading it in full",
+            "removed): read the history of the %d show(s) or movie(s) whose play count moved",
+            len(groups),
             extra={"profile": profile},
         )
-        return True
+        return await asyncio.to_thread(groups_read, plays, history, set(groups)), False
 
     async def _keyed_as_before(
         self,
