@@ -21,6 +21,8 @@ from tests.fakes.receiver import AlertReceiver
 from tests.harness import AppThread, statements_run
 from tests.test_app import wait_until
 from tests.test_walkthrough_plex_home import (
+    JAMIE,
+    JAMIE_SERIALIZD,
     SAM,
     SPY_FAMILY,
     SPY_PLEX,
@@ -231,3 +233,60 @@ def test_the_look_every_5_minutes_reads_no_play_taken_while_none_waits(
         "watchbridge: Plex's own webhook does not send Sam's plays",
         "watchbridge: Plex's own webhook does not send alex's plays",
     ]
+
+
+def at_minutes(home: Home, minutes: float) -> None:
+    """The running app's clock set `minutes` from now (negative: back), or right (0)."""
+    assert home.runtime is not None
+    home.runtime.clock = (lambda: time.time() + minutes * 60) if minutes else time.time
+
+
+def test_plexs_scrobble_coming_after_the_play_taken_from_tautulli_is_not_doubled(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
+) -> None:
+    # Plex Pass, but watchbridge was down when playback began: Plex's webhook told nothing of
+    # it, so Tautulli's Watched (85 %) was taken 30 minutes on. Plex's scrobble (90 %) came
+    # later still (a long film, a pause in the credits, a webhook sent late): the same
+    # viewing, no second play on Trakt, Serializd or AniList.
+    with open_home(tmp_path, start_fake, AS_PLEX_USERS) as home:
+        at_minutes(home, -65)
+        home.tautulli(tautulli("watched_episode.json", "27160034", "alex"))
+        home.tautulli(tautulli("watched_episode.json", SAM, "Sam", **SPY_TAUTULLI))
+        at_minutes(home, -35)
+        release(home)
+        home.settle()
+        assert home.trakt_plays() == ["Felina"] and home.logged() == [(1396, 16)]
+        assert home.sams_anime() == {SPY_FAMILY: ("CURRENT", 3, 0)}
+        at_minutes(home, 0)
+        for sample in ("episode_legacy_media_scrobble.json", "episode_legacy_media_stop.json"):
+            home.plex(plex(sample, 1, "alex"))
+            home.plex(plex(sample, SAM, "Sam", **SPY_PLEX))
+        home.settle()
+        assert home.trakt_plays() == ["Felina"] and home.logged() == [(1396, 16)]
+        assert home.sams_anime() == {SPY_FAMILY: ("CURRENT", 3, 0)}
+
+
+def test_a_rewatch_plex_sends_after_a_play_taken_from_tautulli_counts_again(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
+) -> None:
+    # A play taken from Tautulli (Plex's webhook sent nothing of it), then, within hours, the
+    # episode watched again from its start, which Plex's webhook tells of: a second play.
+    # Jamie's profile has no Trakt: no live state of the rewatch is queued for it.
+    users = AS_PLEX_USERS | {"jamie": f'{{plex: ["{JAMIE}"]}}'}
+    with open_home(tmp_path, start_fake, users) as home:
+        at_minutes(home, -180)
+        home.tautulli(tautulli("watched_episode.json", "27160034", "alex"))
+        home.tautulli(tautulli("watched_episode.json", JAMIE, "jamie.r"))
+        at_minutes(home, -150)
+        release(home)
+        home.settle()
+        at_minutes(home, -50)
+        home.plex(plex("episode_legacy_media_play.json", 1, "alex", viewOffset=0))
+        home.plex(plex("episode_legacy_media_play.json", JAMIE, "jamie.r", viewOffset=0))
+        at_minutes(home, 0)
+        home.plex(plex("episode_legacy_media_scrobble.json", 1, "alex"))
+        home.plex(plex("episode_legacy_media_scrobble.json", JAMIE, "jamie.r"))
+        home.settle()
+        assert home.trakt_plays() == ["Felina", "Felina"]
+        assert home.logged() == [(1396, 16), (1396, 16)]
+        assert home.logged(JAMIE_SERIALIZD[0]) == [(1396, 16), (1396, 16)]

@@ -23,6 +23,7 @@ import hashlib
 from dataclasses import dataclass, replace
 from typing import Any, Literal, NamedTuple
 
+from watchbridge.forplex import LOOKBACK
 from watchbridge.model import MediaEvent
 from watchbridge.reconcile import MATCH_WINDOW
 from watchbridge.senders import PAIR, TOGETHER_WITHIN
@@ -33,7 +34,8 @@ from watchbridge.senders import PAIR, TOGETHER_WITHIN
 # `ended`: stopped without its start seen: a start sent before the stop may still come after it.
 # `unmarked`: an item's marks after "mark unplayed" of its completion (`updated_at`: the unmark).
 # `reported`/`paired`: a Plex sender's last completion of a viewing, not yet / already matched
-# with the other sender's report of it (see `one_of_two_reports`).
+# with the other sender's report of it (see `one_of_two_reports`). `taken`: Tautulli's report
+# taken in Plex's webhook's stead (forplex.py), not yet matched: Plex's may come hours on.
 State = Literal[
     "playing",
     "paused",
@@ -46,6 +48,7 @@ State = Literal[
     "rated",
     "reported",
     "paired",
+    "taken",
 ]
 # A completed viewing's states: events after it go to _after_completion.
 AFTER_COMPLETION = ("completed", "restarting", "resumed", "unmarked")
@@ -63,6 +66,7 @@ STOPPED = ("stopped", "ended")
 # Sources whose completion signal comes once per playback (Plex's scrobble, Tautulli's Watched,
 # our generic schema's `played`); Jellyfin and Emby clients repeat theirs (see _after_completion).
 ONE_COMPLETION_PER_PLAYBACK = frozenset({"plex", "tautulli", "generic"})
+PLAYBACK = frozenset({"start", "resume", "pause", "progress"})  # a playback under way
 
 
 @dataclass(frozen=True)
@@ -240,16 +244,42 @@ def report_keys(report: Report, naming: Naming) -> tuple[str, str] | None:
 
 
 def one_of_two_reports(
-    own_key: str, other: Session | None, at: float
+    own_key: str, other: Session | None, at: float, taken_at: float | None = None
 ) -> tuple[bool, Session, Session | None]:
     """Whether a Plex sender's completion at `at` is its report of a viewing the other sender
     reported within TOGETHER_WITHIN (and no report of this one was matched with yet), and its
     record and the other's after it. Each report matches one of the other's: a rewatch is
-    reported by both too, and counts once more."""
-    together = other is not None and abs(at - other.updated_at) <= TOGETHER_WITHIN
-    if other is not None and other.state == "reported" and together:
-        return True, Session(own_key, "paired", None, 0, at), replace(other, state="paired")
-    return False, Session(own_key, "reported", None, 0, at), other
+    reported by both too, and counts once more. `taken_at`: this is Tautulli's report made
+    then, taken in Plex's webhook's stead after forplex.GRACE (Plex's webhook told nothing
+    of the item meanwhile): Plex's report of its viewing, should it come, is matched for
+    LOOKBACK after it (a long film, a pause in the credits, a webhook sent late), until Plex
+    tells of another viewing of the item (`begins_another_viewing`)."""
+    when = at if taken_at is None else taken_at
+    if other is not None and _together(other, when):
+        return True, Session(own_key, "paired", None, 0, when), replace(other, state="paired")
+    state: State = "reported" if taken_at is None else "taken"
+    return False, Session(own_key, state, None, 0, when), other
+
+
+def _together(other: Session, at: float) -> bool:
+    """Whether a Plex sender's report at `at` is of the viewing the other's unmatched one is."""
+    if other.state == "taken":
+        return -TOGETHER_WITHIN <= at - other.updated_at <= LOOKBACK
+    return other.state == "reported" and abs(at - other.updated_at) <= TOGETHER_WITHIN
+
+
+def begins_another_viewing(
+    other: Session | None, action: str, progress: float | None
+) -> Session | None:
+    """The other sender's report taken in Plex's webhook's stead (`taken`) once Plex's webhook
+    tells of a playback (`action`) of the item at most half way (or from its start: no
+    position): a viewing after it, whose reports are not its; None when it stays as it is.
+    Its own match with a report of Plex's then lapses with TOGETHER_WITHIN, long past."""
+    if other is None or other.state != "taken" or action not in PLAYBACK:
+        return None
+    if progress is not None and progress > RESTART_MAX_PROGRESS:
+        return None
+    return replace(other, state="reported")
 
 
 def after_the_others_report(other: Session | None, at: float, progress: float | None) -> bool:
@@ -258,10 +288,12 @@ def after_the_others_report(other: Session | None, at: float, progress: float | 
     credits, whose play ended the viewing on Trakt. Sent, a resume would show it as watching
     again and a pause leave a resume point for months, and this sender's report of it, left
     out (`one_of_two_reports`), would end neither. A position at most half way (or none:
-    Plex's start from the beginning) begins a rewatch."""
-    if other is None or other.state != "reported" or progress is None:
+    Plex's start from the beginning) begins a rewatch. Of a report taken in Plex's webhook's
+    stead (`taken`), for LOOKBACK: Plex's webhook told nothing of that viewing till then."""
+    if other is None or other.state not in ("reported", "taken") or progress is None:
         return False
-    return 0 <= at - other.updated_at <= TOGETHER_WITHIN and progress > RESTART_MAX_PROGRESS
+    within = LOOKBACK if other.state == "taken" else TOGETHER_WITHIN
+    return 0 <= at - other.updated_at <= within and progress > RESTART_MAX_PROGRESS
 
 
 def earlier_keys(event: MediaEvent) -> dict[str, str]:

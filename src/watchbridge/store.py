@@ -47,6 +47,7 @@ from watchbridge.playback import (
     Report,
     Session,
     after_the_others_report,
+    begins_another_viewing,
     ends_a_viewing,
     finished_its_rest,
     got_into_a_viewing,
@@ -1596,6 +1597,11 @@ class IngestJob:
     # A Plex sender's event (Plex's webhook, Tautulli's) as both name it, to pair the two
     # senders' reports of one viewing (playback.report_of). None: other sources.
     report: Report | None = None
+    # Tautulli's report taken in Plex's webhook's stead (forplex.py): when it was made.
+    taken_at: float | None = None
+    # The event's progress (MediaEvent.progress): a Plex playback at most half way after such
+    # a report begins another viewing (playback.begins_another_viewing).
+    progress: float | None = None
 
 
 # One webhook's events (recorded all or none), who waits for their rows, and on which loop.
@@ -1938,7 +1944,7 @@ def _one_play_of_two_reports(
         at = _plex_report_at(conn, job, other_key, look_back)
         if at is not None:
             other = Session(other_key, "reported", None, 0, at)
-    twice, own, other_after = one_of_two_reports(own_key, other, job.now)
+    twice, own, other_after = one_of_two_reports(own_key, other, job.now, job.taken_at)
     _save_session(conn, own, job.profile)
     if other_after is not None and other_after != other:
         _save_session(conn, other_after, job.profile)
@@ -3168,6 +3174,11 @@ class Store:
             return rows
         if any(row.action == "play" for row in rows):
             return _one_play_of_two_reports(conn, job, keys, rows, look_back)
+        if report.source == "plex":
+            taken = _session(conn, keys[1])
+            if (after := begins_another_viewing(taken, job.kind, job.progress)) is not None:
+                _save_session(conn, after, job.profile)
+                return rows
         return _live_states_of_its_own_viewing(conn, job, keys, rows)
 
     def prune(

@@ -1229,7 +1229,8 @@ def ingest_job(
     """What to record for one event (and the JSON it came in): the event, a pure decision
     over its session, and the account id its route learnt (`learnt`, kept with it). `server`:
     the Plex server of a Tautulli event naming none, where sure (`_plex_server`). `dated`: when
-    a play no webhook told of happened, by the server's own record (catchup.py)."""
+    a play no webhook told of happened, by the server's own record (catchup.py), or when
+    Tautulli reported one taken in Plex's webhook's stead (forplex.py)."""
     item = ref_to_dict(event.item)
     record = event_record(event, item)
     profile = runtime.config.profiles[profile_name]
@@ -1307,6 +1308,9 @@ def ingest_job(
         document=document,
         learnt=None if learnt is None else AccountLearnt(*learnt, KEPT, _clash_forgets(*learnt)),
         report=report_of(event, profile_name, server),
+        # Only a Tautulli report taken in Plex's webhook's stead is dated (forplex.py).
+        taken_at=dated if event.source == "tautulli" else None,
+        progress=event.progress,
     )
 
 
