@@ -86,7 +86,9 @@ def test_plays_plex_never_sends_are_taken_from_tautulli_once_and_told(
     home_on_tautulli: Opens, receiver: AlertReceiver
 ) -> None:
     with home_on_tautulli() as home:
-        a_viewing_by_tautulli(home, "27160034", "alex")
+        # Tautulli's template names the server (server_name); alex's names it not (as the
+        # template did before this release).
+        a_viewing_by_tautulli(home, "27160034", "alex", server_name="")
         a_viewing_by_tautulli(home, SAM, "Sam", **SPY_TAUTULLI)
         home.settle()
         assert home.trakt_plays() == [] and home.logged() == []  # Plex's webhook may come
@@ -103,15 +105,22 @@ def test_plays_plex_never_sends_are_taken_from_tautulli_once_and_told(
         listed = home.api_status()["not_sent_by_plex"]
     by_title = {m["title"]: m["message"] for m in receiver.messages}
     sams = by_title["watchbridge: Plex's own webhook does not send Sam's plays"]
-    assert f"Sam (id {SAM})" in sams and f"Plex server {SERVER}" in sams
+    # The server by the name Tautulli gives it; by its id where the template names none.
+    assert f"Sam (id {SAM})" in sams and "on Plex server Basement (" in sams
+    assert SERVER not in sams
     assert f"write {SAM_LINE} and take Sam (id {SAM}) out of profiles.sam.users.plex" in sams
     assert "1 play(s) were taken from Tautulli's reports" in sams
-    assert "watchbridge: Plex's own webhook does not send alex's plays" in by_title
+    alexs = by_title["watchbridge: Plex's own webhook does not send alex's plays"]
+    assert f"on Plex server {SERVER} (" in alexs
     (line,) = [one for one in status.splitlines() if "Sam (id" in one]
     assert line.startswith("not by plex:") and SAM_LINE in line, line
-    assert sorted((one["profile"], one["plays"], one["line"]) for one in listed) == [
-        ("alex", 1, 'profiles.alex.users.tautulli: ["27160034"]'),
-        ("sam", 1, SAM_LINE),
+    assert f"Sam (id {SAM}) on Plex server Basement:" in line and SERVER not in line
+    assert sorted(
+        (one["profile"], one["plays"], one["line"], one["server"], one["server_name"])
+        for one in listed
+    ) == [
+        ("alex", 1, 'profiles.alex.users.tautulli: ["27160034"]', SERVER, ""),
+        ("sam", 1, SAM_LINE, SERVER, "Basement"),
     ]
     # The line written: Sam's alert is resolved, naming where their plays go now.
     config = home.config.read_text(encoding="utf-8")
@@ -124,7 +133,7 @@ def test_plays_plex_never_sends_are_taken_from_tautulli_once_and_told(
         "Resolved: watchbridge: Plex's own webhook does not send Sam's plays"
     )
     assert receiver.messages[-1]["message"] == (
-        f"Tautulli's reports of Sam (id {SAM}) on Plex server {SERVER} go to profile sam at"
+        f"Tautulli's reports of Sam (id {SAM}) on Plex server Basement go to profile sam at"
         " once now."
     )
 
@@ -187,9 +196,8 @@ def test_the_alert_is_resolved_once_no_play_of_theirs_was_taken_for_six_weeks(
         time.sleep(0.3)
     assert [m["title"] for m in receiver.messages] == [title, f"Resolved: {title}"]
     assert receiver.messages[-1]["message"] == (
-        f"No play of Plex account {SAM} on Plex server {SERVER} was taken from Tautulli's"
-        " reports for 42 days; should Plex's own webhook not send one again, this is told"
-        " again."
+        f"No play of Plex account {SAM} was taken from Tautulli's reports for 42 days; should"
+        " Plex's own webhook not send one again, this is told again."
     )
 
 

@@ -235,8 +235,8 @@ def test_an_alert_is_resolved_once_plex_webhook_takes_the_accounts_plays(
         assert unlisted(app) == []
     assert receiver.titles()[-1] == f"Resolved: {title}"
     assert receiver.messages[-1]["message"] == (
-        "Plays of kiddo (id 9101) on Tautulli server d3a1f0c2b4e5968778695a4b3c2d1e0f9a8b7c6d"
-        " go to profile kid now, by Plex's own webhook."
+        "Plays of kiddo (id 9101) on Tautulli server Basement go to profile kid now, by Plex's"
+        " own webhook."
     )
 
 

@@ -1237,6 +1237,7 @@ async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
             {
                 "profile": one.profile,
                 "server": one.server,
+                "server_name": one.server_name,
                 "account_id": one.account_id,
                 "name": one.name,
                 "plays": plays,

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from watchbridge.config import Config
+from watchbridge.unlisted import server_name
 from watchbridge.unmapped import account_label
 
 ALERT_KIND = "unlisted_account"
@@ -42,7 +43,8 @@ KEY_PREFIX = "sent_by_plex:"  # of the alert's condition keys: KEY_PREFIX + SERV
 class ForPlex:
     """Tautulli's report of a play of a person `profile` lists under users.plex, as kept:
     `server` the Plex server's machine id ("" when the template names none and the profile's
-    server is not sure), `item` Plex's rating key, `body` Tautulli's JSON as it came."""
+    server is not sure: the alert's key, and /api/status's), `item` Plex's rating key, `body`
+    Tautulli's JSON as it came (its server's name, `server_name`, is read from there)."""
 
     id: int
     profile: str
@@ -60,8 +62,20 @@ class ForPlex:
         return account_label(self.name or None, self.account_id or None)
 
     @property
+    def server_name(self) -> str:
+        """The server's name as Tautulli gives it ({server_name}; "" where the template names
+        none, as templates before this release did), read from the report kept."""
+        try:
+            document = json.loads(self.body)
+        except ValueError:
+            return ""
+        return server_name("tautulli", document if isinstance(document, dict) else None)
+
+    @property
     def server_shown(self) -> str:
-        return _server_shown(self.server)
+        """The server as the user knows it: by its name, else its machine id."""
+        name = self.server_name or self.server
+        return f"Plex server {name}" if name else "your Plex server"
 
     @property
     def key(self) -> str:
@@ -83,10 +97,6 @@ class ForPlex:
             f"write {self.line(config)} and take {self.label} out of"
             f" profiles.{self.profile}.users.plex"
         )
-
-
-def _server_shown(server: str) -> str:
-    return f"Plex server {server}" if server else "your Plex server"
 
 
 def title(one: ForPlex) -> str:
@@ -125,11 +135,12 @@ def lapsed(key: str) -> str | None:
     another alert of ALERT_KIND."""
     if not key.startswith(KEY_PREFIX):
         return None
-    server, _, account = key.removeprefix(KEY_PREFIX).partition(":")
+    # The server is left out: its name went with the reports (the title names the person).
+    account = key.removeprefix(KEY_PREFIX).partition(":")[2]
     return (
-        f"No play of Plex account {account} on {_server_shown(server)} was taken from"
-        f" Tautulli's reports for {KEEP / 86400:.0f} days; should Plex's own webhook not send"
-        " one again, this is told again."
+        f"No play of Plex account {account} was taken from Tautulli's reports for"
+        f" {KEEP / 86400:.0f} days; should Plex's own webhook not send one again, this is told"
+        " again."
     )
 
 

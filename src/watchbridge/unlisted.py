@@ -199,7 +199,8 @@ def utc_day(at: float) -> str:
 
 def server_name(source: str, document: Mapping[str, object] | None) -> str:
     """The server's own name in a webhook's JSON, where its sender gives one (Plex's
-    Server.title, Jellyfin's ServerName, Emby's Server.Name), for the user to know it by."""
+    Server.title, Jellyfin's ServerName, Emby's Server.Name, Tautulli's {server_name} where
+    its template names it), for the user to know it by."""
     if not document:
         return ""
     if source == "plex":
@@ -210,6 +211,10 @@ def server_name(source: str, document: Mapping[str, object] | None) -> str:
     elif source == "emby":
         named = document.get("Server")
         found = named.get("Name") if isinstance(named, dict) else None
+    elif source == "tautulli":
+        found = document.get("server_name")
+        if isinstance(found, str) and found.startswith("{") and found.endswith("}"):
+            return ""  # left unfilled: a Tautulli without the parameter
     else:
         return ""
     return found[:200] if isinstance(found, str) else ""
