@@ -112,6 +112,9 @@ def test_plays_plex_never_sends_are_taken_from_tautulli_once_and_told(
     assert "1 play(s) were taken from Tautulli's reports" in sams
     alexs = by_title["watchbridge: Plex's own webhook does not send alex's plays"]
     assert f"on Plex server {SERVER} (" in alexs
+    # Only Tautulli's Watched is kept: alex's Trakt is told nothing live, and the alert says so.
+    assert "Meanwhile Trakt does not show what they are watching" in alexs
+    assert "Trakt" not in sams  # Sam's profile has no Trakt
     (line,) = [one for one in status.splitlines() if "Sam (id" in one]
     assert line.startswith("not by plex:") and SAM_LINE in line, line
     assert f"Sam (id {SAM}) on Plex server Basement:" in line and SERVER not in line

@@ -26,7 +26,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from watchbridge.config import Config
+from watchbridge.config import Config, targets_for
 from watchbridge.unlisted import server_name
 from watchbridge.unmapped import account_label
 
@@ -112,7 +112,20 @@ def alert_body(one: ForPlex, plays: int, config: Config) -> str:
         f" {one.server_shown} (Plex sends webhooks only with Plex Pass). To have them at once,"
         f" {one.fix(config)}.\n\n"
         f"Nothing is lost meanwhile: {plays} play(s) were taken from Tautulli's reports,"
-        f" {minutes:.0f} minutes late, dated when Tautulli reported them."
+        f" {minutes:.0f} minutes late, dated when Tautulli reported them.{_not_live(one, config)}"
+    )
+
+
+def _not_live(one: ForPlex, config: Config) -> str:
+    """What Trakt misses meanwhile, for a profile whose plays go there: Tautulli's starts and
+    pauses are not kept (sent late, they would show a viewing long over as playing)."""
+    profile = config.profiles.get(one.profile)
+    if profile is None or "trakt" not in targets_for(config, profile):
+        return ""
+    return (
+        " Meanwhile Trakt does not show what they are watching: Tautulli's starts and pauses are"
+        f" not sent ({GRACE / 60:.0f} minutes late, they would show a viewing long over as"
+        " playing); with the line written they are sent as they happen."
     )
 
 
