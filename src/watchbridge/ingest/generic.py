@@ -90,6 +90,9 @@ ID_NAMES = ("trakt", "imdb", "tmdb", "tvdb", "anilist", "mal", "anidb", "slug")
 SHORTEST_DURATION_MS = 30_000
 FUTURE_SLACK = 600.0  # two clocks may differ; a zone left out is hours
 ZONES_APART = 14 * 3600.0  # no time zone is further from UTC (Kiribati, UTC+14)
+# Before this (1971-01-01 UTC), in any zone: a sender's clock never set (a box without a
+# real-time clock booted at 1970, its time not yet synced), not a viewing's date.
+SENDER_UNSET_BEFORE = 365 * 86400.0
 # What a template renders for a missing value: Home Assistant's None, and its entity states.
 PLACEHOLDERS = frozenset({"none", "null", "unknown", "unavailable"})
 
@@ -224,14 +227,19 @@ def dated(result: Accepted, now: float) -> Accepted | Rejected:
     """`result` checked against the clock (`now`): a day sent without a time that is today
     where watchbridge runs stands for now when its noon is still ahead (a play logged this
     morning); an event dated more than FUTURE_SLACK after `now` (most often a local time sent
-    without its zone, which reads as UTC) is refused, since it would be the play's date."""
+    without its zone, which reads as UTC) is refused, since it would be the play's date. One
+    dated in 1970 is the sender's clock never set: it is dated as it arrives."""
     document = result.document or {}
     day = _day(document.get("watched_at"))
-    if day is not None and day == datetime.fromtimestamp(now).date():
-        events = [
-            replace(e, occurred_at=now) if e.occurred_at and e.occurred_at > now else e
-            for e in result.events
-        ]
+    today = day is not None and day == datetime.fromtimestamp(now).date()
+    events = [
+        replace(e, occurred_at=now)
+        if e.occurred_at is not None
+        and ((today and e.occurred_at > now) or _epoch_year(e.occurred_at))
+        else e
+        for e in result.events
+    ]
+    if events != result.events:
         result = replace(result, events=events)
     ahead = max((e.occurred_at - now for e in result.events if e.occurred_at), default=0.0)
     # A clock never set (a board booted at 1970) cannot judge: the sender's time stands.
@@ -253,6 +261,11 @@ def dated(result: Accepted, now: float) -> Accepted | Rejected:
         f"watched_at: {ahead / 3600:.1f} hours ahead of this server's clock; a time without "
         "a zone is UTC: add yours (e.g. 2025-03-14T21:48:02+01:00) or Z"
     )
+
+
+def _epoch_year(at: float) -> bool:
+    """Whether `at` is in 1970 in some zone: a sender's clock never set."""
+    return -ZONES_APART <= at < SENDER_UNSET_BEFORE
 
 
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")

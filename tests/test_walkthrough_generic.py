@@ -1,0 +1,319 @@
+"""Walkthrough: a Kodi household on the generic webhook, no Plex or Jellyfin.
+
+Two Kodi boxes in the living room post `/webhooks/generic` from a service add-on script, and a
+Home Assistant automation posts a `played` when the Blu-ray player finishes a film. Alice's
+plays go to Serializd and AniList, Bob's to Serializd and Trakt (he has a Trakt app). The JSON
+is what a user writes from docs/webhooks.md's schema; the running app takes it over real HTTP,
+and what is asserted is what the fake Serializd, AniList and Trakt hold at the end."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.fakes.anilist import FakeAniList
+from tests.fakes.base import FakeServer
+from tests.fakes.serializd import ALICE, FakeSerializd, User
+from tests.fakes.trakt import CLIENT_ID, FakeTrakt
+from tests.harness import AppThread, free_port, settle, sign_in_trakt
+from tests.test_walkthrough_anime_jellyfin import Clock, start_fakes
+from tests.unpaced import unpaced
+from watchbridge.config import load_config
+from watchbridge.wiring import build_app, build_runtime
+
+SECRET = "kodi-household-secret-0123456789"
+BREAKING_BAD = 1396  # TMDB
+BREAKING_BAD_TVDB = 81189
+FRIEREN_TMDB, FRIEREN_TVDB, FRIEREN_ANILIST = 209867, 424536, 154587
+ARRIVAL = {"imdb": "tt2543164", "tmdb": 329865}
+DAY = 86400.0
+
+
+class House:
+    """The household's watchbridge and the fakes it delivers to, on one clock."""
+
+    def __init__(
+        self,
+        app: AppThread,
+        db: Path,
+        clock: Clock,
+        serializd: FakeSerializd,
+        anilist: FakeAniList,
+        trakt: FakeTrakt,
+        bob: User,
+    ) -> None:
+        self.app, self.db, self.clock = app, db, clock
+        self.serializd, self.anilist, self.trakt, self.bob = serializd, anilist, trakt, bob
+
+    def send(self, body: Any, **headers: str) -> httpx.Response:
+        """POST as the Kodi script does: JSON to the generic URL with the secret in its path."""
+        return httpx.post(
+            f"{self.app.url}/webhooks/generic/{SECRET}",
+            content=body if isinstance(body, bytes) else _json(body),
+            headers={"Content-Type": "application/json", **headers},
+        )
+
+    def post(self, body: dict[str, Any]) -> httpx.Response:
+        answer = self.send(body)
+        assert answer.status_code in (200, 202), answer.text
+        return answer
+
+    def shift(self, seconds: float) -> None:
+        self.clock.ahead += seconds
+        self.serializd.advance(seconds)
+        self.anilist.advance(seconds)
+        self.trakt.advance(seconds)
+
+    def settle(self) -> None:
+        settle(self.db, self.clock)
+
+    def now_iso(self, hours: int = 1) -> str:
+        """`datetime.now().astimezone().isoformat()` on a box `hours` east of UTC."""
+        zone = timezone(timedelta(hours=hours))
+        return datetime.fromtimestamp(self.clock(), zone).isoformat()
+
+    def diary(self, user: User | None = None) -> list[tuple[int, int, int, str]]:
+        """A Serializd diary (Alice's by default): (show, season, episode, date) by date."""
+        found = []
+        for r in self.serializd.diary(user):
+            show = self.serializd.shows[r.show_id]
+            season = show.season_by_id(r.season_id) if r.season_id else None
+            number = season.number if season else -1
+            found.append((r.show_id, number, r.episode_number or 0, r.watched_at))
+        return sorted(found, key=lambda row: row[3])
+
+
+def _json(body: Any) -> bytes:
+    return json.dumps(body).encode()
+
+
+@pytest.fixture
+def house(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[House]:
+    unpaced(monkeypatch, "anilist", "serializd", "trakt")
+    clock = Clock()
+    anilist, lists, serializd, _ = start_fakes(start_fake, "jellyfin", clock)
+    trakt = start_fake(FakeTrakt())
+    assert isinstance(trakt, FakeTrakt)
+    anilist.add_media(FRIEREN_ANILIST, episodes=28, format="TV")
+    serializd.seed_reference_catalogue()
+    serializd.add_show(FRIEREN_TMDB, "Frieren", {1: 38})
+    bob = serializd.add_user("bob@example.com", "bobs password", "bob_tv")
+    show = trakt.add_show(
+        "Breaking Bad", 2008, imdb="tt0903747", tmdb=BREAKING_BAD, tvdb=BREAKING_BAD_TVDB
+    )
+    for number in range(1, 17):
+        trakt.add_episode(show, 5, number, tvdb=4637600 + number)
+    trakt.add_movie("Arrival", 2016, **ARRIVAL)
+    urls = "".join(f"      {name}: {url}\n" for name, url in lists.urls().items())
+    email, password, _ = ALICE
+    path = tmp_path / "watchbridge.yaml"
+    path.write_text(
+        f"server: {{host: 127.0.0.1, port: {free_port()}, webhook_secret: {SECRET}}}\n"
+        f"storage: {{path: {tmp_path / 'watchbridge.db'}}}\n"
+        "services:\n"
+        f'  anilist:\n    api_url: "{anilist.url}"\n    auth_url: "{anilist.auth_url}"\n'
+        f"    mapping_urls:\n{urls}"
+        f'  serializd: {{api_url: "{serializd.url}"}}\n'
+        f'  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}\n'
+        "profiles:\n"
+        "  alice:\n    users: {generic: [alice]}\n"
+        f'    accounts: {{anilist: {{token: "{anilist.issue_token()}"}},'
+        f' serializd: {{email: "{email}", password: "{password}"}}}}\n'
+        "  bob:\n    users: {generic: [bob]}\n"
+        f'    accounts: {{trakt: {{}}, serializd: {{token: "{serializd.issue_token(bob)}"}}}}\n',
+        encoding="utf-8",
+    )
+    runtime = build_runtime(load_config(path, {}), clock=clock)
+    with AppThread(build_app(runtime)) as app:
+        sign_in_trakt(runtime.store, trakt, "bob", now=clock())
+        yield House(app, Path(runtime.config.storage.path), clock, serializd, anilist, trakt, bob)
+
+
+def kodi(
+    event: str, user: str, player: str, number: int, position: float, **extra: Any
+) -> dict[str, Any]:
+    """What the Kodi add-on posts about Breaking Bad S5E`number` (48 minutes) at `position`
+    (0-1) of it: `getTime()` and `getTotalTime()` times 1000, the show's `uniqueid`s."""
+    duration = 48 * 60
+    show = {"title": "Breaking Bad", "ids": {"tmdb": str(BREAKING_BAD), "tvdb": "81189"}}
+    return {
+        "event": event,
+        "user": user,
+        "player": player,
+        "position_ms": int(position * duration * 1000),
+        "duration_ms": duration * 1000,
+        "item": {"type": "episode", "season": 5, "number": number, "show": show},
+        **extra,
+    }
+
+
+def near(logged: str, at: float) -> bool:
+    """Whether a date Serializd or Trakt keeps is `at`, to the minute Trakt keeps."""
+    return abs(datetime.fromisoformat(logged).timestamp() - at) < 61
+
+
+def test_a_scripts_retries_make_one_play_and_a_rewatch_the_next_day_another(
+    house: House,
+) -> None:
+    house.post(kodi("start", "alice", "kodi-livingroom", 14, 0.0, watched_at=house.now_iso()))
+    house.shift(47 * 60)
+    finished = house.clock()
+    stop = kodi("stop", "alice", "kodi-livingroom", 14, 0.98, watched_at=house.now_iso())
+    assert house.post(stop | {"session": "a1"}).json()["queued"] == 2  # Serializd, AniList
+    house.shift(30)  # the script timed out waiting for the answer and posts again
+    assert house.post(stop | {"session": "a1"}).json()["queued"] == 0
+    assert house.post(stop | {"session": "a2"}).json()["queued"] == 0  # a new request id
+    house.shift(DAY)
+    house.post(kodi("start", "alice", "kodi-livingroom", 14, 0.0))
+    house.shift(47 * 60)
+    again = house.clock()
+    house.post(kodi("stop", "alice", "kodi-livingroom", 14, 0.99))
+    house.settle()
+    diary = house.diary()
+    assert [row[:3] for row in diary] == [(BREAKING_BAD, 5, 14)] * 2, diary
+    assert near(diary[0][3], finished) and near(diary[1][3], again), diary
+    assert house.anilist.snapshot() == {}  # not an anime: nothing on AniList
+
+
+def test_kodis_playback_events_scrobble_to_trakt_and_a_stop_at_95_percent_is_a_play(
+    house: House,
+) -> None:
+    box = ("bob", "kodi-livingroom")
+    house.post(kodi("start", *box, 14, 0.0))
+    house.settle()
+    watching = house.trakt.watching()
+    assert watching is not None and watching.item.number == 14
+    house.shift(10 * 60)
+    house.post(kodi("pause", *box, 14, 0.21))
+    house.shift(5 * 60)
+    house.post(kodi("resume", *box, 14, 0.21))
+    house.shift(36 * 60)
+    finished = house.clock()
+    house.post(kodi("stop", *box, 14, 0.95))  # no `played`: Kodi says nothing of it
+    house.settle()
+    (play,) = house.trakt.history()
+    assert (play.item.season, play.item.number) == (5, 14) and near(play.watched_at, finished)
+    assert house.trakt.watching() is None
+    ((show, season, number, logged),) = house.diary(house.bob)
+    assert (show, season, number) == (BREAKING_BAD, 5, 14) and near(logged, finished)
+    # A stop at 60 % is no play: Trakt keeps where it stopped.
+    house.shift(DAY)
+    house.post(kodi("start", *box, 15, 0.0))
+    house.shift(20 * 60)
+    house.post(kodi("stop", *box, 15, 0.6))
+    house.settle()
+    assert len(house.trakt.history()) == 1 and len(house.diary(house.bob)) == 1
+
+
+def test_the_blu_ray_automations_played_film_lands_once_on_trakt(house: House) -> None:
+    # Home Assistant: the Blu-ray player's media_title and nothing else, sent twice (the end,
+    # then the player switched off), as `played`.
+    for _ in range(2):
+        house.post(
+            {
+                "event": "played",
+                "user": "bob",
+                "player": "media_player.bluray",
+                "watched_at": house.now_iso(-5),
+                "item": {"type": "movie", "title": "Arrival (2016)"},
+            }
+        )
+        house.shift(90)
+    house.settle()
+    (play,) = house.trakt.history()
+    assert play.item.title == "Arrival"
+    assert house.diary(house.bob) == []  # Serializd keeps shows only
+
+
+EPISODE = {
+    "type": "episode",
+    "season": 5,
+    "number": 14,
+    "show": {"title": "Breaking Bad", "ids": {"tmdb": BREAKING_BAD}},
+}
+PLAYED = {"event": "played", "user": "alice", "player": "kodi-livingroom", "item": EPISODE}
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "said"),
+    [
+        pytest.param(
+            PLAYED | {"item": EPISODE | {"season": "five"}},
+            "application/json",
+            "item.season: must be a whole number >= 0",
+            id="a-word-for-a-number",
+        ),
+        pytest.param(
+            PLAYED | {"watched_at": 1741985282000},
+            "application/json",
+            "watched_at: must be an ISO-8601 time between 1900 and 2200, e.g. 2025-03-14T20:48:02Z",
+            id="epoch-ms",
+        ),
+        pytest.param(
+            PLAYED | {"item": {"type": "episode", "season": 5, "number": 14}},
+            "application/json",
+            "item.show: an episode without ids needs show ids or a show title",
+            id="no-show",
+        ),
+        pytest.param(
+            PLAYED | {"item": {"type": "episode", "title": "Ozymandias"}},
+            "application/json",
+            "item.show: an episode without ids needs show ids or a show title",
+            id="title-only",
+        ),
+        pytest.param(
+            PLAYED | {"event": "ended"},
+            "application/json",
+            "event: must be one of start, pause, resume, progress, stop, played, unplayed, rate",
+            id="unknown-event",
+        ),
+    ],
+)
+def test_a_script_writers_mistake_is_a_400_saying_what_to_fix(
+    house: House, body: Any, content_type: str, said: str
+) -> None:
+    answer = house.send(body, **{"Content-Type": content_type})
+    assert (answer.status_code, answer.json()) == (400, {"status": "malformed", "error": said})
+    house.settle()
+    assert house.diary() == []
+
+
+def test_json_sent_as_any_content_type_and_numbers_as_digit_strings_are_taken(
+    house: House,
+) -> None:
+    # curl -d without -H, and Python's urllib, say application/x-www-form-urlencoded; Home
+    # Assistant's templates render numbers as text.
+    for number, content_type in ((1, "application/x-www-form-urlencoded"), (2, "text/plain")):
+        digits = PLAYED | {"item": EPISODE | {"season": "5", "number": str(number)}}
+        answer = house.send(digits, **{"Content-Type": content_type})
+        assert answer.status_code == 202, answer.text
+    house.settle()
+    assert [row[:3] for row in house.diary()] == [(BREAKING_BAD, 5, 1), (BREAKING_BAD, 5, 2)]
+
+
+def test_a_box_whose_clock_is_wrong(house: House) -> None:
+    # Days ahead: no zone is so far; the answer says to set a clock right.
+    ahead = house.send(PLAYED | {"watched_at": "2099-01-01T00:00:00Z"})
+    assert ahead.status_code == 400 and "set the clock" in ahead.json()["error"]
+    # Minutes ahead (two clocks): dated as it arrives.
+    arrived = house.clock()
+    soon = datetime.fromtimestamp(arrived + 300, UTC).isoformat()
+    house.post(PLAYED | {"watched_at": soon, "item": EPISODE | {"number": 1}})
+    # A box without a real-time clock, booted at 1970 and not yet set: dated as it arrives,
+    # not in 1970.
+    house.shift(DAY)
+    booted = house.clock()
+    stop = kodi("stop", "alice", "kodi-bedroom", 2, 0.97, watched_at="1970-01-01T00:04:10+01:00")
+    house.post(stop)
+    house.settle()
+    diary = house.diary()
+    assert [row[:3] for row in diary] == [(BREAKING_BAD, 5, 1), (BREAKING_BAD, 5, 2)], diary
+    assert near(diary[0][3], arrived) and near(diary[1][3], booted), diary
