@@ -362,7 +362,10 @@ def test_truncated_json_is_rejected_in_one_line() -> None:
 
 
 def test_json_array_is_rejected() -> None:
-    assert read_body(b"[1, 2]", "application/json") == Rejected("body is JSON but not an object")
+    assert read_body(b"[1, 2]", "application/json") == Rejected(
+        "body is a JSON list, not an object: post each event on its own"
+    )
+    assert read_body(b'"x"', "application/json") == Rejected("body is JSON but not an object")
 
 
 def test_empty_body_is_rejected() -> None:

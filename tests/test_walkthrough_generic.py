@@ -270,6 +270,12 @@ PLAYED = {"event": "played", "user": "alice", "player": "kodi-livingroom", "item
             id="title-only",
         ),
         pytest.param(
+            [PLAYED, PLAYED | {"item": EPISODE | {"number": 15}}],
+            "application/json",
+            "body is a JSON list, not an object: post each event on its own",
+            id="a-list",
+        ),
+        pytest.param(
             PLAYED | {"event": "ended"},
             "application/json",
             "event: must be one of start, pause, resume, progress, stop, played, unplayed, rate",

@@ -364,9 +364,15 @@ def decode_json(raw: bytes, what: str) -> dict[str, object] | Rejected:
     except _FAST_REFUSED:
         return _decode_json_leniently(raw, what)
     if not isinstance(decoded, dict):
-        return Rejected(f"{what} is JSON but not an object")
+        return _not_an_object(what, decoded)
     # An empty string is written `""` whatever escapes are used, so most bodies need no walk.
     return _drop_empty_strings(decoded) if b'""' in raw else decoded
+
+
+def _not_an_object(what: str, decoded: object) -> Rejected:
+    if isinstance(decoded, list):  # a script batching its events
+        return Rejected(f"{what} is a JSON list, not an object: post each event on its own")
+    return Rejected(f"{what} is JSON but not an object")
 
 
 def _decode_json_leniently(raw: bytes, what: str) -> dict[str, object] | Rejected:
@@ -395,7 +401,7 @@ def _decode_json_leniently(raw: bytes, what: str) -> dict[str, object] | Rejecte
     except ValueError as error:
         return Rejected(f"{what} is not JSON we accept: {_value_refused(error)}")
     if not isinstance(decoded, dict):
-        return Rejected(f"{what} is JSON but not an object")
+        return _not_an_object(what, decoded)
     return decoded  # empty strings were dropped while decoding
 
 
