@@ -276,6 +276,13 @@ PLAYED = {"event": "played", "user": "alice", "player": "kodi-livingroom", "item
             id="a-list",
         ),
         pytest.param(
+            {k: v for k, v in PLAYED.items() if k != "user"},
+            "application/json",
+            "user: required: the name a profile lists under users.generic (no profile is"
+            " `default`)",
+            id="no-user",
+        ),
+        pytest.param(
             PLAYED | {"event": "ended"},
             "application/json",
             "event: must be one of start, pause, resume, progress, stop, played, unplayed, rate",

@@ -930,6 +930,10 @@ async def _webhook(
             learnt.append(learn)
         jobs.append(ingest_job(runtime, name, event, result.document, learn, server))
         taken.append((event, name, server))
+    account = result.events[0].account
+    if source == "generic" and unmapped == len(result.events) and account == Account():
+        await _answer(runtime, send, source, "malformed", 400, started, error=generic.NO_USER)
+        return
     try:
         # All or none: a webhook refused halfway and sent again would record its first
         # events twice.

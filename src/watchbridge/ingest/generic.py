@@ -97,6 +97,10 @@ SENDER_UNSET_BEFORE = 365 * 86400.0
 PLACEHOLDERS = frozenset({"none", "null", "unknown", "unavailable"})
 
 
+# A body naming no one that no `default` profile takes: the script left `user` out.
+NO_USER = "user: required: the name a profile lists under users.generic (no profile is `default`)"
+
+
 def _absent(value: object) -> bool:
     """Null, or a template's placeholder for a missing value."""
     return value is None or (isinstance(value, str) and value.strip().lower() in PLACEHOLDERS)
