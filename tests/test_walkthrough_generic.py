@@ -283,6 +283,13 @@ PLAYED = {"event": "played", "user": "alice", "player": "kodi-livingroom", "item
             id="no-user",
         ),
         pytest.param(
+            b"event=played&user=alice&item=type",
+            "application/x-www-form-urlencoded",
+            "body is form fields, not JSON: post the event as one JSON object (curl -d"
+            " '{...}'; Python requests: json=body, not data=body)",
+            id="form-fields",
+        ),
+        pytest.param(
             PLAYED | {"event": "ended"},
             "application/json",
             "event: must be one of start, pause, resume, progress, stop, played, unplayed, rate",

@@ -20,11 +20,12 @@ __all__ = ["IGNORE_REASONS", "PARSERS", "SOURCES", "parse"]
 Parser = Callable[[bytes, str], ParseResult]
 
 
-def _from_body(parse_payload: Callable[[Payload], ParseResult]) -> Parser:
-    """A source parser that takes the raw body and its Content-Type."""
+def _from_body(parse_payload: Callable[[Payload], ParseResult], *, fields: bool = True) -> Parser:
+    """A source parser that takes the raw body and its Content-Type; `fields`: whether it
+    takes plain form fields (read_body)."""
 
     def parse_body(body: bytes, content_type: str) -> ParseResult:
-        decoded = read_body(body, content_type)
+        decoded = read_body(body, content_type, fields=fields)
         return decoded if isinstance(decoded, Rejected) else _with_document(parse_payload, decoded)
 
     return parse_body
@@ -69,7 +70,7 @@ PARSERS: dict[str, Parser] = {
     "jellyfin": _from_body(jellyfin.parse),
     "emby": _blank_is(_EMBY_BLANK, emby.parse),
     "tautulli": _blank_is(_TAUTULLI_BLANK, tautulli.parse),
-    "generic": _from_body(generic.parse),
+    "generic": _from_body(generic.parse, fields=False),  # our schema is JSON
 }
 SOURCES = tuple(PARSERS)
 

@@ -94,8 +94,11 @@ class Part:
         return media_type
 
 
-def read_body(body: bytes, content_type: str) -> dict[str, object] | Rejected:
-    """The JSON object a media server sent, or why it cannot be read (one line)."""
+def read_body(
+    body: bytes, content_type: str, *, fields: bool = True
+) -> dict[str, object] | Rejected:
+    """The JSON object a media server sent, or why it cannot be read (one line). `fields`:
+    whether plain form fields are one (Tautulli's form mode), not a script's mistake."""
     if not body or body.isspace():  # not body.strip(): no copy of a large body
         return Rejected("empty body")
     media_type, params = parse_header(content_type)
@@ -112,7 +115,7 @@ def read_body(body: bytes, content_type: str) -> dict[str, object] | Rejected:
     )
     decoded = decode_json(text, "body")
     if isinstance(decoded, Rejected) and _looks_form(media_type, body):
-        return _from_form(body, charset)
+        return _from_form(body, charset, fields)
     return decoded
 
 
@@ -336,9 +339,18 @@ def _payload_part(body: bytes, boundary: str) -> tuple[str, int, int] | tuple[()
     return PAYLOAD_NAMES[best[0]], best[1], best[2]
 
 
-def _from_form(body: bytes, charset: str = "utf-8") -> dict[str, object] | Rejected:
-    """A form with a JSON `payload`/`data` field, or plain fields (Tautulli's form mode);
-    `charset`: what its escapes encode."""
+# A script's JSON sent as form fields (Python requests' data=, curl -F).
+FORM_FIELDS = (
+    "body is form fields, not JSON: post the event as one JSON object (curl -d '{...}';"
+    " Python requests: json=body, not data=body)"
+)
+
+
+def _from_form(
+    body: bytes, charset: str = "utf-8", fields_taken: bool = True
+) -> dict[str, object] | Rejected:
+    """A form with a JSON `payload`/`data` field, or plain fields (Tautulli's form mode, when
+    `fields_taken`); `charset`: what its escapes encode."""
     errors = WINDOWS_1252_FALLBACK if charset == "utf-8" else "replace"
     fields = dict(
         parse_qsl(
@@ -353,6 +365,8 @@ def _from_form(body: bytes, charset: str = "utf-8") -> dict[str, object] | Rejec
             return decode_json(fields[name].encode(), f"form field {name}")
     if not fields:
         return Rejected("form body has no fields")
+    if not fields_taken:
+        return Rejected(FORM_FIELDS)
     plain: dict[str, object] = dict(fields)
     return _drop_empty_strings(plain)
 
