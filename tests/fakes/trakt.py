@@ -607,6 +607,11 @@ class FakeTrakt(FakeServer):
         self.ignore_page = False  # True: every listing answers its first page, whatever asked
         # False: /sync/watched/shows leaves out `seasons` even with extended=progress (#844)
         self.watched_seasons = True
+        # Show Trakt id -> ISO `reset_at` of a rewatch the user started on it (§10, VIP). As
+        # the reference sample has it (Game of Thrones: 3 plays of its episodes, `plays` 2),
+        # the show's own `plays` then counts the plays from then on only; its episodes' counts
+        # stay whole. SILENT: trakt-api#661 shows a count that looks like every play.
+        self.rewatching: dict[int, str] = {}
         self.upgrade_url = "https://trakt.tv/vip"
         # UNDOCUMENTED (the reference says only "air date + runtime", §9): the minutes after
         # its air date a play marked `released` is dated at when Trakt knows no runtime of the
@@ -1816,7 +1821,8 @@ class FakeTrakt(FakeServer):
         which pages at 100 at most (PlexTraktSync#2518) and leaves out season 0 without
         ``specials=true`` (trakt-api#792). ``extended=noseasons`` is gone with it.
         ``fake.watched_seasons = False`` leaves ``seasons`` out whatever is asked, as Trakt
-        did for a while (trakt-api#844).
+        did for a while (trakt-api#844). A show's own ``plays`` counts its specials too, and
+        only the plays since a rewatch started (``fake.rewatching``).
         """
         kind = req.params["type"]
         if kind == "movies":
@@ -1836,7 +1842,9 @@ class FakeTrakt(FakeServer):
         specials = req.query.get("specials") == "true"
         rows = []
         for show, es in shows.values():
-            row = _watched_json(es, reset_at=None, show=show.to_json())
+            reset_at = self.rewatching.get(show.trakt)
+            since = [e for e in es if reset_at is None or (e.watched_at or "") >= reset_at]
+            row = {**_watched_json(es, reset_at=reset_at, show=show.to_json()), "plays": len(since)}
             if progress and self.watched_seasons:
                 row["seasons"] = [
                     season for season in _watched_seasons(es) if specials or season["number"] != 0
