@@ -13,7 +13,7 @@ import pytest
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt, iso, parse_iso
 from tests.harness import loop_held, sign_in_trakt
 from watchbridge.config import Link, TraktConfig
-from watchbridge.http import Pacer
+from watchbridge.http import Pacer, RateLimited
 from watchbridge.model import Ids, MediaRef, ref_to_dict
 from watchbridge.readers import SideRead
 from watchbridge.readers.serializd import (
@@ -56,7 +56,7 @@ from watchbridge.reconcile import (
 from watchbridge.services.serializd import DiaryEntry, DiaryRead
 from watchbridge.services.trakt import HistoryPlay, TraktClient
 from watchbridge.sides import ref_for_key, trakt_side
-from watchbridge.store import Store
+from watchbridge.store import NewOutboxRow, Store
 
 DAY = 86400.0
 E1 = "episode:tmdb:1396:s1e1"
@@ -119,7 +119,9 @@ def test_trakt_play_counts_move_for_plays_a_read_lacks_not_for_ours_landed() -> 
     show the read holds plays of and the snapshot does not name cannot be told."""
     sample = Path(__file__).parent / "fixtures" / "trakt" / "sync_watched_shows.json"
     snapshot = watched_counts(json.loads(sample.read_text()))
-    assert snapshot["episode:tmdb:1399"] == Counted("shows", ("1390",), 3)  # Game of Thrones
+    # Game of Thrones: a rewatch started, its own count (2) the plays since, not its episodes' 3
+    reset = parse_iso("2026-09-06T19:00:00.000Z")
+    assert snapshot["episode:tmdb:1399"] == Counted("shows", ("1390",), 2, reset)
     counted = {"episode:tmdb:1396": snapshot["episode:tmdb:1396"]}
     assert counted["episode:tmdb:1396"] == Counted("shows", ("1",), 3)
     two = (Play(E1, 10.0, "1"), Play(E2, 20.0, "2"))
@@ -132,6 +134,31 @@ def test_trakt_play_counts_move_for_plays_a_read_lacks_not_for_ours_landed() -> 
     assert counts_moved(counted, four) == (["episode:tmdb:1396"], False)  # one removed there
     assert counts_moved({}, two) == ([], True)
     assert counts_moved({}, (Play(E3, 30.0, f"{EXPECTED}x"),)) == ([], False)
+
+
+def test_a_show_s_count_agreeing_with_its_plays_as_trakt_may_count_them_moved_nothing() -> None:
+    """A show's own count (the small snapshot, `extended=noseasons`) may or may not count its
+    specials, and since a rewatch started (`reset_at`) may count the plays since then only
+    (the reference sample) or all (trakt-api#661): either way it moved nothing, so the show is
+    not read again at every change of history; a play more or fewer than every way is."""
+    special = "episode:tmdb:1396:s0e1"
+    plays = (Play(E1, 10.0, "1"), Play(E2, 20.0, "2"), Play(special, 30.0, "3"))
+    for count in (3, 2):  # specials counted, or not
+        assert counts_moved({"episode:tmdb:1396": Counted("shows", ("1",), count)}, plays) == (
+            [],
+            False,
+        )
+    for count in (4, 1):
+        moved = counts_moved({"episode:tmdb:1396": Counted("shows", ("1",), count)}, plays)
+        assert moved == (["episode:tmdb:1396"], False)
+    for count in (3, 2, 1):  # all, or since the rewatch at 15 (with specials or not)
+        rewatched = {"episode:tmdb:1396": Counted("shows", ("1",), count, 15.0)}
+        assert counts_moved(rewatched, plays) == ([], False)
+    rewatched = {"episode:tmdb:1396": Counted("shows", ("1",), 4, 15.0)}
+    assert counts_moved(rewatched, plays) == (["episode:tmdb:1396"], False)
+    undated = (*plays, Play(E3, UNDATED, "4"))  # before any rewatch: the date is unknown
+    rewatched = {"episode:tmdb:1396": Counted("shows", ("1",), 2, 15.0)}
+    assert counts_moved(rewatched, undated) == ([], False)
 
 
 def test_only_the_play_counts_of_the_history_types_whose_stamp_moved_are_read() -> None:
@@ -669,3 +696,128 @@ async def test_an_old_play_removed_on_trakt_is_gone_from_the_next_read(
     assert len(read.side.plays) == 1999
     assert not read.missed
     assert len(trakt.requests) < 10, [r.path for r in trakt.requests]
+
+
+def _counts_requests(trakt: FakeTrakt) -> list[Any]:
+    return [r for r in trakt.requests if r.path.startswith("/sync/watched")]
+
+
+@pytest.mark.anyio
+async def test_the_play_counts_of_hundreds_of_shows_are_read_in_a_few_small_pages(
+    trakt: FakeTrakt, client: TraktClient, store: Store
+) -> None:
+    """300 shows of 20 episodes watched: the counts a run compares (a show's own) come in
+    pages of 250 shows without their seasons (`extended=noseasons`), not pages of 100 shows
+    with every episode's count (~130 kB each); the backdated play is found as before."""
+    now = time.time()
+    shows = [
+        trakt.add_show(f"Show {s}", 2000, tmdb=900_000 + s, seasons={1: 20}) for s in range(300)
+    ]
+    for s, show in enumerate(shows):
+        for number in range(1, 21):
+            trakt.add_history(show.seasons[1].episodes[number], iso(now - 40 * DAY - s * DAY))
+    added: list[Any] = []
+
+    def both() -> None:
+        added.append(trakt.log_play(shows[100].seasons[1].episodes[3], iso(now - 400 * DAY)))
+        added.append(trakt.log_play(shows[5].seasons[1].episodes[7], iso(now - 3600)))
+
+    _, read = await _read_twice(trakt, client, store, both)
+    assert {str(added[0].id), str(added[1].id)} <= {p.record for p in read.side.plays}
+    assert not read.missed
+    assert [r.query.get("extended") for r in _counts_requests(trakt)] == ["noseasons"] * 2
+
+
+@pytest.mark.anyio
+async def test_a_show_rewatched_on_trakt_is_not_read_again_for_its_count(
+    trakt: FakeTrakt, client: TraktClient, store: Store
+) -> None:
+    """A show the user started a rewatch of on Trakt (`reset_at`: its own count, as the
+    reference sample has it, the plays since then only) is not read whole at every run that
+    finds another app's play; a play backdated into the rewatch is found by its count."""
+    now = time.time()
+    shows, _ = _library(trakt, now)
+    trakt.rewatching[shows[3].trakt] = iso(now - 40 * DAY - 1000 * 600)  # half its plays after
+    recent = shows[5].seasons[1].episodes[90]
+    _, read = await _read_twice(trakt, client, store, lambda: trakt.log_play(recent, iso(now)))
+    assert not read.missed
+    assert not [r for r in trakt.requests if r.path.startswith("/sync/history/shows/")]
+    added: list[Any] = []
+
+    def both() -> None:
+        added.append(trakt.log_play(shows[3].seasons[1].episodes[2], iso(now - 30 * DAY)))
+        added.append(trakt.log_play(recent, iso(now - 60)))
+
+    _, read = await _read_twice(trakt, client, store, both)
+    assert str(added[0].id) in {p.record for p in read.side.plays}
+    assert not read.missed
+    assert [r.path for r in trakt.requests if r.path.startswith("/sync/history/shows/")] == [
+        f"/sync/history/shows/{shows[3].trakt}"
+    ]
+
+
+@pytest.mark.anyio
+async def test_a_run_where_nothing_of_trakt_s_history_moved_asks_for_no_play_counts(
+    trakt: FakeTrakt, client: TraktClient, store: Store
+) -> None:
+    """Read again with nothing moved on Trakt (the other side changed), or after a play of
+    ours only: neither asks for Trakt's play counts."""
+    now = time.time()
+    _library(trakt, now)
+    types = ("movies", "episodes")
+    first = await TraktReader(client, types, time.time, store).read("me", {}, None, full=True)
+    trakt.requests.clear()
+    again = await TraktReader(client, types, time.time, store).read(
+        "me", first.cursors, first.side, full=False
+    )
+    assert [r.path for r in trakt.requests] == ["/sync/last_activities"]
+    assert again.side.plays == first.side.plays and not again.missed
+    await add_play(client, 2, now - 200 * DAY)  # a write of ours (the store knows it below)
+    store.enqueue([NewOutboxRow("trakt", "me", "play", {}, "e2", "e2")], time.time())
+    for row in store.claim("w", time.time()):
+        store.complete(row.id, time.time())
+    trakt.requests.clear()
+    await TraktReader(client, types, time.time, store).read(
+        "me", first.cursors, first.side, full=False
+    )
+    assert _counts_requests(trakt) == []
+
+
+@pytest.mark.anyio
+async def test_trakt_failing_on_its_play_counts_has_the_run_read_its_history_in_full(
+    trakt: FakeTrakt, client: TraktClient, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The counts answered 502 at every try: the run reads Trakt's history in full instead
+    (`missed`), saying why; nothing backdated is lost in between."""
+    now = time.time()
+    shows, _ = _library(trakt, now)
+
+    def both() -> None:
+        trakt.log_play(shows[1].seasons[1].episodes[1], iso(now - 400 * DAY))
+        trakt.log_play(shows[2].seasons[1].episodes[90], iso(now - 3600))
+        trakt.fail_next(20, 502, route="GET /sync/watched/{type}")
+
+    _, read = await _read_twice(trakt, client, store, both)
+    assert read.missed
+    assert "play counts could not be read" in caplog.text
+
+
+@pytest.mark.anyio
+async def test_trakt_limiting_its_play_counts_ends_the_run_as_any_read_it_limits(
+    trakt: FakeTrakt, client: TraktClient, store: Store
+) -> None:
+    """A 429 with a long wait on the counts: the read stops (`RateLimited`, the run paused
+    until Trakt's time as for any read), no full read of the history is tried meanwhile."""
+    now = time.time()
+    shows, _ = _library(trakt, now)
+
+    def both() -> None:
+        trakt.log_play(shows[2].seasons[1].episodes[90], iso(now - 3600))
+        trakt.throttle_next(1, retry_after=600, route="GET /sync/watched/{type}")
+
+    with pytest.raises(RateLimited):
+        await _read_twice(trakt, client, store, both)
+    assert [r.path for r in trakt.requests if r.path.startswith("/sync/history/")] == [
+        "/sync/history/movies",
+        "/sync/history/episodes",
+    ]

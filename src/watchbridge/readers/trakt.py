@@ -5,11 +5,13 @@ the previous read if that is older) and the plays of the baseline inside that wi
 gone count as removed; older plays are kept from the baseline until the daily full read.
 When history moved and the change was no write of ours, it may lie further back than the
 window, beside what the window shows (a play backdated on trakt.tv, an old one removed):
-Trakt's play counts (`/sync/watched`, a few pages) are compared with the plays the read holds,
-and the history of each show or movie whose count moved is read (`counts_moved`,
-`groups_read`). Where the counts cannot tell (an item gone from them, too many moved, or
-history moved with nothing to show for it), the read says so (`SideRead.missed`) and the
-engine reads Trakt in full in that run.
+Trakt's play counts (`/sync/watched`, each movie's and each show's own: a page per 250) are
+compared with the plays the read holds, and the history of each show or movie whose count
+moved is read (`counts_moved`, `groups_read`). Where the counts cannot tell (an item gone from
+them, too many moved, history moved with nothing to show for it, or the counts unreadable),
+the read says so (`SideRead.missed`) and the engine reads Trakt in full in that run. A change
+that leaves an item's count as it was (an old play of it removed and another added between
+two runs) waits for the daily full read.
 Ratings are re-read whole (one short listing) only when their activity stamp moved.
 
 Plays marked "watched on release date" (dated at their episode's air date + runtime) that a
@@ -23,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -492,31 +493,32 @@ def play_group(item: str) -> str | None:
 @dataclass(frozen=True)
 class Counted:
     """A movie or show of Trakt's watched snapshot: the history type and Trakt ids to read
-    its plays by, and how many it counts (None: a count watchbridge cannot read)."""
+    its plays by, how many it counts (None: a count watchbridge cannot read), and since when
+    for a show the user started a rewatch of (`reset_at`, §10)."""
 
     kind: str
     trakt: tuple[str, ...]
     plays: int | None
+    reset_at: float | None = None
 
 
-def _entry_plays(entry: Mapping[str, Any]) -> int | None:
-    """A snapshot entry's plays: a show's are its episodes' (given with `extended=progress`,
-    specials too), else its own count (Trakt left `seasons` out for a while, trakt-api#844)."""
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
-    def count(value: Any) -> int | None:
-        return value if isinstance(value, int) and not isinstance(value, bool) else None
 
-    seasons = entry.get("seasons")
-    if not isinstance(seasons, list):
-        return count(entry.get("plays"))
-    counts = [count(obj(e).get("plays")) for s in seasons for e in obj(s).get("episodes") or ()]
-    return None if None in counts else sum(c or 0 for c in counts)
+def _reset_at(entry: Mapping[str, Any]) -> float | None:
+    stamp = entry.get("reset_at")
+    try:
+        return parse_iso(str(stamp)) if stamp else None
+    except ValueError:
+        return None
 
 
 def watched_counts(watched: Iterable[Any]) -> dict[str, Counted]:
     """`play_group` -> what Trakt's watched snapshot (`/sync/watched/movies` entries marked
-    `type` movie, and `/sync/watched/shows`, §10) counts of it. Entries that name no item a
-    read keys are left out, as their plays are from a read. Pure."""
+    `type` movie, and `/sync/watched/shows?extended=noseasons`, §10) counts of it: each item's
+    own `plays`. Entries that name no item a read keys are left out, as their plays are from
+    a read. Pure."""
     counted: dict[str, Counted] = {}
     for entry in watched:
         if not isinstance(entry, dict):
@@ -530,34 +532,56 @@ def watched_counts(watched: Iterable[Any]) -> dict[str, Counted]:
             group = play_group(episode_key(tmdb, 1, 1)) if tmdb else None
         if group is None or not ids.get("trakt"):
             continue
-        plays = _entry_plays(entry)
+        plays, reset_at = _count(entry.get("plays")), _reset_at(entry)
         was = counted.get(group)  # two Trakt items of one TMDB id: both counted, both read
         if was is not None:
-            plays = None if was.plays is None or plays is None else was.plays + plays
+            both = (was.plays, plays) if was.reset_at == reset_at else (None, None)
+            plays = None if None in both else sum(c or 0 for c in both)
         trakt = (*(was.trakt if was else ()), str(ids["trakt"]))
-        counted[group] = Counted(kind, trakt, plays)
+        counted[group] = Counted(kind, trakt, plays, reset_at)
     return counted
+
+
+def _told(count: Counted, plays: Sequence[tuple[str, float, bool]]) -> bool:
+    """Whether `count` agrees with the plays held of its item ((item, at, read from Trakt),
+    plays we wrote and have not read back yet counted there or not, as landed or not) in one
+    of the ways Trakt may count a show's plays: its specials counted or not (asked for
+    nowhere), and, since a rewatch started, every play (trakt-api#661) or those since then
+    (the reference sample). Pure."""
+    assert count.plays is not None
+    for specials in (True, False):
+        for since in {None, count.reset_at}:
+            kept = [
+                read
+                for item, at, read in plays
+                if (specials or ":s0e" not in item) and (since is None or at >= since)
+            ]
+            if sum(kept) <= count.plays <= len(kept):
+                return True
+    return False
 
 
 def counts_moved(counted: Mapping[str, Counted], plays: Sequence[Play]) -> tuple[list[str], bool]:
     """The groups (`play_group`) whose plays Trakt counts (`watched_counts`) more of than
     `plays` hold, plays we wrote included (those count there once landed), or fewer than
-    `plays` hold read from Trakt: a play added or removed there that the read does not show.
-    And whether some group `plays` hold read from Trakt is missing from the counts (all its
-    plays removed, or a count unread): the counts cannot tell. Pure."""
-    held: Counter[str] = Counter()
-    read: Counter[str] = Counter()
+    `plays` hold read from Trakt: a play added or removed there that the read does not show
+    (`_told`: in none of the ways Trakt may count them; a change that leaves the count
+    agreeing, such as an old play removed and another added of one item, waits for the daily
+    full read). And whether some group `plays` hold read from Trakt is missing from the counts
+    (all its plays removed, or a count unread): the counts cannot tell. Pure."""
+    held: dict[str, list[tuple[str, float, bool]]] = {}
     for play in settle_expected(Side(tuple(plays))).plays:
         group = play_group(play.item)
         if group is not None:
-            held[group] += 1
-            read[group] += not play.record.startswith(EXPECTED)
+            read = not play.record.startswith(EXPECTED)
+            held.setdefault(group, []).append((play.item, play.at, read))
     moved = [
         group
         for group, count in counted.items()
-        if count.plays is not None and (count.plays > held[group] or count.plays < read[group])
+        if count.plays is not None and not _told(count, held.get(group, ()))
     ]
-    return sorted(moved), any(n and group not in counted for group, n in read.items())
+    untold = any(group not in counted and any(r for _, _, r in ps) for group, ps in held.items())
+    return sorted(moved), untold
 
 
 def groups_read(
@@ -736,8 +760,8 @@ class TraktReader:
                 if kind == "movies":
                     listed = await self.client.watched(profile, "movies")
                     snapshot += [{**e, "type": "movie"} for e in listed if isinstance(e, dict)]
-                else:
-                    snapshot += await self.client.watched(profile, "shows")
+                else:  # each show's own count: a page of 250 shows, not 100 with episodes
+                    snapshot += await self.client.watched(profile, "shows", seasons=False)
         except (TraktError, Unavailable) as exc:
             if not _lookup_failed(exc):
                 raise  # the account's or the pace's: the run stops as it would anyway

@@ -1589,15 +1589,20 @@ class TraktClient:
             params["end_at"] = iso(end_at)
         return await self._pages(profile, path, params, shared={})
 
-    async def watched(self, profile: str, item_type: str) -> list[dict[str, Any]]:
+    async def watched(
+        self, profile: str, item_type: str, seasons: bool = True
+    ) -> list[dict[str, Any]]:
         """The watched snapshot (§10): every movie, or every show with its seasons and
-        episodes, with its number of plays; every page. Since mid-2026 Trakt pages it (100
+        episodes (`seasons` False: without them, `extended=noseasons`, each show's own count
+        only), with its number of plays; every page. Since mid-2026 Trakt pages it (100
         by default) and gives a show its `seasons` only with `extended=progress`, season 0
         only with `specials=true` (trakt-api discussion #775, #844, #792): asked plainly, the
-        first 100 items came back, none with an episode's plays."""
+        first 100 items came back, none with an episode's plays. With `progress` it pages at
+        100 shows at most (PlexTraktSync#2518), without at 250."""
         params: dict[str, Any] = {"limit": 250}
         if item_type == "shows":
-            params |= {"extended": "progress", "specials": "true"}
+            shape = {"extended": "progress", "specials": "true"} if seasons else {}
+            params |= shape or {"extended": "noseasons"}
         return await self._pages(profile, f"/sync/watched/{item_type}", params)
 
     async def _pages(
