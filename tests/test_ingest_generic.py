@@ -187,7 +187,7 @@ def test_unknown_id_names_are_ignored_with_a_warning() -> None:
     assert result.warnings == ["item.ids.tvmaze: unknown id, ignored"]
 
 
-def test_naive_watched_at_is_utc() -> None:
+def test_a_time_without_a_zone_reads_as_utc_until_dated_against_the_clock() -> None:
     event = only_event(parse(changed(MOVIE, watched_at="2025-03-14T20:48:02")))
     assert event.occurred_at == 1741985282
 
@@ -379,3 +379,98 @@ def test_a_time_days_ahead_is_refused_as_a_wrong_clock_not_a_zone_left_out() -> 
         "watched_at: 2.0 days ahead of this server's clock, further than a time zone can be: set"
         " the clock of this machine, or of the sender, right (time sync, NTP)"
     )
+
+
+def _dated(watched_at: object, now: float) -> Accepted | Rejected:
+    """The webhook's document as the route reads it, checked against the clock at `now`."""
+    body = json.dumps(changed(MOVIE, watched_at=watched_at)).encode()
+    result = parse_request("generic", body, "application/json")
+    assert isinstance(result, Accepted), result
+    return dated(result, now)
+
+
+def _taken_at(watched_at: object, now: float) -> float | None:
+    taken = _dated(watched_at, now)
+    assert isinstance(taken, Accepted), taken
+    return taken.events[0].occurred_at
+
+
+def test_a_time_without_a_zone_near_now_in_utc_is_utc(time_zone: Callable[[str], None]) -> None:
+    time_zone("America/New_York")
+    now = datetime(2025, 3, 14, 20, 48, 2, tzinfo=UTC).timestamp()
+    assert _taken_at("2025-03-14T20:46:02", now) == now - 120
+
+
+@pytest.mark.parametrize(
+    ("zone", "sent", "at"),
+    [
+        # Python's datetime.now().isoformat(), `date +%FT%T`: the household's clock, no zone.
+        ("America/New_York", "2025-03-14T16:48:02", datetime(2025, 3, 14, 20, 48, 2, tzinfo=UTC)),
+        ("Europe/Berlin", "2025-07-14T22:50:02.5", datetime(2025, 7, 14, 20, 50, 2, 500000, UTC)),
+        ("Asia/Kolkata", "2025-03-15T02:18:02", datetime(2025, 3, 14, 20, 48, 2, tzinfo=UTC)),
+    ],
+)
+def test_a_time_without_a_zone_near_now_where_watchbridge_runs_is_that_local_time(
+    time_zone: Callable[[str], None], zone: str, sent: str, at: datetime
+) -> None:
+    # Read as UTC it would be hours early (west of UTC) or late and refused as future (east).
+    time_zone(zone)
+    assert _taken_at(sent, at.timestamp() + 30) == at.timestamp()
+
+
+@pytest.mark.parametrize(
+    ("zone", "sent", "reason"),
+    [
+        (
+            "Europe/Berlin",
+            "2025-03-12T21:48:02",
+            "watched_at: 2025-03-12T21:48:02 has no time zone: add yours (e.g."
+            " 2025-03-12T21:48:02+01:00) or Z, or send no watched_at to date it as it arrives",
+        ),
+        (
+            # The zone's offset at that time: summer time in July.
+            "Europe/Berlin",
+            "2025-07-12 21:48:02",
+            "watched_at: 2025-07-12 21:48:02 has no time zone: add yours (e.g."
+            " 2025-07-12 21:48:02+02:00) or Z, or send no watched_at to date it as it arrives",
+        ),
+        (
+            "America/New_York",
+            "2025-03-16T21:48:02",
+            "watched_at: 2025-03-16T21:48:02 has no time zone: add yours (e.g."
+            " 2025-03-16T21:48:02-04:00) or Z, or send no watched_at to date it as it arrives",
+        ),
+        (
+            "UTC",
+            "2025-03-14T18:48:02",
+            "watched_at: 2025-03-14T18:48:02 has no time zone: add yours (e.g."
+            " 2025-03-14T18:48:02+00:00) or Z, or send no watched_at to date it as it arrives",
+        ),
+    ],
+)
+def test_a_time_without_a_zone_far_from_now_is_refused_asking_for_its_zone(
+    time_zone: Callable[[str], None], zone: str, sent: str, reason: str
+) -> None:
+    # Days before (a history script), or hours from now in both readings: which zone the
+    # sender meant cannot be told, and a guess would date the play wrong without a word.
+    time_zone(zone)
+    now = datetime(2025, 3, 14, 20, 48, 2, tzinfo=UTC).timestamp()
+    refused = _dated(sent, now)
+    assert isinstance(refused, Rejected)
+    assert refused.reason == reason
+
+
+@pytest.mark.parametrize(
+    "sent",
+    ["2025-03-12T21:48:02Z", "2025-03-12T21:48:02+01:00", "2025-03-14T20:48:02-04:00"],
+)
+def test_a_time_with_its_zone_is_taken_as_sent(time_zone: Callable[[str], None], sent: str) -> None:
+    time_zone("America/New_York")
+    now = datetime(2025, 3, 15, 20, 48, 2, tzinfo=UTC).timestamp()
+    assert _taken_at(sent, now) == datetime.fromisoformat(sent).timestamp()
+
+
+def test_a_time_without_a_zone_in_1970_is_still_a_clock_not_set() -> None:
+    # A Kodi box booted at 1970, its time not synced yet: dated as it arrives, not refused.
+    now = datetime(2025, 3, 14, 20, 48, 2, tzinfo=UTC).timestamp()
+    assert _taken_at("1970-01-01T00:04:10", now) == now

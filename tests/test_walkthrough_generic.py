@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -258,6 +259,14 @@ PLAYED = {"event": "played", "user": "alice", "player": "kodi-livingroom", "item
             id="epoch-ms",
         ),
         pytest.param(
+            # A history script's viewing, dated by Python's datetime.isoformat() without a zone.
+            PLAYED | {"watched_at": "2025-03-14T21:48:02"},
+            "application/json",
+            "watched_at: 2025-03-14T21:48:02 has no time zone: add yours (e.g."
+            " 2025-03-14T21:48:02+00:00) or Z, or send no watched_at to date it as it arrives",
+            id="no-zone-long-ago",
+        ),
+        pytest.param(
             PLAYED | {"item": {"type": "episode", "season": 5, "number": 14}},
             "application/json",
             "item.show: an episode without ids needs show ids or a show title",
@@ -337,3 +346,43 @@ def test_a_box_whose_clock_is_wrong(house: House) -> None:
     diary = house.diary()
     assert [row[:3] for row in diary] == [(BREAKING_BAD, 5, 1), (BREAKING_BAD, 5, 2)], diary
     assert near(diary[0][3], arrived) and near(diary[1][3], booted), diary
+
+
+def test_a_time_without_a_zone_is_read_in_the_zone_that_puts_it_near_now(
+    house: House, time_zone: Callable[[str], None]
+) -> None:
+    # Python's datetime.now().isoformat() and `date +%FT%T` write the household's clock
+    # without its zone: read as UTC, a play in New York would be dated 4-5 hours early.
+    time_zone("America/New_York")
+    utc_now = house.clock()
+    as_utc = datetime.fromtimestamp(utc_now, UTC).replace(tzinfo=None).isoformat()
+    house.post(PLAYED | {"user": "bob", "watched_at": as_utc, "item": EPISODE | {"number": 1}})
+    house.shift(3600)
+    local_now = house.clock()
+    as_local = datetime.fromtimestamp(local_now).isoformat()  # New York's clock, no zone
+    house.post(PLAYED | {"user": "bob", "watched_at": as_local, "item": EPISODE | {"number": 2}})
+    # Two days before (a history script): neither reading is near now, so it asks for the zone.
+    days_ago = datetime.fromtimestamp(local_now - 2 * DAY).isoformat(timespec="seconds")
+    refused = house.send(PLAYED | {"user": "bob", "watched_at": days_ago})
+    zoned = datetime.fromisoformat(days_ago).replace(tzinfo=ZoneInfo("America/New_York"))
+    assert (refused.status_code, refused.json()["error"]) == (
+        400,
+        f"watched_at: {days_ago} has no time zone: add yours (e.g. {zoned.isoformat()}) or Z,"
+        " or send no watched_at to date it as it arrives",
+    )
+    # With its zone, a time days before is taken as sent.
+    then = local_now - 2 * DAY
+    with_zone = datetime.fromtimestamp(then).astimezone().isoformat()
+    house.post(PLAYED | {"user": "bob", "watched_at": with_zone, "item": EPISODE | {"number": 3}})
+    house.settle()
+    history = sorted(house.trakt.history(), key=lambda play: play.item.number)
+    assert [play.item.number for play in history] == [1, 2, 3]
+    assert all(
+        near(play.watched_at, at)
+        for play, at in zip(history, (utc_now, local_now, then), strict=True)
+    )
+    diary = sorted(house.diary(house.bob), key=lambda row: row[2])
+    assert [row[:3] for row in diary] == [(BREAKING_BAD, 5, n) for n in (1, 2, 3)], diary
+    assert all(
+        near(row[3], at) for row, at in zip(diary, (utc_now, local_now, then), strict=True)
+    ), diary

@@ -70,11 +70,20 @@ def test_an_accepted_webhook_is_202_with_the_rows_queued(app: AppThread) -> None
 
 def test_a_generic_time_hours_ahead_is_a_400_naming_the_zone(app: AppThread) -> None:
     local = datetime.now(UTC) + timedelta(hours=2)  # a local time sent without its zone
-    play = generic_play() | {"event": "played", "watched_at": local.strftime("%Y-%m-%dT%H:%M:%S")}
+    sent = local.strftime("%Y-%m-%dT%H:%M:%S")
+    play = generic_play() | {"event": "played", "watched_at": sent}
+    response = httpx.post(f"{app.url}/webhooks/generic/{SECRET}", json=play)
+    assert (response.status_code, response.json()["error"]) == (
+        400,
+        f"watched_at: {sent} has no time zone: add yours (e.g. {sent}+00:00) or Z, or send no"
+        " watched_at to date it as it arrives",
+    )
+    # The local time with Z: read as UTC, hours ahead.
+    play = generic_play() | {"event": "played", "watched_at": f"{sent}Z"}
     response = httpx.post(f"{app.url}/webhooks/generic/{SECRET}", json=play)
     assert response.status_code == 400
     assert "2.0 hours ahead" in response.json()["error"]
-    assert "without a zone is UTC" in response.json()["error"]
+    assert "a local time with Z is read as UTC" in response.json()["error"]
 
 
 def test_a_generic_time_minutes_ahead_is_two_clocks_and_accepted(app: AppThread) -> None:

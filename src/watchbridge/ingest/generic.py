@@ -7,8 +7,9 @@
       "progress": 95.0 (percent) or "position_ms" + "duration_ms",          optional
       "played": true        on stop: the player counted it as watched         optional
       "rating": 8           0-10, required for rate; 0 clears the rating
-      "watched_at": "2025-03-14T20:48:02Z"   ISO-8601, no zone means UTC;     optional
-                                             a day alone: that day where watchbridge runs
+      "watched_at": "2025-03-14T20:48:02Z"   ISO-8601 with its zone;          optional
+                                             a day alone: that day where watchbridge runs;
+                                             no zone: taken only near now (dated)
       "item": {                                                               required
         "type": "movie|episode", "title": "…", "year": 2016,
         "ids": {"imdb": "tt…", "tmdb": 1, "tvdb": 1, "trakt": 1, "anilist": 1, "mal": 1,
@@ -32,7 +33,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import replace
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 
 from watchbridge.clocksteps import UNSET_BEFORE
 from watchbridge.ingest.common import (
@@ -89,6 +90,9 @@ ID_NAMES = ("trakt", "imdb", "tmdb", "tvdb", "anilist", "mal", "anidb", "slug")
 # No movie or episode is shorter: a duration_ms below it was sent in seconds.
 SHORTEST_DURATION_MS = 30_000
 FUTURE_SLACK = 600.0  # two clocks may differ; a zone left out is hours
+# A time sent without its zone is read as UTC, or as watchbridge's TZ, only when that puts it
+# this near now: then which one the sender meant is sure.
+ZONE_LESS_NEAR = 600.0
 ZONES_APART = 14 * 3600.0  # no time zone is further from UTC (Kiribati, UTC+14)
 # Before this (1971-01-01 UTC), in any zone: a sender's clock never set (a box without a
 # real-time clock booted at 1970, its time not yet synced), not a viewing's date.
@@ -230,11 +234,19 @@ def _milliseconds(data: Payload, key: str) -> int | None:
 def dated(result: Accepted, now: float) -> Accepted | Rejected:
     """`result` checked against the clock (`now`): a day sent without a time that is today
     where watchbridge runs stands for now when its noon is still ahead (a play logged this
-    morning); an event dated more than FUTURE_SLACK after `now` (most often a local time sent
-    without its zone, which reads as UTC) is refused, since it would be the play's date. One
-    dated in 1970 is the sender's clock never set: it is dated as it arrives."""
+    morning); a time sent without its zone is the reading of it near now (`_zone_less`); an
+    event dated more than FUTURE_SLACK after `now` (an offset that is not the sender's) is
+    refused, since it would be the play's date. One dated in 1970 is the sender's clock never
+    set: it is dated as it arrives."""
     document = result.document or {}
-    day = _day(document.get("watched_at"))
+    sent = document.get("watched_at")
+    naive = _naive(sent)
+    if naive is not None and now >= UNSET_BEFORE:  # a clock not set cannot judge: UTC stands
+        zoned = _zone_less(result, naive, str(sent).strip(), now)
+        if isinstance(zoned, Rejected):
+            return zoned
+        result = zoned
+    day = _day(sent)
     today = day is not None and day == datetime.fromtimestamp(now).date()
     events = [
         replace(e, occurred_at=now)
@@ -262,9 +274,50 @@ def dated(result: Accepted, now: float) -> Accepted | Rejected:
             "time zone, or send a time with its zone (e.g. 2025-03-14T21:48:02+01:00)"
         )
     return Rejected(
-        f"watched_at: {ahead / 3600:.1f} hours ahead of this server's clock; a time without "
-        "a zone is UTC: add yours (e.g. 2025-03-14T21:48:02+01:00) or Z"
+        f"watched_at: {ahead / 3600:.1f} hours ahead of this server's clock: send it with the"
+        " sender's own zone (e.g. 2025-03-14T21:48:02+01:00; a local time with Z is read as"
+        " UTC), or set the clock of this machine, or of the sender, right"
     )
+
+
+def _naive(value: object) -> datetime | None:
+    """A `watched_at` time sent without its zone (a day alone is not one), else None."""
+    raw = text(value) if isinstance(value, str) else None
+    if raw is None or len(raw) > 64 or _day(raw) is not None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(raw)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is None else None
+
+
+def _zone_less(result: Accepted, naive: datetime, sent: str, now: float) -> Accepted | Rejected:
+    """A time sent without its zone (`datetime.now().isoformat()`, `date +%FT%T`), which the
+    parser read as UTC: UTC when that is within ZONE_LESS_NEAR of `now`, else the time where
+    watchbridge runs (its TZ) when that is; otherwise which zone was meant cannot be told,
+    and a guess would date the play hours off without a word: refused, asking for the zone.
+    One in 1970 is left to `dated` (a sender's clock not set)."""
+    as_utc = naive.replace(tzinfo=UTC).timestamp()
+    if abs(as_utc - now) <= ZONE_LESS_NEAR or _epoch_year(as_utc):
+        return result
+    local = naive.astimezone()  # the naive time read on this process's clock (TZ)
+    if abs(local.timestamp() - now) <= ZONE_LESS_NEAR:
+        at = local.timestamp()
+        return replace(result, events=[replace(e, occurred_at=at) for e in result.events])
+    return Rejected(
+        f"watched_at: {sent} has no time zone: add yours (e.g. {sent}{_offset(local)}) or Z,"
+        " or send no watched_at to date it as it arrives"
+    )
+
+
+def _offset(at: datetime) -> str:
+    """`at`'s offset from UTC as ISO-8601 writes it: +01:00, -04:00, +05:30."""
+    offset = at.utcoffset()
+    minutes = int(offset.total_seconds() // 60) if offset is not None else 0
+    sign = "-" if minutes < 0 else "+"
+    hours, rest = divmod(abs(minutes), 60)
+    return f"{sign}{hours:02d}:{rest:02d}"
 
 
 def _epoch_year(at: float) -> bool:
