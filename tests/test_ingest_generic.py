@@ -474,3 +474,36 @@ def test_a_time_without_a_zone_in_1970_is_still_a_clock_not_set() -> None:
     # A Kodi box booted at 1970, its time not synced yet: dated as it arrives, not refused.
     now = datetime(2025, 3, 14, 20, 48, 2, tzinfo=UTC).timestamp()
     assert _taken_at("1970-01-01T00:04:10", now) == now
+
+
+@pytest.mark.parametrize(
+    ("sent", "reason"),
+    [
+        (
+            1741985282,
+            "watched_at: 1741985282 is a number, not a time: send an ISO-8601 time with its"
+            " zone (as epoch seconds it is 2025-03-14T20:48:02Z), or send no watched_at to date"
+            " it as it arrives",
+        ),
+        (
+            1741985282000,
+            "watched_at: 1741985282000 is a number, not a time: send an ISO-8601 time with its"
+            " zone (as epoch milliseconds it is 2025-03-14T20:48:02Z), or send no watched_at to"
+            " date it as it arrives",
+        ),
+        (
+            # Home Assistant's `{{ as_timestamp(now()) }}` renders as text.
+            "1741985282.61",
+            "watched_at: 1741985282.61 is a number, not a time: send an ISO-8601 time with its"
+            " zone (as epoch seconds it is 2025-03-14T20:48:02Z), or send no watched_at to date"
+            " it as it arrives",
+        ),
+        (
+            -5,
+            "watched_at: -5 is a number, not a time: send an ISO-8601 time with its zone (e.g."
+            " 2025-03-14T20:48:02Z), or send no watched_at to date it as it arrives",
+        ),
+    ],
+)
+def test_an_epoch_number_is_refused_saying_what_to_send(sent: object, reason: str) -> None:
+    assert rejection(changed(MOVIE, watched_at=sent)) == reason

@@ -255,7 +255,9 @@ PLAYED = {"event": "played", "user": "alice", "player": "kodi-livingroom", "item
         pytest.param(
             PLAYED | {"watched_at": 1741985282000},
             "application/json",
-            "watched_at: must be an ISO-8601 time between 1900 and 2200, e.g. 2025-03-14T20:48:02Z",
+            "watched_at: 1741985282000 is a number, not a time: send an ISO-8601 time with its"
+            " zone (as epoch milliseconds it is 2025-03-14T20:48:02Z), or send no watched_at to"
+            " date it as it arrives",
             id="epoch-ms",
         ),
         pytest.param(

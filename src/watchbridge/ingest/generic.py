@@ -355,12 +355,32 @@ def _time(value: object, path: str) -> float | None:
         return None
     day = _day(value)
     parsed = _day_time(day) if day is not None else iso_time(value)
+    if parsed is None and (seconds := number(value)) is not None:
+        raise Invalid(_epoch_number(value, seconds, path))
     if parsed is None:
         raise Invalid(
             f"{path}: must be an ISO-8601 time between {FIRST_YEAR} and {END_YEAR}, "
             "e.g. 2025-03-14T20:48:02Z"
         )
     return parsed
+
+
+def _epoch_number(value: object, seconds: float, path: str) -> str:
+    """What to tell of a time sent as a number (`time.time()`, JavaScript's `Date.now()`,
+    Home Assistant's `as_timestamp(now())`): what to send instead, with the time it would be
+    as epoch seconds or milliseconds where one of them is a viewing's."""
+    example = "e.g. 2025-03-14T20:48:02Z"
+    for unit, scale in (("seconds", 1), ("milliseconds", 1000)):
+        at = seconds / scale
+        if max(SENDER_UNSET_BEFORE, EARLIEST) <= at < LATEST:
+            iso = datetime.fromtimestamp(int(at), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            example = f"as epoch {unit} it is {iso}"
+            break
+    shown = text(value) or repr(value)
+    return (
+        f"{path}: {shown} is a number, not a time: send an ISO-8601 time with its zone"
+        f" ({example}), or send no {path} to date it as it arrives"
+    )
 
 
 # --------------------------------------------------------------------------- item
