@@ -4,7 +4,8 @@ A profile that lists a person under `users.plex` has their plays sent by Plex's 
 Tautulli's report of the same viewing is answered `ignored_sent_by_plex` (webhooks.route_for).
 But Plex sends no webhook without Plex Pass: a household on Tautulli alone that lists its
 people under `users.plex` ("they are Plex users") would lose every play, silently. So the
-report of a play (Tautulli's Watched) is kept in the database before it is answered,
+report of a play (Tautulli's Watched, or its stop at or past the profile's completion_threshold:
+a Tautulli without that trigger ticked sends none) is kept in the database before it is answered,
 and after GRACE the housekeeping looks for Plex's webhook of the same item for that profile
 (from LOOKBACK before the report on: Plex's webhook tells of a playback as it begins). Found:
 Plex sent it, the report is dropped. Not found: Plex did not send it, and the report is taken
@@ -13,7 +14,9 @@ never doubled, as Plex's webhook of it comes at its start, before Tautulli's rep
 Where it missed the start (watchbridge down), Plex's scrobble coming after the report was taken
 is paired with it as the ingest pairs the two senders' reports (playback.one_of_two_reports,
 state `taken`): within LOOKBACK of the report, unless Plex tells of another viewing first.
-Taken, it raises one `unlisted_account` alert per person and server, and the status lists it,
+A viewing's Watched and its stop, both kept, are one play (playback.decide): the one that
+completes no viewing is dropped, not counted. Taken, it raises one `unlisted_account` alert
+per person and server, and the status lists it,
 with the line to write (`users.tautulli`); resolved once the config takes Tautulli's reports
 of them, or Plex's webhook is seen sending their plays.
 
@@ -26,7 +29,8 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from watchbridge.config import Config, targets_for
+from watchbridge.config import Config, Profile, targets_for
+from watchbridge.model import MediaEvent
 from watchbridge.unlisted import server_name
 from watchbridge.unmapped import account_label
 
@@ -97,6 +101,16 @@ class ForPlex:
             f"write {self.line(config)} and take {self.label} out of"
             f" profiles.{self.profile}.users.plex"
         )
+
+
+def completes(event: MediaEvent, profile: Profile) -> bool:
+    """Whether Tautulli's stop is the completion of its viewing for `profile`: at or past its
+    completion_threshold, as playback.decide takes any stop (Tautulli sends no Watched where
+    that trigger is not ticked, or its watched percent is above where they stopped)."""
+    progress = event.progress
+    if event.action != "stop" or progress is None:
+        return False
+    return progress >= profile.completion_threshold
 
 
 def title(one: ForPlex) -> str:

@@ -9,6 +9,7 @@ import hashlib
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -30,9 +31,10 @@ from watchbridge.deliver.worker import ENDING, SERVICE_ROLE, ending_title
 from watchbridge.downtime import ALIVE_EVERY
 from watchbridge.http import Unavailable
 from watchbridge.model import Accepted, Account, MediaEvent, MediaRef, Source
+from watchbridge.playback import Session, ends_a_viewing
 from watchbridge.servelock import Holder
 from watchbridge.storagefault import STORAGE_ALERT
-from watchbridge.store import CLAIM_LEASE, KEEP_MARKS, Store
+from watchbridge.store import CLAIM_LEASE, KEEP_MARKS, IngestJob, NewOutboxRow, Store
 
 if TYPE_CHECKING:
     from watchbridge.account_ids import AccountIds
@@ -275,6 +277,20 @@ def _read_for_plex(store: Store) -> list[tuple[forplex.ForPlex, Accepted | None]
     return read
 
 
+def _noting_ends(job: IngestJob, ended: list[bool]) -> IngestJob:
+    """`job`, noting in `ended` whether its decision completed a viewing."""
+    decide = job.decide
+
+    def noted(
+        session: Session | None, marks: Session | None
+    ) -> tuple[Session | None, Sequence[NewOutboxRow]]:
+        after, rows = decide(session, marks)
+        ended.append(after is not None and ends_a_viewing(session, after))
+        return after, rows
+
+    return replace(job, decide=noted)
+
+
 async def release_for_plex(runtime: Runtime) -> None:
     """Tautulli's reports kept for Plex's own webhook (forplex.py), once forplex.GRACE has
     passed: dropped where Plex's webhook told of the same item for that profile, else taken
@@ -322,14 +338,19 @@ async def release_for_plex(runtime: Runtime) -> None:
                 sent.add(one.key)
             await asyncio.to_thread(store.settle_for_plex, one, None)
             continue
+        ended: list[bool] = []
         jobs = [
-            ingest_job(runtime, one.profile, event, document, server=one.server,
-                       dated=one.received_at)
+            _noting_ends(ingest_job(runtime, one.profile, event, document, server=one.server,
+                                    dated=one.received_at), ended)
             for event in events
         ]  # fmt: skip
         if await runtime.writer.write_all(jobs):
             for wake in runtime.on_enqueued:
                 wake()
+        if not any(ended):
+            # The other report of a viewing taken already (its Watched, its stop): no play.
+            await asyncio.to_thread(store.settle_for_plex, one, None)
+            continue
         await asyncio.to_thread(store.settle_for_plex, one, forplex.TAKEN)
         log.warning(
             "Plex's own webhook did not send a play Tautulli reported: taken from Tautulli's",

@@ -995,10 +995,12 @@ async def _webhook(
 
 
 def _for_plex(runtime: Runtime, event: MediaEvent, result: Accepted) -> ForPlex | None:
-    """Tautulli's report of a play (its Watched) of a person a profile lists for Plex's own
-    webhook, to keep for that profile (forplex.py); None for any other report, or one of no
-    item or no such profile (the owner, known by Plex's webhook naming them)."""
-    if event.source != "tautulli" or not event.played:
+    """Tautulli's report of a play of a person a profile lists for Plex's own webhook, to keep
+    for that profile (forplex.py): its Watched, or a stop at or past that profile's
+    completion_threshold (a Tautulli without its Watched trigger ticked, or whose watched
+    percent is above where they stopped, sends no Watched); None for any other report, or one
+    of no item or no such profile (the owner, known by Plex's webhook naming them)."""
+    if event.source != "tautulli" or not (event.played or event.action == "stop"):
         return None
     item = event.item.source_key
     if not item or result.document is None:
@@ -1006,6 +1008,8 @@ def _for_plex(runtime: Runtime, event: MediaEvent, result: Accepted) -> ForPlex 
     config, ids = runtime.config, runtime.account_ids
     route = route_for(config, dataclasses.replace(event, source="plex"), ids.known, ids.names)
     if route.profile is None or route.defaulted:
+        return None
+    if not event.played and not forplex.completes(event, config.profiles[route.profile]):
         return None
     account = event.account
     return ForPlex(
