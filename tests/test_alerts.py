@@ -54,6 +54,7 @@ def notifier_for(
     kinds: list[AlertKind] | None = None,
     recovery: bool = True,
     results: list[tuple[str, str]] | None = None,
+    timeout: float = 2.0,
 ) -> Notifier:
     config = AlertsConfig(
         urls=[Secret(url) for url in urls],
@@ -62,7 +63,7 @@ def notifier_for(
         recovery=recovery,
     )
     on_sent = None if results is None else lambda kind, result: results.append((kind, result))
-    return Notifier(config, clock=clock or FakeClock(), on_sent=on_sent, timeout=2.0)
+    return Notifier(config, clock=clock or FakeClock(), on_sent=on_sent, timeout=timeout)
 
 
 def titles(receiver: Receiver) -> list[str]:
@@ -524,9 +525,9 @@ async def test_a_failed_alert_whose_condition_cleared_is_not_sent_again(
 # --------------------------------------------------------------------------- across restarts
 
 
-def remembering(store: Store, clock: FakeClock, *urls: str) -> Notifier:
+def remembering(store: Store, clock: FakeClock, *urls: str, timeout: float = 2.0) -> Notifier:
     """A notifier (one start of the service) keeping its alerts in `store`."""
-    notifier = notifier_for(*urls, clock=clock)
+    notifier = notifier_for(*urls, clock=clock, timeout=timeout)
     notifier.remember_in(store)
     return notifier
 
@@ -857,6 +858,10 @@ async def test_alerts_still_go_out_when_the_store_fails(
 # --------------------------------------------------------------------------- interrupted sends
 
 
+# A send the test cancels itself: its timeout must not run out first on a loaded machine.
+UNHURRIED = 10.0
+
+
 async def cancelled_while_sending(receiver: Receiver, call: Coroutine[Any, Any, str]) -> None:
     """Run `call` (a notify/resolve) and cancel it while Apprise waits for the receiver's
     answer, as a service shutdown or Ctrl-C in `watchbridge sync` does."""
@@ -873,7 +878,7 @@ async def cancelled_while_sending(receiver: Receiver, call: Coroutine[Any, Any, 
 async def test_an_alert_cancelled_while_sending_is_sent_again_right_after_a_restart(
     receiver: Receiver, store: Store, clock: FakeClock
 ) -> None:
-    service = remembering(store, clock, receiver.apprise_url)
+    service = remembering(store, clock, receiver.apprise_url, timeout=UNHURRIED)
     await cancelled_while_sending(
         receiver, service.notify("sync_failing", "link ts keeps failing", "body", key="ts")
     )
@@ -886,7 +891,7 @@ async def test_an_alert_cancelled_while_sending_is_sent_again_right_after_a_rest
 async def test_a_recovery_cancelled_while_sending_is_still_owed_after_a_restart(
     receiver: Receiver, store: Store, clock: FakeClock
 ) -> None:
-    service = remembering(store, clock, receiver.apprise_url)
+    service = remembering(store, clock, receiver.apprise_url, timeout=UNHURRIED)
     await service.notify("credentials", "Trakt login rejected", "body", key="trakt")
     await cancelled_while_sending(
         receiver, service.resolve("credentials", "flowing again", key="trakt")
@@ -987,7 +992,7 @@ async def test_an_alert_cancelled_while_another_process_holds_the_database_does_
     patient = Store.open(store.path, busy_timeout=2.0)
     holder = sqlite3.connect(store.path, isolation_level=None, check_same_thread=False)
     try:
-        service = remembering(patient, clock, receiver.apprise_url)
+        service = remembering(patient, clock, receiver.apprise_url, timeout=UNHURRIED)
         holder.execute("BEGIN IMMEDIATE")
         gaps: list[float] = []
 
