@@ -258,16 +258,22 @@ PANEL = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate", "Sec-Fetc
 
 def test_a_web_page_cannot_read_the_open_status_through_dns_rebinding(tmp_path: Path) -> None:
     """With no api_token, a page on attacker.example whose name now points at this machine is
-    'same origin' to the browser: its script or frame must not read the page or the API."""
+    'same origin' to the browser: neither it (its name is refused, its tab too: see
+    test_rebinding.py) nor a script or frame of another page under our own name may read the
+    page or the API."""
     app_ = create_app(runtime_for(write_config(tmp_path)), extra_routes=statuspage.ROUTES)
     with AppThread(app_) as app:
         rebound = {"Host": f"attacker.example:{app.port}"}
         for path in ("/", "/api/status"):
-            for headers in (SCRIPT, FRAME):
+            for headers in (SCRIPT, FRAME, TAB):
                 answer = httpx.get(f"{app.url}{path}", headers={**rebound, **headers})
                 assert answer.status_code == 403, (path, headers)
                 assert "DNS rebinding" in answer.json()["error"]
-                assert "attacker" not in answer.text
+                assert "server.allowed_hosts" in answer.json()["error"]
+            for headers in (SCRIPT, FRAME):
+                answer = httpx.get(f"{app.url}{path}", headers=headers)
+                assert answer.status_code == 403, (path, headers)
+                assert "not in a script or frame of another page" in answer.json()["error"]
             # A tab, a link from the page, curl, another site's frame (a dashboard, Home
             # Assistant's panel_iframe) read them as before.
             for headers in (TAB, LINK, PANEL, {}):

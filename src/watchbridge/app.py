@@ -46,7 +46,7 @@ from litestar.types import (
 )
 from litestar.utils.path import normalize_path
 
-from watchbridge import __version__, clocksteps, show_ratings
+from watchbridge import __version__, clocksteps, rebinding, show_ratings
 from watchbridge import queuewords as words
 from watchbridge.account_ids import AccountIds, Key, Learnt
 from watchbridge.accounts import plex_server_of
@@ -96,6 +96,7 @@ from watchbridge.metrics import CONTENT_TYPE, Metrics
 from watchbridge.offloop import in_thread, to_the_end
 from watchbridge.pagereview import PageReviews
 from watchbridge.pagesignin import PageSignIns
+from watchbridge.rebinding import RefusedHosts
 from watchbridge.redaction import WEBHOOK_SECRET, mask_tokens_stored, secret_values
 from watchbridge.refused import RefusedMeanwhile, RefusedWebhooks
 from watchbridge.senders import ProfileServers, Senders
@@ -170,6 +171,8 @@ class Runtime:
     defaulted: Gate = field(default_factory=Gate)
     account_ids: AccountIds = field(default_factory=AccountIds)  # loaded by open()
     refused: RefusedWebhooks = field(default_factory=RefusedWebhooks)
+    # Names the page and the API were refused under that the log told of (rebinding.py).
+    refused_hosts: RefusedHosts = field(default_factory=RefusedHosts)
     # When each webhook source and server last had a webhook accepted (seeded by open()).
     last_webhooks: LastWebhooks = field(default_factory=LastWebhooks)
     senders: Senders = field(default_factory=Senders)
@@ -1089,18 +1092,29 @@ def read_by_a_page(headers: Mapping[str, str]) -> bool:
     return headers.get("sec-fetch-mode") != "navigate" or headers.get("sec-fetch-dest") in FRAMES
 
 
+class HostRefused(PermissionDeniedException):
+    """A request for the page or the API under a name a DNS-rebinding page could have: a
+    browser gets the refusal as a page (`_host_refused`)."""
+
+
 def require_api_token(
     connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler
 ) -> None:
     """The status page and the API: a trusted proxy's requests pass; with no api_token,
-    any other's but those a script or frame of a web page makes (DNS rebinding); else those
-    with the token."""
+    any other's under a name no DNS-rebinding page can have (rebinding.py) but those a script
+    or frame of a web page makes; else those with the token."""
     runtime: Runtime = connection.app.state.runtime
     server = runtime.config.server
     client = connection.client.host if connection.client else ""
     if is_trusted_proxy(client, server.trusted_proxies):
         return
     if server.api_token is None or not server.api_token:
+        host = connection.headers.get("host")
+        if host is not None and not rebinding.answers(host, server.allowed_hosts):
+            refusal = rebinding.refusal(host)
+            if runtime.refused_hosts.first(host):
+                log.warning("request refused: " + refusal, extra={"path": connection.url.path})
+            raise HostRefused(refusal)
         if read_by_a_page(connection.headers):
             raise PermissionDeniedException(READ_BY_A_PAGE)
         return
@@ -1455,6 +1469,21 @@ def _plain_error(request: Request[Any, Any, Any], exc: HTTPException) -> Respons
     )
 
 
+def _host_refused(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    """A name the page is not answered under: a browser (it asks for HTML) gets a page saying
+    what to do, in the status page's style; a script the one JSON line of every error."""
+    if "text/html" not in request.headers.get("accept", ""):
+        return _plain_error(request, exc)
+    from watchbridge.statuspage import render_refused
+
+    runtime: Runtime = request.app.state.runtime
+    return Response(
+        render_refused(runtime.redact.known(exc.detail)),
+        status_code=exc.status_code,
+        media_type="text/html",
+    )
+
+
 def _storage_error(request: Request[Any, Any, Any], exc: sqlite3.Error) -> Response[dict[str, Any]]:
     """The database failed a read of the page or the API (damaged, or held by another process):
     a 503 saying so in one line, and a warning without a traceback (the disk's trouble, not a
@@ -1553,6 +1582,7 @@ def create_app(
             HostHeaderMiddleware(),
         ],
         exception_handlers={
+            HostRefused: _host_refused,
             HTTPException: _plain_error,
             sqlite3.Error: _storage_error,
             Exception: _internal_error,

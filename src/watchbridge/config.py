@@ -111,6 +111,8 @@ class ServerConfig:
         metadata={"if_empty": "set it, or remove the line to leave the API and UI open"},
     )
     trusted_proxies: list[str] = field(default_factory=list)
+    # With no api_token, the page and API answer these names too (rebinding.py).
+    allowed_hosts: list[str] = field(default_factory=list)
     shutdown_timeout: Duration = Duration(8)
     max_webhook_bytes: int = 5 * 1024 * 1024
 
@@ -758,6 +760,15 @@ def cross_check(config: Config) -> list[tuple[str, str]]:
                     f" got {entry!r}",
                 )
             )
+    for entry in server.allowed_hosts:
+        if _not_a_host(entry):
+            problems.append(
+                (
+                    "server.allowed_hosts",
+                    "expected host names such as wb.example.com or *.example.com (the name "
+                    f"alone: no http://, port or path), got {entry!r}",
+                )
+            )
     if config.storage.busy_timeout < MIN_BUSY_TIMEOUT:
         problems.append(
             (
@@ -1197,6 +1208,18 @@ def _listen_address_problem(host: str) -> str | None:
         "expected an address of this machine to listen on, such as 0.0.0.0 (every interface),"
         f" :: or 127.0.0.1, {hint}; got {host!r}"
     )
+
+
+def _not_a_host(entry: str) -> bool:
+    """Whether a `server.allowed_hosts` entry is no host name (`*.` may begin it) nor address."""
+    name = entry.strip()
+    if name.startswith("*."):
+        name = name[2:]
+    try:
+        ipaddress.ip_address(name.strip("[]"))
+        return False
+    except ValueError:
+        return not _HOST_NAME.fullmatch(name)
 
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -862,6 +862,20 @@ def render_review(
     )
 
 
+def render_refused(message: str) -> str:
+    """The page a browser gets for a name the page is not answered under (app.HostRefused):
+    the refusal, its config keys as code, and nothing of the status. Pure."""
+    text = _e(message[:1].upper() + message[1:])
+    for key in ("server.allowed_hosts", "server.api_token"):
+        text = text.replace(key, f"<code>{key}</code>")
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width,initial-scale=1">'
+        f"<title>watchbridge: not answered under this name</title><style>{_STYLE}</style>"
+        f'</head><body><h1>watchbridge</h1><p class="bad">{text}.</p></body></html>'
+    )
+
+
 def _shown_plan(link: str, configured: Link, plan: ShownPlan, now: float, offer: bool) -> str:
     """A plan read for review: per profile what it writes, the CLI's lines, and (`offer`)
     the button that applies it, with the command that syncs a two-way link one way first."""
