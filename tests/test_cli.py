@@ -383,7 +383,25 @@ def test_check_config_masks_tokens_and_passwords_in_service_urls(tmp_path: Path)
     assert "plex.lan:32400" in result.stdout and "proxy.lan/trakt" in result.stdout
     assert "PLEXSECRET123" not in result.stdout and "hunter2pass" not in result.stdout
     assert "webhook secret: generated once, kept in the database" in result.stdout  # readable
-    assert "API token:     none (API and UI open on this port)" in result.stdout
+    assert "API token:     none (API and UI open on this port, by IP address or local name)" in (
+        result.stdout
+    )
+
+
+def test_check_config_names_the_hosts_the_open_page_answers_and_a_wrong_one(
+    tmp_path: Path,
+) -> None:
+    path = write_config(tmp_path, "")
+    path.write_text(
+        path.read_text().replace("server:\n", "server:\n  allowed_hosts: [wb.example.com]\n")
+    )
+    result = run("check-config", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "by IP address or local name, wb.example.com)" in result.stdout
+    path.write_text(path.read_text().replace("[wb.example.com]", "['https://wb.example.com']"))
+    result = run("check-config", "--config", str(path))
+    assert result.returncode != 0
+    assert "server.allowed_hosts: expected host names such as wb.example.com" in result.stderr
 
 
 def check_config_as_nobody(

@@ -493,6 +493,12 @@ def _secret_summary(secret: Secret | None) -> str:
     return "set" if fits_in_url(secret.reveal()) else f"set ({SECRET_IN_HEADER_ONLY})"
 
 
+def _open_to(allowed_hosts: Sequence[str]) -> str:
+    """Under which names the page and API answer with no api_token (rebinding.py)."""
+    names = "".join(f", {name}" for name in allowed_hosts)
+    return f"none (API and UI open on this port, by IP address or local name{names})"
+
+
 def _summary(config: Config) -> str:
     server = config.server
     lines = [
@@ -502,7 +508,7 @@ def _summary(config: Config) -> str:
             f" (webhooks and metrics also on :{server.webhook_port})" if server.webhook_port else ""
         ),
         f"webhook secret: {_secret_summary(server.webhook_secret)}",
-        f"API token:     {'set' if server.api_token else 'none (API and UI open on this port)'}",
+        f"API token:     {'set' if server.api_token else _open_to(server.allowed_hosts)}",
         f"database:      {config.storage.path} (durability {config.storage.durability})",
         f"logging:       {config.logging.level}, {config.logging.format}",
         f"time zone:     {zone_in_use()}",
