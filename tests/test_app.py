@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.fakes.receiver import AlertReceiver, FakeClock
-from tests.harness import AppThread, ServiceProcess, free_port, write_config
+from tests.harness import START_TIMEOUT, AppThread, ServiceProcess, free_port, write_config
 from tests.ingest_samples import sample_bytes
 from watchbridge import app as app_module
 from watchbridge import maintenance, statuspage, webhooks
@@ -1014,7 +1014,7 @@ def test_port_in_use_gives_one_clear_line(tmp_path: Path) -> None:
         port = taken.getsockname()[1]
         service = ServiceProcess(write_config(tmp_path, port=port), port).start(wait=False)
         assert service.proc is not None
-        code = service.proc.wait(15)
+        code = service.proc.wait(START_TIMEOUT)  # a start, busy machine or not
         output = service.output()
     assert code != 0
     assert f"error: server.port {port}: address already in use" in output
