@@ -16,6 +16,7 @@ from watchbridge.playback import (
     ends_a_viewing,
     finished_its_rest,
     got_into_a_viewing,
+    hand_mark,
     recorded_completion,
     recorded_rest_end,
     recorded_start,
@@ -892,3 +893,22 @@ def test_a_plex_rating_dated_before_the_last_one_long_after_it_is_the_users_chan
 
 def test_a_plex_rating_does_not_touch_the_players_playback_session() -> None:
     assert session_key(plex_rating(80, 500.0)) != session_key(event("stop", 95))
+
+
+def jellyfin_mark(*, remark: bool = False) -> MediaEvent:
+    """A Jellyfin "mark played" by hand (no player), dated when it was made."""
+    return replace(event("played", played=True), source="jellyfin", player="", remark=remark)
+
+
+def test_a_mark_by_hand_of_an_item_the_server_never_had_may_be_the_server_catching_up() -> None:
+    assert hand_mark(jellyfin_mark(), None, None)
+
+
+def test_a_mark_of_an_item_the_server_played_or_began_before_is_a_viewing() -> None:
+    # Marked unplayed after a viewing there, then played again: a rewatch made away from it.
+    completed = Session("marks", "completed", 100.0, 1, 500.0, completed_at=500.0)
+    unmarked = replace(completed, state="unmarked", updated_at=900.0)
+    for marks in (completed, unmarked):
+        assert not hand_mark(jellyfin_mark(), None, marks)
+    # Stopped before the credits, then marked: Jellyfin's count holds that start (a remark).
+    assert not hand_mark(jellyfin_mark(remark=True), None, None)

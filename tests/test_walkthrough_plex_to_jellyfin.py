@@ -126,11 +126,14 @@ class Move:
         self.jellyfin_hook(episode(number, "PlaybackStop", done))
         return done
 
-    def mark_in_jellyfin(self, number: int, dated: float | None = None) -> None:
-        """S5E`number` marked played in Jellyfin (by hand, or a script giving `dated`)."""
+    def mark_in_jellyfin(
+        self, number: int, dated: float | None = None, *, counted: bool = False
+    ) -> None:
+        """S5E`number` marked played in Jellyfin (by hand, or a script giving `dated`);
+        `counted`: Jellyfin adds the mark to the item's PlayCount (a mark naming its date)."""
         item, _ = EPISODES[number]
         at = self.clock()
-        self.jellyfin.mark_played(ALEX_JF, item, at if dated is None else dated)
+        self.jellyfin.mark_played(ALEX_JF, item, at if dated is None else dated, counted=counted)
         count = self.jellyfin.user_data[(ALEX_JF, item)]["PlayCount"]
         self.jellyfin_hook(mark(number, at, count, at if dated is None else dated))
 
@@ -318,3 +321,26 @@ def test_jellyfins_trakt_plugin_importing_plexs_plays_adds_nothing(move: Move) -
     catch_up_rounds(move)
     assert [n for n, _ in move.trakt_plays()] == [5]
     assert [n for n, _ in move.diary()] == [5]
+
+
+def test_a_rewatch_stopped_before_the_credits_then_marked_played_in_jellyfin_counts(
+    move: Move,
+) -> None:
+    # Watched years ago (Trakt and Serializd hold it); watched again in Jellyfin tonight,
+    # stopped at the credits (85 %, short of Jellyfin's played mark), then marked played:
+    # Jellyfin's count holds that start (a dated mark adds one). A viewing, not a catch-up.
+    show = move.trakt.shows[-1]
+    move.trakt.add_history(show.seasons[5].episodes[14], "2019-03-01T20:00:00.000Z")
+    move.serializd.log_entry(None, BREAKING_BAD, 5, 14, backdate="2019-03-01T20:00:00Z")
+    item, _ = EPISODES[14]
+    began = move.clock()
+    move.jellyfin_hook(episode(14, "PlaybackStart", began, position=0.0))
+    move.jellyfin.play(ALEX_JF, item, began, finished=False)
+    move.shift(40 * 60)
+    move.jellyfin_hook(episode(14, "PlaybackStop", move.clock(), position=0.85))
+    move.shift(5 * 60)
+    move.mark_in_jellyfin(14, counted=True)
+    move.settle()
+    catch_up_rounds(move)
+    assert [n for n, _ in move.trakt_plays()] == [14, 14]
+    assert [n for n, _ in move.diary()] == [14, 14]

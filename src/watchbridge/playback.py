@@ -721,17 +721,24 @@ def reported_late(event: MediaEvent, session: Session | None, now: float) -> Lat
 HAND_MARK = "hand_mark"
 
 
-def hand_mark(event: MediaEvent, late: Late | None) -> bool:
-    """Whether `event` is a Jellyfin or Emby "mark played" naming no player and dated when it
-    was made (not a viewing reported late, `reported_late`): it says the item was watched,
-    not when. Marking a season played, or what a Plex beside it played, catches that server
-    up; so a target already holding a play of the item before it takes it for that play
-    (deliver.trakt, deliver.serializd) rather than a viewing of that day. Pure."""
+def hand_mark(event: MediaEvent, late: Late | None, marks: Session | None) -> bool:
+    """Whether `event` is a Jellyfin or Emby "mark played" naming no player, dated when it was
+    made (not a viewing reported late, `reported_late`), of an item the server has no record
+    of: never played, started or marked there (`marks`, the item's marks session, is None: none
+    in the year watchbridge keeps it; not a `remark`: its PlayCount counts no start or mark
+    before). It says the item was watched, not when: marking a season played, or what a Plex
+    beside it played, catches that server up; so a target already holding a play of the item
+    before it takes it for that play (deliver.trakt, deliver.serializd) rather than a viewing
+    of that day. A mark of an item the server played or began before (marked unplayed, then
+    played: a rewatch away from it; stopped before the credits, then marked) is a viewing.
+    Pure."""
     return (
         event.source in MARKS_SENT_WITH_THEIR_DATE
         and event.action == "played"
         and marks_itself(event)
         and late is None
+        and marks is None
+        and not event.remark
     )
 
 

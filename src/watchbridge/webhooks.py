@@ -1293,7 +1293,7 @@ def ingest_job(
                 new_session, updated_at=max(new_session.updated_at, now)
             )
         rows = rows_for(profile_name, targets, event, intents, item, order_key)
-        if dated is None and hand_mark(event, late):
+        if dated is None and hand_mark(event, late, session):
             for row in rows:
                 if row.action == "play":
                     row.payload[HAND_MARK] = True

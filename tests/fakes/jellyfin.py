@@ -141,11 +141,13 @@ class FakeJellyfin(FakeServer):
             data["Played"] = finished
             data["saved"] = at
 
-    def mark_played(self, user_id: str, item_id: str, at: float) -> None:
+    def mark_played(self, user_id: str, item_id: str, at: float, *, counted: bool = False) -> None:
+        """ "Mark played"; `counted`: the mark names its date (the web app's), which Jellyfin
+        adds to PlayCount (BaseItem.MarkPlayed), else the count is at least one."""
         at += self.ahead
         with self.lock:
             data = self._data(user_id, item_id)
-            data["PlayCount"] = max(data["PlayCount"], 1)
+            data["PlayCount"] = max(data["PlayCount"] + int(counted), 1)
             data["LastPlayedDate"] = _iso(at)
             data["Played"] = True
             data["saved"] = at
