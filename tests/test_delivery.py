@@ -48,6 +48,7 @@ from watchbridge.deliver.trakt import (
     starts_last,
     undated_landed,
     undated_untold,
+    watched_by,
 )
 from watchbridge.deliver.trakt import Row as TraktRow
 from watchbridge.deliver.worker import (
@@ -3823,6 +3824,22 @@ def test_an_item_missing_from_the_snapshot_has_no_plays() -> None:
     other = MediaRef("episode", show_ids=Ids(tmdb="1396"), season=1, number=1)
     assert plays_in_snapshot(_watched_episode(3), other) == 0
     assert plays_in_snapshot(_watched_episode(3), SEVERANCE_1X1) == 3
+
+
+def test_play_counts_tell_whether_an_episode_known_by_its_show_and_numbers_was_watched() -> None:
+    # A mark by hand of an episode Trakt knows by no id of its own: its show's counts answer.
+    by_numbers = MediaRef("episode", show_ids=Ids(tmdb="95396"), season=1, number=1)
+    watched = _watched_episode(1)
+    watched[0]["seasons"][0]["episodes"][0]["last_watched_at"] = "2019-03-01T20:00:00.000Z"
+    mark = parse_iso("2026-11-29T20:00:00Z")
+    assert watched_by(watched, by_numbers, mark) is True
+    assert watched_by(_watched_episode(0), by_numbers, mark) is False
+    # Its only play after the mark, or a show entry counting no episodes: its history tells.
+    assert watched_by(watched, by_numbers, parse_iso("2019-01-01T00:00:00Z")) is None
+    (entry,) = _watched_episode(1)
+    assert watched_by([{"show": entry["show"], "plays": 1}], by_numbers, mark) is None
+    # An episode with no show ids to look for: its own history tells.
+    assert watched_by(watched, MediaRef("episode", Ids(trakt="73640")), mark) is None
 
 
 # --------------------------------------------------------------------------- dead-letter alerts

@@ -344,3 +344,62 @@ def test_a_rewatch_stopped_before_the_credits_then_marked_played_in_jellyfin_cou
     catch_up_rounds(move)
     assert [n for n, _ in move.trakt_plays()] == [14, 14]
     assert [n for n, _ in move.diary()] == [14, 14]
+
+
+def by_item_history_reads(move: Move) -> int:
+    """Trakt's history and watched-count reads made to tell whether marks were watched."""
+    return move.trakt.count("GET", "/sync/history/{type}/{id}") + move.trakt.count(
+        "GET", "/sync/watched/{type}"
+    )
+
+
+def test_a_season_trakt_held_before_watchbridge_marked_played_costs_one_read(move: Move) -> None:
+    # Watched long before watchbridge (Trakt and Serializd hold it, watchbridge never wrote
+    # it): the season marked played in Jellyfin. Nothing is added, and Trakt is read once for
+    # all of it, not once per episode (a library's import would be thousands of reads).
+    show = move.trakt.shows[-1]
+    for number in range(1, 9):
+        move.trakt.add_history(show.seasons[5].episodes[number], "2019-03-01T20:00:00.000Z")
+        move.serializd.log_entry(None, BREAKING_BAD, 5, number, backdate="2019-03-01T20:00:00Z")
+    before_trakt, before_diary = move.trakt_plays(), move.diary()
+    for number in range(1, 9):
+        move.mark_in_jellyfin(number)
+    move.settle()
+    catch_up_rounds(move)
+    assert move.trakt_plays() == before_trakt
+    assert move.diary() == before_diary
+    assert by_item_history_reads(move) == 1
+
+
+def test_marks_of_what_watchbridge_sent_to_trakt_ask_trakt_nothing(move: Move) -> None:
+    # Watched on Plex (watchbridge wrote them to Trakt), then marked played in Jellyfin: what
+    # watchbridge wrote answers, Trakt is not asked.
+    for number in (1, 2, 3):
+        move.watch_on_plex(number)
+        move.settle()
+        move.shift(DAY)
+    before = move.trakt_plays()
+    for number in (1, 2, 3):
+        move.mark_in_jellyfin(number)
+    move.settle()
+    catch_up_rounds(move)
+    assert move.trakt_plays() == before
+    assert by_item_history_reads(move) == 0
+
+
+def test_marks_wait_while_trakt_cannot_say_what_it_holds(move: Move) -> None:
+    # The read telling whether Trakt holds them fails (Trakt overloaded): the marks wait and
+    # are not sent meanwhile; once it reads, they add nothing.
+    show = move.trakt.shows[-1]
+    move.trakt.add_history(show.seasons[5].episodes[6], "2019-03-01T20:00:00.000Z")
+    before = move.trakt_plays()
+    move.trakt.fail_next(1, 503, route="/sync/watched/{type}")
+    move.trakt.fail_next(1, 503, route="/sync/history/{type}/{id}")
+    move.mark_in_jellyfin(6)
+    time.sleep(1.5)
+    assert move.trakt_plays() == before
+    assert move.trakt.count("POST", "/sync/history") == 0
+    move.shift(10 * 60)
+    move.settle()
+    catch_up_rounds(move)
+    assert move.trakt_plays() == before

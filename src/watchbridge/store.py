@@ -5734,6 +5734,22 @@ class Store:
             found |= {r["item_key"] for r in rows}
         return found
 
+    def mirror_keys_of(
+        self, service: str, profile: str, collection: str, items: Sequence[str], sep: str = "@"
+    ) -> set[str]:
+        """The keys the mirror holds that are one of `items` followed by `sep` and more (a
+        play's key: its item's alias at its minute), read off the key's index."""
+        found: set[str] = set()
+        after = chr(ord(sep) + 1)
+        for item in items:
+            rows = self._query(
+                "SELECT item_key FROM mirror WHERE service = ? AND profile = ? AND collection = ?"
+                " AND item_key >= ? AND item_key < ?",
+                (service, profile, collection, item + sep, item + after),
+            )
+            found |= {r["item_key"] for r in rows}
+        return found
+
     def mirror_replace(
         self, service: str, profile: str, collection: str, items: dict[str, Any], now: float
     ) -> MirrorWritten:

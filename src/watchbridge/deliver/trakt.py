@@ -443,6 +443,8 @@ class TraktTarget:
         self._ratings_read: dict[tuple[str, str], tuple[float, list[dict[str, Any]]]] = {}
         # (profile, kind) -> Trakt's history around a backlog's plays (`_added_elsewhere`).
         self._history_reads: dict[tuple[str, str], HistoryRead] = {}
+        # (profile, kind) -> (read at, Trakt's play counts): for marks by hand (`_watched_read`).
+        self._watched_reads: dict[tuple[str, str], tuple[float, list[Any]]] = {}
         # Profile -> the last start Trakt took and nothing ended since (deliver.watching):
         # lost in a restart, it is missed for seconds at most.
         self._shown: dict[str, SentStart] = {}
@@ -480,6 +482,11 @@ class TraktTarget:
             key: (read_at, entries)
             for key, (read_at, entries) in self._ratings_read.items()
             if still_fresh(read_at, now, RATINGS_READ_KEEP)
+        }
+        self._watched_reads = {
+            key: (read_at, watched)
+            for key, (read_at, watched) in self._watched_reads.items()
+            if still_fresh(read_at, now, HISTORY_READ_KEEP)
         }
 
     async def _told_of_ending_sign_ins(
@@ -948,21 +955,57 @@ class TraktTarget:
 
     async def _watched_before_marks(self, profile: str, rows: Sequence[Row]) -> set[int]:
         """Outbox ids of the Jellyfin or Emby marks by hand among `rows` (playback.hand_mark)
-        whose item Trakt's history holds a play of before the mark: the server caught up (a
-        season marked played, what the Plex beside it played), not a viewing of that day. One
-        read of the item's history each; an item known by its show and numbers alone (no
-        Trakt id) is sent as before."""
-        found: set[int] = set()
-        for row in rows:
-            trakt_id = row.item.ids.trakt
-            if not row.payload.get(HAND_MARK) or not trakt_id:
+        whose item Trakt holds a play of before the mark: the server caught up (a season
+        marked played, what the Plex beside it played), not a viewing of that day. What we
+        know Trakt holds (the mirror: our writes, the plays we read) answers first; the rest
+        are looked up in Trakt's play counts (`/sync/watched`, one paged read per kind kept
+        HISTORY_READ_KEEP: a season or a library's import costs a read, not one per mark),
+        by the show's ids and the episode's numbers too. Only one whose counts cannot tell
+        (its last play after the mark, its show's episodes not counted) reads its own history,
+        by its Trakt id; without one it is sent as before. A read that fails raises: the
+        batch is held (nothing sent) and tried again, as for every read before a send."""
+        marks = [r for r in rows if r.payload.get(HAND_MARK) and r.at != UNDATED]
+        if not marks:
+            return set()
+        found = await asyncio.to_thread(self._marked_after_known_plays, profile, marks)
+        skew = max(0.0, self.client.clock_skew)
+        untold: list[Row] = []
+        rest = [r for r in marks if r.outbox.id not in found]
+        for kind in sorted({_watched_kind(r.item) for r in rest}):
+            watched = await self._watched_read(profile, kind)
+            for row in (r for r in rest if _watched_kind(r.item) == kind):
+                said = watched_by(watched, row.item, row.at + LOOK_MARGIN + skew)
+                if said:
+                    found.add(row.outbox.id)
+                elif said is None:
+                    untold.append(row)
+        for row in untold:
+            if not row.item.ids.trakt:
                 continue
+            end = row.at + LOOK_MARGIN + skew
             kind = _history_kind(row.item)
-            end = row.at + LOOK_MARGIN + max(0.0, self.client.clock_skew)
-            entries = await self.client.history(profile, kind, str(trakt_id), end_at=end)
-            if entries:
+            entries = await self.client.history(profile, kind, str(row.item.ids.trakt), end_at=end)
+            if any(isinstance(e, dict) and history_entry_is(e, row.item) for e in entries):
                 found.add(row.outbox.id)
         return found
+
+    def _marked_after_known_plays(self, profile: str, rows: Sequence[Row]) -> set[int]:
+        """Outbox ids of `rows` whose item the mirror knows Trakt holds a play of before
+        (within LOOK_MARGIN after) the row's time."""
+        aliases = sorted({alias for r in rows for alias in item_aliases(r.item)})
+        earliest = earliest_plays(self.store.mirror_keys_of(NAME, profile, PLAYS, aliases))
+        return {r.outbox.id for r in rows if played_by(earliest, r.item, r.at + LOOK_MARGIN)}
+
+    async def _watched_read(self, profile: str, kind: str) -> list[Any]:
+        """Trakt's play counts of `kind` (`movies`, `shows`): one read within HISTORY_READ_KEEP
+        serves a backlog's batches (our own writes since are in the mirror)."""
+        now = self.clock()
+        kept = self._watched_reads.get((profile, kind))
+        if kept is not None and still_fresh(kept[0], now, HISTORY_READ_KEEP):
+            return kept[1]
+        watched = await self.client.watched(profile, kind)
+        self._watched_reads[profile, kind] = (now, watched)
+        return watched
 
     async def _history_read(
         self, profile: str, kind: str, start: float, end: float, tried: float
@@ -1281,6 +1324,8 @@ class TraktTarget:
         looked_up = [r for r in named if r.outbox.id in found]
         if named:
             await self._note_removing(looked_up, found)
+            # The play counts kept for marks (`_watched_read`) may count a play it removes.
+            self._watched_reads = {k: w for k, w in self._watched_reads.items() if k[0] != profile}
             try:
                 await self.client.remove_history(profile, sorted(set(ids.values())))
             except (TraktAuthError, TraktAccountError, Unavailable) as exc:
@@ -1799,11 +1844,56 @@ def plays_in_snapshot(watched: Sequence[Any], item: MediaRef) -> int | None:
     when it cannot tell: its show's entry has no `seasons` (Trakt gives them only with
     `extended=progress`, and left them out for a while even then, trakt-api#844). A show
     with no entry has no plays."""
-    plays = 0
+    counts = _snapshot_counts(watched, item)
+    return None if counts is None else sum(int(c.get("plays") or 0) for c in counts)
+
+
+def watched_by(watched: Sequence[Any], item: MediaRef, end: float) -> bool | None:
+    """Whether a `/sync/watched` snapshot shows a play of `item` at `end` or before: False
+    when it counts none at all, None when it cannot tell (its show's entry counts no
+    episode's plays, or the episode has no show ids and numbers to look for; its last play
+    is after `end`, and so may be the only one). Pure."""
+    if item.kind != "movie" and not (item.show_ids and item.season is not None and item.number):
+        return None
+    counts = _snapshot_counts(watched, item)
+    if counts is None:
+        return None
+    played = [c for c in counts if int(c.get("plays") or 0) > 0]
+    if not played:
+        return False
+    last = [iso_time(c.get("last_watched_at")) for c in played]
+    if any(at is not None and at <= end for at in last):
+        return True
+    return None
+
+
+def earliest_plays(keys: Collection[str]) -> dict[str, int]:
+    """The minute of the earliest play each alias has among the mirror's play `keys` (an
+    alias at its minute, `remembered_keys`). Pure."""
+    earliest: dict[str, int] = {}
+    for key in keys:
+        alias, _, minute = key.rpartition("@")
+        if alias and minute.lstrip("-").isdigit():
+            earliest[alias] = min(int(minute), earliest.get(alias, int(minute)))
+    return earliest
+
+
+def played_by(earliest: Mapping[str, int], item: MediaRef, end: float) -> bool:
+    """Whether `earliest` (`earliest_plays`) holds a play of `item` at `end` or before. Pure."""
+    last = int(end // 60)
+    return any(earliest.get(alias, last + 1) <= last for alias in item_aliases(item))
+
+
+def _snapshot_counts(watched: Sequence[Any], item: MediaRef) -> list[dict[str, Any]] | None:
+    """The counts of `item` in a `/sync/watched` snapshot: its movie's entries, or its
+    episode's under its show's entries; None when a show's entry has no `seasons`."""
+    counts: list[dict[str, Any]] = []
     for entry in watched:
+        if not isinstance(entry, dict):
+            continue
         if item.kind == "movie":
             if _shares_id(obj(entry.get("movie")).get("ids"), item.ids):
-                plays += int(entry.get("plays") or 0)
+                counts.append(entry)
             continue
         if not _shares_id(obj(entry.get("show")).get("ids"), item.show_ids):
             continue
@@ -1811,12 +1901,16 @@ def plays_in_snapshot(watched: Sequence[Any], item: MediaRef) -> int | None:
         if not isinstance(seasons, list):
             return None
         for season in seasons:
-            if season.get("number") != item.season:
+            if not isinstance(season, dict) or season.get("number") != item.season:
                 continue
             for episode in season.get("episodes") or ():
-                if episode.get("number") == item.number:
-                    plays += int(episode.get("plays") or 0)
-    return plays
+                if isinstance(episode, dict) and episode.get("number") == item.number:
+                    counts.append(episode)
+    return counts
+
+
+def _watched_kind(item: MediaRef) -> str:
+    return "movies" if item.kind == "movie" else "shows"
 
 
 def _shares_id(raw: Any, ids: Ids) -> bool:
