@@ -151,6 +151,9 @@ def test_check_config_warns_of_a_time_zone_this_machine_does_not_know(
     (warning,) = [line for line in result.stdout.splitlines() if line.startswith("warning: TZ")]
     assert warning.startswith("warning: TZ=Europe/Berlim is no time zone this machine knows")
     assert "UTC" in warning and "Europe/Berlin" in warning
+    assert "a generic webhook's watched_at sent as a time without its zone is read as UTC" in (
+        warning
+    )
     for known in ("Europe/Berlin", ":America/New_York", "Etc/UTC", "EST5EDT", ""):
         time_zone(known)
         result = run("check-config", "--config", str(path))
@@ -185,7 +188,12 @@ def test_check_config_names_the_time_zone_whose_days_anilists_dates_are(
     [
         ("Europe/London", "this machine's, UTC+00:00 now, UTC+01:00 part of the year (TZ not set)"),
         ("GMT0BST,M3.5.0/1,M10.5.0", "this machine's, UTC+00:00 now, UTC+01:00 part of the year"),
-        ("Etc/UTC", "UTC (TZ not set): AniList's start and finish dates and a webhook's"),
+        (
+            "Etc/UTC",
+            "UTC (TZ not set): AniList's start and finish dates and a generic webhook's"
+            " watched_at sent as a day are UTC days, and one sent as a time without its zone is"
+            " read as UTC (or refused)",
+        ),
     ],
 )
 def test_a_machine_at_utc_in_winter_only_is_not_shown_as_utc(

@@ -1,6 +1,7 @@
 """The time zone watchbridge runs in (`TZ`): whose days AniList's start and finish dates (and
-a generic webhook's `watched_at` sent as a day) are, and whose clock the times it shows the
-user are told by (the status page, `watchbridge status`, sign-in messages).
+a generic webhook's `watched_at` sent as a day) are, whose clock a generic webhook's
+`watched_at` sent as a time without its zone may be read on, and whose clock the times it
+shows the user are told by (the status page, `watchbridge status`, sign-in messages).
 
 glibc takes a `TZ` it has no file for (a misspelt name, an image without tzdata) for UTC and
 says nothing; `unknown_zone` tells that apart from a zone it knows. Pure but for the look at
@@ -45,8 +46,9 @@ def zone_warning(environ: Mapping[str, str] = os.environ) -> str | None:
         return None
     return (
         f"TZ={name} is no time zone this machine knows, so it keeps UTC: AniList's start and "
-        "finish dates (and a webhook's watched_at sent as a day alone) are UTC days; set an "
-        "IANA name such as Europe/Berlin or America/New_York"
+        "finish dates (and a generic webhook's watched_at sent as a day alone) are UTC days, "
+        "and a generic webhook's watched_at sent as a time without its zone is read as UTC "
+        "(or refused); set an IANA name such as Europe/Berlin or America/New_York"
     )
 
 
@@ -70,8 +72,9 @@ def zone_in_use(environ: Mapping[str, str] = os.environ, at: float | None = None
         return f"this machine's, {shift} now{rest} (TZ not set)"
     return (
         f"UTC ({f'TZ={name}' if name else 'TZ not set'}): AniList's start and finish dates and "
-        "a webhook's watched_at sent as a day are UTC days; if you live elsewhere, set TZ to "
-        "your time zone (e.g. Europe/Berlin, Pacific/Honolulu)"
+        "a generic webhook's watched_at sent as a day are UTC days, and one sent as a time "
+        "without its zone is read as UTC (or refused); if you live elsewhere, set TZ to your "
+        "time zone (e.g. Europe/Berlin, Pacific/Honolulu)"
     )
 
 
