@@ -14,7 +14,16 @@ import pytest
 
 from tests.ingest_samples import only_event
 from watchbridge.ingest import parse as parse_request
-from watchbridge.ingest.generic import dated, parse
+from watchbridge.ingest.generic import (
+    Reading,
+    dated,
+    kept,
+    learned_from,
+    parse,
+    taught,
+    to_learn,
+    zone_sender,
+)
 from watchbridge.model import Accepted, Account, Ids, Ignored, Rejected
 from watchbridge.services.anilist import FuzzyDate
 
@@ -381,16 +390,22 @@ def test_a_time_days_ahead_is_refused_as_a_wrong_clock_not_a_zone_left_out() -> 
     )
 
 
-def _dated(watched_at: object, now: float) -> Accepted | Rejected:
-    """The webhook's document as the route reads it, checked against the clock at `now`."""
+def _parsed(watched_at: object) -> Accepted:
+    """The webhook's document as the route reads it."""
     body = json.dumps(changed(MOVIE, watched_at=watched_at)).encode()
     result = parse_request("generic", body, "application/json")
     assert isinstance(result, Accepted), result
-    return dated(result, now)
+    return result
 
 
-def _taken_at(watched_at: object, now: float) -> float | None:
-    taken = _dated(watched_at, now)
+def _dated(watched_at: object, now: float, learned: Reading | None = None) -> Accepted | Rejected:
+    """The webhook's document checked against the clock at `now`, its sender seen to write
+    a time without its zone as `learned`."""
+    return dated(_parsed(watched_at), now, learned)
+
+
+def _taken_at(watched_at: object, now: float, learned: Reading | None = None) -> float | None:
+    taken = _dated(watched_at, now, learned)
     assert isinstance(taken, Accepted), taken
     return taken.events[0].occurred_at
 
@@ -507,3 +522,126 @@ def test_a_time_without_a_zone_in_1970_is_still_a_clock_not_set() -> None:
 )
 def test_an_epoch_number_is_refused_saying_what_to_send(sent: object, reason: str) -> None:
     assert rejection(changed(MOVIE, watched_at=sent)) == reason
+
+
+def _utc(year: int, month: int, day: int, hour: int, minute: int, second: int) -> float:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC).timestamp()
+
+
+NOW = _utc(2025, 3, 14, 20, 48, 2)
+
+
+@pytest.mark.parametrize(
+    ("zone", "sent", "learned", "at"),
+    [
+        # Sent again 3 hours late by a script seen to write New York's clock, or UTC.
+        ("America/New_York", "2025-03-14T13:48:02", "local", NOW - 3 * 3600),
+        ("America/New_York", "2025-03-14T17:48:02", "utc", NOW - 3 * 3600),
+        # Days before, in summer time: the offset then, not now's.
+        ("Europe/Berlin", "2024-07-12T21:48:02", "local", _utc(2024, 7, 12, 19, 48, 2)),
+        # TZ at UTC: the two readings are one, and a sender seen near now wrote it.
+        ("UTC", "2025-03-14T17:48:02", "either", NOW - 3 * 3600),
+        ("UTC", "2025-03-14T17:48:02", "utc", NOW - 3 * 3600),
+        ("Europe/London", "2025-01-14T17:48:02", "either", _utc(2025, 1, 14, 17, 48, 2)),
+    ],
+)
+def test_a_time_without_a_zone_far_from_now_is_read_as_its_sender_was_seen_to_write(
+    time_zone: Callable[[str], None], zone: str, sent: str, learned: Reading, at: float
+) -> None:
+    time_zone(zone)
+    assert _taken_at(sent, NOW, learned) == at
+
+
+@pytest.mark.parametrize(
+    ("zone", "sent", "learned"),
+    [
+        # Never seen with a time near now: which zone it meant cannot be told.
+        ("America/New_York", "2025-03-14T13:48:02", None),
+        ("UTC", "2025-03-14T17:48:02", None),
+        # Seen when UTC and London's time were one (winter): in summer they are not.
+        ("Europe/London", "2024-07-12T21:48:02", "either"),
+        ("America/New_York", "2025-03-14T13:48:02", "either"),
+    ],
+)
+def test_a_time_without_a_zone_far_from_now_of_a_sender_not_known_to_write_it_is_refused(
+    time_zone: Callable[[str], None], zone: str, sent: str, learned: Reading | None
+) -> None:
+    time_zone(zone)
+    refused = _dated(sent, NOW, learned)
+    assert isinstance(refused, Rejected)
+    assert refused.reason.startswith(f"watched_at: {sent} has no time zone: add yours (e.g.")
+
+
+def test_a_time_near_now_is_read_so_whatever_its_sender_was_seen_to_write(
+    time_zone: Callable[[str], None],
+) -> None:
+    # The script changed (its container's TZ set): its live posts are dated right.
+    time_zone("America/New_York")
+    assert _taken_at("2025-03-14T16:46:02", NOW, "utc") == NOW - 120
+    assert _taken_at("2025-03-14T20:46:02", NOW, "local") == NOW - 120
+
+
+def test_a_learnt_reading_three_hours_ahead_is_still_refused_as_ahead(
+    time_zone: Callable[[str], None],
+) -> None:
+    time_zone("America/New_York")
+    refused = _dated("2025-03-14T23:48:02", NOW, "utc")
+    assert isinstance(refused, Rejected) and "3.0 hours ahead" in refused.reason
+
+
+@pytest.mark.parametrize(
+    ("zone", "sent", "seen"),
+    [
+        ("America/New_York", "2025-03-14T16:46:02", "local"),
+        ("America/New_York", "2025-03-14T20:46:02", "utc"),
+        ("Asia/Kolkata", "2025-03-15T02:18:02", "local"),
+        ("UTC", "2025-03-14T20:46:02", "either"),
+        ("Europe/London", "2025-03-14T20:46:02", "either"),  # UTC+0 in March
+        ("America/New_York", "2025-03-14T13:48:02", None),  # hours off in both: tells nothing
+        ("America/New_York", "1970-01-01T00:04:10", None),  # a sender's clock not set
+        ("America/New_York", "2025-03-14T20:46:02Z", None),  # with its zone
+        ("America/New_York", "2025-03-14", None),  # a day alone
+    ],
+)
+def test_a_time_without_a_zone_near_now_tells_which_zone_its_sender_writes(
+    time_zone: Callable[[str], None], zone: str, sent: str, seen: Reading | None
+) -> None:
+    time_zone(zone)
+    assert taught(_parsed(sent), NOW) == seen
+    assert taught(_parsed(sent), 1000.0) is None  # this machine's clock not set
+
+
+@pytest.mark.parametrize(
+    ("learned", "seen", "learn"),
+    [
+        (None, "local", "local"),
+        (None, "utc", "utc"),
+        (None, "either", "either"),
+        ("either", "local", "local"),  # the two readings apart now tell which
+        ("local", "utc", "utc"),  # the script changed
+        ("local", "local", None),
+        ("local", "either", None),  # the two the same: nothing to learn
+        ("utc", "either", None),
+        ("utc", None, None),
+    ],
+)
+def test_what_a_post_near_now_teaches(
+    learned: Reading | None, seen: Reading | None, learn: Reading | None
+) -> None:
+    assert to_learn(learned, seen) == learn
+
+
+def test_a_learnt_reading_is_kept_with_its_tz_and_local_time_is_forgotten_when_tz_changes() -> None:
+    assert learned_from(kept("local", "America/New_York"), "America/New_York") == "local"
+    assert learned_from(kept("local", "America/New_York"), "Europe/Berlin") is None
+    assert learned_from(kept("utc", ""), "Europe/Berlin") == "utc"
+    assert learned_from(kept("either", ""), "Europe/Berlin") == "either"
+    for broken in (None, "", "not json", "[]", '{"reads": "mars"}'):
+        assert learned_from(broken, "") is None
+
+
+def test_a_sender_is_its_user_and_player_and_only_of_a_time_without_a_zone() -> None:
+    sender = zone_sender(_parsed("2025-03-14T20:46:02"))
+    assert sender is not None and json.loads(sender) == ["alice", "", "kodi-livingroom"]
+    assert zone_sender(_parsed("2025-03-14T20:46:02Z")) is None
+    assert zone_sender(_parsed("2025-03-14")) is None

@@ -42,6 +42,7 @@ class House:
     def __init__(
         self,
         app: AppThread,
+        config: Path,
         db: Path,
         clock: Clock,
         serializd: FakeSerializd,
@@ -49,8 +50,14 @@ class House:
         trakt: FakeTrakt,
         bob: User,
     ) -> None:
-        self.app, self.db, self.clock = app, db, clock
+        self.app, self.config, self.db, self.clock = app, config, db, clock
         self.serializd, self.anilist, self.trakt, self.bob = serializd, anilist, trakt, bob
+
+    def restart(self) -> None:
+        """Stop watchbridge and start it again on the same config and database."""
+        self.app.__exit__(None, None, None)
+        runtime = build_runtime(load_config(self.config, {}), clock=self.clock)
+        self.app = AppThread(build_app(runtime)).__enter__()
 
     def send(self, body: Any, **headers: str) -> httpx.Response:
         """POST as the Kodi script does: JSON to the generic URL with the secret in its path."""
@@ -133,9 +140,14 @@ def house(
         encoding="utf-8",
     )
     runtime = build_runtime(load_config(path, {}), clock=clock)
-    with AppThread(build_app(runtime)) as app:
+    app = AppThread(build_app(runtime)).__enter__()
+    db = Path(runtime.config.storage.path)
+    house = House(app, path, db, clock, serializd, anilist, trakt, bob)
+    try:
         sign_in_trakt(runtime.store, trakt, "bob", now=clock())
-        yield House(app, Path(runtime.config.storage.path), clock, serializd, anilist, trakt, bob)
+        yield house
+    finally:
+        house.app.__exit__(None, None, None)  # the one running, after a restart too
 
 
 def kodi(
@@ -363,9 +375,11 @@ def test_a_time_without_a_zone_is_read_in_the_zone_that_puts_it_near_now(
     local_now = house.clock()
     as_local = datetime.fromtimestamp(local_now).isoformat()  # New York's clock, no zone
     house.post(PLAYED | {"user": "bob", "watched_at": as_local, "item": EPISODE | {"number": 2}})
-    # Two days before (a history script): neither reading is near now, so it asks for the zone.
+    # Two days before, from a history script never seen posting a time near now: neither
+    # reading is near now, and which one it writes is not known, so it asks for the zone.
     days_ago = datetime.fromtimestamp(local_now - 2 * DAY).isoformat(timespec="seconds")
-    refused = house.send(PLAYED | {"user": "bob", "watched_at": days_ago})
+    history_script = {"user": "bob", "player": "history-script"}
+    refused = house.send(PLAYED | history_script | {"watched_at": days_ago})
     zoned = datetime.fromisoformat(days_ago).replace(tzinfo=ZoneInfo("America/New_York"))
     assert (refused.status_code, refused.json()["error"]) == (
         400,
@@ -388,3 +402,69 @@ def test_a_time_without_a_zone_is_read_in_the_zone_that_puts_it_near_now(
     assert all(
         near(row[3], at) for row, at in zip(diary, (utc_now, local_now, then), strict=True)
     ), diary
+
+
+def test_a_sender_seen_writing_its_time_without_a_zone_has_its_late_posts_read_so(
+    house: House, time_zone: Callable[[str], None], caplog: pytest.LogCaptureFixture
+) -> None:
+    # A script that queues its posts and sends them again once watchbridge is back (or posts
+    # a stop late) sends a time without its zone hours old: neither reading is near now, but
+    # its posts near now told which zone it writes, and that outlives a restart.
+    time_zone("America/New_York")
+    caplog.set_level("INFO", logger="watchbridge.webhooks")
+    kodi_box = {"user": "bob", "player": "kodi-livingroom"}  # datetime.now().isoformat()
+    laptop = {"user": "bob", "player": "laptop"}  # a script in a container left at UTC
+
+    def local(at: float) -> str:
+        return datetime.fromtimestamp(at).isoformat(timespec="seconds")
+
+    def utc(at: float) -> str:
+        return datetime.fromtimestamp(at, UTC).replace(tzinfo=None).isoformat(timespec="seconds")
+
+    def played(sender: dict[str, str], number: int, watched_at: str) -> dict[str, Any]:
+        return PLAYED | sender | {"watched_at": watched_at, "item": EPISODE | {"number": number}}
+
+    now = house.clock()
+    house.post(played(kodi_box, 1, local(now)))
+    house.post(played(kodi_box, 2, local(now - 3 * 3600)))
+    house.post(played(laptop, 3, utc(now)))
+    house.post(played(laptop, 4, utc(now - 3 * 3600)))
+    house.post(played(laptop, 5, utc(now - 2 * 3600)))  # learnt already: told once
+    # Alice's script was never seen with a time near now: which zone it meant is not known.
+    hours_ago = local(now - 3 * 3600)
+    refused = house.send(PLAYED | {"watched_at": hours_ago})
+    zoned = datetime.fromisoformat(hours_ago).replace(tzinfo=ZoneInfo("America/New_York"))
+    assert (refused.status_code, refused.json()["error"]) == (
+        400,
+        f"watched_at: {hours_ago} has no time zone: add yours (e.g. {zoned.isoformat()}) or Z,"
+        " or send no watched_at to date it as it arrives",
+    )
+    told = [r.getMessage() for r in caplog.records if "without a time zone in" in r.getMessage()]
+    assert told == [
+        "generic webhook: bob on kodi-livingroom sends watched_at without a time zone in the"
+        " time where watchbridge runs (America/New_York): such a time it sends later is read"
+        " so, even hours old (a post sent again)",
+        "generic webhook: bob on laptop sends watched_at without a time zone in UTC: such a"
+        " time it sends later is read so, even hours old (a post sent again)",
+    ]
+    house.restart()
+    house.shift(3600)
+    later = house.clock()
+    house.post(played(kodi_box, 6, local(later - 3 * 3600)))
+    house.post(played(laptop, 7, utc(later - 4 * 3600)))
+    house.settle()
+    dated = {
+        1: now,
+        2: now - 3 * 3600,
+        3: now,
+        4: now - 3 * 3600,
+        5: now - 2 * 3600,
+        6: later - 3 * 3600,
+        7: later - 4 * 3600,
+    }
+    history = sorted(house.trakt.history(), key=lambda play: play.item.number)
+    assert [play.item.number for play in history] == list(dated)
+    assert all(near(play.watched_at, dated[play.item.number]) for play in history), history
+    diary = sorted(house.diary(house.bob), key=lambda row: row[2])
+    assert [row[:3] for row in diary] == [(BREAKING_BAD, 5, n) for n in dated], diary
+    assert all(near(row[3], dated[row[2]]) for row in diary), diary

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import hmac
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Coroutine, Mapping, Sequence
@@ -52,7 +53,15 @@ from watchbridge.ingest import generic, parse
 from watchbridge.ingest.body import payload_head
 from watchbridge.ingest.common import TEST_EVENT
 from watchbridge.logs import Repeating
-from watchbridge.model import Accepted, Account, Ignored, MediaEvent, Source, ref_to_dict
+from watchbridge.model import (
+    Accepted,
+    Account,
+    Ignored,
+    MediaEvent,
+    Rejected,
+    Source,
+    ref_to_dict,
+)
 from watchbridge.offloop import in_thread
 from watchbridge.playback import (
     HAND_MARK,
@@ -892,8 +901,14 @@ async def _webhook(
             runtime, send, source, f"ignored_{result.reason}", 200, started, reason=result.reason
         )
         return
+    zone_learnt: tuple[str, generic.Reading] | None = None
     if isinstance(result, Accepted) and source == "generic":
-        result = generic.dated(result, runtime.clock())
+        try:
+            result, zone_learnt = await _generic_dated(runtime, result)
+        except (sqlite3.Error, StoreError) as exc:
+            said = "could not read the time zone this sender writes from the database"
+            await _store_failed(runtime, send, source, started, exc, said)
+            return
     if not isinstance(result, Accepted):
         await _answer(runtime, send, source, "malformed", 400, started, error=result.reason)
         return
@@ -941,24 +956,12 @@ async def _webhook(
         if for_plex:  # kept before the answer: taken should Plex's webhook not send them
             await in_thread(runtime.store.keep_for_plex, for_plex)
     except (sqlite3.Error, StoreError) as exc:
-        # 503, not 500: the request was fine and nothing was acknowledged. Retry-After for
-        # the senders that try again (a generic one, a proxy's queue).
-        fault = runtime.storage_trouble(exc)
-        said = f" ({_one_line(exc)})" + (f": {fault.problem}" if fault is not None else "")
-        await _answer(
-            runtime,
-            send,
-            source,
-            "store_error",
-            503,
-            started,
-            (RETRY_AFTER,),
-            fault,
-            error=f"could not store the event{said}",
-        )
+        await _store_failed(runtime, send, source, started, exc, "could not store the event")
         return
     for learn in learnt:  # stored with the events (a 503: learnt when sent again)
         runtime.account_ids.learn(*learn)
+    if zone_learnt is not None and jobs:
+        await _learn_zone(runtime, *zone_learnt)
     if jobs:  # as the events stored say it (Store.last_webhooks), in memory: no SQL here
         runtime.last_webhooks.saw(source, result.events[0].server, jobs[0].now)
     for event, name, server in taken:
@@ -992,6 +995,69 @@ async def _webhook(
     if defaulted is not None:  # after answering: its sender need not wait for it
         first, to = defaulted
         await _remember_defaulted(runtime, first, to, defaulted_played, result.document)
+
+
+async def _store_failed(
+    runtime: Runtime, send: Send, source: str, started: float, exc: Exception, what: str
+) -> None:
+    """Answer a webhook the database failed: 503, not 500: the request was fine and nothing
+    was acknowledged. Retry-After for the senders that try again (a generic one, a proxy's
+    queue)."""
+    fault = runtime.storage_trouble(exc)
+    said = f" ({_one_line(exc)})" + (f": {fault.problem}" if fault is not None else "")
+    await _answer(
+        runtime,
+        send,
+        source,
+        "store_error",
+        503,
+        started,
+        (RETRY_AFTER,),
+        fault,
+        error=f"{what}{said}",
+    )
+
+
+# The cursor (service generic, no profile) that keeps, per sender, which zone its
+# `watched_at` without one is in (generic.Reading), learnt from its posts near now.
+ZONE_CURSOR = "zone_less"
+
+
+async def _generic_dated(
+    runtime: Runtime, result: Accepted
+) -> tuple[Accepted | Rejected, tuple[str, generic.Reading] | None]:
+    """A generic webhook dated against the clock (generic.dated), a `watched_at` without its
+    zone in the one its sender was seen to write; with what it teaches of that (the sender
+    and its reading) when that is new, to keep once the events are stored."""
+    now = runtime.clock()
+    sender = generic.zone_sender(result)
+    if sender is None:
+        return generic.dated(result, now), None
+    name = f"{ZONE_CURSOR}:{sender}"
+    stored = await in_thread(runtime.store.get_cursor, "generic", "", name)
+    learned = generic.learned_from(stored, _tz())
+    learn = generic.to_learn(learned, generic.taught(result, now))
+    return generic.dated(result, now, learned), (None if learn is None else (sender, learn))
+
+
+async def _learn_zone(runtime: Runtime, sender: str, reading: generic.Reading) -> None:
+    """Keep which zone `sender` writes its `watched_at` without one in, and log it (once per
+    sender, and again should it change). Not kept (the database failing since the events
+    were stored): learnt at its next post near now."""
+    name = f"{ZONE_CURSOR}:{sender}"
+    value = generic.kept(reading, _tz())
+    try:
+        await in_thread(runtime.store.set_cursor, "generic", "", name, value, runtime.clock())
+    except (sqlite3.Error, StoreError):
+        return
+    log.info(
+        generic.learned_line(reading, sender, _tz() or "TZ not set"), extra={"source": "generic"}
+    )
+
+
+def _tz() -> str:
+    """The `TZ` watchbridge runs under, as set ('' unset)."""
+    return os.environ.get("TZ", "").strip().lstrip(":")
 
 
 def _for_plex(runtime: Runtime, event: MediaEvent, result: Accepted) -> ForPlex | None:

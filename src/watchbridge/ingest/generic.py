@@ -9,7 +9,9 @@
       "rating": 8           0-10, required for rate; 0 clears the rating
       "watched_at": "2025-03-14T20:48:02Z"   ISO-8601 with its zone;          optional
                                              a day alone: that day where watchbridge runs;
-                                             no zone: taken only near now (dated)
+                                             no zone: taken near now (dated), or far
+                                             from it in the zone its sender was seen
+                                             to write near now (learned)
       "item": {                                                               required
         "type": "movie|episode", "title": "…", "year": 2016,
         "ids": {"imdb": "tt…", "tmdb": 1, "tvdb": 1, "trakt": 1, "anilist": 1, "mal": 1,
@@ -30,10 +32,12 @@ from it would pass for a real one.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import replace
 from datetime import UTC, date, datetime
+from typing import Literal
 
 from watchbridge.clocksteps import UNSET_BEFORE
 from watchbridge.ingest.common import (
@@ -93,6 +97,12 @@ FUTURE_SLACK = 600.0  # two clocks may differ; a zone left out is hours
 # A time sent without its zone is read as UTC, or as watchbridge's TZ, only when that puts it
 # this near now: then which one the sender meant is sure.
 ZONE_LESS_NEAR = 600.0
+# Which zone a sender writes its zone-less times in, as its posts near now showed (`taught`):
+# UTC, the time where watchbridge runs (its TZ), or either: seen when the two were the same
+# (TZ left at UTC, or a zone at UTC+0 then, as London in winter), which tells only a time
+# when they still are.
+Reading = Literal["utc", "local", "either"]
+READINGS: tuple[Reading, ...] = ("utc", "local", "either")
 ZONES_APART = 14 * 3600.0  # no time zone is further from UTC (Kiribati, UTC+14)
 # Before this (1971-01-01 UTC), in any zone: a sender's clock never set (a box without a
 # real-time clock booted at 1970, its time not yet synced), not a viewing's date.
@@ -231,18 +241,18 @@ def _milliseconds(data: Payload, key: str) -> int | None:
     return value
 
 
-def dated(result: Accepted, now: float) -> Accepted | Rejected:
+def dated(result: Accepted, now: float, learned: Reading | None = None) -> Accepted | Rejected:
     """`result` checked against the clock (`now`): a day sent without a time that is today
     where watchbridge runs stands for now when its noon is still ahead (a play logged this
-    morning); a time sent without its zone is the reading of it near now (`_zone_less`); an
-    event dated more than FUTURE_SLACK after `now` (an offset that is not the sender's) is
-    refused, since it would be the play's date. One dated in 1970 is the sender's clock never
-    set: it is dated as it arrives."""
+    morning); a time sent without its zone is the reading of it near now, or else the one its
+    sender was seen to write (`learned`; `_zone_less`); an event dated more than FUTURE_SLACK
+    after `now` (an offset that is not the sender's) is refused, since it would be the play's
+    date. One dated in 1970 is the sender's clock never set: it is dated as it arrives."""
     document = result.document or {}
     sent = document.get("watched_at")
     naive = _naive(sent)
     if naive is not None and now >= UNSET_BEFORE:  # a clock not set cannot judge: UTC stands
-        zoned = _zone_less(result, naive, str(sent).strip(), now)
+        zoned = _zone_less(result, naive, str(sent).strip(), now, learned)
         if isinstance(zoned, Rejected):
             return zoned
         result = zoned
@@ -292,22 +302,105 @@ def _naive(value: object) -> datetime | None:
     return parsed if parsed.tzinfo is None else None
 
 
-def _zone_less(result: Accepted, naive: datetime, sent: str, now: float) -> Accepted | Rejected:
+def _zone_less(
+    result: Accepted, naive: datetime, sent: str, now: float, learned: Reading | None
+) -> Accepted | Rejected:
     """A time sent without its zone (`datetime.now().isoformat()`, `date +%FT%T`), which the
     parser read as UTC: UTC when that is within ZONE_LESS_NEAR of `now`, else the time where
-    watchbridge runs (its TZ) when that is; otherwise which zone was meant cannot be told,
-    and a guess would date the play hours off without a word: refused, asking for the zone.
-    One in 1970 is left to `dated` (a sender's clock not set)."""
+    watchbridge runs (its TZ) when that is; further off (a post sent again after watchbridge
+    was down, a stop sent late), the reading its sender was seen to write near now
+    (`learned`). Otherwise which zone was meant cannot be told, and a guess would date the
+    play hours off without a word: refused, asking for the zone. One in 1970 is left to
+    `dated` (a sender's clock not set)."""
     as_utc = naive.replace(tzinfo=UTC).timestamp()
     if abs(as_utc - now) <= ZONE_LESS_NEAR or _epoch_year(as_utc):
         return result
     local = naive.astimezone()  # the naive time read on this process's clock (TZ)
-    if abs(local.timestamp() - now) <= ZONE_LESS_NEAR:
-        at = local.timestamp()
+    at = local.timestamp()
+    near = abs(at - now) <= ZONE_LESS_NEAR
+    if not near and (learned == "utc" or (learned == "either" and at == as_utc)):
+        return result
+    if near or learned == "local":
         return replace(result, events=[replace(e, occurred_at=at) for e in result.events])
     return Rejected(
         f"watched_at: {sent} has no time zone: add yours (e.g. {sent}{_offset(local)}) or Z,"
         " or send no watched_at to date it as it arrives"
+    )
+
+
+def zone_sender(result: Accepted) -> str | None:
+    """Who sent a `watched_at` without its zone, as its reading is remembered by: the
+    webhook's `user` (and `user_id`) and `player` (two scripts of one user may run on clocks
+    apart); None when the webhook has no such time."""
+    document = result.document or {}
+    if _naive(document.get("watched_at")) is None or not result.events:
+        return None
+    event = result.events[0]
+    return json.dumps([event.account.name or "", event.account.id or "", event.player])
+
+
+def taught(result: Accepted, now: float) -> Reading | None:
+    """Which zone the sender writes, as a `watched_at` without its zone near `now` in one
+    reading tells (`_zone_less`): UTC, the time where watchbridge runs, or either when the
+    two are the same then; None when neither is near `now`, or a clock is not set."""
+    naive = _naive((result.document or {}).get("watched_at"))
+    if naive is None or now < UNSET_BEFORE:
+        return None
+    as_utc = naive.replace(tzinfo=UTC).timestamp()
+    at = naive.astimezone().timestamp()
+    if _epoch_year(as_utc):
+        return None
+    if abs(as_utc - now) <= ZONE_LESS_NEAR:
+        return "either" if at == as_utc else "utc"
+    return "local" if abs(at - now) <= ZONE_LESS_NEAR else None
+
+
+def to_learn(learned: Reading | None, seen: Reading | None) -> Reading | None:
+    """What to remember of a sender that wrote `seen` now, having been seen to write
+    `learned`; None when nothing changes. Either (UTC and TZ's time the same then) tells
+    nothing over UTC or local."""
+    if seen is None or seen == learned or (seen == "either" and learned is not None):
+        return None
+    return seen
+
+
+def kept(reading: Reading, zone: str) -> str:
+    """A reading learned as it is stored, with the `TZ` it was learned under (`zone`)."""
+    return json.dumps({"reads": reading, "tz": zone})
+
+
+def learned_from(value: str | None, zone: str) -> Reading | None:
+    """The reading stored (`kept`), None when there is none, or when it is the time where
+    watchbridge runs under another `TZ` (`zone`) than the one it was learned under: the
+    sender's clock is not that TZ's."""
+    try:
+        stored = json.loads(value) if value else None
+    except ValueError:
+        return None
+    if not isinstance(stored, dict):
+        return None
+    reading = next((r for r in READINGS if r == stored.get("reads")), None)
+    if reading == "local" and stored.get("tz") != zone:
+        return None
+    return reading
+
+
+def learned_line(reading: Reading, sender: str, zone: str) -> str:
+    """What the log tells once of a sender whose zone-less `watched_at` was seen near now
+    (`sender`: `zone_sender`; `zone`: where watchbridge runs, its `TZ`)."""
+    name, user_id, player = json.loads(sender)
+    who = (name or user_id or "a sender without a user") + (f" on {player}" if player else "")
+    read, kept_while = {
+        "utc": ("UTC", "even hours old (a post sent again)"),
+        "local": (
+            f"the time where watchbridge runs ({zone})",
+            "even hours old (a post sent again)",
+        ),
+        "either": (f"UTC, the time where watchbridge runs ({zone}) too", "while the two agree"),
+    }[reading]
+    return (
+        f"generic webhook: {who} sends watched_at without a time zone in {read}: such a time"
+        f" it sends later is read so, {kept_while}"
     )
 
 
