@@ -329,3 +329,43 @@ def test_a_viewing_watched_live_as_it_aired_is_no_mark(
     out += sync_by_cli(path, "--yes")
     both = Counter({(1, 1): 1, (1, 2): 2})
     assert _held(trakt, serializd) == (both, both), out
+
+
+def test_a_live_viewing_taken_for_a_mark_before_the_upgrade_is_dated_again(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    """The simulcast of the test above, synced by the release before this one, which took
+    Trakt's scrobble for a 'watched on release date' mark (it read no history action): the
+    mark paired with Serializd's rewatch, neither copied. The next full read (daily) tells
+    it was a scrobble: it is dated again, and each viewing copied to the other side."""
+    trakt, serializd = start_fake(FakeTrakt()), start_fake(FakeSerializd())
+    now = int(time.time())
+    aired = now - 10 * DAY // 3600 * 3600
+    show = trakt.add_show("Simulcast", 2026, tmdb=TMDB, tvdb=TMDB + 1, seasons={})
+    for number in (1, 2):
+        trakt.add_episode(
+            show,
+            1,
+            number,
+            tvdb=TMDB * 10 + number,
+            runtime=None,
+            first_aired=iso(aired - (2 - number) * 7 * DAY),
+        )
+    serializd.add_show(TMDB, "Simulcast", seasons={1: 2})
+    trakt.add_history(show.seasons[1].episodes[1], iso(aired - 6 * DAY))  # the week before
+    path = link_config_file(tmp_path, trakt, serializd)
+    sync_by_cli(path, "--yes")
+    # Read as the release before read it: a play at the air time, taken for a mark.
+    live = trakt.add_history(show.seasons[1].episodes[2], iso(aired + 25 * 60))
+    serializd.log_entry(None, TMDB, 1, 2, backdate=iso(now - 4 * DAY))
+    out = sync_by_cli(path, "--yes", "--full")
+    taken = Counter({(1, 1): 1, (1, 2): 1})
+    assert _held(trakt, serializd) == (taken, taken), out
+    live.action = "scrobble"  # what Trakt said all along
+    out = sync_by_cli(path, "--yes", "--full")  # the upgrade's first daily full read
+    out += sync_by_cli(path, "--yes")
+    both = Counter({(1, 1): 1, (1, 2): 2})
+    assert _held(trakt, serializd) == (both, both), out
+    # and stays so: nothing more copied, nothing removed
+    out = sync_by_cli(path, "--yes", "--full") + sync_by_cli(path, "--yes")
+    assert _held(trakt, serializd) == (both, both), out
