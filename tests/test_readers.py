@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt, iso, parse_iso
-from tests.harness import loop_held, sign_in_trakt
+from tests.harness import loop_held, sign_in_trakt, statements_run, store_connections
 from watchbridge.config import Link, TraktConfig
 from watchbridge.http import Pacer, RateLimited
 from watchbridge.model import Ids, MediaRef, ref_to_dict
@@ -30,6 +30,7 @@ from watchbridge.readers.trakt import (
     RECENT_EPISODES,
     RECONCILE_WINDOW,
     RELEASE_MARKS,
+    VIEWINGS,
     Counted,
     TraktReader,
     counts_moved,
@@ -821,3 +822,35 @@ async def test_trakt_limiting_its_play_counts_ends_the_run_as_any_read_it_limits
         "/sync/history/movies",
         "/sync/history/episodes",
     ]
+
+
+@pytest.mark.anyio
+async def test_the_runs_between_full_reads_look_up_only_the_live_viewings_they_ask_about(
+    trakt: FakeTrakt, client: TraktClient, store: Store
+) -> None:
+    """An account whose plays are scrobbled has a live viewing remembered per play (tens of
+    thousands): the runs between the daily full reads read, of those, only the records they
+    ask about (the plays taken for marks, the candidates for one, a delta's scrobbles), never
+    the whole collection; and a movie, never a mark, is not remembered."""
+    show = trakt.shows[0]
+    movie = trakt.add_movie("Heat", 1995, tmdb=949)
+    now = time.time()
+    for number in range(1, 6):
+        played = trakt.add_history(show.seasons[1].episodes[number], iso(now - number * DAY))
+        played.action = "scrobble"
+    trakt.add_history(movie, iso(now - 7 * DAY), action="checkin")
+    reading = TraktReader(client, ("episodes", "movies"), time.time, store)
+    first = await reading.read("me", {}, None, full=True)
+    assert len(store.mirror_get("trakt", "me", VIEWINGS)) == 5
+    trakt.log_play(show.seasons[1].episodes[6], iso(now - 60)).action = "scrobble"
+    whole = (  # the whole collection read (`Store.mirror_get`)
+        "SELECT item_key, data FROM mirror"
+        " WHERE service = 'trakt' AND profile = 'me' AND collection = 'live_viewings'"
+    )
+    reading = TraktReader(client, ("episodes", "movies"), time.time, store)  # the next run
+    with statements_run("live_viewings", *store_connections(store)) as statements:
+        read = await reading.read("me", first.cursors, first.side, full=False)
+        await reading.refine("me", read.side, Side((Play(E1, now - 400 * DAY, "q1"),)))
+    assert statements, "the delta's scrobble was looked up"
+    assert whole not in statements, statements
+    assert len(store.mirror_get("trakt", "me", VIEWINGS)) == 6

@@ -117,9 +117,10 @@ def test_an_episode_without_a_runtime_is_told_by_any_minute_of_its_span() -> Non
     assert found_marks(release_candidates(trakt, other), moments) == {"t1": AIRED + 50 * 60}
     # Scrobbled or checked in as it aired: a viewing of its own, never a mark.
     history = [
-        {"id": 1, "action": "scrobble", "watched_at": "2026-01-01T00:50:00.000Z"},
-        {"id": 2, "action": "checkin", "watched_at": "2026-01-01T00:51:00.000Z"},
-        {"id": 3, "action": "watch", "watched_at": "2026-01-01T00:52:00.000Z"},
+        {"id": 1, "action": "scrobble", "type": "episode", "watched_at": "2026-01-01T00:50:00Z"},
+        {"id": 2, "action": "checkin", "type": "episode", "watched_at": "2026-01-01T00:51:00Z"},
+        {"id": 3, "action": "watch", "type": "episode", "watched_at": "2026-01-01T00:52:00Z"},
+        {"id": 4, "action": "scrobble", "type": "movie", "watched_at": "2026-01-01T00:53:00Z"},
     ]
     viewings = viewings_logged(history)
     assert sorted(viewings) == ["1", "2"]

@@ -312,12 +312,15 @@ WATCHED_LIVE = ("scrobble", "checkin")
 
 
 def viewings_logged(history: Iterable[Any]) -> dict[str, str]:
-    """History id -> `watched_at` of the entries Trakt logged by a scrobble or a check-in
-    (WATCHED_LIVE): viewings of their own, never a mark. Pure."""
+    """History id -> `watched_at` of the episodes' entries Trakt logged by a scrobble or a
+    check-in (WATCHED_LIVE): viewings of their own, never a mark (a movie's is none). Pure."""
     return {
         str(entry["id"]): str(entry.get("watched_at"))
         for entry in history
-        if isinstance(entry, dict) and entry.get("action") in WATCHED_LIVE and entry.get("id")
+        if isinstance(entry, dict)
+        and entry.get("action") in WATCHED_LIVE
+        and entry.get("type") == "episode"
+        and entry.get("id")
     }
 
 

@@ -118,9 +118,10 @@ _RECENT_EPISODES_FORMAT = 1  # {"v": 1, "episodes": [[key, at, trakt, tmdb, tvdb
 # Mirror collection: history id -> watched_at of the plays taken for marks of "watched on
 # release date" (`release_marks`): read undated at every run after, asking nothing.
 RELEASE_MARKS = "release_marks"
-# Mirror collection: history id -> watched_at of the plays Trakt logged by a scrobble or a
-# check-in (`release_marks.viewings_logged`): never taken for marks, also once a later run
-# reads them from the baseline only. Kept as reads find them, pruned by the full read.
+# Mirror collection: history id -> watched_at of the episodes' plays Trakt logged by a scrobble
+# or a check-in (`release_marks.viewings_logged`): never taken for marks, also once a later run
+# reads them from the baseline only. Kept as reads find them, pruned by the full read: one row
+# per scrobbled episode play, so a run looks up only the records it asks about (`mirror_has`).
 VIEWINGS = "live_viewings"
 # Cache: a show's TMDB id -> its episodes' release moments (`release_moments`); an episode's
 # air date and runtime seldom change once it aired.
@@ -837,8 +838,15 @@ class TraktReader:
             return
         store = self.store
         read = viewings_logged(history)
-        known = await asyncio.to_thread(store.mirror_get, self.service, profile, VIEWINGS)
-        new = {record: at for record, at in read.items() if known.get(record) != at}
+        # A delta looks up its own records only: the collection holds one per scrobbled play.
+        known: Collection[str] = (
+            await asyncio.to_thread(store.mirror_get, self.service, profile, VIEWINGS)
+            if whole
+            else await asyncio.to_thread(
+                store.mirror_has, self.service, profile, VIEWINGS, sorted(read)
+            )
+        )
+        new = {record: at for record, at in read.items() if record not in known}
         if new:
             await asyncio.to_thread(store.mirror_put, self.service, profile, VIEWINGS, new, now)
         gone = sorted(set(known) - set(read)) if whole else []
@@ -870,11 +878,18 @@ class TraktReader:
             return own
         store = self.store
         kept = await asyncio.to_thread(store.mirror_get, self.service, profile, RELEASE_MARKS)
-        viewings = await asyncio.to_thread(store.mirror_get, self.service, profile, VIEWINGS)
-        # Taken for marks before a read told their scrobble or check-in: dated again.
+        # Taken for marks before a read told their scrobble or check-in: dated again. Of the
+        # live viewings (one per scrobbled play) only the records asked about are looked up.
+        viewings = await asyncio.to_thread(
+            store.mirror_has, self.service, profile, VIEWINGS, sorted(kept)
+        )
         kept = {record: at for record, at in kept.items() if record not in viewings}
         own = as_marks(own, {record: float(at) for record, at in kept.items()})
         candidates = await asyncio.to_thread(release_candidates, own, other)
+        records = sorted(p.record for plays, _ in candidates.values() for p in plays)
+        viewings = await asyncio.to_thread(
+            store.mirror_has, self.service, profile, VIEWINGS, records
+        )
         asked, places = seasons_asked(candidates), places_asked(candidates)
         known = {}
         if asked:
