@@ -225,3 +225,23 @@ def test_a_failing_lookup_keeps_since_when_and_is_forgotten_once_answered_or_not
         "1": {"since": now - 5 * DAY, "last": now, "reason": "answered 502", "held": ["s1e2"]}
     }
     assert sorted(gone) == ["2", "3"]  # answered; not failing lately ("4": another link's)
+
+
+def test_a_lookup_failing_anew_waits_its_own_day_from_now() -> None:
+    """The day is counted from the first failure as the record keeps it, but never from a
+    time after now (the clock was set ahead when it was written, and set right since: the
+    plays would wait as long), nor from a failure the record says had stopped
+    (LOOKUP_FORGOTTEN_AFTER, the machine off since): those wait a day from now."""
+    now = 1_800_000_000.0
+    failing = {"7": ("answered 500", ["s1e1"])}
+    ahead = {"since": now + 300 * DAY, "last": now + 300 * DAY, "reason": "answered 500"}
+    lapsed = {"since": now - 5 * DAY, "last": now - 3 * DAY, "reason": "answered 500"}
+    for entry in (ahead, lapsed):
+        assert not waited_out({"7": entry}, ["7"], now)
+        put, _ = failed_lookups({"7": entry | {"held": ["s1e1"]}}, failing, (), now)
+        assert put["7"]["since"] == now
+        assert not waited_out(put, ["7"], now + LOOKUP_WAIT - 60)
+        assert waited_out(put, ["7"], now + LOOKUP_WAIT) == {"7"}
+    # Failing on, as the record says: from its first failure.
+    going = {"since": now - LOOKUP_WAIT, "last": now - 3600, "reason": "answered 500"}
+    assert waited_out({"7": going}, ["7"], now) == {"7"}

@@ -233,7 +233,15 @@ def holding(entry: Any) -> bool:
 
 
 def _since(entry: Any, now: float) -> float:
-    return float(entry["since"]) if isinstance(entry, dict) and "since" in entry else now
+    """Since when a show's lookup fails by its record, as of `now`: now for a failure anew,
+    where the record says its failing had stopped (LOOKUP_FORGOTTEN_AFTER, the machine off
+    since) or dates it after now (the clock was set ahead then): its plays wait a day from
+    now, never for as long as the clock was off."""
+    if not isinstance(entry, dict) or "since" not in entry:
+        return now
+    if now - float(entry.get("last", now)) > LOOKUP_FORGOTTEN_AFTER:
+        return now
+    return min(float(entry["since"]), now)
 
 
 def failed_lookups(
