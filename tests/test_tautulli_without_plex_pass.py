@@ -301,3 +301,34 @@ def test_a_rewatch_plex_sends_after_a_play_taken_from_tautulli_counts_again(
         assert home.trakt_plays() == ["Felina", "Felina"]
         assert home.logged() == [(1396, 16), (1396, 16)]
         assert home.logged(JAMIE_SERIALIZD[0]) == [(1396, 16), (1396, 16)]
+
+
+@pytest.mark.parametrize("known", [False, True], ids=["first report", "server known"])
+def test_a_rewatch_plex_sends_before_the_play_kept_from_tautulli_is_looked_at_counts_both(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer], known: bool
+) -> None:
+    # Plex Pass, watchbridge down as a short episode began: Plex's webhook told nothing of
+    # it, Tautulli's Watched is kept. Watched again at once (autoplay, a child), which Plex's
+    # webhook tells of from its start, before the look 30 minutes on: that is another viewing,
+    # not Plex's webhook of the one Tautulli reported; two plays, neither lost. Also where a
+    # play taken before had Plex's webhook note its reports of the server for Tautulli's to
+    # pair with: the rewatch's scrobble is not the report of the viewing taken.
+    with open_home(tmp_path, start_fake, AS_PLEX_USERS) as home:
+        if known:
+            at_minutes(home, -120)
+            home.tautulli(tautulli("watched_movie.json", "27160034", "alex"))
+            at_minutes(home, -90)
+            release(home)
+            home.settle()
+        before = home.trakt_plays()
+        at_minutes(home, -60)
+        home.tautulli(tautulli("watched_episode.json", "27160034", "alex"))
+        at_minutes(home, -58)
+        home.plex(plex("episode_legacy_media_play.json", 1, "alex", viewOffset=0))
+        at_minutes(home, -50)
+        home.plex(plex("episode_legacy_media_scrobble.json", 1, "alex"))
+        at_minutes(home, -30)
+        release(home)
+        home.settle()
+        assert sorted(home.trakt_plays()) == sorted([*before, "Felina", "Felina"])
+        assert home.logged() == [(1396, 16), (1396, 16)]

@@ -11,6 +11,9 @@ and after GRACE the housekeeping looks for Plex's webhook of the same item for t
 Plex sent it, the report is dropped. Not found: Plex did not send it, and the report is taken
 for that profile as it would have been at once, dated when it came; a play Plex did send is
 never doubled, as Plex's webhook of it comes at its start, before Tautulli's report of its end.
+Plex's webhook telling only after the report of a playback of the item begun again (at most
+half way: watched once more at once, autoplay or a child) is another viewing's: the report
+is taken all the same (playback.sent_the_reported).
 Where it missed the start (watchbridge down), Plex's scrobble coming after the report was taken
 is paired with it as the ingest pairs the two senders' reports (playback.one_of_two_reports,
 state `taken`): within LOOKBACK of the report, unless Plex tells of another viewing first.

@@ -331,7 +331,7 @@ async def release_for_plex(runtime: Runtime) -> None:
             continue
         since = one.received_at - forplex.LOOKBACK
         plex_sent = await asyncio.to_thread(
-            store.sent_by_plex, one.profile, one.server, one.item, since
+            store.sent_by_plex, one.profile, one.server, one.item, since, one.received_at
         )
         if plex_sent or one.profile not in config.profiles or not events:
             if plex_sent:

@@ -242,9 +242,16 @@ class MediaEvent:
     @property
     def progress(self) -> float | None:
         """Percent watched, from position and duration when both are known."""
-        if self.position_ms is None or not self.duration_ms:
-            return self.percent
-        return max(0.0, min(100.0, 100.0 * self.position_ms / self.duration_ms))
+        return percent_watched(self.position_ms, self.duration_ms, self.percent)
+
+
+def percent_watched(
+    position_ms: float | None, duration_ms: float | None, percent: float | None
+) -> float | None:
+    """An event's percent watched (`MediaEvent.progress`), also of one as stored."""
+    if position_ms is None or not duration_ms:
+        return percent
+    return max(0.0, min(100.0, 100.0 * position_ms / duration_ms))
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ of it.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, NamedTuple
 
@@ -253,9 +254,12 @@ def one_of_two_reports(
     then, taken in Plex's webhook's stead after forplex.GRACE (Plex's webhook told nothing
     of the item meanwhile): Plex's report of its viewing, should it come, is matched for
     LOOKBACK after it (a long film, a pause in the credits, a webhook sent late), until Plex
-    tells of another viewing of the item (`begins_another_viewing`)."""
+    tells of another viewing of the item (`begins_another_viewing`); it pairs with no report
+    of Plex's noted before it, which is another viewing's (`sent_the_reported`)."""
     when = at if taken_at is None else taken_at
-    if other is not None and _together(other, when):
+    # Taken, Plex's webhook told nothing of its viewing (`sent_the_reported`): a report of
+    # Plex's noted already is of another viewing (a rewatch begun after it).
+    if other is not None and taken_at is None and _together(other, when):
         return True, Session(own_key, "paired", None, 0, when), replace(other, state="paired")
     state: State = "reported" if taken_at is None else "taken"
     return False, Session(own_key, state, None, 0, when), other
@@ -275,11 +279,27 @@ def begins_another_viewing(
     tells of a playback (`action`) of the item at most half way (or from its start: no
     position): a viewing after it, whose reports are not its; None when it stays as it is.
     Its own match with a report of Plex's then lapses with TOGETHER_WITHIN, long past."""
-    if other is None or other.state != "taken" or action not in PLAYBACK:
-        return None
-    if progress is not None and progress > RESTART_MAX_PROGRESS:
+    if other is None or other.state != "taken" or not _begins_again(action, progress):
         return None
     return replace(other, state="reported")
+
+
+def _begins_again(action: str, progress: float | None) -> bool:
+    """Whether Plex's event of an item tells of a playback of it at most half way (or from
+    its start: no position): not the end of a viewing."""
+    return action in PLAYBACK and (progress is None or progress <= RESTART_MAX_PROGRESS)
+
+
+def sent_the_reported(reported_at: float, told: Sequence[tuple[float, str, float | None]]) -> bool:
+    """Whether Plex's webhook told of the viewing Tautulli reported at `reported_at`, by its
+    events of the item (when received, action, progress; oldest first, forplex.LOOKBACK back):
+    one before the report (its start came first), or after it one of that viewing's end (its
+    scrobble or stop, late); not a playback begun again after it (`_begins_again`: the item
+    watched once more, autoplay or a child), whose events are that viewing's, not this one's."""
+    if not told:
+        return False
+    at, action, progress = told[0]
+    return at <= reported_at or not _begins_again(action, progress)
 
 
 def after_the_others_report(other: Session | None, at: float, progress: float | None) -> bool:

@@ -41,7 +41,7 @@ from watchbridge.forplex import TAKEN as FOR_PLEX_TAKEN
 from watchbridge.forplex import ForPlex
 from watchbridge.lastwebhooks import SERVERS_KEPT, LastWebhook
 from watchbridge.logs import masked_as_logged
-from watchbridge.model import ref_from_dict
+from watchbridge.model import percent_watched, ref_from_dict
 from watchbridge.playback import (
     Naming,
     Report,
@@ -58,6 +58,7 @@ from watchbridge.playback import (
     recorded_start,
     report_from_record,
     report_keys,
+    sent_the_reported,
 )
 from watchbridge.privatefiles import make_private_folder
 from watchbridge.senders import TOGETHER_WITHIN
@@ -5154,16 +5155,31 @@ class Store:
         )
         return bool(rows)
 
-    def sent_by_plex(self, profile: str, server: str, item: str, since: float) -> bool:
+    def sent_by_plex(
+        self, profile: str, server: str, item: str, since: float, reported_at: float
+    ) -> bool:
         """Whether Plex's own webhook told of `item` (its rating key) on `server` ("": any)
-        for `profile` since `since`."""
+        for `profile`, by its events since `since`, the viewing Tautulli reported at
+        `reported_at` (playback.sent_the_reported: not a playback of it begun again after)."""
         rows = self._query(
-            "SELECT 1 FROM events WHERE source = 'plex' AND profile = ? AND received_at >= ?"
+            "SELECT received_at, json_extract(payload, '$.action') AS action,"
+            " json_extract(payload, '$.position_ms') AS position,"
+            " json_extract(payload, '$.duration_ms') AS duration,"
+            " json_extract(payload, '$.percent') AS percent"
+            " FROM events WHERE source = 'plex' AND profile = ? AND received_at >= ?"
             " AND json_extract(payload, '$.item.source_key') = ?"
-            f" AND (? = '' OR {_EVENT_SERVER} = ?) LIMIT 1",
+            f" AND (? = '' OR {_EVENT_SERVER} = ?) ORDER BY received_at, id LIMIT 1",
             (profile, since, item, server, server),
         )
-        return bool(rows)
+        told = [
+            (
+                float(r["received_at"]),
+                str(r["action"]),
+                percent_watched(r["position"], r["duration"], r["percent"]),
+            )
+            for r in rows
+        ]
+        return sent_the_reported(reported_at, told)
 
     def settle_for_plex(self, one: ForPlex, state: str | None) -> None:
         """A kept report taken (`state` TAKEN, kept for the status) or dropped (None)."""
