@@ -1189,6 +1189,13 @@ def test_book_tells_a_condition_going_on_again_after_ever_longer_gaps_at_most_a_
     assert reminders(AlertBook(window=3600), 72) == [0, 1, 2, 4, 8, 16, 32, 56]
 
 
+def test_book_tells_a_condition_going_on_for_weeks_about_once_a_week() -> None:
+    # A server switched off for good and left in the config: daily reminders would be 28
+    # messages in four weeks about the same thing; after three days they keep growing.
+    told = reminders(AlertBook(window=3600), 28 * 24)
+    assert told == [0, 1, 2, 4, 8, 16, 32, 56, 80, 160, 320, 488, 656]
+
+
 def test_book_starts_the_gaps_over_once_the_condition_recovered() -> None:
     book = AlertBook(window=3600)
     condition: Condition | None

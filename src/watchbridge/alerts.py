@@ -48,6 +48,10 @@ FLAP_GUARD = 600.0  # a condition back after its recovery is told again no soone
 # A condition that goes on is told again after the window, then after as long again as it has
 # lasted (a weekend's outage: a handful of reminders, not one an hour), at most this far apart.
 REMIND_AT_MOST = 86400.0
+# One that has lasted this long (a server switched off and left in the config) is no news
+# each day: its gaps go on growing as long as it has lasted, up to a week.
+REMIND_DAILY_FOR = 3 * 86400.0
+REMIND_LONG_AT_MOST = 7 * 86400.0
 # Short outages heal themselves: a service (a delivery target, a media server) that stays
 # unreachable this long is alerted.
 UNREACHABLE_ALERT_AFTER = 900.0
@@ -250,7 +254,8 @@ class AlertBook:
         """How long after its last alert a condition still going on is told again."""
         opened = condition.sent_at if condition.opened_at is None else condition.opened_at
         lasted = condition.sent_at - opened
-        return max(self.window, min(lasted, REMIND_AT_MOST))
+        most = REMIND_AT_MOST if lasted < REMIND_DAILY_FOR else REMIND_LONG_AT_MOST
+        return max(self.window, min(lasted, most))
 
     def _held(self, condition: Condition, now: float) -> bool:
         """True while a condition's last failed send holds its next one back."""
