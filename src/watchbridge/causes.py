@@ -21,9 +21,10 @@ from watchbridge.anime_data import (
     ListsState,
     ListsUnreadable,
 )
-from watchbridge.config import service_title
+from watchbridge.config import MEDIA_SERVERS, Config, service_title
 from watchbridge.errors import WatchbridgeError
 from watchbridge.http import ServiceError, Unavailable
+from watchbridge.ids import outage_key
 from watchbridge.services.anilist import AniListAuthError
 from watchbridge.services.jellyfin import MediaServerAuthError
 from watchbridge.services.plex import PlexAuthError, ServerTokenRefused
@@ -188,11 +189,15 @@ class Cause:
 
     conditions: tuple[Condition, ...]
     raises: Alert | None = None
+    # `raises` only once the link has failed often enough in a row to alert (a media server
+    # restarting for an update is back by then), with how long in its text.
+    when_failing: bool = False
 
 
-def cause_of(error: WatchbridgeError, profile: str) -> Cause | None:
+def cause_of(error: WatchbridgeError, profile: str, config: Config | None = None) -> Cause | None:
     """The alerts of the root cause of `profile`'s part failing on `error`; None for a failure
-    no alert but the link's tells of (a shape it cannot read, a bug, a config problem)."""
+    no alert but the link's tells of (a shape it cannot read, a bug, a config problem).
+    `config`: the run's, for a media server's outage to name its lines in the config."""
     if isinstance(error, ListsMissing):  # the anime mapping lists' own alert
         # Raised by the run while their downloads fail or the copies cannot be read, as the
         # deliveries and the hourly check do: a household with no play waiting for AniList
@@ -217,8 +222,41 @@ def cause_of(error: WatchbridgeError, profile: str) -> Cause | None:
         # The service's outage as its deliveries tell it (or a media server's lookups), or
         # this profile's own pause (a rate limit, its sign-in host down).
         keys = (service, f"server:{service}", f"{service}:{profile}")
-        return Cause(tuple(("service_unreachable", key) for key in keys))
+        conditions = tuple(("service_unreachable", key) for key in keys)
+        if service in MEDIA_SERVERS and config is not None:
+            # The household's own server: one alert, whichever link reads it, saying what to
+            # do, not one "link keeps failing" per link.
+            return Cause(conditions, server_unreachable(config, service, error.message), True)
+        return Cause(conditions)
     return None
+
+
+def server_lines(config: Config, server: str) -> list[str]:
+    """The config's lines about media server `server`, to take out once it is gone. Pure."""
+    lines = [f"services.{server}"]
+    lines += [f"links.{name}" for name, link in config.links.items() if server in link.services]
+    for name, profile in config.profiles.items():
+        if getattr(profile.users, server, None):
+            lines.append(f"profiles.{name}.users.{server}")
+        if getattr(profile.accounts, server, None) is not None:
+            lines.append(f"profiles.{name}.accounts.{server}")
+    return lines
+
+
+def server_unreachable(config: Config, server: str, reason: str) -> Alert:
+    """The alert that media server `server` does not answer the links that read it (for
+    `reason`): what goes on meanwhile, and what to do, naming its lines in `config`."""
+    name = service_title(server)
+    links = [f"links.{n}" for n, link in config.links.items() if server in link.services]
+    body = (
+        f"{reason}\n\nWhile {name} does not answer, its plays and ratings are not read or"
+        f" written ({', '.join(links)}); everything else goes on. If {name} is only off for"
+        " now, start it again: the links catch up by themselves. If it is switched off for"
+        f" good, take its lines out of the config ({', '.join(server_lines(config, server))})"
+        " and restart watchbridge: this alert then ends."
+    )
+    title = paused_title("service_unreachable", server)
+    return Alert("service_unreachable", outage_key(server), title, body)
 
 
 def told_elsewhere(causes: Sequence[Cause | None], raised: Callable[[str, str], bool]) -> bool:

@@ -48,6 +48,7 @@ from watchbridge.store import (
     OutboxItem,
     Store,
     StoreStatus,
+    SyncRun,
     backup_damage,
     backup_path,
     damaged_backup_path,
@@ -718,6 +719,17 @@ def _noted(
     return lines
 
 
+def _streak(run: SyncRun, state: StoreStatus) -> str:
+    """For a link whose last run failed, since when: once, or for weeks? (as the status
+    page says it). Pure."""
+    if run.outcome != "failed":
+        return ""
+    went = state.last_success_at.get(run.link)
+    if went is None:
+        return "no run of it has gone through yet"
+    return f"last went through at {_when(went)}"
+
+
 def _show_links(
     config: Config,
     state: StoreStatus,
@@ -765,7 +777,7 @@ def _show_links(
                 if run.finished_at is not None
                 else ""
             )
-            said = "; ".join(filter(None, (counts, run.error)))
+            said = "; ".join(filter(None, (counts, run.error, _streak(run, state))))
             _say(f"  {label}: {run.outcome} at {_when(run.started_at)}{took}; {said or '-'}")
         for line in lookups.get(link, ()):  # plays held while Trakt fails on a show
             _say(f"    {line}")

@@ -17,9 +17,17 @@ from typing import Any, TypeVar
 
 from watchbridge.anime_data import MISSING_KEY
 from watchbridge.app import Runtime
-from watchbridge.config import SYNC_SERVICES, Accounts, Config, link_profiles, service_title
+from watchbridge.config import (
+    MEDIA_SERVERS,
+    SYNC_SERVICES,
+    Accounts,
+    Config,
+    link_profiles,
+    service_title,
+)
 from watchbridge.downtime import not_caught_up
 from watchbridge.errors import Waits, WatchbridgeError
+from watchbridge.ids import outage_key
 from watchbridge.logs import Repeating
 from watchbridge.plexlink import wants_lists
 from watchbridge.serializdlist import UnreadableAlert
@@ -337,6 +345,14 @@ def no_longer_configured(config: Config, kind: str, key: str) -> str | None:
         return (
             f"{service_title(service)} is no longer in the config, so it is not used any more"
             f" (services.{service})"
+        )
+    # A media server's outage, raised by the links reading it (causes.server_unreachable), or
+    # its lookups and deliveries, which tell it again if they still fail.
+    server_outage = service in MEDIA_SERVERS and key == outage_key(service)
+    if server_outage and not any(service in link.services for link in config.links.values()):
+        return (
+            f"no link reads {service_title(service)} any more, so its outage holds nothing"
+            " up (links.NAME.services)"
         )
     profile = profile_of_alert(key)
     if profile is None:

@@ -44,10 +44,10 @@ from watchbridge.causes import (
     told_elsewhere,
     with_causes,
 )
-from watchbridge.config import Config, Link, link_profiles, service_title
+from watchbridge.config import MEDIA_SERVERS, Config, Link, link_profiles, service_title
 from watchbridge.errors import Waits, WatchbridgeError, naming_profile
 from watchbridge.guard import BEFORE_CONFIRMING, for_link
-from watchbridge.ids import webhook_ref
+from watchbridge.ids import outage_key, webhook_ref
 from watchbridge.metrics import Metrics
 from watchbridge.model import ref_from_dict, ref_to_dict
 from watchbridge.narrow import Narrower, Narrowing, narrow_sides, no_movie
@@ -540,7 +540,9 @@ async def plan_link(
             for reader in waiting:  # before anything is read: nothing is planned or saved
                 await reader.ready()
         except WatchbridgeError as exc:
-            raise with_causes(exc, tuple(cause_of(exc, profile) for profile in profiles)) from None
+            raise with_causes(
+                exc, tuple(cause_of(exc, profile, config) for profile in profiles)
+            ) from None
         plans: list[ProfilePlan] = []
         first_error: WatchbridgeError | None = None
         for profile in profiles:
@@ -558,7 +560,7 @@ async def plan_link(
         if failures and first_error is not None and not plans:
             # Raised as itself (callers tell a service's errors apart by their type), carrying
             # every profile's cause for `report_run`.
-            causes = tuple(cause_of(exc, profile) for profile, exc in failures.items())
+            causes = tuple(cause_of(exc, profile, config) for profile, exc in failures.items())
             raise with_causes(first_error, causes)
         return plans, sum(reader.requests_sent for reader in readers)
     finally:
@@ -1698,11 +1700,13 @@ async def run_link(
             await send_account_alerts(store, alerts)
             read = [plan.profile for plan in plans]
             await report_sign_ins_read(store, alerts, config.links[name].services, read)
+            if read:
+                await report_servers_read(store, alerts, config.links[name].services)
             await report_lists_read(config, store, alerts, config.links[name].services, clock)
             if "plex" in config.links[name].services:
                 await report_stopped(store, alerts, read)
         unread = tuple(naming_profile(profile, exc.message) for profile, exc in failures.items())
-        causes = tuple(cause_of(exc, profile) for profile, exc in failures.items())
+        causes = tuple(cause_of(exc, profile, config) for profile, exc in failures.items())
         link = with_direction(config.links[name], name, direction)
         if shown is not None:
             await _as_shown(
@@ -1996,12 +2000,12 @@ async def report_run(
         failures, since = 0, None
     failures = max(1, failures)
     # A person's sign-in refused is told at once, by whoever meets it first: this run, or a
-    # held delivery (the same alert; reported again, it is a throttled reminder).
-    await raise_own(alerts, causes)
+    # held delivery (the same alert; reported again, it is a throttled reminder); a media
+    # server down once the link alerts, as the one alert of every link reading it.
+    began = "" if since is None else f" since {local_time(since)}"
+    streak = f"({failures} runs of link {name} in a row failed{began})"
+    await raise_own(alerts, causes, streak if failures >= FAILURES_BEFORE_ALERT else None)
     if failures >= FAILURES_BEFORE_ALERT and not told_elsewhere(causes, alerts.raised):
-        began = ""
-        if since is not None:
-            began = f" since {local_time(since)}"
         # Why first: a phone shows the first line or so, and the reason carries the fix.
         await alerts.notify(
             "sync_failing",
@@ -2012,13 +2016,22 @@ async def report_run(
     return failures
 
 
-async def raise_own(alerts: Alerts, causes: Sequence[Cause | None]) -> None:
+async def raise_own(
+    alerts: Alerts, causes: Sequence[Cause | None], streak: str | None = None
+) -> None:
     """Raise the alerts of their own that `causes` raise when a run meets them first
     (`Cause.raises`): the same condition as the others meeting them raise, so reported
-    again it is a throttled reminder, not a second alert."""
-    raising = {cause.raises for cause in causes if cause is not None and cause.raises}
-    for alert in sorted(raising, key=lambda alert: alert.key):
-        await alerts.notify(alert.kind, alert.title, alert.body, key=alert.key)
+    again it is a throttled reminder, not a second alert. Those raised only once the link
+    alerts (`Cause.when_failing`) are, with the link's `streak` (None: not yet)."""
+    raising: dict[tuple[str, str], tuple[str, str]] = {}
+    for cause in causes:
+        if cause is None or cause.raises is None or (cause.when_failing and streak is None):
+            continue
+        alert = cause.raises
+        body = f"{alert.body}\n{streak}" if cause.when_failing else alert.body
+        raising[(alert.kind, alert.key)] = (alert.title, body)
+    for (kind, key), (title, body) in sorted(raising.items(), key=lambda item: item[0][1]):
+        await alerts.notify(kind, title, body, key=key)
 
 
 async def report_waiting(alerts: Alerts, exc: Waits) -> None:
@@ -2043,6 +2056,21 @@ async def report_sign_ins_read(
             if await asyncio.to_thread(store.waits_for_sign_in, service, profile):
                 continue
             await alerts.resolve("credentials", sign_in_works(service, profile), key=key)
+
+
+async def report_servers_read(store: Store, alerts: Alerts, services: Sequence[str]) -> None:
+    """A run read the media servers among `services`: an outage alert of one that a link
+    raised (`causes.server_unreachable`) is over, unless deliveries to it still wait (they
+    end it as they go through). Without this, nothing would end it while no play goes there."""
+    for server in services:
+        key = outage_key(server)
+        if server not in MEDIA_SERVERS or not alerts.raised("service_unreachable", key):
+            continue
+        if await asyncio.to_thread(store.waits_to_go, server):
+            continue
+        name = service_title(server)
+        over = f"{name} answers again: the links read and write it as before."
+        await alerts.resolve("service_unreachable", over, key=key)
 
 
 async def report_lists_read(
