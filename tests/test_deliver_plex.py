@@ -666,7 +666,7 @@ async def test_a_refused_server_token_is_no_lost_sign_in_and_a_start_with_a_new_
         runtime.store.enqueue([NewOutboxRow("plex", "alex", "play", payload, "o", "p")], NOW)
         await until(lambda: runtime.store.holds() == {("plex", "alex", "profile")})
         await until(lambda: bool(receiver.titles()))
-        assert receiver.titles() == ["watchbridge: Plex server token refused (profile alex)"]
+        assert receiver.titles() == [SERVER_TOKEN_REFUSED]
         assert not runtime.store.waits_for_sign_in("plex", "alex")
         sent = len(plex.requests)
         with Store.open(store.path) as beside:  # what `watchbridge auth plex` runs after it
@@ -688,6 +688,79 @@ async def test_a_refused_server_token_is_no_lost_sign_in_and_a_start_with_a_new_
         assert runtime.store.holds() == set()
     finally:
         await stopped(runtime, stop, task)
+
+
+SERVER_TOKEN_REFUSED = "watchbridge: Plex does not accept watchbridge's token"
+
+
+async def test_a_refused_server_token_is_one_alert_and_what_it_held_goes_once_a_read_takes_it(
+    config: Config,
+    reader: PlexReader,
+    plex: FakePlex,
+    store: Store,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+) -> None:
+    # services.plex.token refused holds alex's play and jamie's removal (a history row goes
+    # with the server's token). That was an alert per profile ("Plex server token refused
+    # (profile NAME)"), beside the lookups' and the links' one for the server; its "Resolved"
+    # said Plex took the profile's sign-in again; and the rows waited out their half hour
+    # after the server took the token again. Now: one alert for the server, naming whose
+    # plays wait; a link's read with the token sends them at once; the "Resolved" says so.
+    first = plex.watch("201", T0, account=JAMIE)
+    await plays(reader)  # alex: the server owner, with services.plex.token
+    await plays(reader, "jamie")
+    alerting = replace(
+        config,
+        storage=StorageConfig(path=str(store.path)),
+        alerts=AlertsConfig(urls=[Secret(receiver.apprise_url)]),
+    )
+    runtime = build_runtime(alerting, clock=clock)  # its clock stands still: no half hour
+    runtime.open()
+    target = PlexTarget(plex_client(alerting, runtime.store, clock), alerting, runtime.store, clock)
+    worker = DeliveryWorker(
+        lambda _: [target], alerting.delivery, judge_config=False, sign_in_look=0.05
+    )
+    stop = asyncio.Event()
+    plex.token = "after the owner signed out of all devices"
+    task = asyncio.create_task(worker.run(runtime, stop))
+    try:
+        item, episode = ref_for_key(ARRIVAL), ref_for_key(BB_S1E1)
+        assert item is not None and episode is not None
+        play = {"item": ref_to_dict(item), "at": T0}
+        removal = {"item": ref_to_dict(episode), "at": T0, "record": f"history:{first}"}
+        runtime.store.enqueue(
+            [
+                NewOutboxRow("plex", "alex", "play", play, "o1", "p1"),
+                NewOutboxRow("plex", "jamie", "remove_play", removal, "o2", "p2"),
+            ],
+            NOW,
+        )
+        worker.notify()
+        held = {("plex", "alex", "profile"), ("plex", "jamie", "profile")}
+        await until(lambda: runtime.store.holds() == held)
+        await until(lambda: bool(receiver.titles()))
+        await asyncio.sleep(0.2)  # any other alert
+        assert receiver.titles() == [SERVER_TOKEN_REFUSED]
+        (alert,) = receiver.messages
+        assert "profiles alex and jamie" in alert["message"]
+        assert "does not accept services.plex.token (401)" in alert["message"]
+
+        plex.token = TOKEN  # the server takes it again; a link's read goes through with it
+        await plays(reader)
+        await until(lambda: runtime.store.outbox_counts()["done"] == 2, timeout=5)
+        assert plex.user_state("100")["viewCount"] == 1
+        assert plex.history_of("201", JAMIE) == []
+        await until(lambda: len(receiver.titles()) == 2)
+        assert receiver.titles()[1] == f"Resolved: {SERVER_TOKEN_REFUSED}"
+        resolved = receiver.messages[1]["message"]
+        assert "accepts watchbridge's token again" in resolved
+        assert "sign-in" not in resolved
+    finally:
+        stop.set()
+        worker.notify()
+        await asyncio.wait_for(task, 10)
+        runtime.close()
 
 
 async def test_a_persons_removal_the_server_takes_ends_the_refusal_of_its_own_token(

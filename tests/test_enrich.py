@@ -871,6 +871,50 @@ async def test_a_refused_jellyfin_key_holds_the_play_with_one_jellyfin_alert_unt
         runtime.close()
 
 
+async def test_a_refused_jellyfin_key_is_no_lost_sign_in_and_a_lookup_it_passes_sends_the_play(
+    tmp_path: Path,
+    serializd: FakeSerializd,
+    jellyfin_server: FakeJellyfin,
+    receiver: AlertReceiver,
+    clock: FakeClock,
+    close_targets: list[DeliveryWorker],
+) -> None:
+    # The play waits for Jellyfin's API key, not for profile me's Serializd sign-in: the store
+    # said it waited for that sign-in (the status page and `watchbridge status` said so), and
+    # it waited out its half hour after Jellyfin took the key again. Now a lookup the key
+    # passes (the next play's) sends it at once, the service's clock standing still.
+    runtime = serializd_runtime(
+        tmp_path, serializd, receiver, clock, jellyfin_service(jellyfin_server)
+    )
+    jellyfin_server.api_key = "a-new-key-made-on-the-server"
+    try:
+        worker = await worker_for(runtime)
+        close_targets.append(worker)
+        post_jellyfin(runtime)
+        await drain(worker, runtime)
+        assert serializd.diary() == []
+        assert not runtime.store.waits_for_sign_in("serializd", "me")
+        assert runtime.store.held_for_sign_in() == []
+        assert runtime.store.resume_after_sign_in("serializd", "me", clock()) == 0
+        (alert,) = receiver.messages
+        assert alert["title"] == "watchbridge: Jellyfin does not accept watchbridge's API key"
+        assert "of profile me " in alert["message"]
+        jellyfin_server.api_key = API_KEY  # made again on the server: it takes the key
+        jellyfin_server.add_episode(
+            "d8e3b02f5c4a5f7b9e1c2d3f4a5b6c7d", JELLYFIN_SERIES, 5, 13, Tvdb="4637660"
+        )
+        post_jellyfin_episode(
+            runtime, ItemId="d8e3b02f5c4a5f7b9e1c2d3f4a5b6c7d", EpisodeNumber=13, Name="13"
+        )
+        await drain(worker, runtime)
+        assert sorted(r.episode_number for r in serializd.diary()) == [13, 14]
+        assert receiver.titles()[1:] == [
+            "Resolved: watchbridge: Jellyfin does not accept watchbridge's API key"
+        ]
+    finally:
+        runtime.close()
+
+
 async def test_plays_wait_out_a_day_without_jellyfin_with_one_alert_and_its_resolution(
     tmp_path: Path,
     serializd: FakeSerializd,

@@ -248,7 +248,7 @@ def test_a_sign_in_lifts_its_own_holds_only(tmp_path: Path) -> None:
                     False,
                     sign_in,
                     where,
-                    waits_for_server_token=item.target == "plex",
+                    waits_for_server="plex" if item.target == "plex" else None,
                 )
                 for item, (reason, sign_in, where) in zip(claimed, held, strict=True)
             ],

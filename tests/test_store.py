@@ -274,6 +274,54 @@ def test_rows_an_older_version_held_for_the_plex_servers_own_token_wait_for_no_s
         store.close()
 
 
+def test_rows_an_older_version_held_for_a_media_servers_key_wait_for_that_server(
+    tmp_path: Path,
+) -> None:
+    # That version flagged rows held for the Plex server's token (m038) but not those a
+    # Jellyfin or Emby server's API key held for Trakt, AniList or Serializd: the profile's
+    # sign-in there was said to be what they waited for. Once the upgrade marked them, each
+    # waits for its server, which lifts them once it takes the key again.
+    path = tmp_path / "old.db"
+    jellyfin = (
+        "the Jellyfin server does not accept services.jellyfin.api_key (401): create an API"
+        " key in Jellyfin's dashboard (API Keys) and set it there"
+    )
+    plex = "Plex: profile ann: the Plex server does not accept services.plex.token (401): ..."
+    expired = "Trakt no longer accepts the sign-in of profile dan: run `watchbridge auth trakt`"
+    errors = {
+        ("trakt", "ann"): (jellyfin, 0),
+        ("serializd", "bob"): (jellyfin.replace("Jellyfin", "Emby").replace("jellyfin", "emby"), 0),
+        ("plex", "ann"): (plex, 1),
+        ("trakt", "dan"): (expired, 0),
+    }
+    rows = [
+        {
+            "target": target,
+            "profile": profile,
+            "last_error": error,
+            "idempotency_key": target + profile,
+        }
+        | {"waits_for_sign_in": 1, "waits_for_server_token": flag, "next_attempt_at": 900}
+        for (target, profile), (error, flag) in errors.items()
+    ]
+    outbox_before(path, "m039_outbox_waits_for_server", rows)
+    store = Store.open(path)
+    try:
+        assert "waits_for_server_token" not in store.db["outbox"].columns_dict
+        waiting = [pair for pair in errors if store.waits_for_sign_in(*pair)]
+        assert waiting == [("trakt", "dan")]
+        assert store.resume_after_sign_in("trakt", "ann", 10.0) == 0
+        assert store.waiting_for_server("jellyfin") == ["ann"]
+        assert store.waiting_for_server("emby") == ["bob"]
+        assert store.waiting_for_server("plex") == ["ann"]
+        assert store.held_for_servers() == {"trakt", "serializd", "plex"}
+        assert store.lift_server_holds("jellyfin", 10.0) == 1
+        assert store.next_due(["trakt"]) == 10.0
+        assert store.lift_server_holds("jellyfin", 10.0) == 0
+    finally:
+        store.close()
+
+
 def test_trakt_ratings_queued_before_the_upgrade_take_turns_apart_from_plays(
     tmp_path: Path,
 ) -> None:
@@ -2075,8 +2123,8 @@ def test_the_outbox_of_the_last_release_keeps_its_rows_and_hands_out_no_gone_id(
     with Store.open(path) as store:
         assert [m.name for m in migrations.pending(store.db)] == []
         # Those of the last release, and what later migrations added (m024: `held`, m025:
-        # `once_more`, m030: `crashes`, m038: `waits_for_server_token`).
-        added = ["held", "once_more", "crashes", "waits_for_server_token"]
+        # `once_more`, m030: `crashes`, m039: `waits_for_server`, once m038's flag).
+        added = ["held", "once_more", "crashes", "waits_for_server"]
         assert [c.name for c in store.db["outbox"].columns] == [*columns, *added]
         kept = ", ".join(columns)
         after = store.db.execute(f"SELECT {kept} FROM outbox ORDER BY id").fetchall()

@@ -1074,6 +1074,11 @@ async def _key_refused(runtime: Any, server: Server, message: str) -> None:
 
 
 async def _key_accepted(runtime: Any, server: Server) -> None:
+    """The server took the API key: the deliveries it held (their ids asked of it) go now,
+    not at the end of their half hour, and its alert is over."""
+    if await asyncio.to_thread(runtime.store.lift_server_holds, server, runtime.clock()):
+        for wake in runtime.on_enqueued:
+            wake()
     key = f"server:{server}"
     if runtime.notifier.raised("credentials", key):
         message = f"{NAMES[server]} accepts watchbridge's API key again"

@@ -176,6 +176,40 @@ def profile_flowing(
     )
 
 
+def server_credential(server: str) -> tuple[str, str]:
+    """A media server's name and what watchbridge signs in to it with, for alerts."""
+    return service_title(server), "token" if server == "plex" else "API key"
+
+
+def server_key_alert(server: str, reason: str, profiles: Sequence[str]) -> Alert:
+    """The one alert that `server` refuses its own key (the Plex server's token, a Jellyfin or
+    Emby API key) while plays and ratings wait for it (`reason`: the refusal as met), naming
+    the profiles whose do (`profiles`; none known: whoever's). One condition per server, as
+    a link's read or a catch-up meeting it tells it (`cause_of`): not one per profile."""
+    name, credential = server_credential(server)
+    whose = f"of {_profiles(profiles)} " if profiles else ""
+    body = (
+        f"{reason.rstrip('.')}. The plays and ratings {whose}that need {name} wait (nothing is"
+        f" lost): no sign-in of a profile changes that; they go out once {name} takes the"
+        f" {credential} again, at once when a read or lookup with it goes through."
+    )
+    title = f"watchbridge: {name} does not accept watchbridge's {credential}"
+    return Alert("credentials", f"server:{server}", title, body)
+
+
+def _profiles(names: Sequence[str]) -> str:
+    """'profile a', 'profiles a and b', 'profiles a, b and c'."""
+    if len(names) == 1:
+        return f"profile {names[0]}"
+    return f"profiles {', '.join(names[:-1])} and {names[-1]}"
+
+
+def server_key_works(server: str) -> str:
+    """The "Resolved" text of `server_key_alert`: the server takes its key again."""
+    name, credential = server_credential(server)
+    return f"{name} accepts watchbridge's {credential} again: the plays and ratings it held go out"
+
+
 def sign_in_works(service: str, profile: str) -> str:
     """The recovery notice of `profile`'s sign-in to `service` once it is accepted again."""
     return f"the {service_title(service)} sign-in of profile {profile} works again"

@@ -9,6 +9,7 @@ services.trakt is configured, Trakt's id search. Each target says what it needs 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
@@ -18,6 +19,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from watchbridge.alerts import UNREACHABLE_ALERT_AFTER, Notifier
+from watchbridge.causes import server_key_works
 from watchbridge.config import service_title
 from watchbridge.http import DOWN_STATUS, ServiceError, Unavailable
 from watchbridge.ingest.common import server_guid
@@ -1138,6 +1140,9 @@ class Problem:
     # The Plex server refused its own token (services.plex.token): the enricher keeps that
     # refusal service-wide for the sign-in health, as a link's read or a delivery does.
     server_token_refused: bool = False
+    # The server whose own key (services.plex.token, a Jellyfin or Emby api_key) was refused,
+    # of a `credentials` problem: the rows it holds wait for that key (outbox.waits_for_server).
+    refused_by: str | None = None
     # What else would help, in a few words, told after a more pressing fix (`with_doubt`).
     also: str | None = None
     # The message names an episode's own id that is its series' and says the whole fix:
@@ -1192,7 +1197,9 @@ def problem_from(server: str, exc: ServiceError) -> Problem:
     name = service_title(server)
     if isinstance(exc, MediaServerAuthError | PlexAuthError):
         server_token = isinstance(exc, ServerTokenRefused)
-        return Problem(exc.message, credentials=True, server_token_refused=server_token)
+        return Problem(
+            exc.message, credentials=True, server_token_refused=server_token, refused_by=server
+        )
     if isinstance(exc, Unavailable):
         rate_limited = exc.status == 429
         return Problem(
@@ -1322,8 +1329,11 @@ class Enricher:
         closers: Sequence[Callable[[], Awaitable[None]]] = (),
         notifier: Notifier | None = None,
         plex_token_health: ServerTokenHealth | None = None,
+        lift_server_holds: Callable[[str, float], int] | None = None,
     ) -> None:
         self.plex = PlexEnricher(plex, cache, clock) if plex is not None else None
+        # Store.lift_server_holds: a server taking its key again sends what that key held now.
+        self.lift_server_holds = lift_server_holds
         self.plex_token_health = plex_token_health
         self.plex_catalogue = plex_catalogue
         self.cache = cache
@@ -1348,7 +1358,7 @@ class Enricher:
         if plex_answers is not None:
             self._answers["plex"] = plex_answers
         self.notifier = notifier
-        self._refused: set[str] = set()  # servers whose key or token was refused (alerted)
+        self._refused: set[str] = set()  # servers whose key or token was refused
         self._failing = Repeating(log)  # Plex's catalogue down: a line once, then hourly
 
     @property
@@ -1634,6 +1644,7 @@ class Enricher:
         elif lookup is not None and lookup.answered > answered:
             if self._was_refused(server):
                 await self._key_accepted(server)
+            await self._key_works(server)
             if server == "plex" and self.plex_token_health is not None:
                 await self.plex_token_health.server_taken()  # its lookups go with that token
             await self._reachable(server)
@@ -1714,17 +1725,22 @@ class Enricher:
         return item, (problem_from(server, error) if error is not None else None)
 
     async def _key_refused(self, server: str, problem: Problem) -> None:
-        """One alert per server, not per row or per target: the fix is in the server's key."""
+        """Keep that the server refused its key. Its one alert (per server, not per row or
+        target: the fix is in the server's key) is the delivery worker's, raised once the rows
+        it holds are settled, naming whose wait (`causes.server_key_alert`)."""
         self._refused.add(server)
-        if self.notifier is not None:
-            name, credential = _server_credential(server)
-            body = (
-                f"{problem.message.rstrip('.')}. Plays that need {name} to name"
-                " their show wait "
-                f"(nothing is lost) and go out once the {credential} works."
+
+    async def _key_works(self, server: str) -> None:
+        """The server answered a lookup with its key: the rows that key held (a refusal met
+        before, in this process or another) go now, not at the end of their half hour."""
+        if self.lift_server_holds is None:
+            return
+        lifted = await asyncio.to_thread(self.lift_server_holds, server, self.clock())
+        if lifted:
+            log.info(
+                f"{service_title(server)} takes its key again: the deliveries it held go now",
+                extra={"server": server, "rows": lifted},
             )
-            title = f"watchbridge: {name} does not accept watchbridge's {credential}"
-            await self.notifier.notify("credentials", title, body, key=f"server:{server}")
 
     def _was_refused(self, server: str) -> bool:
         """Whether the server refused our key before: in this process, or an alert about it
@@ -1736,11 +1752,5 @@ class Enricher:
     async def _key_accepted(self, server: str) -> None:
         self._refused.discard(server)
         if self.notifier is not None:
-            name, credential = _server_credential(server)
-            message = f"{name} accepts watchbridge's {credential} again; waiting plays go out"
+            message = server_key_works(server)
             await self.notifier.resolve("credentials", message, key=f"server:{server}")
-
-
-def _server_credential(server: str) -> tuple[str, str]:
-    """The server's name and what it signs us in with, for alerts."""
-    return service_title(server), "token" if server == "plex" else "API key"

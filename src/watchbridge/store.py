@@ -160,9 +160,10 @@ _UNMARKED_REASON = (
 # SQL: what holds a pending row back, for counting the rows one cause holds together. Rows
 # held for a sign-in of one target and profile wait for that one sign-in, whatever their
 # words (Serializd's refusal quotes its answer at the login, not when on record), and those
-# held for the Plex server's own token for that token; else the reason as worded.
+# held for a media server's own key (outbox.waits_for_server) for that key; else the reason
+# as worded.
 _HOLD_CAUSE = (
-    "CASE WHEN waits_for_server_token = 1 THEN 'server token'"
+    "CASE WHEN waits_for_server IS NOT NULL THEN 'server key ' || waits_for_server"
     f" WHEN waits_for_sign_in = 1 THEN '' ELSE {_UNMARKED_REASON} END"
 )
 # Rows waiting for ids a target can use, also those whose earlier send may have landed.
@@ -938,8 +939,8 @@ def m038_outbox_waits_for_server_token(db: sqlite_utils.Database) -> None:
     # Rows held because the Plex server refuses its own token (services.plex.token, the
     # owner's, in the config), whoever's they are: no profile's sign-in lifts them, and they
     # say nothing of one (`Store.waits_for_sign_in`); a start with a changed config tries
-    # them. Told apart by their words before; those rows are marked by them once. Safe to
-    # apply again, as the newest migration must be (tests/test_serve_lock.py).
+    # them. Told apart by their words before; those rows are marked by them once (m039
+    # makes the flag the server's name).
     if "waits_for_server_token" not in db["outbox"].columns_dict:
         db.execute(
             "ALTER TABLE outbox ADD COLUMN waits_for_server_token INTEGER NOT NULL DEFAULT 0"
@@ -949,6 +950,40 @@ def m038_outbox_waits_for_server_token(db: sqlite_utils.Database) -> None:
         " WHERE waits_for_sign_in = 1 AND instr(COALESCE(last_error, ''), ?) > 0",
         (_OLD_SERVER_TOKEN_WORDS,),
     )
+
+
+# The words releases before m039 told a row held for a Jellyfin or Emby server's API key by
+# (services.jellyfin.MediaServerAuthError's): kept as they were, whatever that text says now.
+_OLD_SERVER_KEY_WORDS = {
+    "jellyfin": "server does not accept services.jellyfin.api_key",
+    "emby": "server does not accept services.emby.api_key",
+}
+
+
+@migrations()
+def m039_outbox_waits_for_server(db: sqlite_utils.Database) -> None:
+    # The server whose own key holds a row (m038's flag, for Plex only, made the server's
+    # name): a Jellyfin or Emby server refusing its API key holds a Trakt, AniList or
+    # Serializd row as the Plex server's token does, and says nothing of the profile's
+    # sign-in there either. Rows held so before are marked by their words once; m038's
+    # column goes where SQLite can drop it (3.35), else it stays, unused. Safe to apply
+    # again, as the newest migration must be (tests/test_serve_lock.py).
+    columns = db["outbox"].columns_dict
+    if "waits_for_server" not in columns:
+        db.execute("ALTER TABLE outbox ADD COLUMN waits_for_server TEXT")
+    if "waits_for_server_token" in columns:
+        db.execute(
+            "UPDATE outbox SET waits_for_server = 'plex'"
+            " WHERE waits_for_server_token = 1 AND waits_for_server IS NULL"
+        )
+        if sqlite3.sqlite_version_info >= (3, 35, 0):
+            db.execute("ALTER TABLE outbox DROP COLUMN waits_for_server_token")
+    for server, words in _OLD_SERVER_KEY_WORDS.items():
+        db.execute(
+            "UPDATE outbox SET waits_for_server = ? WHERE waits_for_sign_in = 1"
+            " AND waits_for_server IS NULL AND instr(COALESCE(last_error, ''), ?) > 0",
+            (server, words),
+        )
 
 
 def _batch(due: Sequence[sqlite3.Row], alone: bool) -> list[int]:
@@ -1466,7 +1501,7 @@ def _lift_sign_in_holds(conn: sqlite3.Connection, target: str, profile: str, now
         "UPDATE outbox SET next_attempt_at = ?, held = NULL"
         " WHERE status = 'pending' AND target = ? AND profile = ? AND next_attempt_at > ?"
         f" AND ((waits_for_sign_in = 1 AND held = '{HELD_PROFILE}') OR instr(last_error, ?) > 0)"
-        " AND waits_for_server_token = 0",
+        " AND waits_for_server IS NULL",
         (now, target, profile, now, f"watchbridge auth {target}"),
     )
     return cursor.rowcount
@@ -2056,8 +2091,9 @@ class Settlement:
     spend_attempt: bool = True
     waits_for_sign_in: bool = False  # held for a sign-in or key a changed config may give
     held: str | None = None  # HELD_TARGET or HELD_PROFILE: what holds it (None: nothing)
-    # Of those, held for the Plex server's own token: no profile's sign-in gives that one.
-    waits_for_server_token: bool = False
+    # Of those, held for a media server's own key (its name: services.plex.token, or a
+    # Jellyfin or Emby api_key): no profile's sign-in gives that one.
+    waits_for_server: str | None = None
     # Dead of the service's own failure: queued again by itself once (ONCE_MORE_DUE), unless
     # it was already.
     once_more: bool = False
@@ -3518,7 +3554,7 @@ class Store:
                 """UPDATE outbox SET status = :status, attempts = attempts + :spend_attempt,
                    updated_at = :now, next_attempt_at = COALESCE(:next_at, next_attempt_at),
                    last_error = :error, claimed_by = NULL, waits_for_sign_in = :sign_in,
-                   waits_for_server_token = :server_token, held = :held,
+                   waits_for_server = :server, held = :held,
                    failing_since = CASE WHEN :failing THEN COALESCE(failing_since, :now)
                                    WHEN :failing_over THEN NULL ELSE failing_since END,
                    once_more = CASE WHEN :probe_end IS NOT NULL THEN :probe_end
@@ -3536,7 +3572,7 @@ class Store:
                         # A service's words may quote a password or a token: kept masked.
                         "error": None if s.error is None else masked_as_logged(s.error),
                         "sign_in": int(s.waits_for_sign_in),
-                        "server_token": int(s.waits_for_sign_in and s.waits_for_server_token),
+                        "server": s.waits_for_server if s.waits_for_sign_in else None,
                         "held": s.held if s.status == "pending" else None,
                         "failing": s.spend_attempt and s.status != "done",
                         # Held (the target, not the row, failed): its failing is over.
@@ -3801,7 +3837,7 @@ class Store:
         """Make the rows of `profile` that wait for a sign-in to `target` due now (a new one
         came): those held for the profile's own sign-in there, or whose reason asks for
         `watchbridge auth TARGET`. The others keep their waits (a rate limit's, a lockout's,
-        an outage's, a retry's backoff, a media server's key, the Plex server's own token's).
+        an outage's, a retry's backoff, a media server's own key: `lift_server_holds`).
         They are held no more (`holds`): the next try says whether they still are. How many."""
         with self.transaction() as conn:
             return _lift_sign_in_holds(conn, target, profile, now)
@@ -3815,11 +3851,11 @@ class Store:
 
     def held_for_sign_in(self) -> list[tuple[str, str]]:
         """The (target, profile) pairs with rows held for the profile's own sign-in there (as
-        `lift_sign_in_holds` lifts them; found by the held rows' index): not for the Plex
-        server's own token, which no sign-in of a profile gives."""
+        `lift_sign_in_holds` lifts them; found by the held rows' index): not for a media
+        server's own key, which no sign-in of a profile gives."""
         rows = self._query(
             f"SELECT DISTINCT target, profile FROM outbox WHERE held = '{HELD_PROFILE}'"
-            " AND status = 'pending' AND waits_for_sign_in = 1 AND waits_for_server_token = 0"
+            " AND status = 'pending' AND waits_for_sign_in = 1 AND waits_for_server IS NULL"
             " ORDER BY target, profile"
         )
         return [(row["target"], row["profile"]) for row in rows]
@@ -4343,13 +4379,47 @@ class Store:
 
     def waits_for_sign_in(self, target: str, profile: str) -> bool:
         """Whether a row of `profile` for `target` is held for a sign-in (or a key): not for
-        the Plex server's own token, no sign-in of the profile's."""
+        a media server's own key (the Plex server's token, a Jellyfin or Emby API key), no
+        sign-in of the profile's."""
         rows = self._query(
             "SELECT 1 FROM outbox WHERE status = 'pending' AND target = ? AND profile = ?"
-            " AND waits_for_sign_in = 1 AND waits_for_server_token = 0 LIMIT 1",
+            " AND waits_for_sign_in = 1 AND waits_for_server IS NULL LIMIT 1",
             (target, profile),
         )
         return bool(rows)
+
+    def waiting_for_server(self, server: str, target: str | None = None) -> list[str]:
+        """The profiles with rows (for `target`, if given) held for `server`'s own key (the
+        Plex server's token, a Jellyfin or Emby API key), in order."""
+        where = "status = 'pending' AND waits_for_server = ?"
+        params: tuple[str, ...] = (server,)
+        if target is not None:
+            where, params = f"{where} AND target = ?", (server, target)
+        rows = self._query(
+            f"SELECT DISTINCT profile FROM outbox WHERE {where} ORDER BY profile", params
+        )
+        return [row["profile"] for row in rows]
+
+    def held_for_servers(self) -> set[str]:
+        """The targets with rows held for a media server's own key (`waiting_for_server`)."""
+        rows = self._query(
+            "SELECT DISTINCT target FROM outbox"
+            " WHERE status = 'pending' AND waits_for_server IS NOT NULL"
+        )
+        return {row["target"] for row in rows}
+
+    def lift_server_holds(self, server: str, now: float) -> int:
+        """`server` took its own key again (a link's read, an id lookup): the rows that key
+        held go now, not at the end of their half hour. They keep what they wait for
+        (`waiting_for_server`) until their next try says. How many; no write when none."""
+        where = "status = 'pending' AND waits_for_server = ? AND next_attempt_at > ?"
+        if not self._query(f"SELECT 1 FROM outbox WHERE {where} LIMIT 1", (server, now)):
+            return 0
+        with self.transaction() as conn:
+            return conn.execute(
+                f"UPDATE outbox SET next_attempt_at = ?, held = NULL WHERE {where}",
+                (now, server, now),
+            ).rowcount
 
     def waiting_from_links(self) -> list[tuple[str, str, str, str]]:
         """The (target, profile, link, action) of the rows links queued that wait to go out."""

@@ -135,6 +135,7 @@ def enricher(runtime: Runtime, trakt: TraktClient | None) -> Enricher:
         plex_token_health=(
             ServerTokens(config, runtime.store, plex, runtime.clock) if plex else None
         ),
+        lift_server_holds=runtime.store.lift_server_holds,
     )
 
 

@@ -127,9 +127,6 @@ log = logging.getLogger(__name__)
 
 NAME = SERVICE
 AUTH_HOLD = 1800.0
-# What the title of the alert of rows held for the server's own token (services.plex.token)
-# says: no "sign-in needed" of the profile whose rows they are.
-SERVER_TOKEN_CAUSE = "server token refused"
 NOT_READ_RETRY = 1800.0
 # The maps found not whole (`PlexReader._remember` writes them in parts): a write in parts
 # ends within seconds, one cut short (a crash) at the link's next read.
@@ -321,8 +318,7 @@ class PlexTarget:
                 "credentials",
                 target_wide=False,
                 sign_in=True,
-                cause=SERVER_TOKEN_CAUSE if server else "",
-                server_token=server,
+                server=SERVICE if server else None,
             )
         if isinstance(exc, Unavailable):
             wait = exc.retry_after or self.config.delivery.retry_after

@@ -24,7 +24,13 @@ from watchbridge.accounts import AccountNotes, for_the_old_account
 from watchbridge.alerts import SENT, UNREACHABLE_ALERT_AFTER, format_span
 from watchbridge.app import Runtime
 from watchbridge.backoff import doubled
-from watchbridge.causes import paused_alert, paused_title, profile_flowing
+from watchbridge.causes import (
+    paused_alert,
+    paused_title,
+    profile_flowing,
+    server_key_alert,
+    server_key_works,
+)
 from watchbridge.clocksteps import Step, sent_at
 from watchbridge.config import (
     DeliveryConfig,
@@ -79,6 +85,8 @@ SIGN_IN_LOOK_EVERY = 10.0
 # their holds are looked at that often. Serializd's password is the config's, read at the start,
 # as is the Plex server's own token (`Hold.server_token`).
 SIGNED_IN_BESIDE = frozenset({"anilist", "plex", "trakt"})
+# The targets that are themselves media servers, whose own key (Hold.server) holds their rows.
+SERVER_KEYED = frozenset({"plex"})
 TARGET_PROBE_MAX = 300.0
 # The wall clock set back by more than this (NTP correcting a clock that ran fast) moves the
 # waits set by it back as much: they would hold deliveries (and their alerts) that much longer.
@@ -211,10 +219,11 @@ class Hold:
     # The few words an alert's title gives the cause, where `alert`'s kind would mislead (a
     # Trakt app refused is no "account limit reached"); "": the kind's own words.
     cause: str = ""
-    # Of the `sign_in` holds, the Plex server refusing its own token (services.plex.token, the
-    # owner's, in the config), whoever's rows it holds: no profile's sign-in gives that one, a
-    # start with the config fixed tries them (kept as the row's outbox.waits_for_server_token).
-    server_token: bool = False
+    # Of the `sign_in` holds, a media server refusing its own key (the Plex server's token,
+    # services.plex.token, the owner's; a Jellyfin or Emby api_key), whoever's rows it holds:
+    # the server's name. No profile's sign-in gives that one: a start with the config fixed,
+    # or the server taking the key again, tries them (the row's outbox.waits_for_server).
+    server: str | None = None
 
 
 Outcome = Delivered | Skipped | Retry | Dead | Hold
@@ -437,9 +446,9 @@ async def unplaced_episode(
     now_held = None if enricher is None else await enricher.plex_now(item, source, server)
     if isinstance(now_held, Problem):  # Plex down or refusing: asked again soon, no try spent
         wait = now_held.retry_after or SERVER_OUTAGE_PAUSE
-        refused = now_held.server_token_refused
+        refused = now_held.refused_by
         return item, Hold(
-            now_held.message, wait, "", False, sign_in=now_held.credentials, server_token=refused
+            now_held.message, wait, "", False, sign_in=now_held.credentials, server=refused
         )
     if now_held is not None:
         again = hama.unplaced(now_held)
@@ -463,9 +472,9 @@ def waiting_on(
     problem: Problem, credentials_hold: float, unmatched_retry: float, why: str
 ) -> Outcome:
     """What a row does while the enricher's `problem` keeps its ids unknown (see `enriched`)."""
-    if problem.credentials:  # the enricher alerts, once per server (not per target)
-        server = problem.server_token_refused
-        return Hold(problem.message, credentials_hold, "", False, sign_in=True, server_token=server)
+    if problem.credentials:  # the worker alerts once per server, naming whose rows wait
+        server = problem.refused_by
+        return Hold(problem.message, credentials_hold, "", False, sign_in=True, server=server)
     if problem.outage:  # the media server is down: no attempt spent (the enricher alerts)
         return Hold(problem.message, problem.retry_after or SERVER_OUTAGE_PAUSE, "", False)
     if problem.transient:  # Trakt's id search down, or a server failing on this item
@@ -486,11 +495,12 @@ PROFILE_ALERTS = ("credentials", "account_limit", "service_unreachable")
 def for_a_sign_in(target: str, hold: Hold) -> bool:
     """Whether `hold` of a row for `target` waits for the profile's own sign-in there (its
     credentials alert), which a new sign-in made beside the service lifts (SIGNED_IN_BESIDE):
-    not a lockout's, a rate limit's, an outage's, a media server's key, a Serializd password
-    nor the Plex server's own token (a config change at the next start tries those)."""
+    not a lockout's, a rate limit's, an outage's, a Serializd password's, nor a media server's
+    own key's (Hold.server: a config change at the next start, or the server taking it
+    again, tries those)."""
     return (
         hold.sign_in
-        and not hold.server_token
+        and hold.server is None
         and held_as(hold) == HELD_PROFILE
         and target in SIGNED_IN_BESIDE
     )
@@ -1034,6 +1044,10 @@ class DeliveryWorker:
         # (target, profile) whose rows wait for its sign-in (`for_a_sign_in`) -> the store's
         # sign-in mark their last try went with: one since lifts them (`_lift_signed_in`).
         self._sign_in_holds: dict[tuple[str, str], str | None] = {}
+        # Targets with rows waiting for a media server's own key (Hold.server): the server
+        # taking it again (a link's read, an id lookup, here or in another process) lifts them
+        # in the store (`Store.lift_server_holds`), which the target's loop looks at as often.
+        self._server_holds: set[str] = set()
         # A target down for weeks is probed every 5 minutes, a lost sign-in's rows come back
         # every 15: the log tells each once, then hourly, and when it is over.
         self._held_log = Repeating(log)
@@ -1167,7 +1181,27 @@ class DeliveryWorker:
                     now + (self.sign_in_look if signing else self.idle_wake),
                 ]
             )
-            await self._sleep(wake, max(0.0, wait_until - now), stop)
+            await self._sleep_looking(runtime, name, max(0.0, wait_until - now), stop)
+
+    async def _sleep_looking(
+        self, runtime: Runtime, name: str, seconds: float, stop: asyncio.Event
+    ) -> None:
+        """Sleep `seconds` or until woken; while rows of target `name` wait for a media
+        server's key, look every `sign_in_look` whether the server taking it again lifted
+        them (`Store.lift_server_holds`: a link's read, an id lookup, the catch-up, here or in
+        another process) and end the sleep once one is due: a read, no claim until then."""
+        wake = self._wakes[name]
+        while True:
+            looking = name in self._server_holds
+            step = min(seconds, self.sign_in_look) if looking else seconds
+            await self._sleep(wake, step, stop)
+            seconds -= step
+            if not looking or seconds <= 0 or wake.is_set() or stop.is_set():
+                return
+            now = runtime.clock()
+            due = await asyncio.to_thread(runtime.store.next_due, [name], self.worker_id, now)
+            if due is not None and due <= now:
+                return
 
     async def _sleep(self, wake: asyncio.Event, seconds: float, stop: asyncio.Event) -> None:
         waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stop.wait())]
@@ -1279,6 +1313,7 @@ class DeliveryWorker:
         marks = await asyncio.to_thread(runtime.store.signed_in_marks, held) if held else {}
         for pair, mark in marks.items():
             self._sign_in_holds.setdefault(pair, mark)
+        self._server_holds |= await asyncio.to_thread(runtime.store.held_for_servers)
 
     async def _judge_queued(self, runtime: Runtime) -> None:
         if self._judge_config:  # once, before anything is claimed
@@ -1292,6 +1327,7 @@ class DeliveryWorker:
         now = runtime.clock()
         await self._still_held(runtime, now, names)
         await self._lift_signed_in(runtime, now, names)
+        await self._server_holds_left(runtime, names)
         claimed_any = False
         for name in self._open_targets(now, names):
             target = self.targets[name]
@@ -1313,6 +1349,14 @@ class DeliveryWorker:
                 self._look_for_untold_at = runtime.clock() + UNTOLD_LOOK_EVERY
                 await self._tell_dead_letters(runtime)
         return claimed_any
+
+    async def _server_holds_left(self, runtime: Runtime, names: Sequence[str]) -> None:
+        """Forget the targets of `names` none of whose rows waits for a server's key any more
+        (they went out, were lifted and tried, or discarded): no more looks for them."""
+        if not self._server_holds.intersection(names):
+            return
+        held = await asyncio.to_thread(runtime.store.held_for_servers)
+        self._server_holds -= set(names) - held
 
     async def _lift_signed_in(self, runtime: Runtime, now: float, names: Sequence[str]) -> None:
         """Lift the sign-in holds of targets `names` whose profile signed in again since their
@@ -1528,6 +1572,7 @@ class DeliveryWorker:
         delivered_for: set[str] = set()
         held_for: set[str] = set()  # profiles with a row held
         sign_in_held: set[str] = set()  # of those, the profiles held for their sign-in
+        server_held: dict[str, str] = {}  # servers whose own key held rows: the first reason
         ending: dict[str, str] = {}  # profile: why its sign-in stops working soon
         skipped = 0  # rows settled without a write (`Skipped`)
         limited: dict[str, set[int]] = {}  # rows an account limit held, by alert key
@@ -1586,6 +1631,8 @@ class DeliveryWorker:
                 holds.append(outcome)
                 if for_a_sign_in(target.name, outcome):
                     sign_in_held.add(item.profile)
+                if outcome.server is not None:  # one alert per server, not per profile
+                    server_held.setdefault(outcome.server, outcome.reason)
                 after = outcome.after
                 if outcome.spends:
                     after = max(after, backoff(item.attempts + 1, self.config, None, self.jitter))
@@ -1598,10 +1645,11 @@ class DeliveryWorker:
                         outcome.spends,
                         outcome.sign_in,
                         held_as(outcome),
-                        waits_for_server_token=outcome.server_token,
+                        waits_for_server=outcome.server,
                     )
                 )
-                if outcome.alert not in ("", "service_unreachable"):  # that one: see `paused`
+                if outcome.alert not in ("", "service_unreachable") and outcome.server is None:
+                    # A service_unreachable pause: see `paused`.
                     alerts[(outcome.alert, key, item.profile)] = _told(outcome.reason)
                     if outcome.cause:
                         causes[(outcome.alert, key, item.profile)] = outcome.cause
@@ -1622,6 +1670,19 @@ class DeliveryWorker:
                 wait = backoff(item.attempts + 1, self.config, outcome.after, self.jitter)
                 settled.append(Settlement(item.id, "pending", now + wait, outcome.reason))
         superseded = await asyncio.to_thread(store.settle, now, settled, self.worker_id)
+        if server_held:
+            self._server_holds.add(target.name)
+        for server, reason in server_held.items():
+            held_whose = await asyncio.to_thread(store.waiting_for_server, server)
+            alert = server_key_alert(server, _told(reason), held_whose)
+            await runtime.notifier.notify(alert.kind, alert.title, alert.body, alert.key)
+            self._held_log.warning(
+                ("credentials", alert.key),
+                "deliveries wait for a server's key",
+                now,
+                server=server,
+                reason=reason,
+            )
         for whose in delivered_for | sign_in_held:
             pair = (target.name, whose)
             if whose in sign_in_held:  # a sign-in since the claim's mark lifts it
@@ -1724,6 +1785,8 @@ class DeliveryWorker:
         )
         gave_up = {item.profile for item, _ in dead}
         await self._accepted(runtime, target, delivered_for - held_for, set(ending), gave_up)
+        if delivered_for and target.name in SERVER_KEYED and target.name not in server_held:
+            await self._server_key_works(runtime, target.name)
         for profile in gave_up:
             await self._gave_up(runtime, target, profile, now)
         if dead and not wide:
@@ -1937,6 +2000,18 @@ class DeliveryWorker:
                 if limited:
                     message = profile_flowing("account_limit", target.name, profile, gave_up=died)
                     await runtime.notifier.resolve("account_limit", message, key=key)
+
+    async def _server_key_works(self, runtime: Runtime, target: str) -> None:
+        """A delivery to a target that is itself a media server (Plex) went through, none held
+        for the server's own token: once none of its rows waits for that token any more, its
+        alert is over, said as what got fixed (the server takes the token again)."""
+        key = f"server:{target}"
+        if not runtime.notifier.raised("credentials", key):  # a read, if so
+            return
+        if await asyncio.to_thread(runtime.store.waiting_for_server, target, target):
+            return
+        self._held_log.over(("credentials", key), "server key works", runtime.clock())
+        await runtime.notifier.resolve("credentials", server_key_works(target), key=key)
 
     async def _gave_up(self, runtime: Runtime, target: Target, profile: str, now: float) -> None:
         """Rows of the profile became dead letters: its pause by a rate limit (or the like)

@@ -56,11 +56,13 @@ listing read counted them (`watched_in`), tells it (and unwatching).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import math
 import re
+import sqlite3
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -78,7 +80,7 @@ from watchbridge.episode_numbers import (
     numbering_for,
     numbers_for,
 )
-from watchbridge.errors import ConfigError
+from watchbridge.errors import ConfigError, StoreError
 from watchbridge.http import ServiceError
 from watchbridge.ingest.common import text
 from watchbridge.logs import Repeating
@@ -1645,6 +1647,14 @@ class ServerTokens:
             return
         if refusal is None:
             note_taken(self.store, SERVICE, SERVICE_WIDE, server, now)
+            # What it held goes now (a running worker looks within seconds), not at the end
+            # of its half hour.
+            with contextlib.suppress(sqlite3.Error, StoreError):
+                if lifted := self.store.lift_server_holds(SERVICE, now):
+                    log.info(
+                        "the Plex server takes its token again: the deliveries it held go now",
+                        extra={"rows": lifted},
+                    )
         else:
             note_refused(self.store, SERVICE, SERVICE_WIDE, server, refusal, now, since_first=True)
 
