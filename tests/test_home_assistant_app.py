@@ -64,9 +64,12 @@ def test_the_commands_named_are_the_clis() -> None:
 def test_the_apps_page_says_where_commands_are_told_and_names_alert_urls_as_the_options(
     tmp_path: Path,
 ) -> None:
-    # As the app runs it: the entrypoint's mark, read by `watchbridge serve`.
+    # As the app runs it: the entrypoint's mark, read by `watchbridge serve`; the secret is
+    # typed in the form (without it, the page says the app made one up).
     config = write_config(tmp_path, ALERTS)
-    env = entrypoint_env(tmp_path, OPTIONS)
+    secret = "server:\n  webhook_secret: a-long-random-secret-0123456789\n"
+    config.write_text(config.read_text().replace("server:\n", secret, 1), encoding="utf-8")
+    env = entrypoint_env(tmp_path, {**OPTIONS, "webhook_secret": "a-long-random-secret-0123456789"})
     service = ServiceProcess(config, load_config(config, {}).server.port, env=env).start()
     try:
         shown = httpx.get(f"{service.url}/").text

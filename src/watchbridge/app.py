@@ -515,6 +515,17 @@ def start_warnings(
         warnings.append(f"server.webhook_secret is set, but {SECRET_IN_HEADER_ONLY}")
     if secret and len(secret.reveal()) < MIN_WEBHOOK_SECRET:
         warnings.append(f"server.webhook_secret is {SHORT_SECRET}")
+    app = app_from_environment(environ)
+    if app is not None and not app.options_form and not secret and config.profiles:
+        # The form's start says it of its option (entrypoint.option_warnings); the made-up
+        # secret is shown only by a command the app's user may have no terminal for.
+        warnings.append(
+            "server.webhook_secret is not set: the webhook URLs hold a secret the app made up, "
+            "which only the webhook-urls command shows (in a terminal, see the Documentation "
+            "tab); set the app's webhook_secret option to a long random string, write "
+            "server.webhook_secret: ${WATCHBRIDGE_WEBHOOK_SECRET} in your YAML and put it in "
+            "your media servers' webhook URLs"
+        )
     if config.server.api_token:
         for entry, gateway in trusted_gateways(config.server.trusted_proxies):
             warnings.append(
@@ -594,7 +605,6 @@ def start_warnings(
                 "own webhook calls the server owner 1, Tautulli sends the owner's plex.tv "
                 "account id; list the owner's user name or that id instead (docs/webhooks.md)"
             )
-    app = app_from_environment(environ)
     if app is not None and app.options_form:
         # Each key the options form filled in, by its option: the user never saw the file.
         return [in_options_words(warning, app.alert_url_entries) for warning in warnings]

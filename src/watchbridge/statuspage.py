@@ -515,7 +515,7 @@ def render(state: PageState, now: float) -> str:
         + "<p>Post to <code>/webhooks/SOURCE/SECRET</code> on port "
         + str(state.config.server.webhook_port or state.config.server.port)
         + f" (sources: {', '.join(SOURCES)}). The secret is not shown here: "
-        + _where_the_secret_is(state.home_assistant)
+        + _where_the_secret_is(state.home_assistant, not state.config.server.webhook_secret)
         + ".</p>"
         + _last_webhooks(state.last_webhooks, now)
         + "".join(f"<p>{_e(_tested(test, now))}.</p>" for test in state.tests)
@@ -1128,13 +1128,27 @@ def _doubling(doubling: Doubling) -> str:
     return f"<p{marked}>{_e(doubling.message)}: {_e(doubling.fix)}.</p>"
 
 
-def _where_the_secret_is(app: HomeAssistantApp | None) -> str:
-    """Where the user finds the webhook secret: the app's user may have no terminal."""
+def _where_the_secret_is(app: HomeAssistantApp | None, made_up: bool) -> str:
+    """Where the user finds the webhook secret: the app's user may have no terminal, so a
+    secret the service made up (none configured) is one to replace, not to look for."""
     if app is None:
         return "<code>watchbridge webhook-urls</code> prints the full URLs"
-    if app.options_form:
-        return "it is the app's <code>webhook_secret</code> option (its Configuration tab)"
-    return "it is your YAML's <code>server.webhook_secret</code>"
+    if not made_up:
+        if app.options_form:
+            return "it is the app's <code>webhook_secret</code> option (its Configuration tab)"
+        return "it is your YAML's <code>server.webhook_secret</code>"
+    unset = (
+        "the app's <code>webhook_secret</code> option is empty"
+        if app.options_form
+        else "your YAML sets no <code>server.webhook_secret</code> (write "
+        "<code>server.webhook_secret: ${WATCHBRIDGE_WEBHOOK_SECRET}</code> to take the app's "
+        "<code>webhook_secret</code> option)"
+    )
+    return (
+        f"{unset}, so the app made one up, which only <code>watchbridge webhook-urls</code> "
+        "shows; set the option (the app's Configuration tab) to a long random string, restart "
+        "the app and put it in your media servers' webhook URLs"
+    )
 
 
 def _refused(refused: Sequence[Refusal], now: float, app: HomeAssistantApp | None) -> str:
