@@ -6,6 +6,11 @@ and which version the store offers."""
 from __future__ import annotations
 
 import html
+import json
+import os
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import httpx
@@ -13,12 +18,37 @@ import httpx
 from tests.harness import AppThread, write_config
 from watchbridge.app import create_app, start_warnings
 from watchbridge.config import Config, load_config
-from watchbridge.entrypoint import Paths, plan_start
+from watchbridge.entrypoint import Paths, plan_start, unread_options
 from watchbridge.homeassistant import APP_ENV, FROM_OWN_YAML, app_from_environment
 from watchbridge.statuspage import ROUTES
 from watchbridge.wiring import build_runtime
 
 REPO = Path(__file__).resolve().parents[1]
+# The user's own YAML as DOCS.md's "Without Trakt" step gives it, for Plex with Plex Pass.
+OWN_YAML = """\
+server:
+  port: 8099
+  webhook_port: 8765
+  trusted_proxies: [172.30.32.2]
+  api_token: ${WATCHBRIDGE_API_TOKEN}
+  webhook_secret: ${WATCHBRIDGE_WEBHOOK_SECRET:-}
+storage:
+  path: /data/watchbridge.db
+logging:
+  level: ${WATCHBRIDGE_LOG_LEVEL:-info}
+alerts:
+  urls: []
+services:
+  plex: {url: "http://192.168.1.20:32400", token: plex-token}
+  serializd: {}
+  anilist: {client_id: "12345"}
+profiles:
+  household:
+    users: {plex: ["1"]}
+    accounts:
+      serializd: {token: "eyJhbGciOiJIUzI1NiJ9.e30.sig"}
+      anilist: {token: "anilist-token"}
+"""
 SECRET = "a-long-random-secret-0123456789"
 UNSET = "${WATCHBRIDGE_WEBHOOK_SECRET:-}"  # DOCS.md's own YAML, with the option left empty
 PROFILE = (
@@ -99,3 +129,79 @@ def test_an_own_yaml_without_a_secret_is_warned_of_at_start(tmp_path: Path) -> N
         assert "webhook_secret option" in said and "${WATCHBRIDGE_WEBHOOK_SECRET}" in said
     with_secret = start_warnings(_config(tmp_path, SECRET), [], environ={APP_ENV: FROM_OWN_YAML})
     assert not [w for w in with_secret if "made up" in w]
+
+
+# --------------------------------------------------------------------------- the form and the YAML
+
+# The form as a user who started with it left it when they moved to their own YAML.
+FORM_LEFT_FILLED = {
+    "log_level": "info",
+    "webhook_secret": SECRET,
+    "alert_urls": ["ntfys://ntfy.sh/my-topic"],
+    "media_users": ["alex"],
+    "plex_plays_from": "tautulli",
+    "trakt_client_id": "trakt-id",
+    "config_file": "watchbridge.yaml",
+}
+
+
+def _prepared(folder: Path, options: dict[str, object], own_yaml: str) -> list[str]:
+    """The app's lines at start (its entrypoint's preparing, as Home Assistant starts it, in a
+    process of its own; not exec'd: the service's user may not run this machine's test
+    interpreter)."""
+    folder.chmod(0o755)
+    (folder / "config").mkdir(mode=0o755)
+    (folder / "config" / "watchbridge.yaml").write_text(own_yaml, encoding="utf-8")
+    (folder / "config" / "watchbridge.yaml").chmod(0o644)
+    (folder / "data").mkdir(mode=0o755)
+    (folder / "data" / "options.json").write_text(json.dumps(options), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHBRIDGE_")}
+    env.update(
+        HOME=str(folder),
+        WATCHBRIDGE_CONFIG=str(folder / "config" / "watchbridge.yaml"),
+        WATCHBRIDGE_DATA_DIR=str(folder / "data"),
+    )
+    prepare = (
+        "import os; from watchbridge.entrypoint import Paths, prepare\n"
+        "for note in prepare([], Paths.from_env(os.environ)).notes: print(note)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", prepare],
+        env=env,
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout.splitlines()
+
+
+def test_the_options_an_own_yaml_does_not_read_are_named_at_start() -> None:
+    # The file wins, as the form's description says; the log said only "using ... as written",
+    # and the user's media_users and Tautulli choice silently changed nothing.
+    with tempfile.TemporaryDirectory(dir="/tmp") as name:  # one the service's user can reach
+        lines = _prepared(Path(name), FORM_LEFT_FILLED, OWN_YAML)
+    assert lines[0].startswith("Home Assistant: using ") and lines[0].endswith(" as written")
+    (said,) = lines[1:]
+    assert said.startswith("these options are set but your YAML does not read them")
+    for unread in ("media_users", "plex_plays_from", "trakt_client_id", "alert_urls"):
+        assert f"{unread} (write " in said, said
+    assert "${WATCHBRIDGE_ALERT_URL_1}" in said and "${TRAKT_CLIENT_ID}" in said
+    # Read through ${...}: not named; log_level at its default is no choice of the user's.
+    assert "webhook_secret" not in said and "log_level" not in said
+    assert SECRET not in said and "ntfy.sh" not in said and "trakt-id" not in said
+
+
+def test_an_own_yaml_reading_every_option_set_is_said_to_be_used_alone() -> None:
+    options = {"log_level": "debug", "webhook_secret": SECRET, "config_file": "watchbridge.yaml"}
+    assert unread_options(options, OWN_YAML) == []
+    assert unread_options({**options, "alert_urls": [" ", "json://h/x"]}, OWN_YAML) == [
+        "these options are set but your YAML does not read them, so they change nothing: "
+        "alert_urls (write ${WATCHBRIDGE_ALERT_URL_1} under alerts.urls) (the app's "
+        "Documentation tab, Your own YAML)"
+    ]
+    # A reference in a comment reads nothing.
+    commented = OWN_YAML + "# alerts: {urls: ['${WATCHBRIDGE_ALERT_URL_1}']}\n"
+    assert unread_options({"alert_urls": ["json://h/x"]}, commented) != []
+    assert unread_options({"media_users": ["1"]}, "server: [") == []  # watchbridge names it

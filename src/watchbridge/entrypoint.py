@@ -227,6 +227,59 @@ def options_env(options: Mapping[str, Any], api_token: str) -> dict[str, str]:
     return env
 
 
+# What an own YAML writes for each option the form has that it never reads as a variable.
+OPTION_IN_OWN_YAML = {
+    "media_users": "your accounts under profiles.NAME.users",
+    "plex_plays_from": "your Plex accounts under users.plex, or users.tautulli without Plex Pass",
+}
+
+
+def unread_options(options: Mapping[str, Any], own_yaml: str) -> list[str]:
+    """The options set in the form that the user's own YAML (its text) never reads: it is used
+    as written, so they change nothing, which the form does not show. Names only, never a
+    value. Pure; a YAML that does not parse is left to `watchbridge` to name."""
+    from watchbridge.config import _VAR
+
+    try:
+        tree = yaml.safe_load(own_yaml)
+    except yaml.YAMLError:
+        return []
+    if not tree:  # not read, or empty: `watchbridge` names it
+        return []
+    read = {found[1] for text in _strings(tree) for found in _VAR.finditer(text) if found[1]}
+    unread = [
+        f"{option} (write {where})"
+        for option, where in OPTION_IN_OWN_YAML.items()
+        if _texts(options, option)
+    ]
+    for option, variable in OPTION_ENV.items():
+        default = option == "log_level" and _text(options, option) == "info"
+        if _text(options, option) and not default and variable not in read:
+            unread.append(f"{option} (write ${{{variable}}} where your YAML takes it)")
+    urls = [n for n, _ in enumerate(_texts(options, "alert_urls"), start=1)]
+    if missing := [n for n in urls if f"WATCHBRIDGE_ALERT_URL_{n}" not in read]:
+        names = ", ".join(f"${{WATCHBRIDGE_ALERT_URL_{n}}}" for n in missing)
+        unread.append(f"alert_urls (write {names} under alerts.urls)")
+    if not unread:
+        return []
+    return [
+        "these options are set but your YAML does not read them, so they change nothing: "
+        + "; ".join(unread)
+        + " (the app's Documentation tab, Your own YAML)"
+    ]
+
+
+def _strings(tree: Any) -> list[str]:
+    """Every string value in a parsed YAML tree (where a `${...}` is read)."""
+    if isinstance(tree, str):
+        return [tree]
+    if isinstance(tree, Mapping):
+        return [text for value in tree.values() for text in _strings(value)]
+    if isinstance(tree, list):
+        return [text for value in tree for text in _strings(value)]
+    return []
+
+
 def option_warnings(options: Mapping[str, Any]) -> list[str]:
     """Options that are set but cannot take effect, or left empty where the user needs one."""
     from watchbridge.config import SECRET_IN_HEADER_ONLY, fits_in_url
@@ -577,6 +630,14 @@ def _write(action: Callable[[], None], target: Path, when_read_only: str = "") -
         ) from None
 
 
+def _text_of(path: Path) -> str:
+    """A file's text, or "" when it cannot be read (`check_readable` or `watchbridge` says why)."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
 def _cli_program() -> str:
     """The `watchbridge` script of this interpreter's environment, else whatever PATH finds."""
     sibling = Path(sys.executable).with_name("watchbridge")
@@ -609,6 +670,10 @@ def prepare(
     plan = plan_start(args, paths, options, token)
     if options is None:
         plan = replace(plan, notes=[*plan.notes, *user_id_notes(environ, os.getuid(), os.getgid())])
+    elif plan.own_config is not None:
+        # Read before dropping root: which options it reads, never its values.
+        unread = unread_options(options, _text_of(plan.own_config))
+        plan = replace(plan, notes=[*plan.notes, *unread])
     apply_plan(plan, paths)
     if plan.run_as is not None:
         become(plan.run_as, paths.data)
