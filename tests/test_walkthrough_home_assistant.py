@@ -8,12 +8,15 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
+import tomllib
 from pathlib import Path
 
 import httpx
+import yaml
 
 from tests.harness import AppThread, write_config
 from watchbridge.app import create_app, start_warnings
@@ -205,3 +208,19 @@ def test_an_own_yaml_reading_every_option_set_is_said_to_be_used_alone() -> None
     commented = OWN_YAML + "# alerts: {urls: ['${WATCHBRIDGE_ALERT_URL_1}']}\n"
     assert unread_options({"alert_urls": ["json://h/x"]}, commented) != []
     assert unread_options({"media_users": ["1"]}, "server: [") == []  # watchbridge names it
+
+
+# --------------------------------------------------------------------------- upgrade
+
+
+def test_the_app_version_is_the_packages_the_images_and_the_changelogs_last_release() -> None:
+    # The Supervisor offers an update only when config.yaml's version moves, and pulls the image
+    # tagged with it; the app's log and page show the package's version; the update dialog shows
+    # the changelog. A release moves all four together.
+    manifest = yaml.safe_load((REPO / "addon" / "config.yaml").read_text(encoding="utf-8"))
+    package = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    image = re.search(r"ARG BUILD_VERSION=(\S+)", (REPO / "Dockerfile").read_text())
+    changelog = (REPO / "addon" / "CHANGELOG.md").read_text(encoding="utf-8")
+    released = re.findall(r"^## \[(\d[^\]]*)\]", changelog, flags=re.MULTILINE)
+    assert image is not None and released
+    assert manifest["version"] == package["version"] == image[1] == released[0]
