@@ -224,3 +224,15 @@ def test_the_app_version_is_the_packages_the_images_and_the_changelogs_last_rele
     released = re.findall(r"^## \[(\d[^\]]*)\]", changelog, flags=re.MULTILINE)
     assert image is not None and released
     assert manifest["version"] == package["version"] == image[1] == released[0]
+
+
+def test_the_forms_start_without_media_users_is_told_once_in_the_forms_words(
+    tmp_path: Path,
+) -> None:
+    # The entrypoint says `media_users is empty: ...`; the service added "map your media-server
+    # accounts under `profiles` (see the README)", a file and a README the form's user never saw.
+    plan = plan_start([], _paths(tmp_path), {}, "token")
+    assert "media_users is empty: every webhook is answered and ignored" in plan.notes
+    config = load_config(write_config(tmp_path), {})
+    said = start_warnings(config, [], environ=plan.env)
+    assert not [w for w in said if "profiles" in w or "README" in w], said

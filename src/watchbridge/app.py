@@ -534,7 +534,8 @@ def start_warnings(
                 "(clients over IPv6, the host) come from it, so they skip server.api_token; "
                 "list your proxy's own address instead (Home Assistant ingress: 172.30.32.2)"
             )
-    if not config.profiles:
+    if not config.profiles and not (app is not None and app.options_form):
+        # The form's start says it of media_users (entrypoint.option_warnings).
         warnings.append(
             "no profiles are configured: every webhook is answered and ignored; map your "
             "media-server accounts under `profiles` (see the README)"
