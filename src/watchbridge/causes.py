@@ -24,7 +24,6 @@ from watchbridge.anime_data import (
 from watchbridge.config import MEDIA_SERVERS, Config, service_title
 from watchbridge.errors import WatchbridgeError
 from watchbridge.http import ServiceError, Unavailable
-from watchbridge.ids import outage_key
 from watchbridge.services.anilist import AniListAuthError
 from watchbridge.services.jellyfin import MediaServerAuthError
 from watchbridge.services.plex import PlexAuthError, ServerTokenRefused
@@ -202,6 +201,18 @@ def _profiles(names: Sequence[str]) -> str:
     if len(names) == 1:
         return f"profile {names[0]}"
     return f"profiles {', '.join(names[:-1])} and {names[-1]}"
+
+
+# Media servers that are also delivery targets (a link's writes to Plex): see outage_key.
+DELIVERED_TO = frozenset({"plex"})
+
+
+def outage_key(server: str) -> str:
+    """The `service_unreachable` condition of a media server that does not answer its lookups.
+    One that is also a delivery target shares that target's condition (the worker's key is the
+    target's name): one server down is one alert and one "Resolved", whichever of its lookups
+    and deliveries notices first, not one of each."""
+    return server if server in DELIVERED_TO else f"server:{server}"
 
 
 def server_key_works(server: str) -> str:

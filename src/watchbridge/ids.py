@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from watchbridge.alerts import UNREACHABLE_ALERT_AFTER, Notifier
-from watchbridge.causes import server_key_works
+from watchbridge.causes import DELIVERED_TO, outage_key, server_key_works
 from watchbridge.config import service_title
 from watchbridge.http import DOWN_STATUS, ServiceError, Unavailable
 from watchbridge.ingest.common import server_guid
@@ -1095,18 +1095,6 @@ class SeriesEnricher:
 
 
 # --------------------------------------------------------------------------- one enricher
-
-# Media servers that are also delivery targets (a link's writes to Plex): see outage_key.
-DELIVERED_TO = frozenset({"plex"})
-
-
-def outage_key(server: str) -> str:
-    """The `service_unreachable` condition of a media server that does not answer its lookups.
-    One that is also a delivery target shares that target's condition (the worker's key is the
-    target's name): one server down is one alert and one "Resolved", whichever of its lookups
-    and deliveries notices first, not one of each."""
-    return server if server in DELIVERED_TO else f"server:{server}"
-
 
 SERVER_SETTINGS = {
     "plex": "services.plex.url and services.plex.token",

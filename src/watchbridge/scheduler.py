@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from watchbridge.anime_data import MISSING_KEY
 from watchbridge.app import Runtime
+from watchbridge.causes import outage_key
 from watchbridge.config import (
     MEDIA_SERVERS,
     SYNC_SERVICES,
@@ -27,7 +28,6 @@ from watchbridge.config import (
 )
 from watchbridge.downtime import not_caught_up
 from watchbridge.errors import Waits, WatchbridgeError
-from watchbridge.ids import outage_key
 from watchbridge.logs import Repeating
 from watchbridge.plexlink import wants_lists
 from watchbridge.serializdlist import UnreadableAlert

@@ -40,6 +40,7 @@ from watchbridge.causes import (
     carried_causes,
     cause_of,
     lists_alert,
+    outage_key,
     sign_in_works,
     told_elsewhere,
     with_causes,
@@ -47,7 +48,7 @@ from watchbridge.causes import (
 from watchbridge.config import MEDIA_SERVERS, Config, Link, link_profiles, service_title
 from watchbridge.errors import Waits, WatchbridgeError, naming_profile
 from watchbridge.guard import BEFORE_CONFIRMING, for_link
-from watchbridge.ids import outage_key, webhook_ref
+from watchbridge.ids import webhook_ref
 from watchbridge.metrics import Metrics
 from watchbridge.model import ref_from_dict, ref_to_dict
 from watchbridge.narrow import Narrower, Narrowing, narrow_sides, no_movie

@@ -25,6 +25,7 @@ from watchbridge.alerts import SENT, UNREACHABLE_ALERT_AFTER, format_span
 from watchbridge.app import Runtime
 from watchbridge.backoff import doubled
 from watchbridge.causes import (
+    DELIVERED_TO,
     paused_alert,
     paused_title,
     profile_flowing,
@@ -52,7 +53,7 @@ from watchbridge.deliver.oncemore import (
 from watchbridge.deliver.solo import Solo
 from watchbridge.errors import names_profile
 from watchbridge.http import ANSWERED, BEFORE_WRITE, RateLimited, Unavailable, changed_answer
-from watchbridge.ids import DELIVERED_TO, SERVER_OUTAGE_PAUSE, Enricher, Need, Problem
+from watchbridge.ids import SERVER_OUTAGE_PAUSE, Enricher, Need, Problem
 from watchbridge.logs import Repeating
 from watchbridge.model import MediaRef, item_aliases, ref_from_dict
 from watchbridge.offloop import in_thread, to_the_end
@@ -650,7 +651,7 @@ def unreachable_alert(
     name = service_title(target)
     at = clock_time(until, now, zone=True)
     reason = reason.removeprefix(f"{name}: ")  # the text names it first already
-    # A media server's lookups share its outage's alert (ids.outage_key): told here too.
+    # A media server's lookups share its outage's alert (causes.outage_key): told here too.
     also = f" (and plays that need {name} to name their show)" if target in DELIVERED_TO else ""
     if limited:
         if now - since >= UNREACHABLE_ALERT_AFTER:
