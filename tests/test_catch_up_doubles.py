@@ -32,7 +32,7 @@ from tests.test_catch_up import (
 from tests.test_delivery import close_targets, sign_in, worker_for
 from watchbridge import webhooks
 from watchbridge.app import Runtime
-from watchbridge.catchup import CatchUp, Listed, Seen, State
+from watchbridge.catchup import CatchUp, Listed, Seen, State, by_hand, marked_together
 from watchbridge.catchupstatus import status_lines
 from watchbridge.config import parse_config
 from watchbridge.ingest import parse
@@ -328,3 +328,42 @@ def test_one_viewing_two_items_of_the_same_ids_show_is_one_play_caught_up(
     assert on_trakt(trakt) == [("Arrival", "2026-05-28T21:26:00.000Z")]
     (line,) = status_lines(runtime.config, runtime.store, clock.now)
     assert line.kind == "caught_up" and " 1 play " in f"{line.message} ", line.message
+
+
+def listed_episode(number: int, at: float, *, count: int = 1, minutes: int = 47) -> Listed:
+    """S5E`number` of Breaking Bad listed played, dated `at` (its own TVDB id)."""
+    ref = MediaRef(
+        "episode",
+        Ids(tvdb=4637600 + number),
+        f"Episode {number}",
+        show_title="Breaking Bad",
+        season=5,
+        number=number,
+        source_key=f"e{number}",
+    )
+    return Listed(f"e{number}", ref, True, count, at, duration_ms=minutes * 60_000, dated=at)
+
+
+def test_items_marked_at_once_are_marks_and_one_viewing_shown_on_two_versions_is_not() -> None:
+    season = [listed_episode(n, T0 + n * 0.01) for n in range(1, 5)]
+    assert marked_together(season) == {"e1", "e2", "e3", "e4"}
+    # Viewings begin a viewing apart; one viewing shown on two versions of a film is one item.
+    assert marked_together([listed_episode(1, T0), listed_episode(2, T0 + 2820)]) == set()
+    ref = MediaRef("movie", Ids(imdb="tt2543164"), "Arrival", 2016)
+    versions = [Listed(key, ref, True, 1, T0, dated=T0) for key in ("a", "b")]
+    assert marked_together(versions) == set()
+
+
+def test_a_play_found_sooner_than_a_viewing_of_it_lasts_is_a_mark_by_hand() -> None:
+    state = State(T0 - DAY, T0 - 900)
+    found = T0 + 14 * 60  # the next read: 14 minutes after its date
+    assert by_hand(state, listed_episode(1, T0), found, ())
+    # Found a viewing's length after its date (watchbridge down): a viewing, as far as it tells.
+    assert not by_hand(state, listed_episode(1, T0), T0 + 36 * 60, ())
+    assert by_hand(state, listed_episode(1, T0), T0 + 2 * DAY, {"e1"})  # marked with others
+    # Short items are played as they start; a count of 2 counts a start or mark before it; an
+    # item the reads saw played before is one the server had.
+    assert not by_hand(state, listed_episode(1, T0, minutes=4), T0 + 60, ())
+    assert not by_hand(state, listed_episode(1, T0, count=2), found, {"e1"})
+    seen = State(T0 - DAY, T0 - 900, {"e1": Seen(0)})
+    assert not by_hand(seen, listed_episode(1, T0), found, {"e1"})

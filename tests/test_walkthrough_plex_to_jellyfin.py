@@ -403,3 +403,105 @@ def test_marks_wait_while_trakt_cannot_say_what_it_holds(move: Move) -> None:
     move.settle()
     catch_up_rounds(move)
     assert move.trakt_plays() == before
+
+
+# -- marks the webhooks never told of: only the catch-up finds them ------------------------------
+def watched_months_ago(move: Move) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+    """S5E1-3 watched on Plex months ago (watchbridge sent them); S5E4 long before watchbridge
+    (Trakt and Serializd hold it, watchbridge never saw it). What Trakt and Serializd hold."""
+    move.shift(-120 * DAY)
+    for number in (1, 2, 3):
+        move.watch_on_plex(number)
+        move.settle()
+        move.shift(DAY)
+    move.shift(120 * DAY - 3 * DAY)
+    show = move.trakt.shows[-1]
+    move.trakt.add_history(show.seasons[5].episodes[4], "2019-03-01T20:00:00.000Z")
+    move.serializd.log_entry(None, BREAKING_BAD, 5, 4, backdate="2019-03-01T20:00:00Z")
+    move.serializd.tick(None, BREAKING_BAD, 5, 4)
+    before_trakt, before_diary = move.trakt_plays(), move.diary()
+    assert len(before_trakt) == 4 and len(before_diary) == 4
+    return before_trakt, before_diary
+
+
+def mark_season_unheard(move: Move, numbers: range | tuple[int, ...]) -> None:
+    """ "Mark played" of the season in Jellyfin, its episodes at once (one date), with no
+    webhook: the plugin's *User Data Saved* not ticked, or watchbridge down."""
+    at = move.clock()
+    for number in numbers:
+        move.jellyfin.mark_played(ALEX_JF, EPISODES[number][0], at, counted=True)
+
+
+def test_a_season_marked_played_no_webhook_told_of_adds_nothing(move: Move) -> None:
+    # The plugin's User Data Saved is not ticked: the catch-up alone finds the marks, within
+    # a read, and takes them for marks as a webhook's would be.
+    before_trakt, before_diary = watched_months_ago(move)
+    mark_season_unheard(move, (1, 2, 3, 4))
+    catch_up_rounds(move)
+    assert move.trakt_plays() == before_trakt
+    assert move.diary() == before_diary
+
+
+def test_one_episode_marked_played_no_webhook_told_of_adds_nothing(move: Move) -> None:
+    # One episode, no others marked with it: found by the read after it, sooner than a viewing
+    # of it could have ended (a viewing is dated when it began, played only at its end).
+    before_trakt, before_diary = watched_months_ago(move)
+    mark_season_unheard(move, (2,))
+    catch_up_rounds(move)
+    assert move.trakt_plays() == before_trakt
+    assert move.diary() == before_diary
+
+
+def test_a_season_marked_played_while_watchbridge_was_down_adds_nothing(move: Move) -> None:
+    # Found two days after the marks: episodes marked at once, within the second, were no
+    # viewings (no two begin together on one account).
+    before_trakt, before_diary = watched_months_ago(move)
+    move.stop()
+    mark_season_unheard(move, (1, 2, 3, 4))
+    move.shift(2 * DAY)
+    move.start()
+    catch_up_rounds(move)
+    assert move.trakt_plays() == before_trakt
+    assert move.diary() == before_diary
+
+
+def test_an_episode_never_watched_marked_played_no_webhook_told_of_is_one_play(
+    move: Move,
+) -> None:
+    watched_months_ago(move)
+    marked = move.clock()
+    mark_season_unheard(move, (9,))
+    catch_up_rounds(move)
+    day = day_of(stamp(marked))
+    assert [(n, day_of(at)) for n, at in move.trakt_plays() if n == 9] == [(9, day)]
+    assert [(n, day_of(at)) for n, at in move.diary() if n == 9] == [(9, day)]
+
+
+def test_a_viewing_in_jellyfin_while_watchbridge_was_down_of_what_plex_played_is_a_play(
+    move: Move,
+) -> None:
+    # A viewing, not a mark: dated when it began, played at its end, one on its own.
+    before_trakt, before_diary = watched_months_ago(move)
+    move.stop()
+    began = move.clock()
+    move.shift(45 * 60)
+    move.jellyfin.play(ALEX_JF, EPISODES[2][0], began)
+    move.shift(DAY)
+    move.start()
+    catch_up_rounds(move)
+    assert sorted(n for n, _ in move.trakt_plays()) == sorted([n for n, _ in before_trakt] + [2])
+    assert sorted(n for n, _ in move.diary()) == sorted([n for n, _ in before_diary] + [2])
+
+
+def test_a_viewing_in_jellyfin_its_webhooks_lost_of_what_plex_played_is_a_play(
+    move: Move,
+) -> None:
+    # Its webhooks refused (a proxy down): the next read finds it played a viewing's length
+    # after it began. A viewing, sent as one.
+    watched_months_ago(move)
+    began = move.clock()
+    move.shift(45 * 60)
+    move.jellyfin.play(ALEX_JF, EPISODES[3][0], began)
+    catch_up_rounds(move)
+    assert [n for n, _ in move.trakt_plays()].count(3) == 2
+    assert [n for n, _ in move.diary()].count(3) == 2

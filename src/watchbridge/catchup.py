@@ -35,6 +35,10 @@ The decisions are pure (`candidates`, `heard_of`, `decide`); `CatchUp` reads and
   source (`store.CAUGHT_UP`): never taken for a webhook; its viewing ended, for the item's marks,
   by the read (`webhooks.ingest_job`): its own stop, posted late, is not another viewing. Copied
   again after a crash (its state not saved), its key is the same: nothing is added twice.
+- A play that was a "mark played" by hand, not a viewing (`by_hand`: what a webhook's
+  SaveReason says, the user data tells only by its dates), goes as a webhook's mark by hand
+  does (playback.hand_mark): an item the server never had, marked to catch it up (a season,
+  what the Plex beside it played), adds nothing where a target holds it watched already.
 - The webhook events are kept a week (maintenance.KEEP_DONE): a play dated before the newest
   one pruning reached (`Store.webhooks_pruned_to`: the server unread for longer, the key
   refused for weeks while webhooks came) cannot be checked, so it is not copied (a webhook's
@@ -85,6 +89,7 @@ from watchbridge.ingest.common import (
     integer,
     iso_time,
     make_ids,
+    may_be_a_remark,
     obj,
     server_guid,
     text,
@@ -98,6 +103,7 @@ from watchbridge.model import (
     item_aliases,
     ref_from_dict,
 )
+from watchbridge.playback import LEAST_WATCHED
 from watchbridge.services.jellyfin import (
     NAMES,
     MediaServerAuthError,
@@ -122,6 +128,11 @@ CLOCK_MARGIN = 15 * 60.0
 CONFIRM_AFTER = 5 * 60.0
 # A playback whose webhooks came (a start, its progress) but no end yet: left to them this long.
 FOLLOWED = 6 * 3600.0
+# Jellyfin's "mark played" of a season (or of items picked together) dates each item alike, or
+# within this many seconds of the next: no two viewings on one account begin that close.
+MARKED_TOGETHER = 2.0
+# The servers' MinResumeDurationSeconds: an item shorter than this turns played as it starts.
+RESUMABLE = 300.0
 # A play found that waits (`State.waiting`) and is no longer listed (deleted) is forgotten.
 WAITING_KEPT = 86400.0
 # (server, profile, "catch_up:<user id>"): the account's `State` but its items (`header`),
@@ -418,17 +429,63 @@ def heard_of(
     return found
 
 
+def marked_together(items: Iterable[Listed]) -> set[str]:
+    """The ids of the items a read lists played whose `LastPlayedDate`s run within
+    MARKED_TOGETHER of each other, two items or more (not one under two ids: a server keeping
+    user data by provider ids shows a viewing on each version of a film): marked played at
+    once. Pure."""
+    dated = sorted(
+        (one.last_played, identity(one) or one.id, one.id)
+        for one in items
+        if one.played and one.last_played is not None
+    )
+    found: set[str] = set()
+    run: list[tuple[float, str, str]] = []
+    for entry in [*dated, None]:
+        if entry is not None and run and entry[0] - run[-1][0] <= MARKED_TOGETHER:
+            run.append(entry)
+            continue
+        if len({key for _, key, _ in run}) > 1:
+            found.update(item_id for _, _, item_id in run)
+        run = [] if entry is None else [entry]
+    return found
+
+
+def by_hand(state: State, one: Listed, found_at: float, together: Collection[str]) -> bool:
+    """Whether a play a read first found at `found_at` was a "mark played" by hand, not a
+    viewing: of an item the server had no record of (PlayCount 1: no start or mark before it,
+    not a `may_be_a_remark`; no count the reads saw), and either marked with others at once
+    (`together`: `marked_together`) or found played sooner after its `LastPlayedDate` than a
+    viewing of it lasts (a viewing is dated when it began, and played only once past the
+    server's played mark; LEAST_WATCHED of it, less a clock gap not put right: CLOCK_WARNING).
+    A webhook's SaveReason says so; the user data tells only by these dates, so a lone mark
+    found later (watchbridge down) is taken for a viewing. Whether it catches the server up
+    is playback.hand_mark's to decide, as for a webhook's mark. Pure."""
+    if one.last_played is None or may_be_a_remark(one.count, None, None):
+        return False
+    if state.seen(one) is not None:
+        return False
+    if one.id in together:
+        return True
+    duration = (one.duration_ms or 0) / 1000
+    if duration < RESUMABLE:
+        return False
+    return found_at - one.last_played < LEAST_WATCHED * duration - CLOCK_WARNING
+
+
 @dataclass(frozen=True)
 class Decision:
-    """A read's outcome: the account's state after it, the plays to copy, how many plays
-    the webhooks told of (`reported`) or may still (`waiting`), and the plays not copied
-    because what the webhooks told of their time is pruned (`unchecked`)."""
+    """A read's outcome: the account's state after it, the plays to copy (of them, the ids
+    of those that were marks by hand: `by_hand`), how many plays the webhooks told of
+    (`reported`) or may still (`waiting`), and the plays not copied because what the
+    webhooks told of their time is pruned (`unchecked`)."""
 
     state: State
     missed: list[Listed]
     reported: int = 0
     waiting: int = 0
     unchecked: list[Listed] = field(default_factory=list)
+    by_hand: frozenset[str] = frozenset()
 
 
 def cannot_check(one: Listed, pruned_to: float | None) -> bool:
@@ -463,6 +520,8 @@ def decide(
         seen[one.id] = Seen(one.count, known, one.dated)
 
     listed_from = since(state) or now
+    together = marked_together(items)
+    marks: set[str] = set()
     missed: list[Listed] = []
     skipped: list[Listed] = []
     reported = waits = 0
@@ -491,13 +550,15 @@ def decide(
             continue
         else:
             missed.append(one)
+            if by_hand(state, one, first[0], together):
+                marks.add(one.id)
         if viewing[0]:
             viewings.add(viewing)
         waiting.pop(one.id, None)
         count(one)
     waiting = {key: at for key, at in waiting.items() if now - at[0] < WAITING_KEPT}
     after = State(state.baseline, now, seen, waiting)
-    return Decision(after, missed, reported, waits, skipped)
+    return Decision(after, missed, reported, waits, skipped, frozenset(marks))
 
 
 def event_of(one: Listed, server: Server, account: tuple[str, str]) -> MediaEvent:
@@ -972,7 +1033,7 @@ class CatchUp:
         threshold = float(runtime.config.profiles[profile].completion_threshold)
         decision = decide(state, items, heard_of(found, events, threshold), now, pruned_to)
         if decision.missed:
-            await _record(runtime, server, profile, account, decision.missed)
+            await _record(runtime, server, profile, account, decision.missed, decision.by_hand)
         saved = persisted(state, decision.state, bool(rows))
         if saved.header is not None:
             where = (server, profile, account[0])
@@ -1031,14 +1092,17 @@ async def _record(
     profile: str,
     account: tuple[str, str],
     missed: Sequence[Listed],
+    marks: Collection[str] = frozenset(),
 ) -> None:
-    """Record the missed plays as a webhook's marks are, in one transaction."""
+    """Record the missed plays as a webhook's marks are, in one transaction; those of `marks`
+    (item ids: `by_hand`) as marks by hand."""
     from watchbridge.webhooks import ingest_job
 
     jobs = []
     for one in missed:
         event = event_of(one, server, account)
-        job = ingest_job(runtime, profile, event, dated=one.last_played)
+        marked = one.id in marks
+        job = ingest_job(runtime, profile, event, dated=one.last_played, by_hand=marked)
         job.payload["caught_up"] = True
         jobs.append(dataclasses.replace(job, source=CAUGHT_UP))
     if await runtime.writer.write_all(jobs):

@@ -1299,12 +1299,15 @@ def ingest_job(
     learnt: tuple[Key, Learnt] | None = None,
     server: str = "",
     dated: float | None = None,
+    by_hand: bool = False,
 ) -> IngestJob:
     """What to record for one event (and the JSON it came in): the event, a pure decision
     over its session, and the account id its route learnt (`learnt`, kept with it). `server`:
     the Plex server of a Tautulli event naming none, where sure (`_plex_server`). `dated`: when
     a play no webhook told of happened, by the server's own record (catchup.py), or when
-    Tautulli reported one taken in Plex's webhook's stead (forplex.py)."""
+    Tautulli reported one taken in Plex's webhook's stead (forplex.py); `by_hand`: such a play
+    of the catch-up's was a mark by hand, not a viewing (`catchup.by_hand`): `hand_mark`
+    decides it as a webhook's mark."""
     item = ref_to_dict(event.item)
     record = event_record(event, item)
     profile = runtime.config.profiles[profile_name]
@@ -1359,7 +1362,7 @@ def ingest_job(
                 new_session, updated_at=max(new_session.updated_at, now)
             )
         rows = rows_for(profile_name, targets, event, intents, item, order_key)
-        if dated is None and hand_mark(event, late, session):
+        if (dated is None or by_hand) and hand_mark(event, late, session):
             for row in rows:
                 if row.action == "play":
                     row.payload[HAND_MARK] = True
