@@ -1106,6 +1106,19 @@ def test_a_jellyfin_webhooks_stopped_alert_lasts_while_the_catch_up_reads_it(
     assert no_longer_configured(load_config(path), "webhooks_stopped", key) == over
 
 
+def test_a_tautulli_without_watched_alert_lasts_without_a_plex_link(tmp_path: Path) -> None:
+    # Found in Tautulli's webhooks (tautulliwatched.py), not by a Plex link: a household on
+    # Tautulli alone keeps it until a Watched comes.
+    path = tmp_path / "watchbridge.yaml"
+    path.write_text(
+        "services: {trakt: {client_id: c}}\n"
+        "profiles: {me: {users: {tautulli: [alex]}, accounts: {trakt: {}}}}\n",
+        encoding="utf-8",
+    )
+    key = "tautulli_watched:d3a1f0c2b4e5968778695a4b3c2d1e0f9a8b7c6d"
+    assert no_longer_configured(load_config(path), "webhooks_stopped", key) is None
+
+
 def everything_config(
     tmp_path: Path, receiver: AlertReceiver, edits: Sequence[str | tuple[str, str]]
 ) -> str:

@@ -46,7 +46,7 @@ from litestar.types import (
 )
 from litestar.utils.path import normalize_path
 
-from watchbridge import __version__, clocksteps, rebinding, show_ratings
+from watchbridge import __version__, clocksteps, rebinding, show_ratings, tautulliwatched
 from watchbridge import queuewords as words
 from watchbridge.account_ids import AccountIds, Key, Learnt
 from watchbridge.accounts import plex_server_of
@@ -1270,6 +1270,21 @@ async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
                 "line": one.line(runtime.config),
             }
             for one, plays in page.not_sent_by_plex
+        ],
+        # Tautulli servers that sent stops and no Watched (tautulliwatched.py): what to tick;
+        # `nothing_sent`: no stop reached its watched percent either (the alert's case).
+        "tautulli_without_watched": [
+            {
+                "server": seen.server,
+                "server_name": seen.name,
+                "stops": seen.stops,
+                "first_stop_at": seen.first_stop_at,
+                "last_stop_at": seen.last_stop_at,
+                "watched_at": seen.watched_at,
+                "nothing_sent": seen.nothing_sent,
+                "fix": tautulliwatched.status_line(seen),
+            }
+            for seen in page.no_watched
         ],
         # Accounts no profile lists whose webhooks the default profile takes (defaulted.py):
         # the config line that lists each there, and its `unlisted_account` alert.

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import click
 
-from watchbridge import __version__, forplex
+from watchbridge import __version__, forplex, tautulliwatched
 from watchbridge import queuewords as words
 from watchbridge.account_ids import Key, Learnt, ListedTwice, listed_twice_known
 from watchbridge.config import (
@@ -576,6 +576,7 @@ def status(config_path: str | None) -> None:
         unlisted = store.unlisted_accounts()
         taken_in = store.defaulted_accounts()
         not_by_plex = forplex.people(store.for_plex(forplex.TAKEN))
+        no_watched = [seen for seen in store.tautulli_reports() if seen.no_watched]
         twice = _listed_twice(config, store)
         unsent = not_sent_yet(store, config.alerts, time.time()) if config.alerts.urls else []
         account_names = _account_names(store, state.cursors)
@@ -632,6 +633,8 @@ def status(config_path: str | None) -> None:
         )
     for person, plays in not_by_plex:  # as the status page lists them (forplex.py)
         _say(f"not by plex:   {forplex.status_line(person, plays, config)}")
+    for tautulli in no_watched:  # as the status page says it (tautulliwatched.py)
+        _say(f"no watched:    {tautulliwatched.status_line(tautulli)}")
     for listed in twice:  # as the status page lists them (by the names remembered)
         _say(f"twice:         {listed.message}")
     for seen in taken_in:  # as the status page lists them

@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-from watchbridge import beside, defaulted, forplex, unlisted
+from watchbridge import beside, defaulted, forplex, tautulliwatched, unlisted
 from watchbridge.accounts import send_account_alerts
 from watchbridge.alerts import DISABLED, SENT
 from watchbridge.anime_data import MISSING_KEY
@@ -175,6 +175,7 @@ async def housekeeping(
         (send_account_alerts_owed, "account-alerts"),
         (release_for_plex, "tautulli-for-plex"),
         (check_unlisted_accounts, "unlisted-accounts-check"),
+        (check_tautulli_watched, "tautulli-watched-check"),
         (check_defaulted_accounts, "defaulted-accounts-check"),
         (check_listed_twice_accounts, "listed-twice-accounts-check"),
         (renew_trakt_sign_ins, "trakt-token-refresh"),
@@ -372,6 +373,30 @@ async def release_for_plex(runtime: Runtime) -> None:
             continue  # told already: its count grows with the next one taken
         body = forplex.alert_body(one, plays, config)
         await notifier.notify(forplex.ALERT_KIND, forplex.title(one), body, key=key)
+
+
+async def check_tautulli_watched(runtime: Runtime) -> None:
+    """Tautulli servers that send stops and no Watched (tautulliwatched.py): the
+    `webhooks_stopped` alert raised for one none of whose stops reached Tautulli's watched
+    percent (no finished viewing sends anything), resolved once a Watched came; a server
+    that sent nothing for tautulliwatched.KEEP forgotten."""
+    store, notifier = runtime.store, runtime.notifier
+    now = runtime.clock()
+    found = await asyncio.to_thread(store.tautulli_reports)
+    kind = tautulliwatched.ALERT_KIND
+    present = {seen.key for seen in found}
+    for key in notifier.condition_keys(kind):
+        if key.startswith(tautulliwatched.KEY_PREFIX) and key not in present:
+            await notifier.resolve(kind, tautulliwatched.quiet_now(key), key=key)
+    for seen in found:
+        if now - seen.seen_at >= tautulliwatched.KEEP:
+            await notifier.resolve(kind, tautulliwatched.quiet_now(seen.key), key=seen.key)
+            await asyncio.to_thread(store.forget_tautulli_reports, seen.server, seen.seen_at)
+        elif seen.nothing_sent:
+            title = tautulliwatched.title(seen)
+            await notifier.notify(kind, title, tautulliwatched.alert_body(seen), key=seen.key)
+        elif notifier.raised(kind, seen.key):
+            await notifier.resolve(kind, tautulliwatched.over_now(seen), key=seen.key)
 
 
 async def check_defaulted_accounts(runtime: Runtime) -> None:

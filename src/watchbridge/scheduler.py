@@ -49,6 +49,7 @@ from watchbridge.sync import (
     syncable,
     unforeseen_failure,
 )
+from watchbridge.tautulliwatched import KEY_PREFIX as TAUTULLI_WATCHED
 from watchbridge.webhookwatch import ALERT_KIND as WEBHOOKS_STOPPED
 from watchbridge.webhookwatch import caught_up_source
 
@@ -327,6 +328,8 @@ def no_longer_configured(config: Config, kind: str, key: str) -> str | None:
             )
         why = not_caught_up(config, server)
         return f"watchbridge no longer reads {name}'s plays: {why}" if why else None
+    if kind == WEBHOOKS_STOPPED and key.startswith(TAUTULLI_WATCHED):
+        return None  # found in Tautulli's webhooks, whatever the config (tautulliwatched.py)
     if kind == WEBHOOKS_STOPPED:  # else found by a Plex link's read of the Plex history
         if config.services.plex is None:
             return (

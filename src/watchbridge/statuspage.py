@@ -30,7 +30,7 @@ from litestar.exceptions import HTTPException, PermissionDeniedException, Valida
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromQuery
 
-from watchbridge import __version__, defaulted, forplex
+from watchbridge import __version__, defaulted, forplex, tautulliwatched
 from watchbridge import queuewords as words
 from watchbridge.account_ids import NewId, NewIdSighting, Renamed, RenameSighting, TwiceSighting
 from watchbridge.alerts import Health
@@ -75,6 +75,7 @@ from watchbridge.store import (
     Waiting,
 )
 from watchbridge.sync import syncable, waits_for_review
+from watchbridge.tautulliwatched import Seen
 from watchbridge.unlisted import KEEP as UNLISTED_KEEP
 from watchbridge.unlisted import Unlisted
 from watchbridge.webhooks import SOURCES
@@ -96,6 +97,8 @@ class PageState:
     defaulted: Sequence[Unlisted] = ()
     # People listed for Plex's own webhook whose plays were taken from Tautulli's (forplex.py).
     not_sent_by_plex: Sequence[tuple[ForPlex, int]] = ()
+    # Tautulli servers that send stops and no Watched (tautulliwatched.py).
+    no_watched: Sequence[Seen] = ()
     # What this start told of the time the service was away.
     downtime: str | None = None
     # Plex servers reported twice to a profile.
@@ -160,6 +163,7 @@ async def page_state(runtime: Runtime, now: float) -> PageState:
     unlisted = await asyncio.to_thread(runtime.store.unlisted_accounts)
     taken_in = await asyncio.to_thread(runtime.store.defaulted_accounts)
     for_plex = await asyncio.to_thread(runtime.store.for_plex, forplex.TAKEN)
+    tautulli = await asyncio.to_thread(runtime.store.tautulli_reports)
     lookups = await asyncio.to_thread(lookups_waiting, config, runtime.store, now)
     return PageState(
         config=config,
@@ -168,6 +172,7 @@ async def page_state(runtime: Runtime, now: float) -> PageState:
         unlisted=unlisted,
         defaulted=taken_in,
         not_sent_by_plex=forplex.people(for_plex),
+        no_watched=[seen for seen in tautulli if seen.no_watched],
         downtime=runtime.downtime,
         doublings=runtime.senders.recent(now),
         refused=runtime.refused.recent(),
@@ -528,7 +533,11 @@ def render(state: PageState, now: float) -> str:
         + _listed_twice(state.listed_twice, now)
         + _unlisted(state.config, state.unlisted, now)
         + _defaulted(state.config, state.defaulted, now)
-        + _not_sent_by_plex(state.config, state.not_sent_by_plex, now),
+        + _not_sent_by_plex(state.config, state.not_sent_by_plex, now)
+        + "".join(
+            f'<p class="bad">{_e(tautulliwatched.status_line(seen))}.</p>'
+            for seen in state.no_watched
+        ),
     ]
     # While a code waits to be entered, the page looks again by itself to tell when it was.
     waiting = any(one.running for one in state.signing_in)

@@ -63,6 +63,7 @@ from watchbridge.playback import (
 from watchbridge.privatefiles import make_private_folder
 from watchbridge.senders import TOGETHER_WITHIN
 from watchbridge.storagefault import DatabaseMoved, fault_of
+from watchbridge.tautulliwatched import Reports, Seen
 from watchbridge.unlisted import KEEP as UNLISTED_KEPT
 from watchbridge.unlisted import Unlisted, account_key
 
@@ -986,6 +987,25 @@ def m039_outbox_waits_for_server(db: sqlite_utils.Database) -> None:
         )
 
 
+@migrations()
+def m040_tautulli_reports(db: sqlite_utils.Database) -> None:
+    # Per Tautulli server (its Plex server's machine id, "" where the template names none):
+    # its stops since its last Watched, those at or past Tautulli's watched percent, and when
+    # its last Watched came (tautulliwatched.py), counted in the webhook's own write. A few
+    # rows. Safe to apply again, as the newest migration must be (tests/test_serve_lock.py).
+    db.execute(
+        """CREATE TABLE IF NOT EXISTS tautulli_reports (
+            server TEXT PRIMARY KEY,
+            name TEXT NOT NULL DEFAULT '',
+            stops INTEGER NOT NULL DEFAULT 0,
+            reached INTEGER NOT NULL DEFAULT 0,
+            first_stop_at REAL,
+            last_stop_at REAL,
+            watched_at REAL
+        )"""
+    )
+
+
 def _batch(due: Sequence[sqlite3.Row], alone: bool) -> list[int]:
     """The ids one claim takes of `due` (in their turn): those before the first row a crash
     makes go alone (CRASHES_ALONE), or that row when it is first and nothing else is taken
@@ -1638,6 +1658,9 @@ class IngestJob:
     # The event's progress (MediaEvent.progress): a Plex playback at most half way after such
     # a report begins another viewing (playback.begins_another_viewing).
     progress: float | None = None
+    # Tautulli's stops and Watched the webhook adds to its server's count (tautulliwatched.py):
+    # on its first job, counted in the same write.
+    tautulli_reports: Reports | None = None
 
 
 # One webhook's events (recorded all or none), who waits for their rows, and on which loop.
@@ -1815,6 +1838,30 @@ def _remember_account(conn: sqlite3.Connection, learnt: AccountLearnt, now: floa
         "DELETE FROM webhook_account_ids WHERE rowid NOT IN (SELECT rowid FROM"
         " webhook_account_ids ORDER BY learnt_at DESC LIMIT ?)",
         (learnt.kept,),
+    )
+
+
+def _count_tautulli_reports(conn: sqlite3.Connection, reports: Reports, now: float) -> None:
+    """Add one Tautulli webhook's stops, or its Watched, to its server's count: a Watched
+    starts the count again (the trigger is ticked)."""
+    if reports.watched:
+        conn.execute(
+            "INSERT INTO tautulli_reports (server, name, watched_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (server) DO UPDATE SET stops = 0, reached = 0, first_stop_at = NULL,"
+            " watched_at = excluded.watched_at,"
+            " name = CASE WHEN excluded.name = '' THEN name ELSE excluded.name END",
+            (reports.server, reports.name, now),
+        )
+        return
+    conn.execute(
+        "INSERT INTO tautulli_reports (server, name, stops, reached, first_stop_at, last_stop_at)"
+        " VALUES (?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (server) DO UPDATE SET stops = stops + excluded.stops,"
+        " reached = reached + excluded.reached,"
+        " first_stop_at = COALESCE(first_stop_at, excluded.first_stop_at),"
+        " last_stop_at = excluded.last_stop_at,"
+        " name = CASE WHEN excluded.name = '' THEN name ELSE excluded.name END",
+        (reports.server, reports.name, reports.stops, reports.reached, now, now),
     )
 
 
@@ -3163,6 +3210,8 @@ class Store:
         )
         if job.learnt is not None:
             _remember_account(conn, job.learnt, job.now)
+        if job.tautulli_reports is not None:
+            _count_tautulli_reports(conn, job.tautulli_reports, job.now)
         # A play or live state left out still ends its sender's pending live states.
         for row in superseding:
             conn.execute(
@@ -5188,10 +5237,39 @@ class Store:
                 (defaulted.source, defaulted.server, defaulted.account),
             )
 
-    def keep_for_plex(self, kept: Sequence[ForPlex]) -> None:
-        """Keep Tautulli's reports of plays Plex's own webhook should send (forplex.py),
-        before they are answered."""
+    def count_tautulli_reports(self, reports: Reports, now: float) -> None:
+        """Add a Tautulli webhook that records no event to its server's count
+        (tautulliwatched.py)."""
         with self.transaction() as conn:
+            _count_tautulli_reports(conn, reports, now)
+
+    def tautulli_reports(self) -> list[Seen]:
+        """Each Tautulli server's count (tautulliwatched.py), by server."""
+        rows = self._query("SELECT * FROM tautulli_reports ORDER BY server")
+        return [
+            Seen(
+                row["server"], row["name"], row["stops"], row["reached"], row["first_stop_at"],
+                row["last_stop_at"], row["watched_at"],
+            )
+            for row in rows
+        ]  # fmt: skip
+
+    def forget_tautulli_reports(self, server: str, before: float) -> None:
+        """Forget a Tautulli server's count, unless a report came after `before`."""
+        with self.transaction() as conn:
+            conn.execute(
+                "DELETE FROM tautulli_reports WHERE server = ?"
+                " AND MAX(COALESCE(last_stop_at, 0), COALESCE(watched_at, 0)) <= ?",
+                (server, before),
+            )
+
+    def keep_for_plex(self, kept: Sequence[ForPlex], reports: Reports | None = None) -> None:
+        """Keep Tautulli's reports of plays Plex's own webhook should send (forplex.py),
+        before they are answered; with `reports`, the webhook's count (tautulliwatched.py),
+        `now` its first report's receipt."""
+        with self.transaction() as conn:
+            if reports is not None and kept:
+                _count_tautulli_reports(conn, reports, kept[0].received_at)
             conn.executemany(
                 "INSERT INTO tautulli_for_plex (profile, server, account, account_id, name,"
                 " item, received_at, body, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

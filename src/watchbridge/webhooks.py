@@ -23,7 +23,7 @@ from litestar import asgi
 from litestar.enums import ScopeType
 from litestar.types import Receive, Scope, Send
 
-from watchbridge import forplex, storagewatch, webhookwatch
+from watchbridge import forplex, storagewatch, tautulliwatched, webhookwatch
 from watchbridge.account_ids import (
     KEPT,
     PLEX_OWNER,
@@ -786,6 +786,49 @@ def _resolve_stopped(runtime: Runtime, server: str, source: str = "plex") -> Non
     )
 
 
+def _plex_sends(runtime: Runtime, server: str) -> bool:
+    """Whether Plex's own webhook is seen sending `server`'s plays ("": any server's): one
+    came within forplex.LOOKBACK (it tells of a playback as it begins, before Tautulli's
+    stop). In memory."""
+    last = (
+        runtime.last_webhooks.of_server("plex", server)
+        if server
+        else runtime.last_webhooks.by_source().get("plex")
+    )
+    return last is not None and runtime.clock() - last <= forplex.LOOKBACK
+
+
+_TAUTULLI_NOT_COUNTED = Repeating(log, every=LOG_EVERY)
+
+
+async def _count_tautulli_reports(runtime: Runtime, counted: tautulliwatched.Reports) -> None:
+    """Count a Tautulli webhook that records nothing else (tautulliwatched.py): one upsert,
+    off the loop. Answered all the same should it fail."""
+    try:
+        await in_thread(runtime.store.count_tautulli_reports, counted, runtime.clock())
+    except (sqlite3.Error, StoreError) as exc:
+        _TAUTULLI_NOT_COUNTED.warning(
+            "tautulli",
+            "could not count Tautulli's stop or Watched (answered all the same)",
+            time.monotonic(),
+            error=_one_line(exc),
+        )
+
+
+def _resolve_no_watched(runtime: Runtime, counted: tautulliwatched.Reports) -> None:
+    """A Watched came from Tautulli: resolve its server's alert that none did
+    (tautulliwatched.py) after answering. In memory unless that alert is open."""
+    key = tautulliwatched.KEY_PREFIX + counted.server
+    if not runtime.notifier.raised(tautulliwatched.ALERT_KIND, key):
+        return
+    if key in _resolving_stopped and not _resolving_stopped[key].done():
+        return  # already on its way
+    said = tautulliwatched.watched_now(counted.server, counted.name)
+    _resolving_stopped[key] = asyncio.get_running_loop().create_task(
+        runtime.notifier.resolve(tautulliwatched.ALERT_KIND, said, key=key)
+    )
+
+
 def _one_line(exc: Exception) -> str:
     return clipped(str(exc), 200) or type(exc).__name__
 
@@ -922,8 +965,15 @@ async def _webhook(
     # An event the default profile takes for want of an entry, and that profile.
     defaulted: tuple[MediaEvent, str] | None = None
     defaulted_played = False
+    counts: list[tautulliwatched.Reports] = []  # Tautulli's stops and Watched, for its server
     for event in result.events:
         route = route_for(runtime.config, event, known, names)
+        if source == "tautulli":
+            carried = route.profile is not None or (
+                route.sent_by == "plex" and not _plex_sends(runtime, event.server)
+            )
+            if (count := tautulliwatched.counted(event, carried)) is not None:
+                counts.append(count)
         if route.defaulted and route.profile is not None:
             defaulted = defaulted or (event, route.profile)
             defaulted_played = defaulted_played or event.played
@@ -949,15 +999,22 @@ async def _webhook(
     if source == "generic" and unmapped == len(result.events) and account == Account():
         await _answer(runtime, send, source, "malformed", 400, started, error=generic.NO_USER)
         return
+    counted = tautulliwatched.merged(counts, server_name(source, result.document))
+    if counted is not None and jobs:  # counted in the same write
+        jobs[0] = dataclasses.replace(jobs[0], tautulli_reports=counted)
     try:
         # All or none: a webhook refused halfway and sent again would record its first
         # events twice.
         queued = await runtime.writer.write_all(jobs) if jobs else 0
         if for_plex:  # kept before the answer: taken should Plex's webhook not send them
-            await in_thread(runtime.store.keep_for_plex, for_plex)
+            await in_thread(runtime.store.keep_for_plex, for_plex, None if jobs else counted)
     except (sqlite3.Error, StoreError) as exc:
         await _store_failed(runtime, send, source, started, exc, "could not store the event")
         return
+    if counted is not None and not jobs and not for_plex:
+        await _count_tautulli_reports(runtime, counted)
+    if counted is not None and counted.watched:
+        _resolve_no_watched(runtime, counted)
     for learn in learnt:  # stored with the events (a 503: learnt when sent again)
         runtime.account_ids.learn(*learn)
     if zone_learnt is not None and jobs:
