@@ -456,10 +456,28 @@ def test_a_time_without_a_zone_near_now_where_watchbridge_runs_is_that_local_tim
             " 2025-03-16T21:48:02-04:00) or Z, or send no watched_at to date it as it arrives",
         ),
         (
+            # TZ at UTC, whose +00:00 says nothing over Z: the offset that puts it at now, the
+            # sender's if it was sent live (New York's, not UTC's: that would date it 4 hours
+            # early without a word).
             "UTC",
-            "2025-03-14T18:48:02",
-            "watched_at: 2025-03-14T18:48:02 has no time zone: add yours (e.g."
-            " 2025-03-14T18:48:02+00:00) or Z, or send no watched_at to date it as it arrives",
+            "2025-03-14T16:48:02",
+            "watched_at: 2025-03-14T16:48:02 has no time zone: add yours (e.g."
+            " 2025-03-14T16:48:02-04:00 if it was sent as it happened) or Z, or send no"
+            " watched_at to date it as it arrives",
+        ),
+        (
+            "UTC",
+            "2025-03-15T02:18:02",
+            "watched_at: 2025-03-15T02:18:02 has no time zone: add yours (e.g."
+            " 2025-03-15T02:18:02+05:30 if it was sent as it happened) or Z, or send no"
+            " watched_at to date it as it arrives",
+        ),
+        (
+            # Days from now: no offset puts it at now; UTC's, as TZ's.
+            "UTC",
+            "2025-03-12T18:48:02",
+            "watched_at: 2025-03-12T18:48:02 has no time zone: add yours (e.g."
+            " 2025-03-12T18:48:02+00:00) or Z, or send no watched_at to date it as it arrives",
         ),
     ],
 )

@@ -75,8 +75,9 @@ def test_a_generic_time_hours_ahead_is_a_400_naming_the_zone(app: AppThread) -> 
     response = httpx.post(f"{app.url}/webhooks/generic/{SECRET}", json=play)
     assert (response.status_code, response.json()["error"]) == (
         400,
-        f"watched_at: {sent} has no time zone: add yours (e.g. {sent}+00:00) or Z, or send no"
-        " watched_at to date it as it arrives",
+        # TZ at UTC: its offset would say nothing over Z; the sender's clock is 2 hours ahead.
+        f"watched_at: {sent} has no time zone: add yours (e.g. {sent}+02:00 if it was sent as it"
+        " happened) or Z, or send no watched_at to date it as it arrives",
     )
     # The local time with Z: read as UTC, hours ahead.
     play = generic_play() | {"event": "played", "watched_at": f"{sent}Z"}

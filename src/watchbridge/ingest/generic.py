@@ -323,9 +323,21 @@ def _zone_less(
     if near or learned == "local":
         return replace(result, events=[replace(e, occurred_at=at) for e in result.events])
     return Rejected(
-        f"watched_at: {sent} has no time zone: add yours (e.g. {sent}{_offset(local)}) or Z,"
-        " or send no watched_at to date it as it arrives"
+        f"watched_at: {sent} has no time zone: add yours (e.g. {sent}"
+        f"{_suggested(local, as_utc - now)}) or Z, or send no watched_at to date it as it arrives"
     )
+
+
+def _suggested(local: datetime, ahead: float) -> str:
+    """The offset a refused time without its zone is shown with: TZ's at that time (a
+    household's clocks are on one zone); with TZ at UTC, whose +00:00 says nothing over Z, the
+    one that puts it at now (`ahead`: how far it is ahead of now read as UTC), which is the
+    sender's when it was sent live (watchbridge in a container left at UTC): +00:00 copied
+    from the example would date a play from New York 4 hours early without a word."""
+    if local.utcoffset() or abs(ahead) > ZONES_APART:
+        return _offset(local)
+    quarters = round(ahead / 900) * 15
+    return f"{_shown_offset(quarters)} if it was sent as it happened"
 
 
 def zone_sender(result: Accepted) -> str | None:
@@ -407,7 +419,11 @@ def learned_line(reading: Reading, sender: str, zone: str) -> str:
 def _offset(at: datetime) -> str:
     """`at`'s offset from UTC as ISO-8601 writes it: +01:00, -04:00, +05:30."""
     offset = at.utcoffset()
-    minutes = int(offset.total_seconds() // 60) if offset is not None else 0
+    return _shown_offset(int(offset.total_seconds() // 60) if offset is not None else 0)
+
+
+def _shown_offset(minutes: int) -> str:
+    """An offset from UTC in minutes as ISO-8601 writes it."""
     sign = "-" if minutes < 0 else "+"
     hours, rest = divmod(abs(minutes), 60)
     return f"{sign}{hours:02d}:{rest:02d}"
