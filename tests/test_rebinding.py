@@ -82,6 +82,22 @@ def test_a_browser_gets_the_refusal_as_a_page(service: AppThread) -> None:
     assert "Sign in" not in answer.text and SECRET not in answer.text
 
 
+@pytest.mark.parametrize("name", ["tower.tail9876.ts.net", "wb.example.com"])
+def test_the_refusal_leads_a_browser_to_a_page_it_can_open(service: AppThread, name: str) -> None:
+    # A Tailscale MagicDNS name (ts.net is a public suffix) or a name of the user's own DNS:
+    # listing it works once watchbridge restarts. server.api_token alone would answer the
+    # browser 401 under every name (it cannot send the token): not a way to the page.
+    answer = httpx.get(f"{service.url}/", headers={**as_host(service, name), **BROWSER})
+    assert answer.status_code == 403
+    text = answer.text
+    assert "add it under <code>server.allowed_hosts</code> and restart watchbridge" in text
+    assert "or set <code>server.api_token</code>)" not in text
+    assert (
+        "or set <code>server.api_token</code> for scripts that send it (a browser then gets the"
+        " page only through a proxy that adds it)" in text
+    )
+
+
 def test_a_name_with_markup_is_told_escaped(service: AppThread) -> None:
     answer = httpx.get(f"{service.url}/", headers={"host": "<b>x</b>.example", **BROWSER})
     assert answer.status_code in (400, 403)

@@ -86,9 +86,10 @@ def refusal(header: str) -> str:
     return (
         f"the status page and API are not answered under {said}, which another web page could "
         "point at this machine (DNS rebinding) to read them and press their buttons: if it is "
-        "your own name for watchbridge, add it under server.allowed_hosts (or set "
-        "server.api_token); an IP address, a single name (such as tower) and names under "
-        f"{SUFFIXES_SAID} always work"
+        "your own name for watchbridge, add it under server.allowed_hosts and restart "
+        "watchbridge; an IP address, a single name (such as tower) and names under "
+        f"{SUFFIXES_SAID} always work; or set server.api_token for scripts that send it (a "
+        "browser then gets the page only through a proxy that adds it)"
     )
 
 
