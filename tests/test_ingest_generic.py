@@ -663,3 +663,22 @@ def test_a_sender_is_its_user_and_player_and_only_of_a_time_without_a_zone() -> 
     assert sender is not None and json.loads(sender) == ["alice", "", "kodi-livingroom"]
     assert zone_sender(_parsed("2025-03-14T20:46:02Z")) is None
     assert zone_sender(_parsed("2025-03-14")) is None
+
+
+def test_a_time_without_a_zone_in_the_hour_a_clock_goes_back_is_the_one_near_now(
+    time_zone: Callable[[str], None],
+) -> None:
+    # Berlin, 25 October 2026: 02:00-03:00 comes twice (CEST, then CET). A post sent live in
+    # the second was read in the first, an hour before: refused (asking for +02:00, the wrong
+    # offset then), or dated an hour early for a sender known to write Berlin's clock.
+    time_zone("Europe/Berlin")
+    now = _utc(2026, 10, 25, 1, 35, 0)  # 02:35 CET
+    sent = "2026-10-25T02:33:00"
+    assert _taken_at(sent, now) == now - 120
+    assert _taken_at(sent, now, "local") == now - 120
+    assert taught(_parsed(sent), now) == "local"
+    # The first 02:33 (CEST), sent live then, stays that one.
+    first = _utc(2026, 10, 25, 0, 35, 0)
+    assert _taken_at(sent, first) == first - 120
+    # Queued from the summer side and sent after the change: its summer time's offset.
+    assert _taken_at("2026-10-24T22:00:00", now, "local") == _utc(2026, 10, 24, 20, 0, 0)

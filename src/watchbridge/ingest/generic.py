@@ -315,7 +315,7 @@ def _zone_less(
     as_utc = naive.replace(tzinfo=UTC).timestamp()
     if abs(as_utc - now) <= ZONE_LESS_NEAR or _epoch_year(as_utc):
         return result
-    local = naive.astimezone()  # the naive time read on this process's clock (TZ)
+    local = _local(naive, now)
     at = local.timestamp()
     near = abs(at - now) <= ZONE_LESS_NEAR
     if not near and (learned == "utc" or (learned == "either" and at == as_utc)):
@@ -340,6 +340,15 @@ def _suggested(local: datetime, ahead: float) -> str:
     return f"{_shown_offset(quarters)} if it was sent as it happened"
 
 
+def _local(naive: datetime, now: float) -> datetime:
+    """`naive` read on this process's clock (TZ). In the hour a clock goes back, which comes
+    twice, the second one when that is near `now` (a post sent live then); else the first."""
+    second = naive.replace(fold=1).astimezone()
+    if abs(second.timestamp() - now) <= ZONE_LESS_NEAR:
+        return second
+    return naive.astimezone()
+
+
 def zone_sender(result: Accepted) -> str | None:
     """Who sent a `watched_at` without its zone, as its reading is remembered by: the
     webhook's `user` (and `user_id`) and `player` (two scripts of one user may run on clocks
@@ -359,7 +368,7 @@ def taught(result: Accepted, now: float) -> Reading | None:
     if naive is None or now < UNSET_BEFORE:
         return None
     as_utc = naive.replace(tzinfo=UTC).timestamp()
-    at = naive.astimezone().timestamp()
+    at = _local(naive, now).timestamp()
     if _epoch_year(as_utc):
         return None
     if abs(as_utc - now) <= ZONE_LESS_NEAR:
