@@ -109,7 +109,8 @@ def downtime_notice(
         f"watchbridge was not running for {length}: media servers do not send a webhook "
         f"again, so what finished meanwhile on {', '.join(sources)} reached no service (no "
         "link reads it back); mark those items watched again there to send them (an item the "
-        "server shows played already: mark it unplayed, then played)"
+        "server shows played already: mark it unplayed, then played; a rewatch of something "
+        "Trakt or Serializd holds from before is taken for that viewing so: add it there)"
     )
 
 
