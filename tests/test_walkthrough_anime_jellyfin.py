@@ -24,12 +24,11 @@ from tests.fakes.anime_datasets import FakeDatasets
 from tests.fakes.base import FakeServer
 from tests.fakes.jellyfin import API_KEY, FakeJellyfin
 from tests.fakes.serializd import ALICE, FakeSerializd
-from tests.harness import AppThread, free_port, settle, watchbridge
+from tests.harness import free_port, watchbridge
 from tests.ingest_samples import sample_json
 from tests.unpaced import unpaced
-from watchbridge.config import load_config
+from tests.walkthrough import Clock, RunningHouse
 from watchbridge.model import ref_from_dict
-from watchbridge.wiring import build_app, build_runtime
 
 SECRET = "anime-walkthrough-secret-01"
 ALEX = "a3f1c9e27b5d4c08b6e2f1d0c9b8a7e6"
@@ -63,30 +62,18 @@ MEDIA = {
 }
 
 
-class Clock:
-    """The app's clock and its services': the wall clock moved by `ahead` seconds."""
-
-    def __init__(self) -> None:
-        self.ahead = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.ahead
-
-
-class Walk:
+class Walk(RunningHouse):
     """The running app with its fakes, on one clock that `shift` moves."""
 
     def __init__(
         self,
-        app: AppThread,
-        db: Path,
+        config: Path,
         anilist: FakeAniList,
         serializd: FakeSerializd,
         jellyfin: FakeJellyfin,
-        config: Path,
         clock: Clock,
     ) -> None:
-        self.app, self.db, self.config, self.clock = app, db, config, clock
+        super().__init__(config, clock, (anilist, serializd))
         self.anilist, self.serializd, self.jellyfin = anilist, serializd, jellyfin
 
     def post(self, body: dict[str, Any]) -> None:
@@ -101,9 +88,7 @@ class Walk:
 
     def shift(self, seconds: float) -> None:
         """Move the app's and the services' clocks by `seconds` (days pass between viewings)."""
-        self.clock.ahead += seconds
-        self.anilist.advance(seconds)
-        self.serializd.advance(seconds)
+        super().shift(seconds)
         self.jellyfin.ahead += seconds
 
     def unmatched(self) -> str:
@@ -111,10 +96,6 @@ class Walk:
         said = watchbridge("anime", "unmatched", "--config", str(self.config))
         assert said.returncode == 0, said.stderr
         return said.stdout
-
-    def settle(self) -> None:
-        """Until nothing is due: every row done, given up, or waiting for a later try."""
-        settle(self.db, self.clock)
 
     def waiting(self, target: str) -> dict[str, str]:
         """The plays for `target` waiting for a match: the item as the user sees it -> why."""
@@ -269,10 +250,8 @@ def walk(
         f' serializd: {{email: "{email}", password: "{password}"}}}}\n',
         encoding="utf-8",
     )
-    runtime = build_runtime(load_config(path, {}), clock=clock)
-    with AppThread(build_app(runtime)) as app:
-        db = Path(runtime.config.storage.path)
-        yield Walk(app, db, anilist, serializd, jellyfin, path, clock)
+    with Walk(path, anilist, serializd, jellyfin, clock) as walk:
+        yield walk
 
 
 def test_a_multi_cour_season_watched_across_its_cour_boundary(walk: Walk) -> None:

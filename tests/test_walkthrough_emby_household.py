@@ -25,14 +25,13 @@ from tests.fakes.anilist import FakeAniList
 from tests.fakes.base import FakeServer
 from tests.fakes.jellyfin import API_KEY, BREAKING_BAD_PROVIDER_IDS, EMBY_SERIES, FakeJellyfin
 from tests.fakes.serializd import ALICE, FakeSerializd, User
-from tests.harness import AppThread, free_port, settle, wait_for
+from tests.harness import free_port, wait_for
 from tests.ingest_samples import sample_json
-from tests.test_walkthrough_anime_jellyfin import Clock, start_fakes
+from tests.test_walkthrough_anime_jellyfin import start_fakes
 from tests.unpaced import unpaced
+from tests.walkthrough import Clock, RunningHouse
 from watchbridge import wiring
 from watchbridge.catchup import CatchUp
-from watchbridge.config import load_config
-from watchbridge.wiring import build_app, build_runtime
 
 SECRET = "emby-household-secret-0123456789"
 ALEX = "6c1f0a9e2b7d4f3c8e5a1d0b9c8f7e6d"  # the samples' Emby user
@@ -47,7 +46,7 @@ def stamp(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f0Z")
 
 
-class House:
+class House(RunningHouse):
     """The household's watchbridge with its fakes; `stop` and `start` it again (an update, a
     reboot) on the same config and database."""
 
@@ -60,25 +59,8 @@ class House:
         sam: User,
         clock: Clock,
     ) -> None:
-        self.config, self.anilist, self.serializd = config, anilist, serializd
-        self.emby, self.sam, self.clock = emby, sam, clock
-        self.running: AppThread | None = None
-        self.db = config.parent / "watchbridge.db"
-
-    @property
-    def app(self) -> AppThread:
-        assert self.running is not None
-        return self.running
-
-    def start(self) -> House:
-        runtime = build_runtime(load_config(self.config, {}), clock=self.clock)
-        self.running = AppThread(build_app(runtime)).__enter__()
-        return self
-
-    def stop(self) -> None:
-        if self.running is not None:
-            self.running.__exit__(None, None, None)
-            self.running = None
+        super().__init__(config, clock, (anilist, serializd))
+        self.anilist, self.serializd, self.emby, self.sam = anilist, serializd, emby, sam
 
     def post(self, body: dict[str, Any], *, multipart: bool = True) -> httpx.Response:
         """Post as Emby does: its default multipart form (the JSON in part `data`), or JSON."""
@@ -92,10 +74,6 @@ class House:
             headers = {"content-type": f"multipart/form-data; boundary={boundary}"}
             return httpx.post(url, content=raw, headers=headers)
         return httpx.post(url, json=body)
-
-    def settle(self) -> None:
-        """Until nothing is due: every row done, given up, or waiting for a later try."""
-        settle(self.db, self.clock)
 
     def diary(self, user: User | None = None) -> list[tuple[int, int, int, str]]:
         """A Serializd diary (alex's by default): (show, season, episode, date) by date."""
@@ -161,7 +139,7 @@ def house(
     unpaced(monkeypatch, "anilist", "serializd")
     clock = Clock()
     anilist, lists, serializd, emby = start_fakes(start_fake, "emby", clock)
-    emby.clock = clock
+    emby.clock = clock  # Emby reads the app's clock: `shift` moves it too
     anilist.add_media(154587, episodes=28, format="TV")
     anilist.add_media(182255, episodes=10, format="TV")
     serializd.seed_reference_catalogue()
@@ -192,22 +170,12 @@ def house(
     )
     # The catch-up's rounds every half second, not every 15 minutes: the test moves the clock.
     monkeypatch.setattr(wiring, "CatchUp", lambda: CatchUp(every=0.5))
-    house = House(path, anilist, serializd, emby, sam, clock)
-    try:
-        yield house.start()
-    finally:
-        house.stop()
+    with House(path, anilist, serializd, emby, sam, clock) as house:
+        yield house
 
 
 ALEX_USER = ("alex", ALEX)
 SAM_USER = ("sam", SAM)
-
-
-def shift(house: House, seconds: float) -> None:
-    """Time passes for the app and the online services (Emby reads the app's clock)."""
-    house.clock.ahead += seconds
-    house.anilist.advance(seconds)
-    house.serializd.advance(seconds)
 
 
 def frieren_aired(house: House) -> dict[int, str]:
@@ -252,28 +220,28 @@ def test_two_people_each_land_once_on_their_own_serializd_dated_when_they_finish
     # multipart form), and the next one auto-played: its start before the first one's stop,
     # in the same session.
     house.post(episode("playback.start", ALEX_USER, clock(), position=0.0, playlist=(0, 2)))
-    shift(house, 1200)
+    house.shift(1200)
     house.post(episode("playback.pause", ALEX_USER, clock(), position=0.42, playlist=(0, 2)))
-    shift(house, 300)
+    house.shift(300)
     house.post(episode("playback.unpause", ALEX_USER, clock(), position=0.42, playlist=(0, 2)))
-    shift(house, 1500)
+    house.shift(1500)
     finished = clock()
     house.post(
         episode("playback.start", ALEX_USER, clock(), number=15, position=0.0, playlist=(1, 2))
     )
     house.post(episode("playback.stop", ALEX_USER, clock(), playlist=(0, 2)))
-    shift(house, 2800)
+    house.shift(2800)
     then = clock()
     house.post(episode("playback.stop", ALEX_USER, then, number=15, playlist=(1, 2)))
     # sam, on another device (JSON, Emby 4.9's other content type): a play, then marks by
     # hand: played (Emby's own after the play), unplayed, played again, and a favourite.
     sam = {"session": "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a", "number": 10}
     house.post(episode("playback.start", SAM_USER, clock(), position=0.0, **sam), multipart=False)
-    shift(house, 2880)
+    house.shift(2880)
     sams = clock()
     house.post(episode("playback.stop", SAM_USER, sams, **sam), multipart=False)
     for count, played in ((1, True), (0, False), (1, True)):
-        shift(house, 60)
+        house.shift(60)
         house.post(mark(SAM_USER, clock(), count, played=played, number=10))
     favourite = mark(SAM_USER, clock(), 1, number=10)
     favourite["Event"] = "item.rate"
@@ -306,9 +274,9 @@ def test_an_anime_episode_emby_numbers_by_tvdb_season_reaches_its_anilist_entry(
             "session": f"{number}" * 32,
         }
         house.post(episode("playback.start", ALEX_USER, house.clock(), position=0.0, **numbered))
-        shift(house, 1440)
+        house.shift(1440)
         house.post(episode("playback.stop", ALEX_USER, house.clock(), **numbered))
-        shift(house, 600)
+        house.shift(600)
     house.settle()
     entries = house.anilist.snapshot()
     assert list(entries) == [182255]
@@ -326,10 +294,10 @@ def test_plays_while_watchbridge_was_down_are_caught_up_from_emby_once(house: Ho
     house.emby.add_episode("6100201", FRIEREN_SERIES, 2, 1, Tvdb="81")
     house.emby.items["6100201"]["PremiereDate"] = f"{aired[29]}T00:00:00.0000000Z"
     house.emby.play(ALEX, "6100201", began + 1800)
-    shift(house, 3600)
+    house.shift(3600)
     house.start()
     time.sleep(1)
-    shift(house, 16 * 60)  # a play found waits a read for a webhook on its way
+    house.shift(16 * 60)  # a play found waits a read for a webhook on its way
     wait_for(lambda: len(house.serializd.diary(house.sam)) == 1)
     house.settle()
     time.sleep(1.5)  # later rounds copy nothing more

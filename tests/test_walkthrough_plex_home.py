@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,13 +24,11 @@ from tests.fakes.anime_datasets import FakeDatasets
 from tests.fakes.base import FakeServer
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
-from tests.harness import AppThread, free_port, settle, sign_in_trakt, watchbridge
+from tests.harness import free_port, watchbridge
 from tests.ingest_samples import sample_json
 from tests.test_webhooks_e2e import plex_multipart
 from tests.unpaced import unpaced
-from watchbridge.app import Runtime
-from watchbridge.config import load_config
-from watchbridge.wiring import build_app, build_runtime
+from tests.walkthrough import Clock, RunningHouse
 
 SECRET = "plex-home-walkthrough-secret"
 OWNER_PLEX_TV = "27160034"  # alex's plex.tv id: Tautulli's user_id for the owner (samples)
@@ -57,20 +54,13 @@ EVERYONE_BY_PLEX = {
 }
 
 
-class Home:
+class Home(RunningHouse):
     """The running app and the fakes it delivers to."""
 
     def __init__(
-        self,
-        app: AppThread,
-        db: Path,
-        config: Path,
-        trakt: FakeTrakt,
-        serializd: FakeSerializd,
-        anilist: FakeAniList,
-        runtime: Runtime | None = None,
+        self, config: Path, trakt: FakeTrakt, serializd: FakeSerializd, anilist: FakeAniList
     ) -> None:
-        self.app, self.db, self.config, self.runtime = app, db, config, runtime
+        super().__init__(config, Clock(), (trakt, serializd, anilist), trakt=trakt)
         self.trakt, self.serializd, self.anilist = trakt, serializd, anilist
 
     def plex(self, payload: dict[str, Any]) -> dict[str, Any]:
@@ -85,10 +75,6 @@ class Home:
         answer = httpx.post(url, json=body, headers={"X-Webhook-Secret": SECRET})
         assert answer.is_success, answer.text
         return dict(answer.json())
-
-    def settle(self) -> None:
-        """Until nothing is due: every row done, given up, or waiting for a later try."""
-        settle(self.db)
 
     def trakt_plays(self) -> list[str]:
         return [entry.item.title for entry in self.trakt.history()]
@@ -171,11 +157,8 @@ def open_home(
         f' password: "{JAMIE_SERIALIZD[1]}"}}}}\n',
         encoding="utf-8",
     )
-    runtime = build_runtime(load_config(path, {}))
-    with AppThread(build_app(runtime)) as app:
-        sign_in_trakt(runtime.store, trakt, "alex", now=time.time())
-        db = Path(runtime.config.storage.path)
-        yield Home(app, db, path, trakt, serializd, anilist, runtime)
+    with Home(path, trakt, serializd, anilist) as home:
+        yield home
 
 
 @pytest.fixture(autouse=True)

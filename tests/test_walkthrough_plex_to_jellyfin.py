@@ -25,15 +25,13 @@ from tests.fakes.base import FakeServer
 from tests.fakes.jellyfin import API_KEY, BREAKING_BAD_PROVIDER_IDS, JELLYFIN_SERIES, FakeJellyfin
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
-from tests.harness import AppThread, free_port, settle, sign_in_trakt, wait_for, watchbridge
+from tests.harness import free_port, wait_for, watchbridge
 from tests.ingest_samples import sample_json
-from tests.test_walkthrough_anime_jellyfin import Clock
 from tests.test_webhooks_e2e import plex_multipart
 from tests.unpaced import unpaced
+from tests.walkthrough import Clock, RunningHouse
 from watchbridge import wiring
 from watchbridge.catchup import CatchUp
-from watchbridge.config import load_config
-from watchbridge.wiring import build_app, build_runtime
 
 SECRET = "plex-to-jellyfin-walkthrough-secret"
 ALEX_JF = "a3f1c9e27b5d4c08b6e2f1d0c9b8a7e6"  # the samples' Jellyfin user: Alexander there
@@ -44,7 +42,7 @@ DAY = 86400.0
 EPISODES = {n: (f"c7d2a91e4b3f4e6a8d0b1c2e3f4a{n:04d}", 4637600 + n) for n in range(1, 17)}
 
 
-class Move:
+class Move(RunningHouse):
     """The household's watchbridge with its fakes, on one clock that `shift` moves."""
 
     def __init__(
@@ -55,32 +53,8 @@ class Move:
         jellyfin: FakeJellyfin,
         clock: Clock,
     ) -> None:
-        self.config, self.trakt, self.serializd = config, trakt, serializd
-        self.jellyfin, self.clock = jellyfin, clock
-        self.db = config.parent / "watchbridge.db"
-        self.running: AppThread | None = None
-
-    @property
-    def app(self) -> AppThread:
-        assert self.running is not None
-        return self.running
-
-    def start(self) -> Move:
-        runtime = build_runtime(load_config(self.config, {}), clock=self.clock)
-        self.running = AppThread(build_app(runtime)).__enter__()
-        sign_in_trakt(runtime.store, self.trakt, "alex", now=self.clock())
-        return self
-
-    def stop(self) -> None:
-        if self.running is not None:
-            self.running.__exit__(None, None, None)
-            self.running = None
-
-    def shift(self, seconds: float) -> None:
-        """Time passes for the app and the online services."""
-        self.clock.ahead += seconds
-        self.trakt.advance(seconds)
-        self.serializd.advance(seconds)
+        super().__init__(config, clock, (trakt, serializd), trakt=trakt)
+        self.trakt, self.serializd, self.jellyfin = trakt, serializd, jellyfin
 
     # -- what the servers send ---------------------------------------------------------------
     def plex(self, event: str, number: int) -> dict[str, Any]:
@@ -138,9 +112,6 @@ class Move:
         self.jellyfin_hook(mark(number, at, count, at if dated is None else dated))
 
     # -- what the services hold --------------------------------------------------------------
-    def settle(self) -> None:
-        settle(self.db, self.clock)
-
     def trakt_plays(self) -> list[tuple[int, str]]:
         """Trakt's history: (episode number, watched_at), oldest first."""
         return sorted(
@@ -246,13 +217,9 @@ def move(
     )
     # The catch-up's rounds every half second, not every 15 minutes: the test moves the clock.
     monkeypatch.setattr(wiring, "CatchUp", lambda: CatchUp(every=0.5))
-    house = Move(path, trakt, serializd, jellyfin, clock)
-    try:
-        house.start()
+    with Move(path, trakt, serializd, jellyfin, clock) as house:
         wait_for(lambda: house.read_accounts() == 1)  # the first read: a baseline
         yield house
-    finally:
-        house.stop()
 
 
 def catch_up_rounds(move: Move) -> None:

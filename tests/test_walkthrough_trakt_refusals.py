@@ -26,58 +26,24 @@ from click.testing import CliRunner
 from tests.fakes.base import FakeServer
 from tests.fakes.receiver import AlertReceiver
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt, RateLimit
-from tests.harness import AppThread, sign_in_trakt, wait_for
+from tests.harness import sign_in_trakt, wait_for
 from tests.ingest_samples import sample_json
+from tests.walkthrough import Clock, RunningHouse
 from watchbridge import wiring
 from watchbridge.cli import cli
-from watchbridge.config import load_config
 from watchbridge.deliver.worker import DeliveryWorker
 from watchbridge.store import Store
-from watchbridge.wiring import build_app, build_runtime
 
 SECRET = "trakt-refusals-walkthrough-secret"
 HOUR = 3600.0
 
 
-class Clock:
-    """The app's clock: the wall clock moved by `ahead` seconds."""
-
-    def __init__(self) -> None:
-        self.ahead = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.ahead
-
-
-class House:
+class House(RunningHouse):
     """Alex's watchbridge: Jellyfin's webhooks to Trakt, alerts to `receiver`."""
 
     def __init__(self, config: Path, trakt: FakeTrakt, receiver: AlertReceiver) -> None:
-        self.config, self.trakt, self.receiver = config, trakt, receiver
-        self.clock = Clock()
-        self.db = config.parent / "watchbridge.db"
-        self.running: AppThread | None = None
-
-    @property
-    def app(self) -> AppThread:
-        assert self.running is not None
-        return self.running
-
-    def start(self) -> House:
-        runtime = build_runtime(load_config(self.config, {}), clock=self.clock)
-        self.running = AppThread(build_app(runtime)).__enter__()
-        sign_in_trakt(runtime.store, self.trakt, "alex", now=self.clock())
-        return self
-
-    def stop(self) -> None:
-        if self.running is not None:
-            self.running.__exit__(None, None, None)
-            self.running = None
-
-    def shift(self, seconds: float) -> None:
-        """Time passes for the app and for Trakt."""
-        self.clock.ahead += seconds
-        self.trakt.advance(seconds)
+        super().__init__(config, Clock(), (trakt,), trakt=trakt)
+        self.trakt, self.receiver = trakt, receiver
 
     def watch(self, number: int, *, minutes: float = 48) -> None:
         """Alex plays Breaking Bad S5E`number` through in Jellyfin: its start, then its stop."""
@@ -101,19 +67,9 @@ class House:
         return {str(status): int(count) for status, count in rows}
 
     def settle(self) -> None:
-        """Until nothing is due: every row done, given up, or waiting for a later try."""
-        time.sleep(0.3)
-
-        def due() -> int:
-            with contextlib.closing(sqlite3.connect(self.db)) as conn:
-                (count,) = conn.execute(
-                    "SELECT COUNT(*) FROM outbox WHERE status = 'inflight'"
-                    " OR (status = 'pending' AND next_attempt_at <= ?)",
-                    (self.clock() + 1,),
-                ).fetchone()
-            return int(count)
-
-        wait_for(lambda: due() == 0, timeout=60)
+        """Until nothing is due (every row done, given up, or waiting for a later try), and
+        a moment more."""
+        super().settle()
         time.sleep(0.3)
 
     def status(self) -> str:
@@ -160,11 +116,8 @@ def house(
         "  alex: {users: {jellyfin: [alex]}, accounts: {trakt: {}}}\n",
         encoding="utf-8",
     )
-    house = House(config, trakt, receiver)
-    try:
-        yield house.start()
-    finally:
-        house.stop()
+    with House(config, trakt, receiver) as house:
+        yield house
 
 
 def api_calls(trakt: FakeTrakt) -> int:

@@ -1,0 +1,85 @@
+"""The walkthroughs' running household: the real app (real HTTP, `AppThread`) on a config file
+and its database, stopped and started again as an update or a reboot would, on one clock that
+`shift` moves for the app and for the fakes of the online services."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Protocol, Self
+
+from tests.fakes.trakt import FakeTrakt
+from tests.harness import AppThread, settle, sign_in_trakt
+from watchbridge.app import Runtime
+from watchbridge.config import load_config
+from watchbridge.wiring import build_app, build_runtime
+
+
+class Clock:
+    """The app's clock and its services': the wall clock moved by `ahead` seconds."""
+
+    def __init__(self) -> None:
+        self.ahead = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.ahead
+
+
+class Advances(Protocol):
+    """A fake whose own clock a test moves (`advance`)."""
+
+    def advance(self, seconds: float) -> None: ...
+
+
+class RunningHouse:
+    """The app of `config` on `clock`, while started (`start`, `stop`, or a `with`), with
+    `profile` signed in to the fake `trakt` at each start where given; `shift` moves the
+    clock and each of `moved` alike."""
+
+    def __init__(
+        self,
+        config: Path,
+        clock: Clock,
+        moved: tuple[Advances, ...] = (),
+        *,
+        trakt: FakeTrakt | None = None,
+        profile: str = "alex",
+    ) -> None:
+        self.config, self.clock, self.moved = config, clock, moved
+        self.signs_in, self.profile = trakt, profile
+        self.db = Path(load_config(config, {}).storage.path)
+        self.runtime: Runtime | None = None  # the last start's, kept after its stop
+        self.running: AppThread | None = None
+
+    @property
+    def app(self) -> AppThread:
+        assert self.running is not None, "the app is not running"
+        return self.running
+
+    def start(self) -> Self:
+        self.runtime = build_runtime(load_config(self.config, {}), clock=self.clock)
+        self.running = AppThread(build_app(self.runtime)).__enter__()
+        if self.signs_in is not None:
+            sign_in_trakt(self.runtime.store, self.signs_in, self.profile, now=self.clock())
+        return self
+
+    def stop(self) -> None:
+        if self.running is not None:
+            self.running.__exit__(None, None, None)
+            self.running = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def shift(self, seconds: float) -> None:
+        """Time passes for the app and the online services."""
+        self.clock.ahead += seconds
+        for fake in self.moved:
+            fake.advance(seconds)
+
+    def settle(self) -> None:
+        """Until nothing is due: every row done, given up, or waiting for a later try."""
+        settle(self.db, self.clock)
