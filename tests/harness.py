@@ -85,11 +85,15 @@ def listens(pid: int, port: int) -> bool:
     return False
 
 
-def write_config(directory: Path, body: str = "", port: int | None = None) -> Path:
-    """A minimal config in `directory` with its own DB, a free port and `body` appended."""
+def write_config(
+    directory: Path, body: str = "", port: int | None = None, *, secret: str | None = None
+) -> Path:
+    """A minimal config in `directory` with its own DB, a free port, webhooks taken with
+    `secret` where given, and `body` appended."""
     path = directory / "watchbridge.yaml"
+    webhooks = "" if secret is None else f"  webhook_secret: {secret}\n"
     path.write_text(
-        f"server:\n  host: 127.0.0.1\n  port: {port or free_port()}\n"
+        f"server:\n  host: 127.0.0.1\n  port: {port or free_port()}\n{webhooks}"
         f"storage:\n  path: {directory / 'watchbridge.db'}\n{body}",
         encoding="utf-8",
     )

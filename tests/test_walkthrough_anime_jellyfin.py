@@ -24,10 +24,10 @@ from tests.fakes.anime_datasets import FakeDatasets
 from tests.fakes.base import FakeServer
 from tests.fakes.jellyfin import API_KEY, FakeJellyfin
 from tests.fakes.serializd import ALICE, FakeSerializd
-from tests.harness import free_port, watchbridge
+from tests.harness import watchbridge, write_config
 from tests.ingest_samples import sample_json
 from tests.unpaced import unpaced
-from tests.walkthrough import Clock, RunningHouse
+from tests.walkthrough import Clock, RunningHouse, anilist_service
 from watchbridge.model import ref_from_dict
 
 SECRET = "anime-walkthrough-secret-01"
@@ -234,21 +234,16 @@ def walk(
     for key, (title, ids, seasons) in SERIES.items():
         jellyfin.add_series(key.ljust(32, "f"), title, **ids)
         serializd.add_show(int(ids["Tmdb"]), title, seasons)
-    urls = "".join(f"      {name}: {url}\n" for name, url in lists.urls().items())
     email, password, _ = ALICE
-    path = tmp_path / "watchbridge.yaml"
-    path.write_text(
-        f"server: {{host: 127.0.0.1, port: {free_port()}, webhook_secret: {SECRET}}}\n"
-        f"storage: {{path: {tmp_path / 'watchbridge.db'}}}\n"
-        "services:\n"
-        f'  anilist:\n    api_url: "{anilist.url}"\n    auth_url: "{anilist.auth_url}"\n'
-        f"    mapping_urls:\n{urls}"
+    path = write_config(
+        tmp_path,
+        f"services:\n{anilist_service(anilist, lists)}"
         f'  jellyfin: {{url: "{jellyfin.url}", api_key: "{API_KEY}", catch_up: false}}\n'
         f'  serializd: {{api_url: "{serializd.url}"}}\n'
         "profiles:\n  me:\n    users: {jellyfin: [alex]}\n"
         f'    accounts: {{anilist: {{token: "{anilist.issue_token()}"}},'
         f' serializd: {{email: "{email}", password: "{password}"}}}}\n',
-        encoding="utf-8",
+        secret=SECRET,
     )
     with Walk(path, anilist, serializd, jellyfin, clock) as walk:
         yield walk

@@ -25,11 +25,11 @@ from tests.fakes.anilist import FakeAniList
 from tests.fakes.base import FakeServer
 from tests.fakes.jellyfin import API_KEY, BREAKING_BAD_PROVIDER_IDS, EMBY_SERIES, FakeJellyfin
 from tests.fakes.serializd import ALICE, FakeSerializd, User
-from tests.harness import free_port, wait_for
+from tests.harness import wait_for, write_config
 from tests.ingest_samples import sample_json
 from tests.test_walkthrough_anime_jellyfin import start_fakes
 from tests.unpaced import unpaced
-from tests.walkthrough import Clock, RunningHouse
+from tests.walkthrough import Clock, RunningHouse, anilist_service
 from watchbridge import wiring
 from watchbridge.catchup import CatchUp
 
@@ -149,15 +149,10 @@ def house(
     emby.add_series(FRIEREN_SERIES, "Frieren", Tvdb="424536", Tmdb=str(FRIEREN_TMDB))
     emby.add_user(ALEX, "alex")
     emby.add_user(SAM, "sam")
-    urls = "".join(f"      {name}: {url}\n" for name, url in lists.urls().items())
     email, password, _ = ALICE
-    path = tmp_path / "watchbridge.yaml"
-    path.write_text(
-        f"server: {{host: 127.0.0.1, port: {free_port()}, webhook_secret: {SECRET}}}\n"
-        f"storage: {{path: {tmp_path / 'watchbridge.db'}}}\n"
-        "services:\n"
-        f'  anilist:\n    api_url: "{anilist.url}"\n    auth_url: "{anilist.auth_url}"\n'
-        f"    mapping_urls:\n{urls}"
+    path = write_config(
+        tmp_path,
+        f"services:\n{anilist_service(anilist, lists)}"
         f'  emby: {{url: "{emby.url}", api_key: "{API_KEY}"}}\n'
         f'  serializd: {{api_url: "{serializd.url}"}}\n'
         "profiles:\n"
@@ -166,7 +161,7 @@ def house(
         f' serializd: {{email: "{email}", password: "{password}"}}}}\n'
         "  sam:\n    users: {emby: [sam]}\n"
         f'    accounts: {{serializd: {{token: "{serializd.issue_token(sam)}"}}}}\n',
-        encoding="utf-8",
+        secret=SECRET,
     )
     # The catch-up's rounds every half second, not every 15 minutes: the test moves the clock.
     monkeypatch.setattr(wiring, "CatchUp", lambda: CatchUp(every=0.5))

@@ -24,11 +24,11 @@ from tests.fakes.anime_datasets import FakeDatasets
 from tests.fakes.base import FakeServer
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
-from tests.harness import free_port, watchbridge
+from tests.harness import watchbridge, write_config
 from tests.ingest_samples import sample_json
 from tests.test_webhooks_e2e import plex_multipart
 from tests.unpaced import unpaced
-from tests.walkthrough import Clock, RunningHouse
+from tests.walkthrough import Clock, RunningHouse, anilist_service
 
 SECRET = "plex-home-walkthrough-secret"
 OWNER_PLEX_TV = "27160034"  # alex's plex.tv id: Tautulli's user_id for the owner (samples)
@@ -135,17 +135,13 @@ def open_home(
     anilist.limit = anilist.burst_limit = 100_000
     anilist.add_media(SPY_FAMILY, episodes=12, format="TV")
     sam = anilist.add_user(SAM_ANILIST, "sam_kid")
-    urls = "".join(f"      {name}: {url}\n" for name, url in lists.urls().items())
     email, password, _ = ALICE
-    path = tmp_path / "watchbridge.yaml"
-    path.write_text(
-        f"server: {{host: 127.0.0.1, port: {free_port()}, webhook_secret: {SECRET}}}\n"
-        f"storage: {{path: {tmp_path / 'wb.db'}}}\n"
+    path = write_config(
+        tmp_path,
         f"{extra}"
         "services:\n"
         f'  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}\n'
-        f'  anilist:\n    api_url: "{anilist.url}"\n    auth_url: "{anilist.auth_url}"\n'
-        f"    mapping_urls:\n{urls}"
+        f"{anilist_service(anilist, lists)}"
         f'  serializd: {{api_url: "{serializd.url}"}}\n'
         "profiles:\n"
         f"  alex:\n    users: {users['alex']}\n"
@@ -155,7 +151,7 @@ def open_home(
         f"  jamie:\n    users: {users['jamie']}\n"
         f"    accounts: {{serializd: {{email: {JAMIE_SERIALIZD[0]},"
         f' password: "{JAMIE_SERIALIZD[1]}"}}}}\n',
-        encoding="utf-8",
+        secret=SECRET,
     )
     with Home(path, trakt, serializd, anilist) as home:
         yield home

@@ -25,7 +25,7 @@ from tests.fakes.base import FakeServer
 from tests.fakes.jellyfin import API_KEY, BREAKING_BAD_PROVIDER_IDS, JELLYFIN_SERIES, FakeJellyfin
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
-from tests.harness import free_port, wait_for, watchbridge
+from tests.harness import wait_for, watchbridge, write_config
 from tests.ingest_samples import sample_json
 from tests.test_webhooks_e2e import plex_multipart
 from tests.unpaced import unpaced
@@ -202,10 +202,8 @@ def move(
         jellyfin.add_episode(item, JELLYFIN_SERIES, 5, number, Tvdb=str(tvdb))
     jellyfin.add_user(ALEX_JF, "Alexander")
     email, password, _ = ALICE
-    path = tmp_path / "watchbridge.yaml"
-    path.write_text(
-        f"server: {{host: 127.0.0.1, port: {free_port()}, webhook_secret: {SECRET}}}\n"
-        f"storage: {{path: {tmp_path / 'watchbridge.db'}}}\n"
+    path = write_config(
+        tmp_path,
         "services:\n"
         f'  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}\n'
         f'  serializd: {{api_url: "{serializd.url}"}}\n'
@@ -213,7 +211,7 @@ def move(
         "profiles:\n"
         '  alex:\n    users: {plex: ["1"], jellyfin: [Alexander]}\n'
         f'    accounts: {{trakt: {{}}, serializd: {{email: "{email}", password: "{password}"}}}}\n',
-        encoding="utf-8",
+        secret=SECRET,
     )
     # The catch-up's rounds every half second, not every 15 minutes: the test moves the clock.
     monkeypatch.setattr(wiring, "CatchUp", lambda: CatchUp(every=0.5))

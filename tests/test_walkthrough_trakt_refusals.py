@@ -26,7 +26,7 @@ from click.testing import CliRunner
 from tests.fakes.base import FakeServer
 from tests.fakes.receiver import AlertReceiver
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt, RateLimit
-from tests.harness import sign_in_trakt, wait_for
+from tests.harness import sign_in_trakt, wait_for, write_config
 from tests.ingest_samples import sample_json
 from tests.walkthrough import Clock, RunningHouse
 from watchbridge import wiring
@@ -105,16 +105,14 @@ def house(
     show = trakt.add_show("Breaking Bad", 2008, imdb="tt0903747", tmdb=1396, tvdb=81189)
     for number, tvdb in TVDB.items():
         trakt.add_episode(show, 5, number, title=f"E{number}", tvdb=tvdb)
-    config = tmp_path / "watchbridge.yaml"
-    config.write_text(
-        f"server: {{host: 127.0.0.1, webhook_secret: {SECRET}}}\n"
-        f"storage: {{path: {tmp_path / 'watchbridge.db'}}}\n"
+    config = write_config(
+        tmp_path,
         f'alerts: {{urls: ["{receiver.apprise_url}"]}}\n'
         "services:\n"
         f'  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}\n'
         "profiles:\n"
         "  alex: {users: {jellyfin: [alex]}, accounts: {trakt: {}}}\n",
-        encoding="utf-8",
+        secret=SECRET,
     )
     with House(config, trakt, receiver) as house:
         yield house

@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Protocol, Self
 
+from tests.fakes.anilist import FakeAniList
+from tests.fakes.anime_datasets import FakeDatasets
 from tests.fakes.trakt import FakeTrakt
 from tests.harness import AppThread, settle, sign_in_trakt
 from watchbridge.app import Runtime
@@ -83,3 +85,13 @@ class RunningHouse:
     def settle(self) -> None:
         """Until nothing is due: every row done, given up, or waiting for a later try."""
         settle(self.db, self.clock)
+
+
+def anilist_service(anilist: FakeAniList, lists: FakeDatasets) -> str:
+    """The config's `services.anilist` on the fake AniList, with the anime mapping datasets
+    on the fake hosts of `lists`."""
+    urls = "".join(f"      {name}: {url}\n" for name, url in lists.urls().items())
+    return (
+        f'  anilist:\n    api_url: "{anilist.url}"\n    auth_url: "{anilist.auth_url}"\n'
+        f"    mapping_urls:\n{urls}"
+    )
