@@ -228,6 +228,24 @@ def catch_up_rounds(move: Move) -> None:
     move.settle()
 
 
+def watched_months_ago(move: Move) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+    """S5E1-3 watched on Plex months ago (watchbridge sent them); S5E4 long before watchbridge
+    (Trakt and Serializd hold it, watchbridge never saw it). What Trakt and Serializd hold."""
+    move.shift(-120 * DAY)
+    for number in (1, 2, 3):
+        move.watch_on_plex(number)
+        move.settle()
+        move.shift(DAY)
+    move.shift(120 * DAY - 3 * DAY)
+    show = move.trakt.shows[-1]
+    move.trakt.add_history(show.seasons[5].episodes[4], "2019-03-01T20:00:00.000Z")
+    move.serializd.log_entry(None, BREAKING_BAD, 5, 4, backdate="2019-03-01T20:00:00Z")
+    move.serializd.tick(None, BREAKING_BAD, 5, 4)
+    before_trakt, before_diary = move.trakt_plays(), move.diary()
+    assert len(before_trakt) == 4 and len(before_diary) == 4
+    return before_trakt, before_diary
+
+
 def test_watched_on_plex_then_days_later_on_jellyfin_is_two_viewings(move: Move) -> None:
     move.watch_on_plex(14)
     move.settle()
@@ -254,18 +272,7 @@ def test_a_season_watched_on_plex_marked_played_in_jellyfin_adds_nothing(move: M
     # Months ago on Plex (watchbridge sent them), and long before watchbridge (Trakt and
     # Serializd hold it, watchbridge never saw it): the whole season marked played in
     # Jellyfin to catch it up. Nothing is added, and nothing is dated today.
-    move.shift(-120 * DAY)
-    for number in (1, 2, 3):
-        move.watch_on_plex(number)
-        move.settle()
-        move.shift(DAY)
-    move.shift(120 * DAY - 3 * DAY)
-    show = move.trakt.shows[-1]
-    move.trakt.add_history(show.seasons[5].episodes[4], "2019-03-01T20:00:00.000Z")
-    move.serializd.log_entry(None, BREAKING_BAD, 5, 4, backdate="2019-03-01T20:00:00Z")
-    move.serializd.tick(None, BREAKING_BAD, 5, 4)
-    before_trakt, before_diary = move.trakt_plays(), move.diary()
-    assert len(before_trakt) == 4 and len(before_diary) == 4
+    before_trakt, before_diary = watched_months_ago(move)
     for number in (1, 2, 3, 4):
         move.mark_in_jellyfin(number)
     move.settle()
@@ -371,24 +378,6 @@ def test_marks_wait_while_trakt_cannot_say_what_it_holds(move: Move) -> None:
 
 
 # -- marks the webhooks never told of: only the catch-up finds them ------------------------------
-def watched_months_ago(move: Move) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
-    """S5E1-3 watched on Plex months ago (watchbridge sent them); S5E4 long before watchbridge
-    (Trakt and Serializd hold it, watchbridge never saw it). What Trakt and Serializd hold."""
-    move.shift(-120 * DAY)
-    for number in (1, 2, 3):
-        move.watch_on_plex(number)
-        move.settle()
-        move.shift(DAY)
-    move.shift(120 * DAY - 3 * DAY)
-    show = move.trakt.shows[-1]
-    move.trakt.add_history(show.seasons[5].episodes[4], "2019-03-01T20:00:00.000Z")
-    move.serializd.log_entry(None, BREAKING_BAD, 5, 4, backdate="2019-03-01T20:00:00Z")
-    move.serializd.tick(None, BREAKING_BAD, 5, 4)
-    before_trakt, before_diary = move.trakt_plays(), move.diary()
-    assert len(before_trakt) == 4 and len(before_diary) == 4
-    return before_trakt, before_diary
-
-
 def mark_season_unheard(move: Move, numbers: range | tuple[int, ...]) -> None:
     """ "Mark played" of the season in Jellyfin, its episodes at once (one date), with no
     webhook: the plugin's *User Data Saved* not ticked, or watchbridge down."""
