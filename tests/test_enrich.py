@@ -915,6 +915,34 @@ async def test_a_refused_jellyfin_key_is_no_lost_sign_in_and_a_lookup_it_passes_
         runtime.close()
 
 
+async def test_plays_held_for_a_servers_key_are_counted_apart_from_lost_sign_ins_in_metrics(
+    tmp_path: Path,
+    serializd: FakeSerializd,
+    jellyfin_server: FakeJellyfin,
+    receiver: AlertReceiver,
+    clock: FakeClock,
+    close_targets: list[DeliveryWorker],
+) -> None:
+    # A play held because Jellyfin refuses its API key was counted by
+    # watchbridge_outbox_waiting_for_sign_in: a rule on it sent the user to sign in again to
+    # Serializd, which changes nothing. It has a gauge of its own.
+    runtime = serializd_runtime(
+        tmp_path, serializd, receiver, clock, jellyfin_service(jellyfin_server)
+    )
+    jellyfin_server.api_key = "a-new-key-made-on-the-server"
+    try:
+        worker = await worker_for(runtime)
+        close_targets.append(worker)
+        post_jellyfin(runtime)
+        await drain(worker, runtime)
+        assert runtime.store.waiting_for_server("jellyfin") == ["me"]
+        text = runtime.metrics.render().decode()
+        assert 'watchbridge_outbox_waiting_for_sign_in{target="serializd"} 0.0' in text
+        assert 'watchbridge_outbox_waiting_for_server_key{target="serializd"} 1.0' in text
+    finally:
+        runtime.close()
+
+
 async def test_plays_wait_out_a_day_without_jellyfin_with_one_alert_and_its_resolution(
     tmp_path: Path,
     serializd: FakeSerializd,

@@ -69,7 +69,12 @@ class QueueCollector(Collector):
         )
         sign_in = GaugeMetricFamily(
             "watchbridge_outbox_waiting_for_sign_in",
-            "Queued deliveries held for a sign-in or key that does not work",
+            "Queued deliveries held for a profile's sign-in or key that does not work",
+            labels=per_target,
+        )
+        server_key = GaugeMetricFamily(
+            "watchbridge_outbox_waiting_for_server_key",
+            "Queued deliveries held because a media server refuses its own token or API key",
             labels=per_target,
         )
         oldest = GaugeMetricFamily(
@@ -84,9 +89,10 @@ class QueueCollector(Collector):
             dead.add_metric([target], queue.dead)
             unmatched.add_metric([target], queue.unmatched)
             sign_in.add_metric([target], queue.waiting_for_sign_in)
+            server_key.add_metric([target], queue.waiting_for_server_key)
             at = queue.oldest_pending_at
             oldest.add_metric([target], 0.0 if at is None else max(0.0, now - at))
-        yield from (depth, dead, unmatched, sign_in, oldest)
+        yield from (depth, dead, unmatched, sign_in, server_key, oldest)
 
 
 class HoldCollector(Collector):

@@ -2271,7 +2271,11 @@ class TargetQueue:
     inflight: int = 0
     dead: int = 0
     unmatched: int = 0  # pending, waiting for ids a service can use
-    waiting_for_sign_in: int = 0  # pending, held for a sign-in or key (not unmatched)
+    # pending, held for a sign-in or key of the profile's (not unmatched)
+    waiting_for_sign_in: int = 0
+    # pending, held for a media server's own key (outbox.waits_for_server): no sign-in of
+    # the profile's gives that one
+    waiting_for_server_key: int = 0
     oldest_pending_at: float | None = None
 
 
@@ -4675,17 +4679,19 @@ class Store:
 
     def queue_gauges(self) -> dict[str, TargetQueue]:
         """What /metrics shows of the outbox, per target: the rows pending, in flight, dead,
-        waiting for ids (`unmatched`) and for a sign-in, and when the oldest pending one was
-        queued, in one read. Only the pending, in-flight and dead ranges of an index are
-        walked: the delivered rows, which no gauge shows and which stay a week (a first
-        sync's 100,000 at once), are not read at every scrape."""
+        waiting for ids (`unmatched`), for a sign-in and for a media server's own key, and
+        when the oldest pending one was queued, in one read. Only the pending, in-flight and
+        dead ranges of an index are walked: the delivered rows, which no gauge shows and
+        which stay a week (a first sync's 100,000 at once), are not read at every scrape."""
         rows = self._overview(
             # Only a pending row's own columns are read (a dead letter's are not needed).
             "SELECT target, status, COUNT(*) AS n,"
             " MIN(CASE WHEN status = 'pending' THEN created_at END) AS oldest,"
             f" TOTAL(CASE WHEN status = 'pending' THEN COALESCE({_UNMATCHED}, 0) END) AS unmatched,"
-            " TOTAL(CASE WHEN status = 'pending'"
-            f" THEN waits_for_sign_in = 1 AND NOT COALESCE({_UNMATCHED}, 0) END) AS sign_in"
+            " TOTAL(CASE WHEN status = 'pending' AND waits_for_server IS NULL"
+            f" THEN waits_for_sign_in = 1 AND NOT COALESCE({_UNMATCHED}, 0) END) AS sign_in,"
+            " TOTAL(CASE WHEN status = 'pending' AND waits_for_server IS NOT NULL"
+            " THEN waits_for_sign_in = 1 END) AS server_key"
             " FROM outbox WHERE status IN ('pending', 'inflight', 'dead')"
             " GROUP BY status, target"
         )
@@ -4696,6 +4702,7 @@ class Store:
             if row["status"] == "pending":
                 one["unmatched"] = int(row["unmatched"])
                 one["waiting_for_sign_in"] = int(row["sign_in"])
+                one["waiting_for_server_key"] = int(row["server_key"])
                 one["oldest_pending_at"] = row["oldest"]
         return {target: TargetQueue(**one) for target, one in counts.items()}
 
