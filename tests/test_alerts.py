@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Coroutine, Iterator
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -1172,12 +1173,15 @@ def test_book_sends_first_report_then_suppresses_until_the_window_passes() -> No
     assert later.send and later.suppressed == 1 and later.since == 60
 
 
-def reminders(book: AlertBook, hours: int, since: Condition | None = None) -> list[float]:
-    """When a condition reported every ten minutes for `hours` is told (hours from 0)."""
+def reminders(
+    book: AlertBook, hours: int, since: Condition | None = None, kind: str = "service_unreachable"
+) -> list[float]:
+    """When a condition of `kind` reported every ten minutes for `hours` is told (hours from
+    0)."""
     condition, told = since, []
     for minute in range(0, hours * 60, 10):
         now = minute * 60.0
-        condition, verdict = book.report(condition, "down", now)
+        condition, verdict = book.report(condition, "down", now, kind=kind)
         if verdict.send:
             condition = book.sent(condition, verdict, now)
             told.append(now / 3600)
@@ -1194,6 +1198,18 @@ def test_book_tells_a_condition_going_on_for_weeks_about_once_a_week() -> None:
     # messages in four weeks about the same thing; after three days they keep growing.
     told = reminders(AlertBook(window=3600), 28 * 24)
     assert told == [0, 1, 2, 4, 8, 16, 32, 56, 80, 160, 320, 488, 656]
+    stopped = reminders(AlertBook(window=3600), 28 * 24, kind="webhooks_stopped")
+    assert stopped == told
+
+
+@pytest.mark.parametrize("kind", ["credentials", "storage", "account_limit", "webhook_rejects"])
+def test_book_tells_a_lost_sign_in_or_a_full_disk_going_on_for_weeks_daily(kind: str) -> None:
+    # Only the user ends these (a Trakt refresh refused, a Jellyfin key revoked: its catch-up
+    # reaches back a week; a disk full refuses webhooks): a week between reminders is a week
+    # of plays not synced, or lost, after the first three days' reminders went unseen.
+    told = reminders(AlertBook(window=3600), 28 * 24, kind=kind)
+    assert told[:9] == [0, 1, 2, 4, 8, 16, 32, 56, 80]
+    assert [b - a for a, b in pairwise(told[8:])] == [24] * 24
 
 
 def test_book_starts_the_gaps_over_once_the_condition_recovered() -> None:

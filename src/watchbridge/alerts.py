@@ -49,9 +49,13 @@ FLAP_GUARD = 600.0  # a condition back after its recovery is told again no soone
 # lasted (a weekend's outage: a handful of reminders, not one an hour), at most this far apart.
 REMIND_AT_MOST = 86400.0
 # One that has lasted this long (a server switched off and left in the config) is no news
-# each day: its gaps go on growing as long as it has lasted, up to a week.
+# each day: its gaps go on growing as long as it has lasted, up to a week. Only for the kinds
+# where waiting loses nothing and leaving it may be the user's choice (a server off, a webhook
+# removed on purpose): a sign-in or key refused, a full disk, webhooks refused stop or lose
+# plays every day until the user acts, so they are told daily however long they last.
 REMIND_DAILY_FOR = 3 * 86400.0
 REMIND_LONG_AT_MOST = 7 * 86400.0
+REMINDED_WEEKLY = frozenset({"service_unreachable", "webhooks_stopped"})
 # Short outages heal themselves: a service (a delivery target, a media server) that stays
 # unreachable this long is alerted.
 UNREACHABLE_ALERT_AFTER = 900.0
@@ -157,10 +161,11 @@ class AlertBook:
         now: float,
         owed: tuple[str, str] | None = None,
         by_service: bool = False,
+        kind: str = "",
     ) -> tuple[Condition, Verdict]:
-        """The condition is happening at `now`: send an alert (under a lease) or suppress it?
-        An alert sent keeps its `owed` title and body until it is confirmed: a process killed
-        mid-send leaves them for the next start to send."""
+        """The condition (of alert `kind`) is happening at `now`: send an alert (under a
+        lease) or suppress it? An alert sent keeps its `owed` title and body until it is
+        confirmed: a process killed mid-send leaves them for the next start to send."""
         current = self.current(condition, now)
         if current is None:
             current, held = Condition(sent_at=now, open=False, unsent=True), False
@@ -171,7 +176,7 @@ class AlertBook:
         else:
             recovered = not current.open and bool(current.title)
             held = now - current.sent_at < (
-                min(FLAP_GUARD, self.window) if recovered else self._reminder_gap(current)
+                min(FLAP_GUARD, self.window) if recovered else self._reminder_gap(current, kind)
             )
         if held:
             return replace(current, suppressed=current.suppressed + 1), Verdict(send=False)
@@ -250,11 +255,12 @@ class AlertBook:
             condition, sending="", until=0.0, failed_at=failed_at, unsent=unsent, by_service=False
         )
 
-    def _reminder_gap(self, condition: Condition) -> float:
-        """How long after its last alert a condition still going on is told again."""
+    def _reminder_gap(self, condition: Condition, kind: str) -> float:
+        """How long after its last alert a condition of `kind` still going on is told again."""
         opened = condition.sent_at if condition.opened_at is None else condition.opened_at
         lasted = condition.sent_at - opened
-        most = REMIND_AT_MOST if lasted < REMIND_DAILY_FOR else REMIND_LONG_AT_MOST
+        weekly = kind in REMINDED_WEEKLY and lasted >= REMIND_DAILY_FOR
+        most = REMIND_LONG_AT_MOST if weekly else REMIND_AT_MOST
         return max(self.window, min(lasted, most))
 
     def _held(self, condition: Condition, now: float) -> bool:
@@ -321,7 +327,7 @@ class Conditions:
         """`AlertBook.report` applied to condition (kind, key)."""
         book = self.book
         return await self.update(
-            kind, key, now, lambda known: book.report(known, title, now, owed, by_service)
+            kind, key, now, lambda known: book.report(known, title, now, owed, by_service, kind)
         )
 
     def update_now(self, kind: str, key: str, now: float, transition: Transition[T]) -> T:
@@ -396,13 +402,13 @@ class SharedConditions(Conditions):
         condition may be reported for every webhook refused): it is counted here and added to
         the condition's count at its next write."""
         ident, book = (kind, key), self.book
-        quick, verdict = book.report(self.known(kind, key), title, now)
+        quick, verdict = book.report(self.known(kind, key), title, now, kind=kind)
         if not verdict.send:
             self._known[ident] = quick
             self._held_back[ident] = self._held_back.get(ident, 0) + 1
             return verdict
         return await self.update(
-            kind, key, now, lambda known: book.report(known, title, now, owed, by_service)
+            kind, key, now, lambda known: book.report(known, title, now, owed, by_service, kind)
         )
 
     def update_now(self, kind: str, key: str, now: float, transition: Transition[T]) -> T:
@@ -699,7 +705,7 @@ class Notifier:
             return False
         now = self._clock()
         self._conditions.reload_soon(now)
-        return self._book.report(self._conditions.known(kind, key), "", now)[1].send
+        return self._book.report(self._conditions.known(kind, key), "", now, kind=kind)[1].send
 
     async def _notify(
         self, kind: str, title: str, body: str, key: str, retry_failed: bool = True
