@@ -272,3 +272,68 @@ async def test_plex_taken_out_of_the_config_ends_its_alert_and_leaves_nothing_al
     assert said.returncode == 0, said.stderr
     kept_lines = [line for line in said.stdout.splitlines() if line.startswith("kept:")]
     assert kept_lines and all("nothing to do" in line for line in kept_lines)
+
+
+TOKEN_REFUSED = "watchbridge: Plex does not accept watchbridge's token"
+KEEPS_FAILING = "keeps failing"
+
+
+def down_until_told(plex: FakePlex) -> list[bool]:
+    """Plex's machine answering 503 to everything while the flag it returns is set."""
+    down = [True]
+    plex.fail_next(10**6, 503, when=lambda _: down[0])
+    return down
+
+
+async def test_a_plex_back_from_an_outage_refusing_the_token_is_told_as_that_not_as_gone(
+    house: tuple[Household, FakePlex], receiver: AlertReceiver
+) -> None:
+    # Plex off for two days, then back after a reinstall that no longer takes services.plex.token.
+    # The "Plex unreachable" alert (start it again, or take its lines out) stayed open and was
+    # reminded of for as long as the token was refused: no link read Plex, and a refusal was no
+    # answer to it. Nothing told of the token but each link's "keeps failing", one per link.
+    household, plex = house
+    down = down_until_told(plex)
+    await household.serve_for(2 * DAY, 4 * INTERVAL)
+    assert set(receiver.titles()) == {GONE}
+    told = len(receiver.titles())
+    down[0] = False
+    plex.token = "the token of the reinstalled server"
+    await household.serve_for(2 * HOUR)
+    since = receiver.titles()[told:]
+    assert set(since) == {f"Resolved: {GONE}", TOKEN_REFUSED}, since  # and a reminder
+    (over,) = [m for m in receiver.messages if m["title"] == f"Resolved: {GONE}"]
+    assert "Plex answers again" in over["message"]
+    refused = next(m for m in receiver.messages if m["title"] == TOKEN_REFUSED)
+    assert "services.plex.token" in refused["message"]
+    await household.serve_for(2 * DAY, 4 * INTERVAL)  # reminded of, as a token refused is
+    since = receiver.titles()[told:]
+    assert set(since) == {f"Resolved: {GONE}", TOKEN_REFUSED}, since
+    plex.token = TOKEN  # the owner's current token, set in the config
+    await household.serve_for(HOUR)
+    assert receiver.titles()[-1] == f"Resolved: {TOKEN_REFUSED}"
+    assert not [t for t in receiver.titles() if KEEPS_FAILING in t]
+
+
+async def test_a_plex_refusing_the_token_then_switched_off_then_back_keeps_the_token_alert(
+    house: tuple[Household, FakePlex], receiver: AlertReceiver
+) -> None:
+    # The reverse: the token refused (one alert for the server, at the first run that meets
+    # it), then the machine off for two days (its own alert), then back, the token still
+    # refused: its outage is over, the token's alert is not.
+    household, plex = house
+    plex.token = "the token of the reinstalled server"
+    await household.serve_for(HOUR)
+    assert receiver.titles() == [TOKEN_REFUSED]
+    down = down_until_told(plex)
+    await household.serve_for(2 * DAY, 4 * INTERVAL)
+    assert GONE in receiver.titles()
+    assert f"Resolved: {TOKEN_REFUSED}" not in receiver.titles()
+    down[0] = False
+    await household.serve_for(2 * HOUR)
+    assert f"Resolved: {GONE}" in receiver.titles()
+    assert f"Resolved: {TOKEN_REFUSED}" not in receiver.titles()
+    plex.token = TOKEN
+    await household.serve_for(HOUR)
+    assert receiver.titles()[-1] == f"Resolved: {TOKEN_REFUSED}"
+    assert not [t for t in receiver.titles() if KEEPS_FAILING in t]

@@ -237,6 +237,9 @@ class Cause:
     # `raises` only once the link has failed often enough in a row to alert (a media server
     # restarting for an update is back by then), with how long in its text.
     when_failing: bool = False
+    # The media server that answered, if only to refuse its own key: an outage of it told of
+    # is over (its "Plex unreachable" would go on saying to start it or take its lines out).
+    answered: str = ""
 
 
 def cause_of(error: WatchbridgeError, profile: str, config: Config | None = None) -> Cause | None:
@@ -257,7 +260,11 @@ def cause_of(error: WatchbridgeError, profile: str, config: Config | None = None
         return None
     service = error.service
     if isinstance(error, SERVER_KEY):
-        return Cause((("credentials", f"server:{service}"),))
+        # The one alert of the server's key, as its deliveries and lookups raise it: at once,
+        # as a person's sign-in refused is (a household with no play waiting for the server
+        # hears of it too, not only each link's "keeps failing").
+        alert = server_key_alert(service, error.message, ())
+        return Cause(((alert.kind, alert.key),), alert, answered=service)
     if isinstance(error, PERSON_SIGN_IN):
         if service in NO_DELIVERIES:
             return Cause((("credentials", f"{service}:{profile}"),))

@@ -41,6 +41,8 @@ from watchbridge.causes import (
     cause_of,
     lists_alert,
     outage_key,
+    server_credential,
+    server_key_works,
     sign_in_works,
     told_elsewhere,
     with_causes,
@@ -2006,6 +2008,9 @@ async def report_run(
     began = "" if since is None else f" since {local_time(since)}"
     streak = f"({failures} runs of link {name} in a row failed{began})"
     await raise_own(alerts, causes, streak if failures >= FAILURES_BEFORE_ALERT else None)
+    answered = {cause.answered for cause in causes if cause is not None and cause.answered}
+    for server in sorted(answered):  # refusing its key: not down
+        await server_answers(store, alerts, server, refusing=True)
     if failures >= FAILURES_BEFORE_ALERT and not told_elsewhere(causes, alerts.raised):
         # Why first: a phone shows the first line or so, and the reason carries the fix.
         await alerts.notify(
@@ -2064,14 +2069,36 @@ async def report_servers_read(store: Store, alerts: Alerts, services: Sequence[s
     raised (`causes.server_unreachable`) is over, unless deliveries to it still wait (they
     end it as they go through). Without this, nothing would end it while no play goes there."""
     for server in services:
-        key = outage_key(server)
-        if server not in MEDIA_SERVERS or not alerts.raised("service_unreachable", key):
+        if server not in MEDIA_SERVERS:
             continue
-        if await asyncio.to_thread(store.waits_to_go, server):
+        await server_answers(store, alerts, server)
+        key = f"server:{server}"  # its own key works: the alert of its refusal is over
+        if not alerts.raised("credentials", key):
             continue
-        name = service_title(server)
-        over = f"{name} answers again: the links read and write it as before."
-        await alerts.resolve("service_unreachable", over, key=key)
+        if await asyncio.to_thread(store.waiting_for_server, server):
+            continue  # their deliveries and lookups end it as they go through
+        await alerts.resolve("credentials", server_key_works(server), key=key)
+
+
+async def server_answers(
+    store: Store, alerts: Alerts, server: str, *, refusing: bool = False
+) -> None:
+    """Media server `server` answered a link's read (`refusing`: only to refuse its own key):
+    an outage alert of it is over, unless deliveries to it still wait (they end it as they go
+    through, or as it answers them)."""
+    key = outage_key(server)
+    if not alerts.raised("service_unreachable", key):
+        return
+    if await asyncio.to_thread(store.waits_to_go, server):
+        return
+    name = service_title(server)
+    over = (
+        f"{name} answers again, but refuses watchbridge's {server_credential(server)[1]}:"
+        " that is told in its own alert."
+        if refusing
+        else f"{name} answers again: the links read and write it as before."
+    )
+    await alerts.resolve("service_unreachable", over, key=key)
 
 
 async def report_lists_read(
