@@ -32,6 +32,7 @@ from watchbridge import webhooks
 from watchbridge.app import Runtime
 from watchbridge.catchup import CatchUp
 from watchbridge.catchupstatus import status_lines
+from watchbridge.causes import server_key_works
 from watchbridge.config import Config, parse_config
 from watchbridge.ingest import parse
 from watchbridge.maintenance import housekeeping
@@ -296,6 +297,47 @@ def test_a_refused_key_is_told_and_read_again_next_round(
     read(runtime, task, server)
     clock.now += 15 * 60
     assert read(runtime, task, server) == 1
+
+
+def test_a_refused_key_is_the_servers_one_alert_naming_whose_plays_wait(
+    tmp_path: Path, server: FakeJellyfin, clock: Clock, receiver: AlertReceiver
+) -> None:
+    # The catch-up raised the server's key alert (the condition the deliveries and the links
+    # raise) with a text of its own that named no profile, and ended it with another
+    # "Resolved": which text the user got hung on who met the refusal first.
+    config = parse_config(
+        f"""
+server: {{webhook_secret: catch-up-secret-0123456789}}
+storage: {{path: {tmp_path / "wb.db"}}}
+alerts: {{urls: ["{receiver.apprise_url}"]}}
+services:
+  trakt: {{client_id: abc, api_url: "http://127.0.0.1:9", auth_url: "http://127.0.0.1:9"}}
+  {server.flavour}: {{url: "{server.url}", api_key: {API_KEY}}}
+profiles:
+  me: {{users: {{{server.flavour}: [alex]}}, accounts: {{trakt: {{}}}}}}
+""",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    runtime = build_runtime(config, clock=clock)
+    runtime.open()
+    try:
+        server.api_key = "another-key"
+        task = CatchUp()
+        assert read(runtime, task, server) == 0
+        (alert,) = receiver.messages
+        name = "Jellyfin" if server.flavour == "jellyfin" else "Emby"
+        title = f"watchbridge: {name} does not accept watchbridge's API key"
+        assert alert["title"] == title
+        assert "The plays and ratings of profile me that need" in alert["message"]
+        assert f"not caught up from {name} until" in alert["message"]
+        server.api_key = API_KEY
+        clock.now += 15 * 60
+        read(runtime, task, server)
+        assert receiver.titles() == [title, f"Resolved: {title}"]
+        assert server_key_works(server.flavour) in receiver.messages[1]["message"]
+    finally:
+        runtime.close()
 
 
 def changes(runtime: Runtime) -> Callable[[], int]:

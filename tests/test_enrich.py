@@ -899,6 +899,8 @@ async def test_a_refused_jellyfin_key_is_no_lost_sign_in_and_a_lookup_it_passes_
         (alert,) = receiver.messages
         assert alert["title"] == "watchbridge: Jellyfin does not accept watchbridge's API key"
         assert "of profile me " in alert["message"]
+        # The catch-up's own part, as it says it when it meets the refusal first: one text.
+        assert "not caught up from Jellyfin until then" in alert["message"]
         jellyfin_server.api_key = API_KEY  # made again on the server: it takes the key
         jellyfin_server.add_episode(
             "d8e3b02f5c4a5f7b9e1c2d3f4a5b6c7d", JELLYFIN_SERIES, 5, 13, Tvdb="4637660"

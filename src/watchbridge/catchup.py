@@ -81,6 +81,7 @@ from watchbridge.catchupstatus import (
     left_of,
     unfound_of,
 )
+from watchbridge.causes import server_key_alert, server_key_works
 from watchbridge.config import Config, same_account
 from watchbridge.errors import StoreError
 from watchbridge.http import CLOCK_WARNING, ServiceError, Unavailable
@@ -1125,16 +1126,15 @@ async def _tell_stopped(runtime: Any, server: Server, missed: Sequence[Listed]) 
 
 
 async def _key_refused(runtime: Any, server: Server, message: str) -> None:
-    """The server refused the API key: the one alert of that (ids.py raises it too)."""
+    """The server refused the API key: the one alert of that, as the deliveries and links
+    raise it (`causes.server_key_alert`), naming the profiles whose plays wait for it or are
+    not caught up meanwhile."""
     name = NAMES[server]
     log.warning(f"{name} could not be read for plays its webhooks missed: {message}")
-    body = (
-        f"{message.rstrip('.')}. Plays its webhooks missed are not caught up from {name} "
-        "until it works (nothing is lost when it works within a week: they are caught up then; "
-        "older ones are listed on the status page to check by hand)."
-    )
-    title = f"watchbridge: {name} does not accept watchbridge's API key"
-    await runtime.notifier.notify("credentials", title, body, key=f"server:{server}")
+    waiting = await asyncio.to_thread(runtime.store.waiting_for_server, server)
+    whose = sorted({*waiting, *accounts_listed(runtime.config, server)})
+    alert = server_key_alert(server, message, whose, catch_up=True)
+    await runtime.notifier.notify(alert.kind, alert.title, alert.body, key=alert.key)
 
 
 async def _key_accepted(runtime: Any, server: Server) -> None:
@@ -1145,5 +1145,4 @@ async def _key_accepted(runtime: Any, server: Server) -> None:
             wake()
     key = f"server:{server}"
     if runtime.notifier.raised("credentials", key):
-        message = f"{NAMES[server]} accepts watchbridge's API key again"
-        await runtime.notifier.resolve("credentials", message, key=key)
+        await runtime.notifier.resolve("credentials", server_key_works(server), key=key)

@@ -22,6 +22,7 @@ from watchbridge.anime_data import (
     ListsUnreadable,
 )
 from watchbridge.config import MEDIA_SERVERS, Config, service_title
+from watchbridge.downtime import catches_up
 from watchbridge.errors import WatchbridgeError
 from watchbridge.http import ServiceError, Unavailable
 from watchbridge.services.anilist import AniListAuthError
@@ -180,11 +181,15 @@ def server_credential(server: str) -> tuple[str, str]:
     return service_title(server), "token" if server == "plex" else "API key"
 
 
-def server_key_alert(server: str, reason: str, profiles: Sequence[str]) -> Alert:
+def server_key_alert(
+    server: str, reason: str, profiles: Sequence[str], *, catch_up: bool = False
+) -> Alert:
     """The one alert that `server` refuses its own key (the Plex server's token, a Jellyfin or
     Emby API key) while plays and ratings wait for it (`reason`: the refusal as met), naming
-    the profiles whose do (`profiles`; none known: whoever's). One condition per server, as
-    a link's read or a catch-up meeting it tells it (`cause_of`): not one per profile."""
+    the profiles whose do (`profiles`; none known: whoever's). One condition per server, one
+    text whoever meets it first (a delivery, a link's read, the catch-up: `cause_of`), not one
+    per profile. `catch_up`: the catch-up reads the server (`downtime.catches_up`), which the
+    refusal stops too."""
     name, credential = server_credential(server)
     whose = f"of {_profiles(profiles)} " if profiles else ""
     body = (
@@ -192,6 +197,12 @@ def server_key_alert(server: str, reason: str, profiles: Sequence[str]) -> Alert
         f" lost): no sign-in of a profile changes that; they go out once {name} takes the"
         f" {credential} again, at once when a read or lookup with it goes through."
     )
+    if catch_up:
+        body += (
+            f" Plays its webhooks missed are not caught up from {name} until then (nothing is"
+            " lost when it works within a week: they are caught up then; older ones are listed"
+            " on the status page to check by hand)."
+        )
     title = f"watchbridge: {name} does not accept watchbridge's {credential}"
     return Alert("credentials", f"server:{server}", title, body)
 
@@ -263,7 +274,8 @@ def cause_of(error: WatchbridgeError, profile: str, config: Config | None = None
         # The one alert of the server's key, as its deliveries and lookups raise it: at once,
         # as a person's sign-in refused is (a household with no play waiting for the server
         # hears of it too, not only each link's "keeps failing").
-        alert = server_key_alert(service, error.message, ())
+        caught_up = config is not None and catches_up(config, service)
+        alert = server_key_alert(service, error.message, (), catch_up=caught_up)
         return Cause(((alert.kind, alert.key),), alert, answered=service)
     if isinstance(error, PERSON_SIGN_IN):
         if service in NO_DELIVERIES:

@@ -36,8 +36,9 @@ def unread_sources(config: Config, seen: set[str]) -> list[str]:
 
 def catches_up(config: Config, server: str) -> bool:
     """Whether the catch-up reads `server` ("jellyfin", "emby"): set with an API key, on, and
-    a profile lists accounts of it (a profile taking every webhook lists none to read)."""
-    return not_caught_up(config, server) is None
+    a profile lists accounts of it (a profile taking every webhook lists none to read). Never
+    Plex, which it does not read."""
+    return server in ("jellyfin", "emby") and not_caught_up(config, server) is None
 
 
 def not_caught_up(config: Config, server: str) -> str | None:

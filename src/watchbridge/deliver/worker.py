@@ -51,6 +51,7 @@ from watchbridge.deliver.oncemore import (
     probe_words,
 )
 from watchbridge.deliver.solo import Solo
+from watchbridge.downtime import catches_up
 from watchbridge.errors import names_profile
 from watchbridge.http import ANSWERED, BEFORE_WRITE, RateLimited, Unavailable, changed_answer
 from watchbridge.ids import SERVER_OUTAGE_PAUSE, Enricher, Need, Problem
@@ -1675,7 +1676,8 @@ class DeliveryWorker:
             self._server_holds.add(target.name)
         for server, reason in server_held.items():
             held_whose = await asyncio.to_thread(store.waiting_for_server, server)
-            alert = server_key_alert(server, _told(reason), held_whose)
+            caught_up = catches_up(runtime.config, server)  # which the refusal stops too
+            alert = server_key_alert(server, _told(reason), held_whose, catch_up=caught_up)
             await runtime.notifier.notify(alert.kind, alert.title, alert.body, alert.key)
             self._held_log.warning(
                 ("credentials", alert.key),
