@@ -979,6 +979,45 @@ async def test_plays_wait_out_a_day_without_jellyfin_with_one_alert_and_its_reso
         runtime.close()
 
 
+async def test_jellyfin_back_from_an_outage_refusing_its_key_ends_the_outage_alert(
+    tmp_path: Path,
+    serializd: FakeSerializd,
+    jellyfin_server: FakeJellyfin,
+    receiver: AlertReceiver,
+    clock: FakeClock,
+    close_targets: list[DeliveryWorker],
+) -> None:
+    # Jellyfin off for hours, then back with the key deleted on it: "Jellyfin cannot be
+    # reached ... go out once it answers" stayed open, reminded of, while Jellyfin answered
+    # every lookup with a 401, until the key was fixed.
+    runtime = serializd_runtime(
+        tmp_path, serializd, receiver, clock, jellyfin_service(jellyfin_server)
+    )
+    jellyfin_server.fail_next(10_000, 503)
+    down = "watchbridge: Jellyfin cannot be reached"
+    refused = "watchbridge: Jellyfin does not accept watchbridge's API key"
+    try:
+        worker = await worker_for(runtime)
+        close_targets.append(worker)
+        enricher = worker.targets["serializd"].enricher  # type: ignore[attr-defined]
+        enricher.series["jellyfin"].client.http.retry = FAST
+        post_jellyfin(runtime)
+        for _ in range(3):
+            await drain(worker, runtime, passes=1)
+            clock.advance(3600)
+        assert set(receiver.titles()) == {down}
+        told = len(receiver.titles())
+        jellyfin_server.clear_knobs()
+        jellyfin_server.api_key = "a-new-key-made-on-the-server"
+        await drain(worker, runtime)
+        clock.advance(1800)  # the held play's next look
+        await drain(worker, runtime)
+        assert set(receiver.titles()[told:]) == {f"Resolved: {down}", refused}
+        assert serializd.diary() == []
+    finally:
+        runtime.close()
+
+
 async def test_a_server_rate_limiting_lookups_holds_plays_and_says_so_not_that_it_is_down(
     tmp_path: Path,
     serializd: FakeSerializd,

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from watchbridge.alerts import UNREACHABLE_ALERT_AFTER, Notifier
-from watchbridge.causes import DELIVERED_TO, outage_key, server_key_works
+from watchbridge.causes import DELIVERED_TO, outage_key, server_credential, server_key_works
 from watchbridge.config import service_title
 from watchbridge.http import DOWN_STATUS, ServiceError, Unavailable
 from watchbridge.ingest.common import server_guid
@@ -1627,6 +1627,7 @@ class Enricher:
             await self._unreachable(server, problem)
         elif problem is not None and problem.credentials:
             await self._key_refused(server, problem)
+            await self._reachable(server, refusing=True)  # it answered: not down
             if problem.server_token_refused and self.plex_token_health is not None:
                 await self.plex_token_health.server_refused(problem.message)
         elif lookup is not None and lookup.answered > answered:
@@ -1678,15 +1679,22 @@ class Enricher:
             title = f"watchbridge: {name} cannot be reached"
         await self.notifier.notify("service_unreachable", title, body, key=outage_key(server))
 
-    async def _reachable(self, server: str) -> None:
+    async def _reachable(self, server: str, *, refusing: bool = False) -> None:
+        """`server` answered a lookup (`refusing`: only to refuse its own key): its outage, and
+        the alert of it, are over."""
         self._down_since.pop(server, None)
         if self.notifier is None:
             return
+        name, credential = server_credential(server)
+        message = (
+            f"{name} answers again, but refuses watchbridge's {credential}: that is told in its"
+            " own alert, and the plays that need it wait for it"
+            if refusing
+            else f"{name} answers again; waiting plays go out"
+        )
         # An alert an earlier release raised under the server's own key is resolved too.
         for key in dict.fromkeys([outage_key(server), f"server:{server}"]):
             if self.notifier.raised("service_unreachable", key):
-                name = service_title(server)
-                message = f"{name} answers again; waiting plays go out"
                 await self.notifier.resolve("service_unreachable", message, key=key)
 
     async def _ask_now(
