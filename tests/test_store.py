@@ -322,6 +322,37 @@ def test_rows_an_older_version_held_for_a_media_servers_key_wait_for_that_server
         store.close()
 
 
+def test_rows_m038_flagged_wait_for_the_plex_server_on_a_sqlite_that_cannot_drop_columns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SQLite before 3.35 (an older NAS's Python) keeps m038's column: m039 must still carry
+    # its flag over, rows in flight at the upgrade included, and nothing may read the old
+    # column after it (a row settled since would be held again by its stale flag).
+    path = tmp_path / "old.db"
+    plex = "Plex: profile ann: the Plex server does not accept services.plex.token (401): ..."
+    rows = [
+        {"target": "plex", "profile": "ann", "idempotency_key": "held", "last_error": plex}
+        | {"waits_for_sign_in": 1, "waits_for_server_token": 1, "next_attempt_at": 900},
+        {"target": "plex", "profile": "bob", "idempotency_key": "flying", "last_error": plex}
+        | {"waits_for_sign_in": 1, "waits_for_server_token": 1, "status": "inflight"},
+    ]
+    outbox_before(path, "m039_outbox_waits_for_server", rows)
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 34, 1))
+    store = Store.open(path)
+    try:
+        assert "waits_for_server_token" in store.db["outbox"].columns_dict  # kept, unused
+        flags = "SELECT idempotency_key, waits_for_server FROM outbox ORDER BY id"
+        assert [tuple(r) for r in store.db.execute(flags)] == [("held", "plex"), ("flying", "plex")]
+        assert store.waiting_for_server("plex") == ["ann"]  # bob's: its try under way decides
+        assert store.lift_server_holds("plex", 10.0) == 1
+        (item,) = store.claim("w", 10.0, limit=5)
+        store.settle(10.0, [Settlement(item.id, "done")])
+        assert store.waiting_for_server("plex") == []
+        assert store.held_for_servers() == set()
+    finally:
+        store.close()
+
+
 def test_trakt_ratings_queued_before_the_upgrade_take_turns_apart_from_plays(
     tmp_path: Path,
 ) -> None:
