@@ -36,8 +36,11 @@ from watchbridge.app import Runtime
 from watchbridge.clocksteps import STEP, ClockWatch, sent_at, uptime_clock
 from watchbridge.config import parse_config
 from watchbridge.deliver.worker import PROFILE_HOLDS, DeliveryWorker
-from watchbridge.maintenance import housekeeping
+from watchbridge.maintenance import check_tautulli_watched, housekeeping
+from watchbridge.release_marks import LOOKUP_WAIT, failed_lookups, lookups_told, waited_out
 from watchbridge.services.trakt import parse_iso
+from watchbridge.store import FAILED_LOOKUPS
+from watchbridge.tautulliwatched import ALERT_KIND, Reports
 from watchbridge.wiring import build_runtime
 
 pytestmark = pytest.mark.anyio
@@ -522,3 +525,46 @@ async def test_a_clock_set_back_holds_deliveries_beside_a_killed_syncs_claim_no_
     assert sorted(h.item.title for h in trakt.history()) == ["Heat", "Nobody Knows"]
     assert all(parse_iso(h.watched_at) <= clocks.clock() for h in trakt.history())
     assert killed.id not in runtime.store.pending_among([killed.id])
+
+
+async def test_stops_tautulli_sent_before_the_clock_is_set_forward_are_not_days_of_stops(
+    runtime: Runtime, worker: DeliveryWorker, clock: FakeClock, clocks: Clocks
+) -> None:
+    # A Pi booted with the time it saved 3 days ago: two stops of an evening's viewings
+    # (Tautulli's Watched not ticked) come before time sync sets the clock, a third after.
+    # Three stops within an hour are not "3 stops over 3 days": neither the status line nor
+    # the webhooks_stopped alert.
+    await worker.pass_once(runtime)  # the service's worker looks at the clock as it starts
+    stop = Reports("plex-machine", "Living Room", stops=1)
+    for _ in range(2):
+        runtime.store.count_tautulli_reports(stop, clock())
+        clocks.later(1200)
+    clocks.step(3 * DAY)
+    await worker.pass_once(runtime)
+    runtime.store.count_tautulli_reports(stop, clock())
+    (seen,) = runtime.store.tautulli_reports()
+    assert seen.stops == 3 and not seen.no_watched
+    await check_tautulli_watched(runtime)
+    assert not runtime.notifier.raised(ALERT_KIND, seen.key)
+
+
+async def test_a_lookup_failing_before_the_clock_is_set_forward_still_holds_its_plays_a_day(
+    runtime: Runtime, worker: DeliveryWorker, clock: FakeClock, clocks: Clocks
+) -> None:
+    # Trakt's episode dates of a show fail at a link run while the Pi says yesterday (the
+    # time it saved as it shut down); time sync then sets it. An hour of failing is not a day:
+    # the show's plays that may be 'watched on release date' marks still wait, not synced as
+    # they are dated (a mark copied as a viewing at its air date).
+    await worker.pass_once(runtime)
+    failing = {"7001": ("Trakt answered 500", ["s1e1"])}
+    record, _ = failed_lookups({}, failing, set(), clock())
+    runtime.store.mirror_put("trakt", "me", FAILED_LOOKUPS, record, clock())
+    clocks.later(1800)
+    clocks.step(DAY)
+    await worker.pass_once(runtime)
+    clocks.later(1800)
+    record = runtime.store.mirror_get("trakt", "me", FAILED_LOOKUPS)
+    assert waited_out(record, failing, clock()) == frozenset()
+    assert lookups_told(record, clock()) == []
+    clocks.later(LOOKUP_WAIT)  # a day of failing, by the clock as set: they no longer wait
+    assert waited_out(record, failing, clock()) == {"7001"}

@@ -27,7 +27,7 @@ from tests.test_walkthrough_plex_home import (
     plex,
     tautulli,
 )
-from watchbridge import maintenance
+from watchbridge import clocksteps, maintenance
 from watchbridge.tautulliwatched import CONSECUTIVE, TRIGGER
 
 __all__ = ["home_on_tautulli", "no_grace"]  # fixtures
@@ -109,9 +109,14 @@ def stopped_alerts(receiver: AlertReceiver) -> str:
 
 
 def moved(home: Home, at: float) -> None:
-    """The app's clock at `at` (moved, not slept)."""
-    assert home.runtime is not None
-    home.runtime.clock = lambda: at
+    """The app's clock at `at` (moved, not slept): time passing, the uptime moving with it.
+    The wall clock moved alone is a step of the clock, which moves the times counted before
+    it (clocksteps)."""
+    runtime = home.runtime
+    assert runtime is not None
+    ahead = at - time.time()
+    runtime.clock = lambda: at
+    runtime.clock_watch.uptime = lambda: clocksteps.uptime() + ahead
 
 
 def check(home: Home) -> None:

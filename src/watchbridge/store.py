@@ -269,6 +269,10 @@ CAUGHT_UP = "caught_up"
 # The start of the names of the catch-up's cursors (catchup.CURSOR, AT_CURSOR), dropped when a
 # backup copy is put back (`_mark_restored_rows`), with its play counts (`catch_up_counts`).
 CATCH_UP_CURSORS = "catch_up"
+# Mirror collection (service trakt): a show's TMDB id -> since when (and last when) Trakt's
+# episode dates of it could not be had (`release_marks.failed_lookups`), kept by the Trakt
+# reader; a forward step of the clock moves its times (`_restamp_forward`).
+FAILED_LOOKUPS = "failed_release_lookups"
 # SQL, before a FROM of (source, server, at) rows grouped by source and server: each with `n`,
 # its rank among its source's servers, the most recently seen first (lastwebhooks.SERVERS_KEPT).
 _LATEST_SERVERS = (
@@ -1004,6 +1008,62 @@ def m040_tautulli_reports(db: sqlite_utils.Database) -> None:
             watched_at REAL
         )"""
     )
+
+
+# The columns of times `_restamp_forward` moves, by table.
+_RESTAMPED = {
+    # A viewing's later events are judged against them (hours idle is a new viewing), and
+    # housekeeping forgets them by age (a board booted at 1970, set to now, would forget
+    # every session of its first hour).
+    "playback_sessions": (
+        "updated_at", "began_at", "rest_ended_at", "completed_at", "playing_since"
+    ),
+    # Stops counted before the step and after it would be days (or decades) of stops at once:
+    # a Tautulli told it sends no Watched, alerted, after one evening (tautulliwatched.SPAN).
+    "tautulli_reports": ("first_stop_at", "last_stop_at", "watched_at"),
+}  # fmt: skip
+
+
+def _restamp_forward(conn: sqlite3.Connection, step: Step) -> None:
+    """Move the times stamped within the frame a forward `step` ended (`_RESTAMPED`), and
+    since when and last when a show's release lookup failed (FAILED_LOOKUPS: its plays wait
+    a day from the first failure, not a step less). Not back: a time stamped after a step
+    back (by a webhook or a link run before the worker's next pass) can fall within the
+    ended frame's times, and would move twice; one left ahead of the clock by a step back
+    counts a span hours short, and a lookup's failure counts from now (release_marks)."""
+    params = {
+        "began": step.began,
+        "seen": step.seen,
+        "seconds": step.seconds,
+        "right": step.right_until,
+    }
+
+    def within(value: str) -> str:
+        return f"({value} BETWEEN :began AND :seen AND {value} > :right)"
+
+    for table, columns in _RESTAMPED.items():
+        moved = ", ".join(
+            f"{c} = CASE WHEN {within(c)} THEN {c} + :seconds ELSE {c} END" for c in columns
+        )
+        conn.execute(
+            f"UPDATE {table} SET {moved} WHERE {' OR '.join(within(c) for c in columns)}",
+            params,
+        )
+    times = {k: f"CAST(json_extract(data, '$.{k}') AS REAL)" for k in ("since", "last")}
+    replaced = ", ".join(
+        f"'$.{k}', CASE WHEN {within(t)} THEN {t} + :seconds ELSE json_extract(data, '$.{k}') END"
+        for k, t in times.items()
+    )
+    found = conn.execute(
+        f"UPDATE mirror SET data = json_replace(data, {replaced})"
+        " WHERE service = :service AND collection = :collection AND profile IN"
+        " (SELECT profile FROM mirror_versions WHERE service = :service"
+        " AND collection = :collection)"
+        f" AND json_valid(data) AND ({' OR '.join(within(t) for t in times.values())})",
+        params | {"service": "trakt", "collection": FAILED_LOOKUPS},
+    )
+    if found.rowcount:
+        _mirrors_changed(conn, "service = ? AND collection = ?", ("trakt", FAILED_LOOKUPS))
 
 
 def _batch(due: Sequence[sqlite3.Row], alone: bool) -> list[int]:
@@ -3772,9 +3832,9 @@ class Store:
         """Move the times the clock stamped in `step.frame` by the step (clocksteps): the
         plays' `at` (then of the frame the step began), of rows failing since within that
         frame their failing_since (delivery.max_age counts from it), the events' receipt, and
-        of a forward step the playback sessions' times within it; none stamped by
-        `step.right_until` (an outside clock agreed then: they were right). How many plays
-        moved."""
+        of a forward step the other times stamped within it (`_restamp_forward`); none
+        stamped by `step.right_until` (an outside clock agreed then: they were right). How
+        many plays moved."""
         with self.transaction() as conn:
             cursor = conn.execute(
                 "UPDATE outbox SET payload = json_set(payload,"
@@ -3798,30 +3858,8 @@ class Store:
                 (step.seconds, step.began, max(step.last, step.seen), step.right_until),
             )
             if step.seconds > 0:
-                self._restamp_sessions(conn, step)
+                _restamp_forward(conn, step)
             return cursor.rowcount
-
-    @staticmethod
-    def _restamp_sessions(conn: sqlite3.Connection, step: Step) -> None:
-        """Move the playback sessions' times stamped within the frame a forward step ended:
-        a viewing's later events are judged against them (hours idle is a new viewing), and
-        housekeeping forgets them by age (a board booted at 1970, set to now, would forget
-        every session of its first hour). Not back: a session stamped after a step back (by a
-        webhook before the worker's next pass) can fall within the ended frame's times."""
-        columns = ("updated_at", "began_at", "rest_ended_at", "completed_at", "playing_since")
-        within = {c: f"({c} BETWEEN :began AND :seen AND {c} > :right)" for c in columns}
-        moved = ", ".join(
-            f"{c} = CASE WHEN {within[c]} THEN {c} + :seconds ELSE {c} END" for c in columns
-        )
-        conn.execute(
-            f"UPDATE playback_sessions SET {moved} WHERE {' OR '.join(within.values())}",
-            {
-                "began": step.began,
-                "seen": step.seen,
-                "seconds": step.seconds,
-                "right": step.right_until,
-            },
-        )
 
     def redate_ahead(self, now: float, sent_at: Callable[[float, float], float]) -> int:
         """Date the pending rows whose `at` is ahead of `now` as `sent_at(at, now)` says

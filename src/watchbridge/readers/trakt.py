@@ -88,7 +88,7 @@ from watchbridge.sides import (
     trakt_watched_episodes,
     watched_lately,
 )
-from watchbridge.store import Store
+from watchbridge.store import FAILED_LOOKUPS, Store
 
 log = logging.getLogger(__name__)
 # A delta read meets history entries or ratings it cannot read at every run until watchbridge
@@ -131,10 +131,6 @@ RELEASES_TTL = 7 * 86400.0
 # one's plays) up to this many, or up to one per 250 plays of the whole history where that is
 # more; past that the whole history is read instead, costing no more.
 ITEMS_READ_MOST = 10
-# Mirror collection: a show's TMDB id -> since when its release moments cannot be had, and
-# why (`release_marks.failed_lookups`): its plays wait a day at most, then sync as they are
-# dated, told on the link's status line.
-FAILED_LOOKUPS = "failed_release_lookups"
 
 
 def _lookup_failed(exc: TraktError | Unavailable) -> bool:
