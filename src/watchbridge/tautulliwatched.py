@@ -22,9 +22,9 @@ Pure here: the caller passes what the store holds.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from watchbridge.model import MediaEvent
+from watchbridge.zone import local_time
 
 ALERT_KIND = "webhooks_stopped"
 KEY_PREFIX = "tautulli_watched:"  # of the alert's condition keys: KEY_PREFIX + SERVER
@@ -129,7 +129,7 @@ def status_line(seen: Seen) -> str:
     """The status's words for a Tautulli that sent no Watched (`Seen.no_watched`)."""
     line = (
         f"Tautulli sent no Watched for {seen.server_shown}: {seen.stops} stop(s) since"
-        f" {utc_date(seen.first_stop_at or 0.0)}, no Watched; without it a viewing stopped"
+        f" {local_time(seen.first_stop_at or 0.0)}, no Watched; without it a viewing stopped"
         f" before the profile's completion_threshold (the credits skipped) is no play: tick"
         f" {TRIGGER}"
     )
@@ -152,8 +152,8 @@ def alert_body(seen: Seen) -> str:
         f" {seen.server_shown}, and none of its stops reached Tautulli's watched percent (85 %"
         " by default): with consecutive notifications off, Tautulli sends no stop of a"
         " finished viewing either, so those plays never reach watchbridge.\n\n"
-        f"Seen: {seen.stops} stop(s) since {utc_date(seen.first_stop_at or 0.0)}, the last on"
-        f" {utc_date(seen.last_stop_at or 0.0)}, and no Watched. Plays lost meanwhile are not"
+        f"Seen: {seen.stops} stop(s) since {local_time(seen.first_stop_at or 0.0)}, the last on"
+        f" {local_time(seen.last_stop_at or 0.0)}, and no Watched. Plays lost meanwhile are not"
         " sent later (a Plex link, where one runs, copies those Plex marked watched): mark the"
         " others watched by hand."
     )
@@ -185,8 +185,3 @@ def quiet_now(key: str) -> str:
         f"Tautulli sent nothing for {shown} for {KEEP / DAY:.0f} days; should it send stops"
         " without a Watched again, this is told again."
     )
-
-
-def utc_date(at: float) -> str:
-    """A time as the alerts write it (`2026-05-28 20:26 UTC`)."""
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M UTC")
