@@ -1601,8 +1601,11 @@ class TraktClient:
         100 shows at most (PlexTraktSync#2518), without at 250."""
         params: dict[str, Any] = {"limit": 250}
         if item_type == "shows":
-            shape = {"extended": "progress", "specials": "true"} if seasons else {}
-            params |= shape or {"extended": "noseasons"}
+            params |= (
+                {"extended": "progress", "specials": "true"}
+                if seasons
+                else {"extended": "noseasons"}
+            )
         return await self._pages(profile, f"/sync/watched/{item_type}", params)
 
     async def _pages(
