@@ -969,12 +969,13 @@ class TraktTarget:
             return set()
         found = await asyncio.to_thread(self._marked_after_known_plays, profile, marks)
         skew = max(0.0, self.client.clock_skew)
+        end = {r.outbox.id: r.at + LOOK_MARGIN + skew for r in marks}
         untold: list[Row] = []
         rest = [r for r in marks if r.outbox.id not in found]
         for kind in sorted({_watched_kind(r.item) for r in rest}):
             watched = await self._watched_read(profile, kind)
             for row in (r for r in rest if _watched_kind(r.item) == kind):
-                said = watched_by(watched, row.item, row.at + LOOK_MARGIN + skew)
+                said = watched_by(watched, row.item, end[row.outbox.id])
                 if said:
                     found.add(row.outbox.id)
                 elif said is None:
@@ -982,9 +983,10 @@ class TraktTarget:
         for row in untold:
             if not row.item.ids.trakt:
                 continue
-            end = row.at + LOOK_MARGIN + skew
             kind = _history_kind(row.item)
-            entries = await self.client.history(profile, kind, str(row.item.ids.trakt), end_at=end)
+            entries = await self.client.history(
+                profile, kind, str(row.item.ids.trakt), end_at=end[row.outbox.id]
+            )
             if any(isinstance(e, dict) and history_entry_is(e, row.item) for e in entries):
                 found.add(row.outbox.id)
         return found
@@ -1488,7 +1490,7 @@ class TraktTarget:
         ]
         if not undated:
             return set(), set()
-        kinds = sorted({"movies" if r.item.kind == "movie" else "shows" for r in undated})
+        kinds = sorted({_watched_kind(r.item) for r in undated})
         snapshot = [entry for kind in kinds for entry in await self.client.watched(profile, kind)]
         return undated_landed(undated, snapshot), undated_untold(undated, snapshot)
 
