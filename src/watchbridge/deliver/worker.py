@@ -85,10 +85,8 @@ SIGN_IN_LOOK_EVERY = 10.0
 # The targets a sign-in is made for while the service runs (`watchbridge auth TARGET`, the
 # status page's Trakt button), each counted in the store (`Store.resume_after_sign_in`): only
 # their holds are looked at that often. Serializd's password is the config's, read at the start,
-# as is the Plex server's own token (`Hold.server_token`).
+# as is the Plex server's own token (`Hold.server`).
 SIGNED_IN_BESIDE = frozenset({"anilist", "plex", "trakt"})
-# The targets that are themselves media servers, whose own key (Hold.server) holds their rows.
-SERVER_KEYED = frozenset({"plex"})
 TARGET_PROBE_MAX = 300.0
 # The wall clock set back by more than this (NTP correcting a clock that ran fast) moves the
 # waits set by it back as much: they would hold deliveries (and their alerts) that much longer.
@@ -1788,7 +1786,8 @@ class DeliveryWorker:
         )
         gave_up = {item.profile for item, _ in dead}
         await self._accepted(runtime, target, delivered_for - held_for, set(ending), gave_up)
-        if delivered_for and target.name in SERVER_KEYED and target.name not in server_held:
+        # A target that is itself a media server (causes.DELIVERED_TO): its own key held rows.
+        if delivered_for and target.name in DELIVERED_TO and target.name not in server_held:
             await self._server_key_works(runtime, target.name)
         for profile in gave_up:
             await self._gave_up(runtime, target, profile, now)
