@@ -2095,19 +2095,16 @@ def _one_play_of_two_reports(
 
 
 def _live_states_of_its_own_viewing(
-    conn: sqlite3.Connection,
-    job: IngestJob,
-    keys: tuple[str, str],
-    rows: Sequence[NewOutboxRow],
+    job: IngestJob, rows: Sequence[NewOutboxRow], other: Callable[[], Session | None]
 ) -> Sequence[NewOutboxRow]:
     """`rows` without their live states when they are a Plex sender's of a viewing the other
-    sender reported complete already (playback.after_the_others_report): Trakt's live state
-    of it ended with that play."""
+    sender (its session: `other`, read only for a live state) reported complete already
+    (playback.after_the_others_report): Trakt's live state of it ended with that play."""
     watching = [row for row in rows if row.action == "watching"]
     if not watching:
         return rows
     progress = watching[0].payload.get("progress")
-    if not after_the_others_report(_session(conn, keys[1]), job.now, progress):
+    if not after_the_others_report(other(), job.now, progress):
         return rows
     return [row for row in rows if row.action != "watching"]
 
@@ -3324,12 +3321,13 @@ class Store:
             return rows
         if any(row.action == "play" for row in rows):
             return _one_play_of_two_reports(conn, job, keys, rows, look_back)
-        if report.source == "plex":
-            taken = _session(conn, keys[1])
-            if (after := begins_another_viewing(taken, job.kind, job.progress)) is not None:
-                _save_session(conn, after, job.profile)
-                return rows
-        return _live_states_of_its_own_viewing(conn, job, keys, rows)
+        if report.source != "plex":
+            return _live_states_of_its_own_viewing(job, rows, lambda: _session(conn, keys[1]))
+        taken = _session(conn, keys[1])  # read once, for both looks
+        if (after := begins_another_viewing(taken, job.kind, job.progress)) is not None:
+            _save_session(conn, after, job.profile)
+            return rows
+        return _live_states_of_its_own_viewing(job, rows, lambda: taken)
 
     def prune(
         self,
