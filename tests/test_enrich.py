@@ -774,6 +774,36 @@ def jellyfin_service(server: FakeJellyfin, key: str = API_KEY) -> str:
     return f'  jellyfin: {{url: "{server.url}", api_key: "{key}"}}'
 
 
+@contextlib.contextmanager
+def serializd_and_jellyfin(
+    tmp_path: Path,
+    serializd: FakeSerializd,
+    jellyfin_server: FakeJellyfin,
+    receiver: AlertReceiver,
+    clock: FakeClock,
+) -> Iterator[Runtime]:
+    """`serializd_runtime` with the fake Jellyfin's API configured, closed after."""
+    runtime = serializd_runtime(
+        tmp_path, serializd, receiver, clock, jellyfin_service(jellyfin_server)
+    )
+    try:
+        yield runtime
+    finally:
+        runtime.close()
+
+
+async def play_held_on_a_refused_key(
+    runtime: Runtime, jellyfin_server: FakeJellyfin, close_targets: list[DeliveryWorker]
+) -> DeliveryWorker:
+    """A worker that took the Jellyfin sample play while Jellyfin refuses our API key."""
+    jellyfin_server.api_key = "a-new-key-made-on-the-server"
+    worker = await worker_for(runtime)
+    close_targets.append(worker)
+    post_jellyfin(runtime)
+    await drain(worker, runtime)
+    return worker
+
+
 async def worker_for(runtime: Runtime) -> DeliveryWorker:
     worker = DeliveryWorker(make_targets, runtime.config.delivery)
     worker.targets = {t.name: t for t in make_targets(runtime)}
@@ -843,15 +873,8 @@ async def test_a_refused_jellyfin_key_holds_the_play_with_one_jellyfin_alert_unt
     clock: FakeClock,
     close_targets: list[DeliveryWorker],
 ) -> None:
-    runtime = serializd_runtime(
-        tmp_path, serializd, receiver, clock, jellyfin_service(jellyfin_server)
-    )
-    jellyfin_server.api_key = "a-new-key-made-on-the-server"
-    try:
-        worker = await worker_for(runtime)
-        close_targets.append(worker)
-        post_jellyfin(runtime)
-        await drain(worker, runtime)
+    with serializd_and_jellyfin(tmp_path, serializd, jellyfin_server, receiver, clock) as runtime:
+        worker = await play_held_on_a_refused_key(runtime, jellyfin_server, close_targets)
         # Held, not retried in a loop (and one check that the 401 is Jellyfin's own).
         assert jellyfin_server.count("GET", jellyfin_server.item_route) == 1
         (alert,) = receiver.messages
@@ -867,8 +890,6 @@ async def test_a_refused_jellyfin_key_holds_the_play_with_one_jellyfin_alert_unt
         assert receiver.titles()[1:] == [
             "Resolved: watchbridge: Jellyfin does not accept watchbridge's API key"
         ]
-    finally:
-        runtime.close()
 
 
 async def test_a_refused_jellyfin_key_is_no_lost_sign_in_and_a_lookup_it_passes_sends_the_play(
@@ -883,15 +904,8 @@ async def test_a_refused_jellyfin_key_is_no_lost_sign_in_and_a_lookup_it_passes_
     # said it waited for that sign-in (the status page and `watchbridge status` said so), and
     # it waited out its half hour after Jellyfin took the key again. Now a lookup the key
     # passes (the next play's) sends it at once, the service's clock standing still.
-    runtime = serializd_runtime(
-        tmp_path, serializd, receiver, clock, jellyfin_service(jellyfin_server)
-    )
-    jellyfin_server.api_key = "a-new-key-made-on-the-server"
-    try:
-        worker = await worker_for(runtime)
-        close_targets.append(worker)
-        post_jellyfin(runtime)
-        await drain(worker, runtime)
+    with serializd_and_jellyfin(tmp_path, serializd, jellyfin_server, receiver, clock) as runtime:
+        worker = await play_held_on_a_refused_key(runtime, jellyfin_server, close_targets)
         assert serializd.diary() == []
         assert not runtime.store.waits_for_sign_in("serializd", "me")
         assert runtime.store.held_for_sign_in() == []
@@ -913,8 +927,6 @@ async def test_a_refused_jellyfin_key_is_no_lost_sign_in_and_a_lookup_it_passes_
         assert receiver.titles()[1:] == [
             "Resolved: watchbridge: Jellyfin does not accept watchbridge's API key"
         ]
-    finally:
-        runtime.close()
 
 
 async def test_plays_held_for_a_servers_key_are_counted_apart_from_lost_sign_ins_in_metrics(
@@ -928,21 +940,12 @@ async def test_plays_held_for_a_servers_key_are_counted_apart_from_lost_sign_ins
     # A play held because Jellyfin refuses its API key was counted by
     # watchbridge_outbox_waiting_for_sign_in: a rule on it sent the user to sign in again to
     # Serializd, which changes nothing. It has a gauge of its own.
-    runtime = serializd_runtime(
-        tmp_path, serializd, receiver, clock, jellyfin_service(jellyfin_server)
-    )
-    jellyfin_server.api_key = "a-new-key-made-on-the-server"
-    try:
-        worker = await worker_for(runtime)
-        close_targets.append(worker)
-        post_jellyfin(runtime)
-        await drain(worker, runtime)
+    with serializd_and_jellyfin(tmp_path, serializd, jellyfin_server, receiver, clock) as runtime:
+        await play_held_on_a_refused_key(runtime, jellyfin_server, close_targets)
         assert runtime.store.waiting_for_server("jellyfin") == ["me"]
         text = runtime.metrics.render().decode()
         assert 'watchbridge_outbox_waiting_for_sign_in{target="serializd"} 0.0' in text
         assert 'watchbridge_outbox_waiting_for_server_key{target="serializd"} 1.0' in text
-    finally:
-        runtime.close()
 
 
 async def test_plays_wait_out_a_day_without_jellyfin_with_one_alert_and_its_resolution(
@@ -953,11 +956,8 @@ async def test_plays_wait_out_a_day_without_jellyfin_with_one_alert_and_its_reso
     clock: FakeClock,
     close_targets: list[DeliveryWorker],
 ) -> None:
-    runtime = serializd_runtime(
-        tmp_path, serializd, receiver, clock, jellyfin_service(jellyfin_server)
-    )
     jellyfin_server.fail_next(10_000, 503)  # the box is off (its proxy answers)
-    try:
+    with serializd_and_jellyfin(tmp_path, serializd, jellyfin_server, receiver, clock) as runtime:
         worker = await worker_for(runtime)
         close_targets.append(worker)
         enricher = worker.targets["serializd"].enricher  # type: ignore[attr-defined]
@@ -975,8 +975,6 @@ async def test_plays_wait_out_a_day_without_jellyfin_with_one_alert_and_its_reso
         assert receiver.titles()[len(told) :] == [
             "Resolved: watchbridge: Jellyfin cannot be reached"
         ]
-    finally:
-        runtime.close()
 
 
 async def test_jellyfin_back_from_an_outage_refusing_its_key_ends_the_outage_alert(
@@ -990,13 +988,10 @@ async def test_jellyfin_back_from_an_outage_refusing_its_key_ends_the_outage_ale
     # Jellyfin off for hours, then back with the key deleted on it: "Jellyfin cannot be
     # reached ... go out once it answers" stayed open, reminded of, while Jellyfin answered
     # every lookup with a 401, until the key was fixed.
-    runtime = serializd_runtime(
-        tmp_path, serializd, receiver, clock, jellyfin_service(jellyfin_server)
-    )
     jellyfin_server.fail_next(10_000, 503)
     down = "watchbridge: Jellyfin cannot be reached"
     refused = "watchbridge: Jellyfin does not accept watchbridge's API key"
-    try:
+    with serializd_and_jellyfin(tmp_path, serializd, jellyfin_server, receiver, clock) as runtime:
         worker = await worker_for(runtime)
         close_targets.append(worker)
         enricher = worker.targets["serializd"].enricher  # type: ignore[attr-defined]
@@ -1014,8 +1009,6 @@ async def test_jellyfin_back_from_an_outage_refusing_its_key_ends_the_outage_ale
         await drain(worker, runtime)
         assert set(receiver.titles()[told:]) == {f"Resolved: {down}", refused}
         assert serializd.diary() == []
-    finally:
-        runtime.close()
 
 
 async def test_a_server_rate_limiting_lookups_holds_plays_and_says_so_not_that_it_is_down(
@@ -1026,11 +1019,8 @@ async def test_a_server_rate_limiting_lookups_holds_plays_and_says_so_not_that_i
     clock: FakeClock,
     close_targets: list[DeliveryWorker],
 ) -> None:
-    runtime = serializd_runtime(
-        tmp_path, serializd, receiver, clock, jellyfin_service(jellyfin_server)
-    )
     jellyfin_server.fail_next(10_000, 429, headers={"Retry-After": "300"})  # a proxy's limit
-    try:
+    with serializd_and_jellyfin(tmp_path, serializd, jellyfin_server, receiver, clock) as runtime:
         worker = await worker_for(runtime)
         close_targets.append(worker)
         post_jellyfin(runtime)
@@ -1044,8 +1034,6 @@ async def test_a_server_rate_limiting_lookups_holds_plays_and_says_so_not_that_i
         await drain(worker, runtime)
         assert [(r.show_id, r.episode_number) for r in serializd.diary()] == [(1396, 14)]
         assert receiver.titles() == [told, f"Resolved: {told}"]
-    finally:
-        runtime.close()
 
 
 async def test_a_play_waiting_on_trakts_id_search_spends_its_attempts_and_is_told_of(
