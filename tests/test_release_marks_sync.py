@@ -62,6 +62,32 @@ def _aired_weekly(
     return show
 
 
+def _simulcast(
+    tmp_path: Path, start_fake: Any
+) -> tuple[FakeTrakt, FakeSerializd, Show, int, int, Path]:
+    """A simulcast's two episodes, aired a week apart and the second 10 days before now,
+    Trakt knowing no runtime of them; the first played on Trakt the week before, and the link
+    run once. Gives the fakes, the show, now, the second's air time and the config's path."""
+    trakt, serializd = start_fake(FakeTrakt()), start_fake(FakeSerializd())
+    now = int(time.time())
+    aired = now - 10 * DAY // 3600 * 3600
+    show = trakt.add_show("Simulcast", 2026, tmdb=TMDB, tvdb=TMDB + 1, seasons={})
+    for number in (1, 2):
+        trakt.add_episode(
+            show,
+            1,
+            number,
+            tvdb=TMDB * 10 + number,
+            runtime=None,
+            first_aired=iso(aired - (2 - number) * 7 * DAY),
+        )
+    serializd.add_show(TMDB, "Simulcast", seasons={1: 2})
+    trakt.add_history(show.seasons[1].episodes[1], iso(aired - 6 * DAY))  # the week before
+    path = link_config_file(tmp_path, trakt, serializd)
+    sync_by_cli(path, "--yes")
+    return trakt, serializd, show, now, aired, path
+
+
 def _full_reads(trakt: FakeTrakt) -> int:
     """How many reads of Trakt's whole history were asked for (a first page from no date)."""
     return sum(
@@ -306,23 +332,7 @@ def test_a_viewing_watched_live_as_it_aired_is_no_mark(
     yet; rewatched days later and logged on Serializd, while watchbridge was down. Trakt's
     play is a viewing of its own (a scrobble or a check-in is never a mark, which is a
     history add): each viewing is copied to the other side, neither is lost."""
-    trakt, serializd = start_fake(FakeTrakt()), start_fake(FakeSerializd())
-    now = int(time.time())
-    aired = now - 10 * DAY // 3600 * 3600
-    show = trakt.add_show("Simulcast", 2026, tmdb=TMDB, tvdb=TMDB + 1, seasons={})
-    for number in (1, 2):
-        trakt.add_episode(
-            show,
-            1,
-            number,
-            tvdb=TMDB * 10 + number,
-            runtime=None,
-            first_aired=iso(aired - (2 - number) * 7 * DAY),
-        )
-    serializd.add_show(TMDB, "Simulcast", seasons={1: 2})
-    trakt.add_history(show.seasons[1].episodes[1], iso(aired - 6 * DAY))  # the week before
-    path = link_config_file(tmp_path, trakt, serializd)
-    sync_by_cli(path, "--yes")
+    trakt, serializd, show, now, aired, path = _simulcast(tmp_path, start_fake)
     trakt.add_history(show.seasons[1].episodes[2], iso(aired + 25 * 60), action=logged)
     serializd.log_entry(None, TMDB, 1, 2, backdate=iso(now - 4 * DAY))
     out = sync_by_cli(path, "--yes", "--full")
@@ -338,23 +348,7 @@ def test_a_live_viewing_taken_for_a_mark_before_the_upgrade_is_dated_again(
     Trakt's scrobble for a 'watched on release date' mark (it read no history action): the
     mark paired with Serializd's rewatch, neither copied. The next full read (daily) tells
     it was a scrobble: it is dated again, and each viewing copied to the other side."""
-    trakt, serializd = start_fake(FakeTrakt()), start_fake(FakeSerializd())
-    now = int(time.time())
-    aired = now - 10 * DAY // 3600 * 3600
-    show = trakt.add_show("Simulcast", 2026, tmdb=TMDB, tvdb=TMDB + 1, seasons={})
-    for number in (1, 2):
-        trakt.add_episode(
-            show,
-            1,
-            number,
-            tvdb=TMDB * 10 + number,
-            runtime=None,
-            first_aired=iso(aired - (2 - number) * 7 * DAY),
-        )
-    serializd.add_show(TMDB, "Simulcast", seasons={1: 2})
-    trakt.add_history(show.seasons[1].episodes[1], iso(aired - 6 * DAY))  # the week before
-    path = link_config_file(tmp_path, trakt, serializd)
-    sync_by_cli(path, "--yes")
+    trakt, serializd, show, now, aired, path = _simulcast(tmp_path, start_fake)
     # Read as the release before read it: a play at the air time, taken for a mark.
     live = trakt.add_history(show.seasons[1].episodes[2], iso(aired + 25 * 60))
     serializd.log_entry(None, TMDB, 1, 2, backdate=iso(now - 4 * DAY))
