@@ -71,6 +71,16 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
+def alerting(config: Config, store: Store, receiver: AlertReceiver) -> Config:
+    """`config` on the reader's database, its alerts sent to the fake receiver."""
+    return replace(
+        config,
+        storage=StorageConfig(path=str(store.path)),
+        alerts=AlertsConfig(urls=[Secret(receiver.apprise_url)]),
+    )
+
+
+@pytest.fixture
 async def reader(config: Config, store: Store, clock: FakeClock) -> AsyncIterator[PlexReader]:
     reader = make_reader(config, store, LINK, ["alex", "jamie"], clock)
     yield reader
@@ -414,7 +424,7 @@ async def test_a_rating_that_waited_does_not_undo_a_newer_one_given_in_plex(
 
 
 async def test_a_rating_held_by_a_refused_token_then_skipped_for_plexs_newer_one_ends_the_alert(
-    config: Config,
+    alerting: Config,
     reader: PlexReader,
     plex: FakePlex,
     store: Store,
@@ -427,11 +437,6 @@ async def test_a_rating_held_by_a_refused_token_then_skipped_for_plexs_newer_one
     # token works, so the alert ends with it, not at jamie's next play, weeks away.
     await plays(reader, "jamie")
     assert store.path == tmp_path / "state.db"  # the reader's database is the service's
-    alerting = replace(
-        config,
-        storage=StorageConfig(path=str(store.path)),
-        alerts=AlertsConfig(urls=[Secret(receiver.apprise_url)]),
-    )
     runtime = build_runtime(alerting, clock=clock)
     runtime.open()
     target = PlexTarget(plex_client(alerting, runtime.store, clock), alerting, runtime.store, clock)
@@ -622,7 +627,7 @@ async def test_a_refused_server_token_leaves_the_running_service_idle(
 
 
 async def test_a_refused_server_token_is_no_lost_sign_in_and_a_start_with_a_new_one_sends(
-    config: Config,
+    alerting: Config,
     reader: PlexReader,
     plex: FakePlex,
     store: Store,
@@ -635,11 +640,6 @@ async def test_a_refused_server_token_is_no_lost_sign_in_and_a_start_with_a_new_
     # --profile alex` made the play due ("waited for this sign-in: the service sends them
     # within a minute"), to be refused again. A start with the owner's current token sends it.
     await plays(reader)  # alex: the server owner, with services.plex.token
-    alerting = replace(
-        config,
-        storage=StorageConfig(path=str(store.path)),
-        alerts=AlertsConfig(urls=[Secret(receiver.apprise_url)]),
-    )
     new_token = "after the owner signed out of all devices"
     plex.token = new_token
 
@@ -694,7 +694,7 @@ SERVER_TOKEN_REFUSED = "watchbridge: Plex does not accept watchbridge's token"
 
 
 async def test_a_refused_server_token_is_one_alert_and_what_it_held_goes_once_a_read_takes_it(
-    config: Config,
+    alerting: Config,
     reader: PlexReader,
     plex: FakePlex,
     store: Store,
@@ -710,11 +710,6 @@ async def test_a_refused_server_token_is_one_alert_and_what_it_held_goes_once_a_
     first = plex.watch("201", T0, account=JAMIE)
     await plays(reader)  # alex: the server owner, with services.plex.token
     await plays(reader, "jamie")
-    alerting = replace(
-        config,
-        storage=StorageConfig(path=str(store.path)),
-        alerts=AlertsConfig(urls=[Secret(receiver.apprise_url)]),
-    )
     runtime = build_runtime(alerting, clock=clock)  # its clock stands still: no half hour
     runtime.open()
     target = PlexTarget(plex_client(alerting, runtime.store, clock), alerting, runtime.store, clock)
