@@ -305,21 +305,7 @@ def test_a_refused_key_is_the_servers_one_alert_naming_whose_plays_wait(
     # The catch-up raised the server's key alert (the condition the deliveries and the links
     # raise) with a text of its own that named no profile, and ended it with another
     # "Resolved": which text the user got hung on who met the refusal first.
-    config = parse_config(
-        f"""
-server: {{webhook_secret: catch-up-secret-0123456789}}
-storage: {{path: {tmp_path / "wb.db"}}}
-alerts: {{urls: ["{receiver.apprise_url}"]}}
-services:
-  trakt: {{client_id: abc, api_url: "http://127.0.0.1:9", auth_url: "http://127.0.0.1:9"}}
-  {server.flavour}: {{url: "{server.url}", api_key: {API_KEY}}}
-profiles:
-  me: {{users: {{{server.flavour}: [alex]}}, accounts: {{trakt: {{}}}}}}
-""",
-        Path("watchbridge.yaml"),
-        {},
-    )
-    runtime = build_runtime(config, clock=clock)
+    runtime = build_runtime(alerting(tmp_path, server, receiver, kind="all"), clock=clock)
     runtime.open()
     try:
         server.api_key = "another-key"
