@@ -22,9 +22,10 @@ from tests.fakes.anilist import FakeAniList
 from tests.fakes.base import FakeServer
 from tests.fakes.serializd import ALICE, FakeSerializd, User
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
-from tests.harness import AppThread, free_port, settle, sign_in_trakt
+from tests.harness import AppThread, settle, sign_in_trakt, write_config
 from tests.test_walkthrough_anime_jellyfin import Clock, start_fakes
 from tests.unpaced import unpaced
+from tests.walkthrough import anilist_service
 from watchbridge.config import load_config
 from watchbridge.wiring import build_app, build_runtime
 
@@ -120,15 +121,10 @@ def house(
     for number in range(1, 17):
         trakt.add_episode(show, 5, number, tvdb=4637600 + number)
     trakt.add_movie("Arrival", 2016, **ARRIVAL)
-    urls = "".join(f"      {name}: {url}\n" for name, url in lists.urls().items())
     email, password, _ = ALICE
-    path = tmp_path / "watchbridge.yaml"
-    path.write_text(
-        f"server: {{host: 127.0.0.1, port: {free_port()}, webhook_secret: {SECRET}}}\n"
-        f"storage: {{path: {tmp_path / 'watchbridge.db'}}}\n"
-        "services:\n"
-        f'  anilist:\n    api_url: "{anilist.url}"\n    auth_url: "{anilist.auth_url}"\n'
-        f"    mapping_urls:\n{urls}"
+    path = write_config(
+        tmp_path,
+        f"services:\n{anilist_service(anilist, lists)}"
         f'  serializd: {{api_url: "{serializd.url}"}}\n'
         f'  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}\n'
         "profiles:\n"
@@ -137,7 +133,7 @@ def house(
         f' serializd: {{email: "{email}", password: "{password}"}}}}\n'
         "  bob:\n    users: {generic: [bob]}\n"
         f'    accounts: {{trakt: {{}}, serializd: {{token: "{serializd.issue_token(bob)}"}}}}\n',
-        encoding="utf-8",
+        secret=SECRET,
     )
     runtime = build_runtime(load_config(path, {}), clock=clock)
     app = AppThread(build_app(runtime)).__enter__()
