@@ -995,11 +995,17 @@ async def _webhook(
             learnt.append(learn)
         jobs.append(ingest_job(runtime, name, event, result.document, learn, server))
         taken.append((event, name, server))
-    account = result.events[0].account
-    if source == "generic" and unmapped == len(result.events) and account == Account():
+    if (
+        source == "generic"
+        and unmapped == len(result.events)
+        and result.events[0].account == Account()
+    ):
         await _answer(runtime, send, source, "malformed", 400, started, error=generic.NO_USER)
         return
-    counted = tautulliwatched.merged(counts, server_name(source, result.document))
+    # Only Tautulli's webhooks count (`counts`): no other reads its server's name here.
+    counted = (
+        tautulliwatched.merged(counts, server_name(source, result.document)) if counts else None
+    )
     if counted is not None and jobs:  # counted in the same write
         jobs[0] = dataclasses.replace(jobs[0], tautulli_reports=counted)
     try:
