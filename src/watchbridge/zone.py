@@ -91,9 +91,14 @@ def _offsets_in_the_year(at: float) -> set[int]:
 
 
 def _shift(minutes: int) -> str:
+    return f"UTC{iso_offset(minutes)}"
+
+
+def iso_offset(minutes: int) -> str:
+    """An offset from UTC in minutes as ISO-8601 writes it: +01:00, -04:00, +05:30."""
     sign = "-" if minutes < 0 else "+"
     hours, rest = divmod(abs(minutes), 60)
-    return f"UTC{sign}{hours:02d}:{rest:02d}"
+    return f"{sign}{hours:02d}:{rest:02d}"
 
 
 def local(timestamp: float, environ: Mapping[str, str] = os.environ) -> datetime:

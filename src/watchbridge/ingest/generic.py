@@ -74,6 +74,7 @@ from watchbridge.model import (
     viewing_year,
 )
 from watchbridge.ratings import from_ten
+from watchbridge.zone import iso_offset
 
 ACTIONS: dict[str, Action] = {
     name: name
@@ -337,7 +338,7 @@ def _suggested(local: datetime, ahead: float) -> str:
     if local.utcoffset() or abs(ahead) > ZONES_APART:
         return _offset(local)
     quarters = round(ahead / 900) * 15
-    return f"{_shown_offset(quarters)} if it was sent as it happened"
+    return f"{iso_offset(quarters)} if it was sent as it happened"
 
 
 def _local(naive: datetime, now: float) -> datetime:
@@ -428,14 +429,7 @@ def learned_line(reading: Reading, sender: str, zone: str) -> str:
 def _offset(at: datetime) -> str:
     """`at`'s offset from UTC as ISO-8601 writes it: +01:00, -04:00, +05:30."""
     offset = at.utcoffset()
-    return _shown_offset(int(offset.total_seconds() // 60) if offset is not None else 0)
-
-
-def _shown_offset(minutes: int) -> str:
-    """An offset from UTC in minutes as ISO-8601 writes it."""
-    sign = "-" if minutes < 0 else "+"
-    hours, rest = divmod(abs(minutes), 60)
-    return f"{sign}{hours:02d}:{rest:02d}"
+    return iso_offset(int(offset.total_seconds() // 60) if offset is not None else 0)
 
 
 def _epoch_year(at: float) -> bool:
