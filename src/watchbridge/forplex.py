@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 from watchbridge.config import Config, Profile, targets_for
 from watchbridge.model import MediaEvent
-from watchbridge.unlisted import server_name
+from watchbridge.unlisted import plex_server_shown, server_name
 from watchbridge.unmapped import account_label
 
 ALERT_KIND = "unlisted_account"
@@ -81,8 +81,7 @@ class ForPlex:
     @property
     def server_shown(self) -> str:
         """The server as the user knows it: by its name, else its machine id."""
-        name = self.server_name or self.server
-        return f"Plex server {name}" if name else "your Plex server"
+        return plex_server_shown(self.server_name or self.server)
 
     @property
     def key(self) -> str:

@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from watchbridge.model import MediaEvent
+from watchbridge.unlisted import plex_server_shown
 from watchbridge.zone import local_time
 
 ALERT_KIND = "webhooks_stopped"
@@ -102,8 +103,7 @@ class Seen:
     @property
     def server_shown(self) -> str:
         """The server as the user knows it: by its name, else its machine id."""
-        name = self.name or self.server
-        return f"Plex server {name}" if name else "your Plex server"
+        return plex_server_shown(self.name or self.server)
 
     @property
     def seen_at(self) -> float:
@@ -161,7 +161,7 @@ def alert_body(seen: Seen) -> str:
 
 def watched_now(server: str, name: str) -> str:
     """The "Resolved" notice once a Watched came from `server` (named `name`)."""
-    shown = Seen(server, name, 0, 0, None, None, None).server_shown
+    shown = plex_server_shown(name or server)
     return f"Tautulli sent a Watched for {shown}: its finished viewings reach watchbridge."
 
 
@@ -179,8 +179,7 @@ def over_now(seen: Seen) -> str:
 
 def quiet_now(key: str) -> str:
     """The "Resolved" notice of a server forgotten after KEEP without a report."""
-    server = key.removeprefix(KEY_PREFIX)
-    shown = f"Plex server {server}" if server else "your Plex server"
+    shown = plex_server_shown(key.removeprefix(KEY_PREFIX))
     return (
         f"Tautulli sent nothing for {shown} for {KEEP / DAY:.0f} days; should it send stops"
         " without a Watched again, this is told again."

@@ -197,6 +197,12 @@ def utc_day(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d")
 
 
+def plex_server_shown(server: str) -> str:
+    """A Plex server as the user knows it (`server`: its name, else its machine id), or
+    "your Plex server" when neither is known."""
+    return f"Plex server {server}" if server else "your Plex server"
+
+
 def server_name(source: str, document: Mapping[str, object] | None) -> str:
     """The server's own name in a webhook's JSON, where its sender gives one (Plex's
     Server.title, Jellyfin's ServerName, Emby's Server.Name, Tautulli's {server_name} where
