@@ -29,7 +29,8 @@ LOCAL_SUFFIXES = (
     "localhost",
     "test",
 )
-SUFFIXES_SAID = ", ".join(f".{suffix}" for suffix in LOCAL_SUFFIXES)
+_DOTTED = tuple(f".{suffix}" for suffix in LOCAL_SUFFIXES)
+SUFFIXES_SAID = ", ".join(_DOTTED)
 
 
 # A name (letters, digits, `-`, `_` as Docker's container names have, dots) or a bracketed IPv6
@@ -76,7 +77,7 @@ def answers(header: str | None, allowed: Sequence[str]) -> bool:
         return False
     if _is_address(name) or "." not in name:
         return True
-    return name.endswith(tuple(f".{suffix}" for suffix in LOCAL_SUFFIXES)) or _listed(name, allowed)
+    return name.endswith(_DOTTED) or _listed(name, allowed)
 
 
 def refusal(header: str) -> str:
