@@ -236,17 +236,18 @@ def listed_twice(
     if folded_id == folded_name:
         return None
     here = same_account(server) if server else ""
-    by_id: list[tuple[bool, str, str]] = []  # (any server, profile, entry)
-    by_name: list[tuple[bool, str, str]] = []
-    for profile_name, listing in config.profiles.items():
-        for entry in getattr(listing.users, source, ()):
-            on, _, account = same_account(entry).rpartition(":")
-            if on and on != here:
-                continue
-            if account == folded_id and not (source == "plex" and account == PLEX_OWNER and not on):
-                by_id.append((not on, profile_name, entry))
-            elif account == folded_name:
-                by_name.append((not on, profile_name, entry))
+    listed = config.listings.get(source, {})
+    # (any server, profile, entry), in the file's order
+    by_id = [
+        (not on, profile_name, entry)
+        for on, profile_name, entry in listed.get(folded_id, ())
+        if on in ("", here) and (on or source != "plex" or folded_id != PLEX_OWNER)
+    ]
+    by_name = [
+        (not on, profile_name, entry)
+        for on, profile_name, entry in listed.get(folded_name, ())
+        if on in ("", here)
+    ]
     if not by_id or not by_name:
         return None
     _, profile, entry = min(by_id, key=lambda found: found[0])  # stable: the file's order

@@ -22,7 +22,7 @@ import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, NamedTuple, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -375,6 +375,31 @@ class Link:
         return not TV_ONLY.intersection(self.services)
 
 
+class Listing(NamedTuple):
+    """A `users` entry naming an account: the server it names (as `same_account` folds it; ""
+    for any server), its profile and the entry as written."""
+
+    server: str
+    profile: str
+    entry: str
+
+
+def listings_of(profiles: Mapping[str, Profile]) -> dict[str, dict[str, tuple[Listing, ...]]]:
+    """Each source's `users` entries by the account they name (folded as `same_account`,
+    without the server), in the file's order. Pure."""
+    found: dict[str, dict[str, list[Listing]]] = {}
+    for source in (f.name for f in dataclasses.fields(MediaUsers)):
+        by_account = found.setdefault(source, {})
+        for profile_name, profile in profiles.items():
+            for entry in getattr(profile.users, source):
+                server, _, account = same_account(entry).rpartition(":")
+                by_account.setdefault(account, []).append(Listing(server, profile_name, entry))
+    return {
+        source: {account: tuple(listed) for account, listed in by_account.items()}
+        for source, by_account in found.items()
+    }
+
+
 @dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -398,6 +423,12 @@ class Config:
     def secrets(self) -> list[str]:
         """Every secret value in this config, for log redaction."""
         return [s.reveal() for s in _walk_secrets(self) if s]
+
+    @functools.cached_property
+    def listings(self) -> Mapping[str, Mapping[str, tuple[Listing, ...]]]:
+        """Each source's `users` entries by the account they name, built once per config: every
+        webhook's route looks its account up here (`account_ids.listed_twice`)."""
+        return listings_of(self.profiles)
 
     def delivery_fingerprint(self) -> str:
         """Tells whether what deliveries depend on changed (services, profiles and their
