@@ -1099,8 +1099,9 @@ async def _generic_dated(
     name = f"{ZONE_CURSOR}:{sender}"
     stored = await in_thread(runtime.store.get_cursor, "generic", "", name)
     learned = generic.learned_from(stored, _tz())
-    learn = generic.to_learn(learned, generic.taught(result, now))
-    return generic.dated(result, now, learned), (None if learn is None else (sender, learn))
+    checked, seen = generic.dated_and_taught(result, now, learned)
+    learn = generic.to_learn(learned, seen)
+    return checked, (None if learn is None else (sender, learn))
 
 
 async def _learn_zone(runtime: Runtime, sender: str, reading: generic.Reading) -> None:

@@ -37,7 +37,7 @@ import math
 import re
 from dataclasses import replace
 from datetime import UTC, date, datetime
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from watchbridge.clocksteps import UNSET_BEFORE
 from watchbridge.ingest.common import (
@@ -243,20 +243,33 @@ def _milliseconds(data: Payload, key: str) -> int | None:
 
 
 def dated(result: Accepted, now: float, learned: Reading | None = None) -> Accepted | Rejected:
+    """`result` checked against the clock (`dated_and_taught`)."""
+    return dated_and_taught(result, now, learned)[0]
+
+
+def dated_and_taught(
+    result: Accepted, now: float, learned: Reading | None = None
+) -> tuple[Accepted | Rejected, Reading | None]:
     """`result` checked against the clock (`now`): a day sent without a time that is today
     where watchbridge runs stands for now when its noon is still ahead (a play logged this
     morning); a time sent without its zone is the reading of it near now, or else the one its
     sender was seen to write (`learned`; `_zone_less`); an event dated more than FUTURE_SLACK
     after `now` (an offset that is not the sender's) is refused, since it would be the play's
-    date. One dated in 1970 is the sender's clock never set: it is dated as it arrives."""
+    date. One dated in 1970 is the sender's clock never set: it is dated as it arrives. With
+    what a `watched_at` without its zone teaches of its sender (`taught`), read once."""
     document = result.document or {}
     sent = document.get("watched_at")
-    naive = _naive(sent)
-    if naive is not None and now >= UNSET_BEFORE:  # a clock not set cannot judge: UTC stands
-        zoned = _zone_less(result, naive, str(sent).strip(), now, learned)
+    read = _zone_less_read(sent, now)
+    if read is not None:
+        zoned = _zone_less(result, read, str(sent).strip(), now, learned)
         if isinstance(zoned, Rejected):
-            return zoned
+            return zoned, read.seen
         result = zoned
+    return _checked(result, sent, now), None if read is None else read.seen
+
+
+def _checked(result: Accepted, sent: object, now: float) -> Accepted | Rejected:
+    """`result` (its zone-less time read) against the clock (see `dated_and_taught`)."""
     day = _day(sent)
     today = day is not None and day == datetime.fromtimestamp(now).date()
     events = [
@@ -303,8 +316,36 @@ def _naive(value: object) -> datetime | None:
     return parsed if parsed.tzinfo is None else None
 
 
+class _ZoneLess(NamedTuple):
+    """A `watched_at` sent without its zone, read both ways."""
+
+    as_utc: float  # as the parser read it
+    local: datetime  # on this process's clock (TZ)
+    seen: Reading | None  # the reading near now it teaches (`taught`)
+
+
+def _zone_less_read(sent: object, now: float) -> _ZoneLess | None:
+    """`sent` read as UTC and as the time where watchbridge runs, and which of the two (or
+    either, the same then) is within ZONE_LESS_NEAR of `now`; None for a time with its zone
+    (or none), or when a clock is not set (this one: it cannot judge; UTC stands)."""
+    naive = _naive(sent)
+    if naive is None or now < UNSET_BEFORE:
+        return None
+    as_utc = naive.replace(tzinfo=UTC).timestamp()
+    local = _local(naive, now)
+    at = local.timestamp()
+    seen: Reading | None
+    if _epoch_year(as_utc):
+        seen = None
+    elif abs(as_utc - now) <= ZONE_LESS_NEAR:
+        seen = "either" if at == as_utc else "utc"
+    else:
+        seen = "local" if abs(at - now) <= ZONE_LESS_NEAR else None
+    return _ZoneLess(as_utc, local, seen)
+
+
 def _zone_less(
-    result: Accepted, naive: datetime, sent: str, now: float, learned: Reading | None
+    result: Accepted, read: _ZoneLess, sent: str, now: float, learned: Reading | None
 ) -> Accepted | Rejected:
     """A time sent without its zone (`datetime.now().isoformat()`, `date +%FT%T`), which the
     parser read as UTC: UTC when that is within ZONE_LESS_NEAR of `now`, else the time where
@@ -313,19 +354,17 @@ def _zone_less(
     (`learned`). Otherwise which zone was meant cannot be told, and a guess would date the
     play hours off without a word: refused, asking for the zone. One in 1970 is left to
     `dated` (a sender's clock not set)."""
-    as_utc = naive.replace(tzinfo=UTC).timestamp()
-    if abs(as_utc - now) <= ZONE_LESS_NEAR or _epoch_year(as_utc):
+    if read.seen in ("utc", "either") or _epoch_year(read.as_utc):
         return result
-    local = _local(naive, now)
-    at = local.timestamp()
-    near = abs(at - now) <= ZONE_LESS_NEAR
-    if not near and (learned == "utc" or (learned == "either" and at == as_utc)):
+    at = read.local.timestamp()
+    if read.seen is None and (learned == "utc" or (learned == "either" and at == read.as_utc)):
         return result
-    if near or learned == "local":
+    if read.seen == "local" or learned == "local":
         return replace(result, events=[replace(e, occurred_at=at) for e in result.events])
     return Rejected(
         f"watched_at: {sent} has no time zone: add yours (e.g. {sent}"
-        f"{_suggested(local, as_utc - now)}) or Z, or send no watched_at to date it as it arrives"
+        f"{_suggested(read.local, read.as_utc - now)}) or Z, or send no watched_at to date it"
+        " as it arrives"
     )
 
 
@@ -365,16 +404,8 @@ def taught(result: Accepted, now: float) -> Reading | None:
     """Which zone the sender writes, as a `watched_at` without its zone near `now` in one
     reading tells (`_zone_less`): UTC, the time where watchbridge runs, or either when the
     two are the same then; None when neither is near `now`, or a clock is not set."""
-    naive = _naive((result.document or {}).get("watched_at"))
-    if naive is None or now < UNSET_BEFORE:
-        return None
-    as_utc = naive.replace(tzinfo=UTC).timestamp()
-    at = _local(naive, now).timestamp()
-    if _epoch_year(as_utc):
-        return None
-    if abs(as_utc - now) <= ZONE_LESS_NEAR:
-        return "either" if at == as_utc else "utc"
-    return "local" if abs(at - now) <= ZONE_LESS_NEAR else None
+    read = _zone_less_read((result.document or {}).get("watched_at"), now)
+    return None if read is None else read.seen
 
 
 def to_learn(learned: Reading | None, seen: Reading | None) -> Reading | None:
