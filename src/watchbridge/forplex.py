@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from watchbridge.config import Config, Profile, targets_for
 from watchbridge.model import MediaEvent
@@ -63,6 +63,9 @@ class ForPlex:
     received_at: float
     body: str
     state: str = KEPT
+    # `server_name` as read from `body` the first time it was asked (the alert, the status
+    # and /api/status each ask).
+    _server_name: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def label(self) -> str:
@@ -71,12 +74,16 @@ class ForPlex:
     @property
     def server_name(self) -> str:
         """The server's name as Tautulli gives it ({server_name}; "" where the template names
-        none, as templates before this release did), read from the report kept."""
-        try:
-            document = json.loads(self.body)
-        except ValueError:
-            return ""
-        return server_name("tautulli", document if isinstance(document, dict) else None)
+        none, as templates before this release did), read from the report kept, once."""
+        if self._server_name is None:
+            try:
+                document = json.loads(self.body)
+            except ValueError:
+                document = None
+            named = server_name("tautulli", document if isinstance(document, dict) else None)
+            object.__setattr__(self, "_server_name", named)  # frozen: a cache, not a change
+            return named
+        return self._server_name
 
     @property
     def server_shown(self) -> str:
