@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import hmac
 import logging
-import os
 import sqlite3
 import time
 from collections.abc import Coroutine, Mapping, Sequence
@@ -94,6 +93,7 @@ from watchbridge.store import AccountLearnt, IngestJob, NewOutboxRow, ordering_k
 from watchbridge.unlisted import ALERT_KIND as ACCOUNT_ALERT
 from watchbridge.unlisted import Unlisted, account_key, server_name
 from watchbridge.unmapped import account_label, unmapped_fix
+from watchbridge.zone import tz_name
 
 log = logging.getLogger(__name__)
 
@@ -1098,7 +1098,7 @@ async def _generic_dated(
         return generic.dated(result, now), None
     name = f"{ZONE_CURSOR}:{sender}"
     stored = await in_thread(runtime.store.get_cursor, "generic", "", name)
-    learned = generic.learned_from(stored, _tz())
+    learned = generic.learned_from(stored, tz_name())
     checked, seen = generic.dated_and_taught(result, now, learned)
     learn = generic.to_learn(learned, seen)
     return checked, (None if learn is None else (sender, learn))
@@ -1109,19 +1109,15 @@ async def _learn_zone(runtime: Runtime, sender: str, reading: generic.Reading) -
     sender, and again should it change). Not kept (the database failing since the events
     were stored): learnt at its next post near now."""
     name = f"{ZONE_CURSOR}:{sender}"
-    value = generic.kept(reading, _tz())
+    value = generic.kept(reading, tz_name())
     try:
         await in_thread(runtime.store.set_cursor, "generic", "", name, value, runtime.clock())
     except (sqlite3.Error, StoreError):
         return
     log.info(
-        generic.learned_line(reading, sender, _tz() or "TZ not set"), extra={"source": "generic"}
+        generic.learned_line(reading, sender, tz_name() or "TZ not set"),
+        extra={"source": "generic"},
     )
-
-
-def _tz() -> str:
-    """The `TZ` watchbridge runs under, as set ('' unset)."""
-    return os.environ.get("TZ", "").strip().lstrip(":")
 
 
 def _for_plex(runtime: Runtime, event: MediaEvent, result: Accepted) -> ForPlex | None:

@@ -22,6 +22,11 @@ _POSIX_RULE = re.compile(r"(?:[A-Za-z]{3,}|<[^>]+>)[+-]?\d")
 ZONE_FILES = "/usr/share/zoneinfo"
 
 
+def tz_name(environ: Mapping[str, str] = os.environ) -> str:
+    """The `TZ` watchbridge runs under, as set ('' unset), without a leading ':'."""
+    return environ.get("TZ", "").strip().lstrip(":")
+
+
 def unknown_zone(environ: Mapping[str, str] = os.environ) -> str | None:
     """`TZ` as set when it names a zone this machine has no file of (the machine then keeps
     UTC), else None."""
@@ -35,7 +40,7 @@ def unknown_zone(environ: Mapping[str, str] = os.environ) -> str | None:
 
 def zone_named(environ: Mapping[str, str] = os.environ) -> bool:
     """Whether watchbridge was told a time zone it knows other than UTC itself."""
-    bare = environ.get("TZ", "").strip().lstrip(":")
+    bare = tz_name(environ)
     return bare.casefold() not in UTC_NAMES and unknown_zone(environ) is None
 
 
@@ -143,7 +148,7 @@ def zone_shown(environ: Mapping[str, str] = os.environ, at: float | None = None)
     """The zone the times shown to the user are in, as the status page names it once:
     `Europe/Berlin`, `this machine's time zone (UTC+01:00 now)`, or UTC with how to have
     the user's own (also for a `TZ` of UTC: the packagings' default, left as it came)."""
-    name = environ.get("TZ", "").strip().lstrip(":")
+    name = tz_name(environ)
     if (unknown := unknown_zone(environ)) is not None:
         return f"UTC (TZ={unknown} is no time zone this machine knows)"
     if zone_named(environ):
