@@ -22,12 +22,10 @@ from tests.fakes.anilist import FakeAniList
 from tests.fakes.base import FakeServer
 from tests.fakes.serializd import ALICE, FakeSerializd, User
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
-from tests.harness import AppThread, settle, sign_in_trakt, write_config
-from tests.test_walkthrough_anime_jellyfin import Clock, start_fakes
+from tests.harness import sign_in_trakt, write_config
+from tests.test_walkthrough_anime_jellyfin import start_fakes
 from tests.unpaced import unpaced
-from tests.walkthrough import anilist_service
-from watchbridge.config import load_config
-from watchbridge.wiring import build_app, build_runtime
+from tests.walkthrough import Clock, RunningHouse, anilist_service
 
 SECRET = "kodi-household-secret-0123456789"
 BREAKING_BAD = 1396  # TMDB
@@ -37,28 +35,21 @@ ARRIVAL = {"imdb": "tt2543164", "tmdb": 329865}
 DAY = 86400.0
 
 
-class House:
-    """The household's watchbridge and the fakes it delivers to, on one clock."""
+class House(RunningHouse):
+    """The household's watchbridge and the fakes it delivers to, on one clock; `stop` and
+    `start` it again (an update, a reboot) on the same config and database."""
 
     def __init__(
         self,
-        app: AppThread,
         config: Path,
-        db: Path,
         clock: Clock,
         serializd: FakeSerializd,
         anilist: FakeAniList,
         trakt: FakeTrakt,
         bob: User,
     ) -> None:
-        self.app, self.config, self.db, self.clock = app, config, db, clock
+        super().__init__(config, clock, (serializd, anilist, trakt))
         self.serializd, self.anilist, self.trakt, self.bob = serializd, anilist, trakt, bob
-
-    def restart(self) -> None:
-        """Stop watchbridge and start it again on the same config and database."""
-        self.app.__exit__(None, None, None)
-        runtime = build_runtime(load_config(self.config, {}), clock=self.clock)
-        self.app = AppThread(build_app(runtime)).__enter__()
 
     def send(self, body: Any, **headers: str) -> httpx.Response:
         """POST as the Kodi script does: JSON to the generic URL with the secret in its path."""
@@ -72,15 +63,6 @@ class House:
         answer = self.send(body)
         assert answer.status_code in (200, 202), answer.text
         return answer
-
-    def shift(self, seconds: float) -> None:
-        self.clock.ahead += seconds
-        self.serializd.advance(seconds)
-        self.anilist.advance(seconds)
-        self.trakt.advance(seconds)
-
-    def settle(self) -> None:
-        settle(self.db, self.clock)
 
     def now_iso(self, hours: int = 1) -> str:
         """`datetime.now().astimezone().isoformat()` on a box `hours` east of UTC."""
@@ -135,15 +117,10 @@ def house(
         f'    accounts: {{trakt: {{}}, serializd: {{token: "{serializd.issue_token(bob)}"}}}}\n',
         secret=SECRET,
     )
-    runtime = build_runtime(load_config(path, {}), clock=clock)
-    app = AppThread(build_app(runtime)).__enter__()
-    db = Path(runtime.config.storage.path)
-    house = House(app, path, db, clock, serializd, anilist, trakt, bob)
-    try:
-        sign_in_trakt(runtime.store, trakt, "bob", now=clock())
+    with House(path, clock, serializd, anilist, trakt, bob) as house:
+        assert house.runtime is not None
+        sign_in_trakt(house.runtime.store, trakt, "bob", now=clock())
         yield house
-    finally:
-        house.app.__exit__(None, None, None)  # the one running, after a restart too
 
 
 def kodi(
@@ -443,7 +420,8 @@ def test_a_sender_seen_writing_its_time_without_a_zone_has_its_late_posts_read_s
         "generic webhook: bob on laptop sends watched_at without a time zone in UTC: such a"
         " time it sends later is read so, even hours old (a post sent again)",
     ]
-    house.restart()
+    house.stop()
+    house.start()
     house.shift(3600)
     later = house.clock()
     house.post(played(kodi_box, 6, local(later - 3 * 3600)))
