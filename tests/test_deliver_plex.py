@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
@@ -15,7 +16,9 @@ from tests.fakes.base import FakeServer
 from tests.fakes.plex import TOKEN, FakePlex
 from tests.fakes.receiver import AlertReceiver, FakeClock
 from tests.harness import paused_read, statements_run, store_connections, until
+from tests.test_held_metrics import scraped_after_a_restart, value_in
 from tests.test_plex_reader import JAMIE, JAMIE_TOKEN, make_config
+from watchbridge.app import Runtime
 from watchbridge.config import AlertsConfig, Config, Link, Secret, StorageConfig
 from watchbridge.deliver.plex import AUTH_HOLD, PlexTarget
 from watchbridge.deliver.worker import (
@@ -603,7 +606,7 @@ async def test_a_refused_server_token_leaves_the_running_service_idle(
         task = asyncio.create_task(worker.run(runtime, stop))
         try:
             worker.notify()
-            await until(lambda: runtime.store.holds() == {("plex", "alex", "profile")})
+            await until(lambda: runtime.store.waiting_for_server("plex") == ["alex"])
             await asyncio.sleep(0.2)
             with statements_run("IMMEDIATE", runtime.store._conn) as claims:
                 await asyncio.sleep(0.5)  # ten of those looks' time
@@ -664,7 +667,7 @@ async def test_a_refused_server_token_is_no_lost_sign_in_and_a_start_with_a_new_
         assert item is not None
         payload = {"item": ref_to_dict(item), "at": T0}
         runtime.store.enqueue([NewOutboxRow("plex", "alex", "play", payload, "o", "p")], NOW)
-        await until(lambda: runtime.store.holds() == {("plex", "alex", "profile")})
+        await until(lambda: runtime.store.waiting_for_server("plex") == ["alex"])
         await until(lambda: bool(receiver.titles()))
         assert receiver.titles() == [SERVER_TOKEN_REFUSED]
         assert not runtime.store.waits_for_sign_in("plex", "alex")
@@ -673,7 +676,7 @@ async def test_a_refused_server_token_is_no_lost_sign_in_and_a_start_with_a_new_
             assert beside.resume_after_sign_in("plex", "alex", clock()) == 0
         await asyncio.sleep(0.3)  # six of the running worker's looks for a sign-in
         assert len(plex.requests) == sent  # not tried again, to be refused again
-        assert runtime.store.holds() == {("plex", "alex", "profile")}
+        assert runtime.store.waiting_for_server("plex") == ["alex"]
     finally:
         await stopped(runtime, stop, task)
 
@@ -685,7 +688,7 @@ async def test_a_refused_server_token_is_no_lost_sign_in_and_a_start_with_a_new_
     try:
         await until(lambda: runtime.store.outbox_counts()["done"] == 1)
         assert plex.user_state("100")["viewCount"] == 1
-        assert runtime.store.holds() == set()
+        assert runtime.store.waiting_for_server("plex") == []
     finally:
         await stopped(runtime, stop, task)
 
@@ -732,8 +735,7 @@ async def test_a_refused_server_token_is_one_alert_and_what_it_held_goes_once_a_
             NOW,
         )
         worker.notify()
-        held = {("plex", "alex", "profile"), ("plex", "jamie", "profile")}
-        await until(lambda: runtime.store.holds() == held)
+        await until(lambda: runtime.store.waiting_for_server("plex") == ["alex", "jamie"])
         await until(lambda: bool(receiver.titles()))
         await asyncio.sleep(0.2)  # any other alert
         assert receiver.titles() == [SERVER_TOKEN_REFUSED]
@@ -756,6 +758,52 @@ async def test_a_refused_server_token_is_one_alert_and_what_it_held_goes_once_a_
         worker.notify()
         await asyncio.wait_for(task, 10)
         runtime.close()
+
+
+@contextlib.asynccontextmanager
+async def held_for_the_server_token(
+    config: Config, plex: FakePlex, clock: FakeClock, **payload: Any
+) -> AsyncIterator[tuple[Runtime, PlexTarget]]:
+    """A runtime on `config` whose worker tried alex's play (`payload` added) while the
+    server refuses services.plex.token, and the target it delivers to; closed after."""
+    runtime = build_runtime(config, clock=clock)
+    runtime.open()
+    plex.token = "after the owner signed out of all devices"
+    target = PlexTarget(plex_client(config, runtime.store, clock), config, runtime.store, clock)
+    try:
+        item = ref_for_key(ARRIVAL)
+        assert item is not None
+        play = {"item": ref_to_dict(item), "at": T0, **payload}
+        runtime.store.enqueue([NewOutboxRow("plex", "alex", "play", play, "o", "p")], NOW)
+        await delivering(runtime, target, judge_config=False).pass_once(runtime)
+        assert runtime.store.waiting_for_server("plex") == ["alex"]
+        yield runtime, target
+    finally:
+        await target.aclose()
+        runtime.close()
+
+
+def delivering(runtime: Runtime, target: PlexTarget, judge_config: bool) -> DeliveryWorker:
+    """A worker delivering to `target` alone (`judge_config`: as a service's start does)."""
+    worker = DeliveryWorker(lambda _: [target], runtime.config.delivery, judge_config=judge_config)
+    worker.targets = {target.name: target}
+    return worker
+
+
+async def test_plays_held_for_the_servers_token_hold_no_profile_in_metrics(
+    config: Config, reader: PlexReader, plex: FakePlex, store: Store, clock: FakeClock
+) -> None:
+    # watchbridge_profile_held is 1 while a profile's own sign-in (or account) holds its
+    # deliveries: alex's play held because the server refuses services.plex.token set it, so
+    # a Grafana panel or alert rule on it said profile alex was held, whose sign-in is fine.
+    # Those plays have their own gauge.
+    await plays(reader)  # alex: the server owner, with services.plex.token
+    on_disk = replace(config, storage=StorageConfig(str(store.path)))
+    async with held_for_the_server_token(on_disk, plex, clock) as (runtime, _):
+        text = scraped_after_a_restart(runtime, clock)  # the running app's /metrics
+    assert value_in(text, "watchbridge_profile_held", target="plex", profile="alex") == 0.0
+    assert value_in(text, "watchbridge_outbox_waiting_for_server_key", target="plex") == 1.0
+    assert value_in(text, "watchbridge_outbox_waiting_for_sign_in", target="plex") == 0.0
 
 
 async def test_a_persons_removal_the_server_takes_ends_the_refusal_of_its_own_token(

@@ -4745,10 +4745,14 @@ class Store:
     def holds(self) -> set[tuple[str, str, str]]:
         """(target, profile, HELD_TARGET or HELD_PROFILE) for each hold keeping rows waiting
         or in flight (a try of a held row under way is no end of its hold): what /metrics
-        says is held, across restarts and whichever process held them."""
+        says is held, across restarts and whichever process held them. Not the rows a media
+        server's own key holds (outbox.waits_for_server): no profile is held by those, whose
+        gauge is watchbridge_outbox_waiting_for_server_key (left out here, not when held, so
+        also those an earlier release kept as a profile's hold)."""
         rows = self._overview(
             "SELECT DISTINCT target, profile, held FROM outbox"
             " WHERE held IS NOT NULL AND status IN ('pending', 'inflight')"
+            " AND waits_for_server IS NULL"
         )
         return {(row["target"], row["profile"], row["held"]) for row in rows}
 
