@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from tests.fakes.base import FakeServer
 from tests.fakes.plex import TOKEN, FakePlex
@@ -19,7 +20,16 @@ from tests.harness import paused_read, statements_run, store_connections, until
 from tests.test_held_metrics import scraped_after_a_restart, value_in
 from tests.test_plex_reader import JAMIE, JAMIE_TOKEN, make_config
 from watchbridge.app import Runtime
-from watchbridge.config import AlertsConfig, Config, Link, Secret, StorageConfig
+from watchbridge.causes import server_key_unneeded
+from watchbridge.cli import cli
+from watchbridge.config import (
+    AlertsConfig,
+    Config,
+    Link,
+    Secret,
+    StorageConfig,
+    parse_config,
+)
 from watchbridge.deliver.plex import AUTH_HOLD, PlexTarget
 from watchbridge.deliver.worker import (
     Dead,
@@ -804,6 +814,78 @@ async def test_plays_held_for_the_servers_token_hold_no_profile_in_metrics(
     assert value_in(text, "watchbridge_profile_held", target="plex", profile="alex") == 0.0
     assert value_in(text, "watchbridge_outbox_waiting_for_server_key", target="plex") == 1.0
     assert value_in(text, "watchbridge_outbox_waiting_for_sign_in", target="plex") == 0.0
+
+
+async def test_a_server_token_alert_ends_once_nothing_waits_for_the_token_and_no_link_reads_plex(
+    alerting: Config,
+    reader: PlexReader,
+    plex: FakePlex,
+    store: Store,
+    clock: FakeClock,
+    receiver: AlertReceiver,
+    tmp_path: Path,
+) -> None:
+    # Link plex-trakt queued alex's play while the server refused services.plex.token; the
+    # user took the link out of the config (no link reads Plex any more), the play gave up at
+    # the next start and they discarded the dead letter. Nothing waited for the token, nothing
+    # would try it again, yet its alert stayed open for good, saying plays wait for it.
+    await plays(reader)  # alex: the server owner, with services.plex.token
+    async with held_for_the_server_token(alerting, plex, clock, link="plex-trakt") as (
+        runtime,
+        target,
+    ):
+        assert receiver.titles() == [SERVER_TOKEN_REFUSED]
+        worker = delivering(runtime, target, judge_config=True)  # started again without the link
+        await worker.pass_once(runtime)
+        assert runtime.store.outbox_counts()["dead"] == 1
+        path = tmp_path / "watchbridge.yaml"
+        path.write_text(f"storage: {{path: {store.path}}}\n", encoding="utf-8")
+        discarded = CliRunner().invoke(
+            cli, ["deadletters", "discard", "--all", "--config", str(path)]
+        )
+        assert "1 dead letter(s) discarded" in discarded.output
+        for _ in range(3):  # days go by: no reminder of it
+            clock.advance(DAY)
+            await worker.pass_once(runtime)
+    told = [(m["title"], m["message"]) for m in receiver.messages if "token" in m["title"]]
+    assert [title for title, _ in told] == [
+        SERVER_TOKEN_REFUSED,
+        f"Resolved: {SERVER_TOKEN_REFUSED}",
+    ]
+    assert told[1][1] == (
+        "Nothing needs Plex's token any more: no play or rating waits for it (those it held"
+        " went out, gave up or were discarded) and no link reads Plex. If Plex still refuses"
+        " it, a play that needs it later raises this alert again."
+    )
+
+
+def test_a_server_key_alert_no_row_waits_for_is_left_to_what_still_reads_the_server(
+    config: Config,
+) -> None:
+    # A link reading the server, or the catch-up, tells the refusal again at its next read or
+    # ends it once the key works: ended meanwhile, it would come back as a new alert.
+    assert server_key_unneeded(config, "plex") is not None  # no link
+    linked = replace(config, links={"plex-trakt": LINK})
+    assert server_key_unneeded(linked, "plex") is None
+    jellyfin = parse_config(
+        """
+services: {jellyfin: {url: "http://jellyfin:8096", api_key: k}}
+profiles: {me: {users: {jellyfin: [alex]}}}
+""",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    assert server_key_unneeded(jellyfin, "jellyfin") is None  # its catch-up reads it
+    off = parse_config(
+        """
+services: {jellyfin: {url: "http://jellyfin:8096", api_key: k, catch_up: false}}
+profiles: {me: {users: {jellyfin: [alex]}}}
+""",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    over = server_key_unneeded(off, "jellyfin")
+    assert over is not None and "neither a link nor the catch-up reads Jellyfin" in over
 
 
 async def test_a_persons_removal_the_server_takes_ends_the_refusal_of_its_own_token(

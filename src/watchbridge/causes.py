@@ -232,6 +232,23 @@ def server_key_works(server: str) -> str:
     return f"{name} accepts watchbridge's {credential} again: the plays and ratings it held go out"
 
 
+def server_key_unneeded(config: Config, server: str) -> str | None:
+    """The "Resolved" text of `server_key_alert` once no delivery waits for the key (those it
+    held went out, gave up or were discarded): nothing needs the key while no link reads
+    `server` and the catch-up does not (`downtime.catches_up`). None while one does: their
+    reads tell of the refusal again, or end it once the key works."""
+    if catches_up(config, server) or any(server in link.services for link in config.links.values()):
+        return None
+    name, credential = server_credential(server)
+    # The catch-up never reads Plex: no word of it there.
+    readers = "no link reads" if server == "plex" else "neither a link nor the catch-up reads"
+    return (
+        f"Nothing needs {name}'s {credential} any more: no play or rating waits for it (those"
+        f" it held went out, gave up or were discarded) and {readers} {name}. If {name} still"
+        " refuses it, a play that needs it later raises this alert again."
+    )
+
+
 def sign_in_works(service: str, profile: str) -> str:
     """The recovery notice of `profile`'s sign-in to `service` once it is accepted again."""
     return f"the {service_title(service)} sign-in of profile {profile} works again"

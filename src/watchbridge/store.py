@@ -4489,6 +4489,16 @@ class Store:
         )
         return [row["profile"] for row in rows]
 
+    def waits_for_server_key(self, server: str) -> bool:
+        """Whether a row waits for `server`'s own key (`waiting_for_server`), or is being
+        tried (held for it when claimed: its try may be refused again)."""
+        rows = self._query(
+            "SELECT 1 FROM outbox WHERE status IN ('pending', 'inflight')"
+            " AND waits_for_server = ? LIMIT 1",
+            (server,),
+        )
+        return bool(rows)
+
     def held_for_servers(self) -> set[str]:
         """The targets with rows held for a media server's own key (`waiting_for_server`)."""
         rows = self._query(

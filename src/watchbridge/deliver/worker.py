@@ -30,6 +30,7 @@ from watchbridge.causes import (
     paused_title,
     profile_flowing,
     server_key_alert,
+    server_key_unneeded,
     server_key_works,
 )
 from watchbridge.clocksteps import Step, sent_at
@@ -1148,6 +1149,7 @@ class DeliveryWorker:
         while not stop.is_set():
             async with self._telling:
                 await self._tell_dead_letters(runtime)
+                await self._server_keys_unneeded(runtime)
             await self._sleep(asyncio.Event(), UNTOLD_LOOK_EVERY, stop)
 
     async def _target_loop(self, runtime: Runtime, name: str, stop: asyncio.Event) -> None:
@@ -1348,6 +1350,7 @@ class DeliveryWorker:
             async with self._telling:  # one target loop at a time: each alert goes out once
                 self._look_for_untold_at = runtime.clock() + UNTOLD_LOOK_EVERY
                 await self._tell_dead_letters(runtime)
+                await self._server_keys_unneeded(runtime)
         return claimed_any
 
     async def _server_holds_left(self, runtime: Runtime, names: Sequence[str]) -> None:
@@ -2014,6 +2017,24 @@ class DeliveryWorker:
             return
         self._held_log.over(("credentials", key), "server key works", runtime.clock())
         await runtime.notifier.resolve("credentials", server_key_works(target), key=key)
+
+    async def _server_keys_unneeded(self, runtime: Runtime) -> None:
+        """End the alert of a media server refusing its own key once nothing needs the key: no
+        row waits for it any more (those it held gave up, or were discarded by `watchbridge
+        deadletters discard`) and nothing reads the server (`server_key_unneeded`). No
+        delivery or read would end it then, and it stayed open for good, saying plays wait."""
+        notifier = runtime.notifier
+        for key in notifier.condition_keys("credentials"):
+            server = key.removeprefix("server:")
+            if server == key or not notifier.raised("credentials", key):
+                continue
+            over = server_key_unneeded(runtime.config, server)
+            if over is None or await asyncio.to_thread(runtime.store.waits_for_server_key, server):
+                continue
+            self._held_log.over(
+                ("credentials", key), "nothing waits for a server's key", runtime.clock()
+            )
+            await notifier.resolve("credentials", over, key=key)
 
     async def _gave_up(self, runtime: Runtime, target: Target, profile: str, now: float) -> None:
         """Rows of the profile became dead letters: its pause by a rate limit (or the like)
