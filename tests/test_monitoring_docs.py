@@ -218,12 +218,16 @@ def test_the_alert_rules_cover_what_a_user_must_act_on() -> None:
 
 
 def test_the_dashboard_shows_the_holds_a_user_must_act_on(served: dict[str, set[str]]) -> None:
-    # A target held as a whole, and one profile's deliveries held (its sign-in, its limits):
-    # each by the labels that say which, series a fresh start serves (at 0 while none is).
+    # A target held as a whole, one profile's deliveries held (its sign-in, its limits), and
+    # deliveries waiting for a sign-in or for a media server's own key (no sign-in helps
+    # those): each by the labels that say which, series a fresh start serves (at 0 while
+    # none is).
     used = [uses(expr) for expr in dashboard_exprs()]
     for metric, labels in (
         ("watchbridge_target_held", {"target"}),
         ("watchbridge_profile_held", {"target", "profile"}),
+        ("watchbridge_outbox_waiting_for_sign_in", {"target"}),
+        ("watchbridge_outbox_waiting_for_server_key", {"target"}),
     ):
         assert labels <= served[metric]
         grouped = [{label for _, label in u.labels} for u in used if metric in u.metrics]
