@@ -310,6 +310,13 @@ async def test_a_year_alone_loses_nothing_alerts_before_plays_stop_and_stays_sma
     assert late["playback_sessions"] <= 2 * (len(EPISODES) + len(SAMS_DAYS))
     plays_between = house.plays["alex"] * (CALM_TO - CALM_FROM) / YEAR_AND_A_BIT
     assert late["mirror"] - early["mirror"] <= 6 * plays_between
+    # The README's figure for that note: about 900 bytes a play added to Trakt, 150 to
+    # Serializd (each play of Alex's went to both).
+    noted = house.rows(
+        "SELECT SUM(pgsize) FROM dbstat WHERE name IN ('mirror', 'sqlite_autoindex_mirror_1')"
+    )[0][0]
+    print(f"notes of plays added: {noted / house.plays['alex']:.0f} bytes a play")
+    assert noted <= 1.25 * (900 + 150) * house.plays["alex"]
     size = Path(house.live.config.storage.path).stat().st_size
     print(f"database after a year of {house.plays} plays: {size} bytes")
     assert size < 2**20
