@@ -23,6 +23,13 @@ class StoreError(WatchbridgeError):
     """The database cannot be opened or written."""
 
 
+class NewerDatabase(StoreError):
+    """The database was made by a newer release: this one would misread it. Restarting cannot
+    change that, so it exits as a config error does (the systemd unit does not loop on it)."""
+
+    exit_code = 2
+
+
 class Waits(WatchbridgeError):
     """A link run that cannot begin yet for something outside the link, told by an alert of
     its own (the anime mapping lists not downloaded yet): recorded as waiting, not failed,

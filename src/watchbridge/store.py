@@ -33,7 +33,7 @@ from watchbridge import servelock
 from watchbridge.beside import Noted
 from watchbridge.clocksteps import Reading, Step
 from watchbridge.defaulted import KEEP as DEFAULTED_KEPT
-from watchbridge.errors import StoreError
+from watchbridge.errors import NewerDatabase, StoreError
 from watchbridge.filesystems import read_mountinfo, shared_filesystem_warning
 from watchbridge.forplex import KEEP as FOR_PLEX_KEPT
 from watchbridge.forplex import KEPT as FOR_PLEX_WAITING
@@ -3047,7 +3047,7 @@ class Store:
         known = {m.name for m in migrations.pending(sqlite_utils.Database(memory=True))}
         unknown = [m.name for m in migrations.applied(self.db) if m.name not in known]
         if unknown:
-            raise StoreError(
+            raise NewerDatabase(
                 f"storage.path {self.path}: the database was made by a newer watchbridge "
                 f"({', '.join(unknown)}); run that version again, or restore a backup "
                 "taken before the upgrade"
