@@ -123,6 +123,9 @@ class FakePlexTv(FakeServer):
         with self.lock:
             self._clock_offset += seconds
 
+    def date_clock(self) -> float:
+        return self.now()  # its Date header moves with `advance`, as its other times do
+
     def _id(self) -> int:
         self._next_id += 1
         return self._next_id
