@@ -1351,6 +1351,23 @@ def test_stored_error_texts_are_shown_redacted_by_the_commands(tmp_path: Path) -
     assert not [s for s in ("cs-7731x", "k9k9k9k9", "tok-55aa66bb", generated) if s in shown]
 
 
+def test_a_link_waiting_for_review_is_said_in_words_with_what_to_run(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path, "services: {trakt: {client_id: abc}, serializd: {}}\n"
+        "profiles: {me: {accounts: {trakt: {}, serializd: {email: a@b.c, password: pw}}}}\n"
+        "links: {ts: {services: [trakt, serializd]}}\n"
+    )  # fmt: skip
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        link_run = store.start_run("ts", 1.0)
+        assert link_run is not None
+        why = "this is the first sync of links.ts: review the plan"
+        store.finish_run(link_run, 2.0, "needs-review", {}, 3, why)
+    status = run("status", "--config", str(path)).stdout
+    line = next(t for t in status.splitlines() if t.startswith("  ts: "))
+    assert line.startswith("  ts: waiting for your review at "), line
+    assert line.endswith(f"; {why}") and "needs-review" not in line, line
+
+
 def test_deadletters_retry_queues_them_again(tmp_path: Path) -> None:
     path = dead_letter(tmp_path)
     assert (

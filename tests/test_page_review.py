@@ -110,7 +110,9 @@ def test_the_status_page_offers_the_review_of_a_first_sync(tmp_path: Path, start
         page = httpx.get(f"{url}/").text
     assert f'<form method="post" action="review/read?link={LINK}"><button>{REVIEW_BUTTON}' in page
     # The summary's line says the button is there, as a sign-in's does for its own.
-    assert f'<li><a href="#links">sync {LINK}: needs-review (button below)</a></li>' in page
+    assert (
+        f'<li><a href="#links">sync {LINK}: waiting for your review (button below)</a></li>' in page
+    )
 
 
 def test_the_review_shows_the_plan_the_cli_shows_and_writes_nothing(
@@ -376,6 +378,8 @@ def test_a_dry_run_from_the_cli_leaves_the_first_sync_among_what_needs_you(
         assert dry.returncode == 0, dry.stderr
         page = httpx.get(f"{url}/").text
     assert "All is well" not in page
-    assert f'<li><a href="#links">sync {LINK}: needs-review (button below)</a></li>' in page
+    assert (
+        f'<li><a href="#links">sync {LINK}: waiting for your review (button below)</a></li>' in page
+    )
     assert REVIEW_BUTTON in page
     assert trakt_episodes(trakt) == [1, 3] and diary_episodes(serializd) == [1, 2]

@@ -116,7 +116,7 @@ async def test_a_run_shows_its_step_requests_and_how_far_it_has_got_while_it_goe
     line = status_line(after)
     assert re.fullmatch(
         rf"  {LINK}: ok at \S+ \S+ UTC \(\d+\.\d s, {result.api_calls} API requests\); "
-        r"serializd: 9 play\(s\) to add",
+        r"serializd: 9 play\(s\) queued to add",
         line,
     ), line
 

@@ -231,7 +231,8 @@ def test_the_page_says_why_a_link_did_not_run_and_what_to_run(tmp_path: Path) ->
         html = page(config, store)
     assert "review it: <code>" not in html
     assert (
-        '<span class="bad">needs-review</span> 15 min ago (02:31): review it: `watchbridge sync`'
+        '<span class="bad">waiting for your review</span> 15 min ago (02:31): '
+        "review it: `watchbridge sync`"
     ) in html
     assert "nothing to do" not in html  # it waits for the review: not a quiet run
 
@@ -517,9 +518,11 @@ def test_the_summary_names_what_needs_the_user_most_urgent_first(tmp_path: Path)
     assert "All is well" not in html
 
 
-@pytest.mark.parametrize("outcome", ["needs-review", "failed"])
+@pytest.mark.parametrize(
+    ("outcome", "said"), [("needs-review", "waiting for your review"), ("failed", "failed")]
+)
 def test_a_sync_waiting_for_its_review_says_the_button_is_below(
-    tmp_path: Path, outcome: str
+    tmp_path: Path, outcome: str, said: str
 ) -> None:
     # Failed too: one profile's run failed while another waits for its review.
     config = config_for(tmp_path, LINK_A)
@@ -528,7 +531,7 @@ def test_a_sync_waiting_for_its_review_says_the_button_is_below(
         assert run is not None
         store.finish_run(run, 9_100.0, outcome, {}, 1, "`watchbridge sync --link a --yes`")
         html = render(PageState(config, store.status(), to_review=frozenset({"a"})), 10_000.0)
-    assert needs_named(html) == [("links", f"sync a: {outcome} (button below)")]
+    assert needs_named(html) == [("links", f"sync a: {said} (button below)")]
 
 
 def test_each_need_in_the_summary_links_to_a_part_of_the_page(tmp_path: Path) -> None:

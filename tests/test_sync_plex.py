@@ -212,6 +212,22 @@ def test_a_trakt_play_of_a_title_in_no_plex_library_is_not_planned_again_and_aga
     assert "1 play(s) or rating(s) not written to plex: not in its libraries" in again.stdout
 
 
+def test_the_status_says_what_a_run_queued_and_what_it_left_out_and_why(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    path, trakt, _ = setup(tmp_path, start_fake)
+    heat = trakt.add_movie("Heat", 1995, imdb="tt0113277", tmdb=949)
+    trakt.add_history(heat, "2024-03-01T20:00:00.000Z")
+    sync(path)  # Felina's play queued for Trakt (and sent); Heat is in no Plex library
+    status = watchbridge("status", "--config", str(path)).stdout
+    line = next(t for t in status.splitlines() if t.startswith("  plex-trakt: ok"))
+    # Done: said as queued, true whether or not the queue has sent it yet.
+    assert "trakt: 1 play(s) queued to add" in line, line
+    assert "plex: 1 play(s) queued to add" in line, line  # Arrival, Trakt's play
+    assert "to add" not in line.replace("queued to add", ""), line
+    assert "plex: 1 play(s) or rating(s) not written: not in its libraries" in line, line
+
+
 def test_a_second_run_with_nothing_new_asks_plex_once(tmp_path: Path, start_fake: Any) -> None:
     path, _, plex = setup(tmp_path, start_fake)
     sync(path)

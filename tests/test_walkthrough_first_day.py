@@ -343,8 +343,8 @@ def test_the_first_day_copies_every_viewing_once_with_its_date(house: House) -> 
     # The status says what the first sync did, per link, in words.
     status = house.cli("status")
     line = next(t for t in status.splitlines() if t.startswith("  plex-trakt: ok"))
-    assert f"trakt: {len(not_on_trakt)} play(s) to add" in line, line
-    assert f"plex: {len(story.trakt_only)} play(s) to add" in line, line
+    assert f"trakt: {len(not_on_trakt)} play(s) queued to add" in line, line
+    assert f"plex: {len(story.trakt_only)} play(s) queued to add" in line, line
 
     # A run right after: a question per side, nothing written.
     before, writes = house.requests(), written(house)

@@ -772,8 +772,10 @@ def _show_links(
             # A run that stopped short (failed, waiting for a review) did not find nothing to
             # do: its error says what happened instead.
             quiet = "nothing to do" if run.outcome in ("ok", "dry-run") else ""
+            queued = run.outcome != "dry-run"  # its writes were queued, not only planned
             counts = (
-                ", ".join(words.change(k, v) for k, v in sorted(run.counts.items()) if v) or quiet
+                ", ".join(words.change(k, v, queued) for k, v in sorted(run.counts.items()) if v)
+                or quiet
             )
             took = (
                 f" ({run.finished_at - run.started_at:.1f} s, {run.api_calls} API requests)"
@@ -781,7 +783,8 @@ def _show_links(
                 else ""
             )
             said = "; ".join(filter(None, (counts, run.error, _streak(run, state))))
-            _say(f"  {label}: {run.outcome} at {_when(run.started_at)}{took}; {said or '-'}")
+            outcome = words.outcome(run.outcome)
+            _say(f"  {label}: {outcome} at {_when(run.started_at)}{took}; {said or '-'}")
         for line in lookups.get(link, ()):  # plays held while Trakt fails on a show
             _say(f"    {line}")
         for service, profile, cursor, value, _ in link_cursors:

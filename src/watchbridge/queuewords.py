@@ -6,6 +6,7 @@ link is a *sync*. Said here once; each display adds its own markup (the page tur
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 
 WAITING = "waiting"  # pending: queued, not being sent
@@ -58,6 +59,24 @@ def service_for(service: str, profile: str) -> str:
     return f"{service} for {profile}"
 
 
+# A sync's last run's outcome in words, where the store's code word is not one a user reads.
+_OUTCOMES = {"needs-review": "waiting for your review"}
+
+
+def outcome(code: str) -> str:
+    """A run's outcome as the status says it: `waiting for your review` for `needs-review`;
+    the others (`ok`, `failed`, `held`, ...) as they are."""
+    return _OUTCOMES.get(code, code)
+
+
+# Why a side's catalog leaves an item out, in words its user knows.
+CANNOT_HOLD: defaultdict[str, str] = defaultdict(
+    lambda: "it cannot hold the title",
+    plex="not in its libraries",
+    anilist="anime it cannot map (see `watchbridge anime unmatched`)",
+)
+OUT_OF_CATALOG = "out_of_catalog"  # a run's count of plays and ratings a side cannot hold
+
 # What a run's counts (sync.plan_counts, plexlink.list_counts) are, in words: a write per
 # target and kind, or apart.
 _CHANGES = {
@@ -72,6 +91,14 @@ _CHANGES = {
     "collection_update": "collection item(s) to update",
     "collection_remove": "collection item(s) to remove",
 }
+# A run's writes that went to the delivery queue, once it ran: queued, whether or not the
+# queue has sent them since (the status's queue lines say that).
+_QUEUED = {
+    "add_play": "play(s) queued to add",
+    "remove_play": "play(s) queued to remove",
+    "set_rating": "rating(s) queued to set",
+    "remove_rating": "rating(s) queued to remove",
+}
 _COUNTED_APART = {
     "held": "held back",
     "same_viewing": "play(s) taken for one viewing",
@@ -79,11 +106,17 @@ _COUNTED_APART = {
 }
 
 
-def change(key: str, count: int) -> str:
-    """A run's count in words: `serializd: 3 play(s) to add` for `serializd:add_play`."""
+def change(key: str, count: int, ran: bool = False) -> str:
+    """A run's count in words: `serializd: 3 play(s) to add` for `serializd:add_play`;
+    `ran`: of a run that queued its writes (no plan shown, no dry run), `serializd: 3
+    play(s) queued to add`."""
     target, _, kind = key.rpartition(":")
+    if target and ran and kind in _QUEUED:
+        return f"{target}: {count} {_QUEUED[kind]}"
     if target and kind in _CHANGES:
         return f"{target}: {count} {_CHANGES[kind]}"
+    if target and kind == OUT_OF_CATALOG:
+        return f"{target}: {count} play(s) or rating(s) not written: {CANNOT_HOLD[target]}"
     return f"{count} {_COUNTED_APART.get(key, key)}"
 
 

@@ -7,25 +7,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from watchbridge.guard import as_confirmed, for_link
 from watchbridge.plexlink import ListsRun, list_counts, lists_summary
+from watchbridge.queuewords import CANNOT_HOLD
 from watchbridge.reconcile import FIRST_RUN_WINDOW, Plan, SameViewing
 from watchbridge.zone import local_time
 
 if TYPE_CHECKING:
     from watchbridge.sync import ProfilePlan
-
-# Why a side's catalog leaves an item out, in words its user knows.
-_CANNOT_HOLD: defaultdict[str, str] = defaultdict(
-    lambda: "it cannot hold the title",
-    plex="not in its libraries",
-    anilist="anime it cannot map (see `watchbridge anime unmatched`)",
-)
 
 # A plan's writes of each kind, as its header says them: the verb, what to or from the
 # target, and why (the link's other side): `add 3 play(s) to trakt (new on plex)`.
@@ -82,7 +76,7 @@ def plan_lines(
             lines.append(f"  {result.restarted}")
         for side, count in sorted(result.plan.out_of_catalog.items()):
             lines.append(
-                f"  {count} play(s) or rating(s) not written to {side}: {_CANNOT_HOLD[side]}"
+                f"  {count} play(s) or rating(s) not written to {side}: {CANNOT_HOLD[side]}"
             )
         for side, count in sorted(result.plan.shows_rated_apart.items()):
             lines.append(

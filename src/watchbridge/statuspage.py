@@ -650,8 +650,8 @@ def _need_of(run: SyncRun | None, waits: bool) -> str | None:
     A dry run since (`watchbridge sync --dry-run`, the page's own review) does not settle a
     first sync that `waits` for its review: it still needs the user. Pure."""
     if run is not None and run.outcome not in CALM_OUTCOMES:
-        return run.outcome
-    return "needs-review" if waits else None
+        return words.outcome(run.outcome)
+    return words.outcome("needs-review") if waits else None
 
 
 def _catch_up_need(line: CatchUpLine) -> str:
@@ -742,11 +742,9 @@ def _links(
         if run is None:
             rows.append((_e(name), services, "not run yet", ""))
             continue
-        outcome = (
-            _e(run.outcome)
-            if run.outcome in CALM_OUTCOMES
-            else f'<span class="bad">{_e(run.outcome)}</span>'
-        )
+        said = _e(words.outcome(run.outcome))
+        outcome = said if run.outcome in CALM_OUTCOMES else f'<span class="bad">{said}</span>'
+
         if run.outcome == "running":  # an hour of reads: say how far it has got
             outcome += f" since {_age(run.started_at, now)}" + (
                 f": {_e(run.progress.words())} ({_ago(run.progress.at, now)})"
@@ -770,7 +768,10 @@ def _links(
         # Plays synced as dated after Trakt failed on a show's release dates for a day: what
         # to do if one on Trakt was a mark (held for less, they are told in the log alone).
         outcome += "".join(f"; {_e(line)}" for line in lookups.get(name, ()))
-        counts = ", ".join(_e(words.change(k, v)) for k, v in sorted(run.counts.items()) if v)
+        queued = run.outcome != "dry-run"  # its writes were queued, not only planned
+        counts = ", ".join(
+            _e(words.change(k, v, queued)) for k, v in sorted(run.counts.items()) if v
+        )
         # A run that stopped short (failed, held for a review) planned nothing it could say.
         quiet = "nothing to do" if run.outcome in ("ok", "dry-run") else "-"
         rows.append((_e(name), services, outcome, counts or quiet))

@@ -68,6 +68,7 @@ from watchbridge.plexlink import (
     wants_lists,
 )
 from watchbridge.progress import Both, RunRecorder, SyncProgress, observed
+from watchbridge.queuewords import OUT_OF_CATALOG
 from watchbridge.readers import READERS, Noting, SideRead, SideReader, Waiting, reader_for
 from watchbridge.readers.plex import key_for_ref
 from watchbridge.reconcile import (
@@ -1624,8 +1625,9 @@ SKIPPED = "skipped"  # a run record's count of planned writes no outbox row can 
 def plan_counts(plans: list[ProfilePlan], confirm_removals: bool = False) -> dict[str, int]:
     """What a run's record counts: the writes it queued (or, dry, would queue) per target and
     kind, those a hold keeps back as `held`, the pairs of plays a first run took for one
-    viewing although days apart (no write) as `same_viewing`, and the writes planned for an
-    item no row can carry (`outbox_rows`) as `skipped`."""
+    viewing although days apart (no write) as `same_viewing`, the writes planned for an
+    item no row can carry (`outbox_rows`) as `skipped`, and the plays and ratings a side's
+    catalog cannot hold (`Plan.out_of_catalog`) as `SIDE:out_of_catalog`."""
     counts: dict[str, int] = {}
     for result in plans:
         plan = result.plan
@@ -1642,6 +1644,9 @@ def plan_counts(plans: list[ProfilePlan], confirm_removals: bool = False) -> dic
             counts["held"] = counts.get("held", 0) + held
         if plan.same_viewing:  # a first run's plays days apart taken for one viewing
             counts[SAME_VIEWING] = counts.get(SAME_VIEWING, 0) + len(plan.same_viewing)
+        for side, count in plan.out_of_catalog.items():  # not in its libraries, say
+            key = f"{side}:{OUT_OF_CATALOG}"
+            counts[key] = counts.get(key, 0) + count
     return counts
 
 
