@@ -30,13 +30,11 @@ from tests.fakes.serializd import iso as serializd_iso
 from tests.fakes.serializd import parse_iso as serializd_parse
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt, Rating, key_of, parse_iso
 from tests.fakes.trakt import iso as trakt_iso
-from tests.harness import sign_in_trakt, wait_for, watchbridge, write_config
+from tests.harness import wait_for, watchbridge, write_config
 from tests.unpaced import unpaced
 from tests.walkthrough import Clock, RunningHouse, anilist_service
 from watchbridge import wiring
-from watchbridge.config import load_config
 from watchbridge.scheduler import SyncScheduler
-from watchbridge.wiring import build_runtime
 
 DAY, HOUR, MINUTE = 86400.0, 3600.0, 60.0
 YEAR = 365 * DAY
@@ -156,7 +154,9 @@ class House(RunningHouse):
         anilist: FakeAniList,
         story: Story,
     ) -> None:
-        super().__init__(config, clock, (trakt, serializd, anilist))
+        # Signed in to Trakt before the start, as the README's set-up goes
+        # (`watchbridge auth trakt`): the first runs begin at once.
+        super().__init__(config, clock, (trakt, serializd, anilist), trakt=trakt)
         self.plex, self.trakt, self.serializd, self.anilist = plex, trakt, serializd, anilist
         self.story = story
 
@@ -207,11 +207,6 @@ def house(
         "links:\n"
         + "".join(f"  {name}: {{services: [{name.replace('-', ', ')}]}}\n" for name in LINKS),
     )
-    # `watchbridge auth trakt` before the first start, as the README's set-up goes.
-    runtime = build_runtime(load_config(path, {}), clock=clock)
-    runtime.open()
-    sign_in_trakt(runtime.store, trakt, "alex", now=now)
-    runtime.close()
     with House(path, clock, plex, trakt, serializd, anilist, story) as house:
         yield house
 

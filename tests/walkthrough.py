@@ -14,6 +14,7 @@ from tests.fakes.trakt import FakeTrakt
 from tests.harness import AppThread, settle, sign_in_trakt
 from watchbridge.app import Runtime
 from watchbridge.config import load_config
+from watchbridge.store import Store
 from watchbridge.wiring import build_app, build_runtime
 
 
@@ -35,7 +36,7 @@ class Advances(Protocol):
 
 class RunningHouse:
     """The app of `config` on `clock`, while started (`start`, `stop`, or a `with`), with
-    `profile` signed in to the fake `trakt` at each start where given; `shift` moves the
+    `profile` signed in to the fake `trakt` before each start where given; `shift` moves the
     clock and each of `moved` alike."""
 
     def __init__(
@@ -59,10 +60,13 @@ class RunningHouse:
         return self.running
 
     def start(self) -> Self:
+        if self.signs_in is not None:
+            # Before the app starts, as `watchbridge auth trakt` is run: a link's first run
+            # or a delivery at once must not meet a profile not signed in yet.
+            with Store.open(self.db) as store:
+                sign_in_trakt(store, self.signs_in, self.profile, now=self.clock())
         self.runtime = build_runtime(load_config(self.config, {}), clock=self.clock)
         self.running = AppThread(build_app(self.runtime)).__enter__()
-        if self.signs_in is not None:
-            sign_in_trakt(self.runtime.store, self.signs_in, self.profile, now=self.clock())
         return self
 
     def stop(self) -> None:
