@@ -311,3 +311,33 @@ async def test_a_users_tick_between_our_saves_leaves_our_earlier_episode_its_dat
     for episode in (6, 7, 8):
         assert (household.diary_entries(episode), household.trakt_plays(episode)) == (1, 1)
     assert household.diary_dates(6) == [pytest.approx(time.time() - 3 * DAY, abs=120)]
+
+
+async def test_old_plays_another_link_wrote_to_trakt_reach_serializd_at_the_next_run(
+    tmp_path: Path, fakes: dict[str, Any]
+) -> None:
+    # The first day (test_walkthrough_first_day.py): Part 2 finished on AniList two years ago,
+    # Trakt holds its first 6 episodes from then. AniList ⇄ Trakt adds the other 6 to Trakt,
+    # the last dated by the entry's last change, the others undated: all older than the week
+    # Trakt ⇄ Serializd's runs read again. Its next run (not the daily full read) must take
+    # them: another link's writes are news to it, not writes of its own.
+    finished = time.time() - 730 * DAY
+    show = next(s for s in fakes["trakt"].shows if s.tmdb == AOT)
+    for n in range(1, 7):
+        fakes["trakt"].add_history(show.episode(4, FIRST + n), iso(finished - (12 - n) * 3600))
+    fakes["anilist"].add_entry(AOT_P2, status="COMPLETED", progress=12, updated_at=int(finished))
+    links = ("trakt-serializd", "anilist-trakt")
+    async with open_household(Household, tmp_path, fakes, links) as household:
+        await household.run_in_turn(links)
+        assert [household.trakt_plays(n) for n in range(1, 13)] == [1] * 12
+        await household.run_in_turn(("trakt-serializd",))
+        dated = [n for n in range(1, 13) if household.diary_entries(n)]
+        assert dated == [1, 2, 3, 4, 5, 6, 12]
+        assert household.diary_dates(12) == [pytest.approx(finished, abs=120)]
+        assert all(household.diary_entries(n) == 1 for n in dated)
+        ticked = {n - FIRST for s, _, n in fakes["serializd"].ticks() if s == AOT}
+        assert ticked == set(range(1, 13))
+        before = len(fakes["serializd"].diary())
+        await household.run_in_turn(links)  # settled: nothing more anywhere
+        assert len(fakes["serializd"].diary()) == before
+        assert [household.trakt_plays(n) for n in range(1, 13)] == [1] * 12

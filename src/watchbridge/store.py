@@ -4304,17 +4304,24 @@ class Store:
         it still expects, until the play is settled: see `prune`)."""
         return self.keys_by_delivery(profile, target, prefix)[0]
 
-    def plays_written_at(self, profile: str, target: str, since: float) -> float | None:
-        """When the last row adding or removing a play on `target` for `profile` (a link's or
-        a webhook's) was delivered, if one was at `since` or later: our own writes move the
-        target's activity stamps too."""
+    def plays_written_at(
+        self, profile: str, target: str, since: float, link: str | None = None
+    ) -> tuple[float | None, bool]:
+        """Of the rows adding or removing a play on `target` for `profile` delivered at
+        `since` or later: when the last of `link`'s own or a webhook's was (None: none was),
+        and whether another link's was. Our own writes move the target's activity stamps
+        too; another link's are news to `link`, dated maybe years back (without `link`:
+        every link's are taken as own)."""
+        own = "1" if link is None else "coalesce(json_extract(payload, '$.link'), ?) = ?"
         rows = self._query(
-            "SELECT max(updated_at) AS at FROM outbox WHERE profile = ? AND target = ?"
-            " AND status = 'done' AND action IN ('play', 'remove_play') AND updated_at >= ?",
-            (profile, target, since),
+            f"SELECT max(CASE WHEN {own} THEN updated_at END) AS at,"
+            f" count(CASE WHEN NOT {own} THEN 1 END) AS others FROM outbox"
+            " WHERE profile = ? AND target = ? AND status = 'done'"
+            " AND action IN ('play', 'remove_play') AND updated_at >= ?",
+            (*([link, link] * 2 if link is not None else ()), profile, target, since),
         )
         at = rows[0]["at"] if rows else None
-        return None if at is None else float(at)
+        return (None if at is None else float(at)), bool(rows and rows[0]["others"])
 
     def keys_by_delivery(
         self, profile: str, target: str, prefix: str

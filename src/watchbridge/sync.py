@@ -69,7 +69,15 @@ from watchbridge.plexlink import (
 )
 from watchbridge.progress import Both, RunRecorder, SyncProgress, observed
 from watchbridge.queuewords import OUT_OF_CATALOG
-from watchbridge.readers import READERS, Noting, SideRead, SideReader, Waiting, reader_for
+from watchbridge.readers import (
+    READERS,
+    Linked,
+    Noting,
+    SideRead,
+    SideReader,
+    Waiting,
+    reader_for,
+)
 from watchbridge.readers.plex import key_for_ref
 from watchbridge.reconcile import (
     EXPECTED,
@@ -536,6 +544,8 @@ async def plan_link(
     for reader in readers:
         if isinstance(reader, Noting):
             reader.dry_run = dry_run
+        if isinstance(reader, Linked):
+            reader.link_name = name
     narrow = _narrower(readers, name, narrowing)
     waiting = [reader for reader in readers if isinstance(reader, Waiting)]
     readers = observed(readers, progress)  # reports each step to a progress display, if any

@@ -111,6 +111,15 @@ class Noting(Protocol):
 
 
 @runtime_checkable
+class Linked(Protocol):
+    """A reader that tells the writes of the link reading from other links' (Trakt: another
+    link's plays, dated maybe years back, are news to read; its own, and webhooks', are
+    not): the engine sets `link_name` to the link's name before it reads."""
+
+    link_name: str | None
+
+
+@runtime_checkable
 class Waiting(Protocol):
     """A reader that may have to wait for something before any profile is read (AniList:
     the anime mapping lists): `ready` raises a WatchbridgeError saying what, and the run

@@ -642,6 +642,7 @@ class TraktReader:
         # A dry run keeps no play as a mark (`refine`); the release moments it asked for
         # are cached all the same (they only save requests).
         self.dry_run = False
+        self.link_name: str | None = None  # the link reading (`Linked`): its own writes
 
     @property
     def requests_sent(self) -> int:
@@ -724,16 +725,21 @@ class TraktReader:
         return _side_read(saved, side, watched, missed)
 
     async def _not_ours(self, profile: str, read_at: float) -> bool:
-        """Whether the last change of Trakt's history was not a write of ours: none of our
-        plays or removals was delivered since the last read (`read_at`), or the last was
-        before Trakt's stamp of that change (by Trakt's clock, put on ours: a host whose time
-        sync failed is minutes off)."""
+        """Whether Trakt's history changed by more than writes of ours since the last read
+        (`read_at`): another link's plays or removals were delivered since (dated maybe
+        years back, where the run does not read again), or none of this link's or a
+        webhook's was, or the last was before Trakt's stamp of the change (by Trakt's clock,
+        put on ours: a host whose time sync failed is minutes off)."""
         if self.store is None:
             return True
-        ours = await asyncio.to_thread(self.store.plays_written_at, profile, self.service, read_at)
+        ours, others = await asyncio.to_thread(
+            self.store.plays_written_at, profile, self.service, read_at, self.link_name
+        )
         changed = last_watched(self._activities.get(profile, {}), self.types)
-        return ours is None or (
-            changed is not None and changed - self.client.clock_skew > ours + STAMP_SLACK
+        return (
+            others
+            or ours is None
+            or (changed is not None and changed - self.client.clock_skew > ours + STAMP_SLACK)
         )
 
     async def _counts_read(
