@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import sqlite3
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +28,7 @@ from tests.harness import wait_for, watchbridge, write_config
 from tests.ingest_samples import sample_json
 from tests.test_webhooks_e2e import plex_multipart
 from tests.unpaced import unpaced
-from tests.walkthrough import Clock, RunningHouse
+from tests.walkthrough import Clock, RunningHouse, read_afresh
 from watchbridge import wiring
 from watchbridge.catchup import CatchUp
 
@@ -213,18 +212,19 @@ def move(
         f'    accounts: {{trakt: {{}}, serializd: {{email: "{email}", password: "{password}"}}}}\n',
         secret=SECRET,
     )
-    # The catch-up's rounds every half second, not every 15 minutes: the test moves the clock.
-    monkeypatch.setattr(wiring, "CatchUp", lambda: CatchUp(every=0.5))
+    # The catch-up's rounds every tenth of a second, not every 15 minutes: the test moves the
+    # clock, and waits for the rounds it needs (`catch_up_rounds`).
+    monkeypatch.setattr(wiring, "CatchUp", lambda: CatchUp(every=0.1))
     with Move(path, trakt, serializd, jellyfin, clock) as house:
         wait_for(lambda: house.read_accounts() == 1)  # the first read: a baseline
         yield house
 
 
 def catch_up_rounds(move: Move) -> None:
-    """Time for the catch-up to find what changed and, a read later, copy what it missed."""
-    time.sleep(1.0)
+    """The catch-up finds what changed and, a read later, copies what it missed."""
+    read_afresh(move.jellyfin, ALEX_JF)
     move.shift(16 * 60)
-    time.sleep(1.5)
+    read_afresh(move.jellyfin, ALEX_JF)
     move.settle()
 
 
@@ -368,7 +368,9 @@ def test_marks_wait_while_trakt_cannot_say_what_it_holds(move: Move) -> None:
     move.trakt.fail_next(1, 503, route="/sync/watched/{type}")
     move.trakt.fail_next(1, 503, route="/sync/history/{type}/{id}")
     move.mark_in_jellyfin(6)
-    time.sleep(1.5)
+    # Its delivery asked Trakt (refused), and is done or waits for a later try.
+    wait_for(lambda: by_item_history_reads(move) >= 1)
+    move.settle()
     assert move.trakt_plays() == before
     assert move.trakt.count("POST", "/sync/history") == 0
     move.shift(10 * 60)

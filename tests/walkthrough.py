@@ -10,8 +10,9 @@ from typing import Protocol, Self
 
 from tests.fakes.anilist import FakeAniList
 from tests.fakes.anime_datasets import FakeDatasets
+from tests.fakes.jellyfin import FakeJellyfin
 from tests.fakes.trakt import FakeTrakt
-from tests.harness import AppThread, settle, sign_in_trakt
+from tests.harness import AppThread, settle, sign_in_trakt, wait_for
 from watchbridge.app import Runtime
 from watchbridge.config import load_config
 from watchbridge.store import Store
@@ -99,3 +100,23 @@ def anilist_service(anilist: FakeAniList, lists: FakeDatasets) -> str:
         f'  anilist:\n    api_url: "{anilist.url}"\n    auth_url: "{anilist.auth_url}"\n'
         f"    mapping_urls:\n{urls}"
     )
+
+
+def reads_of(server: FakeJellyfin, user_id: str) -> int:
+    """How many times the catch-up (catchup.py) has asked `server` for `user_id`'s played
+    items: the first page of each read."""
+    if server.flavour == "jellyfin":
+        asked = [r for r in server.calls("GET", "/Items") if r.query.get("userId") == user_id]
+    else:
+        asked = server.calls("GET", f"/Users/{user_id}/Items")
+    return sum(1 for r in asked if r.query.get("StartIndex", "0") == "0")
+
+
+def read_afresh(server: FakeJellyfin, user_id: str, timeout: float = 30.0) -> None:
+    """Wait until a round of the catch-up begun after this call (on the clock as it is now)
+    has read `user_id` on `server` and recorded what it found. A round reads its accounts
+    one after the other, and the next round only after it is done: the round that reads next
+    may have begun (read the clock) before this call, the one after it did not, and that one
+    is done when the third read comes."""
+    before = reads_of(server, user_id)
+    wait_for(lambda: reads_of(server, user_id) >= before + 3, timeout)
