@@ -11,7 +11,6 @@ import copy
 import json
 import re
 import sqlite3
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -29,7 +28,7 @@ from tests.harness import wait_for, write_config
 from tests.ingest_samples import sample_json
 from tests.test_walkthrough_anime_jellyfin import start_fakes
 from tests.unpaced import unpaced
-from tests.walkthrough import Clock, RunningHouse, anilist_service
+from tests.walkthrough import Clock, RunningHouse, anilist_service, read_afresh
 from watchbridge import wiring
 from watchbridge.catchup import CatchUp
 
@@ -163,8 +162,9 @@ def house(
         f'    accounts: {{serializd: {{token: "{serializd.issue_token(sam)}"}}}}\n',
         secret=SECRET,
     )
-    # The catch-up's rounds every half second, not every 15 minutes: the test moves the clock.
-    monkeypatch.setattr(wiring, "CatchUp", lambda: CatchUp(every=0.5))
+    # The catch-up's rounds every tenth of a second, not every 15 minutes: the test moves the
+    # clock, and waits for the rounds it needs (`read_afresh`).
+    monkeypatch.setattr(wiring, "CatchUp", lambda: CatchUp(every=0.1))
     with House(path, anilist, serializd, emby, sam, clock) as house:
         yield house
 
@@ -291,11 +291,11 @@ def test_plays_while_watchbridge_was_down_are_caught_up_from_emby_once(house: Ho
     house.emby.play(ALEX, "6100201", began + 1800)
     house.shift(3600)
     house.start()
-    time.sleep(1)
+    read_afresh(house.emby, SAM)  # the plays found
     house.shift(16 * 60)  # a play found waits a read for a webhook on its way
     wait_for(lambda: len(house.serializd.diary(house.sam)) == 1)
     house.settle()
-    time.sleep(1.5)  # later rounds copy nothing more
+    read_afresh(house.emby, SAM)  # later rounds copy nothing more
     house.settle()
     sams = house.diary(house.sam)
     assert [row[:3] for row in sams] == [(BREAKING_BAD, 5, 13)] and near(sams[0][3], began)
