@@ -806,3 +806,19 @@ async def test_a_play_a_link_no_longer_syncs_to_its_service_says_so_in_a_persons
         f"Re:Zero S01E40: play for profile me (#{dead.id}): link mine no longer syncs AniList"
         " (links.mine.services): `watchbridge deadletters retry` sends these once it is again;"
     )
+
+
+def test_trakts_outage_alert_names_the_plays_that_wait_for_its_id_search() -> None:
+    # A Serializd play of a show only Trakt's id search names waits for Trakt, unsaid else.
+    text = unreachable_alert(
+        "trakt", "Trakt: answered 503", 0.0, 5400, 5400, named_for=["serializd", "anilist"]
+    )
+    assert text is not None and text.startswith(
+        "Plays and ratings for Trakt (and those for Serializd and AniList that need its id"
+        " search to name their show) are waiting since "
+    ), text
+    # A rate limit of one account's requests holds no id search: not said there.
+    limited = unreachable_alert(
+        "trakt", "rate limited", 0.0, 5400, 5400, limited=True, named_for=["serializd"]
+    )
+    assert limited is not None and "Serializd" not in limited

@@ -34,6 +34,7 @@ from tests.ingest_samples import only_event, sample_json
 from tests.test_jellyfin_emby_to_trakt import jellyfin_episode as jellyfin_webhook_episode
 from tests.test_jellyfin_emby_to_trakt import series_id_mixup
 from tests.test_plex_enrichment import BAKI_SHOW_GUID, BAKI_SHOW_GUIDS, add_baki_hanma
+from tests.unpaced import unpaced
 from watchbridge.app import Runtime
 from watchbridge.config import (
     EmbyConfig,
@@ -46,7 +47,7 @@ from watchbridge.config import (
 from watchbridge.deliver.serializd import AUTH_HOLD, SerializdTarget
 from watchbridge.deliver.worker import DeliveryWorker, Hold, Retry
 from watchbridge.deliver.worker import enriched as waiting_for_ids
-from watchbridge.http import Pacer, RetryPolicy
+from watchbridge.http import HttpClient, Pacer, RetryPolicy
 from watchbridge.ids import (
     ANIME,
     RETRY_LOOKUP_SPACING,
@@ -1036,20 +1037,26 @@ async def test_a_server_rate_limiting_lookups_holds_plays_and_says_so_not_that_i
         assert receiver.titles() == [told, f"Resolved: {told}"]
 
 
-async def test_a_play_waiting_on_trakts_id_search_spends_its_attempts_and_is_told_of(
+async def test_a_play_waiting_on_trakts_id_search_waits_out_its_outage_and_is_told_of(
     tmp_path: Path,
     serializd: FakeSerializd,
     start_fake: Callable[[FakeServer], FakeServer],
     receiver: AlertReceiver,
     clock: FakeClock,
     close_targets: list[DeliveryWorker],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Jellyfin's TVDB metadata: Serializd needs the TMDB id, which Trakt's search would give.
+    # services.trakt is set for that search alone (no profile delivers to Trakt), so no alert
+    # of Trakt's own deliveries tells of its outage: the search's own does, once.
+    unpaced(monkeypatch, "trakt")
+    monkeypatch.setitem(HttpClient.__init__.__kwdefaults__, "retry", FAST)
     jellyfin_server = start_fake(FakeJellyfin("jellyfin"))
     assert isinstance(jellyfin_server, FakeJellyfin)
     jellyfin_server.add_series(JELLYFIN_SERIES, "Breaking Bad", Tvdb="81189")
     trakt = start_fake(FakeTrakt())
     assert isinstance(trakt, FakeTrakt)
+    trakt.add_show("Breaking Bad", 2008, tmdb=1396, tvdb=81189, seasons={5: 16})
     trakt.fail_next(1_000_000, 503, route="/search/{id_type}/{id}")  # down for days
     extra = (
         f'  jellyfin: {{url: "{jellyfin_server.url}", api_key: "{API_KEY}"}}\n'
@@ -1059,15 +1066,24 @@ async def test_a_play_waiting_on_trakts_id_search_spends_its_attempts_and_is_tol
     try:
         worker = await worker_for(runtime)
         close_targets.append(worker)
-        enricher = worker.targets["serializd"].enricher  # type: ignore[attr-defined]
-        enricher.trakt.search.__self__.http.retry = FAST
-        enricher.trakt.search.__self__.http.pacers[""] = Pacer()
         post_jellyfin(runtime)
         for _ in range(8 * 24):  # eight days, past delivery.max_age; a look every hour
             await drain(worker, runtime, passes=1)
             clock.advance(3600)
-        assert runtime.store.outbox_counts()["dead"] == 1
-        assert any("gave up" in title for title in receiver.titles())
+        assert runtime.store.outbox_counts().get("dead", 0) == 0
+        (row,) = runtime.store._query("SELECT attempts FROM outbox WHERE status = 'pending'", ())
+        assert row["attempts"] == 0
+        told = "watchbridge: Trakt's id search cannot be reached"
+        assert receiver.titles()[:1] == [told]
+        assert set(receiver.titles()) == {told}  # then reminded daily, then weekly
+        body = receiver.messages[0]["message"]
+        assert "Trakt's id search has not answered for 1h (answered 503" in body, body
+        assert "wait for it without giving up, and go out once it answers" in body, body
+        trakt.clear_knobs()
+        clock.advance(300)
+        await drain(worker, runtime)
+        assert [(r.show_id, r.episode_number) for r in serializd.diary()] == [(1396, 14)]
+        assert receiver.titles()[-1] == f"Resolved: {told}"
     finally:
         runtime.close()
 

@@ -285,6 +285,59 @@ async def test_a_play_whose_show_lookup_failed_in_a_trakt_outage_says_so_and_is_
     assert house.diary_entries(1, 4) == 1
 
 
+def serializd_row(house: House) -> tuple[str, int, int | None]:
+    """The Serializd row's status, attempts spent and time it has been failing since."""
+    (row,) = house.runtime.store._query(
+        "SELECT status, attempts, failing_since FROM outbox WHERE target = 'serializd'"
+        " AND action = 'play' AND id = (SELECT MAX(id) FROM outbox WHERE target = 'serializd')",
+        (),
+    )
+    return str(row["status"]), int(row["attempts"]), row["failing_since"]
+
+
+async def test_a_play_waiting_for_trakts_id_search_waits_out_a_trakt_outage_past_max_age(
+    house: House, trakt: FakeTrakt
+) -> None:
+    # Trakt's id search is down for nine days (past delivery.max_age, seven); Serializd answers
+    # all along. The play that needs the show's TMDB id from that search waits as Trakt's own
+    # deliveries do: no try spent, no dead letter, and it goes once the search answers.
+    trakt.fail_next(10**6, 503, route="/search/{id_type}/{id}")
+    house.jellyfin_play(1, 2)
+    for _ in range(9 * 24):
+        await house.deliver(passes=1)
+        house.advance(3600)
+    assert serializd_row(house) == ("pending", 0, None)
+    told = serializd_row_error(house)
+    assert told.startswith("Trakt's id search failed: answered 503"), told
+    assert "waits for Trakt's id search to answer, without giving up" in told, told
+    # Asked again every few minutes at most while it stays down, not each pass's every row.
+    searches = trakt.count("GET", "/search/{id_type}/{id}")
+    trakt.clear_knobs()
+    house.advance(300)
+    await house.deliver()
+    assert house.diary_entries(1, 2) == 1
+    assert house.runtime.store.outbox_counts().get("dead", 0) == 0
+    assert searches < 9 * 24 * 4, searches
+
+
+async def test_plays_waiting_for_trakts_id_search_ask_it_once_while_it_is_down(
+    house: House, trakt: FakeTrakt
+) -> None:
+    # Three plays of a show whose TMDB id only Trakt's id search gives, Trakt down (its own
+    # deliveries held): the first search's failure holds the others without each asking again.
+    trakt.fail_next(10**6, 503)
+    house.jellyfin_play(1, 2)
+    await house.deliver(passes=1)
+    one = trakt.count("GET", "/search/{id_type}/{id}")
+    for number in (3, 4, 5):
+        house.jellyfin_play(1, number)
+    await house.deliver(passes=1)
+    assert trakt.count("GET", "/search/{id_type}/{id}") == one
+    # `watchbridge status` and the status page: Serializd's plays wait for Trakt's search.
+    (waiting,) = [w for w in house.runtime.store.status().waiting if w.target == "serializd"]
+    assert waiting.rows == 4 and waiting.reason.startswith("Trakt's id search failed"), waiting
+
+
 def queue_link_copy(house: House, season: int, number: int, at: float) -> None:
     """Queue the trakt-serializd link's copy to Trakt of a play of Breaking Bad
     `season`x`number` at `at`, as a run that took it for new on Serializd does."""

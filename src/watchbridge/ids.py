@@ -18,7 +18,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from watchbridge.alerts import UNREACHABLE_ALERT_AFTER, Notifier
+from watchbridge.alerts import UNREACHABLE_ALERT_AFTER, Notifier, format_span
+from watchbridge.backoff import doubled
 from watchbridge.causes import DELIVERED_TO, outage_key, server_credential, server_key_works
 from watchbridge.config import service_title
 from watchbridge.http import DOWN_STATUS, ServiceError, Unavailable
@@ -48,6 +49,16 @@ SERIES_MISSING_TTL = 3600.0  # a series the server is still identifying gets its
 # this long (or the server's Retry-After) without asking: a hanging server would otherwise cost
 # every row of a pass its own timeouts and hold up every other delivery behind them.
 SERVER_OUTAGE_PAUSE = 60.0
+# Trakt's id search down: the searches after a failed one fail at once, without asking, for
+# SERVER_OUTAGE_PAUSE, doubled while it stays down up to this. The plays that wait for it are
+# held without giving up (a Serializd play of a Plex legacy agent's show waits out a Trakt
+# outage as Trakt's own plays do); each asking would cost every pass their requests' retries.
+SEARCH_PAUSE_MAX = 300.0
+# Trakt's id search down this long is told in an alert of its own (SEARCH_OUTAGE_KEY) unless
+# an outage alert of Trakt's own deliveries is open, which tells of these plays too and comes
+# first (UNREACHABLE_ALERT_AFTER) where Trakt has plays waiting: told once, not twice.
+SEARCH_ALERT_AFTER = 3600.0
+SEARCH_OUTAGE_KEY = "trakt-search"
 
 Search = Callable[[str, str, str], Awaitable[list[dict[str, Any]]]]
 TitleSearch = Callable[[str, str, int | None], Awaitable[list[dict[str, Any]]]]
@@ -1136,6 +1147,10 @@ class Problem:
     # The message names an episode's own id that is its series' and says the whole fix:
     # no target's note follows it.
     own_id_conflict: bool = False
+    # Trakt's id search, the one that would name the ids, does not answer (down, a gateway's
+    # error, a 429): the row waits for it as for a media server's outage, spending no attempts
+    # and no delivery.max_age, as Trakt's own deliveries are held through its outage.
+    search_down: bool = False
 
 
 @dataclass(frozen=True)
@@ -1181,6 +1196,75 @@ def series_id_reason(doubt: str, also: str | None) -> str:
     return f"{doubt} ({also})" if also else doubt
 
 
+def is_down(exc: Unavailable) -> bool:
+    """Whether a lookup's failure says its service is down (no answer, a gateway's error, a
+    429), not that it failed on this one request (a 500)."""
+    return exc.status is None or exc.status in DOWN_STATUS or exc.status == 429
+
+
+def search_failed(exc: Unavailable, retry_after: float | None) -> Problem:
+    """Why an item waits while Trakt's id search fails (`retry_after`: when it is asked again)."""
+    said = f"Trakt's id search failed: {exc.quoted('trakt')}"
+    if not is_down(exc):  # a 500: this search's own failure, perhaps, tried as a retry
+        return Problem(f"{said}; it is tried again soon", transient=True, retry_after=retry_after)
+    return Problem(
+        f"{said}; it waits for Trakt's id search to answer, without giving up, and is tried"
+        " again every few minutes",
+        transient=True,
+        retry_after=retry_after,
+        search_down=True,
+    )
+
+
+class SearchPause:
+    """Trakt's id search while it is down (SEARCH_PAUSE_MAX): after a search that got no
+    answer, the next ones fail at once, as it did, until the pause is over."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self.until = 0.0
+        self.streak = 0  # failures in a row
+        self.failure: Unavailable | None = None
+
+    def left(self) -> float | None:
+        """Seconds until Trakt is asked again (None: it is asked now)."""
+        left = self.until - self.clock()
+        return left if self.failure is not None and left > 0 else None
+
+    def search(self, search: Search) -> Search:
+        async def paused(id_type: str, value: str, kind: str) -> list[dict[str, Any]]:
+            return await self._asked(lambda: search(id_type, value, kind))
+
+        return paused
+
+    def title_search(self, search: TitleSearch) -> TitleSearch:
+        async def paused(kind: str, title: str, year: int | None) -> list[dict[str, Any]]:
+            return await self._asked(lambda: search(kind, title, year))
+
+        return paused
+
+    async def _asked(
+        self, ask: Callable[[], Awaitable[list[dict[str, Any]]]]
+    ) -> list[dict[str, Any]]:
+        failure, left = self.failure, self.left()
+        if failure is not None and left is not None:
+            # A new error each time: one raised again and again keeps every traceback.
+            raise Unavailable(
+                failure.service, failure.said, retry_after=left, status=failure.status
+            )
+        try:
+            found = await ask()
+        except Unavailable as exc:
+            if is_down(exc):
+                self.streak += 1
+                pause = min(SEARCH_PAUSE_MAX, doubled(SERVER_OUTAGE_PAUSE, self.streak - 1))
+                self.until = self.clock() + max(pause, exc.retry_after or 0.0)
+                self.failure = exc
+            raise
+        self.streak, self.failure = 0, None
+        return found
+
+
 def problem_from(server: str, exc: ServiceError) -> Problem:
     name = service_title(server)
     if isinstance(exc, MediaServerAuthError | PlexAuthError):
@@ -1194,7 +1278,7 @@ def problem_from(server: str, exc: ServiceError) -> Problem:
             f"{name} could not be asked for the show's ids: {exc.quoted(server)}",
             transient=True,
             retry_after=exc.retry_after,
-            outage=exc.status is None or exc.status in DOWN_STATUS or rate_limited,
+            outage=is_down(exc),
             rate_limited=rate_limited,
         )
     return Problem(f"{name} could not be asked for the show's ids: {exc.quoted(server)}")
@@ -1318,8 +1402,12 @@ class Enricher:
         notifier: Notifier | None = None,
         plex_token_health: ServerTokenHealth | None = None,
         lift_server_holds: Callable[[str, float], int] | None = None,
+        trakt_told: Callable[[], bool] | None = None,
     ) -> None:
         self.plex = PlexEnricher(plex, cache, clock) if plex is not None else None
+        # Whether an outage alert of Trakt's own deliveries is open (see SEARCH_ALERT_AFTER).
+        self.trakt_told = trakt_told
+        self._search_down_since: float | None = None
         # Store.lift_server_holds: a server taking its key again sends what that key held now.
         self.lift_server_holds = lift_server_holds
         self.plex_token_health = plex_token_health
@@ -1335,8 +1423,17 @@ class Enricher:
             for server, client in (("jellyfin", jellyfin), ("emby", emby))
             if client is not None
         }
+        # Trakt's id search for the plays of every target: paused while it is down.
+        self.search_pause = SearchPause(clock)
         self.trakt = (
-            TraktResolver(search, cache, clock, title_search) if search is not None else None
+            TraktResolver(
+                self.search_pause.search(search),
+                cache,
+                clock,
+                self.search_pause.title_search(title_search) if title_search else None,
+            )
+            if search is not None
+            else None
         )
         self.clock = clock
         self._closers = list(closers)
@@ -1408,11 +1505,12 @@ class Enricher:
                 # media server left unset (the row waits as unmatched for an hour on that).
                 unset = problem is not None and problem.unconfigured
                 if (problem is None or unset) and isinstance(exc, Unavailable):
-                    message = (
-                        f"Trakt's id search failed: {exc.quoted('trakt')}; it is tried again soon"
-                    )
-                    problem = Problem(message, transient=True, retry_after=exc.retry_after)
+                    problem = search_failed(exc, self.search_pause.left() or exc.retry_after)
+                    if problem.search_down:
+                        await self._search_unreachable()
             else:
+                if self.search_pause.failure is None:  # not only answered from the cache
+                    await self._search_answers()
                 if found is not None and need.met(found):
                     return Enriched(found)
                 unmatched = title_unmatched(item, source)
@@ -1678,6 +1776,39 @@ class Enricher:
             )
             title = f"watchbridge: {name} cannot be reached"
         await self.notifier.notify("service_unreachable", title, body, key=outage_key(server))
+
+    async def _search_unreachable(self) -> None:
+        """One alert once Trakt's id search has failed as down for SEARCH_ALERT_AFTER, while
+        no alert of Trakt's own outage tells: the plays that need it wait without giving up,
+        and would otherwise wait unsaid (services.trakt set for its id search alone)."""
+        now = self.clock()
+        since = self._search_down_since = self._search_down_since or now
+        if self.notifier is None or now - since < SEARCH_ALERT_AFTER:
+            return
+        if self.trakt_told is not None and self.trakt_told():
+            return
+        failure = self.search_pause.failure
+        said = failure.quoted("trakt") if failure is not None else "it does not answer"
+        body = (
+            f"Trakt's id search has not answered for {format_span(now - since)} ({said})."
+            " Plays and ratings that need it to name their show (for Serializd or AniList: a"
+            " Plex legacy agent's show, a Jellyfin episode known by its TheTVDB id) wait for it"
+            " without giving up, and go out once it answers. Nothing is lost, and there is"
+            " nothing to do unless it lasts."
+        )
+        title = "watchbridge: Trakt's id search cannot be reached"
+        await self.notifier.notify("service_unreachable", title, body, key=SEARCH_OUTAGE_KEY)
+
+    async def _search_answers(self) -> None:
+        """Trakt's id search answered: its outage, and the alert of it, are over."""
+        if self._search_down_since is None:
+            return
+        self._search_down_since = None
+        if self.notifier is not None and self.notifier.raised(
+            "service_unreachable", SEARCH_OUTAGE_KEY
+        ):
+            message = "Trakt's id search answers again; the plays that waited for it go out"
+            await self.notifier.resolve("service_unreachable", message, key=SEARCH_OUTAGE_KEY)
 
     async def _reachable(self, server: str, *, refusing: bool = False) -> None:
         """`server` answered a lookup (`refusing`: only to refuse its own key): its outage, and

@@ -136,7 +136,15 @@ def enricher(runtime: Runtime, trakt: TraktClient | None) -> Enricher:
             ServerTokens(config, runtime.store, plex, runtime.clock) if plex else None
         ),
         lift_server_holds=runtime.store.lift_server_holds,
+        trakt_told=lambda: trakt_outage_told(runtime),
     )
+
+
+def trakt_outage_told(runtime: Runtime) -> bool:
+    """Whether an outage alert of Trakt's own deliveries is open (the target's, or a profile's
+    pause there): it tells of the plays that wait for Trakt's id search too."""
+    keys = ["trakt", *(f"trakt:{name}" for name in runtime.config.profiles)]
+    return any(runtime.notifier.raised("service_unreachable", key) for key in keys)
 
 
 CATALOGUE_TOKEN = ":owner"  # the catalogue client's one token: the owner's services.plex.token

@@ -476,9 +476,11 @@ def waiting_on(
     if problem.credentials:  # the worker alerts once per server, naming whose rows wait
         server = problem.refused_by
         return Hold(problem.message, credentials_hold, "", False, sign_in=True, server=server)
-    if problem.outage:  # the media server is down: no attempt spent (the enricher alerts)
+    # The media server is down, or Trakt's id search (Trakt's outage alert tells, or the
+    # enricher's own): no attempt spent, nor delivery.max_age, however long it lasts.
+    if problem.outage or problem.search_down:
         return Hold(problem.message, problem.retry_after or SERVER_OUTAGE_PAUSE, "", False)
-    if problem.transient:  # Trakt's id search down, or a server failing on this item
+    if problem.transient:  # Trakt's id search failing (a 500), or a server on this item
         return Retry(problem.message, problem.retry_after)
     if problem.own_id_conflict:  # its fix is in the episode's metadata, whatever the target
         return Retry(f"unmatched: {problem.message}", after=unmatched_retry)
@@ -637,6 +639,7 @@ def unreachable_alert(
     spends: bool = False,
     asked: bool = False,
     limited: bool = False,
+    named_for: Sequence[str] = (),
 ) -> str | None:
     """The `service_unreachable` alert's text for a target held since `since` and known to be
     held until `until` (`now` when nothing more is known), or None while it is not due: once
@@ -645,7 +648,8 @@ def unreachable_alert(
     asked for (Hold.asked), which a reminder tells; watchbridge's own pace of looking again is
     no word of the service's. `spends`: the service answers writes with errors (Hold.spends),
     so they give up in time, and it says so. `limited`: a rate limit (Hold.limited), told as
-    the service limiting requests, which passes by itself."""
+    the service limiting requests, which passes by itself. `named_for`: the other targets
+    whose plays may wait for its id search (Trakt's, for Serializd and AniList), told too."""
     if max(now, until) - since < UNREACHABLE_ALERT_AFTER:
         return None
     name = service_title(target)
@@ -653,6 +657,9 @@ def unreachable_alert(
     reason = reason.removeprefix(f"{name}: ")  # the text names it first already
     # A media server's lookups share its outage's alert (causes.outage_key): told here too.
     also = f" (and plays that need {name} to name their show)" if target in DELIVERED_TO else ""
+    if named_for and not limited:  # they wait without giving up (ids.search_failed)
+        others = " and ".join(service_title(other) for other in named_for)
+        also = f" (and those for {others} that need its id search to name their show)"
     if limited:
         if now - since >= UNREACHABLE_ALERT_AFTER:
             text = f"{name} has been limiting watchbridge's requests for {held_for(now - since)}"
@@ -1754,6 +1761,7 @@ class DeliveryWorker:
                 held.spends,
                 asked=hold.asked,
                 limited=hold.limited,
+                named_for=self._searched_for(target.name),
             )
             if text is not None:
                 alerts[("service_unreachable", target.name, None)] = text
@@ -1887,7 +1895,14 @@ class DeliveryWorker:
             if name not in names or held.until <= now:
                 continue
             text = unreachable_alert(
-                name, held.reason, held.since, now, now, held.spends, limited=held.limited
+                name,
+                held.reason,
+                held.since,
+                now,
+                now,
+                held.spends,
+                limited=held.limited,
+                named_for=self._searched_for(name),
             )
             if text is None:
                 continue
@@ -1897,6 +1912,18 @@ class DeliveryWorker:
             if result == SENT or not held.told:
                 log.warning("deliveries paused", extra={"target": name, "reason": text})
                 held.told = True
+
+    def _searched_for(self, name: str) -> list[str]:
+        """For Trakt's outage alert (`name`): the other targets whose plays may wait for its
+        id search, which failed when last asked (ids.SearchPause). None for another target."""
+        if name != "trakt":
+            return []
+        return [
+            other
+            for other in ("serializd", "anilist")
+            if isinstance(enricher := getattr(self.targets.get(other), "enricher", None), Enricher)
+            and enricher.search_pause.failure is not None
+        ]
 
     async def _profile_hold_told(
         self,
@@ -1926,6 +1953,7 @@ class DeliveryWorker:
             now + hold.after,
             asked=hold.asked,
             limited=hold.limited,
+            named_for=self._searched_for(target),
         )
 
     async def _reachable(self, runtime: Runtime, target: Target, *, flowing: bool) -> None:
