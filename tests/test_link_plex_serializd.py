@@ -331,6 +331,53 @@ def test_a_play_whose_dead_letter_was_discarded_is_copied_again_by_the_link(
     assert [(r.season_id, r.episode_number) for r in serializd.diary()] == [(3572, 1)]
 
 
+def queue_webhook_play(path: Path, season: int, number: int, at: float) -> None:
+    """Plex's webhook of alex's play of Breaking Bad S`season`E`number` (ended at `at`), taken
+    by the service: a delivery queued for Serializd."""
+    runtime = build_runtime(load_config(path, {}))
+    runtime.open()
+    try:
+        item = MediaRef("episode", show_ids=Ids(tmdb="1396"), season=season, number=number)
+        event = MediaEvent(
+            "generic", "played", item, account=Account("alex"), played=True, occurred_at=at
+        )
+        assert runtime.store.ingest(ingest_job(runtime, "alex", event))
+    finally:
+        runtime.close()
+
+
+@pytest.mark.parametrize("then", ["retry", "discard"])
+def test_a_webhook_play_given_up_is_not_copied_by_the_link_beside_its_dead_letter(
+    tmp_path: Path, start_fake: Any, then: str
+) -> None:
+    # The webhook's dead letter is the play's delivery, as a link's own is: a copy beside it
+    # would be a second dead letter (and alert) where Serializd refuses it, and a second send
+    # once both are retried. Retried, it goes once; discarded, the link copies the play.
+    plex, serializd = plex_and_serializd(start_fake)  # S1E1 watched in Plex 40 hours ago
+    path = link_config(tmp_path, plex, serializd)
+    path.write_text(path.read_text() + "delivery: {max_attempts: 1}\n", encoding="utf-8")
+    sync(path)
+    serializd.episodes_refused.add(1)  # Serializd refuses S2E1's diary entry (for now)
+    watched = time.time() - HOUR
+    plex.watch("111", watched)
+    queue_webhook_play(path, 2, 1, watched)
+    sync(path)  # the link leaves it to the webhook's row, which gives up
+    (why,) = dead_letters(tmp_path)
+    assert "HTTP 400" in why, why
+
+    assert "plan: nothing to do" in sync(path)  # the next full read: no copy beside it
+    assert dead_letters(tmp_path) == [why]
+    serializd.episodes_refused.clear()  # Serializd takes it now
+    said = deadletters(path, then, "--all")
+    assert ("1 dead letter(s) queued again" if then == "retry" else "1 dead letter") in said, said
+    said = sync(path)
+
+    assert ("add_play serializd episode:tmdb:1396:s2e1" in said) == (then == "discard"), said
+    assert "plan: nothing to do" in sync(path)
+    assert [(r.season_id, r.episode_number) for r in serializd.diary()] == [(3572, 1), (3573, 1)]
+    assert dead_letters(tmp_path) == []
+
+
 # --------------------------------------------------------------------------- an add the target
 # always refuses: plain discard is "not this row", and it comes back at each full read;
 # `discard --for-good` keeps that play off the link's target until `deadletters allow`

@@ -4047,10 +4047,14 @@ class Store:
         self, profile: str
     ) -> list[tuple[str, dict[str, Any], float, str | None, str | None]]:
         """(target, item, watched at, webhook source, its server) of the plays webhooks
-        queued for `profile` that are not delivered yet (pending or in flight; dead letters
-        are not waiting). The server: the id a Plex, Jellyfin or Emby webhook named, if any."""
+        queued for `profile` that are not delivered yet: pending, in flight, or dead letters.
+        A dead letter is still the play's one delivery, as a link's own is: it goes once more
+        by itself after the service's own failure, or by `deadletters retry`; a link's copy
+        beside it would be a second alert where it cannot be placed, and a second play once
+        both go. Discarded, it is gone, and a link copies the play again. The server: the id
+        a Plex, Jellyfin or Emby webhook named, if any."""
         return self._webhook_plays(
-            "target", "profile = ? AND status IN ('pending', 'inflight')", (profile,)
+            "target", "profile = ? AND status IN ('pending', 'inflight', 'dead')", (profile,)
         )
 
     def waiting_webhook_ratings(
