@@ -24,7 +24,7 @@ from watchbridge.anime_data import (
 from watchbridge.config import MEDIA_SERVERS, Config, service_title
 from watchbridge.downtime import catches_up
 from watchbridge.errors import WatchbridgeError
-from watchbridge.http import ServiceError, Unavailable
+from watchbridge.http import ServiceError, Unavailable, shown_url
 from watchbridge.services.anilist import AniListAuthError
 from watchbridge.services.jellyfin import MediaServerAuthError
 from watchbridge.services.plex import PlexAuthError, ServerTokenRefused
@@ -330,14 +330,26 @@ def server_unreachable(config: Config, server: str, reason: str) -> Alert:
     name = service_title(server)
     links = [f"links.{n}" for n, link in config.links.items() if server in link.services]
     body = (
-        f"{reason}\n\nWhile {name} does not answer, its plays and ratings are not read or"
-        f" written ({', '.join(links)}); everything else goes on. If {name} is only off for"
+        f"{reason}\n\nWhile {server_named(config, server)} does not answer, its plays and"
+        f" ratings are not read or written ({', '.join(links)}); everything else goes on. If"
+        f" {name} is only off for"
         " now, start it again: the links catch up by themselves. If it is switched off for"
         f" good, take its lines out of the config ({', '.join(server_lines(config, server))})"
         " and restart watchbridge: this alert then ends."
     )
     title = paused_title("service_unreachable", server)
     return Alert("service_unreachable", outage_key(server), title, body)
+
+
+def server_named(config: Config, server: str) -> str:
+    """Media server `server` as an alert names it: by its address, `services.NAME.url`, for
+    a household with several servers of that kind (its own two Plex servers and a friend's)
+    cannot tell from "Plex" alone which one is down; webhooks of the others still come in,
+    and only this one is read. Pure."""
+    name = service_title(server)
+    settings = getattr(config.services, server, None)
+    url = getattr(settings, "url", None)
+    return f"{name} at {shown_url(url)} (services.{server}.url)" if url else name
 
 
 def told_elsewhere(causes: Sequence[Cause | None], raised: Callable[[str, str], bool]) -> bool:
