@@ -29,7 +29,7 @@ from watchbridge.lastwebhooks import LastWebhook
 from watchbridge.metrics import Metrics, UnfilteredHistory
 from watchbridge.pagesignin import PageSignIn
 from watchbridge.readers.plex import unfiltered_history
-from watchbridge.refused import OVER_AFTER, RefusedWebhooks
+from watchbridge.refused import OVER_AFTER, REFUSALS, REFUSED_WORDS, RefusedWebhooks
 from watchbridge.signins import Facts, sign_in_states
 from watchbridge.statuspage import ROUTES, PageState, render
 from watchbridge.storagefault import fault_of
@@ -408,9 +408,30 @@ def test_refused_webhooks_taken_again_since_are_no_longer_shown_as_a_problem(
         state = PageState(config, store.status(), refused=refused.recent())
         html = render(state, 1_000.0 + OVER_AFTER)
     going_on, _, over = html.partition("taken again since")
-    assert '<span class="bad">400 malformed</span>' in going_on
+    assert '<span class="bad">400: not understood</span>' in going_on
     assert "<td>tautulli</td>" not in going_on and "<td>tautulli</td>" in over
-    assert "401 unauthorized" in over and '"bad"' not in over
+    assert "401: wrong secret" in over and '"bad"' not in over
+
+
+@pytest.mark.parametrize("outcome", sorted(REFUSALS))
+def test_refused_webhooks_are_told_in_words_not_their_outcome_labels(
+    tmp_path: Path, outcome: str
+) -> None:
+    # A full disk refused Jellyfin's webhooks: the summary said "503 store_error", the label
+    # of the metrics and /api/status, to a household that reads it on a phone.
+    refused = RefusedWebhooks()
+    refused.saw("jellyfin", outcome, 503, "could not store the event", 9_000.0)
+    refused.saw("plex", outcome, 503, "could not store the event", 9_000.0)
+    refused.taken("plex", 9_100.0)  # over: told in the second table
+    config = config_for(tmp_path, "profiles:\n  me:\n    users: {plex: ['1']}\n")
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        state = PageState(config, store.status(), refused=refused.recent())
+        html = render(state, 9_000.0 + OVER_AFTER)
+    words = REFUSED_WORDS[outcome]
+    assert needs_named(html) == [("webhooks", f"1 jellyfin webhook(s) refused: {words}")]
+    assert f'<span class="bad">503: {words}</span>' in html
+    assert f"<td>503: {words}</td>" in html  # taken again since
+    assert outcome not in text_of(html)
 
 
 def test_refused_webhooks_taken_again_still_say_their_plays_were_not_recorded(

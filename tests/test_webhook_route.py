@@ -519,7 +519,7 @@ def test_refused_webhooks_show_on_the_status_with_what_to_do_and_never_the_secre
     assert "watchbridge webhook-urls" in unauthorized["fix"]
     assert (malformed["source"], malformed["status"], malformed["webhooks"]) == ("jellyfin", 400, 1)
     assert malformed["reason"].startswith("body is not JSON")
-    assert "401 unauthorized" in page and "400 malformed" in page
+    assert "401: wrong secret" in page and "400: not understood" in page
     assert unauthorized["fix"] in page and malformed["reason"] in page
     assert SECRET not in page and SECRET not in str(refused)
 

@@ -33,6 +33,16 @@ REFUSALS = {
     " storage.busy_timeout: close it; /readyz says when the database takes writes again.",
     "internal_error": "This is a bug: the watchbridge log has the details; please report it.",
 }
+# How the status page names each kind of refusal (REFUSALS' keys are the labels of the metrics
+# and /api/status: `503 store_error` told a household nothing).
+REFUSED_WORDS = {
+    "unauthorized": "wrong secret",
+    "malformed": "not understood",
+    "too_large": "too large",
+    "stalled": "cut off midway",
+    STORE_ERROR: "could not be stored",
+    "internal_error": "a watchbridge bug",
+}
 # The Home Assistant app's user has no terminal for `webhook-urls`: the secret is the one they
 # typed in the options form (or their own YAML, whose documented file takes that option).
 _APP_URL = (
@@ -143,6 +153,11 @@ class Refusal:
 
     def fix(self, app: HomeAssistantApp | None) -> str:
         return refusal_fix(self.outcome, app)
+
+    @property
+    def said(self) -> str:
+        """The kind of refusal in words (REFUSED_WORDS)."""
+        return REFUSED_WORDS.get(self.outcome, self.outcome.replace("_", " "))
 
     def warning(self, now: float) -> str:
         """What its refused webhooks cost (`lost` while it goes on, `lost_earlier` once over)."""

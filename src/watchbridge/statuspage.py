@@ -599,7 +599,7 @@ def needs(state: PageState, now: float) -> list[Need]:
     if status.waiting_left_out:
         found.append(Need(f"on hold for {status.waiting_left_out} more reasons", "deliveries"))
     found += [
-        Need(f"{r.webhooks} {r.source} webhook(s) refused: {r.status} {r.outcome}", "webhooks")
+        Need(f"{r.webhooks} {r.source} webhook(s) refused: {r.said}", "webhooks")
         for r in state.refused
         if not r.over(now)
     ]
@@ -1169,7 +1169,7 @@ def _refused(refused: Sequence[Refusal], now: float, app: HomeAssistantApp | Non
         rows = [
             (
                 _e(r.source),
-                f'<span class="bad">{r.status} {_e(r.outcome)}</span>',
+                f'<span class="bad">{r.status}: {_e(r.said)}</span>',
                 str(r.webhooks),
                 _age(r.last_at, now),
                 _e(r.reason),
@@ -1184,7 +1184,7 @@ def _refused(refused: Sequence[Refusal], now: float, app: HomeAssistantApp | Non
         taken_rows = [
             (
                 _e(r.source),
-                f"{r.status} {_e(r.outcome)}",
+                f"{r.status}: {_e(r.said)}",
                 str(r.webhooks),
                 _age(r.last_at, now),
                 _age(r.taken_at, now),
