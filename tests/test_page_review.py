@@ -24,7 +24,7 @@ from tests.harness import AppThread, sign_in_trakt, watchbridge, write_config
 from tests.linkrig import LINK, link_config_file
 from tests.unpaced import unpaced
 from watchbridge.config import Link, load_config
-from watchbridge.pagereview import PageReview
+from watchbridge.pagereview import PageReview, ShownPlan
 from watchbridge.statuspage import (
     APPLY_BUTTON,
     NOT_THE_PLAN_SHOWN,
@@ -317,6 +317,20 @@ def test_the_review_page_says_reading_and_looks_again_while_it_reads() -> None:
     page = render_review(LINK, reading, waits=True, now=time.time(), configured=configured)
     assert "Reading both sides…" in page and '<meta http-equiv="refresh" content="10">' in page
     assert APPLY_BUTTON not in page and '<a href="./">' in page
+
+
+def test_the_plans_lines_wrap_on_a_phone_instead_of_widening_the_page() -> None:
+    # A plan line is some 80 letters without a break (`add_play trakt episode:tmdb:1396:s1e2
+    # 2024-01-02 20:00:00 UTC  (new on serializd)`): at 360 px the page ran four screens wide.
+    line = "add_play trakt episode:tmdb:1396:s1e2 2024-01-02 20:00:00 UTC  (new on serializd)"
+    plan = ShownPlan(time.time(), (("me", ("trakt: 1 play(s) to add",)),), (line,), "t", ("me",))
+    now = time.time()
+    done = PageReview(LINK, now - 30, finished_at=now, plan=plan, outcome="read")
+    configured = Link(services=["trakt", "serializd"])
+    page = render_review(LINK, done, waits=True, now=now, configured=configured)
+    assert f"<pre>{html.escape(line)}</pre>" in page
+    style = page.split("<style>")[1].split("</style>")[0]
+    assert "pre{white-space:pre-wrap}" in style
 
 
 def test_a_review_of_a_link_the_config_lacks_is_refused(tmp_path: Path, start_fake: Any) -> None:

@@ -423,6 +423,8 @@ _STYLE = (
     # That lets a browser squeeze a column beside a long message to one letter ("tra kt"):
     # headings (our words) never break, and no cell is narrower than a short word.
     "th{overflow-wrap:normal}td{min-width:4.5em}"
+    # The review's plan lines (the CLI's) wrap too: a phone showed one line a few words wide.
+    "pre{white-space:pre-wrap}"
     # A phone has no room for five columns: each row reads as lines, its last cell (the
     # message, a button) on a line of its own, the headings row as a legend above.
     "@media(max-width:40rem){body{margin:.75rem}table,tr{display:block}"
