@@ -82,6 +82,18 @@ def test_webhooks_refused_for_a_cause_with_an_alert_are_said_per_source_with_cos
     assert refused.told() == ""
 
 
+def test_webhooks_refused_within_one_minute_are_told_at_that_minute_not_from_it_to_it() -> None:
+    # A full disk's alert (and the status page) read "(from 2026-11-29 17:26 UTC to
+    # 2026-11-29 17:26 UTC)": a webhook's start and stop refused within the minute.
+    refused = RefusedMeanwhile()
+    refused.saw("jellyfin", 60.0)
+    refused.saw("jellyfin", 100.0)
+    assert "So far 2 Jellyfin webhooks were refused (at 1970-01-01 00:01 UTC): " in refused.told()
+    assert "2 Jellyfin webhooks were refused meanwhile (at 1970-01-01 00:01 UTC): " in (
+        refused.told_over()
+    )
+
+
 def test_refused_webhooks_of_a_server_the_catch_up_reads_cost_nothing_to_mark_again() -> None:
     refused = RefusedWebhooks(caught_up=frozenset({"jellyfin"}))
     refused.saw("jellyfin", "unauthorized", 401, "wrong secret", 100.0)

@@ -221,9 +221,9 @@ def _local(at: float) -> str:
 
 
 def _span(spell: Spell) -> str:
-    if spell.webhooks == 1:
-        return f"at {_local(spell.last_at)}"
-    return f"from {_local(spell.first_at)} to {_local(spell.last_at)}"
+    first, last = _local(spell.first_at), _local(spell.last_at)
+    # Times are told to the minute: a play's start and stop refused within one are "at" it.
+    return f"at {last}" if first == last else f"from {first} to {last}"
 
 
 def _were(spell: Spell) -> str:
