@@ -173,6 +173,28 @@ def test_the_titles_of_a_side_whose_account_is_unchecked_wait_with_its_removals(
     assert len(confirmed.add_to_plex) == 2 and not confirmed.held
 
 
+def test_plex_beside_serializd_is_planned_by_the_same_rules_and_named_as_itself() -> None:
+    """A plex-serializd link: Serializd the peer, Plex the other side. The guard, one-way
+    links and unchecked accounts name Plex, never Trakt."""
+    shows = [WatchItem("show", Ids(tmdb=str(n)), f"Show {n}") for n in range(1, 5)]
+    held = plan_watchlist(shows, [], base(*shows), peer="serializd", other="plex")
+    assert "4 of 4 watchlist titles on Serializd" in held.held
+    emptied = plan_watchlist([], shows, base(*shows), peer="serializd", other="plex")
+    assert "4 of 4 watchlist titles on Plex" in emptied.held
+    assert emptied.counts == {"serializd": 0, "plex": 4, "baseline": 4}
+    one_way = plan_watchlist(
+        [shows[0]], [shows[1]], {}, only_to="plex", peer="serializd", other="plex"
+    )
+    assert one_way.add_to_other == (shows[0],) and one_way.add_to_peer == ()
+    why = "plex read empty, and its account is not checked yet"
+    waits = plan_watchlist(
+        [], shows[:2], {}, peer="serializd", other="plex", hold=why, unchecked=("plex",)
+    )
+    assert waits.held.startswith("2 watchlist titles only on Plex would be added to Serializd")
+    with pytest.raises(ValueError, match="only_to must be 'plex' or 'serializd'"):
+        plan_watchlist([], [], {}, only_to="trakt", peer="serializd", other="plex")
+
+
 LISTED = 1_800_000_000.0  # when the titles below were listed on the peer
 
 

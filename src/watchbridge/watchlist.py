@@ -1,4 +1,7 @@
-"""Two-way watchlist planning between Trakt and a peer (Plex's discover, or Serializd). Pure.
+"""Two-way watchlist planning between two services. Pure.
+
+One pairing decision for every watchlist link: Trakt and a peer (Plex's discover, or
+Serializd), or Plex and Serializd (`other` names the second side; Trakt unless said).
 
 A baseline holds the titles that were on both watchlists after the last run. Then:
 - on one side only, not in the baseline: it was added there -> add it to the other side;
@@ -11,10 +14,10 @@ A baseline holds the titles that were on both watchlists after the last run. The
 
 Titles are matched by any shared external id (`aliases`), since one side may lack the TMDB id
 the canonical key prefers. Only movies and shows take part (Plex's watchlist holds nothing
-else; Serializd's holds only shows, so its caller leaves Trakt's movies out). A plan that would
-remove more than `max_removal_share` of a side is held back, like the engine's mass-removal
-guard: a watchlist that suddenly reads as empty is far more likely a broken read than a human
-emptying it.
+else; Serializd's holds only shows, so its callers leave Trakt's and Plex's movies out). A
+plan that would remove more than `max_removal_share` of a side is held back, like the
+engine's mass-removal guard: a watchlist that suddenly reads as empty is far more likely a
+broken read than a human emptying it.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from watchbridge.model import Ids, MediaRef
 
 WatchKind = Literal["movie", "show"]
 KEY_IDS = ("tmdb", "imdb", "tvdb")  # canonical key preference (tmdb first, as sides.py)
-PEER_NAMES = {"plex": "Plex", "serializd": "Serializd"}  # for messages
+PEER_NAMES = {"plex": "Plex", "serializd": "Serializd", "trakt": "Trakt"}  # for messages
 
 
 def aliases(kind: str, ids: Ids) -> frozenset[str]:
@@ -71,17 +74,28 @@ class WatchItem:
 @dataclass(frozen=True)
 class WatchlistPlan:
     """What to write where, and why removals might be held. The peer is `peer` (Plex by
-    default; `add_to_plex`/`remove_from_plex` name its lists on a plex-trakt link)."""
+    default; `add_to_plex`/`remove_from_plex` name its lists on a plex-trakt link), the other
+    side `other` (Trakt by default; its lists are `add_to_trakt`/`remove_from_trakt`, also
+    named `add_to_other`/`remove_from_other` where it is another service)."""
 
-    add_to_peer: tuple[WatchItem, ...] = ()  # Trakt's items (Plex: resolve on discover first)
-    add_to_trakt: tuple[WatchItem, ...] = ()  # the peer's items
+    add_to_peer: tuple[WatchItem, ...] = ()  # the other's items (Plex: resolve on discover)
+    add_to_trakt: tuple[WatchItem, ...] = ()  # the peer's items, for the other side
     remove_from_peer: tuple[WatchItem, ...] = ()  # the peer's items (Plex's carry plex_key)
-    remove_from_trakt: tuple[WatchItem, ...] = ()  # Trakt's items
-    on_both: tuple[tuple[WatchItem, WatchItem], ...] = ()  # (peer, trakt) already in step
+    remove_from_trakt: tuple[WatchItem, ...] = ()  # the other side's items
+    on_both: tuple[tuple[WatchItem, WatchItem], ...] = ()  # (peer, other) already in step
     forgotten: tuple[str, ...] = ()  # baseline keys gone from both sides
     held: str = ""  # why removals (and adds, see `unchecked`) wait; empty when none do
     counts: dict[str, int] = field(default_factory=dict)
     peer: str = "plex"
+    other: str = "trakt"
+
+    @property
+    def add_to_other(self) -> tuple[WatchItem, ...]:
+        return self.add_to_trakt
+
+    @property
+    def remove_from_other(self) -> tuple[WatchItem, ...]:
+        return self.remove_from_trakt
 
     @property
     def add_to_plex(self) -> tuple[WatchItem, ...]:
@@ -117,6 +131,7 @@ def plan_watchlist(
     confirm_removals: bool = False,
     only_to: str | None = None,
     peer: str = "plex",
+    other: str = "trakt",
     holding: bool = False,
     hold: str = "",
     unchecked: Collection[str] = (),
@@ -124,15 +139,17 @@ def plan_watchlist(
     taken_off_trakt: Collection[str] = (),
 ) -> WatchlistPlan:
     """The plan for one person. `plex`: the peer's items (Plex's, or those of the service
-    named by `peer`). `baseline`: key -> aliases of the titles on both sides last run.
+    named by `peer`); `trakt`: the other side's (Trakt's, or those of the service named by
+    `other`: Plex's beside Serializd). `baseline`: key -> aliases of the titles on both sides
+    last run.
 
-    `only_to` ("trakt" or the peer's name) makes the link one-way: the other side is the
+    `only_to` (`other` or the peer's name) makes the link one-way: the other side is the
     source and is never written; a title the target lost is put back, one the source lost is
     removed from the target, and titles only the target has (never synced) are left alone.
     `holding`: the last run held removals: they wait until confirmed, however small a share
     of the list they become as it grows. `hold`: a reason every removal waits, however few
     (a side whose account is not checked yet read empty: `accounts.read_empty_hold`); the
-    titles only on the sides it names (`unchecked`: "trakt" or the peer's name) wait with
+    titles only on the sides it names (`unchecked`: `other` or the peer's name) wait with
     them, for the same reason: that account may be another person's, and its watchlist is no
     more the user's additions than its empty history is the user's removals.
     `relisted`: keys of the peer's titles gone from Trakt that go back on it rather than leave
@@ -143,8 +160,8 @@ def plan_watchlist(
     Trakt lacks them because we removed them, not because its read is broken. (`hold` still
     holds them: that account's reads are in doubt.)
     """
-    if only_to not in (None, "trakt", peer):
-        raise ValueError(f"only_to must be 'trakt' or {peer!r}, got {only_to!r}")
+    if only_to not in (None, other, peer):
+        raise ValueError(f"only_to must be {other!r} or {peer!r}, got {only_to!r}")
     known = {alias for keys in baseline.values() for alias in keys} | set(baseline)
     trakt_index = _index(trakt)
     matched_trakt: set[int] = set()
@@ -168,7 +185,7 @@ def plan_watchlist(
         if id(item) in matched_trakt:
             continue
         (remove_from_trakt if item.aliases & known else add_to_plex).append(item)
-    if only_to == "trakt":  # the peer is the source: what Trakt lost comes back
+    if only_to == other:  # the peer is the source: what the other side lost comes back
         add_to_trakt += remove_from_plex
         remove_from_plex, add_to_plex = [], []
     elif only_to == peer:
@@ -182,7 +199,7 @@ def plan_watchlist(
     if not confirm_removals:
         for side, removals, size in (
             (PEER_NAMES.get(peer, peer), len(weighed), len(plex)),
-            ("Trakt", len(remove_from_trakt), len(trakt)),
+            (PEER_NAMES.get(other, other), len(remove_from_trakt), len(trakt)),
         ):
             what, minimum = f"watchlist titles on {side}", 1 if hold else LIST_MIN_HELD
             held = removals_held(removals, size, what, max_removal_share, minimum, holding, hold)
@@ -190,12 +207,12 @@ def plan_watchlist(
                 break
     waiting = []  # (how many, from, to) of the adds an unchecked account's titles make
     if hold and not confirm_removals:
-        peer_name = PEER_NAMES.get(peer, peer)
+        peer_name, other_name = PEER_NAMES.get(peer, peer), PEER_NAMES.get(other, other)
         if peer in unchecked and add_to_trakt:
-            waiting.append((len(add_to_trakt), peer_name, "Trakt"))
+            waiting.append((len(add_to_trakt), peer_name, other_name))
             add_to_trakt = []
-        if "trakt" in unchecked and add_to_plex:
-            waiting.append((len(add_to_plex), "Trakt", peer_name))
+        if other in unchecked and add_to_plex:
+            waiting.append((len(add_to_plex), other_name, peer_name))
             add_to_plex = []
     if waiting:
         held = _with_adds_held(held, waiting, hold)
@@ -207,8 +224,9 @@ def plan_watchlist(
         on_both=tuple(on_both),
         forgotten=forgotten,
         held=held,
-        counts={peer: len(plex), "trakt": len(trakt), "baseline": len(baseline)},
+        counts={peer: len(plex), other: len(trakt), "baseline": len(baseline)},
         peer=peer,
+        other=other,
     )
 
 
