@@ -73,6 +73,7 @@ from watchbridge.deliver.worker import DeliveryWorker, unreachable_alert
 from watchbridge.http import HttpClient, Pause, RetryPolicy, ServiceError
 from watchbridge.maintenance import DATASETS_TITLE, check_anime_datasets, tell_beside
 from watchbridge.model import Ids, MediaRef, ref_to_dict
+from watchbridge.serializdlist import unreadable_marks_alert
 from watchbridge.servelock import Holder
 from watchbridge.storagewatch import StorageWatch
 from watchbridge.store import NewOutboxRow, Store
@@ -773,6 +774,14 @@ async def test_a_show_kept_off_serializds_watchlist_says_it_stays_on_trakts_and_
         " answers, and watchbridge may need an update (see Troubleshooting in the README);"
         " Breaking Bad is kept off Serializd's watchlist until they read again."
     )
+
+
+def test_a_show_kept_off_by_a_plex_serializd_link_says_it_stays_on_plexs() -> None:
+    body = unreadable_marks_alert("plex-serializd", "me", "Breaking Bad", source="Plex")
+    assert body.startswith(
+        "Breaking Bad stays on Plex's watchlist of profile me but is not put on Serializd's:"
+    )
+    assert "Link plex-serializd, profile me: " in body and "Trakt" not in body
 
 
 async def test_a_show_no_longer_kept_off_serializds_watchlist_says_why_in_its_resolved(

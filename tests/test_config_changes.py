@@ -936,6 +936,26 @@ def test_a_kept_off_shows_alert_is_over_once_the_link_no_longer_syncs_its_watchl
     assert no_longer_configured(load_config(path), "sync_failing", key) == over
 
 
+def test_a_kept_off_shows_alert_stays_while_a_plex_serializd_link_syncs_its_watchlist(
+    tmp_path: Path,
+) -> None:
+    # A plex-serializd link keeps shows off Serializd's watchlist as a trakt-serializd one
+    # does: its alert is over only once the link no longer syncs the watchlist.
+    path = tmp_path / "watchbridge.yaml"
+    key = "ps:me:serializd-watched-seasons:1396"
+    for kinds, over in (
+        ("[history, watchlist]", None),
+        ("[history]", "link ps no longer syncs the watchlist (links.ps.kinds)"),
+    ):
+        path.write_text(
+            "services: {plex: {url: 'http://plex:32400', token: t}, serializd: {}}\n"
+            "profiles: {me: {accounts: {plex: {}, serializd: {email: a@b.c, password: pw}}}}\n"
+            f"links: {{ps: {{services: [plex, serializd], kinds: {kinds}}}}}\n",
+            encoding="utf-8",
+        )
+        assert no_longer_configured(load_config(path), "sync_failing", key) == over
+
+
 def kept_off_config(link: str, alerts: str = "") -> str:
     """Trakt, Serializd and AniList for profiles me and kid, and link ts as `link` says."""
     profiles = ", ".join(

@@ -461,8 +461,8 @@ links:
     )
     with pytest.raises(
         ConfigError,
-        match=r"links\.ta\.kinds: watchlist can only be synced by a plex-trakt or "
-        r"trakt-serializd link",
+        match=r"links\.ta\.kinds: watchlist can only be synced by a plex-trakt, "
+        r"trakt-serializd or plex-serializd link",
     ):
         load_config(path)
 

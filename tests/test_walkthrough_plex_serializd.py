@@ -7,8 +7,8 @@ with their own Serializd account. Plex's webhook (Plex Pass) tells the plays as 
 webhook missed and carries ratings both ways. The running app (real HTTP) takes the webhooks
 and delivers; each test asserts what the fake Serializd and Plex hold at the end.
 
-Watchlists are no part of it: a plex-serializd link has no watchlist kind (README's
-`links.NAME.kinds`), and check-config says so."""
+With `watchlist` in the link's kinds, each person's Plex watchlist (plex.tv) and Serializd's
+are kept in step show by show; a movie on Plex's stays there, said so (Serializd has none)."""
 
 from __future__ import annotations
 
@@ -210,13 +210,17 @@ def config_text(
     sam: int,
     alex_serializd: str = ALEX_BY_PASSWORD,
     alerts: str | None = None,
+    kinds: str = "",
 ) -> str:
     """The README's no-Trakt Plex set-up: Plex with its token, Serializd (alex's account as
     given; Sam's by email and password), a profile each, and the plex-serializd link (its
-    first sync applied); alerts to `alerts` where given."""
+    first sync applied; `kinds` as given, else the default); alerts to `alerts` where
+    given."""
+    hosts = f'account_url: "{plextv.url}", discover_url: "{plextv.url}"'
+    kinds_line = f", kinds: [{kinds}]" if kinds else ""
     return (
         (f'alerts: {{urls: ["{alerts}"]}}\n' if alerts else "") + "services:\n"
-        f'  plex: {{url: "{plex.url}", token: "{TOKEN}", account_url: "{plextv.url}"}}\n'
+        f'  plex: {{url: "{plex.url}", token: "{TOKEN}", {hosts}}}\n'
         f'  serializd: {{api_url: "{serializd.url}"}}\n'
         "profiles:\n"
         "  alex:\n"
@@ -227,7 +231,7 @@ def config_text(
         f'    accounts: {{plex: {{}}, serializd: {{email: "{SAM_SERIALIZD[0]}",'
         f' password: "{SAM_SERIALIZD[1]}"}}}}\n'
         "links:\n"
-        f"  {LINK}: {{services: [plex, serializd], first_run: apply}}\n"
+        f"  {LINK}: {{services: [plex, serializd], first_run: apply{kinds_line}}}\n"
     )
 
 
@@ -238,6 +242,7 @@ def open_household(
     *,
     alex_serializd: Callable[[FakeSerializd], str] = lambda _: ALEX_BY_PASSWORD,
     alerts: str | None = None,
+    kinds: str = "",
 ) -> Iterator[Household]:
     """Breaking Bad seasons 1 and 2 on the server (Plex's current agents), Sam signed in as a
     Home user, the app running."""
@@ -255,7 +260,7 @@ def open_household(
     for season, count in ((1, 7), (2, 13)):
         for number in range(1, count + 1):
             plex.add_episode(key(season, number), "7", season, number)
-    text = config_text(plex, plextv, serializd, sam.id, alex_serializd(serializd), alerts)
+    text = config_text(plex, plextv, serializd, sam.id, alex_serializd(serializd), alerts, kinds)
     path = write_config(tmp_path, text, secret=SECRET)
     signed = watchbridge(
         "auth", "plex", "--config", str(path), "--profile", "sam", "--home-user", "Sam"
@@ -503,7 +508,7 @@ def test_serializd_failures_are_told_once_and_nothing_is_lost(
         assert len(home.diary("alex")) == 3
 
 
-def test_the_readmes_no_trakt_plex_config_checks_and_refuses_a_watchlist_it_cannot_sync(
+def test_the_readmes_no_trakt_plex_config_checks_also_with_the_watchlist(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # As README's *Without Trakt* writes it: the Plex server with its token, `serializd: {}`,
@@ -528,18 +533,123 @@ def test_the_readmes_no_trakt_plex_config_checks_and_refuses_a_watchlist_it_cann
     checked = watchbridge("check-config", "--config", str(path))
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "warning:" not in checked.stdout, checked.stdout
-    # Watchlists: no plex-serializd part (README's `links.NAME.kinds`), said so by name.
+    # The watchlist too (README's `links.NAME.kinds`): a plex-serializd link syncs it.
     path.write_text(
         path.read_text().replace(
             "services: [plex, serializd]}",
             "services: [plex, serializd], kinds: [history, ratings, watchlist]}",
         )
     )
+    checked = watchbridge("check-config", "--config", str(path))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "warning:" not in checked.stdout, checked.stdout
+    # The collection is still Trakt's alone, said so by name.
+    path.write_text(path.read_text().replace("watchlist]}", "watchlist, collection]}"))
     refused = watchbridge("check-config", "--config", str(path))
     assert refused.returncode != 0
     said = refused.stdout + refused.stderr
     assert "links.plex-serializd.kinds" in said
-    assert "watchlist can only be synced by a plex-trakt or trakt-serializd link" in said
+    assert "collection can only be synced by a plex-trakt link" in said
+
+
+SEVERANCE = 95396
+SEVERANCE_SEASON_IDS = {1: 107924, 2: 364143}  # TMDB's ids of its seasons
+REGULAR_BB_SEASONS = {3572, 3573, 3575, 3576, 3578}  # Breaking Bad's, specials (3577) left out
+WATCHLIST = "history, ratings, watchlist"
+
+
+def plex_listed(home: Household, who: str = "alex") -> set[str]:
+    """The titles on `who`'s Plex watchlist (plex.tv's, account-wide)."""
+    account = home.plextv.owner if who == "alex" else home.sam
+    return {title.title for title in home.plextv.watchlist(account)}
+
+
+def watchlist_part(run: RunResult | str, profile: str = "alex") -> Any:
+    """`profile`'s watchlist part of a link run that went through (no profile failed)."""
+    assert isinstance(run, RunResult), run
+    assert run.failures == (), run.failures
+    (part,) = [r for r in run.lists.results if r.profile == profile]
+    return part
+
+
+def test_watchlists_of_plex_and_serializd_follow_each_other_and_a_movie_stays_on_plex(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer], receiver: AlertReceiver
+) -> None:
+    with open_household(tmp_path, start_fake, kinds=WATCHLIST, alerts=receiver.apprise_url) as home:
+        sd, plextv = home.serializd, home.plextv
+        sd.add_show(SEVERANCE, "Severance", {1: 9, 2: 10}, season_ids=SEVERANCE_SEASON_IDS)
+        bb = plextv.add_title("show", "Breaking Bad", 2008, ["tmdb://1396", "tvdb://81189"])
+        plextv.add_title("show", "Severance", 2022, [f"tmdb://{SEVERANCE}", "tvdb://371980"])
+        heat = plextv.add_title("movie", "Heat", 1995, ["tmdb://949", "imdb://tt0113277"])
+        # alex lists Breaking Bad and the movie Heat on Plex, Severance on Serializd.
+        plextv.watchlist_add(plextv.owner, bb)
+        plextv.watchlist_add(plextv.owner, heat)
+        sd.add_to_watchlist(home.alex_sd, SEVERANCE)
+        first = watchlist_part(home.sync())
+        # Plex's show is on Serializd with its regular seasons, Serializd's show on Plex.
+        assert sd.watchlisted(home.alex_sd) == {
+            BREAKING_BAD: REGULAR_BB_SEASONS,
+            SEVERANCE: set(SEVERANCE_SEASON_IDS.values()),
+        }
+        assert plex_listed(home) == {"Breaking Bad", "Heat", "Severance"}
+        # The movie stays on Plex's watchlist only, named with the titles not synced.
+        (movie,) = [title for title in first.unresolved if "Heat" in title]
+        assert (
+            movie == "Heat (1995) (a movie: Serializd has none, so it stays on Plex's"
+            " watchlist only)"
+        )
+        assert sd.watchlisted(home.sam_sd) == {} and plex_listed(home, "sam") == set()
+        # Runs after: nothing to write either way (no flip-flop), the movie no error.
+        for _ in range(2):
+            home.shift(HOUR)
+            again = watchlist_part(home.sync())
+            assert again.plan.changes == 0, again.plan
+        # alex takes Breaking Bad off Plex's watchlist: it leaves Serializd's.
+        with plextv.lock:
+            del plextv.owner.watchlist[bb.rating_key]
+        home.shift(HOUR)
+        removed = watchlist_part(home.sync())
+        assert [i.title for i in removed.plan.remove_from_peer] == ["Breaking Bad"]
+        assert set(sd.watchlisted(home.alex_sd)) == {SEVERANCE}
+        # ... and Severance off Serializd's: it leaves Plex's; the movie stays.
+        with sd.lock:
+            home.alex_sd.watchlist.clear()
+        home.shift(HOUR)
+        removed = watchlist_part(home.sync())
+        assert [i.title for i in removed.plan.remove_from_other] == ["Severance"]
+        assert plex_listed(home) == {"Heat"}
+        for _ in range(2):
+            home.shift(HOUR)
+            assert watchlist_part(home.sync()).plan.changes == 0
+        assert sd.watchlisted(home.alex_sd) == {} and plex_listed(home) == {"Heat"}
+        assert receiver.titles() == []  # nothing to tell: no alert, no failing run
+
+
+def test_a_show_watched_to_the_end_on_serializd_leaves_both_watchlists(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
+) -> None:
+    with open_household(tmp_path, start_fake, kinds=WATCHLIST) as home:
+        sd, plextv = home.serializd, home.plextv
+        sd.add_show(SEVERANCE, "Severance", {1: 9, 2: 10}, season_ids=SEVERANCE_SEASON_IDS)
+        severance = plextv.add_title("show", "Severance", 2022, [f"tmdb://{SEVERANCE}"])
+        sd.mark(home.alex_sd, SEVERANCE, 1)  # season 1 seen before it was listed
+        plextv.watchlist_add(plextv.owner, severance)
+        watchlist_part(home.sync())
+        # Only the season not watched goes on Serializd's watchlist (watched is kept).
+        assert sd.watchlisted(home.alex_sd) == {SEVERANCE: {SEVERANCE_SEASON_IDS[2]}}
+        assert sd.season_marks(home.alex_sd) == {(SEVERANCE, SEVERANCE_SEASON_IDS[1])}
+        # alex watches season 2 and marks it watched on Serializd, which takes it off its
+        # watchlist (§6.1: a season is watched or watchlisted, never both).
+        sd.mark(home.alex_sd, SEVERANCE, 2)
+        with sd.lock:
+            del home.alex_sd.watchlist[(SEVERANCE, SEVERANCE_SEASON_IDS[2])]
+        home.shift(HOUR)
+        watchlist_part(home.sync())
+        assert plex_listed(home) == set()
+        # Watched to the end, it is not put back on Serializd's from anywhere.
+        home.shift(HOUR)
+        assert watchlist_part(home.sync()).plan.changes == 0
+        assert sd.watchlisted(home.alex_sd) == {}
 
 
 def test_a_play_serializd_cannot_place_is_given_up_and_told_once(

@@ -957,6 +957,7 @@ LIST_KIND_LINKS: dict[str, dict[str, frozenset[str]]] = {
     "watchlist": {
         "plex-trakt": frozenset({"plex", "trakt"}),
         "trakt-serializd": frozenset({"trakt", "serializd"}),
+        "plex-serializd": frozenset({"plex", "serializd"}),
     },
     "collection": {"plex-trakt": frozenset({"plex", "trakt"})},
 }
@@ -966,7 +967,8 @@ def _list_kind_problems(where: str, link: Link) -> list[tuple[str, str]]:
     problems = []
     for kind, pairs in LIST_KIND_LINKS.items():
         if kind in link.kinds and frozenset(link.services) not in pairs.values():
-            names = " or ".join(pairs)
+            *others, last = pairs
+            names = f"{', '.join(others)} or {last}" if others else last
             problems.append((f"{where}.kinds", f"{kind} can only be synced by a {names} link"))
     return problems
 

@@ -75,6 +75,7 @@ from watchbridge.watchlist import (
 )
 
 if TYPE_CHECKING:
+    from watchbridge.plexserializdlist import PlexSerializdWatchlistResult
     from watchbridge.serializdlist import SerializdWatchlistResult
 
 log = logging.getLogger(__name__)
@@ -202,9 +203,16 @@ Listings = Mapping[str, Sequence[Mapping[str, Any]]]  # raw PMS listings by kind
 @dataclass(frozen=True)
 class ListsRun:
     """What a link run's watchlist and collection parts did, per person (the Serializd
-    watchlist of a trakt-serializd link: `serializdlist.py`)."""
+    watchlist of a trakt-serializd link: `serializdlist.py`; of a plex-serializd link:
+    `plexserializdlist.py`)."""
 
-    results: tuple[WatchlistResult | CollectionResult | SerializdWatchlistResult, ...] = ()
+    results: tuple[
+        WatchlistResult
+        | CollectionResult
+        | SerializdWatchlistResult
+        | PlexSerializdWatchlistResult,
+        ...,
+    ] = ()
     # "profile: what went wrong" (or the error as it is, when it names the profile already);
     # nothing was written for those.
     errors: tuple[str, ...] = ()
@@ -254,7 +262,7 @@ def lists_summary(run: ListsRun) -> list[str]:
                 f"{len(plan.update)} with better details, -{len(plan.remove)} from trakt, "
                 f"{plan.unchanged} unchanged{held}"
             )
-        else:  # a trakt-serializd link's watchlist
+        else:  # a trakt-serializd or plex-serializd link's watchlist
             lines += result.summary()
         lines += _titles_written(plan)
         if result.limit is not None and result.limit.paused:
@@ -268,8 +276,8 @@ def _titles_written(plan: WatchlistPlan | CollectionPlan) -> list[str]:
     """The titles `plan` removes (`- from trakt: Heat (1995)`), then those it adds (`+ to
     plex: ...`), by name within each side, as many as `lists_summary` names."""
     if isinstance(plan, WatchlistPlan):
-        removes = [(plan.peer, plan.remove_from_peer), (TRAKT, plan.remove_from_trakt)]
-        adds = [(plan.peer, plan.add_to_peer), (TRAKT, plan.add_to_trakt)]
+        removes = [(plan.peer, plan.remove_from_peer), (plan.other, plan.remove_from_other)]
+        adds = [(plan.peer, plan.add_to_peer), (plan.other, plan.add_to_other)]
         named = [
             *((f"- from {side}", [i.describe() for i in items]) for side, items in removes),
             *((f"+ to {side}", [i.describe() for i in items]) for side, items in adds),
@@ -305,9 +313,9 @@ def list_counts(run: ListsRun, profile: str | None = None) -> dict[str, int]:
         plan = result.plan
         if isinstance(plan, WatchlistPlan):
             count(f"{plan.peer}:watchlist_add", plan.add_to_peer)
-            count(f"{TRAKT}:watchlist_add", plan.add_to_trakt)
+            count(f"{plan.other}:watchlist_add", plan.add_to_other)
             count(f"{plan.peer}:watchlist_remove", plan.remove_from_peer)
-            count(f"{TRAKT}:watchlist_remove", plan.remove_from_trakt)
+            count(f"{plan.other}:watchlist_remove", plan.remove_from_other)
         else:
             count(f"{TRAKT}:collection_add", plan.add)
             count(f"{TRAKT}:collection_update", plan.update)
@@ -315,10 +323,14 @@ def list_counts(run: ListsRun, profile: str | None = None) -> dict[str, int]:
     return counts
 
 
+# The links with a watchlist part and no collection part (Serializd's is shows only).
+WATCHLIST_ONLY = (frozenset({"trakt", "serializd"}), frozenset({"plex", "serializd"}))
+
+
 def wants_lists(link: Link) -> bool:
-    """Whether a link run has watchlist or collection parts: plex-trakt links (both kinds) and
-    trakt-serializd links (the watchlist)."""
-    if set(link.services) == {"trakt", "serializd"}:
+    """Whether a link run has watchlist or collection parts: plex-trakt links (both kinds),
+    trakt-serializd and plex-serializd links (the watchlist)."""
+    if frozenset(link.services) in WATCHLIST_ONLY:
         return "watchlist" in link.kinds
     return set(link.services) == {"plex", "trakt"} and any(k in link.kinds for k in LIST_KINDS)
 
@@ -327,7 +339,7 @@ def list_kinds(link: Link) -> frozenset[str]:
     """The watchlist and collection kinds whose parts a run of `link` runs (the collection not
     on a link one way into Plex: nothing goes into its library). Pure."""
     kinds = frozenset(link.kinds)
-    if set(link.services) == {"trakt", "serializd"}:
+    if frozenset(link.services) in WATCHLIST_ONLY:
         return kinds & {"watchlist"}
     if set(link.services) != {"plex", "trakt"}:
         return frozenset()
@@ -345,7 +357,12 @@ def lists_writing(run: ListsRun) -> frozenset[str]:
     return frozenset(_kind(r) for r in run.results if list_counts(ListsRun((r,))))
 
 
-def _kind(result: WatchlistResult | CollectionResult | SerializdWatchlistResult) -> str:
+def _kind(
+    result: WatchlistResult
+    | CollectionResult
+    | SerializdWatchlistResult
+    | PlexSerializdWatchlistResult,
+) -> str:
     return "collection" if isinstance(result, CollectionResult) else "watchlist"
 
 
@@ -366,7 +383,8 @@ async def run_lists(
     """The watchlist and collection parts of one run of a plex-trakt link, for each profile in
     `listings`. The collection is planned from the listings the Plex reader took for the
     history (None: Plex was not read this run, so there is nothing new to collect).
-    A trakt-serializd link's watchlist part runs in `serializdlist.run_serializd_lists`.
+    A trakt-serializd link's watchlist part runs in `serializdlist.run_serializd_lists`, a
+    plex-serializd link's in `plexserializdlist.run_plex_serializd_lists`.
     `kinds`: per profile, the list kinds to run (the others wait for the review of their first
     sync); a profile not in it runs all of the link's."""
     from watchbridge.readers.plex import ServerTokens, plex_client
@@ -380,6 +398,21 @@ async def run_lists(
         from watchbridge.serializdlist import run_serializd_lists
 
         return await run_serializd_lists(
+            config,
+            store,
+            name,
+            link,
+            [profile for profile in listings if "watchlist" in part(profile)],
+            dry_run=dry_run,
+            confirm_removals=confirm_removals,
+            clock=clock,
+            alerts=alerts,
+            metrics=metrics,
+        )
+    if set(link.services) == {"plex", "serializd"}:
+        from watchbridge.plexserializdlist import run_plex_serializd_lists
+
+        return await run_plex_serializd_lists(
             config,
             store,
             name,
@@ -787,6 +820,24 @@ async def add_to_trakt_watchlist(
     return TraktAdded(count, baseline, unknown, room.landed(count))
 
 
+async def read_plex_watchlist(
+    plextv: PlexTvClient, store: Store, profile: str, now: float, alerts: Alerts | None
+) -> tuple[list[WatchItem], list[str]]:
+    """The Plex watchlist (`_plex_watchlist`), and the names of titles without external ids.
+    Raises `WatchlistUnavailable` when it cannot be read; a moved endpoint (404) also sends a
+    `service_unreachable` alert, resolved once it answers again."""
+    try:
+        found = await _plex_watchlist(plextv, store, profile, now)
+    except WatchlistUnavailable as exc:
+        if exc.moved and alerts is not None:  # a moved endpoint needs a human now
+            title = "watchbridge: Plex watchlist not found"
+            await alerts.notify(UNREACHABLE, title, exc.message, WATCHLIST_ALERT_KEY)
+        raise
+    if alerts is not None:
+        await alerts.resolve(UNREACHABLE, "the Plex watchlist answers again", WATCHLIST_ALERT_KEY)
+    return found
+
+
 async def _plex_watchlist(
     plextv: PlexTvClient, store: Store, profile: str, now: float
 ) -> tuple[list[WatchItem], list[str]]:
@@ -822,7 +873,7 @@ async def _plex_watchlist(
     return [i for i in items if i.ids], [i.describe() for i in items if not i.ids]
 
 
-async def _resolve_on_plex(
+async def resolve_on_plex(
     plextv: PlexTvClient, store: Store, profile: str, item: WatchItem, now: float
 ) -> str | None:
     """The discover ratingKey of a Trakt title (match by external id, negative answers cached)."""
@@ -872,15 +923,7 @@ async def sync_watchlist(
     """
     now = clock()
     plex_before, trakt_before = plextv.requests_sent, trakt.http.requests_sent
-    try:
-        plex_items, unidentified = await _plex_watchlist(plextv, store, profile, now)
-    except WatchlistUnavailable as exc:
-        if exc.moved and alerts is not None:  # a moved endpoint needs a human now
-            title = "watchbridge: Plex watchlist not found"
-            await alerts.notify(UNREACHABLE, title, exc.message, WATCHLIST_ALERT_KEY)
-        raise
-    if alerts is not None:
-        await alerts.resolve(UNREACHABLE, "the Plex watchlist answers again", WATCHLIST_ALERT_KEY)
+    plex_items, unidentified = await read_plex_watchlist(plextv, store, profile, now, alerts)
     check_name = list_cursor("watchlist_check", link)
     check = json.dumps([watchlist_fingerprint(plex_items, only_to), watchlist_stamps(activities)])
     if (
@@ -934,7 +977,7 @@ async def sync_watchlist(
 
     added_plex = 0
     for item in plan.add_to_plex:
-        rating_key = await _resolve_on_plex(plextv, store, profile, item, now)
+        rating_key = await resolve_on_plex(plextv, store, profile, item, now)
         if rating_key is None:
             unresolved.append(f"{item.describe()} (Plex discover does not know it)")
             continue

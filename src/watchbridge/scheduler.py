@@ -313,9 +313,10 @@ def no_longer_configured(config: Config, kind: str, key: str) -> str | None:
         # In the words of a dead letter's reason (config.unwanted_by_link): the key in brackets.
         if kept_off.profile not in link_profiles(config, link):
             return f"link {name} no longer syncs profile {kept_off.profile} (links.{name}.profiles)"
-        for side in ("trakt", "serializd"):  # the watchlist goes from one to the other
-            if side not in link.services:
-                return f"link {name} no longer syncs {service_title(side)} (links.{name}.services)"
+        # The watchlist goes to Serializd from Trakt's or Plex's: a link of Serializd and
+        # either may go on with it (one whose other side cannot has no watchlist part).
+        if "serializd" not in link.services:
+            return f"link {name} no longer syncs Serializd (links.{name}.services)"
         if not wants_lists(link):
             return f"link {name} no longer syncs the watchlist (links.{name}.kinds)"
         return None

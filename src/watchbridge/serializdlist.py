@@ -167,14 +167,14 @@ class _Additions:
     unreadable: dict[int, str] = field(default_factory=dict)  # show id -> title: UNREADABLE_MARKS
 
 
-async def _serializd_additions(
+async def serializd_additions(
     serializd: SerializdClient,
     store: Store,
     profile: str,
     items: Sequence[WatchItem],
     clock: Callable[[], float],
 ) -> _Additions:
-    """What each Trakt show adds to Serializd. Reads only."""
+    """What each show of the other side (Trakt's, or Plex's) adds to Serializd. Reads only."""
     if not items:
         return _Additions()
     read = await serializd.watched_read(profile)
@@ -203,12 +203,12 @@ async def _serializd_additions(
     return found
 
 
-def unreadable_marks_alert(link: str, profile: str, title: str) -> str:
+def unreadable_marks_alert(link: str, profile: str, title: str, source: str = "Trakt") -> str:
     """The alert body for a show kept off Serializd's watchlist for UNREADABLE_MARKS: what
     that means and whether to do anything first, as a phone shows the first lines, then what
-    Serializd answered."""
+    Serializd answered. `source`: the service whose watchlist holds the show."""
     lead = (
-        f"{title} stays on Trakt's watchlist of profile {profile} but is not put on"
+        f"{title} stays on {source}'s watchlist of profile {profile} but is not put on"
         " Serializd's: watchbridge cannot read which of its seasons are marked watched there,"
         " and watchlisting a watched season could unmark it. It goes on Serializd's watchlist"
         " by itself once they read again; if this lasts, update watchbridge."
@@ -249,17 +249,22 @@ class UnreadableAlert:
 
 
 async def tell_unreadable_marks(
-    alerts: Alerts | None, link: str, profile: str, unreadable: Mapping[int, str]
+    alerts: Alerts | None,
+    link: str,
+    profile: str,
+    unreadable: Mapping[int, str],
+    source: str = "Trakt",
 ) -> None:
     """Alert of each show (`unreadable`: show id -> title) a run kept off Serializd's
     watchlist because its watched seasons cannot be read (one condition per link, profile and
     show: throttled like every alert), and resolve those alerted before that are not any more
-    (they read again and went on the watchlist, or left Trakt's). Without `alerts` nothing is
-    told: the next run with them tells, and resolves."""
+    (they read again and went on the watchlist, or left Trakt's: `source`, the service whose
+    watchlist holds them). Without `alerts` nothing is told: the next run with them tells,
+    and resolves."""
     if alerts is None:
         return
     for show, title in sorted(unreadable.items()):
-        body = unreadable_marks_alert(link, profile, title)
+        body = unreadable_marks_alert(link, profile, title, source)
         title_line = unreadable_marks_title(profile, title)
         key = UnreadableAlert(link, profile, show).key
         await alerts.notify(ALERT_KIND, title_line, body, key=key)
@@ -271,7 +276,7 @@ async def tell_unreadable_marks(
             # The title, told again in the "Resolved", names the show.
             over = (
                 f"The show is no longer kept off Serializd's watchlist for profile {profile}:"
-                " its watched seasons read again and it went on there, or it left Trakt's"
+                f" its watched seasons read again and it went on there, or it left {source}'s"
                 " watchlist."
             )
             await alerts.resolve(ALERT_KIND, over, key=key)
@@ -328,7 +333,7 @@ async def sync_serializd_watchlist(
         relisted=relisted_on_peer(store, link, profile, serializd_items, trakt_items, stored),
         taken_off_trakt=taken_off_trakt(store, profile, trakt_items, now, dry_run=dry_run),
     )
-    found = await _serializd_additions(serializd, store, profile, plan.add_to_peer, clock)
+    found = await serializd_additions(serializd, store, profile, plan.add_to_peer, clock)
     additions, kept_off = found.additions, found.kept_off
     unresolved = [f"{name} (Trakt has no TMDB id for it)" for name in unidentified]
     unresolved += found.unresolved
