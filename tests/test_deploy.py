@@ -608,7 +608,7 @@ def test_unwritable_config_dir_is_one_clear_line(tmp_path: Path) -> None:
         apply_plan(plan_start([], paths), paths)
     message = str(excinfo.value)
     assert "\n" not in message
-    assert "cannot write" in message and f"UID {os.getuid()}" in message
+    assert message == f"cannot write {paths.config}: {blocker} is a file where a folder should be"
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
@@ -810,6 +810,40 @@ def test_container_whose_user_cannot_enter_the_data_folder_hands_over_to_the_com
         )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(["watchbridge", "serve"])
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None, reason="runs it as another user"
+)
+def test_a_config_folder_root_owns_names_the_folder_and_the_chown_for_the_containers_user() -> None:
+    # Unraid makes the appdata folders as root; the template runs the container as 99:100.
+    with tempfile.TemporaryDirectory(dir="/tmp") as name:  # one the other user can reach
+        folder = Path(name)
+        folder.chmod(0o755)
+        config = folder / "config"
+        config.mkdir(mode=0o755)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHBRIDGE_")}
+        env.update(
+            HOME=name,
+            WATCHBRIDGE_CONFIG=str(config / "watchbridge.yaml"),
+            WATCHBRIDGE_DATA_DIR=str(folder / "data"),
+            WATCHBRIDGE_EXAMPLE_CONFIG=str(EXAMPLE),
+        )
+        unraid = ["setpriv", "--reuid=99", "--regid=100", "--clear-groups"]
+        result = subprocess.run(
+            [*unraid, sys.executable, "-m", "watchbridge.entrypoint"],
+            env=env,
+            cwd=name,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1 and result.stdout == ""
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"watchbridge: cannot write {config / 'watchbridge.yaml'} (Permission")
+    assert f"the folder {config} (owner UID 0 GID 0, mode 0755) is not writable by UID 99 " in line
+    assert f"(chown -R 99:100 {config}; in a container, on the host the folder mounted" in line
+    assert ".tmp" not in line and "FOLDER" not in line
 
 
 def _prepare_as_root(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:

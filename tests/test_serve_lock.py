@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import socket
 import sqlite3
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -201,6 +203,36 @@ def test_a_lock_file_that_cannot_be_opened_leaves_it_unsure_whether_a_service_ru
     assert seen.doubt == (
         f"cannot open {lock} (No such device or address); run sync as the service's user"
     )
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None, reason="runs it as another user"
+)
+def test_a_data_folder_root_owns_names_the_folder_and_the_chown_for_the_services_user() -> None:
+    # Unraid makes the appdata folders as root; the template runs the container as 99:100.
+    with tempfile.TemporaryDirectory(dir="/tmp") as name:  # one the other user can reach
+        folder = Path(name)
+        folder.chmod(0o755)
+        data = folder / "data"
+        data.mkdir(mode=0o755)
+        config = write_config(folder)
+        database = data / "watchbridge.db"
+        config.write_text(config.read_text().replace(str(folder / "watchbridge.db"), str(database)))
+        unraid = ["setpriv", "--reuid=99", "--regid=100", "--clear-groups"]
+        result = subprocess.run(
+            [*unraid, sys.executable, "-m", "watchbridge", "serve", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "HOME": name},
+        )
+    assert result.returncode == 1, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert f"cannot open its lock file {database}.lock (Permission denied): " in line
+    assert (
+        f"the folder {data} (owner UID 0 GID 0, mode 0755) is not writable by UID 99 GID " in line
+    )
+    assert line.endswith(f"give it to that user (chown -R 99:100 {data})")
 
 
 def test_a_lock_file_with_a_record_cut_short_still_gives_the_whole_advice() -> None:

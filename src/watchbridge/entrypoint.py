@@ -40,6 +40,7 @@ from watchbridge.homeassistant import (
     alert_urls_entry,
     option_problem,
 )
+from watchbridge.privatefiles import in_the_way, not_writable, owner_of
 
 HA_INGRESS_PROXY = "172.30.32.2"
 GENERATED_CONFIG = "watchbridge.options.yaml"
@@ -548,6 +549,7 @@ def apply_plan(plan: StartPlan, paths: Paths) -> None:
                 f"config/watchbridge.example.yaml, or {IMAGE_EXAMPLE_CONFIG} in the image), or "
                 "mount the folder writable once so that the first start writes the example"
             ),
+            otherwise="mount an existing watchbridge.yaml",
         )
     if plan.generated_config is not None:
         path, text = plan.generated_config
@@ -612,7 +614,11 @@ def _service_files(data_dir: Path) -> list[Path]:
     return found
 
 
-def _write(action: Callable[[], None], target: Path, when_read_only: str = "") -> None:
+def _write(
+    action: Callable[[], None], target: Path, when_read_only: str = "", otherwise: str = ""
+) -> None:
+    """Carry out `action`, which writes `target`; a failure as one line saying what to do
+    (`when_read_only`: on a `:ro` volume; `otherwise`: a way round a folder it cannot write)."""
     try:
         action()
     except OSError as exc:
@@ -622,11 +628,24 @@ def _write(action: Callable[[], None], target: Path, when_read_only: str = "") -
                 f"cannot write {target}: {target.parent} is mounted read-only"
                 + (f"; {when_read_only}" if when_read_only else "")
             ) from None
-        uid, gid = os.getuid(), os.getgid()
+        if exc.errno in (errno.EEXIST, errno.ENOTDIR) and os.path.isfile(exc.filename or ""):
+            raise StartError(
+                f"cannot write {target}: {exc.filename} is a file where a folder should be"
+            ) from None
+        if exc.errno not in (errno.EACCES, errno.EPERM):
+            raise StartError(f"cannot write {target} ({exc.strerror})") from None
+        # Named by what the user mounts, never by the temporary file beside it.
+        blocked = in_the_way(target)
+        said = not_writable(
+            blocked,
+            owner_of(blocked),
+            os.getuid(),
+            os.getgid(),
+            where="; in a container, on the host the folder mounted there",
+        )
         raise StartError(
-            f"cannot write {exc.filename or target} ({exc.strerror}): this container runs as "
-            f"UID {uid} GID {gid}; make the host folder writable by it "
-            f"(e.g. chown -R {uid}:{gid} FOLDER) or mount an existing watchbridge.yaml"
+            f"cannot write {target} ({exc.strerror}): {said}"
+            + (f", or {otherwise}" if otherwise else "")
         ) from None
 
 

@@ -28,7 +28,7 @@ from types import TracebackType
 from typing import Any
 
 from watchbridge.errors import StoreError, WatchbridgeError
-from watchbridge.privatefiles import make_private_folder
+from watchbridge.privatefiles import in_the_way, make_private_folder, not_writable, owner_of
 from watchbridge.zone import local_time
 
 LOCK_SUFFIX = ".lock"
@@ -260,9 +260,14 @@ def _open(database: Path, lock: Path) -> int:
             except OSError:
                 raise denied from None  # not there to read either: the folder is the matter
     except OSError as exc:
+        said = f"storage.path {database}: cannot open its lock file {lock} ({exc.strerror})"
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            blocked = in_the_way(lock)
+            mend = not_writable(blocked, owner_of(blocked), os.getuid(), os.getgid())
+            raise StoreError(f"{said}: {mend}") from None
         raise StoreError(
-            f"storage.path {database}: cannot open its lock file {lock} ({exc.strerror}): "
-            "check that the folder exists and that the user watchbridge runs as can write there"
+            f"{said}: check that the folder exists and that the user watchbridge runs as can "
+            "write there"
         ) from None
 
 
