@@ -856,6 +856,57 @@ async def test_alerts_still_go_out_when_the_store_fails(
     assert "alerts could not be remembered: ProgrammingError" in caplog.text
 
 
+@contextlib.contextmanager
+def disk_full(store: Store) -> Iterator[None]:
+    """The disk holding `store` full for every write of the alerts' conditions (SQLite's own
+    limit on its connection: a real "database or disk is full"), and with room again after."""
+    conn = store._conn
+    assert conn is not None
+    (pages,) = conn.execute("PRAGMA page_count").fetchone()
+    (room,) = conn.execute("PRAGMA max_page_count").fetchone()
+    conn.execute("CREATE TABLE ballast (filler BLOB)")
+    for when in ("INSERT", "UPDATE", "DELETE"):
+        conn.execute(
+            f"CREATE TRIGGER fills_on_{when.lower()} BEFORE {when} ON id_cache"
+            " BEGIN INSERT INTO ballast VALUES (zeroblob(1048576)); END"
+        )
+    conn.execute(f"PRAGMA max_page_count = {pages + 64}")
+    try:
+        yield
+    finally:
+        conn.execute(f"PRAGMA max_page_count = {room}")
+        for when in ("insert", "update", "delete"):
+            conn.execute(f"DROP TRIGGER fills_on_{when}")
+        conn.execute("DROP TABLE ballast")
+
+
+async def test_a_full_disk_is_logged_once_in_the_storage_alerts_words_not_at_every_alert(
+    receiver: Receiver, store: Store, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    notifier = remembering(store, clock, receiver.apprise_url)
+    caplog.set_level(logging.INFO, logger="watchbridge.alerts")
+
+    def unremembered() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "could not be remembered" in r.msg]
+
+    with disk_full(store):
+        for n in range(6):  # a burst: each alert meets the full disk
+            assert await notifier.notify("unreachable", f"trakt down {n}", "b", f"t{n}") == "sent"
+    assert unremembered() == [
+        "alerts could not be remembered: watchbridge cannot write its database: the disk is "
+        "full; each alert's state is kept in memory until a write works again"
+    ]
+    assert "OperationalError" not in caplog.text
+    await notifier.resolve("unreachable", "trakt is back", key="t0")  # written: room again
+    assert "alerts are remembered again" in caplog.text
+    caplog.clear()
+    with disk_full(store):  # the disk full again later: a fault of its own, told again
+        await notifier.notify("unreachable", "serializd down", "b", "s")
+        await notifier.notify("unreachable", "anilist down", "b", "a")
+    assert len(unremembered()) == 1
+    assert len(titles(receiver)) == 9
+
+
 # --------------------------------------------------------------------------- interrupted sends
 
 

@@ -24,6 +24,7 @@ import apprise
 from watchbridge.config import AlertsConfig, Secret
 from watchbridge.homeassistant import with_commands_help
 from watchbridge.logs import Redactor, Repeating
+from watchbridge.storagefault import fault_of
 from watchbridge.store import Store
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,8 @@ TEST_TITLE = "watchbridge test alert"
 TEST_BODY = "If you can read this, watchbridge alerts reach you."
 
 ALERT, RECOVERY = "alert", "recovery"  # what Condition.sending sends
+UNREMEMBERED = "unremembered"  # the log's key for the database failing the conditions' writes
+KEPT_MEANWHILE = "each alert's state is kept in memory until a write works again"
 NAMESPACE = "alerts"  # the store's id_cache rows: one per condition, lookup "kind\x1fkey"
 LEGACY = "reached"  # the previous version's single value holding every condition
 
@@ -380,10 +383,12 @@ class SharedConditions(Conditions):
         self._loaded_at = now
         self._reloading: asyncio.Task[None] | None = None
         self._writing: set[threading.Thread] = set()  # see update_soon
+        self._failing = Repeating(log)  # a full disk meets every alert of a burst
+        self._failing_said: str | None = None  # what the log said of it, until a write works
         try:
             self._upgrade(now)
         except (sqlite3.Error, OSError) as exc:
-            _database_failed(exc)
+            self._database_failed(exc, now)
         self._reload_now(now)
 
     async def update(self, kind: str, key: str, now: float, transition: Transition[T]) -> T:
@@ -420,8 +425,9 @@ class SharedConditions(Conditions):
                         NAMESPACE, _lookup(kind, key), now, self._change(ident, now, transition)
                     )
                 except (sqlite3.Error, OSError) as exc:
-                    _database_failed(exc)
+                    self._database_failed(exc, now)
                 else:
+                    self._database_works(now)
                     self._unsaved.discard(ident)
                     self._keep(ident, outcome[0], now)
                     return outcome[1]
@@ -484,6 +490,22 @@ class SharedConditions(Conditions):
         with self._lock:  # a reload or update under way ends first; none starts after
             self._closed = True
 
+    def _database_failed(self, exc: BaseException, now: float) -> None:
+        """Alerting must not fail on the database; the process's own copy decides meanwhile.
+        Logged once a fault (every alert of a burst meets it), in the `storage` alert's words,
+        then hourly while it lasts."""
+        fault = fault_of(exc, str(self.store.path))
+        said = type(exc).__name__ if fault is None else f"{fault.title}; {KEPT_MEANWHILE}"
+        if said != self._failing_said:
+            self._failing.reminders.ended(UNREMEMBERED)  # another fault: told at once
+            self._failing_said = said
+        self._failing.warning(UNREMEMBERED, f"alerts could not be remembered: {said}", now)
+
+    def _database_works(self, now: float) -> None:
+        if self._failing_said is not None:
+            self._failing.over(UNREMEMBERED, "alerts are remembered again", now)
+            self._failing_said = None
+
     def _due(self, now: float) -> bool:
         return not 0 <= now - self._loaded_at < RELOAD_EVERY
 
@@ -497,7 +519,7 @@ class SharedConditions(Conditions):
             try:
                 rows = self.store.cache_items(NAMESPACE, now)
             except (sqlite3.Error, OSError) as exc:
-                _database_failed(exc)
+                self._database_failed(exc, now)
                 return
             known = {}
             for lookup, value in rows:
@@ -556,11 +578,6 @@ def not_sent_yet(store: Store, config: AlertsConfig, now: float) -> list[Conditi
         if condition.owed_body and condition.failed_at is not None:  # not one being sent
             found.append(condition)
     return sorted(found, key=lambda condition: condition.failed_at or 0.0)
-
-
-def _database_failed(exc: BaseException) -> None:
-    # Alerting must not fail on the database; the process's own copy decides meanwhile.
-    log.warning("alerts could not be remembered: %s", type(exc).__name__)
 
 
 # --------------------------------------------------------------------------- sending
