@@ -25,6 +25,7 @@ from tests.harness import put_back, statements_run, until
 from tests.test_delivery import AnotherProcessLocking
 from tests.test_disk_syncs import DiskSyncs, UnsyncedWrites
 from tests.test_sign_in_health import REFUSED_EXPIRY, metric, served
+from tests.test_storage_faults import full_at_the_note_of_a_play
 from tests.unpaced import unpaced
 from watchbridge import serializdlist
 from watchbridge.accounts import AccountNotes
@@ -273,6 +274,30 @@ async def test_a_connection_dropped_after_the_add_lands_makes_one_entry_and_the_
     assert fake.count("POST", REVIEWS_ADD) == 1  # the retry found the entry in the diary
     assert fake.ticks() == {(SHOW, SEASON_1, 4)}
     assert runtime.store.outbox_counts()["done"] == 1
+
+
+async def test_a_disk_full_as_an_entry_serializd_took_is_noted_is_no_bug_and_adds_it_once(
+    runtime: Runtime,
+    target: SerializdTarget,
+    fake: FakeSerializd,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The disk is full at the ledger's note of the entry, after Serializd took it: the fault
+    # goes up to the delivery task's supervisor, which tells of it as the disk's (no
+    # traceback, no row called a bug); the row keeps the mark noted before the add.
+    enqueue(runtime, "play", episode(4), clock() - 3600)
+    full = pytest.raises(sqlite3.OperationalError, match="database or disk is full")
+    with full_at_the_note_of_a_play(runtime.store, "serializd"), full:
+        await target.deliver(claim(runtime), clock())
+    assert "unexpected error" not in caplog.text
+    assert fake.count("POST", REVIEWS_ADD) == 1
+    runtime.store.release_claims(clock(), "test")  # the task's restart, the disk freed
+    clock.advance(120)
+    again = await target.deliver(claim(runtime), clock())
+    assert [type(outcome).__name__ for outcome in again.values()] == ["Delivered"]
+    assert len(fake.diary()) == 1
+    assert fake.count("POST", REVIEWS_ADD) == 1  # found in the diary, not added again
 
 
 @pytest.mark.parametrize("storage_settings", [", busy_timeout: 0.5"], ids=["busy_timeout=0.5"])

@@ -15,21 +15,25 @@ import sqlite3
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.fakes.base import FakeServer
 from tests.fakes.receiver import AlertReceiver
-from tests.harness import AppThread, watchbridge, write_config
-from tests.ingest_samples import sample_bytes
+from tests.fakes.trakt import CLIENT_ID, FakeTrakt
+from tests.harness import AppThread, sign_in_trakt, watchbridge, write_config
+from tests.ingest_samples import sample_bytes, sample_json
 from tests.test_app import jellyfin_config, runtime_for, wait_until
 from watchbridge import statuspage, storagewatch, webhooks
 from watchbridge.app import Runtime, create_app
+from watchbridge.config import parse_config
 from watchbridge.storagefault import DatabaseMoved, fault_kind, fault_of
 from watchbridge.storagewatch import StorageWatch
 from watchbridge.store import OpenFiles, Store
+from watchbridge.wiring import build_app, build_runtime
 
 HOOK = "/webhooks/jellyfin/s3cret-hook"
 FULL_TITLE = "watchbridge cannot write its database: the disk is full"
@@ -509,3 +513,76 @@ def test_a_full_disk_whose_log_still_takes_webhooks_is_told_as_it_is(
     assert refused.status_code == 503
     assert "was refused (answered 503, not recorded): webhooks are refused" in page_refused
     assert "So far 1 Jellyfin webhook was refused" in page_refused
+
+
+@contextlib.contextmanager
+def full_at_the_note_of_a_play(store: Store, service: str = "trakt") -> Iterator[None]:
+    """The disk fills up as the note of a play `service` took is written (the mirror: the
+    first write after its answer), and has room again afterwards: SQLite's own "database or
+    disk is full", from a 1 MB write its limit on the service's connection refuses."""
+    conn = store._conn
+    assert conn is not None
+    with contextlib.closing(sqlite3.connect(store.path, isolation_level=None)) as look:
+        look.execute("CREATE TABLE ballast (filler BLOB)")
+        look.execute(
+            "CREATE TRIGGER fills_the_disk BEFORE INSERT ON mirror"
+            f" WHEN NEW.service = '{service}' AND NEW.collection = 'plays'"
+            " BEGIN INSERT INTO ballast VALUES (zeroblob(1048576)); END"
+        )
+        (pages,) = conn.execute("PRAGMA page_count").fetchone()
+        (room,) = conn.execute("PRAGMA max_page_count").fetchone()
+        conn.execute(f"PRAGMA max_page_count = {pages + 64}")
+        try:
+            yield
+        finally:
+            look.execute("DROP TRIGGER fills_the_disk")
+            conn.execute(f"PRAGMA max_page_count = {room}")
+
+
+def outbox_rows(db: Path) -> list[tuple[str, str | None]]:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return conn.execute("SELECT status, last_error FROM outbox").fetchall()
+
+
+def test_a_disk_full_as_a_play_trakt_took_is_noted_is_the_storage_fault_and_lands_once(
+    tmp_path: Path,
+    start_fake: Callable[[FakeServer], FakeServer],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    trakt = start_fake(FakeTrakt())
+    assert isinstance(trakt, FakeTrakt)
+    show = trakt.add_show("Breaking Bad", 2008, tvdb=81189, imdb="tt0903747", tmdb=1396)
+    trakt.add_episode(show, 5, 14, tvdb=4637661, imdb="tt2301451", tmdb=62161)
+    db = tmp_path / "wb.db"
+    config = parse_config(
+        f"""
+server: {{webhook_secret: s3cret-hook}}
+storage: {{path: {db}}}
+delivery: {{retry_after: 1s}}
+services:
+  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}
+profiles:
+  me: {{users: {{jellyfin: [alex]}}, accounts: {{trakt: {{}}}}}}
+""",
+        Path("watchbridge.yaml"),
+        {},
+    )
+    runtime = build_runtime(config)
+    runtime.task_restart_delay = 0.05
+    body = sample_json("jellyfin", "playback_stop_episode_completed.json")
+    body["NotificationUsername"] = "alex"
+    with caplog.at_level(logging.INFO), AppThread(build_app(runtime)) as app:
+        sign_in_trakt(runtime.store, trakt, now=time.time())
+        with full_at_the_note_of_a_play(runtime.store):
+            assert httpx.post(f"{app.url}{HOOK}", json=body).status_code == 202
+            wait_until(lambda: trakt.count("POST", "/scrobble/stop") == 1)
+            wait_until(lambda: "; restarting" in caplog.text)
+            during = outbox_rows(db)
+        wait_until(lambda: [status for status, _ in outbox_rows(db)] == ["done"])
+    assert len(trakt.history()) == 1  # taken once, never twice
+    assert trakt.count("POST", "/scrobble/stop") == 1  # found on Trakt, not sent again
+    told = [r.getMessage() for r in caplog.records if "restarting" in r.getMessage()]
+    assert told[:1] == [f"{FULL_TITLE}; restarting"]
+    assert "unexpected error" not in caplog.text and "target crashed" not in caplog.text
+    assert not [r for r in caplog.records if r.exc_info], "a traceback"
+    assert all("a bug" not in (reason or "") for _, reason in during), during

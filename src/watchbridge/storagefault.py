@@ -160,6 +160,13 @@ def fault_kind(exc: BaseException) -> FaultKind | None:
     return None
 
 
+def of_the_disk(exc: BaseException) -> bool:
+    """Whether `exc` is SQLite failing a read or write of the database for the disk or the
+    file (full, read-only, locked, damaged), not for our SQL: no bug of the code that met it,
+    which lets it go up to its task's supervisor, which tells of it as the fault it is."""
+    return isinstance(exc, sqlite3.Error) and fault_kind(exc) is not None
+
+
 def fault_of(exc: BaseException, database: str) -> StorageFault | None:
     """`exc`, met writing the database at `database`, as a fault a user can mend; None when
     it is not one (a bug: the caller tells of it as such)."""

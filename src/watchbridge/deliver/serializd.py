@@ -89,6 +89,7 @@ from watchbridge.services.serializd import (
     NAME as SERVICE_NAME,
 )
 from watchbridge.sides import holds_logged_stars
+from watchbridge.storagefault import of_the_disk
 from watchbridge.store import PLACED, UNKNOWN_OUTCOME, OutboxItem, Store, locked_by_another
 
 log = logging.getLogger(__name__)
@@ -362,6 +363,8 @@ class SerializdTarget:
                 # The row keeps the `unknown outcome` mark whatever happens next, so the
                 # diary is read before this entry is ever sent again.
                 cause = exc.cause
+                if of_the_disk(cause):
+                    raise cause from None  # the disk's fault, not a bug: see per_profile
                 if (
                     isinstance(cause, Unavailable)
                     and cause.outcome_unknown
@@ -381,6 +384,8 @@ class SerializdTarget:
                 # database stayed locked past the note taking `_add`'s mark back. The batch's
                 # record of this outcome takes it back then (per_profile's would keep it).
                 cause = exc.cause
+                if of_the_disk(cause):
+                    raise cause from None  # the disk's fault, not a bug: see per_profile
                 outcomes[row.id] = self._hold_for(cause)
                 if isinstance(cause, Unavailable):
                     self._rest_wait(rows, outcomes, cause)

@@ -60,6 +60,7 @@ from watchbridge.logs import Repeating
 from watchbridge.model import MediaRef, item_aliases, ref_from_dict
 from watchbridge.offloop import in_thread, to_the_end
 from watchbridge.stopping import unless_stopped
+from watchbridge.storagefault import of_the_disk
 from watchbridge.store import (
     CRASHES_ALONE,
     HELD_PROFILE,
@@ -74,6 +75,7 @@ from watchbridge.store import (
     Settlement,
     Store,
     Untold,
+    locked_by_another,
 )
 from watchbridge.zone import clock_time
 
@@ -288,11 +290,22 @@ async def per_profile(
         try:
             await deliver_profile(profile, rows, outcomes)
         except Exception as exc:
+            if for_the_supervisor(exc):
+                raise
             stopped.add(profile)
             rest = [row for row in by_profile[profile] if row.id not in outcomes]
             wait = as_a_wait(exc, rows[0].target)
             outcomes |= await undecided(store, rest, hold_for(wait, profile))
     return outcomes
+
+
+def for_the_supervisor(exc: Exception) -> bool:
+    """Whether `exc` is a fault of the disk or the database file (full, read-only, damaged),
+    neither the service's answer nor a bug: the delivery task stops, its supervisor tells of
+    the fault as such (no traceback, no row called a bug), and its restart takes the rows
+    back as they were marked, so a send that landed before the write failed is looked for,
+    never made twice. Not another process's lock: every target waits that out (as_a_wait)."""
+    return of_the_disk(exc) and not locked_by_another(exc)
 
 
 def turns(items: Sequence[OutboxItem], live_first: bool) -> list[tuple[str, list[OutboxItem]]]:
@@ -1448,6 +1461,8 @@ class DeliveryWorker:
         except _CutShort:
             raise
         except Exception as exc:  # a target bug must not lose rows: retry them
+            if for_the_supervisor(exc):
+                raise
             log.exception("target crashed", extra={"target": name})
             crashed_rows = crashed(name, exc)
             outcomes = await undecided(store, todo, crashed_rows)
