@@ -26,13 +26,16 @@ HEAVY = ("yaml", "pydantic", "watchbridge.config", "watchbridge.entrypoint", "ur
 
 
 @contextlib.contextmanager
-def answering(host: str, status: int = 200) -> Iterator[int]:
-    """An HTTP server on `host` answering every GET with `status`; yields its port."""
+def answering(
+    host: str, status: int = 200, ready: tuple[int, bytes] = (200, b'{"status":"ready"}')
+) -> Iterator[int]:
+    """An HTTP server on `host` answering every GET with `status`, and /readyz with `ready`
+    (its status and body); yields its port."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            body = b'{"status":"ok"}'
-            self.send_response(status)
+            answer, body = ready if self.path == "/readyz" else (status, b'{"status":"ok"}')
+            self.send_response(answer)
             self.send_header("content-length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -133,6 +136,32 @@ def test_an_answer_other_than_200_is_unhealthy(
         note_listening(str(noted(env)), "127.0.0.1", [port])
         assert main(env) == 1
     assert capsys.readouterr().out == f"http://127.0.0.1:{port}/healthz: answered 503\n"
+
+
+def test_a_service_up_whose_database_takes_no_writes_is_unhealthy_saying_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Its disk full: every webhook is refused 503, so Docker (Unraid) must not show it healthy.
+    full = b'{"status":"unavailable","reason":"database not writable (database or disk is full)"}'
+    with answering("127.0.0.1", ready=(503, full)) as port:
+        env = environ(tmp_path, port)
+        note_listening(str(noted(env)), "127.0.0.1", [port])
+        assert main(env) == 1
+    assert capsys.readouterr().out == (
+        f"http://127.0.0.1:{port}/readyz: answered 503: watchbridge is up but cannot write its "
+        "database (database not writable (database or disk is full)), so it refuses every "
+        "webhook (answered 503); see its log and the storage alert for what to do\n"
+    )
+
+
+@pytest.mark.parametrize("ready", [(404, b"{}"), (500, b"{}")], ids=["no-readyz", "500"])
+def test_only_a_database_that_takes_no_writes_makes_a_service_up_unhealthy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], ready: tuple[int, bytes]
+) -> None:
+    with answering("127.0.0.1", ready=ready) as port:
+        env = environ(tmp_path, port)
+        note_listening(str(noted(env)), "127.0.0.1", [port])
+        assert main(env) == 0, capsys.readouterr().out
 
 
 def _by_a_process_gone(env: dict[str, str], port: int) -> None:

@@ -451,6 +451,7 @@ def test_a_full_disk_refuses_webhooks_rather_than_acknowledging_them_unstored(
         answers = answers[: next(n for n, a in enumerate(answers) if a.status_code != 202) + 1]
         refused = answers[-1]
         ready = httpx.get(f"{service.url}/readyz")
+        health = healthcheck(volumes, service.port)  # Docker's (Unraid's) health meanwhile
         if filler is not None:  # space freed: webhooks are taken again, and delivered
             filler.unlink()
             trakt.proxy_found_server()
@@ -467,6 +468,8 @@ def test_a_full_disk_refuses_webhooks_rather_than_acknowledging_them_unstored(
     assert refused.headers["retry-after"] == "60"
     assert "could not store the event" in refused.json()["error"]
     assert ready.status_code == 503
+    assert health.returncode == 1  # unhealthy while it cannot store webhooks
+    assert "/readyz: answered 503: watchbridge is up but cannot write its database" in health.stdout
     # Each webhook answered 202 is in the database; the refused one is not.
     acknowledged = len(answers) - 1 + (1 if filler is not None else 0)
     assert stored == acknowledged, log

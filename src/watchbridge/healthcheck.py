@@ -1,10 +1,14 @@
 """The image's healthcheck (`python -m watchbridge.healthcheck`, the Dockerfile's HEALTHCHECK and
 docker-compose.yml's): asks /healthz on $WATCHBRIDGE_PORT (8765 unless set) at the address the
-service listens on.
+service listens on, then /readyz there: a service that is up but whose database takes no
+writes (its disk full, read-only) refuses every webhook, and Docker (Unraid's Docker tab) shows
+it unhealthy, saying why. Home Assistant's watchdog asks /healthz alone (addon/config.yaml): it
+restarts an app it finds unhealthy, which mends no full disk.
 
 A service listening on every interface is asked on loopback; one listening on one address
 (server.host: 192.168.1.20, with host networking on Unraid) answers there only: asked on
-127.0.0.1, it never would, and the container would stay unhealthy. Exit 0 when it answers 200.
+127.0.0.1, it never would, and the container would stay unhealthy. Exit 0 when /healthz answers
+200 and /readyz does not answer 503.
 
 It runs every 30 s for as long as the container does, so it costs next to nothing: the service,
 once listening, notes its host and ports in $WATCHBRIDGE_DATA_DIR/watchbridge.listening, and the
@@ -24,6 +28,7 @@ import time
 from collections.abc import Mapping, Sequence
 
 DEFAULT_PORT = "8765"
+HEALTHZ, READYZ = "/healthz", "/readyz"
 TIMEOUT = 4.0  # seconds for all addresses together: the HEALTHCHECK's --timeout is 5 s
 LISTENING_FILE = "watchbridge.listening"
 _MAX_ANSWER_HEAD = 4096
@@ -148,37 +153,86 @@ def _unspecified_v6(address: str) -> bool:
 
 def healthz_url(address: str, port: str) -> str:
     shown = f"[{address.replace('%', '%25')}]" if ":" in address else address
-    return f"http://{shown}:{port}/healthz"
+    return f"http://{shown}:{port}{HEALTHZ}"
 
 
 def answers(address: str, port: str, timeout: float) -> str | None:
-    """None when /healthz at `address`, `port` answers 200, else what went wrong. One HTTP/1.0
-    GET on a bare socket: no proxy (HTTP_PROXY in the container is for the services it
-    calls), no redirect, nothing imported."""
+    """None when /healthz at `address`, `port` answers 200, else what went wrong."""
+    try:
+        answer = _get(address, port, HEALTHZ, timeout, whole=False)
+    except (OSError, ValueError, OverflowError, UnicodeError) as exc:
+        return str(exc) or type(exc).__name__
+    status = answer.split(b"\n", 1)[0].split()
+    if len(status) < 2 or not status[0].startswith(b"HTTP/"):
+        return "no HTTP answer" if not answer else "answered something other than HTTP"
+    if status[1] != b"200":
+        return f"answered {status[1].decode(errors='replace')}"
+    return None
+
+
+def unready(address: str, port: str, timeout: float) -> str | None:
+    """What /readyz at `address`, `port` says when it answers 503 (the database takes no
+    writes), else None: a service that answered /healthz but not this in time, or not so, is
+    taken as up (a database another program holds for a while is waited out)."""
+    try:
+        answer = _get(address, port, READYZ, timeout, whole=True)
+    except (OSError, ValueError, OverflowError, UnicodeError):
+        return None
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status = head.split(b"\n", 1)[0].split()
+    if len(status) < 2 or status[1] != b"503":
+        return None
+    return f"answered 503: {not_storing(body)}"
+
+
+def not_storing(body: bytes) -> str:
+    """The words for /readyz's 503 `body` (its JSON `reason`, as the service said it). Pure."""
+    import json  # only on this rare path: the check every 30 s imports nothing
+
+    try:
+        reason = json.loads(body).get("reason")
+    except (ValueError, AttributeError):
+        reason = None
+    said = f" ({reason})" if isinstance(reason, str) and reason else ""
+    return (
+        f"watchbridge is up but cannot write its database{said}, so it refuses every webhook "
+        "(answered 503); see its log and the storage alert for what to do"
+    )
+
+
+def _get(address: str, port: str, path: str, timeout: float, *, whole: bool) -> bytes:
+    """The answer to one HTTP/1.0 GET of `path` on a bare socket (its first line, or with
+    `whole` all of it, up to 4 KB): no proxy (HTTP_PROXY in the container is for the services
+    it calls), no redirect, nothing imported."""
     deadline = time.monotonic() + timeout
     shown = f"[{address}]" if ":" in address else address
     # As bytes, an ASCII name or address is looked up without the idna codec's import.
     host: str | bytes = address.encode("ascii") if address.isascii() else address
-    try:
-        # getaddrinfo takes bytes too, which typeshed's create_connection does not say.
-        with socket.create_connection((host, int(port)), timeout) as conn:  # type: ignore[arg-type]
+    # getaddrinfo takes bytes too, which typeshed's create_connection does not say.
+    with socket.create_connection((host, int(port)), timeout) as conn:  # type: ignore[arg-type]
+        conn.settimeout(max(deadline - time.monotonic(), 0.001))
+        conn.sendall(f"GET {path} HTTP/1.0\r\nHost: {shown}:{port}\r\n\r\n".encode())
+        answer = b""
+        while not _enough(answer, whole) and len(answer) < _MAX_ANSWER_HEAD:
             conn.settimeout(max(deadline - time.monotonic(), 0.001))
-            conn.sendall(f"GET /healthz HTTP/1.0\r\nHost: {shown}:{port}\r\n\r\n".encode())
-            head = b""
-            while b"\n" not in head and len(head) < _MAX_ANSWER_HEAD:
-                conn.settimeout(max(deadline - time.monotonic(), 0.001))
-                chunk = conn.recv(_MAX_ANSWER_HEAD)
-                if not chunk:
-                    break
-                head += chunk
-    except (OSError, ValueError, OverflowError, UnicodeError) as exc:
-        return str(exc) or type(exc).__name__
-    status = head.split(b"\n", 1)[0].split()
-    if len(status) < 2 or not status[0].startswith(b"HTTP/"):
-        return "no HTTP answer" if not head else "answered something other than HTTP"
-    if status[1] != b"200":
-        return f"answered {status[1].decode(errors='replace')}"
-    return None
+            chunk = conn.recv(_MAX_ANSWER_HEAD)
+            if not chunk:
+                break
+            answer += chunk
+    return answer
+
+
+def _enough(answer: bytes, whole: bool) -> bool:
+    """Whether `answer` holds its first line (or, `whole`, its head and the body its
+    Content-Length says: a server keeping the connection open is not waited out). Pure."""
+    if not whole:
+        return b"\n" in answer
+    head, found, body = answer.partition(b"\r\n\r\n")
+    for line in head.split(b"\r\n")[1:] if found else ():
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return value.strip().isdigit() and len(body) >= int(value)
+    return False
 
 
 def service_host(environ: Mapping[str, str]) -> tuple[str, str | None]:
@@ -218,12 +272,17 @@ def _read_token(path: os.PathLike[str]) -> str:
 
 
 def ask(addresses: Sequence[str], port: str) -> list[str]:
-    """Ask each address in turn until one answers; what went wrong at each, [] when one did."""
+    """Ask each address in turn until one answers, then whether the service there is ready;
+    what went wrong at each, [] when one answered and is."""
+    deadline = time.monotonic() + TIMEOUT
     failures = []
     for address in addresses:
         problem = answers(address, port, TIMEOUT / len(addresses))
         if problem is None:
-            return []
+            left = deadline - time.monotonic()
+            refused = unready(address, port, left) if left > 0 else None
+            url = healthz_url(address, port).removesuffix(HEALTHZ) + READYZ
+            return [] if refused is None else [f"{url}: {refused}"]
         failures.append(f"{healthz_url(address, port)}: {problem}")
     return failures
 
