@@ -378,6 +378,55 @@ def test_a_webhook_play_given_up_is_not_copied_by_the_link_beside_its_dead_lette
     assert dead_letters(tmp_path) == []
 
 
+def queue_webhook_rating(path: Path, season: int, number: int, rating: int, at: float) -> None:
+    """Plex's webhook of alex's rating (0-100) of Breaking Bad S`season`E`number` given at
+    `at`, taken by the service: a delivery queued for Serializd."""
+    runtime = build_runtime(load_config(path, {}))
+    runtime.open()
+    try:
+        item = MediaRef("episode", show_ids=Ids(tmdb="1396"), season=season, number=number)
+        event = MediaEvent(
+            "generic", "rate", item, account=Account("alex"), rating=rating, occurred_at=at
+        )
+        assert runtime.store.ingest(ingest_job(runtime, "alex", event))
+    finally:
+        runtime.close()
+
+
+@pytest.mark.parametrize("then", ["retry", "discard"])
+def test_a_webhook_rating_given_up_is_not_copied_by_the_link_beside_its_dead_letter(
+    tmp_path: Path, start_fake: Any, then: str
+) -> None:
+    # As for a play: the webhook's dead letter is the rating's delivery. A link's copy beside
+    # it would be a second dead letter (and alert) where Serializd refuses it, and a second
+    # rating row once both are retried. Retried, it goes once; discarded, the link copies it.
+    plex, serializd = plex_and_serializd(start_fake)  # S1E1 watched in Plex 40 hours ago
+    path = link_config(tmp_path, plex, serializd)
+    path.write_text(path.read_text() + "delivery: {max_attempts: 1}\n", encoding="utf-8")
+    sync(path)
+    serializd.episodes_refused.add(1)  # Serializd refuses S1E1's rating row (for now)
+    rated = time.time() - HOUR
+    plex.rate("101", 8.0, rated)
+    queue_webhook_rating(path, 1, 1, 80, rated)
+    sync(path)  # the link leaves it to the webhook's row, which gives up
+    (why,) = dead_letters(tmp_path)
+    assert "HTTP 400" in why, why
+
+    said = sync(path)  # the next full read: no copy beside it
+    assert "plan: nothing to do" in said, said
+    assert dead_letters(tmp_path) == [why]
+    serializd.episodes_refused.clear()  # Serializd takes it now
+    said = deadletters(path, then, "--all")
+    assert ("1 dead letter(s) queued again" if then == "retry" else "1 dead letter") in said, said
+    said = sync(path)
+
+    assert ("set_rating serializd episode:tmdb:1396:s1e1" in said) == (then == "discard"), said
+    assert "plan: nothing to do" in sync(path)
+    assert [r.rating for r in serializd.diary() if r.rating] == [8]
+    assert dead_letters(tmp_path) == []
+    assert plex.user_state("101")["userRating"] == 8.0
+
+
 # --------------------------------------------------------------------------- an add the target
 # always refuses: plain discard is "not this row", and it comes back at each full read;
 # `discard --for-good` keeps that play off the link's target until `deadletters allow`

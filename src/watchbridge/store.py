@@ -4061,11 +4061,14 @@ class Store:
         self, profile: str
     ) -> list[tuple[str, dict[str, Any], int, str | None, str | None]]:
         """(target, item, rating 0-100, webhook source, its server) of the ratings webhooks
-        queued for `profile` that are not delivered yet (pending or in flight; dead letters
-        are not waiting)."""
+        queued for `profile` that are not delivered yet: pending, in flight, or dead letters.
+        A dead letter is still the rating's one delivery, as for plays (see
+        `waiting_webhook_plays`): a link's copy beside it would be a second alert where it
+        cannot be placed, and a second rating row once both go. Discarded, it is gone, and a
+        link copies the rating again."""
         rows = self._query(
             "SELECT target, payload FROM outbox WHERE profile = ? AND action = 'rating'"
-            " AND event_id IS NOT NULL AND status IN ('pending', 'inflight')",
+            " AND event_id IS NOT NULL AND status IN ('pending', 'inflight', 'dead')",
             (profile,),
         )
         found = []
