@@ -331,13 +331,13 @@ def test_a_play_whose_dead_letter_was_discarded_is_copied_again_by_the_link(
     assert [(r.season_id, r.episode_number) for r in serializd.diary()] == [(3572, 1)]
 
 
-def queue_webhook_play(path: Path, season: int, number: int, at: float) -> None:
-    """Plex's webhook of alex's play of Breaking Bad S`season`E`number` (ended at `at`), taken
-    by the service: a delivery queued for Serializd."""
+def queue_webhook_play(path: Path, season: int, number: int, at: float, show: str = "1396") -> None:
+    """Plex's webhook of alex's play of S`season`E`number` of the show with TMDB id `show`
+    (Breaking Bad; ended at `at`), taken by the service: a delivery queued for Serializd."""
     runtime = build_runtime(load_config(path, {}))
     runtime.open()
     try:
-        item = MediaRef("episode", show_ids=Ids(tmdb="1396"), season=season, number=number)
+        item = MediaRef("episode", show_ids=Ids(tmdb=show), season=season, number=number)
         event = MediaEvent(
             "generic", "played", item, account=Account("alex"), played=True, occurred_at=at
         )
@@ -425,6 +425,31 @@ def test_a_webhook_rating_given_up_is_not_copied_by_the_link_beside_its_dead_let
     assert [r.rating for r in serializd.diary() if r.rating] == [8]
     assert dead_letters(tmp_path) == []
     assert plex.user_state("101")["userRating"] == 8.0
+
+
+def test_a_dead_letter_retried_by_hand_goes_at_once_after_serializd_lists_its_show(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    # "Show not found" is taken as the answer for a day (no show lookup per row and pass),
+    # but a retry by hand is the user saying "try now": Serializd lists the show since.
+    plex, serializd = plex_and_serializd(start_fake)
+    path = link_config(tmp_path, plex, serializd)
+    path.write_text(path.read_text() + "delivery: {max_attempts: 1}\n", encoding="utf-8")
+    sync(path)
+    queue_webhook_play(path, 1, 1, time.time() - HOUR, show="95396")  # Severance
+    sync(path)
+    (why,) = dead_letters(tmp_path)
+    assert "Show not found" in why, why
+    serializd.add_show(95396, "Severance", {1: 9})
+    asked = serializd.count("GET", "/api/show/{id}")
+
+    said = deadletters(path, "retry", "--all")
+    sync(path)  # delivers what is due, as the service does within minutes
+
+    assert "1 dead letter(s) queued again" in said, said
+    assert serializd.count("GET", "/api/show/{id}") > asked  # asked again, not the cache
+    assert [(r.show_id, r.episode_number) for r in serializd.diary()] == [(1396, 1), (95396, 1)]
+    assert dead_letters(tmp_path) == []
 
 
 # --------------------------------------------------------------------------- an add the target

@@ -670,11 +670,13 @@ def test_a_play_serializd_cannot_place_is_given_up_and_told_once(
         unmatched = watchbridge("unmatched", "--config", str(home.config)).stdout
         assert "nothing unmatched" in unmatched, unmatched
         # Serializd lists the show later; alex sends the play again, as the alert says: it
-        # goes once (within the day watchbridge takes the show for unknown still), and the
-        # link copies nothing beside it.
+        # goes at once (Serializd is asked again, though watchbridge took its "show not
+        # found" for the day) and once: the link copies nothing beside it.
         home.serializd.add_show(95396, "Severance", {1: 9})
         retried = watchbridge("deadletters", "retry", "--all", "--config", str(home.config))
         assert "1 dead letter(s) queued again" in retried.stdout, retried.stdout + retried.stderr
+        home.deliver()
+        assert [(r.show_id, r.episode_number) for r in home.diary("alex")] == [(95396, 1)]
         for _ in range(4):
             home.shift(8 * HOUR)
             run = home.sync(full=True)

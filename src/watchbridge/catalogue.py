@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -94,6 +94,21 @@ async def show_seasons(
     }
     await asyncio.to_thread(store.cache_put, SEASONS_CACHE, lookup, value, clock(), SEASONS_TTL)
     return seasons
+
+
+def forget_unknown(store: Store, items: Iterable[MediaRef], now: float) -> None:
+    """Forget that Serializd did not know the shows of `items` (UNKNOWN, taken as its answer
+    for UNKNOWN_TTL): their next delivery asks again. For a retry by hand, the user saying
+    "try now" (Serializd lists the show since); automatic retries keep the answer."""
+    shows = {(ref.ids.tmdb if ref.kind == "show" else ref.show_ids.tmdb) for ref in items}
+    for show in sorted(s for s in shows if s):
+        store.cache_update(SEASONS_CACHE, show, now, _unknown_dropped)
+
+
+def _unknown_dropped(cached: Any) -> tuple[Any, float, None]:
+    """`Store.cache_update`'s change: an UNKNOWN entry deleted, any other left as it is."""
+    unknown = isinstance(cached, dict) and isinstance(cached.get(UNKNOWN), str)
+    return cached, (0.0 if unknown or cached is None else SEASONS_TTL), None
 
 
 async def season_end(

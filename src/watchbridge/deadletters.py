@@ -8,7 +8,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from watchbridge.accounts import NOT_SENT
+from watchbridge.catalogue import forget_unknown
 from watchbridge.config import Config, undeliverable
+from watchbridge.ids import webhook_ref, with_cached_plex_ids
 from watchbridge.store import Store
 
 
@@ -70,6 +72,14 @@ def retry_dead_letters(
     }
     stuck = Counter(reason for reason in why.values() if reason is not None)
     ready = [item_id for item_id, reason in why.items() if reason is None]
+    if not by_itself:  # by hand, "try now": also where Serializd said "show not found"
+        refs = (
+            webhook_ref(store, item.payload.get("item") or {}, item.payload.get("source"), now)
+            for item in chosen
+            if why[item.id] is None
+        )
+        # Their ids as a delivery found them: a Plex webhook's show by what the server said.
+        forget_unknown(store, [with_cached_plex_ids(store, r, now) for r in refs if r], now)
     # By id even for all: a row that died since the list was read was not looked at.
     retried = store.retry_dead(ready, now, by_itself=by_itself)
     return RetryOutcome(

@@ -945,6 +945,30 @@ class PlexEnricher:
         return found
 
 
+def with_cached_plex_ids(
+    cache: IdCache, item: MediaRef, now: float, need: Need = SHOW_TMDB
+) -> MediaRef:
+    """A Plex item with the ids a delivery already read of it (and of its show) from the
+    server (PlexEnricher; the cache only: no server is asked)."""
+    if not needs_plex_ids(item, need):
+        return item
+    found = _cached_plex_item(cache, item_key_to_read(item, need), now)
+    if found is not None:
+        item = merge_plex_item(item, found)
+    show = _cached_plex_item(cache, show_key_to_read(item, need), now)
+    return item if show is None else merge_plex_show(item, show)
+
+
+def _cached_plex_item(cache: IdCache, rating_key: str | None, now: float) -> PlexItem | None:
+    if not rating_key:
+        return None
+    hit, cached = cache.cache_get(PlexEnricher.namespace, rating_key, now)
+    if hit and isinstance(cached, dict):
+        with contextlib.suppress(TypeError):
+            return PlexItem.from_dict(cached)
+    return None
+
+
 # --------------------------------------------------------------------------- Jellyfin / Emby
 
 
