@@ -90,6 +90,57 @@ def test_a_movie_watched_in_plex_stays_watched_there(tmp_path: Path, start_fake:
     assert "movie" not in "".join(said)  # nothing planned for it, either way
 
 
+# --------------------------------------------------------------------------- "mark played"
+# in Plex: no history row, each item viewed "now". Marked together (a season), ticks; alone, a
+# diary entry dated as Plex dates it
+
+
+def test_a_season_marked_played_in_plex_is_ticked_on_serializd_with_no_diary_entries(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    # A season marked played is no viewing of that day: 13 diary entries dated today would
+    # say so. Ticks say "watched, date unknown", as Serializd's own season mark does.
+    plex, serializd = plex_and_serializd(start_fake)  # S1E1 watched in Plex 40 hours ago
+    path = link_config(tmp_path, plex, serializd)
+    sync(path)
+    marked = time.time() - HOUR
+    for number in range(1, 14):
+        if number > 1:
+            plex.add_episode(f"{110 + number}", "20", 2, number)
+        plex.watch(f"{110 + number}", marked + number % 2, history=False)  # within a second
+
+    said = sync(path)
+
+    assert said.count("add_play serializd episode:tmdb:1396:s2e") == 13, said
+    assert [(r.season_id, r.episode_number) for r in serializd.diary()] == [(3572, 1)]
+    assert serializd.ticks() >= {(1396, 3573, n) for n in range(1, 14)}
+    assert serializd.season_marks() == set()  # (not set: Plex cannot take it back)
+    hourly = watchbridge("sync", "--link", "plex-serializd", "--config", str(path))
+    assert "0 change(s) queued" in hourly.stdout, hourly.stdout + hourly.stderr
+    for _ in range(2):  # read back as the ticks they are: nothing added again, either way
+        assert "plan: nothing to do" in sync(path)
+    assert len(serializd.diary()) == 1
+    assert [plex.user_state(f"{110 + n}")["viewCount"] for n in range(1, 14)] == [1] * 13
+
+
+def test_an_episode_marked_played_alone_in_plex_is_logged_dated_as_plex_dates_it(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    plex, serializd = plex_and_serializd(start_fake)
+    path = link_config(tmp_path, plex, serializd)
+    sync(path)
+    marked = time.time() - HOUR
+    plex.watch("111", marked, history=False)
+
+    said = sync(path)
+
+    assert "add_play serializd episode:tmdb:1396:s2e1" in said, said
+    (entry,) = [r for r in serializd.diary() if r.season_id == 3573]
+    assert entry.episode_number == 1 and entry.backdate == iso(int(marked)), entry
+    assert "plan: nothing to do" in sync(path)
+    assert len(serializd.diary()) == 2
+
+
 # --------------------------------------------------------------------------- a webhook's play
 # landing while a run reads: the run's copy must not become a second diary entry
 

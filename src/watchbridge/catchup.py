@@ -96,6 +96,7 @@ from watchbridge.ingest.common import (
     text,
     ticks_to_ms,
 )
+from watchbridge.marked import at_once
 from watchbridge.model import (
     Account,
     MediaEvent,
@@ -129,9 +130,6 @@ CLOCK_MARGIN = 15 * 60.0
 CONFIRM_AFTER = 5 * 60.0
 # A playback whose webhooks came (a start, its progress) but no end yet: left to them this long.
 FOLLOWED = 6 * 3600.0
-# Jellyfin's "mark played" of a season (or of items picked together) dates each item alike, or
-# within this many seconds of the next: no two viewings on one account begin that close.
-MARKED_TOGETHER = 2.0
 # The servers' MinResumeDurationSeconds: an item shorter than this turns played as it starts.
 RESUMABLE = 300.0
 # A play found that waits (`State.waiting`) and is no longer listed (deleted) is forgotten.
@@ -432,24 +430,14 @@ def heard_of(
 
 def marked_together(items: Iterable[Listed]) -> set[str]:
     """The ids of the items a read lists played whose `LastPlayedDate`s run within
-    MARKED_TOGETHER of each other, two items or more (not one under two ids: a server keeping
-    user data by provider ids shows a viewing on each version of a film): marked played at
-    once. Pure."""
-    dated = sorted(
+    MARKED_TOGETHER of each other (`marked.at_once`), two items or more (not one under two
+    ids: a server keeping user data by provider ids shows a viewing on each version of a
+    film): marked played at once. Pure."""
+    return at_once(
         (one.last_played, identity(one) or one.id, one.id)
         for one in items
         if one.played and one.last_played is not None
     )
-    found: set[str] = set()
-    run: list[tuple[float, str, str]] = []
-    for entry in [*dated, None]:
-        if entry is not None and run and entry[0] - run[-1][0] <= MARKED_TOGETHER:
-            run.append(entry)
-            continue
-        if len({key for _, key, _ in run}) > 1:
-            found.update(item_id for _, _, item_id in run)
-        run = [] if entry is None else [entry]
-    return found
 
 
 def by_hand(state: State, one: Listed, found_at: float, together: Collection[str]) -> bool:

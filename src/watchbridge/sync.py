@@ -51,6 +51,7 @@ from watchbridge.config import MEDIA_SERVERS, Config, Link, link_profiles, servi
 from watchbridge.errors import Waits, WatchbridgeError, naming_profile
 from watchbridge.guard import BEFORE_CONFIRMING, for_link
 from watchbridge.ids import webhook_ref
+from watchbridge.marked import at_once
 from watchbridge.metrics import Metrics
 from watchbridge.model import ref_from_dict, ref_to_dict
 from watchbridge.narrow import Narrower, Narrowing, narrow_sides, no_movie
@@ -78,7 +79,7 @@ from watchbridge.readers import (
     Waiting,
     reader_for,
 )
-from watchbridge.readers.plex import key_for_ref
+from watchbridge.readers.plex import WATCHED_PREFIX, key_for_ref
 from watchbridge.reconcile import (
     EXPECTED,
     UNDATED,
@@ -784,7 +785,7 @@ async def _plan_profile(
     current = with_first_seen(current, baseline, read_at)
 
     def planned_for(kinds: Link) -> Plan:
-        return plan(
+        planned = plan(
             kinds,
             current,
             baseline,
@@ -800,6 +801,7 @@ async def _plan_profile(
             restored=after_restore,
             on_their_way=waiting,
         )
+        return ticked_marks(planned, current)
 
     planned = await asyncio.to_thread(planned_for, link)
     waiting = await asyncio.to_thread(_waiting, store, profile, aliases, clock(), webhook_plays)
@@ -1020,6 +1022,36 @@ async def _note_accounts(
         )
         changed = changed or change is not None
     return changed
+
+
+MARKED_ALONG = "; marked played in Plex with others at once: ticked, no diary entry"
+
+
+def ticked_marks(planned: Plan, current: Mapping[str, Side]) -> Plan:
+    """`planned` with its adds to Serializd of plays Plex holds no history row of, marked
+    played together (`marked.at_once`: a season marked played on a current server dates each
+    episode "now"), undated: ticks, as Serializd's own season mark is, and no diary entry
+    dated the day of the mark for each (Plex keeps no other date). A lone mark (or a play
+    whose history Plex cleared) keeps its date. The ticks read back undated, paired with
+    those plays. Pure."""
+    plex = current.get("plex")
+    if plex is None or "serializd" not in current:
+        return planned
+    marks = at_once(
+        (play.at, play.item, play.record)
+        for play in plex.plays
+        if play.record.startswith(WATCHED_PREFIX)
+    )
+    if not marks:
+        return planned
+
+    def ticked(action: Action) -> Action:
+        source = _ADDED_AGAIN.sub("", action.source, count=1)
+        if action.kind != "add_play" or action.target != "serializd" or source not in marks:
+            return action
+        return replace(action, at=UNDATED, reason=action.reason + MARKED_ALONG)
+
+    return replace(planned, actions=tuple(ticked(action) for action in planned.actions))
 
 
 def _waiting(
