@@ -45,6 +45,8 @@ from watchbridge.plexlink import (
     watchlist_holding,
 )
 from watchbridge.serializdlist import (
+    add_to_serializd_watchlist,
+    remove_from_serializd_watchlist,
     serializd_additions,
     serializd_client,
     serializd_watch_items,
@@ -52,9 +54,7 @@ from watchbridge.serializdlist import (
 )
 from watchbridge.services.plextv import PlexTvAuthError, PlexTvClient
 from watchbridge.services.serializd import (
-    SerializdAuthError,
     SerializdClient,
-    SerializdUnavailable,
 )
 from watchbridge.store import Store
 from watchbridge.watchlist import WatchItem, WatchlistPlan, baseline_row, kept_rows, plan_watchlist
@@ -184,18 +184,11 @@ async def sync_plex_serializd_watchlist(
         except ServiceError as exc:  # refused, or plex.tv failing: the next run tries again
             unresolved.append(f"{item.describe()} (not removed from Plex: {exc.message})")
             new_baseline |= kept_rows(baseline, item)
-    removed_serializd = 0
-    for item in plan.remove_from_peer:
-        show_id = int(str(item.ids.tmdb))
-        try:
-            await serializd.remove_from_watchlist(profile, show_id, seasons_of.get(show_id, ()))
-        except (SerializdAuthError, SerializdUnavailable):
-            raise
-        except ServiceError as exc:
-            unresolved.append(f"{item.describe()} (not removed from Serializd: {exc.quoted(PEER)})")
-            new_baseline |= kept_rows(baseline, item)
-            continue
-        removed_serializd += 1
+    removed = await remove_from_serializd_watchlist(
+        serializd, profile, plan.remove_from_peer, seasons_of, baseline
+    )
+    new_baseline |= removed.baseline
+    unresolved += removed.unresolved
 
     added_plex = 0
     for item in plan.add_to_other:
@@ -214,19 +207,9 @@ async def sync_plex_serializd_watchlist(
         new_baseline[key] = row
         added_plex += 1
 
-    added_serializd = 0
-    for addition in found.additions:
-        try:
-            await serializd.add_to_watchlist(profile, addition.show_id, addition.season_ids)
-        except (SerializdAuthError, SerializdUnavailable):
-            raise
-        except ServiceError as exc:
-            name = addition.item.describe()
-            unresolved.append(f"{name} (not added to Serializd: {exc.quoted(PEER)})")
-            continue
-        key, row = baseline_row(addition.item)
-        new_baseline[key] = row
-        added_serializd += 1
+    added = await add_to_serializd_watchlist(serializd, profile, found.additions)
+    new_baseline |= added.baseline
+    unresolved += added.unresolved
 
     store.mirror_replace(_baseline_store(link), profile, "watchlist", new_baseline, now)
     hold_watchlist(store, link, profile, plan.held, now)
@@ -234,9 +217,9 @@ async def sync_plex_serializd_watchlist(
     return PlexSerializdWatchlistResult(
         profile,
         plan,
-        added_to_serializd=added_serializd,
+        added_to_serializd=added.count,
         added_to_plex=added_plex,
-        removed_from_serializd=removed_serializd,
+        removed_from_serializd=removed.count,
         removed_from_plex=removed_plex,
         unresolved=tuple(unresolved),
         kept_off=tuple(found.kept_off),

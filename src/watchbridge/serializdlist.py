@@ -64,6 +64,7 @@ from watchbridge.store import Store
 from watchbridge.watchlist import (
     WatchItem,
     WatchlistPlan,
+    Written,
     baseline_row,
     kept_rows,
     plan_watchlist,
@@ -201,6 +202,56 @@ async def serializd_additions(
         else:
             unresolved.append(f"{item.describe()} (Serializd lists no seasons for it)")
     return found
+
+
+async def remove_from_serializd_watchlist(
+    serializd: SerializdClient,
+    profile: str,
+    items: Sequence[WatchItem],
+    seasons_of: Mapping[int, Sequence[int]],
+    baseline: Mapping[str, Sequence[str]],
+) -> Written:
+    """Take each show off Serializd's watchlist with the seasons its row there lists
+    (`seasons_of`: show id -> season ids). A show Serializd refuses keeps its baseline rows, so
+    the next run tries again; a sign-in or an outage raises."""
+    count = 0
+    kept: dict[str, Any] = {}
+    failed: list[str] = []
+    for item in items:
+        show_id = int(str(item.ids.tmdb))
+        try:
+            await serializd.remove_from_watchlist(profile, show_id, seasons_of.get(show_id, ()))
+        except (SerializdAuthError, SerializdUnavailable):
+            raise
+        except ServiceError as exc:
+            failed.append(f"{item.describe()} (not removed from Serializd: {exc.quoted(PEER)})")
+            kept |= kept_rows(baseline, item)
+            continue
+        count += 1
+    return Written(count, kept, failed)
+
+
+async def add_to_serializd_watchlist(
+    serializd: SerializdClient, profile: str, additions: Sequence[_Addition]
+) -> Written:
+    """Put each show on Serializd's watchlist with its seasons (`serializd_additions`). A show
+    Serializd refuses is named; a sign-in or an outage raises."""
+    count = 0
+    rows: dict[str, Any] = {}
+    failed: list[str] = []
+    for addition in additions:
+        try:
+            await serializd.add_to_watchlist(profile, addition.show_id, addition.season_ids)
+        except (SerializdAuthError, SerializdUnavailable):
+            raise
+        except ServiceError as exc:
+            name = addition.item.describe()
+            failed.append(f"{name} (not added to Serializd: {exc.quoted(PEER)})")
+            continue
+        key, row = baseline_row(addition.item)
+        rows[key] = row
+        count += 1
+    return Written(count, rows, failed)
 
 
 def unreadable_marks_alert(link: str, profile: str, title: str, source: str = "Trakt") -> str:
@@ -352,37 +403,22 @@ async def sync_serializd_watchlist(
 
     new_baseline = baseline_before_writes(plan, baseline)
     removed_trakt = await remove_from_trakt_watchlist(trakt, store, profile, plan, now)
-    removed_serializd = 0
-    for item in plan.remove_from_peer:
-        show_id = int(str(item.ids.tmdb))
-        try:
-            await serializd.remove_from_watchlist(profile, show_id, seasons_of.get(show_id, ()))
-        except (SerializdAuthError, SerializdUnavailable):
-            raise
-        except ServiceError as exc:
-            unresolved.append(f"{item.describe()} (not removed from Serializd: {exc.quoted(PEER)})")
-            new_baseline |= kept_rows(baseline, item)
-            continue
-        removed_serializd += 1
+    removed = await remove_from_serializd_watchlist(
+        serializd, profile, plan.remove_from_peer, seasons_of, baseline
+    )
+    new_baseline |= removed.baseline
+    unresolved += removed.unresolved
+    removed_serializd = removed.count
 
     added = await add_to_trakt_watchlist(trakt, plan, room, now)
     new_baseline |= added.baseline
     unresolved += added.unknown
     added_trakt = added.count
 
-    added_serializd = 0
-    for addition in additions:
-        try:
-            await serializd.add_to_watchlist(profile, addition.show_id, addition.season_ids)
-        except (SerializdAuthError, SerializdUnavailable):
-            raise
-        except ServiceError as exc:
-            name = addition.item.describe()
-            unresolved.append(f"{name} (not added to Serializd: {exc.quoted(PEER)})")
-            continue
-        key, row = baseline_row(addition.item)
-        new_baseline[key] = row
-        added_serializd += 1
+    to_serializd = await add_to_serializd_watchlist(serializd, profile, additions)
+    new_baseline |= to_serializd.baseline
+    unresolved += to_serializd.unresolved
+    added_serializd = to_serializd.count
 
     store.mirror_replace(_baseline_store(link), profile, "watchlist", new_baseline, now)
     hold_watchlist(store, link, profile, plan.held, now)

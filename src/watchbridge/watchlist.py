@@ -242,6 +242,17 @@ def _with_adds_held(held: str, waiting: Sequence[tuple[int, str, str]], hold: st
     return f"{removals}, and {adds}{why}" if removals else f"{adds}{why}"
 
 
+@dataclass(frozen=True)
+class Written:
+    """What one kind of write to a side's watchlist did: how many titles it took, the baseline
+    rows it leaves (of the titles added; of a removal, the rows kept where it failed), and a
+    line for each title the side would not take."""
+
+    count: int = 0
+    baseline: dict[str, Any] = field(default_factory=dict)
+    unresolved: list[str] = field(default_factory=list)
+
+
 def baseline_entry(*items: WatchItem) -> tuple[str, list[str]]:
     """A baseline row for a title now on both sides: its key and every alias either side knows."""
     keys = sorted({a for item in items for a in item.aliases})
