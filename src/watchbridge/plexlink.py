@@ -68,6 +68,7 @@ from watchbridge.store import Store
 from watchbridge.watchlist import (
     WatchItem,
     WatchlistPlan,
+    Written,
     baseline_row,
     kept_rows,
     plan_watchlist,
@@ -887,6 +888,55 @@ async def resolve_on_plex(
     return key
 
 
+async def remove_from_plex_watchlist(
+    plextv: PlexTvClient,
+    profile: str,
+    items: Sequence[WatchItem],
+    baseline: Mapping[str, Sequence[str]],
+) -> Written:
+    """Take each title off Plex's watchlist. One plex.tv refuses, or fails to answer for, keeps
+    its baseline rows, so the next run tries again; a sign-in raises."""
+    count = 0
+    kept: dict[str, Any] = {}
+    failed: list[str] = []
+    for item in items:
+        try:
+            if item.plex_key and await plextv.remove_from_watchlist(profile, item.plex_key):
+                count += 1
+        except PlexTvAuthError:
+            raise
+        except ServiceError as exc:  # refused, or plex.tv failing: the next run tries again
+            failed.append(f"{item.describe()} (not removed from Plex: {exc.message})")
+            kept |= kept_rows(baseline, item)
+    return Written(count, kept, failed)
+
+
+async def add_to_plex_watchlist(
+    plextv: PlexTvClient, store: Store, profile: str, items: Sequence[WatchItem], now: float
+) -> Written:
+    """Put each title on Plex's watchlist, found on discover by its ids (`resolve_on_plex`).
+    One discover does not know, or plex.tv will not take, is named; a sign-in raises."""
+    count = 0
+    rows: dict[str, Any] = {}
+    failed: list[str] = []
+    for item in items:
+        rating_key = await resolve_on_plex(plextv, store, profile, item, now)
+        if rating_key is None:
+            failed.append(f"{item.describe()} (Plex discover does not know it)")
+            continue
+        try:
+            await plextv.add_to_watchlist(profile, rating_key)
+        except PlexTvAuthError:
+            raise
+        except ServiceError as exc:
+            failed.append(f"{item.describe()} (not added to Plex: {exc.message})")
+            continue
+        key, row = baseline_row(item)
+        rows[key] = row
+        count += 1
+    return Written(count, rows, failed)
+
+
 def _baseline_store(link: str) -> str:
     return f"link:{link}"
 
@@ -959,44 +1009,24 @@ async def sync_watchlist(
     unresolved = [f"{name} (Plex knows no external id for it)" for name in unidentified]
     new_baseline = baseline_before_writes(plan, baseline)
     removed_trakt = await remove_from_trakt_watchlist(trakt, store, profile, plan, now)
-    removed_plex = 0
-    for item in plan.remove_from_plex:
-        try:
-            if item.plex_key and await plextv.remove_from_watchlist(profile, item.plex_key):
-                removed_plex += 1
-        except PlexTvAuthError:
-            raise
-        except ServiceError as exc:  # refused, or plex.tv failing: the next run tries again
-            unresolved.append(f"{item.describe()} (not removed from Plex: {exc.message})")
-            new_baseline |= kept_rows(baseline, item)
+    off_plex = await remove_from_plex_watchlist(plextv, profile, plan.remove_from_plex, baseline)
+    new_baseline |= off_plex.baseline
+    unresolved += off_plex.unresolved
 
     added = await add_to_trakt_watchlist(trakt, plan, room, now)
     new_baseline |= added.baseline
     unresolved += added.unknown
     added_trakt = added.count
 
-    added_plex = 0
-    for item in plan.add_to_plex:
-        rating_key = await resolve_on_plex(plextv, store, profile, item, now)
-        if rating_key is None:
-            unresolved.append(f"{item.describe()} (Plex discover does not know it)")
-            continue
-        try:
-            await plextv.add_to_watchlist(profile, rating_key)
-        except PlexTvAuthError:
-            raise
-        except ServiceError as exc:
-            unresolved.append(f"{item.describe()} (not added to Plex: {exc.message})")
-            continue
-        key, row = baseline_row(item)
-        new_baseline[key] = row
-        added_plex += 1
+    on_plex = await add_to_plex_watchlist(plextv, store, profile, plan.add_to_plex, now)
+    new_baseline |= on_plex.baseline
+    unresolved += on_plex.unresolved
 
     store.mirror_replace(_baseline_store(link), profile, "watchlist", new_baseline, now)
     hold_watchlist(store, link, profile, plan.held, now)
     note_watchlist_run(store, link, profile, now)
     if activities is not None:
-        wrote = added_plex or added_trakt or removed_plex or removed_trakt
+        wrote = on_plex.count or added_trakt or off_plex.count or removed_trakt
         # Held removals and titles a side could not take are worth a full look next run; so
         # is every run that wrote: stamps read after our writes would hide a change someone
         # else (the user, another link) made meanwhile, for good.
@@ -1006,9 +1036,9 @@ async def sync_watchlist(
     return WatchlistResult(
         profile,
         plan,
-        added_to_plex=added_plex,
+        added_to_plex=on_plex.count,
         added_to_trakt=added_trakt,
-        removed_from_plex=removed_plex,
+        removed_from_plex=off_plex.count,
         removed_from_trakt=removed_trakt,
         unresolved=tuple(unresolved),
         limit=limit,

@@ -34,13 +34,14 @@ from watchbridge.plexlink import (
     Alerts,
     LimitState,
     ListsRun,
+    add_to_plex_watchlist,
     baseline_before_writes,
     hold_watchlist,
     lists_hold,
     lists_still_held,
     plextv_client,
     read_plex_watchlist,
-    resolve_on_plex,
+    remove_from_plex_watchlist,
     unchecked_sides,
     watchlist_holding,
 )
@@ -52,12 +53,10 @@ from watchbridge.serializdlist import (
     serializd_watch_items,
     tell_unreadable_marks,
 )
-from watchbridge.services.plextv import PlexTvAuthError, PlexTvClient
-from watchbridge.services.serializd import (
-    SerializdClient,
-)
+from watchbridge.services.plextv import PlexTvClient
+from watchbridge.services.serializd import SerializdClient
 from watchbridge.store import Store
-from watchbridge.watchlist import WatchItem, WatchlistPlan, baseline_row, kept_rows, plan_watchlist
+from watchbridge.watchlist import WatchItem, WatchlistPlan, plan_watchlist
 
 PEER, OTHER = "serializd", "plex"
 NO_MOVIES = "a movie: Serializd has none, so it stays on Plex's watchlist only"
@@ -174,42 +173,22 @@ async def sync_plex_serializd_watchlist(
         )
 
     new_baseline = baseline_before_writes(plan, baseline)
-    removed_plex = 0
-    for item in plan.remove_from_other:
-        try:
-            if item.plex_key and await plextv.remove_from_watchlist(profile, item.plex_key):
-                removed_plex += 1
-        except PlexTvAuthError:
-            raise
-        except ServiceError as exc:  # refused, or plex.tv failing: the next run tries again
-            unresolved.append(f"{item.describe()} (not removed from Plex: {exc.message})")
-            new_baseline |= kept_rows(baseline, item)
-    removed = await remove_from_serializd_watchlist(
+    off_plex = await remove_from_plex_watchlist(plextv, profile, plan.remove_from_other, baseline)
+    new_baseline |= off_plex.baseline
+    unresolved += off_plex.unresolved
+    off_serializd = await remove_from_serializd_watchlist(
         serializd, profile, plan.remove_from_peer, seasons_of, baseline
     )
-    new_baseline |= removed.baseline
-    unresolved += removed.unresolved
+    new_baseline |= off_serializd.baseline
+    unresolved += off_serializd.unresolved
 
-    added_plex = 0
-    for item in plan.add_to_other:
-        rating_key = await resolve_on_plex(plextv, store, profile, item, now)
-        if rating_key is None:
-            unresolved.append(f"{item.describe()} (Plex discover does not know it)")
-            continue
-        try:
-            await plextv.add_to_watchlist(profile, rating_key)
-        except PlexTvAuthError:
-            raise
-        except ServiceError as exc:
-            unresolved.append(f"{item.describe()} (not added to Plex: {exc.message})")
-            continue
-        key, row = baseline_row(item)
-        new_baseline[key] = row
-        added_plex += 1
+    on_plex = await add_to_plex_watchlist(plextv, store, profile, plan.add_to_other, now)
+    new_baseline |= on_plex.baseline
+    unresolved += on_plex.unresolved
 
-    added = await add_to_serializd_watchlist(serializd, profile, found.additions)
-    new_baseline |= added.baseline
-    unresolved += added.unresolved
+    on_serializd = await add_to_serializd_watchlist(serializd, profile, found.additions)
+    new_baseline |= on_serializd.baseline
+    unresolved += on_serializd.unresolved
 
     store.mirror_replace(_baseline_store(link), profile, "watchlist", new_baseline, now)
     hold_watchlist(store, link, profile, plan.held, now)
@@ -217,10 +196,10 @@ async def sync_plex_serializd_watchlist(
     return PlexSerializdWatchlistResult(
         profile,
         plan,
-        added_to_serializd=added.count,
-        added_to_plex=added_plex,
-        removed_from_serializd=removed.count,
-        removed_from_plex=removed_plex,
+        added_to_serializd=on_serializd.count,
+        added_to_plex=on_plex.count,
+        removed_from_serializd=off_serializd.count,
+        removed_from_plex=off_plex.count,
         unresolved=tuple(unresolved),
         kept_off=tuple(found.kept_off),
         requests={
