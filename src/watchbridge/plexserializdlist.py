@@ -50,6 +50,7 @@ from watchbridge.serializdlist import (
     remove_from_serializd_watchlist,
     serializd_additions,
     serializd_client,
+    serializd_summary,
     serializd_watch_items,
     tell_unreadable_marks,
 )
@@ -81,19 +82,7 @@ class PlexSerializdWatchlistResult:
 
     def summary(self) -> list[str]:
         """The run's lines for `watchbridge sync` (unresolved lines come after)."""
-        plan = self.plan
-        counts = (
-            f"+{len(plan.add_to_peer)} to serializd, +{len(plan.add_to_other)} to plex, "
-            f"-{len(plan.remove_from_peer)} from serializd, "
-            f"-{len(plan.remove_from_other)} from plex"
-        )
-        held = f" (held: {plan.held})" if plan.held else ""
-        lines = [f"watchlist {self.profile}: {counts}{held}"]
-        lines += [
-            f"  already watched on Serializd, not put on its watchlist: {title}"
-            for title in self.kept_off
-        ]
-        return lines
+        return serializd_summary(self.profile, self.plan, self.kept_off, OTHER)
 
 
 def plex_show_items(items: Iterable[WatchItem]) -> tuple[list[WatchItem], list[str]]:

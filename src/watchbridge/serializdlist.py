@@ -101,19 +101,25 @@ class SerializdWatchlistResult:
 
     def summary(self) -> list[str]:
         """The run's lines for `watchbridge sync` (limit and unresolved lines come after)."""
-        plan = self.plan
-        counts = (
-            f"+{len(plan.add_to_peer)} to serializd, +{len(plan.add_to_trakt)} to trakt, "
-            f"-{len(plan.remove_from_peer)} from serializd, "
-            f"-{len(plan.remove_from_trakt)} from trakt"
-        )
-        held = f" (held: {plan.held})" if plan.held else ""
-        lines = [f"watchlist {self.profile}: {counts}{held}"]
-        lines += [
-            f"  already watched on Serializd, not put on its watchlist: {title}"
-            for title in self.kept_off
-        ]
-        return lines
+        return serializd_summary(self.profile, self.plan, self.kept_off, "trakt")
+
+
+def serializd_summary(
+    profile: str, plan: WatchlistPlan, kept_off: Iterable[str], other: str
+) -> list[str]:
+    """A Serializd watchlist run's lines for `watchbridge sync`: its counts with `other` (the
+    other side's name), then the shows kept off Serializd's watchlist as watched there."""
+    counts = (
+        f"+{len(plan.add_to_peer)} to serializd, +{len(plan.add_to_other)} to {other}, "
+        f"-{len(plan.remove_from_peer)} from serializd, "
+        f"-{len(plan.remove_from_other)} from {other}"
+    )
+    held = f" (held: {plan.held})" if plan.held else ""
+    lines = [f"watchlist {profile}: {counts}{held}"]
+    lines += [
+        f"  already watched on Serializd, not put on its watchlist: {title}" for title in kept_off
+    ]
+    return lines
 
 
 # --------------------------------------------------------------------------- pure helpers
