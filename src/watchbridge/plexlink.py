@@ -395,25 +395,13 @@ async def run_lists(
         wanted = link.kinds if kinds is None or profile not in kinds else kinds[profile]
         return frozenset(wanted) & frozenset(link.kinds)
 
-    if set(link.services) == {"trakt", "serializd"}:
+    services = set(link.services)
+    if services in ({"trakt", "serializd"}, {"plex", "serializd"}):
+        from watchbridge.plexserializdlist import run_plex_serializd_lists
         from watchbridge.serializdlist import run_serializd_lists
 
-        return await run_serializd_lists(
-            config,
-            store,
-            name,
-            link,
-            [profile for profile in listings if "watchlist" in part(profile)],
-            dry_run=dry_run,
-            confirm_removals=confirm_removals,
-            clock=clock,
-            alerts=alerts,
-            metrics=metrics,
-        )
-    if set(link.services) == {"plex", "serializd"}:
-        from watchbridge.plexserializdlist import run_plex_serializd_lists
-
-        return await run_plex_serializd_lists(
+        run = run_serializd_lists if "trakt" in services else run_plex_serializd_lists
+        return await run(
             config,
             store,
             name,
@@ -1174,6 +1162,51 @@ async def sync_collection(
         limit=limit,
         requests={"trakt": trakt.http.requests_sent - trakt_before},
     )
+
+
+class _Closing(Protocol):
+    async def aclose(self) -> None: ...
+
+
+async def watchlists_per_profile(
+    store: Store,
+    name: str,
+    link: Link,
+    profiles: Iterable[str],
+    sync: Callable[
+        [str, str, tuple[str, ...]],
+        Awaitable[SerializdWatchlistResult | PlexSerializdWatchlistResult],
+    ],
+    clients: Sequence[_Closing],
+    *,
+    confirm_removals: bool,
+    clock: Callable[[], float],
+) -> ListsRun:
+    """A Serializd link's watchlist part: `sync(profile, hold, unchecked)` for each of
+    `profiles` (`lists_hold`, `unchecked_sides`), then `clients` closed. A person whose run
+    fails is named in `errors` (nothing was written for them if a read failed); the others
+    still run."""
+    results: list[SerializdWatchlistResult | PlexSerializdWatchlistResult] = []
+    errors: list[str] = []
+    unplanned: list[str] = []
+    try:
+        for profile in profiles:
+            try:
+                result = await sync(
+                    profile,
+                    lists_hold(store, name, link, profile, confirm_removals),
+                    unchecked_sides(store, name, link, profile, confirm_removals),
+                )
+            except ServiceError as exc:
+                errors.append(naming_profile(profile, f"watchlist: {exc.message}"))
+                unplanned.append(profile)
+                continue
+            results.append(result)
+    finally:
+        for client in clients:
+            await client.aclose()
+    still_held = lists_still_held(store, name, "watchlist", unplanned, True, clock())
+    return ListsRun(tuple(results), tuple(errors), tuple(still_held))
 
 
 def lists_hold(store: Store, name: str, link: Link, profile: str, confirming: bool) -> str:

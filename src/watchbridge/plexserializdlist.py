@@ -23,12 +23,10 @@ other links; discover matches and season maps in the id cache.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from watchbridge.config import Config, Link
-from watchbridge.errors import naming_profile
-from watchbridge.http import ServiceError
 from watchbridge.metrics import Metrics
 from watchbridge.plexlink import (
     Alerts,
@@ -37,13 +35,11 @@ from watchbridge.plexlink import (
     add_to_plex_watchlist,
     baseline_before_writes,
     hold_watchlist,
-    lists_hold,
-    lists_still_held,
     plextv_client,
     read_plex_watchlist,
     remove_from_plex_watchlist,
-    unchecked_sides,
     watchlist_holding,
+    watchlists_per_profile,
 )
 from watchbridge.serializdlist import (
     add_to_serializd_watchlist,
@@ -218,34 +214,33 @@ async def run_plex_serializd_lists(
     assert plextv is not None  # a plex link has services.plex
     serializd = serializd_client(config, store, clock, metrics)
     only_to = link.services[1] if link.direction == "one-way" else None
-    results: list[PlexSerializdWatchlistResult] = []
-    errors: list[str] = []
-    unplanned: list[str] = []
-    try:
-        for profile in profiles:
-            try:
-                result = await sync_plex_serializd_watchlist(
-                    plextv,
-                    serializd,
-                    store,
-                    profile,
-                    link=name,
-                    clock=clock,
-                    dry_run=dry_run,
-                    confirm_removals=confirm_removals,
-                    max_removal_share=link.max_removal_share,
-                    only_to=only_to,
-                    alerts=alerts,
-                    hold=lists_hold(store, name, link, profile, confirm_removals),
-                    unchecked=unchecked_sides(store, name, link, profile, confirm_removals),
-                )
-            except ServiceError as exc:
-                errors.append(naming_profile(profile, f"watchlist: {exc.message}"))
-                unplanned.append(profile)
-                continue
-            results.append(result)
-    finally:
-        await plextv.aclose()
-        await serializd.aclose()
-    still_held = lists_still_held(store, name, "watchlist", unplanned, True, clock())
-    return ListsRun(tuple(results), tuple(errors), tuple(still_held))
+
+    def sync(
+        profile: str, hold: str, unchecked: tuple[str, ...]
+    ) -> Awaitable[PlexSerializdWatchlistResult]:
+        return sync_plex_serializd_watchlist(
+            plextv,
+            serializd,
+            store,
+            profile,
+            link=name,
+            clock=clock,
+            dry_run=dry_run,
+            confirm_removals=confirm_removals,
+            max_removal_share=link.max_removal_share,
+            only_to=only_to,
+            alerts=alerts,
+            hold=hold,
+            unchecked=unchecked,
+        )
+
+    return await watchlists_per_profile(
+        store,
+        name,
+        link,
+        profiles,
+        sync,
+        (plextv, serializd),
+        confirm_removals=confirm_removals,
+        clock=clock,
+    )

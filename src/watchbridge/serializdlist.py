@@ -24,13 +24,12 @@ profile, `limit_pause:watchlist`).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from watchbridge.catalogue import season_map
 from watchbridge.config import Config, Link
-from watchbridge.errors import naming_profile
 from watchbridge.http import ServiceError, changed_answer
 from watchbridge.metrics import Metrics
 from watchbridge.model import Ids
@@ -41,16 +40,14 @@ from watchbridge.plexlink import (
     add_to_trakt_watchlist,
     baseline_before_writes,
     hold_watchlist,
-    lists_hold,
-    lists_still_held,
     note_watchlist_run,
     relisted_on_peer,
     remove_from_trakt_watchlist,
     taken_off_trakt,
     trakt_watch_items,
-    unchecked_sides,
     watchlist_holding,
     watchlist_room,
+    watchlists_per_profile,
 )
 from watchbridge.services.serializd import (
     SerializdAuthError,
@@ -493,34 +490,33 @@ async def run_serializd_lists(
         seeded_refresh_tokens=seeded_trakt_tokens(config),
     )
     serializd = serializd_client(config, store, clock, metrics)
-    results: list[SerializdWatchlistResult] = []
-    errors: list[str] = []
-    unplanned: list[str] = []
-    try:
-        for profile in profiles:
-            try:
-                result = await sync_serializd_watchlist(
-                    serializd,
-                    trakt,
-                    store,
-                    profile,
-                    link=name,
-                    clock=clock,
-                    dry_run=dry_run,
-                    confirm_removals=confirm_removals,
-                    max_removal_share=link.max_removal_share,
-                    only_to=only_to_for(link),
-                    alerts=alerts,
-                    hold=lists_hold(store, name, link, profile, confirm_removals),
-                    unchecked=unchecked_sides(store, name, link, profile, confirm_removals),
-                )
-            except ServiceError as exc:
-                errors.append(naming_profile(profile, f"watchlist: {exc.message}"))
-                unplanned.append(profile)
-                continue
-            results.append(result)
-    finally:
-        await trakt.aclose()
-        await serializd.aclose()
-    still_held = lists_still_held(store, name, "watchlist", unplanned, True, clock())
-    return ListsRun(tuple(results), tuple(errors), tuple(still_held))
+
+    def sync(
+        profile: str, hold: str, unchecked: tuple[str, ...]
+    ) -> Awaitable[SerializdWatchlistResult]:
+        return sync_serializd_watchlist(
+            serializd,
+            trakt,
+            store,
+            profile,
+            link=name,
+            clock=clock,
+            dry_run=dry_run,
+            confirm_removals=confirm_removals,
+            max_removal_share=link.max_removal_share,
+            only_to=only_to_for(link),
+            alerts=alerts,
+            hold=hold,
+            unchecked=unchecked,
+        )
+
+    return await watchlists_per_profile(
+        store,
+        name,
+        link,
+        profiles,
+        sync,
+        (trakt, serializd),
+        confirm_removals=confirm_removals,
+        clock=clock,
+    )
