@@ -929,6 +929,24 @@ def _baseline_store(link: str) -> str:
     return f"link:{link}"
 
 
+def watchlist_baseline(
+    store: Store, link: str, profile: str
+) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """The baseline of `link`'s watchlist for `profile`: its rows as stored, and each row's
+    aliases by key (as `watchlist.plan_watchlist` weighs them)."""
+    stored = store.mirror_get(_baseline_store(link), profile, "watchlist")
+    return stored, {key: list(value.get("aliases") or []) for key, value in stored.items()}
+
+
+def save_watchlist_baseline(
+    store: Store, link: str, profile: str, baseline: dict[str, Any], held: str, now: float
+) -> None:
+    """Record a run of `link`'s watchlist part: the baseline it leaves, and why it held
+    removals ("": none)."""
+    store.mirror_replace(_baseline_store(link), profile, "watchlist", baseline, now)
+    hold_watchlist(store, link, profile, held, now)
+
+
 async def sync_watchlist(
     plextv: PlexTvClient,
     trakt: TraktClient,
@@ -974,8 +992,7 @@ async def sync_watchlist(
         return WatchlistResult(profile, unchanged, requests=requests)
     trakt_rows = await trakt.watchlist(profile)
     trakt_items = trakt_watch_items(trakt_rows)
-    stored = store.mirror_get(_baseline_store(link), profile, "watchlist")
-    baseline = {key: list(value.get("aliases") or []) for key, value in stored.items()}
+    stored, baseline = watchlist_baseline(store, link, profile)
     plan = plan_watchlist(
         plex_items,
         trakt_items,
@@ -1010,8 +1027,7 @@ async def sync_watchlist(
     new_baseline |= on_plex.baseline
     unresolved += on_plex.unresolved
 
-    store.mirror_replace(_baseline_store(link), profile, "watchlist", new_baseline, now)
-    hold_watchlist(store, link, profile, plan.held, now)
+    save_watchlist_baseline(store, link, profile, new_baseline, plan.held, now)
     note_watchlist_run(store, link, profile, now)
     if activities is not None:
         wrote = on_plex.count or added_trakt or off_plex.count or removed_trakt

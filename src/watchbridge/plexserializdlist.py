@@ -34,10 +34,11 @@ from watchbridge.plexlink import (
     ListsRun,
     add_to_plex_watchlist,
     baseline_before_writes,
-    hold_watchlist,
     plextv_client,
     read_plex_watchlist,
     remove_from_plex_watchlist,
+    save_watchlist_baseline,
+    watchlist_baseline,
     watchlist_holding,
     watchlists_per_profile,
 )
@@ -95,10 +96,6 @@ def plex_show_items(items: Iterable[WatchItem]) -> tuple[list[WatchItem], list[s
     return shows, left_out
 
 
-def _baseline_store(link: str) -> str:
-    return f"link:{link}"
-
-
 async def sync_plex_serializd_watchlist(
     plextv: PlexTvClient,
     serializd: SerializdClient,
@@ -130,8 +127,7 @@ async def sync_plex_serializd_watchlist(
     plex_items, left_out = plex_show_items(plex_listed)
     serializd_items = serializd_watch_items(listed)
     seasons_of = {s.show_id: s.season_ids for s in listed}
-    stored = store.mirror_get(_baseline_store(link), profile, "watchlist")
-    baseline = {key: list(value.get("aliases") or []) for key, value in stored.items()}
+    _, baseline = watchlist_baseline(store, link, profile)
     plan = plan_watchlist(
         serializd_items,
         plex_items,
@@ -175,8 +171,7 @@ async def sync_plex_serializd_watchlist(
     new_baseline |= on_serializd.baseline
     unresolved += on_serializd.unresolved
 
-    store.mirror_replace(_baseline_store(link), profile, "watchlist", new_baseline, now)
-    hold_watchlist(store, link, profile, plan.held, now)
+    save_watchlist_baseline(store, link, profile, new_baseline, plan.held, now)
     await tell_unreadable_marks(alerts, link, profile, found.unreadable, source="Plex")
     return PlexSerializdWatchlistResult(
         profile,

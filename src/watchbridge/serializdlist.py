@@ -39,12 +39,13 @@ from watchbridge.plexlink import (
     ListsRun,
     add_to_trakt_watchlist,
     baseline_before_writes,
-    hold_watchlist,
     note_watchlist_run,
     relisted_on_peer,
     remove_from_trakt_watchlist,
+    save_watchlist_baseline,
     taken_off_trakt,
     trakt_watch_items,
+    watchlist_baseline,
     watchlist_holding,
     watchlist_room,
     watchlists_per_profile,
@@ -336,10 +337,6 @@ async def tell_unreadable_marks(
             await alerts.resolve(ALERT_KIND, over, key=key)
 
 
-def _baseline_store(link: str) -> str:
-    return f"link:{link}"
-
-
 async def sync_serializd_watchlist(
     serializd: SerializdClient,
     trakt: TraktClient,
@@ -371,8 +368,7 @@ async def sync_serializd_watchlist(
     serializd_items = serializd_watch_items(listed)
     seasons_of = {s.show_id: s.season_ids for s in listed}
     trakt_items, unidentified = trakt_show_items(trakt_rows)
-    stored = store.mirror_get(_baseline_store(link), profile, "watchlist")
-    baseline = {key: list(value.get("aliases") or []) for key, value in stored.items()}
+    stored, baseline = watchlist_baseline(store, link, profile)
     plan = plan_watchlist(
         serializd_items,
         trakt_items,
@@ -423,8 +419,7 @@ async def sync_serializd_watchlist(
     unresolved += to_serializd.unresolved
     added_serializd = to_serializd.count
 
-    store.mirror_replace(_baseline_store(link), profile, "watchlist", new_baseline, now)
-    hold_watchlist(store, link, profile, plan.held, now)
+    save_watchlist_baseline(store, link, profile, new_baseline, plan.held, now)
     note_watchlist_run(store, link, profile, now)
     limit = await added.room.settle(store, alerts, now, dry_run=False)
     await tell_unreadable_marks(alerts, link, profile, found.unreadable)
