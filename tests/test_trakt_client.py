@@ -887,6 +887,21 @@ async def test_trakt_refusing_a_refresh_without_a_request_id_is_still_a_refusal(
         await client.last_activities(PROFILE)
 
 
+async def test_a_refused_refresh_is_said_in_words_not_trakt_s_oauth_code(
+    client: TraktClient, trakt: FakeTrakt, store: Store
+) -> None:
+    # The status page showed "(invalid_grant)" to people who never read RFC 6749.
+    signed_in(trakt, store)
+    trakt.refuse_refresh_tokens()
+    trakt.expire_tokens()
+    with pytest.raises(TraktAuthError) as refused:
+        await client.last_activities(PROFILE)
+    said = str(refused.value)
+    assert "(it was revoked or used elsewhere)" in said, said
+    assert "invalid_grant" not in said, said
+    assert f"watchbridge auth trakt --profile {PROFILE}" in said, said
+
+
 async def test_trakt_s_vip_refusal_of_a_refresh_without_a_request_id_says_vip(
     client: TraktClient, trakt: FakeTrakt, store: Store
 ) -> None:

@@ -1322,7 +1322,8 @@ class TraktClient:
             raise TraktSignInRefused(
                 SERVICE,
                 f"Trakt no longer accepts the sign-in of profile {profile} "
-                f"({_oauth_error(response)}): run `watchbridge auth trakt --profile {profile}`",
+                f"({_refusal_words(_oauth_error(response))}): run "
+                f"`watchbridge auth trakt --profile {profile}`",
             )
         if response.status_code == 403:  # Trakt's own (a page in its place: above)
             raise _app_refused(403)
@@ -1982,6 +1983,16 @@ def refusal_text(response: httpx.Response) -> str:
         said = [str(data[k]) for k in ("error", "error_description", "message") if data.get(k)]
         data = " - ".join(said) if said else json.dumps(data)
     return clipped(str(data or ""), ANSWER_CHARS)
+
+
+# What Trakt's refusal of a token refresh means, for the person who reads it (not RFC 6749's
+# code): invalid_grant is a sign-in revoked on trakt.tv, or its refresh token spent elsewhere.
+_REFUSALS = {"invalid_grant": "it was revoked or used elsewhere"}
+
+
+def _refusal_words(code: str) -> str:
+    """A refused refresh's OAuth error code in words; one we have none for, as Trakt said it."""
+    return _REFUSALS.get(code, f"Trakt said {code}")
 
 
 def _oauth_error(response: httpx.Response) -> str:
