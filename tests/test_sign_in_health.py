@@ -191,6 +191,27 @@ def test_a_fresh_trakt_sign_in_and_an_anilist_one_ending_in_ten_days(
     assert trakt.requests == []  # read from the store: nothing asked of Trakt
 
 
+def test_a_sign_in_that_renews_itself_shows_no_date_to_act_by_and_anilist_keeps_its_end(
+    tmp_path: Path, trakt: FakeTrakt, anilist: FakeAniList, now: FakeClock
+) -> None:
+    # "works | in 6 d (6 Dec 17:24) | ... (the access token ends 2026-12-06 17:24 UTC)" read
+    # as a chore due in 6 days, for a sign-in watchbridge renews by itself. AniList's cannot
+    # be renewed: its end is the user's to act by.
+    config = config_for(tmp_path, trakt, anilist, anilist.issue_token(lifetime=300 * DAY, at=now()))
+    runtime = build_runtime(config, clock=now)
+    runtime.open()
+    sign_in_trakt(runtime.store, trakt, "me", now=now())
+    runtime.close()
+    _, page, _ = served(config, now)
+    rows = page.split('<p id="sign-ins">')[1].split("</table>")[0].split("<tr>")
+    (trakt_row,) = [row for row in rows if row.startswith("<td>me</td>")]
+    assert trakt_row.startswith("<td>me</td><td>trakt</td><td>works</td><td>renews itself</td>")
+    assert "signed in; renews itself, nothing to do (next renewal before " in trakt_row
+    assert " in 6 d" not in trakt_row and "ends" not in trakt_row
+    (fan_row,) = [row for row in rows if row.startswith("<td>fan</td>")]
+    assert fan_row.startswith("<td>fan</td><td>anilist</td><td>not tried yet</td><td>in 299 d (")
+
+
 def test_watchbridge_status_lists_every_sign_in_and_what_to_run(
     config: Config, trakt: FakeTrakt, anilist: FakeAniList
 ) -> None:
@@ -1198,7 +1219,7 @@ def test_a_sign_ins_time_is_told_on_the_households_clock(
     time_zone("Europe/Berlin")
     (sign_in,) = sign_in_states([Facts("me", "trakt", trakt_pair(NOW - DAY))], NOW)
     ends = datetime.fromtimestamp(NOW - DAY + TOKEN_LIFE, ZoneInfo("Europe/Berlin"))
-    assert sign_in.message.endswith(f"the access token ends {ends:%Y-%m-%d %H:%M} CET)")
+    assert sign_in.message.endswith(f"next renewal before {ends:%Y-%m-%d %H:%M} CET)")
 
 
 # A time of day in a text, and what follows it: ISO UTC (`Z`, `+00:00`) or a zone's name

@@ -105,6 +105,9 @@ class SignIn:
     # the login that would replace it: its expiry, perhaps months away, no longer says how
     # long it works.
     token_refused: bool = False
+    # Renewed without the user (Trakt's refresh, Serializd's login with the config's password):
+    # its expiry is no date to act by, so the page says "renews itself" in its place.
+    renews: bool = False
 
     @property
     def ok(self) -> bool:
@@ -208,9 +211,11 @@ def _trakt(fact: Facts, now: float) -> SignIn:
     expires = pair.expires_at
     due = pair.due_for_refresh(now)
 
-    def sign_in(state: State, message: str, token_refused: bool = False) -> SignIn:
+    def sign_in(
+        state: State, message: str, token_refused: bool = False, renews: bool = False
+    ) -> SignIn:
         return SignIn(
-            fact.profile, "trakt", state, expires, message, due, outcome, at, token_refused
+            fact.profile, "trakt", state, expires, message, due, outcome, at, token_refused, renews
         )
 
     refused = refusal_of(fact.refused_token, pair.access_token)
@@ -254,7 +259,12 @@ def _trakt(fact: Facts, now: float) -> SignIn:
             f"Trakt's sign-in service could not be reached to renew it; tried again, the "
             f"access token works until {_when(expires)}",
         )
-    return sign_in("ok", f"signed in; renews itself (the access token ends {_when(expires)})")
+    # Its expiry is no chore: the renewal comes before it (at 75 % of its life).
+    return sign_in(
+        "ok",
+        f"signed in; renews itself, nothing to do (next renewal before {_when(expires)})",
+        renews=True,
+    )
 
 
 def _token_set(stored: Mapping[str, Any] | None) -> TokenSet | None:
@@ -373,6 +383,7 @@ def _serializd(fact: Facts, now: float) -> SignIn:
         "ok",
         expires_at,
         f"signed in; logs in again with the email and password in {where} when it ends",
+        renews=True,
     )
 
 

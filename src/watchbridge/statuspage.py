@@ -398,6 +398,8 @@ ROUTES: list[Any] = [
 # What the page calls a link of the config (queuewords.py: its words for the queue).
 LINKS = "Each keeps two services alike (the <code>links</code> of the config)."
 SIGN_IN_BUTTON = "Sign in to Trakt here"
+# A sign-in's expiry column where it renews without the user (SignIn.renews): no date to act by.
+RENEWS_ITSELF = "renews itself"
 NO_PROFILES = "No profiles: every webhook is answered and ignored"
 REVIEW_BUTTON = "Review the first sync here"
 APPLY_BUTTON = "Apply this first sync"
@@ -1027,6 +1029,8 @@ def _sign_ins(sign_ins: Sequence[SignIn], now: float, signing_in: Sequence[PageS
         expires = (
             REFUSED_EXPIRY
             if one.token_refused
+            else RENEWS_ITSELF
+            if one.renews and one.ok
             else "-"
             if one.expires_at is None
             else _e(_expires(one.expires_at, now))
