@@ -501,7 +501,7 @@ def test_the_summary_says_all_is_well_with_the_last_webhook_and_deliveries(
         html = render(PageState(config, store.status(), last_webhooks=heard), 10_000.0)
     assert summary_of(html) == (
         '<p class="summary well">All is well: last webhook 8 min ago (from jellyfin); '
-        "1 delivered in the last week.</p>"
+        "1 play sent in the last week.</p>"
     )
 
 

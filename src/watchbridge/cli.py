@@ -600,7 +600,7 @@ def status(config_path: str | None) -> None:
     # One fact a line, in the status page's words (queuewords), each under its own label.
     _say(f"{words.WAITING}:       {outbox['pending']}")
     _say(f"{words.BEING_SENT}:    {outbox['inflight']}")
-    _say(f"done:          {outbox['done']} {words.DONE}")
+    _say(f"last week:     {words.sent(state.sent)}")
     _say(f"{words.OLDEST}: {_when(state.oldest_pending_at)}")
     if state.unmatched:
         _say(f"{words.FOR_A_MATCH}: {state.unmatched} {words.UNMATCHED} ({words.LOOKED_FOR})")

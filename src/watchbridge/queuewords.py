@@ -11,7 +11,21 @@ from collections.abc import Sequence
 
 WAITING = "waiting"  # pending: queued, not being sent
 BEING_SENT = "being sent"  # in flight
-DONE = "in the last week (sent, or nothing left to send)"  # after "done"
+LAST_WEEK = "in the last week"  # what the count of plays and ratings sent covers
+
+
+def sent(counts: dict[str, int]) -> str:
+    """The plays and ratings sent (`StoreStatus.sent`) as a person counts them: `2 plays
+    sent`, `1 play and 3 ratings sent`, `nothing sent`. A scrobble's start and pause are no
+    play of their own."""
+    parts = [
+        f"{n} {one if n == 1 else one + 's'}"
+        for one in ("play", "rating")
+        if (n := counts.get(one, 0))
+    ]
+    return f"{' and '.join(parts)} sent" if parts else "nothing sent"
+
+
 OLDEST = "oldest queued"
 FOR_A_MATCH = "waiting for a match"
 UNMATCHED = "title(s) not found on the service yet"

@@ -450,7 +450,7 @@ def render(state: PageState, now: float) -> str:
     buttons = _trakt_buttons(state.sign_ins, state.signing_in, now)
     rows = [
         ("queued", f"{outbox['pending']} {words.WAITING}, {outbox['inflight']} {words.BEING_SENT}"),
-        (f"done {words.DONE}", str(outbox["done"])),
+        (words.LAST_WEEK, words.sent(status.sent)),
         (words.OLDEST, _age(status.oldest_pending_at, now)),
         (
             words.FOR_A_MATCH,
@@ -718,7 +718,7 @@ def _all_is_well(state: PageState, now: float) -> str:
         "no webhook accepted yet"
         if latest is None
         else f"last webhook {_ago(latest.at, now)} (from {latest.source})",
-        f"{state.status.outbox['done']} delivered in the last week",
+        f"{words.sent(state.status.sent)} {words.LAST_WEEK}",
     ]
     if latest is None and state.tests:
         test = max(state.tests, key=lambda t: t.at)

@@ -108,6 +108,11 @@ WAL_RESTART_FRAMES = 8192  # a log this long (32 MB of 4 KB pages) must start ov
 # A row whose last send may have landed has a `last_error` starting with this: it is checked
 # against the service before it is ever sent again.
 UNKNOWN_OUTCOME = "unknown outcome"
+# How a row settled done without a write starts its `last_error` (deliver.worker's skips).
+SKIPPED = "skipped: "
+# The deliveries a person counts (`Store.sent_counts`): a play, a rating. Not a scrobble's
+# start or pause (`watching`), nor a resume point (`progress`).
+COUNTED_SENT = ("play", "rating")
 QUEUED_AGAIN = "queued again by `watchbridge deadletters retry`"  # a retried dead letter's reason
 # A dead letter of the service's own failure (a server error answered to its write, a dropped
 # connection), queued again by itself once the service took a delivery again: its reason.
@@ -2351,6 +2356,8 @@ class StoreStatus:
     behind: int = 0  # rows waiting for an earlier one of their item (waiting_behind)
     last_success_at: dict[str, float] = field(default_factory=dict)  # per link (last_successes)
     kept_off: list[KeptOffCount] = field(default_factory=list)  # `discard --for-good`'s plays
+    # Of the rows done (kept a week), those a person counts as sent, by action (COUNTED_SENT).
+    sent: dict[str, int] = field(default_factory=dict)
 
     def shown(self, redact: Callable[[str], str]) -> StoreStatus:
         """This status with its stored error texts (held rows' reasons, runs' errors) passed
@@ -6450,7 +6457,20 @@ class Store:
             waiting_left_out=len(reasons) - len(waiting),
             behind=self.waiting_behind(),
             kept_off=self.kept_off_counts(),
+            sent=self.sent_counts(),
         )
+
+    def sent_counts(self) -> dict[str, int]:
+        """The done rows (kept a week) a person counts as sent, by action: each play and
+        rating written, once; not a skipped one, nor a scrobble's start or pause."""
+        marks = ", ".join("?" for _ in COUNTED_SENT)
+        rows = self._overview(
+            "SELECT action, COUNT(*) AS n FROM outbox WHERE status = 'done'"
+            f" AND action IN ({marks}) AND (last_error IS NULL OR last_error NOT LIKE ?)"
+            " GROUP BY action",
+            (*COUNTED_SENT, SKIPPED + "%"),
+        )
+        return {r["action"]: int(r["n"]) for r in rows}
 
     def reset(
         self,

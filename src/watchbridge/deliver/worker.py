@@ -69,6 +69,7 @@ from watchbridge.store import (
     ONCE_MORE_PROBE,
     ONCE_MORE_SPENT,
     RATING_ACTIONS,
+    SKIPPED,
     UNKNOWN_OUTCOME,
     Claimed,
     OutboxItem,
@@ -133,11 +134,6 @@ class Skipped:
     note: str = ""
     answered: bool = False
     sign_in_ending: str = ""
-
-
-# How a skipped row's reason starts on the row (`last_error` of a row settled done): one
-# settled without a write says why, where `watchbridge` and the database show it.
-SKIPPED = "skipped: "
 
 
 def skipped_note(outcome: Delivered | Skipped) -> str | None:
