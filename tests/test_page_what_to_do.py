@@ -5,9 +5,10 @@ webhooks to the fake Trakt (the walkthrough's household)."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from html import unescape
 
-from tests.test_walkthrough_trakt_refusals import House, house  # noqa: F401
+from tests.test_walkthrough_trakt_refusals import HOUR, House, house  # noqa: F401
 from watchbridge.queuewords import sent
 
 
@@ -31,6 +32,64 @@ def test_two_episodes_watched_are_two_plays_sent_not_their_starts_and_stops_too(
     assert "in the last week 2 plays sent" in page  # the Deliveries table
     assert "4 " not in page.split("Deliveries", 1)[1].split("Alerts", 1)[0]
     assert "last week:     2 plays sent\n" in house.status()
+
+
+def summary_of(html: str) -> str:
+    """The page's summary, as read: between the title and the time zone's line."""
+    return text_of(html).split("Times are in", 1)[0]
+
+
+def test_trakt_down_for_hours_waits_calmly_and_is_not_under_needs_you(
+    house: House,  # noqa: F811
+) -> None:
+    # "Needs you: 1 on hold for trakt (alex)" for two hours of Trakt answering 503: there
+    # was nothing to do, and nowhere did the page say so.
+    house.watch(14)
+    house.settle()
+    house.trakt.fail_next(10**6, 503)
+    house.watch(15)
+    stopped = datetime.fromtimestamp(house.clock(), UTC).strftime("%H:%M")  # its play queued
+    for _ in range(3):
+        house.shift(HOUR / 2)
+        house.settle()
+    html = house.page()
+    summary = summary_of(html)
+    assert "Needs you" not in summary and "All is well" not in summary, summary
+    assert summary.endswith(
+        f"Waiting, no action needed: Trakt has not taken deliveries since {stopped} (alex); "
+        "1 goes out by itself once it does "
+    ), summary
+    page = text_of(html)
+    assert (
+        "on hold: trakt for alex 1 waiting, next try in " in page
+        and ": Trakt: answered 503 after 3 attempt(s) (nothing to do: they go out by themselves "
+        "once it takes them again)"
+        in page
+    ), page
+    assert '<span class="bad">1 waiting</span>' not in html
+    status = house.status()
+    assert "Trakt: answered 503 after 3 attempt(s) (nothing to do: they go out by themselves" in (
+        status
+    ), status
+    house.trakt.clear_knobs()  # Trakt is back: the play goes by itself
+    house.shift(HOUR)
+    house.settle()
+    assert house.plays() == [(5, 14), (5, 15)]
+
+
+def test_a_sign_in_lost_stays_under_needs_you(house: House) -> None:  # noqa: F811
+    house.watch(14)
+    house.settle()
+    house.trakt.refuse_refresh_tokens()
+    house.trakt.expire_tokens()
+    house.watch(15)
+    house.settle()
+    summary = summary_of(house.page())
+    assert summary.startswith(
+        "watchbridge 0.1.0 Needs you: trakt sign-in of alex: refused (button below) "
+        "1 on hold for trakt (alex) "
+    ), summary
+    assert "no action needed" not in summary
 
 
 def test_plays_and_ratings_sent_are_said_as_a_person_counts_them() -> None:

@@ -1167,6 +1167,25 @@ def test_status_lists_what_holds_a_target_before_items_failing_on_their_own(
     assert len(status.waiting) == 5 and status.waiting_left_out == 2
 
 
+def test_status_tells_holds_of_a_service_alone_from_those_that_need_the_user(
+    store: Store,
+) -> None:
+    # The status page lists the first calmly ("no action needed"), the others as needs.
+    held = {
+        "down": ("trakt", "Trakt: answered 503 after 3 attempt(s)", False, "target"),
+        "limit": ("trakt", "rate limited until 2026-12-01 10:00 UTC", False, "profile"),
+        "signin": ("trakt", "Trakt no longer accepts the sign-in: run `auth`", True, "profile"),
+        "locked": ("trakt", "Trakt: the account is locked: contact support", False, "profile"),
+    }
+    for n, (key, (_, reason, sign_in, how)) in enumerate(held.items()):
+        new = NewOutboxRow("trakt", f"p{n}", "play", {"key": key}, key, key)
+        store.enqueue([new], 1.0 + n)
+        (item,) = store.claim("w", 5.0)
+        store.settle(5.0, [Settlement(item.id, "pending", 9.0, reason, False, sign_in, how)])
+    waits = {w.profile: (w.service_waits, w.since) for w in store.status().waiting}
+    assert waits == {"p0": (True, 1.0), "p1": (True, 2.0), "p2": (False, 3.0), "p3": (False, 4.0)}
+
+
 def test_unmatched_rows_are_counted(store: Store) -> None:
     store.enqueue([row("a")], 1.0)
     (item,) = store.claim("w", 2.0)

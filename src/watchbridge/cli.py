@@ -610,6 +610,7 @@ def status(config_path: str | None) -> None:
         _say(
             f"{words.ON_HOLD}:       {words.service_for(held.target, held.profile)}: "
             f"{held.rows} {words.WAITING}, next try {_when(held.next_at)}: {held.reason}"
+            + (f" ({words.NOTHING_TO_DO})" if held.service_waits else "")
         )
     if state.waiting_left_out:
         _say(f"{words.ON_HOLD}:       and for {state.waiting_left_out} more reasons")

@@ -35,6 +35,8 @@ LOOKED_FOR = (
 )
 THEIR_TURN = "waiting their turn"  # behind an earlier delivery of the same item (BEHIND)
 ON_HOLD = "on hold"
+# Beside deliveries a service alone holds (down, rate-limiting): no move of the user's.
+NOTHING_TO_DO = "nothing to do: they go out by themselves once it takes them again"
 GIVEN_UP = "given up (dead letters)"
 DEAD_LETTERS = "deliveries given up after failing too often or too long"
 DEAD_LETTERS_FIX = "`watchbridge deadletters list`, then `retry` or `discard`"

@@ -43,7 +43,7 @@ from watchbridge.app import (
     require_api_token,
 )
 from watchbridge.catchupstatus import CatchUpLine, server_name, status_lines
-from watchbridge.config import Config, Link, copied_nowhere
+from watchbridge.config import Config, Link, copied_nowhere, service_title
 from watchbridge.deadletters import retry_dead_letters
 from watchbridge.defaulted import KEEP as DEFAULTED_KEEP
 from watchbridge.forplex import ForPlex
@@ -435,7 +435,8 @@ _STYLE = (
     "td:last-child{display:block}}"
     # First under the title: what needs the user, or that all is well.
     ".summary{border:2px solid #2e7d32;border-radius:.4rem;padding:.5rem .75rem}"
-    ".summary.needs{border-color:#b00020}.summary p{margin:0}.summary ol{margin:.25rem 0 0}"
+    ".summary.needs{border-color:#b00020}.summary.waits{border-color:#888;margin-top:.5rem}"
+    ".summary p{margin:0}.summary ol{margin:.25rem 0 0}"
     # A dark Home Assistant theme (or phone): the page follows, instead of a white glare.
     "@media(prefers-color-scheme:dark){body{color:#ddd;background:#121212}"
     ".bad{color:#ff7a85}.summary.needs{border-color:#ff7a85}code{background:#333}"
@@ -460,9 +461,14 @@ def render(state: PageState, now: float) -> str:
         *[
             (
                 _e(f"{words.ON_HOLD}: {words.service_for(held.target, held.profile)}"),
-                f'<span class="bad">{held.rows} {words.WAITING}</span>, next try '
-                f"{_until(held.next_at, now)}: {_e(held.reason)}"
-                + (_BUTTON_BESIDE if _button_would_fix(held, buttons) else ""),
+                (
+                    f"{held.rows} {words.WAITING}"
+                    if held.service_waits
+                    else f'<span class="bad">{held.rows} {words.WAITING}</span>'
+                )
+                + f", next try {_until(held.next_at, now)}: {_e(held.reason)}"
+                + (_BUTTON_BESIDE if _button_would_fix(held, buttons) else "")
+                + (f" ({_e(words.NOTHING_TO_DO)})" if held.service_waits else ""),
             )
             for held in status.waiting
         ],
@@ -556,7 +562,7 @@ def render(state: PageState, now: float) -> str:
         + ('<meta http-equiv="refresh" content="10">' if waiting else "")
         + f"<title>watchbridge</title><style>{_STYLE}</style></head><body>"
         f"<h1>watchbridge <small>{html.escape(__version__)}</small></h1>"
-        + _summary(needs(state, now), state, now, "".join(sections))
+        + _summary(needs(state, now), state, now, "".join(sections), waits(state, now))
         + f'<p class="zone">Times are in {_e(zone_shown(at=now))}.</p>'
         + commands_help
         + "".join(sections)
@@ -595,6 +601,8 @@ def needs(state: PageState, now: float) -> list[Need]:
         found.append(Need(f"{status.dead_letters} {words.GIVEN_UP}", "deliveries"))
     held: dict[tuple[str, str], int] = {}  # each reason is told below: here, how many
     for h in status.waiting:
+        if h.service_waits:  # nothing to do: `waits` tells it, calmly
+            continue
         held[h.target, h.profile] = held.get((h.target, h.profile), 0) + h.rows
     found += [
         Need(f"{rows} on hold for {target} ({profile})", "deliveries")
@@ -643,6 +651,28 @@ def needs(state: PageState, now: float) -> list[Need]:
     if state.downtime:  # a restore, or plays missed while away: told once, at this start
         found.append(Need(_headline(state.downtime), "webhooks"))
     return found
+
+
+def waits(state: PageState, now: float) -> list[Need]:
+    """What waits with nothing for the user to do: deliveries a service does not take now
+    (down, or rate-limiting), per service and profile, with since when and that they go by
+    themselves (pure). Not under "Needs you": a service's outage is no chore of theirs."""
+    held: dict[tuple[str, str], tuple[int, float]] = {}
+    for h in state.status.waiting:
+        if not h.service_waits:
+            continue
+        rows, since = held.get((h.target, h.profile), (0, now))
+        held[h.target, h.profile] = (rows + h.rows, min(since, h.since or now))
+    return [
+        Need(
+            f"{service_title(target)} has not taken deliveries since "
+            f"{clock_time(since, now)} ({profile}); "
+            + (f"{rows} go out by themselves" if rows > 1 else "1 goes out by itself")
+            + " once it does",
+            "deliveries",
+        )
+        for (target, profile), (rows, since) in held.items()
+    ]
 
 
 # Beside a need the page has a button for: a Trakt sign-in, a first sync to review.
@@ -698,17 +728,38 @@ def _entry(problem: str, app: HomeAssistantApp | None) -> str:
 _WHAT_OF_IT = re.compile(r" \([^()]*\)")
 
 
-def _summary(found: Sequence[Need], state: PageState, now: float, below: str) -> str:
+def _summary(
+    found: Sequence[Need],
+    state: PageState,
+    now: float,
+    below: str,
+    waiting: Sequence[Need] = (),
+) -> str:
     """The first thing on the page: what needs the user, each a link to where the page tells
-    more, or that all is well and when things last went through."""
+    more, then what only waits (a service down: no chore of theirs); or that all is well and
+    when things last went through."""
     if not found and 'class="bad"' in below:  # a red part no need names: never "all is well"
         found = [Need("something below is in red", "deliveries")]
+    told = ""
     if found:
-        items = "".join(f'<li><a href="#{n.anchor}">{_e(n.text)}</a></li>' for n in found)
-        return (
-            f'<div class="summary needs"><p><strong>Needs you:</strong></p><ol>{items}</ol></div>'
+        told += (
+            '<div class="summary needs"><p><strong>Needs you:</strong></p>'
+            f"<ol>{_items(found)}</ol></div>"
         )
-    return f'<p class="summary well">{_e(_all_is_well(state, now))}</p>'
+    if waiting:
+        told += (
+            f'<div class="summary waits"><p><strong>{WAITS}:</strong></p>'
+            f"<ol>{_items(waiting)}</ol></div>"
+        )
+    return told or f'<p class="summary well">{_e(_all_is_well(state, now))}</p>'
+
+
+# The summary's heading for what waits on a service, not on the user.
+WAITS = "Waiting, no action needed"
+
+
+def _items(told: Sequence[Need]) -> str:
+    return "".join(f'<li><a href="#{n.anchor}">{_e(n.text)}</a></li>' for n in told)
 
 
 def _all_is_well(state: PageState, now: float) -> str:

@@ -110,6 +110,9 @@ WAL_RESTART_FRAMES = 8192  # a log this long (32 MB of 4 KB pages) must start ov
 UNKNOWN_OUTCOME = "unknown outcome"
 # How a row settled done without a write starts its `last_error` (deliver.worker's skips).
 SKIPPED = "skipped: "
+# How a rate limit's hold of one profile's rows starts its reason (deliver.worker's
+# `rate_limit_hold`): nothing to do but wait, as for a service held down as a whole.
+RATE_LIMITED = "rate limited until "
 # The deliveries a person counts (`Store.sent_counts`): a play, a rating. Not a scrobble's
 # start or pause (`watching`), nor a resume point (`progress`).
 COUNTED_SENT = ("play", "rating")
@@ -2301,6 +2304,10 @@ class Waiting:
     reason: str
     rows: int
     next_at: float
+    # Held only because the service does not take deliveries now (down, or rate-limiting):
+    # they go by themselves once it does, with nothing for the user to do.
+    service_waits: bool = False
+    since: float | None = None  # when the first of them was queued
 
 
 @dataclass(frozen=True)
@@ -6430,10 +6437,14 @@ class Store:
         # a hold of two rows would show as two holds of one each. So are the rows one sign-in
         # holds (`_HOLD_CAUSE`), said in the words of the one held last.
         reasons = self._overview(
-            "SELECT target, profile, last_error, n, t FROM ("
+            "SELECT target, profile, last_error, n, t, service_waits, since FROM ("
             " SELECT target, profile, MAX(CASE WHEN newest = 1 THEN reason END) AS last_error,"
-            " COUNT(*) AS n, MIN(next_attempt_at) AS t, MAX(failing_since IS NOT NULL) AS failing"
+            " COUNT(*) AS n, MIN(next_attempt_at) AS t, MAX(failing_since IS NOT NULL) AS failing,"
+            # Each of them held as the service's own (a target held as a whole, a rate limit).
+            f" MIN(COALESCE(held = '{HELD_TARGET}', 0) OR reason LIKE '{RATE_LIMITED}%')"
+            " AS service_waits, MIN(created_at) AS since"
             " FROM (SELECT target, profile, next_attempt_at, failing_since, cause, reason,"
+            "  held, created_at,"
             "  ROW_NUMBER() OVER (PARTITION BY target, profile, cause"
             "   ORDER BY updated_at DESC, id DESC) AS newest"
             f"  FROM (SELECT *, {_UNMARKED_REASON} AS reason, {_HOLD_CAUSE} AS cause FROM outbox"
@@ -6452,7 +6463,16 @@ class Store:
             last_runs=self.last_runs(),
             last_success_at=self.last_successes(),
             waiting=[
-                Waiting(r["target"], r["profile"], r["last_error"], r["n"], r["t"]) for r in waiting
+                Waiting(
+                    r["target"],
+                    r["profile"],
+                    r["last_error"],
+                    r["n"],
+                    r["t"],
+                    bool(r["service_waits"]),
+                    r["since"],
+                )
+                for r in waiting
             ],
             waiting_left_out=len(reasons) - len(waiting),
             behind=self.waiting_behind(),

@@ -68,6 +68,7 @@ from watchbridge.store import (
     ONCE_MORE_DUE,
     ONCE_MORE_PROBE,
     ONCE_MORE_SPENT,
+    RATE_LIMITED,
     RATING_ACTIONS,
     SKIPPED,
     UNKNOWN_OUTCOME,
@@ -617,7 +618,7 @@ def rate_limit_hold(wait: float, now: float) -> Hold:
     as an outage would before its alert (the worker adds up limits in a row)."""
     until = datetime.fromtimestamp(now + wait, UTC).strftime("%Y-%m-%d %H:%M UTC")
     return Hold(
-        f"rate limited until {until}",
+        f"{RATE_LIMITED}{until}",
         wait,
         "service_unreachable",
         target_wide=False,
