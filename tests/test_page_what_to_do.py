@@ -8,6 +8,9 @@ import re
 from datetime import UTC, datetime
 from html import unescape
 
+import pytest
+
+from tests import test_walkthrough_trakt_refusals as walk
 from tests.test_walkthrough_trakt_refusals import HOUR, House, house  # noqa: F401
 from watchbridge.queuewords import sent
 
@@ -90,6 +93,33 @@ def test_a_sign_in_lost_stays_under_needs_you(house: House) -> None:  # noqa: F8
         "1 on hold for trakt (alex) "
     ), summary
     assert "no action needed" not in summary
+
+
+def test_a_dead_letter_is_listed_on_the_page_with_its_title_and_why(
+    house: House,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The page gave a count and `watchbridge deadletters list`, which a Home Assistant user
+    # cannot run: which play was given up, and why (retry it, or not), was nowhere.
+    house.stop()
+    house.config.write_text(house.config.read_text() + "delivery: {max_attempts: 2}\n")
+    house.start()
+    monkeypatch.setitem(walk.TVDB, 17, 99999917)  # an episode Trakt does not know
+    house.watch(17)
+    house.settle()
+    for _ in range(12):
+        house.shift(HOUR * 3)
+        house.settle()
+    assert house.outbox().get("dead") == 1
+    html = house.page()
+    given_up = html.split("<td>given up (dead letters)</td>", 1)[1].split("</tr>", 1)[0]
+    assert (
+        "<li>Breaking Bad S05E17: play for Trakt (alex), given up 1 d ago (" in given_up
+        and "): gave up after 2 attempts: unmatched: Trakt could not find Breaking Bad S05E17 ("
+        in given_up
+    ), given_up
+    assert "Retry all dead letters here</button>" in given_up  # kept, as it was
+    assert "and 1 more" not in given_up
 
 
 def test_plays_and_ratings_sent_are_said_as_a_person_counts_them() -> None:

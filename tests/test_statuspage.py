@@ -77,6 +77,21 @@ def test_the_page_shows_the_queue_and_dead_letters_with_what_to_do(tmp_path: Pat
     assert '<span class="bad">1</span>' in html and "watchbridge deadletters list" in html
 
 
+def test_the_page_lists_the_newest_five_dead_letters_and_counts_the_rest(
+    tmp_path: Path,
+) -> None:
+    config = config_for(tmp_path)
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        for n in range(7):
+            store.enqueue([NewOutboxRow("trakt", "me", "rating", {}, f"k{n}", f"i{n}")], 9_000.0)
+            (item,) = store.claim("test", 9_000.0, 1, ["trakt"])
+            store.mark_dead(item.id, 9_000.0 + n, f"trakt: refused {n}")
+        html = page(config, store)
+    listed = re.findall(r"<li>\?: rating for Trakt \(me\), given up [^<]*\): ([^<]*)</li>", html)
+    assert listed == [f"Trakt: refused {n}" for n in (6, 5, 4, 3, 2)], html
+    assert "<p>and 2 more</p>" in html
+
+
 def test_the_page_never_shows_a_secret(tmp_path: Path) -> None:
     config = config_for(tmp_path, "profiles:\n  me:\n    users: {plex: ['1']}\n")
     with Store.open(tmp_path / "watchbridge.db") as store:

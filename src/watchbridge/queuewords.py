@@ -70,6 +70,24 @@ def anime_not_sent(profile: str, shows: Sequence[tuple[str, str, str]]) -> str:
     )
 
 
+# What a delivery was to do, in a person's words: (one, several).
+_WHAT = {
+    "play": ("play", "plays"),
+    "rating": ("rating", "ratings"),
+    "remove_play": ("removal of a play", "removals of plays"),
+    "remove_rating": ("removal of a rating", "removals of ratings"),
+    "progress": ("progress", "progress updates"),
+    "watching": ("now-watching status", "now-watching statuses"),
+}
+
+
+def dead_what(action: str, many: bool = False) -> str:
+    """What a delivery (a dead letter, say) of `action` was to do: `play`, `removal of a
+    rating`; `many`: of several (`plays`)."""
+    one, several = _WHAT.get(action, (action.replace("_", " "), "changes"))
+    return several if many else one
+
+
 def service_for(service: str, profile: str) -> str:
     """A service of a profile, as a hold or a sync's reads name it: `trakt for me`."""
     return f"{service} for {profile}"

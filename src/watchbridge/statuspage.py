@@ -43,7 +43,7 @@ from watchbridge.app import (
     require_api_token,
 )
 from watchbridge.catchupstatus import CatchUpLine, server_name, status_lines
-from watchbridge.config import Config, Link, copied_nowhere, service_title
+from watchbridge.config import Config, Link, copied_nowhere, service_title, services_titled
 from watchbridge.deadletters import retry_dead_letters
 from watchbridge.defaulted import KEEP as DEFAULTED_KEEP
 from watchbridge.forplex import ForPlex
@@ -483,6 +483,7 @@ def render(state: PageState, now: float) -> str:
                 status.dead_letters,
                 f"{words.DEAD_LETTERS}; {_code(_e(words.DEAD_LETTERS_FIX))}",
             )
+            + _dead_letters(status, now)
             + (_RETRY_BUTTON if status.dead_letters else "")
             + _retried(state.retried, now),
         ),
@@ -1102,6 +1103,22 @@ def _sign_ins(sign_ins: Sequence[SignIn], now: float, signing_in: Sequence[PageS
     return '<p id="sign-ins">Sign-ins:</p>' + _table(
         ("profile", "service", "state", "expires", ""), rows
     )
+
+
+def _dead_letters(status: StoreStatus, now: float) -> str:
+    """The newest dead letters, each as `deadletters list` names its title, with what it was
+    to do, where, whose, when it was given up and why: the app's user cannot run the
+    command, and must tell one to retry (a service down then) from one to give up (a title
+    the service does not have). "And N more" counts the rest."""
+    if not status.dead_shown:
+        return ""
+    items = "".join(
+        f"<li>{_e(d.title)}: {_e(words.dead_what(d.action))} for {_e(service_title(d.target))}"
+        f" ({_e(d.profile)}), given up {_age(d.at, now)}: {_e(services_titled(d.reason))}</li>"
+        for d in status.dead_shown
+    )
+    more = status.dead_letters - len(status.dead_shown)
+    return f"<ol>{items}</ol>" + (f"<p>and {more} more</p>" if more > 0 else "")
 
 
 # Relative: it works behind ingress.

@@ -202,6 +202,7 @@ DIED = (
     "system's log for the out-of-memory killer and give the container more memory"
 )
 WAITING_SHOWN = 5  # reasons rows are held for, shown by `status` and the page
+DEAD_SHOWN = 5  # dead letters the status page lists (the newest), beside their count
 # The uptime and boot of the service's last note that it was alive (`note_alive`).
 ALIVE_CLOCK = "alive_clock"
 KEEP_MARKS = 400 * 86400.0  # an item's last completion (marks session) stays over a year
@@ -2349,6 +2350,20 @@ class TargetQueue:
 
 
 @dataclass(frozen=True)
+class DeadLetter:
+    """A dead letter as the status page lists it: what it was, where to, whose, when it was
+    given up and why (the reason without the mark of a send that may have landed)."""
+
+    id: int
+    target: str
+    profile: str
+    action: str
+    title: str  # "Breaking Bad S05E16", as `deadletters list` names it
+    at: float
+    reason: str
+
+
+@dataclass(frozen=True)
 class StoreStatus:
     """What `watchbridge status` and `/readyz` need at a glance."""
 
@@ -2365,6 +2380,8 @@ class StoreStatus:
     kept_off: list[KeptOffCount] = field(default_factory=list)  # `discard --for-good`'s plays
     # Of the rows done (kept a week), those a person counts as sent, by action (COUNTED_SENT).
     sent: dict[str, int] = field(default_factory=dict)
+    # The newest dead letters (DEAD_SHOWN at most), newest first: `dead_letters` counts them all.
+    dead_shown: list[DeadLetter] = field(default_factory=list)
 
     def shown(self, redact: Callable[[str], str]) -> StoreStatus:
         """This status with its stored error texts (held rows' reasons, runs' errors) passed
@@ -2373,6 +2390,7 @@ class StoreStatus:
         return replace(
             self,
             waiting=[replace(w, reason=redact(w.reason)) for w in self.waiting],
+            dead_shown=[replace(d, reason=redact(d.reason)) for d in self.dead_shown],
             last_runs=[
                 replace(r, error=None if r.error is None else redact(r.error))
                 for r in self.last_runs
@@ -6478,7 +6496,28 @@ class Store:
             behind=self.waiting_behind(),
             kept_off=self.kept_off_counts(),
             sent=self.sent_counts(),
+            dead_shown=self.newest_dead_letters(DEAD_SHOWN) if counts["dead"] else [],
         )
+
+    def newest_dead_letters(self, limit: int) -> list[DeadLetter]:
+        """The last `limit` rows given up, newest first, as the status page lists them."""
+        rows = self._overview(
+            "SELECT * FROM outbox WHERE status = 'dead' ORDER BY updated_at DESC, id DESC LIMIT ?",
+            (limit,),
+        )
+        dead = [OutboxItem.from_row(r) for r in rows]
+        return [
+            DeadLetter(
+                d.id,
+                d.target,
+                d.profile,
+                d.action,
+                d.describe(),
+                d.updated_at,
+                (d.last_error or "gave up").removeprefix(UNKNOWN_OUTCOME).removeprefix(": "),
+            )
+            for d in dead
+        ]
 
     def sent_counts(self) -> dict[str, int]:
         """The done rows (kept a week) a person counts as sent, by action: each play and

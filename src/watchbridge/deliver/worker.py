@@ -59,6 +59,7 @@ from watchbridge.ids import SERVER_OUTAGE_PAUSE, Enricher, Need, Problem
 from watchbridge.logs import Repeating
 from watchbridge.model import MediaRef, item_aliases, ref_from_dict
 from watchbridge.offloop import in_thread, to_the_end
+from watchbridge.queuewords import dead_what
 from watchbridge.stopping import unless_stopped
 from watchbridge.storagefault import of_the_disk
 from watchbridge.store import (
@@ -188,7 +189,7 @@ def unreadable_row(row: OutboxItem, target: str, exc: Exception) -> Dead:
     found = found or f"{type(exc).__name__}: {exc}"
     return Dead(
         f"an unexpected error in watchbridge, a bug: what it stored of this"
-        f" {_dead_what(row.action)} for {target} cannot be read ({found}); please report it"
+        f" {dead_what(row.action)} for {target} cannot be read ({found}); please report it"
         " (a retry fails the same way)"
     )
 
@@ -536,22 +537,6 @@ def held_as(hold: Hold) -> str | None:
     return HELD_PROFILE if hold.alert in PROFILE_ALERTS else None
 
 
-# What a dead letter was to do, in a person's words: (one, several).
-_DEAD_WHAT = {
-    "play": ("play", "plays"),
-    "rating": ("rating", "ratings"),
-    "remove_play": ("removal of a play", "removals of plays"),
-    "remove_rating": ("removal of a rating", "removals of ratings"),
-    "progress": ("progress", "progress updates"),
-    "watching": ("now-watching status", "now-watching statuses"),
-}
-
-
-def _dead_what(action: str, many: bool = False) -> str:
-    one, several = _DEAD_WHAT.get(action, (action.replace("_", " "), "changes"))
-    return several if many else one
-
-
 def _dead_letter_line(row: OutboxItem) -> str:
     """A dead letter as its alert lists it: its title first, naming the profile once (a
     reason may name it: "profile kid is no longer in the config"). A reason stored by an
@@ -561,7 +546,7 @@ def _dead_letter_line(row: OutboxItem) -> str:
     again = f" ({row.discarded_before()})" if row.discarded_before() else ""
     if row.once_more == ONCE_MORE_SPENT:
         again += " (it gave up again after going once more by itself: it stays a dead letter)"
-    return f"{row.describe()}: {_dead_what(row.action)}{whose} (#{row.id}): {told}{again}"
+    return f"{row.describe()}: {dead_what(row.action)}{whose} (#{row.id}): {told}{again}"
 
 
 def _told(reason: str) -> str:
@@ -892,11 +877,11 @@ def dead_letter_alert(target: str, untold: Untold) -> tuple[str, str]:
     it, them = ("it", "itself") if one else ("them", "themselves")
     if one and rows:
         row = rows[-1]
-        what = f"a {_dead_what(row.action)}"
-        lead = f"{row.describe()}: the {_dead_what(row.action)} for profile {row.profile}"
+        what = f"a {dead_what(row.action)}"
+        lead = f"{row.describe()}: the {dead_what(row.action)} for profile {row.profile}"
     else:
         # Named by what they were to do when the alert lists them all ("plays and ratings").
-        kinds = sorted({_dead_what(row.action, many=True) for row in rows})
+        kinds = sorted({dead_what(row.action, many=True) for row in rows})
         named = " and ".join(kinds) if count == len(rows) and len(kinds) <= 2 else "changes"
         what = f"{count} {named}" if count > 1 else "a change"
         lead = what[0].upper() + what[1:]
