@@ -586,3 +586,9 @@ profiles:
     assert "unexpected error" not in caplog.text and "target crashed" not in caplog.text
     assert not [r for r in caplog.records if r.exc_info], "a traceback"
     assert all("a bug" not in (reason or "") for _, reason in during), during
+    # No crash of the process, nor the row's fault: its try is not spent, nor counted as one
+    # that took the process down (a disk failing so again and again would make it a dead
+    # letter, and a row of a batch would go alone from then on).
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        spent = conn.execute("SELECT attempts, crashes FROM outbox").fetchall()
+    assert spent == [(1, 0)]

@@ -1098,6 +1098,13 @@ class DeliveryWorker:
         except asyncio.CancelledError:
             await self._release_claims(runtime)
             raise
+        except Exception as exc:
+            # The disk failed a write (for_the_supervisor): no crash of the process, nor the
+            # rows' fault. Their claims go back now as at a stop, no try spent; the restart's
+            # release would count a crash and spend a lone row's try at every such fault.
+            if of_the_disk(exc):
+                await self._release_claims(runtime)
+            raise
         finally:
             for target in self.targets.values():
                 await target.aclose()
