@@ -1088,6 +1088,48 @@ async def test_a_play_waiting_on_trakts_id_search_waits_out_its_outage_and_is_to
         runtime.close()
 
 
+async def test_two_failed_id_searches_days_apart_are_no_outage_of_days(
+    tmp_path: Path,
+    serializd: FakeSerializd,
+    start_fake: Callable[[FakeServer], FakeServer],
+    receiver: AlertReceiver,
+    clock: FakeClock,
+    close_targets: list[DeliveryWorker],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A gateway's error today and another in three days, with nothing asked between: the
+    # search was not down those three days, so nothing tells of an outage.
+    unpaced(monkeypatch, "trakt")
+    monkeypatch.setitem(HttpClient.__init__.__kwdefaults__, "retry", FAST)
+    jellyfin_server = start_fake(FakeJellyfin("jellyfin"))
+    assert isinstance(jellyfin_server, FakeJellyfin)
+    jellyfin_server.add_series(JELLYFIN_SERIES, "Breaking Bad", Tvdb="81189")
+    trakt = start_fake(FakeTrakt())
+    assert isinstance(trakt, FakeTrakt)
+    trakt.add_show("Breaking Bad", 2008, tmdb=1396, tvdb=81189, seasons={5: 16})
+    extra = (
+        f'  jellyfin: {{url: "{jellyfin_server.url}", api_key: "{API_KEY}"}}\n'
+        f'  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}'
+    )
+    runtime = serializd_runtime(tmp_path, serializd, receiver, clock, extra)
+    try:
+        worker = await worker_for(runtime)
+        close_targets.append(worker)
+        post_jellyfin(runtime)
+        trakt.fail_next(2, 503, route="/search/{id_type}/{id}")  # and its retry
+        await drain(worker, runtime, passes=1)
+        clock.advance(3 * 86400)
+        trakt.fail_next(2, 503, route="/search/{id_type}/{id}")  # and its retry
+        await drain(worker, runtime, passes=1)
+        assert receiver.titles() == []
+        clock.advance(300)
+        await drain(worker, runtime)
+        assert [(r.show_id, r.episode_number) for r in serializd.diary()] == [(1396, 14)]
+        assert receiver.titles() == []
+    finally:
+        runtime.close()
+
+
 async def test_a_key_fixed_in_the_config_and_restarted_resolves_the_alert(
     tmp_path: Path,
     serializd: FakeSerializd,

@@ -58,6 +58,9 @@ SEARCH_PAUSE_MAX = 300.0
 # an outage alert of Trakt's own deliveries is open, which tells of these plays too and comes
 # first (UNREACHABLE_ALERT_AFTER) where Trakt has plays waiting: told once, not twice.
 SEARCH_ALERT_AFTER = 3600.0
+# While plays wait for it the search is asked every few minutes (SEARCH_PAUSE_MAX): failures
+# further apart than this were not one outage (nothing asked between), so a new one starts.
+SEARCH_OUTAGE_GAP = 2 * SEARCH_ALERT_AFTER
 SEARCH_OUTAGE_KEY = "trakt-search"
 
 Search = Callable[[str, str, str], Awaitable[list[dict[str, Any]]]]
@@ -1432,6 +1435,7 @@ class Enricher:
         # Whether an outage alert of Trakt's own deliveries is open (see SEARCH_ALERT_AFTER).
         self.trakt_told = trakt_told
         self._search_down_since: float | None = None
+        self._search_failed_at: float | None = None
         # Store.lift_server_holds: a server taking its key again sends what that key held now.
         self.lift_server_holds = lift_server_holds
         self.plex_token_health = plex_token_health
@@ -1806,6 +1810,9 @@ class Enricher:
         no alert of Trakt's own outage tells: the plays that need it wait without giving up,
         and would otherwise wait unsaid (services.trakt set for its id search alone)."""
         now = self.clock()
+        last, self._search_failed_at = self._search_failed_at, now
+        if last is not None and now - last > SEARCH_OUTAGE_GAP:
+            self._search_down_since = None
         since = self._search_down_since = self._search_down_since or now
         if self.notifier is None or now - since < SEARCH_ALERT_AFTER:
             return
