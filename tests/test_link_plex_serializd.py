@@ -141,6 +141,86 @@ def test_an_episode_marked_played_alone_in_plex_is_logged_dated_as_plex_dates_it
     assert len(serializd.diary()) == 2
 
 
+def mark_season_two(plex: FakePlex) -> None:
+    """Thirteen episodes of season 2 marked played in Plex at once, an hour ago (no history)."""
+    marked = time.time() - HOUR
+    for number in range(1, 14):
+        if number > 1:
+            plex.add_episode(f"{110 + number}", "20", 2, number)
+        plex.watch(f"{110 + number}", marked + number % 2, history=False)
+
+
+def test_a_season_marked_then_unmarked_in_plex_is_unticked_on_serializd_once_confirmed(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    # Marked by mistake and unmarked: the ticks the mark made must come off too; 13 of 14
+    # plays gone is a removal the guard holds until confirmed, as README says.
+    plex, serializd = plex_and_serializd(start_fake)
+    path = link_config(tmp_path, plex, serializd)
+    sync(path)
+    mark_season_two(plex)
+    sync(path)
+    assert serializd.ticks() >= {(1396, 3573, n) for n in range(1, 14)}
+    for number in range(1, 14):
+        plex.unwatch(f"{110 + number}")
+
+    held = sync(path)
+
+    assert "--confirm-removals" in held, held
+    assert serializd.ticks() >= {(1396, 3573, n) for n in range(1, 14)}  # held, none gone
+    confirmed = watchbridge(
+        "sync", "--link", "plex-serializd", "--config", str(path), "--confirm-removals"
+    )
+    assert confirmed.returncode == 0, confirmed.stdout + confirmed.stderr
+    assert not {t for t in serializd.ticks() if t[1] == 3573}, confirmed.stdout
+    assert [(r.season_id, r.episode_number) for r in serializd.diary()] == [(3572, 1)]
+    assert "plan: nothing to do" in sync(path)
+    assert all(not plex.user_state(f"{110 + n}").get("viewCount") for n in range(1, 14))
+
+
+def test_one_episode_of_a_marked_season_unmarked_in_plex_is_unticked_on_serializd(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    plex, serializd = plex_and_serializd(start_fake)
+    path = link_config(tmp_path, plex, serializd, ", max_removal_share: 0.1")
+    sync(path)
+    mark_season_two(plex)
+    sync(path)
+    plex.unwatch("113")  # S2E3: 1 play of 14, under the guard
+
+    said = sync(path)
+
+    assert "remove_play serializd episode:tmdb:1396:s2e3" in said, said
+    assert {t for t in serializd.ticks() if t[1] == 3573} == {
+        (1396, 3573, n) for n in range(1, 14) if n != 3
+    }
+    assert "plan: nothing to do" in sync(path)
+    assert "viewCount" not in plex.user_state("113")
+
+
+def test_a_season_partly_marked_in_plex_ticks_the_marked_episodes_only(
+    tmp_path: Path, start_fake: Any
+) -> None:
+    # Episodes 1-5 marked together, the rest unwatched: five ticks, no diary entry, nothing
+    # for the others.
+    plex, serializd = plex_and_serializd(start_fake)
+    path = link_config(tmp_path, plex, serializd)
+    sync(path)
+    marked = time.time() - HOUR
+    for number in range(1, 14):
+        if number > 1:
+            plex.add_episode(f"{110 + number}", "20", 2, number)
+        if number <= 5:
+            plex.watch(f"{110 + number}", marked + number % 2, history=False)
+
+    said = sync(path)
+
+    assert said.count("add_play serializd episode:tmdb:1396:s2e") == 5, said
+    assert {t for t in serializd.ticks() if t[1] == 3573} == {(1396, 3573, n) for n in range(1, 6)}
+    assert [(r.season_id, r.episode_number) for r in serializd.diary()] == [(3572, 1)]
+    assert "plan: nothing to do" in sync(path)
+
+
 # --------------------------------------------------------------------------- a webhook's play
 # landing while a run reads: the run's copy must not become a second diary entry
 

@@ -377,6 +377,13 @@ class FakePlex(FakeServer):
         state["lastViewedAt"] = max(int(at), state.get("lastViewedAt", 0))
         return self._history_row(rating_key, int(at), account) if history else None
 
+    def unwatch(self, rating_key: str, account: int = OWNER_ID) -> None:
+        """The account marked the item unplayed ("mark unplayed", as `/:/unscrobble`): its
+        view count and last viewing reset; its history rows stay."""
+        state = self.state.setdefault((account, rating_key), {})
+        for name in ("viewCount", "lastViewedAt", "viewOffset"):
+            state.pop(name, None)
+
     def rate(
         self, rating_key: str, rating: float | None, at: float, account: int = OWNER_ID
     ) -> None:
@@ -601,9 +608,7 @@ class FakePlex(FakeServer):
         if isinstance(found, Response):
             return found
         account, key = found
-        state = self.state.setdefault((account, key), {})
-        for name in ("viewCount", "lastViewedAt", "viewOffset"):
-            state.pop(name, None)
+        self.unwatch(key, account)
         return Response(200)
 
     @route("PUT", "/:/rate")
