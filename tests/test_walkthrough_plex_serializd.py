@@ -687,3 +687,38 @@ def test_a_play_serializd_cannot_place_is_given_up_and_told_once(
         assert [(r.show_id, r.episode_number) for r in home.diary("alex")] == [(95396, 1)]
         listed = watchbridge("deadletters", "list", "--config", str(home.config)).stdout
         assert "#" not in listed, listed
+
+
+def test_a_serializd_watchlist_page_that_fails_writes_nothing_and_the_next_run_catches_up(
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
+) -> None:
+    # Serializd's second watchlist page fails mid-read (one show a page): the first alone is
+    # no list to plan from; Plex's watchlist must not lose the show on the page not read.
+    with open_household(tmp_path, start_fake, kinds=WATCHLIST) as home:
+        sd, plextv = home.serializd, home.plextv
+        sd.add_show(SEVERANCE, "Severance", {1: 9, 2: 10}, season_ids=SEVERANCE_SEASON_IDS)
+        bb = plextv.add_title("show", "Breaking Bad", 2008, ["tmdb://1396", "tvdb://81189"])
+        plextv.add_title("show", "Severance", 2022, [f"tmdb://{SEVERANCE}", "tvdb://371980"])
+        plextv.watchlist_add(plextv.owner, bb)
+        sd.add_to_watchlist(home.alex_sd, SEVERANCE)
+        watchlist_part(home.sync())
+        assert plex_listed(home) == {"Breaking Bad", "Severance"}
+        sd.watchlist_page_size = 1
+        sd.fail_next(1000, 503, when=lambda req: req.path.endswith("/watchlistpage_v2/2"))
+        with plextv.lock:
+            del plextv.owner.watchlist[bb.rating_key]  # alex takes Breaking Bad off Plex's
+        home.shift(HOUR)
+        failed = home.sync()
+        assert isinstance(failed, RunResult), failed
+        assert any("alex" in f and "watchlist" in f for f in failed.lists.errors), failed.lists
+        assert plex_listed(home) == {"Severance"}
+        assert set(sd.watchlisted(home.alex_sd)) == {BREAKING_BAD, SEVERANCE}  # nothing written
+        sd.clear_knobs()
+        home.shift(HOUR)
+        caught_up = watchlist_part(home.sync())
+        assert [i.title for i in caught_up.plan.remove_from_peer] == ["Breaking Bad"]
+        assert caught_up.plan.remove_from_other == ()
+        assert set(sd.watchlisted(home.alex_sd)) == {SEVERANCE}
+        assert plex_listed(home) == {"Severance"}
+        home.shift(HOUR)
+        assert watchlist_part(home.sync()).plan.changes == 0
