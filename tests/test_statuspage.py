@@ -808,3 +808,30 @@ def test_the_summary_names_every_alert_destination_that_fails(tmp_path: Path) ->
     assert ("alerts", "Alerts do not get through to alerts.urls[0], alerts.urls[2]") in (
         needs_named(html)
     )
+
+
+def test_dead_letters_listed_by_the_running_page_are_escaped_redacted_and_never_a_500(
+    tmp_path: Path,
+) -> None:
+    # What a dead letter stored is the service's and the sender's words: a show titled
+    # `<script>`, a payload an older release wrote without the fields this one reads, a
+    # service's error quoting a secret. The page lists them all, as text, and still answers.
+    config = config_for(tmp_path)
+    script = "<script>alert(1)</script>"
+    payloads = [
+        {"item": {"kind": "show", "title": script}},
+        {"item": {"kind": "episode", "ids": [], "show_ids": "x", "title": {"a": 1}}},
+        {"item": "not a dict"},
+        {},
+    ]
+    with Store.open(tmp_path / "watchbridge.db") as store:
+        for n, payload in enumerate(payloads):
+            store.enqueue([NewOutboxRow("trakt", "me", "play", payload, f"k{n}", f"i{n}")], 9e3)
+            (item,) = store.claim("test", 9_000.0, 1, ["trakt"])
+            store.mark_dead(item.id, 9_000.0 + n, f"trakt: refused {script} trakt-secret-7731")
+    with AppThread(build_app(build_runtime(config))) as app:
+        answer = httpx.get(f"{app.url}/", headers={"Authorization": "Bearer api-token-5521"})
+    assert answer.status_code == 200, answer.text
+    assert "<script>" not in answer.text and "&lt;script&gt;alert(1)" in answer.text
+    assert not [s for s in SECRETS if s in answer.text]
+    assert answer.text.count("for Trakt (me), given up") == 4, answer.text
