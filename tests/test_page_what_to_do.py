@@ -59,8 +59,8 @@ def test_trakt_down_for_hours_waits_calmly_and_is_not_under_needs_you(
     summary = summary_of(html)
     assert "Needs you" not in summary and "All is well" not in summary, summary
     assert summary.endswith(
-        f"Waiting, no action needed: Trakt has not taken deliveries since {stopped} (alex); "
-        "1 goes out by itself once it does "
+        "Waiting, no action needed: Trakt is not taking deliveries now (alex): 1 waiting since "
+        f"{stopped} goes out by itself once it does "
     ), summary
     page = text_of(html)
     assert (

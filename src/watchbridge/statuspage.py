@@ -656,8 +656,9 @@ def needs(state: PageState, now: float) -> list[Need]:
 
 def waits(state: PageState, now: float) -> list[Need]:
     """What waits with nothing for the user to do: deliveries a service does not take now
-    (down, or rate-limiting), per service and profile, with since when and that they go by
-    themselves (pure). Not under "Needs you": a service's outage is no chore of theirs."""
+    (down, or rate-limiting), per service and profile, since when the oldest of them waits (the
+    outage's own start is the worker's, not the page's) and that they go by themselves (pure).
+    Not under "Needs you": a service's outage is no chore of theirs."""
     held: dict[tuple[str, str], tuple[int, float]] = {}
     for h in state.status.waiting:
         if not h.service_waits:
@@ -666,9 +667,10 @@ def waits(state: PageState, now: float) -> list[Need]:
         held[h.target, h.profile] = (rows + h.rows, min(since, h.since or now))
     return [
         Need(
-            f"{service_title(target)} has not taken deliveries since "
-            f"{clock_time(since, now)} ({profile}); "
-            + (f"{rows} go out by themselves" if rows > 1 else "1 goes out by itself")
+            f"{service_title(target)} is not taking deliveries now ({profile}): "
+            + (f"{rows} waiting" if rows > 1 else "1 waiting")
+            + f" since {clock_time(since, now)} "
+            + ("go out by themselves" if rows > 1 else "goes out by itself")
             + " once it does",
             "deliveries",
         )
