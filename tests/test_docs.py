@@ -30,7 +30,7 @@ from watchbridge.errors import ConfigError
 from watchbridge.http import PLAIN_AT_HTTPS_PORT
 from watchbridge.maintenance import OWED_AT_MOST_EVERY
 from watchbridge.metrics import Metrics
-from watchbridge.refused import REFUSALS
+from watchbridge.refused import REFUSALS, REFUSED_WORDS
 from watchbridge.server import CONNECTION_DRAIN_SECONDS
 from watchbridge.store import TAUTULLI_SERVER_LAPSES
 
@@ -268,6 +268,12 @@ def test_every_kind_of_refused_webhook_is_in_the_webhook_docs_with_its_status() 
         for row in re.finditer(r"^\| (\d{3}) \| `([a-z_]+)` \|", WEBHOOKS, flags=re.M)
     }
     assert documented == statuses
+
+
+def test_the_webhook_docs_give_each_refusal_in_the_status_pages_words() -> None:
+    # The page says `could not be stored`, not `store_error`: a reader looks that up here.
+    shown = dict(re.findall(r"^\| \d{3} \| `([a-z_]+)` \| ([^|`]+?) \|", WEBHOOKS, flags=re.M))
+    assert shown == REFUSED_WORDS
 
 
 def test_the_readme_names_every_status_a_webhook_is_refused_with() -> None:
