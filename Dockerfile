@@ -65,11 +65,12 @@ WORKDIR /app
 VOLUME ["/config", "/data"]
 EXPOSE 8765
 
-# Asks /healthz on $WATCHBRIDGE_PORT (8765) at the address server.host listens on (loopback for
-# every interface), as the running service noted it in /data/watchbridge.listening (a bare
-# socket, ~0.01 s of CPU), else read from the config the entrypoint chooses. Under Home
-# Assistant 8765 is server.webhook_port, which also answers /healthz. Not `python -I`: it
-# saves ~2 ms; nor -S, which would lose the venv's packages.
+# Asks /healthz, then /readyz (unhealthy while the database takes no writes: a full disk), on
+# $WATCHBRIDGE_PORT (8765) at the address server.host listens on (loopback for every
+# interface), as the running service noted it in /data/watchbridge.listening (a bare socket,
+# ~0.01 s of CPU), else read from the config the entrypoint chooses. Under Home Assistant 8765
+# is server.webhook_port, which also answers both (the app's watchdog asks /healthz alone).
+# Not `python -I`: it saves ~2 ms; nor -S, which would lose the venv's packages.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["/opt/venv/bin/python", "-m", "watchbridge.healthcheck"]
 
