@@ -1430,8 +1430,12 @@ class Enricher:
         plex_token_health: ServerTokenHealth | None = None,
         lift_server_holds: Callable[[str, float], int] | None = None,
         trakt_told: Callable[[], bool] | None = None,
+        server_named: Mapping[str, str] | None = None,
     ) -> None:
         self.plex = PlexEnricher(plex, cache, clock) if plex is not None else None
+        # Each media server as its outage alert names it (causes.server_named: by its address,
+        # for a household with several Plex servers); else by its kind alone.
+        self.server_named = dict(server_named or {})
         # Whether an outage alert of Trakt's own deliveries is open (see SEARCH_ALERT_AFTER).
         self.trakt_told = trakt_told
         self._search_down_since: float | None = None
@@ -1782,6 +1786,7 @@ class Enricher:
         if self.notifier is None or now - since < UNREACHABLE_ALERT_AFTER:
             return
         name = service_title(server)
+        named = self.server_named.get(server, name)
         minutes = int((now - since) // 60)
         said = problem.message
         waiting = "Plays that need it to name their show wait (nothing is lost)"
@@ -1792,14 +1797,14 @@ class Enricher:
             )
         if problem.rate_limited:  # it answers, refusing: a proxy's or firewall's limit, often
             body = (
-                f"{name} has been telling watchbridge to slow down (429) for {minutes} minutes: "
+                f"{named} has been telling watchbridge to slow down (429) for {minutes} minutes: "
                 f"{said}. {waiting} and go out once it lets lookups through; "
                 f"check a rate limit in front of {name} (a reverse proxy, a firewall)."
             )
             title = f"watchbridge: {name} keeps rate-limiting watchbridge"
         else:
             body = (
-                f"{name} has not answered for {minutes} minutes: {said}. {waiting} "
+                f"{named} has not answered for {minutes} minutes: {said}. {waiting} "
                 f"and go out once it answers."
             )
             title = f"watchbridge: {name} cannot be reached"

@@ -16,7 +16,8 @@ from watchbridge.anime_seasons import season_sources
 from watchbridge.app import BackgroundTask, Runtime, create_app
 from watchbridge.catalogue import CatalogueNumbering
 from watchbridge.catchup import CatchUp
-from watchbridge.config import Config, Secret
+from watchbridge.causes import server_named
+from watchbridge.config import MEDIA_SERVERS, Config, Secret
 from watchbridge.deliver.anilist import AniListTarget, Renumber, Reverse
 from watchbridge.deliver.anilist import index_source as anilist_reverse
 from watchbridge.deliver.plex import PlexTarget
@@ -137,6 +138,7 @@ def enricher(runtime: Runtime, trakt: TraktClient | None) -> Enricher:
         ),
         lift_server_holds=runtime.store.lift_server_holds,
         trakt_told=lambda: trakt_outage_told(runtime),
+        server_named={server: server_named(config, server) for server in MEDIA_SERVERS},
     )
 
 
