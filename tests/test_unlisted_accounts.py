@@ -23,10 +23,11 @@ from tests.ingest_samples import sample_json
 from tests.test_app import wait_until
 from tests.test_webhook_route import PLEX_SERVER
 from watchbridge import maintenance, webhooks
+from watchbridge.account_ids import Learnt
 from watchbridge.app import Runtime, create_app
 from watchbridge.config import parse_config
-from watchbridge.statuspage import page_state, render
-from watchbridge.unlisted import QUIET
+from watchbridge.statuspage import page_state, render, unlisted_fix
+from watchbridge.unlisted import QUIET, Unlisted, probably_of
 from watchbridge.wiring import build_runtime
 
 SECRET = "unlisted-secret-5521"
@@ -295,3 +296,38 @@ def test_ignored_webhooks_are_answered_while_the_database_is_locked_and_told_onc
         r for r in caplog.records if r.getMessage().startswith("could not note an unlisted account")
     ]
     assert [r.levelname for r in said if r.levelname == "WARNING"] == ["WARNING"]
+
+
+def seen_on(server: str, account_id: str, name: str, source: str = "plex") -> Unlisted:
+    """An unlisted account as the store remembers it, with one completed play."""
+    return Unlisted(source, server, account_id, account_id, name, "", 0.0, 0.0, 1, 1)
+
+
+def test_an_account_named_as_a_listed_persons_elsewhere_is_probably_theirs() -> None:
+    # Remembered from webhooks: alex's owner account 1 on server home came named "alex"; sam
+    # is listed by id on home, named "Sam" there.
+    config = parse_config(
+        'profiles: {alex: {users: {plex: ["home:1"]}}, sam: {users: {plex: ["77"]}}}',
+        Path("watchbridge.yaml"),
+        {},
+    )
+    learnt = [Learnt("alex", "home:1", "alex"), Learnt("sam", "77", "Sam")]
+    friends = seen_on("friends", "1001", "Alex")  # alex's plex.tv id on a friend's server
+    assert probably_of(config, friends, learnt) == "alex"
+    assert unlisted_fix(config, friends, learnt) == (
+        'probably alex\'s own account on another server: add "Alex" (or "1001") to'
+        " profiles.alex.users.plex"
+    )
+    # The holiday house's server of alex's own: its owner is 1 there too.
+    pi = seen_on("pi", "1", "alex")
+    assert unlisted_fix(config, pi, learnt).endswith(
+        'add "alex" (or "pi:1") to profiles.alex.users.plex'
+    )
+    # Nobody's name; a name two profiles have; Tautulli's friendly names: no guess.
+    assert probably_of(config, seen_on("friends", "1002", "jordan"), learnt) is None
+    both = [*learnt, Learnt("sam", "77", "alex")]
+    assert probably_of(config, friends, both) is None
+    assert probably_of(config, seen_on("friends", "1001", "alex", "tautulli"), learnt) is None
+    assert unlisted_fix(config, seen_on("friends", "1002", "jordan"), learnt).endswith(
+        "(or ignore it: a friend's account)"
+    )

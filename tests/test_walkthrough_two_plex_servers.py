@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import html
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +42,7 @@ from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import watchbridge, write_config
 from tests.ingest_samples import sample_json
+from tests.test_app import wait_until
 from tests.test_webhooks_e2e import plex_multipart
 from tests.unpaced import unpaced
 from tests.walkthrough import Clock, RunningHouse
@@ -48,6 +50,7 @@ from watchbridge.app import Runtime
 from watchbridge.config import load_config
 from watchbridge.deliver.worker import DeliveryWorker
 from watchbridge.http import HttpClient, RetryPolicy
+from watchbridge.maintenance import check_unlisted_accounts
 from watchbridge.sync import RunResult, causes_of, failure_of, report_run, run_link
 from watchbridge.wiring import build_runtime, make_targets
 
@@ -367,11 +370,12 @@ def test_plays_on_all_three_servers_reach_trakt_and_serializd_once_each_with_the
 
 
 def test_the_friends_server_needs_alexs_name_or_plex_tv_id_beside_1_and_strangers_are_ignored(
-    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer]
+    tmp_path: Path, start_fake: Callable[[FakeServer], FakeServer], receiver: AlertReceiver
 ) -> None:
     # The README's one-server set-up, `users.plex: ["1"]`: alex's plays on Jordan's server
     # (alex's plex.tv id there) are no account of alex's yet; the Pi's (its owner, 1) are.
-    with open_house(tmp_path, start_fake, users='["1"]') as house:
+    alerts = receiver.apprise_url
+    with open_house(tmp_path, start_fake, users='["1"]', alerts=alerts) as house:
         house.watch("pi", "alex", "501")
         told = house.webhook("media.scrobble", "jordans", "alex", "9002")
         assert told["status"] == "ignored_unmapped_account", told
@@ -383,18 +387,67 @@ def test_the_friends_server_needs_alexs_name_or_plex_tv_id_beside_1_and_stranger
         assert [number for _, number in house.logged()] == [1]
         status = house.status()
         listed = house.api_status()
-    unlisted = sorted(line for line in status.splitlines() if line.startswith("unlisted:"))
-    assert len(unlisted) == 2, unlisted
-    alex, jordan = unlisted
-    # Said by the server's name (not only its id) and with the line to write. (For alex's
-    # own account it suggests a friend's too: see the report.)
-    assert f"plex account alex (id {house.alex_id}) on Plex server Jordan's Plex" in alex
-    assert f'write profiles.NAME.users.plex: ["{house.alex_id}"]' in alex
-    assert f"plex account jordan (id {house.jordan_id}) on Plex server Home" in jordan
-    accounts = sorted(
-        (one["server_name"], one["name"], one["plays"]) for one in listed["unlisted_accounts"]
-    )
-    assert accounts == [("Home", "jordan", 1), ("Jordan's Plex", "alex", 1)]
+        page = httpx.get(house.app.url).text
+        # The hourly housekeeping: alex's own plays dropped are told once (twice run: once).
+        assert house.runtime is not None
+        for _ in range(2):
+            asyncio.run(check_unlisted_accounts(house.runtime))
+        wait_until(lambda: bool(receiver.messages))
+        unlisted = sorted(line for line in status.splitlines() if line.startswith("unlisted:"))
+        assert len(unlisted) == 2, unlisted
+        alex, jordan = unlisted
+        # Said by the server's name (not only its id) and with the line to write; alex's
+        # account on Jordan's server has the name alex's owner account on the Pi came with:
+        # said to be alex's own, with what to add where, not "a friend's account".
+        assert f"plex account alex (id {house.alex_id}) on Plex server Jordan's Plex" in alex
+        yours = (
+            f'probably alex\'s own account on another server: add "alex" (or'
+            f' "{house.alex_id}") to profiles.alex.users.plex'
+        )
+        assert alex.endswith(yours), alex
+        assert "a friend's account" not in alex
+        assert html.escape(yours) in page
+        assert f"plex account jordan (id {house.jordan_id}) on Plex server Home" in jordan
+        assert jordan.endswith(
+            f'write profiles.NAME.users.plex: ["{house.jordan_id}"] (or ignore it: a friend\'s'
+            " account)"
+        )
+        accounts = sorted(
+            (one["server_name"], one["name"], one["plays"], one["probably_of"], one["line"])
+            for one in listed["unlisted_accounts"]
+        )
+        assert accounts == [
+            ("Home", "jordan", 1, None, f'profiles.NAME.users.plex: ["{house.jordan_id}"]'),
+            (
+                "Jordan's Plex",
+                "alex",
+                1,
+                "alex",
+                f'profiles.alex.users.plex: ["1", "{house.alex_id}"]',
+            ),
+        ]
+        # One alert, for alex's account only: a friend's (jordan) is only listed.
+        title = "watchbridge: plays of alex on Plex server Jordan's Plex go nowhere"
+        assert receiver.titles() == [title]
+        lead = str(receiver.messages[0]["message"]).split("\n\n")[0]
+        assert lead == (
+            f"Plays of Plex account alex (id {house.alex_id}) on Plex server Jordan's Plex go"
+            " nowhere: no profile lists it. Profile alex has an account of that name, alex, on"
+            " another server: this is probably alex's own account, playing on a server the"
+            " config does not list it for (a friend's shared server, say). If so, add"
+            f' "alex" (or "{house.alex_id}") to profiles.alex.users.plex in the config; if it'
+            " is someone else's, nothing to do."
+        )
+        # alex lists the name: "Resolved" follows with the next housekeeping.
+        house.stop()
+        house.config.write_text(
+            house.config.read_text().replace('plex: ["1"]', 'plex: ["1", "alex"]')
+        )
+        house.start()
+        assert house.runtime is not None
+        asyncio.run(check_unlisted_accounts(house.runtime))
+        wait_until(lambda: len(receiver.messages) == 2)
+    assert receiver.titles() == [title, f"Resolved: {title}"]
 
 
 @pytest.mark.parametrize(

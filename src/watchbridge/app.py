@@ -115,7 +115,7 @@ from watchbridge.store import (
     locked_by_another,
     storage_fault,
 )
-from watchbridge.unlisted import ALERTED, OVER
+from watchbridge.unlisted import ALERTED, OVER, probably_of
 from watchbridge.unmapped import UnmappedAccounts
 from watchbridge.zone import zone_in_use, zone_warning
 
@@ -1147,7 +1147,7 @@ def require_api_token(
 )
 async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
     """Queue, dead letters, last sync runs and sign-ins (as the page has them)."""
-    from watchbridge.statuspage import page_state
+    from watchbridge.statuspage import page_state, unlisted_fix
 
     now = runtime.clock()
     # The page's reads of the store, shaped for scripts here.
@@ -1252,7 +1252,11 @@ async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
                 "plays": u.plays,
                 "alerted": u.state in (ALERTED, OVER),
                 "profile": u.profile or None,
-                "line": u.line(runtime.config, u.profile or None),
+                # The profile whose person it probably is: the name of an account it lists
+                # on another server (unlisted.probably_of); `line` then lists it there.
+                "probably_of": (own := probably_of(runtime.config, u, page.learnt)),
+                "line": u.line(runtime.config, u.profile or own),
+                "fix": unlisted_fix(runtime.config, u, page.learnt),
             }
             for u in page.unlisted
         ],

@@ -22,7 +22,7 @@ import click
 
 from watchbridge import __version__, forplex, tautulliwatched
 from watchbridge import queuewords as words
-from watchbridge.account_ids import Key, Learnt, ListedTwice, listed_twice_known
+from watchbridge.account_ids import Key, Learnt, listed_twice_known
 from watchbridge.config import (
     SECRET_IN_HEADER_ONLY,
     Config,
@@ -327,7 +327,7 @@ def check_config(config_path: str | None) -> None:
                 notice = anilist_client_id_notice(config, store, time.time())
                 warnings += [
                     f"{twice.message} (Named as watchbridge last saw it.)"
-                    for twice in _listed_twice(config, store)
+                    for twice in listed_twice_known(config, _known_accounts(store))
                 ]
         except StoreError as exc:  # one a newer release made: the service will not start
             warnings.append(exc.message)
@@ -577,7 +577,8 @@ def status(config_path: str | None) -> None:
         taken_in = store.defaulted_accounts()
         not_by_plex = forplex.people(store.for_plex(forplex.TAKEN))
         no_watched = [seen for seen in store.tautulli_reports() if seen.no_watched]
-        twice = _listed_twice(config, store)
+        known = _known_accounts(store)
+        twice = listed_twice_known(config, known)
         unsent = not_sent_yet(store, config.alerts, time.time()) if config.alerts.urls else []
         account_names = _account_names(store, state.cursors)
         lookups = lookups_waiting(config, store, time.time())
@@ -627,7 +628,7 @@ def status(config_path: str | None) -> None:
     for seen in unlisted:  # as the status page's Webhooks list them
         server = f" on {seen.server_shown}" if seen.server else ""
         counted = f"{seen.webhooks} webhook(s), {seen.plays} play(s) ignored"
-        fix = unlisted_fix(config, seen)
+        fix = unlisted_fix(config, seen, known.values())
         _say(
             f"unlisted:      {seen.source} account {seen.label}{server}: {counted},"
             f" last {_when(seen.last_at)}; {fix}"
@@ -660,14 +661,13 @@ def status(config_path: str | None) -> None:
     _show_links(config, state, account_names, lookups)
 
 
-def _listed_twice(config: Config, store: Store) -> list[ListedTwice]:
-    """The accounts two profiles list, one by name and one by id, as the database remembers
-    their names with their ids (account_ids.py)."""
-    known = {
+def _known_accounts(store: Store) -> dict[Key, Learnt]:
+    """The accounts profiles list, as the database remembers their names with their ids
+    (account_ids.py)."""
+    return {
         Key(source, server, account_id): Learnt(profile, entry, name)
         for source, server, account_id, profile, entry, name in store.webhook_account_ids()
     }
-    return listed_twice_known(config, known)
 
 
 def _show_last_webhooks(last: Sequence[LastWebhook]) -> None:

@@ -23,11 +23,11 @@ while it keeps sending (`Gate`); the hourly housekeeping decides
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, fields
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
-from watchbridge.account_ids import SOURCE_NAMES, Learnt
-from watchbridge.config import Config, MediaUsers, same_account, service_title, targets_for
+from watchbridge.account_ids import SOURCE_NAMES
+from watchbridge.config import Config, same_account, service_title, targets_for
 from watchbridge.unlisted import Unlisted, utc_day
 
 DAY = 86400.0
@@ -50,17 +50,6 @@ def person(one: Unlisted) -> str:
     """Who an account is, as far as a household's names tell: one person has the same name
     on each of their servers (and in Tautulli's reports of Plex)."""
     return same_account(one.name) if one.name else one.key
-
-
-def own_names(config: Config, profile: str, learnt: Iterable[Learnt]) -> frozenset[str]:
-    """The names of `profile`'s own accounts, its person's: those it lists under `users` (any
-    source) and those remembered for the ids it lists (`learnt`, account_ids.py). Pure."""
-    found = config.profiles.get(profile)
-    if found is None:
-        return frozenset()
-    listed = [e for source in fields(MediaUsers) for e in getattr(found.users, source.name)]
-    remembered = [one.name for one in learnt if one.profile == profile and one.name]
-    return frozenset(same_account(name).rpartition(":")[2] for name in (*listed, *remembered))
 
 
 def second_person(

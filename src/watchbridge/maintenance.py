@@ -211,7 +211,8 @@ def _next_webhook(one: unlisted.Unlisted) -> MediaEvent:
 async def check_unlisted_accounts(runtime: Runtime) -> None:
     """The accounts no profile lists (unlisted.py): forgotten once a profile takes their
     webhooks, the `unlisted_account` alert raised for one that likely is a listed person's new
-    account, and resolved once it is listed or has sent nothing for unlisted.QUIET."""
+    account, or their own on another server (its name theirs: `unlisted.probably_of`), and
+    resolved once it is listed or has sent nothing for unlisted.QUIET."""
     from watchbridge.webhooks import route_for
 
     store, notifier, config = runtime.store, runtime.notifier, runtime.config
@@ -241,6 +242,16 @@ async def check_unlisted_accounts(runtime: Runtime) -> None:
                 await asyncio.to_thread(store.note_unlisted, replace(one, state=unlisted.OVER))
             continue
         if one.state:
+            continue
+        own = unlisted.probably_of(config, one, ids.known.values())
+        if own is not None:
+            # A listed person's account on another server: each play of theirs is lost to
+            # them from the first, so told at once (once: the state keeps it), not after WAIT.
+            if one.plays > 0:
+                body = unlisted.own_alert_body(one, own)
+                await notifier.notify(unlisted.ALERT_KIND, unlisted.title(one), body, key=one.key)
+                alerted = replace(one, state=unlisted.ALERTED, profile=own)
+                await asyncio.to_thread(store.note_unlisted, alerted)
             continue
         last_from = await asyncio.to_thread(store.last_from_server, one.source, one.server)
         on_server = unlisted.profiles_on_server(config, one.source, one.server, known, last_from)
@@ -445,7 +456,7 @@ async def check_defaulted_accounts(runtime: Runtime) -> None:
         active = frozenset(on_server - set(quiet))
         # The default person's own account (by a name it lists, or as the first it took): no
         # second person's, nor a listed person's new one.
-        own = defaulted.own_names(config, one.default_profile, ids.known.values())
+        own = unlisted.own_names(config, one.default_profile, ids.known.values())
         theirs = defaulted.person(one) in own or defaulted.set_up_for(config, one, taken)
         moved = unlisted.alert_due(one, quiet, now) and not theirs
         if moved or defaulted.second_person(one, taken, own):

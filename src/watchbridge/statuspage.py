@@ -17,7 +17,7 @@ import asyncio
 import html
 import re
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -32,7 +32,14 @@ from litestar.params import FromQuery
 
 from watchbridge import __version__, defaulted, forplex, tautulliwatched
 from watchbridge import queuewords as words
-from watchbridge.account_ids import NewId, NewIdSighting, Renamed, RenameSighting, TwiceSighting
+from watchbridge.account_ids import (
+    Learnt,
+    NewId,
+    NewIdSighting,
+    Renamed,
+    RenameSighting,
+    TwiceSighting,
+)
 from watchbridge.alerts import Health
 from watchbridge.app import (
     Leftover,
@@ -77,7 +84,7 @@ from watchbridge.store import (
 from watchbridge.sync import syncable, waits_for_review
 from watchbridge.tautulliwatched import Seen
 from watchbridge.unlisted import KEEP as UNLISTED_KEEP
-from watchbridge.unlisted import Unlisted
+from watchbridge.unlisted import Unlisted, own_hint, probably_of
 from watchbridge.webhooks import SOURCES
 from watchbridge.zone import clock_time, zone_shown
 
@@ -91,8 +98,10 @@ class PageState:
     status: StoreStatus
     # Each profile's Trakt, AniList and Serializd sign-in.
     sign_ins: Sequence[SignIn] = ()
-    # Accounts whose webhooks no profile takes, as the store remembers them (unlisted.py).
+    # Accounts whose webhooks no profile takes, as the store remembers them (unlisted.py),
+    # and the names remembered for listed accounts (one of theirs on another server).
     unlisted: Sequence[Unlisted] = ()
+    learnt: Sequence[Learnt] = ()
     # Accounts no profile lists whose webhooks the default profile takes (defaulted.py).
     defaulted: Sequence[Unlisted] = ()
     # People listed for Plex's own webhook whose plays were taken from Tautulli's (forplex.py).
@@ -170,6 +179,7 @@ async def page_state(runtime: Runtime, now: float) -> PageState:
         status=status,
         sign_ins=sign_ins,
         unlisted=unlisted,
+        learnt=list(runtime.account_ids.known.values()),
         defaulted=taken_in,
         not_sent_by_plex=forplex.people(for_plex),
         no_watched=[seen for seen in tautulli if seen.no_watched],
@@ -542,7 +552,7 @@ def render(state: PageState, now: float) -> str:
         + _renamed(state.renamed, now)
         + _new_ids(state.new_ids, now)
         + _listed_twice(state.listed_twice, now)
-        + _unlisted(state.config, state.unlisted, now)
+        + _unlisted(state.config, state.unlisted, state.learnt, now)
         + _defaulted(state.config, state.defaulted, now)
         + _not_sent_by_plex(state.config, state.not_sent_by_plex, now)
         + "".join(
@@ -1361,7 +1371,9 @@ LISTED_TWICE_INTRO = (
 )
 
 
-def _unlisted(config: Config, unlisted: Sequence[Unlisted], now: float) -> str:
+def _unlisted(
+    config: Config, unlisted: Sequence[Unlisted], learnt: Sequence[Learnt], now: float
+) -> str:
     if not unlisted:
         return ""
     rows = [
@@ -1371,7 +1383,7 @@ def _unlisted(config: Config, unlisted: Sequence[Unlisted], now: float) -> str:
             str(u.webhooks),
             str(u.plays),
             _age(u.last_at, now),
-            _e(unlisted_fix(config, u)),
+            _e(unlisted_fix(config, u, learnt)),
         )
         for u in unlisted
     ]
@@ -1436,12 +1448,17 @@ DEFAULTED_INTRO = (
 )
 
 
-def unlisted_fix(config: Config, unlisted: Unlisted) -> str:
+def unlisted_fix(config: Config, unlisted: Unlisted, learnt: Iterable[Learnt] = ()) -> str:
     """What to do about an unlisted account: the line that lists it (under the profile its
-    alert named, if any), or, for webhooks naming no one, the sender's setting."""
+    alert named, if any), what to add where when it probably is a listed person's own account
+    on another server (`learnt`: the names remembered for listed accounts), or, for webhooks
+    naming no one, the sender's setting."""
     line = unlisted.line(config, unlisted.profile or None)
     if not unlisted.entry:
         return line
+    own = probably_of(config, unlisted, learnt)
+    if own is not None and unlisted.profile in ("", own):
+        return own_hint(unlisted, own)
     return f"to take its plays, write {line} (or ignore it: a friend's account)"
 
 

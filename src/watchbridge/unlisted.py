@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
-from watchbridge.account_ids import PLEX_OWNER, SOURCE_NAMES
-from watchbridge.config import Config, same_account
+from watchbridge.account_ids import NAMED_UNIQUELY, PLEX_OWNER, SOURCE_NAMES, Learnt
+from watchbridge.config import Config, MediaUsers, same_account
 from watchbridge.unmapped import NO_ACCOUNT, account_label, unmapped_fix
 
 ALERT_KIND = "unlisted_account"
@@ -146,6 +146,60 @@ def alert_due(unlisted: Unlisted, quiet_profiles: list[str], now: float) -> bool
     )
 
 
+def own_names(config: Config, profile: str, learnt: Iterable[Learnt]) -> frozenset[str]:
+    """The names of `profile`'s own accounts, its person's: those it lists under `users` (any
+    source) and those remembered for the ids it lists (`learnt`, account_ids.py). Pure."""
+    found = config.profiles.get(profile)
+    if found is None:
+        return frozenset()
+    listed = [e for source in fields(MediaUsers) for e in getattr(found.users, source.name)]
+    remembered = [one.name for one in learnt if one.profile == profile and one.name]
+    return frozenset(same_account(name).rpartition(":")[2] for name in (*listed, *remembered))
+
+
+def probably_of(config: Config, unlisted: Unlisted, learnt: Iterable[Learnt]) -> str | None:
+    """The profile whose person the account probably is: its name is one of that profile's
+    own (`own_names`: an account it lists on another server came with it). A Plex user is one
+    plex.tv account, named alike, on every server they play on, and their webhooks "travel with
+    them": on a friend's shared server they come with their plex.tv id, not the 1 listed for
+    their own server. None for a sender naming accounts its own way (Tautulli's friendly
+    names, a generic sender's), an account of no name, or a name two profiles have. Pure."""
+    if unlisted.source not in NAMED_UNIQUELY or not unlisted.name:
+        return None
+    name = same_account(unlisted.name)
+    remembered = list(learnt)
+    found = [p for p in config.profiles if name in own_names(config, p, remembered)]
+    return found[0] if len(found) == 1 else None
+
+
+def own_fix(unlisted: Unlisted, profile: str) -> str:
+    """What to add where for an account that is probably `profile`'s own (`probably_of`): its
+    name (a rename is followed by the id it came with) or its id."""
+    named = json.dumps(unlisted.name, ensure_ascii=False)
+    entry = json.dumps(unlisted.entry, ensure_ascii=False)
+    either = named if unlisted.entry in ("", unlisted.name) else f"{named} (or {entry})"
+    return f"add {either} to profiles.{profile}.users.{unlisted.source}"
+
+
+def own_hint(unlisted: Unlisted, profile: str) -> str:
+    """The status's "what to do" for an account that is probably `profile`'s own."""
+    return f"probably {profile}'s own account on another server: {own_fix(unlisted, profile)}"
+
+
+def own_alert_body(unlisted: Unlisted, profile: str) -> str:
+    """The alert of an account that is probably `profile`'s own (`probably_of`): its plays go
+    nowhere from the first, lost to that person, so told without waiting; then what was seen."""
+    source = SOURCE_NAMES.get(unlisted.source, unlisted.source)
+    lead = (
+        f"Plays of {source} account {unlisted.label} on {unlisted.server_shown} go nowhere: no"
+        f" profile lists it. Profile {profile} has an account of that name, {unlisted.name}, on"
+        f" another server: this is probably {profile}'s own account, playing on a server the"
+        " config does not list it for (a friend's shared server, say). If so,"
+        f" {own_fix(unlisted, profile)} in the config; if it is someone else's, nothing to do."
+    )
+    return f"{lead}\n\n{_seen(unlisted)}"
+
+
 def title(unlisted: Unlisted) -> str:
     who = unlisted.name or unlisted.entry
     return f"watchbridge: plays of {who} on {unlisted.server_shown} go nowhere"
@@ -161,12 +215,16 @@ def alert_body(unlisted: Unlisted, profile: str, config: Config) -> str:
         f" {since}, when this one began: it may be {profile}'s new account. If so, write"
         f" {unlisted.line(config, profile)} in the config; if it is a friend's, nothing to do."
     )
-    seen = (
-        f"Since {since}: {unlisted.webhooks} webhook(s), {unlisted.plays} completed play(s),"
-        " answered and ignored. Plays before the change reach no service by themselves:"
-        " a link's sync copies those its media server shows once the account is listed."
+    return f"{lead}\n\n{_seen(unlisted)}"
+
+
+def _seen(unlisted: Unlisted) -> str:
+    return (
+        f"Since {utc_day(unlisted.first_at)}: {unlisted.webhooks} webhook(s), {unlisted.plays}"
+        " completed play(s), answered and ignored. Plays before the change reach no service by"
+        " themselves: a link's sync copies those its media server shows once the account is"
+        " listed."
     )
-    return f"{lead}\n\n{seen}"
 
 
 def listed_now(unlisted: Unlisted, profile: str) -> str:
