@@ -16,7 +16,7 @@ from tests.ingest_samples import sample_json
 from tests.test_cli import run
 from tests.test_webhooks_e2e import plex_multipart
 from watchbridge.config import Config, parse_config
-from watchbridge.lastwebhooks import SERVERS_KEPT
+from watchbridge.lastwebhooks import SERVERS_KEPT, LastWebhook, servers_shown
 from watchbridge.maintenance import housekeeping
 from watchbridge.store import Store
 from watchbridge.wiring import build_app, build_runtime
@@ -59,6 +59,11 @@ def last_webhooks(url: str) -> dict[tuple[str, str], float]:
     return {(one["source"], one["server"]): one["at"] for one in found}
 
 
+def server_names(url: str) -> dict[tuple[str, str], str]:
+    found = httpx.get(f"{url}/api/status").json()["last_webhooks"]
+    return {(one["source"], one["server"]): one["server_name"] for one in found}
+
+
 def test_each_source_and_server_shows_its_last_webhook_through_restarts_and_pruning(
     tmp_path: Path,
 ) -> None:
@@ -71,7 +76,9 @@ def test_each_source_and_server_shows_its_last_webhook_through_restarts_and_prun
         assert set(seen) == {("plex", PLEX_SERVER), ("generic", "")}
         assert all(before <= at <= time.time() for at in seen.values())
         page = httpx.get(app.url).text
-        assert "last webhook" in page and PLEX_SERVER in page
+        # The server by its own name (Plex's Server.title), not its 40-digit machine id.
+        assert "last webhook" in page and "<td>Living room</td>" in page
+        assert server_names(app.url) == {("plex", PLEX_SERVER): "Living room", ("generic", ""): ""}
         metrics = httpx.get(f"{app.url}/metrics").text
         gauge = "watchbridge_webhook_last_received_timestamp_seconds"
         samples = {
@@ -95,10 +102,12 @@ def test_each_source_and_server_shows_its_last_webhook_through_restarts_and_prun
 
     with AppThread(build_app(build_runtime(config))) as app:
         assert last_webhooks(app.url) == seen
+        assert server_names(app.url)["plex", PLEX_SERVER] == "Living room"
     shown = run("status", "--config", str(path))
     assert shown.returncode == 0, shown.stderr
     assert "last webhook:\n" in shown.stdout
-    assert f"  plex from {PLEX_SERVER}: 20" in shown.stdout
+    assert "  plex from Living room: 20" in shown.stdout
+    assert f"plex from {PLEX_SERVER}" not in shown.stdout
     assert "  generic: 20" in shown.stdout
 
 
@@ -178,8 +187,27 @@ def test_a_sender_naming_a_new_server_in_each_webhook_keeps_the_servers_bounded(
 
     shown = run("status", "--config", str(path))
     assert shown.returncode == 0, shown.stderr
-    assert f"  plex from {PLEX_SERVER}: " in shown.stdout
+    assert "  plex from Living room: " in shown.stdout
     assert "  generic from kodi: " in shown.stdout
     assert shown.stdout.count("  generic from ") == SERVERS_KEPT
     with AppThread(build_app(build_runtime(config))) as app:
         assert last_webhooks(app.url) == in_memory
+
+
+def test_two_servers_of_one_name_are_told_apart_by_their_ids() -> None:
+    # A new Plex server is named after its machine ("raspberrypi"): a household's and a
+    # friend's may share a name; a server whose webhooks give none is shown by its id.
+    last = [
+        LastWebhook("plex", "aaa", 3.0, "raspberrypi"),
+        LastWebhook("plex", "bbb", 2.0, "raspberrypi"),
+        LastWebhook("plex", "ccc", 1.0, "Home"),
+        LastWebhook("jellyfin", "ddd", 1.0, "Home"),
+        LastWebhook("tautulli", "eee", 1.0),
+    ]
+    assert servers_shown(last) == {
+        ("plex", "aaa"): "raspberrypi (aaa)",
+        ("plex", "bbb"): "raspberrypi (bbb)",
+        ("plex", "ccc"): "Home",
+        ("jellyfin", "ddd"): "Home",
+        ("tautulli", "eee"): "eee",
+    }

@@ -367,6 +367,10 @@ def test_plays_on_all_three_servers_reach_trakt_and_serializd_once_each_with_the
             False,
         ]
         assert house.pi.requests == [] and house.jordans.requests == []
+        # `watchbridge status` names each server as its webhooks do, not by a machine id.
+        status = house.status()
+    heard = [line.split(": ")[0] for line in status.splitlines() if line.startswith("  plex")]
+    assert heard == ["  plex from Holiday Pi", "  plex from Jordan's Plex", "  plex from Home"]
 
 
 def test_the_friends_server_needs_alexs_name_or_plex_tv_id_beside_1_and_strangers_are_ignored(

@@ -1369,9 +1369,10 @@ async def api_status(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
             "error": runtime.storage_fault.said,
             "fix": runtime.storage_fault.fix,
         },
-        # When each source (and server it names; "" none) last had a webhook accepted.
+        # When each source (and server it names; "" none) last had a webhook accepted, and
+        # the server's own name ("" where its webhooks give none).
         "last_webhooks": [
-            {"source": w.source, "server": w.server, "at": w.at}
+            {"source": w.source, "server": w.server, "server_name": w.name, "at": w.at}
             for w in runtime.last_webhooks.recent()
         ],
         # When each source last sent its test notification (no play), since the start.

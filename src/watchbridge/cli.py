@@ -34,7 +34,7 @@ from watchbridge.config import (
 )
 from watchbridge.errors import ConfigError, StoreError, Waits, WatchbridgeError
 from watchbridge.homeassistant import HomeAssistantApp, app_from_environment, option_problem
-from watchbridge.lastwebhooks import LastWebhook
+from watchbridge.lastwebhooks import LastWebhook, servers_shown
 from watchbridge.logs import redact_error_line
 from watchbridge.narrow import ANILIST_STATUSES, Narrowing
 from watchbridge.redaction import mask_tokens_stored, redactor, secret_values
@@ -677,8 +677,9 @@ def _show_last_webhooks(last: Sequence[LastWebhook]) -> None:
         _say("webhooks:      none accepted yet")
         return
     _say("last webhook:")
+    shown = servers_shown(last)  # by its name, where its webhooks give one
     for one in sorted(last, key=lambda w: (w.source, -w.at, w.server)):
-        server = f" from {one.server}" if one.server else ""
+        server = f" from {shown[(one.source, one.server)]}" if one.server else ""
         _say(f"  {one.source}{server}: {_when(one.at)}")
 
 

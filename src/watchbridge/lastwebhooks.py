@@ -15,6 +15,10 @@ secret work. Since the start only.
 Of each source, the SERVERS_KEPT servers seen most recently, here and in the store: a generic
 sender naming a new `server` in each webhook (a session id, a time) would otherwise grow both
 for as long as it sends, and a household's own servers of one source are a handful.
+
+Each server by its own name where its webhooks give one (Plex's Server.title: `unlisted.
+server_name`): three Plex servers are three 40-digit machine ids otherwise. Written to the
+store only when a server's name is new to the service or changed (`named`), not per webhook.
 """
 
 from __future__ import annotations
@@ -30,11 +34,13 @@ SERVERS_KEPT = 20
 
 @dataclass(frozen=True, slots=True)
 class LastWebhook:
-    """The last webhook accepted from one source and server ("": the source named none)."""
+    """The last webhook accepted from one source and server ("": the source named none), and
+    the server's own name ("": none given)."""
 
     source: str
     server: str
     at: float
+    name: str = ""
 
 
 class LastWebhooks:
@@ -45,11 +51,25 @@ class LastWebhooks:
         self.kept = kept
         self._at: dict[str, dict[str, float]] = {}
         self._tested: dict[str, float] = {}  # source -> its last test notification
+        self._names: dict[tuple[str, str], str] = {}  # (source, server) -> its name
 
     def seed(self, found: Iterable[LastWebhook]) -> None:
         """Take what the store holds (at start), keeping any later time seen meanwhile."""
         for one in found:
             self.saw(one.source, one.server, one.at)
+            if one.name:
+                self._names.setdefault((one.source, one.server), one.name)
+
+    def named(self, source: str, server: str, name: str) -> bool:
+        """`source`'s `server` gave its name as `name`: True when that is new (to be stored)."""
+        if not server or not name or self._names.get((source, server)) == name:
+            return False
+        self._names[(source, server)] = name
+        return True
+
+    def forget_name(self, source: str, server: str) -> None:
+        """The name could not be stored: the next webhook tries again."""
+        self._names.pop((source, server), None)
 
     def saw(self, source: str, server: str, at: float) -> None:
         """A webhook of `source` from `server` was accepted at `at`."""
@@ -93,9 +113,30 @@ class LastWebhooks:
         """Every (source, server) kept, by source, then the latest first."""
         return sorted(
             (
-                LastWebhook(source, server, at)
+                LastWebhook(source, server, at, self._names.get((source, server), ""))
                 for source, servers in self._at.items()
                 for server, at in servers.items()
             ),
             key=lambda one: (one.source, -one.at, one.server),
         )
+
+
+def servers_shown(last: Iterable[LastWebhook]) -> dict[tuple[str, str], str]:
+    """(source, server) -> the server as the status names it: by its name, with its id where
+    another server of the source has that name too (Plex names each new server after its
+    machine), by its id where it gave none. Pure."""
+    found = list(last)
+    names: dict[tuple[str, str], int] = {}
+    for one in found:
+        if one.name:
+            names[(one.source, one.name)] = names.get((one.source, one.name), 0) + 1
+    return {
+        (one.source, one.server): (
+            one.server
+            if not one.name
+            else one.name
+            if names[(one.source, one.name)] == 1
+            else f"{one.name} ({one.server})"
+        )
+        for one in found
+    }

@@ -61,7 +61,7 @@ from watchbridge.homeassistant import (
     names_a_command,
 )
 from watchbridge.http import CLOCK_WARNING
-from watchbridge.lastwebhooks import LastWebhook
+from watchbridge.lastwebhooks import LastWebhook, servers_shown
 from watchbridge.metrics import UnfilteredHistory
 from watchbridge.pagereview import PageReview, ShownPlan
 from watchbridge.pagesignin import PageSignIn, Show
@@ -1313,7 +1313,11 @@ def _tested(test: LastWebhook, now: float) -> str:
 def _last_webhooks(last: Sequence[LastWebhook], now: float) -> str:
     if not last:
         return "<p>No webhook accepted yet.</p>"
-    rows = [(_e(w.source), _e(w.server or "-"), _age(w.at, now)) for w in last]
+    shown = servers_shown(last)  # by its name, where its webhooks give one
+    rows = [
+        (_e(w.source), _e(shown[(w.source, w.server)] if w.server else "-"), _age(w.at, now))
+        for w in last
+    ]
     return _table(("source", "server", "last webhook"), rows)
 
 

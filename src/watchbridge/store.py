@@ -1019,6 +1019,23 @@ def m040_tautulli_reports(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m041_webhook_server_names(db: sqlite_utils.Database) -> None:
+    # Each webhook server's own name, as its webhooks give it (Plex's Server.title, Jellyfin's
+    # ServerName, ...: unlisted.server_name), for the status to say `plex from Home`, not a
+    # machine id. Written when a server's name is new to the service (or changed), never per
+    # webhook; `at`: then. Safe to apply again, as the newest migration must be.
+    db.execute(
+        """CREATE TABLE IF NOT EXISTS webhook_server_names (
+            source TEXT NOT NULL,
+            server TEXT NOT NULL,
+            name TEXT NOT NULL,
+            at REAL NOT NULL,
+            PRIMARY KEY (source, server)
+        ) WITHOUT ROWID"""
+    )
+
+
 # The columns of times `_restamp_forward` moves, by table.
 _RESTAMPED = {
     # A viewing's later events are judged against them (hours idle is a new viewing), and
@@ -1730,6 +1747,9 @@ class IngestJob:
     # Tautulli's stops and Watched the webhook adds to its server's count (tautulliwatched.py):
     # on its first job, counted in the same write.
     tautulli_reports: Reports | None = None
+    # The webhook server's own name (server, name), new to the service or changed: noted in
+    # the same write (lastwebhooks.py), on its first job.
+    server_named: tuple[str, str] | None = None
 
 
 # One webhook's events (recorded all or none), who waits for their rows, and on which loop.
@@ -1907,6 +1927,17 @@ def _remember_account(conn: sqlite3.Connection, learnt: AccountLearnt, now: floa
         "DELETE FROM webhook_account_ids WHERE rowid NOT IN (SELECT rowid FROM"
         " webhook_account_ids ORDER BY learnt_at DESC LIMIT ?)",
         (learnt.kept,),
+    )
+
+
+def _name_webhook_server(
+    conn: sqlite3.Connection, source: str, server: str, name: str, now: float
+) -> None:
+    """Remember `source`'s `server` by the name its webhooks give it (lastwebhooks.py)."""
+    conn.execute(
+        "INSERT INTO webhook_server_names (source, server, name, at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (source, server) DO UPDATE SET name = excluded.name, at = excluded.at",
+        (source, server, name, now),
     )
 
 
@@ -3305,6 +3336,8 @@ class Store:
             _remember_account(conn, job.learnt, job.now)
         if job.tautulli_reports is not None:
             _count_tautulli_reports(conn, job.tautulli_reports, job.now)
+        if job.server_named is not None:
+            _name_webhook_server(conn, job.source, *job.server_named, job.now)
         # A play or live state left out still ends its sender's pending live states.
         for row in superseding:
             conn.execute(
@@ -3413,6 +3446,13 @@ class Store:
                 f" FROM ({_LATEST_SERVERS} FROM webhooks_last_seen GROUP BY 1, 2) WHERE n > ?)",
                 (SERVERS_KEPT,),
             ).rowcount
+            # A server's name goes with its last webhook's time (named within the week: its
+            # events are still kept).
+            conn.execute(
+                "DELETE FROM webhook_server_names WHERE at < ? AND (source, server) NOT IN"
+                " (SELECT source, server FROM webhooks_last_seen)",
+                (now - keep_done,),
+            )
             events = conn.execute(
                 "DELETE FROM events WHERE received_at < ? AND id NOT IN"
                 " (SELECT event_id FROM outbox WHERE event_id IS NOT NULL)",
@@ -5467,14 +5507,19 @@ class Store:
         where = f" WHERE source IN ({marks})" if sources else ""
         webhooks = f"{where} AND source <> ?" if sources else " WHERE source <> ?"
         rows = self._overview(
-            f"SELECT source, server, at FROM ({_LATEST_SERVERS} FROM ("
+            "SELECT last.source, last.server, last.at, COALESCE(named.name, '') AS name FROM"
+            f" ({_LATEST_SERVERS} FROM ("
             f" SELECT source, {_EVENT_SERVER} AS server, MAX(received_at) AS at FROM events"
             f"{webhooks} GROUP BY 1, 2"
             f" UNION ALL SELECT source, server, at FROM webhooks_last_seen{where}"
-            ") GROUP BY source, server) WHERE n <= ?",
+            ") GROUP BY source, server) AS last LEFT JOIN webhook_server_names AS named"
+            " ON named.source = last.source AND named.server = last.server WHERE last.n <= ?",
             (*sources, CAUGHT_UP, *sources, SERVERS_KEPT),
         )
-        return [LastWebhook(str(r["source"]), str(r["server"]), float(r["at"])) for r in rows]
+        return [
+            LastWebhook(str(r["source"]), str(r["server"]), float(r["at"]), str(r["name"]))
+            for r in rows
+        ]
 
     def caught_up_since(self, since: float) -> list[tuple[str, str, int, float]]:
         """(server kind, server id, plays, when the last was recorded) of the plays the

@@ -1008,6 +1008,11 @@ async def _webhook(
     )
     if counted is not None and jobs:  # counted in the same write
         jobs[0] = dataclasses.replace(jobs[0], tautulli_reports=counted)
+    # The server's own name for the status (lastwebhooks.py), when new to this process: noted
+    # in the same write, no statement of its own.
+    sent_from, named = result.events[0].server, server_name(source, result.document)
+    if jobs and runtime.last_webhooks.named(source, sent_from, named):
+        jobs[0] = dataclasses.replace(jobs[0], server_named=(sent_from, named))
     try:
         # All or none: a webhook refused halfway and sent again would record its first
         # events twice.
@@ -1015,6 +1020,8 @@ async def _webhook(
         if for_plex:  # kept before the answer: taken should Plex's webhook not send them
             await in_thread(runtime.store.keep_for_plex, for_plex, None if jobs else counted)
     except (sqlite3.Error, StoreError) as exc:
+        if jobs and jobs[0].server_named is not None:  # noted with the next webhook then
+            runtime.last_webhooks.forget_name(source, sent_from)
         await _store_failed(runtime, send, source, started, exc, "could not store the event")
         return
     if counted is not None and not jobs and not for_plex:
