@@ -1037,6 +1037,26 @@ async def test_a_server_rate_limiting_lookups_holds_plays_and_says_so_not_that_i
         assert receiver.titles() == [told, f"Resolved: {told}"]
 
 
+def jellyfin_with_trakt_search(
+    start_fake: Callable[[FakeServer], FakeServer], monkeypatch: pytest.MonkeyPatch
+) -> tuple[FakeTrakt, str]:
+    """A Jellyfin episode known by its TheTVDB id, and Trakt for its id search alone: the fake
+    Trakt and the `services` lines for both."""
+    unpaced(monkeypatch, "trakt")
+    monkeypatch.setitem(HttpClient.__init__.__kwdefaults__, "retry", FAST)
+    jellyfin_server = start_fake(FakeJellyfin("jellyfin"))
+    assert isinstance(jellyfin_server, FakeJellyfin)
+    jellyfin_server.add_series(JELLYFIN_SERIES, "Breaking Bad", Tvdb="81189")
+    trakt = start_fake(FakeTrakt())
+    assert isinstance(trakt, FakeTrakt)
+    trakt.add_show("Breaking Bad", 2008, tmdb=1396, tvdb=81189, seasons={5: 16})
+    extra = (
+        f'  jellyfin: {{url: "{jellyfin_server.url}", api_key: "{API_KEY}"}}\n'
+        f'  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}'
+    )
+    return trakt, extra
+
+
 async def test_a_play_waiting_on_trakts_id_search_waits_out_its_outage_and_is_told_of(
     tmp_path: Path,
     serializd: FakeSerializd,
@@ -1049,19 +1069,8 @@ async def test_a_play_waiting_on_trakts_id_search_waits_out_its_outage_and_is_to
     # Jellyfin's TVDB metadata: Serializd needs the TMDB id, which Trakt's search would give.
     # services.trakt is set for that search alone (no profile delivers to Trakt), so no alert
     # of Trakt's own deliveries tells of its outage: the search's own does, once.
-    unpaced(monkeypatch, "trakt")
-    monkeypatch.setitem(HttpClient.__init__.__kwdefaults__, "retry", FAST)
-    jellyfin_server = start_fake(FakeJellyfin("jellyfin"))
-    assert isinstance(jellyfin_server, FakeJellyfin)
-    jellyfin_server.add_series(JELLYFIN_SERIES, "Breaking Bad", Tvdb="81189")
-    trakt = start_fake(FakeTrakt())
-    assert isinstance(trakt, FakeTrakt)
-    trakt.add_show("Breaking Bad", 2008, tmdb=1396, tvdb=81189, seasons={5: 16})
+    trakt, extra = jellyfin_with_trakt_search(start_fake, monkeypatch)
     trakt.fail_next(1_000_000, 503, route="/search/{id_type}/{id}")  # down for days
-    extra = (
-        f'  jellyfin: {{url: "{jellyfin_server.url}", api_key: "{API_KEY}"}}\n'
-        f'  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}'
-    )
     runtime = serializd_runtime(tmp_path, serializd, receiver, clock, extra)
     try:
         worker = await worker_for(runtime)
@@ -1099,18 +1108,7 @@ async def test_two_failed_id_searches_days_apart_are_no_outage_of_days(
 ) -> None:
     # A gateway's error today and another in three days, with nothing asked between: the
     # search was not down those three days, so nothing tells of an outage.
-    unpaced(monkeypatch, "trakt")
-    monkeypatch.setitem(HttpClient.__init__.__kwdefaults__, "retry", FAST)
-    jellyfin_server = start_fake(FakeJellyfin("jellyfin"))
-    assert isinstance(jellyfin_server, FakeJellyfin)
-    jellyfin_server.add_series(JELLYFIN_SERIES, "Breaking Bad", Tvdb="81189")
-    trakt = start_fake(FakeTrakt())
-    assert isinstance(trakt, FakeTrakt)
-    trakt.add_show("Breaking Bad", 2008, tmdb=1396, tvdb=81189, seasons={5: 16})
-    extra = (
-        f'  jellyfin: {{url: "{jellyfin_server.url}", api_key: "{API_KEY}"}}\n'
-        f'  trakt: {{client_id: {CLIENT_ID}, api_url: "{trakt.url}", auth_url: "{trakt.url}"}}'
-    )
+    trakt, extra = jellyfin_with_trakt_search(start_fake, monkeypatch)
     runtime = serializd_runtime(tmp_path, serializd, receiver, clock, extra)
     try:
         worker = await worker_for(runtime)
