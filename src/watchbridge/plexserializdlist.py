@@ -126,7 +126,6 @@ async def sync_plex_serializd_watchlist(
     listed = await serializd.watchlist(profile)
     plex_items, left_out = plex_show_items(plex_listed)
     serializd_items = serializd_watch_items(listed)
-    seasons_of = {s.show_id: s.season_ids for s in listed}
     _, baseline = watchlist_baseline(store, link, profile)
     plan = plan_watchlist(
         serializd_items,
@@ -158,7 +157,7 @@ async def sync_plex_serializd_watchlist(
     new_baseline |= off_plex.baseline
     unresolved += off_plex.unresolved
     off_serializd = await remove_from_serializd_watchlist(
-        serializd, profile, plan.remove_from_peer, seasons_of, baseline
+        serializd, profile, plan.remove_from_peer, listed, baseline
     )
     new_baseline |= off_serializd.baseline
     unresolved += off_serializd.unresolved

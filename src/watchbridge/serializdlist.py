@@ -212,12 +212,13 @@ async def remove_from_serializd_watchlist(
     serializd: SerializdClient,
     profile: str,
     items: Sequence[WatchItem],
-    seasons_of: Mapping[int, Sequence[int]],
+    listed: Iterable[WatchlistShow],
     baseline: Mapping[str, Sequence[str]],
 ) -> Written:
-    """Take each show off Serializd's watchlist with the seasons its row there lists
-    (`seasons_of`: show id -> season ids). A show Serializd refuses keeps its baseline rows, so
+    """Take each show off Serializd's watchlist with the seasons its row there lists (of
+    `listed`, the watchlist as read). A show Serializd refuses keeps its baseline rows, so
     the next run tries again; a sign-in or an outage raises."""
+    seasons_of = {show.show_id: show.season_ids for show in listed}
     count = 0
     kept: dict[str, Any] = {}
     failed: list[str] = []
@@ -366,7 +367,6 @@ async def sync_serializd_watchlist(
     listed = await serializd.watchlist(profile)
     trakt_rows = await trakt.watchlist(profile)
     serializd_items = serializd_watch_items(listed)
-    seasons_of = {s.show_id: s.season_ids for s in listed}
     trakt_items, unidentified = trakt_show_items(trakt_rows)
     stored, baseline = watchlist_baseline(store, link, profile)
     plan = plan_watchlist(
@@ -403,7 +403,7 @@ async def sync_serializd_watchlist(
     new_baseline = baseline_before_writes(plan, baseline)
     removed_trakt = await remove_from_trakt_watchlist(trakt, store, profile, plan, now)
     removed = await remove_from_serializd_watchlist(
-        serializd, profile, plan.remove_from_peer, seasons_of, baseline
+        serializd, profile, plan.remove_from_peer, listed, baseline
     )
     new_baseline |= removed.baseline
     unresolved += removed.unresolved
