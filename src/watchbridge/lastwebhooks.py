@@ -23,6 +23,7 @@ store only when a server's name is new to the service or changed (`named`), not 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -126,17 +127,13 @@ def servers_shown(last: Iterable[LastWebhook]) -> dict[tuple[str, str], str]:
     another server of the source has that name too (Plex names each new server after its
     machine), by its id where it gave none. Pure."""
     found = list(last)
-    names: dict[tuple[str, str], int] = {}
-    for one in found:
-        if one.name:
-            names[(one.source, one.name)] = names.get((one.source, one.name), 0) + 1
-    return {
-        (one.source, one.server): (
-            one.server
-            if not one.name
-            else one.name
-            if names[(one.source, one.name)] == 1
-            else f"{one.name} ({one.server})"
-        )
-        for one in found
-    }
+    names = Counter((one.source, one.name) for one in found if one.name)
+
+    def shown(one: LastWebhook) -> str:
+        if not one.name:
+            return one.server
+        if names[one.source, one.name] == 1:
+            return one.name
+        return f"{one.name} ({one.server})"
+
+    return {(one.source, one.server): shown(one) for one in found}
