@@ -1046,8 +1046,9 @@ def ticked_marks(planned: Plan, current: Mapping[str, Side]) -> Plan:
         return planned
 
     def ticked(action: Action) -> Action:
-        source = _ADDED_AGAIN.sub("", action.source, count=1)
-        if action.kind != "add_play" or action.target != "serializd" or source not in marks:
+        if action.kind != "add_play" or action.target != "serializd":
+            return action
+        if _ADDED_AGAIN.sub("", action.source, count=1) not in marks:
             return action
         return replace(action, at=UNDATED, reason=action.reason + MARKED_ALONG)
 
