@@ -33,13 +33,11 @@ from tests.harness import watchbridge, write_config
 from tests.ingest_samples import sample_json
 from tests.test_webhooks_e2e import plex_multipart
 from tests.unpaced import unpaced
-from tests.walkthrough import Clock, RunningHouse
-from watchbridge.app import Runtime
+from tests.walkthrough import Clock, RunningHouse, deliver_due, scheduled_run
 from watchbridge.config import load_config
-from watchbridge.deliver.worker import DeliveryWorker
 from watchbridge.http import HttpClient, RetryPolicy
-from watchbridge.sync import RunResult, causes_of, failure_of, report_run, run_link
-from watchbridge.wiring import build_runtime, make_targets
+from watchbridge.sync import RunResult
+from watchbridge.wiring import build_runtime
 
 SECRET = "plex-serializd-walkthrough-secret"
 LINK = "plex-serializd"
@@ -130,23 +128,8 @@ class Household(RunningHouse):
         runtime.open()
 
         async def run() -> RunResult | str:
-            outcome: RunResult | str
-            try:
-                outcome = await run_link(
-                    runtime.config,
-                    runtime.store,
-                    LINK,
-                    full=full,
-                    clock=self.clock,
-                    alerts=runtime.notifier,
-                    metrics=runtime.metrics,
-                )
-            except Exception as exc:
-                outcome = failure_of(exc) if hasattr(exc, "message") else str(exc)  # type: ignore[arg-type]
-                await report_run(runtime.store, runtime.notifier, LINK, outcome, causes_of(exc))
-            else:
-                await report_run(runtime.store, runtime.notifier, LINK, None)
-            await deliver(runtime)
+            outcome = await scheduled_run(runtime, LINK, self.clock, full=full)
+            await deliver_due(runtime)
             return outcome
 
         try:
@@ -160,7 +143,7 @@ class Household(RunningHouse):
         runtime = build_runtime(load_config(self.config, {}), clock=self.clock)
         runtime.open()
         try:
-            asyncio.run(deliver(runtime))
+            asyncio.run(deliver_due(runtime))
         finally:
             runtime.close()
 
@@ -180,19 +163,6 @@ class Household(RunningHouse):
         said = watchbridge("status", "--config", str(self.config))
         assert said.returncode == 0, said.stderr
         return said.stdout
-
-
-async def deliver(runtime: Runtime) -> None:
-    """Deliver what is due, as `watchbridge sync` does beside the service."""
-    worker = DeliveryWorker(make_targets, runtime.config.delivery, role="cli")
-    worker.targets = {t.name: t for t in make_targets(runtime)}
-    try:
-        for _ in range(50):
-            if not await worker.pass_once(runtime):
-                break
-    finally:
-        for target in worker.targets.values():
-            await target.aclose()
 
 
 def minute(at: float) -> str:

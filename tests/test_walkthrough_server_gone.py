@@ -25,12 +25,12 @@ from tests.fakes.trakt import CLIENT_ID, FakeTrakt
 from tests.harness import AppThread, sign_in_trakt, wait_for, watchbridge
 from tests.test_walkthrough_anime_jellyfin import Clock
 from tests.unpaced import unpaced
+from tests.walkthrough import scheduled_run
 from watchbridge.app import Runtime
 from watchbridge.config import load_config
 from watchbridge.deliver.worker import DeliveryWorker
 from watchbridge.http import HttpClient, RetryPolicy
 from watchbridge.model import Account, Ids, MediaEvent, MediaRef
-from watchbridge.sync import causes_of, failure_of, report_run, run_link
 from watchbridge.webhooks import ingest_job
 from watchbridge.wiring import build_app, build_runtime, make_targets
 
@@ -73,21 +73,7 @@ class Household:
     async def run(self, name: str) -> None:
         """One scheduled run of link `name` and what the scheduler tells of it."""
         assert self.runtime is not None
-        runtime = self.runtime
-        try:
-            await run_link(
-                runtime.config,
-                runtime.store,
-                name,
-                clock=self.clock,
-                alerts=runtime.notifier,
-                metrics=runtime.metrics,
-            )
-        except Exception as exc:
-            error = failure_of(exc) if hasattr(exc, "message") else str(exc)  # type: ignore[arg-type]
-            await report_run(runtime.store, runtime.notifier, name, error, causes_of(exc))
-        else:
-            await report_run(runtime.store, runtime.notifier, name, None)
+        await scheduled_run(self.runtime, name, self.clock)
 
     async def deliver(self) -> None:
         assert self.runtime is not None and self.worker is not None

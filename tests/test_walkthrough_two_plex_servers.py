@@ -45,14 +45,12 @@ from tests.ingest_samples import sample_json
 from tests.test_app import wait_until
 from tests.test_webhooks_e2e import plex_multipart
 from tests.unpaced import unpaced
-from tests.walkthrough import Clock, RunningHouse
-from watchbridge.app import Runtime
+from tests.walkthrough import Clock, RunningHouse, deliver_due, scheduled_run
 from watchbridge.config import load_config
-from watchbridge.deliver.worker import DeliveryWorker
 from watchbridge.http import HttpClient, RetryPolicy
 from watchbridge.maintenance import check_unlisted_accounts
-from watchbridge.sync import RunResult, causes_of, failure_of, report_run, run_link
-from watchbridge.wiring import build_runtime, make_targets
+from watchbridge.sync import RunResult
+from watchbridge.wiring import build_runtime
 
 SECRET = "two-plex-servers-walkthrough-secret"
 HOME_ID = "a0a0a0a0b1b1b1b1c2c2c2c2d3d3d3d3e4e4e4e4"
@@ -181,23 +179,8 @@ class House(RunningHouse):
         async def run() -> dict[str, RunResult | str]:
             results: dict[str, RunResult | str] = {}
             for link in runtime.config.links:
-                try:
-                    results[link] = await run_link(
-                        runtime.config,
-                        runtime.store,
-                        link,
-                        clock=self.clock,
-                        alerts=runtime.notifier,
-                        metrics=runtime.metrics,
-                    )
-                except Exception as exc:
-                    results[link] = failure_of(exc) if hasattr(exc, "message") else str(exc)  # type: ignore[arg-type]
-                    await report_run(
-                        runtime.store, runtime.notifier, link, results[link], causes_of(exc)
-                    )
-                else:
-                    await report_run(runtime.store, runtime.notifier, link, None)
-                await deliver(runtime)
+                results[link] = await scheduled_run(runtime, link, self.clock)
+                await deliver_due(runtime)
             return results
 
         try:
@@ -211,7 +194,7 @@ class House(RunningHouse):
         runtime = build_runtime(load_config(self.config, {}), clock=self.clock)
         runtime.open()
         try:
-            asyncio.run(deliver(runtime))
+            asyncio.run(deliver_due(runtime))
         finally:
             runtime.close()
 
@@ -233,19 +216,6 @@ class House(RunningHouse):
 
     def api_status(self) -> dict[str, Any]:
         return dict(httpx.get(f"{self.app.url}/api/status").json())
-
-
-async def deliver(runtime: Runtime) -> None:
-    """Deliver what is due, as `watchbridge sync` does beside the service."""
-    worker = DeliveryWorker(make_targets, runtime.config.delivery, role="cli")
-    worker.targets = {t.name: t for t in make_targets(runtime)}
-    try:
-        for _ in range(50):
-            if not await worker.pass_once(runtime):
-                break
-    finally:
-        for target in worker.targets.values():
-            await target.aclose()
 
 
 def minute(at: float) -> str:

@@ -5,6 +5,7 @@ and its database, stopped and started again as an update or a reboot would, on o
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, Self
 
@@ -15,8 +16,10 @@ from tests.fakes.trakt import FakeTrakt
 from tests.harness import AppThread, settle, sign_in_trakt, wait_for
 from watchbridge.app import Runtime
 from watchbridge.config import load_config
+from watchbridge.deliver.worker import DeliveryWorker
 from watchbridge.store import Store
-from watchbridge.wiring import build_app, build_runtime
+from watchbridge.sync import RunResult, causes_of, failure_of, report_run, run_link
+from watchbridge.wiring import build_app, build_runtime, make_targets
 
 
 class Clock:
@@ -90,6 +93,42 @@ class RunningHouse:
     def settle(self) -> None:
         """Until nothing is due: every row done, given up, or waiting for a later try."""
         settle(self.db, self.clock)
+
+
+async def scheduled_run(
+    runtime: Runtime, link: str, clock: Callable[[], float], *, full: bool = False
+) -> RunResult | str:
+    """One run of `link` as the service's scheduler makes it, told to the alerts: its
+    result, or why it failed."""
+    try:
+        result = await run_link(
+            runtime.config,
+            runtime.store,
+            link,
+            full=full,
+            clock=clock,
+            alerts=runtime.notifier,
+            metrics=runtime.metrics,
+        )
+    except Exception as exc:
+        error = failure_of(exc) if hasattr(exc, "message") else str(exc)  # type: ignore[arg-type]
+        await report_run(runtime.store, runtime.notifier, link, error, causes_of(exc))
+        return error
+    await report_run(runtime.store, runtime.notifier, link, None)
+    return result
+
+
+async def deliver_due(runtime: Runtime) -> None:
+    """Deliver what is due, as `watchbridge sync` does beside the service."""
+    worker = DeliveryWorker(make_targets, runtime.config.delivery, role="cli")
+    worker.targets = {t.name: t for t in make_targets(runtime)}
+    try:
+        for _ in range(50):
+            if not await worker.pass_once(runtime):
+                break
+    finally:
+        for target in worker.targets.values():
+            await target.aclose()
 
 
 def anilist_service(anilist: FakeAniList, lists: FakeDatasets) -> str:
