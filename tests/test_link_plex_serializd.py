@@ -462,16 +462,18 @@ def test_a_play_whose_dead_letter_was_discarded_is_copied_again_by_the_link(
     assert [(r.season_id, r.episode_number) for r in serializd.diary()] == [(3572, 1)]
 
 
-def queue_webhook_play(path: Path, season: int, number: int, at: float, show: str = "1396") -> None:
-    """Plex's webhook of alex's play of S`season`E`number` of the show with TMDB id `show`
-    (Breaking Bad; ended at `at`), taken by the service: a delivery queued for Serializd."""
+def queue_webhook(
+    path: Path, season: int, number: int, at: float, show: str = "1396", **told: Any
+) -> None:
+    """Plex's webhook of alex's play (`played=True`) or rating (`rating=0-100`) of
+    S`season`E`number` of the show with TMDB id `show` (Breaking Bad), given at `at`, taken
+    by the service: a delivery queued for Serializd."""
     runtime = build_runtime(load_config(path, {}))
     runtime.open()
     try:
         item = MediaRef("episode", show_ids=Ids(tmdb=show), season=season, number=number)
-        event = MediaEvent(
-            "generic", "played", item, account=Account("alex"), played=True, occurred_at=at
-        )
+        action = "played" if told.get("played") else "rate"
+        event = MediaEvent("generic", action, item, account=Account("alex"), occurred_at=at, **told)
         assert runtime.store.ingest(ingest_job(runtime, "alex", event))
     finally:
         runtime.close()
@@ -491,7 +493,7 @@ def test_a_webhook_play_given_up_is_not_copied_by_the_link_beside_its_dead_lette
     serializd.episodes_refused.add(1)  # Serializd refuses S2E1's diary entry (for now)
     watched = time.time() - HOUR
     plex.watch("111", watched)
-    queue_webhook_play(path, 2, 1, watched)
+    queue_webhook(path, 2, 1, watched, played=True)
     sync(path)  # the link leaves it to the webhook's row, which gives up
     (why,) = dead_letters(tmp_path)
     assert "HTTP 400" in why, why
@@ -509,21 +511,6 @@ def test_a_webhook_play_given_up_is_not_copied_by_the_link_beside_its_dead_lette
     assert dead_letters(tmp_path) == []
 
 
-def queue_webhook_rating(path: Path, season: int, number: int, rating: int, at: float) -> None:
-    """Plex's webhook of alex's rating (0-100) of Breaking Bad S`season`E`number` given at
-    `at`, taken by the service: a delivery queued for Serializd."""
-    runtime = build_runtime(load_config(path, {}))
-    runtime.open()
-    try:
-        item = MediaRef("episode", show_ids=Ids(tmdb="1396"), season=season, number=number)
-        event = MediaEvent(
-            "generic", "rate", item, account=Account("alex"), rating=rating, occurred_at=at
-        )
-        assert runtime.store.ingest(ingest_job(runtime, "alex", event))
-    finally:
-        runtime.close()
-
-
 @pytest.mark.parametrize("then", ["retry", "discard"])
 def test_a_webhook_rating_given_up_is_not_copied_by_the_link_beside_its_dead_letter(
     tmp_path: Path, start_fake: Any, then: str
@@ -538,7 +525,7 @@ def test_a_webhook_rating_given_up_is_not_copied_by_the_link_beside_its_dead_let
     serializd.episodes_refused.add(1)  # Serializd refuses S1E1's rating row (for now)
     rated = time.time() - HOUR
     plex.rate("101", 8.0, rated)
-    queue_webhook_rating(path, 1, 1, 80, rated)
+    queue_webhook(path, 1, 1, rated, rating=80)
     sync(path)  # the link leaves it to the webhook's row, which gives up
     (why,) = dead_letters(tmp_path)
     assert "HTTP 400" in why, why
@@ -567,7 +554,7 @@ def test_a_dead_letter_retried_by_hand_goes_at_once_after_serializd_lists_its_sh
     path = link_config(tmp_path, plex, serializd)
     path.write_text(path.read_text() + "delivery: {max_attempts: 1}\n", encoding="utf-8")
     sync(path)
-    queue_webhook_play(path, 1, 1, time.time() - HOUR, show="95396")  # Severance
+    queue_webhook(path, 1, 1, time.time() - HOUR, show="95396", played=True)  # Severance
     sync(path)
     (why,) = dead_letters(tmp_path)
     assert "Show not found" in why, why
