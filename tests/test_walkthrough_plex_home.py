@@ -24,7 +24,7 @@ from tests.fakes.anime_datasets import FakeDatasets
 from tests.fakes.base import FakeServer
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
-from tests.harness import watchbridge, write_config
+from tests.harness import write_config
 from tests.ingest_samples import sample_json
 from tests.test_webhooks_e2e import plex_multipart
 from tests.unpaced import unpaced
@@ -88,14 +88,6 @@ class Home(RunningHouse):
         """Sam's AniList: media -> (status, progress, rewatches)."""
         entries = self.anilist.snapshot(self.anilist.user(SAM_ANILIST))
         return {media: (e["status"], e["progress"], e["repeat"]) for media, e in entries.items()}
-
-    def status(self) -> str:
-        said = watchbridge("status", "--config", str(self.config))
-        assert said.returncode == 0, said.stderr
-        return said.stdout
-
-    def api_status(self) -> dict[str, Any]:
-        return dict(httpx.get(f"{self.app.url}/api/status").json())
 
 
 def plex(sample: str, account: int, name: str, **metadata: Any) -> dict[str, Any]:

@@ -159,11 +159,6 @@ class Household(RunningHouse):
             for r in self.diary(who)
         )
 
-    def status(self) -> str:
-        said = watchbridge("status", "--config", str(self.config))
-        assert said.returncode == 0, said.stderr
-        return said.stdout
-
 
 def minute(at: float) -> str:
     """`at` as the diary's watch date shows it, to the minute (UTC)."""

@@ -24,7 +24,7 @@ from tests.fakes.base import FakeServer
 from tests.fakes.jellyfin import API_KEY, BREAKING_BAD_PROVIDER_IDS, JELLYFIN_SERIES, FakeJellyfin
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
-from tests.harness import wait_for, watchbridge, write_config
+from tests.harness import wait_for, write_config
 from tests.ingest_samples import sample_json
 from tests.test_webhooks_e2e import plex_multipart
 from tests.unpaced import unpaced
@@ -129,11 +129,6 @@ class Move(RunningHouse):
                 "SELECT COUNT(*) FROM cursors WHERE name LIKE 'catch_up:%'"
             ).fetchone()
         return int(count)
-
-    def status(self) -> str:
-        said = watchbridge("status", "--config", str(self.config))
-        assert said.returncode == 0, said.stderr
-        return said.stdout
 
 
 def stamp(at: float) -> str:

@@ -40,7 +40,7 @@ from tests.fakes.plextv import FakePlexTv
 from tests.fakes.receiver import AlertReceiver
 from tests.fakes.serializd import ALICE, FakeSerializd
 from tests.fakes.trakt import CLIENT_ID, FakeTrakt
-from tests.harness import watchbridge, write_config
+from tests.harness import write_config
 from tests.ingest_samples import sample_json
 from tests.test_app import wait_until
 from tests.test_webhooks_e2e import plex_multipart
@@ -208,14 +208,6 @@ class House(RunningHouse):
     def logged(self) -> list[tuple[int | None, str]]:
         """alex's Serializd diary: (episode, watch date to the minute), oldest first."""
         return sorted((row.watched_at[:16], row.episode_number) for row in self.serializd.diary())
-
-    def status(self) -> str:
-        said = watchbridge("status", "--config", str(self.config))
-        assert said.returncode == 0, said.stderr
-        return said.stdout
-
-    def api_status(self) -> dict[str, Any]:
-        return dict(httpx.get(f"{self.app.url}/api/status").json())
 
 
 def minute(at: float) -> str:

@@ -7,13 +7,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol, Self
+from typing import Any, Protocol, Self
+
+import httpx
 
 from tests.fakes.anilist import FakeAniList
 from tests.fakes.anime_datasets import FakeDatasets
 from tests.fakes.jellyfin import FakeJellyfin
 from tests.fakes.trakt import FakeTrakt
-from tests.harness import AppThread, settle, sign_in_trakt, wait_for
+from tests.harness import AppThread, settle, sign_in_trakt, wait_for, watchbridge
 from watchbridge.app import Runtime
 from watchbridge.config import load_config
 from watchbridge.deliver.worker import DeliveryWorker
@@ -93,6 +95,15 @@ class RunningHouse:
     def settle(self) -> None:
         """Until nothing is due: every row done, given up, or waiting for a later try."""
         settle(self.db, self.clock)
+
+    def status(self) -> str:
+        """What `watchbridge status` prints."""
+        said = watchbridge("status", "--config", str(self.config))
+        assert said.returncode == 0, said.stderr
+        return said.stdout
+
+    def api_status(self) -> dict[str, Any]:
+        return dict(httpx.get(f"{self.app.url}/api/status").json())
 
 
 async def scheduled_run(
