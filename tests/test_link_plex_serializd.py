@@ -279,6 +279,15 @@ async def race_a_webhook_play_against_a_run(
         runtime.close()
 
 
+def giving_up_at_once(tmp_path: Path, start_fake: Any) -> tuple[FakePlex, FakeSerializd, Path]:
+    """`plex_and_serializd` and alex's link between them, each delivery giving up (a dead
+    letter) at its first failure."""
+    plex, serializd = plex_and_serializd(start_fake)
+    path = link_config(tmp_path, plex, serializd)
+    path.write_text(path.read_text() + "delivery: {max_attempts: 1}\n", encoding="utf-8")
+    return plex, serializd, path
+
+
 def plex_and_serializd(start_fake: Any) -> tuple[FakePlex, FakeSerializd]:
     plex, serializd = start_fake(FakePlex()), start_fake(FakeSerializd())
     serializd.seed_reference_catalogue()
@@ -444,9 +453,7 @@ def test_a_play_whose_dead_letter_was_discarded_is_copied_again_by_the_link(
     tmp_path: Path, start_fake: Any
 ) -> None:
     # The link stays configured: the discarded row was not the play given up.
-    plex, serializd = plex_and_serializd(start_fake)
-    path = link_config(tmp_path, plex, serializd)
-    path.write_text(path.read_text() + "delivery: {max_attempts: 1}\n", encoding="utf-8")
+    _, serializd, path = giving_up_at_once(tmp_path, start_fake)
     serializd.fail_next(100, 400, route=REVIEWS_ADD)  # refused, once for good
     sync(path)
     (why,) = dead_letters(tmp_path)
@@ -486,9 +493,9 @@ def test_a_webhook_play_given_up_is_not_copied_by_the_link_beside_its_dead_lette
     # The webhook's dead letter is the play's delivery, as a link's own is: a copy beside it
     # would be a second dead letter (and alert) where Serializd refuses it, and a second send
     # once both are retried. Retried, it goes once; discarded, the link copies the play.
-    plex, serializd = plex_and_serializd(start_fake)  # S1E1 watched in Plex 40 hours ago
-    path = link_config(tmp_path, plex, serializd)
-    path.write_text(path.read_text() + "delivery: {max_attempts: 1}\n", encoding="utf-8")
+    plex, serializd, path = giving_up_at_once(
+        tmp_path, start_fake
+    )  # S1E1 watched in Plex 40 hours ago
     sync(path)
     serializd.episodes_refused.add(1)  # Serializd refuses S2E1's diary entry (for now)
     watched = time.time() - HOUR
@@ -518,9 +525,9 @@ def test_a_webhook_rating_given_up_is_not_copied_by_the_link_beside_its_dead_let
     # As for a play: the webhook's dead letter is the rating's delivery. A link's copy beside
     # it would be a second dead letter (and alert) where Serializd refuses it, and a second
     # rating row once both are retried. Retried, it goes once; discarded, the link copies it.
-    plex, serializd = plex_and_serializd(start_fake)  # S1E1 watched in Plex 40 hours ago
-    path = link_config(tmp_path, plex, serializd)
-    path.write_text(path.read_text() + "delivery: {max_attempts: 1}\n", encoding="utf-8")
+    plex, serializd, path = giving_up_at_once(
+        tmp_path, start_fake
+    )  # S1E1 watched in Plex 40 hours ago
     sync(path)
     serializd.episodes_refused.add(1)  # Serializd refuses S1E1's rating row (for now)
     rated = time.time() - HOUR
@@ -550,9 +557,7 @@ def test_a_dead_letter_retried_by_hand_goes_at_once_after_serializd_lists_its_sh
 ) -> None:
     # "Show not found" is taken as the answer for a day (no show lookup per row and pass),
     # but a retry by hand is the user saying "try now": Serializd lists the show since.
-    plex, serializd = plex_and_serializd(start_fake)
-    path = link_config(tmp_path, plex, serializd)
-    path.write_text(path.read_text() + "delivery: {max_attempts: 1}\n", encoding="utf-8")
+    _, serializd, path = giving_up_at_once(tmp_path, start_fake)
     sync(path)
     queue_webhook(path, 1, 1, time.time() - HOUR, show="95396", played=True)  # Severance
     sync(path)
@@ -578,12 +583,10 @@ def test_a_dead_letter_retried_by_hand_goes_at_once_after_serializd_lists_its_sh
 def always_refused(tmp_path: Path, start_fake: Any) -> tuple[Path, FakeSerializd]:
     """S1E1 and S1E2 watched in Plex; Serializd refuses S1E1's diary entry every time (a
     delivery gives up at its first failure)."""
-    plex, serializd = plex_and_serializd(start_fake)
+    plex, serializd, path = giving_up_at_once(tmp_path, start_fake)
     plex.add_episode("102", "20", 1, 2)
     plex.watch("102", time.time() - 39 * HOUR)
     serializd.episodes_refused.add(1)
-    path = link_config(tmp_path, plex, serializd)
-    path.write_text(path.read_text() + "delivery: {max_attempts: 1}\n", encoding="utf-8")
     return path, serializd
 
 
